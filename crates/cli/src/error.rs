@@ -1,0 +1,50 @@
+//! Errors the binary reports, each with its exit code.
+
+use std::path::PathBuf;
+
+/// What went wrong, as the user sees it. Exit codes: 2 bad input (a file or flag the user gave),
+/// 3 I/O (a file that cannot be read or written), 1 anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The user's input is wrong; the message says where and what was expected.
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Input(_) => 2,
+            CliError::Read { .. } | CliError::Write { .. } => 3,
+            CliError::Other(_) => 1,
+        }
+    }
+}
+
+/// Reads a file the user named, as text.
+pub fn read_text(path: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes a file the user named.
+pub fn write_text(path: &std::path::Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|source| CliError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,87 @@
+//! Jobs: what a tenant asks the fleet to run.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The three kinds of work Switchyard places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// A gang: all of its accelerators at once or none, for a long time, checkpointed.
+    Training,
+    /// A gang that runs to completion without checkpoints (evaluations, data jobs, sweeps).
+    Batch,
+    /// A replica set serving a load; replicas are independent of each other.
+    Inference,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Training => "training",
+            JobKind::Batch => "batch",
+            JobKind::Inference => "inference",
+        }
+    }
+
+    /// Parses the names used in traces, job files and the API.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "training" | "train" => Some(JobKind::Training),
+            "batch" => Some(JobKind::Batch),
+            "inference" | "serve" | "serving" => Some(JobKind::Inference),
+            _ => None,
+        }
+    }
+}
+
+/// How much work a job carries, and so how long it runs where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Work {
+    /// Wall-clock seconds on its full allocation; `by_accelerator` overrides `seconds` for the
+    /// accelerator types it names (canonical catalog names).
+    Duration {
+        seconds: f64,
+        by_accelerator: BTreeMap<String, f64>,
+    },
+    /// An amount of work in abstract units (steps, samples, tokens) whose rate per accelerator
+    /// type comes from a throughput table or the performance model, keyed by `profile`.
+    Amount { units: f64, profile: String },
+    /// Runs until cancelled (inference services).
+    Open,
+}
+
+/// Replica-set shape of an inference service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Replicas {
+    pub min: u32,
+    pub max: u32,
+    /// Requests per second (or any load unit) one replica can serve.
+    pub capacity_per_replica: f64,
+}
+
+/// A job as submitted: who, what shape, where it may run, how much work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub id: String,
+    /// The team (fleet-unique name) the job belongs to.
+    pub tenant: String,
+    pub kind: JobKind,
+    /// Higher runs first under the `priority` policy.
+    pub priority: i32,
+    /// Submission time, seconds from the start of a trace (the simulator's clock).
+    pub submit_s: f64,
+    /// Gang size for training and batch jobs; accelerators per replica for inference.
+    pub accelerators: u32,
+    /// For elastic training: the smallest gang it can run on (`None` = fixed size).
+    pub min_accelerators: Option<u32>,
+    /// Inference only.
+    pub replicas: Option<Replicas>,
+    /// Accelerator types (canonical names) the job accepts; empty = any.
+    pub accelerator_types: Vec<String>,
+    /// Clusters the job accepts; empty = any.
+    pub clusters: Vec<String>,
+    pub work: Work,
+}

@@ -1,0 +1,1 @@
+//! switchyard-perf (being written).

@@ -1,0 +1,1 @@
+//! switchyard-sched (being written).
