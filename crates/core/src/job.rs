@@ -85,3 +85,39 @@ pub struct JobSpec {
     pub clusters: Vec<String>,
     pub work: Work,
 }
+
+/// Measured or predicted rates of work: profile (a job type) → accelerator type → work units per
+/// second on the job's whole allocation. Gavel's `simulation_throughputs.json` and the performance
+/// model both produce one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThroughputTable {
+    rates: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl ThroughputTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the rate of `profile` on `accelerator` (a canonical catalog name).
+    pub fn insert(&mut self, profile: &str, accelerator: &str, units_per_s: f64) {
+        self.rates
+            .entry(profile.to_owned())
+            .or_default()
+            .insert(accelerator.to_owned(), units_per_s);
+    }
+
+    /// Units per second of `profile` on `accelerator`, if known.
+    pub fn rate(&self, profile: &str, accelerator: &str) -> Option<f64> {
+        self.rates.get(profile)?.get(accelerator).copied()
+    }
+
+    /// Every profile with its rates.
+    pub fn profiles(&self) -> impl Iterator<Item = (&str, &BTreeMap<String, f64>)> {
+        self.rates.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rates.is_empty()
+    }
+}

@@ -1,0 +1,1 @@
+//! Trace formats and importers (being written).
