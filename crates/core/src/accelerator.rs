@@ -119,7 +119,7 @@ const NVLINK5: &str = "NVLink 5 (NVSwitch)";
 static CATALOG: &[Accelerator] = &[
     Accelerator {
         name: "A100-40GB",
-        aliases: &["A100", "A100-SXM4-40GB", "A100 40GB"],
+        aliases: &["A100", "A100-SXM4-40GB"],
         vendor: Vendor::Nvidia,
         bf16_tflops: 312.0,
         fp8_tflops: None,
@@ -137,7 +137,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "A100-80GB",
-        aliases: &["A100-SXM4-80GB", "A100 80GB", "A100-80G"],
+        aliases: &["A100-SXM4-80GB", "A100-80G"],
         vendor: Vendor::Nvidia,
         bf16_tflops: 312.0,
         fp8_tflops: None,
@@ -155,14 +155,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "H100-SXM",
-        aliases: &[
-            "H100",
-            "H100-SXM5",
-            "H100-SXM-80GB",
-            "H100-SXM5-80GB",
-            "DGX-H100",
-            "H100 80GB HBM3",
-        ],
+        aliases: &["H100", "H100-SXM5", "H100-SXM-80GB", "H100-SXM5-80GB", "DGX-H100", "H100 80GB HBM3"],
         vendor: Vendor::Nvidia,
         bf16_tflops: 989.4,
         fp8_tflops: Some(1978.9),
@@ -198,7 +191,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "H200",
-        aliases: &["H200-SXM", "H200-SXM-141GB", "H200 141GB"],
+        aliases: &["H200-SXM", "H200-SXM-141GB"],
         vendor: Vendor::Nvidia,
         bf16_tflops: 989.4,
         fp8_tflops: Some(1978.9),
@@ -270,7 +263,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "GB200",
-        aliases: &["GB200-NVL72", "GB200 NVL72"],
+        aliases: &["GB200-NVL72"],
         vendor: Vendor::Nvidia,
         bf16_tflops: 2500.0,
         fp8_tflops: Some(5000.0),
@@ -288,7 +281,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "GB300",
-        aliases: &["GB300-NVL72", "GB300 NVL72"],
+        aliases: &["GB300-NVL72"],
         vendor: Vendor::Nvidia,
         bf16_tflops: 2500.0,
         fp8_tflops: Some(5000.0),
@@ -306,7 +299,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "TPU-v4",
-        aliases: &["TPUv4", "TPU v4", "v4"],
+        aliases: &["v4"],
         vendor: Vendor::Google,
         bf16_tflops: 275.0,
         fp8_tflops: None,
@@ -324,7 +317,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "TPU-v5e",
-        aliases: &["TPUv5e", "TPU v5e", "v5e", "TPU-v5-lite"],
+        aliases: &["v5e", "TPU-v5-lite"],
         vendor: Vendor::Google,
         bf16_tflops: 197.0,
         fp8_tflops: None,
@@ -342,7 +335,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "TPU-v5p",
-        aliases: &["TPUv5p", "TPU v5p", "v5p"],
+        aliases: &["v5p"],
         vendor: Vendor::Google,
         bf16_tflops: 459.0,
         fp8_tflops: None,
@@ -360,7 +353,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "TPU-v6e",
-        aliases: &["TPUv6e", "TPU v6e", "v6e", "Trillium"],
+        aliases: &["v6e", "Trillium"],
         vendor: Vendor::Google,
         bf16_tflops: 918.0,
         fp8_tflops: None,
@@ -432,7 +425,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "Gaudi2",
-        aliases: &["Gaudi-2", "HL-225H", "Intel Gaudi2"],
+        aliases: &["HL-225H", "Intel Gaudi2"],
         vendor: Vendor::Intel,
         bf16_tflops: 432.0,
         fp8_tflops: Some(865.0),

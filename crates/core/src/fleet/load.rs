@@ -1,6 +1,25 @@
-//! Loading and validating fleet TOML (being written).
+//! Loading and validating fleet TOML.
+//!
+//! The file is first deserialized into `Raw*` types that keep every value's byte span, then
+//! validated into the domain types of [`super`]. Every error names the file, the line and column,
+//! the field (as a path such as `clusters[2].topology.rack.nodes`) and what was expected.
 
-use super::Fleet;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    Capacity, Cluster, Contract, Fleet, Level, LevelKind, Organisation, Provider, ProviderKind,
+    Quota, Reserved, Team, Topology,
+};
+use crate::accelerator;
+
+/// Share of line rate assumed for collectives on a scale-out network when the fleet file does
+/// not say: between standard Ethernet (about 0.6) and a tuned fabric such as Spectrum-X or
+/// InfiniBand with adaptive routing (about 0.95).
+pub const DEFAULT_NETWORK_EFFICIENCY: f64 = 0.8;
 
 /// A fleet file that failed to load: where, which field, and what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -9,16 +28,656 @@ pub struct FleetError {
     pub file: String,
     pub line: usize,
     pub column: usize,
+    /// Path of the offending field, e.g. `clusters[1].nodes`; empty for syntax errors.
     pub field: String,
     pub message: String,
 }
 
-pub(super) fn load(_text: &str, file: &str) -> Result<Fleet, FleetError> {
-    Err(FleetError {
-        file: file.into(),
-        line: 1,
-        column: 1,
-        field: String::new(),
-        message: "loader not written yet".into(),
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    providers: Vec<Spanned<RawProvider>>,
+    #[serde(default)]
+    clusters: Vec<Spanned<RawCluster>>,
+    #[serde(default)]
+    tenants: Vec<Spanned<RawOrganisation>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: Spanned<String>,
+    kind: Spanned<ProviderKind>,
+    #[serde(default)]
+    contracts: Vec<Spanned<RawContract>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContract {
+    accelerator: Spanned<String>,
+    reserved: Option<Spanned<RawReserved>>,
+    on_demand_price: Option<Spanned<f64>>,
+    spot_price: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReserved {
+    accelerators: Spanned<i64>,
+    price: Spanned<f64>,
+    term_months: Spanned<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Spanned<String>,
+    provider: Spanned<String>,
+    region: Spanned<String>,
+    accelerator: Spanned<String>,
+    nodes: Spanned<i64>,
+    accelerators_per_node: Option<Spanned<i64>>,
+    capacity: Option<Spanned<Capacity>>,
+    node_mtbf_hours: Option<Spanned<f64>>,
+    accelerator_mtbf_hours: Option<Spanned<f64>>,
+    repair_hours: Spanned<f64>,
+    topology: Option<Spanned<RawTopology>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    scale_up: Option<Spanned<RawLevel>>,
+    rack: Option<Spanned<RawLevel>>,
+    block: Option<Spanned<RawLevel>>,
+    cluster_gb_s: Option<Spanned<f64>>,
+    network_efficiency: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLevel {
+    nodes: Spanned<i64>,
+    gb_s: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrganisation {
+    name: Spanned<String>,
+    weight: Option<Spanned<f64>>,
+    #[serde(default)]
+    quotas: Vec<Spanned<RawQuota>>,
+    #[serde(default)]
+    teams: Vec<Spanned<RawTeam>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeam {
+    name: Spanned<String>,
+    weight: Option<Spanned<f64>>,
+    priority: Option<Spanned<i64>>,
+    #[serde(default)]
+    quotas: Vec<Spanned<RawQuota>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    cluster: Option<Spanned<String>>,
+    accelerators: Spanned<i64>,
+    borrowing_limit: Option<Spanned<i64>>,
+}
+
+/// Builds errors that point into one file.
+struct Source<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> FleetError {
+        let (line, column) = line_column(self.text, span.start);
+        FleetError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn positive_count(&self, value: &Spanned<i64>, field: &str, what: &str) -> Result<u32, FleetError> {
+        let n = *value.get_ref();
+        if n <= 0 {
+            return Err(self.error(value.span(), field, format!("expected a positive {what}, found {n}")));
+        }
+        u32::try_from(n)
+            .map_err(|_| self.error(value.span(), field, format!("{what} {n} is larger than {}", u32::MAX)))
+    }
+
+    fn positive_u64(&self, value: &Spanned<i64>, field: &str, what: &str) -> Result<u64, FleetError> {
+        let n = *value.get_ref();
+        u64::try_from(n)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| self.error(value.span(), field, format!("expected a positive {what}, found {n}")))
+    }
+
+    fn positive_f64(&self, value: &Spanned<f64>, field: &str, what: &str) -> Result<f64, FleetError> {
+        let x = *value.get_ref();
+        if x.is_finite() && x > 0.0 {
+            Ok(x)
+        } else {
+            Err(self.error(value.span(), field, format!("expected a positive {what}, found {x}")))
+        }
+    }
+
+    fn name(&self, value: &Spanned<String>, field: &str) -> Result<String, FleetError> {
+        let name = value.get_ref().trim();
+        if name.is_empty() {
+            return Err(self.error(value.span(), field, "expected a non-empty name"));
+        }
+        if name.chars().any(|c| c.is_control() || c == '/') {
+            return Err(self.error(value.span(), field, format!("name {name:?} may not contain '/' or control characters")));
+        }
+        Ok(name.to_owned())
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
+    (line, column)
+}
+
+/// The key written on the line that holds `offset` (`nodes` in `nodes = "many"`), for errors that
+/// the TOML parser reports by position only.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let start = text.get(..offset).and_then(|t| t.rfind('\n')).map_or(0, |nl| nl + 1);
+    let line = text.get(start..).unwrap_or("").lines().next().unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) if !key.trim_start().starts_with('[') => key.trim().to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Tracks names already used in one namespace.
+struct Names<'a> {
+    what: &'a str,
+    seen: BTreeMap<String, usize>,
+}
+
+impl<'a> Names<'a> {
+    fn new(what: &'a str) -> Self {
+        Self { what, seen: BTreeMap::new() }
+    }
+
+    fn insert(&mut self, src: &Source<'_>, name: &str, value: &Spanned<String>, field: &str) -> Result<(), FleetError> {
+        if let Some(first_line) = self.seen.get(name) {
+            return Err(src.error(
+                value.span(),
+                field,
+                format!("duplicate {} name {name:?} (first defined on line {first_line})", self.what),
+            ));
+        }
+        self.seen.insert(name.to_owned(), line_column(src.text, value.span().start).0);
+        Ok(())
+    }
+}
+
+pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
+    let src = Source { text, file };
+    let raw: RawFleet = toml::from_str(text).map_err(|err| {
+        let span = err.span().unwrap_or(0..0);
+        let message = err
+            .message()
+            .trim_end()
+            .replace("expected i64", "expected an integer")
+            .replace("expected f64", "expected a number");
+        src.error(span.clone(), key_at(text, span.start), message)
+    })?;
+
+    let name = match &raw.name {
+        Some(name) => src.name(name, "name")?,
+        None => "fleet".to_owned(),
+    };
+
+    let mut provider_names = Names::new("provider");
+    let mut providers = Vec::with_capacity(raw.providers.len());
+    for (i, p) in raw.providers.iter().enumerate() {
+        providers.push(provider(&src, p.get_ref(), i, &mut provider_names)?);
+    }
+
+    if raw.clusters.is_empty() {
+        return Err(src.error(0..0, "clusters", "a fleet needs at least one [[clusters]] entry"));
+    }
+    let mut cluster_names = Names::new("cluster");
+    let mut clusters = Vec::with_capacity(raw.clusters.len());
+    for (i, c) in raw.clusters.iter().enumerate() {
+        clusters.push(cluster(&src, c.get_ref(), i, &providers, &mut cluster_names)?);
+    }
+    check_reserved_capacity(&src, &raw, &providers, &clusters)?;
+
+    let cluster_set: HashSet<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    let mut org_names = Names::new("organisation");
+    let mut team_names = Names::new("team");
+    let mut tenants = Vec::with_capacity(raw.tenants.len());
+    for (i, o) in raw.tenants.iter().enumerate() {
+        tenants.push(organisation(&src, o.get_ref(), i, &cluster_set, &mut org_names, &mut team_names)?);
+    }
+
+    Ok(Fleet { name, providers, clusters, tenants })
+}
+
+fn provider(src: &Source<'_>, raw: &RawProvider, i: usize, names: &mut Names<'_>) -> Result<Provider, FleetError> {
+    let at = format!("providers[{i}]");
+    let name = src.name(&raw.name, &format!("{at}.name"))?;
+    names.insert(src, &name, &raw.name, &format!("{at}.name"))?;
+    let mut seen = Names::new("contract accelerator");
+    let mut contracts = Vec::with_capacity(raw.contracts.len());
+    for (j, c) in raw.contracts.iter().enumerate() {
+        let c = c.get_ref();
+        let at = format!("{at}.contracts[{j}]");
+        let accel = known_accelerator(src, &c.accelerator, &format!("{at}.accelerator"))?;
+        let canonical = Spanned::new(c.accelerator.span(), accel.name.to_owned());
+        seen.insert(src, accel.name, &canonical, &format!("{at}.accelerator"))?;
+        let reserved = match &c.reserved {
+            Some(r) => {
+                let r = r.get_ref();
+                Some(Reserved {
+                    accelerators: src.positive_u64(&r.accelerators, &format!("{at}.reserved.accelerators"), "accelerator count")?,
+                    price: src.positive_f64(&r.price, &format!("{at}.reserved.price"), "price per accelerator-hour (USD)")?,
+                    term_months: src.positive_count(&r.term_months, &format!("{at}.reserved.term_months"), "term in months")?,
+                })
+            }
+            None => None,
+        };
+        let on_demand_price = c
+            .on_demand_price
+            .as_ref()
+            .map(|p| src.positive_f64(p, &format!("{at}.on_demand_price"), "price per accelerator-hour (USD)"))
+            .transpose()?;
+        let spot_price = c
+            .spot_price
+            .as_ref()
+            .map(|p| src.positive_f64(p, &format!("{at}.spot_price"), "price per accelerator-hour (USD)"))
+            .transpose()?;
+        if reserved.is_none() && on_demand_price.is_none() && spot_price.is_none() {
+            return Err(src.error(
+                c.accelerator.span(),
+                at,
+                "a contract needs at least one of `reserved`, `on_demand_price` or `spot_price`",
+            ));
+        }
+        contracts.push(Contract { accelerator: accel.name.to_owned(), reserved, on_demand_price, spot_price });
+    }
+    Ok(Provider { name, kind: *raw.kind.get_ref(), contracts })
+}
+
+fn known_accelerator(
+    src: &Source<'_>,
+    name: &Spanned<String>,
+    field: &str,
+) -> Result<&'static accelerator::Accelerator, FleetError> {
+    accelerator::lookup(name.get_ref()).ok_or_else(|| {
+        src.error(
+            name.span(),
+            field,
+            format!(
+                "unknown accelerator {:?}; expected one of: {} (see `switchyard fleet accelerators`)",
+                name.get_ref(),
+                accelerator::names().join(", ")
+            ),
+        )
     })
+}
+
+fn cluster(
+    src: &Source<'_>,
+    raw: &RawCluster,
+    i: usize,
+    providers: &[Provider],
+    names: &mut Names<'_>,
+) -> Result<Cluster, FleetError> {
+    let at = format!("clusters[{i}]");
+    let name = src.name(&raw.name, &format!("{at}.name"))?;
+    names.insert(src, &name, &raw.name, &format!("{at}.name"))?;
+    let provider_name = src.name(&raw.provider, &format!("{at}.provider"))?;
+    let Some(provider) = providers.iter().find(|p| p.name == provider_name) else {
+        let known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+        return Err(src.error(
+            raw.provider.span(),
+            format!("{at}.provider"),
+            format!("unknown provider {provider_name:?}; the fleet defines: {}", list_or_none(&known)),
+        ));
+    };
+    let region = src.name(&raw.region, &format!("{at}.region"))?;
+    let accel = known_accelerator(src, &raw.accelerator, &format!("{at}.accelerator"))?;
+    let nodes = src.positive_count(&raw.nodes, &format!("{at}.nodes"), "node count")?;
+    let per_node = match &raw.accelerators_per_node {
+        Some(n) => src.positive_count(n, &format!("{at}.accelerators_per_node"), "accelerator count per node")?,
+        None => accel.per_node,
+    };
+    let capacity = raw.capacity.as_ref().map_or(Capacity::Reserved, |c| *c.get_ref());
+
+    let contract = provider.contracts.iter().find(|c| c.accelerator == accel.name);
+    let price = contract.and_then(|c| match capacity {
+        Capacity::Reserved => c.reserved.as_ref().map(|r| r.price),
+        Capacity::OnDemand => c.on_demand_price,
+        Capacity::Spot => c.spot_price,
+    });
+    let Some(price) = price else {
+        let kind = match capacity {
+            Capacity::Reserved => "reserved",
+            Capacity::OnDemand => "on_demand_price",
+            Capacity::Spot => "spot_price",
+        };
+        let span = raw.capacity.as_ref().map_or(raw.accelerator.span(), Spanned::span);
+        return Err(src.error(
+            span,
+            format!("{at}.capacity"),
+            format!(
+                "provider {provider_name:?} has no contract with `{kind}` for {}; add one under its [[providers.contracts]]",
+                accel.name
+            ),
+        ));
+    };
+
+    let node_mtbf_hours = match (&raw.node_mtbf_hours, &raw.accelerator_mtbf_hours) {
+        (Some(n), None) => src.positive_f64(n, &format!("{at}.node_mtbf_hours"), "mean time between failures (hours)")?,
+        (None, Some(a)) => {
+            src.positive_f64(a, &format!("{at}.accelerator_mtbf_hours"), "mean time between failures (hours)")?
+                / f64::from(per_node)
+        }
+        (Some(n), Some(_)) => {
+            return Err(src.error(
+                n.span(),
+                format!("{at}.node_mtbf_hours"),
+                "give either `node_mtbf_hours` or `accelerator_mtbf_hours`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(src.error(
+                raw.name.span(),
+                at,
+                "missing failure rate: give `node_mtbf_hours` or `accelerator_mtbf_hours`",
+            ));
+        }
+    };
+    let repair_hours = {
+        let r = *raw.repair_hours.get_ref();
+        if !(r.is_finite() && r >= 0.0) {
+            return Err(src.error(
+                raw.repair_hours.span(),
+                format!("{at}.repair_hours"),
+                format!("expected a repair time of zero or more hours, found {r}"),
+            ));
+        }
+        r
+    };
+    let topology = topology(src, raw, &at, accel, nodes, per_node)?;
+
+    Ok(Cluster {
+        name,
+        provider: provider_name,
+        region,
+        accelerator: accel,
+        nodes,
+        accelerators_per_node: per_node,
+        capacity,
+        topology,
+        node_mtbf_hours,
+        repair_hours,
+        price_per_accelerator_hour: price,
+    })
+}
+
+fn topology(
+    src: &Source<'_>,
+    raw: &RawCluster,
+    at: &str,
+    accel: &'static accelerator::Accelerator,
+    nodes: u32,
+    per_node: u32,
+) -> Result<Topology, FleetError> {
+    let at = format!("{at}.topology");
+    let empty = RawTopology { scale_up: None, rack: None, block: None, cluster_gb_s: None, network_efficiency: None };
+    let t = raw.topology.as_ref().map_or(&empty, Spanned::get_ref);
+    let default_scale_up_nodes = (accel.scale_up.domain / per_node).max(1);
+
+    let mut levels: Vec<Level> = Vec::with_capacity(4);
+    let mut previous: Option<(Level, String)> = None;
+    let specs = [
+        (LevelKind::ScaleUp, &t.scale_up, accel.scale_up.gb_s),
+        (LevelKind::Rack, &t.rack, accel.scale_out_gb_s),
+        (LevelKind::Block, &t.block, accel.scale_out_gb_s),
+    ];
+    for (kind, raw_level, default_gb_s) in specs {
+        let field = format!("{at}.{}", kind.as_str());
+        let level = match raw_level {
+            Some(l) => {
+                let l = l.get_ref();
+                let level_nodes = src.positive_count(&l.nodes, &format!("{field}.nodes"), "node count")?;
+                let gb_s = match &l.gb_s {
+                    Some(g) => src.positive_f64(g, &format!("{field}.gb_s"), "bandwidth (GB/s per accelerator)")?,
+                    None => default_gb_s,
+                };
+                let level = Level { kind, nodes: level_nodes, gb_s };
+                if let Some((prev, prev_field)) = &previous {
+                    if level_nodes % prev.nodes != 0 {
+                        return Err(src.error(
+                            l.nodes.span(),
+                            format!("{field}.nodes"),
+                            format!(
+                                "a {} of {level_nodes} nodes does not divide evenly into {}s of {} nodes ({prev_field}); expected a multiple of {}",
+                                kind.as_str(),
+                                prev.kind.as_str(),
+                                prev.nodes,
+                                prev.nodes
+                            ),
+                        ));
+                    }
+                }
+                if kind == LevelKind::ScaleUp {
+                    let chips = u64::from(level_nodes) * u64::from(per_node);
+                    if chips > u64::from(accel.scale_up.domain.max(per_node)) {
+                        return Err(src.error(
+                            l.nodes.span(),
+                            format!("{field}.nodes"),
+                            format!(
+                                "a scale-up domain of {level_nodes} nodes x {per_node} = {chips} accelerators exceeds what {} ({}) connects: at most {}",
+                                accel.name, accel.scale_up.fabric, accel.scale_up.domain
+                            ),
+                        ));
+                    }
+                }
+                Some((level, format!("{field}.nodes"), l.nodes.span()))
+            }
+            None if kind == LevelKind::ScaleUp => {
+                Some((Level { kind, nodes: default_scale_up_nodes, gb_s: default_gb_s }, String::new(), 0..0))
+            }
+            None => None,
+        };
+        if let Some((level, field, _)) = level {
+            levels.push(level);
+            previous = Some((level, field));
+        }
+    }
+
+    // The whole cluster must be made of whole units of its outermost declared level.
+    if let Some((outer, outer_field)) = &previous {
+        if nodes % outer.nodes != 0 {
+            return Err(src.error(
+                raw.nodes.span(),
+                format!("{}.nodes", at.trim_end_matches(".topology")),
+                format!(
+                    "{nodes} nodes do not divide evenly into {}s of {} nodes{}; expected a multiple of {}",
+                    outer.kind.as_str(),
+                    outer.nodes,
+                    if outer_field.is_empty() { String::new() } else { format!(" ({outer_field})") },
+                    outer.nodes
+                ),
+            ));
+        }
+    }
+    let cluster_gb_s = match &t.cluster_gb_s {
+        Some(g) => src.positive_f64(g, &format!("{at}.cluster_gb_s"), "bandwidth (GB/s per accelerator)")?,
+        None => levels.last().filter(|l| l.kind != LevelKind::ScaleUp).map_or(accel.scale_out_gb_s, |l| l.gb_s),
+    };
+    levels.push(Level { kind: LevelKind::Cluster, nodes, gb_s: cluster_gb_s });
+
+    let network_efficiency = match &t.network_efficiency {
+        Some(e) => {
+            let x = *e.get_ref();
+            if !(x.is_finite() && x > 0.0 && x <= 1.0) {
+                return Err(src.error(
+                    e.span(),
+                    format!("{at}.network_efficiency"),
+                    format!("expected a fraction of line rate in (0, 1], found {x}"),
+                ));
+            }
+            x
+        }
+        None => DEFAULT_NETWORK_EFFICIENCY,
+    };
+    Ok(Topology { levels, network_efficiency })
+}
+
+/// Clusters bought as reserved capacity may not hold more accelerators than their contract reserves.
+fn check_reserved_capacity(
+    src: &Source<'_>,
+    raw: &RawFleet,
+    providers: &[Provider],
+    clusters: &[Cluster],
+) -> Result<(), FleetError> {
+    let mut used: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (i, c) in clusters.iter().enumerate() {
+        if c.capacity != Capacity::Reserved {
+            continue;
+        }
+        let total = used.entry((c.provider.as_str(), c.accelerator.name)).or_default();
+        *total += c.accelerators();
+        let reserved = providers
+            .iter()
+            .find(|p| p.name == c.provider)
+            .and_then(|p| p.contracts.iter().find(|k| k.accelerator == c.accelerator.name))
+            .and_then(|k| k.reserved.as_ref())
+            .map_or(0, |r| r.accelerators);
+        if *total > reserved {
+            return Err(src.error(
+                raw.clusters[i].get_ref().nodes.span(),
+                format!("clusters[{i}].nodes"),
+                format!(
+                    "reserved clusters of provider {:?} hold {total} {} accelerators, more than the {reserved} its contract reserves",
+                    c.provider, c.accelerator.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn organisation(
+    src: &Source<'_>,
+    raw: &RawOrganisation,
+    i: usize,
+    clusters: &HashSet<&str>,
+    org_names: &mut Names<'_>,
+    team_names: &mut Names<'_>,
+) -> Result<Organisation, FleetError> {
+    let at = format!("tenants[{i}]");
+    let name = src.name(&raw.name, &format!("{at}.name"))?;
+    org_names.insert(src, &name, &raw.name, &format!("{at}.name"))?;
+    let weight = weight_or_default(src, raw.weight.as_ref(), &format!("{at}.weight"))?;
+    let org_quotas = quotas(src, &raw.quotas, &format!("{at}.quotas"), clusters)?;
+    if raw.teams.is_empty() {
+        return Err(src.error(raw.name.span(), format!("{at}.teams"), "an organisation needs at least one team"));
+    }
+    let mut teams = Vec::with_capacity(raw.teams.len());
+    for (j, t) in raw.teams.iter().enumerate() {
+        let t = t.get_ref();
+        let at = format!("{at}.teams[{j}]");
+        let team_name = src.name(&t.name, &format!("{at}.name"))?;
+        team_names.insert(src, &team_name, &t.name, &format!("{at}.name"))?;
+        let priority = match &t.priority {
+            Some(p) => i32::try_from(*p.get_ref()).map_err(|_| {
+                src.error(p.span(), format!("{at}.priority"), format!("priority {} is out of range", p.get_ref()))
+            })?,
+            None => 0,
+        };
+        teams.push(Team {
+            name: team_name,
+            weight: weight_or_default(src, t.weight.as_ref(), &format!("{at}.weight"))?,
+            priority,
+            quotas: quotas(src, &t.quotas, &format!("{at}.quotas"), clusters)?,
+        });
+    }
+    Ok(Organisation { name, weight, quotas: org_quotas, teams })
+}
+
+fn weight_or_default(src: &Source<'_>, w: Option<&Spanned<f64>>, field: &str) -> Result<f64, FleetError> {
+    w.map_or(Ok(1.0), |w| src.positive_f64(w, field, "weight"))
+}
+
+fn quotas(
+    src: &Source<'_>,
+    raw: &[Spanned<RawQuota>],
+    at: &str,
+    clusters: &HashSet<&str>,
+) -> Result<Vec<Quota>, FleetError> {
+    let mut seen: BTreeMap<Option<String>, ()> = BTreeMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (k, q) in raw.iter().enumerate() {
+        let q = q.get_ref();
+        let at = format!("{at}[{k}]");
+        let cluster = match &q.cluster {
+            Some(c) => {
+                let name = c.get_ref().trim();
+                if !clusters.contains(name) {
+                    let mut known: Vec<&str> = clusters.iter().copied().collect();
+                    known.sort_unstable();
+                    return Err(src.error(
+                        c.span(),
+                        format!("{at}.cluster"),
+                        format!("quota on unknown cluster {name:?}; the fleet defines: {}", list_or_none(&known)),
+                    ));
+                }
+                Some(name.to_owned())
+            }
+            None => None,
+        };
+        if seen.insert(cluster.clone(), ()).is_some() {
+            let span = q.cluster.as_ref().map_or(q.accelerators.span(), Spanned::span);
+            return Err(src.error(
+                span,
+                format!("{at}.cluster"),
+                format!("a second quota for {}", cluster.as_deref().map_or("the whole fleet".to_owned(), |c| format!("cluster {c:?}"))),
+            ));
+        }
+        let accelerators = src.positive_u64(&q.accelerators, &format!("{at}.accelerators"), "accelerator count")?;
+        let borrowing_limit = match &q.borrowing_limit {
+            Some(b) => {
+                let n = *b.get_ref();
+                Some(u64::try_from(n).map_err(|_| {
+                    src.error(b.span(), format!("{at}.borrowing_limit"), format!("expected zero or more accelerators, found {n}"))
+                })?)
+            }
+            None => None,
+        };
+        out.push(Quota { cluster, accelerators, borrowing_limit });
+    }
+    Ok(out)
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() { "(none)".to_owned() } else { names.join(", ") }
 }

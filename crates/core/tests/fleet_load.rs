@@ -1,0 +1,245 @@
+//! The fleet loader: the default fleet, and every kind of bad file with its precise error.
+
+use switchyard_core::fleet::{Capacity, DEFAULT_FLEET_TOML, Fleet, LevelKind};
+
+const GOOD: &str = r#"
+name = "tiny"
+
+[[providers]]
+name = "cloud"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+reserved = { accelerators = 1024, price = 2.5, term_months = 12 }
+on_demand_price = 6.0
+
+[[clusters]]
+name = "east"
+provider = "cloud"
+region = "us-east-1"
+accelerator = "H100"
+nodes = 128
+accelerators_per_node = 8
+node_mtbf_hours = 5000.0
+repair_hours = 12.0
+[clusters.topology]
+scale_up = { nodes = 1, gb_s = 450.0 }
+rack = { nodes = 4 }
+block = { nodes = 32, gb_s = 50.0 }
+network_efficiency = 0.9
+
+[[tenants]]
+name = "lab"
+[[tenants.teams]]
+name = "research"
+quotas = [{ cluster = "east", accelerators = 512 }, { accelerators = 600 }]
+"#;
+
+fn load(text: &str) -> Result<Fleet, switchyard_core::FleetError> {
+    Fleet::from_toml(text, "fleet.toml")
+}
+
+/// Replaces the first occurrence of `from` in the good file, asserting it was there.
+fn mutate(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "test fixture lacks {from:?}");
+    GOOD.replacen(from, to, 1)
+}
+
+/// Loads a bad file and returns (line, field, message), asserting the file name is reported.
+fn error_of(text: &str) -> (usize, String, String) {
+    let err = load(text).expect_err("the file should be rejected");
+    assert_eq!(err.file, "fleet.toml");
+    let rendered = err.to_string();
+    assert!(rendered.starts_with(&format!("fleet.toml:{}:", err.line)), "{rendered}");
+    (err.line, err.field, err.message)
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).expect("needle present") + 1
+}
+
+#[test]
+fn good_file_loads_with_defaults_filled_in() {
+    let fleet = load(GOOD).expect("good file");
+    assert_eq!(fleet.name, "tiny");
+    let east = fleet.cluster("east").expect("cluster");
+    assert_eq!(east.accelerator.name, "H100-SXM", "alias resolved to the canonical name");
+    assert_eq!(east.accelerators(), 1024);
+    assert_eq!(east.capacity, Capacity::Reserved);
+    assert_eq!(east.price_per_accelerator_hour, 2.5);
+    let kinds: Vec<_> = east.topology.levels.iter().map(|l| (l.kind, l.nodes)).collect();
+    assert_eq!(
+        kinds,
+        vec![(LevelKind::ScaleUp, 1), (LevelKind::Rack, 4), (LevelKind::Block, 32), (LevelKind::Cluster, 128)]
+    );
+    assert_eq!(east.topology.level(LevelKind::Rack).map(|l| l.gb_s), Some(50.0), "rack bandwidth defaults to scale-out");
+    assert_eq!(east.topology.network_efficiency, 0.9);
+    let (org, team) = fleet.team("research").expect("team");
+    assert_eq!(org.name, "lab");
+    assert_eq!(team.quotas.len(), 2);
+}
+
+#[test]
+fn default_fleet_is_the_frontier_lab() {
+    let fleet = Fleet::default_fleet();
+    let colossus = fleet.cluster("colossus-1").expect("colossus-1");
+    assert_eq!(colossus.accelerator.name, "H100-SXM");
+    assert_eq!(colossus.accelerators_per_node, 8);
+    assert!((100_000..=100_500).contains(&colossus.accelerators()));
+    assert_eq!(colossus.topology.level(LevelKind::Rack).map(|l| l.nodes * 8), Some(64), "64 GPUs per rack");
+    assert_eq!(colossus.topology.level(LevelKind::Cluster).map(|l| l.gb_s), Some(50.0), "400 Gb/s per GPU");
+    assert_eq!(colossus.topology.network_efficiency, 0.95);
+    let trn2 = fleet.cluster("aws-trn2-ohio").expect("trainium cluster");
+    assert_eq!(trn2.scale_up_accelerators(), 64, "UltraServers of 64 chips");
+    for provider in ["aws", "gcp", "colossus"] {
+        assert!(fleet.provider(provider).is_some(), "{provider}");
+    }
+    for team in ["pretraining", "research", "serving"] {
+        assert!(fleet.team(team).is_some(), "{team}");
+    }
+    assert!(fleet.clusters.iter().any(|c| c.accelerator.name.starts_with("TPU")));
+    assert!(fleet.clusters.iter().any(|c| c.provider == "gcp" && c.accelerator.name == "H100-SXM"));
+    assert!(fleet.clusters.iter().any(|c| c.capacity == Capacity::Spot));
+}
+
+#[test]
+fn shipped_example_is_identical_to_the_built_in_fleet() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/fleets/default.toml");
+    let shipped = std::fs::read_to_string(path).expect("examples/fleets/default.toml exists");
+    assert_eq!(shipped, DEFAULT_FLEET_TOML, "examples/fleets/default.toml and the built-in fleet differ");
+}
+
+#[test]
+fn unknown_accelerator_is_named_with_the_alternatives() {
+    let text = mutate(r#"accelerator = "H100""#, r#"accelerator = "H1000""#);
+    let (line, field, message) = error_of(&text);
+    assert_eq!(line, line_of(&text, "H1000"));
+    assert_eq!(field, "clusters[0].accelerator");
+    assert!(message.contains("unknown accelerator \"H1000\""), "{message}");
+    assert!(message.contains("H100-SXM") && message.contains("TPU-v5p"), "{message}");
+}
+
+#[test]
+fn zero_and_negative_counts_are_rejected() {
+    let text = mutate("nodes = 128", "nodes = 0");
+    let (line, field, message) = error_of(&text);
+    assert_eq!((line, field.as_str()), (line_of(&text, "nodes = 0"), "clusters[0].nodes"));
+    assert!(message.contains("expected a positive node count, found 0"), "{message}");
+
+    let text = mutate("accelerators_per_node = 8", "accelerators_per_node = -8");
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].accelerators_per_node");
+    assert!(message.contains("found -8"), "{message}");
+
+    let text = mutate("{ cluster = \"east\", accelerators = 512 }", "{ cluster = \"east\", accelerators = -1 }");
+    let (_, field, _) = error_of(&text);
+    assert_eq!(field, "tenants[0].teams[0].quotas[0].accelerators");
+
+    let text = mutate("price = 2.5", "price = -2.5");
+    let (_, field, _) = error_of(&text);
+    assert_eq!(field, "providers[0].contracts[0].reserved.price");
+
+    let text = mutate("repair_hours = 12.0", "repair_hours = -1.0");
+    let (_, field, _) = error_of(&text);
+    assert_eq!(field, "clusters[0].repair_hours");
+}
+
+#[test]
+fn topology_that_does_not_divide_is_rejected() {
+    let text = mutate("rack = { nodes = 4 }", "rack = { nodes = 5 }");
+    let (line, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].topology.block.nodes", "32 nodes per block is not a whole number of 5-node racks");
+    assert_eq!(line, line_of(&text, "block = "));
+    assert!(message.contains("does not divide evenly"), "{message}");
+
+    let text = mutate("nodes = 128", "nodes = 100");
+    let (line, field, message) = error_of(&text);
+    assert_eq!((line, field.as_str()), (line_of(&text, "nodes = 100"), "clusters[0].nodes"));
+    assert!(message.contains("100 nodes do not divide evenly into blocks of 32 nodes"), "{message}");
+
+    let text = mutate("scale_up = { nodes = 1, gb_s = 450.0 }", "scale_up = { nodes = 2, gb_s = 450.0 }");
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].topology.scale_up.nodes");
+    assert!(message.contains("at most 8"), "{message}");
+}
+
+#[test]
+fn duplicate_names_are_rejected_with_the_first_definition() {
+    let text = format!(
+        "{GOOD}\n[[clusters]]\nname = \"east\"\nprovider = \"cloud\"\nregion = \"r\"\naccelerator = \"H100-SXM\"\nnodes = 1\ncapacity = \"on_demand\"\nnode_mtbf_hours = 1.0\nrepair_hours = 1.0\n"
+    );
+    let (line, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[1].name");
+    assert_eq!(line, text.lines().collect::<Vec<_>>().iter().rposition(|l| *l == "name = \"east\"").expect("line") + 1);
+    assert!(message.contains(&format!("duplicate cluster name \"east\" (first defined on line {})", line_of(GOOD, "name = \"east\""))), "{message}");
+
+    let text = format!("{GOOD}\n[[tenants]]\nname = \"other\"\n[[tenants.teams]]\nname = \"research\"\n");
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "tenants[1].teams[0].name");
+    assert!(message.contains("duplicate team name"), "{message}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_line() {
+    let text = mutate("repair_hours = 12.0", "repair_hours = 12.0\nrepair_hourz = 3.0");
+    let (line, _, message) = error_of(&text);
+    assert_eq!(line, line_of(&text, "repair_hourz"));
+    assert!(message.contains("unknown field `repair_hourz`"), "{message}");
+    assert!(message.contains("repair_hours"), "lists the expected keys: {message}");
+}
+
+#[test]
+fn quota_on_a_missing_cluster_is_rejected() {
+    let text = mutate(r#"cluster = "east", accelerators = 512"#, r#"cluster = "west", accelerators = 512"#);
+    let (line, field, message) = error_of(&text);
+    assert_eq!((line, field.as_str()), (line_of(&text, "\"west\""), "tenants[0].teams[0].quotas[0].cluster"));
+    assert!(message.contains("quota on unknown cluster \"west\"; the fleet defines: east"), "{message}");
+}
+
+#[test]
+fn other_reference_and_contract_errors() {
+    let text = mutate(r#"provider = "cloud""#, r#"provider = "clod""#);
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].provider");
+    assert!(message.contains("unknown provider \"clod\""), "{message}");
+
+    let text = mutate("accelerators_per_node = 8", "accelerators_per_node = 8\ncapacity = \"spot\"");
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].capacity");
+    assert!(message.contains("no contract with `spot_price` for H100-SXM"), "{message}");
+
+    let text = mutate("reserved = { accelerators = 1024,", "reserved = { accelerators = 512,");
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].nodes");
+    assert!(message.contains("more than the 512 its contract reserves"), "{message}");
+
+    let text = mutate("node_mtbf_hours = 5000.0\n", "");
+    let (_, _, message) = error_of(&text);
+    assert!(message.contains("missing failure rate"), "{message}");
+
+    let text = mutate("network_efficiency = 0.9", "network_efficiency = 1.5");
+    let (_, field, _) = error_of(&text);
+    assert_eq!(field, "clusters[0].topology.network_efficiency");
+}
+
+#[test]
+fn syntax_and_type_errors_carry_a_position() {
+    let text = mutate("nodes = 128", "nodes = \"many\"");
+    let (line, _, message) = error_of(&text);
+    assert_eq!(line, line_of(&text, "\"many\""));
+    assert!(message.contains("integer"), "{message}");
+
+    let (line, _, _) = error_of("name = \"x\"\n[[clusters]\n");
+    assert_eq!(line, 2);
+
+    let (_, field, message) = error_of("name = \"empty\"\n");
+    assert_eq!(field, "clusters");
+    assert!(message.contains("at least one"), "{message}");
+}
+
+#[test]
+fn accelerator_mtbf_converts_to_node_mtbf() {
+    let text = mutate("node_mtbf_hours = 5000.0", "accelerator_mtbf_hours = 40000.0");
+    let fleet = load(&text).expect("valid");
+    assert_eq!(fleet.clusters[0].node_mtbf_hours, 5000.0);
+}
