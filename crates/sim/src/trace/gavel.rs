@@ -1,0 +1,291 @@
+//! Gavel (OSDI'20): its tab-separated `.trace` files and `simulation_throughputs.json`.
+//!
+//! A trace line is either the current 10-column layout read by Gavel's `utils.parse_trace`
+//! (`job_type, command, working_dir, num_steps_arg, needs_data_dir, total_steps, scale_factor,
+//! priority_weight, SLO, arrival_time`) or the old 7-column layout of `traces/msr/`
+//! (`job_type, command, num_steps_arg, needs_data_dir, total_steps, arrival_time,
+//! scale_factor`). Each becomes a training job whose work is `total_steps` steps of the
+//! profile [`gavel_profile`]`(job_type, scale_factor)`, the key [`load_throughputs`] gives the
+//! same job in the throughput table.
+
+use std::path::Path;
+
+use serde_json::Value;
+use switchyard_core::accelerator;
+use switchyard_core::job::{JobKind, JobSpec, ThroughputTable, Work};
+
+use super::table::{parse_count, shorten};
+use super::{LoadOptions, Trace, TraceError};
+
+/// The throughput-table profile of a Gavel job type run on `scale_factor` GPUs,
+/// e.g. `ResNet-18 (batch size 64) x4`.
+pub fn gavel_profile(job_type: &str, scale_factor: u32) -> String {
+    format!("{job_type} x{scale_factor}")
+}
+
+/// Column names of the current 10-column layout (for error messages).
+const COLUMNS_10: [&str; 10] = [
+    "job_type",
+    "command",
+    "working_dir",
+    "num_steps_arg",
+    "needs_data_dir",
+    "total_steps",
+    "scale_factor",
+    "priority_weight",
+    "SLO",
+    "arrival_time",
+];
+/// Column names of the old 7-column layout.
+const COLUMNS_7: [&str; 7] = [
+    "job_type",
+    "command",
+    "num_steps_arg",
+    "needs_data_dir",
+    "total_steps",
+    "arrival_time",
+    "scale_factor",
+];
+
+/// Tenant of a Gavel trace's jobs: the virtual-cluster name at the start of the file name
+/// (`e13805_v2.trace` → `e13805`).
+fn tenant_of(source_name: &str) -> String {
+    let file = Path::new(source_name).file_name().map_or_else(
+        || source_name.to_owned(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    let stem = file.split('.').next().unwrap_or("");
+    let vc = stem.split('_').next().unwrap_or("");
+    if vc.is_empty() {
+        super::canonical::DEFAULT_TENANT.to_owned()
+    } else {
+        vc.to_owned()
+    }
+}
+
+struct Line<'a> {
+    file: &'a str,
+    line: u64,
+    row: u64,
+    names: &'static [&'static str],
+}
+
+impl Line<'_> {
+    fn error(&self, column: usize, message: impl Into<String>) -> TraceError {
+        TraceError::Row {
+            file: self.file.to_owned(),
+            line: self.line,
+            row: self.row,
+            column: self
+                .names
+                .get(column)
+                .map_or_else(|| format!("{}", column + 1), |n| (*n).to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace, TraceError> {
+    let tenant = tenant_of(file);
+    let mut trace = Trace::default();
+    let mut row = 0u64;
+    for (i, raw) in text.lines().enumerate() {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let index = row;
+        row += 1;
+        let fields: Vec<&str> = raw.split('\t').collect();
+        let names: &'static [&'static str] = if fields.len() == 7 {
+            &COLUMNS_7
+        } else {
+            &COLUMNS_10
+        };
+        let at = Line {
+            file,
+            line: i as u64 + 1,
+            row,
+            names,
+        };
+        match job_from_fields(&fields, &at, index, &tenant) {
+            Ok(job) => trace.jobs.push(job),
+            Err(_) if opts.skip_invalid => trace.skipped += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    super::sort_by_submit(&mut trace.jobs);
+    Ok(trace)
+}
+
+fn job_from_fields(
+    fields: &[&str],
+    at: &Line<'_>,
+    index: u64,
+    tenant: &str,
+) -> Result<JobSpec, TraceError> {
+    // (job_type, total_steps, scale_factor, arrival_time) positions.
+    let (steps_i, scale_i, arrival_i) = match fields.len() {
+        10 => (5, 6, 9),
+        7 => (4, 6, 5),
+        n => {
+            return Err(at.error(
+                n.min(9),
+                format!("expected 10 tab-separated fields (or 7 in Gavel's old layout), found {n}"),
+            ));
+        }
+    };
+    let job_type = fields[0].trim();
+    if job_type.is_empty() {
+        return Err(at.error(0, "is empty"));
+    }
+    let field = |i: usize| fields[i].trim();
+    let steps = field(steps_i)
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .ok_or_else(|| {
+            at.error(
+                steps_i,
+                format!(
+                    "expected a number > 0, found \"{}\"",
+                    shorten(field(steps_i))
+                ),
+            )
+        })?;
+    let scale_factor = parse_count(field(scale_i))
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| {
+            at.error(
+                scale_i,
+                format!(
+                    "expected a positive integer, found \"{}\"",
+                    shorten(field(scale_i))
+                ),
+            )
+        })?;
+    let arrival = field(arrival_i)
+        .parse::<f64>()
+        .ok()
+        .filter(|a| a.is_finite() && *a >= 0.0)
+        .ok_or_else(|| {
+            at.error(
+                arrival_i,
+                format!(
+                    "expected a number >= 0, found \"{}\"",
+                    shorten(field(arrival_i))
+                ),
+            )
+        })?;
+    if fields.len() == 10 {
+        for i in [7, 8] {
+            if field(i).parse::<f64>().map_or(true, |v| !v.is_finite()) {
+                return Err(at.error(
+                    i,
+                    format!("expected a number, found \"{}\"", shorten(field(i))),
+                ));
+            }
+        }
+    }
+    Ok(JobSpec {
+        id: index.to_string(),
+        tenant: tenant.to_owned(),
+        kind: JobKind::Training,
+        priority: 0,
+        submit_s: arrival,
+        accelerators: scale_factor,
+        min_accelerators: None,
+        replicas: None,
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Amount {
+            units: steps,
+            profile: gavel_profile(job_type, scale_factor),
+        },
+    })
+}
+
+/// Reads Gavel's `simulation_throughputs.json` (or `physical_cluster_throughputs.json`).
+///
+/// For each worker type (`k80`, `p100`, `v100`, resolved to catalog names) and each key
+/// `('<job type>', <scale factor>)`, the isolated (`"null"`) throughput in steps per second of
+/// the whole job becomes the rate of profile [`gavel_profile`]`(job type, scale factor)`.
+/// Space-sharing entries and the `*_unconsolidated` worker types are left out.
+pub fn load_throughputs(path: &Path) -> Result<ThroughputTable, TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TraceError::Io {
+        file: path.display().to_string(),
+        source: e,
+    })?;
+    parse_throughputs(&text, &path.display().to_string())
+}
+
+/// [`load_throughputs`] on text held in memory; `file` names it in error messages.
+pub fn parse_throughputs(text: &str, file: &str) -> Result<ThroughputTable, TraceError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        TraceError::file(
+            file,
+            format!("line {}, column {}: {e}", e.line(), e.column()),
+        )
+    })?;
+    let workers = value
+        .as_object()
+        .ok_or_else(|| TraceError::file(file, "expected a JSON object of worker types"))?;
+    let mut table = ThroughputTable::new();
+    for (worker, jobs) in workers {
+        if worker.ends_with("_unconsolidated") {
+            continue;
+        }
+        let acc = accelerator::lookup(worker).ok_or_else(|| {
+            TraceError::file(
+                file,
+                format!(
+                    "worker type \"{}\" is no known accelerator (known: {})",
+                    shorten(worker),
+                    accelerator::names().join(", ")
+                ),
+            )
+        })?;
+        let jobs = jobs.as_object().ok_or_else(|| {
+            TraceError::file(file, format!("{worker}: expected an object of job types"))
+        })?;
+        for (key, entry) in jobs {
+            let (job_type, scale_factor) = parse_key(key).ok_or_else(|| {
+                TraceError::file(
+                    file,
+                    format!(
+                        "{worker}: key \"{}\" is not of the form ('<job type>', <scale factor>)",
+                        shorten(key)
+                    ),
+                )
+            })?;
+            let rate = entry
+                .get("null")
+                .and_then(Value::as_f64)
+                .filter(|r| r.is_finite() && *r >= 0.0)
+                .ok_or_else(|| {
+                    TraceError::file(
+                        file,
+                        format!("{worker}: {key}: no isolated (\"null\") throughput >= 0"),
+                    )
+                })?;
+            table.insert(&gavel_profile(&job_type, scale_factor), acc.name, rate);
+        }
+    }
+    Ok(table)
+}
+
+/// Parses `('ResNet-18 (batch size 16)', 1)`.
+fn parse_key(key: &str) -> Option<(String, u32)> {
+    let inner = key.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let (name, scale) = inner.rsplit_once(',')?;
+    let name = name.trim();
+    let name = name
+        .strip_prefix('\'')
+        .and_then(|n| n.strip_suffix('\''))
+        .or_else(|| name.strip_prefix('"').and_then(|n| n.strip_suffix('"')))?;
+    if name.is_empty() {
+        return None;
+    }
+    let scale = scale.trim().parse::<u32>().ok().filter(|&s| s >= 1)?;
+    Some((name.to_owned(), scale))
+}

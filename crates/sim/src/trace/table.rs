@@ -1,0 +1,253 @@
+//! Shared machinery of the CSV readers: header lookup, rows that know their file, line and row
+//! number, and field parsers that produce errors naming the column.
+
+use csv::StringRecord;
+
+use super::{LoadOptions, TraceError};
+
+/// A delimited file read into memory: its header and data rows with their positions.
+pub(crate) struct Table<'a> {
+    pub file: &'a str,
+    pub header: Vec<String>,
+    rows: Vec<(u64, StringRecord)>,
+}
+
+impl<'a> Table<'a> {
+    /// Reads `text` (comma-separated, header on the first non-empty line). Fields are trimmed;
+    /// empty lines are ignored; rows may have any number of fields (checked per row).
+    pub fn read(text: &str, file: &'a str) -> Result<Self, TraceError> {
+        Self::read_inner(text, file, None)
+    }
+
+    /// Like [`Table::read`], and lines starting with `#` are comments.
+    pub fn read_with_comments(text: &str, file: &'a str) -> Result<Self, TraceError> {
+        Self::read_inner(text, file, Some(b'#'))
+    }
+
+    fn read_inner(text: &str, file: &'a str, comment: Option<u8>) -> Result<Self, TraceError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .comment(comment)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let mut header = Vec::new();
+        let mut rows = Vec::new();
+        let mut record = StringRecord::new();
+        let mut first = true;
+        loop {
+            let line = reader.position().line();
+            match reader.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => {
+                    // Only malformed quoting or I/O can get here; both end the file.
+                    return Err(TraceError::file(file, format!("line {line}: {e}")));
+                }
+            }
+            let line = record.position().map_or(line, |p| p.line());
+            if record.iter().all(str::is_empty) {
+                continue;
+            }
+            if first {
+                header = record
+                    .iter()
+                    .map(|h| h.trim_start_matches('\u{feff}').to_owned())
+                    .collect();
+                first = false;
+                continue;
+            }
+            rows.push((line, record.clone()));
+        }
+        if header.is_empty() {
+            return Err(TraceError::file(file, "empty file: no header line"));
+        }
+        Ok(Table { file, header, rows })
+    }
+
+    /// Index of a header column, or an error naming the missing column.
+    pub fn require(&self, name: &str) -> Result<usize, TraceError> {
+        self.find(name).ok_or_else(|| {
+            TraceError::file(
+                self.file,
+                format!(
+                    "header lacks column \"{name}\" (found: {})",
+                    self.header.join(",")
+                ),
+            )
+        })
+    }
+
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.header
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// Converts every row with `convert`, skipping and counting bad rows under `skip_invalid`.
+    /// `convert` returns `Ok(None)` for rows the format leaves out by design (also counted).
+    pub fn convert<T>(
+        &self,
+        opts: &LoadOptions,
+        mut convert: impl FnMut(&Row<'_>) -> Result<Option<T>, TraceError>,
+    ) -> Result<(Vec<T>, usize), TraceError> {
+        let mut out = Vec::with_capacity(self.rows.len());
+        let mut skipped = 0;
+        for (i, (line, record)) in self.rows.iter().enumerate() {
+            let row = Row {
+                file: self.file,
+                line: *line,
+                row: i as u64 + 1,
+                record,
+                header: &self.header,
+            };
+            match convert(&row) {
+                Ok(Some(job)) => out.push(job),
+                Ok(None) => skipped += 1,
+                Err(_) if opts.skip_invalid => skipped += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((out, skipped))
+    }
+}
+
+/// One data row and where it came from.
+pub(crate) struct Row<'a> {
+    pub file: &'a str,
+    pub line: u64,
+    pub row: u64,
+    record: &'a StringRecord,
+    header: &'a [String],
+}
+
+impl Row<'_> {
+    /// An error about `column` in this row.
+    pub fn error(&self, column: &str, message: impl Into<String>) -> TraceError {
+        TraceError::Row {
+            file: self.file.to_owned(),
+            line: self.line,
+            row: self.row,
+            column: column.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.record.len()
+    }
+
+    /// Name of column `idx`: the header's, or its 1-based position in a header-less file.
+    pub fn column_name(&self, idx: usize) -> String {
+        self.header
+            .get(idx)
+            .cloned()
+            .unwrap_or_else(|| format!("{}", idx + 1))
+    }
+
+    /// Checks that the row has exactly the header's number of fields.
+    pub fn check_width(&self, expected: usize) -> Result<(), TraceError> {
+        if self.len() < expected {
+            return Err(self.error(
+                &self.column_name(self.len()),
+                format!("row has {} fields, expected {expected}", self.len()),
+            ));
+        }
+        if self.len() > expected {
+            return Err(self.error(
+                &format!("{}", expected + 1),
+                format!(
+                    "row has {} fields, expected {expected} (extra field \"{}\")",
+                    self.len(),
+                    shorten(self.get(expected))
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Field `idx`, trimmed ("" if the row is short).
+    pub fn get(&self, idx: usize) -> &str {
+        self.record.get(idx).unwrap_or("")
+    }
+
+    /// A required non-empty text field.
+    pub fn text(&self, idx: usize) -> Result<&str, TraceError> {
+        let v = self.get(idx);
+        if v.is_empty() {
+            return Err(self.error(&self.column_name(idx), "is empty"));
+        }
+        Ok(v)
+    }
+
+    /// A finite number >= 0.
+    pub fn non_negative(&self, idx: usize) -> Result<f64, TraceError> {
+        let v = self.get(idx);
+        match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+            _ => Err(self.error(
+                &self.column_name(idx),
+                format!("expected a number >= 0, found \"{}\"", shorten(v)),
+            )),
+        }
+    }
+
+    /// A finite number > 0.
+    pub fn positive(&self, idx: usize) -> Result<f64, TraceError> {
+        let v = self.get(idx);
+        match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+            _ => Err(self.error(
+                &self.column_name(idx),
+                format!("expected a number > 0, found \"{}\"", shorten(v)),
+            )),
+        }
+    }
+
+    /// An integer >= 1 that fits in u32 (a whole number written as a float, like "8.0", is
+    /// accepted).
+    pub fn positive_int(&self, idx: usize) -> Result<u32, TraceError> {
+        let v = self.get(idx);
+        parse_count(v).filter(|&n| n >= 1).ok_or_else(|| {
+            self.error(
+                &self.column_name(idx),
+                format!("expected a positive integer, found \"{}\"", shorten(v)),
+            )
+        })
+    }
+
+    /// An integer >= 0 that fits in u32.
+    pub fn count(&self, idx: usize) -> Result<u32, TraceError> {
+        let v = self.get(idx);
+        parse_count(v).ok_or_else(|| {
+            self.error(
+                &self.column_name(idx),
+                format!("expected an integer >= 0, found \"{}\"", shorten(v)),
+            )
+        })
+    }
+}
+
+/// Parses a non-negative integer that fits in u32, allowing a float spelling of a whole number.
+pub(crate) fn parse_count(v: &str) -> Option<u32> {
+    if let Ok(n) = v.parse::<u32>() {
+        return Some(n);
+    }
+    let x = v.parse::<f64>().ok()?;
+    if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) {
+        Some(x as u32)
+    } else {
+        None
+    }
+}
+
+/// A value quoted in an error message, cut to a readable length.
+pub(crate) fn shorten(v: &str) -> String {
+    const MAX: usize = 40;
+    if v.chars().count() <= MAX {
+        v.to_owned()
+    } else {
+        let cut: String = v.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}
