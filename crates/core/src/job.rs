@@ -60,6 +60,42 @@ pub struct Replicas {
     pub max: u32,
     /// Requests per second (or any load unit) one replica can serve.
     pub capacity_per_replica: f64,
+    /// The load the service must serve over the day, in the unit of `capacity_per_replica`
+    /// (`None` = no stated load: run `min` replicas).
+    #[serde(default)]
+    pub load: Option<DiurnalLoad>,
+}
+
+impl Replicas {
+    /// Replicas needed to serve the load at `t_s` seconds, within `min..=max`.
+    pub fn needed_at(&self, t_s: f64) -> u32 {
+        let Some(load) = &self.load else {
+            return self.min;
+        };
+        let want = load.at(t_s) / self.capacity_per_replica;
+        let want = if want.is_finite() { want.ceil().max(0.0) } else { 0.0 };
+        (want.min(f64::from(u32::MAX)) as u32).clamp(self.min, self.max.max(self.min))
+    }
+}
+
+/// A daily load curve: `mean * (1 + amplitude * cos(2π (t - peak) / 1 day))`, where `t` is the
+/// simulator's clock in seconds and `t = 0` is midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DiurnalLoad {
+    /// Mean load over a day.
+    pub mean: f64,
+    /// Relative swing, 0..=1: the peak is `mean * (1 + amplitude)`, the trough `mean * (1 - amplitude)`.
+    pub amplitude: f64,
+    /// Hour of the day (0..24) at which the load peaks.
+    pub peak_hour: f64,
+}
+
+impl DiurnalLoad {
+    /// The load at `t_s` seconds.
+    pub fn at(&self, t_s: f64) -> f64 {
+        let phase = (t_s / 86_400.0 - self.peak_hour / 24.0) * std::f64::consts::TAU;
+        (self.mean * (1.0 + self.amplitude * phase.cos())).max(0.0)
+    }
 }
 
 /// A job as submitted: who, what shape, where it may run, how much work.

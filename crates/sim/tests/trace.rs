@@ -79,10 +79,10 @@ fn canonical_minimal() {
 fn canonical_columns_in_any_order_with_every_optional_column() {
     let text = "\
 # a comment line
-work,tenant,kind,priority,accelerator_type,id,duration_s,accelerators,submit_s,min_accelerators,replicas,clusters
-1e6@llama3-8b,pretrain,training,5,h100|H200,big,,1024,0,512,,colossus-1|aws-east
-open,serving,inference,9,,chat,,8,0,,2..16@40.5,
-V100=100;k80=400,research,batch,-1,,eval,200,4,7,,,
+work,tenant,kind,priority,accelerator_type,id,duration_s,accelerators,submit_s,min_accelerators,replicas,clusters,load
+1e6@llama3-8b,pretrain,training,5,h100|H200,big,,1024,0,512,,colossus-1|aws-east,
+open,serving,inference,9,,chat,,8,0,,2..16@40.5,,300:0.5:20
+V100=100;k80=400,research,batch,-1,,eval,200,4,7,,,,
 ";
     let t = canonical(text).expect("valid");
     assert_eq!(t.jobs.len(), 3);
@@ -105,6 +105,14 @@ V100=100;k80=400,research,batch,-1,,eval,200,4,7,,,
     assert_eq!(chat.work, Work::Open);
     let r = chat.replicas.as_ref().expect("replicas");
     assert_eq!((r.min, r.max, r.capacity_per_replica), (2, 16, 40.5));
+    let load = r.load.expect("load");
+    assert_eq!(
+        (load.mean, load.amplitude, load.peak_hour),
+        (300.0, 0.5, 20.0)
+    );
+    // Peak at 20:00 of 450 needs 12 replicas of 40.5; the trough at 08:00 (150) needs 4.
+    assert_eq!(r.needed_at(20.0 * 3600.0), 12);
+    assert_eq!(r.needed_at(86_400.0 + 8.0 * 3600.0), 4);
     let eval = &t.jobs[2];
     assert_eq!(eval.kind, JobKind::Batch);
     assert_eq!(eval.priority, -1);
@@ -168,6 +176,15 @@ fn canonical_errors_name_file_line_row_and_column() {
     assert!(e.contains("column work"), "{e}");
     let e = err("id,submit_s,accelerators,duration_s,replicas\na,0,1,5,1..2@3\n");
     assert!(e.contains("only inference jobs have replicas"), "{e}");
+    let e = err(
+        "id,submit_s,accelerators,duration_s,kind,replicas,load\na,0,4,,inference,1..2@3,5:2:1\n",
+    );
+    assert!(
+        e.contains("column load: expected MEAN:AMPLITUDE:PEAK_HOUR"),
+        "{e}"
+    );
+    let e = err("id,submit_s,accelerators,duration_s,load\na,0,4,5,5:0.5:1\n");
+    assert!(e.contains("column load: a load needs replicas"), "{e}");
     let e = err("id,submit_s,accelerators,duration_s,min_accelerators\na,0,4,5,8\n");
     assert!(e.contains("column min_accelerators"), "{e}");
 }
@@ -185,10 +202,10 @@ fn canonical_skip_invalid_counts_bad_rows() {
 #[test]
 fn canonical_round_trips() {
     let text = "\
-id,submit_s,accelerators,duration_s,accelerator_type,tenant,kind,priority,min_accelerators,replicas,clusters,work
-\"with,comma\",0.1,1024,,H100|TPU-v5p,pre,training,3,512,,c1|c2,2.5e9@llama3-405b
-s,3,8,,,serve,inference,9,,1..4@12.25,,open
-e,1e-3,4,99.5,,r,batch,-2,,,,V100=1;P100=2.5
+id,submit_s,accelerators,duration_s,accelerator_type,tenant,kind,priority,min_accelerators,replicas,clusters,load,work
+\"with,comma\",0.1,1024,,H100|TPU-v5p,pre,training,3,512,,c1|c2,,2.5e9@llama3-405b
+s,3,8,,,serve,inference,9,,1..4@12.25,,10:0.25:13.5,open
+e,1e-3,4,99.5,,r,batch,-2,,,,,V100=1;P100=2.5
 ";
     let t = canonical(text).expect("valid");
     let mut out = Vec::new();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use switchyard_core::job::{JobKind, JobSpec, Replicas, Work};
+use switchyard_core::job::{DiurnalLoad, JobKind, JobSpec, Replicas, Work};
 use switchyard_sim::trace::{LoadOptions, TraceFormat, parse, parse_throughputs, write_canonical};
 
 const STRICT: LoadOptions = LoadOptions {
@@ -58,6 +58,8 @@ fn token() -> impl Strategy<Value = String> {
         Just("5@llama".to_owned()),
         Just("@".to_owned()),
         Just("1..2@3".to_owned()),
+        Just("5:0.5:20".to_owned()),
+        Just("5:2:25".to_owned()),
         Just("3..1@3".to_owned()),
         Just("V100=1;K80=2".to_owned()),
         Just("=;".to_owned()),
@@ -89,6 +91,7 @@ const HEADERS: &[&str] = &[
     "replicas",
     "clusters",
     "work",
+    "load",
     "timestamp",
     "duration",
     "num_gpus",
@@ -144,7 +147,10 @@ fn valid_job() -> impl Strategy<Value = JobSpec> {
         (0u8..3, 1.0f64..1e9, "[a-z][a-z0-9 ().-]{0,12}[a-z)]"),
         proptest::collection::btree_map(accel, 1.0f64..1e6, 0..3),
         (0u32..4, 1u32..64, 0.5f64..1e4),
-        proptest::option::of(1u32..=1),
+        (
+            proptest::option::of(1u32..=1),
+            proptest::option::of((0.0f64..1e6, 0.0f64..=1.0, 0.0f64..24.0)),
+        ),
     )
         .prop_map(
             |(
@@ -159,7 +165,7 @@ fn valid_job() -> impl Strategy<Value = JobSpec> {
                 (w, amount, profile),
                 by,
                 (rmin, rextra, cap),
-                elastic,
+                (elastic, load),
             )| {
                 let kind =
                     [JobKind::Training, JobKind::Batch, JobKind::Inference][usize::from(kind)];
@@ -192,6 +198,11 @@ fn valid_job() -> impl Strategy<Value = JobSpec> {
                         min: rmin,
                         max: rmin + rextra,
                         capacity_per_replica: cap,
+                        load: load.map(|(mean, amplitude, peak_hour)| DiurnalLoad {
+                            mean,
+                            amplitude,
+                            peak_hour,
+                        }),
                     }),
                     accelerator_types,
                     clusters,

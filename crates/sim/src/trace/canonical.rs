@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use switchyard_core::accelerator;
-use switchyard_core::job::{JobKind, JobSpec, Replicas, Work};
+use switchyard_core::job::{DiurnalLoad, JobKind, JobSpec, Replicas, Work};
 
 use super::table::{Row, Table, shorten};
 use super::{LoadOptions, Trace, TraceError};
@@ -12,7 +12,7 @@ use super::{LoadOptions, Trace, TraceError};
 /// Columns every canonical trace has.
 pub(crate) const REQUIRED: [&str; 4] = ["id", "submit_s", "accelerators", "duration_s"];
 /// Columns a canonical trace may have.
-pub(crate) const OPTIONAL: [&str; 8] = [
+pub(crate) const OPTIONAL: [&str; 9] = [
     "accelerator_type",
     "tenant",
     "kind",
@@ -20,6 +20,7 @@ pub(crate) const OPTIONAL: [&str; 8] = [
     "min_accelerators",
     "replicas",
     "clusters",
+    "load",
     "work",
 ];
 
@@ -39,6 +40,7 @@ struct Cols {
     min_accelerators: Option<usize>,
     replicas: Option<usize>,
     clusters: Option<usize>,
+    load: Option<usize>,
     work: Option<usize>,
 }
 
@@ -82,6 +84,7 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         min_accelerators: table.find("min_accelerators"),
         replicas: table.find("replicas"),
         clusters: table.find("clusters"),
+        load: table.find("load"),
         work: table.find("work"),
     };
     let width = table.header.len();
@@ -169,6 +172,30 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
                     ),
                 )
             })?)
+        }
+    };
+    let replicas = match (replicas, opt(c.load)) {
+        (r, "") => r,
+        (None, l) => {
+            return Err(row.error(
+                "load",
+                format!(
+                    "a load needs replicas (found load \"{}\" and no replicas)",
+                    shorten(l)
+                ),
+            ));
+        }
+        (Some(mut r), l) => {
+            r.load = Some(parse_load(l).ok_or_else(|| {
+                row.error(
+                    "load",
+                    format!(
+                        "expected MEAN:AMPLITUDE:PEAK_HOUR (mean >= 0, amplitude 0..=1, hour 0..24, e.g. 4000:0.6:20), found \"{}\"",
+                        shorten(l)
+                    ),
+                )
+            })?);
+            Some(r)
         }
     };
     let accelerator_types = split_list(opt(c.accelerator_type))
@@ -279,6 +306,24 @@ fn parse_replicas(text: &str) -> Option<Replicas> {
         min,
         max,
         capacity_per_replica: capacity,
+        load: None,
+    })
+}
+
+fn parse_load(text: &str) -> Option<DiurnalLoad> {
+    let mut parts = text.split(':').map(|p| p.trim().parse::<f64>().ok());
+    let (mean, amplitude, peak_hour) = (parts.next()??, parts.next()??, parts.next()??);
+    if parts.next().is_some() {
+        return None;
+    }
+    (mean.is_finite()
+        && mean >= 0.0
+        && (0.0..=1.0).contains(&amplitude)
+        && (0.0..24.0).contains(&peak_hour))
+    .then_some(DiurnalLoad {
+        mean,
+        amplitude,
+        peak_hour,
     })
 }
 
@@ -348,6 +393,12 @@ pub fn write_canonical(jobs: &[JobSpec], out: &mut impl Write) -> Result<(), Tra
                 .map_or(String::new(), |m| m.to_string()),
             replicas,
             job.clusters.join("|"),
+            job.replicas
+                .as_ref()
+                .and_then(|r| r.load.as_ref())
+                .map_or(String::new(), |l| {
+                    format!("{}:{}:{}", l.mean, l.amplitude, l.peak_hour)
+                }),
             work,
         ];
         w.write_record(&record).map_err(csv_write_error)?;
