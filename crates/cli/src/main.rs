@@ -4,6 +4,7 @@ mod error;
 mod fleet_cmd;
 mod plan_cmd;
 mod simulate_cmd;
+mod table;
 
 use std::process::ExitCode;
 

@@ -155,7 +155,14 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "H100-SXM",
-        aliases: &["H100", "H100-SXM5", "H100-SXM-80GB", "H100-SXM5-80GB", "DGX-H100", "H100 80GB HBM3"],
+        aliases: &[
+            "H100",
+            "H100-SXM5",
+            "H100-SXM-80GB",
+            "H100-SXM5-80GB",
+            "DGX-H100",
+            "H100 80GB HBM3",
+        ],
         vendor: Vendor::Nvidia,
         bf16_tflops: 989.4,
         fp8_tflops: Some(1978.9),

@@ -15,6 +15,13 @@ pub use load::FleetError;
 /// The built-in default fleet, identical to `examples/fleets/default.toml`.
 pub const DEFAULT_FLEET_TOML: &str = include_str!("default_fleet.toml");
 
+/// The built-in `colossus-1-expanded` fleet (about 200,000 Hopper GPUs), identical to
+/// `examples/fleets/colossus-1-expanded.toml`.
+pub const COLOSSUS_EXPANDED_FLEET_TOML: &str = include_str!("colossus_expanded_fleet.toml");
+
+/// Names of the built-in fleets, for `--fleet NAME`.
+pub const BUILTIN_FLEETS: &[&str] = &["default", "colossus-1-expanded"];
+
 /// A validated fleet description.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fleet {
@@ -236,6 +243,19 @@ impl Fleet {
     pub fn default_fleet() -> Fleet {
         Fleet::from_toml(DEFAULT_FLEET_TOML, "<built-in default fleet>")
             .expect("the built-in default fleet is valid (tested)")
+    }
+
+    /// A built-in fleet by name (`default`, `colossus-1-expanded`).
+    pub fn builtin(name: &str) -> Option<Fleet> {
+        let text = match name {
+            "default" => DEFAULT_FLEET_TOML,
+            "colossus-1-expanded" => COLOSSUS_EXPANDED_FLEET_TOML,
+            _ => return None,
+        };
+        Some(
+            Fleet::from_toml(text, &format!("<built-in fleet {name}>"))
+                .expect("the built-in fleets are valid (tested)"),
+        )
     }
 
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {

@@ -73,7 +73,11 @@ impl Replicas {
             return self.min;
         };
         let want = load.at(t_s) / self.capacity_per_replica;
-        let want = if want.is_finite() { want.ceil().max(0.0) } else { 0.0 };
+        let want = if want.is_finite() {
+            want.ceil().max(0.0)
+        } else {
+            0.0
+        };
         (want.min(f64::from(u32::MAX)) as u32).clamp(self.min, self.max.max(self.min))
     }
 }

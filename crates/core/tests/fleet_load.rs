@@ -1,6 +1,8 @@
 //! The fleet loader: the default fleet, and every kind of bad file with its precise error.
 
-use switchyard_core::fleet::{Capacity, DEFAULT_FLEET_TOML, Fleet, LevelKind};
+use switchyard_core::fleet::{
+    BUILTIN_FLEETS, COLOSSUS_EXPANDED_FLEET_TOML, Capacity, DEFAULT_FLEET_TOML, Fleet, LevelKind,
+};
 
 const GOOD: &str = r#"
 name = "tiny"
@@ -50,12 +52,18 @@ fn error_of(text: &str) -> (usize, String, String) {
     let err = load(text).expect_err("the file should be rejected");
     assert_eq!(err.file, "fleet.toml");
     let rendered = err.to_string();
-    assert!(rendered.starts_with(&format!("fleet.toml:{}:", err.line)), "{rendered}");
+    assert!(
+        rendered.starts_with(&format!("fleet.toml:{}:", err.line)),
+        "{rendered}"
+    );
     (err.line, err.field, err.message)
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).expect("needle present") + 1
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle present")
+        + 1
 }
 
 #[test]
@@ -63,16 +71,33 @@ fn good_file_loads_with_defaults_filled_in() {
     let fleet = load(GOOD).expect("good file");
     assert_eq!(fleet.name, "tiny");
     let east = fleet.cluster("east").expect("cluster");
-    assert_eq!(east.accelerator.name, "H100-SXM", "alias resolved to the canonical name");
+    assert_eq!(
+        east.accelerator.name, "H100-SXM",
+        "alias resolved to the canonical name"
+    );
     assert_eq!(east.accelerators(), 1024);
     assert_eq!(east.capacity, Capacity::Reserved);
     assert_eq!(east.price_per_accelerator_hour, 2.5);
-    let kinds: Vec<_> = east.topology.levels.iter().map(|l| (l.kind, l.nodes)).collect();
+    let kinds: Vec<_> = east
+        .topology
+        .levels
+        .iter()
+        .map(|l| (l.kind, l.nodes))
+        .collect();
     assert_eq!(
         kinds,
-        vec![(LevelKind::ScaleUp, 1), (LevelKind::Rack, 4), (LevelKind::Block, 32), (LevelKind::Cluster, 128)]
+        vec![
+            (LevelKind::ScaleUp, 1),
+            (LevelKind::Rack, 4),
+            (LevelKind::Block, 32),
+            (LevelKind::Cluster, 128)
+        ]
     );
-    assert_eq!(east.topology.level(LevelKind::Rack).map(|l| l.gb_s), Some(50.0), "rack bandwidth defaults to scale-out");
+    assert_eq!(
+        east.topology.level(LevelKind::Rack).map(|l| l.gb_s),
+        Some(50.0),
+        "rack bandwidth defaults to scale-out"
+    );
     assert_eq!(east.topology.network_efficiency, 0.9);
     let (org, team) = fleet.team("research").expect("team");
     assert_eq!(org.name, "lab");
@@ -86,8 +111,19 @@ fn default_fleet_is_the_frontier_lab() {
     assert_eq!(colossus.accelerator.name, "H100-SXM");
     assert_eq!(colossus.accelerators_per_node, 8);
     assert!((100_000..=100_500).contains(&colossus.accelerators()));
-    assert_eq!(colossus.topology.level(LevelKind::Rack).map(|l| l.nodes * 8), Some(64), "64 GPUs per rack");
-    assert_eq!(colossus.topology.level(LevelKind::Cluster).map(|l| l.gb_s), Some(50.0), "400 Gb/s per GPU");
+    assert_eq!(
+        colossus
+            .topology
+            .level(LevelKind::Rack)
+            .map(|l| l.nodes * 8),
+        Some(64),
+        "64 GPUs per rack"
+    );
+    assert_eq!(
+        colossus.topology.level(LevelKind::Cluster).map(|l| l.gb_s),
+        Some(50.0),
+        "400 Gb/s per GPU"
+    );
     assert_eq!(colossus.topology.network_efficiency, 0.95);
     let trn2 = fleet.cluster("aws-trn2-ohio").expect("trainium cluster");
     assert_eq!(trn2.scale_up_accelerators(), 64, "UltraServers of 64 chips");
@@ -97,16 +133,55 @@ fn default_fleet_is_the_frontier_lab() {
     for team in ["pretraining", "research", "serving"] {
         assert!(fleet.team(team).is_some(), "{team}");
     }
-    assert!(fleet.clusters.iter().any(|c| c.accelerator.name.starts_with("TPU")));
-    assert!(fleet.clusters.iter().any(|c| c.provider == "gcp" && c.accelerator.name == "H100-SXM"));
+    assert!(
+        fleet
+            .clusters
+            .iter()
+            .any(|c| c.accelerator.name.starts_with("TPU"))
+    );
+    assert!(
+        fleet
+            .clusters
+            .iter()
+            .any(|c| c.provider == "gcp" && c.accelerator.name == "H100-SXM")
+    );
     assert!(fleet.clusters.iter().any(|c| c.capacity == Capacity::Spot));
 }
 
 #[test]
 fn shipped_example_is_identical_to_the_built_in_fleet() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/fleets/default.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/fleets/default.toml"
+    );
     let shipped = std::fs::read_to_string(path).expect("examples/fleets/default.toml exists");
-    assert_eq!(shipped, DEFAULT_FLEET_TOML, "examples/fleets/default.toml and the built-in fleet differ");
+    assert_eq!(
+        shipped, DEFAULT_FLEET_TOML,
+        "examples/fleets/default.toml and the built-in fleet differ"
+    );
+}
+
+#[test]
+fn expanded_colossus_has_about_200k_hopper_gpus() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/fleets/colossus-1-expanded.toml"
+    );
+    let shipped =
+        std::fs::read_to_string(path).expect("examples/fleets/colossus-1-expanded.toml exists");
+    assert_eq!(shipped, COLOSSUS_EXPANDED_FLEET_TOML);
+    let fleet = Fleet::builtin("colossus-1-expanded").expect("built in");
+    assert!((200_000..=201_000).contains(&fleet.total_accelerators()));
+    assert!(
+        fleet
+            .clusters
+            .iter()
+            .all(|c| c.accelerator.name.starts_with('H'))
+    );
+    for name in BUILTIN_FLEETS {
+        assert!(Fleet::builtin(name).is_some(), "{name}");
+    }
+    assert!(Fleet::builtin("nope").is_none());
 }
 
 #[test]
@@ -115,23 +190,38 @@ fn unknown_accelerator_is_named_with_the_alternatives() {
     let (line, field, message) = error_of(&text);
     assert_eq!(line, line_of(&text, "H1000"));
     assert_eq!(field, "clusters[0].accelerator");
-    assert!(message.contains("unknown accelerator \"H1000\""), "{message}");
-    assert!(message.contains("H100-SXM") && message.contains("TPU-v5p"), "{message}");
+    assert!(
+        message.contains("unknown accelerator \"H1000\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("H100-SXM") && message.contains("TPU-v5p"),
+        "{message}"
+    );
 }
 
 #[test]
 fn zero_and_negative_counts_are_rejected() {
     let text = mutate("nodes = 128", "nodes = 0");
     let (line, field, message) = error_of(&text);
-    assert_eq!((line, field.as_str()), (line_of(&text, "nodes = 0"), "clusters[0].nodes"));
-    assert!(message.contains("expected a positive node count, found 0"), "{message}");
+    assert_eq!(
+        (line, field.as_str()),
+        (line_of(&text, "nodes = 0"), "clusters[0].nodes")
+    );
+    assert!(
+        message.contains("expected a positive node count, found 0"),
+        "{message}"
+    );
 
     let text = mutate("accelerators_per_node = 8", "accelerators_per_node = -8");
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "clusters[0].accelerators_per_node");
     assert!(message.contains("found -8"), "{message}");
 
-    let text = mutate("{ cluster = \"east\", accelerators = 512 }", "{ cluster = \"east\", accelerators = -1 }");
+    let text = mutate(
+        "{ cluster = \"east\", accelerators = 512 }",
+        "{ cluster = \"east\", accelerators = -1 }",
+    );
     let (_, field, _) = error_of(&text);
     assert_eq!(field, "tenants[0].teams[0].quotas[0].accelerators");
 
@@ -148,16 +238,28 @@ fn zero_and_negative_counts_are_rejected() {
 fn topology_that_does_not_divide_is_rejected() {
     let text = mutate("rack = { nodes = 4 }", "rack = { nodes = 5 }");
     let (line, field, message) = error_of(&text);
-    assert_eq!(field, "clusters[0].topology.block.nodes", "32 nodes per block is not a whole number of 5-node racks");
+    assert_eq!(
+        field, "clusters[0].topology.block.nodes",
+        "32 nodes per block is not a whole number of 5-node racks"
+    );
     assert_eq!(line, line_of(&text, "block = "));
     assert!(message.contains("does not divide evenly"), "{message}");
 
     let text = mutate("nodes = 128", "nodes = 100");
     let (line, field, message) = error_of(&text);
-    assert_eq!((line, field.as_str()), (line_of(&text, "nodes = 100"), "clusters[0].nodes"));
-    assert!(message.contains("100 nodes do not divide evenly into blocks of 32 nodes"), "{message}");
+    assert_eq!(
+        (line, field.as_str()),
+        (line_of(&text, "nodes = 100"), "clusters[0].nodes")
+    );
+    assert!(
+        message.contains("100 nodes do not divide evenly into blocks of 32 nodes"),
+        "{message}"
+    );
 
-    let text = mutate("scale_up = { nodes = 1, gb_s = 450.0 }", "scale_up = { nodes = 2, gb_s = 450.0 }");
+    let text = mutate(
+        "scale_up = { nodes = 1, gb_s = 450.0 }",
+        "scale_up = { nodes = 2, gb_s = 450.0 }",
+    );
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "clusters[0].topology.scale_up.nodes");
     assert!(message.contains("at most 8"), "{message}");
@@ -170,10 +272,25 @@ fn duplicate_names_are_rejected_with_the_first_definition() {
     );
     let (line, field, message) = error_of(&text);
     assert_eq!(field, "clusters[1].name");
-    assert_eq!(line, text.lines().collect::<Vec<_>>().iter().rposition(|l| *l == "name = \"east\"").expect("line") + 1);
-    assert!(message.contains(&format!("duplicate cluster name \"east\" (first defined on line {})", line_of(GOOD, "name = \"east\""))), "{message}");
+    assert_eq!(
+        line,
+        text.lines()
+            .collect::<Vec<_>>()
+            .iter()
+            .rposition(|l| *l == "name = \"east\"")
+            .expect("line")
+            + 1
+    );
+    assert!(
+        message.contains(&format!(
+            "duplicate cluster name \"east\" (first defined on line {})",
+            line_of(GOOD, "name = \"east\"")
+        )),
+        "{message}"
+    );
 
-    let text = format!("{GOOD}\n[[tenants]]\nname = \"other\"\n[[tenants.teams]]\nname = \"research\"\n");
+    let text =
+        format!("{GOOD}\n[[tenants]]\nname = \"other\"\n[[tenants.teams]]\nname = \"research\"\n");
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "tenants[1].teams[0].name");
     assert!(message.contains("duplicate team name"), "{message}");
@@ -181,19 +298,40 @@ fn duplicate_names_are_rejected_with_the_first_definition() {
 
 #[test]
 fn unknown_keys_are_rejected_with_their_line() {
-    let text = mutate("repair_hours = 12.0", "repair_hours = 12.0\nrepair_hourz = 3.0");
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nrepair_hourz = 3.0",
+    );
     let (line, _, message) = error_of(&text);
     assert_eq!(line, line_of(&text, "repair_hourz"));
-    assert!(message.contains("unknown field `repair_hourz`"), "{message}");
-    assert!(message.contains("repair_hours"), "lists the expected keys: {message}");
+    assert!(
+        message.contains("unknown field `repair_hourz`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("repair_hours"),
+        "lists the expected keys: {message}"
+    );
 }
 
 #[test]
 fn quota_on_a_missing_cluster_is_rejected() {
-    let text = mutate(r#"cluster = "east", accelerators = 512"#, r#"cluster = "west", accelerators = 512"#);
+    let text = mutate(
+        r#"cluster = "east", accelerators = 512"#,
+        r#"cluster = "west", accelerators = 512"#,
+    );
     let (line, field, message) = error_of(&text);
-    assert_eq!((line, field.as_str()), (line_of(&text, "\"west\""), "tenants[0].teams[0].quotas[0].cluster"));
-    assert!(message.contains("quota on unknown cluster \"west\"; the fleet defines: east"), "{message}");
+    assert_eq!(
+        (line, field.as_str()),
+        (
+            line_of(&text, "\"west\""),
+            "tenants[0].teams[0].quotas[0].cluster"
+        )
+    );
+    assert!(
+        message.contains("quota on unknown cluster \"west\"; the fleet defines: east"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -203,15 +341,27 @@ fn other_reference_and_contract_errors() {
     assert_eq!(field, "clusters[0].provider");
     assert!(message.contains("unknown provider \"clod\""), "{message}");
 
-    let text = mutate("accelerators_per_node = 8", "accelerators_per_node = 8\ncapacity = \"spot\"");
+    let text = mutate(
+        "accelerators_per_node = 8",
+        "accelerators_per_node = 8\ncapacity = \"spot\"",
+    );
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "clusters[0].capacity");
-    assert!(message.contains("no contract with `spot_price` for H100-SXM"), "{message}");
+    assert!(
+        message.contains("no contract with `spot_price` for H100-SXM"),
+        "{message}"
+    );
 
-    let text = mutate("reserved = { accelerators = 1024,", "reserved = { accelerators = 512,");
+    let text = mutate(
+        "reserved = { accelerators = 1024,",
+        "reserved = { accelerators = 512,",
+    );
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "clusters[0].nodes");
-    assert!(message.contains("more than the 512 its contract reserves"), "{message}");
+    assert!(
+        message.contains("more than the 512 its contract reserves"),
+        "{message}"
+    );
 
     let text = mutate("node_mtbf_hours = 5000.0\n", "");
     let (_, _, message) = error_of(&text);
@@ -239,7 +389,10 @@ fn syntax_and_type_errors_carry_a_position() {
 
 #[test]
 fn accelerator_mtbf_converts_to_node_mtbf() {
-    let text = mutate("node_mtbf_hours = 5000.0", "accelerator_mtbf_hours = 40000.0");
+    let text = mutate(
+        "node_mtbf_hours = 5000.0",
+        "accelerator_mtbf_hours = 40000.0",
+    );
     let fleet = load(&text).expect("valid");
     assert_eq!(fleet.clusters[0].node_mtbf_hours, 5000.0);
 }

@@ -14,9 +14,22 @@ struct GenCluster {
 }
 
 fn gen_cluster() -> impl Strategy<Value = GenCluster> {
-    (1u32..=8, 1u32..=1, 1u32..=8, proptest::option::of(1u32..=8), 1u32..=50).prop_map(
-        |(per_node, scale_up, racks_per, blocks_per, units)| GenCluster { per_node, scale_up, racks_per, blocks_per, units },
+    (
+        1u32..=8,
+        1u32..=1,
+        1u32..=8,
+        proptest::option::of(1u32..=8),
+        1u32..=50,
     )
+        .prop_map(
+            |(per_node, scale_up, racks_per, blocks_per, units)| GenCluster {
+                per_node,
+                scale_up,
+                racks_per,
+                blocks_per,
+                units,
+            },
+        )
 }
 
 fn render(clusters: &[GenCluster]) -> String {

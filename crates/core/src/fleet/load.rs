@@ -140,7 +140,12 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn error(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> FleetError {
+    fn error(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> FleetError {
         let (line, column) = line_column(self.text, span.start);
         FleetError {
             file: self.file.to_owned(),
@@ -151,29 +156,60 @@ impl Source<'_> {
         }
     }
 
-    fn positive_count(&self, value: &Spanned<i64>, field: &str, what: &str) -> Result<u32, FleetError> {
+    fn positive_count(
+        &self,
+        value: &Spanned<i64>,
+        field: &str,
+        what: &str,
+    ) -> Result<u32, FleetError> {
         let n = *value.get_ref();
         if n <= 0 {
-            return Err(self.error(value.span(), field, format!("expected a positive {what}, found {n}")));
+            return Err(self.error(
+                value.span(),
+                field,
+                format!("expected a positive {what}, found {n}"),
+            ));
         }
-        u32::try_from(n)
-            .map_err(|_| self.error(value.span(), field, format!("{what} {n} is larger than {}", u32::MAX)))
+        u32::try_from(n).map_err(|_| {
+            self.error(
+                value.span(),
+                field,
+                format!("{what} {n} is larger than {}", u32::MAX),
+            )
+        })
     }
 
-    fn positive_u64(&self, value: &Spanned<i64>, field: &str, what: &str) -> Result<u64, FleetError> {
+    fn positive_u64(
+        &self,
+        value: &Spanned<i64>,
+        field: &str,
+        what: &str,
+    ) -> Result<u64, FleetError> {
         let n = *value.get_ref();
-        u64::try_from(n)
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| self.error(value.span(), field, format!("expected a positive {what}, found {n}")))
+        u64::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
+            self.error(
+                value.span(),
+                field,
+                format!("expected a positive {what}, found {n}"),
+            )
+        })
     }
 
-    fn positive_f64(&self, value: &Spanned<f64>, field: &str, what: &str) -> Result<f64, FleetError> {
+    fn positive_f64(
+        &self,
+        value: &Spanned<f64>,
+        field: &str,
+        what: &str,
+    ) -> Result<f64, FleetError> {
         let x = *value.get_ref();
         if x.is_finite() && x > 0.0 {
             Ok(x)
         } else {
-            Err(self.error(value.span(), field, format!("expected a positive {what}, found {x}")))
+            Err(self.error(
+                value.span(),
+                field,
+                format!("expected a positive {what}, found {x}"),
+            ))
         }
     }
 
@@ -183,7 +219,11 @@ impl Source<'_> {
             return Err(self.error(value.span(), field, "expected a non-empty name"));
         }
         if name.chars().any(|c| c.is_control() || c == '/') {
-            return Err(self.error(value.span(), field, format!("name {name:?} may not contain '/' or control characters")));
+            return Err(self.error(
+                value.span(),
+                field,
+                format!("name {name:?} may not contain '/' or control characters"),
+            ));
         }
         Ok(name.to_owned())
     }
@@ -194,7 +234,9 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
+    let column = before.rfind('\n').map_or(before.chars().count(), |nl| {
+        before[nl + 1..].chars().count()
+    }) + 1;
     (line, column)
 }
 
@@ -202,7 +244,10 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// the TOML parser reports by position only.
 fn key_at(text: &str, offset: usize) -> String {
     let offset = offset.min(text.len());
-    let start = text.get(..offset).and_then(|t| t.rfind('\n')).map_or(0, |nl| nl + 1);
+    let start = text
+        .get(..offset)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |nl| nl + 1);
     let line = text.get(start..).unwrap_or("").lines().next().unwrap_or("");
     match line.split_once('=') {
         Some((key, _)) if !key.trim_start().starts_with('[') => key.trim().to_owned(),
@@ -218,18 +263,31 @@ struct Names<'a> {
 
 impl<'a> Names<'a> {
     fn new(what: &'a str) -> Self {
-        Self { what, seen: BTreeMap::new() }
+        Self {
+            what,
+            seen: BTreeMap::new(),
+        }
     }
 
-    fn insert(&mut self, src: &Source<'_>, name: &str, value: &Spanned<String>, field: &str) -> Result<(), FleetError> {
+    fn insert(
+        &mut self,
+        src: &Source<'_>,
+        name: &str,
+        value: &Spanned<String>,
+        field: &str,
+    ) -> Result<(), FleetError> {
         if let Some(first_line) = self.seen.get(name) {
             return Err(src.error(
                 value.span(),
                 field,
-                format!("duplicate {} name {name:?} (first defined on line {first_line})", self.what),
+                format!(
+                    "duplicate {} name {name:?} (first defined on line {first_line})",
+                    self.what
+                ),
             ));
         }
-        self.seen.insert(name.to_owned(), line_column(src.text, value.span().start).0);
+        self.seen
+            .insert(name.to_owned(), line_column(src.text, value.span().start).0);
         Ok(())
     }
 }
@@ -258,12 +316,22 @@ pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
     }
 
     if raw.clusters.is_empty() {
-        return Err(src.error(0..0, "clusters", "a fleet needs at least one [[clusters]] entry"));
+        return Err(src.error(
+            0..0,
+            "clusters",
+            "a fleet needs at least one [[clusters]] entry",
+        ));
     }
     let mut cluster_names = Names::new("cluster");
     let mut clusters = Vec::with_capacity(raw.clusters.len());
     for (i, c) in raw.clusters.iter().enumerate() {
-        clusters.push(cluster(&src, c.get_ref(), i, &providers, &mut cluster_names)?);
+        clusters.push(cluster(
+            &src,
+            c.get_ref(),
+            i,
+            &providers,
+            &mut cluster_names,
+        )?);
     }
     check_reserved_capacity(&src, &raw, &providers, &clusters)?;
 
@@ -272,13 +340,30 @@ pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
     let mut team_names = Names::new("team");
     let mut tenants = Vec::with_capacity(raw.tenants.len());
     for (i, o) in raw.tenants.iter().enumerate() {
-        tenants.push(organisation(&src, o.get_ref(), i, &cluster_set, &mut org_names, &mut team_names)?);
+        tenants.push(organisation(
+            &src,
+            o.get_ref(),
+            i,
+            &cluster_set,
+            &mut org_names,
+            &mut team_names,
+        )?);
     }
 
-    Ok(Fleet { name, providers, clusters, tenants })
+    Ok(Fleet {
+        name,
+        providers,
+        clusters,
+        tenants,
+    })
 }
 
-fn provider(src: &Source<'_>, raw: &RawProvider, i: usize, names: &mut Names<'_>) -> Result<Provider, FleetError> {
+fn provider(
+    src: &Source<'_>,
+    raw: &RawProvider,
+    i: usize,
+    names: &mut Names<'_>,
+) -> Result<Provider, FleetError> {
     let at = format!("providers[{i}]");
     let name = src.name(&raw.name, &format!("{at}.name"))?;
     names.insert(src, &name, &raw.name, &format!("{at}.name"))?;
@@ -294,9 +379,21 @@ fn provider(src: &Source<'_>, raw: &RawProvider, i: usize, names: &mut Names<'_>
             Some(r) => {
                 let r = r.get_ref();
                 Some(Reserved {
-                    accelerators: src.positive_u64(&r.accelerators, &format!("{at}.reserved.accelerators"), "accelerator count")?,
-                    price: src.positive_f64(&r.price, &format!("{at}.reserved.price"), "price per accelerator-hour (USD)")?,
-                    term_months: src.positive_count(&r.term_months, &format!("{at}.reserved.term_months"), "term in months")?,
+                    accelerators: src.positive_u64(
+                        &r.accelerators,
+                        &format!("{at}.reserved.accelerators"),
+                        "accelerator count",
+                    )?,
+                    price: src.positive_f64(
+                        &r.price,
+                        &format!("{at}.reserved.price"),
+                        "price per accelerator-hour (USD)",
+                    )?,
+                    term_months: src.positive_count(
+                        &r.term_months,
+                        &format!("{at}.reserved.term_months"),
+                        "term in months",
+                    )?,
                 })
             }
             None => None,
@@ -304,12 +401,24 @@ fn provider(src: &Source<'_>, raw: &RawProvider, i: usize, names: &mut Names<'_>
         let on_demand_price = c
             .on_demand_price
             .as_ref()
-            .map(|p| src.positive_f64(p, &format!("{at}.on_demand_price"), "price per accelerator-hour (USD)"))
+            .map(|p| {
+                src.positive_f64(
+                    p,
+                    &format!("{at}.on_demand_price"),
+                    "price per accelerator-hour (USD)",
+                )
+            })
             .transpose()?;
         let spot_price = c
             .spot_price
             .as_ref()
-            .map(|p| src.positive_f64(p, &format!("{at}.spot_price"), "price per accelerator-hour (USD)"))
+            .map(|p| {
+                src.positive_f64(
+                    p,
+                    &format!("{at}.spot_price"),
+                    "price per accelerator-hour (USD)",
+                )
+            })
             .transpose()?;
         if reserved.is_none() && on_demand_price.is_none() && spot_price.is_none() {
             return Err(src.error(
@@ -318,9 +427,18 @@ fn provider(src: &Source<'_>, raw: &RawProvider, i: usize, names: &mut Names<'_>
                 "a contract needs at least one of `reserved`, `on_demand_price` or `spot_price`",
             ));
         }
-        contracts.push(Contract { accelerator: accel.name.to_owned(), reserved, on_demand_price, spot_price });
+        contracts.push(Contract {
+            accelerator: accel.name.to_owned(),
+            reserved,
+            on_demand_price,
+            spot_price,
+        });
     }
-    Ok(Provider { name, kind: *raw.kind.get_ref(), contracts })
+    Ok(Provider {
+        name,
+        kind: *raw.kind.get_ref(),
+        contracts,
+    })
 }
 
 fn known_accelerator(
@@ -357,19 +475,32 @@ fn cluster(
         return Err(src.error(
             raw.provider.span(),
             format!("{at}.provider"),
-            format!("unknown provider {provider_name:?}; the fleet defines: {}", list_or_none(&known)),
+            format!(
+                "unknown provider {provider_name:?}; the fleet defines: {}",
+                list_or_none(&known)
+            ),
         ));
     };
     let region = src.name(&raw.region, &format!("{at}.region"))?;
     let accel = known_accelerator(src, &raw.accelerator, &format!("{at}.accelerator"))?;
     let nodes = src.positive_count(&raw.nodes, &format!("{at}.nodes"), "node count")?;
     let per_node = match &raw.accelerators_per_node {
-        Some(n) => src.positive_count(n, &format!("{at}.accelerators_per_node"), "accelerator count per node")?,
+        Some(n) => src.positive_count(
+            n,
+            &format!("{at}.accelerators_per_node"),
+            "accelerator count per node",
+        )?,
         None => accel.per_node,
     };
-    let capacity = raw.capacity.as_ref().map_or(Capacity::Reserved, |c| *c.get_ref());
+    let capacity = raw
+        .capacity
+        .as_ref()
+        .map_or(Capacity::Reserved, |c| *c.get_ref());
 
-    let contract = provider.contracts.iter().find(|c| c.accelerator == accel.name);
+    let contract = provider
+        .contracts
+        .iter()
+        .find(|c| c.accelerator == accel.name);
     let price = contract.and_then(|c| match capacity {
         Capacity::Reserved => c.reserved.as_ref().map(|r| r.price),
         Capacity::OnDemand => c.on_demand_price,
@@ -381,7 +512,10 @@ fn cluster(
             Capacity::OnDemand => "on_demand_price",
             Capacity::Spot => "spot_price",
         };
-        let span = raw.capacity.as_ref().map_or(raw.accelerator.span(), Spanned::span);
+        let span = raw
+            .capacity
+            .as_ref()
+            .map_or(raw.accelerator.span(), Spanned::span);
         return Err(src.error(
             span,
             format!("{at}.capacity"),
@@ -393,10 +527,17 @@ fn cluster(
     };
 
     let node_mtbf_hours = match (&raw.node_mtbf_hours, &raw.accelerator_mtbf_hours) {
-        (Some(n), None) => src.positive_f64(n, &format!("{at}.node_mtbf_hours"), "mean time between failures (hours)")?,
+        (Some(n), None) => src.positive_f64(
+            n,
+            &format!("{at}.node_mtbf_hours"),
+            "mean time between failures (hours)",
+        )?,
         (None, Some(a)) => {
-            src.positive_f64(a, &format!("{at}.accelerator_mtbf_hours"), "mean time between failures (hours)")?
-                / f64::from(per_node)
+            src.positive_f64(
+                a,
+                &format!("{at}.accelerator_mtbf_hours"),
+                "mean time between failures (hours)",
+            )? / f64::from(per_node)
         }
         (Some(n), Some(_)) => {
             return Err(src.error(
@@ -450,7 +591,13 @@ fn topology(
     per_node: u32,
 ) -> Result<Topology, FleetError> {
     let at = format!("{at}.topology");
-    let empty = RawTopology { scale_up: None, rack: None, block: None, cluster_gb_s: None, network_efficiency: None };
+    let empty = RawTopology {
+        scale_up: None,
+        rack: None,
+        block: None,
+        cluster_gb_s: None,
+        network_efficiency: None,
+    };
     let t = raw.topology.as_ref().map_or(&empty, Spanned::get_ref);
     let default_scale_up_nodes = (accel.scale_up.domain / per_node).max(1);
 
@@ -466,12 +613,21 @@ fn topology(
         let level = match raw_level {
             Some(l) => {
                 let l = l.get_ref();
-                let level_nodes = src.positive_count(&l.nodes, &format!("{field}.nodes"), "node count")?;
+                let level_nodes =
+                    src.positive_count(&l.nodes, &format!("{field}.nodes"), "node count")?;
                 let gb_s = match &l.gb_s {
-                    Some(g) => src.positive_f64(g, &format!("{field}.gb_s"), "bandwidth (GB/s per accelerator)")?,
+                    Some(g) => src.positive_f64(
+                        g,
+                        &format!("{field}.gb_s"),
+                        "bandwidth (GB/s per accelerator)",
+                    )?,
                     None => default_gb_s,
                 };
-                let level = Level { kind, nodes: level_nodes, gb_s };
+                let level = Level {
+                    kind,
+                    nodes: level_nodes,
+                    gb_s,
+                };
                 if let Some((prev, prev_field)) = &previous {
                     if level_nodes % prev.nodes != 0 {
                         return Err(src.error(
@@ -502,9 +658,15 @@ fn topology(
                 }
                 Some((level, format!("{field}.nodes"), l.nodes.span()))
             }
-            None if kind == LevelKind::ScaleUp => {
-                Some((Level { kind, nodes: default_scale_up_nodes, gb_s: default_gb_s }, String::new(), 0..0))
-            }
+            None if kind == LevelKind::ScaleUp => Some((
+                Level {
+                    kind,
+                    nodes: default_scale_up_nodes,
+                    gb_s: default_gb_s,
+                },
+                String::new(),
+                0..0,
+            )),
             None => None,
         };
         if let Some((level, field, _)) = level {
@@ -530,10 +692,21 @@ fn topology(
         }
     }
     let cluster_gb_s = match &t.cluster_gb_s {
-        Some(g) => src.positive_f64(g, &format!("{at}.cluster_gb_s"), "bandwidth (GB/s per accelerator)")?,
-        None => levels.last().filter(|l| l.kind != LevelKind::ScaleUp).map_or(accel.scale_out_gb_s, |l| l.gb_s),
+        Some(g) => src.positive_f64(
+            g,
+            &format!("{at}.cluster_gb_s"),
+            "bandwidth (GB/s per accelerator)",
+        )?,
+        None => levels
+            .last()
+            .filter(|l| l.kind != LevelKind::ScaleUp)
+            .map_or(accel.scale_out_gb_s, |l| l.gb_s),
     };
-    levels.push(Level { kind: LevelKind::Cluster, nodes, gb_s: cluster_gb_s });
+    levels.push(Level {
+        kind: LevelKind::Cluster,
+        nodes,
+        gb_s: cluster_gb_s,
+    });
 
     let network_efficiency = match &t.network_efficiency {
         Some(e) => {
@@ -549,7 +722,10 @@ fn topology(
         }
         None => DEFAULT_NETWORK_EFFICIENCY,
     };
-    Ok(Topology { levels, network_efficiency })
+    Ok(Topology {
+        levels,
+        network_efficiency,
+    })
 }
 
 /// Clusters bought as reserved capacity may not hold more accelerators than their contract reserves.
@@ -564,12 +740,18 @@ fn check_reserved_capacity(
         if c.capacity != Capacity::Reserved {
             continue;
         }
-        let total = used.entry((c.provider.as_str(), c.accelerator.name)).or_default();
+        let total = used
+            .entry((c.provider.as_str(), c.accelerator.name))
+            .or_default();
         *total += c.accelerators();
         let reserved = providers
             .iter()
             .find(|p| p.name == c.provider)
-            .and_then(|p| p.contracts.iter().find(|k| k.accelerator == c.accelerator.name))
+            .and_then(|p| {
+                p.contracts
+                    .iter()
+                    .find(|k| k.accelerator == c.accelerator.name)
+            })
             .and_then(|k| k.reserved.as_ref())
             .map_or(0, |r| r.accelerators);
         if *total > reserved {
@@ -600,7 +782,11 @@ fn organisation(
     let weight = weight_or_default(src, raw.weight.as_ref(), &format!("{at}.weight"))?;
     let org_quotas = quotas(src, &raw.quotas, &format!("{at}.quotas"), clusters)?;
     if raw.teams.is_empty() {
-        return Err(src.error(raw.name.span(), format!("{at}.teams"), "an organisation needs at least one team"));
+        return Err(src.error(
+            raw.name.span(),
+            format!("{at}.teams"),
+            "an organisation needs at least one team",
+        ));
     }
     let mut teams = Vec::with_capacity(raw.teams.len());
     for (j, t) in raw.teams.iter().enumerate() {
@@ -610,7 +796,11 @@ fn organisation(
         team_names.insert(src, &team_name, &t.name, &format!("{at}.name"))?;
         let priority = match &t.priority {
             Some(p) => i32::try_from(*p.get_ref()).map_err(|_| {
-                src.error(p.span(), format!("{at}.priority"), format!("priority {} is out of range", p.get_ref()))
+                src.error(
+                    p.span(),
+                    format!("{at}.priority"),
+                    format!("priority {} is out of range", p.get_ref()),
+                )
             })?,
             None => 0,
         };
@@ -621,10 +811,19 @@ fn organisation(
             quotas: quotas(src, &t.quotas, &format!("{at}.quotas"), clusters)?,
         });
     }
-    Ok(Organisation { name, weight, quotas: org_quotas, teams })
+    Ok(Organisation {
+        name,
+        weight,
+        quotas: org_quotas,
+        teams,
+    })
 }
 
-fn weight_or_default(src: &Source<'_>, w: Option<&Spanned<f64>>, field: &str) -> Result<f64, FleetError> {
+fn weight_or_default(
+    src: &Source<'_>,
+    w: Option<&Spanned<f64>>,
+    field: &str,
+) -> Result<f64, FleetError> {
     w.map_or(Ok(1.0), |w| src.positive_f64(w, field, "weight"))
 }
 
@@ -648,7 +847,10 @@ fn quotas(
                     return Err(src.error(
                         c.span(),
                         format!("{at}.cluster"),
-                        format!("quota on unknown cluster {name:?}; the fleet defines: {}", list_or_none(&known)),
+                        format!(
+                            "quota on unknown cluster {name:?}; the fleet defines: {}",
+                            list_or_none(&known)
+                        ),
                     ));
                 }
                 Some(name.to_owned())
@@ -656,28 +858,52 @@ fn quotas(
             None => None,
         };
         if seen.insert(cluster.clone(), ()).is_some() {
-            let span = q.cluster.as_ref().map_or(q.accelerators.span(), Spanned::span);
+            let span = q
+                .cluster
+                .as_ref()
+                .map_or(q.accelerators.span(), Spanned::span);
             return Err(src.error(
                 span,
                 format!("{at}.cluster"),
-                format!("a second quota for {}", cluster.as_deref().map_or("the whole fleet".to_owned(), |c| format!("cluster {c:?}"))),
+                format!(
+                    "a second quota for {}",
+                    cluster
+                        .as_deref()
+                        .map_or("the whole fleet".to_owned(), |c| format!("cluster {c:?}"))
+                ),
             ));
         }
-        let accelerators = src.positive_u64(&q.accelerators, &format!("{at}.accelerators"), "accelerator count")?;
+        let accelerators = src.positive_u64(
+            &q.accelerators,
+            &format!("{at}.accelerators"),
+            "accelerator count",
+        )?;
         let borrowing_limit = match &q.borrowing_limit {
             Some(b) => {
                 let n = *b.get_ref();
                 Some(u64::try_from(n).map_err(|_| {
-                    src.error(b.span(), format!("{at}.borrowing_limit"), format!("expected zero or more accelerators, found {n}"))
+                    src.error(
+                        b.span(),
+                        format!("{at}.borrowing_limit"),
+                        format!("expected zero or more accelerators, found {n}"),
+                    )
                 })?)
             }
             None => None,
         };
-        out.push(Quota { cluster, accelerators, borrowing_limit });
+        out.push(Quota {
+            cluster,
+            accelerators,
+            borrowing_limit,
+        });
     }
     Ok(out)
 }
 
 fn list_or_none(names: &[&str]) -> String {
-    if names.is_empty() { "(none)".to_owned() } else { names.join(", ") }
+    if names.is_empty() {
+        "(none)".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
