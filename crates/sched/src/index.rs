@@ -1,0 +1,401 @@
+//! Free-capacity index of one cluster, at node granularity, with its topology units.
+//!
+//! Nodes are numbered so that unit `u` of a level holding `n` nodes covers nodes
+//! `u*n .. min((u+1)*n, nodes)`. Each level keeps the number of idle (fully free, healthy) nodes
+//! per unit and an ordered set of `(idle, unit)` pairs, so finding the best-fitting unit for a
+//! gang is a logarithmic lookup rather than a scan; sub-node requests use an ordered set of
+//! `(available, node)` pairs. No per-accelerator objects exist.
+
+use std::collections::BTreeSet;
+
+use switchyard_core::fleet::{Cluster, LevelKind};
+
+/// A share of one node given to one allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeShare {
+    pub node: u32,
+    pub accelerators: u32,
+}
+
+/// How spread out a placement is: units touched at each level (innermost first).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Spread {
+    pub nodes: u32,
+    /// `(level, units touched)` for each level above the node, innermost first.
+    pub units: Vec<(LevelKind, u32)>,
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} node{}", self.nodes, if self.nodes == 1 { "" } else { "s" })?;
+        for (kind, n) in &self.units {
+            if *kind == LevelKind::Cluster {
+                continue;
+            }
+            write!(f, ", {n} {}", kind.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LevelIndex {
+    kind: LevelKind,
+    unit_nodes: u32,
+    idle: Vec<u32>,
+    by_idle: BTreeSet<(u32, u32)>,
+}
+
+/// Free capacity of one cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterIndex {
+    per_node: u32,
+    nodes: u32,
+    used: Vec<u32>,
+    down: Vec<bool>,
+    levels: Vec<LevelIndex>,
+    by_avail: BTreeSet<(u32, u32)>,
+    free: u64,
+    idle_nodes: u32,
+    down_nodes: u32,
+}
+
+impl ClusterIndex {
+    pub fn new(cluster: &Cluster) -> Self {
+        let nodes = cluster.nodes.max(1);
+        let per_node = cluster.accelerators_per_node.max(1);
+        let mut sizes: Vec<(LevelKind, u32)> = cluster
+            .topology
+            .levels
+            .iter()
+            .map(|l| (l.kind, l.nodes.clamp(1, nodes)))
+            .collect();
+        if sizes.last().is_none_or(|l| l.1 < nodes) {
+            sizes.push((LevelKind::Cluster, nodes));
+        }
+        let mut levels: Vec<LevelIndex> = Vec::with_capacity(sizes.len());
+        for (kind, unit_nodes) in sizes {
+            if levels.last().is_some_and(|l| l.unit_nodes >= unit_nodes) {
+                continue;
+            }
+            let units = nodes.div_ceil(unit_nodes);
+            let idle: Vec<u32> = (0..units)
+                .map(|u| (u + 1).saturating_mul(unit_nodes).min(nodes) - u * unit_nodes)
+                .collect();
+            let by_idle = idle.iter().enumerate().map(|(u, &i)| (i, u as u32)).collect();
+            levels.push(LevelIndex {
+                kind,
+                unit_nodes,
+                idle,
+                by_idle,
+            });
+        }
+        Self {
+            per_node,
+            nodes,
+            used: vec![0; nodes as usize],
+            down: vec![false; nodes as usize],
+            levels,
+            by_avail: (0..nodes).map(|n| (per_node, n)).collect(),
+            free: u64::from(nodes) * u64::from(per_node),
+            idle_nodes: nodes,
+            down_nodes: 0,
+        }
+    }
+
+    pub fn nodes(&self) -> u32 {
+        self.nodes
+    }
+
+    pub fn per_node(&self) -> u32 {
+        self.per_node
+    }
+
+    /// Accelerators on healthy nodes, free or not.
+    pub fn healthy_accelerators(&self) -> u64 {
+        u64::from(self.nodes - self.down_nodes) * u64::from(self.per_node)
+    }
+
+    pub fn capacity(&self) -> u64 {
+        u64::from(self.nodes) * u64::from(self.per_node)
+    }
+
+    /// Free accelerators on healthy nodes.
+    pub fn free(&self) -> u64 {
+        self.free
+    }
+
+    pub fn idle_nodes(&self) -> u32 {
+        self.idle_nodes
+    }
+
+    pub fn down_nodes(&self) -> u32 {
+        self.down_nodes
+    }
+
+    pub fn is_down(&self, node: u32) -> bool {
+        self.down[node as usize]
+    }
+
+    pub fn used_on(&self, node: u32) -> u32 {
+        self.used[node as usize]
+    }
+
+    fn avail(&self, node: u32) -> u32 {
+        if self.down[node as usize] {
+            0
+        } else {
+            self.per_node - self.used[node as usize]
+        }
+    }
+
+    /// Re-indexes `node` after its availability changed from `before`.
+    fn reindex(&mut self, node: u32, before: u32) {
+        let after = self.avail(node);
+        if before == after {
+            return;
+        }
+        if before > 0 {
+            self.by_avail.remove(&(before, node));
+        }
+        if after > 0 {
+            self.by_avail.insert((after, node));
+        }
+        self.free = self.free + u64::from(after) - u64::from(before);
+        let was_idle = before == self.per_node;
+        let is_idle = after == self.per_node;
+        if was_idle != is_idle {
+            if is_idle {
+                self.idle_nodes += 1;
+            } else {
+                self.idle_nodes -= 1;
+            }
+            for level in &mut self.levels {
+                let u = node / level.unit_nodes;
+                let old = level.idle[u as usize];
+                let new = if is_idle { old + 1 } else { old - 1 };
+                level.idle[u as usize] = new;
+                if old > 0 {
+                    level.by_idle.remove(&(old, u));
+                }
+                if new > 0 {
+                    level.by_idle.insert((new, u));
+                }
+            }
+        }
+    }
+
+    /// Whether `accelerators` could be placed right now (same rule as [`Self::place`]).
+    pub fn fits(&self, accelerators: u32) -> bool {
+        if accelerators == 0 {
+            return false;
+        }
+        if accelerators < self.per_node {
+            self.by_avail
+                .range((accelerators, 0)..)
+                .next()
+                .is_some()
+        } else {
+            self.idle_nodes >= accelerators.div_ceil(self.per_node)
+        }
+    }
+
+    /// The largest gang size in `min..=max` that fits now, if any.
+    pub fn largest_fit(&self, min: u32, max: u32) -> Option<u32> {
+        if self.fits(max) {
+            return Some(max);
+        }
+        let whole = self.idle_nodes.saturating_mul(self.per_node);
+        let mut best = if whole >= min { Some(whole.min(max)) } else { None };
+        if best.is_none() {
+            // Sub-node sizes: the most available on one node.
+            if let Some(&(avail, _)) = self.by_avail.iter().next_back() {
+                if avail >= min {
+                    best = Some(avail.min(max));
+                }
+            }
+        }
+        best
+    }
+
+    /// Places a gang of `accelerators` in as few topology units as possible, or returns `None`
+    /// without changing anything. Sub-node requests go to the healthy node with the least room
+    /// that still fits (best fit); larger ones take whole idle nodes from the smallest unit that
+    /// has enough of them, filling from the children with the most idle nodes first.
+    pub fn place(&mut self, accelerators: u32) -> Option<Vec<NodeShare>> {
+        if !self.fits(accelerators) {
+            return None;
+        }
+        if accelerators < self.per_node {
+            let &(avail, node) = self.by_avail.range((accelerators, 0)..).next()?;
+            self.used[node as usize] += accelerators;
+            self.reindex(node, avail);
+            return Some(vec![NodeShare { node, accelerators }]);
+        }
+        let k = accelerators.div_ceil(self.per_node);
+        let (level, unit) = self.best_unit(k)?;
+        let mut picked = Vec::with_capacity(k as usize);
+        self.collect(level, unit, k, &mut picked);
+        debug_assert_eq!(picked.len(), k as usize);
+        let mut shares = Vec::with_capacity(picked.len());
+        let mut left = accelerators;
+        for node in picked {
+            let take = left.min(self.per_node);
+            left -= take;
+            let before = self.avail(node);
+            self.used[node as usize] += take;
+            self.reindex(node, before);
+            shares.push(NodeShare {
+                node,
+                accelerators: take,
+            });
+        }
+        Some(shares)
+    }
+
+    fn best_unit(&self, k: u32) -> Option<(usize, u32)> {
+        for (i, level) in self.levels.iter().enumerate() {
+            if level.unit_nodes < k {
+                continue;
+            }
+            if let Some(&(_, unit)) = level.by_idle.range((k, 0)..).next() {
+                return Some((i, unit));
+            }
+        }
+        None
+    }
+
+    fn unit_range(&self, level: usize, unit: u32) -> (u32, u32) {
+        let n = self.levels[level].unit_nodes;
+        (unit * n, ((unit + 1).saturating_mul(n)).min(self.nodes))
+    }
+
+    fn collect(&self, level: usize, unit: u32, mut k: u32, out: &mut Vec<u32>) {
+        let (start, end) = self.unit_range(level, unit);
+        if level == 0 {
+            for node in start..end {
+                if k == 0 {
+                    break;
+                }
+                if self.avail(node) == self.per_node {
+                    out.push(node);
+                    k -= 1;
+                }
+            }
+            return;
+        }
+        let child = &self.levels[level - 1];
+        let first = start / child.unit_nodes;
+        let last = end.div_ceil(child.unit_nodes);
+        let mut children: Vec<(u32, u32)> = (first..last)
+            .map(|c| (child.idle[c as usize], c))
+            .filter(|&(idle, _)| idle > 0)
+            .collect();
+        // A child that holds the rest exactly (or with least room to spare) first, then the
+        // fullest children: as few children as possible, little fragmentation.
+        if let Some(&(_, c)) = children
+            .iter()
+            .filter(|&&(idle, _)| idle >= k)
+            .min_by_key(|&&(idle, c)| (idle, c))
+        {
+            self.collect(level - 1, c, k, out);
+            return;
+        }
+        children.sort_by_key(|&(idle, c)| (std::cmp::Reverse(idle), c));
+        for (idle, c) in children {
+            if k == 0 {
+                break;
+            }
+            let take = idle.min(k);
+            self.collect(level - 1, c, take, out);
+            k -= take;
+        }
+    }
+
+    /// Gives back what [`Self::place`] handed out.
+    pub fn release(&mut self, shares: &[NodeShare]) {
+        for s in shares {
+            let before = self.avail(s.node);
+            self.used[s.node as usize] -= s.accelerators;
+            self.reindex(s.node, before);
+        }
+    }
+
+    /// Takes a node out of service (its allocations must have been released or are released
+    /// afterwards; a down node is never offered).
+    pub fn set_down(&mut self, node: u32, down: bool) {
+        if self.down[node as usize] == down {
+            return;
+        }
+        let before = self.avail(node);
+        self.down[node as usize] = down;
+        if down {
+            self.down_nodes += 1;
+        } else {
+            self.down_nodes -= 1;
+        }
+        self.reindex(node, before);
+    }
+
+    /// How spread out a set of shares is.
+    pub fn spread(&self, shares: &[NodeShare]) -> Spread {
+        let mut units = Vec::with_capacity(self.levels.len());
+        for level in &self.levels {
+            let mut seen: Vec<u32> = shares.iter().map(|s| s.node / level.unit_nodes).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            units.push((level.kind, seen.len() as u32));
+        }
+        Spread {
+            nodes: shares.len() as u32,
+            units,
+        }
+    }
+
+    /// Recomputes every counter from `used`/`down` and compares with the incremental ones.
+    pub fn check(&self) -> Result<(), String> {
+        let mut free = 0u64;
+        let mut idle = 0u32;
+        for n in 0..self.nodes {
+            if self.used[n as usize] > self.per_node {
+                return Err(format!("node {n} has {} used of {}", self.used[n as usize], self.per_node));
+            }
+            let a = self.avail(n);
+            free += u64::from(a);
+            if a == self.per_node {
+                idle += 1;
+            }
+            if (a > 0) != self.by_avail.contains(&(a, n)) {
+                return Err(format!("node {n} missing from the availability index"));
+            }
+        }
+        if free != self.free || idle != self.idle_nodes {
+            return Err(format!(
+                "counters drifted: free {free} vs {}, idle {idle} vs {}",
+                self.free, self.idle_nodes
+            ));
+        }
+        if self.by_avail.len() as u64 > u64::from(self.nodes) {
+            return Err("availability index has stale entries".into());
+        }
+        for level in &self.levels {
+            for (u, &count) in level.idle.iter().enumerate() {
+                let (s, e) = self.unit_range(
+                    self.levels
+                        .iter()
+                        .position(|l| l.unit_nodes == level.unit_nodes)
+                        .unwrap_or(0),
+                    u as u32,
+                );
+                let real = (s..e).filter(|&n| self.avail(n) == self.per_node).count() as u32;
+                if real != count {
+                    return Err(format!("{} {u}: idle {count}, really {real}", level.kind.as_str()));
+                }
+            }
+            if level.by_idle.len() != level.idle.iter().filter(|&&i| i > 0).count() {
+                return Err(format!("{} index has stale entries", level.kind.as_str()));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1706 @@
+//! The scheduler state machine: events in, decisions out.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::ops::Bound::{Excluded, Unbounded};
+
+use serde::Serialize;
+use switchyard_core::fleet::{Cluster, Fleet};
+use switchyard_core::{JobKind, JobSpec, ThroughputTable};
+
+use crate::index::{ClusterIndex, NodeShare};
+use crate::rates::{RateModel, young_daly_interval_s};
+
+/// A job's handle: its position in submission order.
+pub type JobIdx = u32;
+
+/// A named scheduling policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// First come, first served, with EASY backfill.
+    Fifo,
+    /// Highest priority first; preempts as few whole lower-priority jobs as possible.
+    Priority,
+    /// Weighted fair share across teams, quotas, borrowing of idle quota and reclaiming it.
+    Fair,
+    /// Fair share + shortest predicted remaining time + heterogeneity, topology and failure
+    /// awareness. The default.
+    Switchyard,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 4] = [
+        Policy::Fifo,
+        Policy::Priority,
+        Policy::Fair,
+        Policy::Switchyard,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Fifo => "fifo",
+            Policy::Priority => "priority",
+            Policy::Fair => "fair",
+            Policy::Switchyard => "switchyard",
+        }
+    }
+
+    fn per_tenant(self) -> bool {
+        matches!(self, Policy::Fair | Policy::Switchyard)
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!("unknown policy `{s}`; expected one of fifo, priority, fair, switchyard")
+            })
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Knobs of the scheduler.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub policy: Policy,
+    /// Whether nodes fail: training runs then checkpoint at the Young/Daly interval.
+    pub failures: bool,
+    /// Time to write one checkpoint, s.
+    pub checkpoint_s: f64,
+    /// Time for a training run to restart (reschedule, load the checkpoint, warm up), s.
+    pub restart_s: f64,
+    /// Time for a batch job to restart, s.
+    pub batch_restart_s: f64,
+    /// Jobs tried without success before a pass stops looking further down the queue.
+    pub backfill_depth: usize,
+    /// `switchyard`: a job waits for faster accelerators rather than start on ones this many
+    /// times slower than its best (unless it has waited longer than its best run time).
+    pub max_slowdown: f64,
+    /// `switchyard`: a job waiting longer than this many seconds (and twice its run time) gets a
+    /// reservation, as the head of a FIFO queue does.
+    pub starvation_s: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policy: Policy::Switchyard,
+            failures: true,
+            checkpoint_s: 60.0,
+            restart_s: 300.0,
+            batch_restart_s: 30.0,
+            backfill_depth: 128,
+            max_slowdown: 2.0,
+            starvation_s: 7.0 * 86_400.0,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Submit(Box<JobSpec>),
+    /// A running job's work is done (as the driver observed; stale generations are ignored).
+    Finished { job: JobIdx, generation: u32 },
+    NodeFailed { cluster: u32, node: u32 },
+    NodeRepaired { cluster: u32, node: u32 },
+    /// An inference service's wanted replica count (clamped to its range).
+    Scale { job: JobIdx, replicas: u32 },
+    Cancel { job: JobIdx },
+}
+
+/// What the scheduler decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// A gang starts (or restarts) on `accelerators` of `cluster`; its work ends at
+    /// `expected_end_s` unless something interrupts it.
+    Start {
+        job: JobIdx,
+        cluster: u32,
+        accelerators: u32,
+        generation: u32,
+        expected_end_s: f64,
+    },
+    AddReplica {
+        job: JobIdx,
+        cluster: u32,
+        accelerators: u32,
+    },
+    RemoveReplica {
+        job: JobIdx,
+        cluster: u32,
+    },
+    /// Taken off its accelerators to make room; back in the queue.
+    Preempt { job: JobIdx, cluster: u32 },
+    /// Hit by a node failure: loses `lost_s` of progress and goes back in the queue.
+    Restart {
+        job: JobIdx,
+        cluster: u32,
+        lost_s: f64,
+    },
+    ReplicaLost { job: JobIdx, cluster: u32 },
+    Finish { job: JobIdx, cluster: u32 },
+    /// Can never run on this fleet.
+    Reject { job: JobIdx },
+}
+
+/// One decision and why it was taken.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub at_s: f64,
+    #[serde(flatten)]
+    pub action: Action,
+    pub reason: String,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Running,
+    Done,
+    Cancelled,
+    Rejected,
+}
+
+/// Counters per cluster, for reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterStats {
+    /// Accelerator-seconds allocated to jobs (closed allocations only; see `busy_at`).
+    pub busy_accel_s: f64,
+    /// Accelerator-seconds of progress that was kept (not lost to failures, restarts or
+    /// checkpoint writes).
+    pub useful_accel_s: f64,
+    pub node_failures: u64,
+    pub preemptions: u64,
+    pub restarts: u64,
+    pub completed: u64,
+}
+
+/// A read-only view of a job for drivers and reports.
+#[derive(Debug, Clone, Copy)]
+pub struct JobView<'a> {
+    pub id: &'a str,
+    pub tenant: &'a str,
+    pub kind: JobKind,
+    pub accelerators: u32,
+    pub submit_s: f64,
+    pub state: JobState,
+    pub first_start_s: Option<f64>,
+    pub finish_s: Option<f64>,
+    /// The cluster it runs on or last ran on.
+    pub cluster: Option<u32>,
+    pub restarts: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Run {
+    cluster: u32,
+    shares: Vec<NodeShare>,
+    size: u32,
+    start_s: f64,
+    /// When progress starts (after the restart cost).
+    progress_from: f64,
+    /// Fraction of the job per second of computing (no checkpoint overhead).
+    rate: f64,
+    /// Checkpoint interval (compute seconds between checkpoints); infinite without failures.
+    tau: f64,
+    end_s: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Replica {
+    cluster: u32,
+    shares: Vec<NodeShare>,
+    start_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Why {
+    NotTried,
+    NoCapacity { need: u32 },
+    Reserved { for_job: JobIdx, shadow_s: f64 },
+    Quota { cluster: u32 },
+    WaitingFaster { best: u32, slowdown: f64 },
+    AfterFailure { lost_s: f64 },
+    AfterPreemption,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    id: Box<str>,
+    tenant: u32,
+    kind: JobKind,
+    priority: i32,
+    submit_s: f64,
+    size: u32,
+    min_size: u32,
+    /// Inference: replica range and wanted count.
+    replica_range: (u32, u32),
+    target_replicas: u32,
+    /// Seconds on each cluster at full size; `None` where the job cannot run.
+    dur: Box<[Option<f64>]>,
+    state: JobState,
+    /// Fraction of the work kept (checkpointed or finished).
+    done: f64,
+    generation: u32,
+    run: Option<Run>,
+    replicas: Vec<Replica>,
+    why: Why,
+    key: Option<(u32, Key)>,
+    first_start_s: Option<f64>,
+    finish_s: Option<f64>,
+    last_cluster: Option<u32>,
+    restarts: u32,
+    urgent: bool,
+}
+
+type Key = (i64, u64, JobIdx);
+
+#[derive(Debug, Clone)]
+struct QuotaRule {
+    cluster: Option<u32>,
+    /// Guaranteed accelerators.
+    guaranteed: u64,
+    /// Hard cap: guarantee plus borrowing limit; `None` = may borrow without limit.
+    cap: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Tenant {
+    name: String,
+    org: u32,
+    weight: f64,
+    share: f64,
+    rules: Vec<QuotaRule>,
+    usage: Vec<u64>,
+    usage_total: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Org {
+    weight: f64,
+    rules: Vec<QuotaRule>,
+    usage: Vec<u64>,
+    usage_total: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    job: JobIdx,
+    cluster: u32,
+    shadow_s: f64,
+    extra: u64,
+    epoch: u64,
+}
+
+/// The scheduler: one value holding the fleet's state; see the crate docs.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    cfg: Config,
+    clusters: Vec<Cluster>,
+    index: Vec<ClusterIndex>,
+    occupants: Vec<Vec<Vec<(JobIdx, u32)>>>,
+    ends: Vec<BTreeSet<(u64, JobIdx)>>,
+    running_on: Vec<BTreeSet<(i32, JobIdx)>>,
+    stats: Vec<ClusterStats>,
+    rates: RateModel,
+    jobs: Vec<Job>,
+    tenants: Vec<Tenant>,
+    orgs: Vec<Org>,
+    tenant_by_name: HashMap<String, u32>,
+    queues: Vec<BTreeSet<Key>>,
+    services: BTreeSet<JobIdx>,
+    pending: u64,
+    running: u64,
+    epoch: u64,
+    reservation: Option<Reservation>,
+    decisions: u64,
+    max_cluster: u64,
+}
+
+const NO_REPLICA: u32 = u32::MAX;
+
+fn bits(x: f64) -> u64 {
+    if x.is_nan() || x <= 0.0 {
+        0
+    } else {
+        x.to_bits()
+    }
+}
+
+impl Scheduler {
+    pub fn new(fleet: &Fleet, throughputs: ThroughputTable, cfg: Config) -> Self {
+        let clusters = fleet.clusters.clone();
+        let index: Vec<ClusterIndex> = clusters.iter().map(ClusterIndex::new).collect();
+        let occupants = index
+            .iter()
+            .map(|i| vec![Vec::new(); i.nodes() as usize])
+            .collect();
+        let n = clusters.len();
+        let cluster_id = |name: &str| clusters.iter().position(|c| c.name == name).map(|i| i as u32);
+        let rules = |quotas: &[switchyard_core::fleet::Quota]| -> Vec<QuotaRule> {
+            quotas
+                .iter()
+                .filter_map(|q| {
+                    let cluster = match &q.cluster {
+                        Some(name) => Some(cluster_id(name)?),
+                        None => None,
+                    };
+                    Some(QuotaRule {
+                        cluster,
+                        guaranteed: q.accelerators,
+                        cap: q.borrowing_limit.map(|b| q.accelerators + b),
+                    })
+                })
+                .collect()
+        };
+        let mut orgs = Vec::new();
+        let mut tenants = Vec::new();
+        let mut tenant_by_name = HashMap::new();
+        for org in &fleet.tenants {
+            let o = orgs.len() as u32;
+            orgs.push(Org {
+                weight: org.weight.max(0.0),
+                rules: rules(&org.quotas),
+                usage: vec![0; n],
+                usage_total: 0,
+            });
+            for team in &org.teams {
+                tenant_by_name.insert(team.name.clone(), tenants.len() as u32);
+                tenants.push(Tenant {
+                    name: team.name.clone(),
+                    org: o,
+                    weight: team.weight.max(0.0),
+                    share: 0.0,
+                    rules: rules(&team.quotas),
+                    usage: vec![0; n],
+                    usage_total: 0,
+                });
+            }
+        }
+        let max_cluster = index.iter().map(ClusterIndex::capacity).max().unwrap_or(0);
+        let mut s = Self {
+            ends: vec![BTreeSet::new(); n],
+            running_on: vec![BTreeSet::new(); n],
+            stats: vec![ClusterStats::default(); n],
+            cfg,
+            clusters,
+            index,
+            occupants,
+            rates: RateModel::new(throughputs),
+            jobs: Vec::new(),
+            tenants,
+            orgs,
+            tenant_by_name,
+            queues: vec![BTreeSet::new()],
+            services: BTreeSet::new(),
+            pending: 0,
+            running: 0,
+            epoch: 0,
+            reservation: None,
+            decisions: 0,
+            max_cluster,
+        };
+        s.recompute_shares();
+        s.queues = vec![BTreeSet::new(); s.tenants.len().max(1)];
+        s
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn clusters(&self) -> &[Cluster] {
+        &self.clusters
+    }
+
+    pub fn cluster_index(&self, cluster: u32) -> &ClusterIndex {
+        &self.index[cluster as usize]
+    }
+
+    pub fn stats(&self) -> &[ClusterStats] {
+        &self.stats
+    }
+
+    /// Decisions taken so far.
+    pub fn decisions(&self) -> u64 {
+        self.decisions
+    }
+
+    pub fn pending_jobs(&self) -> u64 {
+        self.pending
+    }
+
+    pub fn running_jobs(&self) -> u64 {
+        self.running
+    }
+
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Accelerators allocated right now on `cluster`.
+    pub fn busy(&self, cluster: u32) -> u64 {
+        let i = &self.index[cluster as usize];
+        i.healthy_accelerators() - i.free()
+    }
+
+    pub fn job(&self, job: JobIdx) -> JobView<'_> {
+        let j = &self.jobs[job as usize];
+        JobView {
+            id: &j.id,
+            tenant: &self.tenants[j.tenant as usize].name,
+            kind: j.kind,
+            accelerators: j.size,
+            submit_s: j.submit_s,
+            state: j.state,
+            first_start_s: j.first_start_s,
+            finish_s: j.finish_s,
+            cluster: j.run.as_ref().map(|r| r.cluster).or(j.last_cluster),
+            restarts: j.restarts,
+        }
+    }
+
+    /// Allocated accelerator-seconds not yet closed into [`ClusterStats::busy_accel_s`]
+    /// (running allocations from their start to `now`), per cluster.
+    pub fn open_busy_accel_s(&self, now: f64) -> Vec<f64> {
+        let mut out = vec![0.0; self.clusters.len()];
+        for j in &self.jobs {
+            if let Some(r) = &j.run {
+                out[r.cluster as usize] += (now - r.start_s).max(0.0) * f64::from(r.size);
+            }
+            for rep in &j.replicas {
+                out[rep.cluster as usize] += (now - rep.start_s).max(0.0) * f64::from(j.size);
+            }
+        }
+        out
+    }
+
+    fn recompute_shares(&mut self) {
+        let org_total: f64 = self.orgs.iter().map(|o| o.weight).sum();
+        for t in 0..self.tenants.len() {
+            let org = self.tenants[t].org as usize;
+            let team_total: f64 = self
+                .tenants
+                .iter()
+                .filter(|x| x.org as usize == org)
+                .map(|x| x.weight)
+                .sum();
+            let org_share = if org_total > 0.0 {
+                self.orgs[org].weight / org_total
+            } else {
+                1.0
+            };
+            let team_share = if team_total > 0.0 {
+                self.tenants[t].weight / team_total
+            } else {
+                1.0
+            };
+            self.tenants[t].share = (org_share * team_share).max(1e-9);
+        }
+    }
+
+    fn tenant_for(&mut self, name: &str) -> u32 {
+        if let Some(&t) = self.tenant_by_name.get(name) {
+            return t;
+        }
+        // A team the fleet does not list (public traces name their own users or virtual
+        // clusters): weight 1 in one organisation of such teams, no quota.
+        let org = match self.orgs.iter().position(|o| o.weight.is_nan()) {
+            Some(o) => o as u32,
+            None => {
+                self.orgs.push(Org {
+                    weight: f64::NAN,
+                    rules: Vec::new(),
+                    usage: vec![0; self.clusters.len()],
+                    usage_total: 0,
+                });
+                (self.orgs.len() - 1) as u32
+            }
+        };
+        let t = self.tenants.len() as u32;
+        self.tenants.push(Tenant {
+            name: name.to_owned(),
+            org,
+            weight: 1.0,
+            share: 0.0,
+            rules: Vec::new(),
+            usage: vec![0; self.clusters.len()],
+            usage_total: 0,
+        });
+        self.tenant_by_name.insert(name.to_owned(), t);
+        // The organisation of unlisted teams weighs as much as an average listed one.
+        let listed: Vec<f64> = self
+            .orgs
+            .iter()
+            .map(|o| o.weight)
+            .filter(|w| !w.is_nan())
+            .collect();
+        let mean = if listed.is_empty() {
+            1.0
+        } else {
+            listed.iter().sum::<f64>() / listed.len() as f64
+        };
+        let saved = self.orgs[org as usize].weight;
+        self.orgs[org as usize].weight = mean;
+        self.recompute_shares();
+        self.orgs[org as usize].weight = saved;
+        if self.queues.len() < self.tenants.len() {
+            self.queues.resize(self.tenants.len(), BTreeSet::new());
+        }
+        t
+    }
+
+    /// Checks a job against the fleet without submitting it: `Err` says why it can never run.
+    pub fn validate(&mut self, spec: &JobSpec) -> Result<(), String> {
+        let (dur, reason) = self.durations(spec);
+        if dur.iter().any(Option::is_some) {
+            Ok(())
+        } else {
+            Err(reason)
+        }
+    }
+
+    fn durations(&mut self, spec: &JobSpec) -> (Box<[Option<f64>]>, String) {
+        let mut why = String::new();
+        let min_size = spec.min_accelerators.unwrap_or(spec.accelerators).max(1);
+        let mut dur = Vec::with_capacity(self.clusters.len());
+        for (i, c) in self.clusters.iter().enumerate() {
+            let ok_cluster = spec.clusters.is_empty() || spec.clusters.iter().any(|n| *n == c.name);
+            let ok_type = spec.accelerator_types.is_empty()
+                || spec
+                    .accelerator_types
+                    .iter()
+                    .any(|t| c.accelerator.matches(t));
+            let fits = u64::from(min_size) <= self.index[i].capacity();
+            let d = if ok_cluster && ok_type && fits && spec.accelerators > 0 {
+                self.rates.duration_s(spec, i, c)
+            } else {
+                None
+            };
+            dur.push(d);
+        }
+        if dur.iter().all(Option::is_none) {
+            why = if spec.accelerators == 0 {
+                "asks for 0 accelerators".into()
+            } else if u64::from(min_size) > self.max_cluster {
+                format!(
+                    "needs {min_size} accelerators but the largest cluster has {}; a gang is never split across clusters",
+                    self.max_cluster
+                )
+            } else if !spec.clusters.is_empty()
+                && !spec
+                    .clusters
+                    .iter()
+                    .any(|n| self.clusters.iter().any(|c| c.name == *n))
+            {
+                format!("names no cluster of this fleet ({})", spec.clusters.join(", "))
+            } else {
+                "no cluster it accepts can hold it or says how fast it runs there".into()
+            };
+        }
+        (dur.into_boxed_slice(), why)
+    }
+
+    fn key(&self, j: JobIdx) -> (u32, Key) {
+        let job = &self.jobs[j as usize];
+        let slot = if self.cfg.policy.per_tenant() {
+            job.tenant
+        } else {
+            0
+        };
+        let urgent = i64::from(job.urgent);
+        let prio = -(i64::from(job.priority)) * 2 - urgent;
+        let key = match self.cfg.policy {
+            Policy::Fifo => (-urgent, bits(job.submit_s), j),
+            Policy::Priority | Policy::Fair => (prio, bits(job.submit_s), j),
+            Policy::Switchyard => (prio, bits(self.best_remaining(j)), j),
+        };
+        (slot, key)
+    }
+
+    fn best_remaining(&self, j: JobIdx) -> f64 {
+        let job = &self.jobs[j as usize];
+        let best = job
+            .dur
+            .iter()
+            .flatten()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        best * (1.0 - job.done)
+    }
+
+    fn enqueue(&mut self, j: JobIdx) {
+        let (slot, key) = self.key(j);
+        self.queues[slot as usize].insert(key);
+        let job = &mut self.jobs[j as usize];
+        job.key = Some((slot, key));
+        job.state = JobState::Pending;
+        self.pending += 1;
+    }
+
+    fn dequeue(&mut self, j: JobIdx) {
+        if let Some((slot, key)) = self.jobs[j as usize].key.take() {
+            self.queues[slot as usize].remove(&key);
+            self.pending -= 1;
+        }
+    }
+
+    fn emit(&mut self, out: &mut Vec<Decision>, at_s: f64, action: Action, reason: String) {
+        self.decisions += 1;
+        out.push(Decision {
+            at_s,
+            action,
+            reason,
+        });
+    }
+
+    /// Applies one event. Decisions it forces (a restart after a failure, a rejection) are
+    /// appended to `out`; placing work waits for [`Self::schedule`].
+    pub fn handle(&mut self, now: f64, event: Event, out: &mut Vec<Decision>) -> Option<JobIdx> {
+        match event {
+            Event::Submit(spec) => return Some(self.submit(now, *spec, out)),
+            Event::Finished { job, generation } => self.finished(now, job, generation, out),
+            Event::NodeFailed { cluster, node } => self.node_failed(now, cluster, node, out),
+            Event::NodeRepaired { cluster, node } => {
+                if let Some(i) = self.index.get_mut(cluster as usize)
+                    && node < i.nodes()
+                {
+                    i.set_down(node, false);
+                    self.epoch += 1;
+                }
+            }
+            Event::Scale { job, replicas } => {
+                if let Some(j) = self.jobs.get_mut(job as usize)
+                    && j.kind == JobKind::Inference
+                    && matches!(j.state, JobState::Pending | JobState::Running)
+                {
+                    j.target_replicas = replicas.clamp(j.replica_range.0, j.replica_range.1);
+                }
+            }
+            Event::Cancel { job } => self.cancel(now, job, out),
+        }
+        None
+    }
+
+    fn submit(&mut self, now: f64, spec: JobSpec, out: &mut Vec<Decision>) -> JobIdx {
+        let idx = self.jobs.len() as JobIdx;
+        let tenant = self.tenant_for(&spec.tenant);
+        let (dur, reason) = self.durations(&spec);
+        let (lo, hi) = spec
+            .replicas
+            .as_ref()
+            .map_or((1, 1), |r| (r.min, r.max.max(r.min)));
+        let inference = spec.kind == JobKind::Inference;
+        self.jobs.push(Job {
+            id: spec.id.into_boxed_str(),
+            tenant,
+            kind: spec.kind,
+            priority: spec.priority,
+            submit_s: spec.submit_s,
+            size: spec.accelerators,
+            min_size: spec
+                .min_accelerators
+                .unwrap_or(spec.accelerators)
+                .clamp(1, spec.accelerators.max(1)),
+            replica_range: (lo, hi),
+            target_replicas: if inference { lo.max(1).min(hi.max(1)) } else { 1 },
+            dur,
+            state: JobState::Pending,
+            done: 0.0,
+            generation: 0,
+            run: None,
+            replicas: Vec::new(),
+            why: Why::NotTried,
+            key: None,
+            first_start_s: None,
+            finish_s: None,
+            last_cluster: None,
+            restarts: 0,
+            urgent: false,
+        });
+        if !reason.is_empty() {
+            self.jobs[idx as usize].state = JobState::Rejected;
+            self.emit(out, now, Action::Reject { job: idx }, reason);
+        } else if inference {
+            self.services.insert(idx);
+        } else {
+            self.enqueue(idx);
+        }
+        idx
+    }
+
+    fn charge(&mut self, j: JobIdx, cluster: u32, n: u32, add: bool) {
+        let t = self.jobs[j as usize].tenant as usize;
+        let o = self.tenants[t].org as usize;
+        let n = u64::from(n);
+        let c = cluster as usize;
+        if add {
+            self.tenants[t].usage[c] += n;
+            self.tenants[t].usage_total += n;
+            self.orgs[o].usage[c] += n;
+            self.orgs[o].usage_total += n;
+        } else {
+            self.tenants[t].usage[c] -= n;
+            self.tenants[t].usage_total -= n;
+            self.orgs[o].usage[c] -= n;
+            self.orgs[o].usage_total -= n;
+        }
+    }
+
+    /// Whether `n` more accelerators on `cluster` keep the job's team and organisation within
+    /// their quota caps; `Err` names the cluster whose cap binds.
+    fn quota_ok(&self, j: JobIdx, cluster: u32, n: u32) -> bool {
+        let t = &self.tenants[self.jobs[j as usize].tenant as usize];
+        let o = &self.orgs[t.org as usize];
+        let n = u64::from(n);
+        let within = |rules: &[QuotaRule], usage: &[u64], total: u64| {
+            rules.iter().all(|r| match (r.cap, r.cluster) {
+                (None, _) => true,
+                (Some(cap), Some(c)) => c != cluster || usage[c as usize] + n <= cap,
+                (Some(cap), None) => total + n <= cap,
+            })
+        };
+        within(&t.rules, &t.usage, t.usage_total) && within(&o.rules, &o.usage, o.usage_total)
+    }
+
+    /// Whether the job's team is below its guaranteed quota on `cluster` (it may reclaim lent
+    /// capacity).
+    fn under_guarantee(&self, j: JobIdx, cluster: u32, n: u32) -> bool {
+        let t = &self.tenants[self.jobs[j as usize].tenant as usize];
+        let n = u64::from(n);
+        t.rules.iter().any(|r| match r.cluster {
+            Some(c) => c == cluster && t.usage[c as usize] + n <= r.guaranteed,
+            None => t.usage_total + n <= r.guaranteed,
+        })
+    }
+
+    /// Whether the job's team uses more than its guarantee on `cluster` (it is borrowing).
+    fn borrowing(&self, j: JobIdx, cluster: u32) -> bool {
+        let t = &self.tenants[self.jobs[j as usize].tenant as usize];
+        let relevant: Vec<&QuotaRule> = t
+            .rules
+            .iter()
+            .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+            .collect();
+        if relevant.is_empty() {
+            // No quota at all: everything it holds is borrowed.
+            return true;
+        }
+        relevant.iter().any(|r| match r.cluster {
+            Some(c) => t.usage[c as usize] > r.guaranteed,
+            None => t.usage_total > r.guaranteed,
+        })
+    }
+
+    fn eff_rate(&self, r: &Run) -> f64 {
+        if r.tau.is_finite() {
+            r.rate * r.tau / (r.tau + self.cfg.checkpoint_s)
+        } else {
+            r.rate
+        }
+    }
+
+    /// Rate (fraction of the job per compute second) on `cluster` with `size` accelerators.
+    fn rate_on(&self, j: JobIdx, cluster: u32, size: u32) -> Option<f64> {
+        let job = &self.jobs[j as usize];
+        let d = job.dur[cluster as usize]?;
+        if !(d.is_finite()) {
+            return None;
+        }
+        let scale = f64::from(size) / f64::from(job.size.max(1));
+        Some(if d <= 0.0 { f64::INFINITY } else { scale / d })
+    }
+
+    fn checkpoint_interval(&self, j: JobIdx, cluster: u32, size: u32) -> f64 {
+        let job = &self.jobs[j as usize];
+        if !self.cfg.failures || job.kind != JobKind::Training {
+            return f64::INFINITY;
+        }
+        let c = &self.clusters[cluster as usize];
+        let nodes = size.div_ceil(c.accelerators_per_node.max(1));
+        young_daly_interval_s(self.cfg.checkpoint_s, c.node_mtbf_hours, nodes)
+    }
+
+    fn restart_cost(&self, j: JobIdx) -> f64 {
+        let job = &self.jobs[j as usize];
+        if job.generation == 0 {
+            return 0.0;
+        }
+        match job.kind {
+            JobKind::Training => self.cfg.restart_s,
+            JobKind::Batch => self.cfg.batch_restart_s,
+            JobKind::Inference => 0.0,
+        }
+    }
+
+    /// Predicted seconds from now to completion on `cluster` at `size`, including the restart
+    /// cost and (for `switchyard`) the expected loss to failures.
+    fn predicted_s(&self, j: JobIdx, cluster: u32, size: u32) -> f64 {
+        let Some(rate) = self.rate_on(j, cluster, size) else {
+            return f64::INFINITY;
+        };
+        let job = &self.jobs[j as usize];
+        let compute = (1.0 - job.done) / rate;
+        let tau = self.checkpoint_interval(j, cluster, size);
+        let mut t = self.restart_cost(j) + compute;
+        if tau.is_finite() {
+            let c = &self.clusters[cluster as usize];
+            let nodes = size.div_ceil(c.accelerators_per_node.max(1));
+            let mtbf_s = c.node_mtbf_hours * 3600.0 / f64::from(nodes.max(1));
+            // Checkpoint writes, plus per failure half an interval redone and a restart.
+            t += compute * self.cfg.checkpoint_s / tau;
+            t += compute / mtbf_s * (tau / 2.0 + self.cfg.restart_s);
+        }
+        t
+    }
+
+    fn start(&mut self, now: f64, j: JobIdx, cluster: u32, shares: Vec<NodeShare>, size: u32, why: &str, out: &mut Vec<Decision>) {
+        self.dequeue(j);
+        let rate = self.rate_on(j, cluster, size).unwrap_or(f64::INFINITY);
+        let tau = self.checkpoint_interval(j, cluster, size);
+        let restart = self.restart_cost(j);
+        for s in &shares {
+            self.occupants[cluster as usize][s.node as usize].push((j, NO_REPLICA));
+        }
+        self.charge(j, cluster, size, true);
+        let spread = self.index[cluster as usize].spread(&shares);
+        let job = &self.jobs[j as usize];
+        let mut run = Run {
+            cluster,
+            shares,
+            size,
+            start_s: now,
+            progress_from: now + restart,
+            rate,
+            tau,
+            end_s: 0.0,
+        };
+        let eff = self.eff_rate(&run);
+        run.end_s = run.progress_from + if eff.is_infinite() { 0.0 } else { (1.0 - job.done) / eff };
+        let end = run.end_s;
+        let priority = job.priority;
+        let job = &mut self.jobs[j as usize];
+        job.generation += 1;
+        job.state = JobState::Running;
+        job.urgent = false;
+        job.first_start_s.get_or_insert(now);
+        job.last_cluster = Some(cluster);
+        job.run = Some(run);
+        job.why = Why::NotTried;
+        let generation = job.generation;
+        self.ends[cluster as usize].insert((bits(end), j));
+        self.running_on[cluster as usize].insert((priority, j));
+        self.running += 1;
+        let c = &self.clusters[cluster as usize];
+        let mut reason = format!(
+            "{why}; {size} {} on {} in {spread}; predicted to finish in {}",
+            c.accelerator.name,
+            c.name,
+            human_s(end - now)
+        );
+        if tau.is_finite() {
+            let _ = write!(reason, ", checkpointing every {} (Young/Daly)", human_s(tau));
+        }
+        self.emit(
+            out,
+            now,
+            Action::Start {
+                job: j,
+                cluster,
+                accelerators: size,
+                generation,
+                expected_end_s: end,
+            },
+            reason,
+        );
+    }
+
+    /// Takes a running gang off its accelerators. `graceful` (preemption) checkpoints first;
+    /// otherwise (failure) progress since the last periodic checkpoint is lost. Returns the
+    /// seconds of computing lost.
+    fn stop(&mut self, now: f64, j: JobIdx, finished: bool, graceful: bool) -> f64 {
+        let Some(run) = self.jobs[j as usize].run.take() else {
+            return 0.0;
+        };
+        let c = run.cluster as usize;
+        self.index[c].release(&run.shares);
+        for s in &run.shares {
+            let occ = &mut self.occupants[c][s.node as usize];
+            if let Some(p) = occ.iter().position(|&(x, r)| x == j && r == NO_REPLICA) {
+                occ.swap_remove(p);
+            }
+        }
+        self.charge(j, run.cluster, run.size, false);
+        self.ends[c].remove(&(bits(run.end_s), j));
+        let priority = self.jobs[j as usize].priority;
+        self.running_on[c].remove(&(priority, j));
+        self.running -= 1;
+        let elapsed = (now - run.progress_from).max(0.0);
+        let kind = self.jobs[j as usize].kind;
+        let (kept_compute, lost) = if finished {
+            let kept = (1.0 - self.jobs[j as usize].done) / run.rate;
+            (if kept.is_finite() { kept } else { 0.0 }, 0.0)
+        } else if kind == JobKind::Batch {
+            (0.0, elapsed + self.jobs[j as usize].done / run.rate)
+        } else if graceful || !run.tau.is_finite() {
+            let eff = self.eff_rate(&run);
+            (elapsed * eff / run.rate, 0.0)
+        } else {
+            let period = run.tau + self.cfg.checkpoint_s;
+            let k = (elapsed / period).floor();
+            (k * run.tau, elapsed - k * period)
+        };
+        let size = f64::from(run.size);
+        let st = &mut self.stats[c];
+        st.busy_accel_s += (now - run.start_s).max(0.0) * size;
+        st.useful_accel_s += kept_compute * size;
+        let job = &mut self.jobs[j as usize];
+        if finished {
+            job.done = 1.0;
+        } else if kind == JobKind::Batch {
+            job.done = 0.0;
+        } else {
+            job.done = (job.done + kept_compute * run.rate).min(1.0 - 1e-12);
+        }
+        lost
+    }
+
+    fn finished(&mut self, now: f64, j: JobIdx, generation: u32, out: &mut Vec<Decision>) {
+        let Some(job) = self.jobs.get(j as usize) else {
+            return;
+        };
+        if job.generation != generation || job.state != JobState::Running || job.run.is_none() {
+            return;
+        }
+        let cluster = job.run.as_ref().map_or(0, |r| r.cluster);
+        self.stop(now, j, true, false);
+        let job = &mut self.jobs[j as usize];
+        job.state = JobState::Done;
+        job.finish_s = Some(now);
+        self.stats[cluster as usize].completed += 1;
+        let reason = format!(
+            "work complete after {} ({} queued)",
+            human_s(now - job.submit_s),
+            human_s(job.first_start_s.unwrap_or(now) - job.submit_s)
+        );
+        self.emit(out, now, Action::Finish { job: j, cluster }, reason);
+    }
+
+    fn cancel(&mut self, now: f64, j: JobIdx, out: &mut Vec<Decision>) {
+        let Some(job) = self.jobs.get(j as usize) else {
+            return;
+        };
+        if !matches!(job.state, JobState::Pending | JobState::Running) {
+            return;
+        }
+        self.dequeue(j);
+        if self.jobs[j as usize].run.is_some() {
+            self.stop(now, j, false, true);
+        }
+        if !self.jobs[j as usize].replicas.is_empty() {
+            self.running -= 1;
+        }
+        while let Some(rep) = self.jobs[j as usize].replicas.pop() {
+            self.release_replica(now, j, rep);
+        }
+        self.services.remove(&j);
+        let job = &mut self.jobs[j as usize];
+        job.state = JobState::Cancelled;
+        job.finish_s = Some(now);
+        let cluster = job.last_cluster.unwrap_or(0);
+        self.emit(out, now, Action::Finish { job: j, cluster }, "cancelled".into());
+    }
+
+    fn release_replica(&mut self, now: f64, j: JobIdx, rep: Replica) {
+        let c = rep.cluster as usize;
+        self.index[c].release(&rep.shares);
+        for s in &rep.shares {
+            let occ = &mut self.occupants[c][s.node as usize];
+            if let Some(p) = occ.iter().position(|&(x, r)| x == j && r != NO_REPLICA) {
+                occ.swap_remove(p);
+            }
+        }
+        let size = self.jobs[j as usize].size;
+        self.charge(j, rep.cluster, size, false);
+        let t = (now - rep.start_s).max(0.0) * f64::from(size);
+        self.stats[c].busy_accel_s += t;
+        self.stats[c].useful_accel_s += t;
+    }
+
+    fn node_failed(&mut self, now: f64, cluster: u32, node: u32, out: &mut Vec<Decision>) {
+        let c = cluster as usize;
+        if c >= self.index.len() || node >= self.index[c].nodes() || self.index[c].is_down(node) {
+            return;
+        }
+        self.stats[c].node_failures += 1;
+        self.epoch += 1;
+        let hit: Vec<(JobIdx, u32)> = self.occupants[c][node as usize].clone();
+        let name = self.clusters[c].name.clone();
+        let mut seen = BTreeSet::new();
+        for (j, slot) in hit {
+            if slot == NO_REPLICA {
+                if !seen.insert(j) {
+                    continue;
+                }
+                let lost = self.stop(now, j, false, false);
+                self.stats[c].restarts += 1;
+                let job = &mut self.jobs[j as usize];
+                job.restarts += 1;
+                job.urgent = true;
+                job.why = Why::AfterFailure { lost_s: lost };
+                self.enqueue(j);
+                let kind = self.jobs[j as usize].kind;
+                let reason = if kind == JobKind::Batch {
+                    format!("node {node} of {name} failed; batch job restarts from the beginning (lost {})", human_s(lost))
+                } else {
+                    format!(
+                        "node {node} of {name} failed; restarts from its last checkpoint (lost {} of progress)",
+                        human_s(lost)
+                    )
+                };
+                self.emit(out, now, Action::Restart { job: j, cluster, lost_s: lost }, reason);
+            } else {
+                let reps = &mut self.jobs[j as usize].replicas;
+                if let Some(p) = reps
+                    .iter()
+                    .position(|r| r.cluster == cluster && r.shares.iter().any(|s| s.node == node))
+                {
+                    let rep = reps.swap_remove(p);
+                    self.release_replica(now, j, rep);
+                    if self.jobs[j as usize].replicas.is_empty() {
+                        self.jobs[j as usize].state = JobState::Pending;
+                        self.running -= 1;
+                    }
+                    self.emit(
+                        out,
+                        now,
+                        Action::ReplicaLost { job: j, cluster },
+                        format!("node {node} of {name} failed; the replica will be replaced"),
+                    );
+                }
+            }
+        }
+        self.index[c].set_down(node, true);
+    }
+
+    /// One scheduling pass at `now`: places what the policy allows, appending decisions.
+    pub fn schedule(&mut self, now: f64, out: &mut Vec<Decision>) {
+        self.place_services(now, out);
+        if self.pending == 0 {
+            return;
+        }
+        if self.index.iter().all(|i| i.free() == 0) && self.cfg.policy == Policy::Fifo {
+            return;
+        }
+        let slots = self.queues.len();
+        let mut cursor: Vec<Option<Key>> = vec![None; slots];
+        let mut active: Vec<u32> = (0..slots as u32)
+            .filter(|&s| !self.queues[s as usize].is_empty())
+            .collect();
+        let mut misses = 0usize;
+        let mut preempt_tries = 0usize;
+        let mut res: Option<Reservation> = None;
+        let mut first_blocked = true;
+        while !active.is_empty() && misses < self.cfg.backfill_depth {
+            // The team furthest below its share goes next (one slot unless the policy is per team).
+            let pick = if self.cfg.policy.per_tenant() {
+                let (pos, _) = active
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &s)| {
+                        let t = &self.tenants[s as usize];
+                        (p, t.usage_total as f64 / t.share)
+                    })
+                    .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+                    .expect("active is not empty");
+                pos
+            } else {
+                0
+            };
+            let slot = active[pick] as usize;
+            let next = match cursor[slot] {
+                None => self.queues[slot].iter().next().copied(),
+                Some(k) => self.queues[slot].range((Excluded(k), Unbounded)).next().copied(),
+            };
+            let Some(key) = next else {
+                active.swap_remove(pick);
+                continue;
+            };
+            cursor[slot] = Some(key);
+            let j = key.2;
+            if self.try_start(now, j, res.as_mut(), out) {
+                continue;
+            }
+            misses += 1;
+            // Blocked: reserve for it (fifo head, or a starving job under `switchyard`), or
+            // make room by preemption (priority, quota reclaim).
+            let policy = self.cfg.policy;
+            if matches!(policy, Policy::Priority | Policy::Fair | Policy::Switchyard)
+                && preempt_tries < 4
+            {
+                preempt_tries += 1;
+                if self.try_preempt(now, j, out) && self.try_start(now, j, res.as_mut(), out) {
+                    continue;
+                }
+            }
+            if res.is_none() {
+                let job = &self.jobs[j as usize];
+                let starving = policy == Policy::Switchyard
+                    && now - job.submit_s
+                        > self.cfg.starvation_s.max(2.0 * self.best_remaining(j));
+                if (policy == Policy::Fifo && first_blocked) || starving {
+                    res = self.reserve(now, j);
+                    if let Some(r) = res {
+                        self.jobs[j as usize].why = Why::Reserved {
+                            for_job: j,
+                            shadow_s: r.shadow_s,
+                        };
+                    }
+                }
+            }
+            first_blocked = false;
+        }
+    }
+
+    /// EASY reservation for `j`: the earliest time enough accelerators free up on one cluster
+    /// it accepts, given running jobs' expected ends.
+    fn reserve(&mut self, now: f64, j: JobIdx) -> Option<Reservation> {
+        if let Some(r) = self.reservation
+            && r.job == j
+            && r.epoch == self.epoch
+        {
+            return Some(r);
+        }
+        let need = u64::from(self.jobs[j as usize].min_size);
+        let mut best: Option<Reservation> = None;
+        for c in 0..self.clusters.len() {
+            if self.jobs[j as usize].dur[c].is_none() {
+                continue;
+            }
+            let mut free = self.index[c].free();
+            let mut shadow = now;
+            for &(end, k) in self.ends[c].iter().take(200_000) {
+                if free >= need {
+                    break;
+                }
+                free += u64::from(self.jobs[k as usize].run.as_ref().map_or(0, |r| r.size));
+                shadow = f64::from_bits(end);
+            }
+            if free < need {
+                continue;
+            }
+            if best.is_none_or(|b| shadow < b.shadow_s) {
+                best = Some(Reservation {
+                    job: j,
+                    cluster: c as u32,
+                    shadow_s: shadow,
+                    extra: free - need,
+                    epoch: self.epoch,
+                });
+            }
+        }
+        self.reservation = best;
+        best
+    }
+
+    /// The cluster and size the policy would start `j` on now, if any.
+    fn choose(&self, now: f64, j: JobIdx) -> Result<(u32, u32), Why> {
+        let job = &self.jobs[j as usize];
+        let policy = self.cfg.policy;
+        let mut best: Option<(f64, f64, u32, u32)> = None;
+        let mut blocked_by_quota = None;
+        let mut fastest = (f64::INFINITY, 0u32);
+        for c in 0..self.clusters.len() as u32 {
+            let Some(d) = job.dur[c as usize] else {
+                continue;
+            };
+            if d < fastest.0 {
+                fastest = (d, c);
+            }
+            let i = &self.index[c as usize];
+            let size = if job.min_size < job.size {
+                i.largest_fit(job.min_size, job.size)
+            } else if i.fits(job.size) {
+                Some(job.size)
+            } else {
+                None
+            };
+            let Some(size) = size else { continue };
+            if !self.quota_ok(j, c, size) {
+                blocked_by_quota = Some(c);
+                continue;
+            }
+            let price = self.clusters[c as usize].price_per_accelerator_hour;
+            let score = match policy {
+                Policy::Switchyard => (self.predicted_s(j, c, size), price),
+                // Heterogeneity-agnostic: the cluster with the most free accelerators.
+                _ => (-(i.free() as f64), f64::from(c)),
+            };
+            if best.is_none_or(|b| (score.0, score.1) < (b.0, b.1)) {
+                best = Some((score.0, score.1, c, size));
+            }
+        }
+        match best {
+            Some((score, _, c, size)) => {
+                if policy == Policy::Switchyard && c != fastest.1 && fastest.0.is_finite() {
+                    let best_s = self.predicted_s(j, fastest.1, job.size);
+                    let slowdown = score / best_s.max(1e-9);
+                    let waited = now - job.submit_s;
+                    if slowdown > self.cfg.max_slowdown && waited < best_s {
+                        return Err(Why::WaitingFaster {
+                            best: fastest.1,
+                            slowdown,
+                        });
+                    }
+                }
+                Ok((c, size))
+            }
+            None => Err(match blocked_by_quota {
+                Some(c) => Why::Quota { cluster: c },
+                None => Why::NoCapacity { need: job.min_size },
+            }),
+        }
+    }
+
+    fn try_start(&mut self, now: f64, j: JobIdx, res: Option<&mut Reservation>, out: &mut Vec<Decision>) -> bool {
+        let (cluster, size) = match self.choose(now, j) {
+            Ok(x) => x,
+            Err(why) => {
+                let job = &mut self.jobs[j as usize];
+                if !matches!(job.why, Why::AfterFailure { .. } | Why::AfterPreemption)
+                    || why != (Why::NoCapacity { need: job.min_size })
+                {
+                    job.why = why;
+                }
+                return false;
+            }
+        };
+        let mut why = match self.cfg.policy {
+            Policy::Fifo => "fifo: first in line that fits".to_owned(),
+            Policy::Priority => format!("priority {}: highest waiting that fits", self.jobs[j as usize].priority),
+            Policy::Fair => format!(
+                "fair share: team {} furthest below its share",
+                self.tenants[self.jobs[j as usize].tenant as usize].name
+            ),
+            Policy::Switchyard => format!(
+                "switchyard: team {} below its share, shortest predicted remaining time; fastest predicted finish",
+                self.tenants[self.jobs[j as usize].tenant as usize].name
+            ),
+        };
+        if let Some(r) = res
+            && r.job != j
+        {
+            if r.cluster == cluster {
+                let end = now + self.predicted_s(j, cluster, size);
+                if end <= r.shadow_s {
+                    why.push_str(" (backfilled: ends before the reservation)");
+                } else if u64::from(size) <= r.extra {
+                    r.extra -= u64::from(size);
+                    why.push_str(" (backfilled: uses accelerators the reservation does not need)");
+                } else {
+                    self.jobs[j as usize].why = Why::Reserved {
+                        for_job: r.job,
+                        shadow_s: r.shadow_s,
+                    };
+                    return false;
+                }
+            }
+        }
+        let Some(shares) = self.index[cluster as usize].place(size) else {
+            self.jobs[j as usize].why = Why::NoCapacity { need: size };
+            return false;
+        };
+        self.start(now, j, cluster, shares, size, &why, out);
+        true
+    }
+
+    /// Frees room for `j` by preempting as few whole jobs as possible that the policy lets it
+    /// displace: lower priority, or (fair, switchyard) teams borrowing beyond their guarantee
+    /// when `j`'s team is within its own.
+    fn try_preempt(&mut self, now: f64, j: JobIdx, out: &mut Vec<Decision>) -> bool {
+        let job = &self.jobs[j as usize];
+        let need = u64::from(job.min_size);
+        let prio = job.priority;
+        let policy = self.cfg.policy;
+        let mut best: Option<(usize, u64, u32, Vec<JobIdx>)> = None;
+        for c in 0..self.clusters.len() as u32 {
+            if self.jobs[j as usize].dur[c as usize].is_none() || !self.quota_ok(j, c, job.min_size) {
+                continue;
+            }
+            let free = self.index[c as usize].free();
+            if free >= need {
+                continue;
+            }
+            let reclaim = policy != Policy::Priority && self.under_guarantee(j, c, job.min_size);
+            let mut cands: Vec<(u64, JobIdx)> = Vec::new();
+            for &(p, v) in self.running_on[c as usize].iter().take(10_000) {
+                let by_priority = policy != Policy::Fair && p < prio;
+                let by_quota = reclaim
+                    && self.jobs[v as usize].tenant != self.jobs[j as usize].tenant
+                    && self.borrowing(v, c);
+                if !(by_priority || by_quota) {
+                    if p >= prio && !reclaim {
+                        break;
+                    }
+                    continue;
+                }
+                let size = u64::from(self.jobs[v as usize].run.as_ref().map_or(0, |r| r.size));
+                cands.push((size, v));
+            }
+            let short = need - free;
+            let victims: Vec<(u64, JobIdx)> = if let Some(&one) = cands
+                .iter()
+                .filter(|&&(s, _)| s >= short)
+                .min_by_key(|&&(s, v)| (s, std::cmp::Reverse(v)))
+            {
+                vec![one]
+            } else {
+                cands.sort_by_key(|&(s, v)| (std::cmp::Reverse(s), std::cmp::Reverse(v)));
+                let mut got = 0;
+                let mut chosen = Vec::new();
+                for (s, v) in cands {
+                    if got >= short {
+                        break;
+                    }
+                    got += s;
+                    chosen.push((s, v));
+                }
+                if got < short {
+                    continue;
+                }
+                chosen
+            };
+            let evicted: u64 = victims.iter().map(|v| v.0).sum();
+            let ids: Vec<JobIdx> = victims.iter().map(|v| v.1).collect();
+            if best
+                .as_ref()
+                .is_none_or(|b| (ids.len(), evicted) < (b.0, b.1))
+            {
+                best = Some((ids.len(), evicted, c, ids));
+            }
+        }
+        let Some((_, _, c, victims)) = best else {
+            return false;
+        };
+        let by = self.jobs[j as usize].id.clone();
+        for v in victims {
+            self.stop(now, v, false, true);
+            self.stats[c as usize].preemptions += 1;
+            self.epoch += 1;
+            let vj = &mut self.jobs[v as usize];
+            vj.restarts += 1;
+            vj.why = Why::AfterPreemption;
+            let reason = if vj.priority < prio && policy != Policy::Fair {
+                format!("preempted for {by} (priority {prio} > {})", vj.priority)
+            } else {
+                format!("preempted for {by}: its team reclaims quota this team was borrowing")
+            };
+            self.enqueue(v);
+            self.emit(out, now, Action::Preempt { job: v, cluster: c }, reason);
+        }
+        true
+    }
+
+    /// Brings every inference service to its wanted replica count where capacity allows.
+    fn place_services(&mut self, now: f64, out: &mut Vec<Decision>) {
+        let services: Vec<JobIdx> = self.services.iter().copied().collect();
+        for j in services {
+            loop {
+                let job = &self.jobs[j as usize];
+                let have = job.replicas.len() as u32;
+                if have > job.target_replicas {
+                    let rep = self.jobs[j as usize].replicas.pop().expect("have > target >= 0");
+                    let c = rep.cluster;
+                    self.release_replica(now, j, rep);
+                    if self.jobs[j as usize].replicas.is_empty() {
+                        self.jobs[j as usize].state = JobState::Pending;
+                        self.running -= 1;
+                    }
+                    self.emit(
+                        out,
+                        now,
+                        Action::RemoveReplica { job: j, cluster: c },
+                        format!("load fell: {} replicas wanted", self.jobs[j as usize].target_replicas),
+                    );
+                    continue;
+                }
+                if have == job.target_replicas {
+                    break;
+                }
+                // Cheapest cluster that fits (switchyard); otherwise the one with most room.
+                let size = job.size;
+                let mut best: Option<(f64, u32)> = None;
+                for c in 0..self.clusters.len() as u32 {
+                    if job.dur[c as usize].is_none()
+                        || !self.index[c as usize].fits(size)
+                        || !self.quota_ok(j, c, size)
+                    {
+                        continue;
+                    }
+                    let score = match self.cfg.policy {
+                        Policy::Switchyard => self.clusters[c as usize].price_per_accelerator_hour,
+                        _ => -(self.index[c as usize].free() as f64),
+                    };
+                    if best.is_none_or(|b| score < b.0) {
+                        best = Some((score, c));
+                    }
+                }
+                let Some((_, c)) = best else {
+                    self.jobs[j as usize].why = Why::NoCapacity { need: size };
+                    break;
+                };
+                let Some(shares) = self.index[c as usize].place(size) else {
+                    break;
+                };
+                for s in &shares {
+                    self.occupants[c as usize][s.node as usize].push((j, 0));
+                }
+                self.charge(j, c, size, true);
+                let spread = self.index[c as usize].spread(&shares);
+                let job = &mut self.jobs[j as usize];
+                if job.replicas.is_empty() {
+                    job.state = JobState::Running;
+                    self.running += 1;
+                }
+                job.first_start_s.get_or_insert(now);
+                job.last_cluster = Some(c);
+                job.replicas.push(Replica {
+                    cluster: c,
+                    shares,
+                    start_s: now,
+                });
+                let target = job.target_replicas;
+                let have = job.replicas.len();
+                let cl = &self.clusters[c as usize];
+                let reason = format!(
+                    "replica {have} of {target} wanted; {size} {} on {} in {spread}{}",
+                    cl.accelerator.name,
+                    cl.name,
+                    if self.cfg.policy == Policy::Switchyard { ", cheapest cluster with room" } else { "" }
+                );
+                self.emit(
+                    out,
+                    now,
+                    Action::AddReplica {
+                        job: j,
+                        cluster: c,
+                        accelerators: size,
+                    },
+                    reason,
+                );
+            }
+        }
+    }
+
+    /// Ends every service (the driver calls this when the finite work is done).
+    pub fn stop_services(&mut self, now: f64, out: &mut Vec<Decision>) {
+        let services: Vec<JobIdx> = self.services.iter().copied().collect();
+        for j in services {
+            self.cancel(now, j, out);
+        }
+    }
+
+    /// Why a job is where it is, in words.
+    pub fn why(&self, j: JobIdx) -> String {
+        let Some(job) = self.jobs.get(j as usize) else {
+            return format!("no job #{j}");
+        };
+        match job.state {
+            JobState::Running => {
+                if let Some(r) = &job.run {
+                    format!(
+                        "running on {} accelerators of {} since {}",
+                        r.size,
+                        self.clusters[r.cluster as usize].name,
+                        human_s(r.start_s)
+                    )
+                } else {
+                    format!("serving with {} replicas", job.replicas.len())
+                }
+            }
+            JobState::Done => "finished".into(),
+            JobState::Cancelled => "cancelled".into(),
+            JobState::Rejected => "rejected: it can never run on this fleet".into(),
+            JobState::Pending => match job.why {
+                Why::NotTried => "queued; not yet considered".into(),
+                Why::NoCapacity { need } => format!(
+                    "waiting for {need} free accelerators in one cluster it accepts (a gang is never split)"
+                ),
+                Why::Reserved { for_job, shadow_s } => {
+                    if for_job == j {
+                        format!(
+                            "holds a reservation: enough accelerators free up by {}",
+                            human_s(shadow_s)
+                        )
+                    } else {
+                        format!(
+                            "would delay {}, which has a reservation at {}",
+                            self.jobs[for_job as usize].id,
+                            human_s(shadow_s)
+                        )
+                    }
+                }
+                Why::Quota { cluster } => format!(
+                    "its team or organisation is at its quota cap on {}",
+                    self.clusters[cluster as usize].name
+                ),
+                Why::WaitingFaster { best, slowdown } => format!(
+                    "waiting for {}: the free clusters would run it {slowdown:.1}x slower",
+                    self.clusters[best as usize].name
+                ),
+                Why::AfterFailure { lost_s } => format!(
+                    "re-queued after a node failure (lost {}); first in line at its priority",
+                    human_s(lost_s)
+                ),
+                Why::AfterPreemption => "re-queued after preemption".into(),
+            },
+        }
+    }
+
+    /// Checks the scheduler's invariants; `Err` says which one broke. Costs O(nodes + jobs):
+    /// for tests.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let n = self.clusters.len();
+        let mut used: Vec<Vec<u32>> = self.index.iter().map(|i| vec![0; i.nodes() as usize]).collect();
+        let mut tenant_use = vec![vec![0u64; n]; self.tenants.len()];
+        let mut queued = 0u64;
+        let mut running = 0u64;
+        for (idx, j) in self.jobs.iter().enumerate() {
+            let in_queue = j
+                .key
+                .as_ref()
+                .is_some_and(|(s, k)| self.queues[*s as usize].contains(k));
+            if j.key.is_some() && !in_queue {
+                return Err(format!("job {} has a stale queue key", j.id));
+            }
+            let mut allocs: Vec<(u32, u32, &[NodeShare])> = Vec::new();
+            if let Some(r) = &j.run {
+                allocs.push((r.cluster, r.size, &r.shares));
+            }
+            for rep in &j.replicas {
+                allocs.push((rep.cluster, j.size, &rep.shares));
+            }
+            match j.state {
+                JobState::Pending => {
+                    if j.kind != JobKind::Inference && !in_queue {
+                        return Err(format!("pending job {} is not queued", j.id));
+                    }
+                    if !allocs.is_empty() {
+                        return Err(format!("pending job {} holds accelerators", j.id));
+                    }
+                    if in_queue {
+                        queued += 1;
+                    }
+                }
+                JobState::Running => {
+                    running += 1;
+                    if in_queue {
+                        return Err(format!("running job {} is also queued", j.id));
+                    }
+                    if allocs.is_empty() {
+                        return Err(format!("running job {} holds nothing", j.id));
+                    }
+                }
+                _ => {
+                    if in_queue || !allocs.is_empty() {
+                        return Err(format!("finished job {} is queued or holds accelerators", j.id));
+                    }
+                }
+            }
+            if let Some(r) = &j.run
+                && (r.size < j.min_size || r.size > j.size)
+            {
+                return Err(format!("job {} runs on {} outside its range", j.id, r.size));
+            }
+            for (c, size, shares) in allocs {
+                let total: u32 = shares.iter().map(|s| s.accelerators).sum();
+                if total != size {
+                    return Err(format!(
+                        "gang {} holds {total} accelerators, not all-or-nothing {size}",
+                        j.id
+                    ));
+                }
+                for s in shares {
+                    if self.index[c as usize].is_down(s.node) {
+                        return Err(format!("job {} on failed node {}", j.id, s.node));
+                    }
+                    if !self.occupants[c as usize][s.node as usize]
+                        .iter()
+                        .any(|&(x, _)| x == idx as JobIdx)
+                    {
+                        return Err(format!("job {} missing from node {}'s occupants", j.id, s.node));
+                    }
+                    used[c as usize][s.node as usize] += s.accelerators;
+                }
+                tenant_use[j.tenant as usize][c as usize] += u64::from(size);
+            }
+        }
+        if queued != self.pending {
+            return Err(format!("{queued} queued jobs but pending counter {}", self.pending));
+        }
+        if running != self.running {
+            return Err(format!("{running} running jobs but counter {}", self.running));
+        }
+        let queue_total: usize = self.queues.iter().map(BTreeSet::len).sum();
+        if queue_total as u64 != queued {
+            return Err(format!("queues hold {queue_total} entries for {queued} pending jobs"));
+        }
+        for (c, i) in self.index.iter().enumerate() {
+            i.check().map_err(|e| format!("{}: {e}", self.clusters[c].name))?;
+            for node in 0..i.nodes() {
+                if used[c][node as usize] != i.used_on(node) {
+                    return Err(format!(
+                        "{} node {node}: jobs hold {} accelerators, index says {} (an accelerator given twice?)",
+                        self.clusters[c].name,
+                        used[c][node as usize],
+                        i.used_on(node)
+                    ));
+                }
+            }
+        }
+        for (t, tenant) in self.tenants.iter().enumerate() {
+            if tenant_use[t] != tenant.usage {
+                return Err(format!("team {} usage drifted", tenant.name));
+            }
+            for r in &tenant.rules {
+                let (u, cap) = match r.cluster {
+                    Some(c) => (tenant.usage[c as usize], r.cap),
+                    None => (tenant.usage_total, r.cap),
+                };
+                if cap.is_some_and(|cap| u > cap) {
+                    return Err(format!("team {} above its quota cap", tenant.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Seconds in the unit a person reads most easily.
+pub fn human_s(s: f64) -> String {
+    if !s.is_finite() {
+        "forever".into()
+    } else if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 172_800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} d", s / 86_400.0)
+    }
+}
