@@ -396,3 +396,14 @@ fn accelerator_mtbf_converts_to_node_mtbf() {
     let fleet = load(&text).expect("valid");
     assert_eq!(fleet.clusters[0].node_mtbf_hours, 5000.0);
 }
+
+#[test]
+fn the_example_in_docs_fleet_md_loads() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/fleet.md");
+    let doc = std::fs::read_to_string(path).expect("docs/fleet.md exists");
+    let start = doc.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let end = start + doc[start..].find("```").expect("closed block");
+    let fleet = Fleet::from_toml(&doc[start..end], "docs/fleet.md").expect("the documented example is valid");
+    assert_eq!(fleet.clusters.len(), 2);
+    assert_eq!(fleet.cluster("colossus-1").map(|c| c.accelerators()), Some(100_352));
+}
