@@ -1,1 +1,40 @@
-//! switchyard-perf (being written).
+//! switchyard-perf: an analytical performance model of transformer training and inference.
+//!
+//! * [`ModelSpec`]: the model (dense or mixture-of-experts), with presets;
+//! * [`train::estimate`]: step time, MFU/HFU, memory and a breakdown for one layout;
+//! * [`search::search`]: the fastest layouts that fit; [`best_training_rate`] for the scheduler;
+//! * [`infer`]: prefill/decode throughput, latency and KV-cache capacity;
+//! * [`plan`]: the `switchyard plan` input and report; [`validate`]: predictions against the
+//!   published runs in `data/calibration`.
+//!
+//! The crate does no I/O: callers pass text in and get values back. docs/perf-model.md explains
+//! the model and its constants.
+
+pub mod hardware;
+pub mod infer;
+pub mod layout;
+pub mod model;
+pub mod plan;
+pub mod search;
+pub mod train;
+pub mod validate;
+
+pub use hardware::Hardware;
+pub use layout::{Layout, Recompute};
+pub use model::{ModelSpec, MoeSpec};
+pub use search::{LayoutConstraint, SearchOptions, best_training_rate, best_training_rate_on, search};
+pub use train::{TrainingEstimate, TrainingSpec, estimate};
+
+/// What went wrong; every message names the table and field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PerfError {
+    /// The input is wrong (a field, a value, a combination).
+    #[error("{0}")]
+    Input(String),
+}
+
+impl PerfError {
+    pub fn input(msg: impl Into<String>) -> PerfError {
+        PerfError::Input(msg.into())
+    }
+}

@@ -1,0 +1,217 @@
+//! The hardware a job runs on, and what fraction of its peaks real kernels reach.
+//!
+//! Peaks come from the catalog in `switchyard_core::accelerator`; the fractions here are
+//! properties of kernels and libraries (cuBLAS/CUTLASS GEMMs, FlashAttention, NCCL), each named
+//! and justified. None is fitted to a calibration row.
+
+use serde::Serialize;
+use switchyard_core::accelerator::{Accelerator, Vendor};
+use switchyard_core::fleet::Cluster;
+
+/// Fraction of the scale-up link rate (per direction) that NCCL ring collectives reach as bus
+/// bandwidth. nccl-tests on DGX A100 report about 230-240 GB/s all-reduce bus bandwidth against
+/// 300 GB/s per direction, DGX H100 about 360-370 GB/s against 450: about 0.8.
+pub const SCALE_UP_COLLECTIVE_EFFICIENCY: f64 = 0.8;
+
+/// Fraction of the scale-out line rate collectives reach on an InfiniBand fabric when the plan
+/// names only an accelerator (a fleet cluster gives its own `network_efficiency`). nccl-tests
+/// across DGX nodes with one 200/400 Gb/s HCA per GPU report ring bus bandwidth of about 80-85%
+/// of line rate at large message sizes.
+pub const DEFAULT_NETWORK_EFFICIENCY: f64 = 0.8;
+
+/// Fraction of HBM peak that streaming (element-wise, normalization, optimizer) kernels reach:
+/// STREAM-like copies on A100/H100 sustain 80-90% of the datasheet bandwidth; fused PyTorch
+/// element-wise kernels somewhat less.
+pub const MEMORY_BANDWIDTH_EFFICIENCY: f64 = 0.8;
+
+/// Memory a device cannot give to the job: the CUDA context and kernels (about 0.5-1 GiB),
+/// NCCL buffers (about 1 GiB at the default buffer size and a few communicators) and
+/// caching-allocator fragmentation, GiB.
+pub const RESERVED_MEMORY_GIB: f64 = 4.0;
+
+/// Largest fraction of an HBM the caching allocator can fill before fragmentation makes
+/// allocations fail (PyTorch users typically see OOMs beyond about 90-95% of capacity).
+pub const USABLE_MEMORY_FRACTION: f64 = 0.95;
+
+/// The hardware one job (or one inference replica) is planned on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hardware {
+    #[serde(serialize_with = "accelerator_name")]
+    pub accelerator: &'static Accelerator,
+    /// Devices in the job.
+    pub count: u32,
+    /// Devices per server/host.
+    pub per_node: u32,
+    /// Devices on one scale-up fabric (NVLink domain).
+    pub scale_up_domain: u32,
+    /// Per-device scale-up bandwidth, per direction, GB/s.
+    pub scale_up_gb_s: f64,
+    /// Per-device scale-out bandwidth, per direction, GB/s.
+    pub scale_out_gb_s: f64,
+    /// Fraction of scale-out line rate collectives reach.
+    pub network_efficiency: f64,
+    /// Name of the fleet cluster, if the plan names one.
+    pub cluster: Option<String>,
+    /// Mean time between failures of one node, hours (from the cluster).
+    pub node_mtbf_hours: Option<f64>,
+    /// Price per accelerator-hour, USD (from the cluster's contract).
+    pub price_per_accelerator_hour: Option<f64>,
+}
+
+fn accelerator_name<S: serde::Serializer>(
+    a: &&'static Accelerator,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(a.name)
+}
+
+impl Hardware {
+    /// `count` devices of a catalog accelerator in its usual servers, on an InfiniBand-class
+    /// network.
+    pub fn from_accelerator(accelerator: &'static Accelerator, count: u32) -> Hardware {
+        let per_node = accelerator.per_node.max(1);
+        Hardware {
+            accelerator,
+            count,
+            per_node,
+            scale_up_domain: accelerator.scale_up.domain.max(1),
+            scale_up_gb_s: accelerator.scale_up.gb_s,
+            scale_out_gb_s: accelerator.scale_out_gb_s,
+            network_efficiency: DEFAULT_NETWORK_EFFICIENCY,
+            cluster: None,
+            node_mtbf_hours: None,
+            price_per_accelerator_hour: None,
+        }
+    }
+
+    /// `count` devices of a fleet cluster: its servers, scale-up domain, the bandwidth of the
+    /// smallest topology level that holds the job, its network efficiency, failure rate and price.
+    pub fn from_cluster(cluster: &Cluster, count: u32) -> Hardware {
+        let per_node = cluster.accelerators_per_node.max(1);
+        let nodes = count.div_ceil(per_node);
+        let level = cluster.topology.smallest_level_holding(nodes);
+        Hardware {
+            accelerator: cluster.accelerator,
+            count,
+            per_node,
+            scale_up_domain: cluster.scale_up_accelerators().max(per_node),
+            scale_up_gb_s: cluster.accelerator.scale_up.gb_s,
+            scale_out_gb_s: level.gb_s.min(cluster.accelerator.scale_up.gb_s),
+            network_efficiency: cluster.topology.network_efficiency,
+            cluster: Some(cluster.name.clone()),
+            node_mtbf_hours: Some(cluster.node_mtbf_hours),
+            price_per_accelerator_hour: Some(cluster.price_per_accelerator_hour),
+        }
+    }
+
+    /// Nodes the job occupies.
+    pub fn nodes(&self) -> u32 {
+        self.count.div_ceil(self.per_node)
+    }
+
+    /// Per-device bus bandwidth (bytes/s) of a collective among `group` devices that are `span`
+    /// consecutive ranks wide: the scale-up fabric if the span fits in one domain, else the
+    /// scale-out network.
+    pub fn collective_bw(&self, span: u32) -> f64 {
+        if span <= self.scale_up_domain {
+            self.scale_up_gb_s * 1e9 * SCALE_UP_COLLECTIVE_EFFICIENCY
+        } else {
+            self.scale_out_gb_s * 1e9 * self.network_efficiency
+        }
+    }
+
+    /// Usable HBM per device for the job, bytes.
+    pub fn usable_memory_bytes(&self) -> f64 {
+        (self.accelerator.hbm_gib * USABLE_MEMORY_FRACTION - RESERVED_MEMORY_GIB).max(0.0)
+            * GIB
+    }
+
+    pub fn hbm_bytes_per_s(&self) -> f64 {
+        self.accelerator.hbm_tb_s * 1e12
+    }
+}
+
+pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// Kernel-level facts about one accelerator that the catalog does not carry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelFacts {
+    /// Fraction of the dense BF16 peak that large, square cuBLAS/CUTLASS GEMMs sustain.
+    pub gemm_bf16: f64,
+    /// Fraction of the dense FP8 peak that large FP8 GEMMs sustain.
+    pub gemm_fp8: f64,
+    /// Streaming multiprocessors (or equivalent matrix-engine groups) a GEMM's tiles are spread over.
+    pub sms: u32,
+    /// Output tile of the library's large GEMM kernels, rows × columns.
+    pub tile_m: u32,
+    pub tile_n: u32,
+    /// Fraction of the BF16 peak FlashAttention-class fused attention reaches, forward.
+    pub attention_fwd: f64,
+    /// Same, backward.
+    pub attention_bwd: f64,
+}
+
+/// Per-generation kernel facts.
+///
+/// * A100: cuBLAS BF16 GEMMs of 8,192³ reach about 270-285 of 312 TFLOP/s (0.87-0.91); CUTLASS
+///   Ampere kernels use 128×128 (or 256×128) tiles over 108 SMs. FlashAttention-2 (Dao 2023,
+///   Fig. 4-5): forward about 180-190 TFLOP/s (0.6) and backward about 150 (0.48) for causal
+///   head dim 64-128.
+/// * H100/H200/H800 (Hopper SXM, 132 SMs): cuBLAS BF16 8,192³ about 750-800 of 989 TFLOP/s at
+///   700 W (clock throttling under sustained tensor load): 0.77; FP8 about 1,300-1,450 of 1,979
+///   (0.7); Hopper kernels use 128×256 warp-specialised tiles. Fused attention (cuDNN / FA3,
+///   Shah et al. 2024, Fig. 5-7): forward 550-650 TFLOP/s (0.6), backward 400-500 (0.45);
+///   FlashAttention-2 on Hopper reaches only about 0.35 — the figure here is for the cuDNN/FA3
+///   kernels current frameworks use.
+/// * Blackwell (B200/B300/GB200/GB300, 148 SMs): no independent large-GEMM measurements were
+///   used; the Hopper fractions are assumed.
+/// * Others (TPU, Trainium, MI300X, Gaudi): ASSUMPTION 0.75 / 0.65 of peak (MLPerf-era MFU of
+///   these systems is similar to Hopper's), 128×128 tiles.
+pub fn kernel_facts(a: &Accelerator) -> KernelFacts {
+    let name = a.name;
+    if name.starts_with("A100") {
+        KernelFacts {
+            gemm_bf16: 0.88,
+            gemm_fp8: 0.88,
+            sms: 108,
+            tile_m: 128,
+            tile_n: 128,
+            attention_fwd: 0.6,
+            attention_bwd: 0.48,
+        }
+    } else if name.starts_with("H100") || name == "H200" || name == "H800" {
+        KernelFacts {
+            gemm_bf16: 0.77,
+            gemm_fp8: 0.7,
+            sms: 132,
+            tile_m: 128,
+            tile_n: 256,
+            attention_fwd: 0.6,
+            attention_bwd: 0.45,
+        }
+    } else if name.starts_with('B') || name.starts_with("GB") {
+        KernelFacts {
+            gemm_bf16: 0.77,
+            gemm_fp8: 0.7,
+            sms: 148,
+            tile_m: 128,
+            tile_n: 256,
+            attention_fwd: 0.6,
+            attention_bwd: 0.45,
+        }
+    } else {
+        let sms = match a.vendor {
+            Vendor::Nvidia => 80,
+            _ => 64,
+        };
+        KernelFacts {
+            gemm_bf16: 0.75,
+            gemm_fp8: 0.65,
+            sms,
+            tile_m: 128,
+            tile_n: 128,
+            attention_fwd: 0.5,
+            attention_bwd: 0.4,
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Inference: prefill and decode of one model replica on `tp·pp` devices.
+//!
+//! Offline throughput is modelled as an in-flight-batching engine (TensorRT-LLM, vLLM, SGLang):
+//! every iteration decodes one token for each of `B` running requests and, as requests finish,
+//! admits new ones whose prompts are prefilled in chunks alongside the decode tokens. Per
+//! iteration: decode GEMMs over B rows (weights read once), attention reading each request's KV
+//! cache, tensor-parallel all-reduces, plus on average `B/output_tokens` prompts' worth of
+//! prefill compute. `B` is the requested concurrency, or for `"max"` the most requests whose full
+//! KV cache (prompt + output) fits, capped by the engine's batch limit.
+
+use serde::Serialize;
+
+use crate::PerfError;
+use crate::hardware::{GIB, Hardware, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
+use crate::model::ModelSpec;
+use crate::train::gemm_time;
+
+/// Fraction of the memory left after weights and activations that the engine gives to the KV
+/// cache: TensorRT-LLM's `kv_cache_free_gpu_mem_fraction` default (0.9); vLLM's
+/// `gpu_memory_utilization` default is also 0.9 (of the whole device).
+pub const KV_CACHE_FREE_MEMORY_FRACTION: f64 = 0.9;
+
+/// Largest batch the engine schedules: TensorRT-LLM's default `max_batch_size` (2,048).
+pub const MAX_BATCH: u32 = 2048;
+
+/// Tokens one engine iteration processes at most (prefill chunks plus decode tokens):
+/// TensorRT-LLM's default `max_num_tokens` (8,192); sizes the activation workspace.
+pub const MAX_NUM_TOKENS: u32 = 8192;
+
+/// One-shot/two-shot all-reduce kernels for small messages inside an NVLink domain
+/// (TensorRT-LLM's custom all-reduce) take about 10 µs; each layer needs two.
+pub const INFERENCE_ALLREDUCE_LATENCY_S: f64 = 10e-6;
+
+/// Per-iteration host work of the engine (scheduling, sampling, launching the CUDA graph):
+/// about a millisecond in current engines.
+pub const ITERATION_OVERHEAD_S: f64 = 1e-3;
+
+/// How many requests run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Concurrency {
+    Fixed(u32),
+    /// As many as fit (offline maximum-throughput benchmarks).
+    #[serde(serialize_with = "max_str")]
+    Max,
+}
+
+fn max_str<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("max")
+}
+
+/// The `[inference]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct InferenceSpec {
+    /// FP8 weights, GEMMs and KV cache (as FP8-quantized checkpoints are served); BF16 otherwise.
+    pub fp8: bool,
+    pub prompt_tokens: u32,
+    pub output_tokens: u32,
+    pub concurrency: Concurrency,
+}
+
+/// How one replica is split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct InferenceLayout {
+    pub tp: u32,
+    pub pp: u32,
+    pub ep: u32,
+}
+
+/// The prediction for one replica.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InferenceEstimate {
+    pub layout: InferenceLayout,
+    /// Output tokens per second over all the replica's devices.
+    pub tokens_per_s: f64,
+    /// Time to first token of one request (its prefill, without queueing), s.
+    pub ttft_s: f64,
+    /// Time per output token at the running concurrency (one engine iteration), s.
+    pub tpot_s: f64,
+    /// Largest number of requests whose KV cache fits (capped at the engine's batch limit).
+    pub max_concurrency: u32,
+    /// Concurrency the figures are for.
+    pub concurrency: u32,
+    pub weights_per_device_gib: f64,
+    pub kv_cache_per_device_gib: f64,
+    /// KV-cache bytes per token, per device.
+    pub kv_bytes_per_token: f64,
+    pub fits: bool,
+}
+
+/// Predicts inference throughput and latency.
+pub fn estimate_inference(
+    m: &ModelSpec,
+    hw: &Hardware,
+    l: &InferenceLayout,
+    spec: &InferenceSpec,
+) -> Result<InferenceEstimate, PerfError> {
+    if l.tp == 0 || l.pp == 0 || l.ep == 0 {
+        return Err(PerfError::input("[parallelism] tp, pp and ep must be at least 1"));
+    }
+    if u64::from(l.tp) * u64::from(l.pp) != u64::from(hw.count) {
+        return Err(PerfError::input(format!(
+            "[parallelism] tp·pp = {}·{} is not the device count {}",
+            l.tp, l.pp, hw.count
+        )));
+    }
+    if m.heads % l.tp != 0 {
+        return Err(PerfError::input(format!(
+            "[parallelism] tp = {} does not divide heads = {}",
+            l.tp, m.heads
+        )));
+    }
+    if spec.output_tokens == 0 {
+        return Err(PerfError::input("[inference] output_tokens must be at least 1"));
+    }
+    let a = hw.accelerator;
+    let facts = kernel_facts(a);
+    let fp8 = spec.fp8 && a.fp8_tflops.is_some();
+    let elem = if fp8 { 1.0 } else { 2.0 };
+    let (peak, ceiling) = if fp8 {
+        (a.fp8_tflops.unwrap_or(a.bf16_tflops) * 1e12, facts.gemm_fp8)
+    } else {
+        (a.bf16_tflops * 1e12, facts.gemm_bf16)
+    };
+    let bf16_peak = a.bf16_tflops * 1e12;
+    let hbm = hw.hbm_bytes_per_s();
+    let t = f64::from(l.tp);
+    let pp = f64::from(l.pp);
+    let h = f64::from(m.hidden);
+    let kv = f64::from(m.kv_dim());
+    let layers = f64::from(m.layers);
+    let v = f64::from(m.vocab);
+
+    // Memory.
+    let weights = m.total_params() * elem / (t * pp);
+    // K and V heads split over TP (replicated when TP exceeds the KV heads).
+    let kv_split = f64::from(l.tp.min(m.kv_heads));
+    let kv_bytes_per_token = 2.0 * layers / pp * kv / kv_split * elem;
+    let workspace = f64::from(MAX_NUM_TOKENS)
+        * (2.0 * (h + 2.0 * kv) / t + 3.0 * f64::from(m.ffn_hidden.max(1)) / t * 2.0 + v / t * 4.0);
+    let free = hw.usable_memory_bytes() - weights - workspace;
+    let kv_capacity = (free * KV_CACHE_FREE_MEMORY_FRACTION).max(0.0);
+    let per_request = f64::from(spec.prompt_tokens + spec.output_tokens);
+    let fit_requests = (kv_capacity / (kv_bytes_per_token * per_request)).floor();
+    let max_concurrency = fit_requests.min(f64::from(MAX_BATCH)).max(0.0) as u32;
+    let b = match spec.concurrency {
+        Concurrency::Max => max_concurrency,
+        Concurrency::Fixed(n) => n.min(max_concurrency.max(1)),
+    }
+    .max(1);
+    let fits = max_concurrency >= 1;
+    let bf = f64::from(b);
+
+    let gemm = |rows: f64, n: f64, k: f64| gemm_time(rows, n, k, peak, ceiling, &facts, hbm, elem);
+    let n_mats = m.ffn_matrices();
+    // One layer's GEMMs for `rows` tokens.
+    let layer_gemms = |rows: f64, moe: bool| -> f64 {
+        let mut g = gemm(rows, (h + 2.0 * kv) / t, h) + gemm(rows, h, h / t);
+        if moe {
+            let moe_spec = m.moe.as_ref().expect("moe layer of a moe model");
+            let e = f64::from(moe_spec.experts);
+            let k = f64::from(moe_spec.experts_per_token);
+            let fe = f64::from(moe_spec.expert_ffn_hidden);
+            // Experts touched by `rows` tokens, each with rows·k/touched tokens.
+            let touched = e * (1.0 - (1.0 - k / e).powf(rows));
+            let per = (rows * k / touched).max(1.0);
+            g += touched * (gemm(per, (n_mats - 1.0) * fe / t, h) + gemm(per, h, fe / t));
+            let shared = f64::from(moe_spec.shared_experts);
+            if shared > 0.0 {
+                g += gemm(rows, (n_mats - 1.0) * shared * fe / t, h) + gemm(rows, h, shared * fe / t);
+            }
+        } else {
+            let f = f64::from(m.ffn_hidden);
+            g += gemm(rows, (n_mats - 1.0) * f / t, h) + gemm(rows, h, f / t);
+        }
+        g
+    };
+    let moe_layers = f64::from(m.moe_layers());
+    let dense_layers = layers - moe_layers;
+    let all_gemms = |rows: f64| -> f64 {
+        (dense_layers * layer_gemms(rows, false)
+            + moe_layers * if m.moe.is_some() { layer_gemms(rows, true) } else { 0.0 })
+            / pp
+    };
+    let allreduce = |rows: f64| -> f64 {
+        if l.tp <= 1 {
+            return 0.0;
+        }
+        let bytes = rows * h * 2.0;
+        let bw = hw.collective_bw(l.tp);
+        2.0 * layers / pp * (2.0 * (t - 1.0) / t * bytes / bw + INFERENCE_ALLREDUCE_LATENCY_S)
+    };
+    let head = |rows: f64| gemm_time(rows, v / t, h, bf16_peak, facts.gemm_bf16, &facts, hbm, 2.0);
+
+    // Decode iteration for B requests at their mean context.
+    let ctx = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens) / 2.0;
+    let kv_read = bf * ctx * kv_bytes_per_token / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
+    let attn_flops = 4.0 * bf * ctx * h / t * layers / pp;
+    let attn = kv_read.max(attn_flops / (bf16_peak * facts.attention_fwd));
+    let decode = all_gemms(bf) + attn + allreduce(bf) + head(bf) + ITERATION_OVERHEAD_S;
+
+    // Prefill of one prompt: alone (TTFT) and as chunks riding along decode iterations
+    // (compute only: the weights are already being read for the decode rows).
+    let p = f64::from(spec.prompt_tokens);
+    let prefill_attn_flops = 4.0 * p * (p / 2.0 + 64.0) * h / t * layers / pp;
+    let prefill_attn = prefill_attn_flops / (bf16_peak * facts.attention_fwd);
+    let chunk = p.min(f64::from(MAX_NUM_TOKENS));
+    let prefill_alone =
+        (all_gemms(chunk) + allreduce(chunk)) * (p / chunk) + prefill_attn + head(1.0) + ITERATION_OVERHEAD_S;
+    let prefill_flops = 2.0 * (m.active_params() - m.embedding_params()) * p / (t * pp);
+    let prefill_marginal =
+        prefill_flops / (peak * ceiling) + prefill_attn + allreduce(p);
+    let iteration = decode + bf / f64::from(spec.output_tokens) * prefill_marginal;
+    // With pipeline parallelism, pp micro-batches are in flight: one iteration per stage time.
+    let tokens_per_s = bf / iteration;
+    Ok(InferenceEstimate {
+        layout: *l,
+        tokens_per_s,
+        ttft_s: prefill_alone * pp,
+        tpot_s: iteration * pp,
+        max_concurrency,
+        concurrency: b,
+        weights_per_device_gib: weights / GIB,
+        kv_cache_per_device_gib: kv_capacity / GIB,
+        kv_bytes_per_token,
+        fits,
+    })
+}

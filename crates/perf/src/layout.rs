@@ -1,0 +1,131 @@
+//! A parallel layout: how one training job is split over its devices.
+
+use serde::Serialize;
+
+use crate::PerfError;
+
+/// Activation recomputation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recompute {
+    /// Keep every activation.
+    None,
+    /// Recompute the cheap, memory-hungry parts (core attention, activation function, norms).
+    Selective,
+    /// Keep only each layer's input; recompute the whole forward in the backward pass.
+    Full,
+}
+
+impl Recompute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recompute::None => "none",
+            Recompute::Selective => "selective",
+            Recompute::Full => "full",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Recompute> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "none" | "no" | "off" => Some(Recompute::None),
+            "selective" => Some(Recompute::Selective),
+            "full" => Some(Recompute::Full),
+            _ => None,
+        }
+    }
+
+    pub const ALL: [Recompute; 3] = [Recompute::None, Recompute::Selective, Recompute::Full];
+}
+
+/// A complete layout. `tp·pp·dp·cp` is the device count; expert-parallel ranks are taken from
+/// the data(-and-context)-parallel ranks (as in Megatron-Core), so `ep` divides `dp·cp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Layout {
+    pub tp: u32,
+    pub pp: u32,
+    pub dp: u32,
+    pub cp: u32,
+    pub ep: u32,
+    /// Sequences per micro-batch.
+    pub microbatch: u32,
+    /// Interleaved-pipeline model chunks per pipeline rank (1 = plain 1F1B).
+    pub virtual_stages: u32,
+    pub recompute: Recompute,
+    pub sequence_parallel: bool,
+    /// Training-state sharding over data-parallel ranks: 0 none, 1 optimizer states, 2 plus
+    /// gradients, 3 plus parameters (FSDP).
+    pub zero: u8,
+}
+
+impl Layout {
+    /// Devices the layout uses.
+    pub fn devices(&self) -> u64 {
+        u64::from(self.tp) * u64::from(self.pp) * u64::from(self.dp) * u64::from(self.cp)
+    }
+
+    /// Micro-batches per step on the busiest data-parallel rank for a global batch (sequences).
+    pub fn microbatches(&self, global_batch: u32) -> u32 {
+        global_batch.div_ceil(self.dp * self.microbatch).max(1)
+    }
+
+    /// Checks the layout against a device count, global batch and layer count.
+    pub fn check(&self, count: u32, global_batch: u32, layers: u32) -> Result<(), PerfError> {
+        for (v, f) in [
+            (self.tp, "tp"),
+            (self.pp, "pp"),
+            (self.dp, "dp"),
+            (self.cp, "cp"),
+            (self.ep, "ep"),
+            (self.microbatch, "microbatch"),
+            (self.virtual_stages, "virtual_stages"),
+        ] {
+            if v == 0 {
+                return Err(PerfError::input(format!(
+                    "[parallelism] {f} must be at least 1"
+                )));
+            }
+        }
+        if self.devices() != u64::from(count) {
+            return Err(PerfError::input(format!(
+                "[parallelism] tp·pp·dp·cp = {}·{}·{}·{} = {} is not the device count {count}",
+                self.tp,
+                self.pp,
+                self.dp,
+                self.cp,
+                self.devices()
+            )));
+        }
+        if self.zero > 3 {
+            return Err(PerfError::input(format!(
+                "[parallelism] zero = {} must be 0, 1, 2 or 3",
+                self.zero
+            )));
+        }
+        if self.pp > layers {
+            return Err(PerfError::input(format!(
+                "[parallelism] pp = {} exceeds layers = {layers}",
+                self.pp
+            )));
+        }
+        if self.pp * self.virtual_stages > layers {
+            return Err(PerfError::input(format!(
+                "[parallelism] pp·virtual_stages = {} exceeds layers = {layers}",
+                self.pp * self.virtual_stages
+            )));
+        }
+        if global_batch < self.dp * self.microbatch {
+            return Err(PerfError::input(format!(
+                "[training] global_batch = {global_batch} is smaller than dp·microbatch = {}",
+                self.dp * self.microbatch
+            )));
+        }
+        if (self.dp * self.cp) % self.ep != 0 {
+            return Err(PerfError::input(format!(
+                "[parallelism] ep = {} does not divide dp·cp = {}",
+                self.ep,
+                self.dp * self.cp
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,435 @@
+//! The model being trained or served: a decoder-only transformer, dense or mixture-of-experts.
+//!
+//! [`ModelSpec`] is the validated `[model]` table of a plan file. Its counting functions give the
+//! parameter counts, the model FLOPs per token (the formula `6·N + 12·L·d_attn·S`) and
+//! the per-layer shapes that the training and inference models cost.
+
+use serde::Serialize;
+
+use crate::PerfError;
+
+/// Mixture-of-experts part of a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MoeSpec {
+    /// Routed experts per MoE layer.
+    pub experts: u32,
+    /// Routed experts each token goes to.
+    pub experts_per_token: u32,
+    /// FFN width of one expert (per gate/up projection when gated).
+    pub expert_ffn_hidden: u32,
+    /// Always-on shared experts (each `expert_ffn_hidden` wide).
+    pub shared_experts: u32,
+    /// How many layers are MoE; the others (the first ones) are dense with `ffn_hidden`.
+    pub moe_layers: u32,
+}
+
+/// A decoder-only transformer: the `[model]` table of a plan file, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelSpec {
+    pub name: String,
+    pub layers: u32,
+    /// Model width (`d_model`).
+    pub hidden: u32,
+    /// Attention (query) heads; head dimension = `hidden / heads`.
+    pub heads: u32,
+    /// Key/value heads (GQA/MQA); equal to `heads` for plain multi-head attention.
+    pub kv_heads: u32,
+    /// Dense FFN width (per gate/up projection when gated).
+    pub ffn_hidden: u32,
+    /// SwiGLU-style FFN (three matrices) instead of a two-matrix MLP.
+    pub gated_ffn: bool,
+    pub vocab: u32,
+    /// Tokens per training sequence (and the context the FLOP formula uses).
+    pub seq_len: u32,
+    pub moe: Option<MoeSpec>,
+}
+
+/// The optional fields of a `[model]` table, as a file writes them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFields {
+    pub name: Option<String>,
+    pub layers: Option<u32>,
+    pub hidden: Option<u32>,
+    pub heads: Option<u32>,
+    pub kv_heads: Option<u32>,
+    pub ffn_hidden: Option<u32>,
+    pub gated_ffn: Option<bool>,
+    pub vocab: Option<u32>,
+    pub seq_len: Option<u32>,
+    pub experts: Option<u32>,
+    pub experts_per_token: Option<u32>,
+    pub expert_ffn_hidden: Option<u32>,
+    pub shared_experts: Option<u32>,
+    pub moe_layers: Option<u32>,
+    /// A preset (see [`ModelSpec::preset`]) whose fields the others override.
+    pub preset: Option<String>,
+}
+
+fn required(value: Option<u32>, field: &str) -> Result<u32, PerfError> {
+    match value {
+        Some(0) => Err(PerfError::input(format!(
+            "[model] {field} must be at least 1"
+        ))),
+        Some(v) => Ok(v),
+        None => Err(PerfError::input(format!("[model] {field} is missing"))),
+    }
+}
+
+impl ModelFields {
+    /// Validates the fields into a model, filling defaults: `kv_heads = heads`,
+    /// `ffn_hidden = 4·hidden`, `gated_ffn = false`, `moe_layers = layers`, `shared_experts = 0`.
+    pub fn resolve(&self) -> Result<ModelSpec, PerfError> {
+        let base = match &self.preset {
+            Some(p) => Some(ModelSpec::preset(p).ok_or_else(|| {
+                PerfError::input(format!(
+                    "[model] preset = \"{p}\" is not a known preset (known: {})",
+                    ModelSpec::preset_names().join(", ")
+                ))
+            })?),
+            None => None,
+        };
+        let b = base.as_ref();
+        let pick = |v: Option<u32>, f: fn(&ModelSpec) -> u32| v.or_else(|| b.map(f));
+        let layers = required(pick(self.layers, |m| m.layers), "layers")?;
+        let hidden = required(pick(self.hidden, |m| m.hidden), "hidden")?;
+        let heads = required(pick(self.heads, |m| m.heads), "heads")?;
+        let vocab = required(pick(self.vocab, |m| m.vocab), "vocab")?;
+        let seq_len = required(pick(self.seq_len, |m| m.seq_len), "seq_len")?;
+        let kv_heads = required(
+            pick(self.kv_heads, |m| m.kv_heads).or(Some(heads)),
+            "kv_heads",
+        )?;
+        let ffn_hidden = required(
+            pick(self.ffn_hidden, |m| m.ffn_hidden).or(Some(4 * hidden)),
+            "ffn_hidden",
+        )?;
+        let gated_ffn = self.gated_ffn.or(b.map(|m| m.gated_ffn)).unwrap_or(false);
+        let name = self
+            .name
+            .clone()
+            .or(b.map(|m| m.name.clone()))
+            .unwrap_or_else(|| "model".to_string());
+        let base_moe = b.and_then(|m| m.moe.clone());
+        let experts = self.experts.or(base_moe.as_ref().map(|m| m.experts));
+        let moe = match experts {
+            None | Some(0) | Some(1) => {
+                for (v, f) in [
+                    (self.experts_per_token, "experts_per_token"),
+                    (self.expert_ffn_hidden, "expert_ffn_hidden"),
+                    (self.moe_layers, "moe_layers"),
+                ] {
+                    if v.is_some() && experts.is_none() {
+                        return Err(PerfError::input(format!(
+                            "[model] {f} is set but experts is not"
+                        )));
+                    }
+                }
+                None
+            }
+            Some(experts) => {
+                let bm = base_moe.as_ref();
+                let experts_per_token = required(
+                    self.experts_per_token
+                        .or(bm.map(|m| m.experts_per_token))
+                        .or(Some(1)),
+                    "experts_per_token",
+                )?;
+                let expert_ffn_hidden = required(
+                    self.expert_ffn_hidden
+                        .or(bm.map(|m| m.expert_ffn_hidden))
+                        .or(Some(ffn_hidden)),
+                    "expert_ffn_hidden",
+                )?;
+                let shared_experts = self
+                    .shared_experts
+                    .or(bm.map(|m| m.shared_experts))
+                    .unwrap_or(0);
+                let moe_layers = self
+                    .moe_layers
+                    .or(bm.map(|m| m.moe_layers))
+                    .unwrap_or(layers);
+                if experts_per_token > experts {
+                    return Err(PerfError::input(format!(
+                        "[model] experts_per_token = {experts_per_token} exceeds experts = {experts}"
+                    )));
+                }
+                if moe_layers > layers {
+                    return Err(PerfError::input(format!(
+                        "[model] moe_layers = {moe_layers} exceeds layers = {layers}"
+                    )));
+                }
+                Some(MoeSpec {
+                    experts,
+                    experts_per_token,
+                    expert_ffn_hidden,
+                    shared_experts,
+                    moe_layers,
+                })
+            }
+        };
+        let spec = ModelSpec {
+            name,
+            layers,
+            hidden,
+            heads,
+            kv_heads,
+            ffn_hidden,
+            gated_ffn,
+            vocab,
+            seq_len,
+            moe,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+impl ModelSpec {
+    /// Names [`ModelSpec::preset`] knows.
+    pub fn preset_names() -> &'static [&'static str] {
+        &[
+            "llama3-8b",
+            "llama3-70b",
+            "llama3-405b",
+            "deepseek-v3",
+            "gpt3-175b",
+            "mixtral-8x7b",
+        ]
+    }
+
+    /// Well-known architectures: Llama 3 8B/70B/405B (Llama 3 paper, Table 3; vocabulary
+    /// 128,256; sequence 8,192), DeepSeek-V3 (config_671B.json; MLA approximated as 128 heads of
+    /// 56 = 7,168 wide; sequence 4,096), GPT-3 175B (Brown et al. 2020, sequence 2,048) and
+    /// Mixtral 8x7B (Mistral's release config, sequence 4,096).
+    pub fn preset(name: &str) -> Option<ModelSpec> {
+        let key: String = name
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '_' | '-' | '.'))
+            .flat_map(char::to_lowercase)
+            .collect();
+        let dense = |name: &str, layers, hidden, heads, kv_heads, ffn_hidden, vocab, seq_len| {
+            ModelSpec {
+                name: name.to_string(),
+                layers,
+                hidden,
+                heads,
+                kv_heads,
+                ffn_hidden,
+                gated_ffn: true,
+                vocab,
+                seq_len,
+                moe: None,
+            }
+        };
+        match key.as_str() {
+            "llama38b" | "llama318b" => Some(dense("llama3-8b", 32, 4096, 32, 8, 14336, 128_256, 8192)),
+            "llama370b" | "llama3170b" | "llama3370b" => {
+                Some(dense("llama3-70b", 80, 8192, 64, 8, 28672, 128_256, 8192))
+            }
+            "llama3405b" | "llama31405b" => {
+                Some(dense("llama3-405b", 126, 16384, 128, 8, 53248, 128_256, 8192))
+            }
+            "gpt3175b" => {
+                let mut m = dense("gpt3-175b", 96, 12288, 96, 96, 49152, 50_257, 2048);
+                m.gated_ffn = false;
+                Some(m)
+            }
+            "deepseekv3" | "deepseekv3671b" => {
+                let mut m = dense("deepseek-v3", 61, 7168, 128, 128, 18432, 129_280, 4096);
+                m.moe = Some(MoeSpec {
+                    experts: 256,
+                    experts_per_token: 8,
+                    expert_ffn_hidden: 2048,
+                    shared_experts: 1,
+                    moe_layers: 58,
+                });
+                Some(m)
+            }
+            "mixtral8x7b" => {
+                let mut m = dense("mixtral-8x7b", 32, 4096, 32, 8, 14336, 32_000, 4096);
+                m.moe = Some(MoeSpec {
+                    experts: 8,
+                    experts_per_token: 2,
+                    expert_ffn_hidden: 14336,
+                    shared_experts: 0,
+                    moe_layers: 32,
+                });
+                Some(m)
+            }
+            _ => None,
+        }
+    }
+
+    /// Checks the shape rules; the message names the field.
+    pub fn validate(&self) -> Result<(), PerfError> {
+        for (v, f) in [
+            (self.layers, "layers"),
+            (self.hidden, "hidden"),
+            (self.heads, "heads"),
+            (self.kv_heads, "kv_heads"),
+            (self.ffn_hidden, "ffn_hidden"),
+            (self.vocab, "vocab"),
+            (self.seq_len, "seq_len"),
+        ] {
+            if v == 0 {
+                return Err(PerfError::input(format!("[model] {f} must be at least 1")));
+            }
+        }
+        if self.hidden % self.heads != 0 {
+            return Err(PerfError::input(format!(
+                "[model] heads = {} does not divide hidden = {}",
+                self.heads, self.hidden
+            )));
+        }
+        if self.kv_heads > self.heads || self.heads % self.kv_heads != 0 {
+            return Err(PerfError::input(format!(
+                "[model] kv_heads = {} does not divide heads = {}",
+                self.kv_heads, self.heads
+            )));
+        }
+        if let Some(moe) = &self.moe {
+            if moe.experts_per_token == 0 || moe.expert_ffn_hidden == 0 {
+                return Err(PerfError::input(
+                    "[model] experts_per_token and expert_ffn_hidden must be at least 1",
+                ));
+            }
+            if moe.experts_per_token > moe.experts {
+                return Err(PerfError::input(format!(
+                    "[model] experts_per_token = {} exceeds experts = {}",
+                    moe.experts_per_token, moe.experts
+                )));
+            }
+            if moe.moe_layers > self.layers {
+                return Err(PerfError::input(format!(
+                    "[model] moe_layers = {} exceeds layers = {}",
+                    moe.moe_layers, self.layers
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> u32 {
+        self.hidden / self.heads
+    }
+
+    /// Width of the key (or value) projection output.
+    pub fn kv_dim(&self) -> u32 {
+        self.kv_heads * self.head_dim()
+    }
+
+    /// Matrices per FFN (3 gated, 2 plain).
+    pub fn ffn_matrices(&self) -> f64 {
+        if self.gated_ffn { 3.0 } else { 2.0 }
+    }
+
+    /// Attention projection weights of one layer (Q, K, V, O).
+    pub fn attention_params(&self) -> f64 {
+        let h = f64::from(self.hidden);
+        h * (h + 2.0 * f64::from(self.kv_dim())) + h * h
+    }
+
+    /// Dense FFN weights of one layer.
+    pub fn dense_ffn_params(&self) -> f64 {
+        self.ffn_matrices() * f64::from(self.hidden) * f64::from(self.ffn_hidden)
+    }
+
+    /// Weights of one expert.
+    pub fn expert_params(&self) -> f64 {
+        self.moe.as_ref().map_or(0.0, |m| {
+            self.ffn_matrices() * f64::from(self.hidden) * f64::from(m.expert_ffn_hidden)
+        })
+    }
+
+    pub fn moe_layers(&self) -> u32 {
+        self.moe.as_ref().map_or(0, |m| m.moe_layers)
+    }
+
+    pub fn dense_layers(&self) -> u32 {
+        self.layers - self.moe_layers()
+    }
+
+    /// Router weights of one MoE layer.
+    pub fn router_params(&self) -> f64 {
+        self.moe
+            .as_ref()
+            .map_or(0.0, |m| f64::from(self.hidden) * f64::from(m.experts))
+    }
+
+    /// Input embedding (or LM head) weights.
+    pub fn embedding_params(&self) -> f64 {
+        f64::from(self.vocab) * f64::from(self.hidden)
+    }
+
+    /// Every weight stored (embedding and LM head counted separately, i.e. untied).
+    pub fn total_params(&self) -> f64 {
+        let (routed, shared) = self
+            .moe
+            .as_ref()
+            .map_or((0.0, 0.0), |m| (f64::from(m.experts), f64::from(m.shared_experts)));
+        f64::from(self.layers) * self.attention_params()
+            + f64::from(self.dense_layers()) * self.dense_ffn_params()
+            + f64::from(self.moe_layers())
+                * (self.router_params() + (routed + shared) * self.expert_params())
+            + 2.0 * self.embedding_params()
+    }
+
+    /// `N` of the FLOP formula: every weight one token's forward pass multiplies (attention
+    /// projections, the dense FFN or the active plus shared experts and the router, and the LM
+    /// head; not the embedding lookup).
+    pub fn active_params(&self) -> f64 {
+        let active = self.moe.as_ref().map_or(0.0, |m| {
+            f64::from(m.experts_per_token + m.shared_experts)
+        });
+        f64::from(self.layers) * self.attention_params()
+            + f64::from(self.dense_layers()) * self.dense_ffn_params()
+            + f64::from(self.moe_layers()) * (self.router_params() + active * self.expert_params())
+            + self.embedding_params()
+    }
+
+    /// Model FLOPs per trained token: `6·N + 12·L·d_attn·S` (d_attn = heads × head dim).
+    pub fn model_flops_per_token(&self) -> f64 {
+        6.0 * self.active_params()
+            + 12.0
+                * f64::from(self.layers)
+                * f64::from(self.heads * self.head_dim())
+                * f64::from(self.seq_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_have_published_sizes() {
+        let b = |n: &str| ModelSpec::preset(n).expect("preset").total_params() / 1e9;
+        // Llama 3 paper: 8B, 70B, 405B (untied embeddings counted twice here).
+        assert!((b("llama3-8b") - 8.0).abs() < 0.2, "{}", b("llama3-8b"));
+        assert!((b("llama3-70b") - 70.6).abs() < 0.5, "{}", b("llama3-70b"));
+        assert!((b("llama3-405b") - 405.8).abs() < 1.5, "{}", b("llama3-405b"));
+        // DeepSeek-V3: 671B total, 37B active (MLA approximated, so a few percent off).
+        let ds = ModelSpec::preset("deepseek-v3").expect("preset");
+        assert!((ds.total_params() / 1e9 - 671.0).abs() < 30.0);
+        assert!((ds.active_params() / 1e9 - 37.0).abs() < 4.0);
+        assert!((b("gpt3-175b") - 175.0).abs() < 2.0);
+    }
+
+    #[test]
+    fn heads_must_divide_hidden() {
+        let fields = ModelFields {
+            layers: Some(2),
+            hidden: Some(4096),
+            heads: Some(7),
+            vocab: Some(100),
+            seq_len: Some(128),
+            ..ModelFields::default()
+        };
+        let err = fields.resolve().expect_err("must fail");
+        assert_eq!(
+            err.to_string(),
+            "[model] heads = 7 does not divide hidden = 4096"
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! Layout search: every valid layout (or every completion of a partly given one), fastest
+//! first, keeping those that fit in memory.
+
+use switchyard_core::accelerator::Accelerator;
+
+use crate::PerfError;
+use crate::hardware::Hardware;
+use crate::layout::{Layout, Recompute};
+use crate::model::ModelSpec;
+use crate::train::{TrainingEstimate, TrainingSpec, estimate};
+
+/// A partly given layout: `None` fields are chosen by the search.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayoutConstraint {
+    pub tp: Option<u32>,
+    pub pp: Option<u32>,
+    pub dp: Option<u32>,
+    pub cp: Option<u32>,
+    pub ep: Option<u32>,
+    pub microbatch: Option<u32>,
+    pub virtual_stages: Option<u32>,
+    pub recompute: Option<Recompute>,
+    pub sequence_parallel: Option<bool>,
+    pub zero: Option<u8>,
+}
+
+/// How wide the search looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchOptions {
+    /// Layouts to return (fastest first).
+    pub keep: usize,
+    /// Allow tensor parallelism wider than one scale-up domain.
+    pub allow_tp_beyond_scale_up: bool,
+    /// Fewer micro-batch and interleaving choices (for the scheduler's cheap queries).
+    pub coarse: bool,
+    /// Return the fastest layouts even when none fits (validation of published runs, which
+    /// did run, uses this so that a memory-model miss does not lose the row).
+    pub ignore_memory: bool,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            keep: 5,
+            allow_tp_beyond_scale_up: false,
+            coarse: false,
+            ignore_memory: false,
+        }
+    }
+}
+
+fn divisors(n: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut i = 1;
+    while i * i <= n {
+        if n % i == 0 {
+            out.push(i);
+            if i != n / i {
+                out.push(n / i);
+            }
+        }
+        i += 1;
+    }
+    out.sort_unstable();
+    out
+}
+
+fn powers_of_two_upto(n: u32) -> Vec<u32> {
+    let mut out = vec![1];
+    let mut p = 2;
+    while p <= n {
+        out.push(p);
+        p *= 2;
+    }
+    out
+}
+
+fn one_or<T: Copy>(given: Option<T>, all: Vec<T>) -> Vec<T> {
+    match given {
+        Some(v) => vec![v],
+        None => all,
+    }
+}
+
+/// Searches layouts for `count` devices. Returns up to `opts.keep` estimates, fastest first;
+/// empty when nothing valid fits (or nothing is valid).
+pub fn search(
+    m: &ModelSpec,
+    hw: &Hardware,
+    spec: &TrainingSpec,
+    c: &LayoutConstraint,
+    opts: &SearchOptions,
+) -> Result<Vec<TrainingEstimate>, PerfError> {
+    let count = hw.count;
+    if count == 0 {
+        return Err(PerfError::input("[hardware] count must be at least 1"));
+    }
+    if let Some(tp) = c.tp {
+        if tp > hw.scale_up_domain && !opts.allow_tp_beyond_scale_up {
+            return Err(PerfError::input(format!(
+                "[parallelism] tp = {tp} is larger than the scale-up domain of {} {} devices; \
+                 set allow_tp_beyond_scale_up = true to cost it over the scale-out network",
+                hw.scale_up_domain, hw.accelerator.name
+            )));
+        }
+    }
+    let tp_max = if opts.allow_tp_beyond_scale_up {
+        count
+    } else {
+        hw.scale_up_domain.min(count)
+    };
+    let tps: Vec<u32> = one_or(
+        c.tp,
+        powers_of_two_upto(tp_max.min(m.heads))
+            .into_iter()
+            .filter(|t| count % t == 0 && m.heads % t == 0)
+            .collect(),
+    );
+    let cps_all: Vec<u32> = powers_of_two_upto(16)
+        .into_iter()
+        .filter(|&cp| cp == 1 || m.seq_len / cp >= 2048)
+        .collect();
+    let cps = one_or(c.cp, cps_all);
+    let recomputes = one_or(c.recompute, Recompute::ALL.to_vec());
+    let mut results: Vec<TrainingEstimate> = Vec::new();
+    let mut best_unfit: Vec<TrainingEstimate> = Vec::new();
+    for &tp in &tps {
+        for &cp in &cps {
+            if count % (tp * cp) != 0 {
+                continue;
+            }
+            let rest = count / (tp * cp);
+            let pps: Vec<u32> = match (c.pp, c.dp) {
+                (Some(pp), _) => vec![pp],
+                (None, Some(dp)) if rest % dp == 0 => vec![rest / dp],
+                (None, Some(_)) => vec![],
+                (None, None) => divisors(rest)
+                    .into_iter()
+                    .filter(|&pp| pp <= m.layers && pp <= 128)
+                    .collect(),
+            };
+            for &pp in &pps {
+                if pp == 0 || rest % pp != 0 {
+                    continue;
+                }
+                let dp = rest / pp;
+                if let Some(given) = c.dp {
+                    if given != dp {
+                        continue;
+                    }
+                }
+                if dp > spec.global_batch {
+                    continue;
+                }
+                // Micro-batch sizes that split each rank's share evenly (when the batch does not
+                // divide by dp, the busiest rank's ceil(batch/dp) sets the step).
+                let per_dp = spec.global_batch.div_ceil(dp).max(1);
+                let mb_max = if opts.coarse { 4 } else { 16 };
+                let mbs: Vec<u32> = one_or(
+                    c.microbatch,
+                    if spec.global_batch % dp == 0 {
+                        divisors(per_dp).into_iter().filter(|&b| b <= mb_max).collect()
+                    } else {
+                        powers_of_two_upto(mb_max.min(per_dp))
+                    },
+                );
+                let eps: Vec<u32> = match &m.moe {
+                    None => vec![c.ep.unwrap_or(1)],
+                    Some(moe) => one_or(
+                        c.ep,
+                        powers_of_two_upto(moe.experts.min(dp * cp))
+                            .into_iter()
+                            .filter(|&e| moe.experts % e == 0 && (dp * cp) % e == 0)
+                            .collect(),
+                    ),
+                };
+                let vs: Vec<u32> = one_or(
+                    c.virtual_stages,
+                    if pp == 1 {
+                        vec![1]
+                    } else if opts.coarse {
+                        vec![1, 2]
+                    } else {
+                        [1u32, 2, 3, 4, 6, 8]
+                            .into_iter()
+                            .filter(|&v| pp * v <= m.layers)
+                            .collect()
+                    },
+                );
+                let zeros: Vec<u8> = one_or(c.zero, if dp * cp > 1 { vec![1, 3] } else { vec![0] });
+                let sps = one_or(c.sequence_parallel, vec![tp > 1]);
+                for &ep in &eps {
+                    for &mb in &mbs {
+                        for &v in &vs {
+                            for &rc in &recomputes {
+                                for &zero in &zeros {
+                                    for &sp in &sps {
+                                        let layout = Layout {
+                                            tp,
+                                            pp,
+                                            dp,
+                                            cp,
+                                            ep,
+                                            microbatch: mb,
+                                            virtual_stages: v,
+                                            recompute: rc,
+                                            sequence_parallel: sp,
+                                            zero,
+                                        };
+                                        if layout.check(count, spec.global_batch, m.layers).is_err() {
+                                            continue;
+                                        }
+                                        let est = estimate(m, hw, &layout, spec);
+                                        if est.fits {
+                                            insert_top(&mut results, est, opts.keep);
+                                        } else if opts.ignore_memory {
+                                            insert_top(&mut best_unfit, est, opts.keep);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if results.is_empty() && opts.ignore_memory {
+        return Ok(best_unfit);
+    }
+    Ok(results)
+}
+
+/// Keeps `top` sorted by step time, at most `keep` long.
+fn insert_top(top: &mut Vec<TrainingEstimate>, est: TrainingEstimate, keep: usize) {
+    let pos = top
+        .iter()
+        .position(|e| e.step_time_s > est.step_time_s)
+        .unwrap_or(top.len());
+    if pos < keep {
+        top.insert(pos, est);
+        top.truncate(keep);
+    }
+}
+
+/// Global training tokens/s of the fastest layout of `model` on `count` devices of
+/// `accelerator` (in its usual servers, on an InfiniBand-class network) that fits in memory;
+/// `None` if nothing fits or the input is invalid. A coarse search (micro-batch up to 4, at
+/// most two interleaved stages): a few milliseconds for frontier-size jobs. Callers may cache
+/// the answer per (model, accelerator, count, batch, precision).
+pub fn best_training_rate(
+    model: &ModelSpec,
+    accelerator: &'static Accelerator,
+    count: u32,
+    global_batch: u32,
+    fp8: bool,
+) -> Option<f64> {
+    let hw = Hardware::from_accelerator(accelerator, count);
+    best_training_rate_on(model, &hw, global_batch, fp8)
+}
+
+/// [`best_training_rate`] on explicit hardware (e.g. [`Hardware::from_cluster`]).
+pub fn best_training_rate_on(
+    model: &ModelSpec,
+    hw: &Hardware,
+    global_batch: u32,
+    fp8: bool,
+) -> Option<f64> {
+    if hw.count == 0 || global_batch == 0 {
+        return None;
+    }
+    let spec = TrainingSpec {
+        global_batch,
+        fp8,
+        tokens: None,
+    };
+    let opts = SearchOptions {
+        keep: 1,
+        coarse: true,
+        ..SearchOptions::default()
+    };
+    search(model, hw, &spec, &LayoutConstraint::default(), &opts)
+        .ok()?
+        .first()
+        .map(|e| e.tokens_per_s)
+}

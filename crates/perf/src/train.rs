@@ -1,0 +1,612 @@
+//! Training step time, MFU and memory for one model, hardware and layout.
+//!
+//! The step is built from the work itself (docs/perf-model.md has the derivation):
+//! 1. every GEMM of a layer's forward and backward pass (and the recomputed forward) is costed
+//!    by a roofline whose compute ceiling depends on the GEMM's shape (tile and wave
+//!    quantization, pipeline prologue/epilogue);
+//! 2. fused attention, element-wise and normalization kernels, and the optimizer, are costed by
+//!    their FLOPs or bytes;
+//! 3. collectives are costed on the fabric they cross (tensor parallel inside the scale-up
+//!    domain, data parallel and pipeline sends over the scale-out network unless the group fits
+//!    in one domain, expert all-to-all where its group lands), with the overlap frameworks get;
+//! 4. the 1F1B (optionally interleaved) pipeline adds its bubble.
+
+use serde::Serialize;
+
+use crate::hardware::{GIB, Hardware, KernelFacts, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
+use crate::layout::{Layout, Recompute};
+use crate::model::ModelSpec;
+
+/// k-extent (in multiply-accumulate steps) that one output tile's prologue and epilogue cost:
+/// a CUTLASS/cuBLAS mainloop consumes k in steps of 64 and its software pipeline fill, the
+/// epilogue's conversion and store cost about two such steps, so a GEMM of depth k runs at
+/// about k/(k+128) of its large-k rate.
+pub const GEMM_K_OVERHEAD: f64 = 128.0;
+
+/// Bytes of one BF16 element.
+const BF16: f64 = 2.0;
+
+/// Backward element-wise kernels move about twice the bytes of the forward ones (they read the
+/// saved input and the incoming gradient and write the outgoing gradient).
+pub const BACKWARD_ELEMENTWISE_FACTOR: f64 = 2.0;
+
+/// Backward GEMM FLOPs per forward FLOP: the data gradient and the weight gradient.
+pub const BACKWARD_GEMM_FACTOR: f64 = 2.0;
+
+/// FlashAttention's backward pass runs five matrix products against the forward's two
+/// (it recomputes the scores), so 2.5 times the forward FLOPs.
+pub const ATTENTION_BACKWARD_FACTOR: f64 = 2.5;
+
+/// Bytes the Adam step moves per parameter it updates: reads the FP32 master weight, gradient
+/// and both moments (16 B), writes weight and moments (12 B) and the BF16 copy (2 B).
+pub const OPTIMIZER_BYTES_PER_PARAM: f64 = 30.0;
+
+/// Bytes per parameter of the gradient that data-parallel ranks reduce. Megatron-LM/NeMo keep
+/// and reduce FP32 main gradients with the distributed optimizer (`accumulate_allreduce_grads_in_fp32`
+/// is forced for BF16); PyTorch FSDP mixed precision (ZeRO-2/3 here) reduces in BF16.
+pub fn grad_reduce_bytes(zero: u8) -> f64 {
+    if zero >= 2 { 2.0 } else { 4.0 }
+}
+
+/// Latency of one collective step, seconds: NCCL's per-operation launch plus per-hop latency
+/// is a few microseconds on NVLink and about 5-10 µs across an InfiniBand hop.
+pub const COLLECTIVE_LATENCY_SCALE_UP_S: f64 = 8e-6;
+pub const COLLECTIVE_LATENCY_SCALE_OUT_S: f64 = 20e-6;
+
+/// Compute slows while a collective runs beside it: NCCL kernels occupy SMs (8-32 of them)
+/// and HBM bandwidth. Added as this fraction of the overlapped communication time.
+pub const OVERLAP_INTERFERENCE: f64 = 0.1;
+
+/// Training settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TrainingSpec {
+    /// Sequences per optimizer step.
+    pub global_batch: u32,
+    /// FP8 GEMMs (any recipe) instead of BF16.
+    pub fp8: bool,
+    /// Total tokens to train on, for days-to-train and cost.
+    pub tokens: Option<f64>,
+}
+
+/// Seconds per step by kind. `*_exposed` parts add to the step; `overlapped_s` is
+/// communication hidden under compute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Breakdown {
+    /// GEMMs, attention, element-wise and recompute work of all micro-batches (incl. interference).
+    pub compute_s: f64,
+    pub tp_comm_s: f64,
+    pub cp_comm_s: f64,
+    pub ep_comm_s: f64,
+    pub pp_comm_s: f64,
+    /// Data-parallel (and FSDP/ZeRO) communication, total.
+    pub dp_comm_s: f64,
+    /// The part of `dp_comm_s` (and of CP) not hidden under compute.
+    pub dp_comm_exposed_s: f64,
+    pub pipeline_bubble_s: f64,
+    pub optimizer_s: f64,
+    /// All communication that adds to the step.
+    pub exposed_comm_s: f64,
+    /// All communication hidden under compute.
+    pub overlapped_comm_s: f64,
+}
+
+/// Memory per device (the busiest pipeline stage), GiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Memory {
+    pub weights_gib: f64,
+    pub gradients_gib: f64,
+    pub optimizer_gib: f64,
+    pub activations_gib: f64,
+    pub total_gib: f64,
+    /// What the device can give the job.
+    pub capacity_gib: f64,
+}
+
+/// The prediction for one layout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingEstimate {
+    pub layout: Layout,
+    pub step_time_s: f64,
+    /// Global training tokens per second.
+    pub tokens_per_s: f64,
+    pub mfu: f64,
+    pub hfu: f64,
+    pub model_tflops_per_device: f64,
+    pub memory_per_device_gib: f64,
+    pub fits: bool,
+    pub memory: Memory,
+    pub breakdown: Breakdown,
+}
+
+/// Time of one GEMM `[m×k]·[k×n]` on one device, seconds.
+pub fn gemm_time(m: f64, n: f64, k: f64, peak_flops: f64, ceiling: f64, f: &KernelFacts, hbm: f64, elem_bytes: f64) -> f64 {
+    if m <= 0.0 || n <= 0.0 || k <= 0.0 {
+        return 0.0;
+    }
+    let flops = 2.0 * m * n * k;
+    let tiles = (m / f64::from(f.tile_m)).ceil() * (n / f64::from(f.tile_n)).ceil();
+    let sms = f64::from(f.sms);
+    let waves = (tiles / sms).ceil();
+    let wave_eff = tiles / (waves * sms);
+    // Partial tiles at the edges do full-tile work.
+    let tile_eff = (m * n)
+        / ((m / f64::from(f.tile_m)).ceil()
+            * f64::from(f.tile_m)
+            * (n / f64::from(f.tile_n)).ceil()
+            * f64::from(f.tile_n));
+    let k_eff = k / (k + GEMM_K_OVERHEAD);
+    let eff = ceiling * wave_eff * tile_eff * k_eff;
+    let t_compute = flops / (peak_flops * eff);
+    let bytes = elem_bytes * (m * k + k * n) + BF16 * m * n;
+    let t_memory = bytes / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
+    t_compute.max(t_memory)
+}
+
+/// Per-device costs of one layer (or the LM head) for one micro-batch.
+#[derive(Debug, Clone, Copy, Default)]
+struct LayerCost {
+    /// Forward compute (GEMMs + attention + element-wise), s.
+    fwd: f64,
+    /// Backward compute, s.
+    bwd: f64,
+    /// Extra forward work when recomputing, s.
+    recompute: f64,
+    /// Tensor-parallel communication, s (forward + backward + recompute).
+    tp_comm: f64,
+    /// Context-parallel KV exchange, s.
+    cp_comm: f64,
+    /// Expert all-to-all, s.
+    ep_comm: f64,
+    /// Fused-attention kernel time (forward + backward), s: what context-parallel exchange hides under.
+    attn: f64,
+}
+
+struct Ctx<'a> {
+    m: &'a ModelSpec,
+    hw: &'a Hardware,
+    l: &'a Layout,
+    facts: KernelFacts,
+    fp8: bool,
+    bf16_peak: f64,
+    gemm_peak: f64,
+    gemm_ceiling: f64,
+    hbm: f64,
+}
+
+impl Ctx<'_> {
+    fn gemm(&self, m: f64, n: f64, k: f64) -> f64 {
+        let elem = if self.fp8 { 1.0 } else { BF16 };
+        gemm_time(m, n, k, self.gemm_peak, self.gemm_ceiling, &self.facts, self.hbm, elem)
+    }
+
+    fn gemm_bf16(&self, m: f64, n: f64, k: f64) -> f64 {
+        gemm_time(m, n, k, self.bf16_peak, self.facts.gemm_bf16, &self.facts, self.hbm, BF16)
+    }
+
+    fn stream(&self, bytes: f64) -> f64 {
+        bytes / (self.hbm * MEMORY_BANDWIDTH_EFFICIENCY)
+    }
+
+    /// Tokens of one micro-batch on this device's context-parallel shard.
+    fn tokens(&self) -> f64 {
+        f64::from(self.l.microbatch) * f64::from(self.m.seq_len) / f64::from(self.l.cp)
+    }
+
+    fn tp_coll(&self, bytes: f64, kinds: f64) -> f64 {
+        let t = f64::from(self.l.tp);
+        if self.l.tp <= 1 {
+            return 0.0;
+        }
+        let bw = self.hw.collective_bw(self.l.tp);
+        let lat = if self.l.tp <= self.hw.scale_up_domain {
+            COLLECTIVE_LATENCY_SCALE_UP_S
+        } else {
+            COLLECTIVE_LATENCY_SCALE_OUT_S
+        };
+        kinds * ((t - 1.0) / t * bytes / bw + lat * (t - 1.0))
+    }
+
+    /// Cost of one transformer layer for one micro-batch; `moe` picks the FFN kind.
+    fn layer(&self, moe: bool) -> LayerCost {
+        let m = self.m;
+        let l = self.l;
+        let t = f64::from(l.tp);
+        let tok = self.tokens();
+        let h = f64::from(m.hidden);
+        let kv = f64::from(m.kv_dim());
+        let f = f64::from(m.ffn_hidden);
+        let s_full = f64::from(m.seq_len);
+        let sp = if l.sequence_parallel { t } else { 1.0 };
+
+        // Attention projections.
+        let mut g_fwd = self.gemm(tok, (h + 2.0 * kv) / t, h) + self.gemm(tok, h, h / t);
+        // Core attention (fused kernel), causal: each query sees on average half the sequence
+        // plus the partly masked diagonal block of 128.
+        let attn_flops = 4.0 * tok * (s_full / 2.0 + 64.0) * h / t;
+        let attn_fwd = attn_flops / (self.bf16_peak * self.facts.attention_fwd);
+        let attn_bwd =
+            ATTENTION_BACKWARD_FACTOR * attn_flops / (self.bf16_peak * self.facts.attention_bwd);
+
+        // Element-wise bytes per token, forward: two norms (read+write h), two residual adds
+        // (read 2h, write h), rotary/QKV split over q,k (read+write), the FFN activation.
+        let mut elem = (8.0 * h + 12.0 * h) * BF16 / sp + 2.0 * (h + kv) * BF16 / t;
+        let mut ep_comm = 0.0;
+        // Elements the FFN activation kernel touches per token (gated: reads gate and up,
+        // writes their product; plain: reads and writes the intermediate).
+        let ffn_elems;
+        let n_mats = m.ffn_matrices();
+        if moe {
+            let moe_spec = m.moe.as_ref().expect("moe layer of a moe model");
+            let k = f64::from(moe_spec.experts_per_token);
+            let e = f64::from(moe_spec.experts);
+            let fe = f64::from(moe_spec.expert_ffn_hidden);
+            let ep = f64::from(l.ep);
+            let shared = f64::from(moe_spec.shared_experts);
+            // Routed experts: per expert GEMM rows = tokens·k·ep/E (expert TP = tp).
+            let rows = (tok * k * ep / e).max(1.0);
+            let local_experts = (e / ep).max(1.0);
+            let up = self.gemm(rows, (n_mats - 1.0) * fe / t, h);
+            let down = self.gemm(rows, h, fe / t);
+            g_fwd += local_experts * (up + down);
+            if shared > 0.0 {
+                g_fwd += self.gemm(tok, (n_mats - 1.0) * shared * fe / t, h)
+                    + self.gemm(tok, h, shared * fe / t);
+            }
+            // Router.
+            g_fwd += self.gemm(tok, e, h) / t;
+            ffn_elems = if m.gated_ffn { 3.0 } else { 2.0 } * (k + shared) * fe / t;
+            // Permute and un-permute the token copies (read + write each).
+            elem += 4.0 * k * h * BF16 / t;
+            // Dispatch + combine all-to-all, forward; the group spans tp·cp·ep ranks.
+            if l.ep > 1 {
+                let bytes = tok * k * h * BF16 / t * (ep - 1.0) / ep;
+                let bw = self.hw.collective_bw(l.tp * l.cp * l.ep);
+                ep_comm = 2.0 * bytes / bw;
+            }
+        } else {
+            g_fwd += self.gemm(tok, (n_mats - 1.0) * f / t, h) + self.gemm(tok, h, f / t);
+            ffn_elems = if m.gated_ffn { 3.0 } else { 2.0 } * f / t;
+        }
+        elem += ffn_elems * BF16;
+        if self.fp8 {
+            // Casting each GEMM input to FP8: read 2 B, write 1 B per element.
+            elem += 3.0 * (3.0 * h / sp + if moe { 0.0 } else { f / t });
+        }
+        let elem_fwd = self.stream(tok * elem);
+        let fwd = g_fwd + attn_fwd + elem_fwd;
+        let bwd = BACKWARD_GEMM_FACTOR * g_fwd + attn_bwd + BACKWARD_ELEMENTWISE_FACTOR * elem_fwd;
+        let recompute = match l.recompute {
+            Recompute::None => 0.0,
+            Recompute::Selective => attn_fwd + self.stream(tok * ffn_elems * BF16),
+            Recompute::Full => fwd,
+        };
+        // Tensor parallel: two all-reduces (or all-gather + reduce-scatter pairs with SP) in the
+        // forward, two in the backward, two more for a full recompute.
+        let passes = if l.recompute == Recompute::Full { 3.0 } else { 2.0 };
+        let act = tok * h * BF16;
+        let tp_comm = self.tp_coll(act, 2.0 * 2.0 * passes);
+        // Context parallel: ring exchange of K and V, forward, and of K, V and their gradients
+        // in the backward; overlapped with the attention blocks it feeds.
+        let cp_comm = if l.cp > 1 {
+            let c = f64::from(l.cp);
+            let kv_bytes = tok * 2.0 * kv * BF16 / t;
+            let bw = self.hw.collective_bw(l.tp * l.cp);
+            (passes + 1.0) * (c - 1.0) * kv_bytes / bw
+        } else {
+            0.0
+        };
+        LayerCost {
+            fwd,
+            bwd,
+            recompute,
+            tp_comm,
+            cp_comm,
+            ep_comm: ep_comm * passes,
+            attn: attn_fwd + attn_bwd,
+        }
+    }
+
+    /// LM head, loss and embedding for one micro-batch on the last stage (BF16 GEMM: frameworks
+    /// keep the output layer out of FP8).
+    fn head(&self) -> LayerCost {
+        let t = f64::from(self.l.tp);
+        let tok = self.tokens();
+        let h = f64::from(self.m.hidden);
+        let v = f64::from(self.m.vocab);
+        let g = self.gemm_bf16(tok, v / t, h);
+        // Logits in FP32: written, read by the softmax-cross-entropy, gradient written and read.
+        let loss = self.stream(tok * v / t * 4.0 * 4.0);
+        LayerCost {
+            fwd: g + loss / 2.0,
+            bwd: BACKWARD_GEMM_FACTOR * g + loss / 2.0,
+            recompute: 0.0,
+            tp_comm: self.tp_coll(tok * h * BF16, 2.0),
+            cp_comm: 0.0,
+            ep_comm: 0.0,
+            attn: 0.0,
+        }
+    }
+}
+
+/// Parameters one device stores on the busiest pipeline stage, before ZeRO sharding:
+/// (dense and attention weights, expert weights).
+fn stage_params(m: &ModelSpec, l: &Layout) -> (f64, f64) {
+    let t = f64::from(l.tp);
+    let pp = f64::from(l.pp);
+    let layers = f64::from(m.layers) / pp;
+    let dense_frac = f64::from(m.dense_layers()) / f64::from(m.layers);
+    let moe_frac = 1.0 - dense_frac;
+    let mut dense = layers * (m.attention_params() + dense_frac * m.dense_ffn_params()) / t
+        + layers * moe_frac * m.router_params();
+    if let Some(moe) = &m.moe {
+        dense += layers * moe_frac * f64::from(moe.shared_experts) * m.expert_params() / t;
+    }
+    let experts = m.moe.as_ref().map_or(0.0, |moe| {
+        layers * moe_frac * f64::from(moe.experts) / f64::from(l.ep) * m.expert_params() / t
+    });
+    // Embedding on the first stage, LM head on the last (both when pp = 1).
+    let emb = if l.pp == 1 { 2.0 } else { 1.0 } * m.embedding_params() / t;
+    (dense + emb, experts)
+}
+
+/// Activation bytes one layer keeps per micro-batch on one device.
+fn layer_activation_bytes(m: &ModelSpec, l: &Layout, tokens: f64, recompute: Recompute) -> f64 {
+    let t = f64::from(l.tp);
+    let sp = if l.sequence_parallel { t } else { 1.0 };
+    let h = f64::from(m.hidden);
+    let kv = f64::from(m.kv_dim());
+    let moe_frac = f64::from(m.moe_layers()) / f64::from(m.layers);
+    let ffn_width = match &m.moe {
+        Some(moe) => {
+            (1.0 - moe_frac) * f64::from(m.ffn_hidden)
+                + moe_frac
+                    * f64::from(moe.experts_per_token + moe.shared_experts)
+                    * f64::from(moe.expert_ffn_hidden)
+        }
+        None => f64::from(m.ffn_hidden),
+    };
+    let ffn_act = if m.gated_ffn { 6.0 } else { 4.0 } * ffn_width;
+    match recompute {
+        Recompute::Full => tokens * h * BF16 / sp,
+        // Norm inputs/outputs and FFN input (4 h-wide tensors), Q, K, V, attention output, the
+        // FFN intermediate tensors (BF16). Selective drops the norm outputs and the activation
+        // function output (about a third of `ffn_act`), recomputed in the backward.
+        Recompute::None => tokens * (8.0 * h / sp + (2.0 * (h + 2.0 * kv) + 2.0 * h + ffn_act) / t),
+        Recompute::Selective => {
+            tokens * (4.0 * h / sp + (2.0 * (h + 2.0 * kv) + 2.0 * h + ffn_act * 2.0 / 3.0) / t)
+        }
+    }
+}
+
+/// Memory per device on the busiest stage.
+pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> Memory {
+    let (dense, experts) = stage_params(m, l);
+    let params = dense + experts;
+    let dp = f64::from(l.dp * l.cp);
+    // Expert weights are replicated over dp·cp/ep ranks only.
+    let edp = (dp / f64::from(l.ep)).max(1.0);
+    let shard = |x: f64, y: f64| dense / x + experts / y;
+    let weight_bytes = if spec.fp8 { BF16 + 1.0 } else { BF16 };
+    let weights = if l.zero >= 3 {
+        // Sharded, plus two gathered layers in flight (prefetch).
+        shard(dp, edp) * weight_bytes
+            + 2.0 * params / f64::from(m.layers).max(1.0) * f64::from(l.pp) * weight_bytes
+    } else {
+        params * weight_bytes
+    };
+    let grad_bytes = grad_reduce_bytes(l.zero);
+    let grads = if l.zero >= 2 {
+        shard(dp, edp) * grad_bytes
+    } else {
+        params * grad_bytes
+    };
+    let opt = if l.zero >= 1 {
+        shard(dp, edp) * 12.0
+    } else {
+        params * 12.0
+    };
+    let tokens = f64::from(l.microbatch) * f64::from(m.seq_len) / f64::from(l.cp);
+    let layers_stage = (f64::from(m.layers) / f64::from(l.pp)).ceil();
+    let per_layer = layer_activation_bytes(m, l, tokens, l.recompute);
+    let pp = f64::from(l.pp);
+    let v = f64::from(l.virtual_stages);
+    let microbatches = f64::from(l.microbatches(spec.global_batch));
+    // 1F1B keeps pp micro-batches in flight on the first stage; interleaving adds (pp-1)/(pp·v).
+    let in_flight = if l.pp > 1 {
+        (pp * (1.0 + (pp - 1.0) / (pp * v))).min(microbatches.max(1.0) * (1.0 + (pp - 1.0) / (pp * v)))
+    } else {
+        1.0
+    };
+    let mut acts = per_layer * layers_stage * in_flight;
+    if l.recompute == Recompute::Full {
+        // One layer's full activations while it is recomputed.
+        acts += layer_activation_bytes(m, l, tokens, Recompute::None);
+    }
+    // FP32 logits and their gradient on the last stage.
+    acts += 2.0 * tokens * f64::from(m.vocab) / f64::from(l.tp) * 4.0;
+    let total = weights + grads + opt + acts;
+    Memory {
+        weights_gib: weights / GIB,
+        gradients_gib: grads / GIB,
+        optimizer_gib: opt / GIB,
+        activations_gib: acts / GIB,
+        total_gib: total / GIB,
+        capacity_gib: hw.usable_memory_bytes() / GIB,
+    }
+}
+
+/// Predicts one training step. The layout must already be checked ([`Layout::check`]).
+pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> TrainingEstimate {
+    let a = hw.accelerator;
+    let facts = kernel_facts(a);
+    let fp8 = spec.fp8 && a.fp8_tflops.is_some();
+    let bf16_peak = a.bf16_tflops * 1e12;
+    let (gemm_peak, gemm_ceiling) = if fp8 {
+        (a.fp8_tflops.unwrap_or(a.bf16_tflops) * 1e12, facts.gemm_fp8)
+    } else {
+        (bf16_peak, facts.gemm_bf16)
+    };
+    let ctx = Ctx {
+        m,
+        hw,
+        l,
+        facts,
+        fp8,
+        bf16_peak,
+        gemm_peak,
+        gemm_ceiling,
+        hbm: hw.hbm_bytes_per_s(),
+    };
+    let dense = ctx.layer(false);
+    let moe = if m.moe.is_some() { ctx.layer(true) } else { dense };
+    let head = ctx.head();
+    let layers = f64::from(m.layers);
+    let moe_frac = f64::from(m.moe_layers()) / layers;
+    let mix = |f: fn(&LayerCost) -> f64| (1.0 - moe_frac) * f(&dense) + moe_frac * f(&moe);
+    let layer_compute = mix(|c| c.fwd + c.bwd + c.recompute);
+    let layer_tp = mix(|c| c.tp_comm);
+    let layer_cp = mix(|c| c.cp_comm);
+    let layer_ep = mix(|c| c.ep_comm);
+    let head_compute = head.fwd + head.bwd;
+
+    // Busiest stage: balanced split with the head counted, but never below the stage that gets
+    // ceil(L/pp) layers.
+    let pp = f64::from(l.pp);
+    let stage_layers = if l.pp == 1 {
+        layers
+    } else {
+        (layers / pp).ceil().max((layers + head_compute / layer_compute.max(1e-12)) / pp)
+    };
+    let head_share = if l.pp == 1 { 1.0 } else { 0.0 };
+    let tokens_mb = ctx.tokens();
+    let h = f64::from(m.hidden);
+
+    let compute_mb = stage_layers * layer_compute + head_share * head_compute;
+    let tp_mb = stage_layers * layer_tp + head.tp_comm;
+    let ep_mb = stage_layers * layer_ep;
+    let cp_total_mb = stage_layers * layer_cp;
+    // CP exchange hides under attention; only the excess shows.
+    let attn_time_mb = stage_layers * mix(|c| c.attn);
+    let cp_exposed_mb = (cp_total_mb - attn_time_mb).max(0.0);
+    // Pipeline sends: one activation tensor forward and one gradient backward per model chunk.
+    let v = f64::from(l.virtual_stages);
+    let pp_mb = if l.pp > 1 {
+        let sp = if l.sequence_parallel { f64::from(l.tp) } else { 1.0 };
+        let bytes = tokens_mb * h * BF16 / sp;
+        let span = l.tp * l.cp * l.dp * l.pp;
+        let bw = hw.collective_bw(span);
+        2.0 * v * (bytes / bw + COLLECTIVE_LATENCY_SCALE_OUT_S)
+    } else {
+        0.0
+    };
+    let stage_mb = compute_mb + tp_mb + ep_mb + cp_exposed_mb + pp_mb;
+    let microbatches = f64::from(l.microbatches(spec.global_batch));
+    let bubble = (pp - 1.0) / v * stage_mb;
+
+    // Data-parallel communication.
+    let (dense_p, expert_p) = stage_params(m, l);
+    let dp = l.dp * l.cp;
+    let dpf = f64::from(dp);
+    let edp = (dpf / f64::from(l.ep)).max(1.0);
+    let dp_span = l.tp * l.cp * l.dp;
+    let bw_dp = hw.collective_bw(dp_span);
+    let edp_span = dp_span / l.ep.max(1);
+    let bw_edp = hw.collective_bw(edp_span.max(1));
+    let ring = |n: f64| if n > 1.0 { (n - 1.0) / n } else { 0.0 };
+    // One pass (all-gather or reduce-scatter) of `bytes_per_param` over all stage parameters.
+    let pass = |bytes_per_param: f64| {
+        let lat = if dp_span <= hw.scale_up_domain {
+            COLLECTIVE_LATENCY_SCALE_UP_S
+        } else {
+            COLLECTIVE_LATENCY_SCALE_OUT_S
+        };
+        ring(dpf) * dense_p * bytes_per_param / bw_dp
+            + ring(edp) * expert_p * bytes_per_param / bw_edp
+            + if dp > 1 { lat * stage_layers } else { 0.0 }
+    };
+    let gb = grad_reduce_bytes(l.zero);
+    let (dp_total, dp_exposed) = match l.zero {
+        3 => {
+            // FSDP: gather for forward, gather again for backward (the recompute reuses it),
+            // reduce-scatter gradients, every micro-batch; prefetched one layer ahead.
+            let per_mb = 2.0 * pass(BF16) + pass(gb);
+            let exposed_mb = (per_mb - compute_mb).max(0.0) + per_mb / (3.0 * stage_layers.max(1.0));
+            (per_mb * microbatches, exposed_mb * microbatches)
+        }
+        2 => {
+            let per_mb = pass(BF16) + pass(gb);
+            let exposed_mb = (per_mb - compute_mb).max(0.0) + per_mb / (2.0 * stage_layers.max(1.0));
+            (per_mb * microbatches, exposed_mb * microbatches)
+        }
+        z => {
+            // Gradient reduce-scatter (all-reduce without ZeRO) in buckets under the last
+            // micro-batch's backward; parameter all-gather under the first forward.
+            let rs = if z == 1 { pass(gb) } else { 2.0 * pass(gb) };
+            let ag = if z == 1 { pass(BF16) } else { 0.0 };
+            let bwd_window = stage_layers * (mix(|c| c.bwd + c.recompute));
+            let fwd_window = stage_layers * mix(|c| c.fwd);
+            let tail = (rs + ag) / stage_layers.max(1.0);
+            let exposed = (rs - bwd_window).max(0.0) + (ag - fwd_window).max(0.0) + tail;
+            (rs + ag, exposed)
+        }
+    };
+    let overlapped_dp = dp_total - dp_exposed;
+    let cp_overlapped = (cp_total_mb - cp_exposed_mb) * microbatches;
+    let interference = OVERLAP_INTERFERENCE * (overlapped_dp + cp_overlapped);
+
+    // Optimizer step over this device's shard.
+    let opt_params = if l.zero >= 1 {
+        dense_p / dpf + expert_p / edp
+    } else {
+        dense_p + expert_p
+    };
+    let optimizer = ctx.stream(opt_params * OPTIMIZER_BYTES_PER_PARAM);
+
+    let step = microbatches * stage_mb + bubble + dp_exposed + interference + optimizer;
+    let tokens_step = f64::from(spec.global_batch) * f64::from(m.seq_len);
+    let tokens_per_s = tokens_step / step;
+    let count = f64::from(hw.count);
+    let model_flops = m.model_flops_per_token() * tokens_per_s;
+    let recompute_flops_per_token = match l.recompute {
+        Recompute::None => 0.0,
+        Recompute::Selective => 4.0 * layers * h * f64::from(m.seq_len),
+        Recompute::Full => {
+            2.0 * (m.active_params() - m.embedding_params())
+                + 4.0 * layers * h * f64::from(m.seq_len)
+        }
+    };
+    let hw_flops = model_flops + recompute_flops_per_token * tokens_per_s;
+    let peak = bf16_peak * count;
+    let mem = memory(m, hw, l, spec);
+    let fits = mem.total_gib <= mem.capacity_gib;
+    let compute_s = microbatches * compute_mb + interference;
+    let tp_s = microbatches * tp_mb;
+    let ep_s = microbatches * ep_mb;
+    let pp_s = microbatches * pp_mb;
+    let cp_s = microbatches * cp_total_mb;
+    let breakdown = Breakdown {
+        compute_s,
+        tp_comm_s: tp_s,
+        cp_comm_s: cp_s,
+        ep_comm_s: ep_s,
+        pp_comm_s: pp_s,
+        dp_comm_s: dp_total,
+        dp_comm_exposed_s: dp_exposed,
+        pipeline_bubble_s: bubble,
+        optimizer_s: optimizer,
+        exposed_comm_s: tp_s + ep_s + pp_s + microbatches * cp_exposed_mb + dp_exposed,
+        overlapped_comm_s: overlapped_dp + cp_overlapped,
+    };
+    TrainingEstimate {
+        layout: *l,
+        step_time_s: step,
+        tokens_per_s,
+        mfu: model_flops / peak,
+        hfu: hw_flops / peak,
+        model_tflops_per_device: model_flops / count / 1e12,
+        memory_per_device_gib: mem.total_gib,
+        fits,
+        memory: mem,
+        breakdown,
+    }
+}

@@ -1,0 +1,317 @@
+//! Predictions against published runs: the calibration CSVs (`data/calibration/`), whose
+//! columns are the plan file's keys. Empty cells are chosen by the planner, exactly as an
+//! absent key in a plan file.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use switchyard_core::accelerator;
+
+use crate::PerfError;
+use crate::hardware::Hardware;
+use crate::infer::{Concurrency, InferenceLayout, InferenceSpec, estimate_inference};
+use crate::layout::Recompute;
+use crate::model::ModelFields;
+use crate::search::{LayoutConstraint, SearchOptions, search};
+use crate::train::TrainingSpec;
+
+/// Which kind of calibration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Training,
+    Inference,
+}
+
+/// One row: prediction against publication.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowResult {
+    pub id: String,
+    pub source: String,
+    pub model: String,
+    pub accelerator: String,
+    pub count: u32,
+    pub published: f64,
+    pub predicted: f64,
+    /// predicted / published − 1.
+    pub error: f64,
+    /// The layout the prediction used (training: `tp/pp/dp/cp/ep mb v recompute zero`).
+    pub layout: String,
+}
+
+/// A whole file's results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidationReport {
+    pub kind: Kind,
+    pub rows: Vec<RowResult>,
+    pub median_abs_error: f64,
+    pub worst_abs_error: f64,
+    pub worst_id: String,
+    pub mean_error: f64,
+}
+
+type Row = HashMap<String, String>;
+
+fn cell<'a>(row: &'a Row, key: &str) -> Option<&'a str> {
+    row.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+fn num<T: std::str::FromStr>(row: &Row, key: &str) -> Result<Option<T>, PerfError> {
+    match cell(row, key) {
+        None => Ok(None),
+        Some(text) => text.parse::<T>().map(Some).map_err(|_| {
+            PerfError::input(format!(
+                "row {}: {key} = {text:?} is not a number",
+                cell(row, "id").unwrap_or("?")
+            ))
+        }),
+    }
+}
+
+fn need<T: std::str::FromStr>(row: &Row, key: &str) -> Result<T, PerfError> {
+    num(row, key)?.ok_or_else(|| {
+        PerfError::input(format!(
+            "row {}: {key} is empty",
+            cell(row, "id").unwrap_or("?")
+        ))
+    })
+}
+
+fn boolean(row: &Row, key: &str) -> Result<Option<bool>, PerfError> {
+    match cell(row, key) {
+        None => Ok(None),
+        Some(t) => match t.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(Some(true)),
+            "false" | "0" | "no" => Ok(Some(false)),
+            _ => Err(PerfError::input(format!(
+                "row {}: {key} = {t:?} is not true/false",
+                cell(row, "id").unwrap_or("?")
+            ))),
+        },
+    }
+}
+
+fn model_fields(row: &Row) -> Result<ModelFields, PerfError> {
+    Ok(ModelFields {
+        name: cell(row, "model").map(str::to_string),
+        layers: num(row, "layers")?,
+        hidden: num(row, "hidden")?,
+        heads: num(row, "heads")?,
+        kv_heads: num(row, "kv_heads")?,
+        ffn_hidden: num(row, "ffn_hidden")?,
+        gated_ffn: boolean(row, "gated_ffn")?,
+        vocab: num(row, "vocab")?,
+        seq_len: num(row, "seq_len")?,
+        experts: num(row, "experts")?,
+        experts_per_token: num(row, "experts_per_token")?,
+        expert_ffn_hidden: num(row, "expert_ffn_hidden")?,
+        shared_experts: num(row, "shared_experts")?,
+        moe_layers: num(row, "moe_layers")?,
+        preset: None,
+    })
+}
+
+fn fp8(row: &Row) -> Result<bool, PerfError> {
+    match cell(row, "precision").map(str::to_ascii_lowercase).as_deref() {
+        Some("fp8") => Ok(true),
+        Some("bf16") | Some("fp16") | None => Ok(false),
+        Some(other) => Err(PerfError::input(format!(
+            "row {}: precision = {other:?} is not bf16 or fp8",
+            cell(row, "id").unwrap_or("?")
+        ))),
+    }
+}
+
+fn training_row(row: &Row) -> Result<RowResult, PerfError> {
+    let id = cell(row, "id").unwrap_or("?").to_string();
+    let mut fields = model_fields(row)?;
+    if fields.seq_len.is_none() {
+        fields.seq_len = Some(2048);
+    }
+    let model = fields.resolve()?;
+    let accel_name = cell(row, "accelerator").unwrap_or("");
+    let accel = accelerator::lookup(accel_name).ok_or_else(|| {
+        PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}"))
+    })?;
+    let count: u32 = need(row, "count")?;
+    let mut hw = Hardware::from_accelerator(accel, count);
+    if let Some(per_node) = num::<u32>(row, "per_node")? {
+        hw.per_node = per_node.max(1);
+    }
+    let spec = TrainingSpec {
+        global_batch: need(row, "global_batch")?,
+        fp8: fp8(row)?,
+        tokens: None,
+    };
+    let recompute = match cell(row, "recompute") {
+        None => None,
+        Some(t) => Some(Recompute::parse(t).ok_or_else(|| {
+            PerfError::input(format!("row {id}: recompute = {t:?} is not none/selective/full"))
+        })?),
+    };
+    let constraint = LayoutConstraint {
+        tp: num(row, "tp")?,
+        pp: num(row, "pp")?,
+        dp: num(row, "dp")?,
+        cp: num(row, "cp")?,
+        ep: num(row, "ep")?,
+        microbatch: num(row, "microbatch")?,
+        virtual_stages: num(row, "virtual_stages")?,
+        recompute,
+        sequence_parallel: boolean(row, "sequence_parallel")?,
+        zero: num(row, "zero")?,
+    };
+    let opts = SearchOptions {
+        keep: 1,
+        allow_tp_beyond_scale_up: true,
+        ignore_memory: true,
+        ..SearchOptions::default()
+    };
+    let best = search(&model, &hw, &spec, &constraint, &opts)?;
+    let est = best
+        .first()
+        .ok_or_else(|| PerfError::input(format!("row {id}: no valid layout")))?;
+    let published: f64 = need(row, "published_tokens_per_s")?;
+    let l = est.layout;
+    Ok(RowResult {
+        id,
+        source: cell(row, "source").unwrap_or("").to_string(),
+        model: model.name.clone(),
+        accelerator: accel.name.to_string(),
+        count,
+        published,
+        predicted: est.tokens_per_s,
+        error: est.tokens_per_s / published - 1.0,
+        layout: format!(
+            "{}/{}/{}/{}/{} mb{} v{} {} z{}{}",
+            l.tp,
+            l.pp,
+            l.dp,
+            l.cp,
+            l.ep,
+            l.microbatch,
+            l.virtual_stages,
+            l.recompute.as_str(),
+            l.zero,
+            if est.fits { "" } else { " (over memory)" }
+        ),
+    })
+}
+
+fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
+    let id = cell(row, "id").unwrap_or("?").to_string();
+    let mut fields = model_fields(row)?;
+    let input: u32 = need(row, "input_tokens")?;
+    let output: u32 = need(row, "output_tokens")?;
+    if fields.seq_len.is_none() {
+        fields.seq_len = Some(input + output);
+    }
+    let model = fields.resolve()?;
+    let accel_name = cell(row, "accelerator").unwrap_or("");
+    let accel = accelerator::lookup(accel_name).ok_or_else(|| {
+        PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}"))
+    })?;
+    let count: u32 = need(row, "count")?;
+    let hw = Hardware::from_accelerator(accel, count);
+    let concurrency = match cell(row, "concurrency") {
+        None => Concurrency::Max,
+        Some(t) if t.eq_ignore_ascii_case("max") => Concurrency::Max,
+        Some(_) => Concurrency::Fixed(need(row, "concurrency")?),
+    };
+    let spec = InferenceSpec {
+        fp8: fp8(row)?,
+        prompt_tokens: input,
+        output_tokens: output,
+        concurrency,
+    };
+    let tp = num(row, "tp")?.unwrap_or(count);
+    let pp = num(row, "pp")?.unwrap_or(1);
+    let layout = InferenceLayout {
+        tp,
+        pp,
+        ep: num(row, "ep")?.unwrap_or(1),
+    };
+    let est = estimate_inference(&model, &hw, &layout, &spec)?;
+    let published: f64 = need(row, "published_output_tokens_per_s")?;
+    Ok(RowResult {
+        id,
+        source: cell(row, "source").unwrap_or("").to_string(),
+        model: model.name.clone(),
+        accelerator: accel.name.to_string(),
+        count,
+        published,
+        predicted: est.tokens_per_s,
+        error: est.tokens_per_s / published - 1.0,
+        layout: format!(
+            "tp{} pp{} in{} out{} conc{}",
+            tp, pp, input, output, est.concurrency
+        ),
+    })
+}
+
+/// Median of a non-empty list.
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Validates every row of a calibration CSV (training or inference, told apart by the
+/// throughput column).
+pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| PerfError::input(format!("cannot read the CSV header: {e}")))?
+        .clone();
+    let kind = if headers.iter().any(|h| h == "published_tokens_per_s") {
+        Kind::Training
+    } else if headers.iter().any(|h| h == "published_output_tokens_per_s") {
+        Kind::Inference
+    } else {
+        return Err(PerfError::input(
+            "the CSV has neither a published_tokens_per_s nor a published_output_tokens_per_s column",
+        ));
+    };
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record =
+            record.map_err(|e| PerfError::input(format!("CSV line {}: {e}", i + 2)))?;
+        let row: Row = headers
+            .iter()
+            .zip(record.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        rows.push(match kind {
+            Kind::Training => training_row(&row)?,
+            Kind::Inference => inference_row(&row)?,
+        });
+    }
+    if rows.is_empty() {
+        return Err(PerfError::input("the CSV has no rows"));
+    }
+    let abs: Vec<f64> = rows.iter().map(|r| r.error.abs()).collect();
+    let (worst_i, worst) = abs
+        .iter()
+        .enumerate()
+        .fold((0, 0.0f64), |acc, (i, &e)| if e > acc.1 { (i, e) } else { acc });
+    let mean_error = rows.iter().map(|r| r.error).sum::<f64>() / rows.len() as f64;
+    Ok(ValidationReport {
+        kind,
+        median_abs_error: median(&abs),
+        worst_abs_error: worst,
+        worst_id: rows[worst_i].id.clone(),
+        mean_error,
+        rows,
+    })
+}
