@@ -1,10 +1,227 @@
-//! `switchyard simulate` (being written).
+//! `switchyard simulate`: replay a trace (or the frontier-lab scenario) through the scheduler on
+//! a virtual clock and summarise the run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use switchyard_core::ThroughputTable;
+use switchyard_sched::Policy;
+use switchyard_sim::trace::{self, LoadOptions, TraceError, TraceFormat};
+use switchyard_sim::{Progress, SimOptions, SimResult, simulate};
 
 use crate::CliError;
+use crate::fleet_cmd::{load_fleet, print_json};
+use crate::table::Table;
+
+/// Failure injection switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct SimulateArgs {}
+pub struct SimulateArgs {
+    /// Fleet file (TOML), or the name of a built-in fleet; default: the built-in default fleet.
+    #[arg(long, value_name = "FILE")]
+    fleet: Option<PathBuf>,
+    /// Trace to replay; without one the frontier-lab scenario runs on the fleet.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Format of --trace: canonical, philly, itp, alibaba2023 or gavel.
+    #[arg(long, value_name = "FORMAT", requires = "trace", default_value = "canonical")]
+    format: String,
+    /// Gavel's per-GPU-type throughput JSON (needed by --format gavel).
+    #[arg(long, value_name = "FILE")]
+    throughputs: Option<PathBuf>,
+    /// Scheduling policy: fifo, priority, fair or switchyard.
+    #[arg(long, value_name = "NAME", default_value = "switchyard")]
+    policy: String,
+    /// Seed of the random numbers (failures, generated scenario).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// Inject node failures at each cluster's rate.
+    #[arg(long, value_enum, default_value = "on")]
+    failures: OnOff,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Write a self-contained HTML report with plots.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Skip malformed rows and jobs that can never run (counted) instead of failing.
+    #[arg(long)]
+    skip_invalid: bool,
+}
 
-pub fn run(_args: SimulateArgs) -> Result<(), CliError> {
-    Err(CliError::Other("`simulate` is not built yet".into()))
+fn trace_error(e: TraceError) -> CliError {
+    match e {
+        TraceError::Io { file, source } => CliError::Read {
+            path: PathBuf::from(file),
+            source,
+        },
+        other => CliError::Input(other.to_string()),
+    }
+}
+
+pub fn run(args: SimulateArgs) -> Result<(), CliError> {
+    let policy: Policy = args.policy.parse().map_err(CliError::Input)?;
+    let fleet = load_fleet(args.fleet.as_deref())?;
+    let throughputs = match &args.throughputs {
+        Some(path) => trace::load_throughputs(path).map_err(trace_error)?,
+        None => ThroughputTable::new(),
+    };
+    let mut skipped = 0usize;
+    let jobs = match &args.trace {
+        Some(path) => {
+            let format: TraceFormat = args.format.parse().map_err(trace_error)?;
+            if format == TraceFormat::Gavel && throughputs.is_empty() {
+                return Err(CliError::Input(
+                    "--format gavel needs --throughputs FILE (Gavel's simulation_throughputs.json): its jobs are counted in steps".into(),
+                ));
+            }
+            let t = trace::load(
+                path,
+                format,
+                &LoadOptions {
+                    skip_invalid: args.skip_invalid,
+                },
+            )
+            .map_err(trace_error)?;
+            skipped = t.skipped;
+            t.jobs
+        }
+        None => trace::frontier_lab(&fleet, args.seed),
+    };
+    if jobs.is_empty() {
+        return Err(CliError::Input("the trace holds no jobs".into()));
+    }
+    let opts = SimOptions {
+        policy,
+        seed: args.seed,
+        failures: args.failures == OnOff::On,
+        skip_invalid: args.skip_invalid,
+        ..SimOptions::default()
+    };
+    let show = !(args.json || args.quiet);
+    let started = Instant::now();
+    let mut bar: Option<ProgressBar> = None;
+    let mut on_progress = |p: Progress| {
+        if !show || started.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| {
+            let b = ProgressBar::with_draw_target(Some(p.total), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} simulating [{bar:40}] {pos}/{len} jobs done ({msg}) {elapsed}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            b
+        });
+        b.set_position(p.finished);
+        b.set_message(format!("virtual day {:.1}", p.now_s / 86_400.0));
+    };
+    let result = simulate(&fleet, jobs, throughputs, &opts, &mut on_progress)
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    let result = SimResult {
+        rejected: result.rejected + skipped as u64,
+        ..result
+    };
+    if let Some(path) = &args.report {
+        let html = switchyard_sim::report::html(&result).map_err(CliError::Other)?;
+        crate::error::write_text(path, &html)?;
+    }
+    if args.json {
+        return print_json(&result);
+    }
+    print!("{}", render(&result));
+    if let Some(path) = &args.report {
+        println!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn hours(s: f64) -> String {
+    format!("{:.2}", s / 3600.0)
+}
+
+fn render(r: &SimResult) -> String {
+    let t = &r.total;
+    let mut out = format!(
+        "Simulated {} jobs on {} under `{}` (seed {}, failures {}): {} completed, {} unfinished, {} skipped; {} decisions in {:.2} s ({:.0}/s)\n\n",
+        t.jobs,
+        r.fleet,
+        r.policy,
+        r.seed,
+        if r.failures_enabled { "on" } else { "off" },
+        t.completed,
+        r.unfinished,
+        r.rejected,
+        r.decisions,
+        r.wall_s,
+        r.decisions_per_s
+    );
+    let mut table = Table::new([
+        "scope",
+        "accelerators",
+        "jobs",
+        "completed",
+        "avg JCT h",
+        "p50 JCT h",
+        "p99 JCT h",
+        "avg wait h",
+        "util",
+        "goodput",
+        "cost $",
+        "failures",
+        "preempted",
+    ]);
+    let row = |table: &mut Table, name: &str, acc: String, f: &switchyard_sim::Figures| {
+        table.row([
+            name.to_owned(),
+            acc,
+            f.jobs.to_string(),
+            f.completed.to_string(),
+            hours(f.avg_jct_s),
+            hours(f.p50_jct_s),
+            hours(f.p99_jct_s),
+            hours(f.avg_wait_s),
+            format!("{:.1}%", f.utilization * 100.0),
+            format!("{:.1}%", f.goodput * 100.0),
+            format!("{:.0}", f.cost_usd),
+            f.failures.to_string(),
+            f.preemptions.to_string(),
+        ]);
+    };
+    for (name, c) in &r.clusters {
+        row(
+            &mut table,
+            name,
+            format!("{} {}", c.accelerators, c.accelerator),
+            &c.figures,
+        );
+    }
+    table.rule();
+    let total_acc: u64 = r.clusters.values().map(|c| c.accelerators).sum();
+    row(&mut table, "fleet", total_acc.to_string(), t);
+    out.push_str(&table.render());
+    out.push_str(&format!(
+        "\nmakespan {:.1} h; avg JCT {:.0} s; {} node failures, {} restarts, {} preemptions\n",
+        t.makespan_s / 3600.0,
+        t.avg_jct_s,
+        t.failures,
+        r.restarts,
+        t.preemptions
+    ));
+    out
 }
