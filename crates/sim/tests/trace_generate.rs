@@ -1,0 +1,251 @@
+//! The frontier-lab scenario and the synthetic generator: deterministic, fleet-aware, valid.
+
+use std::collections::BTreeSet;
+
+use switchyard_core::accelerator;
+use switchyard_core::fleet::Fleet;
+use switchyard_core::job::{JobKind, JobSpec, Work};
+use switchyard_sim::trace::{
+    LoadOptions, MODEL_PRESETS, TraceFormat, frontier_lab, parse, synthetic, write_canonical,
+};
+
+/// A small fleet whose team names match none of the scenario's roles.
+const SMALL: &str = r#"
+name = "small"
+
+[[providers]]
+name = "lab"
+kind = "on_premises"
+[[providers.contracts]]
+accelerator = "V100"
+on_demand_price = 1.0
+[[providers.contracts]]
+accelerator = "K80"
+on_demand_price = 0.3
+
+[[clusters]]
+name = "v100s"
+provider = "lab"
+region = "here"
+accelerator = "V100"
+nodes = 16
+accelerators_per_node = 8
+capacity = "on_demand"
+node_mtbf_hours = 5000.0
+repair_hours = 12.0
+[clusters.topology]
+scale_up = { nodes = 1, gb_s = 150.0 }
+cluster_gb_s = 12.5
+
+[[clusters]]
+name = "k80s"
+provider = "lab"
+region = "here"
+accelerator = "K80"
+nodes = 4
+accelerators_per_node = 4
+capacity = "on_demand"
+node_mtbf_hours = 5000.0
+repair_hours = 12.0
+[clusters.topology]
+scale_up = { nodes = 1, gb_s = 10.0 }
+cluster_gb_s = 1.25
+
+[[tenants]]
+name = "uni"
+weight = 1.0
+[[tenants.teams]]
+name = "alpha"
+weight = 1.0
+priority = 3
+quotas = [{ accelerators = 64 }]
+[[tenants.teams]]
+name = "beta"
+weight = 2.0
+priority = 1
+quotas = [{ accelerators = 64 }]
+"#;
+
+fn small() -> Fleet {
+    Fleet::from_toml(SMALL, "small.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn team_names(fleet: &Fleet) -> BTreeSet<String> {
+    fleet
+        .tenants
+        .iter()
+        .flat_map(|o| o.teams.iter().map(|t| t.name.clone()))
+        .collect()
+}
+
+fn check_valid(fleet: &Fleet, jobs: &[JobSpec]) {
+    let teams = team_names(fleet);
+    let largest = fleet
+        .clusters
+        .iter()
+        .map(|c| c.accelerators())
+        .max()
+        .expect("clusters");
+    let ids: BTreeSet<_> = jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids.len(), jobs.len(), "ids are unique");
+    assert!(
+        jobs.windows(2).all(|w| w[0].submit_s <= w[1].submit_s),
+        "sorted by submit time"
+    );
+    for j in jobs {
+        assert!(teams.contains(&j.tenant), "{}: tenant {}", j.id, j.tenant);
+        let (_, team) = fleet.team(&j.tenant).expect("team");
+        assert_eq!(j.priority, team.priority);
+        assert!(
+            j.accelerators >= 1 && u64::from(j.accelerators) <= largest,
+            "{}",
+            j.id
+        );
+        assert!(j.submit_s >= 0.0 && j.submit_s.is_finite());
+        if let Some(m) = j.min_accelerators {
+            assert!(m >= 1 && m <= j.accelerators);
+        }
+        for t in &j.accelerator_types {
+            assert_eq!(accelerator::lookup(t).map(|a| a.name), Some(t.as_str()));
+            let fits = fleet
+                .clusters
+                .iter()
+                .any(|c| c.accelerator.name == t && c.accelerators() >= u64::from(j.accelerators));
+            assert!(fits, "{} ({} x {t}) fits no cluster", j.id, j.accelerators);
+        }
+        match &j.work {
+            Work::Duration {
+                seconds,
+                by_accelerator,
+            } => {
+                assert!(*seconds >= 1.0);
+                for (a, s) in by_accelerator {
+                    assert!(fleet.clusters.iter().any(|c| c.accelerator.name == a));
+                    assert!(*s >= 1.0);
+                }
+            }
+            Work::Amount { units, profile } => {
+                assert!(*units > 0.0);
+                assert!(MODEL_PRESETS.iter().any(|p| p.name == profile), "{profile}");
+            }
+            Work::Open => assert_eq!(j.kind, JobKind::Inference),
+        }
+        if j.kind == JobKind::Inference {
+            let r = j.replicas.as_ref().expect("services have replicas");
+            assert!(r.min >= 1 && r.min <= r.max);
+            assert!(r.load.is_some());
+        } else {
+            assert!(j.replicas.is_none());
+        }
+    }
+}
+
+fn round_trip(jobs: &[JobSpec]) {
+    let mut out = Vec::new();
+    write_canonical(jobs, &mut out).expect("write");
+    let text = String::from_utf8(out).expect("utf-8");
+    let back = parse(
+        &text,
+        "gen.csv",
+        TraceFormat::Canonical,
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back.jobs, jobs);
+}
+
+#[test]
+fn frontier_lab_on_the_default_fleet() {
+    let fleet = Fleet::default_fleet();
+    let jobs = frontier_lab(&fleet, 7);
+    check_valid(&fleet, &jobs);
+    assert_eq!(jobs, frontier_lab(&fleet, 7), "deterministic");
+    assert_ne!(jobs, frontier_lab(&fleet, 8), "the seed matters");
+
+    let giants: Vec<_> = jobs.iter().filter(|j| j.accelerators >= 16_384).collect();
+    assert!(
+        (2..=4).contains(&giants.len()),
+        "{} giant runs",
+        giants.len()
+    );
+    assert!(
+        giants.iter().any(|j| j.accelerators >= 90_000),
+        "a ~100k-accelerator run"
+    );
+    for g in &giants {
+        assert_eq!(g.kind, JobKind::Training);
+        assert_eq!(g.tenant, "pretraining");
+        assert!(g.min_accelerators.is_some(), "elastic");
+        assert_eq!(g.accelerator_types.len(), 1);
+        assert!(matches!(&g.work, Work::Amount { units, .. } if *units > 1e12));
+    }
+    let research: Vec<_> = jobs.iter().filter(|j| j.tenant == "research").collect();
+    assert!(research.len() > 500, "{} research jobs", research.len());
+    assert!(
+        research
+            .iter()
+            .all(|j| (8..=1024).contains(&j.accelerators))
+    );
+    let evals = jobs.iter().filter(|j| j.tenant == "evals").count();
+    assert!(
+        evals > 300
+            && jobs
+                .iter()
+                .filter(|j| j.tenant == "evals")
+                .all(|j| j.kind == JobKind::Batch)
+    );
+    assert!(jobs.iter().any(|j| j.tenant == "batch-inference"));
+    let services: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Inference)
+        .collect();
+    assert_eq!(services.len(), 8);
+    assert!(services.iter().all(|s| s.tenant == "serving"));
+    // Load follows the day: the peak needs more replicas than the trough.
+    for s in &services {
+        let r = s.replicas.as_ref().expect("replicas");
+        let l = r.load.expect("load");
+        let peak = r.needed_at(l.peak_hour * 3600.0);
+        let trough = r.needed_at((l.peak_hour + 12.0) * 3600.0);
+        assert!(peak > trough, "{}: {peak} vs {trough}", s.id);
+        assert!(peak <= r.max);
+    }
+    let max_submit = jobs.last().expect("jobs").submit_s;
+    assert!(max_submit < 28.0 * 86_400.0);
+    round_trip(&jobs);
+}
+
+#[test]
+fn frontier_lab_on_a_small_fleet_with_other_team_names() {
+    let fleet = small();
+    let jobs = frontier_lab(&fleet, 1);
+    check_valid(&fleet, &jobs);
+    // No cluster has 16k accelerators: one "giant" run on the largest cluster.
+    let pretrain: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.id.starts_with("pretrain-"))
+        .collect();
+    assert_eq!(pretrain.len(), 1);
+    assert_eq!(pretrain[0].accelerator_types, vec!["V100"]);
+    assert!(pretrain[0].accelerators <= 128);
+    round_trip(&jobs);
+}
+
+#[test]
+fn synthetic_is_deterministic_valid_and_scales() {
+    let fleet = Fleet::default_fleet();
+    let jobs = synthetic(&fleet, 20_000, 3);
+    assert_eq!(jobs.len(), 20_000);
+    check_valid(&fleet, &jobs);
+    assert_eq!(jobs, synthetic(&fleet, 20_000, 3));
+    assert_ne!(jobs, synthetic(&fleet, 20_000, 4));
+    // A prefix of a longer run is the shorter run.
+    assert_eq!(synthetic(&fleet, 1_000, 3), jobs[..1_000]);
+    assert!(synthetic(&fleet, 0, 3).is_empty());
+
+    let small = small();
+    let jobs = synthetic(&small, 5_000, 1);
+    check_valid(&small, &jobs);
+    assert!(jobs.iter().all(|j| j.accelerators <= 128));
+    round_trip(&jobs[..500]);
+}
