@@ -177,7 +177,21 @@ fn frontier_lab_on_the_default_fleet() {
         assert_eq!(g.tenant, "pretraining");
         assert!(g.min_accelerators.is_some(), "elastic");
         assert_eq!(g.accelerator_types.len(), 1);
-        assert!(matches!(&g.work, Work::Amount { units, .. } if *units > 1e12));
+        // Tokens of a preset, or the fallback duration where the rate model cannot rate it.
+        match &g.work {
+            Work::Amount { units, .. } => assert!(*units > 1e12),
+            Work::Duration {
+                seconds,
+                by_accelerator,
+            } => {
+                assert!((14.0 * 86_400.0..=28.0 * 86_400.0).contains(seconds));
+                assert_eq!(
+                    by_accelerator.keys().collect::<Vec<_>>(),
+                    vec![&g.accelerator_types[0]]
+                );
+            }
+            Work::Open => panic!("{} is open-ended", g.id),
+        }
     }
     let research: Vec<_> = jobs.iter().filter(|j| j.tenant == "research").collect();
     assert!(research.len() > 500, "{} research jobs", research.len());

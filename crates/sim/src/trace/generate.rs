@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 use switchyard_core::fleet::{Cluster, Fleet};
-use switchyard_core::job::{DiurnalLoad, JobKind, JobSpec, Replicas, Work};
+use switchyard_core::job::{DiurnalLoad, JobKind, JobSpec, Replicas, ThroughputTable, Work};
+use switchyard_sched::RateModel;
 
 const DAY: f64 = 86_400.0;
 const HOUR: f64 = 3_600.0;
@@ -247,7 +248,11 @@ fn capped(size: u32, largest: u64) -> u32 {
 ///   in the first week. Work: `Amount` of tokens of a dense model preset, the token budget
 ///   sized so the run takes 14–28 days at 40% MFU (6 × parameters FLOPs per token) on its
 ///   hardware, and the model the largest of `llama3-405b`, `gpt3-175b`, `llama3-70b`,
-///   `llama3-8b` that budget trains on at least 20 tokens per parameter.
+///   `llama3-8b` that budget trains on at least 20 tokens per parameter. Duration fallback:
+///   where the scheduler's rate model cannot rate that preset on the run's cluster (the
+///   performance model does not know it, or is not wired in yet), the run's work is instead
+///   `Duration` of the sizing estimate (14–28 days) on its accelerator type; the id still
+///   names the preset.
 /// - **Research** (`*research*`): about 40 jobs a day, 8–1,024 accelerators (mostly small),
 ///   0.5–48 hours, `Duration` with a time for every accelerator type of the fleet; a fifth of
 ///   those with 64 or more accelerators are elastic down to half.
@@ -318,7 +323,7 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
             .round()
             .max(1.0)
             * 1e9;
-        jobs.push(JobSpec {
+        let mut run = JobSpec {
             id: format!("pretrain-{}-{}", i + 1, preset.name),
             tenant: team.name.clone(),
             kind: JobKind::Training,
@@ -333,7 +338,24 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
                 units: tokens,
                 profile: preset.name.to_owned(),
             },
-        });
+        };
+        // Duration fallback: where the scheduler's rate model (the performance model) cannot
+        // rate the preset on the cluster the run was sized for, the run carries the sizing
+        // estimate as a duration on its accelerator type instead.
+        let rated = fleet
+            .clusters
+            .iter()
+            .position(|c| c.name == cluster.name)
+            .and_then(|idx| RateModel::new(ThroughputTable::new()).duration_s(&run, idx, cluster))
+            .is_some_and(|d| d.is_finite() && d > 0.0);
+        if !rated {
+            let seconds = round_s(days * DAY);
+            run.work = Work::Duration {
+                seconds,
+                by_accelerator: BTreeMap::from([(cluster.accelerator.name.to_owned(), seconds)]),
+            };
+        }
+        jobs.push(run);
     }
 
     // Research jobs.
