@@ -298,6 +298,9 @@ fn gavel_old_layout_and_folder() {
     check_gavel(&t, 100, "e13805");
     let all = load(&data("gavel"), TraceFormat::Gavel, &STRICT).expect("folder");
     assert_eq!(all.jobs.len(), 607 + 533 + 100);
+    let ids: BTreeSet<_> = all.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids.len(), all.jobs.len());
+    assert!(ids.contains("e13805_v2/0") && ids.contains("2869ce_v2/532"));
 }
 
 #[test]

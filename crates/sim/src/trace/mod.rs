@@ -155,7 +155,8 @@ fn io_error(path: &Path, source: std::io::Error) -> TraceError {
 ///
 /// Folders: `itp` reads every `cluster*.csv` in the folder (or in its `raw/` subfolder) in
 /// name order; `alibaba2023` reads `openb_pod_list_default.csv` from the folder; `gavel` reads
-/// every `*.trace` file in the folder in name order. Other formats need a file.
+/// every `*.trace` file in the folder in name order, job ids becoming `FILE-STEM/N`. Other
+/// formats need a file.
 pub fn load(path: &Path, format: TraceFormat, opts: &LoadOptions) -> Result<Trace, TraceError> {
     if path.is_dir() {
         return load_dir(path, format, opts);
@@ -248,7 +249,14 @@ fn load_dir(dir: &Path, format: TraceFormat, opts: &LoadOptions) -> Result<Trace
             let mut trace = Trace::default();
             for f in &files {
                 let t = load(f, format, opts)?;
-                trace.jobs.extend(t.jobs);
+                // Job ids restart at 0 in every file: prefix them with the file stem.
+                let stem = f
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                trace.jobs.extend(t.jobs.into_iter().map(|mut j| {
+                    j.id = format!("{stem}/{}", j.id);
+                    j
+                }));
                 trace.skipped += t.skipped;
             }
             sort_by_submit(&mut trace.jobs);
