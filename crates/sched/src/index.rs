@@ -340,7 +340,7 @@ impl ClusterIndex {
     /// How spread out a set of shares is.
     pub fn spread(&self, shares: &[NodeShare]) -> Spread {
         let mut units = Vec::with_capacity(self.levels.len());
-        for level in &self.levels {
+        for level in self.levels.iter().filter(|l| l.unit_nodes > 1) {
             let mut seen: Vec<u32> = shares.iter().map(|s| s.node / level.unit_nodes).collect();
             seen.sort_unstable();
             seen.dedup();

@@ -705,6 +705,7 @@ impl Scheduler {
             .as_ref()
             .map_or((1, 1), |r| (r.min, r.max.max(r.min)));
         let inference = spec.kind == JobKind::Inference;
+        let wanted = spec.replicas.as_ref().map_or(lo, |r| r.needed_at(now));
         self.jobs.push(Job {
             id: spec.id.into_boxed_str(),
             tenant,
@@ -717,7 +718,7 @@ impl Scheduler {
                 .unwrap_or(spec.accelerators)
                 .clamp(1, spec.accelerators.max(1)),
             replica_range: (lo, hi),
-            target_replicas: if inference { lo.max(1).min(hi.max(1)) } else { 1 },
+            target_replicas: if inference { wanted.clamp(lo, hi) } else { 1 },
             dur,
             state: JobState::Pending,
             done: 0.0,
@@ -1342,9 +1343,10 @@ impl Scheduler {
                 continue;
             }
             let free = self.index[c as usize].free();
-            if free >= need {
+            if self.index[c as usize].fits(job.min_size) {
                 continue;
             }
+            let free = free.min(need.saturating_sub(1));
             let reclaim = policy != Policy::Priority && self.under_guarantee(j, c, job.min_size);
             let mut cands: Vec<(u64, JobIdx)> = Vec::new();
             for &(p, v) in self.running_on[c as usize].iter().take(10_000) {
@@ -1360,6 +1362,23 @@ impl Scheduler {
                 }
                 let size = u64::from(self.jobs[v as usize].run.as_ref().map_or(0, |r| r.size));
                 cands.push((size, v));
+            }
+            if policy == Policy::Switchyard {
+                // Shortest remaining time first: a training run with far more left to do than
+                // this job needs in all checkpoints and yields (it loses only a restart).
+                let mine = self.predicted_s(j, c, job.min_size);
+                let threshold = 2.0 * mine + 2.0 * self.cfg.restart_s;
+                for &(end, v) in self.ends[c as usize].iter().rev().take(256) {
+                    if f64::from_bits(end) - now <= threshold {
+                        break;
+                    }
+                    let vj = &self.jobs[v as usize];
+                    if vj.kind != JobKind::Training || vj.priority > prio || cands.iter().any(|x| x.1 == v) {
+                        continue;
+                    }
+                    let size = u64::from(vj.run.as_ref().map_or(0, |r| r.size));
+                    cands.push((size, v));
+                }
             }
             let short = need - free;
             let victims: Vec<(u64, JobIdx)> = if let Some(&one) = cands
@@ -1406,6 +1425,8 @@ impl Scheduler {
             vj.why = Why::AfterPreemption;
             let reason = if vj.priority < prio && policy != Policy::Fair {
                 format!("preempted for {by} (priority {prio} > {})", vj.priority)
+            } else if policy == Policy::Switchyard && !self.borrowing(v, c) {
+                format!("preempted for {by}, which needs far less time than this job has left (checkpointed; loses only a restart)")
             } else {
                 format!("preempted for {by}: its team reclaims quota this team was borrowing")
             };

@@ -1,0 +1,427 @@
+//! Scheduler behaviour, with the invariant check after every pass.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use switchyard_core::{Fleet, JobKind, JobSpec, Replicas, ThroughputTable, Work};
+use switchyard_sched::{Action, Config, Decision, Event, Policy, Scheduler};
+
+fn fleet(text: &str) -> Fleet {
+    Fleet::from_toml(text, "test.toml").expect("test fleet is valid")
+}
+
+const TWO_CLUSTERS: &str = r#"
+name = "test"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[providers.contracts]]
+accelerator = "V100"
+on_demand_price = 1.0
+
+[[clusters]]
+name = "fast"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 16
+accelerators_per_node = 8
+node_mtbf_hours = 1000.0
+repair_hours = 2.0
+capacity = "on_demand"
+[clusters.topology]
+scale_up = { nodes = 1, gb_s = 450.0 }
+rack = { nodes = 4, gb_s = 50.0 }
+cluster_gb_s = 50.0
+
+[[clusters]]
+name = "slow"
+provider = "p"
+region = "r"
+accelerator = "V100"
+nodes = 8
+accelerators_per_node = 8
+node_mtbf_hours = 1000.0
+repair_hours = 2.0
+capacity = "on_demand"
+
+[[tenants]]
+name = "lab"
+[[tenants.teams]]
+name = "a"
+weight = 1.0
+quotas = [{ cluster = "fast", accelerators = 64, borrowing_limit = 64 }]
+[[tenants.teams]]
+name = "b"
+weight = 1.0
+quotas = [{ cluster = "fast", accelerators = 64, borrowing_limit = 32 }]
+"#;
+
+fn job(id: &str, tenant: &str, size: u32, seconds: f64) -> JobSpec {
+    JobSpec {
+        id: id.into(),
+        tenant: tenant.into(),
+        kind: JobKind::Training,
+        priority: 0,
+        submit_s: 0.0,
+        accelerators: size,
+        min_accelerators: None,
+        replicas: None,
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Duration {
+            seconds,
+            by_accelerator: BTreeMap::new(),
+        },
+    }
+}
+
+fn sched(policy: Policy, failures: bool) -> Scheduler {
+    Scheduler::new(
+        &fleet(TWO_CLUSTERS),
+        ThroughputTable::new(),
+        Config {
+            policy,
+            failures,
+            ..Config::default()
+        },
+    )
+}
+
+fn submit(s: &mut Scheduler, now: f64, spec: JobSpec) -> u32 {
+    let mut out = Vec::new();
+    let idx = s
+        .handle(now, Event::Submit(Box::new(spec)), &mut out)
+        .expect("submit returns the index");
+    idx
+}
+
+fn pass(s: &mut Scheduler, now: f64) -> Vec<Decision> {
+    let mut out = Vec::new();
+    s.schedule(now, &mut out);
+    s.check_invariants().expect("invariants hold after every pass");
+    out
+}
+
+#[test]
+fn gang_lands_in_one_rack_of_one_cluster() {
+    let mut s = sched(Policy::Fifo, false);
+    // Fragment: a 1-GPU job sits on the first node.
+    submit(&mut s, 0.0, job("small", "a", 1, 100.0));
+    pass(&mut s, 0.0);
+    let j = submit(&mut s, 0.0, job("gang", "a", 32, 100.0));
+    let d = pass(&mut s, 0.0);
+    let start = d.iter().find(|d| matches!(d.action, Action::Start { job, .. } if job == j));
+    let start = start.expect("the gang starts");
+    assert!(start.reason.contains("4 nodes, 1 rack"), "{}", start.reason);
+}
+
+#[test]
+fn job_larger_than_any_cluster_is_rejected_with_a_reason() {
+    let mut s = sched(Policy::Switchyard, false);
+    let err = s.validate(&job("huge", "a", 129, 10.0)).expect_err("too big");
+    assert!(err.contains("never split"), "{err}");
+    let mut out = Vec::new();
+    s.handle(0.0, Event::Submit(Box::new(job("huge", "a", 129, 10.0))), &mut out);
+    assert!(matches!(out[0].action, Action::Reject { .. }));
+    s.check_invariants().expect("invariants");
+}
+
+#[test]
+fn switchyard_prefers_the_faster_cluster_from_predicted_throughput() {
+    let mut s = sched(Policy::Switchyard, false);
+    let mut spec = job("het", "a", 8, 1000.0);
+    spec.work = Work::Duration {
+        seconds: 1000.0,
+        by_accelerator: BTreeMap::from([("H100-SXM".into(), 300.0), ("V100".into(), 1000.0)]),
+    };
+    submit(&mut s, 0.0, spec);
+    let d = pass(&mut s, 0.0);
+    assert!(matches!(d[0].action, Action::Start { cluster: 0, .. }), "{:?}", d[0]);
+}
+
+#[test]
+fn fifo_backfills_without_delaying_the_head() {
+    let mut s = sched(Policy::Fifo, false);
+    // Fill 'fast' and 'slow' with long work, leaving 8 GPUs free on 'fast'.
+    let mut a = job("long", "a", 120, 10_000.0);
+    a.clusters = vec!["fast".into()];
+    submit(&mut s, 0.0, a);
+    let mut b = job("long2", "b", 64, 10_000.0);
+    b.clusters = vec!["slow".into()];
+    submit(&mut s, 0.0, b);
+    pass(&mut s, 0.0);
+    // The head needs 64 on 'fast' (not free); a short 8-GPU job may backfill.
+    let mut head = job("head", "a", 64, 100.0);
+    head.clusters = vec!["fast".into()];
+    let h = submit(&mut s, 1.0, head);
+    let mut short = job("short", "b", 8, 50.0);
+    short.clusters = vec!["fast".into()];
+    let sh = submit(&mut s, 1.0, short);
+    let d = pass(&mut s, 1.0);
+    assert!(d.iter().any(|d| matches!(d.action, Action::Start { job, .. } if job == sh)));
+    assert!(!d.iter().any(|d| matches!(d.action, Action::Start { job, .. } if job == h)));
+    assert!(s.why(h).contains("reservation"), "{}", s.why(h));
+}
+
+#[test]
+fn priority_preempts_the_fewest_whole_jobs() {
+    let mut s = sched(Policy::Priority, false);
+    for i in 0..8 {
+        let mut j = job(&format!("low{i}"), "a", 8, 10_000.0);
+        j.clusters = vec!["slow".into()];
+        submit(&mut s, 0.0, j);
+    }
+    let mut big = job("lowbig", "b", 64, 10_000.0);
+    big.clusters = vec!["fast".into()];
+    submit(&mut s, 0.0, big);
+    pass(&mut s, 0.0);
+    let mut urgent = job("urgent", "a", 8, 100.0);
+    urgent.priority = 10;
+    urgent.clusters = vec!["slow".into()];
+    let u = submit(&mut s, 1.0, urgent);
+    let d = pass(&mut s, 1.0);
+    let preempted: Vec<_> = d
+        .iter()
+        .filter(|d| matches!(d.action, Action::Preempt { .. }))
+        .collect();
+    assert_eq!(preempted.len(), 1, "{d:?}");
+    assert!(preempted[0].reason.contains("priority 10"));
+    assert!(d.iter().any(|d| matches!(d.action, Action::Start { job, .. } if job == u)));
+}
+
+#[test]
+fn node_failure_restarts_training_from_its_checkpoint() {
+    let mut s = sched(Policy::Switchyard, true);
+    let j = submit(&mut s, 0.0, job("run", "a", 64, 1e6));
+    let d = pass(&mut s, 0.0);
+    let Action::Start { cluster, .. } = d[0].action else {
+        panic!("expected a start, got {:?}", d[0]);
+    };
+    let mut out = Vec::new();
+    // Every node of the cluster is in the gang's rack set; fail node 0 … 7 until one hits.
+    for node in 0..16 {
+        s.handle(50_000.0, Event::NodeFailed { cluster, node }, &mut out);
+        if !out.is_empty() {
+            break;
+        }
+    }
+    let restart = out
+        .iter()
+        .find(|d| matches!(d.action, Action::Restart { .. }))
+        .expect("the run restarts");
+    let Action::Restart { lost_s, .. } = restart.action else {
+        unreachable!()
+    };
+    assert!(lost_s >= 0.0 && lost_s < 50_000.0, "lost {lost_s}");
+    s.check_invariants().expect("invariants");
+    let d = pass(&mut s, 50_000.0);
+    assert!(d.iter().any(|d| matches!(d.action, Action::Start { job, .. } if job == j)));
+}
+
+#[test]
+fn inference_replicas_are_replaced_after_a_failure() {
+    let mut s = sched(Policy::Switchyard, true);
+    let mut svc = job("svc", "b", 8, 0.0);
+    svc.kind = JobKind::Inference;
+    svc.work = Work::Open;
+    svc.replicas = Some(Replicas {
+        min: 3,
+        max: 6,
+        capacity_per_replica: 1.0,
+        load: None,
+    });
+    let j = submit(&mut s, 0.0, svc);
+    let d = pass(&mut s, 0.0);
+    assert_eq!(
+        d.iter().filter(|d| matches!(d.action, Action::AddReplica { .. })).count(),
+        3
+    );
+    let Action::AddReplica { cluster, .. } = d[0].action else {
+        unreachable!()
+    };
+    let mut out = Vec::new();
+    for node in 0..16 {
+        s.handle(10.0, Event::NodeFailed { cluster, node }, &mut out);
+        if !out.is_empty() {
+            break;
+        }
+    }
+    assert!(matches!(out[0].action, Action::ReplicaLost { .. }));
+    let d = pass(&mut s, 10.0);
+    assert_eq!(
+        d.iter().filter(|d| matches!(d.action, Action::AddReplica { job, .. } if job == j)).count(),
+        1
+    );
+    let mut out = Vec::new();
+    s.handle(20.0, Event::Scale { job: j, replicas: 5 }, &mut out);
+    let d = pass(&mut s, 20.0);
+    assert_eq!(d.len(), 2);
+}
+
+#[test]
+fn quota_caps_borrowing() {
+    let mut s = sched(Policy::Fair, false);
+    // Team b may hold at most 64 + 32 = 96 on 'fast'.
+    for i in 0..16 {
+        let mut j = job(&format!("b{i}"), "b", 8, 1000.0);
+        j.clusters = vec!["fast".into()];
+        submit(&mut s, 0.0, j);
+    }
+    let d = pass(&mut s, 0.0);
+    let started = d.iter().filter(|d| matches!(d.action, Action::Start { .. })).count();
+    assert_eq!(started, 12);
+    assert!(s.why(12).contains("quota"), "{}", s.why(12));
+}
+
+/// Drives the scheduler through arrivals, finishes, failures and repairs, checking invariants
+/// after every pass; returns the decisions.
+fn drive(fleet: &Fleet, jobs: Vec<JobSpec>, failures: Vec<(f64, u32, u32)>, policy: Policy) -> Vec<Decision> {
+    let mut s = Scheduler::new(
+        fleet,
+        ThroughputTable::new(),
+        Config {
+            policy,
+            failures: true,
+            ..Config::default()
+        },
+    );
+    // (time, kind, a, b): kind 0 arrival (a = index), 1 finish (a job, b generation),
+    // 2 failure (a cluster, b node), 3 repair.
+    let mut events: Vec<(f64, u8, u32, u32)> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        events.push((j.submit_s, 0, i as u32, 0));
+    }
+    for &(t, c, n) in &failures {
+        events.push((t, 2, c, n));
+        events.push((t + 500.0, 3, c, n));
+    }
+    let mut log = Vec::new();
+    let mut steps = 0;
+    while !events.is_empty() && steps < 10_000 {
+        steps += 1;
+        events.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+        let now = events.last().expect("not empty").0;
+        let mut out = Vec::new();
+        while events.last().is_some_and(|e| e.0 <= now) {
+            let (_, kind, a, b) = events.pop().expect("checked");
+            let ev = match kind {
+                0 => Event::Submit(Box::new(jobs[a as usize].clone())),
+                1 => Event::Finished { job: a, generation: b },
+                2 => Event::NodeFailed { cluster: a, node: b },
+                _ => Event::NodeRepaired { cluster: a, node: b },
+            };
+            s.handle(now, ev, &mut out);
+            s.check_invariants().expect("invariants hold after every event");
+        }
+        s.schedule(now, &mut out);
+        s.check_invariants().expect("invariants hold after every pass");
+        for d in &out {
+            if let Action::Start { job, generation, expected_end_s, .. } = d.action {
+                events.push((expected_end_s.max(now), 1, job, generation));
+            }
+        }
+        log.extend(out);
+    }
+    log
+}
+
+fn arb_fleet() -> impl Strategy<Value = Fleet> {
+    prop::collection::vec((1u32..12, prop::sample::select(vec![1u32, 2, 4, 8]), 1u32..4, any::<bool>()), 1..4)
+        .prop_map(|cs| {
+            let mut t = String::from("name = \"p\"\n[[providers]]\nname = \"p\"\nkind = \"cloud\"\n");
+            for a in ["H100-SXM", "V100", "K80"] {
+                t.push_str(&format!("[[providers.contracts]]\naccelerator = \"{a}\"\non_demand_price = 1.0\n"));
+            }
+            for (i, (nodes, per, rack, _)) in cs.iter().enumerate() {
+                let acc = ["H100-SXM", "V100", "K80"][i % 3];
+                let rack = (*rack).min(*nodes);
+                // Rack size must divide the cluster level; use whole racks.
+                let nodes = nodes.div_ceil(rack) * rack;
+                t.push_str(&format!(
+                    "[[clusters]]\nname = \"c{i}\"\nprovider = \"p\"\nregion = \"r\"\naccelerator = \"{acc}\"\nnodes = {nodes}\naccelerators_per_node = {per}\nnode_mtbf_hours = 100.0\nrepair_hours = 1.0\ncapacity = \"on_demand\"\n[clusters.topology]\nscale_up = {{ nodes = 1, gb_s = 100.0 }}\nrack = {{ nodes = {rack}, gb_s = 10.0 }}\ncluster_gb_s = 10.0\n"
+                ));
+            }
+            t.push_str("[[tenants]]\nname = \"o\"\n[[tenants.teams]]\nname = \"t0\"\nquotas = [{ accelerators = 16, borrowing_limit = 16 }]\n[[tenants.teams]]\nname = \"t1\"\nweight = 2.0\n");
+            Fleet::from_toml(&t, "prop.toml").expect("generated fleet is valid")
+        })
+}
+
+fn arb_jobs() -> impl Strategy<Value = Vec<JobSpec>> {
+    prop::collection::vec(
+        (0u32..3, 1u32..40, 0.0f64..5000.0, 1.0f64..3000.0, -2i32..3, 0u8..4, any::<bool>()),
+        1..40,
+    )
+    .prop_map(|v| {
+        let mut jobs: Vec<JobSpec> = v.into_iter()
+            .enumerate()
+            .map(|(i, (tenant, size, submit, dur, prio, kind, elastic))| {
+                let tenant = ["t0", "t1", "unlisted"][tenant as usize];
+                let mut j = job(&format!("j{i}"), tenant, size, dur);
+                j.submit_s = submit;
+                j.priority = prio;
+                j.kind = match kind {
+                    0 | 1 => JobKind::Training,
+                    2 => JobKind::Batch,
+                    _ => JobKind::Inference,
+                };
+                if j.kind == JobKind::Inference {
+                    j.work = Work::Open;
+                    j.accelerators = size.min(8);
+                    j.replicas = Some(Replicas {
+                        min: 1,
+                        max: 3,
+                        capacity_per_replica: 1.0,
+                        load: None,
+                    });
+                } else if elastic && size > 2 {
+                    j.min_accelerators = Some(size / 2);
+                }
+                j
+            })
+            .collect();
+        // Submission order = scheduler index order.
+        jobs.sort_by(|a, b| a.submit_s.total_cmp(&b.submit_s));
+        jobs
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_on_random_fleets_and_jobs(
+        fleet in arb_fleet(),
+        jobs in arb_jobs(),
+        fails in prop::collection::vec((0.0f64..8000.0, 0u32..3, 0u32..40), 0..8),
+        policy in prop::sample::select(Policy::ALL.to_vec()),
+    ) {
+        let failures: Vec<(f64, u32, u32)> = fails
+            .into_iter()
+            .filter(|&(_, c, _)| (c as usize) < fleet.clusters.len())
+            .map(|(t, c, n)| (t, c, n % fleet.clusters[c as usize].nodes))
+            .collect();
+        let log = drive(&fleet, jobs.clone(), failures, policy);
+        // No job finishes twice, and no service "finishes".
+        let mut finished: Vec<u32> = log
+            .iter()
+            .filter_map(|d| match d.action { Action::Finish { job, .. } => Some(job), _ => None })
+            .collect();
+        let n = finished.len();
+        finished.sort_unstable();
+        finished.dedup();
+        prop_assert_eq!(n, finished.len(), "a job finished twice");
+        prop_assert!(finished.iter().all(|&j| jobs[j as usize].kind != JobKind::Inference));
+        prop_assert!(log.iter().all(|d| !d.reason.is_empty()));
+    }
+
+    #[test]
+    fn same_events_give_same_decisions(fleet in arb_fleet(), jobs in arb_jobs()) {
+        let a = drive(&fleet, jobs.clone(), vec![], Policy::Switchyard);
+        let b = drive(&fleet, jobs, vec![], Policy::Switchyard);
+        prop_assert_eq!(a, b);
+    }
+}
