@@ -500,6 +500,10 @@ fn full_public_traces_load() {
         let t = load(&p, TraceFormat::Itp, &STRICT).expect("ITP folder above raw/");
         assert_eq!(t.jobs.len(), 69_351);
     }
+    if let Some(p) = shared("microsoft-itp-elasticflow/elasticflow") {
+        let t = load(&p, TraceFormat::Itp, &STRICT).expect("ElasticFlow-augmented ITP files");
+        assert_eq!(t.jobs.len(), 69_351);
+    }
     if let Some(p) = shared("alibaba-gpu-v2023") {
         let t = load(&p, TraceFormat::Alibaba2023, &STRICT).expect("openb default");
         assert_eq!(t.jobs.len() + t.skipped, 8_152);
