@@ -19,6 +19,9 @@ pub const SCALE_UP_COLLECTIVE_EFFICIENCY: f64 = 0.8;
 /// of line rate at large message sizes.
 pub const DEFAULT_NETWORK_EFFICIENCY: f64 = 0.8;
 
+/// Fixed cost of one all-to-all across nodes (NCCL send/recv setup to every peer), s.
+pub const COLLECTIVE_LATENCY_ALL_TO_ALL_S: f64 = 50e-6;
+
 /// Fraction of HBM peak that streaming (element-wise, normalization, optimizer) kernels reach:
 /// STREAM-like copies on A100/H100 sustain 80-90% of the datasheet bandwidth; fused PyTorch
 /// element-wise kernels somewhat less.
@@ -112,12 +115,42 @@ impl Hardware {
     /// Per-device bus bandwidth (bytes/s) of a collective among `group` devices that are `span`
     /// consecutive ranks wide: the scale-up fabric if the span fits in one domain, else the
     /// scale-out network.
-    pub fn collective_bw(&self, span: u32) -> f64 {
+    ///
+    /// A group that spans domains but has `q` members in each node runs NCCL's multi-ring /
+    /// hierarchical algorithms over the node's `q` NICs at once (one ring per NIC), so its
+    /// per-device bus bandwidth is `q` times the per-device network rate, capped by the
+    /// scale-up rate. `stride` is the rank distance between consecutive members.
+    pub fn group_bw(&self, size: u32, stride: u32) -> f64 {
+        let span = size.saturating_mul(stride);
+        let up = self.scale_up_gb_s * 1e9 * SCALE_UP_COLLECTIVE_EFFICIENCY;
         if span <= self.scale_up_domain {
-            self.scale_up_gb_s * 1e9 * SCALE_UP_COLLECTIVE_EFFICIENCY
-        } else {
-            self.scale_out_gb_s * 1e9 * self.network_efficiency
+            return up;
         }
+        let q = (self.per_node / stride.max(1)).clamp(1, size.max(1));
+        (self.scale_out_gb_s * 1e9 * self.network_efficiency * f64::from(q)).min(up)
+    }
+
+    /// Time of an all-to-all in which each of `size` members (rank distance `stride`) sends
+    /// `bytes` spread evenly over the group: the part bound for other nodes leaves through the
+    /// device's own NIC, the part for members in the same node over the scale-up fabric.
+    pub fn all_to_all_time(&self, bytes: f64, size: u32, stride: u32) -> f64 {
+        if size <= 1 {
+            return 0.0;
+        }
+        let n = f64::from(size);
+        let up = self.scale_up_gb_s * 1e9 * SCALE_UP_COLLECTIVE_EFFICIENCY;
+        if size.saturating_mul(stride) <= self.scale_up_domain {
+            return bytes * (n - 1.0) / n / up;
+        }
+        let q = f64::from((self.per_node / stride.max(1)).clamp(1, size));
+        let remote = bytes * (n - q) / n / (self.scale_out_gb_s * 1e9 * self.network_efficiency);
+        let local = bytes * (q - 1.0) / n / up;
+        remote.max(local) + COLLECTIVE_LATENCY_ALL_TO_ALL_S
+    }
+
+    /// [`Hardware::group_bw`] of a group of consecutive ranks (stride 1) spanning `span`.
+    pub fn collective_bw(&self, span: u32) -> f64 {
+        self.group_bw(span, 1)
     }
 
     /// Usable HBM per device for the job, bytes.
@@ -145,21 +178,34 @@ pub struct KernelFacts {
     /// Output tile of the library's large GEMM kernels, rows × columns.
     pub tile_m: u32,
     pub tile_n: u32,
+    /// k-extent a GEMM tile's software-pipeline fill and epilogue cost (see `gemm_time`).
+    pub k_overhead: f64,
     /// Fraction of the BF16 peak FlashAttention-class fused attention reaches, forward.
     pub attention_fwd: f64,
     /// Same, backward.
     pub attention_bwd: f64,
+    /// Fraction of the tensor peak that kernels built without the generation's newest matrix
+    /// instructions reach (Hopper: `mma.sync` instead of `wgmma`, about two thirds of peak);
+    /// 1 where there is no such split.
+    pub legacy_mma: f64,
 }
+
+/// FlashAttention in Triton (2023 compilers) reaches about 0.45 of peak forward and 0.3
+/// backward on A100 (Triton fused-attention tutorial and flash_attn_triton benchmarks,
+/// head dim 64-128, with an additive bias), times [`KernelFacts::legacy_mma`] elsewhere.
+pub const TRITON_ATTENTION_FWD: f64 = 0.45;
+pub const TRITON_ATTENTION_BWD: f64 = 0.3;
 
 /// Per-generation kernel facts.
 ///
 /// * A100: cuBLAS BF16 GEMMs of 8,192³ reach about 270-285 of 312 TFLOP/s (0.87-0.91); CUTLASS
 ///   Ampere kernels use 128×128 (or 256×128) tiles over 108 SMs. FlashAttention-2 (Dao 2023,
-///   Fig. 4-5): forward about 180-190 TFLOP/s (0.6) and backward about 150 (0.48) for causal
+///   Fig. 4-5): forward about 170-190 TFLOP/s (0.55) and backward about 130 (0.42) for causal
 ///   head dim 64-128.
 /// * H100/H200/H800 (Hopper SXM, 132 SMs): cuBLAS BF16 8,192³ about 750-800 of 989 TFLOP/s at
 ///   700 W (clock throttling under sustained tensor load): 0.77; FP8 about 1,300-1,450 of 1,979
-///   (0.7); Hopper kernels use 128×256 warp-specialised tiles. Fused attention (cuDNN / FA3,
+///   (0.7); sustained in training (power-capped clocks), 0.72 BF16. Hopper kernels use 128×256
+///   warp-specialised tiles, and `mma.sync` (pre-Hopper) kernels reach about 0.65 of peak. Fused attention (cuDNN / FA3,
 ///   Shah et al. 2024, Fig. 5-7): forward 550-650 TFLOP/s (0.6), backward 400-500 (0.45);
 ///   FlashAttention-2 on Hopper reaches only about 0.35 — the figure here is for the cuDNN/FA3
 ///   kernels current frameworks use.
@@ -171,23 +217,27 @@ pub fn kernel_facts(a: &Accelerator) -> KernelFacts {
     let name = a.name;
     if name.starts_with("A100") {
         KernelFacts {
-            gemm_bf16: 0.88,
-            gemm_fp8: 0.88,
+            gemm_bf16: 0.8,
+            gemm_fp8: 0.8,
             sms: 108,
             tile_m: 128,
             tile_n: 128,
-            attention_fwd: 0.6,
-            attention_bwd: 0.48,
+            k_overhead: 128.0,
+            attention_fwd: 0.55,
+            attention_bwd: 0.42,
+            legacy_mma: 1.0,
         }
     } else if name.starts_with("H100") || name == "H200" || name == "H800" {
         KernelFacts {
-            gemm_bf16: 0.77,
+            gemm_bf16: 0.72,
             gemm_fp8: 0.7,
             sms: 132,
             tile_m: 128,
             tile_n: 256,
+            k_overhead: 256.0,
             attention_fwd: 0.6,
             attention_bwd: 0.45,
+            legacy_mma: 0.65,
         }
     } else if name.starts_with('B') || name.starts_with("GB") {
         KernelFacts {
@@ -196,8 +246,10 @@ pub fn kernel_facts(a: &Accelerator) -> KernelFacts {
             sms: 148,
             tile_m: 128,
             tile_n: 256,
+            k_overhead: 256.0,
             attention_fwd: 0.6,
             attention_bwd: 0.45,
+            legacy_mma: 0.65,
         }
     } else {
         let sms = match a.vendor {
@@ -210,8 +262,10 @@ pub fn kernel_facts(a: &Accelerator) -> KernelFacts {
             sms,
             tile_m: 128,
             tile_n: 128,
+            k_overhead: 128.0,
             attention_fwd: 0.5,
             attention_bwd: 0.4,
+            legacy_mma: 1.0,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod model;
 pub mod plan;
 pub mod search;
+pub mod software;
 pub mod train;
 pub mod validate;
 
@@ -23,6 +24,7 @@ pub use hardware::Hardware;
 pub use layout::{Layout, Recompute};
 pub use model::{ModelSpec, MoeSpec};
 pub use search::{LayoutConstraint, SearchOptions, best_training_rate, best_training_rate_on, search};
+pub use software::{AttentionKernel, Software};
 pub use train::{TrainingEstimate, TrainingSpec, estimate};
 
 /// What went wrong; every message names the table and field at fault.

@@ -1,1 +1,600 @@
-//! (being written)
+//! `switchyard plan`: the plan file (TOML) and the report.
+//!
+//! ```toml
+//! [model]        # name, layers, hidden, heads, kv_heads?, ffn_hidden?, gated_ffn?, vocab, seq_len,
+//!                # experts?, experts_per_token?, expert_ffn_hidden?, shared_experts?, moe_layers?
+//!                # (or preset = "llama3-405b" and overrides)
+//! [training]     # global_batch, precision = "bf16" | "fp8", tokens?, software?
+//! [hardware]     # accelerator, count, per_node?; or cluster = "name" (with --fleet FILE)
+//! [parallelism]  # optional: tp, pp, dp?, cp?, ep?, microbatch?, virtual_stages?, recompute?,
+//!                # sequence_parallel?, zero?, allow_tp_beyond_scale_up?
+//! [inference]    # instead of [training]: precision, prompt_tokens, output_tokens,
+//!                # concurrency = N | "max"
+//! ```
+//! Absent `[parallelism]` keys are chosen by the layout search.
+
+use serde::{Deserialize, Serialize};
+use switchyard_core::accelerator;
+use switchyard_core::fleet::Fleet;
+
+use crate::PerfError;
+use crate::hardware::Hardware;
+use crate::infer::{Concurrency, InferenceEstimate, InferenceLayout, InferenceSpec, estimate_inference};
+use crate::layout::Recompute;
+use crate::model::{ModelFields, ModelSpec};
+use crate::search::{LayoutConstraint, SearchOptions, search};
+use crate::software::Software;
+use crate::train::{TrainingEstimate, TrainingSpec};
+
+/// Storage bandwidth one node writes a checkpoint at, GB/s: a parallel file system or object
+/// store gives each client node a few GB/s (Llama 3 paper §3.3.4: checkpoints written from
+/// every GPU in parallel to Tectonic; Lustre/GPFS clients reach 2-10 GB/s per node).
+pub const CHECKPOINT_WRITE_GB_S_PER_NODE: f64 = 4.0;
+
+/// Checkpoint bytes per parameter: BF16 weights plus FP32 master weights and two Adam moments.
+pub const CHECKPOINT_BYTES_PER_PARAM: f64 = 14.0;
+
+/// Time to get a job running again after a failure (detect, replace the node, restart every
+/// rank, reload the checkpoint), hours. Meta and MegaScale report tens of minutes at scale.
+pub const RESTART_HOURS: f64 = 0.25;
+
+/// Node mean time between failures when the hardware names no fleet cluster, hours: the Llama 3
+/// paper (Table 5) reports 419 unexpected interruptions in 54 days on 16,384 H100 in 2,048 nodes,
+/// i.e. 2,048 × 54 × 24 / 419 ≈ 6,335 node-hours per interruption
+/// (data/calibration reliability rows; published_reliability.csv in the shared set).
+pub const DEFAULT_NODE_MTBF_HOURS: f64 = 6335.0;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainingFields {
+    global_batch: Option<u32>,
+    precision: Option<String>,
+    tokens: Option<f64>,
+    software: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HardwareFields {
+    accelerator: Option<String>,
+    count: Option<u32>,
+    per_node: Option<u32>,
+    cluster: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParallelismFields {
+    tp: Option<u32>,
+    pp: Option<u32>,
+    dp: Option<u32>,
+    cp: Option<u32>,
+    ep: Option<u32>,
+    microbatch: Option<u32>,
+    virtual_stages: Option<u32>,
+    recompute: Option<String>,
+    sequence_parallel: Option<bool>,
+    zero: Option<u8>,
+    allow_tp_beyond_scale_up: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum ConcurrencyField {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferenceFields {
+    precision: Option<String>,
+    prompt_tokens: Option<u32>,
+    output_tokens: Option<u32>,
+    concurrency: Option<ConcurrencyField>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    model: Option<ModelFields>,
+    training: Option<TrainingFields>,
+    hardware: Option<HardwareFields>,
+    parallelism: Option<ParallelismFields>,
+    inference: Option<InferenceFields>,
+}
+
+/// What the plan asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    Training(TrainingSpec),
+    Inference(InferenceSpec),
+}
+
+/// A validated plan file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanInput {
+    pub model: ModelSpec,
+    pub hardware: Hardware,
+    pub workload: Workload,
+    pub constraint: LayoutConstraint,
+    /// Whether the file had a `[parallelism]` table.
+    pub layout_given: bool,
+    pub allow_tp_beyond_scale_up: bool,
+}
+
+fn precision(text: Option<&str>, table: &str) -> Result<bool, PerfError> {
+    match text.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("bf16") | Some("fp16") => Ok(false),
+        Some("fp8") => Ok(true),
+        Some(other) => Err(PerfError::input(format!(
+            "[{table}] precision = \"{other}\" must be \"bf16\" or \"fp8\""
+        ))),
+    }
+}
+
+/// Parses and validates a plan file. `fleet` resolves `[hardware] cluster`.
+pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
+    let raw: PlanFile =
+        toml::from_str(text).map_err(|e| PerfError::input(format!("{file}: {e}")))?;
+    let model = raw
+        .model
+        .ok_or_else(|| PerfError::input(format!("{file}: the [model] table is missing")))?
+        .resolve()?;
+    let hw_fields = raw
+        .hardware
+        .ok_or_else(|| PerfError::input(format!("{file}: the [hardware] table is missing")))?;
+    let mut hardware = match (&hw_fields.accelerator, &hw_fields.cluster) {
+        (Some(_), Some(_)) => {
+            return Err(PerfError::input(
+                "[hardware] give either accelerator or cluster, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(PerfError::input(
+                "[hardware] needs accelerator = \"<catalog name>\" or cluster = \"<fleet cluster>\"",
+            ));
+        }
+        (Some(name), None) => {
+            let accel = accelerator::lookup(name).ok_or_else(|| {
+                PerfError::input(format!(
+                    "[hardware] accelerator = \"{name}\" is not in the catalog (known: {})",
+                    accelerator::names().join(", ")
+                ))
+            })?;
+            let count = hw_fields
+                .count
+                .ok_or_else(|| PerfError::input("[hardware] count is missing"))?;
+            let mut hw = Hardware::from_accelerator(accel, count);
+            // Price from the fleet's contracts for this accelerator, if any.
+            hw.price_per_accelerator_hour = cheapest_price(fleet, accel.name);
+            hw
+        }
+        (None, Some(name)) => {
+            let cluster = fleet.cluster(name).ok_or_else(|| {
+                PerfError::input(format!(
+                    "[hardware] cluster = \"{name}\" is not in the fleet \"{}\" (clusters: {})",
+                    fleet.name,
+                    fleet
+                        .clusters
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            let count = hw_fields
+                .count
+                .unwrap_or_else(|| u32::try_from(cluster.accelerators()).unwrap_or(u32::MAX));
+            if u64::from(count) > cluster.accelerators() {
+                return Err(PerfError::input(format!(
+                    "[hardware] count = {count} exceeds the {} accelerators of cluster \"{name}\"",
+                    cluster.accelerators()
+                )));
+            }
+            Hardware::from_cluster(cluster, count)
+        }
+    };
+    if hardware.count == 0 {
+        return Err(PerfError::input("[hardware] count must be at least 1"));
+    }
+    if let Some(per_node) = hw_fields.per_node {
+        if per_node == 0 {
+            return Err(PerfError::input("[hardware] per_node must be at least 1"));
+        }
+        hardware.per_node = per_node;
+    }
+    let workload = match (raw.training, raw.inference) {
+        (Some(_), Some(_)) => {
+            return Err(PerfError::input(
+                "give either a [training] or an [inference] table, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(PerfError::input(
+                "a [training] or an [inference] table is required",
+            ));
+        }
+        (Some(t), None) => {
+            let global_batch = t
+                .global_batch
+                .ok_or_else(|| PerfError::input("[training] global_batch is missing"))?;
+            if global_batch == 0 {
+                return Err(PerfError::input("[training] global_batch must be at least 1"));
+            }
+            if let Some(tokens) = t.tokens {
+                if !(tokens > 0.0 && tokens.is_finite()) {
+                    return Err(PerfError::input(format!(
+                        "[training] tokens = {tokens} must be a positive number"
+                    )));
+                }
+            }
+            let fp8 = precision(t.precision.as_deref(), "training")?;
+            if fp8 && hardware.accelerator.fp8_tflops.is_none() {
+                return Err(PerfError::input(format!(
+                    "[training] precision = \"fp8\" but {} has no FP8 arithmetic",
+                    hardware.accelerator.name
+                )));
+            }
+            let software = match t.software.as_deref() {
+                None => Software::default(),
+                Some(name) => Software::by_name(name).ok_or_else(|| {
+                    PerfError::input(format!(
+                        "[training] software = \"{name}\" is not a known stack (known: {})",
+                        Software::names().join(", ")
+                    ))
+                })?,
+            };
+            Workload::Training(TrainingSpec {
+                global_batch,
+                fp8,
+                tokens: t.tokens,
+                software,
+            })
+        }
+        (None, Some(i)) => {
+            let fp8 = precision(i.precision.as_deref(), "inference")?;
+            if fp8 && hardware.accelerator.fp8_tflops.is_none() {
+                return Err(PerfError::input(format!(
+                    "[inference] precision = \"fp8\" but {} has no FP8 arithmetic",
+                    hardware.accelerator.name
+                )));
+            }
+            let prompt_tokens = i
+                .prompt_tokens
+                .ok_or_else(|| PerfError::input("[inference] prompt_tokens is missing"))?;
+            let output_tokens = i
+                .output_tokens
+                .ok_or_else(|| PerfError::input("[inference] output_tokens is missing"))?;
+            if output_tokens == 0 {
+                return Err(PerfError::input("[inference] output_tokens must be at least 1"));
+            }
+            let concurrency = match i.concurrency {
+                None => Concurrency::Max,
+                Some(ConcurrencyField::Text(t)) if t.eq_ignore_ascii_case("max") => {
+                    Concurrency::Max
+                }
+                Some(ConcurrencyField::Text(t)) => {
+                    return Err(PerfError::input(format!(
+                        "[inference] concurrency = \"{t}\" must be a positive number or \"max\""
+                    )));
+                }
+                Some(ConcurrencyField::Number(n)) if n >= 1 => {
+                    Concurrency::Fixed(u32::try_from(n).unwrap_or(u32::MAX))
+                }
+                Some(ConcurrencyField::Number(n)) => {
+                    return Err(PerfError::input(format!(
+                        "[inference] concurrency = {n} must be at least 1 (or \"max\")"
+                    )));
+                }
+            };
+            Workload::Inference(InferenceSpec {
+                fp8,
+                prompt_tokens,
+                output_tokens,
+                concurrency,
+            })
+        }
+    };
+    let layout_given = raw.parallelism.is_some();
+    let p = raw.parallelism.unwrap_or_default();
+    let recompute = match p.recompute.as_deref() {
+        None => None,
+        Some(t) => Some(Recompute::parse(t).ok_or_else(|| {
+            PerfError::input(format!(
+                "[parallelism] recompute = \"{t}\" must be \"none\", \"selective\" or \"full\""
+            ))
+        })?),
+    };
+    let constraint = LayoutConstraint {
+        tp: p.tp,
+        pp: p.pp,
+        dp: p.dp,
+        cp: p.cp,
+        ep: p.ep,
+        microbatch: p.microbatch,
+        virtual_stages: p.virtual_stages,
+        recompute,
+        sequence_parallel: p.sequence_parallel,
+        zero: p.zero,
+    };
+    for (v, f) in [
+        (constraint.tp, "tp"),
+        (constraint.pp, "pp"),
+        (constraint.dp, "dp"),
+        (constraint.cp, "cp"),
+        (constraint.ep, "ep"),
+        (constraint.microbatch, "microbatch"),
+        (constraint.virtual_stages, "virtual_stages"),
+    ] {
+        if v == Some(0) {
+            return Err(PerfError::input(format!("[parallelism] {f} must be at least 1")));
+        }
+    }
+    let product = u64::from(constraint.tp.unwrap_or(1))
+        * u64::from(constraint.pp.unwrap_or(1))
+        * u64::from(constraint.dp.unwrap_or(1))
+        * u64::from(constraint.cp.unwrap_or(1));
+    if constraint.tp.is_some()
+        && constraint.pp.is_some()
+        && constraint.dp.is_some()
+        && product != u64::from(hardware.count)
+    {
+        return Err(PerfError::input(format!(
+            "[parallelism] tp·pp·dp·cp = {product} is not the device count {}",
+            hardware.count
+        )));
+    }
+    if product > u64::from(hardware.count) || u64::from(hardware.count) % product != 0 {
+        return Err(PerfError::input(format!(
+            "[parallelism] the given degrees (product {product}) do not divide the device count {}",
+            hardware.count
+        )));
+    }
+    let allow = p.allow_tp_beyond_scale_up.unwrap_or(false);
+    if let Some(tp) = constraint.tp {
+        if tp > hardware.scale_up_domain && !allow {
+            return Err(PerfError::input(format!(
+                "[parallelism] tp = {tp} is larger than the scale-up domain ({} {} devices); \
+                 set allow_tp_beyond_scale_up = true to cost it over the scale-out network",
+                hardware.scale_up_domain, hardware.accelerator.name
+            )));
+        }
+        if model.heads % tp != 0 {
+            return Err(PerfError::input(format!(
+                "[parallelism] tp = {tp} does not divide [model] heads = {}",
+                model.heads
+            )));
+        }
+    }
+    if let (Some(ep), Some(moe)) = (constraint.ep, &model.moe) {
+        if moe.experts % ep != 0 {
+            return Err(PerfError::input(format!(
+                "[parallelism] ep = {ep} does not divide [model] experts = {}",
+                moe.experts
+            )));
+        }
+    }
+    if constraint.ep.is_some_and(|ep| ep > 1) && model.moe.is_none() {
+        return Err(PerfError::input(
+            "[parallelism] ep > 1 needs a mixture-of-experts model ([model] experts)",
+        ));
+    }
+    Ok(PlanInput {
+        model,
+        hardware,
+        workload,
+        constraint,
+        layout_given,
+        allow_tp_beyond_scale_up: allow,
+    })
+}
+
+fn cheapest_price(fleet: &Fleet, accel: &str) -> Option<f64> {
+    fleet
+        .providers
+        .iter()
+        .flat_map(|p| p.contracts.iter())
+        .filter(|c| accelerator::lookup(&c.accelerator).is_some_and(|a| a.name == accel))
+        .filter_map(|c| {
+            c.reserved
+                .as_ref()
+                .map(|r| r.price)
+                .into_iter()
+                .chain(c.on_demand_price)
+                .reduce(f64::min)
+        })
+        .reduce(f64::min)
+}
+
+/// Days, hours and dollars for a token budget, with failures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Budget {
+    pub tokens: f64,
+    /// Failure-free days to train.
+    pub ideal_days: f64,
+    /// Days including checkpoint writes, lost work and restarts (Young/Daly interval).
+    pub days_to_train: f64,
+    pub accelerator_hours: f64,
+    /// `None` when no contract prices this accelerator.
+    pub cost_usd: Option<f64>,
+    pub price_per_accelerator_hour: Option<f64>,
+    /// Mean time between failures of the job's nodes together, hours.
+    pub job_mtbf_hours: f64,
+    pub checkpoint_write_s: f64,
+    /// Young/Daly optimal interval sqrt(2·δ·M), hours.
+    pub checkpoint_interval_hours: f64,
+    /// Useful fraction of wall-clock time.
+    pub goodput: f64,
+}
+
+/// Young/Daly: checkpoint every sqrt(2·δ·M); per interval τ the job loses δ writing, on
+/// average τ/2 + R per failure, failures arriving every M.
+pub fn budget(m: &ModelSpec, hw: &Hardware, tokens_per_s: f64, tokens: f64) -> Budget {
+    let ideal_s = tokens / tokens_per_s;
+    let mtbf_node = hw.node_mtbf_hours.unwrap_or(DEFAULT_NODE_MTBF_HOURS);
+    let job_mtbf = mtbf_node / f64::from(hw.nodes().max(1));
+    let ckpt_bytes = m.total_params() * CHECKPOINT_BYTES_PER_PARAM;
+    let write_s = ckpt_bytes / (f64::from(hw.nodes().max(1)) * CHECKPOINT_WRITE_GB_S_PER_NODE * 1e9);
+    let delta_h = write_s / 3600.0;
+    let tau_h = (2.0 * delta_h * job_mtbf).sqrt().max(delta_h);
+    let overhead = delta_h / tau_h + (tau_h / 2.0 + RESTART_HOURS) / job_mtbf;
+    let goodput = (1.0 / (1.0 + overhead)).clamp(0.0, 1.0);
+    let wall_s = ideal_s / goodput;
+    let accel_hours = wall_s / 3600.0 * f64::from(hw.count);
+    Budget {
+        tokens,
+        ideal_days: ideal_s / 86400.0,
+        days_to_train: wall_s / 86400.0,
+        accelerator_hours: accel_hours,
+        cost_usd: hw.price_per_accelerator_hour.map(|p| p * accel_hours),
+        price_per_accelerator_hour: hw.price_per_accelerator_hour,
+        job_mtbf_hours: job_mtbf,
+        checkpoint_write_s: write_s,
+        checkpoint_interval_hours: tau_h,
+        goodput,
+    }
+}
+
+/// Model and hardware as the report shows them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Subject {
+    pub model: String,
+    pub params_b: f64,
+    pub active_params_b: f64,
+    pub accelerator: String,
+    pub count: u32,
+    pub cluster: Option<String>,
+}
+
+/// The training report (`plan --json` prints it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingReport {
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub subject: Subject,
+    pub precision: &'static str,
+    pub global_batch: u32,
+    /// Whether the layout came from the search (some or all settings chosen).
+    pub searched: bool,
+    #[serde(flatten)]
+    pub best: TrainingEstimate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_to_train: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// The next fastest layouts that fit.
+    pub alternatives: Vec<TrainingEstimate>,
+}
+
+/// The inference report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InferenceReport {
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub subject: Subject,
+    pub precision: &'static str,
+    pub prompt_tokens: u32,
+    pub output_tokens: u32,
+    #[serde(flatten)]
+    pub estimate: InferenceEstimate,
+}
+
+/// Either report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum PlanReport {
+    Training(Box<TrainingReport>),
+    Inference(InferenceReport),
+}
+
+/// Layouts the report lists besides the best.
+pub const ALTERNATIVES: usize = 4;
+
+/// Runs a plan.
+pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
+    let m = &input.model;
+    let hw = &input.hardware;
+    let subject = Subject {
+        model: m.name.clone(),
+        params_b: m.total_params() / 1e9,
+        active_params_b: m.active_params() / 1e9,
+        accelerator: hw.accelerator.name.to_string(),
+        count: hw.count,
+        cluster: hw.cluster.clone(),
+    };
+    match &input.workload {
+        Workload::Training(spec) => {
+            let opts = SearchOptions {
+                keep: ALTERNATIVES + 1,
+                allow_tp_beyond_scale_up: input.allow_tp_beyond_scale_up,
+                ..SearchOptions::default()
+            };
+            let c = &input.constraint;
+            let complete = c.tp.is_some()
+                && c.pp.is_some()
+                && c.microbatch.is_some()
+                && c.recompute.is_some();
+            let mut found = search(m, hw, spec, c, &opts)?;
+            if found.is_empty() {
+                // Nothing fits: report the given (or fastest) layout anyway, marked as not fitting.
+                found = search(
+                    m,
+                    hw,
+                    spec,
+                    c,
+                    &SearchOptions {
+                        ignore_memory: true,
+                        ..opts
+                    },
+                )?;
+            }
+            if found.is_empty() {
+                return Err(PerfError::input(format!(
+                    "no valid layout of {} on {} {} for global_batch = {}",
+                    m.name, hw.count, hw.accelerator.name, spec.global_batch
+                )));
+            }
+            let best = found.remove(0);
+            let b = spec.tokens.map(|t| budget(m, hw, best.tokens_per_s, t));
+            Ok(PlanReport::Training(Box::new(TrainingReport {
+                kind: "training",
+                subject,
+                precision: if spec.fp8 { "fp8" } else { "bf16" },
+                global_batch: spec.global_batch,
+                searched: !complete,
+                days_to_train: b.as_ref().map(|b| b.days_to_train),
+                cost_usd: b.as_ref().and_then(|b| b.cost_usd),
+                budget: b,
+                best,
+                alternatives: found,
+            })))
+        }
+        Workload::Inference(spec) => {
+            let tp = input.constraint.tp.unwrap_or_else(|| {
+                if input.constraint.pp.is_some() {
+                    hw.count / input.constraint.pp.unwrap_or(1).max(1)
+                } else {
+                    hw.count
+                }
+            });
+            let pp = input.constraint.pp.unwrap_or_else(|| hw.count / tp.max(1));
+            let layout = InferenceLayout {
+                tp,
+                pp,
+                ep: input.constraint.ep.unwrap_or(1),
+            };
+            let estimate = estimate_inference(m, hw, &layout, spec)?;
+            Ok(PlanReport::Inference(InferenceReport {
+                kind: "inference",
+                subject,
+                precision: if spec.fp8 { "fp8" } else { "bf16" },
+                prompt_tokens: spec.prompt_tokens,
+                output_tokens: spec.output_tokens,
+                estimate,
+            }))
+        }
+    }
+}

@@ -7,6 +7,7 @@ use crate::PerfError;
 use crate::hardware::Hardware;
 use crate::layout::{Layout, Recompute};
 use crate::model::ModelSpec;
+use crate::software::Software;
 use crate::train::{TrainingEstimate, TrainingSpec, estimate};
 
 /// A partly given layout: `None` fields are chosen by the search.
@@ -273,6 +274,7 @@ pub fn best_training_rate_on(
         global_batch,
         fp8,
         tokens: None,
+        software: Software::default(),
     };
     let opts = SearchOptions {
         keep: 1,

@@ -13,15 +13,13 @@
 
 use serde::Serialize;
 
-use crate::hardware::{GIB, Hardware, KernelFacts, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
+use crate::hardware::{
+    GIB, Hardware, KernelFacts, MEMORY_BANDWIDTH_EFFICIENCY, TRITON_ATTENTION_BWD,
+    TRITON_ATTENTION_FWD, kernel_facts,
+};
+use crate::software::{AttentionKernel, Software};
 use crate::layout::{Layout, Recompute};
 use crate::model::ModelSpec;
-
-/// k-extent (in multiply-accumulate steps) that one output tile's prologue and epilogue cost:
-/// a CUTLASS/cuBLAS mainloop consumes k in steps of 64 and its software pipeline fill, the
-/// epilogue's conversion and store cost about two such steps, so a GEMM of depth k runs at
-/// about k/(k+128) of its large-k rate.
-pub const GEMM_K_OVERHEAD: f64 = 128.0;
 
 /// Bytes of one BF16 element.
 const BF16: f64 = 2.0;
@@ -36,6 +34,11 @@ pub const BACKWARD_GEMM_FACTOR: f64 = 2.0;
 /// FlashAttention's backward pass runs five matrix products against the forward's two
 /// (it recomputes the scores), so 2.5 times the forward FLOPs.
 pub const ATTENTION_BACKWARD_FACTOR: f64 = 2.5;
+
+/// Bytes moved per attention score by the unfused softmax path, forward: scale-mask-softmax
+/// reads and writes the 2-byte score (4 B); dropout reads and writes it and writes a 1-byte mask
+/// (5 B).
+pub const UNFUSED_SOFTMAX_BYTES_PER_SCORE: f64 = 9.0;
 
 /// Bytes the Adam step moves per parameter it updates: reads the FP32 master weight, gradient
 /// and both moments (16 B), writes weight and moments (12 B) and the BF16 copy (2 B).
@@ -66,6 +69,8 @@ pub struct TrainingSpec {
     pub fp8: bool,
     /// Total tokens to train on, for days-to-train and cost.
     pub tokens: Option<f64>,
+    /// The framework's kernels and overlap.
+    pub software: Software,
 }
 
 /// Seconds per step by kind. `*_exposed` parts add to the step; `overlapped_s` is
@@ -134,7 +139,7 @@ pub fn gemm_time(m: f64, n: f64, k: f64, peak_flops: f64, ceiling: f64, f: &Kern
             * f64::from(f.tile_m)
             * (n / f64::from(f.tile_n)).ceil()
             * f64::from(f.tile_n));
-    let k_eff = k / (k + GEMM_K_OVERHEAD);
+    let k_eff = k / (k + f.k_overhead);
     let eff = ceiling * wave_eff * tile_eff * k_eff;
     let t_compute = flops / (peak_flops * eff);
     let bytes = elem_bytes * (m * k + k * n) + BF16 * m * n;
@@ -162,6 +167,7 @@ struct LayerCost {
 }
 
 struct Ctx<'a> {
+    software: Software,
     m: &'a ModelSpec,
     hw: &'a Hardware,
     l: &'a Layout,
@@ -206,6 +212,52 @@ impl Ctx<'_> {
         kinds * ((t - 1.0) / t * bytes / bw + lat * (t - 1.0))
     }
 
+    /// Core attention of one layer for one micro-batch: (forward compute, backward compute,
+    /// forward memory-bound time of a materialised score matrix).
+    fn attention(&self, tok: f64) -> (f64, f64, f64) {
+        let m = self.m;
+        let t = f64::from(self.l.tp);
+        let h = f64::from(m.hidden);
+        let s_full = f64::from(m.seq_len);
+        let f = &self.facts;
+        match self.software.attention {
+            AttentionKernel::Fused | AttentionKernel::TritonBias => {
+                // Causal: each query sees on average half the sequence plus the partly masked
+                // diagonal block of 128.
+                let flops = 4.0 * tok * (s_full / 2.0 + 64.0) * h / t;
+                let (ef, eb) = if self.software.attention == AttentionKernel::Fused {
+                    (f.attention_fwd, f.attention_bwd)
+                } else {
+                    (
+                        TRITON_ATTENTION_FWD * f.legacy_mma,
+                        TRITON_ATTENTION_BWD * f.legacy_mma,
+                    )
+                };
+                (
+                    flops / (self.bf16_peak * ef),
+                    ATTENTION_BACKWARD_FACTOR * flops / (self.bf16_peak * eb),
+                    0.0,
+                )
+            }
+            AttentionKernel::Unfused => {
+                // Per head: scores = Q·K^T over the full square (masking does not skip work),
+                // then P·V; the backward runs two GEMMs for each.
+                let hd = f64::from(m.head_dim());
+                let heads = f64::from(m.heads) / t;
+                let seqs = tok / s_full.max(1.0);
+                let s_q = tok / seqs.max(1e-9);
+                let qk = self.gemm_bf16(s_q, s_full, hd);
+                let pv = self.gemm_bf16(s_q, hd, s_full);
+                let g = seqs * heads * (qk + pv);
+                // Scale-mask-softmax (read and write 2 B) and dropout (read and write 2 B, 1 B
+                // mask) over every score.
+                let scores = seqs * heads * s_q * s_full;
+                let mem = self.stream(scores * UNFUSED_SOFTMAX_BYTES_PER_SCORE);
+                (g, BACKWARD_GEMM_FACTOR * g, mem)
+            }
+        }
+    }
+
     /// Cost of one transformer layer for one micro-batch; `moe` picks the FFN kind.
     fn layer(&self, moe: bool) -> LayerCost {
         let m = self.m;
@@ -215,17 +267,11 @@ impl Ctx<'_> {
         let h = f64::from(m.hidden);
         let kv = f64::from(m.kv_dim());
         let f = f64::from(m.ffn_hidden);
-        let s_full = f64::from(m.seq_len);
         let sp = if l.sequence_parallel { t } else { 1.0 };
 
         // Attention projections.
         let mut g_fwd = self.gemm(tok, (h + 2.0 * kv) / t, h) + self.gemm(tok, h, h / t);
-        // Core attention (fused kernel), causal: each query sees on average half the sequence
-        // plus the partly masked diagonal block of 128.
-        let attn_flops = 4.0 * tok * (s_full / 2.0 + 64.0) * h / t;
-        let attn_fwd = attn_flops / (self.bf16_peak * self.facts.attention_fwd);
-        let attn_bwd =
-            ATTENTION_BACKWARD_FACTOR * attn_flops / (self.bf16_peak * self.facts.attention_bwd);
+        let (attn_fwd, attn_bwd, attn_mem_fwd) = self.attention(tok);
 
         // Element-wise bytes per token, forward: two norms (read+write h), two residual adds
         // (read 2h, write h), rotary/QKV split over q,k (read+write), the FFN activation.
@@ -259,9 +305,7 @@ impl Ctx<'_> {
             elem += 4.0 * k * h * BF16 / t;
             // Dispatch + combine all-to-all, forward; the group spans tp·cp·ep ranks.
             if l.ep > 1 {
-                let bytes = tok * k * h * BF16 / t * (ep - 1.0) / ep;
-                let bw = self.hw.collective_bw(l.tp * l.cp * l.ep);
-                ep_comm = 2.0 * bytes / bw;
+                ep_comm = 2.0 * self.hw.all_to_all_time(tok * k * h * BF16 / t, l.ep, l.tp);
             }
         } else {
             g_fwd += self.gemm(tok, (n_mats - 1.0) * f / t, h) + self.gemm(tok, h, f / t);
@@ -273,11 +317,13 @@ impl Ctx<'_> {
             elem += 3.0 * (3.0 * h / sp + if moe { 0.0 } else { f / t });
         }
         let elem_fwd = self.stream(tok * elem);
-        let fwd = g_fwd + attn_fwd + elem_fwd;
-        let bwd = BACKWARD_GEMM_FACTOR * g_fwd + attn_bwd + BACKWARD_ELEMENTWISE_FACTOR * elem_fwd;
+        let fwd = g_fwd + attn_fwd + attn_mem_fwd + elem_fwd;
+        let bwd = BACKWARD_GEMM_FACTOR * g_fwd
+            + attn_bwd
+            + BACKWARD_ELEMENTWISE_FACTOR * (elem_fwd + attn_mem_fwd);
         let recompute = match l.recompute {
             Recompute::None => 0.0,
-            Recompute::Selective => attn_fwd + self.stream(tok * ffn_elems * BF16),
+            Recompute::Selective => attn_fwd + attn_mem_fwd + self.stream(tok * ffn_elems * BF16),
             Recompute::Full => fwd,
         };
         // Tensor parallel: two all-reduces (or all-gather + reduce-scatter pairs with SP) in the
@@ -290,7 +336,7 @@ impl Ctx<'_> {
         let cp_comm = if l.cp > 1 {
             let c = f64::from(l.cp);
             let kv_bytes = tok * 2.0 * kv * BF16 / t;
-            let bw = self.hw.collective_bw(l.tp * l.cp);
+            let bw = self.hw.group_bw(l.cp, l.tp);
             (passes + 1.0) * (c - 1.0) * kv_bytes / bw
         } else {
             0.0
@@ -302,7 +348,7 @@ impl Ctx<'_> {
             tp_comm,
             cp_comm,
             ep_comm: ep_comm * passes,
-            attn: attn_fwd + attn_bwd,
+            attn: attn_fwd + attn_bwd + (1.0 + BACKWARD_ELEMENTWISE_FACTOR) * attn_mem_fwd,
         }
     }
 
@@ -447,6 +493,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         (bf16_peak, facts.gemm_bf16)
     };
     let ctx = Ctx {
+        software: spec.software,
         m,
         hw,
         l,
@@ -493,8 +540,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let pp_mb = if l.pp > 1 {
         let sp = if l.sequence_parallel { f64::from(l.tp) } else { 1.0 };
         let bytes = tokens_mb * h * BF16 / sp;
-        let span = l.tp * l.cp * l.dp * l.pp;
-        let bw = hw.collective_bw(span);
+        let bw = hw.group_bw(2, l.tp * l.cp * l.dp);
         2.0 * v * (bytes / bw + COLLECTIVE_LATENCY_SCALE_OUT_S)
     } else {
         0.0
@@ -509,9 +555,14 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let dpf = f64::from(dp);
     let edp = (dpf / f64::from(l.ep)).max(1.0);
     let dp_span = l.tp * l.cp * l.dp;
-    let bw_dp = hw.collective_bw(dp_span);
-    let edp_span = dp_span / l.ep.max(1);
-    let bw_edp = hw.collective_bw(edp_span.max(1));
+    let zero3_flat = l.zero == 3 && spec.software.zero3_unoverlapped;
+    let bw_dp = if zero3_flat && dp_span > hw.scale_up_domain {
+        // Per-partition gathers over the device's own NIC (no multi-NIC rings).
+        hw.scale_out_gb_s * 1e9 * hw.network_efficiency
+    } else {
+        hw.group_bw(l.dp * l.cp, l.tp)
+    };
+    let bw_edp = hw.group_bw((l.dp * l.cp / l.ep.max(1)).max(1), l.tp * l.ep.max(1));
     let ring = |n: f64| if n > 1.0 { (n - 1.0) / n } else { 0.0 };
     // One pass (all-gather or reduce-scatter) of `bytes_per_param` over all stage parameters.
     let pass = |bytes_per_param: f64| {
@@ -530,7 +581,11 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
             // FSDP: gather for forward, gather again for backward (the recompute reuses it),
             // reduce-scatter gradients, every micro-batch; prefetched one layer ahead.
             let per_mb = 2.0 * pass(BF16) + pass(gb);
-            let exposed_mb = (per_mb - compute_mb).max(0.0) + per_mb / (3.0 * stage_layers.max(1.0));
+            let exposed_mb = if zero3_flat {
+                per_mb
+            } else {
+                (per_mb - compute_mb).max(0.0) + per_mb / (3.0 * stage_layers.max(1.0))
+            };
             (per_mb * microbatches, exposed_mb * microbatches)
         }
         2 => {
@@ -546,7 +601,11 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
             let bwd_window = stage_layers * (mix(|c| c.bwd + c.recompute));
             let fwd_window = stage_layers * mix(|c| c.fwd);
             let tail = (rs + ag) / stage_layers.max(1.0);
-            let exposed = (rs - bwd_window).max(0.0) + (ag - fwd_window).max(0.0) + tail;
+            let exposed = if spec.software.dp_overlap {
+                (rs - bwd_window).max(0.0) + (ag - fwd_window).max(0.0) + tail
+            } else {
+                rs + ag
+            };
             (rs + ag, exposed)
         }
     };

@@ -13,6 +13,7 @@ use crate::infer::{Concurrency, InferenceLayout, InferenceSpec, estimate_inferen
 use crate::layout::Recompute;
 use crate::model::ModelFields;
 use crate::search::{LayoutConstraint, SearchOptions, search};
+use crate::software::Software;
 use crate::train::TrainingSpec;
 
 /// Which kind of calibration file.
@@ -122,6 +123,25 @@ fn fp8(row: &Row) -> Result<bool, PerfError> {
     }
 }
 
+/// The software stack each source ran, as the publication states it (training rows; the
+/// columns cannot express it). Sources not listed get the default (current Megatron-Core).
+///
+/// | source | stack |
+/// |---|---|
+/// | `megatron_sc21` | Megatron-LM 2021 (no FlashAttention, no overlapped DP reduction); its ZeRO-3 rows ran DeepSpeed ZeRO-3 (2021) |
+/// | `korthikanti_2022` | Megatron-LM 2022 (same kernels; the paper predates FlashAttention in Megatron) |
+/// | `megascale` | the paper's Megatron-LM baseline, which lacks the FlashAttention-2 and DP/PP overlap MegaScale adds (§3) |
+/// | `llm_foundry` | llm-foundry/Composer 2023: FSDP, MPT's Triton attention with the ALiBi bias |
+/// | others | Megatron-Core / NeMo / Megatron-Bridge with Transformer Engine |
+pub fn software_for(source: &str, zero: Option<u8>) -> Software {
+    match source {
+        "megatron_sc21" if zero == Some(3) => Software::DEEPSPEED_2021,
+        "megatron_sc21" | "korthikanti_2022" | "megascale" => Software::MEGATRON_2021,
+        "llm_foundry" => Software::LLM_FOUNDRY_2023,
+        _ => Software::MEGATRON_CORE,
+    }
+}
+
 fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     let id = cell(row, "id").unwrap_or("?").to_string();
     let mut fields = model_fields(row)?;
@@ -142,6 +162,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         global_batch: need(row, "global_batch")?,
         fp8: fp8(row)?,
         tokens: None,
+        software: software_for(cell(row, "source").unwrap_or(""), num(row, "zero")?),
     };
     let recompute = match cell(row, "recompute") {
         None => None,

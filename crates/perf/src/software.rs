@@ -1,0 +1,108 @@
+//! The training software stack: which attention kernel and which overlap a framework gives.
+//!
+//! The same model on the same hardware runs at different speeds under different frameworks
+//! and releases. The default ([`Software::MEGATRON_CORE`]) is a current Megatron-Core/NeMo
+//! stack; older stacks are named so that published runs made with them can be compared, and so
+//! that a plan can ask "what would this cost with stack X". The profiles are descriptions of
+//! the software (which kernel, which overlap), not throughput factors.
+
+use serde::Serialize;
+
+/// How attention is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionKernel {
+    /// A fused FlashAttention-class CUDA kernel (cuDNN fused attention / FlashAttention-3 on
+    /// Hopper and Blackwell, FlashAttention-2 on Ampere): causal blocks skipped, no score matrix
+    /// in memory.
+    Fused,
+    /// FlashAttention written in Triton with an additive bias (the ALiBi path MPT/llm-foundry used
+    /// in 2023, before FlashAttention-2 gained ALiBi in v2.4): fused, but compiled without
+    /// Hopper's wgmma/TMA instructions.
+    TritonBias,
+    /// Scores materialised: QK^T and PV as batched GEMMs over the full (masked) square, and
+    /// scale-mask-softmax and dropout as memory-bound kernels over it (Megatron-LM before
+    /// FlashAttention, 2020-2022).
+    Unfused,
+}
+
+/// A software stack's relevant behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Software {
+    pub name: &'static str,
+    pub attention: AttentionKernel,
+    /// Data-parallel gradient reduction (and parameter all-gather) overlapped with the backward
+    /// (forward) pass, in buckets (Megatron `--overlap-grad-reduce/--overlap-param-gather`,
+    /// PyTorch DDP/FSDP). Without it the whole data-parallel collective follows the backward.
+    pub dp_overlap: bool,
+    /// ZeRO-3 parameter gathers issued per parameter partition and waited for before use (no
+    /// prefetch overlap), each going over the device's own NIC rather than NCCL's multi-NIC
+    /// rings (DeepSpeed ZeRO-3 as of 2021).
+    pub zero3_unoverlapped: bool,
+}
+
+impl Software {
+    /// Current Megatron-Core / NeMo / Megatron-Bridge with Transformer Engine (2024-): fused
+    /// attention, DP overlap. The default.
+    pub const MEGATRON_CORE: Software = Software {
+        name: "megatron-core",
+        attention: AttentionKernel::Fused,
+        dp_overlap: true,
+        zero3_unoverlapped: false,
+    };
+    /// PyTorch FSDP trainers with fused attention (torchtitan, llm-foundry with FlashAttention-2).
+    pub const FSDP: Software = Software {
+        name: "fsdp",
+        attention: AttentionKernel::Fused,
+        dp_overlap: true,
+        zero3_unoverlapped: false,
+    };
+    /// llm-foundry / Composer (2023): PyTorch FSDP, MPT's Triton attention with ALiBi bias.
+    pub const LLM_FOUNDRY_2023: Software = Software {
+        name: "llm-foundry-2023",
+        attention: AttentionKernel::TritonBias,
+        dp_overlap: true,
+        zero3_unoverlapped: false,
+    };
+    /// Megatron-LM before FlashAttention and before overlapped gradient reduction (2020-2023
+    /// releases: SC'21, selective-recompute paper, MegaScale's baseline).
+    pub const MEGATRON_2021: Software = Software {
+        name: "megatron-2021",
+        attention: AttentionKernel::Unfused,
+        dp_overlap: false,
+        zero3_unoverlapped: false,
+    };
+    /// DeepSpeed ZeRO-3 as benchmarked in 2021 (Megatron SC'21 Table 2): unfused attention,
+    /// un-prefetched per-partition parameter gathers.
+    pub const DEEPSPEED_2021: Software = Software {
+        name: "deepspeed-2021",
+        attention: AttentionKernel::Unfused,
+        dp_overlap: false,
+        zero3_unoverlapped: true,
+    };
+
+    pub const ALL: [Software; 5] = [
+        Software::MEGATRON_CORE,
+        Software::FSDP,
+        Software::LLM_FOUNDRY_2023,
+        Software::MEGATRON_2021,
+        Software::DEEPSPEED_2021,
+    ];
+
+    /// A stack by name.
+    pub fn by_name(name: &str) -> Option<Software> {
+        Software::ALL
+            .into_iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
+    }
+
+    pub fn names() -> Vec<&'static str> {
+        Software::ALL.iter().map(|s| s.name).collect()
+    }
+}
+
+impl Default for Software {
+    fn default() -> Self {
+        Software::MEGATRON_CORE
+    }
+}
