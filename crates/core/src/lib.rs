@@ -10,4 +10,4 @@ pub mod job;
 
 pub use accelerator::{Accelerator, lookup as lookup_accelerator};
 pub use fleet::{Cluster, Fleet, FleetError};
-pub use job::{JobKind, JobSpec, Replicas, ThroughputTable, Work};
+pub use job::{DiurnalLoad, JobKind, JobSpec, Replicas, ThroughputTable, Work};
