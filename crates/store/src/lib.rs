@@ -1,0 +1,327 @@
+//! Switchyard's durable store: jobs, their events, API tokens and the scheduling lease.
+//!
+//! One interface, split into a read half ([`StoreRead`]) and a write half ([`StoreWrite`]),
+//! with two implementations sharing the same SQL: [`SqliteStore`] (embedded, the default, WAL
+//! mode, created on first start) and [`PgStore`] (PostgreSQL, for several control-plane
+//! replicas). [`connect`] picks one from a URL and applies the migrations of that database.
+//!
+//! Everything the server acknowledges has been committed here first. The leader's scheduling
+//! decisions are written with [`StoreWrite::apply`], which is fenced by the lease term: a
+//! replica that lost the lease cannot write decisions any more.
+
+mod migrate;
+mod model;
+mod sql;
+
+use std::future::Future;
+
+pub use model::{
+    Batch, ClusterUsage, EventRecord, JobFilter, JobRecord, JobState, JobUpdate, Lease, NewEvent,
+    NewJob, Principal, TenantUsage,
+};
+pub use sql::{PgStore, SqliteStore};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "unsupported database URL `{0}`: expected sqlite://PATH (e.g. sqlite://switchyard.db) or postgres://USER@HOST/DB"
+    )]
+    Url(String),
+    #[error("a job named `{name}` already exists for tenant `{tenant}`")]
+    Conflict { tenant: String, name: String },
+    #[error("this server no longer holds the scheduling lease (another replica took over)")]
+    LostLease,
+    #[error(
+        "the database's schema is version {found}, newer than this binary's {known}; upgrade switchyard"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Reads. Every job read takes the tenant it is made for (`None` only for admins and the
+/// scheduler): another tenant's job is simply not found.
+pub trait StoreRead: Send + Sync {
+    /// A round trip to the database (readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Who holds the token whose SHA-256 is `hash`.
+    fn principal(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = Result<Option<Principal>, StoreError>> + Send;
+    fn get_job(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
+    /// Jobs in submission order, after `filter.after_seq`, at most `filter.limit`.
+    fn list_jobs(
+        &self,
+        filter: &JobFilter,
+    ) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send;
+    /// A job's events in order; `None` when the job is not found for this tenant.
+    fn events(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> impl Future<Output = Result<Option<Vec<EventRecord>>, StoreError>> + Send;
+    /// Jobs the scheduler has not taken in yet, in submission order.
+    fn unseen_jobs(
+        &self,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send;
+    /// Pending and running jobs in submission order (what a new leader rebuilds from).
+    fn active_jobs(&self) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send;
+    /// Ids of active jobs whose cancellation was requested.
+    fn cancel_requests(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Pending/running counts and allocated accelerators per tenant (active jobs only).
+    fn tenant_usage(&self) -> impl Future<Output = Result<Vec<TenantUsage>, StoreError>> + Send;
+    /// Running jobs and allocated accelerators per cluster.
+    fn cluster_usage(&self)
+    -> impl Future<Output = Result<Vec<ClusterUsage>, StoreError>> + Send;
+}
+
+/// Writes. Each call is one transaction, committed when the future resolves `Ok`.
+pub trait StoreWrite: Send + Sync {
+    fn insert_token(
+        &self,
+        hash: &str,
+        tenant: &str,
+        admin: bool,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Inserts a submitted job and its `submitted` event; [`StoreError::Conflict`] when the
+    /// tenant already has a job of that name.
+    fn insert_job(
+        &self,
+        job: &NewJob,
+    ) -> impl Future<Output = Result<JobRecord, StoreError>> + Send;
+    /// Marks an active job for cancellation (the leader carries it out). Returns the job as
+    /// it now stands, or `None` when not found for this tenant.
+    fn request_cancel(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
+    /// Writes the leader's decisions, fenced by `lease`: fails with
+    /// [`StoreError::LostLease`] (writing nothing) when another replica holds the lease now.
+    fn apply(
+        &self,
+        lease: &Lease,
+        batch: &Batch,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Takes the scheduling lease if it is free or expired, or renews it if `holder` has it.
+    /// Taking it over from another holder starts a new term.
+    fn acquire_lease(
+        &self,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
+    /// Gives the lease up (on a clean shutdown) so that another replica takes over at once.
+    fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Both halves.
+pub trait Store: StoreRead + StoreWrite + Clone + 'static {}
+impl<T: StoreRead + StoreWrite + Clone + 'static> Store for T {}
+
+/// A store of either kind, chosen at start from the database URL.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Opens the database at `url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`,
+/// `postgresql://…`), creating a SQLite file on first use, and applies the migrations.
+pub async fn connect(url: &str) -> Result<AnyStore, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(AnyStore::Sqlite(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(AnyStore::Postgres(PgStore::connect(url).await?))
+    } else {
+        Err(StoreError::Url(url.to_owned()))
+    }
+}
+
+impl AnyStore {
+    /// `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyStore::Sqlite(_) => "sqlite",
+            AnyStore::Postgres(_) => "postgres",
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $e,
+            AnyStore::Postgres($s) => $e,
+        }
+    };
+}
+
+impl StoreRead for AnyStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        delegate!(self, s => s.ping().await)
+    }
+    async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
+        delegate!(self, s => s.principal(hash).await)
+    }
+    async fn get_job(&self, id: &str, tenant: Option<&str>) -> Result<Option<JobRecord>, StoreError> {
+        delegate!(self, s => s.get_job(id, tenant).await)
+    }
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        delegate!(self, s => s.list_jobs(filter).await)
+    }
+    async fn events(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Option<Vec<EventRecord>>, StoreError> {
+        delegate!(self, s => s.events(id, tenant).await)
+    }
+    async fn unseen_jobs(&self, limit: i64) -> Result<Vec<JobRecord>, StoreError> {
+        delegate!(self, s => s.unseen_jobs(limit).await)
+    }
+    async fn active_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        delegate!(self, s => s.active_jobs().await)
+    }
+    async fn cancel_requests(&self) -> Result<Vec<String>, StoreError> {
+        delegate!(self, s => s.cancel_requests().await)
+    }
+    async fn tenant_usage(&self) -> Result<Vec<TenantUsage>, StoreError> {
+        delegate!(self, s => s.tenant_usage().await)
+    }
+    async fn cluster_usage(&self) -> Result<Vec<ClusterUsage>, StoreError> {
+        delegate!(self, s => s.cluster_usage().await)
+    }
+}
+
+impl StoreWrite for AnyStore {
+    async fn insert_token(
+        &self,
+        hash: &str,
+        tenant: &str,
+        admin: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.insert_token(hash, tenant, admin, now_ms).await)
+    }
+    async fn insert_job(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
+        delegate!(self, s => s.insert_job(job).await)
+    }
+    async fn request_cancel(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        delegate!(self, s => s.request_cancel(id, tenant, now_ms).await)
+    }
+    async fn apply(&self, lease: &Lease, batch: &Batch) -> Result<(), StoreError> {
+        delegate!(self, s => s.apply(lease, batch).await)
+    }
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        delegate!(self, s => s.acquire_lease(holder, now_ms, ttl_ms).await)
+    }
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        delegate!(self, s => s.release_lease(lease).await)
+    }
+}
+
+/// The SHA-256 of a token, hex: what the store keeps instead of the token.
+pub fn hash_token(token: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// A new API token: `sy_` and 64 hex digits (256 random bits from the operating system).
+pub fn new_token() -> Result<String, StoreError> {
+    Ok(format!("sy_{}", hex(&random_bytes::<32>()?)))
+}
+
+/// A new job id: `j-` and 16 hex digits (64 random bits).
+pub fn new_job_id() -> Result<String, StoreError> {
+    Ok(format!("j-{}", hex(&random_bytes::<8>()?)))
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf)
+        .map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(buf)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Helpers for tests that need a database of their own (the store's suite, the server's
+/// integration tests).
+pub mod testing {
+    use sqlx::Connection as _;
+
+    use crate::StoreError;
+
+    /// The variable naming the PostgreSQL server tests use (a URL whose role may create
+    /// databases, e.g. `postgres://switchyard:switchyard@127.0.0.1/switchyard_test`).
+    pub const POSTGRES_URL_VAR: &str = "SWITCHYARD_TEST_POSTGRES_URL";
+
+    /// The PostgreSQL URL tests use, or `None` (after printing why those tests are skipped).
+    pub fn postgres_url() -> Option<String> {
+        match std::env::var(POSTGRES_URL_VAR) {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                eprintln!(
+                    "SKIPPED: {POSTGRES_URL_VAR} is not set, so the PostgreSQL tests do not run \
+                     (.ci/run sets it after starting PostgreSQL)"
+                );
+                None
+            }
+        }
+    }
+
+    /// Creates a new, empty database on the server of `base_url` and returns its URL.
+    pub async fn fresh_postgres_database(base_url: &str) -> Result<String, StoreError> {
+        let name = format!("sy_test_{}", &crate::new_job_id()?[2..]);
+        let mut conn = sqlx::PgConnection::connect(base_url).await?;
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let (head, tail) = match base_url.split_once('?') {
+            Some((h, t)) => (h, format!("?{t}")),
+            None => (base_url, String::new()),
+        };
+        let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
+        Ok(format!("{root}/{name}{tail}"))
+    }
+
+    /// A new SQLite database file in a new temporary directory.
+    pub fn fresh_sqlite_url() -> Result<String, StoreError> {
+        let dir = std::env::temp_dir().join(format!("switchyard-test-{}", crate::new_job_id()?));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(format!("sqlite://{}", dir.join("switchyard.db").display()))
+    }
+}
