@@ -96,7 +96,7 @@ impl ClusterIndex {
             used: vec![0; nodes as usize],
             down: vec![false; nodes as usize],
             levels,
-            by_avail: (0..nodes).map(|n| (per_node, n)).collect(),
+            by_avail: BTreeSet::new(),
             free: u64::from(nodes) * u64::from(per_node),
             idle_nodes: nodes,
             down_nodes: 0,
@@ -149,16 +149,21 @@ impl ClusterIndex {
         }
     }
 
-    /// Re-indexes `node` after its availability changed from `before`.
-    fn reindex(&mut self, node: u32, before: u32) {
+    fn partial(&self, avail: u32) -> bool {
+        avail > 0 && avail < self.per_node
+    }
+
+    /// Re-indexes `node` after its availability changed from `before`; a change of its idle
+    /// status is recorded in `changes` for [`Self::apply_idle_changes`].
+    fn reindex(&mut self, node: u32, before: u32, changes: &mut Vec<(u32, bool)>) {
         let after = self.avail(node);
         if before == after {
             return;
         }
-        if before > 0 {
+        if self.partial(before) {
             self.by_avail.remove(&(before, node));
         }
-        if after > 0 {
+        if self.partial(after) {
             self.by_avail.insert((after, node));
         }
         self.free = self.free + u64::from(after) - u64::from(before);
@@ -170,10 +175,28 @@ impl ClusterIndex {
             } else {
                 self.idle_nodes -= 1;
             }
-            for level in &mut self.levels {
-                let u = node / level.unit_nodes;
+            changes.push((node, is_idle));
+        }
+    }
+
+    /// Applies idle-status changes to every level, once per run of nodes in the same unit
+    /// (a gang of thousands of nodes touches each rack's entry once, not once per node).
+    fn apply_idle_changes(&mut self, changes: &[(u32, bool)]) {
+        for level in &mut self.levels {
+            let mut i = 0;
+            while i < changes.len() {
+                let u = changes[i].0 / level.unit_nodes;
+                let (lo, hi) = (u * level.unit_nodes, (u + 1).saturating_mul(level.unit_nodes));
+                let mut delta: i64 = 0;
+                while i < changes.len() && changes[i].0 >= lo && changes[i].0 < hi {
+                    delta += if changes[i].1 { 1 } else { -1 };
+                    i += 1;
+                }
+                if delta == 0 {
+                    continue;
+                }
                 let old = level.idle[u as usize];
-                let new = if is_idle { old + 1 } else { old - 1 };
+                let new = (i64::from(old) + delta) as u32;
                 level.idle[u as usize] = new;
                 if old > 0 {
                     level.by_idle.remove(&(old, u));
@@ -191,10 +214,7 @@ impl ClusterIndex {
             return false;
         }
         if accelerators < self.per_node {
-            self.by_avail
-                .range((accelerators, 0)..)
-                .next()
-                .is_some()
+            self.idle_nodes > 0 || self.by_avail.range((accelerators, 0)..).next().is_some()
         } else {
             self.idle_nodes >= accelerators.div_ceil(self.per_node)
         }
@@ -208,11 +228,11 @@ impl ClusterIndex {
         let whole = self.idle_nodes.saturating_mul(self.per_node);
         let mut best = if whole >= min { Some(whole.min(max)) } else { None };
         if best.is_none() {
-            // Sub-node sizes: the most available on one node.
-            if let Some(&(avail, _)) = self.by_avail.iter().next_back() {
-                if avail >= min {
-                    best = Some(avail.min(max));
-                }
+            // Sub-node sizes: the most available on one partly used node.
+            if let Some(&(avail, _)) = self.by_avail.iter().next_back()
+                && avail >= min
+            {
+                best = Some(avail.min(max));
             }
         }
         best
@@ -226,10 +246,22 @@ impl ClusterIndex {
         if !self.fits(accelerators) {
             return None;
         }
+        let mut changes = Vec::new();
         if accelerators < self.per_node {
-            let &(avail, node) = self.by_avail.range((accelerators, 0)..).next()?;
+            // Best fit: the partly used node with least room that fits, else an idle node in
+            // the innermost unit with fewest idle nodes.
+            let node = match self.by_avail.range((accelerators, 0)..).next() {
+                Some(&(_, node)) => node,
+                None => {
+                    let &(_, unit) = self.levels[0].by_idle.iter().next()?;
+                    let (start, end) = self.unit_range(0, unit);
+                    (start..end).find(|&n| self.avail(n) == self.per_node)?
+                }
+            };
+            let before = self.avail(node);
             self.used[node as usize] += accelerators;
-            self.reindex(node, avail);
+            self.reindex(node, before, &mut changes);
+            self.apply_idle_changes(&changes);
             return Some(vec![NodeShare { node, accelerators }]);
         }
         let k = accelerators.div_ceil(self.per_node);
@@ -244,12 +276,13 @@ impl ClusterIndex {
             left -= take;
             let before = self.avail(node);
             self.used[node as usize] += take;
-            self.reindex(node, before);
+            self.reindex(node, before, &mut changes);
             shares.push(NodeShare {
                 node,
                 accelerators: take,
             });
         }
+        self.apply_idle_changes(&changes);
         Some(shares)
     }
 
@@ -314,11 +347,13 @@ impl ClusterIndex {
 
     /// Gives back what [`Self::place`] handed out.
     pub fn release(&mut self, shares: &[NodeShare]) {
+        let mut changes = Vec::new();
         for s in shares {
             let before = self.avail(s.node);
             self.used[s.node as usize] -= s.accelerators;
-            self.reindex(s.node, before);
+            self.reindex(s.node, before, &mut changes);
         }
+        self.apply_idle_changes(&changes);
     }
 
     /// Takes a node out of service (its allocations must have been released or are released
@@ -334,7 +369,9 @@ impl ClusterIndex {
         } else {
             self.down_nodes -= 1;
         }
-        self.reindex(node, before);
+        let mut changes = Vec::new();
+        self.reindex(node, before, &mut changes);
+        self.apply_idle_changes(&changes);
     }
 
     /// How spread out a set of shares is.
@@ -365,7 +402,7 @@ impl ClusterIndex {
             if a == self.per_node {
                 idle += 1;
             }
-            if (a > 0) != self.by_avail.contains(&(a, n)) {
+            if self.partial(a) != self.by_avail.contains(&(a, n)) {
                 return Err(format!("node {n} missing from the availability index"));
             }
         }

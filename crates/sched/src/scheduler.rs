@@ -89,6 +89,9 @@ pub struct Config {
     /// `switchyard`: a job waiting longer than this many seconds (and twice its run time) gets a
     /// reservation, as the head of a FIFO queue does.
     pub starvation_s: f64,
+    /// `switchyard`: a waiting job may preempt a checkpointable run of no higher priority that
+    /// has more than this many times its own predicted run time left.
+    pub preempt_factor: f64,
 }
 
 impl Default for Config {
@@ -102,6 +105,7 @@ impl Default for Config {
             backfill_depth: 128,
             max_slowdown: 2.0,
             starvation_s: 7.0 * 86_400.0,
+            preempt_factor: 2.0,
         }
     }
 }
@@ -1101,6 +1105,13 @@ impl Scheduler {
     /// One scheduling pass at `now`: places what the policy allows, appending decisions.
     pub fn schedule(&mut self, now: f64, out: &mut Vec<Decision>) {
         self.place_services(now, out);
+        self.place_queue(now, out);
+        if self.cfg.policy == Policy::Switchyard {
+            self.upgrade(now, out);
+        }
+    }
+
+    fn place_queue(&mut self, now: f64, out: &mut Vec<Decision>) {
         if self.pending == 0 {
             return;
         }
@@ -1174,6 +1185,62 @@ impl Scheduler {
                 }
             }
             first_blocked = false;
+        }
+    }
+
+    /// `switchyard`: moves training runs to accelerators that free up and would finish them
+    /// much sooner (after the pass, so waiting jobs had the first pick). A run checkpoints and
+    /// pays one restart; it moves only if it still finishes well ahead.
+    fn upgrade(&mut self, now: f64, out: &mut Vec<Decision>) {
+        if self.index.iter().all(|i| i.free() == 0) {
+            return;
+        }
+        let mut cands: Vec<(u64, JobIdx)> = Vec::new();
+        for c in 0..self.clusters.len() {
+            for &(end, v) in self.ends[c].iter().rev().take(64) {
+                if self.jobs[v as usize].kind == JobKind::Training {
+                    cands.push((end, v));
+                }
+            }
+        }
+        cands.sort_by(|a, b| b.cmp(a));
+        for (end, v) in cands {
+            let Some(run) = self.jobs[v as usize].run.as_ref() else {
+                continue;
+            };
+            let (cur, size) = (run.cluster, run.size);
+            let left = f64::from_bits(end) - now;
+            let mut best: Option<(f64, u32)> = None;
+            for c in 0..self.clusters.len() as u32 {
+                if c == cur
+                    || !self.index[c as usize].fits(size)
+                    || self.jobs[v as usize].dur[c as usize].is_none()
+                    || !self.quota_ok(v, c, size)
+                {
+                    continue;
+                }
+                let pred = self.predicted_s(v, c, size);
+                if best.is_none_or(|b| pred < b.0) {
+                    best = Some((pred, c));
+                }
+            }
+            let Some((pred, c)) = best else { continue };
+            if pred > 0.7 * left - 2.0 * self.cfg.restart_s {
+                continue;
+            }
+            self.stop(now, v, false, true);
+            let Some(shares) = self.index[c as usize].place(size) else {
+                // Cannot happen (fits was checked); put it back in the queue to be safe.
+                self.enqueue(v);
+                continue;
+            };
+            let why = format!(
+                "switchyard: migrated from {} where it had {} left; {} frees up and finishes it sooner",
+                self.clusters[cur as usize].name,
+                human_s(left),
+                self.clusters[c as usize].name
+            );
+            self.start(now, v, c, shares, size, &why, out);
         }
     }
 
@@ -1367,7 +1434,7 @@ impl Scheduler {
                 // Shortest remaining time first: a training run with far more left to do than
                 // this job needs in all checkpoints and yields (it loses only a restart).
                 let mine = self.predicted_s(j, c, job.min_size);
-                let threshold = 2.0 * mine + 2.0 * self.cfg.restart_s;
+                let threshold = self.cfg.preempt_factor * mine + 2.0 * self.cfg.restart_s;
                 for &(end, v) in self.ends[c as usize].iter().rev().take(256) {
                     if f64::from_bits(end) - now <= threshold {
                         break;
