@@ -1,10 +1,263 @@
-//! `switchyard plan` (being written).
+//! `switchyard plan`: how fast a model trains or serves on given hardware, and its best layout.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use switchyard_core::fleet::Fleet;
+use switchyard_perf::plan::{PlanReport, TrainingReport, parse_plan, run_plan};
+use switchyard_perf::validate::{Kind, ValidationReport, validate_csv};
+use switchyard_perf::{PerfError, TrainingEstimate};
 
 use crate::CliError;
+use crate::error::read_text;
 
+/// Predict step time, MFU, memory and cost of a training run (or the throughput and latency of
+/// an inference replica) from a plan file; without `[parallelism]`, search for the fastest
+/// layout that fits. `--validate CSV` compares the model with published runs instead.
 #[derive(Debug, clap::Args)]
-pub struct PlanArgs {}
+pub struct PlanArgs {
+    /// Plan file (TOML: [model], [training] or [inference], [hardware], optional [parallelism]).
+    #[arg(required_unless_present = "validate", conflicts_with = "validate")]
+    pub file: Option<PathBuf>,
+    /// Compare predictions with a calibration CSV (published training or inference runs).
+    #[arg(long, value_name = "CSV")]
+    pub validate: Option<PathBuf>,
+    /// Fleet file that `[hardware] cluster = "..."` names a cluster of (default: the built-in fleet).
+    #[arg(long, value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: PlanArgs) -> Result<(), CliError> {
-    Err(CliError::Other("`plan` is not built yet".into()))
+fn input(e: PerfError) -> CliError {
+    CliError::Input(e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value).map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))
+}
+
+pub fn run(args: PlanArgs) -> Result<(), CliError> {
+    if let Some(csv) = &args.validate {
+        let text = read_text(csv)?;
+        let report = validate_csv(&text)
+            .map_err(|e| CliError::Input(format!("{}: {e}", csv.display())))?;
+        if args.json {
+            println!("{}", to_json(&report)?);
+        } else {
+            print!("{}", validation_table(&report));
+        }
+        return Ok(());
+    }
+    let Some(file) = &args.file else {
+        return Err(CliError::Input("give a plan FILE or --validate CSV".into()));
+    };
+    let fleet = match &args.fleet {
+        Some(path) => {
+            let text = read_text(path)?;
+            Fleet::from_toml(&text, &path.display().to_string())
+                .map_err(|e| CliError::Input(e.to_string()))?
+        }
+        None => Fleet::default_fleet(),
+    };
+    let text = read_text(file)?;
+    let plan = parse_plan(&text, &file.display().to_string(), &fleet)
+        .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
+    let report = run_plan(&plan).map_err(input)?;
+    if args.json {
+        println!("{}", to_json(&report)?);
+    } else {
+        print!("{}", human(&report));
+    }
+    Ok(())
+}
+
+fn layout_cell(e: &TrainingEstimate) -> String {
+    let l = &e.layout;
+    format!(
+        "tp{} pp{} dp{} cp{} ep{} mb{} v{} {} zero{}{}",
+        l.tp,
+        l.pp,
+        l.dp,
+        l.cp,
+        l.ep,
+        l.microbatch,
+        l.virtual_stages,
+        l.recompute.as_str(),
+        l.zero,
+        if l.sequence_parallel { " sp" } else { "" }
+    )
+}
+
+fn training_text(r: &TrainingReport) -> String {
+    let mut s = String::new();
+    let b = &r.best;
+    let _ = writeln!(
+        s,
+        "{} ({:.1}B params, {:.1}B active) on {} × {}{} — {}, global batch {}",
+        r.subject.model,
+        r.subject.params_b,
+        r.subject.active_params_b,
+        r.subject.count,
+        r.subject.accelerator,
+        r.subject
+            .cluster
+            .as_ref()
+            .map(|c| format!(" (cluster {c})"))
+            .unwrap_or_default(),
+        r.precision,
+        r.global_batch
+    );
+    let _ = writeln!(
+        s,
+        "layout            {}{}",
+        layout_cell(b),
+        if r.searched { "  (searched)" } else { "" }
+    );
+    let rows: Vec<(&str, String)> = vec![
+        ("step time", format!("{:.3} s", b.step_time_s)),
+        ("tokens/s", format!("{:.0}", b.tokens_per_s)),
+        ("MFU / HFU", format!("{:.1}% / {:.1}%", b.mfu * 100.0, b.hfu * 100.0)),
+        ("model TFLOP/s/dev", format!("{:.0}", b.model_tflops_per_device)),
+        (
+            "memory/device",
+            format!(
+                "{:.1} GiB of {:.1} ({}) — weights {:.1}, grads {:.1}, optimizer {:.1}, activations {:.1}",
+                b.memory.total_gib,
+                b.memory.capacity_gib,
+                if b.fits { "fits" } else { "DOES NOT FIT" },
+                b.memory.weights_gib,
+                b.memory.gradients_gib,
+                b.memory.optimizer_gib,
+                b.memory.activations_gib
+            ),
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(s, "{k:<18}{v}");
+    }
+    let d = &b.breakdown;
+    let _ = writeln!(s, "\nper step (s)      compute {:.3} | tp {:.3} | cp {:.3} | ep {:.3} | pp {:.3} | dp {:.3} ({:.3} exposed) | bubble {:.3} | optimizer {:.3}",
+        d.compute_s, d.tp_comm_s, d.cp_comm_s, d.ep_comm_s, d.pp_comm_s, d.dp_comm_s, d.dp_comm_exposed_s, d.pipeline_bubble_s, d.optimizer_s);
+    let _ = writeln!(
+        s,
+        "communication     {:.3} s exposed, {:.3} s overlapped",
+        d.exposed_comm_s, d.overlapped_comm_s
+    );
+    if let Some(bud) = &r.budget {
+        let _ = writeln!(
+            s,
+            "\n{:.3e} tokens: {:.1} days ({:.1} without failures; goodput {:.1}%), {:.0} accelerator-hours, cost {}",
+            bud.tokens,
+            bud.days_to_train,
+            bud.ideal_days,
+            bud.goodput * 100.0,
+            bud.accelerator_hours,
+            bud.cost_usd
+                .map(|c| format!("${c:.0}"))
+                .unwrap_or_else(|| "unknown (no contract prices this accelerator)".into())
+        );
+        let _ = writeln!(
+            s,
+            "checkpoints       every {:.2} h (Young/Daly; write {:.0} s, job MTBF {:.1} h)",
+            bud.checkpoint_interval_hours, bud.checkpoint_write_s, bud.job_mtbf_hours
+        );
+    }
+    if !r.alternatives.is_empty() {
+        let _ = writeln!(s, "\nnext best layouts");
+        let _ = writeln!(s, "  {:<46} {:>9} {:>12} {:>7} {:>9}", "layout", "step s", "tokens/s", "MFU", "mem GiB");
+        for e in &r.alternatives {
+            let _ = writeln!(
+                s,
+                "  {:<46} {:>9.3} {:>12.0} {:>6.1}% {:>9.1}",
+                layout_cell(e),
+                e.step_time_s,
+                e.tokens_per_s,
+                e.mfu * 100.0,
+                e.memory_per_device_gib
+            );
+        }
+    }
+    s
+}
+
+fn human(report: &PlanReport) -> String {
+    match report {
+        PlanReport::Training(r) => training_text(r),
+        PlanReport::Inference(r) => {
+            let e = &r.estimate;
+            let mut s = String::new();
+            let _ = writeln!(
+                s,
+                "{} ({:.1}B params) on {} × {} — {} inference, {} prompt + {} output tokens",
+                r.subject.model,
+                r.subject.params_b,
+                r.subject.count,
+                r.subject.accelerator,
+                r.precision,
+                r.prompt_tokens,
+                r.output_tokens
+            );
+            let rows: Vec<(&str, String)> = vec![
+                ("layout", format!("tp{} pp{} ep{}", e.layout.tp, e.layout.pp, e.layout.ep)),
+                ("concurrency", format!("{} (max that fits: {})", e.concurrency, e.max_concurrency)),
+                ("output tokens/s", format!("{:.0}", e.tokens_per_s)),
+                ("TTFT", format!("{:.1} ms", e.ttft_s * 1e3)),
+                ("TPOT", format!("{:.1} ms", e.tpot_s * 1e3)),
+                (
+                    "memory/device",
+                    format!(
+                        "weights {:.1} GiB, KV cache {:.1} GiB ({:.0} KiB/token){}",
+                        e.weights_per_device_gib,
+                        e.kv_cache_per_device_gib,
+                        e.kv_bytes_per_token / 1024.0,
+                        if e.fits { "" } else { " — DOES NOT FIT" }
+                    ),
+                ),
+            ];
+            for (k, v) in rows {
+                let _ = writeln!(s, "{k:<18}{v}");
+            }
+            s
+        }
+    }
+}
+
+fn validation_table(r: &ValidationReport) -> String {
+    let mut s = String::new();
+    let unit = match r.kind {
+        Kind::Training => "tokens/s",
+        Kind::Inference => "output tok/s",
+    };
+    let _ = writeln!(
+        s,
+        "{:<8} {:<22} {:<30} {:<10} {:>6} {:>13} {:>13} {:>8}  layout",
+        "id", "source", "model", "hardware", "count", format!("published {unit}").chars().take(13).collect::<String>(), "predicted", "error"
+    );
+    for row in &r.rows {
+        let _ = writeln!(
+            s,
+            "{:<8} {:<22} {:<30} {:<10} {:>6} {:>13.0} {:>13.0} {:>+7.1}%  {}",
+            row.id,
+            row.source,
+            row.model.chars().take(30).collect::<String>(),
+            row.accelerator,
+            row.count,
+            row.published,
+            row.predicted,
+            row.error * 100.0,
+            row.layout
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{} rows: median |error| {:.1}%, worst {:.1}% ({}), mean error {:+.1}%",
+        r.rows.len(),
+        r.median_abs_error * 100.0,
+        r.worst_abs_error * 100.0,
+        r.worst_id,
+        r.mean_error * 100.0
+    );
+    s
 }

@@ -229,7 +229,7 @@ pub fn kernel_facts(a: &Accelerator) -> KernelFacts {
         }
     } else if name.starts_with("H100") || name == "H200" || name == "H800" {
         KernelFacts {
-            gemm_bf16: 0.69,
+            gemm_bf16: 0.66,
             gemm_fp8: 0.7,
             sms: 132,
             tile_m: 128,

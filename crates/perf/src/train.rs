@@ -56,6 +56,15 @@ pub fn grad_reduce_bytes(zero: u8) -> f64 {
 pub const COLLECTIVE_LATENCY_SCALE_UP_S: f64 = 8e-6;
 pub const COLLECTIVE_LATENCY_SCALE_OUT_S: f64 = 20e-6;
 
+/// Per-step latency of an NCCL ring (LL128/simple protocols): about 1 µs between GPUs on one
+/// NVLink fabric and about 5 µs across an InfiniBand/RoCE hop; a ring collective over n ranks
+/// takes n-1 steps (all-gather and reduce-scatter have no tree algorithm before NCCL 2.23).
+pub const RING_STEP_LATENCY_SCALE_UP_S: f64 = 1e-6;
+pub const RING_STEP_LATENCY_SCALE_OUT_S: f64 = 5e-6;
+
+/// Parameters per data-parallel gradient bucket (Megatron-LM's default bucket of 40M).
+pub const DP_BUCKET_PARAMS: f64 = 40e6;
+
 /// Compute slows while a collective runs beside it: NCCL kernels occupy SMs (8-32 of them)
 /// and HBM bandwidth. Added as this fraction of the overlapped communication time.
 pub const OVERLAP_INTERFERENCE: f64 = 0.1;
@@ -565,15 +574,23 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let bw_edp = hw.group_bw((l.dp * l.cp / l.ep.max(1)).max(1), l.tp * l.ep.max(1));
     let ring = |n: f64| if n > 1.0 { (n - 1.0) / n } else { 0.0 };
     // One pass (all-gather or reduce-scatter) of `bytes_per_param` over all stage parameters.
+    // Ring latency: n-1 sequential steps, each as slow as its slowest hop.
+    let hop = if dp_span <= hw.scale_up_domain {
+        RING_STEP_LATENCY_SCALE_UP_S
+    } else {
+        RING_STEP_LATENCY_SCALE_OUT_S
+    };
+    // Collectives per pass: one per layer for FSDP/ZeRO-2/3 (each layer's parameters), one per
+    // gradient bucket otherwise.
+    let collectives = if l.zero >= 2 {
+        stage_layers.max(1.0)
+    } else {
+        ((dense_p + expert_p) / DP_BUCKET_PARAMS).ceil().max(1.0)
+    };
     let pass = |bytes_per_param: f64| {
-        let lat = if dp_span <= hw.scale_up_domain {
-            COLLECTIVE_LATENCY_SCALE_UP_S
-        } else {
-            COLLECTIVE_LATENCY_SCALE_OUT_S
-        };
         ring(dpf) * dense_p * bytes_per_param / bw_dp
             + ring(edp) * expert_p * bytes_per_param / bw_edp
-            + if dp > 1 { lat * stage_layers } else { 0.0 }
+            + if dp > 1 { collectives * (dpf - 1.0) * hop } else { 0.0 }
     };
     let gb = grad_reduce_bytes(l.zero);
     let (dp_total, dp_exposed) = match l.zero {

@@ -1,0 +1,125 @@
+//! `switchyard plan` end to end: the built binary on example files.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn plan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("plan")
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn plan_json_has_the_documented_keys() {
+    let out = plan(&["examples/plan/llama3-405b-h100.toml", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    for key in [
+        "step_time_s",
+        "tokens_per_s",
+        "mfu",
+        "hfu",
+        "model_tflops_per_device",
+        "memory_per_device_gib",
+        "fits",
+        "layout",
+        "breakdown",
+        "days_to_train",
+        "cost_usd",
+        "alternatives",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    for key in ["tp", "pp", "dp", "cp", "ep", "microbatch", "recompute"] {
+        assert!(v["layout"].get(key).is_some(), "missing layout.{key}");
+    }
+    assert_eq!(v["layout"]["tp"], 8);
+    assert_eq!(v["layout"]["pp"], 16);
+    assert_eq!(v["layout"]["recompute"], "selective");
+    let mfu = v["mfu"].as_f64().expect("number");
+    assert!(mfu > 0.3 && mfu < 0.5, "mfu {mfu}");
+    for key in ["compute_s", "tp_comm_s", "dp_comm_s", "pipeline_bubble_s", "exposed_comm_s", "overlapped_comm_s"] {
+        assert!(v["breakdown"].get(key).is_some(), "missing breakdown.{key}");
+    }
+}
+
+#[test]
+fn plan_without_parallelism_searches() {
+    let out = plan(&["examples/plan/llama3-405b-search.toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(searched)"), "{text}");
+    assert!(text.contains("next best layouts"), "{text}");
+}
+
+#[test]
+fn inference_plan_reports_latency_and_capacity() {
+    let out = plan(&["examples/plan/llama3-70b-serve.toml", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    for key in ["tokens_per_s", "ttft_s", "tpot_s", "max_concurrency"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+}
+
+#[test]
+fn bad_file_is_a_clear_input_error() {
+    let out = plan(&["examples/plan/bad-heads.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[model] heads = 7 does not divide hidden = 4096"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_inputs_name_the_field() {
+    let dir = std::env::temp_dir().join(format!("switchyard-plan-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cases = [
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H1000\"\ncount = 8\n",
+            "accelerator = \"H1000\" is not in the catalog",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 16\n[parallelism]\ntp = 16\npp = 1\ndp = 1\n",
+            "tp = 16 is larger than the scale-up domain",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 16\n[parallelism]\ntp = 4\npp = 2\ndp = 4\n",
+            "is not the device count 16",
+        ),
+        ("[model]\nlayers = \n", "plan"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.join(format!("case{i}.toml"));
+        std::fs::write(&path, text).expect("write");
+        let out = plan(&[path.to_str().expect("utf-8 path")]);
+        assert_eq!(out.status.code(), Some(2), "case {i}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "case {i}: {err}");
+    }
+    let out = plan(&["/nonexistent/plan.toml"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn validate_prints_rows_and_summary() {
+    let out = plan(&["--validate", "data/calibration/published_inference_runs.csv", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(30));
+    assert!(v["median_abs_error"].as_f64().is_some());
+    let out = plan(&["--validate", "data/calibration/published_training_runs.csv"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("median |error|"), "{text}");
+}
