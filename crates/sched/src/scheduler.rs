@@ -589,7 +589,8 @@ impl Scheduler {
                     .accelerator_types
                     .iter()
                     .any(|t| c.accelerator.matches(t));
-            let fits = u64::from(min_size) <= self.index[i].capacity();
+            let fits = u64::from(min_size) <= self.index[i].capacity()
+                && u64::from(min_size) <= self.quota_cap(&spec.tenant, i as u32);
             let d = if ok_cluster && ok_type && fits && spec.accelerators > 0 {
                 self.rates.duration_s(spec, i, c)
             } else {
@@ -605,6 +606,13 @@ impl Scheduler {
                     "needs {min_size} accelerators but the largest cluster has {}; a gang is never split across clusters",
                     self.max_cluster
                 )
+            } else if (0..self.clusters.len() as u32)
+                .all(|c| u64::from(min_size) > self.quota_cap(&spec.tenant, c))
+            {
+                format!(
+                    "needs {min_size} accelerators, more than team {}'s quota cap (quota plus borrowing limit) allows on any cluster",
+                    spec.tenant
+                )
             } else if !spec.clusters.is_empty()
                 && !spec
                     .clusters
@@ -617,6 +625,23 @@ impl Scheduler {
             };
         }
         (dur.into_boxed_slice(), why)
+    }
+
+    /// The most accelerators a team may ever hold on `cluster` under its and its
+    /// organisation's quota caps (`u64::MAX` without caps).
+    fn quota_cap(&self, team: &str, cluster: u32) -> u64 {
+        let Some(&t) = self.tenant_by_name.get(team) else {
+            return u64::MAX;
+        };
+        let t = &self.tenants[t as usize];
+        let o = &self.orgs[t.org as usize];
+        t.rules
+            .iter()
+            .chain(&o.rules)
+            .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+            .filter_map(|r| r.cap)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     fn key(&self, j: JobIdx) -> (u32, Key) {

@@ -52,10 +52,14 @@ fn traces_dir() -> PathBuf {
 
 fn report(name: &str, r: &SimResult) {
     println!(
-        "{name:<44} {:>9} jobs {:>9} done  avg JCT {:>10.0} s  util {:>5.1}%  failures {:>6}  {:>10} decisions  wall {:>7.3} s  {:>10.0} decisions/s",
+        "{name:<44} {:>9} jobs {:>9} done {:>4} skipped  avg JCT {:>8.0} s (p50 {:>7.0}, wait {:>7.0})  makespan {:>6.1} d  util {:>5.1}%  failures {:>6}  {:>10} decisions  wall {:>7.3} s  {:>10.0} decisions/s",
         r.total.jobs,
         r.total.completed,
+        r.rejected,
         r.total.avg_jct_s,
+        r.total.p50_jct_s,
+        r.total.avg_wait_s,
+        r.total.makespan_s / 86_400.0,
         r.total.utilization * 100.0,
         r.total.failures,
         r.decisions,
@@ -69,6 +73,8 @@ fn run(fleet: &Fleet, jobs: Vec<switchyard_core::JobSpec>, table: ThroughputTabl
         policy,
         failures,
         seed: 0,
+        // Synthetic jobs a team's quota cap can never admit are skipped and counted.
+        skip_invalid: true,
         ..SimOptions::default()
     };
     simulate(fleet, jobs, table, &opts, &mut |_| {}).expect("benchmark inputs are valid")

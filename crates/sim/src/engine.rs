@@ -261,6 +261,12 @@ pub fn simulate(
     let mut last_finish = first_submit;
     let mut arrivals = jobs.into_iter().peekable();
     let mut steps = 0u64;
+    let mut idle_since: Option<f64> = None;
+    let max_repair_s = clusters
+        .iter()
+        .map(|c| c.repair_hours * 3600.0)
+        .fold(0.0, f64::max)
+        + 1.0;
     loop {
         let t_arr = arrivals.peek().map(|j| j.submit_s);
         let t_ev = heap.peek().map(|Reverse((k, _, _))| f64::from_bits(*k));
@@ -273,9 +279,15 @@ pub fn simulate(
         if finished >= finite_total && t_arr.is_none() {
             break;
         }
-        if t_arr.is_none() && pending_finishes == 0 && pending_repairs == 0 && sched.pending_jobs() > 0 {
-            // Nothing running can free capacity and nothing more arrives: the rest is stuck.
-            break;
+        if t_arr.is_none() && pending_finishes == 0 && sched.pending_jobs() > 0 {
+            // Nothing running can free capacity and nothing more arrives: once every node that
+            // was down has had time to come back, what still waits can never start.
+            let since = *idle_since.get_or_insert(now);
+            if pending_repairs == 0 || t - since > max_repair_s {
+                break;
+            }
+        } else {
+            idle_since = None;
         }
         if t > opts.horizon_s {
             break;
