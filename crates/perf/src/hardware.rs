@@ -184,9 +184,10 @@ pub struct KernelFacts {
     pub attention_fwd: f64,
     /// Same, backward.
     pub attention_bwd: f64,
-    /// Fraction of the tensor peak that kernels built without the generation's newest matrix
-    /// instructions reach (Hopper: `mma.sync` instead of `wgmma`, about two thirds of peak);
-    /// 1 where there is no such split.
+    /// How much of its usual fraction of peak a kernel built without the generation's newest
+    /// matrix instructions keeps (Hopper: `mma.sync` instead of `wgmma`/TMA). FlashAttention-2,
+    /// an `mma.sync` kernel, reaches about 0.7 of the A100 peak but only about 0.35 of the H100
+    /// peak (Shah et al. 2024, FlashAttention-3, §4.1): 0.5. 1 where there is no such split.
     pub legacy_mma: f64,
 }
 
@@ -205,7 +206,7 @@ pub const TRITON_ATTENTION_BWD: f64 = 0.3;
 /// * H100/H200/H800 (Hopper SXM, 132 SMs): cuBLAS BF16 8,192³ about 750-800 of 989 TFLOP/s at
 ///   700 W (clock throttling under sustained tensor load): 0.77; FP8 about 1,300-1,450 of 1,979
 ///   (0.7); sustained in training (power-capped clocks), 0.72 BF16. Hopper kernels use 128×256
-///   warp-specialised tiles, and `mma.sync` (pre-Hopper) kernels reach about 0.65 of peak. Fused attention (cuDNN / FA3,
+///   warp-specialised tiles; `mma.sync` (pre-Hopper) kernels keep about half their A100 efficiency. Fused attention (cuDNN / FA3,
 ///   Shah et al. 2024, Fig. 5-7): forward 550-650 TFLOP/s (0.6), backward 400-500 (0.45);
 ///   FlashAttention-2 on Hopper reaches only about 0.35 — the figure here is for the cuDNN/FA3
 ///   kernels current frameworks use.
@@ -237,7 +238,7 @@ pub fn kernel_facts(a: &Accelerator) -> KernelFacts {
             k_overhead: 256.0,
             attention_fwd: 0.6,
             attention_bwd: 0.45,
-            legacy_mma: 0.65,
+            legacy_mma: 0.5,
         }
     } else if name.starts_with('B') || name.starts_with("GB") {
         KernelFacts {
@@ -249,7 +250,7 @@ pub fn kernel_facts(a: &Accelerator) -> KernelFacts {
             k_overhead: 256.0,
             attention_fwd: 0.6,
             attention_bwd: 0.45,
-            legacy_mma: 0.65,
+            legacy_mma: 0.5,
         }
     } else {
         let sms = match a.vendor {

@@ -35,6 +35,10 @@ pub const BACKWARD_GEMM_FACTOR: f64 = 2.0;
 /// (it recomputes the scores), so 2.5 times the forward FLOPs.
 pub const ATTENTION_BACKWARD_FACTOR: f64 = 2.5;
 
+/// Bytes an FP8 cast-and-transpose moves per element: reads 2 B, writes an FP8 copy and its
+/// transpose (Transformer Engine's `cast_transpose`).
+pub const FP8_CAST_BYTES: f64 = 4.0;
+
 /// Bytes moved per attention score by the unfused softmax path, forward: scale-mask-softmax
 /// reads and writes the 2-byte score (4 B); dropout reads and writes it and writes a 1-byte mask
 /// (5 B).
@@ -322,8 +326,10 @@ impl Ctx<'_> {
         }
         elem += ffn_elems * BF16;
         if self.fp8 {
-            // Casting each GEMM input to FP8: read 2 B, write 1 B per element.
-            elem += 3.0 * (3.0 * h / sp + if moe { 0.0 } else { f / t });
+            // Each GEMM input is cast to FP8 together with its transpose (Hopper FP8 GEMMs take
+            // only the TN layout): read 2 B, write 1 B twice. Forward: the inputs of the QKV,
+            // output, FFN-up and FFN-down GEMMs.
+            elem += FP8_CAST_BYTES * (3.0 * h / sp + if moe { 0.0 } else { f / t });
         }
         let elem_fwd = self.stream(tok * elem);
         let fwd = g_fwd + attn_fwd + attn_mem_fwd + elem_fwd;
@@ -599,7 +605,10 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
             // reduce-scatter gradients, every micro-batch; prefetched one layer ahead.
             let per_mb = 2.0 * pass(BF16) + pass(gb);
             let exposed_mb = if zero3_flat {
-                per_mb
+                // Prefetch hides the forward gathers under the forward pass; the backward's
+                // gathers and gradient reduce-scatters sit on the critical path.
+                let fwd_mb = stage_layers * mix(|c| c.fwd) + head_share * head.fwd;
+                per_mb - pass(BF16).min(fwd_mb)
             } else {
                 (per_mb - compute_mb).max(0.0) + per_mb / (3.0 * stage_layers.max(1.0))
             };
