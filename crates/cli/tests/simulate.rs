@@ -1,0 +1,196 @@
+//! `switchyard simulate` through the built binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-simulate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+const FLEET: &str = r#"
+name = "small"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[providers.contracts]]
+accelerator = "V100"
+on_demand_price = 1.0
+[[clusters]]
+name = "h100"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 8
+accelerators_per_node = 8
+capacity = "on_demand"
+node_mtbf_hours = 50.0
+repair_hours = 1.0
+[[clusters]]
+name = "v100"
+provider = "p"
+region = "r"
+accelerator = "V100"
+nodes = 8
+accelerators_per_node = 8
+capacity = "on_demand"
+node_mtbf_hours = 50.0
+repair_hours = 1.0
+"#;
+
+fn trace_text() -> String {
+    let mut t = String::from("id,submit_s,accelerators,duration_s\n");
+    for i in 0..200 {
+        let size = [1, 2, 4, 8, 16, 32][i % 6];
+        let dur = 600 + (i * 7919) % 20_000;
+        t.push_str(&format!("job{i},{},{size},{dur}\n", i * 300));
+    }
+    t
+}
+
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let out = bin().args(args).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "--json prints nothing on stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+#[test]
+fn simulate_json_has_the_documented_keys_and_is_deterministic() {
+    let fleet = tmp("fleet.toml");
+    std::fs::write(&fleet, FLEET).expect("write fleet");
+    let trace = tmp("trace.csv");
+    std::fs::write(&trace, trace_text()).expect("write trace");
+    let args = [
+        "simulate",
+        "--fleet",
+        fleet.to_str().expect("utf-8"),
+        "--trace",
+        trace.to_str().expect("utf-8"),
+        "--format",
+        "canonical",
+        "--seed",
+        "7",
+        "--json",
+    ];
+    let a = run_json(&args);
+    for key in [
+        "jobs", "completed", "avg_jct_s", "p50_jct_s", "p99_jct_s", "avg_wait_s", "makespan_s",
+        "utilization", "goodput", "cost_usd", "failures", "preemptions", "wall_s", "clusters",
+    ] {
+        assert!(a.get(key).is_some(), "missing {key}: {a}");
+    }
+    assert_eq!(a["jobs"], 200);
+    assert_eq!(a["completed"], 200);
+    for key in ["jobs", "completed", "avg_jct_s", "utilization", "goodput", "cost_usd", "failures"] {
+        assert!(a["clusters"]["h100"].get(key).is_some(), "clusters.h100.{key}");
+    }
+    // Same inputs and seed: byte-identical apart from wall time.
+    let b = run_json(&args);
+    let strip = |mut v: serde_json::Value| {
+        let o = v.as_object_mut().expect("object");
+        o.remove("wall_s");
+        o.remove("decisions_per_s");
+        serde_json::to_string(&v).expect("encode")
+    };
+    assert_eq!(strip(a.clone()), strip(b));
+    // Every policy runs.
+    for policy in ["fifo", "priority", "fair", "switchyard"] {
+        let mut args = args.to_vec();
+        args.extend(["--policy", policy, "--failures", "off"]);
+        let r = run_json(&args);
+        assert_eq!(r["completed"], 200, "{policy}");
+        assert_eq!(r["failures"], 0, "{policy}");
+    }
+}
+
+#[test]
+fn report_is_self_contained_html_with_plots() {
+    let fleet = tmp("fleet-report.toml");
+    std::fs::write(&fleet, FLEET).expect("write fleet");
+    let trace = tmp("trace-report.csv");
+    std::fs::write(&trace, trace_text()).expect("write trace");
+    let report = tmp("report.html");
+    let out = bin()
+        .args([
+            "simulate",
+            "--fleet",
+            fleet.to_str().expect("utf-8"),
+            "--trace",
+            trace.to_str().expect("utf-8"),
+            "--report",
+            report.to_str().expect("utf-8"),
+            "--quiet",
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("avg JCT"), "{stdout}");
+    let html = std::fs::read_to_string(&report).expect("report written");
+    assert!(html.starts_with("<!doctype html>"));
+    assert_eq!(html.matches("<svg").count(), 3, "three plots");
+    assert!(!html.contains("<script src") && !html.contains("<link "), "self-contained");
+}
+
+#[test]
+fn bad_input_is_an_error_with_the_row_not_a_panic() {
+    let fleet = tmp("fleet-bad.toml");
+    std::fs::write(&fleet, FLEET).expect("write fleet");
+    // Row 3 asks for more accelerators than any cluster has.
+    let trace = tmp("too-big.csv");
+    std::fs::write(&trace, "id,submit_s,accelerators,duration_s\na,0,8,100\nb,10,8,100\nhuge,20,4096,100\n")
+        .expect("write");
+    let out = bin()
+        .args(["simulate", "--fleet", fleet.to_str().expect("utf-8"), "--trace", trace.to_str().expect("utf-8"), "--json"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trace job 3") && err.contains("huge"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // With --skip-invalid the job is skipped and counted.
+    let out = bin()
+        .args([
+            "simulate", "--fleet", fleet.to_str().expect("utf-8"), "--trace", trace.to_str().expect("utf-8"), "--json",
+            "--skip-invalid",
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["rejected"], 1);
+    assert_eq!(v["completed"], 2);
+    // A malformed row and an unknown format.
+    let bad = tmp("malformed.csv");
+    std::fs::write(&bad, "id,submit_s,accelerators,duration_s\na,0,8,100\nb,ten,8,100\n").expect("write");
+    let out = bin()
+        .args(["simulate", "--fleet", fleet.to_str().expect("utf-8"), "--trace", bad.to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("row 2"), "{err}");
+    let out = bin()
+        .args(["simulate", "--trace", bad.to_str().expect("utf-8"), "--format", "nope"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown trace format"));
+    let out = bin().args(["simulate", "--policy", "lottery"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown policy"));
+}
