@@ -35,14 +35,15 @@ fn input(e: PerfError) -> CliError {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
-    serde_json::to_string_pretty(value).map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))
+    serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))
 }
 
 pub fn run(args: PlanArgs) -> Result<(), CliError> {
     if let Some(csv) = &args.validate {
         let text = read_text(csv)?;
-        let report = validate_csv(&text)
-            .map_err(|e| CliError::Input(format!("{}: {e}", csv.display())))?;
+        let report =
+            validate_csv(&text).map_err(|e| CliError::Input(format!("{}: {e}", csv.display())))?;
         if args.json {
             println!("{}", to_json(&report)?);
         } else {
@@ -118,8 +119,14 @@ fn training_text(r: &TrainingReport) -> String {
     let rows: Vec<(&str, String)> = vec![
         ("step time", format!("{:.3} s", b.step_time_s)),
         ("tokens/s", format!("{:.0}", b.tokens_per_s)),
-        ("MFU / HFU", format!("{:.1}% / {:.1}%", b.mfu * 100.0, b.hfu * 100.0)),
-        ("model TFLOP/s/dev", format!("{:.0}", b.model_tflops_per_device)),
+        (
+            "MFU / HFU",
+            format!("{:.1}% / {:.1}%", b.mfu * 100.0, b.hfu * 100.0),
+        ),
+        (
+            "model TFLOP/s/dev",
+            format!("{:.0}", b.model_tflops_per_device),
+        ),
         (
             "memory/device",
             format!(
@@ -138,8 +145,19 @@ fn training_text(r: &TrainingReport) -> String {
         let _ = writeln!(s, "{k:<18}{v}");
     }
     let d = &b.breakdown;
-    let _ = writeln!(s, "\nper step (s)      compute {:.3} | tp {:.3} | cp {:.3} | ep {:.3} | pp {:.3} | dp {:.3} ({:.3} exposed) | bubble {:.3} | optimizer {:.3}",
-        d.compute_s, d.tp_comm_s, d.cp_comm_s, d.ep_comm_s, d.pp_comm_s, d.dp_comm_s, d.dp_comm_exposed_s, d.pipeline_bubble_s, d.optimizer_s);
+    let _ = writeln!(
+        s,
+        "\nper step (s)      compute {:.3} | tp {:.3} | cp {:.3} | ep {:.3} | pp {:.3} | dp {:.3} ({:.3} exposed) | bubble {:.3} | optimizer {:.3}",
+        d.compute_s,
+        d.tp_comm_s,
+        d.cp_comm_s,
+        d.ep_comm_s,
+        d.pp_comm_s,
+        d.dp_comm_s,
+        d.dp_comm_exposed_s,
+        d.pipeline_bubble_s,
+        d.optimizer_s
+    );
     let _ = writeln!(
         s,
         "communication     {:.3} s exposed, {:.3} s overlapped",
@@ -166,7 +184,11 @@ fn training_text(r: &TrainingReport) -> String {
     }
     if !r.alternatives.is_empty() {
         let _ = writeln!(s, "\nnext best layouts");
-        let _ = writeln!(s, "  {:<46} {:>9} {:>12} {:>7} {:>9}", "layout", "step s", "tokens/s", "MFU", "mem GiB");
+        let _ = writeln!(
+            s,
+            "  {:<46} {:>9} {:>12} {:>7} {:>9}",
+            "layout", "step s", "tokens/s", "MFU", "mem GiB"
+        );
         for e in &r.alternatives {
             let _ = writeln!(
                 s,
@@ -200,8 +222,14 @@ fn human(report: &PlanReport) -> String {
                 r.output_tokens
             );
             let rows: Vec<(&str, String)> = vec![
-                ("layout", format!("tp{} pp{} ep{}", e.layout.tp, e.layout.pp, e.layout.ep)),
-                ("concurrency", format!("{} (max that fits: {})", e.concurrency, e.max_concurrency)),
+                (
+                    "layout",
+                    format!("tp{} pp{} ep{}", e.layout.tp, e.layout.pp, e.layout.ep),
+                ),
+                (
+                    "concurrency",
+                    format!("{} (max that fits: {})", e.concurrency, e.max_concurrency),
+                ),
                 ("output tokens/s", format!("{:.0}", e.tokens_per_s)),
                 ("TTFT", format!("{:.1} ms", e.ttft_s * 1e3)),
                 ("TPOT", format!("{:.1} ms", e.tpot_s * 1e3)),
@@ -233,7 +261,17 @@ fn validation_table(r: &ValidationReport) -> String {
     let _ = writeln!(
         s,
         "{:<8} {:<22} {:<30} {:<10} {:>6} {:>13} {:>13} {:>8}  layout",
-        "id", "source", "model", "hardware", "count", format!("published {unit}").chars().take(13).collect::<String>(), "predicted", "error"
+        "id",
+        "source",
+        "model",
+        "hardware",
+        "count",
+        format!("published {unit}")
+            .chars()
+            .take(13)
+            .collect::<String>(),
+        "predicted",
+        "error"
     );
     for row in &r.rows {
         let _ = writeln!(

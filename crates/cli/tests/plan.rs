@@ -19,7 +19,11 @@ fn plan(args: &[&str]) -> std::process::Output {
 #[test]
 fn plan_json_has_the_documented_keys() {
     let out = plan(&["examples/plan/llama3-405b-h100.toml", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     for key in [
         "step_time_s",
@@ -45,7 +49,14 @@ fn plan_json_has_the_documented_keys() {
     assert_eq!(v["layout"]["recompute"], "selective");
     let mfu = v["mfu"].as_f64().expect("number");
     assert!(mfu > 0.3 && mfu < 0.5, "mfu {mfu}");
-    for key in ["compute_s", "tp_comm_s", "dp_comm_s", "pipeline_bubble_s", "exposed_comm_s", "overlapped_comm_s"] {
+    for key in [
+        "compute_s",
+        "tp_comm_s",
+        "dp_comm_s",
+        "pipeline_bubble_s",
+        "exposed_comm_s",
+        "overlapped_comm_s",
+    ] {
         assert!(v["breakdown"].get(key).is_some(), "missing breakdown.{key}");
     }
 }
@@ -53,7 +64,11 @@ fn plan_json_has_the_documented_keys() {
 #[test]
 fn plan_without_parallelism_searches() {
     let out = plan(&["examples/plan/llama3-405b-search.toml"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("(searched)"), "{text}");
     assert!(text.contains("next best layouts"), "{text}");
@@ -62,7 +77,11 @@ fn plan_without_parallelism_searches() {
 #[test]
 fn inference_plan_reports_latency_and_capacity() {
     let out = plan(&["examples/plan/llama3-70b-serve.toml", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     for key in ["tokens_per_s", "ttft_s", "tpot_s", "max_concurrency"] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
@@ -113,8 +132,16 @@ fn bad_inputs_name_the_field() {
 
 #[test]
 fn validate_prints_rows_and_summary() {
-    let out = plan(&["--validate", "data/calibration/published_inference_runs.csv", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = plan(&[
+        "--validate",
+        "data/calibration/published_inference_runs.csv",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(v["rows"].as_array().map(Vec::len), Some(30));
     assert!(v["median_abs_error"].as_f64().is_some());

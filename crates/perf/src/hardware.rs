@@ -155,8 +155,7 @@ impl Hardware {
 
     /// Usable HBM per device for the job, bytes.
     pub fn usable_memory_bytes(&self) -> f64 {
-        (self.accelerator.hbm_gib * USABLE_MEMORY_FRACTION - RESERVED_MEMORY_GIB).max(0.0)
-            * GIB
+        (self.accelerator.hbm_gib * USABLE_MEMORY_FRACTION - RESERVED_MEMORY_GIB).max(0.0) * GIB
     }
 
     pub fn hbm_bytes_per_s(&self) -> f64 {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::PerfError;
 use crate::hardware::{GIB, Hardware, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
 use crate::model::ModelSpec;
-use crate::train::gemm_time;
+use crate::train::GemmDevice;
 
 /// Fraction of the memory left after weights and activations that the engine gives to the KV
 /// cache: TensorRT-LLM's `kv_cache_free_gpu_mem_fraction` default (0.9); vLLM's
@@ -96,7 +96,9 @@ pub fn estimate_inference(
     spec: &InferenceSpec,
 ) -> Result<InferenceEstimate, PerfError> {
     if l.tp == 0 || l.pp == 0 || l.ep == 0 {
-        return Err(PerfError::input("[parallelism] tp, pp and ep must be at least 1"));
+        return Err(PerfError::input(
+            "[parallelism] tp, pp and ep must be at least 1",
+        ));
     }
     if u64::from(l.tp) * u64::from(l.pp) != u64::from(hw.count) {
         return Err(PerfError::input(format!(
@@ -111,7 +113,9 @@ pub fn estimate_inference(
         )));
     }
     if spec.output_tokens == 0 {
-        return Err(PerfError::input("[inference] output_tokens must be at least 1"));
+        return Err(PerfError::input(
+            "[inference] output_tokens must be at least 1",
+        ));
     }
     let a = hw.accelerator;
     let facts = kernel_facts(a);
@@ -151,7 +155,20 @@ pub fn estimate_inference(
     let fits = max_concurrency >= 1;
     let bf = f64::from(b);
 
-    let gemm = |rows: f64, n: f64, k: f64| gemm_time(rows, n, k, peak, ceiling, &facts, hbm, elem);
+    let dev = GemmDevice {
+        peak_flops: peak,
+        ceiling,
+        facts,
+        hbm_bytes_per_s: hbm,
+        elem_bytes: elem,
+    };
+    let head_dev = GemmDevice {
+        peak_flops: bf16_peak,
+        ceiling: facts.gemm_bf16,
+        elem_bytes: 2.0,
+        ..dev
+    };
+    let gemm = |rows: f64, n: f64, k: f64| dev.time(rows, n, k);
     let n_mats = m.ffn_matrices();
     // One layer's GEMMs for `rows` tokens.
     let layer_gemms = |rows: f64, moe: bool| -> f64 {
@@ -167,7 +184,8 @@ pub fn estimate_inference(
             g += touched * (gemm(per, (n_mats - 1.0) * fe / t, h) + gemm(per, h, fe / t));
             let shared = f64::from(moe_spec.shared_experts);
             if shared > 0.0 {
-                g += gemm(rows, (n_mats - 1.0) * shared * fe / t, h) + gemm(rows, h, shared * fe / t);
+                g += gemm(rows, (n_mats - 1.0) * shared * fe / t, h)
+                    + gemm(rows, h, shared * fe / t);
             }
         } else {
             let f = f64::from(m.ffn_hidden);
@@ -179,7 +197,12 @@ pub fn estimate_inference(
     let dense_layers = layers - moe_layers;
     let all_gemms = |rows: f64| -> f64 {
         (dense_layers * layer_gemms(rows, false)
-            + moe_layers * if m.moe.is_some() { layer_gemms(rows, true) } else { 0.0 })
+            + moe_layers
+                * if m.moe.is_some() {
+                    layer_gemms(rows, true)
+                } else {
+                    0.0
+                })
             / pp
     };
     let allreduce = |rows: f64| -> f64 {
@@ -190,7 +213,7 @@ pub fn estimate_inference(
         let bw = hw.collective_bw(l.tp);
         2.0 * layers / pp * (2.0 * (t - 1.0) / t * bytes / bw + INFERENCE_ALLREDUCE_LATENCY_S)
     };
-    let head = |rows: f64| gemm_time(rows, v / t, h, bf16_peak, facts.gemm_bf16, &facts, hbm, 2.0);
+    let head = |rows: f64| head_dev.time(rows, v / t, h);
 
     // Decode iteration for B requests at their mean context.
     let ctx = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens) / 2.0;
@@ -205,11 +228,12 @@ pub fn estimate_inference(
     let prefill_attn_flops = 4.0 * p * (p / 2.0 + 64.0) * h / t * layers / pp;
     let prefill_attn = prefill_attn_flops / (bf16_peak * facts.attention_fwd);
     let chunk = p.min(f64::from(MAX_NUM_TOKENS));
-    let prefill_alone =
-        (all_gemms(chunk) + allreduce(chunk)) * (p / chunk) + prefill_attn + head(1.0) + ITERATION_OVERHEAD_S;
+    let prefill_alone = (all_gemms(chunk) + allreduce(chunk)) * (p / chunk)
+        + prefill_attn
+        + head(1.0)
+        + ITERATION_OVERHEAD_S;
     let prefill_flops = 2.0 * (m.active_params() - m.embedding_params()) * p / (t * pp);
-    let prefill_marginal =
-        prefill_flops / (peak * ceiling) + prefill_attn + allreduce(p);
+    let prefill_marginal = prefill_flops / (peak * ceiling) + prefill_attn + allreduce(p);
     let iteration = decode + bf / f64::from(spec.output_tokens) * prefill_marginal;
     // With pipeline parallelism, pp micro-batches are in flight: one iteration per stage time.
     let tokens_per_s = bf / iteration;

@@ -23,7 +23,9 @@ pub mod validate;
 pub use hardware::Hardware;
 pub use layout::{Layout, Recompute};
 pub use model::{ModelSpec, MoeSpec};
-pub use search::{LayoutConstraint, SearchOptions, best_training_rate, best_training_rate_on, search};
+pub use search::{
+    LayoutConstraint, SearchOptions, best_training_rate, best_training_rate_on, search,
+};
 pub use software::{AttentionKernel, Software};
 pub use train::{TrainingEstimate, TrainingSpec, estimate};
 

@@ -208,8 +208,8 @@ impl ModelSpec {
             .filter(|c| !matches!(c, ' ' | '_' | '-' | '.'))
             .flat_map(char::to_lowercase)
             .collect();
-        let dense = |name: &str, layers, hidden, heads, kv_heads, ffn_hidden, vocab, seq_len| {
-            ModelSpec {
+        let dense =
+            |name: &str, layers, hidden, heads, kv_heads, ffn_hidden, vocab, seq_len| ModelSpec {
                 name: name.to_string(),
                 layers,
                 hidden,
@@ -220,16 +220,24 @@ impl ModelSpec {
                 vocab,
                 seq_len,
                 moe: None,
-            }
-        };
+            };
         match key.as_str() {
-            "llama38b" | "llama318b" => Some(dense("llama3-8b", 32, 4096, 32, 8, 14336, 128_256, 8192)),
+            "llama38b" | "llama318b" => {
+                Some(dense("llama3-8b", 32, 4096, 32, 8, 14336, 128_256, 8192))
+            }
             "llama370b" | "llama3170b" | "llama3370b" => {
                 Some(dense("llama3-70b", 80, 8192, 64, 8, 28672, 128_256, 8192))
             }
-            "llama3405b" | "llama31405b" => {
-                Some(dense("llama3-405b", 126, 16384, 128, 8, 53248, 128_256, 8192))
-            }
+            "llama3405b" | "llama31405b" => Some(dense(
+                "llama3-405b",
+                126,
+                16384,
+                128,
+                8,
+                53248,
+                128_256,
+                8192,
+            )),
             "gpt3175b" => {
                 let mut m = dense("gpt3-175b", 96, 12288, 96, 96, 49152, 50_257, 2048);
                 m.gated_ffn = false;
@@ -364,10 +372,9 @@ impl ModelSpec {
 
     /// Every weight stored (embedding and LM head counted separately, i.e. untied).
     pub fn total_params(&self) -> f64 {
-        let (routed, shared) = self
-            .moe
-            .as_ref()
-            .map_or((0.0, 0.0), |m| (f64::from(m.experts), f64::from(m.shared_experts)));
+        let (routed, shared) = self.moe.as_ref().map_or((0.0, 0.0), |m| {
+            (f64::from(m.experts), f64::from(m.shared_experts))
+        });
         f64::from(self.layers) * self.attention_params()
             + f64::from(self.dense_layers()) * self.dense_ffn_params()
             + f64::from(self.moe_layers())
@@ -379,9 +386,10 @@ impl ModelSpec {
     /// projections, the dense FFN or the active plus shared experts and the router, and the LM
     /// head; not the embedding lookup).
     pub fn active_params(&self) -> f64 {
-        let active = self.moe.as_ref().map_or(0.0, |m| {
-            f64::from(m.experts_per_token + m.shared_experts)
-        });
+        let active = self
+            .moe
+            .as_ref()
+            .map_or(0.0, |m| f64::from(m.experts_per_token + m.shared_experts));
         f64::from(self.layers) * self.attention_params()
             + f64::from(self.dense_layers()) * self.dense_ffn_params()
             + f64::from(self.moe_layers()) * (self.router_params() + active * self.expert_params())
@@ -408,7 +416,11 @@ mod tests {
         // Llama 3 paper: 8B, 70B, 405B (untied embeddings counted twice here).
         assert!((b("llama3-8b") - 8.0).abs() < 0.2, "{}", b("llama3-8b"));
         assert!((b("llama3-70b") - 70.6).abs() < 0.5, "{}", b("llama3-70b"));
-        assert!((b("llama3-405b") - 405.8).abs() < 1.5, "{}", b("llama3-405b"));
+        assert!(
+            (b("llama3-405b") - 405.8).abs() < 1.5,
+            "{}",
+            b("llama3-405b")
+        );
         // DeepSeek-V3: 671B total, 37B active (MLA approximated, so a few percent off).
         let ds = ModelSpec::preset("deepseek-v3").expect("preset");
         assert!((ds.total_params() / 1e9 - 671.0).abs() < 30.0);

@@ -19,7 +19,9 @@ use switchyard_core::fleet::Fleet;
 
 use crate::PerfError;
 use crate::hardware::Hardware;
-use crate::infer::{Concurrency, InferenceEstimate, InferenceLayout, InferenceSpec, estimate_inference};
+use crate::infer::{
+    Concurrency, InferenceEstimate, InferenceLayout, InferenceSpec, estimate_inference,
+};
 use crate::layout::Recompute;
 use crate::model::{ModelFields, ModelSpec};
 use crate::search::{LayoutConstraint, SearchOptions, search};
@@ -220,7 +222,9 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
                 .global_batch
                 .ok_or_else(|| PerfError::input("[training] global_batch is missing"))?;
             if global_batch == 0 {
-                return Err(PerfError::input("[training] global_batch must be at least 1"));
+                return Err(PerfError::input(
+                    "[training] global_batch must be at least 1",
+                ));
             }
             if let Some(tokens) = t.tokens {
                 if !(tokens > 0.0 && tokens.is_finite()) {
@@ -267,7 +271,9 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
                 .output_tokens
                 .ok_or_else(|| PerfError::input("[inference] output_tokens is missing"))?;
             if output_tokens == 0 {
-                return Err(PerfError::input("[inference] output_tokens must be at least 1"));
+                return Err(PerfError::input(
+                    "[inference] output_tokens must be at least 1",
+                ));
             }
             let concurrency = match i.concurrency {
                 None => Concurrency::Max,
@@ -328,7 +334,9 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
         (constraint.virtual_stages, "virtual_stages"),
     ] {
         if v == Some(0) {
-            return Err(PerfError::input(format!("[parallelism] {f} must be at least 1")));
+            return Err(PerfError::input(format!(
+                "[parallelism] {f} must be at least 1"
+            )));
         }
     }
     let product = u64::from(constraint.tp.unwrap_or(1))
@@ -435,7 +443,8 @@ pub fn budget(m: &ModelSpec, hw: &Hardware, tokens_per_s: f64, tokens: f64) -> B
     let mtbf_node = hw.node_mtbf_hours.unwrap_or(DEFAULT_NODE_MTBF_HOURS);
     let job_mtbf = mtbf_node / f64::from(hw.nodes().max(1));
     let ckpt_bytes = m.total_params() * CHECKPOINT_BYTES_PER_PARAM;
-    let write_s = ckpt_bytes / (f64::from(hw.nodes().max(1)) * CHECKPOINT_WRITE_GB_S_PER_NODE * 1e9);
+    let write_s =
+        ckpt_bytes / (f64::from(hw.nodes().max(1)) * CHECKPOINT_WRITE_GB_S_PER_NODE * 1e9);
     let delta_h = write_s / 3600.0;
     let tau_h = (2.0 * delta_h * job_mtbf).sqrt().max(delta_h);
     let overhead = delta_h / tau_h + (tau_h / 2.0 + RESTART_HOURS) / job_mtbf;
@@ -533,10 +542,8 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 ..SearchOptions::default()
             };
             let c = &input.constraint;
-            let complete = c.tp.is_some()
-                && c.pp.is_some()
-                && c.microbatch.is_some()
-                && c.recompute.is_some();
+            let complete =
+                c.tp.is_some() && c.pp.is_some() && c.microbatch.is_some() && c.recompute.is_some();
             let mut found = search(m, hw, spec, c, &opts)?;
             if found.is_empty() {
                 // Nothing fits: report the given (or fastest) layout anyway, marked as not fitting.

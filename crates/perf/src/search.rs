@@ -160,7 +160,10 @@ pub fn search(
                 let mbs: Vec<u32> = one_or(
                     c.microbatch,
                     if spec.global_batch % dp == 0 {
-                        divisors(per_dp).into_iter().filter(|&b| b <= mb_max).collect()
+                        divisors(per_dp)
+                            .into_iter()
+                            .filter(|&b| b <= mb_max)
+                            .collect()
                     } else {
                         powers_of_two_upto(mb_max.min(per_dp))
                     },
@@ -208,7 +211,8 @@ pub fn search(
                                             sequence_parallel: sp,
                                             zero,
                                         };
-                                        if layout.check(count, spec.global_batch, m.layers).is_err() {
+                                        if layout.check(count, spec.global_batch, m.layers).is_err()
+                                        {
                                             continue;
                                         }
                                         let est = estimate(m, hw, &layout, spec);

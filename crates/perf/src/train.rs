@@ -17,9 +17,9 @@ use crate::hardware::{
     GIB, Hardware, KernelFacts, MEMORY_BANDWIDTH_EFFICIENCY, TRITON_ATTENTION_BWD,
     TRITON_ATTENTION_FWD, kernel_facts,
 };
-use crate::software::{AttentionKernel, Software};
 use crate::layout::{Layout, Recompute};
 use crate::model::ModelSpec;
+use crate::software::{AttentionKernel, Software};
 
 /// Bytes of one BF16 element.
 const BF16: f64 = 2.0;
@@ -136,28 +136,42 @@ pub struct TrainingEstimate {
     pub breakdown: Breakdown,
 }
 
-/// Time of one GEMM `[m×k]·[k×n]` on one device, seconds.
-pub fn gemm_time(m: f64, n: f64, k: f64, peak_flops: f64, ceiling: f64, f: &KernelFacts, hbm: f64, elem_bytes: f64) -> f64 {
-    if m <= 0.0 || n <= 0.0 || k <= 0.0 {
-        return 0.0;
+/// What a GEMM runs against: the peak and achievable fraction for its precision, the kernel
+/// facts of the device, its memory bandwidth and the input element size.
+#[derive(Debug, Clone, Copy)]
+pub struct GemmDevice {
+    pub peak_flops: f64,
+    pub ceiling: f64,
+    pub facts: KernelFacts,
+    pub hbm_bytes_per_s: f64,
+    pub elem_bytes: f64,
+}
+
+impl GemmDevice {
+    /// Time of one GEMM `[m×k]·[k×n]`, seconds: a roofline whose compute ceiling is the
+    /// large-GEMM fraction times wave quantization (tiles over SMs), edge-tile waste and the
+    /// per-tile pipeline fill/epilogue (`k/(k+k_overhead)`); the memory side moves both inputs
+    /// and the BF16 output once.
+    pub fn time(&self, m: f64, n: f64, k: f64) -> f64 {
+        if m <= 0.0 || n <= 0.0 || k <= 0.0 {
+            return 0.0;
+        }
+        let f = &self.facts;
+        let flops = 2.0 * m * n * k;
+        let (tm, tn) = (f64::from(f.tile_m), f64::from(f.tile_n));
+        let tiles = (m / tm).ceil() * (n / tn).ceil();
+        let sms = f64::from(f.sms);
+        let waves = (tiles / sms).ceil();
+        let wave_eff = tiles / (waves * sms);
+        // Partial tiles at the edges do full-tile work.
+        let tile_eff = (m * n) / (tiles * tm * tn);
+        let k_eff = k / (k + f.k_overhead);
+        let eff = self.ceiling * wave_eff * tile_eff * k_eff;
+        let t_compute = flops / (self.peak_flops * eff);
+        let bytes = self.elem_bytes * (m * k + k * n) + BF16 * m * n;
+        let t_memory = bytes / (self.hbm_bytes_per_s * MEMORY_BANDWIDTH_EFFICIENCY);
+        t_compute.max(t_memory)
     }
-    let flops = 2.0 * m * n * k;
-    let tiles = (m / f64::from(f.tile_m)).ceil() * (n / f64::from(f.tile_n)).ceil();
-    let sms = f64::from(f.sms);
-    let waves = (tiles / sms).ceil();
-    let wave_eff = tiles / (waves * sms);
-    // Partial tiles at the edges do full-tile work.
-    let tile_eff = (m * n)
-        / ((m / f64::from(f.tile_m)).ceil()
-            * f64::from(f.tile_m)
-            * (n / f64::from(f.tile_n)).ceil()
-            * f64::from(f.tile_n));
-    let k_eff = k / (k + f.k_overhead);
-    let eff = ceiling * wave_eff * tile_eff * k_eff;
-    let t_compute = flops / (peak_flops * eff);
-    let bytes = elem_bytes * (m * k + k * n) + BF16 * m * n;
-    let t_memory = bytes / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
-    t_compute.max(t_memory)
 }
 
 /// Per-device costs of one layer (or the LM head) for one micro-batch.
@@ -194,12 +208,25 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn gemm(&self, m: f64, n: f64, k: f64) -> f64 {
-        let elem = if self.fp8 { 1.0 } else { BF16 };
-        gemm_time(m, n, k, self.gemm_peak, self.gemm_ceiling, &self.facts, self.hbm, elem)
+        GemmDevice {
+            peak_flops: self.gemm_peak,
+            ceiling: self.gemm_ceiling,
+            facts: self.facts,
+            hbm_bytes_per_s: self.hbm,
+            elem_bytes: if self.fp8 { 1.0 } else { BF16 },
+        }
+        .time(m, n, k)
     }
 
     fn gemm_bf16(&self, m: f64, n: f64, k: f64) -> f64 {
-        gemm_time(m, n, k, self.bf16_peak, self.facts.gemm_bf16, &self.facts, self.hbm, BF16)
+        GemmDevice {
+            peak_flops: self.bf16_peak,
+            ceiling: self.facts.gemm_bf16,
+            facts: self.facts,
+            hbm_bytes_per_s: self.hbm,
+            elem_bytes: BF16,
+        }
+        .time(m, n, k)
     }
 
     fn stream(&self, bytes: f64) -> f64 {
@@ -343,7 +370,11 @@ impl Ctx<'_> {
         };
         // Tensor parallel: two all-reduces (or all-gather + reduce-scatter pairs with SP) in the
         // forward, two in the backward, two more for a full recompute.
-        let passes = if l.recompute == Recompute::Full { 3.0 } else { 2.0 };
+        let passes = if l.recompute == Recompute::Full {
+            3.0
+        } else {
+            2.0
+        };
         let act = tok * h * BF16;
         let tp_comm = self.tp_coll(act, 2.0 * 2.0 * passes);
         // Context parallel: ring exchange of K and V, forward, and of K, V and their gradients
@@ -474,7 +505,8 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     let microbatches = f64::from(l.microbatches(spec.global_batch));
     // 1F1B keeps pp micro-batches in flight on the first stage; interleaving adds (pp-1)/(pp·v).
     let in_flight = if l.pp > 1 {
-        (pp * (1.0 + (pp - 1.0) / (pp * v))).min(microbatches.max(1.0) * (1.0 + (pp - 1.0) / (pp * v)))
+        (pp * (1.0 + (pp - 1.0) / (pp * v)))
+            .min(microbatches.max(1.0) * (1.0 + (pp - 1.0) / (pp * v)))
     } else {
         1.0
     };
@@ -520,7 +552,11 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         hbm: hw.hbm_bytes_per_s(),
     };
     let dense = ctx.layer(false);
-    let moe = if m.moe.is_some() { ctx.layer(true) } else { dense };
+    let moe = if m.moe.is_some() {
+        ctx.layer(true)
+    } else {
+        dense
+    };
     let head = ctx.head();
     let layers = f64::from(m.layers);
     let moe_frac = f64::from(m.moe_layers()) / layers;
@@ -537,7 +573,9 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let stage_layers = if l.pp == 1 {
         layers
     } else {
-        (layers / pp).ceil().max((layers + head_compute / layer_compute.max(1e-12)) / pp)
+        (layers / pp)
+            .ceil()
+            .max((layers + head_compute / layer_compute.max(1e-12)) / pp)
     };
     let head_share = if l.pp == 1 { 1.0 } else { 0.0 };
     let tokens_mb = ctx.tokens();
@@ -553,7 +591,11 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     // Pipeline sends: one activation tensor forward and one gradient backward per model chunk.
     let v = f64::from(l.virtual_stages);
     let pp_mb = if l.pp > 1 {
-        let sp = if l.sequence_parallel { f64::from(l.tp) } else { 1.0 };
+        let sp = if l.sequence_parallel {
+            f64::from(l.tp)
+        } else {
+            1.0
+        };
         let bytes = tokens_mb * h * BF16 / sp;
         let bw = hw.group_bw(2, l.tp * l.cp * l.dp);
         2.0 * v * (bytes / bw + COLLECTIVE_LATENCY_SCALE_OUT_S)
@@ -596,7 +638,11 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let pass = |bytes_per_param: f64| {
         ring(dpf) * dense_p * bytes_per_param / bw_dp
             + ring(edp) * expert_p * bytes_per_param / bw_edp
-            + if dp > 1 { collectives * (dpf - 1.0) * hop } else { 0.0 }
+            + if dp > 1 {
+                collectives * (dpf - 1.0) * hop
+            } else {
+                0.0
+            }
     };
     let gb = grad_reduce_bytes(l.zero);
     let (dp_total, dp_exposed) = match l.zero {
@@ -616,7 +662,8 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         }
         2 => {
             let per_mb = pass(BF16) + pass(gb);
-            let exposed_mb = (per_mb - compute_mb).max(0.0) + per_mb / (2.0 * stage_layers.max(1.0));
+            let exposed_mb =
+                (per_mb - compute_mb).max(0.0) + per_mb / (2.0 * stage_layers.max(1.0));
             (per_mb * microbatches, exposed_mb * microbatches)
         }
         z => {

@@ -113,7 +113,10 @@ fn model_fields(row: &Row) -> Result<ModelFields, PerfError> {
 }
 
 fn fp8(row: &Row) -> Result<bool, PerfError> {
-    match cell(row, "precision").map(str::to_ascii_lowercase).as_deref() {
+    match cell(row, "precision")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("fp8") => Ok(true),
         Some("bf16") | Some("fp16") | None => Ok(false),
         Some(other) => Err(PerfError::input(format!(
@@ -150,9 +153,8 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     }
     let model = fields.resolve()?;
     let accel_name = cell(row, "accelerator").unwrap_or("");
-    let accel = accelerator::lookup(accel_name).ok_or_else(|| {
-        PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}"))
-    })?;
+    let accel = accelerator::lookup(accel_name)
+        .ok_or_else(|| PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}")))?;
     let count: u32 = need(row, "count")?;
     let mut hw = Hardware::from_accelerator(accel, count);
     if let Some(per_node) = num::<u32>(row, "per_node")? {
@@ -167,7 +169,9 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     let recompute = match cell(row, "recompute") {
         None => None,
         Some(t) => Some(Recompute::parse(t).ok_or_else(|| {
-            PerfError::input(format!("row {id}: recompute = {t:?} is not none/selective/full"))
+            PerfError::input(format!(
+                "row {id}: recompute = {t:?} is not none/selective/full"
+            ))
         })?),
     };
     let constraint = LayoutConstraint {
@@ -229,9 +233,8 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
     }
     let model = fields.resolve()?;
     let accel_name = cell(row, "accelerator").unwrap_or("");
-    let accel = accelerator::lookup(accel_name).ok_or_else(|| {
-        PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}"))
-    })?;
+    let accel = accelerator::lookup(accel_name)
+        .ok_or_else(|| PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}")))?;
     let count: u32 = need(row, "count")?;
     let hw = Hardware::from_accelerator(accel, count);
     let concurrency = match cell(row, "concurrency") {
@@ -306,8 +309,7 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
     };
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
-        let record =
-            record.map_err(|e| PerfError::input(format!("CSV line {}: {e}", i + 2)))?;
+        let record = record.map_err(|e| PerfError::input(format!("CSV line {}: {e}", i + 2)))?;
         let row: Row = headers
             .iter()
             .zip(record.iter())
@@ -322,10 +324,11 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
         return Err(PerfError::input("the CSV has no rows"));
     }
     let abs: Vec<f64> = rows.iter().map(|r| r.error.abs()).collect();
-    let (worst_i, worst) = abs
-        .iter()
-        .enumerate()
-        .fold((0, 0.0f64), |acc, (i, &e)| if e > acc.1 { (i, e) } else { acc });
+    let (worst_i, worst) =
+        abs.iter().enumerate().fold(
+            (0, 0.0f64),
+            |acc, (i, &e)| if e > acc.1 { (i, e) } else { acc },
+        );
     let mean_error = rows.iter().map(|r| r.error).sum::<f64>() / rows.len() as f64;
     Ok(ValidationReport {
         kind,

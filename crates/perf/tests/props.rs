@@ -118,11 +118,24 @@ fn published_405b_layout_is_matched_by_the_search() {
         zero: 1,
     };
     let given = estimate(&m, &hw, &published, &s);
-    let found = search(&m, &hw, &s, &LayoutConstraint::default(), &SearchOptions::default())
-        .expect("valid input");
+    let found = search(
+        &m,
+        &hw,
+        &s,
+        &LayoutConstraint::default(),
+        &SearchOptions::default(),
+    )
+    .expect("valid input");
     let best = found.first().expect("something fits");
-    assert!(best.step_time_s <= given.step_time_s, "{best:?} vs {given:?}");
-    assert!(given.mfu > 0.3 && given.mfu < 0.5, "published layout MFU {}", given.mfu);
+    assert!(
+        best.step_time_s <= given.step_time_s,
+        "{best:?} vs {given:?}"
+    );
+    assert!(
+        given.mfu > 0.3 && given.mfu < 0.5,
+        "published layout MFU {}",
+        given.mfu
+    );
 }
 
 #[test]
@@ -130,9 +143,18 @@ fn deepseek_v3_on_h800_finds_an_expert_parallel_layout() {
     let m = ModelSpec::preset("deepseek-v3").expect("preset");
     let a = lookup("H800").expect("in the catalog");
     let hw = Hardware::from_accelerator(a, 2048);
-    let s = TrainingSpec { fp8: true, ..spec(3840) };
-    let found = search(&m, &hw, &s, &LayoutConstraint::default(), &SearchOptions::default())
-        .expect("valid input");
+    let s = TrainingSpec {
+        fp8: true,
+        ..spec(3840)
+    };
+    let found = search(
+        &m,
+        &hw,
+        &s,
+        &LayoutConstraint::default(),
+        &SearchOptions::default(),
+    )
+    .expect("valid input");
     let best = found.first().expect("something fits");
     assert!(best.layout.ep > 1, "{:?}", best.layout);
     assert!(best.fits);

@@ -40,7 +40,12 @@ fn training_runs_within_issue_thresholds() {
     let r = report("published_training_runs.csv");
     assert!(r.rows.len() >= 200);
     assert!(r.median_abs_error <= 0.10, "median {}", r.median_abs_error);
-    assert!(r.worst_abs_error <= 0.25, "worst {} ({})", r.worst_abs_error, r.worst_id);
+    assert!(
+        r.worst_abs_error <= 0.25,
+        "worst {} ({})",
+        r.worst_abs_error,
+        r.worst_id
+    );
 }
 
 #[test]
@@ -48,5 +53,10 @@ fn inference_runs_within_issue_thresholds() {
     let r = report("published_inference_runs.csv");
     assert!(r.rows.len() >= 30);
     assert!(r.median_abs_error <= 0.15, "median {}", r.median_abs_error);
-    assert!(r.worst_abs_error <= 0.35, "worst {} ({})", r.worst_abs_error, r.worst_id);
+    assert!(
+        r.worst_abs_error <= 0.35,
+        "worst {} ({})",
+        r.worst_abs_error,
+        r.worst_id
+    );
 }
