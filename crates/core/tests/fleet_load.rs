@@ -403,7 +403,11 @@ fn the_example_in_docs_fleet_md_loads() {
     let doc = std::fs::read_to_string(path).expect("docs/fleet.md exists");
     let start = doc.find("```toml\n").expect("a TOML example") + "```toml\n".len();
     let end = start + doc[start..].find("```").expect("closed block");
-    let fleet = Fleet::from_toml(&doc[start..end], "docs/fleet.md").expect("the documented example is valid");
+    let fleet = Fleet::from_toml(&doc[start..end], "docs/fleet.md")
+        .expect("the documented example is valid");
     assert_eq!(fleet.clusters.len(), 2);
-    assert_eq!(fleet.cluster("colossus-1").map(|c| c.accelerators()), Some(100_352));
+    assert_eq!(
+        fleet.cluster("colossus-1").map(|c| c.accelerators()),
+        Some(100_352)
+    );
 }
