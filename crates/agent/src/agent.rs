@@ -1,0 +1,213 @@
+//! The agent loop: register, then over and over: heartbeat, fetch the desired assignments,
+//! reconcile them with what runs, report statuses, push logs.
+//!
+//! [`Agent::sync`] is one pass and is what tests drive; [`Agent::run`] repeats it on a timer
+//! until told to stop. If the control plane cannot be reached the agent keeps running what it
+//! runs (it never reconciles against a state it could not read) and buffers logs up to a bound.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::control::{ControlPlane, ControlPlaneError};
+use crate::protocol::NodeInfo;
+use crate::reconcile::{Action, reconcile};
+use crate::supervisor::{Supervisor, now_ms};
+
+/// Tunables of the loop.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Time between syncs until the control plane says otherwise at registration.
+    pub sync_interval: Duration,
+    /// Time between checks of the processes (reaping, SIGKILL after grace).
+    pub poll_interval: Duration,
+    /// Log lines kept while the control plane is unreachable; older ones are dropped.
+    pub max_buffered_logs: usize,
+    /// Lines per push.
+    pub log_batch: usize,
+    /// Grace period for processes when the agent itself shuts down.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            sync_interval: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(100),
+            max_buffered_logs: 100_000,
+            log_batch: 1000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one [`Agent::sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Reconciliation actions applied.
+    pub actions: Vec<Action>,
+    /// Statuses reported.
+    pub statuses: usize,
+    /// Log lines pushed.
+    pub logs_pushed: usize,
+}
+
+/// A node agent over some [`ControlPlane`].
+#[derive(Debug)]
+pub struct Agent<C: ControlPlane> {
+    control: C,
+    node: NodeInfo,
+    node_id: Option<String>,
+    supervisor: Supervisor,
+    config: AgentConfig,
+    logs: VecDeque<crate::protocol::LogLine>,
+    dropped_logs: u64,
+}
+
+impl<C: ControlPlane> Agent<C> {
+    /// An agent for `node` (see [`crate::hardware::discover`]); registers on the first sync.
+    pub fn new(control: C, node: NodeInfo, config: AgentConfig) -> Self {
+        Self {
+            control,
+            node,
+            node_id: None,
+            supervisor: Supervisor::new(),
+            config,
+            logs: VecDeque::new(),
+            dropped_logs: 0,
+        }
+    }
+
+    /// The node id, once registered.
+    pub fn node_id(&self) -> Option<&str> {
+        self.node_id.as_deref()
+    }
+
+    /// The processes.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Log lines dropped because the buffer was full while the control plane was away.
+    pub fn dropped_logs(&self) -> u64 {
+        self.dropped_logs
+    }
+
+    /// Reaps and escalates (cheap; call often).
+    pub fn poll(&mut self) {
+        self.supervisor.poll();
+        self.buffer_logs();
+    }
+
+    fn buffer_logs(&mut self) {
+        for line in self.supervisor.drain_logs() {
+            if self.logs.len() >= self.config.max_buffered_logs {
+                self.logs.pop_front();
+                self.dropped_logs += 1;
+            }
+            self.logs.push_back(line);
+        }
+    }
+
+    fn registered(&mut self) -> Result<String, ControlPlaneError> {
+        if let Some(id) = &self.node_id {
+            return Ok(id.clone());
+        }
+        let reg = self.control.register(&self.node)?;
+        tracing::info!(node_id = %reg.node_id, "registered");
+        if reg.heartbeat_interval_ms > 0 {
+            self.config.sync_interval = Duration::from_millis(reg.heartbeat_interval_ms);
+        }
+        self.node_id = Some(reg.node_id.clone());
+        Ok(reg.node_id)
+    }
+
+    /// One pass: register if needed, heartbeat, fetch, reconcile, report, push logs.
+    pub fn sync(&mut self) -> Result<SyncReport, ControlPlaneError> {
+        let result = self.sync_inner();
+        if let Err(ControlPlaneError::UnknownNode(_)) = &result {
+            tracing::warn!("the control plane forgot this node: registering again");
+            self.node_id = None;
+        }
+        result
+    }
+
+    fn sync_inner(&mut self) -> Result<SyncReport, ControlPlaneError> {
+        self.poll();
+        let node_id = self.registered()?;
+        self.control.heartbeat(&node_id)?;
+        let desired = self.control.fetch_assignments(&node_id)?;
+        let actions = reconcile(&desired, &self.supervisor.observed(), now_ms());
+        for action in &actions {
+            match action {
+                Action::Stop { id, reason } => {
+                    tracing::info!(id, ?reason, "stopping");
+                    self.supervisor.stop(id);
+                }
+                Action::Forget { id } => self.supervisor.forget(id),
+                Action::Start {
+                    assignment,
+                    restart,
+                } => {
+                    tracing::info!(id = %assignment.id, restart, "starting");
+                    self.supervisor.start(assignment, *restart);
+                }
+            }
+        }
+        self.poll();
+        let statuses = self.supervisor.statuses();
+        self.control.report_status(&node_id, &statuses)?;
+        self.supervisor.mark_reported(&statuses);
+        let mut pushed = 0;
+        while !self.logs.is_empty() {
+            let n = self.logs.len().min(self.config.log_batch.max(1));
+            let batch: Vec<_> = self.logs.iter().take(n).cloned().collect();
+            self.control.push_logs(&node_id, &batch)?;
+            self.logs.drain(..n);
+            pushed += n;
+        }
+        Ok(SyncReport {
+            actions,
+            statuses: statuses.len(),
+            logs_pushed: pushed,
+        })
+    }
+
+    /// Syncs every interval and polls processes in between until `stop` is set, then stops
+    /// every process (SIGTERM, SIGKILL after the shutdown grace).
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let mut next_sync = Instant::now();
+        let mut failures: u32 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() >= next_sync {
+                let wait = match self.sync() {
+                    Ok(_) => {
+                        failures = 0;
+                        self.config.sync_interval
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!("sync failed ({failures} in a row): {e}");
+                        (self.config.sync_interval * failures.min(5)).min(Duration::from_secs(10))
+                    }
+                };
+                next_sync = Instant::now() + wait;
+            }
+            self.poll();
+            std::thread::sleep(self.config.poll_interval);
+        }
+        tracing::info!("agent stopping: stopping its processes");
+        self.supervisor.shutdown(self.config.shutdown_grace);
+        // Best effort: tell the control plane how they ended.
+        let _ = self.sync_statuses_only();
+    }
+
+    fn sync_statuses_only(&mut self) -> Result<(), ControlPlaneError> {
+        let node_id = self.registered()?;
+        self.poll();
+        let statuses = self.supervisor.statuses();
+        self.control.report_status(&node_id, &statuses)?;
+        let batch: Vec<_> = self.logs.drain(..).collect();
+        self.control.push_logs(&node_id, &batch)
+    }
+}

@@ -1,0 +1,189 @@
+//! The agent loop against the in-memory control plane, running real processes.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use switchyard_agent::hardware::{DiscoverOptions, discover};
+use switchyard_agent::protocol::{ExitInfo, ProcessState, Stream};
+use switchyard_agent::reconcile::Action;
+use switchyard_agent::{Agent, AgentConfig, Assignment, MemoryControlPlane, RestartPolicy};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn sh(id: &str, script: &str, restart: RestartPolicy) -> Assignment {
+    Assignment {
+        id: id.into(),
+        job_id: "job-1".into(),
+        attempt: 1,
+        rank: 0,
+        world_size: 1,
+        local_rank: 0,
+        master_addr: "127.0.0.1".into(),
+        master_port: 29500,
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        env: BTreeMap::new(),
+        accelerators: vec![0],
+        checkpoint_dir: None,
+        working_dir: None,
+        restart,
+        stop_grace_ms: 2000,
+    }
+}
+
+fn agent(cp: &MemoryControlPlane) -> Agent<MemoryControlPlane> {
+    let node = discover(&DiscoverOptions {
+        declared_accelerators: Some(2),
+        cluster: Some("test".into()),
+        address: Some("127.0.0.1".into()),
+    });
+    Agent::new(cp.clone(), node, AgentConfig::default())
+}
+
+/// Syncs until `done` holds for the control plane's state.
+fn sync_until(
+    agent: &mut Agent<MemoryControlPlane>,
+    cp: &MemoryControlPlane,
+    what: &str,
+    done: impl Fn(&switchyard_agent::control::MemoryState) -> bool,
+) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let _ = agent.sync();
+        if done(&cp.state()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn state_of(s: &switchyard_agent::control::MemoryState, id: &str) -> Option<ProcessState> {
+    s.statuses
+        .iter()
+        .find(|((_, a), _)| a == id)
+        .map(|(_, st)| st.state.clone())
+}
+
+#[test]
+fn registers_runs_streams_and_stops_what_is_no_longer_desired() {
+    let cp = MemoryControlPlane::new();
+    let mut agent = agent(&cp);
+    agent.sync().expect("first sync registers");
+    let node_id = agent.node_id().expect("registered").to_string();
+    {
+        let s = cp.state();
+        let node = &s.nodes[&node_id];
+        assert_eq!(node.accelerators.len(), 2);
+        assert_eq!(node.cluster.as_deref(), Some("test"));
+        assert_eq!(s.heartbeats[&node_id], 1);
+    }
+
+    cp.set_desired(
+        &node_id,
+        vec![sh(
+            "job-1/attempt-1/rank-0",
+            "echo hello from $RANK on $CUDA_VISIBLE_DEVICES; exec sleep 300",
+            RestartPolicy::Never,
+        )],
+    );
+    let report = agent.sync().expect("sync");
+    assert!(matches!(
+        report.actions.as_slice(),
+        [Action::Start { restart: false, .. }]
+    ));
+    sync_until(&mut agent, &cp, "the hello line", |s| {
+        s.logs
+            .iter()
+            .any(|l| l.stream == Stream::Stdout && l.line == "hello from 0 on 0")
+    });
+    assert!(matches!(
+        state_of(&cp.state(), "job-1/attempt-1/rank-0"),
+        Some(ProcessState::Running { .. })
+    ));
+
+    // Cancelled: the desired state no longer has it.
+    cp.set_desired(&node_id, vec![]);
+    sync_until(&mut agent, &cp, "the stop to be reported", |s| {
+        matches!(
+            state_of(s, "job-1/attempt-1/rank-0"),
+            Some(ProcessState::Exited(ExitInfo {
+                stopped_by_agent: true,
+                ..
+            }))
+        )
+    });
+    // Reported exits of undesired assignments are forgotten on the next pass.
+    agent.sync().expect("sync");
+    assert_eq!(agent.supervisor().statuses().len(), 0);
+}
+
+#[test]
+fn an_unreachable_control_plane_changes_nothing_that_runs() {
+    let cp = MemoryControlPlane::new();
+    let mut agent = agent(&cp);
+    agent.sync().expect("register");
+    let node_id = agent.node_id().expect("registered").to_string();
+    cp.set_desired(
+        &node_id,
+        vec![sh("svc", "echo up; exec sleep 300", RestartPolicy::Never)],
+    );
+    sync_until(&mut agent, &cp, "svc running", |s| {
+        matches!(state_of(s, "svc"), Some(ProcessState::Running { .. }))
+    });
+    cp.state().down = true;
+    for _ in 0..5 {
+        assert!(agent.sync().is_err());
+    }
+    assert_eq!(
+        agent.supervisor().live(),
+        1,
+        "kept running while the server was away"
+    );
+    // Back, and it forgot the node (e.g. declared it lost): the agent registers again and the
+    // desired state (nothing) wins.
+    {
+        let mut s = cp.state();
+        s.down = false;
+        s.nodes.clear();
+        s.desired.clear();
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while agent.supervisor().live() > 0 {
+        let _ = agent.sync();
+        assert!(Instant::now() < deadline, "stray not stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cp.state().nodes.len(), 1, "registered again");
+}
+
+#[test]
+fn failed_ranks_are_reported_not_restarted_but_replicas_restart() {
+    let cp = MemoryControlPlane::new();
+    let mut agent = agent(&cp);
+    agent.sync().expect("register");
+    let node_id = agent.node_id().expect("registered").to_string();
+    cp.set_desired(
+        &node_id,
+        vec![
+            sh("rank", "exit 7", RestartPolicy::Never),
+            sh("replica", "echo serving; exit 0", RestartPolicy::Always),
+        ],
+    );
+    sync_until(&mut agent, &cp, "the replica's restart", |s| {
+        s.statuses
+            .values()
+            .any(|st| st.assignment_id == "replica" && st.restarts >= 1)
+    });
+    let s = cp.state();
+    match state_of(&s, "rank") {
+        Some(ProcessState::Exited(info)) => {
+            assert_eq!(info.code, Some(7));
+            assert!(!info.stopped_by_agent);
+        }
+        other => panic!("rank should have exited 7, is {other:?}"),
+    }
+    let rank_status = s.statuses.values().find(|st| st.assignment_id == "rank");
+    assert_eq!(rank_status.map(|st| st.restarts), Some(0));
+    let serving = s.logs.iter().filter(|l| l.line == "serving").count();
+    assert!(serving >= 1);
+}
