@@ -30,7 +30,12 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
     /// Format of --trace: canonical, philly, itp, alibaba2023 or gavel.
-    #[arg(long, value_name = "FORMAT", requires = "trace", default_value = "canonical")]
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        requires = "trace",
+        default_value = "canonical"
+    )]
     format: String,
     /// Gavel's per-GPU-type throughput JSON (needed by --format gavel).
     #[arg(long, value_name = "FILE")]

@@ -64,7 +64,11 @@ fn run_json(args: &[&str]) -> serde_json::Value {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stderr.is_empty(), "--json prints nothing on stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "--json prints nothing on stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
 }
 
@@ -88,15 +92,38 @@ fn simulate_json_has_the_documented_keys_and_is_deterministic() {
     ];
     let a = run_json(&args);
     for key in [
-        "jobs", "completed", "avg_jct_s", "p50_jct_s", "p99_jct_s", "avg_wait_s", "makespan_s",
-        "utilization", "goodput", "cost_usd", "failures", "preemptions", "wall_s", "clusters",
+        "jobs",
+        "completed",
+        "avg_jct_s",
+        "p50_jct_s",
+        "p99_jct_s",
+        "avg_wait_s",
+        "makespan_s",
+        "utilization",
+        "goodput",
+        "cost_usd",
+        "failures",
+        "preemptions",
+        "wall_s",
+        "clusters",
     ] {
         assert!(a.get(key).is_some(), "missing {key}: {a}");
     }
     assert_eq!(a["jobs"], 200);
     assert_eq!(a["completed"], 200);
-    for key in ["jobs", "completed", "avg_jct_s", "utilization", "goodput", "cost_usd", "failures"] {
-        assert!(a["clusters"]["h100"].get(key).is_some(), "clusters.h100.{key}");
+    for key in [
+        "jobs",
+        "completed",
+        "avg_jct_s",
+        "utilization",
+        "goodput",
+        "cost_usd",
+        "failures",
+    ] {
+        assert!(
+            a["clusters"]["h100"].get(key).is_some(),
+            "clusters.h100.{key}"
+        );
     }
     // Same inputs and seed: byte-identical apart from wall time.
     let b = run_json(&args);
@@ -137,13 +164,20 @@ fn report_is_self_contained_html_with_plots() {
         ])
         .output()
         .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("avg JCT"), "{stdout}");
     let html = std::fs::read_to_string(&report).expect("report written");
     assert!(html.starts_with("<!doctype html>"));
     assert_eq!(html.matches("<svg").count(), 3, "three plots");
-    assert!(!html.contains("<script src") && !html.contains("<link "), "self-contained");
+    assert!(
+        !html.contains("<script src") && !html.contains("<link "),
+        "self-contained"
+    );
 }
 
 #[test]
@@ -152,10 +186,20 @@ fn bad_input_is_an_error_with_the_row_not_a_panic() {
     std::fs::write(&fleet, FLEET).expect("write fleet");
     // Row 3 asks for more accelerators than any cluster has.
     let trace = tmp("too-big.csv");
-    std::fs::write(&trace, "id,submit_s,accelerators,duration_s\na,0,8,100\nb,10,8,100\nhuge,20,4096,100\n")
-        .expect("write");
+    std::fs::write(
+        &trace,
+        "id,submit_s,accelerators,duration_s\na,0,8,100\nb,10,8,100\nhuge,20,4096,100\n",
+    )
+    .expect("write");
     let out = bin()
-        .args(["simulate", "--fleet", fleet.to_str().expect("utf-8"), "--trace", trace.to_str().expect("utf-8"), "--json"])
+        .args([
+            "simulate",
+            "--fleet",
+            fleet.to_str().expect("utf-8"),
+            "--trace",
+            trace.to_str().expect("utf-8"),
+            "--json",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
@@ -165,32 +209,60 @@ fn bad_input_is_an_error_with_the_row_not_a_panic() {
     // With --skip-invalid the job is skipped and counted.
     let out = bin()
         .args([
-            "simulate", "--fleet", fleet.to_str().expect("utf-8"), "--trace", trace.to_str().expect("utf-8"), "--json",
+            "simulate",
+            "--fleet",
+            fleet.to_str().expect("utf-8"),
+            "--trace",
+            trace.to_str().expect("utf-8"),
+            "--json",
             "--skip-invalid",
         ])
         .output()
         .expect("runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["rejected"], 1);
     assert_eq!(v["completed"], 2);
     // A malformed row and an unknown format.
     let bad = tmp("malformed.csv");
-    std::fs::write(&bad, "id,submit_s,accelerators,duration_s\na,0,8,100\nb,ten,8,100\n").expect("write");
+    std::fs::write(
+        &bad,
+        "id,submit_s,accelerators,duration_s\na,0,8,100\nb,ten,8,100\n",
+    )
+    .expect("write");
     let out = bin()
-        .args(["simulate", "--fleet", fleet.to_str().expect("utf-8"), "--trace", bad.to_str().expect("utf-8")])
+        .args([
+            "simulate",
+            "--fleet",
+            fleet.to_str().expect("utf-8"),
+            "--trace",
+            bad.to_str().expect("utf-8"),
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("row 2"), "{err}");
     let out = bin()
-        .args(["simulate", "--trace", bad.to_str().expect("utf-8"), "--format", "nope"])
+        .args([
+            "simulate",
+            "--trace",
+            bad.to_str().expect("utf-8"),
+            "--format",
+            "nope",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown trace format"));
-    let out = bin().args(["simulate", "--policy", "lottery"]).output().expect("runs");
+    let out = bin()
+        .args(["simulate", "--policy", "lottery"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown policy"));
 }

@@ -27,7 +27,12 @@ pub struct Spread {
 
 impl std::fmt::Display for Spread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} node{}", self.nodes, if self.nodes == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{} node{}",
+            self.nodes,
+            if self.nodes == 1 { "" } else { "s" }
+        )?;
         for (kind, n) in &self.units {
             if *kind == LevelKind::Cluster {
                 continue;
@@ -82,7 +87,11 @@ impl ClusterIndex {
             let idle: Vec<u32> = (0..units)
                 .map(|u| (u + 1).saturating_mul(unit_nodes).min(nodes) - u * unit_nodes)
                 .collect();
-            let by_idle = idle.iter().enumerate().map(|(u, &i)| (i, u as u32)).collect();
+            let by_idle = idle
+                .iter()
+                .enumerate()
+                .map(|(u, &i)| (i, u as u32))
+                .collect();
             levels.push(LevelIndex {
                 kind,
                 unit_nodes,
@@ -186,7 +195,10 @@ impl ClusterIndex {
             let mut i = 0;
             while i < changes.len() {
                 let u = changes[i].0 / level.unit_nodes;
-                let (lo, hi) = (u * level.unit_nodes, (u + 1).saturating_mul(level.unit_nodes));
+                let (lo, hi) = (
+                    u * level.unit_nodes,
+                    (u + 1).saturating_mul(level.unit_nodes),
+                );
                 let mut delta: i64 = 0;
                 while i < changes.len() && changes[i].0 >= lo && changes[i].0 < hi {
                     delta += if changes[i].1 { 1 } else { -1 };
@@ -226,7 +238,11 @@ impl ClusterIndex {
             return Some(max);
         }
         let whole = self.idle_nodes.saturating_mul(self.per_node);
-        let mut best = if whole >= min { Some(whole.min(max)) } else { None };
+        let mut best = if whole >= min {
+            Some(whole.min(max))
+        } else {
+            None
+        };
         if best.is_none() {
             // Sub-node sizes: the most available on one partly used node.
             if let Some(&(avail, _)) = self.by_avail.iter().next_back()
@@ -395,7 +411,10 @@ impl ClusterIndex {
         let mut idle = 0u32;
         for n in 0..self.nodes {
             if self.used[n as usize] > self.per_node {
-                return Err(format!("node {n} has {} used of {}", self.used[n as usize], self.per_node));
+                return Err(format!(
+                    "node {n} has {} used of {}",
+                    self.used[n as usize], self.per_node
+                ));
             }
             let a = self.avail(n);
             free += u64::from(a);
@@ -426,7 +445,10 @@ impl ClusterIndex {
                 );
                 let real = (s..e).filter(|&n| self.avail(n) == self.per_node).count() as u32;
                 if real != count {
-                    return Err(format!("{} {u}: idle {count}, really {real}", level.kind.as_str()));
+                    return Err(format!(
+                        "{} {u}: idle {count}, really {real}",
+                        level.kind.as_str()
+                    ));
                 }
             }
             if level.by_idle.len() != level.idle.iter().filter(|&&i| i > 0).count() {

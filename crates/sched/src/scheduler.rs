@@ -115,12 +115,26 @@ impl Default for Config {
 pub enum Event {
     Submit(Box<JobSpec>),
     /// A running job's work is done (as the driver observed; stale generations are ignored).
-    Finished { job: JobIdx, generation: u32 },
-    NodeFailed { cluster: u32, node: u32 },
-    NodeRepaired { cluster: u32, node: u32 },
+    Finished {
+        job: JobIdx,
+        generation: u32,
+    },
+    NodeFailed {
+        cluster: u32,
+        node: u32,
+    },
+    NodeRepaired {
+        cluster: u32,
+        node: u32,
+    },
     /// An inference service's wanted replica count (clamped to its range).
-    Scale { job: JobIdx, replicas: u32 },
-    Cancel { job: JobIdx },
+    Scale {
+        job: JobIdx,
+        replicas: u32,
+    },
+    Cancel {
+        job: JobIdx,
+    },
 }
 
 /// What the scheduler decided.
@@ -146,17 +160,28 @@ pub enum Action {
         cluster: u32,
     },
     /// Taken off its accelerators to make room; back in the queue.
-    Preempt { job: JobIdx, cluster: u32 },
+    Preempt {
+        job: JobIdx,
+        cluster: u32,
+    },
     /// Hit by a node failure: loses `lost_s` of progress and goes back in the queue.
     Restart {
         job: JobIdx,
         cluster: u32,
         lost_s: f64,
     },
-    ReplicaLost { job: JobIdx, cluster: u32 },
-    Finish { job: JobIdx, cluster: u32 },
+    ReplicaLost {
+        job: JobIdx,
+        cluster: u32,
+    },
+    Finish {
+        job: JobIdx,
+        cluster: u32,
+    },
     /// Can never run on this fleet.
-    Reject { job: JobIdx },
+    Reject {
+        job: JobIdx,
+    },
 }
 
 /// One decision and why it was taken.
@@ -354,7 +379,12 @@ impl Scheduler {
             .map(|i| vec![Vec::new(); i.nodes() as usize])
             .collect();
         let n = clusters.len();
-        let cluster_id = |name: &str| clusters.iter().position(|c| c.name == name).map(|i| i as u32);
+        let cluster_id = |name: &str| {
+            clusters
+                .iter()
+                .position(|c| c.name == name)
+                .map(|i| i as u32)
+        };
         let rules = |quotas: &[switchyard_core::fleet::Quota]| -> Vec<QuotaRule> {
             quotas
                 .iter()
@@ -583,7 +613,7 @@ impl Scheduler {
         let min_size = spec.min_accelerators.unwrap_or(spec.accelerators).max(1);
         let mut dur = Vec::with_capacity(self.clusters.len());
         for (i, c) in self.clusters.iter().enumerate() {
-            let ok_cluster = spec.clusters.is_empty() || spec.clusters.iter().any(|n| *n == c.name);
+            let ok_cluster = spec.clusters.is_empty() || spec.clusters.contains(&c.name);
             let ok_type = spec.accelerator_types.is_empty()
                 || spec
                     .accelerator_types
@@ -619,7 +649,10 @@ impl Scheduler {
                     .iter()
                     .any(|n| self.clusters.iter().any(|c| c.name == *n))
             {
-                format!("names no cluster of this fleet ({})", spec.clusters.join(", "))
+                format!(
+                    "names no cluster of this fleet ({})",
+                    spec.clusters.join(", ")
+                )
             } else {
                 "no cluster it accepts can hold it or says how fast it runs there".into()
             };
@@ -898,8 +931,17 @@ impl Scheduler {
         t
     }
 
-    fn start(&mut self, now: f64, j: JobIdx, cluster: u32, shares: Vec<NodeShare>, size: u32, why: &str, out: &mut Vec<Decision>) {
+    fn start(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        cluster: u32,
+        shares: Vec<NodeShare>,
+        why: &str,
+        out: &mut Vec<Decision>,
+    ) {
         self.dequeue(j);
+        let size: u32 = shares.iter().map(|s| s.accelerators).sum();
         let rate = self.rate_on(j, cluster, size).unwrap_or(f64::INFINITY);
         let tau = self.checkpoint_interval(j, cluster, size);
         let restart = self.restart_cost(j);
@@ -920,7 +962,12 @@ impl Scheduler {
             end_s: 0.0,
         };
         let eff = self.eff_rate(&run);
-        run.end_s = run.progress_from + if eff.is_infinite() { 0.0 } else { (1.0 - job.done) / eff };
+        run.end_s = run.progress_from
+            + if eff.is_infinite() {
+                0.0
+            } else {
+                (1.0 - job.done) / eff
+            };
         let end = run.end_s;
         let priority = job.priority;
         let job = &mut self.jobs[j as usize];
@@ -943,7 +990,11 @@ impl Scheduler {
             human_s(end - now)
         );
         if tau.is_finite() {
-            let _ = write!(reason, ", checkpointing every {} (Young/Daly)", human_s(tau));
+            let _ = write!(
+                reason,
+                ", checkpointing every {} (Young/Daly)",
+                human_s(tau)
+            );
         }
         self.emit(
             out,
@@ -1052,7 +1103,12 @@ impl Scheduler {
         job.state = JobState::Cancelled;
         job.finish_s = Some(now);
         let cluster = job.last_cluster.unwrap_or(0);
-        self.emit(out, now, Action::Finish { job: j, cluster }, "cancelled".into());
+        self.emit(
+            out,
+            now,
+            Action::Finish { job: j, cluster },
+            "cancelled".into(),
+        );
     }
 
     fn release_replica(&mut self, now: f64, j: JobIdx, rep: Replica) {
@@ -1095,14 +1151,26 @@ impl Scheduler {
                 self.enqueue(j);
                 let kind = self.jobs[j as usize].kind;
                 let reason = if kind == JobKind::Batch {
-                    format!("node {node} of {name} failed; batch job restarts from the beginning (lost {})", human_s(lost))
+                    format!(
+                        "node {node} of {name} failed; batch job restarts from the beginning (lost {})",
+                        human_s(lost)
+                    )
                 } else {
                     format!(
                         "node {node} of {name} failed; restarts from its last checkpoint (lost {} of progress)",
                         human_s(lost)
                     )
                 };
-                self.emit(out, now, Action::Restart { job: j, cluster, lost_s: lost }, reason);
+                self.emit(
+                    out,
+                    now,
+                    Action::Restart {
+                        job: j,
+                        cluster,
+                        lost_s: lost,
+                    },
+                    reason,
+                );
             } else {
                 let reps = &mut self.jobs[j as usize].replicas;
                 if let Some(p) = reps
@@ -1171,7 +1239,10 @@ impl Scheduler {
             let slot = active[pick] as usize;
             let next = match cursor[slot] {
                 None => self.queues[slot].iter().next().copied(),
-                Some(k) => self.queues[slot].range((Excluded(k), Unbounded)).next().copied(),
+                Some(k) => self.queues[slot]
+                    .range((Excluded(k), Unbounded))
+                    .next()
+                    .copied(),
             };
             let Some(key) = next else {
                 active.swap_remove(pick);
@@ -1197,8 +1268,7 @@ impl Scheduler {
             if res.is_none() {
                 let job = &self.jobs[j as usize];
                 let starving = policy == Policy::Switchyard
-                    && now - job.submit_s
-                        > self.cfg.starvation_s.max(2.0 * self.best_remaining(j));
+                    && now - job.submit_s > self.cfg.starvation_s.max(2.0 * self.best_remaining(j));
                 if (policy == Policy::Fifo && first_blocked) || starving {
                     res = self.reserve(now, j);
                     if let Some(r) = res {
@@ -1265,7 +1335,7 @@ impl Scheduler {
                 human_s(left),
                 self.clusters[c as usize].name
             );
-            self.start(now, v, c, shares, size, &why, out);
+            self.start(now, v, c, shares, &why, out);
         }
     }
 
@@ -1369,7 +1439,13 @@ impl Scheduler {
         }
     }
 
-    fn try_start(&mut self, now: f64, j: JobIdx, res: Option<&mut Reservation>, out: &mut Vec<Decision>) -> bool {
+    fn try_start(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        res: Option<&mut Reservation>,
+        out: &mut Vec<Decision>,
+    ) -> bool {
         let (cluster, size) = match self.choose(now, j) {
             Ok(x) => x,
             Err(why) => {
@@ -1384,7 +1460,10 @@ impl Scheduler {
         };
         let mut why = match self.cfg.policy {
             Policy::Fifo => "fifo: first in line that fits".to_owned(),
-            Policy::Priority => format!("priority {}: highest waiting that fits", self.jobs[j as usize].priority),
+            Policy::Priority => format!(
+                "priority {}: highest waiting that fits",
+                self.jobs[j as usize].priority
+            ),
             Policy::Fair => format!(
                 "fair share: team {} furthest below its share",
                 self.tenants[self.jobs[j as usize].tenant as usize].name
@@ -1396,28 +1475,27 @@ impl Scheduler {
         };
         if let Some(r) = res
             && r.job != j
+            && r.cluster == cluster
         {
-            if r.cluster == cluster {
-                let end = now + self.predicted_s(j, cluster, size);
-                if end <= r.shadow_s {
-                    why.push_str(" (backfilled: ends before the reservation)");
-                } else if u64::from(size) <= r.extra {
-                    r.extra -= u64::from(size);
-                    why.push_str(" (backfilled: uses accelerators the reservation does not need)");
-                } else {
-                    self.jobs[j as usize].why = Why::Reserved {
-                        for_job: r.job,
-                        shadow_s: r.shadow_s,
-                    };
-                    return false;
-                }
+            let end = now + self.predicted_s(j, cluster, size);
+            if end <= r.shadow_s {
+                why.push_str(" (backfilled: ends before the reservation)");
+            } else if u64::from(size) <= r.extra {
+                r.extra -= u64::from(size);
+                why.push_str(" (backfilled: uses accelerators the reservation does not need)");
+            } else {
+                self.jobs[j as usize].why = Why::Reserved {
+                    for_job: r.job,
+                    shadow_s: r.shadow_s,
+                };
+                return false;
             }
         }
         let Some(shares) = self.index[cluster as usize].place(size) else {
             self.jobs[j as usize].why = Why::NoCapacity { need: size };
             return false;
         };
-        self.start(now, j, cluster, shares, size, &why, out);
+        self.start(now, j, cluster, shares, &why, out);
         true
     }
 
@@ -1431,7 +1509,8 @@ impl Scheduler {
         let policy = self.cfg.policy;
         let mut best: Option<(usize, u64, u32, Vec<JobIdx>)> = None;
         for c in 0..self.clusters.len() as u32 {
-            if self.jobs[j as usize].dur[c as usize].is_none() || !self.quota_ok(j, c, job.min_size) {
+            if self.jobs[j as usize].dur[c as usize].is_none() || !self.quota_ok(j, c, job.min_size)
+            {
                 continue;
             }
             let free = self.index[c as usize].free();
@@ -1465,7 +1544,10 @@ impl Scheduler {
                         break;
                     }
                     let vj = &self.jobs[v as usize];
-                    if vj.kind != JobKind::Training || vj.priority > prio || cands.iter().any(|x| x.1 == v) {
+                    if vj.kind != JobKind::Training
+                        || vj.priority > prio
+                        || cands.iter().any(|x| x.1 == v)
+                    {
                         continue;
                     }
                     let size = u64::from(vj.run.as_ref().map_or(0, |r| r.size));
@@ -1518,7 +1600,9 @@ impl Scheduler {
             let reason = if vj.priority < prio && policy != Policy::Fair {
                 format!("preempted for {by} (priority {prio} > {})", vj.priority)
             } else if policy == Policy::Switchyard && !self.borrowing(v, c) {
-                format!("preempted for {by}, which needs far less time than this job has left (checkpointed; loses only a restart)")
+                format!(
+                    "preempted for {by}, which needs far less time than this job has left (checkpointed; loses only a restart)"
+                )
             } else {
                 format!("preempted for {by}: its team reclaims quota this team was borrowing")
             };
@@ -1536,7 +1620,10 @@ impl Scheduler {
                 let job = &self.jobs[j as usize];
                 let have = job.replicas.len() as u32;
                 if have > job.target_replicas {
-                    let rep = self.jobs[j as usize].replicas.pop().expect("have > target >= 0");
+                    let rep = self.jobs[j as usize]
+                        .replicas
+                        .pop()
+                        .expect("have > target >= 0");
                     let c = rep.cluster;
                     self.release_replica(now, j, rep);
                     if self.jobs[j as usize].replicas.is_empty() {
@@ -1547,7 +1634,10 @@ impl Scheduler {
                         out,
                         now,
                         Action::RemoveReplica { job: j, cluster: c },
-                        format!("load fell: {} replicas wanted", self.jobs[j as usize].target_replicas),
+                        format!(
+                            "load fell: {} replicas wanted",
+                            self.jobs[j as usize].target_replicas
+                        ),
                     );
                     continue;
                 }
@@ -1603,7 +1693,11 @@ impl Scheduler {
                     "replica {have} of {target} wanted; {size} {} on {} in {spread}{}",
                     cl.accelerator.name,
                     cl.name,
-                    if self.cfg.policy == Policy::Switchyard { ", cheapest cluster with room" } else { "" }
+                    if self.cfg.policy == Policy::Switchyard {
+                        ", cheapest cluster with room"
+                    } else {
+                        ""
+                    }
                 );
                 self.emit(
                     out,
@@ -1688,7 +1782,11 @@ impl Scheduler {
     /// for tests.
     pub fn check_invariants(&self) -> Result<(), String> {
         let n = self.clusters.len();
-        let mut used: Vec<Vec<u32>> = self.index.iter().map(|i| vec![0; i.nodes() as usize]).collect();
+        let mut used: Vec<Vec<u32>> = self
+            .index
+            .iter()
+            .map(|i| vec![0; i.nodes() as usize])
+            .collect();
         let mut tenant_use = vec![vec![0u64; n]; self.tenants.len()];
         let mut queued = 0u64;
         let mut running = 0u64;
@@ -1730,7 +1828,10 @@ impl Scheduler {
                 }
                 _ => {
                     if in_queue || !allocs.is_empty() {
-                        return Err(format!("finished job {} is queued or holds accelerators", j.id));
+                        return Err(format!(
+                            "finished job {} is queued or holds accelerators",
+                            j.id
+                        ));
                     }
                 }
             }
@@ -1755,7 +1856,10 @@ impl Scheduler {
                         .iter()
                         .any(|&(x, _)| x == idx as JobIdx)
                     {
-                        return Err(format!("job {} missing from node {}'s occupants", j.id, s.node));
+                        return Err(format!(
+                            "job {} missing from node {}'s occupants",
+                            j.id, s.node
+                        ));
                     }
                     used[c as usize][s.node as usize] += s.accelerators;
                 }
@@ -1763,17 +1867,26 @@ impl Scheduler {
             }
         }
         if queued != self.pending {
-            return Err(format!("{queued} queued jobs but pending counter {}", self.pending));
+            return Err(format!(
+                "{queued} queued jobs but pending counter {}",
+                self.pending
+            ));
         }
         if running != self.running {
-            return Err(format!("{running} running jobs but counter {}", self.running));
+            return Err(format!(
+                "{running} running jobs but counter {}",
+                self.running
+            ));
         }
         let queue_total: usize = self.queues.iter().map(BTreeSet::len).sum();
         if queue_total as u64 != queued {
-            return Err(format!("queues hold {queue_total} entries for {queued} pending jobs"));
+            return Err(format!(
+                "queues hold {queue_total} entries for {queued} pending jobs"
+            ));
         }
         for (c, i) in self.index.iter().enumerate() {
-            i.check().map_err(|e| format!("{}: {e}", self.clusters[c].name))?;
+            i.check()
+                .map_err(|e| format!("{}: {e}", self.clusters[c].name))?;
             for node in 0..i.nodes() {
                 if used[c][node as usize] != i.used_on(node) {
                     return Err(format!(

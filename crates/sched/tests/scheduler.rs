@@ -93,16 +93,15 @@ fn sched(policy: Policy, failures: bool) -> Scheduler {
 
 fn submit(s: &mut Scheduler, now: f64, spec: JobSpec) -> u32 {
     let mut out = Vec::new();
-    let idx = s
-        .handle(now, Event::Submit(Box::new(spec)), &mut out)
-        .expect("submit returns the index");
-    idx
+    s.handle(now, Event::Submit(Box::new(spec)), &mut out)
+        .expect("submit returns the index")
 }
 
 fn pass(s: &mut Scheduler, now: f64) -> Vec<Decision> {
     let mut out = Vec::new();
     s.schedule(now, &mut out);
-    s.check_invariants().expect("invariants hold after every pass");
+    s.check_invariants()
+        .expect("invariants hold after every pass");
     out
 }
 
@@ -114,7 +113,9 @@ fn gang_lands_in_one_rack_of_one_cluster() {
     pass(&mut s, 0.0);
     let j = submit(&mut s, 0.0, job("gang", "a", 32, 100.0));
     let d = pass(&mut s, 0.0);
-    let start = d.iter().find(|d| matches!(d.action, Action::Start { job, .. } if job == j));
+    let start = d
+        .iter()
+        .find(|d| matches!(d.action, Action::Start { job, .. } if job == j));
     let start = start.expect("the gang starts");
     assert!(start.reason.contains("4 nodes, 1 rack"), "{}", start.reason);
 }
@@ -122,10 +123,16 @@ fn gang_lands_in_one_rack_of_one_cluster() {
 #[test]
 fn job_larger_than_any_cluster_is_rejected_with_a_reason() {
     let mut s = sched(Policy::Switchyard, false);
-    let err = s.validate(&job("huge", "a", 129, 10.0)).expect_err("too big");
+    let err = s
+        .validate(&job("huge", "a", 129, 10.0))
+        .expect_err("too big");
     assert!(err.contains("never split"), "{err}");
     let mut out = Vec::new();
-    s.handle(0.0, Event::Submit(Box::new(job("huge", "a", 129, 10.0))), &mut out);
+    s.handle(
+        0.0,
+        Event::Submit(Box::new(job("huge", "a", 129, 10.0))),
+        &mut out,
+    );
     assert!(matches!(out[0].action, Action::Reject { .. }));
     s.check_invariants().expect("invariants");
 }
@@ -140,7 +147,11 @@ fn switchyard_prefers_the_faster_cluster_from_predicted_throughput() {
     };
     submit(&mut s, 0.0, spec);
     let d = pass(&mut s, 0.0);
-    assert!(matches!(d[0].action, Action::Start { cluster: 0, .. }), "{:?}", d[0]);
+    assert!(
+        matches!(d[0].action, Action::Start { cluster: 0, .. }),
+        "{:?}",
+        d[0]
+    );
 }
 
 #[test]
@@ -162,8 +173,14 @@ fn fifo_backfills_without_delaying_the_head() {
     short.clusters = vec!["fast".into()];
     let sh = submit(&mut s, 1.0, short);
     let d = pass(&mut s, 1.0);
-    assert!(d.iter().any(|d| matches!(d.action, Action::Start { job, .. } if job == sh)));
-    assert!(!d.iter().any(|d| matches!(d.action, Action::Start { job, .. } if job == h)));
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == sh))
+    );
+    assert!(
+        !d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == h))
+    );
     assert!(s.why(h).contains("reservation"), "{}", s.why(h));
 }
 
@@ -190,7 +207,10 @@ fn priority_preempts_the_fewest_whole_jobs() {
         .collect();
     assert_eq!(preempted.len(), 1, "{d:?}");
     assert!(preempted[0].reason.contains("priority 10"));
-    assert!(d.iter().any(|d| matches!(d.action, Action::Start { job, .. } if job == u)));
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == u))
+    );
 }
 
 #[test]
@@ -216,10 +236,13 @@ fn node_failure_restarts_training_from_its_checkpoint() {
     let Action::Restart { lost_s, .. } = restart.action else {
         unreachable!()
     };
-    assert!(lost_s >= 0.0 && lost_s < 50_000.0, "lost {lost_s}");
+    assert!((0.0..50_000.0).contains(&lost_s), "lost {lost_s}");
     s.check_invariants().expect("invariants");
     let d = pass(&mut s, 50_000.0);
-    assert!(d.iter().any(|d| matches!(d.action, Action::Start { job, .. } if job == j)));
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == j))
+    );
 }
 
 #[test]
@@ -237,7 +260,9 @@ fn inference_replicas_are_replaced_after_a_failure() {
     let j = submit(&mut s, 0.0, svc);
     let d = pass(&mut s, 0.0);
     assert_eq!(
-        d.iter().filter(|d| matches!(d.action, Action::AddReplica { .. })).count(),
+        d.iter()
+            .filter(|d| matches!(d.action, Action::AddReplica { .. }))
+            .count(),
         3
     );
     let Action::AddReplica { cluster, .. } = d[0].action else {
@@ -253,11 +278,20 @@ fn inference_replicas_are_replaced_after_a_failure() {
     assert!(matches!(out[0].action, Action::ReplicaLost { .. }));
     let d = pass(&mut s, 10.0);
     assert_eq!(
-        d.iter().filter(|d| matches!(d.action, Action::AddReplica { job, .. } if job == j)).count(),
+        d.iter()
+            .filter(|d| matches!(d.action, Action::AddReplica { job, .. } if job == j))
+            .count(),
         1
     );
     let mut out = Vec::new();
-    s.handle(20.0, Event::Scale { job: j, replicas: 5 }, &mut out);
+    s.handle(
+        20.0,
+        Event::Scale {
+            job: j,
+            replicas: 5,
+        },
+        &mut out,
+    );
     let d = pass(&mut s, 20.0);
     assert_eq!(d.len(), 2);
 }
@@ -272,14 +306,22 @@ fn quota_caps_borrowing() {
         submit(&mut s, 0.0, j);
     }
     let d = pass(&mut s, 0.0);
-    let started = d.iter().filter(|d| matches!(d.action, Action::Start { .. })).count();
+    let started = d
+        .iter()
+        .filter(|d| matches!(d.action, Action::Start { .. }))
+        .count();
     assert_eq!(started, 12);
     assert!(s.why(12).contains("quota"), "{}", s.why(12));
 }
 
 /// Drives the scheduler through arrivals, finishes, failures and repairs, checking invariants
 /// after every pass; returns the decisions.
-fn drive(fleet: &Fleet, jobs: Vec<JobSpec>, failures: Vec<(f64, u32, u32)>, policy: Policy) -> Vec<Decision> {
+fn drive(
+    fleet: &Fleet,
+    jobs: Vec<JobSpec>,
+    failures: Vec<(f64, u32, u32)>,
+    policy: Policy,
+) -> Vec<Decision> {
     let mut s = Scheduler::new(
         fleet,
         ThroughputTable::new(),
@@ -310,17 +352,34 @@ fn drive(fleet: &Fleet, jobs: Vec<JobSpec>, failures: Vec<(f64, u32, u32)>, poli
             let (_, kind, a, b) = events.pop().expect("checked");
             let ev = match kind {
                 0 => Event::Submit(Box::new(jobs[a as usize].clone())),
-                1 => Event::Finished { job: a, generation: b },
-                2 => Event::NodeFailed { cluster: a, node: b },
-                _ => Event::NodeRepaired { cluster: a, node: b },
+                1 => Event::Finished {
+                    job: a,
+                    generation: b,
+                },
+                2 => Event::NodeFailed {
+                    cluster: a,
+                    node: b,
+                },
+                _ => Event::NodeRepaired {
+                    cluster: a,
+                    node: b,
+                },
             };
             s.handle(now, ev, &mut out);
-            s.check_invariants().expect("invariants hold after every event");
+            s.check_invariants()
+                .expect("invariants hold after every event");
         }
         s.schedule(now, &mut out);
-        s.check_invariants().expect("invariants hold after every pass");
+        s.check_invariants()
+            .expect("invariants hold after every pass");
         for d in &out {
-            if let Action::Start { job, generation, expected_end_s, .. } = d.action {
+            if let Action::Start {
+                job,
+                generation,
+                expected_end_s,
+                ..
+            } = d.action
+            {
                 events.push((expected_end_s.max(now), 1, job, generation));
             }
         }
@@ -352,11 +411,20 @@ fn arb_fleet() -> impl Strategy<Value = Fleet> {
 
 fn arb_jobs() -> impl Strategy<Value = Vec<JobSpec>> {
     prop::collection::vec(
-        (0u32..3, 1u32..40, 0.0f64..5000.0, 1.0f64..3000.0, -2i32..3, 0u8..4, any::<bool>()),
+        (
+            0u32..3,
+            1u32..40,
+            0.0f64..5000.0,
+            1.0f64..3000.0,
+            -2i32..3,
+            0u8..4,
+            any::<bool>(),
+        ),
         1..40,
     )
     .prop_map(|v| {
-        let mut jobs: Vec<JobSpec> = v.into_iter()
+        let mut jobs: Vec<JobSpec> = v
+            .into_iter()
             .enumerate()
             .map(|(i, (tenant, size, submit, dur, prio, kind, elastic))| {
                 let tenant = ["t0", "t1", "unlisted"][tenant as usize];

@@ -68,7 +68,13 @@ fn report(name: &str, r: &SimResult) {
     );
 }
 
-fn run(fleet: &Fleet, jobs: Vec<switchyard_core::JobSpec>, table: ThroughputTable, policy: Policy, failures: bool) -> SimResult {
+fn run(
+    fleet: &Fleet,
+    jobs: Vec<switchyard_core::JobSpec>,
+    table: ThroughputTable,
+    policy: Policy,
+    failures: bool,
+) -> SimResult {
     let opts = SimOptions {
         policy,
         failures,
@@ -81,13 +87,15 @@ fn run(fleet: &Fleet, jobs: Vec<switchyard_core::JobSpec>, table: ThroughputTabl
 }
 
 fn gavel(dir: &std::path::Path) {
-    let fleet_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleets/gavel-48.toml");
+    let fleet_path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/fleets/gavel-48.toml");
     let Ok(text) = std::fs::read_to_string(&fleet_path) else {
         println!("gavel: {} missing, skipped", fleet_path.display());
         return;
     };
     let fleet = Fleet::from_toml(&text, "gavel-48.toml").expect("gavel-48 is valid");
-    let Ok(table) = trace::load_throughputs(&dir.join("gavel-osdi20/simulation_throughputs.json")) else {
+    let Ok(table) = trace::load_throughputs(&dir.join("gavel-osdi20/simulation_throughputs.json"))
+    else {
         println!("gavel: throughput table missing, skipped");
         return;
     };
@@ -111,7 +119,11 @@ fn philly(dir: &std::path::Path) {
         println!("philly: {} missing, skipped", path.display());
         return;
     };
-    println!("philly: loaded {} jobs in {:.2} s", t.jobs.len(), loaded.elapsed().as_secs_f64());
+    println!(
+        "philly: loaded {} jobs in {:.2} s",
+        t.jobs.len(),
+        loaded.elapsed().as_secs_f64()
+    );
     let fleet = Fleet::from_toml(PHILLY_2500, "philly-2500").expect("valid");
     for policy in Policy::ALL {
         let r = run(&fleet, t.jobs.clone(), ThroughputTable::new(), policy, true);
@@ -123,8 +135,18 @@ fn million() {
     let fleet = Fleet::builtin("colossus-1-expanded").expect("built-in fleet");
     let made = Instant::now();
     let jobs = trace::synthetic(&fleet, 1_000_000, 0);
-    println!("million: generated {} jobs in {:.2} s", jobs.len(), made.elapsed().as_secs_f64());
-    let r = run(&fleet, jobs, ThroughputTable::new(), Policy::Switchyard, true);
+    println!(
+        "million: generated {} jobs in {:.2} s",
+        jobs.len(),
+        made.elapsed().as_secs_f64()
+    );
+    let r = run(
+        &fleet,
+        jobs,
+        ThroughputTable::new(),
+        Policy::Switchyard,
+        true,
+    );
     report("1M synthetic jobs, colossus-1-expanded, failures on", &r);
 }
 

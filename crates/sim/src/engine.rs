@@ -191,7 +191,10 @@ pub fn simulate(
     let mut valid = Vec::with_capacity(jobs.len());
     for (i, spec) in jobs.drain(..).enumerate() {
         let problem = if !(spec.submit_s.is_finite() && spec.submit_s >= 0.0) {
-            Some(format!("submit time {} is not a finite, non-negative number", spec.submit_s))
+            Some(format!(
+                "submit time {} is not a finite, non-negative number",
+                spec.submit_s
+            ))
         } else {
             sched.validate(&spec).err()
         };
@@ -328,7 +331,11 @@ pub fn simulate(
                     if !sched.cluster_index(cluster).is_down(node) {
                         sched.handle(now, Event::NodeFailed { cluster, node }, &mut decisions);
                         pending_repairs += 1;
-                        push(&mut heap, now + cl.repair_hours * 3600.0, Ev::Repair { cluster, node });
+                        push(
+                            &mut heap,
+                            now + cl.repair_hours * 3600.0,
+                            Ev::Repair { cluster, node },
+                        );
                     }
                     let rate = f64::from(cl.nodes) / (cl.node_mtbf_hours * 3600.0);
                     push(&mut heap, now + exp(&mut rng, rate), Ev::Fail { cluster });
@@ -337,7 +344,14 @@ pub fn simulate(
                     // Services follow their daily load curve, re-sized every hour.
                     for (job, r) in &services {
                         let replicas = r.needed_at(now);
-                        sched.handle(now, Event::Scale { job: *job, replicas }, &mut decisions);
+                        sched.handle(
+                            now,
+                            Event::Scale {
+                                job: *job,
+                                replicas,
+                            },
+                            &mut decisions,
+                        );
                     }
                     push(&mut heap, now + 3600.0, Ev::Diurnal);
                 }
@@ -361,15 +375,18 @@ pub fn simulate(
                     ..
                 } if expected_end_s.is_finite() => {
                     pending_finishes += 1;
-                    push(&mut heap, expected_end_s.max(now), Ev::Finish { job, generation });
+                    push(
+                        &mut heap,
+                        expected_end_s.max(now),
+                        Ev::Finish { job, generation },
+                    );
                 }
-                Action::Finish { job, .. } => {
+                Action::Finish { job, .. }
                     if sched.job(job).kind != JobKind::Inference
-                        && sched.job(job).state == JobState::Done
-                    {
-                        finished += 1;
-                        last_finish = now;
-                    }
+                        && sched.job(job).state == JobState::Done =>
+                {
+                    finished += 1;
+                    last_finish = now;
                 }
                 Action::Reject { .. } => {
                     rejected += 1;
@@ -498,7 +515,11 @@ pub fn simulate(
         restarts: stats.iter().map(|s| s.restarts).sum(),
         decisions: decisions_n,
         wall_s,
-        decisions_per_s: if wall_s > 0.0 { decisions_n as f64 / wall_s } else { 0.0 },
+        decisions_per_s: if wall_s > 0.0 {
+            decisions_n as f64 / wall_s
+        } else {
+            0.0
+        },
         clusters: clusters_out,
         series,
         tenant_jct,
@@ -528,7 +549,13 @@ fn figures(jct: &mut [f64], wait: &[f64]) -> Figures {
             jct[i]
         }
     };
-    let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
     Figures {
         completed: jct.len() as u64,
         avg_jct_s: round2(mean(jct)),

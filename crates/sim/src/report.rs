@@ -50,7 +50,10 @@ pub fn html(result: &SimResult) -> Result<String, String> {
     };
     row("whole fleet", t);
     for (name, c) in &result.clusters {
-        row(&format!("{name} ({} × {})", c.accelerators, c.accelerator), &c.figures);
+        row(
+            &format!("{name} ({} × {})", c.accelerators, c.accelerator),
+            &c.figures,
+        );
     }
     out.push_str("</table>\n");
 
@@ -65,7 +68,9 @@ pub fn html(result: &SimResult) -> Result<String, String> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -97,12 +102,17 @@ fn utilisation_svg(result: &SimResult) -> Result<String, String> {
             .map_err(err)?;
         for (c, name) in s.cluster_names.iter().enumerate() {
             let color = Palette99::pick(c).to_rgba();
-            let points = s.t.iter().zip(&s.utilization[c]).map(|(t, u)| (t / 3600.0, *u));
+            let points =
+                s.t.iter()
+                    .zip(&s.utilization[c])
+                    .map(|(t, u)| (t / 3600.0, *u));
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(err)?
                 .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -135,7 +145,10 @@ fn queue_svg(result: &SimResult) -> Result<String, String> {
             .y_desc("jobs waiting")
             .draw()
             .map_err(err)?;
-        let points = s.t.iter().zip(&s.queue).map(|(t, q)| (t / 3600.0, *q as f64));
+        let points =
+            s.t.iter()
+                .zip(&s.queue)
+                .map(|(t, q)| (t / 3600.0, *q as f64));
         chart
             .draw_series(LineSeries::new(points, BLUE.stroke_width(2)))
             .map_err(err)?;
@@ -190,7 +203,9 @@ fn jct_svg(result: &SimResult) -> Result<String, String> {
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(err)?
                 .label(format!("{name} ({} jobs)", jcts.len()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
