@@ -159,7 +159,7 @@ fn interrupted_runs_end_with_the_uninterrupted_model() {
 
     let pieces = scratch("pieces");
     // Attempt 1: killed (SIGKILL, every rank) after the checkpoint at step 10.
-    let mut gang = Gang::start(&pieces, 1, 40);
+    let mut gang = Gang::start(&pieces, 1, 150);
     let first = wait_for_checkpoint(&pieces, 10, &gang);
     gang.kill_all();
     assert!(
@@ -167,7 +167,7 @@ fn interrupted_runs_end_with_the_uninterrupted_model() {
         "attempt 1 finished before it could be killed"
     );
     // Attempt 2: resumes, is killed again a few checkpoints later.
-    let mut gang = Gang::start(&pieces, 2, 40);
+    let mut gang = Gang::start(&pieces, 2, 150);
     let second = wait_for_checkpoint(&pieces, first + 10, &gang);
     gang.kill_all();
     assert!(
@@ -202,7 +202,7 @@ fn interrupted_runs_end_with_the_uninterrupted_model() {
 #[test]
 fn one_dead_rank_stops_the_whole_gang() {
     let dir = scratch("dead-rank");
-    let mut gang = Gang::start(&dir, 1, 40);
+    let mut gang = Gang::start(&dir, 1, 150);
     wait_for_checkpoint(&dir, 5, &gang);
     let victim = &mut gang.children[2];
     victim.kill().expect("kill rank 2");

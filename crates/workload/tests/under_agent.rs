@@ -1,0 +1,253 @@
+//! The example workload run by node agents, end to end but without a server: two agents (in
+//! threads, over the in-memory control plane) run a 4-rank gang; one node is killed mid-run;
+//! the test plays the control plane's part (detect the failure, stop the gang, place attempt 2 on
+//! the surviving node); the run resumes from its checkpoint and ends with the same model as an
+//! uninterrupted run.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use switchyard_agent::control::MemoryState;
+use switchyard_agent::hardware::{DiscoverOptions, discover};
+use switchyard_agent::protocol::{ExitInfo, ProcessState};
+use switchyard_agent::{Agent, AgentConfig, Assignment, MemoryControlPlane, RestartPolicy};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+const STEPS: u64 = 60;
+
+/// An agent running in a thread; stopped (its processes killed) when dropped.
+struct Node {
+    name: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(cp: &MemoryControlPlane, name: &str) -> Node {
+        let mut node = discover(&DiscoverOptions {
+            declared_accelerators: Some(4),
+            cluster: Some("local".into()),
+            address: Some("127.0.0.1".into()),
+        });
+        node.hostname = name.to_string();
+        let config = AgentConfig {
+            poll_interval: Duration::from_millis(20),
+            shutdown_grace: Duration::ZERO,
+            ..AgentConfig::default()
+        };
+        let mut agent = Agent::new(cp.clone(), node, config);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || agent.run(&flag));
+        Node {
+            name: name.to_string(),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn kill(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn node_id(cp: &MemoryControlPlane, name: &str) -> String {
+    wait_for(&format!("{name} to register"), || {
+        cp.state()
+            .nodes
+            .iter()
+            .find(|(_, n)| n.hostname == name)
+            .map(|(id, _)| id.clone())
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("ephemeral port")
+}
+
+struct Job<'a> {
+    id: &'a str,
+    dir: &'a Path,
+    sleep_ms: u64,
+}
+
+impl Job<'_> {
+    fn rank(&self, attempt: u32, rank: u32, local_rank: u32, port: u16) -> Assignment {
+        let output = self.dir.join("model.txt");
+        Assignment {
+            id: format!("{}/attempt-{attempt}/rank-{rank}", self.id),
+            job_id: self.id.to_string(),
+            attempt,
+            rank,
+            world_size: 4,
+            local_rank,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            command: vec![
+                env!("CARGO_BIN_EXE_switchyard-workload").to_string(),
+                "--steps".into(),
+                STEPS.to_string(),
+                "--checkpoint-every".into(),
+                "5".into(),
+                "--step-sleep-ms".into(),
+                self.sleep_ms.to_string(),
+                "--seed".into(),
+                "77".into(),
+                "--output".into(),
+                output.to_string_lossy().into_owned(),
+            ],
+            env: BTreeMap::new(),
+            accelerators: vec![local_rank],
+            checkpoint_dir: Some(self.dir.join("ckpt").to_string_lossy().into_owned()),
+            working_dir: None,
+            restart: RestartPolicy::Never,
+            stop_grace_ms: 2000,
+        }
+    }
+}
+
+fn exit_of(s: &MemoryState, assignment_id: &str) -> Option<ExitInfo> {
+    s.statuses
+        .values()
+        .find(|st| st.assignment_id == assignment_id)
+        .and_then(|st| match &st.state {
+            ProcessState::Exited(info) => Some(info.clone()),
+            _ => None,
+        })
+}
+
+fn all_succeeded(cp: &MemoryControlPlane, ids: &[String]) -> bool {
+    let s = cp.state();
+    ids.iter()
+        .all(|id| exit_of(&s, id).is_some_and(|e| e.success()))
+}
+
+fn logs_of(cp: &MemoryControlPlane, prefix: &str) -> String {
+    cp.state()
+        .logs
+        .iter()
+        .filter(|l| l.assignment_id.starts_with(prefix))
+        .map(|l| format!("{}: {}\n", l.assignment_id, l.line))
+        .collect()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sywl-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+#[test]
+fn a_gang_survives_the_loss_of_a_node_with_the_uninterrupted_model() {
+    let cp = MemoryControlPlane::new();
+    let mut a = Node::start(&cp, "node-a");
+    let mut b = Node::start(&cp, "node-b");
+    let (ida, idb) = (node_id(&cp, &a.name), node_id(&cp, &b.name));
+
+    // Reference: an uninterrupted run, all four ranks on node-a.
+    let ref_dir = scratch("reference");
+    let reference = Job {
+        id: "reference",
+        dir: &ref_dir,
+        sleep_ms: 0,
+    };
+    let port = free_port();
+    let ranks: Vec<Assignment> = (0..4).map(|r| reference.rank(1, r, r, port)).collect();
+    let ids: Vec<String> = ranks.iter().map(|r| r.id.clone()).collect();
+    cp.set_desired(&ida, ranks);
+    wait_for("the reference run", || {
+        all_succeeded(&cp, &ids).then_some(())
+    });
+    let expected = std::fs::read_to_string(ref_dir.join("model.txt")).expect("reference model");
+    cp.set_desired(&ida, vec![]);
+
+    // Attempt 1: ranks 0-1 on node-a, 2-3 on node-b.
+    let dir = scratch("gang");
+    // Slow steps while there is something to interrupt, so a loaded machine cannot finish the
+    // run before the node is killed.
+    let mut job = Job {
+        id: "train",
+        dir: &dir,
+        sleep_ms: 150,
+    };
+    let port = free_port();
+    cp.set_desired(&ida, vec![job.rank(1, 0, 0, port), job.rank(1, 1, 1, port)]);
+    cp.set_desired(&idb, vec![job.rank(1, 2, 0, port), job.rank(1, 3, 1, port)]);
+    wait_for("a checkpoint at step 10", || {
+        logs_of(&cp, "train/attempt-1/rank-0")
+            .contains("checkpoint step 10 ")
+            .then_some(())
+    });
+
+    // node-b dies: its agent stops and kills its processes.
+    b.kill();
+
+    // The control plane's part: a rank failed (or its node went silent), so the gang is
+    // stopped and placed again, on the surviving node, as attempt 2.
+    wait_for("attempt 1 to fail", || {
+        let s = cp.state();
+        (0..4)
+            .filter_map(|r| exit_of(&s, &format!("train/attempt-1/rank-{r}")))
+            .any(|e| !e.success())
+            .then_some(())
+    });
+    cp.set_desired(&idb, vec![]);
+    cp.set_desired(&ida, vec![]);
+    wait_for("attempt 1 to be gone from node-a", || {
+        let s = cp.state();
+        (0..2)
+            .all(|r| exit_of(&s, &format!("train/attempt-1/rank-{r}")).is_some())
+            .then_some(())
+    });
+    assert!(
+        !dir.join("model.txt").exists(),
+        "attempt 1 must not have finished"
+    );
+
+    job.sleep_ms = 0;
+    let port = free_port();
+    let ranks: Vec<Assignment> = (0..4).map(|r| job.rank(2, r, r, port)).collect();
+    let ids: Vec<String> = ranks.iter().map(|r| r.id.clone()).collect();
+    cp.set_desired(&ida, ranks);
+    wait_for("attempt 2 to finish", || {
+        all_succeeded(&cp, &ids).then_some(())
+    });
+
+    let log = logs_of(&cp, "train/attempt-2/rank-0");
+    assert!(log.contains("resuming from checkpoint step"), "{log}");
+    let got = std::fs::read_to_string(dir.join("model.txt")).expect("resumed model");
+    assert_eq!(got, expected, "model after losing a node differs");
+
+    a.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&ref_dir);
+}
