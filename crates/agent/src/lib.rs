@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod control;
 pub mod hardware;
+pub mod http;
 pub mod protocol;
 pub mod reconcile;
 pub mod supervisor;

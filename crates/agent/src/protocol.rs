@@ -203,6 +203,30 @@ pub struct LogLine {
     pub line: String,
 }
 
+/// Body of `GET /v1/agent/nodes/{node}/assignments`: the complete desired set.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignmentList {
+    /// Every assignment the node should run now.
+    pub assignments: Vec<Assignment>,
+}
+
+/// Body of `PUT /v1/agent/nodes/{node}/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    /// Every assignment the node knows about.
+    pub processes: Vec<ProcessStatus>,
+}
+
+/// Body of `POST /v1/agent/nodes/{node}/logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogBatch {
+    /// Lines in the order read.
+    pub lines: Vec<LogLine>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,221 @@
+//! [`ControlPlane`] over the server's HTTP API (blocking, JSON, bearer token).
+//!
+//! Endpoints (all under `/v1/agent`, see `docs/agent.md`):
+//!
+//! | call | method and path | body | answer |
+//! |---|---|---|---|
+//! | register | `POST /v1/agent/register` | [`NodeInfo`] | [`Registration`] |
+//! | heartbeat | `POST /v1/agent/nodes/{node}/heartbeat` | — | 204 |
+//! | fetch assignments | `GET /v1/agent/nodes/{node}/assignments` | — | [`AssignmentList`] |
+//! | report status | `PUT /v1/agent/nodes/{node}/status` | [`StatusReport`] | 204 |
+//! | push logs | `POST /v1/agent/nodes/{node}/logs` | [`LogBatch`] | 204 |
+//!
+//! Errors use the API's error body `{"error": {"code", "message"}}`. A 404 whose code is
+//! `unknown_node` makes the agent register again; other 4xx are refusals; 5xx, timeouts and
+//! connection failures count as "unreachable" (the agent retries and keeps its processes).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::control::{ControlPlane, ControlPlaneError};
+use crate::protocol::{
+    Assignment, AssignmentList, LogBatch, LogLine, NodeInfo, ProcessStatus, Registration,
+    StatusReport,
+};
+
+/// The error code of a 404 for a node the server does not know.
+pub const UNKNOWN_NODE: &str = "unknown_node";
+
+/// The control plane at `base` (e.g. `http://10.0.0.1:7070`), authenticated with `token`.
+#[derive(Debug)]
+pub struct HttpControlPlane {
+    base: String,
+    token: String,
+    http: ureq::Agent,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+enum Body<'a, B: Serialize> {
+    None,
+    Json(&'a B),
+}
+
+impl HttpControlPlane {
+    /// A client; `base` must be an `http://` URL.
+    pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, ControlPlaneError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            return Err(ControlPlaneError::Rejected {
+                status: 0,
+                message: format!("server URL `{base}` must start with http://"),
+            });
+        }
+        let http = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .into();
+        Ok(Self {
+            base,
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    fn node_path(node_id: &str, what: &str) -> String {
+        let enc: String = node_id
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        format!("/v1/agent/nodes/{enc}/{what}")
+    }
+
+    fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Body<'_, B>,
+        node_id: Option<&str>,
+    ) -> Result<Option<T>, ControlPlaneError> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let res = match (method, body) {
+            ("GET", _) => self.http.get(&url).header("Authorization", &auth).call(),
+            ("PUT", Body::Json(b)) => self
+                .http
+                .put(&url)
+                .header("Authorization", &auth)
+                .send_json(b),
+            ("PUT", Body::None) => self
+                .http
+                .put(&url)
+                .header("Authorization", &auth)
+                .send_empty(),
+            (_, Body::Json(b)) => self
+                .http
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(b),
+            (_, Body::None) => self
+                .http
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_empty(),
+        };
+        let mut res = res.map_err(|e| ControlPlaneError::Unreachable(format!("{url}: {e}")))?;
+        let status = res.status().as_u16();
+        let text = res.body_mut().read_to_string().map_err(|e| {
+            ControlPlaneError::Unreachable(format!("reading the answer of {url}: {e}"))
+        })?;
+        if (200..300).contains(&status) {
+            if status == 204 || text.trim().is_empty() {
+                return Ok(None);
+            }
+            return serde_json::from_str(&text).map(Some).map_err(|e| {
+                ControlPlaneError::Rejected {
+                    status,
+                    message: format!(
+                        "the server's answer to {method} {path} is not what this agent expects ({e}); are agent and server the same version?"
+                    ),
+                }
+            });
+        }
+        let (code, message) = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| (b.error.code, b.error.message))
+            .unwrap_or_else(|_| (String::new(), text.chars().take(500).collect()));
+        Err(match status {
+            404 if code == UNKNOWN_NODE => {
+                ControlPlaneError::UnknownNode(node_id.unwrap_or_default().to_string())
+            }
+            408 | 429 | 500.. => ControlPlaneError::Unreachable(format!(
+                "{method} {path} failed ({status}): {message}"
+            )),
+            _ => ControlPlaneError::Rejected { status, message },
+        })
+    }
+
+    fn expect<T>(answer: Option<T>, what: &str) -> Result<T, ControlPlaneError> {
+        answer.ok_or_else(|| ControlPlaneError::Rejected {
+            status: 204,
+            message: format!("the server sent no body for {what}"),
+        })
+    }
+}
+
+impl ControlPlane for HttpControlPlane {
+    fn register(&self, node: &NodeInfo) -> Result<Registration, ControlPlaneError> {
+        let answer = self.call("POST", "/v1/agent/register", Body::Json(node), None)?;
+        Self::expect(answer, "register")
+    }
+
+    fn heartbeat(&self, node_id: &str) -> Result<(), ControlPlaneError> {
+        self.call::<(), serde_json::Value>(
+            "POST",
+            &Self::node_path(node_id, "heartbeat"),
+            Body::None,
+            Some(node_id),
+        )?;
+        Ok(())
+    }
+
+    fn fetch_assignments(&self, node_id: &str) -> Result<Vec<Assignment>, ControlPlaneError> {
+        let answer: Option<AssignmentList> = self.call::<(), _>(
+            "GET",
+            &Self::node_path(node_id, "assignments"),
+            Body::None,
+            Some(node_id),
+        )?;
+        Ok(Self::expect(answer, "assignments")?.assignments)
+    }
+
+    fn report_status(
+        &self,
+        node_id: &str,
+        statuses: &[ProcessStatus],
+    ) -> Result<(), ControlPlaneError> {
+        let body = StatusReport {
+            processes: statuses.to_vec(),
+        };
+        self.call::<_, serde_json::Value>(
+            "PUT",
+            &Self::node_path(node_id, "status"),
+            Body::Json(&body),
+            Some(node_id),
+        )?;
+        Ok(())
+    }
+
+    fn push_logs(&self, node_id: &str, lines: &[LogLine]) -> Result<(), ControlPlaneError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let body = LogBatch {
+            lines: lines.to_vec(),
+        };
+        self.call::<_, serde_json::Value>(
+            "POST",
+            &Self::node_path(node_id, "logs"),
+            Body::Json(&body),
+            Some(node_id),
+        )?;
+        Ok(())
+    }
+}
