@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 /// What went wrong, as the user sees it. Exit codes: 2 bad input (a file or flag the user gave),
-/// 3 I/O (a file that cannot be read or written), 1 anything else.
+/// 3 I/O (a file that cannot be read or written), 4 the server cannot be reached or failed,
+/// 1 anything else.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The user's input is wrong; the message says where and what was expected.
@@ -19,6 +20,9 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The server cannot be reached or failed (exit code 4).
+    #[error("{0}")]
+    Unreachable(String),
     #[error("{0}")]
     Other(String),
 }
@@ -28,6 +32,7 @@ impl CliError {
         match self {
             CliError::Input(_) => 2,
             CliError::Read { .. } | CliError::Write { .. } => 3,
+            CliError::Unreachable(_) => 4,
             CliError::Other(_) => 1,
         }
     }

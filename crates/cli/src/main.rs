@@ -1,8 +1,11 @@
 //! The `switchyard` binary: every verb a user types.
 
+mod client;
+mod client_cmd;
 mod error;
 mod fleet_cmd;
 mod plan_cmd;
+mod server_cmd;
 mod simulate_cmd;
 mod table;
 
@@ -28,6 +31,20 @@ enum Command {
     Plan(plan_cmd::PlanArgs),
     /// Replay a trace (or the frontier-lab scenario) through the scheduler on a virtual clock.
     Simulate(simulate_cmd::SimulateArgs),
+    /// Run the control plane: HTTP API, scheduling loop, store (docs/api.md).
+    Server(server_cmd::ServerArgs),
+    /// Manage API tokens.
+    Token(server_cmd::TokenArgs),
+    /// Submit a job file to the server (docs/jobs.md).
+    Submit(client_cmd::SubmitArgs),
+    /// Show one job, or list your jobs.
+    Status(client_cmd::StatusArgs),
+    /// Cancel a job.
+    Cancel(client_cmd::CancelArgs),
+    /// Show a job's events and why it waits.
+    Events(client_cmd::EventsArgs),
+    /// Show pending jobs with why each waits, and usage per tenant.
+    Queue(client_cmd::QueueArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +60,13 @@ fn main() -> ExitCode {
         Command::Fleet(args) => fleet_cmd::run(args),
         Command::Plan(args) => plan_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
+        Command::Server(args) => server_cmd::run_server(args),
+        Command::Token(args) => server_cmd::run_token(args),
+        Command::Submit(args) => client_cmd::submit(args),
+        Command::Status(args) => client_cmd::status(args),
+        Command::Cancel(args) => client_cmd::cancel(args),
+        Command::Events(args) => client_cmd::events(args),
+        Command::Queue(args) => client_cmd::queue(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

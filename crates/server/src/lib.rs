@@ -1,1 +1,135 @@
-//! Switchyard control plane.
+//! Switchyard's control plane: the HTTP API (`/v1`, bearer tokens, one tenant each), the
+//! scheduling loop that drives the same pure scheduler as the simulator, leader election
+//! through the store, metrics and the backends that carry decisions out.
+//!
+//! Data flows one way: request → store (committed) → scheduler (decisions) → store
+//! (committed) → backend (action) → events back into the scheduler.
+
+pub mod api;
+pub mod backend;
+pub mod engine;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod openapi;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_core::fleet::Fleet;
+use tokio::sync::{Notify, watch};
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub fleet: Fleet,
+    /// `sqlite://PATH` or `postgres://…`.
+    pub db_url: String,
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    pub tick: Duration,
+    pub lease_ttl: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(fleet: Fleet, db_url: impl Into<String>, listen: impl Into<String>) -> Self {
+        ServerConfig {
+            fleet,
+            db_url: db_url.into(),
+            listen: listen.into(),
+            tick: Duration::from_millis(200),
+            lease_ttl: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] switchyard_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Opens the store (migrating it), binds, calls `on_listening` with the bound address, then
+/// serves until SIGINT or SIGTERM, and shuts down cleanly (giving the lease up).
+pub async fn serve(
+    config: ServerConfig,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let store = switchyard_store::connect(&config.db_url).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let fleet = Arc::new(config.fleet);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let wake = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let holder = format!(
+        "{}:{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+        std::process::id(),
+        &switchyard_store::new_job_id()?[2..10]
+    );
+    let scheduling = tokio::spawn(leader::run(
+        store.clone(),
+        fleet.clone(),
+        Box::new(backend::DryRun::default()),
+        metrics.clone(),
+        wake.clone(),
+        stop_rx,
+        leader::LoopConfig {
+            tick: config.tick,
+            lease_ttl: config.lease_ttl,
+            holder,
+        },
+    ));
+    let app = http::router(http::AppState::new(store, fleet, metrics, wake));
+    tracing::info!(%addr, "switchyard server listening");
+    on_listening(addr);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            shutdown_signal().await;
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = scheduling.await;
+    served.map_err(ServerError::Serve)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -82,8 +82,7 @@ pub trait StoreRead: Send + Sync {
     /// Pending/running counts and allocated accelerators per tenant (active jobs only).
     fn tenant_usage(&self) -> impl Future<Output = Result<Vec<TenantUsage>, StoreError>> + Send;
     /// Running jobs and allocated accelerators per cluster.
-    fn cluster_usage(&self)
-    -> impl Future<Output = Result<Vec<ClusterUsage>, StoreError>> + Send;
+    fn cluster_usage(&self) -> impl Future<Output = Result<Vec<ClusterUsage>, StoreError>> + Send;
 }
 
 /// Writes. Each call is one transaction, committed when the future resolves `Ok`.
@@ -177,7 +176,11 @@ impl StoreRead for AnyStore {
     async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
         delegate!(self, s => s.principal(hash).await)
     }
-    async fn get_job(&self, id: &str, tenant: Option<&str>) -> Result<Option<JobRecord>, StoreError> {
+    async fn get_job(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Option<JobRecord>, StoreError> {
         delegate!(self, s => s.get_job(id, tenant).await)
     }
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
@@ -262,8 +265,7 @@ pub fn new_job_id() -> Result<String, StoreError> {
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
     let mut buf = [0u8; N];
-    getrandom::fill(&mut buf)
-        .map_err(|e| StoreError::Random(e.to_string()))?;
+    getrandom::fill(&mut buf).map_err(|e| StoreError::Random(e.to_string()))?;
     Ok(buf)
 }
 

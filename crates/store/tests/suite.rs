@@ -28,42 +28,76 @@ async fn tokens(s: AnyStore) {
         .await
         .expect("insert admin");
     let p = s.principal(&hash_token(&token)).await.expect("lookup");
-    assert_eq!(p, Some(Principal { tenant: "research".into(), admin: false }));
-    let a = s.principal(&hash_token("admin-token")).await.expect("lookup");
+    assert_eq!(
+        p,
+        Some(Principal {
+            tenant: "research".into(),
+            admin: false
+        })
+    );
+    let a = s
+        .principal(&hash_token("admin-token"))
+        .await
+        .expect("lookup");
     assert_eq!(a.map(|p| p.admin), Some(true));
     // The store never keeps the token itself.
     assert_eq!(s.principal(&token).await.expect("lookup"), None);
 }
 
 async fn jobs_and_tenants(s: AnyStore) {
-    let a = s.insert_job(&new_job("a", Some("one"), 10)).await.expect("insert");
+    let a = s
+        .insert_job(&new_job("a", Some("one"), 10))
+        .await
+        .expect("insert");
     assert_eq!(a.state, JobState::Pending);
     assert!(!a.cancel_requested);
-    let b = s.insert_job(&new_job("b", Some("one"), 11)).await.expect("same name, other tenant");
+    let b = s
+        .insert_job(&new_job("b", Some("one"), 11))
+        .await
+        .expect("same name, other tenant");
     let dup = s.insert_job(&new_job("a", Some("one"), 12)).await;
     assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
     for _ in 0..5 {
-        s.insert_job(&new_job("a", None, 13)).await.expect("unnamed jobs never conflict");
+        s.insert_job(&new_job("a", None, 13))
+            .await
+            .expect("unnamed jobs never conflict");
     }
     // Another tenant's job is not found.
     assert!(s.get_job(&a.id, Some("b")).await.expect("get").is_none());
-    assert_eq!(s.get_job(&a.id, Some("a")).await.expect("get").map(|j| j.id), Some(a.id.clone()));
+    assert_eq!(
+        s.get_job(&a.id, Some("a"))
+            .await
+            .expect("get")
+            .map(|j| j.id),
+        Some(a.id.clone())
+    );
     assert!(s.get_job(&a.id, None).await.expect("get").is_some());
     assert!(s.events(&a.id, Some("b")).await.expect("events").is_none());
-    let ev = s.events(&a.id, Some("a")).await.expect("events").expect("found");
+    let ev = s
+        .events(&a.id, Some("a"))
+        .await
+        .expect("events")
+        .expect("found");
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0].kind, "submitted");
 
     // Lists: tenant-scoped, ordered, paginated.
     let mine = s
-        .list_jobs(&JobFilter { tenant: Some("a".into()), ..JobFilter::default() })
+        .list_jobs(&JobFilter {
+            tenant: Some("a".into()),
+            ..JobFilter::default()
+        })
         .await
         .expect("list");
     assert_eq!(mine.len(), 6);
     assert!(mine.iter().all(|j| j.tenant == "a"));
     assert!(mine.windows(2).all(|w| w[0].seq < w[1].seq));
     let page1 = s
-        .list_jobs(&JobFilter { tenant: Some("a".into()), limit: 4, ..JobFilter::default() })
+        .list_jobs(&JobFilter {
+            tenant: Some("a".into()),
+            limit: 4,
+            ..JobFilter::default()
+        })
         .await
         .expect("page 1");
     let page2 = s
@@ -90,15 +124,36 @@ async fn jobs_and_tenants(s: AnyStore) {
     assert!(none.is_empty());
     let usage = s.tenant_usage().await.expect("usage");
     assert_eq!(usage.len(), 2);
-    assert_eq!(usage[0], TenantUsage { tenant: "a".into(), pending: 6, running: 0, allocated: 0 });
+    assert_eq!(
+        usage[0],
+        TenantUsage {
+            tenant: "a".into(),
+            pending: 6,
+            running: 0,
+            allocated: 0
+        }
+    );
 }
 
 async fn lease_and_apply(s: AnyStore) {
     let j = s.insert_job(&new_job("a", None, 10)).await.expect("insert");
     assert_eq!(s.unseen_jobs(10).await.expect("unseen").len(), 1);
-    let l1 = s.acquire_lease("one", 1_000, 3_000).await.expect("acquire").expect("free");
-    assert!(s.acquire_lease("two", 2_000, 3_000).await.expect("try").is_none());
-    let renewed = s.acquire_lease("one", 2_500, 3_000).await.expect("renew").expect("mine");
+    let l1 = s
+        .acquire_lease("one", 1_000, 3_000)
+        .await
+        .expect("acquire")
+        .expect("free");
+    assert!(
+        s.acquire_lease("two", 2_000, 3_000)
+            .await
+            .expect("try")
+            .is_none()
+    );
+    let renewed = s
+        .acquire_lease("one", 2_500, 3_000)
+        .await
+        .expect("renew")
+        .expect("mine");
     assert_eq!(renewed.term, l1.term);
     let batch = Batch {
         seen: vec![j.id.clone()],
@@ -124,25 +179,53 @@ async fn lease_and_apply(s: AnyStore) {
     s.apply(&renewed, &batch).await.expect("apply");
     assert!(s.unseen_jobs(10).await.expect("unseen").is_empty());
     let got = s.get_job(&j.id, None).await.expect("get").expect("found");
-    assert_eq!((got.state, got.allocated, got.started_ms), (JobState::Running, 8, Some(2_600)));
+    assert_eq!(
+        (got.state, got.allocated, got.started_ms),
+        (JobState::Running, 8, Some(2_600))
+    );
     let cu = s.cluster_usage().await.expect("cluster usage");
-    assert_eq!(cu, vec![ClusterUsage { cluster: "c".into(), running: 1, allocated: 8 }]);
+    assert_eq!(
+        cu,
+        vec![ClusterUsage {
+            cluster: "c".into(),
+            running: 1,
+            allocated: 8
+        }]
+    );
     // Expired: another holder takes over in a new term; the old leader is fenced off.
-    let l2 = s.acquire_lease("two", 10_000, 3_000).await.expect("take").expect("expired");
+    let l2 = s
+        .acquire_lease("two", 10_000, 3_000)
+        .await
+        .expect("take")
+        .expect("expired");
     assert!(l2.term > l1.term);
     let stale = s.apply(&renewed, &batch).await;
     assert!(matches!(stale, Err(StoreError::LostLease)), "{stale:?}");
     // Release hands it over at once.
     s.release_lease(&l2).await.expect("release");
-    let l3 = s.acquire_lease("one", 10_001, 3_000).await.expect("take").expect("released");
+    let l3 = s
+        .acquire_lease("one", 10_001, 3_000)
+        .await
+        .expect("take")
+        .expect("released");
     assert!(l3.term > l2.term);
 
     // Cancellation requests.
-    let c = s.request_cancel(&j.id, Some("other"), 11_000).await.expect("cancel");
+    let c = s
+        .request_cancel(&j.id, Some("other"), 11_000)
+        .await
+        .expect("cancel");
     assert!(c.is_none(), "another tenant cannot cancel");
-    let c = s.request_cancel(&j.id, Some("a"), 11_000).await.expect("cancel").expect("found");
+    let c = s
+        .request_cancel(&j.id, Some("a"), 11_000)
+        .await
+        .expect("cancel")
+        .expect("found");
     assert!(c.cancel_requested);
-    assert_eq!(s.cancel_requests().await.expect("requests"), vec![j.id.clone()]);
+    assert_eq!(
+        s.cancel_requests().await.expect("requests"),
+        vec![j.id.clone()]
+    );
     let ev = s.events(&j.id, None).await.expect("events").expect("found");
     let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["submitted", "started", "cancel_requested"]);
@@ -151,7 +234,10 @@ async fn lease_and_apply(s: AnyStore) {
 
 async fn reopen(url: String) {
     let s = connect(&url).await.expect("open");
-    let j = s.insert_job(&new_job("a", Some("kept"), 1)).await.expect("insert");
+    let j = s
+        .insert_job(&new_job("a", Some("kept"), 1))
+        .await
+        .expect("insert");
     drop(s);
     // Migrations run again at start and change nothing; data is kept.
     let s = connect(&url).await.expect("reopen");
@@ -164,13 +250,20 @@ async fn concurrent_submissions(s: AnyStore) {
     for i in 0..64 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.insert_job(&new_job("a", Some(&format!("job-{i}")), i)).await
+            s.insert_job(&new_job("a", Some(&format!("job-{i}")), i))
+                .await
         }));
     }
     for t in tasks {
         t.await.expect("task").expect("insert");
     }
-    let all = s.list_jobs(&JobFilter { limit: 1000, ..JobFilter::default() }).await.expect("list");
+    let all = s
+        .list_jobs(&JobFilter {
+            limit: 1000,
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list");
     assert_eq!(all.len(), 64);
 }
 
@@ -207,7 +300,12 @@ macro_rules! suite {
     };
 }
 
-suite!(tokens, jobs_and_tenants, lease_and_apply, concurrent_submissions);
+suite!(
+    tokens,
+    jobs_and_tenants,
+    lease_and_apply,
+    concurrent_submissions
+);
 
 #[tokio::test]
 async fn bad_urls_are_refused() {

@@ -1,0 +1,116 @@
+//! `switchyard server` and `switchyard token create`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use switchyard_server::{ServerConfig, serve};
+use switchyard_store::StoreWrite as _;
+
+use crate::CliError;
+use crate::fleet_cmd::load_fleet;
+
+/// Run the control plane: the HTTP API, the scheduling loop and the store.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  switchyard server\n  switchyard server --db postgres://switchyard@db/switchyard --listen 0.0.0.0:7070\n\nPrints `listening on http://ADDR` on stdout once it accepts requests. API: docs/api.md."
+)]
+pub struct ServerArgs {
+    /// Fleet file (TOML, docs/fleet.md) or built-in fleet name; the built-in default when absent.
+    #[arg(long, value_name = "FILE")]
+    fleet: Option<PathBuf>,
+    /// Database: sqlite://PATH (created on first start) or postgres://USER@HOST/DB (several
+    /// replicas may share one; one of them schedules).
+    #[arg(
+        long,
+        env = "SWITCHYARD_DB",
+        default_value = "sqlite://switchyard.db",
+        value_name = "URL"
+    )]
+    db: String,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    listen: String,
+}
+
+/// Manage API tokens.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TokenCommand {
+    /// Create a token for a tenant and print it on stdout (the store keeps only its hash).
+    #[command(
+        after_help = "Example:\n  export SWITCHYARD_TOKEN=$(switchyard token create --db sqlite://switchyard.db --tenant research)"
+    )]
+    Create {
+        /// The server's database.
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            default_value = "sqlite://switchyard.db",
+            value_name = "URL"
+        )]
+        db: String,
+        /// The tenant (team) the token acts for.
+        #[arg(long)]
+        tenant: String,
+        /// An admin token: sees and acts on every tenant's jobs.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))
+}
+
+pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
+    let fleet = load_fleet(args.fleet.as_deref())?;
+    let config = ServerConfig::new(fleet, args.db, args.listen);
+    runtime()?
+        .block_on(serve(config, |addr| {
+            println!("listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+        }))
+        .map_err(|e| match e {
+            switchyard_server::ServerError::Store(switchyard_store::StoreError::Url(_)) => {
+                CliError::Input(e.to_string())
+            }
+            other => CliError::Other(other.to_string()),
+        })
+}
+
+pub fn run_token(args: TokenArgs) -> Result<(), CliError> {
+    let TokenCommand::Create { db, tenant, admin } = args.command;
+    let valid = !tenant.is_empty()
+        && tenant.len() <= 128
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(CliError::Input(format!(
+            "--tenant `{tenant}` must be 1 to 128 characters of letters, digits, `-`, `_` and `.`"
+        )));
+    }
+    let token = runtime()?.block_on(async {
+        let store = switchyard_store::connect(&db).await?;
+        let token = switchyard_store::new_token()?;
+        let now = switchyard_server::leader::now_ms();
+        store
+            .insert_token(&switchyard_store::hash_token(&token), &tenant, admin, now)
+            .await?;
+        Ok::<_, switchyard_store::StoreError>(token)
+    });
+    let token = token.map_err(|e| match e {
+        switchyard_store::StoreError::Url(_) => CliError::Input(e.to_string()),
+        other => CliError::Other(other.to_string()),
+    })?;
+    println!("{token}");
+    Ok(())
+}

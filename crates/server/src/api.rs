@@ -1,0 +1,420 @@
+//! The wire format of the HTTP API (`/v1`): requests, responses and errors. The client verbs
+//! use these same types, and the job files of `switchyard submit` are [`SubmitRequest`]s
+//! written in TOML. Unknown fields are errors everywhere.
+
+use serde::{Deserialize, Serialize};
+use switchyard_core::fleet::Fleet;
+use switchyard_core::{JobKind, JobSpec, Replicas, Work};
+use switchyard_store::JobRecord;
+
+/// Largest request body the server reads, bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest page of a list.
+pub const MAX_PAGE: i64 = 1000;
+const MAX_ACCELERATORS: u32 = 1_000_000;
+const MAX_DURATION_S: f64 = 366.0 * 86_400.0;
+const MAX_LIST_ENTRIES: usize = 64;
+const MAX_REPLICAS: u32 = 100_000;
+
+/// A submission: a training run, a batch job or an inference service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// Optional name, unique among the tenant's jobs (a second submission of the same name
+    /// is refused with 409, so retrying a submission never creates it twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub kind: JobKind,
+    /// Admins only: the tenant (team) the job is for. Other tokens submit for their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Gang size (training, batch) or accelerators per replica (inference).
+    pub accelerators: u32,
+    /// Training only: the smallest gang an elastic run accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_accelerators: Option<u32>,
+    /// Higher runs first; the team's default priority from the fleet when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Accelerator types accepted (catalog names, e.g. "H100"); empty = any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accelerator_types: Vec<String>,
+    /// Clusters accepted; empty = any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<String>,
+    /// Training and batch: wall-clock seconds of work on the full gang.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    /// Inference only: the replica range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaRange>,
+}
+
+/// An inference service's replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub tenant: String,
+    pub kind: String,
+    /// pending, running, done, cancelled or rejected.
+    pub state: String,
+    /// Why the job is where it is ("waiting for 512 free accelerators …").
+    pub reason: String,
+    pub priority: i64,
+    pub accelerators: i64,
+    /// The cluster it runs on or last ran on.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Accelerators it holds now.
+    pub allocated: i64,
+    pub restarts: i64,
+    pub cancel_requested: bool,
+    pub submitted_ms: i64,
+    #[serde(default)]
+    pub started_ms: Option<i64>,
+    #[serde(default)]
+    pub finished_ms: Option<i64>,
+    /// The submission as accepted.
+    pub spec: serde_json::Value,
+}
+
+impl From<&JobRecord> for Job {
+    fn from(r: &JobRecord) -> Self {
+        Job {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            tenant: r.tenant.clone(),
+            kind: r.kind.clone(),
+            state: r.state.as_str().to_owned(),
+            reason: r.reason.clone(),
+            priority: r.priority,
+            accelerators: r.accelerators,
+            cluster: r.cluster.clone(),
+            allocated: r.allocated,
+            restarts: r.restarts,
+            cancel_requested: r.cancel_requested,
+            submitted_ms: r.submitted_ms,
+            started_ms: r.started_ms,
+            finished_ms: r.finished_ms,
+            spec: serde_json::from_str(&r.spec).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// One page of jobs; `next` is the cursor for the following page (`after=`), absent at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// Something that happened to a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub at_ms: i64,
+    /// submitted, waiting, started, replica_added, preempted, restarted, finished, cancelled, …
+    pub kind: String,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub message: String,
+}
+
+/// A job's events, with where it stands now (`reason` answers "why is it pending").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobEvents {
+    pub job: String,
+    pub state: String,
+    pub reason: String,
+    pub events: Vec<Event>,
+}
+
+/// A cluster and what runs on it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterState {
+    pub name: String,
+    pub provider: String,
+    pub region: String,
+    pub accelerator: String,
+    pub nodes: u32,
+    pub accelerators: u64,
+    pub busy: i64,
+    pub running_jobs: i64,
+}
+
+/// The fleet as the server schedules it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetState {
+    pub name: String,
+    pub clusters: Vec<ClusterState>,
+}
+
+/// A quota from the fleet file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaView {
+    /// `None`: fleet-wide.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub accelerators: u64,
+    #[serde(default)]
+    pub borrowing_limit: Option<u64>,
+}
+
+/// A tenant (team): its quotas and what it uses now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantState {
+    pub tenant: String,
+    #[serde(default)]
+    pub organisation: Option<String>,
+    pub pending: i64,
+    pub running: i64,
+    pub allocated: i64,
+    pub quotas: Vec<QuotaView>,
+}
+
+/// `/v1/tenants`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantList {
+    pub tenants: Vec<TenantState>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Machine-readable: invalid_json, invalid_request, unauthorized, forbidden, not_found,
+    /// conflict, quota_exceeded, unschedulable, too_large, unavailable, internal.
+    pub code: String,
+    pub message: String,
+}
+
+/// Why a submission was refused: (HTTP status, code, message).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn invalid(message: impl Into<String>) -> Refusal {
+    Refusal {
+        status: 422,
+        code: "invalid_request",
+        message: message.into(),
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{what} `{}` must be 1 to 128 characters of letters, digits, `-`, `_` and `.`",
+            name.chars().take(140).collect::<String>()
+        )))
+    }
+}
+
+impl SubmitRequest {
+    /// Checks the request on its own (no fleet): sizes, ranges, which fields go with which
+    /// kind. Returns the scheduler's job spec for `tenant` with id `id`.
+    pub fn to_spec(
+        &self,
+        id: &str,
+        tenant: &str,
+        default_priority: i32,
+    ) -> Result<JobSpec, Refusal> {
+        if let Some(n) = &self.name {
+            check_name("name", n)?;
+        }
+        check_name("tenant", tenant)?;
+        if self.accelerators == 0 {
+            return Err(invalid("accelerators must be at least 1"));
+        }
+        if self.accelerators > MAX_ACCELERATORS {
+            return Err(invalid(format!(
+                "accelerators = {} is absurd: at most {MAX_ACCELERATORS}",
+                self.accelerators
+            )));
+        }
+        if let Some(p) = self.priority
+            && !(-1000..=1000).contains(&p)
+        {
+            return Err(invalid(format!(
+                "priority = {p} is out of range -1000..=1000"
+            )));
+        }
+        if self.accelerator_types.len() > MAX_LIST_ENTRIES || self.clusters.len() > MAX_LIST_ENTRIES
+        {
+            return Err(invalid(format!(
+                "accelerator_types and clusters take at most {MAX_LIST_ENTRIES} entries"
+            )));
+        }
+        for t in &self.accelerator_types {
+            if switchyard_core::lookup_accelerator(t).is_none() {
+                return Err(invalid(format!(
+                    "unknown accelerator type `{}`; known: {}",
+                    t.chars().take(64).collect::<String>(),
+                    switchyard_core::accelerator::names().join(", ")
+                )));
+            }
+        }
+        let (work, replicas) = match self.kind {
+            JobKind::Training | JobKind::Batch => {
+                if self.replicas.is_some() {
+                    return Err(invalid(format!(
+                        "replicas is for inference services, not {} jobs",
+                        self.kind.as_str()
+                    )));
+                }
+                let Some(d) = self.duration_s else {
+                    return Err(invalid(format!(
+                        "a {} job needs duration_s (seconds of work on its full gang)",
+                        self.kind.as_str()
+                    )));
+                };
+                if !d.is_finite() || d <= 0.0 || d > MAX_DURATION_S {
+                    return Err(invalid(format!(
+                        "duration_s = {d} must be above 0 and at most {MAX_DURATION_S} (366 days)"
+                    )));
+                }
+                (
+                    Work::Duration {
+                        seconds: d,
+                        by_accelerator: Default::default(),
+                    },
+                    None,
+                )
+            }
+            JobKind::Inference => {
+                if self.duration_s.is_some() {
+                    return Err(invalid(
+                        "an inference service runs until cancelled: drop duration_s",
+                    ));
+                }
+                let Some(r) = &self.replicas else {
+                    return Err(invalid(
+                        "an inference service needs replicas = { min, max }",
+                    ));
+                };
+                if r.min == 0 || r.min > r.max || r.max > MAX_REPLICAS {
+                    return Err(invalid(format!(
+                        "replicas must satisfy 1 <= min <= max <= {MAX_REPLICAS} (got min {}, max {})",
+                        r.min, r.max
+                    )));
+                }
+                (
+                    Work::Open,
+                    Some(Replicas {
+                        min: r.min,
+                        max: r.max,
+                        capacity_per_replica: 1.0,
+                        load: None,
+                    }),
+                )
+            }
+        };
+        if let Some(m) = self.min_accelerators {
+            if self.kind != JobKind::Training {
+                return Err(invalid(
+                    "min_accelerators is for (elastic) training runs only",
+                ));
+            }
+            if m == 0 || m > self.accelerators {
+                return Err(invalid(format!(
+                    "min_accelerators = {m} must be between 1 and accelerators ({})",
+                    self.accelerators
+                )));
+            }
+        }
+        Ok(JobSpec {
+            id: id.to_owned(),
+            tenant: tenant.to_owned(),
+            kind: self.kind,
+            priority: self.priority.unwrap_or(default_priority),
+            submit_s: 0.0,
+            accelerators: self.accelerators,
+            min_accelerators: self.min_accelerators,
+            replicas,
+            accelerator_types: self.accelerator_types.clone(),
+            clusters: self.clusters.clone(),
+            work,
+        })
+    }
+
+    /// Checks the request against the fleet: clusters exist, quota caps hold.
+    pub fn check_fleet(&self, fleet: &Fleet, tenant: &str) -> Result<(), Refusal> {
+        for c in &self.clusters {
+            if fleet.cluster(c).is_none() {
+                let names: Vec<&str> = fleet.clusters.iter().map(|c| c.name.as_str()).collect();
+                return Err(invalid(format!(
+                    "no cluster `{}` in fleet {}; clusters: {}",
+                    c.chars().take(64).collect::<String>(),
+                    fleet.name,
+                    names.join(", ")
+                )));
+            }
+        }
+        if let Some((org, team)) = fleet.team(tenant) {
+            let need = u64::from(self.min_accelerators.unwrap_or(self.accelerators));
+            let caps = team
+                .quotas
+                .iter()
+                .map(|q| (q, "team", team.name.as_str()))
+                .chain(
+                    org.quotas
+                        .iter()
+                        .map(|q| (q, "organisation", org.name.as_str())),
+                );
+            for (q, level, who) in caps {
+                if q.cluster.is_none()
+                    && let Some(limit) = q.borrowing_limit
+                {
+                    let cap = q.accelerators + limit;
+                    if need > cap {
+                        return Err(Refusal {
+                            status: 403,
+                            code: "quota_exceeded",
+                            message: format!(
+                                "the job needs {need} accelerators but {level} {who} may hold at most {cap} \
+                                 (quota {} + borrowing limit {limit})",
+                                q.accelerators
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

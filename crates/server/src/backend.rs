@@ -1,0 +1,121 @@
+//! Backends: where placements become running work.
+//!
+//! The leader calls a backend only after the decisions behind its commands are committed to
+//! the store, and reads back what it observed (work finished, nodes lost) as scheduler events.
+//! The interface is synchronous and non-blocking, like the scheduler's: a backend that talks
+//! to the outside world (node agents, Slurm) queues the work for its own tasks in `act` and
+//! reports what they saw in `poll`. Backends are level-triggered: after a restart the leader
+//! re-sends the desired state and the backend reconciles what it observes with it.
+//!
+//! Today the server has one backend, [`DryRun`]: it runs nothing and reports each run's work
+//! done when the scheduler expected it to end. Node agents and Slurm come next.
+
+use std::collections::HashMap;
+
+/// What the leader asks of a backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Start (or restart) a gang; `generation` tells restarts apart.
+    Launch {
+        job: String,
+        generation: u32,
+        cluster: String,
+        accelerators: u32,
+        /// When the work should be done if nothing interrupts it.
+        expected_end_ms: i64,
+    },
+    AddReplica {
+        job: String,
+        cluster: String,
+        accelerators: u32,
+    },
+    RemoveReplica {
+        job: String,
+        cluster: String,
+    },
+    /// Stop everything of the job (preemption, restart, cancellation).
+    Stop {
+        job: String,
+    },
+}
+
+/// What a backend saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    /// A run's work is done.
+    Finished {
+        job: String,
+        generation: u32,
+    },
+    NodeFailed {
+        cluster: u32,
+        node: u32,
+    },
+    NodeRepaired {
+        cluster: u32,
+        node: u32,
+    },
+}
+
+/// Where placements run.
+pub trait Backend: Send + std::fmt::Debug {
+    fn name(&self) -> &'static str;
+    /// Carries out commands (after their decisions are durable). Must not block.
+    fn act(&mut self, commands: Vec<Command>);
+    /// What happened since the last call.
+    fn poll(&mut self, now_ms: i64) -> Vec<Observed>;
+    /// Forgets everything (a new leader term re-sends the desired state).
+    fn reset(&mut self);
+}
+
+/// Runs nothing: a gang's work is done when the scheduler expected it to end. Lets the API,
+/// the queue and the policies be used and tested without hardware.
+#[derive(Debug, Default)]
+pub struct DryRun {
+    running: HashMap<String, (u32, i64)>,
+}
+
+impl Backend for DryRun {
+    fn name(&self) -> &'static str {
+        "dry-run"
+    }
+
+    fn act(&mut self, commands: Vec<Command>) {
+        for c in commands {
+            match c {
+                Command::Launch {
+                    job,
+                    generation,
+                    expected_end_ms,
+                    ..
+                } => {
+                    self.running.insert(job, (generation, expected_end_ms));
+                }
+                Command::Stop { job } => {
+                    self.running.remove(&job);
+                }
+                Command::AddReplica { .. } | Command::RemoveReplica { .. } => {}
+            }
+        }
+    }
+
+    fn poll(&mut self, now_ms: i64) -> Vec<Observed> {
+        let mut done: Vec<(String, u32, i64)> = self
+            .running
+            .iter()
+            .filter(|(_, (_, end))| *end <= now_ms)
+            .map(|(job, (g, end))| (job.clone(), *g, *end))
+            .collect();
+        done.sort_by_key(|d| d.2);
+        done.into_iter()
+            .map(|(job, generation, _)| {
+                self.running.remove(&job);
+                Observed::Finished { job, generation }
+            })
+            .collect()
+    }
+
+    fn reset(&mut self) {
+        self.running.clear();
+    }
+}

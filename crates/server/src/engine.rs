@@ -1,0 +1,387 @@
+//! The server's driver of the pure scheduler: store records in, [`Scheduler`] events, the
+//! decisions out as store writes (a [`Batch`]) and backend [`Command`]s.
+//!
+//! Synchronous and clock-free like the scheduler itself (every call takes `now`), so it is
+//! tested without a runtime. The only place the server touches `switchyard_sched`; if the
+//! scheduler's API moves, this file moves with it.
+
+use std::collections::{BTreeSet, HashMap};
+
+use switchyard_core::JobSpec;
+use switchyard_core::fleet::Fleet;
+use switchyard_sched::{
+    Action, Config, Decision, Event, JobIdx, JobState as SchedState, Scheduler,
+};
+use switchyard_store::{Batch, JobRecord, JobState, JobUpdate, NewEvent};
+
+use crate::backend::Command;
+
+/// Time in the scheduler: seconds since `origin_ms` (UTC midnight of the day this engine was
+/// built, so that daily load curves line up with the time of day).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub origin_ms: i64,
+}
+
+impl Clock {
+    pub fn starting_at(now_ms: i64) -> Self {
+        Clock {
+            origin_ms: now_ms - now_ms.rem_euclid(86_400_000),
+        }
+    }
+    pub fn to_s(self, ms: i64) -> f64 {
+        (ms - self.origin_ms) as f64 / 1000.0
+    }
+    pub fn to_ms(self, s: f64) -> i64 {
+        if s.is_finite() {
+            self.origin_ms + (s * 1000.0).round() as i64
+        } else {
+            i64::MAX
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Tracked {
+    id: String,
+    size: u32,
+    allocated: i64,
+    reason: String,
+    started_ms: Option<i64>,
+    finished_ms: Option<i64>,
+}
+
+/// The scheduler and the mapping between its job handles and the store's ids.
+#[derive(Debug)]
+pub struct Engine {
+    sched: Scheduler,
+    clock: Clock,
+    clusters: Vec<String>,
+    jobs: Vec<Tracked>,
+    by_id: HashMap<String, JobIdx>,
+    /// Pending or running in the scheduler.
+    active: BTreeSet<JobIdx>,
+    dirty: BTreeSet<JobIdx>,
+    batch: Batch,
+    commands: Vec<Command>,
+    decisions: Vec<Decision>,
+}
+
+impl Engine {
+    pub fn new(fleet: &Fleet, clock: Clock) -> Self {
+        Engine {
+            sched: Scheduler::new(fleet, Default::default(), Config::default()),
+            clock,
+            clusters: fleet.clusters.iter().map(|c| c.name.clone()).collect(),
+            jobs: Vec::new(),
+            by_id: HashMap::new(),
+            active: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            batch: Batch::default(),
+            commands: Vec::new(),
+            decisions: Vec::new(),
+        }
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    pub fn knows(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// Jobs pending in the scheduler.
+    pub fn pending(&self) -> u64 {
+        self.sched.pending_jobs()
+    }
+
+    /// Decisions taken so far.
+    pub fn decisions(&self) -> u64 {
+        self.sched.decisions()
+    }
+
+    /// Takes a stored job into the scheduler (a new submission, or an active job a new
+    /// leader recovers). The spec is the stored submission.
+    pub fn admit(&mut self, now_ms: i64, record: &JobRecord, mut spec: JobSpec) {
+        if self.knows(&record.id) {
+            self.batch.seen.push(record.id.clone());
+            return;
+        }
+        spec.id = record.id.clone();
+        spec.tenant = record.tenant.clone();
+        spec.submit_s = self.clock.to_s(record.submitted_ms);
+        let size = spec.accelerators;
+        let now = self.clock.to_s(now_ms);
+        let idx = self
+            .sched
+            .handle(now, Event::Submit(Box::new(spec)), &mut self.decisions)
+            .expect("a submission always returns its job handle");
+        debug_assert_eq!(idx as usize, self.jobs.len());
+        self.jobs.push(Tracked {
+            id: record.id.clone(),
+            size,
+            allocated: 0,
+            reason: record.reason.clone(),
+            started_ms: record.started_ms,
+            finished_ms: None,
+        });
+        self.by_id.insert(record.id.clone(), idx);
+        self.active.insert(idx);
+        self.batch.seen.push(record.id.clone());
+        if record.state == JobState::Running {
+            // Recovered after a change of leader: the scheduler places it again.
+            self.batch.events.push(NewEvent {
+                job_id: record.id.clone(),
+                at_ms: now_ms,
+                kind: "recovered".into(),
+                cluster: record.cluster.clone(),
+                message: "a new scheduling leader took over; the job is placed again".into(),
+            });
+            self.dirty.insert(idx);
+        }
+        self.drain(now_ms);
+    }
+
+    /// A stored job the scheduler cannot take in (its stored specification does not parse):
+    /// rejected with `why`, so that it does not come back every pass.
+    pub fn refuse(&mut self, now_ms: i64, record: &JobRecord, why: &str) {
+        self.batch.seen.push(record.id.clone());
+        self.batch.updates.push(JobUpdate {
+            id: record.id.clone(),
+            state: JobState::Rejected,
+            reason: why.to_owned(),
+            cluster: None,
+            allocated: 0,
+            restarts: record.restarts,
+            started_ms: record.started_ms,
+            finished_ms: Some(now_ms),
+            updated_ms: now_ms,
+        });
+        self.batch.events.push(NewEvent {
+            job_id: record.id.clone(),
+            at_ms: now_ms,
+            kind: "rejected".into(),
+            cluster: None,
+            message: why.to_owned(),
+        });
+    }
+
+    /// A cancellation (no-op for unknown or finished jobs).
+    pub fn cancel(&mut self, now_ms: i64, id: &str) {
+        if let Some(&job) = self.by_id.get(id) {
+            let now = self.clock.to_s(now_ms);
+            self.sched
+                .handle(now, Event::Cancel { job }, &mut self.decisions);
+            self.dirty.insert(job);
+            self.drain(now_ms);
+        }
+    }
+
+    /// The backend reports a run's work done.
+    pub fn finished(&mut self, now_ms: i64, id: &str, generation: u32) {
+        if let Some(&job) = self.by_id.get(id) {
+            let now = self.clock.to_s(now_ms);
+            self.sched.handle(
+                now,
+                Event::Finished { job, generation },
+                &mut self.decisions,
+            );
+            self.drain(now_ms);
+        }
+    }
+
+    /// A node failed or came back (from a backend).
+    pub fn node(&mut self, now_ms: i64, cluster: u32, node: u32, failed: bool) {
+        let now = self.clock.to_s(now_ms);
+        let ev = if failed {
+            Event::NodeFailed { cluster, node }
+        } else {
+            Event::NodeRepaired { cluster, node }
+        };
+        self.sched.handle(now, ev, &mut self.decisions);
+        self.drain(now_ms);
+    }
+
+    /// A scheduling pass.
+    pub fn schedule(&mut self, now_ms: i64) {
+        let now = self.clock.to_s(now_ms);
+        self.sched.schedule(now, &mut self.decisions);
+        self.drain(now_ms);
+    }
+
+    /// Turns the decisions taken since the last call into events, updates and commands.
+    fn drain(&mut self, now_ms: i64) {
+        let decisions = std::mem::take(&mut self.decisions);
+        for d in &decisions {
+            let at_ms = self
+                .clock
+                .to_ms(d.at_s)
+                .min(now_ms.max(self.clock.origin_ms));
+            let (job, cluster, kind) = match d.action {
+                Action::Start {
+                    job,
+                    cluster,
+                    accelerators,
+                    generation,
+                    expected_end_s,
+                } => {
+                    let t = &mut self.jobs[job as usize];
+                    t.allocated = i64::from(accelerators);
+                    t.started_ms.get_or_insert(at_ms);
+                    self.commands.push(Command::Launch {
+                        job: t.id.clone(),
+                        generation,
+                        cluster: self.clusters[cluster as usize].clone(),
+                        accelerators,
+                        expected_end_ms: self.clock.to_ms(expected_end_s),
+                    });
+                    (job, Some(cluster), "started")
+                }
+                Action::AddReplica {
+                    job,
+                    cluster,
+                    accelerators,
+                } => {
+                    let t = &mut self.jobs[job as usize];
+                    t.allocated += i64::from(accelerators);
+                    t.started_ms.get_or_insert(at_ms);
+                    self.commands.push(Command::AddReplica {
+                        job: t.id.clone(),
+                        cluster: self.clusters[cluster as usize].clone(),
+                        accelerators,
+                    });
+                    (job, Some(cluster), "replica_added")
+                }
+                Action::RemoveReplica { job, cluster } | Action::ReplicaLost { job, cluster } => {
+                    let t = &mut self.jobs[job as usize];
+                    t.allocated = (t.allocated - i64::from(t.size)).max(0);
+                    self.commands.push(Command::RemoveReplica {
+                        job: t.id.clone(),
+                        cluster: self.clusters[cluster as usize].clone(),
+                    });
+                    let kind = if matches!(d.action, Action::ReplicaLost { .. }) {
+                        "replica_lost"
+                    } else {
+                        "replica_removed"
+                    };
+                    (job, Some(cluster), kind)
+                }
+                Action::Preempt { job, cluster } => {
+                    self.stop(job);
+                    (job, Some(cluster), "preempted")
+                }
+                Action::Restart { job, cluster, .. } => {
+                    self.stop(job);
+                    (job, Some(cluster), "restarted")
+                }
+                Action::Finish { job, cluster } => {
+                    let was_running = self.jobs[job as usize].allocated > 0;
+                    if was_running {
+                        self.stop(job);
+                    }
+                    self.jobs[job as usize].finished_ms = Some(at_ms);
+                    let cancelled = self.sched.job(job).state == SchedState::Cancelled;
+                    let cluster = was_running.then_some(cluster);
+                    (
+                        job,
+                        cluster,
+                        if cancelled { "cancelled" } else { "finished" },
+                    )
+                }
+                Action::Reject { job } => {
+                    self.jobs[job as usize].finished_ms = Some(at_ms);
+                    (job, None, "rejected")
+                }
+            };
+            self.dirty.insert(job);
+            self.batch.events.push(NewEvent {
+                job_id: self.jobs[job as usize].id.clone(),
+                at_ms,
+                kind: kind.into(),
+                cluster: cluster.map(|c| self.clusters[c as usize].clone()),
+                message: d.reason.clone(),
+            });
+        }
+    }
+
+    fn stop(&mut self, job: JobIdx) {
+        let t = &mut self.jobs[job as usize];
+        t.allocated = 0;
+        self.commands.push(Command::Stop { job: t.id.clone() });
+    }
+
+    /// The store writes and backend commands of everything since the last call. Pending
+    /// jobs whose reason changed get a `waiting` event ("why is it pending").
+    pub fn take(&mut self, now_ms: i64) -> (Batch, Vec<Command>) {
+        let mut finished = Vec::new();
+        for &j in &self.active {
+            let v = self.sched.job(j);
+            let why = self.sched.why(j);
+            let t = &mut self.jobs[j as usize];
+            if v.state == SchedState::Pending && why != t.reason {
+                self.batch.events.push(NewEvent {
+                    job_id: t.id.clone(),
+                    at_ms: now_ms,
+                    kind: "waiting".into(),
+                    cluster: None,
+                    message: why.clone(),
+                });
+                self.dirty.insert(j);
+            }
+            if !matches!(v.state, SchedState::Pending | SchedState::Running) {
+                finished.push(j);
+            }
+        }
+        for j in finished {
+            self.active.remove(&j);
+        }
+        for j in std::mem::take(&mut self.dirty) {
+            let v = self.sched.job(j);
+            let t = &mut self.jobs[j as usize];
+            let why = match (v.state, v.cluster) {
+                // The scheduler's own words give its clock's start time; say it plainly.
+                (SchedState::Running, Some(c)) => format!(
+                    "running on {} accelerators of {}",
+                    t.allocated, self.clusters[c as usize]
+                ),
+                _ => self.sched.why(j),
+            };
+            t.reason = why.clone();
+            let state = match v.state {
+                SchedState::Pending => JobState::Pending,
+                SchedState::Running => JobState::Running,
+                SchedState::Done => JobState::Done,
+                SchedState::Cancelled => JobState::Cancelled,
+                SchedState::Rejected => JobState::Rejected,
+            };
+            if state.is_final() {
+                t.allocated = 0;
+            }
+            self.batch.updates.push(JobUpdate {
+                id: t.id.clone(),
+                state,
+                reason: why,
+                cluster: v.cluster.map(|c| self.clusters[c as usize].clone()),
+                allocated: t.allocated,
+                restarts: i64::from(v.restarts),
+                started_ms: t.started_ms,
+                finished_ms: if state.is_final() {
+                    t.finished_ms.or(Some(now_ms))
+                } else {
+                    None
+                },
+                updated_ms: now_ms,
+            });
+        }
+        (
+            std::mem::take(&mut self.batch),
+            std::mem::take(&mut self.commands),
+        )
+    }
+
+    /// Checks the scheduler's invariants (tests).
+    pub fn check(&self) -> Result<(), String> {
+        self.sched.check_invariants()
+    }
+}

@@ -1,0 +1,554 @@
+//! The HTTP API: routes, bearer-token authentication, tenant scoping and error answers.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use switchyard_core::fleet::Fleet;
+use switchyard_sched::Scheduler;
+use switchyard_store::{
+    AnyStore, JobFilter, JobState, NewJob, Principal, StoreError, StoreRead, StoreWrite,
+};
+use tokio::sync::Notify;
+
+use crate::api::{self, *};
+use crate::leader::now_ms;
+use crate::metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: AnyStore,
+    pub fleet: Arc<Fleet>,
+    /// A scheduler holding no jobs, to check submissions against the fleet.
+    pub validator: Arc<Mutex<Scheduler>>,
+    pub metrics: Arc<Metrics>,
+    pub wake: Arc<Notify>,
+    tokens: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(
+        store: AnyStore,
+        fleet: Arc<Fleet>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let validator = Scheduler::new(&fleet, Default::default(), Default::default());
+        AppState {
+            store,
+            fleet,
+            validator: Arc::new(Mutex::new(validator)),
+            metrics,
+            wake,
+            tokens: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// An error answer: status and `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn not_found(what: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+            code: r.code,
+            message: r.message,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "store error while answering a request");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store is unavailable; nothing was changed, retry later",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (
+            self.status,
+            Json(ErrorBody {
+                error: ErrorDetail {
+                    code: self.code.into(),
+                    message: self.message,
+                },
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+impl Auth {
+    /// The tenant reads are scoped to (`None` for admins: everyone).
+    fn scope(&self) -> Option<&str> {
+        if self.0.admin {
+            None
+        } else {
+            Some(&self.0.tenant)
+        }
+    }
+}
+
+const TOKEN_CACHE: Duration = Duration::from_secs(30);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(unauthorized(
+                "missing `Authorization: Bearer TOKEN` (create one with `switchyard token create`)",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
+        let hash = switchyard_store::hash_token(token);
+        if let Ok(cache) = state.tokens.lock()
+            && let Some((p, at)) = cache.get(&hash)
+            && at.elapsed() < TOKEN_CACHE
+        {
+            return Ok(Auth(p.clone()));
+        }
+        let principal = state.store.principal(&hash).await?;
+        let Some(p) = principal else {
+            return Err(unauthorized("unknown token"));
+        };
+        if let Ok(mut cache) = state.tokens.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(hash, (p.clone(), Instant::now()));
+        }
+        Ok(Auth(p))
+    }
+}
+
+/// The router of the whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/events", get(events))
+        .route("/v1/fleet", get(fleet))
+        .route("/v1/tenants", get(tenants))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn fallback(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {method} {}; see /v1/openapi.json", uri.path()),
+    )
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let role = if s.metrics.leader.load(Ordering::Relaxed) {
+        "leader"
+    } else {
+        "follower"
+    };
+    match s.store.ping().await {
+        Ok(()) => {
+            Json(serde_json::json!({ "status": "ready", "role": role, "store": s.store.kind() }))
+                .into_response()
+        }
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the store does not answer: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let tenants = s.store.tenant_usage().await?;
+    let clusters = s.store.cluster_usage().await?;
+    let text = s.metrics.render(&s.fleet, &tenants, &clusters);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the request body is larger than {} bytes",
+                    api::MAX_BODY_BYTES
+                ),
+            )
+        } else {
+            ApiError::bad(format!("cannot read the request body: {r}"))
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the request body is not a valid submission: {e}"),
+        )
+    })
+}
+
+async fn submit(
+    State(s): State<AppState>,
+    auth: Auth,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    let req: SubmitRequest = decode(body)?;
+    let tenant = match (&req.tenant, auth.0.admin) {
+        (Some(t), true) => t.clone(),
+        (Some(t), false) if *t != auth.0.tenant => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("your token submits for tenant `{}` only", auth.0.tenant),
+            ));
+        }
+        _ => auth.0.tenant.clone(),
+    };
+    let default_priority = s.fleet.team(&tenant).map_or(0, |(_, t)| t.priority);
+    let id = switchyard_store::new_job_id()?;
+    let spec = req.to_spec(&id, &tenant, default_priority)?;
+    req.check_fleet(&s.fleet, &tenant)?;
+    {
+        let mut v = s.validator.lock().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "validator unavailable; retry",
+            )
+        })?;
+        v.validate(&spec).map_err(|why| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unschedulable",
+                format!("the job can never run on fleet {}: it {why}", s.fleet.name),
+            )
+        })?;
+    }
+    let mut stored = req.clone();
+    stored.tenant = None;
+    let record = s
+        .store
+        .insert_job(&NewJob {
+            id,
+            tenant,
+            name: req.name.clone(),
+            kind: req.kind.as_str().into(),
+            priority: i64::from(spec.priority),
+            accelerators: i64::from(spec.accelerators),
+            spec: serde_json::to_string(&stored).map_err(|e| ApiError::bad(e.to_string()))?,
+            reason: "queued; not yet considered".into(),
+            submitted_ms: now_ms(),
+        })
+        .await?;
+    s.metrics.submissions.fetch_add(1, Ordering::Relaxed);
+    s.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(Job::from(&record))))
+}
+
+fn query(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(format!("bad query string: {e}")))?;
+    if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad(format!(
+            "unknown query parameter `{}`; expected one of {}",
+            k.chars().take(64).collect::<String>(),
+            allowed.join(", ")
+        )));
+    }
+    Ok(q)
+}
+
+async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<JobList>, ApiError> {
+    let q = query(q, &["state", "kind", "tenant", "limit", "after"])?;
+    let mut filter = JobFilter {
+        tenant: auth.scope().map(str::to_owned),
+        ..JobFilter::default()
+    };
+    if let Some(t) = q.get("tenant") {
+        if !auth.0.admin && *t != auth.0.tenant {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only admin tokens list other tenants' jobs",
+            ));
+        }
+        filter.tenant = Some(t.clone());
+    }
+    if let Some(states) = q.get("state") {
+        for st in states.split(',').filter(|x| !x.is_empty()) {
+            filter.states.push(JobState::parse(st).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "unknown state `{}`; expected pending, running, done, cancelled or rejected",
+                    st.chars().take(64).collect::<String>()
+                ))
+            })?);
+        }
+    }
+    if let Some(k) = q.get("kind") {
+        let kind = switchyard_core::JobKind::parse(k)
+            .ok_or_else(|| ApiError::bad("kind must be training, batch or inference"))?;
+        filter.kind = Some(kind.as_str().into());
+    }
+    if let Some(l) = q.get("limit") {
+        filter.limit = l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=api::MAX_PAGE).contains(l))
+            .ok_or_else(|| ApiError::bad(format!("limit must be 1 to {}", api::MAX_PAGE)))?;
+    }
+    if let Some(a) = q.get("after") {
+        filter.after_seq = Some(
+            a.parse::<i64>()
+                .map_err(|_| ApiError::bad("after must be a cursor from `next`"))?,
+        );
+    }
+    let limit = filter.limit;
+    let jobs = s.store.list_jobs(&filter).await?;
+    let next = (jobs.len() as i64 == limit)
+        .then(|| jobs.last().map(|j| j.seq.to_string()))
+        .flatten();
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(Job::from).collect(),
+        next,
+    }))
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 64 {
+        Err(ApiError::not_found("such job"))
+    } else {
+        Ok(())
+    }
+}
+
+async fn get_job(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    check_id(&id)?;
+    let job = s
+        .store
+        .get_job(&id, auth.scope())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    Ok(Json(Job::from(&job)))
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Job>), ApiError> {
+    check_id(&id)?;
+    let job = s
+        .store
+        .request_cancel(&id, auth.scope(), now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    if job.state.is_final() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("job {id} is already {}", job.state.as_str()),
+        ));
+    }
+    s.metrics.cancellations.fetch_add(1, Ordering::Relaxed);
+    s.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(Job::from(&job))))
+}
+
+async fn events(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<JobEvents>, ApiError> {
+    check_id(&id)?;
+    let job = s
+        .store
+        .get_job(&id, auth.scope())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    let events = s.store.events(&id, auth.scope()).await?.unwrap_or_default();
+    Ok(Json(JobEvents {
+        job: job.id,
+        state: job.state.as_str().into(),
+        reason: job.reason,
+        events: events
+            .into_iter()
+            .map(|e| api::Event {
+                at_ms: e.at_ms,
+                kind: e.kind,
+                cluster: e.cluster,
+                message: e.message,
+            })
+            .collect(),
+    }))
+}
+
+async fn fleet(State(s): State<AppState>, _auth: Auth) -> Result<Json<FleetState>, ApiError> {
+    let usage = s.store.cluster_usage().await?;
+    Ok(Json(FleetState {
+        name: s.fleet.name.clone(),
+        clusters: s
+            .fleet
+            .clusters
+            .iter()
+            .map(|c| {
+                let u = usage.iter().find(|u| u.cluster == c.name);
+                ClusterState {
+                    name: c.name.clone(),
+                    provider: c.provider.clone(),
+                    region: c.region.clone(),
+                    accelerator: c.accelerator.name.into(),
+                    nodes: c.nodes,
+                    accelerators: c.accelerators(),
+                    busy: u.map_or(0, |u| u.allocated),
+                    running_jobs: u.map_or(0, |u| u.running),
+                }
+            })
+            .collect(),
+    }))
+}
+
+async fn tenants(State(s): State<AppState>, auth: Auth) -> Result<Json<TenantList>, ApiError> {
+    let usage = s.store.tenant_usage().await?;
+    let mut names: Vec<String> = if auth.0.admin {
+        let mut n: Vec<String> = s
+            .fleet
+            .tenants
+            .iter()
+            .flat_map(|o| o.teams.iter().map(|t| t.name.clone()))
+            .collect();
+        n.extend(usage.iter().map(|u| u.tenant.clone()));
+        n
+    } else {
+        vec![auth.0.tenant.clone()]
+    };
+    names.sort();
+    names.dedup();
+    let quota = |q: &switchyard_core::fleet::Quota| QuotaView {
+        cluster: q.cluster.clone(),
+        accelerators: q.accelerators,
+        borrowing_limit: q.borrowing_limit,
+    };
+    Ok(Json(TenantList {
+        tenants: names
+            .into_iter()
+            .map(|name| {
+                let u = usage.iter().find(|u| u.tenant == name);
+                let team = s.fleet.team(&name);
+                TenantState {
+                    organisation: team.map(|(o, _)| o.name.clone()),
+                    quotas: team
+                        .map_or_else(Vec::new, |(_, t)| t.quotas.iter().map(quota).collect()),
+                    pending: u.map_or(0, |u| u.pending),
+                    running: u.map_or(0, |u| u.running),
+                    allocated: u.map_or(0, |u| u.allocated),
+                    tenant: name,
+                }
+            })
+            .collect(),
+    }))
+}

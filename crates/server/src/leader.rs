@@ -1,0 +1,179 @@
+//! The scheduling loop: leader election through the store's lease, then passes of the
+//! scheduler whose decisions are committed to the store before the backend acts on them.
+//!
+//! Every replica runs this loop; the one holding the lease schedules, the others try to take
+//! the lease over each tick (it expires `lease_ttl` after the leader's last renewal). A new
+//! leader rebuilds the scheduler from the store's active jobs. Any store error while leading
+//! steps down: the next term starts again from what the store holds (nothing is half-known).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use switchyard_core::fleet::Fleet;
+use switchyard_store::{AnyStore, JobRecord, Lease, StoreError, StoreRead, StoreWrite};
+use tokio::sync::{Notify, watch};
+
+use crate::api::SubmitRequest;
+use crate::backend::{Backend, Observed};
+use crate::engine::{Clock, Engine};
+use crate::metrics::Metrics;
+
+/// Timing of the loop.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Longest wait between passes (a submission on this replica wakes it sooner).
+    pub tick: Duration,
+    /// How long a lease lasts without renewal; a dead leader is replaced after this.
+    pub lease_ttl: Duration,
+    /// This replica's name in the lease (unique per process).
+    pub holder: String,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Leading {
+    lease: Lease,
+    engine: Engine,
+    renewed_ms: i64,
+}
+
+/// Runs until `shutdown` turns true; then gives the lease up.
+pub async fn run(
+    store: AnyStore,
+    fleet: Arc<Fleet>,
+    mut backend: Box<dyn Backend>,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+    cfg: LoopConfig,
+) {
+    let ttl_ms = cfg.lease_ttl.as_millis() as i64;
+    let mut leading: Option<Leading> = None;
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(cfg.tick) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            if let Some(l) = leading.take()
+                && let Err(e) = store.release_lease(&l.lease).await
+            {
+                tracing::warn!(error = %e, "could not release the scheduling lease");
+            }
+            metrics.leader.store(false, Ordering::Relaxed);
+            return;
+        }
+        let now = now_ms();
+        if leading.is_none() {
+            match store.acquire_lease(&cfg.holder, now, ttl_ms).await {
+                Ok(Some(lease)) => match recover(&store, &fleet, now).await {
+                    Ok(engine) => {
+                        tracing::info!(term = lease.term, holder = %cfg.holder, "took the scheduling lease");
+                        backend.reset();
+                        metrics.leader.store(true, Ordering::Relaxed);
+                        metrics.leader_terms.fetch_add(1, Ordering::Relaxed);
+                        leading = Some(Leading {
+                            lease,
+                            engine,
+                            renewed_ms: now,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not rebuild the scheduler from the store")
+                    }
+                },
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not reach the store for the lease");
+                    continue;
+                }
+            }
+        }
+        let Some(l) = leading.as_mut() else { continue };
+        let result = async {
+            if now - l.renewed_ms >= ttl_ms / 3 {
+                match store.acquire_lease(&cfg.holder, now, ttl_ms).await? {
+                    Some(lease) if lease.term == l.lease.term => {
+                        l.lease = lease;
+                        l.renewed_ms = now;
+                    }
+                    _ => return Err(StoreError::LostLease),
+                }
+            }
+            pass(&store, l, backend.as_mut(), &metrics, now).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "stepping down as scheduling leader");
+            leading = None;
+            backend.reset();
+            metrics.leader.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A fresh scheduler holding every active job of the store, in submission order.
+async fn recover(store: &AnyStore, fleet: &Fleet, now: i64) -> Result<Engine, StoreError> {
+    let mut engine = Engine::new(fleet, Clock::starting_at(now));
+    for r in store.active_jobs().await? {
+        admit(&mut engine, &r, now);
+    }
+    Ok(engine)
+}
+
+fn admit(engine: &mut Engine, r: &JobRecord, now: i64) {
+    let spec = serde_json::from_str::<SubmitRequest>(&r.spec)
+        .map_err(|e| e.to_string())
+        .and_then(|req| {
+            req.to_spec(&r.id, &r.tenant, r.priority as i32)
+                .map_err(|refusal| refusal.message)
+        });
+    match spec {
+        Ok(spec) => engine.admit(now, r, spec),
+        Err(why) => engine.refuse(now, r, &format!("stored specification is invalid: {why}")),
+    }
+}
+
+/// One pass: take in new submissions and cancellations, what the backend saw, schedule,
+/// commit, then act.
+async fn pass(
+    store: &AnyStore,
+    l: &mut Leading,
+    backend: &mut dyn Backend,
+    metrics: &Metrics,
+    now: i64,
+) -> Result<(), StoreError> {
+    for r in store.unseen_jobs(2000).await? {
+        admit(&mut l.engine, &r, now);
+    }
+    for id in store.cancel_requests().await? {
+        l.engine.cancel(now, &id);
+    }
+    for o in backend.poll(now) {
+        match o {
+            Observed::Finished { job, generation } => l.engine.finished(now, &job, generation),
+            Observed::NodeFailed { cluster, node } => l.engine.node(now, cluster, node, true),
+            Observed::NodeRepaired { cluster, node } => l.engine.node(now, cluster, node, false),
+        }
+    }
+    let before = l.engine.decisions();
+    let t0 = Instant::now();
+    l.engine.schedule(now);
+    metrics.observe_pass(t0.elapsed().as_secs_f64());
+    let (batch, commands) = l.engine.take(now);
+    if !batch.is_empty() {
+        // Durable first: the backend hears of a decision only once it is committed.
+        store.apply(&l.lease, &batch).await?;
+    }
+    metrics
+        .decisions
+        .fetch_add(l.engine.decisions() - before, Ordering::Relaxed);
+    backend.act(commands);
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The OpenAPI 3.1 document served at `/v1/openapi.json` (hand-written; a test checks that it
+//! names every route the router serves).
+
+pub const DOCUMENT: &str = r##"{
+  "openapi": "3.1.0",
+  "info": {
+    "title": "Switchyard control plane",
+    "version": "1",
+    "description": "Submit, inspect and cancel training runs, batch jobs and inference services. Every /v1 route but this document needs `Authorization: Bearer TOKEN`; a token belongs to one tenant (or is an admin token). Another tenant's job answers 404. Errors are {\"error\": {\"code\", \"message\"}}."
+  },
+  "components": {
+    "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+    "schemas": {
+      "SubmitRequest": {
+        "type": "object", "additionalProperties": false, "required": ["kind", "accelerators"],
+        "properties": {
+          "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$", "description": "unique per tenant; a second submission with the same name answers 409" },
+          "kind": { "enum": ["training", "batch", "inference"] },
+          "tenant": { "type": "string", "description": "admin tokens only" },
+          "accelerators": { "type": "integer", "minimum": 1, "maximum": 1000000 },
+          "min_accelerators": { "type": "integer", "minimum": 1, "description": "elastic training only" },
+          "priority": { "type": "integer", "minimum": -1000, "maximum": 1000 },
+          "accelerator_types": { "type": "array", "items": { "type": "string" }, "maxItems": 64 },
+          "clusters": { "type": "array", "items": { "type": "string" }, "maxItems": 64 },
+          "duration_s": { "type": "number", "exclusiveMinimum": 0, "maximum": 31622400, "description": "training and batch: seconds of work on the full gang" },
+          "replicas": { "type": "object", "additionalProperties": false, "required": ["min", "max"],
+            "properties": { "min": { "type": "integer", "minimum": 1 }, "max": { "type": "integer", "maximum": 100000 } },
+            "description": "inference only" }
+        }
+      },
+      "Job": {
+        "type": "object",
+        "required": ["id", "tenant", "kind", "state", "reason", "priority", "accelerators", "allocated", "restarts", "cancel_requested", "submitted_ms", "spec"],
+        "properties": {
+          "id": { "type": "string" }, "name": { "type": ["string", "null"] }, "tenant": { "type": "string" },
+          "kind": { "enum": ["training", "batch", "inference"] },
+          "state": { "enum": ["pending", "running", "done", "cancelled", "rejected"] },
+          "reason": { "type": "string", "description": "why the job is where it is" },
+          "priority": { "type": "integer" }, "accelerators": { "type": "integer" },
+          "cluster": { "type": ["string", "null"] }, "allocated": { "type": "integer" },
+          "restarts": { "type": "integer" }, "cancel_requested": { "type": "boolean" },
+          "submitted_ms": { "type": "integer" }, "started_ms": { "type": ["integer", "null"] },
+          "finished_ms": { "type": ["integer", "null"] },
+          "spec": { "$ref": "#/components/schemas/SubmitRequest" }
+        }
+      },
+      "JobList": { "type": "object", "required": ["jobs"], "properties": {
+        "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } },
+        "next": { "type": ["string", "null"], "description": "pass as `after` for the next page" } } },
+      "Event": { "type": "object", "required": ["at_ms", "kind", "message"], "properties": {
+        "at_ms": { "type": "integer" },
+        "kind": { "type": "string", "description": "submitted, waiting, started, replica_added, replica_removed, replica_lost, preempted, restarted, recovered, cancel_requested, cancelled, finished, rejected" },
+        "cluster": { "type": ["string", "null"] }, "message": { "type": "string" } } },
+      "JobEvents": { "type": "object", "required": ["job", "state", "reason", "events"], "properties": {
+        "job": { "type": "string" }, "state": { "type": "string" }, "reason": { "type": "string" },
+        "events": { "type": "array", "items": { "$ref": "#/components/schemas/Event" } } } },
+      "FleetState": { "type": "object", "required": ["name", "clusters"], "properties": {
+        "name": { "type": "string" },
+        "clusters": { "type": "array", "items": { "type": "object", "properties": {
+          "name": { "type": "string" }, "provider": { "type": "string" }, "region": { "type": "string" },
+          "accelerator": { "type": "string" }, "nodes": { "type": "integer" }, "accelerators": { "type": "integer" },
+          "busy": { "type": "integer" }, "running_jobs": { "type": "integer" } } } } } },
+      "TenantList": { "type": "object", "required": ["tenants"], "properties": {
+        "tenants": { "type": "array", "items": { "type": "object", "properties": {
+          "tenant": { "type": "string" }, "organisation": { "type": ["string", "null"] },
+          "pending": { "type": "integer" }, "running": { "type": "integer" }, "allocated": { "type": "integer" },
+          "quotas": { "type": "array", "items": { "type": "object", "properties": {
+            "cluster": { "type": ["string", "null"] }, "accelerators": { "type": "integer" },
+            "borrowing_limit": { "type": ["integer", "null"] } } } } } } } } },
+      "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object",
+        "required": ["code", "message"], "properties": {
+          "code": { "enum": ["invalid_json", "invalid_request", "unauthorized", "forbidden", "not_found", "conflict", "quota_exceeded", "unschedulable", "too_large", "unavailable"] },
+          "message": { "type": "string" } } } } }
+    },
+    "responses": {
+      "Error": { "description": "an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+    }
+  },
+  "security": [{ "bearer": [] }],
+  "paths": {
+    "/healthz": { "get": { "summary": "liveness", "security": [], "responses": { "200": { "description": "alive" } } } },
+    "/readyz": { "get": { "summary": "readiness: the store answers; says whether this replica schedules (leader) or not", "security": [], "responses": { "200": { "description": "ready" }, "503": { "$ref": "#/components/responses/Error" } } } },
+    "/metrics": { "get": { "summary": "Prometheus metrics (text format 0.0.4)", "security": [], "responses": { "200": { "description": "metrics" } } } },
+    "/v1/openapi.json": { "get": { "summary": "this document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } },
+    "/v1/jobs": {
+      "post": { "summary": "submit a job; durable when answered", "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SubmitRequest" } } } },
+        "responses": { "201": { "description": "accepted", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } },
+          "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" },
+          "409": { "$ref": "#/components/responses/Error" }, "413": { "$ref": "#/components/responses/Error" }, "422": { "$ref": "#/components/responses/Error" } } },
+      "get": { "summary": "list jobs in submission order",
+        "parameters": [
+          { "name": "state", "in": "query", "schema": { "type": "string" }, "description": "comma-separated states" },
+          { "name": "kind", "in": "query", "schema": { "enum": ["training", "batch", "inference"] } },
+          { "name": "tenant", "in": "query", "schema": { "type": "string" }, "description": "admin tokens only" },
+          { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
+          { "name": "after", "in": "query", "schema": { "type": "string" }, "description": "cursor: `next` of the previous page" } ],
+        "responses": { "200": { "description": "a page", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobList" } } } },
+          "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" } } }
+    },
+    "/v1/jobs/{id}": { "get": { "summary": "one job", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+      "responses": { "200": { "description": "the job", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "404": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/jobs/{id}/cancel": { "post": { "summary": "request cancellation (the scheduling leader carries it out)", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+      "responses": { "202": { "description": "cancellation requested", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/jobs/{id}/events": { "get": { "summary": "a job's events and why it is where it is", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+      "responses": { "200": { "description": "events", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobEvents" } } } }, "404": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/fleet": { "get": { "summary": "clusters and what runs on them", "responses": { "200": { "description": "fleet", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/FleetState" } } } } } } },
+    "/v1/tenants": { "get": { "summary": "tenants, quotas and usage (your own; every tenant for admins)", "responses": { "200": { "description": "tenants", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TenantList" } } } } } } }
+  }
+}
+"##;
