@@ -372,8 +372,8 @@ impl SubmitRequest {
         })
     }
 
-    /// Checks the request against the fleet: clusters exist, quota caps hold.
-    pub fn check_fleet(&self, fleet: &Fleet, tenant: &str) -> Result<(), Refusal> {
+    /// Checks the request against the fleet: the clusters it names exist.
+    pub fn check_fleet(&self, fleet: &Fleet) -> Result<(), Refusal> {
         for c in &self.clusters {
             if fleet.cluster(c).is_none() {
                 let names: Vec<&str> = fleet.clusters.iter().map(|c| c.name.as_str()).collect();
@@ -385,6 +385,12 @@ impl SubmitRequest {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Quota at admission: a job larger than its team's or organisation's hard cap
+    /// (fleet-wide quota plus borrowing limit) could never start, so it is refused.
+    pub fn check_quota(&self, fleet: &Fleet, tenant: &str) -> Result<(), Refusal> {
         if let Some((org, team)) = fleet.team(tenant) {
             let need = u64::from(self.min_accelerators.unwrap_or(self.accelerators));
             let caps = team

@@ -302,7 +302,8 @@ async fn submit(
     let default_priority = s.fleet.team(&tenant).map_or(0, |(_, t)| t.priority);
     let id = switchyard_store::new_job_id()?;
     let spec = req.to_spec(&id, &tenant, default_priority)?;
-    req.check_fleet(&s.fleet, &tenant)?;
+    req.check_fleet(&s.fleet)?;
+    req.check_quota(&s.fleet, &tenant)?;
     {
         let mut v = s.validator.lock().map_err(|_| {
             ApiError::new(

@@ -1,0 +1,518 @@
+//! Integration tests of `switchyard server` and the client verbs: real processes on loopback
+//! ports, against SQLite and against PostgreSQL (`SWITCHYARD_TEST_POSTGRES_URL`).
+
+mod server_common;
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use server_common::*;
+
+fn submit(url: &str, token: &str, body: &Value) -> (u16, Value) {
+    call(
+        "POST",
+        &format!("{url}/v1/jobs"),
+        Some(token),
+        Some(&body.to_string()),
+    )
+}
+
+fn lifecycle(db: String) {
+    let s = Server::start(&db);
+    let t = token(&db, "research", false);
+    let (status, short) = submit(
+        &s.url,
+        &t,
+        &json!({"name": "short", "kind": "training", "accelerators": 64, "duration_s": 1.0}),
+    );
+    assert_eq!(status, 201, "{short}");
+    assert_eq!(short["state"], "pending");
+    assert_eq!(short["tenant"], "research");
+    assert_eq!(
+        short["priority"], 50,
+        "the team's default priority from the fleet"
+    );
+    let short_id = short["id"].as_str().expect("id").to_owned();
+    let (status, long) = submit(
+        &s.url,
+        &t,
+        &json!({"name": "long", "kind": "batch", "accelerators": 8, "duration_s": 86400.0,
+                "accelerator_types": ["H100"]}),
+    );
+    assert_eq!(status, 201, "{long}");
+    let long_id = long["id"].as_str().expect("id").to_owned();
+    let (status, svc) = submit(
+        &s.url,
+        &t,
+        &json!({"name": "chat", "kind": "inference", "accelerators": 8, "replicas": {"min": 2, "max": 4}}),
+    );
+    assert_eq!(status, 201, "{svc}");
+    let svc_id = svc["id"].as_str().expect("id").to_owned();
+
+    // The short run starts and finishes; the service runs its replicas.
+    wait_for(30, "the short run to finish", || {
+        (job_state(&s.url, &t, &short_id) == "done").then_some(())
+    });
+    wait_for(30, "the service to run", || {
+        (job_state(&s.url, &t, &svc_id) == "running").then_some(())
+    });
+    let (_, job) = call(
+        "GET",
+        &format!("{}/v1/jobs/{svc_id}", s.url),
+        Some(&t),
+        None,
+    );
+    assert_eq!(job["allocated"], 16, "two replicas of 8: {job}");
+    let (_, ev) = call(
+        "GET",
+        &format!("{}/v1/jobs/{short_id}/events", s.url),
+        Some(&t),
+        None,
+    );
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"submitted"), "{ev}");
+    assert!(
+        kinds.contains(&"started") && kinds.last() == Some(&"finished"),
+        "{ev}"
+    );
+
+    // Cancel the long one.
+    wait_for(30, "the long job to start", || {
+        (job_state(&s.url, &t, &long_id) == "running").then_some(())
+    });
+    let (status, c) = call(
+        "POST",
+        &format!("{}/v1/jobs/{long_id}/cancel", s.url),
+        Some(&t),
+        None,
+    );
+    assert_eq!(status, 202, "{c}");
+    assert_eq!(c["cancel_requested"], true);
+    wait_for(30, "the cancellation", || {
+        (job_state(&s.url, &t, &long_id) == "cancelled").then_some(())
+    });
+    let (status, again) = call(
+        "POST",
+        &format!("{}/v1/jobs/{long_id}/cancel", s.url),
+        Some(&t),
+        None,
+    );
+    assert_eq!(status, 409, "{again}");
+
+    // Lists: filters and pagination.
+    let (status, page) = call("GET", &format!("{}/v1/jobs?limit=2", s.url), Some(&t), None);
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(2));
+    let next = page["next"].as_str().expect("a next page");
+    let (_, page2) = call(
+        "GET",
+        &format!("{}/v1/jobs?limit=2&after={next}", s.url),
+        Some(&t),
+        None,
+    );
+    assert_eq!(page2["jobs"].as_array().map(Vec::len), Some(1));
+    assert!(page2["next"].is_null());
+    let (_, done) = call(
+        "GET",
+        &format!("{}/v1/jobs?state=done,cancelled&kind=training", s.url),
+        Some(&t),
+        None,
+    );
+    let ids: Vec<&str> = done["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, [short_id.as_str()]);
+
+    // Fleet, tenants, metrics, health.
+    let (status, fleet) = call("GET", &format!("{}/v1/fleet", s.url), Some(&t), None);
+    assert_eq!(status, 200);
+    let busy: i64 = fleet["clusters"]
+        .as_array()
+        .expect("clusters")
+        .iter()
+        .filter_map(|c| c["busy"].as_i64())
+        .sum();
+    assert_eq!(busy, 16, "{fleet}");
+    let (_, tenants) = call("GET", &format!("{}/v1/tenants", s.url), Some(&t), None);
+    assert_eq!(
+        tenants["tenants"].as_array().map(Vec::len),
+        Some(1),
+        "a tenant sees only itself: {tenants}"
+    );
+    assert_eq!(tenants["tenants"][0]["organisation"], "frontier-lab");
+    let (status, metrics) = call("GET", &format!("{}/metrics", s.url), None, None);
+    assert_eq!(status, 200);
+    let text = metrics.as_str().expect("text");
+    for m in [
+        "switchyard_queue_length",
+        "switchyard_accelerators_busy{cluster=",
+        "switchyard_scheduling_pass_seconds_count",
+        "switchyard_decisions_total",
+        "switchyard_leader 1",
+    ] {
+        assert!(text.contains(m), "metrics lack {m}:\n{text}");
+    }
+    assert_eq!(
+        call("GET", &format!("{}/healthz", s.url), None, None).0,
+        200
+    );
+    assert_eq!(s.role(), "leader");
+    let (status, doc) = call("GET", &format!("{}/v1/openapi.json", s.url), None, None);
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+}
+
+fn tenant_isolation(db: String) {
+    let s = Server::start(&db);
+    let a = token(&db, "research", false);
+    let b = token(&db, "serving", false);
+    let admin = token(&db, "ops", true);
+    let (_, ja) = submit(
+        &s.url,
+        &a,
+        &json!({"name": "mine", "kind": "batch", "accelerators": 8, "duration_s": 3600.0}),
+    );
+    let id = ja["id"].as_str().expect("id");
+    let (_, jb) = submit(
+        &s.url,
+        &b,
+        &json!({"name": "mine", "kind": "batch", "accelerators": 8, "duration_s": 3600.0}),
+    );
+    assert!(
+        jb["id"].is_string(),
+        "the same name is fine for another tenant: {jb}"
+    );
+    for (method, path) in [
+        ("GET", format!("/v1/jobs/{id}")),
+        ("GET", format!("/v1/jobs/{id}/events")),
+        ("POST", format!("/v1/jobs/{id}/cancel")),
+    ] {
+        let (status, body) = call(method, &format!("{}{path}", s.url), Some(&b), None);
+        assert_eq!(status, 404, "{method} {path} by another tenant: {body}");
+        assert!(!body.to_string().contains("research"), "no leak: {body}");
+    }
+    let jobs = all_jobs(&s.url, &b);
+    assert_eq!(jobs.len(), 1);
+    assert!(jobs.iter().all(|j| j["tenant"] == "serving"));
+    let (status, _) = call(
+        "GET",
+        &format!("{}/v1/jobs?tenant=research", s.url),
+        Some(&b),
+        None,
+    );
+    assert_eq!(status, 403);
+    let (status, body) = submit(
+        &s.url,
+        &b,
+        &json!({"tenant": "research", "kind": "batch", "accelerators": 8, "duration_s": 1.0}),
+    );
+    assert_eq!(status, 403, "{body}");
+    // Admins see and act on everyone's jobs, and submit for any tenant.
+    assert_eq!(all_jobs(&s.url, &admin).len(), 2);
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{}/v1/jobs/{id}", s.url),
+            Some(&admin),
+            None
+        )
+        .0,
+        200
+    );
+    let (status, body) = submit(
+        &s.url,
+        &admin,
+        &json!({"tenant": "evals", "kind": "batch", "accelerators": 8, "duration_s": 1.0}),
+    );
+    assert_eq!(
+        (status, body["tenant"].as_str()),
+        (201, Some("evals")),
+        "{body}"
+    );
+    let (_, tenants) = call("GET", &format!("{}/v1/tenants", s.url), Some(&admin), None);
+    assert!(
+        tenants["tenants"].as_array().expect("tenants").len() >= 5,
+        "{tenants}"
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{}/v1/jobs/{id}/cancel", s.url),
+            Some(&admin),
+            None
+        )
+        .0,
+        202
+    );
+}
+
+fn error_codes(db: String) {
+    let s = Server::start(&db);
+    let t = token(&db, "evals", false);
+    let jobs = format!("{}/v1/jobs", s.url);
+    let ok = json!({"kind": "batch", "accelerators": 8, "duration_s": 60.0});
+    let expect = |status: u16, code: &str, got: (u16, Value)| {
+        assert_eq!(got.0, status, "{}", got.1);
+        assert_eq!(got.1["error"]["code"], code, "{}", got.1);
+        assert!(
+            got.1["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    };
+    expect(
+        401,
+        "unauthorized",
+        call("POST", &jobs, None, Some(&ok.to_string())),
+    );
+    expect(
+        401,
+        "unauthorized",
+        call("POST", &jobs, Some("sy_not-a-token"), Some(&ok.to_string())),
+    );
+    expect(
+        400,
+        "invalid_json",
+        call("POST", &jobs, Some(&t), Some("{\"kind\": ")),
+    );
+    expect(
+        400,
+        "invalid_json",
+        call("POST", &jobs, Some(&t), Some("[]")),
+    );
+    let (status, body) = call(
+        "POST",
+        &jobs,
+        Some(&t),
+        Some(r#"{"kind":"batch","accelerators":8,"duration_s":60,"gpus":8}"#),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown field `gpus`")),
+        "{body}"
+    );
+    expect(
+        400,
+        "invalid_json",
+        call(
+            "POST",
+            &jobs,
+            Some(&t),
+            Some(r#"{"kind":"batch","accelerators":-1,"duration_s":60}"#),
+        ),
+    );
+    expect(
+        422,
+        "invalid_request",
+        submit(
+            &s.url,
+            &t,
+            &json!({"kind": "batch", "accelerators": 0, "duration_s": 60.0}),
+        ),
+    );
+    expect(
+        422,
+        "invalid_request",
+        submit(
+            &s.url,
+            &t,
+            &json!({"kind": "batch", "accelerators": 8, "duration_s": 1e300}),
+        ),
+    );
+    expect(
+        422,
+        "invalid_request",
+        submit(&s.url, &t, &json!({"kind": "batch", "accelerators": 8})),
+    );
+    expect(
+        422,
+        "invalid_request",
+        submit(
+            &s.url,
+            &t,
+            &json!({"kind": "inference", "accelerators": 8, "replicas": {"min": 3, "max": 2}}),
+        ),
+    );
+    expect(
+        422,
+        "invalid_request",
+        submit(
+            &s.url,
+            &t,
+            &json!({"kind": "batch", "accelerators": 8, "duration_s": 60.0, "accelerator_types": ["Z9000"]}),
+        ),
+    );
+    expect(
+        422,
+        "invalid_request",
+        submit(
+            &s.url,
+            &t,
+            &json!({"kind": "batch", "accelerators": 8, "duration_s": 60.0, "clusters": ["atlantis"]}),
+        ),
+    );
+    expect(
+        422,
+        "invalid_request",
+        submit(
+            &s.url,
+            &t,
+            &json!({"name": "bad name!", "kind": "batch", "accelerators": 8, "duration_s": 60.0}),
+        ),
+    );
+    expect(
+        422,
+        "unschedulable",
+        submit(
+            &s.url,
+            &t,
+            &json!({"kind": "batch", "accelerators": 4096, "duration_s": 60.0, "clusters": ["aws-h100-spot"]}),
+        ),
+    );
+    expect(
+        403,
+        "quota_exceeded",
+        submit(
+            &s.url,
+            &t,
+            &json!({"kind": "batch", "accelerators": 10_000, "duration_s": 60.0}),
+        ),
+    );
+    let big = format!(
+        r#"{{"kind":"batch","accelerators":8,"duration_s":60,"name":"{}"}}"#,
+        "x".repeat(100_000)
+    );
+    expect(413, "too_large", call("POST", &jobs, Some(&t), Some(&big)));
+    expect(
+        400,
+        "invalid_request",
+        call("GET", &format!("{jobs}?limit=0"), Some(&t), None),
+    );
+    expect(
+        400,
+        "invalid_request",
+        call("GET", &format!("{jobs}?colour=red"), Some(&t), None),
+    );
+    expect(
+        400,
+        "invalid_request",
+        call("GET", &format!("{jobs}?state=sleeping"), Some(&t), None),
+    );
+    expect(
+        404,
+        "not_found",
+        call("GET", &format!("{jobs}/j-0000000000000000"), Some(&t), None),
+    );
+    expect(
+        404,
+        "not_found",
+        call("GET", &format!("{}/v2/everything", s.url), Some(&t), None),
+    );
+    let named = json!({"name": "once", "kind": "batch", "accelerators": 8, "duration_s": 60.0});
+    assert_eq!(submit(&s.url, &t, &named).0, 201);
+    expect(409, "conflict", submit(&s.url, &t, &named));
+    // Nothing half-written: exactly the one accepted job exists.
+    assert_eq!(all_jobs(&s.url, &t).len(), 1);
+}
+
+fn cli_verbs(db: String) {
+    let s = Server::start(&db);
+    let t = token(&db, "research", false);
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("SWITCHYARD_URL", &s.url)
+            .env("SWITCHYARD_TOKEN", &t)
+            .output()
+            .expect("run the cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/jobs/");
+    let mut ids = Vec::new();
+    for f in ["train.toml", "batch.toml", "serve.toml"] {
+        let (code, out, err) = run(&["submit", &format!("{root}{f}"), "--json"]);
+        assert_eq!(code, Some(0), "{f}: {err}");
+        let job: Value = serde_json::from_str(&out).expect("json");
+        ids.push(job["id"].as_str().expect("id").to_owned());
+    }
+    let (code, out, _) = run(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("ID") && ids.iter().all(|id| out.contains(id.as_str())),
+        "{out}"
+    );
+    let (code, out, _) = run(&["status", &ids[0]]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("why"), "{out}");
+    let (code, out, _) = run(&["events", &ids[0], "--json"]);
+    assert_eq!(code, Some(0));
+    let ev: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(ev["events"][0]["kind"], "submitted");
+    let (code, out, _) = run(&["queue"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("TENANT"), "{out}");
+    let (code, out, _) = run(&["cancel", &ids[1]]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("cancellation"), "{out}");
+    let (code, _, err) = run(&["status", "j-0000000000000000"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no job"), "{err}");
+    let bad = std::env::temp_dir().join(format!("bad-job-{}.toml", std::process::id()));
+    std::fs::write(
+        &bad,
+        "kind = \"training\"\naccelerators = 8\nduration_s = 60\ngpus = 3\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["submit", bad.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("gpus"), "{err}");
+    let out = Command::new(BIN)
+        .args(["status", "--url", "http://127.0.0.1:9", "--token", "x"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "unreachable server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--url", &s.url])
+        .env_remove("SWITCHYARD_TOKEN")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+macro_rules! both {
+    ($($name:ident),*) => {
+        mod sqlite { $( #[test] fn $name() { super::$name(super::fresh_db("sqlite").expect("sqlite")); } )* }
+        mod postgres { $( #[test] fn $name() { if let Some(db) = super::fresh_db("postgres") { super::$name(db); } } )* }
+    };
+}
+
+both!(lifecycle, tenant_isolation, error_codes, cli_verbs);
+
+#[test]
+fn bad_database_url_is_an_input_error() {
+    let out = Command::new(BIN)
+        .args(["server", "--db", "mysql://x", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sqlite://"));
+}
