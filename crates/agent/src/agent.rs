@@ -66,12 +66,24 @@ pub struct Agent<C: ControlPlane> {
 
 impl<C: ControlPlane> Agent<C> {
     /// An agent for `node` (see [`crate::hardware::discover`]); registers on the first sync.
+    /// Its processes die with it; see [`Agent::with_supervisor`] for one that survives restarts.
     pub fn new(control: C, node: NodeInfo, config: AgentConfig) -> Self {
+        Self::with_supervisor(control, node, config, Supervisor::new())
+    }
+
+    /// An agent over a given supervisor, e.g. [`Supervisor::with_state_dir`], which adopts
+    /// the processes a previous agent on this node left running.
+    pub fn with_supervisor(
+        control: C,
+        node: NodeInfo,
+        config: AgentConfig,
+        supervisor: Supervisor,
+    ) -> Self {
         Self {
             control,
             node,
             node_id: None,
-            supervisor: Supervisor::new(),
+            supervisor,
             config,
             logs: VecDeque::new(),
             dropped_logs: 0,
@@ -86,6 +98,12 @@ impl<C: ControlPlane> Agent<C> {
     /// The processes.
     pub fn supervisor(&self) -> &Supervisor {
         &self.supervisor
+    }
+
+    /// Ends this agent but leaves its processes running, for the next agent on the same state
+    /// directory to adopt (an upgrade or restart in place).
+    pub fn detach(self) {
+        self.supervisor.detach();
     }
 
     /// Log lines dropped because the buffer was full while the control plane was away.

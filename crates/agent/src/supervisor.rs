@@ -5,22 +5,39 @@
 //! The supervisor does only what it is told ([`Supervisor::start`], [`Supervisor::stop`]) and
 //! reports what it sees ([`Supervisor::poll`], [`Supervisor::observed`]); deciding is
 //! [`crate::reconcile`]'s job.
+//!
+//! **Surviving its own restart.** With a state directory ([`Supervisor::with_state_dir`]) the
+//! supervisor writes what it runs to `processes.json` there and sends each process's output to
+//! files under `logs/` instead of pipes (a process must not die of SIGPIPE because the agent did).
+//! A new supervisor on the same directory adopts the processes that are still alive (same pid and
+//! same start time, so a reused pid is never mistaken for one of ours): it can stop them, follows
+//! their output files, and notices when they are gone — though not their exit code, which died
+//! with the old agent. Reconciliation then stops the adopted ones the control plane no longer
+//! wants.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Assignment, ExitInfo, LogLine, ProcessState, ProcessStatus, Stream};
 use crate::reconcile::{Observed, Phase};
 
 /// Longest log line kept; longer output is split into lines of this size.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// How often output files are checked for new lines.
+const TAIL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -58,15 +75,90 @@ pub fn launch_env(a: &Assignment) -> BTreeMap<String, String> {
     env
 }
 
+/// The start time of process `pid` (clock ticks after boot, field 22 of `/proc/PID/stat`), if
+/// it exists and is not a zombie.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_ticks(&stat)
+}
+
+/// Field 22 (start time) of a `/proc/PID/stat` line; `None` for a zombie or a malformed line.
+/// The command name (field 2) may hold spaces and parentheses, so fields are counted from the
+/// last `)`.
+pub fn parse_start_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); field 22 is fields[19].
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// What runs the process: our child, or one adopted from a previous agent.
+#[derive(Debug)]
+enum Handle {
+    Child(Child),
+    Adopted { pid: u32, start_ticks: Option<u64> },
+}
+
+impl Handle {
+    fn pid(&self) -> u32 {
+        match self {
+            Handle::Child(c) => c.id(),
+            Handle::Adopted { pid, .. } => *pid,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Managed {
     assignment: Assignment,
-    child: Option<Child>,
+    handle: Option<Handle>,
+    start_ticks: Option<u64>,
     state: ProcessState,
     stop_deadline: Option<Instant>,
     exited_at_ms: u64,
     restarts: u32,
     reported: bool,
+    /// Set when the process is gone: its output followers finish what is left and stop.
+    gone: Arc<AtomicBool>,
+}
+
+/// One line of `processes.json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Record {
+    assignment: Assignment,
+    state: ProcessState,
+    #[serde(default)]
+    start_ticks: Option<u64>,
+    restarts: u32,
+    reported: bool,
+    exited_at_ms: u64,
+}
+
+/// Why a state directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file system failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `processes.json` is not what this agent writes.
+    #[error("{path} is not a state file of this agent version: {message}")]
+    Corrupt {
+        /// Where.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// The processes of this node's assignments.
@@ -75,6 +167,7 @@ pub struct Supervisor {
     procs: BTreeMap<String, Managed>,
     log_tx: Sender<LogLine>,
     log_rx: Receiver<LogLine>,
+    state_dir: Option<PathBuf>,
 }
 
 impl Default for Supervisor {
@@ -93,37 +186,81 @@ fn signal_group(pid: u32, sig: Signal) {
     }
 }
 
-fn pump(source: impl Read + Send + 'static, id: String, stream: Stream, tx: Sender<LogLine>) {
+/// Reads lines from `source` and sends them; `seq` is the byte offset of each line in the
+/// stream, starting at `offset`. With `gone` (following a file), end of file means "wait for
+/// more" until `gone` is set; without it (a pipe), end of file ends the stream.
+fn follow(
+    mut source: impl Read + Send + 'static,
+    mut offset: u64,
+    gone: Option<Arc<AtomicBool>>,
+    id: String,
+    stream: Stream,
+    tx: Sender<LogLine>,
+) {
     let spawned = std::thread::Builder::new()
         .name(format!("agent-log-{id}"))
         .spawn(move || {
-            let mut reader = BufReader::new(source);
-            let mut buf = Vec::new();
-            let mut seq = 0;
-            loop {
-                buf.clear();
-                match reader
-                    .by_ref()
-                    .take(MAX_LINE_BYTES as u64)
-                    .read_until(b'\n', &mut buf)
-                {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
+            let mut pending: Vec<u8> = Vec::new();
+            let mut reader = BufReader::new(&mut source);
+            let send = |buf: &mut Vec<u8>, at: u64| -> bool {
                 while matches!(buf.last(), Some(b'\n' | b'\r')) {
                     buf.pop();
                 }
                 let line = LogLine {
                     assignment_id: id.clone(),
                     stream,
-                    seq,
+                    seq: at,
                     at_ms: now_ms(),
-                    line: String::from_utf8_lossy(&buf).into_owned(),
+                    line: String::from_utf8_lossy(buf).into_owned(),
                 };
-                seq += 1;
-                if tx.send(line).is_err() {
-                    break;
+                tx.send(line).is_ok()
+            };
+            loop {
+                let room = MAX_LINE_BYTES.saturating_sub(pending.len()).max(1) as u64;
+                let before = pending.len();
+                let n = match reader.by_ref().take(room).read_until(b'\n', &mut pending) {
+                    Ok(n) => n,
+                    Err(_) => break,
+                };
+                let complete = pending.last() == Some(&b'\n') || pending.len() >= MAX_LINE_BYTES;
+                if n > 0 && complete {
+                    let len = pending.len() as u64;
+                    if !send(&mut pending, offset) {
+                        return;
+                    }
+                    offset += len;
+                    pending.clear();
+                    continue;
                 }
+                if n > 0 && before != pending.len() {
+                    // A partial line: wait for the rest (or the end).
+                    continue;
+                }
+                // End of input for now.
+                let finished = match &gone {
+                    None => true,
+                    Some(flag) => flag.load(Ordering::Acquire),
+                };
+                if finished {
+                    // One last look after the process is gone, then flush a partial line.
+                    if gone.is_some() {
+                        let mut tail = Vec::new();
+                        let _ = reader.read_to_end(&mut tail);
+                        pending.extend_from_slice(&tail);
+                        for chunk in pending.split_inclusive(|b| *b == b'\n') {
+                            let mut c = chunk.to_vec();
+                            let len = c.len() as u64;
+                            if !send(&mut c, offset) {
+                                return;
+                            }
+                            offset += len;
+                        }
+                    } else if !pending.is_empty() {
+                        send(&mut pending, offset);
+                    }
+                    return;
+                }
+                std::thread::sleep(TAIL_INTERVAL);
             }
         });
     if let Err(e) = spawned {
@@ -131,14 +268,163 @@ fn pump(source: impl Read + Send + 'static, id: String, stream: Stream, tx: Send
     }
 }
 
+fn file_key(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.to_path_buf();
+    move |source| StateError::Io { what, path, source }
+}
+
 impl Supervisor {
-    /// An empty supervisor.
+    /// A supervisor that keeps no state on disk: output through pipes, and every process dies
+    /// with it.
     pub fn new() -> Self {
         let (log_tx, log_rx) = channel();
         Self {
             procs: BTreeMap::new(),
             log_tx,
             log_rx,
+            state_dir: None,
+        }
+    }
+
+    /// A supervisor that records what it runs in `dir` (created if missing) and adopts what a
+    /// previous supervisor on the same directory left running. Adopted processes that are gone
+    /// are reported as exited with no known code.
+    pub fn with_state_dir(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir.join("logs")).map_err(io_err("create", dir))?;
+        let mut sup = Self::new();
+        sup.state_dir = Some(dir.to_path_buf());
+        let path = dir.join("processes.json");
+        let records: Vec<Record> = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        for r in records {
+            let gone = Arc::new(AtomicBool::new(false));
+            let mut m = Managed {
+                assignment: r.assignment,
+                handle: None,
+                start_ticks: r.start_ticks,
+                state: r.state,
+                stop_deadline: None,
+                exited_at_ms: r.exited_at_ms,
+                restarts: r.restarts,
+                reported: r.reported,
+                gone,
+            };
+            if let ProcessState::Running { pid } | ProcessState::Stopping { pid } = m.state {
+                let alive = process_start_ticks(pid).is_some_and(|t| Some(t) == r.start_ticks);
+                if alive {
+                    tracing::info!(id = %m.assignment.id, pid, "adopted a process left by a previous agent");
+                    m.handle = Some(Handle::Adopted {
+                        pid,
+                        start_ticks: r.start_ticks,
+                    });
+                    if matches!(m.state, ProcessState::Stopping { .. }) {
+                        // Finish the stop the previous agent began.
+                        m.stop_deadline = Some(
+                            Instant::now() + Duration::from_millis(m.assignment.stop_grace_ms),
+                        );
+                        signal_group(pid, Signal::SIGTERM);
+                    }
+                    sup.follow_files(&m, true);
+                } else {
+                    tracing::info!(id = %m.assignment.id, pid, "a process of a previous agent is gone");
+                    m.state = ProcessState::Exited(ExitInfo {
+                        code: None,
+                        signal: None,
+                        stopped_by_agent: matches!(m.state, ProcessState::Stopping { .. }),
+                    });
+                    m.exited_at_ms = now_ms();
+                    m.reported = false;
+                }
+            }
+            sup.procs.insert(m.assignment.id.clone(), m);
+        }
+        sup.save();
+        Ok(sup)
+    }
+
+    fn log_path(&self, id: &str, stream: Stream) -> Option<PathBuf> {
+        let ext = match stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        self.state_dir
+            .as_ref()
+            .map(|d| d.join("logs").join(format!("{}.{ext}", file_key(id))))
+    }
+
+    /// Follows the output files of `m` from their current end (`from_end`) or from where the
+    /// process starts writing.
+    fn follow_files(&self, m: &Managed, from_end: bool) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let Some(path) = self.log_path(&m.assignment.id, stream) else {
+                continue;
+            };
+            let Ok(mut f) = OpenOptions::new().read(true).open(&path) else {
+                continue;
+            };
+            let offset = if from_end {
+                f.seek(SeekFrom::End(0)).unwrap_or(0)
+            } else {
+                f.metadata().map(|md| md.len()).unwrap_or(0)
+            };
+            if f.seek(SeekFrom::Start(offset)).is_err() {
+                continue;
+            }
+            follow(
+                f,
+                offset,
+                Some(m.gone.clone()),
+                m.assignment.id.clone(),
+                stream,
+                self.log_tx.clone(),
+            );
+        }
+    }
+
+    /// Writes `processes.json` (atomically: temporary file and rename). Failures are logged: the
+    /// state file is a help after a restart, not a condition for running.
+    fn save(&self) {
+        let Some(dir) = &self.state_dir else {
+            return;
+        };
+        let records: Vec<Record> = self
+            .procs
+            .values()
+            .map(|m| Record {
+                assignment: m.assignment.clone(),
+                state: m.state.clone(),
+                start_ticks: m.start_ticks,
+                restarts: m.restarts,
+                reported: m.reported,
+                exited_at_ms: m.exited_at_ms,
+            })
+            .collect();
+        let path = dir.join("processes.json");
+        let tmp = dir.join(".processes.json.tmp");
+        let written = serde_json::to_vec_pretty(&records)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!("cannot write {}: {e}", path.display());
         }
     }
 
@@ -147,7 +433,7 @@ impl Supervisor {
     /// Replaces an exited record with the same id; refuses (returns false) if one is live.
     pub fn start(&mut self, a: &Assignment, restart: bool) -> bool {
         let restarts = match self.procs.get(&a.id) {
-            Some(m) if m.child.is_some() => {
+            Some(m) if m.handle.is_some() => {
                 tracing::warn!("not starting {}: a copy is still running", a.id);
                 return false;
             }
@@ -156,7 +442,8 @@ impl Supervisor {
         };
         let mut managed = Managed {
             assignment: a.clone(),
-            child: None,
+            handle: None,
+            start_ticks: None,
             state: ProcessState::FailedToStart {
                 error: String::new(),
             },
@@ -164,13 +451,15 @@ impl Supervisor {
             exited_at_ms: 0,
             restarts,
             reported: false,
+            gone: Arc::new(AtomicBool::new(false)),
         };
-        match self.spawn(a) {
+        match self.spawn(a, &managed.gone) {
             Ok(child) => {
                 let pid = child.id();
                 tracing::info!(id = %a.id, pid, "started");
                 managed.state = ProcessState::Running { pid };
-                managed.child = Some(child);
+                managed.start_ticks = process_start_ticks(pid);
+                managed.handle = Some(Handle::Child(child));
             }
             Err(error) => {
                 tracing::warn!(id = %a.id, "failed to start: {error}");
@@ -179,10 +468,11 @@ impl Supervisor {
             }
         }
         self.procs.insert(a.id.clone(), managed);
+        self.save();
         true
     }
 
-    fn spawn(&self, a: &Assignment) -> Result<Child, String> {
+    fn spawn(&self, a: &Assignment, gone: &Arc<AtomicBool>) -> Result<Child, String> {
         let (program, args) = a
             .command
             .split_first()
@@ -191,18 +481,64 @@ impl Supervisor {
         cmd.args(args)
             .envs(launch_env(a))
             .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::null());
         if let Some(dir) = &a.working_dir {
             cmd.current_dir(dir);
         }
+        // With a state directory, output goes to append-only files the process can keep
+        // writing to whatever happens to the agent; otherwise through pipes.
+        let mut files = Vec::new();
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            if let Some(path) = self.log_path(&a.id, stream) {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("opening {}: {e}", path.display()))?;
+                let offset = f.metadata().map(|m| m.len()).unwrap_or(0);
+                let reader = File::open(&path)
+                    .and_then(|mut r| r.seek(SeekFrom::Start(offset)).map(|_| r))
+                    .map_err(|e| format!("opening {}: {e}", path.display()))?;
+                files.push((stream, reader, offset));
+                match stream {
+                    Stream::Stdout => cmd.stdout(f),
+                    Stream::Stderr => cmd.stderr(f),
+                };
+            }
+        }
+        if files.is_empty() {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
         let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+        for (stream, reader, offset) in files {
+            follow(
+                reader,
+                offset,
+                Some(gone.clone()),
+                a.id.clone(),
+                stream,
+                self.log_tx.clone(),
+            );
+        }
         if let Some(out) = child.stdout.take() {
-            pump(out, a.id.clone(), Stream::Stdout, self.log_tx.clone());
+            follow(
+                out,
+                0,
+                None,
+                a.id.clone(),
+                Stream::Stdout,
+                self.log_tx.clone(),
+            );
         }
         if let Some(err) = child.stderr.take() {
-            pump(err, a.id.clone(), Stream::Stderr, self.log_tx.clone());
+            follow(
+                err,
+                0,
+                None,
+                a.id.clone(),
+                Stream::Stderr,
+                self.log_tx.clone(),
+            );
         }
         Ok(child)
     }
@@ -227,6 +563,7 @@ impl Supervisor {
             signal_group(pid, Signal::SIGTERM);
             m.state = ProcessState::Stopping { pid };
             m.stop_deadline = Some(Instant::now() + grace);
+            self.save();
         }
     }
 
@@ -236,35 +573,52 @@ impl Supervisor {
         let mut exited = Vec::new();
         let now = Instant::now();
         for (id, m) in &mut self.procs {
-            let Some(child) = m.child.as_mut() else {
+            let Some(handle) = m.handle.as_mut() else {
                 continue;
             };
-            let pid = child.id();
-            match child.try_wait() {
-                Ok(Some(status)) => {
+            let pid = handle.pid();
+            let ended = match handle {
+                Handle::Child(child) => match child.try_wait() {
+                    Ok(Some(status)) => Some((status.code(), status.signal())),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(id, pid, "cannot check process: {e}");
+                        None
+                    }
+                },
+                Handle::Adopted { pid, start_ticks } => {
+                    let alive = process_start_ticks(*pid).is_some_and(|t| Some(t) == *start_ticks);
+                    (!alive).then_some((None, None))
+                }
+            };
+            match ended {
+                Some((code, signal)) => {
                     // The leader is gone; stragglers in its group go too.
                     signal_group(pid, Signal::SIGKILL);
                     let info = ExitInfo {
-                        code: status.code(),
-                        signal: status.signal(),
+                        code,
+                        signal,
                         stopped_by_agent: matches!(m.state, ProcessState::Stopping { .. }),
                     };
                     tracing::info!(id, pid, ?info, "exited");
                     m.state = ProcessState::Exited(info.clone());
-                    m.child = None;
+                    m.handle = None;
+                    m.gone.store(true, Ordering::Release);
                     m.exited_at_ms = now_ms();
                     m.stop_deadline = None;
                     exited.push((id.clone(), info));
                 }
-                Ok(None) => {
+                None => {
                     if m.stop_deadline.is_some_and(|d| now >= d) {
                         tracing::warn!(id, pid, "grace period over: SIGKILL to the process group");
                         signal_group(pid, Signal::SIGKILL);
                         m.stop_deadline = None;
                     }
                 }
-                Err(e) => tracing::warn!(id, pid, "cannot check process: {e}"),
             }
+        }
+        if !exited.is_empty() {
+            self.save();
         }
         exited
     }
@@ -309,24 +663,36 @@ impl Supervisor {
     /// Records that the control plane has received these statuses: the exits among them may now
     /// be forgotten.
     pub fn mark_reported(&mut self, sent: &[ProcessStatus]) {
+        let mut changed = false;
         for s in sent {
             if let Some(m) = self.procs.get_mut(&s.assignment_id) {
-                if m.state == s.state
+                if !m.reported
+                    && m.state == s.state
                     && matches!(
                         m.state,
                         ProcessState::Exited(_) | ProcessState::FailedToStart { .. }
                     )
                 {
                     m.reported = true;
+                    changed = true;
                 }
             }
         }
+        if changed {
+            self.save();
+        }
     }
 
-    /// Drops the record of an exited process. No-op for a live one.
+    /// Drops the record of an exited process (and its output files). No-op for a live one.
     pub fn forget(&mut self, id: &str) {
-        if self.procs.get(id).is_some_and(|m| m.child.is_none()) {
+        if self.procs.get(id).is_some_and(|m| m.handle.is_none()) {
             self.procs.remove(id);
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                if let Some(p) = self.log_path(id, stream) {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            self.save();
         }
     }
 
@@ -337,7 +703,7 @@ impl Supervisor {
 
     /// Number of live processes.
     pub fn live(&self) -> usize {
-        self.procs.values().filter(|m| m.child.is_some()).count()
+        self.procs.values().filter(|m| m.handle.is_some()).count()
     }
 
     /// Stops everything, waits up to `grace` for it to go, then kills what is left.
@@ -354,25 +720,53 @@ impl Supervisor {
         self.kill_all();
     }
 
-    fn kill_all(&mut self) {
-        for m in self.procs.values_mut() {
-            if let Some(mut child) = m.child.take() {
-                signal_group(child.id(), Signal::SIGKILL);
-                let _ = child.kill();
-                if let Ok(status) = child.wait() {
-                    m.state = ProcessState::Exited(ExitInfo {
-                        code: status.code(),
-                        signal: status.signal(),
-                        stopped_by_agent: true,
-                    });
-                }
+    /// Leaves every process running and forgets them (they stay in the state file for the next
+    /// supervisor to adopt). Without a state directory this is the same as dropping.
+    pub fn detach(mut self) {
+        if self.state_dir.is_some() {
+            self.save();
+            for m in self.procs.values_mut() {
+                m.handle = None;
+                m.gone.store(true, Ordering::Release);
             }
+        }
+    }
+
+    fn kill_all(&mut self) {
+        let mut changed = false;
+        for m in self.procs.values_mut() {
+            let Some(handle) = m.handle.take() else {
+                continue;
+            };
+            signal_group(handle.pid(), Signal::SIGKILL);
+            let (code, signal) = match handle {
+                Handle::Child(mut child) => {
+                    let _ = child.kill();
+                    child
+                        .wait()
+                        .map(|s| (s.code(), s.signal()))
+                        .unwrap_or((None, Some(9)))
+                }
+                Handle::Adopted { .. } => (None, Some(9)),
+            };
+            m.state = ProcessState::Exited(ExitInfo {
+                code,
+                signal,
+                stopped_by_agent: true,
+            });
+            m.gone.store(true, Ordering::Release);
+            m.exited_at_ms = now_ms();
+            changed = true;
+        }
+        if changed {
+            self.save();
         }
     }
 }
 
 impl Drop for Supervisor {
-    /// Nothing outlives the supervisor: every process group still running is killed.
+    /// Nothing outlives the supervisor unless it was [detached](Supervisor::detach): every
+    /// process group still running is killed.
     fn drop(&mut self) {
         self.kill_all();
     }
@@ -572,5 +966,93 @@ mod tests {
         // Reaped by drop: the pid is gone or at least not our sleeping shell.
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         assert!(!stat.contains("(sh) S"), "{stat}");
+    }
+    #[test]
+    fn start_ticks_from_proc_stat() {
+        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
+        assert_eq!(parse_start_ticks(stat), Some(98765));
+        let zombie = "1234 (sh) Z 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 0 0";
+        assert_eq!(parse_start_ticks(zombie), None);
+        assert_eq!(parse_start_ticks("garbage"), None);
+        let me = process_start_ticks(std::process::id()).expect("this process has a start time");
+        assert!(me > 0);
+    }
+
+    fn state_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sy-agent-state-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_new_supervisor_adopts_what_the_old_one_left_running() {
+        let dir = state_dir("adopt");
+        let mut old = Supervisor::with_state_dir(&dir).expect("state dir");
+        let a = sh(
+            "svc",
+            "echo first; while true; do sleep 0.05; [ -f $MARK ] && echo second && rm $MARK; done",
+        );
+        let mark = dir.join("mark");
+        let mut a = a;
+        a.env
+            .insert("MARK".into(), mark.to_string_lossy().into_owned());
+        old.start(&a, false);
+        let first = logs_until(&old, 1);
+        assert_eq!(first[0].line, "first");
+        assert_eq!(first[0].seq, 0);
+        let pid = match old.statuses()[0].state {
+            ProcessState::Running { pid } => pid,
+            ref other => panic!("{other:?}"),
+        };
+        old.detach(); // the agent "crashes"; the process lives on
+
+        let mut new = Supervisor::with_state_dir(&dir).expect("state dir again");
+        assert_eq!(new.live(), 1);
+        assert_eq!(new.statuses()[0].state, ProcessState::Running { pid });
+        // Output written after the restart still streams, at its byte offset in the file.
+        std::fs::write(&mark, "").expect("mark");
+        let second = logs_until(&new, 1);
+        assert_eq!(second[0].line, "second");
+        assert_eq!(second[0].seq, "first\n".len() as u64);
+        new.stop_within("svc", Duration::from_secs(30));
+        let info = wait_exit(&mut new, "svc");
+        assert!(info.stopped_by_agent);
+        assert_eq!(
+            info.code, None,
+            "the exit code of an adopted process is unknown"
+        );
+        drop(new);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn processes_that_died_while_the_agent_was_away_are_reported_exited() {
+        let dir = state_dir("died");
+        let mut old = Supervisor::with_state_dir(&dir).expect("state dir");
+        old.start(&sh("short", "sleep 0.2"), false);
+        old.detach();
+        std::thread::sleep(Duration::from_millis(500));
+        // Nobody reaps it here (it was this test's child), so it is a zombie: that counts as gone,
+        // as it would be after init reaped it.
+        let new = Supervisor::with_state_dir(&dir).expect("state dir again");
+        assert_eq!(new.live(), 0);
+        match &new.statuses()[0].state {
+            ProcessState::Exited(info) => {
+                assert_eq!(info.code, None);
+                assert!(!info.stopped_by_agent);
+            }
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_a_clear_error() {
+        let dir = state_dir("corrupt");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("processes.json"), "{not json").expect("write");
+        let err = Supervisor::with_state_dir(&dir).expect_err("corrupt");
+        assert!(err.to_string().contains("processes.json"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -187,3 +187,77 @@ fn failed_ranks_are_reported_not_restarted_but_replicas_restart() {
     let serving = s.logs.iter().filter(|l| l.line == "serving").count();
     assert!(serving >= 1);
 }
+
+#[test]
+fn a_restarted_agent_adopts_its_processes_and_the_desired_state_wins() {
+    let dir = std::env::temp_dir().join(format!("sy-agent-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = MemoryControlPlane::new();
+    let node = || {
+        discover(&DiscoverOptions {
+            declared_accelerators: Some(1),
+            cluster: Some("test".into()),
+            address: None,
+        })
+    };
+    let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
+    let mut first = Agent::with_supervisor(cp.clone(), node(), AgentConfig::default(), sup);
+    first.sync().expect("register");
+    let node_id = first.node_id().expect("registered").to_string();
+    cp.set_desired(
+        &node_id,
+        vec![
+            sh("keep", "echo keep; exec sleep 300", RestartPolicy::Never),
+            sh("drop", "echo drop; exec sleep 300", RestartPolicy::Never),
+        ],
+    );
+    sync_until(&mut first, &cp, "both running", |s| {
+        ["keep", "drop"]
+            .iter()
+            .all(|id| matches!(state_of(s, id), Some(ProcessState::Running { .. })))
+    });
+    let pid_of = |s: &switchyard_agent::control::MemoryState, id: &str| match state_of(s, id) {
+        Some(ProcessState::Running { pid }) => pid,
+        other => panic!("{id}: {other:?}"),
+    };
+    let keep_pid = pid_of(&cp.state(), "keep");
+    first.detach(); // the agent restarts in place
+
+    // While it was away, "drop" was cancelled.
+    cp.set_desired(
+        &node_id,
+        vec![sh(
+            "keep",
+            "echo keep; exec sleep 300",
+            RestartPolicy::Never,
+        )],
+    );
+    let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
+    let mut second = Agent::with_supervisor(cp.clone(), node(), AgentConfig::default(), sup);
+    let report = second.sync().expect("sync");
+    assert_eq!(second.node_id(), Some(node_id.as_str()), "same node id");
+    assert!(
+        !report
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Start { .. })),
+        "nothing started twice: {:?}",
+        report.actions
+    );
+    sync_until(&mut second, &cp, "the stray to be stopped", |s| {
+        matches!(
+            state_of(s, "drop"),
+            Some(ProcessState::Exited(ExitInfo {
+                stopped_by_agent: true,
+                ..
+            }))
+        )
+    });
+    assert_eq!(
+        pid_of(&cp.state(), "keep"),
+        keep_pid,
+        "kept running, same process"
+    );
+    drop(second); // kills "keep"
+    let _ = std::fs::remove_dir_all(&dir);
+}
