@@ -1,0 +1,177 @@
+//! Durability and failover on real processes: SIGKILL while 1,000 submissions are in flight,
+//! and a leader change between two servers on one PostgreSQL database.
+
+mod server_common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use server_common::*;
+
+const SUBMISSIONS: usize = 1000;
+const CLIENTS: usize = 100;
+
+fn crash_while_submitting(db: String) {
+    let mut server = Server::start(&db);
+    let t = token(&db, "research", false);
+    let admin = token(&db, "ops", true);
+    let url = server.url.clone();
+    let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (url, t, acked) = (url.clone(), t.clone(), acked.clone());
+        clients.push(std::thread::spawn(move || {
+            for i in 0..SUBMISSIONS / CLIENTS {
+                let name = format!("crash-{c}-{i}");
+                let body =
+                    json!({"name": name, "kind": "batch", "accelerators": 1, "duration_s": 2.0});
+                match try_call(
+                    "POST",
+                    &format!("{url}/v1/jobs"),
+                    Some(&t),
+                    Some(&body.to_string()),
+                ) {
+                    Ok((201, job)) => {
+                        let id = job["id"].as_str().expect("id").to_owned();
+                        acked.lock().expect("lock").insert(name, id);
+                    }
+                    // No answer (or no server): the outcome is unknown, the job may or may not exist.
+                    _ => {}
+                }
+            }
+        }));
+    }
+    wait_for(120, "a first share of acknowledgements", || {
+        (acked.lock().expect("lock").len() >= SUBMISSIONS / 5).then_some(())
+    });
+    server.kill();
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() < SUBMISSIONS,
+        "the kill should land while submissions are in flight ({} acknowledged)",
+        acked.len()
+    );
+
+    let server = Server::start(&db);
+    let jobs = all_jobs(&server.url, &admin);
+    let mut names = HashSet::new();
+    let mut ids = HashSet::new();
+    let mut by_name = HashMap::new();
+    for j in &jobs {
+        let name = j["name"].as_str().expect("name").to_owned();
+        assert!(names.insert(name.clone()), "job {name} stored twice");
+        assert!(
+            ids.insert(j["id"].as_str().expect("id").to_owned()),
+            "id stored twice"
+        );
+        by_name.insert(name, j["id"].as_str().expect("id").to_owned());
+        let state = j["state"].as_str().expect("state");
+        assert!(["pending", "running", "done"].contains(&state), "{j}");
+    }
+    assert!(jobs.len() <= SUBMISSIONS);
+    for (name, id) in &acked {
+        assert_eq!(
+            by_name.get(name),
+            Some(id),
+            "acknowledged job {name} ({id}) lost after the crash"
+        );
+    }
+    eprintln!(
+        "crash test: {} acknowledged before SIGKILL, {} stored after restart",
+        acked.len(),
+        jobs.len()
+    );
+    // Scheduling resumes: everything stored runs to completion.
+    wait_for(120, "every stored job to finish after the restart", || {
+        let jobs = all_jobs(&server.url, &admin);
+        jobs.iter().all(|j| j["state"] == "done").then_some(())
+    });
+}
+
+#[test]
+fn sqlite_crash_while_submitting() {
+    crash_while_submitting(fresh_db("sqlite").expect("sqlite"));
+}
+
+#[test]
+fn postgres_crash_while_submitting() {
+    if let Some(db) = fresh_db("postgres") {
+        crash_while_submitting(db);
+    }
+}
+
+#[test]
+fn postgres_leader_failover() {
+    let Some(db) = fresh_db("postgres") else {
+        return;
+    };
+    let mut servers = vec![Server::start(&db), Server::start(&db)];
+    let t = token(&db, "research", false);
+    let leader = wait_for(30, "one leader", || {
+        let roles: Vec<String> = servers.iter().map(Server::role).collect();
+        let leaders = roles.iter().filter(|r| *r == "leader").count();
+        assert!(leaders <= 1, "two leaders at once: {roles:?}");
+        roles.iter().position(|r| r == "leader")
+    });
+    let follower = 1 - leader;
+    let submit = |url: &str, name: &str, secs: f64| {
+        let body = json!({"name": name, "kind": "batch", "accelerators": 8, "duration_s": secs});
+        let (status, job) = call(
+            "POST",
+            &format!("{url}/v1/jobs"),
+            Some(&t),
+            Some(&body.to_string()),
+        );
+        assert_eq!(status, 201, "{job}");
+        job["id"].as_str().expect("id").to_owned()
+    };
+    // A submission to the follower is scheduled by the leader.
+    let quick = submit(&servers[follower].url, "quick", 1.0);
+    let long = submit(&servers[follower].url, "long", 86_400.0);
+    let furl = servers[follower].url.clone();
+    wait_for(30, "the leader to run the follower's submissions", || {
+        (job_state(&furl, &t, &quick) == "done" && job_state(&furl, &t, &long) == "running")
+            .then_some(())
+    });
+
+    servers[leader].kill();
+    let killed = Instant::now();
+    wait_for(30, "the follower to take over", || {
+        (servers[follower].role() == "leader").then_some(())
+    });
+    let took = killed.elapsed();
+    eprintln!(
+        "failover: the follower led {:.1} s after the leader's SIGKILL",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(10), "failover took {took:?}");
+    // The new leader recovered the running job and schedules new work.
+    let after = submit(&furl, "after", 1.0);
+    wait_for(30, "the new leader to schedule", || {
+        (job_state(&furl, &t, &after) == "done").then_some(())
+    });
+    assert_eq!(job_state(&furl, &t, &long), "running");
+    let (_, ev) = call(
+        "GET",
+        &format!("{furl}/v1/jobs/{long}/events"),
+        Some(&t),
+        None,
+    );
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"recovered"), "{ev}");
+    // The old leader comes back as a follower.
+    servers[leader] = Server::start(&db);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(servers[leader].role(), "follower");
+    assert_eq!(servers[follower].role(), "leader");
+}
