@@ -66,6 +66,12 @@ pub const COLLECTIVE_LATENCY_SCALE_OUT_S: f64 = 20e-6;
 pub const RING_STEP_LATENCY_SCALE_UP_S: f64 = 1e-6;
 pub const RING_STEP_LATENCY_SCALE_OUT_S: f64 = 5e-6;
 
+/// Fixed host-side cost of one optimizer step, seconds: the global gradient-norm all-reduce and
+/// the host synchronisation gradient clipping and loss logging need, the optimizer's kernel
+/// launches over every parameter group, learning-rate scheduling and the data loader hand-off.
+/// Profiles of PyTorch training loops show tens of milliseconds.
+pub const STEP_OVERHEAD_S: f64 = 0.05;
+
 /// Parameters per data-parallel gradient bucket (Megatron-LM's default bucket of 40M).
 pub const DP_BUCKET_PARAMS: f64 = 40e6;
 
@@ -694,7 +700,8 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     };
     let optimizer = ctx.stream(opt_params * OPTIMIZER_BYTES_PER_PARAM);
 
-    let step = microbatches * stage_mb + bubble + dp_exposed + interference + optimizer;
+    let step =
+        microbatches * stage_mb + bubble + dp_exposed + interference + optimizer + STEP_OVERHEAD_S;
     let tokens_step = f64::from(spec.global_batch) * f64::from(m.seq_len);
     let tokens_per_s = tokens_step / step;
     let count = f64::from(hw.count);
