@@ -166,6 +166,39 @@ pub struct Cluster {
     pub repair_hours: f64,
     /// What one accelerator-hour of this cluster costs under its provider's contract.
     pub price_per_accelerator_hour: f64,
+    /// What runs placements on this cluster (`backend = "slurm"` in the fleet file).
+    pub backend: ClusterBackend,
+}
+
+/// What runs placements on a cluster.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ClusterBackend {
+    /// Switchyard's own node agents (the default).
+    #[default]
+    Agents,
+    /// An existing Slurm cluster, driven through its command-line tools or `slurmrestd`.
+    Slurm(SlurmSettings),
+}
+
+/// How to reach and use a Slurm cluster (`[clusters.slurm]`, docs/slurm.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlurmSettings {
+    /// The partition Switchyard's jobs go to.
+    pub partition: String,
+    /// `slurmrestd` base URL; `None` = the command-line tools on the server's host.
+    pub rest_url: Option<String>,
+    /// Environment variable holding the `slurmrestd` token (required with `rest_url`).
+    pub token_env: Option<String>,
+    /// Account to charge (`--account`), if the site requires one.
+    pub account: Option<String>,
+    /// Directory (shared with the compute nodes) for jobs' stdout/stderr.
+    pub log_dir: Option<String>,
+    /// Directory (shared with the compute nodes) for checkpoints, one sub-directory per job.
+    pub checkpoint_dir: Option<String>,
+    /// Shell command the batch script runs (e.g. `srun ./train.sh`); `None` = sleep for the
+    /// run's expected duration (a placeholder workload).
+    pub command: Option<String>,
 }
 
 fn accelerator_name<S: serde::Serializer>(

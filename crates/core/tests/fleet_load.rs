@@ -411,3 +411,62 @@ fn the_example_in_docs_fleet_md_loads() {
         Some(100_352)
     );
 }
+
+#[test]
+fn slurm_backend_is_parsed_and_bad_values_are_rejected() {
+    use switchyard_core::fleet::ClusterBackend;
+    let slurm = "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"gpu\", log_dir = \"/shared/logs\" }";
+    let fleet = load(&mutate("repair_hours = 12.0", slurm)).expect("valid");
+    match &fleet.clusters[0].backend {
+        ClusterBackend::Slurm(s) => {
+            assert_eq!(s.partition, "gpu");
+            assert_eq!(s.log_dir.as_deref(), Some("/shared/logs"));
+            assert_eq!(s.rest_url, None);
+        }
+        other => panic!("expected Slurm, found {other:?}"),
+    }
+    assert_eq!(
+        load(GOOD).expect("valid").clusters[0].backend,
+        ClusterBackend::Agents
+    );
+
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nbackend = \"pbs\"",
+    );
+    let (line, field, message) = error_of(&text);
+    assert_eq!(line, line_of(&text, "backend = \"pbs\""));
+    assert_eq!(field, "clusters[0].backend");
+    assert!(message.contains("unknown backend \"pbs\""), "{message}");
+
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nbackend = \"slurm\"",
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].backend");
+    assert!(message.contains("[clusters.slurm]"), "{message}");
+
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"gpu\", rest_url = \"ftp://x\", token_env = \"T\" }",
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].slurm.rest_url");
+    assert!(message.contains("http"), "{message}");
+
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"gpu\", rest_url = \"http://ctl:6820\" }",
+    );
+    let (_, field, _) = error_of(&text);
+    assert_eq!(field, "clusters[0].slurm.token_env");
+
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"gpu\", partitoin = \"x\" }",
+    );
+    let (line, _, message) = error_of(&text);
+    assert_eq!(line, line_of(&text, "partitoin"));
+    assert!(message.contains("partitoin"), "{message}");
+}

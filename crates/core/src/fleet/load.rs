@@ -11,8 +11,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    Capacity, Cluster, Contract, Fleet, Level, LevelKind, Organisation, Provider, ProviderKind,
-    Quota, Reserved, Team, Topology,
+    Capacity, Cluster, ClusterBackend, Contract, Fleet, Level, LevelKind, Organisation, Provider,
+    ProviderKind, Quota, Reserved, SlurmSettings, Team, Topology,
 };
 use crate::accelerator;
 
@@ -85,6 +85,20 @@ struct RawCluster {
     accelerator_mtbf_hours: Option<Spanned<f64>>,
     repair_hours: Spanned<f64>,
     topology: Option<Spanned<RawTopology>>,
+    backend: Option<Spanned<String>>,
+    slurm: Option<Spanned<RawSlurm>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlurm {
+    partition: Spanned<String>,
+    rest_url: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    account: Option<Spanned<String>>,
+    log_dir: Option<Spanned<String>>,
+    checkpoint_dir: Option<Spanned<String>>,
+    command: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -566,6 +580,7 @@ fn cluster(
         r
     };
     let topology = topology(src, raw, &at, accel, nodes, per_node)?;
+    let backend = backend(src, raw, &at)?;
 
     Ok(Cluster {
         name,
@@ -579,7 +594,75 @@ fn cluster(
         node_mtbf_hours,
         repair_hours,
         price_per_accelerator_hour: price,
+        backend,
     })
+}
+
+/// `backend = "agents" | "slurm"` and, for Slurm, its `[clusters.slurm]` table.
+fn backend(src: &Source<'_>, raw: &RawCluster, at: &str) -> Result<ClusterBackend, FleetError> {
+    let kind = raw.backend.as_ref().map(|b| (b.get_ref().trim(), b.span()));
+    match (kind, &raw.slurm) {
+        (None | Some(("agents", _)), None) => Ok(ClusterBackend::Agents),
+        (None | Some(("agents", _)), Some(s)) => Err(src.error(
+            s.span(),
+            format!("{at}.slurm"),
+            "a [clusters.slurm] table needs `backend = \"slurm\"`",
+        )),
+        (Some(("slurm", span)), None) => Err(src.error(
+            span,
+            format!("{at}.backend"),
+            "`backend = \"slurm\"` needs a [clusters.slurm] table with at least `partition`",
+        )),
+        (Some(("slurm", _)), Some(s)) => {
+            let s = s.get_ref();
+            let at = format!("{at}.slurm");
+            let text =
+                |v: &Option<Spanned<String>>, key: &str| -> Result<Option<String>, FleetError> {
+                    match v {
+                        Some(v) if v.get_ref().trim().is_empty() => Err(src.error(
+                            v.span(),
+                            format!("{at}.{key}"),
+                            "expected a non-empty value",
+                        )),
+                        Some(v) => Ok(Some(v.get_ref().trim().to_owned())),
+                        None => Ok(None),
+                    }
+                };
+            let partition = src.name(&s.partition, &format!("{at}.partition"))?;
+            let rest_url = text(&s.rest_url, "rest_url")?;
+            let token_env = text(&s.token_env, "token_env")?;
+            if let (Some(url), Some(span)) = (&rest_url, s.rest_url.as_ref().map(Spanned::span)) {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(src.error(
+                        span,
+                        format!("{at}.rest_url"),
+                        format!("expected an http:// or https:// URL of slurmrestd, found {url:?}"),
+                    ));
+                }
+                if token_env.is_none() {
+                    return Err(src.error(
+                        span,
+                        format!("{at}.token_env"),
+                        "`rest_url` needs `token_env`, the environment variable holding the slurmrestd token",
+                    ));
+                }
+            }
+            Ok(ClusterBackend::Slurm(SlurmSettings {
+                partition,
+                rest_url,
+                token_env,
+                account: text(&s.account, "account")?,
+                log_dir: text(&s.log_dir, "log_dir")?,
+                checkpoint_dir: text(&s.checkpoint_dir, "checkpoint_dir")?,
+                command: text(&s.command, "command")?,
+            }))
+        }
+        (Some((other, span)), _) => Err(src.error(
+            span,
+            format!("{at}.backend"),
+            format!("unknown backend {other:?}; expected \"agents\" or \"slurm\""),
+        )),
+    }
 }
 
 fn topology(
