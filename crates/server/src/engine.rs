@@ -385,3 +385,177 @@ impl Engine {
         self.sched.check_invariants()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use switchyard_core::{JobKind, Work};
+
+    use super::*;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    fn record(id: &str, seq: i64) -> JobRecord {
+        JobRecord {
+            seq,
+            id: id.into(),
+            tenant: "research".into(),
+            name: None,
+            kind: "batch".into(),
+            priority: 0,
+            accelerators: 8,
+            spec: "{}".into(),
+            state: JobState::Pending,
+            reason: "queued; not yet considered".into(),
+            cluster: None,
+            allocated: 0,
+            restarts: 0,
+            cancel_requested: false,
+            submitted_ms: T0,
+            started_ms: None,
+            finished_ms: None,
+            updated_ms: T0,
+        }
+    }
+
+    fn spec(seconds: f64) -> JobSpec {
+        JobSpec {
+            id: String::new(),
+            tenant: String::new(),
+            kind: JobKind::Batch,
+            priority: 0,
+            submit_s: 0.0,
+            accelerators: 8,
+            min_accelerators: None,
+            replicas: None,
+            accelerator_types: vec!["H100".into()],
+            clusters: vec![],
+            work: Work::Duration {
+                seconds,
+                by_accelerator: Default::default(),
+            },
+        }
+    }
+
+    fn update<'a>(b: &'a Batch, id: &str) -> &'a JobUpdate {
+        b.updates
+            .iter()
+            .rev()
+            .find(|u| u.id == id)
+            .expect("an update for the job")
+    }
+
+    #[test]
+    fn submit_place_finish() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        e.admit(T0, &record("a", 1), spec(10.0));
+        e.schedule(T0);
+        let (batch, cmds) = e.take(T0);
+        assert_eq!(batch.seen, ["a"]);
+        let u = update(&batch, "a");
+        assert_eq!((u.state, u.allocated), (JobState::Running, 8));
+        assert!(
+            u.reason.starts_with("running on 8 accelerators of "),
+            "{}",
+            u.reason
+        );
+        let Some(Command::Launch {
+            expected_end_ms,
+            generation,
+            ..
+        }) = cmds.first().cloned()
+        else {
+            panic!("a launch: {cmds:?}");
+        };
+        assert_eq!(expected_end_ms, T0 + 10_000);
+        assert!(batch.events.iter().any(|ev| ev.kind == "started"));
+        e.finished(T0 + 10_000, "a", generation);
+        let (batch, cmds) = e.take(T0 + 10_000);
+        let u = update(&batch, "a");
+        assert_eq!(
+            (u.state, u.allocated, u.finished_ms),
+            (JobState::Done, 0, Some(T0 + 10_000))
+        );
+        assert_eq!(cmds, [Command::Stop { job: "a".into() }]);
+        e.check().expect("invariants");
+    }
+
+    #[test]
+    fn cancel_pending_and_running_and_idempotent_admission() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        e.admit(T0, &record("a", 1), spec(3600.0));
+        e.admit(T0, &record("a", 1), spec(3600.0));
+        e.schedule(T0);
+        let (batch, _) = e.take(T0);
+        assert_eq!(
+            batch.seen,
+            ["a", "a"],
+            "a second admission only marks it seen"
+        );
+        e.cancel(T0 + 1, "a");
+        e.cancel(T0 + 2, "a");
+        e.cancel(T0 + 2, "unknown");
+        let (batch, cmds) = e.take(T0 + 2);
+        assert_eq!(update(&batch, "a").state, JobState::Cancelled);
+        assert_eq!(
+            batch
+                .events
+                .iter()
+                .filter(|ev| ev.kind == "cancelled")
+                .count(),
+            1
+        );
+        assert_eq!(cmds, [Command::Stop { job: "a".into() }]);
+        e.check().expect("invariants");
+    }
+
+    #[test]
+    fn pending_jobs_say_why_once() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        // Bigger than the free H100 capacity once the first one runs.
+        let mut big = spec(3600.0);
+        big.accelerators = 16_384;
+        big.clusters = vec!["aws-h100-virginia".into()];
+        e.admit(T0, &record("a", 1), big.clone());
+        e.admit(T0, &record("b", 2), big);
+        e.schedule(T0);
+        let (batch, _) = e.take(T0);
+        assert_eq!(update(&batch, "a").state, JobState::Running);
+        let b = update(&batch, "b");
+        assert_eq!(b.state, JobState::Pending);
+        assert!(
+            b.reason.contains("waiting") || b.reason.contains("reservation"),
+            "{}",
+            b.reason
+        );
+        assert_eq!(
+            batch
+                .events
+                .iter()
+                .filter(|ev| ev.job_id == "b" && ev.kind == "waiting")
+                .count(),
+            1
+        );
+        e.schedule(T0 + 1000);
+        let (batch, _) = e.take(T0 + 1000);
+        assert!(
+            batch.events.iter().all(|ev| ev.job_id != "b"),
+            "no repeat while the reason holds"
+        );
+    }
+
+    #[test]
+    fn recovery_of_a_running_job_is_recorded() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("a", 1);
+        r.state = JobState::Running;
+        r.cluster = Some("colossus-1".into());
+        r.started_ms = Some(T0 - 5000);
+        e.admit(T0, &r, spec(3600.0));
+        e.schedule(T0);
+        let (batch, _) = e.take(T0);
+        assert!(batch.events.iter().any(|ev| ev.kind == "recovered"));
+        let u = update(&batch, "a");
+        assert_eq!(u.state, JobState::Running);
+        assert_eq!(u.started_ms, Some(T0 - 5000), "the first start is kept");
+    }
+}

@@ -108,3 +108,28 @@ pub const DOCUMENT: &str = r##"{
   }
 }
 "##;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_document_is_json_and_names_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::DOCUMENT).expect("valid JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        // Every route of `http::router` (keep in step with it).
+        for p in [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/v1/openapi.json",
+            "/v1/jobs",
+            "/v1/jobs/{id}",
+            "/v1/jobs/{id}/cancel",
+            "/v1/jobs/{id}/events",
+            "/v1/fleet",
+            "/v1/tenants",
+        ] {
+            assert!(paths.contains_key(p), "{p} is not documented");
+        }
+        assert_eq!(paths.len(), 10);
+    }
+}
