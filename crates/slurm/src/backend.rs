@@ -1,0 +1,961 @@
+//! The Slurm backend: the server's [`Backend`] over one or more Slurm clusters.
+//!
+//! `act` and `poll` never block: commands go over a channel to a worker thread the backend
+//! owns, which runs Slurm's tools; what it sees comes back through a shared outbox. The worker
+//! is a level-triggered reconciler (kube-rs style): each round it re-reads Slurm (capacity with
+//! `sinfo`, jobs with `squeue`) and fixes the difference with what the leader wants:
+//!
+//! - a wanted run without a Slurm job is submitted (`sbatch`); a failed submission becomes an
+//!   event carrying Slurm's message and is retried with exponential back-off, never dropped;
+//! - a Slurm job carrying Switchyard's tag that nobody wants any more is cancelled (`scancel`);
+//!   jobs without the tag are never touched;
+//! - a job that completed is reported [`Observed::Finished`]; one that failed, timed out or
+//!   vanished is resubmitted as the next attempt (up to `max_attempts`);
+//! - a node Slurm reports down, drained or not responding is [`Observed::NodeFailed`], and
+//!   [`Observed::NodeRepaired`] when it is back.
+//!
+//! After a restart of the server (or a new leader term, [`Backend::reset`]) the first launch
+//! of each job adopts the Slurm job already running for it instead of starting it again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use switchyard_core::fleet::{ClusterBackend, Fleet, LevelKind, SlurmSettings};
+use switchyard_server::backend::{Backend, Command, Observed};
+
+use crate::client::{CliClient, SlurmClient, Submission};
+use crate::parse::{JobState, QueueJob, Tag};
+
+/// Timing and policy of the reconciler.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Prefix of the `--comment` tag; two Switchyard deployments sharing a Slurm cluster
+    /// need different prefixes.
+    pub tag: String,
+    /// Longest wait between rounds (new commands start one sooner).
+    pub poll_interval: Duration,
+    /// How often capacity (`sinfo`) is re-read.
+    pub capacity_interval: Duration,
+    /// Attempts of one generation before giving up (failed, timed out or vanished jobs).
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Also pass `--segment` (Slurm 24.11's topology/block) for gangs on a block topology.
+    pub use_segment: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tag: "switchyard".into(),
+            poll_interval: Duration::from_secs(2),
+            capacity_interval: Duration::from_secs(10),
+            max_attempts: 3,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            use_segment: false,
+        }
+    }
+}
+
+/// One Slurm cluster of the fleet.
+#[derive(Debug)]
+pub struct ClusterConfig {
+    /// Name in the fleet (commands name clusters this way).
+    pub name: String,
+    /// Index in the fleet (observations name clusters this way).
+    pub index: u32,
+    /// Nodes the fleet declares; Slurm nodes map to 0.. in natural name order.
+    pub nodes: u32,
+    pub accelerators_per_node: u32,
+    /// Nodes per block of the cluster's topology, if it has one.
+    pub block_nodes: Option<u32>,
+    pub settings: SlurmSettings,
+    pub client: Box<dyn SlurmClient>,
+}
+
+/// Something that happened to a job on Slurm, with Slurm's own words (the server's trait has
+/// no place for these yet: see [`SlurmHandle`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    pub job: String,
+    pub at_ms: i64,
+    /// slurm_submitted, slurm_submit_failed, slurm_running, slurm_ended, slurm_retry,
+    /// slurm_gave_up, slurm_adopted, slurm_cancelled, slurm_vanished.
+    pub kind: String,
+    pub cluster: String,
+    pub message: String,
+}
+
+/// Where a job's output goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPaths {
+    pub slurm_job: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    observed: Vec<Observed>,
+    events: Vec<JobEvent>,
+    logs: HashMap<String, LogPaths>,
+    /// Submissions, cancellations and rounds so far (for tests and benchmarks).
+    submitted: u64,
+    cancelled: u64,
+    rounds: u64,
+}
+
+/// A cloneable view of the backend's extras (events, log paths), taken before the backend is
+/// boxed for the server. Proposed for the server's trait: `Observed::Event` and
+/// `Backend::logs(job)`.
+#[derive(Debug, Clone)]
+pub struct SlurmHandle {
+    shared: Arc<Mutex<Outbox>>,
+}
+
+impl SlurmHandle {
+    /// Events since the last call.
+    pub fn take_events(&self) -> Vec<JobEvent> {
+        std::mem::take(&mut lock(&self.shared).events)
+    }
+
+    /// Where the latest run of `job` writes stdout/stderr.
+    pub fn logs(&self, job: &str) -> Option<LogPaths> {
+        lock(&self.shared).logs.get(job).cloned()
+    }
+
+    /// (submissions, cancellations, rounds) so far.
+    pub fn counters(&self) -> (u64, u64, u64) {
+        let o = lock(&self.shared);
+        (o.submitted, o.cancelled, o.rounds)
+    }
+}
+
+fn lock(m: &Mutex<Outbox>) -> MutexGuard<'_, Outbox> {
+    // A panic elsewhere while holding the lock leaves plain data behind: keep using it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why the backend could not be built from a fleet.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "cluster {cluster:?}: slurmrestd ({url}) is not supported yet; leave out `rest_url` to use the command-line tools on the server's host"
+    )]
+    RestNotSupported { cluster: String, url: String },
+    #[error("cannot start the Slurm worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+enum Msg {
+    Commands(Vec<Command>),
+    Reset,
+}
+
+/// The Slurm backend (see the module documentation).
+#[derive(Debug)]
+pub struct SlurmBackend {
+    tx: Option<Sender<Msg>>,
+    shared: Arc<Mutex<Outbox>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl SlurmBackend {
+    /// A backend for the fleet's clusters that say `backend = "slurm"`; `None` when there are
+    /// none. Uses the command-line tools on this host.
+    pub fn from_fleet(fleet: &Fleet, options: Options) -> Result<Option<Self>, SetupError> {
+        let mut clusters = Vec::new();
+        for (i, c) in fleet.clusters.iter().enumerate() {
+            let ClusterBackend::Slurm(s) = &c.backend else {
+                continue;
+            };
+            if let Some(url) = &s.rest_url {
+                return Err(SetupError::RestNotSupported {
+                    cluster: c.name.clone(),
+                    url: url.clone(),
+                });
+            }
+            clusters.push(ClusterConfig {
+                name: c.name.clone(),
+                index: i as u32,
+                nodes: c.nodes,
+                accelerators_per_node: c.accelerators_per_node,
+                block_nodes: c.topology.level(LevelKind::Block).map(|l| l.nodes),
+                settings: s.clone(),
+                client: Box::new(CliClient::default()),
+            });
+        }
+        if clusters.is_empty() {
+            return Ok(None);
+        }
+        Self::new(clusters, options).map(Some)
+    }
+
+    /// A backend over the given clusters; starts its worker thread.
+    pub fn new(clusters: Vec<ClusterConfig>, options: Options) -> Result<Self, SetupError> {
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Mutex::new(Outbox::default()));
+        let worker = Worker::new(clusters, options, shared.clone());
+        let handle = std::thread::Builder::new()
+            .name("switchyard-slurm".into())
+            .spawn(move || worker.run(rx))
+            .map_err(SetupError::Thread)?;
+        Ok(SlurmBackend {
+            tx: Some(tx),
+            shared,
+            worker: Some(handle),
+        })
+    }
+
+    pub fn handle(&self) -> SlurmHandle {
+        SlurmHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn send(&self, msg: Msg) {
+        if let Some(tx) = &self.tx
+            && tx.send(msg).is_err()
+        {
+            tracing::error!("the Slurm worker thread is gone; commands are not carried out");
+        }
+    }
+}
+
+impl Drop for SlurmBackend {
+    fn drop(&mut self) {
+        // Closing the channel stops the worker after its current round; Slurm jobs keep
+        // running and are adopted by the next backend.
+        self.tx.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Backend for SlurmBackend {
+    fn name(&self) -> &'static str {
+        "slurm"
+    }
+
+    fn act(&mut self, commands: Vec<Command>) {
+        self.send(Msg::Commands(commands));
+    }
+
+    fn poll(&mut self, _now_ms: i64) -> Vec<Observed> {
+        std::mem::take(&mut lock(&self.shared).observed)
+    }
+
+    fn reset(&mut self) {
+        lock(&self.shared).observed.clear();
+        self.send(Msg::Reset);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A run the leader wants: a gang (`key` = job id) or one replica (`job#r<n>`).
+#[derive(Debug)]
+struct Want {
+    job: String,
+    cluster: String,
+    generation: u32,
+    accelerators: u32,
+    expected_end_ms: i64,
+    replica: bool,
+    attempt: u32,
+    slurm_id: Option<String>,
+    running_seen: bool,
+    /// First launch after a reset: may take over a Slurm job already there.
+    adoptable: bool,
+    next_try: Instant,
+    backoff: Duration,
+    gave_up: bool,
+}
+
+struct Cluster {
+    cfg: ClusterConfig,
+    /// Slurm node name → fleet node index.
+    node_index: BTreeMap<String, u32>,
+    /// Fleet node indices currently reported failed.
+    failed: HashSet<u32>,
+    has_gpus: bool,
+    capacity_read: bool,
+}
+
+struct Worker {
+    clusters: Vec<Cluster>,
+    options: Options,
+    shared: Arc<Mutex<Outbox>>,
+    wants: BTreeMap<String, Want>,
+    /// Replica keys per (job, cluster), in the order they were added.
+    replicas: HashMap<(String, String), Vec<String>>,
+    replica_serial: HashMap<String, u32>,
+    /// Jobs stopped since the last reset (their next launch may not adopt).
+    stopped: HashSet<String>,
+    /// Commands arrived since the last reset: only then are unwanted tagged jobs cancelled.
+    synced: bool,
+    next_capacity: Instant,
+}
+
+impl Worker {
+    fn new(clusters: Vec<ClusterConfig>, options: Options, shared: Arc<Mutex<Outbox>>) -> Self {
+        Worker {
+            clusters: clusters
+                .into_iter()
+                .map(|cfg| Cluster {
+                    cfg,
+                    node_index: BTreeMap::new(),
+                    failed: HashSet::new(),
+                    has_gpus: false,
+                    capacity_read: false,
+                })
+                .collect(),
+            options,
+            shared,
+            wants: BTreeMap::new(),
+            replicas: HashMap::new(),
+            replica_serial: HashMap::new(),
+            stopped: HashSet::new(),
+            synced: false,
+            next_capacity: Instant::now(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut next_round = Instant::now();
+        loop {
+            let wait = next_round.saturating_duration_since(Instant::now());
+            let mut got = false;
+            match rx.recv_timeout(wait) {
+                Ok(m) => got |= self.apply(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(m) => got |= self.apply(m),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            let due = Instant::now() >= next_round;
+            if due || got {
+                self.round();
+                next_round = Instant::now() + self.options.poll_interval;
+            }
+        }
+    }
+
+    fn event(&self, job: &str, cluster: &str, kind: &str, message: String) {
+        tracing::info!(job, cluster, kind, %message, "slurm");
+        lock(&self.shared).events.push(JobEvent {
+            job: job.to_owned(),
+            at_ms: now_ms(),
+            kind: kind.to_owned(),
+            cluster: cluster.to_owned(),
+            message,
+        });
+    }
+
+    fn observe(&self, o: Observed) {
+        lock(&self.shared).observed.push(o);
+    }
+
+    /// Applies a message; true when it asks for something to be done now.
+    fn apply(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Reset => {
+                self.wants.clear();
+                self.replicas.clear();
+                self.replica_serial.clear();
+                self.stopped.clear();
+                self.synced = false;
+                // The new term's scheduler believes every node is up: say again which are not.
+                for c in &mut self.clusters {
+                    c.failed.clear();
+                    c.node_index.clear();
+                }
+                self.next_capacity = Instant::now();
+                true
+            }
+            Msg::Commands(cmds) => {
+                self.synced = true;
+                let any = !cmds.is_empty();
+                for c in cmds {
+                    self.command(c);
+                }
+                any
+            }
+        }
+    }
+
+    /// A new wanted run: (job, cluster, generation, accelerators, expected end).
+    fn want(&self, what: (&str, &str, u32, u32, i64), replica: bool, adoptable: bool) -> Want {
+        let (job, cluster, generation, accelerators, expected_end_ms) = what;
+        Want {
+            job: job.to_owned(),
+            cluster: cluster.to_owned(),
+            generation,
+            accelerators,
+            expected_end_ms,
+            replica,
+            attempt: 1,
+            slurm_id: None,
+            running_seen: false,
+            adoptable,
+            next_try: Instant::now(),
+            backoff: self.options.backoff_initial,
+            gave_up: false,
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Launch {
+                job,
+                generation,
+                cluster,
+                accelerators,
+                expected_end_ms,
+            } => {
+                if !self.clusters.iter().any(|c| c.cfg.name == cluster) {
+                    tracing::warn!(%job, %cluster, "launch for a cluster that is not on Slurm; ignored");
+                    return;
+                }
+                let adoptable = !self.stopped.contains(&job) && !self.wants.contains_key(&job);
+                let what = (
+                    job.as_str(),
+                    cluster.as_str(),
+                    generation,
+                    accelerators,
+                    expected_end_ms,
+                );
+                let w = self.want(what, false, adoptable);
+                self.wants.insert(job, w);
+            }
+            Command::AddReplica {
+                job,
+                cluster,
+                accelerators,
+            } => {
+                if !self.clusters.iter().any(|c| c.cfg.name == cluster) {
+                    return;
+                }
+                let serial = self.replica_serial.entry(job.clone()).or_default();
+                let key = format!("{job}#r{serial}");
+                *serial += 1;
+                let adoptable = !self.stopped.contains(&job);
+                let w = self.want((&key, &cluster, 1, accelerators, i64::MAX), true, adoptable);
+                self.wants.insert(key.clone(), w);
+                self.replicas.entry((job, cluster)).or_default().push(key);
+            }
+            Command::RemoveReplica { job, cluster } => {
+                if let Some(keys) = self.replicas.get_mut(&(job, cluster))
+                    && let Some(key) = keys.pop()
+                {
+                    self.wants.remove(&key);
+                }
+            }
+            Command::Stop { job } => {
+                self.stopped.insert(job.clone());
+                self.wants.remove(&job);
+                let prefix = format!("{job}#r");
+                self.wants.retain(|k, _| !k.starts_with(&prefix));
+                self.replicas.retain(|(j, _), _| *j != job);
+            }
+        }
+    }
+
+    /// One reconciliation round over every cluster.
+    fn round(&mut self) {
+        lock(&self.shared).rounds += 1;
+        if Instant::now() >= self.next_capacity {
+            for i in 0..self.clusters.len() {
+                self.refresh_capacity(i);
+            }
+            self.next_capacity = Instant::now() + self.options.capacity_interval;
+        }
+        for i in 0..self.clusters.len() {
+            self.reconcile(i);
+        }
+    }
+
+    fn refresh_capacity(&mut self, i: usize) {
+        let c = &mut self.clusters[i];
+        let nodes = match c.cfg.client.nodes(Some(&c.cfg.settings.partition)) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(cluster = %c.cfg.name, error = %e, "cannot read Slurm's nodes; keeping what was known");
+                return;
+            }
+        };
+        let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        names.sort_by(|a, b| natural_cmp(a, b));
+        names.dedup();
+        for name in names {
+            if !c.node_index.contains_key(name) {
+                let next = c.node_index.len() as u32;
+                c.node_index.insert(name.to_owned(), next);
+            }
+        }
+        c.has_gpus = nodes.iter().any(|n| n.gpus > 0);
+        let mut now_failed: HashSet<u32> = HashSet::new();
+        for n in &nodes {
+            if let Some(&idx) = c.node_index.get(&n.name)
+                && idx < c.cfg.nodes
+                && !n.state.usable()
+            {
+                now_failed.insert(idx);
+            }
+        }
+        // Fleet nodes Slurm does not have are not there to be used either.
+        let present = c.node_index.len() as u32;
+        for idx in present..c.cfg.nodes {
+            now_failed.insert(idx);
+        }
+        let index = c.cfg.index;
+        let mut out = Vec::new();
+        let mut newly: Vec<u32> = now_failed.difference(&c.failed).copied().collect();
+        newly.sort_unstable();
+        for node in newly {
+            out.push(Observed::NodeFailed {
+                cluster: index,
+                node,
+            });
+        }
+        let mut back: Vec<u32> = c.failed.difference(&now_failed).copied().collect();
+        back.sort_unstable();
+        for node in back {
+            out.push(Observed::NodeRepaired {
+                cluster: index,
+                node,
+            });
+        }
+        if !out.is_empty() {
+            tracing::info!(cluster = %c.cfg.name, changes = ?out, "Slurm node states changed");
+        }
+        c.failed = now_failed;
+        c.capacity_read = true;
+        lock(&self.shared).observed.extend(out);
+    }
+
+    fn reconcile(&mut self, i: usize) {
+        let cluster_name = self.clusters[i].cfg.name.clone();
+        let listing = match self.clusters[i].cfg.client.jobs() {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = e.message();
+                tracing::warn!(cluster = %cluster_name, error = %msg, "cannot list Slurm's jobs; retrying next round");
+                // Tell the jobs waiting to be submitted why nothing happens.
+                let waiting: Vec<String> = self
+                    .wants
+                    .iter()
+                    .filter(|(_, w)| {
+                        w.cluster == cluster_name && w.slurm_id.is_none() && !w.gave_up
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in waiting {
+                    self.event(
+                        &k,
+                        &cluster_name,
+                        "slurm_unreachable",
+                        format!("cannot list Slurm's jobs: {msg}"),
+                    );
+                }
+                return;
+            }
+        };
+        let prefix = self.options.tag.clone();
+        let tagged: Vec<(Tag, &QueueJob)> = listing
+            .iter()
+            .filter_map(|j| Some((Tag::parse(j.comment.as_deref()?, &prefix)?, j)))
+            .collect();
+        let by_id: HashMap<&str, &QueueJob> =
+            tagged.iter().map(|(_, j)| (j.id.as_str(), *j)).collect();
+
+        // 1. Adopt: wanted runs without a Slurm job take over the matching tagged job.
+        let mut claimed: HashSet<String> = self
+            .wants
+            .values()
+            .filter_map(|w| w.slurm_id.clone())
+            .collect();
+        let keys: Vec<String> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| w.cluster == cluster_name && w.slurm_id.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(w) = self.wants.get(&key) else {
+                continue;
+            };
+            let candidates = tagged
+                .iter()
+                .filter(|(t, j)| t.job == key && !claimed.contains(&j.id));
+            // The same generation and attempt: a submission whose answer was lost.
+            let exact = candidates
+                .clone()
+                .filter(|(t, _)| t.generation == w.generation && t.attempt == w.attempt)
+                .max_by_key(|(_, j)| numeric_id(&j.id));
+            let adopt = exact.or_else(|| {
+                if !w.adoptable {
+                    return None;
+                }
+                candidates
+                    .clone()
+                    .filter(|(_, j)| !j.state.is_terminal())
+                    .max_by_key(|(_, j)| numeric_id(&j.id))
+                    .or_else(|| {
+                        candidates
+                            .clone()
+                            .filter(|(_, j)| j.state == JobState::Completed)
+                            .max_by_key(|(_, j)| numeric_id(&j.id))
+                    })
+            });
+            if let Some((t, j)) = adopt {
+                let id = j.id.clone();
+                let msg = format!(
+                    "took over Slurm job {id} ({}, generation {} attempt {})",
+                    j.state.as_str(),
+                    t.generation,
+                    t.attempt
+                );
+                if let Some(w) = self.wants.get_mut(&key) {
+                    w.slurm_id = Some(id.clone());
+                    w.attempt = t.attempt.max(w.attempt);
+                    w.adoptable = false;
+                }
+                claimed.insert(id);
+                self.event(&key, &cluster_name, "slurm_adopted", msg);
+            }
+        }
+        // Once a round has seen the listing, later launches of this term never adopt.
+        for w in self.wants.values_mut() {
+            if w.cluster == cluster_name {
+                w.adoptable = false;
+            }
+        }
+
+        // 2. Cancel tagged, unfinished jobs nobody wants (only once the leader has spoken).
+        if self.synced {
+            let unwanted: Vec<(String, String)> = tagged
+                .iter()
+                .filter(|(_, j)| !j.state.is_terminal() && !claimed.contains(&j.id))
+                .map(|(t, j)| (t.job.clone(), j.id.clone()))
+                .collect();
+            for (key, id) in unwanted {
+                match self.clusters[i].cfg.client.cancel(&id) {
+                    Ok(()) => {
+                        lock(&self.shared).cancelled += 1;
+                        self.event(
+                            &key,
+                            &cluster_name,
+                            "slurm_cancelled",
+                            format!("cancelled Slurm job {id} (no longer wanted)"),
+                        );
+                    }
+                    Err(e) => self.event(
+                        &key,
+                        &cluster_name,
+                        "slurm_cancel_failed",
+                        format!("scancel {id} failed: {}; retrying", e.message()),
+                    ),
+                }
+            }
+        }
+
+        // 3. Follow the wanted runs' Slurm jobs.
+        let followed: Vec<(String, String)> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| w.cluster == cluster_name)
+            .filter_map(|(k, w)| Some((k.clone(), w.slurm_id.clone()?)))
+            .collect();
+        for (key, id) in followed {
+            let (state, reason, exit) = match by_id.get(id.as_str()) {
+                Some(j) => (j.state.clone(), j.reason.clone(), None),
+                None => match self.clusters[i].cfg.client.job(&id) {
+                    Ok(Some(info)) => (info.state, info.reason, info.exit_code),
+                    Ok(None) => {
+                        self.event(
+                            &key,
+                            &cluster_name,
+                            "slurm_vanished",
+                            format!("Slurm no longer knows job {id}; it is submitted again"),
+                        );
+                        self.retry(&key, &cluster_name);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %key, error = %e.message(), "cannot look Slurm job up");
+                        continue;
+                    }
+                },
+            };
+            match state {
+                JobState::Completed => {
+                    let Some(w) = self.wants.remove(&key) else {
+                        continue;
+                    };
+                    self.event(
+                        &key,
+                        &cluster_name,
+                        "slurm_ended",
+                        format!("Slurm job {id} COMPLETED"),
+                    );
+                    if w.replica {
+                        // A service replica is never done: start it again.
+                        self.wants.insert(
+                            key.clone(),
+                            Want {
+                                slurm_id: None,
+                                ..w
+                            },
+                        );
+                        self.retry(&key, &cluster_name);
+                    } else {
+                        self.observe(Observed::Finished {
+                            job: w.job,
+                            generation: w.generation,
+                        });
+                    }
+                }
+                s if s.is_terminal() => {
+                    let exit =
+                        exit.map_or(String::new(), |(c, sig)| format!(", exit code {c}:{sig}"));
+                    self.event(
+                        &key,
+                        &cluster_name,
+                        "slurm_ended",
+                        format!(
+                            "Slurm job {id} ended {} (reason {reason}{exit})",
+                            s.as_str()
+                        ),
+                    );
+                    self.retry(&key, &cluster_name);
+                }
+                JobState::Running => {
+                    if let Some(w) = self.wants.get_mut(&key)
+                        && !w.running_seen
+                    {
+                        w.running_seen = true;
+                        self.event(
+                            &key,
+                            &cluster_name,
+                            "slurm_running",
+                            format!("Slurm job {id} is running"),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        // 4. Submit what is wanted and has no Slurm job.
+        let now = Instant::now();
+        let ready: Vec<String> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| {
+                w.cluster == cluster_name && w.slurm_id.is_none() && !w.gave_up && w.next_try <= now
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ready {
+            self.submit(i, &key);
+        }
+    }
+
+    /// The run's Slurm job ended without completing: the next attempt, after back-off.
+    fn retry(&mut self, key: &str, cluster: &str) {
+        let max = self.options.max_attempts;
+        let Some(w) = self.wants.get_mut(key) else {
+            return;
+        };
+        w.slurm_id = None;
+        w.running_seen = false;
+        if w.attempt >= max && !w.replica {
+            w.gave_up = true;
+            let msg = format!(
+                "gave up after {} attempts of generation {}",
+                w.attempt, w.generation
+            );
+            self.event(key, cluster, "slurm_gave_up", msg);
+            return;
+        }
+        w.attempt += 1;
+        w.next_try = Instant::now() + w.backoff;
+        let msg = format!("attempt {} in {:?}", w.attempt, w.backoff);
+        w.backoff = (w.backoff * 2).min(self.options.backoff_max);
+        self.event(key, cluster, "slurm_retry", msg);
+    }
+
+    fn submit(&mut self, i: usize, key: &str) {
+        let Some(w) = self.wants.get(key) else { return };
+        let c = &self.clusters[i];
+        let s = submission(c, w, key, &self.options);
+        if let Some(dir) = std::path::Path::new(&s.stdout).parent()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the log directory");
+        }
+        let result = c.cfg.client.submit(&s);
+        let cluster = c.cfg.name.clone();
+        match result {
+            Ok(id) => {
+                {
+                    let mut o = lock(&self.shared);
+                    o.submitted += 1;
+                    o.logs.insert(
+                        key.to_owned(),
+                        LogPaths {
+                            slurm_job: Some(id.clone()),
+                            stdout: s.stdout.clone(),
+                            stderr: s.stderr.clone(),
+                        },
+                    );
+                }
+                let msg = format!(
+                    "submitted as Slurm job {id} ({} node(s), attempt {})",
+                    s.nodes, w.attempt
+                );
+                if let Some(w) = self.wants.get_mut(key) {
+                    w.slurm_id = Some(id);
+                    w.backoff = self.options.backoff_initial;
+                }
+                self.event(key, &cluster, "slurm_submitted", msg);
+            }
+            Err(e) => {
+                let backoff = w.backoff;
+                let msg = format!("sbatch failed: {}; retrying in {backoff:?}", e.message());
+                if let Some(w) = self.wants.get_mut(key) {
+                    w.next_try = Instant::now() + backoff;
+                    w.backoff = (backoff * 2).min(self.options.backoff_max);
+                }
+                self.event(key, &cluster, "slurm_submit_failed", msg);
+            }
+        }
+    }
+}
+
+/// The `sbatch` submission of a wanted run.
+fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission {
+    let per_node = c.cfg.accelerators_per_node.max(1);
+    let nodes = w.accelerators.div_ceil(per_node).max(1);
+    let tasks = if nodes == 1 {
+        w.accelerators.clamp(1, per_node)
+    } else {
+        per_node
+    };
+    let settings = &c.cfg.settings;
+    let log_dir = settings
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| "/tmp/switchyard-slurm/logs".into());
+    let ckpt_root = settings
+        .checkpoint_dir
+        .clone()
+        .unwrap_or_else(|| "/tmp/switchyard-slurm/checkpoints".into());
+    let remaining_s = if w.expected_end_ms == i64::MAX {
+        None
+    } else {
+        Some(((w.expected_end_ms - now_ms()).max(0) as u64).div_ceil(1000))
+    };
+    let command = match (&settings.command, remaining_s) {
+        (Some(cmd), _) => cmd.clone(),
+        (None, Some(s)) => format!("exec sleep {s}"),
+        (None, None) => "exec sleep infinity".into(),
+    };
+    let time_limit_min = match (&settings.command, remaining_s) {
+        // A placeholder sleeps for the expected time: give it twice that plus 5 minutes.
+        (None, Some(s)) => Some((2 * s + 300).div_ceil(60)),
+        // Real work ends when it ends: the partition's limit applies.
+        _ => None,
+    };
+    let block = c.cfg.block_nodes.filter(|_| nodes > 1);
+    Submission {
+        job_name: format!("sy-{key}"),
+        comment: Tag {
+            job: key.to_owned(),
+            generation: w.generation,
+            attempt: w.attempt,
+        }
+        .render(&options.tag),
+        partition: settings.partition.clone(),
+        account: settings.account.clone(),
+        nodes,
+        ntasks_per_node: tasks,
+        gpus_per_node: c.has_gpus.then_some(tasks),
+        time_limit_min,
+        switches: block.map(|b| nodes.div_ceil(b)),
+        segment: block.filter(|_| options.use_segment).map(|b| b.min(nodes)),
+        stdout: format!("{log_dir}/{key}/g{}-a{}.out", w.generation, w.attempt),
+        stderr: format!("{log_dir}/{key}/g{}-a{}.err", w.generation, w.attempt),
+        env: vec![
+            (
+                "SWITCHYARD_JOB_ID".into(),
+                w.job.split("#r").next().unwrap_or(&w.job).to_owned(),
+            ),
+            ("SWITCHYARD_GENERATION".into(), w.generation.to_string()),
+            ("SWITCHYARD_ATTEMPT".into(), w.attempt.to_string()),
+            (
+                "SWITCHYARD_CHECKPOINT_DIR".into(),
+                format!("{ckpt_root}/{}", w.job.split("#r").next().unwrap_or(&w.job)),
+            ),
+        ],
+        command,
+    }
+}
+
+fn numeric_id(id: &str) -> u64 {
+    id.split('_')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Orders `node2` before `node10`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let mut digit = None;
+        for (i, c) in s.char_indices() {
+            let d = c.is_ascii_digit();
+            if digit.is_some_and(|x| x != d) {
+                out.push((digit.unwrap_or(false), &s[start..i]));
+                start = i;
+            }
+            digit = Some(d);
+        }
+        if start < s.len() {
+            out.push((digit.unwrap_or(false), &s[start..]));
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (x, y) in ca.iter().zip(cb.iter()) {
+        let o = match (x, y) {
+            ((true, xs), (true, ys)) => {
+                let xt = xs.trim_start_matches('0');
+                let yt = ys.trim_start_matches('0');
+                xt.len().cmp(&yt.len()).then(xt.cmp(yt))
+            }
+            ((_, xs), (_, ys)) => xs.cmp(ys),
+        };
+        if o != std::cmp::Ordering::Equal {
+            return o;
+        }
+    }
+    ca.len().cmp(&cb.len()).then(a.cmp(b))
+}

@@ -1,0 +1,294 @@
+//! Talking to Slurm: the [`SlurmClient`] trait and its command-line implementation, which runs
+//! `sbatch`, `squeue`, `sinfo`, `scontrol` and `scancel` with a timeout. Errors carry Slurm's
+//! own message. (A `slurmrestd` implementation is future work: docs/slurm.md.)
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::parse::{self, JobInfo, Node, ParseError, QueueJob};
+
+/// Why a Slurm call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    #[error("cannot run {command}: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("{command} did not answer within {seconds} s (is slurmctld reachable?)")]
+    Timeout { command: String, seconds: u64 },
+    /// Slurm refused: `message` is what it said on stderr.
+    #[error("{command} failed ({status}): {message}")]
+    Failed {
+        command: String,
+        status: String,
+        message: String,
+    },
+    #[error("cannot read what {command} printed: {source}")]
+    Parse { command: String, source: ParseError },
+}
+
+impl SlurmError {
+    /// Slurm's message, or what went wrong talking to it.
+    pub fn message(&self) -> String {
+        match self {
+            SlurmError::Failed { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// One `sbatch` submission: a gang as one Slurm job.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Submission {
+    pub job_name: String,
+    /// Switchyard's tag (`--comment`), how it finds its own jobs again.
+    pub comment: String,
+    pub partition: String,
+    pub account: Option<String>,
+    pub nodes: u32,
+    pub ntasks_per_node: u32,
+    /// `--gpus-per-node`, only where the nodes have GPUs.
+    pub gpus_per_node: Option<u32>,
+    /// `--time`, minutes.
+    pub time_limit_min: Option<u64>,
+    /// `--switches`: at most this many leaf switches (a block topology's unit).
+    pub switches: Option<u32>,
+    /// `--segment` (Slurm 24.11 block topology): nodes per segment.
+    pub segment: Option<u32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Exported in the batch script (SWITCHYARD_JOB_ID, …).
+    pub env: Vec<(String, String)>,
+    /// What the batch script runs (a shell command).
+    pub command: String,
+}
+
+impl Submission {
+    /// `sbatch`'s arguments; the script comes on stdin ([`Submission::script`]).
+    pub fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--parsable".to_owned(),
+            format!("--job-name={}", self.job_name),
+            format!("--comment={}", self.comment),
+            format!("--partition={}", self.partition),
+            format!("--nodes={}", self.nodes),
+            format!("--ntasks-per-node={}", self.ntasks_per_node),
+            format!("--output={}", self.stdout),
+            format!("--error={}", self.stderr),
+            // Switchyard decides restarts: Slurm must not requeue on its own.
+            "--no-requeue".to_owned(),
+        ];
+        if let Some(acc) = &self.account {
+            a.push(format!("--account={acc}"));
+        }
+        if let Some(g) = self.gpus_per_node {
+            a.push(format!("--gpus-per-node={g}"));
+        }
+        if let Some(t) = self.time_limit_min {
+            a.push(format!("--time={t}"));
+        }
+        if let Some(s) = self.switches {
+            a.push(format!("--switches={s}"));
+        }
+        if let Some(s) = self.segment {
+            a.push(format!("--segment={s}"));
+        }
+        a
+    }
+
+    /// The batch script: exports the Switchyard environment, then runs the command.
+    pub fn script(&self) -> String {
+        let mut s = String::from("#!/bin/sh\n");
+        for (k, v) in &self.env {
+            s.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        }
+        s.push_str(&self.command);
+        s.push('\n');
+        s
+    }
+}
+
+/// Single-quotes a value for sh.
+pub fn shell_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+/// What Switchyard needs from Slurm.
+pub trait SlurmClient: Send + std::fmt::Debug {
+    /// Nodes of a partition (all partitions when `None`).
+    fn nodes(&self, partition: Option<&str>) -> Result<Vec<Node>, SlurmError>;
+    /// Every job the controller still knows (all states, all users).
+    fn jobs(&self) -> Result<Vec<QueueJob>, SlurmError>;
+    /// One job in detail; `None` when the controller no longer knows it.
+    fn job(&self, id: &str) -> Result<Option<JobInfo>, SlurmError>;
+    /// Submits; returns Slurm's job id.
+    fn submit(&self, s: &Submission) -> Result<String, SlurmError>;
+    /// Cancels (already-ended jobs are not an error).
+    fn cancel(&self, id: &str) -> Result<(), SlurmError>;
+}
+
+/// Runs Slurm's command-line tools on this host.
+#[derive(Debug, Clone)]
+pub struct CliClient {
+    /// Directory of the tools; `None` = found on `PATH`.
+    pub bin_dir: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl Default for CliClient {
+    fn default() -> Self {
+        CliClient {
+            bin_dir: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Output {
+    stdout: String,
+}
+
+impl CliClient {
+    fn program(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(d) => d.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    /// Runs a tool with a timeout (killing it when it runs over); non-zero exit is an error
+    /// carrying its stderr.
+    fn run(&self, name: &str, args: &[String], stdin: Option<&str>) -> Result<Output, SlurmError> {
+        let command = format!("{name} {}", args.join(" "));
+        let mut child = Command::new(self.program(name))
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| SlurmError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A tool that exits early closes the pipe; its exit status tells why.
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        // Read both pipes on threads so a chatty tool cannot fill one and block.
+        let mut out_pipe = child.stdout.take();
+        let mut err_pipe = child.stderr.take();
+        let out_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(p) = out_pipe.as_mut() {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        });
+        let err_t = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(p) = err_pipe.as_mut() {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        });
+        let start = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if start.elapsed() >= self.timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(SlurmError::Timeout {
+                        command,
+                        seconds: self.timeout.as_secs(),
+                    });
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                Err(source) => {
+                    return Err(SlurmError::Spawn { command, source });
+                }
+            }
+        };
+        let stdout = out_t.join().unwrap_or_default();
+        let stderr = err_t.join().unwrap_or_default();
+        if !status.success() {
+            return Err(SlurmError::Failed {
+                command,
+                status: status.to_string(),
+                message: parse::slurm_message(&stderr),
+            });
+        }
+        Ok(Output { stdout })
+    }
+}
+
+impl SlurmClient for CliClient {
+    fn nodes(&self, partition: Option<&str>) -> Result<Vec<Node>, SlurmError> {
+        let mut args = vec![
+            "-h".to_owned(),
+            "-N".to_owned(),
+            "-o".to_owned(),
+            parse::sinfo_node_format(),
+        ];
+        if let Some(p) = partition {
+            args.push(format!("--partition={p}"));
+        }
+        let out = self.run("sinfo", &args, None)?;
+        parse::parse_sinfo_nodes(&out.stdout).map_err(|source| SlurmError::Parse {
+            command: "sinfo".into(),
+            source,
+        })
+    }
+
+    fn jobs(&self) -> Result<Vec<QueueJob>, SlurmError> {
+        let args = ["-h", "-a", "-t", "all", "-o"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain([parse::squeue_format()])
+            .collect::<Vec<_>>();
+        let out = self.run("squeue", &args, None)?;
+        parse::parse_squeue(&out.stdout).map_err(|source| SlurmError::Parse {
+            command: "squeue".into(),
+            source,
+        })
+    }
+
+    fn job(&self, id: &str) -> Result<Option<JobInfo>, SlurmError> {
+        let args = ["show", "job", "-o", id].map(str::to_owned);
+        match self.run("scontrol", &args, None) {
+            Ok(out) => Ok(parse::parse_scontrol_jobs(&out.stdout).into_iter().next()),
+            Err(SlurmError::Failed { message, .. }) if message.contains("Invalid job id") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn submit(&self, s: &Submission) -> Result<String, SlurmError> {
+        let out = self.run("sbatch", &s.args(), Some(&s.script()))?;
+        parse::parse_sbatch_parsable(&out.stdout).map_err(|source| SlurmError::Parse {
+            command: "sbatch".into(),
+            source,
+        })
+    }
+
+    fn cancel(&self, id: &str) -> Result<(), SlurmError> {
+        match self.run("scancel", &[id.to_owned()], None) {
+            Ok(_) => Ok(()),
+            Err(SlurmError::Failed { message, .. })
+                if message.contains("already completing or completed")
+                    || message.contains("Invalid job id") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Switchyard's Slurm backend (issue 7): runs placements on supercomputers that already run
+//! Slurm, through Slurm itself (docs/slurm.md).
+//!
+//! Layers, lightest first: [`parse`] (pure parsers of Slurm's output), [`client`] (the
+//! [`client::SlurmClient`] trait and its command-line implementation), [`backend`] (the
+//! server's `Backend`, a level-triggered reconciler on its own thread).
+
+pub mod backend;
+pub mod client;
+pub mod parse;
+
+pub use backend::{ClusterConfig, JobEvent, LogPaths, Options, SlurmBackend, SlurmHandle};
+pub use client::{CliClient, SlurmClient, SlurmError, Submission};

@@ -1,0 +1,682 @@
+//! Parsers of Slurm's command-line output: pure functions over text, tested on outputs captured
+//! from a real Slurm 22.05 (`tests/fixtures/`). They never panic: a line they cannot read is an
+//! error naming the line, never a guess.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Field separator of the `--format` strings below (ASCII unit separator: never in a name).
+pub const SEP: char = '\u{1f}';
+
+/// `sinfo` format for [`parse_sinfo_nodes`]: node, partition, state, CPUs, GRES, reason.
+pub fn sinfo_node_format() -> String {
+    ["%N", "%P", "%T", "%c", "%G", "%E"].join(&SEP.to_string())
+}
+
+/// `squeue` format for [`parse_squeue`]: id, state, name, comment, nodes, reason, user,
+/// partition.
+pub fn squeue_format() -> String {
+    ["%i", "%T", "%j", "%k", "%N", "%r", "%u", "%P"].join(&SEP.to_string())
+}
+
+/// Output Slurm printed that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}: {text:?}")]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+    pub text: String,
+}
+
+fn err(line: usize, message: impl Into<String>, text: &str) -> ParseError {
+    ParseError {
+        line,
+        message: message.into(),
+        text: text.chars().take(200).collect(),
+    }
+}
+
+/// A node's base state, as `sinfo %T` / `scontrol State=` print it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NodeBase {
+    Idle,
+    Allocated,
+    Mixed,
+    Completing,
+    Down,
+    Drained,
+    Draining,
+    Fail,
+    Failing,
+    Future,
+    Reserved,
+    Maint,
+    Planned,
+    Unknown,
+    Other(String),
+}
+
+/// A node's state: the base state and the flags Slurm adds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeState {
+    pub base: NodeBase,
+    /// `*`: slurmd does not answer.
+    pub not_responding: bool,
+    /// `DRAIN` flag (scontrol's `IDLE+DRAIN`).
+    pub drain: bool,
+    /// Powered down or powering down/up (`~`, `%`, `#`, `!` or POWERED_DOWN flags).
+    pub powered_down: bool,
+}
+
+impl NodeState {
+    /// Parses `idle`, `mixed`, `down*`, `drained`, `IDLE+DRAIN`, `DOWN+NOT_RESPONDING`, ….
+    /// Never fails: an unknown word is kept as [`NodeBase::Other`].
+    pub fn parse(text: &str) -> NodeState {
+        let mut t = text.trim();
+        let mut not_responding = false;
+        let mut powered_down = false;
+        let mut maint = false;
+        while let Some(last) = t.chars().last() {
+            match last {
+                '*' => not_responding = true,
+                '~' | '%' | '#' | '!' => powered_down = true,
+                '$' => maint = true,
+                '@' | '^' | '-' => {}
+                _ => break,
+            }
+            t = &t[..t.len() - last.len_utf8()];
+        }
+        let mut parts = t.split('+');
+        let base_word = parts.next().unwrap_or("").to_ascii_lowercase();
+        let mut drain = false;
+        for flag in parts {
+            match flag.to_ascii_uppercase().as_str() {
+                "DRAIN" => drain = true,
+                "NOT_RESPONDING" => not_responding = true,
+                "POWERED_DOWN" | "POWERING_DOWN" | "POWERING_UP" | "POWER_DOWN" => {
+                    powered_down = true
+                }
+                "MAINTENANCE" => maint = true,
+                _ => {}
+            }
+        }
+        let base = match base_word.as_str() {
+            "idle" => NodeBase::Idle,
+            "allocated" | "alloc" => NodeBase::Allocated,
+            "mixed" | "mix" => NodeBase::Mixed,
+            "completing" | "comp" => NodeBase::Completing,
+            "down" => NodeBase::Down,
+            "drained" | "drain" => NodeBase::Drained,
+            "draining" | "drng" => NodeBase::Draining,
+            "fail" => NodeBase::Fail,
+            "failing" | "failg" => NodeBase::Failing,
+            "future" | "futr" => NodeBase::Future,
+            "reserved" | "resv" => NodeBase::Reserved,
+            "maint" => NodeBase::Maint,
+            "planned" | "plnd" => NodeBase::Planned,
+            "unknown" | "unk" => NodeBase::Unknown,
+            _ => NodeBase::Other(base_word),
+        };
+        let base = if maint && base == NodeBase::Idle {
+            NodeBase::Maint
+        } else {
+            base
+        };
+        NodeState {
+            base,
+            not_responding,
+            drain,
+            powered_down,
+        }
+    }
+
+    /// Whether Switchyard may count on the node: up, answering, not drained. A node that is
+    /// not usable is a failed node to the scheduler.
+    pub fn usable(&self) -> bool {
+        !self.not_responding
+            && !self.drain
+            && matches!(
+                self.base,
+                NodeBase::Idle
+                    | NodeBase::Allocated
+                    | NodeBase::Mixed
+                    | NodeBase::Completing
+                    | NodeBase::Reserved
+                    | NodeBase::Planned
+            )
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base = match &self.base {
+            NodeBase::Other(s) => s.as_str(),
+            b => match b {
+                NodeBase::Idle => "idle",
+                NodeBase::Allocated => "allocated",
+                NodeBase::Mixed => "mixed",
+                NodeBase::Completing => "completing",
+                NodeBase::Down => "down",
+                NodeBase::Drained => "drained",
+                NodeBase::Draining => "draining",
+                NodeBase::Fail => "fail",
+                NodeBase::Failing => "failing",
+                NodeBase::Future => "future",
+                NodeBase::Reserved => "reserved",
+                NodeBase::Maint => "maint",
+                NodeBase::Planned => "planned",
+                _ => "unknown",
+            },
+        };
+        write!(f, "{base}")?;
+        if self.drain {
+            write!(f, "+drain")?;
+        }
+        if self.not_responding {
+            write!(f, "*")?;
+        }
+        if self.powered_down {
+            write!(f, "~")?;
+        }
+        Ok(())
+    }
+}
+
+/// One node of one partition, from `sinfo -N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    /// Without sinfo's `*` default marker.
+    pub partition: String,
+    pub default_partition: bool,
+    pub state: NodeState,
+    pub cpus: u32,
+    /// GPUs from the node's GRES (`gpu:h100:8(S:0-1)` → 8).
+    pub gpus: u32,
+    /// Why it is down or drained (`none` when it is not).
+    pub reason: String,
+}
+
+/// Parses `sinfo -h -N -o` with [`sinfo_node_format`].
+pub fn parse_sinfo_nodes(text: &str) -> Result<Vec<Node>, ParseError> {
+    let mut nodes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(SEP).collect();
+        if f.len() != 6 {
+            return Err(err(
+                i + 1,
+                format!("expected 6 fields, found {}", f.len()),
+                line,
+            ));
+        }
+        let name = f[0].trim();
+        if name.is_empty() {
+            return Err(err(i + 1, "empty node name", line));
+        }
+        let partition = f[1].trim();
+        let cpus = f[3]
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| err(i + 1, "CPU count is not a number", line))?;
+        let gpus = parse_gres_gpus(f[4]).map_err(|m| err(i + 1, m, line))?;
+        nodes.push(Node {
+            name: name.to_owned(),
+            partition: partition.trim_end_matches('*').to_owned(),
+            default_partition: partition.ends_with('*'),
+            state: NodeState::parse(f[2]),
+            cpus,
+            gpus,
+            reason: f[5].trim().to_owned(),
+        });
+    }
+    Ok(nodes)
+}
+
+/// GPUs in a GRES string: `(null)` → 0, `gpu:8` → 8, `gpu:h100:8(S:0-1),shard:16` → 8,
+/// `gpu:a100:4,gpu:v100:2` → 6.
+pub fn parse_gres_gpus(gres: &str) -> Result<u32, String> {
+    let gres = gres.trim();
+    if gres.is_empty() || gres == "(null)" || gres == "N/A" {
+        return Ok(0);
+    }
+    let mut total: u32 = 0;
+    for item in split_top_level(gres) {
+        let item = item.split('(').next().unwrap_or("").trim();
+        let mut parts = item.split(':');
+        if parts.next() != Some("gpu") {
+            continue;
+        }
+        let rest: Vec<&str> = parts.collect();
+        let count = match rest.as_slice() {
+            [] => 1,
+            [n] if n.chars().all(|c| c.is_ascii_digit()) => parse_count(n)?,
+            [_type] => 1,
+            [_type, n, ..] => parse_count(n)?,
+        };
+        total = total.saturating_add(count);
+    }
+    Ok(total)
+}
+
+fn parse_count(n: &str) -> Result<u32, String> {
+    n.parse::<u32>()
+        .map_err(|_| format!("GRES count {n:?} is not a number"))
+}
+
+/// Splits at commas outside parentheses (`gpu:8(S:0,1),shard:2`).
+fn split_top_level(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth <= 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// A job's state (`squeue %T`, `scontrol JobState=`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Pending,
+    Configuring,
+    Running,
+    Suspended,
+    Completing,
+    Completed,
+    Cancelled,
+    Failed,
+    Timeout,
+    NodeFail,
+    Preempted,
+    BootFail,
+    Deadline,
+    OutOfMemory,
+    Requeued,
+    Other(String),
+}
+
+impl JobState {
+    pub fn parse(text: &str) -> JobState {
+        let t = text.trim().to_ascii_uppercase();
+        // scontrol may add flags (`CANCELLED by 0`); the first word is the state.
+        let word = t.split([' ', '+']).next().unwrap_or("");
+        match word {
+            "PENDING" | "PD" => JobState::Pending,
+            "CONFIGURING" | "CF" => JobState::Configuring,
+            "RUNNING" | "R" => JobState::Running,
+            "SUSPENDED" | "S" => JobState::Suspended,
+            "COMPLETING" | "CG" => JobState::Completing,
+            "COMPLETED" | "CD" => JobState::Completed,
+            "CANCELLED" | "CA" => JobState::Cancelled,
+            "FAILED" | "F" => JobState::Failed,
+            "TIMEOUT" | "TO" => JobState::Timeout,
+            "NODE_FAIL" | "NF" => JobState::NodeFail,
+            "PREEMPTED" | "PR" => JobState::Preempted,
+            "BOOT_FAIL" | "BF" => JobState::BootFail,
+            "DEADLINE" | "DL" => JobState::Deadline,
+            "OUT_OF_MEMORY" | "OOM" => JobState::OutOfMemory,
+            "REQUEUED" | "RQ" | "REQUEUE_HOLD" | "REQUEUE_FED" => JobState::Requeued,
+            _ => JobState::Other(word.to_owned()),
+        }
+    }
+
+    /// The job will not run any more.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            JobState::Completed
+                | JobState::Cancelled
+                | JobState::Failed
+                | JobState::Timeout
+                | JobState::NodeFail
+                | JobState::Preempted
+                | JobState::BootFail
+                | JobState::Deadline
+                | JobState::OutOfMemory
+        )
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobState::Pending => "PENDING",
+            JobState::Configuring => "CONFIGURING",
+            JobState::Running => "RUNNING",
+            JobState::Suspended => "SUSPENDED",
+            JobState::Completing => "COMPLETING",
+            JobState::Completed => "COMPLETED",
+            JobState::Cancelled => "CANCELLED",
+            JobState::Failed => "FAILED",
+            JobState::Timeout => "TIMEOUT",
+            JobState::NodeFail => "NODE_FAIL",
+            JobState::Preempted => "PREEMPTED",
+            JobState::BootFail => "BOOT_FAIL",
+            JobState::Deadline => "DEADLINE",
+            JobState::OutOfMemory => "OUT_OF_MEMORY",
+            JobState::Requeued => "REQUEUED",
+            JobState::Other(s) => s,
+        }
+    }
+}
+
+/// One job from `squeue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueJob {
+    /// Slurm's id (`1234`, or `1234_5` for an array task).
+    pub id: String,
+    pub state: JobState,
+    pub name: String,
+    /// `None` when Slurm prints `(null)`.
+    pub comment: Option<String>,
+    pub nodes: String,
+    pub reason: String,
+    pub user: String,
+    pub partition: String,
+}
+
+/// Parses `squeue -h -o` with [`squeue_format`].
+pub fn parse_squeue(text: &str) -> Result<Vec<QueueJob>, ParseError> {
+    let mut jobs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(SEP).collect();
+        if f.len() != 8 {
+            return Err(err(
+                i + 1,
+                format!("expected 8 fields, found {}", f.len()),
+                line,
+            ));
+        }
+        let id = f[0].trim();
+        if id.is_empty() || !id.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(err(i + 1, "job id is not a number", line));
+        }
+        let comment = f[3].trim();
+        jobs.push(QueueJob {
+            id: id.to_owned(),
+            state: JobState::parse(f[1]),
+            name: f[2].to_owned(),
+            comment: (comment != "(null)" && !comment.is_empty()).then(|| comment.to_owned()),
+            nodes: f[4].trim().to_owned(),
+            reason: f[5].trim().to_owned(),
+            user: f[6].trim().to_owned(),
+            partition: f[7].trim().to_owned(),
+        });
+    }
+    Ok(jobs)
+}
+
+/// Parses `squeue --json` (OpenAPI v0.0.38 of 22.05, where `job_state` is a string, and later
+/// versions, where it is a list and numbers may be `{ "number": … }`).
+pub fn parse_squeue_json(text: &str) -> Result<Vec<QueueJob>, ParseError> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| err(e.line(), format!("not JSON: {e}"), ""))?;
+    let Some(list) = v.get("jobs").and_then(|j| j.as_array()) else {
+        return Err(err(1, "no `jobs` list", ""));
+    };
+    let s = |j: &serde_json::Value, k: &str| -> String {
+        match j.get(k) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(serde_json::Value::Object(o)) => {
+                o.get("number").map(|n| n.to_string()).unwrap_or_default()
+            }
+            _ => String::new(),
+        }
+    };
+    let mut jobs = Vec::with_capacity(list.len());
+    for (i, j) in list.iter().enumerate() {
+        let id = s(j, "job_id");
+        if id.is_empty() {
+            return Err(err(i + 1, "a job without `job_id`", ""));
+        }
+        let comment = s(j, "comment");
+        jobs.push(QueueJob {
+            id,
+            state: JobState::parse(&s(j, "job_state")),
+            name: s(j, "name"),
+            comment: (!comment.is_empty()).then_some(comment),
+            nodes: s(j, "nodes"),
+            reason: s(j, "state_reason"),
+            user: s(j, "user_name"),
+            partition: s(j, "partition"),
+        });
+    }
+    Ok(jobs)
+}
+
+/// Parses `scontrol show … -o` (one record a line, `Key=Value` separated by spaces; a value
+/// may itself hold spaces, as `OS=Linux 6.1 #1 SMP` does) into one map per record.
+pub fn parse_scontrol_records(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut records = Vec::new();
+    for line in text.lines() {
+        let mut rec: BTreeMap<String, String> = BTreeMap::new();
+        let mut last: Option<String> = None;
+        for tok in line.split(' ').filter(|t| !t.is_empty()) {
+            match tok.split_once('=') {
+                Some((k, v))
+                    if !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_:/".contains(c)) =>
+                {
+                    rec.insert(k.to_owned(), v.to_owned());
+                    last = Some(k.to_owned());
+                }
+                _ => {
+                    if let Some(k) = &last
+                        && let Some(v) = rec.get_mut(k)
+                    {
+                        v.push(' ');
+                        v.push_str(tok);
+                    }
+                }
+            }
+        }
+        if !rec.is_empty() {
+            records.push(rec);
+        }
+    }
+    records
+}
+
+/// A job as `scontrol show job -o` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    pub id: String,
+    pub name: String,
+    pub state: JobState,
+    pub reason: String,
+    /// `ExitCode=3:0` → (3, 0): exit status and signal.
+    pub exit_code: Option<(i32, i32)>,
+    pub comment: Option<String>,
+    pub stdout: Option<String>,
+    pub stderr: Option<String>,
+    pub nodes: String,
+}
+
+/// Jobs of `scontrol show job -o`; records without `JobId` are skipped.
+pub fn parse_scontrol_jobs(text: &str) -> Vec<JobInfo> {
+    parse_scontrol_records(text)
+        .into_iter()
+        .filter_map(|r| {
+            let get = |k: &str| r.get(k).cloned().filter(|v| v != "(null)");
+            Some(JobInfo {
+                id: get("JobId")?,
+                name: get("JobName").unwrap_or_default(),
+                state: JobState::parse(&get("JobState").unwrap_or_default()),
+                reason: get("Reason").unwrap_or_default(),
+                exit_code: get("ExitCode").and_then(|e| {
+                    let (a, b) = e.split_once(':')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                }),
+                comment: get("Comment"),
+                stdout: get("StdOut"),
+                stderr: get("StdErr"),
+                nodes: get("NodeList").unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// The job id `sbatch --parsable` prints (`1234` or `1234;cluster`).
+pub fn parse_sbatch_parsable(text: &str) -> Result<String, ParseError> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .ok_or_else(|| err(1, "sbatch printed no job id", text))?;
+    let id = line.split(';').next().unwrap_or("").trim();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(err(1, "sbatch printed no job id", line));
+    }
+    Ok(id.to_owned())
+}
+
+/// Slurm's own message from a command's stderr: the `sbatch: error: …` lines, without the
+/// prefixes, joined; the whole trimmed text when there are none.
+pub fn slurm_message(stderr: &str) -> String {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (_, rest) = l.split_once(": error: ")?;
+            Some(rest.trim())
+        })
+        .collect();
+    if errors.is_empty() {
+        stderr.trim().chars().take(2000).collect()
+    } else {
+        errors.join("; ")
+    }
+}
+
+/// The tag Switchyard puts in the `--comment` of its jobs: `<prefix>:<job>:<generation>:<attempt>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tag {
+    pub job: String,
+    pub generation: u32,
+    pub attempt: u32,
+}
+
+impl Tag {
+    pub fn render(&self, prefix: &str) -> String {
+        format!("{prefix}:{}:{}:{}", self.job, self.generation, self.attempt)
+    }
+
+    /// The tag of a comment, if it is one of `prefix`'s; anything else (another tool's
+    /// comment, a user's job) is `None` and is never touched.
+    pub fn parse(comment: &str, prefix: &str) -> Option<Tag> {
+        let rest = comment.trim().strip_prefix(prefix)?.strip_prefix(':')?;
+        let mut it = rest.rsplitn(3, ':');
+        let attempt = it.next()?.parse().ok()?;
+        let generation = it.next()?.parse().ok()?;
+        let job = it.next()?;
+        if job.is_empty() {
+            return None;
+        }
+        Some(Tag {
+            job: job.to_owned(),
+            generation,
+            attempt,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_states() {
+        assert!(NodeState::parse("idle").usable());
+        assert!(NodeState::parse("mixed").usable());
+        assert!(NodeState::parse("allocated").usable());
+        assert!(!NodeState::parse("idle*").usable());
+        assert!(!NodeState::parse("down").usable());
+        assert!(!NodeState::parse("drained").usable());
+        assert!(!NodeState::parse("draining").usable());
+        assert!(!NodeState::parse("IDLE+DRAIN").usable());
+        assert!(!NodeState::parse("DOWN+NOT_RESPONDING").usable());
+        // Powered down by power saving: Slurm powers it up on demand.
+        assert!(NodeState::parse("idle~").usable());
+        assert!(!NodeState::parse("down~").usable());
+        assert_eq!(NodeState::parse("down*").base, NodeBase::Down);
+        assert_eq!(
+            NodeState::parse("weird").base,
+            NodeBase::Other("weird".into())
+        );
+    }
+
+    #[test]
+    fn gres() {
+        assert_eq!(parse_gres_gpus("(null)"), Ok(0));
+        assert_eq!(parse_gres_gpus("gpu:8"), Ok(8));
+        assert_eq!(parse_gres_gpus("gpu:h100:8(S:0-1)"), Ok(8));
+        assert_eq!(parse_gres_gpus("gpu:a100:4,gpu:v100:2"), Ok(6));
+        assert_eq!(parse_gres_gpus("gpu:h100:8(S:0,1),shard:16"), Ok(8));
+        assert_eq!(parse_gres_gpus("mps:100"), Ok(0));
+        assert!(parse_gres_gpus("gpu:h100:x").is_err());
+    }
+
+    #[test]
+    fn tags() {
+        let t = Tag {
+            job: "j-00ff".into(),
+            generation: 3,
+            attempt: 2,
+        };
+        assert_eq!(t.render("switchyard"), "switchyard:j-00ff:3:2");
+        assert_eq!(Tag::parse("switchyard:j-00ff:3:2", "switchyard"), Some(t));
+        assert_eq!(
+            Tag::parse("switchyard:a:b:3:2", "switchyard").map(|t| t.job),
+            Some("a:b".into())
+        );
+        assert_eq!(Tag::parse("switchyardx:j:1:1", "switchyard"), None);
+        assert_eq!(Tag::parse("my own comment", "switchyard"), None);
+        assert_eq!(Tag::parse("switchyard::1:1", "switchyard"), None);
+        assert_eq!(Tag::parse("switchyard:j:one:1", "switchyard"), None);
+    }
+
+    #[test]
+    fn sbatch_output() {
+        assert_eq!(parse_sbatch_parsable("42\n"), Ok("42".into()));
+        assert_eq!(parse_sbatch_parsable("42;cluster1\n"), Ok("42".into()));
+        assert!(parse_sbatch_parsable("").is_err());
+        assert!(parse_sbatch_parsable("Submitted batch job 42").is_err());
+        assert_eq!(
+            slurm_message(
+                "sbatch: error: invalid partition specified: nope\nsbatch: error: Batch job submission failed: Invalid partition name specified\n"
+            ),
+            "invalid partition specified: nope; Batch job submission failed: Invalid partition name specified"
+        );
+    }
+
+    #[test]
+    fn scontrol_values_with_spaces() {
+        let r = parse_scontrol_records(
+            "NodeName=a OS=Linux 6.1 #1 SMP State=IDLE CfgTRES=cpu=2,mem=1M",
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0]["OS"], "Linux 6.1 #1 SMP");
+        assert_eq!(r[0]["State"], "IDLE");
+        assert_eq!(r[0]["CfgTRES"], "cpu=2,mem=1M");
+    }
+}

@@ -1,0 +1,239 @@
+//! The parsers on outputs captured from a real Slurm 22.05 (tests/fixtures/README.md), and on
+//! garbage (property tests: they never panic).
+
+use proptest::prelude::*;
+use switchyard_slurm::parse::{
+    self, JobState, NodeBase, SEP, Tag, parse_gres_gpus, parse_sbatch_parsable,
+    parse_scontrol_jobs, parse_scontrol_records, parse_sinfo_nodes, parse_squeue,
+    parse_squeue_json,
+};
+
+fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn sinfo_nodes_in_every_captured_state() {
+    for (file, base, usable) in [
+        ("sinfo_nodes_idle.txt", NodeBase::Idle, true),
+        ("sinfo_nodes_mixed.txt", NodeBase::Mixed, true),
+        ("sinfo_nodes_draining.txt", NodeBase::Draining, false),
+        ("sinfo_nodes_down.txt", NodeBase::Down, false),
+    ] {
+        let nodes = parse_sinfo_nodes(&fixture(file)).expect(file);
+        assert_eq!(nodes.len(), 1, "{file}");
+        let n = &nodes[0];
+        assert_eq!(n.name, "vm");
+        assert_eq!(n.partition, "debug");
+        assert!(n.default_partition);
+        assert_eq!(n.cpus, 2);
+        assert_eq!(n.gpus, 0);
+        assert_eq!(n.state.base, base, "{file}");
+        assert_eq!(n.state.usable(), usable, "{file}");
+    }
+    let down = parse_sinfo_nodes(&fixture("sinfo_nodes_down.txt")).expect("down");
+    assert_eq!(down[0].reason, "down-test");
+}
+
+#[test]
+fn sinfo_with_gpus() {
+    // Synthetic (no GPU cluster here): the shape sinfo prints for an HGX H100 partition.
+    let text = [
+        "gpu001",
+        "gpu*",
+        "mixed",
+        "224",
+        "gpu:h100:8(S:0-1)",
+        "none",
+    ]
+    .join(&SEP.to_string())
+        + "\n"
+        + &[
+            "gpu002",
+            "gpu*",
+            "drained*",
+            "224",
+            "gpu:h100:8(S:0-1)",
+            "xid 79",
+        ]
+        .join(&SEP.to_string());
+    let nodes = parse_sinfo_nodes(&text).expect("parses");
+    assert_eq!(nodes[0].gpus, 8);
+    assert!(nodes[0].state.usable());
+    assert_eq!(nodes[1].state.base, NodeBase::Drained);
+    assert!(nodes[1].state.not_responding);
+    assert!(!nodes[1].state.usable());
+}
+
+#[test]
+fn scontrol_nodes() {
+    for (file, state) in [
+        ("scontrol_show_node_idle.txt", "IDLE"),
+        ("scontrol_show_node_draining.txt", "MIXED+DRAIN"),
+        ("scontrol_show_node_down.txt", "DOWN"),
+    ] {
+        let recs = parse_scontrol_records(&fixture(file));
+        assert_eq!(recs.len(), 1, "{file}");
+        assert_eq!(recs[0]["NodeName"], "vm");
+        assert!(
+            recs[0]["State"].starts_with(state),
+            "{file}: {}",
+            recs[0]["State"]
+        );
+        assert!(recs[0]["OS"].starts_with("Linux "), "{}", recs[0]["OS"]);
+        let usable = parse::NodeState::parse(&recs[0]["State"]).usable();
+        assert_eq!(usable, state == "IDLE", "{file}");
+    }
+}
+
+#[test]
+fn squeue_format_while_running_and_after() {
+    let running = parse_squeue(&fixture("squeue_format_running.txt")).expect("running");
+    assert_eq!(running.len(), 6);
+    let ours: Vec<_> = running
+        .iter()
+        .filter_map(|j| Some((Tag::parse(j.comment.as_deref()?, "switchyard")?, j)))
+        .collect();
+    assert_eq!(ours.len(), 1, "only the tagged job is Switchyard's");
+    assert_eq!(ours[0].0.job, "j1");
+    assert_eq!(ours[0].1.state, JobState::Running);
+    assert_eq!(ours[0].1.nodes, "vm");
+    assert!(
+        running
+            .iter()
+            .any(|j| j.state == JobState::Pending && j.reason == "Resources")
+    );
+
+    let done = parse_squeue(&fixture("squeue_format_done.txt")).expect("done");
+    let state = |id: &str| done.iter().find(|j| j.id == id).map(|j| j.state.clone());
+    assert_eq!(state("2"), Some(JobState::Completed));
+    assert_eq!(state("3"), Some(JobState::Cancelled));
+    assert_eq!(state("5"), Some(JobState::Failed));
+    assert!(done.iter().all(|j| j.state.is_terminal()));
+    let failed = done.iter().find(|j| j.id == "5").expect("job 5");
+    assert_eq!(failed.reason, "NonZeroExitCode");
+
+    let nd = parse_squeue(&fixture("squeue_format_nodedown.txt")).expect("node down");
+    assert!(
+        nd.iter()
+            .any(|j| j.name == "victim" && j.state == JobState::Pending)
+    );
+}
+
+#[test]
+fn squeue_json_agrees_with_the_format_output() {
+    for (json, fmt) in [
+        ("squeue_running.json", "squeue_format_running.txt"),
+        ("squeue_done.json", "squeue_format_done.txt"),
+    ] {
+        let mut a = parse_squeue_json(&fixture(json)).expect(json);
+        let mut b = parse_squeue(&fixture(fmt)).expect(fmt);
+        a.sort_by(|x, y| x.id.cmp(&y.id));
+        b.sort_by(|x, y| x.id.cmp(&y.id));
+        let key = |v: &[parse::QueueJob]| {
+            v.iter()
+                .map(|j| {
+                    (
+                        j.id.clone(),
+                        j.state.clone(),
+                        j.name.clone(),
+                        j.comment.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        // The JSON was taken a moment after the format output; states of running jobs agree.
+        assert_eq!(key(&a).len(), key(&b).len(), "{json}");
+        for (x, y) in key(&a).iter().zip(key(&b).iter()) {
+            assert_eq!((&x.0, &x.2, &x.3), (&y.0, &y.2, &y.3), "{json}");
+        }
+    }
+}
+
+#[test]
+fn scontrol_jobs() {
+    let jobs = parse_scontrol_jobs(&fixture("scontrol_show_job_done.txt"));
+    assert_eq!(jobs.len(), 6);
+    let j2 = jobs.iter().find(|j| j.id == "2").expect("job 2");
+    assert_eq!(j2.state, JobState::Completed);
+    assert_eq!(j2.comment.as_deref(), Some("switchyard:j1:1:1"));
+    assert_eq!(j2.stdout.as_deref(), Some("/tmp/sy/2.out"));
+    let j5 = jobs.iter().find(|j| j.id == "5").expect("job 5");
+    assert_eq!(j5.state, JobState::Failed);
+    assert_eq!(j5.exit_code, Some((3, 0)));
+    let running = parse_scontrol_jobs(&fixture("scontrol_show_job_running.txt"));
+    assert!(running.iter().any(|j| j.state == JobState::Running));
+}
+
+#[test]
+fn sbatch_outputs() {
+    assert_eq!(
+        parse_sbatch_parsable(&fixture("sbatch_parsable.txt")),
+        Ok("2".into())
+    );
+    assert_eq!(
+        parse::slurm_message(&fixture("sbatch_unknown_partition.txt")),
+        "invalid partition specified: nope; Batch job submission failed: Invalid partition name specified"
+    );
+    assert_eq!(
+        parse::slurm_message(&fixture("sbatch_gpus_unavailable.txt")),
+        "Invalid generic resource (gres) specification"
+    );
+}
+
+proptest! {
+    #[test]
+    fn parsers_never_panic_on_garbage(text in "(?s).{0,400}") {
+        let _ = parse_sinfo_nodes(&text);
+        let _ = parse_squeue(&text);
+        let _ = parse_squeue_json(&text);
+        let _ = parse_scontrol_records(&text);
+        let _ = parse_scontrol_jobs(&text);
+        let _ = parse_sbatch_parsable(&text);
+        let _ = parse_gres_gpus(&text);
+        let _ = parse::NodeState::parse(&text);
+        let _ = JobState::parse(&text);
+        let _ = Tag::parse(&text, "switchyard");
+        let _ = parse::slurm_message(&text);
+    }
+
+    #[test]
+    fn parsers_never_panic_on_mangled_fixtures(
+        cut in 0usize..4000,
+        junk in "[\u{1f}|=:*+() a-z0-9\n]{0,40}",
+    ) {
+        for name in ["sinfo_nodes_mixed.txt", "squeue_format_running.txt", "scontrol_show_job_done.txt", "squeue_running.json"] {
+            let text = fixture(name);
+            let mut cut = cut.min(text.len());
+            while !text.is_char_boundary(cut) { cut -= 1; }
+            let mangled = format!("{}{}{}", &text[..cut], junk, &text[cut..]);
+            let _ = parse_sinfo_nodes(&mangled);
+            let _ = parse_squeue(&mangled);
+            let _ = parse_squeue_json(&mangled);
+            let _ = parse_scontrol_jobs(&mangled);
+        }
+    }
+
+    #[test]
+    fn tags_round_trip(job in "[a-z0-9#:-]{1,30}", generation: u32, attempt: u32) {
+        let t = Tag { job, generation, attempt };
+        prop_assert_eq!(Tag::parse(&t.render("switchyard"), "switchyard"), Some(t));
+    }
+
+    #[test]
+    fn squeue_lines_round_trip(
+        id in 1u64..10_000_000,
+        name in "[a-zA-Z0-9_. |-]{0,30}",
+        comment in "[a-z0-9:-]{1,30}",
+        state in prop::sample::select(vec!["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "NODE_FAIL", "TIMEOUT"]),
+    ) {
+        let line = [id.to_string(), state.to_string(), name.clone(), comment.clone(), "n1".into(), "None".into(), "root".into(), "debug".into()].join(&SEP.to_string());
+        let jobs = parse_squeue(&line).expect("a well-formed line parses");
+        prop_assert_eq!(jobs.len(), 1);
+        prop_assert_eq!(&jobs[0].id, &id.to_string());
+        prop_assert_eq!(&jobs[0].name, &name);
+        prop_assert_eq!(jobs[0].comment.as_deref(), Some(comment.as_str()));
+        prop_assert_eq!(jobs[0].state.as_str(), state);
+    }
+}
