@@ -71,10 +71,24 @@ impl RateModel {
     }
 }
 
-/// The performance model's prediction (global work units per second) for a profile that names a
-/// model preset; `None` until the model knows the preset.
-fn perf_model_rate(_profile: &str, _cluster: &Cluster, _accelerators: u32) -> Option<f64> {
-    None
+/// Tokens per optimizer step assumed for performance-model profiles: 16 Mi tokens, the batch of
+/// Llama 3 405B's main pre-training phase (Llama 3 paper, section 3.4.1).
+const TOKENS_PER_STEP: u32 = 16 * 1024 * 1024;
+
+/// The performance model's prediction (global tokens per second) for a profile that names a
+/// model preset (e.g. `llama3-405b`), on `accelerators` of `cluster` with its servers and
+/// network; `None` if the profile is no preset or no layout fits.
+fn perf_model_rate(profile: &str, cluster: &Cluster, accelerators: u32) -> Option<f64> {
+    let model = switchyard_perf::ModelSpec::preset(profile)?;
+    let hw = switchyard_perf::Hardware::from_cluster(cluster, accelerators);
+    let sequences = (TOKENS_PER_STEP / model.seq_len.max(1))
+        .max(accelerators / 8)
+        .max(1);
+    switchyard_perf::best_training_rate_on(&model, &hw, sequences, false)
+        .or_else(|| {
+            switchyard_perf::best_training_rate_on(&model, &hw, sequences.max(accelerators), false)
+        })
+        .filter(|r| r.is_finite() && *r > 0.0)
 }
 
 /// Young/Daly optimal checkpoint interval, seconds: `sqrt(2 * checkpoint cost * MTBF)` where the
@@ -90,6 +104,48 @@ pub fn young_daly_interval_s(checkpoint_s: f64, node_mtbf_hours: f64, nodes: u32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_presets_are_rated_by_the_performance_model() {
+        let fleet = switchyard_core::Fleet::default_fleet();
+        let (idx, cluster) = fleet
+            .clusters
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == "colossus-1")
+            .expect("the default fleet has colossus-1");
+        let spec = JobSpec {
+            id: "run".into(),
+            tenant: "t".into(),
+            kind: switchyard_core::JobKind::Training,
+            priority: 0,
+            submit_s: 0.0,
+            accelerators: 8192,
+            min_accelerators: None,
+            replicas: None,
+            accelerator_types: Vec::new(),
+            clusters: Vec::new(),
+            work: Work::Amount {
+                units: 1e12,
+                profile: "llama3-70b".into(),
+            },
+        };
+        let mut model = RateModel::default();
+        let d = model
+            .duration_s(&spec, idx, cluster)
+            .expect("llama3-70b is rated");
+        // 1e12 tokens × 6 × 70e9 FLOP = 4.2e23 FLOP on 8,192 H100 (8.1e18 FLOP/s peak) at
+        // 25-70 % MFU: 0.85 to 2.4 days.
+        assert!(d > 0.8 * 86_400.0 && d < 2.5 * 86_400.0, "{d} s");
+        let unknown = JobSpec {
+            work: Work::Amount {
+                units: 1.0,
+                profile: "no-such-model".into(),
+            },
+            ..spec
+        };
+        assert!(model.duration_s(&unknown, idx, cluster).is_none());
+    }
 
     #[test]
     fn young_daly_matches_formula() {

@@ -1216,11 +1216,21 @@ impl Scheduler {
         let mut active: Vec<u32> = (0..slots as u32)
             .filter(|&s| !self.queues[s as usize].is_empty())
             .collect();
+        // A pass gives up on a team after `per_slot` jobs that could not start (the rest of its
+        // queue most likely cannot either: it is at its quota cap or its jobs are too big for
+        // what is free) and on the whole queue after `backfill_depth` per team.
         let mut misses = 0usize;
+        let mut slot_misses = vec![0usize; slots];
+        let per_slot = if self.cfg.policy.per_tenant() {
+            (self.cfg.backfill_depth / 4).max(1)
+        } else {
+            self.cfg.backfill_depth
+        };
+        let depth = self.cfg.backfill_depth.max(per_slot * active.len());
         let mut preempt_tries = 0usize;
         let mut res: Option<Reservation> = None;
         let mut first_blocked = true;
-        while !active.is_empty() && misses < self.cfg.backfill_depth {
+        while !active.is_empty() && misses < depth {
             // The team furthest below its share goes next (one slot unless the policy is per team).
             let pick = if self.cfg.policy.per_tenant() {
                 let (pos, _) = active
@@ -1254,6 +1264,10 @@ impl Scheduler {
                 continue;
             }
             misses += 1;
+            slot_misses[slot] += 1;
+            if slot_misses[slot] >= per_slot {
+                active.swap_remove(pick);
+            }
             // Blocked: reserve for it (fifo head, or a starving job under `switchyard`), or
             // make room by preemption (priority, quota reclaim).
             let policy = self.cfg.policy;
