@@ -191,7 +191,14 @@ pub fn search(
                             .collect()
                     },
                 );
-                let zeros: Vec<u8> = one_or(c.zero, if dp * cp > 1 { vec![1, 3] } else { vec![0] });
+                let zeros: Vec<u8> = one_or(
+                    c.zero,
+                    [1u8, 3]
+                        .into_iter()
+                        .filter(|&z| dp * cp > 1 && z <= spec.software.max_zero)
+                        .chain((dp * cp == 1 || spec.software.max_zero == 0).then_some(0))
+                        .collect(),
+                );
                 let sps = one_or(c.sequence_parallel, vec![tp > 1]);
                 for &ep in &eps {
                     for &mb in &mbs {

@@ -39,6 +39,9 @@ pub struct Software {
     /// prefetch overlap), each going over the device's own NIC rather than NCCL's multi-NIC
     /// rings (DeepSpeed ZeRO-3 as of 2021).
     pub zero3_unoverlapped: bool,
+    /// Highest ZeRO stage the stack offers (the search stays within it): Megatron-LM gained
+    /// its distributed optimizer (ZeRO-1) in 2022 and FSDP-style sharding later.
+    pub max_zero: u8,
 }
 
 impl Software {
@@ -49,6 +52,7 @@ impl Software {
         attention: AttentionKernel::Fused,
         dp_overlap: true,
         zero3_unoverlapped: false,
+        max_zero: 3,
     };
     /// PyTorch FSDP trainers with fused attention (torchtitan, llm-foundry with FlashAttention-2).
     pub const FSDP: Software = Software {
@@ -56,6 +60,7 @@ impl Software {
         attention: AttentionKernel::Fused,
         dp_overlap: true,
         zero3_unoverlapped: false,
+        max_zero: 3,
     };
     /// llm-foundry / Composer (2023): PyTorch FSDP, MPT's Triton attention with ALiBi bias.
     pub const LLM_FOUNDRY_2023: Software = Software {
@@ -63,6 +68,7 @@ impl Software {
         attention: AttentionKernel::TritonBias,
         dp_overlap: true,
         zero3_unoverlapped: false,
+        max_zero: 3,
     };
     /// Megatron-LM before FlashAttention and before overlapped gradient reduction (2020-2023
     /// releases: SC'21, selective-recompute paper, MegaScale's baseline).
@@ -71,6 +77,7 @@ impl Software {
         attention: AttentionKernel::Unfused,
         dp_overlap: false,
         zero3_unoverlapped: false,
+        max_zero: 0,
     };
     /// DeepSpeed ZeRO-3 as benchmarked in 2021 (Megatron SC'21 Table 2): unfused attention,
     /// un-prefetched per-partition parameter gathers.
@@ -79,6 +86,7 @@ impl Software {
         attention: AttentionKernel::Unfused,
         dp_overlap: false,
         zero3_unoverlapped: true,
+        max_zero: 3,
     };
 
     pub const ALL: [Software; 5] = [

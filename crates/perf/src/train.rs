@@ -664,13 +664,13 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
             } else {
                 (per_mb - compute_mb).max(0.0) + per_mb / (3.0 * stage_layers.max(1.0))
             };
-            (per_mb * microbatches, exposed_mb * microbatches)
+            (per_mb * microbatches, exposed_mb.min(per_mb) * microbatches)
         }
         2 => {
             let per_mb = pass(BF16) + pass(gb);
             let exposed_mb =
                 (per_mb - compute_mb).max(0.0) + per_mb / (2.0 * stage_layers.max(1.0));
-            (per_mb * microbatches, exposed_mb * microbatches)
+            (per_mb * microbatches, exposed_mb.min(per_mb) * microbatches)
         }
         z => {
             // Gradient reduce-scatter (all-reduce without ZeRO) in buckets under the last
@@ -685,7 +685,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
             } else {
                 rs + ag
             };
-            (rs + ag, exposed)
+            (rs + ag, exposed.min(rs + ag))
         }
     };
     let overlapped_dp = dp_total - dp_exposed;
