@@ -1222,7 +1222,7 @@ impl Scheduler {
         let mut misses = 0usize;
         let mut slot_misses = vec![0usize; slots];
         let per_slot = if self.cfg.policy.per_tenant() {
-            (self.cfg.backfill_depth / 4).max(1)
+            (self.cfg.backfill_depth / active.len().max(1)).max(16)
         } else {
             self.cfg.backfill_depth
         };

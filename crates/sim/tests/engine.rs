@@ -1,0 +1,242 @@
+//! The simulator end to end on small generated workloads: determinism, failures, services,
+//! the report.
+
+use std::collections::BTreeMap;
+
+use switchyard_core::{Fleet, JobKind, JobSpec, Replicas, ThroughputTable, Work};
+use switchyard_sched::Policy;
+use switchyard_sim::{SimError, SimOptions, simulate};
+
+const FLEET: &str = r#"
+name = "t"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[providers.contracts]]
+accelerator = "TPU-v5p"
+on_demand_price = 1.5
+[[clusters]]
+name = "gpu"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 32
+accelerators_per_node = 8
+capacity = "on_demand"
+node_mtbf_hours = 200.0
+repair_hours = 4.0
+[clusters.topology]
+scale_up = { nodes = 1, gb_s = 450.0 }
+rack = { nodes = 4, gb_s = 50.0 }
+cluster_gb_s = 50.0
+[[clusters]]
+name = "tpu"
+provider = "p"
+region = "r"
+accelerator = "TPU-v5p"
+nodes = 64
+accelerators_per_node = 4
+capacity = "on_demand"
+node_mtbf_hours = 200.0
+repair_hours = 4.0
+[clusters.topology]
+scale_up = { nodes = 16, gb_s = 300.0 }
+cluster_gb_s = 25.0
+[[tenants]]
+name = "lab"
+[[tenants.teams]]
+name = "research"
+weight = 2.0
+[[tenants.teams]]
+name = "serving"
+priority = 10
+"#;
+
+fn jobs(n: usize) -> Vec<JobSpec> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let size = [1u32, 4, 8, 16, 32, 64][i % 6];
+        let secs = 300.0 + ((i * 7919) % 40_000) as f64;
+        out.push(JobSpec {
+            id: format!("j{i}"),
+            tenant: "research".into(),
+            kind: if i % 3 == 0 {
+                JobKind::Batch
+            } else {
+                JobKind::Training
+            },
+            priority: 0,
+            submit_s: i as f64 * 120.0,
+            accelerators: size,
+            min_accelerators: (size >= 16 && i % 4 == 0).then_some(size / 2),
+            replicas: None,
+            accelerator_types: Vec::new(),
+            clusters: Vec::new(),
+            work: Work::Duration {
+                seconds: secs,
+                by_accelerator: BTreeMap::from([("TPU-v5p".into(), secs * 1.4)]),
+            },
+        });
+    }
+    out.push(JobSpec {
+        id: "chat".into(),
+        tenant: "serving".into(),
+        kind: JobKind::Inference,
+        priority: 10,
+        submit_s: 0.0,
+        accelerators: 8,
+        min_accelerators: None,
+        replicas: Some(Replicas {
+            min: 2,
+            max: 6,
+            capacity_per_replica: 100.0,
+            load: Some(switchyard_core::job::DiurnalLoad {
+                mean: 300.0,
+                amplitude: 0.5,
+                peak_hour: 15.0,
+            }),
+        }),
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Open,
+    });
+    out
+}
+
+fn fleet() -> Fleet {
+    Fleet::from_toml(FLEET, "t.toml").expect("valid fleet")
+}
+
+fn json(policy: Policy, seed: u64, failures: bool) -> String {
+    let opts = SimOptions {
+        policy,
+        seed,
+        failures,
+        ..SimOptions::default()
+    };
+    let mut r = simulate(
+        &fleet(),
+        jobs(600),
+        ThroughputTable::new(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("simulates");
+    r.wall_s = 0.0;
+    r.decisions_per_s = 0.0;
+    serde_json::to_string(&r).expect("encodes")
+}
+
+#[test]
+fn same_seed_same_json_different_seed_different_failures() {
+    for policy in Policy::ALL {
+        assert_eq!(json(policy, 3, true), json(policy, 3, true), "{policy}");
+    }
+    assert_ne!(
+        json(Policy::Switchyard, 3, true),
+        json(Policy::Switchyard, 4, true)
+    );
+}
+
+#[test]
+fn failures_cost_goodput_and_every_finite_job_completes() {
+    let run = |failures| {
+        let opts = SimOptions {
+            failures,
+            seed: 1,
+            ..SimOptions::default()
+        };
+        simulate(
+            &fleet(),
+            jobs(600),
+            ThroughputTable::new(),
+            &opts,
+            &mut |_| {},
+        )
+        .expect("simulates")
+    };
+    let off = run(false);
+    let on = run(true);
+    assert_eq!(off.total.completed, 600);
+    assert_eq!(on.total.completed, 600);
+    assert_eq!(off.total.failures, 0);
+    assert!(on.total.failures > 0);
+    assert!(on.restarts > 0);
+    assert!(
+        on.total.goodput < off.total.goodput,
+        "{} vs {}",
+        on.total.goodput,
+        off.total.goodput
+    );
+    assert!(off.total.goodput > 0.99);
+    assert!(on.total.utilization > 0.0 && on.total.utilization <= 1.0);
+    assert_eq!(on.clusters.len(), 2);
+}
+
+#[test]
+fn switchyard_beats_fifo_on_mean_jct() {
+    let run = |policy| {
+        let opts = SimOptions {
+            policy,
+            failures: false,
+            ..SimOptions::default()
+        };
+        simulate(
+            &fleet(),
+            jobs(600),
+            ThroughputTable::new(),
+            &opts,
+            &mut |_| {},
+        )
+        .expect("simulates")
+    };
+    let fifo = run(Policy::Fifo);
+    let sy = run(Policy::Switchyard);
+    assert!(
+        sy.total.avg_jct_s < fifo.total.avg_jct_s,
+        "{} vs {}",
+        sy.total.avg_jct_s,
+        fifo.total.avg_jct_s
+    );
+}
+
+#[test]
+fn report_renders() {
+    let opts = SimOptions::default();
+    let r = simulate(
+        &fleet(),
+        jobs(100),
+        ThroughputTable::new(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("simulates");
+    let html = switchyard_sim::report::html(&r).expect("renders");
+    assert_eq!(html.matches("<svg").count(), 3);
+    assert!(html.contains("research"));
+}
+
+#[test]
+fn impossible_job_names_its_row_or_is_skipped() {
+    let mut js = jobs(5);
+    js[2].accelerators = 10_000;
+    let err = simulate(
+        &fleet(),
+        js.clone(),
+        ThroughputTable::new(),
+        &SimOptions::default(),
+        &mut |_| {},
+    )
+    .expect_err("too big");
+    assert!(matches!(err, SimError::Job { row: 3, .. }), "{err}");
+    let opts = SimOptions {
+        skip_invalid: true,
+        ..SimOptions::default()
+    };
+    let r = simulate(&fleet(), js, ThroughputTable::new(), &opts, &mut |_| {}).expect("skips");
+    assert_eq!(r.rejected, 1);
+    assert_eq!(r.total.completed, 4);
+}
