@@ -683,6 +683,13 @@ impl Worker {
             .collect();
         for (key, id) in followed {
             let (state, reason, exit) = match by_id.get(id.as_str()) {
+                // An unsuccessful end: ask for the details (exit code) once.
+                Some(j) if j.state.is_terminal() && j.state != JobState::Completed => {
+                    match self.clusters[i].cfg.client.job(&id) {
+                        Ok(Some(info)) => (j.state.clone(), j.reason.clone(), info.exit_code),
+                        _ => (j.state.clone(), j.reason.clone(), None),
+                    }
+                }
                 Some(j) => (j.state.clone(), j.reason.clone(), None),
                 None => match self.clusters[i].cfg.client.job(&id) {
                     Ok(Some(info)) => (info.state, info.reason, info.exit_code),

@@ -1,0 +1,476 @@
+//! Integration tests against a real Slurm on this machine (slurmctld + slurmd, started by
+//! `crates/slurm/scripts/start-local-slurm.sh`). Where Slurm is not installed or the controller
+//! does not answer they print why and skip, unless SWITCHYARD_REQUIRE_SLURM=1 (CI), where they
+//! fail. Each test leaves Slurm as it found it: its jobs cancelled, the node resumed.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use switchyard_core::fleet::SlurmSettings;
+use switchyard_server::backend::{Backend, Command, Observed};
+use switchyard_slurm::parse::JobState;
+use switchyard_slurm::{CliClient, ClusterConfig, JobEvent, Options, SlurmBackend, SlurmClient};
+
+/// The tests share one node (and one of them takes it down): one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The local node's name, or `None` (after saying why) when Slurm is not usable here.
+fn slurm_here() -> Option<String> {
+    let required = std::env::var("SWITCHYARD_REQUIRE_SLURM").is_ok_and(|v| v == "1");
+    let client = CliClient {
+        timeout: Duration::from_secs(10),
+        ..CliClient::default()
+    };
+    let why = match client.nodes(None) {
+        Ok(nodes) if !nodes.is_empty() => {
+            return nodes
+                .iter()
+                .find(|n| n.state.usable())
+                .or(nodes.first())
+                .map(|n| n.name.clone());
+        }
+        Ok(_) => "sinfo lists no nodes".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        !required,
+        "SWITCHYARD_REQUIRE_SLURM=1 but Slurm is not usable: {why} (run crates/slurm/scripts/start-local-slurm.sh)"
+    );
+    eprintln!(
+        "SKIPPED: no usable Slurm on this machine ({why}); run crates/slurm/scripts/start-local-slurm.sh to run these tests"
+    );
+    None
+}
+
+fn client() -> CliClient {
+    CliClient {
+        timeout: Duration::from_secs(20),
+        ..CliClient::default()
+    }
+}
+
+fn settings(partition: &str, command: Option<&str>) -> SlurmSettings {
+    SlurmSettings {
+        partition: partition.into(),
+        rest_url: None,
+        token_env: None,
+        account: None,
+        log_dir: Some(format!(
+            "{}/switchyard-slurm-test/logs",
+            std::env::temp_dir().display()
+        )),
+        checkpoint_dir: Some("/tmp/switchyard-slurm-test/ckpt".into()),
+        command: command.map(str::to_owned),
+    }
+}
+
+fn options(tag: &str) -> Options {
+    Options {
+        tag: format!("sytest-{tag}-{}", std::process::id()),
+        poll_interval: Duration::from_millis(200),
+        capacity_interval: Duration::from_millis(300),
+        max_attempts: 3,
+        backoff_initial: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(1),
+        use_segment: false,
+    }
+}
+
+fn backend(partition: &str, command: Option<&str>, opts: Options) -> SlurmBackend {
+    SlurmBackend::new(
+        vec![ClusterConfig {
+            name: "local".into(),
+            index: 0,
+            nodes: 1,
+            accelerators_per_node: 2,
+            block_nodes: None,
+            settings: settings(partition, command),
+            client: Box::new(client()),
+        }],
+        opts,
+    )
+    .expect("the worker starts")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn launch(job: &str, generation: u32, accelerators: u32, seconds: i64) -> Command {
+    Command::Launch {
+        job: job.into(),
+        generation,
+        cluster: "local".into(),
+        accelerators,
+        expected_end_ms: now_ms() + seconds * 1000,
+    }
+}
+
+/// Polls the backend until `pred` holds for one observation, collecting all of them.
+fn wait_for(
+    b: &mut SlurmBackend,
+    seen: &mut Vec<Observed>,
+    secs: u64,
+    pred: impl Fn(&Observed) -> bool,
+) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        let got = b.poll(now_ms());
+        let hit = got.iter().any(&pred);
+        seen.extend(got);
+        if hit {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("not observed within {secs} s; saw {seen:?}");
+}
+
+/// Waits until some event seen so far (in `events`, or new) satisfies `pred`.
+fn wait_event(
+    h: &switchyard_slurm::SlurmHandle,
+    events: &mut Vec<JobEvent>,
+    secs: u64,
+    pred: impl Fn(&JobEvent) -> bool,
+) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        events.extend(h.take_events());
+        if events.iter().any(&pred) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("event not seen within {secs} s; saw {events:#?}");
+}
+
+fn slurm_state(id: &str) -> Option<JobState> {
+    client().job(id).expect("scontrol answers").map(|j| j.state)
+}
+
+fn wait_state(id: &str, secs: u64, pred: impl Fn(&JobState) -> bool) -> JobState {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = slurm_state(id);
+        if let Some(s) = s.as_ref().filter(|s| pred(s)) {
+            return s.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "Slurm job {id} is {s:?} after {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Cancels the test's leftovers when the test ends, passed or not.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        cleanup(&self.0);
+    }
+}
+
+/// Cancels every job still carrying `tag` (the test's leftovers).
+fn cleanup(tag: &str) {
+    if let Ok(jobs) = client().jobs() {
+        for j in jobs {
+            if j.comment.as_deref().is_some_and(|c| c.starts_with(tag)) && !j.state.is_terminal() {
+                let _ = client().cancel(&j.id);
+            }
+        }
+    }
+}
+
+struct CancelOnDrop(String);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let _ = client().cancel(&self.0);
+    }
+}
+
+fn sbatch_untagged(seconds: u32) -> String {
+    let out = std::process::Command::new("sbatch")
+        .args([
+            "--parsable",
+            "--job-name=not-switchyard",
+            "--output=/dev/null",
+        ])
+        .arg(format!("--wrap=sleep {seconds}"))
+        .output()
+        .expect("sbatch runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn jobs_run_complete_and_cancel_in_slurm_and_other_jobs_are_left_alone() {
+    let _g = serial();
+    let Some(_node) = slurm_here() else { return };
+    let opts = options("run");
+    let tag = opts.tag.clone();
+    let _cleanup = Cleanup(tag.clone());
+    let foreign = sbatch_untagged(20);
+    let _foreign_cleanup = CancelOnDrop(foreign.clone());
+    let cmd = "echo \"id=$SWITCHYARD_JOB_ID gen=$SWITCHYARD_GENERATION attempt=$SWITCHYARD_ATTEMPT ckpt=$SWITCHYARD_CHECKPOINT_DIR\"";
+    let mut b = backend("debug", Some(cmd), opts);
+    let h = b.handle();
+    b.act(vec![launch("j-short", 1, 1, 1)]);
+    let mut seen = Vec::new();
+    wait_for(
+        &mut b,
+        &mut seen,
+        60,
+        |o| matches!(o, Observed::Finished { job, generation: 1 } if job == "j-short"),
+    );
+    let logs = h.logs("j-short").expect("log paths are known");
+    let id = logs.slurm_job.clone().expect("a Slurm job id");
+    assert_eq!(
+        slurm_state(&id),
+        Some(JobState::Completed),
+        "scontrol shows it completed"
+    );
+    let out = std::fs::read_to_string(&logs.stdout).expect("stdout file is written");
+    assert_eq!(
+        out.trim(),
+        "id=j-short gen=1 attempt=1 ckpt=/tmp/switchyard-slurm-test/ckpt/j-short"
+    );
+    drop(b);
+
+    // A long run, cancelled through Stop.
+    let mut b = backend("debug", None, options("run"));
+    let h = b.handle();
+    b.act(vec![launch("j-long", 1, 1, 600)]);
+    let mut events = Vec::new();
+    wait_event(&h, &mut events, 30, |e| {
+        e.job == "j-long" && e.kind == "slurm_submitted"
+    });
+    let id = h
+        .logs("j-long")
+        .and_then(|l| l.slurm_job)
+        .expect("submitted");
+    b.act(vec![Command::Stop {
+        job: "j-long".into(),
+    }]);
+    wait_state(&id, 30, |s| *s == JobState::Cancelled);
+    wait_event(&h, &mut events, 10, |e| {
+        e.job == "j-long" && e.kind == "slurm_cancelled"
+    });
+    // The job nobody tagged was never touched.
+    let foreign_state = slurm_state(&foreign);
+    assert!(
+        matches!(
+            foreign_state,
+            Some(JobState::Pending | JobState::Running | JobState::Completed)
+        ),
+        "{foreign_state:?}"
+    );
+    let _ = client().cancel(&foreign);
+    drop(b);
+    cleanup(&tag);
+}
+
+#[test]
+fn a_node_slurm_marks_down_is_a_node_failure_until_resumed() {
+    let _g = serial();
+    let Some(node) = slurm_here() else { return };
+    struct Resume(String);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("scontrol")
+                .args(["update", &format!("nodename={}", self.0), "state=resume"])
+                .status();
+        }
+    }
+    let _resume = Resume(node.clone());
+    let opts = options("down");
+    let _cleanup = Cleanup(opts.tag.clone());
+    let mut b = backend("debug", None, opts);
+    b.act(vec![]);
+    // Nothing failed while the node is up.
+    std::thread::sleep(Duration::from_millis(800));
+    let early = b.poll(now_ms());
+    assert!(early.is_empty(), "{early:?}");
+    let st = std::process::Command::new("scontrol")
+        .args([
+            "update",
+            &format!("nodename={node}"),
+            "state=down",
+            "reason=switchyard-test",
+        ])
+        .status()
+        .expect("scontrol runs");
+    assert!(st.success());
+    let mut seen = Vec::new();
+    wait_for(&mut b, &mut seen, 20, |o| {
+        *o == Observed::NodeFailed {
+            cluster: 0,
+            node: 0,
+        }
+    });
+    let st = std::process::Command::new("scontrol")
+        .args(["update", &format!("nodename={node}"), "state=resume"])
+        .status()
+        .expect("scontrol runs");
+    assert!(st.success());
+    wait_for(&mut b, &mut seen, 20, |o| {
+        *o == Observed::NodeRepaired {
+            cluster: 0,
+            node: 0,
+        }
+    });
+    // A new leader term hears about failures again (none now).
+    b.reset();
+    std::thread::sleep(Duration::from_millis(800));
+    let after = b.poll(now_ms());
+    assert!(
+        !after
+            .iter()
+            .any(|o| matches!(o, Observed::NodeFailed { .. })),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn after_a_restart_running_jobs_are_adopted_and_unwanted_ones_cancelled() {
+    let _g = serial();
+    let Some(_node) = slurm_here() else { return };
+    let opts = options("adopt");
+    let tag = opts.tag.clone();
+    let _cleanup = Cleanup(tag.clone());
+    let mut a = backend("debug", None, opts.clone());
+    let ha = a.handle();
+    a.act(vec![
+        launch("j-keep", 1, 1, 600),
+        launch("j-drop", 1, 1, 600),
+    ]);
+    let mut events = Vec::new();
+    wait_event(&ha, &mut events, 30, |e| {
+        e.job == "j-drop" && e.kind == "slurm_submitted"
+    });
+    wait_event(&ha, &mut events, 30, |e| {
+        e.job == "j-keep" && e.kind == "slurm_submitted"
+    });
+    let keep = ha
+        .logs("j-keep")
+        .and_then(|l| l.slurm_job)
+        .expect("submitted");
+    let dropped = ha
+        .logs("j-drop")
+        .and_then(|l| l.slurm_job)
+        .expect("submitted");
+    drop(a); // the server goes away; Slurm keeps both jobs
+
+    // A new server wants j-keep (placed again as generation 2 by the new leader) only.
+    let mut b = backend("debug", None, opts);
+    let hb = b.handle();
+    b.act(vec![launch("j-keep", 2, 1, 600)]);
+    let mut events = Vec::new();
+    wait_event(&hb, &mut events, 30, |e| {
+        e.job == "j-keep" && e.kind == "slurm_adopted"
+    });
+    wait_state(&dropped, 30, |s| *s == JobState::Cancelled);
+    assert!(
+        !matches!(slurm_state(&keep), Some(JobState::Cancelled)),
+        "the wanted job was adopted, not cancelled"
+    );
+    let (submitted, cancelled, _) = hb.counters();
+    assert_eq!((submitted, cancelled), (0, 1), "{events:#?}");
+    b.act(vec![Command::Stop {
+        job: "j-keep".into(),
+    }]);
+    wait_state(&keep, 30, |s| *s == JobState::Cancelled);
+    drop(b);
+    cleanup(&tag);
+}
+
+#[test]
+fn submission_errors_become_events_with_slurms_message_and_are_retried() {
+    let _g = serial();
+    let Some(_node) = slurm_here() else { return };
+    let opts = options("err");
+    let _cleanup = Cleanup(opts.tag.clone());
+    let mut b = backend("no-such-partition", None, opts);
+    let h = b.handle();
+    b.act(vec![launch("j-err", 1, 1, 5)]);
+    let mut events = Vec::new();
+    wait_event(&h, &mut events, 20, |e| e.kind == "slurm_submit_failed");
+    let end = Instant::now() + Duration::from_secs(20);
+    while events
+        .iter()
+        .filter(|e| e.kind == "slurm_submit_failed")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < end, "not retried: {events:#?}");
+        events.extend(h.take_events());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failures: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "slurm_submit_failed")
+        .collect();
+    assert!(failures.len() >= 2, "retried: {events:#?}");
+    assert!(
+        failures[0]
+            .message
+            .contains("Invalid partition name specified"),
+        "{}",
+        failures[0].message
+    );
+    // The partition has no nodes: the cluster's node is not there to be used either.
+    let seen = b.poll(now_ms());
+    assert!(
+        !seen.iter().any(|o| matches!(o, Observed::Finished { .. })),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&Observed::NodeFailed {
+            cluster: 0,
+            node: 0
+        }),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_failing_job_is_retried_then_given_up_with_its_exit_code() {
+    let _g = serial();
+    let Some(_node) = slurm_here() else { return };
+    let mut opts = options("fail");
+    opts.max_attempts = 2;
+    let _cleanup = Cleanup(opts.tag.clone());
+    let mut b = backend("debug", Some("exit 3"), opts);
+    let h = b.handle();
+    b.act(vec![launch("j-fail", 1, 1, 5)]);
+    let mut events = Vec::new();
+    wait_event(&h, &mut events, 60, |e| e.kind == "slurm_gave_up");
+    let ended: Vec<_> = events.iter().filter(|e| e.kind == "slurm_ended").collect();
+    assert_eq!(ended.len(), 2, "{events:#?}");
+    assert!(ended[0].message.contains("FAILED"), "{}", ended[0].message);
+    assert!(
+        ended[0].message.contains("exit code 3:0"),
+        "{}",
+        ended[0].message
+    );
+    assert!(events.iter().any(|e| e.kind == "slurm_retry"));
+    assert!(
+        !b.poll(now_ms())
+            .iter()
+            .any(|o| matches!(o, Observed::Finished { .. }))
+    );
+}
