@@ -966,3 +966,460 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
     ca.len().cmp(&cb.len()).then(a.cmp(b))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The reconciler on an in-memory Slurm: the cheapest tests that catch its mistakes.
+
+    use super::*;
+    use crate::client::SlurmError;
+    use crate::parse::{JobInfo, Node, NodeState};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Default)]
+    struct FakeState {
+        next_id: u64,
+        jobs: Vec<QueueJob>,
+        submitted: Vec<Submission>,
+        cancelled: Vec<String>,
+        nodes: Vec<Node>,
+        refuse: Option<String>,
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Fake(Arc<std::sync::Mutex<FakeState>>);
+
+    impl Fake {
+        fn st(&self) -> std::sync::MutexGuard<'_, FakeState> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+        fn add_job(&self, comment: Option<&str>, state: JobState) -> String {
+            let mut s = self.st();
+            s.next_id += 1;
+            let id = (1000 + s.next_id).to_string();
+            s.jobs.push(QueueJob {
+                id: id.clone(),
+                state,
+                name: "x".into(),
+                comment: comment.map(str::to_owned),
+                nodes: String::new(),
+                reason: "None".into(),
+                user: "u".into(),
+                partition: "gpu".into(),
+            });
+            id
+        }
+        fn set_state(&self, id: &str, state: JobState) {
+            if let Some(j) = self.st().jobs.iter_mut().find(|j| j.id == id) {
+                j.state = state;
+            }
+        }
+        fn active_tagged(&self, prefix: &str) -> Vec<(Tag, String)> {
+            self.st()
+                .jobs
+                .iter()
+                .filter(|j| !j.state.is_terminal())
+                .filter_map(|j| Some((Tag::parse(j.comment.as_deref()?, prefix)?, j.id.clone())))
+                .collect()
+        }
+    }
+
+    impl SlurmClient for Fake {
+        fn nodes(&self, _partition: Option<&str>) -> Result<Vec<Node>, SlurmError> {
+            Ok(self.st().nodes.clone())
+        }
+        fn jobs(&self) -> Result<Vec<QueueJob>, SlurmError> {
+            Ok(self.st().jobs.clone())
+        }
+        fn job(&self, id: &str) -> Result<Option<JobInfo>, SlurmError> {
+            Ok(self.st().jobs.iter().find(|j| j.id == id).map(|j| JobInfo {
+                id: j.id.clone(),
+                name: j.name.clone(),
+                state: j.state.clone(),
+                reason: j.reason.clone(),
+                exit_code: Some((1, 0)),
+                comment: j.comment.clone(),
+                stdout: None,
+                stderr: None,
+                nodes: String::new(),
+            }))
+        }
+        fn submit(&self, sub: &Submission) -> Result<String, SlurmError> {
+            if let Some(m) = self.st().refuse.clone() {
+                return Err(SlurmError::Failed {
+                    command: "sbatch".into(),
+                    status: "exit status: 1".into(),
+                    message: m,
+                });
+            }
+            let id = self.add_job(Some(&sub.comment), JobState::Pending);
+            self.st().submitted.push(sub.clone());
+            Ok(id)
+        }
+        fn cancel(&self, id: &str) -> Result<(), SlurmError> {
+            self.st().cancelled.push(id.to_owned());
+            self.set_state(id, JobState::Cancelled);
+            Ok(())
+        }
+    }
+
+    fn node(name: &str, state: &str, gpus: u32) -> Node {
+        Node {
+            name: name.into(),
+            partition: "gpu".into(),
+            default_partition: true,
+            state: NodeState::parse(state),
+            cpus: 64,
+            gpus,
+            reason: "none".into(),
+        }
+    }
+
+    fn worker(fake: &Fake, nodes: u32) -> Worker {
+        let options = Options {
+            backoff_initial: Duration::from_secs(3600),
+            ..Options::default()
+        };
+        let cfg = ClusterConfig {
+            name: "c".into(),
+            index: 2,
+            nodes,
+            accelerators_per_node: 8,
+            block_nodes: Some(4),
+            settings: SlurmSettings {
+                partition: "gpu".into(),
+                rest_url: None,
+                token_env: None,
+                account: Some("lab".into()),
+                log_dir: Some(std::env::temp_dir().join("sy-unit").display().to_string()),
+                checkpoint_dir: Some("/ckpt".into()),
+                command: Some("srun ./train.sh".into()),
+            },
+            client: Box::new(fake.clone()),
+        };
+        Worker::new(vec![cfg], options, Arc::new(Mutex::new(Outbox::default())))
+    }
+
+    fn launch(job: &str, generation: u32, accelerators: u32) -> Command {
+        Command::Launch {
+            job: job.into(),
+            generation,
+            cluster: "c".into(),
+            accelerators,
+            expected_end_ms: now_ms() + 3_600_000,
+        }
+    }
+
+    fn observed(w: &Worker) -> Vec<Observed> {
+        std::mem::take(&mut lock(&w.shared).observed)
+    }
+
+    #[test]
+    fn a_gang_is_one_sbatch_with_nodes_tasks_gpus_and_switches() {
+        let fake = Fake::default();
+        fake.st().nodes = (1..=8)
+            .map(|i| node(&format!("gpu{i:03}"), "idle", 8))
+            .collect();
+        let mut w = worker(&fake, 8);
+        w.apply(Msg::Commands(vec![launch("j-1", 1, 64)]));
+        w.round();
+        w.round();
+        let subs = fake.st().submitted.clone();
+        assert_eq!(subs.len(), 1, "submitted once, not every round");
+        let a = subs[0].args();
+        for want in [
+            "--nodes=8",
+            "--ntasks-per-node=8",
+            "--gpus-per-node=8",
+            "--switches=2",
+            "--partition=gpu",
+            "--account=lab",
+            "--comment=switchyard:j-1:1:1",
+            "--job-name=sy-j-1",
+            "--no-requeue",
+        ] {
+            assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
+        }
+        let script = subs[0].script();
+        assert!(
+            script.contains("export SWITCHYARD_JOB_ID='j-1'"),
+            "{script}"
+        );
+        assert!(script.contains("export SWITCHYARD_ATTEMPT='1'"), "{script}");
+        assert!(
+            script.contains("export SWITCHYARD_CHECKPOINT_DIR='/ckpt/j-1'"),
+            "{script}"
+        );
+        assert!(script.trim_end().ends_with("srun ./train.sh"), "{script}");
+        // No GPUs in the partition: no --gpus-per-node; one node, tasks = accelerators.
+        let fake = Fake::default();
+        fake.st().nodes = vec![node("cpu1", "idle", 0)];
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j-2", 1, 3)]));
+        w.round();
+        let a = fake.st().submitted[0].args();
+        assert!(a.iter().all(|x| !x.starts_with("--gpus-per-node")), "{a:?}");
+        assert!(a.iter().all(|x| !x.starts_with("--switches")), "{a:?}");
+        assert!(a.contains(&"--ntasks-per-node=3".to_owned()), "{a:?}");
+    }
+
+    #[test]
+    fn a_restart_cancels_the_old_generation_and_submits_the_new() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
+        w.round();
+        let old = fake.active_tagged("switchyard");
+        assert_eq!(old.len(), 1);
+        fake.set_state(&old[0].1, JobState::Running);
+        w.apply(Msg::Commands(vec![
+            Command::Stop { job: "j".into() },
+            launch("j", 2, 8),
+        ]));
+        w.round();
+        assert_eq!(fake.st().cancelled, vec![old[0].1.clone()]);
+        let now = fake.active_tagged("switchyard");
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[0].0.generation, 2);
+    }
+
+    #[test]
+    fn untagged_jobs_are_never_touched_and_nothing_is_cancelled_before_the_leader_speaks() {
+        let fake = Fake::default();
+        let mine = fake.add_job(Some("switchyard:j-old:1:1"), JobState::Running);
+        let user = fake.add_job(None, JobState::Running);
+        let other = fake.add_job(Some("switchyard-staging:j-old:1:1"), JobState::Running);
+        let note = fake.add_job(Some("switchyard says hi"), JobState::Running);
+        let mut w = worker(&fake, 1);
+        w.round();
+        w.round();
+        assert!(
+            fake.st().cancelled.is_empty(),
+            "no command yet: nothing is known to be unwanted"
+        );
+        w.apply(Msg::Commands(vec![]));
+        w.round();
+        assert_eq!(fake.st().cancelled, vec![mine]);
+        for id in [user, other, note] {
+            assert!(!fake.st().cancelled.contains(&id));
+        }
+    }
+
+    #[test]
+    fn completion_is_reported_once_with_the_wanted_generation() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 4, 8)]));
+        w.round();
+        let id = fake.active_tagged("switchyard")[0].1.clone();
+        fake.set_state(&id, JobState::Running);
+        w.round();
+        assert!(
+            observed(&w)
+                .iter()
+                .all(|o| !matches!(o, Observed::Finished { .. }))
+        );
+        fake.set_state(&id, JobState::Completed);
+        w.round();
+        w.round();
+        let got: Vec<_> = observed(&w)
+            .into_iter()
+            .filter(|o| matches!(o, Observed::Finished { .. }))
+            .collect();
+        assert_eq!(
+            got,
+            vec![Observed::Finished {
+                job: "j".into(),
+                generation: 4
+            }]
+        );
+        assert_eq!(fake.st().submitted.len(), 1);
+    }
+
+    #[test]
+    fn a_refused_submission_is_an_event_and_waits_for_its_back_off() {
+        let fake = Fake::default();
+        fake.st().refuse = Some("Invalid partition name specified".into());
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
+        w.round();
+        w.round();
+        let events = std::mem::take(&mut lock(&w.shared).events);
+        let failed: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == "slurm_submit_failed")
+            .collect();
+        assert_eq!(
+            failed.len(),
+            1,
+            "the second round waits for the back-off: {events:?}"
+        );
+        assert!(
+            failed[0]
+                .message
+                .contains("Invalid partition name specified")
+        );
+        assert!(w.wants.contains_key("j"), "the run is not lost");
+    }
+
+    #[test]
+    fn after_a_reset_the_first_launch_adopts_and_a_completed_run_is_finished() {
+        let fake = Fake::default();
+        let running = fake.add_job(Some("switchyard:j-run:3:1"), JobState::Running);
+        fake.add_job(Some("switchyard:j-done:1:2"), JobState::Completed);
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Reset);
+        w.apply(Msg::Commands(vec![
+            launch("j-run", 1, 8),
+            launch("j-done", 1, 8),
+        ]));
+        w.round();
+        assert!(fake.st().submitted.is_empty(), "{:?}", fake.st().submitted);
+        assert!(fake.st().cancelled.is_empty());
+        assert_eq!(w.wants["j-run"].slurm_id.as_deref(), Some(running.as_str()));
+        assert!(observed(&w).contains(&Observed::Finished {
+            job: "j-done".into(),
+            generation: 1
+        }));
+    }
+
+    #[test]
+    fn node_states_become_failures_and_repairs() {
+        let fake = Fake::default();
+        fake.st().nodes = vec![node("n10", "idle", 0), node("n2", "down*", 0)];
+        let mut w = worker(&fake, 3);
+        w.round();
+        // n2 sorts before n10: n2 is node 0; the fleet's third node does not exist in Slurm.
+        let mut got = observed(&w);
+        got.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(
+            got,
+            vec![
+                Observed::NodeFailed {
+                    cluster: 2,
+                    node: 0
+                },
+                Observed::NodeFailed {
+                    cluster: 2,
+                    node: 2
+                },
+            ]
+        );
+        fake.st().nodes = vec![node("n10", "drained", 0), node("n2", "mixed", 0)];
+        w.next_capacity = Instant::now();
+        w.round();
+        let mut got = observed(&w);
+        got.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(
+            got,
+            vec![
+                Observed::NodeFailed {
+                    cluster: 2,
+                    node: 1
+                },
+                Observed::NodeRepaired {
+                    cluster: 2,
+                    node: 0
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn replicas_are_jobs_of_their_own() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 4);
+        let add = Command::AddReplica {
+            job: "svc".into(),
+            cluster: "c".into(),
+            accelerators: 8,
+        };
+        w.apply(Msg::Commands(vec![add.clone(), add]));
+        w.round();
+        assert_eq!(fake.active_tagged("switchyard").len(), 2);
+        w.apply(Msg::Commands(vec![Command::RemoveReplica {
+            job: "svc".into(),
+            cluster: "c".into(),
+        }]));
+        w.round();
+        assert_eq!(fake.active_tagged("switchyard").len(), 1);
+        w.apply(Msg::Commands(vec![Command::Stop { job: "svc".into() }]));
+        w.round();
+        assert!(fake.active_tagged("switchyard").is_empty());
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["n10", "n2", "n1", "a", "n02"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, vec!["a", "n1", "n02", "n2", "n10"]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Launch(u8, u32),
+        Stop(u8),
+        Reset,
+        Empty,
+        SlurmEnds(u8, bool),
+        Foreign,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u8..4, 1u32..4).prop_map(|(j, g)| Step::Launch(j, g)),
+            (0u8..4).prop_map(Step::Stop),
+            Just(Step::Reset),
+            Just(Step::Empty),
+            (0u8..4, any::<bool>()).prop_map(|(j, ok)| Step::SlurmEnds(j, ok)),
+            Just(Step::Foreign),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the leader and Slurm do: untagged jobs are never cancelled, and once a
+        /// round has run each wanted run has at most one live Slurm job.
+        #[test]
+        fn reconciler_invariants(steps in prop::collection::vec(step(), 1..40)) {
+            let fake = Fake::default();
+            let mut w = worker(&fake, 1);
+            w.options.backoff_initial = Duration::ZERO;
+            let mut foreign = Vec::new();
+            for s in steps {
+                match s {
+                    Step::Launch(j, g) => w.apply(Msg::Commands(vec![launch(&format!("j{j}"), g, 8)])),
+                    Step::Stop(j) => w.apply(Msg::Commands(vec![Command::Stop { job: format!("j{j}") }])),
+                    Step::Reset => w.apply(Msg::Reset),
+                    Step::Empty => w.apply(Msg::Commands(vec![])),
+                    Step::SlurmEnds(j, ok) => {
+                        let live = fake.active_tagged("switchyard");
+                        if let Some((_, id)) = live.iter().find(|(t, _)| t.job == format!("j{j}")) {
+                            fake.set_state(id, if ok { JobState::Completed } else { JobState::Failed });
+                        }
+                        false
+                    }
+                    Step::Foreign => {
+                        foreign.push(fake.add_job(None, JobState::Running));
+                        false
+                    }
+                };
+                w.round();
+                for id in &foreign {
+                    prop_assert!(!fake.st().cancelled.contains(id));
+                }
+                let live = fake.active_tagged("switchyard");
+                for key in w.wants.keys() {
+                    let n = live.iter().filter(|(t, _)| &t.job == key).count();
+                    prop_assert!(n <= 1, "{key} has {n} live Slurm jobs");
+                }
+                if w.synced {
+                    for (t, id) in &live {
+                        prop_assert!(w.wants.contains_key(&t.job), "unwanted live job {id} of {}", t.job);
+                    }
+                }
+            }
+        }
+    }
+}
