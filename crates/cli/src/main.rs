@@ -1,5 +1,6 @@
 //! The `switchyard` binary: every verb a user types.
 
+mod agent_cmd;
 mod client;
 mod client_cmd;
 mod error;
@@ -45,6 +46,8 @@ enum Command {
     Events(client_cmd::EventsArgs),
     /// Show pending jobs with why each waits, and usage per tenant.
     Queue(client_cmd::QueueArgs),
+    /// Run a node agent: register this host and run what the server places on it.
+    Agent(agent_cmd::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => client_cmd::cancel(args),
         Command::Events(args) => client_cmd::events(args),
         Command::Queue(args) => client_cmd::queue(args),
+        Command::Agent(args) => agent_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,139 @@
+//! `switchyard agent`: the node agent (docs/agent.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use switchyard_agent::hardware::{DiscoverOptions, discover};
+use switchyard_agent::http::HttpControlPlane;
+use switchyard_agent::supervisor::Supervisor;
+use switchyard_agent::{Agent, AgentConfig, NodeInfo};
+
+use crate::CliError;
+
+/// Run a node agent: register this host's hardware with the server, heartbeat, and run the
+/// processes the server places here.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  switchyard agent --server http://10.0.0.1:7070 --token $AGENT_TOKEN --cluster lab\n  switchyard agent --accelerators 4 --discover --json   # what would be registered\n\nStops its processes (SIGTERM, then SIGKILL after their grace period) on SIGINT or SIGTERM. See docs/agent.md."
+)]
+pub struct AgentArgs {
+    /// Server address.
+    #[arg(
+        long,
+        env = "SWITCHYARD_URL",
+        default_value = "http://127.0.0.1:7070",
+        value_name = "URL"
+    )]
+    server: String,
+    /// Token the agent authenticates with.
+    #[arg(
+        long,
+        env = "SWITCHYARD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// Cluster this node joins (a cluster of the server's fleet).
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// Declare N accelerators instead of asking nvidia-smi (CPU-only hosts, tests).
+    #[arg(long, value_name = "N")]
+    accelerators: Option<u32>,
+    /// Address other nodes reach this one at (MASTER_ADDR when it hosts rank 0).
+    #[arg(long, value_name = "HOST")]
+    address: Option<String>,
+    /// Directory for the agent's state and its processes' output; with it, a restarted agent
+    /// adopts the processes the previous one left running.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Print what would be registered and exit.
+    #[arg(long)]
+    discover: bool,
+    /// With --discover: JSON instead of a summary.
+    #[arg(long, requires = "discover")]
+    json: bool,
+}
+
+fn summary(node: &NodeInfo) -> String {
+    let gib = node.memory_bytes as f64 / (1u64 << 30) as f64;
+    let accel = match node.accelerators.first() {
+        Some(a) => format!("{} × {}", node.accelerators.len(), a.name),
+        None => "no accelerators".to_string(),
+    };
+    format!(
+        "{} ({}): {} CPUs, {gib:.1} GiB memory, {accel}",
+        node.hostname,
+        node.cluster.as_deref().unwrap_or("no cluster named"),
+        node.cpus
+    )
+}
+
+/// Sets the returned flag on SIGINT or SIGTERM.
+fn stop_on_signal() -> Result<Arc<AtomicBool>, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the signal handler: {e}")))?;
+    std::thread::Builder::new()
+        .name("agent-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let term = async {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut s) => {
+                            s.recv().await;
+                        }
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term => {}
+                }
+            });
+            flag.store(true, Ordering::Relaxed);
+        })
+        .map_err(|e| CliError::Other(format!("cannot start the signal handler: {e}")))?;
+    Ok(stop)
+}
+
+pub fn run(args: AgentArgs) -> Result<(), CliError> {
+    let node = discover(&DiscoverOptions {
+        declared_accelerators: args.accelerators,
+        cluster: args.cluster.clone(),
+        address: args.address.clone(),
+    });
+    if args.discover {
+        if args.json {
+            let text = serde_json::to_string_pretty(&node)
+                .map_err(|e| CliError::Other(format!("cannot print the node: {e}")))?;
+            println!("{text}");
+        } else {
+            println!("{}", summary(&node));
+        }
+        return Ok(());
+    }
+    let token = args.token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        CliError::Input(
+            "no token: pass --token or set SWITCHYARD_TOKEN (create one with `switchyard token create`)"
+                .into(),
+        )
+    })?;
+    let control = HttpControlPlane::new(&args.server, &token, Duration::from_secs(30))
+        .map_err(|e| CliError::Input(format!("--server: {e}")))?;
+    let supervisor = match &args.state_dir {
+        Some(dir) => Supervisor::with_state_dir(dir).map_err(|e| CliError::Input(e.to_string()))?,
+        None => Supervisor::new(),
+    };
+    let stop = stop_on_signal()?;
+    println!("agent on {}; server {}", summary(&node), args.server);
+    let mut agent = Agent::with_supervisor(control, node, AgentConfig::default(), supervisor);
+    agent.run(&stop);
+    println!("agent stopped");
+    Ok(())
+}
