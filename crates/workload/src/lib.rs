@@ -16,4 +16,5 @@
 pub mod checkpoint;
 pub mod comm;
 pub mod math;
+pub mod serve;
 pub mod train;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use switchyard_workload::comm::CommConfig;
 use switchyard_workload::math::Sgd;
+use switchyard_workload::serve;
 use switchyard_workload::train::{self, TrainConfig};
 
 /// Data-parallel SGD on a synthetic regression problem, over TCP, with checkpoints.
@@ -79,6 +80,13 @@ struct Args {
     /// Seconds to wait for a peer during training before giving up on the gang.
     #[arg(long, default_value_t = 60)]
     peer_timeout_secs: u64,
+    /// Serve predictions on ADDR (host:port) instead of training: from --model, or else from the
+    /// newest checkpoint in the checkpoint directory.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<String>,
+    /// With --serve: a final model file to serve.
+    #[arg(long, value_name = "FILE", requires = "serve")]
+    model: Option<PathBuf>,
 }
 
 fn config(a: Args) -> Result<TrainConfig, String> {
@@ -136,7 +144,22 @@ fn config(a: Args) -> Result<TrainConfig, String> {
 }
 
 fn main() -> ExitCode {
-    let cfg = match config(Args::parse()) {
+    let args = Args::parse();
+    if let Some(addr) = &args.serve {
+        let Some(source) = serve::source(args.model.as_deref(), args.checkpoint_dir.as_deref())
+        else {
+            eprintln!("error: --serve needs --model or a checkpoint directory");
+            return ExitCode::from(2);
+        };
+        return match serve::serve(addr, &source, &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: serving on {addr}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = match config(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -251,3 +251,78 @@ fn a_gang_survives_the_loss_of_a_node_with_the_uninterrupted_model() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&ref_dir);
 }
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+#[test]
+fn a_replica_that_dies_is_restarted_by_its_agent_and_serves_again() {
+    let cp = MemoryControlPlane::new();
+    let _node = Node::start(&cp, "node-s");
+    let id = node_id(&cp, "node-s");
+    let dir = scratch("serve");
+    std::fs::write(
+        dir.join("model.txt"),
+        "w0 3ff0000000000000 1e0\nw1 4000000000000000 2e0\nhash 0000000000000001\n",
+    )
+    .expect("model file");
+    let port = free_port();
+    let replica = Assignment {
+        id: "svc/replica-0".into(),
+        job_id: "svc".into(),
+        attempt: 1,
+        rank: 0,
+        world_size: 1,
+        local_rank: 0,
+        master_addr: "127.0.0.1".into(),
+        master_port: 0,
+        command: vec![
+            env!("CARGO_BIN_EXE_switchyard-workload").to_string(),
+            "--serve".into(),
+            format!("127.0.0.1:{port}"),
+            "--model".into(),
+            dir.join("model.txt").to_string_lossy().into_owned(),
+        ],
+        env: BTreeMap::new(),
+        accelerators: vec![],
+        checkpoint_dir: None,
+        working_dir: None,
+        restart: RestartPolicy::Always,
+        stop_grace_ms: 2000,
+    };
+    cp.set_desired(&id, vec![replica]);
+    let predict = || http_get(port, "/predict?x=1,1");
+    let body = wait_for("the replica to serve", predict);
+    assert!(body.contains("\"y\":3e0"), "{body}");
+
+    let pid = wait_for("the replica's pid", || {
+        cp.state().statuses.values().find_map(|st| match st.state {
+            ProcessState::Running { pid } => Some(pid),
+            _ => None,
+        })
+    });
+    // The replica crashes.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    wait_for("the restart to be reported", || {
+        cp.state()
+            .statuses
+            .values()
+            .any(|st| st.restarts >= 1 && matches!(st.state, ProcessState::Running { .. }))
+            .then_some(())
+    });
+    let body = wait_for("the restarted replica to serve", predict);
+    assert!(body.contains("\"y\":3e0"), "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
