@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchyard_agent::control::MemoryState;
+use switchyard_agent::gang::{self, GangOutcome, GangSpec, NodeSlot};
 use switchyard_agent::hardware::{DiscoverOptions, discover};
 use switchyard_agent::protocol::{ExitInfo, ProcessState};
 use switchyard_agent::{Agent, AgentConfig, Assignment, MemoryControlPlane, RestartPolicy};
@@ -100,17 +101,13 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    fn rank(&self, attempt: u32, rank: u32, local_rank: u32, port: u16) -> Assignment {
-        let output = self.dir.join("model.txt");
-        Assignment {
-            id: format!("{}/attempt-{attempt}/rank-{rank}", self.id),
+    /// Attempt `attempt` of this job as the control plane would make it: a gang spec placed
+    /// over the given nodes' free accelerators.
+    fn place(&self, attempt: u32, nodes: &[NodeSlot]) -> BTreeMap<String, Vec<Assignment>> {
+        let spec = GangSpec {
             job_id: self.id.to_string(),
             attempt,
-            rank,
             world_size: 4,
-            local_rank,
-            master_addr: "127.0.0.1".into(),
-            master_port: port,
             command: vec![
                 env!("CARGO_BIN_EXE_switchyard-workload").to_string(),
                 "--steps".into(),
@@ -122,15 +119,39 @@ impl Job<'_> {
                 "--seed".into(),
                 "77".into(),
                 "--output".into(),
-                output.to_string_lossy().into_owned(),
+                self.dir.join("model.txt").to_string_lossy().into_owned(),
             ],
             env: BTreeMap::new(),
-            accelerators: vec![local_rank],
             checkpoint_dir: Some(self.dir.join("ckpt").to_string_lossy().into_owned()),
             working_dir: None,
+            // A free port rather than gang::master_port's range: tests run side by side.
+            master_port: free_port(),
             restart: RestartPolicy::Never,
             stop_grace_ms: 2000,
-        }
+        };
+        gang::place(&spec, nodes).expect("the gang fits")
+    }
+
+    fn outcome(&self, cp: &MemoryControlPlane, attempt: u32) -> GangOutcome {
+        let statuses: Vec<_> = cp.state().statuses.values().cloned().collect();
+        gang::outcome(self.id, attempt, 4, &statuses)
+    }
+}
+
+fn slot(cp: &MemoryControlPlane, node_id: &str, accelerators: &[u32]) -> NodeSlot {
+    NodeSlot {
+        node_id: node_id.to_string(),
+        address: cp.state().nodes[node_id]
+            .address
+            .clone()
+            .expect("test nodes have an address"),
+        accelerators: accelerators.to_vec(),
+    }
+}
+
+fn set_all(cp: &MemoryControlPlane, placed: BTreeMap<String, Vec<Assignment>>) {
+    for (node, list) in placed {
+        cp.set_desired(&node, list);
     }
 }
 
@@ -142,12 +163,6 @@ fn exit_of(s: &MemoryState, assignment_id: &str) -> Option<ExitInfo> {
             ProcessState::Exited(info) => Some(info.clone()),
             _ => None,
         })
-}
-
-fn all_succeeded(cp: &MemoryControlPlane, ids: &[String]) -> bool {
-    let s = cp.state();
-    ids.iter()
-        .all(|id| exit_of(&s, id).is_some_and(|e| e.success()))
 }
 
 fn logs_of(cp: &MemoryControlPlane, prefix: &str) -> String {
@@ -180,28 +195,27 @@ fn a_gang_survives_the_loss_of_a_node_with_the_uninterrupted_model() {
         dir: &ref_dir,
         sleep_ms: 0,
     };
-    let port = free_port();
-    let ranks: Vec<Assignment> = (0..4).map(|r| reference.rank(1, r, r, port)).collect();
-    let ids: Vec<String> = ranks.iter().map(|r| r.id.clone()).collect();
-    cp.set_desired(&ida, ranks);
+    set_all(&cp, reference.place(1, &[slot(&cp, &ida, &[0, 1, 2, 3])]));
     wait_for("the reference run", || {
-        all_succeeded(&cp, &ids).then_some(())
+        (reference.outcome(&cp, 1) == GangOutcome::Succeeded).then_some(())
     });
     let expected = std::fs::read_to_string(ref_dir.join("model.txt")).expect("reference model");
     cp.set_desired(&ida, vec![]);
 
-    // Attempt 1: ranks 0-1 on node-a, 2-3 on node-b.
+    // Attempt 1: ranks 0-1 on node-a, 2-3 on node-b. Slow steps while there is something to
+    // interrupt, so a loaded machine cannot finish the run before the node is killed.
     let dir = scratch("gang");
-    // Slow steps while there is something to interrupt, so a loaded machine cannot finish the
-    // run before the node is killed.
     let mut job = Job {
         id: "train",
         dir: &dir,
         sleep_ms: 150,
     };
-    let port = free_port();
-    cp.set_desired(&ida, vec![job.rank(1, 0, 0, port), job.rank(1, 1, 1, port)]);
-    cp.set_desired(&idb, vec![job.rank(1, 2, 0, port), job.rank(1, 3, 1, port)]);
+    let placed = job.place(1, &[slot(&cp, &ida, &[0, 1]), slot(&cp, &idb, &[0, 1])]);
+    assert_eq!(
+        placed[&idb].iter().map(|x| x.rank).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    set_all(&cp, placed);
     wait_for("a checkpoint at step 10", || {
         logs_of(&cp, "train/attempt-1/rank-0")
             .contains("checkpoint step 10 ")
@@ -213,19 +227,17 @@ fn a_gang_survives_the_loss_of_a_node_with_the_uninterrupted_model() {
 
     // The control plane's part: a rank failed (or its node went silent), so the gang is
     // stopped and placed again, on the surviving node, as attempt 2.
-    wait_for("attempt 1 to fail", || {
-        let s = cp.state();
-        (0..4)
-            .filter_map(|r| exit_of(&s, &format!("train/attempt-1/rank-{r}")))
-            .any(|e| !e.success())
-            .then_some(())
+    let failure = wait_for("attempt 1 to fail", || match job.outcome(&cp, 1) {
+        GangOutcome::Failed { reason, .. } => Some(reason),
+        _ => None,
     });
+    assert!(failure.contains("rank"), "{failure}");
     cp.set_desired(&idb, vec![]);
     cp.set_desired(&ida, vec![]);
     wait_for("attempt 1 to be gone from node-a", || {
         let s = cp.state();
         (0..2)
-            .all(|r| exit_of(&s, &format!("train/attempt-1/rank-{r}")).is_some())
+            .all(|r| exit_of(&s, &gang::assignment_id("train", 1, r)).is_some())
             .then_some(())
     });
     assert!(
@@ -234,12 +246,9 @@ fn a_gang_survives_the_loss_of_a_node_with_the_uninterrupted_model() {
     );
 
     job.sleep_ms = 0;
-    let port = free_port();
-    let ranks: Vec<Assignment> = (0..4).map(|r| job.rank(2, r, r, port)).collect();
-    let ids: Vec<String> = ranks.iter().map(|r| r.id.clone()).collect();
-    cp.set_desired(&ida, ranks);
+    set_all(&cp, job.place(2, &[slot(&cp, &ida, &[0, 1, 2, 3])]));
     wait_for("attempt 2 to finish", || {
-        all_succeeded(&cp, &ids).then_some(())
+        (job.outcome(&cp, 2) == GangOutcome::Succeeded).then_some(())
     });
 
     let log = logs_of(&cp, "train/attempt-2/rank-0");
