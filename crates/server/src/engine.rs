@@ -317,17 +317,19 @@ impl Engine {
         let mut finished = Vec::new();
         for &j in &self.active {
             let v = self.sched.job(j);
-            let why = self.sched.why(j);
-            let t = &mut self.jobs[j as usize];
-            if v.state == SchedState::Pending && why != t.reason {
-                self.batch.events.push(NewEvent {
-                    job_id: t.id.clone(),
-                    at_ms: now_ms,
-                    kind: "waiting".into(),
-                    cluster: None,
-                    message: why.clone(),
-                });
-                self.dirty.insert(j);
+            if v.state == SchedState::Pending {
+                let why = self.sched.why(j);
+                let t = &mut self.jobs[j as usize];
+                if why != t.reason {
+                    self.batch.events.push(NewEvent {
+                        job_id: t.id.clone(),
+                        at_ms: now_ms,
+                        kind: "waiting".into(),
+                        cluster: None,
+                        message: why,
+                    });
+                    self.dirty.insert(j);
+                }
             }
             if !matches!(v.state, SchedState::Pending | SchedState::Running) {
                 finished.push(j);
