@@ -302,6 +302,41 @@ impl ClusterIndex {
         Some(shares)
     }
 
+    /// Places `accelerators` (at most one node's worth) on one node as close to `near` as the
+    /// topology allows: a partly used node that fits (best fit) for sub-node shares, else an
+    /// idle node in the innermost unit around `near` that has one.
+    pub fn place_near(&mut self, accelerators: u32, near: u32) -> Option<NodeShare> {
+        if accelerators == 0 || accelerators > self.per_node || near >= self.nodes {
+            return None;
+        }
+        let partial = if accelerators < self.per_node {
+            self.by_avail
+                .range((accelerators, 0)..)
+                .next()
+                .map(|&(_, n)| n)
+        } else {
+            None
+        };
+        let node = match partial {
+            Some(n) => n,
+            None => {
+                let (level, unit) = self.levels.iter().enumerate().find_map(|(i, l)| {
+                    let u = near / l.unit_nodes;
+                    (l.idle[u as usize] > 0).then_some((i, u))
+                })?;
+                let mut picked = Vec::with_capacity(1);
+                self.collect(level, unit, 1, &mut picked);
+                *picked.first()?
+            }
+        };
+        let before = self.avail(node);
+        self.used[node as usize] += accelerators;
+        let mut changes = Vec::new();
+        self.reindex(node, before, &mut changes);
+        self.apply_idle_changes(&changes);
+        Some(NodeShare { node, accelerators })
+    }
+
     fn best_unit(&self, k: u32) -> Option<(usize, u32)> {
         for (i, level) in self.levels.iter().enumerate() {
             if level.unit_nodes < k {

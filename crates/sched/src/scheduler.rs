@@ -1030,6 +1030,13 @@ impl Scheduler {
         let priority = self.jobs[j as usize].priority;
         self.running_on[c].remove(&(priority, j));
         self.running -= 1;
+        self.settle(now, j, &run, finished, graceful)
+    }
+
+    /// Books the progress of `run` up to `now` (kept or lost) into the job and the cluster's
+    /// counters; returns the seconds of computing lost.
+    fn settle(&mut self, now: f64, j: JobIdx, run: &Run, finished: bool, graceful: bool) -> f64 {
+        let c = run.cluster as usize;
         let elapsed = (now - run.progress_from).max(0.0);
         let kind = self.jobs[j as usize].kind;
         let (kept_compute, lost) = if finished {
@@ -1038,7 +1045,7 @@ impl Scheduler {
         } else if kind == JobKind::Batch {
             (0.0, elapsed + self.jobs[j as usize].done / run.rate)
         } else if graceful || !run.tau.is_finite() {
-            let eff = self.eff_rate(&run);
+            let eff = self.eff_rate(run);
             (elapsed * eff / run.rate, 0.0)
         } else {
             let period = run.tau + self.cfg.checkpoint_s;
@@ -1127,6 +1134,98 @@ impl Scheduler {
         self.stats[c].useful_accel_s += t;
     }
 
+    /// A gang hit by the failure of `node` restarts from its checkpoint on a spare node as close
+    /// to it as the topology allows, keeping the rest of its allocation; `false` if no spare.
+    fn restart_in_place(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        cluster: u32,
+        node: u32,
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        let c = cluster as usize;
+        let Some(run) = self.jobs[j as usize].run.as_ref() else {
+            return false;
+        };
+        let Some(pos) = run.shares.iter().position(|s| s.node == node) else {
+            return false;
+        };
+        let failed = run.shares[pos];
+        let Some(spare) = self.index[c].place_near(failed.accelerators, node) else {
+            return false;
+        };
+        let Some(mut run) = self.jobs[j as usize].run.take() else {
+            return false;
+        };
+        let lost = self.settle(now, j, &run, false, false);
+        self.index[c].release(&[failed]);
+        let occ = &mut self.occupants[c][node as usize];
+        if let Some(p) = occ.iter().position(|&(x, r)| x == j && r == NO_REPLICA) {
+            occ.swap_remove(p);
+        }
+        self.occupants[c][spare.node as usize].push((j, NO_REPLICA));
+        self.ends[c].remove(&(bits(run.end_s), j));
+        run.shares[pos] = spare;
+        let job = &mut self.jobs[j as usize];
+        job.generation += 1;
+        job.restarts += 1;
+        let restart = self.restart_cost(j);
+        run.start_s = now;
+        run.progress_from = now + restart;
+        let eff = self.eff_rate(&run);
+        let done = self.jobs[j as usize].done;
+        run.end_s = run.progress_from
+            + if eff.is_infinite() {
+                0.0
+            } else {
+                (1.0 - done) / eff
+            };
+        let (end, size) = (run.end_s, run.size);
+        self.ends[c].insert((bits(end), j));
+        let job = &mut self.jobs[j as usize];
+        job.run = Some(run);
+        let generation = job.generation;
+        let kind = job.kind;
+        self.stats[c].restarts += 1;
+        let name = self.clusters[c].name.clone();
+        let from = if kind == JobKind::Batch {
+            "from the beginning"
+        } else {
+            "from its last checkpoint"
+        };
+        self.emit(
+            out,
+            now,
+            Action::Restart {
+                job: j,
+                cluster,
+                lost_s: lost,
+            },
+            format!(
+                "node {node} of {name} failed; lost {} of progress",
+                human_s(lost)
+            ),
+        );
+        self.emit(
+            out,
+            now,
+            Action::Start {
+                job: j,
+                cluster,
+                accelerators: size,
+                generation,
+                expected_end_s: end,
+            },
+            format!(
+                "restarts {from} on spare node {} of {name} in place of failed node {node}, keeping the rest of its {size} accelerators; predicted to finish in {}",
+                spare.node,
+                human_s(end - now)
+            ),
+        );
+        true
+    }
+
     fn node_failed(&mut self, now: f64, cluster: u32, node: u32, out: &mut Vec<Decision>) {
         let c = cluster as usize;
         if c >= self.index.len() || node >= self.index[c].nodes() || self.index[c].is_down(node) {
@@ -1134,12 +1233,16 @@ impl Scheduler {
         }
         self.stats[c].node_failures += 1;
         self.epoch += 1;
+        self.index[c].set_down(node, true);
         let hit: Vec<(JobIdx, u32)> = self.occupants[c][node as usize].clone();
         let name = self.clusters[c].name.clone();
         let mut seen = BTreeSet::new();
         for (j, slot) in hit {
             if slot == NO_REPLICA {
                 if !seen.insert(j) {
+                    continue;
+                }
+                if self.restart_in_place(now, j, cluster, node, out) {
                     continue;
                 }
                 let lost = self.stop(now, j, false, false);
@@ -1192,7 +1295,6 @@ impl Scheduler {
                 }
             }
         }
-        self.index[c].set_down(node, true);
     }
 
     /// One scheduling pass at `now`: places what the policy allows, appending decisions.

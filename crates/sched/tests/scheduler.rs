@@ -493,3 +493,27 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+#[test]
+fn failed_node_is_replaced_by_a_spare_in_place() {
+    let mut s = sched(Policy::Switchyard, true);
+    let mut run = job("run", "a", 64, 1e6);
+    run.clusters = vec!["fast".into()];
+    let j = submit(&mut s, 0.0, run);
+    let d = pass(&mut s, 0.0);
+    assert!(matches!(d[0].action, Action::Start { cluster: 0, .. }));
+    let mut out = Vec::new();
+    for node in 0..16 {
+        s.handle(50_000.0, Event::NodeFailed { cluster: 0, node }, &mut out);
+        if !out.is_empty() {
+            break;
+        }
+    }
+    s.check_invariants().expect("invariants");
+    assert!(matches!(out[0].action, Action::Restart { .. }), "{out:?}");
+    assert!(
+        matches!(out[1].action, Action::Start { job, generation: 2, .. } if job == j),
+        "{out:?}"
+    );
+    assert!(out[1].reason.contains("spare node"), "{}", out[1].reason);
+}
