@@ -65,7 +65,10 @@ impl Layout {
 
     /// Micro-batches per step on the busiest data-parallel rank for a global batch (sequences).
     pub fn microbatches(&self, global_batch: u32) -> u32 {
-        global_batch.div_ceil(self.dp * self.microbatch).max(1)
+        let per_step = u64::from(self.dp) * u64::from(self.microbatch);
+        u32::try_from(u64::from(global_batch).div_ceil(per_step.max(1)))
+            .unwrap_or(u32::MAX)
+            .max(1)
     }
 
     /// Checks the layout against a device count, global batch and layer count.
@@ -107,23 +110,23 @@ impl Layout {
                 self.pp
             )));
         }
-        if self.pp * self.virtual_stages > layers {
+        let stages = u64::from(self.pp) * u64::from(self.virtual_stages);
+        if stages > u64::from(layers) {
             return Err(PerfError::input(format!(
-                "[parallelism] pp·virtual_stages = {} exceeds layers = {layers}",
-                self.pp * self.virtual_stages
+                "[parallelism] pp·virtual_stages = {stages} exceeds layers = {layers}"
             )));
         }
-        if global_batch < self.dp * self.microbatch {
+        let per_step = u64::from(self.dp) * u64::from(self.microbatch);
+        if u64::from(global_batch) < per_step {
             return Err(PerfError::input(format!(
-                "[training] global_batch = {global_batch} is smaller than dp·microbatch = {}",
-                self.dp * self.microbatch
+                "[training] global_batch = {global_batch} is smaller than dp·microbatch = {per_step}"
             )));
         }
-        if (self.dp * self.cp) % self.ep != 0 {
+        let dp_cp = u64::from(self.dp) * u64::from(self.cp);
+        if dp_cp % u64::from(self.ep) != 0 {
             return Err(PerfError::input(format!(
-                "[parallelism] ep = {} does not divide dp·cp = {}",
-                self.ep,
-                self.dp * self.cp
+                "[parallelism] ep = {} does not divide dp·cp = {dp_cp}",
+                self.ep
             )));
         }
         Ok(())

@@ -127,10 +127,13 @@ pub fn search(
     let mut best_unfit: Vec<TrainingEstimate> = Vec::new();
     for &tp in &tps {
         for &cp in &cps {
-            if count % (tp * cp) != 0 {
+            let Some(tp_cp) = tp.checked_mul(cp) else {
+                continue;
+            };
+            if tp_cp == 0 || count % tp_cp != 0 {
                 continue;
             }
-            let rest = count / (tp * cp);
+            let rest = count / tp_cp;
             let pps: Vec<u32> = match (c.pp, c.dp) {
                 (Some(pp), _) => vec![pp],
                 (None, Some(dp)) if rest % dp == 0 => vec![rest / dp],
@@ -187,7 +190,7 @@ pub fn search(
                     } else {
                         [1u32, 2, 3, 4, 6, 8]
                             .into_iter()
-                            .filter(|&v| pp * v <= m.layers)
+                            .filter(|&v| u64::from(pp) * u64::from(v) <= u64::from(m.layers))
                             .collect()
                     },
                 );
