@@ -55,3 +55,196 @@ fn bad_input_is_exit_code_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
 }
+
+/// A stand-in for the server's agent endpoints (docs/agent.md), enough to drive one agent:
+/// one assignment until `cancel` is set, then none; records statuses and log lines.
+mod standin {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    pub struct Seen {
+        pub statuses: Vec<serde_json::Value>,
+        pub lines: Vec<String>,
+        pub registered: Option<serde_json::Value>,
+    }
+
+    pub struct Server {
+        pub url: String,
+        pub cancel: Arc<AtomicBool>,
+        pub seen: Arc<Mutex<Seen>>,
+    }
+
+    const ASSIGNMENT: &str = r#"{"assignments":[{"id":"job-1/attempt-1/rank-0","job_id":"job-1",
+        "attempt":1,"rank":0,"world_size":1,"local_rank":0,"master_addr":"127.0.0.1",
+        "master_port":29500,"command":["sh","-c","echo hello-from-$RANK-$SWITCHYARD_JOB_ID; exec sleep 300"],
+        "stop_grace_ms":2000}]}"#;
+
+    pub fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (c, s) = (cancel.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or_default().to_string();
+                let path = parts.next().unwrap_or_default().to_string();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = reader.read_exact(&mut body);
+                let json: serde_json::Value =
+                    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let (status, answer) = match (method.as_str(), path.as_str()) {
+                    ("POST", "/v1/agent/register") => {
+                        s.lock().expect("lock").registered = Some(json);
+                        (
+                            200,
+                            r#"{"node_id":"n1","heartbeat_interval_ms":100}"#.to_string(),
+                        )
+                    }
+                    ("POST", "/v1/agent/nodes/n1/heartbeat") => (204, String::new()),
+                    ("GET", "/v1/agent/nodes/n1/assignments") => {
+                        if c.load(Ordering::Relaxed) {
+                            (200, r#"{"assignments":[]}"#.to_string())
+                        } else {
+                            (200, ASSIGNMENT.to_string())
+                        }
+                    }
+                    ("PUT", "/v1/agent/nodes/n1/status") => {
+                        let mut seen = s.lock().expect("lock");
+                        if let Some(list) = json["processes"].as_array() {
+                            seen.statuses.extend(list.iter().cloned());
+                        }
+                        (204, String::new())
+                    }
+                    ("POST", "/v1/agent/nodes/n1/logs") => {
+                        let mut seen = s.lock().expect("lock");
+                        if let Some(list) = json["lines"].as_array() {
+                            for l in list {
+                                seen.lines
+                                    .push(l["line"].as_str().unwrap_or_default().to_string());
+                            }
+                        }
+                        (204, String::new())
+                    }
+                    _ => (
+                        404,
+                        r#"{"error":{"code":"not_found","message":"no such route"}}"#.to_string(),
+                    ),
+                };
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+            }
+        });
+        Server { url, cancel, seen }
+    }
+}
+
+/// Kills the agent process if a test fails half-way.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
+    use std::sync::atomic::Ordering;
+    let server = standin::start();
+    let agent = switchyard()
+        .args([
+            "agent",
+            "--server",
+            &server.url,
+            "--token",
+            "t",
+            "--accelerators",
+            "1",
+        ])
+        .args(["--cluster", "local"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start switchyard agent");
+    let mut agent = Reap(agent);
+    let phase = |id: &str| {
+        let seen = server.seen.lock().expect("lock");
+        seen.statuses
+            .iter()
+            .rev()
+            .find(|s| s["assignment_id"] == id)
+            .map(|s| s["state"].clone())
+    };
+    wait_until("the rank's hello line", || {
+        let seen = server.seen.lock().expect("lock");
+        seen.lines.iter().any(|l| l == "hello-from-0-job-1")
+    });
+    assert_eq!(
+        phase("job-1/attempt-1/rank-0").map(|s| s["phase"].clone()),
+        Some(serde_json::json!("running"))
+    );
+    {
+        let seen = server.seen.lock().expect("lock");
+        let node = seen.registered.as_ref().expect("registered");
+        assert_eq!(node["cluster"], "local");
+        assert_eq!(node["accelerators"].as_array().map(Vec::len), Some(1));
+    }
+    // Cancelled on the server: the agent stops the process and reports it.
+    server.cancel.store(true, Ordering::Relaxed);
+    wait_until("the stop to be reported", || {
+        phase("job-1/attempt-1/rank-0")
+            .is_some_and(|s| s["phase"] == "exited" && s["stopped_by_agent"] == true)
+    });
+    // SIGTERM: the agent exits cleanly.
+    let pid = agent.0.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
+    let mut status = None;
+    wait_until("the agent to exit", || {
+        status = agent.0.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
