@@ -27,18 +27,16 @@ fn crash_while_submitting(db: String) {
                 let name = format!("crash-{c}-{i}");
                 let body =
                     json!({"name": name, "kind": "batch", "accelerators": 1, "duration_s": 2.0});
-                match try_call(
+                // No answer (or no server): the outcome is unknown, the job may or may not exist.
+                let res = try_call(
                     "POST",
                     &format!("{url}/v1/jobs"),
                     Some(&t),
                     Some(&body.to_string()),
-                ) {
-                    Ok((201, job)) => {
-                        let id = job["id"].as_str().expect("id").to_owned();
-                        acked.lock().expect("lock").insert(name, id);
-                    }
-                    // No answer (or no server): the outcome is unknown, the job may or may not exist.
-                    _ => {}
+                );
+                if let Ok((201, job)) = res {
+                    let id = job["id"].as_str().expect("id").to_owned();
+                    acked.lock().expect("lock").insert(name, id);
                 }
             }
         }));
@@ -110,7 +108,7 @@ fn postgres_leader_failover() {
     let Some(db) = fresh_db("postgres") else {
         return;
     };
-    let mut servers = vec![Server::start(&db), Server::start(&db)];
+    let mut servers = [Server::start(&db), Server::start(&db)];
     let t = token(&db, "research", false);
     let leader = wait_for(30, "one leader", || {
         let roles: Vec<String> = servers.iter().map(Server::role).collect();
