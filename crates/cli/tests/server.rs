@@ -419,8 +419,18 @@ fn error_codes(db: String) {
         call("GET", &format!("{}/v2/everything", s.url), Some(&t), None),
     );
     let named = json!({"name": "once", "kind": "batch", "accelerators": 8, "duration_s": 60.0});
-    assert_eq!(submit(&s.url, &t, &named).0, 201);
-    expect(409, "conflict", submit(&s.url, &t, &named));
+    let (status, first) = submit(&s.url, &t, &named);
+    assert_eq!(status, 201);
+    let again = submit(&s.url, &t, &named);
+    let message = again.1["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    expect(409, "conflict", again);
+    assert!(
+        message.contains(first["id"].as_str().expect("id")),
+        "{message}"
+    );
     // Nothing half-written: exactly the one accepted job exists.
     assert_eq!(all_jobs(&s.url, &t).len(), 1);
 }

@@ -335,7 +335,25 @@ async fn submit(
             reason: "queued; not yet considered".into(),
             submitted_ms: now_ms(),
         })
-        .await?;
+        .await;
+    let record = match record {
+        Err(StoreError::Conflict { tenant, name }) => {
+            // Say which job holds the name, so that a client retrying after a lost answer
+            // learns the id of the job its first attempt created.
+            let existing = s.store.job_by_name(&tenant, &name).await?;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                match existing {
+                    Some(j) => {
+                        format!("tenant {tenant} already has a job named `{name}`: {}", j.id)
+                    }
+                    None => format!("tenant {tenant} already has a job named `{name}`"),
+                },
+            ));
+        }
+        other => other?,
+    };
     s.metrics.submissions.fetch_add(1, Ordering::Relaxed);
     s.wake.notify_one();
     Ok((StatusCode::CREATED, Json(Job::from(&record))))

@@ -59,6 +59,12 @@ pub trait StoreRead: Send + Sync {
         id: &str,
         tenant: Option<&str>,
     ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
+    /// A tenant's job by its name.
+    fn job_by_name(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
     /// Jobs in submission order, after `filter.after_seq`, at most `filter.limit`.
     fn list_jobs(
         &self,
@@ -182,6 +188,9 @@ impl StoreRead for AnyStore {
         tenant: Option<&str>,
     ) -> Result<Option<JobRecord>, StoreError> {
         delegate!(self, s => s.get_job(id, tenant).await)
+    }
+    async fn job_by_name(&self, tenant: &str, name: &str) -> Result<Option<JobRecord>, StoreError> {
+        delegate!(self, s => s.job_by_name(tenant, name).await)
     }
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
         delegate!(self, s => s.list_jobs(filter).await)

@@ -186,6 +186,21 @@ macro_rules! sql_store {
                 row.as_ref().map(Self::job).transpose()
             }
 
+            async fn job_by_name(
+                &self,
+                tenant: &str,
+                name: &str,
+            ) -> Result<Option<JobRecord>, StoreError> {
+                let row = sqlx::query(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant = $1 AND name = $2"
+                ))
+                .bind(tenant)
+                .bind(name)
+                .fetch_optional(&self.read)
+                .await?;
+                row.as_ref().map(Self::job).transpose()
+            }
+
             async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
                 let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
                 let mut n = 0;

@@ -55,6 +55,13 @@ async fn jobs_and_tenants(s: AnyStore) {
         .insert_job(&new_job("b", Some("one"), 11))
         .await
         .expect("same name, other tenant");
+    let by_name = s
+        .job_by_name("a", "one")
+        .await
+        .expect("by name")
+        .expect("found");
+    assert_eq!(by_name.id, a.id);
+    assert!(s.job_by_name("c", "one").await.expect("by name").is_none());
     let dup = s.insert_job(&new_job("a", Some("one"), 12)).await;
     assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
     for _ in 0..5 {
