@@ -172,4 +172,27 @@ fn postgres_leader_failover() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(servers[leader].role(), "follower");
     assert_eq!(servers[follower].role(), "leader");
+
+    // A clean stop (SIGTERM) gives the lease up: the other replica leads at once, not after
+    // the lease runs out.
+    let pid = servers[follower].child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let stopped = Instant::now();
+    let exit = servers[follower].child.wait().expect("wait");
+    assert!(exit.success(), "a clean stop exits 0: {exit:?}");
+    wait_for(10, "the handover after SIGTERM", || {
+        (servers[leader].role() == "leader").then_some(())
+    });
+    let took = stopped.elapsed();
+    eprintln!("handover after SIGTERM: {:.2} s", took.as_secs_f64());
+    assert!(took < Duration::from_millis(2500), "handover took {took:?}");
+    let last = submit(&servers[leader].url, "last", 1.0);
+    let lurl = servers[leader].url.clone();
+    wait_for(30, "the last leader to schedule", || {
+        (job_state(&lurl, &t, &last) == "done").then_some(())
+    });
 }
