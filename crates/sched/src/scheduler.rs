@@ -358,6 +358,15 @@ pub struct Scheduler {
     reservation: Option<Reservation>,
     decisions: u64,
     max_cluster: u64,
+    /// Bumped whenever accelerators are given back (a job stops, a node is repaired).
+    released: u64,
+    /// `released` as of the last full pass and the last migration check.
+    last_full_pass: u64,
+    last_upgrade: u64,
+    /// Whether the last full pass held a reservation.
+    reserved_last_pass: bool,
+    /// Jobs queued since the last pass.
+    fresh: Vec<JobIdx>,
 }
 
 const NO_REPLICA: u32 = u32::MAX;
@@ -447,6 +456,11 @@ impl Scheduler {
             reservation: None,
             decisions: 0,
             max_cluster,
+            released: 1,
+            last_full_pass: 0,
+            last_upgrade: 0,
+            reserved_last_pass: false,
+            fresh: Vec::new(),
         };
         s.recompute_shares();
         s.queues = vec![BTreeSet::new(); s.tenants.len().max(1)];
@@ -712,6 +726,7 @@ impl Scheduler {
         job.key = Some((slot, key));
         job.state = JobState::Pending;
         self.pending += 1;
+        self.fresh.push(j);
     }
 
     fn dequeue(&mut self, j: JobIdx) {
@@ -743,6 +758,7 @@ impl Scheduler {
                 {
                     i.set_down(node, false);
                     self.epoch += 1;
+                    self.released += 1;
                 }
             }
             Event::Scale { job, replicas } => {
@@ -1019,6 +1035,7 @@ impl Scheduler {
         };
         let c = run.cluster as usize;
         self.index[c].release(&run.shares);
+        self.released += 1;
         for s in &run.shares {
             let occ = &mut self.occupants[c][s.node as usize];
             if let Some(p) = occ.iter().position(|&(x, r)| x == j && r == NO_REPLICA) {
@@ -1120,6 +1137,7 @@ impl Scheduler {
 
     fn release_replica(&mut self, now: f64, j: JobIdx, rep: Replica) {
         let c = rep.cluster as usize;
+        self.released += 1;
         self.index[c].release(&rep.shares);
         for s in &rep.shares {
             let occ = &mut self.occupants[c][s.node as usize];
@@ -1308,8 +1326,38 @@ impl Scheduler {
 
     fn place_queue(&mut self, now: f64, out: &mut Vec<Decision>) {
         if self.pending == 0 {
+            self.fresh.clear();
             return;
         }
+        // Nothing was given back since the last full pass: the jobs it could not start still
+        // cannot (free capacity only shrank), so only jobs queued since then are tried. FIFO
+        // and passes holding a reservation always look at the whole queue.
+        if self.released == self.last_full_pass
+            && self.cfg.policy != Policy::Fifo
+            && !self.reserved_last_pass
+        {
+            let mut fresh = std::mem::take(&mut self.fresh);
+            fresh.sort_unstable();
+            fresh.dedup();
+            let mut keyed: Vec<Key> = fresh
+                .into_iter()
+                .filter_map(|j| self.jobs[j as usize].key.map(|(_, k)| k))
+                .collect();
+            keyed.sort_unstable();
+            for (tries, key) in keyed.into_iter().enumerate() {
+                let j = key.2;
+                if self.jobs[j as usize].key.is_none() || self.try_start(now, j, None, out) {
+                    continue;
+                }
+                if self.cfg.policy != Policy::Fair && tries < 4 && self.try_preempt(now, j, out) {
+                    self.try_start(now, j, None, out);
+                }
+            }
+            return;
+        }
+        self.last_full_pass = self.released;
+        self.fresh.clear();
+        self.reserved_last_pass = false;
         if self.index.iter().all(|i| i.free() == 0) && self.cfg.policy == Policy::Fifo {
             return;
         }
@@ -1387,6 +1435,7 @@ impl Scheduler {
                     && now - job.submit_s > self.cfg.starvation_s.max(2.0 * self.best_remaining(j));
                 if (policy == Policy::Fifo && first_blocked) || starving {
                     res = self.reserve(now, j);
+                    self.reserved_last_pass |= res.is_some();
                     if let Some(r) = res {
                         self.jobs[j as usize].why = Why::Reserved {
                             for_job: j,
@@ -1403,7 +1452,8 @@ impl Scheduler {
     /// much sooner (after the pass, so waiting jobs had the first pick). A run checkpoints and
     /// pays one restart; it moves only if it still finishes well ahead.
     fn upgrade(&mut self, now: f64, out: &mut Vec<Decision>) {
-        if self.index.iter().all(|i| i.free() == 0) {
+        if self.released == self.last_upgrade || self.index.iter().all(|i| i.free() == 0) {
+            self.last_upgrade = self.released;
             return;
         }
         let mut cands: Vec<(u64, JobIdx)> = Vec::new();
@@ -1453,6 +1503,7 @@ impl Scheduler {
             );
             self.start(now, v, c, shares, &why, out);
         }
+        self.last_upgrade = self.released;
     }
 
     /// EASY reservation for `j`: the earliest time enough accelerators free up on one cluster
