@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use switchyard_server::api::{Job, JobEvents, JobList, SubmitRequest, TenantList};
+use switchyard_server::api::{FleetState, Job, JobEvents, JobList, SubmitRequest, TenantList};
 
 use crate::CliError;
 use crate::client::{Client, ClientArgs, encode};
@@ -48,6 +48,7 @@ pub struct StatusArgs {
 
 /// Cancel a job.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  switchyard cancel j-1f2e3d4c5b6a7980")]
 pub struct CancelArgs {
     job: String,
     #[command(flatten)]
@@ -58,6 +59,9 @@ pub struct CancelArgs {
 
 /// Show a job's events: placements, preemptions, restarts, and why it waits.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  switchyard events j-1f2e3d4c5b6a7980\n  switchyard events j-1f2e3d4c5b6a7980 --json"
+)]
 pub struct EventsArgs {
     job: String,
     #[command(flatten)]
@@ -68,6 +72,9 @@ pub struct EventsArgs {
 
 /// Show the pending jobs in submission order with why each waits, and usage per tenant.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  switchyard queue\n  SWITCHYARD_URL=http://cp:7070 switchyard queue --json"
+)]
 pub struct QueueArgs {
     #[command(flatten)]
     client: ClientArgs,
@@ -248,6 +255,40 @@ pub fn queue(args: QueueArgs) -> Result<(), CliError> {
             thousands(u.pending.max(0) as u64),
             thousands(u.running.max(0) as u64),
             thousands(u.allocated.max(0) as u64),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// `fleet show --server`: the fleet a running server schedules, with what is busy.
+pub fn fleet_from_server(args: &ClientArgs, json: bool) -> Result<(), CliError> {
+    let client = Client::new(args)?;
+    let fleet: FleetState = client.get("/v1/fleet")?;
+    if json {
+        return print_json(&fleet);
+    }
+    println!("fleet {} (from {})", fleet.name, args.url);
+    let mut t = Table::new([
+        "CLUSTER",
+        "PROVIDER",
+        "REGION",
+        "ACCELERATOR",
+        "NODES",
+        "ACCELERATORS",
+        "BUSY",
+        "JOBS",
+    ]);
+    for c in &fleet.clusters {
+        t.row([
+            c.name.clone(),
+            c.provider.clone(),
+            c.region.clone(),
+            c.accelerator.clone(),
+            thousands(u64::from(c.nodes)),
+            thousands(c.accelerators),
+            thousands(c.busy.max(0) as u64),
+            thousands(c.running_jobs.max(0) as u64),
         ]);
     }
     print!("{}", t.render());

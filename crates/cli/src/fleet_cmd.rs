@@ -20,7 +20,7 @@ pub struct FleetArgs {
 enum FleetCommand {
     /// Print providers, clusters, capacity, peak compute, memory and prices, with fleet totals.
     #[command(
-        after_help = "Examples:\n  switchyard fleet show\n  switchyard fleet show --fleet examples/fleets/default.toml --json"
+        after_help = "Examples:\n  switchyard fleet show\n  switchyard fleet show --fleet examples/fleets/default.toml --json\n  switchyard fleet show --server --url http://127.0.0.1:7070"
     )]
     Show {
         /// Fleet file (TOML, see docs/fleet.md) or a built-in fleet name (`default`,
@@ -30,6 +30,12 @@ enum FleetCommand {
         /// Print one JSON object instead of tables (schema in docs/fleet.md).
         #[arg(long)]
         json: bool,
+        /// Ask a running server (`--url`, `--token`) for the fleet it schedules and what is
+        /// busy on each cluster (docs/api.md).
+        #[arg(long, conflicts_with = "fleet")]
+        server: bool,
+        #[command(flatten)]
+        client: crate::client::ClientArgs,
     },
     /// Check a fleet file; exits 0 when valid, 2 with the file, line and field of the first error.
     #[command(after_help = "Example:\n  switchyard fleet validate examples/fleets/default.toml")]
@@ -50,7 +56,13 @@ enum FleetCommand {
 
 pub fn run(args: FleetArgs) -> Result<(), CliError> {
     match args.command {
-        FleetCommand::Show { fleet, json } => {
+        FleetCommand::Show {
+            server: true,
+            client,
+            json,
+            ..
+        } => crate::client_cmd::fleet_from_server(&client, json),
+        FleetCommand::Show { fleet, json, .. } => {
             let fleet = load_fleet(fleet.as_deref())?;
             let view = FleetView::new(&fleet);
             if json {

@@ -475,6 +475,9 @@ fn cli_verbs(db: String) {
     let (code, out, _) = run(&["queue"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("TENANT"), "{out}");
+    let (code, out, err) = run(&["fleet", "show", "--server"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("colossus-1") && out.contains("BUSY"), "{out}");
     let (code, out, _) = run(&["cancel", &ids[1]]);
     assert_eq!(code, Some(0));
     assert!(out.contains("cancellation"), "{out}");
@@ -516,6 +519,30 @@ macro_rules! both {
 }
 
 both!(lifecycle, tenant_isolation, error_codes, cli_verbs);
+
+#[test]
+fn every_control_plane_verb_has_help_with_an_example() {
+    for verb in [
+        &["server"][..],
+        &["token", "create"],
+        &["submit"],
+        &["status"],
+        &["cancel"],
+        &["events"],
+        &["queue"],
+    ] {
+        let out = Command::new(BIN)
+            .args(verb)
+            .arg("--help")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{verb:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Example"),
+            "{verb:?} --help has no example"
+        );
+    }
+}
 
 #[test]
 fn bad_database_url_is_an_input_error() {
