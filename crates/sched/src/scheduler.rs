@@ -1470,37 +1470,67 @@ impl Scheduler {
                 continue;
             };
             let (cur, size) = (run.cluster, run.size);
+            let (lo, hi) = (self.jobs[v as usize].min_size, self.jobs[v as usize].size);
             let left = f64::from_bits(end) - now;
-            let mut best: Option<(f64, u32)> = None;
+            let mut best: Option<(f64, u32, u32)> = None;
             for c in 0..self.clusters.len() as u32 {
-                if c == cur
-                    || !self.index[c as usize].fits(size)
-                    || self.jobs[v as usize].dur[c as usize].is_none()
-                    || !self.quota_ok(v, c, size)
-                {
+                if self.jobs[v as usize].dur[c as usize].is_none() {
                     continue;
                 }
-                let pred = self.predicted_s(v, c, size);
+                let i = &self.index[c as usize];
+                // Elsewhere: the largest size in range that fits; here: grow an elastic run
+                // below its full size if a larger gang fits beside it.
+                let target = if c == cur {
+                    match i.largest_fit(lo, hi) {
+                        Some(t) if size < hi && t > size => t,
+                        _ => continue,
+                    }
+                } else if lo < hi {
+                    match i.largest_fit(lo, hi) {
+                        Some(t) => t,
+                        None => continue,
+                    }
+                } else if i.fits(size) {
+                    size
+                } else {
+                    continue;
+                };
+                let extra = if c == cur { target - size } else { target };
+                if !self.quota_ok(v, c, extra) {
+                    continue;
+                }
+                let pred = self.predicted_s(v, c, target);
                 if best.is_none_or(|b| pred < b.0) {
-                    best = Some((pred, c));
+                    best = Some((pred, c, target));
                 }
             }
-            let Some((pred, c)) = best else { continue };
+            let Some((pred, c, target)) = best else {
+                continue;
+            };
             if pred > 0.7 * left - 2.0 * self.cfg.restart_s {
                 continue;
             }
             self.stop(now, v, false, true);
-            let Some(shares) = self.index[c as usize].place(size) else {
-                // Cannot happen (fits was checked); put it back in the queue to be safe.
+            let Some(shares) = self.index[c as usize].place(target) else {
+                // Cannot happen (it fitted before this run's own accelerators were freed);
+                // back to the queue to be safe.
                 self.enqueue(v);
                 continue;
             };
-            let why = format!(
-                "switchyard: migrated from {} where it had {} left; {} frees up and finishes it sooner",
-                self.clusters[cur as usize].name,
-                human_s(left),
-                self.clusters[c as usize].name
-            );
+            let why = if c == cur {
+                format!(
+                    "switchyard: elastic run grows from {size} to {target} accelerators on {} (had {} left); checkpointed and restarted",
+                    self.clusters[c as usize].name,
+                    human_s(left)
+                )
+            } else {
+                format!(
+                    "switchyard: migrated from {} where it had {} left; {} frees up and finishes it sooner",
+                    self.clusters[cur as usize].name,
+                    human_s(left),
+                    self.clusters[c as usize].name
+                )
+            };
             self.start(now, v, c, shares, &why, out);
         }
         self.last_upgrade = self.released;

@@ -517,3 +517,42 @@ fn failed_node_is_replaced_by_a_spare_in_place() {
     );
     assert!(out[1].reason.contains("spare node"), "{}", out[1].reason);
 }
+
+#[test]
+fn elastic_run_starts_small_and_grows_when_room_frees() {
+    let mut s = sched(Policy::Switchyard, false);
+    let mut blocker = job("blocker", "b", 96, 1000.0);
+    blocker.clusters = vec!["fast".into()];
+    submit(&mut s, 0.0, blocker);
+    pass(&mut s, 0.0);
+    let mut el = job("elastic", "a", 128, 100_000.0);
+    el.clusters = vec!["fast".into()];
+    el.min_accelerators = Some(32);
+    let e = submit(&mut s, 0.0, el);
+    let d = pass(&mut s, 0.0);
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, accelerators: 32, .. } if job == e)),
+        "{d:?}"
+    );
+    let mut out = Vec::new();
+    s.handle(
+        1000.0,
+        Event::Finished {
+            job: 0,
+            generation: 1,
+        },
+        &mut out,
+    );
+    s.schedule(1000.0, &mut out);
+    s.check_invariants().expect("invariants");
+    let grow = out
+        .iter()
+        .find(|d| matches!(d.action, Action::Start { job, accelerators: 96, .. } if job == e))
+        .expect("the elastic run grows into the freed accelerators");
+    assert!(
+        grow.reason.contains("grows from 32 to 96"),
+        "{}",
+        grow.reason
+    );
+}
