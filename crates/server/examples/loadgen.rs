@@ -43,6 +43,9 @@ fn main() {
     );
     let per = requests.div_ceil(concurrency);
     let start = Instant::now();
+    let start_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
             let (url, token, tag) = (url.clone(), token.clone(), tag.clone());
@@ -100,13 +103,72 @@ fn main() {
         lat.get(((lat.len() as f64 * p).ceil() as usize).saturating_sub(1))
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
+    let (placed_p50, placed_p99, all_placed_s) = placement(&url, &token, &tag, start_unix_ms);
     println!(
         "{{\"accepted\": {}, \"errors\": {errors}, \"concurrency\": {concurrency}, \"wall_s\": {wall:.2}, \
-         \"submissions_per_s\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}}}",
+         \"submissions_per_s\": {:.0}, \"p50_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}, \
+         \"placement_p50_ms\": {placed_p50:.0}, \"placement_p99_ms\": {placed_p99:.0}, \"all_placed_s\": {all_placed_s:.2}}}",
         lat.len(),
         lat.len() as f64 / wall,
         pct(0.50),
         pct(0.99),
         pct(1.0)
     );
+}
+
+/// Waits (up to a minute) until none of this run's jobs is pending, then returns the p50 and
+/// p99 of submission-to-start in ms and the seconds from the first submission until the last
+/// job was placed.
+fn placement(url: &str, token: &str, tag: &str, start_unix_ms: i64) -> (f64, f64, f64) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut waits = Vec::new();
+        let mut last = start_unix_ms;
+        let mut pending = 0usize;
+        let mut after: Option<String> = None;
+        loop {
+            let mut u = format!("{url}/v1/jobs?limit=1000");
+            if let Some(a) = &after {
+                u.push_str(&format!("&after={a}"));
+            }
+            let page: serde_json::Value = agent
+                .get(&u)
+                .header("Authorization", format!("Bearer {token}"))
+                .call()
+                .and_then(|mut r| r.body_mut().read_json())
+                .expect("list jobs");
+            for j in page["jobs"].as_array().into_iter().flatten() {
+                if !j["name"].as_str().is_some_and(|n| n.starts_with(tag)) {
+                    continue;
+                }
+                match (j["submitted_ms"].as_i64(), j["started_ms"].as_i64()) {
+                    (Some(s), Some(t)) => {
+                        waits.push((t - s) as f64);
+                        last = last.max(t);
+                    }
+                    _ => pending += 1,
+                }
+            }
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        if pending == 0 || Instant::now() > deadline {
+            let done = (last - start_unix_ms) as f64 / 1000.0;
+            waits.sort_by(f64::total_cmp);
+            let p = |q: f64| {
+                waits
+                    .get(((waits.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                    .copied()
+                    .unwrap_or(f64::NAN)
+            };
+            return (p(0.5), p(0.99), done);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -82,6 +82,33 @@ impl PgStore {
     }
 }
 
+/// Rows per multi-row statement (well under both databases' parameter limits).
+const CHUNK: usize = 500;
+
+/// `rows` groups of `cols` numbered parameters: `($1, $2), ($3, $4)` for a VALUES list, or
+/// `$1, $2, $3` when `cols` is 1.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 6);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        if cols > 1 {
+            out.push('(');
+        }
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * cols + c + 1));
+        }
+        if cols > 1 {
+            out.push(')');
+        }
+    }
+    out
+}
+
 fn state_of(text: &str) -> Result<JobState, StoreError> {
     JobState::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown job state `{text}`")))
 }
@@ -450,45 +477,59 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Err(StoreError::LostLease);
                 }
-                for id in &batch.seen {
-                    sqlx::query("UPDATE jobs SET seen = $1 WHERE id = $2")
-                        .bind(true)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
+                // Many rows per statement: one round trip per chunk, not per job.
+                for chunk in batch.seen.chunks(CHUNK) {
+                    let sql = format!(
+                        "UPDATE jobs SET seen = TRUE WHERE id IN ({})",
+                        placeholders(chunk.len(), 1)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for id in chunk {
+                        q = q.bind(id);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
-                for u in &batch.updates {
-                    sqlx::query(
-                        "UPDATE jobs SET state = $1, reason = $2, cluster = $3, allocated = $4, \
-                           restarts = $5, started_ms = COALESCE(started_ms, $6), finished_ms = $7, \
-                           updated_ms = $8, seen = $9 \
-                         WHERE id = $10",
-                    )
-                    .bind(u.state.as_str())
-                    .bind(&u.reason)
-                    .bind(&u.cluster)
-                    .bind(u.allocated)
-                    .bind(u.restarts)
-                    .bind(u.started_ms)
-                    .bind(u.finished_ms)
-                    .bind(u.updated_ms)
-                    .bind(true)
-                    .bind(&u.id)
-                    .execute(&mut *tx)
-                    .await?;
+                for chunk in batch.updates.chunks(CHUNK) {
+                    let sql = format!(
+                        "WITH v (id, state, reason, cluster, allocated, restarts, started_ms, \
+                           finished_ms, updated_ms) AS (VALUES {}) \
+                         UPDATE jobs SET state = v.state, reason = v.reason, cluster = v.cluster, \
+                           allocated = v.allocated, restarts = v.restarts, \
+                           started_ms = COALESCE(jobs.started_ms, v.started_ms), \
+                           finished_ms = v.finished_ms, updated_ms = v.updated_ms, seen = TRUE \
+                         FROM v WHERE jobs.id = v.id",
+                        placeholders(chunk.len(), 9)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for u in chunk {
+                        q = q
+                            .bind(&u.id)
+                            .bind(u.state.as_str())
+                            .bind(&u.reason)
+                            .bind(&u.cluster)
+                            .bind(u.allocated)
+                            .bind(u.restarts)
+                            .bind(u.started_ms)
+                            .bind(u.finished_ms)
+                            .bind(u.updated_ms);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
-                for e in &batch.events {
-                    sqlx::query(
-                        "INSERT INTO events (job_id, at_ms, kind, cluster, message) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&e.job_id)
-                    .bind(e.at_ms)
-                    .bind(&e.kind)
-                    .bind(&e.cluster)
-                    .bind(&e.message)
-                    .execute(&mut *tx)
-                    .await?;
+                for chunk in batch.events.chunks(CHUNK) {
+                    let sql = format!(
+                        "INSERT INTO events (job_id, at_ms, kind, cluster, message) VALUES {}",
+                        placeholders(chunk.len(), 5)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for e in chunk {
+                        q = q
+                            .bind(&e.job_id)
+                            .bind(e.at_ms)
+                            .bind(&e.kind)
+                            .bind(&e.cluster)
+                            .bind(&e.message);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())

@@ -274,6 +274,81 @@ async fn concurrent_submissions(s: AnyStore) {
     assert_eq!(all.len(), 64);
 }
 
+async fn big_batch(s: AnyStore) {
+    let mut ids = Vec::new();
+    for i in 0..1203 {
+        ids.push(
+            s.insert_job(&new_job("a", None, i))
+                .await
+                .expect("insert")
+                .id,
+        );
+    }
+    let lease = s
+        .acquire_lease("me", 1, 10_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    let batch = Batch {
+        seen: ids.clone(),
+        updates: ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| JobUpdate {
+                id: id.clone(),
+                state: if i % 2 == 0 {
+                    JobState::Running
+                } else {
+                    JobState::Pending
+                },
+                reason: format!("reason {i}"),
+                cluster: (i % 2 == 0).then(|| "c".to_owned()),
+                allocated: if i % 2 == 0 { 8 } else { 0 },
+                restarts: 0,
+                started_ms: (i % 2 == 0).then_some(5),
+                finished_ms: None,
+                updated_ms: 5,
+            })
+            .collect(),
+        events: ids
+            .iter()
+            .map(|id| NewEvent {
+                job_id: id.clone(),
+                at_ms: 5,
+                kind: "waiting".into(),
+                cluster: None,
+                message: "why".into(),
+            })
+            .collect(),
+    };
+    s.apply(&lease, &batch).await.expect("apply");
+    assert!(s.unseen_jobs(10).await.expect("unseen").is_empty());
+    let running = s
+        .list_jobs(&JobFilter {
+            states: vec![JobState::Running],
+            limit: 1000,
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(running.len(), 602);
+    let j = s.get_job(&ids[7], None).await.expect("get").expect("found");
+    assert_eq!(
+        (j.reason.as_str(), j.cluster, j.started_ms),
+        ("reason 7", None, None)
+    );
+    let ev = s
+        .events(&ids[1202], None)
+        .await
+        .expect("events")
+        .expect("found");
+    assert_eq!(ev.len(), 2);
+    assert_eq!(
+        s.cluster_usage().await.expect("usage")[0].allocated,
+        602 * 8
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -311,7 +386,8 @@ suite!(
     tokens,
     jobs_and_tenants,
     lease_and_apply,
-    concurrent_submissions
+    concurrent_submissions,
+    big_batch
 );
 
 #[tokio::test]
