@@ -61,7 +61,7 @@ if [ ! -f "$CONF" ] || head -1 "$CONF" | grep -qF "$MARK"; then
   cat >"$CONF.new" <<CONFEOF
 $MARK
 ClusterName=switchyard-local
-SlurmctldHost=$HOST
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -91,11 +91,12 @@ SlurmdTimeout=30
 InactiveLimit=0
 KillWait=5
 Waittime=0
-SchedulerParameters=defer_batch,max_rpc_cnt=0
-NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,max_rpc_cnt=0
+NodeName=$HOST NodeAddr=127.0.0.1 NodeHostname=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONFEOF
-  if [ -f "$CONF" ] && cmp -s "$CONF" "$CONF.new"; then rm -f "$CONF.new"; else mv "$CONF.new" "$CONF"; fi
+  CHANGED=0
+  if [ -f "$CONF" ] && cmp -s "$CONF" "$CONF.new"; then rm -f "$CONF.new"; else mv "$CONF.new" "$CONF"; CHANGED=1; fi
   # Debian's packages ship no cgroup.conf; linuxproc/task none need none.
 else
   say "$CONF exists and was not written by this script; using it as it is"
@@ -105,6 +106,7 @@ running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 if running /run/slurm/slurmctld.pid; then
   say "slurmctld already running"
+  if [ "${CHANGED:-0}" = 1 ]; then say "configuration changed: scontrol reconfigure"; scontrol reconfigure || true; fi
 else
   say "starting slurmctld"
   /usr/sbin/slurmctld -i || die "slurmctld did not start; see /var/log/slurm/slurmctld.log"
