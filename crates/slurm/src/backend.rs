@@ -289,6 +289,9 @@ struct Cluster {
     failed: HashSet<u32>,
     has_gpus: bool,
     capacity_read: bool,
+    /// The last error listing jobs, so that an unreachable controller is reported once, not
+    /// every round.
+    list_error: Option<String>,
 }
 
 struct Worker {
@@ -317,6 +320,7 @@ impl Worker {
                     failed: HashSet::new(),
                     has_gpus: false,
                     capacity_read: false,
+                    list_error: None,
                 })
                 .collect(),
             options,
@@ -555,6 +559,10 @@ impl Worker {
             Err(e) => {
                 let msg = e.message();
                 tracing::warn!(cluster = %cluster_name, error = %msg, "cannot list Slurm's jobs; retrying next round");
+                if self.clusters[i].list_error.as_ref() == Some(&msg) {
+                    return;
+                }
+                self.clusters[i].list_error = Some(msg.clone());
                 // Tell the jobs waiting to be submitted why nothing happens.
                 let waiting: Vec<String> = self
                     .wants
@@ -575,6 +583,9 @@ impl Worker {
                 return;
             }
         };
+        if self.clusters[i].list_error.take().is_some() {
+            tracing::info!(cluster = %cluster_name, "Slurm answers again");
+        }
         let prefix = self.options.tag.clone();
         let tagged: Vec<(Tag, &QueueJob)> = listing
             .iter()
@@ -984,6 +995,8 @@ mod tests {
         cancelled: Vec<String>,
         nodes: Vec<Node>,
         refuse: Option<String>,
+        /// The controller does not answer.
+        down: bool,
     }
 
     #[derive(Debug, Clone, Default)]
@@ -1031,6 +1044,12 @@ mod tests {
             Ok(self.st().nodes.clone())
         }
         fn jobs(&self) -> Result<Vec<QueueJob>, SlurmError> {
+            if self.st().down {
+                return Err(SlurmError::Timeout {
+                    command: "squeue".into(),
+                    seconds: 30,
+                });
+            }
             Ok(self.st().jobs.clone())
         }
         fn job(&self, id: &str) -> Result<Option<JobInfo>, SlurmError> {
@@ -1262,6 +1281,29 @@ mod tests {
                 .contains("Invalid partition name specified")
         );
         assert!(w.wants.contains_key("j"), "the run is not lost");
+    }
+
+    #[test]
+    fn an_unreachable_controller_is_reported_once_and_nothing_is_submitted_blind() {
+        let fake = Fake::default();
+        fake.st().down = true;
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
+        for _ in 0..3 {
+            w.round();
+        }
+        let events = std::mem::take(&mut lock(&w.shared).events);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].kind, "slurm_unreachable");
+        assert!(
+            events[0].message.contains("did not answer"),
+            "{}",
+            events[0].message
+        );
+        assert!(fake.st().submitted.is_empty());
+        fake.st().down = false;
+        w.round();
+        assert_eq!(fake.st().submitted.len(), 1, "submitted once Slurm answers");
     }
 
     #[test]
