@@ -3,7 +3,8 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use switchyard_server::{ServerConfig, serve};
+use switchyard_server::backend::{Backend, DryRun};
+use switchyard_server::{ServerConfig, serve_with};
 use switchyard_store::StoreWrite as _;
 
 use crate::CliError;
@@ -72,9 +73,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
     let fleet = load_fleet(args.fleet.as_deref())?;
+    let backend = backend_for(&fleet)?;
     let config = ServerConfig::new(fleet, args.db, args.listen);
     runtime()?
-        .block_on(serve(config, |addr| {
+        .block_on(serve_with(config, backend, |addr| {
             println!("listening on http://{addr}");
             let _ = std::io::stdout().flush();
         }))
@@ -84,6 +86,17 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
             }
             other => CliError::Other(other.to_string()),
         })
+}
+
+/// The Slurm backend when the fleet has clusters with `backend = "slurm"` (docs/slurm.md), else
+/// the dry run. A fleet mixing Slurm and agent clusters sends every placement to Slurm's backend
+/// until a per-cluster router exists (issue 7's notes).
+fn backend_for(fleet: &switchyard_core::Fleet) -> Result<Box<dyn Backend>, CliError> {
+    match switchyard_slurm::SlurmBackend::from_fleet(fleet, switchyard_slurm::Options::default()) {
+        Ok(Some(slurm)) => Ok(Box::new(slurm)),
+        Ok(None) => Ok(Box::new(DryRun::default())),
+        Err(e) => Err(CliError::Input(e.to_string())),
+    }
 }
 
 pub fn run_token(args: TokenArgs) -> Result<(), CliError> {

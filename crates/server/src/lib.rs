@@ -64,6 +64,16 @@ pub async fn serve(
     config: ServerConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    serve_with(config, Box::new(backend::DryRun::default()), on_listening).await
+}
+
+/// [`serve`] with the backend that carries out placements (the Slurm backend lives in its own
+/// crate, which depends on this one, so the binary chooses and hands it in).
+pub async fn serve_with(
+    config: ServerConfig,
+    backend: Box<dyn backend::Backend>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
     let store = switchyard_store::connect(&config.db_url).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -90,7 +100,7 @@ pub async fn serve(
     let scheduling = tokio::spawn(leader::run(
         store.clone(),
         fleet.clone(),
-        Box::new(backend::DryRun::default()),
+        backend,
         metrics.clone(),
         wake.clone(),
         stop_rx,
