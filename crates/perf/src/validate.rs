@@ -134,7 +134,7 @@ fn fp8(row: &Row) -> Result<bool, PerfError> {
 /// | `megatron_sc21` | Megatron-LM 2021 (no FlashAttention, no overlapped DP reduction); its ZeRO-3 rows ran DeepSpeed ZeRO-3 (2021) |
 /// | `korthikanti_2022` | Megatron-LM 2022 (same kernels; the paper predates FlashAttention in Megatron) |
 /// | `megascale` | the paper's Megatron-LM baseline, which lacks the FlashAttention-2 and DP/PP overlap MegaScale adds (§3) |
-/// | `llm_foundry` | llm-foundry/Composer 2023: FSDP, MPT's Triton attention with the ALiBi bias |
+/// | `llm_foundry` | llm-foundry/Composer 2023: FSDP, MPT's Triton attention |
 /// | others | Megatron-Core / NeMo / Megatron-Bridge with Transformer Engine |
 pub fn software_for(source: &str, zero: Option<u8>) -> Software {
     match source {
