@@ -73,6 +73,19 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The series legend every plot of the report uses: lower right, on a translucent white box.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)
+}
+
 fn err<E: std::fmt::Display>(e: E) -> String {
     format!("drawing the report failed: {e}")
 }
@@ -114,13 +127,7 @@ fn utilisation_svg(result: &SimResult) -> Result<String, String> {
                     PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart)?;
         root.present().map_err(err)?;
     }
     Ok(svg)
@@ -207,13 +214,7 @@ fn jct_svg(result: &SimResult) -> Result<String, String> {
                     PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart)?;
         root.present().map_err(err)?;
     }
     Ok(svg)
