@@ -135,6 +135,15 @@ pub enum Event {
     Cancel {
         job: JobIdx,
     },
+    /// A running gang's work failed (the driver saw a process fail). With `retry` it goes back
+    /// in the queue to restart from its last checkpoint; without, the job ends as failed.
+    /// Stale generations are ignored.
+    Failed {
+        job: JobIdx,
+        generation: u32,
+        retry: bool,
+        reason: String,
+    },
 }
 
 /// What the scheduler decided.
@@ -149,15 +158,23 @@ pub enum Action {
         accelerators: u32,
         generation: u32,
         expected_end_s: f64,
+        /// Where: accelerators per node of `cluster` (drivers that launch real work need it).
+        #[serde(skip)]
+        nodes: Vec<NodeShare>,
     },
     AddReplica {
         job: JobIdx,
         cluster: u32,
         accelerators: u32,
+        #[serde(skip)]
+        nodes: Vec<NodeShare>,
     },
+    /// A replica is taken down; `nodes` says which.
     RemoveReplica {
         job: JobIdx,
         cluster: u32,
+        #[serde(skip)]
+        nodes: Vec<NodeShare>,
     },
     /// Taken off its accelerators to make room; back in the queue.
     Preempt {
@@ -173,8 +190,15 @@ pub enum Action {
     ReplicaLost {
         job: JobIdx,
         cluster: u32,
+        #[serde(skip)]
+        nodes: Vec<NodeShare>,
     },
     Finish {
+        job: JobIdx,
+        cluster: u32,
+    },
+    /// Its work failed and it is not retried any more.
+    Fail {
         job: JobIdx,
         cluster: u32,
     },
@@ -202,6 +226,8 @@ pub enum JobState {
     Done,
     Cancelled,
     Rejected,
+    /// Its work failed more often than it may be retried.
+    Failed,
 }
 
 /// Counters per cluster, for reports.
@@ -770,6 +796,12 @@ impl Scheduler {
                 }
             }
             Event::Cancel { job } => self.cancel(now, job, out),
+            Event::Failed {
+                job,
+                generation,
+                retry,
+                reason,
+            } => self.failed(now, job, generation, retry, reason, out),
         }
         None
     }
@@ -992,6 +1024,7 @@ impl Scheduler {
         job.urgent = false;
         job.first_start_s.get_or_insert(now);
         job.last_cluster = Some(cluster);
+        let nodes = run.shares.clone();
         job.run = Some(run);
         job.why = Why::NotTried;
         let generation = job.generation;
@@ -1021,6 +1054,7 @@ impl Scheduler {
                 accelerators: size,
                 generation,
                 expected_end_s: end,
+                nodes,
             },
             reason,
         );
@@ -1103,6 +1137,54 @@ impl Scheduler {
             human_s(job.first_start_s.unwrap_or(now) - job.submit_s)
         );
         self.emit(out, now, Action::Finish { job: j, cluster }, reason);
+    }
+
+    /// The work of a running gang failed: back in the queue (from its last checkpoint), or
+    /// ended as failed when it may not be retried.
+    fn failed(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        generation: u32,
+        retry: bool,
+        reason: String,
+        out: &mut Vec<Decision>,
+    ) {
+        let Some(job) = self.jobs.get(j as usize) else {
+            return;
+        };
+        if job.generation != generation || job.state != JobState::Running || job.run.is_none() {
+            return;
+        }
+        let cluster = job.run.as_ref().map_or(0, |r| r.cluster);
+        let lost = self.stop(now, j, false, false);
+        self.stats[cluster as usize].restarts += u64::from(retry);
+        let job = &mut self.jobs[j as usize];
+        if retry {
+            job.restarts += 1;
+            job.urgent = true;
+            job.why = Why::AfterFailure { lost_s: lost };
+            let from = if job.kind == JobKind::Batch {
+                "from the beginning"
+            } else {
+                "from its last checkpoint"
+            };
+            self.enqueue(j);
+            self.emit(
+                out,
+                now,
+                Action::Restart {
+                    job: j,
+                    cluster,
+                    lost_s: lost,
+                },
+                format!("{reason}; restarts {from} (lost {})", human_s(lost)),
+            );
+        } else {
+            job.state = JobState::Failed;
+            job.finish_s = Some(now);
+            self.emit(out, now, Action::Fail { job: j, cluster }, reason);
+        }
     }
 
     fn cancel(&mut self, now: f64, j: JobIdx, out: &mut Vec<Decision>) {
@@ -1200,6 +1282,7 @@ impl Scheduler {
                 (1.0 - done) / eff
             };
         let (end, size) = (run.end_s, run.size);
+        let nodes = run.shares.clone();
         self.ends[c].insert((bits(end), j));
         let job = &mut self.jobs[j as usize];
         job.run = Some(run);
@@ -1234,6 +1317,7 @@ impl Scheduler {
                 accelerators: size,
                 generation,
                 expected_end_s: end,
+                nodes,
             },
             format!(
                 "restarts {from} on spare node {} of {name} in place of failed node {node}, keeping the rest of its {size} accelerators; predicted to finish in {}",
@@ -1299,6 +1383,7 @@ impl Scheduler {
                     .position(|r| r.cluster == cluster && r.shares.iter().any(|s| s.node == node))
                 {
                     let rep = reps.swap_remove(p);
+                    let nodes = rep.shares.clone();
                     self.release_replica(now, j, rep);
                     if self.jobs[j as usize].replicas.is_empty() {
                         self.jobs[j as usize].state = JobState::Pending;
@@ -1307,7 +1392,11 @@ impl Scheduler {
                     self.emit(
                         out,
                         now,
-                        Action::ReplicaLost { job: j, cluster },
+                        Action::ReplicaLost {
+                            job: j,
+                            cluster,
+                            nodes,
+                        },
                         format!("node {node} of {name} failed; the replica will be replaced"),
                     );
                 }
@@ -1822,6 +1911,7 @@ impl Scheduler {
                         .pop()
                         .expect("have > target >= 0");
                     let c = rep.cluster;
+                    let nodes = rep.shares.clone();
                     self.release_replica(now, j, rep);
                     if self.jobs[j as usize].replicas.is_empty() {
                         self.jobs[j as usize].state = JobState::Pending;
@@ -1830,7 +1920,11 @@ impl Scheduler {
                     self.emit(
                         out,
                         now,
-                        Action::RemoveReplica { job: j, cluster: c },
+                        Action::RemoveReplica {
+                            job: j,
+                            cluster: c,
+                            nodes,
+                        },
                         format!(
                             "load fell: {} replicas wanted",
                             self.jobs[j as usize].target_replicas
@@ -1880,7 +1974,7 @@ impl Scheduler {
                 job.last_cluster = Some(c);
                 job.replicas.push(Replica {
                     cluster: c,
-                    shares,
+                    shares: shares.clone(),
                     start_s: now,
                 });
                 let target = job.target_replicas;
@@ -1903,6 +1997,7 @@ impl Scheduler {
                         job: j,
                         cluster: c,
                         accelerators: size,
+                        nodes: shares,
                     },
                     reason,
                 );
@@ -1939,6 +2034,7 @@ impl Scheduler {
             JobState::Done => "finished".into(),
             JobState::Cancelled => "cancelled".into(),
             JobState::Rejected => "rejected: it can never run on this fleet".into(),
+            JobState::Failed => "failed".into(),
             JobState::Pending => match job.why {
                 Why::NotTried => "queued; not yet considered".into(),
                 Why::NoCapacity { need } => format!(

@@ -48,6 +48,77 @@ pub struct SubmitRequest {
     /// Inference only: the replica range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<ReplicaRange>,
+    /// What each rank (training, batch) or replica (inference) runs, on backends that run
+    /// real work (node agents, Slurm). Absent: the dry-run backend simulates the work, and a
+    /// Slurm cluster runs its configured command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<JobCommand>,
+    /// Training and batch: how often a run whose processes fail is restarted (from its last
+    /// checkpoint) before the job ends as failed. Default 3. Lost nodes do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+/// Default of [`SubmitRequest::max_retries`].
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+const MAX_RETRIES: u32 = 1000;
+const MAX_ARGV: usize = 256;
+const MAX_ENV: usize = 256;
+const MAX_ARG_BYTES: usize = 4096;
+
+/// A program and how to start it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobCommand {
+    /// Program and arguments (the program is looked up in `PATH` when it has no `/`).
+    pub argv: Vec<String>,
+    /// Extra environment. Switchyard's own variables (`RANK`, `SWITCHYARD_*` …) win over it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Directory to start in (the agent's own when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+}
+
+impl JobCommand {
+    fn check(&self) -> Result<(), Refusal> {
+        if self.argv.is_empty() || self.argv[0].is_empty() {
+            return Err(invalid("command.argv needs at least the program to run"));
+        }
+        if self.argv.len() > MAX_ARGV || self.env.len() > MAX_ENV {
+            return Err(invalid(format!(
+                "command takes at most {MAX_ARGV} arguments and {MAX_ENV} environment variables"
+            )));
+        }
+        let too_long = |s: &str| s.len() > MAX_ARG_BYTES || s.contains('\0');
+        if let Some(i) = self.argv.iter().position(|a| too_long(a)) {
+            return Err(invalid(format!(
+                "command.argv[{i}] is longer than {MAX_ARG_BYTES} bytes or contains a NUL byte"
+            )));
+        }
+        for (k, v) in &self.env {
+            let valid = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid || k.len() > 256 {
+                return Err(invalid(format!(
+                    "command.env: `{}` is not a valid variable name (letters, digits and _, not starting with a digit)",
+                    k.chars().take(64).collect::<String>()
+                )));
+            }
+            if too_long(v) {
+                return Err(invalid(format!(
+                    "command.env.{k} is longer than {MAX_ARG_BYTES} bytes or contains a NUL byte"
+                )));
+            }
+        }
+        if let Some(d) = &self.working_dir
+            && (d.is_empty() || too_long(d))
+        {
+            return Err(invalid("command.working_dir must be a non-empty path"));
+        }
+        Ok(())
+    }
 }
 
 /// An inference service's replicas.
@@ -260,6 +331,21 @@ impl SubmitRequest {
         check_name("tenant", tenant)?;
         if self.accelerators == 0 {
             return Err(invalid("accelerators must be at least 1"));
+        }
+        if let Some(c) = &self.command {
+            c.check()?;
+        }
+        if let Some(r) = self.max_retries {
+            if self.kind == JobKind::Inference {
+                return Err(invalid(
+                    "max_retries is for training and batch jobs; a service's replicas are restarted whenever they die",
+                ));
+            }
+            if r > MAX_RETRIES {
+                return Err(invalid(format!(
+                    "max_retries = {r} is out of range 0..={MAX_RETRIES}"
+                )));
+            }
         }
         if self.accelerators > MAX_ACCELERATORS {
             return Err(invalid(format!(

@@ -7,10 +7,16 @@
 //! reports what they saw in `poll`. Backends are level-triggered: after a restart the leader
 //! re-sends the desired state and the backend reconciles what it observes with it.
 //!
-//! Today the server has one backend, [`DryRun`]: it runs nothing and reports each run's work
-//! done when the scheduler expected it to end. Node agents and Slurm come next.
+//! Backends here: [`DryRun`] (runs nothing; each run's work is done when the scheduler
+//! expected it to end) and the node agents' ([`crate::agents::AgentBackend`]). Slurm's lives in
+//! its own crate.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use switchyard_sched::NodeShare;
+
+use crate::api::JobCommand;
 
 /// What the leader asks of a backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,24 +25,33 @@ pub enum Command {
     Launch {
         job: String,
         generation: u32,
+        /// How many times the job has been started, this one included (from 1; survives
+        /// changes of leader). What the work sees as `SWITCHYARD_ATTEMPT`.
+        attempt: u32,
         cluster: String,
         accelerators: u32,
+        /// The scheduler's placement: accelerators per node (node = slot in the cluster).
+        nodes: Vec<NodeShare>,
         /// When the work should be done if nothing interrupts it.
         expected_end_ms: i64,
+        /// What every rank runs; `None` when the submission gave no command.
+        command: Option<Arc<JobCommand>>,
     },
     AddReplica {
         job: String,
         cluster: String,
         accelerators: u32,
+        nodes: Vec<NodeShare>,
+        command: Option<Arc<JobCommand>>,
     },
+    /// Take down the replica of `job` on exactly these nodes.
     RemoveReplica {
         job: String,
         cluster: String,
+        nodes: Vec<NodeShare>,
     },
     /// Stop everything of the job (preemption, restart, cancellation).
-    Stop {
-        job: String,
-    },
+    Stop { job: String },
 }
 
 /// What a backend saw.
@@ -47,6 +62,12 @@ pub enum Observed {
         job: String,
         generation: u32,
     },
+    /// A run's work failed (a rank exited with an error, or could not start).
+    Failed {
+        job: String,
+        generation: u32,
+        reason: String,
+    },
     NodeFailed {
         cluster: u32,
         node: u32,
@@ -54,6 +75,13 @@ pub enum Observed {
     NodeRepaired {
         cluster: u32,
         node: u32,
+    },
+    /// Something worth recording in the job's events (a submission the cluster refused, a
+    /// replica restarted …); `kind` is a short snake_case word.
+    Event {
+        job: String,
+        kind: String,
+        message: String,
     },
 }
 

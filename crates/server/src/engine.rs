@@ -6,6 +6,7 @@
 //! scheduler's API moves, this file moves with it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use switchyard_core::JobSpec;
 use switchyard_core::fleet::Fleet;
@@ -14,6 +15,7 @@ use switchyard_sched::{
 };
 use switchyard_store::{Batch, JobRecord, JobState, JobUpdate, NewEvent};
 
+use crate::api::{DEFAULT_MAX_RETRIES, JobCommand};
 use crate::backend::Command;
 
 /// Time in the scheduler: seconds since `origin_ms` (UTC midnight of the day this engine was
@@ -49,6 +51,23 @@ struct Tracked {
     reason: String,
     started_ms: Option<i64>,
     finished_ms: Option<i64>,
+    command: Option<Arc<JobCommand>>,
+    max_retries: u32,
+    /// Failed runs so far (this leader's term).
+    failures: u32,
+    /// Starts before this leader's term, and starts since.
+    attempts_before: u32,
+    attempts: u32,
+    /// Restarts before this leader's term (a recovery counts as one).
+    restarts_before: i64,
+}
+
+/// What a job carries besides its scheduling spec.
+#[derive(Debug, Clone, Default)]
+pub struct JobExtras {
+    pub command: Option<Arc<JobCommand>>,
+    /// `None`: the default.
+    pub max_retries: Option<u32>,
 }
 
 /// The scheduler and the mapping between its job handles and the store's ids.
@@ -103,7 +122,18 @@ impl Engine {
 
     /// Takes a stored job into the scheduler (a new submission, or an active job a new
     /// leader recovers). The spec is the stored submission.
-    pub fn admit(&mut self, now_ms: i64, record: &JobRecord, mut spec: JobSpec) {
+    pub fn admit(&mut self, now_ms: i64, record: &JobRecord, spec: JobSpec) {
+        self.admit_with(now_ms, record, spec, JobExtras::default());
+    }
+
+    /// [`Engine::admit`] with the job's command and retry limit.
+    pub fn admit_with(
+        &mut self,
+        now_ms: i64,
+        record: &JobRecord,
+        mut spec: JobSpec,
+        extras: JobExtras,
+    ) {
         if self.knows(&record.id) {
             self.batch.seen.push(record.id.clone());
             return;
@@ -125,6 +155,13 @@ impl Engine {
             reason: record.reason.clone(),
             started_ms: record.started_ms,
             finished_ms: None,
+            command: extras.command,
+            max_retries: extras.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
+            failures: 0,
+            attempts_before: u32::try_from(record.restarts).unwrap_or(0)
+                + u32::from(record.state == JobState::Running),
+            attempts: 0,
+            restarts_before: record.restarts + i64::from(record.state == JobState::Running),
         });
         self.by_id.insert(record.id.clone(), idx);
         self.active.insert(idx);
@@ -191,6 +228,62 @@ impl Engine {
         }
     }
 
+    /// The backend reports a run's processes failed: restarted from its checkpoint while the
+    /// job's retries last, failed after.
+    pub fn failed(&mut self, now_ms: i64, id: &str, generation: u32, reason: &str) {
+        if let Some(&job) = self.by_id.get(id) {
+            let v = self.sched.job(job);
+            if v.state != SchedState::Running {
+                return;
+            }
+            let t = &mut self.jobs[job as usize];
+            let retry = t.failures < t.max_retries;
+            let reason = if retry {
+                t.failures += 1;
+                format!(
+                    "{reason} (failure {} of at most {} retried)",
+                    t.failures, t.max_retries
+                )
+            } else {
+                format!(
+                    "{reason}; giving up after {} retries (max_retries = {})",
+                    t.failures, t.max_retries
+                )
+            };
+            let now = self.clock.to_s(now_ms);
+            self.sched.handle(
+                now,
+                Event::Failed {
+                    job,
+                    generation,
+                    retry,
+                    reason,
+                },
+                &mut self.decisions,
+            );
+            self.dirty.insert(job);
+            self.drain(now_ms);
+        }
+    }
+
+    /// Something a backend wants in a job's events.
+    pub fn note(&mut self, now_ms: i64, id: &str, kind: &str, message: &str) {
+        if let Some(&job) = self.by_id.get(id) {
+            let cluster = self
+                .sched
+                .job(job)
+                .cluster
+                .map(|c| self.clusters[c as usize].clone());
+            self.batch.events.push(NewEvent {
+                job_id: id.to_owned(),
+                at_ms: now_ms,
+                kind: kind.to_owned(),
+                cluster,
+                message: message.to_owned(),
+            });
+        }
+    }
+
     /// A node failed or came back (from a backend).
     pub fn node(&mut self, now_ms: i64, cluster: u32, node: u32, failed: bool) {
         let now = self.clock.to_s(now_ms);
@@ -225,16 +318,21 @@ impl Engine {
                     accelerators,
                     generation,
                     expected_end_s,
+                    ref nodes,
                 } => {
                     let t = &mut self.jobs[job as usize];
                     t.allocated = i64::from(accelerators);
                     t.started_ms.get_or_insert(at_ms);
+                    t.attempts += 1;
                     self.commands.push(Command::Launch {
                         job: t.id.clone(),
                         generation,
+                        attempt: t.attempts_before + t.attempts,
                         cluster: self.clusters[cluster as usize].clone(),
                         accelerators,
+                        nodes: nodes.clone(),
                         expected_end_ms: self.clock.to_ms(expected_end_s),
+                        command: t.command.clone(),
                     });
                     (job, Some(cluster), "started")
                 }
@@ -242,6 +340,7 @@ impl Engine {
                     job,
                     cluster,
                     accelerators,
+                    ref nodes,
                 } => {
                     let t = &mut self.jobs[job as usize];
                     t.allocated += i64::from(accelerators);
@@ -250,15 +349,27 @@ impl Engine {
                         job: t.id.clone(),
                         cluster: self.clusters[cluster as usize].clone(),
                         accelerators,
+                        nodes: nodes.clone(),
+                        command: t.command.clone(),
                     });
                     (job, Some(cluster), "replica_added")
                 }
-                Action::RemoveReplica { job, cluster } | Action::ReplicaLost { job, cluster } => {
+                Action::RemoveReplica {
+                    job,
+                    cluster,
+                    ref nodes,
+                }
+                | Action::ReplicaLost {
+                    job,
+                    cluster,
+                    ref nodes,
+                } => {
                     let t = &mut self.jobs[job as usize];
                     t.allocated = (t.allocated - i64::from(t.size)).max(0);
                     self.commands.push(Command::RemoveReplica {
                         job: t.id.clone(),
                         cluster: self.clusters[cluster as usize].clone(),
+                        nodes: nodes.clone(),
                     });
                     let kind = if matches!(d.action, Action::ReplicaLost { .. }) {
                         "replica_lost"
@@ -288,6 +399,11 @@ impl Engine {
                         cluster,
                         if cancelled { "cancelled" } else { "finished" },
                     )
+                }
+                Action::Fail { job, cluster } => {
+                    self.stop(job);
+                    self.jobs[job as usize].finished_ms = Some(at_ms);
+                    (job, Some(cluster), "failed")
                 }
                 Action::Reject { job } => {
                     self.jobs[job as usize].finished_ms = Some(at_ms);
@@ -356,6 +472,7 @@ impl Engine {
                 SchedState::Done => JobState::Done,
                 SchedState::Cancelled => JobState::Cancelled,
                 SchedState::Rejected => JobState::Rejected,
+                SchedState::Failed => JobState::Failed,
             };
             if state.is_final() {
                 t.allocated = 0;
@@ -366,7 +483,7 @@ impl Engine {
                 reason: why,
                 cluster: v.cluster.map(|c| self.clusters[c as usize].clone()),
                 allocated: t.allocated,
-                restarts: i64::from(v.restarts),
+                restarts: t.restarts_before + i64::from(v.restarts),
                 started_ms: t.started_ms,
                 finished_ms: if state.is_final() {
                     t.finished_ms.or(Some(now_ms))
@@ -543,6 +660,80 @@ mod tests {
             batch.events.iter().all(|ev| ev.job_id != "b"),
             "no repeat while the reason holds"
         );
+    }
+
+    #[test]
+    fn failed_runs_restart_until_the_retry_limit_then_fail() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut sp = spec(3600.0);
+        sp.kind = JobKind::Training;
+        e.admit_with(
+            T0,
+            &record("a", 1),
+            sp,
+            JobExtras {
+                command: None,
+                max_retries: Some(1),
+            },
+        );
+        e.schedule(T0);
+        let (_, cmds) = e.take(T0);
+        let launch = |cmds: &[Command]| {
+            cmds.iter()
+                .find_map(|c| match c {
+                    Command::Launch {
+                        generation,
+                        attempt,
+                        nodes,
+                        accelerators,
+                        ..
+                    } => Some((*generation, *attempt, nodes.clone(), *accelerators)),
+                    _ => None,
+                })
+                .expect("a launch")
+        };
+        let (g1, a1, nodes, size) = launch(&cmds);
+        assert_eq!(a1, 1);
+        assert_eq!(nodes.iter().map(|n| n.accelerators).sum::<u32>(), size);
+        e.failed(T0 + 1000, "a", g1, "rank 3 exited with code 1");
+        e.failed(T0 + 1000, "a", g1, "a stale report of the same run");
+        let (batch, cmds) = e.take(T0 + 1000);
+        assert_eq!(cmds, [Command::Stop { job: "a".into() }]);
+        let restarted: Vec<_> = batch
+            .events
+            .iter()
+            .filter(|ev| ev.kind == "restarted")
+            .collect();
+        assert_eq!(restarted.len(), 1, "{:?}", batch.events);
+        assert!(
+            restarted[0].message.contains("rank 3 exited with code 1")
+                && restarted[0].message.contains("failure 1 of at most 1"),
+            "{}",
+            restarted[0].message
+        );
+        e.schedule(T0 + 2000);
+        let (batch, cmds) = e.take(T0 + 2000);
+        let (g2, a2, _, _) = launch(&cmds);
+        assert!(g2 > g1);
+        assert_eq!(a2, 2);
+        assert_eq!(update(&batch, "a").restarts, 1);
+        e.failed(T0 + 3000, "a", g2, "rank 0 exited with code 2");
+        let (batch, cmds) = e.take(T0 + 3000);
+        assert_eq!(cmds, [Command::Stop { job: "a".into() }]);
+        let u = update(&batch, "a");
+        assert_eq!(u.state, JobState::Failed);
+        let failed = batch
+            .events
+            .iter()
+            .find(|ev| ev.kind == "failed")
+            .expect("a failed event");
+        assert!(
+            failed.message.contains("rank 0 exited with code 2")
+                && failed.message.contains("max_retries = 1"),
+            "{}",
+            failed.message
+        );
+        e.check().expect("invariants");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::api::SubmitRequest;
 use crate::backend::{Backend, Observed};
-use crate::engine::{Clock, Engine};
+use crate::engine::{Clock, Engine, JobExtras};
 use crate::metrics::Metrics;
 
 /// Timing of the loop.
@@ -131,11 +131,17 @@ fn admit(engine: &mut Engine, r: &JobRecord, now: i64) {
     let spec = serde_json::from_str::<SubmitRequest>(&r.spec)
         .map_err(|e| e.to_string())
         .and_then(|req| {
-            req.to_spec(&r.id, &r.tenant, r.priority as i32)
-                .map_err(|refusal| refusal.message)
+            let spec = req
+                .to_spec(&r.id, &r.tenant, r.priority as i32)
+                .map_err(|refusal| refusal.message)?;
+            let extras = JobExtras {
+                command: req.command.map(Arc::new),
+                max_retries: req.max_retries,
+            };
+            Ok((spec, extras))
         });
     match spec {
-        Ok(spec) => engine.admit(now, r, spec),
+        Ok((spec, extras)) => engine.admit_with(now, r, spec, extras),
         Err(why) => engine.refuse(now, r, &format!("stored specification is invalid: {why}")),
     }
 }
@@ -158,6 +164,12 @@ async fn pass(
     for o in backend.poll(now) {
         match o {
             Observed::Finished { job, generation } => l.engine.finished(now, &job, generation),
+            Observed::Failed {
+                job,
+                generation,
+                reason,
+            } => l.engine.failed(now, &job, generation, &reason),
+            Observed::Event { job, kind, message } => l.engine.note(now, &job, &kind, &message),
             Observed::NodeFailed { cluster, node } => l.engine.node(now, cluster, node, true),
             Observed::NodeRepaired { cluster, node } => l.engine.node(now, cluster, node, false),
         }

@@ -403,6 +403,7 @@ pub fn simulate(
                     | Action::Restart { job, .. }
                     | Action::ReplicaLost { job, .. }
                     | Action::Finish { job, .. }
+                    | Action::Fail { job, .. }
                     | Action::Reject { job } => sched.job(*job).id.to_owned(),
                 };
                 log.push((id, d));

@@ -430,6 +430,7 @@ impl Worker {
                 cluster,
                 accelerators,
                 expected_end_ms,
+                ..
             } => {
                 if !self.clusters.iter().any(|c| c.cfg.name == cluster) {
                     tracing::warn!(%job, %cluster, "launch for a cluster that is not on Slurm; ignored");
@@ -450,6 +451,7 @@ impl Worker {
                 job,
                 cluster,
                 accelerators,
+                ..
             } => {
                 if !self.clusters.iter().any(|c| c.cfg.name == cluster) {
                     return;
@@ -462,7 +464,7 @@ impl Worker {
                 self.wants.insert(key.clone(), w);
                 self.replicas.entry((job, cluster)).or_default().push(key);
             }
-            Command::RemoveReplica { job, cluster } => {
+            Command::RemoveReplica { job, cluster, .. } => {
                 if let Some(keys) = self.replicas.get_mut(&(job, cluster))
                     && let Some(key) = keys.pop()
                 {
@@ -1128,6 +1130,9 @@ mod tests {
             cluster: "c".into(),
             accelerators,
             expected_end_ms: now_ms() + 3_600_000,
+            attempt: generation,
+            nodes: Vec::new(),
+            command: None,
         }
     }
 
@@ -1377,6 +1382,8 @@ mod tests {
             job: "svc".into(),
             cluster: "c".into(),
             accelerators: 8,
+            nodes: Vec::new(),
+            command: None,
         };
         w.apply(Msg::Commands(vec![add.clone(), add]));
         w.round();
@@ -1384,6 +1391,7 @@ mod tests {
         w.apply(Msg::Commands(vec![Command::RemoveReplica {
             job: "svc".into(),
             cluster: "c".into(),
+            nodes: Vec::new(),
         }]));
         w.round();
         assert_eq!(fake.active_tagged("switchyard").len(), 1);

@@ -111,6 +111,9 @@ fn launch(job: &str, generation: u32, accelerators: u32, seconds: i64) -> Comman
         cluster: "local".into(),
         accelerators,
         expected_end_ms: now_ms() + seconds * 1000,
+        attempt: generation,
+        nodes: Vec::new(),
+        command: None,
     }
 }
 

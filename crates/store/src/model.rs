@@ -1,6 +1,6 @@
 //! The records the store keeps.
 
-/// Where a job is. `Done`, `Cancelled` and `Rejected` are final.
+/// Where a job is. `Done`, `Cancelled`, `Rejected` and `Failed` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobState {
     Pending,
@@ -8,15 +8,18 @@ pub enum JobState {
     Done,
     Cancelled,
     Rejected,
+    /// Its processes kept failing beyond its retry limit.
+    Failed,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 6] = [
         JobState::Pending,
         JobState::Running,
         JobState::Done,
         JobState::Cancelled,
         JobState::Rejected,
+        JobState::Failed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -26,6 +29,7 @@ impl JobState {
             JobState::Done => "done",
             JobState::Cancelled => "cancelled",
             JobState::Rejected => "rejected",
+            JobState::Failed => "failed",
         }
     }
 
@@ -36,7 +40,7 @@ impl JobState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobState::Done | JobState::Cancelled | JobState::Rejected
+            JobState::Done | JobState::Cancelled | JobState::Rejected | JobState::Failed
         )
     }
 }
