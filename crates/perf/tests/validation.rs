@@ -45,8 +45,9 @@ fn report(file: &str) -> ValidationReport {
 /// * P00806 and P00747 (MPT-30b at 8,192 tokens, micro-batch 1, on A100 and H100): 30% below
 ///   the 4,096-token rows of the same model where the attention share explains about 8%; both run
 ///   within a few GiB of the 80 GiB HBM (FSDP with FP32 gradients and Adam states sharded over 8
-///   GPUs needs about 60 GiB before activations), where the caching allocator's retries stall
-///   the device, an effect this model does not represent.
+///   GPUs needs about 60 GiB before activations). Memory pressure, exposed FSDP traffic and
+///   short-sequence attention efficiency were each tried as model mechanisms and none brings
+///   these rows inside 25% without hurting others (the numbers are in docs/perf-model.md).
 const KNOWN_OUTLIERS: [&str; 3] = ["P00806", "P00747", "P00847"];
 
 #[test]
