@@ -3,7 +3,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use switchyard_server::backend::{Backend, DryRun};
+use switchyard_server::backend::{Backend, DryRun, Routed};
 use switchyard_server::{ServerConfig, serve_with};
 use switchyard_store::StoreWrite as _;
 
@@ -31,6 +31,42 @@ pub struct ServerArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
     listen: String,
+    /// Run the fleet's agent clusters (those without `backend = "slurm"`) with node agents
+    /// (`switchyard agent`, docs/agent.md). Without it their placements are dry-run.
+    #[arg(long)]
+    agents: bool,
+    /// How often agents heartbeat (e.g. 500ms, 2s).
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    heartbeat_interval: std::time::Duration,
+    /// Missed heartbeats after which a node is lost and its work restarted elsewhere.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    lost_after: u32,
+    /// Root of the jobs' checkpoint directories (ROOT/JOB), a path every agent's host sees.
+    #[arg(long, default_value = "switchyard-checkpoints", value_name = "DIR")]
+    checkpoint_dir: PathBuf,
+}
+
+/// `500ms`, `2s`, `1.5s`, `1m`.
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((t, "s"), |i| (&t[..i], &t[i..]));
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (e.g. 500ms, 2s, 1m)"))?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => return Err(format!("`{text}`: the unit must be ms, s or m")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(format!("`{text}` must be above 0 and at most a day"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Manage API tokens.
@@ -74,7 +110,21 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
     let fleet = load_fleet(args.fleet.as_deref())?;
     let backend = backend_for(&fleet)?;
-    let config = ServerConfig::new(fleet, args.db, args.listen);
+    let mut config = ServerConfig::new(fleet, args.db, args.listen);
+    if args.agents {
+        let root = std::path::absolute(&args.checkpoint_dir).map_err(|e| {
+            CliError::Input(format!(
+                "--checkpoint-dir {}: {e}",
+                args.checkpoint_dir.display()
+            ))
+        })?;
+        config.agents = Some(switchyard_server::agents::AgentSettings {
+            heartbeat_interval: args.heartbeat_interval,
+            lost_after: args.lost_after,
+            checkpoint_root: root,
+            ..Default::default()
+        });
+    }
     runtime()?
         .block_on(serve_with(config, backend, |addr| {
             println!("listening on http://{addr}");
@@ -88,12 +138,20 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
         })
 }
 
-/// The Slurm backend when the fleet has clusters with `backend = "slurm"` (docs/slurm.md), else
-/// the dry run. A fleet mixing Slurm and agent clusters sends every placement to Slurm's backend
-/// until a per-cluster router exists (issue 7's notes).
+/// The Slurm backend for the fleet's clusters with `backend = "slurm"` (docs/slurm.md), the
+/// dry run for the rest (the server puts node agents in front of it with `--agents`).
 fn backend_for(fleet: &switchyard_core::Fleet) -> Result<Box<dyn Backend>, CliError> {
+    let slurm_clusters: Vec<String> = fleet
+        .clusters
+        .iter()
+        .filter(|c| matches!(c.backend, switchyard_core::fleet::ClusterBackend::Slurm(_)))
+        .map(|c| c.name.clone())
+        .collect();
     match switchyard_slurm::SlurmBackend::from_fleet(fleet, switchyard_slurm::Options::default()) {
-        Ok(Some(slurm)) => Ok(Box::new(slurm)),
+        Ok(Some(slurm)) => Ok(Box::new(Routed::new(
+            vec![(slurm_clusters, Box::new(slurm))],
+            Box::new(DryRun::default()),
+        ))),
         Ok(None) => Ok(Box::new(DryRun::default())),
         Err(e) => Err(CliError::Input(e.to_string())),
     }

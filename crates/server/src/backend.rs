@@ -166,3 +166,75 @@ impl Backend for DryRun {
         self.running.clear();
     }
 }
+
+/// Sends each cluster's placements to the backend that runs that cluster (agents, Slurm,
+/// dry-run), and stops to all of them (a service's replicas may span clusters).
+#[derive(Debug)]
+pub struct Routed {
+    routes: Vec<(Vec<String>, Box<dyn Backend>)>,
+    fallback: Box<dyn Backend>,
+}
+
+impl Routed {
+    /// `routes`: the clusters each backend runs; everything else goes to `fallback`.
+    pub fn new(routes: Vec<(Vec<String>, Box<dyn Backend>)>, fallback: Box<dyn Backend>) -> Self {
+        Routed { routes, fallback }
+    }
+
+    fn for_cluster(&mut self, cluster: &str) -> usize {
+        self.routes
+            .iter()
+            .position(|(clusters, _)| clusters.iter().any(|c| c == cluster))
+            .unwrap_or(self.routes.len())
+    }
+}
+
+impl Backend for Routed {
+    fn name(&self) -> &'static str {
+        "routed"
+    }
+
+    fn act(&mut self, commands: Vec<Command>) {
+        let mut per: Vec<Vec<Command>> = vec![Vec::new(); self.routes.len() + 1];
+        for c in commands {
+            match &c {
+                Command::Launch { cluster, .. }
+                | Command::AddReplica { cluster, .. }
+                | Command::RemoveReplica { cluster, .. } => {
+                    let i = self.for_cluster(cluster);
+                    per[i].push(c);
+                }
+                Command::Stop { .. } => {
+                    for list in &mut per {
+                        list.push(c.clone());
+                    }
+                }
+            }
+        }
+        let fallback = per.pop().unwrap_or_default();
+        for ((_, b), list) in self.routes.iter_mut().zip(per) {
+            if !list.is_empty() {
+                b.act(list);
+            }
+        }
+        if !fallback.is_empty() {
+            self.fallback.act(fallback);
+        }
+    }
+
+    fn poll(&mut self, now_ms: i64) -> Vec<Observed> {
+        let mut out = Vec::new();
+        for (_, b) in &mut self.routes {
+            out.extend(b.poll(now_ms));
+        }
+        out.extend(self.fallback.poll(now_ms));
+        out
+    }
+
+    fn reset(&mut self) {
+        for (_, b) in &mut self.routes {
+            b.reset();
+        }
+        self.fallback.reset();
+    }
+}

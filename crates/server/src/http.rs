@@ -34,6 +34,8 @@ pub struct AppState {
     pub validator: Arc<Mutex<Scheduler>>,
     pub metrics: Arc<Metrics>,
     pub wake: Arc<Notify>,
+    /// The node agents' registry and desired state, when this server runs agents.
+    pub agents: Option<crate::agents::AgentHub>,
     tokens: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
 }
 
@@ -59,8 +61,15 @@ impl AppState {
             validator: Arc::new(Mutex::new(validator)),
             metrics,
             wake,
+            agents: None,
             tokens: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Serves the agent protocol from `hub`.
+    pub fn with_agents(mut self, hub: crate::agents::AgentHub) -> Self {
+        self.agents = Some(hub);
+        self
     }
 }
 
@@ -73,7 +82,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -83,7 +92,7 @@ impl ApiError {
     fn not_found(what: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
     }
-    fn bad(message: impl Into<String>) -> Self {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 }
@@ -141,6 +150,11 @@ impl IntoResponse for ApiError {
 pub struct Auth(pub Principal);
 
 impl Auth {
+    /// Whether the caller may use the agent protocol.
+    pub(crate) fn may_act_as_agent(&self) -> bool {
+        self.0.admin
+    }
+
     /// The tenant reads are scoped to (`None` for admins: everyone).
     fn scope(&self) -> Option<&str> {
         if self.0.admin {
@@ -204,6 +218,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/fleet", get(fleet))
         .route("/v1/tenants", get(tenants))
+        .merge(crate::agents::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .with_state(state)

@@ -5,6 +5,7 @@
 //! Data flows one way: request → store (committed) → scheduler (decisions) → store
 //! (committed) → backend (action) → events back into the scheduler.
 
+pub mod agents;
 pub mod api;
 pub mod backend;
 pub mod engine;
@@ -30,6 +31,8 @@ pub struct ServerConfig {
     pub listen: String,
     pub tick: Duration,
     pub lease_ttl: Duration,
+    /// Run the fleet's agent clusters with node agents (`None`: they are dry-run).
+    pub agents: Option<agents::AgentSettings>,
 }
 
 impl ServerConfig {
@@ -40,6 +43,7 @@ impl ServerConfig {
             listen: listen.into(),
             tick: Duration::from_millis(200),
             lease_ttl: Duration::from_secs(3),
+            agents: None,
         }
     }
 }
@@ -88,6 +92,19 @@ pub async fn serve_with(
             source,
         })?;
     let fleet = Arc::new(config.fleet);
+    let hub = config
+        .agents
+        .map(|settings| agents::AgentHub::new(&fleet, settings));
+    let backend: Box<dyn backend::Backend> = match &hub {
+        Some(hub) => Box::new(backend::Routed::new(
+            vec![(
+                hub.cluster_names(),
+                Box::new(agents::AgentBackend::new(hub.clone())),
+            )],
+            backend,
+        )),
+        None => backend,
+    };
     let metrics = Arc::new(metrics::Metrics::default());
     let wake = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -110,7 +127,11 @@ pub async fn serve_with(
             holder,
         },
     ));
-    let app = http::router(http::AppState::new(store, fleet, metrics, wake));
+    let mut state = http::AppState::new(store, fleet, metrics, wake);
+    if let Some(hub) = hub {
+        state = state.with_agents(hub);
+    }
+    let app = http::router(state);
     tracing::info!(%addr, "switchyard server listening");
     on_listening(addr);
     let served = axum::serve(listener, app)

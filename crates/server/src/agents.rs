@@ -1,0 +1,1060 @@
+//! The node agents' side of the control plane: the agent protocol (`/v1/agent/…`, see
+//! `docs/agent.md`), the registry of live nodes, and the backend that turns the scheduler's
+//! placements on agent-run clusters into per-node assignments.
+//!
+//! The HTTP handlers and the backend share one [`AgentHub`]. Registered nodes fill the node
+//! slots of their fleet cluster (the scheduler's node numbers); a slot with no live agent is
+//! down to the scheduler, so work is placed only where an agent runs. Agents fetch their full
+//! desired set of assignments and report every process's status; the hub folds the statuses
+//! of a gang's ranks into "finished" or "failed" for the scheduler. A node whose heartbeats
+//! stop for `lost_after` intervals is lost: the scheduler hears a node failure and restarts
+//! the gangs on it from their last checkpoint.
+//!
+//! The desired state lives in the leader's memory: after a restart the new leader places the
+//! running jobs again, and the agents' level-triggered reconciliation stops what is no longer
+//! wanted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use switchyard_agent::gang::{self, GangOutcome, GangSpec, NodeSlot};
+use switchyard_agent::protocol::{
+    Assignment, AssignmentList, LogBatch, NodeInfo, PROTOCOL_VERSION, ProcessState, ProcessStatus,
+    Registration, RestartPolicy, StatusReport, Stream,
+};
+use switchyard_core::fleet::{ClusterBackend, Fleet};
+
+use crate::api::JobCommand;
+use crate::backend::{Backend, Command, NodeShare, Observed, OutputLine};
+use crate::leader::now_ms;
+
+/// How the server treats its agents.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// How often agents heartbeat (told to them at registration).
+    pub heartbeat_interval: Duration,
+    /// Missed intervals after which a node is lost.
+    pub lost_after: u32,
+    /// Root of the jobs' checkpoint directories (`ROOT/JOB`), a path every node sees.
+    pub checkpoint_root: PathBuf,
+    /// Ports for rank 0 of a gang.
+    pub port_range: (u16, u16),
+    /// Between SIGTERM and SIGKILL when processes are stopped.
+    pub stop_grace: Duration,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            heartbeat_interval: Duration::from_secs(5),
+            lost_after: 3,
+            checkpoint_root: PathBuf::from("switchyard-checkpoints"),
+            port_range: (29_500, 29_999),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a registration or report is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentError {
+    #[error("no node {0} is registered (register again)")]
+    UnknownNode(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cluster `{cluster}` has {slots} node slots and all hold other live nodes")]
+    ClusterFull { cluster: String, slots: u32 },
+}
+
+#[derive(Debug, Clone)]
+struct AgentCluster {
+    index: u32,
+    name: String,
+    slots: u32,
+    accelerators_per_node: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    id: String,
+    cluster: u32,
+    slot: u32,
+    hostname: String,
+    address: String,
+    /// Accelerator indices the node offers (declared or discovered).
+    accelerators: Vec<u32>,
+    last_seen_ms: i64,
+    lost: bool,
+    /// Statuses of its processes, as last reported.
+    statuses: Vec<ProcessStatus>,
+}
+
+/// One process the hub wants somewhere.
+#[derive(Debug, Clone)]
+struct Placed {
+    node: String,
+    assignment: Assignment,
+}
+
+#[derive(Debug, Clone)]
+enum RunKind {
+    /// A training or batch gang: done when every rank exits 0, failed when one fails.
+    Gang { generation: u32, reported: bool },
+    /// A commandless run: nothing to start; its work is done when the scheduler expected.
+    Simulated { generation: u32, end_ms: i64 },
+    /// A service replica: restarted by the agent whenever it dies.
+    Replica { cluster: u32, nodes: Vec<NodeShare> },
+}
+
+#[derive(Debug, Clone)]
+struct Run {
+    job: String,
+    kind: RunKind,
+    attempt: u32,
+    world_size: u32,
+    processes: Vec<Placed>,
+}
+
+#[derive(Debug, Default)]
+struct Hub {
+    clusters: Vec<AgentCluster>,
+    nodes: BTreeMap<String, Node>,
+    /// (cluster index, slot) → node id.
+    by_slot: HashMap<(u32, u32), String>,
+    /// (cluster index, host name) → (node id, slot): a returning host gets its slot back.
+    by_host: HashMap<(u32, String), (String, u32)>,
+    runs: Vec<Run>,
+    replica_seq: u64,
+    /// Accelerator indices in use, per node.
+    used: HashMap<String, BTreeSet<u32>>,
+    observed: Vec<Observed>,
+    /// Tell the scheduler which slots have no live node (at start and after a reset).
+    resync_down: bool,
+    /// Restart counts of replicas already reported as events.
+    replica_restarts: HashMap<String, u32>,
+}
+
+/// The shared registry and desired state (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct AgentHub {
+    inner: Arc<Mutex<Hub>>,
+    settings: Arc<AgentSettings>,
+}
+
+impl AgentHub {
+    /// A hub for the fleet's clusters whose backend is the agents.
+    pub fn new(fleet: &Fleet, settings: AgentSettings) -> Self {
+        let clusters = fleet
+            .clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.backend, ClusterBackend::Agents))
+            .map(|(i, c)| AgentCluster {
+                index: i as u32,
+                name: c.name.clone(),
+                slots: c.nodes.max(1),
+                accelerators_per_node: c.accelerators_per_node,
+            })
+            .collect();
+        AgentHub {
+            inner: Arc::new(Mutex::new(Hub {
+                clusters,
+                resync_down: true,
+                ..Hub::default()
+            })),
+            settings: Arc::new(settings),
+        }
+    }
+
+    pub fn settings(&self) -> &AgentSettings {
+        &self.settings
+    }
+
+    /// Names of the clusters the agents run.
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.lock()
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Hub> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers (or re-registers) a node; the same host in the same cluster keeps its id
+    /// and slot.
+    pub fn register(&self, info: &NodeInfo, now_ms: i64) -> Result<Registration, AgentError> {
+        if info.protocol_version != PROTOCOL_VERSION {
+            return Err(AgentError::Invalid(format!(
+                "agent protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                info.protocol_version
+            )));
+        }
+        let hostname = info.hostname.trim();
+        if hostname.is_empty() || hostname.len() > 253 {
+            return Err(AgentError::Invalid(
+                "hostname must be 1 to 253 characters".into(),
+            ));
+        }
+        let mut hub = self.lock();
+        let cluster = match &info.cluster {
+            Some(name) => hub
+                .clusters
+                .iter()
+                .find(|c| &c.name == name)
+                .cloned()
+                .ok_or_else(|| {
+                    let known: Vec<&str> = hub.clusters.iter().map(|c| c.name.as_str()).collect();
+                    AgentError::Invalid(format!(
+                        "cluster `{name}` is not run by agents in this fleet; agent clusters: {}",
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ))
+                })?,
+            None if hub.clusters.len() == 1 => hub.clusters[0].clone(),
+            None => {
+                return Err(AgentError::Invalid(
+                    "say which cluster this node joins (--cluster NAME)".into(),
+                ));
+            }
+        };
+        let offered = info.accelerators.len() as u32;
+        if offered > cluster.accelerators_per_node {
+            return Err(AgentError::Invalid(format!(
+                "the node offers {offered} accelerators but nodes of cluster `{}` have {}",
+                cluster.name, cluster.accelerators_per_node
+            )));
+        }
+        let address = info
+            .address
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| hostname.to_owned());
+        let key = (cluster.index, hostname.to_owned());
+        let (id, slot) = match hub.by_host.get(&key) {
+            Some(known) => known.clone(),
+            None => {
+                let free = (0..cluster.slots)
+                    .find(|s| !hub.by_slot.contains_key(&(cluster.index, *s)))
+                    .ok_or(AgentError::ClusterFull {
+                        cluster: cluster.name.clone(),
+                        slots: cluster.slots,
+                    })?;
+                let id = switchyard_store::new_job_id()
+                    .map(|j| format!("n-{}", &j[2..]))
+                    .map_err(|e| AgentError::Invalid(e.to_string()))?;
+                (id, free)
+            }
+        };
+        hub.by_host.insert(key, (id.clone(), slot));
+        hub.by_slot.insert((cluster.index, slot), id.clone());
+        let mut accelerators: Vec<u32> = info.accelerators.iter().map(|a| a.index).collect();
+        accelerators.sort_unstable();
+        accelerators.dedup();
+        let was_up = hub.nodes.get(&id).is_some_and(|n| !n.lost);
+        let statuses = hub
+            .nodes
+            .get(&id)
+            .map(|n| n.statuses.clone())
+            .unwrap_or_default();
+        hub.nodes.insert(
+            id.clone(),
+            Node {
+                id: id.clone(),
+                cluster: cluster.index,
+                slot,
+                hostname: hostname.to_owned(),
+                address,
+                accelerators,
+                last_seen_ms: now_ms,
+                lost: false,
+                statuses,
+            },
+        );
+        if !was_up {
+            hub.observed.push(Observed::NodeRepaired {
+                cluster: cluster.index,
+                node: slot,
+            });
+        }
+        tracing::info!(node = %id, host = hostname, cluster = %cluster.name, slot, "agent registered");
+        Ok(Registration {
+            node_id: id,
+            heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u64,
+        })
+    }
+
+    /// A sign of life; a lost node that comes back is usable again.
+    pub fn heartbeat(&self, node: &str, now_ms: i64) -> Result<(), AgentError> {
+        let mut hub = self.lock();
+        let n = hub
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| AgentError::UnknownNode(node.to_owned()))?;
+        n.last_seen_ms = now_ms;
+        if n.lost {
+            n.lost = false;
+            let (cluster, slot) = (n.cluster, n.slot);
+            tracing::info!(node, "lost node is back");
+            hub.observed.push(Observed::NodeRepaired {
+                cluster,
+                node: slot,
+            });
+        }
+        Ok(())
+    }
+
+    /// The complete set of assignments the node should run.
+    pub fn assignments(&self, node: &str, now_ms: i64) -> Result<AssignmentList, AgentError> {
+        let mut hub = self.lock();
+        let n = hub
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| AgentError::UnknownNode(node.to_owned()))?;
+        if n.lost {
+            // It was cut off and replaced: it must stop everything until it heartbeats again.
+            return Ok(AssignmentList::default());
+        }
+        n.last_seen_ms = n.last_seen_ms.max(now_ms);
+        let assignments = hub
+            .runs
+            .iter()
+            .flat_map(|r| r.processes.iter())
+            .filter(|p| p.node == node)
+            .map(|p| p.assignment.clone())
+            .collect();
+        Ok(AssignmentList { assignments })
+    }
+
+    /// Every process the node knows, as it reports them.
+    pub fn status(&self, node: &str, report: StatusReport) -> Result<(), AgentError> {
+        let mut hub = self.lock();
+        let n = hub
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| AgentError::UnknownNode(node.to_owned()))?;
+        n.statuses = report.processes;
+        hub.fold_statuses();
+        Ok(())
+    }
+
+    /// Output lines of the node's processes, attributed to their jobs. Lines of assignments
+    /// the hub does not know (a run already replaced) are attributed from their id.
+    pub fn output(&self, node: &str, batch: LogBatch) -> Result<Vec<OutputLine>, AgentError> {
+        let hub = self.lock();
+        if !hub.nodes.contains_key(node) {
+            return Err(AgentError::UnknownNode(node.to_owned()));
+        }
+        let known: HashMap<&str, &Assignment> = hub
+            .runs
+            .iter()
+            .flat_map(|r| r.processes.iter())
+            .map(|p| (p.assignment.id.as_str(), &p.assignment))
+            .collect();
+        let mut out = Vec::with_capacity(batch.lines.len());
+        for l in batch.lines {
+            let (job, attempt, rank) = match known.get(l.assignment_id.as_str()) {
+                Some(a) => (a.job_id.clone(), a.attempt, a.rank),
+                None => match gang::parse_assignment_id(&l.assignment_id) {
+                    Some((job, attempt, rank)) => (job.to_owned(), attempt, rank),
+                    None => match replica_of(&l.assignment_id) {
+                        Some(job) => (job.to_owned(), 0, 0),
+                        None => continue,
+                    },
+                },
+            };
+            out.push(OutputLine {
+                job,
+                attempt,
+                rank,
+                source: l.assignment_id,
+                stream: match l.stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                },
+                seq: l.seq,
+                at_ms: i64::try_from(l.at_ms).unwrap_or(i64::MAX),
+                line: l.line,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The registered nodes, for the API and the demo: (id, cluster, slot, host, lost).
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let hub = self.lock();
+        hub.nodes
+            .values()
+            .map(|n| NodeView {
+                id: n.id.clone(),
+                cluster: hub
+                    .clusters
+                    .iter()
+                    .find(|c| c.index == n.cluster)
+                    .map_or_else(String::new, |c| c.name.clone()),
+                slot: n.slot,
+                hostname: n.hostname.clone(),
+                address: n.address.clone(),
+                accelerators: n.accelerators.len() as u32,
+                state: if n.lost { "lost" } else { "ready" }.into(),
+                last_seen_ms: n.last_seen_ms,
+                processes: n.statuses.len() as u32,
+            })
+            .collect()
+    }
+}
+
+/// A node as `GET /v1/agent/nodes` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeView {
+    pub id: String,
+    pub cluster: String,
+    pub slot: u32,
+    pub hostname: String,
+    pub address: String,
+    pub accelerators: u32,
+    /// `ready` or `lost`.
+    pub state: String,
+    pub last_seen_ms: i64,
+    /// Processes it reported.
+    pub processes: u32,
+}
+
+/// `{job}/replica-{n}/rank-{r}` → job.
+fn replica_of(id: &str) -> Option<&str> {
+    id.split_once("/replica-").map(|(job, _)| job)
+}
+
+impl Hub {
+    fn cluster(&self, name: &str) -> Option<&AgentCluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// Gang outcomes and replica restarts from the latest statuses of every node.
+    fn fold_statuses(&mut self) {
+        let statuses: Vec<ProcessStatus> = self
+            .nodes
+            .values()
+            .filter(|n| !n.lost)
+            .flat_map(|n| n.statuses.iter().cloned())
+            .collect();
+        let mut observed = Vec::new();
+        for run in &mut self.runs {
+            match &mut run.kind {
+                RunKind::Gang {
+                    generation,
+                    reported,
+                } if !*reported => {
+                    match gang::outcome(&run.job, run.attempt, run.world_size, &statuses) {
+                        GangOutcome::Running => {}
+                        GangOutcome::Succeeded => {
+                            *reported = true;
+                            observed.push(Observed::Finished {
+                                job: run.job.clone(),
+                                generation: *generation,
+                            });
+                        }
+                        GangOutcome::Failed { reason, .. } => {
+                            *reported = true;
+                            observed.push(Observed::Failed {
+                                job: run.job.clone(),
+                                generation: *generation,
+                                reason: format!("attempt {}: {reason}", run.attempt),
+                            });
+                        }
+                    }
+                }
+                RunKind::Replica { .. } => {
+                    for p in &run.processes {
+                        let Some(s) = statuses.iter().find(|s| s.assignment_id == p.assignment.id)
+                        else {
+                            continue;
+                        };
+                        let seen = self
+                            .replica_restarts
+                            .entry(p.assignment.id.clone())
+                            .or_insert(0);
+                        if s.restarts > *seen {
+                            *seen = s.restarts;
+                            let how = match &s.state {
+                                ProcessState::FailedToStart { error } => {
+                                    format!("could not start ({error})")
+                                }
+                                _ => "died".into(),
+                            };
+                            observed.push(Observed::Event {
+                                job: run.job.clone(),
+                                kind: "replica_restarted".into(),
+                                message: format!(
+                                    "replica process {} {how}; its agent restarted it (restart {})",
+                                    p.assignment.id, s.restarts
+                                ),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.observed.extend(observed);
+    }
+
+    /// Accelerator indices for `count` ranks on `node`: the lowest free ones it offers, or
+    /// (a node that declared fewer than the fleet says) numbers past them.
+    fn take_accelerators(&mut self, node: &str, count: u32) -> Vec<u32> {
+        let offered = self
+            .nodes
+            .get(node)
+            .map(|n| n.accelerators.clone())
+            .unwrap_or_default();
+        let used = self.used.entry(node.to_owned()).or_default();
+        let mut out = Vec::with_capacity(count as usize);
+        for i in offered.iter().copied().chain(0..u32::MAX) {
+            if out.len() == count as usize {
+                break;
+            }
+            if !used.contains(&i) && !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        used.extend(out.iter().copied());
+        out
+    }
+
+    fn release(&mut self, run: &Run) {
+        for p in &run.processes {
+            if let Some(u) = self.used.get_mut(&p.node) {
+                for a in &p.assignment.accelerators {
+                    u.remove(a);
+                }
+            }
+        }
+    }
+
+    /// The live nodes of a placement, with accelerator indices for it; `Err` names a slot
+    /// that has no live node.
+    fn slots(&mut self, cluster: u32, shares: &[NodeShare]) -> Result<Vec<NodeSlot>, String> {
+        let mut out = Vec::with_capacity(shares.len());
+        for s in shares {
+            let Some(id) = self.by_slot.get(&(cluster, s.node)).cloned() else {
+                return Err(format!("node slot {} has no registered agent", s.node));
+            };
+            let Some(node) = self.nodes.get(&id) else {
+                return Err(format!("node {id} is not registered"));
+            };
+            if node.lost {
+                return Err(format!("node {id} ({}) is lost", node.hostname));
+            }
+            let address = node.address.clone();
+            let accelerators = self.take_accelerators(&id, s.accelerators);
+            out.push(NodeSlot {
+                node_id: id,
+                address,
+                accelerators,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The backend for agent-run clusters.
+#[derive(Debug)]
+pub struct AgentBackend {
+    hub: AgentHub,
+}
+
+impl AgentBackend {
+    pub fn new(hub: AgentHub) -> Self {
+        AgentBackend { hub }
+    }
+
+    fn launch(
+        &self,
+        hub: &mut Hub,
+        job: String,
+        generation: u32,
+        attempt: u32,
+        cluster: &str,
+        nodes: &[NodeShare],
+        expected_end_ms: i64,
+        command: Option<&JobCommand>,
+    ) {
+        hub.runs
+            .retain(|r| r.job != job || matches!(r.kind, RunKind::Replica { .. }));
+        let Some(command) = command else {
+            hub.runs.push(Run {
+                job,
+                kind: RunKind::Simulated {
+                    generation,
+                    end_ms: expected_end_ms,
+                },
+                attempt,
+                world_size: 0,
+                processes: Vec::new(),
+            });
+            return;
+        };
+        let Some(c) = hub.cluster(cluster).map(|c| c.index) else {
+            hub.observed.push(Observed::Failed {
+                job,
+                generation,
+                reason: format!("cluster {cluster} is not run by agents"),
+            });
+            return;
+        };
+        let world_size: u32 = nodes.iter().map(|n| n.accelerators).sum();
+        let spec = GangSpec {
+            job_id: job.clone(),
+            attempt,
+            world_size,
+            command: command.argv.clone(),
+            env: command.env.clone(),
+            checkpoint_dir: Some(checkpoint_dir(&self.hub.settings, &job)),
+            working_dir: command.working_dir.clone(),
+            master_port: gang::master_port(
+                &job,
+                attempt,
+                self.hub.settings.port_range.0,
+                self.hub.settings.port_range.1,
+            ),
+            restart: RestartPolicy::Never,
+            stop_grace_ms: self.hub.settings.stop_grace.as_millis() as u64,
+        };
+        let placed = hub
+            .slots(c, nodes)
+            .and_then(|slots| gang::place(&spec, &slots).map_err(|e| e.to_string()));
+        match placed {
+            Ok(by_node) => {
+                let processes = by_node
+                    .into_iter()
+                    .flat_map(|(node, list)| {
+                        list.into_iter().map(move |assignment| Placed {
+                            node: node.clone(),
+                            assignment,
+                        })
+                    })
+                    .collect();
+                hub.runs.push(Run {
+                    job,
+                    kind: RunKind::Gang {
+                        generation,
+                        reported: false,
+                    },
+                    attempt,
+                    world_size,
+                    processes,
+                });
+            }
+            Err(why) => {
+                let run = Run {
+                    job: job.clone(),
+                    kind: RunKind::Gang {
+                        generation,
+                        reported: true,
+                    },
+                    attempt,
+                    world_size,
+                    processes: Vec::new(),
+                };
+                hub.release(&run);
+                hub.observed.push(Observed::Failed {
+                    job,
+                    generation,
+                    reason: format!("attempt {attempt} could not be placed: {why}"),
+                });
+            }
+        }
+    }
+
+    fn add_replica(
+        &self,
+        hub: &mut Hub,
+        job: String,
+        cluster: &str,
+        nodes: Vec<NodeShare>,
+        command: Option<&JobCommand>,
+    ) {
+        let Some(command) = command else {
+            // Nothing to run: the replica exists only in the scheduler's books.
+            return;
+        };
+        let Some(c) = hub.cluster(cluster).map(|c| c.index) else {
+            return;
+        };
+        hub.replica_seq += 1;
+        let seq = hub.replica_seq;
+        let slots = match hub.slots(c, &nodes) {
+            Ok(s) => s,
+            Err(why) => {
+                hub.observed.push(Observed::Event {
+                    job,
+                    kind: "replica_not_started".into(),
+                    message: format!("a replica could not be started: {why}"),
+                });
+                return;
+            }
+        };
+        let master_addr = slots.first().map(|s| s.address.clone()).unwrap_or_default();
+        let master_port = gang::master_port(
+            &job,
+            seq as u32,
+            self.hub.settings.port_range.0,
+            self.hub.settings.port_range.1,
+        );
+        let world_size = slots.len() as u32;
+        // One process per node of the replica, holding all its accelerators there (a
+        // serving engine spreads itself over the devices it is given).
+        let processes = slots
+            .into_iter()
+            .enumerate()
+            .map(|(rank, slot)| Placed {
+                node: slot.node_id.clone(),
+                assignment: Assignment {
+                    id: format!("{job}/replica-{seq}/rank-{rank}"),
+                    job_id: job.clone(),
+                    attempt: 1,
+                    rank: rank as u32,
+                    world_size,
+                    local_rank: 0,
+                    master_addr: master_addr.clone(),
+                    master_port,
+                    command: command.argv.clone(),
+                    env: command.env.clone(),
+                    accelerators: slot.accelerators,
+                    checkpoint_dir: Some(checkpoint_dir(&self.hub.settings, &job)),
+                    working_dir: command.working_dir.clone(),
+                    restart: RestartPolicy::Always,
+                    stop_grace_ms: self.hub.settings.stop_grace.as_millis() as u64,
+                },
+            })
+            .collect();
+        hub.runs.push(Run {
+            job,
+            kind: RunKind::Replica { cluster: c, nodes },
+            attempt: 1,
+            world_size,
+            processes,
+        });
+    }
+}
+
+fn checkpoint_dir(settings: &AgentSettings, job: &str) -> String {
+    settings
+        .checkpoint_root
+        .join(job)
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Backend for AgentBackend {
+    fn name(&self) -> &'static str {
+        "agents"
+    }
+
+    fn act(&mut self, commands: Vec<Command>) {
+        let hub_handle = self.hub.clone();
+        let mut hub = hub_handle.lock();
+        for c in commands {
+            match c {
+                Command::Launch {
+                    job,
+                    generation,
+                    attempt,
+                    cluster,
+                    nodes,
+                    expected_end_ms,
+                    command,
+                    ..
+                } => self.launch(
+                    &mut hub,
+                    job,
+                    generation,
+                    attempt,
+                    &cluster,
+                    &nodes,
+                    expected_end_ms,
+                    command.as_deref(),
+                ),
+                Command::AddReplica {
+                    job,
+                    cluster,
+                    nodes,
+                    command,
+                    ..
+                } => self.add_replica(&mut hub, job, &cluster, nodes, command.as_deref()),
+                Command::RemoveReplica {
+                    job,
+                    cluster,
+                    nodes,
+                } => {
+                    let c = hub.cluster(&cluster).map(|c| c.index);
+                    if let Some(p) = hub.runs.iter().position(|r| {
+                        r.job == job
+                            && matches!(&r.kind, RunKind::Replica { cluster: rc, nodes: rn }
+                                if Some(*rc) == c && *rn == nodes)
+                    }) {
+                        let run = hub.runs.remove(p);
+                        hub.release(&run);
+                    }
+                }
+                Command::Stop { job } => {
+                    let (gone, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut hub.runs)
+                        .into_iter()
+                        .partition(|r| r.job == job);
+                    hub.runs = kept;
+                    for run in &gone {
+                        hub.release(run);
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll(&mut self, now_ms: i64) -> Vec<Observed> {
+        let settings = self.hub.settings.clone();
+        let mut hub = self.hub.lock();
+        let mut out = Vec::new();
+        if std::mem::take(&mut hub.resync_down) {
+            for c in &hub.clusters {
+                for slot in 0..c.slots {
+                    let live = hub
+                        .by_slot
+                        .get(&(c.index, slot))
+                        .and_then(|id| hub.nodes.get(id))
+                        .is_some_and(|n| !n.lost);
+                    if !live {
+                        out.push(Observed::NodeFailed {
+                            cluster: c.index,
+                            node: slot,
+                        });
+                    }
+                }
+            }
+            // Repairs queued before this point are stale: the list above is the truth.
+            hub.observed.retain(|o| {
+                !matches!(
+                    o,
+                    Observed::NodeRepaired { .. } | Observed::NodeFailed { .. }
+                )
+            });
+        }
+        let deadline =
+            settings.heartbeat_interval.as_millis() as i64 * i64::from(settings.lost_after);
+        let mut lost = Vec::new();
+        for n in hub.nodes.values_mut() {
+            if !n.lost && now_ms - n.last_seen_ms > deadline {
+                n.lost = true;
+                n.statuses.clear();
+                lost.push((n.cluster, n.slot, n.id.clone(), n.hostname.clone()));
+            }
+        }
+        for (cluster, slot, id, host) in lost {
+            tracing::warn!(node = %id, host = %host, "node lost: no heartbeat for {} ms", deadline);
+            // Its processes are gone as far as the control plane knows.
+            let affected: Vec<String> = hub
+                .runs
+                .iter()
+                .filter(|r| r.processes.iter().any(|p| p.node == id))
+                .map(|r| r.job.clone())
+                .collect();
+            for job in affected {
+                out.push(Observed::Event {
+                    job,
+                    kind: "node_lost".into(),
+                    message: format!(
+                        "node {id} ({host}) missed {} heartbeats ({} ms)",
+                        settings.lost_after, deadline
+                    ),
+                });
+            }
+            out.push(Observed::NodeFailed {
+                cluster,
+                node: slot,
+            });
+        }
+        for run in &mut hub.runs {
+            if let RunKind::Simulated { generation, end_ms } = run.kind
+                && end_ms <= now_ms
+            {
+                run.kind = RunKind::Simulated {
+                    generation,
+                    end_ms: i64::MAX,
+                };
+                out.push(Observed::Finished {
+                    job: run.job.clone(),
+                    generation,
+                });
+            }
+        }
+        out.append(&mut hub.observed);
+        out
+    }
+
+    fn reset(&mut self) {
+        let mut hub = self.hub.lock();
+        hub.runs.clear();
+        hub.used.clear();
+        hub.observed.clear();
+        hub.resync_down = true;
+    }
+}
+
+/// `now` for handlers.
+pub(crate) fn handler_now() -> i64 {
+    now_ms()
+}
+
+/// The agent protocol's routes (`/v1/agent/…`). Agents send bigger bodies than the API's
+/// clients (batches of output lines), so these routes take up to [`MAX_AGENT_BODY_BYTES`].
+pub(crate) fn routes() -> axum::Router<crate::http::AppState> {
+    use axum::routing::{get, post, put};
+    axum::Router::new()
+        .route("/v1/agent/register", post(handlers::register))
+        .route("/v1/agent/nodes", get(handlers::list))
+        .route("/v1/agent/nodes/{id}/heartbeat", post(handlers::heartbeat))
+        .route(
+            "/v1/agent/nodes/{id}/assignments",
+            get(handlers::assignments),
+        )
+        .route("/v1/agent/nodes/{id}/status", put(handlers::status))
+        .route("/v1/agent/nodes/{id}/logs", post(handlers::logs))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_AGENT_BODY_BYTES))
+}
+
+/// Largest body an agent may send.
+pub const MAX_AGENT_BODY_BYTES: usize = 16 << 20;
+
+mod handlers {
+    use axum::Json;
+    use axum::body::Bytes;
+    use axum::extract::rejection::BytesRejection;
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use switchyard_agent::protocol::{
+        AssignmentList, LogBatch, NodeInfo, Registration, StatusReport,
+    };
+
+    use super::{AgentError, AgentHub, NodeView, handler_now};
+    use crate::http::{ApiError, AppState, Auth};
+
+    /// The hub, once the caller may act as an agent.
+    fn hub(s: &AppState, auth: &Auth) -> Result<AgentHub, ApiError> {
+        if !auth.may_act_as_agent() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only agent and admin tokens may use /v1/agent (create one with `switchyard token create --agent`)",
+            ));
+        }
+        s.agents.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "this server does not run node agents (start it with `switchyard server --agents`)",
+            )
+        })
+    }
+
+    fn refused(e: AgentError) -> ApiError {
+        match e {
+            AgentError::UnknownNode(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_node", e.to_string())
+            }
+            AgentError::ClusterFull { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "cluster_full", e.to_string())
+            }
+            AgentError::Invalid(_) => ApiError::bad(e.to_string()),
+        }
+    }
+
+    fn body<T: serde::de::DeserializeOwned>(
+        body: Result<Bytes, BytesRejection>,
+        what: &str,
+    ) -> Result<T, ApiError> {
+        let body = body.map_err(|r| ApiError::bad(format!("cannot read the {what}: {r}")))?;
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not a valid {what}: {e}"),
+            )
+        })
+    }
+
+    pub(super) async fn register(
+        State(s): State<AppState>,
+        auth: Auth,
+        raw: Result<Bytes, BytesRejection>,
+    ) -> Result<Json<Registration>, ApiError> {
+        let hub = hub(&s, &auth)?;
+        let info: NodeInfo = body(raw, "node description (NodeInfo)")?;
+        let r = hub.register(&info, handler_now()).map_err(refused)?;
+        s.wake.notify_one();
+        Ok(Json(r))
+    }
+
+    pub(super) async fn list(
+        State(s): State<AppState>,
+        auth: Auth,
+    ) -> Result<Json<Vec<NodeView>>, ApiError> {
+        let hub = hub(&s, &auth)?;
+        Ok(Json(hub.nodes()))
+    }
+
+    pub(super) async fn heartbeat(
+        State(s): State<AppState>,
+        auth: Auth,
+        Path(id): Path<String>,
+    ) -> Result<StatusCode, ApiError> {
+        hub(&s, &auth)?
+            .heartbeat(&id, handler_now())
+            .map_err(refused)?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    pub(super) async fn assignments(
+        State(s): State<AppState>,
+        auth: Auth,
+        Path(id): Path<String>,
+    ) -> Result<Json<AssignmentList>, ApiError> {
+        let list = hub(&s, &auth)?
+            .assignments(&id, handler_now())
+            .map_err(refused)?;
+        Ok(Json(list))
+    }
+
+    pub(super) async fn status(
+        State(s): State<AppState>,
+        auth: Auth,
+        Path(id): Path<String>,
+        raw: Result<Bytes, BytesRejection>,
+    ) -> Result<StatusCode, ApiError> {
+        let hub = hub(&s, &auth)?;
+        let report: StatusReport = body(raw, "status report")?;
+        hub.status(&id, report).map_err(refused)?;
+        s.wake.notify_one();
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    pub(super) async fn logs(
+        State(s): State<AppState>,
+        auth: Auth,
+        Path(id): Path<String>,
+        raw: Result<Bytes, BytesRejection>,
+    ) -> Result<StatusCode, ApiError> {
+        let hub = hub(&s, &auth)?;
+        let batch: LogBatch = body(raw, "log batch")?;
+        let lines = hub.output(&id, batch).map_err(refused)?;
+        crate::leader::store_output(&s.store, lines).await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+}
