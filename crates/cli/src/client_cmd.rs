@@ -1,8 +1,12 @@
-//! The client verbs: `submit`, `status`, `cancel`, `events`, `queue`.
+//! The client verbs: `submit`, `status`, `cancel`, `events`, `logs`, `queue`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use switchyard_server::api::{FleetState, Job, JobEvents, JobList, SubmitRequest, TenantList};
+use switchyard_server::api::{
+    FleetState, Job, JobEvents, JobList, JobLogs, LogEntry, SubmitRequest, TenantList,
+};
 
 use crate::CliError;
 use crate::client::{Client, ClientArgs, encode};
@@ -33,7 +37,8 @@ pub struct SubmitArgs {
 pub struct StatusArgs {
     /// A job id; all your jobs when absent.
     job: Option<String>,
-    /// Only jobs in these states (comma-separated: pending, running, done, cancelled, rejected).
+    /// Only jobs in these states (comma-separated: pending, running, done, failed, cancelled,
+    /// rejected).
     #[arg(long)]
     state: Option<String>,
     /// Most jobs to list.
@@ -66,6 +71,34 @@ pub struct EventsArgs {
     job: String,
     #[command(flatten)]
     client: ClientArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Print a job's output: the stdout and stderr lines of its processes, every rank and attempt.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  switchyard logs j-1f2e3d4c5b6a7980\n  switchyard logs j-1f2e3d4c5b6a7980 --rank 0 --follow\n\n\
+Lines are printed as the processes wrote them, in the order the server stored them, all on stdout.\n\
+Prefixes: `[rank R] ` when the job has more than one rank and --rank is not given; stderr lines\n\
+get `[stderr] ` (or `[rank R stderr] `). `--- attempt N ---` marks where the output of a restarted\n\
+attempt begins (without --attempt)."
+)]
+pub struct LogsArgs {
+    job: String,
+    /// Only this rank's output.
+    #[arg(long, value_name = "R")]
+    rank: Option<u32>,
+    /// Only this attempt (1 is the first run; each restart is one more).
+    #[arg(long, value_name = "A", value_parser = clap::value_parser!(u32).range(1..))]
+    attempt: Option<u32>,
+    /// Keep printing new lines, polling about once a second, until the job has ended and no
+    /// more lines come.
+    #[arg(long, short)]
+    follow: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Print each line as a JSON object (cursor, attempt, rank, stream, at_ms, line), one a line.
     #[arg(long)]
     json: bool,
 }
@@ -231,6 +264,160 @@ pub fn events(args: EventsArgs) -> Result<(), CliError> {
     print!("{}", t.render());
     println!("{} is {}: {}", ev.job, ev.state, ev.reason);
     Ok(())
+}
+
+/// How `logs` prints lines: prefixes and attempt markers, decided as lines come.
+struct LogPrinter {
+    /// Prefix lines with their rank.
+    ranks: bool,
+    /// Lines of every rank are shown (no --rank).
+    all_ranks: bool,
+    /// Mark where an attempt's output begins.
+    attempts: bool,
+    json: bool,
+    last_attempt: Option<i64>,
+}
+
+impl LogPrinter {
+    fn print(&mut self, out: &mut impl std::io::Write, l: &LogEntry) -> std::io::Result<()> {
+        if self.json {
+            let text = serde_json::to_string(l).map_err(std::io::Error::other)?;
+            return writeln!(out, "{text}");
+        }
+        if self.attempts
+            && self.last_attempt != Some(l.attempt)
+            && (self.last_attempt.is_some() || l.attempt > 1)
+        {
+            writeln!(out, "--- attempt {} ---", l.attempt)?;
+        }
+        self.last_attempt = Some(l.attempt);
+        // A job of one rank whose lines turn out to come from several (a service's replicas):
+        // from then on, say which.
+        self.ranks |= self.all_ranks && l.rank != 0;
+        let stderr = l.stream == "stderr";
+        match (self.ranks, stderr) {
+            (true, true) => write!(out, "[rank {} stderr] ", l.rank)?,
+            (true, false) => write!(out, "[rank {}] ", l.rank)?,
+            (false, true) => write!(out, "[stderr] ")?,
+            (false, false) => {}
+        }
+        writeln!(out, "{}", l.line)
+    }
+}
+
+fn is_final(state: &str) -> bool {
+    switchyard_store::JobState::parse(state).is_some_and(|s| s.is_final())
+}
+
+/// Output errors of `logs`: a closed pipe (`| head`) ends it quietly.
+enum Stop {
+    PipeClosed,
+    Failed(CliError),
+}
+
+impl From<CliError> for Stop {
+    fn from(e: CliError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Stop::PipeClosed
+        } else {
+            Stop::Failed(CliError::Other(format!("cannot write to stdout: {e}")))
+        }
+    }
+}
+
+/// Prints every line after `after`, page by page; moves `after` on. Returns how many.
+fn print_new_lines(
+    client: &Client,
+    base: &str,
+    after: &mut i64,
+    printer: &mut LogPrinter,
+) -> Result<usize, Stop> {
+    let mut printed = 0;
+    loop {
+        let page: JobLogs = client.get(&format!("{base}&after={after}"))?;
+        let mut out = std::io::stdout().lock();
+        for l in &page.lines {
+            printer.print(&mut out, l)?;
+            *after = (*after).max(l.cursor);
+        }
+        out.flush()?;
+        printed += page.lines.len();
+        if page.next.is_none() || page.lines.is_empty() {
+            return Ok(printed);
+        }
+    }
+}
+
+/// Consecutive failed polls `logs --follow` rides out (a server restarting) before giving up.
+const FOLLOW_RETRIES: u32 = 30;
+
+pub fn logs(args: LogsArgs) -> Result<(), CliError> {
+    let client = Client::new(&args.client)?;
+    let job_path = format!("/v1/jobs/{}", encode(&args.job));
+    let job: Job = client.get(&job_path)?;
+    let mut base = format!("{job_path}/logs?limit=1000");
+    if let Some(r) = args.rank {
+        base.push_str(&format!("&rank={r}"));
+    }
+    if let Some(a) = args.attempt {
+        base.push_str(&format!("&attempt={a}"));
+    }
+    let mut printer = LogPrinter {
+        ranks: args.rank.is_none() && job.accelerators > 1,
+        all_ranks: args.rank.is_none(),
+        attempts: args.attempt.is_none(),
+        json: args.json,
+        last_attempt: None,
+    };
+    let mut after = 0;
+    let result = (|| -> Result<(), Stop> {
+        if !args.follow {
+            print_new_lines(&client, &base, &mut after, &mut printer)?;
+            return Ok(());
+        }
+        // Stop once the job has ended and a poll after that brought nothing (lines a node
+        // pushes just after its process exits still come).
+        let mut ended_polls = 0;
+        let mut failures = 0;
+        loop {
+            let poll = (|| -> Result<(bool, usize), Stop> {
+                // The state first: every line written before the job ended is then either in
+                // this poll or a later one.
+                let job: Job = client.get(&job_path)?;
+                let n = print_new_lines(&client, &base, &mut after, &mut printer)?;
+                Ok((is_final(&job.state), n))
+            })();
+            match poll {
+                Ok((ended, n)) => {
+                    failures = 0;
+                    if ended {
+                        if n == 0 && ended_polls > 0 {
+                            return Ok(());
+                        }
+                        ended_polls += 1;
+                    }
+                }
+                Err(Stop::Failed(CliError::Unreachable(why))) if failures < FOLLOW_RETRIES => {
+                    failures += 1;
+                    if failures == 1 {
+                        eprintln!("warning: {why}; retrying");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })();
+    match result {
+        Ok(()) | Err(Stop::PipeClosed) => Ok(()),
+        Err(Stop::Failed(e)) => Err(e),
+    }
 }
 
 pub fn queue(args: QueueArgs) -> Result<(), CliError> {

@@ -44,6 +44,8 @@ enum Command {
     Cancel(client_cmd::CancelArgs),
     /// Show a job's events and why it waits.
     Events(client_cmd::EventsArgs),
+    /// Print a job's output (every rank's stdout and stderr); --follow to keep printing.
+    Logs(client_cmd::LogsArgs),
     /// Show pending jobs with why each waits, and usage per tenant.
     Queue(client_cmd::QueueArgs),
     /// Run a node agent: register this host and run what the server places on it.
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Status(args) => client_cmd::status(args),
         Command::Cancel(args) => client_cmd::cancel(args),
         Command::Events(args) => client_cmd::events(args),
+        Command::Logs(args) => client_cmd::logs(args),
         Command::Queue(args) => client_cmd::queue(args),
         Command::Agent(args) => agent_cmd::run(args),
     };

@@ -1,4 +1,4 @@
-//! `switchyard server` and `switchyard token create`.
+//! `switchyard server` and `switchyard token create` (tenant, admin and agent tokens).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -78,9 +78,10 @@ pub struct TokenArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum TokenCommand {
-    /// Create a token for a tenant and print it on stdout (the store keeps only its hash).
+    /// Create a token for a tenant, or for node agents, and print it on stdout (the store keeps
+    /// only its hash).
     #[command(
-        after_help = "Example:\n  export SWITCHYARD_TOKEN=$(switchyard token create --db sqlite://switchyard.db --tenant research)"
+        after_help = "Examples:\n  export SWITCHYARD_TOKEN=$(switchyard token create --db sqlite://switchyard.db --tenant research)\n  AGENT_TOKEN=$(switchyard token create --db sqlite://switchyard.db --agent)"
     )]
     Create {
         /// The server's database.
@@ -92,11 +93,15 @@ enum TokenCommand {
         )]
         db: String,
         /// The tenant (team) the token acts for.
-        #[arg(long)]
-        tenant: String,
-        /// An admin token: sees and acts on every tenant's jobs.
+        #[arg(long, required_unless_present = "agent")]
+        tenant: Option<String>,
+        /// An admin token: sees and acts on every tenant's jobs (and may act as an agent).
         #[arg(long)]
         admin: bool,
+        /// A token for node agents (`switchyard agent --token`): fleet-wide, no tenant's; it may
+        /// use the agent endpoints only, not the jobs API.
+        #[arg(long, conflicts_with_all = ["tenant", "admin"])]
+        agent: bool,
     },
 }
 
@@ -158,24 +163,43 @@ fn backend_for(fleet: &switchyard_core::Fleet) -> Result<Box<dyn Backend>, CliEr
 }
 
 pub fn run_token(args: TokenArgs) -> Result<(), CliError> {
-    let TokenCommand::Create { db, tenant, admin } = args.command;
-    let valid = !tenant.is_empty()
-        && tenant.len() <= 128
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
-        return Err(CliError::Input(format!(
-            "--tenant `{tenant}` must be 1 to 128 characters of letters, digits, `-`, `_` and `.`"
-        )));
+    let TokenCommand::Create {
+        db,
+        tenant,
+        admin,
+        agent,
+    } = args.command;
+    // `None`: an agent token.
+    let tenant = match (tenant, agent) {
+        (_, true) => None,
+        (Some(t), false) => Some(t),
+        (None, false) => {
+            return Err(CliError::Input(
+                "give --tenant NAME (or --agent for a node agent's token)".into(),
+            ));
+        }
+    };
+    if let Some(tenant) = &tenant {
+        let valid = !tenant.is_empty()
+            && tenant.len() <= 128
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(CliError::Input(format!(
+                "--tenant `{tenant}` must be 1 to 128 characters of letters, digits, `-`, `_` and `.`"
+            )));
+        }
     }
     let token = runtime()?.block_on(async {
         let store = switchyard_store::connect(&db).await?;
         let token = switchyard_store::new_token()?;
         let now = switchyard_server::leader::now_ms();
-        store
-            .insert_token(&switchyard_store::hash_token(&token), &tenant, admin, now)
-            .await?;
+        let hash = switchyard_store::hash_token(&token);
+        match &tenant {
+            Some(t) => store.insert_token(&hash, t, admin, now).await?,
+            None => store.insert_agent_token(&hash, now).await?,
+        }
         Ok::<_, switchyard_store::StoreError>(token)
     });
     let token = token.map_err(|e| match e {

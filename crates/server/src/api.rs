@@ -138,7 +138,7 @@ pub struct Job {
     pub name: Option<String>,
     pub tenant: String,
     pub kind: String,
-    /// pending, running, done, cancelled or rejected.
+    /// pending, running, done, failed, cancelled or rejected.
     pub state: String,
     /// Why the job is where it is ("waiting for 512 free accelerators …").
     pub reason: String,
@@ -214,6 +214,37 @@ pub struct JobEvents {
     pub events: Vec<Event>,
 }
 
+/// One output line of one of a job's processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogEntry {
+    /// Increases with every stored line of the server: pass the last one seen as `after`.
+    pub cursor: i64,
+    /// 1 for the first run of the job, one more for every restart.
+    pub attempt: i64,
+    pub rank: i64,
+    /// stdout or stderr.
+    pub stream: String,
+    /// When the node's agent read it, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The text, without its newline.
+    pub line: String,
+}
+
+/// `/v1/jobs/{id}/logs`: a page of a job's output in cursor order. `next` (the last line's
+/// cursor) is there when the page is full, so more lines may wait: pass it as `after`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobLogs {
+    pub job: String,
+    pub lines: Vec<LogEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
+}
+
+/// Default page of `/v1/jobs/{id}/logs`.
+pub const DEFAULT_LOG_PAGE: i64 = 1000;
+
 /// A cluster and what runs on it now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -279,7 +310,7 @@ pub struct ErrorBody {
 #[serde(deny_unknown_fields)]
 pub struct ErrorDetail {
     /// Machine-readable: invalid_json, invalid_request, unauthorized, forbidden, not_found,
-    /// conflict, quota_exceeded, unschedulable, too_large, unavailable, internal.
+    /// conflict, cluster_full, quota_exceeded, unschedulable, too_large, unavailable, internal.
     pub code: String,
     pub message: String,
 }

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use switchyard_core::fleet::Fleet;
 use switchyard_sched::Scheduler;
 use switchyard_store::{
-    AnyStore, JobFilter, JobState, NewJob, Principal, StoreError, StoreRead, StoreWrite,
+    AnyStore, JobFilter, JobState, LogQuery, NewJob, Principal, StoreError, StoreRead, StoreWrite,
 };
 use tokio::sync::Notify;
 
@@ -113,6 +113,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
+            StoreError::ClusterFull { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "cluster_full", e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "store error while answering a request");
                 ApiError::new(
@@ -152,7 +155,22 @@ pub struct Auth(pub Principal);
 impl Auth {
     /// Whether the caller may use the agent protocol.
     pub(crate) fn may_act_as_agent(&self) -> bool {
-        self.0.admin
+        self.0.may_act_as_agent()
+    }
+
+    /// Refuses agent tokens: they act for the fleet's nodes, not for a tenant, so the tenant
+    /// API (`/v1/jobs…`, `/v1/tenants`) is not theirs.
+    fn tenant_api(&self) -> Result<(), ApiError> {
+        if self.0.may_use_tenant_api() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this is a node agent's token: it may use the agent endpoints (/v1/agent/…) only; \
+                 use a tenant token (`switchyard token create --tenant NAME`) for jobs",
+            ))
+        }
     }
 
     /// The tenant reads are scoped to (`None` for admins: everyone).
@@ -216,6 +234,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/events", get(events))
+        .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/fleet", get(fleet))
         .route("/v1/tenants", get(tenants))
         .merge(crate::agents::routes())
@@ -302,6 +321,7 @@ async fn submit(
     auth: Auth,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
+    auth.tenant_api()?;
     let req: SubmitRequest = decode(body)?;
     let tenant = match (&req.tenant, auth.0.admin) {
         (Some(t), true) => t.clone(),
@@ -394,6 +414,7 @@ async fn list(
     auth: Auth,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<JobList>, ApiError> {
+    auth.tenant_api()?;
     let q = query(q, &["state", "kind", "tenant", "limit", "after"])?;
     let mut filter = JobFilter {
         tenant: auth.scope().map(str::to_owned),
@@ -413,7 +434,7 @@ async fn list(
         for st in states.split(',').filter(|x| !x.is_empty()) {
             filter.states.push(JobState::parse(st).ok_or_else(|| {
                 ApiError::bad(format!(
-                    "unknown state `{}`; expected pending, running, done, cancelled or rejected",
+                    "unknown state `{}`; expected pending, running, done, failed, cancelled or rejected",
                     st.chars().take(64).collect::<String>()
                 ))
             })?);
@@ -461,6 +482,7 @@ async fn get_job(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
+    auth.tenant_api()?;
     check_id(&id)?;
     let job = s
         .store
@@ -475,6 +497,7 @@ async fn cancel(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
+    auth.tenant_api()?;
     check_id(&id)?;
     let job = s
         .store
@@ -498,6 +521,7 @@ async fn events(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<JobEvents>, ApiError> {
+    auth.tenant_api()?;
     check_id(&id)?;
     let job = s
         .store
@@ -518,6 +542,75 @@ async fn events(
                 message: e.message,
             })
             .collect(),
+    }))
+}
+
+/// A whole number of a query parameter, at least `min`.
+fn int_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    min: i64,
+    what: &str,
+) -> Result<Option<i64>, ApiError> {
+    q.get(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= min)
+                .ok_or_else(|| ApiError::bad(format!("{name} must be {what}")))
+        })
+        .transpose()
+}
+
+async fn logs(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<JobLogs>, ApiError> {
+    auth.tenant_api()?;
+    check_id(&id)?;
+    let q = query(q, &["rank", "attempt", "after", "limit"])?;
+    let rank = int_param(&q, "rank", 0, "a rank: a whole number from 0")?;
+    let attempt = int_param(&q, "attempt", 1, "an attempt: a whole number from 1")?;
+    let after = int_param(&q, "after", 0, "a cursor: a line's `cursor` or `next`")?.unwrap_or(0);
+    let page = format!("1 to {}", api::MAX_PAGE);
+    let limit = int_param(&q, "limit", 1, &page)?.unwrap_or(api::DEFAULT_LOG_PAGE);
+    if limit > api::MAX_PAGE {
+        return Err(ApiError::bad(format!("limit must be {page}")));
+    }
+    let job = s
+        .store
+        .get_job(&id, auth.scope())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    let lines = s
+        .store
+        .logs(&LogQuery {
+            job_id: job.id.clone(),
+            rank,
+            attempt,
+            after,
+            limit,
+        })
+        .await?;
+    let next = (lines.len() as i64 == limit)
+        .then(|| lines.last().map(|l| l.cursor))
+        .flatten();
+    Ok(Json(JobLogs {
+        job: job.id,
+        lines: lines
+            .into_iter()
+            .map(|l| LogEntry {
+                cursor: l.cursor,
+                attempt: l.attempt,
+                rank: l.rank,
+                stream: l.stream,
+                at_ms: l.at_ms,
+                line: l.line,
+            })
+            .collect(),
+        next,
     }))
 }
 
@@ -547,6 +640,7 @@ async fn fleet(State(s): State<AppState>, _auth: Auth) -> Result<Json<FleetState
 }
 
 async fn tenants(State(s): State<AppState>, auth: Auth) -> Result<Json<TenantList>, ApiError> {
+    auth.tenant_api()?;
     let usage = s.store.tenant_usage().await?;
     let mut names: Vec<String> = if auth.0.admin {
         let mut n: Vec<String> = s

@@ -198,11 +198,25 @@ async fn pass(
 /// Keeps what the backend read of the jobs' output (best effort: a failed write is logged and
 /// does not step the leader down; the backend does not resend it).
 pub(crate) async fn store_output(
-    _store: &AnyStore,
+    store: &AnyStore,
     lines: Vec<crate::backend::OutputLine>,
 ) -> Result<(), StoreError> {
-    if !lines.is_empty() {
-        tracing::debug!(lines = lines.len(), "job output from the backend");
+    if lines.is_empty() {
+        return Ok(());
     }
+    let lines: Vec<switchyard_store::LogLine> = lines
+        .into_iter()
+        .map(|l| switchyard_store::LogLine {
+            job_id: l.job,
+            attempt: i64::from(l.attempt),
+            rank: i64::from(l.rank),
+            assignment_id: l.source,
+            stream: l.stream.to_owned(),
+            seq: i64::try_from(l.seq).unwrap_or(i64::MAX),
+            at_ms: l.at_ms,
+            line: l.line,
+        })
+        .collect();
+    store.append_logs(&lines).await?;
     Ok(())
 }

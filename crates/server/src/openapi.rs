@@ -6,7 +6,7 @@ pub const DOCUMENT: &str = r##"{
   "info": {
     "title": "Switchyard control plane",
     "version": "1",
-    "description": "Submit, inspect and cancel training runs, batch jobs and inference services. Every /v1 route but this document needs `Authorization: Bearer TOKEN`; a token belongs to one tenant (or is an admin token). Another tenant's job answers 404. Errors are {\"error\": {\"code\", \"message\"}}."
+    "description": "Submit, inspect and cancel training runs, batch jobs and inference services, and read their output. Every /v1 route but this document needs `Authorization: Bearer TOKEN`; a token belongs to one tenant (or is an admin token, or a node agent's token, which the tenant routes refuse with 403). Another tenant's job answers 404. Errors are {\"error\": {\"code\", \"message\"}}."
   },
   "components": {
     "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -34,7 +34,7 @@ pub const DOCUMENT: &str = r##"{
         "properties": {
           "id": { "type": "string" }, "name": { "type": ["string", "null"] }, "tenant": { "type": "string" },
           "kind": { "enum": ["training", "batch", "inference"] },
-          "state": { "enum": ["pending", "running", "done", "cancelled", "rejected"] },
+          "state": { "enum": ["pending", "running", "done", "failed", "cancelled", "rejected"] },
           "reason": { "type": "string", "description": "why the job is where it is" },
           "priority": { "type": "integer" }, "accelerators": { "type": "integer" },
           "cluster": { "type": ["string", "null"] }, "allocated": { "type": "integer" },
@@ -54,6 +54,15 @@ pub const DOCUMENT: &str = r##"{
       "JobEvents": { "type": "object", "required": ["job", "state", "reason", "events"], "properties": {
         "job": { "type": "string" }, "state": { "type": "string" }, "reason": { "type": "string" },
         "events": { "type": "array", "items": { "$ref": "#/components/schemas/Event" } } } },
+      "LogEntry": { "type": "object", "additionalProperties": false, "required": ["cursor", "attempt", "rank", "stream", "at_ms", "line"], "properties": {
+        "cursor": { "type": "integer", "description": "increases with every stored line; pass the last one seen as `after`" },
+        "attempt": { "type": "integer", "minimum": 1 }, "rank": { "type": "integer", "minimum": 0 },
+        "stream": { "enum": ["stdout", "stderr"] }, "at_ms": { "type": "integer" },
+        "line": { "type": "string", "description": "the text, without its newline" } } },
+      "JobLogs": { "type": "object", "additionalProperties": false, "required": ["job", "lines"], "properties": {
+        "job": { "type": "string" },
+        "lines": { "type": "array", "items": { "$ref": "#/components/schemas/LogEntry" } },
+        "next": { "type": "integer", "description": "present when the page is full: pass as `after` for the next page" } } },
       "FleetState": { "type": "object", "required": ["name", "clusters"], "properties": {
         "name": { "type": "string" },
         "clusters": { "type": "array", "items": { "type": "object", "properties": {
@@ -69,7 +78,7 @@ pub const DOCUMENT: &str = r##"{
             "borrowing_limit": { "type": ["integer", "null"] } } } } } } } } },
       "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object",
         "required": ["code", "message"], "properties": {
-          "code": { "enum": ["invalid_json", "invalid_request", "unauthorized", "forbidden", "not_found", "conflict", "quota_exceeded", "unschedulable", "too_large", "unavailable"] },
+          "code": { "enum": ["invalid_json", "invalid_request", "unauthorized", "forbidden", "not_found", "conflict", "cluster_full", "quota_exceeded", "unschedulable", "too_large", "unavailable"] },
           "message": { "type": "string" } } } } }
     },
     "responses": {
@@ -103,6 +112,15 @@ pub const DOCUMENT: &str = r##"{
       "responses": { "202": { "description": "cancellation requested", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs/{id}/events": { "get": { "summary": "a job's events and why it is where it is", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
       "responses": { "200": { "description": "events", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobEvents" } } } }, "404": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/jobs/{id}/logs": { "get": { "summary": "a job's output lines (stdout and stderr of every rank and attempt) in cursor order",
+      "parameters": [
+        { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+        { "name": "rank", "in": "query", "schema": { "type": "integer", "minimum": 0 }, "description": "only this rank" },
+        { "name": "attempt", "in": "query", "schema": { "type": "integer", "minimum": 1 }, "description": "only this attempt" },
+        { "name": "after", "in": "query", "schema": { "type": "integer", "minimum": 0, "default": 0 }, "description": "cursor: only lines after it" },
+        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 1000 } } ],
+      "responses": { "200": { "description": "a page of lines", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobLogs" } } } },
+        "400": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" } } } },
     "/v1/fleet": { "get": { "summary": "clusters and what runs on them", "responses": { "200": { "description": "fleet", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/FleetState" } } } } } } },
     "/v1/tenants": { "get": { "summary": "tenants, quotas and usage (your own; every tenant for admins)", "responses": { "200": { "description": "tenants", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TenantList" } } } } } } }
   }
@@ -125,11 +143,12 @@ mod tests {
             "/v1/jobs/{id}",
             "/v1/jobs/{id}/cancel",
             "/v1/jobs/{id}/events",
+            "/v1/jobs/{id}/logs",
             "/v1/fleet",
             "/v1/tenants",
         ] {
             assert!(paths.contains_key(p), "{p} is not documented");
         }
-        assert_eq!(paths.len(), 10);
+        assert_eq!(paths.len(), 11);
     }
 }

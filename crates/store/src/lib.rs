@@ -1,4 +1,5 @@
-//! Switchyard's durable store: jobs, their events, API tokens and the scheduling lease.
+//! Switchyard's durable store: jobs, their events and logs, API tokens, the node registry and
+//! the scheduling lease.
 //!
 //! One interface, split into a read half ([`StoreRead`]) and a write half ([`StoreWrite`]),
 //! with two implementations sharing the same SQL: [`SqliteStore`] (embedded, the default, WAL
@@ -16,8 +17,9 @@ mod sql;
 use std::future::Future;
 
 pub use model::{
-    Batch, ClusterUsage, EventRecord, JobFilter, JobRecord, JobState, JobUpdate, Lease, NewEvent,
-    NewJob, Principal, TenantUsage,
+    Batch, ClusterUsage, EventRecord, JobFilter, JobRecord, JobState, JobUpdate, Lease, LogLine,
+    LogQuery, LogRecord, NewEvent, NewJob, NodeRecord, NodeRegistration, NodeState, Principal,
+    TenantUsage,
 };
 pub use sql::{PgStore, SqliteStore};
 
@@ -36,6 +38,10 @@ pub enum StoreError {
         "the database's schema is version {found}, newer than this binary's {known}; upgrade switchyard"
     )]
     SchemaTooNew { found: i64, known: i64 },
+    #[error(
+        "cluster `{cluster}` is full: all {slots} of its node slots (its node count in the fleet) are taken by other hosts"
+    )]
+    ClusterFull { cluster: String, slots: i64 },
     #[error("the operating system's random source failed: {0}")]
     Random(String),
     #[error("stored data is invalid: {0}")]
@@ -89,6 +95,13 @@ pub trait StoreRead: Send + Sync {
     fn tenant_usage(&self) -> impl Future<Output = Result<Vec<TenantUsage>, StoreError>> + Send;
     /// Running jobs and allocated accelerators per cluster.
     fn cluster_usage(&self) -> impl Future<Output = Result<Vec<ClusterUsage>, StoreError>> + Send;
+    /// Every registered node, by cluster and slot.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>, StoreError>> + Send;
+    /// A job's log lines in cursor order (not tenant-scoped: check the job first).
+    fn logs(
+        &self,
+        query: &LogQuery,
+    ) -> impl Future<Output = Result<Vec<LogRecord>, StoreError>> + Send;
 }
 
 /// Writes. Each call is one transaction, committed when the future resolves `Ok`.
@@ -98,6 +111,12 @@ pub trait StoreWrite: Send + Sync {
         hash: &str,
         tenant: &str,
         admin: bool,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores a node agent's token (fleet-wide: no tenant, not admin, `agent` set).
+    fn insert_agent_token(
+        &self,
+        hash: &str,
         now_ms: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Inserts a submitted job and its `submitted` event; [`StoreError::Conflict`] when the
@@ -131,6 +150,32 @@ pub trait StoreWrite: Send + Sync {
     ) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
     /// Gives the lease up (on a clean shutdown) so that another replica takes over at once.
     fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Registers a node, idempotently per (cluster, hostname): a known host keeps its id and
+    /// slot, its fields are updated, it is ready and `heartbeat_ms` is now. A new host gets a
+    /// new id and the lowest slot of `0..slots` no other host of the cluster holds, or
+    /// [`StoreError::ClusterFull`].
+    fn register_node(
+        &self,
+        reg: &NodeRegistration,
+    ) -> impl Future<Output = Result<NodeRecord, StoreError>> + Send;
+    /// Records a heartbeat (a lost node is ready again). `None`: no such node.
+    fn node_heartbeat(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<NodeRecord>, StoreError>> + Send;
+    /// Marks a node lost (its slot stays its own). Unknown ids change nothing.
+    fn mark_node_lost(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Stores log lines in one transaction; a line already stored with the same
+    /// (assignment_id, stream, seq) is skipped (agents retry batches). Returns how many were new.
+    fn append_logs(
+        &self,
+        lines: &[LogLine],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// Both halves.
@@ -217,6 +262,12 @@ impl StoreRead for AnyStore {
     async fn cluster_usage(&self) -> Result<Vec<ClusterUsage>, StoreError> {
         delegate!(self, s => s.cluster_usage().await)
     }
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        delegate!(self, s => s.nodes().await)
+    }
+    async fn logs(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
+        delegate!(self, s => s.logs(query).await)
+    }
 }
 
 impl StoreWrite for AnyStore {
@@ -228,6 +279,9 @@ impl StoreWrite for AnyStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         delegate!(self, s => s.insert_token(hash, tenant, admin, now_ms).await)
+    }
+    async fn insert_agent_token(&self, hash: &str, now_ms: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.insert_agent_token(hash, now_ms).await)
     }
     async fn insert_job(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
         delegate!(self, s => s.insert_job(job).await)
@@ -254,6 +308,22 @@ impl StoreWrite for AnyStore {
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         delegate!(self, s => s.release_lease(lease).await)
     }
+    async fn register_node(&self, reg: &NodeRegistration) -> Result<NodeRecord, StoreError> {
+        delegate!(self, s => s.register_node(reg).await)
+    }
+    async fn node_heartbeat(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<NodeRecord>, StoreError> {
+        delegate!(self, s => s.node_heartbeat(id, now_ms).await)
+    }
+    async fn mark_node_lost(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        delegate!(self, s => s.mark_node_lost(id, now_ms).await)
+    }
+    async fn append_logs(&self, lines: &[LogLine]) -> Result<u64, StoreError> {
+        delegate!(self, s => s.append_logs(lines).await)
+    }
 }
 
 /// The SHA-256 of a token, hex: what the store keeps instead of the token.
@@ -270,6 +340,11 @@ pub fn new_token() -> Result<String, StoreError> {
 /// A new job id: `j-` and 16 hex digits (64 random bits).
 pub fn new_job_id() -> Result<String, StoreError> {
     Ok(format!("j-{}", hex(&random_bytes::<8>()?)))
+}
+
+/// A new node id: `n-` and 12 hex digits (48 random bits).
+pub fn new_node_id() -> Result<String, StoreError> {
+    Ok(format!("n-{}", hex(&random_bytes::<6>()?)))
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {

@@ -1,15 +1,15 @@
 //! The records the store keeps.
 
-/// Where a job is. `Done`, `Cancelled`, `Rejected` and `Failed` are final.
+/// Where a job is. `Done`, `Failed`, `Cancelled` and `Rejected` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobState {
     Pending,
     Running,
     Done,
+    /// Ran and failed for good (e.g. a rank kept failing past the retry limit).
+    Failed,
     Cancelled,
     Rejected,
-    /// Its processes kept failing beyond its retry limit.
-    Failed,
 }
 
 impl JobState {
@@ -17,9 +17,9 @@ impl JobState {
         JobState::Pending,
         JobState::Running,
         JobState::Done,
+        JobState::Failed,
         JobState::Cancelled,
         JobState::Rejected,
-        JobState::Failed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -27,9 +27,9 @@ impl JobState {
             JobState::Pending => "pending",
             JobState::Running => "running",
             JobState::Done => "done",
+            JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
             JobState::Rejected => "rejected",
-            JobState::Failed => "failed",
         }
     }
 
@@ -40,7 +40,7 @@ impl JobState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            JobState::Done | JobState::Cancelled | JobState::Rejected | JobState::Failed
+            JobState::Done | JobState::Failed | JobState::Cancelled | JobState::Rejected
         )
     }
 }
@@ -48,9 +48,26 @@ impl JobState {
 /// The bearer of a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The tenant it acts for; empty for agent tokens (fleet-wide, no tenant's).
     pub tenant: String,
     /// Sees and acts on every tenant's jobs.
     pub admin: bool,
+    /// A node agent's token (`switchyard token create --agent`): may use the agent endpoints
+    /// only, not the tenants' `/v1/jobs`. Admin tokens are not marked `agent` but may act as
+    /// agents too ([`Principal::may_act_as_agent`]).
+    pub agent: bool,
+}
+
+impl Principal {
+    /// May call the agent endpoints: agent and admin tokens.
+    pub fn may_act_as_agent(&self) -> bool {
+        self.agent || self.admin
+    }
+
+    /// May use the tenant API (`/v1/jobs`, `/v1/tenants`): every token but agent tokens.
+    pub fn may_use_tenant_api(&self) -> bool {
+        !self.agent || self.admin
+    }
 }
 
 /// A submission, as the API accepted it.
@@ -200,4 +217,127 @@ pub struct ClusterUsage {
     pub cluster: String,
     pub running: i64,
     pub allocated: i64,
+}
+
+/// What a node agent registers with (`POST /v1/agent/register`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRegistration {
+    /// The fleet cluster the node joins.
+    pub cluster: String,
+    pub hostname: String,
+    /// Where other nodes reach it (`MASTER_ADDR` when it hosts rank 0).
+    pub address: String,
+    pub cpus: i64,
+    pub memory_bytes: i64,
+    pub accelerators: i64,
+    /// The agent's `NodeInfo`, JSON.
+    pub info: String,
+    pub now_ms: i64,
+    /// How many nodes the fleet cluster has: the node takes a slot in `0..slots`.
+    pub slots: i64,
+}
+
+/// Whether a node answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeState {
+    Ready,
+    /// Its heartbeats stopped; it is ready again when it registers or heartbeats.
+    Lost,
+}
+
+impl NodeState {
+    pub const ALL: [NodeState; 2] = [NodeState::Ready, NodeState::Lost];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Ready => "ready",
+            NodeState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<NodeState> {
+        NodeState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A registered node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// `n-` and 12 hex digits; the same for every registration of (cluster, hostname).
+    pub id: String,
+    pub cluster: String,
+    /// Its node index in the cluster, `0..slots` (lowest free at first registration; kept).
+    pub slot: i64,
+    pub hostname: String,
+    pub address: String,
+    pub cpus: i64,
+    pub memory_bytes: i64,
+    pub accelerators: i64,
+    /// The agent's `NodeInfo`, JSON, as last registered.
+    pub info: String,
+    pub state: NodeState,
+    /// Its first registration.
+    pub registered_ms: i64,
+    /// Its last registration or heartbeat.
+    pub heartbeat_ms: i64,
+    /// When it was marked lost (`None` while ready).
+    pub lost_ms: Option<i64>,
+}
+
+/// One output line of a job's process, as an agent pushed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub job_id: String,
+    pub attempt: i64,
+    pub rank: i64,
+    /// The assignment that printed it (with `stream` and `seq`, what makes it unique).
+    pub assignment_id: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// Position in that stream of that assignment, from 0.
+    pub seq: i64,
+    pub at_ms: i64,
+    pub line: String,
+}
+
+/// A stored log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Increases with every stored line: the `after` of the next read.
+    pub cursor: i64,
+    pub job_id: String,
+    pub attempt: i64,
+    pub rank: i64,
+    pub assignment_id: String,
+    pub stream: String,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub line: String,
+}
+
+/// Which log lines of a job to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    pub job_id: String,
+    /// Only this rank.
+    pub rank: Option<i64>,
+    /// Only this attempt.
+    pub attempt: Option<i64>,
+    /// Only lines with a cursor above this (0: from the start).
+    pub after: i64,
+    /// At most this many lines.
+    pub limit: i64,
+}
+
+impl LogQuery {
+    /// Every line of `job_id` from the start, 1000 at a time.
+    pub fn new(job_id: impl Into<String>) -> Self {
+        LogQuery {
+            job_id: job_id.into(),
+            rank: None,
+            attempt: None,
+            after: 0,
+            limit: 1000,
+        }
+    }
 }

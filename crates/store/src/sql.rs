@@ -18,6 +18,20 @@ const JOB_COLUMNS: &str = "seq, id, tenant, name, kind, priority, accelerators, 
 
 const EVENT_COLUMNS: &str = "seq, job_id, at_ms, kind, cluster, message";
 
+const NODE_COLUMNS: &str = "id, cluster, slot, hostname, address, cpus, memory_bytes, \
+    accelerators, info, state, registered_ms, heartbeat_ms, lost_ms";
+
+const LOG_COLUMNS: &str = "id, job_id, attempt, rank, assignment_id, stream, seq, at_ms, line";
+
+/// How often a registration is tried again after losing a race for a slot or host name to a
+/// concurrent one (each try sees the winner's row).
+const REGISTER_TRIES: usize = 8;
+
+/// PostgreSQL: log appends take this transaction-scoped advisory lock, so that cursors (a
+/// sequence) commit in increasing order and a reader following `after=CURSOR` never skips a
+/// line committed late. SQLite has one writer, so its ids commit in order anyway.
+const PG_LOG_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301116)");
+
 /// SQLite: the embedded default. Writes go through one connection (SQLite has one writer at a
 /// time anyway; queueing in the pool is fairer than spinning on `SQLITE_BUSY`), reads through
 /// a pool of readers (WAL lets them run beside the writer).
@@ -113,6 +127,28 @@ fn state_of(text: &str) -> Result<JobState, StoreError> {
     JobState::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown job state `{text}`")))
 }
 
+fn node_state_of(text: &str) -> Result<NodeState, StoreError> {
+    NodeState::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown node state `{text}`")))
+}
+
+fn is_unique_violation(err: &StoreError) -> bool {
+    matches!(err, StoreError::Db(sqlx::Error::Database(db)) if db.is_unique_violation())
+}
+
+/// The lowest slot of `0..slots` not in `taken` (sorted).
+fn lowest_free_slot(taken: &[i64], slots: i64) -> Option<i64> {
+    let mut want = 0;
+    for &t in taken {
+        if t == want {
+            want += 1;
+        } else if t > want {
+            break;
+        }
+    }
+    (want < slots).then_some(want)
+}
+
 fn conflict(job: &NewJob, err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
@@ -124,7 +160,7 @@ fn conflict(job: &NewJob, err: sqlx::Error) -> StoreError {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $row:ty) => {
+    ($store:ty, $row:ty, $log_lock:expr) => {
         impl $store {
             fn job(row: &$row) -> Result<JobRecord, StoreError> {
                 use sqlx::Row;
@@ -165,6 +201,106 @@ macro_rules! sql_store {
             fn jobs(rows: &[$row]) -> Result<Vec<JobRecord>, StoreError> {
                 rows.iter().map(Self::job).collect()
             }
+
+            fn node(row: &$row) -> Result<NodeRecord, StoreError> {
+                use sqlx::Row;
+                Ok(NodeRecord {
+                    id: row.try_get("id")?,
+                    cluster: row.try_get("cluster")?,
+                    slot: row.try_get("slot")?,
+                    hostname: row.try_get("hostname")?,
+                    address: row.try_get("address")?,
+                    cpus: row.try_get("cpus")?,
+                    memory_bytes: row.try_get("memory_bytes")?,
+                    accelerators: row.try_get("accelerators")?,
+                    info: row.try_get("info")?,
+                    state: node_state_of(row.try_get::<&str, _>("state")?)?,
+                    registered_ms: row.try_get("registered_ms")?,
+                    heartbeat_ms: row.try_get("heartbeat_ms")?,
+                    lost_ms: row.try_get("lost_ms")?,
+                })
+            }
+
+            fn log(row: &$row) -> Result<LogRecord, StoreError> {
+                use sqlx::Row;
+                Ok(LogRecord {
+                    cursor: row.try_get("id")?,
+                    job_id: row.try_get("job_id")?,
+                    attempt: row.try_get("attempt")?,
+                    rank: row.try_get("rank")?,
+                    assignment_id: row.try_get("assignment_id")?,
+                    stream: row.try_get("stream")?,
+                    seq: row.try_get("seq")?,
+                    at_ms: row.try_get("at_ms")?,
+                    line: row.try_get("line")?,
+                })
+            }
+
+            /// One registration attempt, in one transaction; a unique violation means a
+            /// concurrent registration won a race (the caller tries again).
+            async fn try_register(&self, reg: &NodeRegistration) -> Result<NodeRecord, StoreError> {
+                let mut tx = self.write.begin().await?;
+                let existing: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM nodes WHERE cluster = $1 AND hostname = $2")
+                        .bind(&reg.cluster)
+                        .bind(&reg.hostname)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let row = match existing {
+                    Some(id) => {
+                        sqlx::query(&format!(
+                            "UPDATE nodes SET address = $1, cpus = $2, memory_bytes = $3, \
+                               accelerators = $4, info = $5, state = 'ready', heartbeat_ms = $6, \
+                               lost_ms = NULL \
+                             WHERE id = $7 RETURNING {NODE_COLUMNS}"
+                        ))
+                        .bind(&reg.address)
+                        .bind(reg.cpus)
+                        .bind(reg.memory_bytes)
+                        .bind(reg.accelerators)
+                        .bind(&reg.info)
+                        .bind(reg.now_ms)
+                        .bind(&id)
+                        .fetch_one(&mut *tx)
+                        .await?
+                    }
+                    None => {
+                        let taken: Vec<i64> = sqlx::query_scalar(
+                            "SELECT slot FROM nodes WHERE cluster = $1 ORDER BY slot",
+                        )
+                        .bind(&reg.cluster)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        let Some(slot) = lowest_free_slot(&taken, reg.slots) else {
+                            tx.rollback().await?;
+                            return Err(StoreError::ClusterFull {
+                                cluster: reg.cluster.clone(),
+                                slots: reg.slots,
+                            });
+                        };
+                        sqlx::query(&format!(
+                            "INSERT INTO nodes ({NODE_COLUMNS}) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $10, NULL) \
+                             RETURNING {NODE_COLUMNS}"
+                        ))
+                        .bind(crate::new_node_id()?)
+                        .bind(&reg.cluster)
+                        .bind(slot)
+                        .bind(&reg.hostname)
+                        .bind(&reg.address)
+                        .bind(reg.cpus)
+                        .bind(reg.memory_bytes)
+                        .bind(reg.accelerators)
+                        .bind(&reg.info)
+                        .bind(reg.now_ms)
+                        .fetch_one(&mut *tx)
+                        .await?
+                    }
+                };
+                let record = Self::node(&row)?;
+                tx.commit().await?;
+                Ok(record)
+            }
         }
 
         impl StoreRead for $store {
@@ -175,7 +311,7 @@ macro_rules! sql_store {
 
             async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
                 use sqlx::Row;
-                let row = sqlx::query("SELECT tenant, admin FROM tokens WHERE hash = $1")
+                let row = sqlx::query("SELECT tenant, admin, agent FROM tokens WHERE hash = $1")
                     .bind(hash)
                     .fetch_optional(&self.read)
                     .await?;
@@ -183,6 +319,7 @@ macro_rules! sql_store {
                     Some(r) => Ok(Some(Principal {
                         tenant: r.try_get("tenant")?,
                         admin: r.try_get("admin")?,
+                        agent: r.try_get("agent")?,
                     })),
                     None => Ok(None),
                 }
@@ -363,6 +500,38 @@ macro_rules! sql_store {
                     })
                     .collect()
             }
+
+            async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {NODE_COLUMNS} FROM nodes ORDER BY cluster, slot"
+                ))
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter().map(Self::node).collect()
+            }
+
+            async fn logs(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
+                let mut sql = format!("SELECT {LOG_COLUMNS} FROM job_logs WHERE job_id = $1 AND id > $2");
+                let mut n = 2;
+                if q.rank.is_some() {
+                    n += 1;
+                    sql.push_str(&format!(" AND rank = ${n}"));
+                }
+                if q.attempt.is_some() {
+                    n += 1;
+                    sql.push_str(&format!(" AND attempt = ${n}"));
+                }
+                sql.push_str(&format!(" ORDER BY id LIMIT ${}", n + 1));
+                let mut query = sqlx::query(&sql).bind(&q.job_id).bind(q.after);
+                if let Some(r) = q.rank {
+                    query = query.bind(r);
+                }
+                if let Some(a) = q.attempt {
+                    query = query.bind(a);
+                }
+                let rows = query.bind(q.limit.max(0)).fetch_all(&self.read).await?;
+                rows.iter().map(Self::log).collect()
+            }
         }
 
         impl StoreWrite for $store {
@@ -379,6 +548,20 @@ macro_rules! sql_store {
                 .bind(hash)
                 .bind(tenant)
                 .bind(admin)
+                .bind(now_ms)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_agent_token(&self, hash: &str, now_ms: i64) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO tokens (hash, tenant, admin, agent, created_ms) \
+                     VALUES ($1, '', $2, $3, $4)",
+                )
+                .bind(hash)
+                .bind(false)
+                .bind(true)
                 .bind(now_ms)
                 .execute(&self.write)
                 .await?;
@@ -574,9 +757,101 @@ macro_rules! sql_store {
                 .await?;
                 Ok(())
             }
+
+            async fn register_node(
+                &self,
+                reg: &NodeRegistration,
+            ) -> Result<NodeRecord, StoreError> {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    match self.try_register(reg).await {
+                        Err(e) if tries < REGISTER_TRIES && is_unique_violation(&e) => continue,
+                        other => return other,
+                    }
+                }
+            }
+
+            async fn node_heartbeat(
+                &self,
+                id: &str,
+                now_ms: i64,
+            ) -> Result<Option<NodeRecord>, StoreError> {
+                let row = sqlx::query(&format!(
+                    "UPDATE nodes SET heartbeat_ms = $1, state = 'ready', lost_ms = NULL \
+                     WHERE id = $2 RETURNING {NODE_COLUMNS}"
+                ))
+                .bind(now_ms)
+                .bind(id)
+                .fetch_optional(&self.write)
+                .await?;
+                row.as_ref().map(Self::node).transpose()
+            }
+
+            async fn mark_node_lost(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE nodes SET state = 'lost', lost_ms = $1 WHERE id = $2 AND state = 'ready'",
+                )
+                .bind(now_ms)
+                .bind(id)
+                .execute(&self.write)
+                .await?;
+                Ok(())
+            }
+
+            async fn append_logs(&self, lines: &[LogLine]) -> Result<u64, StoreError> {
+                if lines.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.write.begin().await?;
+                let lock: Option<&str> = $log_lock;
+                if let Some(lock) = lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                let mut inserted = 0;
+                for chunk in lines.chunks(CHUNK) {
+                    let sql = format!(
+                        "INSERT INTO job_logs (job_id, attempt, rank, assignment_id, stream, seq, \
+                           at_ms, line) VALUES {} \
+                         ON CONFLICT (assignment_id, stream, seq) DO NOTHING",
+                        placeholders(chunk.len(), 8)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for l in chunk {
+                        q = q
+                            .bind(&l.job_id)
+                            .bind(l.attempt)
+                            .bind(l.rank)
+                            .bind(&l.assignment_id)
+                            .bind(&l.stream)
+                            .bind(l.seq)
+                            .bind(l.at_ms)
+                            .bind(&l.line);
+                    }
+                    inserted += q.execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
         }
     };
 }
 
-sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
-sql_store!(PgStore, sqlx::postgres::PgRow);
+sql_store!(SqliteStore, sqlx::sqlite::SqliteRow, None);
+sql_store!(PgStore, sqlx::postgres::PgRow, PG_LOG_LOCK);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_lowest_free_slot_is_taken() {
+        use super::lowest_free_slot as f;
+        assert_eq!(f(&[], 3), Some(0));
+        assert_eq!(f(&[0, 1], 3), Some(2));
+        assert_eq!(f(&[1, 2], 3), Some(0));
+        assert_eq!(f(&[0, 2], 3), Some(1));
+        assert_eq!(f(&[0, 1, 2], 3), None);
+        assert_eq!(f(&[], 0), None);
+        // A slot beyond the fleet's count (the fleet shrank) does not hide a free one.
+        assert_eq!(f(&[0, 5], 2), Some(1));
+    }
+}

@@ -32,16 +32,393 @@ async fn tokens(s: AnyStore) {
         p,
         Some(Principal {
             tenant: "research".into(),
-            admin: false
+            admin: false,
+            agent: false,
         })
     );
     let a = s
         .principal(&hash_token("admin-token"))
         .await
         .expect("lookup");
-    assert_eq!(a.map(|p| p.admin), Some(true));
+    assert_eq!(a.as_ref().map(|p| p.admin), Some(true));
     // The store never keeps the token itself.
     assert_eq!(s.principal(&token).await.expect("lookup"), None);
+    // Agent tokens: fleet-wide (no tenant), not admin, may act as agents only.
+    s.insert_agent_token(&hash_token("agent-token"), 2)
+        .await
+        .expect("insert agent token");
+    let g = s
+        .principal(&hash_token("agent-token"))
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(
+        g,
+        Principal {
+            tenant: String::new(),
+            admin: false,
+            agent: true,
+        }
+    );
+    assert!(g.may_act_as_agent() && !g.may_use_tenant_api());
+    let admin = a.expect("admin");
+    assert!(!admin.agent && admin.may_act_as_agent() && admin.may_use_tenant_api());
+    let user = p.expect("user");
+    assert!(!user.may_act_as_agent() && user.may_use_tenant_api());
+    // The same hash twice is refused, whatever its kind.
+    assert!(
+        s.insert_agent_token(&hash_token("agent-token"), 3)
+            .await
+            .is_err()
+    );
+}
+
+fn registration(cluster: &str, host: &str, now_ms: i64, slots: i64) -> NodeRegistration {
+    NodeRegistration {
+        cluster: cluster.into(),
+        hostname: host.into(),
+        address: format!("10.0.0.{}", host.len()),
+        cpus: 64,
+        memory_bytes: 512 << 30,
+        accelerators: 8,
+        info: format!("{{\"hostname\":\"{host}\"}}"),
+        now_ms,
+        slots,
+    }
+}
+
+async fn node_registry(s: AnyStore) {
+    assert!(s.nodes().await.expect("nodes").is_empty());
+    let a = s
+        .register_node(&registration("lab", "a", 100, 3))
+        .await
+        .expect("register a");
+    assert!(
+        a.id.starts_with("n-")
+            && a.id.len() == 14
+            && a.id[2..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{}",
+        a.id
+    );
+    assert_eq!(
+        (a.slot, a.state, a.registered_ms, a.heartbeat_ms, a.lost_ms),
+        (0, NodeState::Ready, 100, 100, None)
+    );
+    let b = s
+        .register_node(&registration("lab", "b", 110, 3))
+        .await
+        .expect("register b");
+    assert_eq!(b.slot, 1);
+    assert_ne!(a.id, b.id);
+    // Slots are per cluster.
+    let other = s
+        .register_node(&registration("other", "a", 115, 1))
+        .await
+        .expect("same host name, other cluster");
+    assert_eq!(other.slot, 0);
+    assert_ne!(other.id, a.id);
+
+    // Registering again: same id and slot, fields updated, heartbeat now.
+    let mut again = registration("lab", "a", 200, 3);
+    again.address = "192.168.1.7".into();
+    again.accelerators = 4;
+    again.info = "{\"v\":2}".into();
+    let a2 = s.register_node(&again).await.expect("register a again");
+    assert_eq!((a2.id.as_str(), a2.slot), (a.id.as_str(), 0));
+    assert_eq!(
+        (a2.address.as_str(), a2.accelerators, a2.info.as_str()),
+        ("192.168.1.7", 4, "{\"v\":2}")
+    );
+    assert_eq!((a2.registered_ms, a2.heartbeat_ms), (100, 200));
+
+    // The third slot, then the cluster is full for new hosts but not for known ones.
+    let c = s
+        .register_node(&registration("lab", "c", 210, 3))
+        .await
+        .expect("register c");
+    assert_eq!(c.slot, 2);
+    let full = s.register_node(&registration("lab", "d", 220, 3)).await;
+    match &full {
+        Err(e @ StoreError::ClusterFull { cluster, slots }) => {
+            assert_eq!((cluster.as_str(), *slots), ("lab", 3));
+            let m = e.to_string();
+            assert!(m.contains("`lab`") && m.contains('3'), "{m}");
+        }
+        other => panic!("expected ClusterFull, got {other:?}"),
+    }
+    assert!(
+        s.register_node(&registration("lab", "b", 230, 3))
+            .await
+            .is_ok(),
+        "a known host registers again in a full cluster"
+    );
+    assert!(matches!(
+        s.register_node(&registration("empty", "x", 1, 0)).await,
+        Err(StoreError::ClusterFull { .. })
+    ));
+
+    // Heartbeats: unknown nodes, and a lost node comes back.
+    assert!(
+        s.node_heartbeat("n-000000000000", 300)
+            .await
+            .expect("heartbeat")
+            .is_none()
+    );
+    s.mark_node_lost("n-000000000000", 300)
+        .await
+        .expect("losing an unknown node changes nothing");
+    s.mark_node_lost(&b.id, 300).await.expect("lost");
+    s.mark_node_lost(&b.id, 350).await.expect("lost twice");
+    let nodes = s.nodes().await.expect("nodes");
+    let lost = nodes.iter().find(|n| n.id == b.id).expect("b listed");
+    assert_eq!((lost.state, lost.lost_ms), (NodeState::Lost, Some(300)));
+    let back = s
+        .node_heartbeat(&b.id, 400)
+        .await
+        .expect("heartbeat")
+        .expect("known");
+    assert_eq!(
+        (back.state, back.heartbeat_ms, back.lost_ms, back.slot),
+        (NodeState::Ready, 400, None, 1)
+    );
+    // A lost node that registers again is ready too, in its own slot.
+    s.mark_node_lost(&c.id, 500).await.expect("lost");
+    let c2 = s
+        .register_node(&registration("lab", "c", 510, 3))
+        .await
+        .expect("re-register");
+    assert_eq!(
+        (c2.id, c2.slot, c2.state),
+        (c.id.clone(), 2, NodeState::Ready)
+    );
+
+    // Listed by cluster, then slot.
+    let order: Vec<(String, i64)> = s
+        .nodes()
+        .await
+        .expect("nodes")
+        .into_iter()
+        .map(|n| (n.cluster, n.slot))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("lab".to_owned(), 0),
+            ("lab".to_owned(), 1),
+            ("lab".to_owned(), 2),
+            ("other".to_owned(), 0)
+        ]
+    );
+    assert_eq!(NodeState::parse("lost"), Some(NodeState::Lost));
+    assert_eq!(NodeState::parse("gone"), None);
+}
+
+async fn concurrent_registrations(s: AnyStore) {
+    // 24 hosts, each registering twice at once, race for 20 slots.
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.register_node(&registration("lab", &format!("host-{}", i % 24), i, 20))
+                .await
+        }));
+    }
+    let mut full = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(_) => {}
+            Err(StoreError::ClusterFull { .. }) => full += 1,
+            Err(e) => panic!("registration failed: {e}"),
+        }
+    }
+    let nodes = s.nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 20, "every slot taken once");
+    let slots: Vec<i64> = nodes.iter().map(|n| n.slot).collect();
+    assert_eq!(slots, (0..20).collect::<Vec<_>>());
+    let mut hosts: Vec<&str> = nodes.iter().map(|n| n.hostname.as_str()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 20, "one row per host");
+    assert!(
+        full >= 4,
+        "4 hosts found no slot (each at least once): {full}"
+    );
+}
+
+fn log_line(job: &str, attempt: i64, rank: i64, stream: &str, seq: i64, text: &str) -> LogLine {
+    LogLine {
+        job_id: job.into(),
+        attempt,
+        rank,
+        assignment_id: format!("{job}/attempt-{attempt}/rank-{rank}"),
+        stream: stream.into(),
+        seq,
+        at_ms: 1_000 + seq,
+        line: text.into(),
+    }
+}
+
+async fn logs(s: AnyStore) {
+    assert_eq!(s.append_logs(&[]).await.expect("nothing"), 0);
+    let first = vec![
+        log_line("j-1", 1, 0, "stdout", 0, "rank 0 starts"),
+        log_line("j-1", 1, 1, "stdout", 0, "rank 1 starts"),
+        log_line("j-1", 1, 0, "stderr", 0, "a warning"),
+        log_line("j-1", 1, 0, "stdout", 1, "step 1"),
+        log_line("j-2", 1, 0, "stdout", 0, "another job"),
+    ];
+    assert_eq!(s.append_logs(&first).await.expect("append"), 5);
+    // An agent retrying its batch, with one new line: only that one is stored.
+    let mut retry = first.clone();
+    retry.push(log_line("j-1", 1, 0, "stdout", 2, "step 2"));
+    assert_eq!(s.append_logs(&retry).await.expect("retry"), 1);
+    // Repeats inside one batch are stored once.
+    let twice = vec![
+        log_line("j-1", 2, 0, "stdout", 0, "resuming from checkpoint step 2"),
+        log_line("j-1", 2, 0, "stdout", 0, "resuming from checkpoint step 2"),
+    ];
+    assert_eq!(s.append_logs(&twice).await.expect("twice"), 1);
+
+    let all = s.logs(&LogQuery::new("j-1")).await.expect("logs");
+    let text: Vec<&str> = all.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(
+        text,
+        [
+            "rank 0 starts",
+            "rank 1 starts",
+            "a warning",
+            "step 1",
+            "step 2",
+            "resuming from checkpoint step 2"
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    assert_eq!(
+        (
+            all[2].stream.as_str(),
+            all[2].assignment_id.as_str(),
+            all[2].seq,
+            all[2].at_ms
+        ),
+        ("stderr", "j-1/attempt-1/rank-0", 0, 1_000)
+    );
+    let rank1 = s
+        .logs(&LogQuery {
+            rank: Some(1),
+            ..LogQuery::new("j-1")
+        })
+        .await
+        .expect("rank 1");
+    assert_eq!(rank1.len(), 1);
+    assert_eq!(rank1[0].line, "rank 1 starts");
+    let attempt2 = s
+        .logs(&LogQuery {
+            attempt: Some(2),
+            ..LogQuery::new("j-1")
+        })
+        .await
+        .expect("attempt 2");
+    assert_eq!(attempt2.len(), 1);
+    assert_eq!(attempt2[0].attempt, 2);
+    let both = s
+        .logs(&LogQuery {
+            rank: Some(0),
+            attempt: Some(1),
+            ..LogQuery::new("j-1")
+        })
+        .await
+        .expect("rank 0 attempt 1");
+    assert_eq!(both.len(), 4);
+    // Paging by cursor.
+    let page1 = s
+        .logs(&LogQuery {
+            limit: 4,
+            ..LogQuery::new("j-1")
+        })
+        .await
+        .expect("page 1");
+    assert_eq!(page1.len(), 4);
+    let page2 = s
+        .logs(&LogQuery {
+            after: page1[3].cursor,
+            limit: 4,
+            ..LogQuery::new("j-1")
+        })
+        .await
+        .expect("page 2");
+    assert_eq!(page2, all[4..]);
+    let past = s
+        .logs(&LogQuery {
+            after: all[5].cursor,
+            ..LogQuery::new("j-1")
+        })
+        .await
+        .expect("past the end");
+    assert!(past.is_empty());
+    // Lines appended later come after the cursor a reader holds.
+    s.append_logs(&[log_line("j-1", 2, 0, "stdout", 1, "step 3")])
+        .await
+        .expect("append");
+    let later = s
+        .logs(&LogQuery {
+            after: all[5].cursor,
+            ..LogQuery::new("j-1")
+        })
+        .await
+        .expect("later");
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].line, "step 3");
+    assert!(
+        s.logs(&LogQuery::new("j-none"))
+            .await
+            .expect("unknown job")
+            .is_empty()
+    );
+}
+
+async fn failed_jobs(s: AnyStore) {
+    assert!(JobState::Failed.is_final());
+    assert_eq!(JobState::parse("failed"), Some(JobState::Failed));
+    let j = s.insert_job(&new_job("a", None, 10)).await.expect("insert");
+    let lease = s
+        .acquire_lease("me", 1, 10_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    let batch = Batch {
+        seen: vec![j.id.clone()],
+        updates: vec![JobUpdate {
+            id: j.id.clone(),
+            state: JobState::Failed,
+            reason: "rank 3 exited with code 1 three times".into(),
+            cluster: Some("c".into()),
+            allocated: 0,
+            restarts: 2,
+            started_ms: Some(20),
+            finished_ms: Some(30),
+            updated_ms: 30,
+        }],
+        events: vec![],
+    };
+    s.apply(&lease, &batch).await.expect("apply");
+    let got = s.get_job(&j.id, None).await.expect("get").expect("found");
+    assert_eq!((got.state, got.finished_ms), (JobState::Failed, Some(30)));
+    assert!(s.active_jobs().await.expect("active").is_empty());
+    let failed = s
+        .list_jobs(&JobFilter {
+            states: vec![JobState::Failed],
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(failed.len(), 1);
+    // Cancelling a failed job changes nothing.
+    let c = s
+        .request_cancel(&j.id, None, 40)
+        .await
+        .expect("cancel")
+        .expect("found");
+    assert!(!c.cancel_requested);
 }
 
 async fn jobs_and_tenants(s: AnyStore) {
@@ -252,6 +629,60 @@ async fn reopen(url: String) {
     s.ping().await.expect("ping");
 }
 
+/// A database written by a version-1 binary is upgraded in place: its tokens keep working (as
+/// tenant tokens, not agents) and the new tables are there.
+async fn upgrade_from_v1(url: String) {
+    use sqlx::Connection as _;
+    let v1 = if url.starts_with("sqlite:") {
+        include_str!("../migrations/sqlite/0001_init.sql")
+    } else {
+        include_str!("../migrations/postgres/0001_init.sql")
+    };
+    let setup = [
+        v1,
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        "INSERT INTO schema_migrations (version, applied_ms) VALUES (1, 0)",
+        "INSERT INTO tokens (hash, tenant, admin, created_ms) VALUES ('h1', 'research', FALSE, 0)",
+    ];
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+            .await
+            .expect("connect");
+        for sql in setup {
+            sqlx::raw_sql(sql)
+                .execute(&mut conn)
+                .await
+                .expect("v1 setup");
+        }
+        conn.close().await.expect("close");
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        for sql in setup {
+            sqlx::raw_sql(sql)
+                .execute(&mut conn)
+                .await
+                .expect("v1 setup");
+        }
+        conn.close().await.expect("close");
+    }
+    let s = connect(&url).await.expect("upgrade");
+    assert_eq!(
+        s.principal("h1").await.expect("lookup"),
+        Some(Principal {
+            tenant: "research".into(),
+            admin: false,
+            agent: false
+        })
+    );
+    assert!(s.nodes().await.expect("nodes").is_empty());
+    assert_eq!(
+        s.append_logs(&[log_line("j-1", 1, 0, "stdout", 0, "hello")])
+            .await
+            .expect("logs"),
+        1
+    );
+}
+
 async fn concurrent_submissions(s: AnyStore) {
     let mut tasks = Vec::new();
     for i in 0..64 {
@@ -363,6 +794,10 @@ macro_rules! suite {
             async fn reopen() {
                 super::reopen(super::fresh_sqlite_url().expect("temp dir")).await;
             }
+            #[tokio::test]
+            async fn upgrade_from_v1() {
+                super::upgrade_from_v1(super::fresh_sqlite_url().expect("temp dir")).await;
+            }
         }
         mod postgres {
             $(
@@ -378,6 +813,11 @@ macro_rules! suite {
                 let Some(base) = super::postgres_url() else { return };
                 super::reopen(super::fresh_postgres_database(&base).await.expect("create database")).await;
             }
+            #[tokio::test]
+            async fn upgrade_from_v1() {
+                let Some(base) = super::postgres_url() else { return };
+                super::upgrade_from_v1(super::fresh_postgres_database(&base).await.expect("create database")).await;
+            }
         }
     };
 }
@@ -387,7 +827,11 @@ suite!(
     jobs_and_tenants,
     lease_and_apply,
     concurrent_submissions,
-    big_batch
+    big_batch,
+    node_registry,
+    concurrent_registrations,
+    logs,
+    failed_jobs,
 );
 
 #[tokio::test]
