@@ -44,6 +44,10 @@ pub struct AgentArgs {
     /// Address other nodes reach this one at (MASTER_ADDR when it hosts rank 0).
     #[arg(long, value_name = "HOST")]
     address: Option<String>,
+    /// Register under this host name instead of the machine's (several agents on one host,
+    /// as `switchyard demo` runs them).
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
     /// Directory for the agent's state and its processes' output; with it, a restarted agent
     /// adopts the processes the previous one left running.
     #[arg(long, value_name = "DIR")]
@@ -103,11 +107,19 @@ fn stop_on_signal() -> Result<Arc<AtomicBool>, CliError> {
 }
 
 pub fn run(args: AgentArgs) -> Result<(), CliError> {
-    let node = discover(&DiscoverOptions {
+    let mut node = discover(&DiscoverOptions {
         declared_accelerators: args.accelerators,
         cluster: args.cluster.clone(),
         address: args.address.clone(),
     });
+    if let Some(h) = &args.hostname {
+        if h.trim().is_empty() || h.len() > 253 {
+            return Err(CliError::Input(
+                "--hostname must be 1 to 253 characters".into(),
+            ));
+        }
+        node.hostname = h.trim().to_owned();
+    }
     if args.discover {
         if args.json {
             let text = serde_json::to_string_pretty(&node)

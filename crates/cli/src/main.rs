@@ -3,6 +3,7 @@
 mod agent_cmd;
 mod client;
 mod client_cmd;
+mod demo_cmd;
 mod error;
 mod fleet_cmd;
 mod plan_cmd;
@@ -50,18 +51,40 @@ enum Command {
     Queue(client_cmd::QueueArgs),
     /// Run a node agent: register this host and run what the server places on it.
     Agent(agent_cmd::AgentArgs),
+    /// The whole system on this machine: server, agents, a training run that survives a node
+    /// failure, an inference service — narrated.
+    Demo(demo_cmd::DemoArgs),
+    /// The example workload (`switchyard-workload`): data-parallel SGD over TCP with
+    /// checkpoints; `switchyard workload --help` for its flags.
+    #[command(disable_help_flag = true)]
+    Workload {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo narrates what matters itself; its server's warnings (a lost node) are the story.
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "error"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
+        Command::Workload { args } => {
+            return switchyard_workload::cli::main_from(
+                std::iter::once(std::ffi::OsString::from("switchyard workload")).chain(args),
+            );
+        }
+        Command::Demo(args) => demo_cmd::run(args),
         Command::Fleet(args) => fleet_cmd::run(args),
         Command::Plan(args) => plan_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),

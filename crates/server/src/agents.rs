@@ -64,8 +64,6 @@ pub enum AgentError {
     UnknownNode(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("cluster `{cluster}` has {slots} node slots and all hold other live nodes")]
-    ClusterFull { cluster: String, slots: u32 },
 }
 
 #[derive(Debug, Clone)]
@@ -101,7 +99,14 @@ struct Placed {
 #[derive(Debug, Clone)]
 enum RunKind {
     /// A training or batch gang: done when every rank exits 0, failed when one fails.
-    Gang { generation: u32, reported: bool },
+    /// A failure is held back until every node of the gang has shown a sign of life since
+    /// (`failed`: when it was seen, and why): ranks fail when a peer's machine dies, and then
+    /// the lost node — not the job — is to blame.
+    Gang {
+        generation: u32,
+        reported: bool,
+        failed: Option<(i64, String)>,
+    },
     /// A commandless run: nothing to start; its work is done when the scheduler expected.
     Simulated { generation: u32, end_ms: i64 },
     /// A service replica: restarted by the agent whenever it dies.
@@ -123,8 +128,6 @@ struct Hub {
     nodes: BTreeMap<String, Node>,
     /// (cluster index, slot) → node id.
     by_slot: HashMap<(u32, u32), String>,
-    /// (cluster index, host name) → (node id, slot): a returning host gets its slot back.
-    by_host: HashMap<(u32, String), (String, u32)>,
     runs: Vec<Run>,
     replica_seq: u64,
     /// Accelerator indices in use, per node.
@@ -186,9 +189,8 @@ impl AgentHub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers (or re-registers) a node; the same host in the same cluster keeps its id
-    /// and slot.
-    pub fn register(&self, info: &NodeInfo, now_ms: i64) -> Result<Registration, AgentError> {
+    /// Checks a registration and says which cluster (name, node slots) the node joins.
+    pub fn resolve(&self, info: &NodeInfo) -> Result<(String, u32), AgentError> {
         if info.protocol_version != PROTOCOL_VERSION {
             return Err(AgentError::Invalid(format!(
                 "agent protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
@@ -201,24 +203,19 @@ impl AgentHub {
                 "hostname must be 1 to 253 characters".into(),
             ));
         }
-        let mut hub = self.lock();
+        let hub = self.lock();
         let cluster = match &info.cluster {
-            Some(name) => hub
-                .clusters
-                .iter()
-                .find(|c| &c.name == name)
-                .cloned()
-                .ok_or_else(|| {
-                    let known: Vec<&str> = hub.clusters.iter().map(|c| c.name.as_str()).collect();
-                    AgentError::Invalid(format!(
-                        "cluster `{name}` is not run by agents in this fleet; agent clusters: {}",
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    ))
-                })?,
+            Some(name) => hub.cluster(name).cloned().ok_or_else(|| {
+                let known: Vec<&str> = hub.clusters.iter().map(|c| c.name.as_str()).collect();
+                AgentError::Invalid(format!(
+                    "cluster `{name}` is not run by agents in this fleet; agent clusters: {}",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            })?,
             None if hub.clusters.len() == 1 => hub.clusters[0].clone(),
             None => {
                 return Err(AgentError::Invalid(
@@ -233,45 +230,54 @@ impl AgentHub {
                 cluster.name, cluster.accelerators_per_node
             )));
         }
+        Ok((cluster.name, cluster.slots))
+    }
+
+    /// Takes in a node the store registered as `id` in `slot` of `cluster` (same host, same
+    /// id and slot, across server restarts).
+    pub fn admit(
+        &self,
+        info: &NodeInfo,
+        cluster: &str,
+        id: &str,
+        slot: u32,
+        now_ms: i64,
+    ) -> Result<Registration, AgentError> {
+        let mut hub = self.lock();
+        let Some(c) = hub.cluster(cluster).map(|c| c.index) else {
+            return Err(AgentError::Invalid(format!(
+                "cluster `{cluster}` is not run by agents"
+            )));
+        };
+        let hostname = info.hostname.trim().to_owned();
         let address = info
             .address
             .clone()
             .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| hostname.to_owned());
-        let key = (cluster.index, hostname.to_owned());
-        let (id, slot) = match hub.by_host.get(&key) {
-            Some(known) => known.clone(),
-            None => {
-                let free = (0..cluster.slots)
-                    .find(|s| !hub.by_slot.contains_key(&(cluster.index, *s)))
-                    .ok_or(AgentError::ClusterFull {
-                        cluster: cluster.name.clone(),
-                        slots: cluster.slots,
-                    })?;
-                let id = switchyard_store::new_job_id()
-                    .map(|j| format!("n-{}", &j[2..]))
-                    .map_err(|e| AgentError::Invalid(e.to_string()))?;
-                (id, free)
-            }
-        };
-        hub.by_host.insert(key, (id.clone(), slot));
-        hub.by_slot.insert((cluster.index, slot), id.clone());
+            .unwrap_or_else(|| hostname.clone());
+        // A slot the store gave to this node may have held another node id in this process
+        // (a store shared by replicas); the store's answer wins.
+        if let Some(previous) = hub.by_slot.insert((c, slot), id.to_owned())
+            && previous != id
+        {
+            hub.nodes.remove(&previous);
+        }
         let mut accelerators: Vec<u32> = info.accelerators.iter().map(|a| a.index).collect();
         accelerators.sort_unstable();
         accelerators.dedup();
-        let was_up = hub.nodes.get(&id).is_some_and(|n| !n.lost);
+        let was_up = hub.nodes.get(id).is_some_and(|n| !n.lost);
         let statuses = hub
             .nodes
-            .get(&id)
+            .get(id)
             .map(|n| n.statuses.clone())
             .unwrap_or_default();
         hub.nodes.insert(
-            id.clone(),
+            id.to_owned(),
             Node {
-                id: id.clone(),
-                cluster: cluster.index,
+                id: id.to_owned(),
+                cluster: c,
                 slot,
-                hostname: hostname.to_owned(),
+                hostname: hostname.clone(),
                 address,
                 accelerators,
                 last_seen_ms: now_ms,
@@ -281,13 +287,13 @@ impl AgentHub {
         );
         if !was_up {
             hub.observed.push(Observed::NodeRepaired {
-                cluster: cluster.index,
+                cluster: c,
                 node: slot,
             });
         }
-        tracing::info!(node = %id, host = hostname, cluster = %cluster.name, slot, "agent registered");
+        tracing::info!(node = %id, host = %hostname, cluster, slot, "agent registered");
         Ok(Registration {
-            node_id: id,
+            node_id: id.to_owned(),
             heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u64,
         })
     }
@@ -335,14 +341,15 @@ impl AgentHub {
     }
 
     /// Every process the node knows, as it reports them.
-    pub fn status(&self, node: &str, report: StatusReport) -> Result<(), AgentError> {
+    pub fn status(&self, node: &str, report: StatusReport, now_ms: i64) -> Result<(), AgentError> {
         let mut hub = self.lock();
         let n = hub
             .nodes
             .get_mut(node)
             .ok_or_else(|| AgentError::UnknownNode(node.to_owned()))?;
+        n.last_seen_ms = n.last_seen_ms.max(now_ms);
         n.statuses = report.processes;
-        hub.fold_statuses();
+        hub.fold_statuses(now_ms);
         Ok(())
     }
 
@@ -407,6 +414,14 @@ impl AgentHub {
                 state: if n.lost { "lost" } else { "ready" }.into(),
                 last_seen_ms: n.last_seen_ms,
                 processes: n.statuses.len() as u32,
+                jobs: hub
+                    .runs
+                    .iter()
+                    .filter(|r| r.processes.iter().any(|p| p.node == n.id))
+                    .map(|r| r.job.clone())
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
             })
             .collect()
     }
@@ -427,6 +442,8 @@ pub struct NodeView {
     pub last_seen_ms: i64,
     /// Processes it reported.
     pub processes: u32,
+    /// Jobs with work placed on it now.
+    pub jobs: Vec<String>,
 }
 
 /// `{job}/replica-{n}/rank-{r}` → job.
@@ -440,7 +457,7 @@ impl Hub {
     }
 
     /// Gang outcomes and replica restarts from the latest statuses of every node.
-    fn fold_statuses(&mut self) {
+    fn fold_statuses(&mut self, now_ms: i64) {
         let statuses: Vec<ProcessStatus> = self
             .nodes
             .values()
@@ -453,7 +470,8 @@ impl Hub {
                 RunKind::Gang {
                     generation,
                     reported,
-                } if !*reported => {
+                    failed,
+                } if !*reported && failed.is_none() => {
                     match gang::outcome(&run.job, run.attempt, run.world_size, &statuses) {
                         GangOutcome::Running => {}
                         GangOutcome::Succeeded => {
@@ -464,12 +482,7 @@ impl Hub {
                             });
                         }
                         GangOutcome::Failed { reason, .. } => {
-                            *reported = true;
-                            observed.push(Observed::Failed {
-                                job: run.job.clone(),
-                                generation: *generation,
-                                reason: format!("attempt {}: {reason}", run.attempt),
-                            });
+                            *failed = Some((now_ms, format!("attempt {}: {reason}", run.attempt)));
                         }
                     }
                 }
@@ -570,11 +583,19 @@ impl Hub {
 #[derive(Debug)]
 pub struct AgentBackend {
     hub: AgentHub,
+    /// Where lost nodes are recorded (`None` in unit tests).
+    store: Option<switchyard_store::AnyStore>,
 }
 
 impl AgentBackend {
     pub fn new(hub: AgentHub) -> Self {
-        AgentBackend { hub }
+        AgentBackend { hub, store: None }
+    }
+
+    /// Records lost nodes in `store` too.
+    pub fn with_store(mut self, store: switchyard_store::AnyStore) -> Self {
+        self.store = Some(store);
+        self
     }
 
     fn launch(
@@ -648,6 +669,7 @@ impl AgentBackend {
                     kind: RunKind::Gang {
                         generation,
                         reported: false,
+                        failed: None,
                     },
                     attempt,
                     world_size,
@@ -660,6 +682,7 @@ impl AgentBackend {
                     kind: RunKind::Gang {
                         generation,
                         reported: true,
+                        failed: None,
                     },
                     attempt,
                     world_size,
@@ -857,6 +880,20 @@ impl Backend for AgentBackend {
                 lost.push((n.cluster, n.slot, n.id.clone(), n.hostname.clone()));
             }
         }
+        if let (Some(store), Ok(rt)) = (&self.store, tokio::runtime::Handle::try_current())
+            && !lost.is_empty()
+        {
+            let store = store.clone();
+            let ids: Vec<String> = lost.iter().map(|l| l.2.clone()).collect();
+            rt.spawn(async move {
+                use switchyard_store::StoreWrite as _;
+                for id in ids {
+                    if let Err(e) = store.mark_node_lost(&id, now_ms).await {
+                        tracing::warn!(node = %id, error = %e, "could not record a lost node");
+                    }
+                }
+            });
+        }
         for (cluster, slot, id, host) in lost {
             tracing::warn!(node = %id, host = %host, "node lost: no heartbeat for {} ms", deadline);
             // Its processes are gone as far as the control plane knows.
@@ -880,6 +917,40 @@ impl Backend for AgentBackend {
                 cluster,
                 node: slot,
             });
+        }
+        let confirmed: Vec<usize> = hub
+            .runs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| match &r.kind {
+                RunKind::Gang {
+                    reported: false,
+                    failed: Some((at, _)),
+                    ..
+                } => r.processes.iter().all(|p| {
+                    hub.nodes
+                        .get(&p.node)
+                        .is_some_and(|n| !n.lost && n.last_seen_ms > *at)
+                }),
+                _ => false,
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in confirmed {
+            let run = &mut hub.runs[i];
+            if let RunKind::Gang {
+                generation,
+                reported,
+                failed: Some((_, reason)),
+            } = &mut run.kind
+            {
+                *reported = true;
+                out.push(Observed::Failed {
+                    job: run.job.clone(),
+                    generation: *generation,
+                    reason: reason.clone(),
+                });
+            }
         }
         for run in &mut hub.runs {
             if let RunKind::Simulated { generation, end_ms } = run.kind
@@ -943,6 +1014,8 @@ mod handlers {
         AssignmentList, LogBatch, NodeInfo, Registration, StatusReport,
     };
 
+    use switchyard_store::{NodeRegistration, StoreWrite as _};
+
     use super::{AgentError, AgentHub, NodeView, handler_now};
     use crate::http::{ApiError, AppState, Auth};
 
@@ -969,9 +1042,6 @@ mod handlers {
             AgentError::UnknownNode(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_node", e.to_string())
             }
-            AgentError::ClusterFull { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "cluster_full", e.to_string())
-            }
             AgentError::Invalid(_) => ApiError::bad(e.to_string()),
         }
     }
@@ -997,7 +1067,27 @@ mod handlers {
     ) -> Result<Json<Registration>, ApiError> {
         let hub = hub(&s, &auth)?;
         let info: NodeInfo = body(raw, "node description (NodeInfo)")?;
-        let r = hub.register(&info, handler_now()).map_err(refused)?;
+        let (cluster, slots) = hub.resolve(&info).map_err(refused)?;
+        let now = handler_now();
+        let record = s
+            .store
+            .register_node(&NodeRegistration {
+                cluster: cluster.clone(),
+                hostname: info.hostname.trim().to_owned(),
+                address: info.address.clone().unwrap_or_default(),
+                cpus: i64::from(info.cpus),
+                memory_bytes: i64::try_from(info.memory_bytes).unwrap_or(i64::MAX),
+                accelerators: info.accelerators.len() as i64,
+                info: serde_json::to_string(&info).unwrap_or_default(),
+                now_ms: now,
+                slots: i64::from(slots),
+            })
+            .await?;
+        let slot = u32::try_from(record.slot)
+            .map_err(|_| ApiError::bad(format!("stored slot {} is invalid", record.slot)))?;
+        let r = hub
+            .admit(&info, &cluster, &record.id, slot, now)
+            .map_err(refused)?;
         s.wake.notify_one();
         Ok(Json(r))
     }
@@ -1015,9 +1105,9 @@ mod handlers {
         auth: Auth,
         Path(id): Path<String>,
     ) -> Result<StatusCode, ApiError> {
-        hub(&s, &auth)?
-            .heartbeat(&id, handler_now())
-            .map_err(refused)?;
+        let now = handler_now();
+        hub(&s, &auth)?.heartbeat(&id, now).map_err(refused)?;
+        s.store.node_heartbeat(&id, now).await?;
         Ok(StatusCode::NO_CONTENT)
     }
 
@@ -1040,7 +1130,7 @@ mod handlers {
     ) -> Result<StatusCode, ApiError> {
         let hub = hub(&s, &auth)?;
         let report: StatusReport = body(raw, "status report")?;
-        hub.status(&id, report).map_err(refused)?;
+        hub.status(&id, report, handler_now()).map_err(refused)?;
         s.wake.notify_one();
         Ok(StatusCode::NO_CONTENT)
     }

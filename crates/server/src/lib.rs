@@ -99,7 +99,7 @@ pub async fn serve_with(
         Some(hub) => Box::new(backend::Routed::new(
             vec![(
                 hub.cluster_names(),
-                Box::new(agents::AgentBackend::new(hub.clone())),
+                Box::new(agents::AgentBackend::new(hub.clone()).with_store(store.clone())),
             )],
             backend,
         )),

@@ -14,6 +14,7 @@
 //! `SWITCHYARD_JOB_ID`. See `docs/workload.md`.
 
 pub mod checkpoint;
+pub mod cli;
 pub mod comm;
 pub mod math;
 pub mod serve;
