@@ -43,8 +43,13 @@ impl Server {
     }
 
     pub fn start_with(db: &str, extra: &[&str]) -> Server {
+        Server::start_on(db, "127.0.0.1:0", extra)
+    }
+
+    /// A server listening on `listen` (e.g. `0.0.0.0:0`).
+    pub fn start_on(db: &str, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["server", "--db", db, "--listen", "127.0.0.1:0"])
+            .args(["server", "--db", db, "--listen", listen])
             .args(extra)
             .env("SWITCHYARD_LOG", "warn")
             .stdout(Stdio::piped())

@@ -1,0 +1,100 @@
+//! Issue 6's end-to-end test: a server and three agents as real processes; a 4-rank gang run of
+//! the example workload; one agent is SIGKILLed mid-run. The run must finish, from its last
+//! checkpoint, with a final model identical to an uninterrupted run's, and its events must show
+//! the lost node, the restart and (in its output) the step it resumed from.
+
+mod agents_common;
+
+use agents_common::*;
+
+#[test]
+fn a_gang_run_survives_a_killed_agent_with_the_same_final_model() {
+    let dir = scratch("agents-e2e");
+    let fleet = fleet_file(&dir, 3, 2);
+    let s = AgentServer::start(&dir, &fleet, "127.0.0.1:0");
+    let mut agents: Vec<AgentProcess> = (1..=3)
+        .map(|i| {
+            let name = format!("node-{i}");
+            start_agent(
+                &[],
+                s.url(),
+                &s.agent_token,
+                &name,
+                "127.0.0.1",
+                2,
+                &dir.join(format!("{name}.log")),
+            )
+        })
+        .collect();
+    s.wait_ready(3);
+
+    let job = s.submit_training(4, 60, 3);
+    // Let it checkpoint a few times, then kill an agent holding ranks.
+    wait_for(120, "the run to pass step 50", || {
+        (s.step(&job) >= 5 * CHECKPOINT_EVERY).then_some(())
+    });
+    let victim = wait_for(30, "a node running the job", || {
+        s.nodes().into_iter().find(|n| {
+            n["jobs"]
+                .as_array()
+                .is_some_and(|j| j.iter().any(|x| x == &job))
+        })
+    });
+    let host = victim["hostname"].as_str().expect("hostname").to_owned();
+    let killed_at_step = s.step(&job);
+    let a = agents
+        .iter_mut()
+        .find(|a| a.name == host)
+        .expect("the victim's agent process");
+    a.child.kill().expect("SIGKILL the agent");
+    let _ = a.child.wait();
+
+    let end = wait_final(&s, &job, 240);
+    let events = s.events(&job);
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(end["state"], "done", "{end}\nevents: {events:#?}");
+    assert!(
+        kinds.contains(&"node_lost"),
+        "the loss is recorded: {kinds:?}"
+    );
+    let lost = events
+        .iter()
+        .find(|e| e["kind"] == "node_lost")
+        .expect("node_lost");
+    assert!(
+        lost["message"].as_str().is_some_and(|m| m.contains(&host)),
+        "{lost}"
+    );
+    let restarted_after_loss = events
+        .iter()
+        .skip_while(|e| e["kind"] != "node_lost")
+        .any(|e| e["kind"] == "restarted");
+    assert!(
+        restarted_after_loss,
+        "a restart follows the loss: {kinds:?}"
+    );
+    assert!(end["restarts"].as_i64().is_some_and(|r| r >= 1), "{end}");
+
+    // The next attempt resumed from a checkpoint, not from scratch.
+    let logs = s.logs(&job);
+    let resumed: Vec<u64> = logs
+        .iter()
+        .filter(|l| l["attempt"].as_i64().is_some_and(|a| a >= 2))
+        .filter_map(|l| {
+            let line = l["line"].as_str()?;
+            let rest = line.split("resuming from checkpoint step ").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    assert!(
+        resumed
+            .iter()
+            .any(|&step| step >= CHECKPOINT_EVERY && step <= killed_at_step + CHECKPOINT_EVERY),
+        "a later attempt resumed from a checkpoint near step {killed_at_step}: {resumed:?}"
+    );
+
+    // Bit-identical to an uninterrupted run.
+    assert_eq!(s.final_model(&job), reference_model(&dir, 4));
+    drop(agents);
+    let _ = std::fs::remove_dir_all(&dir);
+}
