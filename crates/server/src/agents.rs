@@ -446,6 +446,26 @@ pub struct NodeView {
     pub jobs: Vec<String>,
 }
 
+/// Prometheus lines about the agents' nodes.
+pub fn render_metrics(nodes: &[NodeView]) -> String {
+    use std::fmt::Write as _;
+    let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for n in nodes {
+        *by.entry((n.cluster.as_str(), n.state.as_str()))
+            .or_default() += 1;
+    }
+    let mut out = String::from(
+        "# HELP switchyard_agent_nodes Registered node agents by cluster and state (ready, lost).\n# TYPE switchyard_agent_nodes gauge\n",
+    );
+    for ((cluster, state), count) in by {
+        let _ = writeln!(
+            out,
+            "switchyard_agent_nodes{{cluster=\"{cluster}\",state=\"{state}\"}} {count}"
+        );
+    }
+    out
+}
+
 /// `{job}/replica-{n}/rank-{r}` → job.
 fn replica_of(id: &str) -> Option<&str> {
     id.split_once("/replica-").map(|(job, _)| job)
