@@ -7,7 +7,9 @@
 
 pub mod backend;
 pub mod client;
+pub mod logs;
 pub mod parse;
+pub mod script;
 
-pub use backend::{ClusterConfig, JobEvent, LogPaths, Options, SlurmBackend, SlurmHandle};
+pub use backend::{ClusterConfig, LogPaths, Options, SlurmBackend, SlurmHandle};
 pub use client::{CliClient, SlurmClient, SlurmError, Submission};

@@ -568,17 +568,29 @@ pub fn slurm_message(stderr: &str) -> String {
     }
 }
 
-/// The tag Switchyard puts in the `--comment` of its jobs: `<prefix>:<job>:<generation>:<attempt>`.
+/// The tag Switchyard puts in the `--comment` of its jobs:
+/// `<prefix>:<job>:<generation>:<attempt>`, and `…:<attempt>.<resubmit>` when the backend
+/// submitted the same run again after an infrastructure failure (node failure, job lost).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tag {
     pub job: String,
     pub generation: u32,
+    /// The server's attempt (what the work sees as `SWITCHYARD_ATTEMPT`).
     pub attempt: u32,
+    /// Resubmissions of this run by the backend itself (0 for the first submission).
+    pub resubmit: u32,
 }
 
 impl Tag {
     pub fn render(&self, prefix: &str) -> String {
-        format!("{prefix}:{}:{}:{}", self.job, self.generation, self.attempt)
+        if self.resubmit == 0 {
+            format!("{prefix}:{}:{}:{}", self.job, self.generation, self.attempt)
+        } else {
+            format!(
+                "{prefix}:{}:{}:{}.{}",
+                self.job, self.generation, self.attempt, self.resubmit
+            )
+        }
     }
 
     /// The tag of a comment, if it is one of `prefix`'s; anything else (another tool's
@@ -586,7 +598,11 @@ impl Tag {
     pub fn parse(comment: &str, prefix: &str) -> Option<Tag> {
         let rest = comment.trim().strip_prefix(prefix)?.strip_prefix(':')?;
         let mut it = rest.rsplitn(3, ':');
-        let attempt = it.next()?.parse().ok()?;
+        let last = it.next()?;
+        let (attempt, resubmit) = match last.split_once('.') {
+            Some((a, r)) => (a.parse().ok()?, r.parse().ok()?),
+            None => (last.parse().ok()?, 0),
+        };
         let generation = it.next()?.parse().ok()?;
         let job = it.next()?;
         if job.is_empty() {
@@ -596,6 +612,7 @@ impl Tag {
             job: job.to_owned(),
             generation,
             attempt,
+            resubmit,
         })
     }
 }
@@ -642,9 +659,21 @@ mod tests {
             job: "j-00ff".into(),
             generation: 3,
             attempt: 2,
+            resubmit: 0,
         };
         assert_eq!(t.render("switchyard"), "switchyard:j-00ff:3:2");
-        assert_eq!(Tag::parse("switchyard:j-00ff:3:2", "switchyard"), Some(t));
+        assert_eq!(
+            Tag::parse("switchyard:j-00ff:3:2", "switchyard"),
+            Some(t.clone())
+        );
+        let again = Tag { resubmit: 1, ..t };
+        assert_eq!(again.render("switchyard"), "switchyard:j-00ff:3:2.1");
+        assert_eq!(
+            Tag::parse("switchyard:j-00ff:3:2.1", "switchyard"),
+            Some(again)
+        );
+        assert_eq!(Tag::parse("switchyard:j:1:2.x", "switchyard"), None);
+        assert_eq!(Tag::parse("switchyard:j:1:.1", "switchyard"), None);
         assert_eq!(
             Tag::parse("switchyard:a:b:3:2", "switchyard").map(|t| t.job),
             Some("a:b".into())
