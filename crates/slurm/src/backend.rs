@@ -297,6 +297,8 @@ struct Follow {
     stream: &'static str,
     path: PathBuf,
     offset: u64,
+    /// The first task failure `srun` reported in this file.
+    failure: Option<String>,
 }
 
 struct Cluster {
@@ -310,6 +312,9 @@ struct Cluster {
     /// The last error listing jobs, so that an unreachable controller is reported once, not
     /// every round.
     list_error: Option<String>,
+    /// Jobs were listed since the leader's first commands of this term: later launches are
+    /// new runs and never adopt a job already there.
+    listed: bool,
 }
 
 struct Worker {
@@ -350,6 +355,7 @@ impl Worker {
                     has_gpus: false,
                     capacity_read: false,
                     list_error: None,
+                    listed: false,
                 })
                 .collect(),
             options,
@@ -425,6 +431,7 @@ impl Worker {
                 for c in &mut self.clusters {
                     c.failed.clear();
                     c.node_index.clear();
+                    c.listed = false;
                 }
                 self.next_capacity = Instant::now();
                 true
@@ -473,11 +480,12 @@ impl Worker {
                 command,
                 ..
             } => {
-                if !self.clusters.iter().any(|c| c.cfg.name == cluster) {
+                let Some(c) = self.clusters.iter().find(|c| c.cfg.name == cluster) else {
                     tracing::warn!(%job, %cluster, "launch for a cluster that is not on Slurm; ignored");
                     return;
-                }
-                let adoptable = !self.stopped.contains(&job) && !self.wants.contains_key(&job);
+                };
+                let adoptable =
+                    !c.listed && !self.stopped.contains(&job) && !self.wants.contains_key(&job);
                 let run = Run {
                     job: job.clone(),
                     cluster,
@@ -498,13 +506,13 @@ impl Worker {
                 command,
                 ..
             } => {
-                if !self.clusters.iter().any(|c| c.cfg.name == cluster) {
+                let Some(c) = self.clusters.iter().find(|c| c.cfg.name == cluster) else {
                     return;
-                }
+                };
+                let adoptable = !c.listed && !self.stopped.contains(&job);
                 let serial = self.replica_serial.entry(job.clone()).or_default();
                 let key = format!("{job}#r{serial}");
                 *serial += 1;
-                let adoptable = !self.stopped.contains(&job);
                 let run = Run {
                     job: job.clone(),
                     cluster: cluster.clone(),
@@ -684,7 +692,11 @@ impl Worker {
             }
         }
 
-        // 3. Follow the wanted runs' Slurm jobs.
+        // 3. What the runs wrote (before new submissions: their jobs are not listed yet), and
+        //    which rank failed first in the jobs that did.
+        let failures = self.read_output(i, &by_id);
+
+        // 4. Follow the wanted runs' Slurm jobs.
         let followed: Vec<(String, String)> = self
             .wants
             .iter()
@@ -714,7 +726,8 @@ impl Worker {
                     }
                 },
             };
-            if let Some(ending) = ending(&id, &state, &reason, exit) {
+            let failure = failures.get(&id).map(String::as_str);
+            if let Some(ending) = ending(&id, &state, &reason, exit, failure) {
                 self.ended(&key, &cluster_name, ending);
             } else if state == JobState::Running
                 && let Some(w) = self.wants.get_mut(&key)
@@ -729,9 +742,6 @@ impl Worker {
                 );
             }
         }
-
-        // 4. What the runs wrote (before new submissions: their jobs are not listed yet).
-        self.read_output(i, &by_id);
 
         // 5. Submit what is wanted and has no Slurm job.
         let now = Instant::now();
@@ -825,6 +835,9 @@ impl Worker {
                 w.adoptable = false;
             }
         }
+        if self.synced {
+            self.clusters[i].listed = true;
+        }
     }
 
     /// A wanted run's Slurm job ended.
@@ -915,32 +928,50 @@ impl Worker {
                     stream,
                     path: PathBuf::from(path),
                     offset: 0,
+                    failure: None,
                 });
         }
     }
 
     /// Reads the new lines of cluster `i`'s followed files; a file whose job has ended (or left
     /// the listing) is read one last time, its unfinished last line included, and dropped.
-    fn read_output(&mut self, i: usize, by_id: &HashMap<&str, &QueueJob>) {
+    /// Returns the first task failure `srun` reported, by Slurm job id.
+    fn read_output(
+        &mut self,
+        i: usize,
+        by_id: &HashMap<&str, &QueueJob>,
+    ) -> HashMap<String, String> {
         let now = now_ms();
         let mut lines = Vec::new();
         let mut done = Vec::new();
+        let mut failures = HashMap::new();
         for ((id, _), f) in self.follows.iter_mut().filter(|(_, f)| f.cluster == i) {
             let last = by_id.get(id.as_str()).is_none_or(|j| j.state.is_terminal());
             match logs::read_new_lines(&f.path, &mut f.offset, f.labelled, last) {
-                Ok(got) => lines.extend(got.into_iter().map(|l| OutputLine {
-                    job: f.job.clone(),
-                    attempt: f.attempt,
-                    rank: l.rank,
-                    source: format!("slurm-{id}"),
-                    stream: f.stream,
-                    seq: l.seq,
-                    at_ms: now,
-                    line: l.text,
+                Ok(got) => lines.extend(got.into_iter().map(|l| {
+                    if f.failure.is_none()
+                        && f.stream == "stderr"
+                        && let Some((task, what)) = logs::srun_task_failure(&l.text)
+                    {
+                        f.failure = Some(format!("rank {task} failed first: {what}"));
+                    }
+                    OutputLine {
+                        job: f.job.clone(),
+                        attempt: f.attempt,
+                        rank: l.rank,
+                        source: format!("slurm-{id}"),
+                        stream: f.stream,
+                        seq: l.seq,
+                        at_ms: now,
+                        line: l.text,
+                    }
                 })),
                 Err(e) => {
                     tracing::warn!(path = %f.path.display(), error = %e, "cannot read a Slurm job's output");
                 }
+            }
+            if let Some(why) = &f.failure {
+                failures.insert(id.clone(), why.clone());
             }
             if last {
                 done.push((id.clone(), f.stream));
@@ -952,6 +983,7 @@ impl Worker {
         if !lines.is_empty() {
             self.observe(Observed::Output(lines));
         }
+        failures
     }
 
     fn submit(&mut self, i: usize, key: &str) {
@@ -962,6 +994,11 @@ impl Worker {
             && let Err(e) = std::fs::create_dir_all(dir)
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create the log directory");
+        }
+        // Files of an earlier job with the same tag (no job of this tag is in Slurm's listing,
+        // or it would have been adopted) would be read as this one's until Slurm truncates them.
+        for p in [&s.stdout, &s.stderr] {
+            let _ = std::fs::remove_file(p);
         }
         let result = c.cfg.client.submit(&s);
         let cluster = c.cfg.name.clone();
@@ -1044,7 +1081,13 @@ struct Run {
 /// retries. Any other unsuccessful end is the work's: `FAILED` (non-zero exit), `TIMEOUT`,
 /// `OUT_OF_MEMORY`, `DEADLINE`, and `CANCELLED` by someone other than Switchyard (Switchyard
 /// cancels only jobs nobody wants, whose ends are not followed).
-fn ending(id: &str, state: &JobState, reason: &str, exit: Option<(i32, i32)>) -> Option<Ending> {
+fn ending(
+    id: &str,
+    state: &JobState,
+    reason: &str,
+    exit: Option<(i32, i32)>,
+    task_failure: Option<&str>,
+) -> Option<Ending> {
     if !state.is_terminal() {
         return None;
     }
@@ -1060,7 +1103,11 @@ fn ending(id: &str, state: &JobState, reason: &str, exit: Option<(i32, i32)>) ->
         "" | "None" | "(null)" => String::new(),
         r => format!(" (reason {r})"),
     };
-    let why = format!("Slurm job {id} ended {}{exit}{reason}", state.as_str());
+    let task = task_failure.map_or(String::new(), |t| format!("; {t}"));
+    let why = format!(
+        "Slurm job {id} ended {}{exit}{reason}{task}",
+        state.as_str()
+    );
     Some(match state {
         JobState::NodeFail | JobState::BootFail | JobState::Preempted => {
             Ending::Infrastructure(why)
@@ -1584,6 +1631,32 @@ mod tests {
             job: "j-done".into(),
             generation: 1
         }));
+    }
+
+    #[test]
+    fn a_later_launch_of_the_same_term_never_adopts() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.round(); // before the leader speaks: adoption stays possible
+        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
+        w.round();
+        let first = fake.active_tagged("switchyard")[0].1.clone();
+        fake.set_state(&first, JobState::Completed);
+        w.round();
+        assert!(observed(&w).contains(&Observed::Finished {
+            job: "j".into(),
+            generation: 1
+        }));
+        // The same job again (a new run of this term): submitted, not the completed one.
+        w.apply(Msg::Commands(vec![launch("j", 2, 8)]));
+        w.round();
+        w.round();
+        assert_eq!(fake.st().submitted.len(), 2);
+        assert!(
+            !observed(&w)
+                .iter()
+                .any(|o| matches!(o, Observed::Finished { .. }))
+        );
     }
 
     #[test]

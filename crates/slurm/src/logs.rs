@@ -110,6 +110,20 @@ pub fn split_label(line: &str) -> (u32, &str) {
     (rank, rest.strip_prefix(' ').unwrap_or(rest))
 }
 
+/// The first task failure `srun` reports on its stderr: `srun: error: node7: task 3: Exited
+/// with exit code 2` → (3, `Exited with exit code 2`). The job's own exit code is `srun`'s,
+/// the highest of its tasks' (often 143 for the ranks it terminated), so this says which rank
+/// failed first and how.
+pub fn srun_task_failure(line: &str) -> Option<(u32, &str)> {
+    let rest = line.strip_prefix("srun: error: ")?;
+    let at = rest.find(": task ")?;
+    let rest = &rest[at + ": task ".len()..];
+    let (task, what) = rest.split_once(": ")?;
+    let task = task.parse().ok()?;
+    let what = what.trim();
+    (!what.is_empty()).then_some((task, what))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +170,21 @@ mod tests {
         let buf = vec![b'x'; MAX_LINE_BYTES + 10];
         let (l, used) = split_lines(&buf, 0, false, false);
         assert_eq!((l.len(), used), (1, MAX_LINE_BYTES));
+    }
+
+    #[test]
+    fn srun_failures() {
+        assert_eq!(
+            srun_task_failure("srun: error: vm: task 1: Exited with exit code 7"),
+            Some((1, "Exited with exit code 7"))
+        );
+        assert_eq!(
+            srun_task_failure("srun: error: gpu-a: task 12: Segmentation fault (core dumped)"),
+            Some((12, "Segmentation fault (core dumped)"))
+        );
+        assert_eq!(srun_task_failure("srun: Force Terminated StepId=3.0"), None);
+        assert_eq!(srun_task_failure("1: srun: error: x: task 1: y"), None);
+        assert_eq!(srun_task_failure("srun: error: x: task one: y"), None);
     }
 
     #[test]

@@ -216,8 +216,13 @@ proptest! {
     }
 
     #[test]
-    fn tags_round_trip(job in "[a-z0-9#:-]{1,30}", generation: u32, attempt: u32) {
-        let t = Tag { job, generation, attempt };
+    fn tags_round_trip(job in "[a-z0-9#:.-]{1,30}", generation: u32, attempt: u32, resubmit in prop::sample::select(vec![0u32, 1, 2, u32::MAX])) {
+        let t = Tag {
+            job,
+            generation,
+            attempt,
+            resubmit,
+        };
         prop_assert_eq!(Tag::parse(&t.render("switchyard"), "switchyard"), Some(t));
     }
 
