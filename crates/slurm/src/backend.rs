@@ -38,6 +38,7 @@ use switchyard_server::backend::{Backend, Command, Observed, OutputLine};
 use crate::client::{CliClient, SlurmClient, Submission};
 use crate::logs;
 use crate::parse::{JobState, QueueJob, Tag};
+use crate::rest::RestClient;
 use crate::script;
 
 /// Timing and policy of the reconciler.
@@ -136,10 +137,12 @@ fn lock(m: &Mutex<Outbox>) -> MutexGuard<'_, Outbox> {
 /// Why the backend could not be built from a fleet.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error(
-        "cluster {cluster:?}: slurmrestd ({url}) is not supported yet; leave out `rest_url` to use the command-line tools on the server's host"
-    )]
-    RestNotSupported { cluster: String, url: String },
+    #[error("cluster {cluster:?}: slurmrestd at {url}: {message}")]
+    Rest {
+        cluster: String,
+        url: String,
+        message: String,
+    },
     #[error("cannot start the Slurm worker thread: {0}")]
     Thread(std::io::Error),
 }
@@ -159,19 +162,34 @@ pub struct SlurmBackend {
 
 impl SlurmBackend {
     /// A backend for the fleet's clusters that say `backend = "slurm"`; `None` when there are
-    /// none. Uses the command-line tools on this host.
+    /// none. Uses the command-line tools on this host, or slurmrestd for a cluster with a
+    /// `rest_url` (its token read from the variable `token_env` names, at start).
     pub fn from_fleet(fleet: &Fleet, options: Options) -> Result<Option<Self>, SetupError> {
         let mut clusters = Vec::new();
         for (i, c) in fleet.clusters.iter().enumerate() {
             let ClusterBackend::Slurm(s) = &c.backend else {
                 continue;
             };
-            if let Some(url) = &s.rest_url {
-                return Err(SetupError::RestNotSupported {
-                    cluster: c.name.clone(),
-                    url: url.clone(),
-                });
-            }
+            let client: Box<dyn SlurmClient> = match &s.rest_url {
+                None => Box::new(CliClient::default()),
+                Some(url) => {
+                    let fail = |message: String| SetupError::Rest {
+                        cluster: c.name.clone(),
+                        url: url.clone(),
+                        message,
+                    };
+                    let var = s.token_env.as_deref().ok_or_else(|| {
+                        fail("`token_env` must name the variable holding its token (from `scontrol token`)".into())
+                    })?;
+                    let token = std::env::var(var).map_err(|_| {
+                        fail(format!("the variable {var} (`token_env`) is not set"))
+                    })?;
+                    let token = token.strip_prefix("SLURM_JWT=").unwrap_or(&token);
+                    Box::new(
+                        RestClient::new(url, token, None, Duration::from_secs(30)).map_err(fail)?,
+                    )
+                }
+            };
             clusters.push(ClusterConfig {
                 name: c.name.clone(),
                 index: i as u32,
@@ -179,7 +197,7 @@ impl SlurmBackend {
                 accelerators_per_node: c.accelerators_per_node,
                 block_nodes: c.topology.level(LevelKind::Block).map(|l| l.nodes),
                 settings: s.clone(),
-                client: Box::new(CliClient::default()),
+                client,
             });
         }
         if clusters.is_empty() {
