@@ -87,12 +87,15 @@ impl RestClient {
         let url = format!("{}{API}{path}", self.base);
         let command = format!("{method} {API}{path}");
         let res = match (method, body) {
+            // Exactly `application/json`: slurmrestd 22.05 answers "Unable to parse query"
+            // (HTTP 400) to `application/json; charset=utf-8`, what `send_json` says.
             ("POST", Some(b)) => self
                 .agent
                 .post(&url)
                 .header("X-SLURM-USER-NAME", &self.user)
                 .header("X-SLURM-USER-TOKEN", &self.token)
-                .send_json(b),
+                .header("Content-Type", "application/json")
+                .send(b.to_string()),
             ("DELETE", _) => self
                 .agent
                 .delete(&url)
@@ -149,6 +152,9 @@ pub fn submit_body(s: &Submission) -> Value {
         "partition": s.partition,
         "nodes": [s.nodes, s.nodes],
         "tasks_per_node": s.ntasks_per_node,
+        // sbatch derives the task count from nodes × tasks per node; slurmrestd does not
+        // (without it the job has one task).
+        "tasks": s.nodes.saturating_mul(s.ntasks_per_node),
         "standard_output": s.stdout,
         "standard_error": s.stderr,
         "requeue": false,
@@ -311,6 +317,7 @@ mod tests {
         let j = &b["job"];
         assert_eq!(j["nodes"], json!([4, 4]));
         assert_eq!(j["tasks_per_node"], json!(8));
+        assert_eq!(j["tasks"], json!(32));
         assert_eq!(j["gpus_per_node"], json!("8"));
         assert_eq!(j["time_limit"], json!(30));
         assert_eq!(j["requeue"], json!(false));
