@@ -56,14 +56,14 @@ fn a_run_survives_a_restart_of_the_server() {
     let db = s.server.db.clone();
     let args = [
         "--fleet",
-        &fleet.to_string_lossy().into_owned(),
+        &fleet.to_string_lossy(),
         "--agents",
         "--heartbeat-interval",
         "300ms",
         "--lost-after",
         "3",
         "--checkpoint-dir",
-        &s.checkpoints.to_string_lossy().into_owned(),
+        &s.checkpoints.to_string_lossy(),
     ]
     .map(|a| a.to_owned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
