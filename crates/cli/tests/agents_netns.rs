@@ -111,6 +111,12 @@ fn a_gang_run_survives_an_agent_cut_off_the_network() {
         "ranks of {job} run in {} before the cut",
         ns.name
     );
+    // The ranks rendezvous across namespaces: MASTER_ADDR is a namespace's own address.
+    let master = env_var(old_ranks[0], "MASTER_ADDR").unwrap_or_default();
+    assert!(
+        lab.namespaces.iter().any(|n| n.addr.to_string() == master),
+        "MASTER_ADDR {master:?} is a node's namespace address"
+    );
     eprintln!(
         "cutting {host} ({}, {}) off the network at step {cut_at_step}; its ranks: {old_ranks:?}",
         ns.name, ns.addr
@@ -257,14 +263,20 @@ fn a_gang_run_survives_an_agent_cut_off_the_network() {
 
 /// Pids in namespace `ns` of processes started for `job` (their environment names it).
 fn job_processes(lab: &Lab, ns: &str, job: &str) -> Vec<u32> {
-    let needle = format!("SWITCHYARD_JOB_ID={job}");
     lab.pids(ns)
         .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle.as_bytes()))
-        })
+        .filter(|&pid| env_var(pid, "SWITCHYARD_JOB_ID").as_deref() == Some(job))
         .collect()
+}
+
+/// A variable of the environment process `pid` started with.
+fn env_var(pid: u32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{key}=");
+    env.split(|&b| b == 0).find_map(|var| {
+        var.strip_prefix(prefix.as_bytes())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
 }
 
 /// `text` without terminal colour sequences (`ESC [ … letter`).
