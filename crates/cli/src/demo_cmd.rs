@@ -26,8 +26,9 @@ pub struct DemoArgs {
     /// under the system's temporary directory].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Node agents to start (each a process with 2 accelerators declared).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(3..=16))]
+    /// Node agents to start (each a process with 2 accelerators declared; 4 at least, so the
+    /// run fits beside the service once a node is gone).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(4..=16))]
     agents: u32,
     /// Training steps of the example workload.
     #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(40..=100_000))]

@@ -446,6 +446,26 @@ pub struct NodeView {
     pub jobs: Vec<String>,
 }
 
+/// Prometheus lines about the agents' nodes.
+pub fn render_metrics(nodes: &[NodeView]) -> String {
+    use std::fmt::Write as _;
+    let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for n in nodes {
+        *by.entry((n.cluster.as_str(), n.state.as_str()))
+            .or_default() += 1;
+    }
+    let mut out = String::from(
+        "# HELP switchyard_agent_nodes Registered node agents by cluster and state (ready, lost).\n# TYPE switchyard_agent_nodes gauge\n",
+    );
+    for ((cluster, state), count) in by {
+        let _ = writeln!(
+            out,
+            "switchyard_agent_nodes{{cluster=\"{cluster}\",state=\"{state}\"}} {count}"
+        );
+    }
+    out
+}
+
 /// `{job}/replica-{n}/rank-{r}` → job.
 fn replica_of(id: &str) -> Option<&str> {
     id.split_once("/replica-").map(|(job, _)| job)
@@ -598,17 +618,22 @@ impl AgentBackend {
         self
     }
 
-    fn launch(
-        &self,
-        hub: &mut Hub,
-        job: String,
-        generation: u32,
-        attempt: u32,
-        cluster: &str,
-        nodes: &[NodeShare],
-        expected_end_ms: i64,
-        command: Option<&JobCommand>,
-    ) {
+    /// A gang's placement (a [`Command::Launch`]) becomes per-node assignments.
+    fn launch(&self, hub: &mut Hub, launch: Command) {
+        let Command::Launch {
+            job,
+            generation,
+            attempt,
+            cluster,
+            nodes,
+            expected_end_ms,
+            command,
+            ..
+        } = launch
+        else {
+            return;
+        };
+        let (cluster, nodes, command) = (cluster.as_str(), nodes.as_slice(), command.as_deref());
         hub.runs
             .retain(|r| r.job != job || matches!(r.kind, RunKind::Replica { .. }));
         let Some(command) = command else {
@@ -788,25 +813,7 @@ impl Backend for AgentBackend {
         let mut hub = hub_handle.lock();
         for c in commands {
             match c {
-                Command::Launch {
-                    job,
-                    generation,
-                    attempt,
-                    cluster,
-                    nodes,
-                    expected_end_ms,
-                    command,
-                    ..
-                } => self.launch(
-                    &mut hub,
-                    job,
-                    generation,
-                    attempt,
-                    &cluster,
-                    &nodes,
-                    expected_end_ms,
-                    command.as_deref(),
-                ),
+                launch @ Command::Launch { .. } => self.launch(&mut hub, launch),
                 Command::AddReplica {
                     job,
                     cluster,
@@ -1146,5 +1153,407 @@ mod handlers {
         let lines = hub.output(&id, batch).map_err(refused)?;
         crate::leader::store_output(&s.store, lines).await?;
         Ok(StatusCode::NO_CONTENT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use switchyard_agent::protocol::{AcceleratorInfo, ExitInfo};
+
+    use super::*;
+
+    const FLEET: &str = r#"
+name = "t"
+[[providers]]
+name = "here"
+kind = "on_premises"
+[[providers.contracts]]
+accelerator = "H100"
+reserved = { accelerators = 6, price = 1.0, term_months = 1 }
+[[clusters]]
+name = "local"
+provider = "here"
+region = "lab"
+accelerator = "H100"
+nodes = 3
+accelerators_per_node = 2
+node_mtbf_hours = 1000.0
+repair_hours = 1.0
+topology = { scale_up = { nodes = 1 } }
+[[tenants]]
+name = "lab"
+[[tenants.teams]]
+name = "research"
+"#;
+
+    fn hub() -> AgentHub {
+        let fleet = Fleet::from_toml(FLEET, "t.toml").expect("fleet");
+        AgentHub::new(
+            &fleet,
+            AgentSettings {
+                heartbeat_interval: Duration::from_millis(100),
+                lost_after: 3,
+                checkpoint_root: PathBuf::from("/ckpt"),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn info(host: &str, accelerators: u32) -> NodeInfo {
+        NodeInfo {
+            hostname: host.into(),
+            cluster: Some("local".into()),
+            cpus: 4,
+            memory_bytes: 1 << 30,
+            accelerators: (0..accelerators)
+                .map(|index| AcceleratorInfo {
+                    index,
+                    name: "declared".into(),
+                    memory_mib: None,
+                    uuid: None,
+                })
+                .collect(),
+            address: Some(format!("10.0.0.{}", host.len())),
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: "test".into(),
+        }
+    }
+
+    /// Registers `host` in `slot` (as the store would assign).
+    fn join(h: &AgentHub, host: &str, slot: u32, now: i64) -> String {
+        let (cluster, slots) = h.resolve(&info(host, 2)).expect("resolves");
+        assert_eq!((cluster.as_str(), slots), ("local", 3));
+        let id = format!("n-{host}");
+        h.admit(&info(host, 2), &cluster, &id, slot, now)
+            .expect("admitted");
+        id
+    }
+
+    fn launch(job: &str, generation: u32, attempt: u32, nodes: &[(u32, u32)]) -> Command {
+        Command::Launch {
+            job: job.into(),
+            generation,
+            attempt,
+            cluster: "local".into(),
+            accelerators: nodes.iter().map(|n| n.1).sum(),
+            nodes: nodes
+                .iter()
+                .map(|&(node, accelerators)| NodeShare { node, accelerators })
+                .collect(),
+            expected_end_ms: 1_000_000,
+            command: Some(Arc::new(JobCommand {
+                argv: vec!["train".into()],
+                env: Default::default(),
+                working_dir: None,
+            })),
+        }
+    }
+
+    fn exited(id: &str, code: i32) -> ProcessStatus {
+        ProcessStatus {
+            assignment_id: id.into(),
+            state: ProcessState::Exited(ExitInfo {
+                code: Some(code),
+                signal: None,
+                stopped_by_agent: false,
+            }),
+            restarts: 0,
+        }
+    }
+
+    fn ids(h: &AgentHub, node: &str) -> Vec<String> {
+        h.assignments(node, 0)
+            .expect("known node")
+            .assignments
+            .into_iter()
+            .map(|a| a.id)
+            .collect()
+    }
+
+    #[test]
+    fn registration_is_checked() {
+        let h = hub();
+        let mut bad = info("a", 2);
+        bad.cluster = Some("elsewhere".into());
+        let e = h.resolve(&bad).expect_err("unknown cluster");
+        assert!(e.to_string().contains("agent clusters: local"), "{e}");
+        let e = h.resolve(&info("a", 3)).expect_err("too many accelerators");
+        assert!(e.to_string().contains("have 2"), "{e}");
+        let mut old = info("a", 2);
+        old.protocol_version = 99;
+        assert!(h.resolve(&old).is_err());
+        let mut blank = info(" ", 2);
+        blank.cluster = None;
+        assert!(h.resolve(&blank).is_err());
+        assert_eq!(
+            h.heartbeat("n-nobody", 0),
+            Err(AgentError::UnknownNode("n-nobody".into()))
+        );
+    }
+
+    #[test]
+    fn slots_without_a_live_agent_are_down_to_the_scheduler() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        join(&h, "a", 1, 0);
+        let seen = b.poll(0);
+        assert_eq!(
+            seen,
+            [
+                Observed::NodeFailed {
+                    cluster: 0,
+                    node: 0
+                },
+                Observed::NodeFailed {
+                    cluster: 0,
+                    node: 2
+                }
+            ]
+        );
+        join(&h, "b", 0, 10);
+        assert_eq!(
+            b.poll(10),
+            [Observed::NodeRepaired {
+                cluster: 0,
+                node: 0
+            }]
+        );
+        // A reset (new leader) tells the whole truth again.
+        b.reset();
+        assert_eq!(
+            b.poll(20),
+            [Observed::NodeFailed {
+                cluster: 0,
+                node: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn a_gang_runs_on_its_nodes_and_finishes_when_every_rank_succeeds() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        let c = join(&h, "c", 2, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (2, 2)])]);
+        let on_a = h.assignments(&a, 0).expect("a").assignments;
+        let on_c = h.assignments(&c, 0).expect("c").assignments;
+        assert_eq!(on_a.len(), 2);
+        assert_eq!(on_c.len(), 2);
+        assert_eq!(
+            on_a.iter().map(|x| x.rank).collect::<Vec<_>>(),
+            [0, 1],
+            "ranks fill the first node first"
+        );
+        assert!(on_c.iter().all(|x| x.master_addr == on_a[0].master_addr));
+        assert_eq!(on_a[0].checkpoint_dir.as_deref(), Some("/ckpt/j"));
+        assert_ne!(on_a[0].accelerators, on_a[1].accelerators);
+        h.status(
+            &a,
+            StatusReport {
+                processes: on_a.iter().map(|x| exited(&x.id, 0)).collect(),
+            },
+            5,
+        )
+        .expect("status");
+        assert_eq!(b.poll(5), [], "two ranks still run");
+        h.status(
+            &c,
+            StatusReport {
+                processes: on_c.iter().map(|x| exited(&x.id, 0)).collect(),
+            },
+            6,
+        )
+        .expect("status");
+        assert_eq!(
+            b.poll(6),
+            [Observed::Finished {
+                job: "j".into(),
+                generation: 1
+            }]
+        );
+        assert_eq!(b.poll(7), [], "reported once");
+        b.act(vec![Command::Stop { job: "j".into() }]);
+        assert!(ids(&h, &a).is_empty());
+    }
+
+    #[test]
+    fn a_failed_rank_is_reported_once_every_node_of_the_gang_is_heard_from() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        let c = join(&h, "c", 1, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 3, 2, &[(0, 2), (1, 2)])]);
+        let failing = ids(&h, &c)[0].clone();
+        h.status(
+            &c,
+            StatusReport {
+                processes: vec![exited(&failing, 1)],
+            },
+            50,
+        )
+        .expect("status");
+        assert_eq!(b.poll(50), [], "node a has not been heard from since");
+        h.heartbeat(&a, 60).expect("a lives");
+        h.heartbeat(&c, 60).expect("c lives");
+        let seen = b.poll(60);
+        let [
+            Observed::Failed {
+                job,
+                generation,
+                reason,
+            },
+        ] = seen.as_slice()
+        else {
+            panic!("one failure: {seen:?}");
+        };
+        assert_eq!((job.as_str(), *generation), ("j", 3));
+        assert!(
+            reason.contains("attempt 2") && reason.contains("exited with code 1"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_silent_node_is_lost_its_gang_is_not_blamed_and_it_gets_nothing_to_run() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        let c = join(&h, "c", 1, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
+        // c's ranks fail because a died; a never reports again.
+        let on_c = ids(&h, &c);
+        h.status(
+            &c,
+            StatusReport {
+                processes: vec![exited(&on_c[0], 1)],
+            },
+            100,
+        )
+        .expect("status");
+        h.heartbeat(&c, 350).expect("c lives");
+        let seen = b.poll(350);
+        assert!(
+            seen.iter().any(|o| matches!(
+                o,
+                Observed::NodeFailed {
+                    cluster: 0,
+                    node: 0
+                }
+            )),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Observed::Event { kind, message, .. }
+                if kind == "node_lost" && message.contains("n-a"))),
+            "{seen:?}"
+        );
+        assert!(
+            !seen.iter().any(|o| matches!(o, Observed::Failed { .. })),
+            "the lost node, not the job, is to blame: {seen:?}"
+        );
+        assert!(ids(&h, &a).is_empty(), "a lost node must stop everything");
+        // The scheduler restarts the gang elsewhere; the old failure is gone with it.
+        b.act(vec![
+            Command::Stop { job: "j".into() },
+            launch("j", 2, 2, &[(1, 2)]),
+        ]);
+        h.heartbeat(&c, 400).expect("c lives");
+        assert_eq!(b.poll(400), []);
+        assert_eq!(ids(&h, &c), ["j/attempt-2/rank-0", "j/attempt-2/rank-1"]);
+        // a comes back.
+        h.heartbeat(&a, 500).expect("a is back");
+        assert_eq!(
+            b.poll(500),
+            [Observed::NodeRepaired {
+                cluster: 0,
+                node: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_placement_on_a_slot_without_an_agent_fails_the_attempt() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        join(&h, "a", 0, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (2, 2)])]);
+        let seen = b.poll(1);
+        assert!(
+            matches!(seen.as_slice(), [Observed::Failed { reason, .. }] if reason.contains("slot 2")),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn replicas_come_and_go_by_their_nodes_and_commandless_runs_are_simulated() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        b.poll(0);
+        let command = Some(Arc::new(JobCommand {
+            argv: vec!["serve".into()],
+            env: Default::default(),
+            working_dir: None,
+        }));
+        let share = |n: u32| {
+            vec![NodeShare {
+                node: n,
+                accelerators: 1,
+            }]
+        };
+        b.act(vec![
+            Command::AddReplica {
+                job: "svc".into(),
+                cluster: "local".into(),
+                accelerators: 1,
+                nodes: share(0),
+                command: command.clone(),
+            },
+            Command::AddReplica {
+                job: "svc".into(),
+                cluster: "local".into(),
+                accelerators: 1,
+                nodes: share(0),
+                command,
+            },
+        ]);
+        let list = h.assignments(&a, 0).expect("a").assignments;
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().all(|x| x.restart == RestartPolicy::Always));
+        assert_ne!(list[0].accelerators, list[1].accelerators);
+        b.act(vec![Command::RemoveReplica {
+            job: "svc".into(),
+            cluster: "local".into(),
+            nodes: share(0),
+        }]);
+        assert_eq!(ids(&h, &a).len(), 1);
+        let mut sim = launch("sim", 4, 1, &[(0, 1)]);
+        if let Command::Launch {
+            command,
+            expected_end_ms,
+            ..
+        } = &mut sim
+        {
+            *command = None;
+            *expected_end_ms = 1000;
+        }
+        b.act(vec![sim]);
+        h.heartbeat(&a, 990).expect("a lives");
+        assert_eq!(b.poll(999), []);
+        assert_eq!(
+            b.poll(1000),
+            [Observed::Finished {
+                job: "sim".into(),
+                generation: 4
+            }]
+        );
     }
 }

@@ -25,7 +25,14 @@ pub const DOCUMENT: &str = r##"{
           "duration_s": { "type": "number", "exclusiveMinimum": 0, "maximum": 31622400, "description": "training and batch: seconds of work on the full gang" },
           "replicas": { "type": "object", "additionalProperties": false, "required": ["min", "max"],
             "properties": { "min": { "type": "integer", "minimum": 1 }, "max": { "type": "integer", "maximum": 100000 } },
-            "description": "inference only" }
+            "description": "inference only" },
+          "command": { "type": "object", "additionalProperties": false, "required": ["argv"],
+            "properties": {
+              "argv": { "type": "array", "items": { "type": "string", "maxLength": 4096 }, "minItems": 1, "maxItems": 256 },
+              "env": { "type": "object", "additionalProperties": { "type": "string" }, "maxProperties": 256 },
+              "working_dir": { "type": "string" } },
+            "description": "what every rank (training, batch) or replica (inference) runs on agent and Slurm clusters; Switchyard's variables (RANK, WORLD_SIZE, SWITCHYARD_*) win over env" },
+          "max_retries": { "type": "integer", "minimum": 0, "maximum": 1000, "default": 3, "description": "training and batch: restarts after failed processes before the job fails (lost nodes do not count)" }
         }
       },
       "Job": {
@@ -122,7 +129,13 @@ pub const DOCUMENT: &str = r##"{
       "responses": { "200": { "description": "a page of lines", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobLogs" } } } },
         "400": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" } } } },
     "/v1/fleet": { "get": { "summary": "clusters and what runs on them", "responses": { "200": { "description": "fleet", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/FleetState" } } } } } } },
-    "/v1/tenants": { "get": { "summary": "tenants, quotas and usage (your own; every tenant for admins)", "responses": { "200": { "description": "tenants", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TenantList" } } } } } } }
+    "/v1/tenants": { "get": { "summary": "tenants, quotas and usage (your own; every tenant for admins)", "responses": { "200": { "description": "tenants", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TenantList" } } } } } } },
+    "/v1/agent/register": { "post": { "summary": "node agents: register a node (NodeInfo, docs/agent.md); the same host in the same cluster keeps its id and node slot", "responses": { "200": { "description": "{node_id, heartbeat_interval_ms}" }, "400": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/agent/nodes": { "get": { "summary": "node agents and admins: the registered nodes, their state (ready/lost) and the jobs on them", "responses": { "200": { "description": "nodes" }, "403": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/agent/nodes/{id}/heartbeat": { "post": { "summary": "node agents: a sign of life", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "204": { "description": "noted" }, "404": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/agent/nodes/{id}/assignments": { "get": { "summary": "node agents: the complete set of processes the node should run", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "200": { "description": "{assignments: [Assignment]}" }, "404": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/agent/nodes/{id}/status": { "put": { "summary": "node agents: the status of every process the node knows", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "204": { "description": "noted" }, "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/agent/nodes/{id}/logs": { "post": { "summary": "node agents: output lines of the node's processes", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "204": { "description": "stored" }, "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" } } } }
   }
 }
 "##;
@@ -146,9 +159,15 @@ mod tests {
             "/v1/jobs/{id}/logs",
             "/v1/fleet",
             "/v1/tenants",
+            "/v1/agent/register",
+            "/v1/agent/nodes",
+            "/v1/agent/nodes/{id}/heartbeat",
+            "/v1/agent/nodes/{id}/assignments",
+            "/v1/agent/nodes/{id}/status",
+            "/v1/agent/nodes/{id}/logs",
         ] {
             assert!(paths.contains_key(p), "{p} is not documented");
         }
-        assert_eq!(paths.len(), 11);
+        assert_eq!(paths.len(), 17);
     }
 }

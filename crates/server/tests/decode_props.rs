@@ -137,11 +137,58 @@ proptest! {
 
 #[test]
 fn the_example_job_files_are_valid() {
-    for f in ["train.toml", "batch.toml", "serve.toml"] {
+    for f in ["train.toml", "batch.toml", "serve.toml", "workload.toml"] {
         let path = format!("{}/../../examples/jobs/{f}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).expect("read the example");
         let req: SubmitRequest = toml::from_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
         let bytes = serde_json::to_vec(&req).expect("encode");
         admit(&bytes, "research").unwrap_or_else(|e| panic!("{f}: {e:?}"));
     }
+}
+
+#[test]
+fn commands_and_retry_limits_are_checked() {
+    let base = |extra: Value| {
+        let mut v = json!({"kind": "training", "accelerators": 8, "duration_s": 60.0});
+        for (k, x) in extra.as_object().expect("object") {
+            v[k] = x.clone();
+        }
+        admit(v.to_string().as_bytes(), "research")
+    };
+    base(json!({"command": {"argv": ["train", "--steps", "10"], "env": {"A_1": "x"}, "working_dir": "/w"}, "max_retries": 0}))
+        .expect("a full command is accepted");
+    for (extra, words) in [
+        (json!({"command": {"argv": []}}), "at least the program"),
+        (json!({"command": {"argv": [""]}}), "at least the program"),
+        (json!({"command": {"argv": ["a\u{0}b"]}}), "NUL"),
+        (
+            json!({"command": {"argv": ["x".repeat(5000)]}}),
+            "longer than",
+        ),
+        (
+            json!({"command": {"argv": ["x"], "env": {"1BAD": "v"}}}),
+            "not a valid variable name",
+        ),
+        (
+            json!({"command": {"argv": ["x"], "env": {"A-B": "v"}}}),
+            "not a valid variable name",
+        ),
+        (
+            json!({"command": {"argv": ["x"], "working_dir": ""}}),
+            "working_dir",
+        ),
+        (json!({"max_retries": 1001}), "out of range"),
+    ] {
+        let (status, message) = base(extra.clone()).expect_err("refused");
+        assert_eq!(status, 422, "{extra}: {message}");
+        assert!(message.contains(words), "{extra}: {message}");
+    }
+    let (status, _) =
+        base(json!({"command": {"argv": ["x"], "surprise": 1}})).expect_err("unknown field");
+    assert_eq!(status, 400);
+    let service = json!({"kind": "inference", "accelerators": 1, "replicas": {"min": 1, "max": 1}, "max_retries": 2});
+    let (status, message) =
+        admit(service.to_string().as_bytes(), "research").expect_err("retries are for gangs");
+    assert_eq!(status, 422);
+    assert!(message.contains("max_retries"), "{message}");
 }
