@@ -423,10 +423,9 @@ impl Lab {
             };
             if let Some(rest) = name.strip_prefix(VETH_PREFIX)
                 && rest.split('n').next().is_some_and(dead)
+                && self.ip(&["link", "del", name]).is_ok()
             {
-                if self.ip(&["link", "del", name]).is_ok() {
-                    eprintln!("removed the stale veth {name}");
-                }
+                eprintln!("removed the stale veth {name}");
             }
         }
     }
