@@ -187,11 +187,17 @@ name = "research"
                 cluster: Some("local".into()),
                 address: Some("127.0.0.1".into()),
             });
-            let control =
-                switchyard_agent::http::HttpControlPlane::new(&url, &token, Duration::from_secs(10))
-                    .expect("client");
-            let mut agent =
-                switchyard_agent::Agent::new(control, node, switchyard_agent::AgentConfig::default());
+            let control = switchyard_agent::http::HttpControlPlane::new(
+                &url,
+                &token,
+                Duration::from_secs(10),
+            )
+            .expect("client");
+            let mut agent = switchyard_agent::Agent::new(
+                control,
+                node,
+                switchyard_agent::AgentConfig::default(),
+            );
             agent.run(&stop);
         });
     }
@@ -199,13 +205,18 @@ name = "research"
         .http_status_as_error(false)
         .build()
         .new_agent();
-    let call = |method: &str, path: &str, body: Option<serde_json::Value>| -> serde_json::Value {
+    let call = |path: &str, body: Option<serde_json::Value>| -> serde_json::Value {
         let auth = format!("Bearer {token}");
         let res = match body {
-            Some(b) => http.post(format!("{url}{path}")).header("Authorization", &auth).send_json(b),
-            None => http.get(format!("{url}{path}")).header("Authorization", &auth).call(),
+            Some(b) => http
+                .post(format!("{url}{path}"))
+                .header("Authorization", &auth)
+                .send_json(b),
+            None => http
+                .get(format!("{url}{path}"))
+                .header("Authorization", &auth)
+                .call(),
         };
-        let _ = method;
         res.expect("the server answers")
             .body_mut()
             .read_json()
@@ -213,7 +224,7 @@ name = "research"
     };
     // Wait for the node to register before timing.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while call("GET", "/v1/agent/nodes", None)
+    while call("/v1/agent/nodes", None)
         .as_array()
         .is_none_or(Vec::is_empty)
     {
@@ -223,10 +234,11 @@ name = "research"
     let t0 = Instant::now();
     for i in 0..jobs {
         call(
-            "POST",
             "/v1/jobs",
-            Some(json!({ "name": format!("bench-{i}"), "kind": "batch", "accelerators": 1,
-                "duration_s": 1.0, "command": { "argv": ["true"] } })),
+            Some(
+                json!({ "name": format!("bench-{i}"), "kind": "batch", "accelerators": 1,
+                "duration_s": 1.0, "command": { "argv": ["true"] } }),
+            ),
         );
     }
     let submit_s = t0.elapsed().as_secs_f64();
@@ -238,7 +250,7 @@ name = "research"
                 Some(a) => format!("/v1/jobs?state=done&limit=1000&after={a}"),
                 None => "/v1/jobs?state=done&limit=1000".to_owned(),
             };
-            let page = call("GET", &path, None);
+            let page = call(&path, None);
             done += page["jobs"].as_array().map_or(0, Vec::len);
             match page["next"].as_str() {
                 Some(n) => after = Some(n.to_owned()),
