@@ -47,39 +47,6 @@ const SEED: u64 = 7;
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const LOST_AFTER: u32 = 3;
 
-/// The demo's fleet: one agent-run cluster of `nodes` nodes.
-pub fn demo_fleet(nodes: u32) -> String {
-    format!(
-        r#"# The fleet of `switchyard demo`: one cluster on this machine, run by node agents.
-name = "demo"
-
-[[providers]]
-name = "this-machine"
-kind = "on_premises"
-[[providers.contracts]]
-accelerator = "H100"
-reserved = {{ accelerators = {total}, price = 1.0, term_months = 1 }}
-
-[[clusters]]
-name = "local"
-provider = "this-machine"
-region = "here"
-accelerator = "H100"
-nodes = {nodes}
-accelerators_per_node = {PER_NODE}
-node_mtbf_hours = 100000.0
-repair_hours = 1.0
-topology = {{ scale_up = {{ nodes = 1 }} }}
-
-[[tenants]]
-name = "lab"
-[[tenants.teams]]
-name = "research"
-"#,
-        total = nodes * PER_NODE
-    )
-}
-
 struct Narrator {
     t0: Instant,
 }
@@ -251,7 +218,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     println!("Everything goes to {}\n", dir.display());
 
     // 1. The server, in this process, on SQLite, with agent-run clusters.
-    let fleet_text = demo_fleet(args.agents);
+    let fleet_text = switchyard_core::fleet::local_fleet_toml("demo", args.agents, PER_NODE, "");
     let fleet_file = dir.join("fleet.toml");
     std::fs::write(&fleet_file, &fleet_text).map_err(|source| CliError::Write {
         path: fleet_file.clone(),

@@ -1164,32 +1164,12 @@ mod tests {
 
     use super::*;
 
-    const FLEET: &str = r#"
-name = "t"
-[[providers]]
-name = "here"
-kind = "on_premises"
-[[providers.contracts]]
-accelerator = "H100"
-reserved = { accelerators = 6, price = 1.0, term_months = 1 }
-[[clusters]]
-name = "local"
-provider = "here"
-region = "lab"
-accelerator = "H100"
-nodes = 3
-accelerators_per_node = 2
-node_mtbf_hours = 1000.0
-repair_hours = 1.0
-topology = { scale_up = { nodes = 1 } }
-[[tenants]]
-name = "lab"
-[[tenants.teams]]
-name = "research"
-"#;
-
     fn hub() -> AgentHub {
-        let fleet = Fleet::from_toml(FLEET, "t.toml").expect("fleet");
+        let fleet = Fleet::from_toml(
+            &switchyard_core::fleet::local_fleet_toml("t", 3, 2, ""),
+            "t.toml",
+        )
+        .expect("fleet");
         AgentHub::new(
             &fleet,
             AgentSettings {

@@ -128,31 +128,7 @@ fn through_agents(jobs: u32, per_node: u32, interval: Duration) -> Row {
     let dir = std::env::temp_dir().join(format!("switchyard-agents-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let db = format!("sqlite://{}", dir.join("bench.db").display());
-    let fleet_text = format!(
-        r#"
-name = "agents-bench"
-[[providers]]
-name = "here"
-kind = "on_premises"
-[[providers.contracts]]
-accelerator = "H100"
-reserved = {{ accelerators = {per_node}, price = 1.0, term_months = 1 }}
-[[clusters]]
-name = "local"
-provider = "here"
-region = "lab"
-accelerator = "H100"
-nodes = 1
-accelerators_per_node = {per_node}
-node_mtbf_hours = 100000.0
-repair_hours = 1.0
-topology = {{ scale_up = {{ nodes = 1 }} }}
-[[tenants]]
-name = "lab"
-[[tenants.teams]]
-name = "research"
-"#
-    );
+    let fleet_text = switchyard_core::fleet::local_fleet_toml("agents-bench", 1, per_node, "");
     let fleet = switchyard_core::Fleet::from_toml(&fleet_text, "bench").expect("fleet");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let token = rt.block_on(async {
