@@ -68,6 +68,9 @@ fn a_run_survives_a_restart_of_the_server() {
     .map(|a| a.to_owned());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     s.server = Server::start_on(&db, &listen, &args);
+    wait_for(30, "the restarted server to lead", || {
+        (s.server.role() == "leader").then_some(())
+    });
 
     let end = wait_final(&s, &job, 240);
     assert_eq!(end["state"], "done", "{end}\n{:#?}", s.events(&job));

@@ -1035,13 +1035,24 @@ mod handlers {
                 "only agent and admin tokens may use /v1/agent (create one with `switchyard token create --agent`)",
             ));
         }
-        s.agents.clone().ok_or_else(|| {
+        let hub = s.agents.clone().ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "this server does not run node agents (start it with `switchyard server --agents`)",
             )
-        })
+        })?;
+        // Only the scheduling leader knows the desired state; a follower answering would hand
+        // agents an empty set and make them stop everything. Agents retry a 503 and keep
+        // running what they run.
+        if !s.metrics.leader.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "this replica is not the scheduling leader (see /readyz); agents must reach the leader",
+            ));
+        }
+        Ok(hub)
     }
 
     fn refused(e: AgentError) -> ApiError {

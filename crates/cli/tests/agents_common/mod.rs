@@ -54,6 +54,10 @@ impl AgentServer {
         let tenant_token = server_common::token(&db, "research", false);
         let agent_token = agent_token(&db);
         let server = start_server(&db, fleet, listen, &checkpoints);
+        // Agents are served by the scheduling leader only; wait for it to lead.
+        wait_for(30, "the server to lead", || {
+            (server.role() == "leader").then_some(())
+        });
         AgentServer {
             server,
             tenant_token,
