@@ -529,6 +529,7 @@ mod tests {
             allocated: 0,
             restarts: 0,
             cancel_requested: false,
+            replicas_wanted: None,
             submitted_ms: T0,
             started_ms: None,
             finished_ms: None,
