@@ -47,37 +47,13 @@ const SEED: u64 = 7;
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const LOST_AFTER: u32 = 3;
 
-/// The demo's fleet: one agent-run cluster of `nodes` nodes.
-pub fn demo_fleet(nodes: u32) -> String {
-    format!(
-        r#"# The fleet of `switchyard demo`: one cluster on this machine, run by node agents.
-name = "demo"
-
-[[providers]]
-name = "this-machine"
-kind = "on_premises"
-[[providers.contracts]]
-accelerator = "H100"
-reserved = {{ accelerators = {total}, price = 1.0, term_months = 1 }}
-
-[[clusters]]
-name = "local"
-provider = "this-machine"
-region = "here"
-accelerator = "H100"
-nodes = {nodes}
-accelerators_per_node = {PER_NODE}
-node_mtbf_hours = 100000.0
-repair_hours = 1.0
-topology = {{ scale_up = {{ nodes = 1 }} }}
-
-[[tenants]]
-name = "lab"
-[[tenants.teams]]
-name = "research"
-"#,
-        total = nodes * PER_NODE
-    )
+/// Prints a line; a closed stdout (`| head`) is not an error worth stopping the demo for.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, $($arg)*);
+        let _ = stdout.flush();
+    }};
 }
 
 struct Narrator {
@@ -87,7 +63,7 @@ struct Narrator {
 impl Narrator {
     fn say(&self, text: impl AsRef<str>) {
         let t = self.t0.elapsed().as_secs_f64();
-        println!("[{t:6.1}s] {}", text.as_ref());
+        out!("[{t:6.1}s] {}", text.as_ref());
         let _ = std::io::stdout().flush();
     }
 }
@@ -244,14 +220,14 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         )));
     }
     let n = Narrator { t0: Instant::now() };
-    println!(
+    out!(
         "Switchyard demo: a control plane, {} node agents and a training run that survives a node failure.",
         args.agents
     );
-    println!("Everything goes to {}\n", dir.display());
+    out!("Everything goes to {}\n", dir.display());
 
     // 1. The server, in this process, on SQLite, with agent-run clusters.
-    let fleet_text = demo_fleet(args.agents);
+    let fleet_text = switchyard_core::fleet::local_fleet_toml("demo", args.agents, PER_NODE, "");
     let fleet_file = dir.join("fleet.toml");
     std::fs::write(&fleet_file, &fleet_text).map_err(|source| CliError::Write {
         path: fleet_file.clone(),
@@ -322,6 +298,22 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         db_path.display(),
         HEARTBEAT.as_millis()
     ));
+    // Agents are served by the scheduling leader; it leads within a tick of starting.
+    wait_for(Duration::from_secs(30), || {
+        let mut s = std::net::TcpStream::connect(addr).ok()?;
+        use std::io::Read as _;
+        write!(
+            s,
+            "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.contains("\"leader\"").then_some(())
+    })
+    .ok_or_else(|| {
+        CliError::Other("the server did not take the scheduling lease within 30 s".into())
+    })?;
     let client = Client::new(&ClientArgs {
         url: url.clone(),
         token: Some(tenant_token.clone()),
@@ -522,40 +514,40 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     }
 
     // 8. The final state, and where to look next.
-    println!();
-    println!("Events of {}:", train.id);
+    out!("");
+    out!("Events of {}:", train.id);
     if let Ok(ev) = client.get::<JobEvents>(&format!("/v1/jobs/{}/events", train.id)) {
         for e in ev.events {
-            println!(
+            out!(
                 "  {:>14}  {}",
                 e.kind,
                 e.message.chars().take(160).collect::<String>()
             );
         }
     }
-    println!();
-    println!("Where to look next:");
-    println!("  export SWITCHYARD_URL={url} SWITCHYARD_TOKEN={tenant_token}");
-    println!("  switchyard status                 # every job and where it stands");
-    println!(
+    out!("");
+    out!("Where to look next:");
+    out!("  export SWITCHYARD_URL={url} SWITCHYARD_TOKEN={tenant_token}");
+    out!("  switchyard status                 # every job and where it stands");
+    out!(
         "  switchyard events {}      # what happened to the run, and why",
         train.id
     );
-    println!(
+    out!(
         "  switchyard logs {} --rank 0  # its output, every attempt",
         train.id
     );
-    println!("  curl {url}/metrics            # Prometheus metrics");
-    println!(
+    out!("  curl {url}/metrics            # Prometheus metrics");
+    out!(
         "  ls {}                          # database, checkpoints, agents' logs",
         dir.display()
     );
     let success = done.state == "done" && watch.final_hash.as_deref() == Some(expected.as_str());
     if args.keep_running {
-        println!("\nThe server and agents keep running; press Ctrl-C to stop them.");
+        out!("\nThe server and agents keep running; press Ctrl-C to stop them.");
         let _ = rt.block_on(tokio::signal::ctrl_c());
     } else {
-        println!(
+        out!(
             "\n(the server and agents stop now; `switchyard demo --keep-running` keeps them up to explore)"
         );
         let _ = client.post::<(), Job>(&format!("/v1/jobs/{}/cancel", service.id), None);

@@ -7,6 +7,11 @@ mod agents_common;
 
 use agents_common::*;
 
+fn ureq_text(url: &str) -> String {
+    let mut res = ureq::get(url).call().expect("GET");
+    res.body_mut().read_to_string().expect("body")
+}
+
 #[test]
 fn a_gang_run_survives_a_killed_agent_with_the_same_final_model() {
     let dir = scratch("agents-e2e");
@@ -93,8 +98,87 @@ fn a_gang_run_survives_a_killed_agent_with_the_same_final_model() {
         "a later attempt resumed from a checkpoint near step {killed_at_step}: {resumed:?}"
     );
 
+    let metrics = ureq_text(&format!("{}/metrics", s.url()));
+    assert!(
+        metrics.contains("switchyard_agent_nodes{cluster=\"local\",state=\"lost\"} 1")
+            && metrics.contains("switchyard_agent_nodes{cluster=\"local\",state=\"ready\"} 2"),
+        "{metrics}"
+    );
+
     // Bit-identical to an uninterrupted run.
     assert_eq!(s.final_model(&job), reference_model(&dir, 4));
     drop(agents);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_run_that_keeps_failing_ends_failed_after_its_retries_with_the_reason() {
+    let dir = scratch("agents-fail");
+    let fleet = fleet_file(&dir, 2, 2);
+    let s = AgentServer::start(&dir, &fleet, "127.0.0.1:0");
+    let _agents: Vec<AgentProcess> = (1..=2)
+        .map(|i| {
+            let name = format!("node-{i}");
+            start_agent(
+                &[],
+                s.url(),
+                &s.agent_token,
+                &name,
+                "127.0.0.1",
+                2,
+                &dir.join(format!("{name}.log")),
+            )
+        })
+        .collect();
+    s.wait_ready(2);
+    let body = serde_json::json!({
+        "kind": "batch",
+        "accelerators": 3,
+        "duration_s": 5.0,
+        "max_retries": 1,
+        "command": {"argv": ["sh", "-c", "echo rank $RANK of $WORLD_SIZE attempt $SWITCHYARD_ATTEMPT; if [ \"$RANK\" = 2 ]; then exit 3; fi; sleep 30"]},
+    });
+    let (status, job) = call(
+        "POST",
+        &format!("{}/v1/jobs", s.url()),
+        Some(&s.tenant_token),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("id").to_owned();
+    let end = wait_final(&s, &id, 120);
+    assert_eq!(end["state"], "failed", "{end}");
+    let events = s.events(&id);
+    let starts: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "started")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert_eq!(starts.len(), 2, "{events:#?}");
+    assert!(
+        starts[0].starts_with("attempt 1:") && starts[1].starts_with("attempt 2:"),
+        "{starts:?}"
+    );
+    let failed = events
+        .iter()
+        .find(|e| e["kind"] == "failed")
+        .and_then(|e| e["message"].as_str())
+        .expect("a failed event");
+    assert!(
+        failed.contains("rank 2 exited with code 3") && failed.contains("max_retries = 1"),
+        "{failed}"
+    );
+    // Every rank of both attempts ran with the launcher's environment, and their output is kept.
+    let lines: Vec<String> = s
+        .logs(&id)
+        .iter()
+        .filter_map(|l| l["line"].as_str().map(str::to_owned))
+        .collect();
+    for attempt in 1..=2 {
+        for rank in 0..3 {
+            let want = format!("rank {rank} of 3 attempt {attempt}");
+            assert!(lines.contains(&want), "`{want}` in {lines:?}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -310,3 +310,46 @@ impl Fleet {
         self.clusters.iter().map(Cluster::accelerators).sum()
     }
 }
+
+/// The text of a fleet file with one on-premises cluster on the machine at hand: `nodes` nodes of
+/// `per_node` H100s (declared; CPU-only hosts run the example workload on them), team `research`
+/// of organisation `lab`. `cluster_extra` is added to the cluster's table (e.g.
+/// `backend = "slurm"` and its settings); empty for a cluster run by node agents. What
+/// `switchyard demo`, the end-to-end tests and the benchmarks schedule onto.
+pub fn local_fleet_toml(
+    fleet_name: &str,
+    nodes: u32,
+    per_node: u32,
+    cluster_extra: &str,
+) -> String {
+    format!(
+        r#"# One cluster on this machine (see `switchyard_core::fleet::local_fleet_toml`).
+name = "{fleet_name}"
+
+[[providers]]
+name = "this-machine"
+kind = "on_premises"
+[[providers.contracts]]
+accelerator = "H100"
+reserved = {{ accelerators = {total}, price = 1.0, term_months = 1 }}
+
+[[clusters]]
+name = "local"
+provider = "this-machine"
+region = "here"
+accelerator = "H100"
+nodes = {nodes}
+accelerators_per_node = {per_node}
+node_mtbf_hours = 100000.0
+repair_hours = 1.0
+topology = {{ scale_up = {{ nodes = 1 }} }}
+{cluster_extra}
+
+[[tenants]]
+name = "lab"
+[[tenants.teams]]
+name = "research"
+"#,
+        total = u64::from(nodes) * u64::from(per_node)
+    )
+}

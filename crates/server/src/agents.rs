@@ -451,6 +451,26 @@ pub struct NodeView {
     pub jobs: Vec<String>,
 }
 
+/// Prometheus lines about the agents' nodes.
+pub fn render_metrics(nodes: &[NodeView]) -> String {
+    use std::fmt::Write as _;
+    let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for n in nodes {
+        *by.entry((n.cluster.as_str(), n.state.as_str()))
+            .or_default() += 1;
+    }
+    let mut out = String::from(
+        "# HELP switchyard_agent_nodes Registered node agents by cluster and state (ready, lost).\n# TYPE switchyard_agent_nodes gauge\n",
+    );
+    for ((cluster, state), count) in by {
+        let _ = writeln!(
+            out,
+            "switchyard_agent_nodes{{cluster=\"{cluster}\",state=\"{state}\"}} {count}"
+        );
+    }
+    out
+}
+
 /// `{job}/replica-{epoch}.{n}/rank-{r}` → job.
 fn replica_of(id: &str) -> Option<&str> {
     id.split_once("/replica-").map(|(job, _)| job)
@@ -1020,13 +1040,24 @@ mod handlers {
                 "only agent and admin tokens may use /v1/agent (create one with `switchyard token create --agent`)",
             ));
         }
-        s.agents.clone().ok_or_else(|| {
+        let hub = s.agents.clone().ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "this server does not run node agents (start it with `switchyard server --agents`)",
             )
-        })
+        })?;
+        // Only the scheduling leader knows the desired state; a follower answering would hand
+        // agents an empty set and make them stop everything. Agents retry a 503 and keep
+        // running what they run.
+        if !s.metrics.leader.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "this replica is not the scheduling leader (see /readyz); agents must reach the leader",
+            ));
+        }
+        Ok(hub)
     }
 
     fn refused(e: AgentError) -> ApiError {
@@ -1149,32 +1180,12 @@ mod tests {
 
     use super::*;
 
-    const FLEET: &str = r#"
-name = "t"
-[[providers]]
-name = "here"
-kind = "on_premises"
-[[providers.contracts]]
-accelerator = "H100"
-reserved = { accelerators = 6, price = 1.0, term_months = 1 }
-[[clusters]]
-name = "local"
-provider = "here"
-region = "lab"
-accelerator = "H100"
-nodes = 3
-accelerators_per_node = 2
-node_mtbf_hours = 1000.0
-repair_hours = 1.0
-topology = { scale_up = { nodes = 1 } }
-[[tenants]]
-name = "lab"
-[[tenants.teams]]
-name = "research"
-"#;
-
     fn hub() -> AgentHub {
-        let fleet = Fleet::from_toml(FLEET, "t.toml").expect("fleet");
+        let fleet = Fleet::from_toml(
+            &switchyard_core::fleet::local_fleet_toml("t", 3, 2, ""),
+            "t.toml",
+        )
+        .expect("fleet");
         AgentHub::new(
             &fleet,
             AgentSettings {

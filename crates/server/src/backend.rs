@@ -238,3 +238,120 @@ impl Backend for Routed {
         self.fallback.reset();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records what it was asked; reports one event per poll.
+    #[derive(Debug, Clone, Default)]
+    struct Recorder {
+        name: &'static str,
+        seen: Arc<Mutex<Vec<Command>>>,
+        resets: Arc<Mutex<u32>>,
+    }
+
+    impl Backend for Recorder {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn act(&mut self, commands: Vec<Command>) {
+            self.seen.lock().expect("lock").extend(commands);
+        }
+        fn poll(&mut self, _now_ms: i64) -> Vec<Observed> {
+            vec![Observed::Event {
+                job: self.name.into(),
+                kind: "polled".into(),
+                message: String::new(),
+            }]
+        }
+        fn reset(&mut self) {
+            *self.resets.lock().expect("lock") += 1;
+        }
+    }
+
+    fn launch(job: &str, cluster: &str) -> Command {
+        Command::Launch {
+            job: job.into(),
+            generation: 1,
+            attempt: 1,
+            cluster: cluster.into(),
+            accelerators: 8,
+            nodes: vec![NodeShare {
+                node: 0,
+                accelerators: 8,
+            }],
+            expected_end_ms: 0,
+            command: None,
+        }
+    }
+
+    #[test]
+    fn placements_go_to_their_cluster_s_backend_and_stops_to_all() {
+        let slurm = Recorder {
+            name: "slurm",
+            ..Default::default()
+        };
+        let agents = Recorder {
+            name: "agents",
+            ..Default::default()
+        };
+        let rest = Recorder {
+            name: "rest",
+            ..Default::default()
+        };
+        let mut r = Routed::new(
+            vec![
+                (vec!["hpc".into()], Box::new(slurm.clone())),
+                (
+                    vec!["lab-a".into(), "lab-b".into()],
+                    Box::new(agents.clone()),
+                ),
+            ],
+            Box::new(rest.clone()),
+        );
+        r.act(vec![
+            launch("a", "hpc"),
+            launch("b", "lab-b"),
+            launch("c", "cloud"),
+            Command::RemoveReplica {
+                job: "s".into(),
+                cluster: "lab-a".into(),
+                nodes: vec![],
+            },
+            Command::Stop { job: "a".into() },
+        ]);
+        let jobs = |r: &Recorder| -> Vec<String> {
+            r.seen
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|c| match c {
+                    Command::Launch { job, .. } => format!("launch {job}"),
+                    Command::AddReplica { job, .. } => format!("add {job}"),
+                    Command::RemoveReplica { job, .. } => format!("remove {job}"),
+                    Command::Stop { job } => format!("stop {job}"),
+                })
+                .collect()
+        };
+        assert_eq!(jobs(&slurm), ["launch a", "stop a"]);
+        assert_eq!(jobs(&agents), ["launch b", "remove s", "stop a"]);
+        assert_eq!(jobs(&rest), ["launch c", "stop a"]);
+        let polled: Vec<String> = r
+            .poll(0)
+            .into_iter()
+            .filter_map(|o| match o {
+                Observed::Event { job, .. } => Some(job),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(polled, ["slurm", "agents", "rest"]);
+        r.reset();
+        assert_eq!(
+            [&slurm, &agents, &rest].map(|b| *b.resets.lock().expect("lock")),
+            [1, 1, 1]
+        );
+    }
+}

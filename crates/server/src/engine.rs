@@ -356,6 +356,7 @@ impl Engine {
                 .clock
                 .to_ms(d.at_s)
                 .min(now_ms.max(self.clock.origin_ms));
+            let mut message = d.reason.clone();
             let (job, cluster, kind) = match d.action {
                 Action::Start {
                     job,
@@ -369,6 +370,7 @@ impl Engine {
                     t.allocated = i64::from(accelerators);
                     t.started_ms.get_or_insert(at_ms);
                     t.attempts += 1;
+                    message = format!("attempt {}: {message}", t.attempts_before + t.attempts);
                     self.commands.push(Command::Launch {
                         job: t.id.clone(),
                         generation,
@@ -461,7 +463,7 @@ impl Engine {
                 at_ms,
                 kind: kind.into(),
                 cluster: cluster.map(|c| self.clusters[c as usize].clone()),
-                message: d.reason.clone(),
+                message,
             });
         }
     }

@@ -279,7 +279,10 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
     let tenants = s.store.tenant_usage().await?;
     let clusters = s.store.cluster_usage().await?;
-    let text = s.metrics.render(&s.fleet, &tenants, &clusters);
+    let mut text = s.metrics.render(&s.fleet, &tenants, &clusters);
+    if let Some(hub) = &s.agents {
+        text.push_str(&crate::agents::render_metrics(&hub.nodes()));
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -3,7 +3,9 @@
 //!
 //! 1. `sbatch` directly (the same arguments the backend uses), one process per job;
 //! 2. through Switchyard's HTTP API, its scheduler and the Slurm backend;
-//! 3. through Switchyard's API with the dry-run backend (no Slurm: the control plane alone).
+//! 3. through Switchyard's API with the dry-run backend (no Slurm: the control plane alone);
+//! 4. through Switchyard's API on its own node agents (one agent on this machine holding as many
+//!    "accelerators" as Slurm's node runs jobs at once, so both run the same number at a time).
 //!
 //! Run: `cargo run -p switchyard-slurm --example slurm_bench -- [--jobs N] [--per-node P]`
 //! (needs a running Slurm: crates/slurm/scripts/start-local-slurm.sh). `--per-node` is how many
@@ -115,6 +117,141 @@ fn through_switchyard(jobs: u32, per_node: u32, slurm: bool) -> Row {
     }
 }
 
+/// Switchyard on its own agents: a server with `--agents` (heartbeat `interval`) and one
+/// in-process agent with `per_node` declared accelerators; each job runs `true`.
+fn through_agents(jobs: u32, per_node: u32, interval: Duration) -> Row {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use switchyard_agent::hardware::{DiscoverOptions, discover};
+    use switchyard_store::StoreWrite as _;
+
+    let dir = std::env::temp_dir().join(format!("switchyard-agents-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let db = format!("sqlite://{}", dir.join("bench.db").display());
+    let fleet_text = switchyard_core::fleet::local_fleet_toml("agents-bench", 1, per_node, "");
+    let fleet = switchyard_core::Fleet::from_toml(&fleet_text, "bench").expect("fleet");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let token = rt.block_on(async {
+        let store = switchyard_store::connect(&db).await.expect("store");
+        let token = switchyard_store::new_token().expect("token");
+        store
+            .insert_token(&switchyard_store::hash_token(&token), "research", true, 0)
+            .await
+            .expect("insert token");
+        token
+    });
+    let mut config = switchyard_server::ServerConfig::new(fleet, db, "127.0.0.1:0");
+    config.agents = Some(switchyard_server::agents::AgentSettings {
+        heartbeat_interval: interval,
+        checkpoint_root: dir.join("ckpt"),
+        ..Default::default()
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let _ = rt.block_on(switchyard_server::serve(config, move |a| {
+            let _ = tx.send(a);
+        }));
+    });
+    let url = format!("http://{}", rx.recv().expect("the server listens"));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let (url, token, stop) = (url.clone(), token.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let node = discover(&DiscoverOptions {
+                declared_accelerators: Some(per_node),
+                cluster: Some("local".into()),
+                address: Some("127.0.0.1".into()),
+            });
+            let control = switchyard_agent::http::HttpControlPlane::new(
+                &url,
+                &token,
+                Duration::from_secs(10),
+            )
+            .expect("client");
+            let mut agent = switchyard_agent::Agent::new(
+                control,
+                node,
+                switchyard_agent::AgentConfig::default(),
+            );
+            agent.run(&stop);
+        });
+    }
+    let http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let call = |path: &str, body: Option<serde_json::Value>| -> serde_json::Value {
+        let auth = format!("Bearer {token}");
+        let res = match body {
+            Some(b) => http
+                .post(format!("{url}{path}"))
+                .header("Authorization", &auth)
+                .send_json(b),
+            None => http
+                .get(format!("{url}{path}"))
+                .header("Authorization", &auth)
+                .call(),
+        };
+        res.expect("the server answers")
+            .body_mut()
+            .read_json()
+            .expect("JSON")
+    };
+    // Wait for the node to register before timing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while call("/v1/agent/nodes", None)
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "the agent did not register");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t0 = Instant::now();
+    for i in 0..jobs {
+        call(
+            "/v1/jobs",
+            Some(
+                json!({ "name": format!("bench-{i}"), "kind": "batch", "accelerators": 1,
+                "duration_s": 1.0, "command": { "argv": ["true"] } }),
+            ),
+        );
+    }
+    let submit_s = t0.elapsed().as_secs_f64();
+    loop {
+        let mut done = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!("/v1/jobs?state=done&limit=1000&after={a}"),
+                None => "/v1/jobs?state=done&limit=1000".to_owned(),
+            };
+            let page = call(&path, None);
+            done += page["jobs"].as_array().map_or(0, Vec::len);
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        if done >= jobs as usize {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let total_s = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = std::fs::remove_dir_all(&dir);
+    Row {
+        how: format!(
+            "Switchyard API → scheduler → its own node agent (1 node × {per_node}, heartbeat {} ms)",
+            interval.as_millis()
+        ),
+        submit_s,
+        total_s,
+        jobs,
+    }
+}
+
 fn main() {
     if !slurm_usable() {
         std::process::exit(2);
@@ -127,9 +264,12 @@ fn main() {
     let b = through_switchyard(jobs, per_node, true);
     eprintln!("… through Switchyard, dry run …");
     let c = through_switchyard(jobs, per_node, false);
+    eprintln!("… through Switchyard on its own agents …");
+    let interval = Duration::from_millis(u64::from(arg("--heartbeat-ms", 250)));
+    let d = through_agents(jobs, per_node, interval);
     println!("| path | jobs | submitted in | submissions/s | all completed in | completed/s |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for r in [a, b, c] {
+    for r in [a, b, c, d] {
         println!(
             "| {} | {} | {:.1} s | {:.0} | {:.1} s | {:.1} |",
             r.how,

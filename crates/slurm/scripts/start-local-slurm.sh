@@ -54,6 +54,15 @@ else
   say "munged already running"
 fi
 
+# The key of JSON Web Tokens (AuthAltTypes=auth/jwt), for slurmrestd's clients: made once.
+JWT_KEY=/etc/slurm/jwt_hs256.key
+if [ ! -s "$JWT_KEY" ]; then
+  say "creating $JWT_KEY"
+  mkdir -p /etc/slurm
+  dd if=/dev/urandom bs=32 count=1 of="$JWT_KEY" status=none
+fi
+chmod 0600 "$JWT_KEY"
+
 # Configuration.
 if [ ! -f "$CONF" ] || head -1 "$CONF" | grep -qF "$MARK"; then
   say "writing $CONF (node $HOST, $CPUS CPUs, ${MEM_MB} MB)"
@@ -65,6 +74,8 @@ SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=$JWT_KEY
 CredType=cred/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
@@ -104,9 +115,14 @@ fi
 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+if running /run/slurm/slurmctld.pid && [ "${CHANGED:-0}" = 1 ]; then
+  # Authentication plugins are loaded at start: a reconfigure is not enough.
+  say "configuration changed: restarting slurmctld"
+  kill "$(cat /run/slurm/slurmctld.pid)" || true
+  for _ in $(seq 1 50); do running /run/slurm/slurmctld.pid || break; sleep 0.2; done
+fi
 if running /run/slurm/slurmctld.pid; then
   say "slurmctld already running"
-  if [ "${CHANGED:-0}" = 1 ]; then say "configuration changed: scontrol reconfigure"; scontrol reconfigure || true; fi
 else
   say "starting slurmctld"
   /usr/sbin/slurmctld -i || die "slurmctld did not start; see /var/log/slurm/slurmctld.log"
@@ -137,3 +153,30 @@ case "$state" in
 esac
 sinfo
 say "Slurm is up: node $HOST is $state"
+
+# slurmrestd (optional: Debian's package `slurmrestd`), for the REST client's live test. It
+# refuses to run as root or SlurmUser, so it runs as nobody; clients authenticate with a JWT
+# (`scontrol token`). A failure here is reported, not fatal: the REST test then skips.
+REST_ADDR=127.0.0.1:6820
+if command -v slurmrestd >/dev/null 2>&1; then
+  if running /run/slurm/slurmrestd.pid; then
+    say "slurmrestd already running on $REST_ADDR"
+  else
+    say "starting slurmrestd on $REST_ADDR"
+    SLURM_JWT=daemon setsid nohup /usr/sbin/slurmrestd -a rest_auth/jwt -s openapi/v0.0.38 \
+      -u nobody -g nogroup "$REST_ADDR" >/var/log/slurm/slurmrestd.log 2>&1 </dev/null &
+    echo $! >/run/slurm/slurmrestd.pid
+    for _ in $(seq 1 25); do
+      token="$(scontrol token username=root lifespan=60 2>/dev/null | sed -n 's/^SLURM_JWT=//p')"
+      if [ -n "$token" ] && curl -sf -H "X-SLURM-USER-NAME: root" -H "X-SLURM-USER-TOKEN: $token" \
+          "http://$REST_ADDR/slurm/v0.0.38/ping" >/dev/null 2>&1; then
+        say "slurmrestd answers on $REST_ADDR"
+        break
+      fi
+      sleep 0.2
+    done
+    running /run/slurm/slurmrestd.pid || { say "WARNING: slurmrestd did not start:"; tail -5 /var/log/slurm/slurmrestd.log || true; }
+  fi
+else
+  say "slurmrestd not installed (apt-get install slurmrestd); the REST client's live test will skip"
+fi

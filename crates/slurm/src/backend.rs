@@ -6,28 +6,40 @@
 //! `sinfo`, jobs with `squeue`) and fixes the difference with what the leader wants:
 //!
 //! - a wanted run without a Slurm job is submitted (`sbatch`); a failed submission becomes an
-//!   event carrying Slurm's message and is retried with exponential back-off, never dropped;
+//!   [`Observed::Event`] carrying Slurm's message and is retried with exponential back-off,
+//!   never dropped;
 //! - a Slurm job carrying Switchyard's tag that nobody wants any more is cancelled (`scancel`);
 //!   jobs without the tag are never touched;
-//! - a job that completed is reported [`Observed::Finished`]; one that failed, timed out or
-//!   vanished is resubmitted as the next attempt (up to `max_attempts`);
+//! - a job that completed is [`Observed::Finished`]; one whose work failed (`FAILED`,
+//!   `TIMEOUT`, `OUT_OF_MEMORY`, `DEADLINE`, cancelled outside Switchyard) is
+//!   [`Observed::Failed`] with Slurm's state, reason and exit code, and the server decides
+//!   whether to restart it; one lost to the infrastructure (`NODE_FAIL`, `BOOT_FAIL`,
+//!   `PREEMPTED`, or gone from Slurm) is submitted again by the backend, up to `max_attempts`
+//!   Slurm jobs per run, then reported failed;
 //! - a node Slurm reports down, drained or not responding is [`Observed::NodeFailed`], and
-//!   [`Observed::NodeRepaired`] when it is back.
+//!   [`Observed::NodeRepaired`] when it is back;
+//! - the output files of the runs' Slurm jobs are followed and their new lines reported as
+//!   [`Observed::Output`].
 //!
 //! After a restart of the server (or a new leader term, [`Backend::reset`]) the first launch
 //! of each job adopts the Slurm job already running for it instead of starting it again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchyard_core::fleet::{ClusterBackend, Fleet, LevelKind, SlurmSettings};
-use switchyard_server::backend::{Backend, Command, Observed};
+use switchyard_server::api::JobCommand;
+use switchyard_server::backend::{Backend, Command, Observed, OutputLine};
 
 use crate::client::{CliClient, SlurmClient, Submission};
+use crate::logs;
 use crate::parse::{JobState, QueueJob, Tag};
+use crate::rest::RestClient;
+use crate::script;
 
 /// Timing and policy of the reconciler.
 #[derive(Debug, Clone)]
@@ -39,7 +51,9 @@ pub struct Options {
     pub poll_interval: Duration,
     /// How often capacity (`sinfo`) is re-read.
     pub capacity_interval: Duration,
-    /// Attempts of one generation before giving up (failed, timed out or vanished jobs).
+    /// Slurm jobs per run (the first submission and resubmissions after infrastructure
+    /// failures: node failure, boot failure, preemption, a job Slurm lost) before the run is
+    /// reported failed to the server.
     pub max_attempts: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -77,19 +91,6 @@ pub struct ClusterConfig {
     pub client: Box<dyn SlurmClient>,
 }
 
-/// Something that happened to a job on Slurm, with Slurm's own words (the server's trait has
-/// no place for these yet: see [`SlurmHandle`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobEvent {
-    pub job: String,
-    pub at_ms: i64,
-    /// slurm_submitted, slurm_submit_failed, slurm_running, slurm_ended, slurm_retry,
-    /// slurm_gave_up, slurm_adopted, slurm_cancelled, slurm_vanished.
-    pub kind: String,
-    pub cluster: String,
-    pub message: String,
-}
-
 /// Where a job's output goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogPaths {
@@ -101,7 +102,6 @@ pub struct LogPaths {
 #[derive(Debug, Default)]
 struct Outbox {
     observed: Vec<Observed>,
-    events: Vec<JobEvent>,
     logs: HashMap<String, LogPaths>,
     /// Submissions, cancellations and rounds so far (for tests and benchmarks).
     submitted: u64,
@@ -109,21 +109,15 @@ struct Outbox {
     rounds: u64,
 }
 
-/// A cloneable view of the backend's extras (events, log paths), taken before the backend is
-/// boxed for the server. Proposed for the server's trait: `Observed::Event` and
-/// `Backend::logs(job)`.
+/// A cloneable view of the backend's extras (log paths, counters), taken before the backend
+/// is boxed for the server.
 #[derive(Debug, Clone)]
 pub struct SlurmHandle {
     shared: Arc<Mutex<Outbox>>,
 }
 
 impl SlurmHandle {
-    /// Events since the last call.
-    pub fn take_events(&self) -> Vec<JobEvent> {
-        std::mem::take(&mut lock(&self.shared).events)
-    }
-
-    /// Where the latest run of `job` writes stdout/stderr.
+    /// Where the latest run of `job` (or replica key `job#r<n>`) writes stdout/stderr.
     pub fn logs(&self, job: &str) -> Option<LogPaths> {
         lock(&self.shared).logs.get(job).cloned()
     }
@@ -143,10 +137,12 @@ fn lock(m: &Mutex<Outbox>) -> MutexGuard<'_, Outbox> {
 /// Why the backend could not be built from a fleet.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error(
-        "cluster {cluster:?}: slurmrestd ({url}) is not supported yet; leave out `rest_url` to use the command-line tools on the server's host"
-    )]
-    RestNotSupported { cluster: String, url: String },
+    #[error("cluster {cluster:?}: slurmrestd at {url}: {message}")]
+    Rest {
+        cluster: String,
+        url: String,
+        message: String,
+    },
     #[error("cannot start the Slurm worker thread: {0}")]
     Thread(std::io::Error),
 }
@@ -166,19 +162,34 @@ pub struct SlurmBackend {
 
 impl SlurmBackend {
     /// A backend for the fleet's clusters that say `backend = "slurm"`; `None` when there are
-    /// none. Uses the command-line tools on this host.
+    /// none. Uses the command-line tools on this host, or slurmrestd for a cluster with a
+    /// `rest_url` (its token read from the variable `token_env` names, at start).
     pub fn from_fleet(fleet: &Fleet, options: Options) -> Result<Option<Self>, SetupError> {
         let mut clusters = Vec::new();
         for (i, c) in fleet.clusters.iter().enumerate() {
             let ClusterBackend::Slurm(s) = &c.backend else {
                 continue;
             };
-            if let Some(url) = &s.rest_url {
-                return Err(SetupError::RestNotSupported {
-                    cluster: c.name.clone(),
-                    url: url.clone(),
-                });
-            }
+            let client: Box<dyn SlurmClient> = match &s.rest_url {
+                None => Box::new(CliClient::default()),
+                Some(url) => {
+                    let fail = |message: String| SetupError::Rest {
+                        cluster: c.name.clone(),
+                        url: url.clone(),
+                        message,
+                    };
+                    let var = s.token_env.as_deref().ok_or_else(|| {
+                        fail("`token_env` must name the variable holding its token (from `scontrol token`)".into())
+                    })?;
+                    let token = std::env::var(var).map_err(|_| {
+                        fail(format!("the variable {var} (`token_env`) is not set"))
+                    })?;
+                    let token = token.strip_prefix("SLURM_JWT=").unwrap_or(&token);
+                    Box::new(
+                        RestClient::new(url, token, None, Duration::from_secs(30)).map_err(fail)?,
+                    )
+                }
+            };
             clusters.push(ClusterConfig {
                 name: c.name.clone(),
                 index: i as u32,
@@ -186,7 +197,7 @@ impl SlurmBackend {
                 accelerators_per_node: c.accelerators_per_node,
                 block_nodes: c.topology.level(LevelKind::Block).map(|l| l.nodes),
                 settings: s.clone(),
-                client: Box::new(CliClient::default()),
+                client,
             });
         }
         if clusters.is_empty() {
@@ -262,23 +273,50 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The job a run key belongs to (`job#r3` → `job`).
+fn base_job(key: &str) -> &str {
+    key.split("#r").next().unwrap_or(key)
+}
+
 /// A run the leader wants: a gang (`key` = job id) or one replica (`job#r<n>`).
 #[derive(Debug)]
 struct Want {
+    /// The job's id (a replica's job, not its key).
     job: String,
     cluster: String,
     generation: u32,
     accelerators: u32,
     expected_end_ms: i64,
     replica: bool,
+    /// A gang: the server's attempt. A replica: its starts so far.
     attempt: u32,
+    /// Resubmissions after infrastructure failures (0 = the first submission).
+    resubmit: u32,
+    command: Option<Arc<JobCommand>>,
     slurm_id: Option<String>,
     running_seen: bool,
     /// First launch after a reset: may take over a Slurm job already there.
     adoptable: bool,
     next_try: Instant,
     backoff: Duration,
-    gave_up: bool,
+    /// Refused submissions in a row, and the last message reported.
+    refusals: u32,
+    last_refusal: Option<String>,
+}
+
+/// An output file being followed.
+#[derive(Debug)]
+struct Follow {
+    cluster: usize,
+    job: String,
+    attempt: u32,
+    /// Written through `srun --label` (ranks prefix the lines).
+    labelled: bool,
+    stream: &'static str,
+    path: PathBuf,
+    offset: u64,
+    /// The first task failure `srun` reported in this file.
+    failure: Option<String>,
 }
 
 struct Cluster {
@@ -292,6 +330,9 @@ struct Cluster {
     /// The last error listing jobs, so that an unreachable controller is reported once, not
     /// every round.
     list_error: Option<String>,
+    /// Jobs were listed since the leader's first commands of this term: later launches are
+    /// new runs and never adopt a job already there.
+    listed: bool,
 }
 
 struct Worker {
@@ -307,6 +348,17 @@ struct Worker {
     /// Commands arrived since the last reset: only then are unwanted tagged jobs cancelled.
     synced: bool,
     next_capacity: Instant,
+    /// Output files followed, by (Slurm job id, stream).
+    follows: BTreeMap<(String, &'static str), Follow>,
+}
+
+/// How a run's Slurm job ended, as far as the backend is concerned.
+enum Ending {
+    Completed,
+    /// The work failed: the server decides about a restart.
+    Work(String),
+    /// The infrastructure failed the run: the backend submits it again.
+    Infrastructure(String),
 }
 
 impl Worker {
@@ -321,6 +373,7 @@ impl Worker {
                     has_gpus: false,
                     capacity_read: false,
                     list_error: None,
+                    listed: false,
                 })
                 .collect(),
             options,
@@ -331,6 +384,7 @@ impl Worker {
             stopped: HashSet::new(),
             synced: false,
             next_capacity: Instant::now(),
+            follows: BTreeMap::new(),
         }
     }
 
@@ -359,13 +413,18 @@ impl Worker {
         }
     }
 
-    fn event(&self, job: &str, cluster: &str, kind: &str, message: String) {
-        tracing::info!(job, cluster, kind, %message, "slurm");
-        lock(&self.shared).events.push(JobEvent {
+    /// Records `message` in the events of the job `key` belongs to (through the server).
+    fn event(&self, key: &str, cluster: &str, kind: &str, message: String) {
+        tracing::info!(job = key, cluster, kind, %message, "slurm");
+        let job = base_job(key);
+        let message = if job == key {
+            message
+        } else {
+            format!("replica {key}: {message}")
+        };
+        self.observe(Observed::Event {
             job: job.to_owned(),
-            at_ms: now_ms(),
             kind: kind.to_owned(),
-            cluster: cluster.to_owned(),
             message,
         });
     }
@@ -383,10 +442,14 @@ impl Worker {
                 self.replica_serial.clear();
                 self.stopped.clear();
                 self.synced = false;
+                // What was read for the old term may not have reached it: read again (the
+                // server drops repeated lines).
+                self.follows.clear();
                 // The new term's scheduler believes every node is up: say again which are not.
                 for c in &mut self.clusters {
                     c.failed.clear();
                     c.node_index.clear();
+                    c.listed = false;
                 }
                 self.next_capacity = Instant::now();
                 true
@@ -402,23 +465,24 @@ impl Worker {
         }
     }
 
-    /// A new wanted run: (job, cluster, generation, accelerators, expected end).
-    fn want(&self, what: (&str, &str, u32, u32, i64), replica: bool, adoptable: bool) -> Want {
-        let (job, cluster, generation, accelerators, expected_end_ms) = what;
+    fn want(&self, run: Run, adoptable: bool) -> Want {
         Want {
-            job: job.to_owned(),
-            cluster: cluster.to_owned(),
-            generation,
-            accelerators,
-            expected_end_ms,
-            replica,
-            attempt: 1,
+            job: run.job,
+            cluster: run.cluster,
+            generation: run.generation,
+            accelerators: run.accelerators,
+            expected_end_ms: run.expected_end_ms,
+            replica: run.replica,
+            attempt: run.attempt.max(1),
+            resubmit: 0,
+            command: run.command,
             slurm_id: None,
             running_seen: false,
             adoptable,
             next_try: Instant::now(),
             backoff: self.options.backoff_initial,
-            gave_up: false,
+            refusals: 0,
+            last_refusal: None,
         }
     }
 
@@ -427,40 +491,57 @@ impl Worker {
             Command::Launch {
                 job,
                 generation,
+                attempt,
                 cluster,
                 accelerators,
                 expected_end_ms,
+                command,
                 ..
             } => {
-                if !self.clusters.iter().any(|c| c.cfg.name == cluster) {
+                let Some(c) = self.clusters.iter().find(|c| c.cfg.name == cluster) else {
                     tracing::warn!(%job, %cluster, "launch for a cluster that is not on Slurm; ignored");
                     return;
-                }
-                let adoptable = !self.stopped.contains(&job) && !self.wants.contains_key(&job);
-                let what = (
-                    job.as_str(),
-                    cluster.as_str(),
+                };
+                let adoptable =
+                    !c.listed && !self.stopped.contains(&job) && !self.wants.contains_key(&job);
+                let run = Run {
+                    job: job.clone(),
+                    cluster,
                     generation,
+                    attempt,
                     accelerators,
                     expected_end_ms,
-                );
-                let w = self.want(what, false, adoptable);
+                    replica: false,
+                    command,
+                };
+                let w = self.want(run, adoptable);
                 self.wants.insert(job, w);
             }
             Command::AddReplica {
                 job,
                 cluster,
                 accelerators,
+                command,
                 ..
             } => {
-                if !self.clusters.iter().any(|c| c.cfg.name == cluster) {
+                let Some(c) = self.clusters.iter().find(|c| c.cfg.name == cluster) else {
                     return;
-                }
+                };
+                let adoptable = !c.listed && !self.stopped.contains(&job);
                 let serial = self.replica_serial.entry(job.clone()).or_default();
                 let key = format!("{job}#r{serial}");
                 *serial += 1;
-                let adoptable = !self.stopped.contains(&job);
-                let w = self.want((&key, &cluster, 1, accelerators, i64::MAX), true, adoptable);
+                let run = Run {
+                    job: job.clone(),
+                    cluster: cluster.clone(),
+                    generation: 1,
+                    attempt: 1,
+                    accelerators,
+                    expected_end_ms: i64::MAX,
+                    replica: true,
+                    command,
+                };
+                let w = self.want(run, adoptable);
                 self.wants.insert(key.clone(), w);
                 self.replicas.entry((job, cluster)).or_default().push(key);
             }
@@ -569,9 +650,7 @@ impl Worker {
                 let waiting: Vec<String> = self
                     .wants
                     .iter()
-                    .filter(|(_, w)| {
-                        w.cluster == cluster_name && w.slurm_id.is_none() && !w.gave_up
-                    })
+                    .filter(|(_, w)| w.cluster == cluster_name && w.slurm_id.is_none())
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in waiting {
@@ -579,7 +658,7 @@ impl Worker {
                         &k,
                         &cluster_name,
                         "slurm_unreachable",
-                        format!("cannot list Slurm's jobs: {msg}"),
+                        format!("cannot list Slurm's jobs on cluster {cluster_name}: {msg}"),
                     );
                 }
                 return;
@@ -596,68 +675,12 @@ impl Worker {
         let by_id: HashMap<&str, &QueueJob> =
             tagged.iter().map(|(_, j)| (j.id.as_str(), *j)).collect();
 
-        // 1. Adopt: wanted runs without a Slurm job take over the matching tagged job.
-        let mut claimed: HashSet<String> = self
+        self.adopt(i, &cluster_name, &tagged);
+        let claimed: HashSet<String> = self
             .wants
             .values()
             .filter_map(|w| w.slurm_id.clone())
             .collect();
-        let keys: Vec<String> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| w.cluster == cluster_name && w.slurm_id.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            let Some(w) = self.wants.get(&key) else {
-                continue;
-            };
-            let candidates = tagged
-                .iter()
-                .filter(|(t, j)| t.job == key && !claimed.contains(&j.id));
-            // The same generation and attempt: a submission whose answer was lost.
-            let exact = candidates
-                .clone()
-                .filter(|(t, _)| t.generation == w.generation && t.attempt == w.attempt)
-                .max_by_key(|(_, j)| numeric_id(&j.id));
-            let adopt = exact.or_else(|| {
-                if !w.adoptable {
-                    return None;
-                }
-                candidates
-                    .clone()
-                    .filter(|(_, j)| !j.state.is_terminal())
-                    .max_by_key(|(_, j)| numeric_id(&j.id))
-                    .or_else(|| {
-                        candidates
-                            .clone()
-                            .filter(|(_, j)| j.state == JobState::Completed)
-                            .max_by_key(|(_, j)| numeric_id(&j.id))
-                    })
-            });
-            if let Some((t, j)) = adopt {
-                let id = j.id.clone();
-                let msg = format!(
-                    "took over Slurm job {id} ({}, generation {} attempt {})",
-                    j.state.as_str(),
-                    t.generation,
-                    t.attempt
-                );
-                if let Some(w) = self.wants.get_mut(&key) {
-                    w.slurm_id = Some(id.clone());
-                    w.attempt = t.attempt.max(w.attempt);
-                    w.adoptable = false;
-                }
-                claimed.insert(id);
-                self.event(&key, &cluster_name, "slurm_adopted", msg);
-            }
-        }
-        // Once a round has seen the listing, later launches of this term never adopt.
-        for w in self.wants.values_mut() {
-            if w.cluster == cluster_name {
-                w.adoptable = false;
-            }
-        }
 
         // 2. Cancel tagged, unfinished jobs nobody wants (only once the leader has spoken).
         if self.synced {
@@ -687,7 +710,11 @@ impl Worker {
             }
         }
 
-        // 3. Follow the wanted runs' Slurm jobs.
+        // 3. What the runs wrote (before new submissions: their jobs are not listed yet), and
+        //    which rank failed first in the jobs that did.
+        let failures = self.read_output(i, &by_id);
+
+        // 4. Follow the wanted runs' Slurm jobs.
         let followed: Vec<(String, String)> = self
             .wants
             .iter()
@@ -707,13 +734,8 @@ impl Worker {
                 None => match self.clusters[i].cfg.client.job(&id) {
                     Ok(Some(info)) => (info.state, info.reason, info.exit_code),
                     Ok(None) => {
-                        self.event(
-                            &key,
-                            &cluster_name,
-                            "slurm_vanished",
-                            format!("Slurm no longer knows job {id}; it is submitted again"),
-                        );
-                        self.retry(&key, &cluster_name);
+                        let why = format!("Slurm no longer knows job {id}");
+                        self.ended(&key, &cluster_name, Ending::Infrastructure(why));
                         continue;
                     }
                     Err(e) => {
@@ -722,73 +744,29 @@ impl Worker {
                     }
                 },
             };
-            match state {
-                JobState::Completed => {
-                    let Some(w) = self.wants.remove(&key) else {
-                        continue;
-                    };
-                    self.event(
-                        &key,
-                        &cluster_name,
-                        "slurm_ended",
-                        format!("Slurm job {id} COMPLETED"),
-                    );
-                    if w.replica {
-                        // A service replica is never done: start it again.
-                        self.wants.insert(
-                            key.clone(),
-                            Want {
-                                slurm_id: None,
-                                ..w
-                            },
-                        );
-                        self.retry(&key, &cluster_name);
-                    } else {
-                        self.observe(Observed::Finished {
-                            job: w.job,
-                            generation: w.generation,
-                        });
-                    }
-                }
-                s if s.is_terminal() => {
-                    let exit =
-                        exit.map_or(String::new(), |(c, sig)| format!(", exit code {c}:{sig}"));
-                    self.event(
-                        &key,
-                        &cluster_name,
-                        "slurm_ended",
-                        format!(
-                            "Slurm job {id} ended {} (reason {reason}{exit})",
-                            s.as_str()
-                        ),
-                    );
-                    self.retry(&key, &cluster_name);
-                }
-                JobState::Running => {
-                    if let Some(w) = self.wants.get_mut(&key)
-                        && !w.running_seen
-                    {
-                        w.running_seen = true;
-                        self.event(
-                            &key,
-                            &cluster_name,
-                            "slurm_running",
-                            format!("Slurm job {id} is running"),
-                        );
-                    }
-                }
-                _ => {}
+            let failure = failures.get(&id).map(String::as_str);
+            if let Some(ending) = ending(&id, &state, &reason, exit, failure) {
+                self.ended(&key, &cluster_name, ending);
+            } else if state == JobState::Running
+                && let Some(w) = self.wants.get_mut(&key)
+                && !w.running_seen
+            {
+                w.running_seen = true;
+                self.event(
+                    &key,
+                    &cluster_name,
+                    "slurm_running",
+                    format!("Slurm job {id} is running"),
+                );
             }
         }
 
-        // 4. Submit what is wanted and has no Slurm job.
+        // 5. Submit what is wanted and has no Slurm job.
         let now = Instant::now();
         let ready: Vec<String> = self
             .wants
             .iter()
-            .filter(|(_, w)| {
-                w.cluster == cluster_name && w.slurm_id.is_none() && !w.gave_up && w.next_try <= now
-            })
+            .filter(|(_, w)| w.cluster == cluster_name && w.slurm_id.is_none() && w.next_try <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for key in ready {
@@ -796,28 +774,234 @@ impl Worker {
         }
     }
 
-    /// The run's Slurm job ended without completing: the next attempt, after back-off.
-    fn retry(&mut self, key: &str, cluster: &str) {
+    /// 1. Wanted runs without a Slurm job take over the matching tagged job: the one of the
+    ///    same generation, attempt and resubmission (a submission whose answer was lost), or,
+    ///    on the first launch after a reset, the latest live (or completed) one.
+    fn adopt(&mut self, i: usize, cluster_name: &str, tagged: &[(Tag, &QueueJob)]) {
+        let mut claimed: HashSet<String> = self
+            .wants
+            .values()
+            .filter_map(|w| w.slurm_id.clone())
+            .collect();
+        let keys: Vec<String> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| w.cluster == cluster_name && w.slurm_id.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let Some(w) = self.wants.get(&key) else {
+                continue;
+            };
+            let candidates = tagged
+                .iter()
+                .filter(|(t, j)| t.job == key && !claimed.contains(&j.id));
+            let exact = candidates
+                .clone()
+                .filter(|(t, _)| {
+                    t.generation == w.generation
+                        && t.attempt == w.attempt
+                        && t.resubmit == w.resubmit
+                })
+                .max_by_key(|(_, j)| numeric_id(&j.id));
+            let adopt = exact.or_else(|| {
+                if !w.adoptable {
+                    return None;
+                }
+                candidates
+                    .clone()
+                    .filter(|(_, j)| !j.state.is_terminal())
+                    .max_by_key(|(_, j)| numeric_id(&j.id))
+                    .or_else(|| {
+                        candidates
+                            .clone()
+                            .filter(|(_, j)| j.state == JobState::Completed)
+                            .max_by_key(|(_, j)| numeric_id(&j.id))
+                    })
+            });
+            let Some((t, j)) = adopt else { continue };
+            let id = j.id.clone();
+            let msg = format!(
+                "took over Slurm job {id} ({}, generation {} attempt {})",
+                j.state.as_str(),
+                t.generation,
+                t.attempt
+            );
+            let labelled = w.command.is_some();
+            let job = w.job.clone();
+            if let Some(w) = self.wants.get_mut(&key) {
+                w.slurm_id = Some(id.clone());
+                w.resubmit = w.resubmit.max(t.resubmit);
+                w.adoptable = false;
+            }
+            let (stdout, stderr) = log_paths(&self.clusters[i].cfg.settings, &key, t);
+            self.follow(i, &id, &job, t.attempt, labelled, (&stdout, &stderr));
+            lock(&self.shared).logs.insert(
+                key.clone(),
+                LogPaths {
+                    slurm_job: Some(id.clone()),
+                    stdout,
+                    stderr,
+                },
+            );
+            claimed.insert(id);
+            self.event(&key, cluster_name, "slurm_adopted", msg);
+        }
+        // Once a round has seen the listing, later launches of this term never adopt.
+        for w in self.wants.values_mut() {
+            if w.cluster == cluster_name {
+                w.adoptable = false;
+            }
+        }
+        if self.synced {
+            self.clusters[i].listed = true;
+        }
+    }
+
+    /// A wanted run's Slurm job ended.
+    fn ended(&mut self, key: &str, cluster: &str, how: Ending) {
         let max = self.options.max_attempts;
         let Some(w) = self.wants.get_mut(key) else {
             return;
         };
         w.slurm_id = None;
         w.running_seen = false;
-        if w.attempt >= max && !w.replica {
-            w.gave_up = true;
-            let msg = format!(
-                "gave up after {} attempts of generation {}",
-                w.attempt, w.generation
-            );
-            self.event(key, cluster, "slurm_gave_up", msg);
+        if w.replica {
+            // A service replica is never done: start it again (after back-off).
+            let why = match how {
+                Ending::Completed => "its Slurm job completed".to_owned(),
+                Ending::Work(why) | Ending::Infrastructure(why) => why,
+            };
+            w.attempt += 1;
+            w.resubmit = 0;
+            w.next_try = Instant::now() + w.backoff;
+            let msg = format!("{why}; starting it again in {:?}", w.backoff);
+            w.backoff = (w.backoff * 2).min(self.options.backoff_max);
+            self.event(key, cluster, "slurm_replica_restarted", msg);
             return;
         }
-        w.attempt += 1;
-        w.next_try = Instant::now() + w.backoff;
-        let msg = format!("attempt {} in {:?}", w.attempt, w.backoff);
-        w.backoff = (w.backoff * 2).min(self.options.backoff_max);
-        self.event(key, cluster, "slurm_retry", msg);
+        match how {
+            Ending::Completed => {
+                if let Some(w) = self.wants.remove(key) {
+                    self.observe(Observed::Finished {
+                        job: w.job,
+                        generation: w.generation,
+                    });
+                }
+            }
+            Ending::Work(reason) => {
+                if let Some(w) = self.wants.remove(key) {
+                    self.observe(Observed::Failed {
+                        job: w.job,
+                        generation: w.generation,
+                        reason,
+                    });
+                }
+            }
+            Ending::Infrastructure(why) if w.resubmit + 1 >= max => {
+                let reason = format!(
+                    "{why}; gave up after {} Slurm job(s) for this run",
+                    w.resubmit + 1
+                );
+                if let Some(w) = self.wants.remove(key) {
+                    self.observe(Observed::Failed {
+                        job: w.job,
+                        generation: w.generation,
+                        reason,
+                    });
+                }
+            }
+            Ending::Infrastructure(why) => {
+                w.resubmit += 1;
+                w.next_try = Instant::now() + w.backoff;
+                let msg = format!(
+                    "{why}; submitting it again in {:?} (Slurm job {} of at most {max} for this run)",
+                    w.backoff,
+                    w.resubmit + 1
+                );
+                w.backoff = (w.backoff * 2).min(self.options.backoff_max);
+                self.event(key, cluster, "slurm_resubmitted", msg);
+            }
+        }
+    }
+
+    /// Starts following a Slurm job's output files.
+    fn follow(
+        &mut self,
+        i: usize,
+        id: &str,
+        job: &str,
+        attempt: u32,
+        labelled: bool,
+        (stdout, stderr): (&str, &str),
+    ) {
+        for (stream, path) in [("stdout", stdout), ("stderr", stderr)] {
+            self.follows
+                .entry((id.to_owned(), stream))
+                .or_insert_with(|| Follow {
+                    cluster: i,
+                    job: job.to_owned(),
+                    attempt,
+                    labelled,
+                    stream,
+                    path: PathBuf::from(path),
+                    offset: 0,
+                    failure: None,
+                });
+        }
+    }
+
+    /// Reads the new lines of cluster `i`'s followed files; a file whose job has ended (or left
+    /// the listing) is read one last time, its unfinished last line included, and dropped.
+    /// Returns the first task failure `srun` reported, by Slurm job id.
+    fn read_output(
+        &mut self,
+        i: usize,
+        by_id: &HashMap<&str, &QueueJob>,
+    ) -> HashMap<String, String> {
+        let now = now_ms();
+        let mut lines = Vec::new();
+        let mut done = Vec::new();
+        let mut failures = HashMap::new();
+        for ((id, _), f) in self.follows.iter_mut().filter(|(_, f)| f.cluster == i) {
+            let last = by_id.get(id.as_str()).is_none_or(|j| j.state.is_terminal());
+            match logs::read_new_lines(&f.path, &mut f.offset, f.labelled, last) {
+                Ok(got) => lines.extend(got.into_iter().map(|l| {
+                    if f.failure.is_none()
+                        && f.stream == "stderr"
+                        && let Some((task, what)) = logs::srun_task_failure(&l.text)
+                    {
+                        f.failure = Some(format!("rank {task} failed first: {what}"));
+                    }
+                    OutputLine {
+                        job: f.job.clone(),
+                        attempt: f.attempt,
+                        rank: l.rank,
+                        source: format!("slurm-{id}"),
+                        stream: f.stream,
+                        seq: l.seq,
+                        at_ms: now,
+                        line: l.text,
+                    }
+                })),
+                Err(e) => {
+                    tracing::warn!(path = %f.path.display(), error = %e, "cannot read a Slurm job's output");
+                }
+            }
+            if let Some(why) = &f.failure {
+                failures.insert(id.clone(), why.clone());
+            }
+            if last {
+                done.push((id.clone(), f.stream));
+            }
+        }
+        for k in done {
+            self.follows.remove(&k);
+        }
+        if !lines.is_empty() {
+            self.observe(Observed::Output(lines));
+        }
+        failures
     }
 
     fn submit(&mut self, i: usize, key: &str) {
@@ -828,6 +1012,11 @@ impl Worker {
             && let Err(e) = std::fs::create_dir_all(dir)
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create the log directory");
+        }
+        // Files of an earlier job with the same tag (no job of this tag is in Slurm's listing,
+        // or it would have been adopted) would be read as this one's until Slurm truncates them.
+        for p in [&s.stdout, &s.stderr] {
+            let _ = std::fs::remove_file(p);
         }
         let result = c.cfg.client.submit(&s);
         let cluster = c.cfg.name.clone();
@@ -846,26 +1035,122 @@ impl Worker {
                     );
                 }
                 let msg = format!(
-                    "submitted as Slurm job {id} ({} node(s), attempt {})",
-                    s.nodes, w.attempt
+                    "submitted as Slurm job {id} ({} node(s), {} task(s) per node, attempt {}{})",
+                    s.nodes,
+                    s.ntasks_per_node,
+                    w.attempt,
+                    if w.resubmit > 0 {
+                        format!(", resubmission {}", w.resubmit)
+                    } else {
+                        String::new()
+                    }
                 );
+                let (job, attempt, labelled) = (w.job.clone(), w.attempt, w.command.is_some());
                 if let Some(w) = self.wants.get_mut(key) {
-                    w.slurm_id = Some(id);
-                    w.backoff = self.options.backoff_initial;
+                    w.slurm_id = Some(id.clone());
+                    w.refusals = 0;
+                    w.last_refusal = None;
                 }
+                self.follow(i, &id, &job, attempt, labelled, (&s.stdout, &s.stderr));
                 self.event(key, &cluster, "slurm_submitted", msg);
             }
             Err(e) => {
                 let backoff = w.backoff;
-                let msg = format!("sbatch failed: {}; retrying in {backoff:?}", e.message());
+                let message = e.message();
+                // Every refusal is retried; the same message is reported on the 1st, 2nd,
+                // 4th, 8th … refusal in a row, so a run stuck for days does not flood its events.
+                let refusals = w.refusals + 1;
+                let report =
+                    w.last_refusal.as_deref() != Some(&message) || refusals.is_power_of_two();
+                let msg = format!(
+                    "sbatch failed: {message}; retrying in {backoff:?} (refusal {refusals} in a row)"
+                );
                 if let Some(w) = self.wants.get_mut(key) {
                     w.next_try = Instant::now() + backoff;
                     w.backoff = (backoff * 2).min(self.options.backoff_max);
+                    w.refusals = refusals;
+                    w.last_refusal = Some(message);
                 }
-                self.event(key, &cluster, "slurm_submit_failed", msg);
+                if report {
+                    self.event(key, &cluster, "slurm_submit_failed", msg);
+                } else {
+                    tracing::info!(job = key, %msg, "slurm");
+                }
             }
         }
     }
+}
+
+/// What a new wanted run is made of.
+struct Run {
+    job: String,
+    cluster: String,
+    generation: u32,
+    attempt: u32,
+    accelerators: u32,
+    expected_end_ms: i64,
+    replica: bool,
+    command: Option<Arc<JobCommand>>,
+}
+
+/// How a Slurm job in `state` ended (`None`: it has not). `NODE_FAIL`, `BOOT_FAIL` and
+/// `PREEMPTED` are the infrastructure's doing (a node died or could not boot, a more important
+/// job took the nodes): like a lost node for the agents, they do not count against the job's
+/// retries. Any other unsuccessful end is the work's: `FAILED` (non-zero exit), `TIMEOUT`,
+/// `OUT_OF_MEMORY`, `DEADLINE`, and `CANCELLED` by someone other than Switchyard (Switchyard
+/// cancels only jobs nobody wants, whose ends are not followed).
+fn ending(
+    id: &str,
+    state: &JobState,
+    reason: &str,
+    exit: Option<(i32, i32)>,
+    task_failure: Option<&str>,
+) -> Option<Ending> {
+    if !state.is_terminal() {
+        return None;
+    }
+    if *state == JobState::Completed {
+        return Some(Ending::Completed);
+    }
+    let exit = match exit {
+        Some((0, 0)) | None => String::new(),
+        Some((c, 0)) => format!(" with exit code {c}"),
+        Some((_, sig)) => format!(" killed by signal {sig}"),
+    };
+    let reason = match reason.trim() {
+        "" | "None" | "(null)" => String::new(),
+        r => format!(" (reason {r})"),
+    };
+    let task = task_failure.map_or(String::new(), |t| format!("; {t}"));
+    let why = format!(
+        "Slurm job {id} ended {}{exit}{reason}{task}",
+        state.as_str()
+    );
+    Some(match state {
+        JobState::NodeFail | JobState::BootFail | JobState::Preempted => {
+            Ending::Infrastructure(why)
+        }
+        _ => Ending::Work(why),
+    })
+}
+
+fn log_dir(settings: &SlurmSettings) -> String {
+    settings
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| "/tmp/switchyard-slurm/logs".into())
+}
+
+/// The `--output`/`--error` files of the Slurm job tagged `t` for run `key`.
+fn log_paths(settings: &SlurmSettings, key: &str, t: &Tag) -> (String, String) {
+    let dir = log_dir(settings);
+    let r = if t.resubmit > 0 {
+        format!("-r{}", t.resubmit)
+    } else {
+        String::new()
+    };
+    let stem = format!("{dir}/{key}/g{}-a{}{r}", t.generation, t.attempt);
+    (format!("{stem}.out"), format!("{stem}.err"))
 }
 
 /// The `sbatch` submission of a wanted run.
@@ -878,10 +1163,6 @@ fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission
         per_node
     };
     let settings = &c.cfg.settings;
-    let log_dir = settings
-        .log_dir
-        .clone()
-        .unwrap_or_else(|| "/tmp/switchyard-slurm/logs".into());
     let ckpt_root = settings
         .checkpoint_dir
         .clone()
@@ -891,26 +1172,42 @@ fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission
     } else {
         Some(((w.expected_end_ms - now_ms()).max(0) as u64).div_ceil(1000))
     };
-    let command = match (&settings.command, remaining_s) {
-        (Some(cmd), _) => cmd.clone(),
-        (None, Some(s)) => format!("exec sleep {s}"),
-        (None, None) => "exec sleep infinity".into(),
+    let mut env = Vec::new();
+    let command = match (&w.command, &settings.command, remaining_s) {
+        (Some(cmd), _, _) => {
+            env.extend(script::job_env(cmd));
+            script::gang_command(cmd, script::master_port(&w.job, w.attempt), c.has_gpus)
+        }
+        (None, Some(cmd), _) => cmd.clone(),
+        (None, None, Some(s)) => format!("exec sleep {s}"),
+        (None, None, None) => "exec sleep infinity".into(),
     };
-    let time_limit_min = match (&settings.command, remaining_s) {
+    let time_limit_min = match (&w.command, &settings.command, remaining_s) {
         // A placeholder sleeps for the expected time: give it twice that plus 5 minutes.
-        (None, Some(s)) => Some((2 * s + 300).div_ceil(60)),
+        (None, None, Some(s)) => Some((2 * s + 300).div_ceil(60)),
         // Real work ends when it ends: the partition's limit applies.
         _ => None,
     };
     let block = c.cfg.block_nodes.filter(|_| nodes > 1);
+    let tag = Tag {
+        job: key.to_owned(),
+        generation: w.generation,
+        attempt: w.attempt,
+        resubmit: w.resubmit,
+    };
+    let (stdout, stderr) = log_paths(settings, key, &tag);
+    env.extend([
+        ("SWITCHYARD_JOB_ID".into(), w.job.clone()),
+        ("SWITCHYARD_GENERATION".into(), w.generation.to_string()),
+        ("SWITCHYARD_ATTEMPT".into(), w.attempt.to_string()),
+        (
+            "SWITCHYARD_CHECKPOINT_DIR".into(),
+            format!("{ckpt_root}/{}", w.job),
+        ),
+    ]);
     Submission {
         job_name: format!("sy-{key}"),
-        comment: Tag {
-            job: key.to_owned(),
-            generation: w.generation,
-            attempt: w.attempt,
-        }
-        .render(&options.tag),
+        comment: tag.render(&options.tag),
         partition: settings.partition.clone(),
         account: settings.account.clone(),
         nodes,
@@ -919,20 +1216,9 @@ fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission
         time_limit_min,
         switches: block.map(|b| nodes.div_ceil(b)),
         segment: block.filter(|_| options.use_segment).map(|b| b.min(nodes)),
-        stdout: format!("{log_dir}/{key}/g{}-a{}.out", w.generation, w.attempt),
-        stderr: format!("{log_dir}/{key}/g{}-a{}.err", w.generation, w.attempt),
-        env: vec![
-            (
-                "SWITCHYARD_JOB_ID".into(),
-                w.job.split("#r").next().unwrap_or(&w.job).to_owned(),
-            ),
-            ("SWITCHYARD_GENERATION".into(), w.generation.to_string()),
-            ("SWITCHYARD_ATTEMPT".into(), w.attempt.to_string()),
-            (
-                "SWITCHYARD_CHECKPOINT_DIR".into(),
-                format!("{ckpt_root}/{}", w.job.split("#r").next().unwrap_or(&w.job)),
-            ),
-        ],
+        stdout,
+        stderr,
+        env,
         command,
     }
 }
@@ -999,6 +1285,8 @@ mod tests {
         refuse: Option<String>,
         /// The controller does not answer.
         down: bool,
+        /// Exit codes `scontrol show job` reports (default 0:0).
+        exit: HashMap<String, (i32, i32)>,
     }
 
     #[derive(Debug, Clone, Default)]
@@ -1055,12 +1343,13 @@ mod tests {
             Ok(self.st().jobs.clone())
         }
         fn job(&self, id: &str) -> Result<Option<JobInfo>, SlurmError> {
-            Ok(self.st().jobs.iter().find(|j| j.id == id).map(|j| JobInfo {
+            let st = self.st();
+            Ok(st.jobs.iter().find(|j| j.id == id).map(|j| JobInfo {
                 id: j.id.clone(),
                 name: j.name.clone(),
                 state: j.state.clone(),
                 reason: j.reason.clone(),
-                exit_code: Some((1, 0)),
+                exit_code: Some(st.exit.get(&j.id).copied().unwrap_or((0, 0))),
                 comment: j.comment.clone(),
                 stdout: None,
                 stderr: None,
@@ -1138,6 +1427,18 @@ mod tests {
 
     fn observed(w: &Worker) -> Vec<Observed> {
         std::mem::take(&mut lock(&w.shared).observed)
+    }
+
+    /// The events among what the worker observed: (job, kind, message).
+    fn events(obs: &[Observed]) -> Vec<(String, String, String)> {
+        obs.iter()
+            .filter_map(|o| match o {
+                Observed::Event { job, kind, message } => {
+                    Some((job.clone(), kind.clone(), message.clone()))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -1270,22 +1571,43 @@ mod tests {
         w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
         w.round();
         w.round();
-        let events = std::mem::take(&mut lock(&w.shared).events);
-        let failed: Vec<_> = events
+        let first = events(&observed(&w));
+        let failed: Vec<_> = first
             .iter()
-            .filter(|e| e.kind == "slurm_submit_failed")
+            .filter(|e| e.1 == "slurm_submit_failed")
             .collect();
         assert_eq!(
             failed.len(),
             1,
-            "the second round waits for the back-off: {events:?}"
+            "the second round waits for the back-off: {first:?}"
         );
-        assert!(
-            failed[0]
-                .message
-                .contains("Invalid partition name specified")
-        );
+        assert_eq!(failed[0].0, "j", "an event of the job");
+        assert!(failed[0].2.contains("Invalid partition name specified"));
         assert!(w.wants.contains_key("j"), "the run is not lost");
+        // Retries go on; the same message is reported on refusals 1, 2, 4, 8 …
+        w.options.backoff_initial = Duration::ZERO;
+        if let Some(w) = w.wants.get_mut("j") {
+            w.backoff = Duration::ZERO;
+            w.next_try = Instant::now();
+        }
+        for _ in 0..7 {
+            w.round();
+        }
+        let again = events(&observed(&w))
+            .into_iter()
+            .filter(|e| e.1 == "slurm_submit_failed")
+            .map(|e| e.2)
+            .collect::<Vec<_>>();
+        assert_eq!(again.len(), 3, "{again:?}");
+        assert!(again[0].contains("refusal 2 in a row"), "{again:?}");
+        assert!(again[2].contains("refusal 8 in a row"), "{again:?}");
+        fake.st().refuse = Some("Invalid account or account/partition combination".into());
+        w.round();
+        let new = events(&observed(&w));
+        assert!(
+            new.iter().any(|e| e.2.contains("Invalid account")),
+            "a new message is reported at once: {new:?}"
+        );
     }
 
     #[test]
@@ -1297,14 +1619,11 @@ mod tests {
         for _ in 0..3 {
             w.round();
         }
-        let events = std::mem::take(&mut lock(&w.shared).events);
+        let events = events(&observed(&w));
         assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!(events[0].kind, "slurm_unreachable");
-        assert!(
-            events[0].message.contains("did not answer"),
-            "{}",
-            events[0].message
-        );
+        assert_eq!(events[0].0, "j");
+        assert_eq!(events[0].1, "slurm_unreachable");
+        assert!(events[0].2.contains("did not answer"), "{}", events[0].2);
         assert!(fake.st().submitted.is_empty());
         fake.st().down = false;
         w.round();
@@ -1330,6 +1649,32 @@ mod tests {
             job: "j-done".into(),
             generation: 1
         }));
+    }
+
+    #[test]
+    fn a_later_launch_of_the_same_term_never_adopts() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.round(); // before the leader speaks: adoption stays possible
+        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
+        w.round();
+        let first = fake.active_tagged("switchyard")[0].1.clone();
+        fake.set_state(&first, JobState::Completed);
+        w.round();
+        assert!(observed(&w).contains(&Observed::Finished {
+            job: "j".into(),
+            generation: 1
+        }));
+        // The same job again (a new run of this term): submitted, not the completed one.
+        w.apply(Msg::Commands(vec![launch("j", 2, 8)]));
+        w.round();
+        w.round();
+        assert_eq!(fake.st().submitted.len(), 2);
+        assert!(
+            !observed(&w)
+                .iter()
+                .any(|o| matches!(o, Observed::Finished { .. }))
+        );
     }
 
     #[test]
@@ -1398,6 +1743,265 @@ mod tests {
         w.apply(Msg::Commands(vec![Command::Stop { job: "svc".into() }]));
         w.round();
         assert!(fake.active_tagged("switchyard").is_empty());
+    }
+
+    fn launch_cmd(job: &str, generation: u32, attempt: u32, argv: &[&str]) -> Command {
+        let mut env = std::collections::BTreeMap::new();
+        env.insert("NCCL_DEBUG".to_owned(), "INFO".to_owned());
+        env.insert("SWITCHYARD_ATTEMPT".to_owned(), "999".to_owned());
+        Command::Launch {
+            job: job.into(),
+            generation,
+            cluster: "c".into(),
+            accelerators: 16,
+            expected_end_ms: now_ms() + 3_600_000,
+            attempt,
+            nodes: Vec::new(),
+            command: Some(Arc::new(JobCommand {
+                argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+                env,
+                working_dir: Some("/shared/run".into()),
+            })),
+        }
+    }
+
+    #[test]
+    fn the_jobs_command_runs_once_per_task_with_the_servers_attempt() {
+        let fake = Fake::default();
+        fake.st().nodes = (1..=2)
+            .map(|i| node(&format!("gpu{i}"), "idle", 8))
+            .collect();
+        let mut w = worker(&fake, 2);
+        w.apply(Msg::Commands(vec![launch_cmd(
+            "j",
+            3,
+            5,
+            &["python3", "train.py", "--tag", "a b"],
+        )]));
+        w.round();
+        let sub = fake.st().submitted[0].clone();
+        assert_eq!(
+            sub.comment, "switchyard:j:3:5",
+            "the tag carries the attempt"
+        );
+        assert!(sub.stdout.ends_with("/j/g3-a5.out"), "{}", sub.stdout);
+        assert_eq!((sub.nodes, sub.ntasks_per_node), (2, 8));
+        assert_eq!(sub.time_limit_min, None, "real work: the partition's limit");
+        let script = sub.script();
+        // The job's own variables first, Switchyard's after (they win); no override of ours.
+        let nccl = script.find("export NCCL_DEBUG='INFO'");
+        let attempt = script.find("export SWITCHYARD_ATTEMPT='5'");
+        assert!(
+            nccl.is_some() && attempt.is_some() && nccl < attempt,
+            "{script}"
+        );
+        assert!(!script.contains("999"), "{script}");
+        let port = script::master_port("j", 5);
+        assert!(
+            script.contains(&format!("export MASTER_PORT={port}\n")),
+            "{script}"
+        );
+        assert!(
+            script
+                .trim_end()
+                .ends_with("switchyard-rank 'python3' 'train.py' '--tag' 'a b'"),
+            "{script}"
+        );
+        assert!(script.contains("exec srun --label --kill-on-bad-exit=1 --chdir='/shared/run'"));
+        assert!(
+            !script.contains("srun ./train.sh"),
+            "the job's command replaces the cluster's"
+        );
+        assert!(
+            script.contains("CUDA_VISIBLE_DEVICES"),
+            "GPU nodes: one GPU per rank"
+        );
+    }
+
+    /// Runs `j` (generation 1) to a Slurm job and returns its id.
+    fn running(fake: &Fake, w: &mut Worker, cmd: Command) -> String {
+        w.apply(Msg::Commands(vec![cmd]));
+        w.round();
+        let id = fake.active_tagged("switchyard")[0].1.clone();
+        fake.set_state(&id, JobState::Running);
+        w.round();
+        observed(w);
+        id
+    }
+
+    #[test]
+    fn a_failed_job_is_a_failed_run_with_slurms_state_and_exit_code() {
+        for (state, exit, want) in [
+            (JobState::Failed, (3, 0), "ended FAILED with exit code 3"),
+            (
+                JobState::Timeout,
+                (0, 15),
+                "ended TIMEOUT killed by signal 15",
+            ),
+            (
+                JobState::OutOfMemory,
+                (0, 9),
+                "ended OUT_OF_MEMORY killed by signal 9",
+            ),
+            (JobState::Cancelled, (0, 0), "ended CANCELLED"),
+        ] {
+            let fake = Fake::default();
+            let mut w = worker(&fake, 2);
+            let id = running(&fake, &mut w, launch_cmd("j", 1, 2, &["./x"]));
+            fake.set_state(&id, state.clone());
+            fake.st().exit.insert(id.clone(), exit);
+            w.round();
+            w.round();
+            let got: Vec<_> = observed(&w)
+                .into_iter()
+                .filter(|o| matches!(o, Observed::Failed { .. } | Observed::Finished { .. }))
+                .collect();
+            let [
+                Observed::Failed {
+                    job,
+                    generation,
+                    reason,
+                },
+            ] = got.as_slice()
+            else {
+                panic!("{state:?}: {got:?}");
+            };
+            assert_eq!((job.as_str(), *generation), ("j", 1));
+            assert!(
+                reason.contains(&format!("Slurm job {id} {want}")),
+                "{reason}"
+            );
+            assert_eq!(
+                fake.st().submitted.len(),
+                1,
+                "the server decides the restart"
+            );
+            assert!(!w.wants.contains_key("j"));
+        }
+    }
+
+    #[test]
+    fn node_failures_are_resubmitted_then_reported_failed() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 2);
+        w.options.backoff_initial = Duration::ZERO;
+        let mut id = running(&fake, &mut w, launch_cmd("j", 2, 4, &["./x"]));
+        for (n, state) in [JobState::NodeFail, JobState::BootFail]
+            .into_iter()
+            .enumerate()
+        {
+            fake.set_state(&id, state);
+            w.round();
+            let ev = events(&observed(&w));
+            assert!(ev.iter().any(|e| e.1 == "slurm_resubmitted"), "{ev:?}");
+            let live = fake.active_tagged("switchyard");
+            assert_eq!(live.len(), 1, "{live:?}");
+            assert_eq!(live[0].0.resubmit, n as u32 + 1);
+            assert_eq!((live[0].0.generation, live[0].0.attempt), (2, 4));
+            id = live[0].1.clone();
+            let sub = fake.st().submitted.last().cloned().unwrap_or_default();
+            assert!(sub.script().contains("export SWITCHYARD_ATTEMPT='4'"));
+            assert!(
+                sub.stdout.ends_with(&format!("g2-a4-r{}.out", n + 1)),
+                "{}",
+                sub.stdout
+            );
+        }
+        // The third Slurm job of the run (max_attempts = 3) fails too: the run failed.
+        fake.set_state(&id, JobState::NodeFail);
+        w.round();
+        let got = observed(&w);
+        assert!(
+            got.iter().any(
+                |o| matches!(o, Observed::Failed { job, generation: 2, reason }
+                if job == "j" && reason.contains("NODE_FAIL") && reason.contains("gave up after 3"))
+            ),
+            "{got:?}"
+        );
+        assert_eq!(fake.st().submitted.len(), 3);
+    }
+
+    #[test]
+    fn a_replica_that_ends_is_started_again_with_the_next_attempt() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 2);
+        w.options.backoff_initial = Duration::ZERO;
+        let add = Command::AddReplica {
+            job: "svc".into(),
+            cluster: "c".into(),
+            accelerators: 8,
+            nodes: Vec::new(),
+            command: None,
+        };
+        let id = running(&fake, &mut w, add);
+        fake.set_state(&id, JobState::Failed);
+        w.round();
+        let got = observed(&w);
+        assert!(
+            !got.iter().any(|o| matches!(o, Observed::Failed { .. })),
+            "{got:?}"
+        );
+        let ev = events(&got);
+        assert!(
+            ev.iter().any(|e| e.0 == "svc"
+                && e.1 == "slurm_replica_restarted"
+                && e.2.starts_with("replica svc#r0: ")),
+            "{ev:?}"
+        );
+        w.round();
+        let live = fake.active_tagged("switchyard");
+        assert_eq!(live.len(), 1);
+        assert_eq!((live[0].0.job.as_str(), live[0].0.attempt), ("svc#r0", 2));
+    }
+
+    #[test]
+    fn output_files_are_followed_until_their_job_ends() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 2);
+        let dir = std::env::temp_dir().join(format!("sy-unit-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        w.clusters[0].cfg.settings.log_dir = Some(dir.display().to_string());
+        let id = running(&fake, &mut w, launch_cmd("j", 1, 7, &["./x"]));
+        let sub = fake.st().submitted[0].clone();
+        std::fs::write(&sub.stdout, "0: hello\n1: world\n0: part").ok();
+        std::fs::write(&sub.stderr, "1: oops\n").ok();
+        w.round();
+        let lines = |obs: Vec<Observed>| -> Vec<OutputLine> {
+            obs.into_iter()
+                .filter_map(|o| match o {
+                    Observed::Output(l) => Some(l),
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        };
+        let got = lines(observed(&w));
+        let brief: Vec<_> = got
+            .iter()
+            .map(|l| (l.stream, l.seq, l.rank, l.line.as_str()))
+            .collect();
+        assert_eq!(
+            brief,
+            vec![
+                ("stderr", 0, 1, "oops"),
+                ("stdout", 0, 0, "hello"),
+                ("stdout", 9, 1, "world"),
+            ]
+        );
+        assert!(
+            got.iter()
+                .all(|l| l.job == "j" && l.attempt == 7 && l.source == format!("slurm-{id}"))
+        );
+        w.round();
+        assert!(lines(observed(&w)).is_empty(), "nothing new, nothing sent");
+        // The job ends: the unfinished last line comes too, and the files are let go.
+        fake.set_state(&id, JobState::Completed);
+        w.round();
+        let got = lines(observed(&w));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].seq, got[0].line.as_str()), (18, "part"));
+        assert!(w.follows.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Talking to Slurm: the [`SlurmClient`] trait and its command-line implementation, which runs
 //! `sbatch`, `squeue`, `sinfo`, `scontrol` and `scancel` with a timeout. Errors carry Slurm's
-//! own message. (A `slurmrestd` implementation is future work: docs/slurm.md.)
+//! own message. The `slurmrestd` implementation is [`crate::rest::RestClient`].
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -26,6 +26,9 @@ pub enum SlurmError {
         status: String,
         message: String,
     },
+    /// An HTTP request to slurmrestd got no answer.
+    #[error("{command}: {message}")]
+    Unreachable { command: String, message: String },
     #[error("cannot read what {command} printed: {source}")]
     Parse { command: String, source: ParseError },
 }

@@ -568,17 +568,184 @@ pub fn slurm_message(stderr: &str) -> String {
     }
 }
 
-/// The tag Switchyard puts in the `--comment` of its jobs: `<prefix>:<job>:<generation>:<attempt>`.
+/// slurmrestd's (OpenAPI plugin v0.0.38, Slurm 22.05) answer as JSON, or why it is not one.
+fn rest_json(text: &str) -> Result<serde_json::Value, ParseError> {
+    serde_json::from_str(text).map_err(|e| err(e.line(), format!("not JSON: {e}"), text))
+}
+
+/// The errors slurmrestd listed in an answer (`errors[].error`, and `description` where it
+/// says more); empty when there are none or the text is not JSON.
+pub fn parse_rest_errors(text: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Vec::new();
+    };
+    let Some(list) = v.get("errors").and_then(|e| e.as_array()) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|e| {
+            let error = e.get("error").and_then(|x| x.as_str()).unwrap_or("").trim();
+            let description = e
+                .get("description")
+                .and_then(|x| x.as_str())
+                .unwrap_or("")
+                .trim();
+            match (error.is_empty(), description.is_empty()) {
+                (true, true) => None,
+                (false, true) => Some(error.to_owned()),
+                (true, false) => Some(description.to_owned()),
+                (false, false) if description.contains(error) => Some(description.to_owned()),
+                (false, false) => Some(format!("{error} ({description})")),
+            }
+        })
+        .collect()
+}
+
+/// Nodes of `GET /slurm/v0.0.38/nodes`, one per (node, partition) like `sinfo -N`; only those
+/// of `partition` when given. The state is `state` with its `state_flags` (`idle` + `DRAIN` →
+/// `IDLE+DRAIN`).
+pub fn parse_rest_nodes(text: &str, partition: Option<&str>) -> Result<Vec<Node>, ParseError> {
+    let v = rest_json(text)?;
+    let Some(list) = v.get("nodes").and_then(|n| n.as_array()) else {
+        return Err(err(1, "no `nodes` list", ""));
+    };
+    let mut nodes = Vec::new();
+    for (i, n) in list.iter().enumerate() {
+        let name = n.get("name").and_then(|x| x.as_str()).unwrap_or("").trim();
+        if name.is_empty() {
+            return Err(err(i + 1, "a node without `name`", ""));
+        }
+        let mut state = n
+            .get("state")
+            .and_then(|x| x.as_str())
+            .unwrap_or("unknown")
+            .to_owned();
+        for f in n
+            .get("state_flags")
+            .and_then(|x| x.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+        {
+            state.push('+');
+            state.push_str(f);
+        }
+        let cpus = n.get("cpus").and_then(|x| x.as_u64()).unwrap_or(0);
+        let gres = n.get("gres").and_then(|x| x.as_str()).unwrap_or("");
+        let gpus = parse_gres_gpus(gres).map_err(|m| err(i + 1, m, gres))?;
+        let reason = n
+            .get("reason")
+            .and_then(|x| x.as_str())
+            .filter(|r| !r.is_empty())
+            .unwrap_or("none");
+        let partitions: Vec<&str> = n
+            .get("partitions")
+            .and_then(|x| x.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect();
+        for p in partitions {
+            if partition.is_some_and(|want| want != p) {
+                continue;
+            }
+            nodes.push(Node {
+                name: name.to_owned(),
+                partition: p.to_owned(),
+                default_partition: false,
+                state: NodeState::parse(&state),
+                cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
+                gpus,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+    Ok(nodes)
+}
+
+/// A wait status as slurmrestd v0.0.38 gives `exit_code` (`768` = exit code 3, `15` =
+/// killed by signal 15) → (exit code, signal), like `scontrol`'s `ExitCode=3:0`.
+pub fn wait_status(raw: i64) -> (i32, i32) {
+    let raw = raw.clamp(0, i64::from(i32::MAX)) as i32;
+    if raw & 0x7f != 0 {
+        (0, raw & 0x7f)
+    } else {
+        ((raw >> 8) & 0xff, 0)
+    }
+}
+
+/// Jobs of `GET /slurm/v0.0.38/jobs` (every job slurmctld still knows, all users and states).
+pub fn parse_rest_jobs(text: &str) -> Result<Vec<QueueJob>, ParseError> {
+    parse_squeue_json(text)
+}
+
+/// Jobs of `GET /slurm/v0.0.38/job/{id}` in detail.
+pub fn parse_rest_job_infos(text: &str) -> Result<Vec<JobInfo>, ParseError> {
+    let v = rest_json(text)?;
+    let Some(list) = v.get("jobs").and_then(|j| j.as_array()) else {
+        return Err(err(1, "no `jobs` list", ""));
+    };
+    let s = |j: &serde_json::Value, k: &str| -> Option<String> {
+        match j.get(k)? {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let mut out = Vec::new();
+    for (i, j) in list.iter().enumerate() {
+        let Some(id) = s(j, "job_id") else {
+            return Err(err(i + 1, "a job without `job_id`", ""));
+        };
+        out.push(JobInfo {
+            id,
+            name: s(j, "name").unwrap_or_default(),
+            state: JobState::parse(&s(j, "job_state").unwrap_or_default()),
+            reason: s(j, "state_reason").unwrap_or_default(),
+            exit_code: j.get("exit_code").and_then(|x| x.as_i64()).map(wait_status),
+            comment: s(j, "comment"),
+            stdout: s(j, "standard_output"),
+            stderr: s(j, "standard_error"),
+            nodes: s(j, "nodes").unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// The job id of a `POST /slurm/v0.0.38/job/submit` answer.
+pub fn parse_rest_submit(text: &str) -> Result<String, ParseError> {
+    let v = rest_json(text)?;
+    match v.get("job_id") {
+        Some(serde_json::Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
+            Ok(n.to_string())
+        }
+        _ => Err(err(1, "no `job_id` in the answer", text)),
+    }
+}
+
+/// The tag Switchyard puts in the `--comment` of its jobs:
+/// `<prefix>:<job>:<generation>:<attempt>`, and `…:<attempt>.<resubmit>` when the backend
+/// submitted the same run again after an infrastructure failure (node failure, job lost).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tag {
     pub job: String,
     pub generation: u32,
+    /// The server's attempt (what the work sees as `SWITCHYARD_ATTEMPT`).
     pub attempt: u32,
+    /// Resubmissions of this run by the backend itself (0 for the first submission).
+    pub resubmit: u32,
 }
 
 impl Tag {
     pub fn render(&self, prefix: &str) -> String {
-        format!("{prefix}:{}:{}:{}", self.job, self.generation, self.attempt)
+        if self.resubmit == 0 {
+            format!("{prefix}:{}:{}:{}", self.job, self.generation, self.attempt)
+        } else {
+            format!(
+                "{prefix}:{}:{}:{}.{}",
+                self.job, self.generation, self.attempt, self.resubmit
+            )
+        }
     }
 
     /// The tag of a comment, if it is one of `prefix`'s; anything else (another tool's
@@ -586,7 +753,11 @@ impl Tag {
     pub fn parse(comment: &str, prefix: &str) -> Option<Tag> {
         let rest = comment.trim().strip_prefix(prefix)?.strip_prefix(':')?;
         let mut it = rest.rsplitn(3, ':');
-        let attempt = it.next()?.parse().ok()?;
+        let last = it.next()?;
+        let (attempt, resubmit) = match last.split_once('.') {
+            Some((a, r)) => (a.parse().ok()?, r.parse().ok()?),
+            None => (last.parse().ok()?, 0),
+        };
         let generation = it.next()?.parse().ok()?;
         let job = it.next()?;
         if job.is_empty() {
@@ -596,6 +767,7 @@ impl Tag {
             job: job.to_owned(),
             generation,
             attempt,
+            resubmit,
         })
     }
 }
@@ -642,9 +814,21 @@ mod tests {
             job: "j-00ff".into(),
             generation: 3,
             attempt: 2,
+            resubmit: 0,
         };
         assert_eq!(t.render("switchyard"), "switchyard:j-00ff:3:2");
-        assert_eq!(Tag::parse("switchyard:j-00ff:3:2", "switchyard"), Some(t));
+        assert_eq!(
+            Tag::parse("switchyard:j-00ff:3:2", "switchyard"),
+            Some(t.clone())
+        );
+        let again = Tag { resubmit: 1, ..t };
+        assert_eq!(again.render("switchyard"), "switchyard:j-00ff:3:2.1");
+        assert_eq!(
+            Tag::parse("switchyard:j-00ff:3:2.1", "switchyard"),
+            Some(again)
+        );
+        assert_eq!(Tag::parse("switchyard:j:1:2.x", "switchyard"), None);
+        assert_eq!(Tag::parse("switchyard:j:1:.1", "switchyard"), None);
         assert_eq!(
             Tag::parse("switchyard:a:b:3:2", "switchyard").map(|t| t.job),
             Some("a:b".into())

@@ -6,10 +6,15 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use switchyard_core::fleet::SlurmSettings;
 use switchyard_server::backend::{Backend, Command, Observed};
 use switchyard_slurm::parse::JobState;
-use switchyard_slurm::{CliClient, ClusterConfig, JobEvent, Options, SlurmBackend, SlurmClient};
+
+use switchyard_server::api::JobCommand;
+use switchyard_server::backend::OutputLine;
+use switchyard_slurm::{CliClient, ClusterConfig, Options, SlurmBackend, SlurmClient};
 
 /// The tests share one node (and one of them takes it down): one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -137,22 +142,82 @@ fn wait_for(
     panic!("not observed within {secs} s; saw {seen:?}");
 }
 
-/// Waits until some event seen so far (in `events`, or new) satisfies `pred`.
+/// An event seen so far: (job, kind, message).
+fn events(seen: &[Observed]) -> Vec<(String, String, String)> {
+    seen.iter()
+        .filter_map(|o| match o {
+            Observed::Event { job, kind, message } => {
+                Some((job.clone(), kind.clone(), message.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Polls until some event seen so far (in `seen`, or new) satisfies `pred` (job, kind).
 fn wait_event(
-    h: &switchyard_slurm::SlurmHandle,
-    events: &mut Vec<JobEvent>,
+    b: &mut SlurmBackend,
+    seen: &mut Vec<Observed>,
     secs: u64,
-    pred: impl Fn(&JobEvent) -> bool,
+    pred: impl Fn(&str, &str) -> bool,
 ) {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
-        events.extend(h.take_events());
-        if events.iter().any(&pred) {
+        seen.extend(b.poll(now_ms()));
+        if events(seen).iter().any(|(j, k, _)| pred(j, k)) {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("event not seen within {secs} s; saw {events:#?}");
+    panic!("event not seen within {secs} s; saw {seen:#?}");
+}
+
+/// Polls until some output line seen so far (in `seen`, or new) satisfies `pred`.
+fn wait_output(
+    b: &mut SlurmBackend,
+    seen: &mut Vec<Observed>,
+    secs: u64,
+    pred: impl Fn(&OutputLine) -> bool,
+) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        seen.extend(b.poll(now_ms()));
+        if output(seen).iter().any(&pred) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("output not seen within {secs} s; saw {seen:#?}");
+}
+
+/// The output lines seen so far.
+fn output(seen: &[Observed]) -> Vec<OutputLine> {
+    seen.iter()
+        .filter_map(|o| match o {
+            Observed::Output(l) => Some(l.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn job_command(script: &str, attempt: u32) -> Command {
+    let mut env = BTreeMap::new();
+    env.insert("GREETING".to_owned(), "hello world".to_owned());
+    Command::Launch {
+        job: "j-cmd".into(),
+        generation: 1,
+        cluster: "local".into(),
+        accelerators: 2,
+        expected_end_ms: now_ms() + 5_000,
+        attempt,
+        nodes: Vec::new(),
+        command: Some(Arc::new(JobCommand {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            env,
+            working_dir: Some("/tmp".into()),
+        })),
+    }
 }
 
 fn slurm_state(id: &str) -> Option<JobState> {
@@ -248,19 +313,34 @@ fn jobs_run_complete_and_cancel_in_slurm_and_other_jobs_are_left_alone() {
         "scontrol shows it completed"
     );
     let out = std::fs::read_to_string(&logs.stdout).expect("stdout file is written");
+    let want = "id=j-short gen=1 attempt=1 ckpt=/tmp/switchyard-slurm-test/ckpt/j-short";
+    assert_eq!(out.trim(), want);
+    // The echo came back through the backend as an output line of the job.
+    wait_output(&mut b, &mut seen, 10, |l| l.line == want);
+    let line = output(&seen)
+        .into_iter()
+        .find(|l| l.line == want)
+        .expect("seen");
     assert_eq!(
-        out.trim(),
-        "id=j-short gen=1 attempt=1 ckpt=/tmp/switchyard-slurm-test/ckpt/j-short"
+        (
+            line.job.as_str(),
+            line.attempt,
+            line.rank,
+            line.stream,
+            line.seq
+        ),
+        ("j-short", 1, 0, "stdout", 0)
     );
+    assert_eq!(line.source, format!("slurm-{id}"));
     drop(b);
 
     // A long run, cancelled through Stop.
     let mut b = backend("debug", None, options("run"));
     let h = b.handle();
     b.act(vec![launch("j-long", 1, 1, 600)]);
-    let mut events = Vec::new();
-    wait_event(&h, &mut events, 30, |e| {
-        e.job == "j-long" && e.kind == "slurm_submitted"
+    let mut seen = Vec::new();
+    wait_event(&mut b, &mut seen, 30, |j, k| {
+        j == "j-long" && k == "slurm_submitted"
     });
     let id = h
         .logs("j-long")
@@ -270,8 +350,8 @@ fn jobs_run_complete_and_cancel_in_slurm_and_other_jobs_are_left_alone() {
         job: "j-long".into(),
     }]);
     wait_state(&id, 30, |s| *s == JobState::Cancelled);
-    wait_event(&h, &mut events, 10, |e| {
-        e.job == "j-long" && e.kind == "slurm_cancelled"
+    wait_event(&mut b, &mut seen, 10, |j, k| {
+        j == "j-long" && k == "slurm_cancelled"
     });
     // The job nobody tagged was never touched.
     let foreign_state = slurm_state(&foreign);
@@ -361,12 +441,12 @@ fn after_a_restart_running_jobs_are_adopted_and_unwanted_ones_cancelled() {
         launch("j-keep", 1, 1, 600),
         launch("j-drop", 1, 1, 600),
     ]);
-    let mut events = Vec::new();
-    wait_event(&ha, &mut events, 30, |e| {
-        e.job == "j-drop" && e.kind == "slurm_submitted"
+    let mut seen = Vec::new();
+    wait_event(&mut a, &mut seen, 30, |j, k| {
+        j == "j-drop" && k == "slurm_submitted"
     });
-    wait_event(&ha, &mut events, 30, |e| {
-        e.job == "j-keep" && e.kind == "slurm_submitted"
+    wait_event(&mut a, &mut seen, 30, |j, k| {
+        j == "j-keep" && k == "slurm_submitted"
     });
     let keep = ha
         .logs("j-keep")
@@ -382,9 +462,9 @@ fn after_a_restart_running_jobs_are_adopted_and_unwanted_ones_cancelled() {
     let mut b = backend("debug", None, opts);
     let hb = b.handle();
     b.act(vec![launch("j-keep", 2, 1, 600)]);
-    let mut events = Vec::new();
-    wait_event(&hb, &mut events, 30, |e| {
-        e.job == "j-keep" && e.kind == "slurm_adopted"
+    let mut seen = Vec::new();
+    wait_event(&mut b, &mut seen, 30, |j, k| {
+        j == "j-keep" && k == "slurm_adopted"
     });
     wait_state(&dropped, 30, |s| *s == JobState::Cancelled);
     assert!(
@@ -392,7 +472,7 @@ fn after_a_restart_running_jobs_are_adopted_and_unwanted_ones_cancelled() {
         "the wanted job was adopted, not cancelled"
     );
     let (submitted, cancelled, _) = hb.counters();
-    assert_eq!((submitted, cancelled), (0, 1), "{events:#?}");
+    assert_eq!((submitted, cancelled), (0, 1), "{seen:#?}");
     b.act(vec![Command::Stop {
         job: "j-keep".into(),
     }]);
@@ -410,33 +490,32 @@ fn submission_errors_become_events_with_slurms_message_and_are_retried() {
     let mut b = backend("no-such-partition", None, opts);
     let h = b.handle();
     b.act(vec![launch("j-err", 1, 1, 5)]);
-    let mut events = Vec::new();
-    wait_event(&h, &mut events, 20, |e| e.kind == "slurm_submit_failed");
+    let mut seen = Vec::new();
+    wait_event(&mut b, &mut seen, 20, |j, k| {
+        j == "j-err" && k == "slurm_submit_failed"
+    });
+    // Retried (the second refusal in a row is reported too).
     let end = Instant::now() + Duration::from_secs(20);
-    while events
-        .iter()
-        .filter(|e| e.kind == "slurm_submit_failed")
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < end, "not retried: {events:#?}");
-        events.extend(h.take_events());
+    let failures = |seen: &[Observed]| -> Vec<String> {
+        events(seen)
+            .into_iter()
+            .filter(|e| e.1 == "slurm_submit_failed")
+            .map(|e| e.2)
+            .collect()
+    };
+    while failures(&seen).len() < 2 {
+        assert!(Instant::now() < end, "not retried: {seen:#?}");
+        seen.extend(b.poll(now_ms()));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let failures: Vec<_> = events
-        .iter()
-        .filter(|e| e.kind == "slurm_submit_failed")
-        .collect();
-    assert!(failures.len() >= 2, "retried: {events:#?}");
+    let f = failures(&seen);
     assert!(
-        failures[0]
-            .message
-            .contains("Invalid partition name specified"),
+        f[0].contains("Invalid partition name specified"),
         "{}",
-        failures[0].message
+        f[0]
     );
+    assert_eq!(h.counters().0, 0, "nothing was submitted");
     // The partition has no nodes: the cluster's node is not there to be used either.
-    let seen = b.poll(now_ms());
     assert!(
         !seen.iter().any(|o| matches!(o, Observed::Finished { .. })),
         "{seen:?}"
@@ -451,29 +530,84 @@ fn submission_errors_become_events_with_slurms_message_and_are_retried() {
 }
 
 #[test]
-fn a_failing_job_is_retried_then_given_up_with_its_exit_code() {
+fn a_failing_job_is_a_failed_run_with_its_exit_code() {
     let _g = serial();
     let Some(_node) = slurm_here() else { return };
-    let mut opts = options("fail");
-    opts.max_attempts = 2;
+    let opts = options("fail");
     let _cleanup = Cleanup(opts.tag.clone());
-    let mut b = backend("debug", Some("exit 3"), opts);
+    let mut b = backend("debug", Some("echo about to fail; exit 3"), opts);
     let h = b.handle();
     b.act(vec![launch("j-fail", 1, 1, 5)]);
-    let mut events = Vec::new();
-    wait_event(&h, &mut events, 60, |e| e.kind == "slurm_gave_up");
-    let ended: Vec<_> = events.iter().filter(|e| e.kind == "slurm_ended").collect();
-    assert_eq!(ended.len(), 2, "{events:#?}");
-    assert!(ended[0].message.contains("FAILED"), "{}", ended[0].message);
-    assert!(
-        ended[0].message.contains("exit code 3:0"),
-        "{}",
-        ended[0].message
+    let mut seen = Vec::new();
+    wait_for(
+        &mut b,
+        &mut seen,
+        60,
+        |o| matches!(o, Observed::Failed { job, generation: 1, .. } if job == "j-fail"),
     );
-    assert!(events.iter().any(|e| e.kind == "slurm_retry"));
+    let id = h
+        .logs("j-fail")
+        .and_then(|l| l.slurm_job)
+        .expect("submitted");
+    let reason = seen
+        .iter()
+        .find_map(|o| match o {
+            Observed::Failed { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
     assert!(
-        !b.poll(now_ms())
-            .iter()
-            .any(|o| matches!(o, Observed::Finished { .. }))
+        reason.contains(&format!("Slurm job {id} ended FAILED with exit code 3")),
+        "{reason}"
     );
+    // The server decides about restarts: the backend submitted it once.
+    std::thread::sleep(Duration::from_millis(600));
+    seen.extend(b.poll(now_ms()));
+    assert_eq!(h.counters().0, 1, "{seen:#?}");
+    assert!(!seen.iter().any(|o| matches!(o, Observed::Finished { .. })));
+    wait_output(&mut b, &mut seen, 10, |l| l.line == "about to fail");
+}
+
+/// A job's own command (argv, env, working directory) runs once per task under `srun`, with
+/// the launcher variables, and its ranks' output comes back labelled.
+#[test]
+fn the_jobs_own_command_runs_once_per_task_and_its_output_comes_back() {
+    let _g = serial();
+    let Some(_node) = slurm_here() else { return };
+    let opts = options("cmd");
+    let _cleanup = Cleanup(opts.tag.clone());
+    let mut b = backend("debug", None, opts);
+    let script = "echo \"rank=$RANK of $WORLD_SIZE local=$LOCAL_RANK attempt=$SWITCHYARD_ATTEMPT \
+                  port=$MASTER_PORT addr=${MASTER_ADDR:+set} dir=$(pwd) greeting=$GREETING\"; \
+                  echo \"rank $RANK says bye\" >&2";
+    b.act(vec![job_command(script, 4)]);
+    let mut seen = Vec::new();
+    wait_for(
+        &mut b,
+        &mut seen,
+        60,
+        |o| matches!(o, Observed::Finished { job, generation: 1 } if job == "j-cmd"),
+    );
+    let port = switchyard_slurm::script::master_port("j-cmd", 4);
+    for rank in 0..2u32 {
+        let want = format!(
+            "rank={rank} of 2 local={rank} attempt=4 port={port} addr=set dir=/tmp greeting=hello world"
+        );
+        wait_output(&mut b, &mut seen, 10, |l| {
+            l.line == want && l.rank == rank && l.stream == "stdout" && l.attempt == 4
+        });
+        let bye = format!("rank {rank} says bye");
+        wait_output(&mut b, &mut seen, 10, |l| {
+            l.line == bye && l.rank == rank && l.stream == "stderr"
+        });
+    }
+    // A rank that fails fails the run, with its exit code.
+    b.act(vec![job_command(
+        "if [ \"$RANK\" = 1 ]; then exit 7; fi; sleep 30",
+        5,
+    )]);
+    wait_for(&mut b, &mut seen, 60, |o| {
+        matches!(o, Observed::Failed { job, reason, .. }
+            if job == "j-cmd" && reason.contains("rank 1 failed first: Exited with exit code 7"))
+    });
 }

@@ -203,7 +203,7 @@ proptest! {
         cut in 0usize..4000,
         junk in "[\u{1f}|=:*+() a-z0-9\n]{0,40}",
     ) {
-        for name in ["sinfo_nodes_mixed.txt", "squeue_format_running.txt", "scontrol_show_job_done.txt", "squeue_running.json"] {
+        for name in ["sinfo_nodes_mixed.txt", "squeue_format_running.txt", "scontrol_show_job_done.txt", "squeue_running.json", "rest-v0.0.38/nodes_drained.json", "rest-v0.0.38/job_failed.json"] {
             let text = fixture(name);
             let mut cut = cut.min(text.len());
             while !text.is_char_boundary(cut) { cut -= 1; }
@@ -212,12 +212,21 @@ proptest! {
             let _ = parse_squeue(&mangled);
             let _ = parse_squeue_json(&mangled);
             let _ = parse_scontrol_jobs(&mangled);
+            let _ = parse::parse_rest_nodes(&mangled, None);
+            let _ = parse::parse_rest_job_infos(&mangled);
+            let _ = parse::parse_rest_submit(&mangled);
+            let _ = parse::parse_rest_errors(&mangled);
         }
     }
 
     #[test]
-    fn tags_round_trip(job in "[a-z0-9#:-]{1,30}", generation: u32, attempt: u32) {
-        let t = Tag { job, generation, attempt };
+    fn tags_round_trip(job in "[a-z0-9#:.-]{1,30}", generation: u32, attempt: u32, resubmit in prop::sample::select(vec![0u32, 1, 2, u32::MAX])) {
+        let t = Tag {
+            job,
+            generation,
+            attempt,
+            resubmit,
+        };
         prop_assert_eq!(Tag::parse(&t.render("switchyard"), "switchyard"), Some(t));
     }
 
@@ -235,5 +244,73 @@ proptest! {
         prop_assert_eq!(&jobs[0].name, &name);
         prop_assert_eq!(jobs[0].comment.as_deref(), Some(comment.as_str()));
         prop_assert_eq!(jobs[0].state.as_str(), state);
+    }
+}
+
+mod rest {
+    //! slurmrestd 22.05.8's answers (OpenAPI v0.0.38), captured (fixtures/README.md).
+
+    use super::fixture;
+    use switchyard_slurm::parse::{
+        JobState, NodeBase, parse_rest_errors, parse_rest_job_infos, parse_rest_jobs,
+        parse_rest_nodes, parse_rest_submit, wait_status,
+    };
+
+    fn rest(name: &str) -> String {
+        fixture(&format!("rest-v0.0.38/{name}"))
+    }
+
+    #[test]
+    fn nodes_with_their_state_flags() {
+        let nodes = parse_rest_nodes(&rest("nodes_drained.json"), Some("debug")).expect("nodes");
+        assert_eq!(nodes.len(), 1);
+        let n = &nodes[0];
+        assert_eq!((n.name.as_str(), n.partition.as_str()), ("vm", "debug"));
+        assert_eq!((n.cpus, n.gpus), (2, 0));
+        assert_eq!(n.state.base, NodeBase::Idle);
+        assert!(n.state.drain, "state_flags DRAIN");
+        assert!(!n.state.usable());
+        assert_eq!(n.reason, "resttest");
+        let other = parse_rest_nodes(&rest("nodes_drained.json"), Some("gpu")).expect("nodes");
+        assert!(other.is_empty(), "another partition's nodes are left out");
+    }
+
+    #[test]
+    fn jobs_and_their_exit_codes() {
+        let jobs = parse_rest_jobs(&rest("jobs.json")).expect("jobs");
+        assert_eq!(jobs.len(), 4);
+        let j = jobs.iter().find(|j| j.id == "3322").expect("3322");
+        assert_eq!(j.state, JobState::Cancelled);
+        assert_eq!(j.comment.as_deref(), Some("resttest:j:1:1"));
+        assert_eq!((j.name.as_str(), j.user.as_str()), ("sy-rest", "root"));
+        let f = jobs.iter().find(|j| j.id == "3323").expect("3323");
+        assert_eq!(f.state, JobState::Failed);
+        assert_eq!(f.reason, "NonZeroExitCode");
+        let info = parse_rest_job_infos(&rest("job_failed.json")).expect("job");
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].state, JobState::Failed);
+        assert_eq!(info[0].exit_code, Some((3, 0)));
+        assert_eq!(wait_status(15), (0, 15));
+        assert_eq!(wait_status(0), (0, 0));
+        assert_eq!(wait_status(-1), (0, 0));
+    }
+
+    #[test]
+    fn errors_and_submissions() {
+        assert_eq!(parse_rest_submit(&rest("submit.json")), Ok("3322".into()));
+        assert!(parse_rest_errors(&rest("submit.json")).is_empty());
+        assert_eq!(
+            parse_rest_errors(&rest("submit_refused.json")),
+            vec!["Invalid partition name specified".to_owned()]
+        );
+        assert!(parse_rest_submit(&rest("submit_refused.json")).is_err());
+        let unknown = parse_rest_errors(&rest("job_unknown.json"));
+        assert_eq!(
+            unknown,
+            vec!["Invalid job id specified (Unable to find JobId=99999999)".to_owned()]
+        );
+        assert!(parse_rest_errors("not json").is_empty());
+        assert!(parse_rest_nodes("{}", None).is_err());
+        assert!(parse_rest_job_infos("[]").is_err());
     }
 }

@@ -70,4 +70,15 @@ fn jobs_submitted_to_the_api_run_and_are_cancelled_on_slurm() {
         kinds.contains(&"started") && kinds.contains(&"finished"),
         "{events}"
     );
+    // The backend's own events reach the job's events, with Slurm's job id.
+    assert!(kinds.contains(&"slurm_submitted"), "{events}");
+    let submitted = events["events"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["kind"] == "slurm_submitted"))
+        .and_then(|e| e["message"].as_str())
+        .unwrap_or_default();
+    assert!(
+        submitted.contains(&format!("Slurm job {}", runs[0].0)),
+        "{submitted}"
+    );
 }

@@ -20,34 +20,7 @@ pub const SEED: u64 = 11;
 
 /// A fleet with one agent-run cluster `local` of `nodes` nodes × `per_node` accelerators.
 pub fn fleet_file(dir: &Path, nodes: u32, per_node: u32) -> PathBuf {
-    let text = format!(
-        r#"
-name = "agents-test"
-[[providers]]
-name = "here"
-kind = "on_premises"
-[[providers.contracts]]
-accelerator = "H100"
-reserved = {{ accelerators = {total}, price = 1.0, term_months = 1 }}
-
-[[clusters]]
-name = "local"
-provider = "here"
-region = "lab"
-accelerator = "H100"
-nodes = {nodes}
-accelerators_per_node = {per_node}
-node_mtbf_hours = 100000.0
-repair_hours = 1.0
-topology = {{ scale_up = {{ nodes = 1 }} }}
-
-[[tenants]]
-name = "lab"
-[[tenants.teams]]
-name = "research"
-"#,
-        total = nodes * per_node
-    );
+    let text = switchyard_core::fleet::local_fleet_toml("agents-test", nodes, per_node, "");
     let path = dir.join("fleet.toml");
     std::fs::write(&path, text).expect("write the fleet");
     path
@@ -81,6 +54,10 @@ impl AgentServer {
         let tenant_token = server_common::token(&db, "research", false);
         let agent_token = agent_token(&db);
         let server = start_server(&db, fleet, listen, &checkpoints);
+        // Agents are served by the scheduling leader only; wait for it to lead.
+        wait_for(30, "the server to lead", || {
+            (server.role() == "leader").then_some(())
+        });
         AgentServer {
             server,
             tenant_token,

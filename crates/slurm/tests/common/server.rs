@@ -41,34 +41,13 @@ pub fn slurm_usable() -> bool {
 /// it, and the command the batch scripts run (`None`: sleep for the expected duration).
 pub fn local_fleet(per_node: u32, command: Option<&str>) -> Fleet {
     let command = command.map_or(String::new(), |c| format!(", command = {c:?}"));
-    let text = format!(
-        r#"
-name = "local-slurm"
-[[providers]]
-name = "here"
-kind = "on_premises"
-[[providers.contracts]]
-accelerator = "H100"
-reserved = {{ accelerators = {per_node}, price = 1.0, term_months = 1 }}
-
-[[clusters]]
-name = "local"
-provider = "here"
-region = "lab"
-accelerator = "H100"
-nodes = 1
-accelerators_per_node = {per_node}
-node_mtbf_hours = 100000.0
-repair_hours = 1.0
-backend = "slurm"
-slurm = {{ partition = "debug", log_dir = "/tmp/switchyard-slurm-test/server-logs"{command} }}
-topology = {{ scale_up = {{ nodes = 1 }} }}
-
-[[tenants]]
-name = "lab"
-[[tenants.teams]]
-name = "research"
-"#
+    let text = switchyard_core::fleet::local_fleet_toml(
+        "local-slurm",
+        1,
+        per_node,
+        &format!(
+            "backend = \"slurm\"\nslurm = {{ partition = \"debug\", log_dir = \"/tmp/switchyard-slurm-test/server-logs\"{command} }}"
+        ),
     );
     Fleet::from_toml(&text, "local-slurm.toml").expect("the test fleet is valid")
 }
