@@ -22,7 +22,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -123,6 +123,10 @@ struct Managed {
     reported: bool,
     /// Set when the process is gone: its output followers finish what is left and stop.
     gone: Arc<AtomicBool>,
+    /// Without a state directory: the next `seq` of stdout and stderr, kept across restarts
+    /// of the assignment, so that a restarted process's lines do not reuse the positions of
+    /// its predecessors' (the server keeps one line per assignment, stream and seq).
+    pipe_offsets: [Arc<AtomicU64>; 2],
 }
 
 /// One line of `processes.json`.
@@ -187,11 +191,12 @@ fn signal_group(pid: u32, sig: Signal) {
 }
 
 /// Reads lines from `source` and sends them; `seq` is the byte offset of each line in the
-/// stream, starting at `offset`. With `gone` (following a file), end of file means "wait for
+/// stream, taken from `offset` (shared by the followers of one assignment's restarts, so that
+/// each line gets a position of its own). With `gone` (following a file), end of file means "wait for
 /// more" until `gone` is set; without it (a pipe), end of file ends the stream.
 fn follow(
     mut source: impl Read + Send + 'static,
-    mut offset: u64,
+    offset: Arc<AtomicU64>,
     gone: Option<Arc<AtomicBool>>,
     id: String,
     stream: Stream,
@@ -225,10 +230,9 @@ fn follow(
                 let complete = pending.last() == Some(&b'\n') || pending.len() >= MAX_LINE_BYTES;
                 if n > 0 && complete {
                     let len = pending.len() as u64;
-                    if !send(&mut pending, offset) {
+                    if !send(&mut pending, offset.fetch_add(len, Ordering::AcqRel)) {
                         return;
                     }
-                    offset += len;
                     pending.clear();
                     continue;
                 }
@@ -250,13 +254,13 @@ fn follow(
                         for chunk in pending.split_inclusive(|b| *b == b'\n') {
                             let mut c = chunk.to_vec();
                             let len = c.len() as u64;
-                            if !send(&mut c, offset) {
+                            if !send(&mut c, offset.fetch_add(len, Ordering::AcqRel)) {
                                 return;
                             }
-                            offset += len;
                         }
                     } else if !pending.is_empty() {
-                        send(&mut pending, offset);
+                        let at = offset.fetch_add(pending.len() as u64, Ordering::AcqRel);
+                        send(&mut pending, at);
                     }
                     return;
                 }
@@ -326,6 +330,7 @@ impl Supervisor {
                 restarts: r.restarts,
                 reported: r.reported,
                 gone,
+                pipe_offsets: Default::default(),
             };
             if let ProcessState::Running { pid } | ProcessState::Stopping { pid } = m.state {
                 let alive = process_start_ticks(pid).is_some_and(|t| Some(t) == r.start_ticks);
@@ -390,7 +395,7 @@ impl Supervisor {
             }
             follow(
                 f,
-                offset,
+                Arc::new(AtomicU64::new(offset)),
                 Some(m.gone.clone()),
                 m.assignment.id.clone(),
                 stream,
@@ -432,13 +437,13 @@ impl Supervisor {
     /// [`ProcessState::FailedToStart`] (and reported like an exit), not returned as an error.
     /// Replaces an exited record with the same id; refuses (returns false) if one is live.
     pub fn start(&mut self, a: &Assignment, restart: bool) -> bool {
-        let restarts = match self.procs.get(&a.id) {
+        let (restarts, pipe_offsets) = match self.procs.get(&a.id) {
             Some(m) if m.handle.is_some() => {
                 tracing::warn!("not starting {}: a copy is still running", a.id);
                 return false;
             }
-            Some(m) => m.restarts + u32::from(restart),
-            None => 0,
+            Some(m) => (m.restarts + u32::from(restart), m.pipe_offsets.clone()),
+            None => (0, Default::default()),
         };
         let mut managed = Managed {
             assignment: a.clone(),
@@ -452,8 +457,9 @@ impl Supervisor {
             restarts,
             reported: false,
             gone: Arc::new(AtomicBool::new(false)),
+            pipe_offsets,
         };
-        match self.spawn(a, &managed.gone) {
+        match self.spawn(a, &managed.gone, &managed.pipe_offsets) {
             Ok(child) => {
                 let pid = child.id();
                 tracing::info!(id = %a.id, pid, "started");
@@ -472,7 +478,12 @@ impl Supervisor {
         true
     }
 
-    fn spawn(&self, a: &Assignment, gone: &Arc<AtomicBool>) -> Result<Child, String> {
+    fn spawn(
+        &self,
+        a: &Assignment,
+        gone: &Arc<AtomicBool>,
+        pipe_offsets: &[Arc<AtomicU64>; 2],
+    ) -> Result<Child, String> {
         let (program, args) = a
             .command
             .split_first()
@@ -513,7 +524,7 @@ impl Supervisor {
         for (stream, reader, offset) in files {
             follow(
                 reader,
-                offset,
+                Arc::new(AtomicU64::new(offset)),
                 Some(gone.clone()),
                 a.id.clone(),
                 stream,
@@ -523,7 +534,7 @@ impl Supervisor {
         if let Some(out) = child.stdout.take() {
             follow(
                 out,
-                0,
+                pipe_offsets[0].clone(),
                 None,
                 a.id.clone(),
                 Stream::Stdout,
@@ -533,7 +544,7 @@ impl Supervisor {
         if let Some(err) = child.stderr.take() {
             follow(
                 err,
-                0,
+                pipe_offsets[1].clone(),
                 None,
                 a.id.clone(),
                 Stream::Stderr,
@@ -857,6 +868,31 @@ mod tests {
         assert_eq!(out[0].line, "rank=2 world=4 devices=2,3");
         assert_eq!(err[0].line, "oops");
         assert_eq!(out[0].seq, 0);
+    }
+
+    #[test]
+    fn a_restarted_process_continues_its_streams_positions() {
+        // Through pipes: the server keeps one line per (assignment, stream, seq), so a restart
+        // must not print at positions its predecessor used.
+        let mut s = Supervisor::new();
+        let a = sh("again", "echo start; echo err >&2");
+        assert!(s.start(&a, false));
+        wait_exit(&mut s, "again");
+        let first = logs_until(&s, 2);
+        assert!(s.start(&a, true));
+        wait_exit(&mut s, "again");
+        let second = logs_until(&s, 2);
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let seqs: Vec<u64> = first
+                .iter()
+                .chain(&second)
+                .filter(|l| l.stream == stream)
+                .map(|l| l.seq)
+                .collect();
+            let len = if stream == Stream::Stdout { 6 } else { 4 };
+            assert_eq!(seqs, [0, len], "{stream:?}: {first:?} {second:?}");
+        }
+        assert_eq!(s.statuses()[0].restarts, 1);
     }
 
     #[test]

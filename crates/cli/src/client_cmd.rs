@@ -1,11 +1,11 @@
-//! The client verbs: `submit`, `status`, `cancel`, `events`, `logs`, `queue`.
+//! The client verbs: `submit`, `status`, `cancel`, `scale`, `events`, `logs`, `queue`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use switchyard_server::api::{
-    FleetState, Job, JobEvents, JobList, JobLogs, LogEntry, SubmitRequest, TenantList,
+    FleetState, Job, JobEvents, JobList, JobLogs, LogEntry, ScaleRequest, SubmitRequest, TenantList,
 };
 
 use crate::CliError;
@@ -58,6 +58,26 @@ pub struct CancelArgs {
     job: String,
     #[command(flatten)]
     client: ClientArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Set how many replicas an inference service runs (within its submitted `replicas` range).
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  switchyard scale j-1f2e3d4c5b6a7980 --replicas 3\n\n\
+The server stores the count and the scheduler adds or removes replicas as capacity allows;\n\
+`switchyard status JOB` shows them (allocated = replicas x accelerators), `switchyard events JOB`\n\
+each replica added or removed."
+)]
+pub struct ScaleArgs {
+    job: String,
+    /// The wanted replica count, between the service's `replicas.min` and `replicas.max`.
+    #[arg(long, value_name = "N")]
+    replicas: u32,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Print the job as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -184,6 +204,18 @@ fn job_table(jobs: &[Job], reason: bool) -> Table {
     t
 }
 
+/// An inference service's replicas: serving now (and wanted); `-` for other jobs.
+fn replicas(job: &Job) -> String {
+    if job.kind != "inference" {
+        return "-".into();
+    }
+    let serving = job.allocated.max(0) / job.accelerators.max(1);
+    match job.replicas_wanted {
+        Some(w) if w != serving => format!("{serving} ({w} wanted)"),
+        _ => serving.to_string(),
+    }
+}
+
 pub fn status(args: StatusArgs) -> Result<(), CliError> {
     let client = Client::new(&args.client)?;
     if let Some(id) = &args.job {
@@ -205,6 +237,7 @@ pub fn status(args: StatusArgs) -> Result<(), CliError> {
             ("allocated", thousands(job.allocated.max(0) as u64)),
             ("cluster", job.cluster.clone().unwrap_or_else(|| "-".into())),
             ("restarts", job.restarts.to_string()),
+            ("replicas", replicas(&job)),
             ("submitted", format!("{} ago", ago(job.submitted_ms))),
             ("started", opt(job.started_ms)),
             ("finished", opt(job.finished_ms)),
@@ -242,6 +275,28 @@ pub fn cancel(args: CancelArgs) -> Result<(), CliError> {
     println!(
         "cancellation of {} requested (it was {})",
         job.id, job.state
+    );
+    Ok(())
+}
+
+pub fn scale(args: ScaleArgs) -> Result<(), CliError> {
+    let client = Client::new(&args.client)?;
+    let job: Job = client.post(
+        &format!("/v1/jobs/{}/scale", encode(&args.job)),
+        Some(&ScaleRequest {
+            replicas: i64::from(args.replicas),
+        }),
+    )?;
+    if args.json {
+        return print_json(&job);
+    }
+    println!(
+        "{} wants {} replicas (serving now: {}; {}): {}",
+        job.id,
+        job.replicas_wanted.unwrap_or(i64::from(args.replicas)),
+        job.allocated.max(0) / job.accelerators.max(1),
+        job.state,
+        job.reason
     );
     Ok(())
 }

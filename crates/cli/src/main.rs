@@ -43,6 +43,8 @@ enum Command {
     Status(client_cmd::StatusArgs),
     /// Cancel a job.
     Cancel(client_cmd::CancelArgs),
+    /// Set how many replicas an inference service runs.
+    Scale(client_cmd::ScaleArgs),
     /// Show a job's events and why it waits.
     Events(client_cmd::EventsArgs),
     /// Print a job's output (every rank's stdout and stderr); --follow to keep printing.
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
         Command::Submit(args) => client_cmd::submit(args),
         Command::Status(args) => client_cmd::status(args),
         Command::Cancel(args) => client_cmd::cancel(args),
+        Command::Scale(args) => client_cmd::scale(args),
         Command::Events(args) => client_cmd::events(args),
         Command::Logs(args) => client_cmd::logs(args),
         Command::Queue(args) => client_cmd::queue(args),

@@ -511,6 +511,195 @@ fn cli_verbs(db: String) {
     assert_eq!(out.status.code(), Some(2));
 }
 
+fn job(url: &str, t: &str, id: &str) -> Value {
+    let (status, job) = call("GET", &format!("{url}/v1/jobs/{id}"), Some(t), None);
+    assert_eq!(status, 200, "{job}");
+    job
+}
+
+fn event_kinds(url: &str, t: &str, id: &str) -> Vec<String> {
+    let (status, ev) = call("GET", &format!("{url}/v1/jobs/{id}/events"), Some(t), None);
+    assert_eq!(status, 200, "{ev}");
+    ev["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `POST /v1/jobs/{id}/scale` and `switchyard scale` against the dry-run backend: a service
+/// of replicas {min 1, max 4} scaled to 3 holds 3x its accelerators, then 1x; the count
+/// survives a change of leader; what cannot be scaled is refused.
+fn scaling(db: String) {
+    let mut s = Server::start(&db);
+    let t = token(&db, "research", false);
+    let other = token(&db, "vision", false);
+    let (status, svc) = submit(
+        &s.url,
+        &t,
+        &json!({"name": "chat", "kind": "inference", "accelerators": 8, "replicas": {"min": 1, "max": 4}}),
+    );
+    assert_eq!(status, 201, "{svc}");
+    let id = svc["id"].as_str().expect("id").to_owned();
+    assert!(svc.get("replicas_wanted").is_none(), "{svc}");
+    wait_for(30, "the service to run one replica", || {
+        (job(&s.url, &t, &id)["allocated"] == 8).then_some(())
+    });
+    let scale = |url: &str, token: &str, id: &str, body: &str| {
+        call(
+            "POST",
+            &format!("{url}/v1/jobs/{id}/scale"),
+            Some(token),
+            Some(body),
+        )
+    };
+
+    // Up to 3 through the API.
+    let (status, j) = scale(&s.url, &t, &id, r#"{"replicas": 3}"#);
+    assert_eq!(status, 200, "{j}");
+    assert_eq!(j["replicas_wanted"], 3, "{j}");
+    wait_for(30, "three replicas", || {
+        (job(&s.url, &t, &id)["allocated"] == 24).then_some(())
+    });
+    let j = job(&s.url, &t, &id);
+    assert!(
+        j["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("serving with 3 replicas")),
+        "{j}"
+    );
+    let kinds = event_kinds(&s.url, &t, &id);
+    assert!(kinds.contains(&"scale_requested".to_owned()), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "replica_added").count(),
+        3,
+        "{kinds:?}"
+    );
+
+    // Down to 1 with the CLI.
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("SWITCHYARD_URL", &s.url)
+            .env("SWITCHYARD_TOKEN", &t)
+            .output()
+            .expect("run the cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["scale", &id, "--replicas", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(&format!("{id} wants 1 replicas")), "{out}");
+    wait_for(30, "one replica", || {
+        (job(&s.url, &t, &id)["allocated"] == 8).then_some(())
+    });
+    assert_eq!(
+        event_kinds(&s.url, &t, &id)
+            .iter()
+            .filter(|k| *k == "replica_removed")
+            .count(),
+        2
+    );
+    let (code, out, _) = cli(&["status", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("replicas"), "{out}");
+
+    // Refusals: out of range (422, saying the range), malformed (400), another tenant's or
+    // an unknown job (404), a job that is not a service (422), a finished service (422).
+    let (status, e) = scale(&s.url, &t, &id, r#"{"replicas": 5}"#);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (422, Some("invalid_request")),
+        "{e}"
+    );
+    let m = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(m.contains("1..=4") && m.contains("min = 1, max = 4"), "{m}");
+    let (status, e) = scale(&s.url, &t, &id, r#"{"replicas": 0}"#);
+    assert_eq!(status, 422, "{e}");
+    let (status, e) = scale(&s.url, &t, &id, r#"{"replicas": 2, "extra": 1}"#);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("invalid_json")),
+        "{e}"
+    );
+    let (status, e) = scale(&s.url, &other, &id, r#"{"replicas": 2}"#);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
+    let (status, e) = scale(&s.url, &t, "j-0000000000000000", r#"{"replicas": 2}"#);
+    assert_eq!(status, 404, "{e}");
+    let (code, _, err) = cli(&["scale", &id, "--replicas", "9"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("1..=4"), "{err}");
+    let (code, _, err) = cli(&["scale", "j-0000000000000000", "--replicas", "2"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no job"), "{err}");
+    let (status, batch) = submit(
+        &s.url,
+        &t,
+        &json!({"kind": "batch", "accelerators": 8, "duration_s": 3600.0}),
+    );
+    assert_eq!(status, 201, "{batch}");
+    let (status, e) = scale(
+        &s.url,
+        &t,
+        batch["id"].as_str().expect("id"),
+        r#"{"replicas": 2}"#,
+    );
+    assert_eq!(status, 422, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("only inference services scale")),
+        "{e}"
+    );
+    // The other tenant's attempt changed nothing.
+    assert_eq!(job(&s.url, &t, &id)["replicas_wanted"], 1);
+
+    // A new leader applies the stored count: scale to 2, kill the server before or after the
+    // leader acts on it; the next server serves 2 replicas.
+    let (status, _) = scale(&s.url, &t, &id, r#"{"replicas": 2}"#);
+    assert_eq!(status, 200);
+    s.kill();
+    let s = Server::start(&db);
+    wait_for(60, "the new leader to serve two replicas", || {
+        let j = job(&s.url, &t, &id);
+        let kinds = event_kinds(&s.url, &t, &id);
+        let recovered = kinds.iter().rposition(|k| k == "recovered")?;
+        let added = kinds[recovered..]
+            .iter()
+            .filter(|k| *k == "replica_added")
+            .count();
+        (j["allocated"] == 16 && j["state"] == "running" && added == 2).then_some(())
+    });
+
+    // Cancelled: no more scaling.
+    let (status, _) = call(
+        "POST",
+        &format!("{}/v1/jobs/{id}/cancel", s.url),
+        Some(&t),
+        None,
+    );
+    assert_eq!(status, 202);
+    wait_for(30, "the cancellation", || {
+        (job_state(&s.url, &t, &id) == "cancelled").then_some(())
+    });
+    let (status, e) = scale(&s.url, &t, &id, r#"{"replicas": 2}"#);
+    assert_eq!(status, 422, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already cancelled")),
+        "{e}"
+    );
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[test] fn $name() { super::$name(super::fresh_db("sqlite").expect("sqlite")); } )* }
@@ -518,7 +707,7 @@ macro_rules! both {
     };
 }
 
-both!(lifecycle, tenant_isolation, error_codes, cli_verbs);
+both!(lifecycle, tenant_isolation, error_codes, cli_verbs, scaling);
 
 #[test]
 fn every_control_plane_verb_has_help_with_an_example() {
@@ -528,6 +717,7 @@ fn every_control_plane_verb_has_help_with_an_example() {
         &["submit"],
         &["status"],
         &["cancel"],
+        &["scale"],
         &["events"],
         &["queue"],
     ] {

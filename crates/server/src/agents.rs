@@ -130,6 +130,10 @@ struct Hub {
     by_slot: HashMap<(u32, u32), String>,
     runs: Vec<Run>,
     replica_seq: u64,
+    /// Tells this hub's replica ids from those of earlier server processes (its creation
+    /// time, hex): the store keeps a log line once per (assignment id, stream, seq), so a
+    /// replica id reused after a restart would lose the new process's output.
+    replica_epoch: String,
     /// Accelerator indices in use, per node.
     used: HashMap<String, BTreeSet<u32>>,
     observed: Vec<Observed>,
@@ -165,6 +169,7 @@ impl AgentHub {
             inner: Arc::new(Mutex::new(Hub {
                 clusters,
                 resync_down: true,
+                replica_epoch: format!("{:x}", now_ms()),
                 ..Hub::default()
             })),
             settings: Arc::new(settings),
@@ -466,7 +471,7 @@ pub fn render_metrics(nodes: &[NodeView]) -> String {
     out
 }
 
-/// `{job}/replica-{n}/rank-{r}` → job.
+/// `{job}/replica-{epoch}.{n}/rank-{r}` → job.
 fn replica_of(id: &str) -> Option<&str> {
     id.split_once("/replica-").map(|(job, _)| job)
 }
@@ -767,7 +772,7 @@ impl AgentBackend {
             .map(|(rank, slot)| Placed {
                 node: slot.node_id.clone(),
                 assignment: Assignment {
-                    id: format!("{job}/replica-{seq}/rank-{rank}"),
+                    id: format!("{job}/replica-{}.{seq}/rank-{rank}", hub.replica_epoch),
                     job_id: job.clone(),
                     attempt: 1,
                     rank: rank as u32,

@@ -129,6 +129,14 @@ pub struct ReplicaRange {
     pub max: u32,
 }
 
+/// `POST /v1/jobs/{id}/scale`: an inference service's wanted replica count, within the
+/// `replicas = { min, max }` it was submitted with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub replicas: i64,
+}
+
 /// A job as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +159,11 @@ pub struct Job {
     pub allocated: i64,
     pub restarts: i64,
     pub cancel_requested: bool,
+    /// Inference services: the replica count last asked for with `POST /v1/jobs/{id}/scale`
+    /// (absent: never asked; the service runs its submitted minimum). The replicas serving now
+    /// are `allocated / accelerators`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_wanted: Option<i64>,
     pub submitted_ms: i64,
     #[serde(default)]
     pub started_ms: Option<i64>,
@@ -175,6 +188,7 @@ impl From<&JobRecord> for Job {
             allocated: r.allocated,
             restarts: r.restarts,
             cancel_requested: r.cancel_requested,
+            replicas_wanted: r.replicas_wanted,
             submitted_ms: r.submitted_ms,
             started_ms: r.started_ms,
             finished_ms: r.finished_ms,

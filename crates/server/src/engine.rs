@@ -8,8 +8,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use switchyard_core::JobSpec;
 use switchyard_core::fleet::Fleet;
+use switchyard_core::{JobKind, JobSpec};
 use switchyard_sched::{
     Action, Config, Decision, Event, JobIdx, JobState as SchedState, Scheduler,
 };
@@ -60,6 +60,12 @@ struct Tracked {
     attempts: u32,
     /// Restarts before this leader's term (a recovery counts as one).
     restarts_before: i64,
+    /// Inference services: the replica range submitted, and the count the scheduler wants
+    /// (the minimum until [`Engine::scale`] says otherwise).
+    replica_range: Option<(u32, u32)>,
+    wanted: u32,
+    /// The last count [`Engine::scale`] passed on (so that repeating it does nothing).
+    scaled: Option<u32>,
 }
 
 /// What a job carries besides its scheduling spec.
@@ -142,6 +148,11 @@ impl Engine {
         spec.tenant = record.tenant.clone();
         spec.submit_s = self.clock.to_s(record.submitted_ms);
         let size = spec.accelerators;
+        let replica_range = (spec.kind == JobKind::Inference).then(|| {
+            spec.replicas
+                .as_ref()
+                .map_or((1, 1), |r| (r.min, r.max.max(r.min)))
+        });
         let now = self.clock.to_s(now_ms);
         let idx = self
             .sched
@@ -162,6 +173,9 @@ impl Engine {
                 + u32::from(record.state == JobState::Running),
             attempts: 0,
             restarts_before: record.restarts + i64::from(record.state == JobState::Running),
+            replica_range,
+            wanted: replica_range.map_or(1, |r| r.0),
+            scaled: None,
         });
         self.by_id.insert(record.id.clone(), idx);
         self.active.insert(idx);
@@ -213,6 +227,37 @@ impl Engine {
             self.dirty.insert(job);
             self.drain(now_ms);
         }
+    }
+
+    /// An inference service's wanted replica count (from the store's scale requests, every
+    /// pass). Passed on to the scheduler, which clamps it to the service's range, only when it
+    /// differs from the last count passed on for the job: calling it again with the same count
+    /// does nothing. No-op for unknown jobs and jobs that are not active services.
+    pub fn scale(&mut self, now_ms: i64, id: &str, replicas: i64) {
+        let Some(&job) = self.by_id.get(id) else {
+            return;
+        };
+        let replicas = u32::try_from(replicas.max(0)).unwrap_or(u32::MAX);
+        let t = &mut self.jobs[job as usize];
+        let Some((lo, hi)) = t.replica_range else {
+            return;
+        };
+        if t.scaled == Some(replicas)
+            || !matches!(
+                self.sched.job(job).state,
+                SchedState::Pending | SchedState::Running
+            )
+        {
+            return;
+        }
+        t.scaled = Some(replicas);
+        t.wanted = replicas.clamp(lo, hi);
+        let now = self.clock.to_s(now_ms);
+        self.sched
+            .handle(now, Event::Scale { job, replicas }, &mut self.decisions);
+        // Its reason says how many replicas it wants, even before any can be placed.
+        self.dirty.insert(job);
+        self.drain(now_ms);
     }
 
     /// The backend reports a run's work done.
@@ -460,6 +505,25 @@ impl Engine {
             let v = self.sched.job(j);
             let t = &mut self.jobs[j as usize];
             let why = match (v.state, v.cluster) {
+                (SchedState::Running, Some(c)) if t.replica_range.is_some() => {
+                    let have = t.allocated / i64::from(t.size.max(1));
+                    let wanted = if i64::from(t.wanted) == have {
+                        String::new()
+                    } else {
+                        format!(" of {} wanted", t.wanted)
+                    };
+                    format!(
+                        "serving with {have}{wanted} replica{} of {} accelerators ({} in all; last placed on {})",
+                        if have == 1 && wanted.is_empty() {
+                            ""
+                        } else {
+                            "s"
+                        },
+                        t.size,
+                        t.allocated,
+                        self.clusters[c as usize]
+                    )
+                }
                 // The scheduler's own words give its clock's start time; say it plainly.
                 (SchedState::Running, Some(c)) => format!(
                     "running on {} accelerators of {}",
@@ -531,6 +595,7 @@ mod tests {
             allocated: 0,
             restarts: 0,
             cancel_requested: false,
+            replicas_wanted: None,
             submitted_ms: T0,
             started_ms: None,
             finished_ms: None,
@@ -736,6 +801,152 @@ mod tests {
             failed.message
         );
         e.check().expect("invariants");
+    }
+
+    fn service(min: u32, max: u32) -> JobSpec {
+        JobSpec {
+            kind: JobKind::Inference,
+            replicas: Some(switchyard_core::Replicas {
+                min,
+                max,
+                capacity_per_replica: 1.0,
+                load: None,
+            }),
+            work: Work::Open,
+            ..spec(1.0)
+        }
+    }
+
+    /// (replicas added, replicas removed) among `cmds`; every one names its nodes, and
+    /// their shares add up to the replica's size.
+    fn replica_commands(cmds: &[Command]) -> (usize, usize) {
+        let (mut added, mut removed) = (0, 0);
+        for c in cmds {
+            match c {
+                Command::AddReplica {
+                    job,
+                    accelerators,
+                    nodes,
+                    ..
+                } => {
+                    assert_eq!(job, "s");
+                    assert!(!nodes.is_empty(), "{c:?}");
+                    assert_eq!(
+                        nodes.iter().map(|n| n.accelerators).sum::<u32>(),
+                        *accelerators
+                    );
+                    added += 1;
+                }
+                Command::RemoveReplica { job, nodes, .. } => {
+                    assert_eq!(job, "s");
+                    assert!(!nodes.is_empty(), "{c:?}");
+                    removed += 1;
+                }
+                other => panic!("unexpected command {other:?}"),
+            }
+        }
+        (added, removed)
+    }
+
+    #[test]
+    fn services_scale_within_their_range_once_per_request() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("s", 1);
+        r.kind = "inference".into();
+        e.admit(T0, &r, service(1, 4));
+        e.schedule(T0);
+        let (batch, cmds) = e.take(T0);
+        assert_eq!(replica_commands(&cmds), (1, 0));
+        let u = update(&batch, "s");
+        assert_eq!((u.state, u.allocated), (JobState::Running, 8));
+        assert!(
+            u.reason
+                .starts_with("serving with 1 replica of 8 accelerators (8 in all"),
+            "{}",
+            u.reason
+        );
+
+        // Up to 3: two more replicas, each with its nodes.
+        e.scale(T0 + 1000, "s", 3);
+        e.schedule(T0 + 1000);
+        let (batch, cmds) = e.take(T0 + 1000);
+        assert_eq!(replica_commands(&cmds), (2, 0));
+        let u = update(&batch, "s");
+        assert_eq!(u.allocated, 24);
+        assert!(
+            u.reason.starts_with("serving with 3 replicas"),
+            "{}",
+            u.reason
+        );
+        assert_eq!(
+            batch
+                .events
+                .iter()
+                .filter(|ev| ev.kind == "replica_added")
+                .count(),
+            2
+        );
+
+        // The same request again (the next pass reads it again): nothing.
+        e.scale(T0 + 2000, "s", 3);
+        e.schedule(T0 + 2000);
+        let (batch, cmds) = e.take(T0 + 2000);
+        assert!(cmds.is_empty(), "{cmds:?}");
+        assert!(
+            batch.updates.is_empty() && batch.events.is_empty(),
+            "{batch:?}"
+        );
+
+        // Down to 1: two replicas removed, by their nodes.
+        e.scale(T0 + 3000, "s", 1);
+        e.schedule(T0 + 3000);
+        let (batch, cmds) = e.take(T0 + 3000);
+        assert_eq!(replica_commands(&cmds), (0, 2));
+        let u = update(&batch, "s");
+        assert_eq!((u.state, u.allocated), (JobState::Running, 8));
+
+        // Beyond the range: clamped to max 4, then to min 1 (never to none).
+        e.scale(T0 + 4000, "s", 10);
+        e.schedule(T0 + 4000);
+        let (batch, cmds) = e.take(T0 + 4000);
+        assert_eq!(replica_commands(&cmds), (3, 0));
+        assert_eq!(update(&batch, "s").allocated, 32);
+        e.scale(T0 + 5000, "s", 0);
+        e.schedule(T0 + 5000);
+        let (batch, cmds) = e.take(T0 + 5000);
+        assert_eq!(replica_commands(&cmds), (0, 3));
+        assert_eq!(update(&batch, "s").allocated, 8);
+
+        // Unknown jobs and jobs that are not services are left alone.
+        e.admit(T0 + 6000, &record("a", 2), spec(3600.0));
+        e.schedule(T0 + 6000);
+        let _ = e.take(T0 + 6000);
+        e.scale(T0 + 7000, "a", 3);
+        e.scale(T0 + 7000, "unknown", 3);
+        e.schedule(T0 + 7000);
+        let (batch, cmds) = e.take(T0 + 7000);
+        assert!(
+            cmds.is_empty() && batch.updates.is_empty(),
+            "{cmds:?} {batch:?}"
+        );
+        e.check().expect("invariants");
+    }
+
+    #[test]
+    fn a_new_leader_applies_the_stored_count() {
+        // What a recovery does: the job comes back running, then the first pass scales it.
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("s", 1);
+        r.kind = "inference".into();
+        r.state = JobState::Running;
+        r.allocated = 16;
+        r.replicas_wanted = Some(2);
+        e.admit(T0, &r, service(1, 4));
+        e.scale(T0, "s", 2);
+        e.schedule(T0);
+        let (batch, cmds) = e.take(T0);
+        assert_eq!(replica_commands(&cmds), (2, 0));
+        assert_eq!(update(&batch, "s").allocated, 16);
     }
 
     #[test]

@@ -233,6 +233,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/scale", post(scale))
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/fleet", get(fleet))
@@ -517,6 +518,70 @@ async fn cancel(
     s.metrics.cancellations.fetch_add(1, Ordering::Relaxed);
     s.wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(Job::from(&job))))
+}
+
+/// Why a job cannot be scaled (422 `invalid_request`), or its replica range.
+fn scale_range(job: &switchyard_store::JobRecord) -> Result<(i64, i64), ApiError> {
+    let refuse = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m);
+    if job.kind != switchyard_core::JobKind::Inference.as_str() {
+        return Err(refuse(format!(
+            "job {} is a {} job; only inference services scale",
+            job.id, job.kind
+        )));
+    }
+    if job.state.is_final() {
+        return Err(refuse(format!(
+            "job {} is already {}",
+            job.id,
+            job.state.as_str()
+        )));
+    }
+    let range = serde_json::from_str::<SubmitRequest>(&job.spec)
+        .ok()
+        .and_then(|r| r.replicas);
+    match range {
+        Some(r) => Ok((i64::from(r.min), i64::from(r.max))),
+        None => Err(refuse(format!(
+            "job {} has no replica range in its stored specification",
+            job.id
+        ))),
+    }
+}
+
+async fn scale(
+    State(s): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Job>, ApiError> {
+    auth.tenant_api()?;
+    check_id(&id)?;
+    let req: ScaleRequest = decode(body)?;
+    let job = s
+        .store
+        .get_job(&id, auth.scope())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    let (min, max) = scale_range(&job)?;
+    if !(min..=max).contains(&req.replicas) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!(
+                "replicas = {} is outside job {id}'s range {min}..={max} (submitted as replicas = {{ min = {min}, max = {max} }})",
+                req.replicas
+            ),
+        ));
+    }
+    let job = s
+        .store
+        .request_scale(&id, auth.scope(), req.replicas, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    // It may have ended since it was read: then nothing was asked.
+    scale_range(&job)?;
+    s.wake.notify_one();
+    Ok(Json(Job::from(&job)))
 }
 
 async fn events(

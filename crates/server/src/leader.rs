@@ -161,6 +161,10 @@ async fn pass(
     for id in store.cancel_requests().await? {
         l.engine.cancel(now, &id);
     }
+    // Every pass (and a new leader's first): the engine passes on only what changed.
+    for (id, replicas) in store.scale_requests().await? {
+        l.engine.scale(now, &id, replicas);
+    }
     let mut output = Vec::new();
     for o in backend.poll(now) {
         match o {

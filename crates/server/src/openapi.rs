@@ -46,17 +46,20 @@ pub const DOCUMENT: &str = r##"{
           "priority": { "type": "integer" }, "accelerators": { "type": "integer" },
           "cluster": { "type": ["string", "null"] }, "allocated": { "type": "integer" },
           "restarts": { "type": "integer" }, "cancel_requested": { "type": "boolean" },
+          "replicas_wanted": { "type": "integer", "description": "inference services: the replica count last asked for with POST /v1/jobs/{id}/scale; absent until then (the service runs its minimum). Replicas serving now: allocated / accelerators" },
           "submitted_ms": { "type": "integer" }, "started_ms": { "type": ["integer", "null"] },
           "finished_ms": { "type": ["integer", "null"] },
           "spec": { "$ref": "#/components/schemas/SubmitRequest" }
         }
       },
+      "ScaleRequest": { "type": "object", "additionalProperties": false, "required": ["replicas"], "properties": {
+        "replicas": { "type": "integer", "description": "within the service's submitted replicas = { min, max }" } } },
       "JobList": { "type": "object", "required": ["jobs"], "properties": {
         "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } },
         "next": { "type": ["string", "null"], "description": "pass as `after` for the next page" } } },
       "Event": { "type": "object", "required": ["at_ms", "kind", "message"], "properties": {
         "at_ms": { "type": "integer" },
-        "kind": { "type": "string", "description": "submitted, waiting, started, replica_added, replica_removed, replica_lost, preempted, restarted, recovered, cancel_requested, cancelled, finished, rejected" },
+        "kind": { "type": "string", "description": "submitted, waiting, started, replica_added, replica_removed, replica_lost, replica_restarted, scale_requested, preempted, restarted, recovered, cancel_requested, cancelled, finished, rejected" },
         "cluster": { "type": ["string", "null"] }, "message": { "type": "string" } } },
       "JobEvents": { "type": "object", "required": ["job", "state", "reason", "events"], "properties": {
         "job": { "type": "string" }, "state": { "type": "string" }, "reason": { "type": "string" },
@@ -117,6 +120,10 @@ pub const DOCUMENT: &str = r##"{
       "responses": { "200": { "description": "the job", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "404": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs/{id}/cancel": { "post": { "summary": "request cancellation (the scheduling leader carries it out)", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
       "responses": { "202": { "description": "cancellation requested", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/jobs/{id}/scale": { "post": { "summary": "set an inference service's wanted replica count (within its submitted range); the scheduling leader adds or removes replicas as capacity allows", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+      "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ScaleRequest" } } } },
+      "responses": { "200": { "description": "the count is stored; the job as it stands", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } },
+        "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" }, "422": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs/{id}/events": { "get": { "summary": "a job's events and why it is where it is", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
       "responses": { "200": { "description": "events", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobEvents" } } } }, "404": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs/{id}/logs": { "get": { "summary": "a job's output lines (stdout and stderr of every rank and attempt) in cursor order",
@@ -155,6 +162,7 @@ mod tests {
             "/v1/jobs",
             "/v1/jobs/{id}",
             "/v1/jobs/{id}/cancel",
+            "/v1/jobs/{id}/scale",
             "/v1/jobs/{id}/events",
             "/v1/jobs/{id}/logs",
             "/v1/fleet",
@@ -168,6 +176,6 @@ mod tests {
         ] {
             assert!(paths.contains_key(p), "{p} is not documented");
         }
-        assert_eq!(paths.len(), 17);
+        assert_eq!(paths.len(), 18);
     }
 }

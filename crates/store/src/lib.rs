@@ -91,6 +91,10 @@ pub trait StoreRead: Send + Sync {
     fn active_jobs(&self) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send;
     /// Ids of active jobs whose cancellation was requested.
     fn cancel_requests(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Active inference services whose replica count was asked for
+    /// ([`StoreWrite::request_scale`]): `(id, replicas wanted)` in submission order.
+    fn scale_requests(&self)
+    -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
     /// Pending/running counts and allocated accelerators per tenant (active jobs only).
     fn tenant_usage(&self) -> impl Future<Output = Result<Vec<TenantUsage>, StoreError>> + Send;
     /// Running jobs and allocated accelerators per cluster.
@@ -131,6 +135,17 @@ pub trait StoreWrite: Send + Sync {
         &self,
         id: &str,
         tenant: Option<&str>,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
+    /// Sets an active inference service's wanted replica count (the leader applies it; the
+    /// caller checks it against the service's range) and records a `scale_requested` event
+    /// when it changes. Jobs that are not active services are left as they are. Returns the
+    /// job as it now stands, or `None` when not found for this tenant.
+    fn request_scale(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        replicas: i64,
         now_ms: i64,
     ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
     /// Writes the leader's decisions, fenced by `lease`: fails with
@@ -256,6 +271,9 @@ impl StoreRead for AnyStore {
     async fn cancel_requests(&self) -> Result<Vec<String>, StoreError> {
         delegate!(self, s => s.cancel_requests().await)
     }
+    async fn scale_requests(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        delegate!(self, s => s.scale_requests().await)
+    }
     async fn tenant_usage(&self) -> Result<Vec<TenantUsage>, StoreError> {
         delegate!(self, s => s.tenant_usage().await)
     }
@@ -293,6 +311,15 @@ impl StoreWrite for AnyStore {
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
         delegate!(self, s => s.request_cancel(id, tenant, now_ms).await)
+    }
+    async fn request_scale(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+        replicas: i64,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        delegate!(self, s => s.request_scale(id, tenant, replicas, now_ms).await)
     }
     async fn apply(&self, lease: &Lease, batch: &Batch) -> Result<(), StoreError> {
         delegate!(self, s => s.apply(lease, batch).await)

@@ -12,12 +12,20 @@ const SQLITE: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/sqlite/0002_nodes_logs_agents.sql"),
     ),
+    (
+        3,
+        include_str!("../migrations/sqlite/0003_replicas_wanted.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (
         2,
         include_str!("../migrations/postgres/0002_nodes_logs_agents.sql"),
+    ),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_replicas_wanted.sql"),
     ),
 ];
 

@@ -109,6 +109,9 @@ pub struct JobRecord {
     pub allocated: i64,
     pub restarts: i64,
     pub cancel_requested: bool,
+    /// Inference services: the replica count asked for with [`crate::StoreWrite::request_scale`]
+    /// (`None`: never asked; the service runs its submitted minimum).
+    pub replicas_wanted: Option<i64>,
     pub submitted_ms: i64,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,

@@ -13,8 +13,8 @@ use crate::model::*;
 use crate::{StoreError, StoreRead, StoreWrite};
 
 const JOB_COLUMNS: &str = "seq, id, tenant, name, kind, priority, accelerators, spec, state, \
-    reason, cluster, allocated, restarts, cancel_requested, submitted_ms, started_ms, \
-    finished_ms, updated_ms";
+    reason, cluster, allocated, restarts, cancel_requested, replicas_wanted, submitted_ms, \
+    started_ms, finished_ms, updated_ms";
 
 const EVENT_COLUMNS: &str = "seq, job_id, at_ms, kind, cluster, message";
 
@@ -179,6 +179,7 @@ macro_rules! sql_store {
                     allocated: row.try_get("allocated")?,
                     restarts: row.try_get("restarts")?,
                     cancel_requested: row.try_get("cancel_requested")?,
+                    replicas_wanted: row.try_get("replicas_wanted")?,
                     submitted_ms: row.try_get("submitted_ms")?,
                     started_ms: row.try_get("started_ms")?,
                     finished_ms: row.try_get("finished_ms")?,
@@ -456,6 +457,19 @@ macro_rules! sql_store {
                     .collect()
             }
 
+            async fn scale_requests(&self) -> Result<Vec<(String, i64)>, StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT id, replicas_wanted FROM jobs WHERE state IN ('pending', 'running') \
+                     AND kind = 'inference' AND replicas_wanted IS NOT NULL ORDER BY seq",
+                )
+                .fetch_all(&self.write)
+                .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("id")?, r.try_get("replicas_wanted")?)))
+                    .collect()
+            }
+
             async fn tenant_usage(&self) -> Result<Vec<TenantUsage>, StoreError> {
                 use sqlx::Row;
                 let rows = sqlx::query(
@@ -640,6 +654,65 @@ macro_rules! sql_store {
                     .bind(now_ms)
                     .execute(&mut *tx)
                     .await?;
+                }
+                tx.commit().await?;
+                self.get_job(id, tenant).await
+            }
+
+            async fn request_scale(
+                &self,
+                id: &str,
+                tenant: Option<&str>,
+                replicas: i64,
+                now_ms: i64,
+            ) -> Result<Option<JobRecord>, StoreError> {
+                use sqlx::Row;
+                let mut tx = self.write.begin().await?;
+                // A no-op write first: it locks the row (PostgreSQL) or the database (SQLite),
+                // so that the count read below is the one this request replaces.
+                let (lock, read, write) = match tenant {
+                    Some(_) => (
+                        "UPDATE jobs SET updated_ms = updated_ms \
+                         WHERE id = $1 AND state IN ('pending', 'running') AND kind = 'inference' \
+                         AND tenant = $2",
+                        "SELECT replicas_wanted FROM jobs WHERE id = $1 AND tenant = $2",
+                        "UPDATE jobs SET replicas_wanted = $3, updated_ms = $4 \
+                         WHERE id = $1 AND tenant = $2",
+                    ),
+                    None => (
+                        "UPDATE jobs SET updated_ms = updated_ms \
+                         WHERE id = $1 AND state IN ('pending', 'running') AND kind = 'inference'",
+                        "SELECT replicas_wanted FROM jobs WHERE id = $1",
+                        "UPDATE jobs SET replicas_wanted = $2, updated_ms = $3 WHERE id = $1",
+                    ),
+                };
+                let mut q = sqlx::query(lock).bind(id);
+                if let Some(t) = tenant {
+                    q = q.bind(t);
+                }
+                if q.execute(&mut *tx).await?.rows_affected() > 0 {
+                    let mut q = sqlx::query(read).bind(id);
+                    if let Some(t) = tenant {
+                        q = q.bind(t);
+                    }
+                    let before: Option<i64> = q.fetch_one(&mut *tx).await?.try_get("replicas_wanted")?;
+                    if before != Some(replicas) {
+                        let mut q = sqlx::query(write).bind(id);
+                        if let Some(t) = tenant {
+                            q = q.bind(t);
+                        }
+                        q.bind(replicas).bind(now_ms).execute(&mut *tx).await?;
+                        let was = before.map_or_else(|| "the submitted minimum".to_owned(), |b| b.to_string());
+                        sqlx::query(
+                            "INSERT INTO events (job_id, at_ms, kind, cluster, message) \
+                             VALUES ($1, $2, 'scale_requested', NULL, $3)",
+                        )
+                        .bind(id)
+                        .bind(now_ms)
+                        .bind(format!("replicas wanted: {replicas} (was {was})"))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 tx.commit().await?;
                 self.get_job(id, tenant).await

@@ -616,6 +616,124 @@ async fn lease_and_apply(s: AnyStore) {
     assert_eq!(s.active_jobs().await.expect("active").len(), 1);
 }
 
+fn service(tenant: &str, ms: i64) -> NewJob {
+    NewJob {
+        kind: "inference".into(),
+        ..new_job(tenant, None, ms)
+    }
+}
+
+async fn scaling(s: AnyStore) {
+    let svc = s.insert_job(&service("a", 1)).await.expect("insert");
+    let train = s.insert_job(&new_job("a", None, 2)).await.expect("insert");
+    assert_eq!(svc.replicas_wanted, None);
+    assert!(s.scale_requests().await.expect("requests").is_empty());
+
+    // Another tenant's job is not found, and nothing changes.
+    let other = s
+        .request_scale(&svc.id, Some("other"), 3, 10)
+        .await
+        .expect("scale");
+    assert!(other.is_none(), "another tenant cannot scale");
+    assert!(
+        s.request_scale("j-nosuchjob", None, 3, 10)
+            .await
+            .expect("scale")
+            .is_none()
+    );
+    assert!(s.scale_requests().await.expect("requests").is_empty());
+
+    // The owner (and an admin) set it; each change is an event, a repeat is not.
+    let j = s
+        .request_scale(&svc.id, Some("a"), 3, 11)
+        .await
+        .expect("scale")
+        .expect("found");
+    assert_eq!((j.replicas_wanted, j.updated_ms), (Some(3), 11));
+    s.request_scale(&svc.id, Some("a"), 3, 12)
+        .await
+        .expect("scale again")
+        .expect("found");
+    let j = s
+        .request_scale(&svc.id, None, 1, 13)
+        .await
+        .expect("admin scale")
+        .expect("found");
+    assert_eq!(j.replicas_wanted, Some(1));
+    assert_eq!(
+        s.scale_requests().await.expect("requests"),
+        vec![(svc.id.clone(), 1)]
+    );
+    let ev = s
+        .events(&svc.id, None)
+        .await
+        .expect("events")
+        .expect("found");
+    let scale: Vec<(&str, &str)> = ev
+        .iter()
+        .filter(|e| e.kind == "scale_requested")
+        .map(|e| (e.kind.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        scale,
+        [
+            (
+                "scale_requested",
+                "replicas wanted: 3 (was the submitted minimum)"
+            ),
+            ("scale_requested", "replicas wanted: 1 (was 3)"),
+        ]
+    );
+
+    // Not a service: found, left alone.
+    let t = s
+        .request_scale(&train.id, Some("a"), 2, 14)
+        .await
+        .expect("scale")
+        .expect("found");
+    assert_eq!(t.replicas_wanted, None);
+
+    // A finished service is left alone and no longer asks.
+    let lease = s
+        .acquire_lease("me", 20, 10_000)
+        .await
+        .expect("lease")
+        .expect("free");
+    s.apply(
+        &lease,
+        &Batch {
+            seen: vec![svc.id.clone()],
+            updates: vec![JobUpdate {
+                id: svc.id.clone(),
+                state: JobState::Cancelled,
+                reason: "cancelled".into(),
+                cluster: None,
+                allocated: 0,
+                restarts: 0,
+                started_ms: None,
+                finished_ms: Some(21),
+                updated_ms: 21,
+            }],
+            events: vec![],
+        },
+    )
+    .await
+    .expect("apply");
+    assert!(s.scale_requests().await.expect("requests").is_empty());
+    let j = s
+        .request_scale(&svc.id, Some("a"), 4, 22)
+        .await
+        .expect("scale")
+        .expect("found");
+    assert_eq!(
+        (j.state, j.replicas_wanted, j.updated_ms),
+        (JobState::Cancelled, Some(1), 21)
+    );
+    // The count survives a reopen with the rest of the job (it is a column, read back).
+    let again = s.get_job(&svc.id, None).await.expect("get").expect("found");
+    assert_eq!(again.replicas_wanted, Some(1));
+}
+
 async fn reopen(url: String) {
     let s = connect(&url).await.expect("open");
     let j = s
@@ -675,6 +793,8 @@ async fn upgrade_from_v1(url: String) {
         })
     );
     assert!(s.nodes().await.expect("nodes").is_empty());
+    // Version 3: jobs have a wanted replica count.
+    assert!(s.scale_requests().await.expect("scale requests").is_empty());
     assert_eq!(
         s.append_logs(&[log_line("j-1", 1, 0, "stdout", 0, "hello")])
             .await
@@ -832,6 +952,7 @@ suite!(
     concurrent_registrations,
     logs,
     failed_jobs,
+    scaling,
 );
 
 #[tokio::test]
