@@ -570,6 +570,7 @@ impl Hub {
 
     fn release(&mut self, run: &Run) {
         for p in &run.processes {
+            self.replica_restarts.remove(&p.assignment.id);
             if let Some(u) = self.used.get_mut(&p.node) {
                 for a in &p.assignment.accelerators {
                     u.remove(a);
