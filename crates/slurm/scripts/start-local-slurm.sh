@@ -163,9 +163,13 @@ if command -v slurmrestd >/dev/null 2>&1; then
     say "slurmrestd already running on $REST_ADDR"
   else
     say "starting slurmrestd on $REST_ADDR"
+    # From /: a daemon whose working directory is later deleted (a test's scratch dir, a
+    # removed checkout) fails every submission with "getcwd failed".
+    pushd / >/dev/null
     SLURM_JWT=daemon setsid nohup /usr/sbin/slurmrestd -a rest_auth/jwt -s openapi/v0.0.38 \
       -u nobody -g nogroup "$REST_ADDR" >/var/log/slurm/slurmrestd.log 2>&1 </dev/null &
     echo $! >/run/slurm/slurmrestd.pid
+    popd >/dev/null
     for _ in $(seq 1 25); do
       token="$(scontrol token username=root lifespan=60 2>/dev/null | sed -n 's/^SLURM_JWT=//p')"
       if [ -n "$token" ] && curl -sf -H "X-SLURM-USER-NAME: root" -H "X-SLURM-USER-TOKEN: $token" \
