@@ -72,6 +72,44 @@ struct AgentCluster {
     name: String,
     slots: u32,
     accelerators_per_node: u32,
+    accelerator: &'static switchyard_core::Accelerator,
+}
+
+/// The variables that tell a non-NVIDIA runtime which of the node's accelerators a process
+/// may use (the agent always sets `CUDA_VISIBLE_DEVICES`; these are its equivalents).
+/// `indices` are chip indices on the node.
+pub fn visible_accelerators_env(
+    accelerator: &switchyard_core::Accelerator,
+    indices: &[u32],
+) -> Vec<(String, String)> {
+    use switchyard_core::accelerator::Vendor;
+    let list =
+        |xs: &mut dyn Iterator<Item = u32>| xs.map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let chips = list(&mut indices.iter().copied());
+    match accelerator.vendor {
+        Vendor::Nvidia => Vec::new(),
+        Vendor::Amd => vec![
+            ("ROCR_VISIBLE_DEVICES".into(), chips.clone()),
+            ("HIP_VISIBLE_DEVICES".into(), chips),
+        ],
+        Vendor::Intel => vec![("HABANA_VISIBLE_MODULES".into(), chips)],
+        Vendor::Google => vec![("TPU_VISIBLE_CHIPS".into(), chips)],
+        Vendor::Aws => {
+            // The Neuron runtime counts (logical) NeuronCores, not chips: 2 per Trainium1 or
+            // Inferentia2 chip, 4 per Trainium2 chip in its default LNC=2 configuration.
+            let per_chip = if accelerator.name == "Trainium2" {
+                4
+            } else {
+                2
+            };
+            let cores = list(
+                &mut indices
+                    .iter()
+                    .flat_map(|&i| (i * per_chip)..(i * per_chip + per_chip)),
+            );
+            vec![("NEURON_RT_VISIBLE_CORES".into(), cores)]
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +201,7 @@ impl AgentHub {
                 name: c.name.clone(),
                 slots: c.nodes.max(1),
                 accelerators_per_node: c.accelerators_per_node,
+                accelerator: c.accelerator,
             })
             .collect();
         AgentHub {
@@ -681,6 +720,11 @@ impl AgentBackend {
             restart: RestartPolicy::Never,
             stop_grace_ms: self.hub.settings.stop_grace.as_millis() as u64,
         };
+        let accelerator = hub
+            .clusters
+            .iter()
+            .find(|x| x.index == c)
+            .map(|x| x.accelerator);
         let placed = hub
             .slots(c, nodes)
             .and_then(|slots| gang::place(&spec, &slots).map_err(|e| e.to_string()));
@@ -689,9 +733,17 @@ impl AgentBackend {
                 let processes = by_node
                     .into_iter()
                     .flat_map(|(node, list)| {
-                        list.into_iter().map(move |assignment| Placed {
-                            node: node.clone(),
-                            assignment,
+                        list.into_iter().map(move |mut assignment| {
+                            if let Some(acc) = accelerator {
+                                assignment.env.extend(visible_accelerators_env(
+                                    acc,
+                                    &assignment.accelerators,
+                                ));
+                            }
+                            Placed {
+                                node: node.clone(),
+                                assignment,
+                            }
                         })
                     })
                     .collect();
@@ -765,6 +817,11 @@ impl AgentBackend {
             self.hub.settings.port_range.1,
         );
         let world_size = slots.len() as u32;
+        let accelerator = hub
+            .clusters
+            .iter()
+            .find(|x| x.index == c)
+            .map(|x| x.accelerator);
         // One process per node of the replica, holding all its accelerators there (a
         // serving engine spreads itself over the devices it is given).
         let processes = slots
@@ -782,7 +839,13 @@ impl AgentBackend {
                     master_addr: master_addr.clone(),
                     master_port,
                     command: command.argv.clone(),
-                    env: command.env.clone(),
+                    env: {
+                        let mut env = command.env.clone();
+                        if let Some(acc) = accelerator {
+                            env.extend(visible_accelerators_env(acc, &slot.accelerators));
+                        }
+                        env
+                    },
                     accelerators: slot.accelerators,
                     checkpoint_dir: Some(checkpoint_dir(&self.hub.settings, &job)),
                     working_dir: command.working_dir.clone(),
@@ -1267,6 +1330,43 @@ mod tests {
             .into_iter()
             .map(|a| a.id)
             .collect()
+    }
+
+    #[test]
+    fn non_nvidia_accelerators_get_their_runtime_s_visible_devices_variable() {
+        let env = |name: &str, idx: &[u32]| {
+            visible_accelerators_env(
+                switchyard_core::lookup_accelerator(name).expect("in the catalog"),
+                idx,
+            )
+        };
+        assert!(
+            env("H100", &[0, 1]).is_empty(),
+            "the agent sets CUDA_VISIBLE_DEVICES"
+        );
+        assert_eq!(
+            env("MI300X", &[2, 3]),
+            [
+                ("ROCR_VISIBLE_DEVICES".to_owned(), "2,3".to_owned()),
+                ("HIP_VISIBLE_DEVICES".to_owned(), "2,3".to_owned())
+            ]
+        );
+        assert_eq!(
+            env("Gaudi2", &[5]),
+            [("HABANA_VISIBLE_MODULES".to_owned(), "5".to_owned())]
+        );
+        assert_eq!(
+            env("TPU-v5p", &[0, 1, 2, 3]),
+            [("TPU_VISIBLE_CHIPS".to_owned(), "0,1,2,3".to_owned())]
+        );
+        assert_eq!(
+            env("Trainium2", &[1]),
+            [("NEURON_RT_VISIBLE_CORES".to_owned(), "4,5,6,7".to_owned())]
+        );
+        assert_eq!(
+            env("Trainium1", &[0, 3]),
+            [("NEURON_RT_VISIBLE_CORES".to_owned(), "0,1,6,7".to_owned())]
+        );
     }
 
     #[test]
