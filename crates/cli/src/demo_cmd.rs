@@ -31,7 +31,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(4..=16))]
     agents: u32,
     /// Training steps of the example workload.
-    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(40..=100_000))]
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(100..=100_000))]
     steps: u64,
     /// Keep the server and agents running at the end (until Ctrl-C) to explore them with
     /// `switchyard status`, `logs`, `events` and the metrics endpoint.
