@@ -14,7 +14,7 @@
 //! running jobs again, and the agents' level-triggered reconciliation stops what is no longer
 //! wanted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -127,13 +127,6 @@ struct Node {
     statuses: Vec<ProcessStatus>,
 }
 
-/// One process the hub wants somewhere.
-#[derive(Debug, Clone)]
-struct Placed {
-    node: String,
-    assignment: Assignment,
-}
-
 #[derive(Debug, Clone)]
 enum RunKind {
     /// A training or batch gang: done when every rank exits 0, failed when one fails.
@@ -157,7 +150,23 @@ struct Run {
     kind: RunKind,
     attempt: u32,
     world_size: u32,
-    processes: Vec<Placed>,
+    /// Its processes, per node id.
+    by_node: BTreeMap<String, Vec<Assignment>>,
+    /// Gangs: the assignments seen exited 0.
+    succeeded: HashSet<String>,
+}
+
+impl Run {
+    fn new(job: String, kind: RunKind, attempt: u32, world_size: u32) -> Self {
+        Run {
+            job,
+            kind,
+            attempt,
+            world_size,
+            by_node: BTreeMap::new(),
+            succeeded: HashSet::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -166,7 +175,16 @@ struct Hub {
     nodes: BTreeMap<String, Node>,
     /// (cluster index, slot) → node id.
     by_slot: HashMap<(u32, u32), String>,
-    runs: Vec<Run>,
+    /// What should run, by run id; indexed by node and by job so that every agent call costs
+    /// what that node runs, not what the fleet runs.
+    runs: HashMap<u64, Run>,
+    next_run: u64,
+    on_node: HashMap<String, BTreeSet<u64>>,
+    by_job: HashMap<String, BTreeSet<u64>>,
+    /// Gang runs with a failure waiting for every node of the gang to be heard from.
+    pending_failures: BTreeSet<u64>,
+    /// Commandless runs waiting for the end the scheduler expected.
+    simulated: BTreeSet<u64>,
     replica_seq: u64,
     /// Tells this hub's replica ids from those of earlier server processes (its creation
     /// time, hex): the store keeps a log line once per (assignment id, stream, seq), so a
@@ -375,11 +393,13 @@ impl AgentHub {
         }
         n.last_seen_ms = n.last_seen_ms.max(now_ms);
         let assignments = hub
-            .runs
-            .iter()
-            .flat_map(|r| r.processes.iter())
-            .filter(|p| p.node == node)
-            .map(|p| p.assignment.clone())
+            .on_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| hub.runs.get(id)?.by_node.get(node))
+            .flatten()
+            .cloned()
             .collect();
         Ok(AssignmentList { assignments })
     }
@@ -393,7 +413,7 @@ impl AgentHub {
             .ok_or_else(|| AgentError::UnknownNode(node.to_owned()))?;
         n.last_seen_ms = n.last_seen_ms.max(now_ms);
         n.statuses = report.processes;
-        hub.fold_statuses(now_ms);
+        hub.fold_statuses(node, now_ms);
         Ok(())
     }
 
@@ -405,10 +425,13 @@ impl AgentHub {
             return Err(AgentError::UnknownNode(node.to_owned()));
         }
         let known: HashMap<&str, &Assignment> = hub
-            .runs
-            .iter()
-            .flat_map(|r| r.processes.iter())
-            .map(|p| (p.assignment.id.as_str(), &p.assignment))
+            .on_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| hub.runs.get(id)?.by_node.get(node))
+            .flatten()
+            .map(|a| (a.id.as_str(), a))
             .collect();
         let mut out = Vec::with_capacity(batch.lines.len());
         for l in batch.lines {
@@ -459,10 +482,11 @@ impl AgentHub {
                 last_seen_ms: n.last_seen_ms,
                 processes: n.statuses.len() as u32,
                 jobs: hub
-                    .runs
-                    .iter()
-                    .filter(|r| r.processes.iter().any(|p| p.node == n.id))
-                    .map(|r| r.job.clone())
+                    .on_node
+                    .get(&n.id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| hub.runs.get(id).map(|r| r.job.clone()))
                     .collect::<BTreeSet<_>>()
                     .into_iter()
                     .collect(),
@@ -520,49 +544,69 @@ impl Hub {
         self.clusters.iter().find(|c| c.name == name)
     }
 
-    /// Gang outcomes and replica restarts from the latest statuses of every node.
-    fn fold_statuses(&mut self, now_ms: i64) {
-        let statuses: Vec<ProcessStatus> = self
-            .nodes
-            .values()
-            .filter(|n| !n.lost)
-            .flat_map(|n| n.statuses.iter().cloned())
+    /// Gang outcomes and replica restarts from `node`'s latest statuses (only the runs
+    /// with processes there are looked at).
+    fn fold_statuses(&mut self, node: &str, now_ms: i64) {
+        let Some(n) = self.nodes.get(node) else {
+            return;
+        };
+        let reported: HashMap<&str, &ProcessStatus> = n
+            .statuses
+            .iter()
+            .map(|s| (s.assignment_id.as_str(), s))
             .collect();
+        let ids: Vec<u64> = self
+            .on_node
+            .get(node)
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default();
         let mut observed = Vec::new();
-        for run in &mut self.runs {
+        for id in ids {
+            let Some(run) = self.runs.get_mut(&id) else {
+                continue;
+            };
+            let Some(here) = run.by_node.get(node) else {
+                continue;
+            };
+            let mine: Vec<ProcessStatus> = here
+                .iter()
+                .filter_map(|a| reported.get(a.id.as_str()).map(|s| (*s).clone()))
+                .collect();
             match &mut run.kind {
                 RunKind::Gang {
                     generation,
                     reported,
                     failed,
                 } if !*reported && failed.is_none() => {
-                    match gang::outcome(&run.job, run.attempt, run.world_size, &statuses) {
-                        GangOutcome::Running => {}
-                        GangOutcome::Succeeded => {
-                            *reported = true;
-                            observed.push(Observed::Finished {
-                                job: run.job.clone(),
-                                generation: *generation,
-                            });
+                    if let GangOutcome::Failed { reason, .. } =
+                        gang::outcome(&run.job, run.attempt, run.world_size, &mine)
+                    {
+                        *failed = Some((now_ms, format!("attempt {}: {reason}", run.attempt)));
+                        self.pending_failures.insert(id);
+                        continue;
+                    }
+                    for st in &mine {
+                        if matches!(&st.state, ProcessState::Exited(e) if e.success()) {
+                            run.succeeded.insert(st.assignment_id.clone());
                         }
-                        GangOutcome::Failed { reason, .. } => {
-                            *failed = Some((now_ms, format!("attempt {}: {reason}", run.attempt)));
-                        }
+                    }
+                    if run.succeeded.len() == run.world_size as usize {
+                        *reported = true;
+                        observed.push(Observed::Finished {
+                            job: run.job.clone(),
+                            generation: *generation,
+                        });
                     }
                 }
                 RunKind::Replica { .. } => {
-                    for p in &run.processes {
-                        let Some(s) = statuses.iter().find(|s| s.assignment_id == p.assignment.id)
-                        else {
-                            continue;
-                        };
+                    for st in &mine {
                         let seen = self
                             .replica_restarts
-                            .entry(p.assignment.id.clone())
+                            .entry(st.assignment_id.clone())
                             .or_insert(0);
-                        if s.restarts > *seen {
-                            *seen = s.restarts;
-                            let how = match &s.state {
+                        if st.restarts > *seen {
+                            *seen = st.restarts;
+                            let how = match &st.state {
                                 ProcessState::FailedToStart { error } => {
                                     format!("could not start ({error})")
                                 }
@@ -573,7 +617,7 @@ impl Hub {
                                 kind: "replica_restarted".into(),
                                 message: format!(
                                     "replica process {} {how}; its agent restarted it (restart {})",
-                                    p.assignment.id, s.restarts
+                                    st.assignment_id, st.restarts
                                 ),
                             });
                         }
@@ -583,6 +627,61 @@ impl Hub {
             }
         }
         self.observed.extend(observed);
+    }
+
+    fn add_run(&mut self, run: Run) -> u64 {
+        let id = self.next_run;
+        self.next_run += 1;
+        for node in run.by_node.keys() {
+            self.on_node.entry(node.clone()).or_default().insert(id);
+        }
+        self.by_job.entry(run.job.clone()).or_default().insert(id);
+        if matches!(run.kind, RunKind::Simulated { .. }) {
+            self.simulated.insert(id);
+        }
+        self.runs.insert(id, run);
+        id
+    }
+
+    /// Forgets a run and gives its accelerators back.
+    fn remove_run(&mut self, id: u64) -> Option<Run> {
+        let run = self.runs.remove(&id)?;
+        for (node, list) in &run.by_node {
+            if let Some(ids) = self.on_node.get_mut(node) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.on_node.remove(node);
+                }
+            }
+            for a in list {
+                self.replica_restarts.remove(&a.id);
+                if let Some(u) = self.used.get_mut(node) {
+                    for acc in &a.accelerators {
+                        u.remove(acc);
+                    }
+                }
+            }
+        }
+        if let Some(ids) = self.by_job.get_mut(&run.job) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_job.remove(&run.job);
+            }
+        }
+        self.pending_failures.remove(&id);
+        self.simulated.remove(&id);
+        Some(run)
+    }
+
+    /// Run ids of `job` that `keep` selects.
+    fn runs_of(&self, job: &str, keep: impl Fn(&Run) -> bool) -> Vec<u64> {
+        self.by_job
+            .get(job)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|id| self.runs.get(id).is_some_and(&keep))
+            .collect()
     }
 
     /// Accelerator indices for `count` ranks on `node`: the lowest free ones it offers, or
@@ -607,11 +706,11 @@ impl Hub {
         out
     }
 
-    fn release(&mut self, run: &Run) {
-        for p in &run.processes {
-            self.replica_restarts.remove(&p.assignment.id);
-            if let Some(u) = self.used.get_mut(&p.node) {
-                for a in &p.assignment.accelerators {
+    /// Gives back accelerators taken for a placement that was not made.
+    fn untake(&mut self, slots: &[NodeSlot]) {
+        for slot in slots {
+            if let Some(u) = self.used.get_mut(&slot.node_id) {
+                for a in &slot.accelerators {
                     u.remove(a);
                 }
             }
@@ -623,15 +722,24 @@ impl Hub {
     fn slots(&mut self, cluster: u32, shares: &[NodeShare]) -> Result<Vec<NodeSlot>, String> {
         let mut out = Vec::with_capacity(shares.len());
         for s in shares {
+            let unusable = match self.by_slot.get(&(cluster, s.node)) {
+                None => Some(format!("node slot {} has no registered agent", s.node)),
+                Some(id) => match self.nodes.get(id) {
+                    None => Some(format!("node {id} is not registered")),
+                    Some(n) if n.lost => Some(format!("node {id} ({}) is lost", n.hostname)),
+                    Some(_) => None,
+                },
+            };
+            if let Some(why) = unusable {
+                self.untake(&out);
+                return Err(why);
+            }
             let Some(id) = self.by_slot.get(&(cluster, s.node)).cloned() else {
-                return Err(format!("node slot {} has no registered agent", s.node));
+                continue;
             };
             let Some(node) = self.nodes.get(&id) else {
-                return Err(format!("node {id} is not registered"));
+                continue;
             };
-            if node.lost {
-                return Err(format!("node {id} ({}) is lost", node.hostname));
-            }
             let address = node.address.clone();
             let accelerators = self.take_accelerators(&id, s.accelerators);
             out.push(NodeSlot {
@@ -679,19 +787,19 @@ impl AgentBackend {
             return;
         };
         let (cluster, nodes, command) = (cluster.as_str(), nodes.as_slice(), command.as_deref());
-        hub.runs
-            .retain(|r| r.job != job || matches!(r.kind, RunKind::Replica { .. }));
+        for id in hub.runs_of(&job, |r| !matches!(r.kind, RunKind::Replica { .. })) {
+            hub.remove_run(id);
+        }
         let Some(command) = command else {
-            hub.runs.push(Run {
+            hub.add_run(Run::new(
                 job,
-                kind: RunKind::Simulated {
+                RunKind::Simulated {
                     generation,
                     end_ms: expected_end_ms,
                 },
                 attempt,
-                world_size: 0,
-                processes: Vec::new(),
-            });
+                0,
+            ));
             return;
         };
         let Some(c) = hub.cluster(cluster).map(|c| c.index) else {
@@ -725,53 +833,33 @@ impl AgentBackend {
             .iter()
             .find(|x| x.index == c)
             .map(|x| x.accelerator);
-        let placed = hub
-            .slots(c, nodes)
-            .and_then(|slots| gang::place(&spec, &slots).map_err(|e| e.to_string()));
+        let placed = hub.slots(c, nodes).and_then(|slots| {
+            gang::place(&spec, &slots).map_err(|e| {
+                hub.untake(&slots);
+                e.to_string()
+            })
+        });
         match placed {
-            Ok(by_node) => {
-                let processes = by_node
-                    .into_iter()
-                    .flat_map(|(node, list)| {
-                        list.into_iter().map(move |mut assignment| {
-                            if let Some(acc) = accelerator {
-                                assignment.env.extend(visible_accelerators_env(
-                                    acc,
-                                    &assignment.accelerators,
-                                ));
-                            }
-                            Placed {
-                                node: node.clone(),
-                                assignment,
-                            }
-                        })
-                    })
-                    .collect();
-                hub.runs.push(Run {
+            Ok(mut by_node) => {
+                if let Some(acc) = accelerator {
+                    for a in by_node.values_mut().flatten() {
+                        a.env.extend(visible_accelerators_env(acc, &a.accelerators));
+                    }
+                }
+                let mut run = Run::new(
                     job,
-                    kind: RunKind::Gang {
+                    RunKind::Gang {
                         generation,
                         reported: false,
                         failed: None,
                     },
                     attempt,
                     world_size,
-                    processes,
-                });
+                );
+                run.by_node = by_node;
+                hub.add_run(run);
             }
             Err(why) => {
-                let run = Run {
-                    job: job.clone(),
-                    kind: RunKind::Gang {
-                        generation,
-                        reported: true,
-                        failed: None,
-                    },
-                    attempt,
-                    world_size,
-                    processes: Vec::new(),
-                };
-                hub.release(&run);
                 hub.observed.push(Observed::Failed {
                     job,
                     generation,
@@ -824,12 +912,12 @@ impl AgentBackend {
             .map(|x| x.accelerator);
         // One process per node of the replica, holding all its accelerators there (a
         // serving engine spreads itself over the devices it is given).
-        let processes = slots
+        let by_node = slots
             .into_iter()
             .enumerate()
-            .map(|(rank, slot)| Placed {
-                node: slot.node_id.clone(),
-                assignment: Assignment {
+            .map(|(rank, slot)| {
+                let node = slot.node_id.clone();
+                let assignment = Assignment {
                     id: format!("{job}/replica-{}.{seq}/rank-{rank}", hub.replica_epoch),
                     job_id: job.clone(),
                     attempt: 1,
@@ -851,16 +939,13 @@ impl AgentBackend {
                     working_dir: command.working_dir.clone(),
                     restart: RestartPolicy::Always,
                     stop_grace_ms: self.hub.settings.stop_grace.as_millis() as u64,
-                },
+                };
+                (node, vec![assignment])
             })
             .collect();
-        hub.runs.push(Run {
-            job,
-            kind: RunKind::Replica { cluster: c, nodes },
-            attempt: 1,
-            world_size,
-            processes,
-        });
+        let mut run = Run::new(job, RunKind::Replica { cluster: c, nodes }, 1, world_size);
+        run.by_node = by_node;
+        hub.add_run(run);
     }
 }
 
@@ -896,22 +981,17 @@ impl Backend for AgentBackend {
                     nodes,
                 } => {
                     let c = hub.cluster(&cluster).map(|c| c.index);
-                    if let Some(p) = hub.runs.iter().position(|r| {
-                        r.job == job
-                            && matches!(&r.kind, RunKind::Replica { cluster: rc, nodes: rn }
-                                if Some(*rc) == c && *rn == nodes)
-                    }) {
-                        let run = hub.runs.remove(p);
-                        hub.release(&run);
+                    let matching = hub.runs_of(&job, |r| {
+                        matches!(&r.kind, RunKind::Replica { cluster: rc, nodes: rn }
+                            if Some(*rc) == c && *rn == nodes)
+                    });
+                    if let Some(id) = matching.first() {
+                        hub.remove_run(*id);
                     }
                 }
                 Command::Stop { job } => {
-                    let (gone, kept): (Vec<Run>, Vec<Run>) = std::mem::take(&mut hub.runs)
-                        .into_iter()
-                        .partition(|r| r.job == job);
-                    hub.runs = kept;
-                    for run in &gone {
-                        hub.release(run);
+                    for id in hub.runs_of(&job, |_| true) {
+                        hub.remove_run(id);
                     }
                 }
             }
@@ -973,11 +1053,12 @@ impl Backend for AgentBackend {
         for (cluster, slot, id, host) in lost {
             tracing::warn!(node = %id, host = %host, "node lost: no heartbeat for {} ms", deadline);
             // Its processes are gone as far as the control plane knows.
-            let affected: Vec<String> = hub
-                .runs
-                .iter()
-                .filter(|r| r.processes.iter().any(|p| p.node == id))
-                .map(|r| r.job.clone())
+            let affected: BTreeSet<String> = hub
+                .on_node
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| hub.runs.get(r).map(|r| r.job.clone()))
                 .collect();
             for job in affected {
                 out.push(Observed::Event {
@@ -994,48 +1075,55 @@ impl Backend for AgentBackend {
                 node: slot,
             });
         }
-        let confirmed: Vec<usize> = hub
-            .runs
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| match &r.kind {
-                RunKind::Gang {
-                    reported: false,
-                    failed: Some((at, _)),
-                    ..
-                } => r.processes.iter().all(|p| {
-                    hub.nodes
-                        .get(&p.node)
-                        .is_some_and(|n| !n.lost && n.last_seen_ms > *at)
-                }),
-                _ => false,
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for i in confirmed {
-            let run = &mut hub.runs[i];
-            if let RunKind::Gang {
+        let waiting: Vec<u64> = hub.pending_failures.iter().copied().collect();
+        for id in waiting {
+            let Some(run) = hub.runs.get(&id) else {
+                hub.pending_failures.remove(&id);
+                continue;
+            };
+            let RunKind::Gang {
                 generation,
-                reported,
-                failed: Some((_, reason)),
-            } = &mut run.kind
+                reported: false,
+                failed: Some((at, reason)),
+            } = &run.kind
+            else {
+                hub.pending_failures.remove(&id);
+                continue;
+            };
+            let heard = run.by_node.keys().all(|node| {
+                hub.nodes
+                    .get(node)
+                    .is_some_and(|n| !n.lost && n.last_seen_ms > *at)
+            });
+            if !heard {
+                continue;
+            }
+            out.push(Observed::Failed {
+                job: run.job.clone(),
+                generation: *generation,
+                reason: reason.clone(),
+            });
+            if let Some(RunKind::Gang { reported, .. }) = hub.runs.get_mut(&id).map(|r| &mut r.kind)
             {
                 *reported = true;
-                out.push(Observed::Failed {
-                    job: run.job.clone(),
-                    generation: *generation,
-                    reason: reason.clone(),
-                });
             }
+            hub.pending_failures.remove(&id);
         }
-        for run in &mut hub.runs {
-            if let RunKind::Simulated { generation, end_ms } = run.kind
-                && end_ms <= now_ms
+        let due: Vec<u64> = hub
+            .simulated
+            .iter()
+            .copied()
+            .filter(|id| {
+                hub.runs.get(id).is_some_and(
+                    |r| matches!(r.kind, RunKind::Simulated { end_ms, .. } if end_ms <= now_ms),
+                )
+            })
+            .collect();
+        for id in due {
+            hub.simulated.remove(&id);
+            if let Some(run) = hub.runs.get(&id)
+                && let RunKind::Simulated { generation, .. } = run.kind
             {
-                run.kind = RunKind::Simulated {
-                    generation,
-                    end_ms: i64::MAX,
-                };
                 out.push(Observed::Finished {
                     job: run.job.clone(),
                     generation,
@@ -1049,6 +1137,10 @@ impl Backend for AgentBackend {
     fn reset(&mut self) {
         let mut hub = self.hub.lock();
         hub.runs.clear();
+        hub.on_node.clear();
+        hub.by_job.clear();
+        hub.pending_failures.clear();
+        hub.simulated.clear();
         hub.used.clear();
         hub.observed.clear();
         hub.resync_down = true;
