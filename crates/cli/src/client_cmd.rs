@@ -135,6 +135,59 @@ pub struct QueueArgs {
     json: bool,
 }
 
+/// List the nodes the server's agents registered, their state and what runs on them.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Needs an admin or agent token (`switchyard token create --admin` / `--agent`).\n\nExamples:\n  switchyard nodes\n  switchyard nodes --json"
+)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
+    let client = Client::new(&args.client)?;
+    let nodes: Vec<switchyard_server::agents::NodeView> = client.get("/v1/agent/nodes")?;
+    if args.json {
+        return print_json(&nodes);
+    }
+    if nodes.is_empty() {
+        println!("no node agents registered");
+        return Ok(());
+    }
+    let now = switchyard_server::leader::now_ms();
+    let mut t = Table::new([
+        "NODE", "HOST", "CLUSTER", "SLOT", "STATE", "ACCEL", "PROCS", "SEEN", "JOBS",
+    ]);
+    for n in &nodes {
+        t.row([
+            n.id.clone(),
+            n.hostname.clone(),
+            n.cluster.clone(),
+            n.slot.to_string(),
+            n.state.clone(),
+            n.accelerators.to_string(),
+            n.processes.to_string(),
+            format!("{:.1} s ago", (now - n.last_seen_ms).max(0) as f64 / 1000.0),
+            if n.jobs.is_empty() {
+                "-".into()
+            } else {
+                n.jobs.join(",")
+            },
+        ]);
+    }
+    print!("{}", t.render());
+    let lost = nodes.iter().filter(|n| n.state == "lost").count();
+    println!(
+        "{} nodes, {} ready, {lost} lost",
+        nodes.len(),
+        nodes.len() - lost
+    );
+    Ok(())
+}
+
 /// Reads a job file.
 pub fn read_job_file(path: &std::path::Path) -> Result<SubmitRequest, CliError> {
     let text = read_text(path)?;

@@ -53,6 +53,8 @@ enum Command {
     Queue(client_cmd::QueueArgs),
     /// Run a node agent: register this host and run what the server places on it.
     Agent(agent_cmd::AgentArgs),
+    /// The nodes the server's agents registered, their state and the jobs on them.
+    Nodes(client_cmd::NodesArgs),
     /// The whole system on this machine: server, agents, a training run that survives a node
     /// failure, an inference service — narrated.
     Demo(demo_cmd::DemoArgs),
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => client_cmd::logs(args),
         Command::Queue(args) => client_cmd::queue(args),
         Command::Agent(args) => agent_cmd::run(args),
+        Command::Nodes(args) => client_cmd::nodes(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,6 +105,28 @@ fn a_gang_run_survives_a_killed_agent_with_the_same_final_model() {
         "{metrics}"
     );
 
+    let out = std::process::Command::new(BIN)
+        .args(["nodes", "--url", s.url(), "--token", &s.agent_token])
+        .output()
+        .expect("switchyard nodes");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    let victim_row = table
+        .lines()
+        .find(|l| l.contains(&host))
+        .expect("the victim's row");
+    assert!(victim_row.contains("lost"), "{table}");
+    assert!(table.contains("3 nodes, 2 ready, 1 lost"), "{table}");
+    let out = std::process::Command::new(BIN)
+        .args(["nodes", "--url", s.url(), "--token", &s.tenant_token])
+        .output()
+        .expect("switchyard nodes");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a tenant token may not list nodes"
+    );
+
     // Bit-identical to an uninterrupted run.
     assert_eq!(s.final_model(&job), reference_model(&dir, 4));
     drop(agents);
