@@ -11,6 +11,10 @@
 //!   otherwise leave it exited: the exit is reported, and the control plane decides (a failed
 //!   rank fails the gang, which comes back as a new attempt with new ids);
 //! - exited, not desired and its exit reported → forget it.
+//!
+//! And one rule across assignments: a start waits while a running or stopping process holds
+//! one of its accelerators, so a new attempt's rank never shares a GPU with the old attempt's
+//! rank during its grace period (it starts on a later pass, once the old one is gone).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -145,6 +149,17 @@ pub fn reconcile(desired: &[Assignment], observed: &[Observed], now_ms: u64) -> 
             (None, None) => {}
         }
     }
+    let held: BTreeSet<u32> = observed
+        .iter()
+        .filter(|o| matches!(o.phase, Phase::Running | Phase::Stopping))
+        .flat_map(|o| o.assignment.accelerators.iter().copied())
+        .collect();
+    starts.retain(|s| match s {
+        Action::Start { assignment, .. } => {
+            !assignment.accelerators.iter().any(|a| held.contains(a))
+        }
+        _ => true,
+    });
     stops.extend(forgets);
     stops.extend(starts);
     stops
@@ -174,6 +189,58 @@ mod tests {
             restart,
             stop_grace_ms: 1000,
         }
+    }
+
+    #[test]
+    fn a_start_waits_for_the_accelerators_an_old_process_still_holds() {
+        let on = |id: &str, accs: &[u32]| {
+            let mut x = a(id, RestartPolicy::Never);
+            x.accelerators = accs.to_vec();
+            x
+        };
+        // Attempt 2 replaces attempt 1 on the same GPUs: the old rank is stopped first, and
+        // the new one starts only once the old one is gone.
+        let old = Observed {
+            assignment: on("j/attempt-1/rank-0", &[0, 1]),
+            phase: Phase::Running,
+            restarts: 0,
+        };
+        let new = on("j/attempt-2/rank-0", &[1, 2]);
+        let elsewhere = on("j/attempt-2/rank-1", &[3]);
+        let acts = reconcile(
+            &[new.clone(), elsewhere.clone()],
+            std::slice::from_ref(&old),
+            0,
+        );
+        assert_eq!(
+            acts,
+            [
+                Action::Stop {
+                    id: "j/attempt-1/rank-0".into(),
+                    reason: StopReason::NotDesired
+                },
+                Action::Start {
+                    assignment: elsewhere.clone(),
+                    restart: false
+                }
+            ]
+        );
+        let stopping = Observed {
+            phase: Phase::Stopping,
+            ..old
+        };
+        assert_eq!(
+            reconcile(std::slice::from_ref(&new), &[stopping], 0),
+            [],
+            "still in its grace period"
+        );
+        assert_eq!(
+            reconcile(std::slice::from_ref(&new), &[], 0),
+            [Action::Start {
+                assignment: new,
+                restart: false
+            }]
+        );
     }
 
     fn obs(id: &str, phase: Phase) -> Observed {

@@ -190,17 +190,25 @@ fn a_run_that_keeps_failing_ends_failed_after_its_retries_with_the_reason() {
         failed.contains("rank 2 exited with code 3") && failed.contains("max_retries = 1"),
         "{failed}"
     );
-    // Every rank of both attempts ran with the launcher's environment, and their output is kept.
-    let lines: Vec<String> = s
-        .logs(&id)
-        .iter()
-        .filter_map(|l| l["line"].as_str().map(str::to_owned))
+    // Every rank of both attempts ran with the launcher's environment, and their output is kept
+    // (agents push what they read on their next sync, so the last lines may come just after
+    // the job ended).
+    let wanted: Vec<String> = (1..=2)
+        .flat_map(|attempt| (0..3).map(move |rank| format!("rank {rank} of 3 attempt {attempt}")))
         .collect();
-    for attempt in 1..=2 {
-        for rank in 0..3 {
-            let want = format!("rank {rank} of 3 attempt {attempt}");
-            assert!(lines.contains(&want), "`{want}` in {lines:?}");
+    let mut lines: Vec<String> = Vec::new();
+    let complete = (0..100).any(|_| {
+        lines = s
+            .logs(&id)
+            .iter()
+            .filter_map(|l| l["line"].as_str().map(str::to_owned))
+            .collect();
+        let done = wanted.iter().all(|w| lines.contains(w));
+        if !done {
+            std::thread::sleep(POLL);
         }
-    }
+        done
+    });
+    assert!(complete, "{wanted:?} in {lines:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -105,11 +105,10 @@ pub fn visible_accelerators_env(
             } else {
                 2
             };
-            let cores = list(
-                &mut indices
-                    .iter()
-                    .flat_map(|&i| (i * per_chip)..(i * per_chip + per_chip)),
-            );
+            let cores = list(&mut indices.iter().flat_map(|&i| {
+                let first = i.saturating_mul(per_chip);
+                first..first.saturating_add(per_chip)
+            }));
             vec![("NEURON_RT_VISIBLE_CORES".into(), cores)]
         }
     }
@@ -136,12 +135,12 @@ struct Node {
 enum RunKind {
     /// A training or batch gang: done when every rank exits 0, failed when one fails.
     /// A failure is held back until every node of the gang has shown a sign of life since
-    /// (`failed`: when it was seen, and why): ranks fail when a peer's machine dies, and then
-    /// the lost node — not the job — is to blame.
+    /// (`failed`: when it was seen, whether it is the job's fault, and why): ranks fail when a
+    /// peer's machine dies, and then the lost node — not the job — is to blame.
     Gang {
         generation: u32,
         reported: bool,
-        failed: Option<(i64, String)>,
+        failed: Option<(i64, bool, String)>,
     },
     /// A commandless run: nothing to start; its work is done when the scheduler expected.
     Simulated { generation: u32, end_ms: i64 },
@@ -202,6 +201,10 @@ struct Hub {
     resync_down: bool,
     /// Restart counts of replicas already reported as events.
     replica_restarts: HashMap<String, u32>,
+    /// When the backend was last polled.
+    last_poll_ms: Option<i64>,
+    /// After a stall of the leader, no node is declared lost before this.
+    no_loss_before_ms: i64,
 }
 
 /// The shared registry and desired state (cheap to clone).
@@ -295,6 +298,16 @@ impl AgentHub {
             return Err(AgentError::Invalid(format!(
                 "the node offers {offered} accelerators but nodes of cluster `{}` have {}",
                 cluster.name, cluster.accelerators_per_node
+            )));
+        }
+        if let Some(a) = info
+            .accelerators
+            .iter()
+            .find(|a| a.index >= cluster.accelerators_per_node)
+        {
+            return Err(AgentError::Invalid(format!(
+                "accelerator index {} is out of range: nodes of cluster `{}` have {} (indices 0..{})",
+                a.index, cluster.name, cluster.accelerators_per_node, cluster.accelerators_per_node
             )));
         }
         Ok((cluster.name, cluster.slots))
@@ -404,7 +417,7 @@ impl AgentHub {
             // It was cut off and replaced: it must stop everything until it heartbeats again.
             return Ok(AssignmentList::default());
         }
-        n.last_seen_ms = n.last_seen_ms.max(now_ms);
+        n.last_seen_ms = now_ms;
         let assignments = hub
             .on_node
             .get(node)
@@ -424,7 +437,7 @@ impl AgentHub {
             .nodes
             .get_mut(node)
             .ok_or_else(|| AgentError::UnknownNode(node.to_owned()))?;
-        n.last_seen_ms = n.last_seen_ms.max(now_ms);
+        n.last_seen_ms = now_ms;
         n.statuses = report.processes;
         hub.fold_statuses(node, now_ms);
         Ok(())
@@ -594,7 +607,25 @@ impl Hub {
                     if let GangOutcome::Failed { reason, .. } =
                         gang::outcome(&run.job, run.attempt, run.world_size, &mine)
                     {
-                        *failed = Some((now_ms, format!("attempt {}: {reason}", run.attempt)));
+                        *failed =
+                            Some((now_ms, true, format!("attempt {}: {reason}", run.attempt)));
+                        self.pending_failures.insert(id);
+                        continue;
+                    }
+                    // A rank its agent stopped although it is still wanted (the agent shut
+                    // down under it) did not finish, whatever its exit code: the attempt is
+                    // interrupted, not the job's fault.
+                    if let Some(st) = mine.iter().find(
+                        |st| matches!(&st.state, ProcessState::Exited(e) if e.stopped_by_agent),
+                    ) {
+                        *failed = Some((
+                            now_ms,
+                            false,
+                            format!(
+                                "attempt {}: {} was stopped by its agent (the agent shut down)",
+                                run.attempt, st.assignment_id
+                            ),
+                        ));
                         self.pending_failures.insert(id);
                         continue;
                     }
@@ -873,7 +904,7 @@ impl AgentBackend {
                 hub.add_run(run);
             }
             Err(why) => {
-                hub.observed.push(Observed::Failed {
+                hub.observed.push(Observed::Interrupted {
                     job,
                     generation,
                     reason: format!("attempt {attempt} could not be placed: {why}"),
@@ -1039,11 +1070,28 @@ impl Backend for AgentBackend {
                 )
             });
         }
+        // What handlers queued (repairs, finished gangs, events) happened before anything this
+        // poll finds: deliver it first, so a repair never overtakes a later loss.
+        out.append(&mut hub.observed);
         let deadline =
             settings.heartbeat_interval.as_millis() as i64 * i64::from(settings.lost_after);
+        // A poll long after the previous one means this process (or its clock) stood still,
+        // not that every node went silent: give every node a full deadline from now before
+        // declaring it lost (without pretending to have heard from it).
+        if let Some(prev) = hub.last_poll_ms
+            && now_ms - prev > deadline / 2
+        {
+            tracing::warn!(
+                gap_ms = now_ms - prev,
+                "the agents' backend was not polled for a while; no node is declared lost for one more deadline"
+            );
+            hub.no_loss_before_ms = now_ms + deadline;
+        }
+        hub.last_poll_ms = Some(now_ms);
+        let grace = now_ms < hub.no_loss_before_ms;
         let mut lost = Vec::new();
         for n in hub.nodes.values_mut() {
-            if !n.lost && now_ms - n.last_seen_ms > deadline {
+            if !grace && !n.lost && now_ms - n.last_seen_ms > deadline {
                 n.lost = true;
                 n.statuses.clear();
                 lost.push((n.cluster, n.slot, n.id.clone(), n.hostname.clone()));
@@ -1097,7 +1145,7 @@ impl Backend for AgentBackend {
             let RunKind::Gang {
                 generation,
                 reported: false,
-                failed: Some((at, reason)),
+                failed: Some((at, blame_job, reason)),
             } = &run.kind
             else {
                 hub.pending_failures.remove(&id);
@@ -1111,10 +1159,19 @@ impl Backend for AgentBackend {
             if !heard {
                 continue;
             }
-            out.push(Observed::Failed {
-                job: run.job.clone(),
-                generation: *generation,
-                reason: reason.clone(),
+            let (job, generation, reason) = (run.job.clone(), *generation, reason.clone());
+            out.push(if *blame_job {
+                Observed::Failed {
+                    job,
+                    generation,
+                    reason,
+                }
+            } else {
+                Observed::Interrupted {
+                    job,
+                    generation,
+                    reason,
+                }
             });
             if let Some(RunKind::Gang { reported, .. }) = hub.runs.get_mut(&id).map(|r| &mut r.kind)
             {
@@ -1429,12 +1486,19 @@ mod tests {
         }
     }
 
+    /// The node's desired assignment ids, read without counting as a sign of life.
     fn ids(h: &AgentHub, node: &str) -> Vec<String> {
-        h.assignments(node, 0)
-            .expect("known node")
-            .assignments
+        let hub = h.lock();
+        if hub.nodes.get(node).expect("known node").lost {
+            return Vec::new();
+        }
+        hub.on_node
+            .get(node)
             .into_iter()
-            .map(|a| a.id)
+            .flatten()
+            .filter_map(|id| hub.runs.get(id)?.by_node.get(node))
+            .flatten()
+            .map(|a| a.id.clone())
             .collect()
     }
 
@@ -1639,6 +1703,10 @@ mod tests {
             100,
         )
         .expect("status");
+        // The leader polls every tick; nothing is decided before a is overdue.
+        for t in [100, 200, 300] {
+            assert_eq!(b.poll(t), [], "at {t} ms");
+        }
         h.heartbeat(&c, 350).expect("c lives");
         let seen = b.poll(350);
         assert!(
@@ -1693,6 +1761,69 @@ mod tests {
     }
 
     #[test]
+    fn a_stalled_leader_does_not_declare_every_node_lost() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        b.poll(0);
+        // The process stood still for 10 s (or the clock jumped): a is overdue only because
+        // nobody polled.
+        assert_eq!(b.poll(10_000), [], "a grace of one deadline");
+        h.heartbeat(&a, 10_100).expect("a lives");
+        assert_eq!(b.poll(10_200), []);
+        // A node that really stays silent is still found.
+        let mut lost = Vec::new();
+        for t in (10_300..=10_800).step_by(100) {
+            lost.extend(b.poll(t));
+        }
+        assert!(
+            lost.iter().any(|o| matches!(
+                o,
+                Observed::NodeFailed {
+                    cluster: 0,
+                    node: 0
+                }
+            )),
+            "{lost:?}"
+        );
+    }
+
+    #[test]
+    fn a_rank_its_agent_stopped_interrupts_the_attempt_without_blaming_the_job() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2)])]);
+        let on_a = ids(&h, &a);
+        // The agent shut down: its ranks saved a checkpoint on SIGTERM and exited 0.
+        let stopped = |id: &str| ProcessStatus {
+            assignment_id: id.into(),
+            state: ProcessState::Exited(ExitInfo {
+                code: Some(0),
+                signal: None,
+                stopped_by_agent: true,
+            }),
+            restarts: 0,
+        };
+        h.status(
+            &a,
+            StatusReport {
+                processes: on_a.iter().map(|id| stopped(id)).collect(),
+            },
+            50,
+        )
+        .expect("status");
+        h.heartbeat(&a, 60).expect("a lives");
+        let seen = b.poll(60);
+        assert!(
+            matches!(seen.as_slice(), [Observed::Interrupted { job, generation: 1, reason }]
+                if job == "j" && reason.contains("stopped by its agent")),
+            "not finished, and not the job's failure: {seen:?}"
+        );
+    }
+
+    #[test]
     fn a_placement_on_a_slot_without_an_agent_fails_the_attempt() {
         let h = hub();
         let mut b = AgentBackend::new(h.clone());
@@ -1701,7 +1832,7 @@ mod tests {
         b.act(vec![launch("j", 1, 1, &[(0, 2), (2, 2)])]);
         let seen = b.poll(1);
         assert!(
-            matches!(seen.as_slice(), [Observed::Failed { reason, .. }] if reason.contains("slot 2")),
+            matches!(seen.as_slice(), [Observed::Interrupted { reason, .. }] if reason.contains("slot 2")),
             "{seen:?}"
         );
     }

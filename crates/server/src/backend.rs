@@ -62,8 +62,17 @@ pub enum Observed {
         job: String,
         generation: u32,
     },
-    /// A run's work failed (a rank exited with an error, or could not start).
+    /// A run's work failed (a rank exited with an error, or could not start): restarted from
+    /// its checkpoint while the job's retries last.
     Failed {
+        job: String,
+        generation: u32,
+        reason: String,
+    },
+    /// A run was interrupted by the infrastructure, not by its own processes (an agent shut
+    /// down under it, its placement could not be made): restarted from its checkpoint without
+    /// counting against the job's retries.
+    Interrupted {
         job: String,
         generation: u32,
         reason: String,

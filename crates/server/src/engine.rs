@@ -276,39 +276,63 @@ impl Engine {
     /// The backend reports a run's processes failed: restarted from its checkpoint while the
     /// job's retries last, failed after.
     pub fn failed(&mut self, now_ms: i64, id: &str, generation: u32, reason: &str) {
-        if let Some(&job) = self.by_id.get(id) {
-            let v = self.sched.job(job);
-            if v.state != SchedState::Running {
-                return;
-            }
-            let t = &mut self.jobs[job as usize];
-            let retry = t.failures < t.max_retries;
-            let reason = if retry {
-                t.failures += 1;
-                format!(
-                    "{reason} (failure {} of at most {} retried)",
-                    t.failures, t.max_retries
-                )
-            } else {
-                format!(
-                    "{reason}; giving up after {} retries (max_retries = {})",
-                    t.failures, t.max_retries
-                )
-            };
-            let now = self.clock.to_s(now_ms);
-            self.sched.handle(
-                now,
-                Event::Failed {
-                    job,
-                    generation,
-                    retry,
-                    reason,
-                },
-                &mut self.decisions,
-            );
-            self.dirty.insert(job);
-            self.drain(now_ms);
+        self.run_ended_badly(now_ms, id, generation, reason, true);
+    }
+
+    /// The backend reports a run interrupted by the infrastructure: restarted from its
+    /// checkpoint, not counted against the job's retries.
+    pub fn interrupted(&mut self, now_ms: i64, id: &str, generation: u32, reason: &str) {
+        self.run_ended_badly(now_ms, id, generation, reason, false);
+    }
+
+    fn run_ended_badly(
+        &mut self,
+        now_ms: i64,
+        id: &str,
+        generation: u32,
+        reason: &str,
+        counts: bool,
+    ) {
+        let Some(&job) = self.by_id.get(id) else {
+            return;
+        };
+        if self.sched.job(job).state != SchedState::Running {
+            return;
         }
+        let t = &mut self.jobs[job as usize];
+        let retry = !counts || t.failures < t.max_retries;
+        let reason = if !counts {
+            format!("{reason} (not the job's fault: not counted against max_retries)")
+        } else if retry {
+            format!(
+                "{reason} (failure {} of at most {} retried)",
+                t.failures + 1,
+                t.max_retries
+            )
+        } else {
+            format!(
+                "{reason}; giving up after {} retries (max_retries = {})",
+                t.failures, t.max_retries
+            )
+        };
+        let now = self.clock.to_s(now_ms);
+        let before = self.decisions.len();
+        self.sched.handle(
+            now,
+            Event::Failed {
+                job,
+                generation,
+                retry,
+                reason,
+            },
+            &mut self.decisions,
+        );
+        // A stale report (an older generation) changes nothing and must not count.
+        if counts && retry && self.decisions.len() > before {
+            self.jobs[job as usize].failures += 1;
+        }
+        self.dirty.insert(job);
+        self.drain(now_ms);
     }
 
     /// Something a backend wants in a job's events.
@@ -947,6 +971,61 @@ mod tests {
         let (batch, cmds) = e.take(T0);
         assert_eq!(replica_commands(&cmds), (2, 0));
         assert_eq!(update(&batch, "s").allocated, 16);
+    }
+
+    #[test]
+    fn interruptions_and_stale_reports_do_not_use_up_retries() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut sp = spec(3600.0);
+        sp.kind = JobKind::Training;
+        e.admit_with(
+            T0,
+            &record("a", 1),
+            sp,
+            JobExtras {
+                command: None,
+                max_retries: Some(0),
+            },
+        );
+        let generation = |cmds: &[Command]| {
+            cmds.iter()
+                .find_map(|c| match c {
+                    Command::Launch { generation, .. } => Some(*generation),
+                    _ => None,
+                })
+                .expect("a launch")
+        };
+        e.schedule(T0);
+        let (_, cmds) = e.take(T0);
+        let g1 = generation(&cmds);
+        e.interrupted(T0 + 1, "a", g1, "rank 0 was stopped by its agent");
+        let (batch, _) = e.take(T0 + 1);
+        assert_eq!(
+            update(&batch, "a").state,
+            JobState::Pending,
+            "requeued, not failed"
+        );
+        assert!(
+            batch
+                .events
+                .iter()
+                .any(|ev| ev.kind == "restarted" && ev.message.contains("not counted")),
+            "{:?}",
+            batch.events
+        );
+        e.schedule(T0 + 2);
+        let (_, cmds) = e.take(T0 + 2);
+        let g2 = generation(&cmds);
+        // A late report about the first run changes nothing.
+        e.failed(T0 + 3, "a", g1, "rank 1 exited with code 1");
+        let (batch, cmds) = e.take(T0 + 3);
+        assert!(cmds.is_empty(), "{cmds:?}");
+        assert!(batch.updates.iter().all(|u| u.state == JobState::Running));
+        // With no retries, the first real failure ends it.
+        e.failed(T0 + 4, "a", g2, "rank 1 exited with code 1");
+        let (batch, _) = e.take(T0 + 4);
+        assert_eq!(update(&batch, "a").state, JobState::Failed);
+        e.check().expect("invariants");
     }
 
     #[test]

@@ -174,6 +174,11 @@ async fn pass(
                 generation,
                 reason,
             } => l.engine.failed(now, &job, generation, &reason),
+            Observed::Interrupted {
+                job,
+                generation,
+                reason,
+            } => l.engine.interrupted(now, &job, generation, &reason),
             Observed::Event { job, kind, message } => l.engine.note(now, &job, &kind, &message),
             Observed::Output(lines) => output.extend(lines),
             Observed::NodeFailed { cluster, node } => l.engine.node(now, cluster, node, true),
