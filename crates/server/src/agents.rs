@@ -776,6 +776,12 @@ impl Hub {
             };
             if let Some(why) = unusable {
                 self.untake(&out);
+                // The scheduler placed work on a slot it believes is up: tell it otherwise, so
+                // that its books (the gang's restart, the replica's replacement) follow.
+                self.observed.push(Observed::NodeFailed {
+                    cluster,
+                    node: s.node,
+                });
                 return Err(why);
             }
             let Some(id) = self.by_slot.get(&(cluster, s.node)).cloned() else {
@@ -936,7 +942,9 @@ impl AgentBackend {
                 hub.observed.push(Observed::Event {
                     job,
                     kind: "replica_not_started".into(),
-                    message: format!("a replica could not be started: {why}"),
+                    message: format!(
+                        "a replica could not be started: {why}; the scheduler places it again"
+                    ),
                 });
                 return;
             }
@@ -1832,9 +1840,21 @@ mod tests {
         b.act(vec![launch("j", 1, 1, &[(0, 2), (2, 2)])]);
         let seen = b.poll(1);
         assert!(
-            matches!(seen.as_slice(), [Observed::Interrupted { reason, .. }] if reason.contains("slot 2")),
-            "{seen:?}"
+            matches!(seen.as_slice(), [
+                Observed::NodeFailed { cluster: 0, node: 2 },
+                Observed::Interrupted { reason, .. },
+            ] if reason.contains("slot 2")),
+            "the scheduler hears the slot is down, and the attempt is interrupted: {seen:?}"
         );
+        // Nothing was taken on node a for the placement that was not made.
+        b.act(vec![launch("k", 1, 1, &[(0, 2)])]);
+        let list = h
+            .lock()
+            .runs
+            .values()
+            .flat_map(|r| r.by_node.values().flatten().map(|a| a.accelerators.clone()))
+            .collect::<Vec<_>>();
+        assert_eq!(list, [vec![0], vec![1]]);
     }
 
     #[test]

@@ -575,9 +575,8 @@ impl Engine {
                 allocated: t.allocated,
                 // Every start after the first counts (failures, preemptions, migrations), so
                 // that a new leader's attempt numbers never repeat an earlier attempt's.
-                restarts: (t.restarts_before + i64::from(v.restarts)).max(
-                    i64::from(t.attempts_before + t.attempts).saturating_sub(1),
-                ),
+                restarts: (t.restarts_before + i64::from(v.restarts))
+                    .max(i64::from(t.attempts_before + t.attempts).saturating_sub(1)),
                 started_ms: t.started_ms,
                 finished_ms: if state.is_final() {
                     t.finished_ms.or(Some(now_ms))
