@@ -168,7 +168,7 @@ impl Engine {
             finished_ms: None,
             command: extras.command,
             max_retries: extras.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
-            failures: 0,
+            failures: u32::try_from(record.failures).unwrap_or(0),
             attempts_before: u32::try_from(record.restarts).unwrap_or(0)
                 + u32::from(record.state == JobState::Running),
             attempts: 0,
@@ -205,6 +205,7 @@ impl Engine {
             cluster: None,
             allocated: 0,
             restarts: record.restarts,
+            failures: record.failures,
             started_ms: record.started_ms,
             finished_ms: Some(now_ms),
             updated_ms: now_ms,
@@ -577,6 +578,7 @@ impl Engine {
                 // that a new leader's attempt numbers never repeat an earlier attempt's.
                 restarts: (t.restarts_before + i64::from(v.restarts))
                     .max(i64::from(t.attempts_before + t.attempts).saturating_sub(1)),
+                failures: i64::from(t.failures),
                 started_ms: t.started_ms,
                 finished_ms: if state.is_final() {
                     t.finished_ms.or(Some(now_ms))
@@ -621,6 +623,7 @@ mod tests {
             cluster: None,
             allocated: 0,
             restarts: 0,
+            failures: 0,
             cancel_requested: false,
             replicas_wanted: None,
             submitted_ms: T0,
@@ -1029,6 +1032,48 @@ mod tests {
         let (batch, _) = e.take(T0 + 4);
         assert_eq!(update(&batch, "a").state, JobState::Failed);
         e.check().expect("invariants");
+    }
+
+    #[test]
+    fn a_new_leader_keeps_counting_failures_from_the_store() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut sp = spec(3600.0);
+        sp.kind = JobKind::Training;
+        let mut r = record("a", 1);
+        r.state = JobState::Running;
+        r.restarts = 2;
+        r.failures = 2;
+        e.admit_with(
+            T0,
+            &r,
+            sp,
+            JobExtras {
+                command: None,
+                max_retries: Some(2),
+            },
+        );
+        e.schedule(T0);
+        let (batch, cmds) = e.take(T0);
+        assert_eq!(update(&batch, "a").failures, 2);
+        let Some(Command::Launch {
+            generation,
+            attempt,
+            ..
+        }) = cmds.first().cloned()
+        else {
+            panic!("a launch: {cmds:?}");
+        };
+        assert_eq!(
+            attempt, 4,
+            "after 3 starts, the recovery's start is the 4th"
+        );
+        e.failed(T0 + 1, "a", generation, "rank 0 exited with code 1");
+        let (batch, _) = e.take(T0 + 1);
+        assert_eq!(
+            update(&batch, "a").state,
+            JobState::Failed,
+            "its retries were used up under the previous leader"
+        );
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct JobRecord {
     /// Accelerators it holds now.
     pub allocated: i64,
     pub restarts: i64,
+    /// Failed runs counted against the job's `max_retries`.
+    pub failures: i64,
     pub cancel_requested: bool,
     /// Inference services: the replica count asked for with [`crate::StoreWrite::request_scale`]
     /// (`None`: never asked; the service runs its submitted minimum).
@@ -150,6 +152,8 @@ pub struct JobUpdate {
     pub cluster: Option<String>,
     pub allocated: i64,
     pub restarts: i64,
+    /// Failed runs counted against the job's `max_retries`.
+    pub failures: i64,
     /// Kept if already set.
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,

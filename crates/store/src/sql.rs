@@ -13,8 +13,8 @@ use crate::model::*;
 use crate::{StoreError, StoreRead, StoreWrite};
 
 const JOB_COLUMNS: &str = "seq, id, tenant, name, kind, priority, accelerators, spec, state, \
-    reason, cluster, allocated, restarts, cancel_requested, replicas_wanted, submitted_ms, \
-    started_ms, finished_ms, updated_ms";
+    reason, cluster, allocated, restarts, failures, cancel_requested, replicas_wanted, \
+    submitted_ms, started_ms, finished_ms, updated_ms";
 
 const EVENT_COLUMNS: &str = "seq, job_id, at_ms, kind, cluster, message";
 
@@ -178,6 +178,7 @@ macro_rules! sql_store {
                     cluster: row.try_get("cluster")?,
                     allocated: row.try_get("allocated")?,
                     restarts: row.try_get("restarts")?,
+                    failures: row.try_get("failures")?,
                     cancel_requested: row.try_get("cancel_requested")?,
                     replicas_wanted: row.try_get("replicas_wanted")?,
                     submitted_ms: row.try_get("submitted_ms")?,
@@ -747,14 +748,14 @@ macro_rules! sql_store {
                 }
                 for chunk in batch.updates.chunks(CHUNK) {
                     let sql = format!(
-                        "WITH v (id, state, reason, cluster, allocated, restarts, started_ms, \
-                           finished_ms, updated_ms) AS (VALUES {}) \
+                        "WITH v (id, state, reason, cluster, allocated, restarts, failures, \
+                           started_ms, finished_ms, updated_ms) AS (VALUES {}) \
                          UPDATE jobs SET state = v.state, reason = v.reason, cluster = v.cluster, \
-                           allocated = v.allocated, restarts = v.restarts, \
+                           allocated = v.allocated, restarts = v.restarts, failures = v.failures, \
                            started_ms = COALESCE(jobs.started_ms, v.started_ms), \
                            finished_ms = v.finished_ms, updated_ms = v.updated_ms, seen = TRUE \
                          FROM v WHERE jobs.id = v.id",
-                        placeholders(chunk.len(), 9)
+                        placeholders(chunk.len(), 10)
                     );
                     let mut q = sqlx::query(&sql);
                     for u in chunk {
@@ -765,6 +766,7 @@ macro_rules! sql_store {
                             .bind(&u.cluster)
                             .bind(u.allocated)
                             .bind(u.restarts)
+                            .bind(u.failures)
                             .bind(u.started_ms)
                             .bind(u.finished_ms)
                             .bind(u.updated_ms);

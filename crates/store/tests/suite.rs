@@ -394,6 +394,7 @@ async fn failed_jobs(s: AnyStore) {
             cluster: Some("c".into()),
             allocated: 0,
             restarts: 2,
+            failures: 3,
             started_ms: Some(20),
             finished_ms: Some(30),
             updated_ms: 30,
@@ -403,6 +404,11 @@ async fn failed_jobs(s: AnyStore) {
     s.apply(&lease, &batch).await.expect("apply");
     let got = s.get_job(&j.id, None).await.expect("get").expect("found");
     assert_eq!((got.state, got.finished_ms), (JobState::Failed, Some(30)));
+    assert_eq!(
+        (got.restarts, got.failures),
+        (2, 3),
+        "kept for the next leader"
+    );
     assert!(s.active_jobs().await.expect("active").is_empty());
     let failed = s
         .list_jobs(&JobFilter {
@@ -548,6 +554,7 @@ async fn lease_and_apply(s: AnyStore) {
             cluster: Some("c".into()),
             allocated: 8,
             restarts: 0,
+            failures: 0,
             started_ms: Some(2_600),
             finished_ms: None,
             updated_ms: 2_600,
@@ -710,6 +717,7 @@ async fn scaling(s: AnyStore) {
                 cluster: None,
                 allocated: 0,
                 restarts: 0,
+                failures: 0,
                 started_ms: None,
                 finished_ms: Some(21),
                 updated_ms: 21,
@@ -856,6 +864,7 @@ async fn big_batch(s: AnyStore) {
                 cluster: (i % 2 == 0).then(|| "c".to_owned()),
                 allocated: if i % 2 == 0 { 8 } else { 0 },
                 restarts: 0,
+                failures: 0,
                 started_ms: (i % 2 == 0).then_some(5),
                 finished_ms: None,
                 updated_ms: 5,
