@@ -17,21 +17,7 @@ fn a_gang_run_survives_a_killed_agent_with_the_same_final_model() {
     let dir = scratch("agents-e2e");
     let fleet = fleet_file(&dir, 3, 2);
     let s = AgentServer::start(&dir, &fleet, "127.0.0.1:0");
-    let mut agents: Vec<AgentProcess> = (1..=3)
-        .map(|i| {
-            let name = format!("node-{i}");
-            start_agent(
-                &[],
-                s.url(),
-                &s.agent_token,
-                &name,
-                "127.0.0.1",
-                2,
-                &dir.join(format!("{name}.log")),
-            )
-        })
-        .collect();
-    s.wait_ready(3);
+    let mut agents: Vec<AgentProcess> = s.start_local_agents(&dir, 3);
 
     let job = s.submit_training(4, 60, 3);
     // Let it checkpoint a few times, then kill an agent holding ranks.
@@ -138,21 +124,7 @@ fn a_run_that_keeps_failing_ends_failed_after_its_retries_with_the_reason() {
     let dir = scratch("agents-fail");
     let fleet = fleet_file(&dir, 2, 2);
     let s = AgentServer::start(&dir, &fleet, "127.0.0.1:0");
-    let _agents: Vec<AgentProcess> = (1..=2)
-        .map(|i| {
-            let name = format!("node-{i}");
-            start_agent(
-                &[],
-                s.url(),
-                &s.agent_token,
-                &name,
-                "127.0.0.1",
-                2,
-                &dir.join(format!("{name}.log")),
-            )
-        })
-        .collect();
-    s.wait_ready(2);
+    let _agents: Vec<AgentProcess> = s.start_local_agents(&dir, 2);
     let body = serde_json::json!({
         "kind": "batch",
         "accelerators": 3,

@@ -22,21 +22,7 @@ fn a_run_survives_a_restart_of_the_server() {
     let fleet = fleet_file(&dir, 2, 2);
     let listen = format!("127.0.0.1:{}", free_port());
     let mut s = AgentServer::start(&dir, &fleet, &listen);
-    let agents: Vec<AgentProcess> = (1..=2)
-        .map(|i| {
-            let name = format!("node-{i}");
-            start_agent(
-                &[],
-                s.url(),
-                &s.agent_token,
-                &name,
-                "127.0.0.1",
-                2,
-                &dir.join(format!("{name}.log")),
-            )
-        })
-        .collect();
-    s.wait_ready(2);
+    let agents: Vec<AgentProcess> = s.start_local_agents(&dir, 2);
     let before: Vec<(String, i64)> = s
         .nodes()
         .iter()

@@ -13,21 +13,7 @@ fn cluster(name: &str, n: u32) -> (std::path::PathBuf, AgentServer, Vec<AgentPro
     let dir = scratch(name);
     let fleet = fleet_file(&dir, n, 2);
     let s = AgentServer::start(&dir, &fleet, "127.0.0.1:0");
-    let agents = (1..=n)
-        .map(|i| {
-            let host = format!("node-{i}");
-            start_agent(
-                &[],
-                s.url(),
-                &s.agent_token,
-                &host,
-                "127.0.0.1",
-                2,
-                &dir.join(format!("{host}.log")),
-            )
-        })
-        .collect();
-    s.wait_ready(n as usize);
+    let agents = s.start_local_agents(&dir, n);
     (dir, s, agents)
 }
 

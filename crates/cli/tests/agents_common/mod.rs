@@ -143,6 +143,27 @@ impl AgentServer {
         v.as_array().cloned().unwrap_or_default()
     }
 
+    /// Starts `n` agents on this machine (`node-1`…, 2 accelerators each, logs in `dir`) and
+    /// waits for them to be ready.
+    pub fn start_local_agents(&self, dir: &Path, n: u32) -> Vec<AgentProcess> {
+        let agents = (1..=n)
+            .map(|i| {
+                let name = format!("node-{i}");
+                start_agent(
+                    &[],
+                    self.url(),
+                    &self.agent_token,
+                    &name,
+                    "127.0.0.1",
+                    2,
+                    &dir.join(format!("{name}.log")),
+                )
+            })
+            .collect();
+        self.wait_ready(n as usize);
+        agents
+    }
+
     /// Waits for `n` ready nodes.
     pub fn wait_ready(&self, n: usize) {
         wait_for(60, &format!("{n} ready nodes"), || {
