@@ -298,22 +298,6 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         db_path.display(),
         HEARTBEAT.as_millis()
     ));
-    // Agents are served by the scheduling leader; it leads within a tick of starting.
-    wait_for(Duration::from_secs(30), || {
-        let mut s = std::net::TcpStream::connect(addr).ok()?;
-        use std::io::Read as _;
-        write!(
-            s,
-            "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        text.contains("\"leader\"").then_some(())
-    })
-    .ok_or_else(|| {
-        CliError::Other("the server did not take the scheduling lease within 30 s".into())
-    })?;
     let client = Client::new(&ClientArgs {
         url: url.clone(),
         token: Some(tenant_token.clone()),
@@ -321,6 +305,14 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     let admin = Client::new(&ClientArgs {
         url: url.clone(),
         token: Some(agent_token.clone()),
+    })?;
+    // Agents are served by the scheduling leader; it leads within a tick of starting.
+    wait_for(Duration::from_secs(30), || {
+        let ready: serde_json::Value = client.get("/readyz").ok()?;
+        (ready["role"] == "leader").then_some(())
+    })
+    .ok_or_else(|| {
+        CliError::Other("the server did not take the scheduling lease within 30 s".into())
     })?;
 
     // 2. Agents: separate processes, each a "node" with 2 accelerators.

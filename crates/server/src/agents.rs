@@ -766,31 +766,28 @@ impl Hub {
     fn slots(&mut self, cluster: u32, shares: &[NodeShare]) -> Result<Vec<NodeSlot>, String> {
         let mut out = Vec::with_capacity(shares.len());
         for s in shares {
-            let unusable = match self.by_slot.get(&(cluster, s.node)) {
-                None => Some(format!("node slot {} has no registered agent", s.node)),
+            let live = match self.by_slot.get(&(cluster, s.node)) {
+                None => Err(format!("node slot {} has no registered agent", s.node)),
                 Some(id) => match self.nodes.get(id) {
-                    None => Some(format!("node {id} is not registered")),
-                    Some(n) if n.lost => Some(format!("node {id} ({}) is lost", n.hostname)),
-                    Some(_) => None,
+                    None => Err(format!("node {id} is not registered")),
+                    Some(n) if n.lost => Err(format!("node {id} ({}) is lost", n.hostname)),
+                    Some(n) => Ok((id.clone(), n.address.clone())),
                 },
             };
-            if let Some(why) = unusable {
-                self.untake(&out);
-                // The scheduler placed work on a slot it believes is up: tell it otherwise, so
-                // that its books (the gang's restart, the replica's replacement) follow.
-                self.observed.push(Observed::NodeFailed {
-                    cluster,
-                    node: s.node,
-                });
-                return Err(why);
-            }
-            let Some(id) = self.by_slot.get(&(cluster, s.node)).cloned() else {
-                continue;
+            let (id, address) = match live {
+                Ok(node) => node,
+                Err(why) => {
+                    self.untake(&out);
+                    // The scheduler placed work on a slot it believes is up: tell it
+                    // otherwise, so that its books (the gang's restart, the replica's
+                    // replacement) follow.
+                    self.observed.push(Observed::NodeFailed {
+                        cluster,
+                        node: s.node,
+                    });
+                    return Err(why);
+                }
             };
-            let Some(node) = self.nodes.get(&id) else {
-                continue;
-            };
-            let address = node.address.clone();
             let accelerators = self.take_accelerators(&id, s.accelerators);
             out.push(NodeSlot {
                 node_id: id,
@@ -852,7 +849,7 @@ impl AgentBackend {
             ));
             return;
         };
-        let Some(c) = hub.cluster(cluster).map(|c| c.index) else {
+        let Some((c, accelerator)) = hub.cluster(cluster).map(|c| (c.index, c.accelerator)) else {
             hub.observed.push(Observed::Failed {
                 job,
                 generation,
@@ -878,11 +875,6 @@ impl AgentBackend {
             restart: RestartPolicy::Never,
             stop_grace_ms: self.hub.settings.stop_grace.as_millis() as u64,
         };
-        let accelerator = hub
-            .clusters
-            .iter()
-            .find(|x| x.index == c)
-            .map(|x| x.accelerator);
         let placed = hub.slots(c, nodes).and_then(|slots| {
             gang::place(&spec, &slots).map_err(|e| {
                 hub.untake(&slots);
@@ -891,10 +883,9 @@ impl AgentBackend {
         });
         match placed {
             Ok(mut by_node) => {
-                if let Some(acc) = accelerator {
-                    for a in by_node.values_mut().flatten() {
-                        a.env.extend(visible_accelerators_env(acc, &a.accelerators));
-                    }
+                for a in by_node.values_mut().flatten() {
+                    a.env
+                        .extend(visible_accelerators_env(accelerator, &a.accelerators));
                 }
                 let mut run = Run::new(
                     job,
@@ -931,7 +922,7 @@ impl AgentBackend {
             // Nothing to run: the replica exists only in the scheduler's books.
             return;
         };
-        let Some(c) = hub.cluster(cluster).map(|c| c.index) else {
+        let Some((c, accelerator)) = hub.cluster(cluster).map(|c| (c.index, c.accelerator)) else {
             return;
         };
         hub.replica_seq += 1;
@@ -957,11 +948,6 @@ impl AgentBackend {
             self.hub.settings.port_range.1,
         );
         let world_size = slots.len() as u32;
-        let accelerator = hub
-            .clusters
-            .iter()
-            .find(|x| x.index == c)
-            .map(|x| x.accelerator);
         // One process per node of the replica, holding all its accelerators there (a
         // serving engine spreads itself over the devices it is given).
         let by_node = slots
@@ -981,9 +967,7 @@ impl AgentBackend {
                     command: command.argv.clone(),
                     env: {
                         let mut env = command.env.clone();
-                        if let Some(acc) = accelerator {
-                            env.extend(visible_accelerators_env(acc, &slot.accelerators));
-                        }
+                        env.extend(visible_accelerators_env(accelerator, &slot.accelerators));
                         env
                     },
                     accelerators: slot.accelerators,
@@ -1225,11 +1209,6 @@ impl Backend for AgentBackend {
     }
 }
 
-/// `now` for handlers.
-pub(crate) fn handler_now() -> i64 {
-    now_ms()
-}
-
 /// The agent protocol's routes (`/v1/agent/…`). Agents send bigger bodies than the API's
 /// clients (batches of output lines), so these routes take up to [`MAX_AGENT_BODY_BYTES`].
 pub(crate) fn routes() -> axum::Router<crate::http::AppState> {
@@ -1262,8 +1241,9 @@ mod handlers {
 
     use switchyard_store::{NodeRegistration, StoreWrite as _};
 
-    use super::{AgentError, AgentHub, NodeView, handler_now};
+    use super::{AgentError, AgentHub, NodeView};
     use crate::http::{ApiError, AppState, Auth};
+    use crate::leader::now_ms;
 
     /// The hub, once the caller may act as an agent.
     fn hub(s: &AppState, auth: &Auth) -> Result<AgentHub, ApiError> {
@@ -1325,7 +1305,7 @@ mod handlers {
         let hub = hub(&s, &auth)?;
         let info: NodeInfo = body(raw, "node description (NodeInfo)")?;
         let (cluster, slots) = hub.resolve(&info).map_err(refused)?;
-        let now = handler_now();
+        let now = now_ms();
         let record = s
             .store
             .register_node(&NodeRegistration {
@@ -1362,7 +1342,7 @@ mod handlers {
         auth: Auth,
         Path(id): Path<String>,
     ) -> Result<StatusCode, ApiError> {
-        let now = handler_now();
+        let now = now_ms();
         if hub(&s, &auth)?.heartbeat(&id, now).map_err(refused)? {
             s.store.node_heartbeat(&id, now).await?;
         }
@@ -1375,7 +1355,7 @@ mod handlers {
         Path(id): Path<String>,
     ) -> Result<Json<AssignmentList>, ApiError> {
         let list = hub(&s, &auth)?
-            .assignments(&id, handler_now())
+            .assignments(&id, now_ms())
             .map_err(refused)?;
         Ok(Json(list))
     }
@@ -1388,7 +1368,7 @@ mod handlers {
     ) -> Result<StatusCode, ApiError> {
         let hub = hub(&s, &auth)?;
         let report: StatusReport = body(raw, "status report")?;
-        hub.status(&id, report, handler_now()).map_err(refused)?;
+        hub.status(&id, report, now_ms()).map_err(refused)?;
         s.wake.notify_one();
         Ok(StatusCode::NO_CONTENT)
     }

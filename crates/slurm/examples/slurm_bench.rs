@@ -74,6 +74,30 @@ fn direct(jobs: u32) -> Row {
     }
 }
 
+/// Waits until the API lists `jobs` jobs as done (every page of `state=done`).
+fn wait_all_done(jobs: u32, get: impl Fn(&str) -> serde_json::Value) {
+    loop {
+        let mut done = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!("/v1/jobs?state=done&limit=1000&after={a}"),
+                None => "/v1/jobs?state=done&limit=1000".to_owned(),
+            };
+            let page = get(&path);
+            done += page["jobs"].as_array().map_or(0, Vec::len);
+            match page["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        if done >= jobs as usize {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn through_switchyard(jobs: u32, per_node: u32, slurm: bool) -> Row {
     let tag = format!("bench-sy-{}", std::process::id());
     let server = Server::start_with(&tag, local_fleet(per_node, Some("true")), slurm);
@@ -85,26 +109,7 @@ fn through_switchyard(jobs: u32, per_node: u32, slurm: bool) -> Row {
         );
     }
     let submit_s = t0.elapsed().as_secs_f64();
-    loop {
-        let mut done = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let path = match &after {
-                Some(a) => format!("/v1/jobs?state=done&limit=1000&after={a}"),
-                None => "/v1/jobs?state=done&limit=1000".to_owned(),
-            };
-            let page = server.get(&path);
-            done += page["jobs"].as_array().map_or(0, Vec::len);
-            match page["next"].as_str() {
-                Some(n) => after = Some(n.to_owned()),
-                None => break,
-            }
-        }
-        if done >= jobs as usize {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_all_done(jobs, |path| server.get(path));
     Row {
         how: if slurm {
             format!("Switchyard API → scheduler → Slurm backend (fleet: {per_node} per node)")
@@ -218,26 +223,7 @@ fn through_agents(jobs: u32, per_node: u32, interval: Duration) -> Row {
         );
     }
     let submit_s = t0.elapsed().as_secs_f64();
-    loop {
-        let mut done = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let path = match &after {
-                Some(a) => format!("/v1/jobs?state=done&limit=1000&after={a}"),
-                None => "/v1/jobs?state=done&limit=1000".to_owned(),
-            };
-            let page = call(&path, None);
-            done += page["jobs"].as_array().map_or(0, Vec::len);
-            match page["next"].as_str() {
-                Some(n) => after = Some(n.to_owned()),
-                None => break,
-            }
-        }
-        if done >= jobs as usize {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_all_done(jobs, |path| call(path, None));
     let total_s = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = std::fs::remove_dir_all(&dir);
