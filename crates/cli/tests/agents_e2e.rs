@@ -184,3 +184,40 @@ fn a_run_that_keeps_failing_ends_failed_after_its_retries_with_the_reason() {
     assert!(complete, "{wanted:?} in {lines:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn only_the_scheduling_leader_serves_the_agents() {
+    let dir = scratch("agents-follower");
+    let fleet = fleet_file(&dir, 2, 2);
+    let s = AgentServer::start(&dir, &fleet, "127.0.0.1:0");
+    // A second replica on the same database follows; an agent sent to it must not be handed an
+    // empty desired set (it would stop everything): it is told to come back.
+    let follower = start_server(&s.server.db, &fleet, "127.0.0.1:0", &s.checkpoints);
+    assert_eq!(follower.role(), "follower");
+    let node = serde_json::json!({
+        "hostname": "node-1", "cluster": "local", "cpus": 2, "memory_bytes": 1_000_000_000u64,
+        "accelerators": [{"index": 0, "name": "declared"}],
+        "protocol_version": 1, "agent_version": "test",
+    });
+    let (status, body) = call(
+        "POST",
+        &format!("{}/v1/agent/register", follower.url),
+        Some(&s.agent_token),
+        Some(&node.to_string()),
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not the scheduling leader")),
+        "{body}"
+    );
+    let (status, body) = call(
+        "POST",
+        &format!("{}/v1/agent/register", s.url()),
+        Some(&s.agent_token),
+        Some(&node.to_string()),
+    );
+    assert_eq!(status, 200, "the leader registers it: {body}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

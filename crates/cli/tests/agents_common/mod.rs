@@ -210,7 +210,7 @@ fn agent_token(db: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn start_server(db: &str, fleet: &Path, listen: &str, checkpoints: &Path) -> Server {
+pub fn start_server(db: &str, fleet: &Path, listen: &str, checkpoints: &Path) -> Server {
     let fleet = fleet.to_string_lossy().into_owned();
     let checkpoints = checkpoints.to_string_lossy().into_owned();
     Server::start_on(
