@@ -22,6 +22,11 @@ pub const DEFAULT_NETWORK_EFFICIENCY: f64 = 0.8;
 /// Fixed cost of one all-to-all across nodes (NCCL send/recv setup to every peer), s.
 pub const COLLECTIVE_LATENCY_ALL_TO_ALL_S: f64 = 50e-6;
 
+/// Latency of one collective step, seconds: NCCL's per-operation launch plus per-hop latency
+/// is a few microseconds on NVLink and about 5-10 µs across an InfiniBand hop.
+pub const COLLECTIVE_LATENCY_SCALE_UP_S: f64 = 8e-6;
+pub const COLLECTIVE_LATENCY_SCALE_OUT_S: f64 = 20e-6;
+
 /// Fraction of HBM peak that streaming (element-wise, normalization, optimizer) kernels reach:
 /// STREAM-like copies on A100/H100 sustain 80-90% of the datasheet bandwidth; fused PyTorch
 /// element-wise kernels somewhat less.
@@ -146,6 +151,22 @@ impl Hardware {
         let remote = bytes * (n - q) / n / (self.scale_out_gb_s * 1e9 * self.network_efficiency);
         let local = bytes * (q - 1.0) / n / up;
         remote.max(local) + COLLECTIVE_LATENCY_ALL_TO_ALL_S
+    }
+
+    /// One reduce-scatter or all-gather of `bytes` (the full buffer) over `size` consecutive
+    /// ranks as a ring: each device moves `(n-1)/n` of the buffer at the group's bus
+    /// bandwidth, in `n-1` steps that each pay the per-hop latency. An all-reduce is two.
+    pub fn ring_step_time(&self, bytes: f64, size: u32) -> f64 {
+        if size <= 1 {
+            return 0.0;
+        }
+        let n = f64::from(size);
+        let lat = if size <= self.scale_up_domain {
+            COLLECTIVE_LATENCY_SCALE_UP_S
+        } else {
+            COLLECTIVE_LATENCY_SCALE_OUT_S
+        };
+        (n - 1.0) / n * bytes / self.collective_bw(size) + lat * (n - 1.0)
     }
 
     /// [`Hardware::group_bw`] of a group of consecutive ranks (stride 1) spanning `span`.

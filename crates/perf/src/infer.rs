@@ -13,27 +13,35 @@ use serde::Serialize;
 use crate::PerfError;
 use crate::hardware::{GIB, Hardware, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
 use crate::model::ModelSpec;
-use crate::train::GemmDevice;
+use crate::train::{GemmDevice, NormKernels, elementwise_bytes_per_token};
 
 /// Fraction of the memory left after weights and activations that the engine gives to the KV
 /// cache: TensorRT-LLM's `kv_cache_free_gpu_mem_fraction` default (0.9); vLLM's
 /// `gpu_memory_utilization` default is also 0.9 (of the whole device).
 pub const KV_CACHE_FREE_MEMORY_FRACTION: f64 = 0.9;
 
-/// Largest batch the engine schedules: TensorRT-LLM's default `max_batch_size` (2,048).
-pub const MAX_BATCH: u32 = 2048;
+/// Largest batch the engine schedules: `trtllm-bench` sizes `max_batch_size` to the requests
+/// whose KV cache fits, capped at 4,096 (its `finetune_setting`).
+pub const MAX_BATCH: u32 = 4096;
+
+/// Device memory an inference engine cannot give to weights, activations or the KV cache: the
+/// CUDA context and kernel images (about 0.5-1 GiB), cuBLAS workspaces and the communication
+/// buffers of the tensor-parallel all-reduce, GiB. Unlike training there is no caching-allocator
+/// fragmentation to allow for: the KV cache is one pre-allocated pool.
+pub const INFERENCE_RESERVED_MEMORY_GIB: f64 = 2.0;
 
 /// Tokens one engine iteration processes at most (prefill chunks plus decode tokens):
 /// TensorRT-LLM's default `max_num_tokens` (8,192); sizes the activation workspace.
 pub const MAX_NUM_TOKENS: u32 = 8192;
 
-/// One-shot/two-shot all-reduce kernels for small messages inside an NVLink domain
-/// (TensorRT-LLM's custom all-reduce) take about 10 µs; each layer needs two.
-pub const INFERENCE_ALLREDUCE_LATENCY_S: f64 = 10e-6;
-
 /// Per-iteration host work of the engine (scheduling, sampling, launching the CUDA graph):
 /// about a millisecond in current engines.
 pub const ITERATION_OVERHEAD_S: f64 = 1e-3;
+
+/// Bytes per element of the FP8 copy of each GEMM input in inference: the engine fuses the
+/// quantization into the kernel that produces the input (RMSNorm, SwiGLU), which writes one
+/// extra byte per element (no transposed copy: inference runs only the forward GEMMs).
+pub const FP8_QUANT_BYTES: f64 = 1.0;
 
 /// How many requests run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,7 +150,8 @@ pub fn estimate_inference(
     let kv_bytes_per_token = 2.0 * layers / pp * kv / kv_split * elem;
     let workspace = f64::from(MAX_NUM_TOKENS)
         * (2.0 * (h + 2.0 * kv) / t + 3.0 * f64::from(m.ffn_hidden.max(1)) / t * 2.0 + v / t * 4.0);
-    let free = hw.usable_memory_bytes() - weights - workspace;
+    let device = (a.hbm_gib - INFERENCE_RESERVED_MEMORY_GIB).max(0.0) * GIB;
+    let free = device - weights - workspace;
     let kv_capacity = (free * KV_CACHE_FREE_MEMORY_FRACTION).max(0.0);
     let per_request = f64::from(spec.prompt_tokens + spec.output_tokens);
     let fit_requests = (kv_capacity / (kv_bytes_per_token * per_request)).floor();
@@ -181,7 +190,9 @@ pub fn estimate_inference(
             // Experts touched by `rows` tokens, each with rows·k/touched tokens.
             let touched = e * (1.0 - (1.0 - k / e).powf(rows));
             let per = (rows * k / touched).max(1.0);
-            g += touched * (gemm(per, (n_mats - 1.0) * fe / t, h) + gemm(per, h, fe / t));
+            // The touched experts run as one grouped GEMM.
+            g += dev.batched_time(touched, per, (n_mats - 1.0) * fe / t, h)
+                + dev.batched_time(touched, per, h, fe / t);
             let shared = f64::from(moe_spec.shared_experts);
             if shared > 0.0 {
                 g += gemm(rows, (n_mats - 1.0) * shared * fe / t, h)
@@ -205,36 +216,49 @@ pub fn estimate_inference(
                 })
             / pp
     };
-    let allreduce = |rows: f64| -> f64 {
-        if l.tp <= 1 {
-            return 0.0;
-        }
-        let bytes = rows * h * 2.0;
-        let bw = hw.collective_bw(l.tp);
-        2.0 * layers / pp * (2.0 * (t - 1.0) / t * bytes / bw + INFERENCE_ALLREDUCE_LATENCY_S)
-    };
+    // Two all-reduces per layer (after attention and after the FFN), each a reduce-scatter and
+    // an all-gather over the tensor-parallel group.
+    let allreduce =
+        |rows: f64| -> f64 { 2.0 * layers / pp * 2.0 * hw.ring_step_time(rows * h * 2.0, l.tp) };
     let head = |rows: f64| head_dev.time(rows, v / t, h);
+    // Norms, residual adds, rotary embedding, the FFN activation (and FP8 quantization) of
+    // every layer: memory-bound kernels over each token processed.
+    let fp8_quant = if fp8 { FP8_QUANT_BYTES } else { 0.0 };
+    let per_layer = |moe: bool| {
+        elementwise_bytes_per_token(m, t, 1.0, moe, NormKernels::FusedResidual, fp8_quant)
+    };
+    let elem_per_token = (dense_layers * per_layer(false) + moe_layers * per_layer(true)) / pp;
+    let elementwise = |rows: f64| rows * elem_per_token / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
 
-    // Decode iteration for B requests at their mean context.
+    // One engine iteration: B requests decode a token each at their mean context, and on
+    // average B/output_tokens prompts are prefilled in chunks alongside. The decode rows read
+    // the weights; the prompt rows add their compute, their attention, and their share of
+    // each all-reduce and element-wise kernel (which run once per iteration over all rows).
     let ctx = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens) / 2.0;
     let kv_read = bf * ctx * kv_bytes_per_token / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
     let attn_flops = 4.0 * bf * ctx * h / t * layers / pp;
     let attn = kv_read.max(attn_flops / (bf16_peak * facts.attention_fwd));
-    let decode = all_gemms(bf) + attn + allreduce(bf) + head(bf) + ITERATION_OVERHEAD_S;
-
-    // Prefill of one prompt: alone (TTFT) and as chunks riding along decode iterations
-    // (compute only: the weights are already being read for the decode rows).
     let p = f64::from(spec.prompt_tokens);
     let prefill_attn_flops = 4.0 * p * (p / 2.0 + 64.0) * h / t * layers / pp;
     let prefill_attn = prefill_attn_flops / (bf16_peak * facts.attention_fwd);
+    let prefill_flops = 2.0 * (m.active_params() - m.embedding_params()) * p / (t * pp);
+    let prompts = bf / f64::from(spec.output_tokens);
+    let rows = bf + prompts * p;
+    let iteration = all_gemms(bf)
+        + attn
+        + prompts * (prefill_flops / (peak * ceiling) + prefill_attn)
+        + allreduce(rows)
+        + elementwise(rows)
+        + head(bf)
+        + ITERATION_OVERHEAD_S;
+
+    // Time to first token: one prompt prefilled alone, in chunks of at most the engine's
+    // token budget.
     let chunk = p.min(f64::from(MAX_NUM_TOKENS));
-    let prefill_alone = (all_gemms(chunk) + allreduce(chunk)) * (p / chunk)
+    let prefill_alone = (all_gemms(chunk) + allreduce(chunk) + elementwise(chunk)) * (p / chunk)
         + prefill_attn
         + head(1.0)
         + ITERATION_OVERHEAD_S;
-    let prefill_flops = 2.0 * (m.active_params() - m.embedding_params()) * p / (t * pp);
-    let prefill_marginal = prefill_flops / (peak * ceiling) + prefill_attn + allreduce(p);
-    let iteration = decode + bf / f64::from(spec.output_tokens) * prefill_marginal;
     // With pipeline parallelism, pp micro-batches are in flight: one iteration per stage time.
     let tokens_per_s = bf / iteration;
     Ok(InferenceEstimate {

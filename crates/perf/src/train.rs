@@ -14,8 +14,8 @@
 use serde::Serialize;
 
 use crate::hardware::{
-    GIB, Hardware, KernelFacts, MEMORY_BANDWIDTH_EFFICIENCY, TRITON_ATTENTION_BWD,
-    TRITON_ATTENTION_FWD, kernel_facts,
+    COLLECTIVE_LATENCY_SCALE_OUT_S, GIB, Hardware, KernelFacts, MEMORY_BANDWIDTH_EFFICIENCY,
+    TRITON_ATTENTION_BWD, TRITON_ATTENTION_FWD, kernel_facts,
 };
 use crate::layout::{Layout, Recompute};
 use crate::model::ModelSpec;
@@ -23,6 +23,9 @@ use crate::software::{AttentionKernel, Software};
 
 /// Bytes of one BF16 element.
 const BF16: f64 = 2.0;
+
+/// Bytes of one FP32 element (split-K partial sums).
+const FP32: f64 = 4.0;
 
 /// Backward element-wise kernels move about twice the bytes of the forward ones (they read the
 /// saved input and the incoming gradient and write the outgoing gradient).
@@ -54,11 +57,6 @@ pub const OPTIMIZER_BYTES_PER_PARAM: f64 = 30.0;
 pub fn grad_reduce_bytes(zero: u8) -> f64 {
     if zero >= 2 { 2.0 } else { 4.0 }
 }
-
-/// Latency of one collective step, seconds: NCCL's per-operation launch plus per-hop latency
-/// is a few microseconds on NVLink and about 5-10 µs across an InfiniBand hop.
-pub const COLLECTIVE_LATENCY_SCALE_UP_S: f64 = 8e-6;
-pub const COLLECTIVE_LATENCY_SCALE_OUT_S: f64 = 20e-6;
 
 /// Per-step latency of an NCCL ring (LL128/simple protocols): about 1 µs between GPUs on one
 /// NVLink fabric and about 5 µs across an InfiniBand/RoCE hop; a ring collective over n ranks
@@ -142,6 +140,67 @@ pub struct TrainingEstimate {
     pub breakdown: Breakdown,
 }
 
+/// Elements the FFN activation kernel touches per token on one device (gated: reads gate and
+/// up, writes their product; plain: reads and writes the intermediate), routed and shared
+/// experts included.
+pub(crate) fn ffn_activation_elements(m: &ModelSpec, t: f64, moe: bool) -> f64 {
+    let per_matrix = m.ffn_matrices();
+    match (&m.moe, moe) {
+        (Some(spec), true) => {
+            let k = f64::from(spec.experts_per_token);
+            let shared = f64::from(spec.shared_experts);
+            per_matrix * (k + shared) * f64::from(spec.expert_ffn_hidden) / t
+        }
+        _ => per_matrix * f64::from(m.ffn_hidden) / t,
+    }
+}
+
+/// How the residual adds and norms of a layer run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NormKernels {
+    /// Separate kernels (training frameworks): two norms (read+write h each) and two residual
+    /// adds (read 2h, write h each): 20h elements per token.
+    Separate,
+    /// Residual add fused into the norm (inference engines: TensorRT-LLM's fused
+    /// residual+RMSNorm, vLLM's `fused_add_rms_norm`): each of the two reads the input and the
+    /// residual and writes the new residual and the normalised output: 8h elements.
+    FusedResidual,
+}
+
+/// Bytes the memory-bound kernels of one layer's forward pass move per token on one device:
+/// residual adds and norms (see [`NormKernels`]), rotary embedding and the QKV split over q and
+/// k (read+write), the FFN activation, MoE token permutation (read+write each copy, both ways),
+/// and `fp8_cast` bytes per element for casting each GEMM input to FP8 (0 when the GEMMs run in
+/// BF16). `sp` is the sequence-parallel split of the norm/residual region.
+pub(crate) fn elementwise_bytes_per_token(
+    m: &ModelSpec,
+    t: f64,
+    sp: f64,
+    moe: bool,
+    norms: NormKernels,
+    fp8_cast: f64,
+) -> f64 {
+    let h = f64::from(m.hidden);
+    let kv = f64::from(m.kv_dim());
+    let norm_elems = match norms {
+        NormKernels::Separate => 20.0 * h,
+        NormKernels::FusedResidual => 8.0 * h,
+    };
+    let mut elem = norm_elems * BF16 / sp + 2.0 * (h + kv) * BF16 / t;
+    elem += ffn_activation_elements(m, t, moe) * BF16;
+    let routed = if moe { m.moe.as_ref() } else { None };
+    if let Some(spec) = routed {
+        elem += 4.0 * f64::from(spec.experts_per_token) * h * BF16 / t;
+    }
+    // FP8: the inputs of the QKV, output, FFN-up and (dense) FFN-down GEMMs.
+    let dense_down = if routed.is_some() {
+        0.0
+    } else {
+        f64::from(m.ffn_hidden) / t
+    };
+    elem + fp8_cast * (3.0 * h / sp + dense_down)
+}
+
 /// What a GEMM runs against: the peak and achievable fraction for its precision, the kernel
 /// facts of the device, its memory bandwidth and the input element size.
 #[derive(Debug, Clone, Copy)]
@@ -158,25 +217,59 @@ impl GemmDevice {
     /// large-GEMM fraction times wave quantization (tiles over SMs), edge-tile waste and the
     /// per-tile pipeline fill/epilogue (`k/(k+k_overhead)`); the memory side moves both inputs
     /// and the BF16 output once.
+    ///
+    /// A GEMM with fewer output tiles than SMs (the skinny GEMMs of decoding, small experts)
+    /// is split along `k` the way cuBLAS split-K and CUTLASS stream-K kernels do: each of the
+    /// `split` slices is its own CTA with its own pipeline fill, and the FP32 partial sums are
+    /// written and read back once. The library's heuristic picks the split; the cheapest of the
+    /// power-of-two splits that still fit in one wave stands for it.
     pub fn time(&self, m: f64, n: f64, k: f64) -> f64 {
-        if m <= 0.0 || n <= 0.0 || k <= 0.0 {
+        self.batched_time(1.0, m, n, k)
+    }
+
+    /// Time of `batch` independent GEMMs of one shape run as one batched kernel (the per-head
+    /// score and context products of unfused attention): their tiles share the waves.
+    pub fn batched_time(&self, batch: f64, m: f64, n: f64, k: f64) -> f64 {
+        if batch <= 0.0 || m <= 0.0 || n <= 0.0 || k <= 0.0 {
             return 0.0;
         }
         let f = &self.facts;
-        let flops = 2.0 * m * n * k;
+        let flops = 2.0 * batch * m * n * k;
         let (tm, tn) = (f64::from(f.tile_m), f64::from(f.tile_n));
-        let tiles = (m / tm).ceil() * (n / tn).ceil();
+        let tiles = batch * (m / tm).ceil() * (n / tn).ceil();
         let sms = f64::from(f.sms);
-        let waves = (tiles / sms).ceil();
-        let wave_eff = tiles / (waves * sms);
         // Partial tiles at the edges do full-tile work.
-        let tile_eff = (m * n) / (tiles * tm * tn);
-        let k_eff = k / (k + f.k_overhead);
-        let eff = self.ceiling * wave_eff * tile_eff * k_eff;
-        let t_compute = flops / (self.peak_flops * eff);
-        let bytes = self.elem_bytes * (m * k + k * n) + BF16 * m * n;
-        let t_memory = bytes / (self.hbm_bytes_per_s * MEMORY_BANDWIDTH_EFFICIENCY);
-        t_compute.max(t_memory)
+        let tile_eff = batch * (m * n) / (tiles * tm * tn);
+        let bytes = batch * (self.elem_bytes * (m * k + k * n) + BF16 * m * n);
+        let compute = |split: f64| -> f64 {
+            let ctas = tiles * split;
+            let waves = (ctas / sms).ceil();
+            let wave_eff = ctas / (waves * sms);
+            let k_slice = k / split;
+            let k_eff = k_slice / (k_slice + f.k_overhead);
+            let eff = self.ceiling * wave_eff * tile_eff * k_eff;
+            flops / (self.peak_flops * eff)
+        };
+        let memory = |split: f64| -> f64 {
+            let partials = if split > 1.0 {
+                2.0 * FP32 * split * batch * m * n
+            } else {
+                0.0
+            };
+            (bytes + partials) / (self.hbm_bytes_per_s * MEMORY_BANDWIDTH_EFFICIENCY)
+        };
+        let (unsplit_compute, unsplit_memory) = (compute(1.0), memory(1.0));
+        if unsplit_compute <= unsplit_memory {
+            // Already on the memory roof: splitting only adds partial-sum traffic.
+            return unsplit_memory;
+        }
+        let mut best = unsplit_compute;
+        let mut split = 2.0;
+        while tiles * split <= sms && k / split >= f.k_overhead {
+            best = best.min(compute(split).max(memory(split)));
+            split *= 2.0;
+        }
+        best
     }
 }
 
@@ -214,6 +307,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn gemm(&self, m: f64, n: f64, k: f64) -> f64 {
+        self.batched_gemm(1.0, m, n, k)
+    }
+
+    /// `batch` GEMMs of one shape in the step's precision as one grouped kernel.
+    fn batched_gemm(&self, batch: f64, m: f64, n: f64, k: f64) -> f64 {
         GemmDevice {
             peak_flops: self.gemm_peak,
             ceiling: self.gemm_ceiling,
@@ -221,10 +319,15 @@ impl Ctx<'_> {
             hbm_bytes_per_s: self.hbm,
             elem_bytes: if self.fp8 { 1.0 } else { BF16 },
         }
-        .time(m, n, k)
+        .batched_time(batch, m, n, k)
     }
 
     fn gemm_bf16(&self, m: f64, n: f64, k: f64) -> f64 {
+        self.batched_gemm_bf16(1.0, m, n, k)
+    }
+
+    /// `batch` BF16 GEMMs of one shape in one batched kernel.
+    fn batched_gemm_bf16(&self, batch: f64, m: f64, n: f64, k: f64) -> f64 {
         GemmDevice {
             peak_flops: self.bf16_peak,
             ceiling: self.facts.gemm_bf16,
@@ -232,7 +335,7 @@ impl Ctx<'_> {
             hbm_bytes_per_s: self.hbm,
             elem_bytes: BF16,
         }
-        .time(m, n, k)
+        .batched_time(batch, m, n, k)
     }
 
     fn stream(&self, bytes: f64) -> f64 {
@@ -245,17 +348,7 @@ impl Ctx<'_> {
     }
 
     fn tp_coll(&self, bytes: f64, kinds: f64) -> f64 {
-        let t = f64::from(self.l.tp);
-        if self.l.tp <= 1 {
-            return 0.0;
-        }
-        let bw = self.hw.collective_bw(self.l.tp);
-        let lat = if self.l.tp <= self.hw.scale_up_domain {
-            COLLECTIVE_LATENCY_SCALE_UP_S
-        } else {
-            COLLECTIVE_LATENCY_SCALE_OUT_S
-        };
-        kinds * ((t - 1.0) / t * bytes / bw + lat * (t - 1.0))
+        kinds * self.hw.ring_step_time(bytes, self.l.tp)
     }
 
     /// Core attention of one layer for one micro-batch: (forward compute, backward compute,
@@ -286,15 +379,17 @@ impl Ctx<'_> {
                 )
             }
             AttentionKernel::Unfused => {
-                // Per head: scores = Q·K^T over the full square (masking does not skip work),
-                // then P·V; the backward runs two GEMMs for each.
+                // Per head and sequence: scores = Q·K^T over the full square (masking does not
+                // skip work), then P·V, each a batched GEMM over all heads and sequences; the
+                // backward runs two GEMMs for each.
                 let hd = f64::from(m.head_dim());
                 let heads = f64::from(m.heads) / t;
                 let seqs = tok / s_full.max(1.0);
                 let s_q = tok / seqs.max(1e-9);
-                let qk = self.gemm_bf16(s_q, s_full, hd);
-                let pv = self.gemm_bf16(s_q, hd, s_full);
-                let g = seqs * heads * (qk + pv);
+                let batch = seqs * heads;
+                let qk = self.batched_gemm_bf16(batch, s_q, s_full, hd);
+                let pv = self.batched_gemm_bf16(batch, s_q, hd, s_full);
+                let g = qk + pv;
                 // Scale-mask-softmax (read and write 2 B) and dropout (read and write 2 B, 1 B
                 // mask) over every score.
                 let scores = seqs * heads * s_q * s_full;
@@ -319,13 +414,7 @@ impl Ctx<'_> {
         let mut g_fwd = self.gemm(tok, (h + 2.0 * kv) / t, h) + self.gemm(tok, h, h / t);
         let (attn_fwd, attn_bwd, attn_mem_fwd) = self.attention(tok);
 
-        // Element-wise bytes per token, forward: two norms (read+write h), two residual adds
-        // (read 2h, write h), rotary/QKV split over q,k (read+write), the FFN activation.
-        let mut elem = (8.0 * h + 12.0 * h) * BF16 / sp + 2.0 * (h + kv) * BF16 / t;
         let mut ep_comm = 0.0;
-        // Elements the FFN activation kernel touches per token (gated: reads gate and up,
-        // writes their product; plain: reads and writes the intermediate).
-        let ffn_elems;
         let n_mats = m.ffn_matrices();
         if moe {
             let moe_spec = m.moe.as_ref().expect("moe layer of a moe model");
@@ -334,36 +423,28 @@ impl Ctx<'_> {
             let fe = f64::from(moe_spec.expert_ffn_hidden);
             let ep = f64::from(l.ep);
             let shared = f64::from(moe_spec.shared_experts);
-            // Routed experts: per expert GEMM rows = tokens·k·ep/E (expert TP = tp).
+            // Routed experts: per expert GEMM rows = tokens·k·ep/E (expert TP = tp), the local
+            // experts run as one grouped GEMM.
             let rows = (tok * k * ep / e).max(1.0);
             let local_experts = (e / ep).max(1.0);
-            let up = self.gemm(rows, (n_mats - 1.0) * fe / t, h);
-            let down = self.gemm(rows, h, fe / t);
-            g_fwd += local_experts * (up + down);
+            g_fwd += self.batched_gemm(local_experts, rows, (n_mats - 1.0) * fe / t, h)
+                + self.batched_gemm(local_experts, rows, h, fe / t);
             if shared > 0.0 {
                 g_fwd += self.gemm(tok, (n_mats - 1.0) * shared * fe / t, h)
                     + self.gemm(tok, h, shared * fe / t);
             }
             // Router.
             g_fwd += self.gemm(tok, e, h) / t;
-            ffn_elems = if m.gated_ffn { 3.0 } else { 2.0 } * (k + shared) * fe / t;
-            // Permute and un-permute the token copies (read + write each).
-            elem += 4.0 * k * h * BF16 / t;
             // Dispatch + combine all-to-all, forward; the group spans tp·cp·ep ranks.
             if l.ep > 1 {
                 ep_comm = 2.0 * self.hw.all_to_all_time(tok * k * h * BF16 / t, l.ep, l.tp);
             }
         } else {
             g_fwd += self.gemm(tok, (n_mats - 1.0) * f / t, h) + self.gemm(tok, h, f / t);
-            ffn_elems = if m.gated_ffn { 3.0 } else { 2.0 } * f / t;
         }
-        elem += ffn_elems * BF16;
-        if self.fp8 {
-            // Each GEMM input is cast to FP8 together with its transpose (Hopper FP8 GEMMs take
-            // only the TN layout): read 2 B, write 1 B twice. Forward: the inputs of the QKV,
-            // output, FFN-up and FFN-down GEMMs.
-            elem += FP8_CAST_BYTES * (3.0 * h / sp + if moe { 0.0 } else { f / t });
-        }
+        let fp8_cast = if self.fp8 { FP8_CAST_BYTES } else { 0.0 };
+        let elem = elementwise_bytes_per_token(m, t, sp, moe, NormKernels::Separate, fp8_cast);
+        let ffn_elems = ffn_activation_elements(m, t, moe);
         let elem_fwd = self.stream(tok * elem);
         let fwd = g_fwd + attn_fwd + attn_mem_fwd + elem_fwd;
         let bwd = BACKWARD_GEMM_FACTOR * g_fwd

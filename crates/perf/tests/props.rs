@@ -2,10 +2,11 @@
 
 use proptest::prelude::*;
 use switchyard_core::accelerator::lookup;
-use switchyard_perf::hardware::Hardware;
+use switchyard_perf::hardware::{Hardware, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
+use switchyard_perf::infer::{Concurrency, InferenceLayout, InferenceSpec, estimate_inference};
 use switchyard_perf::layout::{Layout, Recompute};
 use switchyard_perf::search::{LayoutConstraint, SearchOptions, best_training_rate, search};
-use switchyard_perf::train::{TrainingSpec, estimate, memory};
+use switchyard_perf::train::{GemmDevice, TrainingSpec, estimate, memory};
 use switchyard_perf::{ModelSpec, Software};
 
 fn h100(count: u32) -> Hardware {
@@ -158,4 +159,88 @@ fn deepseek_v3_on_h800_finds_an_expert_parallel_layout() {
     let best = found.first().expect("something fits");
     assert!(best.layout.ep > 1, "{:?}", best.layout);
     assert!(best.fits);
+}
+
+fn h100_gemm(fp8: bool) -> GemmDevice {
+    let a = lookup("H100-SXM").expect("in the catalog");
+    let facts = kernel_facts(a);
+    GemmDevice {
+        peak_flops: if fp8 {
+            a.fp8_tflops.expect("Hopper has FP8")
+        } else {
+            a.bf16_tflops
+        } * 1e12,
+        ceiling: if fp8 { facts.gemm_fp8 } else { facts.gemm_bf16 },
+        facts,
+        hbm_bytes_per_s: a.hbm_tb_s * 1e12,
+        elem_bytes: if fp8 { 1.0 } else { 2.0 },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A GEMM never beats its compute peak or its memory roof, and `batch` GEMMs in one batched
+    /// kernel never take longer than running them one after another.
+    #[test]
+    fn gemm_respects_both_roofs(m in 1u32..20_000, n in 64u32..60_000, k in 64u32..30_000, batch in 1u32..64, fp8 in any::<bool>()) {
+        let dev = h100_gemm(fp8);
+        let (m, n, k, b) = (f64::from(m), f64::from(n), f64::from(k), f64::from(batch));
+        let one = dev.time(m, n, k);
+        let peak_time = 2.0 * m * n * k / dev.peak_flops;
+        let roof = dev.elem_bytes * (m * k + k * n) / dev.hbm_bytes_per_s;
+        prop_assert!(one >= peak_time && one >= roof, "{one} vs {peak_time} / {roof}");
+        let batched = dev.batched_time(b, m, n, k);
+        prop_assert!(batched <= b * one * (1.0 + 1e-9), "{batched} > {b} × {one}");
+        prop_assert!(batched >= b * peak_time);
+    }
+}
+
+/// Decoding one token for a few requests reads the weights once: the skinny GEMMs sit on the
+/// memory roof (split-K keeps them from being costed as 20 tiles on 132 SMs).
+#[test]
+fn skinny_decode_gemms_are_memory_bound() {
+    let dev = h100_gemm(true);
+    // Llama 3 70B FFN up/gate at TP 2 for 100 decode rows.
+    let (m, n, k) = (100.0, 2.0 * 28_672.0 / 2.0, 8_192.0);
+    let roof = (dev.elem_bytes * (m * k + k * n) + 2.0 * m * n)
+        / (dev.hbm_bytes_per_s * MEMORY_BANDWIDTH_EFFICIENCY);
+    let t = dev.time(m, n, k);
+    assert!(
+        (t / roof - 1.0).abs() < 0.01,
+        "{t} s against the roof {roof} s"
+    );
+}
+
+/// Time per output token at concurrency 1 is about one read of the weights; more concurrent
+/// requests raise throughput until compute binds.
+#[test]
+fn decode_is_weight_bound_at_low_concurrency() {
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let hw = h100(1);
+    let layout = InferenceLayout {
+        tp: 1,
+        pp: 1,
+        ep: 1,
+    };
+    let at = |concurrency: u32| {
+        let spec = InferenceSpec {
+            fp8: true,
+            prompt_tokens: 128,
+            output_tokens: 1024,
+            concurrency: Concurrency::Fixed(concurrency),
+        };
+        estimate_inference(&m, &hw, &layout, &spec).expect("valid")
+    };
+    let weights_read = m.total_params() / hw.hbm_bytes_per_s();
+    let one = at(1);
+    assert!(
+        one.tpot_s > weights_read && one.tpot_s < 2.0 * weights_read + 2e-3,
+        "tpot {} s against a weight read of {weights_read} s",
+        one.tpot_s
+    );
+    let (b32, b256) = (at(32), at(256));
+    assert!(b32.tokens_per_s > 20.0 * one.tokens_per_s);
+    assert!(b256.tokens_per_s > b32.tokens_per_s);
+    assert!(b256.tpot_s > b32.tpot_s);
 }
