@@ -87,3 +87,34 @@ fn inference_runs_within_issue_thresholds() {
         r.worst_id
     );
 }
+
+/// Runs the model was not developed against (data/calibration/README.md, "Holdout"): the
+/// H200 column of the same TensorRT-LLM tables; the same thresholds as the calibration file.
+#[test]
+fn holdout_inference_runs_within_issue_thresholds() {
+    let r = report("holdout_inference_runs.csv");
+    assert!(r.rows.len() >= 30);
+    assert!(r.median_abs_error <= 0.15, "median {}", r.median_abs_error);
+    assert!(
+        r.worst_abs_error <= 0.35,
+        "worst {} ({})",
+        r.worst_abs_error,
+        r.worst_id
+    );
+}
+
+/// llm-foundry's A100-40GB table (not in the calibration file): the median holds the issue's
+/// bound and nine rows in ten are within 25%. Its worst row (MPT-70b on 64 GPUs, 33% below the
+/// same model on 128) is one the model cannot single out, so no worst-case bound is claimed.
+#[test]
+fn holdout_training_runs_median_within_issue_threshold() {
+    let r = report("holdout_training_runs.csv");
+    assert!(r.rows.len() >= 70);
+    assert!(r.median_abs_error <= 0.10, "median {}", r.median_abs_error);
+    let within = r.rows.iter().filter(|row| row.error.abs() <= 0.25).count();
+    assert!(
+        within * 10 >= r.rows.len() * 9,
+        "{within} of {} rows within 25%",
+        r.rows.len()
+    );
+}
