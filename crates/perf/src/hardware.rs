@@ -121,23 +121,31 @@ impl Hardware {
     /// consecutive ranks wide: the scale-up fabric if the span fits in one domain, else the
     /// scale-out network.
     ///
-    /// A group that spans domains but has `q` members in each node runs NCCL's multi-ring /
-    /// hierarchical algorithms over the node's `q` NICs at once (one ring per NIC), so its
-    /// per-device bus bandwidth is `q` times the per-device network rate, capped by the
-    /// scale-up rate. `stride` is the rank distance between consecutive members.
+    /// A group that spans domains but has `q` members in each scale-up domain runs NCCL's
+    /// multi-ring / hierarchical algorithms over those members' `q` NICs at once (one ring per
+    /// NIC, joined over NVLink inside the domain), so its per-device bus bandwidth is `q` times
+    /// the per-device network rate, capped by the scale-up rate. In an 8-GPU server the domain
+    /// is the server; in an NVL72 rack it is the rack. `stride` is the rank distance between
+    /// consecutive members.
     pub fn group_bw(&self, size: u32, stride: u32) -> f64 {
         let span = size.saturating_mul(stride);
         let up = self.scale_up_gb_s * 1e9 * SCALE_UP_COLLECTIVE_EFFICIENCY;
         if span <= self.scale_up_domain {
             return up;
         }
-        let q = (self.per_node / stride.max(1)).clamp(1, size.max(1));
+        let q = self.members_per_domain(size, stride);
         (self.scale_out_gb_s * 1e9 * self.network_efficiency * f64::from(q)).min(up)
     }
 
+    /// Members of a group (`size` ranks, `stride` apart) that share one scale-up domain.
+    fn members_per_domain(&self, size: u32, stride: u32) -> u32 {
+        (self.scale_up_domain.max(self.per_node) / stride.max(1)).clamp(1, size.max(1))
+    }
+
     /// Time of an all-to-all in which each of `size` members (rank distance `stride`) sends
-    /// `bytes` spread evenly over the group: the part bound for other nodes leaves through the
-    /// device's own NIC, the part for members in the same node over the scale-up fabric.
+    /// `bytes` spread evenly over the group: the part bound for other scale-up domains leaves
+    /// through the device's own NIC, the part for members in the same domain over the scale-up
+    /// fabric.
     pub fn all_to_all_time(&self, bytes: f64, size: u32, stride: u32) -> f64 {
         if size <= 1 {
             return 0.0;
@@ -147,7 +155,7 @@ impl Hardware {
         if size.saturating_mul(stride) <= self.scale_up_domain {
             return bytes * (n - 1.0) / n / up;
         }
-        let q = f64::from((self.per_node / stride.max(1)).clamp(1, size));
+        let q = f64::from(self.members_per_domain(size, stride));
         let remote = bytes * (n - q) / n / (self.scale_out_gb_s * 1e9 * self.network_efficiency);
         let local = bytes * (q - 1.0) / n / up;
         remote.max(local) + COLLECTIVE_LATENCY_ALL_TO_ALL_S
