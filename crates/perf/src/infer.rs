@@ -234,22 +234,26 @@ pub fn estimate_inference(
     // average B/output_tokens prompts are prefilled in chunks alongside. The decode rows read
     // the weights; the prompt rows add their compute, their attention, and their share of
     // each all-reduce and element-wise kernel (which run once per iteration over all rows).
+    // With pipeline parallelism the B requests form `pp` micro-batches in flight, one per
+    // stage: a stage's iteration covers B/pp requests on its layers.
+    let micro = bf / pp;
     let ctx = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens) / 2.0;
-    let kv_read = bf * ctx * kv_bytes_per_token / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
-    let attn_flops = 4.0 * bf * ctx * h / t * layers / pp;
+    let kv_read = micro * ctx * kv_bytes_per_token / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
+    let attn_flops = 4.0 * micro * ctx * h / t * layers / pp;
     let attn = kv_read.max(attn_flops / (bf16_peak * facts.attention_fwd));
     let p = f64::from(spec.prompt_tokens);
     let prefill_attn_flops = 4.0 * p * (p / 2.0 + 64.0) * h / t * layers / pp;
     let prefill_attn = prefill_attn_flops / (bf16_peak * facts.attention_fwd);
     let prefill_flops = 2.0 * (m.active_params() - m.embedding_params()) * p / (t * pp);
-    let prompts = bf / f64::from(spec.output_tokens);
-    let rows = bf + prompts * p;
-    let iteration = all_gemms(bf)
+    let prompts = micro / f64::from(spec.output_tokens);
+    let rows = micro + prompts * p;
+    // The busiest stage: the last one also runs the LM head.
+    let iteration = all_gemms(micro)
         + attn
         + prompts * (prefill_flops / (peak * ceiling) + prefill_attn)
         + allreduce(rows)
         + elementwise(rows)
-        + head(bf)
+        + head(micro)
         + ITERATION_OVERHEAD_S;
 
     // Time to first token: one prompt prefilled alone, in chunks of at most the engine's
@@ -259,13 +263,14 @@ pub fn estimate_inference(
         + prefill_attn
         + head(1.0)
         + ITERATION_OVERHEAD_S;
-    // With pipeline parallelism, pp micro-batches are in flight: one iteration per stage time.
-    let tokens_per_s = bf / iteration;
+    // Every request gets a token once all `pp` micro-batches have passed a stage.
+    let tpot = iteration * pp;
+    let tokens_per_s = bf / tpot;
     Ok(InferenceEstimate {
         layout: *l,
         tokens_per_s,
         ttft_s: prefill_alone * pp,
-        tpot_s: iteration * pp,
+        tpot_s: tpot,
         max_concurrency,
         concurrency: b,
         weights_per_device_gib: weights / GIB,

@@ -244,3 +244,26 @@ fn decode_is_weight_bound_at_low_concurrency() {
     assert!(b256.tokens_per_s > b32.tokens_per_s);
     assert!(b256.tpot_s > b32.tpot_s);
 }
+
+/// A pipeline does not make one request faster: each token still passes every stage, so at
+/// concurrency 1 two pipeline stages decode no faster than one device, while tensor
+/// parallelism splits each token's weight reads.
+#[test]
+fn pipeline_stages_do_not_speed_up_a_single_request() {
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let spec = InferenceSpec {
+        fp8: false,
+        prompt_tokens: 128,
+        output_tokens: 512,
+        concurrency: Concurrency::Fixed(1),
+    };
+    let run = |count: u32, tp: u32, pp: u32| {
+        estimate_inference(&m, &h100(count), &InferenceLayout { tp, pp, ep: 1 }, &spec)
+            .expect("valid")
+    };
+    let (one, pipeline, tensor) = (run(1, 1, 1), run(2, 1, 2), run(2, 2, 1));
+    let ratio = pipeline.tokens_per_s / one.tokens_per_s;
+    assert!((0.8..1.25).contains(&ratio), "pp2 / one device = {ratio}");
+    assert!(tensor.tokens_per_s > 1.4 * pipeline.tokens_per_s);
+    assert!((pipeline.tpot_s * pipeline.tokens_per_s - 1.0).abs() < 1e-9);
+}
