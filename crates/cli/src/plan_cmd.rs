@@ -247,6 +247,25 @@ fn human(report: &PlanReport) -> String {
             for (k, v) in rows {
                 let _ = writeln!(s, "{k:<18}{v}");
             }
+            if !r.alternatives.is_empty() {
+                let _ = writeln!(s, "\nnext best layouts");
+                let _ = writeln!(
+                    s,
+                    "  {:<16} {:>12} {:>10} {:>10} {:>12}",
+                    "layout", "tokens/s", "TTFT ms", "TPOT ms", "concurrency"
+                );
+                for a in &r.alternatives {
+                    let _ = writeln!(
+                        s,
+                        "  {:<16} {:>12.0} {:>10.1} {:>10.1} {:>12}",
+                        format!("tp{} pp{} ep{}", a.layout.tp, a.layout.pp, a.layout.ep),
+                        a.tokens_per_s,
+                        a.ttft_s * 1e3,
+                        a.tpot_s * 1e3,
+                        a.concurrency
+                    );
+                }
+            }
             s
         }
     }

@@ -507,8 +507,12 @@ pub struct InferenceReport {
     pub precision: &'static str,
     pub prompt_tokens: u32,
     pub output_tokens: u32,
+    /// Whether the layout was searched (the input left some of tp/pp open).
+    pub searched: bool,
     #[serde(flatten)]
     pub estimate: InferenceEstimate,
+    /// The next best layouts that fit, fastest first.
+    pub alternatives: Vec<InferenceEstimate>,
 }
 
 /// Either report.
@@ -516,7 +520,7 @@ pub struct InferenceReport {
 #[serde(untagged)]
 pub enum PlanReport {
     Training(Box<TrainingReport>),
-    Inference(InferenceReport),
+    Inference(Box<InferenceReport>),
 }
 
 /// Layouts the report lists besides the best.
@@ -580,28 +584,73 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
             })))
         }
         Workload::Inference(spec) => {
-            let tp = input.constraint.tp.unwrap_or_else(|| {
-                if input.constraint.pp.is_some() {
-                    hw.count / input.constraint.pp.unwrap_or(1).max(1)
-                } else {
-                    hw.count
+            let c = &input.constraint;
+            if let (Some(tp), Some(pp)) = (c.tp, c.pp) {
+                if u64::from(tp) * u64::from(pp) != u64::from(hw.count) {
+                    return Err(PerfError::input(format!(
+                        "[parallelism] tp·pp = {tp}·{pp} is not the device count {} \
+                         (an inference replica is split by tensor and pipeline parallelism only)",
+                        hw.count
+                    )));
                 }
+            }
+            let searched = c.tp.is_none() || c.pp.is_none();
+            let mut found = inference_layouts(input)
+                .into_iter()
+                .map(|layout| estimate_inference(m, hw, &layout, spec))
+                .collect::<Result<Vec<_>, _>>()?;
+            if found.is_empty() {
+                return Err(PerfError::input(format!(
+                    "no tensor × pipeline split of {} devices fits {} ({} heads, {} layers) \
+                     within the scale-up domain of {}",
+                    hw.count, m.name, m.heads, m.layers, hw.scale_up_domain
+                )));
+            }
+            // Fastest first among the layouts that fit; if none fits, the one that comes
+            // closest is reported (marked as not fitting).
+            found.sort_by(|a, b| {
+                b.fits
+                    .cmp(&a.fits)
+                    .then(b.tokens_per_s.total_cmp(&a.tokens_per_s))
             });
-            let pp = input.constraint.pp.unwrap_or_else(|| hw.count / tp.max(1));
-            let layout = InferenceLayout {
-                tp,
-                pp,
-                ep: input.constraint.ep.unwrap_or(1),
-            };
-            let estimate = estimate_inference(m, hw, &layout, spec)?;
-            Ok(PlanReport::Inference(InferenceReport {
+            let estimate = found.remove(0);
+            let alternatives = found
+                .into_iter()
+                .filter(|e| e.fits)
+                .take(ALTERNATIVES)
+                .collect();
+            Ok(PlanReport::Inference(Box::new(InferenceReport {
                 kind: "inference",
                 subject,
                 precision: if spec.fp8 { "fp8" } else { "bf16" },
                 prompt_tokens: spec.prompt_tokens,
                 output_tokens: spec.output_tokens,
+                searched,
                 estimate,
-            }))
+                alternatives,
+            })))
         }
     }
+}
+
+/// Tensor × pipeline splits of one inference replica that the input allows: a given `tp` or
+/// `pp` is kept; otherwise every `tp` that divides the heads and fits the scale-up domain
+/// (unless `allow_tp_beyond_scale_up`), with `pp` the rest of the devices and at most one
+/// stage per layer.
+fn inference_layouts(input: &PlanInput) -> Vec<InferenceLayout> {
+    let (m, hw, c) = (&input.model, &input.hardware, &input.constraint);
+    let count = hw.count;
+    let ep = c.ep.unwrap_or(1);
+    (1..=count)
+        .filter(|tp| count % tp == 0)
+        .map(|tp| (tp, count / tp))
+        .filter(|&(tp, pp)| c.tp.is_none_or(|t| t == tp) && c.pp.is_none_or(|p| p == pp))
+        .filter(|&(tp, pp)| {
+            let given = c.tp == Some(tp);
+            m.heads % tp == 0
+                && pp <= m.layers
+                && (given || input.allow_tp_beyond_scale_up || tp <= hw.scale_up_domain)
+        })
+        .map(|(tp, pp)| InferenceLayout { tp, pp, ep })
+        .collect()
 }

@@ -1,0 +1,74 @@
+//! `plan` for inference: the layout search and its input errors.
+
+use switchyard_core::fleet::Fleet;
+use switchyard_perf::PerfError;
+use switchyard_perf::plan::{PlanReport, parse_plan, run_plan};
+
+fn run(text: &str) -> Result<PlanReport, PerfError> {
+    let fleet = Fleet::default_fleet();
+    run_plan(&parse_plan(text, "test.toml", &fleet)?)
+}
+
+fn serve(count: u32, parallelism: &str) -> String {
+    format!(
+        r#"
+[model]
+preset = "llama3-405b"
+[inference]
+precision = "fp8"
+prompt_tokens = 1000
+output_tokens = 1000
+concurrency = "max"
+[hardware]
+accelerator = "H100-SXM"
+count = {count}
+{parallelism}
+"#
+    )
+}
+
+#[test]
+fn without_parallelism_every_split_is_tried_and_the_fastest_wins() {
+    let Ok(PlanReport::Inference(r)) = run(&serve(16, "")) else {
+        panic!("an inference report");
+    };
+    assert!(r.searched);
+    assert!(r.estimate.fits);
+    let best = r.estimate.tokens_per_s;
+    assert!(!r.alternatives.is_empty());
+    for a in &r.alternatives {
+        assert!(a.fits && a.tokens_per_s <= best);
+        assert_eq!(a.layout.tp * a.layout.pp, 16);
+        // Tensor parallelism stays inside the 8-GPU NVLink domain unless asked otherwise.
+        assert!(a.layout.tp <= 8);
+    }
+    // Each given split is one of those searched, and none beats the search.
+    for (tp, pp) in [(8, 2), (4, 4), (2, 8)] {
+        let Ok(PlanReport::Inference(fixed)) =
+            run(&serve(16, &format!("[parallelism]\ntp = {tp}\npp = {pp}")))
+        else {
+            panic!("an inference report");
+        };
+        assert!(!fixed.searched);
+        assert_eq!(
+            (fixed.estimate.layout.tp, fixed.estimate.layout.pp),
+            (tp, pp)
+        );
+        assert!(fixed.estimate.tokens_per_s <= best * (1.0 + 1e-12));
+    }
+}
+
+#[test]
+fn a_given_tp_fixes_the_pipeline_depth() {
+    let Ok(PlanReport::Inference(r)) = run(&serve(16, "[parallelism]\ntp = 4")) else {
+        panic!("an inference report");
+    };
+    assert_eq!((r.estimate.layout.tp, r.estimate.layout.pp), (4, 4));
+    assert!(r.alternatives.is_empty());
+}
+
+#[test]
+fn a_split_that_is_not_the_device_count_is_an_input_error() {
+    let err = run(&serve(16, "[parallelism]\ntp = 4\npp = 2")).expect_err("4·2 is not 16");
+    assert!(err.to_string().contains("not the device count 16"), "{err}");
+}
