@@ -22,10 +22,27 @@ pub const DEFAULT_NETWORK_EFFICIENCY: f64 = 0.8;
 /// Fixed cost of one all-to-all across nodes (NCCL send/recv setup to every peer), s.
 pub const COLLECTIVE_LATENCY_ALL_TO_ALL_S: f64 = 50e-6;
 
-/// Latency of one collective step, seconds: NCCL's per-operation launch plus per-hop latency
-/// is a few microseconds on NVLink and about 5-10 µs across an InfiniBand hop.
-pub const COLLECTIVE_LATENCY_SCALE_UP_S: f64 = 8e-6;
+/// Latency of one point-to-point transfer between nodes (a pipeline stage's send), seconds:
+/// NCCL's per-operation launch plus an InfiniBand hop.
 pub const COLLECTIVE_LATENCY_SCALE_OUT_S: f64 = 20e-6;
+
+/// NCCL's ring cost model (`src/graph/tuning.cc`, the `baseLat`/`hwLat` tables and the
+/// protocol bandwidth factors), per protocol LL, LL128, Simple: base latency, latency per ring
+/// step over NVLink and over the network, seconds, and the share of the bus bandwidth the
+/// protocol moves data at (LL sends 8-byte flag+data words, a quarter of the bandwidth for an
+/// all-reduce; LL128 120 of every 128 bytes).
+pub const NCCL_BASE_LATENCY_S: [f64; 3] = [3.6e-6, 10.0e-6, 8.4e-6];
+pub const NCCL_NVLINK_STEP_LATENCY_S: [f64; 3] = [0.47e-6, 1.9e-6, 3.4e-6];
+pub const NCCL_NET_STEP_LATENCY_S: [f64; 3] = [2.7e-6, 4.0e-6, 9.6e-6];
+pub const NCCL_PROTOCOL_BANDWIDTH: [f64; 3] = [0.25, 0.92, 1.0];
+
+/// The collectives [`Hardware::nccl_time`] costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collective {
+    AllReduce,
+    ReduceScatter,
+    AllGather,
+}
 
 /// Fraction of HBM peak that streaming (element-wise, normalization, optimizer) kernels reach:
 /// STREAM-like copies on A100/H100 sustain 80-90% of the datasheet bandwidth; fused PyTorch
@@ -161,20 +178,33 @@ impl Hardware {
         remote.max(local) + COLLECTIVE_LATENCY_ALL_TO_ALL_S
     }
 
-    /// One reduce-scatter or all-gather of `bytes` (the full buffer) over `size` consecutive
-    /// ranks as a ring: each device moves `(n-1)/n` of the buffer at the group's bus
-    /// bandwidth, in `n-1` steps that each pay the per-hop latency. An all-reduce is two.
-    pub fn ring_step_time(&self, bytes: f64, size: u32) -> f64 {
-        if size <= 1 {
+    /// Time of one NCCL ring collective of a `bytes` buffer over `size` consecutive ranks, by
+    /// NCCL's own cost model (`src/graph/tuning.cc`): each protocol (LL, LL128, Simple) costs
+    /// a base latency, a per-step latency for each of the ring's steps (NVLink steps inside the
+    /// scale-up domain, network steps between domains) and the bytes at the protocol's share of
+    /// the bus bandwidth; NCCL picks the fastest. Small messages ride LL (about 10 µs for an
+    /// all-reduce over 8 NVLink GPUs), large ones Simple at the full bus bandwidth.
+    pub fn nccl_time(&self, collective: Collective, bytes: f64, size: u32) -> f64 {
+        if size <= 1 || bytes <= 0.0 {
             return 0.0;
         }
         let n = f64::from(size);
-        let lat = if size <= self.scale_up_domain {
-            COLLECTIVE_LATENCY_SCALE_UP_S
-        } else {
-            COLLECTIVE_LATENCY_SCALE_OUT_S
+        let domains = f64::from(size.div_ceil(self.members_per_domain(size, 1)));
+        let (steps, inter_steps, traffic) = match collective {
+            Collective::AllReduce => (2.0 * (n - 1.0), 2.0 * (domains - 1.0), 2.0 * (n - 1.0) / n),
+            Collective::ReduceScatter | Collective::AllGather => {
+                (n - 1.0, domains - 1.0, (n - 1.0) / n)
+            }
         };
-        (n - 1.0) / n * bytes / self.collective_bw(size) + lat * (n - 1.0)
+        let bus = self.collective_bw(size);
+        (0..3)
+            .map(|p| {
+                let latency = NCCL_BASE_LATENCY_S[p]
+                    + (steps - inter_steps) * NCCL_NVLINK_STEP_LATENCY_S[p]
+                    + inter_steps * NCCL_NET_STEP_LATENCY_S[p];
+                latency + traffic * bytes / (bus * NCCL_PROTOCOL_BANDWIDTH[p])
+            })
+            .fold(f64::INFINITY, f64::min)
     }
 
     /// [`Hardware::group_bw`] of a group of consecutive ranks (stride 1) spanning `span`.

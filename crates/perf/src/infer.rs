@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use crate::PerfError;
-use crate::hardware::{GIB, Hardware, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
+use crate::hardware::{Collective, GIB, Hardware, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
 use crate::model::ModelSpec;
 use crate::train::{GemmDevice, NormKernels, elementwise_bytes_per_token};
 
@@ -72,6 +72,9 @@ pub struct InferenceSpec {
 pub struct InferenceLayout {
     pub tp: u32,
     pub pp: u32,
+    /// Reported as given. The experts' weights are split over the replica's `tp·pp` devices
+    /// either way; the expert-parallel all-to-all that would replace the tensor-parallel
+    /// all-reduce of MoE layers is not modelled separately.
     pub ep: u32,
 }
 
@@ -83,7 +86,8 @@ pub struct InferenceEstimate {
     pub tokens_per_s: f64,
     /// Time to first token of one request (its prefill, without queueing), s.
     pub ttft_s: f64,
-    /// Time per output token at the running concurrency (one engine iteration), s.
+    /// Time per output token at the running concurrency (one engine iteration; with pipeline
+    /// stages, one pass of every micro-batch through every stage), s.
     pub tpot_s: f64,
     /// Largest number of requests whose KV cache fits (capped at the engine's batch limit).
     pub max_concurrency: u32,
@@ -125,6 +129,11 @@ pub fn estimate_inference(
             "[inference] output_tokens must be at least 1",
         ));
     }
+    if spec.prompt_tokens == 0 {
+        return Err(PerfError::input(
+            "[inference] prompt_tokens must be at least 1",
+        ));
+    }
     let a = hw.accelerator;
     let facts = kernel_facts(a);
     let fp8 = spec.fp8 && a.fp8_tflops.is_some();
@@ -153,7 +162,7 @@ pub fn estimate_inference(
     let device = (a.hbm_gib - INFERENCE_RESERVED_MEMORY_GIB).max(0.0) * GIB;
     let free = device - weights - workspace;
     let kv_capacity = (free * KV_CACHE_FREE_MEMORY_FRACTION).max(0.0);
-    let per_request = f64::from(spec.prompt_tokens + spec.output_tokens);
+    let per_request = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens);
     let fit_requests = (kv_capacity / (kv_bytes_per_token * per_request)).floor();
     let max_concurrency = fit_requests.min(f64::from(MAX_BATCH)).max(0.0) as u32;
     let b = match spec.concurrency {
@@ -216,10 +225,11 @@ pub fn estimate_inference(
                 })
             / pp
     };
-    // Two all-reduces per layer (after attention and after the FFN), each a reduce-scatter and
-    // an all-gather over the tensor-parallel group.
-    let allreduce =
-        |rows: f64| -> f64 { 2.0 * layers / pp * 2.0 * hw.ring_step_time(rows * h * 2.0, l.tp) };
+    // Two all-reduces per layer (after attention and after the FFN) over the tensor-parallel
+    // group.
+    let allreduce = |rows: f64| -> f64 {
+        2.0 * layers / pp * hw.nccl_time(Collective::AllReduce, rows * h * 2.0, l.tp)
+    };
     let head = |rows: f64| head_dev.time(rows, v / t, h);
     // Norms, residual adds, rotary embedding, the FFN activation (and FP8 quantization) of
     // every layer: memory-bound kernels over each token processed.
@@ -236,7 +246,7 @@ pub fn estimate_inference(
     // each all-reduce and element-wise kernel (which run once per iteration over all rows).
     // With pipeline parallelism the B requests form `pp` micro-batches in flight, one per
     // stage: a stage's iteration covers B/pp requests on its layers.
-    let micro = bf / pp;
+    let micro = (bf / pp).max(1.0);
     let ctx = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens) / 2.0;
     let kv_read = micro * ctx * kv_bytes_per_token / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
     let attn_flops = 4.0 * micro * ctx * h / t * layers / pp;
@@ -248,13 +258,12 @@ pub fn estimate_inference(
     let prompts = micro / f64::from(spec.output_tokens);
     let rows = micro + prompts * p;
     // The busiest stage: the last one also runs the LM head.
-    let iteration = all_gemms(micro)
+    let stage = all_gemms(micro)
         + attn
         + prompts * (prefill_flops / (peak * ceiling) + prefill_attn)
         + allreduce(rows)
         + elementwise(rows)
-        + head(micro)
-        + ITERATION_OVERHEAD_S;
+        + head(micro);
 
     // Time to first token: one prompt prefilled alone, in chunks of at most the engine's
     // token budget.
@@ -263,8 +272,9 @@ pub fn estimate_inference(
         + prefill_attn
         + head(1.0)
         + ITERATION_OVERHEAD_S;
-    // Every request gets a token once all `pp` micro-batches have passed a stage.
-    let tpot = iteration * pp;
+    // Every request gets a token once all `pp` micro-batches have passed a stage; the host's
+    // scheduling of one micro-batch overlaps the other stages' work, so it is paid once.
+    let tpot = stage * pp + ITERATION_OVERHEAD_S;
     let tokens_per_s = bf / tpot;
     Ok(InferenceEstimate {
         layout: *l,

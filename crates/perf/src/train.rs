@@ -14,8 +14,8 @@
 use serde::Serialize;
 
 use crate::hardware::{
-    COLLECTIVE_LATENCY_SCALE_OUT_S, GIB, Hardware, KernelFacts, MEMORY_BANDWIDTH_EFFICIENCY,
-    TRITON_ATTENTION_BWD, TRITON_ATTENTION_FWD, kernel_facts,
+    COLLECTIVE_LATENCY_SCALE_OUT_S, Collective, GIB, Hardware, KernelFacts,
+    MEMORY_BANDWIDTH_EFFICIENCY, TRITON_ATTENTION_BWD, TRITON_ATTENTION_FWD, kernel_facts,
 };
 use crate::layout::{Layout, Recompute};
 use crate::model::ModelSpec;
@@ -192,13 +192,14 @@ pub(crate) fn elementwise_bytes_per_token(
     if let Some(spec) = routed {
         elem += 4.0 * f64::from(spec.experts_per_token) * h * BF16 / t;
     }
-    // FP8: the inputs of the QKV, output, FFN-up and (dense) FFN-down GEMMs.
+    // FP8: the inputs of the QKV and FFN-up GEMMs (the full hidden, split by sequence
+    // parallelism), of the output projection (this rank's heads) and of the dense FFN-down.
     let dense_down = if routed.is_some() {
         0.0
     } else {
         f64::from(m.ffn_hidden) / t
     };
-    elem + fp8_cast * (3.0 * h / sp + dense_down)
+    elem + fp8_cast * (2.0 * h / sp + h / t + dense_down)
 }
 
 /// What a GEMM runs against: the peak and achievable fraction for its precision, the kernel
@@ -220,19 +221,35 @@ impl GemmDevice {
     ///
     /// A GEMM with fewer output tiles than SMs (the skinny GEMMs of decoding, small experts)
     /// is split along `k` the way cuBLAS split-K and CUTLASS stream-K kernels do: each of the
-    /// `split` slices is its own CTA with its own pipeline fill, and the FP32 partial sums are
-    /// written and read back once. The library's heuristic picks the split; the cheapest of the
+    /// `split` slices is its own CTA with its own pipeline fill (a slice shallower than
+    /// `k_overhead` pays for it in `k/(k+k_overhead)`), and the FP32 partial sums are written
+    /// and read back once. The library's heuristic picks the split; the cheapest of the
     /// power-of-two splits that still fit in one wave stands for it.
     pub fn time(&self, m: f64, n: f64, k: f64) -> f64 {
         self.batched_time(1.0, m, n, k)
     }
 
     /// Time of `batch` independent GEMMs of one shape run as one batched kernel (the per-head
-    /// score and context products of unfused attention): their tiles share the waves.
+    /// score and context products of unfused attention, an MoE layer's local experts): their
+    /// tiles share the waves. The library runs them one by one instead when that is faster
+    /// (each then split along `k` on its own).
     pub fn batched_time(&self, batch: f64, m: f64, n: f64, k: f64) -> f64 {
         if batch <= 0.0 || m <= 0.0 || n <= 0.0 || k <= 0.0 {
             return 0.0;
         }
+        let grouped = self.grouped_time(batch, m, n, k);
+        let f = &self.facts;
+        let single_tiles = (m / f64::from(f.tile_m)).ceil() * (n / f64::from(f.tile_n)).ceil();
+        // Only a GEMM too small to fill the SMs alone (so it would split along `k`) can run
+        // faster on its own than in the group.
+        if batch > 1.0 && single_tiles < f64::from(f.sms) {
+            grouped.min(batch * self.grouped_time(1.0, m, n, k))
+        } else {
+            grouped
+        }
+    }
+
+    fn grouped_time(&self, batch: f64, m: f64, n: f64, k: f64) -> f64 {
         let f = &self.facts;
         let flops = 2.0 * batch * m * n * k;
         let (tm, tn) = (f64::from(f.tile_m), f64::from(f.tile_n));
@@ -265,7 +282,8 @@ impl GemmDevice {
         }
         let mut best = unsplit_compute;
         let mut split = 2.0;
-        while tiles * split <= sms && k / split >= f.k_overhead {
+        // Slices shallower than one 32-deep MMA step are not worth a CTA.
+        while tiles * split <= sms && k / split >= 32.0 {
             best = best.min(compute(split).max(memory(split)));
             split *= 2.0;
         }
@@ -347,8 +365,13 @@ impl Ctx<'_> {
         f64::from(self.l.microbatch) * f64::from(self.m.seq_len) / f64::from(self.l.cp)
     }
 
+    /// `kinds` reduce-scatter or all-gather passes of `bytes` over the tensor-parallel group
+    /// (an all-reduce is two).
     fn tp_coll(&self, bytes: f64, kinds: f64) -> f64 {
-        kinds * self.hw.ring_step_time(bytes, self.l.tp)
+        kinds
+            * self
+                .hw
+                .nccl_time(Collective::ReduceScatter, bytes, self.l.tp)
     }
 
     /// Core attention of one layer for one micro-batch: (forward compute, backward compute,
