@@ -29,6 +29,22 @@ pub use search::{
 pub use software::{AttentionKernel, Software};
 pub use train::{TrainingEstimate, TrainingSpec, estimate};
 
+/// Largest value any count or dimension of a plan may take (16,777,216): far beyond real
+/// models, clusters and batches, and small enough that products of a few of them stay exact
+/// and never overflow.
+pub const MAX_SIZE: u32 = 1 << 24;
+
+/// `Err` naming `field` (e.g. "[model] hidden") when `value` exceeds [`MAX_SIZE`].
+pub(crate) fn within_max_size(value: u32, field: &str) -> Result<u32, PerfError> {
+    if value > MAX_SIZE {
+        Err(PerfError::input(format!(
+            "{field} = {value} is larger than the supported maximum {MAX_SIZE}"
+        )))
+    } else {
+        Ok(value)
+    }
+}
+
 /// What went wrong; every message names the table and field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PerfError {

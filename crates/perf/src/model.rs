@@ -71,7 +71,7 @@ fn required(value: Option<u32>, field: &str) -> Result<u32, PerfError> {
         Some(0) => Err(PerfError::input(format!(
             "[model] {field} must be at least 1"
         ))),
-        Some(v) => Ok(v),
+        Some(v) => crate::within_max_size(v, &format!("[model] {field}")),
         None => Err(PerfError::input(format!("[model] {field} is missing"))),
     }
 }
@@ -283,6 +283,7 @@ impl ModelSpec {
             if v == 0 {
                 return Err(PerfError::input(format!("[model] {f} must be at least 1")));
             }
+            crate::within_max_size(v, &format!("[model] {f}"))?;
         }
         if self.hidden % self.heads != 0 {
             return Err(PerfError::input(format!(
@@ -301,6 +302,13 @@ impl ModelSpec {
                 return Err(PerfError::input(
                     "[model] experts_per_token and expert_ffn_hidden must be at least 1",
                 ));
+            }
+            for (v, f) in [
+                (moe.experts, "experts"),
+                (moe.expert_ffn_hidden, "expert_ffn_hidden"),
+                (moe.shared_experts, "shared_experts"),
+            ] {
+                crate::within_max_size(v, &format!("[model] {f}"))?;
             }
             if moe.experts_per_token > moe.experts {
                 return Err(PerfError::input(format!(

@@ -200,11 +200,12 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
     if hardware.count == 0 {
         return Err(PerfError::input("[hardware] count must be at least 1"));
     }
+    crate::within_max_size(hardware.count, "[hardware] count")?;
     if let Some(per_node) = hw_fields.per_node {
         if per_node == 0 {
             return Err(PerfError::input("[hardware] per_node must be at least 1"));
         }
-        hardware.per_node = per_node;
+        hardware.per_node = crate::within_max_size(per_node, "[hardware] per_node")?;
     }
     let workload = match (raw.training, raw.inference) {
         (Some(_), Some(_)) => {
@@ -226,6 +227,7 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
                     "[training] global_batch must be at least 1",
                 ));
             }
+            crate::within_max_size(global_batch, "[training] global_batch")?;
             if let Some(tokens) = t.tokens {
                 if !(tokens > 0.0 && tokens.is_finite()) {
                     return Err(PerfError::input(format!(
@@ -275,6 +277,13 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
                     "[inference] output_tokens must be at least 1",
                 ));
             }
+            if prompt_tokens == 0 {
+                return Err(PerfError::input(
+                    "[inference] prompt_tokens must be at least 1",
+                ));
+            }
+            crate::within_max_size(prompt_tokens, "[inference] prompt_tokens")?;
+            crate::within_max_size(output_tokens, "[inference] output_tokens")?;
             let concurrency = match i.concurrency {
                 None => Concurrency::Max,
                 Some(ConcurrencyField::Text(t)) if t.eq_ignore_ascii_case("max") => {
@@ -337,6 +346,9 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
             return Err(PerfError::input(format!(
                 "[parallelism] {f} must be at least 1"
             )));
+        }
+        if let Some(v) = v {
+            crate::within_max_size(v, &format!("[parallelism] {f}"))?;
         }
     }
     let product = u64::from(constraint.tp.unwrap_or(1))
@@ -641,8 +653,8 @@ fn inference_layouts(input: &PlanInput) -> Vec<InferenceLayout> {
     let (m, hw, c) = (&input.model, &input.hardware, &input.constraint);
     let count = hw.count;
     let ep = c.ep.unwrap_or(1);
-    (1..=count)
-        .filter(|tp| count % tp == 0)
+    crate::search::divisors(count)
+        .into_iter()
         .map(|tp| (tp, count / tp))
         .filter(|&(tp, pp)| c.tp.is_none_or(|t| t == tp) && c.pp.is_none_or(|p| p == pp))
         .filter(|&(tp, pp)| {

@@ -50,10 +50,11 @@ impl Default for SearchOptions {
     }
 }
 
-fn divisors(n: u32) -> Vec<u32> {
+/// Every divisor of `n`, ascending (none for 0).
+pub(crate) fn divisors(n: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    let mut i = 1;
-    while i * i <= n {
+    let mut i: u32 = 1;
+    while u64::from(i) * u64::from(i) <= u64::from(n) {
         if n % i == 0 {
             out.push(i);
             if i != n / i {
@@ -68,10 +69,13 @@ fn divisors(n: u32) -> Vec<u32> {
 
 fn powers_of_two_upto(n: u32) -> Vec<u32> {
     let mut out = vec![1];
-    let mut p = 2;
+    let mut p: u32 = 2;
     while p <= n {
         out.push(p);
-        p *= 2;
+        match p.checked_mul(2) {
+            Some(next) => p = next,
+            None => break,
+        }
     }
     out
 }

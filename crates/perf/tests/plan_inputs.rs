@@ -1,0 +1,86 @@
+//! `plan` on extreme numbers in every field: an answer or an input error, never a panic or a
+//! hang (the divisor and power-of-two enumerations once overflowed near `u32::MAX`).
+
+use switchyard_core::fleet::Fleet;
+use switchyard_perf::MAX_SIZE;
+use switchyard_perf::plan::{parse_plan, run_plan};
+
+const FIELDS: [&str; 14] = [
+    "layers",
+    "hidden",
+    "heads",
+    "kv_heads",
+    "vocab",
+    "seq_len",
+    "experts",
+    "experts_per_token",
+    "expert_ffn_hidden",
+    "count",
+    "size",
+    "tp",
+    "pp",
+    "microbatch",
+];
+
+fn file(workload: &str, field: &str, value: u64) -> String {
+    let v = |name: &str, default: u64| if name == field { value } else { default };
+    let work = if workload == "training" {
+        format!("[training]\nglobal_batch = {}\n", v("size", 64))
+    } else {
+        format!(
+            "[inference]\nprecision = \"fp8\"\nprompt_tokens = {0}\noutput_tokens = {0}\nconcurrency = \"max\"\n",
+            v("size", 512)
+        )
+    };
+    let moe = if ["experts", "experts_per_token", "expert_ffn_hidden"].contains(&field) {
+        format!(
+            "experts = {}\nexperts_per_token = {}\nexpert_ffn_hidden = {}\n",
+            v("experts", 64),
+            v("experts_per_token", 4),
+            v("expert_ffn_hidden", 2048)
+        )
+    } else {
+        String::new()
+    };
+    let parallelism = match field {
+        "tp" | "pp" => format!("[parallelism]\n{field} = {value}\n"),
+        "microbatch" if workload == "training" => format!("[parallelism]\nmicrobatch = {value}\n"),
+        _ => String::new(),
+    };
+    format!(
+        "[model]\nname = \"edge\"\nlayers = {}\nhidden = {}\nheads = {}\nkv_heads = {}\nvocab = {}\nseq_len = {}\n{moe}{work}[hardware]\naccelerator = \"H100-SXM\"\ncount = {}\n{parallelism}",
+        v("layers", 32),
+        v("hidden", 4096),
+        v("heads", 32),
+        v("kv_heads", 8),
+        v("vocab", 32_000),
+        v("seq_len", 4096),
+        v("count", 64),
+    )
+}
+
+#[test]
+fn extreme_values_give_an_answer_or_an_input_error() {
+    let fleet = Fleet::default_fleet();
+    for workload in ["training", "inference"] {
+        for field in FIELDS {
+            for value in [
+                0,
+                1,
+                3,
+                1 << 20,
+                u64::from(MAX_SIZE),
+                u64::from(MAX_SIZE) + 1,
+                u64::from(u32::MAX),
+                u64::from(u32::MAX) + 1,
+            ] {
+                let text = file(workload, field, value);
+                let outcome = parse_plan(&text, "edge.toml", &fleet).and_then(|p| run_plan(&p));
+                if let Err(e) = outcome {
+                    let msg = e.to_string();
+                    assert!(!msg.is_empty(), "{workload} {field} = {value}");
+                }
+            }
+        }
+    }
+}
