@@ -49,10 +49,10 @@ pub enum Collective {
 /// element-wise kernels somewhat less.
 pub const MEMORY_BANDWIDTH_EFFICIENCY: f64 = 0.8;
 
-/// Memory a device cannot give to the job: the CUDA context and kernels (about 0.5-1 GiB),
-/// NCCL buffers (about 1 GiB at the default buffer size and a few communicators) and
-/// caching-allocator fragmentation, GiB.
-pub const RESERVED_MEMORY_GIB: f64 = 4.0;
+/// Memory a device cannot give to the job: the CUDA context and kernels (about 0.5-1 GiB) and
+/// NCCL buffers (about 1 GiB at the default buffer size and a few communicators), GiB.
+/// Caching-allocator fragmentation is [`USABLE_MEMORY_FRACTION`]'s share, not counted here too.
+pub const RESERVED_MEMORY_GIB: f64 = 2.0;
 
 /// Largest fraction of an HBM the caching allocator can fill before fragmentation makes
 /// allocations fail (PyTorch users typically see OOMs beyond about 90-95% of capacity).

@@ -218,7 +218,14 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
             l.virtual_stages,
             l.recompute.as_str(),
             l.zero,
-            if est.fits { "" } else { " (over memory)" }
+            if est.fits {
+                String::new()
+            } else {
+                format!(
+                    " (over memory {:.0}/{:.0} GiB)",
+                    est.memory.total_gib, est.memory.capacity_gib
+                )
+            }
         ),
     })
 }
