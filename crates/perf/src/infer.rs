@@ -268,10 +268,9 @@ pub fn estimate_inference(
     // Time to first token: one prompt prefilled alone, in chunks of at most the engine's
     // token budget.
     let chunk = p.min(f64::from(MAX_NUM_TOKENS));
-    let prefill_alone = (all_gemms(chunk) + allreduce(chunk) + elementwise(chunk)) * (p / chunk)
+    let prefill_stage = (all_gemms(chunk) + allreduce(chunk) + elementwise(chunk)) * (p / chunk)
         + prefill_attn
-        + head(1.0)
-        + ITERATION_OVERHEAD_S;
+        + head(1.0);
     // Every request gets a token once all `pp` micro-batches have passed a stage; the host's
     // scheduling of one micro-batch overlaps the other stages' work, so it is paid once.
     let tpot = stage * pp + ITERATION_OVERHEAD_S;
@@ -279,7 +278,7 @@ pub fn estimate_inference(
     Ok(InferenceEstimate {
         layout: *l,
         tokens_per_s,
-        ttft_s: prefill_alone * pp,
+        ttft_s: prefill_stage * pp + ITERATION_OVERHEAD_S,
         tpot_s: tpot,
         max_concurrency,
         concurrency: b,
