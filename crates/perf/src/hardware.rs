@@ -261,7 +261,8 @@ pub const TRITON_ATTENTION_BWD: f64 = 0.3;
 ///   Ampere kernels use 128×128 (or 256×128) tiles over 108 SMs. FlashAttention-2 (Dao 2023,
 ///   Fig. 4-5): forward about 170-190 TFLOP/s (0.55) and backward about 130 (0.42) for causal
 ///   head dim 64-128.
-/// * H100/H200/H800 (Hopper SXM, 132 SMs): cuBLAS BF16 8,192³ about 750-800 of 989 TFLOP/s at
+/// * H100/H200/H800/H20/GH200 (Hopper, 132 SMs on SXM; the PCIe part's 114 and the H20's
+///   smaller count are not distinguished): cuBLAS BF16 8,192³ about 750-800 of 989 TFLOP/s at
 ///   700 W (clock throttling under sustained tensor load): 0.77; FP8 about 1,300-1,450 of 1,979
 ///   (0.7); sustained in training (power-capped clocks), 0.72 BF16. Hopper kernels use 128×256
 ///   warp-specialised tiles; `mma.sync` (pre-Hopper) kernels keep about half their A100 efficiency. Fused attention (cuDNN / FA3,
@@ -286,7 +287,12 @@ pub fn kernel_facts(a: &Accelerator) -> KernelFacts {
             attention_bwd: 0.42,
             legacy_mma: 1.0,
         }
-    } else if name.starts_with("H100") || name == "H200" || name == "H800" {
+    } else if name.starts_with("H100")
+        || name.starts_with("GH200")
+        || name == "H200"
+        || name == "H800"
+        || name == "H20"
+    {
         KernelFacts {
             gemm_bf16: 0.66,
             gemm_fp8: 0.7,
