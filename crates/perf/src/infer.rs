@@ -148,17 +148,24 @@ pub fn estimate_inference(
     let t = f64::from(l.tp);
     let pp = f64::from(l.pp);
     let h = f64::from(m.hidden);
-    let kv = f64::from(m.kv_dim());
+    let (q_width, k_width, v_width) = m.qkv_widths();
     let layers = f64::from(m.layers);
     let v = f64::from(m.vocab);
 
     // Memory.
     let weights = m.total_params() * elem / (t * pp);
-    // K and V heads split over TP (replicated when TP exceeds the KV heads).
-    let kv_split = f64::from(l.tp.min(m.kv_heads));
-    let kv_bytes_per_token = 2.0 * layers / pp * kv / kv_split * elem;
+    // K and V heads split over TP (replicated when TP exceeds the KV heads); a latent-attention
+    // cache is one latent per token, which every tensor-parallel rank holds whole.
+    let kv_split = if m.mla.is_some() {
+        1.0
+    } else {
+        f64::from(l.tp.min(m.kv_heads))
+    };
+    let kv_bytes_per_token = layers / pp * m.kv_cache_elems_per_layer() / kv_split * elem;
     let workspace = f64::from(MAX_NUM_TOKENS)
-        * (2.0 * (h + 2.0 * kv) / t + 3.0 * f64::from(m.ffn_hidden.max(1)) / t * 2.0 + v / t * 4.0);
+        * (2.0 * (q_width + k_width + v_width) / t
+            + 3.0 * f64::from(m.ffn_hidden.max(1)) / t * 2.0
+            + v / t * 4.0);
     let device = (a.hbm_gib - INFERENCE_RESERVED_MEMORY_GIB).max(0.0) * GIB;
     let free = device - weights - workspace;
     let kv_capacity = (free * KV_CACHE_FREE_MEMORY_FRACTION).max(0.0);
@@ -190,7 +197,13 @@ pub fn estimate_inference(
     let n_mats = m.ffn_matrices();
     // One layer's GEMMs for `rows` tokens.
     let layer_gemms = |rows: f64, moe: bool| -> f64 {
-        let mut g = gemm(rows, (h + 2.0 * kv) / t, h) + gemm(rows, h, h / t);
+        let mut g: f64 = m
+            .attention_projections()
+            .map(|(out, input, split)| {
+                let (n, k) = split.per_rank(out, input, t);
+                gemm(rows, n, k)
+            })
+            .sum();
         if moe {
             let moe_spec = m.moe.as_ref().expect("moe layer of a moe model");
             let e = f64::from(moe_spec.experts);
@@ -249,10 +262,10 @@ pub fn estimate_inference(
     let micro = (bf / pp).max(1.0);
     let ctx = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens) / 2.0;
     let kv_read = micro * ctx * kv_bytes_per_token / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
-    let attn_flops = 4.0 * micro * ctx * h / t * layers / pp;
+    let attn_flops = 4.0 * micro * ctx * m.decode_attention_width() / t * layers / pp;
     let attn = kv_read.max(attn_flops / (bf16_peak * facts.attention_fwd));
     let p = f64::from(spec.prompt_tokens);
-    let prefill_attn_flops = 4.0 * p * (p / 2.0 + 64.0) * h / t * layers / pp;
+    let prefill_attn_flops = 4.0 * p * (p / 2.0 + 64.0) * m.attention_width() / t * layers / pp;
     let prefill_attn = prefill_attn_flops / (bf16_peak * facts.attention_fwd);
     let prefill_flops = 2.0 * (m.active_params() - m.embedding_params()) * p / (t * pp);
     let prompts = micro / f64::from(spec.output_tokens);

@@ -181,12 +181,12 @@ pub(crate) fn elementwise_bytes_per_token(
     fp8_cast: f64,
 ) -> f64 {
     let h = f64::from(m.hidden);
-    let kv = f64::from(m.kv_dim());
+    let (q_width, k_width, _) = m.qkv_widths();
     let norm_elems = match norms {
         NormKernels::Separate => 20.0 * h,
         NormKernels::FusedResidual => 8.0 * h,
     };
-    let mut elem = norm_elems * BF16 / sp + 2.0 * (h + kv) * BF16 / t;
+    let mut elem = norm_elems * BF16 / sp + 2.0 * (q_width + k_width) * BF16 / t;
     elem += ffn_activation_elements(m, t, moe) * BF16;
     let routed = if moe { m.moe.as_ref() } else { None };
     if let Some(spec) = routed {
@@ -379,14 +379,13 @@ impl Ctx<'_> {
     fn attention(&self, tok: f64) -> (f64, f64, f64) {
         let m = self.m;
         let t = f64::from(self.l.tp);
-        let h = f64::from(m.hidden);
         let s_full = f64::from(m.seq_len);
         let f = &self.facts;
         match self.software.attention {
             AttentionKernel::Fused | AttentionKernel::TritonBias => {
                 // Causal: each query sees on average half the sequence plus the partly masked
                 // diagonal block of 128.
-                let flops = 4.0 * tok * (s_full / 2.0 + 64.0) * h / t;
+                let flops = 4.0 * tok * (s_full / 2.0 + 64.0) * m.attention_width() / t;
                 let (ef, eb) = if self.software.attention == AttentionKernel::Fused {
                     (f.attention_fwd, f.attention_bwd)
                 } else {
@@ -405,13 +404,13 @@ impl Ctx<'_> {
                 // Per head and sequence: scores = Q·K^T over the full square (masking does not
                 // skip work), then P·V, each a batched GEMM over all heads and sequences; the
                 // backward runs two GEMMs for each.
-                let hd = f64::from(m.head_dim());
+                let (d_qk, d_v) = (f64::from(m.qk_head_dim()), f64::from(m.v_head_dim()));
                 let heads = f64::from(m.heads) / t;
                 let seqs = tok / s_full.max(1.0);
                 let s_q = tok / seqs.max(1e-9);
                 let batch = seqs * heads;
-                let qk = self.batched_gemm_bf16(batch, s_q, s_full, hd);
-                let pv = self.batched_gemm_bf16(batch, s_q, hd, s_full);
+                let qk = self.batched_gemm_bf16(batch, s_q, s_full, d_qk);
+                let pv = self.batched_gemm_bf16(batch, s_q, d_v, s_full);
                 let g = qk + pv;
                 // Scale-mask-softmax (read and write 2 B) and dropout (read and write 2 B, 1 B
                 // mask) over every score.
@@ -429,12 +428,18 @@ impl Ctx<'_> {
         let t = f64::from(l.tp);
         let tok = self.tokens();
         let h = f64::from(m.hidden);
-        let kv = f64::from(m.kv_dim());
+        let (_, k_width, v_width) = m.qkv_widths();
         let f = f64::from(m.ffn_hidden);
         let sp = if l.sequence_parallel { t } else { 1.0 };
 
         // Attention projections.
-        let mut g_fwd = self.gemm(tok, (h + 2.0 * kv) / t, h) + self.gemm(tok, h, h / t);
+        let mut g_fwd: f64 = m
+            .attention_projections()
+            .map(|(out, input, split)| {
+                let (n, k) = split.per_rank(out, input, t);
+                self.gemm(tok, n, k)
+            })
+            .sum();
         let (attn_fwd, attn_bwd, attn_mem_fwd) = self.attention(tok);
 
         let mut ep_comm = 0.0;
@@ -491,7 +496,7 @@ impl Ctx<'_> {
         // in the backward; overlapped with the attention blocks it feeds.
         let cp_comm = if l.cp > 1 {
             let c = f64::from(l.cp);
-            let kv_bytes = tok * 2.0 * kv * BF16 / t;
+            let kv_bytes = tok * (k_width + v_width) * BF16 / t;
             let bw = self.hw.group_bw(l.cp, l.tp);
             (passes + 1.0) * (c - 1.0) * kv_bytes / bw
         } else {
@@ -556,7 +561,8 @@ fn layer_activation_bytes(m: &ModelSpec, l: &Layout, tokens: f64, recompute: Rec
     let t = f64::from(l.tp);
     let sp = if l.sequence_parallel { t } else { 1.0 };
     let h = f64::from(m.hidden);
-    let kv = f64::from(m.kv_dim());
+    let (q_width, k_width, v_width) = m.qkv_widths();
+    let qkv = q_width + k_width + v_width;
     let moe_frac = f64::from(m.moe_layers()) / f64::from(m.layers);
     let ffn_width = match &m.moe {
         Some(moe) => {
@@ -573,9 +579,9 @@ fn layer_activation_bytes(m: &ModelSpec, l: &Layout, tokens: f64, recompute: Rec
         // Norm inputs/outputs and FFN input (4 h-wide tensors), Q, K, V, attention output, the
         // FFN intermediate tensors (BF16). Selective drops the norm outputs and the activation
         // function output (about a third of `ffn_act`), recomputed in the backward.
-        Recompute::None => tokens * (8.0 * h / sp + (2.0 * (h + 2.0 * kv) + 2.0 * h + ffn_act) / t),
+        Recompute::None => tokens * (8.0 * h / sp + (2.0 * qkv + 2.0 * h + ffn_act) / t),
         Recompute::Selective => {
-            tokens * (4.0 * h / sp + (2.0 * (h + 2.0 * kv) + 2.0 * h + ffn_act * 2.0 / 3.0) / t)
+            tokens * (4.0 * h / sp + (2.0 * qkv + 2.0 * h + ffn_act * 2.0 / 3.0) / t)
         }
     }
 }

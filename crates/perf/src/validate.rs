@@ -108,6 +108,12 @@ fn model_fields(row: &Row) -> Result<ModelFields, PerfError> {
         expert_ffn_hidden: num(row, "expert_ffn_hidden")?,
         shared_experts: num(row, "shared_experts")?,
         moe_layers: num(row, "moe_layers")?,
+        // Latent-attention columns, when a calibration file has them (the shared set does not).
+        q_lora_rank: num(row, "q_lora_rank")?,
+        kv_lora_rank: num(row, "kv_lora_rank")?,
+        qk_nope_head_dim: num(row, "qk_nope_head_dim")?,
+        qk_rope_head_dim: num(row, "qk_rope_head_dim")?,
+        v_head_dim: num(row, "v_head_dim")?,
         preset: None,
     })
 }

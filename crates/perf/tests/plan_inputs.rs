@@ -5,7 +5,7 @@ use switchyard_core::fleet::Fleet;
 use switchyard_perf::MAX_SIZE;
 use switchyard_perf::plan::{parse_plan, run_plan};
 
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 17] = [
     "layers",
     "hidden",
     "heads",
@@ -20,6 +20,9 @@ const FIELDS: [&str; 14] = [
     "tp",
     "pp",
     "microbatch",
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+    "v_head_dim",
 ];
 
 fn file(workload: &str, field: &str, value: u64) -> String {
@@ -42,13 +45,23 @@ fn file(workload: &str, field: &str, value: u64) -> String {
     } else {
         String::new()
     };
+    let mla = if ["kv_lora_rank", "qk_rope_head_dim", "v_head_dim"].contains(&field) {
+        format!(
+            "kv_lora_rank = {}\nqk_nope_head_dim = 128\nqk_rope_head_dim = {}\nv_head_dim = {}\n",
+            v("kv_lora_rank", 512),
+            v("qk_rope_head_dim", 64),
+            v("v_head_dim", 128)
+        )
+    } else {
+        String::new()
+    };
     let parallelism = match field {
         "tp" | "pp" => format!("[parallelism]\n{field} = {value}\n"),
         "microbatch" if workload == "training" => format!("[parallelism]\nmicrobatch = {value}\n"),
         _ => String::new(),
     };
     format!(
-        "[model]\nname = \"edge\"\nlayers = {}\nhidden = {}\nheads = {}\nkv_heads = {}\nvocab = {}\nseq_len = {}\n{moe}{work}[hardware]\naccelerator = \"H100-SXM\"\ncount = {}\n{parallelism}",
+        "[model]\nname = \"edge\"\nlayers = {}\nhidden = {}\nheads = {}\nkv_heads = {}\nvocab = {}\nseq_len = {}\n{moe}{mla}{work}[hardware]\naccelerator = \"H100-SXM\"\ncount = {}\n{parallelism}",
         v("layers", 32),
         v("hidden", 4096),
         v("heads", 32),

@@ -304,3 +304,45 @@ fn tensor_parallel_decode_latency_is_a_few_milliseconds() {
     );
     assert!(tp8.tpot_s < tp4_pp2.tpot_s);
 }
+
+/// DeepSeek-V3 served in FP8 on 8 H200: each token's cache is its 576-value latent per layer,
+/// held whole by every tensor-parallel rank (61 × 576 B), a third of what 128 full key/value
+/// heads of 56 would need per rank.
+#[test]
+fn latent_attention_cache_is_one_latent_per_token_and_layer() {
+    let m = ModelSpec::preset("deepseek-v3").expect("preset");
+    let hw = Hardware::from_accelerator(lookup("H200").expect("in the catalog"), 8);
+    let spec = InferenceSpec {
+        fp8: true,
+        prompt_tokens: 1000,
+        output_tokens: 1000,
+        concurrency: Concurrency::Max,
+    };
+    let est = estimate_inference(
+        &m,
+        &hw,
+        &InferenceLayout {
+            tp: 8,
+            pp: 1,
+            ep: 1,
+        },
+        &spec,
+    )
+    .expect("valid");
+    assert_eq!(est.kv_bytes_per_token, 61.0 * 576.0);
+    let mut mha = m.clone();
+    mha.mla = None;
+    let mha_est = estimate_inference(
+        &mha,
+        &hw,
+        &InferenceLayout {
+            tp: 8,
+            pp: 1,
+            ep: 1,
+        },
+        &spec,
+    )
+    .expect("valid");
+    assert!(mha_est.kv_bytes_per_token > 3.0 * est.kv_bytes_per_token);
+    assert!(est.max_concurrency > mha_est.max_concurrency);
+}
