@@ -153,7 +153,11 @@ pub fn estimate_inference(
     let v = f64::from(m.vocab);
 
     // Memory.
-    let weights = m.total_params() * elem / (t * pp);
+    // Everything split over the tensor-parallel group, except replicated projections (MLA's
+    // down projections), which every rank holds whole.
+    let attention_all = layers * m.attention_params();
+    let attention_rank = layers * m.attention_params_per_rank(t);
+    let weights = ((m.total_params() - attention_all) / t + attention_rank) * elem / pp;
     // K and V heads split over TP (replicated when TP exceeds the KV heads); a latent-attention
     // cache is one latent per token, which every tensor-parallel rank holds whole.
     let kv_split = if m.mla.is_some() {
@@ -267,7 +271,9 @@ pub fn estimate_inference(
     let p = f64::from(spec.prompt_tokens);
     let prefill_attn_flops = 4.0 * p * (p / 2.0 + 64.0) * m.attention_width() / t * layers / pp;
     let prefill_attn = prefill_attn_flops / (bf16_peak * facts.attention_fwd);
-    let prefill_flops = 2.0 * (m.active_params() - m.embedding_params()) * p / (t * pp);
+    let prefill_flops =
+        2.0 * ((m.active_params() - m.embedding_params() - attention_all) / t + attention_rank) * p
+            / pp;
     let prompts = micro / f64::from(spec.output_tokens);
     let rows = micro + prompts * p;
     // The busiest stage: the last one also runs the LM head.

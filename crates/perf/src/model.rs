@@ -104,6 +104,7 @@ pub struct ModelFields {
     pub moe_layers: Option<u32>,
     /// Multi-head latent attention ([`MlaSpec`]): all of `kv_lora_rank`, `qk_nope_head_dim`,
     /// `qk_rope_head_dim` and `v_head_dim`, plus `q_lora_rank` if queries are compressed too.
+    /// With them `kv_heads` is ignored: every query head has its own key and value.
     pub q_lora_rank: Option<u32>,
     pub kv_lora_rank: Option<u32>,
     pub qk_nope_head_dim: Option<u32>,
@@ -518,6 +519,17 @@ impl ModelSpec {
         shapes.into_iter().flatten()
     }
 
+    /// Attention projection weights one tensor-parallel rank holds of one layer: the split
+    /// projections' share plus the replicated ones whole.
+    pub fn attention_params_per_rank(&self, tp: f64) -> f64 {
+        self.attention_projections()
+            .map(|(out, input, split)| {
+                let (n, k) = split.per_rank(out, input, tp);
+                n * k
+            })
+            .sum()
+    }
+
     /// Attention width a decoding token's scores and weighted values cost against each cached
     /// token (`4·width` FLOPs): `hidden` for multi-/grouped-query attention; for latent
     /// attention, with the up projections absorbed into the query and output (as FlashMLA and
@@ -688,6 +700,12 @@ mod tests {
             + 512.0 * 128.0 * 256.0
             + 128.0 * 128.0 * 7168.0;
         assert_eq!(m.attention_params(), expected);
+        // The down projections are replicated: each of 8 tensor-parallel ranks holds them whole.
+        let replicated = 7168.0 * 1536.0 + 7168.0 * 576.0;
+        assert_eq!(
+            m.attention_params_per_rank(8.0),
+            (expected - replicated) / 8.0 + replicated
+        );
         let mha = ModelFields {
             q_lora_rank: None,
             kv_lora_rank: None,
@@ -700,6 +718,10 @@ mod tests {
         .resolve()
         .expect("valid");
         assert!(m.model_flops_per_token() > mha.model_flops_per_token());
+        assert_eq!(
+            mha.attention_params_per_rank(8.0),
+            mha.attention_params() / 8.0
+        );
     }
 
     #[test]

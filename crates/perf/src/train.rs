@@ -18,7 +18,7 @@ use crate::hardware::{
     MEMORY_BANDWIDTH_EFFICIENCY, TRITON_ATTENTION_BWD, TRITON_ATTENTION_FWD, kernel_facts,
 };
 use crate::layout::{Layout, Recompute};
-use crate::model::ModelSpec;
+use crate::model::{ModelSpec, TpSplit};
 use crate::software::{AttentionKernel, Software};
 
 /// Bytes of one BF16 element.
@@ -193,13 +193,19 @@ pub(crate) fn elementwise_bytes_per_token(
         elem += 4.0 * f64::from(spec.experts_per_token) * h * BF16 / t;
     }
     // FP8: the inputs of the QKV and FFN-up GEMMs (the full hidden, split by sequence
-    // parallelism), of the output projection (this rank's heads) and of the dense FFN-down.
+    // parallelism), of the output projection (this rank's heads), of the dense FFN-down, and
+    // with MLA of the up projections (the query and key/value latents).
     let dense_down = if routed.is_some() {
         0.0
     } else {
         f64::from(m.ffn_hidden) / t
     };
-    elem + fp8_cast * (2.0 * h / sp + h / t + dense_down)
+    let attn_out = f64::from(m.heads) * f64::from(m.v_head_dim());
+    let latents = m
+        .mla
+        .as_ref()
+        .map_or(0.0, |a| f64::from(a.q_lora_rank + a.kv_lora_rank));
+    elem + fp8_cast * (2.0 * h / sp + attn_out / t + latents + dense_down)
 }
 
 /// What a GEMM runs against: the peak and achievable fraction for its precision, the kernel
@@ -432,12 +438,18 @@ impl Ctx<'_> {
         let f = f64::from(m.ffn_hidden);
         let sp = if l.sequence_parallel { t } else { 1.0 };
 
-        // Attention projections.
+        // Attention projections. Replicated ones (MLA's down projections) run on this rank's
+        // sequence shard when sequence parallelism splits the tokens.
         let mut g_fwd: f64 = m
             .attention_projections()
             .map(|(out, input, split)| {
                 let (n, k) = split.per_rank(out, input, t);
-                self.gemm(tok, n, k)
+                let rows = if split == TpSplit::Replicated {
+                    tok / sp
+                } else {
+                    tok
+                };
+                self.gemm(rows, n, k)
             })
             .sum();
         let (attn_fwd, attn_bwd, attn_mem_fwd) = self.attention(tok);
@@ -491,7 +503,13 @@ impl Ctx<'_> {
             2.0
         };
         let act = tok * h * BF16;
-        let tp_comm = self.tp_coll(act, 2.0 * 2.0 * passes);
+        let mut tp_comm = self.tp_coll(act, 2.0 * 2.0 * passes);
+        // MLA with sequence parallelism: the down projections' latents (query, key/value and
+        // rotary key) are gathered for the up projections, and their gradients reduce-scattered.
+        if let (Some(a), true) = (&m.mla, l.sequence_parallel && l.tp > 1) {
+            let latent = f64::from(a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim);
+            tp_comm += self.tp_coll(tok * latent * BF16, passes);
+        }
         // Context parallel: ring exchange of K and V, forward, and of K, V and their gradients
         // in the backward; overlapped with the attention blocks it feeds.
         let cp_comm = if l.cp > 1 {
@@ -543,7 +561,8 @@ fn stage_params(m: &ModelSpec, l: &Layout) -> (f64, f64) {
     let layers = f64::from(m.layers) / pp;
     let dense_frac = f64::from(m.dense_layers()) / f64::from(m.layers);
     let moe_frac = 1.0 - dense_frac;
-    let mut dense = layers * (m.attention_params() + dense_frac * m.dense_ffn_params()) / t
+    let mut dense = layers
+        * (m.attention_params_per_rank(t) + dense_frac * m.dense_ffn_params() / t)
         + layers * moe_frac * m.router_params();
     if let Some(moe) = &m.moe {
         dense += layers * moe_frac * f64::from(moe.shared_experts) * m.expert_params() / t;
@@ -563,6 +582,8 @@ fn layer_activation_bytes(m: &ModelSpec, l: &Layout, tokens: f64, recompute: Rec
     let h = f64::from(m.hidden);
     let (q_width, k_width, v_width) = m.qkv_widths();
     let qkv = q_width + k_width + v_width;
+    // The attention output (heads × value width: `hidden` without latent attention).
+    let attn_out = f64::from(m.heads) * f64::from(m.v_head_dim());
     let moe_frac = f64::from(m.moe_layers()) / f64::from(m.layers);
     let ffn_width = match &m.moe {
         Some(moe) => {
@@ -579,9 +600,9 @@ fn layer_activation_bytes(m: &ModelSpec, l: &Layout, tokens: f64, recompute: Rec
         // Norm inputs/outputs and FFN input (4 h-wide tensors), Q, K, V, attention output, the
         // FFN intermediate tensors (BF16). Selective drops the norm outputs and the activation
         // function output (about a third of `ffn_act`), recomputed in the backward.
-        Recompute::None => tokens * (8.0 * h / sp + (2.0 * qkv + 2.0 * h + ffn_act) / t),
+        Recompute::None => tokens * (8.0 * h / sp + (2.0 * qkv + 2.0 * attn_out + ffn_act) / t),
         Recompute::Selective => {
-            tokens * (4.0 * h / sp + (2.0 * qkv + 2.0 * h + ffn_act * 2.0 / 3.0) / t)
+            tokens * (4.0 * h / sp + (2.0 * qkv + 2.0 * attn_out + ffn_act * 2.0 / 3.0) / t)
         }
     }
 }
@@ -818,10 +839,10 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let model_flops = m.model_flops_per_token() * tokens_per_s;
     let recompute_flops_per_token = match l.recompute {
         Recompute::None => 0.0,
-        Recompute::Selective => 4.0 * layers * h * f64::from(m.seq_len),
+        Recompute::Selective => 4.0 * layers * m.attention_width() * f64::from(m.seq_len),
         Recompute::Full => {
             2.0 * (m.active_params() - m.embedding_params())
-                + 4.0 * layers * h * f64::from(m.seq_len)
+                + 4.0 * layers * m.attention_width() * f64::from(m.seq_len)
         }
     };
     let hw_flops = model_flops + recompute_flops_per_token * tokens_per_s;
