@@ -224,7 +224,13 @@ fn human(report: &PlanReport) -> String {
             let rows: Vec<(&str, String)> = vec![
                 (
                     "layout",
-                    format!("tp{} pp{} ep{}", e.layout.tp, e.layout.pp, e.layout.ep),
+                    format!(
+                        "tp{} pp{} ep{}{}",
+                        e.layout.tp,
+                        e.layout.pp,
+                        e.layout.ep,
+                        if r.searched { "  (searched)" } else { "" }
+                    ),
                 ),
                 (
                     "concurrency",
