@@ -151,3 +151,32 @@ fn validate_prints_rows_and_summary() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("median |error|"), "{text}");
 }
+
+#[test]
+fn every_example_plan_answers() {
+    let dir = root().join("examples/plan");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/plan exists") {
+        let path = entry.expect("readable entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if !name.ends_with(".toml") || name.starts_with("bad-") {
+            continue;
+        }
+        let out = plan(&[path.to_str().expect("utf-8 path"), "--json"]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        assert!(
+            v["tokens_per_s"].as_f64().is_some_and(|t| t > 0.0),
+            "{name}: {v}"
+        );
+        ran += 1;
+    }
+    assert!(ran >= 5, "only {ran} examples ran");
+}
