@@ -262,15 +262,16 @@ pub const TRITON_ATTENTION_BWD: f64 = 0.3;
 ///   Fig. 4-5): forward about 170-190 TFLOP/s (0.55) and backward about 130 (0.42) for causal
 ///   head dim 64-128.
 /// * H100/H200/H800/H20/GH200 (Hopper, 132 SMs on SXM; the PCIe part's 114 and the H20's
-///   smaller count are not distinguished): cuBLAS BF16 8,192³ about 750-800 of 989 TFLOP/s at
-///   700 W (clock throttling under sustained tensor load): 0.77; FP8 about 1,300-1,450 of 1,979
-///   (0.7); sustained in training (power-capped clocks), 0.72 BF16. Hopper kernels use 128×256
+///   smaller count are not distinguished): cuBLAS BF16 8,192³ about 750-800 of 989 TFLOP/s in
+///   short runs (0.77) but about 650 sustained at the 700 W limit (clock throttling under
+///   sustained tensor load): 0.66; FP8 about 1,300-1,450 of 1,979 (0.7). Hopper kernels use 128×256
 ///   warp-specialised tiles; `mma.sync` (pre-Hopper) kernels keep about half their A100 efficiency. Fused attention (cuDNN / FA3,
 ///   Shah et al. 2024, Fig. 5-7): forward 550-650 TFLOP/s (0.6), backward 400-500 (0.45);
 ///   FlashAttention-2 on Hopper reaches only about 0.35 — the figure here is for the cuDNN/FA3
 ///   kernels current frameworks use.
 /// * Blackwell (B200/B300/GB200/GB300, 148 SMs): no independent large-GEMM measurements were
-///   used; the Hopper fractions are assumed.
+///   used; Hopper's unthrottled BF16 fraction (0.77, given the 1,000-1,400 W budget) and its
+///   FP8 and attention fractions are assumed.
 /// * Others (TPU, Trainium, MI300X, Gaudi): ASSUMPTION 0.75 / 0.65 of peak (MLPerf-era MFU of
 ///   these systems is similar to Hopper's), 128×128 tiles.
 pub fn kernel_facts(a: &Accelerator) -> KernelFacts {

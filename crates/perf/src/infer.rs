@@ -1,12 +1,15 @@
 //! Inference: prefill and decode of one model replica on `tp·pp` devices.
 //!
 //! Offline throughput is modelled as an in-flight-batching engine (TensorRT-LLM, vLLM, SGLang):
-//! every iteration decodes one token for each of `B` running requests and, as requests finish,
-//! admits new ones whose prompts are prefilled in chunks alongside the decode tokens. Per
-//! iteration: decode GEMMs over B rows (weights read once), attention reading each request's KV
-//! cache, tensor-parallel all-reduces, plus on average `B/output_tokens` prompts' worth of
-//! prefill compute. `B` is the requested concurrency, or for `"max"` the most requests whose full
-//! KV cache (prompt + output) fits, capped by the engine's batch limit.
+//! every iteration decodes one token for each running request and, as requests finish, admits
+//! new ones whose prompts are prefilled in chunks alongside the decode tokens. With pipeline
+//! parallelism the `B` requests form `pp` micro-batches, one per stage. Per stage iteration:
+//! decode GEMMs over its requests (weights read once), attention reading each request's KV
+//! cache (or MLA latent), the prompt rows' compute and attention, the tensor-parallel
+//! all-reduces and memory-bound kernels over all rows, and the LM head; the host's scheduling
+//! is paid once per token. `B` is the requested concurrency capped at what fits, or for
+//! `"max"` the most requests whose full KV cache (prompt + output) fits, capped by the
+//! engine's batch limit.
 
 use serde::Serialize;
 
