@@ -1,6 +1,7 @@
 //! switchyard-perf: an analytical performance model of transformer training and inference.
 //!
-//! * [`ModelSpec`]: the model (dense or mixture-of-experts), with presets;
+//! * [`ModelSpec`]: the model (dense or mixture-of-experts; multi-/grouped-query or multi-head
+//!   latent attention), with presets;
 //! * [`train::estimate`]: step time, MFU/HFU, memory and a breakdown for one layout;
 //! * [`search::search`]: the fastest layouts that fit; [`best_training_rate`] for the scheduler;
 //! * [`infer`]: prefill/decode throughput, latency and KV-cache capacity;
