@@ -14,7 +14,9 @@
 use serde::Serialize;
 
 use crate::PerfError;
-use crate::hardware::{Collective, GIB, Hardware, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
+use crate::hardware::{
+    Collective, GIB, Hardware, MEMORY_BANDWIDTH_EFFICIENCY, RESERVED_MEMORY_GIB, kernel_facts,
+};
 use crate::model::ModelSpec;
 use crate::train::{GemmDevice, NormKernels, elementwise_bytes_per_token};
 
@@ -26,12 +28,6 @@ pub const KV_CACHE_FREE_MEMORY_FRACTION: f64 = 0.9;
 /// Largest batch the engine schedules: `trtllm-bench` sizes `max_batch_size` to the requests
 /// whose KV cache fits, capped at 4,096 (its `finetune_setting`).
 pub const MAX_BATCH: u32 = 4096;
-
-/// Device memory an inference engine cannot give to weights, activations or the KV cache: the
-/// CUDA context and kernel images (about 0.5-1 GiB), cuBLAS workspaces and the communication
-/// buffers of the tensor-parallel all-reduce, GiB. Unlike training there is no caching-allocator
-/// fragmentation to allow for: the KV cache is one pre-allocated pool.
-pub const INFERENCE_RESERVED_MEMORY_GIB: f64 = 2.0;
 
 /// Tokens one engine iteration processes at most (prefill chunks plus decode tokens):
 /// TensorRT-LLM's default `max_num_tokens` (8,192); sizes the activation workspace.
@@ -173,7 +169,9 @@ pub fn estimate_inference(
         * (2.0 * (q_width + k_width + v_width) / t
             + 3.0 * f64::from(m.ffn_hidden.max(1)) / t * 2.0
             + v / t * 4.0);
-    let device = (a.hbm_gib - INFERENCE_RESERVED_MEMORY_GIB).max(0.0) * GIB;
+    // The runtime's share (CUDA context, communication buffers) as in training, but no
+    // fragmentation allowance: the KV cache is one pre-allocated pool.
+    let device = (a.hbm_gib - RESERVED_MEMORY_GIB).max(0.0) * GIB;
     let free = device - weights - workspace;
     let kv_capacity = (free * KV_CACHE_FREE_MEMORY_FRACTION).max(0.0);
     let per_request = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens);

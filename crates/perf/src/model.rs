@@ -459,6 +459,12 @@ impl ModelSpec {
         )
     }
 
+    /// Width of one token's attention output (all heads' weighted values): the output
+    /// projection's input, `hidden` without latent attention.
+    pub fn attention_output_width(&self) -> f64 {
+        f64::from(self.heads) * f64::from(self.v_head_dim())
+    }
+
     /// `d_attn` of the FLOP formula: heads × the mean of the query/key and value head widths
     /// (`hidden` without latent attention). Scores cost `2·S·heads·d_qk` per token and the
     /// weighted values `2·S·heads·d_v`, so attention FLOPs scale with this width.
@@ -512,7 +518,7 @@ impl ModelSpec {
                         kv_lora,
                         TpSplit::Columns,
                     )),
-                    Some((h, heads * dv, TpSplit::Rows)),
+                    Some((h, self.attention_output_width(), TpSplit::Rows)),
                 ]
             }
         };

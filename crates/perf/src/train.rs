@@ -200,7 +200,7 @@ pub(crate) fn elementwise_bytes_per_token(
     } else {
         f64::from(m.ffn_hidden) / t
     };
-    let attn_out = f64::from(m.heads) * f64::from(m.v_head_dim());
+    let attn_out = m.attention_output_width();
     let latents = m
         .mla
         .as_ref()
@@ -582,8 +582,7 @@ fn layer_activation_bytes(m: &ModelSpec, l: &Layout, tokens: f64, recompute: Rec
     let h = f64::from(m.hidden);
     let (q_width, k_width, v_width) = m.qkv_widths();
     let qkv = q_width + k_width + v_width;
-    // The attention output (heads × value width: `hidden` without latent attention).
-    let attn_out = f64::from(m.heads) * f64::from(m.v_head_dim());
+    let attn_out = m.attention_output_width();
     let moe_frac = f64::from(m.moe_layers()) / f64::from(m.layers);
     let ffn_width = match &m.moe {
         Some(moe) => {

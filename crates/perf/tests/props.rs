@@ -318,31 +318,24 @@ fn latent_attention_cache_is_one_latent_per_token_and_layer() {
         output_tokens: 1000,
         concurrency: Concurrency::Max,
     };
-    let est = estimate_inference(
-        &m,
-        &hw,
-        &InferenceLayout {
-            tp: 8,
-            pp: 1,
-            ep: 1,
-        },
-        &spec,
-    )
-    .expect("valid");
+    let tp8 = |model: &ModelSpec| {
+        estimate_inference(
+            model,
+            &hw,
+            &InferenceLayout {
+                tp: 8,
+                pp: 1,
+                ep: 1,
+            },
+            &spec,
+        )
+        .expect("valid")
+    };
+    let est = tp8(&m);
     assert_eq!(est.kv_bytes_per_token, 61.0 * 576.0);
     let mut mha = m.clone();
     mha.mla = None;
-    let mha_est = estimate_inference(
-        &mha,
-        &hw,
-        &InferenceLayout {
-            tp: 8,
-            pp: 1,
-            ep: 1,
-        },
-        &spec,
-    )
-    .expect("valid");
+    let mha_est = tp8(&mha);
     assert!(mha_est.kv_bytes_per_token > 3.0 * est.kv_bytes_per_token);
     assert!(est.max_concurrency > mha_est.max_concurrency);
 }

@@ -1164,11 +1164,7 @@ impl Scheduler {
             job.restarts += 1;
             job.urgent = true;
             job.why = Why::AfterFailure { lost_s: lost };
-            let from = if job.kind == JobKind::Batch {
-                "from the beginning"
-            } else {
-                "from its last checkpoint"
-            };
+            let from = restart_origin(job.kind);
             self.enqueue(j);
             self.emit(
                 out,
@@ -1290,11 +1286,7 @@ impl Scheduler {
         let kind = job.kind;
         self.stats[c].restarts += 1;
         let name = self.clusters[c].name.clone();
-        let from = if kind == JobKind::Batch {
-            "from the beginning"
-        } else {
-            "from its last checkpoint"
-        };
+        let from = restart_origin(kind);
         self.emit(
             out,
             now,
@@ -2221,5 +2213,14 @@ pub fn human_s(s: f64) -> String {
         format!("{:.1} h", s / 3600.0)
     } else {
         format!("{:.1} d", s / 86_400.0)
+    }
+}
+
+/// Where a restarted job resumes: batch jobs keep no checkpoint.
+fn restart_origin(kind: JobKind) -> &'static str {
+    if kind == JobKind::Batch {
+        "from the beginning"
+    } else {
+        "from its last checkpoint"
     }
 }

@@ -413,6 +413,15 @@ impl Worker {
         }
     }
 
+    /// Keys of the wanted jobs on `cluster` that have no Slurm job yet and pass `keep`.
+    fn unsubmitted(&self, cluster: &str, keep: impl Fn(&Want) -> bool) -> Vec<String> {
+        self.wants
+            .iter()
+            .filter(|(_, w)| w.cluster == cluster && w.slurm_id.is_none() && keep(w))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Records `message` in the events of the job `key` belongs to (through the server).
     fn event(&self, key: &str, cluster: &str, kind: &str, message: String) {
         tracing::info!(job = key, cluster, kind, %message, "slurm");
@@ -647,12 +656,7 @@ impl Worker {
                 }
                 self.clusters[i].list_error = Some(msg.clone());
                 // Tell the jobs waiting to be submitted why nothing happens.
-                let waiting: Vec<String> = self
-                    .wants
-                    .iter()
-                    .filter(|(_, w)| w.cluster == cluster_name && w.slurm_id.is_none())
-                    .map(|(k, _)| k.clone())
-                    .collect();
+                let waiting = self.unsubmitted(&cluster_name, |_| true);
                 for k in waiting {
                     self.event(
                         &k,
@@ -763,12 +767,7 @@ impl Worker {
 
         // 5. Submit what is wanted and has no Slurm job.
         let now = Instant::now();
-        let ready: Vec<String> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| w.cluster == cluster_name && w.slurm_id.is_none() && w.next_try <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let ready = self.unsubmitted(&cluster_name, |w| w.next_try <= now);
         for key in ready {
             self.submit(i, &key);
         }
@@ -783,12 +782,7 @@ impl Worker {
             .values()
             .filter_map(|w| w.slurm_id.clone())
             .collect();
-        let keys: Vec<String> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| w.cluster == cluster_name && w.slurm_id.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys = self.unsubmitted(cluster_name, |_| true);
         for key in keys {
             let Some(w) = self.wants.get(&key) else {
                 continue;

@@ -283,15 +283,21 @@ impl SlurmClient for CliClient {
     }
 
     fn cancel(&self, id: &str) -> Result<(), SlurmError> {
-        match self.run("scancel", &[id.to_owned()], None) {
-            Ok(_) => Ok(()),
-            Err(SlurmError::Failed { message, .. })
-                if message.contains("already completing or completed")
-                    || message.contains("Invalid job id") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
+        cancelled(self.run("scancel", &[id.to_owned()], None))
+    }
+}
+
+/// The outcome of a cancel request: a job Slurm has already finished or forgotten counts as
+/// cancelled (`scancel` and slurmrestd word it the same way).
+pub(crate) fn cancelled<T>(result: Result<T, SlurmError>) -> Result<(), SlurmError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(SlurmError::Failed { message, .. })
+            if message.contains("already completing or completed")
+                || message.contains("Invalid job id") =>
+        {
+            Ok(())
         }
+        Err(e) => Err(e),
     }
 }

@@ -220,16 +220,7 @@ impl SlurmClient for RestClient {
         if !id.chars().all(|c| c.is_ascii_digit() || c == '_') || id.is_empty() {
             return Ok(());
         }
-        match self.call("DELETE", &format!("/job/{id}"), None) {
-            Ok(_) => Ok(()),
-            Err(SlurmError::Failed { message, .. })
-                if message.contains("already completing or completed")
-                    || message.contains("Invalid job id") =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        crate::client::cancelled(self.call("DELETE", &format!("/job/{id}"), None))
     }
 }
 
