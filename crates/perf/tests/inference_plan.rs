@@ -72,3 +72,15 @@ fn a_split_that_is_not_the_device_count_is_an_input_error() {
     let err = run(&serve(16, "[parallelism]\ntp = 4\npp = 2")).expect_err("4·2 is not 16");
     assert!(err.to_string().contains("not the device count 16"), "{err}");
 }
+
+#[test]
+fn an_empty_prompt_and_an_oversized_cluster_are_input_errors() {
+    let empty = serve(8, "").replace("prompt_tokens = 1000", "prompt_tokens = 0");
+    let err = run(&empty).expect_err("no prompt");
+    assert!(err.to_string().contains("prompt_tokens"), "{err}");
+    let err = run(&serve(u32::MAX, "")).expect_err("too many devices");
+    assert!(
+        err.to_string().contains("[hardware] count") && err.to_string().contains("maximum"),
+        "{err}"
+    );
+}

@@ -339,3 +339,54 @@ fn latent_attention_cache_is_one_latent_per_token_and_layer() {
     assert!(mha_est.kv_bytes_per_token > 3.0 * est.kv_bytes_per_token);
     assert!(est.max_concurrency > mha_est.max_concurrency);
 }
+
+/// Many small GEMMs of one shape (an MoE layer's experts) share the waves of one grouped
+/// kernel: 64 problems of 256 × 256 tiles' worth finish well before 64 launches would.
+#[test]
+fn grouped_gemms_share_the_waves() {
+    let dev = h100_gemm(true);
+    let (m, n, k) = (256.0, 512.0, 7168.0);
+    let grouped = dev.batched_time(64.0, m, n, k);
+    assert!(grouped < 0.5 * 64.0 * dev.time(m, n, k), "{grouped}");
+}
+
+/// A data-parallel ring across two NVL72 racks crosses between them over the NICs of every
+/// member in a rack, not only the four of one compute tray.
+#[test]
+fn nvl72_rings_use_every_nic_in_the_rack() {
+    let gb200 = Hardware::from_accelerator(lookup("GB200").expect("in the catalog"), 144);
+    let nic = gb200.scale_out_gb_s * 1e9 * gb200.network_efficiency;
+    // 72 ranks two apart span both racks: 36 of them share each rack.
+    let bw = gb200.group_bw(72, 2);
+    assert!(bw > 8.0 * nic, "{bw} against one NIC's {nic}");
+    assert!(bw <= gb200.scale_up_gb_s * 1e9);
+}
+
+/// `concurrency = "max"` fills the KV cache up to the engine's 4,096-request batch limit:
+/// Llama 3 8B in FP8 at 128 + 128 tokens fits more than TensorRT-LLM's 2,048 default.
+#[test]
+fn max_concurrency_reaches_past_2048_up_to_4096() {
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let spec = InferenceSpec {
+        fp8: true,
+        prompt_tokens: 128,
+        output_tokens: 128,
+        concurrency: Concurrency::Max,
+    };
+    let est = estimate_inference(
+        &m,
+        &h100(1),
+        &InferenceLayout {
+            tp: 1,
+            pp: 1,
+            ep: 1,
+        },
+        &spec,
+    )
+    .expect("valid");
+    assert!(
+        est.max_concurrency > 2048 && est.max_concurrency <= 4096,
+        "{}",
+        est.max_concurrency
+    );
+}
