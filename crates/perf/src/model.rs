@@ -68,10 +68,14 @@ pub struct ModelSpec {
     pub layers: u32,
     /// Model width (`d_model`).
     pub hidden: u32,
-    /// Attention (query) heads; head dimension = `hidden / heads`.
+    /// Attention (query) heads.
     pub heads: u32,
     /// Key/value heads (GQA/MQA); equal to `heads` for plain multi-head attention.
     pub kv_heads: u32,
+    /// Width of one query, key or value head: `hidden / heads` unless the model sets its own
+    /// (Qwen3, Gemma and GPT-OSS project to heads wider or narrower than `hidden / heads`).
+    /// Latent attention has its own widths ([`MlaSpec`]) instead.
+    pub head_dim: u32,
     /// Dense FFN width (per gate/up projection when gated).
     pub ffn_hidden: u32,
     /// SwiGLU-style FFN (three matrices) instead of a two-matrix MLP.
@@ -93,6 +97,8 @@ pub struct ModelFields {
     pub hidden: Option<u32>,
     pub heads: Option<u32>,
     pub kv_heads: Option<u32>,
+    /// Per-head width when it is not `hidden / heads`.
+    pub head_dim: Option<u32>,
     pub ffn_hidden: Option<u32>,
     pub gated_ffn: Option<bool>,
     pub vocab: Option<u32>,
@@ -217,11 +223,40 @@ impl ModelFields {
             }
         };
         let mla = self.resolve_mla(b.and_then(|m| m.mla.clone()))?;
+        let head_dim = match (self.head_dim, &mla) {
+            (Some(_), Some(_)) => {
+                return Err(PerfError::input(
+                    "[model] head_dim does not apply to latent attention, whose heads are \
+                     qk_nope_head_dim + qk_rope_head_dim (queries and keys) and v_head_dim \
+                     (values) wide",
+                ));
+            }
+            (Some(d), None) => required(Some(d), "head_dim")?,
+            // A preset's own width holds unless the file changes hidden or heads.
+            (None, _) => match b {
+                Some(base)
+                    if self.hidden.is_none_or(|h| h == base.hidden)
+                        && self.heads.is_none_or(|n| n == base.heads) =>
+                {
+                    base.head_dim
+                }
+                _ => {
+                    if hidden % heads != 0 && mla.is_none() {
+                        return Err(PerfError::input(format!(
+                            "[model] heads = {heads} does not divide hidden = {hidden} \
+                             (set head_dim for heads that are not hidden / heads wide)"
+                        )));
+                    }
+                    hidden / heads
+                }
+            },
+        };
         let spec = ModelSpec {
             name,
             layers,
             hidden,
             heads,
+            head_dim,
             // Latent attention gives every query head its own key and value.
             kv_heads: if mla.is_some() { heads } else { kv_heads },
             ffn_hidden,
@@ -289,13 +324,20 @@ impl ModelSpec {
             "deepseek-v3",
             "gpt3-175b",
             "mixtral-8x7b",
+            "qwen3-30b-a3b",
+            "qwen3-235b-a22b",
+            "gpt-oss-120b",
         ]
     }
 
     /// Well-known architectures: Llama 3 8B/70B/405B (Llama 3 paper, Table 3; vocabulary
     /// 128,256; sequence 8,192), DeepSeek-V3 (config_671B.json, multi-head latent attention
     /// with ranks 1,536/512 and head widths 128+64/128; sequence 4,096), GPT-3 175B (Brown et al. 2020, sequence 2,048) and
-    /// Mixtral 8x7B (Mistral's release config, sequence 4,096).
+    /// Mixtral 8x7B (Mistral's release config, sequence 4,096), Qwen3-30B-A3B and
+    /// Qwen3-235B-A22B (their release `config.json`: 128 experts, top-8, heads 128 wide over a
+    /// narrower model; sequence 4,096) and GPT-OSS-120B (its `config.json`: 128 experts, top-4,
+    /// 64-wide heads; costed with full causal attention although every other layer attends
+    /// over a 128-token window; sequence 8,192).
     pub fn preset(name: &str) -> Option<ModelSpec> {
         let key: String = name
             .chars()
@@ -303,19 +345,34 @@ impl ModelSpec {
             .flat_map(char::to_lowercase)
             .collect();
         let dense =
-            |name: &str, layers, hidden, heads, kv_heads, ffn_hidden, vocab, seq_len| ModelSpec {
-                name: name.to_string(),
-                layers,
-                hidden,
-                heads,
-                kv_heads,
-                ffn_hidden,
-                gated_ffn: true,
-                vocab,
-                seq_len,
-                moe: None,
-                mla: None,
+            |name: &str, layers, hidden: u32, heads: u32, kv_heads, ffn_hidden, vocab, seq_len| {
+                ModelSpec {
+                    name: name.to_string(),
+                    layers,
+                    hidden,
+                    heads,
+                    head_dim: hidden / heads,
+                    kv_heads,
+                    ffn_hidden,
+                    gated_ffn: true,
+                    vocab,
+                    seq_len,
+                    moe: None,
+                    mla: None,
+                }
             };
+        // All layers routed, no shared expert, heads `head_dim` wide.
+        let routed = |mut m: ModelSpec, head_dim, experts, experts_per_token, expert_ffn_hidden| {
+            m.head_dim = head_dim;
+            m.moe = Some(MoeSpec {
+                experts,
+                experts_per_token,
+                expert_ffn_hidden,
+                shared_experts: 0,
+                moe_layers: m.layers,
+            });
+            m
+        };
         match key.as_str() {
             "llama38b" | "llama318b" => {
                 Some(dense("llama3-8b", 32, 4096, 32, 8, 14336, 128_256, 8192))
@@ -356,6 +413,27 @@ impl ModelSpec {
                 });
                 Some(m)
             }
+            "qwen330ba3b" => Some(routed(
+                dense("qwen3-30b-a3b", 48, 2048, 32, 4, 6144, 151_936, 4096),
+                128,
+                128,
+                8,
+                768,
+            )),
+            "qwen3235ba22b" => Some(routed(
+                dense("qwen3-235b-a22b", 94, 4096, 64, 4, 12288, 151_936, 4096),
+                128,
+                128,
+                8,
+                1536,
+            )),
+            "gptoss120b" => Some(routed(
+                dense("gpt-oss-120b", 36, 2880, 64, 8, 2880, 201_088, 8192),
+                64,
+                128,
+                4,
+                2880,
+            )),
             "mixtral8x7b" => {
                 let mut m = dense("mixtral-8x7b", 32, 4096, 32, 8, 14336, 32_000, 4096);
                 m.moe = Some(MoeSpec {
@@ -378,6 +456,7 @@ impl ModelSpec {
             (self.hidden, "hidden"),
             (self.heads, "heads"),
             (self.kv_heads, "kv_heads"),
+            (self.head_dim, "head_dim"),
             (self.ffn_hidden, "ffn_hidden"),
             (self.vocab, "vocab"),
             (self.seq_len, "seq_len"),
@@ -387,12 +466,10 @@ impl ModelSpec {
             }
             crate::within_max_size(v, &format!("[model] {f}"))?;
         }
-        if self.hidden % self.heads != 0 {
-            return Err(PerfError::input(format!(
-                "[model] heads = {} does not divide hidden = {}",
-                self.heads, self.hidden
-            )));
-        }
+        crate::within_max_size(
+            self.heads.saturating_mul(self.head_dim),
+            "[model] heads × head_dim",
+        )?;
         if self.kv_heads > self.heads || self.heads % self.kv_heads != 0 {
             return Err(PerfError::input(format!(
                 "[model] kv_heads = {} does not divide heads = {}",
@@ -429,7 +506,7 @@ impl ModelSpec {
     }
 
     pub fn head_dim(&self) -> u32 {
-        self.hidden / self.heads
+        self.head_dim
     }
 
     /// Width of the key (or value) projection output.
@@ -437,7 +514,7 @@ impl ModelSpec {
         self.kv_heads * self.head_dim()
     }
 
-    /// Per-head query/key width (`hidden/heads`, or MLA's no-rope plus rope widths).
+    /// Per-head query/key width (`head_dim`, or MLA's no-rope plus rope widths).
     pub fn qk_head_dim(&self) -> u32 {
         self.mla
             .as_ref()
@@ -670,6 +747,46 @@ mod tests {
             ds.active_params()
         );
         assert!((b("gpt3-175b") - 175.0).abs() < 2.0);
+        // Release model cards: Qwen3-30B-A3B 30.5B total / 3.3B active, Qwen3-235B-A22B 235B /
+        // 22B, GPT-OSS-120B 116.8B / 5.13B (norms and biases, a fraction of a percent, are not
+        // counted here).
+        // Qwen's activated counts include the input embedding, which `N` leaves out.
+        let active = |n: &str| {
+            let m = ModelSpec::preset(n).expect("preset");
+            (m.active_params() + m.embedding_params()) / 1e9
+        };
+        assert!(
+            (b("qwen3-30b-a3b") - 30.5).abs() < 0.3,
+            "{}",
+            b("qwen3-30b-a3b")
+        );
+        assert!(
+            (active("qwen3-30b-a3b") - 3.3).abs() < 0.15,
+            "{}",
+            active("qwen3-30b-a3b")
+        );
+        assert!(
+            (b("qwen3-235b-a22b") - 235.0).abs() < 1.5,
+            "{}",
+            b("qwen3-235b-a22b")
+        );
+        assert!(
+            (active("qwen3-235b-a22b") - 22.0).abs() < 0.5,
+            "{}",
+            active("qwen3-235b-a22b")
+        );
+        assert!(
+            (b("gpt-oss-120b") - 116.8).abs() < 1.0,
+            "{}",
+            b("gpt-oss-120b")
+        );
+        // OpenAI's 5.13B active leaves the embedding out, as `N` does.
+        let oss = ModelSpec::preset("gpt-oss-120b").expect("preset");
+        assert!(
+            (oss.active_params() / 1e9 - 5.13).abs() < 0.05,
+            "{}",
+            oss.active_params()
+        );
     }
 
     fn mla_fields() -> ModelFields {
@@ -751,10 +868,67 @@ mod tests {
             seq_len: Some(128),
             ..ModelFields::default()
         };
-        let err = fields.resolve().expect_err("must fail");
-        assert_eq!(
-            err.to_string(),
-            "[model] heads = 7 does not divide hidden = 4096"
+        let err = fields.resolve().expect_err("must fail").to_string();
+        assert!(
+            err.starts_with("[model] heads = 7 does not divide hidden = 4096"),
+            "{err}"
         );
+    }
+
+    #[test]
+    fn head_dim_sets_the_attention_widths() {
+        // Qwen3-30B-A3B: 32 query heads and 4 key/value heads of 128 over a 2,048-wide model.
+        let fields = ModelFields {
+            layers: Some(48),
+            hidden: Some(2048),
+            heads: Some(32),
+            kv_heads: Some(4),
+            head_dim: Some(128),
+            vocab: Some(151_936),
+            seq_len: Some(4096),
+            ..ModelFields::default()
+        };
+        let m = fields.resolve().expect("valid");
+        assert_eq!(m.qkv_widths(), (4096.0, 512.0, 512.0));
+        assert_eq!(m.attention_output_width(), 4096.0);
+        assert_eq!(m.attention_width(), 4096.0);
+        // QKV 2,048 → 5,120 and output 4,096 → 2,048.
+        assert_eq!(m.attention_params(), 2048.0 * 5120.0 + 4096.0 * 2048.0);
+        assert_eq!(m.kv_cache_elems_per_layer(), 1024.0);
+        // Without head_dim the same heads are 64 wide.
+        let narrow = ModelFields {
+            head_dim: None,
+            ..fields.clone()
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(narrow.head_dim(), 64);
+        assert!(narrow.model_flops_per_token() < m.model_flops_per_token());
+        // An explicit width lifts the divisibility rule, and 0 is refused by name.
+        let odd = ModelFields {
+            hidden: Some(2880),
+            heads: Some(64),
+            head_dim: Some(64),
+            ..fields.clone()
+        };
+        assert_eq!(odd.resolve().expect("valid").attention_width(), 4096.0);
+        let err = ModelFields {
+            head_dim: Some(0),
+            ..fields
+        }
+        .resolve()
+        .expect_err("zero width");
+        assert!(err.to_string().contains("head_dim"), "{err}");
+    }
+
+    #[test]
+    fn head_dim_is_refused_with_latent_attention() {
+        let err = ModelFields {
+            head_dim: Some(128),
+            ..mla_fields()
+        }
+        .resolve()
+        .expect_err("latent attention has its own widths");
+        assert!(err.to_string().contains("head_dim"), "{err}");
     }
 }

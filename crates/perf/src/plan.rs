@@ -1,7 +1,7 @@
 //! `switchyard plan`: the plan file (TOML) and the report.
 //!
 //! ```toml
-//! [model]        # name, layers, hidden, heads, kv_heads?, ffn_hidden?, gated_ffn?, vocab, seq_len,
+//! [model]        # name, layers, hidden, heads, kv_heads?, head_dim?, ffn_hidden?, gated_ffn?, vocab, seq_len,
 //!                # experts?, experts_per_token?, expert_ffn_hidden?, shared_experts?, moe_layers?
 //!                # MLA: kv_lora_rank?, qk_nope_head_dim?, qk_rope_head_dim?, v_head_dim?,
 //!                # q_lora_rank? (or preset = "llama3-405b" and overrides)

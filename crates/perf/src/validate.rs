@@ -99,6 +99,8 @@ fn model_fields(row: &Row) -> Result<ModelFields, PerfError> {
         hidden: num(row, "hidden")?,
         heads: num(row, "heads")?,
         kv_heads: num(row, "kv_heads")?,
+        // Optional column: a per-head width other than hidden / heads.
+        head_dim: num(row, "head_dim")?,
         ffn_hidden: num(row, "ffn_hidden")?,
         gated_ffn: boolean(row, "gated_ffn")?,
         vocab: num(row, "vocab")?,
