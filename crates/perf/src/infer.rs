@@ -94,7 +94,8 @@ pub struct InferenceEstimate {
     pub concurrency: u32,
     pub weights_per_device_gib: f64,
     pub kv_cache_per_device_gib: f64,
-    /// KV-cache bytes per token, per device.
+    /// KV-cache bytes per token of a request's context, per device (averaged over a whole
+    /// request: sliding-window layers hold at most their window).
     pub kv_bytes_per_token: f64,
     pub fits: bool,
 }
@@ -164,7 +165,10 @@ pub fn estimate_inference(
     } else {
         f64::from(l.tp.min(m.kv_heads))
     };
-    let kv_bytes_per_token = layers / pp * m.kv_cache_elems_per_layer() / kv_split * elem;
+    // Bytes one cached token costs one device in one layer; windowed layers keep only their
+    // window of each request's context.
+    let kv_bytes_per_token_layer = m.kv_cache_elems_per_layer() / kv_split * elem / pp;
+    let kv_bytes = |context: f64| kv_bytes_per_token_layer * m.span_layers(context);
     let workspace = f64::from(MAX_NUM_TOKENS)
         * (2.0 * (q_width + k_width + v_width) / t
             + 3.0 * f64::from(m.ffn_hidden.max(1)) / t * 2.0
@@ -175,7 +179,9 @@ pub fn estimate_inference(
     let free = device - weights - workspace;
     let kv_capacity = (free * KV_CACHE_FREE_MEMORY_FRACTION).max(0.0);
     let per_request = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens);
-    let fit_requests = (kv_capacity / (kv_bytes_per_token * per_request)).floor();
+    let kv_bytes_per_request = kv_bytes(per_request);
+    let kv_bytes_per_token = kv_bytes_per_request / per_request;
+    let fit_requests = (kv_capacity / kv_bytes_per_request).floor();
     let max_concurrency = fit_requests.min(f64::from(MAX_BATCH)).max(0.0) as u32;
     let b = match spec.concurrency {
         Concurrency::Max => max_concurrency,
@@ -266,11 +272,11 @@ pub fn estimate_inference(
     // stage: a stage's iteration covers B/pp requests on its layers.
     let micro = (bf / pp).max(1.0);
     let ctx = f64::from(spec.prompt_tokens) + f64::from(spec.output_tokens) / 2.0;
-    let kv_read = micro * ctx * kv_bytes_per_token / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
-    let attn_flops = 4.0 * micro * ctx * m.decode_attention_width() / t * layers / pp;
+    let kv_read = micro * kv_bytes(ctx) / (hbm * MEMORY_BANDWIDTH_EFFICIENCY);
+    let attn_flops = 4.0 * micro * m.span_layers(ctx) * m.decode_attention_width() / t / pp;
     let attn = kv_read.max(attn_flops / (bf16_peak * facts.attention_fwd));
     let p = f64::from(spec.prompt_tokens);
-    let prefill_attn_flops = 4.0 * p * (p / 2.0 + 64.0) * m.attention_width() / t * layers / pp;
+    let prefill_attn_flops = 4.0 * p * m.causal_keys_layers(p) * m.attention_width() / t / pp;
     let prefill_attn = prefill_attn_flops / (bf16_peak * facts.attention_fwd);
     let prefill_flops =
         2.0 * ((m.active_params() - m.embedding_params() - attention_all) / t + attention_rank) * p

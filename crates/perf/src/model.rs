@@ -23,6 +23,16 @@ pub struct MoeSpec {
     pub moe_layers: u32,
 }
 
+/// Sliding-window (local) attention on some layers: each query attends to at most the last
+/// `tokens` positions (Mistral 7B, Gemma 2/3, GPT-OSS). The other layers attend globally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SlidingWindow {
+    /// Positions a windowed layer's query attends to (itself included).
+    pub tokens: u32,
+    /// How many layers are windowed.
+    pub layers: u32,
+}
+
 /// How tensor parallelism splits one projection's weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TpSplit {
@@ -86,6 +96,8 @@ pub struct ModelSpec {
     pub moe: Option<MoeSpec>,
     /// Multi-head latent attention instead of multi-/grouped-query attention.
     pub mla: Option<MlaSpec>,
+    /// Sliding-window attention on some or all layers.
+    pub window: Option<SlidingWindow>,
 }
 
 /// The optional fields of a `[model]` table, as a file writes them.
@@ -116,6 +128,10 @@ pub struct ModelFields {
     pub qk_nope_head_dim: Option<u32>,
     pub qk_rope_head_dim: Option<u32>,
     pub v_head_dim: Option<u32>,
+    /// Sliding-window attention: the window in tokens, and how many layers use it (all when
+    /// not given).
+    pub sliding_window: Option<u32>,
+    pub window_layers: Option<u32>,
     /// A preset (see [`ModelSpec::preset`]) whose fields the others override.
     pub preset: Option<String>,
 }
@@ -251,6 +267,33 @@ impl ModelFields {
                 }
             },
         };
+        let base_window = b.and_then(|m| m.window);
+        let window = match (
+            self.sliding_window.or(base_window.map(|w| w.tokens)),
+            self.window_layers,
+        ) {
+            (None, Some(_)) => {
+                return Err(PerfError::input(
+                    "[model] window_layers is set but sliding_window is not",
+                ));
+            }
+            (None, None) => None,
+            (Some(tokens), window_layers) => {
+                let tokens = required(Some(tokens), "sliding_window")?;
+                let window_layers = window_layers
+                    .or(base_window.map(|w| w.layers))
+                    .unwrap_or(layers);
+                if window_layers > layers {
+                    return Err(PerfError::input(format!(
+                        "[model] window_layers = {window_layers} exceeds layers = {layers}"
+                    )));
+                }
+                Some(SlidingWindow {
+                    tokens,
+                    layers: window_layers,
+                })
+            }
+        };
         let spec = ModelSpec {
             name,
             layers,
@@ -265,6 +308,7 @@ impl ModelFields {
             seq_len,
             moe,
             mla,
+            window,
         };
         spec.validate()?;
         Ok(spec)
@@ -336,8 +380,8 @@ impl ModelSpec {
     /// Mixtral 8x7B (Mistral's release config, sequence 4,096), Qwen3-30B-A3B and
     /// Qwen3-235B-A22B (their release `config.json`: 128 experts, top-8, heads 128 wide over a
     /// narrower model; sequence 4,096) and GPT-OSS-120B (its `config.json`: 128 experts, top-4,
-    /// 64-wide heads; costed with full causal attention although every other layer attends
-    /// over a 128-token window; sequence 8,192).
+    /// 64-wide heads, a 128-token sliding window on every other layer; sequence 8,192; its
+    /// attention sinks, a per-head bias on the softmax, cost nothing measurable).
     pub fn preset(name: &str) -> Option<ModelSpec> {
         let key: String = name
             .chars()
@@ -359,6 +403,7 @@ impl ModelSpec {
                     seq_len,
                     moe: None,
                     mla: None,
+                    window: None,
                 }
             };
         // All layers routed, no shared expert, heads `head_dim` wide.
@@ -427,13 +472,21 @@ impl ModelSpec {
                 8,
                 1536,
             )),
-            "gptoss120b" => Some(routed(
-                dense("gpt-oss-120b", 36, 2880, 64, 8, 2880, 201_088, 8192),
-                64,
-                128,
-                4,
-                2880,
-            )),
+            "gptoss120b" => {
+                let mut m = routed(
+                    dense("gpt-oss-120b", 36, 2880, 64, 8, 2880, 201_088, 8192),
+                    64,
+                    128,
+                    4,
+                    2880,
+                );
+                // Every other layer attends over a 128-token window.
+                m.window = Some(SlidingWindow {
+                    tokens: 128,
+                    layers: 18,
+                });
+                Some(m)
+            }
             "mixtral8x7b" => {
                 let mut m = dense("mixtral-8x7b", 32, 4096, 32, 8, 14336, 32_000, 4096);
                 m.moe = Some(MoeSpec {
@@ -475,6 +528,20 @@ impl ModelSpec {
                 "[model] kv_heads = {} does not divide heads = {}",
                 self.kv_heads, self.heads
             )));
+        }
+        if let Some(w) = &self.window {
+            if w.tokens == 0 {
+                return Err(PerfError::input(
+                    "[model] sliding_window must be at least 1",
+                ));
+            }
+            crate::within_max_size(w.tokens, "[model] sliding_window")?;
+            if w.layers > self.layers {
+                return Err(PerfError::input(format!(
+                    "[model] window_layers = {} exceeds layers = {}",
+                    w.layers, self.layers
+                )));
+            }
         }
         if let Some(moe) = &self.moe {
             if moe.experts_per_token == 0 || moe.expert_ffn_hidden == 0 {
@@ -714,7 +781,45 @@ impl ModelSpec {
     /// [`ModelSpec::attention_width`]).
     pub fn model_flops_per_token(&self) -> f64 {
         6.0 * self.active_params()
-            + 12.0 * f64::from(self.layers) * self.attention_width() * f64::from(self.seq_len)
+            + 12.0 * self.attention_width() * self.span_layers(f64::from(self.seq_len))
+    }
+
+    /// `Σ over layers of min(tokens, window)`: the positions each layer attends to (or caches)
+    /// for `tokens` of context, summed over layers — `L·tokens` without sliding windows. The
+    /// FLOP formula's `L·S` is this at `S`; the KV cache holds this many token-layers per
+    /// request.
+    pub fn span_layers(&self, tokens: f64) -> f64 {
+        let layers = f64::from(self.layers);
+        match &self.window {
+            None => layers * tokens,
+            Some(w) => {
+                let windowed = f64::from(w.layers);
+                (layers - windowed) * tokens + windowed * tokens.min(f64::from(w.tokens))
+            }
+        }
+    }
+
+    /// Keys a fused (FlashAttention-class) causal kernel scores per query over a sequence of
+    /// `s` tokens, summed over layers: it runs 128×128 tiles, so a global layer costs `s/2 + 64`
+    /// (half the square plus the partly masked diagonal tile) and a windowed one `w − w²/2s`
+    /// (the mean window, shorter at the sequence start) plus one partly masked tile at each
+    /// edge of the window.
+    pub fn causal_keys_layers(&self, s: f64) -> f64 {
+        let global = s / 2.0 + 64.0;
+        let layers = f64::from(self.layers);
+        match &self.window {
+            None => layers * global,
+            Some(w) => {
+                let tokens = f64::from(w.tokens);
+                let local = if tokens >= s {
+                    global
+                } else {
+                    (tokens - tokens * tokens / (2.0 * s) + 128.0).min(global)
+                };
+                let windowed = f64::from(w.layers);
+                (layers - windowed) * global + windowed * local
+            }
+        }
     }
 }
 
@@ -919,6 +1024,89 @@ mod tests {
         .resolve()
         .expect_err("zero width");
         assert!(err.to_string().contains("head_dim"), "{err}");
+    }
+
+    #[test]
+    fn sliding_windows_shorten_attention_and_the_cache() {
+        let oss = ModelSpec::preset("gpt-oss-120b").expect("preset");
+        let full = ModelSpec {
+            window: None,
+            ..oss.clone()
+        };
+        // 18 global layers over 8,192 tokens and 18 windowed ones over 128.
+        assert_eq!(oss.span_layers(8192.0), 18.0 * 8192.0 + 18.0 * 128.0);
+        assert_eq!(full.span_layers(8192.0), 36.0 * 8192.0);
+        // Below the window both attend to everything.
+        assert_eq!(oss.span_layers(100.0), full.span_layers(100.0));
+        // A windowed layer scores its 128-token window (less at the start) plus the two edge
+        // tiles; a global one half the sequence plus the diagonal tile.
+        let local = 128.0 - 128.0 * 128.0 / (2.0 * 8192.0) + 128.0;
+        assert_eq!(
+            oss.causal_keys_layers(8192.0),
+            18.0 * (4096.0 + 64.0) + 18.0 * local
+        );
+        assert!(oss.model_flops_per_token() < full.model_flops_per_token());
+        // The window never costs more than global attention, even when it spans the sequence.
+        let wide = ModelSpec {
+            window: Some(SlidingWindow {
+                tokens: 8000,
+                layers: 36,
+            }),
+            ..oss.clone()
+        };
+        assert!(wide.causal_keys_layers(8192.0) <= full.causal_keys_layers(8192.0));
+        assert_eq!(
+            wide.causal_keys_layers(4096.0),
+            full.causal_keys_layers(4096.0)
+        );
+    }
+
+    #[test]
+    fn sliding_window_fields_are_checked() {
+        let base = ModelFields {
+            preset: Some("llama3-8b".into()),
+            ..ModelFields::default()
+        };
+        let all = ModelFields {
+            sliding_window: Some(4096),
+            ..base.clone()
+        }
+        .resolve()
+        .expect("valid");
+        assert_eq!(
+            all.window,
+            Some(SlidingWindow {
+                tokens: 4096,
+                layers: 32
+            })
+        );
+        for (fields, needle) in [
+            (
+                ModelFields {
+                    window_layers: Some(4),
+                    ..base.clone()
+                },
+                "window_layers is set but sliding_window is not",
+            ),
+            (
+                ModelFields {
+                    sliding_window: Some(4096),
+                    window_layers: Some(33),
+                    ..base.clone()
+                },
+                "window_layers = 33 exceeds layers = 32",
+            ),
+            (
+                ModelFields {
+                    sliding_window: Some(0),
+                    ..base.clone()
+                },
+                "sliding_window must be at least 1",
+            ),
+        ] {
+            let err = fields.resolve().expect_err(needle).to_string();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]

@@ -390,8 +390,9 @@ impl Ctx<'_> {
         match self.software.attention {
             AttentionKernel::Fused | AttentionKernel::TritonBias => {
                 // Causal: each query sees on average half the sequence plus the partly masked
-                // diagonal block of 128.
-                let flops = 4.0 * tok * (s_full / 2.0 + 64.0) * m.attention_width() / t;
+                // diagonal block of 128, or its window (the mean over the model's layers).
+                let keys = m.causal_keys_layers(s_full) / f64::from(m.layers);
+                let flops = 4.0 * tok * keys * m.attention_width() / t;
                 let (ef, eb) = if self.software.attention == AttentionKernel::Fused {
                     (f.attention_fwd, f.attention_bwd)
                 } else {
@@ -639,20 +640,29 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     let pp = f64::from(l.pp);
     let v = f64::from(l.virtual_stages);
     let microbatches = f64::from(l.microbatches(spec.global_batch));
-    // 1F1B keeps pp micro-batches in flight on the first stage; interleaving adds (pp-1)/(pp·v).
-    let in_flight = if l.pp > 1 {
-        (pp * (1.0 + (pp - 1.0) / (pp * v)))
-            .min(microbatches.max(1.0) * (1.0 + (pp - 1.0) / (pp * v)))
+    // Micro-batches whose activations a stage holds, in units of the stage's layers: 1F1B
+    // keeps pp in flight on the first stage and one on the last; interleaving (v chunks per
+    // rank, Megatron's warm-up of 2(pp-1-r) + (v-1)pp chunks on rank r) gives the first rank
+    // pp + (pp-1)/v and the last pp - (pp-1)/v.
+    let (first_in_flight, last_in_flight) = if l.pp > 1 {
+        let spread = (pp - 1.0) / v;
+        let cap = microbatches.max(1.0) * (1.0 + (pp - 1.0) / (pp * v));
+        ((pp + spread).min(cap), (pp - spread).min(cap))
     } else {
-        1.0
+        (1.0, 1.0)
     };
-    let mut acts = per_layer * layers_stage * in_flight;
-    if l.recompute == Recompute::Full {
-        // One layer's full activations while it is recomputed.
-        acts += layer_activation_bytes(m, l, tokens, Recompute::None);
-    }
+    // One layer's full activations while it is recomputed.
+    let recompute_layer = if l.recompute == Recompute::Full {
+        layer_activation_bytes(m, l, tokens, Recompute::None)
+    } else {
+        0.0
+    };
     // FP32 logits and their gradient on the last stage.
-    acts += 2.0 * tokens * f64::from(m.vocab) / f64::from(l.tp) * 4.0;
+    let logits = 2.0 * tokens * f64::from(m.vocab) / f64::from(l.tp) * 4.0;
+    // The busiest stage: the first (most micro-batches in flight) or the last (the logits).
+    let acts = recompute_layer
+        + (per_layer * layers_stage * first_in_flight)
+            .max(per_layer * layers_stage * last_in_flight + logits);
     let total = weights + grads + opt + acts;
     Memory {
         weights_gib: weights / GIB,
@@ -838,10 +848,10 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let model_flops = m.model_flops_per_token() * tokens_per_s;
     let recompute_flops_per_token = match l.recompute {
         Recompute::None => 0.0,
-        Recompute::Selective => 4.0 * layers * m.attention_width() * f64::from(m.seq_len),
+        Recompute::Selective => 4.0 * m.attention_width() * m.span_layers(f64::from(m.seq_len)),
         Recompute::Full => {
             2.0 * (m.active_params() - m.embedding_params())
-                + 4.0 * layers * m.attention_width() * f64::from(m.seq_len)
+                + 4.0 * m.attention_width() * m.span_layers(f64::from(m.seq_len))
         }
     };
     let hw_flops = model_flops + recompute_flops_per_token * tokens_per_s;

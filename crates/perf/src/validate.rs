@@ -116,6 +116,8 @@ fn model_fields(row: &Row) -> Result<ModelFields, PerfError> {
         qk_nope_head_dim: num(row, "qk_nope_head_dim")?,
         qk_rope_head_dim: num(row, "qk_rope_head_dim")?,
         v_head_dim: num(row, "v_head_dim")?,
+        sliding_window: num(row, "sliding_window")?,
+        window_layers: num(row, "window_layers")?,
         preset: None,
     })
 }

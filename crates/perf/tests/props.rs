@@ -390,3 +390,111 @@ fn max_concurrency_reaches_past_2048_up_to_4096() {
         est.max_concurrency
     );
 }
+
+/// GPT-OSS-120B served on 8 H200 with 8k-token requests: its windowed half of the layers cache
+/// 128 tokens per request instead of the whole context, so a request's cache is about half of
+/// what global attention everywhere would need, more requests fit, and each decode step reads
+/// less.
+#[test]
+fn sliding_window_layers_cache_only_their_window() {
+    let oss = ModelSpec::preset("gpt-oss-120b").expect("preset");
+    let mut full = oss.clone();
+    full.window = None;
+    let hw = Hardware::from_accelerator(lookup("H200").expect("in the catalog"), 8);
+    let spec = InferenceSpec {
+        fp8: true,
+        prompt_tokens: 7000,
+        output_tokens: 1000,
+        concurrency: Concurrency::Max,
+    };
+    let layout = InferenceLayout {
+        tp: 8,
+        pp: 1,
+        ep: 1,
+    };
+    let windowed = estimate_inference(&oss, &hw, &layout, &spec).expect("valid");
+    let global = estimate_inference(&full, &hw, &layout, &spec).expect("valid");
+    // Per token of an 8,000-token request: 18 layers hold every token, 18 hold 128 of 8,000.
+    let ratio = windowed.kv_bytes_per_token / global.kv_bytes_per_token;
+    let expected = (18.0 * 8000.0 + 18.0 * 128.0) / (36.0 * 8000.0);
+    assert!((ratio - expected).abs() < 1e-12, "{ratio} vs {expected}");
+    assert!(windowed.max_concurrency > global.max_concurrency);
+    let at = |n: u32, model: &ModelSpec| {
+        estimate_inference(
+            model,
+            &hw,
+            &layout,
+            &InferenceSpec {
+                concurrency: Concurrency::Fixed(n),
+                ..spec
+            },
+        )
+        .expect("valid")
+    };
+    assert!(at(64, &oss).tpot_s < at(64, &full).tpot_s);
+    assert!(at(64, &oss).ttft_s < at(64, &full).ttft_s);
+}
+
+/// Training GPT-OSS-120B at 8k tokens: the windowed layers' attention costs a fraction of
+/// global attention, so a step is shorter, and the model FLOPs count only what is attended.
+#[test]
+fn sliding_window_training_attends_less() {
+    let oss = ModelSpec::preset("gpt-oss-120b").expect("preset");
+    let mut full = oss.clone();
+    full.window = None;
+    let hw = h100(64);
+    let l = Layout {
+        tp: 1,
+        pp: 1,
+        dp: 64,
+        cp: 1,
+        ep: 8,
+        microbatch: 1,
+        virtual_stages: 1,
+        recompute: Recompute::Selective,
+        sequence_parallel: false,
+        zero: 1,
+    };
+    let windowed = estimate(&oss, &hw, &l, &spec(512));
+    let global = estimate(&full, &hw, &l, &spec(512));
+    assert!(windowed.step_time_s < global.step_time_s);
+    assert!(oss.model_flops_per_token() < full.model_flops_per_token());
+}
+
+/// A pipeline's first stage holds `pp` micro-batches of activations and its last stage one plus
+/// the FP32 logits; the busiest of the two is what must fit, not their sum. GPT-OSS-120B with
+/// its 201,088-token vocabulary on 64 H100 (pp 4, 16k tokens per micro-batch, full recompute),
+/// as Megatron-Bridge ran it: the logits alone are 24.5 GiB.
+#[test]
+fn pipeline_memory_is_the_busiest_stage_not_the_sum() {
+    let oss = ModelSpec::preset("gpt-oss-120b").expect("preset");
+    let mut short = oss.clone();
+    short.seq_len = 4096;
+    let l = Layout {
+        tp: 1,
+        pp: 4,
+        dp: 16,
+        cp: 1,
+        ep: 8,
+        microbatch: 4,
+        virtual_stages: 1,
+        recompute: Recompute::Full,
+        sequence_parallel: false,
+        zero: 1,
+    };
+    let mem = memory(&short, &h100(64), &l, &spec(512));
+    let logits_gib = 2.0 * 4.0 * 4096.0 * 4.0 * 201_088.0 / f64::from(1u32 << 30);
+    assert!(mem.activations_gib >= logits_gib);
+    // Plus one micro-batch of the last stage's nine layer checkpoints and the layer being
+    // recomputed: a few GiB, not four micro-batches' worth.
+    assert!(mem.activations_gib < logits_gib + 4.0, "{mem:?}");
+    assert!(mem.total_gib <= mem.capacity_gib, "{mem:?}");
+    // Without a pipeline the one stage holds both.
+    let flat = Layout {
+        pp: 1,
+        dp: 64,
+        ..l
+    };
+    let whole = memory(&short, &h100(64), &flat, &spec(512));
+    assert!(whole.activations_gib > logits_gib);
+}
