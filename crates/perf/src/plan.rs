@@ -4,7 +4,8 @@
 //! [model]        # name, layers, hidden, heads, kv_heads?, head_dim?, ffn_hidden?, gated_ffn?, vocab, seq_len,
 //!                # experts?, experts_per_token?, expert_ffn_hidden?, shared_experts?, moe_layers?
 //!                # MLA: kv_lora_rank?, qk_nope_head_dim?, qk_rope_head_dim?, v_head_dim?,
-//!                # q_lora_rank? (or preset = "llama3-405b" and overrides)
+//!                # q_lora_rank?; sliding_window?, window_layers?
+//!                # (or preset = "llama3-405b" and overrides)
 //! [training]     # global_batch, precision = "bf16" | "fp8", tokens?, software?
 //! [hardware]     # accelerator, count, per_node?; or cluster = "name" (with --fleet FILE)
 //! [parallelism]  # optional: tp, pp, dp?, cp?, ep?, microbatch?, virtual_stages?, recompute?,

@@ -490,11 +490,7 @@ fn pipeline_memory_is_the_busiest_stage_not_the_sum() {
     assert!(mem.activations_gib < logits_gib + 4.0, "{mem:?}");
     assert!(mem.total_gib <= mem.capacity_gib, "{mem:?}");
     // Without a pipeline the one stage holds both.
-    let flat = Layout {
-        pp: 1,
-        dp: 64,
-        ..l
-    };
+    let flat = Layout { pp: 1, dp: 64, ..l };
     let whole = memory(&short, &h100(64), &flat, &spec(512));
     assert!(whole.activations_gib > logits_gib);
 }
