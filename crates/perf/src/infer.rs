@@ -71,9 +71,11 @@ pub struct InferenceSpec {
 pub struct InferenceLayout {
     pub tp: u32,
     pub pp: u32,
-    /// Reported as given. The experts' weights are split over the replica's `tp·pp` devices
-    /// either way; the expert-parallel all-to-all that would replace the tensor-parallel
-    /// all-reduce of MoE layers is not modelled separately.
+    /// Expert parallelism inside the tensor-parallel group (TensorRT-LLM's `moe_ep_size`, with
+    /// `moe_tp_size = tp/ep`): each of the `ep` ranks holds `experts/ep` whole-width experts
+    /// (split `tp/ep` ways) instead of a `1/tp` slice of every expert. Tokens are replicated
+    /// over the group after attention, so the layer still ends in the same all-reduce; what
+    /// changes is the shape of the expert GEMMs — fewer, wider ones.
     pub ep: u32,
 }
 
@@ -117,6 +119,26 @@ pub fn estimate_inference(
             "[parallelism] tp·pp = {}·{} is not the device count {}",
             l.tp, l.pp, hw.count
         )));
+    }
+    if l.ep > 1 {
+        let Some(moe) = &m.moe else {
+            return Err(PerfError::input(
+                "[parallelism] ep > 1 needs a mixture-of-experts model ([model] experts)",
+            ));
+        };
+        if l.tp % l.ep != 0 {
+            return Err(PerfError::input(format!(
+                "[parallelism] ep = {} does not divide tp = {} (an inference replica's experts \
+                 are split inside its tensor-parallel group)",
+                l.ep, l.tp
+            )));
+        }
+        if moe.experts % l.ep != 0 {
+            return Err(PerfError::input(format!(
+                "[parallelism] ep = {} does not divide [model] experts = {}",
+                l.ep, moe.experts
+            )));
+        }
     }
     if m.heads % l.tp != 0 {
         return Err(PerfError::input(format!(
@@ -220,12 +242,15 @@ pub fn estimate_inference(
             let e = f64::from(moe_spec.experts);
             let k = f64::from(moe_spec.experts_per_token);
             let fe = f64::from(moe_spec.expert_ffn_hidden);
-            // Experts touched by `rows` tokens, each with rows·k/touched tokens.
+            // Experts touched by `rows` tokens, each with rows·k/touched tokens; with expert
+            // parallelism a rank runs its share of them, each split only tp/ep ways.
             let touched = e * (1.0 - (1.0 - k / e).powf(rows));
             let per = (rows * k / touched).max(1.0);
+            let ep = f64::from(l.ep);
+            let (local, moe_tp) = (touched / ep, t / ep);
             // The touched experts run as one grouped GEMM.
-            g += dev.batched_time(touched, per, (n_mats - 1.0) * fe / t, h)
-                + dev.batched_time(touched, per, h, fe / t);
+            g += dev.batched_time(local, per, (n_mats - 1.0) * fe / moe_tp, h)
+                + dev.batched_time(local, per, h, fe / moe_tp);
             let shared = f64::from(moe_spec.shared_experts);
             if shared > 0.0 {
                 g += gemm(rows, (n_mats - 1.0) * shared * fe / t, h)

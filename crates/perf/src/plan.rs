@@ -608,7 +608,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                     )));
                 }
             }
-            let searched = c.tp.is_none() || c.pp.is_none();
+            let searched = c.tp.is_none() || c.pp.is_none() || (m.moe.is_some() && c.ep.is_none());
             let mut found = inference_layouts(input)
                 .into_iter()
                 .map(|layout| estimate_inference(m, hw, &layout, spec))
@@ -647,14 +647,14 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
     }
 }
 
-/// Tensor × pipeline splits of one inference replica that the input allows: a given `tp` or
-/// `pp` is kept; otherwise every `tp` that divides the heads and fits the scale-up domain
-/// (unless `allow_tp_beyond_scale_up`), with `pp` the rest of the devices and at most one
-/// stage per layer.
+/// Tensor × pipeline (× expert, for MoE models) splits of one inference replica that the input
+/// allows: a given `tp`, `pp` or `ep` is kept; otherwise every `tp` that divides the heads and
+/// fits the scale-up domain (unless `allow_tp_beyond_scale_up`), with `pp` the rest of the
+/// devices and at most one stage per layer, and every `ep` dividing both `tp` and the experts.
 fn inference_layouts(input: &PlanInput) -> Vec<InferenceLayout> {
     let (m, hw, c) = (&input.model, &input.hardware, &input.constraint);
     let count = hw.count;
-    let ep = c.ep.unwrap_or(1);
+    let experts = m.moe.as_ref().map_or(1, |moe| moe.experts);
     crate::search::divisors(count)
         .into_iter()
         .map(|tp| (tp, count / tp))
@@ -665,6 +665,18 @@ fn inference_layouts(input: &PlanInput) -> Vec<InferenceLayout> {
                 && pp <= m.layers
                 && (given || input.allow_tp_beyond_scale_up || tp <= hw.scale_up_domain)
         })
-        .map(|(tp, pp)| InferenceLayout { tp, pp, ep })
+        .flat_map(|(tp, pp)| {
+            // A given ep is kept (its errors are the estimate's); otherwise an MoE model tries
+            // every expert split of its tensor-parallel group.
+            let eps = match c.ep {
+                Some(ep) => vec![ep],
+                None => crate::search::divisors(tp)
+                    .into_iter()
+                    .filter(|ep| experts % ep == 0)
+                    .collect(),
+            };
+            eps.into_iter()
+                .map(move |ep| InferenceLayout { tp, pp, ep })
+        })
         .collect()
 }

@@ -84,3 +84,83 @@ fn an_empty_prompt_and_an_oversized_cluster_are_input_errors() {
         "{err}"
     );
 }
+
+fn serve_moe(preset: &str, parallelism: &str) -> String {
+    format!(
+        r#"
+[model]
+preset = "{preset}"
+[inference]
+precision = "fp8"
+prompt_tokens = 1000
+output_tokens = 1000
+concurrency = "max"
+[hardware]
+accelerator = "H200"
+count = 8
+{parallelism}
+"#
+    )
+}
+
+#[test]
+fn moe_expert_split_is_searched_inside_the_tensor_parallel_group() {
+    let Ok(PlanReport::Inference(r)) = run(&serve_moe("mixtral-8x7b", "")) else {
+        panic!("an inference report");
+    };
+    assert!(r.searched);
+    let all: Vec<_> = std::iter::once(&r.estimate)
+        .chain(r.alternatives.iter())
+        .collect();
+    for e in &all {
+        assert_eq!(e.layout.tp % e.layout.ep, 0, "{:?}", e.layout);
+        assert_eq!(8 % e.layout.ep, 0, "{:?}", e.layout);
+    }
+    // With tp and pp given, the expert split is still searched; a given ep is kept.
+    let Ok(PlanReport::Inference(tp8)) =
+        run(&serve_moe("mixtral-8x7b", "[parallelism]\ntp = 8\npp = 1"))
+    else {
+        panic!("an inference report");
+    };
+    assert!(tp8.searched);
+    assert_eq!(tp8.estimate.layout.tp, 8);
+    let Ok(PlanReport::Inference(ep4)) = run(&serve_moe(
+        "mixtral-8x7b",
+        "[parallelism]\ntp = 8\npp = 1\nep = 4",
+    )) else {
+        panic!("an inference report");
+    };
+    assert!(!ep4.searched);
+    assert_eq!(ep4.estimate.layout.ep, 4);
+    assert!(ep4.estimate.tokens_per_s <= tp8.estimate.tokens_per_s * (1.0 + 1e-12));
+    // A dense model keeps ep = 1 and is not searched over it.
+    let Ok(PlanReport::Inference(dense)) =
+        run(&serve_moe("llama3-70b", "[parallelism]\ntp = 8\npp = 1"))
+    else {
+        panic!("an inference report");
+    };
+    assert!(!dense.searched);
+    assert_eq!(dense.estimate.layout.ep, 1);
+}
+
+#[test]
+fn an_expert_split_outside_the_tensor_parallel_group_is_an_input_error() {
+    for (preset, parallelism, needle) in [
+        (
+            "mixtral-8x7b",
+            "[parallelism]\ntp = 2\npp = 4\nep = 4",
+            "ep = 4 does not divide tp = 2",
+        ),
+        (
+            "llama3-70b",
+            "[parallelism]\ntp = 8\npp = 1\nep = 2",
+            "ep > 1 needs a mixture-of-experts model",
+        ),
+    ] {
+        let err = run(&serve_moe(preset, parallelism))
+            .err()
+            .unwrap_or_else(|| panic!("{preset} {parallelism} must be refused"))
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}
