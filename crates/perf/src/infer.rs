@@ -187,10 +187,12 @@ pub fn estimate_inference(
     } else {
         f64::from(l.tp.min(m.kv_heads))
     };
-    // Bytes one cached token costs one device in one layer; windowed layers keep only their
-    // window of each request's context.
-    let kv_bytes_per_token_layer = m.kv_cache_elems_per_layer() / kv_split * elem / pp;
-    let kv_bytes = |context: f64| kv_bytes_per_token_layer * m.span_layers(context);
+    // Bytes one cached token costs one device in one layer, over the busiest pipeline stage's
+    // layers; windowed layers keep only their window of each request's context.
+    let kv_bytes_per_token_layer = m.kv_cache_elems_per_layer() / kv_split * elem;
+    let stage_layers = m.layers.div_ceil(l.pp);
+    let kv_bytes =
+        |context: f64| kv_bytes_per_token_layer * m.stage_span_layers(context, stage_layers);
     let workspace = f64::from(MAX_NUM_TOKENS)
         * (2.0 * (q_width + k_width + v_width) / t
             + 3.0 * f64::from(m.ffn_hidden.max(1)) / t * 2.0

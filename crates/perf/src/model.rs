@@ -1,7 +1,8 @@
 //! The model being trained or served: a decoder-only transformer, dense or mixture-of-experts.
 //!
 //! [`ModelSpec`] is the validated `[model]` table of a plan file. Its counting functions give the
-//! parameter counts, the model FLOPs per token (the issue's formula `6·N + 12·L·d_attn·S`) and
+//! parameter counts, the model FLOPs per token (the issue's formula `6·N + 12·L·d_attn·S`, with
+//! `min(S, window)` on sliding-window layers) and
 //! the per-layer shapes that the training and inference models cost.
 
 use serde::Serialize;
@@ -215,9 +216,13 @@ impl ModelFields {
                     .shared_experts
                     .or(bm.map(|m| m.shared_experts))
                     .unwrap_or(0);
+                // A preset's leading dense layers stay dense when the file changes `layers`.
                 let moe_layers = self
                     .moe_layers
-                    .or(bm.map(|m| m.moe_layers))
+                    .or(bm.map(|m| {
+                        let dense = b.map_or(0, |base| base.layers - m.moe_layers);
+                        layers.saturating_sub(dense)
+                    }))
                     .unwrap_or(layers);
                 if experts_per_token > experts {
                     return Err(PerfError::input(format!(
@@ -248,16 +253,14 @@ impl ModelFields {
                 ));
             }
             (Some(d), None) => required(Some(d), "head_dim")?,
-            // A preset's own width holds unless the file changes hidden or heads.
-            (None, _) => match b {
-                Some(base)
-                    if self.hidden.is_none_or(|h| h == base.hidden)
-                        && self.heads.is_none_or(|n| n == base.heads) =>
-                {
-                    base.head_dim
-                }
+            // Latent attention has its own widths; this one is never used.
+            (None, Some(_)) => (hidden / heads).max(1),
+            (None, None) => match b {
+                // A preset whose heads have their own width (Qwen3, GPT-OSS) keeps it when the
+                // file changes hidden or heads; one derived from hidden / heads follows them.
+                Some(base) if base.head_dim * base.heads != base.hidden => base.head_dim,
                 _ => {
-                    if hidden % heads != 0 && mla.is_none() {
+                    if hidden % heads != 0 {
                         return Err(PerfError::input(format!(
                             "[model] heads = {heads} does not divide hidden = {hidden} \
                              (set head_dim for heads that are not hidden / heads wide)"
@@ -280,8 +283,12 @@ impl ModelFields {
             (None, None) => None,
             (Some(tokens), window_layers) => {
                 let tokens = required(Some(tokens), "sliding_window")?;
+                // A preset's share of windowed layers carries over to another `layers`.
                 let window_layers = window_layers
-                    .or(base_window.map(|w| w.layers))
+                    .or(base_window.and_then(|w| {
+                        let base_layers = u64::from(b.map_or(layers, |base| base.layers));
+                        u32::try_from(u64::from(w.layers) * u64::from(layers) / base_layers).ok()
+                    }))
                     .unwrap_or(layers);
                 if window_layers > layers {
                     return Err(PerfError::input(format!(
@@ -604,13 +611,13 @@ impl ModelSpec {
     }
 
     /// Width of one token's attention output (all heads' weighted values): the output
-    /// projection's input, `hidden` without latent attention.
+    /// projection's input: heads × `head_dim` (`hidden` for plain multi-head attention).
     pub fn attention_output_width(&self) -> f64 {
         f64::from(self.heads) * f64::from(self.v_head_dim())
     }
 
     /// `d_attn` of the FLOP formula: heads × the mean of the query/key and value head widths
-    /// (`hidden` without latent attention). Scores cost `2·S·heads·d_qk` per token and the
+    /// (heads × `head_dim` without latent attention). Scores cost `2·S·heads·d_qk` per token and the
     /// weighted values `2·S·heads·d_v`, so attention FLOPs scale with this width.
     pub fn attention_width(&self) -> f64 {
         f64::from(self.heads) * (f64::from(self.qk_head_dim()) + f64::from(self.v_head_dim())) / 2.0
@@ -778,7 +785,8 @@ impl ModelSpec {
 
     /// Model FLOPs per trained token: `6·N + 12·L·d_attn·S` (d_attn = heads × head dim; for
     /// latent attention the mean of the query/key and value head widths, see
-    /// [`ModelSpec::attention_width`]).
+    /// [`ModelSpec::attention_width`]); sliding-window layers count `min(S, window)` for `S`
+    /// ([`ModelSpec::span_layers`]).
     pub fn model_flops_per_token(&self) -> f64 {
         6.0 * self.active_params()
             + 12.0 * self.attention_width() * self.span_layers(f64::from(self.seq_len))
@@ -795,6 +803,25 @@ impl ModelSpec {
             Some(w) => {
                 let windowed = f64::from(w.layers);
                 (layers - windowed) * tokens + windowed * tokens.min(f64::from(w.tokens))
+            }
+        }
+    }
+
+    /// [`ModelSpec::span_layers`] over the busiest `stage_layers` consecutive layers (a
+    /// pipeline stage's cache): windowed layers are taken as interleaved evenly with global
+    /// ones (GPT-OSS alternates, Gemma 3 runs five local to one global), so a stage holds its
+    /// share of global layers rounded up.
+    pub fn stage_span_layers(&self, tokens: f64, stage_layers: u32) -> f64 {
+        let stage_layers = stage_layers.min(self.layers);
+        match &self.window {
+            None => f64::from(stage_layers) * tokens,
+            Some(w) => {
+                let global = u64::from(self.layers - w.layers);
+                let share = (global * u64::from(stage_layers)).div_ceil(u64::from(self.layers));
+                let global_here = f64::from(u32::try_from(share).unwrap_or(stage_layers));
+                let global_here = global_here.min(f64::from(stage_layers));
+                global_here * tokens
+                    + (f64::from(stage_layers) - global_here) * tokens.min(f64::from(w.tokens))
             }
         }
     }
@@ -1046,6 +1073,10 @@ mod tests {
             18.0 * (4096.0 + 64.0) + 18.0 * local
         );
         assert!(oss.model_flops_per_token() < full.model_flops_per_token());
+        // A quarter of the alternating layers (a pipeline stage of 9): 5 global, 4 windowed.
+        assert_eq!(oss.stage_span_layers(8192.0, 9), 5.0 * 8192.0 + 4.0 * 128.0);
+        assert_eq!(oss.stage_span_layers(8192.0, 36), oss.span_layers(8192.0));
+        assert_eq!(full.stage_span_layers(1000.0, 9), 9.0 * 1000.0);
         // The window never costs more than global attention, even when it spans the sequence.
         let wide = ModelSpec {
             window: Some(SlidingWindow {
@@ -1107,6 +1138,68 @@ mod tests {
             let err = fields.resolve().expect_err(needle).to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn preset_overrides_keep_the_architecture_s_own_choices() {
+        let over = |preset: &str, f: ModelFields| {
+            ModelFields {
+                preset: Some(preset.into()),
+                ..f
+            }
+            .resolve()
+        };
+        // GPT-OSS's heads stay 64 wide with fewer of them; Llama's follow hidden / heads.
+        let oss = over(
+            "gpt-oss-120b",
+            ModelFields {
+                heads: Some(32),
+                kv_heads: Some(8),
+                ..ModelFields::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(oss.head_dim(), 64);
+        let llama = over(
+            "llama3-8b",
+            ModelFields {
+                heads: Some(64),
+                ..ModelFields::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(llama.head_dim(), 64);
+        // Fewer layers: GPT-OSS stays all-MoE with half its layers windowed; DeepSeek-V3 keeps
+        // its three dense layers.
+        let short = over(
+            "gpt-oss-120b",
+            ModelFields {
+                layers: Some(24),
+                ..ModelFields::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(short.moe_layers(), 24);
+        assert_eq!(short.window.map(|w| w.layers), Some(12));
+        let ds = over(
+            "deepseek-v3",
+            ModelFields {
+                layers: Some(30),
+                ..ModelFields::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!((ds.dense_layers(), ds.moe_layers()), (3, 27));
+        // Latent attention with more heads than hidden units: its widths are its own.
+        let wide = over(
+            "deepseek-v3",
+            ModelFields {
+                heads: Some(8192),
+                ..ModelFields::default()
+            },
+        )
+        .expect("latent attention does not use hidden / heads");
+        assert_eq!(wide.qk_head_dim(), 192);
     }
 
     #[test]

@@ -641,15 +641,18 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     let v = f64::from(l.virtual_stages);
     let microbatches = f64::from(l.microbatches(spec.global_batch));
     // Micro-batches whose activations a stage holds, in units of the stage's layers: 1F1B
-    // keeps pp in flight on the first stage and one on the last; interleaving (v chunks per
-    // rank, Megatron's warm-up of 2(pp-1-r) + (v-1)pp chunks on rank r) gives the first rank
-    // pp + (pp-1)/v and the last pp - (pp-1)/v.
-    let (first_in_flight, last_in_flight) = if l.pp > 1 {
-        let spread = (pp - 1.0) / v;
-        let cap = microbatches.max(1.0) * (1.0 + (pp - 1.0) / (pp * v));
-        ((pp + spread).min(cap), (pp - spread).min(cap))
-    } else {
+    // (warm-up of pp-1-r forward passes on rank r) keeps pp in flight on the first stage and
+    // one on the last; interleaving (v chunks per rank, warm-up of 2(pp-1-r) + (v-1)pp chunks)
+    // gives the first rank pp + (pp-1)/v and the last pp - (pp-1)/v. Never more than the
+    // step's micro-batches.
+    let cap = microbatches.max(1.0);
+    let (first_in_flight, last_in_flight) = if l.pp == 1 {
         (1.0, 1.0)
+    } else if l.virtual_stages == 1 {
+        (pp.min(cap), 1.0)
+    } else {
+        let spread = (pp - 1.0) / v;
+        ((pp + spread).min(cap), (pp - spread).min(cap))
     };
     // One layer's full activations while it is recomputed.
     let recompute_layer = if l.recompute == Recompute::Full {

@@ -494,3 +494,34 @@ fn pipeline_memory_is_the_busiest_stage_not_the_sum() {
     let whole = memory(&short, &h100(64), &flat, &spec(512));
     assert!(whole.activations_gib > logits_gib);
 }
+
+/// Activations in flight on the first pipeline stage: `pp` micro-batches under plain 1F1B
+/// (warm-up of pp − 1 forward passes), `pp + (pp − 1)/v` with `v` interleaved chunks (Megatron's
+/// interleaved warm-up), and never more micro-batches than the step has.
+#[test]
+fn first_stage_holds_pp_micro_batches_plus_the_interleaving_spread() {
+    let m = ModelSpec::preset("llama3-70b").expect("preset");
+    let layout = |virtual_stages: u32| Layout {
+        tp: 8,
+        pp: 8,
+        dp: 1,
+        cp: 1,
+        ep: 1,
+        microbatch: 1,
+        virtual_stages,
+        recompute: Recompute::None,
+        sequence_parallel: true,
+        zero: 1,
+    };
+    let acts = |v: u32, global_batch: u32| {
+        memory(&m, &h100(64), &layout(v), &spec(global_batch)).activations_gib
+    };
+    let plain = acts(1, 64);
+    let interleaved = acts(5, 64);
+    assert!(
+        (interleaved / plain - (8.0 + 7.0 / 5.0) / 8.0).abs() < 1e-9,
+        "{interleaved} / {plain}"
+    );
+    // Two micro-batches per step: at most two in flight.
+    assert!((acts(1, 2) / plain - 2.0 / 8.0).abs() < 1e-9);
+}
