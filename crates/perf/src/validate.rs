@@ -267,12 +267,27 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
     };
     let tp = num(row, "tp")?.unwrap_or(count);
     let pp = num(row, "pp")?.unwrap_or(1);
-    let layout = InferenceLayout {
-        tp,
-        pp,
-        ep: num(row, "ep")?.unwrap_or(1),
+    // An MoE row that does not say how its experts were split gets the planner's choice: the
+    // fastest expert split of the tensor-parallel group that fits.
+    let eps = match (num(row, "ep")?, model.moe.as_ref()) {
+        (Some(ep), _) => vec![ep],
+        (None, None) => vec![1],
+        (None, Some(moe)) => crate::search::divisors(tp)
+            .into_iter()
+            .filter(|ep| moe.experts % ep == 0)
+            .collect(),
     };
-    let est = estimate_inference(&model, &hw, &layout, &spec)?;
+    let mut est: Option<crate::infer::InferenceEstimate> = None;
+    for ep in eps {
+        let e = estimate_inference(&model, &hw, &InferenceLayout { tp, pp, ep }, &spec)?;
+        if est
+            .as_ref()
+            .is_none_or(|b| (e.fits, e.tokens_per_s) > (b.fits, b.tokens_per_s))
+        {
+            est = Some(e);
+        }
+    }
+    let est = est.ok_or_else(|| PerfError::input(format!("row {id}: no expert split to cost")))?;
     let published: f64 = need(row, "published_output_tokens_per_s")?;
     Ok(RowResult {
         id,
@@ -284,8 +299,17 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
         predicted: est.tokens_per_s,
         error: est.tokens_per_s / published - 1.0,
         layout: format!(
-            "tp{} pp{} in{} out{} conc{}",
-            tp, pp, input, output, est.concurrency
+            "tp{} pp{}{} in{} out{} conc{}",
+            tp,
+            pp,
+            if est.layout.ep > 1 {
+                format!(" ep{}", est.layout.ep)
+            } else {
+                String::new()
+            },
+            input,
+            output,
+            est.concurrency
         ),
     })
 }

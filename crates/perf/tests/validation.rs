@@ -76,9 +76,9 @@ fn training_runs_within_issue_thresholds() {
 }
 
 /// The issue's inference bounds: median |error| at most 15%, worst at most 35%.
-fn assert_inference_thresholds(file: &str) {
+fn assert_inference_thresholds(file: &str, min_rows: usize) {
     let r = report(file);
-    assert!(r.rows.len() >= 30);
+    assert!(r.rows.len() >= min_rows);
     assert!(r.median_abs_error <= 0.15, "median {}", r.median_abs_error);
     assert!(
         r.worst_abs_error <= 0.35,
@@ -90,14 +90,22 @@ fn assert_inference_thresholds(file: &str) {
 
 #[test]
 fn inference_runs_within_issue_thresholds() {
-    assert_inference_thresholds("published_inference_runs.csv");
+    assert_inference_thresholds("published_inference_runs.csv", 30);
 }
 
 /// Runs the model was not developed against (data/calibration/README.md, "Holdout"): the
 /// H200 column of the same TensorRT-LLM tables; the same thresholds as the calibration file.
 #[test]
 fn holdout_inference_runs_within_issue_thresholds() {
-    assert_inference_thresholds("holdout_inference_runs.csv");
+    assert_inference_thresholds("holdout_inference_runs.csv", 30);
+}
+
+/// TensorRT-LLM's Qwen3-235B-A22B rows (FP8, TP8 on H200 and H100; a mixture-of-experts model
+/// with 128-wide heads over a narrower model, the expert split left to the planner): the
+/// issue's inference thresholds.
+#[test]
+fn holdout_moe_inference_runs_within_issue_thresholds() {
+    assert_inference_thresholds("holdout_moe_inference_runs.csv", 17);
 }
 
 /// llm-foundry's A100-40GB table, Megatron-Bridge's Blackwell rows and NeMo 24.07's other H100
