@@ -19,6 +19,7 @@ fn run(model: &str, accel: &str, count: u32, batch: u32, fp8: bool) -> usize {
         fp8,
         tokens: None,
         software: Software::default(),
+        capacity_factor: None,
     };
     search(
         &m,

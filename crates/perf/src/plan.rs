@@ -55,6 +55,7 @@ struct TrainingFields {
     precision: Option<String>,
     tokens: Option<f64>,
     software: Option<String>,
+    capacity_factor: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -253,11 +254,29 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
                     ))
                 })?,
             };
+            let capacity_factor = match t.capacity_factor {
+                None => None,
+                Some(cf) if cf.is_finite() && cf > 0.0 && cf <= 64.0 => {
+                    if model.moe.is_none() {
+                        return Err(PerfError::input(
+                            "[training] capacity_factor needs a mixture-of-experts model \
+                             ([model] experts)",
+                        ));
+                    }
+                    Some(cf)
+                }
+                Some(cf) => {
+                    return Err(PerfError::input(format!(
+                        "[training] capacity_factor = {cf} must be a number above 0 and at most 64"
+                    )));
+                }
+            };
             Workload::Training(TrainingSpec {
                 global_batch,
                 fp8,
                 tokens: t.tokens,
                 software,
+                capacity_factor,
             })
         }
         (None, Some(i)) => {

@@ -293,6 +293,7 @@ pub fn best_training_rate_on(
         fp8,
         tokens: None,
         software: Software::default(),
+        capacity_factor: None,
     };
     let opts = SearchOptions {
         keep: 1,

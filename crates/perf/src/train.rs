@@ -88,6 +88,12 @@ pub struct TrainingSpec {
     pub tokens: Option<f64>,
     /// The framework's kernels and overlap.
     pub software: Software,
+    /// MoE token capacity per expert as a multiple of the balanced load, for stacks that drop
+    /// and pad (GShard/Switch, MaxText's "dropped" MoE, Megatron's
+    /// `--moe-expert-capacity-factor` with `--moe-pad-expert-input-to-capacity`): every slot of
+    /// every expert is computed and dispatched, filled or not. `None`: dropless with a balanced
+    /// load, each expert computing exactly its tokens.
+    pub capacity_factor: Option<f64>,
 }
 
 /// Seconds per step by kind. `*_exposed` parts add to the step; `overlapped_s` is
@@ -327,6 +333,7 @@ struct Ctx<'a> {
     gemm_peak: f64,
     gemm_ceiling: f64,
     hbm: f64,
+    capacity_factor: Option<f64>,
 }
 
 impl Ctx<'_> {
@@ -466,7 +473,8 @@ impl Ctx<'_> {
             let shared = f64::from(moe_spec.shared_experts);
             // Routed experts: per expert GEMM rows = tokens·k·ep/E (expert TP = tp), the local
             // experts run as one grouped GEMM.
-            let rows = (tok * k * ep / e).max(1.0);
+            let capacity = self.capacity_factor.unwrap_or(1.0);
+            let rows = (tok * k * ep / e * capacity).max(1.0);
             let local_experts = (e / ep).max(1.0);
             g_fwd += self.batched_gemm(local_experts, rows, (n_mats - 1.0) * fe / t, h)
                 + self.batched_gemm(local_experts, rows, h, fe / t);
@@ -478,7 +486,10 @@ impl Ctx<'_> {
             g_fwd += self.gemm(tok, e, h) / t;
             // Dispatch + combine all-to-all, forward; the group spans tp·cp·ep ranks.
             if l.ep > 1 {
-                ep_comm = 2.0 * self.hw.all_to_all_time(tok * k * h * BF16 / t, l.ep, l.tp);
+                ep_comm = 2.0
+                    * self
+                        .hw
+                        .all_to_all_time(tok * k * capacity * h * BF16 / t, l.ep, l.tp);
             }
         } else {
             g_fwd += self.gemm(tok, (n_mats - 1.0) * f / t, h) + self.gemm(tok, h, f / t);
@@ -699,6 +710,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         gemm_peak,
         gemm_ceiling,
         hbm: hw.hbm_bytes_per_s(),
+        capacity_factor: spec.capacity_factor,
     };
     let dense = ctx.layer(false);
     let moe = if m.moe.is_some() {

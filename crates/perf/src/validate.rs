@@ -175,6 +175,8 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         fp8: fp8(row)?,
         tokens: None,
         software: software_for(cell(row, "source").unwrap_or(""), num(row, "zero")?),
+        // Optional column: token capacity of a dropping MoE stack.
+        capacity_factor: num(row, "capacity_factor")?,
     };
     let recompute = match cell(row, "recompute") {
         None => None,

@@ -97,3 +97,45 @@ fn extreme_values_give_an_answer_or_an_input_error() {
         }
     }
 }
+
+/// `[training] capacity_factor` is for MoE models, above 0 and at most 64; the message names
+/// the table and the key.
+#[test]
+fn capacity_factor_is_checked() {
+    let fleet = Fleet::default_fleet();
+    let plan = |preset: &str, cf: &str| {
+        format!(
+            "[model]\npreset = \"{preset}\"\n[training]\nglobal_batch = 512\ncapacity_factor = \
+             {cf}\n[hardware]\naccelerator = \"H100-SXM\"\ncount = 64\n"
+        )
+    };
+    for (preset, cf, needle) in [
+        (
+            "llama3-8b",
+            "1.25",
+            "capacity_factor needs a mixture-of-experts model",
+        ),
+        (
+            "mixtral-8x7b",
+            "0",
+            "capacity_factor = 0 must be a number above 0",
+        ),
+        (
+            "mixtral-8x7b",
+            "100.0",
+            "capacity_factor = 100 must be a number above 0",
+        ),
+        (
+            "mixtral-8x7b",
+            "nan",
+            "capacity_factor = NaN must be a number above 0",
+        ),
+    ] {
+        let err = parse_plan(&plan(preset, cf), "cf.toml", &fleet)
+            .err()
+            .unwrap_or_else(|| panic!("{preset} with {cf} must be refused"))
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    assert!(parse_plan(&plan("mixtral-8x7b", "1.25"), "cf.toml", &fleet).is_ok());
+}

@@ -19,6 +19,7 @@ fn spec(global_batch: u32) -> TrainingSpec {
         fp8: false,
         tokens: None,
         software: Software::default(),
+        capacity_factor: None,
     }
 }
 
@@ -524,4 +525,42 @@ fn first_stage_holds_pp_micro_batches_plus_the_interleaving_spread() {
     );
     // Two micro-batches per step: at most two in flight.
     assert!((acts(1, 2) / plain - 2.0 / 8.0).abs() < 1e-9);
+}
+
+/// A dropping MoE stack computes and dispatches every capacity slot: Mixtral 8x7B with a
+/// capacity factor of 1.25 runs its expert GEMMs over 25% more rows than the dropless balanced
+/// load, so its step is longer; a factor of 1 costs the same as dropless.
+#[test]
+fn capacity_slots_are_computed_and_dispatched() {
+    let m = ModelSpec::preset("mixtral-8x7b").expect("preset");
+    let l = Layout {
+        tp: 1,
+        pp: 1,
+        dp: 64,
+        cp: 1,
+        ep: 8,
+        microbatch: 1,
+        virtual_stages: 1,
+        recompute: Recompute::Full,
+        sequence_parallel: false,
+        zero: 1,
+    };
+    let with = |cf: Option<f64>| {
+        estimate(
+            &m,
+            &h100(64),
+            &l,
+            &TrainingSpec {
+                capacity_factor: cf,
+                ..spec(512)
+            },
+        )
+    };
+    let dropless = with(None);
+    let padded = with(Some(1.25));
+    assert!(padded.step_time_s > dropless.step_time_s);
+    assert!(padded.breakdown.ep_comm_s > dropless.breakdown.ep_comm_s * 1.2);
+    assert_eq!(with(Some(1.0)).step_time_s, dropless.step_time_s);
+    // The model FLOPs count only real tokens: MFU falls with the padding.
+    assert!(padded.mfu < dropless.mfu);
 }

@@ -100,6 +100,22 @@ fn holdout_inference_runs_within_issue_thresholds() {
     assert_inference_thresholds("holdout_inference_runs.csv", 30);
 }
 
+/// MaxText's Trillium recipes (Llama 2 70B, Llama 3.1 8B and 70B, Mixtral 8x7B and 8x22B with
+/// token dropping, on one 256-chip TPU v6e slice with FSDP): the issue's training thresholds on
+/// a TPU, a compiler stack and a topology the calibration file does not have.
+#[test]
+fn holdout_tpu_training_runs_within_issue_thresholds() {
+    let r = report("holdout_tpu_training_runs.csv");
+    assert!(r.rows.len() >= 5);
+    assert!(r.median_abs_error <= 0.10, "median {}", r.median_abs_error);
+    assert!(
+        r.worst_abs_error <= 0.25,
+        "worst {} ({})",
+        r.worst_abs_error,
+        r.worst_id
+    );
+}
+
 /// TensorRT-LLM's Qwen3-235B-A22B rows (FP8, TP8 on H200 and H100; a mixture-of-experts model
 /// with 128-wide heads over a narrower model, the expert split left to the planner): the
 /// issue's inference thresholds.
