@@ -6,7 +6,7 @@
 //!                # MLA: kv_lora_rank?, qk_nope_head_dim?, qk_rope_head_dim?, v_head_dim?,
 //!                # q_lora_rank?; sliding_window?, window_layers?
 //!                # (or preset = "llama3-405b" and overrides)
-//! [training]     # global_batch, precision = "bf16" | "fp8", tokens?, software?
+//! [training]     # global_batch, precision = "bf16" | "fp8", tokens?, software?, capacity_factor?
 //! [hardware]     # accelerator, count, per_node?; or cluster = "name" (with --fleet FILE)
 //! [parallelism]  # optional: tp, pp, dp?, cp?, ep?, microbatch?, virtual_stages?, recompute?,
 //!                # sequence_parallel?, zero?, allow_tp_beyond_scale_up?
