@@ -249,7 +249,8 @@ pub fn estimate_inference(
             let touched = e * (1.0 - (1.0 - k / e).powf(rows));
             let per = (rows * k / touched).max(1.0);
             let ep = f64::from(l.ep);
-            let (local, moe_tp) = (touched / ep, t / ep);
+            // The busiest rank runs at least one whole expert once any is touched.
+            let (local, moe_tp) = ((touched / ep).max(touched.min(1.0)), t / ep);
             // The touched experts run as one grouped GEMM.
             g += dev.batched_time(local, per, (n_mats - 1.0) * fe / moe_tp, h)
                 + dev.batched_time(local, per, h, fe / moe_tp);

@@ -254,23 +254,8 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
                     ))
                 })?,
             };
-            let capacity_factor = match t.capacity_factor {
-                None => None,
-                Some(cf) if cf.is_finite() && cf > 0.0 && cf <= 64.0 => {
-                    if model.moe.is_none() {
-                        return Err(PerfError::input(
-                            "[training] capacity_factor needs a mixture-of-experts model \
-                             ([model] experts)",
-                        ));
-                    }
-                    Some(cf)
-                }
-                Some(cf) => {
-                    return Err(PerfError::input(format!(
-                        "[training] capacity_factor = {cf} must be a number above 0 and at most 64"
-                    )));
-                }
-            };
+            let capacity_factor =
+                crate::train::check_capacity_factor(t.capacity_factor, &model, "[training]")?;
             Workload::Training(TrainingSpec {
                 global_batch,
                 fp8,
@@ -540,7 +525,8 @@ pub struct InferenceReport {
     pub precision: &'static str,
     pub prompt_tokens: u32,
     pub output_tokens: u32,
-    /// Whether the layout was searched (the input left some of tp/pp open).
+    /// Whether the layout was searched (the input left tp or pp open, or an MoE model's ep, and
+    /// more than one split was possible).
     pub searched: bool,
     #[serde(flatten)]
     pub estimate: InferenceEstimate,
@@ -627,8 +613,9 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                     )));
                 }
             }
-            let searched = c.tp.is_none() || c.pp.is_none() || (m.moe.is_some() && c.ep.is_none());
-            let mut found = inference_layouts(input)
+            let candidates = inference_layouts(input);
+            let searched = candidates.len() > 1 || c.tp.is_none() || c.pp.is_none();
+            let mut found = candidates
                 .into_iter()
                 .map(|layout| estimate_inference(m, hw, &layout, spec))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -680,8 +667,12 @@ fn inference_layouts(input: &PlanInput) -> Vec<InferenceLayout> {
         .filter(|&(tp, pp)| c.tp.is_none_or(|t| t == tp) && c.pp.is_none_or(|p| p == pp))
         .filter(|&(tp, pp)| {
             let given = c.tp == Some(tp);
+            // A given ep must divide the tensor-parallel group: a searched tp it does not
+            // divide is skipped (a given one is the estimate's input error).
+            let ep_fits = given || c.ep.is_none_or(|ep| tp % ep == 0);
             m.heads % tp == 0
                 && pp <= m.layers
+                && ep_fits
                 && (given || input.allow_tp_beyond_scale_up || tp <= hw.scale_up_domain)
         })
         .flat_map(|(tp, pp)| {

@@ -13,6 +13,7 @@
 
 use serde::Serialize;
 
+use crate::PerfError;
 use crate::hardware::{
     COLLECTIVE_LATENCY_SCALE_OUT_S, Collective, GIB, Hardware, KernelFacts,
     MEMORY_BANDWIDTH_EFFICIENCY, TRITON_ATTENTION_BWD, TRITON_ATTENTION_FWD, kernel_facts,
@@ -94,6 +95,31 @@ pub struct TrainingSpec {
     /// every expert is computed and dispatched, filled or not. `None`: dropless with a balanced
     /// load, each expert computing exactly its tokens.
     pub capacity_factor: Option<f64>,
+}
+
+/// Checks a `capacity_factor` given in `place` (the plan's `[training]` table or a CSV row):
+/// only for MoE models, at least 1 (a factor below 1 drops tokens that the model FLOPs still
+/// count) and at most 64.
+pub fn check_capacity_factor(
+    value: Option<f64>,
+    m: &ModelSpec,
+    place: &str,
+) -> Result<Option<f64>, PerfError> {
+    match value {
+        None => Ok(None),
+        Some(cf) if cf.is_finite() && (1.0..=64.0).contains(&cf) => {
+            if m.moe.is_none() {
+                return Err(PerfError::input(format!(
+                    "{place} capacity_factor needs a mixture-of-experts model ([model] experts)"
+                )));
+            }
+            Ok(Some(cf))
+        }
+        Some(cf) => Err(PerfError::input(format!(
+            "{place} capacity_factor = {cf} must be a number from 1 to 64 (below 1 the stack \
+             drops tokens that the model FLOPs still count)"
+        ))),
+    }
 }
 
 /// Seconds per step by kind. `*_exposed` parts add to the step; `overlapped_s` is
@@ -588,7 +614,13 @@ fn stage_params(m: &ModelSpec, l: &Layout) -> (f64, f64) {
 }
 
 /// Activation bytes one layer keeps per micro-batch on one device.
-fn layer_activation_bytes(m: &ModelSpec, l: &Layout, tokens: f64, recompute: Recompute) -> f64 {
+fn layer_activation_bytes(
+    m: &ModelSpec,
+    l: &Layout,
+    tokens: f64,
+    recompute: Recompute,
+    capacity: f64,
+) -> f64 {
     let t = f64::from(l.tp);
     let sp = if l.sequence_parallel { t } else { 1.0 };
     let h = f64::from(m.hidden);
@@ -600,7 +632,7 @@ fn layer_activation_bytes(m: &ModelSpec, l: &Layout, tokens: f64, recompute: Rec
         Some(moe) => {
             (1.0 - moe_frac) * f64::from(m.ffn_hidden)
                 + moe_frac
-                    * f64::from(moe.experts_per_token + moe.shared_experts)
+                    * (f64::from(moe.experts_per_token) * capacity + f64::from(moe.shared_experts))
                     * f64::from(moe.expert_ffn_hidden)
         }
         None => f64::from(m.ffn_hidden),
@@ -647,7 +679,8 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     };
     let tokens = f64::from(l.microbatch) * f64::from(m.seq_len) / f64::from(l.cp);
     let layers_stage = (f64::from(m.layers) / f64::from(l.pp)).ceil();
-    let per_layer = layer_activation_bytes(m, l, tokens, l.recompute);
+    let capacity = spec.capacity_factor.unwrap_or(1.0);
+    let per_layer = layer_activation_bytes(m, l, tokens, l.recompute, capacity);
     let pp = f64::from(l.pp);
     let v = f64::from(l.virtual_stages);
     let microbatches = f64::from(l.microbatches(spec.global_batch));
@@ -667,7 +700,7 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     };
     // One layer's full activations while it is recomputed.
     let recompute_layer = if l.recompute == Recompute::Full {
-        layer_activation_bytes(m, l, tokens, Recompute::None)
+        layer_activation_bytes(m, l, tokens, Recompute::None, capacity)
     } else {
         0.0
     };
@@ -869,7 +902,21 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
                 + 4.0 * m.attention_width() * m.span_layers(f64::from(m.seq_len))
         }
     };
-    let hw_flops = model_flops + recompute_flops_per_token * tokens_per_s;
+    // A dropping stack also computes its empty capacity slots: (factor − 1) of the routed
+    // experts' work, forward and backward, and the forward again under full recompute.
+    let padded_flops_per_token = spec.capacity_factor.map_or(0.0, |cf| {
+        let routed = m.moe.as_ref().map_or(0.0, |moe| {
+            f64::from(m.moe_layers()) * f64::from(moe.experts_per_token) * m.expert_params()
+        });
+        let passes = if l.recompute == Recompute::Full {
+            8.0
+        } else {
+            6.0
+        };
+        (cf - 1.0).max(0.0) * passes * routed
+    });
+    let hw_flops =
+        model_flops + (recompute_flops_per_token + padded_flops_per_token) * tokens_per_s;
     let peak = bf16_peak * count;
     let mem = memory(m, hw, l, spec);
     let fits = mem.total_gib <= mem.capacity_gib;

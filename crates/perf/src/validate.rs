@@ -176,7 +176,11 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         tokens: None,
         software: software_for(cell(row, "source").unwrap_or(""), num(row, "zero")?),
         // Optional column: token capacity of a dropping MoE stack.
-        capacity_factor: num(row, "capacity_factor")?,
+        capacity_factor: crate::train::check_capacity_factor(
+            num(row, "capacity_factor")?,
+            &model,
+            &format!("row {id}:"),
+        )?,
     };
     let recompute = match cell(row, "recompute") {
         None => None,
@@ -209,6 +213,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         .first()
         .ok_or_else(|| PerfError::input(format!("row {id}: no valid layout")))?;
     let published: f64 = need(row, "published_tokens_per_s")?;
+    finite_prediction(&id, est.tokens_per_s)?;
     let l = est.layout;
     Ok(RowResult {
         id,
@@ -291,6 +296,7 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
     }
     let est = est.ok_or_else(|| PerfError::input(format!("row {id}: no expert split to cost")))?;
     let published: f64 = need(row, "published_output_tokens_per_s")?;
+    finite_prediction(&id, est.tokens_per_s)?;
     Ok(RowResult {
         id,
         source: cell(row, "source").unwrap_or("").to_string(),
@@ -314,6 +320,18 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
             est.concurrency
         ),
     })
+}
+
+/// A prediction that is not a finite positive number (an input the checks missed) fails the
+/// row instead of slipping past the median and the worst case.
+fn finite_prediction(id: &str, tokens_per_s: f64) -> Result<(), PerfError> {
+    if tokens_per_s.is_finite() && tokens_per_s > 0.0 {
+        Ok(())
+    } else {
+        Err(PerfError::input(format!(
+            "row {id}: the model gave no finite prediction ({tokens_per_s} tokens/s)"
+        )))
+    }
 }
 
 /// Median of a non-empty list.

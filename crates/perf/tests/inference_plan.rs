@@ -164,3 +164,31 @@ fn an_expert_split_outside_the_tensor_parallel_group_is_an_input_error() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+/// With only `ep` given, the search keeps the tensor-parallel groups it divides; and at one
+/// request the busiest rank of an 8-way expert split still reads a whole expert per touched
+/// expert, so the split is no faster than splitting every expert 8 ways.
+#[test]
+fn a_given_ep_narrows_the_search_and_costs_whole_experts() {
+    let Ok(PlanReport::Inference(r)) = run(&serve_moe("mixtral-8x7b", "[parallelism]\nep = 4"))
+    else {
+        panic!("an inference report");
+    };
+    assert!(r.searched);
+    for e in std::iter::once(&r.estimate).chain(r.alternatives.iter()) {
+        assert_eq!(e.layout.ep, 4);
+        assert_eq!(e.layout.tp % 4, 0, "{:?}", e.layout);
+    }
+    let one = |ep: u32| {
+        let text = serve_moe(
+            "mixtral-8x7b",
+            &format!("[parallelism]\ntp = 8\npp = 1\nep = {ep}"),
+        )
+        .replace("concurrency = \"max\"", "concurrency = 1");
+        let Ok(PlanReport::Inference(r)) = run(&text) else {
+            panic!("an inference report");
+        };
+        r.estimate.tpot_s
+    };
+    assert!(one(8) > one(1), "ep8 {} vs ep1 {}", one(8), one(1));
+}

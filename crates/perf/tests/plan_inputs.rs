@@ -98,8 +98,8 @@ fn extreme_values_give_an_answer_or_an_input_error() {
     }
 }
 
-/// `[training] capacity_factor` is for MoE models, above 0 and at most 64; the message names
-/// the table and the key.
+/// `[training] capacity_factor` is for MoE models, from 1 to 64; the message names the table
+/// and the key.
 #[test]
 fn capacity_factor_is_checked() {
     let fleet = Fleet::default_fleet();
@@ -118,17 +118,27 @@ fn capacity_factor_is_checked() {
         (
             "mixtral-8x7b",
             "0",
-            "capacity_factor = 0 must be a number above 0",
+            "capacity_factor = 0 must be a number from 1 to 64",
+        ),
+        (
+            "mixtral-8x7b",
+            "0.5",
+            "capacity_factor = 0.5 must be a number from 1 to 64",
         ),
         (
             "mixtral-8x7b",
             "100.0",
-            "capacity_factor = 100 must be a number above 0",
+            "capacity_factor = 100 must be a number from 1 to 64",
         ),
         (
             "mixtral-8x7b",
             "nan",
-            "capacity_factor = NaN must be a number above 0",
+            "capacity_factor = NaN must be a number from 1 to 64",
+        ),
+        (
+            "mixtral-8x7b",
+            "inf",
+            "capacity_factor = inf must be a number from 1 to 64",
         ),
     ] {
         let err = parse_plan(&plan(preset, cf), "cf.toml", &fleet)

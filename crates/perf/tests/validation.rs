@@ -163,3 +163,21 @@ fn holdout_moe_training_runs_stay_an_upper_bound() {
         );
     }
 }
+
+/// A calibration row is checked like a plan file: a capacity factor below 1 (or on a dense
+/// model) is an input error naming the row, not a silently odd prediction.
+#[test]
+fn a_row_with_a_bad_capacity_factor_is_refused() {
+    let path = format!(
+        "{}/../../data/calibration/holdout_tpu_training_runs.csv",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("the TPU holdout is in the repository");
+    let bad = text.replacen(",1.25,", ",0.5,", 1);
+    assert_ne!(bad, text, "the file has a capacity factor to change");
+    let err = validate_csv(&bad).expect_err("0.5 is refused").to_string();
+    assert!(
+        err.contains("row T0004: capacity_factor = 0.5 must be a number from 1 to 64"),
+        "{err}"
+    );
+}
