@@ -9,22 +9,27 @@ fn run(text: &str) -> Result<PlanReport, PerfError> {
     run_plan(&parse_plan(text, "test.toml", &fleet)?)
 }
 
-fn serve(count: u32, parallelism: &str) -> String {
+/// A plan serving `preset` in FP8 (1k/1k tokens, maximum concurrency).
+fn serve_on(preset: &str, accelerator: &str, count: u32, parallelism: &str) -> String {
     format!(
         r#"
 [model]
-preset = "llama3-405b"
+preset = "{preset}"
 [inference]
 precision = "fp8"
 prompt_tokens = 1000
 output_tokens = 1000
 concurrency = "max"
 [hardware]
-accelerator = "H100-SXM"
+accelerator = "{accelerator}"
 count = {count}
 {parallelism}
 "#
     )
+}
+
+fn serve(count: u32, parallelism: &str) -> String {
+    serve_on("llama3-405b", "H100-SXM", count, parallelism)
 }
 
 #[test]
@@ -86,21 +91,7 @@ fn an_empty_prompt_and_an_oversized_cluster_are_input_errors() {
 }
 
 fn serve_moe(preset: &str, parallelism: &str) -> String {
-    format!(
-        r#"
-[model]
-preset = "{preset}"
-[inference]
-precision = "fp8"
-prompt_tokens = 1000
-output_tokens = 1000
-concurrency = "max"
-[hardware]
-accelerator = "H200"
-count = 8
-{parallelism}
-"#
-    )
+    serve_on(preset, "H200", 8, parallelism)
 }
 
 #[test]

@@ -13,6 +13,22 @@ fn h100(count: u32) -> Hardware {
     Hardware::from_accelerator(lookup("H100-SXM").expect("in the catalog"), count)
 }
 
+/// 64 data-parallel ranks with 8-way expert parallelism, micro-batch 1, ZeRO-1.
+fn expert_parallel_on_64(recompute: Recompute) -> Layout {
+    Layout {
+        tp: 1,
+        pp: 1,
+        dp: 64,
+        cp: 1,
+        ep: 8,
+        microbatch: 1,
+        virtual_stages: 1,
+        recompute,
+        sequence_parallel: false,
+        zero: 1,
+    }
+}
+
 fn spec(global_batch: u32) -> TrainingSpec {
     TrainingSpec {
         global_batch,
@@ -444,18 +460,7 @@ fn sliding_window_training_attends_less() {
     let mut full = oss.clone();
     full.window = None;
     let hw = h100(64);
-    let l = Layout {
-        tp: 1,
-        pp: 1,
-        dp: 64,
-        cp: 1,
-        ep: 8,
-        microbatch: 1,
-        virtual_stages: 1,
-        recompute: Recompute::Selective,
-        sequence_parallel: false,
-        zero: 1,
-    };
+    let l = expert_parallel_on_64(Recompute::Selective);
     let windowed = estimate(&oss, &hw, &l, &spec(512));
     let global = estimate(&full, &hw, &l, &spec(512));
     assert!(windowed.step_time_s < global.step_time_s);
@@ -533,18 +538,7 @@ fn first_stage_holds_pp_micro_batches_plus_the_interleaving_spread() {
 #[test]
 fn capacity_slots_are_computed_and_dispatched() {
     let m = ModelSpec::preset("mixtral-8x7b").expect("preset");
-    let l = Layout {
-        tp: 1,
-        pp: 1,
-        dp: 64,
-        cp: 1,
-        ep: 8,
-        microbatch: 1,
-        virtual_stages: 1,
-        recompute: Recompute::Full,
-        sequence_parallel: false,
-        zero: 1,
-    };
+    let l = expert_parallel_on_64(Recompute::Full);
     let with = |cf: Option<f64>| {
         estimate(
             &m,
