@@ -180,3 +180,28 @@ fn every_example_plan_answers() {
     }
     assert!(ran >= 5, "only {ran} examples ran");
 }
+
+#[test]
+fn every_calibration_file_validates() {
+    let dir = root().join("data/calibration");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("data/calibration exists") {
+        let path = entry.expect("readable entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("csv") {
+            continue;
+        }
+        let out = plan(&["--validate", path.to_str().expect("utf-8 path"), "--json"]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        let rows = v["rows"].as_array().map_or(0, Vec::len);
+        assert!(rows > 0, "{}: no rows", path.display());
+        files += 1;
+    }
+    // The two shared files and the five holdouts.
+    assert!(files >= 7, "{files} calibration files");
+}
