@@ -96,7 +96,7 @@ fn training_text(r: &TrainingReport) -> String {
     let b = &r.best;
     let _ = writeln!(
         s,
-        "{} ({:.1}B params, {:.1}B active) on {} × {}{} — {}, global batch {}",
+        "{} ({:.1}B params, {:.1}B active) on {} × {}{} — {}, global batch {}{}",
         r.subject.model,
         r.subject.params_b,
         r.subject.active_params_b,
@@ -108,7 +108,10 @@ fn training_text(r: &TrainingReport) -> String {
             .map(|c| format!(" (cluster {c})"))
             .unwrap_or_default(),
         r.precision,
-        r.global_batch
+        r.global_batch,
+        r.capacity_factor
+            .map(|cf| format!(", capacity factor {cf}"))
+            .unwrap_or_default()
     );
     let _ = writeln!(
         s,

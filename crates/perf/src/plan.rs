@@ -502,6 +502,9 @@ pub struct TrainingReport {
     pub subject: Subject,
     pub precision: &'static str,
     pub global_batch: u32,
+    /// The MoE capacity factor the plan gave (`[training] capacity_factor`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_factor: Option<f64>,
     /// Whether the layout came from the search (some or all settings chosen).
     pub searched: bool,
     #[serde(flatten)]
@@ -594,6 +597,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 subject,
                 precision: if spec.fp8 { "fp8" } else { "bf16" },
                 global_batch: spec.global_batch,
+                capacity_factor: spec.capacity_factor,
                 searched: !complete,
                 days_to_train: b.as_ref().map(|b| b.days_to_train),
                 cost_usd: b.as_ref().and_then(|b| b.cost_usd),

@@ -147,5 +147,10 @@ fn capacity_factor_is_checked() {
             .to_string();
         assert!(err.contains(needle), "{err}");
     }
-    assert!(parse_plan(&plan("mixtral-8x7b", "1.25"), "cf.toml", &fleet).is_ok());
+    // Accepted, and the report says which factor it priced.
+    let input = parse_plan(&plan("mixtral-8x7b", "1.25"), "cf.toml", &fleet).expect("valid");
+    let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    assert_eq!(report.capacity_factor, Some(1.25));
 }
