@@ -5,7 +5,7 @@ use switchyard_core::fleet::Fleet;
 use switchyard_perf::MAX_SIZE;
 use switchyard_perf::plan::{parse_plan, run_plan};
 
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 20] = [
     "layers",
     "hidden",
     "heads",
@@ -23,6 +23,9 @@ const FIELDS: [&str; 17] = [
     "kv_lora_rank",
     "qk_rope_head_dim",
     "v_head_dim",
+    "head_dim",
+    "sliding_window",
+    "window_layers",
 ];
 
 fn file(workload: &str, field: &str, value: u64) -> String {
@@ -55,13 +58,19 @@ fn file(workload: &str, field: &str, value: u64) -> String {
     } else {
         String::new()
     };
+    let attention = match field {
+        "head_dim" => format!("head_dim = {value}\n"),
+        "sliding_window" => format!("sliding_window = {value}\n"),
+        "window_layers" => format!("sliding_window = 1024\nwindow_layers = {value}\n"),
+        _ => String::new(),
+    };
     let parallelism = match field {
         "tp" | "pp" => format!("[parallelism]\n{field} = {value}\n"),
         "microbatch" if workload == "training" => format!("[parallelism]\nmicrobatch = {value}\n"),
         _ => String::new(),
     };
     format!(
-        "[model]\nname = \"edge\"\nlayers = {}\nhidden = {}\nheads = {}\nkv_heads = {}\nvocab = {}\nseq_len = {}\n{moe}{mla}{work}[hardware]\naccelerator = \"H100-SXM\"\ncount = {}\n{parallelism}",
+        "[model]\nname = \"edge\"\nlayers = {}\nhidden = {}\nheads = {}\nkv_heads = {}\nvocab = {}\nseq_len = {}\n{attention}{moe}{mla}{work}[hardware]\naccelerator = \"H100-SXM\"\ncount = {}\n{parallelism}",
         v("layers", 32),
         v("hidden", 4096),
         v("heads", 32),
