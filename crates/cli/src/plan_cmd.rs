@@ -228,10 +228,8 @@ fn human(report: &PlanReport) -> String {
                 (
                     "layout",
                     format!(
-                        "tp{} pp{} ep{}{}",
-                        e.layout.tp,
-                        e.layout.pp,
-                        e.layout.ep,
+                        "{}{}",
+                        e.layout,
                         if r.searched { "  (searched)" } else { "" }
                     ),
                 ),
@@ -267,7 +265,7 @@ fn human(report: &PlanReport) -> String {
                     let _ = writeln!(
                         s,
                         "  {:<16} {:>12.0} {:>10.1} {:>10.1} {:>12}",
-                        format!("tp{} pp{} ep{}", a.layout.tp, a.layout.pp, a.layout.ep),
+                        a.layout.to_string(),
                         a.tokens_per_s,
                         a.ttft_s * 1e3,
                         a.tpot_s * 1e3,

@@ -79,6 +79,25 @@ pub struct InferenceLayout {
     pub ep: u32,
 }
 
+impl std::fmt::Display for InferenceLayout {
+    /// `tp8 pp1 ep8`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tp{} pp{} ep{}", self.tp, self.pp, self.ep)
+    }
+}
+
+/// The expert splits a replica with `tp`-way tensor parallelism can take: every `ep` dividing
+/// both `tp` and the experts (just 1 for a dense model).
+pub fn expert_splits(m: &ModelSpec, tp: u32) -> Vec<u32> {
+    match &m.moe {
+        None => vec![1],
+        Some(moe) => crate::search::divisors(tp)
+            .into_iter()
+            .filter(|ep| moe.experts % ep == 0)
+            .collect(),
+    }
+}
+
 /// The prediction for one replica.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct InferenceEstimate {

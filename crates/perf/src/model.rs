@@ -788,8 +788,14 @@ impl ModelSpec {
     /// [`ModelSpec::attention_width`]); sliding-window layers count `min(S, window)` for `S`
     /// ([`ModelSpec::span_layers`]).
     pub fn model_flops_per_token(&self) -> f64 {
-        6.0 * self.active_params()
-            + 12.0 * self.attention_width() * self.span_layers(f64::from(self.seq_len))
+        6.0 * self.active_params() + 3.0 * self.attention_forward_flops_per_token()
+    }
+
+    /// Score and weighted-value FLOPs of one token's forward pass over all layers, in the FLOP
+    /// formula's convention (the whole span, not half of it for causality): `4·d_attn·Σ S_layer`.
+    /// Backward doubles it; selective and full recompute repeat it.
+    pub fn attention_forward_flops_per_token(&self) -> f64 {
+        4.0 * self.attention_width() * self.span_layers(f64::from(self.seq_len))
     }
 
     /// `Σ over layers of min(tokens, window)`: the positions each layer attends to (or caches)

@@ -664,7 +664,6 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
 fn inference_layouts(input: &PlanInput) -> Vec<InferenceLayout> {
     let (m, hw, c) = (&input.model, &input.hardware, &input.constraint);
     let count = hw.count;
-    let experts = m.moe.as_ref().map_or(1, |moe| moe.experts);
     crate::search::divisors(count)
         .into_iter()
         .map(|tp| (tp, count / tp))
@@ -682,13 +681,8 @@ fn inference_layouts(input: &PlanInput) -> Vec<InferenceLayout> {
         .flat_map(|(tp, pp)| {
             // A given ep is kept (its errors are the estimate's); otherwise an MoE model tries
             // every expert split of its tensor-parallel group.
-            let eps = match c.ep {
-                Some(ep) => vec![ep],
-                None => crate::search::divisors(tp)
-                    .into_iter()
-                    .filter(|ep| experts % ep == 0)
-                    .collect(),
-            };
+            let eps =
+                c.ep.map_or_else(|| crate::infer::expert_splits(m, tp), |ep| vec![ep]);
             eps.into_iter()
                 .map(move |ep| InferenceLayout { tp, pp, ep })
         })

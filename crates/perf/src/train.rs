@@ -97,6 +97,14 @@ pub struct TrainingSpec {
     pub capacity_factor: Option<f64>,
 }
 
+impl TrainingSpec {
+    /// Slots each expert computes per balanced share of tokens: the capacity factor, or 1 for
+    /// a dropless stack.
+    pub fn expert_capacity(&self) -> f64 {
+        self.capacity_factor.unwrap_or(1.0)
+    }
+}
+
 /// Checks a `capacity_factor` given in `place` (the plan's `[training]` table or a CSV row):
 /// only for MoE models, at least 1 (a factor below 1 drops tokens that the model FLOPs still
 /// count) and at most 64.
@@ -359,7 +367,8 @@ struct Ctx<'a> {
     gemm_peak: f64,
     gemm_ceiling: f64,
     hbm: f64,
-    capacity_factor: Option<f64>,
+    /// [`TrainingSpec::expert_capacity`].
+    expert_capacity: f64,
 }
 
 impl Ctx<'_> {
@@ -499,7 +508,7 @@ impl Ctx<'_> {
             let shared = f64::from(moe_spec.shared_experts);
             // Routed experts: per expert GEMM rows = tokens·k·ep/E (expert TP = tp), the local
             // experts run as one grouped GEMM.
-            let capacity = self.capacity_factor.unwrap_or(1.0);
+            let capacity = self.expert_capacity;
             let rows = (tok * k * ep / e * capacity).max(1.0);
             let local_experts = (e / ep).max(1.0);
             g_fwd += self.batched_gemm(local_experts, rows, (n_mats - 1.0) * fe / t, h)
@@ -679,7 +688,7 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     };
     let tokens = f64::from(l.microbatch) * f64::from(m.seq_len) / f64::from(l.cp);
     let layers_stage = (f64::from(m.layers) / f64::from(l.pp)).ceil();
-    let capacity = spec.capacity_factor.unwrap_or(1.0);
+    let capacity = spec.expert_capacity();
     let per_layer = layer_activation_bytes(m, l, tokens, l.recompute, capacity);
     let pp = f64::from(l.pp);
     let v = f64::from(l.virtual_stages);
@@ -743,7 +752,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         gemm_peak,
         gemm_ceiling,
         hbm: hw.hbm_bytes_per_s(),
-        capacity_factor: spec.capacity_factor,
+        expert_capacity: spec.expert_capacity(),
     };
     let dense = ctx.layer(false);
     let moe = if m.moe.is_some() {
@@ -896,25 +905,22 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let model_flops = m.model_flops_per_token() * tokens_per_s;
     let recompute_flops_per_token = match l.recompute {
         Recompute::None => 0.0,
-        Recompute::Selective => 4.0 * m.attention_width() * m.span_layers(f64::from(m.seq_len)),
+        Recompute::Selective => m.attention_forward_flops_per_token(),
         Recompute::Full => {
-            2.0 * (m.active_params() - m.embedding_params())
-                + 4.0 * m.attention_width() * m.span_layers(f64::from(m.seq_len))
+            2.0 * (m.active_params() - m.embedding_params()) + m.attention_forward_flops_per_token()
         }
     };
     // A dropping stack also computes its empty capacity slots: (factor − 1) of the routed
     // experts' work, forward and backward, and the forward again under full recompute.
-    let padded_flops_per_token = spec.capacity_factor.map_or(0.0, |cf| {
-        let routed = m.moe.as_ref().map_or(0.0, |moe| {
-            f64::from(m.moe_layers()) * f64::from(moe.experts_per_token) * m.expert_params()
-        });
-        let passes = if l.recompute == Recompute::Full {
-            8.0
-        } else {
-            6.0
-        };
-        (cf - 1.0).max(0.0) * passes * routed
+    let routed = m.moe.as_ref().map_or(0.0, |moe| {
+        f64::from(m.moe_layers()) * f64::from(moe.experts_per_token) * m.expert_params()
     });
+    let passes = if l.recompute == Recompute::Full {
+        8.0
+    } else {
+        6.0
+    };
+    let padded_flops_per_token = (spec.expert_capacity() - 1.0).max(0.0) * passes * routed;
     let hw_flops =
         model_flops + (recompute_flops_per_token + padded_flops_per_token) * tokens_per_s;
     let peak = bf16_peak * count;

@@ -276,14 +276,8 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
     let pp = num(row, "pp")?.unwrap_or(1);
     // An MoE row that does not say how its experts were split gets the planner's choice: the
     // fastest expert split of the tensor-parallel group that fits.
-    let eps = match (num(row, "ep")?, model.moe.as_ref()) {
-        (Some(ep), _) => vec![ep],
-        (None, None) => vec![1],
-        (None, Some(moe)) => crate::search::divisors(tp)
-            .into_iter()
-            .filter(|ep| moe.experts % ep == 0)
-            .collect(),
-    };
+    let eps =
+        num(row, "ep")?.map_or_else(|| crate::infer::expert_splits(&model, tp), |ep| vec![ep]);
     let mut est: Option<crate::infer::InferenceEstimate> = None;
     for ep in eps {
         let e = estimate_inference(&model, &hw, &InferenceLayout { tp, pp, ep }, &spec)?;
