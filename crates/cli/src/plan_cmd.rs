@@ -77,12 +77,17 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
 fn layout_cell(e: &TrainingEstimate) -> String {
     let l = &e.layout;
     format!(
-        "tp{} pp{} dp{} cp{} ep{} mb{} v{} {} zero{}{}",
+        "tp{} pp{} dp{} cp{} ep{}{} mb{} v{} {} zero{}{}",
         l.tp,
         l.pp,
         l.dp,
         l.cp,
         l.ep,
+        if l.etp == l.tp {
+            String::new()
+        } else {
+            format!(" etp{}", l.etp)
+        },
         l.microbatch,
         l.virtual_stages,
         l.recompute.as_str(),
@@ -187,16 +192,18 @@ fn training_text(r: &TrainingReport) -> String {
     }
     if !r.alternatives.is_empty() {
         let _ = writeln!(s, "\nnext best layouts");
+        let cells: Vec<String> = r.alternatives.iter().map(layout_cell).collect();
+        let width = cells.iter().map(|c| c.chars().count()).fold(46, usize::max);
         let _ = writeln!(
             s,
-            "  {:<46} {:>9} {:>12} {:>7} {:>9}",
+            "  {:<width$} {:>9} {:>12} {:>7} {:>9}",
             "layout", "step s", "tokens/s", "MFU", "mem GiB"
         );
-        for e in &r.alternatives {
+        for (e, cell) in r.alternatives.iter().zip(&cells) {
             let _ = writeln!(
                 s,
-                "  {:<46} {:>9.3} {:>12.0} {:>6.1}% {:>9.1}",
-                layout_cell(e),
+                "  {:<width$} {:>9.3} {:>12.0} {:>6.1}% {:>9.1}",
+                cell,
                 e.step_time_s,
                 e.tokens_per_s,
                 e.mfu * 100.0,

@@ -178,6 +178,44 @@ impl Hardware {
         remote.max(local) + COLLECTIVE_LATENCY_ALL_TO_ALL_S
     }
 
+    /// Time of an MoE token dispatch (or combine) in which each of `size` members (rank
+    /// distance `stride`) sends its `token_bytes` of tokens to the members holding each token's
+    /// `k` experts out of `experts` spread evenly over the group, sending a token over the
+    /// scale-out network once per scale-up domain it is bound for and fanning it out to that
+    /// domain's members over the scale-up fabric there (DeepEP's normal kernels, HybridEP).
+    /// With uniform routing a remote domain holding `E/D` of the experts receives a token with
+    /// probability `1 − C(E − E/D, k) / C(E, k)`.
+    pub fn dispatch_deduplicated_time(
+        &self,
+        token_bytes: f64,
+        k: u32,
+        experts: u32,
+        size: u32,
+        stride: u32,
+    ) -> f64 {
+        if size <= 1 {
+            return 0.0;
+        }
+        let n = f64::from(size);
+        let up = self.scale_up_gb_s * 1e9 * SCALE_UP_COLLECTIVE_EFFICIENCY;
+        let copies = token_bytes * f64::from(k);
+        if size.saturating_mul(stride) <= self.scale_up_domain {
+            return copies * (n - 1.0) / n / up;
+        }
+        let q = f64::from(self.members_per_domain(size, stride));
+        let domains = (n / q).max(1.0);
+        let e = f64::from(experts.max(1));
+        let outside = e - e / domains;
+        let missed: f64 = (0..k.min(experts))
+            .map(|i| ((outside - f64::from(i)) / (e - f64::from(i))).max(0.0))
+            .product();
+        let remote_domains = (domains - 1.0) * (1.0 - missed);
+        let remote =
+            token_bytes * remote_domains / (self.scale_out_gb_s * 1e9 * self.network_efficiency);
+        let local = copies * (q - 1.0) / n / up;
+        remote.max(local) + COLLECTIVE_LATENCY_ALL_TO_ALL_S
+    }
+
     /// Time of one NCCL ring collective of a `bytes` buffer over `size` consecutive ranks, by
     /// NCCL's own cost model (`src/graph/tuning.cc`): each protocol (LL, LL128, Simple) costs
     /// a base latency, a per-step latency for each of the ring's steps (NVLink steps inside the

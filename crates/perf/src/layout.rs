@@ -37,8 +37,11 @@ impl Recompute {
     pub const ALL: [Recompute; 3] = [Recompute::None, Recompute::Selective, Recompute::Full];
 }
 
-/// A complete layout. `tp·pp·dp·cp` is the device count; expert-parallel ranks are taken from
-/// the data(-and-context)-parallel ranks (as in Megatron-Core), so `ep` divides `dp·cp`.
+/// A complete layout. `tp·pp·dp·cp` is the device count. A mixture-of-experts layer maps the
+/// same `tp·dp·cp` ranks of a pipeline stage differently (Megatron-Core's MoE parallel folding):
+/// each expert is split `etp` ways and the experts `ep` ways, so `ep·etp` divides `tp·dp·cp`.
+/// Without folding `etp = tp` and `ep` divides `dp·cp`; `etp = 1` keeps experts whole and lets
+/// the expert-parallel group take in the tensor-parallel ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Layout {
     pub tp: u32,
@@ -46,6 +49,9 @@ pub struct Layout {
     pub dp: u32,
     pub cp: u32,
     pub ep: u32,
+    /// Expert tensor parallelism: ways each expert's FFN is split (`expert_tensor_parallel_size`);
+    /// a divisor of `tp`, equal to `tp` for dense models.
+    pub etp: u32,
     /// Sequences per micro-batch.
     pub microbatch: u32,
     /// Interleaved-pipeline model chunks per pipeline rank (1 = plain 1F1B).
@@ -61,6 +67,12 @@ impl Layout {
     /// Devices the layout uses.
     pub fn devices(&self) -> u64 {
         u64::from(self.tp) * u64::from(self.pp) * u64::from(self.dp) * u64::from(self.cp)
+    }
+
+    /// Data-parallel replicas of each expert: `tp·dp·cp / (ep·etp)`.
+    pub fn expert_data_parallel(&self) -> f64 {
+        let ranks = f64::from(self.tp) * f64::from(self.dp) * f64::from(self.cp);
+        (ranks / (f64::from(self.ep) * f64::from(self.etp)).max(1.0)).max(1.0)
     }
 
     /// Micro-batches per step on the busiest data-parallel rank for a global batch (sequences).
@@ -79,6 +91,7 @@ impl Layout {
             (self.dp, "dp"),
             (self.cp, "cp"),
             (self.ep, "ep"),
+            (self.etp, "etp"),
             (self.microbatch, "microbatch"),
             (self.virtual_stages, "virtual_stages"),
         ] {
@@ -122,11 +135,26 @@ impl Layout {
                 "[training] global_batch = {global_batch} is smaller than dp·microbatch = {per_step}"
             )));
         }
-        let dp_cp = u64::from(self.dp) * u64::from(self.cp);
-        if dp_cp % u64::from(self.ep) != 0 {
+        if self.tp % self.etp != 0 {
             return Err(PerfError::input(format!(
-                "[parallelism] ep = {} does not divide dp·cp = {dp_cp}",
+                "[parallelism] etp = {} does not divide tp = {}",
+                self.etp, self.tp
+            )));
+        }
+        let dp_cp = u64::from(self.dp) * u64::from(self.cp);
+        if self.etp == self.tp && dp_cp % u64::from(self.ep) != 0 {
+            return Err(PerfError::input(format!(
+                "[parallelism] ep = {} does not divide dp·cp = {dp_cp} (with etp = tp; a smaller \
+                 etp folds tensor-parallel ranks into the expert-parallel group)",
                 self.ep
+            )));
+        }
+        let ranks = u64::from(self.tp) * dp_cp;
+        let expert_ranks = u64::from(self.ep) * u64::from(self.etp);
+        if ranks % expert_ranks != 0 {
+            return Err(PerfError::input(format!(
+                "[parallelism] ep·etp = {}·{} = {expert_ranks} does not divide tp·dp·cp = {ranks}",
+                self.ep, self.etp
             )));
         }
         Ok(())

@@ -8,8 +8,8 @@
 //!                # (or preset = "llama3-405b" and overrides)
 //! [training]     # global_batch, precision = "bf16" | "fp8", tokens?, software?, capacity_factor?
 //! [hardware]     # accelerator, count, per_node?; or cluster = "name" (with --fleet FILE)
-//! [parallelism]  # optional: tp, pp, dp?, cp?, ep?, microbatch?, virtual_stages?, recompute?,
-//!                # sequence_parallel?, zero?, allow_tp_beyond_scale_up?
+//! [parallelism]  # optional: tp, pp, dp?, cp?, ep?, etp?, microbatch?, virtual_stages?,
+//!                # recompute?, sequence_parallel?, zero?, allow_tp_beyond_scale_up?
 //! [inference]    # instead of [training]: precision, prompt_tokens, output_tokens,
 //!                # concurrency = N | "max"
 //! ```
@@ -75,6 +75,7 @@ struct ParallelismFields {
     dp: Option<u32>,
     cp: Option<u32>,
     ep: Option<u32>,
+    etp: Option<u32>,
     microbatch: Option<u32>,
     virtual_stages: Option<u32>,
     recompute: Option<String>,
@@ -333,6 +334,7 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
         dp: p.dp,
         cp: p.cp,
         ep: p.ep,
+        etp: p.etp,
         microbatch: p.microbatch,
         virtual_stages: p.virtual_stages,
         recompute,
@@ -345,6 +347,7 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
         (constraint.dp, "dp"),
         (constraint.cp, "cp"),
         (constraint.ep, "ep"),
+        (constraint.etp, "etp"),
         (constraint.microbatch, "microbatch"),
         (constraint.virtual_stages, "virtual_stages"),
     ] {
@@ -406,6 +409,7 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
             "[parallelism] ep > 1 needs a mixture-of-experts model ([model] experts)",
         ));
     }
+    check_expert_tensor_parallel(&constraint, &model, "[parallelism]")?;
     Ok(PlanInput {
         model,
         hardware,
@@ -414,6 +418,30 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
         layout_given,
         allow_tp_beyond_scale_up: allow,
     })
+}
+
+/// `etp` splits experts, so it needs a mixture-of-experts model, and it divides `tp`.
+pub(crate) fn check_expert_tensor_parallel(
+    c: &LayoutConstraint,
+    model: &ModelSpec,
+    place: &str,
+) -> Result<(), PerfError> {
+    let Some(etp) = c.etp else {
+        return Ok(());
+    };
+    if model.moe.is_none() {
+        return Err(PerfError::input(format!(
+            "{place} etp = {etp} needs a mixture-of-experts model ([model] experts)"
+        )));
+    }
+    if let Some(tp) = c.tp {
+        if tp % etp != 0 {
+            return Err(PerfError::input(format!(
+                "{place} etp = {etp} does not divide tp = {tp}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn cheapest_price(fleet: &Fleet, accel: &str) -> Option<f64> {
@@ -585,6 +613,11 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 )?;
             }
             if found.is_empty() {
+                // A layout given in full says why it is invalid; a partial one cannot be
+                // completed.
+                if let Some(layout) = given_layout(c, hw.count) {
+                    layout.check(hw.count, spec.global_batch, m.layers)?;
+                }
                 return Err(PerfError::input(format!(
                     "no valid layout of {} on {} {} for global_batch = {}",
                     m.name, hw.count, hw.accelerator.name, spec.global_batch
@@ -608,6 +641,12 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
         }
         Workload::Inference(spec) => {
             let c = &input.constraint;
+            if let Some(etp) = c.etp {
+                return Err(PerfError::input(format!(
+                    "[parallelism] etp = {etp} applies to training; an inference replica's \
+                     experts are split tp/ep ways inside its tensor-parallel group"
+                )));
+            }
             if let (Some(tp), Some(pp)) = (c.tp, c.pp) {
                 if u64::from(tp) * u64::from(pp) != u64::from(hw.count) {
                     return Err(PerfError::input(format!(
@@ -655,6 +694,28 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
             })))
         }
     }
+}
+
+/// The layout a constraint names when it gives the tensor and pipeline degrees (the data
+/// degree follows from the device count), with the search's defaults for the rest.
+fn given_layout(c: &LayoutConstraint, count: u32) -> Option<crate::layout::Layout> {
+    let (tp, pp) = (c.tp?, c.pp?);
+    let cp = c.cp.unwrap_or(1);
+    let tp_pp_cp = tp.checked_mul(pp)?.checked_mul(cp)?;
+    let dp = c.dp.unwrap_or_else(|| (count / tp_pp_cp.max(1)).max(1));
+    Some(crate::layout::Layout {
+        tp,
+        pp,
+        dp,
+        cp,
+        ep: c.ep.unwrap_or(1),
+        etp: c.etp.unwrap_or(tp),
+        microbatch: c.microbatch.unwrap_or(1),
+        virtual_stages: c.virtual_stages.unwrap_or(1),
+        recompute: c.recompute.unwrap_or(Recompute::None),
+        sequence_parallel: c.sequence_parallel.unwrap_or(tp > 1),
+        zero: c.zero.unwrap_or(1),
+    })
 }
 
 /// Tensor × pipeline (× expert, for MoE models) splits of one inference replica that the input

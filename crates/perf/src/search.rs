@@ -18,6 +18,7 @@ pub struct LayoutConstraint {
     pub dp: Option<u32>,
     pub cp: Option<u32>,
     pub ep: Option<u32>,
+    pub etp: Option<u32>,
     pub microbatch: Option<u32>,
     pub virtual_stages: Option<u32>,
     pub recompute: Option<Recompute>,
@@ -175,15 +176,32 @@ pub fn search(
                         powers_of_two_upto(mb_max.min(per_dp))
                     },
                 );
-                let eps: Vec<u32> = match &m.moe {
-                    None => vec![c.ep.unwrap_or(1)],
-                    Some(moe) => one_or(
-                        c.ep,
-                        powers_of_two_upto(moe.experts.min(dp * cp))
+                // Expert splits: (ep, etp) pairs whose ep·etp ranks tile tp·dp·cp; dense
+                // models keep etp = tp. The search tries Megatron-Core's two settings, experts
+                // split like the dense layers (its default) or kept whole (folded); a plan may
+                // give any divisor of tp.
+                let ranks = tp * dp * cp;
+                let etps = if tp > 1 { vec![tp, 1] } else { vec![1] };
+                let expert_splits: Vec<(u32, u32)> = match &m.moe {
+                    None => vec![(c.ep.unwrap_or(1), c.etp.unwrap_or(tp))],
+                    Some(moe) => one_or(c.etp, etps)
+                        .into_iter()
+                        .flat_map(|etp| {
+                            one_or(
+                                c.ep,
+                                powers_of_two_upto(moe.experts.min(ranks / etp.max(1)))
+                                    .into_iter()
+                                    .filter(|&e| {
+                                        moe.experts % e == 0
+                                            && u64::from(ranks) % (u64::from(e) * u64::from(etp))
+                                                == 0
+                                    })
+                                    .collect(),
+                            )
                             .into_iter()
-                            .filter(|&e| moe.experts % e == 0 && (dp * cp) % e == 0)
-                            .collect(),
-                    ),
+                            .map(move |ep| (ep, etp))
+                        })
+                        .collect(),
                 };
                 let vs: Vec<u32> = one_or(
                     c.virtual_stages,
@@ -207,7 +225,7 @@ pub fn search(
                         .collect(),
                 );
                 let sps = one_or(c.sequence_parallel, vec![tp > 1]);
-                for &ep in &eps {
+                for &(ep, etp) in &expert_splits {
                     for &mb in &mbs {
                         for &v in &vs {
                             for &rc in &recomputes {
@@ -219,6 +237,7 @@ pub fn search(
                                             dp,
                                             cp,
                                             ep,
+                                            etp,
                                             microbatch: mb,
                                             virtual_stages: v,
                                             recompute: rc,

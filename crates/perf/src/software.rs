@@ -26,6 +26,20 @@ pub enum AttentionKernel {
     Unfused,
 }
 
+/// How a stack moves MoE tokens between expert-parallel ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertDispatch {
+    /// One all-to-all of every (token, expert) pair (NCCL `all_to_all`, Megatron's `alltoall`
+    /// dispatcher, torchtitan): a token bound for two experts in another server crosses the
+    /// network twice.
+    AllToAll,
+    /// A token crosses the scale-out network once per scale-up domain that holds any of its
+    /// experts and is forwarded over the scale-up fabric there (DeepEP's normal kernels on
+    /// Hopper and Blackwell servers, HybridEP on NVL72; Megatron-Core's `flex` dispatcher).
+    DomainDeduplicated,
+}
+
 /// A software stack's relevant behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Software {
@@ -42,17 +56,21 @@ pub struct Software {
     /// Highest ZeRO stage the stack offers (the search stays within it): Megatron-LM gained
     /// its distributed optimizer (ZeRO-1) in 2022 and FSDP-style sharding later.
     pub max_zero: u8,
+    /// MoE token dispatch.
+    pub expert_dispatch: ExpertDispatch,
 }
 
 impl Software {
     /// Current Megatron-Core / NeMo / Megatron-Bridge with Transformer Engine (2024-): fused
-    /// attention, DP overlap. The default.
+    /// attention, DP overlap, the `flex` MoE dispatcher (DeepEP / HybridEP) that the MoE
+    /// recipes enable. The default.
     pub const MEGATRON_CORE: Software = Software {
         name: "megatron-core",
         attention: AttentionKernel::Fused,
         dp_overlap: true,
         zero3_unoverlapped: false,
         max_zero: 3,
+        expert_dispatch: ExpertDispatch::DomainDeduplicated,
     };
     /// PyTorch FSDP trainers with fused attention (torchtitan, llm-foundry with FlashAttention-2).
     pub const FSDP: Software = Software {
@@ -61,6 +79,7 @@ impl Software {
         dp_overlap: true,
         zero3_unoverlapped: false,
         max_zero: 3,
+        expert_dispatch: ExpertDispatch::AllToAll,
     };
     /// llm-foundry / Composer (2023): PyTorch FSDP, MPT's Triton attention.
     pub const LLM_FOUNDRY_2023: Software = Software {
@@ -69,6 +88,7 @@ impl Software {
         dp_overlap: true,
         zero3_unoverlapped: false,
         max_zero: 3,
+        expert_dispatch: ExpertDispatch::AllToAll,
     };
     /// Megatron-LM before FlashAttention and before overlapped gradient reduction (2020-2023
     /// releases: SC'21, selective-recompute paper, MegaScale's baseline).
@@ -78,6 +98,7 @@ impl Software {
         dp_overlap: false,
         zero3_unoverlapped: false,
         max_zero: 0,
+        expert_dispatch: ExpertDispatch::AllToAll,
     };
     /// DeepSpeed ZeRO-3 as benchmarked in 2021 (Megatron SC'21 Table 2): unfused attention,
     /// un-prefetched per-partition parameter gathers.
@@ -87,6 +108,7 @@ impl Software {
         dp_overlap: false,
         zero3_unoverlapped: true,
         max_zero: 3,
+        expert_dispatch: ExpertDispatch::AllToAll,
     };
 
     pub const ALL: [Software; 5] = [

@@ -20,7 +20,7 @@ use crate::hardware::{
 };
 use crate::layout::{Layout, Recompute};
 use crate::model::{ModelSpec, TpSplit};
-use crate::software::{AttentionKernel, Software};
+use crate::software::{AttentionKernel, ExpertDispatch, Software};
 
 /// Bytes of one BF16 element.
 const BF16: f64 = 2.0;
@@ -506,25 +506,45 @@ impl Ctx<'_> {
             let fe = f64::from(moe_spec.expert_ffn_hidden);
             let ep = f64::from(l.ep);
             let shared = f64::from(moe_spec.shared_experts);
-            // Routed experts: per expert GEMM rows = tokens·k·ep/E (expert TP = tp), the local
-            // experts run as one grouped GEMM.
+            let etp = f64::from(l.etp);
+            // Routed experts: each rank dispatches its tok/tp sequence-parallel tokens; an
+            // expert's GEMM rows are the tokens routed to it from the ep·etp ranks of its group
+            // (ep·etp·tok/tp·k/E), split etp ways along the FFN width. The local experts run
+            // as one grouped GEMM.
             let capacity = self.expert_capacity;
-            let rows = (tok * k * ep / e * capacity).max(1.0);
+            let rows = (tok / t * k * ep * etp / e * capacity).max(1.0);
             let local_experts = (e / ep).max(1.0);
-            g_fwd += self.batched_gemm(local_experts, rows, (n_mats - 1.0) * fe / t, h)
-                + self.batched_gemm(local_experts, rows, h, fe / t);
+            g_fwd += self.batched_gemm(local_experts, rows, (n_mats - 1.0) * fe / etp, h)
+                + self.batched_gemm(local_experts, rows, h, fe / etp);
             if shared > 0.0 {
                 g_fwd += self.gemm(tok, (n_mats - 1.0) * shared * fe / t, h)
                     + self.gemm(tok, h, shared * fe / t);
             }
             // Router.
             g_fwd += self.gemm(tok, e, h) / t;
-            // Dispatch + combine all-to-all, forward; the group spans tp·cp·ep ranks.
+            // Dispatch + combine all-to-all, forward, over ep ranks etp apart (Megatron-Core
+            // orders expert ranks etp first, then ep).
             if l.ep > 1 {
+                let token_bytes = tok / t * capacity * h * BF16;
                 ep_comm = 2.0
-                    * self
-                        .hw
-                        .all_to_all_time(tok * k * capacity * h * BF16 / t, l.ep, l.tp);
+                    * match self.software.expert_dispatch {
+                        ExpertDispatch::AllToAll => {
+                            self.hw.all_to_all_time(token_bytes * k, l.ep, l.etp)
+                        }
+                        ExpertDispatch::DomainDeduplicated => self.hw.dispatch_deduplicated_time(
+                            token_bytes,
+                            moe_spec.experts_per_token,
+                            moe_spec.experts,
+                            l.ep,
+                            l.etp,
+                        ),
+                    };
+            }
+            // Expert tensor parallelism: the dispatched tokens are all-gathered over the etp
+            // ranks of an expert and its output reduce-scattered back.
+            if l.etp > 1 {
+                let gathered = tok / t * etp * k * capacity * h * BF16;
+                ep_comm += 2.0 * self.hw.nccl_time(Collective::AllGather, gathered, l.etp);
             }
         } else {
             g_fwd += self.gemm(tok, (n_mats - 1.0) * f / t, h) + self.gemm(tok, h, f / t);
@@ -550,7 +570,11 @@ impl Ctx<'_> {
             2.0
         };
         let act = tok * h * BF16;
-        let mut tp_comm = self.tp_coll(act, 2.0 * 2.0 * passes);
+        // An MoE layer's routed experts leave the tensor-parallel group (their collectives
+        // are the dispatch above); a shared expert is a dense FFN over it.
+        let ffn_over_tp = !moe || m.moe.as_ref().is_some_and(|x| x.shared_experts > 0);
+        let tp_kinds = if ffn_over_tp { 2.0 * 2.0 } else { 2.0 };
+        let mut tp_comm = self.tp_coll(act, tp_kinds * passes);
         // MLA with sequence parallelism: the down projections' latents (query, key/value and
         // rotary key) are gathered for the up projections, and their gradients reduce-scattered.
         if let (Some(a), true) = (&m.mla, l.sequence_parallel && l.tp > 1) {
@@ -615,7 +639,8 @@ fn stage_params(m: &ModelSpec, l: &Layout) -> (f64, f64) {
         dense += layers * moe_frac * f64::from(moe.shared_experts) * m.expert_params() / t;
     }
     let experts = m.moe.as_ref().map_or(0.0, |moe| {
-        layers * moe_frac * f64::from(moe.experts) / f64::from(l.ep) * m.expert_params() / t
+        layers * moe_frac * f64::from(moe.experts) / f64::from(l.ep) * m.expert_params()
+            / f64::from(l.etp)
     });
     // Embedding on the first stage, LM head on the last (both when pp = 1).
     let emb = if l.pp == 1 { 2.0 } else { 1.0 } * m.embedding_params() / t;
@@ -664,8 +689,8 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     let (dense, experts) = stage_params(m, l);
     let params = dense + experts;
     let dp = f64::from(l.dp * l.cp);
-    // Expert weights are replicated over dp·cp/ep ranks only.
-    let edp = (dp / f64::from(l.ep)).max(1.0);
+    // Expert weights are replicated over tp·dp·cp/(ep·etp) ranks only.
+    let edp = l.expert_data_parallel();
     let shard = |x: f64, y: f64| dense / x + experts / y;
     let weight_bytes = if spec.fp8 { BF16 + 1.0 } else { BF16 };
     let weights = if l.zero >= 3 {
@@ -813,7 +838,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let (dense_p, expert_p) = stage_params(m, l);
     let dp = l.dp * l.cp;
     let dpf = f64::from(dp);
-    let edp = (dpf / f64::from(l.ep)).max(1.0);
+    let edp = l.expert_data_parallel();
     let dp_span = l.tp * l.cp * l.dp;
     let zero3_flat = l.zero == 3 && spec.software.zero3_unoverlapped;
     let bw_dp = if zero3_flat && dp_span > hw.scale_up_domain {
@@ -822,7 +847,8 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     } else {
         hw.group_bw(l.dp * l.cp, l.tp)
     };
-    let bw_edp = hw.group_bw((l.dp * l.cp / l.ep.max(1)).max(1), l.tp * l.ep.max(1));
+    // Replicas of an expert sit ep·etp ranks apart.
+    let bw_edp = hw.group_bw(edp as u32, l.ep * l.etp);
     let ring = |n: f64| if n > 1.0 { (n - 1.0) / n } else { 0.0 };
     // One pass (all-gather or reduce-scatter) of `bytes_per_param` over all stage parameters.
     // Ring latency: n-1 sequential steps, each as slow as its slowest hop.

@@ -196,12 +196,14 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         dp: num(row, "dp")?,
         cp: num(row, "cp")?,
         ep: num(row, "ep")?,
+        etp: num(row, "etp")?,
         microbatch: num(row, "microbatch")?,
         virtual_stages: num(row, "virtual_stages")?,
         recompute,
         sequence_parallel: boolean(row, "sequence_parallel")?,
         zero: num(row, "zero")?,
     };
+    crate::plan::check_expert_tensor_parallel(&constraint, &model, &format!("row {id}:"))?;
     let opts = SearchOptions {
         keep: 1,
         allow_tp_beyond_scale_up: true,
@@ -225,12 +227,17 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         predicted: est.tokens_per_s,
         error: est.tokens_per_s / published - 1.0,
         layout: format!(
-            "{}/{}/{}/{}/{} mb{} v{} {} z{}{}",
+            "{}/{}/{}/{}/{}{} mb{} v{} {} z{}{}",
             l.tp,
             l.pp,
             l.dp,
             l.cp,
             l.ep,
+            if l.etp == l.tp {
+                String::new()
+            } else {
+                format!(" etp{}", l.etp)
+            },
             l.microbatch,
             l.virtual_stages,
             l.recompute.as_str(),

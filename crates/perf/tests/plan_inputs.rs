@@ -163,3 +163,78 @@ fn capacity_factor_is_checked() {
     };
     assert_eq!(report.capacity_factor, Some(1.25));
 }
+
+/// `[parallelism] etp` splits experts: it needs an MoE model, divides `tp`, is for training
+/// only, and with `ep` tiles the `tp·dp·cp` ranks of a stage.
+#[test]
+fn expert_tensor_parallelism_is_checked() {
+    let fleet = Fleet::default_fleet();
+    let plan = |preset: &str, work: &str, parallelism: &str| {
+        format!(
+            "[model]\npreset = \"{preset}\"\n{work}\n[hardware]\naccelerator = \"H100-SXM\"\n\
+             count = 256\n[parallelism]\n{parallelism}\n"
+        )
+    };
+    let training = "[training]\nglobal_batch = 2048";
+    let serving = "[inference]\nprecision = \"fp8\"\nprompt_tokens = 1000\noutput_tokens = 1000\n\
+                   concurrency = 64";
+    for (preset, work, parallelism, needle) in [
+        (
+            "llama3-70b",
+            training,
+            "tp = 8\netp = 1",
+            "[parallelism] etp = 1 needs a mixture-of-experts model",
+        ),
+        (
+            "qwen3-235b-a22b",
+            training,
+            "tp = 4\netp = 3",
+            "[parallelism] etp = 3 does not divide tp = 4",
+        ),
+        (
+            "qwen3-235b-a22b",
+            training,
+            "tp = 2\npp = 8\ndp = 16\nep = 32\netp = 2\nmicrobatch = 1",
+            "[parallelism] ep = 32 does not divide dp·cp = 16 (with etp = tp",
+        ),
+        (
+            "qwen3-235b-a22b",
+            training,
+            "tp = 4\npp = 8\ndp = 8\nep = 32\netp = 2\nmicrobatch = 1",
+            "[parallelism] ep·etp = 32·2 = 64 does not divide tp·dp·cp = 32",
+        ),
+        (
+            "qwen3-235b-a22b",
+            training,
+            "etp = 0",
+            "[parallelism] etp must be at least 1",
+        ),
+        (
+            "qwen3-235b-a22b",
+            serving,
+            "tp = 8\netp = 1",
+            "[parallelism] etp = 1 applies to training",
+        ),
+    ] {
+        let text = plan(preset, work, parallelism);
+        let err = parse_plan(&text, "etp.toml", &fleet)
+            .and_then(|p| run_plan(&p))
+            .err()
+            .unwrap_or_else(|| panic!("{preset} with {parallelism:?} must be refused"))
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    // Megatron-Core's folded layout for Qwen3-235B on 256 H100 (32-way expert parallelism over
+    // 2-way tensor parallelism times 16 replicas) is accepted and reported as given.
+    let folded = plan(
+        "qwen3-235b-a22b",
+        training,
+        "tp = 2\npp = 8\ndp = 16\nep = 32\netp = 1\nmicrobatch = 1\nvirtual_stages = 4\n\
+         recompute = \"selective\"",
+    );
+    let input = parse_plan(&folded, "etp.toml", &fleet).expect("valid");
+    let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    assert_eq!((report.best.layout.ep, report.best.layout.etp), (32, 1));
+}

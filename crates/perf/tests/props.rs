@@ -21,6 +21,7 @@ fn expert_parallel_on_64(recompute: Recompute) -> Layout {
         dp: 64,
         cp: 1,
         ep: 8,
+        etp: 1,
         microbatch: 1,
         virtual_stages: 1,
         recompute,
@@ -59,7 +60,7 @@ proptest! {
         let dp = count / (tp * pp);
         let hw = h100(count);
         let s = spec(4096);
-        let base = Layout { tp, pp, dp, cp: 1, ep: 1, microbatch: mb, virtual_stages: 1, recompute: rc, sequence_parallel: tp > 1, zero };
+        let base = Layout { tp, pp, dp, cp: 1, ep: 1, etp: tp, microbatch: mb, virtual_stages: 1, recompute: rc, sequence_parallel: tp > 1, zero };
         let bigger = Layout { microbatch: mb + 1, ..base };
         prop_assert!(memory(&m, &hw, &bigger, &s).total_gib >= memory(&m, &hw, &base, &s).total_gib);
         let full = Layout { recompute: Recompute::Full, ..base };
@@ -129,6 +130,7 @@ fn published_405b_layout_is_matched_by_the_search() {
         dp: 128,
         cp: 1,
         ep: 1,
+        etp: 8,
         microbatch: 1,
         virtual_stages: 4,
         recompute: Recompute::Selective,
@@ -482,6 +484,7 @@ fn pipeline_memory_is_the_busiest_stage_not_the_sum() {
         dp: 16,
         cp: 1,
         ep: 8,
+        etp: 1,
         microbatch: 4,
         virtual_stages: 1,
         recompute: Recompute::Full,
@@ -513,6 +516,7 @@ fn first_stage_holds_pp_micro_batches_plus_the_interleaving_spread() {
         dp: 1,
         cp: 1,
         ep: 1,
+        etp: 8,
         microbatch: 1,
         virtual_stages,
         recompute: Recompute::None,
@@ -557,4 +561,139 @@ fn capacity_slots_are_computed_and_dispatched() {
     assert_eq!(with(Some(1.0)).step_time_s, dropless.step_time_s);
     // The model FLOPs count only real tokens: MFU falls with the padding.
     assert!(padded.mfu < dropless.mfu);
+}
+
+/// Qwen3-235B on 256 H100 with 2-way tensor parallelism and 8-way expert parallelism.
+fn qwen3_folding(etp: u32) -> Layout {
+    Layout {
+        tp: 2,
+        pp: 1,
+        dp: 128,
+        cp: 1,
+        ep: 8,
+        etp,
+        microbatch: 1,
+        virtual_stages: 1,
+        recompute: Recompute::Full,
+        sequence_parallel: true,
+        zero: 3,
+    }
+}
+
+/// MoE parallel folding: with `etp = 1` the eight expert-parallel ranks are one server's
+/// consecutive GPUs, so the dispatch stays on NVLink; with `etp = tp = 2` they sit two apart
+/// and span two servers (and the dispatched tokens are gathered over the expert's two ranks as
+/// well). Whole experts also mean `tp` times the expert weights per device, while the
+/// experts' work per device is the same.
+#[test]
+fn folding_experts_keeps_dispatch_inside_the_server() {
+    let m = ModelSpec::preset("qwen3-235b-a22b").expect("preset");
+    let hw = h100(256);
+    let s = spec(2048);
+    let (whole, split) = (qwen3_folding(1), qwen3_folding(2));
+    whole.check(256, 2048, m.layers).expect("folded layout");
+    split.check(256, 2048, m.layers).expect("unfolded layout");
+    let (a, b) = (estimate(&m, &hw, &whole, &s), estimate(&m, &hw, &split, &s));
+    assert!(
+        a.breakdown.ep_comm_s * 2.0 < b.breakdown.ep_comm_s,
+        "{:?} vs {:?}",
+        a.breakdown,
+        b.breakdown
+    );
+    let (mw, ms) = (memory(&m, &hw, &whole, &s), memory(&m, &hw, &split, &s));
+    assert!(mw.weights_gib > ms.weights_gib, "{mw:?} vs {ms:?}");
+    // Same FLOPs per device: the compute differs by GEMM shape only.
+    let ratio = a.breakdown.compute_s / b.breakdown.compute_s;
+    assert!((0.8..1.25).contains(&ratio), "{ratio}");
+    // 32-way expert parallelism needs the tensor-parallel ranks: only folded.
+    let wide = Layout {
+        pp: 8,
+        dp: 16,
+        ep: 32,
+        ..whole
+    };
+    wide.check(256, 2048, m.layers)
+        .expect("ep·etp = 32 tiles tp·dp = 32");
+    let err = Layout { etp: 2, ..wide }
+        .check(256, 2048, m.layers)
+        .expect_err("ep = 32 does not divide dp = 16");
+    assert!(
+        err.to_string()
+            .contains("ep = 32 does not divide dp·cp = 16"),
+        "{err}"
+    );
+}
+
+/// A stack that sends each token over the network once per server it is bound for moves no
+/// more than one that sends every (token, expert) pair, and exactly as much when a token has
+/// one expert or the group sits in one scale-up domain.
+#[test]
+fn deduplicated_dispatch_never_moves_more_than_all_to_all() {
+    let hw = h100(1024);
+    let bytes = 4096.0 * 7168.0 * 2.0;
+    for (k, experts, size, stride) in [
+        (8, 256, 64, 1),
+        (8, 256, 64, 2),
+        (8, 128, 32, 1),
+        (2, 8, 8, 1),
+        (2, 8, 8, 2),
+        (1, 64, 64, 1),
+        (6, 64, 16, 4),
+        (8, 256, 256, 1),
+    ] {
+        let all = hw.all_to_all_time(bytes * f64::from(k), size, stride);
+        let dedup = hw.dispatch_deduplicated_time(bytes, k, experts, size, stride);
+        assert!(
+            dedup <= all * (1.0 + 1e-9),
+            "k{k} E{experts} ep{size}/{stride}: {dedup} > {all}"
+        );
+        if k == 1 || size * stride <= 8 {
+            assert!(
+                (dedup - all).abs() <= all * 1e-9,
+                "k{k} ep{size}/{stride}: {dedup} vs {all}"
+            );
+        }
+    }
+    // DeepSeek-V3's 8 of 256 experts over 64 ranks in 8 servers: each token reaches about 4.7
+    // of the 7 other servers instead of crossing the network 7 times.
+    let all = hw.all_to_all_time(bytes * 8.0, 64, 1);
+    let dedup = hw.dispatch_deduplicated_time(bytes, 8, 256, 64, 1);
+    assert!((0.6..0.72).contains(&(dedup / all)), "{}", dedup / all);
+}
+
+/// The profile decides the dispatch: torchtitan-style FSDP stacks send every (token, expert)
+/// pair, the Megatron-Core default deduplicates per server.
+#[test]
+fn the_software_profile_chooses_the_dispatch() {
+    let m = ModelSpec::preset("deepseek-v3").expect("preset");
+    let hw = h100(1024);
+    let l = Layout {
+        tp: 2,
+        pp: 8,
+        dp: 64,
+        cp: 1,
+        ep: 64,
+        etp: 1,
+        microbatch: 1,
+        virtual_stages: 4,
+        recompute: Recompute::None,
+        sequence_parallel: true,
+        zero: 1,
+    };
+    let megatron = estimate(&m, &hw, &l, &spec(8192));
+    let fsdp = estimate(
+        &m,
+        &hw,
+        &l,
+        &TrainingSpec {
+            software: Software::FSDP,
+            ..spec(8192)
+        },
+    );
+    assert!(
+        megatron.breakdown.ep_comm_s * 1.3 < fsdp.breakdown.ep_comm_s,
+        "{} vs {}",
+        megatron.breakdown.ep_comm_s,
+        fsdp.breakdown.ep_comm_s
+    );
 }
