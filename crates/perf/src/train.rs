@@ -848,7 +848,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         hw.group_bw(l.dp * l.cp, l.tp)
     };
     // Replicas of an expert sit ep·etp ranks apart.
-    let bw_edp = hw.group_bw(edp as u32, l.ep * l.etp);
+    let bw_edp = hw.group_bw(edp as u32, l.ep.saturating_mul(l.etp));
     let ring = |n: f64| if n > 1.0 { (n - 1.0) / n } else { 0.0 };
     // One pass (all-gather or reduce-scatter) of `bytes_per_param` over all stage parameters.
     // Ring latency: n-1 sequential steps, each as slow as its slowest hop.
