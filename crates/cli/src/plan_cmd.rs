@@ -49,6 +49,12 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
         } else {
             print!("{}", validation_table(&report));
         }
+        // Rows that could not be evaluated are in the report (JSON `failed_rows`, or listed
+        // under the table); stderr repeats them so that a script reading only the figures
+        // still sees them.
+        for f in &report.failed_rows {
+            tracing::warn!(row = %f.id, line = f.line, "not evaluated: {}", f.error);
+        }
         return Ok(());
     }
     let Some(file) = &args.file else {
@@ -330,5 +336,15 @@ fn validation_table(r: &ValidationReport) -> String {
         r.worst_id,
         r.mean_error * 100.0
     );
+    if !r.failed_rows.is_empty() {
+        let _ = writeln!(
+            s,
+            "{} rows not evaluated (left out of the figures above):",
+            r.failed_rows.len()
+        );
+        for f in &r.failed_rows {
+            let _ = writeln!(s, "  line {} ({}): {}", f.line, f.id, f.error);
+        }
+    }
     s
 }

@@ -205,3 +205,53 @@ fn every_calibration_file_validates() {
     // The two shared files and the five holdouts.
     assert!(files >= 7, "{files} calibration files");
 }
+
+/// A row the model cannot evaluate is reported with its line and reason and left out of the
+/// figures; the other rows still count. A file with no row left is an input error.
+#[test]
+fn validate_reports_bad_rows_and_keeps_the_rest() {
+    let text =
+        std::fs::read_to_string(root().join("data/calibration/published_inference_runs.csv"))
+            .expect("the inference file is in the repository");
+    let mut lines = text.lines();
+    let header = lines.next().expect("a header");
+    let good = lines.next().expect("a first row");
+    let second = lines.next().expect("a second row");
+    let bad = second.replacen(",H100-SXM,", ",H100-XYZ,", 1);
+    assert_ne!(bad, second, "the row names its accelerator");
+    let dir = std::env::temp_dir().join(format!("switchyard-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mixed = dir.join("mixed.csv");
+    std::fs::write(&mixed, format!("{header}\n{good}\n{bad}\n")).expect("write");
+    let out = plan(&["--validate", mixed.to_str().expect("utf-8"), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["rows"].as_array().map(Vec::len), Some(1));
+    let failed = v["failed_rows"].as_array().expect("failed_rows");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["line"], 3);
+    let reason = failed[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("unknown accelerator \"H100-XYZ\""),
+        "{reason}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("H100-XYZ"), "{stderr}");
+    let out = plan(&["--validate", mixed.to_str().expect("utf-8")]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("1 rows not evaluated"), "{table}");
+    assert!(table.contains("line 3"), "{table}");
+
+    let all_bad = dir.join("all-bad.csv");
+    std::fs::write(&all_bad, format!("{header}\n{bad}\n")).expect("write");
+    let out = plan(&["--validate", all_bad.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no row could be evaluated"), "{stderr}");
+    assert!(stderr.contains("H100-XYZ"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -40,11 +40,24 @@ pub struct RowResult {
     pub layout: String,
 }
 
-/// A whole file's results.
+/// A row that could not be evaluated (a bad cell, an accelerator the catalog lacks, a layout
+/// the model cannot express): reported, and left out of the statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowFailure {
+    /// The row's `id`, or `?` when the row has none.
+    pub id: String,
+    /// Line in the CSV file (the header is line 1).
+    pub line: usize,
+    pub error: String,
+}
+
+/// A whole file's results: every row that could be evaluated, the statistics over them, and
+/// the rows that could not.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ValidationReport {
     pub kind: Kind,
     pub rows: Vec<RowResult>,
+    pub failed_rows: Vec<RowFailure>,
     pub median_abs_error: f64,
     pub worst_abs_error: f64,
     pub worst_id: String,
@@ -370,20 +383,47 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
         ));
     };
     let mut rows = Vec::new();
+    let mut failed_rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| PerfError::input(format!("CSV line {}: {e}", i + 2)))?;
-        let row: Row = headers
-            .iter()
-            .zip(record.iter())
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        rows.push(match kind {
-            Kind::Training => training_row(&row)?,
-            Kind::Inference => inference_row(&row)?,
-        });
+        let line = i + 2;
+        let (id, outcome) = match record {
+            Err(e) => (
+                "?".to_string(),
+                Err(PerfError::input(format!("CSV line {line}: {e}"))),
+            ),
+            Ok(record) => {
+                let row: Row = headers
+                    .iter()
+                    .zip(record.iter())
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let id = cell(&row, "id").unwrap_or("?").to_string();
+                let outcome = match kind {
+                    Kind::Training => training_row(&row),
+                    Kind::Inference => inference_row(&row),
+                };
+                (id, outcome)
+            }
+        };
+        match outcome {
+            Ok(result) => rows.push(result),
+            Err(e) => failed_rows.push(RowFailure {
+                id,
+                line,
+                error: e.to_string(),
+            }),
+        }
     }
     if rows.is_empty() {
-        return Err(PerfError::input("the CSV has no rows"));
+        return Err(match failed_rows.first() {
+            None => PerfError::input("the CSV has no rows"),
+            Some(f) => PerfError::input(format!(
+                "no row could be evaluated ({} failed; the first, line {}: {})",
+                failed_rows.len(),
+                f.line,
+                f.error
+            )),
+        });
     }
     let abs: Vec<f64> = rows.iter().map(|r| r.error.abs()).collect();
     let (worst_i, worst) =
@@ -399,5 +439,6 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
         worst_id: rows[worst_i].id.clone(),
         mean_error,
         rows,
+        failed_rows,
     })
 }

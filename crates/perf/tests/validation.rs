@@ -8,7 +8,12 @@ fn report(file: &str) -> ValidationReport {
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).expect("the calibration CSV is in the repository");
-    let report = validate_csv(&text).expect("every calibration row is valid input");
+    let report = validate_csv(&text).expect("the calibration file is readable");
+    assert!(
+        report.failed_rows.is_empty(),
+        "every calibration row is valid input: {:?}",
+        report.failed_rows
+    );
     if std::env::var_os("SHOW_ROWS").is_some() {
         for r in &report.rows {
             println!(
@@ -203,9 +208,16 @@ fn a_row_with_a_bad_capacity_factor_is_refused() {
     let text = std::fs::read_to_string(&path).expect("the TPU holdout is in the repository");
     let bad = text.replacen(",1.25,", ",0.5,", 1);
     assert_ne!(bad, text, "the file has a capacity factor to change");
-    let err = validate_csv(&bad).expect_err("0.5 is refused").to_string();
+    let report = validate_csv(&bad).expect("the other rows are evaluated");
+    assert_eq!(report.rows.len(), 4, "T0004 is left out of the figures");
+    let [failure] = report.failed_rows.as_slice() else {
+        panic!("one failed row: {:?}", report.failed_rows);
+    };
+    assert_eq!((failure.id.as_str(), failure.line), ("T0004", 5));
     assert!(
-        err.contains("row T0004: capacity_factor = 0.5 must be a number from 1 to 64"),
-        "{err}"
+        failure
+            .error
+            .contains("row T0004: capacity_factor = 0.5 must be a number from 1 to 64"),
+        "{failure:?}"
     );
 }
