@@ -212,7 +212,9 @@ impl Hardware {
         let remote_domains = (domains - 1.0) * (1.0 - missed);
         let remote =
             token_bytes * remote_domains / (self.scale_out_gb_s * 1e9 * self.network_efficiency);
-        let local = copies * (q - 1.0) / n / up;
+        // Over NVLink each member forwards what arrives for the domain's other members, from
+        // its own tokens and from other domains alike.
+        let local = copies * (q - 1.0) / q / up;
         remote.max(local) + COLLECTIVE_LATENCY_ALL_TO_ALL_S
     }
 

@@ -117,16 +117,23 @@ impl Layout {
                 self.zero
             )));
         }
-        if self.pp > layers {
+        // Megatron-Core can give the embedding and the loss a pipeline chunk each
+        // (`--account-for-embedding-in-pipeline-split`, `--account-for-loss-in-pipeline-split`
+        // or a `--pipeline-model-parallel-layout`), so a layout may have two chunks more than
+        // the model has layers.
+        let chunks_max = u64::from(layers) + 2;
+        if u64::from(self.pp) > chunks_max {
             return Err(PerfError::input(format!(
-                "[parallelism] pp = {} exceeds layers = {layers}",
+                "[parallelism] pp = {} exceeds layers + 2 = {chunks_max} (a stage per layer, \
+                 plus one each for the embedding and the loss)",
                 self.pp
             )));
         }
         let stages = u64::from(self.pp) * u64::from(self.virtual_stages);
-        if stages > u64::from(layers) {
+        if stages > chunks_max {
             return Err(PerfError::input(format!(
-                "[parallelism] pp·virtual_stages = {stages} exceeds layers = {layers}"
+                "[parallelism] pp·virtual_stages = {stages} exceeds layers + 2 = {chunks_max} \
+                 (a chunk per layer, plus one each for the embedding and the loss)"
             )));
         }
         let per_step = u64::from(self.dp) * u64::from(self.microbatch);
@@ -142,14 +149,20 @@ impl Layout {
             )));
         }
         let dp_cp = u64::from(self.dp) * u64::from(self.cp);
+        let ranks = u64::from(self.tp) * dp_cp;
         if self.etp == self.tp && dp_cp % u64::from(self.ep) != 0 {
+            // Folding helps only when the expert group fits the tensor-parallel ranks too.
+            let hint = if self.tp > 1 && ranks % u64::from(self.ep) == 0 {
+                " (with etp = tp; etp = 1 folds the tensor-parallel ranks into the \
+                 expert-parallel group)"
+            } else {
+                ""
+            };
             return Err(PerfError::input(format!(
-                "[parallelism] ep = {} does not divide dp·cp = {dp_cp} (with etp = tp; a smaller \
-                 etp folds tensor-parallel ranks into the expert-parallel group)",
+                "[parallelism] ep = {} does not divide dp·cp = {dp_cp}{hint}",
                 self.ep
             )));
         }
-        let ranks = u64::from(self.tp) * dp_cp;
         let expert_ranks = u64::from(self.ep) * u64::from(self.etp);
         if ranks % expert_ranks != 0 {
             return Err(PerfError::input(format!(

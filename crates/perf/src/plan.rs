@@ -6,7 +6,8 @@
 //!                # MLA: kv_lora_rank?, qk_nope_head_dim?, qk_rope_head_dim?, v_head_dim?,
 //!                # q_lora_rank?; sliding_window?, window_layers?
 //!                # (or preset = "llama3-405b" and overrides)
-//! [training]     # global_batch, precision = "bf16" | "fp8", tokens?, software?, capacity_factor?
+//! [training]     # global_batch, precision = "bf16" | "fp8", tokens?, software?, capacity_factor?,
+//!                # expert_dispatch? = "all-to-all" | "deduplicated"
 //! [hardware]     # accelerator, count, per_node?; or cluster = "name" (with --fleet FILE)
 //! [parallelism]  # optional: tp, pp, dp?, cp?, ep?, etp?, microbatch?, virtual_stages?,
 //!                # recompute?, sequence_parallel?, zero?, allow_tp_beyond_scale_up?
@@ -56,6 +57,7 @@ struct TrainingFields {
     tokens: Option<f64>,
     software: Option<String>,
     capacity_factor: Option<f64>,
+    expert_dispatch: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -246,7 +248,7 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
                     hardware.accelerator.name
                 )));
             }
-            let software = match t.software.as_deref() {
+            let mut software = match t.software.as_deref() {
                 None => Software::default(),
                 Some(name) => Software::by_name(name).ok_or_else(|| {
                     PerfError::input(format!(
@@ -255,6 +257,12 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
                     ))
                 })?,
             };
+            software.expert_dispatch = crate::software::ExpertDispatch::choose(
+                t.expert_dispatch.as_deref(),
+                software.expert_dispatch,
+                model.moe.is_some(),
+                "[training]",
+            )?;
             let capacity_factor =
                 crate::train::check_capacity_factor(t.capacity_factor, &model, "[training]")?;
             Workload::Training(TrainingSpec {
@@ -420,21 +428,32 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
     })
 }
 
-/// `etp` splits experts, so it needs a mixture-of-experts model, and it divides `tp`.
+/// `etp` splits experts, so it needs a mixture-of-experts model, and it divides `tp` (the
+/// model's restriction: Megatron-Core only needs `ep·etp` to tile the ranks); MoE training with
+/// tensor parallelism runs with sequence parallelism.
 pub(crate) fn check_expert_tensor_parallel(
     c: &LayoutConstraint,
     model: &ModelSpec,
     place: &str,
 ) -> Result<(), PerfError> {
+    if model.moe.is_some() && c.sequence_parallel == Some(false) && c.tp.is_some_and(|tp| tp > 1) {
+        return Err(PerfError::input(format!(
+            "{place} sequence_parallel = false with tp > 1 is not supported for \
+             mixture-of-experts training (Megatron-Core requires sequence parallelism there)"
+        )));
+    }
     let Some(etp) = c.etp else {
         return Ok(());
     };
+    if etp == 0 {
+        return Err(PerfError::input(format!("{place} etp must be at least 1")));
+    }
     if model.moe.is_none() {
         return Err(PerfError::input(format!(
             "{place} etp = {etp} needs a mixture-of-experts model ([model] experts)"
         )));
     }
-    if let Some(tp) = c.tp {
+    if let Some(tp) = c.tp.filter(|&tp| tp > 0) {
         if tp % etp != 0 {
             return Err(PerfError::input(format!(
                 "{place} etp = {etp} does not divide tp = {tp}"
@@ -596,8 +615,13 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 ..SearchOptions::default()
             };
             let c = &input.constraint;
-            let complete =
-                c.tp.is_some() && c.pp.is_some() && c.microbatch.is_some() && c.recompute.is_some();
+            let experts_given =
+                m.moe.is_none() || (c.ep.is_some() && (c.etp.is_some() || c.tp == Some(1)));
+            let complete = c.tp.is_some()
+                && c.pp.is_some()
+                && c.microbatch.is_some()
+                && c.recompute.is_some()
+                && experts_given;
             let mut found = search(m, hw, spec, c, &opts)?;
             if found.is_empty() {
                 // Nothing fits: report the given (or fastest) layout anyway, marked as not fitting.
@@ -616,7 +640,29 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 // A layout given in full says why it is invalid; a partial one cannot be
                 // completed.
                 if let Some(layout) = given_layout(c, hw.count) {
-                    layout.check(hw.count, spec.global_batch, m.layers)?;
+                    // The search tried etp = tp and 1 when none was given: only when every one
+                    // is invalid is the layout itself at fault (the last, folded, error says
+                    // the most).
+                    let etps = match (c.etp, &m.moe) {
+                        (Some(etp), _) => vec![etp],
+                        (None, Some(_)) if layout.tp > 1 => vec![layout.tp, 1],
+                        (None, _) => vec![layout.tp],
+                    };
+                    let checks: Vec<Result<(), PerfError>> = etps
+                        .into_iter()
+                        .map(|etp| {
+                            crate::layout::Layout { etp, ..layout }.check(
+                                hw.count,
+                                spec.global_batch,
+                                m.layers,
+                            )
+                        })
+                        .collect();
+                    if let Some(Err(last)) = checks.last() {
+                        if checks.iter().all(Result::is_err) {
+                            return Err(last.clone());
+                        }
+                    }
                 }
                 return Err(PerfError::input(format!(
                     "no valid layout of {} on {} {} for global_batch = {}",

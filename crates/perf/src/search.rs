@@ -97,6 +97,22 @@ pub fn search(
     c: &LayoutConstraint,
     opts: &SearchOptions,
 ) -> Result<Vec<TrainingEstimate>, PerfError> {
+    for (value, field) in [
+        (c.tp, "tp"),
+        (c.pp, "pp"),
+        (c.dp, "dp"),
+        (c.cp, "cp"),
+        (c.ep, "ep"),
+        (c.etp, "etp"),
+        (c.microbatch, "microbatch"),
+        (c.virtual_stages, "virtual_stages"),
+    ] {
+        if value == Some(0) {
+            return Err(PerfError::input(format!(
+                "[parallelism] {field} must be at least 1"
+            )));
+        }
+    }
     let count = hw.count;
     if count == 0 {
         return Err(PerfError::input("[hardware] count must be at least 1"));
@@ -224,7 +240,12 @@ pub fn search(
                         .chain((dp * cp == 1 || spec.software.max_zero == 0).then_some(0))
                         .collect(),
                 );
-                let sps = one_or(c.sequence_parallel, vec![tp > 1]);
+                // Megatron-Core refuses MoE training with tensor parallelism but without
+                // sequence parallelism; the expert costs assume each rank's token shard.
+                let sps: Vec<bool> = one_or(c.sequence_parallel, vec![tp > 1])
+                    .into_iter()
+                    .filter(|&sp| sp || tp == 1 || m.moe.is_none())
+                    .collect();
                 for &(ep, etp) in &expert_splits {
                     for &mb in &mbs {
                         for &v in &vs {

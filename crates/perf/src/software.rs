@@ -40,6 +40,50 @@ pub enum ExpertDispatch {
     DomainDeduplicated,
 }
 
+impl ExpertDispatch {
+    /// Names a plan or calibration row may use, and the dispatch each means.
+    pub const NAMES: [(&'static str, ExpertDispatch); 6] = [
+        ("all-to-all", ExpertDispatch::AllToAll),
+        ("alltoall", ExpertDispatch::AllToAll),
+        ("deduplicated", ExpertDispatch::DomainDeduplicated),
+        ("deepep", ExpertDispatch::DomainDeduplicated),
+        ("hybridep", ExpertDispatch::DomainDeduplicated),
+        ("flex", ExpertDispatch::DomainDeduplicated),
+    ];
+
+    pub fn parse(text: &str) -> Option<ExpertDispatch> {
+        let text = text.trim();
+        Self::NAMES
+            .into_iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+            .map(|(_, d)| d)
+    }
+
+    /// A stack's dispatch, or the one a plan or row names (`place` prefixes the error, e.g.
+    /// `[training]`); only mixture-of-experts models dispatch tokens.
+    pub fn choose(
+        named: Option<&str>,
+        stack: ExpertDispatch,
+        moe: bool,
+        place: &str,
+    ) -> Result<ExpertDispatch, crate::PerfError> {
+        let Some(text) = named else {
+            return Ok(stack);
+        };
+        if !moe {
+            return Err(crate::PerfError::input(format!(
+                "{place} expert_dispatch needs a mixture-of-experts model ([model] experts)"
+            )));
+        }
+        ExpertDispatch::parse(text).ok_or_else(|| {
+            crate::PerfError::input(format!(
+                "{place} expert_dispatch = {text:?} must be \"all-to-all\" or \"deduplicated\" \
+                 (also: alltoall, deepep, hybridep, flex)"
+            ))
+        })
+    }
+}
+
 /// A software stack's relevant behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Software {

@@ -672,14 +672,24 @@ fn layer_activation_bytes(
         None => f64::from(m.ffn_hidden),
     };
     let ffn_act = if m.gated_ffn { 6.0 } else { 4.0 } * ffn_width;
+    // The routed experts' input, kept for their weight gradient: each dispatched copy of a
+    // token (k per token, × capacity), gathered over the expert's etp ranks.
+    let expert_input = m.moe.as_ref().map_or(0.0, |moe| {
+        moe_frac * f64::from(moe.experts_per_token) * capacity * h * BF16 * f64::from(l.etp) / t
+    });
     match recompute {
         Recompute::Full => tokens * h * BF16 / sp,
         // Norm inputs/outputs and FFN input (4 h-wide tensors), Q, K, V, attention output, the
         // FFN intermediate tensors (BF16). Selective drops the norm outputs and the activation
         // function output (about a third of `ffn_act`), recomputed in the backward.
-        Recompute::None => tokens * (8.0 * h / sp + (2.0 * qkv + 2.0 * attn_out + ffn_act) / t),
+        Recompute::None => {
+            tokens * (8.0 * h / sp + (2.0 * qkv + 2.0 * attn_out + ffn_act) / t + expert_input)
+        }
         Recompute::Selective => {
-            tokens * (4.0 * h / sp + (2.0 * qkv + 2.0 * attn_out + ffn_act * 2.0 / 3.0) / t)
+            tokens
+                * (4.0 * h / sp
+                    + (2.0 * qkv + 2.0 * attn_out + ffn_act * 2.0 / 3.0) / t
+                    + expert_input)
         }
     }
 }

@@ -36,7 +36,8 @@ pub struct RowResult {
     pub predicted: f64,
     /// predicted / published − 1.
     pub error: f64,
-    /// The layout the prediction used (training: `tp/pp/dp/cp/ep mb v recompute zero`).
+    /// The layout the prediction used (training: `tp/pp/dp/cp/ep [etpN] mb v recompute zero`,
+    /// `etpN` when the experts are not split like the dense layers).
     pub layout: String,
 }
 
@@ -183,11 +184,19 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     if let Some(per_node) = num::<u32>(row, "per_node")? {
         hw.per_node = per_node.max(1);
     }
+    let mut software = software_for(cell(row, "source").unwrap_or(""), num(row, "zero")?);
+    // Optional column: the MoE dispatcher the source names.
+    software.expert_dispatch = crate::software::ExpertDispatch::choose(
+        cell(row, "expert_dispatch"),
+        software.expert_dispatch,
+        model.moe.is_some(),
+        &format!("row {id}:"),
+    )?;
     let spec = TrainingSpec {
         global_batch: need(row, "global_batch")?,
         fp8: fp8(row)?,
         tokens: None,
-        software: software_for(cell(row, "source").unwrap_or(""), num(row, "zero")?),
+        software,
         // Optional column: token capacity of a dropping MoE stack.
         capacity_factor: crate::train::check_capacity_factor(
             num(row, "capacity_factor")?,

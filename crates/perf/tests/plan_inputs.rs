@@ -211,6 +211,37 @@ fn expert_tensor_parallelism_is_checked() {
         ),
         (
             "qwen3-235b-a22b",
+            training,
+            "tp = 2\nsequence_parallel = false",
+            "sequence_parallel = false with tp > 1 is not supported for mixture-of-experts",
+        ),
+        (
+            // etp = 1 fails as well: the error is the folded layout's, without the hint.
+            "qwen3-235b-a22b",
+            training,
+            "tp = 2\npp = 8\ndp = 16\nep = 64\nmicrobatch = 1",
+            "[parallelism] ep·etp = 64·1 = 64 does not divide tp·dp·cp = 32",
+        ),
+        (
+            "qwen3-235b-a22b",
+            "[training]\nglobal_batch = 2048\nexpert_dispatch = \"broadcast\"",
+            "tp = 2",
+            "[training] expert_dispatch = \"broadcast\" must be \"all-to-all\" or \"deduplicated\"",
+        ),
+        (
+            "llama3-70b",
+            "[training]\nglobal_batch = 2048\nexpert_dispatch = \"all-to-all\"",
+            "tp = 8",
+            "[training] expert_dispatch needs a mixture-of-experts model",
+        ),
+        (
+            "qwen3-235b-a22b",
+            training,
+            "tp = 2\npp = 32\nvirtual_stages = 4\nmicrobatch = 1",
+            "[parallelism] pp·virtual_stages = 128 exceeds layers + 2 = 96",
+        ),
+        (
+            "qwen3-235b-a22b",
             serving,
             "tp = 8\netp = 1",
             "[parallelism] etp = 1 applies to training",
@@ -237,4 +268,44 @@ fn expert_tensor_parallelism_is_checked() {
         panic!("a training report");
     };
     assert_eq!((report.best.layout.ep, report.best.layout.etp), (32, 1));
+    assert!(!report.searched, "every degree was given");
+
+    // Megatron's plain all-to-all dispatcher sends each (token, expert) pair over the network:
+    // the same layout's dispatch costs more than with DeepEP-style deduplication.
+    let plain = folded.replace(
+        "global_batch = 2048",
+        "global_batch = 2048\nexpert_dispatch = \"all-to-all\"",
+    );
+    let input = parse_plan(&plain, "etp.toml", &fleet).expect("valid");
+    let Ok(switchyard_perf::plan::PlanReport::Training(plain)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    assert!(
+        plain.best.breakdown.ep_comm_s > 1.5 * report.best.breakdown.ep_comm_s,
+        "{} vs {}",
+        plain.best.breakdown.ep_comm_s,
+        report.best.breakdown.ep_comm_s
+    );
+
+    // 32 stages of 3 chunks for 94 layers: the embedding and the loss take a chunk each.
+    let uneven = plan(
+        "qwen3-235b-a22b",
+        training,
+        "tp = 2\npp = 32\ndp = 4\nep = 8\netp = 1\nmicrobatch = 1\nvirtual_stages = 3\n\
+         recompute = \"selective\"",
+    );
+    let input = parse_plan(&uneven, "etp.toml", &fleet).expect("valid");
+    assert!(run_plan(&input).is_ok());
+
+    // An MoE plan that leaves the expert split to the planner says it searched.
+    let open = plan(
+        "qwen3-235b-a22b",
+        training,
+        "tp = 2\npp = 8\nmicrobatch = 1\nrecompute = \"selective\"",
+    );
+    let input = parse_plan(&open, "etp.toml", &fleet).expect("valid");
+    let Ok(switchyard_perf::plan::PlanReport::Training(open)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    assert!(open.searched);
 }

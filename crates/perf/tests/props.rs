@@ -602,6 +602,24 @@ fn folding_experts_keeps_dispatch_inside_the_server() {
     );
     let (mw, ms) = (memory(&m, &hw, &whole, &s), memory(&m, &hw, &split, &s));
     assert!(mw.weights_gib > ms.weights_gib, "{mw:?} vs {ms:?}");
+    // Without full recompute the experts' gathered inputs are kept: etp times as many rows.
+    let keep = |l: Layout| {
+        memory(
+            &m,
+            &hw,
+            &Layout {
+                recompute: Recompute::None,
+                ..l
+            },
+            &s,
+        )
+    };
+    assert!(
+        keep(split).activations_gib > keep(whole).activations_gib,
+        "{:?} vs {:?}",
+        keep(split),
+        keep(whole)
+    );
     // Same FLOPs per device: the compute differs by GEMM shape only.
     let ratio = a.breakdown.compute_s / b.breakdown.compute_s;
     assert!((0.8..1.25).contains(&ratio), "{ratio}");
@@ -654,7 +672,18 @@ fn deduplicated_dispatch_never_moves_more_than_all_to_all() {
             );
         }
     }
-    // DeepSeek-V3's 8 of 256 experts over 64 ranks in 8 servers: each token reaches about 4.7
+    // One member per server (ranks 8 apart): every remote expert is its own server, yet a token
+    // with two experts on one server still crosses once.
+    let spread = hw.dispatch_deduplicated_time(bytes, 8, 256, 32, 8);
+    assert!(spread <= hw.all_to_all_time(bytes * 8.0, 32, 8) * (1.0 + 1e-9));
+    // A whole NVL72 rack is one scale-up domain: nothing to deduplicate.
+    let rack = Hardware::from_accelerator(lookup("GB200").expect("in the catalog"), 72);
+    let (d, a) = (
+        rack.dispatch_deduplicated_time(bytes, 8, 256, 64, 1),
+        rack.all_to_all_time(bytes * 8.0, 64, 1),
+    );
+    assert!((d - a).abs() <= a * 1e-9, "{d} vs {a}");
+    // DeepSeek-V3's 8 of 256 experts over 64 ranks in 8 servers: each token reaches about 4.6
     // of the 7 other servers instead of crossing the network 7 times.
     let all = hw.all_to_all_time(bytes * 8.0, 64, 1);
     let dedup = hw.dispatch_deduplicated_time(bytes, 8, 256, 64, 1);
@@ -696,4 +725,29 @@ fn the_software_profile_chooses_the_dispatch() {
         megatron.breakdown.ep_comm_s,
         fsdp.breakdown.ep_comm_s
     );
+}
+
+/// A zero degree in a constraint is an input error, not a division by zero.
+#[test]
+fn a_zero_degree_is_refused_by_the_search() {
+    let m = ModelSpec::preset("qwen3-235b-a22b").expect("preset");
+    for c in [
+        LayoutConstraint {
+            etp: Some(0),
+            ..LayoutConstraint::default()
+        },
+        LayoutConstraint {
+            tp: Some(2),
+            etp: Some(0),
+            ..LayoutConstraint::default()
+        },
+        LayoutConstraint {
+            ep: Some(0),
+            ..LayoutConstraint::default()
+        },
+    ] {
+        let err = search(&m, &h100(256), &spec(2048), &c, &SearchOptions::default())
+            .expect_err("a zero degree");
+        assert!(err.to_string().contains("must be at least 1"), "{err}");
+    }
 }

@@ -150,7 +150,7 @@ fn holdout_training_runs_median_within_issue_threshold() {
 /// 30B-A3B and 235B-A22B and GPT-OSS 120B with their own head widths; B200, GB200, GB300,
 /// H100): the model's weakest area (docs/perf-model.md, "Mixture-of-experts training"). It
 /// does not cost that stack's per-layer host synchronisation and unfused expert kernels, so it
-/// reads these rows as an upper bound on speed. Guarded against regressions, not claimed: every
+/// predicts these rows too fast. Guarded against regressions, not claimed: every
 /// row resolves, the median stays below 45%, and no row is predicted more than 10% slower than
 /// it ran.
 #[test]
@@ -178,7 +178,7 @@ fn holdout_moe_training_runs_stay_an_upper_bound() {
 #[test]
 fn holdout_moe_folding_runs_resolve_to_their_folded_layouts() {
     let r = report("holdout_moe_folding_runs.csv");
-    assert_eq!(r.rows.len(), 4);
+    assert_eq!(r.rows.len(), 5);
     for row in &r.rows {
         assert!(row.layout.contains(" etp1 "), "{}: {}", row.id, row.layout);
         assert!(
@@ -195,6 +195,31 @@ fn holdout_moe_folding_runs_resolve_to_their_folded_layouts() {
         "{:+.1}%",
         100.0 * cross_node.error
     );
+}
+
+/// A row with a zero expert tensor parallel degree is a reported input error, not a panic.
+#[test]
+fn a_row_with_a_zero_etp_is_refused() {
+    let path = format!(
+        "{}/../../data/calibration/holdout_moe_folding_runs.csv",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("the folding holdout is in the repository");
+    for (from, to) in [
+        (",1,deepep,", ",0,deepep,"),
+        (",2,8,16,1,32,1,", ",,8,16,1,32,0,"),
+    ] {
+        let bad = text.replacen(from, to, 1);
+        assert_ne!(bad, text, "the file has {from}");
+        let report = validate_csv(&bad).expect("the other rows are evaluated");
+        let [failure] = report.failed_rows.as_slice() else {
+            panic!("one failed row: {:?}", report.failed_rows);
+        };
+        assert!(
+            failure.error.contains("etp must be at least 1"),
+            "{failure:?}"
+        );
+    }
 }
 
 /// A calibration row is checked like a plan file: a capacity factor below 1 (or on a dense
