@@ -394,7 +394,22 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
     let mut rows = Vec::new();
     let mut failed_rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
-        let line = i + 2;
+        // The line the record starts on (a quoted cell may span lines). The reader's byte
+        // offset can point at the previous line's terminator; skip it.
+        let position = match &record {
+            Ok(r) => r.position(),
+            Err(e) => e.position(),
+        };
+        let line = position.map_or(i + 2, |p| {
+            let bytes = text.as_bytes();
+            let mut start = usize::try_from(p.byte())
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+                start += 1;
+            }
+            bytes[..start].iter().filter(|&&b| b == b'\n').count() + 1
+        });
         let (id, outcome) = match record {
             Err(e) => (
                 "?".to_string(),

@@ -222,6 +222,35 @@ fn a_row_with_a_zero_etp_is_refused() {
     }
 }
 
+/// A failed row's line is where it starts in the file, even after a quoted cell that spans
+/// lines.
+#[test]
+fn a_failed_row_is_located_by_its_line_in_the_file() {
+    let path = format!(
+        "{}/../../data/calibration/holdout_moe_folding_runs.csv",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("the folding holdout is in the repository");
+    let wrapped = text.replacen("\"holdout (not in", "\"holdout\n(not in", 1);
+    assert_ne!(wrapped, text);
+    let mut lines: Vec<&str> = wrapped.lines().collect();
+    // F0002 now starts on line 4 of the file (index 3).
+    assert!(lines[3].starts_with("F0002,"), "{}", lines[3]);
+    let broken = lines[3].replacen("H100-SXM", "H100-XYZ", 1);
+    lines[3] = &broken;
+    for newline in ["\n", "\r\n"] {
+        let report = validate_csv(&lines.join(newline)).expect("the other rows are evaluated");
+        let [failure] = report.failed_rows.as_slice() else {
+            panic!("one failed row: {:?}", report.failed_rows);
+        };
+        assert_eq!(
+            (failure.id.as_str(), failure.line),
+            ("F0002", 4),
+            "{newline:?}: {failure:?}"
+        );
+    }
+}
+
 /// A calibration row is checked like a plan file: a capacity factor below 1 (or on a dense
 /// model) is an input error naming the row, not a silently odd prediction.
 #[test]
