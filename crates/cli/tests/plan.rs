@@ -200,6 +200,13 @@ fn every_calibration_file_validates() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
         let rows = v["rows"].as_array().map_or(0, Vec::len);
         assert!(rows > 0, "{}: no rows", path.display());
+        assert_eq!(
+            v["failed_rows"].as_array().map(Vec::len),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            v["failed_rows"]
+        );
         files += 1;
     }
     // The two shared files and the five holdouts.

@@ -228,7 +228,11 @@ pub fn search(
                     } else {
                         [1u32, 2, 3, 4, 6, 8]
                             .into_iter()
-                            .filter(|&v| u64::from(pp) * u64::from(v) <= u64::from(m.layers))
+                            // v = 1 always: a given pp may exceed the layers by the
+                            // embedding and loss stages.
+                            .filter(|&v| {
+                                v == 1 || u64::from(pp) * u64::from(v) <= u64::from(m.layers)
+                            })
                             .collect()
                     },
                 );

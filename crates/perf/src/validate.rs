@@ -92,6 +92,40 @@ fn need<T: std::str::FromStr>(row: &Row, key: &str) -> Result<T, PerfError> {
     })
 }
 
+/// A count or size cell: a whole number from 1 to [`crate::MAX_SIZE`], as in a plan file.
+fn size_opt(row: &Row, key: &str) -> Result<Option<u32>, PerfError> {
+    let Some(value) = num::<u32>(row, key)? else {
+        return Ok(None);
+    };
+    let place = format!("row {}: {key}", cell(row, "id").unwrap_or("?"));
+    if value == 0 {
+        return Err(PerfError::input(format!("{place} must be at least 1")));
+    }
+    crate::within_max_size(value, &place).map(Some)
+}
+
+fn size(row: &Row, key: &str) -> Result<u32, PerfError> {
+    size_opt(row, key)?.ok_or_else(|| {
+        PerfError::input(format!(
+            "row {}: {key} is empty",
+            cell(row, "id").unwrap_or("?")
+        ))
+    })
+}
+
+/// The published throughput: a finite number above zero.
+fn published(row: &Row, key: &str) -> Result<f64, PerfError> {
+    let value: f64 = need(row, key)?;
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(PerfError::input(format!(
+            "row {}: {key} = {value} must be a positive number",
+            cell(row, "id").unwrap_or("?")
+        )))
+    }
+}
+
 fn boolean(row: &Row, key: &str) -> Result<Option<bool>, PerfError> {
     match cell(row, key) {
         None => Ok(None),
@@ -179,10 +213,10 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     let accel_name = cell(row, "accelerator").unwrap_or("");
     let accel = accelerator::lookup(accel_name)
         .ok_or_else(|| PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}")))?;
-    let count: u32 = need(row, "count")?;
+    let count = size(row, "count")?;
     let mut hw = Hardware::from_accelerator(accel, count);
-    if let Some(per_node) = num::<u32>(row, "per_node")? {
-        hw.per_node = per_node.max(1);
+    if let Some(per_node) = size_opt(row, "per_node")? {
+        hw.per_node = per_node;
     }
     let mut software = software_for(cell(row, "source").unwrap_or(""), num(row, "zero")?);
     // Optional column: the MoE dispatcher the source names.
@@ -193,7 +227,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         &format!("row {id}:"),
     )?;
     let spec = TrainingSpec {
-        global_batch: need(row, "global_batch")?,
+        global_batch: size(row, "global_batch")?,
         fp8: fp8(row)?,
         tokens: None,
         software,
@@ -236,7 +270,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     let est = best
         .first()
         .ok_or_else(|| PerfError::input(format!("row {id}: no valid layout")))?;
-    let published: f64 = need(row, "published_tokens_per_s")?;
+    let published = published(row, "published_tokens_per_s")?;
     finite_prediction(&id, est.tokens_per_s)?;
     let l = est.layout;
     Ok(RowResult {
@@ -279,8 +313,8 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
 fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
     let id = cell(row, "id").unwrap_or("?").to_string();
     let mut fields = model_fields(row)?;
-    let input: u32 = need(row, "input_tokens")?;
-    let output: u32 = need(row, "output_tokens")?;
+    let input = size(row, "input_tokens")?;
+    let output = size(row, "output_tokens")?;
     if fields.seq_len.is_none() {
         fields.seq_len = Some(input + output);
     }
@@ -288,12 +322,12 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
     let accel_name = cell(row, "accelerator").unwrap_or("");
     let accel = accelerator::lookup(accel_name)
         .ok_or_else(|| PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}")))?;
-    let count: u32 = need(row, "count")?;
+    let count = size(row, "count")?;
     let hw = Hardware::from_accelerator(accel, count);
     let concurrency = match cell(row, "concurrency") {
         None => Concurrency::Max,
         Some(t) if t.eq_ignore_ascii_case("max") => Concurrency::Max,
-        Some(_) => Concurrency::Fixed(need(row, "concurrency")?),
+        Some(_) => Concurrency::Fixed(size(row, "concurrency")?),
     };
     let spec = InferenceSpec {
         fp8: fp8(row)?,
@@ -318,7 +352,7 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
         }
     }
     let est = est.ok_or_else(|| PerfError::input(format!("row {id}: no expert split to cost")))?;
-    let published: f64 = need(row, "published_output_tokens_per_s")?;
+    let published = published(row, "published_output_tokens_per_s")?;
     finite_prediction(&id, est.tokens_per_s)?;
     Ok(RowResult {
         id,
@@ -382,6 +416,12 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
         .headers()
         .map_err(|e| PerfError::input(format!("cannot read the CSV header: {e}")))?
         .clone();
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = headers.iter().find(|h| !seen.insert(*h)) {
+        return Err(PerfError::input(format!(
+            "the CSV header names the column {twice:?} twice"
+        )));
+    }
     let kind = if headers.iter().any(|h| h == "published_tokens_per_s") {
         Kind::Training
     } else if headers.iter().any(|h| h == "published_output_tokens_per_s") {
@@ -393,6 +433,9 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
     };
     let mut rows = Vec::new();
     let mut failed_rows = Vec::new();
+    // Lines are counted as the records go by (the newlines before each record's start).
+    let bytes = text.as_bytes();
+    let (mut counted_to, mut newlines) = (0usize, 0usize);
     for (i, record) in reader.records().enumerate() {
         // The line the record starts on (a quoted cell may span lines). The reader's byte
         // offset can point at the previous line's terminator; skip it.
@@ -401,14 +444,20 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
             Err(e) => e.position(),
         };
         let line = position.map_or(i + 2, |p| {
-            let bytes = text.as_bytes();
             let mut start = usize::try_from(p.byte())
                 .unwrap_or(usize::MAX)
                 .min(bytes.len());
             while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
                 start += 1;
             }
-            bytes[..start].iter().filter(|&&b| b == b'\n').count() + 1
+            if start > counted_to {
+                newlines += bytes[counted_to..start]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count();
+                counted_to = start;
+            }
+            newlines + 1
         });
         let (id, outcome) = match record {
             Err(e) => (

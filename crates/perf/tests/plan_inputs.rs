@@ -296,6 +296,18 @@ fn expert_tensor_parallelism_is_checked() {
     );
     let input = parse_plan(&uneven, "etp.toml", &fleet).expect("valid");
     assert!(run_plan(&input).is_ok());
+    // One stage more than the 94 layers, interleaving left to the planner (it keeps v = 1).
+    let deep = "[model]\npreset = \"qwen3-235b-a22b\"\n[training]\nglobal_batch = 2048\n\
+                [hardware]\naccelerator = \"H100-SXM\"\ncount = 96\n\
+                [parallelism]\ntp = 1\npp = 96\nmicrobatch = 1\n";
+    let input = parse_plan(deep, "etp.toml", &fleet).expect("valid");
+    let Ok(switchyard_perf::plan::PlanReport::Training(deep)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    assert_eq!(
+        (deep.best.layout.pp, deep.best.layout.virtual_stages),
+        (96, 1)
+    );
 
     // An MoE plan that leaves the expert split to the planner says it searched.
     let open = plan(

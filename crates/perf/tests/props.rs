@@ -683,6 +683,18 @@ fn deduplicated_dispatch_never_moves_more_than_all_to_all() {
         rack.all_to_all_time(bytes * 8.0, 64, 1),
     );
     assert!((d - a).abs() <= a * 1e-9, "{d} vs {a}");
+    // With a network as fast as NVLink the fan-out inside each server is the bound: every copy
+    // bound for the server's other members crosses NVLink once, wherever it came from.
+    let mut fast = h100(1024);
+    fast.scale_out_gb_s = 1e4;
+    let up = fast.scale_up_gb_s * 1e9 * switchyard_perf::hardware::SCALE_UP_COLLECTIVE_EFFICIENCY;
+    let fan_out = bytes * 8.0 * 7.0 / 8.0 / up;
+    let t = fast.dispatch_deduplicated_time(bytes, 8, 256, 64, 1);
+    let latency = switchyard_perf::hardware::COLLECTIVE_LATENCY_ALL_TO_ALL_S;
+    assert!(
+        (t - fan_out - latency).abs() <= fan_out * 1e-9,
+        "{t} vs {fan_out}"
+    );
     // DeepSeek-V3's 8 of 256 experts over 64 ranks in 8 servers: each token reaches about 4.6
     // of the 7 other servers instead of crossing the network 7 times.
     let all = hw.all_to_all_time(bytes * 8.0, 64, 1);

@@ -251,6 +251,71 @@ fn a_failed_row_is_located_by_its_line_in_the_file() {
     }
 }
 
+/// Cells are checked as a plan file's keys are: a published figure must be a positive number
+/// (else the statistics would be infinite or NaN), sizes stay within the supported maximum, and
+/// a column named twice makes the file ambiguous.
+#[test]
+fn bad_cells_fail_their_row_and_a_doubled_column_the_file() {
+    let path = format!(
+        "{}/../../data/calibration/published_inference_runs.csv",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("the inference file is in the repository");
+    let mut lines = text.lines();
+    let header = lines.next().expect("a header");
+    let row = lines.next().expect("a row");
+    let columns: Vec<&str> = header.split(',').collect();
+    let with = |key: &str, value: &str| {
+        let at = columns.iter().position(|c| *c == key).expect("a column");
+        let mut cells: Vec<&str> = row.split(',').collect();
+        cells[at] = value;
+        format!("{header}\n{row}\n{}\n", cells.join(","))
+    };
+    for (key, value, needle) in [
+        (
+            "published_output_tokens_per_s",
+            "0",
+            "must be a positive number",
+        ),
+        (
+            "published_output_tokens_per_s",
+            "NaN",
+            "must be a positive number",
+        ),
+        (
+            "published_output_tokens_per_s",
+            "inf",
+            "must be a positive number",
+        ),
+        (
+            "published_output_tokens_per_s",
+            "-5",
+            "must be a positive number",
+        ),
+        (
+            "input_tokens",
+            "4294967295",
+            "input_tokens = 4294967295 is larger than the supported maximum",
+        ),
+        ("count", "0", "count must be at least 1"),
+        ("concurrency", "0", "concurrency must be at least 1"),
+    ] {
+        let report = validate_csv(&with(key, value)).expect("the first row is evaluated");
+        assert_eq!(report.rows.len(), 1, "{key} = {value}");
+        assert!(report.median_abs_error.is_finite());
+        let [failure] = report.failed_rows.as_slice() else {
+            panic!("{key} = {value}: {:?}", report.failed_rows);
+        };
+        assert!(
+            failure.error.contains(needle),
+            "{key} = {value}: {failure:?}"
+        );
+    }
+    let doubled = text.replacen(",count,", ",count,count,", 1);
+    let err = validate_csv(&doubled).expect_err("ambiguous").to_string();
+    assert!(err.contains("the column \"count\" twice"), "{err}");
+}
+
 /// A calibration row is checked like a plan file: a capacity factor below 1 (or on a dense
 /// model) is an input error naming the row, not a silently odd prediction.
 #[test]
