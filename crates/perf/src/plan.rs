@@ -349,25 +349,7 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
         sequence_parallel: p.sequence_parallel,
         zero: p.zero,
     };
-    for (v, f) in [
-        (constraint.tp, "tp"),
-        (constraint.pp, "pp"),
-        (constraint.dp, "dp"),
-        (constraint.cp, "cp"),
-        (constraint.ep, "ep"),
-        (constraint.etp, "etp"),
-        (constraint.microbatch, "microbatch"),
-        (constraint.virtual_stages, "virtual_stages"),
-    ] {
-        if v == Some(0) {
-            return Err(PerfError::input(format!(
-                "[parallelism] {f} must be at least 1"
-            )));
-        }
-        if let Some(v) = v {
-            crate::within_max_size(v, &format!("[parallelism] {f}"))?;
-        }
-    }
+    constraint.check_degrees()?;
     let product = u64::from(constraint.tp.unwrap_or(1))
         * u64::from(constraint.pp.unwrap_or(1))
         * u64::from(constraint.dp.unwrap_or(1))

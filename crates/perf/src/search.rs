@@ -26,6 +26,32 @@ pub struct LayoutConstraint {
     pub zero: Option<u8>,
 }
 
+impl LayoutConstraint {
+    /// Each given degree is at least 1 and at most [`crate::MAX_SIZE`]; the message names the
+    /// `[parallelism]` key.
+    pub fn check_degrees(&self) -> Result<(), PerfError> {
+        for (value, field) in [
+            (self.tp, "tp"),
+            (self.pp, "pp"),
+            (self.dp, "dp"),
+            (self.cp, "cp"),
+            (self.ep, "ep"),
+            (self.etp, "etp"),
+            (self.microbatch, "microbatch"),
+            (self.virtual_stages, "virtual_stages"),
+        ] {
+            let Some(value) = value else { continue };
+            if value == 0 {
+                return Err(PerfError::input(format!(
+                    "[parallelism] {field} must be at least 1"
+                )));
+            }
+            crate::within_max_size(value, &format!("[parallelism] {field}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// How wide the search looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchOptions {
@@ -97,22 +123,7 @@ pub fn search(
     c: &LayoutConstraint,
     opts: &SearchOptions,
 ) -> Result<Vec<TrainingEstimate>, PerfError> {
-    for (value, field) in [
-        (c.tp, "tp"),
-        (c.pp, "pp"),
-        (c.dp, "dp"),
-        (c.cp, "cp"),
-        (c.ep, "ep"),
-        (c.etp, "etp"),
-        (c.microbatch, "microbatch"),
-        (c.virtual_stages, "virtual_stages"),
-    ] {
-        if value == Some(0) {
-            return Err(PerfError::input(format!(
-                "[parallelism] {field} must be at least 1"
-            )));
-        }
-    }
+    c.check_degrees()?;
     let count = hw.count;
     if count == 0 {
         return Err(PerfError::input("[hardware] count must be at least 1"));
