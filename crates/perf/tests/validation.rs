@@ -170,11 +170,11 @@ fn holdout_moe_training_runs_stay_an_upper_bound() {
 }
 
 /// The Megatron-Core MoE model zoo's Qwen3-235B runs on 256 H100 use MoE parallel folding
-/// (expert tensor parallelism 1 under 2- and 4-way tensor parallelism) and DeepEP: every row
-/// resolves to its published, folded layout. Not claimed beyond a bound (docs/perf-model.md,
-/// "Mixture-of-experts training"): the two cross-node rows land within 11%, the FSDP row 23%
-/// slow and the 4-way tensor-parallel row, at 167 TFLOP/s per GPU the slowest of the table,
-/// runs at about half the predicted speed.
+/// (expert tensor parallelism 1 under 2- and 4-way tensor parallelism), DeepEP or the plain
+/// all-to-all: every row resolves to its published, folded layout (F0005 with 96 pipeline
+/// chunks for 94 layers). Not claimed beyond a bound (docs/perf-model.md, "Mixture-of-experts
+/// training"): the two cross-node rows land within 11%, the FSDP row 23% slow, and the runs
+/// with little work per kernel (4-way tensor parallelism; 32 pipeline stages) 57-89% fast.
 #[test]
 fn holdout_moe_folding_runs_resolve_to_their_folded_layouts() {
     let r = report("holdout_moe_folding_runs.csv");
