@@ -85,22 +85,7 @@ impl Layout {
 
     /// Checks the layout against a device count, global batch and layer count.
     pub fn check(&self, count: u32, global_batch: u32, layers: u32) -> Result<(), PerfError> {
-        for (v, f) in [
-            (self.tp, "tp"),
-            (self.pp, "pp"),
-            (self.dp, "dp"),
-            (self.cp, "cp"),
-            (self.ep, "ep"),
-            (self.etp, "etp"),
-            (self.microbatch, "microbatch"),
-            (self.virtual_stages, "virtual_stages"),
-        ] {
-            if v == 0 {
-                return Err(PerfError::input(format!(
-                    "[parallelism] {f} must be at least 1"
-                )));
-            }
-        }
+        crate::search::LayoutConstraint::from(self).check_degrees()?;
         if self.devices() != u64::from(count) {
             return Err(PerfError::input(format!(
                 "[parallelism] tp·pp·dp·cp = {}·{}·{}·{} = {} is not the device count {count}",

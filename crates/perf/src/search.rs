@@ -26,6 +26,25 @@ pub struct LayoutConstraint {
     pub zero: Option<u8>,
 }
 
+/// A complete layout is a constraint that gives every degree.
+impl From<&Layout> for LayoutConstraint {
+    fn from(l: &Layout) -> Self {
+        LayoutConstraint {
+            tp: Some(l.tp),
+            pp: Some(l.pp),
+            dp: Some(l.dp),
+            cp: Some(l.cp),
+            ep: Some(l.ep),
+            etp: Some(l.etp),
+            microbatch: Some(l.microbatch),
+            virtual_stages: Some(l.virtual_stages),
+            recompute: Some(l.recompute),
+            sequence_parallel: Some(l.sequence_parallel),
+            zero: Some(l.zero),
+        }
+    }
+}
+
 impl LayoutConstraint {
     /// Each given degree is at least 1 and at most [`crate::MAX_SIZE`]; the message names the
     /// `[parallelism]` key.
