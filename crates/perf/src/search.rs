@@ -65,7 +65,10 @@ impl LayoutConstraint {
                     "[parallelism] {field} must be at least 1"
                 )));
             }
-            crate::within_max_size(value, &format!("[parallelism] {field}"))?;
+            if value > crate::MAX_SIZE {
+                // Formatted only on failure: this runs for every layout the search costs.
+                crate::within_max_size(value, &format!("[parallelism] {field}"))?;
+            }
         }
         Ok(())
     }
