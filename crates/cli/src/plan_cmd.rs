@@ -89,11 +89,7 @@ fn layout_cell(e: &TrainingEstimate) -> String {
         l.dp,
         l.cp,
         l.ep,
-        if l.etp == l.tp {
-            String::new()
-        } else {
-            format!(" etp{}", l.etp)
-        },
+        l.etp_label(),
         l.microbatch,
         l.virtual_stages,
         l.recompute.as_str(),

@@ -69,6 +69,16 @@ impl Layout {
         u64::from(self.tp) * u64::from(self.pp) * u64::from(self.dp) * u64::from(self.cp)
     }
 
+    /// ` etpN` when the experts are not split like the dense layers, else nothing: the part of a
+    /// layout's label that only folded MoE layouts need.
+    pub fn etp_label(&self) -> String {
+        if self.etp == self.tp {
+            String::new()
+        } else {
+            format!(" etp{}", self.etp)
+        }
+    }
+
     /// Data-parallel replicas of each expert: `tp·dp·cp / (ep·etp)`.
     pub fn expert_data_parallel(&self) -> f64 {
         let ranks = f64::from(self.tp) * f64::from(self.dp) * f64::from(self.cp);

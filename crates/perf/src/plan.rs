@@ -622,28 +622,19 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 // A layout given in full says why it is invalid; a partial one cannot be
                 // completed.
                 if let Some(layout) = given_layout(c, hw.count) {
-                    // The search tried etp = tp and 1 when none was given: only when every one
-                    // is invalid is the layout itself at fault (the last, folded, error says
-                    // the most).
-                    let etps = match (c.etp, &m.moe) {
-                        (Some(etp), _) => vec![etp],
-                        (None, Some(_)) if layout.tp > 1 => vec![layout.tp, 1],
-                        (None, _) => vec![layout.tp],
-                    };
-                    let checks: Vec<Result<(), PerfError>> = etps
-                        .into_iter()
-                        .map(|etp| {
-                            crate::layout::Layout { etp, ..layout }.check(
-                                hw.count,
-                                spec.global_batch,
-                                m.layers,
-                            )
-                        })
-                        .collect();
-                    if let Some(Err(last)) = checks.last() {
-                        if checks.iter().all(Result::is_err) {
-                            return Err(last.clone());
-                        }
+                    // Only when every etp the search tried is invalid is the layout itself at
+                    // fault (the last, folded, error says the most).
+                    let errors: Option<Vec<PerfError>> =
+                        crate::search::expert_tensor_candidates(layout.tp, c.etp, m.moe.is_some())
+                            .into_iter()
+                            .map(|etp| {
+                                crate::layout::Layout { etp, ..layout }
+                                    .check(hw.count, spec.global_batch, m.layers)
+                                    .err()
+                            })
+                            .collect();
+                    if let Some(last) = errors.and_then(|mut e| e.pop()) {
+                        return Err(last);
                     }
                 }
                 return Err(PerfError::input(format!(

@@ -74,6 +74,17 @@ impl LayoutConstraint {
     }
 }
 
+/// The expert tensor parallel degrees a layout with `tp` may take: the given one, else for MoE
+/// models Megatron-Core's two settings — experts split like the dense layers (`tp`, its
+/// default) or kept whole (1, folded) — and `tp` for dense models (no experts to split).
+pub(crate) fn expert_tensor_candidates(tp: u32, given: Option<u32>, moe: bool) -> Vec<u32> {
+    match given {
+        Some(etp) => vec![etp],
+        None if moe && tp > 1 => vec![tp, 1],
+        None => vec![tp],
+    }
+}
+
 /// How wide the search looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchOptions {
@@ -225,15 +236,12 @@ pub fn search(
                         powers_of_two_upto(mb_max.min(per_dp))
                     },
                 );
-                // Expert splits: (ep, etp) pairs whose ep·etp ranks tile tp·dp·cp; dense
-                // models keep etp = tp. The search tries Megatron-Core's two settings, experts
-                // split like the dense layers (its default) or kept whole (folded); a plan may
-                // give any divisor of tp.
+                // Expert splits: (ep, etp) pairs whose ep·etp ranks tile tp·dp·cp.
                 let ranks = tp * dp * cp;
-                let etps = if tp > 1 { vec![tp, 1] } else { vec![1] };
+                let etps = expert_tensor_candidates(tp, c.etp, m.moe.is_some());
                 let expert_splits: Vec<(u32, u32)> = match &m.moe {
-                    None => vec![(c.ep.unwrap_or(1), c.etp.unwrap_or(tp))],
-                    Some(moe) => one_or(c.etp, etps)
+                    None => etps.iter().map(|&etp| (c.ep.unwrap_or(1), etp)).collect(),
+                    Some(moe) => etps
                         .into_iter()
                         .flat_map(|etp| {
                             one_or(

@@ -524,8 +524,9 @@ impl Ctx<'_> {
             g_fwd += self.gemm(tok, e, h) / t;
             // Dispatch + combine all-to-all, forward, over ep ranks etp apart (Megatron-Core
             // orders expert ranks etp first, then ep).
+            // This rank's tokens (its sequence-parallel shard), once each.
+            let token_bytes = tok / t * capacity * h * BF16;
             if l.ep > 1 {
-                let token_bytes = tok / t * capacity * h * BF16;
                 ep_comm = 2.0
                     * match self.software.expert_dispatch {
                         ExpertDispatch::AllToAll => {
@@ -543,7 +544,7 @@ impl Ctx<'_> {
             // Expert tensor parallelism: the dispatched tokens are all-gathered over the etp
             // ranks of an expert and its output reduce-scattered back.
             if l.etp > 1 {
-                let gathered = tok / t * etp * k * capacity * h * BF16;
+                let gathered = token_bytes * etp * k;
                 ep_comm += 2.0 * self.hw.nccl_time(Collective::AllGather, gathered, l.etp);
             }
         } else {

@@ -97,11 +97,12 @@ fn size_opt(row: &Row, key: &str) -> Result<Option<u32>, PerfError> {
     let Some(value) = num::<u32>(row, key)? else {
         return Ok(None);
     };
-    let place = format!("row {}: {key}", cell(row, "id").unwrap_or("?"));
-    if value == 0 {
-        return Err(PerfError::input(format!("{place} must be at least 1")));
+    let place = || format!("row {}: {key}", cell(row, "id").unwrap_or("?"));
+    match value {
+        0 => Err(PerfError::input(format!("{} must be at least 1", place()))),
+        v if v > crate::MAX_SIZE => crate::within_max_size(v, &place()).map(Some),
+        v => Ok(Some(v)),
     }
-    crate::within_max_size(value, &place).map(Some)
 }
 
 fn size(row: &Row, key: &str) -> Result<u32, PerfError> {
@@ -116,7 +117,7 @@ fn size(row: &Row, key: &str) -> Result<u32, PerfError> {
 /// The published throughput: a finite number above zero.
 fn published(row: &Row, key: &str) -> Result<f64, PerfError> {
     let value: f64 = need(row, key)?;
-    if value.is_finite() && value > 0.0 {
+    if positive_finite(value) {
         Ok(value)
     } else {
         Err(PerfError::input(format!(
@@ -124,6 +125,10 @@ fn published(row: &Row, key: &str) -> Result<f64, PerfError> {
             cell(row, "id").unwrap_or("?")
         )))
     }
+}
+
+fn positive_finite(x: f64) -> bool {
+    x.is_finite() && x > 0.0
 }
 
 fn boolean(row: &Row, key: &str) -> Result<Option<bool>, PerfError> {
@@ -289,11 +294,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
             l.dp,
             l.cp,
             l.ep,
-            if l.etp == l.tp {
-                String::new()
-            } else {
-                format!(" etp{}", l.etp)
-            },
+            l.etp_label(),
             l.microbatch,
             l.virtual_stages,
             l.recompute.as_str(),
@@ -382,7 +383,7 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
 /// A prediction that is not a finite positive number (an input the checks missed) fails the
 /// row instead of slipping past the median and the worst case.
 fn finite_prediction(id: &str, tokens_per_s: f64) -> Result<(), PerfError> {
-    if tokens_per_s.is_finite() && tokens_per_s > 0.0 {
+    if positive_finite(tokens_per_s) {
         Ok(())
     } else {
         Err(PerfError::input(format!(
