@@ -20,6 +20,7 @@ fn run(model: &str, accel: &str, count: u32, batch: u32, fp8: bool) -> usize {
         tokens: None,
         software: Software::default(),
         capacity_factor: None,
+        recompute_modules: Default::default(),
     };
     search(
         &m,

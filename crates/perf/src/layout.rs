@@ -35,6 +35,120 @@ impl Recompute {
     }
 
     pub const ALL: [Recompute; 3] = [Recompute::None, Recompute::Selective, Recompute::Full];
+
+    /// The mode as a layout label shows it: a selective recompute names its modules when they
+    /// were given (`selective[mla_up_proj+mlp]`).
+    pub fn label(self, modules: RecomputeModules) -> String {
+        match self {
+            Recompute::Selective => format!("selective{}", modules.label()),
+            other => other.as_str().to_string(),
+        }
+    }
+}
+
+/// The submodules a selective recompute repeats, as Megatron-Core names them
+/// (`--recompute-modules`, `TransformerConfig.recompute_modules`). Empty: the classic selective
+/// recompute of [`Recompute::Selective`] (core attention, the norms and the activation function).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RecomputeModules(u8);
+
+impl RecomputeModules {
+    /// Core attention (normal checkpointing: Q, K, V stay; the softmax state is recomputed).
+    pub const CORE_ATTN: Self = Self(1);
+    /// The two norms' outputs (output-discarding).
+    pub const LAYERNORM: Self = Self(1 << 1);
+    /// The routed experts' activation function output (output-discarding).
+    pub const MOE_ACT: Self = Self(1 << 2);
+    /// Multi-head latent attention's up projections and rotary embedding (output-discarding).
+    pub const MLA_UP_PROJ: Self = Self(1 << 3);
+    /// The dense layers' FFN (normal checkpointing).
+    pub const MLP: Self = Self(1 << 4);
+    /// The whole MoE layer: router, dispatch, experts, combine (normal checkpointing).
+    pub const MOE: Self = Self(1 << 5);
+    /// The shared experts (normal checkpointing).
+    pub const SHARED_EXPERTS: Self = Self(1 << 6);
+
+    /// Every module with its Megatron-Core name, in Megatron's documentation order.
+    pub const NAMED: [(Self, &'static str); 7] = [
+        (Self::CORE_ATTN, "core_attn"),
+        (Self::MOE_ACT, "moe_act"),
+        (Self::LAYERNORM, "layernorm"),
+        (Self::MLA_UP_PROJ, "mla_up_proj"),
+        (Self::MLP, "mlp"),
+        (Self::MOE, "moe"),
+        (Self::SHARED_EXPERTS, "shared_experts"),
+    ];
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn contains(self, module: Self) -> bool {
+        self.0 & module.0 == module.0 && module.0 != 0
+    }
+
+    pub fn with(self, module: Self) -> Self {
+        Self(self.0 | module.0)
+    }
+
+    /// The module names, in [`Self::NAMED`] order.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMED
+            .iter()
+            .filter(|(m, _)| self.contains(*m))
+            .map(|&(_, name)| name)
+            .collect()
+    }
+
+    /// Parses module names (`place` names the key or column in errors); an empty list is an
+    /// error, since Megatron then recomputes nothing and plain `recompute = "none"` says that.
+    pub fn parse<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        place: &str,
+    ) -> Result<Self, PerfError> {
+        let mut set = Self::default();
+        for name in names {
+            let key = name.trim().to_ascii_lowercase();
+            let Some(&(module, _)) = Self::NAMED.iter().find(|(_, n)| *n == key) else {
+                let known: Vec<&str> = Self::NAMED.iter().map(|&(_, n)| n).collect();
+                return Err(PerfError::input(format!(
+                    "{place}: unknown recompute module {name:?}; the modules are {}",
+                    known.join(", ")
+                )));
+            };
+            set = set.with(module);
+        }
+        if set.is_empty() {
+            return Err(PerfError::input(format!(
+                "{place} lists no module (recompute = \"none\" recomputes nothing)"
+            )));
+        }
+        Ok(set)
+    }
+
+    /// Parses a CSV cell: names separated by spaces, `+`, `;` or `|`.
+    pub fn parse_cell(cell: &str, place: &str) -> Result<Self, PerfError> {
+        Self::parse(
+            cell.split([' ', '+', ';', '|'])
+                .filter(|s| !s.trim().is_empty()),
+            place,
+        )
+    }
+
+    /// The label part a layout shows for these modules: `[core_attn+mla_up_proj]`, or nothing.
+    pub fn label(self) -> String {
+        if self.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", self.names().join("+"))
+        }
+    }
+}
+
+impl Serialize for RecomputeModules {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.names())
+    }
 }
 
 /// A complete layout. `tp·pp·dp·cp` is the device count. A mixture-of-experts layer maps the

@@ -22,7 +22,7 @@ pub mod train;
 pub mod validate;
 
 pub use hardware::Hardware;
-pub use layout::{Layout, Recompute};
+pub use layout::{Layout, Recompute, RecomputeModules};
 pub use model::{MlaSpec, ModelSpec, MoeSpec, TpSplit};
 pub use search::{
     LayoutConstraint, SearchOptions, best_training_rate, best_training_rate_on, search,

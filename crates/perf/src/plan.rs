@@ -10,7 +10,8 @@
 //!                # expert_dispatch? = "all-to-all" | "deduplicated"
 //! [hardware]     # accelerator, count, per_node?; or cluster = "name" (with --fleet FILE)
 //! [parallelism]  # optional: tp, pp, dp?, cp?, ep?, etp?, microbatch?, virtual_stages?,
-//!                # recompute?, sequence_parallel?, zero?, allow_tp_beyond_scale_up?
+//!                # recompute?, recompute_modules?, sequence_parallel?, zero?,
+//!                # allow_tp_beyond_scale_up?
 //! [inference]    # instead of [training]: precision, prompt_tokens, output_tokens,
 //!                # concurrency = N | "max"
 //! ```
@@ -25,7 +26,7 @@ use crate::hardware::Hardware;
 use crate::infer::{
     Concurrency, InferenceEstimate, InferenceLayout, InferenceSpec, estimate_inference,
 };
-use crate::layout::Recompute;
+use crate::layout::{Recompute, RecomputeModules};
 use crate::model::{ModelFields, ModelSpec};
 use crate::search::{LayoutConstraint, SearchOptions, search};
 use crate::software::Software;
@@ -81,6 +82,7 @@ struct ParallelismFields {
     microbatch: Option<u32>,
     virtual_stages: Option<u32>,
     recompute: Option<String>,
+    recompute_modules: Option<Vec<String>>,
     sequence_parallel: Option<bool>,
     zero: Option<u8>,
     allow_tp_beyond_scale_up: Option<bool>,
@@ -213,7 +215,7 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
         }
         hardware.per_node = crate::within_max_size(per_node, "[hardware] per_node")?;
     }
-    let workload = match (raw.training, raw.inference) {
+    let mut workload = match (raw.training, raw.inference) {
         (Some(_), Some(_)) => {
             return Err(PerfError::input(
                 "give either a [training] or an [inference] table, not both",
@@ -271,6 +273,7 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
                 tokens: t.tokens,
                 software,
                 capacity_factor,
+                recompute_modules: RecomputeModules::default(),
             })
         }
         (None, Some(i)) => {
@@ -336,6 +339,25 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
             ))
         })?),
     };
+    if let Some(names) = &p.recompute_modules {
+        let place = "[parallelism] recompute_modules";
+        let modules = RecomputeModules::parse(names.iter().map(String::as_str), place)?;
+        match &mut workload {
+            Workload::Training(spec) => {
+                spec.recompute_modules = crate::train::check_recompute_modules(
+                    modules,
+                    recompute,
+                    &model,
+                    "[parallelism]",
+                )?;
+            }
+            Workload::Inference(_) => {
+                return Err(PerfError::input(format!(
+                    "{place} applies to training (an [inference] plan recomputes nothing)"
+                )));
+            }
+        }
+    }
     let constraint = LayoutConstraint {
         tp: p.tp,
         pp: p.pp,
@@ -534,6 +556,9 @@ pub struct TrainingReport {
     /// The MoE capacity factor the plan gave (`[training] capacity_factor`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity_factor: Option<f64>,
+    /// What a selective recompute repeats (`[parallelism] recompute_modules`), if given.
+    #[serde(skip_serializing_if = "RecomputeModules::is_empty")]
+    pub recompute_modules: RecomputeModules,
     /// Whether the layout came from the search (some or all settings chosen).
     pub searched: bool,
     #[serde(flatten)]
@@ -650,6 +675,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 precision: if spec.fp8 { "fp8" } else { "bf16" },
                 global_batch: spec.global_batch,
                 capacity_factor: spec.capacity_factor,
+                recompute_modules: spec.recompute_modules,
                 searched: !complete,
                 days_to_train: b.as_ref().map(|b| b.days_to_train),
                 cost_usd: b.as_ref().and_then(|b| b.cost_usd),

@@ -379,6 +379,7 @@ pub fn best_training_rate_on(
         tokens: None,
         software: Software::default(),
         capacity_factor: None,
+        recompute_modules: Default::default(),
     };
     let opts = SearchOptions {
         keep: 1,

@@ -18,7 +18,7 @@ use crate::hardware::{
     COLLECTIVE_LATENCY_SCALE_OUT_S, Collective, GIB, Hardware, KernelFacts,
     MEMORY_BANDWIDTH_EFFICIENCY, TRITON_ATTENTION_BWD, TRITON_ATTENTION_FWD, kernel_facts,
 };
-use crate::layout::{Layout, Recompute};
+use crate::layout::{Layout, Recompute, RecomputeModules};
 use crate::model::{ModelSpec, TpSplit};
 use crate::software::{AttentionKernel, ExpertDispatch, Software};
 
@@ -95,6 +95,10 @@ pub struct TrainingSpec {
     /// every expert is computed and dispatched, filled or not. `None`: dropless with a balanced
     /// load, each expert computing exactly its tokens.
     pub capacity_factor: Option<f64>,
+    /// What a selective recompute repeats (Megatron-Core's `recompute_modules`); empty: the
+    /// classic set of [`Recompute::Selective`].
+    #[serde(skip_serializing_if = "RecomputeModules::is_empty")]
+    pub recompute_modules: RecomputeModules,
 }
 
 impl TrainingSpec {
@@ -128,6 +132,60 @@ pub fn check_capacity_factor(
              drops tokens that the model FLOPs still count)"
         ))),
     }
+}
+
+/// Checks `[parallelism] recompute_modules` (or a CSV row's column, named by `place`) against
+/// the model and the recompute mode: the modules refine a selective recompute, so a mode of
+/// none or full is a contradiction, and each module must exist in the model.
+pub fn check_recompute_modules(
+    modules: RecomputeModules,
+    recompute: Option<Recompute>,
+    m: &ModelSpec,
+    place: &str,
+) -> Result<RecomputeModules, PerfError> {
+    if modules.is_empty() {
+        return Ok(modules);
+    }
+    if let Some(mode @ (Recompute::None | Recompute::Full)) = recompute {
+        return Err(PerfError::input(format!(
+            "{place} recompute_modules refine a selective recompute, but recompute = \"{}\"",
+            mode.as_str()
+        )));
+    }
+    let shared = m.moe.as_ref().map_or(0, |x| x.shared_experts);
+    for (module, needs, what) in [
+        (
+            RecomputeModules::MLA_UP_PROJ,
+            m.mla.is_some(),
+            "multi-head latent attention ([model] kv_lora_rank)",
+        ),
+        (
+            RecomputeModules::MOE,
+            m.moe.is_some(),
+            "a mixture-of-experts model ([model] experts)",
+        ),
+        (
+            RecomputeModules::MOE_ACT,
+            m.moe.is_some(),
+            "a mixture-of-experts model ([model] experts)",
+        ),
+        (
+            RecomputeModules::SHARED_EXPERTS,
+            shared > 0,
+            "shared experts ([model] shared_experts)",
+        ),
+    ] {
+        if modules.contains(module) && !needs {
+            let name = RecomputeModules::NAMED
+                .iter()
+                .find(|(x, _)| *x == module)
+                .map_or("", |&(_, n)| n);
+            return Err(PerfError::input(format!(
+                "{place} recompute module {name} needs {what}"
+            )));
+        }
+    }
+    Ok(modules)
 }
 
 /// Seconds per step by kind. `*_exposed` parts add to the step; `overlapped_s` is
@@ -369,6 +427,8 @@ struct Ctx<'a> {
     hbm: f64,
     /// [`TrainingSpec::expert_capacity`].
     expert_capacity: f64,
+    /// [`TrainingSpec::recompute_modules`].
+    recompute_modules: RecomputeModules,
 }
 
 impl Ctx<'_> {
@@ -483,6 +543,9 @@ impl Ctx<'_> {
 
         // Attention projections. Replicated ones (MLA's down projections) run on this rank's
         // sequence shard when sequence parallelism splits the tokens.
+        // MLA's up projections (column-split, from a latent narrower than the hidden size) are
+        // what `mla_up_proj` recomputes.
+        let mut g_mla_up = 0.0;
         let mut g_fwd: f64 = m
             .attention_projections()
             .map(|(out, input, split)| {
@@ -492,13 +555,19 @@ impl Ctx<'_> {
                 } else {
                     tok
                 };
-                self.gemm(rows, n, k)
+                let g = self.gemm(rows, n, k);
+                if m.mla.is_some() && split == TpSplit::Columns && input < h {
+                    g_mla_up += g;
+                }
+                g
             })
             .sum();
         let (attn_fwd, attn_bwd, attn_mem_fwd) = self.attention(tok);
 
         let mut ep_comm = 0.0;
         let n_mats = m.ffn_matrices();
+        // Forward GEMM time of the FFN parts a module-level recompute may repeat.
+        let (mut g_experts, mut g_shared, mut g_router, mut g_dense) = (0.0, 0.0, 0.0, 0.0);
         if moe {
             let moe_spec = m.moe.as_ref().expect("moe layer of a moe model");
             let k = f64::from(moe_spec.experts_per_token);
@@ -514,14 +583,15 @@ impl Ctx<'_> {
             let capacity = self.expert_capacity;
             let rows = (tok / t * k * ep * etp / e * capacity).max(1.0);
             let local_experts = (e / ep).max(1.0);
-            g_fwd += self.batched_gemm(local_experts, rows, (n_mats - 1.0) * fe / etp, h)
+            g_experts = self.batched_gemm(local_experts, rows, (n_mats - 1.0) * fe / etp, h)
                 + self.batched_gemm(local_experts, rows, h, fe / etp);
             if shared > 0.0 {
-                g_fwd += self.gemm(tok, (n_mats - 1.0) * shared * fe / t, h)
+                g_shared = self.gemm(tok, (n_mats - 1.0) * shared * fe / t, h)
                     + self.gemm(tok, h, shared * fe / t);
             }
             // Router.
-            g_fwd += self.gemm(tok, e, h) / t;
+            g_router = self.gemm(tok, e, h) / t;
+            g_fwd += g_experts + g_shared + g_router;
             // Dispatch + combine all-to-all, forward, over ep ranks etp apart (Megatron-Core
             // orders expert ranks etp first, then ep).
             // This rank's tokens (its sequence-parallel shard), once each.
@@ -548,7 +618,8 @@ impl Ctx<'_> {
                 ep_comm += 2.0 * self.hw.nccl_time(Collective::AllGather, gathered, l.etp);
             }
         } else {
-            g_fwd += self.gemm(tok, (n_mats - 1.0) * f / t, h) + self.gemm(tok, h, f / t);
+            g_dense = self.gemm(tok, (n_mats - 1.0) * f / t, h) + self.gemm(tok, h, f / t);
+            g_fwd += g_dense;
         }
         let fp8_cast = if self.fp8 { FP8_CAST_BYTES } else { 0.0 };
         let elem = elementwise_bytes_per_token(m, t, sp, moe, NormKernels::Separate, fp8_cast);
@@ -558,9 +629,55 @@ impl Ctx<'_> {
         let bwd = BACKWARD_GEMM_FACTOR * g_fwd
             + attn_bwd
             + BACKWARD_ELEMENTWISE_FACTOR * (elem_fwd + attn_mem_fwd);
+        let modules = self.recompute_modules;
+        let recompute_moe = moe && modules.contains(RecomputeModules::MOE);
         let recompute = match l.recompute {
             Recompute::None => 0.0,
-            Recompute::Selective => attn_fwd + attn_mem_fwd + self.stream(tok * ffn_elems * BF16),
+            Recompute::Selective if modules.is_empty() => {
+                attn_fwd + attn_mem_fwd + self.stream(tok * ffn_elems * BF16)
+            }
+            Recompute::Selective => {
+                let (q_width, k_width, _) = m.qkv_widths();
+                let routed_elems = m.moe.as_ref().map_or(0.0, |x| {
+                    n_mats * f64::from(x.experts_per_token) * f64::from(x.expert_ffn_hidden) / t
+                });
+                let shared_elems = ffn_elems - routed_elems;
+                let mut r = 0.0;
+                if modules.contains(RecomputeModules::CORE_ATTN) {
+                    r += attn_fwd + attn_mem_fwd;
+                }
+                if modules.contains(RecomputeModules::LAYERNORM) {
+                    // Two norms, each reading and writing the hidden state.
+                    r += self.stream(tok * 4.0 * h * BF16 / sp);
+                }
+                if modules.contains(RecomputeModules::MLA_UP_PROJ) {
+                    // The up projections and the rotary embedding of q and k.
+                    r += g_mla_up + self.stream(tok * 2.0 * (q_width + k_width) * BF16 / t);
+                }
+                if recompute_moe {
+                    // Router, dispatch (its all-to-all is counted in the passes below),
+                    // permutation, every expert and the combine.
+                    let permute = m
+                        .moe
+                        .as_ref()
+                        .map_or(0.0, |x| 4.0 * f64::from(x.experts_per_token) * h * BF16 / t);
+                    r += g_experts
+                        + g_shared
+                        + g_router
+                        + self.stream(tok * (ffn_elems * BF16 + permute));
+                } else if moe {
+                    if modules.contains(RecomputeModules::MOE_ACT) {
+                        r += self.stream(tok * routed_elems * BF16);
+                    }
+                    if modules.contains(RecomputeModules::SHARED_EXPERTS) {
+                        r += g_shared + self.stream(tok * shared_elems * BF16);
+                    }
+                }
+                if !moe && modules.contains(RecomputeModules::MLP) {
+                    r += g_dense + self.stream(tok * ffn_elems * BF16);
+                }
+                r
+            }
             Recompute::Full => fwd,
         };
         // Tensor parallel: two all-reduces (or all-gather + reduce-scatter pairs with SP) in the
@@ -570,6 +687,8 @@ impl Ctx<'_> {
         } else {
             2.0
         };
+        // The expert all-to-all runs once more when the MoE layer is recomputed.
+        let ep_passes = if recompute_moe { 3.0 } else { passes };
         let act = tok * h * BF16;
         // An MoE layer's routed experts leave the tensor-parallel group (their collectives
         // are the dispatch above); a shared expert is a dense FFN over it.
@@ -598,7 +717,7 @@ impl Ctx<'_> {
             recompute,
             tp_comm,
             cp_comm,
-            ep_comm: ep_comm * passes,
+            ep_comm: ep_comm * ep_passes,
             attn: attn_fwd + attn_bwd + (1.0 + BACKWARD_ELEMENTWISE_FACTOR) * attn_mem_fwd,
         }
     }
@@ -654,6 +773,7 @@ fn layer_activation_bytes(
     l: &Layout,
     tokens: f64,
     recompute: Recompute,
+    modules: RecomputeModules,
     capacity: f64,
 ) -> f64 {
     let t = f64::from(l.tp);
@@ -686,6 +806,44 @@ fn layer_activation_bytes(
         Recompute::None => {
             tokens * (8.0 * h / sp + (2.0 * qkv + 2.0 * attn_out + ffn_act) / t + expert_input)
         }
+        // Megatron-Core's modules: each drops what its checkpointing discards (core attention
+        // keeps its Q, K, V inputs and the output the projection needs, so it frees only the
+        // softmax statistics, which are not counted).
+        Recompute::Selective if !modules.is_empty() => {
+            let act_per_width = if m.gated_ffn { 6.0 } else { 4.0 };
+            // Share of an FFN's saved bytes that is the activation function's output.
+            let act_out_share = 2.0 / act_per_width;
+            let (routed_act, shared_act) = m.moe.as_ref().map_or((0.0, 0.0), |moe| {
+                let fe = f64::from(moe.expert_ffn_hidden);
+                (
+                    moe_frac * act_per_width * f64::from(moe.experts_per_token) * capacity * fe,
+                    moe_frac * act_per_width * f64::from(moe.shared_experts) * fe,
+                )
+            });
+            let dense_act = ffn_act - routed_act - shared_act;
+            let mut bytes =
+                8.0 * h / sp + (2.0 * qkv + 2.0 * attn_out + ffn_act) / t + expert_input;
+            if modules.contains(RecomputeModules::LAYERNORM) {
+                bytes -= 4.0 * h / sp;
+            }
+            if modules.contains(RecomputeModules::MLA_UP_PROJ) {
+                bytes -= 2.0 * qkv / t;
+            }
+            if modules.contains(RecomputeModules::MLP) {
+                bytes -= dense_act / t;
+            }
+            if modules.contains(RecomputeModules::MOE) {
+                bytes -= (routed_act + shared_act) / t + expert_input;
+            } else {
+                if modules.contains(RecomputeModules::MOE_ACT) {
+                    bytes -= act_out_share * routed_act / t;
+                }
+                if modules.contains(RecomputeModules::SHARED_EXPERTS) {
+                    bytes -= shared_act / t;
+                }
+            }
+            tokens * bytes
+        }
         Recompute::Selective => {
             tokens
                 * (4.0 * h / sp
@@ -693,6 +851,38 @@ fn layer_activation_bytes(
                     + expert_input)
         }
     }
+}
+
+/// Forward FLOPs per token that a module-level selective recompute repeats (for the HFU).
+/// A dropping stack's padded expert slots are counted with the other padding, not here.
+fn recomputed_module_flops_per_token(m: &ModelSpec, modules: RecomputeModules) -> f64 {
+    let h = f64::from(m.hidden);
+    let mut flops = 0.0;
+    if modules.contains(RecomputeModules::CORE_ATTN) {
+        flops += m.attention_forward_flops_per_token();
+    }
+    if modules.contains(RecomputeModules::MLA_UP_PROJ) {
+        let up: f64 = m
+            .attention_projections()
+            .filter(|&(_, input, split)| split == TpSplit::Columns && input < h)
+            .map(|(out, input, _)| out * input)
+            .sum();
+        flops += 2.0 * up * f64::from(m.layers);
+    }
+    if modules.contains(RecomputeModules::MLP) {
+        flops += 2.0 * m.dense_ffn_params() * f64::from(m.dense_layers());
+    }
+    if let Some(moe) = &m.moe {
+        let moe_layers = f64::from(m.moe_layers());
+        let shared = f64::from(moe.shared_experts) * m.expert_params();
+        if modules.contains(RecomputeModules::MOE) {
+            let routed = f64::from(moe.experts_per_token) * m.expert_params();
+            flops += 2.0 * (routed + shared + m.router_params()) * moe_layers;
+        } else if modules.contains(RecomputeModules::SHARED_EXPERTS) {
+            flops += 2.0 * shared * moe_layers;
+        }
+    }
+    flops
 }
 
 /// Memory per device on the busiest stage.
@@ -725,7 +915,8 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     let tokens = f64::from(l.microbatch) * f64::from(m.seq_len) / f64::from(l.cp);
     let layers_stage = (f64::from(m.layers) / f64::from(l.pp)).ceil();
     let capacity = spec.expert_capacity();
-    let per_layer = layer_activation_bytes(m, l, tokens, l.recompute, capacity);
+    let modules = spec.recompute_modules;
+    let per_layer = layer_activation_bytes(m, l, tokens, l.recompute, modules, capacity);
     let pp = f64::from(l.pp);
     let v = f64::from(l.virtual_stages);
     let microbatches = f64::from(l.microbatches(spec.global_batch));
@@ -745,7 +936,7 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     };
     // One layer's full activations while it is recomputed.
     let recompute_layer = if l.recompute == Recompute::Full {
-        layer_activation_bytes(m, l, tokens, Recompute::None, capacity)
+        layer_activation_bytes(m, l, tokens, Recompute::None, modules, capacity)
     } else {
         0.0
     };
@@ -789,6 +980,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         gemm_ceiling,
         hbm: hw.hbm_bytes_per_s(),
         expert_capacity: spec.expert_capacity(),
+        recompute_modules: spec.recompute_modules,
     };
     let dense = ctx.layer(false);
     let moe = if m.moe.is_some() {
@@ -940,8 +1132,12 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let tokens_per_s = tokens_step / step;
     let count = f64::from(hw.count);
     let model_flops = m.model_flops_per_token() * tokens_per_s;
+    let modules = spec.recompute_modules;
     let recompute_flops_per_token = match l.recompute {
         Recompute::None => 0.0,
+        Recompute::Selective if !modules.is_empty() => {
+            recomputed_module_flops_per_token(m, modules)
+        }
         Recompute::Selective => m.attention_forward_flops_per_token(),
         Recompute::Full => {
             2.0 * (m.active_params() - m.embedding_params()) + m.attention_forward_flops_per_token()
@@ -952,7 +1148,9 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let routed = m.moe.as_ref().map_or(0.0, |moe| {
         f64::from(m.moe_layers()) * f64::from(moe.experts_per_token) * m.expert_params()
     });
-    let passes = if l.recompute == Recompute::Full {
+    let passes = if l.recompute == Recompute::Full
+        || (l.recompute == Recompute::Selective && modules.contains(RecomputeModules::MOE))
+    {
         8.0
     } else {
         6.0

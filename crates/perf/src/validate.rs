@@ -10,7 +10,7 @@ use switchyard_core::accelerator;
 use crate::PerfError;
 use crate::hardware::Hardware;
 use crate::infer::{Concurrency, InferenceLayout, InferenceSpec, estimate_inference};
-use crate::layout::Recompute;
+use crate::layout::{Recompute, RecomputeModules};
 use crate::model::ModelFields;
 use crate::search::{LayoutConstraint, SearchOptions, search};
 use crate::software::Software;
@@ -231,6 +231,24 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         model.moe.is_some(),
         &format!("row {id}:"),
     )?;
+    let recompute = match cell(row, "recompute") {
+        None => None,
+        Some(t) => Some(Recompute::parse(t).ok_or_else(|| {
+            PerfError::input(format!(
+                "row {id}: recompute = {t:?} is not none/selective/full"
+            ))
+        })?),
+    };
+    // Optional column: Megatron-Core's recompute modules, e.g. "mla_up_proj mlp".
+    let recompute_modules = match cell(row, "recompute_modules") {
+        None => RecomputeModules::default(),
+        Some(t) => crate::train::check_recompute_modules(
+            RecomputeModules::parse_cell(t, &format!("row {id}: recompute_modules"))?,
+            recompute,
+            &model,
+            &format!("row {id}:"),
+        )?,
+    };
     let spec = TrainingSpec {
         global_batch: size(row, "global_batch")?,
         fp8: fp8(row)?,
@@ -242,14 +260,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
             &model,
             &format!("row {id}:"),
         )?,
-    };
-    let recompute = match cell(row, "recompute") {
-        None => None,
-        Some(t) => Some(Recompute::parse(t).ok_or_else(|| {
-            PerfError::input(format!(
-                "row {id}: recompute = {t:?} is not none/selective/full"
-            ))
-        })?),
+        recompute_modules,
     };
     let constraint = LayoutConstraint {
         tp: num(row, "tp")?,
@@ -297,7 +308,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
             l.etp_label(),
             l.microbatch,
             l.virtual_stages,
-            l.recompute.as_str(),
+            l.recompute.label(spec.recompute_modules),
             l.zero,
             if est.fits {
                 String::new()

@@ -321,3 +321,115 @@ fn expert_tensor_parallelism_is_checked() {
     };
     assert!(open.searched);
 }
+
+/// `[parallelism] recompute_modules` (Megatron-Core's names) refine a selective recompute:
+/// unknown names, modules the model lacks, a contradicting mode and serving are refused.
+#[test]
+fn recompute_modules_are_checked() {
+    let fleet = Fleet::default_fleet();
+    let plan = |preset: &str, work: &str, parallelism: &str| {
+        format!(
+            "[model]\npreset = \"{preset}\"\n{work}\n[hardware]\naccelerator = \"H100-SXM\"\n\
+             count = 1024\n[parallelism]\n{parallelism}\n"
+        )
+    };
+    let training = "[training]\nglobal_batch = 8192";
+    let serving = "[inference]\nprecision = \"fp8\"\nprompt_tokens = 1000\noutput_tokens = 1000\n\
+                   concurrency = 64";
+    for (preset, work, parallelism, needle) in [
+        (
+            "deepseek-v3",
+            training,
+            "recompute_modules = [\"core_attn\", \"attention\"]",
+            "[parallelism] recompute_modules: unknown recompute module \"attention\"; the modules \
+             are core_attn, moe_act, layernorm, mla_up_proj, mlp, moe, shared_experts",
+        ),
+        (
+            "deepseek-v3",
+            training,
+            "recompute_modules = []",
+            "[parallelism] recompute_modules lists no module",
+        ),
+        (
+            "deepseek-v3",
+            training,
+            "recompute = \"full\"\nrecompute_modules = [\"mla_up_proj\"]",
+            "[parallelism] recompute_modules refine a selective recompute, but recompute = \"full\"",
+        ),
+        (
+            "llama3-70b",
+            training,
+            "recompute_modules = [\"mla_up_proj\"]",
+            "[parallelism] recompute module mla_up_proj needs multi-head latent attention",
+        ),
+        (
+            "llama3-70b",
+            training,
+            "recompute_modules = [\"moe_act\"]",
+            "[parallelism] recompute module moe_act needs a mixture-of-experts model",
+        ),
+        (
+            "qwen3-235b-a22b",
+            training,
+            "recompute_modules = [\"shared_experts\"]",
+            "[parallelism] recompute module shared_experts needs shared experts",
+        ),
+        (
+            "deepseek-v3",
+            serving,
+            "tp = 8\nrecompute_modules = [\"mla_up_proj\"]",
+            "[parallelism] recompute_modules applies to training",
+        ),
+    ] {
+        let text = plan(preset, work, parallelism);
+        let err = parse_plan(&text, "modules.toml", &fleet)
+            .and_then(|p| run_plan(&p))
+            .err()
+            .unwrap_or_else(|| panic!("{preset} with {parallelism:?} must be refused"))
+            .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+/// Megatron-Bridge's DeepSeek-V3 recipe for 1,024 H100 in BF16 (TP2/PP8/VP4/EP64 with one
+/// sequence per micro-batch) fits only because it recomputes the MLA up projections and the
+/// dense MLP: with the classic selective set it is over memory, with the recipe's modules it
+/// fits, and each added module frees memory and costs time.
+#[test]
+fn recompute_modules_trade_memory_for_time() {
+    let fleet = Fleet::default_fleet();
+    let run = |modules: &str| {
+        let text = format!(
+            "[model]\npreset = \"deepseek-v3\"\n[training]\nglobal_batch = 16384\n\
+             [hardware]\naccelerator = \"H100-SXM\"\ncount = 1024\n[parallelism]\ntp = 2\npp = 8\n\
+             dp = 64\nep = 64\netp = 1\nmicrobatch = 1\nvirtual_stages = 4\nzero = 1\n\
+             recompute = \"selective\"\n{modules}"
+        );
+        let input = parse_plan(&text, "ds.toml", &fleet).expect("valid");
+        match run_plan(&input) {
+            Ok(switchyard_perf::plan::PlanReport::Training(r)) => *r,
+            other => panic!("a training report, got {other:?}"),
+        }
+    };
+    let classic = run("");
+    let up = run("recompute_modules = [\"mla_up_proj\"]");
+    let recipe = run("recompute_modules = [\"mla_up_proj\", \"mlp\"]");
+    let moe = run("recompute_modules = [\"mla_up_proj\", \"mlp\", \"moe\"]");
+    assert!(!classic.best.fits, "{:?}", classic.best.memory);
+    assert!(recipe.best.fits, "{:?}", recipe.best.memory);
+    let gib = |r: &switchyard_perf::plan::TrainingReport| r.best.memory.total_gib;
+    let step = |r: &switchyard_perf::plan::TrainingReport| r.best.step_time_s;
+    assert!(gib(&up) > gib(&recipe) && gib(&recipe) > gib(&moe));
+    assert!(step(&up) < step(&recipe) && step(&recipe) < step(&moe));
+    // Recomputing the MoE layer repeats its dispatch: more expert-parallel traffic.
+    assert!(moe.best.breakdown.ep_comm_s > recipe.best.breakdown.ep_comm_s);
+    // The recomputed experts count as hardware FLOPs, not model FLOPs.
+    let recomputed = |r: &switchyard_perf::plan::TrainingReport| r.best.hfu / r.best.mfu;
+    assert!(recomputed(&moe) > recomputed(&recipe) && recomputed(&recipe) > recomputed(&up));
+    let json = serde_json::to_value(&recipe).expect("serialisable");
+    assert_eq!(
+        json["recompute_modules"],
+        serde_json::json!(["mla_up_proj", "mlp"])
+    );
+    assert_eq!(json["layout"]["recompute"], "selective");
+}

@@ -37,6 +37,7 @@ fn spec(global_batch: u32) -> TrainingSpec {
         tokens: None,
         software: Software::default(),
         capacity_factor: None,
+        recompute_modules: Default::default(),
     }
 }
 
