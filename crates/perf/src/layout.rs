@@ -126,10 +126,11 @@ impl RecomputeModules {
         Ok(set)
     }
 
-    /// Parses a CSV cell: names separated by spaces, `+`, `;` or `|`.
+    /// Parses a CSV cell: names separated by spaces, commas, `+`, `;` or `|`, optionally in
+    /// brackets and quotes as Megatron prints the list (`[mla_up_proj, mlp]`).
     pub fn parse_cell(cell: &str, place: &str) -> Result<Self, PerfError> {
         Self::parse(
-            cell.split([' ', '+', ';', '|'])
+            cell.split([' ', '\t', ',', '+', ';', '|', '[', ']', '"', '\''])
                 .filter(|s| !s.trim().is_empty()),
             place,
         )

@@ -155,6 +155,11 @@ pub fn check_recompute_modules(
     let shared = m.moe.as_ref().map_or(0, |x| x.shared_experts);
     for (module, needs, what) in [
         (
+            RecomputeModules::MLP,
+            m.dense_layers() > 0,
+            "dense layers (every layer of this model is MoE: the module for those is moe)",
+        ),
+        (
             RecomputeModules::MLA_UP_PROJ,
             m.mla.is_some(),
             "multi-head latent attention ([model] kv_lora_rank)",
@@ -630,7 +635,19 @@ impl Ctx<'_> {
             + attn_bwd
             + BACKWARD_ELEMENTWISE_FACTOR * (elem_fwd + attn_mem_fwd);
         let modules = self.recompute_modules;
-        let recompute_moe = moe && modules.contains(RecomputeModules::MOE);
+        let by_module = l.recompute == Recompute::Selective && !modules.is_empty();
+        let recompute_moe = by_module && moe && modules.contains(RecomputeModules::MOE);
+        // A recomputed FFN over the tensor-parallel group (a dense MLP, shared experts) repeats
+        // its gather and reduce-scatter; recomputed MLA up projections re-gather their latents.
+        let recompute_ffn_over_tp = by_module
+            && if moe {
+                m.moe.as_ref().is_some_and(|x| x.shared_experts > 0)
+                    && (modules.contains(RecomputeModules::MOE)
+                        || modules.contains(RecomputeModules::SHARED_EXPERTS))
+            } else {
+                modules.contains(RecomputeModules::MLP)
+            };
+        let recompute_latents = by_module && modules.contains(RecomputeModules::MLA_UP_PROJ);
         let recompute = match l.recompute {
             Recompute::None => 0.0,
             Recompute::Selective if modules.is_empty() => {
@@ -638,10 +655,12 @@ impl Ctx<'_> {
             }
             Recompute::Selective => {
                 let (q_width, k_width, _) = m.qkv_widths();
-                let routed_elems = m.moe.as_ref().map_or(0.0, |x| {
+                let routed_per_token = m.moe.as_ref().map_or(0.0, |x| {
                     n_mats * f64::from(x.experts_per_token) * f64::from(x.expert_ffn_hidden) / t
                 });
-                let shared_elems = ffn_elems - routed_elems;
+                let shared_elems = ffn_elems - routed_per_token;
+                // A dropping stack also runs the activation over its empty slots.
+                let routed_elems = routed_per_token * self.expert_capacity;
                 let mut r = 0.0;
                 if modules.contains(RecomputeModules::CORE_ATTN) {
                     r += attn_fwd + attn_mem_fwd;
@@ -695,11 +714,19 @@ impl Ctx<'_> {
         let ffn_over_tp = !moe || m.moe.as_ref().is_some_and(|x| x.shared_experts > 0);
         let tp_kinds = if ffn_over_tp { 2.0 * 2.0 } else { 2.0 };
         let mut tp_comm = self.tp_coll(act, tp_kinds * passes);
+        if recompute_ffn_over_tp {
+            tp_comm += self.tp_coll(act, 2.0);
+        }
         // MLA with sequence parallelism: the down projections' latents (query, key/value and
         // rotary key) are gathered for the up projections, and their gradients reduce-scattered.
         if let (Some(a), true) = (&m.mla, l.sequence_parallel && l.tp > 1) {
             let latent = f64::from(a.q_lora_rank + a.kv_lora_rank + a.qk_rope_head_dim);
-            tp_comm += self.tp_coll(tok * latent * BF16, passes);
+            let latent_passes = if recompute_latents {
+                passes + 1.0
+            } else {
+                passes
+            };
+            tp_comm += self.tp_coll(tok * latent * BF16, latent_passes);
         }
         // Context parallel: ring exchange of K and V, forward, and of K, V and their gradients
         // in the backward; overlapped with the attention blocks it feeds.
@@ -935,10 +962,13 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
         ((pp + spread).min(cap), (pp - spread).min(cap))
     };
     // One layer's full activations while it is recomputed.
-    let recompute_layer = if l.recompute == Recompute::Full {
-        layer_activation_bytes(m, l, tokens, Recompute::None, modules, capacity)
-    } else {
-        0.0
+    let recompute_layer = match l.recompute {
+        Recompute::Full => layer_activation_bytes(m, l, tokens, Recompute::None, modules, capacity),
+        // What the modules discarded comes back one layer at a time in the backward.
+        Recompute::Selective if !modules.is_empty() => {
+            layer_activation_bytes(m, l, tokens, Recompute::None, modules, capacity) - per_layer
+        }
+        _ => 0.0,
     };
     // FP32 logits and their gradient on the last stage.
     let logits = 2.0 * tokens * f64::from(m.vocab) / f64::from(l.tp) * 4.0;

@@ -3,6 +3,7 @@
 
 use switchyard_core::fleet::Fleet;
 use switchyard_perf::MAX_SIZE;
+use switchyard_perf::Recompute;
 use switchyard_perf::plan::{parse_plan, run_plan};
 
 const FIELDS: [&str; 20] = [
@@ -375,6 +376,13 @@ fn recompute_modules_are_checked() {
             "[parallelism] recompute module shared_experts needs shared experts",
         ),
         (
+            "qwen3-235b-a22b",
+            training,
+            "recompute_modules = [\"mlp\"]",
+            "[parallelism] recompute module mlp needs dense layers (every layer of this model is \
+             MoE: the module for those is moe)",
+        ),
+        (
             "deepseek-v3",
             serving,
             "tp = 8\nrecompute_modules = [\"mla_up_proj\"]",
@@ -392,9 +400,9 @@ fn recompute_modules_are_checked() {
 }
 
 /// Megatron-Bridge's DeepSeek-V3 recipe for 1,024 H100 in BF16 (TP2/PP8/VP4/EP64 with one
-/// sequence per micro-batch) fits only because it recomputes the MLA up projections and the
-/// dense MLP: with the classic selective set it is over memory, with the recipe's modules it
-/// fits, and each added module frees memory and costs time.
+/// sequence per micro-batch) recomputes the MLA up projections and the dense MLP: with the
+/// classic selective set the layout is over memory, with the recipe's modules it fits, and each
+/// added module frees memory and costs time.
 #[test]
 fn recompute_modules_trade_memory_for_time() {
     let fleet = Fleet::default_fleet();
@@ -432,4 +440,53 @@ fn recompute_modules_trade_memory_for_time() {
         serde_json::json!(["mla_up_proj", "mlp"])
     );
     assert_eq!(json["layout"]["recompute"], "selective");
+}
+
+/// Modules refine only the selective mode: when the search also tries no recompute, that layout
+/// costs exactly what it costs without modules (the `moe` module once added a third dispatch
+/// pass to it), and a recomputed dense MLP under tensor parallelism repeats its collectives.
+#[test]
+fn recompute_modules_leave_other_modes_alone() {
+    let fleet = Fleet::default_fleet();
+    let run = |preset: &str, count: u32, parallelism: &str| {
+        let text = format!(
+            "[model]\npreset = \"{preset}\"\n[training]\nglobal_batch = 1024\n\
+             [hardware]\naccelerator = \"H100-SXM\"\ncount = {count}\n[parallelism]\n{parallelism}"
+        );
+        let input = parse_plan(&text, "modes.toml", &fleet).expect("valid");
+        match run_plan(&input) {
+            Ok(switchyard_perf::plan::PlanReport::Training(r)) => *r,
+            other => panic!("a training report, got {other:?}"),
+        }
+    };
+    let layout = "tp = 1\npp = 1\ndp = 16\nep = 16\nmicrobatch = 1\nzero = 1\n";
+    let plain = run(
+        "qwen3-30b-a3b",
+        16,
+        &format!("{layout}recompute = \"none\""),
+    );
+    // Recompute left to the search, which keeps the layout without recompute.
+    let searched = run(
+        "qwen3-30b-a3b",
+        16,
+        &format!("{layout}recompute_modules = [\"moe\"]"),
+    );
+    assert_eq!(searched.best.layout.recompute, Recompute::None);
+    assert_eq!(searched.best.step_time_s, plain.best.step_time_s);
+    assert_eq!(
+        searched.best.breakdown.ep_comm_s,
+        plain.best.breakdown.ep_comm_s
+    );
+
+    let dense = "tp = 8\npp = 1\ndp = 8\nmicrobatch = 1\nzero = 1\nrecompute = \"selective\"\n";
+    let classic = run("llama3-70b", 64, dense);
+    let mlp = run(
+        "llama3-70b",
+        64,
+        &format!("{dense}recompute_modules = [\"core_attn\", \"mlp\"]"),
+    );
+    // Two more of each layer's eight tensor-parallel collectives per micro-batch (the LM
+    // head's, not recomputed, keep the ratio just under 10/8).
+    let ratio = mlp.best.breakdown.tp_comm_s / classic.best.breakdown.tp_comm_s;
+    assert!(ratio > 1.24 && ratio <= 1.25, "{ratio}");
 }

@@ -200,9 +200,10 @@ fn holdout_moe_folding_runs_resolve_to_their_folded_layouts() {
 /// Megatron-Bridge's model-verification catalog (2026): the tuned performance recipes of
 /// DeepSeek-V3, Qwen3-235B-A22B, Qwen3-30B-A3B and GPT-OSS-120B on H100, GB200 and GB300
 /// (forced balancing, full-iteration CUDA graphs on Blackwell, recipe-stated recompute
-/// modules). The same configurations the 25.11 table ran 1.4-2.8x slower; the model sits
-/// with the tuned stack. Regression guard at this commit's figures (docs/perf-model.md,
-/// "Mixture-of-experts training"): the median within 20%, every row but GPT-OSS within 25%
+/// modules). The 25.11 table's runs of these models were up to 2.5x slower (1.7x for the one
+/// configuration that matches: Qwen3-30B-A3B on 8 GB200); the model sits with the tuned
+/// stack. Regression guard at this commit's figures (docs/perf-model.md, "Mixture-of-experts
+/// training"): the median within 20%, every row but V0012 within 25%
 /// (GPT-OSS-120B on GB200 in BF16 runs at half the modelled speed; NVIDIA credits its fused
 /// MoE kernels with +93% on GPT-OSS, which the model already assumes), and the rows that
 /// give Megatron's recompute modules resolve to them.
@@ -211,11 +212,7 @@ fn holdout_moe_verified_runs_track_the_tuned_stack() {
     let r = report("holdout_moe_verified_runs.csv");
     assert_eq!(r.rows.len(), 13);
     assert!(r.median_abs_error <= 0.20, "median {}", r.median_abs_error);
-    for row in r
-        .rows
-        .iter()
-        .filter(|row| !row.model.starts_with("GPT-OSS"))
-    {
+    for row in r.rows.iter().filter(|row| row.id != "V0012") {
         assert!(
             row.error.abs() <= 0.25,
             "{} {:+.1}%",
@@ -223,12 +220,14 @@ fn holdout_moe_verified_runs_track_the_tuned_stack() {
             100.0 * row.error
         );
     }
-    let deepseek_h100 = r.rows.iter().find(|row| row.id == "V0001").expect("V0001");
-    assert!(
-        deepseek_h100.layout.contains("selective[mla_up_proj+mlp]"),
-        "{}",
-        deepseek_h100.layout
-    );
+    for (id, label) in [
+        ("V0001", "selective[mla_up_proj+mlp]"),
+        ("V0002", "selective[mla_up_proj]"),
+        ("V0012", "selective[moe_act+layernorm]"),
+    ] {
+        let row = r.rows.iter().find(|row| row.id == id).expect("the row");
+        assert!(row.layout.contains(label), "{id}: {}", row.layout);
+    }
 }
 
 /// A row with a zero expert tensor parallel degree is a reported input error, not a panic.
@@ -426,4 +425,30 @@ fn a_row_with_bad_recompute_modules_is_refused() {
             .contains("recompute module mla_up_proj needs multi-head latent attention"),
         "{failure:?}"
     );
+}
+
+/// A `recompute_modules` cell may be written as Megatron prints the list.
+#[test]
+fn recompute_modules_cells_accept_megatrons_list_syntax() {
+    let path = format!(
+        "{}/../../data/calibration/holdout_moe_verified_runs.csv",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("the verified holdout is in the repository");
+    let plain = validate_csv(&text).expect("readable");
+    for cell in [
+        "\"[mla_up_proj, mlp]\"",
+        "mla_up_proj+mlp",
+        "\"mla_up_proj,mlp\"",
+        "MLP;mla_up_proj",
+    ] {
+        let edited = text.replacen(",mla_up_proj mlp,", &format!(",{cell},"), 1);
+        let report = validate_csv(&edited).expect("readable");
+        assert!(
+            report.failed_rows.is_empty(),
+            "{cell}: {:?}",
+            report.failed_rows
+        );
+        assert_eq!(report.rows[0].predicted, plain.rows[0].predicted, "{cell}");
+    }
 }
