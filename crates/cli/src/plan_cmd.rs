@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use switchyard_core::fleet::Fleet;
 use switchyard_perf::plan::{PlanReport, TrainingReport, parse_plan, run_plan};
 use switchyard_perf::validate::{Kind, ValidationReport, validate_csv};
-use switchyard_perf::{PerfError, RecomputeModules, TrainingEstimate};
+use switchyard_perf::{PerfError, TrainingEstimate};
 
 use crate::CliError;
 use crate::error::read_text;
@@ -80,7 +80,7 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn layout_cell(e: &TrainingEstimate, modules: RecomputeModules) -> String {
+fn layout_cell(e: &TrainingEstimate) -> String {
     let l = &e.layout;
     format!(
         "tp{} pp{} dp{} cp{} ep{}{} mb{} v{} {} zero{}{}",
@@ -92,7 +92,7 @@ fn layout_cell(e: &TrainingEstimate, modules: RecomputeModules) -> String {
         l.etp_label(),
         l.microbatch,
         l.virtual_stages,
-        l.recompute.label(modules),
+        l.recompute.label(e.recompute_modules),
         l.zero,
         if l.sequence_parallel { " sp" } else { "" }
     )
@@ -123,7 +123,7 @@ fn training_text(r: &TrainingReport) -> String {
     let _ = writeln!(
         s,
         "layout            {}{}",
-        layout_cell(b, r.recompute_modules),
+        layout_cell(b),
         if r.searched { "  (searched)" } else { "" }
     );
     let rows: Vec<(&str, String)> = vec![
@@ -194,11 +194,7 @@ fn training_text(r: &TrainingReport) -> String {
     }
     if !r.alternatives.is_empty() {
         let _ = writeln!(s, "\nnext best layouts");
-        let cells: Vec<String> = r
-            .alternatives
-            .iter()
-            .map(|e| layout_cell(e, r.recompute_modules))
-            .collect();
+        let cells: Vec<String> = r.alternatives.iter().map(layout_cell).collect();
         let width = cells.iter().map(|c| c.chars().count()).fold(46, usize::max);
         let _ = writeln!(
             s,

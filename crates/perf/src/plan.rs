@@ -556,9 +556,6 @@ pub struct TrainingReport {
     /// The MoE capacity factor the plan gave (`[training] capacity_factor`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity_factor: Option<f64>,
-    /// What a selective recompute repeats (`[parallelism] recompute_modules`), if given.
-    #[serde(skip_serializing_if = "RecomputeModules::is_empty")]
-    pub recompute_modules: RecomputeModules,
     /// Whether the layout came from the search (some or all settings chosen).
     pub searched: bool,
     #[serde(flatten)]
@@ -675,7 +672,6 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 precision: if spec.fp8 { "fp8" } else { "bf16" },
                 global_batch: spec.global_batch,
                 capacity_factor: spec.capacity_factor,
-                recompute_modules: spec.recompute_modules,
                 searched: !complete,
                 days_to_train: b.as_ref().map(|b| b.days_to_train),
                 cost_usd: b.as_ref().and_then(|b| b.cost_usd),

@@ -5,7 +5,7 @@ use switchyard_core::accelerator::Accelerator;
 
 use crate::PerfError;
 use crate::hardware::Hardware;
-use crate::layout::{Layout, Recompute};
+use crate::layout::{Layout, Recompute, RecomputeModules};
 use crate::model::ModelSpec;
 use crate::software::Software;
 use crate::train::{TrainingEstimate, TrainingSpec, estimate};
@@ -147,6 +147,73 @@ fn one_or<T: Copy>(given: Option<T>, all: Vec<T>) -> Vec<T> {
     }
 }
 
+/// The recompute modes the search tries, each with the modules its selective mode repeats. A
+/// given mode is used as given (its modules are the plan's). Otherwise none, selective and full
+/// (last); for mixture-of-experts and latent-attention models, whose Megatron-Core recipes fit
+/// large layouts with module-level recompute, also three nested module sets between them,
+/// cheapest first: the output-discarding modules the model has (the norms, the experts'
+/// activation, the MLA up projections), then with core attention, the dense MLP and the shared
+/// experts, then with the whole MoE layer. Given modules replace the classic selective set
+/// instead.
+pub fn recompute_candidates(
+    given: Option<Recompute>,
+    modules: RecomputeModules,
+    m: &ModelSpec,
+) -> Vec<(Recompute, RecomputeModules)> {
+    let none = RecomputeModules::default();
+    if let Some(rc) = given {
+        let with = if rc == Recompute::Selective {
+            modules
+        } else {
+            none
+        };
+        return vec![(rc, with)];
+    }
+    let mut out = vec![(Recompute::None, none), (Recompute::Selective, modules)];
+    if !modules.is_empty() || (m.moe.is_none() && m.mla.is_none()) {
+        out.push((Recompute::Full, none));
+        return out;
+    }
+    let mut cheap = RecomputeModules::LAYERNORM;
+    if m.moe.is_some() {
+        cheap = cheap.with(RecomputeModules::MOE_ACT);
+    }
+    if m.mla.is_some() {
+        cheap = cheap.with(RecomputeModules::MLA_UP_PROJ);
+    }
+    let mut normal = cheap.with(RecomputeModules::CORE_ATTN);
+    if m.dense_layers() > 0 {
+        normal = normal.with(RecomputeModules::MLP);
+    }
+    if m.moe.as_ref().is_some_and(|x| x.shared_experts > 0) {
+        normal = normal.with(RecomputeModules::SHARED_EXPERTS);
+    }
+    out.push((Recompute::Selective, cheap));
+    out.push((Recompute::Selective, normal));
+    if m.moe.is_some() {
+        out.push((Recompute::Selective, normal.with(RecomputeModules::MOE)));
+    }
+    out.push((Recompute::Full, none));
+    out
+}
+
+/// Whether recompute mode `a` repeats at least the work `b` does, so never runs faster on the
+/// same layout: anything repeats at least nothing, full recompute repeats everything, and a
+/// module set repeats what its subsets do.
+fn repeats_at_least(a: (Recompute, RecomputeModules), b: (Recompute, RecomputeModules)) -> bool {
+    match (a.0, b.0) {
+        (_, Recompute::None) | (Recompute::Full, _) => true,
+        (Recompute::Selective, Recompute::Selective) => {
+            if b.1.is_empty() {
+                a.1.is_empty()
+            } else {
+                a.1.contains(b.1)
+            }
+        }
+        _ => false,
+    }
+}
+
 /// Searches layouts for `count` devices. Returns up to `opts.keep` estimates, fastest first;
 /// empty when nothing valid fits (or nothing is valid).
 pub fn search(
@@ -187,7 +254,7 @@ pub fn search(
         .filter(|&cp| cp == 1 || m.seq_len / cp >= 2048)
         .collect();
     let cps = one_or(c.cp, cps_all);
-    let recomputes = one_or(c.recompute, Recompute::ALL.to_vec());
+    let recomputes = recompute_candidates(c.recompute, spec.recompute_modules, m);
     let mut results: Vec<TrainingEstimate> = Vec::new();
     let mut best_unfit: Vec<TrainingEstimate> = Vec::new();
     for &tp in &tps {
@@ -294,28 +361,51 @@ pub fn search(
                 for &(ep, etp) in &expert_splits {
                     for &mb in &mbs {
                         for &v in &vs {
-                            for &rc in &recomputes {
-                                for &zero in &zeros {
-                                    for &sp in &sps {
-                                        let layout = Layout {
-                                            tp,
-                                            pp,
-                                            dp,
-                                            cp,
-                                            ep,
-                                            etp,
-                                            microbatch: mb,
-                                            virtual_stages: v,
-                                            recompute: rc,
-                                            sequence_parallel: sp,
-                                            zero,
-                                        };
-                                        if layout.check(count, spec.global_batch, m.layers).is_err()
-                                        {
+                            for &zero in &zeros {
+                                for &sp in &sps {
+                                    let base = Layout {
+                                        tp,
+                                        pp,
+                                        dp,
+                                        cp,
+                                        ep,
+                                        etp,
+                                        microbatch: mb,
+                                        virtual_stages: v,
+                                        recompute: Recompute::None,
+                                        sequence_parallel: sp,
+                                        zero,
+                                    };
+                                    if base.check(count, spec.global_batch, m.layers).is_err() {
+                                        continue;
+                                    }
+                                    // Recomputing more only adds work: a mode that repeats at
+                                    // least what a fitting one does is no faster, so it is
+                                    // skipped when that one's time cannot enter the kept list.
+                                    let mut fitted: Vec<((Recompute, RecomputeModules), f64)> =
+                                        Vec::new();
+                                    for &(rc, modules) in &recomputes {
+                                        let dominated = results.len() >= opts.keep
+                                            && results.last().is_some_and(|worst| {
+                                                fitted.iter().any(|&(lighter, t)| {
+                                                    t >= worst.step_time_s
+                                                        && repeats_at_least((rc, modules), lighter)
+                                                })
+                                            });
+                                        if dominated {
                                             continue;
                                         }
-                                        let est = estimate(m, hw, &layout, spec);
+                                        let layout = Layout {
+                                            recompute: rc,
+                                            ..base
+                                        };
+                                        let spec = TrainingSpec {
+                                            recompute_modules: modules,
+                                            ..*spec
+                                        };
+                                        let est = estimate(m, hw, &layout, &spec);
                                         if est.fits {
+                                            fitted.push(((rc, modules), est.step_time_s));
                                             insert_top(&mut results, est, opts.keep);
                                         } else if opts.ignore_memory {
                                             insert_top(&mut best_unfit, est, opts.keep);

@@ -231,6 +231,10 @@ pub struct Memory {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainingEstimate {
     pub layout: Layout,
+    /// What the selective recompute of `layout` repeats (Megatron-Core's modules), when not the
+    /// classic set; empty for other modes.
+    #[serde(skip_serializing_if = "RecomputeModules::is_empty")]
+    pub recompute_modules: RecomputeModules,
     pub step_time_s: f64,
     /// Global training tokens per second.
     pub tokens_per_s: f64,
@@ -1211,6 +1215,11 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     };
     TrainingEstimate {
         layout: *l,
+        recompute_modules: if l.recompute == Recompute::Selective {
+            modules
+        } else {
+            RecomputeModules::default()
+        },
         step_time_s: step,
         tokens_per_s,
         mfu: model_flops / peak,

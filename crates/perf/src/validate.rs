@@ -308,7 +308,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
             l.etp_label(),
             l.microbatch,
             l.virtual_stages,
-            l.recompute.label(spec.recompute_modules),
+            l.recompute.label(est.recompute_modules),
             l.zero,
             if est.fits {
                 String::new()

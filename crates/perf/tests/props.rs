@@ -4,8 +4,10 @@ use proptest::prelude::*;
 use switchyard_core::accelerator::lookup;
 use switchyard_perf::hardware::{Hardware, MEMORY_BANDWIDTH_EFFICIENCY, kernel_facts};
 use switchyard_perf::infer::{Concurrency, InferenceLayout, InferenceSpec, estimate_inference};
-use switchyard_perf::layout::{Layout, Recompute};
-use switchyard_perf::search::{LayoutConstraint, SearchOptions, best_training_rate, search};
+use switchyard_perf::layout::{Layout, Recompute, RecomputeModules};
+use switchyard_perf::search::{
+    LayoutConstraint, SearchOptions, best_training_rate, recompute_candidates, search,
+};
 use switchyard_perf::train::{GemmDevice, TrainingSpec, estimate, memory};
 use switchyard_perf::{ModelSpec, Software};
 
@@ -763,4 +765,72 @@ fn a_zero_degree_is_refused_by_the_search() {
             .expect_err("a zero degree");
         assert!(err.to_string().contains("must be at least 1"), "{err}");
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// The search skips a recompute mode that repeats at least what a fitting mode of the same
+    /// layout does once that mode's time cannot enter the kept list; that shortcut is exact:
+    /// the kept step times equal those of searching each mode on its own and merging.
+    #[test]
+    fn skipping_heavier_recompute_modes_changes_nothing(
+        preset_index in 0usize..3,
+        count_pow in 3u32..7,
+        keep in 1usize..6,
+    ) {
+        let preset = ["qwen3-30b-a3b", "deepseek-v3", "llama3-8b"][preset_index];
+        let m = ModelSpec::preset(preset).expect("preset");
+        let hw = h100(1 << (count_pow + if preset == "deepseek-v3" { 3 } else { 0 }));
+        let s = spec(1024);
+        let opts = SearchOptions { keep, coarse: true, ..SearchOptions::default() };
+        let all = search(&m, &hw, &s, &LayoutConstraint::default(), &opts).unwrap_or_default();
+        let mut merged: Vec<f64> = Vec::new();
+        for (rc, modules) in recompute_candidates(None, RecomputeModules::default(), &m) {
+            let c = LayoutConstraint { recompute: Some(rc), ..LayoutConstraint::default() };
+            let one = TrainingSpec { recompute_modules: modules, ..s };
+            if let Ok(found) = search(&m, &hw, &one, &c, &opts) {
+                merged.extend(found.iter().map(|e| e.step_time_s));
+            }
+        }
+        merged.sort_by(f64::total_cmp);
+        merged.truncate(keep);
+        let kept: Vec<f64> = all.iter().map(|e| e.step_time_s).collect();
+        prop_assert_eq!(kept, merged);
+    }
+}
+
+/// For a latent-attention MoE model the search also tries Megatron-Core's module-level
+/// recompute: DeepSeek-V3 on 1,024 H100 in BF16 with the recipe's degrees fits without full
+/// recompute only that way.
+#[test]
+fn the_search_finds_module_level_recompute() {
+    let m = ModelSpec::preset("deepseek-v3").expect("preset");
+    let hw = h100(1024);
+    let s = spec(16_384);
+    let c = LayoutConstraint {
+        tp: Some(2),
+        pp: Some(8),
+        dp: Some(64),
+        ep: Some(64),
+        etp: Some(1),
+        microbatch: Some(1),
+        virtual_stages: Some(4),
+        zero: Some(1),
+        ..LayoutConstraint::default()
+    };
+    let found = search(&m, &hw, &s, &c, &SearchOptions::default()).expect("fits");
+    let best = &found[0];
+    assert_eq!(best.layout.recompute, Recompute::Selective);
+    assert!(
+        !best.recompute_modules.is_empty(),
+        "{:?}",
+        best.recompute_modules
+    );
+    let full = LayoutConstraint {
+        recompute: Some(Recompute::Full),
+        ..c
+    };
+    let full = search(&m, &hw, &s, &full, &SearchOptions::default()).expect("fits");
+    assert!(best.step_time_s < full[0].step_time_s);
 }
