@@ -1032,15 +1032,17 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let layer_ep = mix(|c| c.ep_comm);
     let head_compute = head.fwd + head.bwd;
 
-    // Busiest stage: balanced split with the head counted, but never below the stage that gets
-    // ceil(L/pp) layers.
+    // Busiest stage: balanced split with the head counted (in layers of forward and backward
+    // work: how the split is balanced does not depend on what the backward recomputes), but
+    // never below the stage that gets ceil(L/pp) layers.
     let pp = f64::from(l.pp);
+    let layer_work = mix(|c| c.fwd + c.bwd);
     let stage_layers = if l.pp == 1 {
         layers
     } else {
         (layers / pp)
             .ceil()
-            .max((layers + head_compute / layer_compute.max(1e-12)) / pp)
+            .max((layers + head_compute / layer_work.max(1e-12)) / pp)
     };
     let head_share = if l.pp == 1 { 1.0 } else { 0.0 };
     let tokens_mb = ctx.tokens();

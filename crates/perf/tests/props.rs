@@ -800,6 +800,59 @@ proptest! {
     }
 }
 
+/// The same check where a bug once hid: few layers and a huge vocabulary on many devices, so the
+/// LM head weighs on how pipeline stages are split (the split once counted recompute time, so
+/// a heavier recompute could shorten the busiest stage and run faster).
+#[test]
+fn skipping_heavier_recompute_modes_is_exact_with_a_heavy_head() {
+    let b200 = lookup("B200").expect("in the catalog");
+    for base in ["llama3-8b", "qwen3-30b-a3b"] {
+        let mut m = ModelSpec::preset(base).expect("preset");
+        m.layers = 4;
+        m.vocab = 1_000_000;
+        if let Some(moe) = &mut m.moe {
+            moe.moe_layers = 4;
+        }
+        for count in [64, 256] {
+            let hw = Hardware::from_accelerator(b200, count);
+            let s = spec(64);
+            for coarse in [true, false] {
+                for keep in [1, 3, 5] {
+                    let opts = SearchOptions {
+                        keep,
+                        coarse,
+                        ..SearchOptions::default()
+                    };
+                    let all = search(&m, &hw, &s, &LayoutConstraint::default(), &opts)
+                        .unwrap_or_default();
+                    let mut merged: Vec<f64> = Vec::new();
+                    for (rc, modules) in recompute_candidates(None, RecomputeModules::default(), &m)
+                    {
+                        let c = LayoutConstraint {
+                            recompute: Some(rc),
+                            ..LayoutConstraint::default()
+                        };
+                        let one = TrainingSpec {
+                            recompute_modules: modules,
+                            ..s
+                        };
+                        if let Ok(found) = search(&m, &hw, &one, &c, &opts) {
+                            merged.extend(found.iter().map(|e| e.step_time_s));
+                        }
+                    }
+                    merged.sort_by(f64::total_cmp);
+                    merged.truncate(keep);
+                    let kept: Vec<f64> = all.iter().map(|e| e.step_time_s).collect();
+                    assert_eq!(
+                        kept, merged,
+                        "{base} on {count} B200, coarse {coarse}, keep {keep}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// For a latent-attention MoE model the search also tries Megatron-Core's module-level
 /// recompute: DeepSeek-V3 on 1,024 H100 in BF16 with the recipe's degrees fits without full
 /// recompute only that way.
