@@ -784,18 +784,7 @@ proptest! {
         let hw = h100(1 << (count_pow + if preset == "deepseek-v3" { 3 } else { 0 }));
         let s = spec(1024);
         let opts = SearchOptions { keep, coarse: true, ..SearchOptions::default() };
-        let all = search(&m, &hw, &s, &LayoutConstraint::default(), &opts).unwrap_or_default();
-        let mut merged: Vec<f64> = Vec::new();
-        for (rc, modules) in recompute_candidates(None, RecomputeModules::default(), &m) {
-            let c = LayoutConstraint { recompute: Some(rc), ..LayoutConstraint::default() };
-            let one = TrainingSpec { recompute_modules: modules, ..s };
-            if let Ok(found) = search(&m, &hw, &one, &c, &opts) {
-                merged.extend(found.iter().map(|e| e.step_time_s));
-            }
-        }
-        merged.sort_by(f64::total_cmp);
-        merged.truncate(keep);
-        let kept: Vec<f64> = all.iter().map(|e| e.step_time_s).collect();
+        let (kept, merged) = kept_and_merged_per_mode(&m, &hw, &s, &opts);
         prop_assert_eq!(kept, merged);
     }
 }
@@ -823,26 +812,7 @@ fn skipping_heavier_recompute_modes_is_exact_with_a_heavy_head() {
                         coarse,
                         ..SearchOptions::default()
                     };
-                    let all = search(&m, &hw, &s, &LayoutConstraint::default(), &opts)
-                        .unwrap_or_default();
-                    let mut merged: Vec<f64> = Vec::new();
-                    for (rc, modules) in recompute_candidates(None, RecomputeModules::default(), &m)
-                    {
-                        let c = LayoutConstraint {
-                            recompute: Some(rc),
-                            ..LayoutConstraint::default()
-                        };
-                        let one = TrainingSpec {
-                            recompute_modules: modules,
-                            ..s
-                        };
-                        if let Ok(found) = search(&m, &hw, &one, &c, &opts) {
-                            merged.extend(found.iter().map(|e| e.step_time_s));
-                        }
-                    }
-                    merged.sort_by(f64::total_cmp);
-                    merged.truncate(keep);
-                    let kept: Vec<f64> = all.iter().map(|e| e.step_time_s).collect();
+                    let (kept, merged) = kept_and_merged_per_mode(&m, &hw, &s, &opts);
                     assert_eq!(
                         kept, merged,
                         "{base} on {count} B200, coarse {coarse}, keep {keep}"
@@ -886,4 +856,32 @@ fn the_search_finds_module_level_recompute() {
     };
     let full = search(&m, &hw, &s, &full, &SearchOptions::default()).expect("fits");
     assert!(best.step_time_s < full[0].step_time_s);
+}
+
+/// The step times the search keeps, and those of searching each recompute mode on its own,
+/// merged and cut to the same length (they must agree: the search's skip is exact).
+fn kept_and_merged_per_mode(
+    m: &ModelSpec,
+    hw: &Hardware,
+    s: &TrainingSpec,
+    opts: &SearchOptions,
+) -> (Vec<f64>, Vec<f64>) {
+    let all = search(m, hw, s, &LayoutConstraint::default(), opts).unwrap_or_default();
+    let mut merged: Vec<f64> = Vec::new();
+    for (rc, modules) in recompute_candidates(None, RecomputeModules::default(), m) {
+        let c = LayoutConstraint {
+            recompute: Some(rc),
+            ..LayoutConstraint::default()
+        };
+        let one = TrainingSpec {
+            recompute_modules: modules,
+            ..*s
+        };
+        if let Ok(found) = search(m, hw, &one, &c, opts) {
+            merged.extend(found.iter().map(|e| e.step_time_s));
+        }
+    }
+    merged.sort_by(f64::total_cmp);
+    merged.truncate(opts.keep);
+    (all.iter().map(|e| e.step_time_s).collect(), merged)
 }
