@@ -228,6 +228,13 @@ pub fn search(
     if count == 0 {
         return Err(PerfError::input("[hardware] count must be at least 1"));
     }
+    if c.sequence_parallel == Some(true) && !spec.software.sequence_parallel {
+        return Err(PerfError::input(format!(
+            "[parallelism] sequence_parallel = true, but the {} stack has no sequence \
+             parallelism (Megatron-LM added it in 2022)",
+            spec.software.name
+        )));
+    }
     if let Some(tp) = c.tp {
         if tp > hw.scale_up_domain && !opts.allow_tp_beyond_scale_up {
             return Err(PerfError::input(format!(
@@ -354,10 +361,13 @@ pub fn search(
                 );
                 // Megatron-Core refuses MoE training with tensor parallelism but without
                 // sequence parallelism; the expert costs assume each rank's token shard.
-                let sps: Vec<bool> = one_or(c.sequence_parallel, vec![tp > 1])
-                    .into_iter()
-                    .filter(|&sp| sp || tp == 1 || m.moe.is_none())
-                    .collect();
+                let sps: Vec<bool> = one_or(
+                    c.sequence_parallel,
+                    vec![tp > 1 && spec.software.sequence_parallel],
+                )
+                .into_iter()
+                .filter(|&sp| sp || tp == 1 || m.moe.is_none())
+                .collect();
                 for &(ep, etp) in &expert_splits {
                     for &mb in &mbs {
                         for &v in &vs {

@@ -102,6 +102,11 @@ pub struct Software {
     pub max_zero: u8,
     /// MoE token dispatch.
     pub expert_dispatch: ExpertDispatch,
+    /// Megatron's sequence parallelism (Korthikanti et al. 2022) is available. Before it,
+    /// Megatron-LM sent pipeline activations with its scatter/gather optimisation instead (SC'21
+    /// §4.1: each tensor-parallel rank sends `1/tp` of the tensor over the network and the
+    /// receivers all-gather it over NVLink).
+    pub sequence_parallel: bool,
 }
 
 impl Software {
@@ -115,6 +120,7 @@ impl Software {
         zero3_unoverlapped: false,
         max_zero: 3,
         expert_dispatch: ExpertDispatch::DomainDeduplicated,
+        sequence_parallel: true,
     };
     /// PyTorch FSDP trainers with fused attention (torchtitan, llm-foundry with FlashAttention-2).
     pub const FSDP: Software = Software {
@@ -124,6 +130,7 @@ impl Software {
         zero3_unoverlapped: false,
         max_zero: 3,
         expert_dispatch: ExpertDispatch::AllToAll,
+        sequence_parallel: true,
     };
     /// llm-foundry / Composer (2023): PyTorch FSDP, MPT's Triton attention.
     pub const LLM_FOUNDRY_2023: Software = Software {
@@ -133,9 +140,10 @@ impl Software {
         zero3_unoverlapped: false,
         max_zero: 3,
         expert_dispatch: ExpertDispatch::AllToAll,
+        sequence_parallel: true,
     };
-    /// Megatron-LM before FlashAttention and before overlapped gradient reduction (2020-2023
-    /// releases: SC'21, selective-recompute paper, MegaScale's baseline).
+    /// Megatron-LM as of SC'21: before FlashAttention, overlapped gradient reduction and
+    /// sequence parallelism (pipeline sends use the scatter/gather optimisation).
     pub const MEGATRON_2021: Software = Software {
         name: "megatron-2021",
         attention: AttentionKernel::Unfused,
@@ -143,6 +151,14 @@ impl Software {
         zero3_unoverlapped: false,
         max_zero: 0,
         expert_dispatch: ExpertDispatch::AllToAll,
+        sequence_parallel: false,
+    };
+    /// Megatron-LM 2022-2023 (the selective-recompute paper, MegaScale's baseline): the 2021
+    /// kernels with sequence parallelism.
+    pub const MEGATRON_2022: Software = Software {
+        name: "megatron-2022",
+        sequence_parallel: true,
+        ..Software::MEGATRON_2021
     };
     /// DeepSpeed ZeRO-3 as benchmarked in 2021 (Megatron SC'21 Table 2): unfused attention,
     /// un-prefetched per-partition parameter gathers.
@@ -153,13 +169,15 @@ impl Software {
         zero3_unoverlapped: true,
         max_zero: 3,
         expert_dispatch: ExpertDispatch::AllToAll,
+        sequence_parallel: false,
     };
 
-    pub const ALL: [Software; 5] = [
+    pub const ALL: [Software; 6] = [
         Software::MEGATRON_CORE,
         Software::FSDP,
         Software::LLM_FOUNDRY_2023,
         Software::MEGATRON_2021,
+        Software::MEGATRON_2022,
         Software::DEEPSPEED_2021,
     ];
 

@@ -1063,9 +1063,20 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         } else {
             1.0
         };
-        let bytes = tokens_mb * h * BF16 / sp;
         let bw = hw.group_bw(2, l.tp * l.cp * l.dp);
-        2.0 * v * (bytes / bw + COLLECTIVE_LATENCY_SCALE_OUT_S)
+        if !spec.software.sequence_parallel && l.tp > 1 {
+            // Scatter/gather: 1/tp of the tensor per rank over the network, then an
+            // all-gather inside the tensor-parallel group.
+            let full = tokens_mb * h * BF16;
+            let t = f64::from(l.tp);
+            2.0 * v
+                * (full / t / bw
+                    + COLLECTIVE_LATENCY_SCALE_OUT_S
+                    + hw.nccl_time(Collective::AllGather, full, l.tp))
+        } else {
+            let bytes = tokens_mb * h * BF16 / sp;
+            2.0 * v * (bytes / bw + COLLECTIVE_LATENCY_SCALE_OUT_S)
+        }
     } else {
         0.0
     };

@@ -194,15 +194,16 @@ fn fp8(row: &Row) -> Result<bool, PerfError> {
 ///
 /// | source | stack |
 /// |---|---|
-/// | `megatron_sc21` | Megatron-LM 2021 (no FlashAttention, no overlapped DP reduction); its ZeRO-3 rows ran DeepSpeed ZeRO-3 (2021) |
-/// | `korthikanti_2022` | Megatron-LM 2022 (same kernels; the paper predates FlashAttention in Megatron) |
+/// | `megatron_sc21` | Megatron-LM 2021 (no FlashAttention, no overlapped DP reduction, no sequence parallelism); its ZeRO-3 rows ran DeepSpeed ZeRO-3 (2021) |
+/// | `korthikanti_2022` | Megatron-LM 2022 (same kernels plus sequence parallelism; the paper predates FlashAttention in Megatron) |
 /// | `megascale` | the paper's Megatron-LM baseline, which lacks the FlashAttention-2 and DP/PP overlap MegaScale adds (§3) |
 /// | `llm_foundry` | llm-foundry/Composer 2023: FSDP, MPT's Triton attention |
 /// | others | Megatron-Core / NeMo / Megatron-Bridge with Transformer Engine |
 pub fn software_for(source: &str, zero: Option<u8>) -> Software {
     match source {
         "megatron_sc21" if zero == Some(3) => Software::DEEPSPEED_2021,
-        "megatron_sc21" | "korthikanti_2022" | "megascale" => Software::MEGATRON_2021,
+        "megatron_sc21" => Software::MEGATRON_2021,
+        "korthikanti_2022" | "megascale" => Software::MEGATRON_2022,
         "llm_foundry" => Software::LLM_FOUNDRY_2023,
         _ => Software::MEGATRON_CORE,
     }

@@ -236,6 +236,13 @@ fn expert_tensor_parallelism_is_checked() {
             "[training] expert_dispatch needs a mixture-of-experts model",
         ),
         (
+            "llama3-70b",
+            "[training]\nglobal_batch = 2048\nsoftware = \"megatron-2021\"",
+            "tp = 8\nsequence_parallel = true",
+            "[parallelism] sequence_parallel = true, but the megatron-2021 stack has no sequence \
+             parallelism (Megatron-LM added it in 2022)",
+        ),
+        (
             "qwen3-235b-a22b",
             training,
             "tp = 2\npp = 32\nvirtual_stages = 4\nmicrobatch = 1",
@@ -489,4 +496,30 @@ fn recompute_modules_leave_other_modes_alone() {
     // head's, not recomputed, keep the ratio just under 10/8).
     let ratio = mlp.best.breakdown.tp_comm_s / classic.best.breakdown.tp_comm_s;
     assert!(ratio > 1.24 && ratio <= 1.25, "{ratio}");
+}
+
+/// Megatron-LM as of SC'21 had no sequence parallelism: the search keeps it off, and the
+/// pipeline sends 1/tp of each activation per rank over the network plus an NVLink all-gather
+/// (the scatter/gather optimisation), which costs more than sequence parallelism's 1/tp alone.
+#[test]
+fn the_2021_stack_runs_without_sequence_parallelism() {
+    let fleet = Fleet::default_fleet();
+    let run = |software: &str| {
+        let text = format!(
+            "[model]\npreset = \"llama3-70b\"\n[training]\nglobal_batch = 1024\n\
+             software = \"{software}\"\n[hardware]\naccelerator = \"A100-80GB\"\ncount = 256\n\
+             [parallelism]\ntp = 8\npp = 8\ndp = 4\nmicrobatch = 1\nrecompute = \"full\""
+        );
+        let input = parse_plan(&text, "sc21.toml", &fleet).expect("valid");
+        match run_plan(&input) {
+            Ok(switchyard_perf::plan::PlanReport::Training(r)) => *r,
+            other => panic!("a training report, got {other:?}"),
+        }
+    };
+    let sc21 = run("megatron-2021");
+    let later = run("megatron-2022");
+    assert!(!sc21.best.layout.sequence_parallel);
+    assert!(later.best.layout.sequence_parallel);
+    assert!(sc21.best.breakdown.pp_comm_s > later.best.breakdown.pp_comm_s);
+    assert!(sc21.best.step_time_s > later.best.step_time_s);
 }
