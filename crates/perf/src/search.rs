@@ -228,6 +228,13 @@ pub fn search(
     if count == 0 {
         return Err(PerfError::input("[hardware] count must be at least 1"));
     }
+    if m.moe.is_some() && c.tp.is_some_and(|tp| tp > 1) && !spec.software.sequence_parallel {
+        return Err(PerfError::input(format!(
+            "[parallelism] tp > 1 for a mixture-of-experts model needs sequence parallelism, \
+             which the {} stack lacks (Megatron-LM added it in 2022)",
+            spec.software.name
+        )));
+    }
     if c.sequence_parallel == Some(true) && !spec.software.sequence_parallel {
         return Err(PerfError::input(format!(
             "[parallelism] sequence_parallel = true, but the {} stack has no sequence \

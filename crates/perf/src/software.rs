@@ -102,11 +102,13 @@ pub struct Software {
     pub max_zero: u8,
     /// MoE token dispatch.
     pub expert_dispatch: ExpertDispatch,
-    /// Megatron's sequence parallelism (Korthikanti et al. 2022) is available. Before it,
-    /// Megatron-LM sent pipeline activations with its scatter/gather optimisation instead (SC'21
-    /// §4.1: each tensor-parallel rank sends `1/tp` of the tensor over the network and the
-    /// receivers all-gather it over NVLink).
+    /// Megatron's sequence parallelism (Korthikanti et al. 2022) is available.
     pub sequence_parallel: bool,
+    /// Pipeline sends without sequence parallelism use Megatron-LM's scatter/gather
+    /// optimisation (SC'21 §4.1: each tensor-parallel rank sends `1/tp` of the tensor over the
+    /// network and the receivers all-gather it over NVLink; Megatron-LM applied it whenever
+    /// sequence parallelism was off, until Megatron-Core dropped it).
+    pub pipeline_scatter_gather: bool,
 }
 
 impl Software {
@@ -121,6 +123,7 @@ impl Software {
         max_zero: 3,
         expert_dispatch: ExpertDispatch::DomainDeduplicated,
         sequence_parallel: true,
+        pipeline_scatter_gather: false,
     };
     /// PyTorch FSDP trainers with fused attention (torchtitan, llm-foundry with FlashAttention-2).
     pub const FSDP: Software = Software {
@@ -131,6 +134,7 @@ impl Software {
         max_zero: 3,
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: true,
+        pipeline_scatter_gather: false,
     };
     /// llm-foundry / Composer (2023): PyTorch FSDP, MPT's Triton attention.
     pub const LLM_FOUNDRY_2023: Software = Software {
@@ -141,6 +145,7 @@ impl Software {
         max_zero: 3,
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: true,
+        pipeline_scatter_gather: false,
     };
     /// Megatron-LM as of SC'21: before FlashAttention, overlapped gradient reduction and
     /// sequence parallelism (pipeline sends use the scatter/gather optimisation).
@@ -152,6 +157,7 @@ impl Software {
         max_zero: 0,
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: false,
+        pipeline_scatter_gather: true,
     };
     /// Megatron-LM 2022-2023 (the selective-recompute paper, MegaScale's baseline): the 2021
     /// kernels with sequence parallelism.
@@ -170,6 +176,7 @@ impl Software {
         max_zero: 3,
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: false,
+        pipeline_scatter_gather: false,
     };
 
     pub const ALL: [Software; 6] = [

@@ -1064,7 +1064,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
             1.0
         };
         let bw = hw.group_bw(2, l.tp * l.cp * l.dp);
-        if !spec.software.sequence_parallel && l.tp > 1 {
+        if spec.software.pipeline_scatter_gather && !l.sequence_parallel && l.tp > 1 {
             // Scatter/gather: 1/tp of the tensor per rank over the network, then an
             // all-gather inside the tensor-parallel group.
             let full = tokens_mb * h * BF16;

@@ -236,6 +236,13 @@ fn expert_tensor_parallelism_is_checked() {
             "[training] expert_dispatch needs a mixture-of-experts model",
         ),
         (
+            "qwen3-235b-a22b",
+            "[training]\nglobal_batch = 2048\nsoftware = \"megatron-2021\"",
+            "tp = 4",
+            "[parallelism] tp > 1 for a mixture-of-experts model needs sequence parallelism, \
+             which the megatron-2021 stack lacks",
+        ),
+        (
             "llama3-70b",
             "[training]\nglobal_batch = 2048\nsoftware = \"megatron-2021\"",
             "tp = 8\nsequence_parallel = true",
@@ -504,11 +511,12 @@ fn recompute_modules_leave_other_modes_alone() {
 #[test]
 fn the_2021_stack_runs_without_sequence_parallelism() {
     let fleet = Fleet::default_fleet();
-    let run = |software: &str| {
+    let run = |software: &str, extra: &str| {
         let text = format!(
             "[model]\npreset = \"llama3-70b\"\n[training]\nglobal_batch = 1024\n\
              software = \"{software}\"\n[hardware]\naccelerator = \"A100-80GB\"\ncount = 256\n\
-             [parallelism]\ntp = 8\npp = 8\ndp = 4\nmicrobatch = 1\nrecompute = \"full\""
+             [parallelism]\ntp = 8\npp = 8\ndp = 4\nmicrobatch = 1\nvirtual_stages = 1\n\
+             recompute = \"full\"{extra}"
         );
         let input = parse_plan(&text, "sc21.toml", &fleet).expect("valid");
         match run_plan(&input) {
@@ -516,10 +524,19 @@ fn the_2021_stack_runs_without_sequence_parallelism() {
             other => panic!("a training report, got {other:?}"),
         }
     };
-    let sc21 = run("megatron-2021");
-    let later = run("megatron-2022");
+    let sc21 = run("megatron-2021", "");
+    let later = run("megatron-2022", "");
     assert!(!sc21.best.layout.sequence_parallel);
     assert!(later.best.layout.sequence_parallel);
     assert!(sc21.best.breakdown.pp_comm_s > later.best.breakdown.pp_comm_s);
     assert!(sc21.best.step_time_s > later.best.step_time_s);
+    // Without sequence parallelism both Megatron-LM stacks scatter/gather their pipeline sends;
+    // the current stack sends the whole tensor from every rank.
+    let later_off = run("megatron-2022", "\nsequence_parallel = false");
+    let core_off = run("megatron-core", "\nsequence_parallel = false");
+    assert_eq!(
+        later_off.best.breakdown.pp_comm_s,
+        sc21.best.breakdown.pp_comm_s
+    );
+    assert!(core_off.best.breakdown.pp_comm_s > 2.0 * sc21.best.breakdown.pp_comm_s);
 }
