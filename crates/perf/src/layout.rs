@@ -36,6 +36,16 @@ impl Recompute {
 
     pub const ALL: [Recompute; 3] = [Recompute::None, Recompute::Selective, Recompute::Full];
 
+    /// The modules this mode repeats by name: the given ones for a selective recompute, none
+    /// for the other modes (full recompute repeats everything, not modules).
+    pub fn modules(self, given: RecomputeModules) -> RecomputeModules {
+        if self == Recompute::Selective {
+            given
+        } else {
+            RecomputeModules::default()
+        }
+    }
+
     /// The mode as a layout label shows it: a selective recompute names its modules when they
     /// were given (`selective[mla_up_proj+mlp]`).
     pub fn label(self, modules: RecomputeModules) -> String {

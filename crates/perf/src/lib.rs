@@ -36,6 +36,16 @@ pub use train::{TrainingEstimate, TrainingSpec, estimate};
 pub const MAX_SIZE: u32 = 1 << 24;
 
 /// `Err` naming `field` (e.g. "[model] hidden") when `value` exceeds [`MAX_SIZE`].
+/// A count or size given at `place` (formatted only on failure: the search checks every layout
+/// it costs): at least 1 and at most [`MAX_SIZE`].
+pub(crate) fn check_size(value: u32, place: impl FnOnce() -> String) -> Result<u32, PerfError> {
+    match value {
+        0 => Err(PerfError::input(format!("{} must be at least 1", place()))),
+        v if v > MAX_SIZE => within_max_size(v, &place()),
+        v => Ok(v),
+    }
+}
+
 pub(crate) fn within_max_size(value: u32, field: &str) -> Result<u32, PerfError> {
     if value > MAX_SIZE {
         Err(PerfError::input(format!(

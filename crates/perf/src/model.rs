@@ -139,10 +139,7 @@ pub struct ModelFields {
 
 fn required(value: Option<u32>, field: &str) -> Result<u32, PerfError> {
     match value {
-        Some(0) => Err(PerfError::input(format!(
-            "[model] {field} must be at least 1"
-        ))),
-        Some(v) => crate::within_max_size(v, &format!("[model] {field}")),
+        Some(v) => crate::check_size(v, || format!("[model] {field}")),
         None => Err(PerfError::input(format!("[model] {field} is missing"))),
     }
 }
@@ -521,10 +518,7 @@ impl ModelSpec {
             (self.vocab, "vocab"),
             (self.seq_len, "seq_len"),
         ] {
-            if v == 0 {
-                return Err(PerfError::input(format!("[model] {f} must be at least 1")));
-            }
-            crate::within_max_size(v, &format!("[model] {f}"))?;
+            crate::check_size(v, || format!("[model] {f}"))?;
         }
         crate::within_max_size(
             self.heads.saturating_mul(self.head_dim),
@@ -629,6 +623,12 @@ impl ModelSpec {
     /// down (if any) and up projections, the joint key/value-latent-plus-rope down projection,
     /// the key/value up projection and the output projection; the down projections are
     /// replicated on every tensor-parallel rank (Megatron-Core's MLA), the rest split by heads.
+    /// Whether an attention projection (`input` wide, split `split`) is one of MLA's up
+    /// projections: column-split, from a latent narrower than the hidden size.
+    pub fn is_mla_up_projection(&self, input: f64, split: TpSplit) -> bool {
+        self.mla.is_some() && split == TpSplit::Columns && input < f64::from(self.hidden)
+    }
+
     pub fn attention_projections(&self) -> impl Iterator<Item = (f64, f64, TpSplit)> {
         let h = f64::from(self.hidden);
         let heads = f64::from(self.heads);

@@ -59,15 +59,8 @@ impl LayoutConstraint {
             (self.microbatch, "microbatch"),
             (self.virtual_stages, "virtual_stages"),
         ] {
-            let Some(value) = value else { continue };
-            if value == 0 {
-                return Err(PerfError::input(format!(
-                    "[parallelism] {field} must be at least 1"
-                )));
-            }
-            if value > crate::MAX_SIZE {
-                // Formatted only on failure: this runs for every layout the search costs.
-                crate::within_max_size(value, &format!("[parallelism] {field}"))?;
+            if let Some(value) = value {
+                crate::check_size(value, || format!("[parallelism] {field}"))?;
             }
         }
         Ok(())
@@ -162,12 +155,7 @@ pub fn recompute_candidates(
 ) -> Vec<(Recompute, RecomputeModules)> {
     let none = RecomputeModules::default();
     if let Some(rc) = given {
-        let with = if rc == Recompute::Selective {
-            modules
-        } else {
-            none
-        };
-        return vec![(rc, with)];
+        return vec![(rc, rc.modules(modules))];
     }
     let mut out = vec![(Recompute::None, none), (Recompute::Selective, modules)];
     if !modules.is_empty() || (m.moe.is_none() && m.mla.is_none()) {

@@ -436,7 +436,7 @@ struct Ctx<'a> {
     hbm: f64,
     /// [`TrainingSpec::expert_capacity`].
     expert_capacity: f64,
-    /// [`TrainingSpec::recompute_modules`].
+    /// [`TrainingSpec::recompute_modules`] when the layout's recompute is selective, else empty.
     recompute_modules: RecomputeModules,
 }
 
@@ -565,7 +565,7 @@ impl Ctx<'_> {
                     tok
                 };
                 let g = self.gemm(rows, n, k);
-                if m.mla.is_some() && split == TpSplit::Columns && input < h {
+                if m.is_mla_up_projection(input, split) {
                     g_mla_up += g;
                 }
                 g
@@ -638,8 +638,9 @@ impl Ctx<'_> {
         let bwd = BACKWARD_GEMM_FACTOR * g_fwd
             + attn_bwd
             + BACKWARD_ELEMENTWISE_FACTOR * (elem_fwd + attn_mem_fwd);
+        // Empty unless the layout's selective recompute is module-level.
         let modules = self.recompute_modules;
-        let by_module = l.recompute == Recompute::Selective && !modules.is_empty();
+        let by_module = !modules.is_empty();
         let recompute_moe = by_module && moe && modules.contains(RecomputeModules::MOE);
         // A recomputed FFN over the tensor-parallel group (a dense MLP, shared experts) repeats
         // its gather and reduce-scatter; recomputed MLA up projections re-gather their latents.
@@ -887,7 +888,6 @@ fn layer_activation_bytes(
 /// Forward FLOPs per token that a module-level selective recompute repeats (for the HFU).
 /// A dropping stack's padded expert slots are counted with the other padding, not here.
 fn recomputed_module_flops_per_token(m: &ModelSpec, modules: RecomputeModules) -> f64 {
-    let h = f64::from(m.hidden);
     let mut flops = 0.0;
     if modules.contains(RecomputeModules::CORE_ATTN) {
         flops += m.attention_forward_flops_per_token();
@@ -895,7 +895,7 @@ fn recomputed_module_flops_per_token(m: &ModelSpec, modules: RecomputeModules) -
     if modules.contains(RecomputeModules::MLA_UP_PROJ) {
         let up: f64 = m
             .attention_projections()
-            .filter(|&(_, input, split)| split == TpSplit::Columns && input < h)
+            .filter(|&(_, input, split)| m.is_mla_up_projection(input, split))
             .map(|(out, input, _)| out * input)
             .sum();
         flops += 2.0 * up * f64::from(m.layers);
@@ -946,7 +946,7 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
     let tokens = f64::from(l.microbatch) * f64::from(m.seq_len) / f64::from(l.cp);
     let layers_stage = (f64::from(m.layers) / f64::from(l.pp)).ceil();
     let capacity = spec.expert_capacity();
-    let modules = spec.recompute_modules;
+    let modules = l.recompute.modules(spec.recompute_modules);
     let per_layer = layer_activation_bytes(m, l, tokens, l.recompute, modules, capacity);
     let pp = f64::from(l.pp);
     let v = f64::from(l.virtual_stages);
@@ -1014,7 +1014,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         gemm_ceiling,
         hbm: hw.hbm_bytes_per_s(),
         expert_capacity: spec.expert_capacity(),
-        recompute_modules: spec.recompute_modules,
+        recompute_modules: l.recompute.modules(spec.recompute_modules),
     };
     let dense = ctx.layer(false);
     let moe = if m.moe.is_some() {
@@ -1179,7 +1179,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let tokens_per_s = tokens_step / step;
     let count = f64::from(hw.count);
     let model_flops = m.model_flops_per_token() * tokens_per_s;
-    let modules = spec.recompute_modules;
+    let modules = ctx.recompute_modules;
     let recompute_flops_per_token = match l.recompute {
         Recompute::None => 0.0,
         Recompute::Selective if !modules.is_empty() => {
@@ -1195,9 +1195,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     let routed = m.moe.as_ref().map_or(0.0, |moe| {
         f64::from(m.moe_layers()) * f64::from(moe.experts_per_token) * m.expert_params()
     });
-    let passes = if l.recompute == Recompute::Full
-        || (l.recompute == Recompute::Selective && modules.contains(RecomputeModules::MOE))
-    {
+    let passes = if l.recompute == Recompute::Full || modules.contains(RecomputeModules::MOE) {
         8.0
     } else {
         6.0
@@ -1228,11 +1226,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
     };
     TrainingEstimate {
         layout: *l,
-        recompute_modules: if l.recompute == Recompute::Selective {
-            modules
-        } else {
-            RecomputeModules::default()
-        },
+        recompute_modules: modules,
         step_time_s: step,
         tokens_per_s,
         mfu: model_flops / peak,

@@ -97,12 +97,10 @@ fn size_opt(row: &Row, key: &str) -> Result<Option<u32>, PerfError> {
     let Some(value) = num::<u32>(row, key)? else {
         return Ok(None);
     };
-    let place = || format!("row {}: {key}", cell(row, "id").unwrap_or("?"));
-    match value {
-        0 => Err(PerfError::input(format!("{} must be at least 1", place()))),
-        v if v > crate::MAX_SIZE => crate::within_max_size(v, &place()).map(Some),
-        v => Ok(Some(v)),
-    }
+    crate::check_size(value, || {
+        format!("row {}: {key}", cell(row, "id").unwrap_or("?"))
+    })
+    .map(Some)
 }
 
 fn size(row: &Row, key: &str) -> Result<u32, PerfError> {
