@@ -165,20 +165,36 @@ fn capacity_factor_is_checked() {
     assert_eq!(report.capacity_factor, Some(1.25));
 }
 
+/// A serving table for plans that should be refused before they are costed.
+const SERVING: &str = "[inference]\nprecision = \"fp8\"\nprompt_tokens = 1000\noutput_tokens = 1000\nconcurrency = 64";
+
+/// A plan of `preset` on `count` H100 with a workload table and `[parallelism]` keys.
+fn h100_plan(preset: &str, work: &str, count: u32, parallelism: &str) -> String {
+    format!(
+        "[model]\npreset = \"{preset}\"\n{work}\n[hardware]\naccelerator = \"H100-SXM\"\n\
+         count = {count}\n[parallelism]\n{parallelism}\n"
+    )
+}
+
+/// The plan is refused (when read or when costed) with a message containing `needle`.
+fn assert_refused(fleet: &Fleet, text: &str, needle: &str) {
+    let err = parse_plan(text, "refused.toml", fleet)
+        .and_then(|p| run_plan(&p))
+        .err()
+        .unwrap_or_else(|| panic!("must be refused:\n{text}"))
+        .to_string();
+    assert!(err.contains(needle), "{err}");
+}
+
 /// `[parallelism] etp` splits experts: it needs an MoE model, divides `tp`, is for training
 /// only, and with `ep` tiles the `tp·dp·cp` ranks of a stage.
 #[test]
 fn expert_tensor_parallelism_is_checked() {
     let fleet = Fleet::default_fleet();
-    let plan = |preset: &str, work: &str, parallelism: &str| {
-        format!(
-            "[model]\npreset = \"{preset}\"\n{work}\n[hardware]\naccelerator = \"H100-SXM\"\n\
-             count = 256\n[parallelism]\n{parallelism}\n"
-        )
-    };
+    let plan =
+        |preset: &str, work: &str, parallelism: &str| h100_plan(preset, work, 256, parallelism);
     let training = "[training]\nglobal_batch = 2048";
-    let serving = "[inference]\nprecision = \"fp8\"\nprompt_tokens = 1000\noutput_tokens = 1000\n\
-                   concurrency = 64";
+    let serving = SERVING;
     for (preset, work, parallelism, needle) in [
         (
             "llama3-70b",
@@ -262,13 +278,7 @@ fn expert_tensor_parallelism_is_checked() {
             "[parallelism] etp = 1 applies to training",
         ),
     ] {
-        let text = plan(preset, work, parallelism);
-        let err = parse_plan(&text, "etp.toml", &fleet)
-            .and_then(|p| run_plan(&p))
-            .err()
-            .unwrap_or_else(|| panic!("{preset} with {parallelism:?} must be refused"))
-            .to_string();
-        assert!(err.contains(needle), "{err}");
+        assert_refused(&fleet, &plan(preset, work, parallelism), needle);
     }
     // Megatron-Core's folded layout for Qwen3-235B on 256 H100 (32-way expert parallelism over
     // 2-way tensor parallelism times 16 replicas) is accepted and reported as given.
@@ -342,15 +352,8 @@ fn expert_tensor_parallelism_is_checked() {
 #[test]
 fn recompute_modules_are_checked() {
     let fleet = Fleet::default_fleet();
-    let plan = |preset: &str, work: &str, parallelism: &str| {
-        format!(
-            "[model]\npreset = \"{preset}\"\n{work}\n[hardware]\naccelerator = \"H100-SXM\"\n\
-             count = 1024\n[parallelism]\n{parallelism}\n"
-        )
-    };
     let training = "[training]\nglobal_batch = 8192";
-    let serving = "[inference]\nprecision = \"fp8\"\nprompt_tokens = 1000\noutput_tokens = 1000\n\
-                   concurrency = 64";
+    let serving = SERVING;
     for (preset, work, parallelism, needle) in [
         (
             "deepseek-v3",
@@ -403,13 +406,7 @@ fn recompute_modules_are_checked() {
             "[parallelism] recompute_modules applies to training",
         ),
     ] {
-        let text = plan(preset, work, parallelism);
-        let err = parse_plan(&text, "modules.toml", &fleet)
-            .and_then(|p| run_plan(&p))
-            .err()
-            .unwrap_or_else(|| panic!("{preset} with {parallelism:?} must be refused"))
-            .to_string();
-        assert!(err.contains(needle), "{err}");
+        assert_refused(&fleet, &h100_plan(preset, work, 1024, parallelism), needle);
     }
 }
 
