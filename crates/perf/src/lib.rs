@@ -27,7 +27,7 @@ pub use model::{MlaSpec, ModelSpec, MoeSpec, TpSplit};
 pub use search::{
     LayoutConstraint, SearchOptions, best_training_rate, best_training_rate_on, search,
 };
-pub use software::{AttentionKernel, ExpertDispatch, Software};
+pub use software::{AttentionKernel, CrossEntropy, ExpertDispatch, Software};
 pub use train::{TrainingEstimate, TrainingSpec, estimate};
 
 /// Largest value any count or dimension of a plan may take (16,777,216): far beyond real

@@ -84,6 +84,30 @@ impl ExpertDispatch {
     }
 }
 
+/// How the training loss holds the logits, which sets the last stage's logit memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrossEntropy {
+    /// The BF16 logits are cast to FP32 before the loss (PyTorch's `cross_entropy` under
+    /// autocast, torchtitan, Megatron's vocab-parallel loss on `logits.float()`): the FP32
+    /// softmax kept for the backward and an FP32 gradient, 8 bytes per logit at the peak.
+    Fp32Upcast,
+    /// A fused kernel over the BF16 logits (flash-attn's xentropy `CrossEntropyLoss`, the
+    /// `fused_crossentropy` loss llm-foundry selects by default): the BF16 logits kept and a
+    /// BF16 gradient, 4 bytes per logit; the FP32 arithmetic stays in registers.
+    FusedBf16,
+}
+
+impl CrossEntropy {
+    /// Bytes per logit (token × vocabulary entry) held at the loss's peak.
+    pub fn peak_bytes_per_logit(self) -> f64 {
+        match self {
+            CrossEntropy::Fp32Upcast => 8.0,
+            CrossEntropy::FusedBf16 => 4.0,
+        }
+    }
+}
+
 /// A software stack's relevant behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Software {
@@ -109,6 +133,8 @@ pub struct Software {
     /// network and the receivers all-gather it over NVLink; Megatron-LM applied it whenever
     /// sequence parallelism was off, until Megatron-Core dropped it).
     pub pipeline_scatter_gather: bool,
+    /// How the loss holds the logits.
+    pub cross_entropy: CrossEntropy,
 }
 
 impl Software {
@@ -124,6 +150,7 @@ impl Software {
         expert_dispatch: ExpertDispatch::DomainDeduplicated,
         sequence_parallel: true,
         pipeline_scatter_gather: false,
+        cross_entropy: CrossEntropy::Fp32Upcast,
     };
     /// PyTorch FSDP trainers with fused attention (torchtitan, llm-foundry with FlashAttention-2).
     pub const FSDP: Software = Software {
@@ -135,8 +162,10 @@ impl Software {
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: true,
         pipeline_scatter_gather: false,
+        cross_entropy: CrossEntropy::Fp32Upcast,
     };
-    /// llm-foundry / Composer (2023): PyTorch FSDP, MPT's Triton attention.
+    /// llm-foundry / Composer (2023): PyTorch FSDP, MPT's Triton attention, flash-attn's fused
+    /// cross-entropy (`loss_fn: fused_crossentropy`, the default of llm-foundry's MPT model).
     pub const LLM_FOUNDRY_2023: Software = Software {
         name: "llm-foundry-2023",
         attention: AttentionKernel::TritonBias,
@@ -146,6 +175,7 @@ impl Software {
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: true,
         pipeline_scatter_gather: false,
+        cross_entropy: CrossEntropy::FusedBf16,
     };
     /// Megatron-LM as of SC'21: before FlashAttention, overlapped gradient reduction and
     /// sequence parallelism (pipeline sends use the scatter/gather optimisation).
@@ -158,6 +188,7 @@ impl Software {
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: false,
         pipeline_scatter_gather: true,
+        cross_entropy: CrossEntropy::Fp32Upcast,
     };
     /// Megatron-LM 2022-2023 (the selective-recompute paper, MegaScale's baseline): the 2021
     /// kernels with sequence parallelism.
@@ -177,6 +208,7 @@ impl Software {
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: false,
         pipeline_scatter_gather: false,
+        cross_entropy: CrossEntropy::Fp32Upcast,
     };
 
     pub const ALL: [Software; 6] = [

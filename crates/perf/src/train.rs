@@ -974,8 +974,9 @@ pub fn memory(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -> 
         }
         _ => 0.0,
     };
-    // FP32 logits and their gradient on the last stage.
-    let logits = 2.0 * tokens * f64::from(m.vocab) / f64::from(l.tp) * 4.0;
+    // The logits and their gradient on the last stage, as the stack's loss holds them.
+    let logits = tokens * f64::from(m.vocab) / f64::from(l.tp)
+        * spec.software.cross_entropy.peak_bytes_per_logit();
     // The busiest stage: the first (most micro-batches in flight) or the last (the logits).
     let acts = recompute_layer
         + (per_layer * layers_stage * first_in_flight)

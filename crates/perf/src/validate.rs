@@ -39,6 +39,9 @@ pub struct RowResult {
     /// The layout the prediction used (training: `tp/pp/dp/cp/ep [etpN] mb v recompute zero`,
     /// `etpN` when the experts are not split like the dense layers).
     pub layout: String,
+    /// Whether the layout fits in the modelled memory per device. Every published row ran, so
+    /// a row that does not fit is a fault of the memory model (or of the row).
+    pub fits: bool,
 }
 
 /// A row that could not be evaluated (a bad cell, an accelerator the catalog lacks, a layout
@@ -318,6 +321,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
                 )
             }
         ),
+        fits: est.fits,
     })
 }
 
@@ -387,6 +391,7 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
             output,
             est.concurrency
         ),
+        fits: est.fits,
     })
 }
 

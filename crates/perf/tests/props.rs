@@ -9,7 +9,7 @@ use switchyard_perf::search::{
     LayoutConstraint, SearchOptions, best_training_rate, recompute_candidates, search,
 };
 use switchyard_perf::train::{GemmDevice, TrainingSpec, estimate, memory};
-use switchyard_perf::{ModelSpec, Software};
+use switchyard_perf::{CrossEntropy, ModelSpec, Software};
 
 fn h100(count: u32) -> Hardware {
     Hardware::from_accelerator(lookup("H100-SXM").expect("in the catalog"), count)
@@ -740,6 +740,50 @@ fn the_software_profile_chooses_the_dispatch() {
         megatron.breakdown.ep_comm_s,
         fsdp.breakdown.ep_comm_s
     );
+}
+
+/// The loss decides the logits' memory: a fused BF16 cross-entropy (llm-foundry's default)
+/// holds 4 bytes per logit on the last stage, an FP32 upcast 8; nothing else moves.
+#[test]
+fn the_loss_kernel_sets_the_logit_memory() {
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let hw = h100(8);
+    let l = Layout {
+        tp: 2,
+        pp: 1,
+        dp: 4,
+        cp: 1,
+        ep: 1,
+        etp: 1,
+        microbatch: 4,
+        virtual_stages: 1,
+        recompute: Recompute::Selective,
+        sequence_parallel: true,
+        zero: 1,
+    };
+    let upcast = memory(&m, &hw, &l, &spec(64));
+    let fused = memory(
+        &m,
+        &hw,
+        &l,
+        &TrainingSpec {
+            software: Software {
+                cross_entropy: CrossEntropy::FusedBf16,
+                ..Software::MEGATRON_CORE
+            },
+            ..spec(64)
+        },
+    );
+    let logits_per_rank = 4.0 * f64::from(m.seq_len) * f64::from(m.vocab) / 2.0;
+    let saved_gib = 4.0 * logits_per_rank / (1u64 << 30) as f64;
+    assert!(
+        (upcast.activations_gib - fused.activations_gib - saved_gib).abs() < 1e-9,
+        "{} - {} != {saved_gib}",
+        upcast.activations_gib,
+        fused.activations_gib
+    );
+    assert_eq!(upcast.weights_gib, fused.weights_gib);
+    assert_eq!(upcast.optimizer_gib, fused.optimizer_gib);
 }
 
 /// A zero degree in a constraint is an input error, not a division by zero.

@@ -80,6 +80,52 @@ fn training_runs_within_issue_thresholds() {
     );
 }
 
+/// Every calibration file: each row is a run that happened.
+const ALL_FILES: [&str; 9] = [
+    "published_training_runs.csv",
+    "published_inference_runs.csv",
+    "holdout_training_runs.csv",
+    "holdout_inference_runs.csv",
+    "holdout_tpu_training_runs.csv",
+    "holdout_moe_training_runs.csv",
+    "holdout_moe_inference_runs.csv",
+    "holdout_moe_folding_runs.csv",
+    "holdout_moe_verified_runs.csv",
+];
+
+/// Runs the memory model puts over the device although they ran.
+///
+/// * V0008 (Qwen3-30B-A3B on 8 GB300, micro-batch 8, MXFP8): 266 of 263 GiB. Transformer
+///   Engine keeps FP8 copies of the expert GEMMs' inputs where the model counts BF16 ones;
+///   counting FP8 copies was tried and breaks dense Blackwell rows (docs/perf-model.md).
+const RAN_BUT_MODELLED_OVER_MEMORY: [&str; 1] = ["V0008"];
+
+/// Every published run ran, so its layout must fit in the modelled memory: a memory model that
+/// says otherwise would make the planner refuse layouts that work.
+#[test]
+fn every_published_run_fits_in_the_modelled_memory() {
+    let mut over = Vec::new();
+    for file in ALL_FILES {
+        over.extend(
+            report(file)
+                .rows
+                .into_iter()
+                .filter(|row| !row.fits && !RAN_BUT_MODELLED_OVER_MEMORY.contains(&row.id.as_str()))
+                .map(|row| format!("{file} {} {}", row.id, row.layout)),
+        );
+    }
+    assert!(over.is_empty(), "modelled over memory: {over:#?}");
+    let verified = report("holdout_moe_verified_runs.csv");
+    for id in RAN_BUT_MODELLED_OVER_MEMORY {
+        let row = verified
+            .rows
+            .iter()
+            .find(|row| row.id == id)
+            .expect("the row");
+        assert!(!row.fits, "{id} fits now: take it off the list");
+    }
+}
+
 /// The issue's inference bounds: median |error| at most 15%, worst at most 35%.
 fn assert_inference_thresholds(file: &str, min_rows: usize) {
     let r = report(file);
