@@ -180,11 +180,11 @@ impl Hardware {
 
     /// Time of an MoE token dispatch (or combine) in which each of `size` members (rank
     /// distance `stride`) sends its `token_bytes` of tokens to the members holding each token's
-    /// `k` experts out of `experts` spread evenly over the group, sending a token over the
-    /// scale-out network once per scale-up domain it is bound for and fanning it out to that
-    /// domain's members over the scale-up fabric there (DeepEP's normal kernels, HybridEP).
-    /// With uniform routing a remote domain holding `E/D` of the experts receives a token with
-    /// probability `1 − C(E − E/D, k) / C(E, k)`.
+    /// `k` experts out of `experts` spread evenly over the group, the way DeepEP's normal
+    /// kernels (and HybridEP) move them: a token goes to each member that holds any of its
+    /// experts once (DeepEP's `is_token_in_rank` layout; the member expands it to its experts),
+    /// and crosses the scale-out network once per scale-up domain it is bound for, to be
+    /// fanned out to that domain's members over the scale-up fabric there.
     pub fn dispatch_deduplicated_time(
         &self,
         token_bytes: f64,
@@ -198,23 +198,19 @@ impl Hardware {
         }
         let n = f64::from(size);
         let up = self.scale_up_gb_s * 1e9 * SCALE_UP_COLLECTIVE_EFFICIENCY;
-        let copies = token_bytes * f64::from(k);
+        // Members a token reaches: k when each member holds at most one expert.
+        let members = groups_holding(k, experts, n);
         if size.saturating_mul(stride) <= self.scale_up_domain {
-            return copies * (n - 1.0) / n / up;
+            return token_bytes * members * (n - 1.0) / n / up;
         }
         let q = f64::from(self.members_per_domain(size, stride));
         let domains = (n / q).max(1.0);
-        let e = f64::from(experts.max(1));
-        let outside = e - e / domains;
-        let missed: f64 = (0..k.min(experts))
-            .map(|i| ((outside - f64::from(i)) / (e - f64::from(i))).max(0.0))
-            .product();
-        let remote_domains = (domains - 1.0) * (1.0 - missed);
+        let remote_domains = groups_holding(k, experts, domains) * (domains - 1.0) / domains;
         let remote =
             token_bytes * remote_domains / (self.scale_out_gb_s * 1e9 * self.network_efficiency);
         // Over NVLink each member forwards what arrives for the domain's other members, from
         // its own tokens and from other domains alike.
-        let local = copies * (q - 1.0) / q / up;
+        let local = token_bytes * members * (q - 1.0) / q / up;
         remote.max(local) + COLLECTIVE_LATENCY_ALL_TO_ALL_S
     }
 
@@ -374,4 +370,23 @@ pub fn kernel_facts(a: &Accelerator) -> KernelFacts {
             legacy_mma: 1.0,
         }
     }
+}
+
+/// Expected number of `groups` equal shares of `experts` that hold at least one of a token's
+/// `k` distinct experts under uniform routing: `groups · (1 − C(E − E/groups, k) / C(E, k))`.
+/// Exactly `k` when every group holds one expert; `k` also when a group would hold less than
+/// one (an expert never spans expert-parallel members).
+pub fn groups_holding(k: u32, experts: u32, groups: f64) -> f64 {
+    let e = f64::from(experts.max(1));
+    if groups <= 1.0 {
+        return 1.0;
+    }
+    if e / groups <= 1.0 {
+        return f64::from(k.min(experts.max(1)));
+    }
+    let outside = e - e / groups;
+    let missed: f64 = (0..k.min(experts))
+        .map(|i| ((outside - f64::from(i)) / (e - f64::from(i))).max(0.0))
+        .product();
+    groups * (1.0 - missed)
 }

@@ -219,8 +219,8 @@ fn holdout_moe_training_runs_stay_an_upper_bound() {
 /// (expert tensor parallelism 1 under 2- and 4-way tensor parallelism), DeepEP or the plain
 /// all-to-all: every row resolves to its published, folded layout (F0005 with 96 pipeline
 /// chunks for 94 layers). Not claimed beyond a bound (docs/perf-model.md, "Mixture-of-experts
-/// training"): the two cross-node rows land within 11%, the FSDP row 23% slow, and the runs
-/// with little work per kernel (4-way tensor parallelism; 32 pipeline stages) 57-89% fast.
+/// training"): the two cross-node rows land within 11%, the FSDP row 19% slow, and the runs
+/// with little work per kernel (4-way tensor parallelism; 32 pipeline stages) 57-97% fast.
 #[test]
 fn holdout_moe_folding_runs_resolve_to_their_folded_layouts() {
     let r = report("holdout_moe_folding_runs.csv");
@@ -249,18 +249,23 @@ fn holdout_moe_folding_runs_resolve_to_their_folded_layouts() {
 /// modules). The 25.11 table's runs of these models were up to 2.5x slower (1.7x for the one
 /// configuration that matches: Qwen3-30B-A3B on 8 GB200); the model sits with the tuned
 /// stack. Regression guard at this commit's figures (docs/perf-model.md, "Mixture-of-experts
-/// training"): the median within 20%, every row but V0012 within 25%
-/// (GPT-OSS-120B on GB200 in BF16 runs at half the modelled speed; NVIDIA credits its fused
-/// MoE kernels with +93% on GPT-OSS, which the model already assumes), and the rows that
-/// give Megatron's recompute modules resolve to them.
+/// training"): the median within 10%, every DeepSeek-V3 and Qwen3 row within 20%, GPT-OSS-120B
+/// on GB300 within 30% and on GB200 in BF16 (V0012) left out (it runs at half the modelled
+/// speed; NVIDIA credits its fused MoE kernels with +93% on GPT-OSS, which the model already
+/// assumes), and the rows that give Megatron's recompute modules resolve to them.
 #[test]
 fn holdout_moe_verified_runs_track_the_tuned_stack() {
     let r = report("holdout_moe_verified_runs.csv");
     assert_eq!(r.rows.len(), 13);
-    assert!(r.median_abs_error <= 0.20, "median {}", r.median_abs_error);
+    assert!(r.median_abs_error <= 0.10, "median {}", r.median_abs_error);
     for row in r.rows.iter().filter(|row| row.id != "V0012") {
+        let bound = if row.model.starts_with("GPT-OSS") {
+            0.30
+        } else {
+            0.20
+        };
         assert!(
-            row.error.abs() <= 0.25,
+            row.error.abs() <= bound,
             "{} {:+.1}%",
             row.id,
             100.0 * row.error
