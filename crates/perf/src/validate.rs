@@ -42,6 +42,11 @@ pub struct RowResult {
     /// Whether the layout fits in the modelled memory per device. Every published row ran, so
     /// a row that does not fit is a fault of the memory model (or of the row).
     pub fits: bool,
+    /// Training: modelled memory per device on the busiest stage and the usable capacity, GiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_per_device_gib: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_capacity_gib: Option<f64>,
 }
 
 /// A row that could not be evaluated (a bad cell, an accelerator the catalog lacks, a layout
@@ -322,6 +327,8 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
             }
         ),
         fits: est.fits,
+        memory_per_device_gib: Some(est.memory.total_gib),
+        memory_capacity_gib: Some(est.memory.capacity_gib),
     })
 }
 
@@ -392,6 +399,8 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
             est.concurrency
         ),
         fits: est.fits,
+        memory_per_device_gib: None,
+        memory_capacity_gib: None,
     })
 }
 
