@@ -96,6 +96,10 @@ pub enum CrossEntropy {
     /// `fused_crossentropy` loss llm-foundry selects by default): the BF16 logits kept and a
     /// BF16 gradient, 4 bytes per logit; the FP32 arithmetic stays in registers.
     FusedBf16,
+    /// Transformer Engine's Triton cross-entropy (Megatron-Core's
+    /// `cross_entropy_fusion_impl = "te"`, which Megatron-Bridge's recipes select): the loss and
+    /// its gradient are computed in place of the BF16 logits, 2 bytes per logit.
+    InPlaceBf16,
 }
 
 impl CrossEntropy {
@@ -104,6 +108,7 @@ impl CrossEntropy {
         match self {
             CrossEntropy::Fp32Upcast => 8.0,
             CrossEntropy::FusedBf16 => 4.0,
+            CrossEntropy::InPlaceBf16 => 2.0,
         }
     }
 }
@@ -140,7 +145,8 @@ pub struct Software {
 impl Software {
     /// Current Megatron-Core / NeMo / Megatron-Bridge with Transformer Engine (2024-): fused
     /// attention, DP overlap, the `flex` MoE dispatcher (DeepEP / HybridEP) that the MoE
-    /// recipes enable. The default.
+    /// recipes enable, and Transformer Engine's in-place cross-entropy that Megatron-Bridge's
+    /// recipes select. The default.
     pub const MEGATRON_CORE: Software = Software {
         name: "megatron-core",
         attention: AttentionKernel::Fused,
@@ -150,7 +156,7 @@ impl Software {
         expert_dispatch: ExpertDispatch::DomainDeduplicated,
         sequence_parallel: true,
         pipeline_scatter_gather: false,
-        cross_entropy: CrossEntropy::Fp32Upcast,
+        cross_entropy: CrossEntropy::InPlaceBf16,
     };
     /// PyTorch FSDP trainers with fused attention (torchtitan, llm-foundry with FlashAttention-2).
     pub const FSDP: Software = Software {
@@ -176,6 +182,15 @@ impl Software {
         sequence_parallel: true,
         pipeline_scatter_gather: false,
         cross_entropy: CrossEntropy::FusedBf16,
+    };
+    /// MaxText on TPU (JAX/XLA): fused (splash) attention, FSDP-style sharding that XLA
+    /// overlaps with compute, MoE tokens moved as every (token, expert) pair, and the logits
+    /// cast to FP32 before the loss (`cast_logits_to_fp32`, on by default).
+    pub const MAXTEXT: Software = Software {
+        name: "maxtext",
+        expert_dispatch: ExpertDispatch::AllToAll,
+        cross_entropy: CrossEntropy::Fp32Upcast,
+        ..Software::MEGATRON_CORE
     };
     /// Megatron-LM as of SC'21: before FlashAttention, overlapped gradient reduction and
     /// sequence parallelism (pipeline sends use the scatter/gather optimisation).
@@ -211,10 +226,11 @@ impl Software {
         cross_entropy: CrossEntropy::Fp32Upcast,
     };
 
-    pub const ALL: [Software; 6] = [
+    pub const ALL: [Software; 7] = [
         Software::MEGATRON_CORE,
         Software::FSDP,
         Software::LLM_FOUNDRY_2023,
+        Software::MAXTEXT,
         Software::MEGATRON_2021,
         Software::MEGATRON_2022,
         Software::DEEPSPEED_2021,

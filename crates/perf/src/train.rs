@@ -621,9 +621,18 @@ impl Ctx<'_> {
                     };
             }
             // Expert tensor parallelism: the dispatched tokens are all-gathered over the etp
-            // ranks of an expert and its output reduce-scattered back.
+            // ranks of an expert and its output reduce-scattered back; a deduplicating
+            // dispatcher delivers each token once per member holding any of its experts.
             if l.etp > 1 {
-                let gathered = token_bytes * etp * k;
+                let copies = match self.software.expert_dispatch {
+                    ExpertDispatch::AllToAll => k,
+                    ExpertDispatch::DomainDeduplicated => crate::hardware::groups_holding(
+                        moe_spec.experts_per_token,
+                        moe_spec.experts,
+                        f64::from(l.ep),
+                    ),
+                };
+                let gathered = token_bytes * etp * copies;
                 ep_comm += 2.0 * self.hw.nccl_time(Collective::AllGather, gathered, l.etp);
             }
         } else {

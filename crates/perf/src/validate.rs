@@ -203,7 +203,8 @@ fn fp8(row: &Row) -> Result<bool, PerfError> {
 /// | `megatron_sc21` | Megatron-LM 2021 (no FlashAttention, no overlapped DP reduction, no sequence parallelism); its ZeRO-3 rows ran DeepSpeed ZeRO-3 (2021) |
 /// | `korthikanti_2022` | Megatron-LM 2022 (same kernels plus sequence parallelism; the paper predates FlashAttention in Megatron) |
 /// | `megascale` | the paper's Megatron-LM baseline, which lacks the FlashAttention-2 and DP/PP overlap MegaScale adds (§3) |
-/// | `llm_foundry` | llm-foundry/Composer 2023: FSDP, MPT's Triton attention |
+/// | `llm_foundry` | llm-foundry/Composer 2023: FSDP, MPT's Triton attention, flash-attn's fused cross-entropy |
+/// | `maxtext_tpu_recipes` | MaxText on TPU: all-to-all MoE dispatch, FP32 logits |
 /// | others | Megatron-Core / NeMo / Megatron-Bridge with Transformer Engine |
 pub fn software_for(source: &str, zero: Option<u8>) -> Software {
     match source {
@@ -211,6 +212,7 @@ pub fn software_for(source: &str, zero: Option<u8>) -> Software {
         "megatron_sc21" => Software::MEGATRON_2021,
         "korthikanti_2022" | "megascale" => Software::MEGATRON_2022,
         "llm_foundry" => Software::LLM_FOUNDRY_2023,
+        "maxtext_tpu_recipes" => Software::MAXTEXT,
         _ => Software::MEGATRON_CORE,
     }
 }

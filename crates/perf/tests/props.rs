@@ -497,7 +497,8 @@ fn pipeline_memory_is_the_busiest_stage_not_the_sum() {
         zero: 1,
     };
     let mem = memory(&short, &h100(64), &l, &spec(512));
-    let logits_gib = 2.0 * 4.0 * 4096.0 * 4.0 * 201_088.0 / f64::from(1u32 << 30);
+    let bytes_per_logit = Software::MEGATRON_CORE.cross_entropy.peak_bytes_per_logit();
+    let logits_gib = 4.0 * 4096.0 * bytes_per_logit * 201_088.0 / f64::from(1u32 << 30);
     assert!(mem.activations_gib >= logits_gib);
     // Plus one micro-batch of the last stage's nine layer checkpoints and the layer being
     // recomputed: a few GiB, not four micro-batches' worth.
@@ -753,8 +754,9 @@ fn the_software_profile_chooses_the_dispatch() {
     );
 }
 
-/// The loss decides the logits' memory: a fused BF16 cross-entropy (llm-foundry's default)
-/// holds 4 bytes per logit on the last stage, an FP32 upcast 8; nothing else moves.
+/// The loss decides the logits' memory: an FP32 upcast holds 8 bytes per logit on the last
+/// stage, a fused BF16 cross-entropy (llm-foundry's default) 4, Transformer Engine's in-place
+/// kernel (Megatron-Core's default here) 2; nothing else moves.
 #[test]
 fn the_loss_kernel_sets_the_logit_memory() {
     let m = ModelSpec::preset("llama3-8b").expect("preset");
@@ -772,29 +774,96 @@ fn the_loss_kernel_sets_the_logit_memory() {
         sequence_parallel: true,
         zero: 1,
     };
-    let upcast = memory(&m, &hw, &l, &spec(64));
-    let fused = memory(
-        &m,
-        &hw,
-        &l,
-        &TrainingSpec {
-            software: Software {
-                cross_entropy: CrossEntropy::FusedBf16,
-                ..Software::MEGATRON_CORE
+    let with = |layout: &Layout, loss: CrossEntropy| {
+        memory(
+            &m,
+            &hw,
+            layout,
+            &TrainingSpec {
+                software: Software {
+                    cross_entropy: loss,
+                    ..Software::MEGATRON_CORE
+                },
+                ..spec(64)
             },
-            ..spec(64)
-        },
-    );
+        )
+    };
+    let upcast = with(&l, CrossEntropy::Fp32Upcast);
     let logits_per_rank = 4.0 * f64::from(m.seq_len) * f64::from(m.vocab) / 2.0;
-    let saved_gib = 4.0 * logits_per_rank / (1u64 << 30) as f64;
-    assert!(
-        (upcast.activations_gib - fused.activations_gib - saved_gib).abs() < 1e-9,
-        "{} - {} != {saved_gib}",
-        upcast.activations_gib,
-        fused.activations_gib
+    for (loss, bytes) in [
+        (CrossEntropy::FusedBf16, 4.0),
+        (CrossEntropy::InPlaceBf16, 2.0),
+    ] {
+        let other = with(&l, loss);
+        let saved_gib = (8.0 - bytes) * logits_per_rank / (1u64 << 30) as f64;
+        assert!(
+            (upcast.activations_gib - other.activations_gib - saved_gib).abs() < 1e-9,
+            "{loss:?}: {} - {} != {saved_gib}",
+            upcast.activations_gib,
+            other.activations_gib
+        );
+        assert_eq!(upcast.weights_gib, other.weights_gib);
+        assert_eq!(upcast.optimizer_gib, other.optimizer_gib);
+    }
+    // With pipeline stages only the last holds the logits: when the first stage (pp micro-
+    // batches in flight) is the busiest, the loss changes nothing.
+    let staged = Layout {
+        pp: 4,
+        dp: 1,
+        microbatch: 1,
+        ..l
+    };
+    assert_eq!(
+        with(&staged, CrossEntropy::Fp32Upcast).activations_gib,
+        with(&staged, CrossEntropy::InPlaceBf16).activations_gib
     );
-    assert_eq!(upcast.weights_gib, fused.weights_gib);
-    assert_eq!(upcast.optimizer_gib, fused.optimizer_gib);
+}
+
+/// `groups_holding` is the expected number of equal groups holding at least one of a token's
+/// `k` distinct experts, checked against the exact count over every choice of experts for
+/// small cases, and never more than `k` or the groups.
+#[test]
+fn groups_holding_counts_the_groups_a_token_reaches() {
+    // Exact: average over all C(E, k) expert sets of the number of groups touched.
+    fn exact(k: usize, experts: usize, groups: usize) -> f64 {
+        let per = experts / groups;
+        let mut total = 0u64;
+        let mut sets = 0u64;
+        for mask in 0u32..(1u32 << experts) {
+            if mask.count_ones() as usize != k {
+                continue;
+            }
+            sets += 1;
+            total += (0..groups)
+                .filter(|g| (mask >> (g * per)) & ((1u32 << per) - 1) != 0)
+                .count() as u64;
+        }
+        total as f64 / sets as f64
+    }
+    for (k, experts, groups) in [
+        (2, 8, 4),
+        (2, 8, 2),
+        (3, 12, 4),
+        (4, 16, 8),
+        (6, 16, 4),
+        (1, 16, 8),
+    ] {
+        let got = groups_holding(k as u32, experts as u32, groups as f64);
+        let want = exact(k, experts, groups);
+        assert!(
+            (got - want).abs() < 1e-12,
+            "k{k} E{experts} g{groups}: {got} vs {want}"
+        );
+    }
+    for k in 1..=8u32 {
+        let mut last = 0.0;
+        for groups in [2.0, 4.0, 8.0, 16.0, 32.0, 64.0] {
+            let h = groups_holding(k, 256, groups);
+            assert!(h <= f64::from(k).min(groups) + 1e-12, "k{k} g{groups}: {h}");
+            assert!(h >= last, "more groups never reach fewer: k{k} g{groups}");
+            last = h;
+        }
+    }
 }
 
 /// A zero degree in a constraint is an input error, not a division by zero.
