@@ -475,9 +475,10 @@ fn sliding_window_training_attends_less() {
 }
 
 /// A pipeline's first stage holds `pp` micro-batches of activations and its last stage one plus
-/// the FP32 logits; the busiest of the two is what must fit, not their sum. GPT-OSS-120B with
-/// its 201,088-token vocabulary on 64 H100 (pp 4, 16k tokens per micro-batch, full recompute),
-/// as Megatron-Bridge ran it: the logits alone are 24.5 GiB.
+/// the logits; the busiest of the two is what must fit, not their sum. GPT-OSS-120B with its
+/// 201,088-token vocabulary on 64 H100 (pp 4, 16k tokens per micro-batch, full recompute), as
+/// Megatron-Bridge ran it, with a loss that upcasts the logits to FP32 (8 bytes each), so that
+/// the logits alone are 24.5 GiB.
 #[test]
 fn pipeline_memory_is_the_busiest_stage_not_the_sum() {
     let oss = ModelSpec::preset("gpt-oss-120b").expect("preset");
@@ -496,9 +497,15 @@ fn pipeline_memory_is_the_busiest_stage_not_the_sum() {
         sequence_parallel: false,
         zero: 1,
     };
-    let mem = memory(&short, &h100(64), &l, &spec(512));
-    let bytes_per_logit = Software::MEGATRON_CORE.cross_entropy.peak_bytes_per_logit();
-    let logits_gib = 4.0 * 4096.0 * bytes_per_logit * 201_088.0 / f64::from(1u32 << 30);
+    let upcast = TrainingSpec {
+        software: Software {
+            cross_entropy: CrossEntropy::Fp32Upcast,
+            ..Software::MEGATRON_CORE
+        },
+        ..spec(512)
+    };
+    let mem = memory(&short, &h100(64), &l, &upcast);
+    let logits_gib = 4.0 * 4096.0 * 8.0 * 201_088.0 / f64::from(1u32 << 30);
     assert!(mem.activations_gib >= logits_gib);
     // Plus one micro-batch of the last stage's nine layer checkpoints and the layer being
     // recomputed: a few GiB, not four micro-batches' worth.
@@ -506,7 +513,7 @@ fn pipeline_memory_is_the_busiest_stage_not_the_sum() {
     assert!(mem.total_gib <= mem.capacity_gib, "{mem:?}");
     // Without a pipeline the one stage holds both.
     let flat = Layout { pp: 1, dp: 64, ..l };
-    let whole = memory(&short, &h100(64), &flat, &spec(512));
+    let whole = memory(&short, &h100(64), &flat, &upcast);
     assert!(whole.activations_gib > logits_gib);
 }
 
