@@ -232,7 +232,16 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     if let Some(per_node) = size_opt(row, "per_node")? {
         hw.per_node = per_node;
     }
-    let mut software = software_for(cell(row, "source").unwrap_or(""), num(row, "zero")?);
+    // Optional column: the stack the run used, by name; otherwise the source's.
+    let mut software = match cell(row, "software") {
+        Some(name) => Software::by_name(name).ok_or_else(|| {
+            PerfError::input(format!(
+                "row {id}: software = {name:?} is not a known stack (known: {})",
+                Software::names().join(", ")
+            ))
+        })?,
+        None => software_for(cell(row, "source").unwrap_or(""), num(row, "zero")?),
+    };
     // Optional column: the MoE dispatcher the source names.
     software.expert_dispatch = crate::software::ExpertDispatch::choose(
         cell(row, "expert_dispatch"),

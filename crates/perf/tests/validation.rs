@@ -544,3 +544,51 @@ fn recompute_modules_cells_accept_megatrons_list_syntax() {
         assert_eq!(report.rows[0].predicted, plain.rows[0].predicted, "{cell}");
     }
 }
+
+/// An optional `software` column names the stack a row ran, instead of its source's; an unknown
+/// name fails that row only, with the known names.
+#[test]
+fn a_software_column_chooses_the_stack_per_row() {
+    let path = format!(
+        "{}/../../data/calibration/published_training_runs.csv",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("the calibration CSV is in the repository");
+    let mut lines = text.lines();
+    let header = lines.next().expect("a header");
+    let row = |id: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{id},")))
+            .expect("the row")
+            .to_string()
+    };
+    // MPT-30b at 2,048 tokens on 8 A100 (llm-foundry): Triton attention by its source.
+    let base = row("P00808");
+    let csv = format!(
+        "{header},software\n{base},\n{},megatron-core\n{},megatron-2030\n",
+        base.replacen("P00808", "X1", 1),
+        base.replacen("P00808", "X2", 1)
+    );
+    let report = validate_csv(&csv).expect("the good rows are evaluated");
+    assert_eq!(report.rows.len(), 2, "{:?}", report.failed_rows);
+    let by_source = &report.rows[0];
+    let named = &report.rows[1];
+    assert_eq!(named.id, "X1");
+    // The fused attention kernel of the named stack is faster than MPT's Triton kernel.
+    assert!(
+        named.predicted > by_source.predicted,
+        "{} vs {}",
+        named.predicted,
+        by_source.predicted
+    );
+    let [failure] = report.failed_rows.as_slice() else {
+        panic!("{:?}", report.failed_rows);
+    };
+    assert_eq!(failure.id, "X2");
+    assert!(
+        failure.error.contains(
+            "row X2: software = \"megatron-2030\" is not a known stack (known: megatron-core, fsdp"
+        ),
+        "{failure:?}"
+    );
+}
