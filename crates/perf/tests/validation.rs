@@ -2,12 +2,22 @@
 
 use switchyard_perf::validate::{ValidationReport, validate_csv};
 
-fn report(file: &str) -> ValidationReport {
-    let path = format!(
+/// Path of a file in data/calibration.
+fn calibration_path(file: &str) -> String {
+    format!(
         "{}/../../data/calibration/{file}",
         env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("the calibration CSV is in the repository");
+    )
+}
+
+/// Text of a file in data/calibration.
+fn calibration_text(file: &str) -> String {
+    std::fs::read_to_string(calibration_path(file))
+        .expect("the calibration CSV is in the repository")
+}
+
+fn report(file: &str) -> ValidationReport {
+    let text = calibration_text(file);
     let report = validate_csv(&text).expect("the calibration file is readable");
     assert!(
         report.failed_rows.is_empty(),
@@ -144,11 +154,8 @@ struct StatedLayout {
 }
 
 fn stated_layouts(file: &str) -> Vec<StatedLayout> {
-    let path = format!(
-        "{}/../../data/calibration/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut reader = csv::Reader::from_path(&path).expect("the calibration CSV opens");
+    let mut reader =
+        csv::Reader::from_path(calibration_path(file)).expect("the calibration CSV opens");
     let headers = reader.headers().expect("a header").clone();
     let column = |name: &str| headers.iter().position(|h| h == name);
     let (Some(id), Some(mb), Some(rc)) = (column("id"), column("microbatch"), column("recompute"))
@@ -325,11 +332,7 @@ fn holdout_moe_verified_runs_track_the_tuned_stack() {
 /// A row with a zero expert tensor parallel degree is a reported input error, not a panic.
 #[test]
 fn a_row_with_a_zero_etp_is_refused() {
-    let path = format!(
-        "{}/../../data/calibration/holdout_moe_folding_runs.csv",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("the folding holdout is in the repository");
+    let text = calibration_text("holdout_moe_folding_runs.csv");
     for (from, to) in [
         (",1,deepep,", ",0,deepep,"),
         (",2,8,16,1,32,1,", ",,8,16,1,32,0,"),
@@ -351,11 +354,7 @@ fn a_row_with_a_zero_etp_is_refused() {
 /// lines.
 #[test]
 fn a_failed_row_is_located_by_its_line_in_the_file() {
-    let path = format!(
-        "{}/../../data/calibration/holdout_moe_folding_runs.csv",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("the folding holdout is in the repository");
+    let text = calibration_text("holdout_moe_folding_runs.csv");
     let wrapped = text.replacen("\"holdout (not in", "\"holdout\n(not in", 1);
     assert_ne!(wrapped, text);
     let mut lines: Vec<&str> = wrapped.lines().collect();
@@ -381,11 +380,7 @@ fn a_failed_row_is_located_by_its_line_in_the_file() {
 /// a column named twice makes the file ambiguous.
 #[test]
 fn bad_cells_fail_their_row_and_a_doubled_column_the_file() {
-    let path = format!(
-        "{}/../../data/calibration/published_inference_runs.csv",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("the inference file is in the repository");
+    let text = calibration_text("published_inference_runs.csv");
     let mut lines = text.lines();
     let header = lines.next().expect("a header");
     let row = lines.next().expect("a row");
@@ -445,11 +440,7 @@ fn bad_cells_fail_their_row_and_a_doubled_column_the_file() {
 /// model) is an input error naming the row, not a silently odd prediction.
 #[test]
 fn a_row_with_a_bad_capacity_factor_is_refused() {
-    let path = format!(
-        "{}/../../data/calibration/holdout_tpu_training_runs.csv",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("the TPU holdout is in the repository");
+    let text = calibration_text("holdout_tpu_training_runs.csv");
     let bad = text.replacen(",1.25,", ",0.5,", 1);
     assert_ne!(bad, text, "the file has a capacity factor to change");
     let report = validate_csv(&bad).expect("the other rows are evaluated");
@@ -470,11 +461,7 @@ fn a_row_with_a_bad_capacity_factor_is_refused() {
 /// column named, and the others are still evaluated.
 #[test]
 fn a_row_with_bad_recompute_modules_is_refused() {
-    let path = format!(
-        "{}/../../data/calibration/holdout_moe_verified_runs.csv",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("the verified holdout is in the repository");
+    let text = calibration_text("holdout_moe_verified_runs.csv");
     for (bad, needle) in [
         (
             "mla_up_proj+attention",
@@ -522,11 +509,7 @@ fn a_row_with_bad_recompute_modules_is_refused() {
 /// A `recompute_modules` cell may be written as Megatron prints the list.
 #[test]
 fn recompute_modules_cells_accept_megatrons_list_syntax() {
-    let path = format!(
-        "{}/../../data/calibration/holdout_moe_verified_runs.csv",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("the verified holdout is in the repository");
+    let text = calibration_text("holdout_moe_verified_runs.csv");
     let plain = validate_csv(&text).expect("readable");
     for cell in [
         "\"[mla_up_proj, mlp]\"",
@@ -549,11 +532,7 @@ fn recompute_modules_cells_accept_megatrons_list_syntax() {
 /// name fails that row only, with the known names.
 #[test]
 fn a_software_column_chooses_the_stack_per_row() {
-    let path = format!(
-        "{}/../../data/calibration/published_training_runs.csv",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("the calibration CSV is in the repository");
+    let text = calibration_text("published_training_runs.csv");
     let mut lines = text.lines();
     let header = lines.next().expect("a header");
     let row = |id: &str| {
