@@ -103,7 +103,7 @@ fn training_text(r: &TrainingReport) -> String {
     let b = &r.best;
     let _ = writeln!(
         s,
-        "{} ({:.1}B params, {:.1}B active) on {} × {}{} — {}, global batch {}{}",
+        "{} ({:.1}B params, {:.1}B active) on {} × {}{} — {}, global batch {}{}, stack {}{}",
         r.subject.model,
         r.subject.params_b,
         r.subject.active_params_b,
@@ -118,6 +118,10 @@ fn training_text(r: &TrainingReport) -> String {
         r.global_batch,
         r.capacity_factor
             .map(|cf| format!(", capacity factor {cf}"))
+            .unwrap_or_default(),
+        r.software,
+        r.expert_dispatch
+            .map(|d| format!(", {} dispatch", d.label()))
             .unwrap_or_default()
     );
     let _ = writeln!(

@@ -556,6 +556,11 @@ pub struct TrainingReport {
     /// The MoE capacity factor the plan gave (`[training] capacity_factor`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity_factor: Option<f64>,
+    /// The software stack the plan was costed for (`[training] software`, or the default).
+    pub software: &'static str,
+    /// How MoE tokens move between expert-parallel ranks (MoE models only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expert_dispatch: Option<crate::software::ExpertDispatch>,
     /// Whether the layout came from the search (some or all settings chosen).
     pub searched: bool,
     #[serde(flatten)]
@@ -672,6 +677,8 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 precision: if spec.fp8 { "fp8" } else { "bf16" },
                 global_batch: spec.global_batch,
                 capacity_factor: spec.capacity_factor,
+                software: spec.software.name,
+                expert_dispatch: m.moe.as_ref().map(|_| spec.software.expert_dispatch),
                 searched: !complete,
                 days_to_train: b.as_ref().map(|b| b.days_to_train),
                 cost_usd: b.as_ref().and_then(|b| b.cost_usd),

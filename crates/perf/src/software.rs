@@ -26,21 +26,32 @@ pub enum AttentionKernel {
     Unfused,
 }
 
-/// How a stack moves MoE tokens between expert-parallel ranks.
+/// How a stack moves MoE tokens between expert-parallel ranks (serialised with the names a
+/// plan gives: `"all-to-all"`, `"deduplicated"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
 pub enum ExpertDispatch {
     /// One all-to-all of every (token, expert) pair (NCCL `all_to_all`, Megatron's `alltoall`
     /// dispatcher, torchtitan): a token bound for two experts in another server crosses the
     /// network twice.
+    #[serde(rename = "all-to-all")]
     AllToAll,
-    /// A token crosses the scale-out network once per scale-up domain that holds any of its
-    /// experts and is forwarded over the scale-up fabric there (DeepEP's normal kernels on
-    /// Hopper and Blackwell servers, HybridEP on NVL72; Megatron-Core's `flex` dispatcher).
+    /// A token goes once to each member that holds any of its experts, crossing the scale-out
+    /// network once per scale-up domain it is bound for and forwarded over the scale-up fabric
+    /// there (DeepEP's normal kernels on Hopper and Blackwell servers, HybridEP on NVL72;
+    /// Megatron-Core's `flex` dispatcher).
+    #[serde(rename = "deduplicated")]
     DomainDeduplicated,
 }
 
 impl ExpertDispatch {
+    /// The name a plan gives for this dispatch (also its JSON form).
+    pub fn label(self) -> &'static str {
+        match self {
+            ExpertDispatch::AllToAll => "all-to-all",
+            ExpertDispatch::DomainDeduplicated => "deduplicated",
+        }
+    }
+
     /// Names a plan or calibration row may use, and the dispatch each means.
     pub const NAMES: [(&'static str, ExpertDispatch); 6] = [
         ("all-to-all", ExpertDispatch::AllToAll),

@@ -537,3 +537,40 @@ fn the_2021_stack_runs_without_sequence_parallelism() {
     );
     assert!(core_off.best.breakdown.pp_comm_s > 2.0 * sc21.best.breakdown.pp_comm_s);
 }
+
+/// The report says which stack it was costed for, and for an MoE model how its tokens move;
+/// `[training] software` and `expert_dispatch` change both.
+#[test]
+fn the_report_names_its_stack_and_dispatch() {
+    let fleet = Fleet::default_fleet();
+    let report = |text: &str| {
+        let input = parse_plan(text, "stack.toml", &fleet).expect("valid");
+        let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
+            panic!("a training report");
+        };
+        serde_json::to_value(&report).expect("serialisable")
+    };
+    let dense = report(&h100_plan(
+        "llama3-8b",
+        "[training]\nglobal_batch = 64",
+        8,
+        "tp = 1\npp = 1",
+    ));
+    assert_eq!(dense["software"], "megatron-core");
+    assert!(dense.get("expert_dispatch").is_none(), "{dense}");
+    let moe = |extra: &str| {
+        report(&h100_plan(
+            "qwen3-30b-a3b",
+            &format!("[training]\nglobal_batch = 64\n{extra}"),
+            16,
+            "tp = 1\npp = 1\nep = 8",
+        ))
+    };
+    let default = moe("");
+    assert_eq!(default["expert_dispatch"], "deduplicated");
+    let fsdp = moe("software = \"fsdp\"");
+    assert_eq!(fsdp["software"], "fsdp");
+    assert_eq!(fsdp["expert_dispatch"], "all-to-all");
+    let named = moe("expert_dispatch = \"deepep\"\nsoftware = \"fsdp\"");
+    assert_eq!(named["expert_dispatch"], "deduplicated");
+}
