@@ -204,15 +204,20 @@ fn fp8(row: &Row) -> Result<bool, PerfError> {
 /// | `korthikanti_2022` | Megatron-LM 2022 (same kernels plus sequence parallelism; the paper predates FlashAttention in Megatron) |
 /// | `megascale` | the paper's Megatron-LM baseline, which lacks the FlashAttention-2 and DP/PP overlap MegaScale adds (§3) |
 /// | `llm_foundry` | llm-foundry/Composer 2023: FSDP, MPT's Triton attention, flash-attn's fused cross-entropy |
-/// | `maxtext_tpu_recipes` | MaxText on TPU: all-to-all MoE dispatch, FP32 logits |
+/// | `maxtext_tpu_recipes` or any key naming MaxText | MaxText on TPU: all-to-all MoE dispatch, FP32 logits |
+/// | any key naming torchtitan | PyTorch FSDP with fused attention |
 /// | others | Megatron-Core / NeMo / Megatron-Bridge with Transformer Engine |
+///
+/// A row's own `software` column overrides this.
 pub fn software_for(source: &str, zero: Option<u8>) -> Software {
-    match source {
+    let key = source.trim().to_ascii_lowercase();
+    match key.as_str() {
         "megatron_sc21" if zero == Some(3) => Software::DEEPSPEED_2021,
         "megatron_sc21" => Software::MEGATRON_2021,
         "korthikanti_2022" | "megascale" => Software::MEGATRON_2022,
         "llm_foundry" => Software::LLM_FOUNDRY_2023,
-        "maxtext_tpu_recipes" => Software::MAXTEXT,
+        _ if key.contains("maxtext") => Software::MAXTEXT,
+        _ if key.contains("torchtitan") => Software::FSDP,
         _ => Software::MEGATRON_CORE,
     }
 }
