@@ -164,6 +164,10 @@ pub struct Cluster {
     pub node_mtbf_hours: f64,
     /// Time a failed node is out, hours.
     pub repair_hours: f64,
+    /// What the cluster's storage takes in at most, all writers together, GB/s
+    /// (`checkpoint_write_gb_s`); `None`: not stated, each node writes at its own rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_write_gb_s: Option<f64>,
     /// What one accelerator-hour of this cluster costs under its provider's contract.
     pub price_per_accelerator_hour: f64,
     /// What runs placements on this cluster (`backend = "slurm"` in the fleet file).

@@ -232,6 +232,29 @@ fn zero_and_negative_counts_are_rejected() {
     let text = mutate("repair_hours = 12.0", "repair_hours = -1.0");
     let (_, field, _) = error_of(&text);
     assert_eq!(field, "clusters[0].repair_hours");
+
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\ncheckpoint_write_gb_s = 0.0",
+    );
+    let (line, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].checkpoint_write_gb_s");
+    assert_eq!(line, line_of(&text, "checkpoint_write_gb_s"));
+    assert!(message.contains("checkpoint write bandwidth"), "{message}");
+}
+
+#[test]
+fn storage_write_bandwidth_is_optional() {
+    assert_eq!(
+        load(GOOD).expect("valid").clusters[0].checkpoint_write_gb_s,
+        None
+    );
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\ncheckpoint_write_gb_s = 2000.0",
+    );
+    let fleet = load(&text).expect("valid");
+    assert_eq!(fleet.clusters[0].checkpoint_write_gb_s, Some(2000.0));
 }
 
 #[test]

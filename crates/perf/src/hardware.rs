@@ -81,6 +81,9 @@ pub struct Hardware {
     pub node_mtbf_hours: Option<f64>,
     /// Price per accelerator-hour, USD (from the cluster's contract).
     pub price_per_accelerator_hour: Option<f64>,
+    /// The storage's aggregate write bandwidth, GB/s (from the cluster, where stated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_write_gb_s: Option<f64>,
 }
 
 fn accelerator_name<S: serde::Serializer>(
@@ -106,6 +109,7 @@ impl Hardware {
             cluster: None,
             node_mtbf_hours: None,
             price_per_accelerator_hour: None,
+            checkpoint_write_gb_s: None,
         }
     }
 
@@ -126,6 +130,7 @@ impl Hardware {
             cluster: Some(cluster.name.clone()),
             node_mtbf_hours: Some(cluster.node_mtbf_hours),
             price_per_accelerator_hour: Some(cluster.price_per_accelerator_hour),
+            checkpoint_write_gb_s: cluster.checkpoint_write_gb_s,
         }
     }
 

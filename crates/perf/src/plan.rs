@@ -512,8 +512,12 @@ pub fn budget(m: &ModelSpec, hw: &Hardware, tokens_per_s: f64, tokens: f64) -> B
     let mtbf_node = hw.node_mtbf_hours.unwrap_or(DEFAULT_NODE_MTBF_HOURS);
     let job_mtbf = mtbf_node / f64::from(hw.nodes().max(1));
     let ckpt_bytes = m.total_params() * CHECKPOINT_BYTES_PER_PARAM;
-    let write_s =
-        ckpt_bytes / (f64::from(hw.nodes().max(1)) * CHECKPOINT_WRITE_GB_S_PER_NODE * 1e9);
+    // Every node writes its share at its client rate, up to what the storage takes in.
+    let nodes_gb_s = f64::from(hw.nodes().max(1)) * CHECKPOINT_WRITE_GB_S_PER_NODE;
+    let write_gb_s = hw
+        .checkpoint_write_gb_s
+        .map_or(nodes_gb_s, |storage| nodes_gb_s.min(storage));
+    let write_s = ckpt_bytes / (write_gb_s * 1e9);
     let delta_h = write_s / 3600.0;
     let tau_h = (2.0 * delta_h * job_mtbf).sqrt().max(delta_h);
     let overhead = delta_h / tau_h + (tau_h / 2.0 + RESTART_HOURS) / job_mtbf;

@@ -56,3 +56,36 @@ fn sources_map_to_their_stacks() {
     }
     assert_eq!(software_for("", None), Software::MEGATRON_CORE);
 }
+
+/// A cluster that states its storage's aggregate write bandwidth caps the checkpoint write: the
+/// Young/Daly interval grows with the square root of the write time and goodput falls; a cap
+/// above what the nodes write changes nothing.
+#[test]
+fn storage_bandwidth_caps_the_checkpoint_write() {
+    use switchyard_perf::Hardware;
+    use switchyard_perf::plan::{CHECKPOINT_WRITE_GB_S_PER_NODE, budget};
+    let m = ModelSpec::preset("llama3-405b").expect("preset");
+    let accel = switchyard_core::accelerator::lookup("H100-SXM").expect("in the catalog");
+    let open = Hardware::from_accelerator(accel, 16_384);
+    let nodes_gb_s = f64::from(open.nodes()) * CHECKPOINT_WRITE_GB_S_PER_NODE;
+    let capped = Hardware {
+        checkpoint_write_gb_s: Some(nodes_gb_s / 4.0),
+        ..open.clone()
+    };
+    let roomy = Hardware {
+        checkpoint_write_gb_s: Some(nodes_gb_s * 2.0),
+        ..open.clone()
+    };
+    let (tokens_per_s, tokens) = (2.4e6, 15.6e12);
+    let free = budget(&m, &open, tokens_per_s, tokens);
+    let slow = budget(&m, &capped, tokens_per_s, tokens);
+    assert!((slow.checkpoint_write_s / free.checkpoint_write_s - 4.0).abs() < 1e-9);
+    assert!(
+        (slow.checkpoint_interval_hours / free.checkpoint_interval_hours - 2.0).abs() < 1e-9,
+        "{} vs {}",
+        slow.checkpoint_interval_hours,
+        free.checkpoint_interval_hours
+    );
+    assert!(slow.goodput < free.goodput);
+    assert_eq!(budget(&m, &roomy, tokens_per_s, tokens), free);
+}

@@ -84,6 +84,7 @@ struct RawCluster {
     node_mtbf_hours: Option<Spanned<f64>>,
     accelerator_mtbf_hours: Option<Spanned<f64>>,
     repair_hours: Spanned<f64>,
+    checkpoint_write_gb_s: Option<Spanned<f64>>,
     topology: Option<Spanned<RawTopology>>,
     backend: Option<Spanned<String>>,
     slurm: Option<Spanned<RawSlurm>>,
@@ -579,6 +580,17 @@ fn cluster(
         }
         r
     };
+    let checkpoint_write_gb_s = raw
+        .checkpoint_write_gb_s
+        .as_ref()
+        .map(|w| {
+            src.positive_f64(
+                w,
+                &format!("{at}.checkpoint_write_gb_s"),
+                "aggregate checkpoint write bandwidth (GB/s)",
+            )
+        })
+        .transpose()?;
     let topology = topology(src, raw, &at, accel, nodes, per_node)?;
     let backend = backend(src, raw, &at)?;
 
@@ -593,6 +605,7 @@ fn cluster(
         topology,
         node_mtbf_hours,
         repair_hours,
+        checkpoint_write_gb_s,
         price_per_accelerator_hour: price,
         backend,
     })
