@@ -35,7 +35,6 @@ pub use train::{TrainingEstimate, TrainingSpec, estimate};
 /// and never overflow.
 pub const MAX_SIZE: u32 = 1 << 24;
 
-/// `Err` naming `field` (e.g. "[model] hidden") when `value` exceeds [`MAX_SIZE`].
 /// A count or size given at `place` (formatted only on failure: the search checks every layout
 /// it costs): at least 1 and at most [`MAX_SIZE`].
 pub(crate) fn check_size(value: u32, place: impl FnOnce() -> String) -> Result<u32, PerfError> {
@@ -46,6 +45,7 @@ pub(crate) fn check_size(value: u32, place: impl FnOnce() -> String) -> Result<u
     }
 }
 
+/// `Err` naming `field` (e.g. "[model] hidden") when `value` exceeds [`MAX_SIZE`].
 pub(crate) fn within_max_size(value: u32, field: &str) -> Result<u32, PerfError> {
     if value > MAX_SIZE {
         Err(PerfError::input(format!(

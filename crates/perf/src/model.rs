@@ -617,18 +617,18 @@ impl ModelSpec {
         f64::from(self.heads) * (f64::from(self.qk_head_dim()) + f64::from(self.v_head_dim())) / 2.0
     }
 
-    /// The attention projections of one layer as GEMMs over a token: (output width, input
-    /// width, how tensor parallelism splits it). Multi-/grouped-query attention: fused QKV
-    /// (split by columns) and the output projection (by rows). Latent attention: the query
-    /// down (if any) and up projections, the joint key/value-latent-plus-rope down projection,
-    /// the key/value up projection and the output projection; the down projections are
-    /// replicated on every tensor-parallel rank (Megatron-Core's MLA), the rest split by heads.
     /// Whether an attention projection (`input` wide, split `split`) is one of MLA's up
     /// projections: column-split, from a latent narrower than the hidden size.
     pub fn is_mla_up_projection(&self, input: f64, split: TpSplit) -> bool {
         self.mla.is_some() && split == TpSplit::Columns && input < f64::from(self.hidden)
     }
 
+    /// The attention projections of one layer as GEMMs over a token: (output width, input
+    /// width, how tensor parallelism splits it). Multi-/grouped-query attention: fused QKV
+    /// (split by columns) and the output projection (by rows). Latent attention: the query
+    /// down (if any) and up projections, the joint key/value-latent-plus-rope down projection,
+    /// the key/value up projection and the output projection; the down projections are
+    /// replicated on every tensor-parallel rank (Megatron-Core's MLA), the rest split by heads.
     pub fn attention_projections(&self) -> impl Iterator<Item = (f64, f64, TpSplit)> {
         let h = f64::from(self.hidden);
         let heads = f64::from(self.heads);

@@ -252,12 +252,7 @@ pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, Pe
             }
             let mut software = match t.software.as_deref() {
                 None => Software::default(),
-                Some(name) => Software::by_name(name).ok_or_else(|| {
-                    PerfError::input(format!(
-                        "[training] software = \"{name}\" is not a known stack (known: {})",
-                        Software::names().join(", ")
-                    ))
-                })?,
+                Some(name) => Software::named(name, "[training]")?,
             };
             software.expert_dispatch = crate::software::ExpertDispatch::choose(
                 t.expert_dispatch.as_deref(),

@@ -28,19 +28,23 @@ pub enum AttentionKernel {
 
 /// How a stack moves MoE tokens between expert-parallel ranks (serialised with the names a
 /// plan gives: `"all-to-all"`, `"deduplicated"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExpertDispatch {
     /// One all-to-all of every (token, expert) pair (NCCL `all_to_all`, Megatron's `alltoall`
     /// dispatcher, torchtitan): a token bound for two experts in another server crosses the
     /// network twice.
-    #[serde(rename = "all-to-all")]
     AllToAll,
     /// A token goes once to each member that holds any of its experts, crossing the scale-out
     /// network once per scale-up domain it is bound for and forwarded over the scale-up fabric
     /// there (DeepEP's normal kernels on Hopper and Blackwell servers, HybridEP on NVL72;
     /// Megatron-Core's `flex` dispatcher).
-    #[serde(rename = "deduplicated")]
     DomainDeduplicated,
+}
+
+impl Serialize for ExpertDispatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
 }
 
 impl ExpertDispatch {
@@ -49,6 +53,18 @@ impl ExpertDispatch {
         match self {
             ExpertDispatch::AllToAll => "all-to-all",
             ExpertDispatch::DomainDeduplicated => "deduplicated",
+        }
+    }
+
+    /// Copies of one token a member receives in all, over `ep` members holding `experts`
+    /// evenly, for a token routed to `k` of them: every (token, expert) pair, or one per
+    /// member holding any of its experts.
+    pub fn copies_delivered(self, k: u32, experts: u32, ep: u32) -> f64 {
+        match self {
+            ExpertDispatch::AllToAll => f64::from(k),
+            ExpertDispatch::DomainDeduplicated => {
+                crate::hardware::groups_holding(k, experts, f64::from(ep))
+            }
         }
     }
 
@@ -246,6 +262,17 @@ impl Software {
         Software::MEGATRON_2022,
         Software::DEEPSPEED_2021,
     ];
+
+    /// A stack named at `place` (`[training] software`, a CSV row), or an error listing the
+    /// known names.
+    pub fn named(name: &str, place: &str) -> Result<Software, crate::PerfError> {
+        Software::by_name(name).ok_or_else(|| {
+            crate::PerfError::input(format!(
+                "{place} software = {name:?} is not a known stack (known: {})",
+                Software::names().join(", ")
+            ))
+        })
+    }
 
     /// A stack by name.
     pub fn by_name(name: &str) -> Option<Software> {

@@ -624,14 +624,11 @@ impl Ctx<'_> {
             // ranks of an expert and its output reduce-scattered back; a deduplicating
             // dispatcher delivers each token once per member holding any of its experts.
             if l.etp > 1 {
-                let copies = match self.software.expert_dispatch {
-                    ExpertDispatch::AllToAll => k,
-                    ExpertDispatch::DomainDeduplicated => crate::hardware::groups_holding(
-                        moe_spec.experts_per_token,
-                        moe_spec.experts,
-                        f64::from(l.ep),
-                    ),
-                };
+                let copies = self.software.expert_dispatch.copies_delivered(
+                    moe_spec.experts_per_token,
+                    moe_spec.experts,
+                    l.ep,
+                );
                 let gathered = token_bytes * etp * copies;
                 ep_comm += 2.0 * self.hw.nccl_time(Collective::AllGather, gathered, l.etp);
             }

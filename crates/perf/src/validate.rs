@@ -239,12 +239,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     }
     // Optional column: the stack the run used, by name; otherwise the source's.
     let mut software = match cell(row, "software") {
-        Some(name) => Software::by_name(name).ok_or_else(|| {
-            PerfError::input(format!(
-                "row {id}: software = {name:?} is not a known stack (known: {})",
-                Software::names().join(", ")
-            ))
-        })?,
+        Some(name) => Software::named(name, &format!("row {id}:"))?,
         None => software_for(cell(row, "source").unwrap_or(""), num(row, "zero")?),
     };
     // Optional column: the MoE dispatcher the source names.
