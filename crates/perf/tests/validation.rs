@@ -121,6 +121,23 @@ fn every_published_run_fits_in_the_modelled_memory() {
         );
     }
     assert!(over.is_empty(), "modelled over memory: {over:#?}");
+    // Training rows carry the memory behind the verdict; inference rows carry none.
+    for file in ALL_FILES {
+        for row in report(file).rows {
+            match (row.memory_per_device_gib, row.memory_capacity_gib) {
+                (Some(used), Some(capacity)) => {
+                    assert!(!file.contains("inference"), "{file} {}", row.id);
+                    assert!(
+                        used > 0.0 && used <= capacity,
+                        "{file} {}: {used}/{capacity}",
+                        row.id
+                    );
+                }
+                (None, None) => assert!(file.contains("inference"), "{file} {}", row.id),
+                other => panic!("{file} {}: {other:?}", row.id),
+            }
+        }
+    }
 
     let mut moved = Vec::new();
     // Every training file (the inference files have no micro-batch or recompute columns).
