@@ -69,7 +69,7 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
         None => Fleet::default_fleet(),
     };
     let text = read_text(file)?;
-    let plan = parse_plan(&text, &file.display().to_string(), &fleet)
+    let plan = parse_plan(&text, &fleet)
         .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
     let report = run_plan(&plan).map_err(input)?;
     if args.json {

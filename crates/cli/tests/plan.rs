@@ -126,6 +126,12 @@ fn bad_inputs_name_the_field() {
         assert_eq!(out.status.code(), Some(2), "case {i}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "case {i}: {err}");
+        let file = path.to_str().expect("utf-8 path");
+        assert_eq!(
+            err.matches(file).count(),
+            1,
+            "case {i} names its file once: {err}"
+        );
     }
     let out = plan(&["/nonexistent/plan.toml"]);
     assert_eq!(out.status.code(), Some(3));

@@ -143,17 +143,17 @@ fn precision(text: Option<&str>, table: &str) -> Result<bool, PerfError> {
     }
 }
 
-/// Parses and validates a plan file. `fleet` resolves `[hardware] cluster`.
-pub fn parse_plan(text: &str, file: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
-    let raw: PlanFile =
-        toml::from_str(text).map_err(|e| PerfError::input(format!("{file}: {e}")))?;
+/// Parses and validates a plan file. `fleet` resolves `[hardware] cluster`. Errors name the
+/// table and field at fault, not the file: the caller knows which file it read.
+pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
+    let raw: PlanFile = toml::from_str(text).map_err(|e| PerfError::input(e.to_string()))?;
     let model = raw
         .model
-        .ok_or_else(|| PerfError::input(format!("{file}: the [model] table is missing")))?
+        .ok_or_else(|| PerfError::input("the [model] table is missing"))?
         .resolve()?;
     let hw_fields = raw
         .hardware
-        .ok_or_else(|| PerfError::input(format!("{file}: the [hardware] table is missing")))?;
+        .ok_or_else(|| PerfError::input("the [hardware] table is missing"))?;
     let mut hardware = match (&hw_fields.accelerator, &hw_fields.cluster) {
         (Some(_), Some(_)) => {
             return Err(PerfError::input(

@@ -6,7 +6,7 @@ use switchyard_perf::plan::{PlanReport, parse_plan, run_plan};
 
 fn run(text: &str) -> Result<PlanReport, PerfError> {
     let fleet = Fleet::default_fleet();
-    run_plan(&parse_plan(text, "test.toml", &fleet)?)
+    run_plan(&parse_plan(text, &fleet)?)
 }
 
 /// A plan serving `preset` in FP8 (1k/1k tokens, maximum concurrency).

@@ -98,7 +98,7 @@ fn extreme_values_give_an_answer_or_an_input_error() {
                 u64::from(u32::MAX) + 1,
             ] {
                 let text = file(workload, field, value);
-                let outcome = parse_plan(&text, "edge.toml", &fleet).and_then(|p| run_plan(&p));
+                let outcome = parse_plan(&text, &fleet).and_then(|p| run_plan(&p));
                 if let Err(e) = outcome {
                     let msg = e.to_string();
                     assert!(!msg.is_empty(), "{workload} {field} = {value}");
@@ -151,14 +151,14 @@ fn capacity_factor_is_checked() {
             "capacity_factor = inf must be a number from 1 to 64",
         ),
     ] {
-        let err = parse_plan(&plan(preset, cf), "cf.toml", &fleet)
+        let err = parse_plan(&plan(preset, cf), &fleet)
             .err()
             .unwrap_or_else(|| panic!("{preset} with {cf} must be refused"))
             .to_string();
         assert!(err.contains(needle), "{err}");
     }
     // Accepted, and the report says which factor it priced.
-    let input = parse_plan(&plan("mixtral-8x7b", "1.25"), "cf.toml", &fleet).expect("valid");
+    let input = parse_plan(&plan("mixtral-8x7b", "1.25"), &fleet).expect("valid");
     let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
         panic!("a training report");
     };
@@ -178,7 +178,7 @@ fn h100_plan(preset: &str, work: &str, count: u32, parallelism: &str) -> String 
 
 /// The plan is refused (when read or when costed) with a message containing `needle`.
 fn assert_refused(fleet: &Fleet, text: &str, needle: &str) {
-    let err = parse_plan(text, "refused.toml", fleet)
+    let err = parse_plan(text, fleet)
         .and_then(|p| run_plan(&p))
         .err()
         .unwrap_or_else(|| panic!("must be refused:\n{text}"))
@@ -288,7 +288,7 @@ fn expert_tensor_parallelism_is_checked() {
         "tp = 2\npp = 8\ndp = 16\nep = 32\netp = 1\nmicrobatch = 1\nvirtual_stages = 4\n\
          recompute = \"selective\"",
     );
-    let input = parse_plan(&folded, "etp.toml", &fleet).expect("valid");
+    let input = parse_plan(&folded, &fleet).expect("valid");
     let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
         panic!("a training report");
     };
@@ -301,7 +301,7 @@ fn expert_tensor_parallelism_is_checked() {
         "global_batch = 2048",
         "global_batch = 2048\nexpert_dispatch = \"all-to-all\"",
     );
-    let input = parse_plan(&plain, "etp.toml", &fleet).expect("valid");
+    let input = parse_plan(&plain, &fleet).expect("valid");
     let Ok(switchyard_perf::plan::PlanReport::Training(plain)) = run_plan(&input) else {
         panic!("a training report");
     };
@@ -319,13 +319,13 @@ fn expert_tensor_parallelism_is_checked() {
         "tp = 2\npp = 32\ndp = 4\nep = 8\netp = 1\nmicrobatch = 1\nvirtual_stages = 3\n\
          recompute = \"selective\"",
     );
-    let input = parse_plan(&uneven, "etp.toml", &fleet).expect("valid");
+    let input = parse_plan(&uneven, &fleet).expect("valid");
     assert!(run_plan(&input).is_ok());
     // One stage more than the 94 layers, interleaving left to the planner (it keeps v = 1).
     let deep = "[model]\npreset = \"qwen3-235b-a22b\"\n[training]\nglobal_batch = 2048\n\
                 [hardware]\naccelerator = \"H100-SXM\"\ncount = 96\n\
                 [parallelism]\ntp = 1\npp = 96\nmicrobatch = 1\n";
-    let input = parse_plan(deep, "etp.toml", &fleet).expect("valid");
+    let input = parse_plan(deep, &fleet).expect("valid");
     let Ok(switchyard_perf::plan::PlanReport::Training(deep)) = run_plan(&input) else {
         panic!("a training report");
     };
@@ -340,7 +340,7 @@ fn expert_tensor_parallelism_is_checked() {
         training,
         "tp = 2\npp = 8\nmicrobatch = 1\nrecompute = \"selective\"",
     );
-    let input = parse_plan(&open, "etp.toml", &fleet).expect("valid");
+    let input = parse_plan(&open, &fleet).expect("valid");
     let Ok(switchyard_perf::plan::PlanReport::Training(open)) = run_plan(&input) else {
         panic!("a training report");
     };
@@ -424,7 +424,7 @@ fn recompute_modules_trade_memory_for_time() {
              dp = 64\nep = 64\netp = 1\nmicrobatch = 1\nvirtual_stages = 4\nzero = 1\n\
              recompute = \"selective\"\n{modules}"
         );
-        let input = parse_plan(&text, "ds.toml", &fleet).expect("valid");
+        let input = parse_plan(&text, &fleet).expect("valid");
         match run_plan(&input) {
             Ok(switchyard_perf::plan::PlanReport::Training(r)) => *r,
             other => panic!("a training report, got {other:?}"),
@@ -464,7 +464,7 @@ fn recompute_modules_leave_other_modes_alone() {
             "[model]\npreset = \"{preset}\"\n[training]\nglobal_batch = 1024\n\
              [hardware]\naccelerator = \"H100-SXM\"\ncount = {count}\n[parallelism]\n{parallelism}"
         );
-        let input = parse_plan(&text, "modes.toml", &fleet).expect("valid");
+        let input = parse_plan(&text, &fleet).expect("valid");
         match run_plan(&input) {
             Ok(switchyard_perf::plan::PlanReport::Training(r)) => *r,
             other => panic!("a training report, got {other:?}"),
@@ -515,7 +515,7 @@ fn the_2021_stack_runs_without_sequence_parallelism() {
              [parallelism]\ntp = 8\npp = 8\ndp = 4\nmicrobatch = 1\nvirtual_stages = 1\n\
              recompute = \"full\"{extra}"
         );
-        let input = parse_plan(&text, "sc21.toml", &fleet).expect("valid");
+        let input = parse_plan(&text, &fleet).expect("valid");
         match run_plan(&input) {
             Ok(switchyard_perf::plan::PlanReport::Training(r)) => *r,
             other => panic!("a training report, got {other:?}"),
@@ -544,7 +544,7 @@ fn the_2021_stack_runs_without_sequence_parallelism() {
 fn the_report_names_its_stack_and_dispatch() {
     let fleet = Fleet::default_fleet();
     let report = |text: &str| {
-        let input = parse_plan(text, "stack.toml", &fleet).expect("valid");
+        let input = parse_plan(text, &fleet).expect("valid");
         let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
             panic!("a training report");
         };
