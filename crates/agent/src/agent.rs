@@ -41,6 +41,29 @@ impl Default for AgentConfig {
     }
 }
 
+/// Largest JSON size of one push of output lines: half the server's 16 MiB limit on agent
+/// bodies, so escaping and framing never push a batch over it.
+pub const MAX_LOG_BATCH_BYTES: usize = 8 << 20;
+
+/// Failed pushes of the same batch after which it is halved.
+const PUSHES_BEFORE_HALVING: u32 = 3;
+
+/// An upper bound on the bytes `line` takes in a batch's JSON: quotes and backslashes escape
+/// to two bytes, other control characters to up to six, plus the fields around the text.
+fn json_size(line: &crate::protocol::LogLine) -> usize {
+    const FIELDS: usize = 160;
+    let text: usize = line
+        .line
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum();
+    FIELDS + line.assignment_id.len() + text
+}
+
 /// What one [`Agent::sync`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -62,6 +85,12 @@ pub struct Agent<C: ControlPlane> {
     config: AgentConfig,
     logs: VecDeque<crate::protocol::LogLine>,
     dropped_logs: u64,
+    refused_logs: u64,
+    /// Lines per push now: `log_batch`, halved while pushes fail.
+    batch_lines: usize,
+    push_failures: u32,
+    /// Whether the last pass's heartbeat got through.
+    heartbeat_ok: bool,
 }
 
 impl<C: ControlPlane> Agent<C> {
@@ -84,9 +113,13 @@ impl<C: ControlPlane> Agent<C> {
             node,
             node_id: None,
             supervisor,
+            batch_lines: config.log_batch.max(1),
             config,
             logs: VecDeque::new(),
             dropped_logs: 0,
+            refused_logs: 0,
+            push_failures: 0,
+            heartbeat_ok: false,
         }
     }
 
@@ -152,8 +185,10 @@ impl<C: ControlPlane> Agent<C> {
 
     fn sync_inner(&mut self) -> Result<SyncReport, ControlPlaneError> {
         self.poll();
+        self.heartbeat_ok = false;
         let node_id = self.registered()?;
         self.control.heartbeat(&node_id)?;
+        self.heartbeat_ok = true;
         let desired = self.control.fetch_assignments(&node_id)?;
         let actions = reconcile(&desired, &self.supervisor.observed(), now_ms());
         for action in &actions {
@@ -176,19 +211,87 @@ impl<C: ControlPlane> Agent<C> {
         let statuses = self.supervisor.statuses();
         self.control.report_status(&node_id, &statuses)?;
         self.supervisor.mark_reported(&statuses);
-        let mut pushed = 0;
-        while !self.logs.is_empty() {
-            let n = self.logs.len().min(self.config.log_batch.max(1));
-            let batch: Vec<_> = self.logs.iter().take(n).cloned().collect();
-            self.control.push_logs(&node_id, &batch)?;
-            self.logs.drain(..n);
-            pushed += n;
-        }
+        let pushed = self.push_logs(&node_id)?;
         Ok(SyncReport {
             actions,
             statuses: statuses.len(),
             logs_pushed: pushed,
         })
+    }
+
+    /// Pushes buffered output in batches of at most `log_batch` lines and
+    /// [`MAX_LOG_BATCH_BYTES`]. A batch the control plane refuses (4xx) is halved until the
+    /// refused line is alone, and that line is dropped with a warning: the rest gets through
+    /// and one bad line never blocks a node's output. Other failures keep the lines for the
+    /// next sync (halving the batch after repeated failures, in case its size is the trouble)
+    /// and do not fail the sync: output is not a reason to miss a heartbeat.
+    fn push_logs(&mut self, node_id: &str) -> Result<usize, ControlPlaneError> {
+        let mut pushed = 0;
+        while !self.logs.is_empty() {
+            let n = self.next_batch_len();
+            let batch: Vec<_> = self.logs.iter().take(n).cloned().collect();
+            match self.control.push_logs(node_id, &batch) {
+                Ok(()) => {
+                    self.logs.drain(..n);
+                    pushed += n;
+                    self.push_failures = 0;
+                    self.batch_lines = self.config.log_batch.max(1);
+                }
+                Err(e @ ControlPlaneError::UnknownNode(_)) => return Err(e),
+                Err(ControlPlaneError::Rejected { status, message })
+                    if (400..500).contains(&status) =>
+                {
+                    if n == 1 {
+                        let line = self.logs.pop_front();
+                        self.refused_logs += 1;
+                        tracing::warn!(
+                            assignment = line.as_ref().map(|l| l.assignment_id.as_str()),
+                            "the control plane refused an output line ({status}), dropping it: {message}"
+                        );
+                    } else {
+                        self.batch_lines = n / 2;
+                    }
+                }
+                Err(e) => {
+                    self.push_failures += 1;
+                    if self.push_failures >= PUSHES_BEFORE_HALVING && n > 1 {
+                        self.push_failures = 0;
+                        self.batch_lines = n / 2;
+                    }
+                    tracing::warn!(
+                        buffered = self.logs.len(),
+                        "pushing output failed; keeping it for the next sync: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+        Ok(pushed)
+    }
+
+    /// Lines in the next batch: the line limit, cut where the batch's JSON would pass
+    /// [`MAX_LOG_BATCH_BYTES`] (at least one line; a line is at most 16 KiB of text).
+    fn next_batch_len(&self) -> usize {
+        let mut bytes = 0;
+        let mut n = 0;
+        for line in self.logs.iter().take(self.batch_lines.max(1)) {
+            bytes += json_size(line);
+            if n > 0 && bytes > MAX_LOG_BATCH_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        n.max(1)
+    }
+
+    /// Output lines waiting to be pushed.
+    pub fn buffered_logs(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// Output lines the control plane refused and the agent dropped.
+    pub fn refused_logs(&self) -> u64 {
+        self.refused_logs
     }
 
     /// Syncs every interval and polls processes in between until `stop` is set, then stops
@@ -206,7 +309,14 @@ impl<C: ControlPlane> Agent<C> {
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         tracing::warn!("sync failed ({failures} in a row): {e}");
-                        (self.config.sync_interval * failures.min(5)).min(Duration::from_secs(10))
+                        if self.heartbeat_ok {
+                            // The control plane answers: keep the heartbeat's pace, or it
+                            // declares this node lost over an error elsewhere in the pass.
+                            self.config.sync_interval
+                        } else {
+                            (self.config.sync_interval * failures.min(5))
+                                .min(Duration::from_secs(10))
+                        }
                     }
                 };
                 next_sync = Instant::now() + wait;
@@ -225,7 +335,6 @@ impl<C: ControlPlane> Agent<C> {
         self.poll();
         let statuses = self.supervisor.statuses();
         self.control.report_status(&node_id, &statuses)?;
-        let batch: Vec<_> = self.logs.drain(..).collect();
-        self.control.push_logs(&node_id, &batch)
+        self.push_logs(&node_id).map(|_| ())
     }
 }

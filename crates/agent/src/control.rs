@@ -62,6 +62,13 @@ pub struct MemoryState {
     pub logs: Vec<LogLine>,
     /// While true, every call fails as unreachable.
     pub down: bool,
+    /// A push holding a line that contains this text is refused (400), as a server refuses
+    /// what it cannot store.
+    pub refuse_lines_containing: Option<String>,
+    /// While true, pushes of output fail as unreachable (heartbeats still get through).
+    pub log_pushes_fail: bool,
+    /// Lines per push received, in order.
+    pub push_sizes: Vec<usize>,
 }
 
 /// An in-process control plane for tests and single-process tools: shared state behind a mutex.
@@ -156,6 +163,20 @@ impl ControlPlane for MemoryControlPlane {
     fn push_logs(&self, node_id: &str, lines: &[LogLine]) -> Result<(), ControlPlaneError> {
         let mut s = self.live()?;
         Self::known(&s, node_id)?;
+        if s.log_pushes_fail {
+            return Err(ControlPlaneError::Unreachable(
+                "memory control plane drops output pushes".into(),
+            ));
+        }
+        if let Some(bad) = &s.refuse_lines_containing
+            && let Some(l) = lines.iter().find(|l| l.line.contains(bad.as_str()))
+        {
+            return Err(ControlPlaneError::Rejected {
+                status: 400,
+                message: format!("line {} of {} cannot be stored", l.seq, l.assignment_id),
+            });
+        }
+        s.push_sizes.push(lines.len());
         s.logs.extend_from_slice(lines);
         Ok(())
     }

@@ -261,3 +261,96 @@ fn a_restarted_agent_adopts_its_processes_and_the_desired_state_wins() {
     drop(second); // kills "keep"
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_refused_output_line_is_dropped_alone_and_the_rest_gets_through() {
+    let cp = MemoryControlPlane::new();
+    cp.state().refuse_lines_containing = Some("POISON".into());
+    let mut agent = agent(&cp);
+    agent.sync().expect("registers");
+    let node_id = agent.node_id().expect("registered").to_string();
+    cp.set_desired(
+        &node_id,
+        vec![sh(
+            "a-1",
+            "i=0; while [ $i -lt 2500 ]; do if [ $i = 1700 ]; then echo POISON; else echo line $i; fi; i=$((i+1)); done",
+            RestartPolicy::Never,
+        )],
+    );
+    sync_until(&mut agent, &cp, "every good line", |s| {
+        s.logs.iter().filter(|l| l.stream == Stream::Stdout).count() >= 2499
+    });
+    let s = cp.state();
+    let lines: Vec<&str> = s.logs.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(lines.len(), 2499, "every line but the refused one");
+    assert!(!lines.contains(&"POISON"));
+    let expected: Vec<String> = (0..2500)
+        .filter(|&i| i != 1700)
+        .map(|i| format!("line {i}"))
+        .collect();
+    assert_eq!(
+        lines, expected,
+        "in order, nothing lost but the refused line"
+    );
+    assert_eq!(agent.refused_logs(), 1);
+}
+
+#[test]
+fn failing_output_pushes_keep_the_lines_and_the_heartbeats() {
+    let cp = MemoryControlPlane::new();
+    let mut agent = agent(&cp);
+    agent.sync().expect("registers");
+    let node_id = agent.node_id().expect("registered").to_string();
+    cp.state().log_pushes_fail = true;
+    cp.set_desired(
+        &node_id,
+        vec![sh("a-1", "echo one; echo two", RestartPolicy::Never)],
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while agent.buffered_logs() < 2 {
+        agent
+            .sync()
+            .expect("a failing output push does not fail the sync");
+        assert!(Instant::now() < deadline, "timed out waiting for output");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let beats = cp.state().heartbeats[&node_id];
+    for _ in 0..5 {
+        agent
+            .sync()
+            .expect("a failing output push does not fail the sync");
+    }
+    assert_eq!(cp.state().heartbeats[&node_id], beats + 5);
+    assert!(cp.state().logs.is_empty());
+    cp.state().log_pushes_fail = false;
+    agent.sync().expect("sync");
+    let s = cp.state();
+    let lines: Vec<&str> = s.logs.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(lines, ["one", "two"]);
+}
+
+#[test]
+fn output_pushes_stay_under_the_byte_bound() {
+    let cp = MemoryControlPlane::new();
+    let mut agent = agent(&cp);
+    agent.sync().expect("registers");
+    let node_id = agent.node_id().expect("registered").to_string();
+    // 1,000 lines of 16,000 quotes: 32 MB of JSON in one 1,000-line batch.
+    cp.set_desired(
+        &node_id,
+        vec![sh(
+            "a-1",
+            "q=$(printf '%*s' 16000 '' | tr ' ' '\"'); i=0; while [ $i -lt 1000 ]; do echo \"$q\"; i=$((i+1)); done",
+            RestartPolicy::Never,
+        )],
+    );
+    sync_until(&mut agent, &cp, "every line", |s| s.logs.len() >= 1000);
+    let s = cp.state();
+    assert_eq!(s.logs.len(), 1000);
+    let largest = *s.push_sizes.iter().max().expect("pushes");
+    assert!(
+        largest * 16_000 * 2 <= switchyard_agent::agent::MAX_LOG_BATCH_BYTES,
+        "pushes of {:?} lines",
+        s.push_sizes
+    );
+}

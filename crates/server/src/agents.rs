@@ -14,7 +14,7 @@
 //! running jobs again, and the agents' level-triggered reconciliation stops what is no longer
 //! wanted.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -129,6 +129,39 @@ struct Node {
     lost: bool,
     /// Statuses of its processes, as last reported.
     statuses: Vec<ProcessStatus>,
+    /// Assignments the node was handed lately: its output is taken for these (and for what it
+    /// runs now or reports), so a node cannot write into another job's logs.
+    handed: RecentIds,
+}
+
+/// The most recent distinct ids, up to a bound (oldest forgotten first).
+#[derive(Debug, Clone, Default)]
+struct RecentIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentIds {
+    /// Assignment ids remembered per node: far more than a node runs at once, so a late line of
+    /// a replaced attempt still finds its job.
+    const CAPACITY: usize = 4096;
+
+    fn insert(&mut self, id: &str) {
+        if self.set.contains(id) {
+            return;
+        }
+        if self.order.len() >= Self::CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.set.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +306,20 @@ impl AgentHub {
                 "hostname must be 1 to 253 characters".into(),
             ));
         }
+        if hostname.chars().any(char::is_control) {
+            return Err(AgentError::Invalid(format!(
+                "hostname {hostname:?} has a control character"
+            )));
+        }
+        if let Some(address) = &info.address {
+            // It becomes MASTER_ADDR for the ranks placed here: a host name or an IP address.
+            if address.len() > 253 || address.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(AgentError::Invalid(format!(
+                    "address {address:?} must be a host name or IP address: at most 253 \
+                     characters, no spaces or control characters"
+                )));
+            }
+        }
         let hub = self.lock();
         let cluster = match &info.cluster {
             Some(name) => hub.cluster(name).cloned().ok_or_else(|| {
@@ -346,10 +393,10 @@ impl AgentHub {
         accelerators.sort_unstable();
         accelerators.dedup();
         let was_up = hub.nodes.get(id).is_some_and(|n| !n.lost);
-        let statuses = hub
+        let (statuses, handed) = hub
             .nodes
-            .get(id)
-            .map(|n| n.statuses.clone())
+            .remove(id)
+            .map(|n| (n.statuses, n.handed))
             .unwrap_or_default();
         hub.nodes.insert(
             id.to_owned(),
@@ -364,6 +411,7 @@ impl AgentHub {
                 persisted_ms: now_ms,
                 lost: false,
                 statuses,
+                handed,
             },
         );
         if !was_up {
@@ -418,7 +466,7 @@ impl AgentHub {
             return Ok(AssignmentList::default());
         }
         n.last_seen_ms = now_ms;
-        let assignments = hub
+        let assignments: Vec<Assignment> = hub
             .on_node
             .get(node)
             .into_iter()
@@ -427,6 +475,11 @@ impl AgentHub {
             .flatten()
             .cloned()
             .collect();
+        if let Some(n) = hub.nodes.get_mut(node) {
+            for a in &assignments {
+                n.handed.insert(&a.id);
+            }
+        }
         Ok(AssignmentList { assignments })
     }
 
@@ -438,18 +491,23 @@ impl AgentHub {
             .get_mut(node)
             .ok_or_else(|| AgentError::UnknownNode(node.to_owned()))?;
         n.last_seen_ms = now_ms;
+        for p in &report.processes {
+            n.handed.insert(&p.assignment_id);
+        }
         n.statuses = report.processes;
         hub.fold_statuses(node, now_ms);
         Ok(())
     }
 
     /// Output lines of the node's processes, attributed to their jobs. Lines of assignments
-    /// the hub does not know (a run already replaced) are attributed from their id.
+    /// the hub no longer runs (a run already replaced) are attributed from their id, if the
+    /// node was handed that assignment or reported it; lines of assignments the node never had
+    /// are dropped with a warning, as are lines whose position is out of range.
     pub fn output(&self, node: &str, batch: LogBatch) -> Result<Vec<OutputLine>, AgentError> {
         let hub = self.lock();
-        if !hub.nodes.contains_key(node) {
+        let Some(this) = hub.nodes.get(node) else {
             return Err(AgentError::UnknownNode(node.to_owned()));
-        }
+        };
         let known: HashMap<&str, &Assignment> = hub
             .on_node
             .get(node)
@@ -460,9 +518,21 @@ impl AgentHub {
             .map(|a| (a.id.as_str(), a))
             .collect();
         let mut out = Vec::with_capacity(batch.lines.len());
+        let mut refused = 0usize;
+        let mut example = None;
         for l in batch.lines {
+            if i64::try_from(l.seq).is_err() {
+                refused += 1;
+                example.get_or_insert_with(|| format!("{} seq {}", l.assignment_id, l.seq));
+                continue;
+            }
             let (job, attempt, rank) = match known.get(l.assignment_id.as_str()) {
                 Some(a) => (a.job_id.clone(), a.attempt, a.rank),
+                None if !this.handed.contains(&l.assignment_id) => {
+                    refused += 1;
+                    example.get_or_insert_with(|| l.assignment_id.clone());
+                    continue;
+                }
                 None => match gang::parse_assignment_id(&l.assignment_id) {
                     Some((job, attempt, rank)) => (job.to_owned(), attempt, rank),
                     None => match replica_of(&l.assignment_id) {
@@ -484,6 +554,14 @@ impl AgentHub {
                 at_ms: i64::try_from(l.at_ms).unwrap_or(i64::MAX),
                 line: l.line,
             });
+        }
+        if refused > 0 {
+            tracing::warn!(
+                node,
+                refused,
+                example = example.as_deref(),
+                "dropped output lines of assignments this node was never handed, or out of range"
+            );
         }
         Ok(out)
     }
@@ -1542,6 +1620,14 @@ mod tests {
         let mut blank = info(" ", 2);
         blank.cluster = None;
         assert!(h.resolve(&blank).is_err());
+        let e = h.resolve(&info("h\0x", 2)).expect_err("NUL in hostname");
+        assert!(e.to_string().contains("control character"), "{e}");
+        for address in ["\0", "10.0.0.1 evil", &"a".repeat(254)] {
+            let mut odd = info("a", 2);
+            odd.address = Some(address.to_owned());
+            let e = h.resolve(&odd).expect_err("bad address");
+            assert!(e.to_string().contains("host name or IP address"), "{e}");
+        }
         assert_eq!(
             h.heartbeat("n-nobody", 0),
             Err(AgentError::UnknownNode("n-nobody".into()))
@@ -1633,6 +1719,50 @@ mod tests {
         assert_eq!(b.poll(7), [], "reported once");
         b.act(vec![Command::Stop { job: "j".into() }]);
         assert!(ids(&h, &a).is_empty());
+    }
+
+    #[test]
+    fn a_node_writes_only_the_output_of_assignments_it_was_handed() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        let c = join(&h, "c", 2, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2)])]);
+        let on_a = h.assignments(&a, 0).expect("a").assignments;
+        let line = |id: &str, seq: u64| switchyard_agent::protocol::LogLine {
+            assignment_id: id.into(),
+            stream: switchyard_agent::protocol::Stream::Stdout,
+            seq,
+            at_ms: 1,
+            line: "hello".into(),
+        };
+        let batch = |lines| LogBatch { lines };
+        let own = h
+            .output(&a, batch(vec![line(&on_a[0].id, 0), line(&on_a[1].id, 0)]))
+            .expect("a's own lines");
+        assert_eq!(own.len(), 2);
+        assert!(own.iter().all(|l| l.job == "j"));
+        // Another node, or a made-up assignment, cannot write into j's output.
+        let foreign = h
+            .output(
+                &c,
+                batch(vec![line(&on_a[0].id, 1), line("j-x/attempt-1/rank-0", 0)]),
+            )
+            .expect("answered");
+        assert!(foreign.is_empty(), "{foreign:?}");
+        // Once the run is gone, a's late lines of it still find their job.
+        b.act(vec![Command::Stop { job: "j".into() }]);
+        let late = h
+            .output(&a, batch(vec![line(&on_a[0].id, 2)]))
+            .expect("late lines");
+        assert_eq!(late.len(), 1);
+        assert_eq!((late[0].job.as_str(), late[0].rank), ("j", 0));
+        // A position past what the store keeps is refused, not clamped onto another line.
+        let far = h
+            .output(&a, batch(vec![line(&on_a[0].id, u64::MAX)]))
+            .expect("answered");
+        assert!(far.is_empty());
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum StoreError {
     )]
     SchemaTooNew { found: i64, known: i64 },
     #[error(
-        "cluster `{cluster}` is full: all {slots} of its node slots (its node count in the fleet) are taken by other hosts"
+        "cluster `{cluster}` is full: all {slots} of its node slots (its node count in the fleet) are held by other hosts, none of them lost"
     )]
     ClusterFull { cluster: String, slots: i64 },
     #[error("the operating system's random source failed: {0}")]
@@ -167,7 +167,8 @@ pub trait StoreWrite: Send + Sync {
     fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Registers a node, idempotently per (cluster, hostname): a known host keeps its id and
     /// slot, its fields are updated, it is ready and `heartbeat_ms` is now. A new host gets a
-    /// new id and the lowest slot of `0..slots` no other host of the cluster holds, or
+    /// new id and the lowest slot of `0..slots` no other host of the cluster holds; when every
+    /// slot is held, the slot of the cluster's longest-lost node (whose record goes); else
     /// [`StoreError::ClusterFull`].
     fn register_node(
         &self,
@@ -187,6 +188,7 @@ pub trait StoreWrite: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Stores log lines in one transaction; a line already stored with the same
     /// (assignment_id, stream, seq) is skipped (agents retry batches). Returns how many were new.
+    /// A NUL in a line is kept as U+2400 (␀): PostgreSQL text cannot hold it.
     fn append_logs(
         &self,
         lines: &[LogLine],

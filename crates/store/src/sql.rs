@@ -99,6 +99,16 @@ impl PgStore {
 /// Rows per multi-row statement (well under both databases' parameter limits).
 const CHUNK: usize = 500;
 
+/// A line as stored: PostgreSQL text cannot hold NUL, so both stores keep U+2400 (␀), the
+/// visible symbol for it, in its place.
+fn stored_line(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.contains('\0') {
+        std::borrow::Cow::Owned(line.replace('\0', "\u{2400}"))
+    } else {
+        std::borrow::Cow::Borrowed(line)
+    }
+}
+
 /// `rows` groups of `cols` numbered parameters: `($1, $2), ($3, $4)` for a VALUES list, or
 /// `$1, $2, $3` when `cols` is 1.
 fn placeholders(rows: usize, cols: usize) -> String {
@@ -273,12 +283,34 @@ macro_rules! sql_store {
                         .bind(&reg.cluster)
                         .fetch_all(&mut *tx)
                         .await?;
-                        let Some(slot) = lowest_free_slot(&taken, reg.slots) else {
-                            tx.rollback().await?;
-                            return Err(StoreError::ClusterFull {
-                                cluster: reg.cluster.clone(),
-                                slots: reg.slots,
-                            });
+                        let slot = match lowest_free_slot(&taken, reg.slots) {
+                            Some(slot) => slot,
+                            None => {
+                                // A full cluster gives the slot of its longest-lost node to
+                                // the newcomer (a replaced or re-imaged machine); if that node
+                                // comes back it registers again like any new host.
+                                let lost: Option<(String, i64)> = sqlx::query_as(
+                                    "SELECT id, slot FROM nodes \
+                                     WHERE cluster = $1 AND state = 'lost' AND slot < $2 \
+                                     ORDER BY lost_ms, slot LIMIT 1",
+                                )
+                                .bind(&reg.cluster)
+                                .bind(reg.slots)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                                let Some((lost_id, slot)) = lost else {
+                                    tx.rollback().await?;
+                                    return Err(StoreError::ClusterFull {
+                                        cluster: reg.cluster.clone(),
+                                        slots: reg.slots,
+                                    });
+                                };
+                                sqlx::query("DELETE FROM nodes WHERE id = $1")
+                                    .bind(&lost_id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                slot
+                            }
                         };
                         sqlx::query(&format!(
                             "INSERT INTO nodes ({NODE_COLUMNS}) \
@@ -901,7 +933,7 @@ macro_rules! sql_store {
                             .bind(&l.stream)
                             .bind(l.seq)
                             .bind(l.at_ms)
-                            .bind(&l.line);
+                            .bind(stored_line(&l.line));
                     }
                     inserted += q.execute(&mut *tx).await?.rows_affected();
                 }

@@ -209,6 +209,28 @@ async fn node_registry(s: AnyStore) {
             ("other".to_owned(), 0)
         ]
     );
+
+    // A full cluster gives a newcomer the slot of its longest-lost node, whose record goes.
+    s.mark_node_lost(&a.id, 600).await.expect("lost");
+    s.mark_node_lost(&c.id, 610).await.expect("lost");
+    let d = s
+        .register_node(&registration("lab", "d", 620, 3))
+        .await
+        .expect("takes a lost node's slot");
+    assert_eq!((d.slot, d.state), (0, NodeState::Ready), "a was lost first");
+    let nodes = s.nodes().await.expect("nodes");
+    assert!(nodes.iter().all(|n| n.id != a.id), "a's record is gone");
+    let e = s
+        .register_node(&registration("lab", "e", 630, 3))
+        .await
+        .expect("takes c's slot");
+    assert_eq!(e.slot, 2);
+    // a comes back as a new host: no slot is free and none is lost.
+    assert!(matches!(
+        s.register_node(&registration("lab", "a", 640, 3)).await,
+        Err(StoreError::ClusterFull { .. })
+    ));
+
     assert_eq!(NodeState::parse("lost"), Some(NodeState::Lost));
     assert_eq!(NodeState::parse("gone"), None);
 }
@@ -278,6 +300,11 @@ async fn logs(s: AnyStore) {
         log_line("j-1", 2, 0, "stdout", 0, "resuming from checkpoint step 2"),
     ];
     assert_eq!(s.append_logs(&twice).await.expect("twice"), 1);
+    // Output is arbitrary bytes: a NUL is kept visibly, not refused by the database.
+    let nul = vec![log_line("j-3", 1, 0, "stdout", 0, "before\0after")];
+    assert_eq!(s.append_logs(&nul).await.expect("NUL"), 1);
+    let kept = s.logs(&LogQuery::new("j-3")).await.expect("logs");
+    assert_eq!(kept[0].line, "before\u{2400}after");
 
     let all = s.logs(&LogQuery::new("j-1")).await.expect("logs");
     let text: Vec<&str> = all.iter().map(|l| l.line.as_str()).collect();
