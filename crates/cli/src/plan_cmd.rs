@@ -30,10 +30,6 @@ pub struct PlanArgs {
     pub json: bool,
 }
 
-fn input(e: PerfError) -> CliError {
-    CliError::Input(e.to_string())
-}
-
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
     serde_json::to_string_pretty(value)
         .map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))
@@ -71,7 +67,8 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
     let text = read_text(file)?;
     let plan = parse_plan(&text, &fleet)
         .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
-    let report = run_plan(&plan).map_err(input)?;
+    let report =
+        run_plan(&plan).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
     if args.json {
         println!("{}", to_json(&report)?);
     } else {

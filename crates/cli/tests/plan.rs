@@ -118,6 +118,43 @@ fn bad_inputs_name_the_field() {
             "is not the device count 16",
         ),
         ("[model]\nlayers = \n", "plan"),
+        // Degrees whose product passes 64 bits, and settings that rule out every layout.
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 64\n[parallelism]\ntp = 65536\npp = 65536\ndp = 65536\ncp = 65536\n",
+            "tp·pp·dp·cp = 18446744073709551616 is not the device count 64",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 64\n[parallelism]\npp = 64\n",
+            "pp = 64 exceeds layers + 2 = 34",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 64\n[parallelism]\nmicrobatch = 128\n",
+            "microbatch = 128 is larger than [training] global_batch = 64",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 64\n[parallelism]\nzero = 7\n",
+            "zero = 7 must be 0, 1, 2 or 3",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 8\n[parallelism]\ntp = 8\npp = 1\ndp = 1\nvirtual_stages = 2\n",
+            "virtual_stages = 2 needs pipeline parallelism (pp > 1)",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 7919\n",
+            "no split of 7919 devices fits the search's bounds",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\nexperts = 4096\nexperts_per_token = 4096\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+            "experts_per_token = 4096 is larger than the supported maximum 1024",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\nexperts = 1\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+            "a mixture of experts needs at least 2",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\ntokens = 1e308\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+            "tokens = 1e308 is larger than the supported maximum 1e17",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.join(format!("case{i}.toml"));

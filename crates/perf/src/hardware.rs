@@ -390,8 +390,13 @@ pub fn groups_holding(k: u32, experts: u32, groups: f64) -> f64 {
         return f64::from(k.min(experts.max(1)));
     }
     let outside = e - e / groups;
-    let missed: f64 = (0..k.min(experts))
-        .map(|i| ((outside - f64::from(i)) / (e - f64::from(i))).max(0.0))
-        .product();
+    let mut missed = 1.0;
+    for i in 0..k.min(experts) {
+        missed *= ((outside - f64::from(i)) / (e - f64::from(i))).max(0.0);
+        if missed < f64::EPSILON {
+            // Every group holds one of the token's experts, to within rounding.
+            return groups;
+        }
+    }
     groups * (1.0 - missed)
 }

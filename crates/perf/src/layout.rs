@@ -249,6 +249,12 @@ impl Layout {
                 self.pp
             )));
         }
+        if self.pp == 1 && self.virtual_stages > 1 {
+            return Err(PerfError::input(format!(
+                "[parallelism] virtual_stages = {} needs pipeline parallelism (pp > 1)",
+                self.virtual_stages
+            )));
+        }
         let stages = u64::from(self.pp) * u64::from(self.virtual_stages);
         if stages > chunks_max {
             return Err(PerfError::input(format!(

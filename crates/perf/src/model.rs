@@ -9,6 +9,11 @@ use serde::Serialize;
 
 use crate::PerfError;
 
+/// Most experts a token may be routed to. Published models route to at most a few dozen
+/// (DeepSeek-V3 8, Qwen3 8, Kimi K2 8, fine-grained research models up to 64); the bound keeps
+/// the dispatch estimate, which is linear in it, cheap inside the layout search.
+pub const MAX_EXPERTS_PER_TOKEN: u32 = 1024;
+
 /// Mixture-of-experts part of a model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MoeSpec {
@@ -181,7 +186,13 @@ impl ModelFields {
         let base_moe = b.and_then(|m| m.moe.clone());
         let experts = self.experts.or(base_moe.as_ref().map(|m| m.experts));
         let moe = match experts {
-            None | Some(0) | Some(1) => {
+            Some(n @ (0 | 1)) => {
+                return Err(PerfError::input(format!(
+                    "[model] experts = {n}: a mixture of experts needs at least 2 \
+                     (leave experts out for a dense model)"
+                )));
+            }
+            None => {
                 for (v, f) in [
                     (self.experts_per_token, "experts_per_token"),
                     (self.expert_ffn_hidden, "expert_ffn_hidden"),
@@ -561,6 +572,13 @@ impl ModelSpec {
                 return Err(PerfError::input(format!(
                     "[model] experts_per_token = {} exceeds experts = {}",
                     moe.experts_per_token, moe.experts
+                )));
+            }
+            if moe.experts_per_token > MAX_EXPERTS_PER_TOKEN {
+                return Err(PerfError::input(format!(
+                    "[model] experts_per_token = {} is larger than the supported maximum \
+                     {MAX_EXPERTS_PER_TOKEN}",
+                    moe.experts_per_token
                 )));
             }
             if moe.moe_layers > self.layers {

@@ -242,6 +242,12 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
                         "[training] tokens = {tokens} must be a positive number"
                     )));
                 }
+                if tokens > MAX_TRAINING_TOKENS {
+                    return Err(PerfError::input(format!(
+                        "[training] tokens = {tokens:e} is larger than the supported maximum \
+                         {MAX_TRAINING_TOKENS:e}"
+                    )));
+                }
             }
             let fp8 = precision(t.precision.as_deref(), "training")?;
             if fp8 && hardware.accelerator.fp8_tflops.is_none() {
@@ -367,21 +373,22 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
         zero: p.zero,
     };
     constraint.check_degrees()?;
-    let product = u64::from(constraint.tp.unwrap_or(1))
-        * u64::from(constraint.pp.unwrap_or(1))
-        * u64::from(constraint.dp.unwrap_or(1))
-        * u64::from(constraint.cp.unwrap_or(1));
+    // Four degrees of up to 2^24 each: the product needs more than 64 bits.
+    let product = u128::from(constraint.tp.unwrap_or(1))
+        * u128::from(constraint.pp.unwrap_or(1))
+        * u128::from(constraint.dp.unwrap_or(1))
+        * u128::from(constraint.cp.unwrap_or(1));
     if constraint.tp.is_some()
         && constraint.pp.is_some()
         && constraint.dp.is_some()
-        && product != u64::from(hardware.count)
+        && product != u128::from(hardware.count)
     {
         return Err(PerfError::input(format!(
             "[parallelism] tp·pp·dp·cp = {product} is not the device count {}",
             hardware.count
         )));
     }
-    if product > u64::from(hardware.count) || u64::from(hardware.count) % product != 0 {
+    if product > u128::from(hardware.count) || u128::from(hardware.count) % product != 0 {
         return Err(PerfError::input(format!(
             "[parallelism] the given degrees (product {product}) do not divide the device count {}",
             hardware.count
@@ -477,6 +484,56 @@ fn cheapest_price(fleet: &Fleet, accel: &str) -> Option<f64> {
                 .reduce(f64::min)
         })
         .reduce(f64::min)
+}
+
+/// Largest token budget a plan takes: 10^17, over six thousand times the 15.6 T tokens Llama
+/// 3 was trained on, so days, hours and cost stay numbers a report can print.
+pub const MAX_TRAINING_TOKENS: f64 = 1e17;
+
+/// Why no layout exists, naming the given setting at fault where one alone rules every layout
+/// out, or else the bounds the search keeps to.
+fn no_layout_error(
+    c: &LayoutConstraint,
+    m: &ModelSpec,
+    hw: &Hardware,
+    global_batch: u32,
+) -> PerfError {
+    let chunks_max = u64::from(m.layers) + 2;
+    let reason = if let Some(zero) = c.zero.filter(|&z| z > 3) {
+        format!("[parallelism] zero = {zero} must be 0, 1, 2 or 3")
+    } else if let Some(pp) = c.pp.filter(|&pp| u64::from(pp) > chunks_max) {
+        format!(
+            "[parallelism] pp = {pp} exceeds layers + 2 = {chunks_max} (a stage per layer, plus \
+             one each for the embedding and the loss)"
+        )
+    } else if let (Some(1), Some(v)) = (c.pp, c.virtual_stages.filter(|&v| v > 1)) {
+        format!("[parallelism] virtual_stages = {v} needs pipeline parallelism (pp > 1)")
+    } else if let Some(stages) = c
+        .virtual_stages
+        .map(|v| u64::from(v) * u64::from(c.pp.unwrap_or(1)))
+        .filter(|&stages| stages > chunks_max)
+    {
+        format!(
+            "[parallelism] pp·virtual_stages = {stages} exceeds layers + 2 = {chunks_max} (a \
+             chunk per layer, plus one each for the embedding and the loss)"
+        )
+    } else if let Some(mb) = c.microbatch.filter(|&mb| mb > global_batch) {
+        format!(
+            "[parallelism] microbatch = {mb} is larger than [training] global_batch = {global_batch}"
+        )
+    } else {
+        format!(
+            "no split of {} devices fits the search's bounds: tp a power of two dividing heads = \
+             {} and at most the scale-up domain ({}), cp up to 16, pp at most layers = {} (and \
+             128), dp at most global_batch = {global_batch}; give the degrees in [parallelism] \
+             or change [hardware] count",
+            hw.count, m.heads, hw.scale_up_domain, m.layers
+        )
+    };
+    PerfError::input(format!(
+        "no valid layout of {} on {} {} for global_batch = {global_batch}: {reason}",
+        m.name, hw.count, hw.accelerator.name
+    ))
 }
 
 /// Days, hours and dollars for a token budget, with failures.
@@ -663,10 +720,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                         return Err(last);
                     }
                 }
-                return Err(PerfError::input(format!(
-                    "no valid layout of {} on {} {} for global_batch = {}",
-                    m.name, hw.count, hw.accelerator.name, spec.global_batch
-                )));
+                return Err(no_layout_error(c, m, hw, spec.global_batch));
             }
             let best = found.remove(0);
             let b = spec.tokens.map(|t| budget(m, hw, best.tokens_per_s, t));

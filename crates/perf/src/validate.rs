@@ -305,7 +305,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         .first()
         .ok_or_else(|| PerfError::input(format!("row {id}: no valid layout")))?;
     let published = published(row, "published_tokens_per_s")?;
-    finite_prediction(&id, est.tokens_per_s)?;
+    let error = relative_error(&id, est.tokens_per_s, published)?;
     let l = est.layout;
     Ok(RowResult {
         id,
@@ -315,7 +315,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         count,
         published,
         predicted: est.tokens_per_s,
-        error: est.tokens_per_s / published - 1.0,
+        error,
         layout: format!(
             "{}/{}/{}/{}/{}{} mb{} v{} {} z{}{}",
             l.tp,
@@ -386,7 +386,7 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
     }
     let est = est.ok_or_else(|| PerfError::input(format!("row {id}: no expert split to cost")))?;
     let published = published(row, "published_output_tokens_per_s")?;
-    finite_prediction(&id, est.tokens_per_s)?;
+    let error = relative_error(&id, est.tokens_per_s, published)?;
     Ok(RowResult {
         id,
         source: cell(row, "source").unwrap_or("").to_string(),
@@ -395,7 +395,7 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
         count,
         published,
         predicted: est.tokens_per_s,
-        error: est.tokens_per_s / published - 1.0,
+        error,
         layout: format!(
             "tp{} pp{}{} in{} out{} conc{}",
             tp,
@@ -415,14 +415,22 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
     })
 }
 
-/// A prediction that is not a finite positive number (an input the checks missed) fails the
-/// row instead of slipping past the median and the worst case.
-fn finite_prediction(id: &str, tokens_per_s: f64) -> Result<(), PerfError> {
-    if positive_finite(tokens_per_s) {
-        Ok(())
+/// predicted / published − 1. A prediction that is not a finite positive number (an input the
+/// checks missed), or an error too large to state (a published figure near zero), fails the row
+/// instead of slipping past the median and the worst case.
+fn relative_error(id: &str, predicted: f64, published: f64) -> Result<f64, PerfError> {
+    if !positive_finite(predicted) {
+        return Err(PerfError::input(format!(
+            "row {id}: the model gave no finite prediction ({predicted} tokens/s)"
+        )));
+    }
+    let error = predicted / published - 1.0;
+    if error.is_finite() {
+        Ok(error)
     } else {
         Err(PerfError::input(format!(
-            "row {id}: the model gave no finite prediction ({tokens_per_s} tokens/s)"
+            "row {id}: the published {published:e} tokens/s is too small to compare with the \
+             prediction of {predicted:.0}"
         )))
     }
 }
