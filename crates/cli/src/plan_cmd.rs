@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use switchyard_core::fleet::Fleet;
+use switchyard_perf::TrainingEstimate;
 use switchyard_perf::plan::{PlanReport, TrainingReport, parse_plan, run_plan};
 use switchyard_perf::validate::{Kind, ValidationReport, validate_csv};
-use switchyard_perf::{PerfError, TrainingEstimate};
 
 use crate::CliError;
 use crate::error::read_text;
