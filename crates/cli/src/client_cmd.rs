@@ -11,6 +11,7 @@ use switchyard_server::api::{
 use crate::CliError;
 use crate::client::{Client, ClientArgs, encode};
 use crate::error::read_text;
+use crate::error::{out, outln};
 use crate::fleet_cmd::print_json;
 use crate::table::{Table, thousands};
 
@@ -154,7 +155,7 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
         return print_json(&nodes);
     }
     if nodes.is_empty() {
-        println!("no node agents registered");
+        outln!("no node agents registered");
         return Ok(());
     }
     let now = switchyard_server::leader::now_ms();
@@ -178,9 +179,9 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
             },
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     let lost = nodes.iter().filter(|n| n.state == "lost").count();
-    println!(
+    outln!(
         "{} nodes, {} ready, {lost} lost",
         nodes.len(),
         nodes.len() - lost
@@ -202,7 +203,7 @@ pub fn submit(args: SubmitArgs) -> Result<(), CliError> {
     if args.json {
         return print_json(&job);
     }
-    println!(
+    outln!(
         "submitted {} ({} {}, {} accelerators): {}",
         job.id,
         job.kind,
@@ -297,7 +298,7 @@ pub fn status(args: StatusArgs) -> Result<(), CliError> {
         ] {
             t.row([k.to_string(), v]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
         return Ok(());
     }
     let mut path = format!("/v1/jobs?limit={}", args.limit.clamp(1, 1000));
@@ -309,11 +310,11 @@ pub fn status(args: StatusArgs) -> Result<(), CliError> {
         return print_json(&list);
     }
     if list.jobs.is_empty() {
-        println!("no jobs");
+        outln!("no jobs");
     } else {
-        print!("{}", job_table(&list.jobs, false).render());
+        out!("{}", job_table(&list.jobs, false).render());
         if list.next.is_some() {
-            println!("(more: raise --limit or use the API's `after` cursor)");
+            outln!("(more: raise --limit or use the API's `after` cursor)");
         }
     }
     Ok(())
@@ -325,9 +326,10 @@ pub fn cancel(args: CancelArgs) -> Result<(), CliError> {
     if args.json {
         return print_json(&job);
     }
-    println!(
+    outln!(
         "cancellation of {} requested (it was {})",
-        job.id, job.state
+        job.id,
+        job.state
     );
     Ok(())
 }
@@ -343,7 +345,7 @@ pub fn scale(args: ScaleArgs) -> Result<(), CliError> {
     if args.json {
         return print_json(&job);
     }
-    println!(
+    outln!(
         "{} wants {} replicas (serving now: {}; {}): {}",
         job.id,
         job.replicas_wanted.unwrap_or(i64::from(args.replicas)),
@@ -369,8 +371,8 @@ pub fn events(args: EventsArgs) -> Result<(), CliError> {
             e.message.clone(),
         ]);
     }
-    print!("{}", t.render());
-    println!("{} is {}: {}", ev.job, ev.state, ev.reason);
+    out!("{}", t.render());
+    outln!("{} is {}: {}", ev.job, ev.state, ev.reason);
     Ok(())
 }
 
@@ -538,11 +540,11 @@ pub fn queue(args: QueueArgs) -> Result<(), CliError> {
         );
     }
     if list.jobs.is_empty() {
-        println!("queue is empty");
+        outln!("queue is empty");
     } else {
-        print!("{}", job_table(&list.jobs, true).render());
+        out!("{}", job_table(&list.jobs, true).render());
     }
-    println!();
+    outln!();
     let mut t = Table::new(["TENANT", "PENDING", "RUNNING", "ACCELERATORS HELD"]);
     for u in &tenants.tenants {
         t.row([
@@ -552,7 +554,7 @@ pub fn queue(args: QueueArgs) -> Result<(), CliError> {
             thousands(u.allocated.max(0) as u64),
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     Ok(())
 }
 
@@ -563,7 +565,7 @@ pub fn fleet_from_server(args: &ClientArgs, json: bool) -> Result<(), CliError> 
     if json {
         return print_json(&fleet);
     }
-    println!("fleet {} (from {})", fleet.name, args.url);
+    outln!("fleet {} (from {})", fleet.name, args.url);
     let mut t = Table::new([
         "CLUSTER",
         "PROVIDER",
@@ -586,6 +588,6 @@ pub fn fleet_from_server(args: &ClientArgs, json: bool) -> Result<(), CliError> 
             thousands(c.running_jobs.max(0) as u64),
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     Ok(())
 }

@@ -25,6 +25,9 @@ pub enum CliError {
     Unreachable(String),
     #[error("{0}")]
     Other(String),
+    /// Whoever read stdout stopped (`| head`): the command ends quietly, successfully.
+    #[error("stdout closed")]
+    PipeClosed,
 }
 
 impl CliError {
@@ -34,6 +37,7 @@ impl CliError {
             CliError::Read { .. } | CliError::Write { .. } => 3,
             CliError::Unreachable(_) => 4,
             CliError::Other(_) => 1,
+            CliError::PipeClosed => 0,
         }
     }
 }
@@ -53,3 +57,37 @@ pub fn write_text(path: &std::path::Path, text: &str) -> Result<(), CliError> {
         source,
     })
 }
+
+/// Writes `text` to stdout. A closed pipe is [`CliError::PipeClosed`], not a panic.
+pub fn emit(text: &str) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                CliError::PipeClosed
+            } else {
+                CliError::Other(format!("cannot write to stdout: {e}"))
+            }
+        })
+}
+
+/// `print!` through [`emit`]: returns early from the enclosing function on a write error.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::error::emit(&format!($($arg)*))?
+    };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    () => {
+        $crate::error::emit("\n")?
+    };
+    ($($arg:tt)*) => {
+        $crate::error::emit(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+pub(crate) use {out, outln};

@@ -8,6 +8,7 @@ use switchyard_core::fleet::{Capacity, Cluster, Fleet, Level, ProviderKind, Quot
 
 use crate::CliError;
 use crate::error::read_text;
+use crate::error::{out, outln};
 use crate::table::{Table, number, thousands};
 
 #[derive(Debug, clap::Args)]
@@ -68,13 +69,13 @@ pub fn run(args: FleetArgs) -> Result<(), CliError> {
             if json {
                 print_json(&view)
             } else {
-                print!("{}", render_fleet(&view));
+                out!("{}", render_fleet(&view));
                 Ok(())
             }
         }
         FleetCommand::Validate { file } => {
             let fleet = load_fleet(Some(&file))?;
-            println!(
+            outln!(
                 "{}: valid fleet {:?}: {} providers, {} clusters, {} accelerators, {} teams",
                 file.display(),
                 fleet.name,
@@ -89,7 +90,7 @@ pub fn run(args: FleetArgs) -> Result<(), CliError> {
             if json {
                 print_json(&accelerator::catalog())
             } else {
-                print!("{}", render_accelerators(accelerator::catalog()));
+                out!("{}", render_accelerators(accelerator::catalog()));
                 Ok(())
             }
         }
@@ -118,7 +119,7 @@ pub fn load_fleet(path: Option<&Path>) -> Result<Fleet, CliError> {
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::Other(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 

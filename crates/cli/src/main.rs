@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         Command::Nodes(args) => client_cmd::nodes(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) | Err(CliError::PipeClosed) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::from(err.exit_code())

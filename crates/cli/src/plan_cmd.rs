@@ -10,6 +10,7 @@ use switchyard_perf::validate::{Kind, ValidationReport, validate_csv};
 
 use crate::CliError;
 use crate::error::read_text;
+use crate::error::{out, outln};
 
 /// Predict step time, MFU, memory and cost of a training run (or the throughput and latency of
 /// an inference replica) from a plan file; without `[parallelism]`, search for the fastest
@@ -41,9 +42,9 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
         let report =
             validate_csv(&text).map_err(|e| CliError::Input(format!("{}: {e}", csv.display())))?;
         if args.json {
-            println!("{}", to_json(&report)?);
+            outln!("{}", to_json(&report)?);
         } else {
-            print!("{}", validation_table(&report));
+            out!("{}", validation_table(&report));
         }
         // Rows that could not be evaluated are in the report (JSON `failed_rows`, or listed
         // under the table); stderr repeats them so that a script reading only the figures
@@ -70,9 +71,9 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
     let report =
         run_plan(&plan).map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;
     if args.json {
-        println!("{}", to_json(&report)?);
+        outln!("{}", to_json(&report)?);
     } else {
-        print!("{}", human(&report));
+        out!("{}", human(&report));
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use switchyard_sim::trace::{self, LoadOptions, TraceError, TraceFormat};
 use switchyard_sim::{Progress, SimOptions, SimResult, simulate};
 
 use crate::CliError;
+use crate::error::{out, outln};
 use crate::fleet_cmd::{load_fleet, print_json};
 use crate::table::Table;
 
@@ -149,9 +150,9 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
     if args.json {
         return print_json(&result);
     }
-    print!("{}", render(&result));
+    out!("{}", render(&result));
     if let Some(path) = &args.report {
-        println!("report written to {}", path.display());
+        outln!("report written to {}", path.display());
     }
     Ok(())
 }

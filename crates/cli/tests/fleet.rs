@@ -254,3 +254,32 @@ fn every_verb_has_help_with_an_example() {
         );
     }
 }
+
+#[test]
+fn a_closed_stdout_ends_reports_quietly() {
+    for args in [
+        &["fleet", "accelerators", "--json"][..],
+        &["fleet", "show"],
+        &[
+            "plan",
+            "--validate",
+            &repo_file("data/calibration/published_inference_runs.csv"),
+        ],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        // The reader goes away before the report is written, as `| head -0` would.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("it ends");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
