@@ -1797,9 +1797,28 @@ impl Scheduler {
             }
             let free = free.min(need.saturating_sub(1));
             let reclaim = policy != Policy::Priority && self.under_guarantee(j, c, job.min_size);
+            // A run started at this very instant has made no progress: preempting it again
+            // now would only thrash (and two rules could hand the same accelerators back and
+            // forth forever without the clock moving).
+            let started_now = |v: JobIdx| {
+                self.jobs[v as usize]
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.start_s >= now)
+            };
             let mut cands: Vec<(u64, JobIdx)> = Vec::new();
             for &(p, v) in self.running_on[c as usize].iter().take(10_000) {
-                let by_priority = policy != Policy::Fair && p < prio;
+                if started_now(v) {
+                    continue;
+                }
+                // Priority orders jobs within a team and over capacity a team borrows; it
+                // does not take another team's guaranteed quota (that team would reclaim it at
+                // once, and the two rules would hand the accelerators back and forth).
+                let by_priority = policy != Policy::Fair
+                    && p < prio
+                    && (policy == Policy::Priority
+                        || self.jobs[v as usize].tenant == self.jobs[j as usize].tenant
+                        || self.borrowing(v, c));
                 let by_quota = reclaim
                     && self.jobs[v as usize].tenant != self.jobs[j as usize].tenant
                     && self.borrowing(v, c);
@@ -1822,9 +1841,13 @@ impl Scheduler {
                         break;
                     }
                     let vj = &self.jobs[v as usize];
+                    // Speed never overrides a guarantee: a run within its team's guaranteed
+                    // quota yields only to a job that is within its own.
                     if vj.kind != JobKind::Training
                         || vj.priority > prio
                         || cands.iter().any(|x| x.1 == v)
+                        || started_now(v)
+                        || (!reclaim && !self.borrowing(v, c))
                     {
                         continue;
                     }

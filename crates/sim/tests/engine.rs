@@ -240,3 +240,78 @@ fn impossible_job_names_its_row_or_is_skipped() {
     assert_eq!(r.rejected, 1);
     assert_eq!(r.total.completed, 4);
 }
+
+/// A team with a guaranteed quota and teams without one, with priorities that cut across them:
+/// priority preemption and quota reclaim used to hand the same accelerators back and forth every
+/// scheduling pass, forever (the run never ended).
+#[test]
+fn priority_does_not_take_a_guaranteed_quota_back_and_forth() {
+    let fleet = Fleet::from_toml(
+        r#"
+name = "q"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[clusters]]
+name = "c"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 4
+accelerators_per_node = 8
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 24.0
+[[tenants]]
+name = "a"
+[[tenants.teams]]
+name = "t"
+quotas = [{ accelerators = 32 }]
+[[tenants.teams]]
+name = "u"
+[[tenants]]
+name = "b"
+[[tenants.teams]]
+name = "v"
+"#,
+        "q.toml",
+    )
+    .expect("valid fleet");
+    let job =
+        |id: &str, submit_s: f64, size: u32, secs: f64, team: &str, priority, min, kind| JobSpec {
+            id: id.into(),
+            tenant: team.into(),
+            kind,
+            priority,
+            submit_s,
+            accelerators: size,
+            min_accelerators: min,
+            replicas: None,
+            accelerator_types: Vec::new(),
+            clusters: Vec::new(),
+            work: Work::Duration {
+                seconds: secs,
+                by_accelerator: BTreeMap::new(),
+            },
+        };
+    let jobs = vec![
+        job("a", 0.0, 32, 18000.0, "t", -1, Some(16), JobKind::Batch),
+        job("c", 100.0, 16, 4700.0, "u", 0, Some(8), JobKind::Training),
+        job("d", 200.0, 1, 14000.0, "v", 1, None, JobKind::Training),
+        job("b", 300.0, 32, 10000.0, "t", 0, Some(16), JobKind::Training),
+    ];
+    let opts = SimOptions {
+        failures: false,
+        ..SimOptions::default()
+    };
+    let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
+    assert_eq!(r.total.completed, 4);
+    assert!(
+        r.total.preemptions <= 4,
+        "{} preemptions",
+        r.total.preemptions
+    );
+}
