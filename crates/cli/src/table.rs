@@ -86,7 +86,12 @@ fn looks_numeric(cell: &str) -> bool {
 
 /// Formats an integer with thousands separators: 100352 → "100,352".
 pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
+    group_digits(&n.to_string())
+}
+
+/// Thousands separators in a string of digits (any length: an f64's integer part can pass
+/// 64 bits).
+fn group_digits(digits: &str) -> String {
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i) % 3 == 0 {
@@ -106,15 +111,15 @@ pub fn number(x: f64, decimals: usize) -> String {
     let (int, frac) = text
         .split_once('.')
         .map_or((text.as_str(), None), |(i, f)| (i, Some(f)));
-    let int: u64 = int.parse().unwrap_or(0);
+    let int = group_digits(int);
     let sign = if x < 0.0 && text.chars().any(|c| c.is_ascii_digit() && c != '0') {
         "-"
     } else {
         ""
     };
     match frac {
-        Some(f) => format!("{sign}{}.{f}", thousands(int)),
-        None => format!("{sign}{}", thousands(int)),
+        Some(f) => format!("{sign}{int}.{f}"),
+        None => format!("{sign}{int}"),
     }
 }
 
@@ -130,6 +135,8 @@ mod tests {
         assert_eq!(number(1234567.891, 2), "1,234,567.89");
         assert_eq!(number(-0.001, 1), "0.0");
         assert_eq!(number(-1500.0, 0), "-1,500");
+        // Past 64 bits the digits are still all there.
+        assert_eq!(number(1e20, 0), "100,000,000,000,000,000,000");
     }
 
     #[test]

@@ -201,6 +201,54 @@ fn unknown_accelerator_is_named_with_the_alternatives() {
 }
 
 #[test]
+fn sizes_rates_and_prices_past_what_is_supported_are_rejected() {
+    let text = mutate("nodes = 128", "nodes = 4294967288");
+    let (line, field, message) = error_of(&text);
+    assert_eq!(
+        (line, field.as_str()),
+        (line_of(&text, "nodes = 4294967288"), "clusters[0].nodes")
+    );
+    assert!(message.contains("supported maximum 1048576"), "{message}");
+
+    let text = mutate(
+        "accelerators_per_node = 8",
+        "accelerators_per_node = 1000000",
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].accelerators_per_node");
+    assert!(
+        message.contains("more than the supported maximum 16777216"),
+        "{message}"
+    );
+
+    let text = GOOD.replacen(
+        &GOOD[GOOD.find("node_mtbf_hours").expect("fixture has an MTBF")..]
+            .lines()
+            .next()
+            .expect("line")
+            .to_owned(),
+        "node_mtbf_hours = 1e-6",
+        1,
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].node_mtbf_hours");
+    assert!(message.contains("supported minimum is 1 hour"), "{message}");
+
+    let price = GOOD[GOOD.find("on_demand_price").expect("fixture has a price")..]
+        .lines()
+        .next()
+        .expect("line")
+        .to_owned();
+    let text = GOOD.replacen(&price, "on_demand_price = 1e308", 1);
+    let (_, field, message) = error_of(&text);
+    assert!(field.ends_with("on_demand_price"), "{field}");
+    assert!(
+        message.contains("supported maximum 1000000 USD"),
+        "{message}"
+    );
+}
+
+#[test]
 fn zero_and_negative_counts_are_rejected() {
     let text = mutate("nodes = 128", "nodes = 0");
     let (line, field, message) = error_of(&text);

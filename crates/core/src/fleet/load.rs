@@ -21,6 +21,21 @@ use crate::accelerator;
 /// InfiniBand with adaptive routing (about 0.95).
 pub const DEFAULT_NETWORK_EFFICIENCY: f64 = 0.8;
 
+/// Most nodes in one cluster: 2^20, some forty times Colossus's 25,088.
+pub const MAX_CLUSTER_NODES: u32 = 1 << 20;
+
+/// Most accelerators in one cluster: 2^24, the largest device count a plan takes.
+pub const MAX_CLUSTER_ACCELERATORS: u64 = 1 << 24;
+
+/// Shortest node mean time between failures: one hour. Published fleets see thousands (Llama 3's
+/// 16,384 H100 lost a node about every three hours: some 6,000 hours per node); below an hour
+/// no run would ever reach a checkpoint, and a simulation would do nothing but fail nodes.
+pub const MIN_NODE_MTBF_HOURS: f64 = 1.0;
+
+/// Highest price per accelerator-hour: 10^6 USD, so the cost of a whole fleet over years is a
+/// finite number.
+pub const MAX_PRICE_PER_HOUR: f64 = 1e6;
+
 /// A fleet file that failed to load: where, which field, and what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {field}: {message}")]
@@ -228,6 +243,23 @@ impl Source<'_> {
         }
     }
 
+    /// A price per accelerator-hour: positive, and at most [`MAX_PRICE_PER_HOUR`] so that
+    /// costs over years of a whole fleet stay finite numbers.
+    fn price(&self, value: &Spanned<f64>, field: &str) -> Result<f64, FleetError> {
+        let x = self.positive_f64(value, field, "price per accelerator-hour (USD)")?;
+        if x > MAX_PRICE_PER_HOUR {
+            return Err(self.error(
+                value.span(),
+                field,
+                format!(
+                    "price per accelerator-hour {x} is larger than the supported maximum \
+                     {MAX_PRICE_PER_HOUR} USD"
+                ),
+            ));
+        }
+        Ok(x)
+    }
+
     fn name(&self, value: &Spanned<String>, field: &str) -> Result<String, FleetError> {
         let name = value.get_ref().trim();
         if name.is_empty() {
@@ -399,11 +431,7 @@ fn provider(
                         &format!("{at}.reserved.accelerators"),
                         "accelerator count",
                     )?,
-                    price: src.positive_f64(
-                        &r.price,
-                        &format!("{at}.reserved.price"),
-                        "price per accelerator-hour (USD)",
-                    )?,
+                    price: src.price(&r.price, &format!("{at}.reserved.price"))?,
                     term_months: src.positive_count(
                         &r.term_months,
                         &format!("{at}.reserved.term_months"),
@@ -416,24 +444,12 @@ fn provider(
         let on_demand_price = c
             .on_demand_price
             .as_ref()
-            .map(|p| {
-                src.positive_f64(
-                    p,
-                    &format!("{at}.on_demand_price"),
-                    "price per accelerator-hour (USD)",
-                )
-            })
+            .map(|p| src.price(p, &format!("{at}.on_demand_price")))
             .transpose()?;
         let spot_price = c
             .spot_price
             .as_ref()
-            .map(|p| {
-                src.positive_f64(
-                    p,
-                    &format!("{at}.spot_price"),
-                    "price per accelerator-hour (USD)",
-                )
-            })
+            .map(|p| src.price(p, &format!("{at}.spot_price")))
             .transpose()?;
         if reserved.is_none() && on_demand_price.is_none() && spot_price.is_none() {
             return Err(src.error(
@@ -507,6 +523,28 @@ fn cluster(
         )?,
         None => accel.per_node,
     };
+    if nodes > MAX_CLUSTER_NODES {
+        return Err(src.error(
+            raw.nodes.span(),
+            format!("{at}.nodes"),
+            format!("node count {nodes} is larger than the supported maximum {MAX_CLUSTER_NODES}"),
+        ));
+    }
+    let accelerators = u64::from(nodes) * u64::from(per_node);
+    if accelerators > MAX_CLUSTER_ACCELERATORS {
+        let span = raw
+            .accelerators_per_node
+            .as_ref()
+            .map_or(raw.nodes.span(), Spanned::span);
+        return Err(src.error(
+            span,
+            format!("{at}.accelerators_per_node"),
+            format!(
+                "{nodes} nodes of {per_node} accelerators make {accelerators}, more than the \
+                 supported maximum {MAX_CLUSTER_ACCELERATORS} per cluster"
+            ),
+        ));
+    }
     let capacity = raw
         .capacity
         .as_ref()
@@ -569,6 +607,21 @@ fn cluster(
             ));
         }
     };
+    if node_mtbf_hours < MIN_NODE_MTBF_HOURS {
+        let span = raw
+            .node_mtbf_hours
+            .as_ref()
+            .or(raw.accelerator_mtbf_hours.as_ref())
+            .map_or(raw.name.span(), Spanned::span);
+        return Err(src.error(
+            span,
+            format!("{at}.node_mtbf_hours"),
+            format!(
+                "a node fails every {node_mtbf_hours} hours on average; the supported minimum is \
+                 {MIN_NODE_MTBF_HOURS} hour (published fleets see thousands of hours)"
+            ),
+        ));
+    }
     let repair_hours = {
         let r = *raw.repair_hours.get_ref();
         if !(r.is_finite() && r >= 0.0) {
