@@ -6,7 +6,7 @@ use std::ops::Bound::{Excluded, Unbounded};
 
 use serde::Serialize;
 use switchyard_core::fleet::{Cluster, Fleet};
-use switchyard_core::{JobKind, JobSpec, ThroughputTable};
+use switchyard_core::{JobKind, JobSpec, ThroughputTable, Work};
 
 use crate::index::{ClusterIndex, NodeShare};
 use crate::rates::{RateModel, young_daly_interval_s};
@@ -640,6 +640,13 @@ impl Scheduler {
 
     /// Checks a job against the fleet without submitting it: `Err` says why it can never run.
     pub fn validate(&mut self, spec: &JobSpec) -> Result<(), String> {
+        if matches!(spec.work, Work::Open) && spec.kind != JobKind::Inference {
+            return Err(format!(
+                "work = open is for inference services; a {} job needs a duration or an amount \
+                 of work",
+                spec.kind.as_str()
+            ));
+        }
         let (dur, reason) = self.durations(spec);
         if dur.iter().any(Option::is_some) {
             Ok(())
@@ -650,6 +657,7 @@ impl Scheduler {
 
     fn durations(&mut self, spec: &JobSpec) -> (Box<[Option<f64>]>, String) {
         let mut why = String::new();
+        let mut endless = false;
         let min_size = spec.min_accelerators.unwrap_or(spec.accelerators).max(1);
         let mut dur = Vec::with_capacity(self.clusters.len());
         for (i, c) in self.clusters.iter().enumerate() {
@@ -666,11 +674,21 @@ impl Scheduler {
             } else {
                 None
             };
+            // Finite work taking an infinite (or NaN) time: a rate of (almost) nothing there;
+            // the job could never finish. (Open work, a service's, is endless by design.)
+            let d = if !matches!(spec.work, Work::Open) && d.is_some_and(|d| !d.is_finite()) {
+                endless = true;
+                None
+            } else {
+                d
+            };
             dur.push(d);
         }
         if dur.iter().all(Option::is_none) {
             why = if spec.accelerators == 0 {
                 "asks for 0 accelerators".into()
+            } else if endless {
+                "its work would take forever at the throughput given for it".into()
             } else if u64::from(min_size) > self.max_cluster {
                 format!(
                     "needs {min_size} accelerators but the largest cluster has {}; a gang is never split across clusters",

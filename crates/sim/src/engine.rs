@@ -419,6 +419,8 @@ pub fn simulate(
         }
     }
     let _ = next_arrival;
+    // Jobs due after the horizon never arrived: they are unfinished, not forgotten.
+    let never_arrived = arrivals.filter(|j| j.kind != JobKind::Inference).count() as u64;
     sched.stop_services(now, &mut decisions);
     decisions.clear();
     progress(Progress {
@@ -464,6 +466,14 @@ pub fn simulate(
             _ => {}
         }
     }
+    unfinished += never_arrived;
+    // Utilisation is over the time the fleet was watched: up to the last completion, or up to
+    // where the run stopped when work was left unfinished.
+    let span = if unfinished > 0 {
+        (now.max(end) - first_submit).max(0.0)
+    } else {
+        makespan
+    };
     let mut clusters_out = BTreeMap::new();
     let mut busy_total = 0.0;
     let mut useful_total = 0.0;
@@ -481,7 +491,7 @@ pub fn simulate(
         let mut f = figures(&mut jct_c[c], &wait_c[c]);
         f.jobs = jobs_c[c];
         f.makespan_s = round2(makespan);
-        f.utilization = ratio(busy, cap * makespan);
+        f.utilization = ratio(busy, cap * span);
         f.goodput = ratio(useful, busy);
         f.cost_usd = round2(cost);
         f.failures = stats[c].node_failures;
@@ -498,7 +508,7 @@ pub fn simulate(
     let mut total = figures(&mut jct_all, &wait_all);
     total.jobs = total_jobs + rejected;
     total.makespan_s = round2(makespan);
-    total.utilization = ratio(busy_total, cap_total * makespan);
+    total.utilization = ratio(busy_total, cap_total * span);
     total.goodput = ratio(useful_total, busy_total);
     total.cost_usd = round2(cost_total);
     total.failures = stats.iter().map(|s| s.node_failures).sum();

@@ -315,3 +315,45 @@ name = "v"
         r.total.preemptions
     );
 }
+
+#[test]
+fn work_that_never_ends_is_refused_and_late_jobs_are_unfinished() {
+    // Open work is a service's; a training run must end.
+    let mut js = jobs(3);
+    js[1].kind = JobKind::Training;
+    js[1].replicas = None;
+    js[1].work = Work::Open;
+    let err = simulate(
+        &fleet(),
+        js,
+        ThroughputTable::new(),
+        &SimOptions::default(),
+        &mut |_| {},
+    )
+    .expect_err("open training");
+    assert!(
+        matches!(&err, SimError::Job { row: 2, message, .. } if message.contains("work = open is for inference services")),
+        "{err}"
+    );
+
+    // A job due after the horizon never arrives: it is unfinished, not lost from the counts.
+    let mut js = jobs(4);
+    js.retain(|j| j.kind != JobKind::Inference);
+    for j in &mut js {
+        j.kind = JobKind::Training;
+        j.replicas = None;
+        j.work = Work::Duration {
+            seconds: 600.0,
+            by_accelerator: BTreeMap::new(),
+        };
+    }
+    js[3].submit_s = 1e12;
+    let opts = SimOptions {
+        failures: false,
+        horizon_s: 86_400.0,
+        ..SimOptions::default()
+    };
+    let r = simulate(&fleet(), js, ThroughputTable::new(), &opts, &mut |_| {}).expect("runs");
+    assert_eq!((r.total.jobs, r.total.completed, r.unfinished), (4, 3, 1));
+    assert!(r.total.utilization > 0.0 && r.total.utilization < 1.0);
+}
