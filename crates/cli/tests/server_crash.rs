@@ -196,3 +196,41 @@ fn postgres_leader_failover() {
         (job_state(&lurl, &t, &last) == "done").then_some(())
     });
 }
+
+/// A client that stops halfway through a request does not keep a stopping server alive: the
+/// leader stops at once and open requests get a bounded grace.
+#[test]
+fn sqlite_a_stalled_client_does_not_hold_a_stopping_server() {
+    use std::io::Write as _;
+    let Some(db) = fresh_db("sqlite") else {
+        return;
+    };
+    let mut server = Server::start(&db);
+    let t = token(&db, "research", false);
+    wait_for(30, "leadership", || {
+        (server.role() == "leader").then_some(())
+    });
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stalled = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        stalled,
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"kind\""
+    )
+    .expect("half a request");
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = server.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let stopped = Instant::now();
+    let exit = wait_for(30, "the server to exit", || {
+        server.child.try_wait().expect("wait")
+    });
+    let took = stopped.elapsed();
+    assert!(exit.success(), "a clean stop exits 0: {exit:?}");
+    assert!(took < Duration::from_secs(20), "it took {took:?} to stop");
+    drop(stalled);
+}

@@ -134,15 +134,40 @@ pub async fn serve_with(
     let app = http::router(state);
     tracing::info!(%addr, "switchyard server listening");
     on_listening(addr);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async {
+    let stop_tx = Arc::new(stop_tx);
+    let mut stopping = stop_tx.subscribe();
+    let on_signal = {
+        let stop_tx = stop_tx.clone();
+        async move {
             shutdown_signal().await;
-        })
-        .await;
+            tracing::info!("stopping: the scheduling loop hands over its lease, requests drain");
+            // The leader stops (and gives up its lease) now, not after the last client leaves:
+            // another replica takes over at once.
+            let _ = stop_tx.send(true);
+        }
+    };
+    let serve = axum::serve(listener, app).with_graceful_shutdown(on_signal);
+    let served = tokio::select! {
+        served = serve.into_future() => served,
+        () = async {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(
+                "stopping: requests still open after {} s are dropped",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    };
     let _ = stop_tx.send(true);
     let _ = scheduling.await;
     served.map_err(ServerError::Serve)
 }
+
+/// How long a stopping server waits for open requests (a slow or stalled client) before it
+/// drops them.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let ctrl_c = async {
