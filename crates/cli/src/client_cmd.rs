@@ -192,8 +192,37 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
 /// Reads a job file.
 pub fn read_job_file(path: &std::path::Path) -> Result<SubmitRequest, CliError> {
     let text = read_text(path)?;
-    toml::from_str::<SubmitRequest>(&text)
-        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))
+    let bad = |e: String| CliError::Input(format!("{}: {e}", path.display()));
+    // JSON has no NaN or infinity: they would reach the server as null, and "needs
+    // duration_s" would blame a field the file does set.
+    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if let Some((key, x)) = non_finite(&table, "") {
+        return Err(bad(format!("{key} = {x} is not a finite number")));
+    }
+    toml::from_str::<SubmitRequest>(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// The first NaN or infinite number in a TOML table, with its dotted key.
+fn non_finite(table: &toml::Table, prefix: &str) -> Option<(String, f64)> {
+    fn walk(value: &toml::Value, key: &str) -> Option<(String, f64)> {
+        match value {
+            toml::Value::Float(x) if !x.is_finite() => Some((key.to_owned(), *x)),
+            toml::Value::Table(t) => non_finite(t, key),
+            toml::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, &format!("{key}[{i}]"))),
+            _ => None,
+        }
+    }
+    table.iter().find_map(|(k, v)| {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        walk(v, &key)
+    })
 }
 
 pub fn submit(args: SubmitArgs) -> Result<(), CliError> {

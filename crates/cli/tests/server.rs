@@ -418,6 +418,22 @@ fn error_codes(db: String) {
         "not_found",
         call("GET", &format!("{}/v2/everything", s.url), Some(&t), None),
     );
+    // Answers the framework makes itself are JSON too.
+    expect(
+        405,
+        "method_not_allowed",
+        call(
+            "POST",
+            &format!("{jobs}/j-0000000000000000"),
+            Some(&t),
+            None,
+        ),
+    );
+    expect(
+        400,
+        "invalid_request",
+        call("GET", &format!("{jobs}/%FF"), Some(&t), None),
+    );
     let named = json!({"name": "once", "kind": "batch", "accelerators": 8, "duration_s": 60.0});
     let (status, first) = submit(&s.url, &t, &named);
     assert_eq!(status, 201);
@@ -493,6 +509,18 @@ fn cli_verbs(db: String) {
     let (code, _, err) = run(&["submit", bad.to_str().expect("utf-8")]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("gpus"), "{err}");
+    // JSON has no NaN: the file is refused for what it says, not for a missing field.
+    std::fs::write(
+        &bad,
+        "kind = \"training\"\naccelerators = 8\nduration_s = nan\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["submit", bad.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("duration_s = NaN is not a finite number"),
+        "{err}"
+    );
     let out = Command::new(BIN)
         .args(["status", "--url", "http://127.0.0.1:9", "--token", "x"])
         .output()
@@ -626,6 +654,8 @@ fn scaling(db: String) {
         (400, Some("invalid_json")),
         "{e}"
     );
+    let m = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(m.contains("not a valid scale request"), "{m}");
     let (status, e) = scale(&s.url, &other, &id, r#"{"replicas": 2}"#);
     assert_eq!(
         (status, e["error"]["code"].as_str()),

@@ -1319,7 +1319,7 @@ mod handlers {
 
     use switchyard_store::{NodeRegistration, StoreWrite as _};
 
-    use super::{AgentError, AgentHub, NodeView};
+    use super::{AgentError, AgentHub, MAX_AGENT_BODY_BYTES, NodeView};
     use crate::http::{ApiError, AppState, Auth};
     use crate::leader::now_ms;
 
@@ -1365,7 +1365,17 @@ mod handlers {
         body: Result<Bytes, BytesRejection>,
         what: &str,
     ) -> Result<T, ApiError> {
-        let body = body.map_err(|r| ApiError::bad(format!("cannot read the {what}: {r}")))?;
+        let body = body.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the {what} is larger than {MAX_AGENT_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::bad(format!("cannot read the {what}: {r}"))
+            }
+        })?;
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

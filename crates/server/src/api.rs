@@ -324,7 +324,7 @@ pub struct ErrorBody {
 #[serde(deny_unknown_fields)]
 pub struct ErrorDetail {
     /// Machine-readable: invalid_json, invalid_request, unauthorized, forbidden, not_found,
-    /// conflict, cluster_full, quota_exceeded, unschedulable, too_large, unavailable, internal.
+    /// method_not_allowed, conflict, cluster_full, quota_exceeded, unschedulable, too_large, unavailable, internal.
     pub code: String,
     pub message: String,
 }

@@ -241,7 +241,43 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::agents::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Every error is JSON: answers the framework makes itself (a wrong method, a path that is not
+/// UTF-8, an unreadable body) come as plain text or nothing, and are rewritten here.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let text = axum::body::to_bytes(res.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_client_error() => "invalid_request",
+        _ => "internal",
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
 }
 
 async fn fallback(method: Method, uri: Uri) -> ApiError {
@@ -294,8 +330,10 @@ async fn openapi() -> Response {
         .into_response()
 }
 
+/// The JSON body of a request, read as `what` ("submission", "scale request").
 fn decode<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
+    what: &str,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -315,7 +353,7 @@ fn decode<T: serde::de::DeserializeOwned>(
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the request body is not a valid submission: {e}"),
+            format!("the request body is not a valid {what}: {e}"),
         )
     })
 }
@@ -326,7 +364,7 @@ async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     auth.tenant_api()?;
-    let req: SubmitRequest = decode(body)?;
+    let req: SubmitRequest = decode(body, "submission")?;
     let tenant = match (&req.tenant, auth.0.admin) {
         (Some(t), true) => t.clone(),
         (Some(t), false) if *t != auth.0.tenant => {
@@ -556,7 +594,7 @@ async fn scale(
 ) -> Result<Json<Job>, ApiError> {
     auth.tenant_api()?;
     check_id(&id)?;
-    let req: ScaleRequest = decode(body)?;
+    let req: ScaleRequest = decode(body, "scale request")?;
     let job = s
         .store
         .get_job(&id, auth.scope())

@@ -88,7 +88,7 @@ pub const DOCUMENT: &str = r##"{
             "borrowing_limit": { "type": ["integer", "null"] } } } } } } } } },
       "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object",
         "required": ["code", "message"], "properties": {
-          "code": { "enum": ["invalid_json", "invalid_request", "unauthorized", "forbidden", "not_found", "conflict", "cluster_full", "quota_exceeded", "unschedulable", "too_large", "unavailable"] },
+          "code": { "enum": ["invalid_json", "invalid_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "cluster_full", "quota_exceeded", "unschedulable", "too_large", "unavailable", "internal"] },
           "message": { "type": "string" } } } } }
     },
     "responses": {
