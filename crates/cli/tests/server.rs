@@ -388,6 +388,16 @@ fn error_codes(db: String) {
             &json!({"kind": "batch", "accelerators": 10_000, "duration_s": 60.0}),
         ),
     );
+    // A service's minimum replicas count together: 100,000 of 8 is past any cap.
+    expect(
+        403,
+        "quota_exceeded",
+        submit(
+            &s.url,
+            &t,
+            &json!({"kind": "inference", "accelerators": 8, "replicas": {"min": 100_000, "max": 100_000}}),
+        ),
+    );
     let big = format!(
         r#"{{"kind":"batch","accelerators":8,"duration_s":60,"name":"{}"}}"#,
         "x".repeat(100_000)

@@ -523,7 +523,22 @@ impl SubmitRequest {
     /// (fleet-wide quota plus borrowing limit) could never start, so it is refused.
     pub fn check_quota(&self, fleet: &Fleet, tenant: &str) -> Result<(), Refusal> {
         if let Some((org, team)) = fleet.team(tenant) {
-            let need = u64::from(self.min_accelerators.unwrap_or(self.accelerators));
+            // A service holds its minimum replicas at all times; a gang its minimum size.
+            let (need, what) = match &self.replicas {
+                Some(r) => (
+                    u64::from(self.accelerators) * u64::from(r.min),
+                    format!(
+                        "the service's {} replicas of {} accelerators need {}",
+                        r.min,
+                        self.accelerators,
+                        u64::from(self.accelerators) * u64::from(r.min)
+                    ),
+                ),
+                None => {
+                    let n = u64::from(self.min_accelerators.unwrap_or(self.accelerators));
+                    (n, format!("the job needs {n}"))
+                }
+            };
             let caps = team
                 .quotas
                 .iter()
@@ -543,7 +558,7 @@ impl SubmitRequest {
                             status: 403,
                             code: "quota_exceeded",
                             message: format!(
-                                "the job needs {need} accelerators but {level} {who} may hold at most {cap} \
+                                "{what} accelerators but {level} {who} may hold at most {cap} \
                                  (quota {} + borrowing limit {limit})",
                                 q.accelerators
                             ),
