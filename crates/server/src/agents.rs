@@ -67,6 +67,9 @@ pub enum AgentError {
     UnknownNode(String),
     #[error("{0}")]
     Invalid(String),
+    /// Another live machine holds this registration.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +343,21 @@ impl AgentHub {
                 ));
             }
         };
+        let address = info
+            .address
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| hostname.to_owned());
+        if let Some(live) = hub.nodes.values().find(|n| {
+            n.cluster == cluster.index && n.hostname == hostname && !n.lost && n.address != address
+        }) {
+            // Two machines under one host name would both run the node's ranks.
+            return Err(AgentError::Conflict(format!(
+                "host {hostname} of cluster `{}` is live at {} (node {}); a machine at {address} \
+                 cannot take its place until it is lost — give this one another host name",
+                cluster.name, live.address, live.id
+            )));
+        }
         let offered = info.accelerators.len() as u32;
         if offered > cluster.accelerators_per_node {
             return Err(AgentError::Invalid(format!(
@@ -1358,6 +1376,9 @@ mod handlers {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_node", e.to_string())
             }
             AgentError::Invalid(_) => ApiError::bad(e.to_string()),
+            AgentError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
         }
     }
 
@@ -1630,6 +1651,17 @@ mod tests {
         let mut blank = info(" ", 2);
         blank.cluster = None;
         assert!(h.resolve(&blank).is_err());
+        // A second machine under a live node's host name is refused; the same machine is not.
+        join(&h, "a", 0, 0);
+        let mut twin = info("a", 2);
+        twin.address = Some("10.9.9.9".into());
+        let e = h.resolve(&twin).expect_err("a twin");
+        assert!(matches!(e, AgentError::Conflict(_)), "{e}");
+        assert!(e.to_string().contains("is live at 10.0.0.1"), "{e}");
+        assert!(
+            h.resolve(&info("a", 2)).is_ok(),
+            "the same machine registers again"
+        );
         let e = h.resolve(&info("h\0x", 2)).expect_err("NUL in hostname");
         assert!(e.to_string().contains("control character"), "{e}");
         for address in ["\0", "10.0.0.1 evil", &"a".repeat(254)] {
