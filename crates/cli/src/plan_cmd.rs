@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use switchyard_core::fleet::Fleet;
 use switchyard_perf::TrainingEstimate;
+use switchyard_perf::infer::Concurrency;
 use switchyard_perf::plan::{PlanReport, TrainingReport, parse_plan, run_plan};
 use switchyard_perf::validate::{Kind, ValidationReport, validate_csv};
 
@@ -246,7 +247,13 @@ fn human(report: &PlanReport) -> String {
                 ),
                 (
                     "concurrency",
-                    format!("{} (max that fits: {})", e.concurrency, e.max_concurrency),
+                    match r.requested_concurrency {
+                        Concurrency::Fixed(n) if n > e.concurrency => format!(
+                            "{} of {n} requested (max that fits: {}; the rest wait)",
+                            e.concurrency, e.max_concurrency
+                        ),
+                        _ => format!("{} (max that fits: {})", e.concurrency, e.max_concurrency),
+                    },
                 ),
                 ("output tokens/s", format!("{:.0}", e.tokens_per_s)),
                 ("TTFT", format!("{:.1} ms", e.ttft_s * 1e3)),

@@ -155,6 +155,10 @@ fn bad_inputs_name_the_field() {
             "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\ntokens = 1e308\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
             "tokens = 1e308 is larger than the supported maximum 1e17",
         ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[inference]\nprompt_tokens = 100\noutput_tokens = 100\nconcurrency = 8\n[hardware]\naccelerator = \"H100\"\ncount = 8\n[parallelism]\ndp = 8\n",
+            "[parallelism] dp applies to training",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.join(format!("case{i}.toml"));

@@ -640,6 +640,9 @@ pub struct InferenceReport {
     pub precision: &'static str,
     pub prompt_tokens: u32,
     pub output_tokens: u32,
+    /// The concurrency the plan asked for (a number or "max"); `concurrency` is what runs: the
+    /// requests past what fits wait for a slot.
+    pub requested_concurrency: Concurrency,
     /// Whether the layout was searched (the input left tp or pp open, or an MoE model's ep, and
     /// more than one split was possible).
     pub searched: bool,
@@ -748,6 +751,22 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                      experts are split tp/ep ways inside its tensor-parallel group"
                 )));
             }
+            // The training-only settings would be silently ignored: refuse them by name.
+            let training_only = [
+                ("dp", c.dp.is_some()),
+                ("cp", c.cp.is_some()),
+                ("microbatch", c.microbatch.is_some()),
+                ("virtual_stages", c.virtual_stages.is_some()),
+                ("recompute", c.recompute.is_some()),
+                ("sequence_parallel", c.sequence_parallel.is_some()),
+                ("zero", c.zero.is_some()),
+            ];
+            if let Some((key, _)) = training_only.iter().find(|(_, given)| *given) {
+                return Err(PerfError::input(format!(
+                    "[parallelism] {key} applies to training; an [inference] plan takes tp, pp \
+                     and ep (one replica on all the devices)"
+                )));
+            }
             if let (Some(tp), Some(pp)) = (c.tp, c.pp) {
                 if u64::from(tp) * u64::from(pp) != u64::from(hw.count) {
                     return Err(PerfError::input(format!(
@@ -789,6 +808,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 precision: if spec.fp8 { "fp8" } else { "bf16" },
                 prompt_tokens: spec.prompt_tokens,
                 output_tokens: spec.output_tokens,
+                requested_concurrency: spec.concurrency,
                 searched,
                 estimate,
                 alternatives,
