@@ -541,3 +541,22 @@ fn slurm_backend_is_parsed_and_bad_values_are_rejected() {
     assert_eq!(line, line_of(&text, "partitoin"));
     assert!(message.contains("partitoin"), "{message}");
 }
+
+#[test]
+fn a_missing_or_mistyped_field_names_its_table() {
+    // A second cluster without a region: the error names clusters[1], not an empty path.
+    let second = GOOD[GOOD.find("[[clusters]]").expect("fixture has a cluster")..]
+        .replacen("name = \"", "name = \"x", 1)
+        .lines()
+        .filter(|l| !l.starts_with("region"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = format!("{GOOD}\n{second}\n");
+    let err = load(&text).expect_err("no region");
+    assert!(err.field.starts_with("clusters[1]"), "{err}");
+    assert!(err.to_string().contains("missing field `region`"), "{err}");
+    // A value of the wrong type: its full key.
+    let text = mutate("nodes = 128", "nodes = \"many\"");
+    let (_, field, _) = error_of(&text);
+    assert_eq!(field, "clusters[0].nodes");
+}

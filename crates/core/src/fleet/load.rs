@@ -38,7 +38,7 @@ pub const MAX_PRICE_PER_HOUR: f64 = 1e6;
 
 /// A fleet file that failed to load: where, which field, and what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {field}: {message}")]
+#[error("{file}:{line}:{column}: {}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
 pub struct FleetError {
     pub file: String,
     pub line: usize,
@@ -296,10 +296,60 @@ fn key_at(text: &str, offset: usize) -> String {
         .and_then(|t| t.rfind('\n'))
         .map_or(0, |nl| nl + 1);
     let line = text.get(start..).unwrap_or("").lines().next().unwrap_or("");
+    let table = table_path(text.get(..start).unwrap_or(""), line);
     match line.split_once('=') {
-        Some((key, _)) if !key.trim_start().starts_with('[') => key.trim().to_owned(),
-        _ => String::new(),
+        Some((key, _)) if !key.trim_start().starts_with('[') => {
+            let key = key.trim();
+            if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            }
+        }
+        _ => table,
     }
+}
+
+/// The path of the table a line belongs to (`clusters[1]`, `tenants[0].teams[2]`), from the
+/// table headers before it (`before`) and the line itself if it is one.
+fn table_path(before: &str, line: &str) -> String {
+    // Per array-of-tables path, how many elements so far; per path, the index of its last one.
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut current = String::new();
+    for l in before.lines().chain(std::iter::once(line)) {
+        let l = l.trim();
+        let (array, name) = if let Some(n) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            (true, n.0.trim())
+        } else if let Some(n) = l.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            (false, n.0.trim())
+        } else {
+            continue;
+        };
+        // Resolve each dotted part against the arrays seen so far: `tenants.teams` is the
+        // current tenant's teams.
+        let mut path = String::new();
+        let parts: Vec<&str> = name.split('.').map(str::trim).collect();
+        for (i, part) in parts.iter().enumerate() {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(part);
+            let last = i + 1 == parts.len();
+            if last && array {
+                let n = counts.entry(path.clone()).or_insert(0);
+                *n += 1;
+                let index = *n - 1;
+                // A new element starts its nested arrays afresh.
+                let prefix = format!("{path}[{index}].");
+                counts.retain(|k, _| !k.starts_with(&format!("{path}[")) || k.starts_with(&prefix));
+                path = format!("{path}[{index}]");
+            } else if let Some(&n) = counts.get(&path) {
+                path = format!("{path}[{}]", n.saturating_sub(1));
+            }
+        }
+        current = path;
+    }
+    current
 }
 
 /// Tracks names already used in one namespace.
