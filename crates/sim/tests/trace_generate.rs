@@ -263,3 +263,53 @@ fn synthetic_is_deterministic_valid_and_scales() {
     assert!(jobs.iter().all(|j| j.accelerators <= 128));
     round_trip(&jobs[..500]);
 }
+
+#[test]
+fn frontier_lab_on_a_tiny_fleet_runs_to_completion() {
+    // Four single-accelerator nodes: every job fits, the services do not take the whole
+    // fleet, and every finite job completes.
+    let fleet = Fleet::from_toml(
+        r#"
+name = "tiny"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[clusters]]
+name = "c"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 4
+accelerators_per_node = 1
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 4.0
+[clusters.topology]
+scale_up = { nodes = 1 }
+[[tenants]]
+name = "lab"
+[[tenants.teams]]
+name = "research"
+[[tenants.teams]]
+name = "serving"
+"#,
+        "tiny.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let jobs = frontier_lab(&fleet, 0);
+    check_valid(&fleet, &jobs);
+    let finite = jobs.iter().filter(|j| j.kind != JobKind::Inference).count() as u64;
+    let r = switchyard_sim::simulate(
+        &fleet,
+        jobs,
+        switchyard_core::ThroughputTable::new(),
+        &switchyard_sim::SimOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(finite > 0);
+    assert_eq!((r.total.completed, r.unfinished), (finite, 0));
+}

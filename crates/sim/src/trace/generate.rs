@@ -12,6 +12,10 @@ use switchyard_sched::RateModel;
 const DAY: f64 = 86_400.0;
 const HOUR: f64 = 3_600.0;
 
+/// Fleet size (accelerators) at which the frontier-lab scenario's arrival rates apply in full;
+/// smaller fleets get proportionally fewer research, eval and batch jobs.
+const FULL_SCALE_ACCELERATORS: f64 = 32_768.0;
+
 /// Days over which the frontier-lab scenario submits work.
 pub const FRONTIER_LAB_DAYS: f64 = 28.0;
 
@@ -253,7 +257,8 @@ fn capped(size: u32, largest: u64) -> u32 {
 ///   performance model does not know it, or is not wired in yet), the run's work is instead
 ///   `Duration` of the sizing estimate (14–28 days) on its accelerator type; the id still
 ///   names the preset.
-/// - **Research** (`*research*`): about 40 jobs a day, 8–1,024 accelerators (mostly small),
+/// - **Research** (`*research*`): about 40 jobs a day (on fleets under 32,768 accelerators,
+///   and for evals and batch inference too, proportionally fewer), 8–1,024 accelerators (mostly small),
 ///   0.5–48 hours, `Duration` with a time for every accelerator type of the fleet; a fifth of
 ///   those with 64 or more accelerators are elastic down to half.
 /// - **Evals** (`*eval*`): about 30 batch jobs a day, 8–256 accelerators, 10 minutes–4 hours.
@@ -261,7 +266,8 @@ fn capped(size: u32, largest: u64) -> u32 {
 /// - **Serving** (`*serv*`, `*inference*`): eight inference services (two launched in weeks 2
 ///   and 3), replicas of 8 accelerators, a diurnal load peaking between 17:00 and 22:00 whose
 ///   peak needs about 70% of the maximum replicas, `Work::Open`; their maximum replicas add up
-///   to the serving teams' quotas (at most a quarter of the fleet; 10% without quotas).
+///   to the serving teams' quotas (at most a quarter of the fleet; 10% without quotas), and
+///   there are fewer services when that budget holds fewer than eight replicas.
 ///
 /// Arrivals follow a weekly and daily rhythm. Tenants are the fleet's team names, priorities the
 /// teams' defaults. Jobs are sorted by submission time; ids are unique.
@@ -279,6 +285,9 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
     if largest == 0 {
         return jobs;
     }
+    // The arrival rates are a large lab's; a smaller fleet gets proportionally fewer jobs, so
+    // the scenario asks a question the fleet can answer rather than an endless queue.
+    let scale = (fleet.total_accelerators() as f64 / FULL_SCALE_ACCELERATORS).min(1.0);
 
     // Giant pretraining runs.
     let pretrain = teams_for(fleet, Role::Pretraining);
@@ -302,7 +311,7 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         let granule = if cluster.accelerators() >= 16_384 {
             1024
         } else {
-            u64::from(cluster.scale_up_accelerators().max(8))
+            u64::from(cluster.scale_up_accelerators().max(8)).min(cluster.accelerators())
         };
         let frac = 0.90 + 0.08 * rng.random::<f64>();
         let size = round_down((cluster.accelerators() as f64 * frac) as u64, granule);
@@ -370,7 +379,10 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         (512, 0.04),
         (1024, 0.02),
     ];
-    for (n, t) in arrivals(&mut rng, 40.0, horizon).into_iter().enumerate() {
+    for (n, t) in arrivals(&mut rng, 40.0 * scale, horizon)
+        .into_iter()
+        .enumerate()
+    {
         let team = pick(&mut rng, &research);
         let size = capped(weighted(&mut rng, &sizes), largest);
         let seconds = log_uniform(&mut rng, 0.5 * HOUR, 48.0 * HOUR);
@@ -413,7 +425,10 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         (128, 0.07),
         (256, 0.03),
     ];
-    for (n, t) in arrivals(&mut rng, 30.0, horizon).into_iter().enumerate() {
+    for (n, t) in arrivals(&mut rng, 30.0 * scale, horizon)
+        .into_iter()
+        .enumerate()
+    {
         let team = pick(&mut rng, &evals);
         let size = capped(weighted(&mut rng, &eval_sizes), largest);
         let seconds = log_uniform(&mut rng, 600.0, 4.0 * HOUR);
@@ -433,7 +448,10 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
     }
     let batch = teams_for(fleet, Role::BatchInference);
     let batch_sizes = [(8u32, 0.5), (16, 0.25), (32, 0.15), (64, 0.10)];
-    for (n, t) in arrivals(&mut rng, 10.0, horizon).into_iter().enumerate() {
+    for (n, t) in arrivals(&mut rng, 10.0 * scale, horizon)
+        .into_iter()
+        .enumerate()
+    {
         let team = pick(&mut rng, &batch);
         let size = capped(weighted(&mut rng, &batch_sizes), largest);
         let seconds = log_uniform(&mut rng, HOUR, 12.0 * HOUR);
@@ -475,12 +493,14 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         "deepseek-v3",
         "mixtral-8x7b",
     ];
-    let per_service = (budget / SERVICES as u64).max(8);
-    for s in 0..SERVICES {
+    let size = capped(8, largest);
+    // Every service holds at least one replica: no more services than the budget holds.
+    let services = SERVICES.min(usize::try_from(budget / u64::from(size)).unwrap_or(SERVICES));
+    let per_service = budget / services.max(1) as u64;
+    for s in 0..services {
         let team = &serving[s % serving.len()];
         let model = served[s % served.len()];
-        let size = capped(8, largest);
-        let max = u32::try_from((per_service / u64::from(size)).max(2)).unwrap_or(u32::MAX);
+        let max = u32::try_from((per_service / u64::from(size)).max(1)).unwrap_or(u32::MAX);
         let min = (max / 8).max(1);
         let capacity = (log_uniform(&mut rng, 20.0, 200.0) * 10.0).round() / 10.0;
         let amplitude = ((0.3 + 0.4 * rng.random::<f64>()) * 100.0).round() / 100.0;
