@@ -85,6 +85,16 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
     let jobs = match &args.trace {
         Some(path) => {
             let format: TraceFormat = args.format.parse().map_err(trace_error)?;
+            if format == TraceFormat::Gavel
+                && throughputs.is_empty()
+                && let Some(file) = &args.throughputs
+            {
+                return Err(CliError::Input(format!(
+                    "{}: holds no throughput entries; --format gavel counts its jobs in steps \
+                     and needs Gavel's per-GPU-type rates (simulation_throughputs.json)",
+                    file.display()
+                )));
+            }
             if format == TraceFormat::Gavel && throughputs.is_empty() {
                 return Err(CliError::Input(
                     "--format gavel needs --throughputs FILE (Gavel's simulation_throughputs.json): its jobs are counted in steps".into(),

@@ -398,6 +398,15 @@ pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
             .trim_end()
             .replace("expected i64", "expected an integer")
             .replace("expected f64", "expected a number");
+        // TOML integers are 64-bit signed: a larger one is out of range, not "not an integer".
+        let message = match message.strip_prefix("invalid value: integer `") {
+            Some(rest) if message.ends_with("expected an integer") => format!(
+                "integer {} is out of range (at most {})",
+                rest.split('`').next().unwrap_or(rest),
+                i64::MAX
+            ),
+            _ => message,
+        };
         src.error(span.clone(), key_at(text, span.start), message)
     })?;
 
@@ -880,13 +889,26 @@ fn topology(
             return Err(src.error(
                 raw.nodes.span(),
                 format!("{}.nodes", at.trim_end_matches(".topology")),
-                format!(
-                    "{nodes} nodes do not divide evenly into {}s of {} nodes{}; expected a multiple of {}",
-                    outer.kind.as_str(),
-                    outer.nodes,
-                    if outer_field.is_empty() { String::new() } else { format!(" ({outer_field})") },
-                    outer.nodes
-                ),
+                if outer_field.is_empty() {
+                    // The level is the default one: say where it comes from and how to change it.
+                    format!(
+                        "{nodes} nodes do not fill whole scale-up domains: {} links {} \
+                         accelerators, {} nodes of {per_node}; use a multiple of {} nodes, or set \
+                         topology.scale_up.nodes",
+                        accel.name,
+                        u64::from(outer.nodes) * u64::from(per_node),
+                        outer.nodes,
+                        outer.nodes
+                    )
+                } else {
+                    format!(
+                        "{nodes} nodes do not divide evenly into {}s of {} nodes \
+                         ({outer_field}); expected a multiple of {}",
+                        outer.kind.as_str(),
+                        outer.nodes,
+                        outer.nodes
+                    )
+                },
             ));
         }
     }
