@@ -309,3 +309,31 @@ fn validate_reports_bad_rows_and_keeps_the_rest() {
     assert!(stderr.contains("H100-XYZ"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn validate_names_what_a_bad_cell_should_hold() {
+    let dir = std::env::temp_dir().join(format!("switchyard-cells-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let header = "id,source,model,accelerator,count,layers,hidden,heads,vocab,seq_len,global_batch,precision,tp,pp,dp,zero,published_tokens_per_s";
+    for (row, expected) in [
+        (
+            "R1,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,,,,300,5e5",
+            "zero = \"300\" is not a whole number from 0 to 255",
+        ),
+        (
+            "R2,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,1.5,,,,5e5",
+            "tp = \"1.5\" is not a whole number from 0 to 4294967295",
+        ),
+        (
+            "R3,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,,,,,5e-324",
+            "too small to compare with the prediction",
+        ),
+    ] {
+        let file = dir.join("cells.csv");
+        std::fs::write(&file, format!("{header}\n{row}\n")).expect("write");
+        let out = plan(&["--validate", file.to_str().expect("utf-8")]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    }
+}

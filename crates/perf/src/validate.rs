@@ -84,10 +84,22 @@ fn num<T: std::str::FromStr>(row: &Row, key: &str) -> Result<Option<T>, PerfErro
         None => Ok(None),
         Some(text) => text.parse::<T>().map(Some).map_err(|_| {
             PerfError::input(format!(
-                "row {}: {key} = {text:?} is not a number",
-                cell(row, "id").unwrap_or("?")
+                "row {}: {key} = {text:?} is not {}",
+                cell(row, "id").unwrap_or("?"),
+                expected::<T>()
             ))
         }),
+    }
+}
+
+/// What a cell of type `T` must hold, in words.
+fn expected<T>() -> &'static str {
+    match std::any::type_name::<T>() {
+        "u8" => "a whole number from 0 to 255",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" => "a whole number of 0 or more",
+        "i32" | "i64" => "a whole number",
+        _ => "a number",
     }
 }
 
