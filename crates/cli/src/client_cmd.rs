@@ -37,6 +37,7 @@ pub struct SubmitArgs {
 )]
 pub struct StatusArgs {
     /// A job id; all your jobs when absent.
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: Option<String>,
     /// Only jobs in these states (comma-separated: pending, running, done, failed, cancelled,
     /// rejected).
@@ -56,6 +57,7 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  switchyard cancel j-1f2e3d4c5b6a7980")]
 pub struct CancelArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     #[command(flatten)]
     client: ClientArgs,
@@ -72,6 +74,7 @@ The server stores the count and the scheduler adds or removes replicas as capaci
 each replica added or removed."
 )]
 pub struct ScaleArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     /// The wanted replica count, between the service's `replicas.min` and `replicas.max`.
     #[arg(long, value_name = "N")]
@@ -89,6 +92,7 @@ pub struct ScaleArgs {
     after_help = "Examples:\n  switchyard events j-1f2e3d4c5b6a7980\n  switchyard events j-1f2e3d4c5b6a7980 --json"
 )]
 pub struct EventsArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     #[command(flatten)]
     client: ClientArgs,
@@ -106,6 +110,7 @@ get `[stderr] ` (or `[rank R stderr] `). `--- attempt N ---` marks where the out
 attempt begins (without --attempt)."
 )]
 pub struct LogsArgs {
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     /// Only this rank's output.
     #[arg(long, value_name = "R")]

@@ -442,11 +442,15 @@ fn query(
 ) -> Result<HashMap<String, String>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::bad(format!("bad query string: {e}")))?;
     if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad(format!(
-            "unknown query parameter `{}`; expected one of {}",
-            k.chars().take(64).collect::<String>(),
-            allowed.join(", ")
-        )));
+        let k: String = k.chars().take(64).collect();
+        return Err(ApiError::bad(if allowed.is_empty() {
+            format!("unknown query parameter `{k}`; this route takes none")
+        } else {
+            format!(
+                "unknown query parameter `{k}`; expected one of {}",
+                allowed.join(", ")
+            )
+        }));
     }
     Ok(q)
 }
@@ -513,7 +517,14 @@ async fn list(
 
 fn check_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 64 {
-        Err(ApiError::not_found("such job"))
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no job with a {}-character id: job ids are 1 to 64 characters",
+                id.chars().count()
+            ),
+        ))
     } else {
         Ok(())
     }
@@ -523,8 +534,10 @@ async fn get_job(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Job>, ApiError> {
     auth.tenant_api()?;
+    query(q, &[])?;
     check_id(&id)?;
     let job = s
         .store
@@ -626,8 +639,10 @@ async fn events(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<JobEvents>, ApiError> {
     auth.tenant_api()?;
+    query(q, &[])?;
     check_id(&id)?;
     let job = s
         .store
