@@ -42,11 +42,20 @@ impl CliError {
     }
 }
 
-/// Reads a file the user named, as text.
+/// Reads a file the user named, as text. Bytes that are not UTF-8 are bad input (exit 2), named
+/// by line, not an I/O failure: the file was read, it just is not text.
 pub fn read_text(path: &std::path::Path) -> Result<String, CliError> {
-    std::fs::read_to_string(path).map_err(|source| CliError::Read {
+    let bytes = std::fs::read(path).map_err(|source| CliError::Read {
         path: path.to_path_buf(),
         source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();
+        CliError::Input(format!(
+            "{}: line {line}: not valid UTF-8 text",
+            path.display()
+        ))
     })
 }
 

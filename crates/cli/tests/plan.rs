@@ -176,6 +176,17 @@ fn bad_inputs_name_the_field() {
     }
     let out = plan(&["/nonexistent/plan.toml"]);
     assert_eq!(out.status.code(), Some(3));
+
+    // Read but not text: bad input (2), named by file and line, not an I/O failure (3).
+    let binary = dir.join("binary.toml");
+    std::fs::write(&binary, b"[model]\npreset = \"llama3-8b\"\n\xff\xfe\n").expect("write");
+    let out = plan(&[binary.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("binary.toml: line 3: not valid UTF-8"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -134,6 +134,19 @@ impl Hardware {
         }
     }
 
+    /// Puts `per_node` devices in each server instead of the catalog's usual number. Where the
+    /// accelerator's scale-up fabric is the server itself (NVLink in an HGX board: the fabric
+    /// holds exactly the usual server), a smaller server has a smaller fabric — a 4-GPU H100
+    /// board is a 4-GPU NVLink domain; a rack-scale fabric (NVL72, a TPU pod) spans servers and
+    /// keeps its size.
+    pub fn set_per_node(&mut self, per_node: u32) {
+        let per_node = per_node.max(1);
+        if self.accelerator.scale_up.domain == self.accelerator.per_node {
+            self.scale_up_domain = self.accelerator.scale_up.domain.min(per_node).max(1);
+        }
+        self.per_node = per_node;
+    }
+
     /// Nodes the job occupies.
     pub fn nodes(&self) -> u32 {
         self.count.div_ceil(self.per_node)

@@ -213,7 +213,16 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
         if per_node == 0 {
             return Err(PerfError::input("[hardware] per_node must be at least 1"));
         }
-        hardware.per_node = crate::within_max_size(per_node, "[hardware] per_node")?;
+        let per_node = crate::within_max_size(per_node, "[hardware] per_node")?;
+        if let Some(cluster) = &hardware.cluster
+            && per_node != hardware.per_node
+        {
+            return Err(PerfError::input(format!(
+                "[hardware] per_node = {per_node} contradicts cluster \"{cluster}\", whose nodes hold {} accelerators each; leave per_node out when naming a cluster",
+                hardware.per_node
+            )));
+        }
+        hardware.set_per_node(per_node);
     }
     let mut workload = match (raw.training, raw.inference) {
         (Some(_), Some(_)) => {

@@ -247,7 +247,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     let count = size(row, "count")?;
     let mut hw = Hardware::from_accelerator(accel, count);
     if let Some(per_node) = size_opt(row, "per_node")? {
-        hw.per_node = per_node;
+        hw.set_per_node(per_node);
     }
     // Optional column: the stack the run used, by name; otherwise the source's.
     let mut software = match cell(row, "software") {

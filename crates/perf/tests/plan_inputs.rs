@@ -574,3 +574,50 @@ fn the_report_names_its_stack_and_dispatch() {
     let named = moe("expert_dispatch = \"deepep\"\nsoftware = \"fsdp\"");
     assert_eq!(named["expert_dispatch"], "deduplicated");
 }
+
+/// `[hardware] per_node` sizes the server; where the NVLink fabric is the server (HGX), a
+/// smaller server has a smaller fabric, so tensor parallelism past it is refused. A named
+/// cluster already says how many accelerators its nodes hold.
+#[test]
+fn per_node_sizes_a_server_scale_fabric() {
+    let fleet = Fleet::default_fleet();
+    let four_gpu_board = |parallelism: &str| {
+        h100_plan(
+            "llama3-8b",
+            "[training]\nglobal_batch = 64",
+            16,
+            parallelism,
+        )
+        .replace("count = 16", "count = 16\nper_node = 4")
+    };
+    assert_refused(
+        &fleet,
+        &four_gpu_board("tp = 8\npp = 1\nmicrobatch = 1"),
+        "scale-up",
+    );
+    let input =
+        parse_plan(&four_gpu_board("tp = 4\npp = 1\nmicrobatch = 1"), &fleet).expect("plan parses");
+    assert_eq!(input.hardware.scale_up_domain, 4);
+    assert_eq!(input.hardware.nodes(), 4);
+
+    // A rack-scale fabric spans servers: two GB200 per server keep the 72-GPU domain.
+    let rack = h100_plan("llama3-8b", "[training]\nglobal_batch = 64", 72, "")
+        .replace("H100-SXM", "GB200")
+        .replace("count = 72", "count = 72\nper_node = 2");
+    let input = parse_plan(&rack, &fleet).expect("plan parses");
+    assert_eq!(input.hardware.scale_up_domain, 72);
+
+    let cluster = fleet.clusters[0].clone();
+    let text = format!(
+        "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\n\
+         cluster = \"{}\"\ncount = 8\nper_node = {}\n",
+        cluster.name,
+        cluster.accelerators_per_node + 1
+    );
+    assert_refused(&fleet, &text, "leave per_node out");
+    let same = text.replace(
+        &format!("per_node = {}", cluster.accelerators_per_node + 1),
+        &format!("per_node = {}", cluster.accelerators_per_node),
+    );
+    parse_plan(&same, &fleet).expect("plan parses");
+}

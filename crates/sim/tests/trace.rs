@@ -287,6 +287,19 @@ fn gavel_traces_and_throughputs_fit_together() {
     );
 }
 
+/// A throughputs file that is not text is bad input named by line, not an I/O failure.
+#[test]
+fn throughputs_that_are_not_text_are_refused_by_line() {
+    let dir = std::env::temp_dir().join(format!("switchyard-throughputs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("rates.json");
+    std::fs::write(&path, b"{\n\"v100\": \xff}\n").expect("write");
+    let err = load_throughputs(&path).expect_err("not UTF-8");
+    assert!(!matches!(err, TraceError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("line 2: not valid UTF-8"), "{err}");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
 #[test]
 fn gavel_old_layout_and_folder() {
     let t = load(

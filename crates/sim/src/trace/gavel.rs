@@ -212,10 +212,7 @@ fn job_from_fields(
 /// the whole job becomes the rate of profile [`gavel_profile`]`(job type, scale factor)`.
 /// Space-sharing entries and the `*_unconsolidated` worker types are left out.
 pub fn load_throughputs(path: &Path) -> Result<ThroughputTable, TraceError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TraceError::Io {
-        file: path.display().to_string(),
-        source: e,
-    })?;
+    let text = super::read_text(path)?;
     parse_throughputs(&text, &path.display().to_string())
 }
 

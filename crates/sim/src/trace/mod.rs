@@ -181,7 +181,7 @@ pub fn parse(
     }
 }
 
-fn read_text(path: &Path) -> Result<String, TraceError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, TraceError> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
