@@ -108,6 +108,16 @@ pub fn load_fleet(path: Option<&Path>) -> Result<Fleet, CliError> {
                 .and_then(Fleet::builtin)
                 .expect("checked just above"))
         }
+        // A bare word that names no file was meant as a built-in fleet: say which exist.
+        Some(path)
+            if !path.exists() && path.extension().is_none() && path.components().count() == 1 =>
+        {
+            Err(CliError::Input(format!(
+                "{}: no such file, and no built-in fleet has that name (built-in: {})",
+                path.display(),
+                Fleet::BUILTIN_NAMES.join(", ")
+            )))
+        }
         Some(path) => {
             let text = read_text(path)?;
             Fleet::from_toml(&text, &path.display().to_string())

@@ -197,6 +197,15 @@ fn validate_of_a_missing_file_says_so() {
     let out = switchyard(&["fleet", "validate", "/nonexistent/fleet.toml"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("cannot read /nonexistent/fleet.toml"));
+
+    // A bare word that is neither a file nor a built-in fleet lists the built-in ones.
+    let out = switchyard(&["fleet", "show", "--fleet", "colossus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("built-in: default, colossus-1-expanded"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

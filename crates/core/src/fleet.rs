@@ -282,6 +282,9 @@ impl Fleet {
             .expect("the built-in default fleet is valid (tested)")
     }
 
+    /// The names [`Fleet::builtin`] knows.
+    pub const BUILTIN_NAMES: [&'static str; 2] = ["default", "colossus-1-expanded"];
+
     /// A built-in fleet by name (`default`, `colossus-1-expanded`).
     pub fn builtin(name: &str) -> Option<Fleet> {
         let text = match name {
