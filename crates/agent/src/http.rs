@@ -62,6 +62,19 @@ impl HttpControlPlane {
                 message: format!("server URL `{base}` must start with http://"),
             });
         }
+        let valid = base
+            .parse::<ureq::http::Uri>()
+            .map_err(|e| e.to_string())
+            .and_then(|uri| match uri.host() {
+                Some(host) if !host.is_empty() => Ok(()),
+                _ => Err("it names no host".to_string()),
+            });
+        if let Err(why) = valid {
+            return Err(ControlPlaneError::Rejected {
+                status: 0,
+                message: format!("server URL `{base}` is not a valid URL: {why}"),
+            });
+        }
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))

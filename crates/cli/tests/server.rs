@@ -807,3 +807,28 @@ fn bad_database_url_is_an_input_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sqlite://"));
 }
+
+/// A server URL that is not one is bad input (exit 2) that says why, not an unreachable
+/// server (exit 4); a well-formed URL nobody answers is exit 4.
+#[test]
+fn bad_server_url_is_an_input_error() {
+    for (url, expected) in [
+        ("ftp://127.0.0.1:7070", "must start with http://"),
+        ("http://[::1", "is not a valid URL"),
+        ("http://:7070", "names no host"),
+        ("http://a b", "is not a valid URL"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["queue", "--url", url, "--token", "t"])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{url}: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["queue", "--url", "http://127.0.0.1:1", "--token", "t"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(4));
+}
