@@ -21,8 +21,11 @@ pub struct AgentConfig {
     pub sync_interval: Duration,
     /// Time between checks of the processes (reaping, SIGKILL after grace).
     pub poll_interval: Duration,
-    /// Log lines kept while the control plane is unreachable; older ones are dropped.
+    /// Log lines kept while the control plane is unreachable (or slower than the output);
+    /// older ones are dropped.
     pub max_buffered_logs: usize,
+    /// The same bound in bytes of text.
+    pub max_buffered_bytes: usize,
     /// Lines per push.
     pub log_batch: usize,
     /// Grace period for processes when the agent itself shuts down.
@@ -35,6 +38,7 @@ impl Default for AgentConfig {
             sync_interval: Duration::from_secs(2),
             poll_interval: Duration::from_millis(100),
             max_buffered_logs: 100_000,
+            max_buffered_bytes: 256 << 20,
             log_batch: 1000,
             shutdown_grace: Duration::from_secs(10),
         }
@@ -47,6 +51,10 @@ pub const MAX_LOG_BATCH_BYTES: usize = 8 << 20;
 
 /// Failed pushes of the same batch after which it is halved.
 const PUSHES_BEFORE_HALVING: u32 = 3;
+
+/// How long a stopping agent waits for the output of its processes to be read, and then to be
+/// pushed.
+const SHUTDOWN_OUTPUT_WAIT: Duration = Duration::from_secs(5);
 
 /// An upper bound on the bytes `line` takes in a batch's JSON: quotes and backslashes escape
 /// to two bytes, other control characters to up to six, plus the fields around the text.
@@ -84,6 +92,8 @@ pub struct Agent<C: ControlPlane> {
     supervisor: Supervisor,
     config: AgentConfig,
     logs: VecDeque<crate::protocol::LogLine>,
+    /// Bytes of text in `logs`.
+    buffered_bytes: usize,
     dropped_logs: u64,
     refused_logs: u64,
     /// Lines per push now: `log_batch`, halved while pushes fail.
@@ -116,6 +126,7 @@ impl<C: ControlPlane> Agent<C> {
             batch_lines: config.log_batch.max(1),
             config,
             logs: VecDeque::new(),
+            buffered_bytes: 0,
             dropped_logs: 0,
             refused_logs: 0,
             push_failures: 0,
@@ -139,7 +150,8 @@ impl<C: ControlPlane> Agent<C> {
         self.supervisor.detach();
     }
 
-    /// Log lines dropped because the buffer was full while the control plane was away.
+    /// Log lines dropped because the buffer was full (the control plane away, or slower than
+    /// the output).
     pub fn dropped_logs(&self) -> u64 {
         self.dropped_logs
     }
@@ -152,11 +164,24 @@ impl<C: ControlPlane> Agent<C> {
 
     fn buffer_logs(&mut self) {
         for line in self.supervisor.drain_logs() {
-            if self.logs.len() >= self.config.max_buffered_logs {
-                self.logs.pop_front();
+            self.buffered_bytes += line.line.len();
+            self.logs.push_back(line);
+            while self.logs.len() > self.config.max_buffered_logs.max(1)
+                || (self.buffered_bytes > self.config.max_buffered_bytes && self.logs.len() > 1)
+            {
+                let Some(old) = self.logs.pop_front() else {
+                    break;
+                };
+                self.buffered_bytes -= old.line.len();
                 self.dropped_logs += 1;
             }
-            self.logs.push_back(line);
+        }
+    }
+
+    /// Removes the first `n` buffered lines.
+    fn take_logs(&mut self, n: usize) {
+        for old in self.logs.drain(..n.min(self.logs.len())) {
+            self.buffered_bytes -= old.line.len();
         }
     }
 
@@ -211,7 +236,8 @@ impl<C: ControlPlane> Agent<C> {
         let statuses = self.supervisor.statuses();
         self.control.report_status(&node_id, &statuses)?;
         self.supervisor.mark_reported(&statuses);
-        let pushed = self.push_logs(&node_id)?;
+        // Output gets at most half the interval, so the next heartbeat is never late for it.
+        let pushed = self.push_logs(&node_id, Instant::now() + self.config.sync_interval / 2)?;
         Ok(SyncReport {
             actions,
             statuses: statuses.len(),
@@ -224,15 +250,17 @@ impl<C: ControlPlane> Agent<C> {
     /// refused line is alone, and that line is dropped with a warning: the rest gets through
     /// and one bad line never blocks a node's output. Other failures keep the lines for the
     /// next sync (halving the batch after repeated failures, in case its size is the trouble)
-    /// and do not fail the sync: output is not a reason to miss a heartbeat.
-    fn push_logs(&mut self, node_id: &str) -> Result<usize, ControlPlaneError> {
+    /// and do not fail the sync: output is not a reason to miss a heartbeat. No batch starts
+    /// after `deadline`; what is left waits for the next sync.
+    fn push_logs(&mut self, node_id: &str, deadline: Instant) -> Result<usize, ControlPlaneError> {
         let mut pushed = 0;
-        while !self.logs.is_empty() {
+        while !self.logs.is_empty() && Instant::now() < deadline {
             let n = self.next_batch_len();
             let batch: Vec<_> = self.logs.iter().take(n).cloned().collect();
             match self.control.push_logs(node_id, &batch) {
                 Ok(()) => {
-                    self.logs.drain(..n);
+                    self.take_logs(n);
+                    self.supervisor.note_pushed(&batch);
                     pushed += n;
                     self.push_failures = 0;
                     self.batch_lines = self.config.log_batch.max(1);
@@ -242,7 +270,8 @@ impl<C: ControlPlane> Agent<C> {
                     if (400..500).contains(&status) =>
                 {
                     if n == 1 {
-                        let line = self.logs.pop_front();
+                        let line = self.logs.front().cloned();
+                        self.take_logs(1);
                         self.refused_logs += 1;
                         tracing::warn!(
                             assignment = line.as_ref().map(|l| l.assignment_id.as_str()),
@@ -326,6 +355,12 @@ impl<C: ControlPlane> Agent<C> {
         }
         tracing::info!("agent stopping: stopping its processes");
         self.supervisor.shutdown(self.config.shutdown_grace);
+        // What the processes wrote last (often the most telling) is still being read.
+        let deadline = Instant::now() + SHUTDOWN_OUTPUT_WAIT;
+        while !self.supervisor.output_finished() && Instant::now() < deadline {
+            self.poll();
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // Best effort: tell the control plane how they ended.
         let _ = self.sync_statuses_only();
     }
@@ -335,6 +370,7 @@ impl<C: ControlPlane> Agent<C> {
         self.poll();
         let statuses = self.supervisor.statuses();
         self.control.report_status(&node_id, &statuses)?;
-        self.push_logs(&node_id).map(|_| ())
+        self.push_logs(&node_id, Instant::now() + SHUTDOWN_OUTPUT_WAIT)
+            .map(|_| ())
     }
 }

@@ -164,6 +164,10 @@ pub enum GangOutcome {
         rank: u32,
         /// What happened, for the job's events.
         reason: String,
+        /// Whether the job is to blame (and a retry is spent): false when the rank's end is
+        /// unknown because it ended while its agent was away (an agent restarted in place
+        /// adopts its processes but cannot learn their exit codes).
+        job_at_fault: bool,
     },
 }
 
@@ -178,29 +182,37 @@ pub fn outcome(
 ) -> GangOutcome {
     let mut by_rank: BTreeMap<u32, &ProcessState> = BTreeMap::new();
     for s in statuses {
-        if let Some((job, a, rank)) = parse_assignment_id(&s.assignment_id) {
-            if job == job_id && a == attempt && rank < world_size {
-                by_rank.insert(rank, &s.state);
-            }
+        if let Some((job, a, rank)) = parse_assignment_id(&s.assignment_id)
+            && job == job_id
+            && a == attempt
+            && rank < world_size
+        {
+            by_rank.insert(rank, &s.state);
         }
     }
     for (rank, state) in &by_rank {
-        let reason = match state {
+        let (reason, job_at_fault) = match state {
             ProcessState::Exited(e) if !e.success() && !e.stopped_by_agent => {
                 match (e.code, e.signal) {
-                    (Some(c), _) => format!("rank {rank} exited with code {c}"),
-                    (None, Some(s)) => format!("rank {rank} was killed by signal {s}"),
-                    (None, None) => format!("rank {rank} ended while its agent was away"),
+                    (Some(c), _) => (format!("rank {rank} exited with code {c}"), true),
+                    (None, Some(s)) => (format!("rank {rank} was killed by signal {s}"), true),
+                    (None, None) => (
+                        format!(
+                            "rank {rank} ended while its agent was away or restarting (exit code unknown)"
+                        ),
+                        false,
+                    ),
                 }
             }
             ProcessState::FailedToStart { error } => {
-                format!("rank {rank} could not start: {error}")
+                (format!("rank {rank} could not start: {error}"), true)
             }
             _ => continue,
         };
         return GangOutcome::Failed {
             rank: *rank,
             reason,
+            job_at_fault,
         };
     }
     let all_done = by_rank.len() == world_size as usize
@@ -339,9 +351,24 @@ mod tests {
             outcome("job-7", 2, 2, &[st(0, running), st(1, exited(3, false))]),
             GangOutcome::Failed {
                 rank: 1,
-                reason: "rank 1 exited with code 3".into()
+                reason: "rank 1 exited with code 3".into(),
+                job_at_fault: true,
             }
         );
+        // An end the agent could not see (it restarted meanwhile) is nobody's fault.
+        let unknown = ProcessState::Exited(ExitInfo {
+            code: None,
+            signal: None,
+            stopped_by_agent: false,
+        });
+        assert!(matches!(
+            outcome("job-7", 2, 2, &[st(0, unknown)]),
+            GangOutcome::Failed {
+                rank: 0,
+                job_at_fault: false,
+                ..
+            }
+        ));
         // Stopped on the control plane's order: not a failure.
         assert_eq!(
             outcome("job-7", 2, 2, &[st(0, exited(1, true))]),

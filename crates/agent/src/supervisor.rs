@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, killpg};
@@ -38,6 +39,18 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// How often output files are checked for new lines.
 const TAIL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Lines read but not yet taken by the agent. A reader that finds the queue full waits, so a
+/// process that writes faster than its output can be shipped is slowed (its pipe fills) instead
+/// of the agent's memory growing without bound.
+pub const LOG_QUEUE_LINES: usize = 10_000;
+
+/// Bits of byte offset below a supervisor's first `seq` of a pipe stream: its start time in
+/// milliseconds shifted left by this many bits. A replica a new agent restarts (no state
+/// directory, so its predecessor's offsets are lost) then writes at positions above its
+/// predecessor's unless that one averaged more than 1 GiB/s over its life; the largest base,
+/// in the year 2248, still fits the server's 2^63 − 1.
+const PIPE_SEQ_SHIFT: u32 = 20;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -127,6 +140,11 @@ struct Managed {
     /// of the assignment, so that a restarted process's lines do not reuse the positions of
     /// its predecessors' (the server keeps one line per assignment, stream and seq).
     pipe_offsets: [Arc<AtomicU64>; 2],
+    /// The `seq` of the latest stdout and stderr line the control plane took: where a new
+    /// agent on the same state directory resumes reading the output files.
+    pushed: [u64; 2],
+    /// The threads reading this assignment's output.
+    followers: Vec<JoinHandle<()>>,
 }
 
 /// One line of `processes.json`.
@@ -140,6 +158,9 @@ struct Record {
     restarts: u32,
     reported: bool,
     exited_at_ms: u64,
+    /// `seq` of the latest line of stdout and stderr the control plane took.
+    #[serde(default)]
+    pushed: [u64; 2],
 }
 
 /// Why a state directory could not be used.
@@ -155,6 +176,14 @@ pub enum StateError {
         /// The error.
         source: std::io::Error,
     },
+    /// Another agent holds the lock: it runs as this node right now.
+    #[error(
+        "another agent on this machine holds {path}: it runs as this node already (stop it first, or give this one another --hostname or --state-dir)"
+    )]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// `processes.json` is not what this agent writes.
     #[error("{path} is not a state file of this agent version: {message}")]
     Corrupt {
@@ -169,9 +198,73 @@ pub enum StateError {
 #[derive(Debug)]
 pub struct Supervisor {
     procs: BTreeMap<String, Managed>,
-    log_tx: Sender<LogLine>,
+    log_tx: SyncSender<LogLine>,
     log_rx: Receiver<LogLine>,
     state_dir: Option<PathBuf>,
+    /// First `seq` of a pipe stream started by this supervisor (see [`PIPE_SEQ_SHIFT`]).
+    pipe_seq_base: u64,
+    /// Without a state directory: where the process groups this supervisor runs are recorded,
+    /// so that the next agent of this node stops what this one left behind.
+    group_file: Option<PathBuf>,
+    /// An exclusive lock held for the supervisor's life: one agent per state.
+    _lock: Option<File>,
+}
+
+/// One process group in a group file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRecord {
+    pgid: u32,
+    start_ticks: Option<u64>,
+}
+
+/// Takes an exclusive lock on `path` (created if missing) for as long as the file is open.
+fn lock_file(path: &Path) -> Result<File, StateError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
+            path: path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", path)(e)),
+    }
+}
+
+/// Whether process group `pgid`, led at `start_ticks` when recorded, still has members. The
+/// leader, if alive, must have the recorded start time (else its pid was reused). A pid is
+/// never handed out while a group of that id exists, so once the leader is gone any process in
+/// group `pgid` is a member of the recorded one.
+fn group_alive(pgid: u32, start_ticks: Option<u64>) -> bool {
+    if let Some(ticks) = process_start_ticks(pgid) {
+        return Some(ticks) == start_ticks;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        e.file_name().to_str().is_some_and(|name| {
+            name.bytes().all(|b| b.is_ascii_digit())
+                && std::fs::read_to_string(e.path().join("stat"))
+                    .ok()
+                    .and_then(|stat| parse_process_group(&stat))
+                    == Some(pgid)
+        })
+    })
+}
+
+/// Field 5 (process group) of `/proc/PID/stat`; `None` for a zombie.
+fn parse_process_group(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(2)?.parse().ok()
 }
 
 impl Default for Supervisor {
@@ -200,8 +293,8 @@ fn follow(
     gone: Option<Arc<AtomicBool>>,
     id: String,
     stream: Stream,
-    tx: Sender<LogLine>,
-) {
+    tx: SyncSender<LogLine>,
+) -> Option<JoinHandle<()>> {
     let spawned = std::thread::Builder::new()
         .name(format!("agent-log-{id}"))
         .spawn(move || {
@@ -267,8 +360,34 @@ fn follow(
                 std::thread::sleep(TAIL_INTERVAL);
             }
         });
-    if let Err(e) = spawned {
-        tracing::warn!("cannot start a log reader thread: {e}; output of this process is lost");
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!("cannot start a log reader thread: {e}; output of this process is lost");
+            None
+        }
+    }
+}
+
+/// Writes `value` as JSON to `path` through a temporary file and a rename. Failures are logged:
+/// the state files help after a restart; they are not a condition for running.
+fn write_atomically<T: Serialize + ?Sized>(path: &Path, value: &T) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let written = serde_json::to_vec_pretty(value)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        tracing::warn!("cannot write {}: {e}", path.display());
+    }
+}
+
+fn stream_index(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
     }
 }
 
@@ -284,6 +403,25 @@ fn file_key(id: &str) -> String {
         .collect()
 }
 
+/// Where an agent without a state directory records its process groups: one file per user,
+/// control plane, cluster and host name under the temporary directory, so the next agent of the
+/// same node finds it and agents of different nodes on one machine (as `switchyard demo` runs
+/// them) do not share it.
+pub fn default_group_file(server: &str, cluster: &str, hostname: &str) -> PathBuf {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    std::env::temp_dir()
+        .join(format!("switchyard-agent-{uid}"))
+        .join(format!(
+            "{}--{}--{}.groups",
+            file_key(server.trim_start_matches("http://").trim_end_matches('/')),
+            file_key(cluster),
+            file_key(hostname)
+        ))
+}
+
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
     let path = path.to_path_buf();
     move |source| StateError::Io { what, path, source }
@@ -293,13 +431,59 @@ impl Supervisor {
     /// A supervisor that keeps no state on disk: output through pipes, and every process dies
     /// with it.
     pub fn new() -> Self {
-        let (log_tx, log_rx) = channel();
+        let (log_tx, log_rx) = sync_channel(LOG_QUEUE_LINES);
         Self {
             procs: BTreeMap::new(),
             log_tx,
             log_rx,
             state_dir: None,
+            pipe_seq_base: (now_ms() << PIPE_SEQ_SHIFT).min(i64::MAX as u64 / 2),
+            group_file: None,
+            _lock: None,
         }
+    }
+
+    /// A supervisor without a state directory whose processes still do not outlive it for
+    /// long: it records their process groups in `path` (a lock beside it, `path.lock`, keeps a
+    /// second agent off) and first kills the groups a previous supervisor on the same file left
+    /// running — an agent killed outright cannot stop them itself, and a process that never
+    /// writes would not notice its output pipe closing.
+    pub fn with_group_file(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = lock_file(Path::new(&lock_path))?;
+        let mut sup = Self::new();
+        sup._lock = Some(lock);
+        let records: Vec<GroupRecord> = match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("read", path)(e)),
+        };
+        for r in records {
+            if group_alive(r.pgid, r.start_ticks) {
+                tracing::warn!(
+                    pgid = r.pgid,
+                    "killing a process group a previous agent of this node left running"
+                );
+                signal_group(r.pgid, Signal::SIGKILL);
+            }
+        }
+        sup.group_file = Some(path.to_path_buf());
+        sup.save();
+        Ok(sup)
+    }
+
+    fn fresh_pipe_offsets(&self) -> [Arc<AtomicU64>; 2] {
+        [
+            Arc::new(AtomicU64::new(self.pipe_seq_base)),
+            Arc::new(AtomicU64::new(self.pipe_seq_base)),
+        ]
     }
 
     /// A supervisor that records what it runs in `dir` (created if missing) and adopts what a
@@ -307,7 +491,9 @@ impl Supervisor {
     /// are reported as exited with no known code.
     pub fn with_state_dir(dir: &Path) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir.join("logs")).map_err(io_err("create", dir))?;
+        let lock = lock_file(&dir.join("agent.lock"))?;
         let mut sup = Self::new();
+        sup._lock = Some(lock);
         sup.state_dir = Some(dir.to_path_buf());
         let path = dir.join("processes.json");
         let records: Vec<Record> = match std::fs::read_to_string(&path) {
@@ -331,6 +517,8 @@ impl Supervisor {
                 reported: r.reported,
                 gone,
                 pipe_offsets: Default::default(),
+                pushed: r.pushed,
+                followers: Vec::new(),
             };
             if let ProcessState::Running { pid } | ProcessState::Stopping { pid } = m.state {
                 let alive = process_start_ticks(pid).is_some_and(|t| Some(t) == r.start_ticks);
@@ -347,7 +535,6 @@ impl Supervisor {
                         );
                         signal_group(pid, Signal::SIGTERM);
                     }
-                    sup.follow_files(&m, true);
                 } else {
                     tracing::info!(id = %m.assignment.id, pid, "a process of a previous agent is gone");
                     m.state = ProcessState::Exited(ExitInfo {
@@ -359,6 +546,11 @@ impl Supervisor {
                     m.reported = false;
                 }
             }
+            // Resume the output where the control plane's copy ends (that one line again, a
+            // repeat the server drops), so nothing written while no agent read it is lost.
+            // Followers of processes that are gone read to the end and stop.
+            m.gone.store(m.handle.is_none(), Ordering::Release);
+            m.followers = sup.follow_files(&m);
             sup.procs.insert(m.assignment.id.clone(), m);
         }
         sup.save();
@@ -375,9 +567,10 @@ impl Supervisor {
             .map(|d| d.join("logs").join(format!("{}.{ext}", file_key(id))))
     }
 
-    /// Follows the output files of `m` from their current end (`from_end`) or from where the
-    /// process starts writing.
-    fn follow_files(&self, m: &Managed, from_end: bool) {
+    /// Follows the output files of `m` from the latest line the control plane took (or from
+    /// their start).
+    fn follow_files(&self, m: &Managed) -> Vec<JoinHandle<()>> {
+        let mut followers = Vec::new();
         for stream in [Stream::Stdout, Stream::Stderr] {
             let Some(path) = self.log_path(&m.assignment.id, stream) else {
                 continue;
@@ -385,28 +578,66 @@ impl Supervisor {
             let Ok(mut f) = OpenOptions::new().read(true).open(&path) else {
                 continue;
             };
-            let offset = if from_end {
-                f.seek(SeekFrom::End(0)).unwrap_or(0)
-            } else {
-                f.metadata().map(|md| md.len()).unwrap_or(0)
-            };
+            let len = f.metadata().map(|md| md.len()).unwrap_or(0);
+            let offset = m.pushed[stream_index(stream)].min(len);
             if f.seek(SeekFrom::Start(offset)).is_err() {
                 continue;
             }
-            follow(
+            followers.extend(follow(
                 f,
                 Arc::new(AtomicU64::new(offset)),
                 Some(m.gone.clone()),
                 m.assignment.id.clone(),
                 stream,
                 self.log_tx.clone(),
-            );
+            ));
         }
+        followers
+    }
+
+    /// Records that the control plane took `lines`: a new agent on the same state directory
+    /// resumes the output files after them.
+    pub fn note_pushed(&mut self, lines: &[LogLine]) {
+        let mut changed = false;
+        for line in lines {
+            if let Some(m) = self.procs.get_mut(&line.assignment_id) {
+                let at = &mut m.pushed[stream_index(line.stream)];
+                if line.seq > *at {
+                    *at = line.seq;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.save();
+        }
+    }
+
+    /// Whether every output reader has finished: the output of the processes that are gone
+    /// has all been read.
+    pub fn output_finished(&self) -> bool {
+        self.procs
+            .values()
+            .flat_map(|m| &m.followers)
+            .all(JoinHandle::is_finished)
     }
 
     /// Writes `processes.json` (atomically: temporary file and rename). Failures are logged: the
     /// state file is a help after a restart, not a condition for running.
     fn save(&self) {
+        if let Some(path) = &self.group_file {
+            let groups: Vec<GroupRecord> = self
+                .procs
+                .values()
+                .filter_map(|m| {
+                    m.handle.as_ref().map(|h| GroupRecord {
+                        pgid: h.pid(),
+                        start_ticks: m.start_ticks,
+                    })
+                })
+                .collect();
+            write_atomically(path, &groups);
+        }
         let Some(dir) = &self.state_dir else {
             return;
         };
@@ -420,30 +651,27 @@ impl Supervisor {
                 restarts: m.restarts,
                 reported: m.reported,
                 exited_at_ms: m.exited_at_ms,
+                pushed: m.pushed,
             })
             .collect();
-        let path = dir.join("processes.json");
-        let tmp = dir.join(".processes.json.tmp");
-        let written = serde_json::to_vec_pretty(&records)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            tracing::warn!("cannot write {}: {e}", path.display());
-        }
+        write_atomically(&dir.join("processes.json"), &records);
     }
 
     /// Starts `a` in a new process group. A program that cannot be started is recorded as
     /// [`ProcessState::FailedToStart`] (and reported like an exit), not returned as an error.
     /// Replaces an exited record with the same id; refuses (returns false) if one is live.
     pub fn start(&mut self, a: &Assignment, restart: bool) -> bool {
-        let (restarts, pipe_offsets) = match self.procs.get(&a.id) {
+        let (restarts, pipe_offsets, pushed) = match self.procs.get(&a.id) {
             Some(m) if m.handle.is_some() => {
                 tracing::warn!("not starting {}: a copy is still running", a.id);
                 return false;
             }
-            Some(m) => (m.restarts + u32::from(restart), m.pipe_offsets.clone()),
-            None => (0, Default::default()),
+            Some(m) => (
+                m.restarts + u32::from(restart),
+                m.pipe_offsets.clone(),
+                m.pushed,
+            ),
+            None => (0, self.fresh_pipe_offsets(), [0, 0]),
         };
         let mut managed = Managed {
             assignment: a.clone(),
@@ -458,8 +686,15 @@ impl Supervisor {
             reported: false,
             gone: Arc::new(AtomicBool::new(false)),
             pipe_offsets,
+            pushed,
+            followers: Vec::new(),
         };
-        match self.spawn(a, &managed.gone, &managed.pipe_offsets) {
+        match self.spawn(
+            a,
+            &managed.gone,
+            &managed.pipe_offsets,
+            &mut managed.followers,
+        ) {
             Ok(child) => {
                 let pid = child.id();
                 tracing::info!(id = %a.id, pid, "started");
@@ -473,6 +708,12 @@ impl Supervisor {
                 managed.exited_at_ms = now_ms();
             }
         }
+        // The readers of a predecessor may still be finishing its output.
+        if let Some(old) = self.procs.get_mut(&a.id) {
+            managed
+                .followers
+                .extend(old.followers.drain(..).filter(|h| !h.is_finished()));
+        }
         self.procs.insert(a.id.clone(), managed);
         self.save();
         true
@@ -483,6 +724,7 @@ impl Supervisor {
         a: &Assignment,
         gone: &Arc<AtomicBool>,
         pipe_offsets: &[Arc<AtomicU64>; 2],
+        followers: &mut Vec<JoinHandle<()>>,
     ) -> Result<Child, String> {
         let (program, args) = a
             .command
@@ -494,6 +736,12 @@ impl Supervisor {
             .process_group(0)
             .stdin(Stdio::null());
         if let Some(dir) = &a.working_dir {
+            // Checked here so the error names the directory, not the program.
+            match std::fs::metadata(dir) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => return Err(format!("working directory {dir}: not a directory")),
+                Err(e) => return Err(format!("working directory {dir}: {e}")),
+            }
             cmd.current_dir(dir);
         }
         // With a state directory, output goes to append-only files the process can keep
@@ -522,34 +770,34 @@ impl Supervisor {
         }
         let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
         for (stream, reader, offset) in files {
-            follow(
+            followers.extend(follow(
                 reader,
                 Arc::new(AtomicU64::new(offset)),
                 Some(gone.clone()),
                 a.id.clone(),
                 stream,
                 self.log_tx.clone(),
-            );
+            ));
         }
         if let Some(out) = child.stdout.take() {
-            follow(
+            followers.extend(follow(
                 out,
                 pipe_offsets[0].clone(),
                 None,
                 a.id.clone(),
                 Stream::Stdout,
                 self.log_tx.clone(),
-            );
+            ));
         }
         if let Some(err) = child.stderr.take() {
-            follow(
+            followers.extend(follow(
                 err,
                 pipe_offsets[1].clone(),
                 None,
                 a.id.clone(),
                 Stream::Stderr,
                 self.log_tx.clone(),
-            );
+            ));
         }
         Ok(child)
     }
@@ -676,17 +924,16 @@ impl Supervisor {
     pub fn mark_reported(&mut self, sent: &[ProcessStatus]) {
         let mut changed = false;
         for s in sent {
-            if let Some(m) = self.procs.get_mut(&s.assignment_id) {
-                if !m.reported
-                    && m.state == s.state
-                    && matches!(
-                        m.state,
-                        ProcessState::Exited(_) | ProcessState::FailedToStart { .. }
-                    )
-                {
-                    m.reported = true;
-                    changed = true;
-                }
+            if let Some(m) = self.procs.get_mut(&s.assignment_id)
+                && !m.reported
+                && m.state == s.state
+                && matches!(
+                    m.state,
+                    ProcessState::Exited(_) | ProcessState::FailedToStart { .. }
+                )
+            {
+                m.reported = true;
+                changed = true;
             }
         }
         if changed {
@@ -815,10 +1062,10 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             s.poll();
-            if let Some(st) = s.statuses().into_iter().find(|st| st.assignment_id == id) {
-                if let ProcessState::Exited(info) = st.state {
-                    return info;
-                }
+            if let Some(st) = s.statuses().into_iter().find(|st| st.assignment_id == id)
+                && let ProcessState::Exited(info) = st.state
+            {
+                return info;
             }
             assert!(Instant::now() < deadline, "{id} did not exit");
             std::thread::sleep(Duration::from_millis(10));
@@ -867,7 +1114,34 @@ mod tests {
         assert_eq!(out.len(), 1, "{logs:?}");
         assert_eq!(out[0].line, "rank=2 world=4 devices=2,3");
         assert_eq!(err[0].line, "oops");
-        assert_eq!(out[0].seq, 0);
+        assert_eq!(out[0].seq, s.pipe_seq_base);
+    }
+
+    #[test]
+    fn a_later_supervisor_writes_pipes_above_an_earlier_ones_positions() {
+        // Without a state directory a new agent cannot know where its predecessor's copy of a
+        // replica stopped writing; starting above it keeps the server from dropping the new
+        // lines as repeats.
+        let first = Supervisor::new();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = Supervisor::new();
+        assert!(second.pipe_seq_base >= first.pipe_seq_base + (2 << PIPE_SEQ_SHIFT));
+        assert!(second.pipe_seq_base <= i64::MAX as u64);
+    }
+
+    #[test]
+    fn a_missing_working_directory_is_named() {
+        let mut s = Supervisor::new();
+        let mut a = sh("nowhere", "true");
+        a.working_dir = Some("/nonexistent/switchyard-dir".into());
+        assert!(s.start(&a, false));
+        match &s.statuses()[0].state {
+            ProcessState::FailedToStart { error } => assert!(
+                error.starts_with("working directory /nonexistent/switchyard-dir: "),
+                "{error}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -890,7 +1164,8 @@ mod tests {
                 .map(|l| l.seq)
                 .collect();
             let len = if stream == Stream::Stdout { 6 } else { 4 };
-            assert_eq!(seqs, [0, len], "{stream:?}: {first:?} {second:?}");
+            let base = s.pipe_seq_base;
+            assert_eq!(seqs, [base, base + len], "{stream:?}: {first:?} {second:?}");
         }
         assert_eq!(s.statuses()[0].restarts, 1);
     }
@@ -1036,20 +1311,30 @@ mod tests {
         let first = logs_until(&old, 1);
         assert_eq!(first[0].line, "first");
         assert_eq!(first[0].seq, 0);
+        old.note_pushed(&first);
         let pid = match old.statuses()[0].state {
             ProcessState::Running { pid } => pid,
             ref other => panic!("{other:?}"),
         };
         old.detach(); // the agent "crashes"; the process lives on
 
+        // The process writes while no agent reads it.
+        std::fs::write(&mark, "").expect("mark");
+        let out = dir.join("logs").join("svc.stdout");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&out).is_ok_and(|t| !t.contains("second")) {
+            assert!(Instant::now() < deadline, "no second line");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
         let mut new = Supervisor::with_state_dir(&dir).expect("state dir again");
         assert_eq!(new.live(), 1);
         assert_eq!(new.statuses()[0].state, ProcessState::Running { pid });
-        // Output written after the restart still streams, at its byte offset in the file.
-        std::fs::write(&mark, "").expect("mark");
-        let second = logs_until(&new, 1);
-        assert_eq!(second[0].line, "second");
-        assert_eq!(second[0].seq, "first\n".len() as u64);
+        // Reading resumes at the last line the control plane took (a repeat it drops), so
+        // what was written in between is not lost; each line keeps its byte offset.
+        let resumed = logs_until(&new, 2);
+        let got: Vec<(&str, u64)> = resumed.iter().map(|l| (l.line.as_str(), l.seq)).collect();
+        assert_eq!(got, [("first", 0), ("second", "first\n".len() as u64)]);
         new.stop_within("svc", Duration::from_secs(30));
         let info = wait_exit(&mut new, "svc");
         assert!(info.stopped_by_agent);
@@ -1065,7 +1350,7 @@ mod tests {
     fn processes_that_died_while_the_agent_was_away_are_reported_exited() {
         let dir = state_dir("died");
         let mut old = Supervisor::with_state_dir(&dir).expect("state dir");
-        old.start(&sh("short", "sleep 0.2"), false);
+        old.start(&sh("short", "sleep 0.2; echo last words"), false);
         old.detach();
         std::thread::sleep(Duration::from_millis(500));
         // Nobody reaps it here (it was this test's child), so it is a zombie: that counts as gone,
@@ -1079,7 +1364,69 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // What it wrote while no agent read it still reaches the control plane.
+        let lines = logs_until(&new, 1);
+        assert_eq!(lines[0].line, "last words");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !new.output_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the reader of a gone process stops"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_next_agent_kills_the_groups_a_killed_one_left_and_only_one_runs_at_a_time() {
+        let dir = state_dir("groups");
+        let file = dir.join("node.groups");
+        let mut first = Supervisor::with_group_file(&file).expect("group file");
+        // Silent, with a child of its own: the closed pipe of a dead agent would never stop it.
+        first.start(
+            &sh("quiet", "sleep 1000 & while true; do sleep 0.1; done"),
+            false,
+        );
+        let pgid = match first.statuses()[0].state {
+            ProcessState::Running { pid } => pid,
+            ref other => panic!("{other:?}"),
+        };
+        let ticks = process_start_ticks(pgid);
+        assert!(group_alive(pgid, ticks));
+        let busy = Supervisor::with_group_file(&file).expect_err("one agent at a time");
+        assert!(matches!(busy, StateError::Busy { .. }), "{busy}");
+
+        // The agent is killed outright: its lock goes with it, its processes stay.
+        drop(first._lock.take());
+        std::mem::forget(first);
+
+        let second = Supervisor::with_group_file(&file).expect("the next agent");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while group_alive(pgid, ticks) {
+            assert!(Instant::now() < deadline, "group {pgid} still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(second);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_state_directory_serves_one_agent_at_a_time() {
+        let dir = state_dir("busy");
+        let first = Supervisor::with_state_dir(&dir).expect("state dir");
+        let err = Supervisor::with_state_dir(&dir).expect_err("busy");
+        assert!(err.to_string().contains("agent.lock"), "{err}");
+        drop(first);
+        Supervisor::with_state_dir(&dir).expect("free again");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn process_group_from_proc_stat() {
+        let stat = "1234 (a (b) c) S 1 777 777 0 -1 4194560 0 0 0 0";
+        assert_eq!(parse_process_group(stat), Some(777));
+        assert_eq!(parse_process_group("1 (x) Z 1 5 5"), None);
     }
 
     #[test]

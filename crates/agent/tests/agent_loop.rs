@@ -354,3 +354,51 @@ fn output_pushes_stay_under_the_byte_bound() {
         s.push_sizes
     );
 }
+
+#[test]
+fn output_the_control_plane_cannot_take_is_bounded_in_bytes_newest_kept() {
+    let cp = MemoryControlPlane::new();
+    let node = discover(&DiscoverOptions {
+        declared_accelerators: Some(2),
+        cluster: Some("test".into()),
+        address: Some("127.0.0.1".into()),
+    });
+    let config = AgentConfig {
+        max_buffered_bytes: 10_000,
+        ..AgentConfig::default()
+    };
+    let mut agent = Agent::new(cp.clone(), node, config);
+    agent.sync().expect("registers");
+    let node_id = agent.node_id().expect("registered").to_string();
+    cp.state().log_pushes_fail = true;
+    // 2,000 lines of 100 bytes: 200 kB, twenty times the bound.
+    cp.set_desired(
+        &node_id,
+        vec![sh(
+            "loud",
+            "i=0; while [ $i -lt 2000 ]; do printf '%099d\\n' $i; i=$((i+1)); done",
+            RestartPolicy::Never,
+        )],
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while !matches!(state_of(&cp.state(), "loud"), Some(ProcessState::Exited(_))) {
+        let _ = agent.sync();
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 {
+        let _ = agent.sync();
+    }
+    // Lines of 99 bytes of text (the newline is not kept).
+    assert!(
+        agent.buffered_logs() <= 10_000 / 99,
+        "{}",
+        agent.buffered_logs()
+    );
+    assert_eq!(agent.dropped_logs() + agent.buffered_logs() as u64, 2000);
+    cp.state().log_pushes_fail = false;
+    agent.sync().expect("sync");
+    let s = cp.state();
+    let last = s.logs.last().expect("the newest lines are kept");
+    assert_eq!(last.line, format!("{:099}", 1999));
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use switchyard_agent::hardware::{DiscoverOptions, discover};
 use switchyard_agent::http::HttpControlPlane;
-use switchyard_agent::supervisor::Supervisor;
+use switchyard_agent::supervisor::{Supervisor, default_group_file};
 use switchyard_agent::{Agent, AgentConfig, NodeInfo};
 
 use crate::CliError;
@@ -140,7 +140,12 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Input(format!("--server: {e}")))?;
     let supervisor = match &args.state_dir {
         Some(dir) => Supervisor::with_state_dir(dir).map_err(|e| CliError::Input(e.to_string()))?,
-        None => Supervisor::new(),
+        None => Supervisor::with_group_file(&default_group_file(
+            &args.server,
+            node.cluster.as_deref().unwrap_or("default"),
+            &node.hostname,
+        ))
+        .map_err(|e| CliError::Input(e.to_string()))?,
     };
     let stop = stop_on_signal()?;
     println!("agent on {}; server {}", summary(&node), args.server);

@@ -63,10 +63,14 @@ pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> 
         _ => return Err(format!("`{text}`: the unit must be ms, s or m")),
     };
     let secs = value * scale;
-    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
-        return Err(format!("`{text}` must be above 0 and at most a day"));
+    // Whole milliseconds, at least one: agents and the loss deadline count in milliseconds,
+    // and a deadline of 0 would declare every node lost on every check.
+    if !secs.is_finite() || !(0.001..=86_400.0).contains(&secs) {
+        return Err(format!("`{text}` must be from 1ms to a day"));
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    Ok(std::time::Duration::from_millis(
+        (secs * 1000.0).round() as u64
+    ))
 }
 
 /// Manage API tokens.
@@ -208,4 +212,21 @@ pub fn run_token(args: TokenArgs) -> Result<(), CliError> {
     })?;
     println!("{token}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_are_whole_milliseconds_from_one_to_a_day() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
+        for bad in ["0.5ms", "0", "-1s", "2d", "x", "NaN", "25h", "1441m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

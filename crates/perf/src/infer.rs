@@ -145,7 +145,7 @@ pub fn estimate_inference(
                 "[parallelism] ep > 1 needs a mixture-of-experts model ([model] experts)",
             ));
         };
-        if l.tp % l.ep != 0 {
+        if !l.tp.is_multiple_of(l.ep) {
             return Err(PerfError::input(format!(
                 "[parallelism] ep = {} does not divide tp = {} (an inference replica's experts \
                  are split inside its tensor-parallel group)",
@@ -159,7 +159,7 @@ pub fn estimate_inference(
             )));
         }
     }
-    if m.heads % l.tp != 0 {
+    if !m.heads.is_multiple_of(l.tp) {
         return Err(PerfError::input(format!(
             "[parallelism] tp = {} does not divide heads = {}",
             l.tp, m.heads

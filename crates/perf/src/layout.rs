@@ -268,7 +268,7 @@ impl Layout {
                 "[training] global_batch = {global_batch} is smaller than dp·microbatch = {per_step}"
             )));
         }
-        if self.tp % self.etp != 0 {
+        if !self.tp.is_multiple_of(self.etp) {
             return Err(PerfError::input(format!(
                 "[parallelism] etp = {} does not divide tp = {}",
                 self.etp, self.tp

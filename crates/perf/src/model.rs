@@ -535,7 +535,7 @@ impl ModelSpec {
             self.heads.saturating_mul(self.head_dim),
             "[model] heads × head_dim",
         )?;
-        if self.kv_heads > self.heads || self.heads % self.kv_heads != 0 {
+        if self.kv_heads > self.heads || !self.heads.is_multiple_of(self.kv_heads) {
             return Err(PerfError::input(format!(
                 "[model] kv_heads = {} does not divide heads = {}",
                 self.kv_heads, self.heads

@@ -419,13 +419,13 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
             )));
         }
     }
-    if let (Some(ep), Some(moe)) = (constraint.ep, &model.moe) {
-        if moe.experts % ep != 0 {
-            return Err(PerfError::input(format!(
-                "[parallelism] ep = {ep} does not divide [model] experts = {}",
-                moe.experts
-            )));
-        }
+    if let (Some(ep), Some(moe)) = (constraint.ep, &model.moe)
+        && moe.experts % ep != 0
+    {
+        return Err(PerfError::input(format!(
+            "[parallelism] ep = {ep} does not divide [model] experts = {}",
+            moe.experts
+        )));
     }
     if constraint.ep.is_some_and(|ep| ep > 1) && model.moe.is_none() {
         return Err(PerfError::input(
@@ -468,12 +468,12 @@ pub(crate) fn check_expert_tensor_parallel(
             "{place} etp = {etp} needs a mixture-of-experts model ([model] experts)"
         )));
     }
-    if let Some(tp) = c.tp.filter(|&tp| tp > 0) {
-        if tp % etp != 0 {
-            return Err(PerfError::input(format!(
-                "{place} etp = {etp} does not divide tp = {tp}"
-            )));
-        }
+    if let Some(tp) = c.tp.filter(|&tp| tp > 0)
+        && tp % etp != 0
+    {
+        return Err(PerfError::input(format!(
+            "{place} etp = {etp} does not divide tp = {tp}"
+        )));
     }
     Ok(())
 }
@@ -776,14 +776,14 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                      and ep (one replica on all the devices)"
                 )));
             }
-            if let (Some(tp), Some(pp)) = (c.tp, c.pp) {
-                if u64::from(tp) * u64::from(pp) != u64::from(hw.count) {
-                    return Err(PerfError::input(format!(
-                        "[parallelism] tp·pp = {tp}·{pp} is not the device count {} \
+            if let (Some(tp), Some(pp)) = (c.tp, c.pp)
+                && u64::from(tp) * u64::from(pp) != u64::from(hw.count)
+            {
+                return Err(PerfError::input(format!(
+                    "[parallelism] tp·pp = {tp}·{pp} is not the device count {} \
                          (an inference replica is split by tensor and pipeline parallelism only)",
-                        hw.count
-                    )));
-                }
+                    hw.count
+                )));
             }
             let candidates = inference_layouts(input);
             let searched = candidates.len() > 1 || c.tp.is_none() || c.pp.is_none();

@@ -108,7 +108,7 @@ pub(crate) fn divisors(n: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let mut i: u32 = 1;
     while u64::from(i) * u64::from(i) <= u64::from(n) {
-        if n % i == 0 {
+        if n.is_multiple_of(i) {
             out.push(i);
             if i != n / i {
                 out.push(n / i);
@@ -230,14 +230,15 @@ pub fn search(
             spec.software.name
         )));
     }
-    if let Some(tp) = c.tp {
-        if tp > hw.scale_up_domain && !opts.allow_tp_beyond_scale_up {
-            return Err(PerfError::input(format!(
-                "[parallelism] tp = {tp} is larger than the scale-up domain of {} {} devices; \
+    if let Some(tp) = c.tp
+        && tp > hw.scale_up_domain
+        && !opts.allow_tp_beyond_scale_up
+    {
+        return Err(PerfError::input(format!(
+            "[parallelism] tp = {tp} is larger than the scale-up domain of {} {} devices; \
                  set allow_tp_beyond_scale_up = true to cost it over the scale-out network",
-                hw.scale_up_domain, hw.accelerator.name
-            )));
-        }
+            hw.scale_up_domain, hw.accelerator.name
+        )));
     }
     let tp_max = if opts.allow_tp_beyond_scale_up {
         count
@@ -248,7 +249,7 @@ pub fn search(
         c.tp,
         powers_of_two_upto(tp_max.min(m.heads))
             .into_iter()
-            .filter(|t| count % t == 0 && m.heads % t == 0)
+            .filter(|t| count.is_multiple_of(*t) && m.heads.is_multiple_of(*t))
             .collect(),
     );
     let cps_all: Vec<u32> = powers_of_two_upto(16)
@@ -264,13 +265,13 @@ pub fn search(
             let Some(tp_cp) = tp.checked_mul(cp) else {
                 continue;
             };
-            if tp_cp == 0 || count % tp_cp != 0 {
+            if tp_cp == 0 || !count.is_multiple_of(tp_cp) {
                 continue;
             }
             let rest = count / tp_cp;
             let pps: Vec<u32> = match (c.pp, c.dp) {
                 (Some(pp), _) => vec![pp],
-                (None, Some(dp)) if rest % dp == 0 => vec![rest / dp],
+                (None, Some(dp)) if rest.is_multiple_of(dp) => vec![rest / dp],
                 (None, Some(_)) => vec![],
                 (None, None) => divisors(rest)
                     .into_iter()
@@ -278,14 +279,14 @@ pub fn search(
                     .collect(),
             };
             for &pp in &pps {
-                if pp == 0 || rest % pp != 0 {
+                if pp == 0 || !rest.is_multiple_of(pp) {
                     continue;
                 }
                 let dp = rest / pp;
-                if let Some(given) = c.dp {
-                    if given != dp {
-                        continue;
-                    }
+                if let Some(given) = c.dp
+                    && given != dp
+                {
+                    continue;
                 }
                 if dp > spec.global_batch {
                     continue;
@@ -296,7 +297,7 @@ pub fn search(
                 let mb_max = if opts.coarse { 4 } else { 16 };
                 let mbs: Vec<u32> = one_or(
                     c.microbatch,
-                    if spec.global_batch % dp == 0 {
+                    if spec.global_batch.is_multiple_of(dp) {
                         divisors(per_dp)
                             .into_iter()
                             .filter(|&b| b <= mb_max)

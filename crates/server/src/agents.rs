@@ -133,7 +133,7 @@ struct Node {
     /// Statuses of its processes, as last reported.
     statuses: Vec<ProcessStatus>,
     /// Assignments the node was handed lately: its output is taken for these (and for what it
-    /// runs now or reports), so a node cannot write into another job's logs.
+    /// is placed to run now), so a node cannot write into another job's logs.
     handed: RecentIds,
 }
 
@@ -509,9 +509,8 @@ impl AgentHub {
             .get_mut(node)
             .ok_or_else(|| AgentError::UnknownNode(node.to_owned()))?;
         n.last_seen_ms = now_ms;
-        for p in &report.processes {
-            n.handed.insert(&p.assignment_id);
-        }
+        // What a node reports does not make its output acceptable: only what it was handed
+        // does, or any node could write into any job's logs by naming its assignments.
         n.statuses = report.processes;
         hub.fold_statuses(node, now_ms);
         Ok(())
@@ -519,8 +518,8 @@ impl AgentHub {
 
     /// Output lines of the node's processes, attributed to their jobs. Lines of assignments
     /// the hub no longer runs (a run already replaced) are attributed from their id, if the
-    /// node was handed that assignment or reported it; lines of assignments the node never had
-    /// are dropped with a warning, as are lines whose position is out of range.
+    /// node was handed that assignment; lines of assignments the node never had are dropped
+    /// with a warning, as are lines whose position is out of range.
     pub fn output(&self, node: &str, batch: LogBatch) -> Result<Vec<OutputLine>, AgentError> {
         let hub = self.lock();
         let Some(this) = hub.nodes.get(node) else {
@@ -700,11 +699,17 @@ impl Hub {
                     reported,
                     failed,
                 } if !*reported && failed.is_none() => {
-                    if let GangOutcome::Failed { reason, .. } =
-                        gang::outcome(&run.job, run.attempt, run.world_size, &mine)
+                    if let GangOutcome::Failed {
+                        reason,
+                        job_at_fault,
+                        ..
+                    } = gang::outcome(&run.job, run.attempt, run.world_size, &mine)
                     {
-                        *failed =
-                            Some((now_ms, true, format!("attempt {}: {reason}", run.attempt)));
+                        *failed = Some((
+                            now_ms,
+                            job_at_fault,
+                            format!("attempt {}: {reason}", run.attempt),
+                        ));
                         self.pending_failures.insert(id);
                         continue;
                     }
@@ -1785,7 +1790,20 @@ mod tests {
             .expect("a's own lines");
         assert_eq!(own.len(), 2);
         assert!(own.iter().all(|l| l.job == "j"));
-        // Another node, or a made-up assignment, cannot write into j's output.
+        // Another node, or a made-up assignment, cannot write into j's output — not even
+        // after reporting a's assignment as its own.
+        h.status(
+            &c,
+            StatusReport {
+                processes: vec![ProcessStatus {
+                    assignment_id: on_a[0].id.clone(),
+                    state: ProcessState::Running { pid: 1 },
+                    restarts: 0,
+                }],
+            },
+            10,
+        )
+        .expect("status");
         let foreign = h
             .output(
                 &c,
@@ -1980,6 +1998,40 @@ mod tests {
             matches!(seen.as_slice(), [Observed::Interrupted { job, generation: 1, reason }]
                 if job == "j" && reason.contains("stopped by its agent")),
             "not finished, and not the job's failure: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_rank_that_ended_unseen_interrupts_the_attempt_without_blaming_the_job() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2)])]);
+        let on_a = ids(&h, &a);
+        // An agent restarted in place adopted the rank and saw it end, exit code unknown.
+        h.status(
+            &a,
+            StatusReport {
+                processes: vec![ProcessStatus {
+                    assignment_id: on_a[0].clone(),
+                    state: ProcessState::Exited(ExitInfo {
+                        code: None,
+                        signal: None,
+                        stopped_by_agent: false,
+                    }),
+                    restarts: 0,
+                }],
+            },
+            50,
+        )
+        .expect("status");
+        h.heartbeat(&a, 60).expect("a lives");
+        let seen = b.poll(60);
+        assert!(
+            matches!(seen.as_slice(), [Observed::Interrupted { job, generation: 1, reason }]
+                if job == "j" && reason.contains("exit code unknown")),
+            "no retry spent on what nobody saw: {seen:?}"
         );
     }
 

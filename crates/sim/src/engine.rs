@@ -410,7 +410,7 @@ pub fn simulate(
             }
         }
         steps += 1;
-        if steps % 4096 == 0 {
+        if steps.is_multiple_of(4096) {
             progress(Progress {
                 finished,
                 total: finite_total,

@@ -91,6 +91,17 @@ pub struct Args {
     model: Option<PathBuf>,
 }
 
+/// Most ranks: rank 0 holds one connection and buffer per peer.
+pub const MAX_WORLD_SIZE: usize = 65_536;
+/// Most features: the model and each gradient are this many numbers.
+pub const MAX_DIM: usize = 1 << 24;
+/// Most examples per rank per step.
+pub const MAX_BATCH: usize = 1 << 20;
+/// Most numbers in one rank's batch of examples (dim × batch): 2 GiB of f64.
+pub const MAX_BATCH_VALUES: usize = 1 << 28;
+/// Most checkpoints kept.
+pub const MAX_KEPT_CHECKPOINTS: usize = 10_000;
+
 fn config(a: Args) -> Result<TrainConfig, String> {
     if a.world_size == 0 {
         return Err("--world-size must be at least 1".into());
@@ -105,6 +116,31 @@ fn config(a: Args) -> Result<TrainConfig, String> {
         return Err(
             "--dim, --batch, --checkpoint-every and --keep-checkpoints must be positive".into(),
         );
+    }
+    // Bounds that keep every buffer the flags size (one per peer, the model, a batch of
+    // examples) far below any machine's memory, so a typo is an error rather than an abort.
+    for (flag, value, max) in [
+        ("--world-size", a.world_size, MAX_WORLD_SIZE),
+        ("--dim", a.dim, MAX_DIM),
+        ("--batch", a.batch, MAX_BATCH),
+        (
+            "--keep-checkpoints",
+            a.keep_checkpoints,
+            MAX_KEPT_CHECKPOINTS,
+        ),
+    ] {
+        if value > max {
+            return Err(format!("{flag} {value} is larger than the supported {max}"));
+        }
+    }
+    if a.dim.saturating_mul(a.batch) > MAX_BATCH_VALUES {
+        return Err(format!(
+            "--dim {} × --batch {} is more than {MAX_BATCH_VALUES} values per step",
+            a.dim, a.batch
+        ));
+    }
+    if !a.noise.is_finite() || a.noise < 0.0 {
+        return Err("--noise must be a finite number at least 0".into());
     }
     if !(a.lr.is_finite()
         && a.lr > 0.0
@@ -192,6 +228,39 @@ where
                 cfg.comm.rank, cfg.comm.attempt
             );
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(extra: &[&str]) -> Result<TrainConfig, String> {
+        let mut argv = vec!["switchyard-workload"];
+        argv.extend_from_slice(extra);
+        config(Args::try_parse_from(argv).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn flags_that_would_exhaust_memory_are_errors() {
+        assert!(parsed(&[]).is_ok());
+        for (flags, needle) in [
+            (&["--world-size", "100000000000"][..], "--world-size"),
+            (&["--dim", "1000000000000"], "--dim"),
+            (&["--batch", "99999999999"], "--batch"),
+            (
+                &["--dim", "1000000", "--batch", "1000000"],
+                "values per step",
+            ),
+            (
+                &["--keep-checkpoints", "18446744073709551615"],
+                "--keep-checkpoints",
+            ),
+            (&["--noise", "NaN"], "--noise"),
+        ] {
+            let err = parsed(flags).expect_err("refused");
+            assert!(err.contains(needle), "{flags:?}: {err}");
         }
     }
 }

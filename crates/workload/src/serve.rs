@@ -9,10 +9,12 @@
 //! newest complete checkpoint in the checkpoint directory, so a service started beside a training
 //! run serves whatever the run has reached.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::checkpoint;
 use crate::math::dot;
@@ -104,9 +106,9 @@ pub fn answer(source: &ModelSource, target: &str) -> (u16, String) {
                 200,
                 format!(
                     "{{\"source\":{:?},\"step\":{},\"hash\":{},\"weights\":[{}]}}",
-                    describe(source),
+                    json_string(&describe(source)),
                     m.step.map_or("null".into(), |s| s.to_string()),
-                    m.hash.map_or("null".into(), |h| format!("{h:?}")),
+                    m.hash.map_or("null".into(), |h| json_string(&h)),
                     m.weights
                         .iter()
                         .map(|w| format!("{w:e}"))
@@ -114,7 +116,7 @@ pub fn answer(source: &ModelSource, target: &str) -> (u16, String) {
                         .join(",")
                 ),
             ),
-            Err(e) => (503, format!("{{\"error\":{e:?}}}")),
+            Err(e) => (503, format!("{{\"error\":{}}}", json_string(&e))),
         },
         "/predict" => {
             let x = query
@@ -126,18 +128,31 @@ pub fn answer(source: &ModelSource, target: &str) -> (u16, String) {
                         .collect::<Result<Vec<f64>, _>>()
                 });
             let x = match x {
-                Some(Ok(x)) => x,
-                _ => return (400, "{\"error\":\"pass x=comma-separated numbers\"}".into()),
+                Some(Ok(x)) if x.iter().all(|v| v.is_finite()) => x,
+                _ => {
+                    return (
+                        400,
+                        "{\"error\":\"pass x=comma-separated finite numbers\"}".into(),
+                    );
+                }
             };
             match load(source) {
-                Ok(m) if m.weights.len() == x.len() => (
-                    200,
-                    format!(
-                        "{{\"y\":{:e},\"step\":{}}}",
-                        dot(&m.weights, &x),
-                        m.step.map_or("null".into(), |s| s.to_string())
-                    ),
-                ),
+                Ok(m) if m.weights.len() == x.len() => {
+                    let y = dot(&m.weights, &x);
+                    if !y.is_finite() {
+                        return (
+                            400,
+                            "{\"error\":\"the prediction overflows: x is too large\"}".into(),
+                        );
+                    }
+                    (
+                        200,
+                        format!(
+                            "{{\"y\":{y:e},\"step\":{}}}",
+                            m.step.map_or("null".into(), |s| s.to_string())
+                        ),
+                    )
+                }
                 Ok(m) => (
                     400,
                     format!(
@@ -146,22 +161,63 @@ pub fn answer(source: &ModelSource, target: &str) -> (u16, String) {
                         m.weights.len()
                     ),
                 ),
-                Err(e) => (503, format!("{{\"error\":{e:?}}}")),
+                Err(e) => (503, format!("{{\"error\":{}}}", json_string(&e))),
             }
         }
         _ => (404, "{\"error\":\"not found\"}".into()),
     }
 }
 
+/// Most bytes of a request line or header line; most header lines.
+const MAX_REQUEST_LINE: u64 = 8 * 1024;
+const MAX_HEADERS: usize = 100;
+/// Requests served at once; connections beyond it are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Longest a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A string as a JSON string literal.
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// Reads one line of at most [`MAX_REQUEST_LINE`] bytes within the request's deadline.
+fn read_request_line(
+    reader: &mut BufReader<TcpStream>,
+    deadline: Instant,
+) -> std::io::Result<String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "request took too long",
+        ));
+    }
+    reader.get_ref().set_read_timeout(Some(left))?;
+    let mut line = String::new();
+    reader
+        .by_ref()
+        .take(MAX_REQUEST_LINE)
+        .read_line(&mut line)?;
+    if line.len() as u64 >= MAX_REQUEST_LINE && !line.ends_with('\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "request line or header too long",
+        ));
+    }
+    Ok(line)
+}
+
 fn handle(source: &ModelSource, stream: TcpStream) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // A whole-request deadline, not a per-read one: a client sending a byte every few
+    // seconds cannot hold the connection.
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut reader = BufReader::new(stream);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
+    let request = read_request_line(&mut reader, deadline)?;
     // Skip the headers.
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+    for _ in 0..MAX_HEADERS {
+        let h = read_request_line(&mut reader, deadline)?;
+        if h.trim().is_empty() {
             break;
         }
     }
@@ -191,11 +247,29 @@ pub fn serve(addr: &str, source: &ModelSource, out: &mut dyn Write) -> std::io::
         listener.local_addr()?
     )?;
     out.flush()?;
+    // One thread per request, so one slow client does not hold the others up.
+    let busy = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         match stream {
             Ok(s) => {
-                if let Err(e) = handle(source, s) {
-                    eprintln!("request failed: {e}");
+                if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    drop(s);
+                    continue;
+                }
+                let source = source.clone();
+                let busy_here = busy.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("serve-request".into())
+                    .spawn(move || {
+                        if let Err(e) = handle(&source, s) {
+                            eprintln!("request failed: {e}");
+                        }
+                        busy_here.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if let Err(e) = spawned {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    eprintln!("cannot start a request thread: {e}");
                 }
             }
             Err(e) => eprintln!("accept failed: {e}"),
@@ -234,6 +308,12 @@ mod tests {
         assert_eq!(answer(&src, "/predict?x=1").0, 400);
         assert_eq!(answer(&src, "/predict?x=a,b").0, 400);
         assert_eq!(answer(&src, "/nope").0, 404);
+        // Answers are JSON: no NaN or infinity in, none out, errors escaped.
+        assert_eq!(answer(&src, "/predict?x=nan,1").0, 400);
+        assert_eq!(answer(&src, "/predict?x=inf,1").0, 400);
+        let (status, body) = answer(&src, "/predict?x=1e308,-1e308");
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(json_string("a \"b\"\n\u{1}"), r#""a \"b\"\n\u0001""#);
         let (status, body) = answer(&ModelSource::Checkpoints(dir.join("none")), "/model");
         assert_eq!(status, 503, "{body}");
         std::fs::remove_dir_all(&dir).expect("clean up");

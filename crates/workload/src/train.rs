@@ -131,19 +131,20 @@ pub fn run(cfg: &TrainConfig, out: &mut dyn Write) -> Result<Outcome, TrainError
                 format!("step {done}/{} loss {:.6e}", cfg.steps, mean[cfg.dim]),
             )?;
         }
-        if c.rank == 0 && (done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps) {
-            if let Some(dir) = &cfg.checkpoint_dir {
-                let ckpt = Checkpoint {
-                    step: done,
-                    seed: c.seed,
-                    dim: cfg.dim,
-                    world_size: c.world_size,
-                    weights: weights.clone(),
-                    velocity: velocity.clone(),
-                };
-                let path = checkpoint::save(dir, &ckpt, cfg.keep_checkpoints)?;
-                say(out, format!("checkpoint step {done} -> {}", path.display()))?;
-            }
+        if c.rank == 0
+            && (done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps)
+            && let Some(dir) = &cfg.checkpoint_dir
+        {
+            let ckpt = Checkpoint {
+                step: done,
+                seed: c.seed,
+                dim: cfg.dim,
+                world_size: c.world_size,
+                weights: weights.clone(),
+                velocity: velocity.clone(),
+            };
+            let path = checkpoint::save(dir, &ckpt, cfg.keep_checkpoints)?;
+            say(out, format!("checkpoint step {done} -> {}", path.display()))?;
         }
         if !cfg.step_sleep.is_zero() {
             std::thread::sleep(cfg.step_sleep);
@@ -151,18 +152,18 @@ pub fn run(cfg: &TrainConfig, out: &mut dyn Write) -> Result<Outcome, TrainError
     }
 
     let hash = fingerprint(&[weights.as_slice(), velocity.as_slice()].concat());
-    if c.rank == 0 {
-        if let Some(path) = &cfg.output {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|source| CheckpointError::Io {
-                    action: "create directory",
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
-            checkpoint::write_atomic(path, model_file(&weights, hash).as_bytes())?;
-            say(out, format!("final model written to {}", path.display()))?;
+    if c.rank == 0
+        && let Some(path) = &cfg.output
+    {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| CheckpointError::Io {
+                action: "create directory",
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
+        checkpoint::write_atomic(path, model_file(&weights, hash).as_bytes())?;
+        say(out, format!("final model written to {}", path.display()))?;
     }
     say(out, format!("done: model hash {hash:016x}"))?;
     Ok(Outcome {

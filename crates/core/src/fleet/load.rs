@@ -836,9 +836,10 @@ fn topology(
                     nodes: level_nodes,
                     gb_s,
                 };
-                if let Some((prev, prev_field)) = &previous {
-                    if level_nodes % prev.nodes != 0 {
-                        return Err(src.error(
+                if let Some((prev, prev_field)) = &previous
+                    && level_nodes % prev.nodes != 0
+                {
+                    return Err(src.error(
                             l.nodes.span(),
                             format!("{field}.nodes"),
                             format!(
@@ -849,7 +850,6 @@ fn topology(
                                 prev.nodes
                             ),
                         ));
-                    }
                 }
                 if kind == LevelKind::ScaleUp {
                     let chips = u64::from(level_nodes) * u64::from(per_node);
@@ -884,33 +884,33 @@ fn topology(
     }
 
     // The whole cluster must be made of whole units of its outermost declared level.
-    if let Some((outer, outer_field)) = &previous {
-        if nodes % outer.nodes != 0 {
-            return Err(src.error(
-                raw.nodes.span(),
-                format!("{}.nodes", at.trim_end_matches(".topology")),
-                if outer_field.is_empty() {
-                    // The level is the default one: say where it comes from and how to change it.
-                    format!(
-                        "{nodes} nodes do not fill whole scale-up domains: {} links {} \
+    if let Some((outer, outer_field)) = &previous
+        && !nodes.is_multiple_of(outer.nodes)
+    {
+        return Err(src.error(
+            raw.nodes.span(),
+            format!("{}.nodes", at.trim_end_matches(".topology")),
+            if outer_field.is_empty() {
+                // The level is the default one: say where it comes from and how to change it.
+                format!(
+                    "{nodes} nodes do not fill whole scale-up domains: {} links {} \
                          accelerators, {} nodes of {per_node}; use a multiple of {} nodes, or set \
                          topology.scale_up.nodes",
-                        accel.name,
-                        u64::from(outer.nodes) * u64::from(per_node),
-                        outer.nodes,
-                        outer.nodes
-                    )
-                } else {
-                    format!(
-                        "{nodes} nodes do not divide evenly into {}s of {} nodes \
+                    accel.name,
+                    u64::from(outer.nodes) * u64::from(per_node),
+                    outer.nodes,
+                    outer.nodes
+                )
+            } else {
+                format!(
+                    "{nodes} nodes do not divide evenly into {}s of {} nodes \
                          ({outer_field}); expected a multiple of {}",
-                        outer.kind.as_str(),
-                        outer.nodes,
-                        outer.nodes
-                    )
-                },
-            ));
-        }
+                    outer.kind.as_str(),
+                    outer.nodes,
+                    outer.nodes
+                )
+            },
+        ));
     }
     let cluster_gb_s = match &t.cluster_gb_s {
         Some(g) => src.positive_f64(

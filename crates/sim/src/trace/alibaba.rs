@@ -92,10 +92,10 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
                 .map(str::trim)
                 .filter(|m| !m.is_empty())
             {
-                if let Some(m) = model(m) {
-                    if !types.iter().any(|t| t == m) {
-                        types.push(m.to_owned());
-                    }
+                if let Some(m) = model(m)
+                    && !types.iter().any(|t| t == m)
+                {
+                    types.push(m.to_owned());
                 }
             }
         }
