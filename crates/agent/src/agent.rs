@@ -246,9 +246,10 @@ impl<C: ControlPlane> Agent<C> {
     }
 
     /// Pushes buffered output in batches of at most `log_batch` lines and
-    /// [`MAX_LOG_BATCH_BYTES`]. A batch the control plane refuses (4xx) is halved until the
-    /// refused line is alone, and that line is dropped with a warning: the rest gets through
-    /// and one bad line never blocks a node's output. Other failures keep the lines for the
+    /// [`MAX_LOG_BATCH_BYTES`]. A batch the control plane refuses for its content (400, 413,
+    /// 422) is halved until the refused line is alone, and that line is dropped with a warning:
+    /// the rest gets through and one bad line never blocks a node's output. Other failures
+    /// (including 401, 403 and 404: the request, not its lines, is refused) keep the lines for the
     /// next sync (halving the batch after repeated failures, in case its size is the trouble)
     /// and do not fail the sync: output is not a reason to miss a heartbeat. No batch starts
     /// after `deadline`; what is left waits for the next sync.
@@ -267,7 +268,7 @@ impl<C: ControlPlane> Agent<C> {
                 }
                 Err(e @ ControlPlaneError::UnknownNode(_)) => return Err(e),
                 Err(ControlPlaneError::Rejected { status, message })
-                    if (400..500).contains(&status) =>
+                    if matches!(status, 400 | 413 | 422) =>
                 {
                     if n == 1 {
                         let line = self.logs.front().cloned();
@@ -325,7 +326,12 @@ impl<C: ControlPlane> Agent<C> {
 
     /// Syncs every interval and polls processes in between until `stop` is set, then stops
     /// every process (SIGTERM, SIGKILL after the shutdown grace).
-    pub fn run(&mut self, stop: &AtomicBool) {
+    ///
+    /// A registration the control plane refuses for good (a bad request, token or cluster:
+    /// 400, 401, 403, 422) ends the agent with that error while it runs nothing yet; trying
+    /// again would only repeat it. With processes to look after (adopted from a previous
+    /// agent) it keeps trying, with back-off.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), ControlPlaneError> {
         let mut next_sync = Instant::now();
         let mut failures: u32 = 0;
         while !stop.load(Ordering::Relaxed) {
@@ -334,6 +340,13 @@ impl<C: ControlPlane> Agent<C> {
                     Ok(_) => {
                         failures = 0;
                         self.config.sync_interval
+                    }
+                    Err(ControlPlaneError::Rejected { status, message })
+                        if self.node_id.is_none()
+                            && matches!(status, 400 | 401 | 403 | 422)
+                            && self.supervisor.live() == 0 =>
+                    {
+                        return Err(ControlPlaneError::Rejected { status, message });
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);
@@ -363,6 +376,7 @@ impl<C: ControlPlane> Agent<C> {
         }
         // Best effort: tell the control plane how they ended.
         let _ = self.sync_statuses_only();
+        Ok(())
     }
 
     fn sync_statuses_only(&mut self) -> Result<(), ControlPlaneError> {

@@ -17,6 +17,9 @@ pub enum ControlPlaneError {
     /// declared lost and removed): the agent registers again.
     #[error("control plane does not know node {0}")]
     UnknownNode(String),
+    /// The control plane's address is not one the agent can use.
+    #[error("{0}")]
+    BadAddress(String),
     /// The control plane refused the request.
     #[error("control plane refused the request ({status}): {message}")]
     Rejected {
@@ -69,6 +72,8 @@ pub struct MemoryState {
     pub log_pushes_fail: bool,
     /// Lines per push received, in order.
     pub push_sizes: Vec<usize>,
+    /// Registrations are refused with this status (a bad token or cluster, say).
+    pub refuse_registration: Option<u16>,
 }
 
 /// An in-process control plane for tests and single-process tools: shared state behind a mutex.
@@ -119,6 +124,12 @@ impl MemoryControlPlane {
 impl ControlPlane for MemoryControlPlane {
     fn register(&self, node: &NodeInfo) -> Result<Registration, ControlPlaneError> {
         let mut s = self.live()?;
+        if let Some(status) = s.refuse_registration {
+            return Err(ControlPlaneError::Rejected {
+                status,
+                message: "registration refused".into(),
+            });
+        }
         // The same host registering again gets its old id back.
         let id = s
             .nodes

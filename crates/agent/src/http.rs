@@ -57,10 +57,9 @@ impl HttpControlPlane {
     pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, ControlPlaneError> {
         let base = base.trim_end_matches('/').to_string();
         if !base.starts_with("http://") {
-            return Err(ControlPlaneError::Rejected {
-                status: 0,
-                message: format!("server URL `{base}` must start with http://"),
-            });
+            return Err(ControlPlaneError::BadAddress(format!(
+                "server URL `{base}` must start with http://"
+            )));
         }
         let valid = base
             .parse::<ureq::http::Uri>()
@@ -70,10 +69,9 @@ impl HttpControlPlane {
                 _ => Err("it names no host".to_string()),
             });
         if let Err(why) = valid {
-            return Err(ControlPlaneError::Rejected {
-                status: 0,
-                message: format!("server URL `{base}` is not a valid URL: {why}"),
-            });
+            return Err(ControlPlaneError::BadAddress(format!(
+                "server URL `{base}` is not a valid URL: {why}"
+            )));
         }
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)

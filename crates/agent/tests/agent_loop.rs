@@ -402,3 +402,38 @@ fn output_the_control_plane_cannot_take_is_bounded_in_bytes_newest_kept() {
     let last = s.logs.last().expect("the newest lines are kept");
     assert_eq!(last.line, format!("{:099}", 1999));
 }
+
+#[test]
+fn a_registration_refused_for_good_ends_the_agent_with_the_reason() {
+    let cp = MemoryControlPlane::new();
+    cp.state().refuse_registration = Some(403);
+    let mut agent = agent(&cp);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let err = agent.run(&stop).expect_err("a 403 is not retried forever");
+    assert!(err.to_string().contains("403"), "{err}");
+
+    // Refusals that may pass (the server is busy, 503) are retried until told to stop.
+    cp.state().refuse_registration = Some(503);
+    let mut agent = agent_with_fast_sync(&cp);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let runner = std::thread::spawn(move || agent.run(&flag));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!runner.is_finished(), "a 503 is retried");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    runner.join().expect("joins").expect("stopped, not refused");
+}
+
+fn agent_with_fast_sync(cp: &MemoryControlPlane) -> Agent<MemoryControlPlane> {
+    let node = discover(&DiscoverOptions {
+        declared_accelerators: Some(2),
+        cluster: Some("test".into()),
+        address: Some("127.0.0.1".into()),
+    });
+    let config = AgentConfig {
+        sync_interval: Duration::from_millis(20),
+        poll_interval: Duration::from_millis(10),
+        ..AgentConfig::default()
+    };
+    Agent::new(cp.clone(), node, config)
+}

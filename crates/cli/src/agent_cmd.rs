@@ -8,6 +8,8 @@ use std::time::Duration;
 use switchyard_agent::hardware::{DiscoverOptions, discover};
 use switchyard_agent::http::HttpControlPlane;
 use switchyard_agent::supervisor::{Supervisor, default_group_file};
+
+use crate::error::outln;
 use switchyard_agent::{Agent, AgentConfig, NodeInfo};
 
 use crate::CliError;
@@ -124,9 +126,9 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         if args.json {
             let text = serde_json::to_string_pretty(&node)
                 .map_err(|e| CliError::Other(format!("cannot print the node: {e}")))?;
-            println!("{text}");
+            outln!("{text}");
         } else {
-            println!("{}", summary(&node));
+            outln!("{}", summary(&node));
         }
         return Ok(());
     }
@@ -148,9 +150,16 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Input(e.to_string()))?,
     };
     let stop = stop_on_signal()?;
-    println!("agent on {}; server {}", summary(&node), args.server);
+    // Whoever reads stdout may be gone; the agent runs on regardless.
+    let _ = crate::error::emit(&format!(
+        "agent on {}; server {}\n",
+        summary(&node),
+        args.server
+    ));
     let mut agent = Agent::with_supervisor(control, node, AgentConfig::default(), supervisor);
-    agent.run(&stop);
-    println!("agent stopped");
+    agent
+        .run(&stop)
+        .map_err(|e| CliError::Input(format!("the server refused to register this node: {e}")))?;
+    let _ = crate::error::emit("agent stopped\n");
     Ok(())
 }

@@ -1,6 +1,5 @@
 //! `switchyard server` and `switchyard token create` (tenant, admin and agent tokens).
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use switchyard_server::backend::{Backend, DryRun, Routed};
@@ -136,8 +135,8 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
     }
     runtime()?
         .block_on(serve_with(config, backend, |addr| {
-            println!("listening on http://{addr}");
-            let _ = std::io::stdout().flush();
+            // Whoever reads stdout may be gone; the server serves on regardless.
+            let _ = crate::error::emit(&format!("listening on http://{addr}\n"));
         }))
         .map_err(|e| match e {
             switchyard_server::ServerError::Store(switchyard_store::StoreError::Url(_)) => {
@@ -210,8 +209,12 @@ pub fn run_token(args: TokenArgs) -> Result<(), CliError> {
         switchyard_store::StoreError::Url(_) => CliError::Input(e.to_string()),
         other => CliError::Other(other.to_string()),
     })?;
-    println!("{token}");
-    Ok(())
+    crate::error::emit(&format!("{token}\n")).map_err(|e| {
+        CliError::Other(format!(
+            "the token was created but could not be written to stdout ({e}); it cannot be shown \
+             again: create another"
+        ))
+    })
 }
 
 #[cfg(test)]

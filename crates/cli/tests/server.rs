@@ -467,7 +467,7 @@ fn error_codes(db: String) {
     let (status, e) = call("GET", &format!("{jobs}/{}", "j".repeat(65)), Some(&t), None);
     assert_eq!(status, 404, "{e}");
     let m = e["error"]["message"].as_str().unwrap_or_default();
-    assert!(m.contains("65-character id"), "{m}");
+    assert!(m.contains("65-byte id"), "{m}");
     let named = json!({"name": "once", "kind": "batch", "accelerators": 8, "duration_s": 60.0});
     let (status, first) = submit(&s.url, &t, &named);
     assert_eq!(status, 201);

@@ -266,3 +266,27 @@ fn bad_input_is_an_error_with_the_row_not_a_panic() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown policy"));
 }
+
+/// An Alibaba pod list without time columns is a packing snapshot: its pods are placed and hold
+/// their accelerators (as services), rather than being refused as work that never ends.
+#[test]
+fn an_alibaba_snapshot_without_times_is_simulated() {
+    let path = tmp("snapshot.csv");
+    std::fs::write(
+        &path,
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n\
+         p0,1000,1000,1,1000,\np1,1000,1000,2,1000,\np2,1000,1000,8,1000,\n",
+    )
+    .expect("write");
+    let v = run_json(&[
+        "simulate",
+        "--trace",
+        path.to_str().expect("utf-8 path"),
+        "--format",
+        "alibaba2023",
+        "--quiet",
+        "--json",
+    ]);
+    assert_eq!(v["jobs"], 3);
+    assert_eq!(v["rejected"], 0);
+}

@@ -233,6 +233,25 @@ fn sizes_rates_and_prices_past_what_is_supported_are_rejected() {
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "clusters[0].node_mtbf_hours");
     assert!(message.contains("supported minimum is 1 hour"), "{message}");
+    // Given per accelerator, the error names that field and says how it became per node.
+    let text = text.replace("node_mtbf_hours = 1e-6", "accelerator_mtbf_hours = 2.0");
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].accelerator_mtbf_hours");
+    assert!(message.contains("divided by"), "{message}");
+
+    // A TOML integer past 64 bits is out of range, not "not an integer".
+    let nodes = GOOD[GOOD.find("nodes =").expect("fixture has nodes")..]
+        .lines()
+        .next()
+        .expect("line")
+        .to_owned();
+    let text = GOOD.replacen(&nodes, "nodes = 99999999999999999999", 1);
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].nodes");
+    assert!(
+        message.contains("integer 99999999999999999999 is out of range"),
+        "{message}"
+    );
 
     let price = GOOD[GOOD.find("on_demand_price").expect("fixture has a price")..]
         .lines()

@@ -214,15 +214,17 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
             return Err(PerfError::input("[hardware] per_node must be at least 1"));
         }
         let per_node = crate::within_max_size(per_node, "[hardware] per_node")?;
-        if let Some(cluster) = &hardware.cluster
-            && per_node != hardware.per_node
-        {
-            return Err(PerfError::input(format!(
-                "[hardware] per_node = {per_node} contradicts cluster \"{cluster}\", whose nodes hold {} accelerators each; leave per_node out when naming a cluster",
-                hardware.per_node
-            )));
+        match &hardware.cluster {
+            // A cluster already sized its servers and fabric; repeating its size changes nothing.
+            Some(cluster) if per_node != hardware.per_node => {
+                return Err(PerfError::input(format!(
+                    "[hardware] per_node = {per_node} contradicts cluster \"{cluster}\", whose nodes hold {} accelerators each; leave per_node out when naming a cluster",
+                    hardware.per_node
+                )));
+            }
+            Some(_) => {}
+            None => hardware.set_per_node(per_node),
         }
-        hardware.set_per_node(per_node);
     }
     let mut workload = match (raw.training, raw.inference) {
         (Some(_), Some(_)) => {

@@ -137,29 +137,36 @@ struct Node {
     handed: RecentIds,
 }
 
-/// The most recent distinct ids, up to a bound (oldest forgotten first).
+/// Ids handed out lately, each once: at most [`RecentIds::CAPACITY`] and none older than
+/// [`RecentIds::TTL_MS`] (oldest forgotten first), so that the memory a node's record holds
+/// stays small however long the node lives and however large the fleet.
 #[derive(Debug, Clone, Default)]
 struct RecentIds {
-    set: HashSet<String>,
-    order: VecDeque<String>,
+    set: HashSet<Arc<str>>,
+    /// In the order first handed, with when.
+    order: VecDeque<(Arc<str>, i64)>,
 }
 
 impl RecentIds {
-    /// Assignment ids remembered per node: far more than a node runs at once, so a late line of
-    /// a replaced attempt still finds its job.
-    const CAPACITY: usize = 4096;
+    /// Assignment ids remembered per node: far more than a node runs at once.
+    const CAPACITY: usize = 1024;
+    /// How long a handed assignment's late output is still taken: ample for the lines an agent
+    /// buffers through an outage of the control plane.
+    const TTL_MS: i64 = 6 * 3600 * 1000;
 
-    fn insert(&mut self, id: &str) {
+    fn insert(&mut self, id: &str, now_ms: i64) {
+        while let Some((old, at)) = self.order.front()
+            && (self.order.len() >= Self::CAPACITY || now_ms.saturating_sub(*at) > Self::TTL_MS)
+        {
+            self.set.remove(old);
+            self.order.pop_front();
+        }
         if self.set.contains(id) {
             return;
         }
-        if self.order.len() >= Self::CAPACITY
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        self.set.insert(id.to_owned());
-        self.order.push_back(id.to_owned());
+        let id: Arc<str> = Arc::from(id);
+        self.set.insert(id.clone());
+        self.order.push_back((id, now_ms));
     }
 
     fn contains(&self, id: &str) -> bool {
@@ -495,7 +502,7 @@ impl AgentHub {
             .collect();
         if let Some(n) = hub.nodes.get_mut(node) {
             for a in &assignments {
-                n.handed.insert(&a.id);
+                n.handed.insert(&a.id, now_ms);
             }
         }
         Ok(AssignmentList { assignments })
@@ -1999,6 +2006,25 @@ mod tests {
                 if job == "j" && reason.contains("stopped by its agent")),
             "not finished, and not the job's failure: {seen:?}"
         );
+    }
+
+    #[test]
+    fn handed_ids_are_kept_once_and_forgotten_when_old_or_too_many() {
+        let mut ids = RecentIds::default();
+        ids.insert("a", 0);
+        ids.insert("a", 10);
+        assert_eq!(ids.order.len(), 1);
+        assert!(ids.contains("a"));
+        ids.insert("b", RecentIds::TTL_MS + 1);
+        assert!(!ids.contains("a"), "older than the TTL");
+        assert!(ids.contains("b"));
+        for i in 0..2 * RecentIds::CAPACITY {
+            ids.insert(&format!("x{i}"), RecentIds::TTL_MS + 2);
+        }
+        assert_eq!(ids.order.len(), RecentIds::CAPACITY);
+        assert_eq!(ids.set.len(), RecentIds::CAPACITY);
+        assert!(ids.contains(&format!("x{}", 2 * RecentIds::CAPACITY - 1)));
+        assert!(!ids.contains("x0"));
     }
 
     #[test]

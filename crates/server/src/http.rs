@@ -521,8 +521,8 @@ fn check_id(id: &str) -> Result<(), ApiError> {
             StatusCode::NOT_FOUND,
             "not_found",
             format!(
-                "no job with a {}-character id: job ids are 1 to 64 characters",
-                id.chars().count()
+                "no job with a {}-byte id: job ids are 1 to 64 bytes",
+                id.len()
             ),
         ))
     } else {

@@ -487,6 +487,11 @@ fn alibaba_pods() {
         "name,cpu_milli,memory_mib,num_gpu,gpu_milli\nopenb-pod-0000,12000,16384,2,1000\n";
     let t = parse(multigpu, "m.csv", TraceFormat::Alibaba2023, &STRICT).expect("multigpu");
     assert_eq!(t.jobs[0].work, Work::Open);
+    assert_eq!(
+        t.jobs[0].kind,
+        JobKind::Inference,
+        "a snapshot's pods hold on"
+    );
 
     let bad = OPENB.replace("427061,12902960,427061", "427061,5,427061");
     let e = parse(&bad, "openb.csv", TraceFormat::Alibaba2023, &STRICT)

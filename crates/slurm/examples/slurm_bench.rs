@@ -179,7 +179,9 @@ fn through_agents(jobs: u32, per_node: u32, interval: Duration) -> Row {
                 node,
                 switchyard_agent::AgentConfig::default(),
             );
-            agent.run(&stop);
+            if let Err(e) = agent.run(&stop) {
+                eprintln!("agent stopped: {e}");
+            }
         });
     }
     let http = ureq::Agent::config_builder()

@@ -44,7 +44,11 @@ impl Node {
         let mut agent = Agent::new(cp.clone(), node, config);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = std::thread::spawn(move || agent.run(&flag));
+        let thread = std::thread::spawn(move || {
+            agent
+                .run(&flag)
+                .expect("the in-memory control plane registers every node");
+        });
         Node {
             name: name.to_string(),
             stop,

@@ -399,12 +399,20 @@ pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
             .replace("expected i64", "expected an integer")
             .replace("expected f64", "expected a number");
         // TOML integers are 64-bit signed: a larger one is out of range, not "not an integer".
-        let message = match message.strip_prefix("invalid value: integer `") {
-            Some(rest) if message.ends_with("expected an integer") => format!(
-                "integer {} is out of range (at most {})",
-                rest.split('`').next().unwrap_or(rest),
-                i64::MAX
-            ),
+        // (toml reads it as an i128: "invalid type: integer `…` as i128, expected …".)
+        let message = match message
+            .strip_prefix("invalid value: integer `")
+            .or_else(|| message.strip_prefix("invalid type: integer `"))
+        {
+            Some(rest)
+                if message.ends_with("expected an integer") || rest.contains("` as i128") =>
+            {
+                format!(
+                    "integer {} is out of range (at most {})",
+                    rest.split('`').next().unwrap_or(rest),
+                    i64::MAX
+                )
+            }
             _ => message,
         };
         src.error(span.clone(), key_at(text, span.start), message)
@@ -672,12 +680,21 @@ fn cluster(
             .as_ref()
             .or(raw.accelerator_mtbf_hours.as_ref())
             .map_or(raw.name.span(), Spanned::span);
+        let (field, per_accelerator) = if raw.node_mtbf_hours.is_some() {
+            ("node_mtbf_hours", String::new())
+        } else {
+            (
+                "accelerator_mtbf_hours",
+                format!(" (accelerator_mtbf_hours divided by {per_node} accelerators per node)"),
+            )
+        };
         return Err(src.error(
             span,
-            format!("{at}.node_mtbf_hours"),
+            format!("{at}.{field}"),
             format!(
-                "a node fails every {node_mtbf_hours} hours on average; the supported minimum is \
-                 {MIN_NODE_MTBF_HOURS} hour (published fleets see thousands of hours)"
+                "a node fails every {node_mtbf_hours} hours on average{per_accelerator}; the \
+                 supported minimum is {MIN_NODE_MTBF_HOURS} hour (published fleets see thousands \
+                 of hours)"
             ),
         ));
     }

@@ -130,10 +130,17 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
             }
             _ => (0.0, Work::Open),
         };
+        // Without times the list is a packing snapshot: pods that hold their GPUs for as long
+        // as the simulation runs, which is what a service is to the scheduler.
+        let kind = if matches!(work, Work::Open) {
+            JobKind::Inference
+        } else {
+            JobKind::Batch
+        };
         Ok(Some(JobSpec {
             id: id.to_owned(),
             tenant: TENANT.to_owned(),
-            kind: JobKind::Batch,
+            kind,
             priority: priority(row, qos)?,
             submit_s,
             accelerators: gpus,
