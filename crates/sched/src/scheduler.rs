@@ -918,21 +918,25 @@ impl Scheduler {
     }
 
     /// Whether the job's team uses more than its guarantee on `cluster` (it is borrowing).
+    /// Whether running job `j` on `cluster` is capacity its team borrows: taking all of it
+    /// back leaves the team at or above every guarantee that covers the cluster (a team with
+    /// no quota borrows all it holds). A team over its guarantee by less than the run's size
+    /// is not borrowing that run: preempting it would cut into the guarantee, and the team
+    /// would reclaim it at once.
     fn borrowing(&self, j: JobIdx, cluster: u32) -> bool {
-        let t = &self.tenants[self.jobs[j as usize].tenant as usize];
-        let relevant: Vec<&QuotaRule> = t
-            .rules
+        let job = &self.jobs[j as usize];
+        let size = job.run.as_ref().map_or(0, |r| u64::from(r.size));
+        let t = &self.tenants[job.tenant as usize];
+        t.rules
             .iter()
             .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-            .collect();
-        if relevant.is_empty() {
-            // No quota at all: everything it holds is borrowed.
-            return true;
-        }
-        relevant.iter().any(|r| match r.cluster {
-            Some(c) => t.usage[c as usize] > r.guaranteed,
-            None => t.usage_total > r.guaranteed,
-        })
+            .all(|r| {
+                let usage = match r.cluster {
+                    Some(c) => t.usage[c as usize],
+                    None => t.usage_total,
+                };
+                usage.saturating_sub(size) >= r.guaranteed
+            })
     }
 
     fn eff_rate(&self, r: &Run) -> f64 {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use switchyard_core::{Fleet, JobKind, JobSpec, Replicas, ThroughputTable, Work};
-use switchyard_sched::Policy;
+use switchyard_sched::{Action, Policy};
 use switchyard_sim::{SimError, SimOptions, simulate};
 
 const FLEET: &str = r#"
@@ -307,13 +307,98 @@ name = "v"
         failures: false,
         ..SimOptions::default()
     };
-    let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
+    // A livelock (two rules handing the same accelerators back and forth while the clock
+    // stands still) would run forever: fail instead once it has taken a million steps.
+    let mut reports = 0;
+    let mut watchdog = |p: switchyard_sim::Progress| {
+        reports += 1;
+        assert!(reports < 250, "no end in sight: still at {} s", p.now_s);
+    };
+    let r =
+        simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut watchdog).expect("simulates");
     assert_eq!(r.total.completed, 4);
     assert!(
         r.total.preemptions <= 4,
         "{} preemptions",
         r.total.preemptions
     );
+}
+
+/// A team over its guarantee by less than a run's size is not borrowing that run: priority
+/// from another team may take a run that leaves the guarantee whole, never one that would cut
+/// into it.
+#[test]
+fn priority_takes_only_what_a_team_borrows() {
+    let fleet = Fleet::from_toml(
+        r#"
+name = "q"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[clusters]]
+name = "c"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 5
+accelerators_per_node = 8
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 24.0
+[[tenants]]
+name = "a"
+[[tenants.teams]]
+name = "t"
+quotas = [{ accelerators = 32 }]
+[[tenants]]
+name = "b"
+[[tenants.teams]]
+name = "v"
+"#,
+        "q.toml",
+    )
+    .expect("valid fleet");
+    let job = |id: &str, submit_s: f64, size: u32, team: &str, priority| JobSpec {
+        id: id.into(),
+        tenant: team.into(),
+        kind: JobKind::Training,
+        priority,
+        submit_s,
+        accelerators: size,
+        min_accelerators: None,
+        replicas: None,
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Duration {
+            seconds: 36_000.0,
+            by_accelerator: BTreeMap::new(),
+        },
+    };
+    // Team t holds all 40: its guaranteed 32 and 8 borrowed. Then v's urgent 16 arrives:
+    // only the guaranteed run could make room for it, so it waits.
+    let jobs = vec![
+        job("big", 0.0, 32, "t", 0),
+        job("small", 1.0, 8, "t", 0),
+        job("wide", 100.0, 16, "v", 5),
+    ];
+    let opts = SimOptions {
+        policy: Policy::Switchyard,
+        failures: false,
+        keep_decisions: true,
+        ..SimOptions::default()
+    };
+    let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
+    let preempted: Vec<&str> = r
+        .decision_log
+        .iter()
+        .filter(|(_, d)| matches!(d.action, Action::Preempt { .. }))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert!(preempted.is_empty(), "{:#?}", r.decision_log);
+    assert_eq!(r.total.completed, 3);
 }
 
 #[test]
