@@ -241,12 +241,10 @@ fn impossible_job_names_its_row_or_is_skipped() {
     assert_eq!(r.total.completed, 4);
 }
 
-/// A team with a guaranteed quota and teams without one, with priorities that cut across them:
-/// priority preemption and quota reclaim used to hand the same accelerators back and forth every
-/// scheduling pass, forever (the run never ended).
-#[test]
-fn priority_does_not_take_a_guaranteed_quota_back_and_forth() {
-    let fleet = Fleet::from_toml(
+/// One cluster of `nodes` 8-GPU servers; tenant `a` with team `t` (guaranteed 32 accelerators)
+/// and team `u` (no quota), tenant `b` with team `v` (no quota).
+fn quota_fleet(nodes: u32) -> Fleet {
+    let text = format!(
         r#"
 name = "q"
 [[providers]]
@@ -260,7 +258,7 @@ name = "c"
 provider = "p"
 region = "r"
 accelerator = "H100-SXM"
-nodes = 4
+nodes = {nodes}
 accelerators_per_node = 8
 capacity = "on_demand"
 node_mtbf_hours = 1000.0
@@ -269,17 +267,24 @@ repair_hours = 24.0
 name = "a"
 [[tenants.teams]]
 name = "t"
-quotas = [{ accelerators = 32 }]
+quotas = [{{ accelerators = 32 }}]
 [[tenants.teams]]
 name = "u"
 [[tenants]]
 name = "b"
 [[tenants.teams]]
 name = "v"
-"#,
-        "q.toml",
-    )
-    .expect("valid fleet");
+"#
+    );
+    Fleet::from_toml(&text, "q.toml").expect("valid fleet")
+}
+
+/// A team with a guaranteed quota and teams without one, with priorities that cut across them:
+/// priority preemption and quota reclaim used to hand the same accelerators back and forth every
+/// scheduling pass, forever (the run never ended).
+#[test]
+fn priority_does_not_take_a_guaranteed_quota_back_and_forth() {
+    let fleet = quota_fleet(4);
     let job =
         |id: &str, submit_s: f64, size: u32, secs: f64, team: &str, priority, min, kind| JobSpec {
             id: id.into(),
@@ -329,38 +334,7 @@ name = "v"
 /// into it.
 #[test]
 fn priority_takes_only_what_a_team_borrows() {
-    let fleet = Fleet::from_toml(
-        r#"
-name = "q"
-[[providers]]
-name = "p"
-kind = "cloud"
-[[providers.contracts]]
-accelerator = "H100-SXM"
-on_demand_price = 2.0
-[[clusters]]
-name = "c"
-provider = "p"
-region = "r"
-accelerator = "H100-SXM"
-nodes = 5
-accelerators_per_node = 8
-capacity = "on_demand"
-node_mtbf_hours = 1000.0
-repair_hours = 24.0
-[[tenants]]
-name = "a"
-[[tenants.teams]]
-name = "t"
-quotas = [{ accelerators = 32 }]
-[[tenants]]
-name = "b"
-[[tenants.teams]]
-name = "v"
-"#,
-        "q.toml",
-    )
-    .expect("valid fleet");
+    let fleet = quota_fleet(5);
     let job = |id: &str, submit_s: f64, size: u32, team: &str, priority| JobSpec {
         id: id.into(),
         tenant: team.into(),
