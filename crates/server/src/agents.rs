@@ -1973,39 +1973,53 @@ mod tests {
         );
     }
 
+    /// Ends that are not the job's doing interrupt the attempt without spending a retry: the
+    /// agent shut down under its ranks (they saved a checkpoint on SIGTERM and exited 0, but did
+    /// not finish), or an agent restarted in place adopted a rank and saw it end, exit code
+    /// unknown.
     #[test]
-    fn a_rank_its_agent_stopped_interrupts_the_attempt_without_blaming_the_job() {
-        let h = hub();
-        let mut b = AgentBackend::new(h.clone());
-        let a = join(&h, "a", 0, 0);
-        b.poll(0);
-        b.act(vec![launch("j", 1, 1, &[(0, 2)])]);
-        let on_a = ids(&h, &a);
-        // The agent shut down: its ranks saved a checkpoint on SIGTERM and exited 0.
-        let stopped = |id: &str| ProcessStatus {
-            assignment_id: id.into(),
-            state: ProcessState::Exited(ExitInfo {
-                code: Some(0),
-                signal: None,
-                stopped_by_agent: true,
-            }),
-            restarts: 0,
-        };
-        h.status(
-            &a,
-            StatusReport {
-                processes: on_a.iter().map(|id| stopped(id)).collect(),
-            },
-            50,
-        )
-        .expect("status");
-        h.heartbeat(&a, 60).expect("a lives");
-        let seen = b.poll(60);
-        assert!(
-            matches!(seen.as_slice(), [Observed::Interrupted { job, generation: 1, reason }]
-                if job == "j" && reason.contains("stopped by its agent")),
-            "not finished, and not the job's failure: {seen:?}"
-        );
+    fn ranks_that_ended_through_no_fault_of_the_job_interrupt_the_attempt() {
+        for (exit, why) in [
+            (
+                ExitInfo {
+                    code: Some(0),
+                    signal: None,
+                    stopped_by_agent: true,
+                },
+                "stopped by its agent",
+            ),
+            (
+                ExitInfo {
+                    code: None,
+                    signal: None,
+                    stopped_by_agent: false,
+                },
+                "exit code unknown",
+            ),
+        ] {
+            let h = hub();
+            let mut b = AgentBackend::new(h.clone());
+            let a = join(&h, "a", 0, 0);
+            b.poll(0);
+            b.act(vec![launch("j", 1, 1, &[(0, 2)])]);
+            let processes = ids(&h, &a)
+                .into_iter()
+                .map(|id| ProcessStatus {
+                    assignment_id: id,
+                    state: ProcessState::Exited(exit.clone()),
+                    restarts: 0,
+                })
+                .collect();
+            h.status(&a, StatusReport { processes }, 50)
+                .expect("status");
+            h.heartbeat(&a, 60).expect("a lives");
+            let seen = b.poll(60);
+            assert!(
+                matches!(seen.as_slice(), [Observed::Interrupted { job, generation: 1, reason }]
+                    if job == "j" && reason.contains(why)),
+                "{why}: not finished, and not the job's failure: {seen:?}"
+            );
+        }
     }
 
     #[test]
@@ -2025,40 +2039,6 @@ mod tests {
         assert_eq!(ids.set.len(), RecentIds::CAPACITY);
         assert!(ids.contains(&format!("x{}", 2 * RecentIds::CAPACITY - 1)));
         assert!(!ids.contains("x0"));
-    }
-
-    #[test]
-    fn a_rank_that_ended_unseen_interrupts_the_attempt_without_blaming_the_job() {
-        let h = hub();
-        let mut b = AgentBackend::new(h.clone());
-        let a = join(&h, "a", 0, 0);
-        b.poll(0);
-        b.act(vec![launch("j", 1, 1, &[(0, 2)])]);
-        let on_a = ids(&h, &a);
-        // An agent restarted in place adopted the rank and saw it end, exit code unknown.
-        h.status(
-            &a,
-            StatusReport {
-                processes: vec![ProcessStatus {
-                    assignment_id: on_a[0].clone(),
-                    state: ProcessState::Exited(ExitInfo {
-                        code: None,
-                        signal: None,
-                        stopped_by_agent: false,
-                    }),
-                    restarts: 0,
-                }],
-            },
-            50,
-        )
-        .expect("status");
-        h.heartbeat(&a, 60).expect("a lives");
-        let seen = b.poll(60);
-        assert!(
-            matches!(seen.as_slice(), [Observed::Interrupted { job, generation: 1, reason }]
-                if job == "j" && reason.contains("exit code unknown")),
-            "no retry spent on what nobody saw: {seen:?}"
-        );
     }
 
     #[test]
