@@ -163,7 +163,12 @@ impl<C: ControlPlane> Agent<C> {
     }
 
     fn buffer_logs(&mut self) {
-        for line in self.supervisor.drain_logs() {
+        let lines = self.supervisor.drain_logs();
+        self.buffer(lines);
+    }
+
+    fn buffer(&mut self, lines: impl IntoIterator<Item = crate::protocol::LogLine>) {
+        for line in lines {
             self.buffered_bytes += line.line.len();
             self.logs.push_back(line);
             while self.logs.len() > self.config.max_buffered_logs.max(1)
@@ -367,7 +372,17 @@ impl<C: ControlPlane> Agent<C> {
             std::thread::sleep(self.config.poll_interval);
         }
         tracing::info!("agent stopping: stopping its processes");
-        self.supervisor.shutdown(self.config.shutdown_grace);
+        let mut taken = VecDeque::new();
+        let (max_lines, mut dropped) = (self.config.max_buffered_logs.max(1), 0);
+        self.supervisor.shutdown(self.config.shutdown_grace, |s| {
+            taken.extend(s.drain_logs());
+            while taken.len() > max_lines {
+                taken.pop_front();
+                dropped += 1;
+            }
+        });
+        self.dropped_logs += dropped;
+        self.buffer(taken);
         // What the processes wrote last (often the most telling) is still being read.
         let deadline = Instant::now() + SHUTDOWN_OUTPUT_WAIT;
         while !self.supervisor.output_finished() && Instant::now() < deadline {

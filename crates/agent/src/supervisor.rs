@@ -965,7 +965,9 @@ impl Supervisor {
     }
 
     /// Stops everything, waits up to `grace` for it to go, then kills what is left.
-    pub fn shutdown(&mut self, grace: Duration) {
+    /// `between_polls` runs while it waits: whoever takes the output must keep taking it, or a
+    /// process printing on its way out would block on a full queue and miss its grace.
+    pub fn shutdown(&mut self, grace: Duration, mut between_polls: impl FnMut(&Self)) {
         let ids: Vec<String> = self.procs.keys().cloned().collect();
         for id in &ids {
             self.stop_within(id, grace);
@@ -973,6 +975,7 @@ impl Supervisor {
         let deadline = Instant::now() + grace;
         while self.live() > 0 && Instant::now() < deadline {
             self.poll();
+            between_polls(self);
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill_all();

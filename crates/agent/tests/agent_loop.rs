@@ -437,3 +437,45 @@ fn agent_with_fast_sync(cp: &MemoryControlPlane) -> Agent<MemoryControlPlane> {
     };
     Agent::new(cp.clone(), node, config)
 }
+
+#[test]
+fn a_stopping_agent_keeps_taking_output_so_last_words_neither_block_nor_vanish() {
+    let cp = MemoryControlPlane::new();
+    let mut agent = agent_with_fast_sync(&cp);
+    agent.sync().expect("registers");
+    let node_id = agent.node_id().expect("registered").to_string();
+    // On SIGTERM it prints 20,000 lines (twice the reader queue) and exits 0.
+    cp.set_desired(
+        &node_id,
+        vec![sh(
+            "talker",
+            "trap 'i=0; while [ $i -lt 20000 ]; do echo last-$i; i=$((i+1)); done; exit 0' TERM; \
+             echo ready; while true; do sleep 0.05; done",
+            RestartPolicy::Never,
+        )],
+    );
+    sync_until(&mut agent, &cp, "the ready line", |s| {
+        s.logs.iter().any(|l| l.line == "ready")
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = stop.clone();
+    let runner = std::thread::spawn(move || agent.run(&flag));
+    runner.join().expect("joins").expect("stops");
+    let s = cp.state();
+    match state_of(&s, "talker") {
+        Some(ProcessState::Exited(e)) => assert_eq!(
+            (e.code, e.signal),
+            (Some(0), None),
+            "it finished within its grace"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let last: Vec<&str> = s
+        .logs
+        .iter()
+        .filter(|l| l.line.starts_with("last-"))
+        .map(|l| l.line.as_str())
+        .collect();
+    assert_eq!(last.len(), 20_000);
+    assert_eq!(last.last(), Some(&"last-19999"));
+}
