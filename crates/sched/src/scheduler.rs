@@ -917,7 +917,6 @@ impl Scheduler {
         })
     }
 
-    /// Whether the job's team uses more than its guarantee on `cluster` (it is borrowing).
     /// Whether running job `j` on `cluster` is capacity its team borrows: taking all of it
     /// back leaves the team at or above every guarantee that covers the cluster (a team with
     /// no quota borrows all it holds). A team over its guarantee by less than the run's size
@@ -926,7 +925,13 @@ impl Scheduler {
     fn borrowing(&self, j: JobIdx, cluster: u32) -> bool {
         let job = &self.jobs[j as usize];
         let size = job.run.as_ref().map_or(0, |r| u64::from(r.size));
-        let t = &self.tenants[job.tenant as usize];
+        self.keeps_guarantees(job.tenant, cluster, size)
+    }
+
+    /// Whether team `tenant` stays at or above every guarantee covering `cluster` after giving
+    /// back `removed` accelerators there.
+    fn keeps_guarantees(&self, tenant: u32, cluster: u32, removed: u64) -> bool {
+        let t = &self.tenants[tenant as usize];
         t.rules
             .iter()
             .filter(|r| r.cluster.is_none_or(|c| c == cluster))
@@ -935,8 +940,88 @@ impl Scheduler {
                     Some(c) => t.usage[c as usize],
                     None => t.usage_total,
                 };
-                usage.saturating_sub(size) >= r.guaranteed
+                usage.saturating_sub(removed) >= r.guaranteed
             })
+    }
+
+    /// Frees room for `j`, whose team is below its guarantee on a cluster, by removing replicas
+    /// of other teams' services that those teams borrow there (never cutting a team below its
+    /// own guarantee). A service holds on to whatever it was given; without this, one large
+    /// service of a team with no hard cap would keep every guarantee it overlaps from being
+    /// honoured. The services get the replicas back when room frees up.
+    fn reclaim_replicas(&mut self, now: f64, j: JobIdx, out: &mut Vec<Decision>) -> bool {
+        if self.cfg.policy == Policy::Priority {
+            return false;
+        }
+        let (need_size, tenant) = (self.jobs[j as usize].min_size, self.jobs[j as usize].tenant);
+        let need = u64::from(need_size);
+        for c in 0..self.clusters.len() as u32 {
+            if self.jobs[j as usize].dur[c as usize].is_none()
+                || !self.quota_ok(j, c, need_size)
+                || self.index[c as usize].fits(need_size)
+                || !self.under_guarantee(j, c, need_size)
+            {
+                continue;
+            }
+            let short = need - self.index[c as usize].free().min(need.saturating_sub(1));
+            let mut given_back: HashMap<u32, u64> = HashMap::new();
+            let mut chosen: Vec<(JobIdx, usize)> = Vec::new();
+            let mut got = 0u64;
+            'services: for &svc in &self.services {
+                let sj = &self.jobs[svc as usize];
+                if sj.tenant == tenant {
+                    continue;
+                }
+                let size = u64::from(sj.size);
+                for (i, rep) in sj.replicas.iter().enumerate().rev() {
+                    let back = given_back.get(&sj.tenant).copied().unwrap_or(0);
+                    if rep.cluster != c
+                        || rep.start_s >= now
+                        || !self.keeps_guarantees(sj.tenant, c, back + size)
+                    {
+                        continue;
+                    }
+                    given_back.insert(sj.tenant, back + size);
+                    chosen.push((svc, i));
+                    got += size;
+                    if got >= short {
+                        break 'services;
+                    }
+                }
+            }
+            if got < short {
+                continue;
+            }
+            let by = self.jobs[j as usize].id.clone();
+            let cluster_name = self.clusters[c as usize].name.clone();
+            // Highest index first, so the indices still to remove stay valid.
+            chosen.sort_by_key(|&(svc, i)| (svc, std::cmp::Reverse(i)));
+            for (svc, i) in chosen {
+                let rep = self.jobs[svc as usize].replicas.remove(i);
+                let nodes = rep.shares.clone();
+                self.release_replica(now, svc, rep);
+                if self.jobs[svc as usize].replicas.is_empty() {
+                    self.jobs[svc as usize].state = JobState::Pending;
+                    self.running -= 1;
+                }
+                self.epoch += 1;
+                self.emit(
+                    out,
+                    now,
+                    Action::RemoveReplica {
+                        job: svc,
+                        cluster: c,
+                        nodes,
+                    },
+                    format!(
+                        "reclaimed for {by}: its team is below its guaranteed quota on \
+                         {cluster_name}, where this service's team borrows beyond its own"
+                    ),
+                );
+            }
+            return true;
+        }
+        false
     }
 
     fn eff_rate(&self, r: &Run) -> f64 {
@@ -1910,7 +1995,7 @@ impl Scheduler {
             }
         }
         let Some((_, _, c, victims)) = best else {
-            return false;
+            return self.reclaim_replicas(now, j, out);
         };
         let by = self.jobs[j as usize].id.clone();
         for v in victims {

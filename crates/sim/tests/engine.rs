@@ -375,6 +375,79 @@ fn priority_takes_only_what_a_team_borrows() {
     assert_eq!(r.total.completed, 3);
 }
 
+/// A service of a team without a guarantee that took a whole cluster gives back replicas
+/// when a team with a guarantee there needs it; it keeps serving with the rest.
+#[test]
+fn a_guarantee_is_reclaimed_from_a_borrowing_service() {
+    let fleet = quota_fleet(4);
+    let service = JobSpec {
+        id: "svc".into(),
+        tenant: "u".into(),
+        kind: JobKind::Inference,
+        priority: 0,
+        submit_s: 0.0,
+        accelerators: 8,
+        min_accelerators: None,
+        replicas: Some(Replicas {
+            min: 4,
+            max: 4,
+            capacity_per_replica: 1.0,
+            load: None,
+        }),
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Open,
+    };
+    let training = JobSpec {
+        id: "guaranteed".into(),
+        tenant: "t".into(),
+        kind: JobKind::Training,
+        priority: 0,
+        submit_s: 100.0,
+        accelerators: 16,
+        min_accelerators: None,
+        replicas: None,
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Duration {
+            seconds: 3600.0,
+            by_accelerator: BTreeMap::new(),
+        },
+    };
+    for policy in [Policy::Fair, Policy::Switchyard] {
+        let opts = SimOptions {
+            policy,
+            failures: false,
+            keep_decisions: true,
+            horizon_s: 100_000.0,
+            ..SimOptions::default()
+        };
+        let r = simulate(
+            &fleet,
+            vec![service.clone(), training.clone()],
+            ThroughputTable::new(),
+            &opts,
+            &mut |_| {},
+        )
+        .expect("simulates");
+        let started_at = r
+            .decision_log
+            .iter()
+            .find(|(id, d)| id == "guaranteed" && matches!(d.action, Action::Start { .. }))
+            .map(|(_, d)| d.at_s);
+        assert_eq!(started_at, Some(100.0), "{policy:?}: {:#?}", r.decision_log);
+        let removed = r
+            .decision_log
+            .iter()
+            .filter(|(id, d)| id == "svc" && matches!(d.action, Action::RemoveReplica { .. }))
+            .count();
+        assert_eq!(
+            removed, 2,
+            "{policy:?}: two 8-accelerator replicas make room for 16"
+        );
+    }
+}
+
 #[test]
 fn work_that_never_ends_is_refused_and_late_jobs_are_unfinished() {
     // Open work is a service's; a training run must end.
