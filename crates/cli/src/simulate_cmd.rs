@@ -149,10 +149,11 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
     if let Some(b) = bar.take() {
         b.finish_and_clear();
     }
-    let result = SimResult {
-        rejected: result.rejected + skipped as u64,
-        ..result
-    };
+    // Rows the trace reader skipped are jobs of the trace too: counted in `jobs` and
+    // `rejected`, as the simulator counts the jobs it skips.
+    let mut result = result;
+    result.rejected += skipped as u64;
+    result.total.jobs += skipped as u64;
     if let Some(path) = &args.report {
         let html = switchyard_sim::report::html(&result).map_err(CliError::Other)?;
         crate::error::write_text(path, &html)?;

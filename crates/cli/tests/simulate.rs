@@ -247,6 +247,21 @@ fn bad_input_is_an_error_with_the_row_not_a_panic() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("row 2"), "{err}");
+    // Skipped by the reader, the malformed row still counts: jobs = completed + rejected.
+    let v = run_json(&[
+        "simulate",
+        "--fleet",
+        fleet.to_str().expect("utf-8"),
+        "--trace",
+        bad.to_str().expect("utf-8"),
+        "--skip-invalid",
+        "--quiet",
+        "--json",
+    ]);
+    assert_eq!(
+        (&v["jobs"], &v["completed"], &v["rejected"]),
+        (&2.into(), &1.into(), &1.into())
+    );
     let out = bin()
         .args([
             "simulate",

@@ -2014,6 +2014,11 @@ impl Scheduler {
             } else {
                 format!("preempted for {by}: its team reclaims quota this team was borrowing")
             };
+            let reason = if self.jobs[v as usize].kind == JobKind::Batch {
+                format!("{reason}; a batch job does not checkpoint: it starts over")
+            } else {
+                reason
+            };
             self.enqueue(v);
             self.emit(out, now, Action::Preempt { job: v, cluster: c }, reason);
         }

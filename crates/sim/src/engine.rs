@@ -168,6 +168,9 @@ fn key(t: f64) -> u64 {
     if t <= 0.0 { 0 } else { t.to_bits() }
 }
 
+/// Seconds in a day: the period of the services' load curves.
+const DAY_S: f64 = 86_400.0;
+
 /// Runs the simulation. `progress` is called now and then with how far it got.
 pub fn simulate(
     fleet: &Fleet,
@@ -284,9 +287,22 @@ pub fn simulate(
         }
         if t_arr.is_none() && pending_finishes == 0 && sched.pending_jobs() > 0 {
             // Nothing running can free capacity and nothing more arrives: once every node that
-            // was down has had time to come back, what still waits can never start.
+            // was down has had time to come back, and services that follow a load curve have
+            // been through a whole day of it (they shrink at their trough), what still waits
+            // can never start.
             let since = *idle_since.get_or_insert(now);
-            if pending_repairs == 0 || t - since > max_repair_s {
+            let repairs_s = if pending_repairs > 0 {
+                max_repair_s
+            } else {
+                0.0
+            };
+            let services_s = if services.iter().any(|(_, r)| r.load.is_some()) {
+                DAY_S + 3600.0
+            } else {
+                0.0
+            };
+            let wait_s = repairs_s.max(services_s);
+            if wait_s == 0.0 || t - since > wait_s {
                 break;
             }
         } else {

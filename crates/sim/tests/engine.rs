@@ -448,6 +448,66 @@ fn a_guarantee_is_reclaimed_from_a_borrowing_service() {
     }
 }
 
+/// A job that only fits once a service shrinks at the trough of its load curve waits for it;
+/// the simulation does not give up on it while the service holds the room.
+#[test]
+fn a_job_waits_for_a_service_to_shrink_at_its_trough() {
+    let fleet = quota_fleet(2);
+    let service = JobSpec {
+        id: "chat".into(),
+        tenant: "u".into(),
+        kind: JobKind::Inference,
+        priority: 0,
+        submit_s: 0.0,
+        accelerators: 1,
+        min_accelerators: None,
+        replicas: Some(Replicas {
+            min: 0,
+            max: 16,
+            capacity_per_replica: 1.0,
+            // 16 replicas at midnight, none at noon.
+            load: Some(switchyard_core::job::DiurnalLoad {
+                mean: 8.0,
+                amplitude: 1.0,
+                peak_hour: 0.0,
+            }),
+        }),
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Open,
+    };
+    let training = JobSpec {
+        id: "train".into(),
+        tenant: "u".into(),
+        kind: JobKind::Training,
+        priority: 0,
+        submit_s: 0.0,
+        accelerators: 16,
+        min_accelerators: None,
+        replicas: None,
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Duration {
+            seconds: 3600.0,
+            by_accelerator: BTreeMap::new(),
+        },
+    };
+    let opts = SimOptions {
+        failures: false,
+        ..SimOptions::default()
+    };
+    let r = simulate(
+        &fleet,
+        vec![service, training],
+        ThroughputTable::new(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("simulates");
+    assert_eq!((r.total.completed, r.unfinished), (1, 0));
+    assert!(r.total.makespan_s > 3600.0, "{}", r.total.makespan_s);
+}
+
 #[test]
 fn work_that_never_ends_is_refused_and_late_jobs_are_unfinished() {
     // Open work is a service's; a training run must end.
