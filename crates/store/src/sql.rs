@@ -32,6 +32,11 @@ const REGISTER_TRIES: usize = 8;
 /// line committed late. SQLite has one writer, so its ids commit in order anyway.
 const PG_LOG_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301116)");
 
+/// PostgreSQL: job submissions take this lock for the same reason — `GET /v1/jobs?after=SEQ`
+/// pages on the jobs' sequence, and two replicas inserting at once could commit a lower `seq`
+/// after a reader has moved past it.
+const PG_JOB_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301117)");
+
 /// SQLite: the embedded default. Writes go through one connection (SQLite has one writer at a
 /// time anyway; queueing in the pool is fairer than spinning on `SQLITE_BUSY`), reads through
 /// a pool of readers (WAL lets them run beside the writer).
@@ -170,7 +175,7 @@ fn conflict(job: &NewJob, err: sqlx::Error) -> StoreError {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $row:ty, $log_lock:expr) => {
+    ($store:ty, $row:ty, $log_lock:expr, $job_lock:expr) => {
         impl $store {
             fn job(row: &$row) -> Result<JobRecord, StoreError> {
                 use sqlx::Row;
@@ -617,6 +622,10 @@ macro_rules! sql_store {
 
             async fn insert_job(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
                 let mut tx = self.write.begin().await?;
+                let lock: Option<&str> = $job_lock;
+                if let Some(lock) = lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
                 let row = sqlx::query(&format!(
                     "INSERT INTO jobs (id, tenant, name, kind, priority, accelerators, spec, \
                        state, reason, submitted_ms, updated_ms) \
@@ -944,8 +953,8 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, sqlx::sqlite::SqliteRow, None);
-sql_store!(PgStore, sqlx::postgres::PgRow, PG_LOG_LOCK);
+sql_store!(SqliteStore, sqlx::sqlite::SqliteRow, None, None);
+sql_store!(PgStore, sqlx::postgres::PgRow, PG_LOG_LOCK, PG_JOB_LOCK);
 
 #[cfg(test)]
 mod tests {

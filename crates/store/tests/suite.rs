@@ -839,6 +839,36 @@ async fn upgrade_from_v1(url: String) {
 }
 
 async fn concurrent_submissions(s: AnyStore) {
+    // A reader paging with `after_seq` while submissions commit must see every job: a lower
+    // seq committed after the reader passed it would be skipped for good.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let (s, done) = (s.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut after = None;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                let page = s
+                    .list_jobs(&JobFilter {
+                        after_seq: after,
+                        limit: 5,
+                        ..JobFilter::default()
+                    })
+                    .await
+                    .expect("page");
+                if let Some(last) = page.last() {
+                    after = Some(last.seq);
+                }
+                let empty = page.is_empty();
+                seen.extend(page.into_iter().map(|j| j.id));
+                if finished && empty {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
     let mut tasks = Vec::new();
     for i in 0..64 {
         let s = s.clone();
@@ -850,6 +880,8 @@ async fn concurrent_submissions(s: AnyStore) {
     for t in tasks {
         t.await.expect("task").expect("insert");
     }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    assert_eq!(follower.await.expect("follower").len(), 64);
     let all = s
         .list_jobs(&JobFilter {
             limit: 1000,
