@@ -483,6 +483,45 @@ fn error_codes(db: String) {
     );
     // Nothing half-written: exactly the one accepted job exists.
     assert_eq!(all_jobs(&s.url, &t).len(), 1);
+
+    // Every route refuses query parameters it does not take, writes included.
+    let id = first["id"].as_str().expect("id");
+    for (method, url) in [
+        ("POST", format!("{jobs}?dry=1")),
+        ("POST", format!("{jobs}/{id}/cancel?force=1")),
+        ("POST", format!("{jobs}/{id}/scale?x=1")),
+        ("GET", format!("{}/v1/fleet?x=1", s.url)),
+        ("GET", format!("{}/v1/tenants?x=1", s.url)),
+    ] {
+        let got = call(method, &url, Some(&t), Some(&ok.to_string()));
+        assert_eq!(got.0, 400, "{method} {url}: {}", got.1);
+    }
+    // The authorization scheme is case-insensitive.
+    let res = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .get(&jobs)
+        .header("Authorization", &format!("bearer {t}"))
+        .call()
+        .expect("answers");
+    assert_eq!(res.status().as_u16(), 200);
+    // A node agent's token reads nothing of the tenant API, the fleet included.
+    let out = Command::new(BIN)
+        .args(["token", "create", "--db", &db, "--agent"])
+        .output()
+        .expect("token create --agent");
+    let agent_token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    expect(
+        403,
+        "forbidden",
+        call(
+            "GET",
+            &format!("{}/v1/fleet", s.url),
+            Some(&agent_token),
+            None,
+        ),
+    );
 }
 
 fn cli_verbs(db: String) {

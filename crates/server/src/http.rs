@@ -198,8 +198,10 @@ impl FromRequestParts<AppState> for Auth {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
         let hash = switchyard_store::hash_token(token);
@@ -361,9 +363,11 @@ fn decode<T: serde::de::DeserializeOwned>(
 async fn submit(
     State(s): State<AppState>,
     auth: Auth,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     auth.tenant_api()?;
+    query(q, &[])?;
     let req: SubmitRequest = decode(body, "submission")?;
     let tenant = match (&req.tenant, auth.0.admin) {
         (Some(t), true) => t.clone(),
@@ -551,8 +555,10 @@ async fn cancel(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     auth.tenant_api()?;
+    query(q, &[])?;
     check_id(&id)?;
     let job = s
         .store
@@ -603,9 +609,11 @@ async fn scale(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Job>, ApiError> {
     auth.tenant_api()?;
+    query(q, &[])?;
     check_id(&id)?;
     let req: ScaleRequest = decode(body, "scale request")?;
     let job = s
@@ -735,7 +743,14 @@ async fn logs(
     }))
 }
 
-async fn fleet(State(s): State<AppState>, _auth: Auth) -> Result<Json<FleetState>, ApiError> {
+async fn fleet(
+    State(s): State<AppState>,
+    auth: Auth,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<FleetState>, ApiError> {
+    // Tenants and admins: agent tokens use the agent endpoints only.
+    auth.tenant_api()?;
+    query(q, &[])?;
     let usage = s.store.cluster_usage().await?;
     Ok(Json(FleetState {
         name: s.fleet.name.clone(),
@@ -760,8 +775,13 @@ async fn fleet(State(s): State<AppState>, _auth: Auth) -> Result<Json<FleetState
     }))
 }
 
-async fn tenants(State(s): State<AppState>, auth: Auth) -> Result<Json<TenantList>, ApiError> {
+async fn tenants(
+    State(s): State<AppState>,
+    auth: Auth,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<TenantList>, ApiError> {
     auth.tenant_api()?;
+    query(q, &[])?;
     let usage = s.store.tenant_usage().await?;
     let mut names: Vec<String> = if auth.0.admin {
         let mut n: Vec<String> = s
