@@ -206,12 +206,15 @@ id,submit_s,accelerators,duration_s,accelerator_type,tenant,kind,priority,min_ac
 \"with,comma\",0.1,1024,,H100|TPU-v5p,pre,training,3,512,,c1|c2,,2.5e9@llama3-405b
 s,3,8,,,serve,inference,9,,1..4@12.25,,10:0.25:13.5,open
 e,1e-3,4,99.5,,r,batch,-2,,,,,V100=1;P100=2.5
+\"#1\",2,8,60,,r,batch,0,,,,,
 ";
     let t = canonical(text).expect("valid");
     let mut out = Vec::new();
     write_canonical(&t.jobs, &mut out).expect("write");
     let again = canonical(std::str::from_utf8(&out).expect("utf-8")).expect("reads back");
     assert_eq!(again.jobs, t.jobs);
+    // An id starting with the comment character is written quoted, not lost as a comment.
+    assert_eq!(t.jobs.len(), 4);
 }
 
 #[test]

@@ -358,7 +358,11 @@ pub(crate) fn canonical_accelerator(
 /// Writes jobs as a canonical trace with every column; [`super::parse`] with
 /// [`super::TraceFormat::Canonical`] reads it back to the same jobs.
 pub fn write_canonical(jobs: &[JobSpec], out: &mut impl Write) -> Result<(), TraceError> {
-    let mut w = csv::WriterBuilder::new().from_writer(out);
+    // Quote any field holding the comment character, so an id starting with `#` is read back
+    // as a job rather than skipped as a comment.
+    let mut w = csv::WriterBuilder::new()
+        .comment(Some(b'#'))
+        .from_writer(out);
     let header: Vec<&str> = REQUIRED.iter().chain(OPTIONAL.iter()).copied().collect();
     w.write_record(&header).map_err(csv_write_error)?;
     for job in jobs {
