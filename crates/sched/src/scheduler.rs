@@ -565,14 +565,14 @@ impl Scheduler {
 
     fn recompute_shares(&mut self) {
         let org_total: f64 = self.orgs.iter().map(|o| o.weight).sum();
+        // Linear in the teams: traces that name thousands of users add a team per user.
+        let mut team_totals = vec![0.0; self.orgs.len()];
+        for x in &self.tenants {
+            team_totals[x.org as usize] += x.weight;
+        }
         for t in 0..self.tenants.len() {
             let org = self.tenants[t].org as usize;
-            let team_total: f64 = self
-                .tenants
-                .iter()
-                .filter(|x| x.org as usize == org)
-                .map(|x| x.weight)
-                .sum();
+            let team_total = team_totals[org];
             let org_share = if org_total > 0.0 {
                 self.orgs[org].weight / org_total
             } else {
@@ -1554,12 +1554,27 @@ impl Scheduler {
         let mut active: Vec<u32> = (0..slots as u32)
             .filter(|&s| !self.queues[s as usize].is_empty())
             .collect();
+        // Per-team policies pick the team furthest below its share each time: keep the active
+        // teams ordered by that (usage / share, then team), so a pick is O(log teams) — traces
+        // that name thousands of users make thousands of teams. Only a start (the picked team)
+        // or a preemption (the victims' teams) changes a key.
+        let per_tenant = self.cfg.policy.per_tenant();
+        let below_share = |this: &Self, s: u32| {
+            let t = &this.tenants[s as usize];
+            // Non-negative and finite (share > 0): the bits order as the numbers do.
+            (t.usage_total as f64 / t.share).to_bits()
+        };
+        let mut by_share: BTreeSet<(u64, u32)> = if per_tenant {
+            active.iter().map(|&s| (below_share(self, s), s)).collect()
+        } else {
+            BTreeSet::new()
+        };
         // A pass gives up on a team after `per_slot` jobs that could not start (the rest of its
         // queue most likely cannot either: it is at its quota cap or its jobs are too big for
         // what is free) and on the whole queue after `backfill_depth` per team.
         let mut misses = 0usize;
         let mut slot_misses = vec![0usize; slots];
-        let per_slot = if self.cfg.policy.per_tenant() {
+        let per_slot = if per_tenant {
             (self.cfg.backfill_depth / active.len().max(1)).max(16)
         } else {
             self.cfg.backfill_depth
@@ -1568,23 +1583,29 @@ impl Scheduler {
         let mut preempt_tries = 0usize;
         let mut res: Option<Reservation> = None;
         let mut first_blocked = true;
-        while !active.is_empty() && misses < depth {
-            // The team furthest below its share goes next (one slot unless the policy is per team).
-            let pick = if self.cfg.policy.per_tenant() {
-                let (pos, _) = active
-                    .iter()
-                    .enumerate()
-                    .map(|(p, &s)| {
-                        let t = &self.tenants[s as usize];
-                        (p, t.usage_total as f64 / t.share)
-                    })
-                    .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
-                    .expect("active is not empty");
-                pos
+        loop {
+            let remaining = if per_tenant {
+                by_share.len()
             } else {
-                0
+                active.len()
             };
-            let slot = active[pick] as usize;
+            if remaining == 0 || misses >= depth {
+                break;
+            }
+            // The team furthest below its share goes next (one slot unless the policy is per team).
+            let picked = if per_tenant {
+                *by_share.first().expect("not empty")
+            } else {
+                (0, active[0])
+            };
+            let slot = picked.1 as usize;
+            let drop_slot = |active: &mut Vec<u32>, by_share: &mut BTreeSet<(u64, u32)>| {
+                if per_tenant {
+                    by_share.remove(&picked);
+                } else {
+                    active.remove(0);
+                }
+            };
             let next = match cursor[slot] {
                 None => self.queues[slot].iter().next().copied(),
                 Some(k) => self.queues[slot]
@@ -1593,18 +1614,21 @@ impl Scheduler {
                     .copied(),
             };
             let Some(key) = next else {
-                active.swap_remove(pick);
+                drop_slot(&mut active, &mut by_share);
                 continue;
             };
             cursor[slot] = Some(key);
             let j = key.2;
             if self.try_start(now, j, res.as_mut(), out) {
+                if per_tenant && by_share.remove(&picked) {
+                    by_share.insert((below_share(self, picked.1), picked.1));
+                }
                 continue;
             }
             misses += 1;
             slot_misses[slot] += 1;
             if slot_misses[slot] >= per_slot {
-                active.swap_remove(pick);
+                drop_slot(&mut active, &mut by_share);
             }
             // Blocked: reserve for it (fifo head, or a starving job under `switchyard`), or
             // make room by preemption (priority, quota reclaim).
@@ -1613,7 +1637,21 @@ impl Scheduler {
                 && preempt_tries < 4
             {
                 preempt_tries += 1;
-                if self.try_preempt(now, j, out) && self.try_start(now, j, res.as_mut(), out) {
+                let preempted = self.try_preempt(now, j, out);
+                if preempted && per_tenant {
+                    // The victims' teams (and, if it starts, this one) hold less or more now.
+                    by_share = by_share
+                        .iter()
+                        .map(|&(_, s)| (below_share(self, s), s))
+                        .collect();
+                }
+                if preempted && self.try_start(now, j, res.as_mut(), out) {
+                    if per_tenant {
+                        by_share = by_share
+                            .iter()
+                            .map(|&(_, s)| (below_share(self, s), s))
+                            .collect();
+                    }
                     continue;
                 }
             }
