@@ -577,6 +577,15 @@ pub fn queue(args: QueueArgs) -> Result<(), CliError> {
         outln!("queue is empty");
     } else {
         out!("{}", job_table(&list.jobs, true).render());
+        if list.next.is_some() {
+            // The per-tenant counts below are complete; the list is the first page.
+            let total: i64 = tenants.tenants.iter().map(|u| u.pending.max(0)).sum();
+            outln!(
+                "(the first {} of {} pending jobs; GET /v1/jobs?state=pending&after=… pages through the rest)",
+                list.jobs.len(),
+                thousands(total as u64)
+            );
+        }
     }
     outln!();
     let mut t = Table::new(["TENANT", "PENDING", "RUNNING", "ACCELERATORS HELD"]);

@@ -114,7 +114,14 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
         None => trace::frontier_lab(&fleet, args.seed),
     };
     if jobs.is_empty() {
-        return Err(CliError::Input("the trace holds no jobs".into()));
+        return Err(CliError::Input(if skipped > 0 {
+            format!(
+                "the trace holds no jobs: all {skipped} of its rows were skipped (bad rows under \
+                 --skip-invalid, or rows its format leaves out, docs/traces.md)"
+            )
+        } else {
+            "the trace holds no jobs".into()
+        }));
     }
     let opts = SimOptions {
         policy,

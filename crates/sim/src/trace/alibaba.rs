@@ -80,8 +80,10 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
                 ),
             ));
         }
-        names.insert(id.to_owned(), row.line);
+        // A name is taken once its row is read in full: a row skipped as bad (under
+        // --skip-invalid) must not make a later good pod of that name a duplicate.
         if gpus == 0 {
+            names.insert(id.to_owned(), row.line);
             return Ok(None); // CPU-only pod: not accelerator work.
         }
         let mut types: Vec<String> = Vec::new();
@@ -137,6 +139,7 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         } else {
             JobKind::Batch
         };
+        names.insert(id.to_owned(), row.line);
         Ok(Some(JobSpec {
             id: id.to_owned(),
             tenant: TENANT.to_owned(),

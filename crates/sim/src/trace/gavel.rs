@@ -86,6 +86,8 @@ impl Line<'_> {
 }
 
 pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace, TraceError> {
+    // A byte-order mark some editors add is not part of the first field.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let tenant = tenant_of(file);
     let mut trace = Trace::default();
     let mut row = 0u64;
@@ -218,6 +220,7 @@ pub fn load_throughputs(path: &Path) -> Result<ThroughputTable, TraceError> {
 
 /// [`load_throughputs`] on text held in memory; `file` names it in error messages.
 pub fn parse_throughputs(text: &str, file: &str) -> Result<ThroughputTable, TraceError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|e| {
         TraceError::file(
             file,
