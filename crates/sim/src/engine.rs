@@ -18,7 +18,8 @@ pub struct SimOptions {
     pub failures: bool,
     /// Skip jobs that can never run on the fleet (counted) instead of failing.
     pub skip_invalid: bool,
-    /// Stop the clock here even if work remains, s.
+    /// Stop the clock this long after the first submission even if work remains, s (traces
+    /// that count time from the Unix epoch start far from 0).
     pub horizon_s: f64,
     /// Keep every decision (with its reason) in the result; costs memory on big runs.
     pub keep_decisions: bool,
@@ -308,7 +309,7 @@ pub fn simulate(
         } else {
             idle_since = None;
         }
-        if t > opts.horizon_s {
+        if t - first_submit > opts.horizon_s {
             break;
         }
         now = t;

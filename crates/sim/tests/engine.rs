@@ -545,7 +545,25 @@ fn work_that_never_ends_is_refused_and_late_jobs_are_unfinished() {
         horizon_s: 86_400.0,
         ..SimOptions::default()
     };
-    let r = simulate(&fleet(), js, ThroughputTable::new(), &opts, &mut |_| {}).expect("runs");
+    let r = simulate(
+        &fleet(),
+        js.clone(),
+        ThroughputTable::new(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("runs");
     assert_eq!((r.total.jobs, r.total.completed, r.unfinished), (4, 3, 1));
     assert!(r.total.utilization > 0.0 && r.total.utilization < 1.0);
+
+    // The horizon counts from the first submission: a trace in Unix-epoch seconds runs too.
+    let epoch: Vec<JobSpec> = js
+        .into_iter()
+        .map(|mut j| {
+            j.submit_s += 1.7e9;
+            j
+        })
+        .collect();
+    let r = simulate(&fleet(), epoch, ThroughputTable::new(), &opts, &mut |_| {}).expect("runs");
+    assert_eq!((r.total.jobs, r.total.completed, r.unfinished), (4, 3, 1));
 }
