@@ -711,6 +711,27 @@ impl Scheduler {
                     "names no cluster of this fleet ({})",
                     spec.clusters.join(", ")
                 )
+            } else if !spec.accelerator_types.is_empty()
+                && !self.clusters.iter().any(|c| {
+                    spec.accelerator_types
+                        .iter()
+                        .any(|t| c.accelerator.matches(t))
+                })
+            {
+                let mut have: Vec<&str> =
+                    self.clusters.iter().map(|c| c.accelerator.name).collect();
+                have.sort_unstable();
+                have.dedup();
+                format!(
+                    "asks for {} but no cluster of this fleet has that accelerator (it has {})",
+                    spec.accelerator_types.join(" or "),
+                    have.join(", ")
+                )
+            } else if let Work::Amount { profile, .. } = &spec.work {
+                format!(
+                    "no cluster it accepts both holds it and has a rate for its profile \
+                     \"{profile}\" in the throughput table"
+                )
             } else {
                 "no cluster it accepts can hold it or says how fast it runs there".into()
             };

@@ -135,6 +135,22 @@ fn job_larger_than_any_cluster_is_rejected_with_a_reason() {
     );
     assert!(matches!(out[0].action, Action::Reject { .. }));
     s.check_invariants().expect("invariants");
+
+    // An accelerator the fleet lacks, and a profile with no rate, are named.
+    let mut t4 = job("t4", "a", 1, 10.0);
+    t4.accelerator_types = vec!["T4".into()];
+    let err = s.validate(&t4).expect_err("no T4");
+    assert!(
+        err.contains("asks for T4") && err.contains("it has"),
+        "{err}"
+    );
+    let mut steps = job("steps", "a", 1, 10.0);
+    steps.work = Work::Amount {
+        units: 1000.0,
+        profile: "ResNet-50 x1".into(),
+    };
+    let err = s.validate(&steps).expect_err("no rate");
+    assert!(err.contains("\"ResNet-50 x1\""), "{err}");
 }
 
 #[test]
