@@ -209,6 +209,16 @@ pub fn run_token(args: TokenArgs) -> Result<(), CliError> {
         switchyard_store::StoreError::Url(_) => CliError::Input(e.to_string()),
         other => CliError::Other(other.to_string()),
     })?;
+    // On stderr, so `$(switchyard token create …)` still captures the token alone: where it
+    // lives, because a server on another --db (or another directory) will not know it.
+    let whom = tenant.as_deref().map_or_else(
+        || "node agents".to_owned(),
+        |t| format!("tenant `{t}`{}", if admin { " (admin)" } else { "" }),
+    );
+    eprintln!(
+        "token for {whom} stored in {}; the server must run with that --db",
+        without_password(&db)
+    );
     crate::error::emit(&format!("{token}\n")).map_err(|e| {
         CliError::Other(format!(
             "the token was created but could not be written to stdout ({e}); it cannot be shown \
@@ -217,9 +227,39 @@ pub fn run_token(args: TokenArgs) -> Result<(), CliError> {
     })
 }
 
+/// A database URL fit to print: the password of `scheme://user:password@host/…` masked.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{parse_duration, without_password};
+
+    #[test]
+    fn printed_database_urls_hide_the_password() {
+        assert_eq!(
+            without_password("postgres://sy:secret@db:5432/sy"),
+            "postgres://sy:***@db:5432/sy"
+        );
+        assert_eq!(
+            without_password("sqlite://switchyard.db"),
+            "sqlite://switchyard.db"
+        );
+        assert_eq!(
+            without_password("postgres://sy@db/sy"),
+            "postgres://sy@db/sy"
+        );
+    }
     use std::time::Duration;
 
     #[test]
