@@ -232,6 +232,30 @@ impl ClusterIndex {
         }
     }
 
+    /// Whether `accelerators` would fit (as [`Self::fits`]) once `releases` were given back:
+    /// a gang of whole nodes needs nodes that become entirely idle, not free accelerators
+    /// scattered over busy ones.
+    pub fn fits_after_release(&self, accelerators: u32, releases: &[NodeShare]) -> bool {
+        if self.fits(accelerators) {
+            return true;
+        }
+        let mut released: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
+        for s in releases {
+            *released.entry(s.node).or_default() += s.accelerators;
+        }
+        let usable = released.iter().filter(|&(&node, _)| !self.is_down(node));
+        if accelerators < self.per_node {
+            usable
+                .map(|(&node, &back)| self.avail(node) + back.min(self.used_on(node)))
+                .any(|avail| avail >= accelerators)
+        } else {
+            let freed = usable
+                .filter(|&(&node, &back)| back >= self.used_on(node))
+                .count() as u32;
+            self.idle_nodes + freed >= accelerators.div_ceil(self.per_node)
+        }
+    }
+
     /// The largest gang size in `min..=max` that fits now, if any.
     pub fn largest_fit(&self, min: u32, max: u32) -> Option<u32> {
         if self.fits(max) {

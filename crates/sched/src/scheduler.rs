@@ -2022,7 +2022,7 @@ impl Scheduler {
                 }
             }
             let short = need - free;
-            let victims: Vec<(u64, JobIdx)> = if let Some(&one) = cands
+            let mut victims: Vec<(u64, JobIdx)> = if let Some(&one) = cands
                 .iter()
                 .filter(|&&(s, _)| s >= short)
                 .min_by_key(|&&(s, v)| (s, std::cmp::Reverse(v)))
@@ -2032,7 +2032,7 @@ impl Scheduler {
                 cands.sort_by_key(|&(s, v)| (std::cmp::Reverse(s), std::cmp::Reverse(v)));
                 let mut got = 0;
                 let mut chosen = Vec::new();
-                for (s, v) in cands {
+                for &(s, v) in &cands {
                     if got >= short {
                         break;
                     }
@@ -2044,6 +2044,82 @@ impl Scheduler {
                 }
                 chosen
             };
+            // Enough accelerators is not enough room: a gang of whole nodes needs nodes that
+            // come free entirely. Take more candidates (largest first) until the victims' nodes
+            // make room, or leave this cluster alone rather than evict for nothing.
+            let shares_of = |v: JobIdx| {
+                self.jobs[v as usize]
+                    .run
+                    .as_ref()
+                    .map(|r| r.shares.clone())
+                    .unwrap_or_default()
+            };
+            let mut released: Vec<NodeShare> =
+                victims.iter().flat_map(|&(_, v)| shares_of(v)).collect();
+            let index = &self.index[c as usize];
+            if !index.fits_after_release(job.min_size, &released)
+                && job.min_size >= index.per_node()
+            {
+                // A gang of whole nodes: free the nodes that are cheapest to empty (every job
+                // on them a candidate), counting each victim once.
+                let size_of: HashMap<JobIdx, u64> = cands.iter().map(|&(s, v)| (v, s)).collect();
+                let mut touched: Vec<u32> = cands
+                    .iter()
+                    .flat_map(|&(_, v)| shares_of(v).into_iter().map(|s| s.node))
+                    .collect();
+                touched.sort_unstable();
+                touched.dedup();
+                let mut nodes: Vec<(u64, u32, Vec<JobIdx>)> = Vec::new();
+                for node in touched {
+                    if index.is_down(node) {
+                        continue;
+                    }
+                    let mut on: Vec<JobIdx> = self.occupants[c as usize][node as usize]
+                        .iter()
+                        .map(|&(x, _)| x)
+                        .collect();
+                    on.sort_unstable();
+                    on.dedup();
+                    if on.iter().all(|x| size_of.contains_key(x)) {
+                        let cost = on.iter().map(|x| size_of[x]).sum();
+                        nodes.push((cost, node, on));
+                    }
+                }
+                nodes.sort_unstable();
+                let mut chosen: Vec<(u64, JobIdx)> = Vec::new();
+                let mut freed: Vec<NodeShare> = Vec::new();
+                for (_, _, on) in nodes {
+                    for v in on {
+                        if !chosen.iter().any(|x| x.1 == v) {
+                            chosen.push((size_of[&v], v));
+                            freed.extend(shares_of(v));
+                        }
+                    }
+                    if index.fits_after_release(job.min_size, &freed) {
+                        break;
+                    }
+                }
+                if index.fits_after_release(job.min_size, &freed) {
+                    victims = chosen;
+                    released = freed;
+                }
+            }
+            if !index.fits_after_release(job.min_size, &released) {
+                cands.sort_by_key(|&(s, v)| (std::cmp::Reverse(s), std::cmp::Reverse(v)));
+                for &(s, v) in &cands {
+                    if victims.iter().any(|x| x.1 == v) {
+                        continue;
+                    }
+                    victims.push((s, v));
+                    released.extend(shares_of(v));
+                    if index.fits_after_release(job.min_size, &released) {
+                        break;
+                    }
+                }
+                if !index.fits_after_release(job.min_size, &released) {
+                    continue;
+                }
+            }
             let evicted: u64 = victims.iter().map(|v| v.0).sum();
             let ids: Vec<JobIdx> = victims.iter().map(|v| v.1).collect();
             if best

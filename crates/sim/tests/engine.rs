@@ -508,6 +508,57 @@ fn a_job_waits_for_a_service_to_shrink_at_its_trough() {
     assert!(r.total.makespan_s > 3600.0, "{}", r.total.makespan_s);
 }
 
+/// Preemption makes room a gang can use: an 8-GPU job on two 8-GPU nodes, each half held by
+/// lower-priority 4-GPU runs (one node's pair both preemptible), empties one node — the
+/// cheapest — instead of taking one run from each node and leaving neither free.
+#[test]
+fn preemption_frees_whole_nodes_for_a_gang() {
+    let fleet = quota_fleet(2);
+    let job = |id: &str, submit_s: f64, size: u32, priority: i32| JobSpec {
+        id: id.into(),
+        tenant: "u".into(),
+        kind: JobKind::Training,
+        priority,
+        submit_s,
+        accelerators: size,
+        min_accelerators: None,
+        replicas: None,
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Duration {
+            seconds: 36_000.0,
+            by_accelerator: BTreeMap::new(),
+        },
+    };
+    let jobs = vec![
+        job("j0", 0.0, 4, 0),
+        job("j1", 1.0, 4, 0),
+        job("j2", 2.0, 4, 10),
+        job("j3", 3.0, 4, 0),
+        job("d", 10.0, 8, 5),
+    ];
+    let opts = SimOptions {
+        policy: Policy::Priority,
+        failures: false,
+        keep_decisions: true,
+        ..SimOptions::default()
+    };
+    let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
+    let preempted: Vec<&str> = r
+        .decision_log
+        .iter()
+        .filter(|(_, d)| matches!(d.action, Action::Preempt { .. }))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(preempted.len(), 2, "{:#?}", r.decision_log);
+    let d_start = r
+        .decision_log
+        .iter()
+        .find(|(id, d)| id == "d" && matches!(d.action, Action::Start { .. }))
+        .map(|(_, d)| d.at_s);
+    assert_eq!(d_start, Some(10.0), "{:#?}", r.decision_log);
+}
+
 #[test]
 fn work_that_never_ends_is_refused_and_late_jobs_are_unfinished() {
     // Open work is a service's; a training run must end.
