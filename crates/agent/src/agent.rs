@@ -163,12 +163,7 @@ impl<C: ControlPlane> Agent<C> {
     }
 
     fn buffer_logs(&mut self) {
-        let lines = self.supervisor.drain_logs();
-        self.buffer(lines);
-    }
-
-    fn buffer(&mut self, lines: impl IntoIterator<Item = crate::protocol::LogLine>) {
-        for line in lines {
+        for line in self.supervisor.drain_logs() {
             self.buffered_bytes += line.line.len();
             self.logs.push_back(line);
             while self.logs.len() > self.config.max_buffered_logs.max(1)
@@ -372,17 +367,14 @@ impl<C: ControlPlane> Agent<C> {
             std::thread::sleep(self.config.poll_interval);
         }
         tracing::info!("agent stopping: stopping its processes");
-        let mut taken = VecDeque::new();
-        let (max_lines, mut dropped) = (self.config.max_buffered_logs.max(1), 0);
-        self.supervisor.shutdown(self.config.shutdown_grace, |s| {
-            taken.extend(s.drain_logs());
-            while taken.len() > max_lines {
-                taken.pop_front();
-                dropped += 1;
-            }
-        });
-        self.dropped_logs += dropped;
-        self.buffer(taken);
+        self.supervisor.stop_all(self.config.shutdown_grace);
+        let deadline = Instant::now() + self.config.shutdown_grace;
+        // Polling takes their output too, so one printing on its way out is not blocked.
+        while self.supervisor.live() > 0 && Instant::now() < deadline {
+            self.poll();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.supervisor.kill_remaining();
         // What the processes wrote last (often the most telling) is still being read.
         let deadline = Instant::now() + SHUTDOWN_OUTPUT_WAIT;
         while !self.supervisor.output_finished() && Instant::now() < deadline {

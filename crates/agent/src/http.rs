@@ -52,27 +52,28 @@ enum Body<'a, B: Serialize> {
     Json(&'a B),
 }
 
+/// Why `base` is not a control-plane URL this client can use (`Ok` when it is):
+/// plain `http://` with a host. The reason reads after the URL ("`…` must start with …").
+pub fn check_server_url(base: &str) -> Result<(), String> {
+    if !base.starts_with("http://") {
+        return Err(
+            "must start with http:// (put a TLS-terminating proxy in front for remote servers)"
+                .into(),
+        );
+    }
+    match base.parse::<ureq::http::Uri>() {
+        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(_) => Err("names no host (e.g. http://127.0.0.1:7070)".into()),
+        Err(e) => Err(format!("is not a valid URL: {e}")),
+    }
+}
+
 impl HttpControlPlane {
     /// A client; `base` must be an `http://` URL.
     pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, ControlPlaneError> {
         let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
-            return Err(ControlPlaneError::BadAddress(format!(
-                "server URL `{base}` must start with http://"
-            )));
-        }
-        let valid = base
-            .parse::<ureq::http::Uri>()
-            .map_err(|e| e.to_string())
-            .and_then(|uri| match uri.host() {
-                Some(host) if !host.is_empty() => Ok(()),
-                _ => Err("it names no host".to_string()),
-            });
-        if let Err(why) = valid {
-            return Err(ControlPlaneError::BadAddress(format!(
-                "server URL `{base}` is not a valid URL: {why}"
-            )));
-        }
+        check_server_url(&base)
+            .map_err(|why| ControlPlaneError::BadAddress(format!("server URL `{base}` {why}")))?;
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))

@@ -99,13 +99,18 @@ pub fn process_start_ticks(pid: u32) -> Option<u64> {
 /// The command name (field 2) may hold spaces and parentheses, so fields are counted from the
 /// last `)`.
 pub fn parse_start_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (state); field 22 is fields[19].
-    if fields.first() == Some(&"Z") {
+    stat_field(stat, 22)?.parse().ok()
+}
+
+/// Field `n` (counted from 1, `n >= 3`) of a `/proc/PID/stat` line; `None` for a zombie or a
+/// malformed line.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // The first field after the name is field 3 (state).
+    if fields.next()? == "Z" {
         return None;
     }
-    fields.get(19)?.parse().ok()
+    fields.nth(n.checked_sub(4)?)
 }
 
 /// What runs the process: our child, or one adopted from a previous agent.
@@ -259,12 +264,7 @@ fn group_alive(pgid: u32, start_ticks: Option<u64>) -> bool {
 
 /// Field 5 (process group) of `/proc/PID/stat`; `None` for a zombie.
 fn parse_process_group(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(2)?.parse().ok()
+    stat_field(stat, 5)?.parse().ok()
 }
 
 impl Default for Supervisor {
@@ -598,6 +598,10 @@ impl Supervisor {
     /// Records that the control plane took `lines`: a new agent on the same state directory
     /// resumes the output files after them.
     pub fn note_pushed(&mut self, lines: &[LogLine]) {
+        // Through pipes there are no files to resume: nothing to record.
+        if self.state_dir.is_none() {
+            return;
+        }
         let mut changed = false;
         for line in lines {
             if let Some(m) = self.procs.get_mut(&line.assignment_id) {
@@ -964,20 +968,19 @@ impl Supervisor {
         self.procs.values().filter(|m| m.handle.is_some()).count()
     }
 
-    /// Stops everything, waits up to `grace` for it to go, then kills what is left.
-    /// `between_polls` runs while it waits: whoever takes the output must keep taking it, or a
-    /// process printing on its way out would block on a full queue and miss its grace.
-    pub fn shutdown(&mut self, grace: Duration, mut between_polls: impl FnMut(&Self)) {
+    /// Asks everything to stop within `grace` (see [`Supervisor::stop_within`]). Whoever
+    /// waits for it must keep polling and taking the output, or a process printing on its way
+    /// out blocks on the full queue and misses its grace; [`Supervisor::kill_remaining`] ends
+    /// what is left.
+    pub fn stop_all(&mut self, grace: Duration) {
         let ids: Vec<String> = self.procs.keys().cloned().collect();
         for id in &ids {
             self.stop_within(id, grace);
         }
-        let deadline = Instant::now() + grace;
-        while self.live() > 0 && Instant::now() < deadline {
-            self.poll();
-            between_polls(self);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    }
+
+    /// Kills every process still running (SIGKILL to its group).
+    pub fn kill_remaining(&mut self) {
         self.kill_all();
     }
 

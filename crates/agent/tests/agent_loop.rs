@@ -31,12 +31,17 @@ fn sh(id: &str, script: &str, restart: RestartPolicy) -> Assignment {
 }
 
 fn agent(cp: &MemoryControlPlane) -> Agent<MemoryControlPlane> {
+    agent_with(cp, AgentConfig::default())
+}
+
+/// An agent of a 2-accelerator node in cluster `test`, tuned by `config`.
+fn agent_with(cp: &MemoryControlPlane, config: AgentConfig) -> Agent<MemoryControlPlane> {
     let node = discover(&DiscoverOptions {
         declared_accelerators: Some(2),
         cluster: Some("test".into()),
         address: Some("127.0.0.1".into()),
     });
-    Agent::new(cp.clone(), node, AgentConfig::default())
+    Agent::new(cp.clone(), node, config)
 }
 
 /// Syncs until `done` holds for the control plane's state.
@@ -358,16 +363,13 @@ fn output_pushes_stay_under_the_byte_bound() {
 #[test]
 fn output_the_control_plane_cannot_take_is_bounded_in_bytes_newest_kept() {
     let cp = MemoryControlPlane::new();
-    let node = discover(&DiscoverOptions {
-        declared_accelerators: Some(2),
-        cluster: Some("test".into()),
-        address: Some("127.0.0.1".into()),
-    });
-    let config = AgentConfig {
-        max_buffered_bytes: 10_000,
-        ..AgentConfig::default()
-    };
-    let mut agent = Agent::new(cp.clone(), node, config);
+    let mut agent = agent_with(
+        &cp,
+        AgentConfig {
+            max_buffered_bytes: 10_000,
+            ..AgentConfig::default()
+        },
+    );
     agent.sync().expect("registers");
     let node_id = agent.node_id().expect("registered").to_string();
     cp.state().log_pushes_fail = true;
@@ -425,17 +427,14 @@ fn a_registration_refused_for_good_ends_the_agent_with_the_reason() {
 }
 
 fn agent_with_fast_sync(cp: &MemoryControlPlane) -> Agent<MemoryControlPlane> {
-    let node = discover(&DiscoverOptions {
-        declared_accelerators: Some(2),
-        cluster: Some("test".into()),
-        address: Some("127.0.0.1".into()),
-    });
-    let config = AgentConfig {
-        sync_interval: Duration::from_millis(20),
-        poll_interval: Duration::from_millis(10),
-        ..AgentConfig::default()
-    };
-    Agent::new(cp.clone(), node, config)
+    agent_with(
+        cp,
+        AgentConfig {
+            sync_interval: Duration::from_millis(20),
+            poll_interval: Duration::from_millis(10),
+            ..AgentConfig::default()
+        },
+    )
 }
 
 #[test]

@@ -47,24 +47,8 @@ impl Client {
             )
         })?;
         let base = args.url.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            return Err(CliError::Input(format!(
-                "--url `{base}` must start with http:// (put a TLS-terminating proxy in front for remote servers)"
-            )));
-        }
-        match base.parse::<ureq::http::Uri>() {
-            Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => {}
-            Ok(_) => {
-                return Err(CliError::Input(format!(
-                    "--url `{base}` names no host (e.g. http://127.0.0.1:7070)"
-                )));
-            }
-            Err(e) => {
-                return Err(CliError::Input(format!(
-                    "--url `{base}` is not a valid URL: {e}"
-                )));
-            }
-        }
+        switchyard_agent::http::check_server_url(&base)
+            .map_err(|why| CliError::Input(format!("--url `{base}` {why}")))?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))

@@ -232,16 +232,16 @@ impl ClusterIndex {
         }
     }
 
-    /// Whether `accelerators` would fit (as [`Self::fits`]) once `releases` were given back:
-    /// a gang of whole nodes needs nodes that become entirely idle, not free accelerators
-    /// scattered over busy ones.
-    pub fn fits_after_release(&self, accelerators: u32, releases: &[NodeShare]) -> bool {
+    /// Whether `accelerators` would fit (as [`Self::fits`]) once `released` (accelerators per
+    /// node) were given back: a gang of whole nodes needs nodes that become entirely idle, not
+    /// free accelerators scattered over busy ones.
+    pub fn fits_after_release(
+        &self,
+        accelerators: u32,
+        released: &std::collections::BTreeMap<u32, u32>,
+    ) -> bool {
         if self.fits(accelerators) {
             return true;
-        }
-        let mut released: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
-        for s in releases {
-            *released.entry(s.node).or_default() += s.accelerators;
         }
         let usable = released.iter().filter(|&(&node, _)| !self.is_down(node));
         if accelerators < self.per_node {

@@ -1,6 +1,6 @@
 //! The scheduler state machine: events in, decisions out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::ops::Bound::{Excluded, Unbounded};
 
@@ -1659,20 +1659,15 @@ impl Scheduler {
             {
                 preempt_tries += 1;
                 let preempted = self.try_preempt(now, j, out);
+                let started = preempted && self.try_start(now, j, res.as_mut(), out);
                 if preempted && per_tenant {
-                    // The victims' teams (and, if it starts, this one) hold less or more now.
+                    // The victims' teams (and, if it started, this one) hold less or more now.
                     by_share = by_share
                         .iter()
                         .map(|&(_, s)| (below_share(self, s), s))
                         .collect();
                 }
-                if preempted && self.try_start(now, j, res.as_mut(), out) {
-                    if per_tenant {
-                        by_share = by_share
-                            .iter()
-                            .map(|&(_, s)| (below_share(self, s), s))
-                            .collect();
-                    }
+                if started {
                     continue;
                 }
             }
@@ -2047,15 +2042,16 @@ impl Scheduler {
             // Enough accelerators is not enough room: a gang of whole nodes needs nodes that
             // come free entirely. Take more candidates (largest first) until the victims' nodes
             // make room, or leave this cluster alone rather than evict for nothing.
-            let shares_of = |v: JobIdx| {
-                self.jobs[v as usize]
-                    .run
-                    .as_ref()
-                    .map(|r| r.shares.clone())
-                    .unwrap_or_default()
+            let jobs = &self.jobs;
+            let release = |freed: &mut BTreeMap<u32, u32>, v: JobIdx| {
+                for s in jobs[v as usize].run.iter().flat_map(|r| &r.shares) {
+                    *freed.entry(s.node).or_default() += s.accelerators;
+                }
             };
-            let mut released: Vec<NodeShare> =
-                victims.iter().flat_map(|&(_, v)| shares_of(v)).collect();
+            let mut released = BTreeMap::new();
+            for &(_, v) in &victims {
+                release(&mut released, v);
+            }
             let index = &self.index[c as usize];
             if !index.fits_after_release(job.min_size, &released)
                 && job.min_size >= index.per_node()
@@ -2065,7 +2061,8 @@ impl Scheduler {
                 let size_of: HashMap<JobIdx, u64> = cands.iter().map(|&(s, v)| (v, s)).collect();
                 let mut touched: Vec<u32> = cands
                     .iter()
-                    .flat_map(|&(_, v)| shares_of(v).into_iter().map(|s| s.node))
+                    .flat_map(|&(_, v)| jobs[v as usize].run.iter().flat_map(|r| &r.shares))
+                    .map(|s| s.node)
                     .collect();
                 touched.sort_unstable();
                 touched.dedup();
@@ -2087,36 +2084,36 @@ impl Scheduler {
                 }
                 nodes.sort_unstable();
                 let mut chosen: Vec<(u64, JobIdx)> = Vec::new();
-                let mut freed: Vec<NodeShare> = Vec::new();
+                let mut freed = BTreeMap::new();
                 for (_, _, on) in nodes {
                     for v in on {
                         if !chosen.iter().any(|x| x.1 == v) {
                             chosen.push((size_of[&v], v));
-                            freed.extend(shares_of(v));
+                            release(&mut freed, v);
                         }
                     }
                     if index.fits_after_release(job.min_size, &freed) {
+                        victims = chosen;
+                        released = freed;
                         break;
                     }
-                }
-                if index.fits_after_release(job.min_size, &freed) {
-                    victims = chosen;
-                    released = freed;
                 }
             }
             if !index.fits_after_release(job.min_size, &released) {
                 cands.sort_by_key(|&(s, v)| (std::cmp::Reverse(s), std::cmp::Reverse(v)));
+                let mut taken: HashSet<JobIdx> = victims.iter().map(|x| x.1).collect();
+                let mut room = false;
                 for &(s, v) in &cands {
-                    if victims.iter().any(|x| x.1 == v) {
-                        continue;
-                    }
-                    victims.push((s, v));
-                    released.extend(shares_of(v));
-                    if index.fits_after_release(job.min_size, &released) {
-                        break;
+                    if taken.insert(v) {
+                        victims.push((s, v));
+                        release(&mut released, v);
+                        if index.fits_after_release(job.min_size, &released) {
+                            room = true;
+                            break;
+                        }
                     }
                 }
-                if !index.fits_after_release(job.min_size, &released) {
+                if !room {
                     continue;
                 }
             }

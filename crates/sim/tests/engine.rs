@@ -279,6 +279,61 @@ name = "v"
     Fleet::from_toml(&text, "q.toml").expect("valid fleet")
 }
 
+/// A training run of `team` on `size` accelerators taking `seconds`.
+fn training(
+    id: &str,
+    team: &str,
+    submit_s: f64,
+    size: u32,
+    seconds: f64,
+    priority: i32,
+) -> JobSpec {
+    JobSpec {
+        id: id.into(),
+        tenant: team.into(),
+        kind: JobKind::Training,
+        priority,
+        submit_s,
+        accelerators: size,
+        min_accelerators: None,
+        replicas: None,
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Duration {
+            seconds,
+            by_accelerator: BTreeMap::new(),
+        },
+    }
+}
+
+/// An inference service of `team` submitted at 0 with `size` accelerators per replica.
+fn service(id: &str, team: &str, size: u32, replicas: Replicas) -> JobSpec {
+    JobSpec {
+        id: id.into(),
+        tenant: team.into(),
+        kind: JobKind::Inference,
+        priority: 0,
+        submit_s: 0.0,
+        accelerators: size,
+        min_accelerators: None,
+        replicas: Some(replicas),
+        accelerator_types: Vec::new(),
+        clusters: Vec::new(),
+        work: Work::Open,
+    }
+}
+
+/// The decisions of a kept log that match, as (job id, time).
+fn decided<'a>(
+    r: &'a switchyard_sim::SimResult,
+    what: impl Fn(&Action) -> bool + 'a,
+) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    r.decision_log
+        .iter()
+        .filter(move |(_, d)| what(&d.action))
+        .map(|(id, d)| (id.as_str(), d.at_s))
+}
+
 /// A team with a guaranteed quota and teams without one, with priorities that cut across them:
 /// priority preemption and quota reclaim used to hand the same accelerators back and forth every
 /// scheduling pass, forever (the run never ended).
@@ -335,21 +390,8 @@ fn priority_does_not_take_a_guaranteed_quota_back_and_forth() {
 #[test]
 fn priority_takes_only_what_a_team_borrows() {
     let fleet = quota_fleet(5);
-    let job = |id: &str, submit_s: f64, size: u32, team: &str, priority| JobSpec {
-        id: id.into(),
-        tenant: team.into(),
-        kind: JobKind::Training,
-        priority,
-        submit_s,
-        accelerators: size,
-        min_accelerators: None,
-        replicas: None,
-        accelerator_types: Vec::new(),
-        clusters: Vec::new(),
-        work: Work::Duration {
-            seconds: 36_000.0,
-            by_accelerator: BTreeMap::new(),
-        },
+    let job = |id: &str, submit_s, size, team: &str, priority| {
+        training(id, team, submit_s, size, 36_000.0, priority)
     };
     // Team t holds all 40: its guaranteed 32 and 8 borrowed. Then v's urgent 16 arrives:
     // only the guaranteed run could make room for it, so it waits.
@@ -365,11 +407,8 @@ fn priority_takes_only_what_a_team_borrows() {
         ..SimOptions::default()
     };
     let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
-    let preempted: Vec<&str> = r
-        .decision_log
-        .iter()
-        .filter(|(_, d)| matches!(d.action, Action::Preempt { .. }))
-        .map(|(id, _)| id.as_str())
+    let preempted: Vec<&str> = decided(&r, |a| matches!(a, Action::Preempt { .. }))
+        .map(|(id, _)| id)
         .collect();
     assert!(preempted.is_empty(), "{:#?}", r.decision_log);
     assert_eq!(r.total.completed, 3);
@@ -380,40 +419,18 @@ fn priority_takes_only_what_a_team_borrows() {
 #[test]
 fn a_guarantee_is_reclaimed_from_a_borrowing_service() {
     let fleet = quota_fleet(4);
-    let service = JobSpec {
-        id: "svc".into(),
-        tenant: "u".into(),
-        kind: JobKind::Inference,
-        priority: 0,
-        submit_s: 0.0,
-        accelerators: 8,
-        min_accelerators: None,
-        replicas: Some(Replicas {
+    let svc = service(
+        "svc",
+        "u",
+        8,
+        Replicas {
             min: 4,
             max: 4,
             capacity_per_replica: 1.0,
             load: None,
-        }),
-        accelerator_types: Vec::new(),
-        clusters: Vec::new(),
-        work: Work::Open,
-    };
-    let training = JobSpec {
-        id: "guaranteed".into(),
-        tenant: "t".into(),
-        kind: JobKind::Training,
-        priority: 0,
-        submit_s: 100.0,
-        accelerators: 16,
-        min_accelerators: None,
-        replicas: None,
-        accelerator_types: Vec::new(),
-        clusters: Vec::new(),
-        work: Work::Duration {
-            seconds: 3600.0,
-            by_accelerator: BTreeMap::new(),
         },
-    };
+    );
+    let run = training("guaranteed", "t", 100.0, 16, 3600.0, 0);
     for policy in [Policy::Fair, Policy::Switchyard] {
         let opts = SimOptions {
             policy,
@@ -424,22 +441,18 @@ fn a_guarantee_is_reclaimed_from_a_borrowing_service() {
         };
         let r = simulate(
             &fleet,
-            vec![service.clone(), training.clone()],
+            vec![svc.clone(), run.clone()],
             ThroughputTable::new(),
             &opts,
             &mut |_| {},
         )
         .expect("simulates");
-        let started_at = r
-            .decision_log
-            .iter()
-            .find(|(id, d)| id == "guaranteed" && matches!(d.action, Action::Start { .. }))
-            .map(|(_, d)| d.at_s);
+        let started_at = decided(&r, |a| matches!(a, Action::Start { .. }))
+            .find(|&(id, _)| id == "guaranteed")
+            .map(|(_, at)| at);
         assert_eq!(started_at, Some(100.0), "{policy:?}: {:#?}", r.decision_log);
-        let removed = r
-            .decision_log
-            .iter()
-            .filter(|(id, d)| id == "svc" && matches!(d.action, Action::RemoveReplica { .. }))
+        let removed = decided(&r, |a| matches!(a, Action::RemoveReplica { .. }))
+            .filter(|&(id, _)| id == "svc")
             .count();
         assert_eq!(
             removed, 2,
@@ -453,15 +466,11 @@ fn a_guarantee_is_reclaimed_from_a_borrowing_service() {
 #[test]
 fn a_job_waits_for_a_service_to_shrink_at_its_trough() {
     let fleet = quota_fleet(2);
-    let service = JobSpec {
-        id: "chat".into(),
-        tenant: "u".into(),
-        kind: JobKind::Inference,
-        priority: 0,
-        submit_s: 0.0,
-        accelerators: 1,
-        min_accelerators: None,
-        replicas: Some(Replicas {
+    let chat = service(
+        "chat",
+        "u",
+        1,
+        Replicas {
             min: 0,
             max: 16,
             capacity_per_replica: 1.0,
@@ -471,34 +480,16 @@ fn a_job_waits_for_a_service_to_shrink_at_its_trough() {
                 amplitude: 1.0,
                 peak_hour: 0.0,
             }),
-        }),
-        accelerator_types: Vec::new(),
-        clusters: Vec::new(),
-        work: Work::Open,
-    };
-    let training = JobSpec {
-        id: "train".into(),
-        tenant: "u".into(),
-        kind: JobKind::Training,
-        priority: 0,
-        submit_s: 0.0,
-        accelerators: 16,
-        min_accelerators: None,
-        replicas: None,
-        accelerator_types: Vec::new(),
-        clusters: Vec::new(),
-        work: Work::Duration {
-            seconds: 3600.0,
-            by_accelerator: BTreeMap::new(),
         },
-    };
+    );
+    let run = training("train", "u", 0.0, 16, 3600.0, 0);
     let opts = SimOptions {
         failures: false,
         ..SimOptions::default()
     };
     let r = simulate(
         &fleet,
-        vec![service, training],
+        vec![chat, run],
         ThroughputTable::new(),
         &opts,
         &mut |_| {},
@@ -514,22 +505,8 @@ fn a_job_waits_for_a_service_to_shrink_at_its_trough() {
 #[test]
 fn preemption_frees_whole_nodes_for_a_gang() {
     let fleet = quota_fleet(2);
-    let job = |id: &str, submit_s: f64, size: u32, priority: i32| JobSpec {
-        id: id.into(),
-        tenant: "u".into(),
-        kind: JobKind::Training,
-        priority,
-        submit_s,
-        accelerators: size,
-        min_accelerators: None,
-        replicas: None,
-        accelerator_types: Vec::new(),
-        clusters: Vec::new(),
-        work: Work::Duration {
-            seconds: 36_000.0,
-            by_accelerator: BTreeMap::new(),
-        },
-    };
+    let job =
+        |id: &str, submit_s, size, priority| training(id, "u", submit_s, size, 36_000.0, priority);
     let jobs = vec![
         job("j0", 0.0, 4, 0),
         job("j1", 1.0, 4, 0),
@@ -544,18 +521,13 @@ fn preemption_frees_whole_nodes_for_a_gang() {
         ..SimOptions::default()
     };
     let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
-    let preempted: Vec<&str> = r
-        .decision_log
-        .iter()
-        .filter(|(_, d)| matches!(d.action, Action::Preempt { .. }))
-        .map(|(id, _)| id.as_str())
+    let preempted: Vec<&str> = decided(&r, |a| matches!(a, Action::Preempt { .. }))
+        .map(|(id, _)| id)
         .collect();
     assert_eq!(preempted.len(), 2, "{:#?}", r.decision_log);
-    let d_start = r
-        .decision_log
-        .iter()
-        .find(|(id, d)| id == "d" && matches!(d.action, Action::Start { .. }))
-        .map(|(_, d)| d.at_s);
+    let d_start = decided(&r, |a| matches!(a, Action::Start { .. }))
+        .find(|&(id, _)| id == "d")
+        .map(|(_, at)| at);
     assert_eq!(d_start, Some(10.0), "{:#?}", r.decision_log);
 }
 
