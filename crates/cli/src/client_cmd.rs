@@ -392,7 +392,15 @@ pub fn scale(args: ScaleArgs) -> Result<(), CliError> {
 
 pub fn events(args: EventsArgs) -> Result<(), CliError> {
     let client = Client::new(&args.client)?;
-    let ev: JobEvents = client.get(&format!("/v1/jobs/{}/events", encode(&args.job)))?;
+    let base = format!("/v1/jobs/{}/events", encode(&args.job));
+    let mut ev: JobEvents = client.get(&base)?;
+    // Every page: a job that restarted thousands of times has more than one.
+    while let Some(after) = ev.next.take() {
+        let page: JobEvents = client.get(&format!("{base}?after={after}"))?;
+        ev.events.extend(page.events);
+        ev.next = page.next;
+        (ev.state, ev.reason) = (page.state, page.reason);
+    }
     if args.json {
         return print_json(&ev);
     }

@@ -589,7 +589,7 @@ fn predict(port: u16) -> Option<String> {
 struct Watch<'a> {
     client: &'a Client,
     job: String,
-    events_seen: usize,
+    events_after: i64,
     after: i64,
     step: u64,
     last_said_step: u64,
@@ -601,7 +601,7 @@ impl<'a> Watch<'a> {
         Watch {
             client,
             job: job.to_owned(),
-            events_seen: 0,
+            events_after: 0,
             after: 0,
             step: 0,
             last_said_step: 0,
@@ -610,11 +610,12 @@ impl<'a> Watch<'a> {
     }
 
     fn poll(&mut self, n: &Narrator) {
-        if let Ok(ev) = self
-            .client
-            .get::<JobEvents>(&format!("/v1/jobs/{}/events", self.job))
-        {
-            for e in ev.events.iter().skip(self.events_seen) {
+        if let Ok(ev) = self.client.get::<JobEvents>(&format!(
+            "/v1/jobs/{}/events?after={}",
+            self.job, self.events_after
+        )) {
+            for e in &ev.events {
+                self.events_after = self.events_after.max(e.cursor);
                 let what = match e.kind.as_str() {
                     "submitted" | "waiting" => continue,
                     "started" => "scheduler: started",
@@ -625,7 +626,6 @@ impl<'a> Watch<'a> {
                 };
                 n.say(format!("{what}: {}", e.message));
             }
-            self.events_seen = ev.events.len();
         }
         loop {
             let Ok(page) = self.client.get::<JobLogs>(&format!(

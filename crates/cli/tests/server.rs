@@ -709,6 +709,51 @@ fn scaling(db: String) {
     assert_eq!(code, Some(0));
     assert!(out.contains("replicas"), "{out}");
 
+    // Events in pages of two, followed by `next`, are the whole list in order; a page that is
+    // not full has no `next`.
+    let (status, whole) = call(
+        "GET",
+        &format!("{}/v1/jobs/{id}/events", s.url),
+        Some(&t),
+        None,
+    );
+    assert_eq!(status, 200, "{whole}");
+    assert!(whole.get("next").is_none(), "{whole}");
+    let whole = whole["events"].as_array().expect("events").clone();
+    assert!(whole.len() > 4, "{whole:?}");
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, page) = call(
+            "GET",
+            &format!("{}/v1/jobs/{id}/events?limit=2&after={after}", s.url),
+            Some(&t),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().expect("events");
+        assert!(events.len() <= 2, "{page}");
+        paged.extend(events.iter().cloned());
+        match page["next"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(paged, whole);
+    for bad in ["limit=0", "limit=1001", "after=-1", "after=x"] {
+        let (status, e) = call(
+            "GET",
+            &format!("{}/v1/jobs/{id}/events?{bad}", s.url),
+            Some(&t),
+            None,
+        );
+        assert_eq!(status, 400, "{bad}: {e}");
+    }
+    let (code, out, err) = cli(&["events", &id, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("events --json");
+    assert_eq!(listed["events"].as_array(), Some(&whole));
+
     // Refusals: out of range (422, saying the range), malformed (400), another tenant's or
     // an unknown job (404), a job that is not a service (422), a finished service (422).
     let (status, e) = scale(&s.url, &t, &id, r#"{"replicas": 5}"#);

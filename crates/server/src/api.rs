@@ -210,6 +210,8 @@ pub struct JobList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
+    /// Increases with every stored event of the server: pass the last one seen as `after`.
+    pub cursor: i64,
     pub at_ms: i64,
     /// submitted, waiting, started, replica_added, preempted, restarted, finished, cancelled, …
     pub kind: String,
@@ -218,7 +220,9 @@ pub struct Event {
     pub message: String,
 }
 
-/// A job's events, with where it stands now (`reason` answers "why is it pending").
+/// `/v1/jobs/{id}/events`: a page of a job's events in order, with where it stands now
+/// (`reason` answers "why is it pending"). `next` (the last event's cursor) is there when the
+/// page is full, so more events may wait: pass it as `after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobEvents {
@@ -226,7 +230,12 @@ pub struct JobEvents {
     pub state: String,
     pub reason: String,
     pub events: Vec<Event>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
 }
+
+/// Default page of `/v1/jobs/{id}/events`.
+pub const DEFAULT_EVENT_PAGE: i64 = 1000;
 
 /// One output line of one of a job's processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -650,21 +650,32 @@ async fn events(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<JobEvents>, ApiError> {
     auth.tenant_api()?;
-    query(q, &[])?;
     check_id(&id)?;
+    let q = query(q, &["after", "limit"])?;
+    let after = int_param(&q, "after", 0, "a cursor: an event's `cursor` or `next`")?.unwrap_or(0);
+    let limit = page_limit(&q, api::DEFAULT_EVENT_PAGE)?;
     let job = s
         .store
         .get_job(&id, auth.scope())
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
-    let events = s.store.events(&id, auth.scope()).await?.unwrap_or_default();
+    let events = s
+        .store
+        .events(&id, auth.scope(), after, limit)
+        .await?
+        .unwrap_or_default();
+    let next = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
     Ok(Json(JobEvents {
         job: job.id,
         state: job.state.as_str().into(),
         reason: job.reason,
+        next,
         events: events
             .into_iter()
             .map(|e| api::Event {
+                cursor: e.seq,
                 at_ms: e.at_ms,
                 kind: e.kind,
                 cluster: e.cluster,
@@ -691,6 +702,15 @@ fn int_param(
         .transpose()
 }
 
+/// The `limit` of a page: 1 to [`api::MAX_PAGE`], `default` when not given.
+fn page_limit(q: &HashMap<String, String>, default: i64) -> Result<i64, ApiError> {
+    let page = format!("1 to {}", api::MAX_PAGE);
+    match int_param(q, "limit", 1, &page)? {
+        Some(l) if l > api::MAX_PAGE => Err(ApiError::bad(format!("limit must be {page}"))),
+        l => Ok(l.unwrap_or(default)),
+    }
+}
+
 async fn logs(
     State(s): State<AppState>,
     auth: Auth,
@@ -703,11 +723,7 @@ async fn logs(
     let rank = int_param(&q, "rank", 0, "a rank: a whole number from 0")?;
     let attempt = int_param(&q, "attempt", 1, "an attempt: a whole number from 1")?;
     let after = int_param(&q, "after", 0, "a cursor: a line's `cursor` or `next`")?.unwrap_or(0);
-    let page = format!("1 to {}", api::MAX_PAGE);
-    let limit = int_param(&q, "limit", 1, &page)?.unwrap_or(api::DEFAULT_LOG_PAGE);
-    if limit > api::MAX_PAGE {
-        return Err(ApiError::bad(format!("limit must be {page}")));
-    }
+    let limit = page_limit(&q, api::DEFAULT_LOG_PAGE)?;
     let job = s
         .store
         .get_job(&id, auth.scope())

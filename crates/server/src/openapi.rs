@@ -57,13 +57,15 @@ pub const DOCUMENT: &str = r##"{
       "JobList": { "type": "object", "required": ["jobs"], "properties": {
         "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } },
         "next": { "type": ["string", "null"], "description": "pass as `after` for the next page" } } },
-      "Event": { "type": "object", "required": ["at_ms", "kind", "message"], "properties": {
+      "Event": { "type": "object", "required": ["cursor", "at_ms", "kind", "message"], "properties": {
+        "cursor": { "type": "integer", "description": "increases with every stored event; pass the last one seen as `after`" },
         "at_ms": { "type": "integer" },
         "kind": { "type": "string", "description": "submitted, waiting, started, replica_added, replica_removed, replica_lost, replica_restarted, scale_requested, preempted, restarted, recovered, cancel_requested, cancelled, finished, rejected" },
         "cluster": { "type": ["string", "null"] }, "message": { "type": "string" } } },
       "JobEvents": { "type": "object", "required": ["job", "state", "reason", "events"], "properties": {
         "job": { "type": "string" }, "state": { "type": "string" }, "reason": { "type": "string" },
-        "events": { "type": "array", "items": { "$ref": "#/components/schemas/Event" } } } },
+        "events": { "type": "array", "items": { "$ref": "#/components/schemas/Event" } },
+        "next": { "type": "integer", "description": "present when the page is full: pass as `after` for the next page" } } },
       "LogEntry": { "type": "object", "additionalProperties": false, "required": ["cursor", "attempt", "rank", "stream", "at_ms", "line"], "properties": {
         "cursor": { "type": "integer", "description": "increases with every stored line; pass the last one seen as `after`" },
         "attempt": { "type": "integer", "minimum": 1 }, "rank": { "type": "integer", "minimum": 0 },
@@ -124,8 +126,12 @@ pub const DOCUMENT: &str = r##"{
       "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ScaleRequest" } } } },
       "responses": { "200": { "description": "the count is stored; the job as it stands", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } },
         "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" }, "422": { "$ref": "#/components/responses/Error" } } } },
-    "/v1/jobs/{id}/events": { "get": { "summary": "a job's events and why it is where it is", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
-      "responses": { "200": { "description": "events", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobEvents" } } } }, "404": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/jobs/{id}/events": { "get": { "summary": "a page of a job's events in order, and why it is where it is",
+      "parameters": [
+        { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
+        { "name": "after", "in": "query", "schema": { "type": "integer", "minimum": 0, "default": 0 }, "description": "cursor: only events after it" },
+        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 1000 } } ],
+      "responses": { "200": { "description": "events", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobEvents" } } } }, "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs/{id}/logs": { "get": { "summary": "a job's output lines (stdout and stderr of every rank and attempt) in cursor order",
       "parameters": [
         { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },

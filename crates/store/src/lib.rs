@@ -76,11 +76,14 @@ pub trait StoreRead: Send + Sync {
         &self,
         filter: &JobFilter,
     ) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send;
-    /// A job's events in order; `None` when the job is not found for this tenant.
+    /// A page of a job's events in order: at most `limit` with `seq` above `after`; `None`
+    /// when the job is not found for this tenant.
     fn events(
         &self,
         id: &str,
         tenant: Option<&str>,
+        after: i64,
+        limit: i64,
     ) -> impl Future<Output = Result<Option<Vec<EventRecord>>, StoreError>> + Send;
     /// Jobs the scheduler has not taken in yet, in submission order.
     fn unseen_jobs(
@@ -261,8 +264,10 @@ impl StoreRead for AnyStore {
         &self,
         id: &str,
         tenant: Option<&str>,
+        after: i64,
+        limit: i64,
     ) -> Result<Option<Vec<EventRecord>>, StoreError> {
-        delegate!(self, s => s.events(id, tenant).await)
+        delegate!(self, s => s.events(id, tenant, after, limit).await)
     }
     async fn unseen_jobs(&self, limit: i64) -> Result<Vec<JobRecord>, StoreError> {
         delegate!(self, s => s.unseen_jobs(limit).await)

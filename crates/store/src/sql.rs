@@ -32,9 +32,9 @@ const REGISTER_TRIES: usize = 8;
 /// line committed late. SQLite has one writer, so its ids commit in order anyway.
 const PG_LOG_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301116)");
 
-/// PostgreSQL: job submissions take this lock for the same reason — `GET /v1/jobs?after=SEQ`
-/// pages on the jobs' sequence, and two replicas inserting at once could commit a lower `seq`
-/// after a reader has moved past it.
+/// PostgreSQL: job submissions and event inserts take this lock for the same reason —
+/// `GET /v1/jobs?after=SEQ` and `GET /v1/jobs/{id}/events?after=SEQ` page on sequences, and two
+/// replicas inserting at once could commit a lower `seq` after a reader has moved past it.
 const PG_JOB_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301117)");
 
 /// SQLite: the embedded default. Writes go through one connection (SQLite has one writer at a
@@ -447,14 +447,19 @@ macro_rules! sql_store {
                 &self,
                 id: &str,
                 tenant: Option<&str>,
+                after: i64,
+                limit: i64,
             ) -> Result<Option<Vec<EventRecord>>, StoreError> {
                 if self.get_job(id, tenant).await?.is_none() {
                     return Ok(None);
                 }
                 let rows = sqlx::query(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 ORDER BY seq"
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 AND seq > $2 \
+                     ORDER BY seq LIMIT $3"
                 ))
                 .bind(id)
+                .bind(after)
+                .bind(limit.max(0))
                 .fetch_all(&self.read)
                 .await?;
                 rows.iter().map(Self::event).collect::<Result<Vec<_>, _>>().map(Some)
@@ -688,6 +693,10 @@ macro_rules! sql_store {
                 }
                 let changed = q.execute(&mut *tx).await?.rows_affected();
                 if changed > 0 {
+                    let lock: Option<&str> = $job_lock;
+                    if let Some(lock) = lock {
+                        sqlx::query(lock).execute(&mut *tx).await?;
+                    }
                     sqlx::query(
                         "INSERT INTO events (job_id, at_ms, kind, cluster, message) \
                          VALUES ($1, $2, 'cancel_requested', NULL, 'cancellation requested')",
@@ -745,6 +754,10 @@ macro_rules! sql_store {
                         }
                         q.bind(replicas).bind(now_ms).execute(&mut *tx).await?;
                         let was = before.map_or_else(|| "the submitted minimum".to_owned(), |b| b.to_string());
+                        let lock: Option<&str> = $job_lock;
+                        if let Some(lock) = lock {
+                            sqlx::query(lock).execute(&mut *tx).await?;
+                        }
                         sqlx::query(
                             "INSERT INTO events (job_id, at_ms, kind, cluster, message) \
                              VALUES ($1, $2, 'scale_requested', NULL, $3)",
@@ -813,6 +826,10 @@ macro_rules! sql_store {
                             .bind(u.updated_ms);
                     }
                     q.execute(&mut *tx).await?;
+                }
+                let lock: Option<&str> = $job_lock;
+                if let (Some(lock), false) = (lock, batch.events.is_empty()) {
+                    sqlx::query(lock).execute(&mut *tx).await?;
                 }
                 for chunk in batch.events.chunks(CHUNK) {
                     let sql = format!(

@@ -489,9 +489,14 @@ async fn jobs_and_tenants(s: AnyStore) {
         Some(a.id.clone())
     );
     assert!(s.get_job(&a.id, None).await.expect("get").is_some());
-    assert!(s.events(&a.id, Some("b")).await.expect("events").is_none());
+    assert!(
+        s.events(&a.id, Some("b"), 0, 100)
+            .await
+            .expect("events")
+            .is_none()
+    );
     let ev = s
-        .events(&a.id, Some("a"))
+        .events(&a.id, Some("a"), 0, 100)
         .await
         .expect("events")
         .expect("found");
@@ -644,9 +649,29 @@ async fn lease_and_apply(s: AnyStore) {
         s.cancel_requests().await.expect("requests"),
         vec![j.id.clone()]
     );
-    let ev = s.events(&j.id, None).await.expect("events").expect("found");
+    let ev = s
+        .events(&j.id, None, 0, 100)
+        .await
+        .expect("events")
+        .expect("found");
     let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["submitted", "started", "cancel_requested"]);
+    // Pages: two, then the rest after the second's seq, then nothing.
+    let first = s
+        .events(&j.id, None, 0, 2)
+        .await
+        .expect("events")
+        .expect("found");
+    assert_eq!(first.len(), 2);
+    let rest = s
+        .events(&j.id, None, first[1].seq, 2)
+        .await
+        .expect("events")
+        .expect("found");
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].kind, "cancel_requested");
+    let after_all = s.events(&j.id, None, rest[0].seq, 2).await.expect("events");
+    assert_eq!(after_all, Some(vec![]));
     assert_eq!(s.active_jobs().await.expect("active").len(), 1);
 }
 
@@ -699,7 +724,7 @@ async fn scaling(s: AnyStore) {
         vec![(svc.id.clone(), 1)]
     );
     let ev = s
-        .events(&svc.id, None)
+        .events(&svc.id, None, 0, 100)
         .await
         .expect("events")
         .expect("found");
@@ -957,7 +982,7 @@ async fn big_batch(s: AnyStore) {
         ("reason 7", None, None)
     );
     let ev = s
-        .events(&ids[1202], None)
+        .events(&ids[1202], None, 0, 100)
         .await
         .expect("events")
         .expect("found");
