@@ -848,6 +848,54 @@ fn scaling(db: String) {
     );
 }
 
+/// A page of `GET /v1/jobs` stops at about 4 MiB of specifications, however high `limit`, and
+/// `next` leads through the rest: 70 submissions of 60 KB each come in two pages.
+fn big_pages(db: String) {
+    let s = Server::start(&db);
+    let t = token(&db, "research", false);
+    let arg = "x".repeat(4000);
+    let argv: Vec<&str> = std::iter::once("true")
+        .chain(std::iter::repeat_n(arg.as_str(), 15))
+        .collect();
+    let mut ids = Vec::new();
+    for i in 0..70 {
+        let (status, j) = submit(
+            &s.url,
+            &t,
+            &json!({"name": format!("big-{i}"), "kind": "batch", "accelerators": 1,
+                    "duration_s": 3600.0, "command": {"argv": argv}}),
+        );
+        assert_eq!(status, 201, "{j}");
+        ids.push(j["id"].as_str().expect("id").to_owned());
+    }
+    let mut listed = Vec::new();
+    let mut pages = 0;
+    let mut after = String::new();
+    loop {
+        let (status, page) = call(
+            "GET",
+            &format!("{}/v1/jobs?limit=1000{after}", s.url),
+            Some(&t),
+            None,
+        );
+        assert_eq!(status, 200, "{}", page["error"]);
+        pages += 1;
+        let jobs = page["jobs"].as_array().expect("jobs");
+        let bytes: usize = jobs.iter().map(|j| j["spec"].to_string().len()).sum();
+        assert!(bytes < (4 << 20) + (64 << 10), "{bytes} bytes in a page");
+        listed.extend(
+            jobs.iter()
+                .map(|j| j["id"].as_str().expect("id").to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ids);
+    assert!(pages >= 2, "{pages} pages");
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[test] fn $name() { super::$name(super::fresh_db("sqlite").expect("sqlite")); } )* }
@@ -855,7 +903,14 @@ macro_rules! both {
     };
 }
 
-both!(lifecycle, tenant_isolation, error_codes, cli_verbs, scaling);
+both!(
+    lifecycle,
+    tenant_isolation,
+    error_codes,
+    cli_verbs,
+    scaling,
+    big_pages
+);
 
 #[test]
 fn every_control_plane_verb_has_help_with_an_example() {

@@ -11,6 +11,10 @@ use switchyard_store::JobRecord;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest page of a list.
 pub const MAX_PAGE: i64 = 1000;
+
+/// A page of `GET /v1/jobs` ends early once the specifications it lists reach this many bytes
+/// (a page of 1,000 jobs of 64 KiB submissions would otherwise be 64 MiB); `next` continues.
+pub const LIST_SPEC_BYTES: i64 = 4 << 20;
 const MAX_ACCELERATORS: u32 = 1_000_000;
 const MAX_DURATION_S: f64 = 366.0 * 86_400.0;
 const MAX_LIST_ENTRIES: usize = 64;

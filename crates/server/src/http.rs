@@ -468,6 +468,7 @@ async fn list(
     let q = query(q, &["state", "kind", "tenant", "limit", "after"])?;
     let mut filter = JobFilter {
         tenant: auth.scope().map(str::to_owned),
+        spec_bytes: Some(api::LIST_SPEC_BYTES),
         ..JobFilter::default()
     };
     if let Some(t) = q.get("tenant") {
@@ -510,7 +511,9 @@ async fn list(
     }
     let limit = filter.limit;
     let jobs = s.store.list_jobs(&filter).await?;
-    let next = (jobs.len() as i64 == limit)
+    let spec_bytes: usize = jobs.iter().map(|j| j.spec.len()).sum();
+    // A full page, or one the byte budget may have ended early: more may follow.
+    let next = (jobs.len() as i64 == limit || spec_bytes as i64 >= api::LIST_SPEC_BYTES)
         .then(|| jobs.last().map(|j| j.seq.to_string()))
         .flatten();
     Ok(Json(JobList {

@@ -186,6 +186,10 @@ pub struct JobFilter {
     /// Only jobs with `seq` above this (pagination cursor).
     pub after_seq: Option<i64>,
     pub limit: i64,
+    /// Ends the page before a job whose specification would start past this many bytes of
+    /// listed specifications (the first job is always listed), so that a page of big
+    /// submissions stays bounded. `None`: `limit` alone.
+    pub spec_bytes: Option<i64>,
 }
 
 impl Default for JobFilter {
@@ -196,6 +200,7 @@ impl Default for JobFilter {
             kind: None,
             after_seq: None,
             limit: 100,
+            spec_bytes: None,
         }
     }
 }

@@ -426,6 +426,21 @@ macro_rules! sql_store {
                     sql.push_str(&format!(" AND seq > ${}", next()));
                 }
                 sql.push_str(&format!(" ORDER BY seq LIMIT ${}", next()));
+                if f.spec_bytes.is_some() {
+                    // The running total of the page's specifications, in the same pass: the
+                    // page ends before the job that would start past the budget.
+                    sql = sql.replacen(
+                        &format!("SELECT {JOB_COLUMNS} FROM"),
+                        &format!(
+                            "SELECT {JOB_COLUMNS}, SUM(LENGTH(spec)) OVER (ORDER BY seq) - LENGTH(spec) AS spec_start FROM"
+                        ),
+                        1,
+                    );
+                    sql = format!(
+                        "SELECT {JOB_COLUMNS} FROM ({sql}) AS page WHERE spec_start < ${} ORDER BY seq",
+                        next()
+                    );
+                }
                 let mut q = sqlx::query(&sql);
                 if let Some(t) = &f.tenant {
                     q = q.bind(t);
@@ -439,7 +454,11 @@ macro_rules! sql_store {
                 if let Some(a) = f.after_seq {
                     q = q.bind(a);
                 }
-                let rows = q.bind(f.limit).fetch_all(&self.read).await?;
+                q = q.bind(f.limit);
+                if let Some(budget) = f.spec_bytes {
+                    q = q.bind(budget);
+                }
+                let rows = q.fetch_all(&self.read).await?;
                 Self::jobs(&rows)
             }
 

@@ -532,6 +532,31 @@ async fn jobs_and_tenants(s: AnyStore) {
         .await
         .expect("page 2");
     assert_eq!(page1.len() + page2.len(), 6);
+    // A byte budget ends the page before the job that would start past it; the first job is
+    // always listed, however big.
+    let spec_len = mine[0].spec.len() as i64;
+    assert!(mine.iter().all(|j| j.spec.len() as i64 == spec_len));
+    let by_bytes = |budget: i64, after: Option<i64>| JobFilter {
+        tenant: Some("a".into()),
+        states: vec![JobState::Pending],
+        after_seq: after,
+        spec_bytes: Some(budget),
+        ..JobFilter::default()
+    };
+    let three = s
+        .list_jobs(&by_bytes(spec_len * 5 / 2, None))
+        .await
+        .expect("by bytes");
+    assert_eq!(
+        three.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        mine[..3].iter().map(|j| &j.id).collect::<Vec<_>>()
+    );
+    let rest = s
+        .list_jobs(&by_bytes(spec_len * 5 / 2, Some(three[2].seq)))
+        .await
+        .expect("by bytes");
+    assert_eq!(rest.len(), 3);
+    assert_eq!(s.list_jobs(&by_bytes(1, None)).await.expect("one").len(), 1);
     let all = s.list_jobs(&JobFilter::default()).await.expect("all");
     assert_eq!(all.len(), 7);
     assert!(all.iter().any(|j| j.id == b.id));
