@@ -529,7 +529,9 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
         "  switchyard logs {} --rank 0  # its output, every attempt",
         train.id
     );
-    out!("  curl {url}/metrics            # Prometheus metrics");
+    out!(
+        "  curl -H \"Authorization: Bearer $SWITCHYARD_TOKEN\" {url}/metrics  # Prometheus metrics"
+    );
     out!(
         "  ls {}                          # database, checkpoints, agents' logs",
         dir.display()

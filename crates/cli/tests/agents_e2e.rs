@@ -7,8 +7,11 @@ mod agents_common;
 
 use agents_common::*;
 
-fn ureq_text(url: &str) -> String {
-    let mut res = ureq::get(url).call().expect("GET");
+fn ureq_text(url: &str, token: &str) -> String {
+    let mut res = ureq::get(url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("GET");
     res.body_mut().read_to_string().expect("body")
 }
 
@@ -84,7 +87,7 @@ fn a_gang_run_survives_a_killed_agent_with_the_same_final_model() {
         "a later attempt resumed from a checkpoint near step {killed_at_step}: {resumed:?}"
     );
 
-    let metrics = ureq_text(&format!("{}/metrics", s.url()));
+    let metrics = ureq_text(&format!("{}/metrics", s.url()), &s.agent_token);
     assert!(
         metrics.contains("switchyard_agent_nodes{cluster=\"local\",state=\"lost\"} 1")
             && metrics.contains("switchyard_agent_nodes{cluster=\"local\",state=\"ready\"} 2"),

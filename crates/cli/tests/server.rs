@@ -148,11 +148,25 @@ fn lifecycle(db: String) {
         "a tenant sees only itself: {tenants}"
     );
     assert_eq!(tenants["tenants"][0]["organisation"], "frontier-lab");
-    let (status, metrics) = call("GET", &format!("{}/metrics", s.url), None, None);
-    assert_eq!(status, 200);
-    let text = metrics.as_str().expect("text");
+    // Metrics need a token; a tenant's shows its own queue only, an admin's every tenant's.
+    let (status, e) = call("GET", &format!("{}/metrics", s.url), None, None);
+    assert_eq!(status, 401, "{e}");
+    let other = token(&s.db, "vision", false);
+    let (status, _) = submit(
+        &s.url,
+        &other,
+        &json!({"kind": "batch", "accelerators": 1, "duration_s": 60.0}),
+    );
+    assert_eq!(status, 201);
+    let admin = token(&s.db, "ops", true);
+    let scrape = |token: &str| {
+        let (status, metrics) = call("GET", &format!("{}/metrics", s.url), Some(token), None);
+        assert_eq!(status, 200, "{metrics}");
+        metrics.as_str().expect("text").to_owned()
+    };
+    let text = scrape(&t);
     for m in [
-        "switchyard_queue_length",
+        "switchyard_queue_length{tenant=\"research\"}",
         "switchyard_accelerators_busy{cluster=",
         "switchyard_scheduling_pass_seconds_count",
         "switchyard_decisions_total",
@@ -160,6 +174,12 @@ fn lifecycle(db: String) {
     ] {
         assert!(text.contains(m), "metrics lack {m}:\n{text}");
     }
+    assert!(!text.contains("vision"), "{text}");
+    let text = scrape(&admin);
+    assert!(
+        text.contains("tenant=\"vision\"") && text.contains("tenant=\"research\""),
+        "{text}"
+    );
     assert_eq!(
         call("GET", &format!("{}/healthz", s.url), None, None).0,
         200

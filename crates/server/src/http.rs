@@ -314,8 +314,18 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let tenants = s.store.tenant_usage().await?;
+/// Any token may scrape: fleet-wide series for everyone, per-tenant series for the token's own
+/// tenant only (every tenant for admins, none for agents), so that tenants' names and load are
+/// not anyone's to read.
+async fn metrics(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+    let mut tenants = s.store.tenant_usage().await?;
+    if !auth.0.admin {
+        let own = auth
+            .0
+            .may_use_tenant_api()
+            .then_some(auth.0.tenant.as_str());
+        tenants.retain(|t| Some(t.tenant.as_str()) == own);
+    }
     let clusters = s.store.cluster_usage().await?;
     let mut text = s.metrics.render(&s.fleet, &tenants, &clusters);
     if let Some(hub) = &s.agents {

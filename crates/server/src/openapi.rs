@@ -101,7 +101,7 @@ pub const DOCUMENT: &str = r##"{
   "paths": {
     "/healthz": { "get": { "summary": "liveness", "security": [], "responses": { "200": { "description": "alive" } } } },
     "/readyz": { "get": { "summary": "readiness: the store answers; says whether this replica schedules (leader) or not", "security": [], "responses": { "200": { "description": "ready" }, "503": { "$ref": "#/components/responses/Error" } } } },
-    "/metrics": { "get": { "summary": "Prometheus metrics (text format 0.0.4)", "security": [], "responses": { "200": { "description": "metrics" } } } },
+    "/metrics": { "get": { "summary": "Prometheus metrics (text format 0.0.4): fleet-wide series, and per-tenant series of the token's tenant (every tenant's for admin tokens)", "responses": { "200": { "description": "metrics" }, "401": { "$ref": "#/components/responses/Error" } } } },
     "/v1/openapi.json": { "get": { "summary": "this document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } },
     "/v1/jobs": {
       "post": { "summary": "submit a job; durable when answered", "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SubmitRequest" } } } },
