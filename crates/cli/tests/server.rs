@@ -171,6 +171,7 @@ fn lifecycle(db: String) {
         "switchyard_scheduling_pass_seconds_count",
         "switchyard_decisions_total",
         "switchyard_leader 1",
+        "switchyard_scheduler_jobs_held ",
     ] {
         assert!(text.contains(m), "metrics lack {m}:\n{text}");
     }

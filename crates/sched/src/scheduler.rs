@@ -208,6 +208,31 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The job the decision is about.
+    pub fn job(&self) -> JobIdx {
+        match *self {
+            Action::Start { job, .. }
+            | Action::AddReplica { job, .. }
+            | Action::RemoveReplica { job, .. }
+            | Action::Preempt { job, .. }
+            | Action::Restart { job, .. }
+            | Action::ReplicaLost { job, .. }
+            | Action::Finish { job, .. }
+            | Action::Fail { job, .. }
+            | Action::Reject { job } => job,
+        }
+    }
+
+    /// Whether the job has ended with this decision (a slot [`Scheduler::release`] may free).
+    pub fn ends_the_job(&self) -> bool {
+        matches!(
+            self,
+            Action::Finish { .. } | Action::Fail { .. } | Action::Reject { .. }
+        )
+    }
+}
+
 /// One decision and why it was taken.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
@@ -320,9 +345,14 @@ struct Job {
     last_cluster: Option<u32>,
     restarts: u32,
     urgent: bool,
+    /// Submissions before this one (ties in the queue go to the earlier submission).
+    order: u64,
 }
 
-type Key = (i64, u64, JobIdx);
+/// A queue position: policy rank, then a policy value (submission time or predicted remaining
+/// time), then submission order — not the handle, which [`Scheduler::release`] lets a later
+/// submission reuse — and the handle itself.
+type Key = (i64, u64, u64, JobIdx);
 
 #[derive(Debug, Clone)]
 struct QuotaRule {
@@ -368,8 +398,10 @@ pub struct Scheduler {
     clusters: Vec<Cluster>,
     index: Vec<ClusterIndex>,
     occupants: Vec<Vec<Vec<(JobIdx, u32)>>>,
-    ends: Vec<BTreeSet<(u64, JobIdx)>>,
-    running_on: Vec<BTreeSet<(i32, JobIdx)>>,
+    /// Running gangs per cluster by (expected end, submission order, handle).
+    ends: Vec<BTreeSet<(u64, u64, JobIdx)>>,
+    /// Running gangs per cluster by (priority, submission order, handle).
+    running_on: Vec<BTreeSet<(i32, u64, JobIdx)>>,
     stats: Vec<ClusterStats>,
     rates: RateModel,
     jobs: Vec<Job>,
@@ -377,7 +409,9 @@ pub struct Scheduler {
     orgs: Vec<Org>,
     tenant_by_name: HashMap<String, u32>,
     queues: Vec<BTreeSet<Key>>,
-    services: BTreeSet<JobIdx>,
+    /// Active inference services by (submission order, handle): earlier services are served
+    /// first.
+    services: BTreeSet<(u64, JobIdx)>,
     pending: u64,
     running: u64,
     epoch: u64,
@@ -393,6 +427,10 @@ pub struct Scheduler {
     reserved_last_pass: bool,
     /// Jobs queued since the last pass.
     fresh: Vec<JobIdx>,
+    /// Slots of ended jobs given back with [`Self::release`], for the next submissions.
+    free_slots: Vec<JobIdx>,
+    /// Submissions so far.
+    submitted: u64,
 }
 
 const NO_REPLICA: u32 = u32::MAX;
@@ -487,6 +525,8 @@ impl Scheduler {
             last_upgrade: 0,
             reserved_last_pass: false,
             fresh: Vec::new(),
+            free_slots: Vec::new(),
+            submitted: 0,
         };
         s.recompute_shares();
         s.queues = vec![BTreeSet::new(); s.tenants.len().max(1)];
@@ -766,9 +806,9 @@ impl Scheduler {
         let urgent = i64::from(job.urgent);
         let prio = -(i64::from(job.priority)) * 2 - urgent;
         let key = match self.cfg.policy {
-            Policy::Fifo => (-urgent, bits(job.submit_s), j),
-            Policy::Priority | Policy::Fair => (prio, bits(job.submit_s), j),
-            Policy::Switchyard => (prio, bits(self.best_remaining(j)), j),
+            Policy::Fifo => (-urgent, bits(job.submit_s), job.order, j),
+            Policy::Priority | Policy::Fair => (prio, bits(job.submit_s), job.order, j),
+            Policy::Switchyard => (prio, bits(self.best_remaining(j)), job.order, j),
         };
         (slot, key)
     }
@@ -845,8 +885,43 @@ impl Scheduler {
         None
     }
 
+    /// Gives an ended job's slot back: a later submission may get its handle, so memory follows
+    /// the jobs still pending or running rather than every job ever submitted (a control plane
+    /// runs for months; a simulation, which reports on every job at the end, never calls
+    /// this). The caller must not use the handle again. Returns `false`, and keeps the job, when
+    /// it has not ended.
+    pub fn release(&mut self, j: JobIdx) -> bool {
+        let Some(job) = self.jobs.get_mut(j as usize) else {
+            return false;
+        };
+        if matches!(job.state, JobState::Pending | JobState::Running)
+            || job.run.is_some()
+            || !job.replicas.is_empty()
+            || job.key.is_some()
+            || job.id.is_empty()
+        {
+            return false;
+        }
+        job.id = Box::default();
+        job.dur = Box::default();
+        job.replicas = Vec::new();
+        job.why = Why::NotTried;
+        let order = job.order;
+        self.services.remove(&(order, j));
+        self.fresh.retain(|&f| f != j);
+        if self.reservation.is_some_and(|r| r.job == j) {
+            self.reservation = None;
+        }
+        self.free_slots.push(j);
+        true
+    }
+
+    /// Jobs held, pending, running or ended and not released (the slots in use).
+    pub fn held_jobs(&self) -> usize {
+        self.jobs.len() - self.free_slots.len()
+    }
+
     fn submit(&mut self, now: f64, spec: JobSpec, out: &mut Vec<Decision>) -> JobIdx {
-        let idx = self.jobs.len() as JobIdx;
         let tenant = self.tenant_for(&spec.tenant);
         let (dur, reason) = self.durations(&spec);
         let (lo, hi) = spec
@@ -855,7 +930,7 @@ impl Scheduler {
             .map_or((1, 1), |r| (r.min, r.max.max(r.min)));
         let inference = spec.kind == JobKind::Inference;
         let wanted = spec.replicas.as_ref().map_or(lo, |r| r.needed_at(now));
-        self.jobs.push(Job {
+        let job = Job {
             id: spec.id.into_boxed_str(),
             tenant,
             kind: spec.kind,
@@ -881,12 +956,24 @@ impl Scheduler {
             last_cluster: None,
             restarts: 0,
             urgent: false,
-        });
+            order: self.submitted,
+        };
+        self.submitted += 1;
+        let idx = match self.free_slots.pop() {
+            Some(idx) => {
+                self.jobs[idx as usize] = job;
+                idx
+            }
+            None => {
+                self.jobs.push(job);
+                (self.jobs.len() - 1) as JobIdx
+            }
+        };
         if !reason.is_empty() {
             self.jobs[idx as usize].state = JobState::Rejected;
             self.emit(out, now, Action::Reject { job: idx }, reason);
         } else if inference {
-            self.services.insert(idx);
+            self.services.insert((self.jobs[idx as usize].order, idx));
         } else {
             self.enqueue(idx);
         }
@@ -988,7 +1075,7 @@ impl Scheduler {
             let mut given_back: HashMap<u32, u64> = HashMap::new();
             let mut chosen: Vec<(JobIdx, usize)> = Vec::new();
             let mut got = 0u64;
-            'services: for &svc in &self.services {
+            'services: for &(_, svc) in &self.services {
                 let sj = &self.jobs[svc as usize];
                 if sj.tenant == tenant {
                     continue;
@@ -1015,8 +1102,9 @@ impl Scheduler {
             }
             let by = self.jobs[j as usize].id.clone();
             let cluster_name = self.clusters[c as usize].name.clone();
-            // Highest index first, so the indices still to remove stay valid.
-            chosen.sort_by_key(|&(svc, i)| (svc, std::cmp::Reverse(i)));
+            // In submission order, highest replica index first, so the indices still to
+            // remove stay valid.
+            chosen.sort_by_key(|&(svc, i)| (self.jobs[svc as usize].order, std::cmp::Reverse(i)));
             for (svc, i) in chosen {
                 let rep = self.jobs[svc as usize].replicas.remove(i);
                 let nodes = rep.shares.clone();
@@ -1145,7 +1233,7 @@ impl Scheduler {
                 (1.0 - job.done) / eff
             };
         let end = run.end_s;
-        let priority = job.priority;
+        let (priority, order) = (job.priority, job.order);
         let job = &mut self.jobs[j as usize];
         job.generation += 1;
         job.state = JobState::Running;
@@ -1156,8 +1244,8 @@ impl Scheduler {
         job.run = Some(run);
         job.why = Why::NotTried;
         let generation = job.generation;
-        self.ends[cluster as usize].insert((bits(end), j));
-        self.running_on[cluster as usize].insert((priority, j));
+        self.ends[cluster as usize].insert((bits(end), order, j));
+        self.running_on[cluster as usize].insert((priority, order, j));
         self.running += 1;
         let c = &self.clusters[cluster as usize];
         let mut reason = format!(
@@ -1205,9 +1293,9 @@ impl Scheduler {
             }
         }
         self.charge(j, run.cluster, run.size, false);
-        self.ends[c].remove(&(bits(run.end_s), j));
-        let priority = self.jobs[j as usize].priority;
-        self.running_on[c].remove(&(priority, j));
+        let (priority, order) = (self.jobs[j as usize].priority, self.jobs[j as usize].order);
+        self.ends[c].remove(&(bits(run.end_s), order, j));
+        self.running_on[c].remove(&(priority, order, j));
         self.running -= 1;
         self.settle(now, j, &run, finished, graceful)
     }
@@ -1328,7 +1416,7 @@ impl Scheduler {
         while let Some(rep) = self.jobs[j as usize].replicas.pop() {
             self.release_replica(now, j, rep);
         }
-        self.services.remove(&j);
+        self.services.remove(&(self.jobs[j as usize].order, j));
         let job = &mut self.jobs[j as usize];
         job.state = JobState::Cancelled;
         job.finish_s = Some(now);
@@ -1389,7 +1477,8 @@ impl Scheduler {
             occ.swap_remove(p);
         }
         self.occupants[c][spare.node as usize].push((j, NO_REPLICA));
-        self.ends[c].remove(&(bits(run.end_s), j));
+        let order = self.jobs[j as usize].order;
+        self.ends[c].remove(&(bits(run.end_s), order, j));
         run.shares[pos] = spare;
         let job = &mut self.jobs[j as usize];
         job.generation += 1;
@@ -1407,7 +1496,7 @@ impl Scheduler {
             };
         let (end, size) = (run.end_s, run.size);
         let nodes = run.shares.clone();
-        self.ends[c].insert((bits(end), j));
+        self.ends[c].insert((bits(end), order, j));
         let job = &mut self.jobs[j as usize];
         job.run = Some(run);
         let generation = job.generation;
@@ -1554,7 +1643,7 @@ impl Scheduler {
                 .collect();
             keyed.sort_unstable();
             for (tries, key) in keyed.into_iter().enumerate() {
-                let j = key.2;
+                let j = key.3;
                 if self.jobs[j as usize].key.is_none() || self.try_start(now, j, None, out) {
                     continue;
                 }
@@ -1639,7 +1728,7 @@ impl Scheduler {
                 continue;
             };
             cursor[slot] = Some(key);
-            let j = key.2;
+            let j = key.3;
             if self.try_start(now, j, res.as_mut(), out) {
                 if per_tenant && by_share.remove(&picked) {
                     by_share.insert((below_share(self, picked.1), picked.1));
@@ -1698,16 +1787,16 @@ impl Scheduler {
             self.last_upgrade = self.released;
             return;
         }
-        let mut cands: Vec<(u64, JobIdx)> = Vec::new();
+        let mut cands: Vec<(u64, u64, JobIdx)> = Vec::new();
         for c in 0..self.clusters.len() {
-            for &(end, v) in self.ends[c].iter().rev().take(64) {
+            for &(end, order, v) in self.ends[c].iter().rev().take(64) {
                 if self.jobs[v as usize].kind == JobKind::Training {
-                    cands.push((end, v));
+                    cands.push((end, order, v));
                 }
             }
         }
         cands.sort_by(|a, b| b.cmp(a));
-        for (end, v) in cands {
+        for (end, _, v) in cands {
             let Some(run) = self.jobs[v as usize].run.as_ref() else {
                 continue;
             };
@@ -1795,7 +1884,7 @@ impl Scheduler {
             }
             let mut free = self.index[c].free();
             let mut shadow = now;
-            for &(end, k) in self.ends[c].iter().take(200_000) {
+            for &(end, _, k) in self.ends[c].iter().take(200_000) {
                 if free >= need {
                     break;
                 }
@@ -1968,7 +2057,7 @@ impl Scheduler {
                     .is_some_and(|r| r.start_s >= now)
             };
             let mut cands: Vec<(u64, JobIdx)> = Vec::new();
-            for &(p, v) in self.running_on[c as usize].iter().take(10_000) {
+            for &(p, _, v) in self.running_on[c as usize].iter().take(10_000) {
                 if started_now(v) {
                     continue;
                 }
@@ -1997,7 +2086,7 @@ impl Scheduler {
                 // this job needs in all checkpoints and yields (it loses only a restart).
                 let mine = self.predicted_s(j, c, job.min_size);
                 let threshold = self.cfg.preempt_factor * mine + 2.0 * self.cfg.restart_s;
-                for &(end, v) in self.ends[c as usize].iter().rev().take(256) {
+                for &(end, _, v) in self.ends[c as usize].iter().rev().take(256) {
                     if f64::from_bits(end) - now <= threshold {
                         break;
                     }
@@ -2020,11 +2109,16 @@ impl Scheduler {
             let mut victims: Vec<(u64, JobIdx)> = if let Some(&one) = cands
                 .iter()
                 .filter(|&&(s, _)| s >= short)
-                .min_by_key(|&&(s, v)| (s, std::cmp::Reverse(v)))
+                .min_by_key(|&&(s, v)| (s, std::cmp::Reverse(self.jobs[v as usize].order)))
             {
                 vec![one]
             } else {
-                cands.sort_by_key(|&(s, v)| (std::cmp::Reverse(s), std::cmp::Reverse(v)));
+                cands.sort_by_key(|&(s, v)| {
+                    (
+                        std::cmp::Reverse(s),
+                        std::cmp::Reverse(self.jobs[v as usize].order),
+                    )
+                });
                 let mut got = 0;
                 let mut chosen = Vec::new();
                 for &(s, v) in &cands {
@@ -2075,7 +2169,7 @@ impl Scheduler {
                         .iter()
                         .map(|&(x, _)| x)
                         .collect();
-                    on.sort_unstable();
+                    on.sort_unstable_by_key(|&x| (jobs[x as usize].order, x));
                     on.dedup();
                     if on.iter().all(|x| size_of.contains_key(x)) {
                         let cost = on.iter().map(|x| size_of[x]).sum();
@@ -2100,7 +2194,12 @@ impl Scheduler {
                 }
             }
             if !index.fits_after_release(job.min_size, &released) {
-                cands.sort_by_key(|&(s, v)| (std::cmp::Reverse(s), std::cmp::Reverse(v)));
+                cands.sort_by_key(|&(s, v)| {
+                    (
+                        std::cmp::Reverse(s),
+                        std::cmp::Reverse(jobs[v as usize].order),
+                    )
+                });
                 let mut taken: HashSet<JobIdx> = victims.iter().map(|x| x.1).collect();
                 let mut room = false;
                 for &(s, v) in &cands {
@@ -2159,7 +2258,7 @@ impl Scheduler {
 
     /// Brings every inference service to its wanted replica count where capacity allows.
     fn place_services(&mut self, now: f64, out: &mut Vec<Decision>) {
-        let services: Vec<JobIdx> = self.services.iter().copied().collect();
+        let services: Vec<JobIdx> = self.services.iter().map(|&(_, j)| j).collect();
         for j in services {
             loop {
                 let job = &self.jobs[j as usize];
@@ -2266,7 +2365,7 @@ impl Scheduler {
 
     /// Ends every service (the driver calls this when the finite work is done).
     pub fn stop_services(&mut self, now: f64, out: &mut Vec<Decision>) {
-        let services: Vec<JobIdx> = self.services.iter().copied().collect();
+        let services: Vec<JobIdx> = self.services.iter().map(|&(_, j)| j).collect();
         for j in services {
             self.cancel(now, j, out);
         }
@@ -2462,6 +2561,25 @@ impl Scheduler {
                 if cap.is_some_and(|cap| u > cap) {
                     return Err(format!("team {} above its quota cap", tenant.name));
                 }
+            }
+        }
+        // A released slot is referenced nowhere until a submission takes it again.
+        let released: HashSet<JobIdx> = self.free_slots.iter().copied().collect();
+        if released.len() != self.free_slots.len() {
+            return Err("a slot was released twice".into());
+        }
+        let referenced = self
+            .ends
+            .iter()
+            .flatten()
+            .map(|&(_, _, j)| j)
+            .chain(self.running_on.iter().flatten().map(|&(_, _, j)| j))
+            .chain(self.occupants.iter().flatten().flatten().map(|&(j, _)| j))
+            .chain(self.services.iter().map(|&(_, j)| j))
+            .chain(self.reservation.map(|r| r.job));
+        for j in referenced {
+            if released.contains(&j) {
+                return Err(format!("released slot {j} is still referenced"));
             }
         }
         Ok(())

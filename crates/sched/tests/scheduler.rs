@@ -1,6 +1,6 @@
 //! Scheduler behaviour, with the invariant check after every pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use switchyard_core::{Fleet, JobKind, JobSpec, Replicas, ThroughputTable, Work};
@@ -404,6 +404,120 @@ fn drive(
     log
 }
 
+/// [`drive`] as a control plane runs it: every ended job's slot is released at once (so later
+/// submissions reuse handles), and finish events name jobs by id. Decisions come back as
+/// (time, job id, the action with its handle zeroed, reason), comparable across runs.
+fn drive_by_id(
+    fleet: &Fleet,
+    jobs: &[JobSpec],
+    failures: &[(f64, u32, u32)],
+    policy: Policy,
+    release: bool,
+) -> (Vec<(u64, String, String, String)>, usize) {
+    let mut s = Scheduler::new(
+        fleet,
+        ThroughputTable::new(),
+        Config {
+            policy,
+            failures: true,
+            ..Config::default()
+        },
+    );
+    // (time, kind, job index or cluster, generation or node); kinds as in `drive`.
+    let mut events: Vec<(f64, u8, u32, u32)> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        events.push((j.submit_s, 0, i as u32, 0));
+    }
+    for &(t, c, n) in failures {
+        events.push((t, 2, c, n));
+        events.push((t + 500.0, 3, c, n));
+    }
+    let mut handle: HashMap<String, u32> = HashMap::new();
+    let mut id_of: HashMap<u32, String> = HashMap::new();
+    let mut log = Vec::new();
+    let mut most_held = 0;
+    let mut steps = 0;
+    while !events.is_empty() && steps < 10_000 {
+        steps += 1;
+        events.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+        let now = events.last().expect("not empty").0;
+        let mut out = Vec::new();
+        while events.last().is_some_and(|e| e.0 <= now) {
+            let (_, kind, a, b) = events.pop().expect("checked");
+            let ev = match kind {
+                0 => {
+                    let spec = jobs[a as usize].clone();
+                    let id = spec.id.clone();
+                    let h = s
+                        .handle(now, Event::Submit(Box::new(spec)), &mut out)
+                        .expect("a handle");
+                    handle.insert(id.clone(), h);
+                    id_of.insert(h, id);
+                    continue;
+                }
+                1 => match handle.get(&jobs[a as usize].id) {
+                    Some(&job) => Event::Finished { job, generation: b },
+                    None => continue,
+                },
+                2 => Event::NodeFailed {
+                    cluster: a,
+                    node: b,
+                },
+                _ => Event::NodeRepaired {
+                    cluster: a,
+                    node: b,
+                },
+            };
+            s.handle(now, ev, &mut out);
+        }
+        s.schedule(now, &mut out);
+        for d in &out {
+            let id = id_of[&d.action.job()].clone();
+            if let Action::Start {
+                generation,
+                expected_end_s,
+                ..
+            } = d.action
+            {
+                let index = jobs.iter().position(|j| j.id == id).expect("known") as u32;
+                events.push((expected_end_s.max(now), 1, index, generation));
+            }
+            let mut action = d.action.clone();
+            match &mut action {
+                Action::Start { job, .. }
+                | Action::AddReplica { job, .. }
+                | Action::RemoveReplica { job, .. }
+                | Action::Preempt { job, .. }
+                | Action::Restart { job, .. }
+                | Action::ReplicaLost { job, .. }
+                | Action::Finish { job, .. }
+                | Action::Fail { job, .. }
+                | Action::Reject { job } => *job = 0,
+            }
+            log.push((
+                d.at_s.to_bits(),
+                id,
+                format!("{action:?}"),
+                d.reason.clone(),
+            ));
+        }
+        most_held = most_held.max(s.held_jobs());
+        if release {
+            for d in &out {
+                let j = d.action.job();
+                if d.action.ends_the_job() && id_of.contains_key(&j) {
+                    assert!(s.release(j), "an ended job's slot is released");
+                    assert!(!s.release(j), "a slot is released once");
+                    handle.remove(&id_of.remove(&j).expect("known"));
+                }
+            }
+        }
+        s.check_invariants()
+            .expect("invariants hold after every pass and release");
+    }
+    (log, most_held)
+}
+
 fn arb_fleet() -> impl Strategy<Value = Fleet> {
     prop::collection::vec((1u32..12, prop::sample::select(vec![1u32, 2, 4, 8]), 1u32..4, any::<bool>()), 1..4)
         .prop_map(|cs| {
@@ -500,6 +614,25 @@ proptest! {
         prop_assert_eq!(n, finished.len(), "a job finished twice");
         prop_assert!(finished.iter().all(|&j| jobs[j as usize].kind != JobKind::Inference));
         prop_assert!(log.iter().all(|d| !d.reason.is_empty()));
+    }
+
+    #[test]
+    fn released_slots_change_no_decision(
+        fleet in arb_fleet(),
+        jobs in arb_jobs(),
+        fails in prop::collection::vec((0.0f64..8000.0, 0u32..3, 0u32..40), 0..4),
+        policy in prop::sample::select(Policy::ALL.to_vec()),
+    ) {
+        let failures: Vec<(f64, u32, u32)> = fails
+            .into_iter()
+            .filter(|&(_, c, _)| (c as usize) < fleet.clusters.len())
+            .map(|(t, c, n)| (t, c, n % fleet.clusters[c as usize].nodes))
+            .collect();
+        let (kept, held_kept) = drive_by_id(&fleet, &jobs, &failures, policy, false);
+        let (released, held_released) = drive_by_id(&fleet, &jobs, &failures, policy, true);
+        prop_assert_eq!(kept, released);
+        prop_assert_eq!(held_kept, jobs.len());
+        prop_assert!(held_released <= held_kept);
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl Clock {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Tracked {
     id: String,
     size: u32,
@@ -116,6 +116,11 @@ impl Engine {
         self.by_id.contains_key(id)
     }
 
+    /// Jobs held in memory: pending, running, or ended since the last [`Engine::take`].
+    pub fn held_jobs(&self) -> usize {
+        self.by_id.len()
+    }
+
     /// Jobs pending in the scheduler.
     pub fn pending(&self) -> u64 {
         self.sched.pending_jobs()
@@ -158,8 +163,7 @@ impl Engine {
             .sched
             .handle(now, Event::Submit(Box::new(spec)), &mut self.decisions)
             .expect("a submission always returns its job handle");
-        debug_assert_eq!(idx as usize, self.jobs.len());
-        self.jobs.push(Tracked {
+        let tracked = Tracked {
             id: record.id.clone(),
             size,
             allocated: 0,
@@ -176,7 +180,15 @@ impl Engine {
             replica_range,
             wanted: replica_range.map_or(1, |r| r.0),
             scaled: None,
-        });
+        };
+        // The scheduler hands out the slots of released jobs again.
+        match self.jobs.get_mut(idx as usize) {
+            Some(slot) => *slot = tracked,
+            None => {
+                debug_assert_eq!(idx as usize, self.jobs.len());
+                self.jobs.push(tracked);
+            }
+        }
         self.by_id.insert(record.id.clone(), idx);
         self.active.insert(idx);
         self.batch.seen.push(record.id.clone());
@@ -526,6 +538,7 @@ impl Engine {
         for j in finished {
             self.active.remove(&j);
         }
+        let mut ended = Vec::new();
         for j in std::mem::take(&mut self.dirty) {
             let v = self.sched.job(j);
             let t = &mut self.jobs[j as usize];
@@ -567,6 +580,7 @@ impl Engine {
             };
             if state.is_final() {
                 t.allocated = 0;
+                ended.push(j);
             }
             self.batch.updates.push(JobUpdate {
                 id: t.id.clone(),
@@ -587,6 +601,16 @@ impl Engine {
                 },
                 updated_ms: now_ms,
             });
+        }
+        // Its final state is in the batch: forget the job, so that the leader's memory follows
+        // the active jobs rather than every job since it took the lease. Later reports about
+        // it (a straggling exit) name an id no longer known and change nothing.
+        for j in ended {
+            if self.sched.release(j) {
+                let t = std::mem::take(&mut self.jobs[j as usize]);
+                self.by_id.remove(&t.id);
+                self.active.remove(&j);
+            }
         }
         (
             std::mem::take(&mut self.batch),
@@ -693,6 +717,54 @@ mod tests {
         );
         assert_eq!(cmds, [Command::Stop { job: "a".into() }]);
         e.check().expect("invariants");
+    }
+
+    #[test]
+    fn ended_jobs_are_forgotten_and_their_slots_reused() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        e.admit(T0, &record("long", 1), spec(1e6));
+        e.schedule(T0);
+        let (_, cmds) = e.take(T0);
+        let Some(Command::Launch {
+            generation: long_generation,
+            ..
+        }) = cmds.first().cloned()
+        else {
+            panic!("a launch: {cmds:?}");
+        };
+        let mut now = T0;
+        for wave in 0..50 {
+            let id = format!("w{wave}");
+            e.admit(now, &record(&id, wave + 2), spec(10.0));
+            e.schedule(now);
+            let (_, cmds) = e.take(now);
+            let Some(Command::Launch {
+                job, generation, ..
+            }) = cmds.first().cloned()
+            else {
+                panic!("a launch: {cmds:?}");
+            };
+            assert_eq!(job, id);
+            now += 10_000;
+            e.finished(now, &id, generation);
+            let (batch, _) = e.take(now);
+            assert_eq!(update(&batch, &id).state, JobState::Done);
+            assert!(!e.knows(&id));
+            assert_eq!(e.held_jobs(), 1, "only the long run is held");
+            // Straggling reports about a forgotten job change nothing.
+            e.finished(now, &id, generation);
+            e.failed(now, &id, generation, "late");
+            e.cancel(now, &id);
+            let (batch, cmds) = e.take(now);
+            assert!(batch.is_empty() && cmds.is_empty(), "{batch:?} {cmds:?}");
+            e.check().expect("invariants");
+        }
+        assert_eq!(e.sched.job_count(), 2, "fifty jobs ran in one reused slot");
+        e.finished(now, "long", long_generation);
+        let (batch, cmds) = e.take(now);
+        assert_eq!(update(&batch, "long").state, JobState::Done);
+        assert_eq!(cmds, [Command::Stop { job: "long".into() }]);
+        assert_eq!(e.held_jobs(), 0);
     }
 
     #[test]

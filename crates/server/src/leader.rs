@@ -114,6 +114,7 @@ pub async fn run(
             leading = None;
             backend.reset();
             metrics.leader.store(false, Ordering::Relaxed);
+            metrics.jobs_held.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -197,6 +198,9 @@ async fn pass(
     metrics
         .decisions
         .fetch_add(l.engine.decisions() - before, Ordering::Relaxed);
+    metrics
+        .jobs_held
+        .store(l.engine.held_jobs() as u64, Ordering::Relaxed);
     backend.act(commands);
     if let Err(e) = store_output(store, output).await {
         tracing::warn!(error = %e, "could not store job output; those lines are lost");

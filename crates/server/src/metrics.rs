@@ -19,6 +19,8 @@ pub struct Metrics {
     pub decisions: AtomicU64,
     pub leader: AtomicBool,
     pub leader_terms: AtomicU64,
+    /// Jobs the scheduling leader holds in memory (0 on followers).
+    pub jobs_held: AtomicU64,
     pass_buckets: [AtomicU64; BUCKETS.len()],
     pass_count: AtomicU64,
     pass_sum_ns: AtomicU64,
@@ -160,6 +162,12 @@ impl Metrics {
             "switchyard_leader_terms_total {}",
             ld(&self.leader_terms)
         );
+        let _ = writeln!(
+            s,
+            "# HELP switchyard_scheduler_jobs_held Jobs the scheduling leader holds in memory: pending and running (ended jobs are let go once stored)."
+        );
+        let _ = writeln!(s, "# TYPE switchyard_scheduler_jobs_held gauge");
+        let _ = writeln!(s, "switchyard_scheduler_jobs_held {}", ld(&self.jobs_held));
         s
     }
 }
