@@ -118,13 +118,18 @@ pub struct LogsArgs {
     /// Only this attempt (1 is the first run; each restart is one more).
     #[arg(long, value_name = "A", value_parser = clap::value_parser!(u32).range(1..))]
     attempt: Option<u32>,
+    /// Only this replica of an inference service (the name in its lines' `[replica …]`
+    /// prefix, like 18f2c3a4b5c.3).
+    #[arg(long, value_name = "NAME", value_parser = replica_name)]
+    replica: Option<String>,
     /// Keep printing new lines, polling about once a second, until the job has ended and no
     /// more lines come.
     #[arg(long, short)]
     follow: bool,
     #[command(flatten)]
     client: ClientArgs,
-    /// Print each line as a JSON object (cursor, attempt, rank, stream, at_ms, line), one a line.
+    /// Print each line as a JSON object (cursor, attempt, rank, replica for services, stream,
+    /// at_ms, line), one a line.
     #[arg(long)]
     json: bool,
 }
@@ -418,8 +423,18 @@ pub fn events(args: EventsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+fn replica_name(s: &str) -> Result<String, String> {
+    if switchyard_store::is_replica_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("a replica name is hexadecimal, a dot and a number, like 18f2c3a4b5c.3 (see the `[replica …]` prefix of a service's lines)".into())
+    }
+}
+
 /// How `logs` prints lines: prefixes and attempt markers, decided as lines come.
 struct LogPrinter {
+    /// Say which replica of a service wrote each line (no --replica).
+    replicas: bool,
     /// Prefix lines with their rank.
     ranks: bool,
     /// Lines of every rank are shown (no --rank).
@@ -446,12 +461,18 @@ impl LogPrinter {
         // A job of one rank whose lines turn out to come from several (a service's replicas):
         // from then on, say which.
         self.ranks |= self.all_ranks && l.rank != 0;
-        let stderr = l.stream == "stderr";
-        match (self.ranks, stderr) {
-            (true, true) => write!(out, "[rank {} stderr] ", l.rank)?,
-            (true, false) => write!(out, "[rank {}] ", l.rank)?,
-            (false, true) => write!(out, "[stderr] ")?,
-            (false, false) => {}
+        let mut labels = Vec::new();
+        if let Some(r) = l.replica.as_deref().filter(|_| self.replicas) {
+            labels.push(format!("replica {r}"));
+        }
+        if self.ranks {
+            labels.push(format!("rank {}", l.rank));
+        }
+        if l.stream == "stderr" {
+            labels.push("stderr".to_owned());
+        }
+        if !labels.is_empty() {
+            write!(out, "[{}] ", labels.join(" "))?;
         }
         writeln!(out, "{}", l.line)
     }
@@ -520,8 +541,14 @@ pub fn logs(args: LogsArgs) -> Result<(), CliError> {
     if let Some(a) = args.attempt {
         base.push_str(&format!("&attempt={a}"));
     }
+    if let Some(r) = &args.replica {
+        base.push_str(&format!("&replica={r}"));
+    }
     let mut printer = LogPrinter {
-        ranks: args.rank.is_none() && job.accelerators > 1,
+        replicas: args.replica.is_none(),
+        // A service's replica of one node has one process, rank 0: its lines are told apart
+        // by replica, and ranks are shown once a replica of several nodes shows up.
+        ranks: args.rank.is_none() && job.accelerators > 1 && job.kind != "inference",
         all_ranks: args.rank.is_none(),
         attempts: args.attempt.is_none(),
         json: args.json,

@@ -104,6 +104,45 @@ fn a_service_scales_up_and_down_across_agents() {
             && up_lines(&s, &id) == 3)
             .then_some(())
     });
+    // Each replica's lines name it; `replica=` and `--replica` pick one replica's lines.
+    let mut replicas: Vec<String> = s
+        .logs(&id)
+        .iter()
+        .filter_map(|l| l["replica"].as_str().map(str::to_owned))
+        .collect();
+    replicas.sort();
+    replicas.dedup();
+    assert_eq!(replicas.len(), 3, "{replicas:?}");
+    let (status, page) = call(
+        "GET",
+        &format!("{}/v1/jobs/{id}/logs?replica={}", s.url(), replicas[1]),
+        Some(&s.tenant_token),
+        None,
+    );
+    assert_eq!(status, 200, "{page}");
+    let lines = page["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 1, "{page}");
+    assert_eq!(lines[0]["replica"].as_str(), Some(replicas[1].as_str()));
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .args(["--url", s.url(), "--token", &s.tenant_token])
+            .output()
+            .expect("run the cli");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = cli(&["logs", &id]);
+    assert_eq!(code, Some(0));
+    for r in &replicas {
+        assert!(text.contains(&format!("[replica {r}] up")), "{text}");
+    }
+    let (code, text) = cli(&["logs", &id, "--replica", &replicas[2]]);
+    assert_eq!((code, text.trim()), (Some(0), "up"));
+    let (code, _) = cli(&["logs", &id, "--replica", "nope"]);
+    assert_eq!(code, Some(2));
     let job = s.job(&id);
     assert_eq!(
         (job["allocated"].as_i64(), job["state"].as_str()),

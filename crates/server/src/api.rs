@@ -250,6 +250,10 @@ pub struct LogEntry {
     /// 1 for the first run of the job, one more for every restart.
     pub attempt: i64,
     pub rank: i64,
+    /// The replica of an inference service that wrote it (`EPOCH.N`, as its processes'
+    /// assignment ids name it); absent for training and batch ranks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     /// stdout or stderr.
     pub stream: String,
     /// When the node's agent read it, milliseconds since the Unix epoch.

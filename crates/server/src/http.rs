@@ -732,8 +732,17 @@ async fn logs(
 ) -> Result<Json<JobLogs>, ApiError> {
     auth.tenant_api()?;
     check_id(&id)?;
-    let q = query(q, &["rank", "attempt", "after", "limit"])?;
+    let q = query(q, &["rank", "attempt", "replica", "after", "limit"])?;
     let rank = int_param(&q, "rank", 0, "a rank: a whole number from 0")?;
+    let replica = q.get("replica").cloned();
+    if let Some(r) = &replica
+        && !switchyard_store::is_replica_name(r)
+    {
+        return Err(ApiError::bad(format!(
+            "replica `{}` is not a replica name: a log line's `replica`, like 18f2c3a4b5c.3",
+            r.chars().take(64).collect::<String>()
+        )));
+    }
     let attempt = int_param(&q, "attempt", 1, "an attempt: a whole number from 1")?;
     let after = int_param(&q, "after", 0, "a cursor: a line's `cursor` or `next`")?.unwrap_or(0);
     let limit = page_limit(&q, api::DEFAULT_LOG_PAGE)?;
@@ -748,6 +757,7 @@ async fn logs(
             job_id: job.id.clone(),
             rank,
             attempt,
+            replica,
             after,
             limit,
         })
@@ -763,6 +773,8 @@ async fn logs(
                 cursor: l.cursor,
                 attempt: l.attempt,
                 rank: l.rank,
+                replica: switchyard_store::replica_of_assignment(&l.assignment_id)
+                    .map(str::to_owned),
                 stream: l.stream,
                 at_ms: l.at_ms,
                 line: l.line,

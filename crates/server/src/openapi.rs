@@ -69,6 +69,7 @@ pub const DOCUMENT: &str = r##"{
       "LogEntry": { "type": "object", "additionalProperties": false, "required": ["cursor", "attempt", "rank", "stream", "at_ms", "line"], "properties": {
         "cursor": { "type": "integer", "description": "increases with every stored line; pass the last one seen as `after`" },
         "attempt": { "type": "integer", "minimum": 1 }, "rank": { "type": "integer", "minimum": 0 },
+        "replica": { "type": "string", "description": "inference services: which replica wrote the line" },
         "stream": { "enum": ["stdout", "stderr"] }, "at_ms": { "type": "integer" },
         "line": { "type": "string", "description": "the text, without its newline" } } },
       "JobLogs": { "type": "object", "additionalProperties": false, "required": ["job", "lines"], "properties": {
@@ -137,6 +138,7 @@ pub const DOCUMENT: &str = r##"{
         { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
         { "name": "rank", "in": "query", "schema": { "type": "integer", "minimum": 0 }, "description": "only this rank" },
         { "name": "attempt", "in": "query", "schema": { "type": "integer", "minimum": 1 }, "description": "only this attempt" },
+        { "name": "replica", "in": "query", "schema": { "type": "string", "pattern": "^[0-9a-f]{1,16}\\.[0-9]{1,10}$" }, "description": "only this replica of an inference service (a line's `replica`)" },
         { "name": "after", "in": "query", "schema": { "type": "integer", "minimum": 0, "default": 0 }, "description": "cursor: only lines after it" },
         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 1000 } } ],
       "responses": { "200": { "description": "a page of lines", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JobLogs" } } } },

@@ -19,7 +19,7 @@ use std::future::Future;
 pub use model::{
     Batch, ClusterUsage, EventRecord, JobFilter, JobRecord, JobState, JobUpdate, Lease, LogLine,
     LogQuery, LogRecord, NewEvent, NewJob, NodeRecord, NodeRegistration, NodeState, Principal,
-    TenantUsage,
+    TenantUsage, is_replica_name, replica_of_assignment,
 };
 pub use sql::{PgStore, SqliteStore};
 

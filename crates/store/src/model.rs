@@ -335,6 +335,9 @@ pub struct LogQuery {
     pub rank: Option<i64>,
     /// Only this attempt.
     pub attempt: Option<i64>,
+    /// Only this replica of an inference service: the `EPOCH.N` of its processes' assignment
+    /// ids (`{job}/replica-EPOCH.N/rank-R`); see [`replica_of_assignment`].
+    pub replica: Option<String>,
     /// Only lines with a cursor above this (0: from the start).
     pub after: i64,
     /// At most this many lines.
@@ -348,8 +351,32 @@ impl LogQuery {
             job_id: job_id.into(),
             rank: None,
             attempt: None,
+            replica: None,
             after: 0,
             limit: 1000,
         }
     }
+}
+
+/// The replica an assignment id names (`{job}/replica-EPOCH.N/rank-R` → `EPOCH.N`), for the
+/// processes of inference services; `None` for gangs (`{job}/attempt-A/rank-R`) and runs of
+/// other backends.
+pub fn replica_of_assignment(assignment_id: &str) -> Option<&str> {
+    let (_, rest) = assignment_id.split_once("/replica-")?;
+    let (replica, _) = rest.split_once('/')?;
+    is_replica_name(replica).then_some(replica)
+}
+
+/// Whether `name` has the form of a replica name: lower-case hexadecimal, a dot, decimal.
+pub fn is_replica_name(name: &str) -> bool {
+    name.split_once('.').is_some_and(|(epoch, n)| {
+        !epoch.is_empty()
+            && !n.is_empty()
+            && epoch.len() <= 16
+            && n.len() <= 10
+            && epoch
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            && n.bytes().all(|b| b.is_ascii_digit())
+    })
 }

@@ -597,6 +597,17 @@ macro_rules! sql_store {
                     n += 1;
                     sql.push_str(&format!(" AND attempt = ${n}"));
                 }
+                // A replica name is hexadecimal, a dot and digits (checked), so the pattern has
+                // no wildcard of its own; job ids are `j-` and hexadecimal.
+                let replica = q
+                    .replica
+                    .as_deref()
+                    .filter(|r| crate::is_replica_name(r))
+                    .map(|r| format!("{}/replica-{r}/%", q.job_id.replace(['%', '_'], "")));
+                if q.replica.is_some() {
+                    n += 1;
+                    sql.push_str(&format!(" AND assignment_id LIKE ${n}"));
+                }
                 sql.push_str(&format!(" ORDER BY id LIMIT ${}", n + 1));
                 let mut query = sqlx::query(&sql).bind(&q.job_id).bind(q.after);
                 if let Some(r) = q.rank {
@@ -604,6 +615,10 @@ macro_rules! sql_store {
                 }
                 if let Some(a) = q.attempt {
                     query = query.bind(a);
+                }
+                if q.replica.is_some() {
+                    // An invalid name matches nothing.
+                    query = query.bind(replica.unwrap_or_default());
                 }
                 let rows = query.bind(q.limit.max(0)).fetch_all(&self.read).await?;
                 rows.iter().map(Self::log).collect()

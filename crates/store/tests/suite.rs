@@ -329,6 +329,44 @@ async fn logs(s: AnyStore) {
         ),
         ("stderr", "j-1/attempt-1/rank-0", 0, 1_000)
     );
+    // A service's replicas: lines of one replica by its name; a malformed name matches none.
+    let replica_line = |n: u32, seq: i64| LogLine {
+        assignment_id: format!("j-4/replica-18f.{n}/rank-0"),
+        ..log_line(
+            "j-4",
+            1,
+            0,
+            "stdout",
+            seq,
+            &format!("replica {n} line {seq}"),
+        )
+    };
+    s.append_logs(&[replica_line(1, 0), replica_line(12, 0), replica_line(1, 1)])
+        .await
+        .expect("append");
+    let of = |r: &str| LogQuery {
+        replica: Some(r.into()),
+        ..LogQuery::new("j-4")
+    };
+    let one: Vec<String> = s
+        .logs(&of("18f.1"))
+        .await
+        .expect("replica")
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert_eq!(one, ["replica 1 line 0", "replica 1 line 1"]);
+    assert_eq!(s.logs(&of("18f.12")).await.expect("replica").len(), 1);
+    for bad in ["18f.%", "%", "18f._", "18F.1", ""] {
+        assert!(s.logs(&of(bad)).await.expect("replica").is_empty(), "{bad}");
+    }
+    assert_eq!(
+        replica_of_assignment("j-4/replica-18f.12/rank-0"),
+        Some("18f.12")
+    );
+    assert_eq!(replica_of_assignment("j-4/attempt-1/rank-0"), None);
+    assert_eq!(replica_of_assignment("slurm-77"), None);
+
     let rank1 = s
         .logs(&LogQuery {
             rank: Some(1),
