@@ -38,6 +38,10 @@ fn a_run_survives_a_restart_of_the_server() {
         (s.step(&job) >= 4 * CHECKPOINT_EVERY).then_some(())
     });
 
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
     s.server.kill();
     let db = s.server.db.clone();
     let args = [
@@ -90,6 +94,17 @@ fn a_run_survives_a_restart_of_the_server() {
                 .is_some_and(|t| t.contains("resuming from checkpoint step"))
     });
     assert!(resumed, "the next attempt resumed from a checkpoint");
+    // What the first attempt wrote while no server answered was held by the agents and kept
+    // by the restarted server, which never handed that attempt out.
+    let during_outage = s
+        .logs(&job)
+        .iter()
+        .filter(|l| l["attempt"] == 1 && l["at_ms"].as_i64().is_some_and(|t| t > killed_ms + 100))
+        .count();
+    assert!(
+        during_outage > 0,
+        "no line of attempt 1 written after the server was killed was kept"
+    );
     assert_eq!(s.final_model(&job), reference_model(&dir, 4));
     drop(agents);
     let _ = std::fs::remove_dir_all(&dir);

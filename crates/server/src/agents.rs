@@ -248,6 +248,28 @@ struct Hub {
     last_poll_ms: Option<i64>,
     /// After a stall of the leader, no node is declared lost before this.
     no_loss_before_ms: i64,
+    /// Until then (a while after this hub began a leader term), lines of assignments it never
+    /// handed out may be output agents held through the change of leader: see
+    /// [`PushedOutput::unverified`].
+    adopt_output_until_ms: i64,
+}
+
+/// How long after a leader term starts the agents' output of earlier attempts is adopted:
+/// ample for agents to re-register and push what they buffered through the outage.
+const ADOPT_OUTPUT_MS: i64 = 15 * 60 * 1000;
+
+/// What [`AgentHub::output`] made of a node's batch.
+#[derive(Debug, Default)]
+pub struct PushedOutput {
+    /// Lines of assignments the node was handed: stored.
+    pub lines: Vec<OutputLine>,
+    /// Lines of assignments this hub never handed out, pushed early in its leader term: output
+    /// of attempts that ended before the term (a restarted server, a new leader), which the
+    /// node's agent held while it could not push. Stored once the store confirms the job ran
+    /// on the node's cluster ([`adopt_output`]).
+    pub unverified: Vec<OutputLine>,
+    /// The node's cluster.
+    pub cluster: String,
 }
 
 /// The shared registry and desired state (cheap to clone).
@@ -527,11 +549,23 @@ impl AgentHub {
     /// the hub no longer runs (a run already replaced) are attributed from their id, if the
     /// node was handed that assignment; lines of assignments the node never had are dropped
     /// with a warning, as are lines whose position is out of range.
-    pub fn output(&self, node: &str, batch: LogBatch) -> Result<Vec<OutputLine>, AgentError> {
+    pub fn output(
+        &self,
+        node: &str,
+        batch: LogBatch,
+        now_ms: i64,
+    ) -> Result<PushedOutput, AgentError> {
         let hub = self.lock();
         let Some(this) = hub.nodes.get(node) else {
             return Err(AgentError::UnknownNode(node.to_owned()));
         };
+        let cluster = hub
+            .clusters
+            .iter()
+            .find(|c| c.index == this.cluster)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let adopting = now_ms < hub.adopt_output_until_ms;
         let known: HashMap<&str, &Assignment> = hub
             .on_node
             .get(node)
@@ -542,6 +576,8 @@ impl AgentHub {
             .map(|a| (a.id.as_str(), a))
             .collect();
         let mut out = Vec::with_capacity(batch.lines.len());
+        let mut unverified = Vec::new();
+        let mut handed_elsewhere: HashMap<String, bool> = HashMap::new();
         let mut refused = 0usize;
         let mut example = None;
         for l in batch.lines {
@@ -550,9 +586,18 @@ impl AgentHub {
                 example.get_or_insert_with(|| format!("{} seq {}", l.assignment_id, l.seq));
                 continue;
             }
+            let handed = known.contains_key(l.assignment_id.as_str())
+                || this.handed.contains(&l.assignment_id);
+            // Early in a term, an assignment this hub never handed to anyone may be one of an
+            // attempt that ended before the term; one it handed to another node is not.
+            let adoptable = !handed
+                && adopting
+                && !*handed_elsewhere
+                    .entry(l.assignment_id.clone())
+                    .or_insert_with(|| hub.handed_anywhere(&l.assignment_id));
             let (job, attempt, rank) = match known.get(l.assignment_id.as_str()) {
                 Some(a) => (a.job_id.clone(), a.attempt, a.rank),
-                None if !this.handed.contains(&l.assignment_id) => {
+                None if !handed && !adoptable => {
                     refused += 1;
                     example.get_or_insert_with(|| l.assignment_id.clone());
                     continue;
@@ -561,11 +606,16 @@ impl AgentHub {
                     Some((job, attempt, rank)) => (job.to_owned(), attempt, rank),
                     None => match replica_of(&l.assignment_id) {
                         Some(job) => (job.to_owned(), 0, 0),
-                        None => continue,
+                        None => {
+                            refused += 1;
+                            example.get_or_insert_with(|| l.assignment_id.clone());
+                            continue;
+                        }
                     },
                 },
             };
-            out.push(OutputLine {
+            let target = if handed { &mut out } else { &mut unverified };
+            target.push(OutputLine {
                 job,
                 attempt,
                 rank,
@@ -587,7 +637,11 @@ impl AgentHub {
                 "dropped output lines of assignments this node was never handed, or out of range"
             );
         }
-        Ok(out)
+        Ok(PushedOutput {
+            lines: out,
+            unverified,
+            cluster,
+        })
     }
 
     /// The registered nodes, for the API and the demo: (id, cluster, slot, host, lost).
@@ -668,6 +722,11 @@ fn replica_of(id: &str) -> Option<&str> {
 }
 
 impl Hub {
+    /// Whether any node was handed `assignment` by this hub.
+    fn handed_anywhere(&self, assignment: &str) -> bool {
+        self.nodes.values().any(|n| n.handed.contains(assignment))
+    }
+
     fn cluster(&self, name: &str) -> Option<&AgentCluster> {
         self.clusters.iter().find(|c| c.name == name)
     }
@@ -1314,7 +1373,55 @@ impl Backend for AgentBackend {
         hub.used.clear();
         hub.observed.clear();
         hub.resync_down = true;
+        hub.adopt_output_until_ms = now_ms().saturating_add(ADOPT_OUTPUT_MS);
     }
+}
+
+/// Most jobs one push may name among its [`PushedOutput::unverified`] lines (each costs a
+/// store read); lines of further jobs are dropped.
+const MAX_ADOPTED_JOBS: usize = 64;
+
+/// The [`PushedOutput::unverified`] lines the store vouches for: their job's latest placement
+/// was on `cluster` and their attempt is not after its latest. Others are dropped with a
+/// warning.
+pub(crate) async fn adopt_output(
+    store: &switchyard_store::AnyStore,
+    cluster: &str,
+    lines: Vec<OutputLine>,
+) -> Result<Vec<OutputLine>, switchyard_store::StoreError> {
+    use switchyard_store::StoreRead as _;
+    if lines.is_empty() {
+        return Ok(lines);
+    }
+    // Job → the latest attempt it may have run on this cluster; `None`: not this cluster's.
+    let mut latest: HashMap<String, Option<i64>> = HashMap::new();
+    for l in &lines {
+        if latest.contains_key(&l.job) {
+            continue;
+        }
+        let attempt = if latest.len() < MAX_ADOPTED_JOBS {
+            store
+                .get_job(&l.job, None)
+                .await?
+                .filter(|r| r.cluster.as_deref() == Some(cluster))
+                .map(|r| r.restarts + 1)
+        } else {
+            None
+        };
+        latest.insert(l.job.clone(), attempt);
+    }
+    let (kept, dropped): (Vec<OutputLine>, Vec<OutputLine>) = lines
+        .into_iter()
+        .partition(|l| latest[&l.job].is_some_and(|max| i64::from(l.attempt) <= max));
+    if let Some(example) = dropped.first() {
+        tracing::warn!(
+            cluster,
+            dropped = dropped.len(),
+            example = %example.source,
+            "dropped output lines of assignments no node was handed in this leader term whose job did not run on the node's cluster"
+        );
+    }
+    Ok(kept)
 }
 
 /// The agent protocol's routes (`/v1/agent/…`). Agents send bigger bodies than the API's
@@ -1502,8 +1609,10 @@ mod handlers {
     ) -> Result<StatusCode, ApiError> {
         let hub = hub(&s, &auth)?;
         let batch: LogBatch = body(raw, "log batch")?;
-        let lines = hub.output(&id, batch).map_err(refused)?;
-        crate::leader::store_output(&s.store, lines).await?;
+        let mut pushed = hub.output(&id, batch, now_ms()).map_err(refused)?;
+        let adopted = super::adopt_output(&s.store, &pushed.cluster, pushed.unverified).await?;
+        pushed.lines.extend(adopted);
+        crate::leader::store_output(&s.store, pushed.lines).await?;
         Ok(StatusCode::NO_CONTENT)
     }
 }
@@ -1793,8 +1902,13 @@ mod tests {
         };
         let batch = |lines| LogBatch { lines };
         let own = h
-            .output(&a, batch(vec![line(&on_a[0].id, 0), line(&on_a[1].id, 0)]))
-            .expect("a's own lines");
+            .output(
+                &a,
+                batch(vec![line(&on_a[0].id, 0), line(&on_a[1].id, 0)]),
+                0,
+            )
+            .expect("a's own lines")
+            .lines;
         assert_eq!(own.len(), 2);
         assert!(own.iter().all(|l| l.job == "j"));
         // Another node, or a made-up assignment, cannot write into j's output — not even
@@ -1815,21 +1929,62 @@ mod tests {
             .output(
                 &c,
                 batch(vec![line(&on_a[0].id, 1), line("j-x/attempt-1/rank-0", 0)]),
+                10,
             )
             .expect("answered");
-        assert!(foreign.is_empty(), "{foreign:?}");
+        assert!(
+            foreign.lines.is_empty() && foreign.unverified.is_empty(),
+            "{foreign:?}"
+        );
         // Once the run is gone, a's late lines of it still find their job.
         b.act(vec![Command::Stop { job: "j".into() }]);
         let late = h
-            .output(&a, batch(vec![line(&on_a[0].id, 2)]))
-            .expect("late lines");
+            .output(&a, batch(vec![line(&on_a[0].id, 2)]), 20)
+            .expect("late lines")
+            .lines;
         assert_eq!(late.len(), 1);
         assert_eq!((late[0].job.as_str(), late[0].rank), ("j", 0));
         // A position past what the store keeps is refused, not clamped onto another line.
         let far = h
-            .output(&a, batch(vec![line(&on_a[0].id, u64::MAX)]))
+            .output(&a, batch(vec![line(&on_a[0].id, u64::MAX)]), 30)
             .expect("answered");
-        assert!(far.is_empty());
+        assert!(far.lines.is_empty() && far.unverified.is_empty());
+
+        // Early in a leader term, lines of assignments no node was handed in it are output of
+        // attempts that ended before the term: held for the store to vouch for. One handed to
+        // another node is still refused; after the window, nothing unknown is held.
+        b.reset();
+        let now = now_ms();
+        let early = h
+            .output(
+                &c,
+                batch(vec![
+                    line("j-old/attempt-1/rank-1", 0),
+                    line(&on_a[0].id, 3),
+                    line("not-an-assignment", 0),
+                ]),
+                now,
+            )
+            .expect("answered");
+        assert!(early.lines.is_empty(), "{early:?}");
+        assert_eq!(early.unverified.len(), 1, "{early:?}");
+        assert_eq!(
+            (
+                early.unverified[0].job.as_str(),
+                early.unverified[0].attempt,
+                early.unverified[0].rank
+            ),
+            ("j-old", 1, 1)
+        );
+        assert_eq!(early.cluster, "local");
+        let later = h
+            .output(
+                &c,
+                batch(vec![line("j-old/attempt-1/rank-1", 1)]),
+                now + ADOPT_OUTPUT_MS + 1,
+            )
+            .expect("answered");
+        assert!(later.lines.is_empty() && later.unverified.is_empty());
     }
 
     #[test]
