@@ -15,7 +15,7 @@
 //! with the old agent. Reconciliation then stops the adopted ones the control plane no longer
 //! wants.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -148,6 +148,9 @@ struct Managed {
     /// The `seq` of the latest stdout and stderr line the control plane took: where a new
     /// agent on the same state directory resumes reading the output files.
     pushed: [u64; 2],
+    /// How much of the stdout and stderr files this supervisor has given back to the file
+    /// system (see [`Supervisor::note_pushed`]).
+    punched: [u64; 2],
     /// The threads reading this assignment's output.
     followers: Vec<JoinHandle<()>>,
 }
@@ -213,6 +216,9 @@ pub struct Supervisor {
     group_file: Option<PathBuf>,
     /// An exclusive lock held for the supervisor's life: one agent per state.
     _lock: Option<File>,
+    /// Output files give back what the control plane took once it is this many bytes ahead of
+    /// what was given back last.
+    punch_every: u64,
 }
 
 /// One process group in a group file.
@@ -422,6 +428,29 @@ pub fn default_group_file(server: &str, cluster: &str, hostname: &str) -> PathBu
         ))
 }
 
+/// How far the control plane's copy of an output file may run ahead of the disk space given
+/// back before more is given back (one `fallocate` per this many bytes printed).
+const PUNCH_EVERY_BYTES: u64 = 64 << 20;
+
+/// The unit file systems free space in.
+const PAGE_BYTES: u64 = 4096;
+
+/// Frees the disk blocks of `path` before `upto`, keeping its length (reads there give zeros;
+/// nobody reads there: a new agent resumes after them). The process writing it appends, so
+/// nothing it writes meanwhile is touched.
+fn punch_hole(path: &Path, upto: u64) -> std::io::Result<()> {
+    use nix::fcntl::{FallocateFlags, fallocate};
+    let f = OpenOptions::new().write(true).open(path)?;
+    let len = i64::try_from(upto).map_err(std::io::Error::other)?;
+    fallocate(
+        &f,
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        0,
+        len,
+    )
+    .map_err(std::io::Error::from)
+}
+
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
     let path = path.to_path_buf();
     move |source| StateError::Io { what, path, source }
@@ -440,6 +469,7 @@ impl Supervisor {
             pipe_seq_base: (now_ms() << PIPE_SEQ_SHIFT).min(i64::MAX as u64 / 2),
             group_file: None,
             _lock: None,
+            punch_every: PUNCH_EVERY_BYTES,
         }
     }
 
@@ -518,6 +548,7 @@ impl Supervisor {
                 gone,
                 pipe_offsets: Default::default(),
                 pushed: r.pushed,
+                punched: [0, 0],
                 followers: Vec::new(),
             };
             if let ProcessState::Running { pid } | ProcessState::Stopping { pid } = m.state {
@@ -596,25 +627,53 @@ impl Supervisor {
     }
 
     /// Records that the control plane took `lines`: a new agent on the same state directory
-    /// resumes the output files after them.
+    /// resumes the output files after them. What it took is given back to the file system
+    /// (a hole punched in the file, its length and offsets unchanged) every
+    /// [`PUNCH_EVERY_BYTES`], so a service that prints for months does not fill the disk.
     pub fn note_pushed(&mut self, lines: &[LogLine]) {
         // Through pipes there are no files to resume: nothing to record.
         if self.state_dir.is_none() {
             return;
         }
-        let mut changed = false;
+        let mut changed = BTreeSet::new();
         for line in lines {
             if let Some(m) = self.procs.get_mut(&line.assignment_id) {
                 let at = &mut m.pushed[stream_index(line.stream)];
                 if line.seq > *at {
                     *at = line.seq;
-                    changed = true;
+                    changed.insert((line.assignment_id.clone(), line.stream));
                 }
             }
         }
-        if changed {
-            self.save();
+        if changed.is_empty() {
+            return;
         }
+        self.save();
+        for (id, stream) in changed {
+            let i = stream_index(stream);
+            let Some(m) = self.procs.get(&id) else {
+                continue;
+            };
+            // Whole pages before the line the next agent would resume at.
+            let upto = m.pushed[i] & !(PAGE_BYTES - 1);
+            if upto < m.punched[i].saturating_add(self.punch_every) {
+                continue;
+            }
+            if let Some(path) = self.log_path(&id, stream)
+                && let Err(e) = punch_hole(&path, upto)
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not give back the disk space of output already sent; the file keeps growing");
+            }
+            if let Some(m) = self.procs.get_mut(&id) {
+                m.punched[i] = upto;
+            }
+        }
+    }
+
+    /// Gives output back to the file system every `bytes` (tests).
+    #[cfg(test)]
+    fn punch_every(&mut self, bytes: u64) {
+        self.punch_every = bytes;
     }
 
     /// Whether every output reader has finished: the output of the processes that are gone
@@ -691,6 +750,7 @@ impl Supervisor {
             gone: Arc::new(AtomicBool::new(false)),
             pipe_offsets,
             pushed,
+            punched: [0, 0],
             followers: Vec::new(),
         };
         match self.spawn(
@@ -1299,6 +1359,43 @@ mod tests {
         let d = std::env::temp_dir().join(format!("sy-agent-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn output_the_control_plane_took_gives_its_disk_space_back() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = state_dir("punch");
+        let mut s = Supervisor::with_state_dir(&dir).expect("state dir");
+        s.punch_every(256 << 10);
+        // 2 MiB of 64-byte lines, then one more line later, then it idles.
+        let a = sh(
+            "chatty",
+            "head -c 2064384 /dev/zero | tr '\\0' x | fold -w 63; echo; sleep 0.3; echo last; sleep 30",
+        );
+        assert!(s.start(&a, false));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut got = Vec::new();
+        while got.last().is_none_or(|l: &LogLine| l.line != "last") {
+            assert!(Instant::now() < deadline, "only {} lines", got.len());
+            let batch = s.drain_logs();
+            s.note_pushed(&batch);
+            got.extend(batch);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(got.len(), 2064384 / 63 + 1);
+        assert!(got.iter().rev().skip(1).all(|l| l.line.len() == 63));
+        let last = got.last().expect("last");
+        assert_eq!(last.seq, 2064384 / 63 * 64, "offsets are unchanged");
+        let md = std::fs::metadata(dir.join("logs").join("chatty.stdout")).expect("output file");
+        assert_eq!(md.len(), last.seq + 5, "the file keeps its length");
+        let on_disk = md.blocks() * 512;
+        assert!(
+            on_disk < 512 << 10,
+            "{on_disk} bytes of a {}-byte file still on disk",
+            md.len()
+        );
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
