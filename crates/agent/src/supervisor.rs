@@ -438,6 +438,7 @@ const PAGE_BYTES: u64 = 4096;
 /// Frees the disk blocks of `path` before `upto`, keeping its length (reads there give zeros;
 /// nobody reads there: a new agent resumes after them). The process writing it appends, so
 /// nothing it writes meanwhile is touched.
+#[cfg(target_os = "linux")]
 fn punch_hole(path: &Path, upto: u64) -> std::io::Result<()> {
     use nix::fcntl::{FallocateFlags, fallocate};
     let f = OpenOptions::new().write(true).open(path)?;
@@ -449,6 +450,14 @@ fn punch_hole(path: &Path, upto: u64) -> std::io::Result<()> {
         len,
     )
     .map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_path: &Path, _upto: u64) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "punching holes in files needs Linux",
+    ))
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
@@ -1361,6 +1370,7 @@ mod tests {
         d
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn output_the_control_plane_took_gives_its_disk_space_back() {
         use std::os::unix::fs::MetadataExt as _;

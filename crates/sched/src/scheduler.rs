@@ -11,7 +11,9 @@ use switchyard_core::{JobKind, JobSpec, ThroughputTable, Work};
 use crate::index::{ClusterIndex, NodeShare};
 use crate::rates::{RateModel, young_daly_interval_s};
 
-/// A job's handle: its position in submission order.
+/// A job's handle: an index into the scheduler's jobs. Handed out in submission order, except
+/// that a control plane may [release](Scheduler::release) an ended job's handle for a later
+/// submission to reuse.
 pub type JobIdx = u32;
 
 /// A named scheduling policy.
@@ -310,11 +312,26 @@ struct Replica {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Why {
     NotTried,
-    NoCapacity { need: u32 },
-    Reserved { for_job: JobIdx, shadow_s: f64 },
-    Quota { cluster: u32 },
-    WaitingFaster { best: u32, slowdown: f64 },
-    AfterFailure { lost_s: f64 },
+    NoCapacity {
+        need: u32,
+    },
+    /// `for_order`: the submission order of `for_job`, which tells whether the handle still
+    /// names that job (see [`Scheduler::release`]).
+    Reserved {
+        for_job: JobIdx,
+        for_order: u64,
+        shadow_s: f64,
+    },
+    Quota {
+        cluster: u32,
+    },
+    WaitingFaster {
+        best: u32,
+        slowdown: f64,
+    },
+    AfterFailure {
+        lost_s: f64,
+    },
     AfterPreemption,
 }
 
@@ -1770,6 +1787,7 @@ impl Scheduler {
                     if let Some(r) = res {
                         self.jobs[j as usize].why = Why::Reserved {
                             for_job: j,
+                            for_order: self.jobs[j as usize].order,
                             shadow_s: r.shadow_s,
                         };
                     }
@@ -2014,6 +2032,7 @@ impl Scheduler {
             } else {
                 self.jobs[j as usize].why = Why::Reserved {
                     for_job: r.job,
+                    for_order: self.jobs[r.job as usize].order,
                     shadow_s: r.shadow_s,
                 };
                 return false;
@@ -2398,12 +2417,20 @@ impl Scheduler {
                 Why::NoCapacity { need } => format!(
                     "waiting for {need} free accelerators in one cluster it accepts (a gang is never split)"
                 ),
-                Why::Reserved { for_job, shadow_s } => {
+                Why::Reserved {
+                    for_job,
+                    for_order,
+                    shadow_s,
+                } => {
                     if for_job == j {
                         format!(
                             "holds a reservation: enough accelerators free up by {}",
                             human_s(shadow_s)
                         )
+                    } else if self.jobs[for_job as usize].order != for_order
+                        || self.jobs[for_job as usize].id.is_empty()
+                    {
+                        "waited for a reservation of a job that has since ended; tried again on the next pass".into()
                     } else {
                         format!(
                             "would delay {}, which has a reservation at {}",

@@ -248,10 +248,10 @@ struct Hub {
     last_poll_ms: Option<i64>,
     /// After a stall of the leader, no node is declared lost before this.
     no_loss_before_ms: i64,
-    /// Until then (a while after this hub began a leader term), lines of assignments it never
-    /// handed out may be output agents held through the change of leader: see
-    /// [`PushedOutput::unverified`].
-    adopt_output_until_ms: i64,
+    /// When this hub's leader term began: for [`ADOPT_OUTPUT_MS`] after, lines of assignments
+    /// it never handed out may be output agents held through the change of leader (see
+    /// [`PushedOutput::unverified`]).
+    term_started_ms: Option<i64>,
 }
 
 /// How long after a leader term starts the agents' output of earlier attempts is adopted:
@@ -270,6 +270,8 @@ pub struct PushedOutput {
     pub unverified: Vec<OutputLine>,
     /// The node's cluster.
     pub cluster: String,
+    /// When the hub's leader term began (0 outside one).
+    pub term_started_ms: i64,
 }
 
 /// The shared registry and desired state (cheap to clone).
@@ -565,7 +567,12 @@ impl AgentHub {
             .find(|c| c.index == this.cluster)
             .map(|c| c.name.clone())
             .unwrap_or_default();
-        let adopting = now_ms < hub.adopt_output_until_ms;
+        let term_started_ms = hub.term_started_ms.unwrap_or(0);
+        let adopting = hub
+            .term_started_ms
+            .is_some_and(|t| now_ms < t.saturating_add(ADOPT_OUTPUT_MS));
+        // Replicas this hub started carry its epoch: handed in this term, never adoptable.
+        let this_term_replica = format!("/replica-{}.", hub.replica_epoch);
         let known: HashMap<&str, &Assignment> = hub
             .on_node
             .get(node)
@@ -592,6 +599,7 @@ impl AgentHub {
             // attempt that ended before the term; one it handed to another node is not.
             let adoptable = !handed
                 && adopting
+                && !l.assignment_id.contains(&this_term_replica)
                 && !*handed_elsewhere
                     .entry(l.assignment_id.clone())
                     .or_insert_with(|| hub.handed_anywhere(&l.assignment_id));
@@ -641,6 +649,7 @@ impl AgentHub {
             lines: out,
             unverified,
             cluster,
+            term_started_ms,
         })
     }
 
@@ -1373,52 +1382,65 @@ impl Backend for AgentBackend {
         hub.used.clear();
         hub.observed.clear();
         hub.resync_down = true;
-        hub.adopt_output_until_ms = now_ms().saturating_add(ADOPT_OUTPUT_MS);
+        hub.term_started_ms = Some(now_ms());
     }
 }
 
-/// Most jobs one push may name among its [`PushedOutput::unverified`] lines (each costs a
-/// store read); lines of further jobs are dropped.
-const MAX_ADOPTED_JOBS: usize = 64;
+/// Most runs (job and attempt) one push may name among its [`PushedOutput::unverified`] lines
+/// (each costs store reads); lines of further runs are dropped.
+const MAX_ADOPTED_RUNS: usize = 64;
 
-/// The [`PushedOutput::unverified`] lines the store vouches for: their job's latest placement
-/// was on `cluster` and their attempt is not after its latest. Others are dropped with a
-/// warning.
+/// The [`PushedOutput::unverified`] lines the store vouches for: a gang rank's line when its
+/// attempt started on `cluster` before the leader term (the `started` event says `attempt N:`)
+/// and its rank is within the job's size; a service replica's when the service had a replica
+/// added on `cluster` before the term. Others are dropped with a warning.
 pub(crate) async fn adopt_output(
     store: &switchyard_store::AnyStore,
-    cluster: &str,
+    pushed: &PushedOutput,
     lines: Vec<OutputLine>,
 ) -> Result<Vec<OutputLine>, switchyard_store::StoreError> {
-    use switchyard_store::StoreRead as _;
+    use switchyard_store::{EventQuery, StoreRead as _};
     if lines.is_empty() {
         return Ok(lines);
     }
-    // Job → the latest attempt it may have run on this cluster; `None`: not this cluster's.
-    let mut latest: HashMap<String, Option<i64>> = HashMap::new();
+    // (job, attempt; 0 for a replica) → the job's size when the store vouches for the run.
+    let mut vouched: HashMap<(String, u32), Option<i64>> = HashMap::new();
     for l in &lines {
-        if latest.contains_key(&l.job) {
+        let key = (l.job.clone(), l.attempt);
+        if vouched.contains_key(&key) {
             continue;
         }
-        let attempt = if latest.len() < MAX_ADOPTED_JOBS {
-            store
-                .get_job(&l.job, None)
-                .await?
-                .filter(|r| r.cluster.as_deref() == Some(cluster))
-                .map(|r| r.restarts + 1)
-        } else {
-            None
-        };
-        latest.insert(l.job.clone(), attempt);
+        let mut size = None;
+        if vouched.len() < MAX_ADOPTED_RUNS
+            && let Some(job) = store.get_job(&l.job, None).await?
+        {
+            let replica = replica_of(&l.source).is_some();
+            let prefix = format!("attempt {}:", l.attempt);
+            let ran = store
+                .has_event(&EventQuery {
+                    job_id: &l.job,
+                    kind: if replica { "replica_added" } else { "started" },
+                    cluster: &pushed.cluster,
+                    prefix: if replica { "" } else { &prefix },
+                    before_ms: pushed.term_started_ms,
+                })
+                .await?;
+            if ran && (!replica || job.kind == "inference") {
+                size = Some(job.accelerators);
+            }
+        }
+        vouched.insert(key, size);
     }
-    let (kept, dropped): (Vec<OutputLine>, Vec<OutputLine>) = lines
-        .into_iter()
-        .partition(|l| latest[&l.job].is_some_and(|max| i64::from(l.attempt) <= max));
+    let (kept, dropped): (Vec<OutputLine>, Vec<OutputLine>) = lines.into_iter().partition(|l| {
+        vouched[&(l.job.clone(), l.attempt)]
+            .is_some_and(|size| l.attempt == 0 || i64::from(l.rank) < size)
+    });
     if let Some(example) = dropped.first() {
         tracing::warn!(
-            cluster,
+            cluster = %pushed.cluster,
             dropped = dropped.len(),
             example = %example.source,
-            "dropped output lines of assignments no node was handed in this leader term whose job did not run on the node's cluster"
+            "dropped output lines of assignments no node was handed in this leader term and the store does not show running on this node's cluster before it"
         );
     }
     Ok(kept)
@@ -1610,7 +1632,8 @@ mod handlers {
         let hub = hub(&s, &auth)?;
         let batch: LogBatch = body(raw, "log batch")?;
         let mut pushed = hub.output(&id, batch, now_ms()).map_err(refused)?;
-        let adopted = super::adopt_output(&s.store, &pushed.cluster, pushed.unverified).await?;
+        let unverified = std::mem::take(&mut pushed.unverified);
+        let adopted = super::adopt_output(&s.store, &pushed, unverified).await?;
         pushed.lines.extend(adopted);
         crate::leader::store_output(&s.store, pushed.lines).await?;
         Ok(StatusCode::NO_CONTENT)
@@ -1955,6 +1978,7 @@ mod tests {
         // another node is still refused; after the window, nothing unknown is held.
         b.reset();
         let now = now_ms();
+        let this_term = format!("j-svc/replica-{}.9/rank-0", h.lock().replica_epoch);
         let early = h
             .output(
                 &c,
@@ -1962,6 +1986,7 @@ mod tests {
                     line("j-old/attempt-1/rank-1", 0),
                     line(&on_a[0].id, 3),
                     line("not-an-assignment", 0),
+                    line(&this_term, 0),
                 ]),
                 now,
             )
@@ -1977,6 +2002,7 @@ mod tests {
             ("j-old", 1, 1)
         );
         assert_eq!(early.cluster, "local");
+        assert!(early.term_started_ms > 0 && early.term_started_ms <= now);
         let later = h
             .output(
                 &c,

@@ -1,6 +1,8 @@
 //! The wire format of the HTTP API (`/v1`): requests, responses and errors. The client verbs
 //! use these same types, and the job files of `switchyard submit` are [`SubmitRequest`]s
-//! written in TOML. Unknown fields are errors everywhere.
+//! written in TOML. Unknown fields are errors in requests; responses may grow fields, so a
+//! client reading them ignores the ones it does not know (an older CLI keeps working against a
+//! newer server).
 
 use serde::{Deserialize, Serialize};
 use switchyard_core::fleet::Fleet;
@@ -143,7 +145,6 @@ pub struct ScaleRequest {
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Job {
     pub id: String,
     #[serde(default)]
@@ -203,7 +204,6 @@ impl From<&JobRecord> for Job {
 
 /// One page of jobs; `next` is the cursor for the following page (`after=`), absent at the end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobList {
     pub jobs: Vec<Job>,
     #[serde(default)]
@@ -212,9 +212,9 @@ pub struct JobList {
 
 /// Something that happened to a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Event {
     /// Increases with every stored event of the server: pass the last one seen as `after`.
+    #[serde(default)]
     pub cursor: i64,
     pub at_ms: i64,
     /// submitted, waiting, started, replica_added, preempted, restarted, finished, cancelled, …
@@ -228,7 +228,6 @@ pub struct Event {
 /// (`reason` answers "why is it pending"). `next` (the last event's cursor) is there when the
 /// page is full, so more events may wait: pass it as `after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobEvents {
     pub job: String,
     pub state: String,
@@ -243,7 +242,6 @@ pub const DEFAULT_EVENT_PAGE: i64 = 1000;
 
 /// One output line of one of a job's processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LogEntry {
     /// Increases with every stored line of the server: pass the last one seen as `after`.
     pub cursor: i64,
@@ -265,7 +263,6 @@ pub struct LogEntry {
 /// `/v1/jobs/{id}/logs`: a page of a job's output in cursor order. `next` (the last line's
 /// cursor) is there when the page is full, so more lines may wait: pass it as `after`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobLogs {
     pub job: String,
     pub lines: Vec<LogEntry>,
@@ -278,7 +275,6 @@ pub const DEFAULT_LOG_PAGE: i64 = 1000;
 
 /// A cluster and what runs on it now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ClusterState {
     pub name: String,
     pub provider: String,
@@ -292,7 +288,6 @@ pub struct ClusterState {
 
 /// The fleet as the server schedules it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FleetState {
     pub name: String,
     pub clusters: Vec<ClusterState>,
@@ -300,7 +295,6 @@ pub struct FleetState {
 
 /// A quota from the fleet file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct QuotaView {
     /// `None`: fleet-wide.
     #[serde(default)]
@@ -312,7 +306,6 @@ pub struct QuotaView {
 
 /// A tenant (team): its quotas and what it uses now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TenantState {
     pub tenant: String,
     #[serde(default)]
@@ -325,20 +318,17 @@ pub struct TenantState {
 
 /// `/v1/tenants`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TenantList {
     pub tenants: Vec<TenantState>,
 }
 
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorDetail {
     /// Machine-readable: invalid_json, invalid_request, unauthorized, forbidden, not_found,
     /// method_not_allowed, conflict, cluster_full, quota_exceeded, unschedulable, too_large, unavailable, internal.

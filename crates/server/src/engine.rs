@@ -348,22 +348,22 @@ impl Engine {
         self.drain(now_ms);
     }
 
-    /// Something a backend wants in a job's events.
+    /// Something a backend wants in a job's events (also of a job that has just ended and been
+    /// let go: a backend's last word about it, like a replica restarted as it was stopped).
     pub fn note(&mut self, now_ms: i64, id: &str, kind: &str, message: &str) {
-        if let Some(&job) = self.by_id.get(id) {
-            let cluster = self
-                .sched
+        let cluster = self.by_id.get(id).and_then(|&job| {
+            self.sched
                 .job(job)
                 .cluster
-                .map(|c| self.clusters[c as usize].clone());
-            self.batch.events.push(NewEvent {
-                job_id: id.to_owned(),
-                at_ms: now_ms,
-                kind: kind.to_owned(),
-                cluster,
-                message: message.to_owned(),
-            });
-        }
+                .map(|c| self.clusters[c as usize].clone())
+        });
+        self.batch.events.push(NewEvent {
+            job_id: id.to_owned(),
+            at_ms: now_ms,
+            kind: kind.to_owned(),
+            cluster,
+            message: message.to_owned(),
+        });
     }
 
     /// A node failed or came back (from a backend).
@@ -751,12 +751,17 @@ mod tests {
             assert_eq!(update(&batch, &id).state, JobState::Done);
             assert!(!e.knows(&id));
             assert_eq!(e.held_jobs(), 1, "only the long run is held");
-            // Straggling reports about a forgotten job change nothing.
+            // Straggling reports about a forgotten job change nothing; a backend's note is
+            // still recorded.
             e.finished(now, &id, generation);
             e.failed(now, &id, generation, "late");
             e.cancel(now, &id);
             let (batch, cmds) = e.take(now);
             assert!(batch.is_empty() && cmds.is_empty(), "{batch:?} {cmds:?}");
+            e.note(now, &id, "replica_restarted", "late word");
+            let (batch, _) = e.take(now);
+            assert_eq!(batch.events.len(), 1);
+            assert!(batch.updates.is_empty());
             e.check().expect("invariants");
         }
         assert_eq!(e.sched.job_count(), 2, "fifty jobs ran in one reused slot");

@@ -17,9 +17,9 @@ mod sql;
 use std::future::Future;
 
 pub use model::{
-    Batch, ClusterUsage, EventRecord, JobFilter, JobRecord, JobState, JobUpdate, Lease, LogLine,
-    LogQuery, LogRecord, NewEvent, NewJob, NodeRecord, NodeRegistration, NodeState, Principal,
-    TenantUsage, is_replica_name, replica_of_assignment,
+    Batch, ClusterUsage, EventQuery, EventRecord, JobFilter, JobRecord, JobState, JobUpdate, Lease,
+    LogLine, LogQuery, LogRecord, NewEvent, NewJob, NodeRecord, NodeRegistration, NodeState,
+    Principal, TenantUsage, is_replica_name, replica_of_assignment,
 };
 pub use sql::{PgStore, SqliteStore};
 
@@ -85,6 +85,12 @@ pub trait StoreRead: Send + Sync {
         after: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Option<Vec<EventRecord>>, StoreError>> + Send;
+    /// Whether `job_id` has an event of `kind` on `cluster`, recorded before `before_ms`, whose
+    /// message starts with `prefix` (a `started` event says `attempt N: …`).
+    fn has_event(
+        &self,
+        query: &EventQuery<'_>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Jobs the scheduler has not taken in yet, in submission order.
     fn unseen_jobs(
         &self,
@@ -268,6 +274,9 @@ impl StoreRead for AnyStore {
         limit: i64,
     ) -> Result<Option<Vec<EventRecord>>, StoreError> {
         delegate!(self, s => s.events(id, tenant, after, limit).await)
+    }
+    async fn has_event(&self, query: &EventQuery<'_>) -> Result<bool, StoreError> {
+        delegate!(self, s => s.has_event(query).await)
     }
     async fn unseen_jobs(&self, limit: i64) -> Result<Vec<JobRecord>, StoreError> {
         delegate!(self, s => s.unseen_jobs(limit).await)

@@ -132,6 +132,18 @@ pub struct EventRecord {
     pub message: String,
 }
 
+/// An event to look for ([`crate::StoreRead::has_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventQuery<'a> {
+    pub job_id: &'a str,
+    pub kind: &'a str,
+    pub cluster: &'a str,
+    /// The message starts with this.
+    pub prefix: &'a str,
+    /// Recorded before this.
+    pub before_ms: i64,
+}
+
 /// An event to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {

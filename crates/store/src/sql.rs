@@ -432,7 +432,7 @@ macro_rules! sql_store {
                     sql = sql.replacen(
                         &format!("SELECT {JOB_COLUMNS} FROM"),
                         &format!(
-                            "SELECT {JOB_COLUMNS}, SUM(LENGTH(spec)) OVER (ORDER BY seq) - LENGTH(spec) AS spec_start FROM"
+                            "SELECT {JOB_COLUMNS}, SUM(OCTET_LENGTH(spec)) OVER (ORDER BY seq) - OCTET_LENGTH(spec) AS spec_start FROM"
                         ),
                         1,
                     );
@@ -482,6 +482,21 @@ macro_rules! sql_store {
                 .fetch_all(&self.read)
                 .await?;
                 rows.iter().map(Self::event).collect::<Result<Vec<_>, _>>().map(Some)
+            }
+
+            async fn has_event(&self, q: &EventQuery<'_>) -> Result<bool, StoreError> {
+                let row = sqlx::query(
+                    "SELECT seq FROM events WHERE job_id = $1 AND kind = $2 AND cluster = $3 \
+                     AND at_ms < $4 AND SUBSTR(message, 1, LENGTH($5)) = $5 LIMIT 1",
+                )
+                .bind(q.job_id)
+                .bind(q.kind)
+                .bind(q.cluster)
+                .bind(q.before_ms)
+                .bind(q.prefix)
+                .fetch_optional(&self.read)
+                .await?;
+                Ok(row.is_some())
             }
 
             async fn unseen_jobs(&self, limit: i64) -> Result<Vec<JobRecord>, StoreError> {

@@ -719,6 +719,32 @@ async fn lease_and_apply(s: AnyStore) {
         .expect("found");
     let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["submitted", "started", "cancel_requested"]);
+    // Looking for an event: kind, cluster, time and the start of its message must all match.
+    let started = |cluster: &'static str, prefix: &'static str, before_ms: i64| EventQuery {
+        job_id: &j.id,
+        kind: "started",
+        cluster,
+        prefix,
+        before_ms,
+    };
+    assert!(
+        s.has_event(&started("c", "plac", 2_601))
+            .await
+            .expect("query")
+    );
+    assert!(s.has_event(&started("c", "", 2_601)).await.expect("query"));
+    for (cluster, prefix, before) in [
+        ("c", "plac", 2_600),
+        ("d", "plac", 9_999),
+        ("c", "placed!", 9_999),
+    ] {
+        assert!(
+            !s.has_event(&started(cluster, prefix, before))
+                .await
+                .expect("query"),
+            "{cluster} {prefix} {before}"
+        );
+    }
     // Pages: two, then the rest after the second's seq, then nothing.
     let first = s
         .events(&j.id, None, 0, 2)
