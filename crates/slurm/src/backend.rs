@@ -333,6 +333,9 @@ struct Cluster {
     /// Jobs were listed since the leader's first commands of this term: later launches are
     /// new runs and never adopt a job already there.
     listed: bool,
+    /// Slurm jobs cancelled as unwanted and still listed (a cancelled job is `COMPLETING`
+    /// for a while): not cancelled, nor reported cancelled, again every round.
+    cancelled: HashSet<String>,
 }
 
 struct Worker {
@@ -374,6 +377,7 @@ impl Worker {
                     capacity_read: false,
                     list_error: None,
                     listed: false,
+                    cancelled: HashSet::new(),
                 })
                 .collect(),
             options,
@@ -574,10 +578,15 @@ impl Worker {
     /// One reconciliation round over every cluster.
     fn round(&mut self) {
         lock(&self.shared).rounds += 1;
-        if Instant::now() >= self.next_capacity {
-            for i in 0..self.clusters.len() {
+        let due = Instant::now() >= self.next_capacity;
+        for i in 0..self.clusters.len() {
+            // A cluster whose nodes were never read is asked every round: nothing is
+            // submitted to it until then.
+            if due || !self.clusters[i].capacity_read {
                 self.refresh_capacity(i);
             }
+        }
+        if due {
             self.next_capacity = Instant::now() + self.options.capacity_interval;
         }
         for i in 0..self.clusters.len() {
@@ -672,8 +681,12 @@ impl Worker {
             tracing::info!(cluster = %cluster_name, "Slurm answers again");
         }
         let prefix = self.options.tag.clone();
+        // This cluster's partition only: two clusters of one fleet on one controller (two
+        // partitions) must not adopt or cancel each other's jobs.
+        let partition = self.clusters[i].cfg.settings.partition.clone();
         let tagged: Vec<(Tag, &QueueJob)> = listing
             .iter()
+            .filter(|j| j.partition == partition)
             .filter_map(|j| Some((Tag::parse(j.comment.as_deref()?, &prefix)?, j)))
             .collect();
         let by_id: HashMap<&str, &QueueJob> =
@@ -687,15 +700,25 @@ impl Worker {
             .collect();
 
         // 2. Cancel tagged, unfinished jobs nobody wants (only once the leader has spoken).
+        self.clusters[i].cancelled.retain(|id| {
+            by_id
+                .get(id.as_str())
+                .is_some_and(|j| !j.state.is_terminal())
+        });
         if self.synced {
             let unwanted: Vec<(String, String)> = tagged
                 .iter()
-                .filter(|(_, j)| !j.state.is_terminal() && !claimed.contains(&j.id))
+                .filter(|(_, j)| {
+                    !j.state.is_terminal()
+                        && !claimed.contains(&j.id)
+                        && !self.clusters[i].cancelled.contains(&j.id)
+                })
                 .map(|(t, j)| (t.job.clone(), j.id.clone()))
                 .collect();
             for (key, id) in unwanted {
                 match self.clusters[i].cfg.client.cancel(&id) {
                     Ok(()) => {
+                        self.clusters[i].cancelled.insert(id.clone());
                         lock(&self.shared).cancelled += 1;
                         self.event(
                             &key,
@@ -765,7 +788,12 @@ impl Worker {
             }
         }
 
-        // 5. Submit what is wanted and has no Slurm job.
+        // 5. Submit what is wanted and has no Slurm job — once the partition's nodes have been
+        //    read: whether they have GPUs decides `--gpus-per-node` and one GPU per rank, and a
+        //    gang submitted without them would run on no GPU at all.
+        if !self.clusters[i].capacity_read {
+            return;
+        }
         let now = Instant::now();
         let ready = self.unsubmitted(&cluster_name, |w| w.next_try <= now);
         for key in ready {
@@ -959,25 +987,31 @@ impl Worker {
         let mut failures = HashMap::new();
         for ((id, _), f) in self.follows.iter_mut().filter(|(_, f)| f.cluster == i) {
             let last = by_id.get(id.as_str()).is_none_or(|j| j.state.is_terminal());
+            // Followed until read to the end after the job ended: a read takes at most
+            // `logs::MAX_READ_BYTES`, and what the job wrote last (its failing rank) matters most.
+            let mut finished = last;
             match logs::read_new_lines(&f.path, &mut f.offset, f.labelled, last) {
-                Ok(got) => lines.extend(got.into_iter().map(|l| {
-                    if f.failure.is_none()
-                        && f.stream == "stderr"
-                        && let Some((task, what)) = logs::srun_task_failure(&l.text)
-                    {
-                        f.failure = Some(format!("rank {task} failed first: {what}"));
-                    }
-                    OutputLine {
-                        job: f.job.clone(),
-                        attempt: f.attempt,
-                        rank: l.rank,
-                        source: format!("slurm-{id}"),
-                        stream: f.stream,
-                        seq: l.seq,
-                        at_ms: now,
-                        line: l.text,
-                    }
-                })),
+                Ok(got) => {
+                    finished &= got.at_end;
+                    lines.extend(got.lines.into_iter().map(|l| {
+                        if f.failure.is_none()
+                            && f.stream == "stderr"
+                            && let Some((task, what)) = logs::srun_task_failure(&l.text)
+                        {
+                            f.failure = Some(format!("rank {task} failed first: {what}"));
+                        }
+                        OutputLine {
+                            job: f.job.clone(),
+                            attempt: f.attempt,
+                            rank: l.rank,
+                            source: format!("slurm-{id}"),
+                            stream: f.stream,
+                            seq: l.seq,
+                            at_ms: now,
+                            line: l.text,
+                        }
+                    }));
+                }
                 Err(e) => {
                     tracing::warn!(path = %f.path.display(), error = %e, "cannot read a Slurm job's output");
                 }
@@ -985,7 +1019,7 @@ impl Worker {
             if let Some(why) = &f.failure {
                 failures.insert(id.clone(), why.clone());
             }
-            if last {
+            if finished {
                 done.push((id.clone(), f.stream));
             }
         }
@@ -1279,6 +1313,8 @@ mod tests {
         refuse: Option<String>,
         /// The controller does not answer.
         down: bool,
+        /// `sinfo` fails (the nodes cannot be read).
+        sinfo_down: bool,
         /// Exit codes `scontrol show job` reports (default 0:0).
         exit: HashMap<String, (i32, i32)>,
     }
@@ -1325,6 +1361,12 @@ mod tests {
 
     impl SlurmClient for Fake {
         fn nodes(&self, _partition: Option<&str>) -> Result<Vec<Node>, SlurmError> {
+            if self.st().sinfo_down {
+                return Err(SlurmError::Timeout {
+                    command: "sinfo".into(),
+                    seconds: 30,
+                });
+            }
             Ok(self.st().nodes.clone())
         }
         fn jobs(&self) -> Result<Vec<QueueJob>, SlurmError> {
@@ -1458,6 +1500,7 @@ mod tests {
             "--comment=switchyard:j-1:1:1",
             "--job-name=sy-j-1",
             "--no-requeue",
+            "--export=NONE",
         ] {
             assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");
         }
@@ -1472,6 +1515,11 @@ mod tests {
             "{script}"
         );
         assert!(script.trim_end().ends_with("srun ./train.sh"), "{script}");
+        assert!(
+            script.starts_with("#!/bin/sh\nexport PATH='/usr/local/sbin:"),
+            "{script}"
+        );
+        assert!(script.contains("export SLURM_EXPORT_ENV=ALL\n"), "{script}");
         // No GPUs in the partition: no --gpus-per-node; one node, tasks = accelerators.
         let fake = Fake::default();
         fake.st().nodes = vec![node("cpu1", "idle", 0)];
@@ -1505,6 +1553,28 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_submitted_before_the_partitions_nodes_are_read() {
+        let fake = Fake::default();
+        fake.st().nodes = (1..=2)
+            .map(|i| node(&format!("gpu{i}"), "idle", 8))
+            .collect();
+        fake.st().sinfo_down = true;
+        let mut w = worker(&fake, 2);
+        w.apply(Msg::Commands(vec![launch("j-1", 1, 16)]));
+        w.round();
+        w.round();
+        assert!(
+            fake.st().submitted.is_empty(),
+            "without the nodes, whether they have GPUs is unknown"
+        );
+        fake.st().sinfo_down = false;
+        w.round();
+        let subs = fake.st().submitted.clone();
+        assert_eq!(subs.len(), 1);
+        assert!(subs[0].args().iter().any(|a| a == "--gpus-per-node=8"));
+    }
+
+    #[test]
     fn untagged_jobs_are_never_touched_and_nothing_is_cancelled_before_the_leader_speaks() {
         let fake = Fake::default();
         let mine = fake.add_job(Some("switchyard:j-old:1:1"), JobState::Running);
@@ -1520,10 +1590,28 @@ mod tests {
         );
         w.apply(Msg::Commands(vec![]));
         w.round();
-        assert_eq!(fake.st().cancelled, vec![mine]);
+        assert_eq!(fake.st().cancelled, vec![mine.clone()]);
         for id in [user, other, note] {
             assert!(!fake.st().cancelled.contains(&id));
         }
+        // A cancelled job lingers as COMPLETING: it is not cancelled (or reported) again.
+        fake.set_state(&mine, JobState::Completing);
+        w.round();
+        w.round();
+        assert_eq!(fake.st().cancelled, vec![mine.clone()]);
+        let reported = lock(&w.shared)
+            .observed
+            .iter()
+            .filter(|o| matches!(o, Observed::Event { kind, .. } if kind == "slurm_cancelled"))
+            .count();
+        assert_eq!(reported, 1);
+        // A tagged job of this prefix in another partition is another cluster's: left alone.
+        let elsewhere = fake.add_job(Some("switchyard:j-gone:1:1"), JobState::Running);
+        if let Some(j) = fake.st().jobs.iter_mut().find(|j| j.id == elsewhere) {
+            j.partition = "cpu".into();
+        }
+        w.round();
+        assert!(!fake.st().cancelled.contains(&elsewhere));
     }
 
     #[test]
@@ -1994,6 +2082,24 @@ mod tests {
         let got = lines(observed(&w));
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!((got[0].seq, got[0].line.as_str()), (18, "part"));
+        assert!(w.follows.is_empty());
+
+        // A job that wrote more after its last read than one read takes (1 MiB): every line
+        // comes, over as many rounds as it needs, before its files are let go.
+        let id = running(&fake, &mut w, launch_cmd("k", 1, 1, &["./x"]));
+        let sub = fake.st().submitted.last().cloned().expect("submitted");
+        std::fs::write(&sub.stdout, "0: ".to_owned() + &"y".repeat(997) + "\n").ok();
+        w.round();
+        assert_eq!(lines(observed(&w)).len(), 1);
+        let line = "0: ".to_owned() + &"y".repeat(997) + "\n";
+        std::fs::write(&sub.stdout, line.repeat(3001)).ok();
+        fake.set_state(&id, JobState::Failed);
+        let mut total = 0;
+        for _ in 0..10 {
+            w.round();
+            total += lines(observed(&w)).len();
+        }
+        assert_eq!(total, 3000, "every line written before the end");
         assert!(w.follows.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -83,6 +83,9 @@ impl Submission {
             format!("--error={}", self.stderr),
             // Switchyard decides restarts: Slurm must not requeue on its own.
             "--no-requeue".to_owned(),
+            // Nothing of the server's environment (its database URL, Slurm token …) reaches
+            // tenants' jobs: the script sets what the job gets.
+            "--export=NONE".to_owned(),
         ];
         if let Some(acc) = &self.account {
             a.push(format!("--account={acc}"));
@@ -102,28 +105,43 @@ impl Submission {
         a
     }
 
-    /// The batch script: exports the Switchyard environment, then runs the command.
+    /// The batch script: a standard `PATH`, the job's and Switchyard's variables, then the
+    /// command. It runs with nothing of the submitter's environment (`--export=NONE`, and
+    /// slurmrestd passes none), so `srun` in it is told to pass the script's own environment
+    /// on to the tasks (`SLURM_EXPORT_ENV=ALL`; `--export=NONE` would otherwise reach them too
+    /// and start them without even a `PATH`).
     pub fn script(&self) -> String {
         let mut s = String::from("#!/bin/sh\n");
+        s.push_str(&format!(
+            "export PATH={}\n",
+            shell_quote(crate::rest::JOB_PATH)
+        ));
         for (k, v) in &self.env {
             s.push_str(&format!("export {k}={}\n", shell_quote(v)));
         }
+        s.push_str("export SLURM_EXPORT_ENV=ALL\n");
         s.push_str(&self.command);
         s.push('\n');
         s
     }
 }
 
-/// Single-quotes a value for sh.
+/// Single-quotes a value for sh. A carriage return is written as `$(printf '\r')` outside the
+/// quotes: `sbatch` refuses a script with one in it (DOS line breaks), and would refuse the
+/// job's every resubmission.
 pub fn shell_quote(v: &str) -> String {
-    format!("'{}'", v.replace('\'', r"'\''"))
+    let quoted: Vec<String> = v
+        .split('\r')
+        .map(|part| format!("'{}'", part.replace('\'', r"'\''")))
+        .collect();
+    quoted.join(r#""$(printf '\r')""#)
 }
 
 /// What Switchyard needs from Slurm.
 pub trait SlurmClient: Send + std::fmt::Debug {
     /// Nodes of a partition (all partitions when `None`).
     fn nodes(&self, partition: Option<&str>) -> Result<Vec<Node>, SlurmError>;
-    /// Every job the controller still knows (all states, all users).
+    /// Every job of this user the controller still knows (all states).
     fn jobs(&self) -> Result<Vec<QueueJob>, SlurmError>;
     /// One job in detail; `None` when the controller no longer knows it.
     fn job(&self, id: &str) -> Result<Option<JobInfo>, SlurmError>;
@@ -251,7 +269,9 @@ impl SlurmClient for CliClient {
     }
 
     fn jobs(&self) -> Result<Vec<QueueJob>, SlurmError> {
-        let args = ["-h", "-a", "-t", "all", "-o"]
+        // `--me`: only this user's jobs — another user's is never Switchyard's, whatever its
+        // comment says.
+        let args = ["-h", "-a", "--me", "-t", "all", "-o"]
             .iter()
             .map(|s| (*s).to_owned())
             .chain([parse::squeue_format()])
@@ -299,5 +319,34 @@ pub(crate) fn cancelled<T>(result: Result<T, SlurmError>) -> Result<(), SlurmErr
             Ok(())
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What sh makes of a quoted value: the value itself, byte for byte, and never a carriage
+    /// return in the script text.
+    #[test]
+    fn quoted_values_come_back_unchanged_from_sh() {
+        for v in [
+            "plain",
+            "",
+            "it's $HOME; rm -rf / `x` \"q\"",
+            "line one\r\nline two",
+            "\r",
+            "trailing\r",
+            "tab\tand\nnewline",
+        ] {
+            let q = shell_quote(v);
+            assert!(!q.contains('\r'), "{q:?}");
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {q}"))
+                .output()
+                .expect("sh runs");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), v, "{q:?}");
+        }
     }
 }

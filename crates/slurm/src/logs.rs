@@ -21,18 +21,31 @@ pub struct Line {
     pub text: String,
 }
 
-/// Reads what `path` gained after `*offset`: complete lines only (a line still being written
-/// waits for its newline, unless `last` says the writer is gone), then moves `*offset` past
-/// them. A file that does not exist yet has nothing to read.
+/// What one read of a file gave.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NewLines {
+    pub lines: Vec<Line>,
+    /// The file was read to its end (a read takes at most [`MAX_READ_BYTES`]).
+    pub at_end: bool,
+}
+
+/// Reads what `path` gained after `*offset`, at most [`MAX_READ_BYTES`]: complete lines only (a
+/// line still being written waits for its newline, unless `last` says the writer is gone), then
+/// moves `*offset` past them. A file that does not exist yet has nothing to read.
 pub fn read_new_lines(
     path: &Path,
     offset: &mut u64,
     labelled: bool,
     last: bool,
-) -> std::io::Result<Vec<Line>> {
+) -> std::io::Result<NewLines> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(NewLines {
+                lines: Vec::new(),
+                at_end: true,
+            });
+        }
         Err(e) => return Err(e),
     };
     // A file shorter than what was read (replaced or truncated by someone): start over.
@@ -45,7 +58,7 @@ pub fn read_new_lines(
     let at_end = (buf.len() as u64) < MAX_READ_BYTES;
     let (lines, used) = split_lines(&buf, *offset, labelled, last && at_end);
     *offset += used as u64;
-    Ok(lines)
+    Ok(NewLines { lines, at_end })
 }
 
 /// Splits `buf` (read from `base`) into lines; returns them and how many bytes they used.
@@ -209,15 +222,37 @@ mod tests {
         let mut off = 0;
         assert_eq!(
             read_new_lines(&p, &mut off, false, false).ok(),
-            Some(vec![])
+            Some(NewLines {
+                lines: vec![],
+                at_end: true
+            })
         );
         std::fs::write(&p, "a\nb").ok();
-        let got = read_new_lines(&p, &mut off, false, false).unwrap_or_default();
+        let got = read_new_lines(&p, &mut off, false, false)
+            .unwrap_or_default()
+            .lines;
         assert_eq!((got.len(), off), (1, 2));
         std::fs::write(&p, "a\nbc\n").ok();
-        let got = read_new_lines(&p, &mut off, false, false).unwrap_or_default();
+        let got = read_new_lines(&p, &mut off, false, false)
+            .unwrap_or_default()
+            .lines;
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].seq, got[0].text.as_str(), off), (2, "bc", 5));
+        // More than one read holds: the rest comes on later reads, and only the last one says
+        // the file was read to its end.
+        let big = "x".repeat(1000) + "\n";
+        std::fs::write(&p, big.repeat(3000)).ok();
+        let mut off = 0;
+        let mut reads = Vec::new();
+        loop {
+            let r = read_new_lines(&p, &mut off, false, true).unwrap_or_default();
+            reads.push(r.lines.len());
+            if r.at_end {
+                break;
+            }
+        }
+        assert!(reads.len() >= 3, "{reads:?}");
+        assert_eq!(reads.iter().sum::<usize>(), 3000);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

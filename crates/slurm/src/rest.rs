@@ -23,6 +23,9 @@ use crate::parse::{self, JobInfo, Node, QueueJob};
 
 const API: &str = "/slurm/v0.0.38";
 
+/// Largest answer read from slurmrestd (a job listing of a busy controller).
+const MAX_ANSWER_BYTES: u64 = 512 << 20;
+
 /// `PATH` of the batch script (slurmrestd passes no environment of its own).
 pub const JOB_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -114,8 +117,11 @@ impl RestClient {
             message: format!("cannot reach slurmrestd at {}: {e}", self.base),
         })?;
         let status = res.status().as_u16();
+        // A listing of a busy controller's jobs passes ureq's default cap of 10 MB.
         let text = res
             .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
             .read_to_string()
             .map_err(|e| SlurmError::Unreachable {
                 command: command.clone(),
@@ -184,10 +190,13 @@ impl SlurmClient for RestClient {
 
     fn jobs(&self) -> Result<Vec<QueueJob>, SlurmError> {
         let text = self.call("GET", "/jobs", None)?;
-        parse::parse_rest_jobs(&text).map_err(|source| SlurmError::Parse {
+        let mut jobs = parse::parse_rest_jobs(&text).map_err(|source| SlurmError::Parse {
             command: "GET /jobs".into(),
             source,
-        })
+        })?;
+        // Only this user's: another user's job is never Switchyard's, whatever its comment.
+        jobs.retain(|j| j.user == self.user);
+        Ok(jobs)
     }
 
     fn job(&self, id: &str) -> Result<Option<JobInfo>, SlurmError> {

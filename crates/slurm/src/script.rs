@@ -43,13 +43,19 @@ pub fn valid_env_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// The job's own variables to export before Switchyard's (which win): valid names only, and
-/// none of Switchyard's (`SWITCHYARD_*` and the launcher variables).
+/// The job's own variables to export before Switchyard's (which win): valid names only, none
+/// of Switchyard's (`SWITCHYARD_*` and the launcher variables), and none of Slurm's
+/// (`SLURM_*`, `SRUN_*`, `SBATCH_*`: `srun` in the script reads them, so a job could change
+/// its own task count or placement).
 pub fn job_env(cmd: &JobCommand) -> Vec<(String, String)> {
     cmd.env
         .iter()
         .filter(|(k, _)| {
-            valid_env_name(k) && !k.starts_with("SWITCHYARD_") && !RESERVED.contains(&k.as_str())
+            valid_env_name(k)
+                && !["SWITCHYARD_", "SLURM_", "SRUN_", "SBATCH_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+                && !RESERVED.contains(&k.as_str())
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
@@ -133,6 +139,9 @@ mod tests {
             ("FOO", "1"),
             ("RANK", "9"),
             ("SWITCHYARD_ATTEMPT", "99"),
+            ("SLURM_NTASKS", "1"),
+            ("SRUN_CPUS_PER_TASK", "64"),
+            ("SBATCH_EXPORT", "ALL"),
             ("1BAD", "x"),
             ("A-B", "x"),
             ("_ok", "y"),

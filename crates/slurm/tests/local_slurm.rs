@@ -578,8 +578,11 @@ fn the_jobs_own_command_runs_once_per_task_and_its_output_comes_back() {
     let _cleanup = Cleanup(opts.tag.clone());
     let mut b = backend("debug", None, opts);
     let script = "echo \"rank=$RANK of $WORLD_SIZE local=$LOCAL_RANK attempt=$SWITCHYARD_ATTEMPT \
-                  port=$MASTER_PORT addr=${MASTER_ADDR:+set} dir=$(pwd) greeting=$GREETING\"; \
+                  port=$MASTER_PORT addr=${MASTER_ADDR:+set} dir=$(pwd) greeting=$GREETING \
+                  server_env=${CARGO_MANIFEST_DIR:-none}\"; \
                   echo \"rank $RANK says bye\" >&2";
+    // The server's own environment (here the test's, as cargo set it) does not reach the job.
+    assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
     b.act(vec![job_command(script, 4)]);
     let mut seen = Vec::new();
     wait_for(
@@ -591,7 +594,7 @@ fn the_jobs_own_command_runs_once_per_task_and_its_output_comes_back() {
     let port = switchyard_slurm::script::master_port("j-cmd", 4);
     for rank in 0..2u32 {
         let want = format!(
-            "rank={rank} of 2 local={rank} attempt=4 port={port} addr=set dir=/tmp greeting=hello world"
+            "rank={rank} of 2 local={rank} attempt=4 port={port} addr=set dir=/tmp greeting=hello world server_env=none"
         );
         wait_output(&mut b, &mut seen, 10, |l| {
             l.line == want && l.rank == rank && l.stream == "stdout" && l.attempt == 4
