@@ -1175,6 +1175,9 @@ impl Backend for AgentBackend {
     }
 
     fn act(&mut self, commands: Vec<Command>) {
+        if commands.is_empty() {
+            return;
+        }
         let hub_handle = self.hub.clone();
         let mut hub = hub_handle.lock();
         for c in commands {

@@ -116,7 +116,9 @@ pub struct OutputLine {
 /// Where placements run.
 pub trait Backend: Send + std::fmt::Debug {
     fn name(&self) -> &'static str;
-    /// Carries out commands (after their decisions are durable). Must not block.
+    /// Carries out commands (after their decisions are durable). Must not block. Called every
+    /// pass, with an empty list when there is nothing new: after a reset, the first call says
+    /// the leader has sent the desired state (what it did not launch is not wanted).
     fn act(&mut self, commands: Vec<Command>);
     /// What happened since the last call.
     fn poll(&mut self, now_ms: i64) -> Vec<Observed>;
@@ -220,15 +222,13 @@ impl Backend for Routed {
                 }
             }
         }
+        // Every backend hears every pass, with nothing if need be: a backend that was sent no
+        // command after a reset must still learn that its leftovers are unwanted.
         let fallback = per.pop().unwrap_or_default();
         for ((_, b), list) in self.routes.iter_mut().zip(per) {
-            if !list.is_empty() {
-                b.act(list);
-            }
+            b.act(list);
         }
-        if !fallback.is_empty() {
-            self.fallback.act(fallback);
-        }
+        self.fallback.act(fallback);
     }
 
     fn poll(&mut self, now_ms: i64) -> Vec<Observed> {
@@ -260,6 +260,7 @@ mod tests {
         name: &'static str,
         seen: Arc<Mutex<Vec<Command>>>,
         resets: Arc<Mutex<u32>>,
+        acts: Arc<Mutex<u32>>,
     }
 
     impl Backend for Recorder {
@@ -267,6 +268,7 @@ mod tests {
             self.name
         }
         fn act(&mut self, commands: Vec<Command>) {
+            *self.acts.lock().expect("lock") += 1;
             self.seen.lock().expect("lock").extend(commands);
         }
         fn poll(&mut self, _now_ms: i64) -> Vec<Observed> {
@@ -361,6 +363,12 @@ mod tests {
         assert_eq!(
             [&slurm, &agents, &rest].map(|b| *b.resets.lock().expect("lock")),
             [1, 1, 1]
+        );
+        // A pass with nothing to do still reaches every backend.
+        r.act(vec![launch("d", "hpc")]);
+        assert_eq!(
+            [&slurm, &agents, &rest].map(|b| *b.acts.lock().expect("lock")),
+            [2, 2, 2]
         );
     }
 }

@@ -158,6 +158,9 @@ pub struct SlurmBackend {
     tx: Option<Sender<Msg>>,
     shared: Arc<Mutex<Outbox>>,
     worker: Option<JoinHandle<()>>,
+    /// The leader has spoken since the last reset: passes with nothing new need not wake the
+    /// worker.
+    spoken: bool,
 }
 
 impl SlurmBackend {
@@ -219,6 +222,7 @@ impl SlurmBackend {
             tx: Some(tx),
             shared,
             worker: Some(handle),
+            spoken: false,
         })
     }
 
@@ -254,6 +258,10 @@ impl Backend for SlurmBackend {
     }
 
     fn act(&mut self, commands: Vec<Command>) {
+        if commands.is_empty() && self.spoken {
+            return;
+        }
+        self.spoken = true;
         self.send(Msg::Commands(commands));
     }
 
@@ -263,6 +271,7 @@ impl Backend for SlurmBackend {
 
     fn reset(&mut self) {
         lock(&self.shared).observed.clear();
+        self.spoken = false;
         self.send(Msg::Reset);
     }
 }
