@@ -102,11 +102,31 @@ pub struct LogPaths {
 #[derive(Debug, Default)]
 struct Outbox {
     observed: Vec<Observed>,
+    /// Where the latest runs write, by run key: the last [`KEPT_LOG_PATHS`] runs submitted or
+    /// adopted (`logs_order` says which came first), so a server that runs for months does not
+    /// keep one entry per run it ever had.
     logs: HashMap<String, LogPaths>,
+    logs_order: std::collections::VecDeque<String>,
     /// Submissions, cancellations and rounds so far (for tests and benchmarks).
     submitted: u64,
     cancelled: u64,
     rounds: u64,
+}
+
+/// Runs whose log paths [`SlurmHandle::logs`] keeps.
+const KEPT_LOG_PATHS: usize = 10_000;
+
+impl Outbox {
+    fn note_logs(&mut self, key: &str, paths: LogPaths) {
+        if self.logs.insert(key.to_owned(), paths).is_none() {
+            self.logs_order.push_back(key.to_owned());
+        }
+        while self.logs_order.len() > KEPT_LOG_PATHS {
+            if let Some(old) = self.logs_order.pop_front() {
+                self.logs.remove(&old);
+            }
+        }
+    }
 }
 
 /// A cloneable view of the backend's extras (log paths, counters), taken before the backend
@@ -867,8 +887,8 @@ impl Worker {
             }
             let (stdout, stderr) = log_paths(&self.clusters[i].cfg.settings, &key, t);
             self.follow(i, &id, &job, t.attempt, labelled, (&stdout, &stderr));
-            lock(&self.shared).logs.insert(
-                key.clone(),
+            lock(&self.shared).note_logs(
+                &key,
                 LogPaths {
                     slurm_job: Some(id.clone()),
                     stdout,
@@ -1062,8 +1082,8 @@ impl Worker {
                 {
                     let mut o = lock(&self.shared);
                     o.submitted += 1;
-                    o.logs.insert(
-                        key.to_owned(),
+                    o.note_logs(
+                        key,
                         LogPaths {
                             slurm_job: Some(id.clone()),
                             stdout: s.stdout.clone(),
@@ -2111,6 +2131,25 @@ mod tests {
         assert_eq!(total, 3000, "every line written before the end");
         assert!(w.follows.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_paths_are_kept_for_the_latest_runs_only() {
+        let mut o = Outbox::default();
+        let paths = |n: usize| LogPaths {
+            slurm_job: Some(n.to_string()),
+            stdout: format!("{n}.out"),
+            stderr: format!("{n}.err"),
+        };
+        for n in 0..KEPT_LOG_PATHS + 5 {
+            o.note_logs(&format!("j-{n}"), paths(n));
+        }
+        // A run submitted again replaces its entry, not adds one.
+        o.note_logs("j-9999", paths(1));
+        assert_eq!(o.logs.len(), KEPT_LOG_PATHS);
+        assert_eq!(o.logs_order.len(), KEPT_LOG_PATHS);
+        assert!(!o.logs.contains_key("j-4") && o.logs.contains_key("j-5"));
+        assert_eq!(o.logs["j-9999"].slurm_job.as_deref(), Some("1"));
     }
 
     #[test]
