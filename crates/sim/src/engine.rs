@@ -172,6 +172,10 @@ fn key(t: f64) -> u64 {
 /// Seconds in a day: the period of the services' load curves.
 const DAY_S: f64 = 86_400.0;
 
+/// Latest submission time a trace may give, seconds: Unix-epoch seconds are about 1.8e9; at
+/// 1e11 a double still tells microseconds apart, so events keep moving the clock.
+pub const MAX_SUBMIT_S: f64 = 1e11;
+
 /// Runs the simulation. `progress` is called now and then with how far it got.
 pub fn simulate(
     fleet: &Fleet,
@@ -197,6 +201,12 @@ pub fn simulate(
         let problem = if !(spec.submit_s.is_finite() && spec.submit_s >= 0.0) {
             Some(format!(
                 "submit time {} is not a finite, non-negative number",
+                spec.submit_s
+            ))
+        } else if spec.submit_s > MAX_SUBMIT_S {
+            Some(format!(
+                "submit time {:e} s is more than {MAX_SUBMIT_S:e} s (3,000 years) after the trace's \
+                 zero: times are seconds (a trace in milliseconds or microseconds needs converting)",
                 spec.submit_s
             ))
         } else {
@@ -269,11 +279,6 @@ pub fn simulate(
     let mut arrivals = jobs.into_iter().peekable();
     let mut steps = 0u64;
     let mut idle_since: Option<f64> = None;
-    let max_repair_s = clusters
-        .iter()
-        .map(|c| c.repair_hours * 3600.0)
-        .fold(0.0, f64::max)
-        + 1.0;
     loop {
         let t_arr = arrivals.peek().map(|j| j.submit_s);
         let t_ev = heap.peek().map(|Reverse((k, _, _))| f64::from_bits(*k));
@@ -286,24 +291,23 @@ pub fn simulate(
         if finished >= finite_total && t_arr.is_none() {
             break;
         }
-        if t_arr.is_none() && pending_finishes == 0 && sched.pending_jobs() > 0 {
-            // Nothing running can free capacity and nothing more arrives: once every node that
-            // was down has had time to come back, and services that follow a load curve have
-            // been through a whole day of it (they shrink at their trough), what still waits
-            // can never start.
+        if t_arr.is_none()
+            && pending_finishes == 0
+            && pending_repairs == 0
+            && sched.pending_jobs() > 0
+        {
+            // Nothing running can free capacity, nothing more arrives and every node is up (a
+            // node down comes back: its repair is an event still to come, and a job that needs
+            // the whole cluster waits for a moment when none is down): once services that follow
+            // a load curve have been through a whole day of it (they shrink at their trough),
+            // what still waits can never start.
             let since = *idle_since.get_or_insert(now);
-            let repairs_s = if pending_repairs > 0 {
-                max_repair_s
-            } else {
-                0.0
-            };
             let services_s = if services.iter().any(|(_, r)| r.load.is_some()) {
                 DAY_S + 3600.0
             } else {
                 0.0
             };
-            let wait_s = repairs_s.max(services_s);
-            if wait_s == 0.0 || t - since > wait_s {
+            if services_s == 0.0 || t - since > services_s {
                 break;
             }
         } else {
