@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use switchyard_core::fleet::Fleet;
 use switchyard_perf::TrainingEstimate;
 use switchyard_perf::infer::Concurrency;
 use switchyard_perf::plan::{PlanReport, TrainingReport, parse_plan, run_plan};
@@ -24,7 +23,8 @@ pub struct PlanArgs {
     /// Compare predictions with a calibration CSV (published training or inference runs).
     #[arg(long, value_name = "CSV")]
     pub validate: Option<PathBuf>,
-    /// Fleet file that `[hardware] cluster = "..."` names a cluster of (default: the built-in fleet).
+    /// Fleet file, or the name of a built-in fleet, that `[hardware] cluster = "..."` names a
+    /// cluster of (default: the built-in default fleet).
     #[arg(long, value_name = "FILE")]
     pub fleet: Option<PathBuf>,
     /// Print one JSON object instead of tables.
@@ -58,14 +58,7 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
     let Some(file) = &args.file else {
         return Err(CliError::Input("give a plan FILE or --validate CSV".into()));
     };
-    let fleet = match &args.fleet {
-        Some(path) => {
-            let text = read_text(path)?;
-            Fleet::from_toml(&text, &path.display().to_string())
-                .map_err(|e| CliError::Input(e.to_string()))?
-        }
-        None => Fleet::default_fleet(),
-    };
+    let fleet = crate::fleet_cmd::load_fleet(args.fleet.as_deref())?;
     let text = read_text(file)?;
     let plan = parse_plan(&text, &fleet)
         .map_err(|e| CliError::Input(format!("{}: {e}", file.display())))?;

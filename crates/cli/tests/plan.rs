@@ -337,7 +337,7 @@ fn validate_names_what_a_bad_cell_should_hold() {
         ),
         (
             "R3,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,,,,,5e-324",
-            "too small to compare with the prediction",
+            "must lie between 1e-3 and 1e12 tokens/s",
         ),
     ] {
         let file = dir.join("cells.csv");
@@ -347,4 +347,32 @@ fn validate_names_what_a_bad_cell_should_hold() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{err}");
     }
+}
+
+/// `--fleet` takes a built-in fleet's name as well as a file, as `simulate` and `server` do.
+#[test]
+fn plan_takes_a_built_in_fleet_by_name() {
+    let text = std::fs::read_to_string(root().join("examples/plan/llama3-70b-serve.toml"))
+        .expect("example plan");
+    let start = text.find("[hardware]").expect("a hardware table");
+    let end = start + text[start..].find("\n\n").expect("a blank line after it");
+    let on_cluster = format!(
+        "{}[hardware]\ncluster = \"aws-h100-virginia\"\ncount = 2{}",
+        &text[..start],
+        &text[end..]
+    );
+    let path = std::env::temp_dir().join(format!("sy-plan-cluster-{}.toml", std::process::id()));
+    std::fs::write(&path, on_cluster).expect("write the plan");
+    let file = path.to_string_lossy().into_owned();
+    let out = plan(&[&file, "--fleet", "default", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = plan(&[&file, "--fleet", "no-such-fleet"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("built-in: default"), "{err}");
+    let _ = std::fs::remove_file(&path);
 }

@@ -135,15 +135,21 @@ fn size(row: &Row, key: &str) -> Result<u32, PerfError> {
 /// The published throughput: a finite number above zero.
 fn published(row: &Row, key: &str) -> Result<f64, PerfError> {
     let value: f64 = need(row, key)?;
-    if positive_finite(value) {
+    if positive_finite(value) && (PUBLISHED_MIN..=PUBLISHED_MAX).contains(&value) {
         Ok(value)
     } else {
         Err(PerfError::input(format!(
-            "row {}: {key} = {value} must be a positive number",
+            "row {}: {key} = {value:e} is not a throughput to compare with: it must lie between \
+             {PUBLISHED_MIN:e} and {PUBLISHED_MAX:e} tokens/s",
             cell(row, "id").unwrap_or("?")
         )))
     }
 }
+
+/// Published throughputs outside this range are typing slips (a billion times what any fleet
+/// trains or serves, or a millionth of a token a second), not runs to validate against.
+const PUBLISHED_MIN: f64 = 1e-3;
+const PUBLISHED_MAX: f64 = 1e12;
 
 fn positive_finite(x: f64) -> bool {
     x.is_finite() && x > 0.0
@@ -462,6 +468,64 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Every column a calibration CSV may have: the plan file's keys, the published figure, and
+/// where it comes from (`source`, `source_location`, `basis`: read by people, and `source` by
+/// the software-stack lookup). A misspelt column would otherwise be an empty one, which the
+/// planner fills in silently.
+const COLUMNS: &[&str] = &[
+    "id",
+    "source",
+    "source_location",
+    "basis",
+    "model",
+    "accelerator",
+    "count",
+    "per_node",
+    "layers",
+    "hidden",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "ffn_hidden",
+    "gated_ffn",
+    "vocab",
+    "seq_len",
+    "experts",
+    "experts_per_token",
+    "expert_ffn_hidden",
+    "shared_experts",
+    "moe_layers",
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_nope_head_dim",
+    "qk_rope_head_dim",
+    "v_head_dim",
+    "sliding_window",
+    "window_layers",
+    "global_batch",
+    "precision",
+    "software",
+    "capacity_factor",
+    "expert_dispatch",
+    "tp",
+    "pp",
+    "dp",
+    "cp",
+    "ep",
+    "etp",
+    "microbatch",
+    "virtual_stages",
+    "recompute",
+    "recompute_modules",
+    "sequence_parallel",
+    "zero",
+    "input_tokens",
+    "output_tokens",
+    "concurrency",
+    "published_tokens_per_s",
+    "published_output_tokens_per_s",
+];
+
 /// Validates every row of a calibration CSV (training or inference, told apart by the
 /// throughput column).
 pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
@@ -477,6 +541,20 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
         return Err(PerfError::input(format!(
             "the CSV header names the column {twice:?} twice"
         )));
+    }
+    if let Some(unknown) = headers.iter().find(|h| !COLUMNS.contains(h)) {
+        return Err(PerfError::input(format!(
+            "unknown column {unknown:?} in the CSV header; the columns are the plan file's keys: {}",
+            COLUMNS.join(", ")
+        )));
+    }
+    if headers.iter().any(|h| h == "published_tokens_per_s")
+        && headers.iter().any(|h| h == "published_output_tokens_per_s")
+    {
+        return Err(PerfError::input(
+            "the CSV has both published_tokens_per_s (training) and \
+             published_output_tokens_per_s (inference): a file holds one kind of run",
+        ));
     }
     let kind = if headers.iter().any(|h| h == "published_tokens_per_s") {
         Kind::Training

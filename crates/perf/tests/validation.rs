@@ -413,27 +413,37 @@ fn bad_cells_fail_their_row_and_a_doubled_column_the_file() {
         (
             "published_output_tokens_per_s",
             "0",
-            "must be a positive number",
+            "is not a throughput to compare with",
         ),
         (
             "published_output_tokens_per_s",
             "NaN",
-            "must be a positive number",
+            "is not a throughput to compare with",
         ),
         (
             "published_output_tokens_per_s",
             "inf",
-            "must be a positive number",
+            "is not a throughput to compare with",
         ),
         (
             "published_output_tokens_per_s",
             "-5",
-            "must be a positive number",
+            "is not a throughput to compare with",
         ),
         (
             "input_tokens",
             "4294967295",
             "input_tokens = 4294967295 is larger than the supported maximum",
+        ),
+        (
+            "published_output_tokens_per_s",
+            "1e308",
+            "must lie between 1e-3 and 1e12 tokens/s",
+        ),
+        (
+            "published_output_tokens_per_s",
+            "1e-300",
+            "must lie between 1e-3 and 1e12 tokens/s",
         ),
         ("count", "0", "count must be at least 1"),
         ("concurrency", "0", "concurrency must be at least 1"),
@@ -452,6 +462,18 @@ fn bad_cells_fail_their_row_and_a_doubled_column_the_file() {
     let doubled = text.replacen(",count,", ",count,count,", 1);
     let err = validate_csv(&doubled).expect_err("ambiguous").to_string();
     assert!(err.contains("the column \"count\" twice"), "{err}");
+    // A misspelt column would be an empty one the planner fills in: refused, naming it.
+    let misspelt = text.replacen(",concurrency,", ",concurency,", 1);
+    assert_ne!(misspelt, text);
+    let err = validate_csv(&misspelt).expect_err("unknown").to_string();
+    assert!(err.contains("unknown column \"concurency\""), "{err}");
+    let both = text.replacen(
+        ",published_output_tokens_per_s",
+        ",published_output_tokens_per_s,published_tokens_per_s",
+        1,
+    );
+    let err = validate_csv(&both).expect_err("two kinds").to_string();
+    assert!(err.contains("one kind of run"), "{err}");
 }
 
 /// A calibration row is checked like a plan file: a capacity factor below 1 (or on a dense
