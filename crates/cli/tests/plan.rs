@@ -159,6 +159,18 @@ fn bad_inputs_name_the_field() {
             "[model]\npreset = \"llama3-8b\"\n[inference]\nprompt_tokens = 100\noutput_tokens = 100\nconcurrency = 8\n[hardware]\naccelerator = \"H100\"\ncount = 8\n[parallelism]\ndp = 8\n",
             "[parallelism] dp applies to training",
         ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[inference]\nprompt_tokens = 100\noutput_tokens = 100\nconcurrency = 1.5\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+            "concurrency = 1.5 must be a whole number of requests from 1, or \"max\"",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[inference]\nprompt_tokens = 100\noutput_tokens = 100\nconcurrency = \"most\"\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+            "concurrency = \"most\" must be a whole number of requests from 1, or \"max\"",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 8\n[parallelism]\ntp = 1\npp = 1\ndp = 8\nmicrobatch = 1\nrecompute = \"none\"\nzero = 9\n",
+            "zero = 9 must be 0, 1, 2 or 3",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.join(format!("case{i}.toml"));
@@ -334,6 +346,10 @@ fn validate_names_what_a_bad_cell_should_hold() {
         (
             "R2,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,1.5,,,,5e5",
             "tp = \"1.5\" is not a whole number from 0 to 4294967295",
+        ),
+        (
+            "R4,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,,,,9,5e5",
+            "row R4: no valid layout of m on 64 H100-SXM for global_batch = 512: [parallelism] zero = 9 must be 0, 1, 2 or 3",
         ),
         (
             "R3,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,,,,,5e-324",

@@ -88,20 +88,14 @@ struct ParallelismFields {
     allow_tp_beyond_scale_up: Option<bool>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum ConcurrencyField {
-    Number(i64),
-    Text(String),
-}
-
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InferenceFields {
     precision: Option<String>,
     prompt_tokens: Option<u32>,
     output_tokens: Option<u32>,
-    concurrency: Option<ConcurrencyField>,
+    /// A whole number or "max"; read as any value so that a wrong one is named plainly.
+    concurrency: Option<toml::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,20 +310,19 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
             crate::within_max_size(output_tokens, "[inference] output_tokens")?;
             let concurrency = match i.concurrency {
                 None => Concurrency::Max,
-                Some(ConcurrencyField::Text(t)) if t.eq_ignore_ascii_case("max") => {
-                    Concurrency::Max
-                }
-                Some(ConcurrencyField::Text(t)) => {
-                    return Err(PerfError::input(format!(
-                        "[inference] concurrency = \"{t}\" must be a positive number or \"max\""
-                    )));
-                }
-                Some(ConcurrencyField::Number(n)) if n >= 1 => {
+                Some(toml::Value::String(t)) if t.eq_ignore_ascii_case("max") => Concurrency::Max,
+                Some(toml::Value::Integer(n)) if n >= 1 => {
                     Concurrency::Fixed(u32::try_from(n).unwrap_or(u32::MAX))
                 }
-                Some(ConcurrencyField::Number(n)) => {
+                Some(toml::Value::Integer(n)) => {
                     return Err(PerfError::input(format!(
                         "[inference] concurrency = {n} must be at least 1 (or \"max\")"
+                    )));
+                }
+                Some(other) => {
+                    return Err(PerfError::input(format!(
+                        "[inference] concurrency = {other} must be a whole number of requests \
+                         from 1, or \"max\""
                     )));
                 }
             };
@@ -503,6 +496,33 @@ pub const MAX_TRAINING_TOKENS: f64 = 1e17;
 
 /// Why no layout exists, naming the given setting at fault where one alone rules every layout
 /// out, or else the bounds the search keeps to.
+///
+/// A layout given in full says why it is invalid; a partial one cannot be completed.
+pub(crate) fn why_no_layout(
+    c: &LayoutConstraint,
+    m: &ModelSpec,
+    hw: &Hardware,
+    global_batch: u32,
+) -> PerfError {
+    if let Some(layout) = given_layout(c, hw.count) {
+        // Only when every etp the search tried is invalid is the layout itself at fault (the
+        // last, folded, error says the most).
+        let errors: Option<Vec<PerfError>> =
+            crate::search::expert_tensor_candidates(layout.tp, c.etp, m.moe.is_some())
+                .into_iter()
+                .map(|etp| {
+                    crate::layout::Layout { etp, ..layout }
+                        .check(hw.count, global_batch, m.layers)
+                        .err()
+                })
+                .collect();
+        if let Some(last) = errors.and_then(|mut e| e.pop()) {
+            return last;
+        }
+    }
+    no_layout_error(c, m, hw, global_batch)
+}
+
 fn no_layout_error(
     c: &LayoutConstraint,
     m: &ModelSpec,
@@ -716,25 +736,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 )?;
             }
             if found.is_empty() {
-                // A layout given in full says why it is invalid; a partial one cannot be
-                // completed.
-                if let Some(layout) = given_layout(c, hw.count) {
-                    // Only when every etp the search tried is invalid is the layout itself at
-                    // fault (the last, folded, error says the most).
-                    let errors: Option<Vec<PerfError>> =
-                        crate::search::expert_tensor_candidates(layout.tp, c.etp, m.moe.is_some())
-                            .into_iter()
-                            .map(|etp| {
-                                crate::layout::Layout { etp, ..layout }
-                                    .check(hw.count, spec.global_batch, m.layers)
-                                    .err()
-                            })
-                            .collect();
-                    if let Some(last) = errors.and_then(|mut e| e.pop()) {
-                        return Err(last);
-                    }
-                }
-                return Err(no_layout_error(c, m, hw, spec.global_batch));
+                return Err(why_no_layout(c, m, hw, spec.global_batch));
             }
             let best = found.remove(0);
             let b = spec.tokens.map(|t| budget(m, hw, best.tokens_per_s, t));

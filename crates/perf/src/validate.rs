@@ -319,9 +319,10 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         ..SearchOptions::default()
     };
     let best = search(&model, &hw, &spec, &constraint, &opts)?;
-    let est = best
-        .first()
-        .ok_or_else(|| PerfError::input(format!("row {id}: no valid layout")))?;
+    let est = best.first().ok_or_else(|| {
+        let why = crate::plan::why_no_layout(&constraint, &model, &hw, spec.global_batch);
+        PerfError::input(format!("row {id}: {why}"))
+    })?;
     let published = published(row, "published_tokens_per_s")?;
     let error = relative_error(&id, est.tokens_per_s, published)?;
     let l = est.layout;
