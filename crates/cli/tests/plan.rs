@@ -160,6 +160,10 @@ fn bad_inputs_name_the_field() {
             "[parallelism] dp applies to training",
         ),
         (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 100\n[hardware]\naccelerator = \"H100\"\ncount = 64\n[parallelism]\ntp = 1\npp = 1\ndp = 64\nmicrobatch = 1\nrecompute = \"none\"\n",
+            "global_batch = 100 is not a multiple of dp·microbatch = 64·1 = 64",
+        ),
+        (
             "[model]\npreset = \"llama3-8b\"\n[inference]\nprompt_tokens = 100\noutput_tokens = 100\nconcurrency = 1.5\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
             "concurrency = 1.5 must be a whole number of requests from 1, or \"max\"",
         ),

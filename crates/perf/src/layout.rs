@@ -268,6 +268,15 @@ impl Layout {
                 "[training] global_batch = {global_batch} is smaller than dp·microbatch = {per_step}"
             )));
         }
+        // Every framework splits the global batch evenly: each data-parallel rank runs the same
+        // number of whole micro-batches (Megatron and DeepSpeed refuse anything else).
+        if u64::from(global_batch) % per_step != 0 {
+            return Err(PerfError::input(format!(
+                "[training] global_batch = {global_batch} is not a multiple of dp·microbatch = \
+                 {}·{} = {per_step}: every data-parallel rank runs the same whole micro-batches",
+                self.dp, self.microbatch
+            )));
+        }
         if !self.tp.is_multiple_of(self.etp) {
             return Err(PerfError::input(format!(
                 "[parallelism] etp = {} does not divide tp = {}",

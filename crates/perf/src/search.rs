@@ -288,23 +288,19 @@ pub fn search(
                 {
                     continue;
                 }
-                if dp > spec.global_batch {
+                // Each data-parallel rank takes the same share of the batch, in whole
+                // micro-batches (as every framework splits it; `Layout::check` insists).
+                if dp > spec.global_batch || !spec.global_batch.is_multiple_of(dp) {
                     continue;
                 }
-                // Micro-batch sizes that split each rank's share evenly (when the batch does not
-                // divide by dp, the busiest rank's ceil(batch/dp) sets the step).
-                let per_dp = spec.global_batch.div_ceil(dp).max(1);
+                let per_dp = (spec.global_batch / dp).max(1);
                 let mb_max = if opts.coarse { 4 } else { 16 };
                 let mbs: Vec<u32> = one_or(
                     c.microbatch,
-                    if spec.global_batch.is_multiple_of(dp) {
-                        divisors(per_dp)
-                            .into_iter()
-                            .filter(|&b| b <= mb_max)
-                            .collect()
-                    } else {
-                        powers_of_two_upto(mb_max.min(per_dp))
-                    },
+                    divisors(per_dp)
+                        .into_iter()
+                        .filter(|&b| b <= mb_max)
+                        .collect(),
                 );
                 // Expert splits: (ep, etp) pairs whose ep·etp ranks tile tp·dp·cp.
                 let ranks = tp * dp * cp;

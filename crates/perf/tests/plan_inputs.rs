@@ -621,3 +621,29 @@ fn per_node_sizes_a_server_scale_fabric() {
     );
     parse_plan(&same, &fleet).expect("plan parses");
 }
+
+/// The search proposes only layouts that split the global batch evenly over the data-parallel
+/// ranks in whole micro-batches, whatever the batch (a prime one forces dp = 1).
+#[test]
+fn searched_layouts_split_the_batch_evenly() {
+    for global_batch in [100u32, 96, 1000, 37] {
+        let text = format!(
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = {global_batch}\n\
+             [hardware]\naccelerator = \"H100\"\ncount = 64\n"
+        );
+        let input = parse_plan(&text, &Fleet::default_fleet()).expect("valid plan");
+        let switchyard_perf::plan::PlanReport::Training(report) =
+            run_plan(&input).expect("a layout")
+        else {
+            panic!("a training report");
+        };
+        for est in std::iter::once(&report.best).chain(&report.alternatives) {
+            let l = est.layout;
+            assert_eq!(
+                global_batch % (l.dp * l.microbatch),
+                0,
+                "global_batch {global_batch}: {l:?}"
+            );
+        }
+    }
+}
