@@ -114,13 +114,17 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
         None => trace::frontier_lab(&fleet, args.seed),
     };
     if jobs.is_empty() {
+        let name = args.trace.as_ref().map_or_else(
+            || "the built-in scenario".to_owned(),
+            |p| p.display().to_string(),
+        );
         return Err(CliError::Input(if skipped > 0 {
             format!(
-                "the trace holds no jobs: all {skipped} of its rows were skipped (bad rows under \
-                 --skip-invalid, or rows its format leaves out, docs/traces.md)"
+                "{name}: the trace holds no jobs: all {skipped} of its rows were skipped (bad rows \
+                 under --skip-invalid, or rows its format leaves out, docs/traces.md)"
             )
         } else {
-            "the trace holds no jobs".into()
+            format!("{name}: the trace holds no jobs")
         }));
     }
     let opts = SimOptions {

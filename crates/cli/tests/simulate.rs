@@ -206,6 +206,19 @@ fn bad_input_is_an_error_with_the_row_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("trace job 3") && err.contains("huge"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // A trace of a header alone: exit 2, naming the file.
+    let empty = tmp("header-only.csv");
+    std::fs::write(&empty, "id,submit_s,accelerators,duration_s\n").expect("write");
+    let out = bin()
+        .args(["simulate", "--trace", empty.to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("header-only.csv: the trace holds no jobs"),
+        "{err}"
+    );
     // With --skip-invalid the job is skipped and counted.
     let out = bin()
         .args([
