@@ -172,6 +172,10 @@ fn key(t: f64) -> u64 {
 /// Seconds in a day: the period of the services' load curves.
 const DAY_S: f64 = 86_400.0;
 
+/// How many of the longest repair times a job waits, with nothing running, for nodes that are
+/// down: long enough for a run that needs a whole cluster to see a moment when none is down.
+const REPAIR_WAITS: f64 = 100.0;
+
 /// Latest submission time a trace may give, seconds: Unix-epoch seconds are about 1.8e9; at
 /// 1e11 a double still tells microseconds apart, so events keep moving the clock.
 pub const MAX_SUBMIT_S: f64 = 1e11;
@@ -279,6 +283,11 @@ pub fn simulate(
     let mut arrivals = jobs.into_iter().peekable();
     let mut steps = 0u64;
     let mut idle_since: Option<f64> = None;
+    let max_repair_s = clusters
+        .iter()
+        .map(|c| c.repair_hours * 3600.0)
+        .fold(0.0, f64::max)
+        + 1.0;
     loop {
         let t_arr = arrivals.peek().map(|j| j.submit_s);
         let t_ev = heap.peek().map(|Reverse((k, _, _))| f64::from_bits(*k));
@@ -291,23 +300,26 @@ pub fn simulate(
         if finished >= finite_total && t_arr.is_none() {
             break;
         }
-        if t_arr.is_none()
-            && pending_finishes == 0
-            && pending_repairs == 0
-            && sched.pending_jobs() > 0
-        {
-            // Nothing running can free capacity, nothing more arrives and every node is up (a
-            // node down comes back: its repair is an event still to come, and a job that needs
-            // the whole cluster waits for a moment when none is down): once services that follow
-            // a load curve have been through a whole day of it (they shrink at their trough),
-            // what still waits can never start.
+        if t_arr.is_none() && pending_finishes == 0 && sched.pending_jobs() > 0 {
+            // Nothing running can free capacity and nothing more arrives. While nodes are down
+            // a job may be waiting for them (one that needs the whole cluster waits for a
+            // moment when none is down, however often others fail meanwhile): it gets
+            // REPAIR_WAITS repair times from when the waiting began. Services that follow a
+            // load curve get a whole day of it (they shrink at their trough). What still waits
+            // after that can never start.
             let since = *idle_since.get_or_insert(now);
+            let repairs_s = if pending_repairs > 0 {
+                REPAIR_WAITS * max_repair_s
+            } else {
+                0.0
+            };
             let services_s = if services.iter().any(|(_, r)| r.load.is_some()) {
                 DAY_S + 3600.0
             } else {
                 0.0
             };
-            if services_s == 0.0 || t - since > services_s {
+            let wait_s = repairs_s.max(services_s);
+            if wait_s == 0.0 || t - since > wait_s {
                 break;
             }
         } else {

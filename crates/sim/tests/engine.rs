@@ -641,3 +641,28 @@ fn submission_times_past_three_thousand_years_are_refused() {
     let text = err.to_string();
     assert!(text.contains("job 2") && text.contains("1e21"), "{text}");
 }
+
+/// A run that needs every node of a cluster where some node is always in repair never sees a
+/// moment when none is down: the simulation gives up on it after waiting out 100 repair times,
+/// not at the 20-year horizon.
+#[test]
+fn a_run_that_never_sees_its_whole_cluster_up_is_given_up_after_the_repairs() {
+    // 2,000 nodes failing twice an hour between them, each down for 24 h: about 48 down at any
+    // moment.
+    let fleet = quota_fleet(2000);
+    let r = simulate(
+        &fleet,
+        vec![training("all", "u", 0.0, 16_000, 36_000.0, 0)],
+        ThroughputTable::new(),
+        &SimOptions::default(),
+        &mut |_| {},
+    )
+    .expect("simulates");
+    assert_eq!((r.total.completed, r.unfinished), (0, 1));
+    let last = r.series.t.last().copied().unwrap_or(0.0);
+    assert!(
+        last > 50.0 * 86_400.0 && last < 120.0 * 86_400.0,
+        "simulated until day {:.0}",
+        last / 86_400.0
+    );
+}
