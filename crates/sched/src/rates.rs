@@ -84,10 +84,13 @@ fn perf_model_rate(profile: &str, cluster: &Cluster, accelerators: u32) -> Optio
     let sequences = (TOKENS_PER_STEP / model.seq_len.max(1))
         .max(accelerators / 8)
         .max(1);
+    // A layout splits the batch evenly over its data-parallel ranks; every such degree divides
+    // the gang, so a batch that is a multiple of the gang leaves every layout open.
+    let even = sequences
+        .checked_next_multiple_of(accelerators.max(1))
+        .unwrap_or(sequences);
     switchyard_perf::best_training_rate_on(&model, &hw, sequences, false)
-        .or_else(|| {
-            switchyard_perf::best_training_rate_on(&model, &hw, sequences.max(accelerators), false)
-        })
+        .or_else(|| switchyard_perf::best_training_rate_on(&model, &hw, even, false))
         .filter(|r| r.is_finite() && *r > 0.0)
 }
 
@@ -142,9 +145,15 @@ mod tests {
                 units: 1.0,
                 profile: "no-such-model".into(),
             },
-            ..spec
+            ..spec.clone()
         };
         assert!(model.duration_s(&unknown, idx, cluster).is_none());
+        // A gang the preset's batch does not divide evenly (1,000 = 8 × 125) is rated too.
+        let odd = JobSpec {
+            accelerators: 1000,
+            ..spec
+        };
+        assert!(model.duration_s(&odd, idx, cluster).is_some());
     }
 
     #[test]

@@ -118,9 +118,11 @@ const KEPT_LOG_PATHS: usize = 10_000;
 
 impl Outbox {
     fn note_logs(&mut self, key: &str, paths: LogPaths) {
-        if self.logs.insert(key.to_owned(), paths).is_none() {
-            self.logs_order.push_back(key.to_owned());
+        if self.logs.insert(key.to_owned(), paths).is_some() {
+            // Noted again (a new attempt): the latest now.
+            self.logs_order.retain(|k| k != key);
         }
+        self.logs_order.push_back(key.to_owned());
         while self.logs_order.len() > KEPT_LOG_PATHS {
             if let Some(old) = self.logs_order.pop_front() {
                 self.logs.remove(&old);
@@ -712,10 +714,18 @@ impl Worker {
         let prefix = self.options.tag.clone();
         // This cluster's partition only: two clusters of one fleet on one controller (two
         // partitions) must not adopt or cancel each other's jobs.
+        // A job this cluster already follows stays its own whatever partition Slurm lists (a
+        // job_submit plugin may rewrite it).
         let partition = self.clusters[i].cfg.settings.partition.clone();
+        let followed: HashSet<&str> = self
+            .wants
+            .values()
+            .filter(|w| w.cluster == cluster_name)
+            .filter_map(|w| w.slurm_id.as_deref())
+            .collect();
         let tagged: Vec<(Tag, &QueueJob)> = listing
             .iter()
-            .filter(|j| j.partition == partition)
+            .filter(|j| j.partition == partition || followed.contains(j.id.as_str()))
             .filter_map(|j| Some((Tag::parse(j.comment.as_deref()?, &prefix)?, j)))
             .collect();
         let by_id: HashMap<&str, &QueueJob> =
@@ -1545,7 +1555,9 @@ mod tests {
         );
         assert!(script.trim_end().ends_with("srun ./train.sh"), "{script}");
         assert!(
-            script.starts_with("#!/bin/sh\nexport PATH='/usr/local/sbin:"),
+            script.starts_with(
+                "#!/bin/sh\nunset SLURM_JWT\nexport PATH=\"${PATH:+$PATH:}\"'/usr/local/sbin:"
+            ),
             "{script}"
         );
         assert!(script.contains("export SLURM_EXPORT_ENV=ALL\n"), "{script}");
@@ -1651,6 +1663,10 @@ mod tests {
         w.round();
         let id = fake.active_tagged("switchyard")[0].1.clone();
         fake.set_state(&id, JobState::Running);
+        // A job_submit plugin moved it to another partition: still the run's job.
+        if let Some(j) = fake.st().jobs.iter_mut().find(|j| j.id == id) {
+            j.partition = "rewritten".into();
+        }
         w.round();
         assert!(
             observed(&w)
@@ -2144,12 +2160,14 @@ mod tests {
         for n in 0..KEPT_LOG_PATHS + 5 {
             o.note_logs(&format!("j-{n}"), paths(n));
         }
-        // A run submitted again replaces its entry, not adds one.
-        o.note_logs("j-9999", paths(1));
+        // A run submitted again replaces its entry, not adds one, and counts as the latest.
+        o.note_logs("j-5", paths(1));
         assert_eq!(o.logs.len(), KEPT_LOG_PATHS);
         assert_eq!(o.logs_order.len(), KEPT_LOG_PATHS);
-        assert!(!o.logs.contains_key("j-4") && o.logs.contains_key("j-5"));
-        assert_eq!(o.logs["j-9999"].slurm_job.as_deref(), Some("1"));
+        assert!(!o.logs.contains_key("j-4") && o.logs.contains_key("j-6"));
+        assert_eq!(o.logs["j-5"].slurm_job.as_deref(), Some("1"));
+        o.note_logs("j-new", paths(2));
+        assert!(o.logs.contains_key("j-5") && !o.logs.contains_key("j-6"));
     }
 
     #[test]

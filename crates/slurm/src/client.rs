@@ -105,15 +105,17 @@ impl Submission {
         a
     }
 
-    /// The batch script: a standard `PATH`, the job's and Switchyard's variables, then the
-    /// command. It runs with nothing of the submitter's environment (`--export=NONE`, and
-    /// slurmrestd passes none), so `srun` in it is told to pass the script's own environment
-    /// on to the tasks (`SLURM_EXPORT_ENV=ALL`; `--export=NONE` would otherwise reach them too
-    /// and start them without even a `PATH`).
+    /// The batch script: the standard system directories after the `PATH` the job starts
+    /// with, the job's and Switchyard's variables, then the command. It runs without the
+    /// submitter's environment (`--export=NONE`: Slurm gives it the user's login environment
+    /// and the submitter's `SLURM_*` variables, of which the token `SLURM_JWT` is dropped;
+    /// slurmrestd passes none), so `srun` in it is told to pass the script's own environment on
+    /// to the tasks (`SLURM_EXPORT_ENV=ALL`; `--export=NONE` would otherwise reach them too and
+    /// start them without even a `PATH`).
     pub fn script(&self) -> String {
-        let mut s = String::from("#!/bin/sh\n");
+        let mut s = String::from("#!/bin/sh\nunset SLURM_JWT\n");
         s.push_str(&format!(
-            "export PATH={}\n",
+            "export PATH=\"${{PATH:+$PATH:}}\"{}\n",
             shell_quote(crate::rest::JOB_PATH)
         ));
         for (k, v) in &self.env {
@@ -325,6 +327,44 @@ pub(crate) fn cancelled<T>(result: Result<T, SlurmError>) -> Result<(), SlurmErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The script keeps the `PATH` the job starts with (a site's Slurm and tools live where
+    /// its login environment says), adds the standard directories after it, and drops the
+    /// submitter's Slurm token.
+    #[test]
+    fn the_script_keeps_the_sites_path_and_drops_the_token() {
+        let sub = Submission {
+            env: vec![("MINE".into(), "x".into())],
+            command: "printf '%s|%s|%s|%s' \"$PATH\" \"${SLURM_JWT:-none}\" \"$MINE\" \"$SLURM_EXPORT_ENV\""
+                .into(),
+            ..Submission::default()
+        };
+        let run = |path: Option<&str>| {
+            let mut cmd = std::process::Command::new("/bin/sh");
+            cmd.arg("-c")
+                .arg(sub.script())
+                .env_clear()
+                .env("SLURM_JWT", "secret");
+            if let Some(p) = path {
+                cmd.env("PATH", p);
+            }
+            let out = cmd.output().expect("sh runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert_eq!(
+            run(Some("/opt/site/bin:/usr/bin")),
+            format!(
+                "/opt/site/bin:/usr/bin:{}|none|x|ALL",
+                crate::rest::JOB_PATH
+            )
+        );
+        // Without one (sh may set its own default), the standard directories still come.
+        assert!(
+            run(None).ends_with(&format!("{}|none|x|ALL", crate::rest::JOB_PATH)),
+            "{}",
+            run(None)
+        );
+    }
 
     /// What sh makes of a quoted value: the value itself, byte for byte, and never a carriage
     /// return in the script text.
