@@ -428,17 +428,7 @@ pub fn simulate(
                 _ => {}
             }
             if opts.keep_decisions {
-                let id = match &d.action {
-                    Action::Start { job, .. }
-                    | Action::AddReplica { job, .. }
-                    | Action::RemoveReplica { job, .. }
-                    | Action::Preempt { job, .. }
-                    | Action::Restart { job, .. }
-                    | Action::ReplicaLost { job, .. }
-                    | Action::Finish { job, .. }
-                    | Action::Fail { job, .. }
-                    | Action::Reject { job } => sched.job(*job).id.to_owned(),
-                };
+                let id = sched.job(d.action.job()).id.to_owned();
                 log.push((id, d));
             }
         }
