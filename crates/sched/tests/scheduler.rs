@@ -570,6 +570,15 @@ fn arb_jobs() -> impl Strategy<Value = Vec<JobSpec>> {
     })
 }
 
+/// Generated failures (time, cluster, node) that name a cluster of `fleet`, on one of its nodes.
+fn on_the_fleet(fleet: &Fleet, fails: Vec<(f64, u32, u32)>) -> Vec<(f64, u32, u32)> {
+    fails
+        .into_iter()
+        .filter(|&(_, c, _)| (c as usize) < fleet.clusters.len())
+        .map(|(t, c, n)| (t, c, n % fleet.clusters[c as usize].nodes))
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
@@ -580,11 +589,7 @@ proptest! {
         fails in prop::collection::vec((0.0f64..8000.0, 0u32..3, 0u32..40), 0..8),
         policy in prop::sample::select(Policy::ALL.to_vec()),
     ) {
-        let failures: Vec<(f64, u32, u32)> = fails
-            .into_iter()
-            .filter(|&(_, c, _)| (c as usize) < fleet.clusters.len())
-            .map(|(t, c, n)| (t, c, n % fleet.clusters[c as usize].nodes))
-            .collect();
+        let failures = on_the_fleet(&fleet, fails);
         let log = drive(&fleet, jobs.clone(), failures, policy);
         // No job finishes twice, and no service "finishes".
         let mut finished: Vec<u32> = log
@@ -606,11 +611,7 @@ proptest! {
         fails in prop::collection::vec((0.0f64..8000.0, 0u32..3, 0u32..40), 0..4),
         policy in prop::sample::select(Policy::ALL.to_vec()),
     ) {
-        let failures: Vec<(f64, u32, u32)> = fails
-            .into_iter()
-            .filter(|&(_, c, _)| (c as usize) < fleet.clusters.len())
-            .map(|(t, c, n)| (t, c, n % fleet.clusters[c as usize].nodes))
-            .collect();
+        let failures = on_the_fleet(&fleet, fails);
         let (kept, held_kept) = drive_by_id(&fleet, &jobs, &failures, policy, false);
         let (released, held_released) = drive_by_id(&fleet, &jobs, &failures, policy, true);
         prop_assert_eq!(kept, released);
