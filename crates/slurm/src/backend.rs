@@ -364,6 +364,9 @@ struct Cluster {
     /// Jobs were listed since the leader's first commands of this term: later launches are
     /// new runs and never adopt a job already there.
     listed: bool,
+    /// Why the partition's nodes could not be read, while they never have been; reported to
+    /// the runs waiting to be submitted once (`true` once it was).
+    nodes_error: Option<(String, bool)>,
     /// Slurm jobs cancelled as unwanted and still listed (a cancelled job is `COMPLETING`
     /// for a while): not cancelled, nor reported cancelled, again every round.
     cancelled: HashSet<String>,
@@ -409,6 +412,7 @@ impl Worker {
                     list_error: None,
                     listed: false,
                     cancelled: HashSet::new(),
+                    nodes_error: None,
                 })
                 .collect(),
             options,
@@ -631,6 +635,12 @@ impl Worker {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(cluster = %c.cfg.name, error = %e, "cannot read Slurm's nodes; keeping what was known");
+                if !c.capacity_read {
+                    let message = e.message();
+                    if c.nodes_error.as_ref().is_none_or(|(m, _)| *m != message) {
+                        c.nodes_error = Some((message, false));
+                    }
+                }
                 return;
             }
         };
@@ -681,6 +691,7 @@ impl Worker {
         }
         c.failed = now_failed;
         c.capacity_read = true;
+        c.nodes_error = None;
         lock(&self.shared).observed.extend(out);
     }
 
@@ -831,6 +842,22 @@ impl Worker {
         //    read: whether they have GPUs decides `--gpus-per-node` and one GPU per rank, and a
         //    gang submitted without them would run on no GPU at all.
         if !self.clusters[i].capacity_read {
+            if let Some((message, reported @ false)) = &mut self.clusters[i].nodes_error {
+                *reported = true;
+                let message = message.clone();
+                let partition = self.clusters[i].cfg.settings.partition.clone();
+                for k in self.unsubmitted(&cluster_name, |_| true) {
+                    self.event(
+                        &k,
+                        &cluster_name,
+                        "slurm_unreachable",
+                        format!(
+                            "cannot read the nodes of partition {partition} on cluster \
+                             {cluster_name}: {message}; nothing is submitted until they are read"
+                        ),
+                    );
+                }
+            }
             return;
         }
         let now = Instant::now();
@@ -1608,6 +1635,18 @@ mod tests {
             fake.st().submitted.is_empty(),
             "without the nodes, whether they have GPUs is unknown"
         );
+        let said: Vec<String> = lock(&w.shared)
+            .observed
+            .iter()
+            .filter_map(|o| match o {
+                Observed::Event { kind, message, .. } if kind == "slurm_unreachable" => {
+                    Some(message.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(said.len(), 1, "once per outage: {said:?}");
+        assert!(said[0].contains("nothing is submitted until"), "{said:?}");
         fake.st().sinfo_down = false;
         w.round();
         let subs = fake.st().submitted.clone();
