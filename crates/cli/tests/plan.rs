@@ -160,6 +160,10 @@ fn bad_inputs_name_the_field() {
             "[parallelism] dp applies to training",
         ),
         (
+            "[model]\nlayers = 2\nhidden = 16777216\nheads = 8\nvocab = 1000\nseq_len = 128\n[training]\nglobal_batch = 8\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+            "ffn_hidden (4 × hidden, as none was given) = 67108864 is larger than the supported maximum",
+        ),
+        (
             "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 100\n[hardware]\naccelerator = \"H100\"\ncount = 64\n[parallelism]\ntp = 1\npp = 1\ndp = 64\nmicrobatch = 1\nrecompute = \"none\"\n",
             "global_batch = 100 is not a multiple of dp·microbatch = 64·1 = 64",
         ),

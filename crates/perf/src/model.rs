@@ -173,9 +173,14 @@ impl ModelFields {
             pick(self.kv_heads, |m| m.kv_heads).or(Some(heads)),
             "kv_heads",
         )?;
+        let ffn_given = pick(self.ffn_hidden, |m| m.ffn_hidden);
         let ffn_hidden = required(
-            pick(self.ffn_hidden, |m| m.ffn_hidden).or(Some(4 * hidden)),
-            "ffn_hidden",
+            ffn_given.or(Some(4 * hidden)),
+            if ffn_given.is_some() {
+                "ffn_hidden"
+            } else {
+                "ffn_hidden (4 × hidden, as none was given)"
+            },
         )?;
         let gated_ffn = self.gated_ffn.or(b.map(|m| m.gated_ffn)).unwrap_or(false);
         let name = self
