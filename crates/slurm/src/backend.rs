@@ -877,17 +877,51 @@ impl Worker {
             .filter_map(|w| w.slurm_id.clone())
             .collect();
         let keys = self.unsubmitted(cluster_name, |_| true);
+        // Replica keys are numbered afresh each term: a replica may take over a live job of
+        // another replica key of its service (no want of this term has that key), so a gap left
+        // by a replica removed earlier does not cost a needless restart. Exact keys go first.
+        let wanted_keys: HashSet<&str> = self.wants.keys().map(String::as_str).collect();
+        let spare_replicas: Vec<(&Tag, &QueueJob)> = tagged
+            .iter()
+            .filter(|(t, j)| {
+                t.job.contains("#r")
+                    && !wanted_keys.contains(t.job.as_str())
+                    && !j.state.is_terminal()
+            })
+            .map(|(t, j)| (t, *j))
+            .collect();
+        let mut by_exact_key = Vec::new();
+        let mut by_service = Vec::new();
         for key in keys {
+            if tagged.iter().any(|(t, _)| t.job == key) {
+                by_exact_key.push(key);
+            } else {
+                by_service.push(key);
+            }
+        }
+        for key in by_exact_key.into_iter().chain(by_service) {
             let Some(w) = self.wants.get(&key) else {
                 continue;
             };
-            let candidates = tagged
-                .iter()
-                .filter(|(t, j)| t.job == key && !claimed.contains(&j.id));
+            let spare = |t: &Tag| {
+                w.replica
+                    && w.adoptable
+                    && base_job(&t.job) == base_job(&key)
+                    && spare_replicas.iter().any(|(s, _)| std::ptr::eq(*s, t))
+            };
+            // A replica taking over after a reset takes a live job only: an ended one (one
+            // this backend cancelled when the replica was removed) would only be started again.
+            let replica_after_reset = w.replica && w.adoptable;
+            let candidates = tagged.iter().filter(|(t, j)| {
+                (t.job == key || spare(t))
+                    && !claimed.contains(&j.id)
+                    && !(replica_after_reset && j.state.is_terminal())
+            });
             let exact = candidates
                 .clone()
                 .filter(|(t, _)| {
-                    t.generation == w.generation
+                    t.job == key
+                        && t.generation == w.generation
                         && t.attempt == w.attempt
                         && t.resubmit == w.resubmit
                 })
@@ -921,8 +955,13 @@ impl Worker {
                 w.slurm_id = Some(id.clone());
                 w.resubmit = w.resubmit.max(t.resubmit);
                 w.adoptable = false;
+                if w.replica {
+                    // A replica's attempts count its starts: they go on from the job's.
+                    w.attempt = w.attempt.max(t.attempt);
+                }
             }
-            let (stdout, stderr) = log_paths(&self.clusters[i].cfg.settings, &key, t);
+            // The job writes where its own tag says.
+            let (stdout, stderr) = log_paths(&self.clusters[i].cfg.settings, &t.job, t);
             self.follow(i, &id, &job, t.attempt, labelled, (&stdout, &stderr));
             lock(&self.shared).note_logs(
                 &key,
@@ -1909,6 +1948,57 @@ mod tests {
         w.apply(Msg::Commands(vec![Command::Stop { job: "svc".into() }]));
         w.round();
         assert!(fake.active_tagged("switchyard").is_empty());
+    }
+
+    /// After a reset the service's replicas are numbered afresh: each takes over a live job of
+    /// the service, whatever replica number its tag carries, so a gap left by a replica
+    /// removed earlier costs no restart.
+    #[test]
+    fn after_a_reset_replicas_take_over_the_services_jobs_whatever_their_numbers() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 4);
+        let add = Command::AddReplica {
+            job: "svc".into(),
+            cluster: "c".into(),
+            accelerators: 8,
+            nodes: Vec::new(),
+            command: None,
+        };
+        w.apply(Msg::Commands(vec![add.clone(), add.clone(), add.clone()]));
+        w.round();
+        w.apply(Msg::Commands(vec![Command::RemoveReplica {
+            job: "svc".into(),
+            cluster: "c".into(),
+            nodes: Vec::new(),
+        }]));
+        w.round();
+        w.apply(Msg::Commands(vec![add.clone()]));
+        w.round();
+        let live = fake.active_tagged("switchyard");
+        let mut keys: Vec<&str> = live.iter().map(|(t, _)| t.job.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["svc#r0", "svc#r1", "svc#r3"]);
+        for (_, id) in &live {
+            fake.set_state(id, JobState::Running);
+        }
+        let submitted = fake.st().submitted.len();
+        let cancelled = fake.st().cancelled.len();
+        w.apply(Msg::Reset);
+        w.apply(Msg::Commands(vec![add.clone(), add.clone(), add]));
+        w.round();
+        w.round();
+        assert_eq!(
+            fake.st().submitted.len(),
+            submitted,
+            "nothing submitted again"
+        );
+        assert_eq!(fake.st().cancelled.len(), cancelled, "nothing cancelled");
+        let adopted = observed(&w)
+            .iter()
+            .filter(|o| matches!(o, Observed::Event { kind, .. } if kind == "slurm_adopted"))
+            .count();
+        assert_eq!(adopted, 3);
+        assert_eq!(fake.active_tagged("switchyard").len(), 3);
     }
 
     fn launch_cmd(job: &str, generation: u32, attempt: u32, argv: &[&str]) -> Command {
