@@ -133,7 +133,9 @@ fn a_run_that_keeps_failing_ends_failed_after_its_retries_with_the_reason() {
         "accelerators": 3,
         "duration_s": 5.0,
         "max_retries": 1,
-        "command": {"argv": ["sh", "-c", "echo rank $RANK of $WORLD_SIZE attempt $SWITCHYARD_ATTEMPT; if [ \"$RANK\" = 2 ]; then exit 3; fi; sleep 30"]},
+        // Rank 2 fails after a while, not at once: a gang fails as soon as a rank does, and a
+        // node that had not started its ranks of the attempt by then never runs them.
+        "command": {"argv": ["sh", "-c", "echo rank $RANK of $WORLD_SIZE attempt $SWITCHYARD_ATTEMPT; if [ \"$RANK\" = 2 ]; then sleep 2; exit 3; fi; sleep 30"]},
     });
     let (status, job) = call(
         "POST",
