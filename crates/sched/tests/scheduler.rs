@@ -361,6 +361,15 @@ fn start_driving(
     (s, events)
 }
 
+/// A drive's failure (kind 2) or repair (kind 3) of `node` of `cluster`.
+fn node_event(kind: u8, cluster: u32, node: u32) -> Event {
+    if kind == 2 {
+        Event::NodeFailed { cluster, node }
+    } else {
+        Event::NodeRepaired { cluster, node }
+    }
+}
+
 fn drive(
     fleet: &Fleet,
     jobs: Vec<JobSpec>,
@@ -383,14 +392,7 @@ fn drive(
                     job: a,
                     generation: b,
                 },
-                2 => Event::NodeFailed {
-                    cluster: a,
-                    node: b,
-                },
-                _ => Event::NodeRepaired {
-                    cluster: a,
-                    node: b,
-                },
+                _ => node_event(kind, a, b),
             };
             s.handle(now, ev, &mut out);
             s.check_invariants()
@@ -453,14 +455,7 @@ fn drive_by_id(
                     Some(&job) => Event::Finished { job, generation: b },
                     None => continue,
                 },
-                2 => Event::NodeFailed {
-                    cluster: a,
-                    node: b,
-                },
-                _ => Event::NodeRepaired {
-                    cluster: a,
-                    node: b,
-                },
+                _ => node_event(kind, a, b),
             };
             s.handle(now, ev, &mut out);
         }

@@ -266,7 +266,7 @@ pub struct PushedOutput {
     /// Lines of assignments this hub never handed out, pushed early in its leader term: output
     /// of attempts that ended before the term (a restarted server, a new leader), which the
     /// node's agent held while it could not push. Stored once the store confirms the job ran
-    /// on the node's cluster ([`adopt_output`]).
+    /// on the node's cluster ([`lines_to_store`]).
     pub unverified: Vec<OutputLine>,
     /// The node's cluster.
     pub cluster: String,
@@ -1393,22 +1393,28 @@ impl Backend for AgentBackend {
 /// (each costs store reads); lines of further runs are dropped.
 const MAX_ADOPTED_RUNS: usize = 64;
 
-/// The [`PushedOutput::unverified`] lines the store vouches for: a gang rank's line when its
-/// attempt started on `cluster` before the leader term (the `started` event says `attempt N:`)
-/// and its rank is within the job's size; a service replica's when the service had a replica
-/// added on `cluster` before the term. Others are dropped with a warning.
-pub(crate) async fn adopt_output(
+/// The lines of a push to store: those of assignments the node was handed, and the
+/// [`PushedOutput::unverified`] ones the store vouches for — a gang rank's line when its attempt
+/// started on the node's cluster before the leader term (the `started` event says
+/// `attempt N:`) and its rank is within the job's size; a service replica's when the service had
+/// a replica added on that cluster before the term. Others are dropped with a warning.
+pub(crate) async fn lines_to_store(
     store: &switchyard_store::AnyStore,
-    pushed: &PushedOutput,
-    lines: Vec<OutputLine>,
+    pushed: PushedOutput,
 ) -> Result<Vec<OutputLine>, switchyard_store::StoreError> {
     use switchyard_store::{EventQuery, StoreRead as _};
-    if lines.is_empty() {
+    let PushedOutput {
+        mut lines,
+        unverified,
+        cluster,
+        term_started_ms,
+    } = pushed;
+    if unverified.is_empty() {
         return Ok(lines);
     }
     // (job, attempt; 0 for a replica) → the job's size when the store vouches for the run.
     let mut vouched: HashMap<(String, u32), Option<i64>> = HashMap::new();
-    for l in &lines {
+    for l in &unverified {
         let key = (l.job.clone(), l.attempt);
         if vouched.contains_key(&key) {
             continue;
@@ -1423,9 +1429,9 @@ pub(crate) async fn adopt_output(
                 .has_event(&EventQuery {
                     job_id: &l.job,
                     kind: if replica { "replica_added" } else { "started" },
-                    cluster: &pushed.cluster,
+                    cluster: &cluster,
                     prefix: if replica { "" } else { &prefix },
-                    before_ms: pushed.term_started_ms,
+                    before_ms: term_started_ms,
                 })
                 .await?;
             if ran && (!replica || job.kind == "inference") {
@@ -1434,19 +1440,21 @@ pub(crate) async fn adopt_output(
         }
         vouched.insert(key, size);
     }
-    let (kept, dropped): (Vec<OutputLine>, Vec<OutputLine>) = lines.into_iter().partition(|l| {
-        vouched[&(l.job.clone(), l.attempt)]
-            .is_some_and(|size| l.attempt == 0 || i64::from(l.rank) < size)
-    });
+    let (kept, dropped): (Vec<OutputLine>, Vec<OutputLine>) =
+        unverified.into_iter().partition(|l| {
+            vouched[&(l.job.clone(), l.attempt)]
+                .is_some_and(|size| l.attempt == 0 || i64::from(l.rank) < size)
+        });
     if let Some(example) = dropped.first() {
         tracing::warn!(
-            cluster = %pushed.cluster,
+            cluster = %cluster,
             dropped = dropped.len(),
             example = %example.source,
             "dropped output lines of assignments no node was handed in this leader term and the store does not show running on this node's cluster before it"
         );
     }
-    Ok(kept)
+    lines.extend(kept);
+    Ok(lines)
 }
 
 /// The agent protocol's routes (`/v1/agent/…`). Agents send bigger bodies than the API's
@@ -1634,11 +1642,9 @@ mod handlers {
     ) -> Result<StatusCode, ApiError> {
         let hub = hub(&s, &auth)?;
         let batch: LogBatch = body(raw, "log batch")?;
-        let mut pushed = hub.output(&id, batch, now_ms()).map_err(refused)?;
-        let unverified = std::mem::take(&mut pushed.unverified);
-        let adopted = super::adopt_output(&s.store, &pushed, unverified).await?;
-        pushed.lines.extend(adopted);
-        crate::leader::store_output(&s.store, pushed.lines).await?;
+        let pushed = hub.output(&id, batch, now_ms()).map_err(refused)?;
+        let lines = super::lines_to_store(&s.store, pushed).await?;
+        crate::leader::store_output(&s.store, lines).await?;
         Ok(StatusCode::NO_CONTENT)
     }
 }

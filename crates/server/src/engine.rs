@@ -606,10 +606,10 @@ impl Engine {
         // the active jobs rather than every job since it took the lease. Later reports about
         // it (a straggling exit) name an id no longer known and change nothing.
         for j in ended {
+            // (Already out of `active`: it ended.)
             if self.sched.release(j) {
                 let t = std::mem::take(&mut self.jobs[j as usize]);
                 self.by_id.remove(&t.id);
-                self.active.remove(&j);
             }
         }
         (

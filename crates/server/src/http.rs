@@ -677,9 +677,7 @@ async fn events(
         .events(&id, auth.scope(), after, limit)
         .await?
         .unwrap_or_default();
-    let next = (events.len() as i64 == limit)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
+    let next = next_cursor(&events, limit, |e| e.seq);
     Ok(Json(JobEvents {
         job: job.id,
         state: job.state.as_str().into(),
@@ -713,6 +711,13 @@ fn int_param(
                 .ok_or_else(|| ApiError::bad(format!("{name} must be {what}")))
         })
         .transpose()
+}
+
+/// The `next` of a page: its last item's cursor when the page is full (more may follow).
+fn next_cursor<T>(page: &[T], limit: i64, cursor: impl Fn(&T) -> i64) -> Option<i64> {
+    page.last()
+        .filter(|_| page.len() as i64 == limit)
+        .map(cursor)
 }
 
 /// The `limit` of a page: 1 to [`api::MAX_PAGE`], `default` when not given.
@@ -762,9 +767,7 @@ async fn logs(
             limit,
         })
         .await?;
-    let next = (lines.len() as i64 == limit)
-        .then(|| lines.last().map(|l| l.cursor))
-        .flatten();
+    let next = next_cursor(&lines, limit, |l| l.cursor);
     Ok(Json(JobLogs {
         job: job.id,
         lines: lines

@@ -876,30 +876,18 @@ impl Worker {
             .values()
             .filter_map(|w| w.slurm_id.clone())
             .collect();
-        let keys = self.unsubmitted(cluster_name, |_| true);
-        // Replica keys are numbered afresh each term: a replica may take over a live job of
-        // another replica key of its service (no want of this term has that key), so a gap left
-        // by a replica removed earlier does not cost a needless restart. Exact keys go first.
-        let wanted_keys: HashSet<&str> = self.wants.keys().map(String::as_str).collect();
-        let spare_replicas: Vec<(&Tag, &QueueJob)> = tagged
+        // Replica keys are numbered afresh each term: a replica may take over a job of another
+        // replica key of its service that no want of this term has (a spare), so a gap left by
+        // a replica removed earlier does not cost a needless restart. Keys with a job of their
+        // own go first.
+        let mut keys = self.unsubmitted(cluster_name, |_| true);
+        keys.sort_by_key(|k| !tagged.iter().any(|(t, _)| t.job == *k));
+        let spares: HashSet<&str> = tagged
             .iter()
-            .filter(|(t, j)| {
-                t.job.contains("#r")
-                    && !wanted_keys.contains(t.job.as_str())
-                    && !j.state.is_terminal()
-            })
-            .map(|(t, j)| (t, *j))
+            .map(|(t, _)| t.job.as_str())
+            .filter(|k| k.contains("#r") && !self.wants.contains_key(*k))
             .collect();
-        let mut by_exact_key = Vec::new();
-        let mut by_service = Vec::new();
         for key in keys {
-            if tagged.iter().any(|(t, _)| t.job == key) {
-                by_exact_key.push(key);
-            } else {
-                by_service.push(key);
-            }
-        }
-        for key in by_exact_key.into_iter().chain(by_service) {
             let Some(w) = self.wants.get(&key) else {
                 continue;
             };
@@ -907,7 +895,7 @@ impl Worker {
                 w.replica
                     && w.adoptable
                     && base_job(&t.job) == base_job(&key)
-                    && spare_replicas.iter().any(|(s, _)| std::ptr::eq(*s, t))
+                    && spares.contains(t.job.as_str())
             };
             // A replica taking over after a reset takes a live job only: an ended one (one
             // this backend cancelled when the replica was removed) would only be started again.
@@ -1924,25 +1912,34 @@ mod tests {
         );
     }
 
-    #[test]
-    fn replicas_are_jobs_of_their_own() {
-        let fake = Fake::default();
-        let mut w = worker(&fake, 4);
-        let add = Command::AddReplica {
-            job: "svc".into(),
+    /// A replica of 8 accelerators of `job` on cluster `c`, and one taken down.
+    fn add_replica(job: &str) -> Command {
+        Command::AddReplica {
+            job: job.into(),
             cluster: "c".into(),
             accelerators: 8,
             nodes: Vec::new(),
             command: None,
-        };
+        }
+    }
+
+    fn remove_replica(job: &str) -> Command {
+        Command::RemoveReplica {
+            job: job.into(),
+            cluster: "c".into(),
+            nodes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn replicas_are_jobs_of_their_own() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 4);
+        let add = add_replica("svc");
         w.apply(Msg::Commands(vec![add.clone(), add]));
         w.round();
         assert_eq!(fake.active_tagged("switchyard").len(), 2);
-        w.apply(Msg::Commands(vec![Command::RemoveReplica {
-            job: "svc".into(),
-            cluster: "c".into(),
-            nodes: Vec::new(),
-        }]));
+        w.apply(Msg::Commands(vec![remove_replica("svc")]));
         w.round();
         assert_eq!(fake.active_tagged("switchyard").len(), 1);
         w.apply(Msg::Commands(vec![Command::Stop { job: "svc".into() }]));
@@ -1957,20 +1954,10 @@ mod tests {
     fn after_a_reset_replicas_take_over_the_services_jobs_whatever_their_numbers() {
         let fake = Fake::default();
         let mut w = worker(&fake, 4);
-        let add = Command::AddReplica {
-            job: "svc".into(),
-            cluster: "c".into(),
-            accelerators: 8,
-            nodes: Vec::new(),
-            command: None,
-        };
+        let add = add_replica("svc");
         w.apply(Msg::Commands(vec![add.clone(), add.clone(), add.clone()]));
         w.round();
-        w.apply(Msg::Commands(vec![Command::RemoveReplica {
-            job: "svc".into(),
-            cluster: "c".into(),
-            nodes: Vec::new(),
-        }]));
+        w.apply(Msg::Commands(vec![remove_replica("svc")]));
         w.round();
         w.apply(Msg::Commands(vec![add.clone()]));
         w.round();
@@ -2182,13 +2169,7 @@ mod tests {
         let fake = Fake::default();
         let mut w = worker(&fake, 2);
         w.options.backoff_initial = Duration::ZERO;
-        let add = Command::AddReplica {
-            job: "svc".into(),
-            cluster: "c".into(),
-            accelerators: 8,
-            nodes: Vec::new(),
-            command: None,
-        };
+        let add = add_replica("svc");
         let id = running(&fake, &mut w, add);
         fake.set_state(&id, JobState::Failed);
         w.round();

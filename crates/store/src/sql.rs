@@ -174,6 +174,17 @@ fn conflict(job: &NewJob, err: sqlx::Error) -> StoreError {
     }
 }
 
+/// Takes a transaction-scoped advisory lock (`PG_LOG_LOCK`, `PG_JOB_LOCK`) where the store has
+/// one; SQLite's single writer needs none.
+macro_rules! take_lock {
+    ($tx:expr, $lock:expr) => {
+        let lock: Option<&str> = $lock;
+        if let Some(lock) = lock {
+            sqlx::query(lock).execute(&mut *$tx).await?;
+        }
+    };
+}
+
 macro_rules! sql_store {
     ($store:ty, $row:ty, $log_lock:expr, $job_lock:expr) => {
         impl $store {
@@ -676,10 +687,7 @@ macro_rules! sql_store {
 
             async fn insert_job(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
                 let mut tx = self.write.begin().await?;
-                let lock: Option<&str> = $job_lock;
-                if let Some(lock) = lock {
-                    sqlx::query(lock).execute(&mut *tx).await?;
-                }
+                take_lock!(tx, $job_lock);
                 let row = sqlx::query(&format!(
                     "INSERT INTO jobs (id, tenant, name, kind, priority, accelerators, spec, \
                        state, reason, submitted_ms, updated_ms) \
@@ -742,10 +750,7 @@ macro_rules! sql_store {
                 }
                 let changed = q.execute(&mut *tx).await?.rows_affected();
                 if changed > 0 {
-                    let lock: Option<&str> = $job_lock;
-                    if let Some(lock) = lock {
-                        sqlx::query(lock).execute(&mut *tx).await?;
-                    }
+                    take_lock!(tx, $job_lock);
                     sqlx::query(
                         "INSERT INTO events (job_id, at_ms, kind, cluster, message) \
                          VALUES ($1, $2, 'cancel_requested', NULL, 'cancellation requested')",
@@ -803,10 +808,7 @@ macro_rules! sql_store {
                         }
                         q.bind(replicas).bind(now_ms).execute(&mut *tx).await?;
                         let was = before.map_or_else(|| "the submitted minimum".to_owned(), |b| b.to_string());
-                        let lock: Option<&str> = $job_lock;
-                        if let Some(lock) = lock {
-                            sqlx::query(lock).execute(&mut *tx).await?;
-                        }
+                        take_lock!(tx, $job_lock);
                         sqlx::query(
                             "INSERT INTO events (job_id, at_ms, kind, cluster, message) \
                              VALUES ($1, $2, 'scale_requested', NULL, $3)",
@@ -876,9 +878,8 @@ macro_rules! sql_store {
                     }
                     q.execute(&mut *tx).await?;
                 }
-                let lock: Option<&str> = $job_lock;
-                if let (Some(lock), false) = (lock, batch.events.is_empty()) {
-                    sqlx::query(lock).execute(&mut *tx).await?;
+                if !batch.events.is_empty() {
+                    take_lock!(tx, $job_lock);
                 }
                 for chunk in batch.events.chunks(CHUNK) {
                     let sql = format!(
@@ -986,10 +987,7 @@ macro_rules! sql_store {
                     return Ok(0);
                 }
                 let mut tx = self.write.begin().await?;
-                let lock: Option<&str> = $log_lock;
-                if let Some(lock) = lock {
-                    sqlx::query(lock).execute(&mut *tx).await?;
-                }
+                take_lock!(tx, $log_lock);
                 let mut inserted = 0;
                 for chunk in lines.chunks(CHUNK) {
                     let sql = format!(
