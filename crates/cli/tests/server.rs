@@ -770,6 +770,20 @@ fn scaling(db: String) {
         );
         assert_eq!(status, 400, "{bad}: {e}");
     }
+    // A replica filter that is not a replica name is refused, saying what one looks like.
+    let (status, e) = call(
+        "GET",
+        &format!("{}/v1/jobs/{id}/logs?replica=%25", s.url),
+        Some(&t),
+        None,
+    );
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is not a replica name")),
+        "{e}"
+    );
     let (code, out, err) = cli(&["events", &id, "--json"]);
     assert_eq!(code, Some(0), "{err}");
     let listed: Value = serde_json::from_str(&out).expect("events --json");
