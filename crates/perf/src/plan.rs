@@ -125,6 +125,9 @@ pub struct PlanInput {
     /// Whether the file had a `[parallelism]` table.
     pub layout_given: bool,
     pub allow_tp_beyond_scale_up: bool,
+    /// The cluster whose every accelerator `[hardware] count` defaulted to (given `cluster`
+    /// without `count`), so that errors about the device count can say where it came from.
+    pub count_defaulted_to: Option<String>,
 }
 
 fn precision(text: Option<&str>, table: &str) -> Result<bool, PerfError> {
@@ -148,6 +151,7 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
     let hw_fields = raw
         .hardware
         .ok_or_else(|| PerfError::input("the [hardware] table is missing"))?;
+    let mut count_defaulted_to = None;
     let mut hardware = match (&hw_fields.accelerator, &hw_fields.cluster) {
         (Some(_), Some(_)) => {
             return Err(PerfError::input(
@@ -187,6 +191,9 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
                         .join(", ")
                 ))
             })?;
+            if hw_fields.count.is_none() {
+                count_defaulted_to = Some(name.clone());
+            }
             let count = hw_fields
                 .count
                 .unwrap_or_else(|| u32::try_from(cluster.accelerators()).unwrap_or(u32::MAX));
@@ -435,6 +442,7 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
         constraint,
         layout_given,
         allow_tp_beyond_scale_up: allow,
+        count_defaulted_to,
     })
 }
 
@@ -696,6 +704,19 @@ pub const ALTERNATIVES: usize = 4;
 
 /// Runs a plan.
 pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
+    run_plan_on(input).map_err(|PerfError::Input(why)| match &input.count_defaulted_to {
+        // The device count the error speaks of was never written in the file: say where it
+        // came from.
+        Some(cluster) => PerfError::input(format!(
+            "{why} ([hardware] count is not given, so it is all {} accelerators of cluster \
+             \"{cluster}\"; set count to plan on part of it)",
+            input.hardware.count
+        )),
+        None => PerfError::Input(why),
+    })
+}
+
+fn run_plan_on(input: &PlanInput) -> Result<PlanReport, PerfError> {
     let m = &input.model;
     let hw = &input.hardware;
     let subject = Subject {

@@ -647,3 +647,36 @@ fn searched_layouts_split_the_batch_evenly() {
         }
     }
 }
+
+/// A plan on a fleet cluster without `count` plans on the whole cluster; an error about that
+/// device count says the count was not given and where it came from.
+#[test]
+fn a_defaulted_count_is_named_in_the_error() {
+    let fleet = Fleet::default_fleet();
+    let cluster = fleet
+        .clusters
+        .iter()
+        .find(|c| c.accelerators() > 1024)
+        .expect("a large cluster in the default fleet");
+    let text = format!(
+        "[model]\npreset = \"llama3-8b\"\n{SERVING}\n[hardware]\ncluster = \"{}\"\n",
+        cluster.name
+    );
+    assert_refused(
+        &fleet,
+        &text,
+        &format!(
+            "[hardware] count is not given, so it is all {} accelerators of cluster \"{}\"",
+            cluster.accelerators(),
+            cluster.name
+        ),
+    );
+    // Given, the count is the file's own: no such note, and a replica's count plans.
+    let mut input = parse_plan(&format!("{text}count = 3000\n"), &fleet).expect("plan parses");
+    let err = run_plan(&input)
+        .expect_err("3,000 devices do not split")
+        .to_string();
+    assert!(!err.contains("is not given"), "{err}");
+    input = parse_plan(&format!("{text}count = 8\n"), &fleet).expect("plan parses");
+    run_plan(&input).expect("one replica on 8 devices");
+}
