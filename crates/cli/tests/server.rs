@@ -109,6 +109,8 @@ fn lifecycle(db: String) {
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["jobs"].as_array().map(Vec::len), Some(2));
     let next = page["next"].as_str().expect("a next page");
+    // A tenant's cursor counts its own jobs (what others submit is none of its business).
+    assert_eq!(next, "2", "{page}");
     let (_, page2) = call(
         "GET",
         &format!("{}/v1/jobs?limit=2&after={next}", s.url),
@@ -223,6 +225,19 @@ fn tenant_isolation(db: String) {
     let jobs = all_jobs(&s.url, &b);
     assert_eq!(jobs.len(), 1);
     assert!(jobs.iter().all(|j| j["tenant"] == "serving"));
+    // Cursors do not count other tenants' work: b's first job and first event are number 1
+    // although research's job and its events were written before them.
+    let (_, page) = call("GET", &format!("{}/v1/jobs?limit=1", s.url), Some(&b), None);
+    assert_eq!(page["next"], "1", "{page}");
+    let jb_id = jb["id"].as_str().expect("id");
+    let (_, ev) = call(
+        "GET",
+        &format!("{}/v1/jobs/{jb_id}/events?limit=1", s.url),
+        Some(&b),
+        None,
+    );
+    assert_eq!(ev["events"][0]["cursor"], 1, "{ev}");
+    assert_eq!(ev["next"], 1, "{ev}");
     let (status, _) = call(
         "GET",
         &format!("{}/v1/jobs?tenant=research", s.url),
@@ -761,6 +776,10 @@ fn scaling(db: String) {
         }
     }
     assert_eq!(paged, whole);
+    // Cursors number the job's own events from 1, with no gap where other jobs' events were
+    // written in between.
+    let cursors: Vec<i64> = whole.iter().filter_map(|e| e["cursor"].as_i64()).collect();
+    assert_eq!(cursors, (1..=whole.len() as i64).collect::<Vec<_>>());
     for bad in ["limit=0", "limit=1001", "after=-1", "after=x"] {
         let (status, e) = call(
             "GET",

@@ -635,6 +635,7 @@ mod tests {
     fn record(id: &str, seq: i64) -> JobRecord {
         JobRecord {
             seq,
+            tenant_number: seq,
             id: id.into(),
             tenant: "research".into(),
             name: None,

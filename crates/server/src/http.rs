@@ -514,7 +514,7 @@ async fn list(
             .ok_or_else(|| ApiError::bad(format!("limit must be 1 to {}", api::MAX_PAGE)))?;
     }
     if let Some(a) = q.get("after") {
-        filter.after_seq = Some(
+        filter.after = Some(
             a.parse::<i64>()
                 .map_err(|_| ApiError::bad("after must be a cursor from `next`"))?,
         );
@@ -524,7 +524,7 @@ async fn list(
     let spec_bytes: usize = jobs.iter().map(|j| j.spec.len()).sum();
     // A full page, or one the byte budget may have ended early: more may follow.
     let next = (jobs.len() as i64 == limit || spec_bytes as i64 >= api::LIST_SPEC_BYTES)
-        .then(|| jobs.last().map(|j| j.seq.to_string()))
+        .then(|| jobs.last().map(|j| filter.cursor_of(j).to_string()))
         .flatten();
     Ok(Json(JobList {
         jobs: jobs.iter().map(Job::from).collect(),
@@ -677,7 +677,7 @@ async fn events(
         .events(&id, auth.scope(), after, limit)
         .await?
         .unwrap_or_default();
-    let next = next_cursor(&events, limit, |e| e.seq);
+    let next = next_cursor(&events, limit, |e| e.cursor);
     Ok(Json(JobEvents {
         job: job.id,
         state: job.state.as_str().into(),
@@ -686,7 +686,7 @@ async fn events(
         events: events
             .into_iter()
             .map(|e| api::Event {
-                cursor: e.seq,
+                cursor: e.cursor,
                 at_ms: e.at_ms,
                 kind: e.kind,
                 cluster: e.cluster,

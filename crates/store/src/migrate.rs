@@ -17,6 +17,10 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0003_replicas_wanted.sql"),
     ),
     (4, include_str!("../migrations/sqlite/0004_failures.sql")),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_scoped_cursors.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -29,6 +33,10 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0003_replicas_wanted.sql"),
     ),
     (4, include_str!("../migrations/postgres/0004_failures.sql")),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_scoped_cursors.sql"),
+    ),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

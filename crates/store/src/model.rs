@@ -93,6 +93,9 @@ pub struct NewJob {
 pub struct JobRecord {
     /// Submission order (unique, increasing, not necessarily committed in order).
     pub seq: i64,
+    /// Submission order among the tenant's own jobs, from 1: the cursor of tenant-scoped
+    /// lists, which must not show how many jobs other tenants submitted in between.
+    pub tenant_number: i64,
     pub id: String,
     pub tenant: String,
     pub name: Option<String>,
@@ -123,7 +126,8 @@ pub struct JobRecord {
 /// Something that happened to a job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
-    pub seq: i64,
+    /// The event's number among the job's events, from 1: the `after` of the next read.
+    pub cursor: i64,
     pub job_id: String,
     pub at_ms: i64,
     /// `submitted`, `waiting`, `started`, `preempted`, `restarted`, `finished`, …
@@ -195,8 +199,8 @@ pub struct JobFilter {
     /// Empty: any state.
     pub states: Vec<JobState>,
     pub kind: Option<String>,
-    /// Only jobs with `seq` above this (pagination cursor).
-    pub after_seq: Option<i64>,
+    /// Only jobs after this cursor ([`JobFilter::cursor_of`] of the last job of a page).
+    pub after: Option<i64>,
     pub limit: i64,
     /// Ends the page before a job whose specification would start past this many bytes of
     /// listed specifications (the first job is always listed), so that a page of big
@@ -210,9 +214,31 @@ impl Default for JobFilter {
             tenant: None,
             states: Vec::new(),
             kind: None,
-            after_seq: None,
+            after: None,
             limit: 100,
             spec_bytes: None,
+        }
+    }
+}
+
+impl JobFilter {
+    /// A listed job's place in this listing, for the next page's `after`: its number among its
+    /// tenant's jobs when the list is one tenant's, its global submission order otherwise
+    /// (only admins list every tenant's jobs).
+    pub fn cursor_of(&self, job: &JobRecord) -> i64 {
+        if self.tenant.is_some() {
+            job.tenant_number
+        } else {
+            job.seq
+        }
+    }
+
+    /// The column a listing pages on ([`JobFilter::cursor_of`]).
+    pub(crate) fn cursor_column(&self) -> &'static str {
+        if self.tenant.is_some() {
+            "tenant_number"
+        } else {
+            "seq"
         }
     }
 }
@@ -327,7 +353,8 @@ pub struct LogLine {
 /// A stored log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
-    /// Increases with every stored line: the `after` of the next read.
+    /// The line's number among the job's stored lines, from 1 (increasing, with gaps where a
+    /// line was sent twice): the `after` of the next read.
     pub cursor: i64,
     pub job_id: String,
     pub attempt: i64,

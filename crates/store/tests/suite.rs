@@ -320,6 +320,16 @@ async fn logs(s: AnyStore) {
         ]
     );
     assert!(all.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    // Numbered within the job: j-2's line, stored in the middle of j-1's, is its first; j-1's
+    // first batch is 1 to 4 (the retry's and the repeat's spare numbers leave gaps after).
+    assert_eq!(
+        all[..4].iter().map(|l| l.cursor).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert_eq!(
+        s.logs(&LogQuery::new("j-2")).await.expect("logs")[0].cursor,
+        1
+    );
     assert_eq!(
         (
             all[2].stream.as_str(),
@@ -552,6 +562,13 @@ async fn jobs_and_tenants(s: AnyStore) {
     assert_eq!(mine.len(), 6);
     assert!(mine.iter().all(|j| j.tenant == "a"));
     assert!(mine.windows(2).all(|w| w[0].seq < w[1].seq));
+    // A tenant's cursors count its own jobs only: b's submission between a's first and second
+    // leaves no gap.
+    assert_eq!(
+        mine.iter().map(|j| j.tenant_number).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(b.tenant_number, 1);
     let page1 = s
         .list_jobs(&JobFilter {
             tenant: Some("a".into()),
@@ -564,7 +581,7 @@ async fn jobs_and_tenants(s: AnyStore) {
         .list_jobs(&JobFilter {
             tenant: Some("a".into()),
             limit: 4,
-            after_seq: page1.last().map(|j| j.seq),
+            after: page1.last().map(|j| j.tenant_number),
             ..JobFilter::default()
         })
         .await
@@ -577,7 +594,7 @@ async fn jobs_and_tenants(s: AnyStore) {
     let by_bytes = |budget: i64, after: Option<i64>| JobFilter {
         tenant: Some("a".into()),
         states: vec![JobState::Pending],
-        after_seq: after,
+        after,
         spec_bytes: Some(budget),
         ..JobFilter::default()
     };
@@ -590,7 +607,7 @@ async fn jobs_and_tenants(s: AnyStore) {
         mine[..3].iter().map(|j| &j.id).collect::<Vec<_>>()
     );
     let rest = s
-        .list_jobs(&by_bytes(spec_len * 5 / 2, Some(three[2].seq)))
+        .list_jobs(&by_bytes(spec_len * 5 / 2, Some(three[2].tenant_number)))
         .await
         .expect("by bytes");
     assert_eq!(rest.len(), 3);
@@ -751,15 +768,20 @@ async fn lease_and_apply(s: AnyStore) {
         .await
         .expect("events")
         .expect("found");
-    assert_eq!(first.len(), 2);
+    // A job's events are numbered from 1, whatever other jobs logged in between.
+    assert_eq!(first.iter().map(|e| e.cursor).collect::<Vec<_>>(), [1, 2]);
     let rest = s
-        .events(&j.id, None, first[1].seq, 2)
+        .events(&j.id, None, first[1].cursor, 2)
         .await
         .expect("events")
         .expect("found");
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].kind, "cancel_requested");
-    let after_all = s.events(&j.id, None, rest[0].seq, 2).await.expect("events");
+    assert_eq!(rest[0].cursor, 3);
+    let after_all = s
+        .events(&j.id, None, rest[0].cursor, 2)
+        .await
+        .expect("events");
     assert_eq!(after_all, Some(vec![]));
     assert_eq!(s.active_jobs().await.expect("active").len(), 1);
 }
@@ -898,40 +920,56 @@ async fn reopen(url: String) {
 
 /// A database written by a version-1 binary is upgraded in place: its tokens keep working (as
 /// tenant tokens, not agents) and the new tables are there.
-async fn upgrade_from_v1(url: String) {
+/// Runs `statements` on the database at `url` directly, as an older binary would have.
+async fn run_raw(url: &str, statements: &[&str]) {
     use sqlx::Connection as _;
-    let v1 = if url.starts_with("sqlite:") {
-        include_str!("../migrations/sqlite/0001_init.sql")
-    } else {
-        include_str!("../migrations/postgres/0001_init.sql")
-    };
-    let setup = [
-        v1,
-        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
-        "INSERT INTO schema_migrations (version, applied_ms) VALUES (1, 0)",
-        "INSERT INTO tokens (hash, tenant, admin, created_ms) VALUES ('h1', 'research', FALSE, 0)",
-    ];
     if url.starts_with("sqlite:") {
         let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
             .await
             .expect("connect");
-        for sql in setup {
-            sqlx::raw_sql(sql)
-                .execute(&mut conn)
-                .await
-                .expect("v1 setup");
+        for sql in statements {
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("setup");
         }
         conn.close().await.expect("close");
     } else {
-        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
-        for sql in setup {
-            sqlx::raw_sql(sql)
-                .execute(&mut conn)
-                .await
-                .expect("v1 setup");
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        for sql in statements {
+            sqlx::raw_sql(sql).execute(&mut conn).await.expect("setup");
         }
         conn.close().await.expect("close");
     }
+}
+
+/// The migration scripts up to `version` of the database at `url`.
+fn scripts_up_to(url: &str, version: usize) -> Vec<&'static str> {
+    let all: [&str; 4] = if url.starts_with("sqlite:") {
+        [
+            include_str!("../migrations/sqlite/0001_init.sql"),
+            include_str!("../migrations/sqlite/0002_nodes_logs_agents.sql"),
+            include_str!("../migrations/sqlite/0003_replicas_wanted.sql"),
+            include_str!("../migrations/sqlite/0004_failures.sql"),
+        ]
+    } else {
+        [
+            include_str!("../migrations/postgres/0001_init.sql"),
+            include_str!("../migrations/postgres/0002_nodes_logs_agents.sql"),
+            include_str!("../migrations/postgres/0003_replicas_wanted.sql"),
+            include_str!("../migrations/postgres/0004_failures.sql"),
+        ]
+    };
+    all[..version].to_vec()
+}
+
+/// A database written by a version-1 binary is upgraded in place: its tokens keep working (as
+/// tenant tokens, not agents) and the new tables are there.
+async fn upgrade_from_v1(url: String) {
+    let mut setup = scripts_up_to(&url, 1);
+    setup.extend([
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        "INSERT INTO schema_migrations (version, applied_ms) VALUES (1, 0)",
+        "INSERT INTO tokens (hash, tenant, admin, created_ms) VALUES ('h1', 'research', FALSE, 0)",
+    ]);
+    run_raw(&url, &setup).await;
     let s = connect(&url).await.expect("upgrade");
     assert_eq!(
         s.principal("h1").await.expect("lookup"),
@@ -952,27 +990,116 @@ async fn upgrade_from_v1(url: String) {
     );
 }
 
+/// Version 5 numbers the rows a version-4 database already holds within their scope (a
+/// tenant's jobs, a job's events, a job's lines) in their old order, and numbering goes on
+/// from there.
+async fn upgrade_from_v4(url: String) {
+    let mut setup = scripts_up_to(&url, 4);
+    let job = |id: &str, tenant: &str| {
+        format!(
+            "INSERT INTO jobs (id, tenant, kind, priority, accelerators, spec, state, reason, \
+               submitted_ms, updated_ms) \
+             VALUES ('{id}', '{tenant}', 'batch', 0, 8, '{{}}', 'pending', '', 0, 0)"
+        )
+    };
+    let event = |id: &str, kind: &str| {
+        format!(
+            "INSERT INTO events (job_id, at_ms, kind, message) VALUES ('{id}', 0, '{kind}', '')"
+        )
+    };
+    let line = |id: &str, seq: i64| {
+        format!(
+            "INSERT INTO job_logs (job_id, attempt, rank, assignment_id, stream, seq, at_ms, \
+               line) VALUES ('{id}', 1, 0, '{id}/attempt-1/rank-0', 'stdout', {seq}, 0, 'x')"
+        )
+    };
+    let rows = [
+        job("j-a1", "a"),
+        job("j-b1", "b"),
+        job("j-a2", "a"),
+        event("j-a1", "submitted"),
+        event("j-b1", "submitted"),
+        event("j-a1", "started"),
+        line("j-a1", 0),
+        line("j-b1", 0),
+        line("j-a1", 1),
+    ];
+    setup.extend(rows.iter().map(String::as_str));
+    setup.extend([
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+        "INSERT INTO schema_migrations (version, applied_ms) VALUES (4, 0)",
+    ]);
+    run_raw(&url, &setup).await;
+    let s = connect(&url).await.expect("upgrade");
+    let numbers = |jobs: &[JobRecord]| {
+        jobs.iter()
+            .map(|j| (j.id.clone(), j.tenant_number))
+            .collect::<Vec<_>>()
+    };
+    let a = JobFilter {
+        tenant: Some("a".into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        numbers(&s.list_jobs(&a).await.expect("list")),
+        [("j-a1".to_owned(), 1), ("j-a2".to_owned(), 2)]
+    );
+    let next = s.insert_job(&new_job("a", None, 1)).await.expect("insert");
+    assert_eq!(next.tenant_number, 3);
+    let cursors = |events: Vec<EventRecord>| {
+        events
+            .into_iter()
+            .map(|e| (e.kind, e.cursor))
+            .collect::<Vec<_>>()
+    };
+    let events = s
+        .events("j-a1", None, 0, 10)
+        .await
+        .expect("events")
+        .expect("job");
+    assert_eq!(
+        cursors(events),
+        [("submitted".to_owned(), 1), ("started".to_owned(), 2)]
+    );
+    assert_eq!(
+        s.append_logs(&[log_line("j-a1", 1, 0, "stdout", 2, "new")])
+            .await
+            .expect("append"),
+        1
+    );
+    let lines = s.logs(&LogQuery::new("j-a1")).await.expect("logs");
+    assert_eq!(
+        lines.iter().map(|l| l.cursor).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        s.logs(&LogQuery::new("j-b1")).await.expect("logs")[0].cursor,
+        1
+    );
+}
+
 async fn concurrent_submissions(s: AnyStore) {
-    // A reader paging with `after_seq` while submissions commit must see every job: a lower
+    // A reader paging with `after` while submissions commit must see every job: a lower
     // seq committed after the reader passed it would be skipped for good.
+    // The same holds for a tenant's own numbering, which submissions of two tenants share out.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let follower = {
+    let follow = |tenant: Option<&str>| {
         let (s, done) = (s.clone(), done.clone());
+        let tenant = tenant.map(str::to_owned);
         tokio::spawn(async move {
             let mut seen = std::collections::BTreeSet::new();
             let mut after = None;
             loop {
                 let finished = done.load(std::sync::atomic::Ordering::Acquire);
-                let page = s
-                    .list_jobs(&JobFilter {
-                        after_seq: after,
-                        limit: 5,
-                        ..JobFilter::default()
-                    })
-                    .await
-                    .expect("page");
+                let filter = JobFilter {
+                    tenant: tenant.clone(),
+                    after,
+                    limit: 5,
+                    ..JobFilter::default()
+                };
+                let page = s.list_jobs(&filter).await.expect("page");
                 if let Some(last) = page.last() {
-                    after = Some(last.seq);
+                    after = Some(filter.cursor_of(last));
                 }
                 let empty = page.is_empty();
                 seen.extend(page.into_iter().map(|j| j.id));
@@ -983,11 +1110,13 @@ async fn concurrent_submissions(s: AnyStore) {
             }
         })
     };
+    let (everyone, tenant_a) = (follow(None), follow(Some("a")));
     let mut tasks = Vec::new();
     for i in 0..64 {
         let s = s.clone();
+        let tenant = if i % 3 == 0 { "b" } else { "a" };
         tasks.push(tokio::spawn(async move {
-            s.insert_job(&new_job("a", Some(&format!("job-{i}")), i))
+            s.insert_job(&new_job(tenant, Some(&format!("job-{i}")), i))
                 .await
         }));
     }
@@ -995,7 +1124,8 @@ async fn concurrent_submissions(s: AnyStore) {
         t.await.expect("task").expect("insert");
     }
     done.store(true, std::sync::atomic::Ordering::Release);
-    assert_eq!(follower.await.expect("follower").len(), 64);
+    assert_eq!(everyone.await.expect("follower").len(), 64);
+    assert_eq!(tenant_a.await.expect("follower").len(), 42);
     let all = s
         .list_jobs(&JobFilter {
             limit: 1000,
@@ -1100,6 +1230,10 @@ macro_rules! suite {
             async fn upgrade_from_v1() {
                 super::upgrade_from_v1(super::fresh_sqlite_url().expect("temp dir")).await;
             }
+            #[tokio::test]
+            async fn upgrade_from_v4() {
+                super::upgrade_from_v4(super::fresh_sqlite_url().expect("temp dir")).await;
+            }
         }
         mod postgres {
             $(
@@ -1119,6 +1253,11 @@ macro_rules! suite {
             async fn upgrade_from_v1() {
                 let Some(base) = super::postgres_url() else { return };
                 super::upgrade_from_v1(super::fresh_postgres_database(&base).await.expect("create database")).await;
+            }
+            #[tokio::test]
+            async fn upgrade_from_v4() {
+                let Some(base) = super::postgres_url() else { return };
+                super::upgrade_from_v4(super::fresh_postgres_database(&base).await.expect("create database")).await;
             }
         }
     };
