@@ -1317,13 +1317,20 @@ impl Scheduler {
         self.settle(now, j, &run, finished, graceful)
     }
 
-    /// Books the progress of `run` up to `now` (kept or lost) into the job and the cluster's
-    /// counters; returns the seconds of computing lost.
-    fn settle(&mut self, now: f64, j: JobIdx, run: &Run, finished: bool, graceful: bool) -> f64 {
-        let c = run.cluster as usize;
+    /// Seconds of computing of `run` up to `now` that a stop keeps, and those it loses: all of
+    /// it when `finished` or `graceful` (checkpointed first) or without periodic checkpoints;
+    /// otherwise what the last periodic checkpoint holds. A batch job keeps nothing.
+    fn kept_and_lost(
+        &self,
+        now: f64,
+        j: JobIdx,
+        run: &Run,
+        finished: bool,
+        graceful: bool,
+    ) -> (f64, f64) {
         let elapsed = (now - run.progress_from).max(0.0);
         let kind = self.jobs[j as usize].kind;
-        let (kept_compute, lost) = if finished {
+        if finished {
             let kept = (1.0 - self.jobs[j as usize].done) / run.rate;
             (if kept.is_finite() { kept } else { 0.0 }, 0.0)
         } else if kind == JobKind::Batch {
@@ -1335,7 +1342,54 @@ impl Scheduler {
             let period = run.tau + self.cfg.checkpoint_s;
             let k = (elapsed / period).floor();
             (k * run.tau, elapsed - k * period)
+        }
+    }
+
+    /// The fraction of `job`'s work kept if its run stopped at `now` without warning (a
+    /// failure, or the loss of the control plane that drives it): its checkpointed progress.
+    /// What a new scheduler [`Scheduler::resume`]s it from.
+    pub fn kept_fraction(&self, job: JobIdx, now: f64) -> f64 {
+        let j = &self.jobs[job as usize];
+        match &j.run {
+            Some(run) if j.kind == JobKind::Training => {
+                let (kept, _) = self.kept_and_lost(now, job, run, false, false);
+                (j.done + kept * run.rate).min(1.0 - 1e-12)
+            }
+            _ => j.done,
+        }
+    }
+
+    /// Gives a training run submitted to this scheduler the progress an earlier scheduler
+    /// kept for it ([`Scheduler::kept_fraction`]), before it first starts here: it then runs
+    /// only what is left, and the policies rank it by that. No-op for other jobs, jobs that
+    /// have started here and fractions outside (0, 1).
+    pub fn resume(&mut self, job: JobIdx, kept: f64) {
+        let Some(j) = self.jobs.get(job as usize) else {
+            return;
         };
+        if j.kind != JobKind::Training
+            || j.state != JobState::Pending
+            || j.generation != 0
+            || !(kept > 0.0 && kept < 1.0)
+        {
+            return;
+        }
+        let queued = j.key.is_some();
+        if queued {
+            self.dequeue(job);
+        }
+        self.jobs[job as usize].done = kept;
+        if queued {
+            self.enqueue(job);
+        }
+    }
+
+    /// Books the progress of `run` up to `now` (kept or lost) into the job and the cluster's
+    /// counters; returns the seconds of computing lost.
+    fn settle(&mut self, now: f64, j: JobIdx, run: &Run, finished: bool, graceful: bool) -> f64 {
+        let c = run.cluster as usize;
+        let kind = self.jobs[j as usize].kind;
+        let (kept_compute, lost) = self.kept_and_lost(now, j, run, finished, graceful);
         let size = f64::from(run.size);
         let st = &mut self.stats[c];
         st.busy_accel_s += (now - run.start_s).max(0.0) * size;

@@ -684,3 +684,46 @@ fn elastic_run_starts_small_and_grows_when_room_frees() {
         grow.reason
     );
 }
+
+/// A scheduler that takes over a training run (a new control-plane leader) resumes it from the
+/// progress the last one kept: its periodic checkpoints with failures modelled, all of it
+/// without; it then runs only what is left.
+#[test]
+fn a_resumed_run_runs_only_what_its_checkpoints_left() {
+    for failures in [false, true] {
+        let mut first = sched(Policy::Switchyard, failures);
+        let j = submit(&mut first, 0.0, job("run", "a", 64, 100_000.0));
+        let Action::Start { expected_end_s, .. } = pass(&mut first, 0.0)[0].action else {
+            panic!("a start");
+        };
+        assert!(first.kept_fraction(j, 0.0) == 0.0);
+        let kept = first.kept_fraction(j, 60_000.0);
+        let ran = 60_000.0 / expected_end_s;
+        if failures {
+            // Checkpoints every few hours: some progress since the last one is not kept.
+            assert!(kept > 0.0 && kept < ran, "kept {kept}, ran {ran}");
+        } else {
+            assert!((kept - ran).abs() < 1e-9, "kept {kept}, ran {ran}");
+        }
+        assert!(first.kept_fraction(j, 60_000.0) <= first.kept_fraction(j, 70_000.0));
+
+        let mut second = sched(Policy::Switchyard, failures);
+        let k = submit(&mut second, 60_000.0, job("run", "a", 64, 100_000.0));
+        second.resume(k, kept);
+        let Action::Start {
+            expected_end_s: resumed_end,
+            ..
+        } = pass(&mut second, 60_000.0)[0].action
+        else {
+            panic!("a start");
+        };
+        let left = (resumed_end - 60_000.0) / expected_end_s;
+        assert!(
+            (left - (1.0 - kept)).abs() < 1e-6,
+            "failures {failures}: kept {kept}, left {left}"
+        );
+        // Out-of-range fractions and jobs that started here are left alone.
+        second.resume(k, 0.5);
+        assert_eq!(second.kept_fraction(k, 60_000.0), kept);
+    }
+}

@@ -66,7 +66,15 @@ struct Tracked {
     wanted: u32,
     /// The last count [`Engine::scale`] passed on (so that repeating it does nothing).
     scaled: Option<u32>,
+    /// The kept fraction of the work last written to the store, and when.
+    work_done: f64,
+    work_done_ms: i64,
 }
+
+/// How long a running job's newly kept progress may wait for a write of its own (it goes out
+/// at once with any other change of the job): what a change of leader can lose beyond the
+/// checkpoints themselves, against one row written per run per interval.
+const WORK_DONE_WRITE_MS: i64 = 60_000;
 
 /// What a job carries besides its scheduling spec.
 #[derive(Debug, Clone, Default)]
@@ -180,7 +188,11 @@ impl Engine {
             replica_range,
             wanted: replica_range.map_or(1, |r| r.0),
             scaled: None,
+            work_done: record.work_done,
+            work_done_ms: now_ms,
         };
+        // Recovered by a new leader: the run goes on from the progress the last one kept.
+        self.sched.resume(idx, record.work_done);
         // The scheduler hands out the slots of released jobs again.
         match self.jobs.get_mut(idx as usize) {
             Some(slot) => *slot = tracked,
@@ -221,6 +233,7 @@ impl Engine {
             started_ms: record.started_ms,
             finished_ms: Some(now_ms),
             updated_ms: now_ms,
+            work_done: record.work_done,
         });
         self.batch.events.push(NewEvent {
             job_id: record.id.clone(),
@@ -515,8 +528,17 @@ impl Engine {
     /// jobs whose reason changed get a `waiting` event ("why is it pending").
     pub fn take(&mut self, now_ms: i64) -> (Batch, Vec<Command>) {
         let mut finished = Vec::new();
+        let now = self.clock.to_s(now_ms);
         for &j in &self.active {
             let v = self.sched.job(j);
+            if v.state == SchedState::Running {
+                let t = &self.jobs[j as usize];
+                if now_ms - t.work_done_ms >= WORK_DONE_WRITE_MS
+                    && self.sched.kept_fraction(j, now) != t.work_done
+                {
+                    self.dirty.insert(j);
+                }
+            }
             if v.state == SchedState::Pending {
                 let why = self.sched.why(j);
                 let t = &mut self.jobs[j as usize];
@@ -582,6 +604,8 @@ impl Engine {
                 t.allocated = 0;
                 ended.push(j);
             }
+            t.work_done = self.sched.kept_fraction(j, now);
+            t.work_done_ms = now_ms;
             self.batch.updates.push(JobUpdate {
                 id: t.id.clone(),
                 state,
@@ -600,6 +624,7 @@ impl Engine {
                     None
                 },
                 updated_ms: now_ms,
+                work_done: t.work_done,
             });
         }
         // Its final state is in the batch: forget the job, so that the leader's memory follows
@@ -655,6 +680,7 @@ mod tests {
             started_ms: None,
             finished_ms: None,
             updated_ms: T0,
+            work_done: 0.0,
         }
     }
 
@@ -1168,5 +1194,58 @@ mod tests {
         let u = update(&batch, "a");
         assert_eq!(u.state, JobState::Running);
         assert_eq!(u.started_ms, Some(T0 - 5000), "the first start is kept");
+    }
+
+    /// The progress a training run's checkpoints hold is written as it grows, and a new
+    /// leader resumes the run from it: the work left, not the whole, decides when it ends.
+    #[test]
+    fn a_new_leader_resumes_a_run_from_its_kept_progress() {
+        let training = || JobSpec {
+            kind: JobKind::Training,
+            ..spec(100_000.0)
+        };
+        let mut first = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("a", 1);
+        r.kind = "training".into();
+        first.admit(T0, &r, training());
+        first.schedule(T0);
+        let (batch, cmds) = first.take(T0);
+        assert_eq!(update(&batch, "a").work_done, 0.0);
+        let Some(Command::Launch {
+            expected_end_ms: whole_end,
+            ..
+        }) = cmds.first().cloned()
+        else {
+            panic!("a launch: {cmds:?}");
+        };
+        let whole_ms = (whole_end - T0) as f64;
+        // Nothing else changes about the job; its kept progress is written all the same, at
+        // most once a minute.
+        let later = T0 + 60_000_000;
+        first.schedule(later);
+        let (batch, _) = first.take(later);
+        let kept = update(&batch, "a").work_done;
+        assert!(kept > 0.0 && kept <= 0.6 + 1e-9, "kept {kept}");
+        let (batch, _) = first.take(later + 1_000);
+        assert!(batch.updates.is_empty(), "{:?}", batch.updates);
+
+        let mut second = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        r.state = JobState::Running;
+        r.started_ms = Some(T0);
+        r.work_done = kept;
+        second.admit(later, &r, training());
+        second.schedule(later);
+        let (_, cmds) = second.take(later);
+        let Some(Command::Launch {
+            expected_end_ms, ..
+        }) = cmds.first().cloned()
+        else {
+            panic!("a launch: {cmds:?}");
+        };
+        let left = (expected_end_ms - later) as f64 / whole_ms;
+        assert!(
+            (left - (1.0 - kept)).abs() < 1e-3,
+            "kept {kept}, left {left}"
+        );
     }
 }

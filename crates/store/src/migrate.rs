@@ -21,6 +21,7 @@ const SQLITE: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/sqlite/0005_scoped_cursors.sql"),
     ),
+    (6, include_str!("../migrations/sqlite/0006_work_done.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -37,6 +38,7 @@ const POSTGRES: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/postgres/0005_scoped_cursors.sql"),
     ),
+    (6, include_str!("../migrations/postgres/0006_work_done.sql")),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

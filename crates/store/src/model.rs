@@ -121,6 +121,9 @@ pub struct JobRecord {
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
     pub updated_ms: i64,
+    /// The fraction of a training run's work its checkpoints hold, as the scheduler predicts
+    /// it (0 for other jobs): where a new scheduling leader resumes it from.
+    pub work_done: f64,
 }
 
 /// Something that happened to a job.
@@ -174,6 +177,8 @@ pub struct JobUpdate {
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
     pub updated_ms: i64,
+    /// [`JobRecord::work_done`].
+    pub work_done: f64,
 }
 
 /// One scheduling pass's writes, applied in one transaction.

@@ -15,7 +15,7 @@ use crate::{StoreError, StoreRead, StoreWrite};
 
 const JOB_COLUMNS: &str = "seq, tenant_number, id, tenant, name, kind, priority, accelerators, spec, state, \
     reason, cluster, allocated, restarts, failures, cancel_requested, replicas_wanted, \
-    submitted_ms, started_ms, finished_ms, updated_ms";
+    submitted_ms, started_ms, finished_ms, updated_ms, work_done";
 
 const EVENT_COLUMNS: &str = "job_number, job_id, at_ms, kind, cluster, message";
 
@@ -278,6 +278,7 @@ macro_rules! sql_store {
                     started_ms: row.try_get("started_ms")?,
                     finished_ms: row.try_get("finished_ms")?,
                     updated_ms: row.try_get("updated_ms")?,
+                    work_done: row.try_get("work_done")?,
                 })
             }
 
@@ -920,13 +921,14 @@ macro_rules! sql_store {
                 for chunk in batch.updates.chunks(CHUNK) {
                     let sql = format!(
                         "WITH v (id, state, reason, cluster, allocated, restarts, failures, \
-                           started_ms, finished_ms, updated_ms) AS (VALUES {}) \
+                           started_ms, finished_ms, updated_ms, work_done) AS (VALUES {}) \
                          UPDATE jobs SET state = v.state, reason = v.reason, cluster = v.cluster, \
                            allocated = v.allocated, restarts = v.restarts, failures = v.failures, \
                            started_ms = COALESCE(jobs.started_ms, v.started_ms), \
-                           finished_ms = v.finished_ms, updated_ms = v.updated_ms, seen = TRUE \
+                           finished_ms = v.finished_ms, updated_ms = v.updated_ms, \
+                           work_done = v.work_done, seen = TRUE \
                          FROM v WHERE jobs.id = v.id",
-                        placeholders(chunk.len(), 10)
+                        placeholders(chunk.len(), 11)
                     );
                     let mut q = sqlx::query(&sql);
                     for u in chunk {
@@ -940,7 +942,8 @@ macro_rules! sql_store {
                             .bind(u.failures)
                             .bind(u.started_ms)
                             .bind(u.finished_ms)
-                            .bind(u.updated_ms);
+                            .bind(u.updated_ms)
+                            .bind(u.work_done);
                     }
                     q.execute(&mut *tx).await?;
                 }

@@ -473,6 +473,7 @@ async fn failed_jobs(s: AnyStore) {
             started_ms: Some(20),
             finished_ms: Some(30),
             updated_ms: 30,
+            work_done: 0.0,
         }],
         events: vec![],
     };
@@ -670,6 +671,7 @@ async fn lease_and_apply(s: AnyStore) {
             started_ms: Some(2_600),
             finished_ms: None,
             updated_ms: 2_600,
+            work_done: 0.25,
         }],
         events: vec![NewEvent {
             job_id: j.id.clone(),
@@ -683,8 +685,8 @@ async fn lease_and_apply(s: AnyStore) {
     assert!(s.unseen_jobs(10).await.expect("unseen").is_empty());
     let got = s.get_job(&j.id, None).await.expect("get").expect("found");
     assert_eq!(
-        (got.state, got.allocated, got.started_ms),
-        (JobState::Running, 8, Some(2_600))
+        (got.state, got.allocated, got.started_ms, got.work_done),
+        (JobState::Running, 8, Some(2_600), 0.25)
     );
     let cu = s.cluster_usage().await.expect("cluster usage");
     assert_eq!(
@@ -884,6 +886,7 @@ async fn scaling(s: AnyStore) {
                 started_ms: None,
                 finished_ms: Some(21),
                 updated_ms: 21,
+                work_done: 0.0,
             }],
             events: vec![],
         },
@@ -1171,6 +1174,7 @@ async fn big_batch(s: AnyStore) {
                 started_ms: (i % 2 == 0).then_some(5),
                 finished_ms: None,
                 updated_ms: 5,
+                work_done: 0.0,
             })
             .collect(),
         events: ids
