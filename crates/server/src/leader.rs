@@ -67,6 +67,11 @@ pub async fn run(
                 tracing::warn!(error = %e, "could not release the scheduling lease");
             }
             metrics.leader.store(false, Ordering::Relaxed);
+            // A backend may wait for its own threads when dropped (Slurm's finishes its round
+            // of Slurm commands first): not on a thread that runs other tasks.
+            if let Err(e) = tokio::task::spawn_blocking(move || drop(backend)).await {
+                tracing::warn!(error = %e, "the backend did not stop cleanly");
+            }
             return;
         }
         let now = now_ms();
@@ -232,4 +237,67 @@ pub(crate) async fn store_output(
         .collect();
     store.append_logs(&lines).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// Stands for the Slurm backend, whose drop waits for its worker's round.
+    #[derive(Debug)]
+    struct SlowToDrop(Arc<AtomicBool>);
+
+    impl Backend for SlowToDrop {
+        fn name(&self) -> &'static str {
+            "slow-to-drop"
+        }
+        fn act(&mut self, _: Vec<crate::backend::Command>) {}
+        fn poll(&mut self, _: i64) -> Vec<Observed> {
+            Vec::new()
+        }
+        fn reset(&mut self) {}
+    }
+
+    impl Drop for SlowToDrop {
+        fn drop(&mut self) {
+            std::thread::sleep(Duration::from_secs(1));
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// On one runtime thread, other tasks keep running while a stopping leader drops its
+    /// backend.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stopping_leader_drops_its_backend_off_the_async_threads() {
+        let store = switchyard_store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = watch::channel(false);
+        let leader = tokio::spawn(run(
+            store,
+            Arc::new(Fleet::default_fleet()),
+            Box::new(SlowToDrop(dropped.clone())),
+            Arc::new(Metrics::default()),
+            Arc::new(Notify::new()),
+            stopped,
+            LoopConfig {
+                tick: Duration::from_millis(10),
+                lease_ttl: Duration::from_secs(5),
+                holder: "test".into(),
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).expect("the leader listens");
+        let mut ticks = 0;
+        while !dropped.load(Ordering::SeqCst) && ticks < 1_000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            ticks += 1;
+        }
+        leader.await.expect("the leader stops");
+        assert!(dropped.load(Ordering::SeqCst));
+        assert!(ticks >= 5, "this task ran {ticks} times during the drop");
+    }
 }
