@@ -900,10 +900,14 @@ impl Worker {
             // A replica taking over after a reset takes a live job only: an ended one (one
             // this backend cancelled when the replica was removed) would only be started again.
             let replica_after_reset = w.replica && w.adoptable;
+            // A job of another size is not this run (the new leader placed it anew, elastic
+            // or after a change of the service's shape): it is cancelled as unwanted, and the
+            // run submitted at its size.
             let candidates = tagged.iter().filter(|(t, j)| {
                 (t.job == key || spare(t))
                     && !claimed.contains(&j.id)
                     && !(replica_after_reset && j.state.is_terminal())
+                    && t.accelerators.is_none_or(|n| n == w.accelerators)
             });
             let exact = candidates
                 .clone()
@@ -1315,6 +1319,7 @@ fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission
         generation: w.generation,
         attempt: w.attempt,
         resubmit: w.resubmit,
+        accelerators: Some(w.accelerators),
     };
     let (stdout, stderr) = log_paths(settings, key, &tag);
     env.extend([
@@ -1590,7 +1595,7 @@ mod tests {
             "--switches=2",
             "--partition=gpu",
             "--account=lab",
-            "--comment=switchyard:j-1:1:1",
+            "--comment=switchyard:j-1:1:1:a64",
             "--job-name=sy-j-1",
             "--no-requeue",
             "--export=NONE",
@@ -1844,6 +1849,36 @@ mod tests {
         }));
     }
 
+    /// After a reset, a live job of the run's key but of another size (the new leader placed
+    /// the run anew at a different size) is not taken over: it is cancelled, and the run is
+    /// submitted at its size. A job whose tag predates the size is taken over as before.
+    #[test]
+    fn after_a_reset_a_job_of_another_size_is_not_taken_over() {
+        let fake = Fake::default();
+        fake.st().nodes = (1..=4)
+            .map(|i| node(&format!("gpu{i}"), "idle", 8))
+            .collect();
+        let resized = fake.add_job(Some("switchyard:j-resized:3:1:a8"), JobState::Running);
+        let same = fake.add_job(Some("switchyard:j-same:3:1:a16"), JobState::Running);
+        let older = fake.add_job(Some("switchyard:j-older:3:1"), JobState::Running);
+        let mut w = worker(&fake, 4);
+        w.apply(Msg::Reset);
+        w.apply(Msg::Commands(vec![
+            launch("j-resized", 4, 16),
+            launch("j-same", 4, 16),
+            launch("j-older", 4, 8),
+        ]));
+        w.round();
+        w.round();
+        assert_eq!(w.wants["j-same"].slurm_id.as_deref(), Some(same.as_str()));
+        assert_eq!(w.wants["j-older"].slurm_id.as_deref(), Some(older.as_str()));
+        let st = fake.st();
+        assert!(st.cancelled.contains(&resized), "{:?}", st.cancelled);
+        assert_eq!(st.submitted.len(), 1, "{:?}", st.submitted);
+        assert_eq!(st.submitted[0].comment, "switchyard:j-resized:4:4:a16");
+        assert_eq!(st.submitted[0].nodes, 2);
+    }
+
     #[test]
     fn a_later_launch_of_the_same_term_never_adopts() {
         let fake = Fake::default();
@@ -2024,7 +2059,7 @@ mod tests {
         w.round();
         let sub = fake.st().submitted[0].clone();
         assert_eq!(
-            sub.comment, "switchyard:j:3:5",
+            sub.comment, "switchyard:j:3:5:a16",
             "the tag carries the attempt"
         );
         assert!(sub.stdout.ends_with("/j/g3-a5.out"), "{}", sub.stdout);

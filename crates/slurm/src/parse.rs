@@ -724,8 +724,9 @@ pub fn parse_rest_submit(text: &str) -> Result<String, ParseError> {
 }
 
 /// The tag Switchyard puts in the `--comment` of its jobs:
-/// `<prefix>:<job>:<generation>:<attempt>`, and `…:<attempt>.<resubmit>` when the backend
-/// submitted the same run again after an infrastructure failure (node failure, job lost).
+/// `<prefix>:<job>:<generation>:<attempt>:a<accelerators>`, with `<attempt>.<resubmit>` when
+/// the backend submitted the same run again after an infrastructure failure (node failure, job
+/// lost). Tags written before the size was part of them (no `:a<accelerators>`) still parse.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tag {
     pub job: String,
@@ -734,24 +735,34 @@ pub struct Tag {
     pub attempt: u32,
     /// Resubmissions of this run by the backend itself (0 for the first submission).
     pub resubmit: u32,
+    /// The accelerators the job was submitted with (a gang's, or one replica's); `None` in an
+    /// older tag.
+    pub accelerators: Option<u32>,
 }
 
 impl Tag {
     pub fn render(&self, prefix: &str) -> String {
-        if self.resubmit == 0 {
-            format!("{prefix}:{}:{}:{}", self.job, self.generation, self.attempt)
-        } else {
-            format!(
-                "{prefix}:{}:{}:{}.{}",
-                self.job, self.generation, self.attempt, self.resubmit
-            )
+        let mut tag = format!("{prefix}:{}:{}:{}", self.job, self.generation, self.attempt);
+        if self.resubmit > 0 {
+            tag.push_str(&format!(".{}", self.resubmit));
         }
+        if let Some(n) = self.accelerators {
+            tag.push_str(&format!(":a{n}"));
+        }
+        tag
     }
 
     /// The tag of a comment, if it is one of `prefix`'s; anything else (another tool's
     /// comment, a user's job) is `None` and is never touched.
     pub fn parse(comment: &str, prefix: &str) -> Option<Tag> {
         let rest = comment.trim().strip_prefix(prefix)?.strip_prefix(':')?;
+        // The size, last: an attempt is all digits, so a final field starting with `a` is one.
+        let (rest, accelerators) = match rest.rsplit_once(':') {
+            Some((before, last)) if last.starts_with('a') => {
+                (before, Some(last[1..].parse().ok()?))
+            }
+            _ => (rest, None),
+        };
         let mut it = rest.rsplitn(3, ':');
         let last = it.next()?;
         let (attempt, resubmit) = match last.split_once('.') {
@@ -768,6 +779,7 @@ impl Tag {
             generation,
             attempt,
             resubmit,
+            accelerators,
         })
     }
 }
@@ -815,6 +827,7 @@ mod tests {
             generation: 3,
             attempt: 2,
             resubmit: 0,
+            accelerators: None,
         };
         assert_eq!(t.render("switchyard"), "switchyard:j-00ff:3:2");
         assert_eq!(
@@ -825,7 +838,7 @@ mod tests {
         assert_eq!(again.render("switchyard"), "switchyard:j-00ff:3:2.1");
         assert_eq!(
             Tag::parse("switchyard:j-00ff:3:2.1", "switchyard"),
-            Some(again)
+            Some(again.clone())
         );
         assert_eq!(Tag::parse("switchyard:j:1:2.x", "switchyard"), None);
         assert_eq!(Tag::parse("switchyard:j:1:.1", "switchyard"), None);
@@ -837,6 +850,27 @@ mod tests {
         assert_eq!(Tag::parse("my own comment", "switchyard"), None);
         assert_eq!(Tag::parse("switchyard::1:1", "switchyard"), None);
         assert_eq!(Tag::parse("switchyard:j:one:1", "switchyard"), None);
+        // With the size (tags since it is written).
+        let sized = Tag {
+            accelerators: Some(16),
+            ..again.clone()
+        };
+        assert_eq!(sized.render("switchyard"), "switchyard:j-00ff:3:2.1:a16");
+        assert_eq!(
+            Tag::parse("switchyard:j-00ff:3:2.1:a16", "switchyard"),
+            Some(sized.clone())
+        );
+        let first = Tag {
+            resubmit: 0,
+            ..sized
+        };
+        assert_eq!(
+            Tag::parse(&first.render("switchyard"), "switchyard"),
+            Some(first)
+        );
+        assert_eq!(Tag::parse("switchyard:j:1:2:a", "switchyard"), None);
+        assert_eq!(Tag::parse("switchyard:j:1:2:ax", "switchyard"), None);
+        assert_eq!(Tag::parse("switchyard:j:1:a16", "switchyard"), None);
     }
 
     #[test]
