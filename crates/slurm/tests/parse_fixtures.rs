@@ -220,12 +220,13 @@ proptest! {
     }
 
     #[test]
-    fn tags_round_trip(job in "[a-z0-9#:.-]{1,30}", generation: u32, attempt: u32, resubmit in prop::sample::select(vec![0u32, 1, 2, u32::MAX])) {
+    fn tags_round_trip(job in "[a-z0-9#:.-]{1,30}", generation: u32, attempt: u32, resubmit in prop::sample::select(vec![0u32, 1, 2, u32::MAX]), accelerators: Option<u32>) {
         let t = Tag {
             job,
             generation,
             attempt,
             resubmit,
+            accelerators,
         };
         prop_assert_eq!(Tag::parse(&t.render("switchyard"), "switchyard"), Some(t));
     }
