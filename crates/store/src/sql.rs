@@ -188,7 +188,7 @@ macro_rules! take_lock {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $row:ty, $log_lock:expr, $job_lock:expr) => {
+    ($store:ty, $db:ty, $row:ty, $begin_write:expr, $log_lock:expr, $job_lock:expr) => {
         impl $store {
             /// The last number given out in `table` (`events` or `job_logs`) to each of `jobs`
             /// (absent: none yet). The caller holds the lock that orders the table's writers.
@@ -202,18 +202,28 @@ macro_rules! sql_store {
                 ids.sort_unstable();
                 ids.dedup();
                 let mut last = HashMap::with_capacity(ids.len());
-                for chunk in ids.chunks(CHUNK) {
-                    let sql = format!(
-                        "SELECT job_id, MAX(job_number) AS last FROM {table} \
-                         WHERE job_id IN ({}) GROUP BY job_id",
-                        placeholders(chunk.len(), 1)
-                    );
+                // SQLite takes at most 500 terms in a compound SELECT.
+                for chunk in ids.chunks(100) {
+                    // One plain MAX per job, which both databases answer from the end of the
+                    // (job_id, job_number) index; a GROUP BY over the jobs would read every
+                    // number of each job instead.
+                    let sql = (1..=chunk.len())
+                        .map(|k| {
+                            format!(
+                                "SELECT ${k} AS job_id, \
+                                 (SELECT MAX(job_number) FROM {table} WHERE job_id = ${k}) AS last"
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" UNION ALL ");
                     let mut q = sqlx::query(&sql);
                     for id in chunk {
                         q = q.bind(*id);
                     }
                     for row in q.fetch_all(&mut **tx).await? {
-                        last.insert(row.try_get("job_id")?, row.try_get("last")?);
+                        if let Some(n) = row.try_get::<Option<i64>, _>("last")? {
+                            last.insert(row.try_get("job_id")?, n);
+                        }
                     }
                 }
                 Ok(last)
@@ -1037,7 +1047,10 @@ macro_rules! sql_store {
                 if lines.is_empty() {
                     return Ok(0);
                 }
-                let mut tx = self.write.begin().await?;
+                // Numbering reads before it writes: SQLite must take the write lock first
+                // (waiting its turn), or another process's commit in between would make the
+                // read stale and the write fail.
+                let mut tx = self.write.begin_with($begin_write).await?;
                 take_lock!(tx, $log_lock);
                 let mut last =
                     Self::last_numbers(&mut tx, "job_logs", lines.iter().map(|l| l.job_id.as_str()))
@@ -1080,6 +1093,7 @@ sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
+    "BEGIN IMMEDIATE",
     None,
     None
 );
@@ -1087,6 +1101,7 @@ sql_store!(
     PgStore,
     sqlx::Postgres,
     sqlx::postgres::PgRow,
+    "BEGIN",
     PG_LOG_LOCK,
     PG_JOB_LOCK
 );
