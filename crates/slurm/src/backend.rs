@@ -15,8 +15,7 @@
 //!   [`Observed::Failed`] with Slurm's state, reason and exit code, and the server decides
 //!   whether to restart it; one lost to the infrastructure (`NODE_FAIL`, `BOOT_FAIL`,
 //!   `PREEMPTED`, or gone from Slurm) is submitted again by the backend, up to `max_attempts`
-//!   Slurm jobs per run, then handed back to the scheduler as [`Observed::Interrupted`] (placed
-//!   again, without spending the job's retries);
+//!   Slurm jobs per run, then reported failed;
 //! - a node Slurm reports down, drained or not responding is [`Observed::NodeFailed`], and
 //!   [`Observed::NodeRepaired`] when it is back;
 //! - the output files of the runs' Slurm jobs are followed and their new lines reported as
@@ -54,7 +53,7 @@ pub struct Options {
     pub capacity_interval: Duration,
     /// Slurm jobs per run (the first submission and resubmissions after infrastructure
     /// failures: node failure, boot failure, preemption, a job Slurm lost) before the run is
-    /// handed back to the server as interrupted, to be placed again.
+    /// reported failed to the server.
     pub max_attempts: u32,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -1019,15 +1018,12 @@ impl Worker {
                 }
             }
             Ending::Infrastructure(why) if w.resubmit + 1 >= max => {
-                // Not the work's fault however often it happens: the scheduler places the run
-                // again (perhaps elsewhere), and the job's retries are not spent on it.
                 let reason = format!(
-                    "{why}; {} Slurm job(s) of this run were lost to the infrastructure, \
-                     so it goes back to the scheduler",
+                    "{why}; gave up after {} Slurm job(s) for this run",
                     w.resubmit + 1
                 );
                 if let Some(w) = self.wants.remove(key) {
-                    self.observe(Observed::Interrupted {
+                    self.observe(Observed::Failed {
                         job: w.job,
                         generation: w.generation,
                         reason,
@@ -2163,7 +2159,7 @@ mod tests {
     }
 
     #[test]
-    fn node_failures_are_resubmitted_then_handed_back_as_interrupted() {
+    fn node_failures_are_resubmitted_then_reported_failed() {
         let fake = Fake::default();
         let mut w = worker(&fake, 2);
         w.options.backoff_initial = Duration::ZERO;
@@ -2189,20 +2185,15 @@ mod tests {
                 sub.stdout
             );
         }
-        // The third Slurm job of the run (max_attempts = 3) is lost too: the run goes back to
-        // the scheduler as interrupted (not the work's failure: no retry is spent on it).
+        // The third Slurm job of the run (max_attempts = 3) fails too: the run failed.
         fake.set_state(&id, JobState::NodeFail);
         w.round();
         let got = observed(&w);
         assert!(
             got.iter().any(
-                |o| matches!(o, Observed::Interrupted { job, generation: 2, reason }
-                if job == "j" && reason.contains("NODE_FAIL") && reason.contains("3 Slurm job(s)"))
+                |o| matches!(o, Observed::Failed { job, generation: 2, reason }
+                if job == "j" && reason.contains("NODE_FAIL") && reason.contains("gave up after 3"))
             ),
-            "{got:?}"
-        );
-        assert!(
-            !got.iter().any(|o| matches!(o, Observed::Failed { .. })),
             "{got:?}"
         );
         assert_eq!(fake.st().submitted.len(), 3);
