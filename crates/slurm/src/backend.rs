@@ -900,14 +900,14 @@ impl Worker {
             // A replica taking over after a reset takes a live job only: an ended one (one
             // this backend cancelled when the replica was removed) would only be started again.
             let replica_after_reset = w.replica && w.adoptable;
-            // A job of another size is not this run (the new leader placed it anew, elastic
-            // or after a change of the service's shape): it is cancelled as unwanted, and the
-            // run submitted at its size.
+            // A live job of another size is not this run (the new leader placed it anew,
+            // elastic or after a change of the service's shape): it is cancelled as unwanted,
+            // and the run submitted at its size. A completed one did the work at any size.
             let candidates = tagged.iter().filter(|(t, j)| {
                 (t.job == key || spare(t))
                     && !claimed.contains(&j.id)
                     && !(replica_after_reset && j.state.is_terminal())
-                    && t.accelerators.is_none_or(|n| n == w.accelerators)
+                    && (j.state.is_terminal() || t.accelerators.is_none_or(|n| n == w.accelerators))
             });
             let exact = candidates
                 .clone()
@@ -1851,7 +1851,8 @@ mod tests {
 
     /// After a reset, a live job of the run's key but of another size (the new leader placed
     /// the run anew at a different size) is not taken over: it is cancelled, and the run is
-    /// submitted at its size. A job whose tag predates the size is taken over as before.
+    /// submitted at its size. A job whose tag predates the size is taken over as before, and
+    /// one that completed at another size finishes the run.
     #[test]
     fn after_a_reset_a_job_of_another_size_is_not_taken_over() {
         let fake = Fake::default();
@@ -1861,15 +1862,22 @@ mod tests {
         let resized = fake.add_job(Some("switchyard:j-resized:3:1:a8"), JobState::Running);
         let same = fake.add_job(Some("switchyard:j-same:3:1:a16"), JobState::Running);
         let older = fake.add_job(Some("switchyard:j-older:3:1"), JobState::Running);
+        fake.add_job(Some("switchyard:j-done:3:1:a8"), JobState::Completed);
         let mut w = worker(&fake, 4);
         w.apply(Msg::Reset);
         w.apply(Msg::Commands(vec![
             launch("j-resized", 4, 16),
             launch("j-same", 4, 16),
             launch("j-older", 4, 8),
+            launch("j-done", 4, 16),
         ]));
         w.round();
         w.round();
+        // The work that completed at another size is done all the same.
+        assert!(observed(&w).contains(&Observed::Finished {
+            job: "j-done".into(),
+            generation: 4
+        }));
         assert_eq!(w.wants["j-same"].slurm_id.as_deref(), Some(same.as_str()));
         assert_eq!(w.wants["j-older"].slurm_id.as_deref(), Some(older.as_str()));
         let st = fake.st();
