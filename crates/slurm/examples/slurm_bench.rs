@@ -7,7 +7,8 @@
 //! 4. through Switchyard's API on its own node agents (one agent on this machine holding as many
 //!    "accelerators" as Slurm's node runs jobs at once, so both run the same number at a time).
 //!
-//! Run: `cargo run -p switchyard-slurm --example slurm_bench -- [--jobs N] [--per-node P]`
+//! Run: `cargo run -p switchyard-slurm --example slurm_bench -- [--jobs N] [--per-node P]
+//! [--without-slurm] [--without-agents]`
 //! (needs a running Slurm: crates/slurm/scripts/start-local-slurm.sh). `--per-node` is how many
 //! "accelerators" the fleet says the node has (the scheduler runs at most that many at once).
 
@@ -240,24 +241,38 @@ fn through_agents(jobs: u32, per_node: u32, interval: Duration) -> Row {
     }
 }
 
+/// Whether the command line has `flag`.
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
 fn main() {
-    if !slurm_usable() {
+    // `--without-slurm` and `--without-agents` leave those rows out (the dry-run row alone
+    // measures the control plane's own path in seconds).
+    let with_slurm = !flag("--without-slurm");
+    let with_agents = !flag("--without-agents");
+    if with_slurm && !slurm_usable() {
         std::process::exit(2);
     }
     let jobs = arg("--jobs", 1000);
     let per_node = arg("--per-node", 2);
-    eprintln!("{jobs} jobs, sbatch directly …");
-    let a = direct(jobs);
-    eprintln!("… through Switchyard on Slurm …");
-    let b = through_switchyard(jobs, per_node, true);
+    let mut rows = Vec::new();
+    if with_slurm {
+        eprintln!("{jobs} jobs, sbatch directly …");
+        rows.push(direct(jobs));
+        eprintln!("… through Switchyard on Slurm …");
+        rows.push(through_switchyard(jobs, per_node, true));
+    }
     eprintln!("… through Switchyard, dry run …");
-    let c = through_switchyard(jobs, per_node, false);
-    eprintln!("… through Switchyard on its own agents …");
-    let interval = Duration::from_millis(u64::from(arg("--heartbeat-ms", 250)));
-    let d = through_agents(jobs, per_node, interval);
+    rows.push(through_switchyard(jobs, per_node, false));
+    if with_agents {
+        eprintln!("… through Switchyard on its own agents …");
+        let interval = Duration::from_millis(u64::from(arg("--heartbeat-ms", 250)));
+        rows.push(through_agents(jobs, per_node, interval));
+    }
     println!("| path | jobs | submitted in | submissions/s | all completed in | completed/s |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for r in [a, b, c, d] {
+    for r in rows {
         println!(
             "| {} | {} | {:.1} s | {:.0} | {:.1} s | {:.1} |",
             r.how,
