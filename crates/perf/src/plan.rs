@@ -702,21 +702,23 @@ pub enum PlanReport {
 /// Layouts the report lists besides the best.
 pub const ALTERNATIVES: usize = 4;
 
-/// Runs a plan.
-pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
-    run_plan_on(input).map_err(|PerfError::Input(why)| match &input.count_defaulted_to {
-        // The device count the error speaks of was never written in the file: say where it
-        // came from.
-        Some(cluster) => PerfError::input(format!(
-            "{why} ([hardware] count is not given, so it is all {} accelerators of cluster \
-             \"{cluster}\"; set count to plan on part of it)",
-            input.hardware.count
-        )),
-        None => PerfError::Input(why),
-    })
+impl PlanInput {
+    /// `error`, about the device count, saying where the count came from when the file did
+    /// not give it (a cluster's every accelerator).
+    fn count_error(&self, error: PerfError) -> PerfError {
+        match (&self.count_defaulted_to, error) {
+            (Some(cluster), PerfError::Input(why)) => PerfError::input(format!(
+                "{why} ([hardware] count is not given, so it is all {} accelerators of cluster \
+                 \"{cluster}\"; set count to plan on part of it)",
+                self.hardware.count
+            )),
+            (None, error) => error,
+        }
+    }
 }
 
-fn run_plan_on(input: &PlanInput) -> Result<PlanReport, PerfError> {
+/// Runs a plan.
+pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
     let m = &input.model;
     let hw = &input.hardware;
     let subject = Subject {
@@ -757,7 +759,7 @@ fn run_plan_on(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 )?;
             }
             if found.is_empty() {
-                return Err(why_no_layout(c, m, hw, spec.global_batch));
+                return Err(input.count_error(why_no_layout(c, m, hw, spec.global_batch)));
             }
             let best = found.remove(0);
             let b = spec.tokens.map(|t| budget(m, hw, best.tokens_per_s, t));
@@ -804,11 +806,11 @@ fn run_plan_on(input: &PlanInput) -> Result<PlanReport, PerfError> {
             if let (Some(tp), Some(pp)) = (c.tp, c.pp)
                 && u64::from(tp) * u64::from(pp) != u64::from(hw.count)
             {
-                return Err(PerfError::input(format!(
+                return Err(input.count_error(PerfError::input(format!(
                     "[parallelism] tp·pp = {tp}·{pp} is not the device count {} \
                          (an inference replica is split by tensor and pipeline parallelism only)",
                     hw.count
-                )));
+                ))));
             }
             let candidates = inference_layouts(input);
             let searched = candidates.len() > 1 || c.tp.is_none() || c.pp.is_none();
@@ -817,11 +819,11 @@ fn run_plan_on(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 .map(|layout| estimate_inference(m, hw, &layout, spec))
                 .collect::<Result<Vec<_>, _>>()?;
             if found.is_empty() {
-                return Err(PerfError::input(format!(
+                return Err(input.count_error(PerfError::input(format!(
                     "no tensor × pipeline split of {} devices fits {} ({} heads, {} layers) \
                      within the scale-up domain of {}",
                     hw.count, m.name, m.heads, m.layers, hw.scale_up_domain
-                )));
+                ))));
             }
             // Fastest first among the layouts that fit; if none fits, the one that comes
             // closest is reported (marked as not fitting).

@@ -671,6 +671,12 @@ fn a_defaulted_count_is_named_in_the_error() {
             cluster.name
         ),
     );
+    // An error about something else does not speak of the count.
+    let err = parse_plan(&format!("{text}[parallelism]\netp = 2\n"), &fleet)
+        .and_then(|p| run_plan(&p))
+        .expect_err("etp is for training")
+        .to_string();
+    assert!(err.contains("etp = 2") && !err.contains("count"), "{err}");
     // Given, the count is the file's own: no such note, and a replica's count plans.
     let mut input = parse_plan(&format!("{text}count = 3000\n"), &fleet).expect("plan parses");
     let err = run_plan(&input)
