@@ -213,7 +213,7 @@ pub struct JobList {
 /// Something that happened to a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// Increases with every stored event of the server: pass the last one seen as `after`.
+    /// The event's number among the job's events, from 1: pass the last one seen as `after`.
     #[serde(default)]
     pub cursor: i64,
     pub at_ms: i64,
@@ -243,7 +243,8 @@ pub const DEFAULT_EVENT_PAGE: i64 = 1000;
 /// One output line of one of a job's processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// Increases with every stored line of the server: pass the last one seen as `after`.
+    /// The line's number among the job's stored lines, from 1 (increasing; gaps where an agent
+    /// sent a line twice): pass the last one seen as `after`.
     pub cursor: i64,
     /// 1 for the first run of the job, one more for every restart.
     pub attempt: i64,

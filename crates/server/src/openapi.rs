@@ -58,7 +58,7 @@ pub const DOCUMENT: &str = r##"{
         "jobs": { "type": "array", "items": { "$ref": "#/components/schemas/Job" } },
         "next": { "type": ["string", "null"], "description": "pass as `after` for the next page" } } },
       "Event": { "type": "object", "required": ["cursor", "at_ms", "kind", "message"], "properties": {
-        "cursor": { "type": "integer", "description": "increases with every stored event; pass the last one seen as `after`" },
+        "cursor": { "type": "integer", "description": "the event's number among the job's events, from 1; pass the last one seen as `after`" },
         "at_ms": { "type": "integer" },
         "kind": { "type": "string", "description": "submitted, waiting, started, replica_added, replica_removed, replica_lost, replica_restarted, scale_requested, preempted, restarted, recovered, cancel_requested, cancelled, finished, rejected" },
         "cluster": { "type": ["string", "null"] }, "message": { "type": "string" } } },
@@ -67,7 +67,7 @@ pub const DOCUMENT: &str = r##"{
         "events": { "type": "array", "items": { "$ref": "#/components/schemas/Event" } },
         "next": { "type": "integer", "description": "present when the page is full: pass as `after` for the next page" } } },
       "LogEntry": { "type": "object", "additionalProperties": false, "required": ["cursor", "attempt", "rank", "stream", "at_ms", "line"], "properties": {
-        "cursor": { "type": "integer", "description": "increases with every stored line; pass the last one seen as `after`" },
+        "cursor": { "type": "integer", "description": "the line's number among the job's lines, from 1 (increasing, with gaps); pass the last one seen as `after`" },
         "attempt": { "type": "integer", "minimum": 1 }, "rank": { "type": "integer", "minimum": 0 },
         "replica": { "type": "string", "description": "inference services: which replica wrote the line" },
         "stream": { "enum": ["stdout", "stderr"] }, "at_ms": { "type": "integer" },

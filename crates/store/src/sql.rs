@@ -29,14 +29,18 @@ const LOG_COLUMNS: &str =
 /// concurrent one (each try sees the winner's row).
 const REGISTER_TRIES: usize = 8;
 
-/// PostgreSQL: log appends take this transaction-scoped advisory lock, so that cursors (a
-/// sequence) commit in increasing order and a reader following `after=CURSOR` never skips a
-/// line committed late. SQLite has one writer, so its ids commit in order anyway.
+/// PostgreSQL: log appends take this transaction-scoped advisory lock. Under it a batch reads
+/// its jobs' last line numbers (the cursors) and numbers its lines after them, and commits
+/// before the next batch reads: no number is given twice, and numbers commit in increasing
+/// order, so a reader following `after=CURSOR` never skips a line committed late. SQLite has one
+/// writer, and its write transactions take the write lock before they read.
 const PG_LOG_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301116)");
 
-/// PostgreSQL: job submissions and event inserts take this lock for the same reason —
-/// `GET /v1/jobs?after=SEQ` and `GET /v1/jobs/{id}/events?after=SEQ` page on sequences, and two
-/// replicas inserting at once could commit a lower `seq` after a reader has moved past it.
+/// PostgreSQL: job submissions and event inserts take this lock for the same reasons: a
+/// submission reads its tenant's last job number and an event its job's last event number, and
+/// `GET /v1/jobs?after=` (on those numbers, or on the global `seq` for an admin's list of every
+/// tenant) and `GET /v1/jobs/{id}/events?after=` must never see a lower number commit after a
+/// reader has moved past it.
 const PG_JOB_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301117)");
 
 /// SQLite: the embedded default. Writes go through one connection (SQLite has one writer at a
@@ -166,12 +170,21 @@ fn lowest_free_slot(taken: &[i64], slots: i64) -> Option<i64> {
     (want < slots).then_some(want)
 }
 
+/// A submission's insert failed: the tenant already has a job of that name, or something else.
 fn conflict(job: &NewJob, err: sqlx::Error) -> StoreError {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
-            tenant: job.tenant.clone(),
-            name: job.name.clone().unwrap_or_else(|| job.id.clone()),
-        },
+        // The name's unique index, by its name (PostgreSQL) or its columns (SQLite): another
+        // unique violation is no name clash and must not read as one.
+        sqlx::Error::Database(db)
+            if db.is_unique_violation()
+                && (db.constraint() == Some("jobs_tenant_name")
+                    || db.message().contains("jobs.name")) =>
+        {
+            StoreError::Conflict {
+                tenant: job.tenant.clone(),
+                name: job.name.clone().unwrap_or_else(|| job.id.clone()),
+            }
+        }
         _ => StoreError::Db(err),
     }
 }
