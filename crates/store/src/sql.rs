@@ -120,6 +120,26 @@ fn stored_line(line: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The number of a row inserted by `INSERT … SELECT … FROM (VALUES …) AS v` into `table`
+/// (`events` or `job_logs`), whose `v.column1` is the job and `v.column2` the row's place among
+/// that job's rows of the statement ([`next_in_statement`]): after the job's last number. Both
+/// databases evaluate the subquery before the statement's own rows are in (PostgreSQL's
+/// statement snapshot; SQLite copies a SELECT that reads the target table first), and the
+/// caller holds the lock that orders the table's writers. One indexed MAX per row.
+fn numbered(table: &str) -> String {
+    format!(
+        "COALESCE((SELECT MAX(t.job_number) FROM {table} AS t WHERE t.job_id = v.column1), 0) \
+         + v.column2"
+    )
+}
+
+/// 1 for a job's first row in a statement, 2 for its second, …
+fn next_in_statement(nth: &mut HashMap<String, i64>, job: &str) -> i64 {
+    let n = nth.entry(job.to_owned()).or_insert(0);
+    *n += 1;
+    *n
+}
+
 /// `rows` groups of `cols` numbered parameters: `($1, $2), ($3, $4)` for a VALUES list, or
 /// `$1, $2, $3` when `cols` is 1.
 fn placeholders(rows: usize, cols: usize) -> String {
@@ -203,45 +223,6 @@ macro_rules! take_lock {
 macro_rules! sql_store {
     ($store:ty, $db:ty, $row:ty, $begin_write:expr, $log_lock:expr, $job_lock:expr) => {
         impl $store {
-            /// The last number given out in `table` (`events` or `job_logs`) to each of `jobs`
-            /// (absent: none yet). The caller holds the lock that orders the table's writers.
-            async fn last_numbers(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                table: &'static str,
-                jobs: impl Iterator<Item = &str>,
-            ) -> Result<HashMap<String, i64>, StoreError> {
-                use sqlx::Row;
-                let mut ids: Vec<&str> = jobs.collect();
-                ids.sort_unstable();
-                ids.dedup();
-                let mut last = HashMap::with_capacity(ids.len());
-                // SQLite takes at most 500 terms in a compound SELECT.
-                for chunk in ids.chunks(100) {
-                    // One plain MAX per job, which both databases answer from the end of the
-                    // (job_id, job_number) index; a GROUP BY over the jobs would read every
-                    // number of each job instead.
-                    let sql = (1..=chunk.len())
-                        .map(|k| {
-                            format!(
-                                "SELECT ${k} AS job_id, \
-                                 (SELECT MAX(job_number) FROM {table} WHERE job_id = ${k}) AS last"
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" UNION ALL ");
-                    let mut q = sqlx::query(&sql);
-                    for id in chunk {
-                        q = q.bind(*id);
-                    }
-                    for row in q.fetch_all(&mut **tx).await? {
-                        if let Some(n) = row.try_get::<Option<i64>, _>("last")? {
-                            last.insert(row.try_get("job_id")?, n);
-                        }
-                    }
-                }
-                Ok(last)
-            }
-
             /// Inserts `events`, each numbered after its job's last; takes the job lock.
             async fn insert_events(
                 tx: &mut sqlx::Transaction<'static, $db>,
@@ -251,22 +232,20 @@ macro_rules! sql_store {
                     return Ok(());
                 }
                 take_lock!(*tx, $job_lock);
-                let mut last =
-                    Self::last_numbers(tx, "events", events.iter().map(|e| e.job_id.as_str()))
-                        .await?;
                 for chunk in events.chunks(CHUNK) {
                     let sql = format!(
                         "INSERT INTO events (job_id, job_number, at_ms, kind, cluster, message) \
-                         VALUES {}",
+                         SELECT v.column1, {}, v.column3, v.column4, v.column5, v.column6 \
+                         FROM (VALUES {}) AS v WHERE TRUE",
+                        numbered("events"),
                         placeholders(chunk.len(), 6)
                     );
                     let mut q = sqlx::query(&sql);
+                    let mut nth = HashMap::new();
                     for e in chunk {
-                        let number = last.entry(e.job_id.clone()).or_insert(0);
-                        *number += 1;
                         q = q
                             .bind(&e.job_id)
-                            .bind(*number)
+                            .bind(next_in_statement(&mut nth, &e.job_id))
                             .bind(e.at_ms)
                             .bind(&e.kind)
                             .bind(&e.cluster)
@@ -1065,26 +1044,27 @@ macro_rules! sql_store {
                 // read stale and the write fail.
                 let mut tx = self.write.begin_with($begin_write).await?;
                 take_lock!(tx, $log_lock);
-                let mut last =
-                    Self::last_numbers(&mut tx, "job_logs", lines.iter().map(|l| l.job_id.as_str()))
-                        .await?;
                 let mut inserted = 0;
                 for chunk in lines.chunks(CHUNK) {
                     // A line sent again keeps its first number; the one it was given here
-                    // stays unused (a gap in the job's numbers, which cursors allow).
+                    // stays unused (a gap in the job's numbers, which cursors allow). (The
+                    // WHERE lets SQLite parse the upsert after a SELECT.)
                     let sql = format!(
                         "INSERT INTO job_logs (job_id, job_number, attempt, rank, assignment_id, \
-                           stream, seq, at_ms, line) VALUES {} \
+                           stream, seq, at_ms, line) \
+                         SELECT v.column1, {}, v.column3, v.column4, v.column5, v.column6, \
+                           v.column7, v.column8, v.column9 \
+                         FROM (VALUES {}) AS v WHERE TRUE \
                          ON CONFLICT (assignment_id, stream, seq) DO NOTHING",
+                        numbered("job_logs"),
                         placeholders(chunk.len(), 9)
                     );
                     let mut q = sqlx::query(&sql);
+                    let mut nth = HashMap::new();
                     for l in chunk {
-                        let number = last.entry(l.job_id.clone()).or_insert(0);
-                        *number += 1;
                         q = q
                             .bind(&l.job_id)
-                            .bind(*number)
+                            .bind(next_in_statement(&mut nth, &l.job_id))
                             .bind(l.attempt)
                             .bind(l.rank)
                             .bind(&l.assignment_id)
