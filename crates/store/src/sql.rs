@@ -1039,9 +1039,8 @@ macro_rules! sql_store {
                 if lines.is_empty() {
                     return Ok(0);
                 }
-                // Numbering reads before it writes: SQLite must take the write lock first
-                // (waiting its turn), or another process's commit in between would make the
-                // read stale and the write fail.
+                // SQLite: the write lock from the start (waiting its turn behind another
+                // process's writer), so that nothing this transaction reads can go stale.
                 let mut tx = self.write.begin_with($begin_write).await?;
                 take_lock!(tx, $log_lock);
                 let mut inserted = 0;
