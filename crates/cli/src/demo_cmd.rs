@@ -532,6 +532,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     out!(
         "  curl -H \"Authorization: Bearer $SWITCHYARD_TOKEN\" {url}/metrics  # Prometheus metrics"
     );
+    out!("  {url}/dashboard  # in a browser: any user name, the token as password");
     out!(
         "  ls {}                          # database, checkpoints, agents' logs",
         dir.display()

@@ -30,6 +30,7 @@ fn the_demo_runs_and_says_what_happened() {
         "inference service answered",
         "switchyard logs",
         "/metrics",
+        "/dashboard",
     ] {
         assert!(
             text.contains(expected),

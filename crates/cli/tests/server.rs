@@ -950,6 +950,123 @@ fn big_pages(db: String) {
     assert!(pages >= 2, "{pages} pages");
 }
 
+/// A page of the dashboard: (status, headers we look at, HTML).
+fn page(url: &str, authorization: Option<&str>) -> (u16, [Option<String>; 3], String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(a) = authorization {
+        req = req.header("Authorization", a);
+    }
+    let mut res = req.call().expect("the server answers");
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let headers = [
+        header("content-type"),
+        header("www-authenticate"),
+        header("content-security-policy"),
+    ];
+    let body = res.body_mut().read_to_string().expect("a body");
+    (res.status().as_u16(), headers, body)
+}
+
+fn basic(token: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("anyone:{token}"))
+    )
+}
+
+/// The dashboard: a browser signs in with Basic auth (token as password) and sees the fleet and
+/// its own jobs only, every user-given value escaped, no script allowed; errors are pages.
+fn dashboard(db: String) {
+    let s = Server::start(&db);
+    let a = token(&db, "research", false);
+    let b = token(&db, "serving", false);
+    let (_, ja) = submit(
+        &s.url,
+        &a,
+        &json!({"name": "tagged", "kind": "batch", "accelerators": 8, "duration_s": 3600.0,
+                "command": {"argv": ["echo", "<script>alert(1)</script>"]}}),
+    );
+    let id = ja["id"].as_str().expect("id").to_owned();
+    let (_, jb) = submit(
+        &s.url,
+        &b,
+        &json!({"name": "other-tenants-job", "kind": "batch", "accelerators": 8, "duration_s": 3600.0}),
+    );
+    let b_id = jb["id"].as_str().expect("id").to_owned();
+
+    // Without credentials the browser is asked for them.
+    let (status, [content_type, challenge, _], html) = page(&format!("{}/dashboard", s.url), None);
+    assert_eq!(status, 401, "{html}");
+    assert!(challenge.is_some_and(|c| c.starts_with("Basic")));
+    assert!(content_type.is_some_and(|c| c.starts_with("text/html")));
+    assert!(html.contains("token create"), "{html}");
+    let (status, ..) = page(&format!("{}/dashboard", s.url), Some(&basic("sy_wrong")));
+    assert_eq!(status, 401);
+
+    // Signed in: the fleet's clusters and this tenant's jobs, not another tenant's.
+    let (status, [_, _, csp], html) =
+        page(&format!("{}/dashboard?show=all", s.url), Some(&basic(&a)));
+    assert_eq!(status, 200, "{html}");
+    assert!(csp.is_some_and(|c| c.contains("default-src 'none'")));
+    assert!(
+        html.contains("colossus-1") && html.contains("tagged"),
+        "{html}"
+    );
+    assert!(html.contains(&format!("/dashboard/jobs/{id}")), "{html}");
+    assert!(
+        !html.contains("other-tenants-job") && !html.contains("<script"),
+        "{html}"
+    );
+    // A Bearer token works as on the API.
+    let (status, ..) = page(
+        &format!("{}/dashboard", s.url),
+        Some(&format!("Bearer {a}")),
+    );
+    assert_eq!(status, 200);
+
+    // The job's page: its submission (escaped), its events.
+    let (status, _, html) = page(&format!("{}/dashboard/jobs/{id}", s.url), Some(&basic(&a)));
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script"), "{html}");
+    assert!(html.contains("submitted"), "{html}");
+    // Another tenant's job is not found, as on /v1; bad input is a 400 page saying why.
+    let (status, [content_type, ..], html) = page(
+        &format!("{}/dashboard/jobs/{b_id}", s.url),
+        Some(&basic(&a)),
+    );
+    assert_eq!(status, 404, "{html}");
+    assert!(content_type.is_some_and(|c| c.starts_with("text/html")));
+    let (status, _, html) = page(
+        &format!("{}/dashboard?show=runing", s.url),
+        Some(&basic(&a)),
+    );
+    assert_eq!(status, 400);
+    assert!(html.contains("show must be one of"), "{html}");
+    let (status, _, html) = page(&format!("{}/dashboard?color=red", s.url), Some(&basic(&a)));
+    assert_eq!(status, 400);
+    assert!(html.contains("unknown query parameter"), "{html}");
+    // The other tenant sees its own job and not the first one's.
+    let (_, _, html) = page(&format!("{}/dashboard?show=all", s.url), Some(&basic(&b)));
+    assert!(
+        html.contains("other-tenants-job") && !html.contains("tagged"),
+        "{html}"
+    );
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[test] fn $name() { super::$name(super::fresh_db("sqlite").expect("sqlite")); } )* }
@@ -963,7 +1080,8 @@ both!(
     error_codes,
     cli_verbs,
     scaling,
-    big_pages
+    big_pages,
+    dashboard
 );
 
 #[test]

@@ -89,8 +89,14 @@ impl ApiError {
             message: message.into(),
         }
     }
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
+    }
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+    pub(crate) fn message(&self) -> &str {
+        &self.message
     }
     pub(crate) fn bad(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -160,7 +166,7 @@ impl Auth {
 
     /// Refuses agent tokens: they act for the fleet's nodes, not for a tenant, so the tenant
     /// API (`/v1/jobs…`, `/v1/tenants`) is not theirs.
-    fn tenant_api(&self) -> Result<(), ApiError> {
+    pub(crate) fn tenant_api(&self) -> Result<(), ApiError> {
         if self.0.may_use_tenant_api() {
             Ok(())
         } else {
@@ -174,7 +180,7 @@ impl Auth {
     }
 
     /// The tenant reads are scoped to (`None` for admins: everyone).
-    fn scope(&self) -> Option<&str> {
+    pub(crate) fn scope(&self) -> Option<&str> {
         if self.0.admin {
             None
         } else {
@@ -184,6 +190,26 @@ impl Auth {
 }
 
 const TOKEN_CACHE: Duration = Duration::from_secs(30);
+
+/// The token an `Authorization` header carries: `Bearer TOKEN`, or `Basic` credentials whose
+/// password is the token (what a browser sends for the dashboard; the user name is ignored).
+/// Schemes are case-insensitive (RFC 9110 §11.1).
+fn token_of(header: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (scheme, rest) = header.trim_start().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some(rest.trim().to_owned())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()?;
+        let credentials = String::from_utf8(decoded).ok()?;
+        let (_, password) = credentials.split_once(':')?;
+        Some(password.to_owned())
+    } else {
+        None
+    }
+}
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
@@ -198,13 +224,15 @@ impl FromRequestParts<AppState> for Auth {
         let token = value
             .to_str()
             .ok()
-            // The scheme is case-insensitive (RFC 9110 §11.1).
-            .and_then(|v| v.trim_start().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
+            .and_then(token_of)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
-        let hash = switchyard_store::hash_token(token);
+            .ok_or_else(|| {
+                unauthorized(
+                    "the Authorization header must be `Bearer TOKEN` (or Basic with the token \
+                     as the password)",
+                )
+            })?;
+        let hash = switchyard_store::hash_token(&token);
         if let Ok(cache) = state.tokens.lock()
             && let Some((p, at)) = cache.get(&hash)
             && at.elapsed() < TOKEN_CACHE
@@ -241,6 +269,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/fleet", get(fleet))
         .route("/v1/tenants", get(tenants))
         .merge(crate::agents::routes())
+        .merge(crate::dashboard::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(json_errors))
@@ -251,12 +280,13 @@ pub fn router(state: AppState) -> Router {
 /// UTF-8, an unreadable body) come as plain text or nothing, and are rewritten here.
 async fn json_errors(res: Response) -> Response {
     let status = res.status();
-    let is_json = res
+    // JSON, or a dashboard page (which says what went wrong in HTML), is left as it is.
+    let is_ours = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_ours {
         return res;
     }
     let text = axum::body::to_bytes(res.into_body(), 64 << 10)
@@ -450,7 +480,7 @@ async fn submit(
     Ok((StatusCode::CREATED, Json(Job::from(&record))))
 }
 
-fn query(
+pub(crate) fn query(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<HashMap<String, String>, ApiError> {
@@ -532,7 +562,7 @@ async fn list(
     }))
 }
 
-fn check_id(id: &str) -> Result<(), ApiError> {
+pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 64 {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -697,7 +727,7 @@ async fn events(
 }
 
 /// A whole number of a query parameter, at least `min`.
-fn int_param(
+pub(crate) fn int_param(
     q: &HashMap<String, String>,
     name: &str,
     min: i64,

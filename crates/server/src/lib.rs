@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod api;
 pub mod backend;
+mod dashboard;
 pub mod engine;
 pub mod http;
 pub mod leader;

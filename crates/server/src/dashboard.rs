@@ -1,0 +1,606 @@
+//! The web dashboard: a read-only view, in a browser, of what the API serves — the fleet's
+//! clusters and how busy they are, the caller's jobs by state, and a job's events and output.
+//!
+//! Pages are rendered on the server as plain HTML and carry no script: a strict
+//! Content-Security-Policy forbids any, and every value that came from a user (job names,
+//! reasons, commands, output lines) is escaped. A browser signs in with HTTP Basic auth whose
+//! password is an API token (the user name is ignored), so the same tenant walls apply as on
+//! `/v1`: a tenant sees its own jobs, an admin everyone's.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use switchyard_store::{JobFilter, JobRecord, JobState, LogQuery, StoreRead};
+
+use crate::http::{ApiError, AppState, Auth};
+
+/// Jobs on one page of the overview.
+const JOBS_PER_PAGE: i64 = 100;
+/// Output lines on one page of a job.
+const LINES_PER_PAGE: i64 = 500;
+/// Events shown on a job's page (its latest ones, the API has them all).
+const EVENTS_SHOWN: i64 = 1000;
+/// How often the overview reloads itself, seconds.
+const REFRESH_S: u32 = 10;
+
+/// The dashboard's routes: `/dashboard` and `/dashboard/jobs/{id}`.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/dashboard", get(overview))
+        .route("/dashboard/jobs/{id}", get(job_page))
+}
+
+/// An HTML page, or an error shown as one.
+struct Page {
+    status: StatusCode,
+    title: String,
+    body: String,
+    refresh: bool,
+    /// Ask the browser for credentials (a 401).
+    challenge: bool,
+}
+
+impl Page {
+    fn ok(title: impl Into<String>, body: String) -> Page {
+        Page {
+            status: StatusCode::OK,
+            title: title.into(),
+            body,
+            refresh: false,
+            challenge: false,
+        }
+    }
+}
+
+impl From<ApiError> for Page {
+    fn from(e: ApiError) -> Page {
+        let status = e.status();
+        Page {
+            status,
+            title: format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ),
+            body: format!(
+                "<p class=\"error\">{}</p>{}",
+                esc(e.message()),
+                if status == StatusCode::UNAUTHORIZED {
+                    "<p>Sign in with an API token as the password (any user name); create one \
+                     with <code>switchyard token create --tenant NAME</code>.</p>"
+                } else {
+                    "<p><a href=\"/dashboard\">Back to the dashboard</a></p>"
+                }
+            ),
+            refresh: false,
+            challenge: status == StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let refresh = if self.refresh {
+            format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_S}\">")
+        } else {
+            String::new()
+        };
+        let html = format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{title} · Switchyard</title><style>{STYLE}</style></head>\
+             <body><header><a href=\"/dashboard\">Switchyard</a></header><main>\
+             <h1>{title}</h1>{body}</main></body></html>\n",
+            title = esc(&self.title),
+            body = self.body,
+        );
+        let mut res = (self.status, html).into_response();
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        // No script, no frames, nothing fetched from elsewhere: injected markup could do nothing.
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; \
+                 form-action 'none'; base-uri 'none'",
+            ),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"switchyard\", charset=\"UTF-8\""),
+            );
+        }
+        res
+    }
+}
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2327}\
+header{background:#1d2327;padding:.6em 1.2em}header a{color:#fff;font-weight:600;\
+text-decoration:none}main{padding:0 1.2em 2em}table{border-collapse:collapse;margin:.5em 0 1.5em}\
+th,td{border-bottom:1px solid #dcdcde;padding:.3em .7em;text-align:left;vertical-align:top}\
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.bar{background:#dcdcde;width:8em;\
+height:.8em;display:inline-block}.bar span{background:#2271b1;height:100%;display:block}\
+.error{color:#b32d2e;font-weight:600}nav a{margin-right:.8em}nav a.on{font-weight:700;\
+text-decoration:none;color:#1d2327}pre{background:#f6f7f7;padding:.6em;overflow-x:auto}\
+.state-running{color:#00a32a}.state-failed,.state-rejected{color:#b32d2e}.muted{color:#787c82}";
+
+/// `text` with the characters HTML gives a meaning to replaced by references.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The query string's parameters, refusing any not in `allowed`.
+fn params(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    crate::http::query(q, allowed)
+}
+
+/// A non-negative cursor parameter (`after`), 0 when absent.
+fn cursor(q: &HashMap<String, String>) -> Result<i64, ApiError> {
+    crate::http::int_param(q, "after", 0, "a cursor from a `next page` link")
+        .map(Option::unwrap_or_default)
+}
+
+/// The caller, for a page: the token's principal, which must not be a node agent's.
+fn signed_in(auth: Result<Auth, ApiError>) -> Result<Auth, ApiError> {
+    let auth = auth?;
+    auth.tenant_api()?;
+    Ok(auth)
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's civil_from_days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Which jobs the overview lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Show {
+    /// Pending and running (the default).
+    Active,
+    All,
+    Only(JobState),
+}
+
+impl Show {
+    const CHOICES: [(&'static str, Show); 8] = [
+        ("active", Show::Active),
+        ("pending", Show::Only(JobState::Pending)),
+        ("running", Show::Only(JobState::Running)),
+        ("done", Show::Only(JobState::Done)),
+        ("failed", Show::Only(JobState::Failed)),
+        ("cancelled", Show::Only(JobState::Cancelled)),
+        ("rejected", Show::Only(JobState::Rejected)),
+        ("all", Show::All),
+    ];
+
+    fn parse(text: Option<&str>) -> Result<Show, ApiError> {
+        let Some(text) = text else {
+            return Ok(Show::Active);
+        };
+        Self::CHOICES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, show)| *show)
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "show must be one of {}",
+                    Self::CHOICES.map(|(name, _)| name).join(", ")
+                ))
+            })
+    }
+
+    fn name(self) -> &'static str {
+        Self::CHOICES
+            .iter()
+            .find(|(_, show)| *show == self)
+            .map_or("active", |(name, _)| name)
+    }
+
+    fn states(self) -> Vec<JobState> {
+        match self {
+            Show::Active => vec![JobState::Pending, JobState::Running],
+            Show::All => Vec::new(),
+            Show::Only(state) => vec![state],
+        }
+    }
+}
+
+async fn overview(
+    State(s): State<AppState>,
+    auth: Result<Auth, ApiError>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Page {
+    match render_overview(&s, auth, q).await {
+        Ok(page) => page,
+        Err(e) => e.into(),
+    }
+}
+
+async fn render_overview(
+    s: &AppState,
+    auth: Result<Auth, ApiError>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Page, ApiError> {
+    let auth = signed_in(auth)?;
+    let q = params(q, &["show", "after"])?;
+    let show = Show::parse(q.get("show").map(String::as_str))?;
+    let after = cursor(&q)?;
+    let scope = auth.scope().map(str::to_owned);
+    let mut body = String::new();
+    let who = match &scope {
+        Some(tenant) => format!("tenant <b>{}</b>", esc(tenant)),
+        None => format!("<b>{}</b> (admin: every tenant)", esc(&auth.0.tenant)),
+    };
+    let _ = write!(
+        body,
+        "<p>Fleet <b>{}</b> · signed in as {who} · reloads every {REFRESH_S} s · \
+         <span class=\"muted\">{} UTC</span></p>",
+        esc(&s.fleet.name),
+        utc(crate::leader::now_ms())
+    );
+
+    // The clusters: what the whole fleet holds and uses (as `GET /v1/fleet`).
+    let usage = s.store.cluster_usage().await?;
+    body.push_str(
+        "<h2>Clusters</h2><table><tr><th>cluster</th><th>provider</th><th>region</th>\
+         <th>accelerator</th><th class=\"n\">nodes</th><th class=\"n\">accelerators</th>\
+         <th class=\"n\">busy</th><th>use</th><th class=\"n\">running jobs</th></tr>",
+    );
+    for c in &s.fleet.clusters {
+        let u = usage.iter().find(|u| u.cluster == c.name);
+        let busy = u.map_or(0, |u| u.allocated);
+        let total = c.accelerators();
+        let share = if total == 0 {
+            0.0
+        } else {
+            (busy as f64 / total as f64).clamp(0.0, 1.0)
+        };
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{total}</td><td class=\"n\">{busy}</td><td><span class=\"bar\" \
+             title=\"{:.1}%\"><span style=\"width:{:.1}%\"></span></span> {:.1}%</td>\
+             <td class=\"n\">{}</td></tr>",
+            esc(&c.name),
+            esc(&c.provider),
+            esc(&c.region),
+            esc(c.accelerator.name),
+            c.nodes,
+            share * 100.0,
+            share * 100.0,
+            share * 100.0,
+            u.map_or(0, |u| u.running),
+        );
+    }
+    body.push_str("</table>");
+
+    // The caller's jobs.
+    body.push_str("<h2>Jobs</h2><nav>");
+    for (name, choice) in Show::CHOICES {
+        let _ = write!(
+            body,
+            "<a href=\"/dashboard?show={name}\"{}>{name}</a>",
+            if choice == show { " class=\"on\"" } else { "" }
+        );
+    }
+    body.push_str("</nav>");
+    let filter = JobFilter {
+        tenant: scope.clone(),
+        states: show.states(),
+        after: (after > 0).then_some(after),
+        limit: JOBS_PER_PAGE,
+        spec_bytes: Some(crate::api::LIST_SPEC_BYTES),
+        ..JobFilter::default()
+    };
+    let jobs = s.store.list_jobs(&filter).await?;
+    if jobs.is_empty() {
+        let _ = write!(
+            body,
+            "<p class=\"muted\">No {} jobs{}.</p>",
+            if show == Show::All { "" } else { show.name() },
+            if after > 0 { " after this point" } else { "" }
+        );
+    } else {
+        jobs_table(&mut body, &jobs, scope.is_none());
+    }
+    let full = jobs.len() as i64 == JOBS_PER_PAGE
+        || jobs.iter().map(|j| j.spec.len() as i64).sum::<i64>() >= crate::api::LIST_SPEC_BYTES;
+    if let Some(last) = jobs.last().filter(|_| full) {
+        let _ = write!(
+            body,
+            "<p><a href=\"/dashboard?show={}&amp;after={}\">Next page →</a></p>",
+            show.name(),
+            filter.cursor_of(last)
+        );
+    }
+    let mut page = Page::ok("Fleet and jobs", body);
+    page.refresh = true;
+    Ok(page)
+}
+
+fn jobs_table(body: &mut String, jobs: &[JobRecord], with_tenant: bool) {
+    let _ = write!(
+        body,
+        "<table><tr><th>job</th><th>name</th>{}<th>kind</th><th>state</th>\
+         <th class=\"n\">accelerators</th><th>cluster</th><th>why</th><th>submitted (UTC)</th></tr>",
+        if with_tenant { "<th>tenant</th>" } else { "" }
+    );
+    for j in jobs {
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/dashboard/jobs/{id}\">{id}</a></td><td>{}</td>{}<td>{}</td>\
+             <td class=\"state-{state}\">{state}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td></tr>",
+            esc(j.name.as_deref().unwrap_or("")),
+            if with_tenant {
+                format!("<td>{}</td>", esc(&j.tenant))
+            } else {
+                String::new()
+            },
+            esc(&j.kind),
+            if j.state == JobState::Running {
+                format!("{} of {}", j.allocated, j.accelerators)
+            } else {
+                j.accelerators.to_string()
+            },
+            esc(j.cluster.as_deref().unwrap_or("")),
+            esc(&j.reason),
+            utc(j.submitted_ms),
+            id = esc(&j.id),
+            state = j.state.as_str(),
+        );
+    }
+    body.push_str("</table>");
+}
+
+async fn job_page(
+    State(s): State<AppState>,
+    auth: Result<Auth, ApiError>,
+    Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Page {
+    match render_job(&s, auth, &id, q).await {
+        Ok(page) => page,
+        Err(e) => e.into(),
+    }
+}
+
+async fn render_job(
+    s: &AppState,
+    auth: Result<Auth, ApiError>,
+    id: &str,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Page, ApiError> {
+    let auth = signed_in(auth)?;
+    let q = params(q, &["after"])?;
+    let after = cursor(&q)?;
+    crate::http::check_id(id)?;
+    // Another tenant's job is not found, as on /v1.
+    let job = s
+        .store
+        .get_job(id, auth.scope())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    let mut body = String::new();
+    let field = |body: &mut String, name: &str, value: String| {
+        let _ = write!(body, "<tr><th>{name}</th><td>{value}</td></tr>");
+    };
+    body.push_str("<table>");
+    field(&mut body, "id", esc(&job.id));
+    field(&mut body, "name", esc(job.name.as_deref().unwrap_or("")));
+    field(&mut body, "tenant", esc(&job.tenant));
+    field(&mut body, "kind", esc(&job.kind));
+    field(
+        &mut body,
+        "state",
+        format!(
+            "<span class=\"state-{s}\">{s}</span>{}",
+            if job.cancel_requested && !job.state.is_final() {
+                " (cancellation requested)"
+            } else {
+                ""
+            },
+            s = job.state.as_str()
+        ),
+    );
+    field(&mut body, "why", esc(&job.reason));
+    field(
+        &mut body,
+        "accelerators",
+        format!("{} ({} held now)", job.accelerators, job.allocated),
+    );
+    field(
+        &mut body,
+        "cluster",
+        esc(job.cluster.as_deref().unwrap_or("")),
+    );
+    field(&mut body, "priority", job.priority.to_string());
+    field(&mut body, "restarts", job.restarts.to_string());
+    if job.kind == "training" && job.work_done > 0.0 {
+        field(
+            &mut body,
+            "progress kept",
+            format!(
+                "{:.1}% <span class=\"muted\">(checkpointed, as the scheduler predicts it)</span>",
+                job.work_done * 100.0
+            ),
+        );
+    }
+    field(
+        &mut body,
+        "submitted",
+        format!("{} UTC", utc(job.submitted_ms)),
+    );
+    if let Some(ms) = job.started_ms {
+        field(&mut body, "first started", format!("{} UTC", utc(ms)));
+    }
+    if let Some(ms) = job.finished_ms {
+        field(&mut body, "finished", format!("{} UTC", utc(ms)));
+    }
+    body.push_str("</table>");
+    let _ = write!(
+        body,
+        "<h2>Submission</h2><pre>{}</pre>",
+        esc(&serde_json::from_str::<serde_json::Value>(&job.spec)
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| job.spec.clone()))
+    );
+
+    let events = s
+        .store
+        .events(&job.id, auth.scope(), 0, EVENTS_SHOWN)
+        .await?
+        .unwrap_or_default();
+    body.push_str(
+        "<h2>Events</h2><table><tr><th>at (UTC)</th><th>event</th><th>cluster</th>\
+         <th>what</th></tr>",
+    );
+    for e in &events {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            utc(e.at_ms),
+            esc(&e.kind),
+            esc(e.cluster.as_deref().unwrap_or("")),
+            esc(&e.message)
+        );
+    }
+    body.push_str("</table>");
+    if events.len() as i64 == EVENTS_SHOWN {
+        let _ = write!(
+            body,
+            "<p class=\"muted\">The first {EVENTS_SHOWN} events; \
+             <code>switchyard events {}</code> lists them all.</p>",
+            esc(&job.id)
+        );
+    }
+
+    let lines = s
+        .store
+        .logs(&LogQuery {
+            after,
+            limit: LINES_PER_PAGE,
+            ..LogQuery::new(job.id.clone())
+        })
+        .await?;
+    body.push_str("<h2>Output</h2>");
+    if lines.is_empty() {
+        body.push_str(if after > 0 {
+            "<p class=\"muted\">No more output yet.</p>"
+        } else {
+            "<p class=\"muted\">No output stored (jobs without a command, and runs on Slurm \
+             before their output is read, have none).</p>"
+        });
+    } else {
+        body.push_str("<pre>");
+        for l in &lines {
+            let _ = writeln!(
+                body,
+                "<span class=\"muted\">[attempt {} rank {} {}]</span> {}",
+                l.attempt,
+                l.rank,
+                l.stream,
+                esc(&l.line)
+            );
+        }
+        body.push_str("</pre>");
+        if let Some(last) = lines
+            .last()
+            .filter(|_| lines.len() as i64 == LINES_PER_PAGE)
+        {
+            let _ = write!(
+                body,
+                "<p><a href=\"/dashboard/jobs/{}?after={}\">More output →</a></p>",
+                esc(&job.id),
+                last.cursor
+            );
+        }
+    }
+    let mut page = Page::ok(
+        format!("Job {}", job.name.as_deref().unwrap_or(&job.id)),
+        body,
+    );
+    // A job still pending or running is followed (from its first output page).
+    page.refresh = after == 0 && !job.state.is_final();
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_leaves_no_markup() {
+        assert_eq!(
+            esc("<script>alert('x' & \"y\")</script>"),
+            "&lt;script&gt;alert(&#39;x&#39; &amp; &quot;y&quot;)&lt;/script&gt;"
+        );
+        assert_eq!(esc("plain ü"), "plain ü");
+    }
+
+    #[test]
+    fn times_are_utc_calendar_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        // 2000-02-29 (a leap day of a century leap year) 12:34:56.789.
+        assert_eq!(utc(951_827_696_789), "2000-02-29 12:34:56");
+        assert_eq!(utc(1_764_547_200_000), "2025-12-01 00:00:00");
+        assert_eq!(utc(-1_000), "1969-12-31 23:59:59");
+    }
+
+    #[test]
+    fn every_choice_of_jobs_parses_back() {
+        for (name, show) in Show::CHOICES {
+            assert_eq!(Show::parse(Some(name)).ok(), Some(show));
+            assert_eq!(show.name(), name);
+        }
+        assert_eq!(Show::parse(None).ok(), Some(Show::Active));
+        assert!(Show::parse(Some("runing")).is_err());
+    }
+}
