@@ -1027,12 +1027,60 @@ fn dashboard(db: String) {
         !html.contains("other-tenants-job") && !html.contains("<script"),
         "{html}"
     );
-    // A Bearer token works as on the API.
+    // A Bearer token works as on the API; Basic credentials do not work on the API (a browser
+    // would send them with cross-site requests).
     let (status, ..) = page(
         &format!("{}/dashboard", s.url),
         Some(&format!("Bearer {a}")),
     );
     assert_eq!(status, 200);
+    let (status, _, body) = page(&format!("{}/v1/jobs", s.url), Some(&basic(&a)));
+    assert_eq!(status, 401, "{body}");
+    // What a cross-site form would send with the browser's saved credentials creates nothing.
+    let forged = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .post(format!("{}/v1/jobs", s.url))
+        .header("Authorization", &basic(&a))
+        .header("Content-Type", "text/plain")
+        .send(r#"{"kind":"batch","accelerators":1,"command":{"argv":["true"]}}"#)
+        .expect("the server answers");
+    assert_eq!(forged.status().as_u16(), 401);
+    assert_eq!(all_jobs(&s.url, &a).len(), 1);
+    // The token may also be typed as the user name; an agent's token is refused with a new
+    // prompt; a trailing slash leads to the overview.
+    use base64::Engine as _;
+    let as_user = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{a}:"))
+    );
+    assert_eq!(page(&format!("{}/dashboard", s.url), Some(&as_user)).0, 200);
+    let agent = Command::new(BIN)
+        .args(["token", "create", "--db", &db, "--agent"])
+        .output()
+        .expect("token create --agent");
+    let agent = String::from_utf8_lossy(&agent.stdout).trim().to_owned();
+    let (status, [_, challenge, _], html) =
+        page(&format!("{}/dashboard", s.url), Some(&basic(&agent)));
+    assert_eq!(status, 401, "{html}");
+    assert!(challenge.is_some() && html.contains("node agent"), "{html}");
+    let slash = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .new_agent()
+        .get(format!("{}/dashboard/", s.url))
+        .call()
+        .expect("the server answers");
+    assert_eq!(slash.status().as_u16(), 308);
+    assert_eq!(
+        slash
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
+        Some("/dashboard")
+    );
 
     // The job's page: its submission (escaped), its events.
     let (status, _, html) = page(&format!("{}/dashboard/jobs/{id}", s.url), Some(&basic(&a)));
@@ -1059,6 +1107,15 @@ fn dashboard(db: String) {
     let (status, _, html) = page(&format!("{}/dashboard?color=red", s.url), Some(&basic(&a)));
     assert_eq!(status, 400);
     assert!(html.contains("unknown query parameter"), "{html}");
+    // The latest submission comes first.
+    submit(
+        &s.url,
+        &a,
+        &json!({"name": "later", "kind": "batch", "accelerators": 8, "duration_s": 3600.0}),
+    );
+    let (_, _, html) = page(&format!("{}/dashboard?show=all", s.url), Some(&basic(&a)));
+    let (later, tagged) = (html.find(">later<"), html.find(">tagged<"));
+    assert!(later.is_some() && later < tagged, "{html}");
     // The other tenant sees its own job and not the first one's.
     let (_, _, html) = page(&format!("{}/dashboard?show=all", s.url), Some(&basic(&b)));
     assert!(

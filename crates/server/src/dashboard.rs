@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use switchyard_store::{JobFilter, JobRecord, JobState, LogQuery, StoreRead};
 
@@ -24,7 +24,8 @@ use crate::http::{ApiError, AppState, Auth};
 const JOBS_PER_PAGE: i64 = 100;
 /// Output lines on one page of a job.
 const LINES_PER_PAGE: i64 = 500;
-/// Events shown on a job's page (its latest ones, the API has them all).
+/// Events shown on a job's page (its first ones; the API and `switchyard events` have them
+/// all).
 const EVENTS_SHOWN: i64 = 1000;
 /// How often the overview reloads itself, seconds.
 const REFRESH_S: u32 = 10;
@@ -33,6 +34,10 @@ const REFRESH_S: u32 = 10;
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/dashboard", get(overview))
+        .route(
+            "/dashboard/",
+            get(|| async { Redirect::permanent("/dashboard") }),
+        )
         .route("/dashboard/jobs/{id}", get(job_page))
 }
 
@@ -169,10 +174,17 @@ fn cursor(q: &HashMap<String, String>) -> Result<i64, ApiError> {
         .map(Option::unwrap_or_default)
 }
 
-/// The caller, for a page: the token's principal, which must not be a node agent's.
+/// The caller, for a page: the token's principal, which must not be a node agent's (that is a
+/// 401, so that the browser asks for other credentials).
 fn signed_in(auth: Result<Auth, ApiError>) -> Result<Auth, ApiError> {
     let auth = auth?;
-    auth.tenant_api()?;
+    if auth.tenant_api().is_err() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this is a node agent's token: the dashboard needs a tenant or admin token",
+        ));
+    }
     Ok(auth)
 }
 
@@ -321,7 +333,7 @@ async fn render_overview(
     body.push_str("</table>");
 
     // The caller's jobs.
-    body.push_str("<h2>Jobs</h2><nav>");
+    body.push_str("<h2>Jobs <span class=\"muted\">(latest submitted first)</span></h2><nav>");
     for (name, choice) in Show::CHOICES {
         let _ = write!(
             body,
@@ -334,6 +346,7 @@ async fn render_overview(
         tenant: scope.clone(),
         states: show.states(),
         after: (after > 0).then_some(after),
+        newest_first: true,
         limit: JOBS_PER_PAGE,
         spec_bytes: Some(crate::api::LIST_SPEC_BYTES),
         ..JobFilter::default()
@@ -402,9 +415,12 @@ fn jobs_table(body: &mut String, jobs: &[JobRecord], with_tenant: bool) {
 async fn job_page(
     State(s): State<AppState>,
     auth: Result<Auth, ApiError>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Page {
+    let Ok(Path(id)) = id else {
+        return ApiError::not_found("job with such an id").into();
+    };
     match render_job(&s, auth, &id, q).await {
         Ok(page) => page,
         Err(e) => e.into(),
@@ -546,7 +562,7 @@ async fn render_job(
                 "<span class=\"muted\">[attempt {} rank {} {}]</span> {}",
                 l.attempt,
                 l.rank,
-                l.stream,
+                esc(&l.stream),
                 esc(&l.line)
             );
         }
@@ -563,12 +579,14 @@ async fn render_job(
             );
         }
     }
+    // The page that reaches the end of the output so far is followed while the job is live.
+    let at_the_end = (lines.len() as i64) < LINES_PER_PAGE;
     let mut page = Page::ok(
         format!("Job {}", job.name.as_deref().unwrap_or(&job.id)),
         body,
     );
-    // A job still pending or running is followed (from its first output page).
-    page.refresh = after == 0 && !job.state.is_final();
+    // A job still pending or running is followed on the page that shows its latest output.
+    page.refresh = at_the_end && !job.state.is_final();
     Ok(page)
 }
 

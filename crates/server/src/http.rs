@@ -191,21 +191,28 @@ impl Auth {
 
 const TOKEN_CACHE: Duration = Duration::from_secs(30);
 
-/// The token an `Authorization` header carries: `Bearer TOKEN`, or `Basic` credentials whose
-/// password is the token (what a browser sends for the dashboard; the user name is ignored).
-/// Schemes are case-insensitive (RFC 9110 §11.1).
-fn token_of(header: &str) -> Option<String> {
+/// The token an `Authorization` header carries: `Bearer TOKEN`, or with `basic` `Basic`
+/// credentials whose password is the token (what a browser sends for the dashboard; the user
+/// name is ignored). Schemes are case-insensitive (RFC 9110 §11.1).
+fn token_of(header: &str, basic: bool) -> Option<String> {
     use base64::Engine as _;
     let (scheme, rest) = header.trim_start().split_once(' ')?;
     if scheme.eq_ignore_ascii_case("bearer") {
         Some(rest.trim().to_owned())
-    } else if scheme.eq_ignore_ascii_case("basic") {
+    } else if basic && scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(rest.trim())
             .ok()?;
-        let credentials = String::from_utf8(decoded).ok()?;
-        let (_, password) = credentials.split_once(':')?;
-        Some(password.to_owned())
+        // user-id ":" password (RFC 7617); the user name, whatever its bytes, is ignored —
+        // unless the password is empty and the token was typed as the user name.
+        let colon = decoded.iter().position(|&b| b == b':')?;
+        let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+        let token = std::str::from_utf8(password).ok()?.trim();
+        if token.is_empty() {
+            Some(std::str::from_utf8(user).ok()?.trim().to_owned())
+        } else {
+            Some(token.to_owned())
+        }
     } else {
         None
     }
@@ -221,16 +228,23 @@ impl FromRequestParts<AppState> for Auth {
                 "missing `Authorization: Bearer TOKEN` (create one with `switchyard token create`)",
             ));
         };
+        // Basic credentials only for the dashboard's read-only pages: a browser attaches them
+        // to every request to the origin, cross-site ones too, so on the API (which changes
+        // state) they would open it to cross-site request forgery.
+        let path = parts.uri.path();
+        let basic = path == "/dashboard" || path.starts_with("/dashboard/");
         let token = value
             .to_str()
             .ok()
-            .and_then(token_of)
+            .and_then(|v| token_of(v, basic))
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                unauthorized(
-                    "the Authorization header must be `Bearer TOKEN` (or Basic with the token \
-                     as the password)",
-                )
+                unauthorized(if basic {
+                    "the Authorization header must be `Bearer TOKEN`, or Basic with the token as \
+                     the password"
+                } else {
+                    "the Authorization header must be `Bearer TOKEN`"
+                })
             })?;
         let hash = switchyard_store::hash_token(&token);
         if let Ok(cache) = state.tokens.lock()

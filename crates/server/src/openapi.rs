@@ -9,7 +9,7 @@ pub const DOCUMENT: &str = r##"{
     "description": "Submit, inspect and cancel training runs, batch jobs and inference services, and read their output. Every /v1 route but this document needs `Authorization: Bearer TOKEN`; a token belongs to one tenant (or is an admin token, or a node agent's token, which the tenant routes refuse with 403). Another tenant's job answers 404. Errors are {\"error\": {\"code\", \"message\"}}."
   },
   "components": {
-    "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" }, "basic": { "type": "http", "scheme": "basic", "description": "any user name; the API token as the password" } },
+    "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
     "schemas": {
       "SubmitRequest": {
         "type": "object", "additionalProperties": false, "required": ["kind", "accelerators"],
@@ -98,7 +98,7 @@ pub const DOCUMENT: &str = r##"{
       "Error": { "description": "an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
     }
   },
-  "security": [{ "bearer": [] }, { "basic": [] }],
+  "security": [{ "bearer": [] }],
   "paths": {
     "/healthz": { "get": { "summary": "liveness", "security": [], "responses": { "200": { "description": "alive" } } } },
     "/readyz": { "get": { "summary": "readiness: the store answers; says whether this replica schedules (leader) or not", "security": [], "responses": { "200": { "description": "ready" }, "503": { "$ref": "#/components/responses/Error" } } } },

@@ -204,8 +204,11 @@ pub struct JobFilter {
     /// Empty: any state.
     pub states: Vec<JobState>,
     pub kind: Option<String>,
-    /// Only jobs after this cursor ([`JobFilter::cursor_of`] of the last job of a page).
+    /// Only jobs after this cursor in the listing's order ([`JobFilter::cursor_of`] of the
+    /// last job of a page).
     pub after: Option<i64>,
+    /// The latest submissions first (and `after` goes back in time); by default the earliest.
+    pub newest_first: bool,
     pub limit: i64,
     /// Ends the page before a job whose specification would start past this many bytes of
     /// listed specifications (the first job is always listed), so that a page of big
@@ -220,6 +223,7 @@ impl Default for JobFilter {
             states: Vec::new(),
             kind: None,
             after: None,
+            newest_first: false,
             limit: 100,
             spec_bytes: None,
         }

@@ -503,9 +503,14 @@ macro_rules! sql_store {
                 if f.kind.is_some() {
                     sql.push_str(&format!(" AND kind = ${}", next()));
                 }
-                let order = f.cursor_column();
+                let column = f.cursor_column();
+                let (past, order) = if f.newest_first {
+                    ("<", format!("{column} DESC"))
+                } else {
+                    (">", column.to_owned())
+                };
                 if f.after.is_some() {
-                    sql.push_str(&format!(" AND {order} > ${}", next()));
+                    sql.push_str(&format!(" AND {column} {past} ${}", next()));
                 }
                 sql.push_str(&format!(" ORDER BY {order} LIMIT ${}", next()));
                 if f.spec_bytes.is_some() {

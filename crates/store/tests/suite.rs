@@ -588,6 +588,24 @@ async fn jobs_and_tenants(s: AnyStore) {
         .await
         .expect("page 2");
     assert_eq!(page1.len() + page2.len(), 6);
+    // Newest first: the same jobs the other way round, `after` going back in time.
+    let newest = |after: Option<i64>| JobFilter {
+        tenant: Some("a".into()),
+        limit: 4,
+        after,
+        newest_first: true,
+        spec_bytes: Some(1 << 20),
+        ..JobFilter::default()
+    };
+    let latest = s.list_jobs(&newest(None)).await.expect("newest first");
+    let numbers = |jobs: &[JobRecord]| jobs.iter().map(|j| j.tenant_number).collect::<Vec<_>>();
+    assert_eq!(numbers(&latest), [6, 5, 4, 3]);
+    let filter = newest(None);
+    let earlier = s
+        .list_jobs(&newest(latest.last().map(|j| filter.cursor_of(j))))
+        .await
+        .expect("older page");
+    assert_eq!(numbers(&earlier), [2, 1]);
     // A byte budget ends the page before the job that would start past it; the first job is
     // always listed, however big.
     let spec_len = mine[0].spec.len() as i64;
