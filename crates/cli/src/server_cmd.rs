@@ -106,7 +106,46 @@ enum TokenCommand {
         #[arg(long, conflicts_with_all = ["tenant", "admin"])]
         agent: bool,
     },
+    /// List the database's tokens: id (the start of the token's SHA-256, which is all the store
+    /// keeps), whom each acts for, when it was made.
+    #[command(after_help = "Example:\n  switchyard token list --db sqlite://switchyard.db")]
+    List {
+        /// The server's database.
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            default_value = "sqlite://switchyard.db",
+            value_name = "URL"
+        )]
+        db: String,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token, given itself or its id from `token list`: servers stop accepting it
+    /// within 30 s (they cache a token's holder that long).
+    #[command(
+        after_help = "Examples:\n  switchyard token revoke --db sqlite://switchyard.db 3f9a1c0b7d2e\n  switchyard token revoke --db sqlite://switchyard.db \"$SWITCHYARD_TOKEN\""
+    )]
+    Revoke {
+        /// The server's database.
+        #[arg(
+            long,
+            env = "SWITCHYARD_DB",
+            default_value = "sqlite://switchyard.db",
+            value_name = "URL"
+        )]
+        db: String,
+        /// The token (`sy_…`), or its id: at least 6 leading hex digits of its SHA-256.
+        #[arg(value_name = "TOKEN|ID")]
+        token: String,
+    },
 }
+
+/// Hex digits of a token's SHA-256 that `token list` shows as its id.
+const TOKEN_ID_LEN: usize = 12;
+/// The shortest id prefix `token revoke` takes.
+const TOKEN_ID_MIN: usize = 6;
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
@@ -166,12 +205,140 @@ fn backend_for(fleet: &switchyard_core::Fleet) -> Result<Box<dyn Backend>, CliEr
 }
 
 pub fn run_token(args: TokenArgs) -> Result<(), CliError> {
-    let TokenCommand::Create {
-        db,
-        tenant,
-        admin,
-        agent,
-    } = args.command;
+    match args.command {
+        TokenCommand::Create {
+            db,
+            tenant,
+            admin,
+            agent,
+        } => create_token(db, tenant, admin, agent),
+        TokenCommand::List { db, json } => list_tokens(&db, json),
+        TokenCommand::Revoke { db, token } => revoke_token(&db, &token),
+    }
+}
+
+fn store_error(e: switchyard_store::StoreError) -> CliError {
+    match e {
+        switchyard_store::StoreError::Url(_) => CliError::Input(e.to_string()),
+        other => CliError::Other(other.to_string()),
+    }
+}
+
+/// Whom a token acts for, in words.
+fn holder(p: &switchyard_store::Principal) -> String {
+    if p.agent {
+        "node agents".to_owned()
+    } else if p.admin {
+        format!("tenant `{}` (admin)", p.tenant)
+    } else {
+        format!("tenant `{}`", p.tenant)
+    }
+}
+
+fn list_tokens(db: &str, json: bool) -> Result<(), CliError> {
+    use switchyard_store::StoreRead as _;
+    let tokens = runtime()?
+        .block_on(async { switchyard_store::connect(db).await?.tokens().await })
+        .map_err(store_error)?;
+    let text = if json {
+        let rows: Vec<serde_json::Value> = tokens
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": &t.hash[..TOKEN_ID_LEN.min(t.hash.len())],
+                    "sha256": t.hash,
+                    "tenant": (!t.principal.agent).then_some(&t.principal.tenant),
+                    "admin": t.principal.admin,
+                    "agent": t.principal.agent,
+                    "created_ms": t.created_ms,
+                })
+            })
+            .collect();
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&rows).map_err(|e| CliError::Other(e.to_string()))?
+        )
+    } else if tokens.is_empty() {
+        format!(
+            "no tokens in {} (create one with `switchyard token create`)\n",
+            without_password(db)
+        )
+    } else {
+        let mut t = crate::table::Table::new(["ID", "FOR", "CREATED (UTC)"]);
+        for token in &tokens {
+            t.row([
+                token.hash[..TOKEN_ID_LEN.min(token.hash.len())].to_owned(),
+                holder(&token.principal),
+                switchyard_server::leader::utc(token.created_ms),
+            ]);
+        }
+        t.render()
+    };
+    crate::error::emit(&text)
+}
+
+fn revoke_token(db: &str, given: &str) -> Result<(), CliError> {
+    use switchyard_store::StoreRead as _;
+    let given = given.trim();
+    let by_token = given.starts_with("sy_");
+    let prefix = given.to_ascii_lowercase();
+    if !by_token
+        && (prefix.len() < TOKEN_ID_MIN
+            || prefix.len() > 64
+            || !prefix.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(CliError::Input(format!(
+            "`{}` is neither a token (`sy_…`) nor a token id ({TOKEN_ID_MIN} to 64 hex digits, \
+             as `switchyard token list` shows)",
+            given.chars().take(80).collect::<String>()
+        )));
+    }
+    let revoked = runtime()?.block_on(async {
+        let store = switchyard_store::connect(db).await?;
+        let tokens = store.tokens().await?;
+        let matching: Vec<&switchyard_store::TokenRecord> = if by_token {
+            let hash = switchyard_store::hash_token(given);
+            tokens.iter().filter(|t| t.hash == hash).collect()
+        } else {
+            tokens
+                .iter()
+                .filter(|t| t.hash.starts_with(&prefix))
+                .collect()
+        };
+        match matching.as_slice() {
+            [one] => {
+                store.delete_token(&one.hash).await?;
+                Ok(Ok((*one).clone()))
+            }
+            [] => Ok(Err(format!(
+                "no token {} in {} (`switchyard token list` shows them)",
+                if by_token {
+                    "like that"
+                } else {
+                    "with that id"
+                },
+                without_password(db)
+            ))),
+            many => Ok(Err(format!(
+                "the id `{prefix}` matches {} tokens; give more of it",
+                many.len()
+            ))),
+        }
+    });
+    let revoked = revoked.map_err(store_error)?.map_err(CliError::Input)?;
+    crate::error::emit(&format!(
+        "revoked token {} for {}; servers stop accepting it within 30 s\n",
+        &revoked.hash[..TOKEN_ID_LEN.min(revoked.hash.len())],
+        holder(&revoked.principal)
+    ))
+}
+
+fn create_token(
+    db: String,
+    tenant: Option<String>,
+    admin: bool,
+    agent: bool,
+) -> Result<(), CliError> {
     // `None`: an agent token.
     let tenant = match (tenant, agent) {
         (_, true) => None,

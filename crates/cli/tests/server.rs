@@ -1124,6 +1124,78 @@ fn dashboard(db: String) {
     );
 }
 
+/// `token list` shows ids and holders (never tokens); `token revoke` takes a token or an id,
+/// refuses what matches nothing, and a revoked token opens nothing.
+fn token_management(db: String) {
+    let tokens = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("token")
+            .args(args)
+            .args(["--db", &db])
+            .output()
+            .expect("run switchyard token");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let user = token(&db, "research", false);
+    let admin = token(&db, "ops", true);
+    let (code, out, err) = tokens(&["list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("JSON");
+    let listed = listed.as_array().expect("an array").clone();
+    assert_eq!(listed.len(), 2, "{out}");
+    assert!(!out.contains(&user) && !out.contains(&admin), "{out}");
+    let id_of = |tenant: &str| {
+        listed
+            .iter()
+            .find(|t| t["tenant"] == tenant)
+            .and_then(|t| t["id"].as_str())
+            .expect("listed")
+            .to_owned()
+    };
+    let (code, out, _) = tokens(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("tenant `ops` (admin)") && out.contains(&id_of("research")),
+        "{out}"
+    );
+
+    let s = Server::start(&db);
+    assert_eq!(
+        call("GET", &format!("{}/v1/jobs", s.url), Some(&user), None).0,
+        200
+    );
+    // By id (a prefix of it), then by the token itself.
+    let (code, out, err) = tokens(&["revoke", &id_of("research")[..8]]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("tenant `research`"), "{out}");
+    let (code, _, err) = tokens(&["revoke", &id_of("research")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no token with that id"), "{err}");
+    let (code, _, err) = tokens(&["revoke", &admin]);
+    assert_eq!(code, Some(0), "{err}");
+    for bad in ["abc", "not-hex-at-all", "sy_"] {
+        let (code, _, err) = tokens(&["revoke", bad]);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+    }
+    let (_, out, _) = tokens(&["list", "--json"]);
+    assert_eq!(out.trim(), "[]");
+    // A server started now does not know them (a running one forgets them within 30 s).
+    drop(s);
+    let s = Server::start(&db);
+    assert_eq!(
+        call("GET", &format!("{}/v1/jobs", s.url), Some(&user), None).0,
+        401
+    );
+    assert_eq!(
+        call("GET", &format!("{}/v1/jobs", s.url), Some(&admin), None).0,
+        401
+    );
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[test] fn $name() { super::$name(super::fresh_db("sqlite").expect("sqlite")); } )* }
@@ -1138,7 +1210,8 @@ both!(
     cli_verbs,
     scaling,
     big_pages,
-    dashboard
+    dashboard,
+    token_management
 );
 
 #[test]

@@ -19,7 +19,7 @@ use std::future::Future;
 pub use model::{
     Batch, ClusterUsage, EventQuery, EventRecord, JobFilter, JobRecord, JobState, JobUpdate, Lease,
     LogLine, LogQuery, LogRecord, NewEvent, NewJob, NodeRecord, NodeRegistration, NodeState,
-    Principal, TenantUsage, is_replica_name, replica_of_assignment,
+    Principal, TenantUsage, TokenRecord, is_replica_name, replica_of_assignment,
 };
 pub use sql::{PgStore, SqliteStore};
 
@@ -60,6 +60,8 @@ pub trait StoreRead: Send + Sync {
         &self,
         hash: &str,
     ) -> impl Future<Output = Result<Option<Principal>, StoreError>> + Send;
+    /// Every token, oldest first.
+    fn tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
     fn get_job(
         &self,
         id: &str,
@@ -71,13 +73,14 @@ pub trait StoreRead: Send + Sync {
         tenant: &str,
         name: &str,
     ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
-    /// Jobs in submission order, after `filter.after_seq`, at most `filter.limit`.
+    /// Jobs in submission order (or the latest first), after `filter.after`, at most
+    /// `filter.limit`.
     fn list_jobs(
         &self,
         filter: &JobFilter,
     ) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send;
-    /// A page of a job's events in order: at most `limit` with `seq` above `after`; `None`
-    /// when the job is not found for this tenant.
+    /// A page of a job's events in order: at most `limit` numbered above `after`; `None` when
+    /// the job is not found for this tenant.
     fn events(
         &self,
         id: &str,
@@ -132,6 +135,8 @@ pub trait StoreWrite: Send + Sync {
         hash: &str,
         now_ms: i64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes the token whose SHA-256 is `hash`; whether there was one.
+    fn delete_token(&self, hash: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Inserts a submitted job and its `submitted` event; [`StoreError::Conflict`] when the
     /// tenant already has a job of that name.
     fn insert_job(
@@ -253,6 +258,9 @@ impl StoreRead for AnyStore {
     async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
         delegate!(self, s => s.principal(hash).await)
     }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        delegate!(self, s => s.tokens().await)
+    }
     async fn get_job(
         &self,
         id: &str,
@@ -316,6 +324,9 @@ impl StoreWrite for AnyStore {
     }
     async fn insert_agent_token(&self, hash: &str, now_ms: i64) -> Result<(), StoreError> {
         delegate!(self, s => s.insert_agent_token(hash, now_ms).await)
+    }
+    async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_token(hash).await)
     }
     async fn insert_job(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
         delegate!(self, s => s.insert_job(job).await)

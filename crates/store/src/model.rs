@@ -45,6 +45,15 @@ impl JobState {
     }
 }
 
+/// A stored token: its SHA-256 (the token itself is never stored), whom it acts for, when it
+/// was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub hash: String,
+    pub principal: Principal,
+    pub created_ms: i64,
+}
+
 /// The bearer of a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -445,6 +445,29 @@ macro_rules! sql_store {
                 }
             }
 
+            async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT hash, tenant, admin, agent, created_ms FROM tokens \
+                     ORDER BY created_ms, hash",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(TokenRecord {
+                            hash: r.try_get("hash")?,
+                            principal: Principal {
+                                tenant: r.try_get("tenant")?,
+                                admin: r.try_get("admin")?,
+                                agent: r.try_get("agent")?,
+                            },
+                            created_ms: r.try_get("created_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn get_job(
                 &self,
                 id: &str,
@@ -745,6 +768,15 @@ macro_rules! sql_store {
                 .execute(&self.write)
                 .await?;
                 Ok(())
+            }
+
+            async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
+                let gone = sqlx::query("DELETE FROM tokens WHERE hash = $1")
+                    .bind(hash)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected();
+                Ok(gone > 0)
             }
 
             async fn insert_agent_token(&self, hash: &str, now_ms: i64) -> Result<(), StoreError> {

@@ -71,6 +71,19 @@ async fn tokens(s: AnyStore) {
             .await
             .is_err()
     );
+    // Listed oldest first, hashes only; a deleted token no longer names anyone.
+    let listed = s.tokens().await.expect("tokens");
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[2].hash, hash_token("agent-token"));
+    assert!(listed[2].principal.agent && listed[2].created_ms == 2);
+    assert!(listed.iter().all(|t| t.hash != token));
+    assert!(s.delete_token(&hash_token(&token)).await.expect("delete"));
+    assert!(!s.delete_token(&hash_token(&token)).await.expect("again"));
+    assert_eq!(
+        s.principal(&hash_token(&token)).await.expect("lookup"),
+        None
+    );
+    assert_eq!(s.tokens().await.expect("tokens").len(), 2);
 }
 
 fn registration(cluster: &str, host: &str, now_ms: i64, slots: i64) -> NodeRegistration {
