@@ -1116,8 +1116,16 @@ fn dashboard(db: String) {
     let (_, _, html) = page(&format!("{}/dashboard?show=all", s.url), Some(&basic(&a)));
     let (later, tagged) = (html.find(">later<"), html.find(">tagged<"));
     assert!(later.is_some() && later < tagged, "{html}");
-    // The other tenant sees its own job and not the first one's.
+    assert!(
+        html.contains("<h2>Teams</h2>") && html.contains("<td>research</td>"),
+        "{html}"
+    );
+    // The other tenant sees its own job and team, not the first one's.
     let (_, _, html) = page(&format!("{}/dashboard?show=all", s.url), Some(&basic(&b)));
+    assert!(
+        html.contains("<td>serving</td>") && !html.contains("<td>research</td>"),
+        "{html}"
+    );
     assert!(
         html.contains("other-tenants-job") && !html.contains("tagged"),
         "{html}"

@@ -311,6 +311,47 @@ async fn render_overview(
     }
     body.push_str("</table>");
 
+    // The teams the caller may see: what they run and hold, and their quotas.
+    let teams = crate::http::tenant_states(s, &auth).await?;
+    body.push_str(
+        "<h2>Teams</h2><table><tr><th>team</th><th>organisation</th><th class=\"n\">pending</th>\
+         <th class=\"n\">running</th><th class=\"n\">accelerators held</th><th>quotas</th></tr>",
+    );
+    for t in &teams {
+        let quotas = t
+            .quotas
+            .iter()
+            .map(|q| {
+                format!(
+                    "{}: {} guaranteed, {}",
+                    esc(q.cluster.as_deref().unwrap_or("fleet-wide")),
+                    q.accelerators,
+                    q.borrowing_limit.map_or_else(
+                        || "may borrow any idle".to_owned(),
+                        |b| format!("may borrow {b} more")
+                    )
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td>{}</td></tr>",
+            esc(&t.tenant),
+            esc(t.organisation.as_deref().unwrap_or("")),
+            t.pending,
+            t.running,
+            t.allocated,
+            if quotas.is_empty() {
+                "<span class=\"muted\">none</span>".to_owned()
+            } else {
+                quotas
+            }
+        );
+    }
+    body.push_str("</table>");
+
     // The caller's jobs.
     body.push_str("<h2>Jobs <span class=\"muted\">(latest submitted first)</span></h2><nav>");
     for (name, choice) in Show::CHOICES {

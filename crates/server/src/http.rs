@@ -870,6 +870,14 @@ async fn tenants(
 ) -> Result<Json<TenantList>, ApiError> {
     auth.tenant_api()?;
     query(q, &[])?;
+    Ok(Json(TenantList {
+        tenants: tenant_states(&s, &auth).await?,
+    }))
+}
+
+/// The teams `auth` may see (an admin: every team of the fleet and every tenant with jobs; a
+/// tenant: itself), by name, with their usage and quotas.
+pub(crate) async fn tenant_states(s: &AppState, auth: &Auth) -> Result<Vec<TenantState>, ApiError> {
     let usage = s.store.tenant_usage().await?;
     let mut names: Vec<String> = if auth.0.admin {
         let mut n: Vec<String> = s
@@ -890,22 +898,19 @@ async fn tenants(
         accelerators: q.accelerators,
         borrowing_limit: q.borrowing_limit,
     };
-    Ok(Json(TenantList {
-        tenants: names
-            .into_iter()
-            .map(|name| {
-                let u = usage.iter().find(|u| u.tenant == name);
-                let team = s.fleet.team(&name);
-                TenantState {
-                    organisation: team.map(|(o, _)| o.name.clone()),
-                    quotas: team
-                        .map_or_else(Vec::new, |(_, t)| t.quotas.iter().map(quota).collect()),
-                    pending: u.map_or(0, |u| u.pending),
-                    running: u.map_or(0, |u| u.running),
-                    allocated: u.map_or(0, |u| u.allocated),
-                    tenant: name,
-                }
-            })
-            .collect(),
-    }))
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let u = usage.iter().find(|u| u.tenant == name);
+            let team = s.fleet.team(&name);
+            TenantState {
+                organisation: team.map(|(o, _)| o.name.clone()),
+                quotas: team.map_or_else(Vec::new, |(_, t)| t.quotas.iter().map(quota).collect()),
+                pending: u.map_or(0, |u| u.pending),
+                running: u.map_or(0, |u| u.running),
+                allocated: u.map_or(0, |u| u.allocated),
+                tenant: name,
+            }
+        })
+        .collect())
 }
