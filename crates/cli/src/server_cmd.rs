@@ -87,14 +87,8 @@ enum TokenCommand {
         after_help = "Examples:\n  export SWITCHYARD_TOKEN=$(switchyard token create --db sqlite://switchyard.db --tenant research)\n  AGENT_TOKEN=$(switchyard token create --db sqlite://switchyard.db --agent)"
     )]
     Create {
-        /// The server's database.
-        #[arg(
-            long,
-            env = "SWITCHYARD_DB",
-            default_value = "sqlite://switchyard.db",
-            value_name = "URL"
-        )]
-        db: String,
+        #[command(flatten)]
+        store: StoreArg,
         /// The tenant (team) the token acts for.
         #[arg(long, required_unless_present = "agent")]
         tenant: Option<String>,
@@ -110,14 +104,8 @@ enum TokenCommand {
     /// keeps), whom each acts for, when it was made.
     #[command(after_help = "Example:\n  switchyard token list --db sqlite://switchyard.db")]
     List {
-        /// The server's database.
-        #[arg(
-            long,
-            env = "SWITCHYARD_DB",
-            default_value = "sqlite://switchyard.db",
-            value_name = "URL"
-        )]
-        db: String,
+        #[command(flatten)]
+        store: StoreArg,
         /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -128,18 +116,25 @@ enum TokenCommand {
         after_help = "Examples:\n  switchyard token revoke --db sqlite://switchyard.db 3f9a1c0b7d2e\n  switchyard token revoke --db sqlite://switchyard.db \"$SWITCHYARD_TOKEN\""
     )]
     Revoke {
-        /// The server's database.
-        #[arg(
-            long,
-            env = "SWITCHYARD_DB",
-            default_value = "sqlite://switchyard.db",
-            value_name = "URL"
-        )]
-        db: String,
+        #[command(flatten)]
+        store: StoreArg,
         /// The token (`sy_…`), or its id: at least 6 leading hex digits of its SHA-256.
         #[arg(value_name = "TOKEN|ID")]
         token: String,
     },
+}
+
+/// The database the token verbs work on: the server's.
+#[derive(Debug, clap::Args)]
+struct StoreArg {
+    /// The server's database.
+    #[arg(
+        long,
+        env = "SWITCHYARD_DB",
+        default_value = "sqlite://switchyard.db",
+        value_name = "URL"
+    )]
+    db: String,
 }
 
 /// Hex digits of a token's SHA-256 that `token list` shows as its id.
@@ -207,13 +202,13 @@ fn backend_for(fleet: &switchyard_core::Fleet) -> Result<Box<dyn Backend>, CliEr
 pub fn run_token(args: TokenArgs) -> Result<(), CliError> {
     match args.command {
         TokenCommand::Create {
-            db,
+            store,
             tenant,
             admin,
             agent,
-        } => create_token(db, tenant, admin, agent),
-        TokenCommand::List { db, json } => list_tokens(&db, json),
-        TokenCommand::Revoke { db, token } => revoke_token(&db, &token),
+        } => create_token(store.db, tenant, admin, agent),
+        TokenCommand::List { store, json } => list_tokens(&store.db, json),
+        TokenCommand::Revoke { store, token } => revoke_token(&store.db, &token),
     }
 }
 
