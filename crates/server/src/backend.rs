@@ -124,6 +124,12 @@ pub trait Backend: Send + std::fmt::Debug {
     fn poll(&mut self, now_ms: i64) -> Vec<Observed>;
     /// Forgets everything (a new leader term re-sends the desired state).
     fn reset(&mut self);
+    /// When the backend next expects to observe something without being told (the dry run:
+    /// its next run's end), so that the leader polls then rather than a whole tick later.
+    /// `None`: nothing it can foresee.
+    fn next_due_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// Runs nothing: a gang's work is done when the scheduler expected it to end. Lets the API,
@@ -175,6 +181,10 @@ impl Backend for DryRun {
 
     fn reset(&mut self) {
         self.running.clear();
+    }
+
+    fn next_due_ms(&self) -> Option<i64> {
+        self.running.values().map(|&(_, end)| end).min()
     }
 }
 
@@ -245,6 +255,15 @@ impl Backend for Routed {
             b.reset();
         }
         self.fallback.reset();
+    }
+
+    fn next_due_ms(&self) -> Option<i64> {
+        self.routes
+            .iter()
+            .map(|(_, b)| b)
+            .chain(std::iter::once(&self.fallback))
+            .filter_map(|b| b.next_due_ms())
+            .min()
     }
 }
 

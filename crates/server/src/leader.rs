@@ -77,9 +77,17 @@ pub async fn run(
     let ttl_ms = cfg.lease_ttl.as_millis() as i64;
     let mut leading: Option<Leading> = None;
     loop {
+        // A whole tick at most; less when the backend foresees something sooner (a dry run's
+        // end) while this replica leads.
+        let wait = match backend.next_due_ms().filter(|_| leading.is_some()) {
+            Some(due) => cfg.tick.min(Duration::from_millis(
+                u64::try_from(due - now_ms()).unwrap_or(0),
+            )),
+            None => cfg.tick,
+        };
         tokio::select! {
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(cfg.tick) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
@@ -330,5 +338,66 @@ mod tests {
         leader.await.expect("the leader stops");
         assert!(dropped.load(Ordering::SeqCst));
         assert!(ticks >= 5, "this task ran {ticks} times during the drop");
+    }
+
+    /// A dry run's end is seen when it comes, not a tick later: with a 30 s tick, a job of a
+    /// fraction of a second is done in about that.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dry_runs_end_is_seen_when_it_comes() {
+        use switchyard_store::{JobState, NewJob, StoreRead as _, StoreWrite as _};
+        let store = switchyard_store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let (stop, stopped) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let leader = tokio::spawn(run(
+            store.clone(),
+            Arc::new(Fleet::default_fleet()),
+            Box::new(crate::backend::DryRun::default()),
+            Arc::new(Metrics::default()),
+            wake.clone(),
+            stopped,
+            LoopConfig {
+                tick: Duration::from_secs(30),
+                lease_ttl: Duration::from_secs(60),
+                holder: "test".into(),
+            },
+        ));
+        // The first tick takes the lease.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let job = store
+            .insert_job(&NewJob {
+                id: "j-0000000000000001".into(),
+                tenant: "research".into(),
+                name: None,
+                kind: "batch".into(),
+                priority: 0,
+                accelerators: 8,
+                spec: r#"{"kind":"batch","accelerators":8,"duration_s":0.2}"#.into(),
+                reason: "queued".into(),
+                submitted_ms: now_ms(),
+            })
+            .await
+            .expect("submit");
+        wake.notify_one();
+        let started = Instant::now();
+        let mut state = JobState::Pending;
+        while state != JobState::Done && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            state = store
+                .get_job(&job.id, None)
+                .await
+                .expect("read")
+                .expect("the job")
+                .state;
+        }
+        stop.send(true).expect("the leader listens");
+        leader.await.expect("the leader stops");
+        assert_eq!(state, JobState::Done, "after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
