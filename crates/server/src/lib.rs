@@ -133,7 +133,7 @@ pub async fn serve_with(
         state = state.with_agents(hub);
     }
     let app = http::router(state);
-    tracing::info!(%addr, "switchyard server listening");
+    tracing::info!(%addr, dashboard = %format!("http://{addr}/dashboard"), "switchyard server listening");
     on_listening(addr);
     let stop_tx = Arc::new(stop_tx);
     let mut stopping = stop_tx.subscribe();
