@@ -577,6 +577,12 @@ impl Supervisor {
                     }
                 } else {
                     tracing::info!(id = %m.assignment.id, pid, "a process of a previous agent is gone");
+                    // What is left of its group (a trainer under a wrapper that died) would
+                    // hold the accelerators and the checkpoint directory of the next attempt.
+                    if group_alive(pid, None) {
+                        tracing::warn!(id = %m.assignment.id, pid, "killing what is left of its process group");
+                        signal_group(pid, Signal::SIGKILL);
+                    }
                     m.state = ProcessState::Exited(ExitInfo {
                         code: None,
                         signal: None,
@@ -923,7 +929,15 @@ impl Supervisor {
                     (!alive).then_some((None, None))
                 }
             };
-            match ended {
+            // A stop's grace period is the group's, not its leader's: a wrapper shell that
+            // dies at once on SIGTERM must not take down the trainer still writing its
+            // checkpoint. The process counts as running (holding its accelerators) until its
+            // group is empty or the grace period is over.
+            let draining = ended.is_some()
+                && matches!(m.state, ProcessState::Stopping { .. })
+                && m.stop_deadline.is_some_and(|d| now < d)
+                && group_alive(pid, None);
+            match ended.filter(|_| !draining) {
                 Some((code, signal)) => {
                     // The leader is gone; stragglers in its group go too.
                     signal_group(pid, Signal::SIGKILL);
@@ -941,7 +955,7 @@ impl Supervisor {
                     exited.push((id.clone(), info));
                 }
                 None => {
-                    if m.stop_deadline.is_some_and(|d| now >= d) {
+                    if !draining && m.stop_deadline.is_some_and(|d| now >= d) {
                         tracing::warn!(id, pid, "grace period over: SIGKILL to the process group");
                         signal_group(pid, Signal::SIGKILL);
                         m.stop_deadline = None;
@@ -1273,6 +1287,37 @@ mod tests {
         }
     }
 
+    /// The grace period of a stop is the group's: a wrapper shell that dies at once on SIGTERM
+    /// does not take down the child still saving its checkpoint, and the stop ends when the
+    /// group is empty, not at the deadline.
+    #[test]
+    fn a_stop_gives_the_whole_group_its_grace_period() {
+        let saved = std::env::temp_dir().join(format!("sy-grace-{}", std::process::id()));
+        let _ = std::fs::remove_file(&saved);
+        let mut s = Supervisor::new();
+        let a = sh(
+            "wrapped",
+            &format!(
+                "sh -c 'trap \"sleep 0.5; echo saved > {}; exit 0\" TERM; echo ready; \
+                 while true; do sleep 0.05; done' & wait",
+                saved.display()
+            ),
+        );
+        s.start(&a, false);
+        logs_until(&s, 1);
+        let t0 = Instant::now();
+        s.stop_within("wrapped", Duration::from_secs(20));
+        let info = wait_exit(&mut s, "wrapped");
+        assert!(info.stopped_by_agent, "{info:?}");
+        assert_eq!(
+            std::fs::read_to_string(&saved).ok().as_deref(),
+            Some("saved\n"),
+            "the child was killed before it saved"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+        let _ = std::fs::remove_file(&saved);
+    }
+
     #[test]
     fn a_process_ignoring_sigterm_is_killed_after_the_grace_period() {
         let mut s = Supervisor::new();
@@ -1485,6 +1530,43 @@ mod tests {
             assert!(
                 Instant::now() < deadline,
                 "the reader of a gone process stops"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A process whose leader died while no agent watched, but whose group lives on (a trainer
+    /// under a wrapper that died), is killed by the next agent: it would hold the accelerators
+    /// and checkpoint directory of the next attempt.
+    #[test]
+    fn the_next_agent_kills_the_group_a_dead_leader_left() {
+        let dir = state_dir("orphans");
+        let mut old = Supervisor::with_state_dir(&dir).expect("state dir");
+        old.start(
+            &sh("wrapped", "sleep 300 & echo child=$!; sleep 0.2; exit 0"),
+            false,
+        );
+        let lines = logs_until(&old, 1);
+        let child: i32 = lines[0]
+            .line
+            .strip_prefix("child=")
+            .and_then(|p| p.parse().ok())
+            .expect("child pid line");
+        old.detach();
+        std::thread::sleep(Duration::from_millis(500));
+        let alive = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|st| !st.contains(") Z "))
+        };
+        assert!(alive(child), "the child outlives its leader");
+        let new = Supervisor::with_state_dir(&dir).expect("state dir again");
+        assert_eq!(new.live(), 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while alive(child) {
+            assert!(
+                Instant::now() < deadline,
+                "the orphaned child {child} survived"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
