@@ -597,12 +597,21 @@ impl AgentHub {
                 || this.handed.contains(&l.assignment_id);
             // Early in a term, an assignment this hub never handed to anyone may be one of an
             // attempt that ended before the term; one it handed to another node is not.
+            // Each id is looked up across the fleet once, and a push names at most
+            // MAX_UNVERIFIED_IDS of them: a node (or a token holder) sending many made-up ids
+            // must not hold the hub's lock over a fleet-wide scan per id.
             let adoptable = !handed
                 && adopting
                 && !l.assignment_id.contains(&this_term_replica)
-                && !*handed_elsewhere
-                    .entry(l.assignment_id.clone())
-                    .or_insert_with(|| hub.handed_anywhere(&l.assignment_id));
+                && match handed_elsewhere.get(&l.assignment_id) {
+                    Some(&elsewhere) => !elsewhere,
+                    None if handed_elsewhere.len() >= MAX_UNVERIFIED_IDS => false,
+                    None => {
+                        let elsewhere = hub.handed_anywhere(&l.assignment_id);
+                        handed_elsewhere.insert(l.assignment_id.clone(), elsewhere);
+                        !elsewhere
+                    }
+                };
             let (job, attempt, rank) = match known.get(l.assignment_id.as_str()) {
                 Some(a) => (a.job_id.clone(), a.attempt, a.rank),
                 None if !handed && !adoptable => {
@@ -1393,6 +1402,10 @@ impl Backend for AgentBackend {
 /// (each costs store reads); lines of further runs are dropped.
 const MAX_ADOPTED_RUNS: usize = 64;
 
+/// Assignment ids, handed to no node this term, whose lines one push may offer for adoption
+/// (each is looked up across the fleet); lines of further ones are refused.
+const MAX_UNVERIFIED_IDS: usize = 4 * MAX_ADOPTED_RUNS;
+
 /// The lines of a push to store: those of assignments the node was handed, and the
 /// [`PushedOutput::unverified`] ones the store vouches for — a gang rank's line when its attempt
 /// started on the node's cluster before the leader term (the `started` event says
@@ -2012,6 +2025,20 @@ mod tests {
         );
         assert_eq!(early.cluster, "local");
         assert!(early.term_started_ms > 0 && early.term_started_ms <= now);
+        // One push offers the lines of at most MAX_UNVERIFIED_IDS unknown assignments (each is
+        // looked up across the fleet); the rest are refused.
+        let many = h
+            .output(
+                &c,
+                batch(
+                    (0..MAX_UNVERIFIED_IDS + 50)
+                        .map(|i| line(&format!("j-old{i}/attempt-1/rank-0"), 0))
+                        .collect(),
+                ),
+                now,
+            )
+            .expect("answered");
+        assert_eq!(many.unverified.len(), MAX_UNVERIFIED_IDS);
         let later = h
             .output(
                 &c,
