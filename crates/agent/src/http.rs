@@ -62,7 +62,25 @@ pub fn check_server_url(base: &str) -> Result<(), String> {
         );
     }
     match base.parse::<ureq::http::Uri>() {
-        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        // API paths are appended to it: a query or fragment would swallow them.
+        _ if base.contains(['?', '#']) => Err(
+            "has a query or fragment (`?`, `#`): give the server's address alone, e.g. \
+             http://127.0.0.1:7070"
+                .into(),
+        ),
+        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => {
+            let port = uri
+                .authority()
+                .and_then(|a| a.as_str().rsplit_once(':'))
+                .filter(|(_, p)| !p.ends_with(']'))
+                .map(|(_, p)| p);
+            match port {
+                Some(p) if p.parse::<u16>().is_err() => Err(format!(
+                    "has port `{p}`, which is not a TCP port (1 to 65535)"
+                )),
+                _ => Ok(()),
+            }
+        }
         Ok(_) => Err("names no host (e.g. http://127.0.0.1:7070)".into()),
         Err(e) => Err(format!("is not a valid URL: {e}")),
     }

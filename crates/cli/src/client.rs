@@ -46,6 +46,19 @@ impl Client {
                     .into(),
             )
         })?;
+        // A token goes into a header: one with a line break or a non-ASCII character (a paste
+        // gone wrong) cannot, and would otherwise read as an unreachable server.
+        if let Some(bad) = token.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(CliError::Input(format!(
+                "the API token (--token or SWITCHYARD_TOKEN) contains {}: tokens are printable \
+                 ASCII (`sy_` and hex digits)",
+                match bad {
+                    '\n' | '\r' => "a line break".to_owned(),
+                    ' ' | '\t' => "a space".to_owned(),
+                    c => format!("the character {c:?}"),
+                }
+            )));
+        }
         let base = args.url.trim_end_matches('/').to_owned();
         switchyard_agent::http::check_server_url(&base)
             .map_err(|why| CliError::Input(format!("--url `{base}` {why}")))?;

@@ -43,8 +43,8 @@ pub struct StatusArgs {
     /// rejected).
     #[arg(long)]
     state: Option<String>,
-    /// Most jobs to list.
-    #[arg(long, default_value_t = 100)]
+    /// Most jobs to list (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
     #[command(flatten)]
     client: ClientArgs,

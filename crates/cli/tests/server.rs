@@ -1266,6 +1266,9 @@ fn bad_server_url_is_an_input_error() {
         ("http://[::1", "is not a valid URL"),
         ("http://:7070", "names no host"),
         ("http://a b", "is not a valid URL"),
+        ("http://127.0.0.1:7070#frag", "query or fragment"),
+        ("http://127.0.0.1:7070/?x=1", "query or fragment"),
+        ("http://127.0.0.1:99999", "not a TCP port"),
     ] {
         let out = Command::new(BIN)
             .args(["queue", "--url", url, "--token", "t"])
@@ -1280,4 +1283,27 @@ fn bad_server_url_is_an_input_error() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(4));
+    // A token that cannot go in a header is bad input that says why, not an unreachable server.
+    for (token, expected) in [("sy_ab\n", "a line break"), ("sy_ü", "'ü'")] {
+        let out = Command::new(BIN)
+            .args(["queue", "--url", "http://127.0.0.1:1", "--token", token])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{token:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{token:?}: {err}");
+    }
+    let out = Command::new(BIN)
+        .args([
+            "status",
+            "--url",
+            "http://127.0.0.1:1",
+            "--token",
+            "t",
+            "--limit",
+            "0",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
 }
