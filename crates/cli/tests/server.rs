@@ -454,6 +454,13 @@ fn error_codes(db: String) {
         "invalid_request",
         call("GET", &format!("{jobs}?state=sleeping"), Some(&t), None),
     );
+    // A negative cursor, an empty filter or a parameter given twice is refused, not guessed.
+    for bad in ["after=-1", "state=", "tenant=", "limit=1&limit=2"] {
+        let (status, body) = call("GET", &format!("{jobs}?{bad}"), Some(&t), None);
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (_, body) = call("GET", &format!("{jobs}?limit=1&limit=2"), Some(&t), None);
+    assert!(body.to_string().contains("given twice"), "{body}");
     expect(
         404,
         "not_found",

@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::Router;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use switchyard_store::{JobFilter, JobRecord, JobState, LogQuery, StoreRead};
 
-use crate::http::{ApiError, AppState, Auth};
+use crate::http::{ApiError, AppState, Auth, QueryParams};
 use crate::leader::utc;
 
 /// Jobs on one page of the overview.
@@ -162,10 +162,7 @@ fn esc(text: &str) -> String {
 }
 
 /// The query string's parameters, refusing any not in `allowed`.
-fn params(
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-    allowed: &[&str],
-) -> Result<HashMap<String, String>, ApiError> {
+fn params(q: QueryParams, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
     crate::http::query(q, allowed)
 }
 
@@ -242,11 +239,7 @@ impl Show {
     }
 }
 
-async fn overview(
-    State(s): State<AppState>,
-    auth: Result<Auth, ApiError>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Page {
+async fn overview(State(s): State<AppState>, auth: Result<Auth, ApiError>, q: QueryParams) -> Page {
     match render_overview(&s, auth, q).await {
         Ok(page) => page,
         Err(e) => e.into(),
@@ -256,7 +249,7 @@ async fn overview(
 async fn render_overview(
     s: &AppState,
     auth: Result<Auth, ApiError>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Result<Page, ApiError> {
     let auth = signed_in(auth)?;
     let q = params(q, &["show", "after"])?;
@@ -436,7 +429,7 @@ async fn job_page(
     State(s): State<AppState>,
     auth: Result<Auth, ApiError>,
     id: Result<Path<String>, PathRejection>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Page {
     let Ok(Path(id)) = id else {
         return ApiError::not_found("job with such an id").into();
@@ -451,7 +444,7 @@ async fn render_job(
     s: &AppState,
     auth: Result<Auth, ApiError>,
     id: &str,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Result<Page, ApiError> {
     let auth = signed_in(auth)?;
     let q = params(q, &["after"])?;

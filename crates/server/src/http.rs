@@ -417,7 +417,7 @@ fn decode<T: serde::de::DeserializeOwned>(
 async fn submit(
     State(s): State<AppState>,
     auth: Auth,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     auth.tenant_api()?;
@@ -494,11 +494,21 @@ async fn submit(
     Ok((StatusCode::CREATED, Json(Job::from(&record))))
 }
 
-pub(crate) fn query(
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-    allowed: &[&str],
-) -> Result<HashMap<String, String>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad(format!("bad query string: {e}")))?;
+/// A route's query string as its (name, value) pairs, in order; [`query`] checks them.
+pub(crate) type QueryParams = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+pub(crate) fn query(q: QueryParams, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let Query(pairs) = q.map_err(|e| ApiError::bad(format!("bad query string: {e}")))?;
+    let mut q = HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        if q.contains_key(&k) {
+            let k: String = k.chars().take(64).collect();
+            return Err(ApiError::bad(format!(
+                "query parameter `{k}` is given twice; give it once"
+            )));
+        }
+        q.insert(k, v);
+    }
     if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
         let k: String = k.chars().take(64).collect();
         return Err(ApiError::bad(if allowed.is_empty() {
@@ -516,7 +526,7 @@ pub(crate) fn query(
 async fn list(
     State(s): State<AppState>,
     auth: Auth,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Result<Json<JobList>, ApiError> {
     auth.tenant_api()?;
     let q = query(q, &["state", "kind", "tenant", "limit", "after"])?;
@@ -526,6 +536,11 @@ async fn list(
         ..JobFilter::default()
     };
     if let Some(t) = q.get("tenant") {
+        if t.is_empty() {
+            return Err(ApiError::bad(
+                "tenant is empty: name a tenant, or leave the parameter out",
+            ));
+        }
         if !auth.0.admin && *t != auth.0.tenant {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -536,6 +551,11 @@ async fn list(
         filter.tenant = Some(t.clone());
     }
     if let Some(states) = q.get("state") {
+        if states.split(',').all(str::is_empty) {
+            return Err(ApiError::bad(
+                "state is empty: name one or more states, or leave the parameter out",
+            ));
+        }
         for st in states.split(',').filter(|x| !x.is_empty()) {
             filter.states.push(JobState::parse(st).ok_or_else(|| {
                 ApiError::bad(format!(
@@ -557,12 +577,7 @@ async fn list(
             .filter(|l| (1..=api::MAX_PAGE).contains(l))
             .ok_or_else(|| ApiError::bad(format!("limit must be 1 to {}", api::MAX_PAGE)))?;
     }
-    if let Some(a) = q.get("after") {
-        filter.after = Some(
-            a.parse::<i64>()
-                .map_err(|_| ApiError::bad("after must be a cursor from `next`"))?,
-        );
-    }
+    filter.after = int_param(&q, "after", 0, "a cursor from `next` (0 or more)")?;
     let limit = filter.limit;
     let jobs = s.store.list_jobs(&filter).await?;
     let spec_bytes: usize = jobs.iter().map(|j| j.spec.len()).sum();
@@ -595,7 +610,7 @@ async fn get_job(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Result<Json<Job>, ApiError> {
     auth.tenant_api()?;
     query(q, &[])?;
@@ -612,7 +627,7 @@ async fn cancel(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     auth.tenant_api()?;
     query(q, &[])?;
@@ -666,7 +681,7 @@ async fn scale(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Job>, ApiError> {
     auth.tenant_api()?;
@@ -704,7 +719,7 @@ async fn events(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Result<Json<JobEvents>, ApiError> {
     auth.tenant_api()?;
     check_id(&id)?;
@@ -777,7 +792,7 @@ async fn logs(
     State(s): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Result<Json<JobLogs>, ApiError> {
     auth.tenant_api()?;
     check_id(&id)?;
@@ -834,7 +849,7 @@ async fn logs(
 async fn fleet(
     State(s): State<AppState>,
     auth: Auth,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Result<Json<FleetState>, ApiError> {
     // Tenants and admins: agent tokens use the agent endpoints only.
     auth.tenant_api()?;
@@ -866,7 +881,7 @@ async fn fleet(
 async fn tenants(
     State(s): State<AppState>,
     auth: Auth,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    q: QueryParams,
 ) -> Result<Json<TenantList>, ApiError> {
     auth.tenant_api()?;
     query(q, &[])?;
