@@ -455,7 +455,13 @@ fn error_codes(db: String) {
         call("GET", &format!("{jobs}?state=sleeping"), Some(&t), None),
     );
     // A negative cursor, an empty filter or a parameter given twice is refused, not guessed.
-    for bad in ["after=-1", "state=", "tenant=", "limit=1&limit=2"] {
+    for bad in [
+        "after=-1",
+        "state=",
+        "tenant=",
+        "tenant=a%00b",
+        "limit=1&limit=2",
+    ] {
         let (status, body) = call("GET", &format!("{jobs}?{bad}"), Some(&t), None);
         assert_eq!(status, 400, "{bad}: {body}");
     }
@@ -465,6 +471,12 @@ fn error_codes(db: String) {
         404,
         "not_found",
         call("GET", &format!("{jobs}/j-0000000000000000"), Some(&t), None),
+    );
+    // An id with a NUL is no job's (PostgreSQL would refuse the query outright).
+    expect(
+        404,
+        "not_found",
+        call("GET", &format!("{jobs}/j-%00"), Some(&t), None),
     );
     expect(
         404,
@@ -1111,6 +1123,28 @@ fn dashboard(db: String) {
     );
     assert_eq!(status, 400);
     assert!(html.contains("show must be one of"), "{html}");
+    for path in [
+        "/dashboard/nope",
+        "/dashboard/jobs/",
+        "/dashboard/jobs/x/events",
+    ] {
+        let (status, [content_type, ..], html) =
+            page(&format!("{}{path}", s.url), Some(&basic(&a)));
+        assert_eq!(status, 404, "{path}: {html}");
+        assert!(
+            content_type.is_some_and(|c| c.starts_with("text/html")),
+            "{path}"
+        );
+    }
+    let (status, _, html) = page(
+        &format!("{}/dashboard/jobs/%00%1b%5b31m", s.url),
+        Some(&basic(&a)),
+    );
+    assert_eq!(status, 404);
+    assert!(
+        !html.contains('\u{0}') && !html.contains('\u{1b}'),
+        "{html:?}"
+    );
     let (status, _, html) = page(&format!("{}/dashboard?color=red", s.url), Some(&basic(&a)));
     assert_eq!(status, 400);
     assert!(html.contains("unknown query parameter"), "{html}");

@@ -15,7 +15,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use switchyard_store::{JobFilter, JobRecord, JobState, LogQuery, StoreRead};
 
 use crate::http::{ApiError, AppState, Auth, QueryParams};
@@ -40,6 +40,26 @@ pub(crate) fn routes() -> Router<AppState> {
             get(|| async { Redirect::permanent("/dashboard") }),
         )
         .route("/dashboard/jobs/{id}", get(job_page))
+        // Anything else under /dashboard is a page too, not the API's JSON.
+        .route("/dashboard/{*rest}", any(no_such_page))
+}
+
+async fn no_such_page(method: axum::http::Method) -> Page {
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such page: the dashboard has /dashboard and /dashboard/jobs/ID",
+        )
+        .into()
+    } else {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the dashboard is read-only: its pages answer GET",
+        )
+        .into()
+    }
 }
 
 /// An HTML page, or an error shown as one.
@@ -145,7 +165,8 @@ height:.8em;display:inline-block}.bar span{background:#2271b1;height:100%;displa
 text-decoration:none;color:#1d2327}pre{background:#f6f7f7;padding:.6em;overflow-x:auto}\
 .state-running{color:#00a32a}.state-failed,.state-rejected{color:#b32d2e}.muted{color:#787c82}";
 
-/// `text` with the characters HTML gives a meaning to replaced by references.
+/// `text` with the characters HTML gives a meaning to replaced by references, and control
+/// characters (a NUL, a terminal's escape sequences) shown as U+FFFD rather than sent raw.
 fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -155,6 +176,8 @@ fn esc(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -614,6 +637,7 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39; &amp; &quot;y&quot;)&lt;/script&gt;"
         );
         assert_eq!(esc("plain ü"), "plain ü");
+        assert_eq!(esc("a\u{0}b\u{1b}[31m\tc\n"), "a\u{fffd}b\u{fffd}[31m\tc\n");
     }
 
     #[test]

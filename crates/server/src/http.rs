@@ -541,6 +541,19 @@ async fn list(
                 "tenant is empty: name a tenant, or leave the parameter out",
             ));
         }
+        if t.len() > 128
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(ApiError::bad(format!(
+                "tenant `{}` is not a tenant name (letters, digits, `-`, `_` and `.`)",
+                t.chars()
+                    .take(64)
+                    .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                    .collect::<String>()
+            )));
+        }
         if !auth.0.admin && *t != auth.0.tenant {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -600,6 +613,13 @@ pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
                 "no job with a {}-byte id: job ids are 1 to 64 bytes",
                 id.len()
             ),
+        ))
+    } else if id.chars().any(char::is_control) {
+        // No id has one, and PostgreSQL refuses a NUL in a query outright.
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no job with an id holding a control character",
         ))
     } else {
         Ok(())
