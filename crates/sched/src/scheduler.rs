@@ -699,8 +699,8 @@ impl Scheduler {
     pub fn validate(&mut self, spec: &JobSpec) -> Result<(), String> {
         if matches!(spec.work, Work::Open) && spec.kind != JobKind::Inference {
             return Err(format!(
-                "work = open is for inference services; a {} job needs a duration or an amount \
-                 of work",
+                "has work = open, which is for inference services; a {} job needs a duration or \
+                 an amount of work",
                 spec.kind.as_str()
             ));
         }
@@ -745,7 +745,7 @@ impl Scheduler {
             why = if spec.accelerators == 0 {
                 "asks for 0 accelerators".into()
             } else if endless {
-                "its work would take forever at the throughput given for it".into()
+                "would take forever at the throughput given for it".into()
             } else if u64::from(min_size) > self.max_cluster {
                 format!(
                     "needs {min_size} accelerators but the largest cluster has {}; a gang is never split across clusters",
@@ -786,11 +786,11 @@ impl Scheduler {
                 )
             } else if let Work::Amount { profile, .. } = &spec.work {
                 format!(
-                    "no cluster it accepts both holds it and has a rate for its profile \
+                    "fits on no cluster it accepts that has a rate for its profile \
                      \"{profile}\" in the throughput table"
                 )
             } else {
-                "no cluster it accepts can hold it or says how fast it runs there".into()
+                "fits on no cluster it accepts that says how fast it runs there".into()
             };
         }
         (dur.into_boxed_slice(), why)

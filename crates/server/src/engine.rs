@@ -586,8 +586,10 @@ impl Engine {
                 }
                 // The scheduler's own words give its clock's start time; say it plainly.
                 (SchedState::Running, Some(c)) => format!(
-                    "running on {} accelerators of {}",
-                    t.allocated, self.clusters[c as usize]
+                    "running on {} accelerator{} of {}",
+                    t.allocated,
+                    if t.allocated == 1 { "" } else { "s" },
+                    self.clusters[c as usize]
                 ),
                 _ => self.sched.why(j),
             };

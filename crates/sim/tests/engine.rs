@@ -547,7 +547,7 @@ fn work_that_never_ends_is_refused_and_late_jobs_are_unfinished() {
     )
     .expect_err("open training");
     assert!(
-        matches!(&err, SimError::Job { row: 2, message, .. } if message.contains("work = open is for inference services")),
+        matches!(&err, SimError::Job { row: 2, message, .. } if message.contains("work = open, which is for inference services")),
         "{err}"
     );
 

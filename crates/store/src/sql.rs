@@ -823,11 +823,12 @@ macro_rules! sql_store {
                 .bind(&job.id)
                 .bind(job.submitted_ms)
                 .bind(format!(
-                    "submitted by {}: {} {} on {} accelerators",
+                    "submitted by {}: {} {} on {} accelerator{}",
                     job.tenant,
                     job.kind,
                     job.name.as_deref().unwrap_or(&job.id),
-                    job.accelerators
+                    job.accelerators,
+                    if job.accelerators == 1 { "" } else { "s" }
                 ))
                 .execute(&mut *tx)
                 .await?;
