@@ -30,6 +30,12 @@ pub struct AgentConfig {
     pub log_batch: usize,
     /// Grace period for processes when the agent itself shuts down.
     pub shutdown_grace: Duration,
+    /// How long a registered agent keeps its gang ranks running without a heartbeat the
+    /// control plane answered. By then the control plane has declared the node lost (after a
+    /// few missed heartbeats) and restarted the gang elsewhere from the same checkpoint
+    /// directory; a rank still running here would be a second writer. Replicas of services
+    /// keep running.
+    pub orphan_after: Duration,
 }
 
 impl Default for AgentConfig {
@@ -41,6 +47,7 @@ impl Default for AgentConfig {
             max_buffered_bytes: 256 << 20,
             log_batch: 1000,
             shutdown_grace: Duration::from_secs(10),
+            orphan_after: Duration::from_secs(60),
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct Agent<C: ControlPlane> {
     push_failures: u32,
     /// Whether the last pass's heartbeat got through.
     heartbeat_ok: bool,
+    /// When a heartbeat last got through.
+    last_heartbeat: Option<Instant>,
 }
 
 impl<C: ControlPlane> Agent<C> {
@@ -131,6 +140,7 @@ impl<C: ControlPlane> Agent<C> {
             refused_logs: 0,
             push_failures: 0,
             heartbeat_ok: false,
+            last_heartbeat: None,
         }
     }
 
@@ -205,7 +215,41 @@ impl<C: ControlPlane> Agent<C> {
             tracing::warn!("the control plane forgot this node: registering again");
             self.node_id = None;
         }
+        if !self.heartbeat_ok {
+            self.stop_orphaned_ranks();
+        }
         result
+    }
+
+    /// Stops the gang ranks once no heartbeat has got through for `orphan_after` (see
+    /// [`AgentConfig::orphan_after`]). Their exits are reported when the control plane answers
+    /// again, as stopped by the agent: an interruption, not the job's failure.
+    fn stop_orphaned_ranks(&mut self) {
+        if self
+            .last_heartbeat
+            .is_none_or(|t| t.elapsed() < self.config.orphan_after)
+        {
+            return;
+        }
+        let ranks: Vec<String> = self
+            .supervisor
+            .observed()
+            .into_iter()
+            .filter(|o| {
+                o.assignment.restart == crate::protocol::RestartPolicy::Never
+                    && o.phase == crate::reconcile::Phase::Running
+            })
+            .map(|o| o.assignment.id)
+            .collect();
+        for id in ranks {
+            tracing::warn!(
+                id,
+                "no heartbeat answered for {:?}: the control plane has declared this node lost \
+                 and restarted the gang elsewhere; stopping this rank",
+                self.config.orphan_after
+            );
+            self.supervisor.stop(&id);
+        }
     }
 
     fn sync_inner(&mut self) -> Result<SyncReport, ControlPlaneError> {
@@ -214,6 +258,7 @@ impl<C: ControlPlane> Agent<C> {
         let node_id = self.registered()?;
         self.control.heartbeat(&node_id)?;
         self.heartbeat_ok = true;
+        self.last_heartbeat = Some(Instant::now());
         let desired = self.control.fetch_assignments(&node_id)?;
         let actions = reconcile(&desired, &self.supervisor.observed(), now_ms());
         for action in &actions {
@@ -336,6 +381,7 @@ impl<C: ControlPlane> Agent<C> {
         let mut failures: u32 = 0;
         while !stop.load(Ordering::Relaxed) {
             if Instant::now() >= next_sync {
+                let pass_started = Instant::now();
                 let wait = match self.sync() {
                     Ok(_) => {
                         failures = 0;
@@ -351,9 +397,10 @@ impl<C: ControlPlane> Agent<C> {
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         tracing::warn!("sync failed ({failures} in a row): {e}");
-                        if self.heartbeat_ok {
-                            // The control plane answers: keep the heartbeat's pace, or it
-                            // declares this node lost over an error elsewhere in the pass.
+                        if self.heartbeat_ok || self.node_id.is_some() {
+                            // Registered: keep the heartbeat's pace, or a short outage (or an
+                            // error elsewhere in the pass) becomes a node declared lost while
+                            // this agent backs off.
                             self.config.sync_interval
                         } else {
                             (self.config.sync_interval * failures.min(5))
@@ -361,7 +408,8 @@ impl<C: ControlPlane> Agent<C> {
                         }
                     }
                 };
-                next_sync = Instant::now() + wait;
+                // From the pass's start: a slow pass does not stretch the heartbeat period.
+                next_sync = pass_started + wait;
             }
             self.poll();
             std::thread::sleep(self.config.poll_interval);

@@ -478,3 +478,59 @@ fn a_stopping_agent_keeps_taking_output_so_last_words_neither_block_nor_vanish()
     assert_eq!(last.len(), 20_000);
     assert_eq!(last.last(), Some(&"last-19999"));
 }
+
+/// A registered agent that hears nothing back for `orphan_after` stops its gang ranks (the
+/// control plane has restarted the gang elsewhere by then; two writers of one checkpoint
+/// directory would corrupt it), keeps its services' replicas, and reports the stop once the
+/// control plane answers again.
+#[test]
+fn a_cut_off_agent_stops_its_gang_ranks_after_orphan_after() {
+    let cp = MemoryControlPlane::new();
+    let mut agent = agent_with(
+        &cp,
+        AgentConfig {
+            orphan_after: Duration::from_millis(400),
+            ..AgentConfig::default()
+        },
+    );
+    agent.sync().expect("register");
+    let node_id = agent.node_id().expect("registered").to_string();
+    let mut replica = sh("replica", "echo up; exec sleep 300", RestartPolicy::Always);
+    replica.accelerators = vec![1];
+    cp.set_desired(
+        &node_id,
+        vec![
+            sh("rank", "echo up; exec sleep 300", RestartPolicy::Never),
+            replica,
+        ],
+    );
+    sync_until(&mut agent, &cp, "both running", |s| {
+        matches!(state_of(s, "rank"), Some(ProcessState::Running { .. }))
+            && matches!(state_of(s, "replica"), Some(ProcessState::Running { .. }))
+    });
+    cp.state().down = true;
+    // A short outage changes nothing.
+    assert!(agent.sync().is_err());
+    assert_eq!(agent.supervisor().live(), 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + TIMEOUT;
+    while agent.supervisor().live() > 1 {
+        assert!(agent.sync().is_err());
+        assert!(Instant::now() < deadline, "the rank was not stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cp.state().down = false;
+    sync_until(&mut agent, &cp, "the stop reported", |s| {
+        matches!(
+            state_of(s, "rank"),
+            Some(ProcessState::Exited(ExitInfo {
+                stopped_by_agent: true,
+                ..
+            }))
+        )
+    });
+    assert!(matches!(
+        state_of(&cp.state(), "replica"),
+        Some(ProcessState::Running { .. })
+    ));
+}

@@ -54,6 +54,11 @@ pub struct AgentArgs {
     /// adopts the processes the previous one left running.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// How long the agent keeps its training ranks running while no heartbeat gets through
+    /// (e.g. 60s, 5m): by then the server has declared the node lost and restarted the gang
+    /// elsewhere. Services' replicas keep running.
+    #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = crate::server_cmd::parse_duration)]
+    orphan_after: std::time::Duration,
     /// Print what would be registered and exit.
     #[arg(long)]
     discover: bool,
@@ -156,7 +161,11 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         summary(&node),
         args.server
     ));
-    let mut agent = Agent::with_supervisor(control, node, AgentConfig::default(), supervisor);
+    let config = AgentConfig {
+        orphan_after: args.orphan_after,
+        ..AgentConfig::default()
+    };
+    let mut agent = Agent::with_supervisor(control, node, config, supervisor);
     agent
         .run(&stop)
         .map_err(|e| CliError::Input(format!("the server refused to register this node: {e}")))?;
