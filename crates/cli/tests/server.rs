@@ -324,6 +324,17 @@ fn error_codes(db: String) {
         "invalid_json",
         call("POST", &jobs, Some(&t), Some("[]")),
     );
+    // A variable named twice is refused, not silently reduced to its last value.
+    let (status, body) = call(
+        "POST",
+        &jobs,
+        Some(&t),
+        Some(
+            r#"{"kind":"batch","accelerators":8,"duration_s":1.0,"command":{"argv":["x"],"env":{"A":"1","A":"2"}}}"#,
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("names `A` twice"), "{body}");
     let (status, body) = call(
         "POST",
         &jobs,

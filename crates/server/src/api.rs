@@ -79,11 +79,47 @@ pub struct JobCommand {
     /// Program and arguments (the program is looked up in `PATH` when it has no `/`).
     pub argv: Vec<String>,
     /// Extra environment. Switchyard's own variables (`RANK`, `SWITCHYARD_*` …) win over it.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        deserialize_with = "variables_once"
+    )]
     pub env: std::collections::BTreeMap<String, String>,
     /// Directory to start in (the agent's own when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+}
+
+/// `command.env` as a map whose every name is given once: JSON allows a key twice, and
+/// keeping the last value would drop the other without a word.
+fn variables_once<'de, D>(d: D) -> Result<std::collections::BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Variables;
+    impl<'de> serde::de::Visitor<'de> for Variables {
+        type Value = std::collections::BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map of environment variable names to string values")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut vars = std::collections::BTreeMap::new();
+            while let Some((name, value)) = map.next_entry::<String, String>()? {
+                if vars.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "command.env names `{}` twice",
+                        name.chars().take(64).collect::<String>()
+                    )));
+                }
+                vars.insert(name, value);
+            }
+            Ok(vars)
+        }
+    }
+    d.deserialize_map(Variables)
 }
 
 impl JobCommand {
