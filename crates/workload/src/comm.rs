@@ -382,10 +382,19 @@ fn prepare(s: &TcpStream, timeout: Duration) -> Result<(), CommError> {
 
 fn join(cfg: &CommConfig) -> Result<(TcpStream, StartState), CommError> {
     let deadline = Instant::now() + cfg.join_timeout;
-    let mut stream = loop {
+    loop {
         let last = match resolve(&cfg.master) {
             Ok(addr) => match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-                Ok(s) => break s,
+                Ok(stream) => match handshake(cfg, stream) {
+                    Ok(joined) => return Ok(joined),
+                    // Whoever listens there is not this attempt's rank 0 — a previous attempt's
+                    // still going down, or another run's that got the port — or went away in
+                    // the middle: this attempt's may come yet.
+                    Err(e @ (CommError::Io { .. } | CommError::Rejected(_))) if !matches!(&e, CommError::Rejected(why) if !not_ours(why, cfg.attempt)) => {
+                        e.to_string()
+                    }
+                    Err(e) => return Err(e),
+                },
                 Err(e) => e.to_string(),
             },
             Err(e) => e.to_string(),
@@ -393,11 +402,30 @@ fn join(cfg: &CommConfig) -> Result<(TcpStream, StartState), CommError> {
         if Instant::now() >= deadline {
             return Err(CommError::JoinTimeout(
                 cfg.join_timeout,
-                format!("cannot reach rank 0 at {}: {last}", cfg.master),
+                format!("cannot join rank 0 at {}: {last}", cfg.master),
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+}
+
+/// Whether rank 0's refusal (see [`greet`]) says it is not this rank's to join: another job's,
+/// or an earlier attempt's (still going down). A later attempt's refusal means this rank is the
+/// stale one, and it gives up at once.
+fn not_ours(why: &str, attempt: u64) -> bool {
+    why.starts_with("job ")
+        || why
+            .strip_prefix("attempt ")
+            .and_then(|rest| rest.split_once(", this is attempt "))
+            .and_then(|(_, theirs)| theirs.parse::<u64>().ok())
+            .is_some_and(|theirs| theirs < attempt)
+}
+
+/// Says hello to rank 0 on `stream` and reads its answer.
+fn handshake(
+    cfg: &CommConfig,
+    mut stream: TcpStream,
+) -> Result<(TcpStream, StartState), CommError> {
     prepare(&stream, cfg.peer_timeout.max(cfg.join_timeout))?;
     let mut msg = header(HELLO);
     put_u32(&mut msg, VERSION);
@@ -500,6 +528,37 @@ mod tests {
             h.join().expect("thread"),
             Err(CommError::JoinTimeout(..))
         ));
+    }
+
+    /// A rank that reaches someone else's rank 0 on its port — an earlier attempt's, still
+    /// going down, or another run's that got the port — keeps trying until its own comes.
+    #[test]
+    fn a_rank_waits_out_an_earlier_attempts_coordinator() {
+        let port = free_port();
+        let start = StartState {
+            step: 0,
+            weights: vec![0.0],
+            velocity: vec![0.0],
+        };
+        let mut old = cfg(0, 2, port, 1);
+        old.join_timeout = Duration::from_millis(700);
+        let old_coordinator = {
+            let start = start.clone();
+            std::thread::spawn(move || Comm::establish(&old, Some(start)))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let rank = std::thread::spawn(move || Comm::establish(&cfg(1, 2, port, 2), None));
+        // The earlier attempt's coordinator gives up; this attempt's takes the port.
+        assert!(old_coordinator.join().expect("thread").is_err());
+        let (_, got) = Comm::establish(&cfg(0, 2, port, 2), Some(start)).expect("rank 0 joins");
+        assert_eq!(got.step, 0);
+        rank.join()
+            .expect("thread")
+            .expect("rank 1 joins its own attempt");
+        assert!(not_ours("job \"x\", this is job \"y\"", 1));
+        assert!(not_ours("attempt 3, this is attempt 2", 3));
+        assert!(!not_ours("attempt 1, this is attempt 2", 1));
+        assert!(!not_ours("rank 1 already joined", 1));
     }
 
     #[test]

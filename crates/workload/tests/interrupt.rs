@@ -49,7 +49,15 @@ impl Gang {
                 .env("MASTER_PORT", port.to_string())
                 .env("SWITCHYARD_CHECKPOINT_DIR", dir.join("ckpt"))
                 .env("SWITCHYARD_ATTEMPT", attempt.to_string())
-                .env("SWITCHYARD_JOB_ID", "job-interrupt")
+                // One job per scratch directory: two gangs of this file's tests running at
+                // once, should they get one port, refuse each other's ranks.
+                .env(
+                    "SWITCHYARD_JOB_ID",
+                    format!(
+                        "job-{}",
+                        dir.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                )
                 .args(["--steps", &STEPS.to_string(), "--checkpoint-every", "5"])
                 .args([
                     "--step-sleep-ms",
