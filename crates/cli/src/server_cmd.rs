@@ -176,6 +176,14 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
             switchyard_server::ServerError::Store(switchyard_store::StoreError::Url(_)) => {
                 CliError::Input(e.to_string())
             }
+            // Not an address at all (a port in use is the machine's state, not bad input).
+            switchyard_server::ServerError::Listen { ref source, .. }
+                if source.kind() == std::io::ErrorKind::InvalidInput =>
+            {
+                CliError::Input(format!(
+                    "--listen: {e} (give HOST:PORT, e.g. 127.0.0.1:7070)"
+                ))
+            }
             other => CliError::Other(other.to_string()),
         })
 }

@@ -1300,6 +1300,26 @@ fn every_control_plane_verb_has_help_with_an_example() {
 }
 
 #[test]
+fn a_listen_address_that_is_none_is_an_input_error() {
+    let db = format!(
+        "sqlite://{}",
+        std::env::temp_dir()
+            .join(format!("sy-listen-{}.db", std::process::id()))
+            .display()
+    );
+    let out = Command::new(BIN)
+        .args(["server", "--db", &db, "--listen", "nonsense"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--listen") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_database_url_is_an_input_error() {
     let out = Command::new(BIN)
         .args(["server", "--db", "mysql://x", "--listen", "127.0.0.1:0"])
