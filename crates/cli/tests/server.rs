@@ -1301,12 +1301,8 @@ fn every_control_plane_verb_has_help_with_an_example() {
 
 #[test]
 fn a_listen_address_that_is_none_is_an_input_error() {
-    let db = format!(
-        "sqlite://{}",
-        std::env::temp_dir()
-            .join(format!("sy-listen-{}.db", std::process::id()))
-            .display()
-    );
+    let path = std::env::temp_dir().join(format!("sy-listen-{}.db", std::process::id()));
+    let db = format!("sqlite://{}", path.display());
     let out = Command::new(BIN)
         .args(["server", "--db", &db, "--listen", "nonsense"])
         .output()
@@ -1317,6 +1313,9 @@ fn a_listen_address_that_is_none_is_an_input_error() {
         err.contains("--listen") && err.contains("HOST:PORT"),
         "{err}"
     );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
 }
 
 #[test]
