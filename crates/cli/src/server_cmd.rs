@@ -142,6 +142,11 @@ const TOKEN_ID_LEN: usize = 12;
 /// The shortest id prefix `token revoke` takes.
 const TOKEN_ID_MIN: usize = 6;
 
+/// A token's id: the start of its SHA-256 (hex).
+fn token_id(hash: &str) -> &str {
+    &hash[..TOKEN_ID_LEN.min(hash.len())]
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -248,7 +253,7 @@ fn list_tokens(db: &str, json: bool) -> Result<(), CliError> {
             .iter()
             .map(|t| {
                 serde_json::json!({
-                    "id": &t.hash[..TOKEN_ID_LEN.min(t.hash.len())],
+                    "id": token_id(&t.hash),
                     "sha256": t.hash,
                     "tenant": (!t.principal.agent).then_some(&t.principal.tenant),
                     "admin": t.principal.admin,
@@ -270,7 +275,7 @@ fn list_tokens(db: &str, json: bool) -> Result<(), CliError> {
         let mut t = crate::table::Table::new(["ID", "FOR", "CREATED (UTC)"]);
         for token in &tokens {
             t.row([
-                token.hash[..TOKEN_ID_LEN.min(token.hash.len())].to_owned(),
+                token_id(&token.hash).to_owned(),
                 holder(&token.principal),
                 switchyard_server::leader::utc(token.created_ms),
             ]);
@@ -331,7 +336,7 @@ fn revoke_token(db: &str, given: &str) -> Result<(), CliError> {
     let revoked = revoked.map_err(store_error)?.map_err(CliError::Input)?;
     crate::error::emit(&format!(
         "revoked token {} for {}; servers stop accepting it within 30 s\n",
-        &revoked.hash[..TOKEN_ID_LEN.min(revoked.hash.len())],
+        token_id(&revoked.hash),
         holder(&revoked.principal)
     ))
 }
@@ -352,17 +357,12 @@ fn create_token(
             ));
         }
     };
-    if let Some(tenant) = &tenant {
-        let valid = !tenant.is_empty()
-            && tenant.len() <= 128
-            && tenant
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid {
-            return Err(CliError::Input(format!(
-                "--tenant `{tenant}` must be 1 to 128 characters of letters, digits, `-`, `_` and `.`"
-            )));
-        }
+    if let Some(tenant) = &tenant
+        && !switchyard_server::api::is_name(tenant)
+    {
+        return Err(CliError::Input(format!(
+            "--tenant `{tenant}` must be 1 to 128 characters of letters, digits, `-`, `_` and `.`"
+        )));
     }
     let token = runtime()?.block_on(async {
         let store = switchyard_store::connect(&db).await?;
@@ -375,16 +375,14 @@ fn create_token(
         }
         Ok::<_, switchyard_store::StoreError>(token)
     });
-    let token = token.map_err(|e| match e {
-        switchyard_store::StoreError::Url(_) => CliError::Input(e.to_string()),
-        other => CliError::Other(other.to_string()),
-    })?;
+    let token = token.map_err(store_error)?;
     // On stderr, so `$(switchyard token create …)` still captures the token alone: where it
     // lives, because a server on another --db (or another directory) will not know it.
-    let whom = tenant.as_deref().map_or_else(
-        || "node agents".to_owned(),
-        |t| format!("tenant `{t}`{}", if admin { " (admin)" } else { "" }),
-    );
+    let whom = holder(&switchyard_store::Principal {
+        agent: tenant.is_none(),
+        tenant: tenant.clone().unwrap_or_default(),
+        admin,
+    });
     eprintln!(
         "token for {whom} stored in {}; the server must run with that --db",
         without_password(&db)

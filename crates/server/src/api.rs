@@ -389,13 +389,17 @@ fn invalid(message: impl Into<String>) -> Refusal {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
-    let ok = !name.is_empty()
+/// Whether `name` may name a job or a tenant: 1 to 128 letters, digits, `-`, `_` and `.`.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 128
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), Refusal> {
+    if is_name(name) {
         Ok(())
     } else {
         Err(invalid(format!(

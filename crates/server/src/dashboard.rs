@@ -184,11 +184,6 @@ fn esc(text: &str) -> String {
     out
 }
 
-/// The query string's parameters, refusing any not in `allowed`.
-fn params(q: QueryParams, allowed: &[&str]) -> Result<HashMap<String, String>, ApiError> {
-    crate::http::query(q, allowed)
-}
-
 /// A non-negative cursor parameter (`after`), 0 when absent.
 fn cursor(q: &HashMap<String, String>) -> Result<i64, ApiError> {
     crate::http::int_param(q, "after", 0, "a cursor from a `next page` link")
@@ -275,7 +270,7 @@ async fn render_overview(
     q: QueryParams,
 ) -> Result<Page, ApiError> {
     let auth = signed_in(auth)?;
-    let q = params(q, &["show", "after"])?;
+    let q = crate::http::query(q, &["show", "after"])?;
     let show = Show::parse(q.get("show").map(String::as_str))?;
     let after = cursor(&q)?;
     let scope = auth.scope().map(str::to_owned);
@@ -398,14 +393,11 @@ async fn render_overview(
     } else {
         jobs_table(&mut body, &jobs, scope.is_none());
     }
-    let full = jobs.len() as i64 == JOBS_PER_PAGE
-        || jobs.iter().map(|j| j.spec.len() as i64).sum::<i64>() >= crate::api::LIST_SPEC_BYTES;
-    if let Some(last) = jobs.last().filter(|_| full) {
+    if let Some(next) = filter.next_after(&jobs) {
         let _ = write!(
             body,
-            "<p><a href=\"/dashboard?show={}&amp;after={}\">Next page →</a></p>",
+            "<p><a href=\"/dashboard?show={}&amp;after={next}\">Next page →</a></p>",
             show.name(),
-            filter.cursor_of(last)
         );
     }
     let mut page = Page::ok("Fleet and jobs", body);
@@ -470,7 +462,7 @@ async fn render_job(
     q: QueryParams,
 ) -> Result<Page, ApiError> {
     let auth = signed_in(auth)?;
-    let q = params(q, &["after"])?;
+    let q = crate::http::query(q, &["after"])?;
     let after = cursor(&q)?;
     crate::http::check_id(id)?;
     // Another tenant's job is not found, as on /v1.

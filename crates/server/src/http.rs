@@ -541,11 +541,7 @@ async fn list(
                 "tenant is empty: name a tenant, or leave the parameter out",
             ));
         }
-        if t.len() > 128
-            || !t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
+        if !api::is_name(t) {
             return Err(ApiError::bad(format!(
                 "tenant `{}` is not a tenant name (letters, digits, `-`, `_` and `.`)",
                 t.chars()
@@ -591,13 +587,8 @@ async fn list(
             .ok_or_else(|| ApiError::bad(format!("limit must be 1 to {}", api::MAX_PAGE)))?;
     }
     filter.after = int_param(&q, "after", 0, "a cursor from `next` (0 or more)")?;
-    let limit = filter.limit;
     let jobs = s.store.list_jobs(&filter).await?;
-    let spec_bytes: usize = jobs.iter().map(|j| j.spec.len()).sum();
-    // A full page, or one the byte budget may have ended early: more may follow.
-    let next = (jobs.len() as i64 == limit || spec_bytes as i64 >= api::LIST_SPEC_BYTES)
-        .then(|| jobs.last().map(|j| filter.cursor_of(j).to_string()))
-        .flatten();
+    let next = filter.next_after(&jobs).map(|n| n.to_string());
     Ok(Json(JobList {
         jobs: jobs.iter().map(Job::from).collect(),
         next,

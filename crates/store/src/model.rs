@@ -251,6 +251,17 @@ impl JobFilter {
         }
     }
 
+    /// The cursor of the page after `page` (this filter's listing), or `None` when `page` is
+    /// the last: a full page, or one the byte budget may have ended early, may have more.
+    pub fn next_after(&self, page: &[JobRecord]) -> Option<i64> {
+        let spec_bytes: usize = page.iter().map(|j| j.spec.len()).sum();
+        let more = page.len() as i64 == self.limit
+            || self
+                .spec_bytes
+                .is_some_and(|budget| spec_bytes as i64 >= budget);
+        page.last().filter(|_| more).map(|j| self.cursor_of(j))
+    }
+
     /// The column a listing pages on ([`JobFilter::cursor_of`]).
     pub(crate) fn cursor_column(&self) -> &'static str {
         if self.tenant.is_some() {

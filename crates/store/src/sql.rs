@@ -221,7 +221,7 @@ macro_rules! take_lock {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $row:ty, $begin_write:expr, $log_lock:expr, $job_lock:expr) => {
+    ($store:ty, $db:ty, $row:ty, $log_lock:expr, $job_lock:expr) => {
         impl $store {
             /// Inserts `events`, each numbered after its job's last; takes the job lock.
             async fn insert_events(
@@ -293,6 +293,15 @@ macro_rules! sql_store {
                     kind: row.try_get("kind")?,
                     cluster: row.try_get("cluster")?,
                     message: row.try_get("message")?,
+                })
+            }
+
+            fn principal_of(row: &$row) -> Result<Principal, StoreError> {
+                use sqlx::Row;
+                Ok(Principal {
+                    tenant: row.try_get("tenant")?,
+                    admin: row.try_get("admin")?,
+                    agent: row.try_get("agent")?,
                 })
             }
 
@@ -430,19 +439,11 @@ macro_rules! sql_store {
             }
 
             async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
-                use sqlx::Row;
                 let row = sqlx::query("SELECT tenant, admin, agent FROM tokens WHERE hash = $1")
                     .bind(hash)
                     .fetch_optional(&self.read)
                     .await?;
-                match row {
-                    Some(r) => Ok(Some(Principal {
-                        tenant: r.try_get("tenant")?,
-                        admin: r.try_get("admin")?,
-                        agent: r.try_get("agent")?,
-                    })),
-                    None => Ok(None),
-                }
+                row.as_ref().map(Self::principal_of).transpose()
             }
 
             async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -457,11 +458,7 @@ macro_rules! sql_store {
                     .map(|r| {
                         Ok(TokenRecord {
                             hash: r.try_get("hash")?,
-                            principal: Principal {
-                                tenant: r.try_get("tenant")?,
-                                admin: r.try_get("admin")?,
-                                agent: r.try_get("agent")?,
-                            },
+                            principal: Self::principal_of(r)?,
                             created_ms: r.try_get("created_ms")?,
                         })
                     })
@@ -1077,9 +1074,10 @@ macro_rules! sql_store {
                 if lines.is_empty() {
                     return Ok(0);
                 }
-                // SQLite: the write lock from the start (waiting its turn behind another
-                // process's writer), so that nothing this transaction reads can go stale.
-                let mut tx = self.write.begin_with($begin_write).await?;
+                // Every statement writes, reading the numbers it gives out inside the INSERT:
+                // SQLite takes the write lock at the first (waiting its turn behind another
+                // process's writer), so nothing it reads can go stale.
+                let mut tx = self.write.begin().await?;
                 take_lock!(tx, $log_lock);
                 let mut inserted = 0;
                 for chunk in lines.chunks(CHUNK) {
@@ -1123,7 +1121,6 @@ sql_store!(
     SqliteStore,
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
-    "BEGIN IMMEDIATE",
     None,
     None
 );
@@ -1131,7 +1128,6 @@ sql_store!(
     PgStore,
     sqlx::Postgres,
     sqlx::postgres::PgRow,
-    "BEGIN",
     PG_LOG_LOCK,
     PG_JOB_LOCK
 );
