@@ -227,7 +227,9 @@ pub fn run_token(args: TokenArgs) -> Result<(), CliError> {
 
 fn store_error(e: switchyard_store::StoreError) -> CliError {
     match e {
-        switchyard_store::StoreError::Url(_) => CliError::Input(e.to_string()),
+        switchyard_store::StoreError::Url(_) | switchyard_store::StoreError::NoDatabase(_) => {
+            CliError::Input(e.to_string())
+        }
         other => CliError::Other(other.to_string()),
     }
 }
@@ -246,7 +248,7 @@ fn holder(p: &switchyard_store::Principal) -> String {
 fn list_tokens(db: &str, json: bool) -> Result<(), CliError> {
     use switchyard_store::StoreRead as _;
     let tokens = runtime()?
-        .block_on(async { switchyard_store::connect(db).await?.tokens().await })
+        .block_on(async { switchyard_store::connect_existing(db).await?.tokens().await })
         .map_err(store_error)?;
     let text = if json {
         let rows: Vec<serde_json::Value> = tokens
@@ -302,7 +304,7 @@ fn revoke_token(db: &str, given: &str) -> Result<(), CliError> {
         )));
     }
     let revoked = runtime()?.block_on(async {
-        let store = switchyard_store::connect(db).await?;
+        let store = switchyard_store::connect_existing(db).await?;
         let tokens = store.tokens().await?;
         let matching: Vec<&switchyard_store::TokenRecord> = if by_token {
             let hash = switchyard_store::hash_token(given);

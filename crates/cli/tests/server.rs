@@ -1254,6 +1254,29 @@ fn token_management(db: String) {
         call("GET", &format!("{}/v1/jobs", s.url), Some(&admin), None).0,
         401
     );
+
+    // A mistyped SQLite path is an error that names it, and leaves no new database behind.
+    if let Some(path) = db.strip_prefix("sqlite://") {
+        let typo = format!("{path}-typo");
+        for verb in [&["list"][..], &["revoke", "3f9a1c0b"][..]] {
+            let out = Command::new(BIN)
+                .arg("token")
+                .args(verb)
+                .args(["--db", &format!("sqlite://{typo}")])
+                .output()
+                .expect("run switchyard token");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{verb:?}: {err}");
+            assert!(
+                err.contains("no database at") && err.contains(&typo),
+                "{verb:?}: {err}"
+            );
+            assert!(
+                !std::path::Path::new(&typo).exists(),
+                "{verb:?} created {typo}"
+            );
+        }
+    }
 }
 
 macro_rules! both {

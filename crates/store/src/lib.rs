@@ -30,6 +30,10 @@ pub enum StoreError {
         "unsupported database URL `{0}`: expected sqlite://PATH (e.g. sqlite://switchyard.db) or postgres://USER@HOST/DB"
     )]
     Url(String),
+    #[error(
+        "there is no database at {0}: check --db (a server creates its SQLite file on first start, as does `switchyard token create`)"
+    )]
+    NoDatabase(String),
     #[error("a job named `{name}` already exists for tenant `{tenant}`")]
     Conflict { tenant: String, name: String },
     #[error("this server no longer holds the scheduling lease (another replica took over)")]
@@ -229,6 +233,17 @@ pub async fn connect(url: &str) -> Result<AnyStore, StoreError> {
         Ok(AnyStore::Postgres(PgStore::connect(url).await?))
     } else {
         Err(StoreError::Url(url.to_owned()))
+    }
+}
+
+/// Like [`connect`], but a SQLite file that is not there is [`StoreError::NoDatabase`]: for
+/// commands that only read or change an existing server's database, where a mistyped path
+/// must not quietly become a new, empty one.
+pub async fn connect_existing(url: &str) -> Result<AnyStore, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(AnyStore::Sqlite(SqliteStore::connect_existing(url).await?))
+    } else {
+        connect(url).await
     }
 }
 

@@ -55,10 +55,26 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and migrates it.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, true).await
+    }
+
+    /// Opens the database at `url` and migrates it; a file that is not there is an error
+    /// ([`StoreError::NoDatabase`]), not a new empty database.
+    pub async fn connect_existing(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, false).await
+    }
+
+    async fn open(url: &str, create: bool) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|_| StoreError::Url(url.to_owned()))?
-            .create_if_missing(true)
+        let opts =
+            SqliteConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_owned()))?;
+        if !create && !memory && !opts.get_filename().exists() {
+            return Err(StoreError::NoDatabase(
+                opts.get_filename().display().to_string(),
+            ));
+        }
+        let opts = opts
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             // Durability first: a commit is on disk (fsync) before the API acknowledges it.
             .synchronous(SqliteSynchronous::Full)
