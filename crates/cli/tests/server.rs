@@ -494,17 +494,21 @@ fn error_codes(db: String) {
         "not_found",
         call("GET", &format!("{}/v2/everything", s.url), Some(&t), None),
     );
-    // Answers the framework makes itself are JSON too.
-    expect(
-        405,
-        "method_not_allowed",
-        call(
-            "POST",
-            &format!("{jobs}/j-0000000000000000"),
-            Some(&t),
-            None,
-        ),
+    // Answers the framework makes itself are JSON too; a wrong method's says which are right.
+    let wrong_method = call(
+        "POST",
+        &format!("{jobs}/j-0000000000000000"),
+        Some(&t),
+        None,
     );
+    assert!(
+        wrong_method.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("takes GET, HEAD only")),
+        "{}",
+        wrong_method.1
+    );
+    expect(405, "method_not_allowed", wrong_method);
     expect(
         400,
         "invalid_request",

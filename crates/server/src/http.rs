@@ -269,7 +269,7 @@ impl FromRequestParts<AppState> for Auth {
 
 /// The router of the whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -286,8 +286,12 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::dashboard::routes())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))
+        .with_state(state);
+    // Around the whole router, not each route (what `Router::layer` does): a route answers a
+    // wrong method with 405 and sets `Allow` outside its own layers, and the rewrite needs it.
+    Router::new()
+        .fallback_service(routes)
         .layer(axum::middleware::map_response(json_errors))
-        .with_state(state)
 }
 
 /// Every error is JSON: answers the framework makes itself (a wrong method, a path that is not
@@ -303,10 +307,24 @@ async fn json_errors(res: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_ours {
         return res;
     }
+    let allow = res.headers().get(header::ALLOW).cloned();
     let text = axum::body::to_bytes(res.into_body(), 64 << 10)
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
+    if status == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = allow
+    {
+        let methods = allow.to_str().unwrap_or_default().replace(',', ", ");
+        let mut res = ApiError::new(
+            status,
+            "method_not_allowed",
+            format!("this path takes {methods} only"),
+        )
+        .into_response();
+        res.headers_mut().insert(header::ALLOW, allow);
+        return res;
+    }
     let code = match status {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
