@@ -25,9 +25,8 @@ use crate::leader::utc;
 const JOBS_PER_PAGE: i64 = 100;
 /// Output lines on one page of a job.
 const LINES_PER_PAGE: i64 = 500;
-/// Events shown on a job's page (its first ones; the API and `switchyard events` have them
-/// all).
-const EVENTS_SHOWN: i64 = 1000;
+/// Events on one page of a job.
+const EVENTS_PER_PAGE: i64 = 500;
 /// How often the overview reloads itself, seconds.
 const REFRESH_S: u32 = 10;
 
@@ -462,8 +461,11 @@ async fn render_job(
     q: QueryParams,
 ) -> Result<Page, ApiError> {
     let auth = signed_in(auth)?;
-    let q = crate::http::query(q, &["after"])?;
+    let q = crate::http::query(q, &["after", "events_after"])?;
     let after = cursor(&q)?;
+    let events_after =
+        crate::http::int_param(&q, "events_after", 0, "a cursor from a `more events` link")?
+            .unwrap_or_default();
     crate::http::check_id(id)?;
     // Another tenant's job is not found, as on /v1.
     let job = s
@@ -539,9 +541,16 @@ async fn render_job(
 
     let events = s
         .store
-        .events(&job.id, auth.scope(), 0, EVENTS_SHOWN)
+        .events(&job.id, auth.scope(), events_after, EVENTS_PER_PAGE)
         .await?
         .unwrap_or_default();
+    // Each section pages on its own cursor; a link to one keeps the other where it is.
+    let job_link = |events_after: i64, after: i64| {
+        format!(
+            "/dashboard/jobs/{}?events_after={events_after}&amp;after={after}",
+            esc(&job.id)
+        )
+    };
     body.push_str(
         "<h2>Events</h2><table><tr><th>at (UTC)</th><th>event</th><th>cluster</th>\
          <th>what</th></tr>",
@@ -557,12 +566,17 @@ async fn render_job(
         );
     }
     body.push_str("</table>");
-    if events.len() as i64 == EVENTS_SHOWN {
+    if events.is_empty() && events_after > 0 {
+        body.push_str("<p class=\"muted\">No more events yet.</p>");
+    }
+    if let Some(last) = events
+        .last()
+        .filter(|_| events.len() as i64 == EVENTS_PER_PAGE)
+    {
         let _ = write!(
             body,
-            "<p class=\"muted\">The first {EVENTS_SHOWN} events; \
-             <code>switchyard events {}</code> lists them all.</p>",
-            esc(&job.id)
+            "<p><a href=\"{}\">More events →</a></p>",
+            job_link(last.cursor, after)
         );
     }
 
@@ -601,9 +615,8 @@ async fn render_job(
         {
             let _ = write!(
                 body,
-                "<p><a href=\"/dashboard/jobs/{}?after={}\">More output →</a></p>",
-                esc(&job.id),
-                last.cursor
+                "<p><a href=\"{}\">More output →</a></p>",
+                job_link(events_after, last.cursor)
             );
         }
     }
@@ -630,6 +643,116 @@ mod tests {
         );
         assert_eq!(esc("plain ü"), "plain ü");
         assert_eq!(esc("a\u{0}b\u{1b}[31m\tc\n"), "a\u{fffd}b\u{fffd}[31m\tc\n");
+    }
+
+    /// A job page shows a page of events at a time and links to the next, keeping the
+    /// output's place; the last page says there are no more.
+    #[tokio::test]
+    async fn events_page_on_their_own_cursor() {
+        use switchyard_store::{
+            Batch, NewEvent, NewJob, Principal, StoreRead as _, StoreWrite as _,
+        };
+        let store = switchyard_store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let job = store
+            .insert_job(&NewJob {
+                id: "j-0000000000000001".into(),
+                tenant: "research".into(),
+                name: None,
+                kind: "batch".into(),
+                priority: 0,
+                accelerators: 8,
+                spec: "{}".into(),
+                reason: String::new(),
+                submitted_ms: 0,
+            })
+            .await
+            .expect("job");
+        let lease = store
+            .acquire_lease("test", 1_000_000, 60_000)
+            .await
+            .expect("lease")
+            .expect("free");
+        // The submission wrote the job's first events already.
+        let written = store
+            .events(&job.id, None, 0, 100)
+            .await
+            .expect("events")
+            .expect("the job")
+            .len() as i64;
+        let total = EVENTS_PER_PAGE + 20;
+        let events = (1..=total)
+            .map(|n| NewEvent {
+                job_id: job.id.clone(),
+                at_ms: n,
+                kind: "waiting".into(),
+                cluster: None,
+                message: format!("event number {n}."),
+            })
+            .collect();
+        store
+            .apply(
+                &lease,
+                &Batch {
+                    events,
+                    ..Batch::default()
+                },
+            )
+            .await
+            .expect("events");
+        let fleet = std::sync::Arc::new(switchyard_core::Fleet::default_fleet());
+        let state = AppState::new(store, fleet, Default::default(), Default::default());
+        let auth = || {
+            Ok(Auth(Principal {
+                tenant: "research".into(),
+                admin: false,
+                agent: false,
+            }))
+        };
+        let params = |pairs: &[(&str, &str)]| {
+            Ok(axum::extract::Query(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ))
+        };
+        let first = render_job(&state, auth(), &job.id, params(&[("after", "7")]))
+            .await
+            .expect("page");
+        // Event number n is the job's event (cursor) written + n.
+        let last_shown = EVENTS_PER_PAGE - written;
+        assert!(first.body.contains("event number 1."));
+        assert!(first.body.contains(&format!("event number {last_shown}.")));
+        assert!(
+            !first
+                .body
+                .contains(&format!("event number {}.", last_shown + 1))
+        );
+        let next = format!("?events_after={EVENTS_PER_PAGE}&amp;after=7\">More events");
+        assert!(first.body.contains(&next), "no link to the next events");
+
+        let cursor = EVENTS_PER_PAGE.to_string();
+        let second = render_job(
+            &state,
+            auth(),
+            &job.id,
+            params(&[("events_after", &cursor), ("after", "7")]),
+        )
+        .await
+        .expect("page");
+        assert!(!second.body.contains("event number 1."));
+        assert!(second.body.contains(&format!("event number {total}.")));
+        assert!(!second.body.contains("More events"));
+
+        let past = (written + total).to_string();
+        let end = render_job(&state, auth(), &job.id, params(&[("events_after", &past)]))
+            .await
+            .expect("page");
+        assert!(end.body.contains("No more events yet."));
+        let bad = render_job(&state, auth(), &job.id, params(&[("events_after", "x")])).await;
+        assert!(bad.is_err());
     }
 
     #[test]
