@@ -45,8 +45,9 @@ pub struct Observed {
     pub assignment: Assignment,
     /// Where it is.
     pub phase: Phase,
-    /// Restarts so far under its restart policy.
-    pub restarts: u32,
+    /// Restarts under its restart policy since it last ran for [`BACKOFF_RESET_MS`]: how
+    /// far up the back-off it is.
+    pub backoff_step: u32,
 }
 
 /// Why a process is stopped.
@@ -82,10 +83,15 @@ pub enum Action {
     },
 }
 
-/// Wait before the `restarts`-th restart: 1 s, doubling, at most 60 s.
-pub fn backoff_ms(restarts: u32) -> u64 {
-    1000u64.saturating_mul(1u64 << restarts.min(6)).min(60_000)
+/// Wait before a restart `step` restarts into a crash loop: 1 s, doubling, at most 60 s.
+pub fn backoff_ms(step: u32) -> u64 {
+    1000u64.saturating_mul(1u64 << step.min(6)).min(60_000)
 }
+
+/// A process that ran this long before it exited was healthy: its next restart waits the
+/// shortest back-off again (as Kubernetes resets a container's after 10 minutes), instead of
+/// the 60 s that crashes days or weeks apart would otherwise add up to.
+pub const BACKOFF_RESET_MS: u64 = 10 * 60_000;
 
 /// The actions that move `observed` towards `desired`: stops first (they free ports and
 /// accelerators), then forgets, then starts; each group sorted by id. If `desired` names an id
@@ -138,7 +144,7 @@ pub fn reconcile(desired: &[Assignment], observed: &[Observed], now_ms: u64) -> 
                         RestartPolicy::OnFailure => !success,
                         RestartPolicy::Always => true,
                     };
-                    if wanted && now_ms >= at_ms.saturating_add(backoff_ms(o.restarts)) {
+                    if wanted && now_ms >= at_ms.saturating_add(backoff_ms(o.backoff_step)) {
                         starts.push(Action::Start {
                             assignment: (*a).clone(),
                             restart: true,
@@ -203,7 +209,7 @@ mod tests {
         let old = Observed {
             assignment: on("j/attempt-1/rank-0", &[0, 1]),
             phase: Phase::Running,
-            restarts: 0,
+            backoff_step: 0,
         };
         let new = on("j/attempt-2/rank-0", &[1, 2]);
         let elsewhere = on("j/attempt-2/rank-1", &[3]);
@@ -247,7 +253,7 @@ mod tests {
         Observed {
             assignment: a(id, RestartPolicy::Never),
             phase,
-            restarts: 0,
+            backoff_step: 0,
         }
     }
 
@@ -317,7 +323,7 @@ mod tests {
         let replica = a("rank", RestartPolicy::Always);
         let mut o = obs("rank", exited(true, 100, true));
         o.assignment = replica.clone();
-        o.restarts = 2; // back-off 4 s
+        o.backoff_step = 2; // back-off 4 s
         assert!(
             reconcile(
                 std::slice::from_ref(&replica),
@@ -411,11 +417,11 @@ mod tests {
                     }
                     desired.push(d);
                 }
-                if let Some((phase, restarts)) = have {
+                if let Some((phase, backoff_step)) = have {
                     observed.push(Observed {
                         assignment: spec.unwrap_or_else(|| a(&id, RestartPolicy::Never)),
                         phase,
-                        restarts,
+                        backoff_step,
                     });
                 }
             }
@@ -444,13 +450,13 @@ mod tests {
                     assignment,
                     restart,
                 } => {
-                    let restarts = map.get(&assignment.id).map_or(0, |o| o.restarts);
+                    let step = map.get(&assignment.id).map_or(0, |o| o.backoff_step);
                     map.insert(
                         assignment.id.clone(),
                         Observed {
                             assignment: assignment.clone(),
                             phase: Phase::Running,
-                            restarts: restarts + u32::from(*restart),
+                            backoff_step: step + u32::from(*restart),
                         },
                     );
                 }

@@ -137,7 +137,12 @@ struct Managed {
     state: ProcessState,
     stop_deadline: Option<Instant>,
     exited_at_ms: u64,
+    /// When the process last started (0: it never did): a run of
+    /// [`crate::reconcile::BACKOFF_RESET_MS`] or more ends a crash loop.
+    started_at_ms: u64,
     restarts: u32,
+    /// Restarts since the process last ran for [`crate::reconcile::BACKOFF_RESET_MS`].
+    crash_streak: u32,
     reported: bool,
     /// Set when the process is gone: its output followers finish what is left and stop.
     gone: Arc<AtomicBool>,
@@ -156,6 +161,19 @@ struct Managed {
 }
 
 /// One line of `processes.json`.
+impl Managed {
+    /// Where its next restart is on the back-off: its crash streak, unless its last run was
+    /// long enough to end it.
+    fn backoff_step(&self) -> u32 {
+        let ran_ms = self.exited_at_ms.saturating_sub(self.started_at_ms);
+        if self.started_at_ms > 0 && ran_ms >= crate::reconcile::BACKOFF_RESET_MS {
+            0
+        } else {
+            self.crash_streak
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Record {
@@ -169,6 +187,10 @@ struct Record {
     /// `seq` of the latest line of stdout and stderr the control plane took.
     #[serde(default)]
     pushed: [u64; 2],
+    #[serde(default)]
+    started_at_ms: u64,
+    #[serde(default)]
+    crash_streak: u32,
 }
 
 /// Why a state directory could not be used.
@@ -552,7 +574,9 @@ impl Supervisor {
                 state: r.state,
                 stop_deadline: None,
                 exited_at_ms: r.exited_at_ms,
+                started_at_ms: r.started_at_ms,
                 restarts: r.restarts,
+                crash_streak: r.crash_streak,
                 reported: r.reported,
                 gone,
                 pipe_offsets: Default::default(),
@@ -730,6 +754,8 @@ impl Supervisor {
                 reported: m.reported,
                 exited_at_ms: m.exited_at_ms,
                 pushed: m.pushed,
+                started_at_ms: m.started_at_ms,
+                crash_streak: m.crash_streak,
             })
             .collect();
         write_atomically(&dir.join("processes.json"), &records);
@@ -739,17 +765,18 @@ impl Supervisor {
     /// [`ProcessState::FailedToStart`] (and reported like an exit), not returned as an error.
     /// Replaces an exited record with the same id; refuses (returns false) if one is live.
     pub fn start(&mut self, a: &Assignment, restart: bool) -> bool {
-        let (restarts, pipe_offsets, pushed) = match self.procs.get(&a.id) {
+        let (restarts, crash_streak, pipe_offsets, pushed) = match self.procs.get(&a.id) {
             Some(m) if m.handle.is_some() => {
                 tracing::warn!("not starting {}: a copy is still running", a.id);
                 return false;
             }
             Some(m) => (
                 m.restarts + u32::from(restart),
+                m.backoff_step() + u32::from(restart),
                 m.pipe_offsets.clone(),
                 m.pushed,
             ),
-            None => (0, self.fresh_pipe_offsets(), [0, 0]),
+            None => (0, 0, self.fresh_pipe_offsets(), [0, 0]),
         };
         let mut managed = Managed {
             assignment: a.clone(),
@@ -760,7 +787,9 @@ impl Supervisor {
             },
             stop_deadline: None,
             exited_at_ms: 0,
+            started_at_ms: now_ms(),
             restarts,
+            crash_streak,
             reported: false,
             gone: Arc::new(AtomicBool::new(false)),
             pipe_offsets,
@@ -989,7 +1018,7 @@ impl Supervisor {
                         reported: m.reported,
                     },
                 },
-                restarts: m.restarts,
+                backoff_step: m.backoff_step(),
             })
             .collect()
     }
@@ -1257,6 +1286,32 @@ mod tests {
             assert_eq!(seqs, [base, base + len], "{stream:?}: {first:?} {second:?}");
         }
         assert_eq!(s.statuses()[0].restarts, 1);
+    }
+
+    #[test]
+    fn a_long_healthy_run_ends_the_crash_loops_back_off() {
+        let mut s = Supervisor::new();
+        let a = sh("flaky", "exit 3");
+        let step = |s: &Supervisor| s.observed()[0].backoff_step;
+        assert!(s.start(&a, false));
+        wait_exit(&mut s, "flaky");
+        assert_eq!(step(&s), 0);
+        for n in 1..=3 {
+            assert!(s.start(&a, true));
+            wait_exit(&mut s, "flaky");
+            assert_eq!(step(&s), n, "crash {n} climbs the back-off");
+        }
+        // The next run lasts longer than the reset: its exit starts the back-off over, and the
+        // restart count the control plane sees still grows.
+        assert!(s.start(&a, true));
+        wait_exit(&mut s, "flaky");
+        let m = s.procs.get_mut("flaky").expect("known");
+        m.started_at_ms = m.exited_at_ms - crate::reconcile::BACKOFF_RESET_MS;
+        assert_eq!(step(&s), 0);
+        assert!(s.start(&a, true));
+        wait_exit(&mut s, "flaky");
+        assert_eq!(step(&s), 1);
+        assert_eq!(s.statuses()[0].restarts, 5);
     }
 
     #[test]
