@@ -37,6 +37,9 @@ use crate::reconcile::{Observed, Phase};
 /// Longest log line kept; longer output is split into lines of this size.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
+/// How long killing every process (at shutdown) waits for them to die, all together.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// How often output files are checked for new lines.
 const TAIL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -1109,34 +1112,57 @@ impl Supervisor {
     }
 
     fn kill_all(&mut self) {
-        let mut changed = false;
-        for m in self.procs.values_mut() {
-            let Some(handle) = m.handle.take() else {
+        // Every group is signalled before any is waited for, and the wait is bounded: a
+        // process stuck in the kernel (a hung file system or device driver) dies only when
+        // the kernel lets it, and must not hold the agent's shutdown, or the others' kills.
+        let mut killed = Vec::new();
+        for (id, m) in &mut self.procs {
+            let Some(mut handle) = m.handle.take() else {
                 continue;
             };
             signal_group(handle.pid(), Signal::SIGKILL);
+            if let Handle::Child(child) = &mut handle {
+                let _ = child.kill();
+            }
+            killed.push((id.clone(), handle));
+        }
+        if killed.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + KILL_WAIT;
+        for (id, handle) in killed {
             let (code, signal) = match handle {
-                Handle::Child(mut child) => {
-                    let _ = child.kill();
-                    child
-                        .wait()
-                        .map(|s| (s.code(), s.signal()))
-                        .unwrap_or((None, Some(9)))
-                }
+                Handle::Child(mut child) => loop {
+                    match child.try_wait() {
+                        Ok(Some(s)) => break (s.code(), s.signal()),
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Ok(None) => {
+                            tracing::warn!(
+                                %id,
+                                pid = child.id(),
+                                "still there {} s after SIGKILL (stuck in the kernel?); leaving it",
+                                KILL_WAIT.as_secs()
+                            );
+                            break (None, Some(9));
+                        }
+                        Err(_) => break (None, Some(9)),
+                    }
+                },
                 Handle::Adopted { .. } => (None, Some(9)),
             };
-            m.state = ProcessState::Exited(ExitInfo {
-                code,
-                signal,
-                stopped_by_agent: true,
-            });
-            m.gone.store(true, Ordering::Release);
-            m.exited_at_ms = now_ms();
-            changed = true;
+            if let Some(m) = self.procs.get_mut(&id) {
+                m.state = ProcessState::Exited(ExitInfo {
+                    code,
+                    signal,
+                    stopped_by_agent: true,
+                });
+                m.gone.store(true, Ordering::Release);
+                m.exited_at_ms = now_ms();
+            }
         }
-        if changed {
-            self.save();
-        }
+        self.save();
     }
 }
 
@@ -1443,15 +1469,22 @@ mod tests {
         let a = sh("long", "echo up; sleep 300");
         assert!(s.start(&a, false));
         assert!(!s.start(&a, false));
-        logs_until(&s, 1);
-        let pid = match s.statuses()[0].state {
-            ProcessState::Running { pid } => pid,
-            ref other => panic!("{other:?}"),
-        };
+        assert!(s.start(&sh("other", "echo up; sleep 300"), false));
+        logs_until(&s, 2);
+        let pids: Vec<u32> = s
+            .statuses()
+            .iter()
+            .map(|st| match st.state {
+                ProcessState::Running { pid } => pid,
+                ref other => panic!("{other:?}"),
+            })
+            .collect();
         drop(s);
-        // Reaped by drop: the pid is gone or at least not our sleeping shell.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(!stat.contains("(sh) S"), "{stat}");
+        // Killed and reaped by drop: neither our sleeping shell nor a zombie of it is left.
+        for pid in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            assert!(!stat.contains("(sh) "), "{stat}");
+        }
     }
     #[test]
     fn start_ticks_from_proc_stat() {
