@@ -354,6 +354,14 @@ impl AgentHub {
                 )));
             }
         }
+        // What the store keeps of a node (its `NodeInfo`) stays small, whatever an agent sends.
+        short_text("agent_version", &info.agent_version, 128)?;
+        for a in &info.accelerators {
+            short_text("accelerator name", &a.name, 256)?;
+            if let Some(uuid) = &a.uuid {
+                short_text("accelerator uuid", uuid, 128)?;
+            }
+        }
         let hub = self.lock();
         let cluster = match &info.cluster {
             Some(name) => hub.cluster(name).cloned().ok_or_else(|| {
@@ -543,6 +551,19 @@ impl AgentHub {
         // What a node reports does not make its output acceptable: only what it was handed
         // does, or any node could write into any job's logs by naming its assignments.
         n.statuses = report.processes;
+        // A start error becomes part of a job's events and reason: a page of it is plenty.
+        for st in &mut n.statuses {
+            if let ProcessState::FailedToStart { error } = &mut st.state
+                && error.len() > MAX_START_ERROR_BYTES
+            {
+                let mut end = MAX_START_ERROR_BYTES;
+                while !error.is_char_boundary(end) {
+                    end -= 1;
+                }
+                error.truncate(end);
+                error.push_str(" …");
+            }
+        }
         hub.fold_statuses(node, now_ms);
         Ok(())
     }
@@ -737,6 +758,20 @@ pub fn render_metrics(nodes: &[NodeView]) -> String {
 /// `{job}/replica-{epoch}.{n}/rank-{r}` → job.
 fn replica_of(id: &str) -> Option<&str> {
     id.split_once("/replica-").map(|(job, _)| job)
+}
+
+/// The longest start error of a process kept from a status report (longer ones are cut).
+pub const MAX_START_ERROR_BYTES: usize = 2048;
+
+/// A registration's free-text field: at most `max` bytes, no control characters.
+fn short_text(field: &str, value: &str, max: usize) -> Result<(), AgentError> {
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(AgentError::Invalid(format!(
+            "{field} {:?} must be at most {max} bytes with no control characters",
+            value.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
 }
 
 impl Hub {
@@ -1830,6 +1865,17 @@ mod tests {
         );
         let e = h.resolve(&info("h\0x", 2)).expect_err("NUL in hostname");
         assert!(e.to_string().contains("control character"), "{e}");
+        let mut long_version = info("a", 2);
+        long_version.agent_version = "v".repeat(129);
+        let e = h.resolve(&long_version).expect_err("a long version");
+        assert!(e.to_string().contains("agent_version"), "{e}");
+        let mut odd_name = info("a", 2);
+        odd_name.accelerators[1].name = "H100\n".into();
+        let e = h.resolve(&odd_name).expect_err("a control character");
+        assert!(e.to_string().contains("accelerator name"), "{e}");
+        let mut long_uuid = info("a", 2);
+        long_uuid.accelerators[0].uuid = Some("u".repeat(129));
+        assert!(h.resolve(&long_uuid).is_err());
         for address in ["\0", "10.0.0.1 evil", &"a".repeat(254)] {
             let mut odd = info("a", 2);
             odd.address = Some(address.to_owned());
@@ -1927,6 +1973,44 @@ mod tests {
         assert_eq!(b.poll(7), [], "reported once");
         b.act(vec![Command::Stop { job: "j".into() }]);
         assert!(ids(&h, &a).is_empty());
+    }
+
+    #[test]
+    fn a_huge_start_error_is_cut_before_it_becomes_the_jobs_reason() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 1)])]);
+        let on_a = h.assignments(&a, 0).expect("a").assignments;
+        h.status(
+            &a,
+            StatusReport {
+                processes: vec![ProcessStatus {
+                    assignment_id: on_a[0].id.clone(),
+                    state: ProcessState::FailedToStart {
+                        error: "é".repeat(100_000),
+                    },
+                    restarts: 0,
+                }],
+            },
+            5,
+        )
+        .expect("status");
+        // Failures are reported once every node of the gang was heard from after them.
+        h.heartbeat(&a, 6).expect("heartbeat");
+        let reasons: Vec<String> = b
+            .poll(6)
+            .into_iter()
+            .filter_map(|o| match o {
+                Observed::Failed { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("could not start"));
+        assert!(reasons[0].ends_with(" …"));
+        assert!(reasons[0].len() < MAX_START_ERROR_BYTES + 200);
     }
 
     #[test]
