@@ -84,6 +84,15 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The kernel's id of this boot: unique per machine and boot, even among clones of one image
+/// (which share `/etc/machine-id` and often their host name).
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
 /// Accelerators `nvidia-smi` reports; none where it is missing or fails.
 pub fn nvidia_accelerators() -> Vec<AcceleratorInfo> {
     let out = Command::new("nvidia-smi")
@@ -125,6 +134,7 @@ pub fn discover(opts: &DiscoverOptions) -> NodeInfo {
     };
     NodeInfo {
         hostname: hostname(),
+        boot_id: boot_id(),
         cluster: opts.cluster.clone(),
         cpus,
         memory_bytes,

@@ -32,6 +32,11 @@ pub struct AcceleratorInfo {
 pub struct NodeInfo {
     /// Host name.
     pub hostname: String,
+    /// This boot of the machine (`/proc/sys/kernel/random/boot_id`), where known: two machines
+    /// that share a host name (clones of one image) differ here, and the control plane does
+    /// not take one for the other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// Cluster the node joins, if the operator named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,

@@ -99,6 +99,7 @@ impl Stub {
 fn node() -> NodeInfo {
     NodeInfo {
         hostname: "h1".into(),
+        boot_id: None,
         cluster: Some("local".into()),
         cpus: 4,
         memory_bytes: 1 << 30,

@@ -24,6 +24,7 @@ fn main() {
 fn info(i: u32) -> NodeInfo {
     NodeInfo {
         hostname: format!("node-{i:05}"),
+        boot_id: None,
         cluster: Some("local".into()),
         cpus: 224,
         memory_bytes: 2 << 40,

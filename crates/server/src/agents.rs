@@ -124,6 +124,8 @@ struct Node {
     slot: u32,
     hostname: String,
     address: String,
+    /// The machine's boot, as the agent reported it.
+    boot_id: Option<String>,
     /// Accelerator indices the node offers (declared or discovered).
     accelerators: Vec<u32>,
     last_seen_ms: i64,
@@ -356,6 +358,9 @@ impl AgentHub {
         }
         // What the store keeps of a node (its `NodeInfo`) stays small, whatever an agent sends.
         short_text("agent_version", &info.agent_version, 128)?;
+        if let Some(boot) = &info.boot_id {
+            short_text("boot_id", boot, 64)?;
+        }
         for a in &info.accelerators {
             short_text("accelerator name", &a.name, 256)?;
             if let Some(uuid) = &a.uuid {
@@ -387,8 +392,15 @@ impl AgentHub {
             .clone()
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| hostname.to_owned());
+        // Another machine under this host name: another address, or another boot (clones of one
+        // image reach the same address when it is the host name itself).
+        let other_boot =
+            |n: &Node| matches!((&n.boot_id, &info.boot_id), (Some(a), Some(b)) if a != b);
         if let Some(live) = hub.nodes.values().find(|n| {
-            n.cluster == cluster.index && n.hostname == hostname && !n.lost && n.address != address
+            n.cluster == cluster.index
+                && n.hostname == hostname
+                && !n.lost
+                && (n.address != address || other_boot(n))
         }) {
             // Two machines under one host name would both run the node's ranks.
             return Err(AgentError::Conflict(format!(
@@ -463,6 +475,7 @@ impl AgentHub {
                 slot,
                 hostname: hostname.clone(),
                 address,
+                boot_id: info.boot_id.clone(),
                 accelerators,
                 last_seen_ms: now_ms,
                 persisted_ms: now_ms,
@@ -1725,6 +1738,7 @@ mod tests {
     fn info(host: &str, accelerators: u32) -> NodeInfo {
         NodeInfo {
             hostname: host.into(),
+            boot_id: Some(format!("boot-of-{host}")),
             cluster: Some("local".into()),
             cpus: 4,
             memory_bytes: 1 << 30,
@@ -1859,6 +1873,15 @@ mod tests {
         let e = h.resolve(&twin).expect_err("a twin");
         assert!(matches!(e, AgentError::Conflict(_)), "{e}");
         assert!(e.to_string().contains("is live at 10.0.0.1"), "{e}");
+        // A clone of its image: same host name and address, another boot.
+        let mut clone = info("a", 2);
+        clone.boot_id = Some("another-boot".into());
+        let e = h.resolve(&clone).expect_err("a clone");
+        assert!(matches!(e, AgentError::Conflict(_)), "{e}");
+        // An agent that does not say (an older one) is taken by its address, as before.
+        let mut unsaid = info("a", 2);
+        unsaid.boot_id = None;
+        assert!(h.resolve(&unsaid).is_ok());
         assert!(
             h.resolve(&info("a", 2)).is_ok(),
             "the same machine registers again"
