@@ -86,7 +86,7 @@ fn hostname() -> String {
 
 /// The kernel's id of this boot: unique per machine and boot, even among clones of one image
 /// (which share `/etc/machine-id` and often their host name).
-fn boot_id() -> Option<String> {
+pub fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .ok()
         .map(|s| s.trim().to_string())
@@ -134,7 +134,6 @@ pub fn discover(opts: &DiscoverOptions) -> NodeInfo {
     };
     NodeInfo {
         hostname: hostname(),
-        boot_id: boot_id(),
         cluster: opts.cluster.clone(),
         cpus,
         memory_bytes,

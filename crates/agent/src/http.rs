@@ -13,6 +13,7 @@
 //! Errors use the API's error body `{"error": {"code", "message"}}`. A 404 whose code is
 //! `unknown_node` makes the agent register again; other 4xx are refusals; 5xx, timeouts and
 //! connection failures count as "unreachable" (the agent retries and keeps its processes).
+//! Every request carries the machine's boot id in [`BOOT_ID_HEADER`] where it has one.
 
 use std::time::Duration;
 
@@ -21,8 +22,8 @@ use serde::de::DeserializeOwned;
 
 use crate::control::{ControlPlane, ControlPlaneError};
 use crate::protocol::{
-    Assignment, AssignmentList, LogBatch, LogLine, NodeInfo, ProcessStatus, Registration,
-    StatusReport,
+    Assignment, AssignmentList, BOOT_ID_HEADER, LogBatch, LogLine, NodeInfo, ProcessStatus,
+    Registration, StatusReport,
 };
 
 /// The error code of a 404 for a node the server does not know.
@@ -33,6 +34,8 @@ pub const UNKNOWN_NODE: &str = "unknown_node";
 pub struct HttpControlPlane {
     base: String,
     token: String,
+    /// Sent as [`BOOT_ID_HEADER`] on every call.
+    boot_id: Option<String>,
     http: ureq::Agent,
 }
 
@@ -100,8 +103,15 @@ impl HttpControlPlane {
         Ok(Self {
             base,
             token: token.to_string(),
+            boot_id: crate::hardware::boot_id(),
             http,
         })
+    }
+
+    /// The same client, calling as the machine of boot `boot_id` (`None`: sends none).
+    pub fn with_boot_id(mut self, boot_id: Option<String>) -> Self {
+        self.boot_id = boot_id;
+        self
     }
 
     fn node_path(node_id: &str, what: &str) -> String {
@@ -127,28 +137,24 @@ impl HttpControlPlane {
     ) -> Result<Option<T>, ControlPlaneError> {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token);
+        let boot = self.boot_id.as_deref().unwrap_or_default();
+        // Requests with and without a body are different types; each gets the same headers.
+        macro_rules! headers {
+            ($request:expr) => {{
+                let r = $request.header("Authorization", &auth);
+                if boot.is_empty() {
+                    r
+                } else {
+                    r.header(BOOT_ID_HEADER, boot)
+                }
+            }};
+        }
         let res = match (method, body) {
-            ("GET", _) => self.http.get(&url).header("Authorization", &auth).call(),
-            ("PUT", Body::Json(b)) => self
-                .http
-                .put(&url)
-                .header("Authorization", &auth)
-                .send_json(b),
-            ("PUT", Body::None) => self
-                .http
-                .put(&url)
-                .header("Authorization", &auth)
-                .send_empty(),
-            (_, Body::Json(b)) => self
-                .http
-                .post(&url)
-                .header("Authorization", &auth)
-                .send_json(b),
-            (_, Body::None) => self
-                .http
-                .post(&url)
-                .header("Authorization", &auth)
-                .send_empty(),
+            ("GET", _) => headers!(self.http.get(&url)).call(),
+            ("PUT", Body::Json(b)) => headers!(self.http.put(&url)).send_json(b),
+            ("PUT", Body::None) => headers!(self.http.put(&url)).send_empty(),
+            (_, Body::Json(b)) => headers!(self.http.post(&url)).send_json(b),
+            (_, Body::None) => headers!(self.http.post(&url)).send_empty(),
         };
         let mut res = res.map_err(|e| ControlPlaneError::Unreachable(format!("{url}: {e}")))?;
         let status = res.status().as_u16();

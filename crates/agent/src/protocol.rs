@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 /// Protocol version the agent speaks; sent on registration.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The header every request of an agent carries, where the machine has one: this boot of the
+/// machine (`/proc/sys/kernel/random/boot_id`). Two machines under one host name (clones of one
+/// image) differ here, so the control plane neither registers the second while the first is
+/// live nor takes the calls of one that was replaced for the node's current machine's. A header
+/// rather than a field, so that agents and servers of either age still understand each other.
+pub const BOOT_ID_HEADER: &str = "switchyard-boot-id";
+
 /// One accelerator on the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,11 +39,6 @@ pub struct AcceleratorInfo {
 pub struct NodeInfo {
     /// Host name.
     pub hostname: String,
-    /// This boot of the machine (`/proc/sys/kernel/random/boot_id`), where known: two machines
-    /// that share a host name (clones of one image) differ here, and the control plane does
-    /// not take one for the other.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_id: Option<String>,
     /// Cluster the node joins, if the operator named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,

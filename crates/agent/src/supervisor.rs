@@ -163,7 +163,6 @@ struct Managed {
     followers: Vec<JoinHandle<()>>,
 }
 
-/// One line of `processes.json`.
 impl Managed {
     /// Where its next restart is on the back-off: its crash streak, unless its last run was
     /// long enough to end it.
@@ -177,6 +176,7 @@ impl Managed {
     }
 }
 
+/// One line of `processes.json`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Record {
@@ -1094,7 +1094,9 @@ impl Supervisor {
         }
     }
 
-    /// Kills every process still running (SIGKILL to its group).
+    /// Kills every process still running (SIGKILL to its group), waiting at most 5 s in all
+    /// for them to go; one still there after that stays recorded as stopping, for the next
+    /// agent on the state directory to finish.
     pub fn kill_remaining(&mut self) {
         self.kill_all();
     }
@@ -1131,10 +1133,10 @@ impl Supervisor {
         }
         let deadline = Instant::now() + KILL_WAIT;
         for (id, handle) in killed {
-            let (code, signal) = match handle {
+            let ended = match handle {
                 Handle::Child(mut child) => loop {
                     match child.try_wait() {
-                        Ok(Some(s)) => break (s.code(), s.signal()),
+                        Ok(Some(s)) => break Some((s.code(), s.signal())),
                         Ok(None) if Instant::now() < deadline => {
                             std::thread::sleep(Duration::from_millis(10));
                         }
@@ -1142,24 +1144,37 @@ impl Supervisor {
                             tracing::warn!(
                                 %id,
                                 pid = child.id(),
-                                "still there {} s after SIGKILL (stuck in the kernel?); leaving it",
+                                "still there {} s after SIGKILL (stuck in the kernel?); the next \
+                                 agent on this state directory finishes the kill",
                                 KILL_WAIT.as_secs()
                             );
-                            break (None, Some(9));
+                            break None;
                         }
-                        Err(_) => break (None, Some(9)),
+                        Err(_) => break Some((None, Some(9))),
                     }
                 },
-                Handle::Adopted { .. } => (None, Some(9)),
+                Handle::Adopted { .. } => Some((None, Some(9))),
             };
-            if let Some(m) = self.procs.get_mut(&id) {
-                m.state = ProcessState::Exited(ExitInfo {
-                    code,
-                    signal,
-                    stopped_by_agent: true,
-                });
-                m.gone.store(true, Ordering::Release);
-                m.exited_at_ms = now_ms();
+            let Some(m) = self.procs.get_mut(&id) else {
+                continue;
+            };
+            m.gone.store(true, Ordering::Release);
+            match ended {
+                Some((code, signal)) => {
+                    m.state = ProcessState::Exited(ExitInfo {
+                        code,
+                        signal,
+                        stopped_by_agent: true,
+                    });
+                    m.exited_at_ms = now_ms();
+                }
+                // Still holding its accelerators: recorded as stopping (with its start time),
+                // so the next agent adopts it and starts nothing in its place until it is gone.
+                None => {
+                    if let ProcessState::Running { pid } = m.state {
+                        m.state = ProcessState::Stopping { pid };
+                    }
+                }
             }
         }
         self.save();
@@ -1338,6 +1353,26 @@ mod tests {
         wait_exit(&mut s, "flaky");
         assert_eq!(step(&s), 1);
         assert_eq!(s.statuses()[0].restarts, 5);
+    }
+
+    #[test]
+    fn the_crash_streak_survives_an_agent_restart() {
+        let dir = state_dir("streak");
+        let mut s = Supervisor::with_state_dir(&dir).expect("state dir");
+        let a = sh("flaky", "exit 3");
+        assert!(s.start(&a, false));
+        wait_exit(&mut s, "flaky");
+        for _ in 0..2 {
+            assert!(s.start(&a, true));
+            wait_exit(&mut s, "flaky");
+        }
+        assert_eq!(s.observed()[0].backoff_step, 2);
+        s.detach();
+        let s = Supervisor::with_state_dir(&dir).expect("the next agent");
+        assert_eq!(s.observed()[0].backoff_step, 2);
+        assert_eq!(s.statuses()[0].restarts, 2);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -18,6 +18,7 @@ struct Seen {
     method: String,
     path: String,
     auth: String,
+    boot: String,
     body: String,
 }
 
@@ -49,7 +50,7 @@ impl Stub {
                 let mut parts = line.split_whitespace();
                 let method = parts.next().unwrap_or_default().to_string();
                 let path = parts.next().unwrap_or_default().to_string();
-                let (mut auth, mut len) = (String::new(), 0usize);
+                let (mut auth, mut boot, mut len) = (String::new(), String::new(), 0usize);
                 loop {
                     let mut h = String::new();
                     reader.read_line(&mut h).expect("header");
@@ -60,6 +61,7 @@ impl Stub {
                     let (k, v) = h.split_once(':').unwrap_or((h, ""));
                     match k.to_ascii_lowercase().as_str() {
                         "authorization" => auth = v.trim().to_string(),
+                        "switchyard-boot-id" => boot = v.trim().to_string(),
                         "content-length" => len = v.trim().parse().unwrap_or(0),
                         _ => {}
                     }
@@ -70,6 +72,7 @@ impl Stub {
                     method,
                     path,
                     auth,
+                    boot,
                     body: String::from_utf8_lossy(&buf).into_owned(),
                 });
                 let reason = if status < 300 { "OK" } else { "Error" };
@@ -99,7 +102,6 @@ impl Stub {
 fn node() -> NodeInfo {
     NodeInfo {
         hostname: "h1".into(),
-        boot_id: None,
         cluster: Some("local".into()),
         cpus: 4,
         memory_bytes: 1 << 30,
@@ -111,7 +113,9 @@ fn node() -> NodeInfo {
 }
 
 fn client(stub: &Stub) -> HttpControlPlane {
-    HttpControlPlane::new(&stub.url, "secret", Duration::from_secs(30)).expect("client")
+    HttpControlPlane::new(&stub.url, "secret", Duration::from_secs(30))
+        .expect("client")
+        .with_boot_id(Some("boot-7".into()))
 }
 
 #[test]
@@ -164,6 +168,7 @@ fn every_call_goes_where_the_protocol_says() {
         ]
     );
     assert!(seen.iter().all(|s| s.auth == "Bearer secret"));
+    assert!(seen.iter().all(|s| s.boot == "boot-7"), "{seen:?}");
     let registered: NodeInfo = serde_json::from_str(&seen[0].body).expect("node body");
     assert_eq!(registered, node());
     let status: serde_json::Value = serde_json::from_str(&seen[3].body).expect("status body");

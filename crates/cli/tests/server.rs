@@ -509,6 +509,19 @@ fn error_codes(db: String) {
         wrong_method.1
     );
     expect(405, "method_not_allowed", wrong_method);
+    let allow = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .delete(&jobs)
+        .header("Authorization", &format!("Bearer {t}"))
+        .call()
+        .expect("the server answers");
+    assert_eq!(allow.status().as_u16(), 405);
+    assert_eq!(
+        allow.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST,GET,HEAD")
+    );
     expect(
         400,
         "invalid_request",
@@ -1114,6 +1127,20 @@ fn dashboard(db: String) {
             .get("location")
             .and_then(|v| v.to_str().ok()),
         Some("/dashboard")
+    );
+    // The dashboard is read-only, and says which methods its pages take.
+    let posted = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .post(format!("{}/dashboard/anything", s.url))
+        .header("Authorization", &basic(&a))
+        .send_empty()
+        .expect("the server answers");
+    assert_eq!(posted.status().as_u16(), 405);
+    assert_eq!(
+        posted.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET,HEAD")
     );
 
     // The job's page: its submission (escaped), its events.

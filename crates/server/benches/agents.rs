@@ -24,7 +24,6 @@ fn main() {
 fn info(i: u32) -> NodeInfo {
     NodeInfo {
         hostname: format!("node-{i:05}"),
-        boot_id: None,
         cluster: Some("local".into()),
         cpus: 224,
         memory_bytes: 2 << 40,
@@ -74,8 +73,8 @@ fn fleet_with_gang() -> (AgentHub, AgentBackend) {
     let hub = AgentHub::new(&fleet, AgentSettings::default());
     for i in 0..NODES {
         let node = info(i);
-        let (cluster, _) = hub.resolve(&node).expect("resolves");
-        hub.admit(&node, &cluster, &format!("n-{i:05}"), i, 0)
+        let (cluster, _) = hub.resolve(&node, None).expect("resolves");
+        hub.admit(&node, None, &cluster, &format!("n-{i:05}"), i, 0)
             .expect("admitted");
     }
     let mut backend = AgentBackend::new(hub.clone());

@@ -139,6 +139,16 @@ struct Node {
     handed: RecentIds,
 }
 
+impl Node {
+    /// Whether a machine at `address` with boot `boot` is another machine than this node's:
+    /// another address, or another boot where both are known (clones of one image reach the
+    /// same address when it is their shared host name).
+    fn is_another_machine(&self, address: &str, boot: Option<&str>) -> bool {
+        self.address != address
+            || matches!((self.boot_id.as_deref(), boot), (Some(a), Some(b)) if a != b)
+    }
+}
+
 /// Ids handed out lately, each once: at most [`RecentIds::CAPACITY`] and none older than
 /// [`RecentIds::TTL_MS`] (oldest forgotten first), so that the memory a node's record holds
 /// stays small however long the node lives and however large the fleet.
@@ -328,8 +338,13 @@ impl AgentHub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Checks a registration and says which cluster (name, node slots) the node joins.
-    pub fn resolve(&self, info: &NodeInfo) -> Result<(String, u32), AgentError> {
+    /// Checks a registration from the machine of boot `boot` (where the agent says) and says
+    /// which cluster (name, node slots) the node joins.
+    pub fn resolve(
+        &self,
+        info: &NodeInfo,
+        boot: Option<&str>,
+    ) -> Result<(String, u32), AgentError> {
         if info.protocol_version != PROTOCOL_VERSION {
             return Err(AgentError::Invalid(format!(
                 "agent protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
@@ -358,9 +373,6 @@ impl AgentHub {
         }
         // What the store keeps of a node (its `NodeInfo`) stays small, whatever an agent sends.
         short_text("agent_version", &info.agent_version, 128)?;
-        if let Some(boot) = &info.boot_id {
-            short_text("boot_id", boot, 64)?;
-        }
         for a in &info.accelerators {
             short_text("accelerator name", &a.name, 256)?;
             if let Some(uuid) = &a.uuid {
@@ -392,15 +404,11 @@ impl AgentHub {
             .clone()
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| hostname.to_owned());
-        // Another machine under this host name: another address, or another boot (clones of one
-        // image reach the same address when it is the host name itself).
-        let other_boot =
-            |n: &Node| matches!((&n.boot_id, &info.boot_id), (Some(a), Some(b)) if a != b);
         if let Some(live) = hub.nodes.values().find(|n| {
             n.cluster == cluster.index
                 && n.hostname == hostname
                 && !n.lost
-                && (n.address != address || other_boot(n))
+                && n.is_another_machine(&address, boot)
         }) {
             // Two machines under one host name would both run the node's ranks.
             return Err(AgentError::Conflict(format!(
@@ -434,6 +442,7 @@ impl AgentHub {
     pub fn admit(
         &self,
         info: &NodeInfo,
+        boot: Option<&str>,
         cluster: &str,
         id: &str,
         slot: u32,
@@ -451,6 +460,19 @@ impl AgentHub {
             .clone()
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| hostname.clone());
+        // Two machines may both pass `resolve` before either is admitted (clones of one image
+        // booting together): the first one in keeps the node.
+        if let Some(live) = hub
+            .nodes
+            .get(id)
+            .filter(|n| !n.lost && n.is_another_machine(&address, boot))
+        {
+            return Err(AgentError::Conflict(format!(
+                "host {hostname} is live at {} (node {id}) as another machine; this one cannot \
+                 take its place until it is lost",
+                live.address
+            )));
+        }
         // A slot the store gave to this node may have held another node id in this process
         // (a store shared by replicas); the store's answer wins.
         if let Some(previous) = hub.by_slot.insert((c, slot), id.to_owned())
@@ -475,7 +497,7 @@ impl AgentHub {
                 slot,
                 hostname: hostname.clone(),
                 address,
-                boot_id: info.boot_id.clone(),
+                boot_id: boot.map(str::to_owned),
                 accelerators,
                 last_seen_ms: now_ms,
                 persisted_ms: now_ms,
@@ -495,6 +517,20 @@ impl AgentHub {
             node_id: id.to_owned(),
             heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u64,
         })
+    }
+
+    /// Refuses a call for `node` from another machine than the one registered as it now (a
+    /// machine the node was taken over from while it was cut off): as an unknown node, so that
+    /// its agent registers again, which is refused while the node's machine is live. Calls that
+    /// do not say their boot are taken.
+    pub fn check_boot(&self, node: &str, boot: Option<&str>) -> Result<(), AgentError> {
+        let hub = self.lock();
+        match (hub.nodes.get(node).and_then(|n| n.boot_id.as_deref()), boot) {
+            (Some(registered), Some(caller)) if registered != caller => {
+                Err(AgentError::UnknownNode(node.to_owned()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A sign of life; a lost node that comes back is usable again. True when the heartbeat
@@ -1543,9 +1579,9 @@ mod handlers {
     use axum::body::Bytes;
     use axum::extract::rejection::BytesRejection;
     use axum::extract::{Path, State};
-    use axum::http::StatusCode;
+    use axum::http::{HeaderMap, StatusCode};
     use switchyard_agent::protocol::{
-        AssignmentList, LogBatch, NodeInfo, Registration, StatusReport,
+        AssignmentList, BOOT_ID_HEADER, LogBatch, NodeInfo, Registration, StatusReport,
     };
 
     use switchyard_store::{NodeRegistration, StoreWrite as _};
@@ -1619,14 +1655,44 @@ mod handlers {
         })
     }
 
+    /// The caller's boot id ([`BOOT_ID_HEADER`]), if it sent one.
+    fn boot(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+        let Some(value) = headers.get(BOOT_ID_HEADER) else {
+            return Ok(None);
+        };
+        match value.to_str() {
+            Ok(v) if !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Some(v.to_owned()))
+            }
+            _ => Err(ApiError::bad(format!(
+                "header {BOOT_ID_HEADER} must be 1 to 64 visible ASCII characters"
+            ))),
+        }
+    }
+
+    /// The hub, for a call about `node` from the machine registered as it.
+    fn node_hub(
+        s: &AppState,
+        auth: &Auth,
+        headers: &HeaderMap,
+        node: &str,
+    ) -> Result<AgentHub, ApiError> {
+        let hub = hub(s, auth)?;
+        hub.check_boot(node, boot(headers)?.as_deref())
+            .map_err(refused)?;
+        Ok(hub)
+    }
+
     pub(super) async fn register(
         State(s): State<AppState>,
         auth: Auth,
+        headers: HeaderMap,
         raw: Result<Bytes, BytesRejection>,
     ) -> Result<Json<Registration>, ApiError> {
         let hub = hub(&s, &auth)?;
         let info: NodeInfo = body(raw, "node description (NodeInfo)")?;
-        let (cluster, slots) = hub.resolve(&info).map_err(refused)?;
+        let boot = boot(&headers)?;
+        let (cluster, slots) = hub.resolve(&info, boot.as_deref()).map_err(refused)?;
         let now = now_ms();
         let record = s
             .store
@@ -1645,7 +1711,7 @@ mod handlers {
         let slot = u32::try_from(record.slot)
             .map_err(|_| ApiError::bad(format!("stored slot {} is invalid", record.slot)))?;
         let r = hub
-            .admit(&info, &cluster, &record.id, slot, now)
+            .admit(&info, boot.as_deref(), &cluster, &record.id, slot, now)
             .map_err(refused)?;
         s.wake.notify_one();
         Ok(Json(r))
@@ -1662,10 +1728,14 @@ mod handlers {
     pub(super) async fn heartbeat(
         State(s): State<AppState>,
         auth: Auth,
+        headers: HeaderMap,
         Path(id): Path<String>,
     ) -> Result<StatusCode, ApiError> {
         let now = now_ms();
-        if hub(&s, &auth)?.heartbeat(&id, now).map_err(refused)? {
+        if node_hub(&s, &auth, &headers, &id)?
+            .heartbeat(&id, now)
+            .map_err(refused)?
+        {
             s.store.node_heartbeat(&id, now).await?;
         }
         Ok(StatusCode::NO_CONTENT)
@@ -1674,9 +1744,10 @@ mod handlers {
     pub(super) async fn assignments(
         State(s): State<AppState>,
         auth: Auth,
+        headers: HeaderMap,
         Path(id): Path<String>,
     ) -> Result<Json<AssignmentList>, ApiError> {
-        let list = hub(&s, &auth)?
+        let list = node_hub(&s, &auth, &headers, &id)?
             .assignments(&id, now_ms())
             .map_err(refused)?;
         Ok(Json(list))
@@ -1685,10 +1756,11 @@ mod handlers {
     pub(super) async fn status(
         State(s): State<AppState>,
         auth: Auth,
+        headers: HeaderMap,
         Path(id): Path<String>,
         raw: Result<Bytes, BytesRejection>,
     ) -> Result<StatusCode, ApiError> {
-        let hub = hub(&s, &auth)?;
+        let hub = node_hub(&s, &auth, &headers, &id)?;
         let report: StatusReport = body(raw, "status report")?;
         hub.status(&id, report, now_ms()).map_err(refused)?;
         s.wake.notify_one();
@@ -1698,10 +1770,11 @@ mod handlers {
     pub(super) async fn logs(
         State(s): State<AppState>,
         auth: Auth,
+        headers: HeaderMap,
         Path(id): Path<String>,
         raw: Result<Bytes, BytesRejection>,
     ) -> Result<StatusCode, ApiError> {
-        let hub = hub(&s, &auth)?;
+        let hub = node_hub(&s, &auth, &headers, &id)?;
         let batch: LogBatch = body(raw, "log batch")?;
         let pushed = hub.output(&id, batch, now_ms()).map_err(refused)?;
         let lines = super::lines_to_store(&s.store, pushed).await?;
@@ -1738,7 +1811,6 @@ mod tests {
     fn info(host: &str, accelerators: u32) -> NodeInfo {
         NodeInfo {
             hostname: host.into(),
-            boot_id: Some(format!("boot-of-{host}")),
             cluster: Some("local".into()),
             cpus: 4,
             memory_bytes: 1 << 30,
@@ -1758,10 +1830,11 @@ mod tests {
 
     /// Registers `host` in `slot` (as the store would assign).
     fn join(h: &AgentHub, host: &str, slot: u32, now: i64) -> String {
-        let (cluster, slots) = h.resolve(&info(host, 2)).expect("resolves");
+        let boot = format!("boot-of-{host}");
+        let (cluster, slots) = h.resolve(&info(host, 2), Some(&boot)).expect("resolves");
         assert_eq!((cluster.as_str(), slots), ("local", 3));
         let id = format!("n-{host}");
-        h.admit(&info(host, 2), &cluster, &id, slot, now)
+        h.admit(&info(host, 2), Some(&boot), &cluster, &id, slot, now)
             .expect("admitted");
         id
     }
@@ -1856,53 +1929,55 @@ mod tests {
         let h = hub();
         let mut bad = info("a", 2);
         bad.cluster = Some("elsewhere".into());
-        let e = h.resolve(&bad).expect_err("unknown cluster");
+        let e = h.resolve(&bad, None).expect_err("unknown cluster");
         assert!(e.to_string().contains("agent clusters: local"), "{e}");
-        let e = h.resolve(&info("a", 3)).expect_err("too many accelerators");
+        let e = h
+            .resolve(&info("a", 3), None)
+            .expect_err("too many accelerators");
         assert!(e.to_string().contains("have 2"), "{e}");
         let mut old = info("a", 2);
         old.protocol_version = 99;
-        assert!(h.resolve(&old).is_err());
+        assert!(h.resolve(&old, None).is_err());
         let mut blank = info(" ", 2);
         blank.cluster = None;
-        assert!(h.resolve(&blank).is_err());
+        assert!(h.resolve(&blank, None).is_err());
         // A second machine under a live node's host name is refused; the same machine is not.
         join(&h, "a", 0, 0);
         let mut twin = info("a", 2);
         twin.address = Some("10.9.9.9".into());
-        let e = h.resolve(&twin).expect_err("a twin");
+        let e = h.resolve(&twin, None).expect_err("a twin");
         assert!(matches!(e, AgentError::Conflict(_)), "{e}");
         assert!(e.to_string().contains("is live at 10.0.0.1"), "{e}");
         // A clone of its image: same host name and address, another boot.
-        let mut clone = info("a", 2);
-        clone.boot_id = Some("another-boot".into());
-        let e = h.resolve(&clone).expect_err("a clone");
+        let e = h
+            .resolve(&info("a", 2), Some("another-boot"))
+            .expect_err("a clone");
         assert!(matches!(e, AgentError::Conflict(_)), "{e}");
-        // An agent that does not say (an older one) is taken by its address, as before.
-        let mut unsaid = info("a", 2);
-        unsaid.boot_id = None;
-        assert!(h.resolve(&unsaid).is_ok());
+        // An agent that does not say (an older one) is told apart by its address, as before.
+        assert!(h.resolve(&info("a", 2), None).is_ok());
         assert!(
-            h.resolve(&info("a", 2)).is_ok(),
+            h.resolve(&info("a", 2), Some("boot-of-a")).is_ok(),
             "the same machine registers again"
         );
-        let e = h.resolve(&info("h\0x", 2)).expect_err("NUL in hostname");
+        let e = h
+            .resolve(&info("h\0x", 2), None)
+            .expect_err("NUL in hostname");
         assert!(e.to_string().contains("control character"), "{e}");
         let mut long_version = info("a", 2);
         long_version.agent_version = "v".repeat(129);
-        let e = h.resolve(&long_version).expect_err("a long version");
+        let e = h.resolve(&long_version, None).expect_err("a long version");
         assert!(e.to_string().contains("agent_version"), "{e}");
         let mut odd_name = info("a", 2);
         odd_name.accelerators[1].name = "H100\n".into();
-        let e = h.resolve(&odd_name).expect_err("a control character");
+        let e = h.resolve(&odd_name, None).expect_err("a control character");
         assert!(e.to_string().contains("accelerator name"), "{e}");
         let mut long_uuid = info("a", 2);
         long_uuid.accelerators[0].uuid = Some("u".repeat(129));
-        assert!(h.resolve(&long_uuid).is_err());
+        assert!(h.resolve(&long_uuid, None).is_err());
         for address in ["\0", "10.0.0.1 evil", &"a".repeat(254)] {
             let mut odd = info("a", 2);
             odd.address = Some(address.to_owned());
-            let e = h.resolve(&odd).expect_err("bad address");
+            let e = h.resolve(&odd, None).expect_err("bad address");
             assert!(e.to_string().contains("host name or IP address"), "{e}");
         }
         assert_eq!(
@@ -2192,6 +2267,45 @@ mod tests {
             reason.contains("attempt 2") && reason.contains("exited with code 1"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn one_machine_at_a_time_holds_a_host_name() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        // Two clones register at once: both pass the check, the first admitted keeps the node.
+        let node = info("a", 2);
+        let (cluster, _) = h.resolve(&node, Some("boot-1")).expect("first");
+        h.resolve(&node, Some("boot-2"))
+            .expect("second, not yet admitted");
+        h.admit(&node, Some("boot-1"), &cluster, "n-a", 0, 0)
+            .expect("first in");
+        let e = h
+            .admit(&node, Some("boot-2"), &cluster, "n-a", 0, 0)
+            .expect_err("the clone");
+        assert!(matches!(e, AgentError::Conflict(_)), "{e}");
+        assert_eq!(h.check_boot("n-a", Some("boot-1")), Ok(()));
+        assert_eq!(
+            h.check_boot("n-a", None),
+            Ok(()),
+            "an agent that does not say"
+        );
+
+        // Cut off, the node is lost; the clone takes it over. The first machine's calls are
+        // then refused as an unknown node's (so its agent registers again, and is refused).
+        for t in (0..=1_000).step_by(100) {
+            b.poll(t);
+        }
+        assert!(h.lock().nodes["n-a"].lost);
+        h.resolve(&node, Some("boot-2")).expect("the node is lost");
+        h.admit(&node, Some("boot-2"), &cluster, "n-a", 0, 1_000)
+            .expect("taken over");
+        assert_eq!(
+            h.check_boot("n-a", Some("boot-1")),
+            Err(AgentError::UnknownNode("n-a".into()))
+        );
+        assert!(h.resolve(&node, Some("boot-1")).is_err());
+        assert_eq!(h.check_boot("n-a", Some("boot-2")), Ok(()));
     }
 
     #[test]

@@ -43,21 +43,26 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/dashboard/{*rest}", any(no_such_page))
 }
 
-async fn no_such_page(method: axum::http::Method) -> Page {
+async fn no_such_page(method: axum::http::Method) -> axum::response::Response {
     if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
-        ApiError::new(
+        Page::from(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such page: the dashboard has /dashboard and /dashboard/jobs/ID",
-        )
-        .into()
+        ))
+        .into_response()
     } else {
-        ApiError::new(
+        let mut res = Page::from(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "the dashboard is read-only: its pages answer GET",
-        )
-        .into()
+        ))
+        .into_response();
+        res.headers_mut().insert(
+            axum::http::header::ALLOW,
+            axum::http::HeaderValue::from_static("GET,HEAD"),
+        );
+        res
     }
 }
 
