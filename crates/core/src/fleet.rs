@@ -227,9 +227,13 @@ impl Cluster {
         self.accelerators() as f64 * self.accelerator.hbm_gib / 1024.0
     }
 
-    /// Accelerators on one scale-up fabric.
+    /// Accelerators on one scale-up fabric: the scale-up level's nodes, but never more than
+    /// the accelerator's fabric links (a 16-GPU H100 server holds two 8-GPU NVLink domains;
+    /// PCIe cards are bridged in pairs at most, whatever the server holds).
     pub fn scale_up_accelerators(&self) -> u32 {
-        self.topology.scale_up_nodes() * self.accelerators_per_node
+        (self.topology.scale_up_nodes() * self.accelerators_per_node)
+            .min(self.accelerator.scale_up.domain)
+            .max(1)
     }
 
     /// Failures per hour across `nodes` nodes of this cluster.

@@ -113,19 +113,24 @@ impl Hardware {
         }
     }
 
-    /// `count` devices of a fleet cluster: its servers, scale-up domain, the bandwidth of the
-    /// smallest topology level that holds the job, its network efficiency, failure rate and price.
+    /// `count` devices of a fleet cluster: its servers, scale-up domain and the bandwidth the
+    /// fleet gives it, the bandwidth of the smallest topology level that holds the job, its
+    /// network efficiency, failure rate and price.
     pub fn from_cluster(cluster: &Cluster, count: u32) -> Hardware {
         let per_node = cluster.accelerators_per_node.max(1);
         let nodes = count.div_ceil(per_node);
         let level = cluster.topology.smallest_level_holding(nodes);
+        let scale_up_gb_s = cluster
+            .topology
+            .level(switchyard_core::fleet::LevelKind::ScaleUp)
+            .map_or(cluster.accelerator.scale_up.gb_s, |l| l.gb_s);
         Hardware {
             accelerator: cluster.accelerator,
             count,
             per_node,
-            scale_up_domain: cluster.scale_up_accelerators().max(per_node),
-            scale_up_gb_s: cluster.accelerator.scale_up.gb_s,
-            scale_out_gb_s: level.gb_s.min(cluster.accelerator.scale_up.gb_s),
+            scale_up_domain: cluster.scale_up_accelerators(),
+            scale_up_gb_s,
+            scale_out_gb_s: level.gb_s.min(scale_up_gb_s),
             network_efficiency: cluster.topology.network_efficiency,
             cluster: Some(cluster.name.clone()),
             node_mtbf_hours: Some(cluster.node_mtbf_hours),

@@ -1070,7 +1070,15 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         } else {
             1.0
         };
-        let bw = hw.group_bw(2, l.tp * l.cp * l.dp);
+        // Neighbouring stages sit tp·cp·dp ranks apart; the pipeline runs at the pace of its
+        // slowest hop, which leaves the scale-up domain (over each rank's own NIC) as soon as
+        // the stages do not all fit in one.
+        let stride = l.tp * l.cp * l.dp;
+        let bw = if l.pp.saturating_mul(stride) <= hw.scale_up_domain {
+            hw.group_bw(2, stride)
+        } else {
+            hw.scale_out_gb_s * 1e9 * hw.network_efficiency
+        };
         if spec.software.pipeline_scatter_gather && !l.sequence_parallel && l.tp > 1 {
             // Scatter/gather: 1/tp of the tensor per rank over the network, then an
             // all-gather inside the tensor-parallel group.

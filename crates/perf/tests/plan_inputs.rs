@@ -686,3 +686,60 @@ fn a_defaulted_count_is_named_in_the_error() {
     input = parse_plan(&format!("{text}count = 8\n"), &fleet).expect("plan parses");
     run_plan(&input).expect("one replica on 8 devices");
 }
+
+/// A one-cluster fleet of four 8-GPU H100 nodes, with `topology` (TOML lines) under it.
+fn h100_fleet(topology: &str) -> Fleet {
+    Fleet::from_toml(&h100_fleet_text(topology), "t.toml").expect("a valid fleet")
+}
+
+fn h100_fleet_text(topology: &str) -> String {
+    format!(
+        "name = \"t\"\n[[providers]]\nname = \"p\"\nkind = \"cloud\"\n\
+         [[providers.contracts]]\naccelerator = \"H100-SXM\"\non_demand_price = 5.0\n\
+         [[clusters]]\nname = \"c\"\nprovider = \"p\"\nregion = \"r\"\naccelerator = \"H100\"\n\
+         nodes = 4\ncapacity = \"on_demand\"\nnode_mtbf_hours = 1000.0\nrepair_hours = 24.0\n\
+         {topology}"
+    )
+}
+
+fn step_time_on(fleet: &Fleet, parallelism: &str) -> f64 {
+    let text = format!(
+        "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\n\
+         cluster = \"c\"\ncount = 32\n[parallelism]\n{parallelism}\n"
+    );
+    let input = parse_plan(&text, fleet).expect("plan parses");
+    match run_plan(&input) {
+        Ok(switchyard_perf::plan::PlanReport::Training(report)) => report.best.step_time_s,
+        other => panic!("a training report: {other:?}"),
+    }
+}
+
+/// The cluster's topology sets the links a plan on it pays for: pipeline hops between stages
+/// on different nodes cross the network (the pipeline runs at its slowest hop), tensor-parallel
+/// traffic rides the scale-up bandwidth the fleet gives, and a server holding more GPUs than
+/// the accelerator's fabric links still has the fabric's domain.
+#[test]
+fn a_clusters_topology_sets_the_links_a_plan_pays_for() {
+    let fast = h100_fleet("");
+    let slow_network = h100_fleet("[clusters.topology]\ncluster_gb_s = 0.01\n");
+    // 16 stages of 2 ranks: four stages per node, every fourth hop between nodes.
+    let deep = "tp = 1\ncp = 1\npp = 16\ndp = 2\nzero = 1\nmicrobatch = 1";
+    let (t_fast, t_slow) = (step_time_on(&fast, deep), step_time_on(&slow_network, deep));
+    assert!(t_slow > 10.0 * t_fast, "{t_fast} s vs {t_slow} s");
+
+    let slow_nvlink = h100_fleet("[clusters.topology]\nscale_up = { nodes = 1, gb_s = 0.01 }\n");
+    let wide = "tp = 8\ncp = 1\npp = 1\ndp = 4\nzero = 1\nmicrobatch = 1";
+    let (t_fast, t_slow) = (step_time_on(&fast, wide), step_time_on(&slow_nvlink, wide));
+    assert!(t_slow > 10.0 * t_fast, "{t_fast} s vs {t_slow} s");
+
+    // 16 H100 in a server are two 8-GPU NVLink domains: tp = 16 would cross the network.
+    let big_servers = Fleet::from_toml(
+        &h100_fleet_text("").replace("nodes = 4\n", "nodes = 4\naccelerators_per_node = 16\n"),
+        "t.toml",
+    )
+    .expect("a valid fleet");
+    assert_eq!(big_servers.clusters[0].scale_up_accelerators(), 8);
+    let tp16 = "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\n\
+                cluster = \"c\"\ncount = 32\n[parallelism]\ntp = 16\n";
+    assert_refused(&big_servers, tp16, "scale-up");
+}
