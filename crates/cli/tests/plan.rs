@@ -326,6 +326,8 @@ fn validate_reports_bad_rows_and_keeps_the_rest() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("H100-XYZ"), "{stderr}");
+    // The warning goes to a pipe here: plain text, no terminal colour codes.
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
     let out = plan(&["--validate", mixed.to_str().expect("utf-8")]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("1 rows not evaluated"), "{table}");
