@@ -24,8 +24,9 @@ pub struct PlanArgs {
     #[arg(long, value_name = "CSV")]
     pub validate: Option<PathBuf>,
     /// Fleet file, or the name of a built-in fleet, that `[hardware] cluster = "..."` names a
-    /// cluster of (default: the built-in default fleet).
-    #[arg(long, value_name = "FILE")]
+    /// cluster of (default: the built-in default fleet). Calibration rows name accelerators,
+    /// not clusters, so `--validate` takes none.
+    #[arg(long, value_name = "FILE", conflicts_with = "validate")]
     pub fleet: Option<PathBuf>,
     /// Print one JSON object instead of tables.
     #[arg(long)]

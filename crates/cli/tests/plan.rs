@@ -340,6 +340,14 @@ fn validate_reports_bad_rows_and_keeps_the_rest() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no row could be evaluated"), "{stderr}");
     assert!(stderr.contains("H100-XYZ"), "{stderr}");
+    // A fleet means nothing to calibration rows: refused, not silently ignored.
+    let out = plan(&[
+        "--validate",
+        mixed.to_str().expect("utf-8"),
+        "--fleet",
+        "no-such-fleet",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
