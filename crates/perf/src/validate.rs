@@ -557,6 +557,11 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
              published_output_tokens_per_s (inference): a file holds one kind of run",
         ));
     }
+    if !headers.iter().any(|h| h == "id") {
+        return Err(PerfError::input(
+            "the CSV has no id column: the report names each row by its id",
+        ));
+    }
     let kind = if headers.iter().any(|h| h == "published_tokens_per_s") {
         Kind::Training
     } else if headers.iter().any(|h| h == "published_output_tokens_per_s") {
@@ -568,6 +573,8 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
     };
     let mut rows = Vec::new();
     let mut failed_rows = Vec::new();
+    // The line each id was first seen on: a row given twice would count twice in the figures.
+    let mut first_seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     // Lines are counted as the records go by (the newlines before each record's start).
     let bytes = text.as_bytes();
     let (mut counted_to, mut newlines) = (0usize, 0usize);
@@ -606,9 +613,20 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
                 let id = cell(&row, "id").unwrap_or("?").to_string();
-                let outcome = match kind {
-                    Kind::Training => training_row(&row),
-                    Kind::Inference => inference_row(&row),
+                let outcome = match cell(&row, "id") {
+                    None => Err(PerfError::input("the row has no id")),
+                    Some(given) => match first_seen.get(given) {
+                        Some(first) => Err(PerfError::input(format!(
+                            "id {given} is also the row on line {first}; a row is counted once"
+                        ))),
+                        None => {
+                            first_seen.insert(given.to_owned(), line);
+                            match kind {
+                                Kind::Training => training_row(&row),
+                                Kind::Inference => inference_row(&row),
+                            }
+                        }
+                    },
                 };
                 (id, outcome)
             }

@@ -611,3 +611,34 @@ fn a_software_column_chooses_the_stack_per_row() {
         "{failure:?}"
     );
 }
+
+/// Every row is named by its id, and counted once: a row given twice fails (naming the line of
+/// the first), a row without an id fails, and a file without the column is refused.
+#[test]
+fn rows_are_counted_once_by_their_id() {
+    let text = calibration_text("holdout_moe_folding_runs.csv");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let again = lines[1].clone();
+    lines.push(again);
+    let report = validate_csv(&lines.join("\n")).expect("the other rows are evaluated");
+    let [failure] = report.failed_rows.as_slice() else {
+        panic!("one failed row: {:?}", report.failed_rows);
+    };
+    assert_eq!(failure.line, lines.len());
+    assert!(
+        failure.error.contains("also the row on line 2"),
+        "{failure:?}"
+    );
+    let without_id = text.replacen("F0001,", ",", 1);
+    let report = validate_csv(&without_id).expect("the other rows are evaluated");
+    assert!(
+        report.failed_rows.iter().any(|f| f.error.contains("no id")),
+        "{:?}",
+        report.failed_rows
+    );
+    let no_column = text.replacen("id,", "", 1);
+    let err = validate_csv(&no_column)
+        .expect_err("no id column")
+        .to_string();
+    assert!(err.contains("no id column"), "{err}");
+}
