@@ -407,6 +407,8 @@ fn bad_cells_fail_their_row_and_a_doubled_column_the_file() {
         let at = columns.iter().position(|c| *c == key).expect("a column");
         let mut cells: Vec<&str> = row.split(',').collect();
         cells[at] = value;
+        // The altered copy is a row of its own.
+        cells[0] = "BAD1";
         format!("{header}\n{row}\n{}\n", cells.join(","))
     };
     for (key, value, needle) in [
