@@ -460,6 +460,12 @@ fn other_reference_and_contract_errors() {
     let text = mutate("network_efficiency = 0.9", "network_efficiency = 1.5");
     let (_, field, _) = error_of(&text);
     assert_eq!(field, "clusters[0].topology.network_efficiency");
+
+    // A trace lists clusters with `|` between them: a name holding one could never be named.
+    let text = mutate(r#"name = "east""#, r#"name = "ea|st""#);
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].name");
+    assert!(message.contains("'|'"), "{message}");
 }
 
 #[test]

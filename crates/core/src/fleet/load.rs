@@ -265,11 +265,15 @@ impl Source<'_> {
         if name.is_empty() {
             return Err(self.error(value.span(), field, "expected a non-empty name"));
         }
-        if name.chars().any(|c| c.is_control() || c == '/') {
+        // `|` separates names in a trace's lists (its `clusters` column).
+        if name.chars().any(|c| c.is_control() || c == '/' || c == '|') {
             return Err(self.error(
                 value.span(),
                 field,
-                format!("name {name:?} may not contain '/' or control characters"),
+                format!(
+                    "name {name:?} may not contain '/', '|' (it separates names in a trace's \
+                     lists) or control characters"
+                ),
             ));
         }
         Ok(name.to_owned())
