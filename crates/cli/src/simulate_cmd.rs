@@ -74,6 +74,33 @@ fn trace_error(e: TraceError) -> CliError {
     }
 }
 
+/// A canonical trace names the fleet's teams; one it does not list (a typo, most often) runs
+/// under no quota, with the weight of an average team: said once per name, on stderr.
+fn warn_unlisted_teams(fleet: &switchyard_core::Fleet, jobs: &[switchyard_core::job::JobSpec]) {
+    let teams: Vec<&str> = fleet
+        .tenants
+        .iter()
+        .flat_map(|o| o.teams.iter().map(|t| t.name.as_str()))
+        .collect();
+    if teams.is_empty() {
+        return;
+    }
+    let mut unlisted: std::collections::BTreeMap<&str, usize> = Default::default();
+    for j in jobs {
+        if j.tenant != trace::DEFAULT_TENANT && !teams.contains(&j.tenant.as_str()) {
+            *unlisted.entry(j.tenant.as_str()).or_default() += 1;
+        }
+    }
+    for (name, count) in unlisted {
+        tracing::warn!(
+            "tenant `{name}` ({count} jobs) is not a team of fleet {} (its teams: {}): its jobs \
+             run under no quota",
+            fleet.name,
+            teams.join(", ")
+        );
+    }
+}
+
 pub fn run(args: SimulateArgs) -> Result<(), CliError> {
     let policy: Policy = args.policy.parse().map_err(CliError::Input)?;
     let fleet = load_fleet(args.fleet.as_deref())?;
@@ -109,6 +136,9 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
             )
             .map_err(trace_error)?;
             skipped = t.skipped;
+            if format == TraceFormat::Canonical {
+                warn_unlisted_teams(&fleet, &t.jobs);
+            }
             t.jobs
         }
         None => trace::frontier_lab(&fleet, args.seed),

@@ -318,3 +318,38 @@ fn an_alibaba_snapshot_without_times_is_simulated() {
     assert_eq!(v["jobs"], 3);
     assert_eq!(v["rejected"], 0);
 }
+
+/// The built-in scenario sizes each team's jobs within its quota caps, so a fleet whose team
+/// may hold at most 16 accelerators still simulates; a trace naming a team the fleet does not
+/// list says so on stderr (its jobs run under no quota).
+#[test]
+fn teams_quota_caps_bound_the_scenario_and_unlisted_teams_are_named() {
+    let capped = format!(
+        "{FLEET}\n[[tenants]]\nname = \"lab\"\n[[tenants.teams]]\nname = \"research\"\n\
+         quotas = [{{ accelerators = 8, borrowing_limit = 8 }}]\n"
+    );
+    let fleet = tmp("capped-fleet.toml");
+    std::fs::write(&fleet, capped).expect("write");
+    let fleet = fleet.to_str().expect("utf-8");
+    let report = run_json(&["simulate", "--fleet", fleet, "--json", "--failures", "off"]);
+    assert!(report["jobs"].as_u64().is_some_and(|n| n > 0), "{report}");
+
+    let trace = tmp("unlisted.csv");
+    std::fs::write(
+        &trace,
+        "id,submit_s,accelerators,duration_s,tenant\na,0,8,60,research\nb,0,8,60,reserch\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["simulate", "--quiet", "--fleet", fleet, "--trace"])
+        .arg(&trace)
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tenant `reserch` (1 jobs) is not a team of fleet small")
+            && !stderr.contains("`research`"),
+        "{stderr}"
+    );
+}

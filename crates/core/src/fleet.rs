@@ -320,6 +320,26 @@ impl Fleet {
     pub fn total_accelerators(&self) -> u64 {
         self.clusters.iter().map(Cluster::accelerators).sum()
     }
+
+    /// The most accelerators team `team` may ever hold on cluster `cluster` under its own and
+    /// its organisation's quota caps (quota plus borrowing limit); `u64::MAX` without a cap, or
+    /// for a team the fleet does not list.
+    pub fn quota_cap(&self, team: &str, cluster: &str) -> u64 {
+        let Some((org, t)) = self
+            .tenants
+            .iter()
+            .find_map(|o| o.teams.iter().find(|t| t.name == team).map(|t| (o, t)))
+        else {
+            return u64::MAX;
+        };
+        t.quotas
+            .iter()
+            .chain(&org.quotas)
+            .filter(|q| q.cluster.as_deref().is_none_or(|c| c == cluster))
+            .filter_map(|q| q.borrowing_limit.map(|b| q.accelerators.saturating_add(b)))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
 }
 
 /// The text of a fleet file with one on-premises cluster on the machine at hand: `nodes` nodes of

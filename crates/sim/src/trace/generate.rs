@@ -88,6 +88,8 @@ enum Role {
 struct TeamRef {
     name: String,
     priority: i32,
+    /// The largest gang its quota caps let it run on any one cluster.
+    largest: u64,
 }
 
 /// The teams that play `role`: those whose name says so, else every team (so any fleet works),
@@ -100,6 +102,12 @@ fn teams_for(fleet: &Fleet, role: Role) -> Vec<TeamRef> {
         .map(|t| TeamRef {
             name: t.name.clone(),
             priority: t.priority,
+            largest: fleet
+                .clusters
+                .iter()
+                .map(|c| c.accelerators().min(fleet.quota_cap(&t.name, &c.name)))
+                .max()
+                .unwrap_or(0),
         })
         .collect();
     let matches = |name: &str| {
@@ -124,6 +132,12 @@ fn teams_for(fleet: &Fleet, role: Role) -> Vec<TeamRef> {
         vec![TeamRef {
             name: super::canonical::DEFAULT_TENANT.to_owned(),
             priority: 0,
+            largest: fleet
+                .clusters
+                .iter()
+                .map(Cluster::accelerators)
+                .max()
+                .unwrap_or(0),
         }]
     }
 }
@@ -314,7 +328,13 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
             u64::from(cluster.scale_up_accelerators().max(8)).min(cluster.accelerators())
         };
         let frac = 0.90 + 0.08 * rng.random::<f64>();
-        let size = round_down((cluster.accelerators() as f64 * frac) as u64, granule);
+        // Within what the team's quota caps let it hold there.
+        let cap = fleet.quota_cap(&team.name, &cluster.name);
+        if cap == 0 {
+            continue;
+        }
+        let wanted = ((cluster.accelerators() as f64 * frac) as u64).min(cap);
+        let size = round_down(wanted, granule).min(u32::try_from(cap).unwrap_or(u32::MAX));
         let min = round_down(u64::from(size) * 3 / 4, granule);
         let days = 14.0 + 14.0 * rng.random::<f64>();
         let flops =
@@ -384,7 +404,10 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         .enumerate()
     {
         let team = pick(&mut rng, &research);
-        let size = capped(weighted(&mut rng, &sizes), largest);
+        if team.largest == 0 {
+            continue;
+        }
+        let size = capped(weighted(&mut rng, &sizes), team.largest);
         let seconds = log_uniform(&mut rng, 0.5 * HOUR, 48.0 * HOUR);
         let elastic = size >= 64 && rng.random::<f64>() < 0.2;
         // Three in ten pin one accelerator type (code written for GPUs, or for TPUs), among the
@@ -430,7 +453,10 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         .enumerate()
     {
         let team = pick(&mut rng, &evals);
-        let size = capped(weighted(&mut rng, &eval_sizes), largest);
+        if team.largest == 0 {
+            continue;
+        }
+        let size = capped(weighted(&mut rng, &eval_sizes), team.largest);
         let seconds = log_uniform(&mut rng, 600.0, 4.0 * HOUR);
         jobs.push(JobSpec {
             id: format!("eval-{:05}", n + 1),
@@ -453,7 +479,10 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         .enumerate()
     {
         let team = pick(&mut rng, &batch);
-        let size = capped(weighted(&mut rng, &batch_sizes), largest);
+        if team.largest == 0 {
+            continue;
+        }
+        let size = capped(weighted(&mut rng, &batch_sizes), team.largest);
         let seconds = log_uniform(&mut rng, HOUR, 12.0 * HOUR);
         jobs.push(JobSpec {
             id: format!("batch-{:05}", n + 1),

@@ -20,7 +20,7 @@ use std::str::FromStr;
 
 use switchyard_core::job::JobSpec;
 
-pub use canonical::write_canonical;
+pub use canonical::{DEFAULT_TENANT, write_canonical};
 pub use gavel::{gavel_profile, load_throughputs, parse_throughputs};
 pub use generate::{MODEL_PRESETS, ModelPreset, frontier_lab, synthetic};
 
