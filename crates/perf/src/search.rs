@@ -230,6 +230,19 @@ pub fn search(
             spec.software.name
         )));
     }
+    if let Some(zero) = c.zero
+        && zero > spec.software.max_zero
+    {
+        return Err(PerfError::input(format!(
+            "[parallelism] zero = {zero}, but the {} stack {}",
+            spec.software.name,
+            match spec.software.max_zero {
+                0 => "has no ZeRO (its optimizer state is replicated on every data-parallel rank)"
+                    .to_owned(),
+                n => format!("goes up to ZeRO-{n}"),
+            }
+        )));
+    }
     if let Some(tp) = c.tp
         && tp > hw.scale_up_domain
         && !opts.allow_tp_beyond_scale_up

@@ -536,6 +536,16 @@ fn the_2021_stack_runs_without_sequence_parallelism() {
         sc21.best.breakdown.pp_comm_s
     );
     assert!(core_off.best.breakdown.pp_comm_s > 2.0 * sc21.best.breakdown.pp_comm_s);
+
+    // Nor had it ZeRO: an explicit zero is refused, naming the stack, as sequence parallelism is.
+    for software in ["megatron-2021", "megatron-2022"] {
+        let text = format!(
+            "[model]\npreset = \"llama3-70b\"\n[training]\nglobal_batch = 1024\n\
+             software = \"{software}\"\n[hardware]\naccelerator = \"A100-80GB\"\ncount = 256\n\
+             [parallelism]\nzero = 1\n"
+        );
+        assert_refused(&fleet, &text, &format!("the {software} stack has no ZeRO"));
+    }
 }
 
 /// The report says which stack it was costed for, and for an MoE model how its tokens move;
