@@ -118,6 +118,15 @@ fn bad_inputs_name_the_field() {
             "is not the device count 16",
         ),
         ("[model]\nlayers = \n", "plan"),
+        // A mixture of experts says how it routes and how wide its experts are.
+        (
+            "[model]\nname = \"moe\"\nlayers = 16\nhidden = 2048\nheads = 16\nvocab = 32000\nseq_len = 4096\nexperts = 8\nexpert_ffn_hidden = 1024\n[training]\nglobal_batch = 256\n[hardware]\naccelerator = \"H100\"\ncount = 16\n",
+            "[model] experts_per_token (the experts each token is routed to) of a mixture of experts is missing",
+        ),
+        (
+            "[model]\npreset = \"mixtral-8x7b\"\nmoe_layers = 0\n[training]\nglobal_batch = 256\n[hardware]\naccelerator = \"H100\"\ncount = 16\n",
+            "moe_layers = 0",
+        ),
         // Degrees whose product passes 64 bits, and settings that rule out every layout.
         (
             "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 64\n[parallelism]\ntp = 65536\npp = 65536\ndp = 65536\ncp = 65536\n",
@@ -144,7 +153,7 @@ fn bad_inputs_name_the_field() {
             "no split of 7919 devices fits the search's bounds",
         ),
         (
-            "[model]\npreset = \"llama3-8b\"\nexperts = 4096\nexperts_per_token = 4096\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+            "[model]\npreset = \"llama3-8b\"\nexperts = 4096\nexperts_per_token = 4096\nexpert_ffn_hidden = 14336\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
             "experts_per_token = 4096 is larger than the supported maximum 1024",
         ),
         (

@@ -151,7 +151,8 @@ fn required(value: Option<u32>, field: &str) -> Result<u32, PerfError> {
 
 impl ModelFields {
     /// Validates the fields into a model, filling defaults: `kv_heads = heads`,
-    /// `ffn_hidden = 4·hidden`, `gated_ffn = false`, `moe_layers = layers`, `shared_experts = 0`.
+    /// `ffn_hidden = 4·hidden`, `gated_ffn = false`, `moe_layers = layers`, `shared_experts = 0`
+    /// (an MoE model's `experts_per_token` and `expert_ffn_hidden` have none).
     pub fn resolve(&self) -> Result<ModelSpec, PerfError> {
         let base = match &self.preset {
             Some(p) => Some(ModelSpec::preset(p).ok_or_else(|| {
@@ -213,17 +214,15 @@ impl ModelFields {
             }
             Some(experts) => {
                 let bm = base_moe.as_ref();
+                // No guess for these: one expert per token, or experts as wide as a dense
+                // FFN, would make another model than the one meant.
                 let experts_per_token = required(
-                    self.experts_per_token
-                        .or(bm.map(|m| m.experts_per_token))
-                        .or(Some(1)),
-                    "experts_per_token",
+                    self.experts_per_token.or(bm.map(|m| m.experts_per_token)),
+                    "experts_per_token (the experts each token is routed to) of a mixture of experts",
                 )?;
                 let expert_ffn_hidden = required(
-                    self.expert_ffn_hidden
-                        .or(bm.map(|m| m.expert_ffn_hidden))
-                        .or(Some(ffn_hidden)),
-                    "expert_ffn_hidden",
+                    self.expert_ffn_hidden.or(bm.map(|m| m.expert_ffn_hidden)),
+                    "expert_ffn_hidden (each expert's FFN width) of a mixture of experts",
                 )?;
                 let shared_experts = self
                     .shared_experts
@@ -241,6 +240,12 @@ impl ModelFields {
                     return Err(PerfError::input(format!(
                         "[model] experts_per_token = {experts_per_token} exceeds experts = {experts}"
                     )));
+                }
+                if moe_layers == 0 {
+                    return Err(PerfError::input(
+                        "[model] moe_layers = 0: a mixture of experts needs at least one MoE layer \
+                         (leave experts out for a dense model)",
+                    ));
                 }
                 if moe_layers > layers {
                     return Err(PerfError::input(format!(

@@ -230,8 +230,10 @@ pub fn search(
             spec.software.name
         )));
     }
+    // (A zero beyond 3 is no ZeRO stage at all; the layout's check says so.)
     if let Some(zero) = c.zero
         && zero > spec.software.max_zero
+        && zero <= 3
     {
         return Err(PerfError::input(format!(
             "[parallelism] zero = {zero}, but the {} stack {}",
