@@ -118,6 +118,10 @@ fn bad_inputs_name_the_field() {
             "is not the device count 16",
         ),
         ("[model]\nlayers = \n", "plan"),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 512\n[hardware]\naccelerator = \"H100\"\ncount = 64\n[parallelism]\ndp = 64\nmicrobatch = 3\n",
+            "global_batch = 512 is not a multiple of [parallelism] dp·microbatch = 64·3",
+        ),
         // A mixture of experts says how it routes and how wide its experts are.
         (
             "[model]\nname = \"moe\"\nlayers = 16\nhidden = 2048\nheads = 16\nvocab = 32000\nseq_len = 4096\nexperts = 8\nexpert_ffn_hidden = 1024\n[training]\nglobal_batch = 256\n[hardware]\naccelerator = \"H100\"\ncount = 16\n",

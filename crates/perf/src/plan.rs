@@ -560,6 +560,26 @@ fn no_layout_error(
         format!(
             "[parallelism] microbatch = {mb} is larger than [training] global_batch = {global_batch}"
         )
+    } else if let Some(split) = [
+        c.dp.zip(c.microbatch).map(|(dp, mb)| {
+            (
+                u64::from(dp) * u64::from(mb),
+                format!("dp·microbatch = {dp}·{mb}"),
+            )
+        }),
+        c.dp.map(|dp| (u64::from(dp), format!("dp = {dp}"))),
+        c.microbatch
+            .map(|mb| (u64::from(mb), format!("microbatch = {mb}"))),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|(n, _)| *n > 0 && !u64::from(global_batch).is_multiple_of(*n))
+    {
+        format!(
+            "[training] global_batch = {global_batch} is not a multiple of [parallelism] {}: each \
+             data-parallel rank runs whole micro-batches of an equal share of the batch",
+            split.1
+        )
     } else {
         format!(
             "no split of {} devices fits the search's bounds: tp a power of two dividing heads = \
