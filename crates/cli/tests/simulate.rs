@@ -206,6 +206,28 @@ fn bad_input_is_an_error_with_the_row_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("trace job 3") && err.contains("huge"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // A time far past any real trace's (milliseconds taken for seconds) names its cell.
+    let far = tmp("far.csv");
+    std::fs::write(
+        &far,
+        "id,submit_s,accelerators,duration_s\na,0,8,100\nb,1e12,8,100\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args([
+            "simulate",
+            "--quiet",
+            "--trace",
+            far.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3 (row 2), column submit_s: 1e12 s is more than"),
+        "{err}"
+    );
     // A trace of a header alone: exit 2, naming the file.
     let empty = tmp("header-only.csv");
     std::fs::write(&empty, "id,submit_s,accelerators,duration_s\n").expect("write");

@@ -109,7 +109,7 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
 
 fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
     let id = row.text(c.id)?.to_owned();
-    let submit_s = row.non_negative(c.submit)?;
+    let submit_s = row.submit_time(c.submit)?;
     let accelerators = row.positive_int(c.accelerators)?;
     let opt = |idx: Option<usize>| idx.map_or("", |i| row.get(i));
 

@@ -192,6 +192,22 @@ impl Row<'_> {
         }
     }
 
+    /// A submission time in seconds: a number from 0 to [`crate::engine::MAX_SUBMIT_S`].
+    pub fn submit_time(&self, idx: usize) -> Result<f64, TraceError> {
+        let t = self.non_negative(idx)?;
+        if t > crate::engine::MAX_SUBMIT_S {
+            return Err(self.error(
+                &self.column_name(idx),
+                format!(
+                    "{t:e} s is more than {:e} s (3,000 years) after the trace's zero: times \
+                     are seconds (a trace in milliseconds or microseconds needs converting)",
+                    crate::engine::MAX_SUBMIT_S
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
     /// A finite number > 0.
     pub fn positive(&self, idx: usize) -> Result<f64, TraceError> {
         let v = self.get(idx);
