@@ -187,6 +187,17 @@ fn canonical_errors_name_file_line_row_and_column() {
     assert!(e.contains("column load: a load needs replicas"), "{e}");
     let e = err("id,submit_s,accelerators,duration_s,min_accelerators\na,0,4,5,8\n");
     assert!(e.contains("column min_accelerators"), "{e}");
+    let e = err("id,submit_s,accelerators,duration_s,work\na,0,8,5,H100=5;h100=6\n");
+    assert!(
+        e.contains("column work: gives a time for H100-SXM twice"),
+        "{e}"
+    );
+    assert_eq!(
+        err(&format!("{h}a,1e12,1,10\n")),
+        "trace.csv: line 2 (row 1), column submit_s: 1e12 s is more than 1e11 s (3,000 years) \
+         after the trace's zero: times are seconds (a trace in milliseconds or microseconds needs \
+         converting)"
+    );
 }
 
 #[test]

@@ -260,6 +260,12 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
                         ),
                     )
                 })?;
+            if by_accelerator.contains_key(&name) {
+                return Err(row.error(
+                    "work",
+                    format!("gives a time for {name} twice (aliases name the same accelerator)"),
+                ));
+            }
             by_accelerator.insert(name, secs);
         }
         Work::Duration {
