@@ -119,6 +119,14 @@ fn bad_inputs_name_the_field() {
         ),
         ("[model]\nlayers = \n", "plan"),
         (
+            "[model]\npreset = \"llama3-8b\"\nname = \" \"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+            "[model] name = \" \" must be a non-empty name",
+        ),
+        (
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\ntokens = 1e-300\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+            "tokens = 1e-300 must be a number of tokens, at least 1",
+        ),
+        (
             "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 512\n[hardware]\naccelerator = \"H100\"\ncount = 64\n[parallelism]\ndp = 64\nmicrobatch = 3\n",
             "global_batch = 512 is not a multiple of [parallelism] dp·microbatch = 64·3",
         ),

@@ -184,6 +184,14 @@ impl ModelFields {
             },
         )?;
         let gated_ffn = self.gated_ffn.or(b.map(|m| m.gated_ffn)).unwrap_or(false);
+        if let Some(name) = &self.name
+            && (name.trim().is_empty() || name.chars().any(char::is_control))
+        {
+            return Err(PerfError::input(format!(
+                "[model] name = {name:?} must be a non-empty name without control characters \
+                 (leave it out to take the preset's, or \"model\")"
+            )));
+        }
         let name = self
             .name
             .clone()

@@ -249,9 +249,10 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
             }
             crate::within_max_size(global_batch, "[training] global_batch")?;
             if let Some(tokens) = t.tokens {
-                if !(tokens > 0.0 && tokens.is_finite()) {
+                if !(tokens >= 1.0 && tokens.is_finite()) {
                     return Err(PerfError::input(format!(
-                        "[training] tokens = {tokens} must be a positive number"
+                        "[training] tokens = {tokens:e} must be a number of tokens, at least 1 \
+                         (e.g. 15e12)"
                     )));
                 }
                 if tokens > MAX_TRAINING_TOKENS {
