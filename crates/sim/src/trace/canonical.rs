@@ -134,7 +134,12 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
         p => p.parse::<i32>().map_err(|_| {
             row.error(
                 "priority",
-                format!("expected an integer, found \"{}\"", shorten(p)),
+                format!(
+                    "expected an integer from {} to {}, found \"{}\"",
+                    i32::MIN,
+                    i32::MAX,
+                    shorten(p)
+                ),
             )
         })?,
     };
