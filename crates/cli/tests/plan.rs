@@ -136,6 +136,10 @@ fn bad_inputs_name_the_field() {
             "[model] experts_per_token (the experts each token is routed to) of a mixture of experts is missing",
         ),
         (
+            "[model]\npreset = \"deepseek-v3\"\nlayers = 3\n[training]\nglobal_batch = 256\n[hardware]\naccelerator = \"H100\"\ncount = 16\n",
+            "preset \"deepseek-v3\" keeps its first 3 layers dense",
+        ),
+        (
             "[model]\npreset = \"mixtral-8x7b\"\nmoe_layers = 0\n[training]\nglobal_batch = 256\n[hardware]\naccelerator = \"H100\"\ncount = 16\n",
             "moe_layers = 0",
         ),

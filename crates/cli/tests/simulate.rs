@@ -355,6 +355,34 @@ fn teams_quota_caps_bound_the_scenario_and_unlisted_teams_are_named() {
     let fleet = fleet.to_str().expect("utf-8");
     let report = run_json(&["simulate", "--fleet", fleet, "--json", "--failures", "off"]);
     assert!(report["jobs"].as_u64().is_some_and(|n| n > 0), "{report}");
+    // Caps below a replica of 8 on the serving organisation, and a cap on one cluster only
+    // (research jobs pinned to that cluster's type must fit it): nothing generated is refused.
+    for (name, tenants) in [
+        (
+            "org-cap",
+            "[[tenants]]\nname = \"lab\"\nquotas = [{ accelerators = 4, borrowing_limit = 0 }]\n\
+             [[tenants.teams]]\nname = \"serving\"\nquotas = [{ accelerators = 16 }]\n\
+             [[tenants.teams]]\nname = \"research\"\n",
+        ),
+        (
+            "cluster-cap",
+            "[[tenants]]\nname = \"lab\"\n[[tenants.teams]]\nname = \"research\"\n\
+             quotas = [{ cluster = \"h100\", accelerators = 8, borrowing_limit = 0 }]\n",
+        ),
+    ] {
+        let file = tmp(&format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!("{}\n{tenants}", FLEET.replace("nodes = 8", "nodes = 256")),
+        )
+        .expect("write");
+        let file = file.to_str().expect("utf-8");
+        let report = run_json(&["simulate", "--fleet", file, "--json", "--failures", "off"]);
+        assert!(
+            report["jobs"].as_u64().is_some_and(|n| n > 0),
+            "{name}: {report}"
+        );
+    }
 
     let trace = tmp("unlisted.csv");
     std::fs::write(

@@ -585,3 +585,32 @@ fn a_missing_or_mistyped_field_names_its_table() {
     let (_, field, _) = error_of(&text);
     assert_eq!(field, "clusters[0].nodes");
 }
+
+/// A team's quota cap is the tightest of its own and its organisation's caps (quota plus
+/// borrowing limit) that cover the cluster; a quota without a borrowing limit caps nothing, nor
+/// does a cap on another cluster; a team the fleet does not list has none.
+#[test]
+fn quota_caps_combine_team_and_organisation_rules() {
+    let fleet = load(&GOOD.replace(
+        "[[tenants]]\nname = \"lab\"\n",
+        "[[tenants]]\nname = \"lab\"\nquotas = [{ accelerators = 700, borrowing_limit = 100 }]\n",
+    ))
+    .expect("valid");
+    // Team: 512 on east (no limit), 600 fleet-wide (no limit); organisation: 700 + 100.
+    assert_eq!(fleet.quota_cap("research", "east"), 800);
+    assert_eq!(fleet.quota_cap("nobody", "east"), u64::MAX);
+    let fleet = load(&GOOD.replace(
+        "quotas = [{ cluster = \"east\", accelerators = 512 }, { accelerators = 600 }]",
+        "quotas = [{ cluster = \"east\", accelerators = 512, borrowing_limit = 16 }, \
+         { accelerators = 600, borrowing_limit = 0 }]",
+    ))
+    .expect("valid");
+    assert_eq!(fleet.quota_cap("research", "east"), 528);
+    assert_eq!(
+        fleet.quota_cap("research", "west"),
+        600,
+        "only the fleet-wide cap"
+    );
+    let uncapped = load(GOOD).expect("valid");
+    assert_eq!(uncapped.quota_cap("research", "east"), u64::MAX);
+}

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 use switchyard_core::accelerator::{Accelerator, Vendor};
-use switchyard_core::fleet::Cluster;
+use switchyard_core::fleet::{Cluster, LevelKind};
 
 /// Fraction of the scale-up link rate (per direction) that NCCL ring collectives reach as bus
 /// bandwidth. nccl-tests on DGX A100 report about 230-240 GB/s all-reduce bus bandwidth against
@@ -119,10 +119,18 @@ impl Hardware {
     pub fn from_cluster(cluster: &Cluster, count: u32) -> Hardware {
         let per_node = cluster.accelerators_per_node.max(1);
         let nodes = count.div_ceil(per_node);
-        let level = cluster.topology.smallest_level_holding(nodes);
+        // Traffic between scale-up domains rides the smallest level above the domain that
+        // holds the job, even when the job fits in one server: a server can hold several
+        // domains (PCIe cards bridged in pairs, 16 H100), and between them is no fabric.
+        let level = cluster
+            .topology
+            .levels
+            .iter()
+            .find(|l| l.kind != LevelKind::ScaleUp && l.nodes >= nodes)
+            .unwrap_or_else(|| cluster.topology.smallest_level_holding(nodes));
         let scale_up_gb_s = cluster
             .topology
-            .level(switchyard_core::fleet::LevelKind::ScaleUp)
+            .level(LevelKind::ScaleUp)
             .map_or(cluster.accelerator.scale_up.gb_s, |l| l.gb_s);
         Hardware {
             accelerator: cluster.accelerator,

@@ -250,10 +250,18 @@ impl ModelFields {
                     )));
                 }
                 if moe_layers == 0 {
-                    return Err(PerfError::input(
-                        "[model] moe_layers = 0: a mixture of experts needs at least one MoE layer \
-                         (leave experts out for a dense model)",
-                    ));
+                    return Err(PerfError::input(match (self.moe_layers, b) {
+                        (None, Some(base)) => format!(
+                            "[model] layers = {layers} leaves no mixture-of-experts layer: preset \
+                             \"{}\" keeps its first {} layers dense (give more layers, or \
+                             moe_layers)",
+                            base.name,
+                            base.layers - bm.map_or(0, |m| m.moe_layers)
+                        ),
+                        _ => "[model] moe_layers = 0: a mixture of experts needs at least one MoE \
+                              layer (leave experts out for a dense model)"
+                            .to_owned(),
+                    }));
                 }
                 if moe_layers > layers {
                     return Err(PerfError::input(format!(

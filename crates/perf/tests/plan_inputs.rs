@@ -712,16 +712,20 @@ fn h100_fleet_text(topology: &str) -> String {
     )
 }
 
-fn step_time_on(fleet: &Fleet, parallelism: &str) -> f64 {
+fn estimate_on(fleet: &Fleet, count: u32, parallelism: &str) -> switchyard_perf::TrainingEstimate {
     let text = format!(
         "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\n\
-         cluster = \"c\"\ncount = 32\n[parallelism]\n{parallelism}\n"
+         cluster = \"c\"\ncount = {count}\n[parallelism]\n{parallelism}\n"
     );
     let input = parse_plan(&text, fleet).expect("plan parses");
     match run_plan(&input) {
-        Ok(switchyard_perf::plan::PlanReport::Training(report)) => report.best.step_time_s,
+        Ok(switchyard_perf::plan::PlanReport::Training(report)) => report.best,
         other => panic!("a training report: {other:?}"),
     }
+}
+
+fn step_time_on(fleet: &Fleet, parallelism: &str) -> f64 {
+    estimate_on(fleet, 32, parallelism).step_time_s
 }
 
 /// The cluster's topology sets the links a plan on it pays for: pipeline hops between stages
@@ -737,10 +741,46 @@ fn a_clusters_topology_sets_the_links_a_plan_pays_for() {
     let (t_fast, t_slow) = (step_time_on(&fast, deep), step_time_on(&slow_network, deep));
     assert!(t_slow > 10.0 * t_fast, "{t_fast} s vs {t_slow} s");
 
+    // Stages that all fit in one NVLink domain send over NVLink, whatever the network.
+    let one_server = "tp = 1\ncp = 1\npp = 8\ndp = 1\nzero = 1\nmicrobatch = 1";
+    assert_eq!(
+        estimate_on(&fast, 8, one_server).breakdown.pp_comm_s,
+        estimate_on(&slow_network, 8, one_server)
+            .breakdown
+            .pp_comm_s
+    );
+
+    // Tensor-parallel traffic rides the scale-up bandwidth the fleet gives.
     let slow_nvlink = h100_fleet("[clusters.topology]\nscale_up = { nodes = 1, gb_s = 0.01 }\n");
     let wide = "tp = 8\ncp = 1\npp = 1\ndp = 4\nzero = 1\nmicrobatch = 1";
-    let (t_fast, t_slow) = (step_time_on(&fast, wide), step_time_on(&slow_nvlink, wide));
-    assert!(t_slow > 10.0 * t_fast, "{t_fast} s vs {t_slow} s");
+    let (fast_tp, slow_tp) = (
+        estimate_on(&fast, 32, wide).breakdown.tp_comm_s,
+        estimate_on(&slow_nvlink, 32, wide).breakdown.tp_comm_s,
+    );
+    assert!(slow_tp > 1000.0 * fast_tp, "{fast_tp} s vs {slow_tp} s");
+
+    // PCIe cards bridged in pairs: eight in a server are four domains, and what crosses between
+    // them costs what it costs without a fleet (no fabric joins them).
+    let pcie = Fleet::from_toml(
+        &h100_fleet_text("")
+            .replace("\"H100-SXM\"", "\"H100-PCIe\"")
+            .replace("accelerator = \"H100\"", "accelerator = \"H100-PCIe\""),
+        "t.toml",
+    )
+    .expect("a valid fleet");
+    assert_eq!(pcie.clusters[0].scale_up_accelerators(), 2);
+    let on_cluster = estimate_on(&pcie, 8, one_server);
+    let text = "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\n\
+                accelerator = \"H100-PCIe\"\ncount = 8\n[parallelism]\n\
+                tp = 1\ncp = 1\npp = 8\ndp = 1\nzero = 1\nmicrobatch = 1\n";
+    let without_fleet = match run_plan(&parse_plan(text, &pcie).expect("plan parses")) {
+        Ok(switchyard_perf::plan::PlanReport::Training(report)) => report.best,
+        other => panic!("a training report: {other:?}"),
+    };
+    assert_eq!(
+        on_cluster.breakdown.pp_comm_s,
+        without_fleet.breakdown.pp_comm_s
+    );
 
     // 16 H100 in a server are two 8-GPU NVLink domains: tp = 16 would cross the network.
     let big_servers = Fleet::from_toml(

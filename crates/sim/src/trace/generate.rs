@@ -415,7 +415,14 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         let hosts: Vec<AccType> = types
             .iter()
             .copied()
-            .filter(|t| t.largest_cluster >= u64::from(size))
+            .filter(|t| {
+                t.largest_cluster >= u64::from(size)
+                    && fleet.clusters.iter().any(|c| {
+                        c.accelerator.name == t.name
+                            && c.accelerators().min(fleet.quota_cap(&team.name, &c.name))
+                                >= u64::from(size)
+                    })
+            })
             .collect();
         let pinned = rng.random::<f64>() < 0.3 && !hosts.is_empty();
         let accelerator_types = if pinned {
@@ -528,9 +535,15 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
     let per_service = budget / services.max(1) as u64;
     for s in 0..services {
         let team = &serving[s % serving.len()];
+        if team.largest == 0 {
+            continue;
+        }
         let model = served[s % served.len()];
+        // Replicas within the team's quota caps, and no more of them at the least than fit.
+        let size = capped(size, team.largest);
         let max = u32::try_from((per_service / u64::from(size)).max(1)).unwrap_or(u32::MAX);
-        let min = (max / 8).max(1);
+        let fit = u32::try_from(team.largest / u64::from(size)).unwrap_or(u32::MAX);
+        let min = (max / 8).clamp(1, fit.max(1));
         let capacity = (log_uniform(&mut rng, 20.0, 200.0) * 10.0).round() / 10.0;
         let amplitude = ((0.3 + 0.4 * rng.random::<f64>()) * 100.0).round() / 100.0;
         let peak_hour = ((17.0 + 5.0 * rng.random::<f64>()) * 4.0).round() / 4.0;
