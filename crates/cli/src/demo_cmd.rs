@@ -510,11 +510,8 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     out!("Events of {}:", train.id);
     if let Ok(ev) = client.get::<JobEvents>(&format!("/v1/jobs/{}/events", train.id)) {
         for e in ev.events {
-            out!(
-                "  {:>14}  {}",
-                e.kind,
-                e.message.chars().take(160).collect::<String>()
-            );
+            // Whole: a message cut at a width ends mid-phrase ("predicted to").
+            out!("  {:>14}  {}", e.kind, e.message);
         }
     }
     out!("");
