@@ -654,24 +654,17 @@ mod tests {
     /// output's place; the last page says there are no more.
     #[tokio::test]
     async fn events_page_on_their_own_cursor() {
-        use switchyard_store::{
-            Batch, NewEvent, NewJob, Principal, StoreRead as _, StoreWrite as _,
-        };
+        use switchyard_store::{Batch, NewEvent, Principal, StoreRead as _, StoreWrite as _};
         let store = switchyard_store::connect("sqlite::memory:")
             .await
             .expect("store");
         let job = store
-            .insert_job(&NewJob {
-                id: "j-0000000000000001".into(),
-                tenant: "research".into(),
-                name: None,
-                kind: "batch".into(),
-                priority: 0,
-                accelerators: 8,
-                spec: "{}".into(),
-                reason: String::new(),
-                submitted_ms: 0,
-            })
+            .insert_job(&switchyard_store::testing::batch_job(
+                "j-0000000000000001",
+                "research",
+                "{}",
+                0,
+            ))
             .await
             .expect("job");
         let lease = store

@@ -344,7 +344,7 @@ mod tests {
     /// fraction of a second is done in about that.
     #[tokio::test(flavor = "current_thread")]
     async fn a_dry_runs_end_is_seen_when_it_comes() {
-        use switchyard_store::{JobState, NewJob, StoreRead as _, StoreWrite as _};
+        use switchyard_store::{JobState, StoreRead as _, StoreWrite as _};
         let store = switchyard_store::connect("sqlite::memory:")
             .await
             .expect("store");
@@ -366,17 +366,12 @@ mod tests {
         // The first tick takes the lease.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let job = store
-            .insert_job(&NewJob {
-                id: "j-0000000000000001".into(),
-                tenant: "research".into(),
-                name: None,
-                kind: "batch".into(),
-                priority: 0,
-                accelerators: 8,
-                spec: r#"{"kind":"batch","accelerators":8,"duration_s":0.2}"#.into(),
-                reason: "queued".into(),
-                submitted_ms: now_ms(),
-            })
+            .insert_job(&switchyard_store::testing::batch_job(
+                "j-0000000000000001",
+                "research",
+                r#"{"kind":"batch","accelerators":8,"duration_s":0.2}"#,
+                now_ms(),
+            ))
             .await
             .expect("submit");
         wake.notify_one();

@@ -472,6 +472,21 @@ pub mod testing {
         Ok(format!("{root}/{name}{tail}"))
     }
 
+    /// A batch job of 8 accelerators for `tenant`, as a submission stores it.
+    pub fn batch_job(id: &str, tenant: &str, spec: &str, submitted_ms: i64) -> crate::NewJob {
+        crate::NewJob {
+            id: id.into(),
+            tenant: tenant.into(),
+            name: None,
+            kind: "batch".into(),
+            priority: 0,
+            accelerators: 8,
+            spec: spec.into(),
+            reason: "queued".into(),
+            submitted_ms,
+        }
+    }
+
     /// A new SQLite database file in a new temporary directory.
     pub fn fresh_sqlite_url() -> Result<String, StoreError> {
         let dir = std::env::temp_dir().join(format!("switchyard-test-{}", crate::new_job_id()?));
