@@ -216,7 +216,7 @@ fn hours(s: f64) -> String {
 fn render(r: &SimResult) -> String {
     let t = &r.total;
     let mut out = format!(
-        "Simulated {} jobs on {} under `{}` (seed {}, failures {}): {} completed, {} unfinished, {} skipped; {} decisions in {:.2} s ({:.0}/s)\n\n",
+        "Simulated {} jobs on {} under `{}` (seed {}, failures {}): {} completed, {} unfinished, {}{} skipped; {} decisions in {:.2} s ({:.0}/s)\n\n",
         t.jobs,
         r.fleet,
         r.policy,
@@ -224,6 +224,14 @@ fn render(r: &SimResult) -> String {
         if r.failures_enabled { "on" } else { "off" },
         t.completed,
         r.unfinished,
+        if r.failed > 0 {
+            format!(
+                "{} failed (their nodes fail faster than they restart), ",
+                r.failed
+            )
+        } else {
+            String::new()
+        },
         r.rejected,
         r.decisions,
         r.wall_s,

@@ -94,6 +94,10 @@ pub struct Config {
     /// `switchyard`: a waiting job may preempt a checkpointable run of no higher priority that
     /// has more than this many times its own predicted run time left.
     pub preempt_factor: f64,
+    /// A training run that loses a node this many times in a row without having kept any
+    /// progress in between (its nodes fail faster than it restarts and checkpoints) has
+    /// failed: it would restart for ever.
+    pub max_stalled_restarts: u32,
 }
 
 impl Default for Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             max_slowdown: 2.0,
             starvation_s: 7.0 * 86_400.0,
             preempt_factor: 2.0,
+            max_stalled_restarts: 100,
         }
     }
 }
@@ -361,6 +366,8 @@ struct Job {
     finish_s: Option<f64>,
     last_cluster: Option<u32>,
     restarts: u32,
+    /// Failures in a row that found no progress kept since the one before (training).
+    stalled: u32,
     urgent: bool,
     /// Submissions before this one (ties in the queue go to the earlier submission).
     order: u64,
@@ -972,6 +979,7 @@ impl Scheduler {
             finish_s: None,
             last_cluster: None,
             restarts: 0,
+            stalled: 0,
             urgent: false,
             order: self.submitted,
         };
@@ -1402,7 +1410,24 @@ impl Scheduler {
         } else {
             job.done = (job.done + kept_compute * run.rate).min(1.0 - 1e-12);
         }
+        if kept_compute > 0.0 || graceful || finished {
+            job.stalled = 0;
+        } else if kind != JobKind::Batch {
+            job.stalled += 1;
+        }
         lost
+    }
+
+    /// Whether a failure at `now` is the one too many for training run `j`: the
+    /// [`Config::max_stalled_restarts`]-th in a row with no progress kept since the last.
+    fn stalls_for_good(&self, now: f64, j: JobIdx) -> bool {
+        let job = &self.jobs[j as usize];
+        let Some(run) = job.run.as_ref() else {
+            return false;
+        };
+        job.kind == JobKind::Training
+            && job.stalled + 1 >= self.cfg.max_stalled_restarts
+            && self.kept_and_lost(now, j, run, false, false).0 <= 0.0
     }
 
     fn finished(&mut self, now: f64, j: JobIdx, generation: u32, out: &mut Vec<Decision>) {
@@ -1622,6 +1647,21 @@ impl Scheduler {
         for (j, slot) in hit {
             if slot == NO_REPLICA {
                 if !seen.insert(j) {
+                    continue;
+                }
+                if self.stalls_for_good(now, j) {
+                    self.stop(now, j, false, false);
+                    let job = &mut self.jobs[j as usize];
+                    job.state = JobState::Failed;
+                    job.finish_s = Some(now);
+                    let reason = format!(
+                        "node {node} of {name} failed: {} failures in a row with no progress \
+                         kept in between — its nodes fail faster than it restarts ({}) and \
+                         writes a checkpoint, so it would restart for ever; failed",
+                        self.cfg.max_stalled_restarts,
+                        human_s(self.cfg.restart_s)
+                    );
+                    self.emit(out, now, Action::Fail { job: j, cluster }, reason);
                     continue;
                 }
                 if self.restart_in_place(now, j, cluster, node, out) {

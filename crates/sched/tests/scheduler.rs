@@ -261,6 +261,58 @@ fn node_failure_restarts_training_from_its_checkpoint() {
     );
 }
 
+/// Fails one node of `job`'s gang at `now` and repairs it at once; the decisions it caused.
+fn fail_a_node_of(s: &mut Scheduler, now: f64, cluster: u32) -> Vec<Decision> {
+    let mut out = Vec::new();
+    for node in 0..16 {
+        s.handle(now, Event::NodeFailed { cluster, node }, &mut out);
+        s.handle(now, Event::NodeRepaired { cluster, node }, &mut Vec::new());
+        if !out.is_empty() {
+            break;
+        }
+    }
+    out.extend(pass(s, now));
+    out
+}
+
+/// A run whose nodes fail faster than it restarts keeps nothing between failures: after
+/// `max_stalled_restarts` of them in a row it has failed, saying why, instead of restarting for
+/// ever. Failures far enough apart to checkpoint in between never add up to that.
+#[test]
+fn a_run_that_cannot_keep_progress_between_failures_fails() {
+    let mut s = sched(Policy::Switchyard, true);
+    let j = submit(&mut s, 0.0, job("run", "a", 64, 1e9));
+    let d = pass(&mut s, 0.0);
+    let Action::Start { cluster, .. } = d[0].action else {
+        panic!("expected a start, got {:?}", d[0]);
+    };
+    let limit = Config::default().max_stalled_restarts;
+    // Ten thousand seconds apart: each restart (300 s) is followed by a checkpoint.
+    let mut now = 0.0;
+    for _ in 0..limit + 20 {
+        now += 10_000.0;
+        let d = fail_a_node_of(&mut s, now, cluster);
+        assert!(!d.iter().any(|d| matches!(d.action, Action::Fail { .. })));
+    }
+    // Ten seconds apart: no restart ever finishes.
+    let mut failed_at = None;
+    for n in 1..=limit + 5 {
+        now += 10.0;
+        let d = fail_a_node_of(&mut s, now, cluster);
+        if let Some(fail) = d
+            .iter()
+            .find(|d| matches!(d.action, Action::Fail { job, .. } if job == j))
+        {
+            assert!(fail.reason.contains("failures in a row"), "{}", fail.reason);
+            failed_at = Some(n);
+            break;
+        }
+    }
+    // Each quick failure finds nothing kept since the restart before it.
+    assert_eq!(failed_at, Some(limit));
+    s.check_invariants().expect("invariants");
+}
+
 #[test]
 fn inference_replicas_are_replaced_after_a_failure() {
     let mut s = sched(Policy::Switchyard, true);

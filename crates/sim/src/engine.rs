@@ -82,6 +82,9 @@ pub struct SimResult {
     #[serde(flatten)]
     pub total: Figures,
     pub unfinished: u64,
+    /// Training runs that failed for good: they lost nodes too often in a row to keep any
+    /// progress (`Config::max_stalled_restarts`).
+    pub failed: u64,
     pub rejected: u64,
     pub restarts: u64,
     pub decisions: u64,
@@ -425,6 +428,8 @@ pub fn simulate(
                     rejected += 1;
                     finished += 1;
                 }
+                // Over for good too: a run that could not keep progress between failures.
+                Action::Fail { .. } => finished += 1,
                 _ => {}
             }
             if opts.keep_decisions {
@@ -465,6 +470,7 @@ pub fn simulate(
     let mut jobs_c = vec![0u64; n];
     let mut tenant_jct: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut unfinished = 0u64;
+    let mut failed = 0u64;
     for j in 0..sched.job_count() as JobIdx {
         let v = sched.job(j);
         if let Some(c) = v.cluster {
@@ -486,6 +492,7 @@ pub fn simulate(
                 tenant_jct.entry(v.tenant.to_owned()).or_default().push(jct);
             }
             JobState::Pending | JobState::Running => unfinished += 1,
+            JobState::Failed => failed += 1,
             _ => {}
         }
     }
@@ -545,6 +552,7 @@ pub fn simulate(
         failures_enabled: opts.failures,
         total,
         unfinished,
+        failed,
         rejected,
         restarts: stats.iter().map(|s| s.restarts).sum(),
         decisions: decisions_n,
