@@ -453,6 +453,20 @@ pub fn default_group_file(server: &str, cluster: &str, hostname: &str) -> PathBu
         ))
 }
 
+/// Takes the lock that one agent at a time holds for a node (control plane, cluster and host
+/// name) on this machine, whatever its state directory: two agents registering under one host
+/// name would both run every rank placed on the node. `Busy` when another agent holds it; the
+/// lock lasts as long as the returned file.
+pub fn lock_node(server: &str, cluster: &str, hostname: &str) -> Result<File, StateError> {
+    let mut path = default_group_file(server, cluster, hostname).into_os_string();
+    path.push(".node.lock");
+    let path = PathBuf::from(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    lock_file(&path)
+}
+
 /// How far the control plane's copy of an output file may run ahead of the disk space given
 /// back before more is given back (one `fallocate` per this many bytes printed).
 const PUNCH_EVERY_BYTES: u64 = 64 << 20;

@@ -145,6 +145,19 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
     })?;
     let control = HttpControlPlane::new(&args.server, &token, Duration::from_secs(30))
         .map_err(|e| CliError::Input(format!("--server: {e}")))?;
+    let cluster = node.cluster.as_deref().unwrap_or("default");
+    // Held for the agent's life, with or without a state directory.
+    let _node_lock = switchyard_agent::supervisor::lock_node(&args.server, cluster, &node.hostname)
+        .map_err(|e| match e {
+            switchyard_agent::supervisor::StateError::Busy { path } => CliError::Input(format!(
+                "another agent on this machine already runs as host {} of cluster {cluster} for \
+                 {} (it holds {}): stop it, or give this one another --hostname",
+                node.hostname,
+                args.server,
+                path.display()
+            )),
+            other => CliError::Input(other.to_string()),
+        })?;
     let supervisor = match &args.state_dir {
         Some(dir) => Supervisor::with_state_dir(dir).map_err(|e| CliError::Input(e.to_string()))?,
         None => Supervisor::with_group_file(&default_group_file(

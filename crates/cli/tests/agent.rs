@@ -56,6 +56,68 @@ fn bad_input_is_exit_code_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
 }
 
+/// One agent at a time runs as a node on a machine: a second one under the same host name
+/// (another state directory, or none) is refused at once, naming the flag to change.
+#[test]
+fn a_second_agent_under_one_host_name_is_refused() {
+    let dir = std::env::temp_dir().join(format!("sy-agent-twice-{}", std::process::id()));
+    let host = format!("twice-{}", std::process::id());
+    // Nothing listens there: the first agent keeps retrying, holding the node.
+    let base = [
+        "agent",
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "t",
+        "--accelerators",
+        "1",
+        "--cluster",
+        "local",
+        "--hostname",
+        &host,
+    ];
+    let mut first = switchyard()
+        .args(base)
+        .arg("--state-dir")
+        .arg(dir.join("a"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the first agent");
+    // Its banner comes once it holds the node.
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(first.stdout.take().expect("stdout")),
+        &mut banner,
+    )
+    .expect("the first agent's banner");
+    assert!(banner.starts_with("agent on"), "{banner}");
+    let _first = Reap(first);
+    let second = switchyard()
+        .args(base)
+        .arg("--state-dir")
+        .arg(dir.join("b"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the second agent");
+    let mut second = Reap(second);
+    wait_until("the second agent exits", || {
+        second.0.try_wait().ok().flatten().is_some()
+    });
+    let status = second.0.wait().expect("exited");
+    let mut err = String::new();
+    std::io::Read::read_to_string(second.0.stderr.as_mut().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("another agent on this machine already runs as host")
+            && err.contains("--hostname"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A stand-in for the server's agent endpoints (docs/agent.md), enough to drive one agent:
 /// one assignment until `cancel` is set, then none; records statuses and log lines.
 mod standin {
