@@ -17,6 +17,17 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// rather than a field, so that agents and servers of either age still understand each other.
 pub const BOOT_ID_HEADER: &str = "switchyard-boot-id";
 
+/// Whether `address` can be a node's address (`MASTER_ADDR`): a host name, an IPv4 address or
+/// an IPv6 address (with a `%zone`), at most 253 characters — not a URL, no port, no spaces.
+pub fn is_host_address(address: &str) -> bool {
+    !address.is_empty()
+        && address.len() <= 253
+        && address
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:%".contains(&b))
+        && !address.starts_with(['-', '.'])
+}
+
 /// One accelerator on the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -568,7 +568,8 @@ impl Supervisor {
     /// previous supervisor on the same directory left running. Adopted processes that are gone
     /// are reported as exited with no known code.
     pub fn with_state_dir(dir: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(dir.join("logs")).map_err(io_err("create", dir))?;
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(io_err("create", &logs))?;
         let lock = lock_file(&dir.join("agent.lock"))?;
         let mut sup = Self::new();
         sup._lock = Some(lock);

@@ -40,10 +40,11 @@ pub struct AgentArgs {
     /// Cluster this node joins (a cluster of the server's fleet).
     #[arg(long, value_name = "NAME")]
     cluster: Option<String>,
-    /// Declare N accelerators instead of asking nvidia-smi (CPU-only hosts, tests).
-    #[arg(long, value_name = "N")]
+    /// Declare N accelerators instead of asking nvidia-smi (CPU-only hosts, tests); at most 1024.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1024))]
     accelerators: Option<u32>,
-    /// Address other nodes reach this one at (MASTER_ADDR when it hosts rank 0).
+    /// Address other nodes reach this one at (MASTER_ADDR when it hosts rank 0): a host name or
+    /// IP address. Default: the host name it registers under, or with --hostname the machine's.
     #[arg(long, value_name = "HOST")]
     address: Option<String>,
     /// Register under this host name instead of the machine's (several agents on one host,
@@ -119,11 +120,23 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         cluster: args.cluster.clone(),
         address: args.address.clone(),
     });
+    if let Some(address) = &args.address
+        && !switchyard_agent::protocol::is_host_address(address)
+    {
+        return Err(CliError::Input(format!(
+            "--address {address:?} must be a host name or IP address other nodes reach this one \
+             at (no scheme, port or spaces), e.g. 10.0.0.7"
+        )));
+    }
     if let Some(h) = &args.hostname {
-        if h.trim().is_empty() || h.len() > 253 {
+        if h.trim().is_empty() || h.len() > 253 || h.chars().any(char::is_control) {
             return Err(CliError::Input(
-                "--hostname must be 1 to 253 characters".into(),
+                "--hostname must be 1 to 253 characters, none of them control characters".into(),
             ));
+        }
+        // The name given is only a name: other nodes still reach this one at the machine's.
+        if node.address.is_none() {
+            node.address = Some(node.hostname.clone());
         }
         node.hostname = h.trim().to_owned();
     }

@@ -364,7 +364,7 @@ impl AgentHub {
         }
         if let Some(address) = &info.address {
             // It becomes MASTER_ADDR for the ranks placed here: a host name or an IP address.
-            if address.len() > 253 || address.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            if !address.is_empty() && !switchyard_agent::protocol::is_host_address(address) {
                 return Err(AgentError::Invalid(format!(
                     "address {address:?} must be a host name or IP address: at most 253 \
                      characters, no spaces or control characters"
@@ -422,6 +422,17 @@ impl AgentHub {
             return Err(AgentError::Invalid(format!(
                 "the node offers {offered} accelerators but nodes of cluster `{}` have {}",
                 cluster.name, cluster.accelerators_per_node
+            )));
+        }
+        // The scheduler places on every accelerator a node of the cluster has: a node with
+        // fewer would be handed devices it does not have.
+        if offered < cluster.accelerators_per_node {
+            return Err(AgentError::Invalid(format!(
+                "the node offers {offered} accelerators but nodes of cluster `{}` have {}: \
+                 the scheduler would place work on the missing ones (check the node's devices, \
+                 declare them with --accelerators {}, or set the cluster's \
+                 accelerators_per_node)",
+                cluster.name, cluster.accelerators_per_node, cluster.accelerators_per_node
             )));
         }
         if let Some(a) = info
@@ -1935,6 +1946,10 @@ mod tests {
             .resolve(&info("a", 3), None)
             .expect_err("too many accelerators");
         assert!(e.to_string().contains("have 2"), "{e}");
+        let e = h
+            .resolve(&info("a", 1), None)
+            .expect_err("too few accelerators");
+        assert!(e.to_string().contains("offers 1 accelerators"), "{e}");
         let mut old = info("a", 2);
         old.protocol_version = 99;
         assert!(h.resolve(&old, None).is_err());
@@ -1974,7 +1989,7 @@ mod tests {
         let mut long_uuid = info("a", 2);
         long_uuid.accelerators[0].uuid = Some("u".repeat(129));
         assert!(h.resolve(&long_uuid, None).is_err());
-        for address in ["\0", "10.0.0.1 evil", &"a".repeat(254)] {
+        for address in ["\0", "10.0.0.1 evil", &"a".repeat(254), "http://x:1"] {
             let mut odd = info("a", 2);
             odd.address = Some(address.to_owned());
             let e = h.resolve(&odd, None).expect_err("bad address");

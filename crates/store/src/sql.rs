@@ -68,6 +68,12 @@ impl SqliteStore {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let opts =
             SqliteConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_owned()))?;
+        // `sqlite://` with no path would be a private in-memory database: everything written
+        // (tokens too) gone when the process ends. Memory is only ever asked for by name.
+        let path = opts.get_filename();
+        if !memory && (path.as_os_str().is_empty() || path == std::path::Path::new(":memory:")) {
+            return Err(StoreError::Url(url.to_owned()));
+        }
         if !create && !memory && !opts.get_filename().exists() {
             return Err(StoreError::NoDatabase(
                 opts.get_filename().display().to_string(),

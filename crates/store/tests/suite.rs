@@ -1315,4 +1315,15 @@ suite!(
 async fn bad_urls_are_refused() {
     let err = connect("mysql://x").await.expect_err("unsupported");
     assert!(err.to_string().contains("sqlite://"), "{err}");
+    // No path: an unnamed in-memory database would lose everything written to it.
+    for url in ["sqlite://", "sqlite:"] {
+        let err = connect(url).await.expect_err("no path");
+        assert!(
+            matches!(err, switchyard_store::StoreError::Url(_)),
+            "{url}: {err}"
+        );
+    }
+    connect("sqlite::memory:")
+        .await
+        .expect("memory, asked for by name");
 }

@@ -76,11 +76,11 @@ pub struct Args {
     /// Where rank 0 writes the final model [default: CHECKPOINT_DIR/final-model.txt].
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Seconds to wait for every rank to join.
-    #[arg(long, default_value_t = 120)]
+    /// Seconds to wait for every rank to join (1 to 86400).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     join_timeout_secs: u64,
-    /// Seconds to wait for a peer during training before giving up on the gang.
-    #[arg(long, default_value_t = 60)]
+    /// Seconds to wait for a peer during training before giving up on the gang (1 to 86400).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     peer_timeout_secs: u64,
     /// Serve predictions on ADDR (host:port) instead of training: from --model, or else from the
     /// newest checkpoint in the checkpoint directory.
@@ -200,6 +200,13 @@ where
         }
     };
     if let Some(addr) = &args.serve {
+        if std::net::ToSocketAddrs::to_socket_addrs(addr.as_str()).is_err() {
+            eprintln!(
+                "error: --serve {addr:?} is not an address to listen on: give HOST:PORT, e.g. \
+                 127.0.0.1:8080"
+            );
+            return ExitCode::from(2);
+        }
         let Some(source) = serve::source(args.model.as_deref(), args.checkpoint_dir.as_deref())
         else {
             eprintln!("error: --serve needs --model or a checkpoint directory");
@@ -258,9 +265,18 @@ mod tests {
                 "--keep-checkpoints",
             ),
             (&["--noise", "NaN"], "--noise"),
+            // A zero timeout would only fail later, when the socket is set up.
+            (&["--peer-timeout-secs", "0"], "--peer-timeout-secs"),
+            (&["--join-timeout-secs", "0"], "--join-timeout-secs"),
         ] {
             let err = parsed(flags).expect_err("refused");
             assert!(err.contains(needle), "{flags:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_serve_address_that_is_none_is_an_input_error() {
+        let code = main_from(["switchyard-workload", "--serve", "nonsense", "--model", "m"]);
+        assert_eq!(code, ExitCode::from(2));
     }
 }
