@@ -109,3 +109,62 @@ fn a_run_survives_a_restart_of_the_server() {
     drop(agents);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A liveness deadline shorter than the leader's tick (50 ms × 3) still declares a dead node
+/// lost: the agents' backend has the leader poll it in time, instead of every late poll being
+/// taken for a stalled leader that must not declare anyone lost.
+#[test]
+fn a_dead_agent_is_declared_lost_under_a_short_deadline() {
+    let dir = scratch("agents-short-deadline");
+    let fleet = fleet_file(&dir, 2, 2);
+    let db = format!("sqlite://{}", dir.join("switchyard.db").display());
+    let checkpoints = dir.join("checkpoints");
+    let tenant_token = agents_common::server_common::token(&db, "research", false);
+    let agent_token = agent_token(&db);
+    let args = [
+        "--fleet",
+        &fleet.to_string_lossy(),
+        "--agents",
+        "--heartbeat-interval",
+        "50ms",
+        "--lost-after",
+        "3",
+        "--checkpoint-dir",
+        &checkpoints.to_string_lossy(),
+    ]
+    .map(|a| a.to_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_on(&db, "127.0.0.1:0", &args);
+    let s = AgentServer {
+        server,
+        tenant_token,
+        agent_token,
+        checkpoints,
+    };
+    wait_for(30, "the server to lead", || {
+        (s.server.role() == "leader").then_some(())
+    });
+    let agent = start_agent(
+        &[],
+        s.url(),
+        &s.agent_token,
+        "short-1",
+        "127.0.0.1",
+        2,
+        &dir.join("short-1.log"),
+    );
+    let state = |s: &AgentServer| {
+        s.nodes()
+            .iter()
+            .find(|n| n["hostname"] == "short-1")
+            .and_then(|n| n["state"].as_str().map(str::to_owned))
+    };
+    wait_for(30, "the node to be ready", || {
+        (state(&s).as_deref() == Some("ready")).then_some(())
+    });
+    drop(agent);
+    wait_for(10, "the dead node to be declared lost", || {
+        (state(&s).as_deref() == Some("lost")).then_some(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

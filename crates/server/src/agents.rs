@@ -1278,6 +1278,22 @@ impl Backend for AgentBackend {
         "agents"
     }
 
+    /// A quarter of the liveness deadline after the last poll, while any node is up: a poll
+    /// that comes later than half a deadline is taken for a stalled leader (no node is
+    /// declared lost for one more deadline), so with a deadline shorter than the leader's tick
+    /// a dead node would otherwise never be declared lost.
+    fn next_due_ms(&self) -> Option<i64> {
+        let settings = &self.hub.settings;
+        let deadline =
+            settings.heartbeat_interval.as_millis() as i64 * i64::from(settings.lost_after);
+        let hub = self.hub.lock();
+        let last = hub.last_poll_ms?;
+        hub.nodes
+            .values()
+            .any(|n| !n.lost)
+            .then(|| last + (deadline / 4).max(1))
+    }
+
     fn act(&mut self, commands: Vec<Command>) {
         if commands.is_empty() {
             return;
@@ -1353,8 +1369,10 @@ impl Backend for AgentBackend {
         // A poll long after the previous one means this process (or its clock) stood still,
         // not that every node went silent: give every node a full deadline from now before
         // declaring it lost (without pretending to have heard from it).
+        // (With no node up there is nothing to declare lost, and no need to poll often.)
         if let Some(prev) = hub.last_poll_ms
             && now_ms - prev > deadline / 2
+            && hub.nodes.values().any(|n| !n.lost)
         {
             tracing::warn!(
                 gap_ms = now_ms - prev,

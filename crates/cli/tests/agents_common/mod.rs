@@ -197,7 +197,7 @@ impl AgentServer {
     }
 }
 
-fn agent_token(db: &str) -> String {
+pub fn agent_token(db: &str) -> String {
     let out = Command::new(BIN)
         .args(["token", "create", "--db", db, "--agent"])
         .output()
