@@ -451,6 +451,9 @@ pub struct Scheduler {
     reserved_last_pass: bool,
     /// Jobs queued since the last pass.
     fresh: Vec<JobIdx>,
+    /// Gangs that were running under an earlier scheduler ([`Scheduler::recovered`]): the next
+    /// pass tries them before anything else, services included.
+    recovered: Vec<JobIdx>,
     /// Slots of ended jobs given back with [`Self::release`], for the next submissions.
     free_slots: Vec<JobIdx>,
     /// Submissions so far.
@@ -549,6 +552,7 @@ impl Scheduler {
             last_upgrade: 0,
             reserved_last_pass: false,
             fresh: Vec::new(),
+            recovered: Vec::new(),
             free_slots: Vec::new(),
             submitted: 0,
         };
@@ -1392,6 +1396,34 @@ impl Scheduler {
         }
     }
 
+    /// Marks a job submitted to this scheduler as one that was running under an earlier one
+    /// (a change of leader, a server restart): the next pass tries it before anything else,
+    /// services included, and it stays at the front of its queue, as a run restarting after a
+    /// failure does — work that was waiting behind it must not take its place. No-op for a job
+    /// that is not pending.
+    pub fn recovered(&mut self, job: JobIdx) {
+        let Some(j) = self.jobs.get(job as usize) else {
+            return;
+        };
+        if j.state != JobState::Pending {
+            return;
+        }
+        if j.kind != JobKind::Inference {
+            self.recovered.push(job);
+        }
+        if j.urgent {
+            return;
+        }
+        let queued = j.key.is_some();
+        if queued {
+            self.dequeue(job);
+        }
+        self.jobs[job as usize].urgent = true;
+        if queued {
+            self.enqueue(job);
+        }
+    }
+
     /// Books the progress of `run` up to `now` (kept or lost) into the job and the cluster's
     /// counters; returns the seconds of computing lost.
     fn settle(&mut self, now: f64, j: JobIdx, run: &Run, finished: bool, graceful: bool) -> f64 {
@@ -1726,6 +1758,13 @@ impl Scheduler {
 
     /// One scheduling pass at `now`: places what the policy allows, appending decisions.
     pub fn schedule(&mut self, now: f64, out: &mut Vec<Decision>) {
+        for j in std::mem::take(&mut self.recovered) {
+            if self.jobs[j as usize].state == JobState::Pending
+                && self.jobs[j as usize].key.is_some()
+            {
+                self.try_start(now, j, None, out);
+            }
+        }
         self.place_services(now, out);
         self.place_queue(now, out);
         if self.cfg.policy == Policy::Switchyard {

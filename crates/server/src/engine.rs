@@ -205,7 +205,9 @@ impl Engine {
         self.active.insert(idx);
         self.batch.seen.push(record.id.clone());
         if record.state == JobState::Running {
-            // Recovered after a change of leader: the scheduler places it again.
+            // Recovered after a change of leader: the scheduler places it again, ahead of the
+            // work that was waiting behind it.
+            self.sched.recovered(idx);
             self.batch.events.push(NewEvent {
                 job_id: record.id.clone(),
                 at_ms: now_ms,
@@ -1196,6 +1198,43 @@ mod tests {
         let u = update(&batch, "a");
         assert_eq!(u.state, JobState::Running);
         assert_eq!(u.started_ms, Some(T0 - 5000), "the first start is kept");
+    }
+
+    /// A run recovered by a new leader keeps its place: a service that was waiting for the
+    /// same accelerators (services are placed first in a pass) does not take them.
+    #[test]
+    fn a_recovered_run_is_placed_before_waiting_services() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let whole_cluster = |s: JobSpec| JobSpec {
+            accelerators: 2048,
+            clusters: vec!["aws-h100-spot".into()],
+            ..s
+        };
+        let mut run = record("run", 1);
+        run.kind = "training".into();
+        run.state = JobState::Running;
+        run.cluster = Some("aws-h100-spot".into());
+        run.started_ms = Some(T0 - 5000);
+        let training = JobSpec {
+            kind: JobKind::Training,
+            ..whole_cluster(spec(3600.0))
+        };
+        e.admit(T0, &run, training);
+        let mut svc = record("svc", 2);
+        svc.kind = "inference".into();
+        e.admit(T0, &svc, whole_cluster(service(1, 2)));
+        e.schedule(T0);
+        let (batch, _) = e.take(T0);
+        assert_eq!(update(&batch, "run").state, JobState::Running);
+        assert!(
+            batch
+                .updates
+                .iter()
+                .filter(|u| u.id == "svc")
+                .all(|u| u.state == JobState::Pending),
+            "{:?}",
+            batch.updates
+        );
     }
 
     /// The progress a training run's checkpoints hold is written as it grows, and a new
