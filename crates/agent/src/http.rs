@@ -58,6 +58,10 @@ enum Body<'a, B: Serialize> {
 /// Why `base` is not a control-plane URL this client can use (`Ok` when it is):
 /// plain `http://` with a host. The reason reads after the URL ("`…` must start with …").
 pub fn check_server_url(base: &str) -> Result<(), String> {
+    // Callers trim trailing slashes: `http://` arrives as `http:`.
+    if base == "http:" || base == "http://" {
+        return Err("names no host (e.g. http://127.0.0.1:7070)".into());
+    }
     if !base.starts_with("http://") {
         return Err(
             "must start with http:// (put a TLS-terminating proxy in front for remote servers)"
@@ -78,7 +82,7 @@ pub fn check_server_url(base: &str) -> Result<(), String> {
                 .filter(|(_, p)| !p.ends_with(']'))
                 .map(|(_, p)| p);
             match port {
-                Some(p) if p.parse::<u16>().is_err() => Err(format!(
+                Some(p) if p.parse::<u16>().is_err() || p.parse::<u16>() == Ok(0) => Err(format!(
                     "has port `{p}`, which is not a TCP port (1 to 65535)"
                 )),
                 _ => Ok(()),

@@ -228,4 +228,14 @@ fn error_answers_map_to_what_the_agent_does_next() {
         Err(ControlPlaneError::Unreachable(_))
     ));
     assert!(HttpControlPlane::new("https://x", "t", Duration::from_secs(1)).is_err());
+    for (url, why) in [
+        ("http://", "names no host"),
+        ("http://127.0.0.1:0", "not a TCP port"),
+        ("http://127.0.0.1:99999", "not a TCP port"),
+    ] {
+        let err =
+            switchyard_agent::http::check_server_url(url.trim_end_matches('/')).expect_err(url);
+        assert!(err.contains(why), "{url}: {err}");
+    }
+    switchyard_agent::http::check_server_url("http://127.0.0.1:7070").expect("a good URL");
 }

@@ -113,7 +113,16 @@ impl Client {
         }
         let message = serde_json::from_str::<ErrorBody>(&text)
             .map(|b| b.error.message)
-            .unwrap_or_else(|_| text.chars().take(500).collect());
+            .unwrap_or_else(|_| text.trim().chars().take(500).collect());
+        // An answer that is not a Switchyard error (an empty body, a proxy's page): say where
+        // it came from, which is most often the wrong SWITCHYARD_URL.
+        if message.is_empty() && !(500..).contains(&status) {
+            return Err(CliError::Other(format!(
+                "HTTP {status} with no error message from {}: is SWITCHYARD_URL (--url) a \
+                 Switchyard server?",
+                self.base
+            )));
+        }
         Err(match status {
             400 | 413 | 422 => CliError::Input(format!(
                 "the server refused the request ({status}): {message}"

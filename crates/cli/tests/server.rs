@@ -1432,3 +1432,30 @@ fn bad_server_url_is_an_input_error() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A URL that answers but is no Switchyard server (an empty 404): the client says so, naming
+/// the URL, instead of printing an empty message.
+#[test]
+fn an_answer_without_an_error_message_names_the_url() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    let out = Command::new(BIN)
+        .args(["status", "--url", &url, "--token", "sy_x"])
+        .output()
+        .expect("run switchyard status");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HTTP 404 with no error message from") && err.contains(&url),
+        "{err}"
+    );
+}
