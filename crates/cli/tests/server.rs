@@ -408,6 +408,21 @@ fn error_codes(db: String) {
             &json!({"kind": "batch", "accelerators": 8, "duration_s": 60.0, "clusters": ["atlantis"]}),
         ),
     );
+    let twice = submit(
+        &s.url,
+        &t,
+        &json!({"kind": "batch", "accelerators": 8, "duration_s": 60.0,
+                "clusters": ["colossus-1", "colossus-1"]}),
+    );
+    assert!(
+        twice
+            .1
+            .to_string()
+            .contains("clusters names `colossus-1` twice"),
+        "{}",
+        twice.1
+    );
+    expect(422, "invalid_request", twice);
     expect(
         422,
         "invalid_request",

@@ -795,6 +795,26 @@ impl Scheduler {
                     spec.accelerator_types.join(" or "),
                     have.join(", ")
                 )
+            } else if !spec.clusters.is_empty()
+                && !spec.accelerator_types.is_empty()
+                && !self.clusters.iter().any(|c| {
+                    spec.clusters.contains(&c.name)
+                        && spec
+                            .accelerator_types
+                            .iter()
+                            .any(|t| c.accelerator.matches(t))
+                })
+            {
+                format!(
+                    "asks for {} on {}, which {} none",
+                    spec.accelerator_types.join(" or "),
+                    spec.clusters.join(", "),
+                    if spec.clusters.len() == 1 {
+                        "has"
+                    } else {
+                        "have"
+                    }
+                )
             } else if let Work::Amount { profile, .. } = &spec.work {
                 format!(
                     "fits on no cluster it accepts that has a rate for its profile \

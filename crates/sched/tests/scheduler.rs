@@ -121,6 +121,19 @@ fn gang_lands_in_one_rack_of_one_cluster() {
 }
 
 #[test]
+fn a_type_its_named_clusters_lack_is_the_reason() {
+    let mut s = sched(Policy::Switchyard, false);
+    let mut j = job("pinned", "a", 8, 10.0);
+    j.accelerator_types = vec!["V100".into()];
+    j.clusters = vec!["fast".into()];
+    let err = s.validate(&j).expect_err("no V100 on fast");
+    assert!(
+        err.contains("asks for V100 on fast, which has none"),
+        "{err}"
+    );
+}
+
+#[test]
 fn job_larger_than_any_cluster_is_rejected_with_a_reason() {
     let mut s = sched(Policy::Switchyard, false);
     let err = s

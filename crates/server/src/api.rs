@@ -459,6 +459,22 @@ impl SubmitRequest {
                 "accelerator_types and clusters take at most {MAX_LIST_ENTRIES} entries"
             )));
         }
+        for (list, field) in [
+            (&self.accelerator_types, "accelerator_types"),
+            (&self.clusters, "clusters"),
+        ] {
+            if let Some((i, twice)) = list
+                .iter()
+                .enumerate()
+                .find(|(i, x)| list[..*i].contains(x))
+            {
+                return Err(invalid(format!(
+                    "{field} names `{}` twice (entries {} and {i})",
+                    twice.chars().take(64).collect::<String>(),
+                    list.iter().position(|x| x == twice).unwrap_or(0)
+                )));
+            }
+        }
         for t in &self.accelerator_types {
             if switchyard_core::lookup_accelerator(t).is_none() {
                 return Err(invalid(format!(
