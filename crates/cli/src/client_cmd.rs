@@ -40,11 +40,11 @@ pub struct StatusArgs {
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: Option<String>,
     /// Only jobs in these states (comma-separated: pending, running, done, failed, cancelled,
-    /// rejected).
-    #[arg(long)]
+    /// rejected); for the list, not one job.
+    #[arg(long, conflicts_with = "job")]
     state: Option<String>,
-    /// Most jobs to list (1 to 1000).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Most jobs to list (1 to 1000); for the list, not one job.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000), conflicts_with = "job")]
     limit: u32,
     #[command(flatten)]
     client: ClientArgs,
