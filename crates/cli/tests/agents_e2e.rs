@@ -197,7 +197,7 @@ fn only_the_scheduling_leader_serves_the_agents() {
     assert_eq!(follower.role(), "follower");
     let node = serde_json::json!({
         "hostname": "node-1", "cluster": "local", "cpus": 2, "memory_bytes": 1_000_000_000u64,
-        "accelerators": [{"index": 0, "name": "declared"}],
+        "accelerators": [{"index": 0, "name": "declared"}, {"index": 1, "name": "declared"}],
         "protocol_version": 1, "agent_version": "test",
     });
     let (status, body) = call(
