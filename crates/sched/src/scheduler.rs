@@ -1406,11 +1406,17 @@ impl Scheduler {
         {
             return;
         }
-        let queued = j.key.is_some();
+        self.rekey(job, |j| j.done = kept);
+    }
+
+    /// Changes what orders `job` in its queue (its progress, its urgency) while it is out of
+    /// the queue, so that its place follows.
+    fn rekey(&mut self, job: JobIdx, change: impl FnOnce(&mut Job)) {
+        let queued = self.jobs[job as usize].key.is_some();
         if queued {
             self.dequeue(job);
         }
-        self.jobs[job as usize].done = kept;
+        change(&mut self.jobs[job as usize]);
         if queued {
             self.enqueue(job);
         }
@@ -1431,16 +1437,8 @@ impl Scheduler {
         if j.kind != JobKind::Inference {
             self.recovered.push(job);
         }
-        if j.urgent {
-            return;
-        }
-        let queued = j.key.is_some();
-        if queued {
-            self.dequeue(job);
-        }
-        self.jobs[job as usize].urgent = true;
-        if queued {
-            self.enqueue(job);
+        if !j.urgent {
+            self.rekey(job, |j| j.urgent = true);
         }
     }
 
