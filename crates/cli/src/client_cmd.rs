@@ -316,8 +316,8 @@ pub fn status(args: StatusArgs) -> Result<(), CliError> {
         if args.json {
             return print_json(&job);
         }
-        let mut t = Table::new(["FIELD", "VALUE"]);
-        let opt = |x: Option<i64>| x.map_or("-".into(), ago);
+        let mut t = Table::new(["FIELD", "VALUE"]).flush_left();
+        let opt = |x: Option<i64>| x.map_or("-".into(), |ms| format!("{} ago", ago(ms)));
         for (k, v) in [
             ("id", job.id.clone()),
             ("name", job.name.clone().unwrap_or_else(|| "-".into())),

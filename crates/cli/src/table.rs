@@ -7,6 +7,9 @@ pub struct Table {
     rows: Vec<Vec<String>>,
     /// Indexes of rows after which a rule is drawn.
     rules: Vec<usize>,
+    /// Every cell flush left (a field/value listing, where a number among words reads badly
+    /// pushed right).
+    flush_left: bool,
 }
 
 impl Table {
@@ -15,6 +18,12 @@ impl Table {
             header: header.into_iter().map(Into::into).collect(),
             ..Self::default()
         }
+    }
+
+    /// The same table with every cell flush left.
+    pub fn flush_left(mut self) -> Self {
+        self.flush_left = true;
+        self
     }
 
     pub fn row<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, cells: I) {
@@ -48,7 +57,7 @@ impl Table {
                 if i > 0 {
                     text.push_str("  ");
                 }
-                if looks_numeric(cell) {
+                if !self.flush_left && looks_numeric(cell) {
                     text.push_str(&format!("{cell:>width$}"));
                 } else {
                     text.push_str(&format!("{cell:<width$}"));
@@ -149,5 +158,16 @@ mod tests {
         assert_eq!(lines[0], "name    count");
         assert_eq!(lines[2], "a           1");
         assert_eq!(lines[3], "longer  1,000");
+    }
+
+    #[test]
+    fn a_flush_left_table_pushes_no_number_right() {
+        let mut t = Table::new(["FIELD", "VALUE"]).flush_left();
+        t.row(["state", "running"]);
+        t.row(["restarts", "0"]);
+        let text = t.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[2], "state     running");
+        assert_eq!(lines[3], "restarts  0");
     }
 }
