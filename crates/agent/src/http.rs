@@ -82,7 +82,7 @@ pub fn check_server_url(base: &str) -> Result<(), String> {
                 .filter(|(_, p)| !p.ends_with(']'))
                 .map(|(_, p)| p);
             match port {
-                Some(p) if p.parse::<u16>().is_err() || p.parse::<u16>() == Ok(0) => Err(format!(
+                Some(p) if !matches!(p.parse::<u16>(), Ok(1..)) => Err(format!(
                     "has port `{p}`, which is not a TCP port (1 to 65535)"
                 )),
                 _ => Ok(()),

@@ -453,6 +453,19 @@ pub fn default_group_file(server: &str, cluster: &str, hostname: &str) -> PathBu
         ))
 }
 
+/// How a killed child ended (exit code, signal), once it has; `None` when it is still there at
+/// `deadline`.
+fn reap_by(child: &mut Child, deadline: Instant) -> Option<(Option<i32>, Option<i32>)> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some((s.code(), s.signal())),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => return None,
+            Err(_) => return Some((None, Some(9))),
+        }
+    }
+}
+
 /// Takes the lock that one agent at a time holds for a node (control plane, cluster and host
 /// name) on this machine, whatever its state directory: two agents registering under one host
 /// name would both run every rank placed on the node. `Busy` when another agent holds it; the
@@ -1149,25 +1162,19 @@ impl Supervisor {
         let deadline = Instant::now() + KILL_WAIT;
         for (id, handle) in killed {
             let ended = match handle {
-                Handle::Child(mut child) => loop {
-                    match child.try_wait() {
-                        Ok(Some(s)) => break Some((s.code(), s.signal())),
-                        Ok(None) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        Ok(None) => {
-                            tracing::warn!(
-                                %id,
-                                pid = child.id(),
-                                "still there {} s after SIGKILL (stuck in the kernel?); the next \
-                                 agent on this state directory finishes the kill",
-                                KILL_WAIT.as_secs()
-                            );
-                            break None;
-                        }
-                        Err(_) => break Some((None, Some(9))),
+                Handle::Child(mut child) => {
+                    let ended = reap_by(&mut child, deadline);
+                    if ended.is_none() {
+                        tracing::warn!(
+                            %id,
+                            pid = child.id(),
+                            "still there {} s after SIGKILL (stuck in the kernel?); the next \
+                             agent on this state directory finishes the kill",
+                            KILL_WAIT.as_secs()
+                        );
                     }
-                },
+                    ended
+                }
                 Handle::Adopted { .. } => Some((None, Some(9))),
             };
             let Some(m) = self.procs.get_mut(&id) else {

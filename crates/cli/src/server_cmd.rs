@@ -18,15 +18,8 @@ pub struct ServerArgs {
     /// Fleet file (TOML, docs/fleet.md) or built-in fleet name; the built-in default when absent.
     #[arg(long, value_name = "FILE")]
     fleet: Option<PathBuf>,
-    /// Database: sqlite://PATH (created on first start) or postgres://USER@HOST/DB (several
-    /// replicas may share one; one of them schedules).
-    #[arg(
-        long,
-        env = "SWITCHYARD_DB",
-        default_value = "sqlite://switchyard.db",
-        value_name = "URL"
-    )]
-    db: String,
+    #[command(flatten)]
+    store: StoreArg,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
     listen: String,
@@ -124,10 +117,11 @@ enum TokenCommand {
     },
 }
 
-/// The database the token verbs work on: the server's.
+/// The server's database, which the token verbs work on too.
 #[derive(Debug, clap::Args)]
 struct StoreArg {
-    /// The server's database.
+    /// Database: sqlite://PATH (the server and `token create` create the file on first use) or
+    /// postgres://USER@HOST/DB (several server replicas may share one; one of them schedules).
     #[arg(
         long,
         env = "SWITCHYARD_DB",
@@ -157,7 +151,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
     let fleet = load_fleet(args.fleet.as_deref())?;
     let backend = backend_for(&fleet)?;
-    let mut config = ServerConfig::new(fleet, args.db, args.listen);
+    let mut config = ServerConfig::new(fleet, args.store.db, args.listen);
     if args.agents {
         let root = std::path::absolute(&args.checkpoint_dir).map_err(|e| {
             CliError::Input(format!(

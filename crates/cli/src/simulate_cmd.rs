@@ -75,7 +75,7 @@ fn trace_error(e: TraceError) -> CliError {
 }
 
 /// A canonical trace names the fleet's teams; one it does not list (a typo, most often) runs
-/// under no quota, with the weight of an average team: said once per name, on stderr.
+/// under no quota: said once per name, on stderr.
 fn warn_unlisted_teams(fleet: &switchyard_core::Fleet, jobs: &[switchyard_core::job::JobSpec]) {
     let teams: Vec<&str> = fleet
         .tenants

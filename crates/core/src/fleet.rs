@@ -325,11 +325,7 @@ impl Fleet {
     /// its organisation's quota caps (quota plus borrowing limit); `u64::MAX` without a cap, or
     /// for a team the fleet does not list.
     pub fn quota_cap(&self, team: &str, cluster: &str) -> u64 {
-        let Some((org, t)) = self
-            .tenants
-            .iter()
-            .find_map(|o| o.teams.iter().find(|t| t.name == team).map(|t| (o, t)))
-        else {
+        let Some((org, t)) = self.team(team) else {
             return u64::MAX;
         };
         t.quotas

@@ -1539,10 +1539,23 @@ impl Scheduler {
                 format!("{reason}; restarts {from} (lost {})", human_s(lost)),
             );
         } else {
-            job.state = JobState::Failed;
-            job.finish_s = Some(now);
-            self.emit(out, now, Action::Fail { job: j, cluster }, reason);
+            self.ended_failed(now, j, cluster, reason, out);
         }
+    }
+
+    /// Ends `j`, already off its accelerators, as failed for good.
+    fn ended_failed(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        cluster: u32,
+        reason: String,
+        out: &mut Vec<Decision>,
+    ) {
+        let job = &mut self.jobs[j as usize];
+        job.state = JobState::Failed;
+        job.finish_s = Some(now);
+        self.emit(out, now, Action::Fail { job: j, cluster }, reason);
     }
 
     fn cancel(&mut self, now: f64, j: JobIdx, out: &mut Vec<Decision>) {
@@ -1701,9 +1714,6 @@ impl Scheduler {
                 }
                 if self.stalls_for_good(now, j) {
                     self.stop(now, j, false, false);
-                    let job = &mut self.jobs[j as usize];
-                    job.state = JobState::Failed;
-                    job.finish_s = Some(now);
                     let reason = format!(
                         "node {node} of {name} failed: {} failures in a row with no progress \
                          kept in between — its nodes fail faster than it restarts ({}) and \
@@ -1711,7 +1721,7 @@ impl Scheduler {
                         self.cfg.max_stalled_restarts,
                         human_s(self.cfg.restart_s)
                     );
-                    self.emit(out, now, Action::Fail { job: j, cluster }, reason);
+                    self.ended_failed(now, j, cluster, reason, out);
                     continue;
                 }
                 if self.restart_in_place(now, j, cluster, node, out) {

@@ -48,6 +48,21 @@ pub struct AgentSettings {
     pub stop_grace: Duration,
 }
 
+impl AgentSettings {
+    /// Milliseconds without a sign of life after which a node is lost.
+    fn deadline_ms(&self) -> i64 {
+        self.heartbeat_interval.as_millis() as i64 * i64::from(self.lost_after)
+    }
+}
+
+/// Where other nodes reach a node: the address it gave, else its host name.
+fn address_of(info: &NodeInfo) -> String {
+    info.address
+        .clone()
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| info.hostname.trim().to_owned())
+}
+
 impl Default for AgentSettings {
     fn default() -> Self {
         AgentSettings {
@@ -399,11 +414,7 @@ impl AgentHub {
                 ));
             }
         };
-        let address = info
-            .address
-            .clone()
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| hostname.to_owned());
+        let address = address_of(info);
         if let Some(live) = hub.nodes.values().find(|n| {
             n.cluster == cluster.index
                 && n.hostname == hostname
@@ -466,11 +477,7 @@ impl AgentHub {
             )));
         };
         let hostname = info.hostname.trim().to_owned();
-        let address = info
-            .address
-            .clone()
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| hostname.clone());
+        let address = address_of(info);
         // Two machines may both pass `resolve` before either is admitted (clones of one image
         // booting together): the first one in keeps the node.
         if let Some(live) = hub
@@ -835,6 +842,11 @@ fn short_text(field: &str, value: &str, max: usize) -> Result<(), AgentError> {
 }
 
 impl Hub {
+    /// Whether any registered node is up (not lost).
+    fn any_node_up(&self) -> bool {
+        self.nodes.values().any(|n| !n.lost)
+    }
+
     /// Whether any node was handed `assignment` by this hub.
     fn handed_anywhere(&self, assignment: &str) -> bool {
         self.nodes.values().any(|n| n.handed.contains(assignment))
@@ -1283,15 +1295,10 @@ impl Backend for AgentBackend {
     /// declared lost for one more deadline), so with a deadline shorter than the leader's tick
     /// a dead node would otherwise never be declared lost.
     fn next_due_ms(&self) -> Option<i64> {
-        let settings = &self.hub.settings;
-        let deadline =
-            settings.heartbeat_interval.as_millis() as i64 * i64::from(settings.lost_after);
+        let deadline = self.hub.settings.deadline_ms();
         let hub = self.hub.lock();
         let last = hub.last_poll_ms?;
-        hub.nodes
-            .values()
-            .any(|n| !n.lost)
-            .then(|| last + (deadline / 4).max(1))
+        hub.any_node_up().then(|| last + (deadline / 4).max(1))
     }
 
     fn act(&mut self, commands: Vec<Command>) {
@@ -1364,15 +1371,14 @@ impl Backend for AgentBackend {
         // What handlers queued (repairs, finished gangs, events) happened before anything this
         // poll finds: deliver it first, so a repair never overtakes a later loss.
         out.append(&mut hub.observed);
-        let deadline =
-            settings.heartbeat_interval.as_millis() as i64 * i64::from(settings.lost_after);
+        let deadline = settings.deadline_ms();
         // A poll long after the previous one means this process (or its clock) stood still,
         // not that every node went silent: give every node a full deadline from now before
         // declaring it lost (without pretending to have heard from it).
         // (With no node up there is nothing to declare lost, and no need to poll often.)
         if let Some(prev) = hub.last_poll_ms
             && now_ms - prev > deadline / 2
-            && hub.nodes.values().any(|n| !n.lost)
+            && hub.any_node_up()
         {
             tracing::warn!(
                 gap_ms = now_ms - prev,

@@ -463,15 +463,15 @@ impl SubmitRequest {
             (&self.accelerator_types, "accelerator_types"),
             (&self.clusters, "clusters"),
         ] {
-            if let Some((i, twice)) = list
-                .iter()
-                .enumerate()
-                .find(|(i, x)| list[..*i].contains(x))
-            {
+            if let Some((first, i, twice)) = list.iter().enumerate().find_map(|(i, x)| {
+                list[..i]
+                    .iter()
+                    .position(|y| y == x)
+                    .map(|first| (first, i, x))
+            }) {
                 return Err(invalid(format!(
-                    "{field} names `{}` twice (entries {} and {i})",
-                    twice.chars().take(64).collect::<String>(),
-                    list.iter().position(|x| x == twice).unwrap_or(0)
+                    "{field} names `{}` twice (entries {first} and {i})",
+                    twice.chars().take(64).collect::<String>()
                 )));
             }
         }

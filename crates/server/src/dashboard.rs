@@ -188,9 +188,9 @@ fn esc(text: &str) -> String {
     out
 }
 
-/// A non-negative cursor parameter (`after`), 0 when absent.
-fn cursor(q: &HashMap<String, String>) -> Result<i64, ApiError> {
-    crate::http::int_param(q, "after", 0, "a cursor from a `next page` link")
+/// A non-negative cursor parameter (`after`, `events_after`), 0 when absent.
+fn cursor(q: &HashMap<String, String>, name: &str) -> Result<i64, ApiError> {
+    crate::http::int_param(q, name, 0, "a cursor from a page's `next` or `more` link")
         .map(Option::unwrap_or_default)
 }
 
@@ -276,7 +276,7 @@ async fn render_overview(
     let auth = signed_in(auth)?;
     let q = crate::http::query(q, &["show", "after"])?;
     let show = Show::parse(q.get("show").map(String::as_str))?;
-    let after = cursor(&q)?;
+    let after = cursor(&q, "after")?;
     let scope = auth.scope().map(str::to_owned);
     let mut body = String::new();
     let who = match &scope {
@@ -467,10 +467,8 @@ async fn render_job(
 ) -> Result<Page, ApiError> {
     let auth = signed_in(auth)?;
     let q = crate::http::query(q, &["after", "events_after"])?;
-    let after = cursor(&q)?;
-    let events_after =
-        crate::http::int_param(&q, "events_after", 0, "a cursor from a `more events` link")?
-            .unwrap_or_default();
+    let after = cursor(&q, "after")?;
+    let events_after = cursor(&q, "events_after")?;
     crate::http::check_id(id)?;
     // Another tenant's job is not found, as on /v1.
     let job = s

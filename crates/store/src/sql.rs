@@ -74,10 +74,8 @@ impl SqliteStore {
         if !memory && (path.as_os_str().is_empty() || path == std::path::Path::new(":memory:")) {
             return Err(StoreError::Url(url.to_owned()));
         }
-        if !create && !memory && !opts.get_filename().exists() {
-            return Err(StoreError::NoDatabase(
-                opts.get_filename().display().to_string(),
-            ));
+        if !create && !memory && !path.exists() {
+            return Err(StoreError::NoDatabase(path.display().to_string()));
         }
         let opts = opts
             .create_if_missing(create)

@@ -390,9 +390,7 @@ fn join(cfg: &CommConfig) -> Result<(TcpStream, StartState), CommError> {
                     // Whoever listens there is not this attempt's rank 0 — a previous attempt's
                     // still going down, or another run's that got the port — or went away in
                     // the middle: this attempt's may come yet.
-                    Err(e @ (CommError::Io { .. } | CommError::Rejected(_))) if !matches!(&e, CommError::Rejected(why) if !not_ours(why, cfg.attempt)) => {
-                        e.to_string()
-                    }
+                    Err(e) if worth_another_try(&e, cfg.attempt) => e.to_string(),
                     Err(e) => return Err(e),
                 },
                 Err(e) => e.to_string(),
@@ -412,6 +410,16 @@ fn join(cfg: &CommConfig) -> Result<(TcpStream, StartState), CommError> {
 /// Whether rank 0's refusal (see [`greet`]) says it is not this rank's to join: another job's,
 /// or an earlier attempt's (still going down). A later attempt's refusal means this rank is the
 /// stale one, and it gives up at once.
+/// Whether a failed handshake may yet be followed by one with this attempt's rank 0: the
+/// connection broke, or rank 0 there belongs to another run or an earlier attempt.
+fn worth_another_try(e: &CommError, attempt: u64) -> bool {
+    match e {
+        CommError::Io { .. } => true,
+        CommError::Rejected(why) => not_ours(why, attempt),
+        _ => false,
+    }
+}
+
 fn not_ours(why: &str, attempt: u64) -> bool {
     why.starts_with("job ")
         || why

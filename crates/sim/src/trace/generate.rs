@@ -202,8 +202,6 @@ struct AccType {
     bf16_tflops: f64,
     /// Accelerators of this type over the fleet.
     total: u64,
-    /// Accelerators of the largest cluster of this type (the biggest gang it can host).
-    largest_cluster: u64,
 }
 
 /// Accelerator types of the fleet, most accelerators first.
@@ -214,10 +212,8 @@ fn accelerator_types(fleet: &Fleet) -> Vec<AccType> {
             name: c.accelerator.name,
             bf16_tflops: c.accelerator.bf16_tflops,
             total: 0,
-            largest_cluster: 0,
         });
         e.total += c.accelerators();
-        e.largest_cluster = e.largest_cluster.max(c.accelerators());
     }
     let mut v: Vec<AccType> = types.into_values().collect();
     v.sort_by(|a, b| b.total.cmp(&a.total).then(a.name.cmp(b.name)));
@@ -416,12 +412,11 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
             .iter()
             .copied()
             .filter(|t| {
-                t.largest_cluster >= u64::from(size)
-                    && fleet.clusters.iter().any(|c| {
-                        c.accelerator.name == t.name
-                            && c.accelerators().min(fleet.quota_cap(&team.name, &c.name))
-                                >= u64::from(size)
-                    })
+                fleet.clusters.iter().any(|c| {
+                    c.accelerator.name == t.name
+                        && c.accelerators().min(fleet.quota_cap(&team.name, &c.name))
+                            >= u64::from(size)
+                })
             })
             .collect();
         let pinned = rng.random::<f64>() < 0.3 && !hosts.is_empty();
