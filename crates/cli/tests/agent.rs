@@ -54,6 +54,48 @@ fn bad_input_is_exit_code_2() {
         .expect("run switchyard agent");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
+
+    for (flags, needle) in [
+        (
+            &["--address", "http://x:1"][..],
+            "must be a host name or IP address",
+        ),
+        (&["--accelerators", "4294967295"], "0..=1024"),
+    ] {
+        let out = switchyard()
+            .args(["agent", "--discover"])
+            .args(flags)
+            .output()
+            .expect("run switchyard agent");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+}
+
+/// A made-up --hostname is only a name: other nodes still reach the node at the machine's
+/// host name, unless --address says otherwise.
+#[test]
+fn a_given_host_name_keeps_the_machines_address() {
+    let discover = |extra: &[&str]| -> serde_json::Value {
+        let out = switchyard()
+            .args(["agent", "--discover", "--json", "--accelerators", "1"])
+            .args(extra)
+            .output()
+            .expect("run switchyard agent --discover");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let machine = discover(&[]);
+    let named = discover(&["--hostname", "made-up-name"]);
+    assert_eq!(named["hostname"], "made-up-name");
+    assert_eq!(named["address"], machine["hostname"]);
+    let given = discover(&["--hostname", "made-up-name", "--address", "10.0.0.7"]);
+    assert_eq!(given["address"], "10.0.0.7");
 }
 
 /// One agent at a time runs as a node on a machine: a second one under the same host name
