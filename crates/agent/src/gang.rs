@@ -166,7 +166,8 @@ pub enum GangOutcome {
         reason: String,
         /// Whether the job is to blame (and a retry is spent): false when the rank's end is
         /// unknown because it ended while its agent was away (an agent restarted in place
-        /// adopts its processes but cannot learn their exit codes).
+        /// adopts its processes, and learns their exit codes only from their recorders:
+        /// [`crate::exit_record`]).
         job_at_fault: bool,
     },
 }

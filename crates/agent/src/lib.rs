@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod control;
+pub mod exit_record;
 pub mod gang;
 pub mod hardware;
 pub mod http;

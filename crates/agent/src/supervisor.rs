@@ -11,9 +11,10 @@
 //! files under `logs/` instead of pipes (a process must not die of SIGPIPE because the agent did).
 //! A new supervisor on the same directory adopts the processes that are still alive (same pid and
 //! same start time, so a reused pid is never mistaken for one of ours): it can stop them, follows
-//! their output files, and notices when they are gone — though not their exit code, which died
-//! with the old agent. Reconciliation then stops the adopted ones the control plane no longer
-//! wants.
+//! their output files, and notices when they are gone. Their exit codes died with the old
+//! agent unless the processes run under an [`ExitRecorder`] ([`Supervisor::with_exit_recorder`]),
+//! which writes each one's end to `exits/` in the state directory. Reconciliation then stops the
+//! adopted ones the control plane no longer wants.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -31,6 +32,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use crate::exit_record::{self, ExitRecorder, NOT_STARTED, STARTED};
 use crate::protocol::{Assignment, ExitInfo, LogLine, ProcessState, ProcessStatus, Stream};
 use crate::reconcile::{Observed, Phase};
 
@@ -244,6 +246,8 @@ pub struct Supervisor {
     /// Output files give back what the control plane took once it is this many bytes ahead of
     /// what was given back last.
     punch_every: u64,
+    /// With a state directory: what runs each process so that its exit is recorded.
+    exit_recorder: Option<ExitRecorder>,
 }
 
 /// One process group in a group file.
@@ -422,6 +426,18 @@ fn stream_index(stream: Stream) -> usize {
     }
 }
 
+/// Where the recorder of assignment `id` writes how it ended.
+fn exit_path(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir
+        .join("exits")
+        .join(format!("{}.json", file_key(id)))
+}
+
+/// How assignment `id` ended, if it ran under a recorder that saw it end.
+fn recorded_exit(state_dir: Option<&Path>, id: &str) -> Option<exit_record::RecordedExit> {
+    exit_record::read(&exit_path(state_dir?, id))
+}
+
 fn file_key(id: &str) -> String {
     id.bytes()
         .map(|b| {
@@ -531,7 +547,17 @@ impl Supervisor {
             group_file: None,
             _lock: None,
             punch_every: PUNCH_EVERY_BYTES,
+            exit_recorder: None,
         }
+    }
+
+    /// Runs every process under `recorder`, which writes how it ended to `exits/` in the state
+    /// directory, so that a supervisor that adopts it learns its exit code (see
+    /// [`crate::exit_record`]). Without a state directory nothing is adopted and the recorder
+    /// is not used.
+    pub fn with_exit_recorder(mut self, recorder: ExitRecorder) -> Self {
+        self.exit_recorder = Some(recorder);
+        self
     }
 
     /// A supervisor without a state directory whose processes still do not outlive it for
@@ -581,8 +607,10 @@ impl Supervisor {
     /// previous supervisor on the same directory left running. Adopted processes that are gone
     /// are reported as exited with no known code.
     pub fn with_state_dir(dir: &Path) -> Result<Self, StateError> {
-        let logs = dir.join("logs");
-        std::fs::create_dir_all(&logs).map_err(io_err("create", &logs))?;
+        for sub in ["logs", "exits"] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(io_err("create", &path))?;
+        }
         let lock = lock_file(&dir.join("agent.lock"))?;
         let mut sup = Self::new();
         sup._lock = Some(lock);
@@ -638,9 +666,11 @@ impl Supervisor {
                         tracing::warn!(id = %m.assignment.id, pid, "killing what is left of its process group");
                         signal_group(pid, Signal::SIGKILL);
                     }
+                    // Its recorder, if it ran under one, saw how it ended.
+                    let recorded = recorded_exit(Some(dir), &m.assignment.id);
                     m.state = ProcessState::Exited(ExitInfo {
-                        code: None,
-                        signal: None,
+                        code: recorded.and_then(|r| r.code),
+                        signal: recorded.and_then(|r| r.signal),
                         stopped_by_agent: matches!(m.state, ProcessState::Stopping { .. }),
                     });
                     m.exited_at_ms = now_ms();
@@ -869,11 +899,38 @@ impl Supervisor {
             .command
             .split_first()
             .ok_or_else(|| "empty command".to_string())?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .envs(launch_env(a))
-            .process_group(0)
-            .stdin(Stdio::null());
+        // With a state directory and a recorder, the recorder starts the program and says on
+        // a pipe (its standard input) whether that worked.
+        let recorder = match (&self.exit_recorder, &self.state_dir) {
+            (Some(recorder), Some(dir)) => {
+                let status = exit_path(dir, &a.id);
+                // An earlier attempt's end must not pass for this one's.
+                match std::fs::remove_file(&status) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("removing {}: {e}", status.display())),
+                }
+                Some((recorder, status))
+            }
+            _ => None,
+        };
+        let mut handshake = None;
+        let mut cmd = match &recorder {
+            Some((recorder, status)) => {
+                let (reader, writer) =
+                    std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
+                handshake = Some(reader);
+                let mut cmd = recorder.command(status, &a.command);
+                cmd.stdin(writer);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).stdin(Stdio::null());
+                cmd
+            }
+        };
+        cmd.envs(launch_env(a)).process_group(0);
         if let Some(dir) = &a.working_dir {
             // Checked here so the error names the directory, not the program.
             match std::fs::metadata(dir) {
@@ -907,7 +964,35 @@ impl Supervisor {
         if files.is_empty() {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
-        let mut child = cmd.spawn().map_err(|e| format!("{program}: {e}"))?;
+        let mut child = match (cmd.spawn(), &recorder) {
+            (Ok(child), _) => child,
+            (Err(e), Some((recorder, _))) => {
+                return Err(format!(
+                    "starting the exit recorder {}: {e}",
+                    recorder.program.display()
+                ));
+            }
+            (Err(e), None) => return Err(format!("{program}: {e}")),
+        };
+        // Our copy of the handshake's write end goes with the command, so that a recorder
+        // that dies before answering reads as the end of the pipe, not a hang.
+        drop(cmd);
+        if let Some(reader) = handshake {
+            let mut line = String::new();
+            let _ = BufReader::new(reader).read_line(&mut line);
+            let line = line.trim_end();
+            if line != STARTED {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(match line.strip_prefix(NOT_STARTED) {
+                    Some(reason) => reason.to_string(),
+                    None => format!(
+                        "the exit recorder {} ended without starting {program}",
+                        recorder.map_or_else(String::new, |(r, _)| r.program.display().to_string())
+                    ),
+                });
+            }
+        }
         for (stream, reader, offset) in files {
             followers.extend(follow(
                 reader,
@@ -970,14 +1055,20 @@ impl Supervisor {
     pub fn poll(&mut self) -> Vec<(String, ExitInfo)> {
         let mut exited = Vec::new();
         let now = Instant::now();
+        let state_dir = self.state_dir.as_deref();
         for (id, m) in &mut self.procs {
             let Some(handle) = m.handle.as_mut() else {
                 continue;
             };
             let pid = handle.pid();
+            // A recorder's account is the program's own end; without one (or with a recorder
+            // killed before its program ended), what the leader's wait or absence says.
             let ended = match handle {
                 Handle::Child(child) => match child.try_wait() {
-                    Ok(Some(status)) => Some((status.code(), status.signal())),
+                    Ok(Some(status)) => Some(
+                        recorded_exit(state_dir, id)
+                            .map_or((status.code(), status.signal()), |r| (r.code, r.signal)),
+                    ),
                     Ok(None) => None,
                     Err(e) => {
                         tracing::warn!(id, pid, "cannot check process: {e}");
@@ -986,7 +1077,9 @@ impl Supervisor {
                 },
                 Handle::Adopted { pid, start_ticks } => {
                     let alive = process_start_ticks(*pid).is_some_and(|t| Some(t) == *start_ticks);
-                    (!alive).then_some((None, None))
+                    (!alive).then(|| {
+                        recorded_exit(state_dir, id).map_or((None, None), |r| (r.code, r.signal))
+                    })
                 }
             };
             // A stop's grace period is the group's, not its leader's: a wrapper shell that
@@ -1096,6 +1189,9 @@ impl Supervisor {
                 if let Some(p) = self.log_path(id, stream) {
                     let _ = std::fs::remove_file(p);
                 }
+            }
+            if let Some(dir) = &self.state_dir {
+                let _ = std::fs::remove_file(exit_path(dir, id));
             }
             self.save();
         }
@@ -1645,6 +1741,75 @@ mod tests {
             info.code, None,
             "the exit code of an adopted process is unknown"
         );
+        drop(new);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A recorder in shell, speaking the protocol of `switchyard record-exit` (which this
+    /// crate cannot run): handshake on fd 0, the program's end written to `--status`.
+    fn shell_recorder() -> ExitRecorder {
+        let script = r#"status=$2; shift 3; trap : TERM INT HUP; echo started >&0
+"$@" </dev/null; c=$?
+printf '{"code":%d,"signal":null}' "$c" > "$status.tmp" && mv "$status.tmp" "$status"; exit "$c""#;
+        ExitRecorder {
+            program: "sh".into(),
+            arg0: None,
+            args: vec!["-c".into(), script.into(), "recorder".into()],
+        }
+    }
+
+    #[test]
+    fn under_a_recorder_an_adopted_process_reports_its_exit_code() {
+        let dir = state_dir("recorded");
+        let mut old = Supervisor::with_state_dir(&dir)
+            .expect("state dir")
+            .with_exit_recorder(shell_recorder());
+        let release = dir.join("release");
+        let mut slow = sh(
+            "slow",
+            "while [ ! -f $RELEASE ]; do sleep 0.02; done; exit 7",
+        );
+        slow.env
+            .insert("RELEASE".into(), release.to_string_lossy().into_owned());
+        // An earlier attempt's record is not this one's.
+        let stale = dir.join("exits").join("slow.json");
+        std::fs::write(&stale, r#"{"code":0,"signal":null}"#).expect("a stale record");
+        assert!(old.start(&slow, false));
+        assert!(
+            !stale.exists(),
+            "starting an attempt drops the last one's record"
+        );
+        assert!(old.start(&sh("quick", "exit 5"), false));
+        assert!(old.start(&sh("fine", "true"), false));
+        old.detach(); // the agent "crashes"
+        // "quick" and "fine" end while no agent is there.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(dir.join("exits/quick.json").exists() && dir.join("exits/fine.json").exists()) {
+            assert!(Instant::now() < deadline, "no records");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        let mut new = Supervisor::with_state_dir(&dir).expect("state dir again");
+        assert_eq!(new.live(), 1, "{:?}", new.statuses());
+        let code = |s: &Supervisor, id: &str| match &s
+            .statuses()
+            .iter()
+            .find(|st| st.assignment_id == id)
+            .expect(id)
+            .state
+        {
+            ProcessState::Exited(info) => info.code,
+            other => panic!("{id}: {other:?}"),
+        };
+        assert_eq!(code(&new, "quick"), Some(5));
+        assert_eq!(code(&new, "fine"), Some(0));
+        std::fs::write(&release, "").expect("release");
+        let info = wait_exit(&mut new, "slow");
+        assert_eq!(info.code, Some(7), "the recorder saw it end");
+        assert!(!info.stopped_by_agent);
+        // A record goes with the process's.
+        new.forget("quick");
+        assert!(!dir.join("exits").join("quick.json").exists());
         drop(new);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use switchyard_agent::exit_record::ExitRecorder;
 use switchyard_agent::hardware::{DiscoverOptions, discover};
 use switchyard_agent::http::HttpControlPlane;
 use switchyard_agent::supervisor::{Supervisor, default_group_file};
@@ -83,6 +84,57 @@ fn summary(node: &NodeInfo) -> String {
 }
 
 /// Sets the returned flag on SIGINT or SIGTERM.
+/// `switchyard record-exit --status FILE -- PROGRAM…` (hidden; the agent runs it): runs the
+/// program, says on standard input (a pipe from the agent) whether it started, and records how
+/// it ended in FILE; see `switchyard_agent::exit_record`.
+pub fn record_exit(
+    status: &std::path::Path,
+    argv: &[std::ffi::OsString],
+) -> std::process::ExitCode {
+    use std::os::fd::AsFd as _;
+    let _signals = catch_stop_signals();
+    let mut handshake: Box<dyn std::io::Write> = match std::io::stdin().as_fd().try_clone_to_owned()
+    {
+        Ok(fd) => Box::new(std::fs::File::from(fd)),
+        Err(_) => Box::new(std::io::sink()),
+    };
+    let code = switchyard_agent::exit_record::run_and_record(status, argv, &mut handshake);
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Keeps the signals a stop or a terminal sends to the process group from ending the recorder
+/// before the program it waits for (which gets them too). Handled, not ignored: a program
+/// starts with the default action of a signal its parent handles, but keeps an ignored one.
+/// The handlers stay for the life of the process; the runtime returned delivers nothing anyone
+/// reads.
+fn catch_stop_signals() -> Option<tokio::runtime::Runtime> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        for kind in [
+            SignalKind::terminate(),
+            SignalKind::interrupt(),
+            SignalKind::hangup(),
+            SignalKind::quit(),
+            SignalKind::user_defined1(),
+            SignalKind::user_defined2(),
+            SignalKind::alarm(),
+            SignalKind::pipe(),
+        ] {
+            if let Err(e) = signal(kind) {
+                eprintln!(
+                    "record-exit: cannot catch signal {}: {e}",
+                    kind.as_raw_value()
+                );
+            }
+        }
+    });
+    Some(rt)
+}
+
 fn stop_on_signal() -> Result<Arc<AtomicBool>, CliError> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -172,7 +224,11 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
             other => CliError::Input(other.to_string()),
         })?;
     let supervisor = match &args.state_dir {
-        Some(dir) => Supervisor::with_state_dir(dir).map_err(|e| CliError::Input(e.to_string()))?,
+        // Under a recorder, so that the next agent on this directory learns the exit codes
+        // of the processes it adopts.
+        Some(dir) => Supervisor::with_state_dir(dir)
+            .map_err(|e| CliError::Input(e.to_string()))?
+            .with_exit_recorder(ExitRecorder::this_binary()),
         None => Supervisor::with_group_file(&default_group_file(
             &args.server,
             node.cluster.as_deref().unwrap_or("default"),

@@ -65,10 +65,26 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Internal to `switchyard agent --state-dir`: runs one process and records how it ended,
+    /// so that an agent restarted in place learns its exit code (docs/agent.md).
+    #[command(hide = true)]
+    RecordExit {
+        /// Where the exit code or signal is written.
+        #[arg(long)]
+        status: std::path::PathBuf,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::RecordExit { status, argv } = &cli.command {
+        // Before logging is set up: whatever the recorder printed would land in the
+        // process's own output.
+        return agent_cmd::record_exit(status, argv);
+    }
     // The demo narrates what matters itself; its server's warnings (a lost node) are the story.
     let default_level = if matches!(cli.command, Command::Demo(_)) {
         "error"
@@ -105,6 +121,7 @@ fn main() -> ExitCode {
         Command::Queue(args) => client_cmd::queue(args),
         Command::Agent(args) => agent_cmd::run(args),
         Command::Nodes(args) => client_cmd::nodes(args),
+        Command::RecordExit { .. } => unreachable!("handled before logging is set up"),
     };
     match result {
         Ok(()) | Err(CliError::PipeClosed) => ExitCode::SUCCESS,

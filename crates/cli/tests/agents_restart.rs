@@ -1,8 +1,8 @@
 //! Agent and server survive each other's restarts: the server is SIGKILLed mid-run and started
 //! again on the same database and address; the agents re-register (same node ids and slots),
 //! reconcile with the new desired state, and the run finishes from its checkpoint with the
-//! same final model. (An agent restarted on its --state-dir adopting what it left running is
-//! tested in crates/agent/tests/agent_loop.rs.)
+//! same final model. An agent restarted on its --state-dir learns how the ranks it adopted
+//! ended (their exit recorders). (Adoption itself is tested in crates/agent/tests/agent_loop.rs.)
 
 mod agents_common;
 
@@ -166,5 +166,159 @@ fn a_dead_agent_is_declared_lost_under_a_short_deadline() {
     wait_for(10, "the dead node to be declared lost", || {
         (state(&s).as_deref() == Some("lost")).then_some(())
     });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An agent restarted in place on its --state-dir learns how the ranks it adopted ended — one
+/// that ended while no agent ran, one that ended under the new agent — from the recorder each
+/// runs under, so a rank that succeeded is not run again and a rank that failed spends its
+/// job's retry; a program that cannot be started is still named.
+#[test]
+fn an_agent_restarted_in_place_learns_how_its_ranks_ended() {
+    let dir = scratch("agents-recorded-exit");
+    let fleet = fleet_file(&dir, 1, 3);
+    let db = format!("sqlite://{}", dir.join("switchyard.db").display());
+    let checkpoints = dir.join("checkpoints");
+    let tenant_token = agents_common::server_common::token(&db, "research", false);
+    let agent_token = agent_token(&db);
+    // A deadline (300 ms × 40) that outlasts the agent's restart.
+    let args = [
+        "--fleet",
+        &fleet.to_string_lossy(),
+        "--agents",
+        "--heartbeat-interval",
+        "300ms",
+        "--lost-after",
+        "40",
+        "--checkpoint-dir",
+        &checkpoints.to_string_lossy(),
+    ]
+    .map(|a| a.to_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_on(&db, "127.0.0.1:0", &args);
+    let s = AgentServer {
+        server,
+        tenant_token,
+        agent_token,
+        checkpoints,
+    };
+    wait_for(30, "the server to lead", || {
+        (s.server.role() == "leader").then_some(())
+    });
+    let state_dir = dir.join("agent-state");
+    let log = dir.join("agent.log");
+    let start_agent = || {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("agent log");
+        let err = out.try_clone().expect("agent log");
+        AgentProcess {
+            name: "rec-1".into(),
+            child: std::process::Command::new(BIN)
+                .args(["agent", "--server", s.url(), "--cluster", "local"])
+                .args(["--accelerators", "3", "--hostname", "rec-1"])
+                .args(["--address", "127.0.0.1", "--state-dir"])
+                .arg(&state_dir)
+                .env("SWITCHYARD_TOKEN", &s.agent_token)
+                .env("SWITCHYARD_LOG", "info")
+                .stdin(std::process::Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .expect("start the agent"),
+        }
+    };
+    let submit = |argv: Vec<String>| {
+        let body = serde_json::json!({
+            "kind": "training",
+            "accelerators": 1,
+            "duration_s": 30.0,
+            "max_retries": 0,
+            "command": {"argv": argv},
+        });
+        let (status, job) = call(
+            "POST",
+            &format!("{}/v1/jobs", s.url()),
+            Some(&s.tenant_token),
+            Some(&body.to_string()),
+        );
+        assert_eq!(status, 201, "{job}");
+        job["id"].as_str().expect("job id").to_owned()
+    };
+    // Each rank says it runs, then waits for its release file and exits with its code.
+    let waiting_rank = |name: &str, code: u8| {
+        let started = dir.join(format!("{name}.started"));
+        let release = dir.join(format!("{name}.release"));
+        let done = dir.join(format!("{name}.done"));
+        let script = format!(
+            "touch '{}'; while [ ! -f '{}' ]; do sleep 0.05; done; touch '{}'; exit {code}",
+            started.display(),
+            release.display(),
+            done.display()
+        );
+        (
+            vec!["sh".to_owned(), "-c".to_owned(), script],
+            started,
+            release,
+            done,
+        )
+    };
+    let mut agent = start_agent();
+    let (argv, ok_started, ok_release, ok_done) = waiting_rank("ok", 0);
+    let ok = submit(argv);
+    let (argv, bad_started, bad_release, _) = waiting_rank("bad", 3);
+    let bad = submit(argv);
+    wait_for(60, "both ranks to run", || {
+        (ok_started.exists() && bad_started.exists()).then_some(())
+    });
+
+    // The agent dies; "ok" ends while none runs.
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    std::fs::write(&ok_release, "").expect("release ok");
+    wait_for(30, "it to end", || ok_done.exists().then_some(()));
+    // Gone, not merely finishing, when the new agent looks.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    agent = start_agent();
+    wait_for(30, "the new agent to adopt the other rank", || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("adopted a process left by a previous agent")
+            .then_some(())
+    });
+    // "bad" ends under the new agent.
+    std::fs::write(&bad_release, "").expect("release bad");
+
+    let end = wait_final(&s, &ok, 60);
+    assert_eq!(end["state"], "done", "{end}\n{:#?}", s.events(&ok));
+    assert_eq!(end["restarts"], 0, "a rank that succeeded ran once: {end}");
+    let end = wait_final(&s, &bad, 60);
+    assert_eq!(end["state"], "failed", "{end}\n{:#?}", s.events(&bad));
+    assert_eq!(end["restarts"], 0, "{end}");
+    let failure = |id: &str| {
+        s.events(id)
+            .iter()
+            .find(|e| e["kind"] == "failed")
+            .and_then(|e| e["message"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    assert!(
+        failure(&bad).contains("rank 0 exited with code 3"),
+        "{:#?}",
+        s.events(&bad)
+    );
+
+    // Under the recorder, a program that cannot start is still named.
+    let missing = submit(vec!["/no/such/program".to_owned()]);
+    let end = wait_final(&s, &missing, 60);
+    assert_eq!(end["state"], "failed", "{end}");
+    assert!(
+        failure(&missing).contains("/no/such/program: No such file"),
+        "{:#?}",
+        s.events(&missing)
+    );
+    drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
