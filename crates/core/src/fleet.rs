@@ -168,6 +168,11 @@ pub struct Cluster {
     /// (`checkpoint_write_gb_s`); `None`: not stated, each node writes at its own rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_write_gb_s: Option<f64>,
+    /// How long a training run takes to restart here — be placed again, start its processes,
+    /// load its checkpoint, warm up — in seconds (`restart_s`); `None`: not stated, the
+    /// scheduler's default (5 minutes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_s: Option<f64>,
     /// What one accelerator-hour of this cluster costs under its provider's contract.
     pub price_per_accelerator_hour: f64,
     /// What runs placements on this cluster (`backend = "slurm"` in the fleet file).
@@ -369,6 +374,7 @@ nodes = {nodes}
 accelerators_per_node = {per_node}
 node_mtbf_hours = 100000.0
 repair_hours = 1.0
+restart_s = 2.0
 topology = {{ scale_up = {{ nodes = 1 }} }}
 {cluster_extra}
 

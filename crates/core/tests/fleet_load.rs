@@ -614,3 +614,29 @@ fn quota_caps_combine_team_and_organisation_rules() {
     let uncapped = load(GOOD).expect("valid");
     assert_eq!(uncapped.quota_cap("research", "east"), u64::MAX);
 }
+
+#[test]
+fn a_clusters_restart_time_is_optional_and_bounded() {
+    assert_eq!(load(GOOD).expect("valid").clusters[0].restart_s, None);
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nrestart_s = 45.0",
+    );
+    assert_eq!(
+        load(&text).expect("valid").clusters[0].restart_s,
+        Some(45.0)
+    );
+    for bad in ["-1.0", "86401.0", "nan"] {
+        let text = mutate(
+            "repair_hours = 12.0",
+            &format!("repair_hours = 12.0\nrestart_s = {bad}"),
+        );
+        let (line, field, message) = error_of(&text);
+        assert_eq!(field, "clusters[0].restart_s", "{bad}");
+        assert_eq!(line, line_of(&text, "restart_s"), "{bad}");
+        assert!(
+            message.contains("restart time from 0 to 86400 s"),
+            "{message}"
+        );
+    }
+}

@@ -79,7 +79,8 @@ pub struct Config {
     pub failures: bool,
     /// Time to write one checkpoint, s.
     pub checkpoint_s: f64,
-    /// Time for a training run to restart (reschedule, load the checkpoint, warm up), s.
+    /// Time for a training run to restart (reschedule, load the checkpoint, warm up), s, on a
+    /// cluster whose fleet entry does not state its own (`restart_s`).
     pub restart_s: f64,
     /// Time for a batch job to restart, s.
     pub batch_restart_s: f64,
@@ -1211,13 +1212,23 @@ impl Scheduler {
         young_daly_interval_s(self.cfg.checkpoint_s, c.node_mtbf_hours, nodes)
     }
 
-    fn restart_cost(&self, j: JobIdx) -> f64 {
+    /// How long a training run takes to restart on `cluster`: the cluster's own figure, or
+    /// the configured default.
+    fn training_restart_s(&self, cluster: u32) -> f64 {
+        self.clusters[cluster as usize]
+            .restart_s
+            .unwrap_or(self.cfg.restart_s)
+    }
+
+    /// What (re)starting job `j` on `cluster` costs before it makes progress: nothing for its
+    /// first start.
+    fn restart_cost(&self, j: JobIdx, cluster: u32) -> f64 {
         let job = &self.jobs[j as usize];
         if job.generation == 0 {
             return 0.0;
         }
         match job.kind {
-            JobKind::Training => self.cfg.restart_s,
+            JobKind::Training => self.training_restart_s(cluster),
             JobKind::Batch => self.cfg.batch_restart_s,
             JobKind::Inference => 0.0,
         }
@@ -1232,14 +1243,14 @@ impl Scheduler {
         let job = &self.jobs[j as usize];
         let compute = (1.0 - job.done) / rate;
         let tau = self.checkpoint_interval(j, cluster, size);
-        let mut t = self.restart_cost(j) + compute;
+        let mut t = self.restart_cost(j, cluster) + compute;
         if tau.is_finite() {
             let c = &self.clusters[cluster as usize];
             let nodes = size.div_ceil(c.accelerators_per_node.max(1));
             let mtbf_s = c.node_mtbf_hours * 3600.0 / f64::from(nodes.max(1));
             // Checkpoint writes, plus per failure half an interval redone and a restart.
             t += compute * self.cfg.checkpoint_s / tau;
-            t += compute / mtbf_s * (tau / 2.0 + self.cfg.restart_s);
+            t += compute / mtbf_s * (tau / 2.0 + self.training_restart_s(cluster));
         }
         t
     }
@@ -1257,7 +1268,7 @@ impl Scheduler {
         let size: u32 = shares.iter().map(|s| s.accelerators).sum();
         let rate = self.rate_on(j, cluster, size).unwrap_or(f64::INFINITY);
         let tau = self.checkpoint_interval(j, cluster, size);
-        let restart = self.restart_cost(j);
+        let restart = self.restart_cost(j, cluster);
         for s in &shares {
             self.occupants[cluster as usize][s.node as usize].push((j, NO_REPLICA));
         }
@@ -1642,7 +1653,7 @@ impl Scheduler {
         let job = &mut self.jobs[j as usize];
         job.generation += 1;
         job.restarts += 1;
-        let restart = self.restart_cost(j);
+        let restart = self.restart_cost(j, c as u32);
         run.start_s = now;
         run.progress_from = now + restart;
         let eff = self.eff_rate(&run);
@@ -1719,7 +1730,7 @@ impl Scheduler {
                          kept in between — its nodes fail faster than it restarts ({}) and \
                          writes a checkpoint, so it would restart for ever; failed",
                         self.cfg.max_stalled_restarts,
-                        human_s(self.cfg.restart_s)
+                        human_s(self.training_restart_s(c as u32))
                     );
                     self.ended_failed(now, j, cluster, reason, out);
                     continue;
@@ -2017,7 +2028,7 @@ impl Scheduler {
             let Some((pred, c, target)) = best else {
                 continue;
             };
-            if pred > 0.7 * left - 2.0 * self.cfg.restart_s {
+            if pred > 0.7 * left - 2.0 * self.training_restart_s(c) {
                 continue;
             }
             self.stop(now, v, false, true);
@@ -2265,7 +2276,7 @@ impl Scheduler {
                 // Shortest remaining time first: a training run with far more left to do than
                 // this job needs in all checkpoints and yields (it loses only a restart).
                 let mine = self.predicted_s(j, c, job.min_size);
-                let threshold = self.cfg.preempt_factor * mine + 2.0 * self.cfg.restart_s;
+                let threshold = self.cfg.preempt_factor * mine + 2.0 * self.training_restart_s(c);
                 for &(end, _, v) in self.ends[c as usize].iter().rev().take(256) {
                     if f64::from_bits(end) - now <= threshold {
                         break;

@@ -792,3 +792,57 @@ fn a_resumed_run_runs_only_what_its_checkpoints_left() {
         assert_eq!(second.kept_fraction(k, 60_000.0), kept);
     }
 }
+
+/// A cluster that states its own restart time (`restart_s`) is paid that, not the scheduler's
+/// default, when a run restarts on it: the same failure pushes the run's end back by the
+/// difference exactly.
+#[test]
+fn a_clusters_own_restart_time_is_what_a_restart_costs_there() {
+    let restarted_end = |fleet_text: &str| {
+        let mut s = Scheduler::new(
+            &fleet(fleet_text),
+            ThroughputTable::new(),
+            Config {
+                policy: Policy::Switchyard,
+                failures: true,
+                ..Config::default()
+            },
+        );
+        let mut run = job("run", "a", 64, 1e6);
+        run.clusters = vec!["fast".into()];
+        let j = submit(&mut s, 0.0, run);
+        pass(&mut s, 0.0);
+        let mut out = Vec::new();
+        for node in 0..16 {
+            s.handle(50_000.0, Event::NodeFailed { cluster: 0, node }, &mut out);
+            if !out.is_empty() {
+                break;
+            }
+        }
+        s.check_invariants().expect("invariants");
+        out.iter()
+            .find_map(|d| match d.action {
+                Action::Start {
+                    job,
+                    generation: 2,
+                    expected_end_s,
+                    ..
+                } if job == j => Some(expected_end_s),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no restart in place: {out:?}"))
+    };
+    let stated = TWO_CLUSTERS.replacen(
+        "repair_hours = 2.0\n",
+        "repair_hours = 2.0\nrestart_s = 5.0\n",
+        1,
+    );
+    assert_ne!(stated, TWO_CLUSTERS);
+    let default_s = Config::default().restart_s;
+    let gap = restarted_end(TWO_CLUSTERS) - restarted_end(&stated);
+    assert!(
+        (gap - (default_s - 5.0)).abs() < 1e-3,
+        "restarting took {gap} s less, expected {}",
+        default_s - 5.0
+    );
+}

@@ -36,6 +36,10 @@ pub const MIN_NODE_MTBF_HOURS: f64 = 1.0;
 /// finite number.
 pub const MAX_PRICE_PER_HOUR: f64 = 1e6;
 
+/// Longest restart time a cluster may state, seconds: a day (a run that takes longer to come
+/// back than that is not restarting).
+pub const MAX_RESTART_S: f64 = 86_400.0;
+
 /// A fleet file that failed to load: where, which field, and what was expected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
@@ -100,6 +104,7 @@ struct RawCluster {
     accelerator_mtbf_hours: Option<Spanned<f64>>,
     repair_hours: Spanned<f64>,
     checkpoint_write_gb_s: Option<Spanned<f64>>,
+    restart_s: Option<Spanned<f64>>,
     topology: Option<Spanned<RawTopology>>,
     backend: Option<Spanned<String>>,
     slurm: Option<Spanned<RawSlurm>>,
@@ -724,6 +729,25 @@ fn cluster(
             )
         })
         .transpose()?;
+    let restart_s = raw
+        .restart_s
+        .as_ref()
+        .map(|r| {
+            let x = *r.get_ref();
+            if x.is_finite() && (0.0..=MAX_RESTART_S).contains(&x) {
+                Ok(x)
+            } else {
+                Err(src.error(
+                    r.span(),
+                    format!("{at}.restart_s"),
+                    format!(
+                        "expected a training run's restart time from 0 to {MAX_RESTART_S} s \
+                         (one day), found {x}"
+                    ),
+                ))
+            }
+        })
+        .transpose()?;
     let topology = topology(src, raw, &at, accel, nodes, per_node)?;
     let backend = backend(src, raw, &at)?;
 
@@ -739,6 +763,7 @@ fn cluster(
         node_mtbf_hours,
         repair_hours,
         checkpoint_write_gb_s,
+        restart_s,
         price_per_accelerator_hour: price,
         backend,
     })
