@@ -137,14 +137,7 @@ fn a_run_that_keeps_failing_ends_failed_after_its_retries_with_the_reason() {
         // node that had not started its ranks of the attempt by then never runs them.
         "command": {"argv": ["sh", "-c", "echo rank $RANK of $WORLD_SIZE attempt $SWITCHYARD_ATTEMPT; if [ \"$RANK\" = 2 ]; then sleep 2; exit 3; fi; sleep 30"]},
     });
-    let (status, job) = call(
-        "POST",
-        &format!("{}/v1/jobs", s.url()),
-        Some(&s.tenant_token),
-        Some(&body.to_string()),
-    );
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().expect("id").to_owned();
+    let id = s.submit(&body);
     let end = wait_final(&s, &id, 120);
     assert_eq!(end["state"], "failed", "{end}");
     let events = s.events(&id);

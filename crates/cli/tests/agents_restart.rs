@@ -44,18 +44,7 @@ fn a_run_survives_a_restart_of_the_server() {
         .as_millis() as i64;
     s.server.kill();
     let db = s.server.db.clone();
-    let args = [
-        "--fleet",
-        &fleet.to_string_lossy(),
-        "--agents",
-        "--heartbeat-interval",
-        "300ms",
-        "--lost-after",
-        "3",
-        "--checkpoint-dir",
-        &s.checkpoints.to_string_lossy(),
-    ]
-    .map(|a| a.to_owned());
+    let args = server_args(&fleet, &s.checkpoints, "300ms", 3);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     s.server = Server::start_on(&db, &listen, &args);
     wait_for(30, "the restarted server to lead", || {
@@ -117,33 +106,7 @@ fn a_run_survives_a_restart_of_the_server() {
 fn a_dead_agent_is_declared_lost_under_a_short_deadline() {
     let dir = scratch("agents-short-deadline");
     let fleet = fleet_file(&dir, 2, 2);
-    let db = format!("sqlite://{}", dir.join("switchyard.db").display());
-    let checkpoints = dir.join("checkpoints");
-    let tenant_token = agents_common::server_common::token(&db, "research", false);
-    let agent_token = agent_token(&db);
-    let args = [
-        "--fleet",
-        &fleet.to_string_lossy(),
-        "--agents",
-        "--heartbeat-interval",
-        "50ms",
-        "--lost-after",
-        "3",
-        "--checkpoint-dir",
-        &checkpoints.to_string_lossy(),
-    ]
-    .map(|a| a.to_owned());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start_on(&db, "127.0.0.1:0", &args);
-    let s = AgentServer {
-        server,
-        tenant_token,
-        agent_token,
-        checkpoints,
-    };
-    wait_for(30, "the server to lead", || {
-        (s.server.role() == "leader").then_some(())
-    });
+    let s = AgentServer::start_with_deadline(&dir, &fleet, "127.0.0.1:0", "50ms", 3);
     let agent = start_agent(
         &[],
         s.url(),
@@ -177,34 +140,8 @@ fn a_dead_agent_is_declared_lost_under_a_short_deadline() {
 fn an_agent_restarted_in_place_learns_how_its_ranks_ended() {
     let dir = scratch("agents-recorded-exit");
     let fleet = fleet_file(&dir, 1, 3);
-    let db = format!("sqlite://{}", dir.join("switchyard.db").display());
-    let checkpoints = dir.join("checkpoints");
-    let tenant_token = agents_common::server_common::token(&db, "research", false);
-    let agent_token = agent_token(&db);
     // A deadline (300 ms × 40) that outlasts the agent's restart.
-    let args = [
-        "--fleet",
-        &fleet.to_string_lossy(),
-        "--agents",
-        "--heartbeat-interval",
-        "300ms",
-        "--lost-after",
-        "40",
-        "--checkpoint-dir",
-        &checkpoints.to_string_lossy(),
-    ]
-    .map(|a| a.to_owned());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start_on(&db, "127.0.0.1:0", &args);
-    let s = AgentServer {
-        server,
-        tenant_token,
-        agent_token,
-        checkpoints,
-    };
-    wait_for(30, "the server to lead", || {
-        (s.server.role() == "leader").then_some(())
-    });
+    let s = AgentServer::start_with_deadline(&dir, &fleet, "127.0.0.1:0", "300ms", 40);
     let state_dir = dir.join("agent-state");
     let log = dir.join("agent.log");
     let start_agent = || {
@@ -231,21 +168,13 @@ fn an_agent_restarted_in_place_learns_how_its_ranks_ended() {
         }
     };
     let submit = |argv: Vec<String>| {
-        let body = serde_json::json!({
+        s.submit(&serde_json::json!({
             "kind": "training",
             "accelerators": 1,
             "duration_s": 30.0,
             "max_retries": 0,
             "command": {"argv": argv},
-        });
-        let (status, job) = call(
-            "POST",
-            &format!("{}/v1/jobs", s.url()),
-            Some(&s.tenant_token),
-            Some(&body.to_string()),
-        );
-        assert_eq!(status, 201, "{job}");
-        job["id"].as_str().expect("job id").to_owned()
+        }))
     };
     // Each rank says it runs, then waits for its release file and exits with its code.
     let waiting_rank = |name: &str, code: u8| {

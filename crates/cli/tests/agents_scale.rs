@@ -19,20 +19,12 @@ fn cluster(name: &str, n: u32) -> (std::path::PathBuf, AgentServer, Vec<AgentPro
 
 /// Submits a service of one node (2 accelerators) per replica running `sh -c SCRIPT`.
 fn submit_service(s: &AgentServer, script: &str, min: u32, max: u32) -> String {
-    let body = json!({
+    s.submit(&json!({
         "kind": "inference",
         "accelerators": 2,
         "replicas": {"min": min, "max": max},
         "command": {"argv": ["sh", "-c", script]},
-    });
-    let (status, job) = call(
-        "POST",
-        &format!("{}/v1/jobs", s.url()),
-        Some(&s.tenant_token),
-        Some(&body.to_string()),
-    );
-    assert_eq!(status, 201, "{job}");
-    job["id"].as_str().expect("job id").to_owned()
+    }))
 }
 
 fn scale(s: &AgentServer, id: &str, replicas: u32) -> Value {

@@ -250,14 +250,7 @@ fn node_failure_restarts_training_from_its_checkpoint() {
     let Action::Start { cluster, .. } = d[0].action else {
         panic!("expected a start, got {:?}", d[0]);
     };
-    let mut out = Vec::new();
-    // Every node of the cluster is in the gang's rack set; fail node 0 … 7 until one hits.
-    for node in 0..16 {
-        s.handle(50_000.0, Event::NodeFailed { cluster, node }, &mut out);
-        if !out.is_empty() {
-            break;
-        }
-    }
+    let out = fail_nodes_until_one_hits(&mut s, 50_000.0, cluster);
     let restart = out
         .iter()
         .find(|d| matches!(d.action, Action::Restart { .. }))
@@ -272,6 +265,19 @@ fn node_failure_restarts_training_from_its_checkpoint() {
         d.iter()
             .any(|d| matches!(d.action, Action::Start { job, .. } if job == j))
     );
+}
+
+/// Fails nodes 0, 1, … of `cluster` at `now` (left down) until one hits a job; the decisions
+/// that caused.
+fn fail_nodes_until_one_hits(s: &mut Scheduler, now: f64, cluster: u32) -> Vec<Decision> {
+    let mut out = Vec::new();
+    for node in 0..16 {
+        s.handle(now, Event::NodeFailed { cluster, node }, &mut out);
+        if !out.is_empty() {
+            break;
+        }
+    }
+    out
 }
 
 /// Fails one node of `job`'s gang at `now` and repairs it at once; the decisions it caused.
@@ -349,13 +355,7 @@ fn inference_replicas_are_replaced_after_a_failure() {
     let Action::AddReplica { cluster, .. } = d[0].action else {
         unreachable!()
     };
-    let mut out = Vec::new();
-    for node in 0..16 {
-        s.handle(10.0, Event::NodeFailed { cluster, node }, &mut out);
-        if !out.is_empty() {
-            break;
-        }
-    }
+    let out = fail_nodes_until_one_hits(&mut s, 10.0, cluster);
     assert!(matches!(out[0].action, Action::ReplicaLost { .. }));
     let d = pass(&mut s, 10.0);
     assert_eq!(
@@ -695,13 +695,7 @@ fn failed_node_is_replaced_by_a_spare_in_place() {
     let j = submit(&mut s, 0.0, run);
     let d = pass(&mut s, 0.0);
     assert!(matches!(d[0].action, Action::Start { cluster: 0, .. }));
-    let mut out = Vec::new();
-    for node in 0..16 {
-        s.handle(50_000.0, Event::NodeFailed { cluster: 0, node }, &mut out);
-        if !out.is_empty() {
-            break;
-        }
-    }
+    let out = fail_nodes_until_one_hits(&mut s, 50_000.0, 0);
     s.check_invariants().expect("invariants");
     assert!(matches!(out[0].action, Action::Restart { .. }), "{out:?}");
     assert!(
@@ -812,13 +806,7 @@ fn a_clusters_own_restart_time_is_what_a_restart_costs_there() {
         run.clusters = vec!["fast".into()];
         let j = submit(&mut s, 0.0, run);
         pass(&mut s, 0.0);
-        let mut out = Vec::new();
-        for node in 0..16 {
-            s.handle(50_000.0, Event::NodeFailed { cluster: 0, node }, &mut out);
-            if !out.is_empty() {
-                break;
-            }
-        }
+        let out = fail_nodes_until_one_hits(&mut s, 50_000.0, 0);
         s.check_invariants().expect("invariants");
         out.iter()
             .find_map(|d| match d.action {

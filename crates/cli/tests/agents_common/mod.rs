@@ -49,11 +49,30 @@ pub struct AgentServer {
 
 impl AgentServer {
     pub fn start(dir: &Path, fleet: &Path, listen: &str) -> AgentServer {
+        AgentServer::start_with_deadline(dir, fleet, listen, "300ms", 3)
+    }
+
+    /// A server whose agents heartbeat every `heartbeat` and are lost after `lost_after`
+    /// missed heartbeats.
+    pub fn start_with_deadline(
+        dir: &Path,
+        fleet: &Path,
+        listen: &str,
+        heartbeat: &str,
+        lost_after: u32,
+    ) -> AgentServer {
         let db = format!("sqlite://{}", dir.join("switchyard.db").display());
         let checkpoints = dir.join("checkpoints");
         let tenant_token = server_common::token(&db, "research", false);
         let agent_token = agent_token(&db);
-        let server = start_server(&db, fleet, listen, &checkpoints);
+        let server = Server::start_on(
+            &db,
+            listen,
+            &server_args(fleet, &checkpoints, heartbeat, lost_after)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
         // Agents are served by the scheduling leader only; wait for it to lead.
         wait_for(30, "the server to lead", || {
             (server.role() == "leader").then_some(())
@@ -74,13 +93,17 @@ impl AgentServer {
     pub fn submit_training(&self, ranks: u32, step_sleep_ms: u64, max_retries: u32) -> String {
         let mut argv = vec![BIN.to_owned()];
         argv.extend(workload_args(step_sleep_ms));
-        let body = json!({
+        self.submit(&json!({
             "kind": "training",
             "accelerators": ranks,
             "duration_s": 30.0,
             "max_retries": max_retries,
             "command": {"argv": argv},
-        });
+        }))
+    }
+
+    /// Submits a job (its JSON body); its id.
+    pub fn submit(&self, body: &Value) -> String {
         let (status, job) = call(
             "POST",
             &format!("{}/v1/jobs", self.url()),
@@ -210,24 +233,34 @@ pub fn agent_token(db: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A server for an agent-run fleet (heartbeats every 300 ms, lost after 3 missed).
 pub fn start_server(db: &str, fleet: &Path, listen: &str, checkpoints: &Path) -> Server {
-    let fleet = fleet.to_string_lossy().into_owned();
-    let checkpoints = checkpoints.to_string_lossy().into_owned();
+    let args = server_args(fleet, checkpoints, "300ms", 3);
     Server::start_on(
         db,
         listen,
-        &[
-            "--fleet",
-            &fleet,
-            "--agents",
-            "--heartbeat-interval",
-            "300ms",
-            "--lost-after",
-            "3",
-            "--checkpoint-dir",
-            &checkpoints,
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
+}
+
+/// `switchyard server` flags for an agent-run fleet.
+pub fn server_args(
+    fleet: &Path,
+    checkpoints: &Path,
+    heartbeat: &str,
+    lost_after: u32,
+) -> Vec<String> {
+    vec![
+        "--fleet".into(),
+        fleet.to_string_lossy().into_owned(),
+        "--agents".into(),
+        "--heartbeat-interval".into(),
+        heartbeat.into(),
+        "--lost-after".into(),
+        lost_after.to_string(),
+        "--checkpoint-dir".into(),
+        checkpoints.to_string_lossy().into_owned(),
+    ]
 }
 
 /// The example workload's flags for these tests.
