@@ -607,6 +607,9 @@ impl Supervisor {
     /// previous supervisor on the same directory left running. Adopted processes that are gone
     /// are reported as exited with no known code.
     pub fn with_state_dir(dir: &Path) -> Result<Self, StateError> {
+        // Absolute, because the recorder is handed paths in it and may run in another
+        // working directory.
+        let dir = &std::path::absolute(dir).map_err(io_err("resolve", dir))?;
         for sub in ["logs", "exits"] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(io_err("create", &path))?;
@@ -899,19 +902,19 @@ impl Supervisor {
             .command
             .split_first()
             .ok_or_else(|| "empty command".to_string())?;
+        // An earlier attempt's recorded end must not pass for this one's.
+        if let Some(dir) = &self.state_dir {
+            let status = exit_path(dir, &a.id);
+            match std::fs::remove_file(&status) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("removing {}: {e}", status.display())),
+            }
+        }
         // With a state directory and a recorder, the recorder starts the program and says on
         // a pipe (its standard input) whether that worked.
         let recorder = match (&self.exit_recorder, &self.state_dir) {
-            (Some(recorder), Some(dir)) => {
-                let status = exit_path(dir, &a.id);
-                // An earlier attempt's end must not pass for this one's.
-                match std::fs::remove_file(&status) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("removing {}: {e}", status.display())),
-                }
-                Some((recorder, status))
-            }
+            (Some(recorder), Some(dir)) => Some((recorder, exit_path(dir, &a.id))),
             _ => None,
         };
         let mut handshake = None;
@@ -1191,7 +1194,11 @@ impl Supervisor {
                 }
             }
             if let Some(dir) = &self.state_dir {
-                let _ = std::fs::remove_file(exit_path(dir, id));
+                let record = exit_path(dir, id);
+                let mut unfinished = record.clone().into_os_string();
+                unfinished.push(".tmp");
+                let _ = std::fs::remove_file(record);
+                let _ = std::fs::remove_file(unfinished);
             }
             self.save();
         }
@@ -1256,6 +1263,7 @@ impl Supervisor {
             return;
         }
         let deadline = Instant::now() + KILL_WAIT;
+        let state_dir = self.state_dir.clone();
         for (id, handle) in killed {
             let ended = match handle {
                 Handle::Child(mut child) => {
@@ -1273,6 +1281,10 @@ impl Supervisor {
                 }
                 Handle::Adopted { .. } => Some((None, Some(9))),
             };
+            // A program that ended before the kill reached it ended as its recorder saw.
+            let ended = ended.map(|killed| {
+                recorded_exit(state_dir.as_deref(), &id).map_or(killed, |r| (r.code, r.signal))
+            });
             let Some(m) = self.procs.get_mut(&id) else {
                 continue;
             };
@@ -1758,10 +1770,19 @@ printf '{"code":%d,"signal":null}' "$c" > "$status.tmp" && mv "$status.tmp" "$st
         }
     }
 
+    /// `path` (absolute) as seen from the working directory, through the root.
+    fn relative_to_cwd(path: &Path) -> PathBuf {
+        let cwd = std::env::current_dir().expect("working directory");
+        let up: PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+        up.join(path.strip_prefix("/").expect("absolute"))
+    }
+
     #[test]
     fn under_a_recorder_an_adopted_process_reports_its_exit_code() {
         let dir = state_dir("recorded");
-        let mut old = Supervisor::with_state_dir(&dir)
+        // A relative state directory, and a process that runs elsewhere: the recorder still
+        // finds where to write.
+        let mut old = Supervisor::with_state_dir(&relative_to_cwd(&dir))
             .expect("state dir")
             .with_exit_recorder(shell_recorder());
         let release = dir.join("release");
@@ -1771,6 +1792,11 @@ printf '{"code":%d,"signal":null}' "$c" > "$status.tmp" && mv "$status.tmp" "$st
         );
         slow.env
             .insert("RELEASE".into(), release.to_string_lossy().into_owned());
+        // Deeper than the test's working directory, so the relative path means another place
+        // from there.
+        let elsewhere = dir.join("a/b/c/d/e/f/g/h");
+        std::fs::create_dir_all(&elsewhere).expect("working directory");
+        slow.working_dir = Some(elsewhere.to_string_lossy().into_owned());
         // An earlier attempt's record is not this one's.
         let stale = dir.join("exits").join("slow.json");
         std::fs::write(&stale, r#"{"code":0,"signal":null}"#).expect("a stale record");
@@ -1811,6 +1837,19 @@ printf '{"code":%d,"signal":null}' "$c" > "$status.tmp" && mv "$status.tmp" "$st
         new.forget("quick");
         assert!(!dir.join("exits").join("quick.json").exists());
         drop(new);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_new_attempt_drops_the_last_ones_exit_record_even_without_a_recorder() {
+        let dir = state_dir("stale-record");
+        let mut s = Supervisor::with_state_dir(&dir).expect("state dir");
+        let stale = dir.join("exits").join("x.json");
+        std::fs::write(&stale, r#"{"code":0,"signal":null}"#).expect("a stale record");
+        assert!(s.start(&sh("x", "exit 4"), false));
+        assert!(!stale.exists());
+        assert_eq!(wait_exit(&mut s, "x").code, Some(4));
+        drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

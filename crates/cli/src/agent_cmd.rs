@@ -83,7 +83,6 @@ fn summary(node: &NodeInfo) -> String {
     )
 }
 
-/// Sets the returned flag on SIGINT or SIGTERM.
 /// `switchyard record-exit --status FILE -- PROGRAM…` (hidden; the agent runs it): runs the
 /// program, says on standard input (a pipe from the agent) whether it started, and records how
 /// it ended in FILE; see `switchyard_agent::exit_record`.
@@ -102,39 +101,34 @@ pub fn record_exit(
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-/// Keeps the signals a stop or a terminal sends to the process group from ending the recorder
-/// before the program it waits for (which gets them too). Handled, not ignored: a program
-/// starts with the default action of a signal its parent handles, but keeps an ignored one.
-/// The handlers stay for the life of the process; the runtime returned delivers nothing anyone
-/// reads.
+/// Keeps signals sent to the process group (a stop's SIGTERM, a terminal's SIGINT, a
+/// framework's SIGUSR1) from ending the recorder before the program it waits for, which gets
+/// them too: every standard signal whose default action ends a process, except SIGKILL and
+/// those the hardware raises in a faulting process (SIGSEGV, SIGBUS, SIGFPE, SIGILL).
+/// Handled, not ignored: a program starts with the default action of a signal its parent
+/// handles, but keeps an ignored one. The handlers stay for the life of the process; the
+/// runtime returned delivers nothing anyone reads.
 fn catch_stop_signals() -> Option<tokio::runtime::Runtime> {
+    use nix::sys::signal::Signal::*;
     use tokio::signal::unix::{SignalKind, signal};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
     rt.block_on(async {
-        for kind in [
-            SignalKind::terminate(),
-            SignalKind::interrupt(),
-            SignalKind::hangup(),
-            SignalKind::quit(),
-            SignalKind::user_defined1(),
-            SignalKind::user_defined2(),
-            SignalKind::alarm(),
-            SignalKind::pipe(),
+        for sig in [
+            SIGHUP, SIGINT, SIGQUIT, SIGTRAP, SIGABRT, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM,
+            SIGSTKFLT, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSYS,
         ] {
-            if let Err(e) = signal(kind) {
-                eprintln!(
-                    "record-exit: cannot catch signal {}: {e}",
-                    kind.as_raw_value()
-                );
+            if let Err(e) = signal(SignalKind::from_raw(sig as i32)) {
+                eprintln!("record-exit: cannot catch {sig}: {e}");
             }
         }
     });
     Some(rt)
 }
 
+/// Sets the returned flag on SIGINT or SIGTERM.
 fn stop_on_signal() -> Result<Arc<AtomicBool>, CliError> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

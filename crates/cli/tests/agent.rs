@@ -1,4 +1,5 @@
-//! `switchyard agent` without a server: discovery output and input errors.
+//! `switchyard agent` without a server: discovery output and input errors; the exit recorder
+//! (`switchyard record-exit`) it runs processes under.
 
 use std::process::Command;
 
@@ -351,4 +352,87 @@ fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
         status.is_some()
     });
     assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
+
+/// The recorder tells its caller on standard input that the program started, survives the
+/// signals sent to its process group — a stop's SIGTERM as much as SIGUSR1 or SIGPWR, which the
+/// program may handle — and records and returns the program's own end.
+#[test]
+fn the_exit_recorder_outlives_group_signals_and_records_the_programs_end() {
+    use std::io::BufRead as _;
+    use std::os::unix::process::CommandExt as _;
+    let dir = std::env::temp_dir().join(format!("switchyard-record-exit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let status = dir.join("end.json");
+    let started = dir.join("started");
+    let script = format!(
+        "trap 'echo got TERM; exit 3' TERM; trap '' USR1 PWR HUP; touch '{}'; \
+         for i in $(seq 600); do sleep 0.05; done; exit 9",
+        started.display()
+    );
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let mut recorder = switchyard()
+        .args(["record-exit", "--status"])
+        .arg(&status)
+        .args(["--", "sh", "-c", &script])
+        .stdin(writer)
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start the recorder");
+    let mut line = String::new();
+    std::io::BufReader::new(reader)
+        .read_line(&mut line)
+        .expect("the handshake");
+    assert_eq!(line, "started\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let group = nix::unistd::Pid::from_raw(recorder.id() as i32);
+    for sig in [
+        nix::sys::signal::Signal::SIGUSR1,
+        nix::sys::signal::Signal::SIGPWR,
+        nix::sys::signal::Signal::SIGHUP,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        nix::sys::signal::killpg(group, sig).expect("signal the group");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ended = recorder.wait().expect("the recorder ends");
+    assert_eq!(ended.code(), Some(3), "{ended:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(recorder.stdout.as_mut().expect("stdout"), &mut out)
+        .expect("stdout");
+    assert_eq!(out, "got TERM\n", "the program got the group's SIGTERM");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status).expect("the record")).expect("JSON");
+    assert_eq!(record, serde_json::json!({"code": 3, "signal": null}));
+
+    // A program that cannot start: said on the handshake, exit 127, no record.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    let missing = dir.join("missing.json");
+    let out = switchyard()
+        .args(["record-exit", "--status"])
+        .arg(&missing)
+        .args(["--", "/no/such/program"])
+        .stdin(writer)
+        .output()
+        .expect("run the recorder");
+    assert_eq!(out.status.code(), Some(127));
+    let mut line = String::new();
+    std::io::BufReader::new(reader)
+        .read_line(&mut line)
+        .expect("the handshake");
+    assert!(
+        line.starts_with("not-started /no/such/program: No such file"),
+        "{line}"
+    );
+    assert!(!missing.exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
