@@ -150,7 +150,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
     let fleet = load_fleet(args.fleet.as_deref())?;
-    let backend = backend_for(&fleet)?;
+    let backend = backend_for(&fleet, &args.store.db)?;
     let mut config = ServerConfig::new(fleet, args.store.db, args.listen);
     if args.agents {
         let root = std::path::absolute(&args.checkpoint_dir).map_err(|e| {
@@ -188,15 +188,31 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
 }
 
 /// The Slurm backend for the fleet's clusters with `backend = "slurm"` (docs/slurm.md), the
-/// dry run for the rest (the server puts node agents in front of it with `--agents`).
-fn backend_for(fleet: &switchyard_core::Fleet) -> Result<Box<dyn Backend>, CliError> {
+/// dry run for the rest (the server puts node agents in front of it with `--agents`). Its
+/// Slurm jobs carry the tag `switchyard-` + the database's deployment id, so that another
+/// deployment on the same Slurm cluster neither takes nor cancels them.
+fn backend_for(fleet: &switchyard_core::Fleet, db: &str) -> Result<Box<dyn Backend>, CliError> {
     let slurm_clusters: Vec<String> = fleet
         .clusters
         .iter()
         .filter(|c| matches!(c.backend, switchyard_core::fleet::ClusterBackend::Slurm(_)))
         .map(|c| c.name.clone())
         .collect();
-    match switchyard_slurm::SlurmBackend::from_fleet(fleet, switchyard_slurm::Options::default()) {
+    if slurm_clusters.is_empty() {
+        return Ok(Box::new(DryRun::default()));
+    }
+    let deployment = runtime()?
+        .block_on(async {
+            use switchyard_store::StoreRead as _;
+            switchyard_store::connect(db).await?.deployment_id().await
+        })
+        .map_err(store_error)?;
+    let options = switchyard_slurm::Options {
+        tag: format!("switchyard-{deployment}"),
+        legacy_tag: Some("switchyard".into()),
+        ..switchyard_slurm::Options::default()
+    };
+    match switchyard_slurm::SlurmBackend::from_fleet(fleet, options) {
         Ok(Some(slurm)) => Ok(Box::new(Routed::new(
             vec![(slurm_clusters, Box::new(slurm))],
             Box::new(DryRun::default()),

@@ -45,8 +45,14 @@ use crate::script;
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Prefix of the `--comment` tag; two Switchyard deployments sharing a Slurm cluster
-    /// need different prefixes.
+    /// need different prefixes (the server uses `switchyard-` and its database's deployment
+    /// id).
     pub tag: String,
+    /// The prefix of an earlier release (`switchyard`, one for every deployment): a job
+    /// carrying it is taken over by a wanted run it matches, as if it carried [`Self::tag`],
+    /// and cancelled once unwanted only if this backend took it over — it may be another
+    /// deployment's.
+    pub legacy_tag: Option<String>,
     /// Longest wait between rounds (new commands start one sooner).
     pub poll_interval: Duration,
     /// How often capacity (`sinfo`) is re-read.
@@ -65,6 +71,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             tag: "switchyard".into(),
+            legacy_tag: None,
             poll_interval: Duration::from_secs(2),
             capacity_interval: Duration::from_secs(10),
             max_attempts: 3,
@@ -370,6 +377,9 @@ struct Cluster {
     /// Slurm jobs cancelled as unwanted and still listed (a cancelled job is `COMPLETING`
     /// for a while): not cancelled, nor reported cancelled, again every round.
     cancelled: HashSet<String>,
+    /// Jobs carrying the legacy tag that a run of this backend took over: its own, to cancel
+    /// once unwanted.
+    owned_legacy: HashSet<String>,
 }
 
 struct Worker {
@@ -412,6 +422,7 @@ impl Worker {
                     list_error: None,
                     listed: false,
                     cancelled: HashSet::new(),
+                    owned_legacy: HashSet::new(),
                     nodes_error: None,
                 })
                 .collect(),
@@ -734,20 +745,45 @@ impl Worker {
             .filter(|w| w.cluster == cluster_name)
             .filter_map(|w| w.slurm_id.as_deref())
             .collect();
-        let tagged: Vec<(Tag, &QueueJob)> = listing
-            .iter()
-            .filter(|j| j.partition == partition || followed.contains(j.id.as_str()))
-            .filter_map(|j| Some((Tag::parse(j.comment.as_deref()?, &prefix)?, j)))
-            .collect();
+        let ours = |prefix: &str| -> Vec<(Tag, &QueueJob)> {
+            listing
+                .iter()
+                .filter(|j| j.partition == partition || followed.contains(j.id.as_str()))
+                .filter_map(|j| Some((Tag::parse(j.comment.as_deref()?, prefix)?, j)))
+                .collect()
+        };
+        let mut tagged = ours(&prefix);
+        // An earlier release's jobs: ours only once a run took one over.
+        let legacy = self
+            .options
+            .legacy_tag
+            .as_deref()
+            .map(ours)
+            .unwrap_or_default();
+        let mut takeable = tagged.clone();
+        takeable.extend(legacy.iter().cloned());
         let by_id: HashMap<&str, &QueueJob> =
-            tagged.iter().map(|(_, j)| (j.id.as_str(), *j)).collect();
+            takeable.iter().map(|(_, j)| (j.id.as_str(), *j)).collect();
 
-        self.adopt(i, &cluster_name, &tagged);
+        self.adopt(i, &cluster_name, &takeable);
         let claimed: HashSet<String> = self
             .wants
             .values()
             .filter_map(|w| w.slurm_id.clone())
             .collect();
+        let owned = &mut self.clusters[i].owned_legacy;
+        owned.extend(
+            legacy
+                .iter()
+                .filter(|(_, j)| claimed.contains(&j.id))
+                .map(|(_, j)| j.id.clone()),
+        );
+        owned.retain(|id| by_id.contains_key(id.as_str()));
+        tagged.extend(
+            legacy
+                .into_iter()
+                .filter(|(_, j)| self.clusters[i].owned_legacy.contains(&j.id)),
+        );
 
         // 2. Cancel tagged, unfinished jobs nobody wants (only once the leader has spoken).
         self.clusters[i].cancelled.retain(|id| {
@@ -1724,6 +1760,51 @@ mod tests {
         }
         w.round();
         assert!(!fake.st().cancelled.contains(&elsewhere));
+    }
+
+    /// With a deployment's own tag, another deployment's jobs (another tag) are never touched;
+    /// jobs of the earlier release's one tag are taken over by the runs they match and
+    /// cancelled once unwanted only if taken over here.
+    #[test]
+    fn a_deployment_leaves_other_deployments_jobs_alone_and_takes_over_its_legacy_ones() {
+        let fake = Fake::default();
+        let other = fake.add_job(Some("switchyard-b2b2b2b2b2b2:j-x:1:1"), JobState::Running);
+        let legacy_mine = fake.add_job(Some("switchyard:j-run:1:1"), JobState::Running);
+        let legacy_unknown = fake.add_job(Some("switchyard:j-theirs:1:1"), JobState::Running);
+        let mut w = worker(&fake, 1);
+        w.options.tag = "switchyard-a1a1a1a1a1a1".into();
+        w.options.legacy_tag = Some("switchyard".into());
+        w.apply(Msg::Reset);
+        w.apply(Msg::Commands(vec![launch("j-run", 1, 8)]));
+        w.round();
+        w.round();
+        assert!(fake.st().submitted.is_empty(), "{:?}", fake.st().submitted);
+        assert_eq!(
+            w.wants["j-run"].slurm_id.as_deref(),
+            Some(legacy_mine.as_str()),
+            "the earlier release's job is taken over"
+        );
+        assert!(
+            fake.st().cancelled.is_empty(),
+            "neither another deployment's job nor an unknown legacy one is cancelled: {:?}",
+            fake.st().cancelled
+        );
+        // The run restarts (a new generation): the job it took over is now unwanted.
+        w.apply(Msg::Commands(vec![launch("j-run", 2, 8)]));
+        w.round();
+        assert_eq!(fake.st().cancelled, vec![legacy_mine.clone()]);
+        let submitted = fake.st().submitted.clone();
+        assert_eq!(submitted.len(), 1, "{submitted:?}");
+        assert!(
+            submitted[0]
+                .comment
+                .starts_with("switchyard-a1a1a1a1a1a1:j-run:2:"),
+            "{}",
+            submitted[0].comment
+        );
+        for id in [other, legacy_unknown] {
+            assert!(!fake.st().cancelled.contains(&id));
+        }
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub enum StoreError {
 pub trait StoreRead: Send + Sync {
     /// A round trip to the database (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// This database's deployment id: random, made once with the schema, the same for every
+    /// server on the database (12 lowercase hex digits).
+    fn deployment_id(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
     /// Who holds the token whose SHA-256 is `hash`.
     fn principal(
         &self,
@@ -269,6 +272,9 @@ macro_rules! delegate {
 impl StoreRead for AnyStore {
     async fn ping(&self) -> Result<(), StoreError> {
         delegate!(self, s => s.ping().await)
+    }
+    async fn deployment_id(&self) -> Result<String, StoreError> {
+        delegate!(self, s => s.deployment_id().await)
     }
     async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
         delegate!(self, s => s.principal(hash).await)

@@ -22,6 +22,7 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0005_scoped_cursors.sql"),
     ),
     (6, include_str!("../migrations/sqlite/0006_work_done.sql")),
+    (7, include_str!("../migrations/sqlite/0007_deployment.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -39,6 +40,10 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0005_scoped_cursors.sql"),
     ),
     (6, include_str!("../migrations/postgres/0006_work_done.sql")),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_deployment.sql"),
+    ),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

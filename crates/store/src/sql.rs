@@ -458,6 +458,12 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn deployment_id(&self) -> Result<String, StoreError> {
+                Ok(sqlx::query_scalar("SELECT id FROM deployment")
+                    .fetch_one(&self.read)
+                    .await?)
+            }
+
             async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
                 let row = sqlx::query("SELECT tenant, admin, agent FROM tokens WHERE hash = $1")
                     .bind(hash)

@@ -945,11 +945,21 @@ async fn reopen(url: String) {
         .insert_job(&new_job("a", Some("kept"), 1))
         .await
         .expect("insert");
+    let deployment = s.deployment_id().await.expect("deployment id");
+    assert!(
+        deployment.len() == 12 && deployment.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{deployment}"
+    );
     drop(s);
     // Migrations run again at start and change nothing; data is kept.
     let s = connect(&url).await.expect("reopen");
     assert!(s.get_job(&j.id, Some("a")).await.expect("get").is_some());
     s.ping().await.expect("ping");
+    assert_eq!(
+        s.deployment_id().await.expect("deployment id"),
+        deployment,
+        "one id per database, for good"
+    );
 }
 
 /// A database written by a version-1 binary is upgraded in place: its tokens keep working (as
@@ -1110,6 +1120,8 @@ async fn upgrade_from_v4(url: String) {
         s.logs(&LogQuery::new("j-b1")).await.expect("logs")[0].cursor,
         1
     );
+    // A database from before deployment ids gets one.
+    assert_eq!(s.deployment_id().await.expect("deployment id").len(), 12);
 }
 
 async fn concurrent_submissions(s: AnyStore) {
