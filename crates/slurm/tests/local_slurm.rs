@@ -84,6 +84,7 @@ fn options(tag: &str) -> Options {
         backoff_initial: Duration::from_millis(200),
         backoff_max: Duration::from_secs(1),
         use_segment: false,
+        legacy_tag: None,
     }
 }
 
