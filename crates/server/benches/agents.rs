@@ -55,6 +55,7 @@ fn launch(generation: u32) -> Command {
             })
             .collect(),
         expected_end_ms: i64::MAX,
+        recovered: false,
         command: Some(Arc::new(JobCommand {
             argv: vec!["torchrun".into(), "train.py".into()],
             env: Default::default(),

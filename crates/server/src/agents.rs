@@ -1891,6 +1891,7 @@ mod tests {
                 env: Default::default(),
                 working_dir: None,
             })),
+            recovered: false,
         }
     }
 

@@ -36,6 +36,10 @@ pub enum Command {
         expected_end_ms: i64,
         /// What every rank runs; `None` when the submission gave no command.
         command: Option<Arc<JobCommand>>,
+        /// The job was running when this leader took over and this is its first start
+        /// since: the previous leader's run may still be going, or may have ended while no
+        /// leader watched (a backend that can see how it ended reports that end).
+        recovered: bool,
     },
     AddReplica {
         job: String,
@@ -315,6 +319,7 @@ mod tests {
             }],
             expected_end_ms: 0,
             command: None,
+            recovered: false,
         }
     }
 

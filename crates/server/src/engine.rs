@@ -60,6 +60,8 @@ struct Tracked {
     attempts: u32,
     /// Restarts before this leader's term (a recovery counts as one).
     restarts_before: i64,
+    /// It was running when this leader took over.
+    recovered: bool,
     /// Inference services: the replica range submitted, and the count the scheduler wants
     /// (the minimum until [`Engine::scale`] says otherwise).
     replica_range: Option<(u32, u32)>,
@@ -185,6 +187,7 @@ impl Engine {
                 + u32::from(record.state == JobState::Running),
             attempts: 0,
             restarts_before: record.restarts + i64::from(record.state == JobState::Running),
+            recovered: record.state == JobState::Running,
             replica_range,
             wanted: replica_range.map_or(1, |r| r.0),
             scaled: None,
@@ -432,6 +435,7 @@ impl Engine {
                         nodes: nodes.clone(),
                         expected_end_ms: self.clock.to_ms(expected_end_s),
                         command: t.command.clone(),
+                        recovered: t.recovered && t.attempts == 1,
                     });
                     (job, Some(cluster), "started")
                 }
@@ -1166,6 +1170,7 @@ mod tests {
         let Some(Command::Launch {
             generation,
             attempt,
+            recovered,
             ..
         }) = cmds.first().cloned()
         else {
@@ -1175,10 +1180,10 @@ mod tests {
             attempt, 4,
             "after 3 starts, the recovery's start is the 4th"
         );
+        assert!(recovered, "the first start after a recovery says so");
         e.failed(T0 + 1, "a", generation, "rank 0 exited with code 1");
-        let (batch, _) = e.take(T0 + 1);
         assert_eq!(
-            update(&batch, "a").state,
+            update(&e.take(T0 + 1).0, "a").state,
             JobState::Failed,
             "its retries were used up under the previous leader"
         );

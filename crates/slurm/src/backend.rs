@@ -335,6 +335,9 @@ struct Want {
     running_seen: bool,
     /// First launch after a reset: may take over a Slurm job already there.
     adoptable: bool,
+    /// The job was running when the leader took over: its newest Slurm job is the previous
+    /// leader's run even if it ended unsuccessfully while no leader watched.
+    recovered: bool,
     next_try: Instant,
     backoff: Duration,
     /// Refused submissions in a row, and the last message reported.
@@ -524,7 +527,7 @@ impl Worker {
         }
     }
 
-    fn want(&self, run: Run, adoptable: bool) -> Want {
+    fn want(&self, run: Run, adoptable: bool, recovered: bool) -> Want {
         Want {
             job: run.job,
             cluster: run.cluster,
@@ -538,6 +541,7 @@ impl Worker {
             slurm_id: None,
             running_seen: false,
             adoptable,
+            recovered,
             next_try: Instant::now(),
             backoff: self.options.backoff_initial,
             refusals: 0,
@@ -555,6 +559,7 @@ impl Worker {
                 accelerators,
                 expected_end_ms,
                 command,
+                recovered,
                 ..
             } => {
                 let Some(c) = self.clusters.iter().find(|c| c.cfg.name == cluster) else {
@@ -573,7 +578,7 @@ impl Worker {
                     replica: false,
                     command,
                 };
-                let w = self.want(run, adoptable);
+                let w = self.want(run, adoptable, recovered);
                 self.wants.insert(job, w);
             }
             Command::AddReplica {
@@ -600,7 +605,7 @@ impl Worker {
                     replica: true,
                     command,
                 };
-                let w = self.want(run, adoptable);
+                let w = self.want(run, adoptable, false);
                 self.wants.insert(key.clone(), w);
                 self.replicas.entry((job, cluster)).or_default().push(key);
             }
@@ -966,6 +971,22 @@ impl Worker {
                         candidates
                             .clone()
                             .filter(|(_, j)| j.state == JobState::Completed)
+                            .max_by_key(|(_, j)| numeric_id(&j.id))
+                    })
+                    .or_else(|| {
+                        // A run that was running when the leader changed and whose newest
+                        // job ended unsuccessfully meanwhile: that end is reported (the
+                        // server decides about a retry), not run again unseen. Only the
+                        // attempt the last leader ran (the recovery counts one more): an
+                        // older attempt's end was reported before.
+                        candidates
+                            .clone()
+                            .filter(|(t, _)| {
+                                w.recovered
+                                    && !w.replica
+                                    && t.job == key
+                                    && t.attempt.saturating_add(1) == w.attempt
+                            })
                             .max_by_key(|(_, j)| numeric_id(&j.id))
                     })
             });
@@ -1591,6 +1612,7 @@ mod tests {
             expected_end_ms: now_ms() + 3_600_000,
             attempt: generation,
             nodes: Vec::new(),
+            recovered: false,
             command: None,
         }
     }
@@ -1930,6 +1952,76 @@ mod tests {
         }));
     }
 
+    /// A run that was running when the leader changed and whose Slurm job failed while no
+    /// leader watched reports that failure (its retry is spent), instead of being submitted
+    /// again as if nothing had happened; a run that was not running does not take an old
+    /// failure for its own.
+    #[test]
+    fn a_recovered_run_whose_job_failed_meanwhile_reports_the_failure() {
+        let fake = Fake::default();
+        let failed = fake.add_job(Some("switchyard:j-run:1:3"), JobState::Failed);
+        fake.add_job(Some("switchyard:j-older:1:2"), JobState::Failed);
+        let mut w = worker(&fake, 2);
+        w.apply(Msg::Reset);
+        let recovered = |job: &str, attempt: u32| match launch(job, 1, 8) {
+            Command::Launch {
+                job,
+                generation,
+                cluster,
+                accelerators,
+                expected_end_ms,
+                nodes,
+                command,
+                ..
+            } => Command::Launch {
+                job,
+                generation,
+                attempt,
+                cluster,
+                accelerators,
+                expected_end_ms,
+                nodes,
+                command,
+                recovered: true,
+            },
+            other => other,
+        };
+        // The last leader ran attempt 3 of j-run; attempt 2 of j-older was reported failed
+        // and attempt 3 never submitted.
+        w.apply(Msg::Commands(vec![
+            recovered("j-run", 4),
+            recovered("j-older", 4),
+        ]));
+        w.round();
+        let obs = observed(&w);
+        assert!(
+            obs.iter()
+                .any(|o| matches!(o, Observed::Failed { job, .. } if job == "j-run")),
+            "{obs:?}"
+        );
+        assert!(
+            !obs.iter()
+                .any(|o| matches!(o, Observed::Failed { job, .. } if job == "j-older")),
+            "{obs:?}"
+        );
+        let submitted: Vec<String> = fake
+            .st()
+            .submitted
+            .iter()
+            .map(|s| s.comment.clone())
+            .collect();
+        assert!(
+            submitted
+                .iter()
+                .any(|c| c.starts_with("switchyard:j-older:1:4")),
+            "{submitted:?}"
+        );
+        assert!(
+            !submitted.iter().any(|c| c.starts_with("switchyard:j-run:")),
+            "{submitted:?} (the failed job {failed} is not run again)"
+        );
+    }
+
     /// After a reset, a live job of the run's key but of another size (the new leader placed
     /// the run anew at a different size) is not taken over: it is cancelled, and the run is
     /// submitted at its size. A job whose tag predates the size is taken over as before, and
@@ -2124,6 +2216,7 @@ mod tests {
             expected_end_ms: now_ms() + 3_600_000,
             attempt,
             nodes: Vec::new(),
+            recovered: false,
             command: Some(Arc::new(JobCommand {
                 argv: argv.iter().map(|a| (*a).to_owned()).collect(),
                 env,

@@ -119,6 +119,7 @@ fn launch(job: &str, generation: u32, accelerators: u32, seconds: i64) -> Comman
         expected_end_ms: now_ms() + seconds * 1000,
         attempt: generation,
         nodes: Vec::new(),
+        recovered: false,
         command: None,
     }
 }
@@ -213,6 +214,7 @@ fn job_command(script: &str, attempt: u32) -> Command {
         expected_end_ms: now_ms() + 5_000,
         attempt,
         nodes: Vec::new(),
+        recovered: false,
         command: Some(Arc::new(JobCommand {
             argv: vec!["sh".into(), "-c".into(), script.into()],
             env,
