@@ -150,6 +150,13 @@ impl IntoResponse for ApiError {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // A client that keeps its connection comes back to this replica, which cannot
+            // serve it (not the leader, no store): closed, its retry connects afresh, and a
+            // load balancer in front sends it where it can be served.
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         res
     }
 }
@@ -362,7 +369,15 @@ async fn readyz(State(s): State<AppState>) -> Response {
     } else {
         "follower"
     };
-    match s.store.ping().await {
+    // A probe gives up long before the pool's own 10 s: answer within its patience.
+    let answer = match tokio::time::timeout(READY_PING_TIMEOUT, s.store.ping()).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} s",
+            READY_PING_TIMEOUT.as_secs()
+        )),
+    };
+    match answer {
         Ok(()) => {
             Json(serde_json::json!({ "status": "ready", "role": role, "store": s.store.kind() }))
                 .into_response()
@@ -375,6 +390,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
         .into_response(),
     }
 }
+
+/// How long `/readyz` waits for the store before answering 503.
+const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Any token may scrape: fleet-wide series for everyone, per-tenant series for the token's own
 /// tenant only (every tenant for admins, none for agents), so that tenants' names and load are

@@ -30,6 +30,13 @@ pub struct LoopConfig {
     pub holder: String,
 }
 
+/// Whether a lease written for the moment `at_ms` may still be acted on: less than half its
+/// time to live has passed since. A store that answered later may have let it run out, and
+/// another replica may hold it by now.
+fn in_time(at_ms: i64, ttl_ms: i64) -> bool {
+    now_ms() - at_ms < ttl_ms / 2
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -109,7 +116,8 @@ pub async fn run(
             match store.acquire_lease(&cfg.holder, now, ttl_ms).await {
                 Ok(Some(lease)) => match recover(&store, &fleet, now).await {
                     Ok(engine) => {
-                        tracing::info!(term = lease.term, holder = %cfg.holder, "took the scheduling lease");
+                        let term = lease.term;
+                        tracing::info!(term, holder = %cfg.holder, "took the scheduling lease");
                         backend.reset();
                         metrics.leader.store(true, Ordering::Relaxed);
                         metrics.leader_terms.fetch_add(1, Ordering::Relaxed);
@@ -118,6 +126,16 @@ pub async fn run(
                             engine,
                             renewed_ms: now,
                         });
+                        if !in_time(now, ttl_ms) {
+                            // The lease was written for a moment long past (the store or the
+                            // rebuild was slow): it may have run out already. Renew it (or
+                            // find it taken) before acting on it.
+                            tracing::warn!(
+                                term,
+                                "taking the scheduling lease took too long; renewing it before acting"
+                            );
+                            continue;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not rebuild the scheduler from the store")
@@ -139,6 +157,16 @@ pub async fn run(
                         l.renewed_ms = now;
                     }
                     _ => return Err(StoreError::LostLease),
+                }
+                if !in_time(now, ttl_ms) {
+                    // Renewed late: the lease may have run out before the write and another
+                    // replica may hold it now. No pass on it; the next round renews again
+                    // or steps down.
+                    tracing::warn!(
+                        "renewing the scheduling lease took too long; renewing again before acting"
+                    );
+                    l.renewed_ms = now - ttl_ms;
+                    return Ok(());
                 }
             }
             pass(&store, l, backend.as_mut(), &metrics, now).await
@@ -282,6 +310,30 @@ mod tests {
         assert_eq!(utc(951_827_696_789), "2000-02-29 12:34:56");
         assert_eq!(utc(1_764_547_200_000), "2025-12-01 00:00:00");
         assert_eq!(utc(-1_000), "1969-12-31 23:59:59");
+    }
+
+    #[test]
+    fn a_lease_written_for_a_moment_long_past_is_not_acted_on() {
+        let ttl = 3_000;
+        assert!(in_time(now_ms(), ttl));
+        assert!(in_time(now_ms() - 1_400, ttl));
+        // The store took 1.6 s of the lease's 3 s: it may have run out before it was written.
+        assert!(!in_time(now_ms() - 1_600, ttl));
+        assert!(!in_time(now_ms() - 10_000, ttl));
+    }
+
+    #[test]
+    fn an_unavailable_replica_closes_the_connection() {
+        use axum::response::IntoResponse as _;
+        let closes = |status| {
+            crate::http::ApiError::new(status, "x", "y")
+                .into_response()
+                .headers()
+                .get(axum::http::header::CONNECTION)
+                .is_some_and(|v| v == "close")
+        };
+        assert!(closes(axum::http::StatusCode::SERVICE_UNAVAILABLE));
+        assert!(!closes(axum::http::StatusCode::NOT_FOUND));
     }
 
     /// Stands for the Slurm backend, whose drop waits for its worker's round.
