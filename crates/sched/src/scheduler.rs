@@ -2420,22 +2420,35 @@ impl Scheduler {
             return self.reclaim_replicas(now, j, out);
         };
         let by = self.jobs[j as usize].id.clone();
-        for v in victims {
+        // Which rule took each victim, decided before any is stopped (stopping one changes
+        // what its team borrows).
+        let reclaim = policy != Policy::Priority
+            && self.under_guarantee(j, c, self.jobs[j as usize].min_size);
+        let reasons: Vec<String> = victims
+            .iter()
+            .map(|&v| {
+                let vj = &self.jobs[v as usize];
+                if vj.priority < prio && policy != Policy::Fair {
+                    format!("preempted for {by} (priority {prio} > {})", vj.priority)
+                } else if reclaim
+                    && vj.tenant != self.jobs[j as usize].tenant
+                    && self.borrowing(v, c)
+                {
+                    format!("preempted for {by}: its team reclaims quota this team was borrowing")
+                } else {
+                    format!(
+                        "preempted for {by}, which needs far less time than this job has left (checkpointed; loses only a restart)"
+                    )
+                }
+            })
+            .collect();
+        for (v, reason) in victims.into_iter().zip(reasons) {
             self.stop(now, v, false, true);
             self.stats[c as usize].preemptions += 1;
             self.epoch += 1;
             let vj = &mut self.jobs[v as usize];
             vj.restarts += 1;
             vj.why = Why::AfterPreemption;
-            let reason = if vj.priority < prio && policy != Policy::Fair {
-                format!("preempted for {by} (priority {prio} > {})", vj.priority)
-            } else if policy == Policy::Switchyard && !self.borrowing(v, c) {
-                format!(
-                    "preempted for {by}, which needs far less time than this job has left (checkpointed; loses only a restart)"
-                )
-            } else {
-                format!("preempted for {by}: its team reclaims quota this team was borrowing")
-            };
             let reason = if self.jobs[v as usize].kind == JobKind::Batch {
                 format!("{reason}; a batch job does not checkpoint: it starts over")
             } else {

@@ -834,3 +834,65 @@ fn a_clusters_own_restart_time_is_what_a_restart_costs_there() {
         default_s - 5.0
     );
 }
+
+/// A short job that takes the accelerators of its own team's long run (shortest remaining
+/// time first) says so; it is not a team reclaiming quota from itself.
+#[test]
+fn a_preemption_for_a_shorter_job_of_the_same_team_says_why() {
+    let text = r#"
+name = "small"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+
+[[clusters]]
+name = "one"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 1
+accelerators_per_node = 2
+node_mtbf_hours = 1000.0
+repair_hours = 2.0
+capacity = "on_demand"
+topology = { scale_up = { nodes = 1 } }
+
+[[tenants]]
+name = "lab"
+[[tenants.teams]]
+name = "research"
+weight = 1.0
+"#;
+    let mut s = Scheduler::new(
+        &fleet(text),
+        ThroughputTable::new(),
+        Config {
+            policy: Policy::Switchyard,
+            failures: false,
+            ..Config::default()
+        },
+    );
+    let long = submit(&mut s, 0.0, job("long", "research", 2, 1e6));
+    pass(&mut s, 0.0);
+    let mut short = job("short", "research", 1, 3.0);
+    short.kind = JobKind::Batch;
+    submit(&mut s, 100.0, short);
+    let d = pass(&mut s, 100.0);
+    let preempt = d
+        .iter()
+        .find(|d| matches!(d.action, Action::Preempt { job, .. } if job == long))
+        .unwrap_or_else(|| panic!("the long run yields: {d:?}"));
+    assert!(
+        preempt.reason.contains("needs far less time"),
+        "{}",
+        preempt.reason
+    );
+    assert!(
+        !preempt.reason.contains("reclaims quota"),
+        "{}",
+        preempt.reason
+    );
+}
