@@ -383,6 +383,8 @@ struct Cluster {
     /// Jobs carrying the legacy tag that a run of this backend took over: its own, to cancel
     /// once unwanted.
     owned_legacy: HashSet<String>,
+    /// Runs told in this outage of the controller that nothing is submitted.
+    told_unreachable: HashSet<String>,
 }
 
 struct Worker {
@@ -426,6 +428,7 @@ impl Worker {
                     listed: false,
                     cancelled: HashSet::new(),
                     owned_legacy: HashSet::new(),
+                    told_unreachable: HashSet::new(),
                     nodes_error: None,
                 })
                 .collect(),
@@ -718,12 +721,20 @@ impl Worker {
             Err(e) => {
                 let msg = e.message();
                 tracing::warn!(cluster = %cluster_name, error = %msg, "cannot list Slurm's jobs; retrying next round");
-                if self.clusters[i].list_error.as_ref() == Some(&msg) {
-                    return;
+                if self.clusters[i].list_error.as_ref() != Some(&msg) {
+                    self.clusters[i].list_error = Some(msg.clone());
+                    self.clusters[i].told_unreachable.clear();
                 }
-                self.clusters[i].list_error = Some(msg.clone());
-                // Tell the jobs waiting to be submitted why nothing happens.
-                let waiting = self.unsubmitted(&cluster_name, |_| true);
+                // Tell the jobs waiting to be submitted why nothing happens: each once per
+                // outage, also those that arrive while it lasts.
+                let waiting: Vec<String> = self
+                    .unsubmitted(&cluster_name, |_| true)
+                    .into_iter()
+                    .filter(|k| !self.clusters[i].told_unreachable.contains(k))
+                    .collect();
+                self.clusters[i]
+                    .told_unreachable
+                    .extend(waiting.iter().cloned());
                 for k in waiting {
                     self.event(
                         &k,
@@ -737,6 +748,7 @@ impl Worker {
         };
         if self.clusters[i].list_error.take().is_some() {
             tracing::info!(cluster = %cluster_name, "Slurm answers again");
+            self.clusters[i].told_unreachable.clear();
         }
         let prefix = self.options.tag.clone();
         // This cluster's partition only: two clusters of one fleet on one controller (two
@@ -1925,10 +1937,21 @@ mod tests {
         assert_eq!(events[0].0, "j");
         assert_eq!(events[0].1, "slurm_unreachable");
         assert!(events[0].2.contains("did not answer"), "{}", events[0].2);
+        // A run that arrives while the outage lasts is told too, once.
+        w.apply(Msg::Commands(vec![launch("j", 1, 8), launch("k", 1, 8)]));
+        for _ in 0..3 {
+            w.round();
+        }
+        let later = self::events(&observed(&w));
+        assert_eq!(later.len(), 1, "{later:?}");
+        assert_eq!(
+            (later[0].0.as_str(), later[0].1.as_str()),
+            ("k", "slurm_unreachable")
+        );
         assert!(fake.st().submitted.is_empty());
         fake.st().down = false;
         w.round();
-        assert_eq!(fake.st().submitted.len(), 1, "submitted once Slurm answers");
+        assert_eq!(fake.st().submitted.len(), 2, "submitted once Slurm answers");
     }
 
     #[test]
