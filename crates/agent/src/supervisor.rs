@@ -604,8 +604,8 @@ impl Supervisor {
     }
 
     /// A supervisor that records what it runs in `dir` (created if missing) and adopts what a
-    /// previous supervisor on the same directory left running. Adopted processes that are gone
-    /// are reported as exited with no known code.
+    /// previous supervisor on the same directory left running. Processes that are gone are
+    /// reported as exited, with the end their recorder wrote (no known code without one).
     pub fn with_state_dir(dir: &Path) -> Result<Self, StateError> {
         // Absolute, because the recorder is handed paths in it and may run in another
         // working directory.
