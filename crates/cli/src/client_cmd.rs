@@ -530,6 +530,9 @@ fn print_new_lines(
 /// Consecutive failed polls `logs --follow` rides out (a server restarting) before giving up.
 const FOLLOW_RETRIES: u32 = 30;
 
+/// How long `logs --follow` keeps polling after the job ended and no new line came.
+const FOLLOW_QUIET_AFTER_END: Duration = Duration::from_secs(5);
+
 pub fn logs(args: LogsArgs) -> Result<(), CliError> {
     let client = Client::new(&args.client)?;
     let job_path = format!("/v1/jobs/{}", encode(&args.job));
@@ -560,9 +563,10 @@ pub fn logs(args: LogsArgs) -> Result<(), CliError> {
             print_new_lines(&client, &base, &mut after, &mut printer)?;
             return Ok(());
         }
-        // Stop once the job has ended and a poll after that brought nothing (lines a node
-        // pushes just after its process exits still come).
-        let mut ended_polls = 0;
+        // Stop once the job has ended and no line has come for a while: lines written before
+        // the end still arrive after it (a node pushes them on its next sync; the Slurm
+        // backend reads its jobs' files a slice every round).
+        let mut quiet_since: Option<std::time::Instant> = None;
         let mut failures = 0;
         loop {
             let poll = (|| -> Result<(bool, usize), Stop> {
@@ -576,10 +580,12 @@ pub fn logs(args: LogsArgs) -> Result<(), CliError> {
                 Ok((ended, n)) => {
                     failures = 0;
                     if ended {
-                        if n == 0 && ended_polls > 0 {
+                        let since = quiet_since.get_or_insert_with(std::time::Instant::now);
+                        if n > 0 {
+                            *since = std::time::Instant::now();
+                        } else if since.elapsed() >= FOLLOW_QUIET_AFTER_END {
                             return Ok(());
                         }
-                        ended_polls += 1;
                     }
                 }
                 Err(Stop::Failed(CliError::Unreachable(why))) if failures < FOLLOW_RETRIES => {

@@ -335,6 +335,21 @@ fn logs_verb(db: String) {
         None,
     );
     assert_eq!(status, 202, "{body}");
+    // A line written before the end may reach the server after it (a node's next sync, a
+    // Slurm file read a slice at a time): --follow still prints it.
+    let ended = Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        call("GET", &format!("{}/v1/jobs/{gang}", s.url), Some(&t), None).1["state"].as_str(),
+        Some("cancelled")
+    ) {
+        assert!(Instant::now() < ended, "the job was not cancelled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    append(
+        &db,
+        &[line(&gang, 2, 1, "stdout", 2, "written before the end")],
+    );
     let end = Instant::now() + Duration::from_secs(30);
     let code = loop {
         if let Some(status) = child.try_wait().expect("poll") {
@@ -363,7 +378,7 @@ fn logs_verb(db: String) {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
         out,
-        "rank 1 up\n--- attempt 2 ---\nrank 1 up again\nstep 20\n"
+        "rank 1 up\n--- attempt 2 ---\nrank 1 up again\nstep 20\nwritten before the end\n"
     );
     assert_eq!(job_state(&s.url, &t, &gang), "cancelled");
 
