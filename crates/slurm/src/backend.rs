@@ -35,7 +35,7 @@ use switchyard_core::fleet::{ClusterBackend, Fleet, LevelKind, SlurmSettings};
 use switchyard_server::api::JobCommand;
 use switchyard_server::backend::{Backend, Command, Observed, OutputLine};
 
-use crate::client::{CliClient, SlurmClient, Submission};
+use crate::client::{CliClient, SlurmClient, SlurmError, Submission};
 use crate::logs;
 use crate::parse::{JobState, QueueJob, Tag};
 use crate::rest::RestClient;
@@ -650,7 +650,24 @@ impl Worker {
 
     fn refresh_capacity(&mut self, i: usize) {
         let c = &mut self.clusters[i];
-        let nodes = match c.cfg.client.nodes(Some(&c.cfg.settings.partition)) {
+        let partition = &c.cfg.settings.partition;
+        // `sinfo` answers a partition that does not exist with nothing at all (and success):
+        // that is a setting to fix, not a cluster whose every node failed.
+        let listed = c.cfg.client.nodes(Some(partition)).and_then(|n| {
+            if n.is_empty() {
+                Err(SlurmError::Failed {
+                    command: format!("sinfo --partition={partition}"),
+                    status: "no nodes".into(),
+                    message: format!(
+                        "partition {partition} lists no nodes: does it exist? (the fleet's \
+                         `[clusters.slurm] partition`)"
+                    ),
+                })
+            } else {
+                Ok(n)
+            }
+        });
+        let nodes = match listed {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(cluster = %c.cfg.name, error = %e, "cannot read Slurm's nodes; keeping what was known");
@@ -1591,6 +1608,13 @@ mod tests {
     }
 
     fn worker(fake: &Fake, nodes: u32) -> Worker {
+        // A partition lists its nodes (one that lists none does not exist): CPU nodes unless
+        // the test gave its own.
+        if fake.st().nodes.is_empty() {
+            fake.st().nodes = (1..=nodes)
+                .map(|i| node(&format!("cpu{i}"), "idle", 0))
+                .collect();
+        }
         let options = Options {
             backoff_initial: Duration::from_secs(3600),
             ..Options::default()
@@ -1720,6 +1744,32 @@ mod tests {
         let now = fake.active_tagged("switchyard");
         assert_eq!(now.len(), 1);
         assert_eq!(now[0].0.generation, 2);
+    }
+
+    /// `sinfo` answers a partition that does not exist with no nodes and success: the runs
+    /// are told the partition lists none, instead of waiting as if every node had failed.
+    #[test]
+    fn a_partition_without_nodes_is_named_not_taken_for_failed_nodes() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 2);
+        fake.st().nodes.clear();
+        w.apply(Msg::Commands(vec![launch("j-1", 1, 8)]));
+        w.round();
+        w.round();
+        assert!(fake.st().submitted.is_empty());
+        let obs = observed(&w);
+        assert!(
+            !obs.iter().any(|o| matches!(o, Observed::NodeFailed { .. })),
+            "{obs:?}"
+        );
+        let said = events(&obs);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0]
+                .2
+                .contains("partition gpu lists no nodes: does it exist?"),
+            "{said:?}"
+        );
     }
 
     #[test]
