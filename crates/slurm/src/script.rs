@@ -63,9 +63,17 @@ pub fn job_env(cmd: &JobCommand) -> Vec<(String, String)> {
 
 /// What each task runs before the job's program: the launcher variables from Slurm's, and
 /// with `gpu_per_rank` one GPU per task (the `LOCAL_RANK`-th of those Slurm gave the step,
-/// unless Slurm already gave it just one).
-fn rank_wrapper(gpu_per_rank: bool) -> String {
-    let mut w = String::from(
+/// unless Slurm already gave it just one). With a working directory, a task that cannot enter
+/// it fails (`srun --chdir` only warns and runs the program in /tmp instead).
+fn rank_wrapper(gpu_per_rank: bool, working_dir: Option<&str>) -> String {
+    let mut w = String::new();
+    if let Some(dir) = working_dir {
+        let dir = shell_quote(dir);
+        w.push_str(&format!(
+            "cd -- {dir} || {{ echo \"switchyard: cannot enter the working directory \"{dir} >&2; exit 1; }}; "
+        ));
+    }
+    w.push_str(
         "RANK=$SLURM_PROCID; LOCAL_RANK=$SLURM_LOCALID; WORLD_SIZE=$SLURM_NTASKS; \
          export RANK LOCAL_RANK WORLD_SIZE; ",
     );
@@ -99,7 +107,10 @@ pub fn gang_command(cmd: &JobCommand, port: u16, gpu_per_rank: bool) -> String {
         s.push_str(&format!(" --chdir={}", shell_quote(dir)));
     }
     s.push_str(" sh -c ");
-    s.push_str(&shell_quote(&rank_wrapper(gpu_per_rank)));
+    s.push_str(&shell_quote(&rank_wrapper(
+        gpu_per_rank,
+        cmd.working_dir.as_deref(),
+    )));
     s.push_str(" switchyard-rank");
     for a in &cmd.argv {
         s.push(' ');
@@ -184,7 +195,7 @@ mod tests {
     fn the_rank_wrapper_sets_the_launcher_variables() {
         let out = Command::new("sh")
             .arg("-c")
-            .arg(rank_wrapper(true))
+            .arg(rank_wrapper(true, None))
             .arg("switchyard-rank")
             .arg("sh")
             .arg("-c")
@@ -203,7 +214,7 @@ mod tests {
         // Slurm already bound one GPU to the task: it keeps it.
         let out = Command::new("sh")
             .arg("-c")
-            .arg(rank_wrapper(true))
+            .arg(rank_wrapper(true, None))
             .arg("switchyard-rank")
             .arg("sh")
             .arg("-c")
@@ -215,5 +226,38 @@ mod tests {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
         assert_eq!(out.ok().as_deref(), Some("3"));
+    }
+
+    /// A task enters the job's working directory, and fails with a message naming it when it
+    /// cannot (`srun --chdir` would only warn and run the program in /tmp).
+    #[test]
+    fn the_rank_wrapper_enters_the_working_directory_or_fails() {
+        let dir = std::env::temp_dir().join(format!("sy wrapper dir {}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let run = |working_dir: &str| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(rank_wrapper(false, Some(working_dir)))
+                .arg("switchyard-rank")
+                .arg("pwd")
+                .output()
+                .expect("sh runs")
+        };
+        let out = run(&dir.to_string_lossy());
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            dir.to_string_lossy()
+        );
+        let out = run("/no/such dir");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty(), "the program did not run");
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("switchyard: cannot enter the working directory /no/such dir"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir(&dir);
     }
 }
