@@ -1219,17 +1219,29 @@ impl Worker {
         let Some(w) = self.wants.get(key) else { return };
         let c = &self.clusters[i];
         let s = submission(c, w, key, &self.options);
-        if let Some(dir) = std::path::Path::new(&s.stdout).parent()
-            && let Err(e) = std::fs::create_dir_all(dir)
-        {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the log directory");
-        }
+        // Slurm cannot open output files in a directory that is not there: the job would fail
+        // to launch on every retry, its reason only "JobLaunchFailure". Not submitted, then,
+        // and the run is told why (retried like a refused submission).
+        let log_dir = std::path::Path::new(&s.stdout).parent().map(|d| {
+            std::fs::create_dir_all(d).map_err(|e| SlurmError::Failed {
+                command: "mkdir".into(),
+                status: e.kind().to_string(),
+                message: format!(
+                    "cannot create the log directory {}: {e} (the fleet's `[clusters.slurm] \
+                     log_dir` must be writable by the server and shared with the compute nodes)",
+                    d.display()
+                ),
+            })
+        });
         // Files of an earlier job with the same tag (no job of this tag is in Slurm's listing,
         // or it would have been adopted) would be read as this one's until Slurm truncates them.
         for p in [&s.stdout, &s.stderr] {
             let _ = std::fs::remove_file(p);
         }
-        let result = c.cfg.client.submit(&s);
+        let result = match log_dir {
+            Some(Err(e)) => Err(e),
+            _ => c.cfg.client.submit(&s),
+        };
         let cluster = c.cfg.name.clone();
         match result {
             Ok(id) => {
@@ -1274,7 +1286,7 @@ impl Worker {
                 let report =
                     w.last_refusal.as_deref() != Some(&message) || refusals.is_power_of_two();
                 let msg = format!(
-                    "sbatch failed: {message}; retrying in {backoff:?} (refusal {refusals} in a row)"
+                    "not submitted: {message}; retrying in {backoff:?} (refusal {refusals} in a row)"
                 );
                 if let Some(w) = self.wants.get_mut(key) {
                     w.next_try = Instant::now() + backoff;
@@ -1768,6 +1780,27 @@ mod tests {
             said[0]
                 .2
                 .contains("partition gpu lists no nodes: does it exist?"),
+            "{said:?}"
+        );
+    }
+
+    /// A log directory the server cannot create is a refused submission naming it, not a job
+    /// that fails to launch on every retry.
+    #[test]
+    fn a_log_directory_that_cannot_be_made_is_named_and_nothing_is_submitted() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.clusters[0].cfg.settings.log_dir = Some("/proc/sy-no-logs-here".into());
+        w.apply(Msg::Commands(vec![launch("j-1", 1, 8)]));
+        w.round();
+        assert!(fake.st().submitted.is_empty());
+        let said = events(&observed(&w));
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!(said[0].1, "slurm_submit_failed");
+        assert!(
+            said[0]
+                .2
+                .contains("cannot create the log directory /proc/sy-no-logs-here/j-1"),
             "{said:?}"
         );
     }
