@@ -1433,6 +1433,18 @@ impl Scheduler {
         }
     }
 
+    /// Records that `job` first started at `at_s`, under an earlier scheduler (a job recovered
+    /// or resumed after a change of leader): its reports then count its queueing up to there,
+    /// not up to its start here. No-op once it has a first start.
+    pub fn started_before(&mut self, job: JobIdx, at_s: f64) {
+        if let Some(j) = self.jobs.get_mut(job as usize)
+            && j.first_start_s.is_none()
+            && at_s.is_finite()
+        {
+            j.first_start_s = Some(at_s.max(j.submit_s));
+        }
+    }
+
     /// Marks a job submitted to this scheduler as one that was running under an earlier one
     /// (a change of leader, a server restart): the next pass tries it before anything else,
     /// services included, and it stays at the front of its queue, as a run restarting after a

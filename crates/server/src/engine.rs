@@ -194,8 +194,12 @@ impl Engine {
             work_done: record.work_done,
             work_done_ms: now_ms,
         };
-        // Recovered by a new leader: the run goes on from the progress the last one kept.
+        // Recovered by a new leader: the run goes on from the progress the last one kept, and
+        // its queueing ended at its first start then.
         self.sched.resume(idx, record.work_done);
+        if let Some(ms) = record.started_ms {
+            self.sched.started_before(idx, self.clock.to_s(ms));
+        }
         // The scheduler hands out the slots of released jobs again.
         match self.jobs.get_mut(idx as usize) {
             Some(slot) => *slot = tracked,
@@ -1203,6 +1207,36 @@ mod tests {
         let u = update(&batch, "a");
         assert_eq!(u.state, JobState::Running);
         assert_eq!(u.started_ms, Some(T0 - 5000), "the first start is kept");
+    }
+
+    /// A job recovered by a new leader reports the queueing it had before its first start,
+    /// not the time up to its start under the new leader.
+    #[test]
+    fn a_recovered_job_counts_its_queueing_up_to_its_first_start() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("a", 1);
+        r.state = JobState::Running;
+        r.cluster = Some("colossus-1".into());
+        r.submitted_ms = T0 - 3_600_000;
+        r.started_ms = Some(T0 - 3_590_000);
+        e.admit(T0, &r, spec(60.0));
+        e.schedule(T0);
+        let (_, cmds) = e.take(T0);
+        let Some(Command::Launch { generation, .. }) = cmds.first().cloned() else {
+            panic!("a launch: {cmds:?}");
+        };
+        e.finished(T0 + 60_000, "a", generation);
+        let (batch, _) = e.take(T0 + 60_000);
+        let finished = batch
+            .events
+            .iter()
+            .find(|ev| ev.kind == "finished")
+            .unwrap_or_else(|| panic!("{:?}", batch.events));
+        assert!(
+            finished.message.contains("(10 s queued)"),
+            "{}",
+            finished.message
+        );
     }
 
     /// A run recovered by a new leader keeps its place: a service that was waiting for the
