@@ -558,6 +558,25 @@ fn slurm_backend_is_parsed_and_bad_values_are_rejected() {
     let (_, field, _) = error_of(&text);
     assert_eq!(field, "clusters[0].slurm.token_env");
 
+    // The server speaks no TLS to slurmrestd: validate says so, not the server at start.
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"gpu\", rest_url = \"https://ctl:6820\", token_env = \"T\" }",
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].slurm.rest_url");
+    assert!(message.contains("no TLS"), "{message}");
+
+    // A token for no slurmrestd is a mistake, not a no-op.
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"gpu\", token_env = \"T\" }",
+    );
+    let (line, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].slurm.token_env");
+    assert_eq!(line, line_of(&text, "token_env"));
+    assert!(message.contains("no `rest_url`"), "{message}");
+
     let text = mutate(
         "repair_hours = 12.0",
         "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"gpu\", partitoin = \"x\" }",

@@ -803,11 +803,14 @@ fn backend(src: &Source<'_>, raw: &RawCluster, at: &str) -> Result<ClusterBacken
             let rest_url = text(&s.rest_url, "rest_url")?;
             let token_env = text(&s.token_env, "token_env")?;
             if let (Some(url), Some(span)) = (&rest_url, s.rest_url.as_ref().map(Spanned::span)) {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                if !url.starts_with("http://") {
                     return Err(src.error(
                         span,
                         format!("{at}.rest_url"),
-                        format!("expected an http:// or https:// URL of slurmrestd, found {url:?}"),
+                        format!(
+                            "expected an http:// URL of slurmrestd, found {url:?} (the server \
+                             speaks no TLS to it: put slurmrestd behind a local proxy or tunnel)"
+                        ),
                     ));
                 }
                 if token_env.is_none() {
@@ -817,6 +820,14 @@ fn backend(src: &Source<'_>, raw: &RawCluster, at: &str) -> Result<ClusterBacken
                         "`rest_url` needs `token_env`, the environment variable holding the slurmrestd token",
                     ));
                 }
+            }
+            if let (None, Some(token)) = (&rest_url, &s.token_env) {
+                return Err(src.error(
+                    token.span(),
+                    format!("{at}.token_env"),
+                    "`token_env` names slurmrestd's token, and there is no `rest_url`: give \
+                     both (slurmrestd), or neither (the command-line tools)",
+                ));
             }
             Ok(ClusterBackend::Slurm(SlurmSettings {
                 partition,
