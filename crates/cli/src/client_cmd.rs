@@ -384,10 +384,11 @@ pub fn scale(args: ScaleArgs) -> Result<(), CliError> {
     if args.json {
         return print_json(&job);
     }
+    let wanted = job.replicas_wanted.unwrap_or(i64::from(args.replicas));
     outln!(
-        "{} wants {} replicas (serving now: {}; {}): {}",
+        "{} wants {wanted} replica{} (serving now: {}; {}): {}",
         job.id,
-        job.replicas_wanted.unwrap_or(i64::from(args.replicas)),
+        if wanted == 1 { "" } else { "s" },
         job.allocated.max(0) / job.accelerators.max(1),
         job.state,
         job.reason

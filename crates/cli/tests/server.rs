@@ -792,7 +792,7 @@ fn scaling(db: String) {
     };
     let (code, out, err) = cli(&["scale", &id, "--replicas", "1"]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains(&format!("{id} wants 1 replicas")), "{out}");
+    assert!(out.contains(&format!("{id} wants 1 replica (")), "{out}");
     wait_for(30, "one replica", || {
         (job(&s.url, &t, &id)["allocated"] == 8).then_some(())
     });

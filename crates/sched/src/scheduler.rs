@@ -277,6 +277,14 @@ pub struct ClusterStats {
     pub completed: u64,
 }
 
+/// `n` and the noun for that many ("1 replica", "3 replicas").
+fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    match n.into() {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
+}
+
 /// A read-only view of a job for drivers and reports.
 #[derive(Debug, Clone, Copy)]
 pub struct JobView<'a> {
@@ -2500,8 +2508,8 @@ impl Scheduler {
                             nodes,
                         },
                         format!(
-                            "load fell: {} replicas wanted",
-                            self.jobs[j as usize].target_replicas
+                            "load fell: {} wanted",
+                            count(self.jobs[j as usize].target_replicas, "replica", "replicas")
                         ),
                     );
                     continue;
@@ -2596,13 +2604,16 @@ impl Scheduler {
             JobState::Running => {
                 if let Some(r) = &job.run {
                     format!(
-                        "running on {} accelerators of {} since {}",
-                        r.size,
+                        "running on {} of {} since {}",
+                        count(r.size, "accelerator", "accelerators"),
                         self.clusters[r.cluster as usize].name,
                         human_s(r.start_s)
                     )
                 } else {
-                    format!("serving with {} replicas", job.replicas.len())
+                    format!(
+                        "serving with {}",
+                        count(job.replicas.len() as u64, "replica", "replicas")
+                    )
                 }
             }
             JobState::Done => "finished".into(),
@@ -2611,6 +2622,9 @@ impl Scheduler {
             JobState::Failed => "failed".into(),
             JobState::Pending => match job.why {
                 Why::NotTried => "queued; not yet considered".into(),
+                Why::NoCapacity { need: 1 } => {
+                    "waiting for 1 free accelerator in a cluster it accepts".into()
+                }
                 Why::NoCapacity { need } => format!(
                     "waiting for {need} free accelerators in one cluster it accepts (a gang is never split)"
                 ),
