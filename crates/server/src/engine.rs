@@ -220,7 +220,7 @@ impl Engine {
                 at_ms: now_ms,
                 kind: "recovered".into(),
                 cluster: record.cluster.clone(),
-                message: "a new scheduling leader took over; the job is placed again".into(),
+                message: "a scheduling leader took over (a new one, or this one again after losing its lease or a restart); the job is placed again".into(),
             });
             self.dirty.insert(idx);
         }

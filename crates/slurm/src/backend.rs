@@ -333,6 +333,8 @@ struct Want {
     command: Option<Arc<JobCommand>>,
     slurm_id: Option<String>,
     running_seen: bool,
+    /// Why Slurm last said its job waits in Slurm's own queue (reported when it changes).
+    pending_reason: Option<String>,
     /// First launch after a reset: may take over a Slurm job already there.
     adoptable: bool,
     /// The job was running when the leader took over: its newest Slurm job is the previous
@@ -543,6 +545,7 @@ impl Worker {
             command: run.command,
             slurm_id: None,
             running_seen: false,
+            pending_reason: None,
             adoptable,
             recovered,
             next_try: Instant::now(),
@@ -894,6 +897,20 @@ impl Worker {
             let failure = failures.get(&id).map(String::as_str);
             if let Some(ending) = ending(&id, &state, &reason, exit, failure) {
                 self.ended(&key, &cluster_name, ending);
+            } else if state == JobState::Pending
+                && !matches!(reason.as_str(), "" | "None")
+                && let Some(w) = self.wants.get_mut(&key)
+                && w.pending_reason.as_deref() != Some(reason.as_str())
+            {
+                // Placed by Switchyard but queued by Slurm (other users' jobs, limits, a
+                // partition that cannot run it): the run does not progress, and Slurm says why.
+                w.pending_reason = Some(reason.clone());
+                self.event(
+                    &key,
+                    &cluster_name,
+                    "slurm_pending",
+                    format!("Slurm job {id} waits in Slurm's queue: {reason}"),
+                );
             } else if state == JobState::Running
                 && let Some(w) = self.wants.get_mut(&key)
                 && !w.running_seen
@@ -1071,6 +1088,7 @@ impl Worker {
         };
         w.slurm_id = None;
         w.running_seen = false;
+        w.pending_reason = None;
         if w.replica {
             // A service replica is never done: start it again (after back-off).
             let why = match how {
@@ -1802,6 +1820,40 @@ mod tests {
                 .2
                 .contains("cannot create the log directory /proc/sy-no-logs-here/j-1"),
             "{said:?}"
+        );
+    }
+
+    /// A run Switchyard placed that Slurm keeps in its own queue says so, with Slurm's reason,
+    /// once per reason.
+    #[test]
+    fn a_job_slurm_keeps_queued_says_why() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j-1", 1, 8)]));
+        w.round();
+        let id = fake.active_tagged("switchyard")[0].1.clone();
+        let set_reason = |reason: &str| {
+            if let Some(j) = fake.st().jobs.iter_mut().find(|j| j.id == id) {
+                j.state = JobState::Pending;
+                j.reason = reason.into();
+            }
+        };
+        observed(&w);
+        for reason in ["None", "Resources", "Resources", "PartitionConfig"] {
+            set_reason(reason);
+            w.round();
+        }
+        let said: Vec<String> = events(&observed(&w))
+            .into_iter()
+            .filter(|e| e.1 == "slurm_pending")
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(
+            said,
+            [
+                format!("Slurm job {id} waits in Slurm's queue: Resources"),
+                format!("Slurm job {id} waits in Slurm's queue: PartitionConfig"),
+            ]
         );
     }
 
