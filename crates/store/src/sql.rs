@@ -243,7 +243,11 @@ macro_rules! take_lock {
 macro_rules! sql_store {
     ($store:ty, $db:ty, $row:ty, $log_lock:expr, $job_lock:expr) => {
         impl $store {
-            /// Inserts `events`, each numbered after its job's last; takes the job lock.
+            /// Inserts `events`, each numbered after its job's last; takes the job lock. A
+            /// caller that changes job rows in the same transaction takes the lock before
+            /// them: every writer takes the job lock first and rows after, or a submission
+            /// (lock held, waiting on a name's unique index entry behind an updated row) and an
+            /// update (row held, waiting for the lock) deadlock.
             async fn insert_events(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 events: &[NewEvent],
@@ -866,6 +870,7 @@ macro_rules! sql_store {
                 now_ms: i64,
             ) -> Result<Option<JobRecord>, StoreError> {
                 let mut tx = self.write.begin().await?;
+                take_lock!(tx, $job_lock);
                 let sql = match tenant {
                     Some(_) => {
                         "UPDATE jobs SET cancel_requested = $1, updated_ms = $2 \
@@ -905,6 +910,7 @@ macro_rules! sql_store {
             ) -> Result<Option<JobRecord>, StoreError> {
                 use sqlx::Row;
                 let mut tx = self.write.begin().await?;
+                take_lock!(tx, $job_lock);
                 // A no-op write first: it locks the row (PostgreSQL) or the database (SQLite),
                 // so that the count read below is the one this request replaces.
                 let (lock, read, write) = match tenant {
@@ -969,6 +975,8 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Err(StoreError::LostLease);
                 }
+                // Before any job row (see `insert_events`).
+                take_lock!(tx, $job_lock);
                 // Many rows per statement: one round trip per chunk, not per job.
                 for chunk in batch.seen.chunks(CHUNK) {
                     let sql = format!(

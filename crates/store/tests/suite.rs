@@ -819,6 +819,59 @@ async fn lease_and_apply(s: AnyStore) {
     assert_eq!(s.active_jobs().await.expect("active").len(), 1);
 }
 
+/// A submission that repeats a job's name while the leader updates that job (and writes its
+/// events) is always a name clash, never a deadlock: both take the job lock before the rows.
+async fn name_clash_while_the_leader_writes(s: AnyStore) {
+    let named = s
+        .insert_job(&new_job("a", Some("once"), 10))
+        .await
+        .expect("insert");
+    let lease = s
+        .acquire_lease("leader", 1_000, 3_600_000)
+        .await
+        .expect("acquire")
+        .expect("free");
+    let writer = {
+        let s = s.clone();
+        let id = named.id.clone();
+        tokio::spawn(async move {
+            for i in 0..300_i64 {
+                let batch = Batch {
+                    seen: vec![id.clone()],
+                    updates: vec![JobUpdate {
+                        id: id.clone(),
+                        state: JobState::Running,
+                        reason: format!("pass {i}"),
+                        cluster: Some("c".into()),
+                        allocated: 8,
+                        restarts: 0,
+                        failures: 0,
+                        started_ms: Some(2_000),
+                        finished_ms: None,
+                        updated_ms: 2_000 + i,
+                        work_done: 0.0,
+                    }],
+                    events: vec![NewEvent {
+                        job_id: id.clone(),
+                        at_ms: 2_000 + i,
+                        kind: "waiting".into(),
+                        cluster: None,
+                        message: format!("pass {i}"),
+                    }],
+                };
+                s.apply(&lease, &batch).await.expect("the leader's write");
+            }
+        })
+    };
+    for i in 0..300 {
+        match s.insert_job(&new_job("a", Some("once"), 20 + i)).await {
+            Err(StoreError::Conflict { .. }) => {}
+            other => panic!("submission {i}: expected a name clash, got {other:?}"),
+        }
+    }
+    writer.await.expect("the writer");
+}
+
 fn service(tenant: &str, ms: i64) -> NewJob {
     NewJob {
         kind: "inference".into(),
@@ -1311,6 +1364,7 @@ macro_rules! suite {
 }
 
 suite!(
+    name_clash_while_the_leader_writes,
     tokens,
     jobs_and_tenants,
     lease_and_apply,
