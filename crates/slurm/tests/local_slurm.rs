@@ -484,8 +484,13 @@ fn after_a_restart_running_jobs_are_adopted_and_unwanted_ones_cancelled() {
     cleanup(&tag);
 }
 
+/// A partition Slurm does not have: `sinfo` lists no nodes for it (and succeeds), so nothing
+/// is submitted and the run is told which partition to check, instead of waiting as if every
+/// node had failed. (Slurm's own refusals of `sbatch` becoming events, retried with back-off,
+/// are covered by the backend's unit tests: this one-node Slurm accepts every submission the
+/// backend makes.)
 #[test]
-fn submission_errors_become_events_with_slurms_message_and_are_retried() {
+fn a_partition_slurm_does_not_have_is_named_and_nothing_is_submitted() {
     let _g = serial();
     let Some(_node) = slurm_here() else { return };
     let opts = options("err");
@@ -495,39 +500,28 @@ fn submission_errors_become_events_with_slurms_message_and_are_retried() {
     b.act(vec![launch("j-err", 1, 1, 5)]);
     let mut seen = Vec::new();
     wait_event(&mut b, &mut seen, 20, |j, k| {
-        j == "j-err" && k == "slurm_submit_failed"
+        j == "j-err" && k == "slurm_unreachable"
     });
-    // Retried (the second refusal in a row is reported too).
-    let end = Instant::now() + Duration::from_secs(20);
-    let failures = |seen: &[Observed]| -> Vec<String> {
-        events(seen)
-            .into_iter()
-            .filter(|e| e.1 == "slurm_submit_failed")
-            .map(|e| e.2)
-            .collect()
-    };
-    while failures(&seen).len() < 2 {
-        assert!(Instant::now() < end, "not retried: {seen:#?}");
+    let said: Vec<String> = events(&seen)
+        .into_iter()
+        .filter(|e| e.1 == "slurm_unreachable")
+        .map(|e| e.2)
+        .collect();
+    assert!(
+        said[0].contains("partition no-such-partition lists no nodes: does it exist?"),
+        "{said:?}"
+    );
+    // Some rounds later: still nothing submitted, and nothing taken for a failed node.
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
         seen.extend(b.poll(now_ms()));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let f = failures(&seen);
-    assert!(
-        f[0].contains("Invalid partition name specified"),
-        "{}",
-        f[0]
-    );
     assert_eq!(h.counters().0, 0, "nothing was submitted");
-    // The partition has no nodes: the cluster's node is not there to be used either.
     assert!(
-        !seen.iter().any(|o| matches!(o, Observed::Finished { .. })),
-        "{seen:?}"
-    );
-    assert!(
-        seen.contains(&Observed::NodeFailed {
-            cluster: 0,
-            node: 0
-        }),
+        !seen
+            .iter()
+            .any(|o| matches!(o, Observed::Finished { .. } | Observed::NodeFailed { .. })),
         "{seen:?}"
     );
 }
