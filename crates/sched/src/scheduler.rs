@@ -2596,6 +2596,15 @@ impl Scheduler {
     }
 
     /// Why a job is where it is, in words.
+    /// Whether some cluster job `j` accepts has `need` accelerators on nodes that are up,
+    /// busy or not.
+    fn enough_nodes_up(&self, j: JobIdx, need: u32) -> bool {
+        let job = &self.jobs[j as usize];
+        (0..self.clusters.len()).any(|c| {
+            job.dur[c].is_some() && self.index[c].healthy_accelerators() >= u64::from(need)
+        })
+    }
+
     pub fn why(&self, j: JobIdx) -> String {
         let Some(job) = self.jobs.get(j as usize) else {
             return format!("no job #{j}");
@@ -2622,6 +2631,14 @@ impl Scheduler {
             JobState::Failed => "failed".into(),
             JobState::Pending => match job.why {
                 Why::NotTried => "queued; not yet considered".into(),
+                Why::NoCapacity { need } if !self.enough_nodes_up(j, need) => {
+                    // Not busy: down (failed, or no agent has registered them yet).
+                    format!(
+                        "waiting for {}: too few nodes are up in the clusters it accepts (down: \
+                         failed, or no agent has registered them)",
+                        count(need, "free accelerator", "free accelerators")
+                    )
+                }
                 Why::NoCapacity { need: 1 } => {
                     "waiting for 1 free accelerator in a cluster it accepts".into()
                 }

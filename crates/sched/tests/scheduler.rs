@@ -896,3 +896,30 @@ weight = 1.0
         preempt.reason
     );
 }
+
+/// A job that waits because the nodes of the clusters it accepts are down (failed, or never
+/// registered by an agent) says so, rather than blaming busy accelerators.
+#[test]
+fn a_job_waiting_on_down_nodes_says_so() {
+    let mut s = sched(Policy::Switchyard, false);
+    let mut out = Vec::new();
+    for node in 0..8 {
+        s.handle(0.0, Event::NodeFailed { cluster: 1, node }, &mut out);
+    }
+    let mut pinned = job("pinned", "a", 8, 60.0);
+    pinned.clusters = vec!["slow".into()];
+    let j = submit(&mut s, 0.0, pinned);
+    pass(&mut s, 0.0);
+    let why = s.why(j);
+    assert!(why.contains("too few nodes are up"), "{why}");
+    // Up again: it starts.
+    for node in 0..8 {
+        s.handle(1.0, Event::NodeRepaired { cluster: 1, node }, &mut out);
+    }
+    let d = pass(&mut s, 1.0);
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == j)),
+        "{d:?}"
+    );
+}
