@@ -30,11 +30,12 @@ pub struct LoopConfig {
     pub holder: String,
 }
 
-/// Whether a lease written for the moment `at_ms` may still be acted on: less than half its
-/// time to live has passed since. A store that answered later may have let it run out, and
-/// another replica may hold it by now.
-fn in_time(at_ms: i64, ttl_ms: i64) -> bool {
-    now_ms() - at_ms < ttl_ms / 2
+/// Whether `lease` may still be acted on: it runs out more than a sixth of its time to live
+/// from now. It was written to expire one time to live after the moment it was asked for, so a
+/// store that answered late leaves less of it, and one that answered after it ran out leaves
+/// none: another replica may hold the lease by now.
+fn in_time(lease: &switchyard_store::Lease, ttl_ms: i64) -> bool {
+    now_ms() + ttl_ms / 6 < lease.expires_ms
 }
 
 pub fn now_ms() -> i64 {
@@ -117,6 +118,7 @@ pub async fn run(
                 Ok(Some(lease)) => match recover(&store, &fleet, now).await {
                     Ok(engine) => {
                         let term = lease.term;
+                        let fresh = in_time(&lease, ttl_ms);
                         tracing::info!(term, holder = %cfg.holder, "took the scheduling lease");
                         backend.reset();
                         metrics.leader.store(true, Ordering::Relaxed);
@@ -126,7 +128,7 @@ pub async fn run(
                             engine,
                             renewed_ms: now,
                         });
-                        if !in_time(now, ttl_ms) {
+                        if !fresh {
                             // The lease was written for a moment long past (the store or the
                             // rebuild was slow): it may have run out already. Renew it (or
                             // find it taken) before acting on it.
@@ -158,7 +160,7 @@ pub async fn run(
                     }
                     _ => return Err(StoreError::LostLease),
                 }
-                if !in_time(now, ttl_ms) {
+                if !in_time(&l.lease, ttl_ms) {
                     // Renewed late: the lease may have run out before the write and another
                     // replica may hold it now. No pass on it; the next round renews again
                     // or steps down.
@@ -315,11 +317,17 @@ mod tests {
     #[test]
     fn a_lease_written_for_a_moment_long_past_is_not_acted_on() {
         let ttl = 3_000;
-        assert!(in_time(now_ms(), ttl));
-        assert!(in_time(now_ms() - 1_400, ttl));
-        // The store took 1.6 s of the lease's 3 s: it may have run out before it was written.
-        assert!(!in_time(now_ms() - 1_600, ttl));
-        assert!(!in_time(now_ms() - 10_000, ttl));
+        let asked = |ago_ms: i64| switchyard_store::Lease {
+            holder: "me".into(),
+            term: 1,
+            expires_ms: now_ms() - ago_ms + ttl,
+        };
+        assert!(in_time(&asked(0), ttl));
+        // A slow store (2 s of the 3 s) still leaves time to act.
+        assert!(in_time(&asked(2_000), ttl));
+        // Answered about when it runs out, or after: another replica may hold it.
+        assert!(!in_time(&asked(2_600), ttl));
+        assert!(!in_time(&asked(10_000), ttl));
     }
 
     #[test]
