@@ -377,8 +377,9 @@ struct Cluster {
     /// new runs and never adopt a job already there.
     listed: bool,
     /// Why the partition's nodes could not be read, while they never have been; reported to
-    /// the runs waiting to be submitted once (`true` once it was).
-    nodes_error: Option<(String, bool)>,
+    /// each run waiting to be submitted once (`told_nodes_error`), also to runs that come later.
+    nodes_error: Option<String>,
+    told_nodes_error: HashSet<String>,
     /// Slurm jobs cancelled as unwanted and still listed (a cancelled job is `COMPLETING`
     /// for a while): not cancelled, nor reported cancelled, again every round.
     cancelled: HashSet<String>,
@@ -432,6 +433,7 @@ impl Worker {
                     owned_legacy: HashSet::new(),
                     told_unreachable: HashSet::new(),
                     nodes_error: None,
+                    told_nodes_error: HashSet::new(),
                 })
                 .collect(),
             options,
@@ -676,8 +678,9 @@ impl Worker {
                 tracing::warn!(cluster = %c.cfg.name, error = %e, "cannot read Slurm's nodes; keeping what was known");
                 if !c.capacity_read {
                     let message = e.message();
-                    if c.nodes_error.as_ref().is_none_or(|(m, _)| *m != message) {
-                        c.nodes_error = Some((message, false));
+                    if c.nodes_error.as_ref() != Some(&message) {
+                        c.nodes_error = Some(message);
+                        c.told_nodes_error.clear();
                     }
                 }
                 return;
@@ -731,6 +734,7 @@ impl Worker {
         c.failed = now_failed;
         c.capacity_read = true;
         c.nodes_error = None;
+        c.told_nodes_error.clear();
         lock(&self.shared).observed.extend(out);
     }
 
@@ -929,11 +933,17 @@ impl Worker {
         //    read: whether they have GPUs decides `--gpus-per-node` and one GPU per rank, and a
         //    gang submitted without them would run on no GPU at all.
         if !self.clusters[i].capacity_read {
-            if let Some((message, reported @ false)) = &mut self.clusters[i].nodes_error {
-                *reported = true;
-                let message = message.clone();
+            if let Some(message) = self.clusters[i].nodes_error.clone() {
                 let partition = self.clusters[i].cfg.settings.partition.clone();
-                for k in self.unsubmitted(&cluster_name, |_| true) {
+                let untold: Vec<String> = self
+                    .unsubmitted(&cluster_name, |_| true)
+                    .into_iter()
+                    .filter(|k| !self.clusters[i].told_nodes_error.contains(k))
+                    .collect();
+                self.clusters[i]
+                    .told_nodes_error
+                    .extend(untold.iter().cloned());
+                for k in untold {
                     self.event(
                         &k,
                         &cluster_name,
@@ -1022,16 +1032,25 @@ impl Worker {
                     .or_else(|| {
                         // A run that was running when the leader changed and whose newest
                         // job ended unsuccessfully meanwhile: that end is reported (the
-                        // server decides about a retry), not run again unseen. Only the
-                        // attempt the last leader ran (the recovery counts one more): an
-                        // older attempt's end was reported before.
+                        // server decides about a retry), not run again unseen. Its tag may be
+                        // several attempts behind (every recovery counts one, and a job taken
+                        // over keeps its tag). Only the newest job of the run: an older one's
+                        // end was reported before. (A leader that died between restarting a
+                        // failed run and submitting it leaves that failure newest: it is
+                        // then counted twice, a retry spent in a window of seconds.)
+                        let newest = tagged
+                            .iter()
+                            .filter(|(t, _)| t.job == key)
+                            .max_by_key(|(_, j)| numeric_id(&j.id))
+                            .map(|(_, j)| j.id.as_str());
                         candidates
                             .clone()
-                            .filter(|(t, _)| {
+                            .filter(|(t, j)| {
                                 w.recovered
                                     && !w.replica
                                     && t.job == key
-                                    && t.attempt.saturating_add(1) == w.attempt
+                                    && t.attempt < w.attempt
+                                    && newest == Some(j.id.as_str())
                             })
                             .max_by_key(|(_, j)| numeric_id(&j.id))
                     })
@@ -1800,6 +1819,16 @@ mod tests {
                 .contains("partition gpu lists no nodes: does it exist?"),
             "{said:?}"
         );
+        // A run that comes later is told too, once.
+        w.apply(Msg::Commands(vec![
+            launch("j-1", 1, 8),
+            launch("j-2", 1, 8),
+        ]));
+        w.round();
+        w.round();
+        let later = events(&observed(&w));
+        assert_eq!(later.len(), 1, "{later:?}");
+        assert_eq!(later[0].0, "j-2");
     }
 
     /// A log directory the server cannot create is a refused submission naming it, not a job
@@ -2118,7 +2147,11 @@ mod tests {
     fn a_recovered_run_whose_job_failed_meanwhile_reports_the_failure() {
         let fake = Fake::default();
         let failed = fake.add_job(Some("switchyard:j-run:1:3"), JobState::Failed);
+        // j-older: attempt 2 failed and was reported; attempt 3, the newest, still runs.
         fake.add_job(Some("switchyard:j-older:1:2"), JobState::Failed);
+        let live = fake.add_job(Some("switchyard:j-older:1:3"), JobState::Running);
+        // j-fresh failed, and its launch is not a recovery (it was pending at the takeover).
+        fake.add_job(Some("switchyard:j-fresh:1:1"), JobState::Failed);
         let mut w = worker(&fake, 2);
         w.apply(Msg::Reset);
         let recovered = |job: &str, attempt: u32| match launch(job, 1, 8) {
@@ -2144,11 +2177,11 @@ mod tests {
             },
             other => other,
         };
-        // The last leader ran attempt 3 of j-run; attempt 2 of j-older was reported failed
-        // and attempt 3 never submitted.
+        // Two recoveries since j-run's attempt 3 was launched: the launch says attempt 5.
         w.apply(Msg::Commands(vec![
-            recovered("j-run", 4),
-            recovered("j-older", 4),
+            recovered("j-run", 5),
+            recovered("j-older", 5),
+            launch("j-fresh", 2, 8),
         ]));
         w.round();
         let obs = observed(&w);
@@ -2162,20 +2195,25 @@ mod tests {
                 .any(|o| matches!(o, Observed::Failed { job, .. } if job == "j-older")),
             "{obs:?}"
         );
+        assert!(
+            !obs.iter()
+                .any(|o| matches!(o, Observed::Failed { job, .. } if job == "j-fresh")),
+            "{obs:?}"
+        );
+        assert_eq!(
+            w.wants["j-older"].slurm_id.as_deref(),
+            Some(live.as_str()),
+            "the live newest job is taken over"
+        );
         let submitted: Vec<String> = fake
             .st()
             .submitted
             .iter()
             .map(|s| s.comment.clone())
             .collect();
+        assert_eq!(submitted.len(), 1, "{submitted:?}");
         assert!(
-            submitted
-                .iter()
-                .any(|c| c.starts_with("switchyard:j-older:1:4")),
-            "{submitted:?}"
-        );
-        assert!(
-            !submitted.iter().any(|c| c.starts_with("switchyard:j-run:")),
+            submitted[0].starts_with("switchyard:j-fresh:2:"),
             "{submitted:?} (the failed job {failed} is not run again)"
         );
     }
@@ -2425,7 +2463,11 @@ mod tests {
                 .ends_with("switchyard-rank 'python3' 'train.py' '--tag' 'a b'"),
             "{script}"
         );
-        assert!(script.contains("exec srun --label --kill-on-bad-exit=1 --chdir='/shared/run'"));
+        assert!(
+            script.contains(
+                "exec srun --label --kill-on-bad-exit=1 sh -c 'cd -- '\\''/shared/run'\\''"
+            )
+        );
         assert!(
             !script.contains("srun ./train.sh"),
             "the job's command replaces the cluster's"

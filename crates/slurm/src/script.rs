@@ -102,11 +102,9 @@ pub fn gang_command(cmd: &JobCommand, port: u16, gpu_per_rank: bool) -> String {
     s.push_str("[ -n \"$MASTER_ADDR\" ] || MASTER_ADDR=$(hostname)\n");
     s.push_str("export MASTER_ADDR\n");
     s.push_str(&format!("export MASTER_PORT={port}\n"));
-    s.push_str("exec srun --label --kill-on-bad-exit=1");
-    if let Some(dir) = &cmd.working_dir {
-        s.push_str(&format!(" --chdir={}", shell_quote(dir)));
-    }
-    s.push_str(" sh -c ");
+    // The working directory is the wrapper's to enter (`srun --chdir` only warns when it
+    // cannot, and would take a relative one twice).
+    s.push_str("exec srun --label --kill-on-bad-exit=1 sh -c ");
     s.push_str(&shell_quote(&rank_wrapper(
         gpu_per_rank,
         cmd.working_dir.as_deref(),
@@ -175,7 +173,7 @@ mod tests {
         let last = s.lines().last().unwrap_or_default();
         assert!(
             last.starts_with(
-                "exec srun --label --kill-on-bad-exit=1 --chdir='/shared/my dir' sh -c '"
+                "exec srun --label --kill-on-bad-exit=1 sh -c 'cd -- '\\''/shared/my dir'\\'' || "
             ),
             "{last}"
         );
