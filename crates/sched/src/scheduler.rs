@@ -2595,7 +2595,6 @@ impl Scheduler {
         }
     }
 
-    /// Why a job is where it is, in words.
     /// Whether some cluster job `j` accepts has `need` accelerators on nodes that are up,
     /// busy or not.
     fn enough_nodes_up(&self, j: JobIdx, need: u32) -> bool {
@@ -2605,6 +2604,7 @@ impl Scheduler {
         })
     }
 
+    /// Why a job is where it is, in words.
     pub fn why(&self, j: JobIdx) -> String {
         let Some(job) = self.jobs.get(j as usize) else {
             return format!("no job #{j}");
@@ -2632,10 +2632,10 @@ impl Scheduler {
             JobState::Pending => match job.why {
                 Why::NotTried => "queued; not yet considered".into(),
                 Why::NoCapacity { need } if !self.enough_nodes_up(j, need) => {
-                    // Not busy: down (failed, or no agent has registered them yet).
+                    // Not busy: down (failed, drained, or never registered by an agent).
                     format!(
-                        "waiting for {}: too few nodes are up in the clusters it accepts (down: \
-                         failed, or no agent has registered them)",
+                        "waiting for {}: too few nodes are up in the clusters it accepts \
+                         (failed, drained, or not registered yet)",
                         count(need, "free accelerator", "free accelerators")
                     )
                 }

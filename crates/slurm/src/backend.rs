@@ -661,7 +661,7 @@ impl Worker {
         let listed = c.cfg.client.nodes(Some(partition)).and_then(|n| {
             if n.is_empty() {
                 Err(SlurmError::Failed {
-                    command: format!("sinfo --partition={partition}"),
+                    command: format!("listing the nodes of partition {partition}"),
                     status: "no nodes".into(),
                     message: format!(
                         "partition {partition} lists no nodes: does it exist? (the fleet's \
@@ -905,6 +905,8 @@ impl Worker {
                 && !matches!(reason.as_str(), "" | "None")
                 && let Some(w) = self.wants.get_mut(&key)
                 && w.pending_reason.as_deref() != Some(reason.as_str())
+                // A busy cluster's jobs flip between these two all day: said once.
+                && !(w.pending_reason.is_some() && matches!(reason.as_str(), "Priority" | "Resources"))
             {
                 // Placed by Switchyard but queued by Slurm (other users' jobs, limits, a
                 // partition that cannot run it): the run does not progress, and Slurm says why.
