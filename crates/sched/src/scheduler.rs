@@ -2448,12 +2448,14 @@ impl Scheduler {
             .iter()
             .map(|&v| {
                 let vj = &self.jobs[v as usize];
-                if vj.priority < prio && policy != Policy::Fair {
-                    format!("preempted for {by} (priority {prio} > {})", vj.priority)
-                } else if reclaim
-                    && vj.tenant != self.jobs[j as usize].tenant
-                    && self.borrowing(v, c)
+                let same_team = vj.tenant == self.jobs[j as usize].tenant;
+                // The rule that picked it, as the candidate search applies them.
+                if vj.priority < prio
+                    && policy != Policy::Fair
+                    && (policy == Policy::Priority || same_team || self.borrowing(v, c))
                 {
+                    format!("preempted for {by} (priority {prio} > {})", vj.priority)
+                } else if reclaim && !same_team && self.borrowing(v, c) {
                     format!("preempted for {by}: its team reclaims quota this team was borrowing")
                 } else {
                     format!(

@@ -751,22 +751,8 @@ impl Worker {
                 }
                 // Tell the jobs waiting to be submitted why nothing happens: each once per
                 // outage, also those that arrive while it lasts.
-                let waiting: Vec<String> = self
-                    .unsubmitted(&cluster_name, |_| true)
-                    .into_iter()
-                    .filter(|k| !self.clusters[i].told_unreachable.contains(k))
-                    .collect();
-                self.clusters[i]
-                    .told_unreachable
-                    .extend(waiting.iter().cloned());
-                for k in waiting {
-                    self.event(
-                        &k,
-                        &cluster_name,
-                        "slurm_unreachable",
-                        format!("cannot list Slurm's jobs on cluster {cluster_name}: {msg}"),
-                    );
-                }
+                let message = format!("cannot list Slurm's jobs on cluster {cluster_name}: {msg}");
+                self.tell_waiting_runs(i, |c| &mut c.told_unreachable, &message);
                 return;
             }
         };
@@ -935,27 +921,13 @@ impl Worker {
         //    read: whether they have GPUs decides `--gpus-per-node` and one GPU per rank, and a
         //    gang submitted without them would run on no GPU at all.
         if !self.clusters[i].capacity_read {
-            if let Some(message) = self.clusters[i].nodes_error.clone() {
-                let partition = self.clusters[i].cfg.settings.partition.clone();
-                let untold: Vec<String> = self
-                    .unsubmitted(&cluster_name, |_| true)
-                    .into_iter()
-                    .filter(|k| !self.clusters[i].told_nodes_error.contains(k))
-                    .collect();
-                self.clusters[i]
-                    .told_nodes_error
-                    .extend(untold.iter().cloned());
-                for k in untold {
-                    self.event(
-                        &k,
-                        &cluster_name,
-                        "slurm_unreachable",
-                        format!(
-                            "cannot read the nodes of partition {partition} on cluster \
-                             {cluster_name}: {message}; nothing is submitted until they are read"
-                        ),
-                    );
-                }
+            if let Some(error) = self.clusters[i].nodes_error.clone() {
+                let partition = &self.clusters[i].cfg.settings.partition;
+                let message = format!(
+                    "cannot read the nodes of partition {partition} on cluster {cluster_name}: \
+                     {error}; nothing is submitted until they are read"
+                );
+                self.tell_waiting_runs(i, |c| &mut c.told_nodes_error, &message);
             }
             return;
         }
@@ -963,6 +935,26 @@ impl Worker {
         let ready = self.unsubmitted(&cluster_name, |w| w.next_try <= now);
         for key in ready {
             self.submit(i, &key);
+        }
+    }
+
+    /// A `slurm_unreachable` event with `message` for each run of cluster `i` waiting to be
+    /// submitted that `told` (its set for this trouble) does not hold yet: once per run.
+    fn tell_waiting_runs(
+        &mut self,
+        i: usize,
+        told: impl Fn(&mut Cluster) -> &mut HashSet<String>,
+        message: &str,
+    ) {
+        let cluster_name = self.clusters[i].cfg.name.clone();
+        let untold: Vec<String> = self
+            .unsubmitted(&cluster_name, |_| true)
+            .into_iter()
+            .filter(|k| !told(&mut self.clusters[i]).contains(k))
+            .collect();
+        told(&mut self.clusters[i]).extend(untold.iter().cloned());
+        for k in untold {
+            self.event(&k, &cluster_name, "slurm_unreachable", message.to_owned());
         }
     }
 
