@@ -126,7 +126,9 @@ pub async fn run(
                         leading = Some(Leading {
                             lease,
                             engine,
-                            renewed_ms: now,
+                            // A late lease is renewed at the next round, not a third of a
+                            // lease later: no pass acts on it before then.
+                            renewed_ms: if fresh { now } else { now - ttl_ms },
                         });
                         if !fresh {
                             // The lease was written for a moment long past (the store or the
