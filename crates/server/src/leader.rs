@@ -38,6 +38,16 @@ fn in_time(lease: &switchyard_store::Lease, ttl_ms: i64) -> bool {
     now_ms() + ttl_ms / 6 < lease.expires_ms
 }
 
+/// When to count `lease`, asked for at `now`, as renewed: then, or — when it is late ([`in_time`])
+/// — a whole lease earlier, so that the next round renews it before any pass acts on it.
+fn renewed_at(lease: &switchyard_store::Lease, now: i64, ttl_ms: i64) -> i64 {
+    if in_time(lease, ttl_ms) {
+        now
+    } else {
+        now - ttl_ms
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -119,6 +129,7 @@ pub async fn run(
                     Ok(engine) => {
                         let term = lease.term;
                         let fresh = in_time(&lease, ttl_ms);
+                        let renewed_ms = renewed_at(&lease, now, ttl_ms);
                         tracing::info!(term, holder = %cfg.holder, "took the scheduling lease");
                         backend.reset();
                         metrics.leader.store(true, Ordering::Relaxed);
@@ -126,9 +137,7 @@ pub async fn run(
                         leading = Some(Leading {
                             lease,
                             engine,
-                            // A late lease is renewed at the next round, not a third of a
-                            // lease later: no pass acts on it before then.
-                            renewed_ms: if fresh { now } else { now - ttl_ms },
+                            renewed_ms,
                         });
                         if !fresh {
                             // The lease was written for a moment long past (the store or the
@@ -169,7 +178,7 @@ pub async fn run(
                     tracing::warn!(
                         "renewing the scheduling lease took too long; renewing again before acting"
                     );
-                    l.renewed_ms = now - ttl_ms;
+                    l.renewed_ms = renewed_at(&l.lease, now, ttl_ms);
                     return Ok(());
                 }
             }
@@ -330,6 +339,12 @@ mod tests {
         // Answered about when it runs out, or after: another replica may hold it.
         assert!(!in_time(&asked(2_600), ttl));
         assert!(!in_time(&asked(10_000), ttl));
+        // A late lease is due for renewal at the very next round (a tick later), a fresh one
+        // a third of a lease later.
+        let now = now_ms();
+        let due = |renewed: i64| now + 200 - renewed >= ttl / 3;
+        assert!(due(renewed_at(&asked(2_600), now, ttl)));
+        assert!(!due(renewed_at(&asked(0), now, ttl)));
     }
 
     #[test]
