@@ -110,12 +110,17 @@ pub fn read(path: &Path) -> Option<RecordedExit> {
     }
 }
 
+/// Where the record for `path` is written before it is renamed into place.
+pub fn unfinished_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
 /// Writes `exit` to `path` so that a reader sees all of it or nothing (a temporary file,
 /// flushed to disk, renamed over).
 fn write(path: &Path, exit: &RecordedExit) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = unfinished_path(path);
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(&serde_json::to_vec(exit).map_err(std::io::Error::other)?)?;
     f.sync_all()?;

@@ -433,9 +433,16 @@ fn exit_path(state_dir: &Path, id: &str) -> PathBuf {
         .join(format!("{}.json", file_key(id)))
 }
 
-/// How assignment `id` ended, if it ran under a recorder that saw it end.
-fn recorded_exit(state_dir: Option<&Path>, id: &str) -> Option<exit_record::RecordedExit> {
-    exit_record::read(&exit_path(state_dir?, id))
+/// How assignment `id` ended (exit code, signal): as its recorder saw it, if it ran under one
+/// that did, else `otherwise` (what its parent's wait, or nobody, saw).
+fn ended_as(
+    state_dir: Option<&Path>,
+    id: &str,
+    otherwise: (Option<i32>, Option<i32>),
+) -> (Option<i32>, Option<i32>) {
+    state_dir
+        .and_then(|dir| exit_record::read(&exit_path(dir, id)))
+        .map_or(otherwise, |r| (r.code, r.signal))
 }
 
 fn file_key(id: &str) -> String {
@@ -670,10 +677,10 @@ impl Supervisor {
                         signal_group(pid, Signal::SIGKILL);
                     }
                     // Its recorder, if it ran under one, saw how it ended.
-                    let recorded = recorded_exit(Some(dir), &m.assignment.id);
+                    let (code, signal) = ended_as(Some(dir), &m.assignment.id, (None, None));
                     m.state = ProcessState::Exited(ExitInfo {
-                        code: recorded.and_then(|r| r.code),
-                        signal: recorded.and_then(|r| r.signal),
+                        code,
+                        signal,
                         stopped_by_agent: matches!(m.state, ProcessState::Stopping { .. }),
                     });
                     m.exited_at_ms = now_ms();
@@ -922,7 +929,7 @@ impl Supervisor {
             Some((recorder, status)) => {
                 let (reader, writer) =
                     std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
-                handshake = Some(reader);
+                handshake = Some((reader, *recorder));
                 let mut cmd = recorder.command(status, &a.command);
                 cmd.stdin(writer);
                 cmd
@@ -980,7 +987,7 @@ impl Supervisor {
         // Our copy of the handshake's write end goes with the command, so that a recorder
         // that dies before answering reads as the end of the pipe, not a hang.
         drop(cmd);
-        if let Some(reader) = handshake {
+        if let Some((reader, recorder)) = handshake {
             let mut line = String::new();
             let _ = BufReader::new(reader).read_line(&mut line);
             let line = line.trim_end();
@@ -991,7 +998,7 @@ impl Supervisor {
                     Some(reason) => reason.to_string(),
                     None => format!(
                         "the exit recorder {} ended without starting {program}",
-                        recorder.map_or_else(String::new, |(r, _)| r.program.display().to_string())
+                        recorder.program.display()
                     ),
                 });
             }
@@ -1068,10 +1075,9 @@ impl Supervisor {
             // killed before its program ended), what the leader's wait or absence says.
             let ended = match handle {
                 Handle::Child(child) => match child.try_wait() {
-                    Ok(Some(status)) => Some(
-                        recorded_exit(state_dir, id)
-                            .map_or((status.code(), status.signal()), |r| (r.code, r.signal)),
-                    ),
+                    Ok(Some(status)) => {
+                        Some(ended_as(state_dir, id, (status.code(), status.signal())))
+                    }
                     Ok(None) => None,
                     Err(e) => {
                         tracing::warn!(id, pid, "cannot check process: {e}");
@@ -1080,9 +1086,7 @@ impl Supervisor {
                 },
                 Handle::Adopted { pid, start_ticks } => {
                     let alive = process_start_ticks(*pid).is_some_and(|t| Some(t) == *start_ticks);
-                    (!alive).then(|| {
-                        recorded_exit(state_dir, id).map_or((None, None), |r| (r.code, r.signal))
-                    })
+                    (!alive).then(|| ended_as(state_dir, id, (None, None)))
                 }
             };
             // A stop's grace period is the group's, not its leader's: a wrapper shell that
@@ -1195,10 +1199,8 @@ impl Supervisor {
             }
             if let Some(dir) = &self.state_dir {
                 let record = exit_path(dir, id);
-                let mut unfinished = record.clone().into_os_string();
-                unfinished.push(".tmp");
+                let _ = std::fs::remove_file(exit_record::unfinished_path(&record));
                 let _ = std::fs::remove_file(record);
-                let _ = std::fs::remove_file(unfinished);
             }
             self.save();
         }
@@ -1282,9 +1284,7 @@ impl Supervisor {
                 Handle::Adopted { .. } => Some((None, Some(9))),
             };
             // A program that ended before the kill reached it ended as its recorder saw.
-            let ended = ended.map(|killed| {
-                recorded_exit(state_dir.as_deref(), &id).map_or(killed, |r| (r.code, r.signal))
-            });
+            let ended = ended.map(|killed| ended_as(state_dir.as_deref(), &id, killed));
             let Some(m) = self.procs.get_mut(&id) else {
                 continue;
             };

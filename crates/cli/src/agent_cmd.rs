@@ -223,12 +223,10 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         Some(dir) => Supervisor::with_state_dir(dir)
             .map_err(|e| CliError::Input(e.to_string()))?
             .with_exit_recorder(ExitRecorder::this_binary()),
-        None => Supervisor::with_group_file(&default_group_file(
-            &args.server,
-            node.cluster.as_deref().unwrap_or("default"),
-            &node.hostname,
-        ))
-        .map_err(|e| CliError::Input(e.to_string()))?,
+        None => {
+            Supervisor::with_group_file(&default_group_file(&args.server, cluster, &node.hostname))
+                .map_err(|e| CliError::Input(e.to_string()))?
+        }
     };
     let stop = stop_on_signal()?;
     // Whoever reads stdout may be gone; the agent runs on regardless.

@@ -839,35 +839,9 @@ fn a_clusters_own_restart_time_is_what_a_restart_costs_there() {
 /// time first) says so; it is not a team reclaiming quota from itself.
 #[test]
 fn a_preemption_for_a_shorter_job_of_the_same_team_says_why() {
-    let text = r#"
-name = "small"
-[[providers]]
-name = "p"
-kind = "cloud"
-[[providers.contracts]]
-accelerator = "H100-SXM"
-on_demand_price = 2.0
-
-[[clusters]]
-name = "one"
-provider = "p"
-region = "r"
-accelerator = "H100-SXM"
-nodes = 1
-accelerators_per_node = 2
-node_mtbf_hours = 1000.0
-repair_hours = 2.0
-capacity = "on_demand"
-topology = { scale_up = { nodes = 1 } }
-
-[[tenants]]
-name = "lab"
-[[tenants.teams]]
-name = "research"
-weight = 1.0
-"#;
+    let text = switchyard_core::fleet::local_fleet_toml("small", 1, 2, "");
     let mut s = Scheduler::new(
-        &fleet(text),
+        &fleet(&text),
         ThroughputTable::new(),
         Config {
             policy: Policy::Switchyard,

@@ -976,3 +976,21 @@ pub(crate) async fn tenant_states(s: &AppState, auth: &Auth) -> Result<Vec<Tenan
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_replica_closes_the_connection() {
+        let closes = |status| {
+            ApiError::new(status, "x", "y")
+                .into_response()
+                .headers()
+                .get(header::CONNECTION)
+                .is_some_and(|v| v == "close")
+        };
+        assert!(closes(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(!closes(StatusCode::NOT_FOUND));
+    }
+}

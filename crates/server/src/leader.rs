@@ -347,20 +347,6 @@ mod tests {
         assert!(!due(renewed_at(&asked(0), now, ttl)));
     }
 
-    #[test]
-    fn an_unavailable_replica_closes_the_connection() {
-        use axum::response::IntoResponse as _;
-        let closes = |status| {
-            crate::http::ApiError::new(status, "x", "y")
-                .into_response()
-                .headers()
-                .get(axum::http::header::CONNECTION)
-                .is_some_and(|v| v == "close")
-        };
-        assert!(closes(axum::http::StatusCode::SERVICE_UNAVAILABLE));
-        assert!(!closes(axum::http::StatusCode::NOT_FOUND));
-    }
-
     /// Stands for the Slurm backend, whose drop waits for its worker's round.
     #[derive(Debug)]
     struct SlowToDrop(Arc<AtomicBool>);

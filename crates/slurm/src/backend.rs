@@ -1032,21 +1032,16 @@ impl Worker {
                         // end was reported before. (A leader that died between restarting a
                         // failed run and submitting it leaves that failure newest: it is
                         // then counted twice, a retry spent in a window of seconds.)
-                        let newest = tagged
+                        if !w.recovered || w.replica {
+                            return None;
+                        }
+                        let (_, newest) = tagged
                             .iter()
                             .filter(|(t, _)| t.job == key)
-                            .max_by_key(|(_, j)| numeric_id(&j.id))
-                            .map(|(_, j)| j.id.as_str());
+                            .max_by_key(|(_, j)| numeric_id(&j.id))?;
                         candidates
                             .clone()
-                            .filter(|(t, j)| {
-                                w.recovered
-                                    && !w.replica
-                                    && t.job == key
-                                    && t.attempt < w.attempt
-                                    && newest == Some(j.id.as_str())
-                            })
-                            .max_by_key(|(_, j)| numeric_id(&j.id))
+                            .find(|(t, j)| j.id == newest.id && t.attempt < w.attempt)
                     })
             });
             let Some((t, j)) = adopt else { continue };
@@ -1852,16 +1847,13 @@ mod tests {
     fn a_job_slurm_keeps_queued_says_why() {
         let fake = Fake::default();
         let mut w = worker(&fake, 1);
-        w.apply(Msg::Commands(vec![launch("j-1", 1, 8)]));
-        w.round();
-        let id = fake.active_tagged("switchyard")[0].1.clone();
+        let id = running(&fake, &mut w, launch("j-1", 1, 8));
         let set_reason = |reason: &str| {
             if let Some(j) = fake.st().jobs.iter_mut().find(|j| j.id == id) {
                 j.state = JobState::Pending;
                 j.reason = reason.into();
             }
         };
-        observed(&w);
         for reason in ["None", "Resources", "Resources", "PartitionConfig"] {
             set_reason(reason);
             w.round();
