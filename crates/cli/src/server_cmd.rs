@@ -175,6 +175,9 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
             switchyard_server::ServerError::Store(switchyard_store::StoreError::Url(_)) => {
                 CliError::Input(e.to_string())
             }
+            switchyard_server::ServerError::Store(
+                switchyard_store::StoreError::Unreachable { .. },
+            ) => CliError::Unreachable(e.to_string()),
             // Not an address at all (a port in use is the machine's state, not bad input).
             switchyard_server::ServerError::Listen { ref source, .. }
                 if source.kind() == std::io::ErrorKind::InvalidInput =>
@@ -240,6 +243,7 @@ fn store_error(e: switchyard_store::StoreError) -> CliError {
         switchyard_store::StoreError::Url(_) | switchyard_store::StoreError::NoDatabase(_) => {
             CliError::Input(e.to_string())
         }
+        switchyard_store::StoreError::Unreachable { .. } => CliError::Unreachable(e.to_string()),
         other => CliError::Other(other.to_string()),
     }
 }

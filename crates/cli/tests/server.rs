@@ -1325,6 +1325,36 @@ fn token_management(db: String) {
     }
 }
 
+/// A PostgreSQL address where nothing listens is named with the operating system's answer,
+/// exit code 4 (cannot reach), not "pool timed out" ten seconds later; the password stays out.
+#[test]
+fn a_database_that_refuses_connections_is_named() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let url = format!("postgres://switchyard:hunter2@127.0.0.1:{port}/switchyard");
+    let runs: [&[&str]; 2] = [
+        &["server", "--db", &url, "--listen", "127.0.0.1:0"],
+        &["token", "list", "--db", &url],
+    ];
+    for args in runs {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("SWITCHYARD_LOG", "off")
+            .output()
+            .expect("run switchyard");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("cannot connect to the database at 127.0.0.1:{port}"))
+                && err.to_lowercase().contains("refused"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("timed out") && !err.contains("hunter2"), "{args:?}: {err}");
+    }
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[test] fn $name() { super::$name(super::fresh_db("sqlite").expect("sqlite")); } )* }

@@ -48,6 +48,8 @@ pub enum StoreError {
     ClusterFull { cluster: String, slots: i64 },
     #[error("the operating system's random source failed: {0}")]
     Random(String),
+    #[error("cannot connect to the database at {at}: {why}")]
+    Unreachable { at: String, why: String },
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -103,6 +104,9 @@ impl SqliteStore {
     }
 }
 
+/// How long a PostgreSQL connection may take, at start and from the pool later.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// PostgreSQL: for several control-plane replicas on one database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -114,10 +118,32 @@ impl PgStore {
     /// Connects to `url` and migrates the database (under an advisory lock, so that replicas
     /// starting together migrate once).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let opts = PgConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_owned()))?;
+        // One connection of its own first: the pool retries a refused or failing connection
+        // until its acquire timeout and then says only that it timed out, hiding why.
+        let at = format!("{}:{}", opts.get_host(), opts.get_port());
+        match tokio::time::timeout(PG_CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
+            Err(_) => {
+                return Err(StoreError::Unreachable {
+                    at,
+                    why: format!("no answer within {} s", PG_CONNECT_TIMEOUT.as_secs()),
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Unreachable {
+                    at,
+                    why: e.to_string(),
+                });
+            }
+            Ok(Ok(first)) => {
+                // Closing politely is a courtesy; the pool below connects on its own.
+                let _ = first.close().await;
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .acquire_timeout(PG_CONNECT_TIMEOUT)
+            .connect_with(opts)
             .await?;
         crate::migrate::postgres(&pool).await?;
         Ok(PgStore {
