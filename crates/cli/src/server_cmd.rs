@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use switchyard_server::backend::{Backend, DryRun, Routed};
-use switchyard_server::{ServerConfig, serve_with};
+use switchyard_server::{ServerConfig, serve_on};
 use switchyard_store::StoreWrite as _;
 
 use crate::CliError;
@@ -150,7 +150,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
     let fleet = load_fleet(args.fleet.as_deref())?;
-    let backend = backend_for(&fleet, &args.store.db)?;
+    let runtime = runtime()?;
+    // One store for the server and for what its backend reads at start.
+    let store = runtime
+        .block_on(switchyard_store::connect(&args.store.db))
+        .map_err(store_error)?;
+    let backend = runtime.block_on(backend_for(&fleet, &store))?;
     let mut config = ServerConfig::new(fleet, args.store.db, args.listen);
     if args.agents {
         let root = std::path::absolute(&args.checkpoint_dir).map_err(|e| {
@@ -166,18 +171,12 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
             ..Default::default()
         });
     }
-    runtime()?
-        .block_on(serve_with(config, backend, |addr| {
+    runtime
+        .block_on(serve_on(config, store, backend, |addr| {
             // Whoever reads stdout may be gone; the server serves on regardless.
             let _ = crate::error::emit(&format!("listening on http://{addr}\n"));
         }))
         .map_err(|e| match e {
-            switchyard_server::ServerError::Store(switchyard_store::StoreError::Url(_)) => {
-                CliError::Input(e.to_string())
-            }
-            switchyard_server::ServerError::Store(
-                switchyard_store::StoreError::Unreachable { .. },
-            ) => CliError::Unreachable(e.to_string()),
             // Not an address at all (a port in use is the machine's state, not bad input).
             switchyard_server::ServerError::Listen { ref source, .. }
                 if source.kind() == std::io::ErrorKind::InvalidInput =>
@@ -194,7 +193,10 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
 /// dry run for the rest (the server puts node agents in front of it with `--agents`). Its
 /// Slurm jobs carry the tag `switchyard-` + the database's deployment id, so that another
 /// deployment on the same Slurm cluster neither takes nor cancels them.
-fn backend_for(fleet: &switchyard_core::Fleet, db: &str) -> Result<Box<dyn Backend>, CliError> {
+async fn backend_for(
+    fleet: &switchyard_core::Fleet,
+    store: &switchyard_store::AnyStore,
+) -> Result<Box<dyn Backend>, CliError> {
     let slurm_clusters: Vec<String> = fleet
         .clusters
         .iter()
@@ -204,12 +206,10 @@ fn backend_for(fleet: &switchyard_core::Fleet, db: &str) -> Result<Box<dyn Backe
     if slurm_clusters.is_empty() {
         return Ok(Box::new(DryRun::default()));
     }
-    let deployment = runtime()?
-        .block_on(async {
-            use switchyard_store::StoreRead as _;
-            switchyard_store::connect(db).await?.deployment_id().await
-        })
-        .map_err(store_error)?;
+    let deployment = {
+        use switchyard_store::StoreRead as _;
+        store.deployment_id().await.map_err(store_error)?
+    };
     let options = switchyard_slurm::Options {
         tag: format!("switchyard-{deployment}"),
         legacy_tag: Some("switchyard".into()),

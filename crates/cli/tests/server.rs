@@ -1347,11 +1347,15 @@ fn a_database_that_refuses_connections_is_named() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
         assert!(
-            err.contains(&format!("cannot connect to the database at 127.0.0.1:{port}"))
-                && err.to_lowercase().contains("refused"),
+            err.contains(&format!(
+                "cannot connect to the database at 127.0.0.1:{port}"
+            )) && err.to_lowercase().contains("refused"),
             "{args:?}: {err}"
         );
-        assert!(!err.contains("timed out") && !err.contains("hunter2"), "{args:?}: {err}");
+        assert!(
+            !err.contains("timed out") && !err.contains("hunter2"),
+            "{args:?}: {err}"
+        );
     }
 }
 

@@ -80,6 +80,18 @@ pub async fn serve_with(
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
     let store = switchyard_store::connect(&config.db_url).await?;
+    serve_on(config, store, backend, on_listening).await
+}
+
+/// [`serve_with`] on a store the caller has opened already (from `config.db_url`), so that
+/// whatever it read to build the backend (the deployment id of Slurm's job tags) comes from the
+/// very database the server uses, `sqlite::memory:` included.
+pub async fn serve_on(
+    config: ServerConfig,
+    store: switchyard_store::AnyStore,
+    backend: Box<dyn backend::Backend>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Listen {
