@@ -309,6 +309,11 @@ struct Run {
     start_s: f64,
     /// When progress starts (after the restart cost).
     progress_from: f64,
+    /// What the run pays before it makes progress once its work begins (the restart cost).
+    setup_s: f64,
+    /// Its backend holds it queued: its accelerators are taken but its work has not begun
+    /// (a Slurm job still pending), so it makes no progress ([`Scheduler::held`]).
+    held: bool,
     /// Fraction of the job per second of computing (no checkpoint overhead).
     rate: f64,
     /// Checkpoint interval (compute seconds between checkpoints); infinite without failures.
@@ -1289,6 +1294,8 @@ impl Scheduler {
             size,
             start_s: now,
             progress_from: now + restart,
+            setup_s: restart,
+            held: false,
             rate,
             tau,
             end_s: 0.0,
@@ -1379,7 +1386,11 @@ impl Scheduler {
         finished: bool,
         graceful: bool,
     ) -> (f64, f64) {
-        let elapsed = (now - run.progress_from).max(0.0);
+        let elapsed = if run.held {
+            0.0
+        } else {
+            (now - run.progress_from).max(0.0)
+        };
         let kind = self.jobs[j as usize].kind;
         if finished {
             let kept = (1.0 - self.jobs[j as usize].done) / run.rate;
@@ -1451,6 +1462,60 @@ impl Scheduler {
         {
             j.first_start_s = Some(at_s.max(j.submit_s));
         }
+    }
+
+    /// The backend holds `job`'s run of `generation` queued at `now` (its cluster's own queue
+    /// keeps it, like a Slurm job still pending): it keeps its accelerators but makes no
+    /// progress until [`Scheduler::began`], and a failure or a change of leader meanwhile loses
+    /// nothing and keeps nothing. Returns whether the run is held (false, and nothing done,
+    /// for another generation, a job not running, a service).
+    pub fn held(&mut self, job: JobIdx, generation: u32) -> bool {
+        let Some(j) = self.jobs.get_mut(job as usize) else {
+            return false;
+        };
+        if j.state != JobState::Running || j.generation != generation {
+            return false;
+        }
+        match j.run.as_mut() {
+            Some(run) => {
+                run.held = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The work of `job`'s held run of `generation` began at `now`: its progress starts after
+    /// its restart cost from now, and its predicted end moves by as long as it was held. A first
+    /// run's first start moves to now too, so that its queueing counts up to here. Returns the
+    /// new predicted end; `None` (nothing changed) unless the run was [`Scheduler::held`].
+    pub fn began(&mut self, job: JobIdx, generation: u32, now: f64) -> Option<f64> {
+        let j = self.jobs.get(job as usize)?;
+        if j.state != JobState::Running || j.generation != generation {
+            return None;
+        }
+        let run = j.run.as_ref().filter(|r| r.held)?;
+        let (cluster, order, old_end) = (run.cluster as usize, j.order, run.end_s);
+        let first_run = j.first_start_s == Some(run.start_s);
+        let mut run = run.clone();
+        run.held = false;
+        run.progress_from = run.progress_from.max(now + run.setup_s);
+        let eff = self.eff_rate(&run);
+        run.end_s = run.progress_from
+            + if eff.is_infinite() {
+                0.0
+            } else {
+                (1.0 - j.done) / eff
+            };
+        let end = run.end_s;
+        self.ends[cluster].remove(&(bits(old_end), order, job));
+        self.ends[cluster].insert((bits(end), order, job));
+        let j = &mut self.jobs[job as usize];
+        if first_run {
+            j.first_start_s = Some(now.max(j.submit_s));
+        }
+        j.run = Some(run);
+        Some(end)
     }
 
     /// Marks a job submitted to this scheduler as one that was running under an earlier one
@@ -1676,6 +1741,8 @@ impl Scheduler {
         let restart = self.restart_cost(j, c as u32);
         run.start_s = now;
         run.progress_from = now + restart;
+        run.setup_s = restart;
+        run.held = false;
         let eff = self.eff_rate(&run);
         let done = self.jobs[j as usize].done;
         run.end_s = run.progress_from

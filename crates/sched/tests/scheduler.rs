@@ -835,6 +835,54 @@ fn a_clusters_own_restart_time_is_what_a_restart_costs_there() {
     );
 }
 
+/// A run its cluster keeps queued (a Slurm job still pending) holds its accelerators but makes
+/// no progress: its predicted end moves by as long as it was held, its queueing counts up to
+/// when its work began, and a failure while held keeps nothing.
+#[test]
+fn a_held_run_progresses_only_once_its_work_begins() {
+    let mut s = sched(Policy::Switchyard, false);
+    let mut spec = job("run", "a", 64, 1000.0);
+    spec.clusters = vec!["fast".into()];
+    let j = submit(&mut s, 0.0, spec);
+    let started = pass(&mut s, 0.0);
+    assert!(
+        started.iter().any(|d| matches!(d.action,
+            Action::Start { job, generation: 1, expected_end_s, .. }
+                if job == j && (expected_end_s - 1000.0).abs() < 1e-9)),
+        "{started:?}"
+    );
+    assert!(!s.held(j, 2), "another generation is not held");
+    assert_eq!(
+        s.began(j, 1, 10.0),
+        None,
+        "a run not held has begun already"
+    );
+    assert!(s.held(j, 1));
+    assert!(s.held(j, 1), "told again: still held, nothing changes");
+    assert_eq!(s.kept_fraction(j, 390.0), 0.0, "no progress while held");
+    let end = s.began(j, 1, 400.0).expect("it was held");
+    assert!((end - 1400.0).abs() < 1e-9, "{end}");
+    assert_eq!(s.began(j, 1, 500.0), None, "began once");
+    assert!((s.kept_fraction(j, 900.0) - 0.5).abs() < 1e-9);
+    assert_eq!(s.job(j).first_start_s, Some(400.0));
+    pass(&mut s, 400.0);
+    let mut out = Vec::new();
+    s.handle(
+        1400.0,
+        Event::Finished {
+            job: j,
+            generation: 1,
+        },
+        &mut out,
+    );
+    assert!(
+        out.iter()
+            .any(|d| matches!(d.action, Action::Finish { job, .. } if job == j)),
+        "{out:?}"
+    );
+    s.check_invariants().expect("invariants");
+}
+
 /// A short job that takes the accelerators of its own team's long run (shortest remaining
 /// time first) says so; it is not a team reclaiming quota from itself.
 #[test]

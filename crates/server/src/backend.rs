@@ -81,6 +81,19 @@ pub enum Observed {
         generation: u32,
         reason: String,
     },
+    /// A run's cluster keeps it queued (a Slurm job still pending): its accelerators are
+    /// booked but its work has not begun, so it makes no progress until [`Observed::Began`].
+    /// `why` is the cluster's reason in words; told again when it changes.
+    Held {
+        job: String,
+        generation: u32,
+        why: String,
+    },
+    /// A held run's work began: it progresses from now.
+    Began {
+        job: String,
+        generation: u32,
+    },
     NodeFailed {
         cluster: u32,
         node: u32,

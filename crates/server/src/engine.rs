@@ -62,6 +62,8 @@ struct Tracked {
     restarts_before: i64,
     /// It was running when this leader took over.
     recovered: bool,
+    /// Why its cluster keeps its current run queued (its work has not begun), if it does.
+    held: Option<String>,
     /// Inference services: the replica range submitted, and the count the scheduler wants
     /// (the minimum until [`Engine::scale`] says otherwise).
     replica_range: Option<(u32, u32)>,
@@ -188,6 +190,7 @@ impl Engine {
             attempts: 0,
             restarts_before: record.restarts + i64::from(record.state == JobState::Running),
             recovered: record.state == JobState::Running,
+            held: None,
             replica_range,
             wanted: replica_range.map_or(1, |r| r.0),
             scaled: None,
@@ -370,6 +373,34 @@ impl Engine {
         self.drain(now_ms);
     }
 
+    /// The backend reports a run its cluster keeps queued, and why: the run holds its
+    /// accelerators without progressing, and the job's reason says so.
+    pub fn held(&mut self, id: &str, generation: u32, why: &str) {
+        if let Some(&job) = self.by_id.get(id)
+            && self.sched.held(job, generation)
+        {
+            self.jobs[job as usize].held = Some(why.to_owned());
+            self.dirty.insert(job);
+        }
+    }
+
+    /// The backend reports that a held run's work began: it progresses from now, its predicted
+    /// end moves by as long as it was held, and a job's first run counts as started now.
+    pub fn began(&mut self, now_ms: i64, id: &str, generation: u32) {
+        let Some(&job) = self.by_id.get(id) else {
+            return;
+        };
+        let now = self.clock.to_s(now_ms);
+        if self.sched.began(job, generation, now).is_some() {
+            let t = &mut self.jobs[job as usize];
+            t.held = None;
+            if t.attempts_before + t.attempts == 1 {
+                t.started_ms = Some(now_ms);
+            }
+            self.dirty.insert(job);
+        }
+    }
+
     /// Something a backend wants in a job's events (also of a job that has just ended and been
     /// let go: a backend's last word about it, like a replica restarted as it was stopped).
     pub fn note(&mut self, now_ms: i64, id: &str, kind: &str, message: &str) {
@@ -429,6 +460,7 @@ impl Engine {
                     t.allocated = i64::from(accelerators);
                     t.started_ms.get_or_insert(at_ms);
                     t.attempts += 1;
+                    t.held = None;
                     message = format!("attempt {}: {message}", t.attempts_before + t.attempts);
                     self.commands.push(Command::Launch {
                         job: t.id.clone(),
@@ -531,6 +563,7 @@ impl Engine {
     fn stop(&mut self, job: JobIdx) {
         let t = &mut self.jobs[job as usize];
         t.allocated = 0;
+        t.held = None;
         self.commands.push(Command::Stop { job: t.id.clone() });
     }
 
@@ -594,6 +627,13 @@ impl Engine {
                         self.clusters[c as usize]
                     )
                 }
+                (SchedState::Running, Some(c)) if t.held.is_some() => format!(
+                    "placed on {} accelerator{} of {}, not running yet: {}",
+                    t.allocated,
+                    if t.allocated == 1 { "" } else { "s" },
+                    self.clusters[c as usize],
+                    t.held.as_deref().unwrap_or_default()
+                ),
                 // The scheduler's own words give its clock's start time; say it plainly.
                 (SchedState::Running, Some(c)) => format!(
                     "running on {} accelerator{} of {}",
@@ -755,6 +795,62 @@ mod tests {
             (JobState::Done, 0, Some(T0 + 10_000))
         );
         assert_eq!(cmds, [Command::Stop { job: "a".into() }]);
+        e.check().expect("invariants");
+    }
+
+    /// A run its cluster keeps queued (a Slurm job still pending) says so in its reason, and
+    /// counts as started, and queued until, when its work began.
+    #[test]
+    fn a_run_its_cluster_keeps_queued_says_so_and_starts_when_it_begins() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        e.admit(T0, &record("a", 1), spec(10.0));
+        e.schedule(T0);
+        let (_, cmds) = e.take(T0);
+        let Some(&Command::Launch { generation, .. }) = cmds.first() else {
+            panic!("a launch: {cmds:?}");
+        };
+        e.held("a", generation + 1, "an older run's word");
+        e.began(T0 + 500, "a", generation);
+        let (batch, _) = e.take(T0 + 500);
+        assert!(batch.updates.is_empty(), "{:?}", batch.updates);
+
+        e.held(
+            "a",
+            generation,
+            "Slurm job 7 waits in Slurm's queue (Resources)",
+        );
+        let (batch, _) = e.take(T0 + 1000);
+        let u = update(&batch, "a");
+        assert_eq!((u.state, u.started_ms), (JobState::Running, Some(T0)));
+        assert_eq!(
+            u.reason,
+            format!(
+                "placed on 8 accelerators of {}, not running yet: Slurm job 7 waits in Slurm's queue (Resources)",
+                u.cluster.as_deref().unwrap_or_default()
+            )
+        );
+
+        e.began(T0 + 60_000, "a", generation);
+        let (batch, _) = e.take(T0 + 60_000);
+        let u = update(&batch, "a");
+        assert!(
+            u.reason.starts_with("running on 8 accelerators"),
+            "{}",
+            u.reason
+        );
+        assert_eq!(u.started_ms, Some(T0 + 60_000));
+        e.finished(T0 + 70_000, "a", generation);
+        let (batch, _) = e.take(T0 + 70_000);
+        let finish = batch
+            .events
+            .iter()
+            .find(|ev| ev.kind == "finished")
+            .expect("a finished event");
+        assert!(
+            finish.message.contains("(60 s queued)"),
+            "{}",
+            finish.message
+        );
         e.check().expect("invariants");
     }
 

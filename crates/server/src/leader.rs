@@ -257,6 +257,12 @@ async fn pass(
                 reason,
             } => l.engine.interrupted(now, &job, generation, &reason),
             Observed::Event { job, kind, message } => l.engine.note(now, &job, &kind, &message),
+            Observed::Held {
+                job,
+                generation,
+                why,
+            } => l.engine.held(&job, generation, &why),
+            Observed::Began { job, generation } => l.engine.began(now, &job, generation),
             Observed::Output(lines) => output.extend(lines),
             Observed::NodeFailed { cluster, node } => l.engine.node(now, cluster, node, true),
             Observed::NodeRepaired { cluster, node } => l.engine.node(now, cluster, node, false),

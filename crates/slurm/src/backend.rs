@@ -335,6 +335,8 @@ struct Want {
     running_seen: bool,
     /// Why Slurm last said its job waits in Slurm's own queue (reported when it changes).
     pending_reason: Option<String>,
+    /// The server was told the run is held (its Slurm job pending) and not yet that it began.
+    held: bool,
     /// First launch after a reset: may take over a Slurm job already there.
     adoptable: bool,
     /// The job was running when the leader took over: its newest Slurm job is the previous
@@ -548,6 +550,7 @@ impl Worker {
             slurm_id: None,
             running_seen: false,
             pending_reason: None,
+            held: false,
             adoptable,
             recovered,
             next_try: Instant::now(),
@@ -887,33 +890,58 @@ impl Worker {
             let failure = failures.get(&id).map(String::as_str);
             if let Some(ending) = ending(&id, &state, &reason, exit, failure) {
                 self.ended(&key, &cluster_name, ending);
-            } else if state == JobState::Pending
-                && !matches!(reason.as_str(), "" | "None")
-                && let Some(w) = self.wants.get_mut(&key)
-                && w.pending_reason.as_deref() != Some(reason.as_str())
-                // A busy cluster's jobs flip between these two all day: said once.
-                && !(w.pending_reason.is_some() && matches!(reason.as_str(), "Priority" | "Resources"))
-            {
+                continue;
+            }
+            let Some(w) = self.wants.get_mut(&key) else {
+                continue;
+            };
+            if state == JobState::Pending {
                 // Placed by Switchyard but queued by Slurm (other users' jobs, limits, a
                 // partition that cannot run it): the run does not progress, and Slurm says why.
-                w.pending_reason = Some(reason.clone());
-                self.event(
-                    &key,
-                    &cluster_name,
-                    "slurm_pending",
-                    format!("Slurm job {id} waits in Slurm's queue: {reason}"),
-                );
-            } else if state == JobState::Running
-                && let Some(w) = self.wants.get_mut(&key)
-                && !w.running_seen
-            {
-                w.running_seen = true;
-                self.event(
-                    &key,
-                    &cluster_name,
-                    "slurm_running",
-                    format!("Slurm job {id} is running"),
-                );
+                let known = !matches!(reason.as_str(), "" | "None");
+                let tell = known
+                    && w.pending_reason.as_deref() != Some(reason.as_str())
+                    // A busy cluster's jobs flip between these two all day: said once.
+                    && !(w.pending_reason.is_some()
+                        && matches!(reason.as_str(), "Priority" | "Resources"));
+                // A gang's run is held until its job runs (a service's replicas come and go
+                // on their own).
+                let hold = !w.replica && (tell || !w.held);
+                if tell {
+                    w.pending_reason = Some(reason.clone());
+                }
+                w.held |= hold;
+                let (job, generation) = (w.job.clone(), w.generation);
+                let why = if known {
+                    format!("Slurm job {id} waits in Slurm's queue: {reason}")
+                } else {
+                    format!("Slurm job {id} waits in Slurm's queue")
+                };
+                if hold {
+                    self.observe(Observed::Held {
+                        job,
+                        generation,
+                        why: why.clone(),
+                    });
+                }
+                if tell {
+                    self.event(&key, &cluster_name, "slurm_pending", why);
+                }
+            } else if state == JobState::Running {
+                let began = std::mem::take(&mut w.held);
+                let first = !std::mem::replace(&mut w.running_seen, true);
+                let (job, generation) = (w.job.clone(), w.generation);
+                if began {
+                    self.observe(Observed::Began { job, generation });
+                }
+                if first {
+                    self.event(
+                        &key,
+                        &cluster_name,
+                        "slurm_running",
+                        format!("Slurm job {id} is running"),
+                    );
+                }
             }
         }
 
@@ -1097,6 +1125,7 @@ impl Worker {
         w.slurm_id = None;
         w.running_seen = false;
         w.pending_reason = None;
+        w.held = false;
         if w.replica {
             // A service replica is never done: start it again (after back-off).
             let why = match how {
@@ -1858,7 +1887,8 @@ mod tests {
             set_reason(reason);
             w.round();
         }
-        let said: Vec<String> = events(&observed(&w))
+        let seen = observed(&w);
+        let said: Vec<String> = events(&seen)
             .into_iter()
             .filter(|e| e.1 == "slurm_pending")
             .map(|e| e.2)
@@ -1869,6 +1899,42 @@ mod tests {
                 format!("Slurm job {id} waits in Slurm's queue: Resources"),
                 format!("Slurm job {id} waits in Slurm's queue: PartitionConfig"),
             ]
+        );
+        // The server holds the run (no progress) from the first pending listing, and hears
+        // each new reason; then that its work began, once.
+        let held: Vec<&str> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observed::Held {
+                    job,
+                    generation: 1,
+                    why,
+                } if job == "j-1" => Some(why.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            held,
+            [
+                format!("Slurm job {id} waits in Slurm's queue"),
+                format!("Slurm job {id} waits in Slurm's queue: Resources"),
+                format!("Slurm job {id} waits in Slurm's queue: PartitionConfig"),
+            ]
+        );
+        assert!(!seen.iter().any(|o| matches!(o, Observed::Began { .. })));
+        fake.set_state(&id, JobState::Running);
+        w.round();
+        w.round();
+        let began: Vec<Observed> = observed(&w)
+            .into_iter()
+            .filter(|o| matches!(o, Observed::Held { .. } | Observed::Began { .. }))
+            .collect();
+        assert_eq!(
+            began,
+            [Observed::Began {
+                job: "j-1".into(),
+                generation: 1
+            }]
         );
     }
 

@@ -81,4 +81,62 @@ fn jobs_submitted_to_the_api_run_and_are_cancelled_on_slurm() {
         submitted.contains(&format!("Slurm job {}", runs[0].0)),
         "{submitted}"
     );
+
+    // A job Slurm keeps queued (someone else's job holds the node) keeps its placement without
+    // running: its reason says so, and it counts as started when its Slurm job starts. (In this
+    // test rather than its own: a blocker would hold up a test running beside it.)
+    let blocker = std::process::Command::new("sbatch")
+        .args([
+            "--parsable",
+            "-p",
+            "debug",
+            "--exclusive",
+            "-J",
+            "sytest-blocker",
+        ])
+        .args(["--wrap", "sleep 120"])
+        .output()
+        .expect("run sbatch");
+    assert!(blocker.status.success(), "{blocker:?}");
+    let blocker = String::from_utf8_lossy(&blocker.stdout).trim().to_owned();
+    let release = || {
+        let _ = std::process::Command::new("scancel").arg(&blocker).status();
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while CliClient::default()
+        .jobs()
+        .expect("squeue answers")
+        .iter()
+        .all(|j| j.id != blocker || j.state != JobState::Running)
+    {
+        if Instant::now() > end {
+            release();
+            panic!("the blocker job {blocker} did not start");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let held = server.submit("held", 1.0);
+    let end = Instant::now() + Duration::from_secs(30);
+    let held_seen_ms = loop {
+        let job = server.get(&format!("/v1/jobs/{held}"));
+        let reason = job["reason"].as_str().unwrap_or_default();
+        if job["state"] == "running" && reason.contains("not running yet") {
+            assert!(reason.contains("waits in Slurm's queue"), "{job}");
+            break std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+        }
+        if Instant::now() > end {
+            release();
+            panic!("no held reason: {job}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    release();
+    server.wait_state(&held, "done", 90);
+    let job = server.get(&format!("/v1/jobs/{held}"));
+    assert!(
+        job["started_ms"].as_i64().unwrap_or_default() >= held_seen_ms,
+        "it started when Slurm ran it, after {held_seen_ms}: {job}"
+    );
 }

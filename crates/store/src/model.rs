@@ -182,7 +182,8 @@ pub struct JobUpdate {
     pub restarts: i64,
     /// Failed runs counted against the job's `max_retries`.
     pub failures: i64,
-    /// Kept if already set.
+    /// The job's first start as the leader sees it (a run its cluster held counts from when
+    /// its work began); `None` keeps what is stored.
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
     pub updated_ms: i64,

@@ -1021,7 +1021,7 @@ macro_rules! sql_store {
                            started_ms, finished_ms, updated_ms, work_done) AS (VALUES {}) \
                          UPDATE jobs SET state = v.state, reason = v.reason, cluster = v.cluster, \
                            allocated = v.allocated, restarts = v.restarts, failures = v.failures, \
-                           started_ms = COALESCE(jobs.started_ms, v.started_ms), \
+                           started_ms = COALESCE(v.started_ms, jobs.started_ms), \
                            finished_ms = v.finished_ms, updated_ms = v.updated_ms, \
                            work_done = v.work_done, seen = TRUE \
                          FROM v WHERE jobs.id = v.id",

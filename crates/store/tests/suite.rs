@@ -490,9 +490,21 @@ async fn failed_jobs(s: AnyStore) {
         }],
         events: vec![],
     };
+    // The leader's first start replaces the stored one (a run its cluster held starts when its
+    // work began); none keeps it.
+    let mut started = batch.clone();
+    started.updates[0].state = JobState::Running;
+    started.updates[0].started_ms = Some(12);
+    started.updates[0].finished_ms = None;
+    s.apply(&lease, &started).await.expect("apply");
+    started.updates[0].started_ms = None;
+    s.apply(&lease, &started).await.expect("apply");
+    let got = s.get_job(&j.id, None).await.expect("get").expect("found");
+    assert_eq!(got.started_ms, Some(12));
     s.apply(&lease, &batch).await.expect("apply");
     let got = s.get_job(&j.id, None).await.expect("get").expect("found");
     assert_eq!((got.state, got.finished_ms), (JobState::Failed, Some(30)));
+    assert_eq!(got.started_ms, Some(20));
     assert_eq!(
         (got.restarts, got.failures),
         (2, 3),
