@@ -299,6 +299,8 @@ pub struct JobView<'a> {
     /// The cluster it runs on or last ran on.
     pub cluster: Option<u32>,
     pub restarts: u32,
+    /// Its starts so far: the generation of its current or last run.
+    pub generation: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -627,6 +629,7 @@ impl Scheduler {
             finish_s: j.finish_s,
             cluster: j.run.as_ref().map(|r| r.cluster).or(j.last_cluster),
             restarts: j.restarts,
+            generation: j.generation,
         }
     }
 

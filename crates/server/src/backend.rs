@@ -89,6 +89,13 @@ pub enum Observed {
         generation: u32,
         why: String,
     },
+    /// The launch of `generation` took over the work an earlier attempt started, still going
+    /// (a new leader found its Slurm job): the run goes on as that `attempt`, not a new one.
+    Continued {
+        job: String,
+        generation: u32,
+        attempt: u32,
+    },
     /// A held run's work began: it progresses from now.
     Began {
         job: String,

@@ -401,6 +401,40 @@ impl Engine {
         }
     }
 
+    /// The backend took over the work of an earlier `attempt` for a recovered job's first
+    /// launch here (a Slurm job the last leader started is still there): the run goes on as that
+    /// attempt, so its number, the job's restarts and its logs stay those of the work itself.
+    /// No-op unless the run of `generation` is that first launch and `attempt` is older.
+    pub fn continued(&mut self, now_ms: i64, id: &str, generation: u32, attempt: u32) {
+        let Some(&job) = self.by_id.get(id) else {
+            return;
+        };
+        let v = self.sched.job(job);
+        let t = &mut self.jobs[job as usize];
+        if v.state != SchedState::Running
+            || v.generation != generation
+            || !(t.recovered && t.attempts == 1)
+            || attempt == 0
+            || attempt >= t.attempts_before + t.attempts
+        {
+            return;
+        }
+        t.attempts_before = attempt - 1;
+        // The recovery did not restart it after all.
+        t.restarts_before = (t.restarts_before - 1).max(i64::from(attempt) - 1);
+        let cluster = v.cluster.map(|c| self.clusters[c as usize].clone());
+        self.batch.events.push(NewEvent {
+            job_id: id.to_owned(),
+            at_ms: now_ms,
+            kind: "continued".into(),
+            cluster,
+            message: format!(
+                "attempt {attempt} goes on: its work was still there and was taken over, so this is not a new attempt"
+            ),
+        });
+        self.dirty.insert(job);
+    }
+
     /// Something a backend wants in a job's events (also of a job that has just ended and been
     /// let go: a backend's last word about it, like a replica restarted as it was stopped).
     pub fn note(&mut self, now_ms: i64, id: &str, kind: &str, message: &str) {
@@ -1303,6 +1337,63 @@ mod tests {
         let u = update(&batch, "a");
         assert_eq!(u.state, JobState::Running);
         assert_eq!(u.started_ms, Some(T0 - 5000), "the first start is kept");
+    }
+
+    /// A recovered job whose backend took over the work of its earlier attempt goes on as that
+    /// attempt: no restart counted, and a retry after it is the next attempt.
+    #[test]
+    fn a_recovered_run_whose_work_was_taken_over_keeps_its_attempt() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("a", 1);
+        r.state = JobState::Running;
+        r.cluster = Some("colossus-1".into());
+        r.started_ms = Some(T0 - 5000);
+        r.restarts = 2;
+        e.admit(T0, &r, spec(3600.0));
+        e.schedule(T0);
+        let (_, cmds) = e.take(T0);
+        let Some(&Command::Launch {
+            generation,
+            attempt: 4,
+            recovered: true,
+            ..
+        }) = cmds.first()
+        else {
+            panic!("a recovered launch as attempt 4: {cmds:?}");
+        };
+        // Only an older attempt of this very run counts.
+        e.continued(T0 + 100, "a", generation + 1, 3);
+        e.continued(T0 + 100, "a", generation, 4);
+        let (batch, _) = e.take(T0 + 100);
+        assert!(batch.events.is_empty(), "{:?}", batch.events);
+        e.continued(T0 + 200, "a", generation, 3);
+        let (batch, _) = e.take(T0 + 200);
+        let u = update(&batch, "a");
+        assert_eq!(u.restarts, 2, "the recovery restarted nothing");
+        assert!(
+            batch
+                .events
+                .iter()
+                .any(|ev| ev.kind == "continued" && ev.message.starts_with("attempt 3 goes on")),
+            "{:?}",
+            batch.events
+        );
+        e.failed(T0 + 300, "a", generation, "rank 0 exited with code 1");
+        e.schedule(T0 + 300);
+        let (batch, cmds) = e.take(T0 + 300);
+        assert!(
+            cmds.iter().any(|c| matches!(
+                c,
+                Command::Launch {
+                    attempt: 4,
+                    recovered: false,
+                    ..
+                }
+            )),
+            "{cmds:?}"
+        );
+        assert_eq!(update(&batch, "a").restarts, 3);
+        e.check().expect("invariants");
     }
 
     /// A job recovered by a new leader reports the queueing it had before its first start,

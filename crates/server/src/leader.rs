@@ -263,6 +263,11 @@ async fn pass(
                 why,
             } => l.engine.held(&job, generation, &why),
             Observed::Began { job, generation } => l.engine.began(now, &job, generation),
+            Observed::Continued {
+                job,
+                generation,
+                attempt,
+            } => l.engine.continued(now, &job, generation, attempt),
             Observed::Output(lines) => output.extend(lines),
             Observed::NodeFailed { cluster, node } => l.engine.node(now, cluster, node, true),
             Observed::NodeRepaired { cluster, node } => l.engine.node(now, cluster, node, false),

@@ -1082,6 +1082,7 @@ impl Worker {
             );
             let labelled = w.command.is_some();
             let job = w.job.clone();
+            let mut continued = None;
             if let Some(w) = self.wants.get_mut(&key) {
                 w.slurm_id = Some(id.clone());
                 w.resubmit = w.resubmit.max(t.resubmit);
@@ -1089,6 +1090,14 @@ impl Worker {
                 if w.replica {
                     // A replica's attempts count its starts: they go on from the job's.
                     w.attempt = w.attempt.max(t.attempt);
+                } else if t.attempt > 0 && t.attempt < w.attempt {
+                    // The work is the earlier attempt's, and goes on as that one.
+                    w.attempt = t.attempt;
+                    continued = Some(Observed::Continued {
+                        job: w.job.clone(),
+                        generation: w.generation,
+                        attempt: t.attempt,
+                    });
                 }
             }
             // The job writes where its own tag says.
@@ -1104,6 +1113,9 @@ impl Worker {
             );
             claimed.insert(id);
             self.event(&key, cluster_name, "slurm_adopted", msg);
+            if let Some(o) = continued {
+                self.observe(o);
+            }
         }
         // Once a round has seen the listing, later launches of this term never adopt.
         for w in self.wants.values_mut() {
@@ -2242,6 +2254,27 @@ mod tests {
                 .any(|o| matches!(o, Observed::Failed { job, .. } if job == "j-run")),
             "{obs:?}"
         );
+        // The runs taken over go on as the attempts their jobs are (before any end is told).
+        let mut continued: Vec<(&str, u32, u32)> = obs
+            .iter()
+            .filter_map(|o| match o {
+                Observed::Continued {
+                    job,
+                    generation,
+                    attempt,
+                } => Some((job.as_str(), *generation, *attempt)),
+                _ => None,
+            })
+            .collect();
+        continued.sort_unstable();
+        assert_eq!(continued, [("j-older", 1, 3), ("j-run", 1, 3)], "{obs:?}");
+        let first = |want: fn(&Observed) -> bool| obs.iter().position(want);
+        assert!(
+            first(|o| matches!(o, Observed::Continued { job, .. } if job == "j-run"))
+                < first(|o| matches!(o, Observed::Failed { job, .. } if job == "j-run")),
+            "{obs:?}"
+        );
+        assert_eq!(w.wants["j-older"].attempt, 3);
         assert!(
             !obs.iter()
                 .any(|o| matches!(o, Observed::Failed { job, .. } if job == "j-older")),
