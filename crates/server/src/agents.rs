@@ -955,6 +955,7 @@ impl Hub {
                                     "replica process {} {how}; its agent restarted it (restart {})",
                                     st.assignment_id, st.restarts
                                 ),
+                                cluster: None,
                             });
                         }
                     }
@@ -1228,6 +1229,7 @@ impl AgentBackend {
                     message: format!(
                         "a replica could not be started: {why}; the scheduler places it again"
                     ),
+                    cluster: None,
                 });
                 return;
             }
@@ -1428,6 +1430,7 @@ impl Backend for AgentBackend {
                         "node {id} ({host}) missed {} heartbeats ({} ms)",
                         settings.lost_after, deadline
                     ),
+                    cluster: None,
                 });
             }
             out.push(Observed::NodeFailed {

@@ -117,6 +117,9 @@ pub enum Observed {
         job: String,
         kind: String,
         message: String,
+        /// The cluster it happened on, if the backend says (otherwise the job's current one;
+        /// a job that has ended and been let go has none).
+        cluster: Option<String>,
     },
 }
 
@@ -319,6 +322,7 @@ mod tests {
                 job: self.name.into(),
                 kind: "polled".into(),
                 message: String::new(),
+                cluster: None,
             }]
         }
         fn reset(&mut self) {

@@ -437,12 +437,21 @@ impl Engine {
 
     /// Something a backend wants in a job's events (also of a job that has just ended and been
     /// let go: a backend's last word about it, like a replica restarted as it was stopped).
-    pub fn note(&mut self, now_ms: i64, id: &str, kind: &str, message: &str) {
-        let cluster = self.by_id.get(id).and_then(|&job| {
-            self.sched
-                .job(job)
-                .cluster
-                .map(|c| self.clusters[c as usize].clone())
+    pub fn note(
+        &mut self,
+        now_ms: i64,
+        id: &str,
+        kind: &str,
+        message: &str,
+        cluster: Option<String>,
+    ) {
+        let cluster = cluster.or_else(|| {
+            self.by_id.get(id).and_then(|&job| {
+                self.sched
+                    .job(job)
+                    .cluster
+                    .map(|c| self.clusters[c as usize].clone())
+            })
         });
         self.batch.events.push(NewEvent {
             job_id: id.to_owned(),
@@ -927,9 +936,18 @@ mod tests {
             e.cancel(now, &id);
             let (batch, cmds) = e.take(now);
             assert!(batch.is_empty() && cmds.is_empty(), "{batch:?} {cmds:?}");
-            e.note(now, &id, "replica_restarted", "late word");
+            e.note(now, &id, "replica_restarted", "late word", None);
+            e.note(
+                now,
+                &id,
+                "slurm_cancelled",
+                "the backend names it",
+                Some("hpc".into()),
+            );
             let (batch, _) = e.take(now);
-            assert_eq!(batch.events.len(), 1);
+            assert_eq!(batch.events.len(), 2);
+            assert_eq!(batch.events[0].cluster, None, "let go: no cluster known");
+            assert_eq!(batch.events[1].cluster.as_deref(), Some("hpc"));
             assert!(batch.updates.is_empty());
             e.check().expect("invariants");
         }

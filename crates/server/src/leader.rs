@@ -256,7 +256,12 @@ async fn pass(
                 generation,
                 reason,
             } => l.engine.interrupted(now, &job, generation, &reason),
-            Observed::Event { job, kind, message } => l.engine.note(now, &job, &kind, &message),
+            Observed::Event {
+                job,
+                kind,
+                message,
+                cluster,
+            } => l.engine.note(now, &job, &kind, &message, cluster),
             Observed::Held {
                 job,
                 generation,

@@ -497,6 +497,7 @@ impl Worker {
             job: job.to_owned(),
             kind: kind.to_owned(),
             message,
+            cluster: Some(cluster.to_owned()),
         });
     }
 
@@ -1740,9 +1741,9 @@ mod tests {
     fn events(obs: &[Observed]) -> Vec<(String, String, String)> {
         obs.iter()
             .filter_map(|o| match o {
-                Observed::Event { job, kind, message } => {
-                    Some((job.clone(), kind.clone(), message.clone()))
-                }
+                Observed::Event {
+                    job, kind, message, ..
+                } => Some((job.clone(), kind.clone(), message.clone())),
                 _ => None,
             })
             .collect()

@@ -148,9 +148,9 @@ fn wait_for(
 fn events(seen: &[Observed]) -> Vec<(String, String, String)> {
     seen.iter()
         .filter_map(|o| match o {
-            Observed::Event { job, kind, message } => {
-                Some((job.clone(), kind.clone(), message.clone()))
-            }
+            Observed::Event {
+                job, kind, message, ..
+            } => Some((job.clone(), kind.clone(), message.clone())),
             _ => None,
         })
         .collect()
