@@ -1359,6 +1359,29 @@ fn a_database_that_refuses_connections_is_named() {
     }
 }
 
+/// A database URL that does not parse is bad input (exit code 2) named with what is wrong,
+/// and its password is not printed.
+#[test]
+fn a_malformed_database_url_is_named_without_its_password() {
+    for (url, says) in [
+        ("postgres://u:hunter2@db:badport/sy", "invalid port number"),
+        ("postgres://u:hun@ter2@db:5432/sy?sslmode=bogus", "bogus"),
+        ("mysql://root:hunter2@db/sy", "unsupported database URL"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["token", "list", "--db", url])
+            .output()
+            .expect("run switchyard");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(says) && err.contains(":***@"), "{url}: {err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("ter2"),
+            "{url}: {err}"
+        );
+    }
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[test] fn $name() { super::$name(super::fresh_db("sqlite").expect("sqlite")); } )* }

@@ -1469,47 +1469,77 @@ impl Scheduler {
 
     /// The backend holds `job`'s run of `generation` queued at `now` (its cluster's own queue
     /// keeps it, like a Slurm job still pending): it keeps its accelerators but makes no
-    /// progress until [`Scheduler::began`], and a failure or a change of leader meanwhile loses
-    /// nothing and keeps nothing. Returns whether the run is held (false, and nothing done,
-    /// for another generation, a job not running, a service).
-    pub fn held(&mut self, job: JobIdx, generation: u32) -> bool {
-        let Some(j) = self.jobs.get_mut(job as usize) else {
+    /// progress until [`Scheduler::began`]. `interrupted`: its work had begun and stopped (a
+    /// Slurm job lost to the infrastructure and submitted again): what its checkpoints hold is
+    /// kept, the rest is lost, and beginning again costs a restart; otherwise it has not begun
+    /// since its placement and has made no progress. Its predicted end is as if it began now;
+    /// telling it again while it is held only moves that. Returns whether the run is held
+    /// (false, and nothing done, for another generation, a job not running, a service).
+    pub fn held(&mut self, job: JobIdx, generation: u32, now: f64, interrupted: bool) -> bool {
+        let Some(j) = self.jobs.get(job as usize) else {
             return false;
         };
         if j.state != JobState::Running || j.generation != generation {
             return false;
         }
-        match j.run.as_mut() {
-            Some(run) => {
-                run.held = true;
-                true
-            }
-            None => false,
+        let Some(mut run) = j.run.clone() else {
+            return false;
+        };
+        let (kind, order) = (j.kind, j.order);
+        let c = run.cluster as usize;
+        if !run.held && interrupted {
+            let (kept, _) = self.kept_and_lost(now, job, &run, false, false);
+            let size = f64::from(run.size);
+            let st = &mut self.stats[c];
+            st.busy_accel_s += (now - run.start_s).max(0.0) * size;
+            st.useful_accel_s += kept * size;
+            run.start_s = now;
+            run.setup_s = self.restart_cost(job, run.cluster);
+            let j = &mut self.jobs[job as usize];
+            j.done = if kind == JobKind::Batch {
+                0.0
+            } else {
+                (j.done + kept * run.rate).min(1.0 - 1e-12)
+            };
         }
+        run.held = true;
+        let old_end = run.end_s;
+        run.progress_from = now + run.setup_s;
+        run.end_s = self.end_of(job, &run);
+        self.ends[c].remove(&(bits(old_end), order, job));
+        self.ends[c].insert((bits(run.end_s), order, job));
+        self.jobs[job as usize].run = Some(run);
+        true
+    }
+
+    /// When `run` of `job` ends if it progresses from its `progress_from` on.
+    fn end_of(&self, job: JobIdx, run: &Run) -> f64 {
+        let eff = self.eff_rate(run);
+        run.progress_from
+            + if eff.is_infinite() {
+                0.0
+            } else {
+                (1.0 - self.jobs[job as usize].done) / eff
+            }
     }
 
     /// The work of `job`'s held run of `generation` began at `now`: its progress starts after
-    /// its restart cost from now, and its predicted end moves by as long as it was held. A first
-    /// run's first start moves to now too, so that its queueing counts up to here. Returns the
-    /// new predicted end; `None` (nothing changed) unless the run was [`Scheduler::held`].
+    /// its restart cost from now, and its predicted end moves by as long as it was held. A run
+    /// that has not begun since the job's first start moves that start to now too, so that its
+    /// queueing counts up to here. Returns the new predicted end; `None` (nothing changed)
+    /// unless the run was [`Scheduler::held`].
     pub fn began(&mut self, job: JobIdx, generation: u32, now: f64) -> Option<f64> {
         let j = self.jobs.get(job as usize)?;
         if j.state != JobState::Running || j.generation != generation {
             return None;
         }
-        let run = j.run.as_ref().filter(|r| r.held)?;
+        let mut run = j.run.clone().filter(|r| r.held)?;
         let (cluster, order, old_end) = (run.cluster as usize, j.order, run.end_s);
+        // (An interrupted run's start moved when it was held again.)
         let first_run = j.first_start_s == Some(run.start_s);
-        let mut run = run.clone();
         run.held = false;
-        run.progress_from = run.progress_from.max(now + run.setup_s);
-        let eff = self.eff_rate(&run);
-        run.end_s = run.progress_from
-            + if eff.is_infinite() {
-                0.0
-            } else {
-                (1.0 - j.done) / eff
-            };
+        run.progress_from = now + run.setup_s;
+        run.end_s = self.end_of(job, &run);
         let end = run.end_s;
         self.ends[cluster].remove(&(bits(old_end), order, job));
         self.ends[cluster].insert((bits(end), order, job));

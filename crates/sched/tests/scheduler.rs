@@ -851,24 +851,37 @@ fn a_held_run_progresses_only_once_its_work_begins() {
                 if job == j && (expected_end_s - 1000.0).abs() < 1e-9)),
         "{started:?}"
     );
-    assert!(!s.held(j, 2), "another generation is not held");
+    assert!(!s.held(j, 2, 10.0, false), "another generation is not held");
     assert_eq!(
         s.began(j, 1, 10.0),
         None,
         "a run not held has begun already"
     );
-    assert!(s.held(j, 1));
-    assert!(s.held(j, 1), "told again: still held, nothing changes");
+    assert!(s.held(j, 1, 10.0, false));
+    assert!(s.held(j, 1, 20.0, false), "told again: still held");
     assert_eq!(s.kept_fraction(j, 390.0), 0.0, "no progress while held");
+    pass(&mut s, 390.0);
     let end = s.began(j, 1, 400.0).expect("it was held");
     assert!((end - 1400.0).abs() < 1e-9, "{end}");
     assert_eq!(s.began(j, 1, 500.0), None, "began once");
     assert!((s.kept_fraction(j, 900.0) - 0.5).abs() < 1e-9);
     assert_eq!(s.job(j).first_start_s, Some(400.0));
-    pass(&mut s, 400.0);
+    pass(&mut s, 900.0);
+
+    // Its work stops (a Slurm job lost to the infrastructure, submitted again): the progress
+    // made is kept (no periodic checkpoints here: all of it), the first start stays, and
+    // beginning again costs a restart.
+    assert!(s.held(j, 1, 900.0, true));
+    assert!((s.kept_fraction(j, 1000.0) - 0.5).abs() < 1e-9);
+    pass(&mut s, 1000.0);
+    let restart = Config::default().restart_s;
+    let end = s.began(j, 1, 1000.0).expect("held again");
+    assert!((end - (1000.0 + restart + 500.0)).abs() < 1e-9, "{end}");
+    assert_eq!(s.job(j).first_start_s, Some(400.0));
+    pass(&mut s, 1000.0);
     let mut out = Vec::new();
     s.handle(
-        1400.0,
+        end,
         Event::Finished {
             job: j,
             generation: 1,

@@ -83,11 +83,14 @@ pub enum Observed {
     },
     /// A run's cluster keeps it queued (a Slurm job still pending): its accelerators are
     /// booked but its work has not begun, so it makes no progress until [`Observed::Began`].
-    /// `why` is the cluster's reason in words; told again when it changes.
+    /// `why` is the cluster's reason in words; told again when it changes. `interrupted`:
+    /// the run's work had begun and stopped (its Slurm job lost to the infrastructure and
+    /// submitted again, or requeued): it keeps what its checkpoints hold.
     Held {
         job: String,
         generation: u32,
         why: String,
+        interrupted: bool,
     },
     /// The launch of `generation` took over the work an earlier attempt started, still going
     /// (a new leader found its Slurm job): the run goes on as that `attempt`, not a new one.

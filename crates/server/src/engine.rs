@@ -374,10 +374,11 @@ impl Engine {
     }
 
     /// The backend reports a run its cluster keeps queued, and why: the run holds its
-    /// accelerators without progressing, and the job's reason says so.
-    pub fn held(&mut self, id: &str, generation: u32, why: &str) {
+    /// accelerators without progressing, and the job's reason says so ([`Scheduler::held`]).
+    pub fn held(&mut self, now_ms: i64, id: &str, generation: u32, why: &str, interrupted: bool) {
+        let now = self.clock.to_s(now_ms);
         if let Some(&job) = self.by_id.get(id)
-            && self.sched.held(job, generation)
+            && self.sched.held(job, generation, now, interrupted)
         {
             self.jobs[job as usize].held = Some(why.to_owned());
             self.dirty.insert(job);
@@ -391,20 +392,25 @@ impl Engine {
             return;
         };
         let now = self.clock.to_s(now_ms);
+        let first_start = self.sched.job(job).first_start_s;
         if self.sched.began(job, generation, now).is_some() {
+            let moved = self.sched.job(job).first_start_s != first_start;
             let t = &mut self.jobs[job as usize];
             t.held = None;
-            if t.attempts_before + t.attempts == 1 {
+            // Only where the scheduler moved it too (a run that had not begun since the job's
+            // first start), so that started_ms and the queued time it reports agree.
+            if moved {
                 t.started_ms = Some(now_ms);
             }
             self.dirty.insert(job);
         }
     }
 
-    /// The backend took over the work of an earlier `attempt` for a recovered job's first
-    /// launch here (a Slurm job the last leader started is still there): the run goes on as that
-    /// attempt, so its number, the job's restarts and its logs stay those of the work itself.
-    /// No-op unless the run of `generation` is that first launch and `attempt` is older.
+    /// The backend took over the work of an earlier `attempt` for the job's first launch in
+    /// this term (a Slurm job an earlier leader started is still there, running or ended): the
+    /// run is that attempt, so its number, the job's restarts and its logs stay those of the
+    /// work itself. No-op unless the run of `generation` is that first launch and `attempt` is
+    /// older.
     pub fn continued(&mut self, now_ms: i64, id: &str, generation: u32, attempt: u32) {
         let Some(&job) = self.by_id.get(id) else {
             return;
@@ -413,15 +419,16 @@ impl Engine {
         let t = &mut self.jobs[job as usize];
         if v.state != SchedState::Running
             || v.generation != generation
-            || !(t.recovered && t.attempts == 1)
+            || t.attempts != 1
             || attempt == 0
             || attempt >= t.attempts_before + t.attempts
         {
             return;
         }
         t.attempts_before = attempt - 1;
-        // The recovery did not restart it after all.
-        t.restarts_before = (t.restarts_before - 1).max(i64::from(attempt) - 1);
+        // Every start after the first is a restart: attempt N has N - 1 before it (whatever an
+        // earlier leader that counted a recovery and died before taking it back wrote).
+        t.restarts_before = i64::from(attempt) - 1;
         let cluster = v.cluster.map(|c| self.clusters[c as usize].clone());
         self.batch.events.push(NewEvent {
             job_id: id.to_owned(),
@@ -429,7 +436,7 @@ impl Engine {
             kind: "continued".into(),
             cluster,
             message: format!(
-                "attempt {attempt} goes on: its work was still there and was taken over, so this is not a new attempt"
+                "the run is attempt {attempt} again: its backend took over that attempt's work, which an earlier leader had started, so no new attempt began"
             ),
         });
         self.dirty.insert(job);
@@ -852,15 +859,17 @@ mod tests {
         let Some(&Command::Launch { generation, .. }) = cmds.first() else {
             panic!("a launch: {cmds:?}");
         };
-        e.held("a", generation + 1, "an older run's word");
+        e.held(T0 + 500, "a", generation + 1, "an older run's word", false);
         e.began(T0 + 500, "a", generation);
         let (batch, _) = e.take(T0 + 500);
         assert!(batch.updates.is_empty(), "{:?}", batch.updates);
 
         e.held(
+            T0 + 1000,
             "a",
             generation,
             "Slurm job 7 waits in Slurm's queue (Resources)",
+            false,
         );
         let (batch, _) = e.take(T0 + 1000);
         let u = update(&batch, "a");
@@ -1357,61 +1366,89 @@ mod tests {
         assert_eq!(u.started_ms, Some(T0 - 5000), "the first start is kept");
     }
 
-    /// A recovered job whose backend took over the work of its earlier attempt goes on as that
-    /// attempt: no restart counted, and a retry after it is the next attempt.
+    /// A recovered job whose backend took over the work of its earlier attempt is that attempt
+    /// again: attempt N has N - 1 restarts (also when an earlier leader counted its recovery and
+    /// died before taking it back), and a retry after it is the next attempt.
     #[test]
     fn a_recovered_run_whose_work_was_taken_over_keeps_its_attempt() {
+        for (stored_restarts, launched) in [(2, 4), (3, 5)] {
+            let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+            let mut r = record("a", 1);
+            r.state = JobState::Running;
+            r.cluster = Some("colossus-1".into());
+            r.started_ms = Some(T0 - 5000);
+            r.restarts = stored_restarts;
+            e.admit(T0, &r, spec(3600.0));
+            e.schedule(T0);
+            let (_, cmds) = e.take(T0);
+            let Some(&Command::Launch {
+                generation,
+                attempt,
+                recovered: true,
+                ..
+            }) = cmds.first()
+            else {
+                panic!("a recovered launch: {cmds:?}");
+            };
+            assert_eq!(attempt, launched);
+            // Only an older attempt of this very run counts.
+            e.continued(T0 + 100, "a", generation + 1, 3);
+            e.continued(T0 + 100, "a", generation, launched);
+            let (batch, _) = e.take(T0 + 100);
+            assert!(batch.events.is_empty(), "{:?}", batch.events);
+            e.continued(T0 + 200, "a", generation, 3);
+            let (batch, _) = e.take(T0 + 200);
+            let u = update(&batch, "a");
+            assert_eq!(u.restarts, 2, "attempt 3 has two restarts before it");
+            assert!(
+                batch.events.iter().any(|ev| ev.kind == "continued"
+                    && ev.message.starts_with("the run is attempt 3 again")),
+                "{:?}",
+                batch.events
+            );
+            e.failed(T0 + 300, "a", generation, "rank 0 exited with code 1");
+            e.schedule(T0 + 300);
+            let (batch, cmds) = e.take(T0 + 300);
+            assert!(
+                cmds.iter().any(|c| matches!(
+                    c,
+                    Command::Launch {
+                        attempt: 4,
+                        recovered: false,
+                        ..
+                    }
+                )),
+                "{cmds:?}"
+            );
+            assert_eq!(update(&batch, "a").restarts, 3);
+            e.check().expect("invariants");
+        }
+    }
+
+    /// A recovered run taken over as its first attempt, whose Slurm job was still pending,
+    /// keeps the job's first start when it begins: the scheduler's first start is the earlier
+    /// leader's, and started_ms must agree with the queued time it reports.
+    #[test]
+    fn a_taken_over_first_attempt_that_begins_keeps_its_first_start() {
         let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
         let mut r = record("a", 1);
         r.state = JobState::Running;
         r.cluster = Some("colossus-1".into());
+        r.submitted_ms = T0 - 10_000;
         r.started_ms = Some(T0 - 5000);
-        r.restarts = 2;
         e.admit(T0, &r, spec(3600.0));
         e.schedule(T0);
         let (_, cmds) = e.take(T0);
-        let Some(&Command::Launch {
-            generation,
-            attempt: 4,
-            recovered: true,
-            ..
-        }) = cmds.first()
-        else {
-            panic!("a recovered launch as attempt 4: {cmds:?}");
+        let Some(&Command::Launch { generation, .. }) = cmds.first() else {
+            panic!("a launch: {cmds:?}");
         };
-        // Only an older attempt of this very run counts.
-        e.continued(T0 + 100, "a", generation + 1, 3);
-        e.continued(T0 + 100, "a", generation, 4);
-        let (batch, _) = e.take(T0 + 100);
-        assert!(batch.events.is_empty(), "{:?}", batch.events);
-        e.continued(T0 + 200, "a", generation, 3);
-        let (batch, _) = e.take(T0 + 200);
+        e.continued(T0 + 100, "a", generation, 1);
+        e.held(T0 + 100, "a", generation, "Slurm job 7 waits", false);
+        e.began(T0 + 60_000, "a", generation);
+        let (batch, _) = e.take(T0 + 60_000);
         let u = update(&batch, "a");
-        assert_eq!(u.restarts, 2, "the recovery restarted nothing");
-        assert!(
-            batch
-                .events
-                .iter()
-                .any(|ev| ev.kind == "continued" && ev.message.starts_with("attempt 3 goes on")),
-            "{:?}",
-            batch.events
-        );
-        e.failed(T0 + 300, "a", generation, "rank 0 exited with code 1");
-        e.schedule(T0 + 300);
-        let (batch, cmds) = e.take(T0 + 300);
-        assert!(
-            cmds.iter().any(|c| matches!(
-                c,
-                Command::Launch {
-                    attempt: 4,
-                    recovered: false,
-                    ..
-                }
-            )),
-            "{cmds:?}"
-        );
-        assert_eq!(update(&batch, "a").restarts, 3);
-        e.check().expect("invariants");
+        assert_eq!((u.restarts, u.started_ms), (0, Some(T0 - 5000)));
+        assert!(u.reason.starts_with("running on"), "{}", u.reason);
     }
 
     /// A job recovered by a new leader reports the queueing it had before its first start,

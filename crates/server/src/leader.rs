@@ -266,7 +266,8 @@ async fn pass(
                 job,
                 generation,
                 why,
-            } => l.engine.held(&job, generation, &why),
+                interrupted,
+            } => l.engine.held(now, &job, generation, &why, interrupted),
             Observed::Began { job, generation } => l.engine.began(now, &job, generation),
             Observed::Continued {
                 job,

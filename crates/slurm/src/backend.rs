@@ -335,8 +335,12 @@ struct Want {
     running_seen: bool,
     /// Why Slurm last said its job waits in Slurm's own queue (reported when it changes).
     pending_reason: Option<String>,
-    /// The server was told the run is held (its Slurm job pending) and not yet that it began.
-    held: bool,
+    /// What the server was last told holds the run (its Slurm job pending), until it is told
+    /// that the run began.
+    held_why: Option<String>,
+    /// A Slurm job of this run has been seen running: a later pending one (resubmitted after
+    /// an infrastructure failure, or requeued) interrupts work that had begun.
+    ran: bool,
     /// First launch after a reset: may take over a Slurm job already there.
     adoptable: bool,
     /// The job was running when the leader took over: its newest Slurm job is the previous
@@ -551,7 +555,8 @@ impl Worker {
             slurm_id: None,
             running_seen: false,
             pending_reason: None,
-            held: false,
+            held_why: None,
+            ran: false,
             adoptable,
             recovered,
             next_try: Instant::now(),
@@ -905,31 +910,36 @@ impl Worker {
                     // A busy cluster's jobs flip between these two all day: said once.
                     && !(w.pending_reason.is_some()
                         && matches!(reason.as_str(), "Priority" | "Resources"));
-                // A gang's run is held until its job runs (a service's replicas come and go
-                // on their own).
-                let hold = !w.replica && (tell || !w.held);
                 if tell {
                     w.pending_reason = Some(reason.clone());
                 }
-                w.held |= hold;
-                let (job, generation) = (w.job.clone(), w.generation);
                 let why = if known {
                     format!("Slurm job {id} waits in Slurm's queue: {reason}")
                 } else {
                     format!("Slurm job {id} waits in Slurm's queue")
                 };
+                // A gang's run is held until its job runs, with Slurm's reason of the moment
+                // (a service's replicas come and go on their own).
+                let hold = !w.replica && w.held_why.as_deref() != Some(why.as_str());
+                let interrupted = w.ran && w.held_why.is_none();
+                if hold {
+                    w.held_why = Some(why.clone());
+                }
+                let (job, generation) = (w.job.clone(), w.generation);
                 if hold {
                     self.observe(Observed::Held {
                         job,
                         generation,
                         why: why.clone(),
+                        interrupted,
                     });
                 }
                 if tell {
                     self.event(&key, &cluster_name, "slurm_pending", why);
                 }
             } else if state == JobState::Running {
-                let began = std::mem::take(&mut w.held);
+                w.ran = true;
+                let began = w.held_why.take().is_some();
                 let first = !std::mem::replace(&mut w.running_seen, true);
                 let (job, generation) = (w.job.clone(), w.generation);
                 if began {
@@ -1138,7 +1148,7 @@ impl Worker {
         w.slurm_id = None;
         w.running_seen = false;
         w.pending_reason = None;
-        w.held = false;
+        let was_held = w.held_why.take().is_some();
         if w.replica {
             // A service replica is never done: start it again (after back-off).
             let why = match how {
@@ -1193,6 +1203,16 @@ impl Worker {
                     w.resubmit + 1
                 );
                 w.backoff = (w.backoff * 2).min(self.options.backoff_max);
+                // Its work stopped here (if it had begun): held until the next job runs.
+                let why = format!("{why}; submitted again");
+                w.held_why = Some(why.clone());
+                let held = Observed::Held {
+                    job: w.job.clone(),
+                    generation: w.generation,
+                    why,
+                    interrupted: w.ran && !was_held,
+                };
+                self.observe(held);
                 self.event(key, cluster, "slurm_resubmitted", msg);
             }
         }
@@ -1896,7 +1916,13 @@ mod tests {
                 j.reason = reason.into();
             }
         };
-        for reason in ["None", "Resources", "Resources", "PartitionConfig"] {
+        for reason in [
+            "None",
+            "Resources",
+            "Resources",
+            "PartitionConfig",
+            "Resources",
+        ] {
             set_reason(reason);
             w.round();
         }
@@ -1913,25 +1939,31 @@ mod tests {
                 format!("Slurm job {id} waits in Slurm's queue: PartitionConfig"),
             ]
         );
-        // The server holds the run (no progress) from the first pending listing, and hears
-        // each new reason; then that its work began, once.
-        let held: Vec<&str> = seen
+        // The server holds the run (no progress) from the first pending listing (its job ran
+        // before: requeued, its work was interrupted), and hears every new reason, also the
+        // flip back to Resources that makes no event; then that its work began, once.
+        let held: Vec<(&str, bool)> = seen
             .iter()
             .filter_map(|o| match o {
                 Observed::Held {
                     job,
                     generation: 1,
                     why,
-                } if job == "j-1" => Some(why.as_str()),
+                    interrupted,
+                } if job == "j-1" => Some((why.as_str(), *interrupted)),
                 _ => None,
             })
             .collect();
+        let waits = format!("Slurm job {id} waits in Slurm's queue");
+        let resources = format!("{waits}: Resources");
+        let config = format!("{waits}: PartitionConfig");
         assert_eq!(
             held,
             [
-                format!("Slurm job {id} waits in Slurm's queue"),
-                format!("Slurm job {id} waits in Slurm's queue: Resources"),
-                format!("Slurm job {id} waits in Slurm's queue: PartitionConfig"),
+                (waits.as_str(), true),
+                (resources.as_str(), false),
+                (config.as_str(), false),
+                (resources.as_str(), false),
             ]
         );
         assert!(!seen.iter().any(|o| matches!(o, Observed::Began { .. })));
@@ -1949,6 +1981,24 @@ mod tests {
                 generation: 1
             }]
         );
+    }
+
+    /// A run whose first Slurm job is listed pending has not begun: held, not interrupted.
+    #[test]
+    fn a_run_whose_first_job_waits_is_held_from_its_placement() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j-1", 1, 8)]));
+        w.round();
+        w.round();
+        let held: Vec<bool> = observed(&w)
+            .iter()
+            .filter_map(|o| match o {
+                Observed::Held { interrupted, .. } => Some(*interrupted),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(held, [false]);
     }
 
     #[test]
@@ -2638,8 +2688,24 @@ mod tests {
         {
             fake.set_state(&id, state);
             w.round();
-            let ev = events(&observed(&w));
+            let obs = observed(&w);
+            let ev = events(&obs);
             assert!(ev.iter().any(|e| e.1 == "slurm_resubmitted"), "{ev:?}");
+            // The run's work stopped with the job (the first had run; the second, submitted
+            // again, never began): held until a job of it runs.
+            let held: Vec<bool> = obs
+                .iter()
+                .filter_map(|o| match o {
+                    Observed::Held {
+                        generation: 2,
+                        interrupted,
+                        why,
+                        ..
+                    } if why.ends_with("submitted again") => Some(*interrupted),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(held, [n == 0], "{obs:?}");
             let live = fake.active_tagged("switchyard");
             assert_eq!(live.len(), 1, "{live:?}");
             assert_eq!(live[0].0.resubmit, n as u32 + 1);

@@ -48,6 +48,10 @@ pub enum StoreError {
     ClusterFull { cluster: String, slots: i64 },
     #[error("the operating system's random source failed: {0}")]
     Random(String),
+    #[error(
+        "invalid PostgreSQL URL `{url}`: {why} (expected postgres://USER:PASSWORD@HOST:PORT/DB)"
+    )]
+    BadUrl { url: String, why: String },
     #[error("cannot connect to the database at {at}: {why}")]
     Unreachable { at: String, why: String },
     #[error("stored data is invalid: {0}")]
@@ -231,13 +235,36 @@ pub enum AnyStore {
 
 /// Opens the database at `url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`,
 /// `postgresql://…`), creating a SQLite file on first use, and applies the migrations.
+/// `url` with its password, if it has one, replaced by `***`: what error messages show.
+pub fn redacted_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    // The last '@' ends the user information (a password may hold '@' itself).
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:***{}",
+        &url[..scheme_end],
+        &authority[..colon],
+        &url[scheme_end + at..]
+    )
+}
+
 pub async fn connect(url: &str) -> Result<AnyStore, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(AnyStore::Sqlite(SqliteStore::connect(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(AnyStore::Postgres(PgStore::connect(url).await?))
     } else {
-        Err(StoreError::Url(url.to_owned()))
+        Err(StoreError::Url(redacted_url(url)))
     }
 }
 
@@ -501,5 +528,29 @@ pub mod testing {
         std::fs::create_dir_all(&dir)
             .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         Ok(format!("sqlite://{}", dir.join("switchyard.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn passwords_are_redacted_from_urls_and_nothing_else_changes() {
+        for (url, shown) in [
+            (
+                "postgres://u:secret@db:5432/sy",
+                "postgres://u:***@db:5432/sy",
+            ),
+            ("postgres://u:p@ss@db/sy?x=1", "postgres://u:***@db/sy?x=1"),
+            ("postgres://u@db/sy", "postgres://u@db/sy"),
+            ("postgres://db:5432/sy", "postgres://db:5432/sy"),
+            ("mysql://root:pw@h/x", "mysql://root:***@h/x"),
+            ("sqlite://switchyard.db", "sqlite://switchyard.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
     }
 }

@@ -118,7 +118,10 @@ impl PgStore {
     /// Connects to `url` and migrates the database (under an advisory lock, so that replicas
     /// starting together migrate once).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let opts = PgConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_owned()))?;
+        let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl {
+            url: crate::redacted_url(url),
+            why: e.to_string(),
+        })?;
         // One connection of its own first: the pool retries a refused or failing connection
         // until its acquire timeout and then says only that it timed out, hiding why.
         let at = format!("{}:{}", opts.get_host(), opts.get_port());
