@@ -139,6 +139,7 @@ pub fn discover(opts: &DiscoverOptions) -> NodeInfo {
         memory_bytes,
         accelerators,
         address: opts.address.clone(),
+        orphan_stop_ms: None,
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     }

@@ -107,6 +107,7 @@ fn node() -> NodeInfo {
         memory_bytes: 1 << 30,
         accelerators: declared(2),
         address: None,
+        orphan_stop_ms: None,
         protocol_version: 1,
         agent_version: "0.1.0".into(),
     }

@@ -160,6 +160,9 @@ fn stop_on_signal() -> Result<Arc<AtomicBool>, CliError> {
     Ok(stop)
 }
 
+/// How long the agent waits for an answer from the server.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn run(args: AgentArgs) -> Result<(), CliError> {
     let mut node = discover(&DiscoverOptions {
         declared_accelerators: args.accelerators,
@@ -202,8 +205,11 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
                 .into(),
         )
     })?;
-    let control = HttpControlPlane::new(&args.server, &token, Duration::from_secs(30))
+    let control = HttpControlPlane::new(&args.server, &token, REQUEST_TIMEOUT)
         .map_err(|e| CliError::Input(format!("--server: {e}")))?;
+    // A heartbeat that hangs holds the check for orphaned ranks up to a request timeout.
+    node.orphan_stop_ms =
+        Some(u64::try_from((args.orphan_after + REQUEST_TIMEOUT).as_millis()).unwrap_or(u64::MAX));
     let cluster = node.cluster.as_deref().unwrap_or("default");
     // Held for the agent's life, with or without a state directory.
     let _node_lock = switchyard_agent::supervisor::lock_node(&args.server, cluster, &node.hostname)

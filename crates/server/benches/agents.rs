@@ -36,6 +36,7 @@ fn info(i: u32) -> NodeInfo {
             })
             .collect(),
         address: Some(format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)),
+        orphan_stop_ms: None,
         protocol_version: PROTOCOL_VERSION,
         agent_version: "bench".into(),
     }

@@ -144,6 +144,9 @@ struct Node {
     /// Accelerator indices the node offers (declared or discovered).
     accelerators: Vec<u32>,
     last_seen_ms: i64,
+    /// At most how long after `last_seen_ms` its agent, if cut off, asks its training ranks to
+    /// stop (what the agent reported, or [`DEFAULT_ORPHAN_STOP_MS`]).
+    orphan_stop_ms: i64,
     /// When its heartbeat was last written to the store.
     persisted_ms: i64,
     lost: bool,
@@ -228,6 +231,8 @@ struct Run {
     by_node: BTreeMap<String, Vec<Assignment>>,
     /// Gangs: the assignments seen exited 0.
     succeeded: HashSet<String>,
+    /// Gangs: not handed to the agents before this (see [`Hub::cut_off_until`]).
+    not_before_ms: Option<i64>,
 }
 
 impl Run {
@@ -239,6 +244,7 @@ impl Run {
             world_size,
             by_node: BTreeMap::new(),
             succeeded: HashSet::new(),
+            not_before_ms: None,
         }
     }
 }
@@ -275,11 +281,21 @@ struct Hub {
     last_poll_ms: Option<i64>,
     /// After a stall of the leader, no node is declared lost before this.
     no_loss_before_ms: i64,
+    /// Jobs whose last gang was on nodes all cut off at once, and until when its ranks may
+    /// still run there: their next gang waits until then (kept through a reset).
+    fences: HashMap<String, i64>,
+    /// [`AgentSettings::heartbeat_interval`], in milliseconds.
+    heartbeat_interval_ms: i64,
     /// When this hub's leader term began: for [`ADOPT_OUTPUT_MS`] after, lines of assignments
     /// it never handed out may be output agents held through the change of leader (see
     /// [`PushedOutput::unverified`]).
     term_started_ms: Option<i64>,
 }
+
+/// What an agent that does not say (an older one) is taken to need, after its last heartbeat,
+/// to stop orphaned training ranks: the agent's default `--orphan-after` (60 s) plus its
+/// request timeout (30 s).
+const DEFAULT_ORPHAN_STOP_MS: i64 = 90_000;
 
 /// How long after a leader term starts the agents' output of earlier attempts is adopted:
 /// ample for agents to re-register and push what they buffered through the outage.
@@ -329,6 +345,8 @@ impl AgentHub {
                 clusters,
                 resync_down: true,
                 replica_epoch: format!("{:x}", now_ms()),
+                heartbeat_interval_ms: i64::try_from(settings.heartbeat_interval.as_millis())
+                    .unwrap_or(i64::MAX),
                 ..Hub::default()
             })),
             settings: Arc::new(settings),
@@ -518,6 +536,9 @@ impl AgentHub {
                 boot_id: boot.map(str::to_owned),
                 accelerators,
                 last_seen_ms: now_ms,
+                orphan_stop_ms: info.orphan_stop_ms.map_or(DEFAULT_ORPHAN_STOP_MS, |ms| {
+                    i64::try_from(ms).unwrap_or(i64::MAX)
+                }),
                 persisted_ms: now_ms,
                 lost: false,
                 statuses,
@@ -595,7 +616,10 @@ impl AgentHub {
             .get(node)
             .into_iter()
             .flatten()
-            .filter_map(|id| hub.runs.get(id)?.by_node.get(node))
+            .filter_map(|id| hub.runs.get(id))
+            // A gang waiting for its cut-off last attempt's ranks to stop is not handed out.
+            .filter(|run| run.not_before_ms.is_none_or(|t| t <= now_ms))
+            .filter_map(|run| run.by_node.get(node))
             .flatten()
             .cloned()
             .collect();
@@ -983,6 +1007,10 @@ impl Hub {
     /// Forgets a run and gives its accelerators back.
     fn remove_run(&mut self, id: u64) -> Option<Run> {
         let run = self.runs.remove(&id)?;
+        if let Some(until) = self.cut_off_until(&run) {
+            let fence = self.fences.entry(run.job.clone()).or_insert(until);
+            *fence = (*fence).max(until);
+        }
         for (node, list) in &run.by_node {
             if let Some(ids) = self.on_node.get_mut(node) {
                 ids.remove(&id);
@@ -1008,6 +1036,34 @@ impl Hub {
         self.pending_failures.remove(&id);
         self.simulated.remove(&id);
         Some(run)
+    }
+
+    /// Until when a gang's ranks may still run when every node of it is cut off (lost, not
+    /// heard from): each agent asks its ranks to stop only once its own deadline for orphans
+    /// has passed since its last heartbeat, and the ranks then get their stop grace; one
+    /// heartbeat interval more for the agent's checks. A new attempt started before then could
+    /// write the checkpoint directory beside them. `None` when a node of the gang is still in
+    /// touch (its agent stops its ranks at once, and the gang's collectives break with them)
+    /// or for runs that are not gangs.
+    fn cut_off_until(&self, run: &Run) -> Option<i64> {
+        if !matches!(run.kind, RunKind::Gang { .. }) || run.by_node.is_empty() {
+            return None;
+        }
+        let mut until = i64::MIN;
+        for (node, assignments) in &run.by_node {
+            let n = self.nodes.get(node).filter(|n| n.lost)?;
+            let grace = assignments
+                .iter()
+                .map(|a| a.stop_grace_ms)
+                .max()
+                .unwrap_or(0);
+            until = until.max(
+                n.last_seen_ms
+                    .saturating_add(n.orphan_stop_ms)
+                    .saturating_add(i64::try_from(grace).unwrap_or(i64::MAX)),
+            );
+        }
+        Some(until.saturating_add(self.heartbeat_interval_ms))
     }
 
     /// Run ids of `job` that `keep` selects.
@@ -1191,6 +1247,25 @@ impl AgentBackend {
                     world_size,
                 );
                 run.by_node = by_node;
+                let now = hub.last_poll_ms.unwrap_or_else(now_ms);
+                if let Some(&until) = hub.fences.get(&run.job)
+                    && until > now
+                {
+                    // Its last attempt may still run where it was cut off: this one waits.
+                    run.not_before_ms = Some(until);
+                    hub.observed.push(Observed::Held {
+                        job: run.job.clone(),
+                        generation,
+                        why: format!(
+                            "held back for up to {} s: every node of its last attempt was cut off \
+                             at once, and their agents may run its ranks (writing its checkpoint \
+                             directory) until they stop orphaned ranks (--orphan-after) and the \
+                             ranks' stop grace has passed",
+                            (until - now + 999) / 1000
+                        ),
+                        interrupted: false,
+                    });
+                }
                 hub.add_run(run);
             }
             Err(why) => {
@@ -1480,6 +1555,24 @@ impl Backend for AgentBackend {
                 *reported = true;
             }
             hub.pending_failures.remove(&id);
+        }
+        hub.fences.retain(|_, until| *until > now_ms);
+        let begun: Vec<u64> = hub
+            .runs
+            .iter()
+            .filter(|(_, r)| r.not_before_ms.is_some_and(|t| t <= now_ms))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in begun {
+            if let Some(run) = hub.runs.get_mut(&id) {
+                run.not_before_ms = None;
+                if let RunKind::Gang { generation, .. } = run.kind {
+                    out.push(Observed::Began {
+                        job: run.job.clone(),
+                        generation,
+                    });
+                }
+            }
         }
         let due: Vec<u64> = hub
             .simulated
@@ -1861,6 +1954,7 @@ mod tests {
                 })
                 .collect(),
             address: Some(format!("10.0.0.{}", host.len())),
+            orphan_stop_ms: Some(5_000),
             protocol_version: PROTOCOL_VERSION,
             agent_version: "test".into(),
         }
@@ -2423,6 +2517,82 @@ mod tests {
                 cluster: 0,
                 node: 0
             }]
+        );
+    }
+
+    /// A gang whose nodes are all cut off at once may still run there (each agent stops its
+    /// ranks only once its own orphan deadline has passed): its next attempt is held back until
+    /// then, so that two attempts never write one checkpoint directory. With a node of the gang
+    /// still in touch (its agent stops its ranks at once) the next attempt starts at once.
+    #[test]
+    fn a_gang_cut_off_whole_holds_its_next_attempt_until_its_ranks_must_have_stopped() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let _a = join(&h, "a", 0, 0);
+        let _bb = join(&h, "bb", 1, 0);
+        let c = join(&h, "c", 2, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
+        let mut seen = Vec::new();
+        for t in [100, 200, 300, 350] {
+            h.heartbeat(&c, t).expect("c lives");
+            seen.extend(b.poll(t));
+        }
+        assert_eq!(
+            seen.iter()
+                .filter(|o| matches!(o, Observed::NodeFailed { .. }))
+                .count(),
+            2,
+            "{seen:?}"
+        );
+        b.act(vec![
+            Command::Stop { job: "j".into() },
+            launch("j", 2, 2, &[(2, 2)]),
+        ]);
+        // Last seen at 0; the agents ask within 5 s, the ranks get their 10 s stop grace, and
+        // one heartbeat interval (100 ms) more.
+        let until = 5_000 + 10_000 + 100;
+        let held = b.poll(400);
+        assert!(
+            held.iter().any(|o| matches!(o,
+                Observed::Held { job, generation: 2, interrupted: false, why }
+                    if job == "j" && why.contains("cut off"))),
+            "{held:?}"
+        );
+        for t in (400..until).step_by(100).chain([until - 1]) {
+            h.heartbeat(&c, t).expect("c lives");
+            let got = h.assignments(&c, t).expect("assignments").assignments;
+            assert!(got.is_empty(), "at {t} ms: {got:?}");
+            assert!(
+                !b.poll(t)
+                    .iter()
+                    .any(|o| matches!(o, Observed::Began { .. })),
+                "at {t} ms"
+            );
+        }
+        h.heartbeat(&c, until).expect("c lives");
+        assert_eq!(
+            b.poll(until),
+            [Observed::Began {
+                job: "j".into(),
+                generation: 2
+            }]
+        );
+        let got = h.assignments(&c, until).expect("assignments").assignments;
+        assert_eq!(got.len(), 2, "{got:?}");
+
+        // Cut off in part: c stops its ranks itself, so the next attempt starts at once.
+        b.act(vec![launch("k", 1, 1, &[(2, 2)])]);
+        let _ = b.poll(until);
+        b.act(vec![
+            Command::Stop { job: "k".into() },
+            launch("k", 2, 2, &[(2, 2)]),
+        ]);
+        assert!(
+            !b.poll(until)
+                .iter()
+                .any(|o| matches!(o, Observed::Held { .. })),
+            "a gang on a node in touch is not held"
         );
     }
 
