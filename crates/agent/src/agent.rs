@@ -108,8 +108,9 @@ pub struct Agent<C: ControlPlane> {
     push_failures: u32,
     /// Whether the last pass's heartbeat got through.
     heartbeat_ok: bool,
-    /// When a heartbeat last got through.
-    last_heartbeat: Option<Instant>,
+    /// When the last heartbeat that got through was sent, or (before any) when the agent
+    /// started: ranks adopted from an earlier agent are orphans too if no heartbeat gets through.
+    last_heartbeat: Instant,
 }
 
 impl<C: ControlPlane> Agent<C> {
@@ -140,7 +141,7 @@ impl<C: ControlPlane> Agent<C> {
             refused_logs: 0,
             push_failures: 0,
             heartbeat_ok: false,
-            last_heartbeat: None,
+            last_heartbeat: Instant::now(),
         }
     }
 
@@ -225,10 +226,7 @@ impl<C: ControlPlane> Agent<C> {
     /// [`AgentConfig::orphan_after`]). Their exits are reported when the control plane answers
     /// again, as stopped by the agent: an interruption, not the job's failure.
     fn stop_orphaned_ranks(&mut self) {
-        if self
-            .last_heartbeat
-            .is_none_or(|t| t.elapsed() < self.config.orphan_after)
-        {
+        if self.last_heartbeat.elapsed() < self.config.orphan_after {
             return;
         }
         let ranks: Vec<String> = self
@@ -256,9 +254,12 @@ impl<C: ControlPlane> Agent<C> {
         self.poll();
         self.heartbeat_ok = false;
         let node_id = self.registered()?;
+        // Timed from the request, not the answer: the server may have seen it (its last sign of
+        // life from this node) long before the answer came back.
+        let asked = Instant::now();
         self.control.heartbeat(&node_id)?;
         self.heartbeat_ok = true;
-        self.last_heartbeat = Some(Instant::now());
+        self.last_heartbeat = asked;
         let desired = self.control.fetch_assignments(&node_id)?;
         let actions = reconcile(&desired, &self.supervisor.observed(), now_ms());
         for action in &actions {

@@ -534,3 +534,56 @@ fn a_cut_off_agent_stops_its_gang_ranks_after_orphan_after() {
         Some(ProcessState::Running { .. })
     ));
 }
+
+/// An agent restarted while the control plane cannot be reached counts its orphan deadline
+/// from its own start: the gang ranks it adopted are stopped too, not left running for ever.
+#[test]
+fn a_restarted_agent_that_is_cut_off_stops_the_ranks_it_adopted() {
+    let dir = std::env::temp_dir().join(format!("sy-agent-orphan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = MemoryControlPlane::new();
+    let node = || {
+        discover(&DiscoverOptions {
+            declared_accelerators: Some(1),
+            cluster: Some("test".into()),
+            address: None,
+        })
+    };
+    let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
+    let mut first = Agent::with_supervisor(cp.clone(), node(), AgentConfig::default(), sup);
+    first.sync().expect("register");
+    let node_id = first.node_id().expect("registered").to_string();
+    cp.set_desired(
+        &node_id,
+        vec![sh("rank", "echo up; exec sleep 300", RestartPolicy::Never)],
+    );
+    sync_until(&mut first, &cp, "the rank running", |s| {
+        matches!(state_of(s, "rank"), Some(ProcessState::Running { .. }))
+    });
+    first.detach();
+    cp.state().down = true;
+    let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
+    let mut second = Agent::with_supervisor(
+        cp.clone(),
+        node(),
+        AgentConfig {
+            orphan_after: Duration::from_millis(400),
+            ..AgentConfig::default()
+        },
+        sup,
+    );
+    assert!(second.sync().is_err());
+    assert_eq!(second.supervisor().live(), 1, "adopted, still running");
+    std::thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + TIMEOUT;
+    while second.supervisor().live() > 0 {
+        assert!(second.sync().is_err());
+        assert!(
+            Instant::now() < deadline,
+            "the adopted rank was not stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}

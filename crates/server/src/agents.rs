@@ -293,9 +293,9 @@ struct Hub {
 }
 
 /// What an agent that does not say (an older one) is taken to need, after its last heartbeat,
-/// to stop orphaned training ranks: the agent's default `--orphan-after` (60 s) plus its
+/// to stop orphaned training ranks: the agent's default `--orphan-after` (60 s) plus twice its
 /// request timeout (30 s).
-const DEFAULT_ORPHAN_STOP_MS: i64 = 90_000;
+const DEFAULT_ORPHAN_STOP_MS: i64 = 120_000;
 
 /// How long after a leader term starts the agents' output of earlier attempts is adopted:
 /// ample for agents to re-register and push what they buffered through the outage.
@@ -1007,10 +1007,7 @@ impl Hub {
     /// Forgets a run and gives its accelerators back.
     fn remove_run(&mut self, id: u64) -> Option<Run> {
         let run = self.runs.remove(&id)?;
-        if let Some(until) = self.cut_off_until(&run) {
-            let fence = self.fences.entry(run.job.clone()).or_insert(until);
-            *fence = (*fence).max(until);
-        }
+        self.fence_if_cut_off(&run);
         for (node, list) in &run.by_node {
             if let Some(ids) = self.on_node.get_mut(node) {
                 ids.remove(&id);
@@ -1046,7 +1043,11 @@ impl Hub {
     /// touch (its agent stops its ranks at once, and the gang's collectives break with them)
     /// or for runs that are not gangs.
     fn cut_off_until(&self, run: &Run) -> Option<i64> {
-        if !matches!(run.kind, RunKind::Gang { .. }) || run.by_node.is_empty() {
+        // (A run held back was never handed out: nothing of it runs anywhere.)
+        if !matches!(run.kind, RunKind::Gang { .. })
+            || run.by_node.is_empty()
+            || run.not_before_ms.is_some()
+        {
             return None;
         }
         let mut until = i64::MIN;
@@ -1064,6 +1065,14 @@ impl Hub {
             );
         }
         Some(until.saturating_add(self.heartbeat_interval_ms))
+    }
+
+    /// Holds `run`'s job's next gang back while `run` may still run on nodes cut off whole.
+    fn fence_if_cut_off(&mut self, run: &Run) {
+        if let Some(until) = self.cut_off_until(run) {
+            let fence = self.fences.entry(run.job.clone()).or_insert(until);
+            *fence = (*fence).max(until);
+        }
     }
 
     /// Run ids of `job` that `keep` selects.
@@ -1601,7 +1610,10 @@ impl Backend for AgentBackend {
 
     fn reset(&mut self) {
         let mut hub = self.hub.lock();
-        hub.runs.clear();
+        // What runs on nodes cut off whole goes on through a change of term: fence it.
+        for run in std::mem::take(&mut hub.runs).into_values() {
+            hub.fence_if_cut_off(&run);
+        }
         hub.on_node.clear();
         hub.by_job.clear();
         hub.pending_failures.clear();
@@ -2593,6 +2605,38 @@ mod tests {
                 .iter()
                 .any(|o| matches!(o, Observed::Held { .. })),
             "a gang on a node in touch is not held"
+        );
+    }
+
+    /// The hold survives this process losing and retaking the lease (a reset clears the runs
+    /// it would be computed from).
+    #[test]
+    fn a_gang_cut_off_whole_is_held_back_also_after_a_reset() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let _a = join(&h, "a", 0, 0);
+        let c = join(&h, "c", 2, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2)])]);
+        for t in [100, 200, 300, 350] {
+            h.heartbeat(&c, t).expect("c lives");
+            b.poll(t);
+        }
+        b.reset();
+        let _ = b.poll(400);
+        b.act(vec![launch("j", 1, 2, &[(2, 2)])]);
+        assert!(
+            b.poll(400)
+                .iter()
+                .any(|o| matches!(o, Observed::Held { job, .. } if job == "j")),
+            "held back after the reset"
+        );
+        h.heartbeat(&c, 500).expect("c lives");
+        assert!(
+            h.assignments(&c, 500)
+                .expect("assignments")
+                .assignments
+                .is_empty()
         );
     }
 
