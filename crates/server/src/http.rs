@@ -36,7 +36,16 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// The node agents' registry and desired state, when this server runs agents.
     pub agents: Option<crate::agents::AgentHub>,
-    tokens: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
+    tokens: Arc<Mutex<HashMap<String, CachedToken>>>,
+}
+
+/// What the store last said about a token (by hash), and when.
+#[derive(Debug, Clone)]
+struct CachedToken {
+    principal: Principal,
+    checked: Instant,
+    /// A recheck with the store is under way (one per token at a time).
+    rechecking: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -196,7 +205,14 @@ impl Auth {
     }
 }
 
+/// How long the store's word on a token is taken without asking again: what a revocation waits.
 const TOKEN_CACHE: Duration = Duration::from_secs(30);
+/// How long a request waits for the store to recheck a token whose cached word is older than
+/// [`TOKEN_CACHE`] before it takes that word: an agent's heartbeat must not wait out the pool's
+/// 10 s on a stalled store connection, or its node is declared lost.
+const TOKEN_RECHECK_WAIT: Duration = Duration::from_secs(1);
+/// The oldest word on a token still taken while the store cannot answer.
+const TOKEN_STALE_MAX: Duration = Duration::from_secs(600);
 
 /// The token an `Authorization` header carries: `Bearer TOKEN`, or with `basic` `Basic`
 /// credentials whose password is the token (what a browser sends for the dashboard; the user
@@ -254,24 +270,88 @@ impl FromRequestParts<AppState> for Auth {
                 })
             })?;
         let hash = switchyard_store::hash_token(&token);
-        if let Ok(cache) = state.tokens.lock()
-            && let Some((p, at)) = cache.get(&hash)
-            && at.elapsed() < TOKEN_CACHE
+        let mut recheck = None;
+        if let Ok(mut cache) = state.tokens.lock()
+            && let Some(c) = cache.get_mut(&hash)
         {
-            return Ok(Auth(p.clone()));
-        }
-        let principal = state.store.principal(&hash).await?;
-        let Some(p) = principal else {
-            return Err(unauthorized("unknown token"));
-        };
-        if let Ok(mut cache) = state.tokens.lock() {
-            if cache.len() > 10_000 {
-                cache.clear();
+            let age = c.checked.elapsed();
+            if age < TOKEN_CACHE {
+                return Ok(Auth(c.principal.clone()));
             }
-            cache.insert(hash, (p.clone(), Instant::now()));
+            if age < TOKEN_STALE_MAX {
+                if c.rechecking {
+                    // Another request is asking the store: take the last word meanwhile.
+                    return Ok(Auth(c.principal.clone()));
+                }
+                c.rechecking = true;
+                recheck = Some(c.principal.clone());
+            }
         }
-        Ok(Auth(p))
+        let Some(stale) = recheck else {
+            let principal = lookup_token(state, &hash).await?;
+            return principal
+                .map(Auth)
+                .ok_or_else(|| unauthorized("unknown token"));
+        };
+        // Rechecked in a task of its own, which records the answer whenever it comes; this
+        // request waits for it a moment only.
+        let task = {
+            let state = state.clone();
+            let hash = hash.clone();
+            tokio::spawn(async move {
+                let found = lookup_token(&state, &hash).await;
+                if found.is_err()
+                    && let Ok(mut cache) = state.tokens.lock()
+                    && let Some(c) = cache.get_mut(&hash)
+                {
+                    c.rechecking = false;
+                }
+                found
+            })
+        };
+        match tokio::time::timeout(TOKEN_RECHECK_WAIT, task).await {
+            Ok(Ok(Ok(Some(p)))) => Ok(Auth(p)),
+            Ok(Ok(Ok(None))) => Err(unauthorized("unknown token")),
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "the store could not recheck a token; taking its last word");
+                Ok(Auth(stale))
+            }
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!("the store did not recheck a token in time; taking its last word");
+                Ok(Auth(stale))
+            }
+        }
     }
+}
+
+/// Asks the store about a token and records the answer in the cache (a token it no longer
+/// knows leaves the cache).
+async fn lookup_token(
+    state: &AppState,
+    hash: &str,
+) -> Result<Option<Principal>, switchyard_store::StoreError> {
+    let principal = state.store.principal(hash).await?;
+    if let Ok(mut cache) = state.tokens.lock() {
+        match &principal {
+            Some(p) => {
+                if cache.len() > 10_000 {
+                    cache.clear();
+                }
+                cache.insert(
+                    hash.to_owned(),
+                    CachedToken {
+                        principal: p.clone(),
+                        checked: Instant::now(),
+                        rechecking: false,
+                    },
+                );
+            }
+            None => {
+                cache.remove(hash);
+            }
+        }
+    }
+    Ok(principal)
 }
 
 /// The router of the whole API.
@@ -992,5 +1072,127 @@ mod tests {
         };
         assert!(closes(StatusCode::SERVICE_UNAVAILABLE));
         assert!(!closes(StatusCode::NOT_FOUND));
+    }
+
+    /// A TCP proxy to `target` that, once `silent` is set, passes nothing more on any
+    /// connection, old or new, and never closes one: a database behind a partition, or one
+    /// whose connections died without a reset reaching the client.
+    async fn silenceable_proxy(
+        target: String,
+        silent: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn pump(
+            mut from: tokio::net::tcp::OwnedReadHalf,
+            mut to: tokio::net::tcp::OwnedWriteHalf,
+            silent: Arc<std::sync::atomic::AtomicBool>,
+        ) {
+            let mut buf = vec![0u8; 16 << 10];
+            loop {
+                let n = match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                if silent.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pump(ri, wo, silent.clone()));
+                tokio::spawn(pump(ro, wi, silent.clone()));
+            }
+        });
+        addr
+    }
+
+    async fn authenticate(state: &AppState, token: &str) -> Result<Auth, ApiError> {
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri("/v1/agent/nodes")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(())
+            .expect("request")
+            .into_parts();
+        Auth::from_request_parts(&mut parts, state).await
+    }
+
+    /// Makes the cached word on `token` older than the cache keeps it.
+    fn age(state: &AppState, token: &str) {
+        let hash = switchyard_store::hash_token(token);
+        let mut cache = state.tokens.lock().expect("cache");
+        let c = cache.get_mut(&hash).expect("cached");
+        c.checked = Instant::now()
+            .checked_sub(TOKEN_CACHE + Duration::from_secs(1))
+            .expect("the clock is past 31 s");
+    }
+
+    /// A token the store confirmed is taken on its last word when a recheck cannot reach the
+    /// store in a moment (a heartbeat that waited the pool's 10 s here made the node lost), and
+    /// a token the store no longer knows is refused at its recheck.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_is_taken_on_its_last_word_while_the_store_cannot_answer() {
+        let Ok(url) = std::env::var("SWITCHYARD_TEST_POSTGRES_URL") else {
+            eprintln!("SKIPPED: set SWITCHYARD_TEST_POSTGRES_URL to a PostgreSQL database");
+            return;
+        };
+        use switchyard_store::StoreWrite as _;
+        let (head, rest) = url
+            .split_once('@')
+            .expect("postgres://USER:PASS@HOST:PORT/DB");
+        let (authority, tail) = rest.split_once('/').expect("a database name");
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let proxy = silenceable_proxy(authority.to_owned(), silent.clone()).await;
+        let store = switchyard_store::connect(&format!("{head}@{proxy}/{tail}"))
+            .await
+            .expect("connect through the proxy");
+        let state = AppState::new(
+            store.clone(),
+            Arc::new(Fleet::default_fleet()),
+            Arc::new(Metrics::default()),
+            Arc::new(Notify::new()),
+        );
+        let (kept, revoked) = (
+            switchyard_store::new_token().expect("token"),
+            switchyard_store::new_token().expect("token"),
+        );
+        for t in [&kept, &revoked] {
+            store
+                .insert_agent_token(&switchyard_store::hash_token(t), 0)
+                .await
+                .expect("insert");
+            authenticate(&state, t).await.expect("a known token");
+        }
+        store
+            .delete_token(&switchyard_store::hash_token(&revoked))
+            .await
+            .expect("delete");
+        age(&state, &revoked);
+        let refused = authenticate(&state, &revoked).await;
+        assert!(
+            matches!(&refused, Err(e) if e.status == StatusCode::UNAUTHORIZED),
+            "{refused:?}"
+        );
+
+        silent.store(true, std::sync::atomic::Ordering::SeqCst);
+        age(&state, &kept);
+        let auth = authenticate(&state, &kept)
+            .await
+            .expect("taken on its last word");
+        assert!(auth.0.agent);
+        // While the recheck hangs, later requests do not start another or wait.
+        authenticate(&state, &kept).await.expect("still taken");
     }
 }
