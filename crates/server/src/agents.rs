@@ -292,6 +292,9 @@ struct Hub {
     term_started_ms: Option<i64>,
 }
 
+/// How long a heartbeat's answer waits for the store to record it (every 30 s per node).
+const HEARTBEAT_WRITE_WAIT: Duration = Duration::from_secs(1);
+
 /// What an agent that does not say (an older one) is taken to need, after its last heartbeat,
 /// to stop orphaned training ranks: the agent's default `--orphan-after` (60 s) plus twice its
 /// request timeout (30 s).
@@ -1879,7 +1882,17 @@ mod handlers {
             .heartbeat(&id, now)
             .map_err(refused)?
         {
-            s.store.node_heartbeat(&id, now).await?;
+            // The hub has taken the sign of life; the agent waits for the store's copy a moment
+            // only, or a stalled store would hold its next heartbeat past the loss deadline.
+            let store = s.store.clone();
+            let write = tokio::spawn(async move { store.node_heartbeat(&id, now).await });
+            match tokio::time::timeout(super::HEARTBEAT_WRITE_WAIT, write).await {
+                Ok(Ok(written)) => {
+                    written?;
+                }
+                Ok(Err(_)) => {}
+                Err(_) => tracing::warn!("a heartbeat's store write is slow; answering meanwhile"),
+            }
         }
         Ok(StatusCode::NO_CONTENT)
     }
