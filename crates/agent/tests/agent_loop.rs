@@ -44,6 +44,15 @@ fn agent_with(cp: &MemoryControlPlane, config: AgentConfig) -> Agent<MemoryContr
     Agent::new(cp.clone(), node, config)
 }
 
+/// A 1-accelerator node of cluster `test`, at its host name (agents restarted on a state dir).
+fn one_accelerator_node() -> switchyard_agent::protocol::NodeInfo {
+    discover(&DiscoverOptions {
+        declared_accelerators: Some(1),
+        cluster: Some("test".into()),
+        address: None,
+    })
+}
+
 /// Syncs until `done` holds for the control plane's state.
 fn sync_until(
     agent: &mut Agent<MemoryControlPlane>,
@@ -198,15 +207,13 @@ fn a_restarted_agent_adopts_its_processes_and_the_desired_state_wins() {
     let dir = std::env::temp_dir().join(format!("sy-agent-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cp = MemoryControlPlane::new();
-    let node = || {
-        discover(&DiscoverOptions {
-            declared_accelerators: Some(1),
-            cluster: Some("test".into()),
-            address: None,
-        })
-    };
     let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
-    let mut first = Agent::with_supervisor(cp.clone(), node(), AgentConfig::default(), sup);
+    let mut first = Agent::with_supervisor(
+        cp.clone(),
+        one_accelerator_node(),
+        AgentConfig::default(),
+        sup,
+    );
     first.sync().expect("register");
     let node_id = first.node_id().expect("registered").to_string();
     cp.set_desired(
@@ -238,7 +245,12 @@ fn a_restarted_agent_adopts_its_processes_and_the_desired_state_wins() {
         )],
     );
     let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
-    let mut second = Agent::with_supervisor(cp.clone(), node(), AgentConfig::default(), sup);
+    let mut second = Agent::with_supervisor(
+        cp.clone(),
+        one_accelerator_node(),
+        AgentConfig::default(),
+        sup,
+    );
     let report = second.sync().expect("sync");
     assert_eq!(second.node_id(), Some(node_id.as_str()), "same node id");
     assert!(
@@ -542,15 +554,13 @@ fn a_restarted_agent_that_is_cut_off_stops_the_ranks_it_adopted() {
     let dir = std::env::temp_dir().join(format!("sy-agent-orphan-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cp = MemoryControlPlane::new();
-    let node = || {
-        discover(&DiscoverOptions {
-            declared_accelerators: Some(1),
-            cluster: Some("test".into()),
-            address: None,
-        })
-    };
     let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
-    let mut first = Agent::with_supervisor(cp.clone(), node(), AgentConfig::default(), sup);
+    let mut first = Agent::with_supervisor(
+        cp.clone(),
+        one_accelerator_node(),
+        AgentConfig::default(),
+        sup,
+    );
     first.sync().expect("register");
     let node_id = first.node_id().expect("registered").to_string();
     cp.set_desired(
@@ -565,7 +575,7 @@ fn a_restarted_agent_that_is_cut_off_stops_the_ranks_it_adopted() {
     let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
     let mut second = Agent::with_supervisor(
         cp.clone(),
-        node(),
+        one_accelerator_node(),
         AgentConfig {
             orphan_after: Duration::from_millis(400),
             ..AgentConfig::default()
