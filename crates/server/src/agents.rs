@@ -2653,6 +2653,51 @@ mod tests {
         );
     }
 
+    /// A heartbeat whose store write hangs (a stalled database connection) is answered once
+    /// the hub has it, not after the pool's 10 s: the agent's next heartbeat must not be late.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heartbeat_is_answered_while_its_store_write_hangs() {
+        use axum::extract::{Path, State};
+        use axum::http::{HeaderMap, HeaderValue, StatusCode};
+        let Some(url) = crate::test_support::postgres_url() else {
+            return;
+        };
+        let (store, silent) = crate::test_support::postgres_behind_a_silenceable_proxy(&url).await;
+        let fleet = Fleet::from_toml(
+            &switchyard_core::fleet::local_fleet_toml("t", 3, 2, ""),
+            "t.toml",
+        )
+        .expect("fleet");
+        let h = hub();
+        let state = crate::http::AppState::new(
+            store,
+            Arc::new(fleet),
+            Arc::new(crate::metrics::Metrics::default()),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .with_agents(h.clone());
+        state
+            .metrics
+            .leader
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Registered long enough ago that this heartbeat is one the store gets a copy of.
+        let id = join(&h, "a", 0, now_ms() - 2 * PERSIST_HEARTBEAT_MS);
+        silent.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            switchyard_agent::protocol::BOOT_ID_HEADER,
+            HeaderValue::from_static("boot-of-a"),
+        );
+        let auth = crate::http::Auth(switchyard_store::Principal {
+            tenant: String::new(),
+            admin: false,
+            agent: true,
+        });
+        let answer = handlers::heartbeat(State(state), auth, headers, Path(id.clone())).await;
+        assert!(matches!(answer, Ok(StatusCode::NO_CONTENT)), "{answer:?}");
+        assert!(h.lock().nodes[&id].last_seen_ms > now_ms() - 60_000);
+    }
+
     #[test]
     fn a_stalled_leader_does_not_declare_every_node_lost() {
         let h = hub();

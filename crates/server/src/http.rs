@@ -1074,51 +1074,6 @@ mod tests {
         assert!(!closes(StatusCode::NOT_FOUND));
     }
 
-    /// A TCP proxy to `target` that, once `silent` is set, passes nothing more on any
-    /// connection, old or new, and never closes one: a database behind a partition, or one
-    /// whose connections died without a reset reaching the client.
-    async fn silenceable_proxy(
-        target: String,
-        silent: Arc<std::sync::atomic::AtomicBool>,
-    ) -> std::net::SocketAddr {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        async fn pump(
-            mut from: tokio::net::tcp::OwnedReadHalf,
-            mut to: tokio::net::tcp::OwnedWriteHalf,
-            silent: Arc<std::sync::atomic::AtomicBool>,
-        ) {
-            let mut buf = vec![0u8; 16 << 10];
-            loop {
-                let n = match from.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if silent.load(std::sync::atomic::Ordering::SeqCst) {
-                    std::future::pending::<()>().await;
-                }
-                if to.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
-                    continue;
-                };
-                let (ri, wi) = inbound.into_split();
-                let (ro, wo) = outbound.into_split();
-                tokio::spawn(pump(ri, wo, silent.clone()));
-                tokio::spawn(pump(ro, wi, silent.clone()));
-            }
-        });
-        addr
-    }
-
     async fn authenticate(state: &AppState, token: &str) -> Result<Auth, ApiError> {
         let (mut parts, ()) = axum::http::Request::builder()
             .uri("/v1/agent/nodes")
@@ -1144,20 +1099,11 @@ mod tests {
     /// a token the store no longer knows is refused at its recheck.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_token_is_taken_on_its_last_word_while_the_store_cannot_answer() {
-        let Ok(url) = std::env::var("SWITCHYARD_TEST_POSTGRES_URL") else {
-            eprintln!("SKIPPED: set SWITCHYARD_TEST_POSTGRES_URL to a PostgreSQL database");
+        let Some(url) = crate::test_support::postgres_url() else {
             return;
         };
         use switchyard_store::StoreWrite as _;
-        let (head, rest) = url
-            .split_once('@')
-            .expect("postgres://USER:PASS@HOST:PORT/DB");
-        let (authority, tail) = rest.split_once('/').expect("a database name");
-        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let proxy = silenceable_proxy(authority.to_owned(), silent.clone()).await;
-        let store = switchyard_store::connect(&format!("{head}@{proxy}/{tail}"))
-            .await
-            .expect("connect through the proxy");
+        let (store, silent) = crate::test_support::postgres_behind_a_silenceable_proxy(&url).await;
         let state = AppState::new(
             store.clone(),
             Arc::new(Fleet::default_fleet()),

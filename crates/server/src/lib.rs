@@ -14,6 +14,8 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod openapi;
+#[cfg(test)]
+mod test_support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
