@@ -602,6 +602,13 @@ impl AgentHub {
         Ok(persist)
     }
 
+    /// The store did not take the copy of `node`'s heartbeat: the next heartbeat writes again.
+    fn persist_failed(&self, node: &str) {
+        if let Some(n) = self.lock().nodes.get_mut(node) {
+            n.persisted_ms = i64::MIN / 2;
+        }
+    }
+
     /// The complete set of assignments the node should run.
     pub fn assignments(&self, node: &str, now_ms: i64) -> Result<AssignmentList, AgentError> {
         let mut hub = self.lock();
@@ -1878,20 +1885,26 @@ mod handlers {
         Path(id): Path<String>,
     ) -> Result<StatusCode, ApiError> {
         let now = now_ms();
-        if node_hub(&s, &auth, &headers, &id)?
-            .heartbeat(&id, now)
-            .map_err(refused)?
-        {
+        let hub = node_hub(&s, &auth, &headers, &id)?;
+        if hub.heartbeat(&id, now).map_err(refused)? {
             // The hub has taken the sign of life; the agent waits for the store's copy a moment
-            // only, or a stalled store would hold its next heartbeat past the loss deadline.
+            // only, or a stalled store would hold its next heartbeat past the loss deadline. A
+            // copy the store did not take is written again at the next heartbeat (a late one
+            // never overwrites a newer state: the store checks the times).
             let store = s.store.clone();
-            let write = tokio::spawn(async move { store.node_heartbeat(&id, now).await });
-            match tokio::time::timeout(super::HEARTBEAT_WRITE_WAIT, write).await {
-                Ok(Ok(written)) => {
-                    written?;
+            let write = tokio::spawn(async move {
+                let written = store.node_heartbeat(&id, now).await;
+                if let Err(e) = &written {
+                    tracing::warn!(node = %id, error = %e, "could not record a heartbeat");
+                    hub.persist_failed(&id);
                 }
-                Ok(Err(_)) => {}
-                Err(_) => tracing::warn!("a heartbeat's store write is slow; answering meanwhile"),
+                written
+            });
+            if tokio::time::timeout(super::HEARTBEAT_WRITE_WAIT, write)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a heartbeat's store write is slow; answering meanwhile");
             }
         }
         Ok(StatusCode::NO_CONTENT)
@@ -1933,9 +1946,25 @@ mod handlers {
         let hub = node_hub(&s, &auth, &headers, &id)?;
         let batch: LogBatch = body(raw, "log batch")?;
         let pushed = hub.output(&id, batch, now_ms()).map_err(refused)?;
-        let lines = super::lines_to_store(&s.store, pushed).await?;
-        crate::leader::store_output(&s.store, lines).await?;
-        Ok(StatusCode::NO_CONTENT)
+        // Stored in a task of its own; the agent waits one heartbeat interval at most, or a
+        // stalled store would hold its next heartbeat (one sync does both) past the loss
+        // deadline. Told to push again meanwhile, it keeps the lines; the store drops repeats.
+        let store = s.store.clone();
+        let write = tokio::spawn(async move {
+            let lines = super::lines_to_store(&store, pushed).await?;
+            crate::leader::store_output(&store, lines).await
+        });
+        match tokio::time::timeout(hub.settings().heartbeat_interval, write).await {
+            Ok(Ok(stored)) => {
+                stored?;
+                Ok(StatusCode::NO_CONTENT)
+            }
+            Ok(Err(_)) | Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store is slow to take these lines: push them again (repeats are dropped)",
+            )),
+        }
     }
 }
 
@@ -2682,6 +2711,13 @@ mod tests {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         // Registered long enough ago that this heartbeat is one the store gets a copy of.
         let id = join(&h, "a", 0, now_ms() - 2 * PERSIST_HEARTBEAT_MS);
+        // A rank to write output.
+        let mut b = AgentBackend::new(h.clone());
+        b.act(vec![launch("j", 1, 1, &[(0, 1)])]);
+        let handed = h
+            .assignments(&id, now_ms())
+            .expect("assignments")
+            .assignments;
         silent.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -2693,9 +2729,33 @@ mod tests {
             admin: false,
             agent: true,
         });
-        let answer = handlers::heartbeat(State(state), auth, headers, Path(id.clone())).await;
+        let answer = handlers::heartbeat(
+            State(state.clone()),
+            auth.clone(),
+            headers.clone(),
+            Path(id.clone()),
+        )
+        .await;
         assert!(matches!(answer, Ok(StatusCode::NO_CONTENT)), "{answer:?}");
         assert!(h.lock().nodes[&id].last_seen_ms > now_ms() - 60_000);
+        // Output the store cannot take in time is refused for now (the agent keeps it and
+        // pushes it again), not held for the pool's 10 s.
+        let batch = LogBatch {
+            lines: vec![switchyard_agent::protocol::LogLine {
+                assignment_id: handed[0].id.clone(),
+                stream: switchyard_agent::protocol::Stream::Stdout,
+                seq: 0,
+                at_ms: 0,
+                line: "step 1".into(),
+            }],
+        };
+        let body = axum::body::Bytes::from(serde_json::to_vec(&batch).expect("json"));
+        let answer = handlers::logs(State(state), auth, headers, Path(id), Ok(body)).await;
+        assert!(
+            matches!(&answer, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE)
+                && format!("{answer:?}").contains("push them again"),
+            "{answer:?}"
+        );
     }
 
     #[test]

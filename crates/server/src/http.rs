@@ -44,8 +44,8 @@ pub struct AppState {
 struct CachedToken {
     principal: Principal,
     checked: Instant,
-    /// A recheck with the store is under way (one per token at a time).
-    rechecking: bool,
+    /// When the recheck with the store under way began (one per token at a time).
+    recheck_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -213,6 +213,9 @@ const TOKEN_CACHE: Duration = Duration::from_secs(30);
 const TOKEN_RECHECK_WAIT: Duration = Duration::from_secs(1);
 /// The oldest word on a token still taken while the store cannot answer.
 const TOKEN_STALE_MAX: Duration = Duration::from_secs(600);
+/// How long a recheck may take before it is given up (its query hangs) and the next request
+/// starts another.
+const TOKEN_RECHECK_MAX: Duration = Duration::from_secs(10);
 
 /// The token an `Authorization` header carries: `Bearer TOKEN`, or with `basic` `Basic`
 /// credentials whose password is the token (what a browser sends for the dashboard; the user
@@ -279,44 +282,42 @@ impl FromRequestParts<AppState> for Auth {
                 return Ok(Auth(c.principal.clone()));
             }
             if age < TOKEN_STALE_MAX {
-                if c.rechecking {
+                if c.recheck_since
+                    .is_some_and(|since| since.elapsed() < TOKEN_RECHECK_MAX)
+                {
                     // Another request is asking the store: take the last word meanwhile.
                     return Ok(Auth(c.principal.clone()));
                 }
-                c.rechecking = true;
-                recheck = Some(c.principal.clone());
+                // (A recheck older than that was abandoned: its query hangs.)
+                let since = Instant::now();
+                c.recheck_since = Some(since);
+                recheck = Some((c.principal.clone(), since));
             }
         }
-        let Some(stale) = recheck else {
-            let principal = lookup_token(state, &hash).await?;
+        let Some((stale, since)) = recheck else {
+            let principal = lookup_token(state, &hash, None).await?;
             return principal
                 .map(Auth)
                 .ok_or_else(|| unauthorized("unknown token"));
         };
-        // Rechecked in a task of its own, which records the answer whenever it comes; this
-        // request waits for it a moment only.
+        // Rechecked in a task of its own, which records the answer whenever it comes (within
+        // TOKEN_RECHECK_MAX); this request waits for it a moment only.
         let task = {
             let state = state.clone();
             let hash = hash.clone();
             tokio::spawn(async move {
-                let found = lookup_token(&state, &hash).await;
-                if found.is_err()
-                    && let Ok(mut cache) = state.tokens.lock()
-                    && let Some(c) = cache.get_mut(&hash)
-                {
-                    c.rechecking = false;
-                }
-                found
+                tokio::time::timeout(TOKEN_RECHECK_MAX, lookup_token(&state, &hash, Some(since)))
+                    .await
             })
         };
         match tokio::time::timeout(TOKEN_RECHECK_WAIT, task).await {
-            Ok(Ok(Ok(Some(p)))) => Ok(Auth(p)),
-            Ok(Ok(Ok(None))) => Err(unauthorized("unknown token")),
-            Ok(Ok(Err(e))) => {
+            Ok(Ok(Ok(Ok(Some(p))))) => Ok(Auth(p)),
+            Ok(Ok(Ok(Ok(None)))) => Err(unauthorized("unknown token")),
+            Ok(Ok(Ok(Err(e)))) => {
                 tracing::warn!(error = %e, "the store could not recheck a token; taking its last word");
                 Ok(Auth(stale))
             }
-            Ok(Err(_)) | Err(_) => {
+            Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => {
                 tracing::warn!("the store did not recheck a token in time; taking its last word");
                 Ok(Auth(stale))
             }
@@ -324,34 +325,56 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-/// Asks the store about a token and records the answer in the cache (a token it no longer
-/// knows leaves the cache).
+/// Asks the store about a token and records the answer in the cache: a token it no longer
+/// knows leaves the cache. The answer to a recheck begun at `recheck` is recorded only while
+/// that recheck is the entry's latest, so that a late answer never overwrites a newer one (or
+/// brings back a token whose revocation was seen meanwhile).
 async fn lookup_token(
     state: &AppState,
     hash: &str,
+    recheck: Option<Instant>,
 ) -> Result<Option<Principal>, switchyard_store::StoreError> {
-    let principal = state.store.principal(hash).await?;
-    if let Ok(mut cache) = state.tokens.lock() {
-        match &principal {
-            Some(p) => {
-                if cache.len() > 10_000 {
-                    cache.clear();
-                }
-                cache.insert(
-                    hash.to_owned(),
-                    CachedToken {
-                        principal: p.clone(),
-                        checked: Instant::now(),
-                        rechecking: false,
-                    },
-                );
+    let asked = Instant::now();
+    let principal = state.store.principal(hash).await;
+    let Ok(mut cache) = state.tokens.lock() else {
+        return principal;
+    };
+    let current = cache.get(hash).map(|c| c.recheck_since);
+    match (&principal, recheck) {
+        (Ok(None), _) => {
+            cache.remove(hash);
+        }
+        (Ok(Some(p)), None) => {
+            if cache.len() > 10_000 {
+                cache.clear();
             }
-            None => {
-                cache.remove(hash);
+            cache.insert(
+                hash.to_owned(),
+                CachedToken {
+                    principal: p.clone(),
+                    checked: asked,
+                    recheck_since: None,
+                },
+            );
+        }
+        (Ok(Some(p)), Some(since)) if current == Some(Some(since)) => {
+            cache.insert(
+                hash.to_owned(),
+                CachedToken {
+                    principal: p.clone(),
+                    checked: asked,
+                    recheck_since: None,
+                },
+            );
+        }
+        (Err(_), Some(since)) if current == Some(Some(since)) => {
+            if let Some(c) = cache.get_mut(hash) {
+                c.recheck_since = None;
             }
         }
+        _ => {}
     }
-    Ok(principal)
+    principal
 }
 
 /// The router of the whole API.

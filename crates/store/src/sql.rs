@@ -1113,7 +1113,8 @@ macro_rules! sql_store {
             ) -> Result<Option<NodeRecord>, StoreError> {
                 let row = sqlx::query(&format!(
                     "UPDATE nodes SET heartbeat_ms = $1, state = 'ready', lost_ms = NULL \
-                     WHERE id = $2 RETURNING {NODE_COLUMNS}"
+                     WHERE id = $2 AND heartbeat_ms <= $1 AND (lost_ms IS NULL OR lost_ms <= $1) \
+                     RETURNING {NODE_COLUMNS}"
                 ))
                 .bind(now_ms)
                 .bind(id)

@@ -185,6 +185,12 @@ async fn node_registry(s: AnyStore) {
     let nodes = s.nodes().await.expect("nodes");
     let lost = nodes.iter().find(|n| n.id == b.id).expect("b listed");
     assert_eq!((lost.state, lost.lost_ms), (NodeState::Lost, Some(300)));
+    // A heartbeat from before the loss, written late, changes nothing.
+    assert_eq!(
+        s.node_heartbeat(&b.id, 290).await.expect("heartbeat"),
+        None,
+        "a late copy of an older heartbeat is not taken"
+    );
     let back = s
         .node_heartbeat(&b.id, 400)
         .await
