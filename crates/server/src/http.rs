@@ -339,12 +339,13 @@ async fn lookup_token(
     let Ok(mut cache) = state.tokens.lock() else {
         return principal;
     };
-    let current = cache.get(hash).map(|c| c.recheck_since);
-    match (&principal, recheck) {
-        (Ok(None), _) => {
+    // A recheck's answer counts while it is the entry's latest; a first lookup's always.
+    let latest = recheck.is_none() || cache.get(hash).map(|c| c.recheck_since) == Some(recheck);
+    match &principal {
+        Ok(None) => {
             cache.remove(hash);
         }
-        (Ok(Some(p)), None) => {
+        Ok(Some(p)) if latest => {
             if cache.len() > 10_000 {
                 cache.clear();
             }
@@ -357,17 +358,7 @@ async fn lookup_token(
                 },
             );
         }
-        (Ok(Some(p)), Some(since)) if current == Some(Some(since)) => {
-            cache.insert(
-                hash.to_owned(),
-                CachedToken {
-                    principal: p.clone(),
-                    checked: asked,
-                    recheck_since: None,
-                },
-            );
-        }
-        (Err(_), Some(since)) if current == Some(Some(since)) => {
+        Err(_) if latest => {
             if let Some(c) = cache.get_mut(hash) {
                 c.recheck_since = None;
             }
