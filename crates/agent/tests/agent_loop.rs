@@ -44,13 +44,20 @@ fn agent_with(cp: &MemoryControlPlane, config: AgentConfig) -> Agent<MemoryContr
     Agent::new(cp.clone(), node, config)
 }
 
-/// A 1-accelerator node of cluster `test`, at its host name (agents restarted on a state dir).
-fn one_accelerator_node() -> switchyard_agent::protocol::NodeInfo {
-    discover(&DiscoverOptions {
+/// An agent of a 1-accelerator node of cluster `test` (at its host name) whose supervisor
+/// keeps its processes in `dir`: a later one on the same directory adopts them.
+fn agent_on_state_dir(
+    cp: &MemoryControlPlane,
+    dir: &std::path::Path,
+    config: AgentConfig,
+) -> Agent<MemoryControlPlane> {
+    let node = discover(&DiscoverOptions {
         declared_accelerators: Some(1),
         cluster: Some("test".into()),
         address: None,
-    })
+    });
+    let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(dir).expect("state dir");
+    Agent::with_supervisor(cp.clone(), node, config, sup)
 }
 
 /// Syncs until `done` holds for the control plane's state.
@@ -207,13 +214,7 @@ fn a_restarted_agent_adopts_its_processes_and_the_desired_state_wins() {
     let dir = std::env::temp_dir().join(format!("sy-agent-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cp = MemoryControlPlane::new();
-    let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
-    let mut first = Agent::with_supervisor(
-        cp.clone(),
-        one_accelerator_node(),
-        AgentConfig::default(),
-        sup,
-    );
+    let mut first = agent_on_state_dir(&cp, &dir, AgentConfig::default());
     first.sync().expect("register");
     let node_id = first.node_id().expect("registered").to_string();
     cp.set_desired(
@@ -244,13 +245,7 @@ fn a_restarted_agent_adopts_its_processes_and_the_desired_state_wins() {
             RestartPolicy::Never,
         )],
     );
-    let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
-    let mut second = Agent::with_supervisor(
-        cp.clone(),
-        one_accelerator_node(),
-        AgentConfig::default(),
-        sup,
-    );
+    let mut second = agent_on_state_dir(&cp, &dir, AgentConfig::default());
     let report = second.sync().expect("sync");
     assert_eq!(second.node_id(), Some(node_id.as_str()), "same node id");
     assert!(
@@ -554,13 +549,7 @@ fn a_restarted_agent_that_is_cut_off_stops_the_ranks_it_adopted() {
     let dir = std::env::temp_dir().join(format!("sy-agent-orphan-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cp = MemoryControlPlane::new();
-    let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
-    let mut first = Agent::with_supervisor(
-        cp.clone(),
-        one_accelerator_node(),
-        AgentConfig::default(),
-        sup,
-    );
+    let mut first = agent_on_state_dir(&cp, &dir, AgentConfig::default());
     first.sync().expect("register");
     let node_id = first.node_id().expect("registered").to_string();
     cp.set_desired(
@@ -572,15 +561,13 @@ fn a_restarted_agent_that_is_cut_off_stops_the_ranks_it_adopted() {
     });
     first.detach();
     cp.state().down = true;
-    let sup = switchyard_agent::supervisor::Supervisor::with_state_dir(&dir).expect("state dir");
-    let mut second = Agent::with_supervisor(
-        cp.clone(),
-        one_accelerator_node(),
+    let mut second = agent_on_state_dir(
+        &cp,
+        &dir,
         AgentConfig {
             orphan_after: Duration::from_millis(400),
             ..AgentConfig::default()
         },
-        sup,
     );
     assert!(second.sync().is_err());
     assert_eq!(second.supervisor().live(), 1, "adopted, still running");

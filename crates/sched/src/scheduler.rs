@@ -1290,7 +1290,6 @@ impl Scheduler {
         }
         self.charge(j, cluster, size, true);
         let spread = self.index[cluster as usize].spread(&shares);
-        let job = &self.jobs[j as usize];
         let mut run = Run {
             cluster,
             shares,
@@ -1303,14 +1302,9 @@ impl Scheduler {
             tau,
             end_s: 0.0,
         };
-        let eff = self.eff_rate(&run);
-        run.end_s = run.progress_from
-            + if eff.is_infinite() {
-                0.0
-            } else {
-                (1.0 - job.done) / eff
-            };
+        run.end_s = self.end_of(j, &run);
         let end = run.end_s;
+        let job = &self.jobs[j as usize];
         let (priority, order) = (job.priority, job.order);
         let job = &mut self.jobs[j as usize];
         job.generation += 1;
@@ -1485,31 +1479,28 @@ impl Scheduler {
         let Some(mut run) = j.run.clone() else {
             return false;
         };
-        let (kind, order) = (j.kind, j.order);
-        let c = run.cluster as usize;
+        let order = j.order;
         if !run.held && interrupted {
-            let (kept, _) = self.kept_and_lost(now, job, &run, false, false);
-            let size = f64::from(run.size);
-            let st = &mut self.stats[c];
-            st.busy_accel_s += (now - run.start_s).max(0.0) * size;
-            st.useful_accel_s += kept * size;
+            // Booked as an unwarned stop, without counting as a stall: its backend goes on.
+            self.book(now, job, &run, false, false);
             run.start_s = now;
             run.setup_s = self.restart_cost(job, run.cluster);
-            let j = &mut self.jobs[job as usize];
-            j.done = if kind == JobKind::Batch {
-                0.0
-            } else {
-                (j.done + kept * run.rate).min(1.0 - 1e-12)
-            };
         }
         run.held = true;
-        let old_end = run.end_s;
-        run.progress_from = now + run.setup_s;
-        run.end_s = self.end_of(job, &run);
-        self.ends[c].remove(&(bits(old_end), order, job));
-        self.ends[c].insert((bits(run.end_s), order, job));
+        self.progress_from(job, order, &mut run, now);
         self.jobs[job as usize].run = Some(run);
         true
+    }
+
+    /// Lets `run` of `job` make progress from `now` plus its setup, moving its predicted end
+    /// (and its place in `ends`) to match.
+    fn progress_from(&mut self, job: JobIdx, order: u64, run: &mut Run, now: f64) {
+        let old_end = run.end_s;
+        run.progress_from = now + run.setup_s;
+        run.end_s = self.end_of(job, run);
+        let ends = &mut self.ends[run.cluster as usize];
+        ends.remove(&(bits(old_end), order, job));
+        ends.insert((bits(run.end_s), order, job));
     }
 
     /// When `run` of `job` ends if it progresses from its `progress_from` on.
@@ -1534,15 +1525,12 @@ impl Scheduler {
             return None;
         }
         let mut run = j.run.clone().filter(|r| r.held)?;
-        let (cluster, order, old_end) = (run.cluster as usize, j.order, run.end_s);
+        let order = j.order;
         // (An interrupted run's start moved when it was held again.)
         let first_run = j.first_start_s == Some(run.start_s);
         run.held = false;
-        run.progress_from = now + run.setup_s;
-        run.end_s = self.end_of(job, &run);
+        self.progress_from(job, order, &mut run, now);
         let end = run.end_s;
-        self.ends[cluster].remove(&(bits(old_end), order, job));
-        self.ends[cluster].insert((bits(end), order, job));
         let j = &mut self.jobs[job as usize];
         if first_run {
             j.first_start_s = Some(now.max(j.submit_s));
@@ -1574,6 +1562,26 @@ impl Scheduler {
     /// Books the progress of `run` up to `now` (kept or lost) into the job and the cluster's
     /// counters; returns the seconds of computing lost.
     fn settle(&mut self, now: f64, j: JobIdx, run: &Run, finished: bool, graceful: bool) -> f64 {
+        let (kept_compute, lost) = self.book(now, j, run, finished, graceful);
+        let job = &mut self.jobs[j as usize];
+        if kept_compute > 0.0 || graceful || finished {
+            job.stalled = 0;
+        } else if job.kind != JobKind::Batch {
+            job.stalled += 1;
+        }
+        lost
+    }
+
+    /// [`Scheduler::settle`]'s booking alone: the kept progress into the job, the cluster's
+    /// busy and useful time; returns the compute seconds kept and lost.
+    fn book(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        run: &Run,
+        finished: bool,
+        graceful: bool,
+    ) -> (f64, f64) {
         let c = run.cluster as usize;
         let kind = self.jobs[j as usize].kind;
         let (kept_compute, lost) = self.kept_and_lost(now, j, run, finished, graceful);
@@ -1589,12 +1597,7 @@ impl Scheduler {
         } else {
             job.done = (job.done + kept_compute * run.rate).min(1.0 - 1e-12);
         }
-        if kept_compute > 0.0 || graceful || finished {
-            job.stalled = 0;
-        } else if kind != JobKind::Batch {
-            job.stalled += 1;
-        }
-        lost
+        (kept_compute, lost)
     }
 
     /// Whether a failure at `now` is the one too many for training run `j`: the
@@ -1776,14 +1779,7 @@ impl Scheduler {
         run.progress_from = now + restart;
         run.setup_s = restart;
         run.held = false;
-        let eff = self.eff_rate(&run);
-        let done = self.jobs[j as usize].done;
-        run.end_s = run.progress_from
-            + if eff.is_infinite() {
-                0.0
-            } else {
-                (1.0 - done) / eff
-            };
+        run.end_s = self.end_of(j, &run);
         let (end, size) = (run.end_s, run.size);
         let nodes = run.shares.clone();
         self.ends[c].insert((bits(end), order, j));

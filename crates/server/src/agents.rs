@@ -284,8 +284,8 @@ struct Hub {
     /// Jobs whose last gang was on nodes all cut off at once, and until when its ranks may
     /// still run there: their next gang waits until then (kept through a reset).
     fences: HashMap<String, i64>,
-    /// [`AgentSettings::heartbeat_interval`], in milliseconds.
-    heartbeat_interval_ms: i64,
+    /// The same settings as [`AgentHub::settings`], for what is decided under the lock.
+    settings: Arc<AgentSettings>,
     /// When this hub's leader term began: for [`ADOPT_OUTPUT_MS`] after, lines of assignments
     /// it never handed out may be output agents held through the change of leader (see
     /// [`PushedOutput::unverified`]).
@@ -343,16 +343,16 @@ impl AgentHub {
                 accelerator: c.accelerator,
             })
             .collect();
+        let settings = Arc::new(settings);
         AgentHub {
             inner: Arc::new(Mutex::new(Hub {
                 clusters,
                 resync_down: true,
                 replica_epoch: format!("{:x}", now_ms()),
-                heartbeat_interval_ms: i64::try_from(settings.heartbeat_interval.as_millis())
-                    .unwrap_or(i64::MAX),
+                settings: settings.clone(),
                 ..Hub::default()
             })),
-            settings: Arc::new(settings),
+            settings,
         }
     }
 
@@ -1074,7 +1074,9 @@ impl Hub {
                     .saturating_add(i64::try_from(grace).unwrap_or(i64::MAX)),
             );
         }
-        Some(until.saturating_add(self.heartbeat_interval_ms))
+        let margin =
+            i64::try_from(self.settings.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+        Some(until.saturating_add(margin))
     }
 
     /// Holds `run`'s job's next gang back while `run` may still run on nodes cut off whole.
@@ -1576,14 +1578,8 @@ impl Backend for AgentBackend {
             hub.pending_failures.remove(&id);
         }
         hub.fences.retain(|_, until| *until > now_ms);
-        let begun: Vec<u64> = hub
-            .runs
-            .iter()
-            .filter(|(_, r)| r.not_before_ms.is_some_and(|t| t <= now_ms))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in begun {
-            if let Some(run) = hub.runs.get_mut(&id) {
+        for run in hub.runs.values_mut() {
+            if run.not_before_ms.is_some_and(|t| t <= now_ms) {
                 run.not_before_ms = None;
                 if let RunKind::Gang { generation, .. } = run.kind {
                     out.push(Observed::Began {
@@ -1740,7 +1736,7 @@ mod handlers {
     use switchyard_store::{NodeRegistration, StoreWrite as _};
 
     use super::{AgentError, AgentHub, MAX_AGENT_BODY_BYTES, NodeView};
-    use crate::http::{ApiError, AppState, Auth};
+    use crate::http::{ApiError, AppState, Auth, spawned_within};
     use crate::leader::now_ms;
 
     /// The hub, once the caller may act as an agent.
@@ -1892,17 +1888,15 @@ mod handlers {
             // copy the store did not take is written again at the next heartbeat (a late one
             // never overwrites a newer state: the store checks the times).
             let store = s.store.clone();
-            let write = tokio::spawn(async move {
-                let written = store.node_heartbeat(&id, now).await;
-                if let Err(e) = &written {
+            let write = async move {
+                if let Err(e) = store.node_heartbeat(&id, now).await {
                     tracing::warn!(node = %id, error = %e, "could not record a heartbeat");
                     hub.persist_failed(&id);
                 }
-                written
-            });
-            if tokio::time::timeout(super::HEARTBEAT_WRITE_WAIT, write)
+            };
+            if spawned_within(super::HEARTBEAT_WRITE_WAIT, write)
                 .await
-                .is_err()
+                .is_none()
             {
                 tracing::warn!("a heartbeat's store write is slow; answering meanwhile");
             }
@@ -1950,16 +1944,16 @@ mod handlers {
         // stalled store would hold its next heartbeat (one sync does both) past the loss
         // deadline. Told to push again meanwhile, it keeps the lines; the store drops repeats.
         let store = s.store.clone();
-        let write = tokio::spawn(async move {
+        let write = async move {
             let lines = super::lines_to_store(&store, pushed).await?;
             crate::leader::store_output(&store, lines).await
-        });
-        match tokio::time::timeout(hub.settings().heartbeat_interval, write).await {
-            Ok(Ok(stored)) => {
+        };
+        match spawned_within(hub.settings().heartbeat_interval, write).await {
+            Some(stored) => {
                 stored?;
                 Ok(StatusCode::NO_CONTENT)
             }
-            Ok(Err(_)) | Err(_) => Err(ApiError::new(
+            None => Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the store is slow to take these lines: push them again (repeats are dropped)",

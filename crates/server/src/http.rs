@@ -302,27 +302,39 @@ impl FromRequestParts<AppState> for Auth {
         };
         // Rechecked in a task of its own, which records the answer whenever it comes (within
         // TOKEN_RECHECK_MAX); this request waits for it a moment only.
-        let task = {
+        let recheck = {
             let state = state.clone();
-            let hash = hash.clone();
-            tokio::spawn(async move {
+            async move {
                 tokio::time::timeout(TOKEN_RECHECK_MAX, lookup_token(&state, &hash, Some(since)))
                     .await
-            })
+            }
         };
-        match tokio::time::timeout(TOKEN_RECHECK_WAIT, task).await {
-            Ok(Ok(Ok(Ok(Some(p))))) => Ok(Auth(p)),
-            Ok(Ok(Ok(Ok(None)))) => Err(unauthorized("unknown token")),
-            Ok(Ok(Ok(Err(e)))) => {
+        match spawned_within(TOKEN_RECHECK_WAIT, recheck).await {
+            Some(Ok(Ok(Some(p)))) => Ok(Auth(p)),
+            Some(Ok(Ok(None))) => Err(unauthorized("unknown token")),
+            Some(Ok(Err(e))) => {
                 tracing::warn!(error = %e, "the store could not recheck a token; taking its last word");
                 Ok(Auth(stale))
             }
-            Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => {
+            Some(Err(_)) | None => {
                 tracing::warn!("the store did not recheck a token in time; taking its last word");
                 Ok(Auth(stale))
             }
         }
     }
+}
+
+/// Runs `work` in a task of its own and waits for it `wait` at most: `None` if it has not
+/// finished by then (it goes on; what it records, it records later) or it panicked. For store
+/// writes and reads a request must not wait out a stalled store for.
+pub(crate) async fn spawned_within<T: Send + 'static>(
+    wait: Duration,
+    work: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    tokio::time::timeout(wait, tokio::spawn(work))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// Asks the store about a token and records the answer in the cache: a token it no longer

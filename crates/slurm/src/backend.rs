@@ -920,30 +920,31 @@ impl Worker {
                 };
                 // A gang's run is held until its job runs, with Slurm's reason of the moment
                 // (a service's replicas come and go on their own).
-                let hold = !w.replica && w.held_why.as_deref() != Some(why.as_str());
-                let interrupted = w.ran && w.held_why.is_none();
-                if hold {
+                let held = (!w.replica && w.held_why.as_deref() != Some(why.as_str())).then(|| {
+                    let interrupted = w.ran && w.held_why.is_none();
                     w.held_why = Some(why.clone());
-                }
-                let (job, generation) = (w.job.clone(), w.generation);
-                if hold {
-                    self.observe(Observed::Held {
-                        job,
-                        generation,
+                    Observed::Held {
+                        job: w.job.clone(),
+                        generation: w.generation,
                         why: why.clone(),
                         interrupted,
-                    });
+                    }
+                });
+                if let Some(held) = held {
+                    self.observe(held);
                 }
                 if tell {
                     self.event(&key, &cluster_name, "slurm_pending", why);
                 }
             } else if state == JobState::Running {
                 w.ran = true;
-                let began = w.held_why.take().is_some();
+                let began = w.held_why.take().map(|_| Observed::Began {
+                    job: w.job.clone(),
+                    generation: w.generation,
+                });
                 let first = !std::mem::replace(&mut w.running_seen, true);
-                let (job, generation) = (w.job.clone(), w.generation);
-                if began {
-                    self.observe(Observed::Began { job, generation });
+                if let Some(began) = began {
+                    self.observe(began);
                 }
                 if first {
                     self.event(
