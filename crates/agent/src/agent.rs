@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::control::{ControlPlane, ControlPlaneError};
+use crate::control::{ControlPlane, ControlPlaneError, MIN_REQUEST_TIME};
 use crate::protocol::NodeInfo;
 use crate::reconcile::{Action, reconcile};
 use crate::supervisor::{Supervisor, now_ms};
@@ -36,6 +36,16 @@ pub struct AgentConfig {
     /// directory; a rank still running here would be a second writer. Replicas of services
     /// keep running.
     pub orphan_after: Duration,
+}
+
+impl AgentConfig {
+    /// At most how long after sending its last answered heartbeat a cut-off agent has asked
+    /// its gang ranks to stop and is ready to kill them after their grace: `orphan_after`,
+    /// plus a call cut short at that deadline ([`MIN_REQUEST_TIME`]) before the stop, and one
+    /// more before the SIGKILL. Agents report it as [`NodeInfo::orphan_stop_ms`].
+    pub fn orphan_stop_after(&self) -> Duration {
+        self.orphan_after + 2 * MIN_REQUEST_TIME
+    }
 }
 
 impl Default for AgentConfig {
@@ -108,9 +118,13 @@ pub struct Agent<C: ControlPlane> {
     push_failures: u32,
     /// Whether the last pass's heartbeat got through.
     heartbeat_ok: bool,
-    /// When the last heartbeat that got through was sent, or (before any) when the agent
-    /// started: ranks adopted from an earlier agent are orphans too if no heartbeat gets through.
-    last_heartbeat: Instant,
+    /// When the gang ranks are orphans unless a heartbeat gets through first: `orphan_after`
+    /// after the last heartbeat that got through was sent. Before this agent has one, that of
+    /// the previous agent on its state directory counts (its ranks are adopted, and the server
+    /// has not heard from this node since), or else this agent's start.
+    orphans_at: Instant,
+    /// Whether every gang rank has gone since `orphans_at` passed.
+    orphans_gone: bool,
 }
 
 impl<C: ControlPlane> Agent<C> {
@@ -128,10 +142,18 @@ impl<C: ControlPlane> Agent<C> {
         config: AgentConfig,
         supervisor: Supervisor,
     ) -> Self {
+        let since_last_heartbeat = supervisor
+            .last_answered_heartbeat_ms()
+            .map(|sent| Duration::from_millis(now_ms().saturating_sub(sent)))
+            .unwrap_or_default();
+        let orphans_at = Instant::now() + config.orphan_after.saturating_sub(since_last_heartbeat);
+        control.give_up_by(Some(orphans_at));
         Self {
             control,
             node,
             node_id: None,
+            orphans_at,
+            orphans_gone: false,
             supervisor,
             batch_lines: config.log_batch.max(1),
             config,
@@ -141,7 +163,6 @@ impl<C: ControlPlane> Agent<C> {
             refused_logs: 0,
             push_failures: 0,
             heartbeat_ok: false,
-            last_heartbeat: Instant::now(),
         }
     }
 
@@ -225,28 +246,38 @@ impl<C: ControlPlane> Agent<C> {
     /// Stops the gang ranks once no heartbeat has got through for `orphan_after` (see
     /// [`AgentConfig::orphan_after`]). Their exits are reported when the control plane answers
     /// again, as stopped by the agent: an interruption, not the job's failure.
+    ///
+    /// Until then, and until the ranks are gone, calls to the control plane give up by that
+    /// deadline ([`ControlPlane::give_up_by`]): a call that hangs must hold neither the stop
+    /// nor the SIGKILL after the ranks' grace. Then they get their full time again, so that a
+    /// slow control plane is not out of reach for good.
     fn stop_orphaned_ranks(&mut self) {
-        if self.last_heartbeat.elapsed() < self.config.orphan_after {
+        if self.orphans_gone || Instant::now() < self.orphans_at {
             return;
         }
-        let ranks: Vec<String> = self
-            .supervisor
-            .observed()
-            .into_iter()
-            .filter(|o| {
-                o.assignment.restart == crate::protocol::RestartPolicy::Never
-                    && o.phase == crate::reconcile::Phase::Running
-            })
-            .map(|o| o.assignment.id)
-            .collect();
-        for id in ranks {
-            tracing::warn!(
-                id,
-                "no heartbeat answered for {:?}: the control plane has declared this node lost \
-                 and restarted the gang elsewhere; stopping this rank",
-                self.config.orphan_after
-            );
-            self.supervisor.stop(&id);
+        let mut stopping = false;
+        for o in self.supervisor.observed() {
+            if o.assignment.restart != crate::protocol::RestartPolicy::Never {
+                continue;
+            }
+            match o.phase {
+                crate::reconcile::Phase::Running => {
+                    tracing::warn!(
+                        id = o.assignment.id,
+                        "no heartbeat answered for {:?}: the control plane has declared this \
+                         node lost and restarted the gang elsewhere; stopping this rank",
+                        self.config.orphan_after
+                    );
+                    self.supervisor.stop(&o.assignment.id);
+                    stopping = true;
+                }
+                crate::reconcile::Phase::Stopping => stopping = true,
+                crate::reconcile::Phase::Exited { .. } => {}
+            }
+        }
+        if !stopping {
+            self.orphans_gone = true;
+            self.control.give_up_by(None);
         }
     }
 
@@ -256,10 +287,13 @@ impl<C: ControlPlane> Agent<C> {
         let node_id = self.registered()?;
         // Timed from the request, not the answer: the server may have seen it (its last sign of
         // life from this node) long before the answer came back.
-        let asked = Instant::now();
+        let (asked, asked_unix_ms) = (Instant::now(), now_ms());
         self.control.heartbeat(&node_id)?;
         self.heartbeat_ok = true;
-        self.last_heartbeat = asked;
+        self.orphans_at = asked + self.config.orphan_after;
+        self.orphans_gone = false;
+        self.control.give_up_by(Some(self.orphans_at));
+        self.supervisor.note_answered_heartbeat(asked_unix_ms);
         let desired = self.control.fetch_assignments(&node_id)?;
         let actions = reconcile(&desired, &self.supervisor.observed(), now_ms());
         for action in &actions {
@@ -413,6 +447,8 @@ impl<C: ControlPlane> Agent<C> {
                 next_sync = pass_started + wait;
             }
             self.poll();
+            // Between syncs too: the deadline does not wait for the next one.
+            self.stop_orphaned_ranks();
             std::thread::sleep(self.config.poll_interval);
         }
         tracing::info!("agent stopping: stopping its processes");

@@ -48,7 +48,19 @@ pub trait ControlPlane {
     ) -> Result<(), ControlPlaneError>;
     /// Output lines, in order per assignment and stream (`seq` lets the receiver drop repeats).
     fn push_logs(&self, node_id: &str, lines: &[LogLine]) -> Result<(), ControlPlaneError>;
+    /// Calls from now on give up at `deadline` when it comes before their own timeout, but
+    /// get at least [`MIN_REQUEST_TIME`] (`None`: their own timeout only): the agent's deadline
+    /// for orphaned ranks must not wait for a request that hangs. (The in-memory control plane
+    /// never hangs.)
+    fn give_up_by(&self, deadline: Option<std::time::Instant>) {
+        let _ = deadline;
+    }
 }
+
+/// The least time a call gets when the agent's deadline for orphaned ranks is near or past (see
+/// [`ControlPlane::give_up_by`]): ample to be answered by a control plane that is up, even one
+/// whose store is slow (it answers agents within about 2 s then).
+pub const MIN_REQUEST_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a [`MemoryControlPlane`] holds.
 #[derive(Debug, Default)]

@@ -15,12 +15,12 @@
 //! connection failures count as "unreachable" (the agent retries and keeps its processes).
 //! Every request carries the machine's boot id in [`BOOT_ID_HEADER`] where it has one.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::control::{ControlPlane, ControlPlaneError};
+use crate::control::{ControlPlane, ControlPlaneError, MIN_REQUEST_TIME};
 use crate::protocol::{
     Assignment, AssignmentList, BOOT_ID_HEADER, LogBatch, LogLine, NodeInfo, ProcessStatus,
     Registration, StatusReport,
@@ -37,6 +37,10 @@ pub struct HttpControlPlane {
     /// Sent as [`BOOT_ID_HEADER`] on every call.
     boot_id: Option<String>,
     http: ureq::Agent,
+    /// Each call's time limit.
+    timeout: Duration,
+    /// See [`ControlPlane::give_up_by`].
+    give_up_by: std::sync::Mutex<Option<Instant>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -101,7 +105,6 @@ impl HttpControlPlane {
             .map_err(|why| ControlPlaneError::BadAddress(format!("server URL `{base}` {why}")))?;
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(timeout))
             .build()
             .into();
         Ok(Self {
@@ -109,7 +112,25 @@ impl HttpControlPlane {
             token: token.to_string(),
             boot_id: crate::hardware::boot_id(),
             http,
+            timeout,
+            give_up_by: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The time limit of a call starting now: the client's timeout, cut to what is left until
+    /// [`ControlPlane::give_up_by`]'s deadline but not below [`MIN_REQUEST_TIME`].
+    fn time_limit(&self) -> Duration {
+        let deadline = *self
+            .give_up_by
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match deadline {
+            Some(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .max(MIN_REQUEST_TIME)
+                .min(self.timeout),
+            None => self.timeout,
+        }
     }
 
     /// The same client, calling as the machine of boot `boot_id` (`None`: sends none).
@@ -142,10 +163,16 @@ impl HttpControlPlane {
         let url = format!("{}{path}", self.base);
         let auth = format!("Bearer {}", self.token);
         let boot = self.boot_id.as_deref().unwrap_or_default();
-        // Requests with and without a body are different types; each gets the same headers.
+        let time_limit = self.time_limit();
+        // Requests with and without a body are different types; each gets the same headers
+        // and time limit (for the whole call: connecting, sending, and reading the answer).
         macro_rules! headers {
             ($request:expr) => {{
-                let r = $request.header("Authorization", &auth);
+                let r = $request
+                    .config()
+                    .timeout_global(Some(time_limit))
+                    .build()
+                    .header("Authorization", &auth);
                 if boot.is_empty() {
                     r
                 } else {
@@ -257,5 +284,12 @@ impl ControlPlane for HttpControlPlane {
             Some(node_id),
         )?;
         Ok(())
+    }
+
+    fn give_up_by(&self, deadline: Option<Instant>) {
+        *self
+            .give_up_by
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = deadline;
     }
 }

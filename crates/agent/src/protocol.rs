@@ -62,9 +62,10 @@ pub struct NodeInfo {
     /// Address other nodes reach this one at (used as `MASTER_ADDR` when it hosts rank 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// At most how long after the last heartbeat the control plane answered the agent asks its
-    /// training ranks to stop (its `--orphan-after` plus its request timeout): until then, and
-    /// their stop grace, a node cut off may still run them.
+    /// At most how long after sending the last heartbeat the control plane answered the agent
+    /// has asked its training ranks to stop and is ready to kill them after their grace
+    /// ([`crate::AgentConfig::orphan_stop_after`]): until then, and their stop grace, a node
+    /// cut off may still run them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub orphan_stop_ms: Option<u64>,
     /// Agent protocol version.

@@ -7,7 +7,8 @@
 //! [`crate::reconcile`]'s job.
 //!
 //! **Surviving its own restart.** With a state directory ([`Supervisor::with_state_dir`]) the
-//! supervisor writes what it runs to `processes.json` there and sends each process's output to
+//! supervisor writes what it runs to `processes.json` there (and when the last answered
+//! heartbeat was sent to `heartbeat.json`) and sends each process's output to
 //! files under `logs/` instead of pipes (a process must not die of SIGPIPE because the agent did).
 //! A new supervisor on the same directory adopts the processes that are still alive (same pid and
 //! same start time, so a reused pid is never mistaken for one of ours): it can stop them, follows
@@ -248,6 +249,17 @@ pub struct Supervisor {
     punch_every: u64,
     /// With a state directory: what runs each process so that its exit is recorded.
     exit_recorder: Option<ExitRecorder>,
+    /// With a state directory: when the last heartbeat the control plane answered was sent
+    /// (Unix ms), by this agent or (until it has one) by the previous one on the directory.
+    last_answered_heartbeat_ms: Option<u64>,
+}
+
+/// `heartbeat.json` in a state directory: when the last heartbeat the control plane answered
+/// was sent. The next agent on the directory times the orphan deadline of the ranks it adopts
+/// from there, not from its own start, so a crash and restart while cut off cannot stretch it.
+#[derive(Debug, Serialize, Deserialize)]
+struct HeartbeatRecord {
+    sent_unix_ms: u64,
 }
 
 /// One process group in a group file.
@@ -404,6 +416,36 @@ fn follow(
     }
 }
 
+/// The [`HeartbeatRecord`] in a state directory.
+const HEARTBEAT_FILE: &str = "heartbeat.json";
+
+/// The time in a [`HeartbeatRecord`]; `None` when there is none. One that cannot be read is
+/// logged and taken as none: the agent then times orphans from its own start, as one whose
+/// predecessor never got a heartbeat through.
+fn read_heartbeat_record(path: &Path) -> Option<u64> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read {}: {e}; orphaned ranks are timed from this agent's start",
+                path.display()
+            );
+            return None;
+        }
+    };
+    match serde_json::from_str::<HeartbeatRecord>(&text) {
+        Ok(record) => Some(record.sent_unix_ms),
+        Err(e) => {
+            tracing::warn!(
+                "{} is not a heartbeat record ({e}); orphaned ranks are timed from this agent's start",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
 /// Writes `value` as JSON to `path` through a temporary file and a rename. Failures are logged:
 /// the state files help after a restart; they are not a condition for running.
 fn write_atomically<T: Serialize + ?Sized>(path: &Path, value: &T) {
@@ -555,6 +597,7 @@ impl Supervisor {
             _lock: None,
             punch_every: PUNCH_EVERY_BYTES,
             exit_recorder: None,
+            last_answered_heartbeat_ms: None,
         }
     }
 
@@ -625,6 +668,7 @@ impl Supervisor {
         let mut sup = Self::new();
         sup._lock = Some(lock);
         sup.state_dir = Some(dir.to_path_buf());
+        sup.last_answered_heartbeat_ms = read_heartbeat_record(&dir.join(HEARTBEAT_FILE));
         let path = dir.join("processes.json");
         let records: Vec<Record> = match std::fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
@@ -1234,6 +1278,23 @@ impl Supervisor {
         self.kill_all();
     }
 
+    /// When the last heartbeat the control plane answered was sent (Unix ms): the one noted
+    /// with [`Supervisor::note_answered_heartbeat`], or the one a previous agent on the same
+    /// state directory noted. `None` without a state directory or before any.
+    pub fn last_answered_heartbeat_ms(&self) -> Option<u64> {
+        self.last_answered_heartbeat_ms
+    }
+
+    /// Notes that the control plane answered a heartbeat sent at `sent_unix_ms`; with a state
+    /// directory it is written to `heartbeat.json` for the next agent there.
+    pub fn note_answered_heartbeat(&mut self, sent_unix_ms: u64) {
+        let Some(dir) = &self.state_dir else {
+            return;
+        };
+        self.last_answered_heartbeat_ms = Some(sent_unix_ms);
+        write_atomically(&dir.join(HEARTBEAT_FILE), &HeartbeatRecord { sent_unix_ms });
+    }
+
     /// Leaves every process running and forgets them (they stay in the state file for the next
     /// supervisor to adopt). Without a state directory this is the same as dropping.
     pub fn detach(mut self) {
@@ -1666,6 +1727,30 @@ mod tests {
         let d = std::env::temp_dir().join(format!("sy-agent-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn the_last_answered_heartbeat_is_kept_for_the_next_agent_on_the_directory() {
+        let dir = state_dir("heartbeat");
+        let mut s = Supervisor::with_state_dir(&dir).expect("state dir");
+        assert_eq!(s.last_answered_heartbeat_ms(), None);
+        s.note_answered_heartbeat(1_700_000_000_000);
+        s.note_answered_heartbeat(1_700_000_005_000);
+        drop(s);
+        let s = Supervisor::with_state_dir(&dir).expect("the next agent");
+        assert_eq!(s.last_answered_heartbeat_ms(), Some(1_700_000_005_000));
+        drop(s);
+        // A record that cannot be read is no reason not to run: the next agent times orphans
+        // from its own start.
+        std::fs::write(dir.join(HEARTBEAT_FILE), "{\"sent_unix_ms\": \"soon\"}").unwrap();
+        let s = Supervisor::with_state_dir(&dir).expect("a state dir with a bad record");
+        assert_eq!(s.last_answered_heartbeat_ms(), None);
+        drop(s);
+        // Without a state directory nothing is kept.
+        let mut s = Supervisor::new();
+        s.note_answered_heartbeat(1_700_000_000_000);
+        assert_eq!(s.last_answered_heartbeat_ms(), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[cfg(target_os = "linux")]

@@ -1,12 +1,20 @@
 //! The agent loop against the in-memory control plane, running real processes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use switchyard_agent::control::MIN_REQUEST_TIME;
 use switchyard_agent::hardware::{DiscoverOptions, discover};
-use switchyard_agent::protocol::{ExitInfo, ProcessState, Stream};
-use switchyard_agent::reconcile::Action;
-use switchyard_agent::{Agent, AgentConfig, Assignment, MemoryControlPlane, RestartPolicy};
+use switchyard_agent::protocol::{
+    ExitInfo, LogLine, NodeInfo, ProcessState, ProcessStatus, Registration, Stream,
+};
+use switchyard_agent::reconcile::{Action, Phase};
+use switchyard_agent::{
+    Agent, AgentConfig, Assignment, ControlPlane, ControlPlaneError, MemoryControlPlane,
+    RestartPolicy,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -542,25 +550,36 @@ fn a_cut_off_agent_stops_its_gang_ranks_after_orphan_after() {
     ));
 }
 
-/// An agent restarted while the control plane cannot be reached counts its orphan deadline
-/// from its own start: the gang ranks it adopted are stopped too, not left running for ever.
-#[test]
-fn a_restarted_agent_that_is_cut_off_stops_the_ranks_it_adopted() {
-    let dir = std::env::temp_dir().join(format!("sy-agent-orphan-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let cp = MemoryControlPlane::new();
-    let mut first = agent_on_state_dir(&cp, &dir, AgentConfig::default());
+/// Starts a gang rank under an agent on `dir`, then leaves it running for the next agent there
+/// and cuts the control plane off. Returns when the rank's last heartbeat got through.
+fn leave_a_rank_and_cut_off(cp: &MemoryControlPlane, dir: &std::path::Path) -> Instant {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut first = agent_on_state_dir(cp, dir, AgentConfig::default());
     first.sync().expect("register");
     let node_id = first.node_id().expect("registered").to_string();
     cp.set_desired(
         &node_id,
         vec![sh("rank", "echo up; exec sleep 300", RestartPolicy::Never)],
     );
-    sync_until(&mut first, &cp, "the rank running", |s| {
+    sync_until(&mut first, cp, "the rank running", |s| {
         matches!(state_of(s, "rank"), Some(ProcessState::Running { .. }))
     });
+    let last_heartbeat = Instant::now();
+    first.sync().expect("a last heartbeat");
     first.detach();
     cp.state().down = true;
+    last_heartbeat
+}
+
+/// An agent restarted while the control plane cannot be reached, whose predecessor left no
+/// record of its last heartbeat (an older release), counts its orphan deadline from its own
+/// start: the gang ranks it adopted are stopped too, not left running for ever.
+#[test]
+fn a_restarted_agent_that_is_cut_off_stops_the_ranks_it_adopted() {
+    let dir = std::env::temp_dir().join(format!("sy-agent-orphan-{}", std::process::id()));
+    let cp = MemoryControlPlane::new();
+    leave_a_rank_and_cut_off(&cp, &dir);
+    std::fs::remove_file(dir.join("heartbeat.json")).expect("the first agent's heartbeat record");
     let mut second = agent_on_state_dir(
         &cp,
         &dir,
@@ -582,5 +601,172 @@ fn a_restarted_agent_that_is_cut_off_stops_the_ranks_it_adopted() {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An agent restarted while cut off times the orphan deadline of the ranks it adopted from the
+/// last heartbeat its predecessor got through (the server's last word from this node, from
+/// which it times its hold of the gang's next attempt), not from its own start: a crash and
+/// restart cannot keep a rank running past the hold, beside the next attempt.
+#[test]
+fn a_restarted_agent_times_orphans_from_its_predecessors_last_heartbeat() {
+    let dir = std::env::temp_dir().join(format!("sy-agent-orphan-from-{}", std::process::id()));
+    let cp = MemoryControlPlane::new();
+    let orphan_after = Duration::from_secs(2);
+    let last_heartbeat = leave_a_rank_and_cut_off(&cp, &dir);
+    std::thread::sleep(orphan_after.saturating_sub(last_heartbeat.elapsed()));
+    let mut second = agent_on_state_dir(
+        &cp,
+        &dir,
+        AgentConfig {
+            orphan_after,
+            ..AgentConfig::default()
+        },
+    );
+    assert!(second.sync().is_err());
+    let rank = second
+        .supervisor()
+        .observed()
+        .into_iter()
+        .find(|o| o.assignment.id == "rank")
+        .expect("the rank adopted");
+    assert_ne!(
+        rank.phase,
+        Phase::Running,
+        "{orphan_after:?} have passed since the last heartbeat got through, so the rank is \
+         stopped at the first pass"
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while second.supervisor().live() > 0 {
+        assert!(Instant::now() < deadline, "the adopted rank did not stop");
+        second.poll();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The in-memory control plane, whose calls hang like those of a network that drops every
+/// packet once `hang` is set: each gives up at its deadline ([`ControlPlane::give_up_by`], at
+/// least [`MIN_REQUEST_TIME`]) or else after the agent's 30 s request timeout.
+#[derive(Clone)]
+struct HangingControlPlane {
+    inner: MemoryControlPlane,
+    hang: Arc<AtomicBool>,
+    give_up_by: Arc<Mutex<Option<Instant>>>,
+}
+
+impl HangingControlPlane {
+    fn call<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, ControlPlaneError>,
+    ) -> Result<T, ControlPlaneError> {
+        if !self.hang.load(Ordering::Relaxed) {
+            return f();
+        }
+        let limit = match *self.give_up_by.lock().unwrap() {
+            Some(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .clamp(MIN_REQUEST_TIME, Duration::from_secs(30)),
+            None => Duration::from_secs(30),
+        };
+        let gives_up = Instant::now() + limit;
+        // (Until the test lets the network recover.)
+        while Instant::now() < gives_up && self.hang.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(ControlPlaneError::Unreachable("timed out".into()))
+    }
+}
+
+impl ControlPlane for HangingControlPlane {
+    fn register(&self, node: &NodeInfo) -> Result<Registration, ControlPlaneError> {
+        self.call(|| self.inner.register(node))
+    }
+    fn heartbeat(&self, node_id: &str) -> Result<(), ControlPlaneError> {
+        self.call(|| self.inner.heartbeat(node_id))
+    }
+    fn fetch_assignments(&self, node_id: &str) -> Result<Vec<Assignment>, ControlPlaneError> {
+        self.call(|| self.inner.fetch_assignments(node_id))
+    }
+    fn report_status(&self, node_id: &str, s: &[ProcessStatus]) -> Result<(), ControlPlaneError> {
+        self.call(|| self.inner.report_status(node_id, s))
+    }
+    fn push_logs(&self, node_id: &str, lines: &[LogLine]) -> Result<(), ControlPlaneError> {
+        self.call(|| self.inner.push_logs(node_id, lines))
+    }
+    fn give_up_by(&self, deadline: Option<Instant>) {
+        *self.give_up_by.lock().unwrap() = deadline;
+    }
+}
+
+/// A call that hangs holds neither the agent's stop of its orphaned ranks nor the SIGKILL after
+/// their grace for the request timeout: calls give up by the orphan deadline, and the deadline
+/// is checked between syncs too. So the ranks are gone within what the agent reports as its
+/// `orphan_stop_ms` plus their grace, which is how long the server holds a gang cut off whole.
+#[test]
+fn a_hanging_control_plane_does_not_delay_stopping_orphaned_ranks() {
+    let dir = std::env::temp_dir().join(format!("sy-agent-hang-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cp = HangingControlPlane {
+        inner: MemoryControlPlane::new(),
+        hang: Arc::new(AtomicBool::new(false)),
+        give_up_by: Arc::new(Mutex::new(None)),
+    };
+    let config = AgentConfig {
+        orphan_after: Duration::from_secs(1),
+        ..AgentConfig::default()
+    };
+    let orphan_stop_after = config.orphan_stop_after();
+    let mut agent = Agent::new(cp.clone(), discover(&DiscoverOptions::default()), config);
+    agent.sync().expect("register");
+    let node_id = agent.node_id().expect("registered").to_string();
+    // The rank ignores SIGTERM: only the SIGKILL after its grace ends it.
+    let mut rank = sh(
+        "rank",
+        &format!(
+            "trap '' TERM; echo $$ > {}/pid; while :; do sleep 0.05; done",
+            dir.display()
+        ),
+        RestartPolicy::Never,
+    );
+    rank.stop_grace_ms = 500;
+    cp.inner.set_desired(&node_id, vec![rank.clone()]);
+    let pid_file = dir.join("pid");
+    let deadline = Instant::now() + TIMEOUT;
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the rank did not start");
+        agent.sync().expect("sync");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // A heartbeat got through just now; from here on every call hangs.
+    agent.sync().expect("a last heartbeat");
+    let cut = Instant::now();
+    cp.hang.store(true, Ordering::Relaxed);
+    let running = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            agent.run(&stop).expect("the agent runs on");
+        })
+    };
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && cut.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gone_after = cut.elapsed();
+    cp.hang.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    running.join().expect("the agent's thread");
+    let bound = orphan_stop_after + Duration::from_millis(rank.stop_grace_ms);
+    assert!(
+        gone_after <= bound + Duration::from_secs(2),
+        "the orphaned rank was killed {gone_after:?} after the cut, not within {bound:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

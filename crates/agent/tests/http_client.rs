@@ -6,8 +6,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use switchyard_agent::control::MIN_REQUEST_TIME;
 use switchyard_agent::hardware::declared;
 use switchyard_agent::http::HttpControlPlane;
 use switchyard_agent::protocol::{LogLine, NodeInfo, ProcessState, ProcessStatus, Stream};
@@ -239,4 +240,42 @@ fn error_answers_map_to_what_the_agent_does_next() {
         assert!(err.contains(why), "{url}: {err}");
     }
     switchyard_agent::http::check_server_url("http://127.0.0.1:7070").expect("a good URL");
+}
+
+/// A call to a server that never answers gives up by the deadline the agent set (at least
+/// [`MIN_REQUEST_TIME`] after it starts) instead of its own timeout; a later deadline does not
+/// lengthen its own timeout.
+#[test]
+fn a_call_gives_up_by_the_deadline_it_is_given() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    // Accepts every connection and never answers.
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming().take(2) {
+            open.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    let client = HttpControlPlane::new(&url, "secret", Duration::from_secs(60)).expect("client");
+    client.give_up_by(Some(Instant::now() + Duration::from_millis(100)));
+    let asked = Instant::now();
+    assert!(matches!(
+        client.heartbeat("n1"),
+        Err(ControlPlaneError::Unreachable(_))
+    ));
+    let took = asked.elapsed();
+    assert!(
+        took >= MIN_REQUEST_TIME && took < Duration::from_secs(30),
+        "a call past its deadline gets {MIN_REQUEST_TIME:?}, not its 60 s timeout; it took {took:?}"
+    );
+    let short = HttpControlPlane::new(&url, "secret", Duration::from_secs(1)).expect("client");
+    short.give_up_by(Some(Instant::now() + Duration::from_secs(60)));
+    let asked = Instant::now();
+    assert!(short.heartbeat("n1").is_err());
+    assert!(
+        asked.elapsed() < MIN_REQUEST_TIME,
+        "a deadline later than the client's own timeout does not lengthen it"
+    );
+    drop(held);
 }

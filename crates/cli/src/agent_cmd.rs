@@ -207,11 +207,12 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
     })?;
     let control = HttpControlPlane::new(&args.server, &token, REQUEST_TIMEOUT)
         .map_err(|e| CliError::Input(format!("--server: {e}")))?;
-    // A request that hangs holds the check for orphaned ranks up to a request timeout, and the
-    // SIGKILL after their stop grace up to another.
-    node.orphan_stop_ms = Some(
-        u64::try_from((args.orphan_after + 2 * REQUEST_TIMEOUT).as_millis()).unwrap_or(u64::MAX),
-    );
+    let config = AgentConfig {
+        orphan_after: args.orphan_after,
+        ..AgentConfig::default()
+    };
+    node.orphan_stop_ms =
+        Some(u64::try_from(config.orphan_stop_after().as_millis()).unwrap_or(u64::MAX));
     let cluster = node.cluster.as_deref().unwrap_or("default");
     // Held for the agent's life, with or without a state directory.
     let _node_lock = switchyard_agent::supervisor::lock_node(&args.server, cluster, &node.hostname)
@@ -243,10 +244,6 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         summary(&node),
         args.server
     ));
-    let config = AgentConfig {
-        orphan_after: args.orphan_after,
-        ..AgentConfig::default()
-    };
     let mut agent = Agent::with_supervisor(control, node, config, supervisor);
     agent
         .run(&stop)
