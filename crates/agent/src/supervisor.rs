@@ -1742,7 +1742,8 @@ mod tests {
         drop(s);
         // A record that cannot be read is no reason not to run: the next agent times orphans
         // from its own start.
-        std::fs::write(dir.join(HEARTBEAT_FILE), "{\"sent_unix_ms\": \"soon\"}").unwrap();
+        std::fs::write(dir.join(HEARTBEAT_FILE), "{\"sent_unix_ms\": \"soon\"}")
+            .expect("a bad record");
         let s = Supervisor::with_state_dir(&dir).expect("a state dir with a bad record");
         assert_eq!(s.last_answered_heartbeat_ms(), None);
         drop(s);

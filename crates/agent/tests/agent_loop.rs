@@ -664,7 +664,7 @@ impl HangingControlPlane {
         if !self.hang.load(Ordering::Relaxed) {
             return f();
         }
-        let limit = match *self.give_up_by.lock().unwrap() {
+        let limit = match *self.give_up_by.lock().expect("lock") {
             Some(deadline) => deadline
                 .saturating_duration_since(Instant::now())
                 .clamp(MIN_REQUEST_TIME, Duration::from_secs(30)),
@@ -696,7 +696,7 @@ impl ControlPlane for HangingControlPlane {
         self.call(|| self.inner.push_logs(node_id, lines))
     }
     fn give_up_by(&self, deadline: Option<Instant>) {
-        *self.give_up_by.lock().unwrap() = deadline;
+        *self.give_up_by.lock().expect("lock") = deadline;
     }
 }
 
@@ -708,7 +708,7 @@ impl ControlPlane for HangingControlPlane {
 fn a_hanging_control_plane_does_not_delay_stopping_orphaned_ranks() {
     let dir = std::env::temp_dir().join(format!("sy-agent-hang-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
     let cp = HangingControlPlane {
         inner: MemoryControlPlane::new(),
         hang: Arc::new(AtomicBool::new(false)),
@@ -741,10 +741,10 @@ fn a_hanging_control_plane_does_not_delay_stopping_orphaned_ranks() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
+        .expect("the rank's pid")
         .trim()
         .parse()
-        .unwrap();
+        .expect("a pid");
     let stop = Arc::new(AtomicBool::new(false));
     // A heartbeat got through just now; from here on every call hangs.
     agent.sync().expect("a last heartbeat");
