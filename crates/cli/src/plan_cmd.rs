@@ -154,7 +154,7 @@ fn training_text(r: &TrainingReport) -> String {
     let d = &b.breakdown;
     let _ = writeln!(
         s,
-        "\nper step (s)      compute {:.3} | tp {:.3} | cp {:.3} | ep {:.3} | pp {:.3} | dp {:.3} ({:.3} exposed) | bubble {:.3} | optimizer {:.3}",
+        "\nper step (s)      compute {:.3} | tp {:.3} | cp {:.3} | ep {:.3} | pp {:.3} | dp {:.3} ({:.3} exposed) | bubble {:.3} | optimizer {:.3} | overhead {:.3}",
         d.compute_s,
         d.tp_comm_s,
         d.cp_comm_s,
@@ -163,7 +163,8 @@ fn training_text(r: &TrainingReport) -> String {
         d.dp_comm_s,
         d.dp_comm_exposed_s,
         d.pipeline_bubble_s,
-        d.optimizer_s
+        d.optimizer_s,
+        d.step_overhead_s
     );
     let _ = writeln!(
         s,

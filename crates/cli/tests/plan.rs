@@ -60,6 +60,37 @@ fn plan_json_has_the_documented_keys() {
     ] {
         assert!(v["breakdown"].get(key).is_some(), "missing breakdown.{key}");
     }
+    // The parts of a step add up to it.
+    let parts: f64 = [
+        "compute_s",
+        "exposed_comm_s",
+        "pipeline_bubble_s",
+        "optimizer_s",
+        "step_overhead_s",
+    ]
+    .iter()
+    .map(|k| v["breakdown"][k].as_f64().unwrap_or(f64::NAN))
+    .sum();
+    let step = v["step_time_s"].as_f64().expect("a step time");
+    assert!(
+        (parts - step).abs() <= 1e-9 * step,
+        "the breakdown adds up to {parts} s, the step takes {step} s"
+    );
+}
+
+/// Without a token budget the budget's keys are there, and null.
+#[test]
+fn plan_json_without_tokens_has_null_budget_keys() {
+    let out = plan(&["examples/plan/qwen3-235b-h100-folded.toml", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    for key in ["days_to_train", "cost_usd", "budget"] {
+        assert_eq!(v.get(key), Some(&serde_json::Value::Null), "{key} in {v}");
+    }
 }
 
 #[test]
@@ -389,6 +420,10 @@ fn validate_names_what_a_bad_cell_should_hold() {
         (
             "R2,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,1.5,,,,5e5",
             "tp = \"1.5\" is not a whole number from 0 to 4294967295",
+        ),
+        (
+            "R5,x,m,H100-SXM,6x4,32,4096,32,32000,4096,512,bf16,,,,,5e5",
+            "count = \"6x4\" is not a whole number from 1 to 16777216",
         ),
         (
             "R4,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,,,,9,5e5",

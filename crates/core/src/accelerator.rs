@@ -89,6 +89,25 @@ impl Accelerator {
         }
     }
 
+    /// Whether the scale-up fabric reaches beyond one server (an NVL72 rack, a TPU pod, a Trn2
+    /// UltraServer): its domain is larger than the usual server. Otherwise (NVLink on an HGX
+    /// board, bridged PCIe cards) it lies inside the server, and a server holding fewer chips
+    /// has a fabric that small.
+    pub fn fabric_spans_servers(&self) -> bool {
+        self.scale_up.domain > self.per_node
+    }
+
+    /// Chips on one scale-up fabric in servers of `per_node` chips: the fabric's domain where it
+    /// spans servers; otherwise at most the server.
+    pub fn scale_up_domain_in_servers_of(&self, per_node: u32) -> u32 {
+        if self.fabric_spans_servers() {
+            self.scale_up.domain
+        } else {
+            self.scale_up.domain.min(per_node)
+        }
+        .max(1)
+    }
+
     /// Whether `name` is this accelerator's canonical name or one of its aliases.
     pub fn matches(&self, name: &str) -> bool {
         let wanted = normalize(name);

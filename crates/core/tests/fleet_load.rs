@@ -265,6 +265,27 @@ fn sizes_rates_and_prices_past_what_is_supported_are_rejected() {
         message.contains("supported maximum 1000000 USD"),
         "{message}"
     );
+
+    // A bandwidth of next to nothing would make every figure infinite.
+    for (from, to, field) in [
+        (
+            "block = { nodes = 32, gb_s = 50.0 }",
+            "block = { nodes = 32, gb_s = 1e-300 }",
+            "clusters[0].topology.block.gb_s",
+        ),
+        (
+            "repair_hours = 12.0",
+            "repair_hours = 12.0\ncheckpoint_write_gb_s = 0.001",
+            "clusters[0].checkpoint_write_gb_s",
+        ),
+    ] {
+        let (_, got, message) = error_of(&mutate(from, to));
+        assert_eq!(got, field);
+        assert!(
+            message.contains("below the supported minimum of 0.01 GB/s"),
+            "{message}"
+        );
+    }
 }
 
 #[test]
@@ -352,7 +373,44 @@ fn topology_that_does_not_divide_is_rejected() {
     );
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "clusters[0].topology.scale_up.nodes");
-    assert!(message.contains("at most 8"), "{message}");
+    assert!(
+        message.contains("does not reach beyond it: a scale-up domain is 1 node here, not 2"),
+        "an HGX board's NVLink stays in its server: {message}"
+    );
+
+    // A rack-scale fabric spans servers, up to what it connects.
+    let gb200 = GOOD
+        .replacen("accelerator = \"H100-SXM\"", "accelerator = \"GB200\"", 1)
+        .replacen("accelerator = \"H100\"", "accelerator = \"GB200\"", 1)
+        .replacen("nodes = 128", "nodes = 72", 1)
+        .replacen("accelerators_per_node = 8", "accelerators_per_node = 4", 1)
+        .replacen(
+            "rack = { nodes = 4 }\nblock = { nodes = 32, gb_s = 50.0 }\n",
+            "",
+            1,
+        );
+    let fleet = load(&gb200.replacen("nodes = 1, gb_s = 450.0", "nodes = 18, gb_s = 900.0", 1))
+        .expect("an NVL72 rack of 18 trays");
+    assert_eq!(fleet.clusters[0].scale_up_accelerators(), 72);
+    let (_, field, message) =
+        error_of(&gb200.replacen("nodes = 1, gb_s = 450.0", "nodes = 36, gb_s = 900.0", 1));
+    assert_eq!(field, "clusters[0].topology.scale_up.nodes");
+    assert!(message.contains("at most 72"), "{message}");
+}
+
+/// Servers with fewer accelerators than an HGX board have an NVLink domain that small, by
+/// default too: NVLink does not join separate servers.
+#[test]
+fn a_small_server_has_a_small_fabric() {
+    let text = mutate("accelerators_per_node = 8", "accelerators_per_node = 1").replacen(
+        "scale_up = { nodes = 1, gb_s = 450.0 }\n",
+        "",
+        1,
+    );
+    let fleet = load(&text).expect("128 one-GPU servers");
+    let east = &fleet.clusters[0];
+    assert_eq!(east.topology.scale_up_nodes(), 1);
+    assert_eq!(east.scale_up_accelerators(), 1);
 }
 
 #[test]

@@ -148,15 +148,13 @@ impl Hardware {
     }
 
     /// Puts `per_node` devices in each server instead of the catalog's usual number. Where the
-    /// accelerator's scale-up fabric is the server itself (NVLink in an HGX board: the fabric
-    /// holds exactly the usual server), a smaller server has a smaller fabric — a 4-GPU H100
-    /// board is a 4-GPU NVLink domain; a rack-scale fabric (NVL72, a TPU pod) spans servers and
-    /// keeps its size.
+    /// accelerator's scale-up fabric lies inside the server (NVLink on an HGX board, bridged
+    /// PCIe cards), a smaller server has a smaller fabric — a 4-GPU H100 board is a 4-GPU
+    /// NVLink domain; a rack-scale fabric (NVL72, a TPU pod) spans servers and keeps its size
+    /// ([`Accelerator::fabric_spans_servers`]).
     pub fn set_per_node(&mut self, per_node: u32) {
         let per_node = per_node.max(1);
-        if self.accelerator.scale_up.domain == self.accelerator.per_node {
-            self.scale_up_domain = self.accelerator.scale_up.domain.min(per_node).max(1);
-        }
+        self.scale_up_domain = self.accelerator.scale_up_domain_in_servers_of(per_node);
         self.per_node = per_node;
     }
 

@@ -581,6 +581,18 @@ fn no_layout_error(
              data-parallel rank runs whole micro-batches of an equal share of the batch",
             split.1
         )
+    } else if let Some(etp) = c.etp.filter(|&etp| {
+        c.tp.is_none()
+            && !(0..32)
+                .map(|k| 1u32 << k)
+                .take_while(|&tp| tp <= hw.scale_up_domain.min(m.heads))
+                .any(|tp| m.heads.is_multiple_of(tp) && tp.is_multiple_of(etp))
+    }) {
+        format!(
+            "[parallelism] etp = {etp} divides no tp the search tries (a power of two dividing \
+             heads = {} and at most the scale-up domain, {}): give tp, or an etp that divides one",
+            m.heads, hw.scale_up_domain
+        )
     } else {
         format!(
             "no split of {} devices fits the search's bounds: tp a power of two dividing heads = \
@@ -681,11 +693,11 @@ pub struct TrainingReport {
     pub searched: bool,
     #[serde(flatten)]
     pub best: TrainingEstimate,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` without `[training] tokens`.
     pub days_to_train: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` without `[training] tokens`, or when no contract prices the accelerator.
     pub cost_usd: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `null` without `[training] tokens`.
     pub budget: Option<Budget>,
     /// The next fastest layouts that fit.
     pub alternatives: Vec<TrainingEstimate>,
@@ -891,7 +903,7 @@ fn given_layout(c: &LayoutConstraint, count: u32) -> Option<crate::layout::Layou
         microbatch: c.microbatch.unwrap_or(1),
         virtual_stages: c.virtual_stages.unwrap_or(1),
         recompute: c.recompute.unwrap_or(Recompute::None),
-        sequence_parallel: c.sequence_parallel.unwrap_or(tp > 1),
+        sequence_parallel: c.sequence_parallel.unwrap_or(true) && tp > 1,
         zero: c.zero.unwrap_or(1),
     })
 }

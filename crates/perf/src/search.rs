@@ -368,8 +368,10 @@ pub fn search(
                 );
                 // Megatron-Core refuses MoE training with tensor parallelism but without
                 // sequence parallelism; the expert costs assume each rank's token shard.
+                // Without tensor parallelism there is no sequence to split: it is off (as
+                // Megatron-LM turns it off), whatever the plan asked.
                 let sps: Vec<bool> = one_or(
-                    c.sequence_parallel,
+                    c.sequence_parallel.map(|sp| sp && tp > 1),
                     vec![tp > 1 && spec.software.sequence_parallel],
                 )
                 .into_iter()

@@ -209,6 +209,9 @@ pub struct Breakdown {
     pub dp_comm_exposed_s: f64,
     pub pipeline_bubble_s: f64,
     pub optimizer_s: f64,
+    /// The fixed host-side cost of a step ([`STEP_OVERHEAD_S`]). The step time is `compute_s +
+    /// exposed_comm_s + pipeline_bubble_s + optimizer_s + step_overhead_s`.
+    pub step_overhead_s: f64,
     /// All communication that adds to the step.
     pub exposed_comm_s: f64,
     /// All communication hidden under compute.
@@ -1236,6 +1239,7 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         dp_comm_exposed_s: dp_exposed,
         pipeline_bubble_s: bubble,
         optimizer_s: optimizer,
+        step_overhead_s: STEP_OVERHEAD_S,
         exposed_comm_s: tp_s + ep_s + pp_s + microbatches * cp_exposed_mb + dp_exposed,
         overlapped_comm_s: overlapped_dp + cp_overlapped,
     };

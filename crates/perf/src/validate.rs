@@ -114,9 +114,18 @@ fn need<T: std::str::FromStr>(row: &Row, key: &str) -> Result<T, PerfError> {
 
 /// A count or size cell: a whole number from 1 to [`crate::MAX_SIZE`], as in a plan file.
 fn size_opt(row: &Row, key: &str) -> Result<Option<u32>, PerfError> {
-    let Some(value) = num::<u32>(row, key)? else {
+    let Some(text) = cell(row, key) else {
         return Ok(None);
     };
+    let value = text.parse::<u64>().map_err(|_| {
+        PerfError::input(format!(
+            "row {}: {key} = {text:?} is not a whole number from 1 to {}",
+            cell(row, "id").unwrap_or("?"),
+            crate::MAX_SIZE
+        ))
+    })?;
+    // (One past u32 gets the same "at most" error as one past the largest size.)
+    let value = u32::try_from(value).unwrap_or(u32::MAX);
     crate::check_size(value, || {
         format!("row {}: {key}", cell(row, "id").unwrap_or("?"))
     })

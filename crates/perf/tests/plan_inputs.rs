@@ -229,6 +229,13 @@ fn expert_tensor_parallelism_is_checked() {
         (
             "qwen3-235b-a22b",
             training,
+            "etp = 3",
+            "[parallelism] etp = 3 divides no tp the search tries (a power of two dividing heads \
+             = 64 and at most the scale-up domain, 8)",
+        ),
+        (
+            "qwen3-235b-a22b",
+            training,
             "tp = 2\nsequence_parallel = false",
             "sequence_parallel = false with tp > 1 is not supported for mixture-of-experts",
         ),

@@ -36,6 +36,11 @@ pub const MIN_NODE_MTBF_HOURS: f64 = 1.0;
 /// finite number.
 pub const MAX_PRICE_PER_HOUR: f64 = 1e6;
 
+/// Lowest bandwidth a link or a storage system may state, GB/s: 10 MB/s, far below any
+/// accelerator link or training storage; below it a plan's step time and a simulation's
+/// checkpoint writes would run to astronomical (and then infinite) figures.
+pub const MIN_BANDWIDTH_GB_S: f64 = 0.01;
+
 /// Longest restart time a cluster may state, seconds: a day (a run that takes longer to come
 /// back than that is not restarting).
 pub const MAX_RESTART_S: f64 = 86_400.0;
@@ -259,6 +264,22 @@ impl Source<'_> {
                 format!(
                     "price per accelerator-hour {x} is larger than the supported maximum \
                      {MAX_PRICE_PER_HOUR} USD"
+                ),
+            ));
+        }
+        Ok(x)
+    }
+
+    /// A bandwidth, GB/s: positive and at least [`MIN_BANDWIDTH_GB_S`].
+    fn bandwidth(&self, value: &Spanned<f64>, field: &str, what: &str) -> Result<f64, FleetError> {
+        let x = self.positive_f64(value, field, what)?;
+        if x < MIN_BANDWIDTH_GB_S {
+            return Err(self.error(
+                value.span(),
+                field,
+                format!(
+                    "{what} {x} is below the supported minimum of {MIN_BANDWIDTH_GB_S} GB/s \
+                     (10 MB/s)"
                 ),
             ));
         }
@@ -722,7 +743,7 @@ fn cluster(
         .checkpoint_write_gb_s
         .as_ref()
         .map(|w| {
-            src.positive_f64(
+            src.bandwidth(
                 w,
                 &format!("{at}.checkpoint_write_gb_s"),
                 "aggregate checkpoint write bandwidth (GB/s)",
@@ -864,7 +885,12 @@ fn topology(
         network_efficiency: None,
     };
     let t = raw.topology.as_ref().map_or(&empty, Spanned::get_ref);
-    let default_scale_up_nodes = (accel.scale_up.domain / per_node).max(1);
+    // A fabric inside the server (an HGX board) is one node's, whatever the server holds.
+    let default_scale_up_nodes = if accel.fabric_spans_servers() {
+        (accel.scale_up.domain / per_node).max(1)
+    } else {
+        1
+    };
 
     let mut levels: Vec<Level> = Vec::with_capacity(4);
     let mut previous: Option<(Level, String)> = None;
@@ -881,7 +907,7 @@ fn topology(
                 let level_nodes =
                     src.positive_count(&l.nodes, &format!("{field}.nodes"), "node count")?;
                 let gb_s = match &l.gb_s {
-                    Some(g) => src.positive_f64(
+                    Some(g) => src.bandwidth(
                         g,
                         &format!("{field}.gb_s"),
                         "bandwidth (GB/s per accelerator)",
@@ -910,6 +936,17 @@ fn topology(
                 }
                 if kind == LevelKind::ScaleUp {
                     let chips = u64::from(level_nodes) * u64::from(per_node);
+                    if level_nodes > 1 && !accel.fabric_spans_servers() {
+                        return Err(src.error(
+                            l.nodes.span(),
+                            format!("{field}.nodes"),
+                            format!(
+                                "{} ({}) connects the {} accelerators of one server and does not \
+                                 reach beyond it: a scale-up domain is 1 node here, not {level_nodes}",
+                                accel.name, accel.scale_up.fabric, accel.scale_up.domain
+                            ),
+                        ));
+                    }
                     if chips > u64::from(accel.scale_up.domain.max(per_node)) {
                         return Err(src.error(
                             l.nodes.span(),
@@ -970,7 +1007,7 @@ fn topology(
         ));
     }
     let cluster_gb_s = match &t.cluster_gb_s {
-        Some(g) => src.positive_f64(
+        Some(g) => src.bandwidth(
             g,
             &format!("{at}.cluster_gb_s"),
             "bandwidth (GB/s per accelerator)",
