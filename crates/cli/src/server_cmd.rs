@@ -242,7 +242,8 @@ fn store_error(e: switchyard_store::StoreError) -> CliError {
     match e {
         switchyard_store::StoreError::Url(_)
         | switchyard_store::StoreError::BadUrl { .. }
-        | switchyard_store::StoreError::NoDatabase(_) => CliError::Input(e.to_string()),
+        | switchyard_store::StoreError::NoDatabase(_)
+        | switchyard_store::StoreError::CannotOpen { .. } => CliError::Input(e.to_string()),
         switchyard_store::StoreError::Unreachable { .. } => CliError::Unreachable(e.to_string()),
         other => CliError::Other(other.to_string()),
     }

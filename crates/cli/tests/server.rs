@@ -324,6 +324,20 @@ fn error_codes(db: String) {
         "invalid_json",
         call("POST", &jobs, Some(&t), Some("[]")),
     );
+    for (body, found) in [
+        ("[1]", "an array"),
+        (" \"job\"", "a string"),
+        ("7", "a number"),
+    ] {
+        let (status, answer) = call("POST", &jobs, Some(&t), Some(body));
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer.to_string().contains(&format!(
+                "the request body is not a valid submission: expected a JSON object, found {found}"
+            )),
+            "{body}: {answer}"
+        );
+    }
     // A variable named twice is refused, not silently reduced to its last value.
     let (status, body) = call(
         "POST",
@@ -484,6 +498,7 @@ fn error_codes(db: String) {
     for bad in [
         "after=-1",
         "state=",
+        "state=pending,,running",
         "tenant=",
         "tenant=a%00b",
         "limit=1&limit=2",
@@ -1380,6 +1395,37 @@ fn a_malformed_database_url_is_named_without_its_password() {
             "{url}: {err}"
         );
     }
+}
+
+/// An SQLite file that cannot be opened is named, with what is wrong with its place.
+#[test]
+fn an_sqlite_file_that_cannot_be_opened_is_named() {
+    let dir = std::env::temp_dir().join(format!("sy-open-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("a-directory.db")).expect("temp dir");
+    std::fs::write(dir.join("a-file"), "").expect("a file");
+    for (file, says) in [
+        ("missing/x.db", "missing does not exist"),
+        ("a-directory.db", "it is a directory"),
+        ("a-file/x.db", "a-file is not a directory"),
+    ] {
+        let path = dir.join(file);
+        let url = format!("sqlite://{}", path.display());
+        let out = Command::new(BIN)
+            .args(["token", "create", "--tenant", "t", "--db", &url])
+            .output()
+            .expect("run switchyard");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(
+            err.contains(&format!(
+                "cannot open the SQLite database at {}",
+                path.display()
+            )) && err.contains(says),
+            "{url}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 macro_rules! both {

@@ -776,8 +776,13 @@ impl Scheduler {
                 "would take forever at the throughput given for it".into()
             } else if u64::from(min_size) > self.max_cluster {
                 format!(
-                    "needs {min_size} accelerators but the largest cluster has {}; a gang is never split across clusters",
-                    self.max_cluster
+                    "needs {min_size} accelerators but the largest cluster has {}; {} is never split across clusters",
+                    self.max_cluster,
+                    if spec.kind == JobKind::Inference {
+                        "a replica"
+                    } else {
+                        "a gang"
+                    }
                 )
             } else if (0..self.clusters.len() as u32)
                 .all(|c| u64::from(min_size) > self.quota_cap(&spec.tenant, c))
@@ -2741,7 +2746,12 @@ impl Scheduler {
                     "waiting for 1 free accelerator in a cluster it accepts".into()
                 }
                 Why::NoCapacity { need } => format!(
-                    "waiting for {need} free accelerators in one cluster it accepts (a gang is never split)"
+                    "waiting for {need} free accelerators in one cluster it accepts ({} is never split)",
+                    if job.kind == JobKind::Inference {
+                        "a replica"
+                    } else {
+                        "a gang"
+                    }
                 ),
                 Why::Reserved {
                     for_job,

@@ -139,7 +139,13 @@ fn job_larger_than_any_cluster_is_rejected_with_a_reason() {
     let err = s
         .validate(&job("huge", "a", 129, 10.0))
         .expect_err("too big");
-    assert!(err.contains("never split"), "{err}");
+    assert!(err.contains("a gang is never split"), "{err}");
+    // A service is split into replicas, but each replica is one gang on one cluster.
+    let mut svc = job("svc", "a", 129, 0.0);
+    svc.kind = JobKind::Inference;
+    svc.work = Work::Open;
+    let err = s.validate(&svc).expect_err("a replica too big");
+    assert!(err.contains("a replica is never split"), "{err}");
     let mut out = Vec::new();
     s.handle(
         0.0,

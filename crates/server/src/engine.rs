@@ -5,7 +5,7 @@
 //! tested without a runtime. The only place the server touches `switchyard_sched`; if the
 //! scheduler's API moves, this file moves with it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use switchyard_core::fleet::Fleet;
@@ -47,7 +47,9 @@ impl Clock {
 struct Tracked {
     id: String,
     size: u32,
-    allocated: i64,
+    /// Accelerators it holds per cluster (index into the fleet's clusters): one entry for a
+    /// gang, one per cluster a service's replicas run on.
+    allocated_on: BTreeMap<u32, i64>,
     reason: String,
     started_ms: Option<i64>,
     finished_ms: Option<i64>,
@@ -73,6 +75,21 @@ struct Tracked {
     /// The kept fraction of the work last written to the store, and when.
     work_done: f64,
     work_done_ms: i64,
+}
+
+impl Tracked {
+    /// Accelerators it holds in all.
+    fn allocated(&self) -> i64 {
+        self.allocated_on.values().sum()
+    }
+
+    /// The cluster where it holds the most (the first of a tie), if it holds any.
+    fn main_cluster(&self) -> Option<u32> {
+        self.allocated_on
+            .iter()
+            .max_by_key(|&(&c, &n)| (n, std::cmp::Reverse(c)))
+            .map(|(&c, _)| c)
+    }
 }
 
 /// How long a running job's newly kept progress may wait for a write of its own (it goes out
@@ -178,7 +195,7 @@ impl Engine {
         let tracked = Tracked {
             id: record.id.clone(),
             size,
-            allocated: 0,
+            allocated_on: BTreeMap::new(),
             reason: record.reason.clone(),
             started_ms: record.started_ms,
             finished_ms: None,
@@ -240,6 +257,7 @@ impl Engine {
             reason: why.to_owned(),
             cluster: None,
             allocated: 0,
+            allocated_by_cluster: Vec::new(),
             restarts: record.restarts,
             failures: record.failures,
             started_ms: record.started_ms,
@@ -507,7 +525,7 @@ impl Engine {
                     ref nodes,
                 } => {
                     let t = &mut self.jobs[job as usize];
-                    t.allocated = i64::from(accelerators);
+                    t.allocated_on = BTreeMap::from([(cluster, i64::from(accelerators))]);
                     t.started_ms.get_or_insert(at_ms);
                     t.attempts += 1;
                     t.held = None;
@@ -532,7 +550,7 @@ impl Engine {
                     ref nodes,
                 } => {
                     let t = &mut self.jobs[job as usize];
-                    t.allocated += i64::from(accelerators);
+                    *t.allocated_on.entry(cluster).or_default() += i64::from(accelerators);
                     t.started_ms.get_or_insert(at_ms);
                     self.commands.push(Command::AddReplica {
                         job: t.id.clone(),
@@ -554,7 +572,12 @@ impl Engine {
                     ref nodes,
                 } => {
                     let t = &mut self.jobs[job as usize];
-                    t.allocated = (t.allocated - i64::from(t.size)).max(0);
+                    if let Some(held) = t.allocated_on.get_mut(&cluster) {
+                        *held -= i64::from(t.size);
+                        if *held <= 0 {
+                            t.allocated_on.remove(&cluster);
+                        }
+                    }
                     self.commands.push(Command::RemoveReplica {
                         job: t.id.clone(),
                         cluster: self.clusters[cluster as usize].clone(),
@@ -576,7 +599,7 @@ impl Engine {
                     (job, Some(cluster), "restarted")
                 }
                 Action::Finish { job, cluster } => {
-                    let was_running = self.jobs[job as usize].allocated > 0;
+                    let was_running = self.jobs[job as usize].allocated() > 0;
                     if was_running {
                         self.stop(job);
                     }
@@ -612,7 +635,7 @@ impl Engine {
 
     fn stop(&mut self, job: JobIdx) {
         let t = &mut self.jobs[job as usize];
-        t.allocated = 0;
+        t.allocated_on.clear();
         t.held = None;
         self.commands.push(Command::Stop { job: t.id.clone() });
     }
@@ -658,37 +681,55 @@ impl Engine {
             let v = self.sched.job(j);
             let t = &mut self.jobs[j as usize];
             let why = match (v.state, v.cluster) {
-                (SchedState::Running, Some(c)) if t.replica_range.is_some() => {
-                    let have = t.allocated / i64::from(t.size.max(1));
+                (SchedState::Running, Some(_)) if t.replica_range.is_some() => {
+                    let size = i64::from(t.size.max(1));
+                    let have = t.allocated() / size;
                     let wanted = if i64::from(t.wanted) == have {
                         String::new()
                     } else {
                         format!(" of {} wanted", t.wanted)
                     };
+                    let on = match t.allocated_on.len() {
+                        0 => String::new(),
+                        1 => t
+                            .allocated_on
+                            .keys()
+                            .map(|&c| format!(", on {}", self.clusters[c as usize]))
+                            .collect(),
+                        _ => {
+                            let each: Vec<String> = t
+                                .allocated_on
+                                .iter()
+                                .map(|(&c, &n)| {
+                                    format!("{} on {}", n / size, self.clusters[c as usize])
+                                })
+                                .collect();
+                            format!(": {}", each.join(", "))
+                        }
+                    };
                     format!(
-                        "serving with {have}{wanted} replica{} of {} accelerators ({} in all; last placed on {})",
+                        "serving with {have}{wanted} replica{} of {} accelerators ({} in all{on})",
                         if have == 1 && wanted.is_empty() {
                             ""
                         } else {
                             "s"
                         },
                         t.size,
-                        t.allocated,
-                        self.clusters[c as usize]
+                        t.allocated(),
                     )
                 }
                 (SchedState::Running, Some(c)) if t.held.is_some() => format!(
                     "placed on {} accelerator{} of {}, not running yet: {}",
-                    t.allocated,
-                    if t.allocated == 1 { "" } else { "s" },
+                    t.allocated(),
+                    if t.allocated() == 1 { "" } else { "s" },
                     self.clusters[c as usize],
                     t.held.as_deref().unwrap_or_default()
                 ),
                 // The scheduler's own words give its clock's start time; say it plainly.
                 (SchedState::Running, Some(c)) => format!(
                     "running on {} accelerator{} of {}",
-                    t.allocated,
-                    if t.allocated == 1 { "" } else { "s" },
+                    t.allocated(),
+                    if t.allocated() == 1 { "" } else { "s" },
                     self.clusters[c as usize]
                 ),
                 _ => self.sched.why(j),
@@ -703,7 +744,7 @@ impl Engine {
                 SchedState::Failed => JobState::Failed,
             };
             if state.is_final() {
-                t.allocated = 0;
+                t.allocated_on.clear();
                 ended.push(j);
             }
             t.work_done = self.sched.kept_fraction(j, now);
@@ -712,8 +753,16 @@ impl Engine {
                 id: t.id.clone(),
                 state,
                 reason: why,
-                cluster: v.cluster.map(|c| self.clusters[c as usize].clone()),
-                allocated: t.allocated,
+                cluster: t
+                    .main_cluster()
+                    .or(v.cluster)
+                    .map(|c| self.clusters[c as usize].clone()),
+                allocated: t.allocated(),
+                allocated_by_cluster: t
+                    .allocated_on
+                    .iter()
+                    .map(|(&c, &n)| (self.clusters[c as usize].clone(), n))
+                    .collect(),
                 // Every start after the first counts (failures, preemptions, migrations), so
                 // that a new leader's attempt numbers never repeat an earlier attempt's.
                 restarts: (t.restarts_before + i64::from(v.restarts))
@@ -1232,6 +1281,104 @@ mod tests {
             cmds.is_empty() && batch.updates.is_empty(),
             "{cmds:?} {batch:?}"
         );
+        e.check().expect("invariants");
+    }
+
+    /// A service whose replicas run on two clusters holds accelerators on each, as the store
+    /// (the fleet view, the busy metric) must count them; its cluster is where it holds most.
+    #[test]
+    fn a_service_across_clusters_is_counted_on_each() {
+        let fleet = Fleet::from_toml(
+            r#"
+name = "two"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 4.0
+[[clusters]]
+name = "lab"
+provider = "p"
+region = "r"
+accelerator = "H100"
+nodes = 2
+accelerators_per_node = 2
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 24.0
+[[clusters]]
+name = "big"
+provider = "p"
+region = "r"
+accelerator = "H100"
+nodes = 4
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 24.0
+"#,
+            "two.toml",
+        )
+        .expect("a two-cluster fleet");
+        let mut e = Engine::new(&fleet, Clock::starting_at(T0));
+        let mut r = record("s", 1);
+        r.kind = "inference".into();
+        e.admit(
+            T0,
+            &r,
+            JobSpec {
+                accelerators: 2,
+                ..service(1, 4)
+            },
+        );
+        // What each cluster holds, by the replica events.
+        let mut held: BTreeMap<String, i64> = BTreeMap::new();
+        let mut check = |batch: &Batch| {
+            for ev in &batch.events {
+                let cluster = ev
+                    .cluster
+                    .clone()
+                    .expect("replica events name their cluster");
+                match ev.kind.as_str() {
+                    "replica_added" => *held.entry(cluster).or_default() += 2,
+                    "replica_removed" => *held.entry(cluster).or_default() -= 2,
+                    _ => {}
+                }
+            }
+            held.retain(|_, n| *n > 0);
+            let u = update(batch, "s");
+            let by_cluster: BTreeMap<String, i64> =
+                u.allocated_by_cluster.iter().cloned().collect();
+            assert_eq!(by_cluster, held, "{u:?}");
+            assert_eq!(u.allocated, held.values().sum::<i64>());
+            let most = held.values().max().copied().unwrap_or(0);
+            let main = u.cluster.clone().expect("a cluster");
+            assert_eq!(held.get(&main), Some(&most), "{u:?}");
+            u.clone()
+        };
+        e.schedule(T0);
+        let _ = check(&e.take(T0).0);
+        e.scale(T0 + 1000, "s", 3);
+        e.schedule(T0 + 1000);
+        let u = check(&e.take(T0 + 1000).0);
+        assert_eq!(
+            u.allocated_by_cluster.len(),
+            2,
+            "3 replicas of 2 do not fit the 4 accelerators of lab: {u:?}"
+        );
+        assert!(
+            u.reason.contains(" on lab") && u.reason.contains(" on big"),
+            "{}",
+            u.reason
+        );
+        e.scale(T0 + 2000, "s", 2);
+        e.schedule(T0 + 2000);
+        let u = check(&e.take(T0 + 2000).0);
+        assert_eq!(u.allocated, 4);
+        e.scale(T0 + 3000, "s", 1);
+        e.schedule(T0 + 3000);
+        let u = check(&e.take(T0 + 3000).0);
+        assert_eq!(u.allocated_by_cluster.len(), 1, "{u:?}");
         e.check().expect("invariants");
     }
 

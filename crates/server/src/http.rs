@@ -547,13 +547,29 @@ fn decode<T: serde::de::DeserializeOwned>(
             ApiError::bad(format!("cannot read the request body: {r}"))
         }
     })?;
-    serde_json::from_slice(&body).map_err(|e| {
+    let invalid = |why: String| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the request body is not a valid {what}: {e}"),
+            format!("the request body is not a valid {what}: {why}"),
         )
-    })
+    };
+    // serde would read an array as the object's fields in order ("expected a string"): say
+    // plainly that an object was expected.
+    let found = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => Some("an array"),
+        Some(b'"') => Some("a string"),
+        Some(b'-' | b'0'..=b'9') => Some("a number"),
+        Some(b't' | b'f') => Some("a boolean"),
+        Some(b'n') => Some("null"),
+        _ => None,
+    };
+    if let Some(found) = found
+        && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok()
+    {
+        return Err(invalid(format!("expected a JSON object, found {found}")));
+    }
+    serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))
 }
 
 async fn submit(
@@ -707,7 +723,13 @@ async fn list(
                 "state is empty: name one or more states, or leave the parameter out",
             ));
         }
-        for st in states.split(',').filter(|x| !x.is_empty()) {
+        if states.split(',').any(str::is_empty) {
+            return Err(ApiError::bad(format!(
+                "state `{}` names an empty state: separate states by single commas",
+                states.chars().take(64).collect::<String>()
+            )));
+        }
+        for st in states.split(',') {
             filter.states.push(JobState::parse(st).ok_or_else(|| {
                 ApiError::bad(format!(
                     "unknown state `{}`; expected pending, running, done, failed, cancelled or rejected",

@@ -34,6 +34,8 @@ pub enum StoreError {
         "there is no database at {0}: check --db (a server creates its SQLite file on first start, as does `switchyard token create`)"
     )]
     NoDatabase(String),
+    #[error("cannot open the SQLite database at {path}: {why}")]
+    CannotOpen { path: String, why: String },
     #[error("a job named `{name}` already exists for tenant `{tenant}`")]
     Conflict { tenant: String, name: String },
     #[error("this server no longer holds the scheduling lease (another replica took over)")]

@@ -23,6 +23,10 @@ const SQLITE: &[(i64, &str)] = &[
     ),
     (6, include_str!("../migrations/sqlite/0006_work_done.sql")),
     (7, include_str!("../migrations/sqlite/0007_deployment.sql")),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_job_clusters.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -43,6 +47,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         7,
         include_str!("../migrations/postgres/0007_deployment.sql"),
+    ),
+    (
+        8,
+        include_str!("../migrations/postgres/0008_job_clusters.sql"),
     ),
 ];
 

@@ -179,6 +179,9 @@ pub struct JobUpdate {
     pub reason: String,
     pub cluster: Option<String>,
     pub allocated: i64,
+    /// What it holds on each cluster (`allocated` in all): one for most jobs, several for a
+    /// service whose replicas span clusters; none when it holds nothing.
+    pub allocated_by_cluster: Vec<(String, i64)>,
     pub restarts: i64,
     /// Failed runs counted against the job's `max_retries`.
     pub failures: i64,

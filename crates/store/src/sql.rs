@@ -78,6 +78,7 @@ impl SqliteStore {
         if !create && !memory && !path.exists() {
             return Err(StoreError::NoDatabase(path.display().to_string()));
         }
+        let file = path.to_path_buf();
         let opts = opts
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
@@ -89,7 +90,16 @@ impl SqliteStore {
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.clone())
-            .await?;
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(_) | sqlx::Error::Io(_) if !memory => {
+                    StoreError::CannotOpen {
+                        path: file.display().to_string(),
+                        why: why_sqlite_cannot_open(&file, &e),
+                    }
+                }
+                e => e.into(),
+            })?;
         crate::migrate::sqlite(&write).await?;
         let read = if memory {
             // Every connection to `:memory:` is its own database: share the writer.
@@ -224,6 +234,24 @@ fn node_state_of(text: &str) -> Result<NodeState, StoreError> {
 
 fn is_unique_violation(err: &StoreError) -> bool {
     matches!(err, StoreError::Db(sqlx::Error::Database(db)) if db.is_unique_violation())
+}
+
+/// Why SQLite could not open (or create) `path`, in the user's terms where the file system
+/// says more than SQLite's "unable to open database file".
+fn why_sqlite_cannot_open(path: &std::path::Path, e: &sqlx::Error) -> String {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(_) => format!("its directory {} does not exist", dir.display()),
+        Ok(m) if !m.is_dir() => format!("{} is not a directory", dir.display()),
+        Ok(_) if path.is_dir() => "it is a directory".to_owned(),
+        Ok(m) if m.permissions().readonly() && !path.exists() => {
+            format!("its directory {} is read-only", dir.display())
+        }
+        Ok(_) => e.to_string(),
+    }
 }
 
 /// The lowest slot of `0..slots` not in `taken` (sorted).
@@ -739,11 +767,13 @@ macro_rules! sql_store {
 
             async fn cluster_usage(&self) -> Result<Vec<ClusterUsage>, StoreError> {
                 use sqlx::Row;
+                // Per cluster of each running job (a service's replicas may span several).
                 let rows = sqlx::query(
-                    "SELECT cluster, CAST(COUNT(*) AS BIGINT) AS running, \
-                       CAST(SUM(allocated) AS BIGINT) AS allocated \
-                     FROM jobs WHERE state = 'running' AND cluster IS NOT NULL \
-                     GROUP BY cluster ORDER BY cluster",
+                    "SELECT c.cluster AS cluster, CAST(COUNT(*) AS BIGINT) AS running, \
+                       CAST(SUM(c.allocated) AS BIGINT) AS allocated \
+                     FROM job_clusters c JOIN jobs j ON j.id = c.job_id \
+                     WHERE j.state = 'running' \
+                     GROUP BY c.cluster ORDER BY c.cluster",
                 )
                 .fetch_all(&self.read)
                 .await?;
@@ -1046,6 +1076,35 @@ macro_rules! sql_store {
                             .bind(u.work_done);
                     }
                     q.execute(&mut *tx).await?;
+                    let sql = format!(
+                        "DELETE FROM job_clusters WHERE job_id IN ({})",
+                        placeholders(chunk.len(), 1)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for u in chunk {
+                        q = q.bind(&u.id);
+                    }
+                    q.execute(&mut *tx).await?;
+                    let shares: Vec<(&str, &str, i64)> = chunk
+                        .iter()
+                        .flat_map(|u| {
+                            u.allocated_by_cluster
+                                .iter()
+                                .filter(|(_, n)| *n > 0)
+                                .map(|(c, n)| (u.id.as_str(), c.as_str(), *n))
+                        })
+                        .collect();
+                    for shares in shares.chunks(CHUNK) {
+                        let sql = format!(
+                            "INSERT INTO job_clusters (job_id, cluster, allocated) VALUES {}",
+                            placeholders(shares.len(), 3)
+                        );
+                        let mut q = sqlx::query(&sql);
+                        for (id, cluster, n) in shares {
+                            q = q.bind(*id).bind(*cluster).bind(*n);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
                 }
                 Self::insert_events(&mut tx, &batch.events).await?;
                 tx.commit().await?;

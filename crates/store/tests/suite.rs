@@ -487,6 +487,7 @@ async fn failed_jobs(s: AnyStore) {
             reason: "rank 3 exited with code 1 three times".into(),
             cluster: Some("c".into()),
             allocated: 0,
+            allocated_by_cluster: Vec::new(),
             restarts: 2,
             failures: 3,
             started_ms: Some(20),
@@ -715,6 +716,7 @@ async fn lease_and_apply(s: AnyStore) {
             reason: "running on 8 accelerators of c".into(),
             cluster: Some("c".into()),
             allocated: 8,
+            allocated_by_cluster: vec![("c".into(), 8)],
             restarts: 0,
             failures: 0,
             started_ms: Some(2_600),
@@ -745,6 +747,37 @@ async fn lease_and_apply(s: AnyStore) {
             running: 1,
             allocated: 8
         }]
+    );
+    // A service whose replicas span two clusters is busy on each for what it holds there,
+    // and no longer on one it left.
+    let spread = |by_cluster: Vec<(String, i64)>| Batch {
+        seen: Vec::new(),
+        updates: vec![JobUpdate {
+            cluster: Some("c".into()),
+            allocated: by_cluster.iter().map(|(_, n)| n).sum(),
+            allocated_by_cluster: by_cluster,
+            ..batch.updates[0].clone()
+        }],
+        events: Vec::new(),
+    };
+    s.apply(&renewed, &spread(vec![("c".into(), 8), ("d".into(), 4)]))
+        .await
+        .expect("apply");
+    let usage = |cluster: &str, running: i64, allocated: i64| ClusterUsage {
+        cluster: cluster.into(),
+        running,
+        allocated,
+    };
+    assert_eq!(
+        s.cluster_usage().await.expect("cluster usage"),
+        vec![usage("c", 1, 8), usage("d", 1, 4)]
+    );
+    s.apply(&renewed, &spread(vec![("d".into(), 4)]))
+        .await
+        .expect("apply");
+    assert_eq!(
+        s.cluster_usage().await.expect("cluster usage"),
+        vec![usage("d", 1, 4)]
     );
     // Expired: another holder takes over in a new term; the old leader is fenced off.
     let l2 = s
@@ -862,6 +895,7 @@ async fn name_clash_while_the_leader_writes(s: AnyStore) {
                         reason: format!("pass {i}"),
                         cluster: Some("c".into()),
                         allocated: 8,
+                        allocated_by_cluster: vec![("c".into(), 8)],
                         restarts: 0,
                         failures: 0,
                         started_ms: Some(2_000),
@@ -983,6 +1017,7 @@ async fn scaling(s: AnyStore) {
                 reason: "cancelled".into(),
                 cluster: None,
                 allocated: 0,
+                allocated_by_cluster: Vec::new(),
                 restarts: 0,
                 failures: 0,
                 started_ms: None,
@@ -1283,6 +1318,11 @@ async fn big_batch(s: AnyStore) {
                 reason: format!("reason {i}"),
                 cluster: (i % 2 == 0).then(|| "c".to_owned()),
                 allocated: if i % 2 == 0 { 8 } else { 0 },
+                allocated_by_cluster: if i % 2 == 0 {
+                    vec![("c".into(), 8)]
+                } else {
+                    Vec::new()
+                },
                 restarts: 0,
                 failures: 0,
                 started_ms: (i % 2 == 0).then_some(5),
