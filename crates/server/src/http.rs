@@ -1188,5 +1188,32 @@ mod tests {
         assert!(auth.0.agent);
         // While the recheck hangs, later requests do not start another or wait.
         authenticate(&state, &kept).await.expect("still taken");
+
+        // A recheck that hangs past its limit is given up: the next request starts another,
+        // and that one's answer counts — here that the token was revoked meanwhile. (The hung
+        // one never answers: its connection stays silenced.)
+        silent.store(false, std::sync::atomic::Ordering::SeqCst);
+        let direct = switchyard_store::connect(&url).await.expect("connect");
+        direct
+            .delete_token(&switchyard_store::hash_token(&kept))
+            .await
+            .expect("revoke");
+        authenticate(&state, &kept)
+            .await
+            .expect("still on its last word while the first recheck may yet answer");
+        {
+            let mut cache = state.tokens.lock().expect("cache");
+            let c = cache
+                .get_mut(&switchyard_store::hash_token(&kept))
+                .expect("cached");
+            c.recheck_since =
+                Instant::now().checked_sub(TOKEN_RECHECK_MAX + Duration::from_secs(1));
+            assert!(c.recheck_since.is_some(), "the clock is past 11 s");
+        }
+        let refused = authenticate(&state, &kept).await;
+        assert!(
+            matches!(&refused, Err(e) if e.status == StatusCode::UNAUTHORIZED),
+            "{refused:?}"
+        );
     }
 }
