@@ -44,7 +44,7 @@ impl AgentConfig {
     /// plus a call cut short at that deadline ([`MIN_REQUEST_TIME`]) before the stop, and one
     /// more before the SIGKILL. Agents report it as [`NodeInfo::orphan_stop_ms`].
     pub fn orphan_stop_after(&self) -> Duration {
-        self.orphan_after + 2 * MIN_REQUEST_TIME
+        self.orphan_after.saturating_add(2 * MIN_REQUEST_TIME)
     }
 }
 
@@ -89,6 +89,13 @@ fn json_size(line: &crate::protocol::LogLine) -> usize {
     FIELDS + line.assignment_id.len() + text
 }
 
+/// `t + d`, or a moment as good as never when that is past what the clock holds.
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(t)
+}
+
 /// What one [`Agent::sync`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -123,8 +130,10 @@ pub struct Agent<C: ControlPlane> {
     /// the previous agent on its state directory counts (its ranks are adopted, and the server
     /// has not heard from this node since), or else this agent's start.
     orphans_at: Instant,
-    /// Whether every gang rank has gone since `orphans_at` passed.
+    /// Whether, since `orphans_at` passed, every gang rank has gone or been sent its SIGKILL.
     orphans_gone: bool,
+    /// Once the orphaned ranks are asked to stop: by when their SIGKILL has been sent.
+    orphans_killed_by: Option<Instant>,
 }
 
 impl<C: ControlPlane> Agent<C> {
@@ -146,7 +155,10 @@ impl<C: ControlPlane> Agent<C> {
             .last_answered_heartbeat_ms()
             .map(|sent| Duration::from_millis(now_ms().saturating_sub(sent)))
             .unwrap_or_default();
-        let orphans_at = Instant::now() + config.orphan_after.saturating_sub(since_last_heartbeat);
+        let orphans_at = later(
+            Instant::now(),
+            config.orphan_after.saturating_sub(since_last_heartbeat),
+        );
         control.give_up_by(Some(orphans_at));
         Self {
             control,
@@ -154,6 +166,7 @@ impl<C: ControlPlane> Agent<C> {
             node_id: None,
             orphans_at,
             orphans_gone: false,
+            orphans_killed_by: None,
             supervisor,
             batch_lines: config.log_batch.max(1),
             config,
@@ -247,19 +260,22 @@ impl<C: ControlPlane> Agent<C> {
     /// [`AgentConfig::orphan_after`]). Their exits are reported when the control plane answers
     /// again, as stopped by the agent: an interruption, not the job's failure.
     ///
-    /// Until then, and until the ranks are gone, calls to the control plane give up by that
-    /// deadline ([`ControlPlane::give_up_by`]): a call that hangs must hold neither the stop
-    /// nor the SIGKILL after the ranks' grace. Then they get their full time again, so that a
-    /// slow control plane is not out of reach for good.
+    /// Until then, and until the ranks are gone or sent their SIGKILL, calls to the control
+    /// plane give up by that deadline ([`ControlPlane::give_up_by`]): a call that hangs must
+    /// hold neither the stop nor the SIGKILL after the ranks' grace. Then they get their full
+    /// time again (also when a killed rank is stuck in the kernel), so that a slow control
+    /// plane is not out of reach for good.
     fn stop_orphaned_ranks(&mut self) {
-        if self.orphans_gone || Instant::now() < self.orphans_at {
+        let now = Instant::now();
+        if self.orphans_gone || now < self.orphans_at {
             return;
         }
-        let mut stopping = false;
+        let mut longest_grace: Option<Duration> = None;
         for o in self.supervisor.observed() {
             if o.assignment.restart != crate::protocol::RestartPolicy::Never {
                 continue;
             }
+            let grace = Duration::from_millis(o.assignment.stop_grace_ms);
             match o.phase {
                 crate::reconcile::Phase::Running => {
                     tracing::warn!(
@@ -269,13 +285,22 @@ impl<C: ControlPlane> Agent<C> {
                         self.config.orphan_after
                     );
                     self.supervisor.stop(&o.assignment.id);
-                    stopping = true;
+                    longest_grace = longest_grace.max(Some(grace));
                 }
-                crate::reconcile::Phase::Stopping => stopping = true,
+                crate::reconcile::Phase::Stopping => longest_grace = longest_grace.max(Some(grace)),
                 crate::reconcile::Phase::Exited { .. } => {}
             }
         }
-        if !stopping {
+        let done = match longest_grace {
+            None => true,
+            // (A poll interval to spare: the SIGKILL goes out at a poll.)
+            Some(grace) => {
+                now >= *self
+                    .orphans_killed_by
+                    .get_or_insert_with(|| later(later(now, grace), self.config.poll_interval * 2))
+            }
+        };
+        if done {
             self.orphans_gone = true;
             self.control.give_up_by(None);
         }
@@ -284,14 +309,18 @@ impl<C: ControlPlane> Agent<C> {
     fn sync_inner(&mut self) -> Result<SyncReport, ControlPlaneError> {
         self.poll();
         self.heartbeat_ok = false;
+        // Before each call that could hang until the deadline: the stop must not wait for two.
+        self.stop_orphaned_ranks();
         let node_id = self.registered()?;
+        self.stop_orphaned_ranks();
         // Timed from the request, not the answer: the server may have seen it (its last sign of
         // life from this node) long before the answer came back.
         let (asked, asked_unix_ms) = (Instant::now(), now_ms());
         self.control.heartbeat(&node_id)?;
         self.heartbeat_ok = true;
-        self.orphans_at = asked + self.config.orphan_after;
+        self.orphans_at = later(asked, self.config.orphan_after);
         self.orphans_gone = false;
+        self.orphans_killed_by = None;
         self.control.give_up_by(Some(self.orphans_at));
         self.supervisor.note_answered_heartbeat(asked_unix_ms);
         let desired = self.control.fetch_assignments(&node_id)?;
@@ -412,6 +441,9 @@ impl<C: ControlPlane> Agent<C> {
     /// again would only repeat it. With processes to look after (adopted from a previous
     /// agent) it keeps trying, with back-off.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), ControlPlaneError> {
+        // Adopted ranks already past their deadline stop before the first call, which could
+        // take until the cap.
+        self.stop_orphaned_ranks();
         let mut next_sync = Instant::now();
         let mut failures: u32 = 0;
         while !stop.load(Ordering::Relaxed) {

@@ -58,8 +58,9 @@ pub trait ControlPlane {
 }
 
 /// The least time a call gets when the agent's deadline for orphaned ranks is near or past (see
-/// [`ControlPlane::give_up_by`]): ample to be answered by a control plane that is up, even one
-/// whose store is slow (it answers agents within about 2 s then).
+/// [`ControlPlane::give_up_by`]): ample for a control plane that is up and whose store answers
+/// (a heartbeat is answered within about 2 s even while the store is slow; a registration waits
+/// for the store). The cap lasts only until the orphaned ranks are gone or killed.
 pub const MIN_REQUEST_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a [`MemoryControlPlane`] holds.

@@ -512,6 +512,7 @@ pub(crate) fn why_no_layout(
     m: &ModelSpec,
     hw: &Hardware,
     global_batch: u32,
+    tp_beyond_scale_up: bool,
 ) -> PerfError {
     if let Some(layout) = given_layout(c, hw.count) {
         // Only when every etp the search tried is invalid is the layout itself at fault (the
@@ -529,7 +530,7 @@ pub(crate) fn why_no_layout(
             return last;
         }
     }
-    no_layout_error(c, m, hw, global_batch)
+    no_layout_error(c, m, hw, global_batch, tp_beyond_scale_up)
 }
 
 fn no_layout_error(
@@ -537,6 +538,7 @@ fn no_layout_error(
     m: &ModelSpec,
     hw: &Hardware,
     global_batch: u32,
+    tp_beyond_scale_up: bool,
 ) -> PerfError {
     let chunks_max = u64::from(m.layers) + 2;
     let reason = if let Some(zero) = c.zero.filter(|&z| z > 3) {
@@ -583,15 +585,19 @@ fn no_layout_error(
         )
     } else if let Some(etp) = c.etp.filter(|&etp| {
         c.tp.is_none()
-            && !(0..32)
-                .map(|k| 1u32 << k)
-                .take_while(|&tp| tp <= hw.scale_up_domain.min(m.heads))
-                .any(|tp| m.heads.is_multiple_of(tp) && tp.is_multiple_of(etp))
+            && !crate::search::tensor_candidates(m, hw, tp_beyond_scale_up)
+                .iter()
+                .any(|tp| tp.is_multiple_of(etp))
     }) {
         format!(
             "[parallelism] etp = {etp} divides no tp the search tries (a power of two dividing \
-             heads = {} and at most the scale-up domain, {}): give tp, or an etp that divides one",
-            m.heads, hw.scale_up_domain
+             heads = {} and the device count, at most {}): give tp, or an etp that divides one",
+            m.heads,
+            if tp_beyond_scale_up {
+                format!("the device count, {}", hw.count)
+            } else {
+                format!("the scale-up domain, {}", hw.scale_up_domain)
+            }
         )
     } else {
         format!(
@@ -792,7 +798,13 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 )?;
             }
             if found.is_empty() {
-                return Err(input.count_error(why_no_layout(c, m, hw, spec.global_batch)));
+                return Err(input.count_error(why_no_layout(
+                    c,
+                    m,
+                    hw,
+                    spec.global_batch,
+                    input.allow_tp_beyond_scale_up,
+                )));
             }
             let best = found.remove(0);
             let b = spec.tokens.map(|t| budget(m, hw, best.tokens_per_s, t));

@@ -120,6 +120,22 @@ pub(crate) fn divisors(n: u32) -> Vec<u32> {
     out
 }
 
+/// The tensor-parallel degrees the search tries when the plan gives none: powers of two that
+/// divide the heads and the device count, up to the scale-up domain (or the device count when
+/// `beyond_scale_up`).
+pub(crate) fn tensor_candidates(m: &ModelSpec, hw: &Hardware, beyond_scale_up: bool) -> Vec<u32> {
+    let count = hw.count;
+    let tp_max = if beyond_scale_up {
+        count
+    } else {
+        hw.scale_up_domain.min(count)
+    };
+    powers_of_two_upto(tp_max.min(m.heads))
+        .into_iter()
+        .filter(|t| count.is_multiple_of(*t) && m.heads.is_multiple_of(*t))
+        .collect()
+}
+
 fn powers_of_two_upto(n: u32) -> Vec<u32> {
     let mut out = vec![1];
     let mut p: u32 = 2;
@@ -255,17 +271,9 @@ pub fn search(
             hw.scale_up_domain, hw.accelerator.name
         )));
     }
-    let tp_max = if opts.allow_tp_beyond_scale_up {
-        count
-    } else {
-        hw.scale_up_domain.min(count)
-    };
     let tps: Vec<u32> = one_or(
         c.tp,
-        powers_of_two_upto(tp_max.min(m.heads))
-            .into_iter()
-            .filter(|t| count.is_multiple_of(*t) && m.heads.is_multiple_of(*t))
-            .collect(),
+        tensor_candidates(m, hw, opts.allow_tp_beyond_scale_up),
     );
     let cps_all: Vec<u32> = powers_of_two_upto(16)
         .into_iter()

@@ -329,7 +329,13 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     };
     let best = search(&model, &hw, &spec, &constraint, &opts)?;
     let est = best.first().ok_or_else(|| {
-        let why = crate::plan::why_no_layout(&constraint, &model, &hw, spec.global_batch);
+        let why = crate::plan::why_no_layout(
+            &constraint,
+            &model,
+            &hw,
+            spec.global_batch,
+            opts.allow_tp_beyond_scale_up,
+        );
         PerfError::input(format!("row {id}: {why}"))
     })?;
     let published = published(row, "published_tokens_per_s")?;

@@ -231,7 +231,7 @@ fn expert_tensor_parallelism_is_checked() {
             training,
             "etp = 3",
             "[parallelism] etp = 3 divides no tp the search tries (a power of two dividing heads \
-             = 64 and at most the scale-up domain, 8)",
+             = 64 and the device count, at most the scale-up domain, 8)",
         ),
         (
             "qwen3-235b-a22b",

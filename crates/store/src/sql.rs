@@ -91,14 +91,22 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.clone())
             .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(_) | sqlx::Error::Io(_) if !memory => {
+            .map_err(|e| {
+                // SQLITE_CANTOPEN (14), or the file system's own refusal; not a transient
+                // error such as a busy database.
+                let cannot_open = match &e {
+                    sqlx::Error::Database(db) => db.code().as_deref() == Some("14"),
+                    sqlx::Error::Io(_) => true,
+                    _ => false,
+                };
+                if cannot_open && !memory {
                     StoreError::CannotOpen {
                         path: file.display().to_string(),
                         why: why_sqlite_cannot_open(&file, &e),
                     }
+                } else {
+                    e.into()
                 }
-                e => e.into(),
             })?;
         crate::migrate::sqlite(&write).await?;
         let read = if memory {
@@ -244,7 +252,10 @@ fn why_sqlite_cannot_open(path: &std::path::Path, e: &sqlx::Error) -> String {
         _ => std::path::Path::new("."),
     };
     match std::fs::metadata(dir) {
-        Err(_) => format!("its directory {} does not exist", dir.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            format!("its directory {} does not exist", dir.display())
+        }
+        Err(e) => format!("its directory {}: {e}", dir.display()),
         Ok(m) if !m.is_dir() => format!("{} is not a directory", dir.display()),
         Ok(_) if path.is_dir() => "it is a directory".to_owned(),
         Ok(m) if m.permissions().readonly() && !path.exists() => {
