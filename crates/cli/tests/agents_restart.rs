@@ -99,6 +99,82 @@ fn a_run_survives_a_restart_of_the_server() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A restarted server that has not heard from the node a gang last ran on (its agent is cut
+/// off: stopped here, its rank running on) places the gang again but holds it until that node
+/// is heard from, when its agent stops the old rank; the two attempts never run at once, and the
+/// run finishes with the same final model.
+#[test]
+fn a_restarted_server_holds_a_gang_until_it_hears_from_its_last_node() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = scratch("agents-restart-unheard");
+    let fleet = fleet_file(&dir, 3, 2);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut s = AgentServer::start(&dir, &fleet, &listen);
+    let agents: Vec<AgentProcess> = s.start_local_agents(&dir, 3);
+    let job = s.submit_training(2, 60, 3);
+    wait_for(120, "the run to pass step 20", || {
+        (s.step(&job) >= 2 * CHECKPOINT_EVERY).then_some(())
+    });
+    let host = s
+        .nodes()
+        .iter()
+        .find(|n| {
+            n["jobs"]
+                .as_array()
+                .is_some_and(|j| j.iter().any(|j| j == &job))
+        })
+        .and_then(|n| n["hostname"].as_str().map(str::to_owned))
+        .expect("the node the run is on");
+    let agent = agents.iter().find(|a| a.name == host).expect("its agent");
+    let pid = Pid::from_raw(agent.child.id() as i32);
+    kill(pid, Signal::SIGSTOP).expect("stop the agent");
+
+    s.server.kill();
+    let db = s.server.db.clone();
+    let args = server_args(&fleet, &s.checkpoints, "300ms", 3);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.server = Server::start_on(&db, &listen, &args);
+    wait_for(30, "the run placed again and held", || {
+        s.job(&job)["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("a new scheduling leader took over"))
+            .then_some(())
+    });
+    // Held: nothing of the next attempt starts while the old rank may still run.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        s.job(&job)["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not running yet")),
+        "{}",
+        s.job(&job)
+    );
+    let heard_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    kill(pid, Signal::SIGCONT).expect("continue the agent");
+
+    let end = wait_final(&s, &job, 240);
+    assert_eq!(end["state"], "done", "{end}\n{:#?}", s.events(&job));
+    let early: Vec<serde_json::Value> = s
+        .logs(&job)
+        .into_iter()
+        .filter(|l| {
+            l["attempt"].as_i64().is_some_and(|a| a >= 2)
+                && l["at_ms"].as_i64().is_some_and(|t| t < heard_ms)
+        })
+        .collect();
+    assert!(
+        early.is_empty(),
+        "the next attempt ran before the old node was heard from: {early:#?}"
+    );
+    assert_eq!(s.final_model(&job), reference_model(&dir, 2));
+    drop(agents);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A liveness deadline shorter than the leader's tick (50 ms × 3) still declares a dead node
 /// lost: the agents' backend has the leader poll it in time, instead of every late poll being
 /// taken for a stalled leader that must not declare anyone lost.

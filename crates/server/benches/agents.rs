@@ -57,6 +57,7 @@ fn launch(generation: u32) -> Command {
             .collect(),
         expected_end_ms: i64::MAX,
         recovered: false,
+        ran_before: None,
         command: Some(Arc::new(JobCommand {
             argv: vec!["torchrun".into(), "train.py".into()],
             env: Default::default(),

@@ -27,7 +27,7 @@ use switchyard_agent::protocol::{
 use switchyard_core::fleet::{ClusterBackend, Fleet};
 
 use crate::api::JobCommand;
-use crate::backend::{Backend, Command, NodeShare, Observed, OutputLine};
+use crate::backend::{Backend, Command, NodeShare, Observed, OutputLine, RanOn};
 use crate::leader::now_ms;
 
 /// How often at most a node's heartbeat is written to the store.
@@ -233,6 +233,9 @@ struct Run {
     succeeded: HashSet<String>,
     /// Gangs: not handed to the agents before this (see [`Hub::cut_off_until`]).
     not_before_ms: Option<i64>,
+    /// Gangs held back by a new leader because none of these nodes of the last attempt
+    /// (cluster index, slot) had been heard from: handed out as soon as one is.
+    until_heard: Vec<(u32, u32)>,
 }
 
 impl Run {
@@ -245,6 +248,7 @@ impl Run {
             by_node: BTreeMap::new(),
             succeeded: HashSet::new(),
             not_before_ms: None,
+            until_heard: Vec::new(),
         }
     }
 }
@@ -299,6 +303,11 @@ const HEARTBEAT_WRITE_WAIT: Duration = Duration::from_secs(1);
 /// to stop orphaned training ranks: the agent's default `--orphan-after` (60 s) plus twice its
 /// request timeout (30 s).
 const DEFAULT_ORPHAN_STOP_MS: i64 = 120_000;
+
+/// How long after this leader's term began an earlier leader in another process may still have
+/// answered its agents: it answers only while it believes it leads, and learns otherwise at its
+/// next lease renewal, which the store answers (or fails) within its 10 s timeout.
+const EARLIER_LEADER_ANSWERS_MS: i64 = 15_000;
 
 /// How long after a leader term starts the agents' output of earlier attempts is adopted:
 /// ample for agents to re-register and push what they buffered through the outage.
@@ -1079,6 +1088,68 @@ impl Hub {
         Some(until.saturating_add(margin))
     }
 
+    /// Where `run`'s ranks are handed out, as stored for a new leader.
+    fn ran_on(&self, run: &Run) -> Option<RanOn> {
+        let mut cluster = None;
+        let mut slots = Vec::new();
+        for id in run.by_node.keys() {
+            let n = self.nodes.get(id)?;
+            cluster = Some(n.cluster);
+            slots.push(n.slot);
+        }
+        let cluster = self.clusters.iter().find(|c| Some(c.index) == cluster)?;
+        slots.sort_unstable();
+        Some(RanOn {
+            cluster: cluster.name.clone(),
+            slots,
+        })
+    }
+
+    /// For a recovered gang whose last attempt ran on `before` (as the store says): when none
+    /// of those nodes has been heard from in this leader term, until when their agents may
+    /// still run its ranks, and the nodes (cluster index, slot). A node heard from in the term
+    /// has been given a desired set without them, so its agent stops them, and the others
+    /// cannot get past their next collective. A node this hub knew before the term counts
+    /// from its last sign of life; one it never knew from the term's start, when an earlier
+    /// leader elsewhere may have answered it a while longer ([`EARLIER_LEADER_ANSWERS_MS`]),
+    /// with the orphan deadline an agent that does not say is taken to need.
+    fn unheard_since_term(
+        &self,
+        before: &RanOn,
+        stop_grace_ms: u64,
+    ) -> Option<(i64, Vec<(u32, u32)>)> {
+        let cluster = self.cluster(&before.cluster)?.index;
+        let term_started = self.term_started_ms?;
+        let mut until = i64::MIN;
+        let mut slots = Vec::new();
+        for &slot in &before.slots {
+            let node = self
+                .by_slot
+                .get(&(cluster, slot))
+                .and_then(|id| self.nodes.get(id));
+            let stops_by = match node {
+                Some(n) if n.last_seen_ms >= term_started => return None,
+                Some(n) => n.last_seen_ms.saturating_add(n.orphan_stop_ms),
+                None => term_started
+                    .saturating_add(EARLIER_LEADER_ANSWERS_MS)
+                    .saturating_add(DEFAULT_ORPHAN_STOP_MS),
+            };
+            until = until.max(stops_by);
+            slots.push((cluster, slot));
+        }
+        if slots.is_empty() {
+            return None;
+        }
+        let margin =
+            i64::try_from(self.settings.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+        Some((
+            until
+                .saturating_add(i64::try_from(stop_grace_ms).unwrap_or(i64::MAX))
+                .saturating_add(margin),
+            slots,
+        ))
+    }
+
     /// Holds `run`'s job's next gang back while `run` may still run on nodes cut off whole.
     fn fence_if_cut_off(&mut self, run: &Run) {
         if let Some(until) = self.cut_off_until(run) {
@@ -1198,6 +1269,8 @@ impl AgentBackend {
             nodes,
             expected_end_ms,
             command,
+            recovered,
+            ran_before,
             ..
         } = launch
         else {
@@ -1269,6 +1342,9 @@ impl AgentBackend {
                 );
                 run.by_node = by_node;
                 let now = hub.last_poll_ms.unwrap_or_else(now_ms);
+                let unheard = ran_before.filter(|_| recovered).and_then(|before| {
+                    hub.unheard_since_term(&before, self.hub.settings.stop_grace.as_millis() as u64)
+                });
                 if let Some(&until) = hub.fences.get(&run.job)
                     && until > now
                 {
@@ -1285,6 +1361,32 @@ impl AgentBackend {
                             (until - now + 999) / 1000
                         ),
                         interrupted: false,
+                    });
+                } else if let Some((until, slots)) = unheard.filter(|(until, _)| *until > now) {
+                    // A new leader: its last attempt's ranks may still run on nodes no agent
+                    // of which has told them to stop yet.
+                    run.not_before_ms = Some(until);
+                    run.until_heard = slots;
+                    hub.observed.push(Observed::Held {
+                        job: run.job.clone(),
+                        generation,
+                        why: format!(
+                            "held back for up to {} s: a new scheduling leader took over and has \
+                             not heard from any node of its last attempt yet, whose agents may \
+                             run its ranks (writing its checkpoint directory) until they stop \
+                             orphaned ranks; it starts as soon as one of them is heard from",
+                            (until - now + 999) / 1000
+                        ),
+                        interrupted: false,
+                    });
+                }
+                if run.not_before_ms.is_none()
+                    && let Some(ran_on) = hub.ran_on(&run)
+                {
+                    hub.observed.push(Observed::RanOn {
+                        job: run.job.clone(),
+                        generation,
+                        ran_on,
                     });
                 }
                 hub.add_run(run);
@@ -1578,13 +1680,38 @@ impl Backend for AgentBackend {
             hub.pending_failures.remove(&id);
         }
         hub.fences.retain(|_, until| *until > now_ms);
-        for run in hub.runs.values_mut() {
-            if run.not_before_ms.is_some_and(|t| t <= now_ms) {
-                run.not_before_ms = None;
-                if let RunKind::Gang { generation, .. } = run.kind {
-                    out.push(Observed::Began {
+        let term_started = hub.term_started_ms.unwrap_or(i64::MAX);
+        let due: Vec<u64> = hub
+            .runs
+            .iter()
+            .filter(|(_, run)| {
+                run.not_before_ms.is_some_and(|t| t <= now_ms)
+                    || run.until_heard.iter().any(|slot| {
+                        hub.by_slot
+                            .get(slot)
+                            .and_then(|id| hub.nodes.get(id))
+                            .is_some_and(|n| n.last_seen_ms >= term_started)
+                    })
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let ran_on = hub.runs.get(&id).and_then(|run| hub.ran_on(run));
+            let Some(run) = hub.runs.get_mut(&id) else {
+                continue;
+            };
+            run.not_before_ms = None;
+            run.until_heard.clear();
+            if let RunKind::Gang { generation, .. } = run.kind {
+                out.push(Observed::Began {
+                    job: run.job.clone(),
+                    generation,
+                });
+                if let Some(ran_on) = ran_on {
+                    out.push(Observed::RanOn {
                         job: run.job.clone(),
                         generation,
+                        ran_on,
                     });
                 }
             }
@@ -2019,6 +2146,14 @@ mod tests {
         id
     }
 
+    /// What a poll saw, without the [`Observed::RanOn`] every hand-out makes (tested on their
+    /// own).
+    fn outcomes(seen: Vec<Observed>) -> Vec<Observed> {
+        seen.into_iter()
+            .filter(|o| !matches!(o, Observed::RanOn { .. }))
+            .collect()
+    }
+
     fn launch(job: &str, generation: u32, attempt: u32, nodes: &[(u32, u32)]) -> Command {
         Command::Launch {
             job: job.into(),
@@ -2037,6 +2172,7 @@ mod tests {
                 working_dir: None,
             })),
             recovered: false,
+            ran_before: None,
         }
     }
 
@@ -2237,7 +2373,7 @@ mod tests {
             5,
         )
         .expect("status");
-        assert_eq!(b.poll(5), [], "two ranks still run");
+        assert_eq!(outcomes(b.poll(5)), [], "two ranks still run");
         h.status(
             &c,
             StatusReport {
@@ -2433,7 +2569,11 @@ mod tests {
             50,
         )
         .expect("status");
-        assert_eq!(b.poll(50), [], "node a has not been heard from since");
+        assert_eq!(
+            outcomes(b.poll(50)),
+            [],
+            "node a has not been heard from since"
+        );
         h.heartbeat(&a, 60).expect("a lives");
         h.heartbeat(&c, 60).expect("c lives");
         let seen = b.poll(60);
@@ -2513,7 +2653,7 @@ mod tests {
         .expect("status");
         // The leader polls every tick; nothing is decided before a is overdue.
         for t in [100, 200, 300] {
-            assert_eq!(b.poll(t), [], "at {t} ms");
+            assert_eq!(outcomes(b.poll(t)), [], "at {t} ms");
         }
         h.heartbeat(&c, 350).expect("c lives");
         let seen = b.poll(350);
@@ -2544,7 +2684,7 @@ mod tests {
             launch("j", 2, 2, &[(1, 2)]),
         ]);
         h.heartbeat(&c, 400).expect("c lives");
-        assert_eq!(b.poll(400), []);
+        assert_eq!(outcomes(b.poll(400)), []);
         assert_eq!(ids(&h, &c), ["j/attempt-2/rank-0", "j/attempt-2/rank-1"]);
         // a comes back.
         assert!(
@@ -2620,7 +2760,7 @@ mod tests {
         }
         h.heartbeat(&c, until).expect("c lives");
         assert_eq!(
-            b.poll(until),
+            outcomes(b.poll(until)),
             [Observed::Began {
                 job: "j".into(),
                 generation: 2
@@ -2642,6 +2782,129 @@ mod tests {
                 .any(|o| matches!(o, Observed::Held { .. })),
             "a gang on a node in touch is not held"
         );
+    }
+
+    /// A launch handed to agents records where its ranks run (stored, for a new leader).
+    /// A new leader that has heard from none of the nodes a recovered gang last ran on holds
+    /// its next attempt back until their agents must have stopped its ranks, or until one of
+    /// those nodes is heard from (its agent then stops its rank, and the others cannot get
+    /// past their next collective).
+    #[test]
+    fn a_new_leader_holds_a_gang_until_it_hears_from_a_node_of_its_last_attempt() {
+        fn recovered(job: &str, generation: u32, slot: u32, before: &[u32]) -> Command {
+            let mut l = launch(job, generation, generation, &[(slot, 2)]);
+            if let Command::Launch {
+                recovered,
+                ran_before,
+                ..
+            } = &mut l
+            {
+                *recovered = true;
+                *ran_before = Some(RanOn {
+                    cluster: "local".into(),
+                    slots: before.to_vec(),
+                });
+            }
+            l
+        }
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        // A server process that has just become the leader.
+        b.reset();
+        let t0 = now_ms();
+        let c = join(&h, "c", 2, t0);
+        let _ = b.poll(t0);
+
+        // Its last attempt ran on c, heard from in this term: no hold.
+        b.act(vec![recovered("k", 1, 2, &[2])]);
+        assert_eq!(
+            b.poll(t0),
+            [Observed::RanOn {
+                job: "k".into(),
+                generation: 1,
+                ran_on: RanOn {
+                    cluster: "local".into(),
+                    slots: vec![2]
+                }
+            }]
+        );
+        b.act(vec![Command::Stop { job: "k".into() }]);
+
+        // Its last attempt ran on a and bb, not heard from: held, nothing handed out.
+        b.act(vec![recovered("j", 1, 2, &[0, 1])]);
+        let held = b.poll(t0);
+        assert!(
+            matches!(held.as_slice(), [Observed::Held { job, generation: 1, why, interrupted: false }]
+                if job == "j" && why.contains("new scheduling leader")),
+            "{held:?}"
+        );
+        h.heartbeat(&c, t0 + 100).expect("c lives");
+        assert!(
+            h.assignments(&c, t0 + 100)
+                .expect("assignments")
+                .assignments
+                .is_empty()
+        );
+        assert!(outcomes(b.poll(t0 + 100)).is_empty());
+        // a is heard from: the gang starts.
+        let _a = join(&h, "a", 0, t0 + 200);
+        h.heartbeat(&c, t0 + 200).expect("c lives");
+        let began: Vec<Observed> = b
+            .poll(t0 + 200)
+            .into_iter()
+            .filter(|o| !matches!(o, Observed::NodeRepaired { .. }))
+            .collect();
+        assert_eq!(
+            began,
+            [
+                Observed::Began {
+                    job: "j".into(),
+                    generation: 1
+                },
+                Observed::RanOn {
+                    job: "j".into(),
+                    generation: 1,
+                    ran_on: RanOn {
+                        cluster: "local".into(),
+                        slots: vec![2]
+                    }
+                }
+            ]
+        );
+        assert_eq!(
+            h.assignments(&c, t0 + 200)
+                .expect("assignments")
+                .assignments
+                .len(),
+            2
+        );
+
+        // Never heard from: held until an earlier leader's answers, an agent's orphan deadline
+        // (120 s for one that does not say), the ranks' stop grace (10 s) and one heartbeat
+        // interval (100 ms) have passed.
+        let until = t0 + 15_000 + 120_000 + 10_000 + 100;
+        b.act(vec![
+            Command::Stop { job: "j".into() },
+            recovered("m", 1, 2, &[1]),
+        ]);
+        let held = b.poll(t0 + 200);
+        assert!(
+            held.iter()
+                .any(|o| matches!(o, Observed::Held { job, .. } if job == "m")),
+            "{held:?}"
+        );
+        for t in [until - 1_000, until] {
+            h.heartbeat(&c, t).expect("c lives");
+            h.heartbeat(&_a, t).expect("a lives");
+            let seen = outcomes(b.poll(t));
+            assert_eq!(
+                seen.iter()
+                    .any(|o| matches!(o, Observed::Began { job, .. } if job == "m")),
+                t == until,
+                "at {} ms: {seen:?}",
+                t - t0
+            );
+        }
     }
 
     /// The hold survives this process losing and retaking the lease (a reset clears the runs
@@ -2820,7 +3083,7 @@ mod tests {
             h.status(&a, StatusReport { processes }, 50)
                 .expect("status");
             h.heartbeat(&a, 60).expect("a lives");
-            let seen = b.poll(60);
+            let seen = outcomes(b.poll(60));
             assert!(
                 matches!(seen.as_slice(), [Observed::Interrupted { job, generation: 1, reason }]
                     if job == "j" && reason.contains(why)),

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use switchyard_sched::NodeShare;
+pub use switchyard_store::RanOn;
 
 use crate::api::JobCommand;
 
@@ -40,6 +41,9 @@ pub enum Command {
         /// since: the previous leader's run may still be going, or may have ended while no
         /// leader watched (a backend that can see how it ended reports that end).
         recovered: bool,
+        /// For a recovered launch: where node agents were last given the job's ranks
+        /// ([`Observed::RanOn`], as stored), which may still run them.
+        ran_before: Option<RanOn>,
     },
     AddReplica {
         job: String,
@@ -103,6 +107,13 @@ pub enum Observed {
     Began {
         job: String,
         generation: u32,
+    },
+    /// The run of `generation` was handed to the node agents of these nodes: until they are
+    /// known to have stopped them, its ranks may run there (stored, for a new leader).
+    RanOn {
+        job: String,
+        generation: u32,
+        ran_on: RanOn,
     },
     NodeFailed {
         cluster: u32,
@@ -347,6 +358,7 @@ mod tests {
             expected_end_ms: 0,
             command: None,
             recovered: false,
+            ran_before: None,
         }
     }
 

@@ -66,6 +66,8 @@ struct Tracked {
     recovered: bool,
     /// Why its cluster keeps its current run queued (its work has not begun), if it does.
     held: Option<String>,
+    /// Where node agents were last given its ranks (kept through changes of leader).
+    ran_on: Option<switchyard_store::RanOn>,
     /// Inference services: the replica range submitted, and the count the scheduler wants
     /// (the minimum until [`Engine::scale`] says otherwise).
     replica_range: Option<(u32, u32)>,
@@ -208,6 +210,7 @@ impl Engine {
             restarts_before: record.restarts + i64::from(record.state == JobState::Running),
             recovered: record.state == JobState::Running,
             held: None,
+            ran_on: record.ran_on.clone(),
             replica_range,
             wanted: replica_range.map_or(1, |r| r.0),
             scaled: None,
@@ -264,6 +267,7 @@ impl Engine {
             finished_ms: Some(now_ms),
             updated_ms: now_ms,
             work_done: record.work_done,
+            ran_on: record.ran_on.clone(),
         });
         self.batch.events.push(NewEvent {
             job_id: record.id.clone(),
@@ -424,6 +428,23 @@ impl Engine {
         }
     }
 
+    /// The run of `generation` was handed to node agents on `ran_on`'s nodes: stored, so that a
+    /// new leader knows where its ranks may still run. No-op for another generation's.
+    pub fn ran_on(&mut self, id: &str, generation: u32, ran_on: switchyard_store::RanOn) {
+        let Some(&job) = self.by_id.get(id) else {
+            return;
+        };
+        let v = self.sched.job(job);
+        if v.state != SchedState::Running || v.generation != generation {
+            return;
+        }
+        let t = &mut self.jobs[job as usize];
+        if t.ran_on.as_ref() != Some(&ran_on) {
+            t.ran_on = Some(ran_on);
+            self.dirty.insert(job);
+        }
+    }
+
     /// The backend took over the work of an earlier `attempt` for the job's first launch in
     /// this term (a Slurm job an earlier leader started is still there, running or ended): the
     /// run is that attempt, so its number, the job's restarts and its logs stay those of the
@@ -540,6 +561,11 @@ impl Engine {
                         expected_end_ms: self.clock.to_ms(expected_end_s),
                         command: t.command.clone(),
                         recovered: t.recovered && t.attempts == 1,
+                        ran_before: if t.recovered && t.attempts == 1 {
+                            t.ran_on.clone()
+                        } else {
+                            None
+                        },
                     });
                     (job, Some(cluster), "started")
                 }
@@ -776,6 +802,7 @@ impl Engine {
                 },
                 updated_ms: now_ms,
                 work_done: t.work_done,
+                ran_on: t.ran_on.clone(),
             });
         }
         // Its final state is in the batch: forget the job, so that the leader's memory follows
@@ -832,6 +859,7 @@ mod tests {
             finished_ms: None,
             updated_ms: T0,
             work_done: 0.0,
+            ran_on: None,
         }
     }
 
@@ -1511,6 +1539,64 @@ repair_hours = 24.0
         let u = update(&batch, "a");
         assert_eq!(u.state, JobState::Running);
         assert_eq!(u.started_ms, Some(T0 - 5000), "the first start is kept");
+    }
+
+    /// Where node agents were given a run's ranks is stored, and a new leader's launch of the
+    /// recovered job carries it (so that it can wait for those ranks to stop); later launches
+    /// do not.
+    #[test]
+    fn where_ranks_ran_is_stored_and_handed_to_a_new_leaders_launch() {
+        let before = switchyard_store::RanOn {
+            cluster: "colossus-1".into(),
+            slots: vec![4, 5],
+        };
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("a", 1);
+        r.state = JobState::Running;
+        r.cluster = Some("colossus-1".into());
+        r.ran_on = Some(before.clone());
+        e.admit(T0, &r, spec(3600.0));
+        e.schedule(T0);
+        let (batch, cmds) = e.take(T0);
+        let Some(&Command::Launch {
+            generation,
+            recovered: true,
+            ref ran_before,
+            ..
+        }) = cmds.first()
+        else {
+            panic!("a recovered launch: {cmds:?}");
+        };
+        assert_eq!(ran_before.as_ref(), Some(&before));
+        assert_eq!(update(&batch, "a").ran_on, Some(before.clone()), "kept");
+
+        // The backend hands the new attempt out: stored. A stale generation's is ignored.
+        let now = switchyard_store::RanOn {
+            cluster: "colossus-1".into(),
+            slots: vec![0],
+        };
+        e.ran_on("a", generation + 1, before.clone());
+        e.ran_on("a", generation, now.clone());
+        e.schedule(T0 + 1000);
+        let (batch, _) = e.take(T0 + 1000);
+        assert_eq!(update(&batch, "a").ran_on, Some(now));
+
+        // A later launch (a restart in this term) is not a recovery.
+        e.interrupted(T0 + 2000, "a", generation, "lost");
+        e.schedule(T0 + 2000);
+        let (_, cmds) = e.take(T0 + 2000);
+        let launch = cmds.iter().find(|c| matches!(c, Command::Launch { .. }));
+        assert!(
+            matches!(
+                launch,
+                Some(Command::Launch {
+                    recovered: false,
+                    ran_before: None,
+                    ..
+                })
+            ),
+            "{cmds:?}"
+        );
     }
 
     /// A recovered job whose backend took over the work of its earlier attempt is that attempt

@@ -269,6 +269,11 @@ async fn pass(
                 interrupted,
             } => l.engine.held(now, &job, generation, &why, interrupted),
             Observed::Began { job, generation } => l.engine.began(now, &job, generation),
+            Observed::RanOn {
+                job,
+                generation,
+                ran_on,
+            } => l.engine.ran_on(&job, generation, ran_on),
             Observed::Continued {
                 job,
                 generation,

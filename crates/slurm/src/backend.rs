@@ -1750,6 +1750,7 @@ mod tests {
             attempt: generation,
             nodes: Vec::new(),
             recovered: false,
+            ran_before: None,
             command: None,
         }
     }
@@ -2290,6 +2291,7 @@ mod tests {
                 nodes,
                 command,
                 recovered: true,
+                ran_before: None,
             },
             other => other,
         };
@@ -2550,6 +2552,7 @@ mod tests {
             attempt,
             nodes: Vec::new(),
             recovered: false,
+            ran_before: None,
             command: Some(Arc::new(JobCommand {
                 argv: argv.iter().map(|a| (*a).to_owned()).collect(),
                 env,

@@ -120,6 +120,7 @@ fn launch(job: &str, generation: u32, accelerators: u32, seconds: i64) -> Comman
         attempt: generation,
         nodes: Vec::new(),
         recovered: false,
+        ran_before: None,
         command: None,
     }
 }
@@ -215,6 +216,7 @@ fn job_command(script: &str, attempt: u32) -> Command {
         attempt,
         nodes: Vec::new(),
         recovered: false,
+        ran_before: None,
         command: Some(Arc::new(JobCommand {
             argv: vec!["sh".into(), "-c".into(), script.into()],
             env,

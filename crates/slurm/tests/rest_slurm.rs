@@ -181,6 +181,7 @@ fn the_backend_runs_a_gang_over_slurmrestd() {
         accelerators: 2,
         nodes: Vec::new(),
         recovered: false,
+        ran_before: None,
         expected_end_ms: now_ms() + 5_000,
         command: Some(Arc::new(JobCommand {
             argv: vec!["sh".into(), "-c".into(), script.into()],

@@ -19,7 +19,7 @@ use std::future::Future;
 pub use model::{
     Batch, ClusterUsage, EventQuery, EventRecord, JobFilter, JobRecord, JobState, JobUpdate, Lease,
     LogLine, LogQuery, LogRecord, NewEvent, NewJob, NodeRecord, NodeRegistration, NodeState,
-    Principal, TenantUsage, TokenRecord, is_replica_name, replica_of_assignment,
+    Principal, RanOn, TenantUsage, TokenRecord, is_replica_name, replica_of_assignment,
 };
 pub use sql::{PgStore, SqliteStore};
 

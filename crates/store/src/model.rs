@@ -133,6 +133,17 @@ pub struct JobRecord {
     /// The fraction of a training run's work its checkpoints hold, as the scheduler predicts
     /// it (0 for other jobs): where a new scheduling leader resumes it from.
     pub work_done: f64,
+    /// Where node agents were last given its ranks.
+    pub ran_on: Option<RanOn>,
+}
+
+/// Where a gang's ranks were last handed to node agents: a cluster and node slots in it. A
+/// node cut off from the leader runs them on until its agent's orphan deadline, so a new
+/// scheduling leader that has heard from none of these nodes holds the next attempt back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RanOn {
+    pub cluster: String,
+    pub slots: Vec<u32>,
 }
 
 /// Something that happened to a job.
@@ -192,6 +203,8 @@ pub struct JobUpdate {
     pub updated_ms: i64,
     /// [`JobRecord::work_done`].
     pub work_done: f64,
+    /// [`JobRecord::ran_on`].
+    pub ran_on: Option<RanOn>,
 }
 
 /// One scheduling pass's writes, applied in one transaction.

@@ -494,6 +494,7 @@ async fn failed_jobs(s: AnyStore) {
             finished_ms: Some(30),
             updated_ms: 30,
             work_done: 0.0,
+            ran_on: None,
         }],
         events: vec![],
     };
@@ -723,6 +724,10 @@ async fn lease_and_apply(s: AnyStore) {
             finished_ms: None,
             updated_ms: 2_600,
             work_done: 0.25,
+            ran_on: Some(RanOn {
+                cluster: "c".into(),
+                slots: vec![3, 0, 12],
+            }),
         }],
         events: vec![NewEvent {
             job_id: j.id.clone(),
@@ -738,6 +743,14 @@ async fn lease_and_apply(s: AnyStore) {
     assert_eq!(
         (got.state, got.allocated, got.started_ms, got.work_done),
         (JobState::Running, 8, Some(2_600), 0.25)
+    );
+    assert_eq!(
+        got.ran_on,
+        Some(RanOn {
+            cluster: "c".into(),
+            slots: vec![3, 0, 12]
+        }),
+        "where its ranks were handed out, for a new leader"
     );
     let cu = s.cluster_usage().await.expect("cluster usage");
     assert_eq!(
@@ -902,6 +915,7 @@ async fn name_clash_while_the_leader_writes(s: AnyStore) {
                         finished_ms: None,
                         updated_ms: 2_000 + i,
                         work_done: 0.0,
+                        ran_on: None,
                     }],
                     events: vec![NewEvent {
                         job_id: id.clone(),
@@ -1024,6 +1038,7 @@ async fn scaling(s: AnyStore) {
                 finished_ms: Some(21),
                 updated_ms: 21,
                 work_done: 0.0,
+                ran_on: None,
             }],
             events: vec![],
         },
@@ -1329,6 +1344,7 @@ async fn big_batch(s: AnyStore) {
                 finished_ms: None,
                 updated_ms: 5,
                 work_done: 0.0,
+                ran_on: None,
             })
             .collect(),
         events: ids
