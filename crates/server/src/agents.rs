@@ -1105,14 +1105,20 @@ impl Hub {
         })
     }
 
+    /// Whether `node`'s agent is handed this term's desired set (so it stops what the term does
+    /// not want): heard from since the term began, or (this hub knew it before) not lost.
+    fn in_touch(node: &Node, term_started_ms: i64) -> bool {
+        node.last_seen_ms >= term_started_ms || !node.lost
+    }
+
     /// For a recovered gang whose last attempt ran on `before` (as the store says): when none
-    /// of those nodes has been heard from in this leader term, until when their agents may
-    /// still run its ranks, and the nodes (cluster index, slot). A node heard from in the term
-    /// has been given a desired set without them, so its agent stops them, and the others
-    /// cannot get past their next collective. A node this hub knew before the term counts
-    /// from its last sign of life; one it never knew from the term's start, when an earlier
-    /// leader elsewhere may have answered it a while longer ([`EARLIER_LEADER_ANSWERS_MS`]),
-    /// with the orphan deadline an agent that does not say is taken to need.
+    /// of those nodes is in touch ([`Hub::in_touch`]), until when their agents may still run
+    /// its ranks, and the nodes (cluster index, slot). A node in touch is given a desired set
+    /// without them, so its agent stops them, and the others cannot get past their next
+    /// collective. A lost node this hub knew counts from its last sign of life; one it never
+    /// knew from the term's start, when an earlier leader elsewhere may have answered it a
+    /// while longer ([`EARLIER_LEADER_ANSWERS_MS`]), with the orphan deadline an agent that
+    /// does not say is taken to need.
     fn unheard_since_term(
         &self,
         before: &RanOn,
@@ -1128,7 +1134,7 @@ impl Hub {
                 .get(&(cluster, slot))
                 .and_then(|id| self.nodes.get(id));
             let stops_by = match node {
-                Some(n) if n.last_seen_ms >= term_started => return None,
+                Some(n) if Self::in_touch(n, term_started) => return None,
                 Some(n) => n.last_seen_ms.saturating_add(n.orphan_stop_ms),
                 None => term_started
                     .saturating_add(EARLIER_LEADER_ANSWERS_MS)
@@ -1690,7 +1696,7 @@ impl Backend for AgentBackend {
                         hub.by_slot
                             .get(slot)
                             .and_then(|id| hub.nodes.get(id))
-                            .is_some_and(|n| n.last_seen_ms >= term_started)
+                            .is_some_and(|n| Hub::in_touch(n, term_started))
                     })
             })
             .map(|(&id, _)| id)
@@ -2905,6 +2911,23 @@ mod tests {
                 t - t0
             );
         }
+
+        // This process leads again: a node it knows and has not lost is in touch (its agent
+        // keeps calling and is handed the new term's desired set), even before it next calls.
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let t0 = now_ms();
+        let c = join(&h, "c", 2, t0 - 50);
+        let _ = b.poll(t0 - 50);
+        b.reset();
+        h.heartbeat(&c, t0 - 40).expect("c lives");
+        let _ = b.poll(t0);
+        b.act(vec![recovered("n", 1, 2, &[2])]);
+        let seen = b.poll(t0 + 50);
+        assert!(
+            !seen.iter().any(|o| matches!(o, Observed::Held { .. })),
+            "a gang whose last node is in touch is not held: {seen:?}"
+        );
     }
 
     /// The hold survives this process losing and retaking the lease (a reset clears the runs
