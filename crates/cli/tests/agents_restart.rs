@@ -112,7 +112,8 @@ fn a_restarted_server_holds_a_gang_until_it_hears_from_its_last_node() {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut s = AgentServer::start(&dir, &fleet, &listen);
     let agents: Vec<AgentProcess> = s.start_local_agents(&dir, 3);
-    let job = s.submit_training(2, 60, 3);
+    // Slow enough that the first attempt is still running when its agent is heard from again.
+    let job = s.submit_training(2, 200, 3);
     wait_for(120, "the run to pass step 20", || {
         (s.step(&job) >= 2 * CHECKPOINT_EVERY).then_some(())
     });
@@ -155,6 +156,17 @@ fn a_restarted_server_holds_a_gang_until_it_hears_from_its_last_node() {
         .expect("clock")
         .as_millis() as i64;
     kill(pid, Signal::SIGCONT).expect("continue the agent");
+    // Handed out as soon as the node is heard from, not at the hold's end (minutes away).
+    wait_for(
+        20,
+        "the run to start once its old node is heard from",
+        || {
+            s.job(&job)["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("running on"))
+                .then_some(())
+        },
+    );
 
     let end = wait_final(&s, &job, 240);
     assert_eq!(end["state"], "done", "{end}\n{:#?}", s.events(&job));
@@ -169,6 +181,21 @@ fn a_restarted_server_holds_a_gang_until_it_hears_from_its_last_node() {
     assert!(
         early.is_empty(),
         "the next attempt ran before the old node was heard from: {early:#?}"
+    );
+    // The first attempt's rank was stopped by its agent, not left to finish beside the next.
+    let first_steps = s
+        .logs(&job)
+        .iter()
+        .filter(|l| l["attempt"] == 1)
+        .filter_map(|l| {
+            let rest = l["line"].as_str()?.split("] step ").nth(1)?;
+            rest.split('/').next()?.parse::<u64>().ok()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        first_steps < STEPS,
+        "attempt 1 ran to its end (step {first_steps}) beside attempt 2"
     );
     assert_eq!(s.final_model(&job), reference_model(&dir, 2));
     drop(agents);

@@ -201,6 +201,7 @@ fn a_replica_whose_process_dies_is_restarted() {
         message.contains("died") && message.contains("restarted it"),
         "{restarted}"
     );
+    assert_eq!(restarted["cluster"], "local", "the replica's own cluster");
     // It keeps serving (the agent starts it again each time) and says so in its output.
     wait_for(60, "a second start in the output", || {
         (s.logs(&id).iter().filter(|l| l["line"] == "start").count() >= 2).then_some(())

@@ -231,12 +231,40 @@ struct Run {
     by_node: BTreeMap<String, Vec<Assignment>>,
     /// Gangs: the assignments seen exited 0.
     succeeded: HashSet<String>,
-    /// Gangs: not handed to the agents before this (see [`Hub::cut_off_until`]).
+    /// Gangs: not handed to the agents before this (see [`Fence`]).
     not_before_ms: Option<i64>,
-    /// Gangs held back by a new leader because none of these nodes of the last attempt
-    /// (cluster index, slot) had been heard from: handed out as soon as one is.
-    until_heard: Vec<(u32, u32)>,
+    /// Gangs: held back by its job's fences, and handed out as soon as they are lifted.
+    fenced: bool,
 }
+
+/// Why a gang's next attempt waits: ranks of an earlier attempt may still run on some nodes
+/// (cut off from this leader, or not heard from by a new one), and two attempts must never
+/// write one checkpoint directory.
+#[derive(Debug, Clone)]
+struct Fence {
+    /// The earlier attempt's nodes (ids: stable per cluster and host name, unlike slots,
+    /// which another host may take over), each with its last sign of life when the fence was
+    /// put up. Lifted once one of them is heard from after that: its agent is handed a desired
+    /// set without those ranks and stops its own, and the others cannot get past their next
+    /// collective without it.
+    nodes: Vec<(String, i64)>,
+    /// Or at this, when their agents must have stopped them on their own: each asks its ranks
+    /// to stop once its orphan deadline has passed since its last answered heartbeat, the
+    /// ranks get their stop grace, and one heartbeat interval more for the agent's checks.
+    until_ms: i64,
+    /// Why, in words.
+    why: &'static str,
+}
+
+/// [`Fence::why`] of the ranks of a gang whose nodes were cut off.
+const CUT_OFF: &str = "its last attempt's nodes were cut off, and their agents may run its \
+    ranks (writing its checkpoint directory) until they stop orphaned ranks (--orphan-after) and \
+    the ranks' stop grace has passed; it starts as soon as one of them is heard from";
+
+/// [`Fence::why`] of a gang a new leader took over.
+const NEW_LEADER: &str = "a new scheduling leader took over and has not heard from any node of \
+    its last attempt yet, whose agents may run its ranks (writing its checkpoint directory) \
+    until they stop orphaned ranks; it starts as soon as one of them is heard from";
 
 impl Run {
     fn new(job: String, kind: RunKind, attempt: u32, world_size: u32) -> Self {
@@ -248,7 +276,7 @@ impl Run {
             by_node: BTreeMap::new(),
             succeeded: HashSet::new(),
             not_before_ms: None,
-            until_heard: Vec::new(),
+            fenced: false,
         }
     }
 }
@@ -285,9 +313,9 @@ struct Hub {
     last_poll_ms: Option<i64>,
     /// After a stall of the leader, no node is declared lost before this.
     no_loss_before_ms: i64,
-    /// Jobs whose last gang was on nodes all cut off at once, and until when its ranks may
-    /// still run there: their next gang waits until then (kept through a reset).
-    fences: HashMap<String, i64>,
+    /// Jobs whose earlier gangs may still run on nodes cut off or not heard from: their next
+    /// gang waits until every fence is lifted (kept through a reset).
+    fences: HashMap<String, Vec<Fence>>,
     /// The same settings as [`AgentHub::settings`], for what is decided under the lock.
     settings: Arc<AgentSettings>,
     /// When this hub's leader term began: for [`ADOPT_OUTPUT_MS`] after, lines of assignments
@@ -905,6 +933,12 @@ impl Hub {
         let Some(n) = self.nodes.get(node) else {
             return;
         };
+        // (Its events name it: a service's replicas may run on several clusters.)
+        let cluster = self
+            .clusters
+            .iter()
+            .find(|c| c.index == n.cluster)
+            .map(|c| c.name.clone());
         let reported: HashMap<&str, &ProcessStatus> = n
             .statuses
             .iter()
@@ -998,7 +1032,7 @@ impl Hub {
                                     "replica process {} {how}; its agent restarted it (restart {})",
                                     st.assignment_id, st.restarts
                                 ),
-                                cluster: None,
+                                cluster: cluster.clone(),
                             });
                         }
                     }
@@ -1026,7 +1060,7 @@ impl Hub {
     /// Forgets a run and gives its accelerators back.
     fn remove_run(&mut self, id: u64) -> Option<Run> {
         let run = self.runs.remove(&id)?;
-        self.fence_if_cut_off(&run);
+        self.fence_if_cut_off(&run, self.last_poll_ms.unwrap_or_else(now_ms));
         for (node, list) in &run.by_node {
             if let Some(ids) = self.on_node.get_mut(node) {
                 ids.remove(&id);
@@ -1054,14 +1088,25 @@ impl Hub {
         Some(run)
     }
 
-    /// Until when a gang's ranks may still run when every node of it is cut off (lost, not
-    /// heard from): each agent asks its ranks to stop only once its own deadline for orphans
-    /// has passed since its last heartbeat, and the ranks then get their stop grace; one
-    /// heartbeat interval more for the agent's checks. A new attempt started before then could
-    /// write the checkpoint directory beside them. `None` when a node of the gang is still in
-    /// touch (its agent stops its ranks at once, and the gang's collectives break with them)
-    /// or for runs that are not gangs.
-    fn cut_off_until(&self, run: &Run) -> Option<i64> {
+    /// Until when ranks may still run on a node cut off after `last_seen_ms`, whose agent asks
+    /// orphaned ranks to stop within `orphan_stop_ms` and gives them `grace_ms`: see
+    /// [`Fence::until_ms`].
+    fn ranks_stop_by(&self, last_seen_ms: i64, orphan_stop_ms: i64, grace_ms: u64) -> i64 {
+        let margin =
+            i64::try_from(self.settings.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
+        last_seen_ms
+            .saturating_add(orphan_stop_ms)
+            .saturating_add(i64::try_from(grace_ms).unwrap_or(i64::MAX))
+            .saturating_add(margin)
+    }
+
+    /// The fence `run` leaves when it is taken away (at `now_ms`) while a node of it is lost:
+    /// its ranks there, and on any other node of it cut off at the same moment but not declared
+    /// lost yet (nodes heartbeat at different moments), go on until their agents' orphan
+    /// deadlines.
+    /// `None` when no node of it is lost (their agents are handed a desired set without its
+    /// ranks, and stop them), or for runs that are not gangs.
+    fn cut_off_fence(&self, run: &Run, now_ms: i64) -> Option<Fence> {
         // (A run held back was never handed out: nothing of it runs anywhere.)
         if !matches!(run.kind, RunKind::Gang { .. })
             || run.by_node.is_empty()
@@ -1069,98 +1114,105 @@ impl Hub {
         {
             return None;
         }
+        let mut lost = false;
         let mut until = i64::MIN;
         for (node, assignments) in &run.by_node {
-            let n = self.nodes.get(node).filter(|n| n.lost)?;
             let grace = assignments
                 .iter()
                 .map(|a| a.stop_grace_ms)
                 .max()
                 .unwrap_or(0);
-            until = until.max(
-                n.last_seen_ms
-                    .saturating_add(n.orphan_stop_ms)
-                    .saturating_add(i64::try_from(grace).unwrap_or(i64::MAX)),
-            );
+            until = until.max(match self.nodes.get(node) {
+                Some(n) => {
+                    lost |= n.lost;
+                    self.ranks_stop_by(n.last_seen_ms, n.orphan_stop_ms, grace)
+                }
+                // (Its record was replaced: another machine took the host name over.)
+                None => {
+                    lost = true;
+                    self.ranks_stop_by(now_ms, DEFAULT_ORPHAN_STOP_MS, grace)
+                }
+            });
         }
-        let margin =
-            i64::try_from(self.settings.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
-        Some(until.saturating_add(margin))
-    }
-
-    /// Where `run`'s ranks are handed out, as stored for a new leader.
-    fn ran_on(&self, run: &Run) -> Option<RanOn> {
-        let mut cluster = None;
-        let mut slots = Vec::new();
-        for id in run.by_node.keys() {
-            let n = self.nodes.get(id)?;
-            cluster = Some(n.cluster);
-            slots.push(n.slot);
-        }
-        let cluster = self.clusters.iter().find(|c| Some(c.index) == cluster)?;
-        slots.sort_unstable();
-        Some(RanOn {
-            cluster: cluster.name.clone(),
-            slots,
+        lost.then(|| Fence {
+            nodes: run
+                .by_node
+                .keys()
+                .map(|id| (id.clone(), self.last_seen(id)))
+                .collect(),
+            until_ms: until,
+            why: CUT_OFF,
         })
     }
 
-    /// Whether `node`'s agent is handed this term's desired set (so it stops what the term does
-    /// not want): heard from since the term began, or (this hub knew it before) not lost.
-    fn in_touch(node: &Node, term_started_ms: i64) -> bool {
-        node.last_seen_ms >= term_started_ms || !node.lost
-    }
-
-    /// For a recovered gang whose last attempt ran on `before` (as the store says): when none
-    /// of those nodes is in touch ([`Hub::in_touch`]), until when their agents may still run
-    /// its ranks, and the nodes (cluster index, slot). A node in touch is given a desired set
-    /// without them, so its agent stops them, and the others cannot get past their next
-    /// collective. A lost node this hub knew counts from its last sign of life; one it never
-    /// knew from the term's start, when an earlier leader elsewhere may have answered it a
-    /// while longer ([`EARLIER_LEADER_ANSWERS_MS`]), with the orphan deadline an agent that
-    /// does not say is taken to need.
-    fn unheard_since_term(
-        &self,
-        before: &RanOn,
-        stop_grace_ms: u64,
-    ) -> Option<(i64, Vec<(u32, u32)>)> {
-        let cluster = self.cluster(&before.cluster)?.index;
+    /// The fence of a gang whose last attempt ran on `before` (as the store says) for a new
+    /// leader, until one of those nodes is heard from in its term: from the term's start, when
+    /// an earlier leader (another replica, or this process before it lost the lease, which
+    /// another replica may have held since) may have answered them a while longer
+    /// ([`EARLIER_LEADER_ANSWERS_MS`]), with the agent's orphan deadline (assumed for an agent
+    /// this hub does not know).
+    fn new_leader_fence(&self, before: &RanOn, grace_ms: u64) -> Option<Fence> {
         let term_started = self.term_started_ms?;
-        let mut until = i64::MIN;
-        let mut slots = Vec::new();
-        for &slot in &before.slots {
-            let node = self
-                .by_slot
-                .get(&(cluster, slot))
-                .and_then(|id| self.nodes.get(id));
-            let stops_by = match node {
-                Some(n) if Self::in_touch(n, term_started) => return None,
-                Some(n) => n.last_seen_ms.saturating_add(n.orphan_stop_ms),
-                None => term_started
-                    .saturating_add(EARLIER_LEADER_ANSWERS_MS)
-                    .saturating_add(DEFAULT_ORPHAN_STOP_MS),
-            };
-            until = until.max(stops_by);
-            slots.push((cluster, slot));
-        }
-        if slots.is_empty() {
-            return None;
-        }
-        let margin =
-            i64::try_from(self.settings.heartbeat_interval.as_millis()).unwrap_or(i64::MAX);
-        Some((
-            until
-                .saturating_add(i64::try_from(stop_grace_ms).unwrap_or(i64::MAX))
-                .saturating_add(margin),
-            slots,
-        ))
+        let answered_until = term_started.saturating_add(EARLIER_LEADER_ANSWERS_MS);
+        let until = before
+            .nodes
+            .iter()
+            .map(|id| {
+                let orphan_stop = self
+                    .nodes
+                    .get(id)
+                    .map_or(DEFAULT_ORPHAN_STOP_MS, |n| n.orphan_stop_ms);
+                self.ranks_stop_by(answered_until, orphan_stop, grace_ms)
+            })
+            .max()?;
+        // A node heard from since the term began was handed its desired set (without these
+        // ranks) already.
+        Some(Fence {
+            nodes: before
+                .nodes
+                .iter()
+                .map(|id| (id.clone(), term_started))
+                .collect(),
+            until_ms: until,
+            why: NEW_LEADER,
+        })
     }
 
-    /// Holds `run`'s job's next gang back while `run` may still run on nodes cut off whole.
-    fn fence_if_cut_off(&mut self, run: &Run) {
-        if let Some(until) = self.cut_off_until(run) {
-            let fence = self.fences.entry(run.job.clone()).or_insert(until);
-            *fence = (*fence).max(until);
+    /// `id`'s last sign of life (`i64::MIN` for a node this hub does not know).
+    fn last_seen(&self, id: &str) -> i64 {
+        self.nodes.get(id).map_or(i64::MIN, |n| n.last_seen_ms)
+    }
+
+    /// Whether `fence` no longer holds anything back at `now_ms`.
+    fn lifted(&self, fence: &Fence, now_ms: i64) -> bool {
+        now_ms >= fence.until_ms
+            || fence
+                .nodes
+                .iter()
+                .any(|(id, seen)| self.last_seen(id) > *seen)
+    }
+
+    /// Keeps the fence `run` leaves, if any ([`Hub::cut_off_fence`]).
+    fn fence_if_cut_off(&mut self, run: &Run, now_ms: i64) {
+        if let Some(fence) = self.cut_off_fence(run, now_ms) {
+            self.fences.entry(run.job.clone()).or_default().push(fence);
+        }
+    }
+
+    /// The fences of `job` that still hold at `now_ms`: the latest end among them, and why.
+    fn holding(&self, job: &str, now_ms: i64) -> Option<(i64, &'static str)> {
+        self.fences
+            .get(job)?
+            .iter()
+            .filter(|f| !self.lifted(f, now_ms))
+            .max_by_key(|f| f.until_ms)
+            .map(|f| (f.until_ms, f.why))
+    }
+
+    /// Where `run`'s ranks are handed out, as stored for a new leader.
+    fn ran_on(run: &Run) -> RanOn {
+        RanOn {
+            nodes: run.by_node.keys().cloned().collect(),
         }
     }
 
@@ -1275,7 +1327,6 @@ impl AgentBackend {
             nodes,
             expected_end_ms,
             command,
-            recovered,
             ran_before,
             ..
         } = launch
@@ -1348,51 +1399,36 @@ impl AgentBackend {
                 );
                 run.by_node = by_node;
                 let now = hub.last_poll_ms.unwrap_or_else(now_ms);
-                let unheard = ran_before.filter(|_| recovered).and_then(|before| {
-                    hub.unheard_since_term(&before, self.hub.settings.stop_grace.as_millis() as u64)
-                });
-                if let Some(&until) = hub.fences.get(&run.job)
-                    && until > now
+                // What a new leader knows of where the job's ranks ran last (also when this
+                // launch is a later one of its term: the first may have been held and replaced).
+                if let Some(before) = ran_before
+                    && !hub
+                        .fences
+                        .get(&run.job)
+                        .is_some_and(|f| f.iter().any(|f| f.why == NEW_LEADER))
+                    && let Some(fence) = hub
+                        .new_leader_fence(&before, self.hub.settings.stop_grace.as_millis() as u64)
                 {
-                    // Its last attempt may still run where it was cut off: this one waits.
-                    run.not_before_ms = Some(until);
-                    hub.observed.push(Observed::Held {
-                        job: run.job.clone(),
-                        generation,
-                        why: format!(
-                            "held back for up to {} s: every node of its last attempt was cut off \
-                             at once, and their agents may run its ranks (writing its checkpoint \
-                             directory) until they stop orphaned ranks (--orphan-after) and the \
-                             ranks' stop grace has passed",
-                            (until - now + 999) / 1000
-                        ),
-                        interrupted: false,
-                    });
-                } else if let Some((until, slots)) = unheard.filter(|(until, _)| *until > now) {
-                    // A new leader: its last attempt's ranks may still run on nodes no agent
-                    // of which has told them to stop yet.
-                    run.not_before_ms = Some(until);
-                    run.until_heard = slots;
-                    hub.observed.push(Observed::Held {
-                        job: run.job.clone(),
-                        generation,
-                        why: format!(
-                            "held back for up to {} s: a new scheduling leader took over and has \
-                             not heard from any node of its last attempt yet, whose agents may \
-                             run its ranks (writing its checkpoint directory) until they stop \
-                             orphaned ranks; it starts as soon as one of them is heard from",
-                            (until - now + 999) / 1000
-                        ),
-                        interrupted: false,
-                    });
+                    hub.fences.entry(run.job.clone()).or_default().push(fence);
                 }
-                if run.not_before_ms.is_none()
-                    && let Some(ran_on) = hub.ran_on(&run)
-                {
+                if let Some((until, why)) = hub.holding(&run.job, now) {
+                    // An earlier attempt may still run where it was cut off: this one waits.
+                    run.not_before_ms = Some(until);
+                    run.fenced = true;
+                    hub.observed.push(Observed::Held {
+                        job: run.job.clone(),
+                        generation,
+                        why: format!(
+                            "held back for up to {} s: {why}",
+                            (until - now + 999) / 1000
+                        ),
+                        interrupted: false,
+                    });
+                } else {
                     hub.observed.push(Observed::RanOn {
                         job: run.job.clone(),
                         generation,
-                        ran_on,
+                        ran_on: Hub::ran_on(&run),
                     });
                 }
                 hub.add_run(run);
@@ -1433,7 +1469,7 @@ impl AgentBackend {
                     message: format!(
                         "a replica could not be started: {why}; the scheduler places it again"
                     ),
-                    cluster: None,
+                    cluster: Some(cluster.to_owned()),
                 });
                 return;
             }
@@ -1634,7 +1670,11 @@ impl Backend for AgentBackend {
                         "node {id} ({host}) missed {} heartbeats ({} ms)",
                         settings.lost_after, deadline
                     ),
-                    cluster: None,
+                    cluster: hub
+                        .clusters
+                        .iter()
+                        .find(|c| c.index == cluster)
+                        .map(|c| c.name.clone()),
                 });
             }
             out.push(Observed::NodeFailed {
@@ -1685,41 +1725,42 @@ impl Backend for AgentBackend {
             }
             hub.pending_failures.remove(&id);
         }
-        hub.fences.retain(|_, until| *until > now_ms);
-        let term_started = hub.term_started_ms.unwrap_or(i64::MAX);
+        let fences = std::mem::take(&mut hub.fences);
+        hub.fences = fences
+            .into_iter()
+            .filter_map(|(job, fences)| {
+                let fences: Vec<Fence> = fences
+                    .into_iter()
+                    .filter(|f| !hub.lifted(f, now_ms))
+                    .collect();
+                (!fences.is_empty()).then_some((job, fences))
+            })
+            .collect();
         let due: Vec<u64> = hub
             .runs
             .iter()
             .filter(|(_, run)| {
                 run.not_before_ms.is_some_and(|t| t <= now_ms)
-                    || run.until_heard.iter().any(|slot| {
-                        hub.by_slot
-                            .get(slot)
-                            .and_then(|id| hub.nodes.get(id))
-                            .is_some_and(|n| Hub::in_touch(n, term_started))
-                    })
+                    || (run.fenced && !hub.fences.contains_key(&run.job))
             })
             .map(|(&id, _)| id)
             .collect();
         for id in due {
-            let ran_on = hub.runs.get(&id).and_then(|run| hub.ran_on(run));
             let Some(run) = hub.runs.get_mut(&id) else {
                 continue;
             };
             run.not_before_ms = None;
-            run.until_heard.clear();
+            run.fenced = false;
             if let RunKind::Gang { generation, .. } = run.kind {
                 out.push(Observed::Began {
                     job: run.job.clone(),
                     generation,
                 });
-                if let Some(ran_on) = ran_on {
-                    out.push(Observed::RanOn {
-                        job: run.job.clone(),
-                        generation,
-                        ran_on,
-                    });
-                }
+                out.push(Observed::RanOn {
+                    job: run.job.clone(),
+                    generation,
+                    ran_on: Hub::ran_on(run),
+                });
             }
         }
         let due: Vec<u64> = hub
@@ -1751,7 +1792,8 @@ impl Backend for AgentBackend {
         let mut hub = self.hub.lock();
         // What runs on nodes cut off whole goes on through a change of term: fence it.
         for run in std::mem::take(&mut hub.runs).into_values() {
-            hub.fence_if_cut_off(&run);
+            let now = hub.last_poll_ms.unwrap_or_else(now_ms);
+            hub.fence_if_cut_off(&run, now);
         }
         hub.on_node.clear();
         hub.by_job.clear();
@@ -2674,9 +2716,10 @@ mod tests {
             "{seen:?}"
         );
         assert!(
-            seen.iter()
-                .any(|o| matches!(o, Observed::Event { kind, message, .. }
-                if kind == "node_lost" && message.contains("n-a"))),
+            seen.iter().any(
+                |o| matches!(o, Observed::Event { kind, message, cluster: Some(c), .. }
+                if kind == "node_lost" && message.contains("n-a") && c == "local")
+            ),
             "{seen:?}"
         );
         assert!(
@@ -2685,12 +2728,18 @@ mod tests {
         );
         assert!(ids(&h, &a).is_empty(), "a lost node must stop everything");
         // The scheduler restarts the gang elsewhere; the old failure is gone with it.
+        // It waits for c's next call, which hands c's agent a desired set without attempt 1
+        // (c may have been cut off with a and not be declared lost yet).
         b.act(vec![
             Command::Stop { job: "j".into() },
             launch("j", 2, 2, &[(1, 2)]),
         ]);
         h.heartbeat(&c, 400).expect("c lives");
-        assert_eq!(outcomes(b.poll(400)), []);
+        let seen = outcomes(b.poll(400));
+        assert!(
+            matches!(seen.as_slice(), [Observed::Held { .. }, Observed::Began { job, generation: 2 }] if job == "j"),
+            "{seen:?}"
+        );
         assert_eq!(ids(&h, &c), ["j/attempt-2/rank-0", "j/attempt-2/rank-1"]);
         // a comes back.
         assert!(
@@ -2791,13 +2840,13 @@ mod tests {
     }
 
     /// A launch handed to agents records where its ranks run (stored, for a new leader).
-    /// A new leader that has heard from none of the nodes a recovered gang last ran on holds
-    /// its next attempt back until their agents must have stopped its ranks, or until one of
-    /// those nodes is heard from (its agent then stops its rank, and the others cannot get
-    /// past their next collective).
+    /// A new leader that has heard from none of the nodes a gang last ran on holds its next
+    /// attempt back until their agents must have stopped its ranks, or until one of those nodes
+    /// is heard from (its agent then stops its rank, and the others cannot get past their next
+    /// collective). Also a later launch of the term carrying the same nodes stays held.
     #[test]
     fn a_new_leader_holds_a_gang_until_it_hears_from_a_node_of_its_last_attempt() {
-        fn recovered(job: &str, generation: u32, slot: u32, before: &[u32]) -> Command {
+        fn relaunch(job: &str, generation: u32, slot: u32, before: &[&str]) -> Command {
             let mut l = launch(job, generation, generation, &[(slot, 2)]);
             if let Command::Launch {
                 recovered,
@@ -2805,40 +2854,36 @@ mod tests {
                 ..
             } = &mut l
             {
-                *recovered = true;
+                *recovered = generation == 1;
                 *ran_before = Some(RanOn {
-                    cluster: "local".into(),
-                    slots: before.to_vec(),
+                    nodes: before.iter().map(|n| (*n).to_owned()).collect(),
                 });
             }
             l
         }
+        let ran_on = |job: &str, generation: u32, nodes: &[&str]| Observed::RanOn {
+            job: job.into(),
+            generation,
+            ran_on: RanOn {
+                nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+            },
+        };
         let h = hub();
         let mut b = AgentBackend::new(h.clone());
         // A server process that has just become the leader.
         b.reset();
         let t0 = now_ms();
-        let c = join(&h, "c", 2, t0);
-        let _ = b.poll(t0);
+        let c = join(&h, "c", 2, t0 + 1);
+        let _ = b.poll(t0 + 1);
 
         // Its last attempt ran on c, heard from in this term: no hold.
-        b.act(vec![recovered("k", 1, 2, &[2])]);
-        assert_eq!(
-            b.poll(t0),
-            [Observed::RanOn {
-                job: "k".into(),
-                generation: 1,
-                ran_on: RanOn {
-                    cluster: "local".into(),
-                    slots: vec![2]
-                }
-            }]
-        );
+        b.act(vec![relaunch("k", 1, 2, &["n-c"])]);
+        assert_eq!(b.poll(t0 + 1), [ran_on("k", 1, &["n-c"])]);
         b.act(vec![Command::Stop { job: "k".into() }]);
 
         // Its last attempt ran on a and bb, not heard from: held, nothing handed out.
-        b.act(vec![recovered("j", 1, 2, &[0, 1])]);
-        let held = b.poll(t0);
+        b.act(vec![relaunch("j", 1, 2, &["n-a", "n-bb"])]);
+        let held = b.poll(t0 + 1);
         assert!(
             matches!(held.as_slice(), [Observed::Held { job, generation: 1, why, interrupted: false }]
                 if job == "j" && why.contains("new scheduling leader")),
@@ -2852,6 +2897,14 @@ mod tests {
                 .is_empty()
         );
         assert!(outcomes(b.poll(t0 + 100)).is_empty());
+        // Placed again in the term (its placement failed, say): still held.
+        b.act(vec![relaunch("j", 2, 2, &["n-a", "n-bb"])]);
+        assert!(
+            b.poll(t0 + 100)
+                .iter()
+                .any(|o| matches!(o, Observed::Held { job, generation: 2, .. } if job == "j")),
+            "a later launch of the term is held too"
+        );
         // a is heard from: the gang starts.
         let _a = join(&h, "a", 0, t0 + 200);
         h.heartbeat(&c, t0 + 200).expect("c lives");
@@ -2865,16 +2918,9 @@ mod tests {
             [
                 Observed::Began {
                     job: "j".into(),
-                    generation: 1
+                    generation: 2
                 },
-                Observed::RanOn {
-                    job: "j".into(),
-                    generation: 1,
-                    ran_on: RanOn {
-                        cluster: "local".into(),
-                        slots: vec![2]
-                    }
-                }
+                ran_on("j", 2, &["n-c"])
             ]
         );
         assert_eq!(
@@ -2885,13 +2931,13 @@ mod tests {
             2
         );
 
-        // Never heard from: held until an earlier leader's answers, an agent's orphan deadline
-        // (120 s for one that does not say), the ranks' stop grace (10 s) and one heartbeat
-        // interval (100 ms) have passed.
-        let until = t0 + 15_000 + 120_000 + 10_000 + 100;
+        // Never heard from: held until an earlier leader's answers (15 s), an agent's orphan
+        // deadline (120 s for one this hub does not know), the ranks' stop grace (10 s) and one
+        // heartbeat interval (100 ms) have passed.
+        let until = h.lock().term_started_ms.expect("a term") + 15_000 + 120_000 + 10_000 + 100;
         b.act(vec![
             Command::Stop { job: "j".into() },
-            recovered("m", 1, 2, &[1]),
+            relaunch("m", 1, 2, &["n-gone"]),
         ]);
         let held = b.poll(t0 + 200);
         assert!(
@@ -2912,21 +2958,110 @@ mod tests {
             );
         }
 
-        // This process leads again: a node it knows and has not lost is in touch (its agent
-        // keeps calling and is handed the new term's desired set), even before it next calls.
+        // A process that leads again: a node it knows is in touch only once heard from in the
+        // new term (another replica may have led in between, or the node may be cut off).
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let t1 = now_ms();
+        let c = join(&h, "c", 2, t1 - 50);
+        let _ = b.poll(t1 - 50);
+        b.reset();
+        let term = h.lock().term_started_ms.expect("a term");
+        let _ = b.poll(term);
+        b.act(vec![relaunch("n", 1, 2, &["n-c"])]);
+        assert!(
+            b.poll(term)
+                .iter()
+                .any(|o| matches!(o, Observed::Held { job, .. } if job == "n")),
+            "held until c calls"
+        );
+        h.heartbeat(&c, term + 1).expect("c lives");
+        assert!(
+            b.poll(term + 1)
+                .iter()
+                .any(|o| matches!(o, Observed::Began { job, .. } if job == "n")),
+            "handed out once c is heard from"
+        );
+    }
+
+    /// Nodes cut off at the same moment are declared lost one poll apart (they heartbeat at
+    /// different moments): the restart after the first loss, placed on the other node still
+    /// counted ready, is held too, and so is the one after the second loss, until a node of
+    /// the first attempt is heard from or their agents must have stopped its ranks.
+    #[test]
+    fn a_gang_cut_off_whole_but_lost_one_node_at_a_time_is_held() {
         let h = hub();
         let mut b = AgentBackend::new(h.clone());
         let t0 = now_ms();
-        let c = join(&h, "c", 2, t0 - 50);
-        let _ = b.poll(t0 - 50);
-        b.reset();
-        h.heartbeat(&c, t0 - 40).expect("c lives");
+        let a = join(&h, "a", 0, t0);
+        let bb = join(&h, "bb", 1, t0);
+        let c = join(&h, "c", 2, t0);
         let _ = b.poll(t0);
-        b.act(vec![recovered("n", 1, 2, &[2])]);
-        let seen = b.poll(t0 + 50);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
+        let _ = b.poll(t0);
+        // a and bb are cut off; bb's last heartbeat came a little after a's.
+        h.heartbeat(&bb, t0 + 150).expect("bb lives");
+        let mut t = t0;
+        let mut lost = Vec::new();
+        while lost.is_empty() {
+            t += 50;
+            h.heartbeat(&c, t).expect("c lives");
+            lost.extend(
+                b.poll(t)
+                    .into_iter()
+                    .filter(|o| matches!(o, Observed::NodeFailed { .. })),
+            );
+        }
+        assert_eq!(
+            lost,
+            [Observed::NodeFailed {
+                cluster: 0,
+                node: 0
+            }],
+            "a first"
+        );
+        // The restart keeps bb, which is not declared lost yet: held all the same.
+        b.act(vec![
+            Command::Stop { job: "j".into() },
+            launch("j", 2, 2, &[(1, 2), (2, 2)]),
+        ]);
         assert!(
-            !seen.iter().any(|o| matches!(o, Observed::Held { .. })),
-            "a gang whose last node is in touch is not held: {seen:?}"
+            b.poll(t).iter().any(
+                |o| matches!(o, Observed::Held { job, generation: 2, why, .. }
+                    if job == "j" && why.contains("cut off"))
+            ),
+            "held while bb may be cut off too"
+        );
+        // bb is lost in turn; the next restart is held by the same fence.
+        while !h.lock().nodes.get(&bb).is_some_and(|n| n.lost) {
+            t += 50;
+            h.heartbeat(&c, t).expect("c lives");
+            let _ = b.poll(t);
+        }
+        b.act(vec![
+            Command::Stop { job: "j".into() },
+            launch("j", 3, 3, &[(2, 2)]),
+        ]);
+        let seen = b.poll(t);
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Observed::Held { job, generation: 3, .. } if job == "j")),
+            "{seen:?}"
+        );
+        h.heartbeat(&c, t + 1).expect("c lives");
+        assert!(
+            h.assignments(&c, t + 1)
+                .expect("assignments")
+                .assignments
+                .is_empty()
+        );
+        // a is heard from again: its agent is handed a desired set without attempt 1.
+        h.heartbeat(&a, t + 2).expect("a is back");
+        let seen = b.poll(t + 2);
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Observed::Began { job, generation: 3 } if job == "j")),
+            "{seen:?}"
         );
     }
 

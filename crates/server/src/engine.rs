@@ -68,6 +68,9 @@ struct Tracked {
     held: Option<String>,
     /// Where node agents were last given its ranks (kept through changes of leader).
     ran_on: Option<switchyard_store::RanOn>,
+    /// Whether the backend said where in this term (until then its launches carry `ran_on`:
+    /// an earlier leader's ranks may still run there).
+    ran_on_this_term: bool,
     /// Inference services: the replica range submitted, and the count the scheduler wants
     /// (the minimum until [`Engine::scale`] says otherwise).
     replica_range: Option<(u32, u32)>,
@@ -211,6 +214,7 @@ impl Engine {
             recovered: record.state == JobState::Running,
             held: None,
             ran_on: record.ran_on.clone(),
+            ran_on_this_term: false,
             replica_range,
             wanted: replica_range.map_or(1, |r| r.0),
             scaled: None,
@@ -439,6 +443,7 @@ impl Engine {
             return;
         }
         let t = &mut self.jobs[job as usize];
+        t.ran_on_this_term = true;
         if t.ran_on.as_ref() != Some(&ran_on) {
             t.ran_on = Some(ran_on);
             self.dirty.insert(job);
@@ -561,10 +566,10 @@ impl Engine {
                         expected_end_ms: self.clock.to_ms(expected_end_s),
                         command: t.command.clone(),
                         recovered: t.recovered && t.attempts == 1,
-                        ran_before: if t.recovered && t.attempts == 1 {
-                            t.ran_on.clone()
-                        } else {
+                        ran_before: if t.ran_on_this_term {
                             None
+                        } else {
+                            t.ran_on.clone()
                         },
                     });
                     (job, Some(cluster), "started")
@@ -1541,14 +1546,13 @@ repair_hours = 24.0
         assert_eq!(u.started_ms, Some(T0 - 5000), "the first start is kept");
     }
 
-    /// Where node agents were given a run's ranks is stored, and a new leader's launch of the
-    /// recovered job carries it (so that it can wait for those ranks to stop); later launches
-    /// do not.
+    /// Where node agents were given a run's ranks is stored, and a new leader's launches of the
+    /// job carry it (so that the backend can wait for those ranks to stop) until the backend
+    /// says where in this term.
     #[test]
     fn where_ranks_ran_is_stored_and_handed_to_a_new_leaders_launch() {
         let before = switchyard_store::RanOn {
-            cluster: "colossus-1".into(),
-            slots: vec![4, 5],
+            nodes: vec!["n-000000000004".into(), "n-000000000005".into()],
         };
         let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
         let mut r = record("a", 1);
@@ -1572,8 +1576,7 @@ repair_hours = 24.0
 
         // The backend hands the new attempt out: stored. A stale generation's is ignored.
         let now = switchyard_store::RanOn {
-            cluster: "colossus-1".into(),
-            slots: vec![0],
+            nodes: vec!["n-000000000000".into()],
         };
         e.ran_on("a", generation + 1, before.clone());
         e.ran_on("a", generation, now.clone());
@@ -1581,7 +1584,7 @@ repair_hours = 24.0
         let (batch, _) = e.take(T0 + 1000);
         assert_eq!(update(&batch, "a").ran_on, Some(now));
 
-        // A later launch (a restart in this term) is not a recovery.
+        // A later launch (a restart in this term, after the backend said where) carries none.
         e.interrupted(T0 + 2000, "a", generation, "lost");
         e.schedule(T0 + 2000);
         let (_, cmds) = e.take(T0 + 2000);

@@ -137,13 +137,13 @@ pub struct JobRecord {
     pub ran_on: Option<RanOn>,
 }
 
-/// Where a gang's ranks were last handed to node agents: a cluster and node slots in it. A
-/// node cut off from the leader runs them on until its agent's orphan deadline, so a new
-/// scheduling leader that has heard from none of these nodes holds the next attempt back.
+/// Where a gang's ranks were last handed to node agents: their node ids (stable per cluster
+/// and host name). A node cut off from the leader runs them on until its agent's orphan
+/// deadline, so a new scheduling leader that has heard from none of these nodes holds the next
+/// attempt back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RanOn {
-    pub cluster: String,
-    pub slots: Vec<u32>,
+    pub nodes: Vec<String>,
 }
 
 /// Something that happened to a job.

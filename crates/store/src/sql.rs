@@ -16,7 +16,7 @@ use crate::{StoreError, StoreRead, StoreWrite};
 
 const JOB_COLUMNS: &str = "seq, tenant_number, id, tenant, name, kind, priority, accelerators, spec, state, \
     reason, cluster, allocated, restarts, failures, cancel_requested, replicas_wanted, \
-    submitted_ms, started_ms, finished_ms, updated_ms, work_done, ran_on_cluster, ran_on_slots";
+    submitted_ms, started_ms, finished_ms, updated_ms, work_done, ran_on_nodes";
 
 const EVENT_COLUMNS: &str = "job_number, job_id, at_ms, kind, cluster, message";
 
@@ -244,22 +244,6 @@ fn is_unique_violation(err: &StoreError) -> bool {
     matches!(err, StoreError::Db(sqlx::Error::Database(db)) if db.is_unique_violation())
 }
 
-/// A stored [`RanOn`]: both columns or neither.
-fn ran_on(cluster: Option<String>, slots: Option<String>) -> Result<Option<RanOn>, StoreError> {
-    let (Some(cluster), Some(slots)) = (cluster, slots) else {
-        return Ok(None);
-    };
-    let slots = slots
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<u32>()
-                .map_err(|_| StoreError::Corrupt(format!("ran_on_slots holds {s:?}, not a slot")))
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Some(RanOn { cluster, slots }))
-}
-
 /// Why SQLite could not open (or create) `path`, in the user's terms where the file system
 /// says more than SQLite's "unable to open database file".
 fn why_sqlite_cannot_open(path: &std::path::Path, e: &sqlx::Error) -> String {
@@ -389,10 +373,15 @@ macro_rules! sql_store {
                     finished_ms: row.try_get("finished_ms")?,
                     updated_ms: row.try_get("updated_ms")?,
                     work_done: row.try_get("work_done")?,
-                    ran_on: ran_on(
-                        row.try_get("ran_on_cluster")?,
-                        row.try_get("ran_on_slots")?,
-                    )?,
+                    ran_on: row
+                        .try_get::<Option<String>, _>("ran_on_nodes")?
+                        .map(|nodes| RanOn {
+                            nodes: nodes
+                                .split(',')
+                                .filter(|n| !n.is_empty())
+                                .map(str::to_owned)
+                                .collect(),
+                        }),
                 })
             }
 
@@ -1082,16 +1071,16 @@ macro_rules! sql_store {
                 for chunk in batch.updates.chunks(CHUNK) {
                     let sql = format!(
                         "WITH v (id, state, reason, cluster, allocated, restarts, failures, \
-                           started_ms, finished_ms, updated_ms, work_done, ran_on_cluster, \
-                           ran_on_slots) AS (VALUES {}) \
+                           started_ms, finished_ms, updated_ms, work_done, ran_on_nodes) \
+                         AS (VALUES {}) \
                          UPDATE jobs SET state = v.state, reason = v.reason, cluster = v.cluster, \
                            allocated = v.allocated, restarts = v.restarts, failures = v.failures, \
                            started_ms = COALESCE(v.started_ms, jobs.started_ms), \
                            finished_ms = v.finished_ms, updated_ms = v.updated_ms, \
-                           work_done = v.work_done, ran_on_cluster = v.ran_on_cluster, \
-                           ran_on_slots = v.ran_on_slots, seen = TRUE \
+                           work_done = v.work_done, ran_on_nodes = v.ran_on_nodes, \
+                           seen = TRUE \
                          FROM v WHERE jobs.id = v.id",
-                        placeholders(chunk.len(), 13)
+                        placeholders(chunk.len(), 12)
                     );
                     let mut q = sqlx::query(&sql);
                     for u in chunk {
@@ -1107,14 +1096,7 @@ macro_rules! sql_store {
                             .bind(u.finished_ms)
                             .bind(u.updated_ms)
                             .bind(u.work_done)
-                            .bind(u.ran_on.as_ref().map(|r| r.cluster.clone()))
-                            .bind(u.ran_on.as_ref().map(|r| {
-                                r.slots
-                                    .iter()
-                                    .map(u32::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            }));
+                            .bind(u.ran_on.as_ref().map(|r| r.nodes.join(",")));
                     }
                     q.execute(&mut *tx).await?;
                     let sql = format!(

@@ -725,8 +725,7 @@ async fn lease_and_apply(s: AnyStore) {
             updated_ms: 2_600,
             work_done: 0.25,
             ran_on: Some(RanOn {
-                cluster: "c".into(),
-                slots: vec![3, 0, 12],
+                nodes: vec!["n-0a1b2c3d4e5f".into(), "n-ffffffffffff".into()],
             }),
         }],
         events: vec![NewEvent {
@@ -747,8 +746,7 @@ async fn lease_and_apply(s: AnyStore) {
     assert_eq!(
         got.ran_on,
         Some(RanOn {
-            cluster: "c".into(),
-            slots: vec![3, 0, 12]
+            nodes: vec!["n-0a1b2c3d4e5f".into(), "n-ffffffffffff".into()]
         }),
         "where its ranks were handed out, for a new leader"
     );
