@@ -159,7 +159,6 @@ impl<C: ControlPlane> Agent<C> {
             Instant::now(),
             config.orphan_after.saturating_sub(since_last_heartbeat),
         );
-        control.give_up_by(Some(orphans_at));
         Self {
             control,
             node,
@@ -261,10 +260,9 @@ impl<C: ControlPlane> Agent<C> {
     /// again, as stopped by the agent: an interruption, not the job's failure.
     ///
     /// Until then, and until the ranks are gone or sent their SIGKILL, calls to the control
-    /// plane give up by that deadline ([`ControlPlane::give_up_by`]): a call that hangs must
-    /// hold neither the stop nor the SIGKILL after the ranks' grace. Then they get their full
-    /// time again (also when a killed rank is stuck in the kernel), so that a slow control
-    /// plane is not out of reach for good.
+    /// plane give up by that deadline ([`Agent::limit_calls`]). Then they get their full time
+    /// again (also when a killed rank is stuck in the kernel), so that a slow control plane is
+    /// not out of reach for good.
     fn stop_orphaned_ranks(&mut self) {
         let now = Instant::now();
         if self.orphans_gone || now < self.orphans_at {
@@ -278,10 +276,14 @@ impl<C: ControlPlane> Agent<C> {
             let grace = Duration::from_millis(o.assignment.stop_grace_ms);
             match o.phase {
                 crate::reconcile::Phase::Running => {
+                    // (Since the last answered heartbeat, this agent's or its predecessor's.)
+                    let silent = self.config.orphan_after + now.duration_since(self.orphans_at);
                     tracing::warn!(
                         id = o.assignment.id,
-                        "no heartbeat answered for {:?}: the control plane has declared this \
-                         node lost and restarted the gang elsewhere; stopping this rank",
+                        "no heartbeat answered for {} s (--orphan-after {:?}): the control plane \
+                         has declared this node lost and restarted the gang elsewhere; stopping \
+                         this rank",
+                        silent.as_secs(),
                         self.config.orphan_after
                     );
                     self.supervisor.stop(&o.assignment.id);
@@ -302,8 +304,19 @@ impl<C: ControlPlane> Agent<C> {
         };
         if done {
             self.orphans_gone = true;
-            self.control.give_up_by(None);
         }
+    }
+
+    /// Cuts the next calls to the control plane short ([`ControlPlane::give_up_by`]) so that
+    /// none holds what is due meanwhile: the stop of orphaned ranks (until they are gone or
+    /// killed), and the SIGKILL of a process whose stop grace ends.
+    fn limit_calls(&self) {
+        let orphans = (!self.orphans_gone).then_some(self.orphans_at);
+        let kill = self.supervisor.next_kill_at();
+        self.control.give_up_by(match (orphans, kill) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        });
     }
 
     fn sync_inner(&mut self) -> Result<SyncReport, ControlPlaneError> {
@@ -311,8 +324,10 @@ impl<C: ControlPlane> Agent<C> {
         self.heartbeat_ok = false;
         // Before each call that could hang until the deadline: the stop must not wait for two.
         self.stop_orphaned_ranks();
+        self.limit_calls();
         let node_id = self.registered()?;
         self.stop_orphaned_ranks();
+        self.limit_calls();
         // Timed from the request, not the answer: the server may have seen it (its last sign of
         // life from this node) long before the answer came back.
         let (asked, asked_unix_ms) = (Instant::now(), now_ms());
@@ -321,8 +336,8 @@ impl<C: ControlPlane> Agent<C> {
         self.orphans_at = later(asked, self.config.orphan_after);
         self.orphans_gone = false;
         self.orphans_killed_by = None;
-        self.control.give_up_by(Some(self.orphans_at));
         self.supervisor.note_answered_heartbeat(asked_unix_ms);
+        self.limit_calls();
         let desired = self.control.fetch_assignments(&node_id)?;
         let actions = reconcile(&desired, &self.supervisor.observed(), now_ms());
         for action in &actions {
@@ -343,6 +358,8 @@ impl<C: ControlPlane> Agent<C> {
         }
         self.poll();
         let statuses = self.supervisor.statuses();
+        // (A stop the reconciliation began has a SIGKILL due.)
+        self.limit_calls();
         self.control.report_status(&node_id, &statuses)?;
         self.supervisor.mark_reported(&statuses);
         // Output gets at most half the interval, so the next heartbeat is never late for it.
@@ -367,6 +384,7 @@ impl<C: ControlPlane> Agent<C> {
         while !self.logs.is_empty() && Instant::now() < deadline {
             let n = self.next_batch_len();
             let batch: Vec<_> = self.logs.iter().take(n).cloned().collect();
+            self.limit_calls();
             match self.control.push_logs(node_id, &batch) {
                 Ok(()) => {
                     self.take_logs(n);

@@ -1295,6 +1295,15 @@ impl Supervisor {
         write_atomically(&dir.join(HEARTBEAT_FILE), &HeartbeatRecord { sent_unix_ms });
     }
 
+    /// When the next SIGKILL is due: the earliest end of a stopping process's grace period.
+    pub fn next_kill_at(&self) -> Option<Instant> {
+        self.procs
+            .values()
+            .filter(|m| m.handle.is_some())
+            .filter_map(|m| m.stop_deadline)
+            .min()
+    }
+
     /// Leaves every process running and forgets them (they stay in the state file for the next
     /// supervisor to adopt). Without a state directory this is the same as dropping.
     pub fn detach(mut self) {

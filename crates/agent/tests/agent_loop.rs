@@ -784,3 +784,73 @@ fn a_hanging_control_plane_does_not_delay_stopping_orphaned_ranks() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A call that hangs does not hold the SIGKILL of a process whose stop grace has ended for the
+/// request timeout: calls give up by the SIGKILL's moment too.
+#[test]
+fn a_hanging_control_plane_does_not_delay_a_sigkill() {
+    let dir = std::env::temp_dir().join(format!("sy-agent-hang-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let cp = HangingControlPlane {
+        inner: MemoryControlPlane::new(),
+        hang: Arc::new(AtomicBool::new(false)),
+        give_up_by: Arc::new(Mutex::new(None)),
+    };
+    let mut agent = Agent::new(
+        cp.clone(),
+        discover(&DiscoverOptions::default()),
+        AgentConfig::default(),
+    );
+    agent.sync().expect("register");
+    let node_id = agent.node_id().expect("registered").to_string();
+    // The rank ignores SIGTERM: only the SIGKILL after its grace ends it.
+    let mut rank = sh(
+        "rank",
+        &format!(
+            "trap '' TERM; echo $$ > {}/pid; while :; do sleep 0.05; done",
+            dir.display()
+        ),
+        RestartPolicy::Never,
+    );
+    rank.stop_grace_ms = 1000;
+    cp.inner.set_desired(&node_id, vec![rank.clone()]);
+    let pid_file = dir.join("pid");
+    let deadline = Instant::now() + TIMEOUT;
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the rank did not start");
+        agent.sync().expect("sync");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the rank's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // No longer wanted: this sync stops it (SIGTERM); then every call hangs.
+    cp.inner.set_desired(&node_id, Vec::new());
+    agent.sync().expect("the stop");
+    let stopped = Instant::now();
+    cp.hang.store(true, Ordering::Relaxed);
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            agent.run(&stop).expect("the agent runs on");
+        })
+    };
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && stopped.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gone_after = stopped.elapsed();
+    cp.hang.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    running.join().expect("the agent's thread");
+    let bound =
+        Duration::from_millis(rank.stop_grace_ms) + MIN_REQUEST_TIME + Duration::from_secs(2);
+    assert!(
+        gone_after <= bound,
+        "the rank was killed {gone_after:?} after its stop, not within {bound:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
