@@ -332,9 +332,9 @@ const HEARTBEAT_WRITE_WAIT: Duration = Duration::from_secs(1);
 /// request timeout (30 s).
 const DEFAULT_ORPHAN_STOP_MS: i64 = 120_000;
 
-/// How long after this leader's term began an earlier leader in another process may still have
-/// answered its agents: it answers only while it believes it leads, and learns otherwise at its
-/// next lease renewal, which the store answers (or fails) within its 10 s timeout.
+/// How long after this leader's term began an earlier leader may still have answered its
+/// agents: it answers only while its lease has not run out unrenewed (so not past this term's
+/// start), on its own clock, which may run behind this one's: a margin for that skew.
 const EARLIER_LEADER_ANSWERS_MS: i64 = 15_000;
 
 /// How long after a leader term starts the agents' output of earlier attempts is adopted:
@@ -1932,8 +1932,14 @@ mod handlers {
         })?;
         // Only the scheduling leader knows the desired state; a follower answering would hand
         // agents an empty set and make them stop everything. Agents retry a 503 and keep
-        // running what they run.
-        if !s.metrics.leader.load(std::sync::atomic::Ordering::Relaxed) {
+        // running what they run. A leader whose lease ran out unrenewed (its store is slow or
+        // gone) may have been replaced already: a new leader counts on its silence.
+        if !s.metrics.leader.load(std::sync::atomic::Ordering::Relaxed)
+            || now_ms()
+                >= s.metrics
+                    .lease_expires_ms
+                    .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -3124,6 +3130,10 @@ mod tests {
             .metrics
             .leader
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        state
+            .metrics
+            .lease_expires_ms
+            .store(i64::MAX, std::sync::atomic::Ordering::SeqCst);
         // Registered long enough ago that this heartbeat is one the store gets a copy of.
         let id = join(&h, "a", 0, now_ms() - 2 * PERSIST_HEARTBEAT_MS);
         // A rank to write output.
@@ -3170,6 +3180,59 @@ mod tests {
             matches!(&answer, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE)
                 && format!("{answer:?}").contains("push them again"),
             "{answer:?}"
+        );
+    }
+
+    /// A leader whose lease ran out unrenewed answers no agent: another replica may lead by
+    /// now, and a new leader's hold of a gang counts on the old one's silence.
+    #[tokio::test]
+    async fn a_leader_past_its_lease_does_not_answer_agents() {
+        use axum::extract::{Path, State};
+        use axum::http::{HeaderMap, StatusCode};
+        let store = switchyard_store::connect("sqlite::memory:")
+            .await
+            .expect("a store");
+        let state = crate::http::AppState::new(
+            store,
+            Arc::new(Fleet::default_fleet()),
+            Arc::new(crate::metrics::Metrics::default()),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+        .with_agents(hub());
+        let auth = crate::http::Auth(switchyard_store::Principal {
+            tenant: String::new(),
+            admin: false,
+            agent: true,
+        });
+        let call = || {
+            handlers::heartbeat(
+                State(state.clone()),
+                auth.clone(),
+                HeaderMap::new(),
+                Path("n-unknown".to_owned()),
+            )
+        };
+        let leader = |expires_ms: i64| {
+            state
+                .metrics
+                .leader
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            state
+                .metrics
+                .lease_expires_ms
+                .store(expires_ms, std::sync::atomic::Ordering::SeqCst);
+        };
+        leader(now_ms() - 1);
+        let answer = call().await;
+        assert!(
+            matches!(&answer, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE),
+            "{answer:?}"
+        );
+        leader(now_ms() + 60_000);
+        let answer = call().await;
+        assert!(
+            matches!(&answer, Err(e) if e.status() == StatusCode::NOT_FOUND),
+            "a leader in its lease answers (this node it does not know): {answer:?}"
         );
     }
 

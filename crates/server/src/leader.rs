@@ -132,6 +132,9 @@ pub async fn run(
                         let renewed_ms = renewed_at(&lease, now, ttl_ms);
                         tracing::info!(term, holder = %cfg.holder, "took the scheduling lease");
                         backend.reset();
+                        metrics
+                            .lease_expires_ms
+                            .store(lease.expires_ms, Ordering::Relaxed);
                         metrics.leader.store(true, Ordering::Relaxed);
                         metrics.leader_terms.fetch_add(1, Ordering::Relaxed);
                         leading = Some(Leading {
@@ -166,6 +169,9 @@ pub async fn run(
             if now - l.renewed_ms >= ttl_ms / 3 {
                 match store.acquire_lease(&cfg.holder, now, ttl_ms).await? {
                     Some(lease) if lease.term == l.lease.term => {
+                        metrics
+                            .lease_expires_ms
+                            .store(lease.expires_ms, Ordering::Relaxed);
                         l.lease = lease;
                         l.renewed_ms = now;
                     }

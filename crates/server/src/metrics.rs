@@ -18,6 +18,9 @@ pub struct Metrics {
     pub cancellations: AtomicU64,
     pub decisions: AtomicU64,
     pub leader: AtomicBool,
+    /// When the scheduling lease this replica holds runs out unless renewed (Unix ms; 0 when
+    /// it holds none): past it another replica may lead, so this one no longer answers agents.
+    pub lease_expires_ms: std::sync::atomic::AtomicI64,
     pub leader_terms: AtomicU64,
     /// Jobs the scheduling leader holds in memory (0 on followers).
     pub jobs_held: AtomicU64,
