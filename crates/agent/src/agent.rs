@@ -307,10 +307,13 @@ impl<C: ControlPlane> Agent<C> {
         }
     }
 
-    /// Cuts the next calls to the control plane short ([`ControlPlane::give_up_by`]) so that
-    /// none holds what is due meanwhile: the stop of orphaned ranks (until they are gone or
-    /// killed), and the SIGKILL of a process whose stop grace ends.
-    fn limit_calls(&self) {
+    /// Cuts the next call to the control plane short ([`ControlPlane::give_up_by`]) so that it
+    /// holds nothing due meanwhile: the stop of orphaned ranks (until they are gone or killed),
+    /// and the SIGKILL of a process whose stop grace ends. What is due already is done first.
+    fn limit_calls(&mut self) {
+        // (Reaping and escalating only: the output buffer may be mid-push.)
+        self.supervisor.poll();
+        self.stop_orphaned_ranks();
         let orphans = (!self.orphans_gone).then_some(self.orphans_at);
         let kill = self.supervisor.next_kill_at();
         self.control.give_up_by(match (orphans, kill) {
@@ -323,10 +326,8 @@ impl<C: ControlPlane> Agent<C> {
         self.poll();
         self.heartbeat_ok = false;
         // Before each call that could hang until the deadline: the stop must not wait for two.
-        self.stop_orphaned_ranks();
         self.limit_calls();
         let node_id = self.registered()?;
-        self.stop_orphaned_ranks();
         self.limit_calls();
         // Timed from the request, not the answer: the server may have seen it (its last sign of
         // life from this node) long before the answer came back.
@@ -522,6 +523,9 @@ impl<C: ControlPlane> Agent<C> {
     }
 
     fn sync_statuses_only(&mut self) -> Result<(), ControlPlaneError> {
+        // Everything is stopped; the agent waits this long for the server, not a timeout.
+        self.control
+            .give_up_by(Some(Instant::now() + SHUTDOWN_OUTPUT_WAIT));
         let node_id = self.registered()?;
         self.poll();
         let statuses = self.supervisor.statuses();

@@ -182,20 +182,23 @@ fn a_restarted_server_holds_a_gang_until_it_hears_from_its_last_node() {
         early.is_empty(),
         "the next attempt ran before the old node was heard from: {early:#?}"
     );
-    // The first attempt's rank was stopped by its agent, not left to finish beside the next.
-    let first_steps = s
-        .logs(&job)
+    // The first attempt's rank was stopped by its agent before the next attempt began.
+    let logs = s.logs(&job);
+    let last_of_first = logs
         .iter()
         .filter(|l| l["attempt"] == 1)
-        .filter_map(|l| {
-            let rest = l["line"].as_str()?.split("] step ").nth(1)?;
-            rest.split('/').next()?.parse::<u64>().ok()
-        })
+        .filter_map(|l| l["at_ms"].as_i64())
         .max()
-        .unwrap_or(0);
+        .expect("attempt 1's output");
+    let first_of_next = logs
+        .iter()
+        .filter(|l| l["attempt"].as_i64().is_some_and(|a| a >= 2))
+        .filter_map(|l| l["at_ms"].as_i64())
+        .min()
+        .expect("attempt 2's output");
     assert!(
-        first_steps < STEPS,
-        "attempt 1 ran to its end (step {first_steps}) beside attempt 2"
+        last_of_first < first_of_next,
+        "the two attempts ran at once: attempt 1 wrote at {last_of_first}, attempt 2 from {first_of_next}"
     );
     assert_eq!(s.final_model(&job), reference_model(&dir, 2));
     drop(agents);

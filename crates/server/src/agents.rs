@@ -152,6 +152,10 @@ struct Node {
     lost: bool,
     /// Statuses of its processes, as last reported.
     statuses: Vec<ProcessStatus>,
+    /// Status reports it has sent (kept through registering again).
+    status_reports: u64,
+    /// `status_reports` when this hub's leader term began (0 for a node first seen since).
+    term_reports: u64,
     /// Assignments the node was handed lately: its output is taken for these (and for what it
     /// is placed to run now), so a node cannot write into another job's logs.
     handed: RecentIds,
@@ -242,12 +246,11 @@ struct Run {
 /// write one checkpoint directory.
 #[derive(Debug, Clone)]
 struct Fence {
-    /// The earlier attempt's nodes (ids: stable per cluster and host name, unlike slots,
-    /// which another host may take over), each with its last sign of life when the fence was
-    /// put up. Lifted once one of them is heard from after that: its agent is handed a desired
-    /// set without those ranks and stops its own, and the others cannot get past their next
-    /// collective without it.
-    nodes: Vec<(String, i64)>,
+    /// The earlier attempt's nodes. Lifted once one of them reports, after the fence went
+    /// up, that none of the job's ranks runs there any more: its agent was handed a desired
+    /// set without them and stopped them, and the others cannot get past their next collective
+    /// without theirs.
+    nodes: Vec<FenceNode>,
     /// Or at this, when their agents must have stopped them on their own: each asks its ranks
     /// to stop once its orphan deadline has passed since its last answered heartbeat, the
     /// ranks get their stop grace, and one heartbeat interval more for the agent's checks.
@@ -256,15 +259,27 @@ struct Fence {
     why: &'static str,
 }
 
+/// A node of a [`Fence`].
+#[derive(Debug, Clone)]
+struct FenceNode {
+    /// Its id (stable per cluster and host name, unlike slots, which another host may take).
+    id: String,
+    /// The machine (its boot) that ran the ranks, where known: another machine that takes the
+    /// host name over says nothing of them.
+    boot: Option<String>,
+    /// Its status reports when the fence went up: a later one counts.
+    reports: u64,
+}
+
 /// [`Fence::why`] of the ranks of a gang whose nodes were cut off.
 const CUT_OFF: &str = "its last attempt's nodes were cut off, and their agents may run its \
     ranks (writing its checkpoint directory) until they stop orphaned ranks (--orphan-after) and \
-    the ranks' stop grace has passed; it starts as soon as one of them is heard from";
+    the ranks' stop grace has passed; it starts as soon as one of them reports its rank stopped";
 
 /// [`Fence::why`] of a gang a new leader took over.
 const NEW_LEADER: &str = "a new scheduling leader took over and has not heard from any node of \
     its last attempt yet, whose agents may run its ranks (writing its checkpoint directory) \
-    until they stop orphaned ranks; it starts as soon as one of them is heard from";
+    until they stop orphaned ranks; it starts as soon as one of them reports its rank stopped";
 
 impl Run {
     fn new(job: String, kind: RunKind, attempt: u32, world_size: u32) -> Self {
@@ -331,6 +346,9 @@ const HEARTBEAT_WRITE_WAIT: Duration = Duration::from_secs(1);
 /// to stop orphaned training ranks: the agent's default `--orphan-after` (60 s) plus twice its
 /// request timeout (30 s).
 const DEFAULT_ORPHAN_STOP_MS: i64 = 120_000;
+
+/// The most an agent's `orphan_stop_ms` is taken for (a week): a hold has an end.
+const MAX_ORPHAN_STOP_MS: i64 = 7 * 24 * 3_600_000;
 
 /// How long after this leader's term began an earlier leader may still have answered its
 /// agents: it answers only while its lease has not run out unrenewed (so not past this term's
@@ -560,10 +578,10 @@ impl AgentHub {
         accelerators.sort_unstable();
         accelerators.dedup();
         let was_up = hub.nodes.get(id).is_some_and(|n| !n.lost);
-        let (statuses, handed) = hub
+        let (statuses, handed, status_reports, term_reports) = hub
             .nodes
             .remove(id)
-            .map(|n| (n.statuses, n.handed))
+            .map(|n| (n.statuses, n.handed, n.status_reports, n.term_reports))
             .unwrap_or_default();
         hub.nodes.insert(
             id.to_owned(),
@@ -577,11 +595,15 @@ impl AgentHub {
                 accelerators,
                 last_seen_ms: now_ms,
                 orphan_stop_ms: info.orphan_stop_ms.map_or(DEFAULT_ORPHAN_STOP_MS, |ms| {
-                    i64::try_from(ms).unwrap_or(i64::MAX)
+                    i64::try_from(ms)
+                        .unwrap_or(i64::MAX)
+                        .min(MAX_ORPHAN_STOP_MS)
                 }),
                 persisted_ms: now_ms,
                 lost: false,
                 statuses,
+                status_reports,
+                term_reports,
                 handed,
             },
         );
@@ -664,8 +686,9 @@ impl AgentHub {
             .into_iter()
             .flatten()
             .filter_map(|id| hub.runs.get(id))
-            // A gang waiting for its cut-off last attempt's ranks to stop is not handed out.
-            .filter(|run| run.not_before_ms.is_none_or(|t| t <= now_ms))
+            // A gang waiting for an earlier attempt's ranks to stop is not handed out (the
+            // leader's poll lets it go, and records where it runs).
+            .filter(|run| run.not_before_ms.is_none())
             .filter_map(|run| run.by_node.get(node))
             .flatten()
             .cloned()
@@ -689,6 +712,7 @@ impl AgentHub {
         // What a node reports does not make its output acceptable: only what it was handed
         // does, or any node could write into any job's logs by naming its assignments.
         n.statuses = report.processes;
+        n.status_reports += 1;
         // A start error becomes part of a job's events and reason: a page of it is plenty.
         for st in &mut n.statuses {
             if let ProcessState::FailedToStart { error } = &mut st.state
@@ -1135,11 +1159,7 @@ impl Hub {
             });
         }
         lost.then(|| Fence {
-            nodes: run
-                .by_node
-                .keys()
-                .map(|id| (id.clone(), self.last_seen(id)))
-                .collect(),
+            nodes: run.by_node.keys().map(|id| self.fence_node(id)).collect(),
             until_ms: until,
             why: CUT_OFF,
         })
@@ -1165,31 +1185,49 @@ impl Hub {
                 self.ranks_stop_by(answered_until, orphan_stop, grace_ms)
             })
             .max()?;
-        // A node heard from since the term began was handed its desired set (without these
-        // ranks) already.
+        // A report since the term began counts: the node was handed this term's desired set.
         Some(Fence {
             nodes: before
                 .nodes
                 .iter()
-                .map(|id| (id.clone(), term_started))
+                .map(|id| FenceNode {
+                    reports: self.nodes.get(id).map_or(0, |n| n.term_reports),
+                    ..self.fence_node(id)
+                })
                 .collect(),
             until_ms: until,
             why: NEW_LEADER,
         })
     }
 
-    /// `id`'s last sign of life (`i64::MIN` for a node this hub does not know).
-    fn last_seen(&self, id: &str) -> i64 {
-        self.nodes.get(id).map_or(i64::MIN, |n| n.last_seen_ms)
+    /// Node `id` as a fence records it now. One this hub does not know (a new leader's) may be
+    /// any machine that registers under it.
+    fn fence_node(&self, id: &str) -> FenceNode {
+        let node = self.nodes.get(id);
+        FenceNode {
+            id: id.to_owned(),
+            boot: node.and_then(|n| n.boot_id.clone()),
+            reports: node.map_or(0, |n| n.status_reports),
+        }
     }
 
-    /// Whether `fence` no longer holds anything back at `now_ms`.
-    fn lifted(&self, fence: &Fence, now_ms: i64) -> bool {
+    /// Whether `job`'s `fence` no longer holds anything back at `now_ms`.
+    fn lifted(&self, job: &str, fence: &Fence, now_ms: i64) -> bool {
+        let prefix = format!("{job}/");
         now_ms >= fence.until_ms
-            || fence
-                .nodes
-                .iter()
-                .any(|(id, seen)| self.last_seen(id) > *seen)
+            || fence.nodes.iter().any(|f| {
+                self.nodes.get(&f.id).is_some_and(|n| {
+                    n.status_reports > f.reports
+                        && (f.boot.is_none() || n.boot_id == f.boot)
+                        && !n.statuses.iter().any(|st| {
+                            st.assignment_id.starts_with(&prefix)
+                                && matches!(
+                                    st.state,
+                                    ProcessState::Running { .. } | ProcessState::Stopping { .. }
+                                )
+                        })
+                })
+            })
     }
 
     /// Keeps the fence `run` leaves, if any ([`Hub::cut_off_fence`]).
@@ -1204,7 +1242,7 @@ impl Hub {
         self.fences
             .get(job)?
             .iter()
-            .filter(|f| !self.lifted(f, now_ms))
+            .filter(|f| !self.lifted(job, f, now_ms))
             .max_by_key(|f| f.until_ms)
             .map(|f| (f.until_ms, f.why))
     }
@@ -1420,7 +1458,7 @@ impl AgentBackend {
                         generation,
                         why: format!(
                             "held back for up to {} s: {why}",
-                            (until - now + 999) / 1000
+                            until.saturating_sub(now).saturating_add(999) / 1000
                         ),
                         interrupted: false,
                     });
@@ -1731,7 +1769,7 @@ impl Backend for AgentBackend {
             .filter_map(|(job, fences)| {
                 let fences: Vec<Fence> = fences
                     .into_iter()
-                    .filter(|f| !hub.lifted(f, now_ms))
+                    .filter(|f| !hub.lifted(&job, f, now_ms))
                     .collect();
                 (!fences.is_empty()).then_some((job, fences))
             })
@@ -1790,10 +1828,13 @@ impl Backend for AgentBackend {
 
     fn reset(&mut self) {
         let mut hub = self.hub.lock();
-        // What runs on nodes cut off whole goes on through a change of term: fence it.
+        // What runs on nodes cut off goes on through a change of term: fence it.
         for run in std::mem::take(&mut hub.runs).into_values() {
             let now = hub.last_poll_ms.unwrap_or_else(now_ms);
             hub.fence_if_cut_off(&run, now);
+        }
+        for n in hub.nodes.values_mut() {
+            n.term_reports = n.status_reports;
         }
         hub.on_node.clear();
         hub.by_job.clear();
@@ -2741,9 +2782,22 @@ mod tests {
             launch("j", 2, 2, &[(1, 2)]),
         ]);
         h.heartbeat(&c, 400).expect("c lives");
-        let seen = outcomes(b.poll(400));
         assert!(
-            matches!(seen.as_slice(), [Observed::Held { .. }, Observed::Began { job, generation: 2 }] if job == "j"),
+            matches!(outcomes(b.poll(400)).as_slice(), [Observed::Held { .. }]),
+            "a heartbeat says nothing of the old ranks"
+        );
+        // c reports that nothing of attempt 1 runs there any more.
+        h.status(
+            &c,
+            StatusReport {
+                processes: Vec::new(),
+            },
+            450,
+        )
+        .expect("status");
+        let seen = outcomes(b.poll(450));
+        assert!(
+            matches!(seen.as_slice(), [Observed::Began { job, generation: 2 }] if job == "j"),
             "{seen:?}"
         );
         assert_eq!(ids(&h, &c), ["j/attempt-2/rank-0", "j/attempt-2/rank-1"]);
@@ -2880,9 +2934,17 @@ mod tests {
         b.reset();
         let t0 = now_ms();
         let c = join(&h, "c", 2, t0 + 1);
+        h.status(
+            &c,
+            StatusReport {
+                processes: Vec::new(),
+            },
+            t0 + 1,
+        )
+        .expect("c reports");
         let _ = b.poll(t0 + 1);
 
-        // Its last attempt ran on c, heard from in this term: no hold.
+        // Its last attempt ran on c, which has reported in this term: no hold.
         b.act(vec![relaunch("k", 1, 2, &["n-c"])]);
         assert_eq!(b.poll(t0 + 1), [ran_on("k", 1, &["n-c"])]);
         b.act(vec![Command::Stop { job: "k".into() }]);
@@ -2914,6 +2976,14 @@ mod tests {
         // a is heard from: the gang starts.
         let _a = join(&h, "a", 0, t0 + 200);
         h.heartbeat(&c, t0 + 200).expect("c lives");
+        h.status(
+            &_a,
+            StatusReport {
+                processes: Vec::new(),
+            },
+            t0 + 200,
+        )
+        .expect("a reports nothing of j runs there");
         let began: Vec<Observed> = b
             .poll(t0 + 200)
             .into_iter()
@@ -2981,7 +3051,14 @@ mod tests {
                 .any(|o| matches!(o, Observed::Held { job, .. } if job == "n")),
             "held until c calls"
         );
-        h.heartbeat(&c, term + 1).expect("c lives");
+        h.status(
+            &c,
+            StatusReport {
+                processes: Vec::new(),
+            },
+            term + 1,
+        )
+        .expect("c reports nothing of n runs there");
         assert!(
             b.poll(term + 1)
                 .iter()
@@ -3063,7 +3140,21 @@ mod tests {
         );
         // a is heard from again: its agent is handed a desired set without attempt 1.
         h.heartbeat(&a, t + 2).expect("a is back");
-        let seen = b.poll(t + 2);
+        assert!(
+            !b.poll(t + 2)
+                .iter()
+                .any(|o| matches!(o, Observed::Began { .. })),
+            "a heartbeat says nothing of the old ranks"
+        );
+        h.status(
+            &a,
+            StatusReport {
+                processes: Vec::new(),
+            },
+            t + 3,
+        )
+        .expect("a reports its ranks gone");
+        let seen = b.poll(t + 3);
         assert!(
             seen.iter()
                 .any(|o| matches!(o, Observed::Began { job, generation: 3 } if job == "j")),

@@ -109,12 +109,13 @@ pub async fn run(
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
+            metrics.leader.store(false, Ordering::Relaxed);
+            metrics.lease_expires_ms.store(0, Ordering::Relaxed);
             if let Some(l) = leading.take()
                 && let Err(e) = store.release_lease(&l.lease).await
             {
                 tracing::warn!(error = %e, "could not release the scheduling lease");
             }
-            metrics.leader.store(false, Ordering::Relaxed);
             // A backend may wait for its own threads when dropped (Slurm's finishes its round
             // of Slurm commands first): not on a thread that runs other tasks.
             if let Err(e) = tokio::task::spawn_blocking(move || drop(backend)).await {
@@ -194,8 +195,11 @@ pub async fn run(
         if let Err(e) = result {
             tracing::warn!(error = %e, "stepping down as scheduling leader");
             leading = None;
-            backend.reset();
+            // Agents are no longer answered before the backend forgets the desired state: they
+            // would be handed an empty set and stop everything.
             metrics.leader.store(false, Ordering::Relaxed);
+            metrics.lease_expires_ms.store(0, Ordering::Relaxed);
+            backend.reset();
             metrics.jobs_held.store(0, Ordering::Relaxed);
         }
     }
