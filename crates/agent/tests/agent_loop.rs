@@ -704,29 +704,20 @@ impl ControlPlane for HangingControlPlane {
     }
 }
 
-/// A call that hangs holds neither the agent's stop of its orphaned ranks nor the SIGKILL after
-/// their grace for the request timeout: calls give up by the orphan deadline, and the deadline
-/// is checked between syncs too. So the ranks are gone within what the agent reports as its
-/// `orphan_stop_ms` plus their grace, which is how long the server holds a gang cut off whole.
-#[test]
-fn a_hanging_control_plane_does_not_delay_stopping_orphaned_ranks() {
-    let dir = std::env::temp_dir().join(format!("sy-agent-hang-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let cp = HangingControlPlane {
-        inner: MemoryControlPlane::new(),
-        hang: Arc::new(AtomicBool::new(false)),
-        give_up_by: Arc::new(Mutex::new(None)),
-    };
-    let config = AgentConfig {
-        orphan_after: Duration::from_secs(1),
-        ..AgentConfig::default()
-    };
-    let orphan_stop_after = config.orphan_stop_after();
+/// An agent over a [`HangingControlPlane`] (answering for now) running one gang rank that
+/// ignores SIGTERM (only the SIGKILL after `grace_ms` ends it), in `dir`: the agent, its node
+/// id, and the rank's pid.
+fn an_agent_with_a_rank_that_ignores_sigterm(
+    cp: &HangingControlPlane,
+    config: AgentConfig,
+    dir: &std::path::Path,
+    grace_ms: u64,
+) -> (Agent<HangingControlPlane>, String, i32) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("a temporary directory");
     let mut agent = Agent::new(cp.clone(), discover(&DiscoverOptions::default()), config);
     agent.sync().expect("register");
     let node_id = agent.node_id().expect("registered").to_string();
-    // The rank ignores SIGTERM: only the SIGKILL after its grace ends it.
     let mut rank = sh(
         "rank",
         &format!(
@@ -735,8 +726,8 @@ fn a_hanging_control_plane_does_not_delay_stopping_orphaned_ranks() {
         ),
         RestartPolicy::Never,
     );
-    rank.stop_grace_ms = 500;
-    cp.inner.set_desired(&node_id, vec![rank.clone()]);
+    rank.stop_grace_ms = grace_ms;
+    cp.inner.set_desired(&node_id, vec![rank]);
     let pid_file = dir.join("pid");
     let deadline = Instant::now() + TIMEOUT;
     while !pid_file.exists() {
@@ -744,40 +735,79 @@ fn a_hanging_control_plane_does_not_delay_stopping_orphaned_ranks() {
         agent.sync().expect("sync");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pid: i32 = std::fs::read_to_string(&pid_file)
+    let pid = std::fs::read_to_string(&pid_file)
         .expect("the rank's pid")
         .trim()
         .parse()
         .expect("a pid");
-    let stop = Arc::new(AtomicBool::new(false));
-    // A heartbeat got through just now; from here on every call hangs.
-    agent.sync().expect("a last heartbeat");
-    let cut = Instant::now();
+    (agent, node_id, pid)
+}
+
+/// Makes every call of `cp` hang from now on, runs `agent` in the background, waits for `pid`
+/// to be gone and returns how long that took; then lets the network recover, after
+/// `while_hanging` (given the control plane) has looked at it, and stops the agent.
+fn hang_and_wait_for_the_end_of(
+    cp: &HangingControlPlane,
+    mut agent: Agent<HangingControlPlane>,
+    pid: i32,
+    while_hanging: impl FnOnce(&HangingControlPlane),
+) -> Duration {
+    let since = Instant::now();
     cp.hang.store(true, Ordering::Relaxed);
+    let stop = Arc::new(AtomicBool::new(false));
     let running = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             agent.run(&stop).expect("the agent runs on");
         })
     };
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && cut.elapsed() < TIMEOUT {
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && since.elapsed() < TIMEOUT {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let gone_after = cut.elapsed();
-    // Once the ranks are gone (or sent their SIGKILL), calls get their full time again: a slow
-    // control plane is not out of reach for good.
-    let released = Instant::now() + Duration::from_secs(10);
-    while cp.give_up_by.lock().expect("lock").is_some() {
-        assert!(
-            Instant::now() < released,
-            "calls are still cut short after the orphaned rank is gone"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let gone_after = since.elapsed();
+    while_hanging(cp);
     cp.hang.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     running.join().expect("the agent's thread");
-    let bound = orphan_stop_after + Duration::from_millis(rank.stop_grace_ms);
+    gone_after
+}
+
+fn hanging_control_plane() -> HangingControlPlane {
+    HangingControlPlane {
+        inner: MemoryControlPlane::new(),
+        hang: Arc::new(AtomicBool::new(false)),
+        give_up_by: Arc::new(Mutex::new(None)),
+    }
+}
+
+/// A call that hangs holds neither the agent's stop of its orphaned ranks nor the SIGKILL after
+/// their grace for the request timeout: calls give up by the orphan deadline, and the deadline
+/// is checked between syncs too. So the ranks are gone within what the agent reports as its
+/// `orphan_stop_ms` plus their grace, which is how long the server holds a gang cut off whole.
+#[test]
+fn a_hanging_control_plane_does_not_delay_stopping_orphaned_ranks() {
+    let dir = std::env::temp_dir().join(format!("sy-agent-hang-{}", std::process::id()));
+    let cp = hanging_control_plane();
+    let config = AgentConfig {
+        orphan_after: Duration::from_secs(1),
+        ..AgentConfig::default()
+    };
+    let bound = config.orphan_stop_after() + Duration::from_millis(500);
+    let (mut agent, _, pid) = an_agent_with_a_rank_that_ignores_sigterm(&cp, config, &dir, 500);
+    // A heartbeat gets through just now; from here on every call hangs.
+    agent.sync().expect("a last heartbeat");
+    let gone_after = hang_and_wait_for_the_end_of(&cp, agent, pid, |cp| {
+        // Once the ranks are gone (or sent their SIGKILL), calls get their full time again: a
+        // slow control plane is not out of reach for good.
+        let released = Instant::now() + Duration::from_secs(10);
+        while cp.give_up_by.lock().expect("lock").is_some() {
+            assert!(
+                Instant::now() < released,
+                "calls are still cut short after the orphaned rank is gone"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
     assert!(
         gone_after <= bound + Duration::from_secs(2),
         "the orphaned rank was killed {gone_after:?} after the cut, not within {bound:?}"
@@ -790,64 +820,19 @@ fn a_hanging_control_plane_does_not_delay_stopping_orphaned_ranks() {
 #[test]
 fn a_hanging_control_plane_does_not_delay_a_sigkill() {
     let dir = std::env::temp_dir().join(format!("sy-agent-hang-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let cp = HangingControlPlane {
-        inner: MemoryControlPlane::new(),
-        hang: Arc::new(AtomicBool::new(false)),
-        give_up_by: Arc::new(Mutex::new(None)),
-    };
-    let mut agent = Agent::new(
-        cp.clone(),
-        discover(&DiscoverOptions::default()),
+    let cp = hanging_control_plane();
+    let grace = Duration::from_secs(1);
+    let (mut agent, node_id, pid) = an_agent_with_a_rank_that_ignores_sigterm(
+        &cp,
         AgentConfig::default(),
+        &dir,
+        grace.as_millis() as u64,
     );
-    agent.sync().expect("register");
-    let node_id = agent.node_id().expect("registered").to_string();
-    // The rank ignores SIGTERM: only the SIGKILL after its grace ends it.
-    let mut rank = sh(
-        "rank",
-        &format!(
-            "trap '' TERM; echo $$ > {}/pid; while :; do sleep 0.05; done",
-            dir.display()
-        ),
-        RestartPolicy::Never,
-    );
-    rank.stop_grace_ms = 1000;
-    cp.inner.set_desired(&node_id, vec![rank.clone()]);
-    let pid_file = dir.join("pid");
-    let deadline = Instant::now() + TIMEOUT;
-    while !pid_file.exists() {
-        assert!(Instant::now() < deadline, "the rank did not start");
-        agent.sync().expect("sync");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("the rank's pid")
-        .trim()
-        .parse()
-        .expect("a pid");
     // No longer wanted: this sync stops it (SIGTERM); then every call hangs.
     cp.inner.set_desired(&node_id, Vec::new());
     agent.sync().expect("the stop");
-    let stopped = Instant::now();
-    cp.hang.store(true, Ordering::Relaxed);
-    let stop = Arc::new(AtomicBool::new(false));
-    let running = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            agent.run(&stop).expect("the agent runs on");
-        })
-    };
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && stopped.elapsed() < TIMEOUT {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let gone_after = stopped.elapsed();
-    cp.hang.store(false, Ordering::Relaxed);
-    stop.store(true, Ordering::Relaxed);
-    running.join().expect("the agent's thread");
-    let bound =
-        Duration::from_millis(rank.stop_grace_ms) + MIN_REQUEST_TIME + Duration::from_secs(2);
+    let gone_after = hang_and_wait_for_the_end_of(&cp, agent, pid, |_| {});
+    let bound = grace + MIN_REQUEST_TIME + Duration::from_secs(2);
     assert!(
         gone_after <= bound,
         "the rank was killed {gone_after:?} after its stop, not within {bound:?}"
