@@ -100,8 +100,8 @@ fn a_run_survives_a_restart_of_the_server() {
 }
 
 /// A restarted server that has not heard from the node a gang last ran on (its agent is cut
-/// off: stopped here, its rank running on) places the gang again but holds it until that node
-/// is heard from, when its agent stops the old rank; the two attempts never run at once, and the
+/// off: stopped here, its rank running on) places the gang again but holds it until that node's
+/// agent is back and reports the old rank stopped; the two attempts never run at once, and the
 /// run finishes with the same final model.
 #[test]
 fn a_restarted_server_holds_a_gang_until_it_hears_from_its_last_node() {
@@ -112,7 +112,7 @@ fn a_restarted_server_holds_a_gang_until_it_hears_from_its_last_node() {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut s = AgentServer::start(&dir, &fleet, &listen);
     let agents: Vec<AgentProcess> = s.start_local_agents(&dir, 3);
-    // Slow enough that the first attempt is still running when its agent is heard from again.
+    // Slow enough that the first attempt is still running when its agent comes back.
     let job = s.submit_training(2, 200, 3);
     wait_for(120, "the run to pass step 20", || {
         (s.step(&job) >= 2 * CHECKPOINT_EVERY).then_some(())
@@ -156,7 +156,8 @@ fn a_restarted_server_holds_a_gang_until_it_hears_from_its_last_node() {
         .expect("clock")
         .as_millis() as i64;
     kill(pid, Signal::SIGCONT).expect("continue the agent");
-    // Handed out as soon as the node is heard from, not at the hold's end (minutes away).
+    // Handed out as soon as the node reports its rank stopped, not at the hold's end (minutes
+    // away).
     wait_for(
         20,
         "the run to start once its old node is heard from",

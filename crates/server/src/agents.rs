@@ -1166,7 +1166,7 @@ impl Hub {
     }
 
     /// The fence of a gang whose last attempt ran on `before` (as the store says) for a new
-    /// leader, until one of those nodes is heard from in its term: from the term's start, when
+    /// leader, until one of those nodes reports in its term: from the term's start, when
     /// an earlier leader (another replica, or this process before it lost the lease, which
     /// another replica may have held since) may have answered them a while longer
     /// ([`EARLIER_LEADER_ANSWERS_MS`]), with the agent's orphan deadline (assumed for an agent
@@ -2902,8 +2902,9 @@ mod tests {
     /// A launch handed to agents records where its ranks run (stored, for a new leader).
     /// A new leader that has heard from none of the nodes a gang last ran on holds its next
     /// attempt back until their agents must have stopped its ranks, or until one of those nodes
-    /// is heard from (its agent then stops its rank, and the others cannot get past their next
-    /// collective). Also a later launch of the term carrying the same nodes stays held.
+    /// reports none of them running (its agent stopped its rank, and the others cannot get past
+    /// their next collective). Also a later launch of the term carrying the same nodes stays
+    /// held.
     #[test]
     fn a_new_leader_holds_a_gang_until_it_hears_from_a_node_of_its_last_attempt() {
         fn relaunch(job: &str, generation: u32, slot: u32, before: &[&str]) -> Command {
@@ -2973,7 +2974,7 @@ mod tests {
                 .any(|o| matches!(o, Observed::Held { job, generation: 2, .. } if job == "j")),
             "a later launch of the term is held too"
         );
-        // a is heard from: the gang starts.
+        // a reports nothing of j running there: the gang starts.
         let _a = join(&h, "a", 0, t0 + 200);
         h.heartbeat(&c, t0 + 200).expect("c lives");
         h.status(
@@ -3034,8 +3035,8 @@ mod tests {
             );
         }
 
-        // A process that leads again: a node it knows is in touch only once heard from in the
-        // new term (another replica may have led in between, or the node may be cut off).
+        // A process that leads again: a node it knows counts only once it reports in the new
+        // term (another replica may have led in between, or the node may be cut off).
         let h = hub();
         let mut b = AgentBackend::new(h.clone());
         let t1 = now_ms();
@@ -3063,14 +3064,14 @@ mod tests {
             b.poll(term + 1)
                 .iter()
                 .any(|o| matches!(o, Observed::Began { job, .. } if job == "n")),
-            "handed out once c is heard from"
+            "handed out once c reports"
         );
     }
 
     /// Nodes cut off at the same moment are declared lost one poll apart (they heartbeat at
     /// different moments): the restart after the first loss, placed on the other node still
     /// counted ready, is held too, and so is the one after the second loss, until a node of
-    /// the first attempt is heard from or their agents must have stopped its ranks.
+    /// the first attempt reports its rank stopped or their agents must have stopped its ranks.
     #[test]
     fn a_gang_cut_off_whole_but_lost_one_node_at_a_time_is_held() {
         let h = hub();
@@ -3138,7 +3139,7 @@ mod tests {
                 .assignments
                 .is_empty()
         );
-        // a is heard from again: its agent is handed a desired set without attempt 1.
+        // a is back: its agent is handed a desired set without attempt 1, and stops it.
         h.heartbeat(&a, t + 2).expect("a is back");
         assert!(
             !b.poll(t + 2)
