@@ -301,6 +301,8 @@ pub struct JobView<'a> {
     pub restarts: u32,
     /// Its starts so far: the generation of its current or last run.
     pub generation: u32,
+    /// When its current run is predicted to end (a held run's: as if it began at the last pass).
+    pub end_s: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -470,6 +472,9 @@ pub struct Scheduler {
     /// Gangs that were running under an earlier scheduler ([`Scheduler::recovered`]): the next
     /// pass tries them before anything else, services included.
     recovered: Vec<JobIdx>,
+    /// Jobs whose run was [`Scheduler::held`] (some may have begun or ended since): each pass
+    /// moves a held run's predicted end to "as if it began now".
+    held_runs: BTreeSet<JobIdx>,
     /// Slots of ended jobs given back with [`Self::release`], for the next submissions.
     free_slots: Vec<JobIdx>,
     /// Submissions so far.
@@ -569,6 +574,7 @@ impl Scheduler {
             reserved_last_pass: false,
             fresh: Vec::new(),
             recovered: Vec::new(),
+            held_runs: BTreeSet::new(),
             free_slots: Vec::new(),
             submitted: 0,
         };
@@ -630,6 +636,7 @@ impl Scheduler {
             cluster: j.run.as_ref().map(|r| r.cluster).or(j.last_cluster),
             restarts: j.restarts,
             generation: j.generation,
+            end_s: j.run.as_ref().map(|r| r.end_s),
         }
     }
 
@@ -1494,7 +1501,30 @@ impl Scheduler {
         run.held = true;
         self.progress_from(job, order, &mut run, now);
         self.jobs[job as usize].run = Some(run);
+        self.held_runs.insert(job);
         true
+    }
+
+    /// Moves every held run's predicted end to "as if it began at `now`": while it waits, its
+    /// end keeps moving, and reservations and backfill must not count on accelerators freeing
+    /// up at an end long past.
+    fn refresh_held(&mut self, now: f64) {
+        for job in std::mem::take(&mut self.held_runs) {
+            let j = &self.jobs[job as usize];
+            let Some(mut run) = j
+                .run
+                .clone()
+                .filter(|r| r.held && j.state == JobState::Running)
+            else {
+                continue;
+            };
+            if run.progress_from < now + run.setup_s {
+                let order = j.order;
+                self.progress_from(job, order, &mut run, now);
+                self.jobs[job as usize].run = Some(run);
+            }
+            self.held_runs.insert(job);
+        }
     }
 
     /// Lets `run` of `job` make progress from `now` plus its setup, moving its predicted end
@@ -1918,6 +1948,7 @@ impl Scheduler {
 
     /// One scheduling pass at `now`: places what the policy allows, appending decisions.
     pub fn schedule(&mut self, now: f64, out: &mut Vec<Decision>) {
+        self.refresh_held(now);
         for j in std::mem::take(&mut self.recovered) {
             if self.jobs[j as usize].state == JobState::Pending
                 && self.jobs[j as usize].key.is_some()

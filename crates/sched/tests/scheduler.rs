@@ -866,7 +866,19 @@ fn a_held_run_progresses_only_once_its_work_begins() {
     assert!(s.held(j, 1, 10.0, false));
     assert!(s.held(j, 1, 20.0, false), "told again: still held");
     assert_eq!(s.kept_fraction(j, 390.0), 0.0, "no progress while held");
+    assert_eq!(
+        s.job(j).end_s,
+        Some(1020.0),
+        "as if it began when last told"
+    );
     pass(&mut s, 390.0);
+    assert_eq!(
+        s.job(j).end_s,
+        Some(1390.0),
+        "each pass moves a held run's predicted end: reservations must not count on an end \
+         long past"
+    );
+    s.check_invariants().expect("invariants");
     let end = s.began(j, 1, 400.0).expect("it was held");
     assert!((end - 1400.0).abs() < 1e-9, "{end}");
     assert_eq!(s.began(j, 1, 500.0), None, "began once");
