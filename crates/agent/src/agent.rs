@@ -125,6 +125,8 @@ pub struct Agent<C: ControlPlane> {
     push_failures: u32,
     /// Whether the last pass's heartbeat got through.
     heartbeat_ok: bool,
+    /// Whether the control plane ever registered this agent.
+    registered_once: bool,
     /// When the gang ranks are orphans unless a heartbeat gets through first: `orphan_after`
     /// after the last heartbeat that got through was sent. Before this agent has one, that of
     /// the previous agent on its state directory counts (its ranks are adopted, and the server
@@ -175,6 +177,7 @@ impl<C: ControlPlane> Agent<C> {
             refused_logs: 0,
             push_failures: 0,
             heartbeat_ok: false,
+            registered_once: false,
         }
     }
 
@@ -239,6 +242,7 @@ impl<C: ControlPlane> Agent<C> {
             self.config.sync_interval = Duration::from_millis(reg.heartbeat_interval_ms);
         }
         self.node_id = Some(reg.node_id.clone());
+        self.registered_once = true;
         Ok(reg.node_id)
     }
 
@@ -483,15 +487,7 @@ impl<C: ControlPlane> Agent<C> {
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         tracing::warn!("sync failed ({failures} in a row): {e}");
-                        if self.heartbeat_ok || self.node_id.is_some() {
-                            // Registered: keep the heartbeat's pace, or a short outage (or an
-                            // error elsewhere in the pass) becomes a node declared lost while
-                            // this agent backs off.
-                            self.config.sync_interval
-                        } else {
-                            (self.config.sync_interval * failures.min(5))
-                                .min(Duration::from_secs(10))
-                        }
+                        self.retry_after(failures)
                     }
                 };
                 // From the pass's start: a slow pass does not stretch the heartbeat period.
@@ -522,6 +518,20 @@ impl<C: ControlPlane> Agent<C> {
         Ok(())
     }
 
+    /// How long after the `failures`-th failed sync in a row the next one starts. An agent that
+    /// has been registered keeps the heartbeat's pace: a short outage (or an error elsewhere in
+    /// the pass) must not become a node declared lost while it backs off, and one the control
+    /// plane forgot (a restarted server) registers again at once, which is what a new leader
+    /// waits for before it starts the gangs that ran there. Before its first registration it
+    /// backs off, up to 10 s.
+    fn retry_after(&self, failures: u32) -> Duration {
+        if self.heartbeat_ok || self.node_id.is_some() || self.registered_once {
+            self.config.sync_interval
+        } else {
+            (self.config.sync_interval * failures.min(5)).min(Duration::from_secs(10))
+        }
+    }
+
     fn sync_statuses_only(&mut self) -> Result<(), ControlPlaneError> {
         // Everything is stopped; the agent waits this long for the server, not a timeout.
         self.control
@@ -532,5 +542,48 @@ impl<C: ControlPlane> Agent<C> {
         self.control.report_status(&node_id, &statuses)?;
         self.push_logs(&node_id, Instant::now() + SHUTDOWN_OUTPUT_WAIT)
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::MemoryControlPlane;
+    use crate::hardware::{DiscoverOptions, discover};
+
+    /// An agent the control plane forgot (a restarted server answers `unknown_node`) registers
+    /// again at the heartbeat's pace, however many calls failed while the server was away; one
+    /// never registered backs off.
+    #[test]
+    fn a_forgotten_agent_registers_again_without_backing_off() {
+        let cp = MemoryControlPlane::new();
+        let mut agent = Agent::new(
+            cp.clone(),
+            discover(&DiscoverOptions::default()),
+            AgentConfig::default(),
+        );
+        let interval = agent.config.sync_interval;
+        assert_eq!(
+            agent.retry_after(4),
+            interval * 4,
+            "never registered: backs off"
+        );
+        agent.sync().expect("register");
+        let interval = agent.config.sync_interval;
+        cp.state().down = true;
+        assert!(agent.sync().is_err());
+        assert_eq!(agent.retry_after(3), interval, "the server is away");
+        cp.state().down = false;
+        cp.state().nodes.clear();
+        assert!(matches!(
+            agent.sync(),
+            Err(ControlPlaneError::UnknownNode(_))
+        ));
+        assert_eq!(agent.node_id(), None);
+        assert_eq!(
+            agent.retry_after(4),
+            interval,
+            "forgotten: registers again at once"
+        );
     }
 }

@@ -276,6 +276,11 @@ const CUT_OFF: &str = "its last attempt's nodes were cut off, and their agents m
     ranks (writing its checkpoint directory) until they stop orphaned ranks (--orphan-after) and \
     the ranks' stop grace has passed; it starts as soon as one of them reports its rank stopped";
 
+/// [`Fence::why`] of a gang taken away while its nodes are in touch.
+const STOPPING: &str = "its last attempt's ranks are being stopped, and may write its \
+    checkpoint directory in their stop grace; it starts as soon as their nodes report them \
+    stopped";
+
 /// [`Fence::why`] of a gang a new leader took over.
 const NEW_LEADER: &str = "a new scheduling leader took over and has not heard from any node of \
     its last attempt yet, whose agents may run its ranks (writing its checkpoint directory) \
@@ -1015,7 +1020,8 @@ impl Hub {
                             now_ms,
                             false,
                             format!(
-                                "attempt {}: {} was stopped by its agent (the agent shut down)",
+                                "attempt {}: {} was stopped by its agent (the agent shut down, or \
+                                 stopped the ranks it ran while cut off)",
                                 run.attempt, st.assignment_id
                             ),
                         ));
@@ -1084,7 +1090,7 @@ impl Hub {
     /// Forgets a run and gives its accelerators back.
     fn remove_run(&mut self, id: u64) -> Option<Run> {
         let run = self.runs.remove(&id)?;
-        self.fence_if_cut_off(&run, self.last_poll_ms.unwrap_or_else(now_ms));
+        self.fence_if_running(&run, self.last_poll_ms.unwrap_or_else(now_ms));
         for (node, list) in &run.by_node {
             if let Some(ids) = self.on_node.get_mut(node) {
                 ids.remove(&id);
@@ -1124,17 +1130,35 @@ impl Hub {
             .saturating_add(margin)
     }
 
-    /// The fence `run` leaves when it is taken away (at `now_ms`) while a node of it is lost:
-    /// its ranks there, and on any other node of it cut off at the same moment but not declared
-    /// lost yet (nodes heartbeat at different moments), go on until their agents' orphan
-    /// deadlines.
-    /// `None` when no node of it is lost (their agents are handed a desired set without its
-    /// ranks, and stop them), or for runs that are not gangs.
-    fn cut_off_fence(&self, run: &Run, now_ms: i64) -> Option<Fence> {
+    /// The fence `run` leaves when it is taken away (at `now_ms`: restarted, preempted,
+    /// cancelled) while ranks of it may still run: its agents stop them only at their next sync,
+    /// and a rank gets its stop grace (in which it may save a checkpoint); on a node cut off
+    /// (lost, or not declared lost yet: nodes heartbeat at different moments) they go on until
+    /// the agent's orphan deadline. `None` when every rank of it is known to have ended, or for
+    /// runs that are not gangs.
+    fn fence_of(&self, run: &Run, now_ms: i64) -> Option<Fence> {
         // (A run held back was never handed out: nothing of it runs anywhere.)
         if !matches!(run.kind, RunKind::Gang { .. })
             || run.by_node.is_empty()
             || run.not_before_ms.is_some()
+        {
+            return None;
+        }
+        let ended = |node: &str, id: &str| {
+            self.nodes.get(node).is_some_and(|n| {
+                n.statuses.iter().any(|st| {
+                    st.assignment_id == id
+                        && matches!(
+                            st.state,
+                            ProcessState::Exited(_) | ProcessState::FailedToStart { .. }
+                        )
+                })
+            })
+        };
+        if run
+            .by_node
+            .iter()
+            .all(|(node, assignments)| assignments.iter().all(|a| ended(node, &a.id)))
         {
             return None;
         }
@@ -1158,10 +1182,10 @@ impl Hub {
                 }
             });
         }
-        lost.then(|| Fence {
+        Some(Fence {
             nodes: run.by_node.keys().map(|id| self.fence_node(id)).collect(),
             until_ms: until,
-            why: CUT_OFF,
+            why: if lost { CUT_OFF } else { STOPPING },
         })
     }
 
@@ -1211,28 +1235,36 @@ impl Hub {
         }
     }
 
-    /// Whether `job`'s `fence` no longer holds anything back at `now_ms`.
+    /// Whether `job`'s `fence` no longer holds anything back at `now_ms`: its end has come, or
+    /// a node of it has reported, since it went up, that no rank of the job runs there, and so
+    /// has every node of it still in touch (known here and not lost). The ranks on a node out
+    /// of touch cannot get past their next collective without the others.
     fn lifted(&self, job: &str, fence: &Fence, now_ms: i64) -> bool {
         let prefix = format!("{job}/");
-        now_ms >= fence.until_ms
-            || fence.nodes.iter().any(|f| {
-                self.nodes.get(&f.id).is_some_and(|n| {
-                    n.status_reports > f.reports
-                        && (f.boot.is_none() || n.boot_id == f.boot)
-                        && !n.statuses.iter().any(|st| {
-                            st.assignment_id.starts_with(&prefix)
-                                && matches!(
-                                    st.state,
-                                    ProcessState::Running { .. } | ProcessState::Stopping { .. }
-                                )
-                        })
-                })
+        let clean = |f: &FenceNode| {
+            self.nodes.get(&f.id).is_some_and(|n| {
+                n.status_reports > f.reports
+                    && (f.boot.is_none() || n.boot_id == f.boot)
+                    && !n.statuses.iter().any(|st| {
+                        st.assignment_id.starts_with(&prefix)
+                            && matches!(
+                                st.state,
+                                ProcessState::Running { .. } | ProcessState::Stopping { .. }
+                            )
+                    })
             })
+        };
+        now_ms >= fence.until_ms
+            || (fence.nodes.iter().any(clean)
+                && fence
+                    .nodes
+                    .iter()
+                    .all(|f| self.nodes.get(&f.id).is_none_or(|n| n.lost) || clean(f)))
     }
 
-    /// Keeps the fence `run` leaves, if any ([`Hub::cut_off_fence`]).
-    fn fence_if_cut_off(&mut self, run: &Run, now_ms: i64) {
-        if let Some(fence) = self.cut_off_fence(run, now_ms) {
+    /// Keeps the fence `run` leaves, if any ([`Hub::fence_of`]).
+    fn fence_if_running(&mut self, run: &Run, now_ms: i64) {
+        if let Some(fence) = self.fence_of(run, now_ms) {
             self.fences.entry(run.job.clone()).or_default().push(fence);
         }
     }
@@ -1831,7 +1863,7 @@ impl Backend for AgentBackend {
         // What runs on nodes cut off goes on through a change of term: fence it.
         for run in std::mem::take(&mut hub.runs).into_values() {
             let now = hub.last_poll_ms.unwrap_or_else(now_ms);
-            hub.fence_if_cut_off(&run, now);
+            hub.fence_if_running(&run, now);
         }
         for n in hub.nodes.values_mut() {
             n.term_reports = n.status_reports;
@@ -2884,18 +2916,53 @@ mod tests {
         let got = h.assignments(&c, until).expect("assignments").assignments;
         assert_eq!(got.len(), 2, "{got:?}");
 
-        // Cut off in part: c stops its ranks itself, so the next attempt starts at once.
+        // On a node in touch: held only until its agent reports the old ranks stopped (their
+        // stop grace, in which they may save a checkpoint), not for the orphan bound.
         b.act(vec![launch("k", 1, 1, &[(2, 2)])]);
         let _ = b.poll(until);
+        let old = ids(&h, &c);
+        let running = |ids: &[String]| StatusReport {
+            processes: ids
+                .iter()
+                .map(|id| ProcessStatus {
+                    assignment_id: id.clone(),
+                    state: ProcessState::Running { pid: 7 },
+                    restarts: 0,
+                })
+                .collect(),
+        };
+        h.status(&c, running(&old), until).expect("status");
         b.act(vec![
             Command::Stop { job: "k".into() },
             launch("k", 2, 2, &[(2, 2)]),
         ]);
+        let held = b.poll(until);
         assert!(
-            !b.poll(until)
+            held.iter()
+                .any(|o| matches!(o, Observed::Held { job, why, .. }
+                if job == "k" && why.contains("being stopped"))),
+            "{held:?}"
+        );
+        h.status(&c, running(&old), until + 1)
+            .expect("still stopping");
+        assert!(
+            !b.poll(until + 1)
                 .iter()
-                .any(|o| matches!(o, Observed::Held { .. })),
-            "a gang on a node in touch is not held"
+                .any(|o| matches!(o, Observed::Began { .. }))
+        );
+        h.status(
+            &c,
+            StatusReport {
+                processes: old.iter().map(|id| exited(id, 143)).collect(),
+            },
+            until + 2,
+        )
+        .expect("stopped");
+        assert!(
+            b.poll(until + 2)
+                .iter()
+                .any(|o| matches!(o, Observed::Began { job, .. } if job == "k")),
+            "handed out once the old ranks are reported stopped"
         );
     }
 
@@ -3160,6 +3227,66 @@ mod tests {
             seen.iter()
                 .any(|o| matches!(o, Observed::Began { job, generation: 3 } if job == "j")),
             "{seen:?}"
+        );
+    }
+
+    /// A gang restarted after a rank failed (its nodes all in touch) waits until every node
+    /// reports its old ranks stopped: a rank in its stop grace may still write the checkpoint
+    /// directory the next attempt reads.
+    #[test]
+    fn a_restart_waits_for_every_node_in_touch_to_report_its_old_ranks_stopped() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        let bb = join(&h, "bb", 1, 0);
+        let c = join(&h, "c", 2, 0);
+        let _ = b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
+        let _ = b.poll(0);
+        let (on_a, on_bb) = (ids(&h, &a), ids(&h, &bb));
+        let report = |node: &str, ids: &[String], code: Option<i32>, t: i64| {
+            let processes = ids
+                .iter()
+                .map(|id| match code {
+                    Some(code) => exited(id, code),
+                    None => ProcessStatus {
+                        assignment_id: id.clone(),
+                        state: ProcessState::Stopping { pid: 9 },
+                        restarts: 0,
+                    },
+                })
+                .collect();
+            h.status(node, StatusReport { processes }, t)
+                .expect("status");
+        };
+        // Rank 0 fails; bb's ranks are still going.
+        report(&a, &on_a[..1], Some(1), 10);
+        report(&bb, &on_bb, None, 10);
+        b.act(vec![
+            Command::Stop { job: "j".into() },
+            launch("j", 2, 2, &[(2, 2)]),
+        ]);
+        let held = b.poll(20);
+        assert!(
+            held.iter()
+                .any(|o| matches!(o, Observed::Held { job, generation: 2, .. } if job == "j")),
+            "{held:?}"
+        );
+        h.heartbeat(&c, 30).expect("c lives");
+        report(&a, &on_a, Some(143), 30);
+        assert!(
+            !b.poll(30)
+                .iter()
+                .any(|o| matches!(o, Observed::Began { .. })),
+            "bb's old ranks are still stopping"
+        );
+        report(&bb, &on_bb, Some(143), 40);
+        h.heartbeat(&c, 40).expect("c lives");
+        assert!(
+            b.poll(40)
+                .iter()
+                .any(|o| matches!(o, Observed::Began { job, generation: 2 } if job == "j")),
+            "every node in touch reported its old ranks stopped"
         );
     }
 
