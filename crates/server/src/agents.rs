@@ -246,10 +246,9 @@ struct Run {
 /// write one checkpoint directory.
 #[derive(Debug, Clone)]
 struct Fence {
-    /// The earlier attempt's nodes. Lifted once one of them reports, after the fence went
-    /// up, that none of the job's ranks runs there any more: its agent was handed a desired
-    /// set without them and stopped them, and the others cannot get past their next collective
-    /// without theirs.
+    /// The earlier attempt's nodes. Lifted once they report, after the fence went up, that none
+    /// of the job's ranks runs there any more (their agents were handed a desired set without
+    /// them and stopped them): every one still in touch, and at least one ([`Hub::lifted`]).
     nodes: Vec<FenceNode>,
     /// Or at this, when their agents must have stopped them on their own: each asks its ranks
     /// to stop once its orphan deadline has passed since its last answered heartbeat, the
@@ -274,7 +273,8 @@ struct FenceNode {
 /// [`Fence::why`] of the ranks of a gang whose nodes were cut off.
 const CUT_OFF: &str = "its last attempt's nodes were cut off, and their agents may run its \
     ranks (writing its checkpoint directory) until they stop orphaned ranks (--orphan-after) and \
-    the ranks' stop grace has passed; it starts as soon as one of them reports its rank stopped";
+    the ranks' stop grace has passed; it starts as soon as its nodes in touch report its ranks \
+    stopped";
 
 /// [`Fence::why`] of a gang taken away while its nodes are in touch.
 const STOPPING: &str = "its last attempt's ranks are being stopped, and may write its \
@@ -284,7 +284,7 @@ const STOPPING: &str = "its last attempt's ranks are being stopped, and may writ
 /// [`Fence::why`] of a gang a new leader took over.
 const NEW_LEADER: &str = "a new scheduling leader took over and has not heard from any node of \
     its last attempt yet, whose agents may run its ranks (writing its checkpoint directory) \
-    until they stop orphaned ranks; it starts as soon as one of them reports its rank stopped";
+    until they stop orphaned ranks; it starts as soon as those in touch report its ranks stopped";
 
 impl Run {
     fn new(job: String, kind: RunKind, attempt: u32, world_size: u32) -> Self {
@@ -333,8 +333,9 @@ struct Hub {
     last_poll_ms: Option<i64>,
     /// After a stall of the leader, no node is declared lost before this.
     no_loss_before_ms: i64,
-    /// Jobs whose earlier gangs may still run on nodes cut off or not heard from: their next
-    /// gang waits until every fence is lifted (kept through a reset).
+    /// Jobs whose earlier gangs' ranks may still run (being stopped, or on nodes cut off or
+    /// not heard from): their next gang waits until every fence is lifted (kept through a
+    /// reset).
     fences: HashMap<String, Vec<Fence>>,
     /// The same settings as [`AgentHub::settings`], for what is decided under the lock.
     settings: Arc<AgentSettings>,
@@ -1237,8 +1238,8 @@ impl Hub {
 
     /// Whether `job`'s `fence` no longer holds anything back at `now_ms`: its end has come, or
     /// a node of it has reported, since it went up, that no rank of the job runs there, and so
-    /// has every node of it still in touch (known here and not lost). The ranks on a node out
-    /// of touch cannot get past their next collective without the others.
+    /// has every node of it still in touch (known here, not lost, the same boot). The ranks on
+    /// a node out of touch cannot get past their next collective without the others.
     fn lifted(&self, job: &str, fence: &Fence, now_ms: i64) -> bool {
         let prefix = format!("{job}/");
         let clean = |f: &FenceNode| {
@@ -1254,12 +1255,15 @@ impl Hub {
                     })
             })
         };
+        // Out of touch: lost, unknown here, or another boot (the ranks died with the reboot,
+        // or the machine that ran them was lost before another took its name).
+        let away = |f: &FenceNode| {
+            self.nodes
+                .get(&f.id)
+                .is_none_or(|n| n.lost || (f.boot.is_some() && n.boot_id != f.boot))
+        };
         now_ms >= fence.until_ms
-            || (fence.nodes.iter().any(clean)
-                && fence
-                    .nodes
-                    .iter()
-                    .all(|f| self.nodes.get(&f.id).is_none_or(|n| n.lost) || clean(f)))
+            || (fence.nodes.iter().any(clean) && fence.nodes.iter().all(|f| away(f) || clean(f)))
     }
 
     /// Keeps the fence `run` leaves, if any ([`Hub::fence_of`]).
@@ -1482,7 +1486,7 @@ impl AgentBackend {
                     hub.fences.entry(run.job.clone()).or_default().push(fence);
                 }
                 if let Some((until, why)) = hub.holding(&run.job, now) {
-                    // An earlier attempt may still run where it was cut off: this one waits.
+                    // An earlier attempt's ranks may still run: this one waits.
                     run.not_before_ms = Some(until);
                     run.fenced = true;
                     hub.observed.push(Observed::Held {
@@ -3287,6 +3291,38 @@ mod tests {
                 .iter()
                 .any(|o| matches!(o, Observed::Began { job, generation: 2 } if job == "j")),
             "every node in touch reported its old ranks stopped"
+        );
+
+        // A node that comes back from a reboot (another boot) ran nothing of the old attempt
+        // since: it is not waited for.
+        b.act(vec![launch("k", 1, 1, &[(0, 2), (1, 2)])]);
+        let _ = b.poll(50);
+        report(&bb, &ids(&h, &bb), None, 50);
+        report(&a, &ids(&h, &a), None, 50);
+        b.act(vec![
+            Command::Stop { job: "k".into() },
+            launch("k", 2, 2, &[(2, 2)]),
+        ]);
+        // bb reboots: silent until it is declared lost, then back with another boot.
+        let mut t = 60;
+        while !h.lock().nodes[&bb].lost {
+            t += 50;
+            h.heartbeat(&a, t).expect("a lives");
+            h.heartbeat(&c, t).expect("c lives");
+            let _ = b.poll(t);
+        }
+        let (cluster, _) = h
+            .resolve(&info("bb", 2), Some("another-boot"))
+            .expect("resolves");
+        h.admit(&info("bb", 2), Some("another-boot"), &cluster, &bb, 1, t)
+            .expect("back after a reboot");
+        report(&a, &[], Some(0), t);
+        h.heartbeat(&c, t).expect("c lives");
+        assert!(
+            b.poll(t)
+                .iter()
+                .any(|o| matches!(o, Observed::Began { job, generation: 2 } if job == "k")),
+            "a's report suffices: bb's old ranks died with its reboot"
         );
     }
 
