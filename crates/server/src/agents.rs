@@ -2277,6 +2277,24 @@ mod tests {
         id
     }
 
+    /// `node` reports that nothing runs there.
+    fn runs_nothing(h: &AgentHub, node: &str, now: i64) {
+        h.status(
+            node,
+            StatusReport {
+                processes: Vec::new(),
+            },
+            now,
+        )
+        .expect("a status report");
+    }
+
+    /// Whether `seen` says `job`'s held run began.
+    fn began(seen: &[Observed], job: &str) -> bool {
+        seen.iter()
+            .any(|o| matches!(o, Observed::Began { job: j, .. } if j == job))
+    }
+
     /// What a poll saw, without the [`Observed::RanOn`] every hand-out makes (tested on their
     /// own).
     fn outcomes(seen: Vec<Observed>) -> Vec<Observed> {
@@ -2823,14 +2841,7 @@ mod tests {
             "a heartbeat says nothing of the old ranks"
         );
         // c reports that nothing of attempt 1 runs there any more.
-        h.status(
-            &c,
-            StatusReport {
-                processes: Vec::new(),
-            },
-            450,
-        )
-        .expect("status");
+        runs_nothing(&h, &c, 450);
         let seen = outcomes(b.poll(450));
         assert!(
             matches!(seen.as_slice(), [Observed::Began { job, generation: 2 }] if job == "j"),
@@ -2963,9 +2974,7 @@ mod tests {
         )
         .expect("stopped");
         assert!(
-            b.poll(until + 2)
-                .iter()
-                .any(|o| matches!(o, Observed::Began { job, .. } if job == "k")),
+            began(&b.poll(until + 2), "k"),
             "handed out once the old ranks are reported stopped"
         );
     }
@@ -3006,14 +3015,7 @@ mod tests {
         b.reset();
         let t0 = now_ms();
         let c = join(&h, "c", 2, t0 + 1);
-        h.status(
-            &c,
-            StatusReport {
-                processes: Vec::new(),
-            },
-            t0 + 1,
-        )
-        .expect("c reports");
+        runs_nothing(&h, &c, t0 + 1);
         let _ = b.poll(t0 + 1);
 
         // Its last attempt ran on c, which has reported in this term: no hold.
@@ -3048,21 +3050,14 @@ mod tests {
         // a reports nothing of j running there: the gang starts.
         let _a = join(&h, "a", 0, t0 + 200);
         h.heartbeat(&c, t0 + 200).expect("c lives");
-        h.status(
-            &_a,
-            StatusReport {
-                processes: Vec::new(),
-            },
-            t0 + 200,
-        )
-        .expect("a reports nothing of j runs there");
-        let began: Vec<Observed> = b
+        runs_nothing(&h, &_a, t0 + 200);
+        let lifted: Vec<Observed> = b
             .poll(t0 + 200)
             .into_iter()
             .filter(|o| !matches!(o, Observed::NodeRepaired { .. }))
             .collect();
         assert_eq!(
-            began,
+            lifted,
             [
                 Observed::Began {
                     job: "j".into(),
@@ -3123,20 +3118,8 @@ mod tests {
                 .any(|o| matches!(o, Observed::Held { job, .. } if job == "n")),
             "held until c calls"
         );
-        h.status(
-            &c,
-            StatusReport {
-                processes: Vec::new(),
-            },
-            term + 1,
-        )
-        .expect("c reports nothing of n runs there");
-        assert!(
-            b.poll(term + 1)
-                .iter()
-                .any(|o| matches!(o, Observed::Began { job, .. } if job == "n")),
-            "handed out once c reports"
-        );
+        runs_nothing(&h, &c, term + 1);
+        assert!(began(&b.poll(term + 1), "n"), "handed out once c reports");
     }
 
     /// Nodes cut off at the same moment are declared lost one poll apart (they heartbeat at
@@ -3218,14 +3201,7 @@ mod tests {
                 .any(|o| matches!(o, Observed::Began { .. })),
             "a heartbeat says nothing of the old ranks"
         );
-        h.status(
-            &a,
-            StatusReport {
-                processes: Vec::new(),
-            },
-            t + 3,
-        )
-        .expect("a reports its ranks gone");
+        runs_nothing(&h, &a, t + 3);
         let seen = b.poll(t + 3);
         assert!(
             seen.iter()
