@@ -525,7 +525,7 @@ impl<C: ControlPlane> Agent<C> {
     /// waits for before it starts the gangs that ran there. Before its first registration it
     /// backs off, up to 10 s.
     fn retry_after(&self, failures: u32) -> Duration {
-        if self.heartbeat_ok || self.node_id.is_some() || self.registered_once {
+        if self.registered_once {
             self.config.sync_interval
         } else {
             (self.config.sync_interval * failures.min(5)).min(Duration::from_secs(10))

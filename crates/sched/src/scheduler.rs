@@ -785,11 +785,7 @@ impl Scheduler {
                 format!(
                     "needs {min_size} accelerators but the largest cluster has {}; {} is never split across clusters",
                     self.max_cluster,
-                    if spec.kind == JobKind::Inference {
-                        "a replica"
-                    } else {
-                        "a gang"
-                    }
+                    unsplit(spec.kind)
                 )
             } else if (0..self.clusters.len() as u32)
                 .all(|c| u64::from(min_size) > self.quota_cap(&spec.tenant, c))
@@ -2778,11 +2774,7 @@ impl Scheduler {
                 }
                 Why::NoCapacity { need } => format!(
                     "waiting for {need} free accelerators in one cluster it accepts ({} is never split)",
-                    if job.kind == JobKind::Inference {
-                        "a replica"
-                    } else {
-                        "a gang"
-                    }
+                    unsplit(job.kind)
                 ),
                 Why::Reserved {
                     for_job,
@@ -2977,6 +2969,15 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+}
+
+/// What of a job of `kind` is placed whole on one cluster, in words.
+fn unsplit(kind: JobKind) -> &'static str {
+    if kind == JobKind::Inference {
+        "a replica"
+    } else {
+        "a gang"
     }
 }
 

@@ -235,10 +235,9 @@ struct Run {
     by_node: BTreeMap<String, Vec<Assignment>>,
     /// Gangs: the assignments seen exited 0.
     succeeded: HashSet<String>,
-    /// Gangs: not handed to the agents before this (see [`Fence`]).
+    /// Gangs held back by their job's fences ([`Fence`]): handed out once every fence is
+    /// lifted, at the latest at this.
     not_before_ms: Option<i64>,
-    /// Gangs: held back by its job's fences, and handed out as soon as they are lifted.
-    fenced: bool,
 }
 
 /// Why a gang's next attempt waits: ranks of an earlier attempt may still run on some nodes
@@ -296,7 +295,6 @@ impl Run {
             by_node: BTreeMap::new(),
             succeeded: HashSet::new(),
             not_before_ms: None,
-            fenced: false,
         }
     }
 }
@@ -751,11 +749,9 @@ impl AgentHub {
             return Err(AgentError::UnknownNode(node.to_owned()));
         };
         let cluster = hub
-            .clusters
-            .iter()
-            .find(|c| c.index == this.cluster)
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
+            .cluster_name(this.cluster)
+            .unwrap_or_default()
+            .to_owned();
         let term_started_ms = hub.term_started_ms.unwrap_or(0);
         let adopting = hub
             .term_started_ms
@@ -858,11 +854,7 @@ impl AgentHub {
             .values()
             .map(|n| NodeView {
                 id: n.id.clone(),
-                cluster: hub
-                    .clusters
-                    .iter()
-                    .find(|c| c.index == n.cluster)
-                    .map_or_else(String::new, |c| c.name.clone()),
+                cluster: hub.cluster_name(n.cluster).unwrap_or_default().to_owned(),
                 slot: n.slot,
                 hostname: n.hostname.clone(),
                 address: n.address.clone(),
@@ -957,6 +949,14 @@ impl Hub {
         self.clusters.iter().find(|c| c.name == name)
     }
 
+    /// The name of the cluster of index `index`.
+    fn cluster_name(&self, index: u32) -> Option<&str> {
+        self.clusters
+            .iter()
+            .find(|c| c.index == index)
+            .map(|c| c.name.as_str())
+    }
+
     /// Gang outcomes and replica restarts from `node`'s latest statuses (only the runs
     /// with processes there are looked at).
     fn fold_statuses(&mut self, node: &str, now_ms: i64) {
@@ -964,11 +964,7 @@ impl Hub {
             return;
         };
         // (Its events name it: a service's replicas may run on several clusters.)
-        let cluster = self
-            .clusters
-            .iter()
-            .find(|c| c.index == n.cluster)
-            .map(|c| c.name.clone());
+        let cluster = self.cluster_name(n.cluster).map(str::to_owned);
         let reported: HashMap<&str, &ProcessStatus> = n
             .statuses
             .iter()
@@ -1488,7 +1484,6 @@ impl AgentBackend {
                 if let Some((until, why)) = hub.holding(&run.job, now) {
                     // An earlier attempt's ranks may still run: this one waits.
                     run.not_before_ms = Some(until);
-                    run.fenced = true;
                     hub.observed.push(Observed::Held {
                         job: run.job.clone(),
                         generation,
@@ -1744,11 +1739,7 @@ impl Backend for AgentBackend {
                         "node {id} ({host}) missed {} heartbeats ({} ms)",
                         settings.lost_after, deadline
                     ),
-                    cluster: hub
-                        .clusters
-                        .iter()
-                        .find(|c| c.index == cluster)
-                        .map(|c| c.name.clone()),
+                    cluster: hub.cluster_name(cluster).map(str::to_owned),
                 });
             }
             out.push(Observed::NodeFailed {
@@ -1813,10 +1804,8 @@ impl Backend for AgentBackend {
         let due: Vec<u64> = hub
             .runs
             .iter()
-            .filter(|(_, run)| {
-                run.not_before_ms.is_some_and(|t| t <= now_ms)
-                    || (run.fenced && !hub.fences.contains_key(&run.job))
-            })
+            // (A fence past its end was pruned just now.)
+            .filter(|(_, run)| run.not_before_ms.is_some() && !hub.fences.contains_key(&run.job))
             .map(|(&id, _)| id)
             .collect();
         for id in due {
@@ -1824,7 +1813,6 @@ impl Backend for AgentBackend {
                 continue;
             };
             run.not_before_ms = None;
-            run.fenced = false;
             if let RunKind::Gang { generation, .. } = run.kind {
                 out.push(Observed::Began {
                     job: run.job.clone(),
@@ -1865,8 +1853,8 @@ impl Backend for AgentBackend {
     fn reset(&mut self) {
         let mut hub = self.hub.lock();
         // What runs on nodes cut off goes on through a change of term: fence it.
+        let now = hub.last_poll_ms.unwrap_or_else(now_ms);
         for run in std::mem::take(&mut hub.runs).into_values() {
-            let now = hub.last_poll_ms.unwrap_or_else(now_ms);
             hub.fence_if_running(&run, now);
         }
         for n in hub.nodes.values_mut() {
