@@ -131,6 +131,12 @@ pub enum Event {
         cluster: u32,
         node: u32,
     },
+    /// Nodes of one cluster found failed at the same moment (a backend's poll that finds
+    /// several silent): a gang hit on more than one of them restarts once, not once per node.
+    NodesFailed {
+        cluster: u32,
+        nodes: Vec<u32>,
+    },
     NodeRepaired {
         cluster: u32,
         node: u32,
@@ -929,7 +935,8 @@ impl Scheduler {
         match event {
             Event::Submit(spec) => return Some(self.submit(now, *spec, out)),
             Event::Finished { job, generation } => self.finished(now, job, generation, out),
-            Event::NodeFailed { cluster, node } => self.node_failed(now, cluster, node, out),
+            Event::NodeFailed { cluster, node } => self.nodes_failed(now, cluster, &[node], out),
+            Event::NodesFailed { cluster, nodes } => self.nodes_failed(now, cluster, &nodes, out),
             Event::NodeRepaired { cluster, node } => {
                 if let Some(i) = self.index.get_mut(cluster as usize)
                     && node < i.nodes()
@@ -1768,40 +1775,55 @@ impl Scheduler {
         self.stats[c].useful_accel_s += t;
     }
 
-    /// A gang hit by the failure of `node` restarts from its checkpoint on a spare node as close
-    /// to it as the topology allows, keeping the rest of its allocation; `false` if no spare.
+    /// A gang hit by the failure of `failed` (its nodes that failed at once) restarts from its
+    /// checkpoint on spare nodes as close to them as the topology allows, keeping the rest of its
+    /// allocation; `false` if there are not enough spares.
     fn restart_in_place(
         &mut self,
         now: f64,
         j: JobIdx,
         cluster: u32,
-        node: u32,
+        failed: &[u32],
         out: &mut Vec<Decision>,
     ) -> bool {
         let c = cluster as usize;
         let Some(run) = self.jobs[j as usize].run.as_ref() else {
             return false;
         };
-        let Some(pos) = run.shares.iter().position(|s| s.node == node) else {
+        let positions: Vec<usize> = failed
+            .iter()
+            .filter_map(|&node| run.shares.iter().position(|s| s.node == node))
+            .collect();
+        if positions.is_empty() {
             return false;
-        };
-        let failed = run.shares[pos];
-        let Some(spare) = self.index[c].place_near(failed.accelerators, node) else {
-            return false;
-        };
+        }
+        let old: Vec<NodeShare> = positions.iter().map(|&p| run.shares[p]).collect();
+        let mut spares = Vec::with_capacity(old.len());
+        for share in &old {
+            match self.index[c].place_near(share.accelerators, share.node) {
+                Some(spare) => spares.push(spare),
+                None => {
+                    self.index[c].release(&spares);
+                    return false;
+                }
+            }
+        }
         let Some(mut run) = self.jobs[j as usize].run.take() else {
+            self.index[c].release(&spares);
             return false;
         };
         let lost = self.settle(now, j, &run, false, false);
-        self.index[c].release(&[failed]);
-        let occ = &mut self.occupants[c][node as usize];
-        if let Some(p) = occ.iter().position(|&(x, r)| x == j && r == NO_REPLICA) {
-            occ.swap_remove(p);
+        self.index[c].release(&old);
+        for (&p, (share, spare)) in positions.iter().zip(old.iter().zip(&spares)) {
+            let occ = &mut self.occupants[c][share.node as usize];
+            if let Some(i) = occ.iter().position(|&(x, r)| x == j && r == NO_REPLICA) {
+                occ.swap_remove(i);
+            }
+            self.occupants[c][spare.node as usize].push((j, NO_REPLICA));
+            run.shares[p] = *spare;
         }
-        self.occupants[c][spare.node as usize].push((j, NO_REPLICA));
         let order = self.jobs[j as usize].order;
         self.ends[c].remove(&(bits(run.end_s), order, j));
-        run.shares[pos] = spare;
         let job = &mut self.jobs[j as usize];
         job.generation += 1;
         job.restarts += 1;
@@ -1821,6 +1843,7 @@ impl Scheduler {
         self.stats[c].restarts += 1;
         let name = self.clusters[c].name.clone();
         let from = restart_origin(kind);
+        let failed: Vec<u32> = old.iter().map(|s| s.node).collect();
         self.emit(
             out,
             now,
@@ -1830,10 +1853,21 @@ impl Scheduler {
                 lost_s: lost,
             },
             format!(
-                "node {node} of {name} failed; lost {} of progress",
+                "{} failed; lost {} of progress",
+                nodes_of(&failed, &name),
                 human_s(lost)
             ),
         );
+        let spare_nodes: Vec<u32> = spares.iter().map(|s| s.node).collect();
+        let in_place = if let ([spare], [node]) = (spare_nodes.as_slice(), failed.as_slice()) {
+            format!("spare node {spare} of {name} in place of failed node {node}")
+        } else {
+            format!(
+                "spare nodes {} of {name} in place of failed nodes {}",
+                list(&spare_nodes),
+                list(&failed)
+            )
+        };
         self.emit(
             out,
             now,
@@ -1846,97 +1880,118 @@ impl Scheduler {
                 nodes,
             },
             format!(
-                "restarts {from} on spare node {} of {name} in place of failed node {node}, keeping the rest of its {size} accelerators; predicted to finish in {}",
-                spare.node,
+                "restarts {from} on {in_place}, keeping the rest of its {size} accelerators; predicted to finish in {}",
                 human_s(end - now)
             ),
         );
         true
     }
 
-    fn node_failed(&mut self, now: f64, cluster: u32, node: u32, out: &mut Vec<Decision>) {
+    /// `nodes` of `cluster` failed at once (nodes already down, or not in the cluster, are
+    /// ignored): every gang on them restarts once, every replica on them is replaced.
+    fn nodes_failed(&mut self, now: f64, cluster: u32, nodes: &[u32], out: &mut Vec<Decision>) {
         let c = cluster as usize;
-        if c >= self.index.len() || node >= self.index[c].nodes() || self.index[c].is_down(node) {
+        if c >= self.index.len() {
             return;
         }
-        self.stats[c].node_failures += 1;
+        let mut failed: Vec<u32> = Vec::with_capacity(nodes.len());
+        for &node in nodes {
+            if node >= self.index[c].nodes() || self.index[c].is_down(node) {
+                continue;
+            }
+            self.stats[c].node_failures += 1;
+            self.index[c].set_down(node, true);
+            failed.push(node);
+        }
+        if failed.is_empty() {
+            return;
+        }
         self.epoch += 1;
-        self.index[c].set_down(node, true);
-        let hit: Vec<(JobIdx, u32)> = self.occupants[c][node as usize].clone();
         let name = self.clusters[c].name.clone();
         let mut seen = BTreeSet::new();
-        for (j, slot) in hit {
-            if slot == NO_REPLICA {
-                if !seen.insert(j) {
-                    continue;
-                }
-                if self.stalls_for_good(now, j) {
-                    self.stop(now, j, false, false);
-                    let reason = format!(
-                        "node {node} of {name} failed: {} failures in a row with no progress \
-                         kept in between — its nodes fail faster than it restarts ({}) and \
-                         writes a checkpoint, so it would restart for ever; failed",
-                        self.cfg.max_stalled_restarts,
-                        human_s(self.training_restart_s(c as u32))
-                    );
-                    self.ended_failed(now, j, cluster, reason, out);
-                    continue;
-                }
-                if self.restart_in_place(now, j, cluster, node, out) {
-                    continue;
-                }
-                let lost = self.stop(now, j, false, false);
-                self.stats[c].restarts += 1;
-                let job = &mut self.jobs[j as usize];
-                job.restarts += 1;
-                job.urgent = true;
-                job.why = Why::AfterFailure { lost_s: lost };
-                self.enqueue(j);
-                let kind = self.jobs[j as usize].kind;
-                let reason = if kind == JobKind::Batch {
-                    format!(
-                        "node {node} of {name} failed; batch job restarts from the beginning (lost {})",
-                        human_s(lost)
-                    )
-                } else {
-                    format!(
-                        "node {node} of {name} failed; restarts from its last checkpoint (lost {} of progress)",
-                        human_s(lost)
-                    )
-                };
-                self.emit(
-                    out,
-                    now,
-                    Action::Restart {
-                        job: j,
-                        cluster,
-                        lost_s: lost,
-                    },
-                    reason,
-                );
-            } else {
-                let reps = &mut self.jobs[j as usize].replicas;
-                if let Some(p) = reps
-                    .iter()
-                    .position(|r| r.cluster == cluster && r.shares.iter().any(|s| s.node == node))
-                {
-                    let rep = reps.swap_remove(p);
-                    let nodes = rep.shares.clone();
-                    self.release_replica(now, j, rep);
-                    if self.jobs[j as usize].replicas.is_empty() {
-                        self.jobs[j as usize].state = JobState::Pending;
-                        self.running -= 1;
+        for &node in &failed {
+            let hit: Vec<(JobIdx, u32)> = self.occupants[c][node as usize].clone();
+            for (j, slot) in hit {
+                if slot == NO_REPLICA {
+                    if !seen.insert(j) {
+                        continue;
                     }
+                    let its: Vec<u32> = match &self.jobs[j as usize].run {
+                        Some(run) => failed
+                            .iter()
+                            .copied()
+                            .filter(|&n| run.shares.iter().any(|s| s.node == n))
+                            .collect(),
+                        None => vec![node],
+                    };
+                    let what = nodes_of(&its, &name);
+                    if self.stalls_for_good(now, j) {
+                        self.stop(now, j, false, false);
+                        let reason = format!(
+                            "{what} failed: {} failures in a row with no progress \
+                             kept in between — its nodes fail faster than it restarts ({}) and \
+                             writes a checkpoint, so it would restart for ever; failed",
+                            self.cfg.max_stalled_restarts,
+                            human_s(self.training_restart_s(c as u32))
+                        );
+                        self.ended_failed(now, j, cluster, reason, out);
+                        continue;
+                    }
+                    if self.restart_in_place(now, j, cluster, &its, out) {
+                        continue;
+                    }
+                    let lost = self.stop(now, j, false, false);
+                    self.stats[c].restarts += 1;
+                    let job = &mut self.jobs[j as usize];
+                    job.restarts += 1;
+                    job.urgent = true;
+                    job.why = Why::AfterFailure { lost_s: lost };
+                    self.enqueue(j);
+                    let kind = self.jobs[j as usize].kind;
+                    let reason = if kind == JobKind::Batch {
+                        format!(
+                            "{what} failed; batch job restarts from the beginning (lost {})",
+                            human_s(lost)
+                        )
+                    } else {
+                        format!(
+                            "{what} failed; restarts from its last checkpoint (lost {} of progress)",
+                            human_s(lost)
+                        )
+                    };
                     self.emit(
                         out,
                         now,
-                        Action::ReplicaLost {
+                        Action::Restart {
                             job: j,
                             cluster,
-                            nodes,
+                            lost_s: lost,
                         },
-                        format!("node {node} of {name} failed; the replica will be replaced"),
+                        reason,
                     );
+                } else {
+                    let reps = &mut self.jobs[j as usize].replicas;
+                    if let Some(p) = reps.iter().position(|r| {
+                        r.cluster == cluster && r.shares.iter().any(|s| s.node == node)
+                    }) {
+                        let rep = reps.swap_remove(p);
+                        let nodes = rep.shares.clone();
+                        self.release_replica(now, j, rep);
+                        if self.jobs[j as usize].replicas.is_empty() {
+                            self.jobs[j as usize].state = JobState::Pending;
+                            self.running -= 1;
+                        }
+                        self.emit(
+                            out,
+                            now,
+                            Action::ReplicaLost {
+                                job: j,
+                                cluster,
+                                nodes,
+                            },
+                            format!("node {node} of {name} failed; the replica will be replaced"),
+                        );
+                    }
                 }
             }
         }
@@ -2997,6 +3052,23 @@ pub fn human_s(s: f64) -> String {
 }
 
 /// Where a restarted job resumes: batch jobs keep no checkpoint.
+/// "node 3 of NAME" or "nodes 3, 5 of NAME".
+fn nodes_of(nodes: &[u32], cluster: &str) -> String {
+    match nodes {
+        [node] => format!("node {node} of {cluster}"),
+        _ => format!("nodes {} of {cluster}", list(nodes)),
+    }
+}
+
+/// "3, 5, 9".
+fn list(nodes: &[u32]) -> String {
+    nodes
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn restart_origin(kind: JobKind) -> &'static str {
     if kind == JobKind::Batch {
         "from the beginning"

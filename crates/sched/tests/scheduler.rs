@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use switchyard_core::{Fleet, JobKind, JobSpec, Replicas, ThroughputTable, Work};
-use switchyard_sched::{Action, Config, Decision, Event, Policy, Scheduler};
+use switchyard_sched::{Action, Config, Decision, Event, JobState, Policy, Scheduler};
 
 fn fleet(text: &str) -> Fleet {
     Fleet::from_toml(text, "test.toml").expect("test fleet is valid")
@@ -709,6 +709,74 @@ fn failed_node_is_replaced_by_a_spare_in_place() {
         "{out:?}"
     );
     assert!(out[1].reason.contains("spare node"), "{}", out[1].reason);
+}
+
+/// Nodes found failed at the same moment restart a gang once: one restart, one new generation,
+/// spares for every failed node of it (or, without enough spares, back to the queue once).
+#[test]
+fn nodes_failed_at_once_restart_a_gang_once() {
+    for (size, spares) in [(64, true), (128, false)] {
+        let mut s = sched(Policy::Switchyard, true);
+        let mut run = job("run", "a", size, 1e6);
+        run.clusters = vec!["fast".into()];
+        let j = submit(&mut s, 0.0, run);
+        let Action::Start { ref nodes, .. } = pass(&mut s, 0.0)[0].action else {
+            panic!("a start");
+        };
+        let failed: Vec<u32> = nodes.iter().take(2).map(|n| n.node).collect();
+        let mut out = Vec::new();
+        s.handle(
+            50_000.0,
+            Event::NodesFailed {
+                cluster: 0,
+                nodes: failed.clone(),
+            },
+            &mut out,
+        );
+        s.check_invariants().expect("invariants");
+        let restarts = out
+            .iter()
+            .filter(|d| matches!(d.action, Action::Restart { .. }))
+            .count();
+        assert_eq!(restarts, 1, "{out:?}");
+        assert_eq!(s.job(j).restarts, 1);
+        if spares {
+            let Some(Action::Start {
+                generation, nodes, ..
+            }) = out
+                .iter()
+                .map(|d| &d.action)
+                .find(|a| matches!(a, Action::Start { .. }))
+            else {
+                panic!("a restart in place: {out:?}");
+            };
+            assert_eq!(*generation, 2);
+            assert!(nodes.iter().all(|n| !failed.contains(&n.node)), "{nodes:?}");
+            assert!(
+                out[0].reason.starts_with(&format!(
+                    "nodes {}, {} of fast failed",
+                    failed[0], failed[1]
+                )),
+                "{}",
+                out[0].reason
+            );
+            assert!(out[1].reason.contains("spare nodes"), "{}", out[1].reason);
+        } else {
+            assert_eq!(out.len(), 1, "back to the queue, nothing else: {out:?}");
+            assert_eq!(s.job(j).state, JobState::Pending);
+        }
+        // Reporting one of them again changes nothing.
+        let mut again = Vec::new();
+        s.handle(
+            50_000.0,
+            Event::NodeFailed {
+                cluster: 0,
+                node: failed[1],
+            },
+            &mut again,
+        );
+        assert!(again.is_empty(), "{again:?}");
+    }
 }
 
 #[test]

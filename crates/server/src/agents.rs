@@ -240,6 +240,16 @@ struct Run {
     not_before_ms: Option<i64>,
 }
 
+/// A node a poll declares lost.
+struct LostNode {
+    cluster: u32,
+    slot: u32,
+    id: String,
+    host: String,
+    /// The node lost on its own that this one is lost with ([`Hub::cut_off_with`]).
+    with: Option<String>,
+}
+
 /// Why a gang's next attempt waits: ranks of an earlier attempt may still run on some nodes
 /// (cut off from this leader, or not heard from by a new one), and two attempts must never
 /// write one checkpoint directory.
@@ -935,6 +945,40 @@ fn short_text(field: &str, value: &str, max: usize) -> Result<(), AgentError> {
 }
 
 impl Hub {
+    /// Nodes to lose together with `lost` (just declared lost at `now_ms`), each with the lost
+    /// node it goes with: those that share a gang with one of them and have missed every
+    /// heartbeat but the last one before the deadline. Nodes cut off at one moment (a switch, a
+    /// partition) heartbeat at different moments and would be declared lost polls apart, each
+    /// loss restarting the gang once more onto a node already gone; lost in one poll they
+    /// restart it once. With fewer than 3 intervals to the deadline a late heartbeat could not
+    /// be told from a missing one, and nothing is lost early.
+    fn cut_off_with(&self, lost: &[LostNode], now_ms: i64) -> Vec<(String, String)> {
+        let interval = self.settings.heartbeat_interval.as_millis() as i64;
+        let deadline = self.settings.deadline_ms();
+        if self.settings.lost_after < 3 {
+            return Vec::new();
+        }
+        let mut with: BTreeMap<String, String> = BTreeMap::new();
+        for LostNode { id, .. } in lost {
+            let runs = self.on_node.get(id).into_iter().flatten();
+            for run in runs.filter_map(|r| self.runs.get(r)) {
+                if !matches!(run.kind, RunKind::Gang { .. }) {
+                    continue;
+                }
+                for peer in run.by_node.keys() {
+                    if self
+                        .nodes
+                        .get(peer)
+                        .is_some_and(|n| !n.lost && now_ms - n.last_seen_ms > deadline - interval)
+                    {
+                        with.entry(peer.clone()).or_insert_with(|| id.clone());
+                    }
+                }
+            }
+        }
+        with.into_iter().collect()
+    }
+
     /// Whether any registered node is up (not lost).
     fn any_node_up(&self) -> bool {
         self.nodes.values().any(|n| !n.lost)
@@ -1704,14 +1748,34 @@ impl Backend for AgentBackend {
             if !grace && !n.lost && now_ms - n.last_seen_ms > deadline {
                 n.lost = true;
                 n.statuses.clear();
-                lost.push((n.cluster, n.slot, n.id.clone(), n.hostname.clone()));
+                lost.push(LostNode {
+                    cluster: n.cluster,
+                    slot: n.slot,
+                    id: n.id.clone(),
+                    host: n.hostname.clone(),
+                    with: None,
+                });
             }
         }
+        for (id, peer) in hub.cut_off_with(&lost, now_ms) {
+            if let Some(n) = hub.nodes.get_mut(&id) {
+                n.lost = true;
+                n.statuses.clear();
+                lost.push(LostNode {
+                    cluster: n.cluster,
+                    slot: n.slot,
+                    id,
+                    host: n.hostname.clone(),
+                    with: Some(peer),
+                });
+            }
+        }
+        lost.sort_unstable_by_key(|l| (l.cluster, l.slot));
         if let (Some(store), Ok(rt)) = (&self.store, tokio::runtime::Handle::try_current())
             && !lost.is_empty()
         {
             let store = store.clone();
-            let ids: Vec<String> = lost.iter().map(|l| l.2.clone()).collect();
+            let ids: Vec<String> = lost.iter().map(|l| l.id.clone()).collect();
             rt.spawn(async move {
                 use switchyard_store::StoreWrite as _;
                 for id in ids {
@@ -1721,12 +1785,30 @@ impl Backend for AgentBackend {
                 }
             });
         }
-        for (cluster, slot, id, host) in lost {
-            tracing::warn!(node = %id, host = %host, "node lost: no heartbeat for {} ms", deadline);
+        for LostNode {
+            cluster,
+            id,
+            host,
+            with,
+            ..
+        } in &lost
+        {
+            let message = match with {
+                None => format!(
+                    "node {id} ({host}) missed {} heartbeats ({deadline} ms)",
+                    settings.lost_after
+                ),
+                Some(peer) => format!(
+                    "node {id} ({host}) was silent for {} ms when node {peer}, which shares a \
+                     gang with it, was lost: taken as cut off with it",
+                    now_ms - hub.nodes.get(id).map_or(now_ms, |n| n.last_seen_ms)
+                ),
+            };
+            tracing::warn!(node = %id, host = %host, "node lost: {message}");
             // Its processes are gone as far as the control plane knows.
             let affected: BTreeSet<String> = hub
                 .on_node
-                .get(&id)
+                .get(id)
                 .into_iter()
                 .flatten()
                 .filter_map(|r| hub.runs.get(r).map(|r| r.job.clone()))
@@ -1735,16 +1817,17 @@ impl Backend for AgentBackend {
                 out.push(Observed::Event {
                     job,
                     kind: "node_lost".into(),
-                    message: format!(
-                        "node {id} ({host}) missed {} heartbeats ({} ms)",
-                        settings.lost_after, deadline
-                    ),
-                    cluster: hub.cluster_name(cluster).map(str::to_owned),
+                    message: message.clone(),
+                    cluster: hub.cluster_name(*cluster).map(str::to_owned),
                 });
             }
+        }
+        // Side by side, after every note: the nodes this poll lost fail together, so a gang on
+        // several of them restarts once.
+        for l in lost {
             out.push(Observed::NodeFailed {
-                cluster,
-                node: slot,
+                cluster: l.cluster,
+                node: l.slot,
             });
         }
         let waiting: Vec<u64> = hub.pending_failures.iter().copied().collect();
@@ -3110,10 +3193,124 @@ mod tests {
         assert!(began(&b.poll(term + 1), "n"), "handed out once c reports");
     }
 
-    /// Nodes cut off at the same moment are declared lost one poll apart (they heartbeat at
-    /// different moments): the restart after the first loss, placed on the other node still
-    /// counted ready, is held too, and so is the one after the second loss, until a node of
-    /// the first attempt reports its rank stopped or their agents must have stopped its ranks.
+    /// Nodes of a gang cut off at the same moment heartbeat at different moments, so one
+    /// crosses the deadline first; the others, which have missed every heartbeat but the last,
+    /// are lost with it in the same poll, side by side, and the gang restarts once. A node
+    /// equally silent that shares no gang with it waits for its own deadline.
+    #[test]
+    fn nodes_of_a_gang_cut_off_together_are_lost_in_one_poll() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let t0 = now_ms();
+        let a = join(&h, "a", 0, t0);
+        let bb = join(&h, "bb", 1, t0);
+        let c = join(&h, "c", 2, t0);
+        let _ = b.poll(t0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
+        let _ = b.poll(t0);
+        // All three are cut off; bb's and c's last heartbeats came half an interval after a's.
+        h.heartbeat(&bb, t0 + 50).expect("bb lives");
+        h.heartbeat(&c, t0 + 50).expect("c lives");
+        let mut t = t0;
+        let mut seen = Vec::new();
+        while !seen
+            .iter()
+            .any(|o| matches!(o, Observed::NodeFailed { .. }))
+        {
+            t += 10;
+            seen = b.poll(t);
+        }
+        assert_eq!(t, t0 + 310, "a crosses the deadline first");
+        let failed: Vec<&Observed> = seen
+            .iter()
+            .filter(|o| matches!(o, Observed::NodeFailed { .. }))
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                &Observed::NodeFailed {
+                    cluster: 0,
+                    node: 0
+                },
+                &Observed::NodeFailed {
+                    cluster: 0,
+                    node: 1
+                }
+            ],
+            "a and bb side by side, not c: {seen:?}"
+        );
+        let last = seen
+            .iter()
+            .rposition(|o| matches!(o, Observed::Event { .. }));
+        let first_failure = seen
+            .iter()
+            .position(|o| matches!(o, Observed::NodeFailed { .. }));
+        assert!(last < first_failure, "notes first: {seen:?}");
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Observed::Event { kind, message, .. }
+                if kind == "node_lost" && message.contains(&format!("node {bb} "))
+                    && message.contains(&format!("when node {a},"))
+                    && message.contains("cut off with it"))),
+            "{seen:?}"
+        );
+        let lost = |id: &str| h.lock().nodes.get(id).is_some_and(|n| n.lost);
+        assert!(lost(&a) && lost(&bb) && !lost(&c));
+        // c is lost at its own deadline.
+        while !lost(&c) {
+            t += 10;
+            let _ = b.poll(t);
+        }
+        assert_eq!(t, t0 + 360);
+    }
+
+    /// With fewer than 3 intervals to the deadline nothing is lost before its own deadline.
+    #[test]
+    fn with_a_short_deadline_no_node_is_lost_early() {
+        let fleet = Fleet::from_toml(
+            &switchyard_core::fleet::local_fleet_toml("t", 3, 2, ""),
+            "t.toml",
+        )
+        .expect("fleet");
+        let h = AgentHub::new(
+            &fleet,
+            AgentSettings {
+                heartbeat_interval: Duration::from_millis(100),
+                lost_after: 2,
+                ..Default::default()
+            },
+        );
+        let mut b = AgentBackend::new(h.clone());
+        let t0 = now_ms();
+        let _a = join(&h, "a", 0, t0);
+        let bb = join(&h, "bb", 1, t0);
+        let _ = b.poll(t0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
+        let _ = b.poll(t0);
+        h.heartbeat(&bb, t0 + 50).expect("bb lives");
+        let failed = |seen: Vec<Observed>| {
+            seen.into_iter()
+                .filter(|o| matches!(o, Observed::NodeFailed { .. }))
+                .count()
+        };
+        let mut at = Vec::new();
+        for t in (t0 + 10..=t0 + 300).step_by(10) {
+            let n = failed(b.poll(t));
+            if n > 0 {
+                at.push((t - t0, n));
+            }
+        }
+        assert_eq!(
+            at,
+            [(210, 1), (260, 1)],
+            "a alone, then bb at its own deadline"
+        );
+    }
+
+    /// Nodes of a gang cut off a little apart are declared lost polls apart: the restart after
+    /// the first loss, placed on the other node still counted ready, is held too, and so is the
+    /// one after the second loss, until a node of the first attempt reports its rank stopped or
+    /// their agents must have stopped its ranks.
     #[test]
     fn a_gang_cut_off_whole_but_lost_one_node_at_a_time_is_held() {
         let h = hub();
@@ -3125,8 +3322,9 @@ mod tests {
         let _ = b.poll(t0);
         b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
         let _ = b.poll(t0);
-        // a and bb are cut off; bb's last heartbeat came a little after a's.
-        h.heartbeat(&bb, t0 + 150).expect("bb lives");
+        // a and bb are cut off; bb's last heartbeat came more than an interval after a's, so
+        // when a is lost bb has missed only one heartbeat and is not lost with it.
+        h.heartbeat(&bb, t0 + 160).expect("bb lives");
         let mut t = t0;
         let mut lost = Vec::new();
         while lost.is_empty() {

@@ -513,15 +513,26 @@ impl Engine {
         });
     }
 
-    /// A node failed or came back (from a backend).
-    pub fn node(&mut self, now_ms: i64, cluster: u32, node: u32, failed: bool) {
+    /// Nodes of `cluster` failed at once (as a backend found them): a gang on several of them
+    /// restarts once.
+    pub fn nodes_failed(&mut self, now_ms: i64, cluster: u32, nodes: Vec<u32>) {
         let now = self.clock.to_s(now_ms);
-        let ev = if failed {
-            Event::NodeFailed { cluster, node }
-        } else {
-            Event::NodeRepaired { cluster, node }
-        };
-        self.sched.handle(now, ev, &mut self.decisions);
+        self.sched.handle(
+            now,
+            Event::NodesFailed { cluster, nodes },
+            &mut self.decisions,
+        );
+        self.drain(now_ms);
+    }
+
+    /// A node came back (from a backend).
+    pub fn node_repaired(&mut self, now_ms: i64, cluster: u32, node: u32) {
+        let now = self.clock.to_s(now_ms);
+        self.sched.handle(
+            now,
+            Event::NodeRepaired { cluster, node },
+            &mut self.decisions,
+        );
         self.drain(now_ms);
     }
 

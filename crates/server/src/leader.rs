@@ -253,7 +253,8 @@ async fn pass(
         l.engine.scale(now, &id, replicas);
     }
     let mut output = Vec::new();
-    for o in backend.poll(now) {
+    let mut observed = backend.poll(now).into_iter().peekable();
+    while let Some(o) = observed.next() {
         match o {
             Observed::Finished { job, generation } => l.engine.finished(now, &job, generation),
             Observed::Failed {
@@ -290,8 +291,18 @@ async fn pass(
                 attempt,
             } => l.engine.continued(now, &job, generation, attempt),
             Observed::Output(lines) => output.extend(lines),
-            Observed::NodeFailed { cluster, node } => l.engine.node(now, cluster, node, true),
-            Observed::NodeRepaired { cluster, node } => l.engine.node(now, cluster, node, false),
+            Observed::NodeFailed { cluster, node } => {
+                // Nodes a poll found failed together fail together: a gang on two of them
+                // restarts once.
+                let mut nodes = vec![node];
+                while let Some(Observed::NodeFailed { node, .. }) = observed.next_if(
+                    |o| matches!(o, Observed::NodeFailed { cluster: c, .. } if *c == cluster),
+                ) {
+                    nodes.push(node);
+                }
+                l.engine.nodes_failed(now, cluster, nodes);
+            }
+            Observed::NodeRepaired { cluster, node } => l.engine.node_repaired(now, cluster, node),
         }
     }
     let before = l.engine.decisions();
@@ -488,6 +499,110 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    /// Launches seen: (attempt, nodes).
+    type Launches = Arc<std::sync::Mutex<Vec<(u32, Vec<u32>)>>>;
+
+    /// Fails every node of the first launch it is given, all in one poll; records launches.
+    #[derive(Debug, Default)]
+    struct FailsTheFirstGang {
+        launches: Launches,
+        fail: Vec<u32>,
+        failed: bool,
+    }
+
+    impl Backend for FailsTheFirstGang {
+        fn name(&self) -> &'static str {
+            "fails-the-first-gang"
+        }
+        fn act(&mut self, commands: Vec<crate::backend::Command>) {
+            for c in commands {
+                if let crate::backend::Command::Launch { attempt, nodes, .. } = c {
+                    let nodes: Vec<u32> = nodes.iter().map(|n| n.node).collect();
+                    if !self.failed && self.fail.is_empty() {
+                        self.fail.clone_from(&nodes);
+                    }
+                    self.launches
+                        .lock()
+                        .expect("launches")
+                        .push((attempt, nodes));
+                }
+            }
+        }
+        fn poll(&mut self, _: i64) -> Vec<Observed> {
+            if self.failed || self.fail.is_empty() {
+                return Vec::new();
+            }
+            self.failed = true;
+            self.fail
+                .iter()
+                .map(|&node| Observed::NodeFailed { cluster: 0, node })
+                .collect()
+        }
+        fn reset(&mut self) {}
+    }
+
+    /// Nodes a backend finds failed in one poll fail together: a gang on two of them restarts
+    /// once (attempt 2, on spares), not once per node.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_gang_whose_nodes_fail_in_one_poll_restarts_once() {
+        use switchyard_store::StoreWrite as _;
+        let store = switchyard_store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let fleet = Fleet::from_toml(
+            &switchyard_core::fleet::local_fleet_toml("t", 4, 2, ""),
+            "t.toml",
+        )
+        .expect("fleet");
+        let backend = FailsTheFirstGang::default();
+        let launches = backend.launches.clone();
+        let (stop, stopped) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let leader = tokio::spawn(run(
+            store.clone(),
+            Arc::new(fleet),
+            Box::new(backend),
+            Arc::new(Metrics::default()),
+            wake.clone(),
+            stopped,
+            LoopConfig {
+                tick: Duration::from_millis(10),
+                lease_ttl: Duration::from_secs(60),
+                holder: "test".into(),
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        store
+            .insert_job(&switchyard_store::testing::batch_job(
+                "j-0000000000000001",
+                "research",
+                r#"{"kind":"batch","accelerators":4,"duration_s":1000}"#,
+                now_ms(),
+            ))
+            .await
+            .expect("submit");
+        wake.notify_one();
+        let started = Instant::now();
+        while launches.lock().expect("launches").len() < 2
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A few more passes: nothing else may follow.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(true).expect("the leader listens");
+        leader.await.expect("the leader stops");
+        let launches = launches.lock().expect("launches").clone();
+        assert_eq!(launches.len(), 2, "{launches:?}");
+        let (first, second) = (&launches[0], &launches[1]);
+        assert_eq!((first.0, second.0), (1, 2), "{launches:?}");
+        assert_eq!(first.1.len(), 2, "a gang over two nodes: {launches:?}");
+        assert!(
+            second.1.iter().all(|n| !first.1.contains(n)),
+            "on spares only: {launches:?}"
         );
     }
 }
