@@ -1531,8 +1531,10 @@ impl AgentBackend {
                     hub.observed.push(Observed::Held {
                         job: run.job.clone(),
                         generation,
+                        // A moment, not a countdown: the reason is written once.
                         why: format!(
-                            "held back for up to {} s: {why}",
+                            "held back until {} UTC at the latest ({} s): {why}",
+                            crate::leader::utc(until.saturating_add(999)),
                             until.saturating_sub(now).saturating_add(999) / 1000
                         ),
                         interrupted: false,
@@ -3352,7 +3354,9 @@ mod tests {
         assert!(
             b.poll(t).iter().any(
                 |o| matches!(o, Observed::Held { job, generation: 2, why, .. }
-                    if job == "j" && why.contains("cut off"))
+                    if job == "j" && why.contains("cut off")
+                        && why.starts_with("held back until ")
+                        && why.contains(" UTC at the latest ("))
             ),
             "held while bb may be cut off too"
         );
