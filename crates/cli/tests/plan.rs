@@ -196,7 +196,7 @@ fn bad_inputs_name_the_field() {
             "virtual_stages = 2 needs pipeline parallelism (pp > 1)",
         ),
         (
-            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 7919\n",
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 7919\nper_node = 1\n",
             "no split of 7919 devices fits the search's bounds",
         ),
         (

@@ -227,6 +227,26 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
             None => hardware.set_per_node(per_node),
         }
     }
+    // Launchers start the same number of ranks on every node; a layout over a part of a node
+    // (count below per_node) is fine, one over a node and a half is not a machine anyone runs.
+    if hardware.count > hardware.per_node && hardware.count % hardware.per_node != 0 {
+        let per_node = hardware.per_node;
+        let whence = match (&hardware.cluster, hw_fields.per_node) {
+            (Some(cluster), _) => format!("cluster \"{cluster}\"'s nodes hold {per_node}"),
+            (None, Some(_)) => format!("per_node = {per_node}"),
+            (None, None) => format!(
+                "each {} server holds {per_node}; set per_node if yours differ",
+                hardware.accelerator.name
+            ),
+        };
+        let below = hardware.count / per_node * per_node;
+        return Err(PerfError::input(format!(
+            "[hardware] count = {} is not a whole number of nodes ({whence}): use {below} or {}, \
+             or fewer than one node",
+            hardware.count,
+            below + per_node
+        )));
+    }
     let mut workload = match (raw.training, raw.inference) {
         (Some(_), Some(_)) => {
             return Err(PerfError::input(

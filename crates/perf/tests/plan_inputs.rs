@@ -639,6 +639,46 @@ fn per_node_sizes_a_server_scale_fabric() {
     parse_plan(&same, &fleet).expect("plan parses");
 }
 
+/// Every node runs as many ranks: a count over more than one node is a whole number of them
+/// (as `per_node` or the server says); less than one node is fine.
+#[test]
+fn a_count_fills_whole_nodes() {
+    let fleet = Fleet::default_fleet();
+    let on = |count: u32, per_node: &str| {
+        h100_plan("llama3-8b", "[training]\nglobal_batch = 64", count, "").replace(
+            &format!("count = {count}"),
+            &format!("count = {count}\n{per_node}"),
+        )
+    };
+    assert_refused(
+        &fleet,
+        &on(12, "per_node = 8"),
+        "[hardware] count = 12 is not a whole number of nodes (per_node = 8): use 8 or 16",
+    );
+    assert_refused(
+        &fleet,
+        &on(20, ""),
+        "count = 20 is not a whole number of nodes (each H100-SXM server holds 8; set per_node if yours differ): use 16 or 24",
+    );
+    for (count, per_node) in [(12, "per_node = 4"), (4, ""), (4, "per_node = 8"), (24, "")] {
+        parse_plan(&on(count, per_node), &fleet)
+            .unwrap_or_else(|e| panic!("{count} with {per_node:?}: {e}"));
+    }
+    let cluster = &fleet.clusters[0];
+    let per = cluster.accelerators_per_node;
+    let text = format!(
+        "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\n\
+         cluster = \"{}\"\ncount = {}\n",
+        cluster.name,
+        per + per / 2
+    );
+    assert_refused(
+        &fleet,
+        &text,
+        &format!("(cluster \"{}\"'s nodes hold {per})", cluster.name),
+    );
+}
+
 /// The search proposes only layouts that split the global batch evenly over the data-parallel
 /// ranks in whole micro-batches, whatever the batch (a prime one forces dp = 1).
 #[test]
@@ -695,12 +735,20 @@ fn a_defaulted_count_is_named_in_the_error() {
         .to_string();
     assert!(err.contains("etp = 2") && !err.contains("count"), "{err}");
     // Given, the count is the file's own: no such note, and a replica's count plans.
-    let mut input = parse_plan(&format!("{text}count = 3000\n"), &fleet).expect("plan parses");
-    let err = run_plan(&input)
-        .expect_err("3,000 devices do not split")
+    let err = parse_plan(&format!("{text}count = 3000\n"), &fleet)
+        .expect_err("3,000 devices are not whole 16-device nodes")
+        .to_string();
+    assert!(
+        err.contains("count = 3000 is not a whole number of nodes")
+            && !err.contains("is not given"),
+        "{err}"
+    );
+    let err = parse_plan(&format!("{text}count = 3008\n"), &fleet)
+        .and_then(|p| run_plan(&p))
+        .expect_err("3,008 devices do not split")
         .to_string();
     assert!(!err.contains("is not given"), "{err}");
-    input = parse_plan(&format!("{text}count = 8\n"), &fleet).expect("plan parses");
+    let input = parse_plan(&format!("{text}count = 8\n"), &fleet).expect("plan parses");
     run_plan(&input).expect("one replica on 8 devices");
 }
 
