@@ -437,6 +437,21 @@ fn error_codes(db: String) {
         twice.1
     );
     expect(422, "invalid_request", twice);
+    let aliases = submit(
+        &s.url,
+        &t,
+        &json!({"kind": "batch", "accelerators": 8, "duration_s": 60.0,
+                "accelerator_types": ["H100", "H200", "H100-SXM"]}),
+    );
+    assert!(
+        aliases.1.to_string().contains(
+            "accelerator_types names H100-SXM twice: `H100` (entry 0) and `H100-SXM` (entry 2) \
+             are the same accelerator"
+        ),
+        "{}",
+        aliases.1
+    );
+    expect(422, "invalid_request", aliases);
     expect(
         422,
         "invalid_request",

@@ -475,14 +475,23 @@ impl SubmitRequest {
                 )));
             }
         }
-        for t in &self.accelerator_types {
-            if switchyard_core::lookup_accelerator(t).is_none() {
+        let mut canonical: Vec<&'static str> = Vec::with_capacity(self.accelerator_types.len());
+        for (i, t) in self.accelerator_types.iter().enumerate() {
+            let Some(a) = switchyard_core::lookup_accelerator(t) else {
                 return Err(invalid(format!(
                     "unknown accelerator type `{}`; known: {}",
                     t.chars().take(64).collect::<String>(),
                     switchyard_core::accelerator::names().join(", ")
                 )));
+            };
+            if let Some(first) = canonical.iter().position(|&c| c == a.name) {
+                return Err(invalid(format!(
+                    "accelerator_types names {} twice: `{}` (entry {first}) and `{t}` (entry {i}) \
+                     are the same accelerator",
+                    a.name, self.accelerator_types[first]
+                )));
             }
+            canonical.push(a.name);
         }
         let (work, replicas) = match self.kind {
             JobKind::Training | JobKind::Batch => {
