@@ -351,6 +351,20 @@ struct Hub {
     /// it never handed out may be output agents held through the change of leader (see
     /// [`PushedOutput::unverified`]).
     term_started_ms: Option<i64>,
+    /// What each agent on record in the store (as it last registered, with any leader) said it
+    /// needs to stop orphaned ranks, read when the term began: a new leader's bound for nodes
+    /// it has not heard from yet.
+    orphan_stop_on_record: HashMap<String, i64>,
+}
+
+/// An agent's `orphan_stop_ms` as taken: what it said, at most a week, or the default for one
+/// that does not say.
+fn orphan_stop_of(info: &NodeInfo) -> i64 {
+    info.orphan_stop_ms.map_or(DEFAULT_ORPHAN_STOP_MS, |ms| {
+        i64::try_from(ms)
+            .unwrap_or(i64::MAX)
+            .min(MAX_ORPHAN_STOP_MS)
+    })
 }
 
 /// How long a heartbeat's answer waits for the store to record it (every 30 s per node).
@@ -608,11 +622,7 @@ impl AgentHub {
                 boot_id: boot.map(str::to_owned),
                 accelerators,
                 last_seen_ms: now_ms,
-                orphan_stop_ms: info.orphan_stop_ms.map_or(DEFAULT_ORPHAN_STOP_MS, |ms| {
-                    i64::try_from(ms)
-                        .unwrap_or(i64::MAX)
-                        .min(MAX_ORPHAN_STOP_MS)
-                }),
+                orphan_stop_ms: orphan_stop_of(info),
                 persisted_ms: now_ms,
                 lost: false,
                 statuses,
@@ -1234,8 +1244,8 @@ impl Hub {
     /// leader, until one of those nodes reports in its term: from the term's start, when
     /// an earlier leader (another replica, or this process before it lost the lease, which
     /// another replica may have held since) may have answered them a while longer
-    /// ([`EARLIER_LEADER_ANSWERS_MS`]), with the agent's orphan deadline (assumed for an agent
-    /// this hub does not know).
+    /// ([`EARLIER_LEADER_ANSWERS_MS`]), with the agent's orphan deadline (as the store has it
+    /// for an agent this hub has not heard from; assumed for one it has no record of).
     fn new_leader_fence(&self, before: &RanOn, grace_ms: u64) -> Option<Fence> {
         let term_started = self.term_started_ms?;
         let answered_until = term_started.saturating_add(EARLIER_LEADER_ANSWERS_MS);
@@ -1243,10 +1253,14 @@ impl Hub {
             .nodes
             .iter()
             .map(|id| {
-                let orphan_stop = self
-                    .nodes
-                    .get(id)
-                    .map_or(DEFAULT_ORPHAN_STOP_MS, |n| n.orphan_stop_ms);
+                let orphan_stop = match self.nodes.get(id) {
+                    Some(n) => n.orphan_stop_ms,
+                    None => self
+                        .orphan_stop_on_record
+                        .get(id)
+                        .copied()
+                        .unwrap_or(DEFAULT_ORPHAN_STOP_MS),
+                };
                 self.ranks_stop_by(answered_until, orphan_stop, grace_ms)
             })
             .max()?;
@@ -1953,6 +1967,19 @@ impl Backend for AgentBackend {
         hub.observed.clear();
         hub.resync_down = true;
         hub.term_started_ms = Some(now_ms());
+    }
+
+    fn nodes_on_record(&mut self, nodes: &[switchyard_store::NodeRecord]) {
+        let mut hub = self.hub.lock();
+        hub.orphan_stop_on_record = nodes
+            .iter()
+            .map(|n| {
+                // A record whose info does not parse (written by another release) says nothing.
+                let stop = serde_json::from_str::<NodeInfo>(&n.info)
+                    .map_or(DEFAULT_ORPHAN_STOP_MS, |info| orphan_stop_of(&info));
+                (n.id.clone(), stop)
+            })
+            .collect();
     }
 }
 
@@ -3173,6 +3200,48 @@ mod tests {
                 t - t0
             );
         }
+
+        // Not heard from, but on record in the store with a longer orphan deadline (an agent
+        // run with --orphan-after 290s) than the default: held by what it said.
+        let far = NodeInfo {
+            orphan_stop_ms: Some(300_000),
+            ..info("far", 2)
+        };
+        let record = |id: &str, info: String| switchyard_store::NodeRecord {
+            id: id.into(),
+            cluster: "local".into(),
+            slot: 1,
+            hostname: id.into(),
+            address: String::new(),
+            cpus: 4,
+            memory_bytes: 1 << 30,
+            accelerators: 2,
+            info,
+            state: switchyard_store::NodeState::Lost,
+            registered_ms: t0,
+            heartbeat_ms: t0,
+            lost_ms: Some(t0),
+        };
+        b.nodes_on_record(&[
+            record("n-far", serde_json::to_string(&far).expect("json")),
+            record("n-garbled", "{".into()),
+        ]);
+        let term = h.lock().term_started_ms.expect("a term");
+        // (A record that does not parse says nothing: the default.)
+        assert_eq!(
+            h.lock().orphan_stop_on_record.get("n-garbled"),
+            Some(&DEFAULT_ORPHAN_STOP_MS)
+        );
+        b.act(vec![relaunch("p", 1, 2, &["n-far"])]);
+        let _ = b.poll(until);
+        let locked = h.lock();
+        let held = locked
+            .by_job
+            .get("p")
+            .and_then(|runs| runs.iter().find_map(|r| locked.runs.get(r)?.not_before_ms));
+        drop(locked);
+        assert_eq!(held, Some(term + 15_000 + 300_000 + 10_000 + 100));
+        b.act(vec![Command::Stop { job: "p".into() }]);
 
         // A process that leads again: a node it knows counts only once it reports in the new
         // term (another replica may have led in between, or the node may be cut off).

@@ -165,6 +165,9 @@ pub trait Backend: Send + std::fmt::Debug {
     fn poll(&mut self, now_ms: i64) -> Vec<Observed>;
     /// Forgets everything (a new leader term re-sends the desired state).
     fn reset(&mut self);
+    /// The nodes the store has on record, read when a leader term begins (after
+    /// [`Self::reset`]): what agents told earlier leaders of themselves.
+    fn nodes_on_record(&mut self, _nodes: &[switchyard_store::NodeRecord]) {}
     /// When the backend next expects to observe something without being told (the dry run:
     /// its next run's end), so that the leader polls then rather than a whole tick later.
     /// `None`: nothing it can foresee.
@@ -296,6 +299,13 @@ impl Backend for Routed {
             b.reset();
         }
         self.fallback.reset();
+    }
+
+    fn nodes_on_record(&mut self, nodes: &[switchyard_store::NodeRecord]) {
+        for (_, b) in &mut self.routes {
+            b.nodes_on_record(nodes);
+        }
+        self.fallback.nodes_on_record(nodes);
     }
 
     fn next_due_ms(&self) -> Option<i64> {

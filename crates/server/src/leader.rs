@@ -127,12 +127,13 @@ pub async fn run(
         if leading.is_none() {
             match store.acquire_lease(&cfg.holder, now, ttl_ms).await {
                 Ok(Some(lease)) => match recover(&store, &fleet, now).await {
-                    Ok(engine) => {
+                    Ok((engine, nodes)) => {
                         let term = lease.term;
                         let fresh = in_time(&lease, ttl_ms);
                         let renewed_ms = renewed_at(&lease, now, ttl_ms);
                         tracing::info!(term, holder = %cfg.holder, "took the scheduling lease");
                         backend.reset();
+                        backend.nodes_on_record(&nodes);
                         metrics
                             .lease_expires_ms
                             .store(lease.expires_ms, Ordering::Relaxed);
@@ -206,12 +207,16 @@ pub async fn run(
 }
 
 /// A fresh scheduler holding every active job of the store, in submission order.
-async fn recover(store: &AnyStore, fleet: &Fleet, now: i64) -> Result<Engine, StoreError> {
+async fn recover(
+    store: &AnyStore,
+    fleet: &Fleet,
+    now: i64,
+) -> Result<(Engine, Vec<switchyard_store::NodeRecord>), StoreError> {
     let mut engine = Engine::new(fleet, Clock::starting_at(now));
     for r in store.active_jobs().await? {
         admit(&mut engine, &r, now);
     }
-    Ok(engine)
+    Ok((engine, store.nodes().await?))
 }
 
 fn admit(engine: &mut Engine, r: &JobRecord, now: i64) {
