@@ -1859,6 +1859,12 @@ impl Scheduler {
             ),
         );
         let spare_nodes: Vec<u32> = spares.iter().map(|s| s.node).collect();
+        // (A gang whose every node failed keeps nothing.)
+        let kept = if failed.len() == nodes.len() {
+            String::new()
+        } else {
+            format!(", keeping the rest of its {size} accelerators")
+        };
         let in_place = if let ([spare], [node]) = (spare_nodes.as_slice(), failed.as_slice()) {
             format!("spare node {spare} of {name} in place of failed node {node}")
         } else {
@@ -1880,7 +1886,7 @@ impl Scheduler {
                 nodes,
             },
             format!(
-                "restarts {from} on {in_place}, keeping the rest of its {size} accelerators; predicted to finish in {}",
+                "restarts {from} on {in_place}{kept}; predicted to finish in {}",
                 human_s(end - now)
             ),
         );
@@ -1922,8 +1928,10 @@ impl Scheduler {
                             .copied()
                             .filter(|&n| run.shares.iter().any(|s| s.node == n))
                             .collect(),
-                        None => vec![node],
+                        None => Vec::new(),
                     };
+                    // (Only a run's own shares make it an occupant; the node hit it at least.)
+                    let its = if its.is_empty() { vec![node] } else { its };
                     let what = nodes_of(&its, &name);
                     if self.stalls_for_good(now, j) {
                         self.stop(now, j, false, false);
@@ -1976,6 +1984,11 @@ impl Scheduler {
                     }) {
                         let rep = reps.swap_remove(p);
                         let nodes = rep.shares.clone();
+                        let down: Vec<u32> = failed
+                            .iter()
+                            .copied()
+                            .filter(|&n| nodes.iter().any(|s| s.node == n))
+                            .collect();
                         self.release_replica(now, j, rep);
                         if self.jobs[j as usize].replicas.is_empty() {
                             self.jobs[j as usize].state = JobState::Pending;
@@ -1989,7 +2002,10 @@ impl Scheduler {
                                 cluster,
                                 nodes,
                             },
-                            format!("node {node} of {name} failed; the replica will be replaced"),
+                            format!(
+                                "{} failed; the replica will be replaced",
+                                nodes_of(&down, &name)
+                            ),
                         );
                     }
                 }
@@ -3051,7 +3067,6 @@ pub fn human_s(s: f64) -> String {
     }
 }
 
-/// Where a restarted job resumes: batch jobs keep no checkpoint.
 /// "node 3 of NAME" or "nodes 3, 5 of NAME".
 fn nodes_of(nodes: &[u32], cluster: &str) -> String {
     match nodes {
@@ -3069,6 +3084,7 @@ fn list(nodes: &[u32]) -> String {
         .join(", ")
 }
 
+/// Where a restarted job resumes: batch jobs keep no checkpoint.
 fn restart_origin(kind: JobKind) -> &'static str {
     if kind == JobKind::Batch {
         "from the beginning"

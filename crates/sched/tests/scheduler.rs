@@ -779,6 +779,65 @@ fn nodes_failed_at_once_restart_a_gang_once() {
     }
 }
 
+/// With a spare for one of two failed nodes only, the gang goes back to the queue and the
+/// spare it took is given back; a gang whose every node failed keeps nothing, and says so.
+#[test]
+fn spares_for_some_failed_nodes_only_are_given_back() {
+    let mut s = sched(Policy::Switchyard, true);
+    let mut blocker = job("blocker", "b", 56, 1e6);
+    blocker.clusters = vec!["fast".into()];
+    submit(&mut s, 0.0, blocker);
+    let mut run = job("run", "a", 64, 1e6);
+    run.clusters = vec!["fast".into()];
+    let j = submit(&mut s, 0.0, run);
+    let d = pass(&mut s, 0.0);
+    let Some(Action::Start { nodes, .. }) = d
+        .iter()
+        .map(|d| &d.action)
+        .find(|a| matches!(a, Action::Start { job, .. } if *job == j))
+    else {
+        panic!("the run starts: {d:?}");
+    };
+    assert_eq!(s.busy(0), 120, "one spare node left");
+    let failed: Vec<u32> = nodes.iter().take(2).map(|n| n.node).collect();
+    let mut out = Vec::new();
+    s.handle(
+        50_000.0,
+        Event::NodesFailed {
+            cluster: 0,
+            nodes: failed,
+        },
+        &mut out,
+    );
+    s.check_invariants().expect("invariants");
+    assert_eq!(out.len(), 1, "one restart, back to the queue: {out:?}");
+    assert_eq!(s.job(j).state, JobState::Pending);
+    assert_eq!(
+        s.busy(0),
+        56,
+        "the spare taken for the first node is given back"
+    );
+
+    // A one-node gang whose node fails restarts on a spare and keeps nothing.
+    let mut s = sched(Policy::Switchyard, true);
+    let mut one = job("one", "a", 8, 1e6);
+    one.clusters = vec!["fast".into()];
+    submit(&mut s, 0.0, one);
+    let Action::Start { ref nodes, .. } = pass(&mut s, 0.0)[0].action else {
+        panic!("a start");
+    };
+    let node = nodes[0].node;
+    let mut out = Vec::new();
+    s.handle(50_000.0, Event::NodeFailed { cluster: 0, node }, &mut out);
+    assert!(
+        out[1]
+            .reason
+            .contains(&format!("in place of failed node {node}; predicted")),
+        "{}",
+        out[1].reason
+    );
+}
+
 #[test]
 fn elastic_run_starts_small_and_grows_when_room_frees() {
     let mut s = sched(Policy::Switchyard, false);

@@ -7,8 +7,9 @@
 //! down to the scheduler, so work is placed only where an agent runs. Agents fetch their full
 //! desired set of assignments and report every process's status; the hub folds the statuses
 //! of a gang's ranks into "finished" or "failed" for the scheduler. A node whose heartbeats
-//! stop for `lost_after` intervals is lost: the scheduler hears a node failure and restarts
-//! the gangs on it from their last checkpoint.
+//! stop for `lost_after` intervals is lost (and with it the nodes of its gangs that have missed
+//! every heartbeat but the last: cut off with it): the scheduler hears the failures at once and
+//! restarts the gangs on them from their last checkpoint.
 //!
 //! The desired state lives in the leader's memory: after a restart the new leader places the
 //! running jobs again, and the agents' level-triggered reconciliation stops what is no longer
@@ -359,8 +360,8 @@ struct Hub {
 
 /// An agent's `orphan_stop_ms` as taken: what it said, at most a week, or the default for one
 /// that does not say.
-fn orphan_stop_of(info: &NodeInfo) -> i64 {
-    info.orphan_stop_ms.map_or(DEFAULT_ORPHAN_STOP_MS, |ms| {
+fn orphan_stop_of(said_ms: Option<u64>) -> i64 {
+    said_ms.map_or(DEFAULT_ORPHAN_STOP_MS, |ms| {
         i64::try_from(ms)
             .unwrap_or(i64::MAX)
             .min(MAX_ORPHAN_STOP_MS)
@@ -622,7 +623,7 @@ impl AgentHub {
                 boot_id: boot.map(str::to_owned),
                 accelerators,
                 last_seen_ms: now_ms,
-                orphan_stop_ms: orphan_stop_of(info),
+                orphan_stop_ms: orphan_stop_of(info.orphan_stop_ms),
                 persisted_ms: now_ms,
                 lost: false,
                 statuses,
@@ -972,7 +973,14 @@ impl Hub {
         for LostNode { id, .. } in lost {
             let runs = self.on_node.get(id).into_iter().flatten();
             for run in runs.filter_map(|r| self.runs.get(r)) {
-                if !matches!(run.kind, RunKind::Gang { .. }) {
+                // A gang already over (its end reported) ties its nodes no more.
+                if !matches!(
+                    run.kind,
+                    RunKind::Gang {
+                        reported: false,
+                        ..
+                    }
+                ) {
                     continue;
                 }
                 for peer in run.by_node.keys() {
@@ -1253,13 +1261,13 @@ impl Hub {
             .nodes
             .iter()
             .map(|id| {
-                let orphan_stop = match self.nodes.get(id) {
-                    Some(n) => n.orphan_stop_ms,
-                    None => self
-                        .orphan_stop_on_record
-                        .get(id)
-                        .copied()
-                        .unwrap_or(DEFAULT_ORPHAN_STOP_MS),
+                // The longer of what it told this process and what the store has (it may have
+                // registered since with another leader, with another --orphan-after).
+                let on_record = self.orphan_stop_on_record.get(id).copied();
+                let orphan_stop = match (self.nodes.get(id), on_record) {
+                    (Some(n), Some(r)) => n.orphan_stop_ms.max(r),
+                    (Some(n), None) => n.orphan_stop_ms,
+                    (None, r) => r.unwrap_or(DEFAULT_ORPHAN_STOP_MS),
                 };
                 self.ranks_stop_by(answered_until, orphan_stop, grace_ms)
             })
@@ -1547,7 +1555,8 @@ impl AgentBackend {
                         generation,
                         // A moment, not a countdown: the reason is written once.
                         why: format!(
-                            "held back until {} UTC at the latest ({} s): {why}",
+                            "held back until {} UTC at the latest ({} s after it was placed): \
+                             {why}",
                             crate::leader::utc(until.saturating_add(999)),
                             until.saturating_sub(now).saturating_add(999) / 1000
                         ),
@@ -1974,10 +1983,12 @@ impl Backend for AgentBackend {
         hub.orphan_stop_on_record = nodes
             .iter()
             .map(|n| {
-                // A record whose info does not parse (written by another release) says nothing.
-                let stop = serde_json::from_str::<NodeInfo>(&n.info)
-                    .map_or(DEFAULT_ORPHAN_STOP_MS, |info| orphan_stop_of(&info));
-                (n.id.clone(), stop)
+                // Only the one field is read: a record another release wrote may hold fields
+                // this one's `NodeInfo` refuses. One that does not say takes the default.
+                let said = serde_json::from_str::<serde_json::Value>(&n.info)
+                    .ok()
+                    .and_then(|v| v.get("orphan_stop_ms")?.as_u64());
+                (n.id.clone(), orphan_stop_of(said))
             })
             .collect();
     }
@@ -3222,8 +3233,11 @@ mod tests {
             heartbeat_ms: t0,
             lost_ms: Some(t0),
         };
+        // (A field this release does not know, as a later one may write, is no obstacle.)
+        let mut far = serde_json::to_value(&far).expect("json");
+        far["gpu_topology"] = serde_json::json!("nvl72");
         b.nodes_on_record(&[
-            record("n-far", serde_json::to_string(&far).expect("json")),
+            record("n-far", far.to_string()),
             record("n-garbled", "{".into()),
         ]);
         let term = h.lock().term_started_ms.expect("a term");
@@ -3251,6 +3265,10 @@ mod tests {
         let c = join(&h, "c", 2, t1 - 50);
         let _ = b.poll(t1 - 50);
         b.reset();
+        // c told this process 5 s; it registered since with another leader, saying 300 s.
+        let mut said = serde_json::to_value(info("c", 2)).expect("json");
+        said["orphan_stop_ms"] = serde_json::json!(300_000);
+        b.nodes_on_record(&[record("n-c", said.to_string())]);
         let term = h.lock().term_started_ms.expect("a term");
         let _ = b.poll(term);
         b.act(vec![relaunch("n", 1, 2, &["n-c"])]);
@@ -3259,6 +3277,17 @@ mod tests {
                 .iter()
                 .any(|o| matches!(o, Observed::Held { job, .. } if job == "n")),
             "held until c calls"
+        );
+        let locked = h.lock();
+        let held = locked
+            .by_job
+            .get("n")
+            .and_then(|runs| runs.iter().find_map(|r| locked.runs.get(r)?.not_before_ms));
+        drop(locked);
+        assert_eq!(
+            held,
+            Some(term + 15_000 + 300_000 + 10_000 + 100),
+            "the longer"
         );
         runs_nothing(&h, &c, term + 1);
         assert!(began(&b.poll(term + 1), "n"), "handed out once c reports");
