@@ -2895,6 +2895,7 @@ impl Scheduler {
             .iter()
             .map(|i| vec![0; i.nodes() as usize])
             .collect();
+        let mut shares_on = used.clone();
         let mut tenant_use = vec![vec![0u64; n]; self.tenants.len()];
         let mut queued = 0u64;
         let mut running = 0u64;
@@ -2970,6 +2971,7 @@ impl Scheduler {
                         ));
                     }
                     used[c as usize][s.node as usize] += s.accelerators;
+                    shares_on[c as usize][s.node as usize] += 1;
                 }
                 tenant_use[j.tenant as usize][c as usize] += u64::from(size);
             }
@@ -2996,6 +2998,13 @@ impl Scheduler {
             i.check()
                 .map_err(|e| format!("{}: {e}", self.clusters[c].name))?;
             for node in 0..i.nodes() {
+                let entries = self.occupants[c][node as usize].len();
+                if entries != shares_on[c][node as usize] as usize {
+                    return Err(format!(
+                        "{} node {node}: {entries} occupant entries for {} allocations (a stale one?)",
+                        self.clusters[c].name, shares_on[c][node as usize]
+                    ));
+                }
                 if used[c][node as usize] != i.used_on(node) {
                     return Err(format!(
                         "{} node {node}: jobs hold {} accelerators, index says {} (an accelerator given twice?)",

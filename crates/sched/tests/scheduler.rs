@@ -433,8 +433,16 @@ fn start_driving(
 }
 
 /// A drive's failure (kind 2) or repair (kind 3) of `node` of `cluster`.
+/// A failure (kind 2) or a repair. Every fourth node fails together with the one before it
+/// (which stays down until it fails and is repaired on its own), as a backend's poll reports
+/// nodes cut off at once.
 fn node_event(kind: u8, cluster: u32, node: u32) -> Event {
-    if kind == 2 {
+    if kind == 2 && node % 4 == 3 {
+        Event::NodesFailed {
+            cluster,
+            nodes: vec![node, node - 1],
+        }
+    } else if kind == 2 {
         Event::NodeFailed { cluster, node }
     } else {
         Event::NodeRepaired { cluster, node }
