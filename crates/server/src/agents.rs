@@ -352,10 +352,18 @@ struct Hub {
     /// it never handed out may be output agents held through the change of leader (see
     /// [`PushedOutput::unverified`]).
     term_started_ms: Option<i64>,
-    /// What each agent on record in the store (as it last registered, with any leader) said it
-    /// needs to stop orphaned ranks, read when the term began: a new leader's bound for nodes
-    /// it has not heard from yet.
-    orphan_stop_on_record: HashMap<String, i64>,
+    /// The nodes on record in the store, as they last registered (with any leader), read when
+    /// the term began: what a new leader knows of nodes it has not heard from yet.
+    on_record: HashMap<String, NodeOnRecord>,
+}
+
+/// A node as the store has it from its last registration.
+#[derive(Debug, Clone, PartialEq)]
+struct NodeOnRecord {
+    /// What its agent said it needs to stop orphaned ranks ([`orphan_stop_of`]).
+    orphan_stop_ms: i64,
+    /// The machine's boot then, if it sent one.
+    boot: Option<String>,
 }
 
 /// An agent's `orphan_stop_ms` as taken: what it said, at most a week, or the default for one
@@ -1252,8 +1260,9 @@ impl Hub {
     /// leader, until one of those nodes reports in its term: from the term's start, when
     /// an earlier leader (another replica, or this process before it lost the lease, which
     /// another replica may have held since) may have answered them a while longer
-    /// ([`EARLIER_LEADER_ANSWERS_MS`]), with the agent's orphan deadline (as the store has it
-    /// for an agent this hub has not heard from; assumed for one it has no record of).
+    /// ([`EARLIER_LEADER_ANSWERS_MS`]), with the agent's orphan deadline (the longer of what it
+    /// told this process and what the store has; assumed for one with neither). A node's report
+    /// counts from the machine the store has on record, by its boot.
     fn new_leader_fence(&self, before: &RanOn, grace_ms: u64) -> Option<Fence> {
         let term_started = self.term_started_ms?;
         let answered_until = term_started.saturating_add(EARLIER_LEADER_ANSWERS_MS);
@@ -1263,7 +1272,7 @@ impl Hub {
             .map(|id| {
                 // The longer of what it told this process and what the store has (it may have
                 // registered since with another leader, with another --orphan-after).
-                let on_record = self.orphan_stop_on_record.get(id).copied();
+                let on_record = self.on_record.get(id).map(|r| r.orphan_stop_ms);
                 let orphan_stop = match (self.nodes.get(id), on_record) {
                     (Some(n), Some(r)) => n.orphan_stop_ms.max(r),
                     (Some(n), None) => n.orphan_stop_ms,
@@ -1277,9 +1286,18 @@ impl Hub {
             nodes: before
                 .nodes
                 .iter()
-                .map(|id| FenceNode {
-                    reports: self.nodes.get(id).map_or(0, |n| n.term_reports),
-                    ..self.fence_node(id)
+                .map(|id| {
+                    let mut node = FenceNode {
+                        reports: self.nodes.get(id).map_or(0, |n| n.term_reports),
+                        ..self.fence_node(id)
+                    };
+                    // The machine that ran the ranks registered last before this term: a
+                    // report counts from that boot (not from another machine that took the
+                    // host name over since, nor from the same one rebooted, whose ranks died).
+                    if let Some(boot) = self.on_record.get(id).and_then(|r| r.boot.clone()) {
+                        node.boot = Some(boot);
+                    }
+                    node
                 })
                 .collect(),
             until_ms: until,
@@ -1980,7 +1998,7 @@ impl Backend for AgentBackend {
 
     fn nodes_on_record(&mut self, nodes: &[switchyard_store::NodeRecord]) {
         let mut hub = self.hub.lock();
-        hub.orphan_stop_on_record = nodes
+        hub.on_record = nodes
             .iter()
             .map(|n| {
                 // Only the one field is read: a record another release wrote may hold fields
@@ -1988,7 +2006,11 @@ impl Backend for AgentBackend {
                 let said = serde_json::from_str::<serde_json::Value>(&n.info)
                     .ok()
                     .and_then(|v| v.get("orphan_stop_ms")?.as_u64());
-                (n.id.clone(), orphan_stop_of(said))
+                let record = NodeOnRecord {
+                    orphan_stop_ms: orphan_stop_of(said),
+                    boot: n.boot_id.clone(),
+                };
+                (n.id.clone(), record)
             })
             .collect();
     }
@@ -2222,6 +2244,7 @@ mod handlers {
                 memory_bytes: i64::try_from(info.memory_bytes).unwrap_or(i64::MAX),
                 accelerators: info.accelerators.len() as i64,
                 info: serde_json::to_string(&info).unwrap_or_default(),
+                boot_id: boot.clone(),
                 now_ms: now,
                 slots: i64::from(slots),
             })
@@ -3232,6 +3255,7 @@ mod tests {
             registered_ms: t0,
             heartbeat_ms: t0,
             lost_ms: Some(t0),
+            boot_id: None,
         };
         // (A field this release does not know, as a later one may write, is no obstacle.)
         let mut far = serde_json::to_value(&far).expect("json");
@@ -3243,8 +3267,11 @@ mod tests {
         let term = h.lock().term_started_ms.expect("a term");
         // (A record that does not parse says nothing: the default.)
         assert_eq!(
-            h.lock().orphan_stop_on_record.get("n-garbled"),
-            Some(&DEFAULT_ORPHAN_STOP_MS)
+            h.lock()
+                .on_record
+                .get("n-garbled")
+                .map(|r| r.orphan_stop_ms),
+            Some(DEFAULT_ORPHAN_STOP_MS)
         );
         b.act(vec![relaunch("p", 1, 2, &["n-far"])]);
         let _ = b.poll(until);
@@ -3256,6 +3283,32 @@ mod tests {
         drop(locked);
         assert_eq!(held, Some(term + 15_000 + 300_000 + 10_000 + 100));
         b.act(vec![Command::Stop { job: "p".into() }]);
+
+        // The store has d from an earlier boot (another machine, or d before a reboot): a
+        // machine registering as d now, from another boot, ran none of the last attempt's
+        // ranks, and its report does not lift the hold.
+        b.nodes_on_record(&[switchyard_store::NodeRecord {
+            boot_id: Some("boot-of-d-before".into()),
+            ..record(
+                "n-d",
+                serde_json::to_string(&NodeInfo {
+                    orphan_stop_ms: Some(300_000),
+                    ..info("d", 2)
+                })
+                .expect("json"),
+            )
+        }]);
+        b.act(vec![relaunch("s", 1, 2, &["n-d"])]);
+        let d = join(&h, "d", 1, until);
+        runs_nothing(&h, &d, until);
+        h.heartbeat(&c, until).expect("c lives");
+        let seen = b.poll(until);
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Observed::Held { job, .. } if job == "s"))
+                && !began(&seen, "s"),
+            "a report from another boot does not count: {seen:?}"
+        );
 
         // A process that leads again: a node it knows counts only once it reports in the new
         // term (another replica may have led in between, or the node may be cut off).

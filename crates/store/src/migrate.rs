@@ -28,6 +28,7 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0008_job_clusters.sql"),
     ),
     (9, include_str!("../migrations/sqlite/0009_ran_on.sql")),
+    (10, include_str!("../migrations/sqlite/0010_boot_id.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -54,6 +55,7 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0008_job_clusters.sql"),
     ),
     (9, include_str!("../migrations/postgres/0009_ran_on.sql")),
+    (10, include_str!("../migrations/postgres/0010_boot_id.sql")),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

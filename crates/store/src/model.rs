@@ -328,6 +328,8 @@ pub struct NodeRegistration {
     pub accelerators: i64,
     /// The agent's `NodeInfo`, JSON.
     pub info: String,
+    /// The machine's boot id, as the agent's requests carry it (`None`: it sent none).
+    pub boot_id: Option<String>,
     pub now_ms: i64,
     /// How many nodes the fleet cluster has: the node takes a slot in `0..slots`.
     pub slots: i64,
@@ -378,6 +380,8 @@ pub struct NodeRecord {
     pub heartbeat_ms: i64,
     /// When it was marked lost (`None` while ready).
     pub lost_ms: Option<i64>,
+    /// The machine's boot id at its last registration (`None`: it sent none).
+    pub boot_id: Option<String>,
 }
 
 /// One output line of a job's process, as an agent pushed it.

@@ -21,7 +21,7 @@ const JOB_COLUMNS: &str = "seq, tenant_number, id, tenant, name, kind, priority,
 const EVENT_COLUMNS: &str = "job_number, job_id, at_ms, kind, cluster, message";
 
 const NODE_COLUMNS: &str = "id, cluster, slot, hostname, address, cpus, memory_bytes, \
-    accelerators, info, state, registered_ms, heartbeat_ms, lost_ms";
+    accelerators, info, state, registered_ms, heartbeat_ms, lost_ms, boot_id";
 
 const LOG_COLUMNS: &str =
     "job_number, job_id, attempt, rank, assignment_id, stream, seq, at_ms, line";
@@ -426,6 +426,7 @@ macro_rules! sql_store {
                     registered_ms: row.try_get("registered_ms")?,
                     heartbeat_ms: row.try_get("heartbeat_ms")?,
                     lost_ms: row.try_get("lost_ms")?,
+                    boot_id: row.try_get("boot_id")?,
                 })
             }
 
@@ -459,7 +460,7 @@ macro_rules! sql_store {
                         sqlx::query(&format!(
                             "UPDATE nodes SET address = $1, cpus = $2, memory_bytes = $3, \
                                accelerators = $4, info = $5, state = 'ready', heartbeat_ms = $6, \
-                               lost_ms = NULL \
+                               lost_ms = NULL, boot_id = $8 \
                              WHERE id = $7 RETURNING {NODE_COLUMNS}"
                         ))
                         .bind(&reg.address)
@@ -469,6 +470,7 @@ macro_rules! sql_store {
                         .bind(&reg.info)
                         .bind(reg.now_ms)
                         .bind(&id)
+                        .bind(&reg.boot_id)
                         .fetch_one(&mut *tx)
                         .await?
                     }
@@ -510,7 +512,8 @@ macro_rules! sql_store {
                         };
                         sqlx::query(&format!(
                             "INSERT INTO nodes ({NODE_COLUMNS}) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $10, NULL) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $10, NULL, \
+                               $11) \
                              RETURNING {NODE_COLUMNS}"
                         ))
                         .bind(crate::new_node_id()?)
@@ -523,6 +526,7 @@ macro_rules! sql_store {
                         .bind(reg.accelerators)
                         .bind(&reg.info)
                         .bind(reg.now_ms)
+                        .bind(&reg.boot_id)
                         .fetch_one(&mut *tx)
                         .await?
                     }

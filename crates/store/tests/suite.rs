@@ -95,6 +95,7 @@ fn registration(cluster: &str, host: &str, now_ms: i64, slots: i64) -> NodeRegis
         memory_bytes: 512 << 30,
         accelerators: 8,
         info: format!("{{\"hostname\":\"{host}\"}}"),
+        boot_id: Some(format!("boot-of-{host}")),
         now_ms,
         slots,
     }
@@ -117,6 +118,7 @@ async fn node_registry(s: AnyStore) {
         (a.slot, a.state, a.registered_ms, a.heartbeat_ms, a.lost_ms),
         (0, NodeState::Ready, 100, 100, None)
     );
+    assert_eq!(a.boot_id.as_deref(), Some("boot-of-a"));
     let b = s
         .register_node(&registration("lab", "b", 110, 3))
         .await
@@ -136,7 +138,9 @@ async fn node_registry(s: AnyStore) {
     again.address = "192.168.1.7".into();
     again.accelerators = 4;
     again.info = "{\"v\":2}".into();
+    again.boot_id = None;
     let a2 = s.register_node(&again).await.expect("register a again");
+    assert_eq!(a2.boot_id, None, "the boot of its last registration");
     assert_eq!((a2.id.as_str(), a2.slot), (a.id.as_str(), 0));
     assert_eq!(
         (a2.address.as_str(), a2.accelerators, a2.info.as_str()),
