@@ -46,6 +46,9 @@ const CHECKPOINT_EVERY: u64 = 20;
 const SEED: u64 = 7;
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const LOST_AFTER: u32 = 3;
+/// The agents' `--orphan-after`: above the loss deadline (1.5 s), short enough that the demo
+/// does not wait a minute for the killed node's ranks to be taken as stopped.
+const ORPHAN_AFTER: Duration = Duration::from_secs(3);
 
 /// Prints a line; a closed stdout (`| head`) is not an error worth stopping the demo for.
 macro_rules! out {
@@ -334,6 +337,9 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             .args(["agent", "--server", &url, "--cluster", "local"])
             .args(["--accelerators", &PER_NODE.to_string()])
             .args(["--hostname", &name, "--address", "127.0.0.1"])
+            // The killed node's gang restarts once its ranks must have stopped, had the node
+            // only been cut off (orphan deadline + 10 s + stop grace): seconds, not a minute.
+            .args(["--orphan-after", &format!("{}ms", ORPHAN_AFTER.as_millis())])
             .env("SWITCHYARD_TOKEN", &agent_token)
             .current_dir(&dir)
             .stdin(Stdio::null())

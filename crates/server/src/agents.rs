@@ -258,7 +258,7 @@ struct LostNode {
 struct Fence {
     /// The earlier attempt's nodes. Lifted once they report, after the fence went up, that none
     /// of the job's ranks runs there any more (their agents were handed a desired set without
-    /// them and stopped them): every one still in touch, and at least one ([`Hub::lifted`]).
+    /// them and stopped them): every one of them ([`Hub::lifted`]).
     nodes: Vec<FenceNode>,
     /// Or at this, when their agents must have stopped them on their own: each asks its ranks
     /// to stop once its orphan deadline has passed since its last answered heartbeat, the
@@ -281,10 +281,10 @@ struct FenceNode {
 }
 
 /// [`Fence::why`] of the ranks of a gang whose nodes were cut off.
-const CUT_OFF: &str = "its last attempt's nodes were cut off, and their agents may run its \
-    ranks (writing its checkpoint directory) until they stop orphaned ranks (--orphan-after) and \
-    the ranks' stop grace has passed; it starts as soon as its nodes in touch report its ranks \
-    stopped";
+const CUT_OFF: &str = "a node of its last attempt was lost, and may only be cut off, its agent \
+    running its ranks (writing its checkpoint directory) until it stops orphaned ranks \
+    (--orphan-after) and their stop grace has passed; it starts then, or sooner once every node \
+    of that attempt reports its ranks stopped (a lost one when it is back)";
 
 /// [`Fence::why`] of a gang taken away while its nodes are in touch.
 const STOPPING: &str = "its last attempt's ranks are being stopped, and may write its \
@@ -292,9 +292,10 @@ const STOPPING: &str = "its last attempt's ranks are being stopped, and may writ
     stopped";
 
 /// [`Fence::why`] of a gang a new leader took over.
-const NEW_LEADER: &str = "a new scheduling leader took over and has not heard from any node of \
-    its last attempt yet, whose agents may run its ranks (writing its checkpoint directory) \
-    until they stop orphaned ranks; it starts as soon as those in touch report its ranks stopped";
+const NEW_LEADER: &str = "a new scheduling leader took over and has not heard yet from every \
+    node of its last attempt, whose agents may run its ranks (writing its checkpoint directory) \
+    until they stop orphaned ranks; it starts then, or sooner once every one of those nodes \
+    reports its ranks stopped";
 
 impl Run {
     fn new(job: String, kind: RunKind, attempt: u32, world_size: u32) -> Self {
@@ -1317,9 +1318,9 @@ impl Hub {
     }
 
     /// Whether `job`'s `fence` no longer holds anything back at `now_ms`: its end has come, or
-    /// a node of it has reported, since it went up, that no rank of the job runs there, and so
-    /// has every node of it still in touch (known here, not lost, the same boot). The ranks on
-    /// a node out of touch cannot get past their next collective without the others.
+    /// every node of it has reported, since it went up and from the same boot, that no rank of
+    /// the job runs there (or is back with another boot, its ranks gone with the reboot), and at
+    /// least one has reported.
     fn lifted(&self, job: &str, fence: &Fence, now_ms: i64) -> bool {
         let prefix = format!("{job}/");
         let clean = |f: &FenceNode| {
@@ -1335,15 +1336,19 @@ impl Hub {
                     })
             })
         };
-        // Out of touch: lost, unknown here, or another boot (the ranks died with the reboot,
-        // or the machine that ran them was lost before another took its name).
-        let away = |f: &FenceNode| {
+        // Back with another boot: the ranks died with the reboot (or the machine that ran them
+        // was lost before another took its name, and another boot reports under it).
+        let rebooted = |f: &FenceNode| {
             self.nodes
                 .get(&f.id)
-                .is_none_or(|n| n.lost || (f.boot.is_some() && n.boot_id != f.boot))
+                .is_some_and(|n| !n.lost && f.boot.is_some() && n.boot_id != f.boot)
         };
+        // A node lost or unknown here may be cut off with the ranks running: a rank whose
+        // peers are gone may still write (a save on SIGTERM at its agent's orphan deadline),
+        // so it holds the fence until it reports or its bound.
         now_ms >= fence.until_ms
-            || (fence.nodes.iter().any(clean) && fence.nodes.iter().all(|f| away(f) || clean(f)))
+            || (fence.nodes.iter().any(clean)
+                && fence.nodes.iter().all(|f| rebooted(f) || clean(f)))
     }
 
     /// Keeps the fence `run` leaves, if any ([`Hub::fence_of`]).
@@ -2974,14 +2979,10 @@ mod tests {
             matches!(outcomes(b.poll(400)).as_slice(), [Observed::Held { .. }]),
             "a heartbeat says nothing of the old ranks"
         );
-        // c reports that nothing of attempt 1 runs there any more.
+        // c reports that nothing of attempt 1 runs there any more; a, lost, may only be cut
+        // off, its rank running on (and writing at its agent's orphan deadline): still held.
         runs_nothing(&h, &c, 450);
-        let seen = outcomes(b.poll(450));
-        assert!(
-            matches!(seen.as_slice(), [Observed::Began { job, generation: 2 }] if job == "j"),
-            "{seen:?}"
-        );
-        assert_eq!(ids(&h, &c), ["j/attempt-2/rank-0", "j/attempt-2/rank-1"]);
+        assert_eq!(outcomes(b.poll(450)), []);
         // a comes back.
         assert!(
             h.heartbeat(&a, 500).expect("a is back"),
@@ -2991,23 +2992,41 @@ mod tests {
             !h.heartbeat(&a, 600).expect("a lives"),
             "ordinary heartbeats are not, until {PERSIST_HEARTBEAT_MS} ms have passed"
         );
+        // and reports nothing of attempt 1 running there: the hold lifts.
+        runs_nothing(&h, &a, 650);
+        let seen = b.poll(650);
+        assert_eq!(
+            seen,
+            [
+                Observed::NodeRepaired {
+                    cluster: 0,
+                    node: 0
+                },
+                Observed::Began {
+                    job: "j".into(),
+                    generation: 2
+                },
+                Observed::RanOn {
+                    job: "j".into(),
+                    generation: 2,
+                    ran_on: RanOn {
+                        nodes: vec![c.clone()]
+                    }
+                }
+            ]
+        );
+        assert_eq!(ids(&h, &c), ["j/attempt-2/rank-0", "j/attempt-2/rank-1"]);
         assert!(
             h.heartbeat(&a, 500 + PERSIST_HEARTBEAT_MS)
                 .expect("a lives")
-        );
-        assert_eq!(
-            b.poll(500),
-            [Observed::NodeRepaired {
-                cluster: 0,
-                node: 0
-            }]
         );
     }
 
     /// A gang whose nodes are all cut off at once may still run there (each agent stops its
     /// ranks only once its own orphan deadline has passed): its next attempt is held back until
-    /// then, so that two attempts never write one checkpoint directory. With a node of the gang
-    /// still in touch (its agent stops its ranks at once) the next attempt starts at once.
+    /// then, so that two attempts never write one checkpoint directory. With every node of the
+    /// gang in touch (its agent stops its ranks at once) the next attempt starts once they
+    /// report.
     #[test]
     fn a_gang_cut_off_whole_holds_its_next_attempt_until_its_ranks_must_have_stopped() {
         let h = hub();
@@ -3157,8 +3176,9 @@ mod tests {
         assert_eq!(b.poll(t0 + 1), [ran_on("k", 1, &["n-c"])]);
         b.act(vec![Command::Stop { job: "k".into() }]);
 
-        // Its last attempt ran on a and bb, not heard from: held, nothing handed out.
-        b.act(vec![relaunch("j", 1, 2, &["n-a", "n-bb"])]);
+        // Its last attempt ran on c, which has reported, and a, not heard from: held, nothing
+        // handed out.
+        b.act(vec![relaunch("j", 1, 2, &["n-a", "n-c"])]);
         let held = b.poll(t0 + 1);
         assert!(
             matches!(held.as_slice(), [Observed::Held { job, generation: 1, why, interrupted: false }]
@@ -3174,7 +3194,7 @@ mod tests {
         );
         assert!(outcomes(b.poll(t0 + 100)).is_empty());
         // Placed again in the term (its placement failed, say): still held.
-        b.act(vec![relaunch("j", 2, 2, &["n-a", "n-bb"])]);
+        b.act(vec![relaunch("j", 2, 2, &["n-a", "n-c"])]);
         assert!(
             b.poll(t0 + 100)
                 .iter()
@@ -3544,6 +3564,14 @@ mod tests {
         );
         runs_nothing(&h, &a, t + 3);
         let seen = b.poll(t + 3);
+        assert!(
+            !seen.iter().any(|o| matches!(o, Observed::Began { .. })),
+            "bb, still lost, may run its rank on: {seen:?}"
+        );
+        // bb is back too and reports its rank stopped.
+        h.heartbeat(&bb, t + 4).expect("bb is back");
+        runs_nothing(&h, &bb, t + 5);
+        let seen = b.poll(t + 5);
         assert!(
             seen.iter()
                 .any(|o| matches!(o, Observed::Began { job, generation: 3 } if job == "j")),
