@@ -1818,7 +1818,6 @@ impl Backend for AgentBackend {
                 });
             }
         }
-        lost.sort_unstable_by_key(|l| (l.cluster, l.slot));
         if let (Some(store), Ok(rt)) = (&self.store, tokio::runtime::Handle::try_current())
             && !lost.is_empty()
         {
@@ -1870,8 +1869,9 @@ impl Backend for AgentBackend {
                 });
             }
         }
-        // Side by side, after every note: the nodes this poll lost fail together, so a gang on
-        // several of them restarts once.
+        // Side by side, after every note (those lost on their own first): the nodes this poll
+        // lost fail together, so a gang on several of them restarts once.
+        lost.sort_unstable_by_key(|l| (l.cluster, l.slot));
         for l in lost {
             out.push(Observed::NodeFailed {
                 cluster: l.cluster,
@@ -3381,8 +3381,8 @@ mod tests {
         let _ = b.poll(t0);
         b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
         let _ = b.poll(t0);
-        // All three are cut off; bb's and c's last heartbeats came half an interval after a's.
-        h.heartbeat(&bb, t0 + 50).expect("bb lives");
+        // All three are cut off; a's and c's last heartbeats came half an interval after bb's.
+        h.heartbeat(&a, t0 + 50).expect("a lives");
         h.heartbeat(&c, t0 + 50).expect("c lives");
         let mut t = t0;
         let mut seen = Vec::new();
@@ -3393,7 +3393,7 @@ mod tests {
             t += 10;
             seen = b.poll(t);
         }
-        assert_eq!(t, t0 + 310, "a crosses the deadline first");
+        assert_eq!(t, t0 + 310, "bb crosses the deadline first");
         let failed: Vec<&Observed> = seen
             .iter()
             .filter(|o| matches!(o, Observed::NodeFailed { .. }))
@@ -3412,6 +3412,17 @@ mod tests {
             ],
             "a and bb side by side, not c: {seen:?}"
         );
+        let notes: Vec<&str> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observed::Event { message, .. } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            notes.len() == 2 && notes[0].contains("missed 3 heartbeats"),
+            "the node lost on its own first: {notes:?}"
+        );
         let last = seen
             .iter()
             .rposition(|o| matches!(o, Observed::Event { .. }));
@@ -3422,8 +3433,8 @@ mod tests {
         assert!(
             seen.iter()
                 .any(|o| matches!(o, Observed::Event { kind, message, .. }
-                if kind == "node_lost" && message.contains(&format!("node {bb} "))
-                    && message.contains(&format!("when node {a},"))
+                if kind == "node_lost" && message.contains(&format!("node {a} "))
+                    && message.contains(&format!("when node {bb},"))
                     && message.contains("cut off with it"))),
             "{seen:?}"
         );
