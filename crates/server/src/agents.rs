@@ -1701,6 +1701,15 @@ impl Backend for AgentBackend {
         let deadline = self.hub.settings.deadline_ms();
         let hub = self.hub.lock();
         let last = hub.last_poll_ms?;
+        // A launch just held back: the job's reason says so at once, not a tick later (until
+        // then it reads as running).
+        if hub
+            .observed
+            .iter()
+            .any(|o| matches!(o, Observed::Held { .. }))
+        {
+            return Some(last);
+        }
         hub.any_node_up().then(|| last + (deadline / 4).max(1))
     }
 
@@ -3533,6 +3542,11 @@ mod tests {
             Command::Stop { job: "j".into() },
             launch("j", 2, 2, &[(1, 2), (2, 2)]),
         ]);
+        assert_eq!(
+            b.next_due_ms(),
+            Some(t),
+            "a held launch is due at once, so that its reason is seen"
+        );
         assert!(
             b.poll(t).iter().any(
                 |o| matches!(o, Observed::Held { job, generation: 2, why, .. }
