@@ -341,6 +341,8 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
             // only been cut off (orphan deadline + 10 s + stop grace): seconds, not a minute.
             .args(["--orphan-after", &format!("{}ms", ORPHAN_AFTER.as_millis())])
             .env("SWITCHYARD_TOKEN", &agent_token)
+            // Their node locks too go to the demo's directory, not the machine's temp dir.
+            .env("TMPDIR", &dir)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(out)

@@ -278,6 +278,8 @@ struct FenceNode {
     boot: Option<String>,
     /// Its status reports when the fence went up: a later one counts.
     reports: u64,
+    /// When its ranks must have stopped without a report ([`Hub::ranks_stop_by`]).
+    until_ms: i64,
 }
 
 /// [`Fence::why`] of the ranks of a gang whose nodes were cut off.
@@ -1231,14 +1233,14 @@ impl Hub {
             return None;
         }
         let mut lost = false;
-        let mut until = i64::MIN;
+        let mut nodes = Vec::with_capacity(run.by_node.len());
         for (node, assignments) in &run.by_node {
             let grace = assignments
                 .iter()
                 .map(|a| a.stop_grace_ms)
                 .max()
                 .unwrap_or(0);
-            until = until.max(match self.nodes.get(node) {
+            let until = match self.nodes.get(node) {
                 Some(n) => {
                     lost |= n.lost;
                     self.ranks_stop_by(n.last_seen_ms, n.orphan_stop_ms, grace)
@@ -1248,11 +1250,12 @@ impl Hub {
                     lost = true;
                     self.ranks_stop_by(now_ms, DEFAULT_ORPHAN_STOP_MS, grace)
                 }
-            });
+            };
+            nodes.push(self.fence_node(node, until));
         }
         Some(Fence {
-            nodes: run.by_node.keys().map(|id| self.fence_node(id)).collect(),
-            until_ms: until,
+            until_ms: nodes.iter().map(|n| n.until_ms).max()?,
+            nodes,
             why: if lost { CUT_OFF } else { STOPPING },
         })
     }
@@ -1267,7 +1270,7 @@ impl Hub {
     fn new_leader_fence(&self, before: &RanOn, grace_ms: u64) -> Option<Fence> {
         let term_started = self.term_started_ms?;
         let answered_until = term_started.saturating_add(EARLIER_LEADER_ANSWERS_MS);
-        let until = before
+        let nodes: Vec<FenceNode> = before
             .nodes
             .iter()
             .map(|id| {
@@ -1279,48 +1282,44 @@ impl Hub {
                     (Some(n), None) => n.orphan_stop_ms,
                     (None, r) => r.unwrap_or(DEFAULT_ORPHAN_STOP_MS),
                 };
-                self.ranks_stop_by(answered_until, orphan_stop, grace_ms)
+                let until = self.ranks_stop_by(answered_until, orphan_stop, grace_ms);
+                // A report since the term began counts: the node was handed this term's
+                // desired set.
+                let mut node = FenceNode {
+                    reports: self.nodes.get(id).map_or(0, |n| n.term_reports),
+                    ..self.fence_node(id, until)
+                };
+                // The machine that ran the ranks registered last before this term: a report
+                // counts from that boot (not from another machine that took the host name over
+                // since, nor from the same one rebooted).
+                if let Some(boot) = self.on_record.get(id).and_then(|r| r.boot.clone()) {
+                    node.boot = Some(boot);
+                }
+                node
             })
-            .max()?;
-        // A report since the term began counts: the node was handed this term's desired set.
+            .collect();
         Some(Fence {
-            nodes: before
-                .nodes
-                .iter()
-                .map(|id| {
-                    let mut node = FenceNode {
-                        reports: self.nodes.get(id).map_or(0, |n| n.term_reports),
-                        ..self.fence_node(id)
-                    };
-                    // The machine that ran the ranks registered last before this term: a
-                    // report counts from that boot (not from another machine that took the
-                    // host name over since, nor from the same one rebooted, whose ranks died).
-                    if let Some(boot) = self.on_record.get(id).and_then(|r| r.boot.clone()) {
-                        node.boot = Some(boot);
-                    }
-                    node
-                })
-                .collect(),
-            until_ms: until,
+            until_ms: nodes.iter().map(|n| n.until_ms).max()?,
+            nodes,
             why: NEW_LEADER,
         })
     }
 
     /// Node `id` as a fence records it now. One this hub does not know (a new leader's) may be
     /// any machine that registers under it.
-    fn fence_node(&self, id: &str) -> FenceNode {
+    fn fence_node(&self, id: &str, until_ms: i64) -> FenceNode {
         let node = self.nodes.get(id);
         FenceNode {
             id: id.to_owned(),
             boot: node.and_then(|n| n.boot_id.clone()),
             reports: node.map_or(0, |n| n.status_reports),
+            until_ms,
         }
     }
 
-    /// Whether `job`'s `fence` no longer holds anything back at `now_ms`: its end has come, or
-    /// every node of it has reported, since it went up and from the same boot, that no rank of
-    /// the job runs there (or is back with another boot, its ranks gone with the reboot), and at
-    /// least one has reported.
+    /// Whether `job`'s `fence` no longer holds anything back at `now_ms`: every node of it has
+    /// reported, since the fence went up and from the same boot, that no rank of the job runs
+    /// there, or has come to its own bound.
     fn lifted(&self, job: &str, fence: &Fence, now_ms: i64) -> bool {
         let prefix = format!("{job}/");
         let clean = |f: &FenceNode| {
@@ -1336,19 +1335,12 @@ impl Hub {
                     })
             })
         };
-        // Back with another boot: the ranks died with the reboot (or the machine that ran them
-        // was lost before another took its name, and another boot reports under it).
-        let rebooted = |f: &FenceNode| {
-            self.nodes
-                .get(&f.id)
-                .is_some_and(|n| !n.lost && f.boot.is_some() && n.boot_id != f.boot)
-        };
         // A node lost or unknown here may be cut off with the ranks running: a rank whose
         // peers are gone may still write (a save on SIGTERM at its agent's orphan deadline),
-        // so it holds the fence until it reports or its bound.
-        now_ms >= fence.until_ms
-            || (fence.nodes.iter().any(clean)
-                && fence.nodes.iter().all(|f| rebooted(f) || clean(f)))
+        // so it holds the fence until it reports or its own bound. So does one back with
+        // another boot: the same machine rebooted (its ranks gone) cannot be told from another
+        // machine that took the host name over while the one that ran them is cut off.
+        now_ms >= fence.until_ms || fence.nodes.iter().all(|f| clean(f) || now_ms >= f.until_ms)
     }
 
     /// Keeps the fence `run` leaves, if any ([`Hub::fence_of`]).
@@ -3663,8 +3655,9 @@ mod tests {
             "every node in touch reported its old ranks stopped"
         );
 
-        // A node that comes back from a reboot (another boot) ran nothing of the old attempt
-        // since: it is not waited for.
+        // A node back with another boot may be the same machine rebooted (its ranks gone) or
+        // another that took the host name over while the one that ran them is cut off: it
+        // holds the fence to its own bound, whatever it reports.
         b.act(vec![launch("k", 1, 1, &[(0, 2), (1, 2)])]);
         let _ = b.poll(50);
         report(&bb, &ids(&h, &bb), None, 50);
@@ -3687,13 +3680,67 @@ mod tests {
         h.admit(&info("bb", 2), Some("another-boot"), &cluster, &bb, 1, t)
             .expect("back after a reboot");
         report(&a, &[], Some(0), t);
+        runs_nothing(&h, &bb, t);
         h.heartbeat(&c, t).expect("c lives");
         assert!(
-            b.poll(t)
+            !b.poll(t)
                 .iter()
-                .any(|o| matches!(o, Observed::Began { job, generation: 2 } if job == "k")),
-            "a's report suffices: bb's old ranks died with its reboot"
+                .any(|o| matches!(o, Observed::Began { .. })),
+            "a report from another boot is not bb's"
         );
+        let until = h.lock().fences["k"]
+            .iter()
+            .flat_map(|f| &f.nodes)
+            .find(|n| n.id == bb)
+            .map(|n| n.until_ms)
+            .expect("bb in k's fence");
+        while t < until {
+            t = (t + 50).min(until);
+            for n in [&a, &bb, &c] {
+                h.heartbeat(n, t).expect("lives");
+            }
+            let seen = b.poll(t);
+            assert_eq!(
+                seen.iter()
+                    .any(|o| matches!(o, Observed::Began { job, generation: 2 } if job == "k")),
+                t == until,
+                "at {t}: {seen:?}"
+            );
+        }
+    }
+
+    /// Each node of a fence counts to its own bound: with the node in touch reported, the
+    /// hold ends at the lost node's bound, not at the later one of the node that reported.
+    #[test]
+    fn a_fence_ends_at_the_bound_of_the_nodes_that_have_not_reported() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        let _bb = join(&h, "bb", 1, 0);
+        let c = join(&h, "c", 2, 0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (2, 2)])]);
+        let mut t = 0;
+        while !h.lock().nodes[&a].lost {
+            t += 50;
+            h.heartbeat(&c, t).expect("c lives");
+            h.heartbeat(&_bb, t).expect("bb lives");
+            let _ = b.poll(t);
+        }
+        b.act(vec![
+            Command::Stop { job: "j".into() },
+            launch("j", 2, 2, &[(1, 2), (2, 2)]),
+        ]);
+        runs_nothing(&h, &c, t);
+        // a, last seen at 0: its agent asks within 5 s, the ranks get their 10 s stop grace,
+        // and one heartbeat interval (100 ms) more. c's bound is t later.
+        let until = 5_000 + 10_000 + 100;
+        while t < until {
+            t = (t + 100).min(until);
+            h.heartbeat(&c, t).expect("c lives");
+            h.heartbeat(&_bb, t).expect("bb lives");
+            assert_eq!(began(&b.poll(t), "j"), t == until, "at {t} ms");
+        }
     }
 
     /// The hold survives this process losing and retaking the lease (a reset clears the runs

@@ -66,6 +66,8 @@ struct Tracked {
     recovered: bool,
     /// Why its cluster keeps its current run queued (its work has not begun), if it does.
     held: Option<String>,
+    /// Since when its current run is held (with [`Self::held`]).
+    held_since_ms: Option<i64>,
     /// Where node agents were last given its ranks (kept through changes of leader).
     ran_on: Option<switchyard_store::RanOn>,
     /// Whether the backend said where in this term (until then its launches carry `ran_on`:
@@ -213,6 +215,7 @@ impl Engine {
             restarts_before: record.restarts + i64::from(record.state == JobState::Running),
             recovered: record.state == JobState::Running,
             held: None,
+            held_since_ms: None,
             ran_on: record.ran_on.clone(),
             ran_on_this_term: false,
             replica_range,
@@ -406,7 +409,22 @@ impl Engine {
         if let Some(&job) = self.by_id.get(id)
             && self.sched.held(job, generation, now, interrupted)
         {
-            self.jobs[job as usize].held = Some(why.to_owned());
+            let t = &mut self.jobs[job as usize];
+            if t.held.is_none() {
+                // Once per run (a Slurm job reports its queue reason every poll): the history
+                // shows the attempt waiting, and `began` when it stops.
+                t.held_since_ms = Some(now_ms);
+                let attempt = t.attempts_before + t.attempts;
+                self.note(
+                    now_ms,
+                    id,
+                    "held",
+                    &format!("attempt {attempt}: placed, not running yet: {why}"),
+                    None,
+                );
+            }
+            let t = &mut self.jobs[job as usize];
+            t.held = Some(why.to_owned());
             self.dirty.insert(job);
         }
     }
@@ -421,6 +439,21 @@ impl Engine {
         let first_start = self.sched.job(job).first_start_s;
         if self.sched.began(job, generation, now).is_some() {
             let moved = self.sched.job(job).first_start_s != first_start;
+            let t = &mut self.jobs[job as usize];
+            if t.held.is_some() {
+                let attempt = t.attempts_before + t.attempts;
+                let waited = t.held_since_ms.map_or(0, |since| now_ms - since);
+                self.note(
+                    now_ms,
+                    id,
+                    "began",
+                    &format!(
+                        "attempt {attempt}: its work began after it was held {:.1} s",
+                        waited as f64 / 1000.0
+                    ),
+                    None,
+                );
+            }
             let t = &mut self.jobs[job as usize];
             t.held = None;
             // Only where the scheduler moved it too (a run that had not begun since the job's
