@@ -1758,6 +1758,15 @@ impl Scheduler {
         );
     }
 
+    /// Releases one of a running service's replicas; the service is pending again without any.
+    fn drop_replica(&mut self, now: f64, j: JobIdx, rep: Replica) {
+        self.release_replica(now, j, rep);
+        if self.jobs[j as usize].replicas.is_empty() {
+            self.jobs[j as usize].state = JobState::Pending;
+            self.running -= 1;
+        }
+    }
+
     fn release_replica(&mut self, now: f64, j: JobIdx, rep: Replica) {
         let c = rep.cluster as usize;
         self.released += 1;
@@ -1989,11 +1998,7 @@ impl Scheduler {
                             .copied()
                             .filter(|&n| nodes.iter().any(|s| s.node == n))
                             .collect();
-                        self.release_replica(now, j, rep);
-                        if self.jobs[j as usize].replicas.is_empty() {
-                            self.jobs[j as usize].state = JobState::Pending;
-                            self.running -= 1;
-                        }
+                        self.drop_replica(now, j, rep);
                         self.emit(
                             out,
                             now,
@@ -2695,11 +2700,7 @@ impl Scheduler {
                         .expect("have > target >= 0");
                     let c = rep.cluster;
                     let nodes = rep.shares.clone();
-                    self.release_replica(now, j, rep);
-                    if self.jobs[j as usize].replicas.is_empty() {
-                        self.jobs[j as usize].state = JobState::Pending;
-                        self.running -= 1;
-                    }
+                    self.drop_replica(now, j, rep);
                     self.emit(
                         out,
                         now,

@@ -2417,6 +2417,20 @@ mod tests {
         id
     }
 
+    /// Nodes a, bb and c joined now, and gang `j` (attempt 1) handed out on a and bb.
+    fn gang_on_a_and_bb() -> (AgentHub, AgentBackend, i64, [String; 3]) {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let t0 = now_ms();
+        let a = join(&h, "a", 0, t0);
+        let bb = join(&h, "bb", 1, t0);
+        let c = join(&h, "c", 2, t0);
+        let _ = b.poll(t0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
+        let _ = b.poll(t0);
+        (h, b, t0, [a, bb, c])
+    }
+
     /// `node` reports that nothing runs there.
     fn runs_nothing(h: &AgentHub, node: &str, now: i64) {
         h.status(
@@ -3373,15 +3387,7 @@ mod tests {
     /// equally silent that shares no gang with it waits for its own deadline.
     #[test]
     fn nodes_of_a_gang_cut_off_together_are_lost_in_one_poll() {
-        let h = hub();
-        let mut b = AgentBackend::new(h.clone());
-        let t0 = now_ms();
-        let a = join(&h, "a", 0, t0);
-        let bb = join(&h, "bb", 1, t0);
-        let c = join(&h, "c", 2, t0);
-        let _ = b.poll(t0);
-        b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
-        let _ = b.poll(t0);
+        let (h, mut b, t0, [a, bb, c]) = gang_on_a_and_bb();
         // All three are cut off; a's and c's last heartbeats came half an interval after bb's.
         h.heartbeat(&a, t0 + 50).expect("a lives");
         h.heartbeat(&c, t0 + 50).expect("c lives");
@@ -3498,15 +3504,7 @@ mod tests {
     /// their agents must have stopped its ranks.
     #[test]
     fn a_gang_cut_off_whole_but_lost_one_node_at_a_time_is_held() {
-        let h = hub();
-        let mut b = AgentBackend::new(h.clone());
-        let t0 = now_ms();
-        let a = join(&h, "a", 0, t0);
-        let bb = join(&h, "bb", 1, t0);
-        let c = join(&h, "c", 2, t0);
-        let _ = b.poll(t0);
-        b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
-        let _ = b.poll(t0);
+        let (h, mut b, t0, [a, bb, c]) = gang_on_a_and_bb();
         // a and bb are cut off; bb's last heartbeat came more than an interval after a's, so
         // when a is lost bb has missed only one heartbeat and is not lost with it.
         h.heartbeat(&bb, t0 + 160).expect("bb lives");
