@@ -29,52 +29,82 @@ impl Drop for Gang {
 }
 
 impl Gang {
+    /// Starts every rank of `attempt` on a free loopback port. The port is free when picked
+    /// and taken by rank 0 a moment later; should another process take it in between, rank 0
+    /// exits at once saying so, and the gang starts again on another port.
     fn start(dir: &Path, attempt: u64, step_sleep_ms: u64) -> Gang {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("an ephemeral port");
-        let mut gang = Gang {
-            children: Vec::new(),
-            logs: Vec::new(),
-        };
-        for rank in 0..WORLD {
-            let log = dir.join(format!("attempt{attempt}-rank{rank}.log"));
-            let out = File::create(&log).expect("log file");
-            let err = out.try_clone().expect("log file handle");
-            let child = Command::new(env!("CARGO_BIN_EXE_switchyard-workload"))
-                .env("RANK", rank.to_string())
-                .env("WORLD_SIZE", WORLD.to_string())
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", port.to_string())
-                .env("SWITCHYARD_CHECKPOINT_DIR", dir.join("ckpt"))
-                .env("SWITCHYARD_ATTEMPT", attempt.to_string())
-                // One job per scratch directory: two gangs of this file's tests running at
-                // once, should they get one port, refuse each other's ranks.
-                .env(
-                    "SWITCHYARD_JOB_ID",
-                    format!(
-                        "job-{}",
-                        dir.file_name().unwrap_or_default().to_string_lossy()
-                    ),
-                )
-                .args(["--steps", &STEPS.to_string(), "--checkpoint-every", "5"])
-                .args([
-                    "--step-sleep-ms",
-                    &step_sleep_ms.to_string(),
-                    "--seed",
-                    "2024",
-                ])
-                .args(["--output", &dir.join("model.txt").to_string_lossy()])
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .expect("spawn the workload");
-            gang.children.push(child);
-            gang.logs.push(log);
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("an ephemeral port");
+            let mut gang = Gang {
+                children: Vec::new(),
+                logs: Vec::new(),
+            };
+            gang.spawn(dir, attempt, step_sleep_ms, port, 0);
+            if gang.rank_zero_lost_its_port() {
+                continue;
+            }
+            for rank in 1..WORLD {
+                gang.spawn(dir, attempt, step_sleep_ms, port, rank);
+            }
+            return gang;
         }
-        gang
+        panic!("rank 0 lost its port to another process five times in a row");
+    }
+
+    /// Whether rank 0 (just spawned) exited because another process took its port.
+    fn rank_zero_lost_its_port(&mut self) -> bool {
+        let deadline = Instant::now() + TIMEOUT;
+        let log = self.logs[0].clone();
+        // It says it is joining just before it binds the port; a moment later it has it.
+        while !fs::read_to_string(&log).is_ok_and(|l| l.contains("joining")) {
+            if Instant::now() >= deadline || self.children[0].try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        self.children[0].try_wait().ok().flatten().is_some()
+            && fs::read_to_string(&log).is_ok_and(|l| l.contains("Address already in use"))
+    }
+
+    fn spawn(&mut self, dir: &Path, attempt: u64, step_sleep_ms: u64, port: u16, rank: usize) {
+        let log = dir.join(format!("attempt{attempt}-rank{rank}.log"));
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard-workload"))
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", WORLD.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("SWITCHYARD_CHECKPOINT_DIR", dir.join("ckpt"))
+            .env("SWITCHYARD_ATTEMPT", attempt.to_string())
+            // One job per scratch directory: two gangs of this file's tests running at once,
+            // should they get one port, refuse each other's ranks.
+            .env(
+                "SWITCHYARD_JOB_ID",
+                format!(
+                    "job-{}",
+                    dir.file_name().unwrap_or_default().to_string_lossy()
+                ),
+            )
+            .args(["--steps", &STEPS.to_string(), "--checkpoint-every", "5"])
+            .args([
+                "--step-sleep-ms",
+                &step_sleep_ms.to_string(),
+                "--seed",
+                "2024",
+            ])
+            .args(["--output", &dir.join("model.txt").to_string_lossy()])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn the workload");
+        self.children.push(child);
+        self.logs.push(log);
     }
 
     /// Waits for every rank to exit; their statuses.
