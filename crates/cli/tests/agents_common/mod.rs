@@ -321,6 +321,8 @@ pub fn start_agent(
         .args(["--accelerators", &accelerators.to_string()])
         .args(["--hostname", name, "--address", address])
         .env("SWITCHYARD_TOKEN", token)
+        // The agent's node lock goes beside its log, not into the machine's temp dir for good.
+        .env("TMPDIR", log.parent().unwrap_or(Path::new(".")))
         .env("SWITCHYARD_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out)
