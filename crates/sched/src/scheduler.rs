@@ -1922,100 +1922,119 @@ impl Scheduler {
             return;
         }
         self.epoch += 1;
-        let name = self.clusters[c].name.clone();
         let mut seen = BTreeSet::new();
         for &node in &failed {
             let hit: Vec<(JobIdx, u32)> = self.occupants[c][node as usize].clone();
             for (j, slot) in hit {
-                if slot == NO_REPLICA {
-                    if !seen.insert(j) {
-                        continue;
-                    }
-                    let its: Vec<u32> = match &self.jobs[j as usize].run {
-                        Some(run) => failed
-                            .iter()
-                            .copied()
-                            .filter(|&n| run.shares.iter().any(|s| s.node == n))
-                            .collect(),
+                if slot != NO_REPLICA {
+                    self.replica_hit(now, j, cluster, node, &failed, out);
+                } else if seen.insert(j) {
+                    let its = match &self.jobs[j as usize].run {
+                        Some(run) => on_shares(&failed, &run.shares),
                         None => Vec::new(),
                     };
                     // (Only a run's own shares make it an occupant; the node hit it at least.)
                     let its = if its.is_empty() { vec![node] } else { its };
-                    let what = nodes_of(&its, &name);
-                    if self.stalls_for_good(now, j) {
-                        self.stop(now, j, false, false);
-                        let reason = format!(
-                            "{what} failed: {} failures in a row with no progress \
-                             kept in between — its nodes fail faster than it restarts ({}) and \
-                             writes a checkpoint, so it would restart for ever; failed",
-                            self.cfg.max_stalled_restarts,
-                            human_s(self.training_restart_s(c as u32))
-                        );
-                        self.ended_failed(now, j, cluster, reason, out);
-                        continue;
-                    }
-                    if self.restart_in_place(now, j, cluster, &its, out) {
-                        continue;
-                    }
-                    let lost = self.stop(now, j, false, false);
-                    self.stats[c].restarts += 1;
-                    let job = &mut self.jobs[j as usize];
-                    job.restarts += 1;
-                    job.urgent = true;
-                    job.why = Why::AfterFailure { lost_s: lost };
-                    self.enqueue(j);
-                    let kind = self.jobs[j as usize].kind;
-                    let reason = if kind == JobKind::Batch {
-                        format!(
-                            "{what} failed; batch job restarts from the beginning (lost {})",
-                            human_s(lost)
-                        )
-                    } else {
-                        format!(
-                            "{what} failed; restarts from its last checkpoint (lost {} of progress)",
-                            human_s(lost)
-                        )
-                    };
-                    self.emit(
-                        out,
-                        now,
-                        Action::Restart {
-                            job: j,
-                            cluster,
-                            lost_s: lost,
-                        },
-                        reason,
-                    );
-                } else {
-                    let reps = &mut self.jobs[j as usize].replicas;
-                    if let Some(p) = reps.iter().position(|r| {
-                        r.cluster == cluster && r.shares.iter().any(|s| s.node == node)
-                    }) {
-                        let rep = reps.swap_remove(p);
-                        let nodes = rep.shares.clone();
-                        let down: Vec<u32> = failed
-                            .iter()
-                            .copied()
-                            .filter(|&n| nodes.iter().any(|s| s.node == n))
-                            .collect();
-                        self.drop_replica(now, j, rep);
-                        self.emit(
-                            out,
-                            now,
-                            Action::ReplicaLost {
-                                job: j,
-                                cluster,
-                                nodes,
-                            },
-                            format!(
-                                "{} failed; the replica will be replaced",
-                                nodes_of(&down, &name)
-                            ),
-                        );
-                    }
+                    self.gang_hit(now, j, cluster, &its, out);
                 }
             }
         }
+    }
+
+    /// Gang `j` lost its nodes `its` of `cluster`: it fails for good if it keeps no progress
+    /// between failures, restarts in place on spares if there are enough, else is queued again.
+    fn gang_hit(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        cluster: u32,
+        its: &[u32],
+        out: &mut Vec<Decision>,
+    ) {
+        let c = cluster as usize;
+        let what = nodes_of(its, &self.clusters[c].name);
+        if self.stalls_for_good(now, j) {
+            self.stop(now, j, false, false);
+            let reason = format!(
+                "{what} failed: {} failures in a row with no progress \
+                 kept in between — its nodes fail faster than it restarts ({}) and \
+                 writes a checkpoint, so it would restart for ever; failed",
+                self.cfg.max_stalled_restarts,
+                human_s(self.training_restart_s(cluster))
+            );
+            self.ended_failed(now, j, cluster, reason, out);
+            return;
+        }
+        if self.restart_in_place(now, j, cluster, its, out) {
+            return;
+        }
+        let lost = self.stop(now, j, false, false);
+        self.stats[c].restarts += 1;
+        let job = &mut self.jobs[j as usize];
+        job.restarts += 1;
+        job.urgent = true;
+        job.why = Why::AfterFailure { lost_s: lost };
+        self.enqueue(j);
+        let kind = self.jobs[j as usize].kind;
+        let reason = if kind == JobKind::Batch {
+            format!(
+                "{what} failed; batch job restarts from the beginning (lost {})",
+                human_s(lost)
+            )
+        } else {
+            format!(
+                "{what} failed; restarts from its last checkpoint (lost {} of progress)",
+                human_s(lost)
+            )
+        };
+        self.emit(
+            out,
+            now,
+            Action::Restart {
+                job: j,
+                cluster,
+                lost_s: lost,
+            },
+            reason,
+        );
+    }
+
+    /// Service `j`'s replica on `node` of `cluster` (if it still has one there) is lost with
+    /// the `failed` nodes; the next pass replaces it.
+    fn replica_hit(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        cluster: u32,
+        node: u32,
+        failed: &[u32],
+        out: &mut Vec<Decision>,
+    ) {
+        let reps = &mut self.jobs[j as usize].replicas;
+        let Some(p) = reps
+            .iter()
+            .position(|r| r.cluster == cluster && r.shares.iter().any(|s| s.node == node))
+        else {
+            return;
+        };
+        let rep = reps.swap_remove(p);
+        let nodes = rep.shares.clone();
+        let down = on_shares(failed, &nodes);
+        self.drop_replica(now, j, rep);
+        let reason = format!(
+            "{} failed; the replica will be replaced",
+            nodes_of(&down, &self.clusters[cluster as usize].name)
+        );
+        self.emit(
+            out,
+            now,
+            Action::ReplicaLost {
+                job: j,
+                cluster,
+                nodes,
+            },
+            reason,
+        );
     }
 
     /// One scheduling pass at `now`: places what the policy allows, appending decisions.
@@ -3075,6 +3094,15 @@ pub fn human_s(s: f64) -> String {
     } else {
         format!("{:.1} d", s / 86_400.0)
     }
+}
+
+/// Those of `failed` that `shares` are on.
+fn on_shares(failed: &[u32], shares: &[NodeShare]) -> Vec<u32> {
+    failed
+        .iter()
+        .copied()
+        .filter(|&n| shares.iter().any(|s| s.node == n))
+        .collect()
 }
 
 /// "node 3 of NAME" or "nodes 3, 5 of NAME".

@@ -91,6 +91,12 @@ fn sched(policy: Policy, failures: bool) -> Scheduler {
     )
 }
 
+/// `spec`, accepting only the 'fast' cluster.
+fn on_fast(mut spec: JobSpec) -> JobSpec {
+    spec.clusters = vec!["fast".into()];
+    spec
+}
+
 fn submit(s: &mut Scheduler, now: f64, spec: JobSpec) -> u32 {
     let mut out = Vec::new();
     s.handle(now, Event::Submit(Box::new(spec)), &mut out)
@@ -193,19 +199,16 @@ fn switchyard_prefers_the_faster_cluster_from_predicted_throughput() {
 fn fifo_backfills_without_delaying_the_head() {
     let mut s = sched(Policy::Fifo, false);
     // Fill 'fast' and 'slow' with long work, leaving 8 GPUs free on 'fast'.
-    let mut a = job("long", "a", 120, 10_000.0);
-    a.clusters = vec!["fast".into()];
+    let a = on_fast(job("long", "a", 120, 10_000.0));
     submit(&mut s, 0.0, a);
     let mut b = job("long2", "b", 64, 10_000.0);
     b.clusters = vec!["slow".into()];
     submit(&mut s, 0.0, b);
     pass(&mut s, 0.0);
     // The head needs 64 on 'fast' (not free); a short 8-GPU job may backfill.
-    let mut head = job("head", "a", 64, 100.0);
-    head.clusters = vec!["fast".into()];
+    let head = on_fast(job("head", "a", 64, 100.0));
     let h = submit(&mut s, 1.0, head);
-    let mut short = job("short", "b", 8, 50.0);
-    short.clusters = vec!["fast".into()];
+    let short = on_fast(job("short", "b", 8, 50.0));
     let sh = submit(&mut s, 1.0, short);
     let d = pass(&mut s, 1.0);
     assert!(
@@ -227,8 +230,7 @@ fn priority_preempts_the_fewest_whole_jobs() {
         j.clusters = vec!["slow".into()];
         submit(&mut s, 0.0, j);
     }
-    let mut big = job("lowbig", "b", 64, 10_000.0);
-    big.clusters = vec!["fast".into()];
+    let big = on_fast(job("lowbig", "b", 64, 10_000.0));
     submit(&mut s, 0.0, big);
     pass(&mut s, 0.0);
     let mut urgent = job("urgent", "a", 8, 100.0);
@@ -388,8 +390,7 @@ fn quota_caps_borrowing() {
     let mut s = sched(Policy::Fair, false);
     // Team b may hold at most 64 + 32 = 96 on 'fast'.
     for i in 0..16 {
-        let mut j = job(&format!("b{i}"), "b", 8, 1000.0);
-        j.clusters = vec!["fast".into()];
+        let j = on_fast(job(&format!("b{i}"), "b", 8, 1000.0));
         submit(&mut s, 0.0, j);
     }
     let d = pass(&mut s, 0.0);
@@ -704,8 +705,7 @@ proptest! {
 #[test]
 fn failed_node_is_replaced_by_a_spare_in_place() {
     let mut s = sched(Policy::Switchyard, true);
-    let mut run = job("run", "a", 64, 1e6);
-    run.clusters = vec!["fast".into()];
+    let run = on_fast(job("run", "a", 64, 1e6));
     let j = submit(&mut s, 0.0, run);
     let d = pass(&mut s, 0.0);
     assert!(matches!(d[0].action, Action::Start { cluster: 0, .. }));
@@ -725,8 +725,7 @@ fn failed_node_is_replaced_by_a_spare_in_place() {
 fn nodes_failed_at_once_restart_a_gang_once() {
     for (size, spares) in [(64, true), (128, false)] {
         let mut s = sched(Policy::Switchyard, true);
-        let mut run = job("run", "a", size, 1e6);
-        run.clusters = vec!["fast".into()];
+        let run = on_fast(job("run", "a", size, 1e6));
         let j = submit(&mut s, 0.0, run);
         let Action::Start { ref nodes, .. } = pass(&mut s, 0.0)[0].action else {
             panic!("a start");
@@ -792,11 +791,9 @@ fn nodes_failed_at_once_restart_a_gang_once() {
 #[test]
 fn spares_for_some_failed_nodes_only_are_given_back() {
     let mut s = sched(Policy::Switchyard, true);
-    let mut blocker = job("blocker", "b", 56, 1e6);
-    blocker.clusters = vec!["fast".into()];
+    let blocker = on_fast(job("blocker", "b", 56, 1e6));
     submit(&mut s, 0.0, blocker);
-    let mut run = job("run", "a", 64, 1e6);
-    run.clusters = vec!["fast".into()];
+    let run = on_fast(job("run", "a", 64, 1e6));
     let j = submit(&mut s, 0.0, run);
     let d = pass(&mut s, 0.0);
     let Some(Action::Start { nodes, .. }) = d
@@ -828,8 +825,7 @@ fn spares_for_some_failed_nodes_only_are_given_back() {
 
     // A one-node gang whose node fails restarts on a spare and keeps nothing.
     let mut s = sched(Policy::Switchyard, true);
-    let mut one = job("one", "a", 8, 1e6);
-    one.clusters = vec!["fast".into()];
+    let one = on_fast(job("one", "a", 8, 1e6));
     submit(&mut s, 0.0, one);
     let Action::Start { ref nodes, .. } = pass(&mut s, 0.0)[0].action else {
         panic!("a start");
@@ -849,12 +845,10 @@ fn spares_for_some_failed_nodes_only_are_given_back() {
 #[test]
 fn elastic_run_starts_small_and_grows_when_room_frees() {
     let mut s = sched(Policy::Switchyard, false);
-    let mut blocker = job("blocker", "b", 96, 1000.0);
-    blocker.clusters = vec!["fast".into()];
+    let blocker = on_fast(job("blocker", "b", 96, 1000.0));
     submit(&mut s, 0.0, blocker);
     pass(&mut s, 0.0);
-    let mut el = job("elastic", "a", 128, 100_000.0);
-    el.clusters = vec!["fast".into()];
+    let mut el = on_fast(job("elastic", "a", 128, 100_000.0));
     el.min_accelerators = Some(32);
     let e = submit(&mut s, 0.0, el);
     let d = pass(&mut s, 0.0);
@@ -943,8 +937,7 @@ fn a_clusters_own_restart_time_is_what_a_restart_costs_there() {
                 ..Config::default()
             },
         );
-        let mut run = job("run", "a", 64, 1e6);
-        run.clusters = vec!["fast".into()];
+        let run = on_fast(job("run", "a", 64, 1e6));
         let j = submit(&mut s, 0.0, run);
         pass(&mut s, 0.0);
         let out = fail_nodes_until_one_hits(&mut s, 50_000.0, 0);
@@ -982,8 +975,7 @@ fn a_clusters_own_restart_time_is_what_a_restart_costs_there() {
 #[test]
 fn a_held_run_progresses_only_once_its_work_begins() {
     let mut s = sched(Policy::Switchyard, false);
-    let mut spec = job("run", "a", 64, 1000.0);
-    spec.clusters = vec!["fast".into()];
+    let spec = on_fast(job("run", "a", 64, 1000.0));
     let j = submit(&mut s, 0.0, spec);
     let started = pass(&mut s, 0.0);
     assert!(

@@ -241,6 +241,22 @@ struct Run {
     not_before_ms: Option<i64>,
 }
 
+impl Node {
+    /// Declares it lost (`with` the node it is lost together with, if any): what it reported is
+    /// forgotten.
+    fn lose(&mut self, with: Option<String>) -> LostNode {
+        self.lost = true;
+        self.statuses.clear();
+        LostNode {
+            cluster: self.cluster,
+            slot: self.slot,
+            id: self.id.clone(),
+            host: self.hostname.clone(),
+            with,
+        }
+    }
+}
+
 /// A node a poll declares lost.
 struct LostNode {
     cluster: u32,
@@ -975,11 +991,11 @@ impl Hub {
     /// restart it once. With fewer than 3 intervals to the deadline a late heartbeat could not
     /// be told from a missing one, and nothing is lost early.
     fn cut_off_with(&self, lost: &[LostNode], now_ms: i64) -> Vec<(String, String)> {
-        let interval = self.settings.heartbeat_interval.as_millis() as i64;
-        let deadline = self.settings.deadline_ms();
         if self.settings.lost_after < 3 {
             return Vec::new();
         }
+        let interval = self.settings.heartbeat_interval.as_millis() as i64;
+        let deadline = self.settings.deadline_ms();
         let mut with: BTreeMap<String, String> = BTreeMap::new();
         for LostNode { id, .. } in lost {
             let runs = self.on_node.get(id).into_iter().flatten();
@@ -1276,26 +1292,25 @@ impl Hub {
             .map(|id| {
                 // The longer of what it told this process and what the store has (it may have
                 // registered since with another leader, with another --orphan-after).
-                let on_record = self.on_record.get(id).map(|r| r.orphan_stop_ms);
-                let orphan_stop = match (self.nodes.get(id), on_record) {
-                    (Some(n), Some(r)) => n.orphan_stop_ms.max(r),
+                let (known, record) = (self.nodes.get(id), self.on_record.get(id));
+                let orphan_stop = match (known, record) {
+                    (Some(n), Some(r)) => n.orphan_stop_ms.max(r.orphan_stop_ms),
                     (Some(n), None) => n.orphan_stop_ms,
-                    (None, r) => r.unwrap_or(DEFAULT_ORPHAN_STOP_MS),
+                    (None, Some(r)) => r.orphan_stop_ms,
+                    (None, None) => DEFAULT_ORPHAN_STOP_MS,
                 };
                 let until = self.ranks_stop_by(answered_until, orphan_stop, grace_ms);
-                // A report since the term began counts: the node was handed this term's
-                // desired set.
-                let mut node = FenceNode {
-                    reports: self.nodes.get(id).map_or(0, |n| n.term_reports),
-                    ..self.fence_node(id, until)
-                };
-                // The machine that ran the ranks registered last before this term: a report
-                // counts from that boot (not from another machine that took the host name over
-                // since, nor from the same one rebooted).
-                if let Some(boot) = self.on_record.get(id).and_then(|r| r.boot.clone()) {
-                    node.boot = Some(boot);
+                let node = self.fence_node(id, until);
+                FenceNode {
+                    // A report since the term began counts: the node was handed this term's
+                    // desired set.
+                    reports: known.map_or(0, |n| n.term_reports),
+                    // The machine that ran the ranks registered last before this term: a report
+                    // counts from that boot (not from another machine that took the host name
+                    // over since, nor from the same one rebooted).
+                    boot: record.and_then(|r| r.boot.clone()).or(node.boot),
+                    ..node
                 }
-                node
             })
             .collect();
         Some(Fence {
@@ -1795,28 +1810,12 @@ impl Backend for AgentBackend {
         let mut lost = Vec::new();
         for n in hub.nodes.values_mut() {
             if !grace && !n.lost && now_ms - n.last_seen_ms > deadline {
-                n.lost = true;
-                n.statuses.clear();
-                lost.push(LostNode {
-                    cluster: n.cluster,
-                    slot: n.slot,
-                    id: n.id.clone(),
-                    host: n.hostname.clone(),
-                    with: None,
-                });
+                lost.push(n.lose(None));
             }
         }
         for (id, peer) in hub.cut_off_with(&lost, now_ms) {
             if let Some(n) = hub.nodes.get_mut(&id) {
-                n.lost = true;
-                n.statuses.clear();
-                lost.push(LostNode {
-                    cluster: n.cluster,
-                    slot: n.slot,
-                    id,
-                    host: n.hostname.clone(),
-                    with: Some(peer),
-                });
+                lost.push(n.lose(Some(peer)));
             }
         }
         if let (Some(store), Ok(rt)) = (&self.store, tokio::runtime::Handle::try_current())
@@ -2417,14 +2416,22 @@ mod tests {
         id
     }
 
+    /// A hub and its backend with nodes a, bb and c joined at `now` in slots 0, 1 and 2.
+    fn three_nodes(now: i64) -> (AgentHub, AgentBackend, [String; 3]) {
+        let h = hub();
+        let b = AgentBackend::new(h.clone());
+        let nodes = [
+            join(&h, "a", 0, now),
+            join(&h, "bb", 1, now),
+            join(&h, "c", 2, now),
+        ];
+        (h, b, nodes)
+    }
+
     /// Nodes a, bb and c joined now, and gang `j` (attempt 1) handed out on a and bb.
     fn gang_on_a_and_bb() -> (AgentHub, AgentBackend, i64, [String; 3]) {
-        let h = hub();
-        let mut b = AgentBackend::new(h.clone());
         let t0 = now_ms();
-        let a = join(&h, "a", 0, t0);
-        let bb = join(&h, "bb", 1, t0);
-        let c = join(&h, "c", 2, t0);
+        let (h, mut b, [a, bb, c]) = three_nodes(t0);
         let _ = b.poll(t0);
         b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
         let _ = b.poll(t0);
@@ -3044,11 +3051,7 @@ mod tests {
     /// report.
     #[test]
     fn a_gang_cut_off_whole_holds_its_next_attempt_until_its_ranks_must_have_stopped() {
-        let h = hub();
-        let mut b = AgentBackend::new(h.clone());
-        let _a = join(&h, "a", 0, 0);
-        let _bb = join(&h, "bb", 1, 0);
-        let c = join(&h, "c", 2, 0);
+        let (h, mut b, [_a, _bb, c]) = three_nodes(0);
         b.poll(0);
         b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
         let mut seen = Vec::new();
@@ -3599,11 +3602,7 @@ mod tests {
     /// directory the next attempt reads.
     #[test]
     fn a_restart_waits_for_every_node_in_touch_to_report_its_old_ranks_stopped() {
-        let h = hub();
-        let mut b = AgentBackend::new(h.clone());
-        let a = join(&h, "a", 0, 0);
-        let bb = join(&h, "bb", 1, 0);
-        let c = join(&h, "c", 2, 0);
+        let (h, mut b, [a, bb, c]) = three_nodes(0);
         let _ = b.poll(0);
         b.act(vec![launch("j", 1, 1, &[(0, 2), (1, 2)])]);
         let _ = b.poll(0);
@@ -3711,11 +3710,7 @@ mod tests {
     /// hold ends at the lost node's bound, not at the later one of the node that reported.
     #[test]
     fn a_fence_ends_at_the_bound_of_the_nodes_that_have_not_reported() {
-        let h = hub();
-        let mut b = AgentBackend::new(h.clone());
-        let a = join(&h, "a", 0, 0);
-        let _bb = join(&h, "bb", 1, 0);
-        let c = join(&h, "c", 2, 0);
+        let (h, mut b, [a, _bb, c]) = three_nodes(0);
         b.poll(0);
         b.act(vec![launch("j", 1, 1, &[(0, 2), (2, 2)])]);
         let mut t = 0;

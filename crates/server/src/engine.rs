@@ -64,10 +64,9 @@ struct Tracked {
     restarts_before: i64,
     /// It was running when this leader took over.
     recovered: bool,
-    /// Why its cluster keeps its current run queued (its work has not begun), if it does.
-    held: Option<String>,
-    /// Since when its current run is held (with [`Self::held`]).
-    held_since_ms: Option<i64>,
+    /// Why its cluster keeps its current run queued (its work has not begun), and since when,
+    /// if it does.
+    held: Option<(String, i64)>,
     /// Where node agents were last given its ranks (kept through changes of leader).
     ran_on: Option<switchyard_store::RanOn>,
     /// Whether the backend said where in this term (until then its launches carry `ran_on`:
@@ -215,7 +214,6 @@ impl Engine {
             restarts_before: record.restarts + i64::from(record.state == JobState::Running),
             recovered: record.state == JobState::Running,
             held: None,
-            held_since_ms: None,
             ran_on: record.ran_on.clone(),
             ran_on_this_term: false,
             replica_range,
@@ -410,10 +408,11 @@ impl Engine {
             && self.sched.held(job, generation, now, interrupted)
         {
             let t = &mut self.jobs[job as usize];
-            if t.held.is_none() {
+            let since = t.held.as_ref().map(|&(_, since)| since);
+            t.held = Some((why.to_owned(), since.unwrap_or(now_ms)));
+            if since.is_none() {
                 // Once per run (a Slurm job reports its queue reason every poll): the history
                 // shows the attempt waiting, and `began` when it stops.
-                t.held_since_ms = Some(now_ms);
                 let attempt = t.attempts_before + t.attempts;
                 self.note(
                     now_ms,
@@ -423,8 +422,6 @@ impl Engine {
                     None,
                 );
             }
-            let t = &mut self.jobs[job as usize];
-            t.held = Some(why.to_owned());
             self.dirty.insert(job);
         }
     }
@@ -440,9 +437,9 @@ impl Engine {
         if self.sched.began(job, generation, now).is_some() {
             let moved = self.sched.job(job).first_start_s != first_start;
             let t = &mut self.jobs[job as usize];
-            if t.held.is_some() {
+            if let Some((_, since)) = t.held.take() {
                 let attempt = t.attempts_before + t.attempts;
-                let waited = t.held_since_ms.map_or(0, |since| now_ms - since);
+                let waited = now_ms - since;
                 self.note(
                     now_ms,
                     id,
@@ -455,7 +452,6 @@ impl Engine {
                 );
             }
             let t = &mut self.jobs[job as usize];
-            t.held = None;
             // Only where the scheduler moved it too (a run that had not begun since the job's
             // first start), so that started_ms and the queued time it reports agree.
             if moved {
@@ -798,7 +794,7 @@ impl Engine {
                     t.allocated(),
                     if t.allocated() == 1 { "" } else { "s" },
                     self.clusters[c as usize],
-                    t.held.as_deref().unwrap_or_default()
+                    t.held.as_ref().map_or("", |(why, _)| why.as_str())
                 ),
                 // The scheduler's own words give its clock's start time; say it plainly.
                 (SchedState::Running, Some(c)) => format!(
