@@ -485,6 +485,9 @@ pub struct Scheduler {
     free_slots: Vec<JobIdx>,
     /// Submissions so far.
     submitted: u64,
+    /// Per cluster, the hosts behind node slots that a backend named ([`Scheduler::name_node`]):
+    /// messages name a node by its host where known, by its slot otherwise.
+    node_names: Vec<HashMap<u32, String>>,
 }
 
 const NO_REPLICA: u32 = u32::MAX;
@@ -583,6 +586,7 @@ impl Scheduler {
             held_runs: BTreeSet::new(),
             free_slots: Vec::new(),
             submitted: 0,
+            node_names: vec![HashMap::new(); n],
         };
         s.recompute_shares();
         s.queues = vec![BTreeSet::new(); s.tenants.len().max(1)];
@@ -591,6 +595,43 @@ impl Scheduler {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Node `node` of `cluster` is the host `name` (a node agent registered on it, Slurm calls
+    /// it so): the scheduler's messages name it so from now on. Nothing else changes.
+    pub fn name_node(&mut self, cluster: u32, node: u32, name: &str) {
+        let Some(names) = self.node_names.get_mut(cluster as usize) else {
+            return;
+        };
+        if self.index[cluster as usize].nodes() > node
+            && names.get(&node).map(String::as_str) != Some(name)
+        {
+            names.insert(node, name.to_owned());
+        }
+    }
+
+    /// "node gpu-7 of NAME", "nodes gpu-7, gpu-9 of NAME"; slots stand in for hosts no backend
+    /// named ("node 3 of NAME").
+    fn nodes_of(&self, cluster: u32, nodes: &[u32]) -> String {
+        let c = cluster as usize;
+        let what = if nodes.len() == 1 { "node" } else { "nodes" };
+        format!(
+            "{what} {} of {}",
+            self.node_list(c, nodes),
+            self.clusters[c].name
+        )
+    }
+
+    /// "gpu-7, 3, gpu-9": each node's host where named, else its slot.
+    fn node_list(&self, c: usize, nodes: &[u32]) -> String {
+        nodes
+            .iter()
+            .map(|n| match self.node_names[c].get(n) {
+                Some(name) => name.clone(),
+                None => n.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn clusters(&self) -> &[Cluster] {
@@ -1863,7 +1904,7 @@ impl Scheduler {
             },
             format!(
                 "{} failed; lost {} of progress",
-                nodes_of(&failed, &name),
+                self.nodes_of(cluster, &failed),
                 human_s(lost)
             ),
         );
@@ -1874,14 +1915,12 @@ impl Scheduler {
         } else {
             format!(", keeping the rest of its {size} accelerators")
         };
-        let in_place = if let ([spare], [node]) = (spare_nodes.as_slice(), failed.as_slice()) {
-            format!("spare node {spare} of {name} in place of failed node {node}")
+        let (spares_named, failed_named) =
+            (self.node_list(c, &spare_nodes), self.node_list(c, &failed));
+        let in_place = if failed.len() == 1 {
+            format!("spare node {spares_named} of {name} in place of failed node {failed_named}")
         } else {
-            format!(
-                "spare nodes {} of {name} in place of failed nodes {}",
-                list(&spare_nodes),
-                list(&failed)
-            )
+            format!("spare nodes {spares_named} of {name} in place of failed nodes {failed_named}")
         };
         self.emit(
             out,
@@ -1952,7 +1991,7 @@ impl Scheduler {
         out: &mut Vec<Decision>,
     ) {
         let c = cluster as usize;
-        let what = nodes_of(its, &self.clusters[c].name);
+        let what = self.nodes_of(cluster, its);
         if self.stalls_for_good(now, j) {
             self.stop(now, j, false, false);
             let reason = format!(
@@ -2023,7 +2062,7 @@ impl Scheduler {
         self.drop_replica(now, j, rep);
         let reason = format!(
             "{} failed; the replica will be replaced",
-            nodes_of(&down, &self.clusters[cluster as usize].name)
+            self.nodes_of(cluster, &down)
         );
         self.emit(
             out,
@@ -3103,23 +3142,6 @@ fn on_shares(failed: &[u32], shares: &[NodeShare]) -> Vec<u32> {
         .copied()
         .filter(|&n| shares.iter().any(|s| s.node == n))
         .collect()
-}
-
-/// "node 3 of NAME" or "nodes 3, 5 of NAME".
-fn nodes_of(nodes: &[u32], cluster: &str) -> String {
-    match nodes {
-        [node] => format!("node {node} of {cluster}"),
-        _ => format!("nodes {} of {cluster}", list(nodes)),
-    }
-}
-
-/// "3, 5, 9".
-fn list(nodes: &[u32]) -> String {
-    nodes
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Where a restarted job resumes: batch jobs keep no checkpoint.

@@ -659,6 +659,11 @@ impl AgentHub {
                 handed,
             },
         );
+        hub.observed.push(Observed::NodeNamed {
+            cluster: c,
+            node: slot,
+            host: hostname.clone(),
+        });
         if !was_up {
             hub.observed.push(Observed::NodeRepaired {
                 cluster: c,
@@ -2003,6 +2008,18 @@ impl Backend for AgentBackend {
 
     fn nodes_on_record(&mut self, nodes: &[switchyard_store::NodeRecord]) {
         let mut hub = self.hub.lock();
+        // Events name the nodes of the store's records by their hosts before they register.
+        let named: Vec<Observed> = nodes
+            .iter()
+            .filter_map(|n| {
+                Some(Observed::NodeNamed {
+                    cluster: hub.cluster(&n.cluster)?.index,
+                    node: u32::try_from(n.slot).ok()?,
+                    host: n.hostname.clone(),
+                })
+            })
+            .collect();
+        hub.observed.extend(named);
         hub.on_record = nodes
             .iter()
             .map(|n| {
@@ -2633,16 +2650,28 @@ mod tests {
                 Observed::NodeFailed {
                     cluster: 0,
                     node: 2
+                },
+                Observed::NodeNamed {
+                    cluster: 0,
+                    node: 1,
+                    host: "a".into()
                 }
             ]
         );
         join(&h, "b", 0, 10);
         assert_eq!(
             b.poll(10),
-            [Observed::NodeRepaired {
-                cluster: 0,
-                node: 0
-            }]
+            [
+                Observed::NodeNamed {
+                    cluster: 0,
+                    node: 0,
+                    host: "b".into()
+                },
+                Observed::NodeRepaired {
+                    cluster: 0,
+                    node: 0
+                }
+            ]
         );
         // A reset (new leader) tells the whole truth again.
         b.reset();
@@ -3226,7 +3255,12 @@ mod tests {
         let lifted: Vec<Observed> = b
             .poll(t0 + 200)
             .into_iter()
-            .filter(|o| !matches!(o, Observed::NodeRepaired { .. }))
+            .filter(|o| {
+                !matches!(
+                    o,
+                    Observed::NodeRepaired { .. } | Observed::NodeNamed { .. }
+                )
+            })
             .collect();
         assert_eq!(
             lifted,

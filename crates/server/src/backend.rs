@@ -123,6 +123,13 @@ pub enum Observed {
         cluster: u32,
         node: u32,
     },
+    /// Node `node` of `cluster` is the host `host` (an agent registered on it, Slurm names it
+    /// so): events name it by its host from now on.
+    NodeNamed {
+        cluster: u32,
+        node: u32,
+        host: String,
+    },
     /// Lines the job's processes wrote (the leader stores them for `switchyard logs`).
     Output(Vec<OutputLine>),
     /// Something worth recording in the job's events (a submission the cluster refused, a

@@ -565,6 +565,11 @@ impl Engine {
         self.drain(now_ms);
     }
 
+    /// Node `node` of `cluster` is the host `host` (from a backend): events name it so.
+    pub fn name_node(&mut self, cluster: u32, node: u32, host: &str) {
+        self.sched.name_node(cluster, node, host);
+    }
+
     /// A scheduling pass.
     pub fn schedule(&mut self, now_ms: i64) {
         let now = self.clock.to_s(now_ms);

@@ -308,6 +308,11 @@ async fn pass(
                 l.engine.nodes_failed(now, cluster, nodes);
             }
             Observed::NodeRepaired { cluster, node } => l.engine.node_repaired(now, cluster, node),
+            Observed::NodeNamed {
+                cluster,
+                node,
+                host,
+            } => l.engine.name_node(cluster, node, &host),
         }
     }
     let before = l.engine.decisions();
@@ -510,10 +515,12 @@ mod tests {
     /// Launches seen: (attempt, nodes).
     type Launches = Arc<std::sync::Mutex<Vec<(u32, Vec<u32>)>>>;
 
-    /// Fails every node of the first launch it is given, all in one poll; records launches.
+    /// Names its 4 nodes `host-0` … `host-3` at its first poll; fails every node of the first
+    /// launch it is given, all in one poll; records launches.
     #[derive(Debug, Default)]
     struct FailsTheFirstGang {
         launches: Launches,
+        named: bool,
         fail: Vec<u32>,
         failed: bool,
     }
@@ -537,6 +544,16 @@ mod tests {
             }
         }
         fn poll(&mut self, _: i64) -> Vec<Observed> {
+            if !self.named {
+                self.named = true;
+                return (0..4)
+                    .map(|node| Observed::NodeNamed {
+                        cluster: 0,
+                        node,
+                        host: format!("host-{node}"),
+                    })
+                    .collect();
+            }
             if self.failed || self.fail.is_empty() {
                 return Vec::new();
             }
@@ -608,6 +625,36 @@ mod tests {
         assert!(
             second.1.iter().all(|n| !first.1.contains(n)),
             "on spares only: {launches:?}"
+        );
+        // Its events name the nodes by the hosts the backend named them.
+        let events = store
+            .events("j-0000000000000001", None, 0, 100)
+            .await
+            .expect("read")
+            .expect("the job");
+        let hosts = |nodes: &[u32]| {
+            nodes
+                .iter()
+                .map(|n| format!("host-{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (failed, spares) = (hosts(&first.1), hosts(&second.1));
+        let said = |kind: &str, text: &str| {
+            events
+                .iter()
+                .any(|e| e.kind == kind && e.message.contains(text))
+        };
+        assert!(
+            said("restarted", &format!("nodes {failed} of local failed")),
+            "{events:#?}"
+        );
+        assert!(
+            said(
+                "started",
+                &format!("on spare nodes {spares} of local in place of failed nodes {failed}")
+            ),
+            "{events:#?}"
         );
     }
 }

@@ -698,10 +698,19 @@ impl Worker {
         let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         names.sort_by(|a, b| natural_cmp(a, b));
         names.dedup();
+        let index = c.cfg.index;
+        let mut out = Vec::new();
         for name in names {
             if !c.node_index.contains_key(name) {
                 let next = c.node_index.len() as u32;
                 c.node_index.insert(name.to_owned(), next);
+                if next < c.cfg.nodes {
+                    out.push(Observed::NodeNamed {
+                        cluster: index,
+                        node: next,
+                        host: name.to_owned(),
+                    });
+                }
             }
         }
         c.has_gpus = nodes.iter().any(|n| n.gpus > 0);
@@ -719,8 +728,6 @@ impl Worker {
         for idx in present..c.cfg.nodes {
             now_failed.insert(idx);
         }
-        let index = c.cfg.index;
-        let mut out = Vec::new();
         let mut newly: Vec<u32> = now_failed.difference(&c.failed).copied().collect();
         newly.sort_unstable();
         for node in newly {
@@ -737,7 +744,7 @@ impl Worker {
                 node,
             });
         }
-        if !out.is_empty() {
+        if out.iter().any(|o| !matches!(o, Observed::NodeNamed { .. })) {
             tracing::info!(cluster = %c.cfg.name, changes = ?out, "Slurm node states changed");
         }
         c.failed = now_failed;
@@ -2440,6 +2447,16 @@ mod tests {
                 Observed::NodeFailed {
                     cluster: 2,
                     node: 2
+                },
+                Observed::NodeNamed {
+                    cluster: 2,
+                    node: 0,
+                    host: "n2".into()
+                },
+                Observed::NodeNamed {
+                    cluster: 2,
+                    node: 1,
+                    host: "n10".into()
                 },
             ]
         );
