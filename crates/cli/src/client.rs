@@ -31,6 +31,9 @@ pub struct ClientArgs {
     pub token: Option<String>,
 }
 
+/// How many times a read is asked while the server answers 503 (waiting 0.2, 0.4, 0.8 s).
+pub const READ_TRIES: u32 = 4;
+
 #[derive(Debug)]
 pub struct Client {
     base: String,
@@ -70,13 +73,30 @@ impl Client {
         Ok(Client { base, token, agent })
     }
 
+    /// A read. A 503 comes from a replica that cannot serve it now (a follower asked what only
+    /// the leader knows, a store that does not answer) and closes the connection, so that
+    /// through a load balancer asking again reaches another replica: reads are asked up to
+    /// [`READ_TRIES`] times. Writes are not, since one asked twice could be done twice.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
-        let res = self
-            .agent
+        let mut wait = Duration::from_millis(200);
+        for _ in 1..READ_TRIES {
+            match self.send_get(path) {
+                Ok(res) if res.status() == 503 => {
+                    tracing::debug!(path, "503; asking again");
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                res => return self.answer(res),
+            }
+        }
+        self.answer(self.send_get(path))
+    }
+
+    fn send_get(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        self.agent
             .get(format!("{}{path}", self.base))
             .header("Authorization", format!("Bearer {}", self.token))
-            .call();
-        self.answer(res)
+            .call()
     }
 
     pub fn post<B: Serialize, T: DeserializeOwned>(
@@ -144,4 +164,91 @@ pub fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// Serves `answers` (status, body) one connection each, closing every connection as a
+    /// replica's 503 does; returns the address and how many requests came.
+    fn serve(answers: Vec<(u16, &'static str)>) -> (String, std::thread::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let mut served = 0;
+            for (status, body) in answers {
+                let Ok((conn, _)) = listener.accept() else {
+                    break;
+                };
+                let mut reader = BufReader::new(conn);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut content = vec![0; length];
+                reader.read_exact(&mut content).expect("body");
+                served += 1;
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                reader
+                    .get_mut()
+                    .write_all(answer.as_bytes())
+                    .expect("answer");
+            }
+            served
+        });
+        (addr, server)
+    }
+
+    fn client(url: String) -> Client {
+        Client::new(&ClientArgs {
+            url,
+            token: Some("sy_test".into()),
+        })
+        .expect("client")
+    }
+
+    const NOT_LEADER: &str =
+        r#"{"error":{"code":"unavailable","message":"this replica is not the scheduling leader"}}"#;
+
+    #[test]
+    fn a_read_is_asked_again_while_the_server_answers_503() {
+        let (url, server) = serve(vec![(503, NOT_LEADER), (503, NOT_LEADER), (200, "[1,2]")]);
+        let got: Vec<u32> = client(url).get("/v1/x").expect("the third answer");
+        assert_eq!(got, [1, 2]);
+        assert_eq!(server.join().expect("server"), 3);
+    }
+
+    #[test]
+    fn a_read_gives_up_after_its_tries_and_says_why() {
+        let (url, server) = serve(vec![(503, NOT_LEADER); READ_TRIES as usize]);
+        let e = client(url)
+            .get::<Vec<u32>>("/v1/x")
+            .expect_err("503 every time");
+        assert!(e.to_string().contains("not the scheduling leader"), "{e}");
+        assert_eq!(server.join().expect("server"), READ_TRIES as usize);
+    }
+
+    #[test]
+    fn a_write_is_asked_once() {
+        let (url, server) = serve(vec![(503, NOT_LEADER)]);
+        let e = client(url)
+            .post::<(), serde_json::Value>("/v1/jobs", None)
+            .expect_err("503");
+        assert!(e.to_string().contains("not the scheduling leader"), "{e}");
+        assert_eq!(server.join().expect("server"), 1);
+    }
 }
