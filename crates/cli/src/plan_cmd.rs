@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use switchyard_perf::TrainingEstimate;
 use switchyard_perf::infer::Concurrency;
-use switchyard_perf::plan::{PlanReport, TrainingReport, parse_plan, run_plan};
+use switchyard_perf::plan::{PlanReport, TrainingReport, human_duration, parse_plan, run_plan};
 use switchyard_perf::validate::{Kind, ValidationReport, validate_csv};
 
 use crate::CliError;
@@ -186,9 +186,14 @@ fn training_text(r: &TrainingReport) -> String {
         );
         let _ = writeln!(
             s,
-            "checkpoints       every {:.2} h (Young/Daly; write {:.0} s, job MTBF {:.1} h)",
-            bud.checkpoint_interval_hours, bud.checkpoint_write_s, bud.job_mtbf_hours
+            "checkpoints       every {} (Young/Daly, in whole steps; write {}, job MTBF {})",
+            human_duration(bud.checkpoint_interval_hours * 3600.0),
+            human_duration(bud.checkpoint_write_s),
+            human_duration(bud.job_mtbf_hours * 3600.0)
         );
+        if let Some(warning) = &bud.warning {
+            let _ = writeln!(s, "warning: {warning}");
+        }
     }
     if !r.alternatives.is_empty() {
         let _ = writeln!(s, "\nnext best layouts");

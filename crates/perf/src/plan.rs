@@ -638,7 +638,7 @@ fn no_layout_error(
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Budget {
     pub tokens: f64,
-    /// Failure-free days to train.
+    /// Failure-free days to train: whole steps until the budget is spent.
     pub ideal_days: f64,
     /// Days including checkpoint writes, lost work and restarts (Young/Daly interval).
     pub days_to_train: f64,
@@ -649,42 +649,113 @@ pub struct Budget {
     /// Mean time between failures of the job's nodes together, hours.
     pub job_mtbf_hours: f64,
     pub checkpoint_write_s: f64,
-    /// Young/Daly optimal interval sqrt(2·δ·M), hours.
+    /// Young/Daly interval sqrt(2·δ·M), in whole steps (at least one), hours.
     pub checkpoint_interval_hours: f64,
     /// Useful fraction of wall-clock time.
     pub goodput: f64,
+    /// Said when failures cost the job most of its time (goodput below [`LOW_GOODPUT`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
-/// Young/Daly: checkpoint every sqrt(2·δ·M); per interval τ the job loses δ writing, on
-/// average τ/2 + R per failure, failures arriving every M.
-pub fn budget(m: &ModelSpec, hw: &Hardware, tokens_per_s: f64, tokens: f64) -> Budget {
-    let ideal_s = tokens / tokens_per_s;
+/// Goodput below which a budget warns that failures eat most of the job's time.
+pub const LOW_GOODPUT: f64 = 0.5;
+
+/// Goodput below which a token budget is refused: the job would practically never finish.
+pub const HOPELESS_GOODPUT: f64 = 1e-6;
+
+/// The failure-free time to spend `tokens` at `step_s` per step of `tokens_per_s · step_s`
+/// tokens, then with failures: checkpoints every Young/Daly interval sqrt(2·δ·M) (δ the write,
+/// M the job's MTBF), taken at step boundaries, so rounded to whole steps and at least one.
+/// Wall time follows Daly's model of exponential failures ("A higher order estimate of the
+/// optimum checkpoint interval for restart dumps", 2006): each segment of τ work and δ write
+/// takes M·e^{R/M}·(e^{(τ+δ)/M} − 1), R the restart. For M ≫ τ, δ, R the overhead is the
+/// familiar δ/τ + (τ/2 + R)/M; unlike that first-order form it stays right when failures come
+/// about as often as restarts take, where the job barely progresses.
+pub fn budget(
+    m: &ModelSpec,
+    hw: &Hardware,
+    step_s: f64,
+    tokens_per_s: f64,
+    tokens: f64,
+) -> Result<Budget, PerfError> {
+    let tokens_per_step = tokens_per_s * step_s;
+    let steps = (tokens / tokens_per_step).ceil().max(1.0);
+    let ideal_s = steps * step_s;
+    let nodes = f64::from(hw.nodes().max(1));
     let mtbf_node = hw.node_mtbf_hours.unwrap_or(DEFAULT_NODE_MTBF_HOURS);
-    let job_mtbf = mtbf_node / f64::from(hw.nodes().max(1));
+    let job_mtbf_h = mtbf_node / nodes;
     let ckpt_bytes = m.total_params() * CHECKPOINT_BYTES_PER_PARAM;
     // Every node writes its share at its client rate, up to what the storage takes in.
-    let nodes_gb_s = f64::from(hw.nodes().max(1)) * CHECKPOINT_WRITE_GB_S_PER_NODE;
+    let nodes_gb_s = nodes * CHECKPOINT_WRITE_GB_S_PER_NODE;
     let write_gb_s = hw
         .checkpoint_write_gb_s
         .map_or(nodes_gb_s, |storage| nodes_gb_s.min(storage));
     let write_s = ckpt_bytes / (write_gb_s * 1e9);
-    let delta_h = write_s / 3600.0;
-    let tau_h = (2.0 * delta_h * job_mtbf).sqrt().max(delta_h);
-    let overhead = delta_h / tau_h + (tau_h / 2.0 + RESTART_HOURS) / job_mtbf;
-    let goodput = (1.0 / (1.0 + overhead)).clamp(0.0, 1.0);
+    let mtbf_s = job_mtbf_h * 3600.0;
+    let young_s = (2.0 * write_s * mtbf_s).sqrt();
+    let interval_s = (young_s / step_s).round().max(1.0) * step_s;
+    let restart_s = RESTART_HOURS * 3600.0;
+    // ln(wall time per segment / work per segment), in logs: e^{R/M} overflows long before
+    // the answer stops meaning anything.
+    let ln_stretch =
+        mtbf_s.ln() + restart_s / mtbf_s + ((interval_s + write_s) / mtbf_s).exp_m1().ln()
+            - interval_s.ln();
+    let goodput = (-ln_stretch).exp().clamp(0.0, 1.0);
+    let mtbf_words = format!(
+        "the job's {} nodes fail every {} on average (node MTBF {mtbf_node} h ÷ {} nodes), \
+         against {} to restart and {} to write a checkpoint every {}",
+        hw.nodes().max(1),
+        human_duration(mtbf_s),
+        hw.nodes().max(1),
+        human_duration(restart_s),
+        human_duration(write_s),
+        human_duration(interval_s),
+    );
+    if goodput < HOPELESS_GOODPUT {
+        return Err(PerfError::input(format!(
+            "[training] tokens: {mtbf_words}: the job would practically never finish (goodput \
+             {:.1e}); use fewer devices, or a cluster whose nodes fail less often",
+            goodput
+        )));
+    }
+    let warning = (goodput < LOW_GOODPUT).then(|| {
+        format!(
+            "failures cost the job {:.0}% of its time: {mtbf_words}",
+            (1.0 - goodput) * 100.0
+        )
+    });
     let wall_s = ideal_s / goodput;
     let accel_hours = wall_s / 3600.0 * f64::from(hw.count);
-    Budget {
+    Ok(Budget {
         tokens,
         ideal_days: ideal_s / 86400.0,
         days_to_train: wall_s / 86400.0,
         accelerator_hours: accel_hours,
         cost_usd: hw.price_per_accelerator_hour.map(|p| p * accel_hours),
         price_per_accelerator_hour: hw.price_per_accelerator_hour,
-        job_mtbf_hours: job_mtbf,
+        job_mtbf_hours: job_mtbf_h,
         checkpoint_write_s: write_s,
-        checkpoint_interval_hours: tau_h,
+        checkpoint_interval_hours: interval_s / 3600.0,
         goodput,
+        warning,
+    })
+}
+
+/// "3 ms", "0.4 s", "12 s", "15 min", "4.8 h", "3.2 d".
+pub fn human_duration(s: f64) -> String {
+    if s < 0.1 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 10.0 {
+        format!("{s:.1} s")
+    } else if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 172_800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} d", s / 86_400.0)
     }
 }
 
@@ -827,7 +898,10 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 )));
             }
             let best = found.remove(0);
-            let b = spec.tokens.map(|t| budget(m, hw, best.tokens_per_s, t));
+            let b = spec
+                .tokens
+                .map(|t| budget(m, hw, best.step_time_s, best.tokens_per_s, t))
+                .transpose()?;
             Ok(PlanReport::Training(Box::new(TrainingReport {
                 kind: "training",
                 subject,

@@ -76,16 +76,67 @@ fn storage_bandwidth_caps_the_checkpoint_write() {
         checkpoint_write_gb_s: Some(nodes_gb_s * 2.0),
         ..open.clone()
     };
-    let (tokens_per_s, tokens) = (2.4e6, 15.6e12);
-    let free = budget(&m, &open, tokens_per_s, tokens);
-    let slow = budget(&m, &capped, tokens_per_s, tokens);
+    let (step_s, tokens_per_s, tokens) = (6.7, 2.4e6, 15.6e12);
+    let budget_on = |hw| budget(&m, hw, step_s, tokens_per_s, tokens).expect("a budget");
+    let (free, slow) = (budget_on(&open), budget_on(&capped));
     assert!((slow.checkpoint_write_s / free.checkpoint_write_s - 4.0).abs() < 1e-9);
+    // Twice the interval, to the whole step checkpoints are taken at.
+    let (slow_s, free_s) = (
+        slow.checkpoint_interval_hours * 3600.0,
+        free.checkpoint_interval_hours * 3600.0,
+    );
     assert!(
-        (slow.checkpoint_interval_hours / free.checkpoint_interval_hours - 2.0).abs() < 1e-9,
-        "{} vs {}",
-        slow.checkpoint_interval_hours,
-        free.checkpoint_interval_hours
+        (slow_s - 2.0 * free_s).abs() <= 2.0 * step_s,
+        "{slow_s} vs {free_s}"
     );
     assert!(slow.goodput < free.goodput);
-    assert_eq!(budget(&m, &roomy, tokens_per_s, tokens), free);
+    assert_eq!(budget_on(&roomy), free);
+}
+
+/// A budget is spent in whole steps, checkpoints fall on step boundaries, and failures that
+/// come about as often as a restart takes are told (warned of, or refused when the job would
+/// never finish) rather than priced by a formula that only holds for rare failures.
+#[test]
+fn budgets_count_whole_steps_and_say_when_failures_dominate() {
+    use switchyard_perf::Hardware;
+    use switchyard_perf::plan::{RESTART_HOURS, budget};
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let accel = switchyard_core::accelerator::lookup("H100-SXM").expect("in the catalog");
+    let step_s = 2.0;
+    let tokens_per_s = 1e6;
+    // A few nodes: rare failures; the first-order overhead δ/τ + (τ/2 + R)/M holds.
+    let small = Hardware::from_accelerator(accel, 64);
+    let b = budget(&m, &small, step_s, tokens_per_s, 1e12).expect("a budget");
+    let (write, mtbf) = (b.checkpoint_write_s, b.job_mtbf_hours * 3600.0);
+    let interval = b.checkpoint_interval_hours * 3600.0;
+    assert!((interval / step_s).fract() == 0.0, "{interval}");
+    let first_order = write / interval + (interval / 2.0 + RESTART_HOURS * 3600.0) / mtbf;
+    assert!(
+        ((1.0 / b.goodput - 1.0) / first_order - 1.0).abs() < 0.01,
+        "{} vs {first_order}",
+        1.0 / b.goodput - 1.0
+    );
+    assert!(b.warning.is_none(), "{:?}", b.warning);
+    // One token still takes a step.
+    let one = budget(&m, &small, step_s, tokens_per_s, 1.0).expect("a budget");
+    assert!(
+        (one.ideal_days * 86400.0 - step_s).abs() < 1e-9,
+        "{}",
+        one.ideal_days
+    );
+    // A million devices: the job fails every few minutes, about as often as it restarts; the
+    // checkpoint interval is at least a step and the budget warns.
+    let huge = Hardware::from_accelerator(accel, 1 << 20);
+    let b = budget(&m, &huge, step_s, tokens_per_s, 1e12).expect("a budget");
+    assert!(b.checkpoint_interval_hours * 3600.0 >= step_s);
+    assert!(b.goodput < 0.05, "{}", b.goodput);
+    let warning = b.warning.expect("a warning");
+    assert!(warning.contains("131072 nodes fail every"), "{warning}");
+    // Sixteen million: it would never finish.
+    let hopeless = Hardware::from_accelerator(accel, 1 << 24);
+    let e = budget(&m, &hopeless, step_s, tokens_per_s, 1e12).expect_err("never finishes");
+    assert!(
+        e.to_string().contains("would practically never finish"),
+        "{e}"
+    );
 }
