@@ -91,6 +91,22 @@ fn layout_cell(e: &TrainingEstimate) -> String {
     )
 }
 
+/// MFU is measured against the BF16 peak whatever the precision (the definition, so
+/// that FP8 and BF16 runs compare): an FP8 run's text also gives it against the FP8 peak, as
+/// the figure may pass 100%.
+fn of_fp8_peak(r: &TrainingReport) -> String {
+    let peaks = switchyard_core::accelerator::lookup(&r.subject.accelerator)
+        .and_then(|a| Some((a.bf16_tflops, a.fp8_tflops?)));
+    match peaks {
+        Some((bf16, fp8)) if r.precision == "fp8" && fp8 > 0.0 => format!(
+            " of the BF16 peak ({:.1}% / {:.1}% of the FP8 peak)",
+            r.best.mfu * bf16 / fp8 * 100.0,
+            r.best.hfu * bf16 / fp8 * 100.0
+        ),
+        _ => String::new(),
+    }
+}
+
 fn training_text(r: &TrainingReport) -> String {
     let mut s = String::new();
     let b = &r.best;
@@ -128,7 +144,12 @@ fn training_text(r: &TrainingReport) -> String {
         ("tokens/s", format!("{:.0}", b.tokens_per_s)),
         (
             "MFU / HFU",
-            format!("{:.1}% / {:.1}%", b.mfu * 100.0, b.hfu * 100.0),
+            format!(
+                "{:.1}% / {:.1}%{}",
+                b.mfu * 100.0,
+                b.hfu * 100.0,
+                of_fp8_peak(r)
+            ),
         ),
         (
             "model TFLOP/s/dev",

@@ -419,7 +419,7 @@ fn validate_names_what_a_bad_cell_should_hold() {
         ),
         (
             "R2,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,1.5,,,,5e5",
-            "tp = \"1.5\" is not a whole number from 0 to 4294967295",
+            "tp = \"1.5\" is not a whole number (sizes and counts go up to 16777216)",
         ),
         (
             "R5,x,m,H100-SXM,6x4,32,4096,32,32000,4096,512,bf16,,,,,5e5",
@@ -427,7 +427,7 @@ fn validate_names_what_a_bad_cell_should_hold() {
         ),
         (
             "R4,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,,,,9,5e5",
-            "row R4: no valid layout of m on 64 H100-SXM for global_batch = 512: [parallelism] zero = 9 must be 0, 1, 2 or 3",
+            "line 2: no valid layout of m on 64 H100-SXM for global_batch = 512: zero = 9 must be 0, 1, 2 or 3",
         ),
         (
             "R3,x,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,,,,,5e-324",

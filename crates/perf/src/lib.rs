@@ -56,6 +56,17 @@ pub(crate) fn within_max_size(value: u32, field: &str) -> Result<u32, PerfError>
     }
 }
 
+/// A number as a person wrote it in a plan or a CSV: plainly when it reads well that way
+/// (`0`, `-1`, `0.5`, `235571`), in exponent form when it is very large or small (`1.5e13`).
+pub(crate) fn number_in_words(x: f64) -> String {
+    let magnitude = x.abs();
+    if x == 0.0 || (1e-3..1e9).contains(&magnitude) || !x.is_finite() {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 /// What went wrong; every message names the table and field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PerfError {

@@ -211,6 +211,7 @@ impl ModelFields {
                     (self.experts_per_token, "experts_per_token"),
                     (self.expert_ffn_hidden, "expert_ffn_hidden"),
                     (self.moe_layers, "moe_layers"),
+                    (self.shared_experts, "shared_experts"),
                 ] {
                     if v.is_some() && experts.is_none() {
                         return Err(PerfError::input(format!(

@@ -271,14 +271,16 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
             if let Some(tokens) = t.tokens {
                 if !(tokens >= 1.0 && tokens.is_finite()) {
                     return Err(PerfError::input(format!(
-                        "[training] tokens = {tokens:e} must be a number of tokens, at least 1 \
-                         (e.g. 15e12)"
+                        "[training] tokens = {} must be a number of tokens, at least 1 \
+                         (e.g. 15e12)",
+                        crate::number_in_words(tokens)
                     )));
                 }
                 if tokens > MAX_TRAINING_TOKENS {
                     return Err(PerfError::input(format!(
-                        "[training] tokens = {tokens:e} is larger than the supported maximum \
-                         {MAX_TRAINING_TOKENS:e}"
+                        "[training] tokens = {} is larger than the supported maximum \
+                         {MAX_TRAINING_TOKENS:e}",
+                        crate::number_in_words(tokens)
                     )));
                 }
             }
@@ -339,6 +341,12 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
             let concurrency = match i.concurrency {
                 None => Concurrency::Max,
                 Some(toml::Value::String(t)) if t.eq_ignore_ascii_case("max") => Concurrency::Max,
+                Some(toml::Value::Integer(n)) if n > i64::from(crate::MAX_SIZE) => {
+                    return Err(PerfError::input(format!(
+                        "[inference] concurrency = {n} is larger than the supported maximum {}",
+                        crate::MAX_SIZE
+                    )));
+                }
                 Some(toml::Value::Integer(n)) if n >= 1 => {
                     Concurrency::Fixed(u32::try_from(n).unwrap_or(u32::MAX))
                 }
@@ -404,58 +412,14 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
         sequence_parallel: p.sequence_parallel,
         zero: p.zero,
     };
-    constraint.check_degrees()?;
-    // Four degrees of up to 2^24 each: the product needs more than 64 bits.
-    let product = u128::from(constraint.tp.unwrap_or(1))
-        * u128::from(constraint.pp.unwrap_or(1))
-        * u128::from(constraint.dp.unwrap_or(1))
-        * u128::from(constraint.cp.unwrap_or(1));
-    if constraint.tp.is_some()
-        && constraint.pp.is_some()
-        && constraint.dp.is_some()
-        && product != u128::from(hardware.count)
-    {
-        return Err(PerfError::input(format!(
-            "[parallelism] tp·pp·dp·cp = {product} is not the device count {}",
-            hardware.count
-        )));
-    }
-    if product > u128::from(hardware.count) || u128::from(hardware.count) % product != 0 {
-        return Err(PerfError::input(format!(
-            "[parallelism] the given degrees (product {product}) do not divide the device count {}",
-            hardware.count
-        )));
-    }
     let allow = p.allow_tp_beyond_scale_up.unwrap_or(false);
-    if let Some(tp) = constraint.tp {
-        if tp > hardware.scale_up_domain && !allow {
-            return Err(PerfError::input(format!(
-                "[parallelism] tp = {tp} is larger than the scale-up domain ({} {} devices); \
-                 set allow_tp_beyond_scale_up = true to cost it over the scale-out network",
-                hardware.scale_up_domain, hardware.accelerator.name
-            )));
-        }
-        if model.heads % tp != 0 {
-            return Err(PerfError::input(format!(
-                "[parallelism] tp = {tp} does not divide [model] heads = {}",
-                model.heads
-            )));
-        }
-    }
-    if let (Some(ep), Some(moe)) = (constraint.ep, &model.moe)
-        && moe.experts % ep != 0
-    {
-        return Err(PerfError::input(format!(
-            "[parallelism] ep = {ep} does not divide [model] experts = {}",
-            moe.experts
-        )));
-    }
-    if constraint.ep.is_some_and(|ep| ep > 1) && model.moe.is_none() {
-        return Err(PerfError::input(
-            "[parallelism] ep > 1 needs a mixture-of-experts model ([model] experts)",
-        ));
-    }
-    check_expert_tensor_parallel(&constraint, &model, "[parallelism]")?;
+    check_constraint(
+        &constraint,
+        &model,
+        &hardware,
+        matches!(workload, Workload::Training(_)),
+        allow,
+    )?;
     Ok(PlanInput {
         model,
         hardware,
@@ -465,6 +429,97 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
         allow_tp_beyond_scale_up: allow,
         count_defaulted_to,
     })
+}
+
+/// The `[parallelism]` degrees a plan (or a validation row) gives, checked against the model and
+/// the devices before any search: each one's own bounds, their product against the device
+/// count, the splits each degree makes (heads and FFN over `tp`, sequences over `cp`, experts
+/// over `ep`). `training`: the checks that only training layouts need (context and sequence
+/// parallelism).
+pub(crate) fn check_constraint(
+    c: &LayoutConstraint,
+    m: &ModelSpec,
+    hw: &Hardware,
+    training: bool,
+    allow_tp_beyond_scale_up: bool,
+) -> Result<(), PerfError> {
+    c.check_degrees()?;
+    // Four degrees of up to 2^24 each: the product needs more than 64 bits.
+    let product = u128::from(c.tp.unwrap_or(1))
+        * u128::from(c.pp.unwrap_or(1))
+        * u128::from(c.dp.unwrap_or(1))
+        * u128::from(c.cp.unwrap_or(1));
+    if c.tp.is_some() && c.pp.is_some() && c.dp.is_some() && product != u128::from(hw.count) {
+        return Err(PerfError::input(format!(
+            "[parallelism] tp·pp·dp·cp = {product} is not the device count {}",
+            hw.count
+        )));
+    }
+    if product > u128::from(hw.count) || u128::from(hw.count) % product != 0 {
+        return Err(PerfError::input(format!(
+            "[parallelism] the given degrees (product {product}) do not divide the device count {}",
+            hw.count
+        )));
+    }
+    if let Some(tp) = c.tp {
+        if tp > hw.scale_up_domain && !allow_tp_beyond_scale_up {
+            return Err(PerfError::input(format!(
+                "[parallelism] tp = {tp} is larger than the scale-up domain ({} {} devices); \
+                 set allow_tp_beyond_scale_up = true to cost it over the scale-out network",
+                hw.scale_up_domain, hw.accelerator.name
+            )));
+        }
+        if !m.heads.is_multiple_of(tp) {
+            return Err(PerfError::input(format!(
+                "[parallelism] tp = {tp} does not divide [model] heads = {}",
+                m.heads
+            )));
+        }
+        if m.dense_layers() > 0 && !m.ffn_hidden.is_multiple_of(tp) {
+            return Err(PerfError::input(format!(
+                "[parallelism] tp = {tp} does not divide [model] ffn_hidden = {}: tensor \
+                 parallelism gives each rank an equal share of the FFN's hidden units",
+                m.ffn_hidden
+            )));
+        }
+    }
+    if training {
+        let cp = c.cp.unwrap_or(1);
+        if cp > 1 && !m.seq_len.is_multiple_of(2 * cp) {
+            return Err(PerfError::input(format!(
+                "[parallelism] cp = {cp} needs [model] seq_len = {} to be a multiple of 2·cp = \
+                 {}: context parallelism cuts each sequence into two chunks per rank (one early, \
+                 one late, to balance causal attention)",
+                m.seq_len,
+                2 * cp
+            )));
+        }
+        if let Some(tp) = c.tp.filter(|&tp| tp > 1)
+            && c.sequence_parallel == Some(true)
+            && !(m.seq_len / cp).is_multiple_of(tp)
+        {
+            return Err(PerfError::input(format!(
+                "[parallelism] sequence_parallel with tp = {tp} needs each context-parallel \
+                 rank's {} tokens (seq_len / cp) to split evenly over the tp ranks",
+                m.seq_len / cp
+            )));
+        }
+    }
+    if let (Some(ep), Some(moe)) = (c.ep, &m.moe)
+        && moe.experts % ep != 0
+    {
+        return Err(PerfError::input(format!(
+            "[parallelism] ep = {ep} does not divide [model] experts = {}",
+            moe.experts
+        )));
+    }
+    if c.ep.is_some_and(|ep| ep > 1) && m.moe.is_none() {
+        return Err(PerfError::input(
+            "[parallelism] ep > 1 needs a mixture-of-experts model ([model] experts)",
+        ));
+    }
+    check_expert_tensor_parallel(c, m, "[parallelism]")?;
+    Ok(())
 }
 
 /// `etp` splits experts, so it needs a mixture-of-experts model, and it divides `tp` (the
@@ -950,6 +1005,13 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                          (an inference replica is split by tensor and pipeline parallelism only)",
                     hw.count
                 ))));
+            }
+            if let Some(pp) = c.pp.filter(|&pp| pp > m.layers) {
+                return Err(PerfError::input(format!(
+                    "[parallelism] pp = {pp} exceeds [model] layers = {} (an inference replica's \
+                     pipeline stage holds at least one layer)",
+                    m.layers
+                )));
             }
             let candidates = inference_layouts(input);
             let searched = candidates.len() > 1 || c.tp.is_none() || c.pp.is_none();

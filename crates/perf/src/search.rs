@@ -132,7 +132,11 @@ pub(crate) fn tensor_candidates(m: &ModelSpec, hw: &Hardware, beyond_scale_up: b
     };
     powers_of_two_upto(tp_max.min(m.heads))
         .into_iter()
-        .filter(|t| count.is_multiple_of(*t) && m.heads.is_multiple_of(*t))
+        .filter(|t| {
+            count.is_multiple_of(*t)
+                && m.heads.is_multiple_of(*t)
+                && (m.dense_layers() == 0 || m.ffn_hidden.is_multiple_of(*t))
+        })
         .collect()
 }
 
@@ -277,7 +281,7 @@ pub fn search(
     );
     let cps_all: Vec<u32> = powers_of_two_upto(16)
         .into_iter()
-        .filter(|&cp| cp == 1 || m.seq_len / cp >= 2048)
+        .filter(|&cp| cp == 1 || (m.seq_len / cp >= 2048 && m.seq_len.is_multiple_of(2 * cp)))
         .collect();
     let cps = one_or(c.cp, cps_all);
     let recomputes = recompute_candidates(c.recompute, spec.recompute_modules, m);
@@ -378,9 +382,11 @@ pub fn search(
                 // sequence parallelism; the expert costs assume each rank's token shard.
                 // Without tensor parallelism there is no sequence to split: it is off (as
                 // Megatron-LM turns it off), whatever the plan asked.
+                // Each rank keeps an equal share of its context-parallel rank's tokens.
+                let sp_splits = (m.seq_len / cp).is_multiple_of(tp);
                 let sps: Vec<bool> = one_or(
                     c.sequence_parallel.map(|sp| sp && tp > 1),
-                    vec![tp > 1 && spec.software.sequence_parallel],
+                    vec![tp > 1 && spec.software.sequence_parallel && sp_splits],
                 )
                 .into_iter()
                 .filter(|&sp| sp || tp == 1 || m.moe.is_none())

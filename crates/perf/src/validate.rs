@@ -49,6 +49,21 @@ pub struct RowResult {
     pub memory_capacity_gib: Option<f64>,
 }
 
+/// A row's error as the report lists it, beside its line and id: without a leading `row ID: `
+/// and in the CSV's words, whose columns are the plan file's keys without their tables.
+fn in_csv_words(id: &str, error: &str) -> String {
+    let error = error.strip_prefix(&format!("row {id}: ")).unwrap_or(error);
+    [
+        "[model] ",
+        "[training] ",
+        "[inference] ",
+        "[hardware] ",
+        "[parallelism] ",
+    ]
+    .iter()
+    .fold(error.to_owned(), |e, table| e.replace(table, ""))
+}
+
 /// A row that could not be evaluated (a bad cell, an accelerator the catalog lacks, a layout
 /// the model cannot express): reported, and left out of the statistics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,7 +111,7 @@ fn num<T: std::str::FromStr>(row: &Row, key: &str) -> Result<Option<T>, PerfErro
 fn expected<T>() -> &'static str {
     match std::any::type_name::<T>() {
         "u8" => "a whole number from 0 to 255",
-        "u32" => "a whole number from 0 to 4294967295",
+        "u32" => "a whole number (sizes and counts go up to 16777216)",
         "u64" => "a whole number of 0 or more",
         "i32" | "i64" => "a whole number",
         _ => "a number",
@@ -124,7 +139,13 @@ fn size_opt(row: &Row, key: &str) -> Result<Option<u32>, PerfError> {
             crate::MAX_SIZE
         ))
     })?;
-    // (One past u32 gets the same "at most" error as one past the largest size.)
+    if value > u64::from(crate::MAX_SIZE) {
+        return Err(PerfError::input(format!(
+            "row {}: {key} = {value} is larger than the supported maximum {}",
+            cell(row, "id").unwrap_or("?"),
+            crate::MAX_SIZE
+        )));
+    }
     let value = u32::try_from(value).unwrap_or(u32::MAX);
     crate::check_size(value, || {
         format!("row {}: {key}", cell(row, "id").unwrap_or("?"))
@@ -148,9 +169,10 @@ fn published(row: &Row, key: &str) -> Result<f64, PerfError> {
         Ok(value)
     } else {
         Err(PerfError::input(format!(
-            "row {}: {key} = {value:e} is not a throughput to compare with: it must lie between \
+            "row {}: {key} = {} is not a throughput to compare with: it must lie between \
              {PUBLISHED_MIN:e} and {PUBLISHED_MAX:e} tokens/s",
-            cell(row, "id").unwrap_or("?")
+            cell(row, "id").unwrap_or("?"),
+            crate::number_in_words(value)
         )))
     }
 }
@@ -320,7 +342,8 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         sequence_parallel: boolean(row, "sequence_parallel")?,
         zero: num(row, "zero")?,
     };
-    crate::plan::check_expert_tensor_parallel(&constraint, &model, &format!("row {id}:"))?;
+    // The plan file's checks.
+    crate::plan::check_constraint(&constraint, &model, &hw, true, true)?;
     let opts = SearchOptions {
         keep: 1,
         allow_tp_beyond_scale_up: true,
@@ -390,7 +413,10 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
     let accel = accelerator::lookup(accel_name)
         .ok_or_else(|| PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}")))?;
     let count = size(row, "count")?;
-    let hw = Hardware::from_accelerator(accel, count);
+    let mut hw = Hardware::from_accelerator(accel, count);
+    if let Some(per_node) = size_opt(row, "per_node")? {
+        hw.set_per_node(per_node);
+    }
     let concurrency = match cell(row, "concurrency") {
         None => Concurrency::Max,
         Some(t) if t.eq_ignore_ascii_case("max") => Concurrency::Max,
@@ -542,9 +568,34 @@ const COLUMNS: &[&str] = &[
     "published_output_tokens_per_s",
 ];
 
+/// Columns only an inference file reads.
+const INFERENCE_ONLY: [&str; 3] = ["input_tokens", "output_tokens", "concurrency"];
+
+/// Columns only a training file reads.
+const TRAINING_ONLY: [&str; 13] = [
+    "global_batch",
+    "software",
+    "capacity_factor",
+    "expert_dispatch",
+    "dp",
+    "cp",
+    "etp",
+    "microbatch",
+    "virtual_stages",
+    "recompute",
+    "recompute_modules",
+    "sequence_parallel",
+    "zero",
+];
+
 /// Validates every row of a calibration CSV (training or inference, told apart by the
 /// throughput column).
 pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
+    if text.trim().is_empty() {
+        return Err(PerfError::input(
+            "the CSV is empty: it needs a header line (the columns) and a row per run",
+        ));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
@@ -560,7 +611,8 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
     }
     if let Some(unknown) = headers.iter().find(|h| !COLUMNS.contains(h)) {
         return Err(PerfError::input(format!(
-            "unknown column {unknown:?} in the CSV header; the columns are the plan file's keys: {}",
+            "unknown column {unknown:?} in the CSV header; the columns are these (mostly the plan \
+             file's keys; an inference file's prompt length is input_tokens): {}",
             COLUMNS.join(", ")
         )));
     }
@@ -586,6 +638,21 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
             "the CSV has neither a published_tokens_per_s nor a published_output_tokens_per_s column",
         ));
     };
+    // A column of the other kind of run would be read by nothing: refuse it by name.
+    let (other_kind, what) = match kind {
+        Kind::Training => (&INFERENCE_ONLY[..], "an inference"),
+        Kind::Inference => (&TRAINING_ONLY[..], "a training"),
+    };
+    if let Some(column) = headers.iter().find(|h| other_kind.contains(h)) {
+        return Err(PerfError::input(format!(
+            "the CSV's column {column:?} belongs to {what} file (this one's throughput column \
+             makes it a {} file): nothing would read it",
+            match kind {
+                Kind::Training => "training",
+                Kind::Inference => "inference",
+            }
+        )));
+    }
     let mut rows = Vec::new();
     let mut failed_rows = Vec::new();
     // The line each id was first seen on: a row given twice would count twice in the figures.
@@ -649,9 +716,9 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
         match outcome {
             Ok(result) => rows.push(result),
             Err(e) => failed_rows.push(RowFailure {
+                error: in_csv_words(&id, &e.to_string()),
                 id,
                 line,
-                error: e.to_string(),
             }),
         }
     }

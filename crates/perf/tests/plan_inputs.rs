@@ -848,3 +848,128 @@ fn a_clusters_topology_sets_the_links_a_plan_pays_for() {
                 cluster = \"c\"\ncount = 32\n[parallelism]\ntp = 16\n";
     assert_refused(&big_servers, tp16, "scale-up");
 }
+
+/// Degrees that would cut a sequence, the FFN or the layers unevenly are refused by name, in a
+/// plan file and in a validation row alike; the search keeps to layouts that split evenly.
+#[test]
+fn degrees_must_split_sequences_ffn_and_layers_evenly() {
+    let fleet = Fleet::default_fleet();
+    let train = "[training]\nglobal_batch = 64";
+    let with_seq = |seq: u32, parallelism: &str| {
+        h100_plan("llama3-8b", train, 64, parallelism).replace(
+            "preset = \"llama3-8b\"",
+            &format!("preset = \"llama3-8b\"\nseq_len = {seq}"),
+        )
+    };
+    assert_refused(
+        &fleet,
+        &with_seq(8, "tp = 2\npp = 2\ndp = 1\ncp = 16"),
+        "cp = 16 needs [model] seq_len = 8 to be a multiple of 2·cp = 32",
+    );
+    assert_refused(
+        &fleet,
+        &with_seq(8191, "cp = 2"),
+        "seq_len = 8191 to be a multiple of 2·cp = 4",
+    );
+    assert_refused(
+        &fleet,
+        &with_seq(8190, "tp = 4\nsequence_parallel = true"),
+        "sequence_parallel with tp = 4 needs each context-parallel rank's 8190 tokens",
+    );
+    assert_refused(
+        &fleet,
+        &h100_plan("llama3-8b", train, 64, "tp = 8").replace(
+            "preset = \"llama3-8b\"",
+            "preset = \"llama3-8b\"\nffn_hidden = 14337",
+        ),
+        "tp = 8 does not divide [model] ffn_hidden = 14337",
+    );
+    // The search never picks such a split: 8190 tokens over tp 4 is not even, so no layout
+    // with tp = 4 runs sequence parallel, and an odd FFN leaves tp = 1.
+    let report = |text: &str| match run_plan(&parse_plan(text, &fleet).expect("valid")) {
+        Ok(switchyard_perf::plan::PlanReport::Training(r)) => r,
+        other => panic!("a training report: {other:?}"),
+    };
+    let r = report(&with_seq(8190, ""));
+    for est in std::iter::once(&r.best).chain(&r.alternatives) {
+        let l = est.layout;
+        assert!(!l.sequence_parallel || (8190 / l.cp) % l.tp == 0, "{l:?}");
+        assert!(l.cp == 1 || 8190 % (2 * l.cp) == 0, "{l:?}");
+    }
+    let odd_ffn = h100_plan("llama3-8b", train, 64, "").replace(
+        "preset = \"llama3-8b\"",
+        "preset = \"llama3-8b\"\nffn_hidden = 14337",
+    );
+    let r = report(&odd_ffn);
+    assert!(
+        std::iter::once(&r.best)
+            .chain(&r.alternatives)
+            .all(|e| e.layout.tp == 1),
+        "{:?}",
+        r.best.layout
+    );
+    // Inference: a stage holds at least one layer.
+    let serve = "[inference]\nprecision = \"bf16\"\nprompt_tokens = 1000\noutput_tokens = 1000";
+    assert_refused(
+        &fleet,
+        &h100_plan("llama3-8b", serve, 8, "tp = 1\npp = 8").replace(
+            "preset = \"llama3-8b\"",
+            "preset = \"llama3-8b\"\nlayers = 4",
+        ),
+        "pp = 8 exceeds [model] layers = 4",
+    );
+    // A validation row gets the same checks, in the CSV's words.
+    let csv = "id,model,accelerator,count,layers,hidden,heads,vocab,seq_len,global_batch,\
+               precision,tp,pp,published_tokens_per_s\n\
+               A,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,3,1,600000\n\
+               B,m,H100-SXM,64,32,4096,32,32000,4096,512,bf16,1,1,600000\n";
+    let report = switchyard_perf::validate::validate_csv(csv).expect("read");
+    let [failure] = report.failed_rows.as_slice() else {
+        panic!("{:?}", report.failed_rows);
+    };
+    assert_eq!(
+        failure.error,
+        "the given degrees (product 3) do not divide the device count 64"
+    );
+}
+
+/// Inputs the plan once took silently: a concurrency past the largest size (was cut to
+/// 2^32 − 1), shared experts on a dense model (ignored).
+#[test]
+fn silently_dropped_inputs_are_refused() {
+    let fleet = Fleet::default_fleet();
+    let serve = |concurrency: &str| {
+        h100_plan(
+            "llama3-8b",
+            &format!(
+                "[inference]\nprecision = \"bf16\"\nprompt_tokens = 1000\noutput_tokens = 1000\n\
+                 concurrency = {concurrency}"
+            ),
+            8,
+            "",
+        )
+    };
+    assert_refused(
+        &fleet,
+        &serve("99999999999"),
+        "[inference] concurrency = 99999999999 is larger than the supported maximum 16777216",
+    );
+    assert_refused(
+        &fleet,
+        &h100_plan("llama3-8b", "[training]\nglobal_batch = 64", 64, "").replace(
+            "preset = \"llama3-8b\"",
+            "preset = \"llama3-8b\"\nshared_experts = 2",
+        ),
+        "[model] shared_experts is set but experts is not",
+    );
+    let csv = "id,model,accelerator,count,layers,hidden,heads,vocab,seq_len,global_batch,\
+               precision,published_tokens_per_s,input_tokens\n";
+    let e = switchyard_perf::validate::validate_csv(csv).expect_err("an inference column");
+    assert!(
+        e.to_string()
+            .contains("\"input_tokens\" belongs to an inference file"),
+        "{e}"
+    );
+    let e = switchyard_perf::validate::validate_csv("").expect_err("empty");
+    assert!(e.to_string().contains("the CSV is empty"), "{e}");
+}

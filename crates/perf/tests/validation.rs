@@ -494,7 +494,7 @@ fn a_row_with_a_bad_capacity_factor_is_refused() {
     assert!(
         failure
             .error
-            .contains("row T0004: capacity_factor = 0.5 must be a number from 1 to 64"),
+            .contains("capacity_factor = 0.5 must be a number from 1 to 64"),
         "{failure:?}"
     );
 }
@@ -507,11 +507,11 @@ fn a_row_with_bad_recompute_modules_is_refused() {
     for (bad, needle) in [
         (
             "mla_up_proj+attention",
-            "row V0001: recompute_modules: unknown recompute module \"attention\"",
+            "recompute_modules: unknown recompute module \"attention\"",
         ),
         (
             "mla_up_proj shared",
-            "row V0001: recompute_modules: unknown recompute module \"shared\"",
+            "recompute_modules: unknown recompute module \"shared\"",
         ),
     ] {
         let edited = text.replacen(",mla_up_proj mlp,", &format!(",{bad},"), 1);
@@ -608,7 +608,7 @@ fn a_software_column_chooses_the_stack_per_row() {
     assert_eq!(failure.id, "X2");
     assert!(
         failure.error.contains(
-            "row X2: software = \"megatron-2030\" is not a known stack (known: megatron-core, fsdp"
+            "software = \"megatron-2030\" is not a known stack (known: megatron-core, fsdp"
         ),
         "{failure:?}"
     );
