@@ -358,10 +358,15 @@ enum Why {
         best: u32,
         slowdown: f64,
     },
+    /// Re-queued: first in line at its priority. `need`: accelerators it has since waited
+    /// for (no cluster it accepts has them free).
     AfterFailure {
         lost_s: f64,
+        need: Option<u32>,
     },
-    AfterPreemption,
+    AfterPreemption {
+        need: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -1222,7 +1227,6 @@ impl Scheduler {
             if got < short {
                 continue;
             }
-            let by = self.jobs[j as usize].id.clone();
             let cluster_name = self.clusters[c as usize].name.clone();
             // In submission order, highest replica index first, so the indices still to
             // remove stay valid.
@@ -1245,8 +1249,9 @@ impl Scheduler {
                         nodes,
                     },
                     format!(
-                        "reclaimed for {by}: its team is below its guaranteed quota on \
-                         {cluster_name}, where this service's team borrows beyond its own"
+                        "reclaimed for {}: its team is below its guaranteed quota on \
+                         {cluster_name}, where this service's team borrows beyond its own",
+                        self.other_job_named_for(j, svc)
                     ),
                 );
             }
@@ -1736,7 +1741,10 @@ impl Scheduler {
         if retry {
             job.restarts += 1;
             job.urgent = true;
-            job.why = Why::AfterFailure { lost_s: lost };
+            job.why = Why::AfterFailure {
+                lost_s: lost,
+                need: None,
+            };
             let from = restart_origin(job.kind);
             self.enqueue(j);
             self.emit(
@@ -2012,7 +2020,10 @@ impl Scheduler {
         let job = &mut self.jobs[j as usize];
         job.restarts += 1;
         job.urgent = true;
-        job.why = Why::AfterFailure { lost_s: lost };
+        job.why = Why::AfterFailure {
+            lost_s: lost,
+            need: None,
+        };
         self.enqueue(j);
         let kind = self.jobs[j as usize].kind;
         let reason = if kind == JobKind::Batch {
@@ -2449,11 +2460,15 @@ impl Scheduler {
         let (cluster, size) = match self.choose(now, j) {
             Ok(x) => x,
             Err(why) => {
+                // A re-queued job keeps saying why it was re-queued while it waits for room,
+                // and what room it waits for.
                 let job = &mut self.jobs[j as usize];
-                if !matches!(job.why, Why::AfterFailure { .. } | Why::AfterPreemption)
-                    || why != (Why::NoCapacity { need: job.min_size })
-                {
-                    job.why = why;
+                match (&mut job.why, why) {
+                    (
+                        Why::AfterFailure { need, .. } | Why::AfterPreemption { need },
+                        Why::NoCapacity { need: wanted },
+                    ) => *need = Some(wanted),
+                    (current, why) => *current = why,
                 }
                 return false;
             }
@@ -2701,7 +2716,6 @@ impl Scheduler {
         let Some((_, _, c, victims)) = best else {
             return self.reclaim_replicas(now, j, out);
         };
-        let by = self.jobs[j as usize].id.clone();
         // Which rule took each victim, decided before any is stopped (stopping one changes
         // what its team borrows).
         let reclaim = policy != Policy::Priority
@@ -2711,12 +2725,17 @@ impl Scheduler {
             .map(|&v| {
                 let vj = &self.jobs[v as usize];
                 let same_team = vj.tenant == self.jobs[j as usize].tenant;
+                let by = self.other_job_named_for(j, v);
                 // The rule that picked it, as the candidate search applies them.
                 if vj.priority < prio
                     && policy != Policy::Fair
                     && (policy == Policy::Priority || same_team || self.borrowing(v, c))
                 {
-                    format!("preempted for {by} (priority {prio} > {})", vj.priority)
+                    if same_team {
+                        format!("preempted for {by} (priority {prio} > {})", vj.priority)
+                    } else {
+                        format!("preempted for {by}, of a higher priority than this job's {}", vj.priority)
+                    }
                 } else if reclaim && !same_team && self.borrowing(v, c) {
                     format!("preempted for {by}: its team reclaims quota this team was borrowing")
                 } else {
@@ -2732,7 +2751,7 @@ impl Scheduler {
             self.epoch += 1;
             let vj = &mut self.jobs[v as usize];
             vj.restarts += 1;
-            vj.why = Why::AfterPreemption;
+            vj.why = Why::AfterPreemption { need: None };
             let reason = if self.jobs[v as usize].kind == JobKind::Batch {
                 format!("{reason}; a batch job does not checkpoint: it starts over")
             } else {
@@ -2923,7 +2942,7 @@ impl Scheduler {
                     } else {
                         format!(
                             "would delay {}, which has a reservation at {}",
-                            self.jobs[for_job as usize].id,
+                            self.other_job_named_for(for_job, j),
                             human_s(shadow_s)
                         )
                     }
@@ -2936,12 +2955,27 @@ impl Scheduler {
                     "waiting for {}: the free clusters would run it {slowdown:.1}x slower",
                     self.clusters[best as usize].name
                 ),
-                Why::AfterFailure { lost_s } => format!(
-                    "re-queued after a node failure (lost {}); first in line at its priority",
-                    human_s(lost_s)
+                Why::AfterFailure { lost_s, need } => format!(
+                    "re-queued after a node failure (lost {}); first in line at its priority{}",
+                    human_s(lost_s),
+                    waiting_for(need, job.kind)
                 ),
-                Why::AfterPreemption => "re-queued after preemption".into(),
+                Why::AfterPreemption { need } => {
+                    format!("re-queued after preemption{}", waiting_for(need, job.kind))
+                }
             },
+        }
+    }
+
+    /// Job `other` as a message to `viewer`'s team names it: by its id within the team, as "a
+    /// job of another team" beyond it (events and reasons are read by the job's team; another
+    /// team's job ids are not theirs to see).
+    fn other_job_named_for(&self, other: JobIdx, viewer: JobIdx) -> String {
+        let (o, v) = (&self.jobs[other as usize], &self.jobs[viewer as usize]);
+        if o.tenant == v.tenant {
+            o.id.to_string()
+        } else {
+            "a job of another team".to_owned()
         }
     }
 
@@ -3132,6 +3166,18 @@ pub fn human_s(s: f64) -> String {
         format!("{:.1} h", s / 3600.0)
     } else {
         format!("{:.1} d", s / 86_400.0)
+    }
+}
+
+/// "; waiting for 64 free accelerators in one cluster it accepts (…)" when `need` is known.
+fn waiting_for(need: Option<u32>, kind: JobKind) -> String {
+    match need {
+        None => String::new(),
+        Some(1) => "; waiting for 1 free accelerator in a cluster it accepts".into(),
+        Some(need) => format!(
+            "; waiting for {need} free accelerators in one cluster it accepts ({} is never split)",
+            unsplit(kind)
+        ),
     }
 }
 
