@@ -351,9 +351,7 @@ enum Why {
         for_order: u64,
         shadow_s: f64,
     },
-    Quota {
-        cluster: u32,
-    },
+    Quota(QuotaHit),
     WaitingFaster {
         best: u32,
         slowdown: f64,
@@ -416,6 +414,15 @@ struct QuotaRule {
     cap: Option<u64>,
 }
 
+/// The quota rule a placement would break: its team's or its organisation's, on one cluster or
+/// fleet-wide, and its cap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct QuotaHit {
+    org: bool,
+    cluster: Option<u32>,
+    cap: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Tenant {
     name: String,
@@ -429,6 +436,7 @@ struct Tenant {
 
 #[derive(Debug, Clone)]
 struct Org {
+    name: String,
     weight: f64,
     rules: Vec<QuotaRule>,
     usage: Vec<u64>,
@@ -542,6 +550,7 @@ impl Scheduler {
         for org in &fleet.tenants {
             let o = orgs.len() as u32;
             orgs.push(Org {
+                name: org.name.clone(),
                 weight: org.weight.max(0.0),
                 rules: rules(&org.quotas),
                 usage: vec![0; n],
@@ -741,6 +750,7 @@ impl Scheduler {
             Some(o) => o as u32,
             None => {
                 self.orgs.push(Org {
+                    name: String::new(),
                     weight: f64::NAN,
                     rules: Vec::new(),
                     usage: vec![0; self.clusters.len()],
@@ -1128,17 +1138,31 @@ impl Scheduler {
     /// Whether `n` more accelerators on `cluster` keep the job's team and organisation within
     /// their quota caps; `Err` names the cluster whose cap binds.
     fn quota_ok(&self, j: JobIdx, cluster: u32, n: u32) -> bool {
+        self.quota_hit(j, cluster, n).is_none()
+    }
+
+    /// The first quota rule (the team's, then its organisation's) that `n` more accelerators
+    /// of job `j` on `cluster` would break.
+    fn quota_hit(&self, j: JobIdx, cluster: u32, n: u32) -> Option<QuotaHit> {
         let t = &self.tenants[self.jobs[j as usize].tenant as usize];
         let o = &self.orgs[t.org as usize];
         let n = u64::from(n);
-        let within = |rules: &[QuotaRule], usage: &[u64], total: u64| {
-            rules.iter().all(|r| match (r.cap, r.cluster) {
-                (None, _) => true,
-                (Some(cap), Some(c)) => c != cluster || usage[c as usize] + n <= cap,
-                (Some(cap), None) => total + n <= cap,
+        let broken = |rules: &[QuotaRule], usage: &[u64], total: u64, org: bool| {
+            rules.iter().find_map(|r| {
+                let cap = r.cap?;
+                let over = match r.cluster {
+                    Some(c) => c == cluster && usage[c as usize] + n > cap,
+                    None => total + n > cap,
+                };
+                over.then_some(QuotaHit {
+                    org,
+                    cluster: r.cluster,
+                    cap,
+                })
             })
         };
-        within(&t.rules, &t.usage, t.usage_total) && within(&o.rules, &o.usage, o.usage_total)
+        broken(&t.rules, &t.usage, t.usage_total, false)
+            .or_else(|| broken(&o.rules, &o.usage, o.usage_total, true))
     }
 
     /// Whether the job's team is below its guaranteed quota on `cluster` (it may reclaim lent
@@ -2414,8 +2438,8 @@ impl Scheduler {
                 None
             };
             let Some(size) = size else { continue };
-            if !self.quota_ok(j, c, size) {
-                blocked_by_quota = Some(c);
+            if let Some(hit) = self.quota_hit(j, c, size) {
+                blocked_by_quota = Some(hit);
                 continue;
             }
             let price = self.clusters[c as usize].price_per_accelerator_hour;
@@ -2444,7 +2468,7 @@ impl Scheduler {
                 Ok((c, size))
             }
             None => Err(match blocked_by_quota {
-                Some(c) => Why::Quota { cluster: c },
+                Some(hit) => Why::Quota(hit),
                 None => Why::NoCapacity { need: job.min_size },
             }),
         }
@@ -2799,11 +2823,13 @@ impl Scheduler {
                 // Cheapest cluster that fits (switchyard); otherwise the one with most room.
                 let size = job.size;
                 let mut best: Option<(f64, u32)> = None;
+                let mut blocked_by_quota = None;
                 for c in 0..self.clusters.len() as u32 {
-                    if job.dur[c as usize].is_none()
-                        || !self.index[c as usize].fits(size)
-                        || !self.quota_ok(j, c, size)
-                    {
+                    if job.dur[c as usize].is_none() || !self.index[c as usize].fits(size) {
+                        continue;
+                    }
+                    if let Some(hit) = self.quota_hit(j, c, size) {
+                        blocked_by_quota = Some(hit);
                         continue;
                     }
                     let score = match self.cfg.policy {
@@ -2815,7 +2841,10 @@ impl Scheduler {
                     }
                 }
                 let Some((_, c)) = best else {
-                    self.jobs[j as usize].why = Why::NoCapacity { need: size };
+                    self.jobs[j as usize].why = match blocked_by_quota {
+                        Some(hit) => Why::Quota(hit),
+                        None => Why::NoCapacity { need: size },
+                    };
                     break;
                 };
                 let Some(shares) = self.index[c as usize].place(size) else {
@@ -2947,10 +2976,38 @@ impl Scheduler {
                         )
                     }
                 }
-                Why::Quota { cluster } => format!(
-                    "its team or organisation is at its quota cap on {}",
-                    self.clusters[cluster as usize].name
-                ),
+                Why::Quota(hit) => {
+                    let t = &self.tenants[job.tenant as usize];
+                    let (whose, usage, total) = if hit.org {
+                        let o = &self.orgs[t.org as usize];
+                        (
+                            format!("its organisation {}", o.name),
+                            &o.usage,
+                            o.usage_total,
+                        )
+                    } else {
+                        (format!("its team {}", t.name), &t.usage, t.usage_total)
+                    };
+                    let (where_, used) = match hit.cluster {
+                        Some(c) => (
+                            format!("quota cap on {}", self.clusters[c as usize].name),
+                            usage[c as usize],
+                        ),
+                        None => ("fleet-wide quota cap".to_owned(), total),
+                    };
+                    let needs = match job.kind {
+                        JobKind::Inference => format!("a replica needs {}", job.size),
+                        _ if job.min_size < job.size => {
+                            format!("this job needs at least {}", job.min_size)
+                        }
+                        _ => format!("this job needs {}", job.size),
+                    };
+                    format!(
+                        "{whose} is at its {where_}: {used} of {} accelerators in use, and \
+                         {needs}",
+                        hit.cap
+                    )
+                }
                 Why::WaitingFaster { best, slowdown } => format!(
                     "waiting for {}: the free clusters would run it {slowdown:.1}x slower",
                     self.clusters[best as usize].name

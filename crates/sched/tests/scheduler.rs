@@ -456,7 +456,40 @@ fn quota_caps_borrowing() {
         .filter(|d| matches!(d.action, Action::Start { .. }))
         .count();
     assert_eq!(started, 12);
-    assert!(s.why(12).contains("quota"), "{}", s.why(12));
+    assert_eq!(
+        s.why(12),
+        "its team b is at its quota cap on fast: 96 of 96 accelerators in use, and this job \
+         needs 8"
+    );
+}
+
+/// A service whose replica the fleet has room for, but not its team's fleet-wide cap, says
+/// that cap is what it waits for (not free accelerators).
+#[test]
+fn a_service_held_back_by_a_fleet_wide_cap_says_so() {
+    let text = TWO_CLUSTERS.replace(
+        "quotas = [{ cluster = \"fast\", accelerators = 64, borrowing_limit = 32 }]",
+        "quotas = [{ accelerators = 16, borrowing_limit = 8 }]",
+    );
+    let mut s = Scheduler::new(&fleet(&text), ThroughputTable::new(), Config::default());
+    submit(&mut s, 0.0, job("b-run", "b", 16, 1000.0));
+    pass(&mut s, 0.0);
+    let mut svc = job("b-svc", "b", 16, 0.0);
+    svc.kind = JobKind::Inference;
+    svc.work = Work::Open;
+    svc.replicas = Some(Replicas {
+        min: 1,
+        max: 2,
+        capacity_per_replica: 1.0,
+        load: None,
+    });
+    let v = submit(&mut s, 1.0, svc);
+    pass(&mut s, 1.0);
+    assert_eq!(
+        s.why(v),
+        "its team b is at its fleet-wide quota cap: 16 of 24 accelerators in use, and a \
+         replica needs 16"
+    );
 }
 
 /// Drives the scheduler through arrivals, finishes, failures and repairs, checking invariants
