@@ -247,14 +247,21 @@ async fn pass(
     metrics: &Metrics,
     now: i64,
 ) -> Result<(), StoreError> {
-    for r in store.unseen_jobs(2000).await? {
+    let unseen = store.unseen_jobs(2000).await?;
+    let cancels = store.cancel_requests().await?;
+    let scales = store.scale_requests().await?;
+    // What the pass records happened no earlier than the requests it read: a cancellation
+    // asked for after the tick began (its `cancel_requested` event stamped then) must not end
+    // the job at an earlier moment.
+    let now = now.max(now_ms());
+    for r in unseen {
         admit(&mut l.engine, &r, now);
     }
-    for id in store.cancel_requests().await? {
+    for id in cancels {
         l.engine.cancel(now, &id);
     }
     // Every pass (and a new leader's first): the engine passes on only what changed.
-    for (id, replicas) in store.scale_requests().await? {
+    for (id, replicas) in scales {
         l.engine.scale(now, &id, replicas);
     }
     let mut output = Vec::new();
@@ -509,6 +516,73 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    /// A cancellation asked for after a pass's tick began is carried out no earlier than it
+    /// was asked: the job's `cancelled` event and its end never come before `cancel_requested`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_job_is_not_cancelled_before_it_was_asked_to_be() {
+        use switchyard_store::StoreWrite as _;
+        let store = switchyard_store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let fleet = Fleet::default_fleet();
+        let tick = now_ms() - 10_000;
+        let job = store
+            .insert_job(&switchyard_store::testing::batch_job(
+                "j-0000000000000001",
+                "research",
+                r#"{"kind":"batch","accelerators":8,"duration_s":1000}"#,
+                tick - 1000,
+            ))
+            .await
+            .expect("submit");
+        let lease = store
+            .acquire_lease("test", tick, 60_000)
+            .await
+            .expect("store")
+            .expect("the lease");
+        let (engine, _) = recover(&store, &fleet, tick).await.expect("recover");
+        let mut leading = Leading {
+            lease,
+            engine,
+            renewed_ms: tick,
+        };
+        let mut backend = crate::backend::DryRun::default();
+        let metrics = Metrics::default();
+        // The tick began 10 s ago; the cancellation is asked for now.
+        let asked = now_ms();
+        store
+            .request_cancel(&job.id, None, asked)
+            .await
+            .expect("store")
+            .expect("the job");
+        pass(&store, &mut leading, &mut backend, &metrics, tick)
+            .await
+            .expect("a pass");
+        let events = store
+            .events(&job.id, None, 0, 100)
+            .await
+            .expect("read")
+            .expect("the job");
+        let at = |kind: &str| {
+            events
+                .iter()
+                .find(|e| e.kind == kind)
+                .unwrap_or_else(|| panic!("a {kind} event: {events:#?}"))
+                .at_ms
+        };
+        assert!(at("cancelled") >= at("cancel_requested"), "{events:#?}");
+        let ended = store
+            .get_job(&job.id, None)
+            .await
+            .expect("read")
+            .expect("the job");
+        assert!(
+            ended.finished_ms.is_some_and(|f| f >= asked),
+            "{:?}",
+            ended.finished_ms
         );
     }
 
