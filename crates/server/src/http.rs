@@ -404,6 +404,7 @@ pub fn router(state: AppState) -> Router {
     // wrong method with 405 and sets `Allow` outside its own layers, and the rewrite needs it.
     Router::new()
         .fallback_service(routes)
+        .layer(axum::middleware::from_fn(crate::listen::body_within_limits))
         .layer(axum::middleware::map_response(json_errors))
 }
 

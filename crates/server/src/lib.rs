@@ -12,6 +12,7 @@ mod dashboard;
 pub mod engine;
 pub mod http;
 pub mod leader;
+pub mod listen;
 pub mod metrics;
 pub mod openapi;
 #[cfg(test)]
@@ -161,9 +162,8 @@ pub async fn serve_on(
             let _ = stop_tx.send(true);
         }
     };
-    let serve = axum::serve(listener, app).with_graceful_shutdown(on_signal);
     let served = tokio::select! {
-        served = serve.into_future() => served,
+        served = listen::serve(listener, app, on_signal) => served,
         () = async {
             let _ = stopping.wait_for(|stop| *stop).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
