@@ -42,13 +42,32 @@ impl CliError {
     }
 }
 
+/// The largest input file the CLI reads whole.
+pub const MAX_INPUT_BYTES: u64 = 16 << 20;
+
 /// Reads a file the user named, as text. Bytes that are not UTF-8 are bad input (exit 2), named
-/// by line, not an I/O failure: the file was read, it just is not text.
+/// by line, not an I/O failure: the file was read, it just is not text. A file over
+/// [`MAX_INPUT_BYTES`] is bad input too.
 pub fn read_text(path: &std::path::Path) -> Result<String, CliError> {
-    let bytes = std::fs::read(path).map_err(|source| CliError::Read {
+    use std::io::Read as _;
+    let read_error = |source| CliError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Read no more than the limit and one byte: `/dev/zero` or a runaway file must not take
+    // all the memory.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(CliError::Input(format!(
+            "{}: larger than {} MiB; job, plan, fleet and calibration files are far smaller \
+             (is it the right file?)",
+            path.display(),
+            MAX_INPUT_BYTES >> 20
+        )));
+    }
     String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = 1 + valid.iter().filter(|&&b| b == b'\n').count();

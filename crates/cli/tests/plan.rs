@@ -470,3 +470,14 @@ fn plan_takes_a_built_in_fleet_by_name() {
     assert!(err.contains("built-in: default"), "{err}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// An endless input (`/dev/zero`, a file given by mistake) is refused once past the limit, not
+/// read until memory runs out.
+#[cfg(unix)]
+#[test]
+fn an_endless_input_is_refused() {
+    let out = plan(&["/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/dev/zero: larger than 16 MiB"), "{err}");
+}
