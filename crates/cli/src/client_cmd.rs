@@ -205,11 +205,28 @@ pub fn read_job_file(path: &std::path::Path) -> Result<SubmitRequest, CliError> 
     let bad = |e: String| CliError::Input(format!("{}: {e}", path.display()));
     // JSON has no NaN or infinity: they would reach the server as null, and "needs
     // duration_s" would blame a field the file does set.
-    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(in_plain_words(&e)))?;
     if let Some((key, x)) = non_finite(&table, "") {
         return Err(bad(format!("{key} = {x} is not a finite number")));
     }
     toml::from_str::<SubmitRequest>(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// A TOML error, with the parser's word for a whole number past 64 bits ("invalid type:
+/// integer `…` as i128, expected any valid TOML value") said plainly.
+fn in_plain_words(e: &toml::de::Error) -> String {
+    let text = e.to_string();
+    match (text.find("invalid type: integer `"), text.find("` as i128")) {
+        (Some(start), Some(end)) if start < end => {
+            let number = &text[start + "invalid type: integer `".len()..end];
+            format!(
+                "{}the number {number} is too large: whole numbers in TOML go up to {}",
+                &text[..start],
+                i64::MAX
+            )
+        }
+        _ => text,
+    }
 }
 
 /// The first NaN or infinite number in a TOML table, with its dotted key.
@@ -675,4 +692,31 @@ pub fn fleet_from_server(args: &ClientArgs, json: bool) -> Result<(), CliError> 
     }
     out!("{}", t.render());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_past_64_bits_in_a_job_file_is_said_plainly() {
+        let dir = std::env::temp_dir().join(format!("switchyard-job-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("big.toml");
+        std::fs::write(
+            &file,
+            "kind = \"batch\"\naccelerators = 99999999999999999999\nduration_s = 10\n",
+        )
+        .expect("write");
+        let e = read_job_file(&file).expect_err("too large").to_string();
+        assert!(
+            e.contains("line 2")
+                && e.contains(
+                    "the number 99999999999999999999 is too large: whole numbers in TOML go up \
+                     to 9223372036854775807"
+                ),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

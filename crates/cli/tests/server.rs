@@ -362,6 +362,49 @@ fn error_codes(db: String) {
             .is_some_and(|m| m.contains("unknown field `gpus`")),
         "{body}"
     );
+    // A wrong value is named by its field's path.
+    for (body, status_wanted, says) in [
+        (
+            r#"{"kind":null,"accelerators":8,"duration_s":60}"#,
+            400,
+            "kind: expected one of its names as a string",
+        ),
+        (
+            r#"{"kind":"inference","accelerators":8,"replicas":{"min":"a","max":2}}"#,
+            400,
+            "replicas.min: invalid type: string \"a\", expected u32",
+        ),
+        (
+            r#"{"kind":"batch","accelerators":8,"duration_s":60,"command":{"argv":["x"],"working_dir":"a\u0000b"}}"#,
+            422,
+            "command.working_dir must be a path of 1 to 4096 bytes without NUL bytes (it is a \
+             path with a NUL byte)",
+        ),
+    ] {
+        let (status, answer) = call("POST", &jobs, Some(&t), Some(body));
+        assert_eq!(status, status_wanted, "{body}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{body}: {answer}"
+        );
+    }
+    // Two Authorization headers: refused, not the first one taken.
+    let mut twice = ureq::get(&jobs)
+        .header("Authorization", format!("Bearer {t}"))
+        .header("Authorization", "Bearer sy_other")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .expect("an answer");
+    assert_eq!(twice.status().as_u16(), 400);
+    let text = twice.body_mut().read_to_string().expect("a body");
+    assert!(
+        text.contains("more than one Authorization header"),
+        "{text}"
+    );
     expect(
         400,
         "invalid_json",

@@ -157,7 +157,17 @@ impl JobCommand {
         if let Some(d) = &self.working_dir
             && (d.is_empty() || too_long(d))
         {
-            return Err(invalid("command.working_dir must be a non-empty path"));
+            return Err(invalid(format!(
+                "command.working_dir must be a path of 1 to {MAX_ARG_BYTES} bytes without NUL \
+                 bytes (it is {})",
+                if d.is_empty() {
+                    "empty".to_owned()
+                } else if d.contains('\0') {
+                    "a path with a NUL byte".to_owned()
+                } else {
+                    format!("{} bytes long", d.len())
+                }
+            )));
         }
         Ok(())
     }

@@ -254,6 +254,19 @@ impl FromRequestParts<AppState> for Auth {
                 "missing `Authorization: Bearer TOKEN` (create one with `switchyard token create`)",
             ));
         };
+        // Two credentials: which one acts is a guess a proxy and this server could make
+        // differently.
+        if parts
+            .headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ApiError::bad(
+                "the request has more than one Authorization header; send one",
+            ));
+        }
         // Basic credentials only for the dashboard's read-only pages: a browser attaches them
         // to every request to the origin, cross-site ones too, so on the API (which changes
         // state) they would open it to cross-site request forgery.
@@ -570,7 +583,24 @@ fn decode<T: serde::de::DeserializeOwned>(
     {
         return Err(invalid(format!("expected a JSON object, found {found}")));
     }
-    serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))
+    // The error names the field it is about (`kind: unknown variant …`, `replicas.min: …`).
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            invalid(inner.to_string())
+        } else if inner.to_string().starts_with("expected value") {
+            // serde_json's word for a null (or other JSON type) where a choice of names goes.
+            invalid(format!(
+                "{path}: expected one of its names as a string ({inner})"
+            ))
+        } else {
+            invalid(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| invalid(e.to_string()))?;
+    Ok(value)
 }
 
 async fn submit(
