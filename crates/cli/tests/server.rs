@@ -1462,10 +1462,12 @@ fn an_sqlite_file_that_cannot_be_opened_is_named() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("a-directory.db")).expect("temp dir");
     std::fs::write(dir.join("a-file"), "").expect("a file");
+    std::fs::write(dir.join("notes.txt"), "not a database\n".repeat(400)).expect("a file");
     for (file, says) in [
         ("missing/x.db", "missing does not exist"),
         ("a-directory.db", "it is a directory"),
         ("a-file/x.db", "a-file is not a directory"),
+        ("notes.txt", "it is not an SQLite database"),
     ] {
         let path = dir.join(file);
         let url = format!("sqlite://{}", path.display());

@@ -105,10 +105,13 @@ impl SqliteStore {
                         why: why_sqlite_cannot_open(&file, &e),
                     }
                 } else {
-                    e.into()
+                    not_a_database(&file, e)
                 }
             })?;
-        crate::migrate::sqlite(&write).await?;
+        crate::migrate::sqlite(&write).await.map_err(|e| match e {
+            StoreError::Db(e) => not_a_database(&file, e),
+            other => other,
+        })?;
         let read = if memory {
             // Every connection to `:memory:` is its own database: share the writer.
             write.clone()
@@ -246,6 +249,20 @@ fn is_unique_violation(err: &StoreError) -> bool {
 
 /// Why SQLite could not open (or create) `path`, in the user's terms where the file system
 /// says more than SQLite's "unable to open database file".
+/// SQLITE_NOTADB (26), met at the first statement: the file is something else (or encrypted),
+/// named with its path; any other error as it is.
+fn not_a_database(path: &std::path::Path, e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("26") => StoreError::CannotOpen {
+            path: path.display().to_string(),
+            why: "it is not an SQLite database (another kind of file, or damaged); point --db \
+                  at the server's database or a new file"
+                .to_owned(),
+        },
+        _ => e.into(),
+    }
+}
+
 fn why_sqlite_cannot_open(path: &std::path::Path, e: &sqlx::Error) -> String {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
