@@ -185,6 +185,10 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
                     "--listen: {e} (give HOST:PORT, e.g. 127.0.0.1:7070)"
                 ))
             }
+            e @ switchyard_server::ServerError::FleetCannotRun { .. } => {
+                CliError::Input(e.to_string())
+            }
+            switchyard_server::ServerError::Store(e) => store_error(e),
             other => CliError::Other(other.to_string()),
         })
 }

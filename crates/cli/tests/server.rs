@@ -1488,6 +1488,67 @@ fn an_sqlite_file_that_cannot_be_opened_is_named() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A server started on a store whose active jobs its fleet cannot run (a cluster taken out, the
+/// wrong fleet file) refuses to start, naming them, instead of rejecting them for good; with the
+/// fleet they were submitted to, they are still there.
+#[test]
+fn a_fleet_that_cannot_run_the_stored_jobs_is_refused_at_start() {
+    let db = fresh_db("sqlite").expect("sqlite");
+    let t = token(&db, "research", false);
+    let id = {
+        let s = Server::start(&db);
+        let (status, job) = submit(
+            &s.url,
+            &t,
+            &json!({"kind": "training", "accelerators": 8, "duration_s": 1e6,
+                    "clusters": ["colossus-1"]}),
+        );
+        assert_eq!(status, 201, "{job}");
+        job["id"].as_str().expect("an id").to_owned()
+    };
+    let gavel = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/fleets/gavel-48.toml"
+    );
+    let mut server = Command::new(BIN)
+        .args([
+            "server",
+            "--db",
+            &db,
+            "--listen",
+            "127.0.0.1:0",
+            "--fleet",
+            gavel,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the server");
+    // A server that starts serves until stopped: it is stopped after 30 s, and the checks
+    // below fail.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = server.kill();
+    let out = server.wait_with_output().expect("its output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "1 active job in the store cannot run on fleet gavel-48: {id} (it names no cluster \
+             of this fleet (colossus-1))"
+        )),
+        "{err}"
+    );
+    let s = Server::start(&db);
+    let job = job(&s.url, &t, &id);
+    assert!(
+        job["state"] == "running" || job["state"] == "pending",
+        "{job}"
+    );
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[test] fn $name() { super::$name(super::fresh_db("sqlite").expect("sqlite")); } )* }

@@ -219,6 +219,26 @@ async fn recover(
     Ok((engine, store.nodes().await?))
 }
 
+/// The active jobs of `records` that `fleet` can never run (a cluster they name, or every
+/// accelerator type they accept, is gone from it; its clusters or quotas are now too small):
+/// (id, why). A new leader would reject them, for good, when it rebuilds the scheduler.
+pub(crate) fn unrunnable(fleet: &Fleet, records: &[JobRecord]) -> Vec<(String, String)> {
+    let mut validator =
+        switchyard_sched::Scheduler::new(fleet, Default::default(), Default::default());
+    records
+        .iter()
+        .filter_map(|r| {
+            // A stored specification this release cannot read is not the fleet's doing.
+            let req = serde_json::from_str::<SubmitRequest>(&r.spec).ok()?;
+            let spec = req.to_spec(&r.id, &r.tenant, r.priority as i32).ok()?;
+            validator
+                .validate(&spec)
+                .err()
+                .map(|why| (r.id.clone(), why))
+        })
+        .collect()
+}
+
 fn admit(engine: &mut Engine, r: &JobRecord, now: i64) {
     let spec = serde_json::from_str::<SubmitRequest>(&r.spec)
         .map_err(|e| e.to_string())

@@ -64,6 +64,35 @@ pub enum ServerError {
     },
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// Active jobs in the store that this fleet can never run: the scheduler would reject
+    /// them for good. (id, why), all of them.
+    #[error(
+        "{} active job{} in the store cannot run on fleet {fleet}: {}; start with a fleet that \
+         can run {}, or cancel {} first (with the fleet {} were submitted to)",
+        jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" },
+        unrunnable_list(jobs),
+        if jobs.len() == 1 { "it" } else { "them" },
+        if jobs.len() == 1 { "it" } else { "them" },
+        if jobs.len() == 1 { "it was" } else { "they were" },
+    )]
+    FleetCannotRun {
+        fleet: String,
+        jobs: Vec<(String, String)>,
+    },
+}
+
+/// "j-1 (it names no cluster of this fleet (colossus-1)), j-2 (…)", the first five.
+fn unrunnable_list(jobs: &[(String, String)]) -> String {
+    let mut listed: Vec<String> = jobs
+        .iter()
+        .take(5)
+        .map(|(id, why)| format!("{id} (it {why})"))
+        .collect();
+    if jobs.len() > 5 {
+        listed.push(format!("and {} more", jobs.len() - 5));
+    }
+    listed.join(", ")
 }
 
 /// Opens the store (migrating it), binds, calls `on_listening` with the bound address, then
@@ -95,6 +124,18 @@ pub async fn serve_on(
     backend: Box<dyn backend::Backend>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    {
+        use switchyard_store::StoreRead as _;
+        // Jobs the store holds for a fleet this one is not (a cluster taken out, a file
+        // mixed up): starting would reject them for good. Refuse to start instead.
+        let jobs = leader::unrunnable(&config.fleet, &store.active_jobs().await?);
+        if !jobs.is_empty() {
+            return Err(ServerError::FleetCannotRun {
+                fleet: config.fleet.name.clone(),
+                jobs,
+            });
+        }
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Listen {
