@@ -51,6 +51,8 @@ struct Tracked {
     /// gang, one per cluster a service's replicas run on.
     allocated_on: BTreeMap<u32, i64>,
     reason: String,
+    /// Why it failed or was rejected, in the scheduler's words: its final reason says so.
+    ended_why: Option<String>,
     started_ms: Option<i64>,
     finished_ms: Option<i64>,
     command: Option<Arc<JobCommand>>,
@@ -203,6 +205,7 @@ impl Engine {
             size,
             allocated_on: BTreeMap::new(),
             reason: record.reason.clone(),
+            ended_why: None,
             started_ms: record.started_ms,
             finished_ms: None,
             command: extras.command,
@@ -691,10 +694,12 @@ impl Engine {
                 Action::Fail { job, cluster } => {
                     self.stop(job);
                     self.jobs[job as usize].finished_ms = Some(at_ms);
+                    self.jobs[job as usize].ended_why = Some(message.clone());
                     (job, Some(cluster), "failed")
                 }
                 Action::Reject { job } => {
                     self.jobs[job as usize].finished_ms = Some(at_ms);
+                    self.jobs[job as usize].ended_why = Some(message.clone());
                     (job, None, "rejected")
                 }
             };
@@ -784,13 +789,14 @@ impl Engine {
                         }
                     };
                     format!(
-                        "serving with {have}{wanted} replica{} of {} accelerators ({} in all{on})",
+                        "serving with {have}{wanted} replica{} of {} accelerator{} ({} in all{on})",
                         if have == 1 && wanted.is_empty() {
                             ""
                         } else {
                             "s"
                         },
                         t.size,
+                        if t.size == 1 { "" } else { "s" },
                         t.allocated(),
                     )
                 }
@@ -808,6 +814,12 @@ impl Engine {
                     if t.allocated() == 1 { "" } else { "s" },
                     self.clusters[c as usize]
                 ),
+                (SchedState::Failed, _) if t.ended_why.is_some() => {
+                    format!("failed: {}", t.ended_why.as_deref().unwrap_or_default())
+                }
+                (SchedState::Rejected, _) if t.ended_why.is_some() => {
+                    format!("rejected: {}", t.ended_why.as_deref().unwrap_or_default())
+                }
                 _ => self.sched.why(j),
             };
             t.reason = why.clone();
@@ -1219,6 +1231,12 @@ mod tests {
         assert_eq!(cmds, [Command::Stop { job: "a".into() }]);
         let u = update(&batch, "a");
         assert_eq!(u.state, JobState::Failed);
+        // Its reason says why, not only that it failed.
+        assert!(
+            u.reason.starts_with("failed: ") && u.reason.contains("rank 0 exited with code 2"),
+            "{}",
+            u.reason
+        );
         let failed = batch
             .events
             .iter()
