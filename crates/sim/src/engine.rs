@@ -422,14 +422,18 @@ pub fn simulate(
                         && sched.job(job).state == JobState::Done =>
                 {
                     finished += 1;
-                    last_finish = now;
+                    last_finish = last_finish.max(now);
                 }
                 Action::Reject { .. } => {
                     rejected += 1;
                     finished += 1;
                 }
-                // Over for good too: a run that could not keep progress between failures.
-                Action::Fail { .. } => finished += 1,
+                // Over for good too: a run that could not keep progress between failures. Its
+                // accelerators were busy until now, so the watched time runs to here at least.
+                Action::Fail { .. } => {
+                    finished += 1;
+                    last_finish = last_finish.max(now);
+                }
                 _ => {}
             }
             if opts.keep_decisions {

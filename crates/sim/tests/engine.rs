@@ -666,3 +666,47 @@ fn a_run_that_never_sees_its_whole_cluster_up_is_given_up_after_the_repairs() {
         last / 86_400.0
     );
 }
+
+/// A run that fails for good held its accelerators until then: the watched time runs at least
+/// that far, so utilisation stays within 100% (it once reached 258% when the last completion
+/// came before the failure).
+#[test]
+fn a_run_failed_for_good_counts_within_the_watched_time() {
+    let text = r#"
+name = "flaky"
+[[providers]]
+name = "p"
+kind = "on_premises"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[clusters]]
+name = "c"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 2000
+capacity = "on_demand"
+node_mtbf_hours = 10
+repair_hours = 24.0
+"#;
+    let fleet = Fleet::from_toml(text, "flaky.toml").expect("fleet");
+    let js = vec![
+        training("big", "default", 0.0, 15_000, 86_400.0, 0),
+        training("small", "default", 0.0, 8, 600.0, 0),
+    ];
+    let r = simulate(
+        &fleet,
+        js,
+        ThroughputTable::new(),
+        &SimOptions::default(),
+        &mut |_| {},
+    )
+    .expect("runs");
+    assert_eq!((r.total.completed, r.failed), (1, 1), "{r:?}");
+    assert!(
+        r.total.utilization > 0.0 && r.total.utilization <= 1.0,
+        "{}",
+        r.total.utilization
+    );
+}
