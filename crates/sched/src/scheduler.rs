@@ -1141,6 +1141,28 @@ impl Scheduler {
         self.quota_hit(j, cluster, n).is_none()
     }
 
+    /// How many more accelerators job `j`'s team may take on `cluster` within every cap that
+    /// covers it (the team's and its organisation's); `u64::MAX` without a cap.
+    fn quota_room(&self, j: JobIdx, cluster: u32) -> u64 {
+        let t = &self.tenants[self.jobs[j as usize].tenant as usize];
+        let o = &self.orgs[t.org as usize];
+        let room = |rules: &[QuotaRule], usage: &[u64], total: u64| {
+            rules
+                .iter()
+                .filter_map(|r| {
+                    let cap = r.cap?;
+                    match r.cluster {
+                        Some(c) if c != cluster => None,
+                        Some(c) => Some(cap.saturating_sub(usage[c as usize])),
+                        None => Some(cap.saturating_sub(total)),
+                    }
+                })
+                .min()
+                .unwrap_or(u64::MAX)
+        };
+        room(&t.rules, &t.usage, t.usage_total).min(room(&o.rules, &o.usage, o.usage_total))
+    }
+
     /// The first quota rule (the team's, then its organisation's) that `n` more accelerators
     /// of job `j` on `cluster` would break.
     fn quota_hit(&self, j: JobIdx, cluster: u32, n: u32) -> Option<QuotaHit> {
@@ -2431,7 +2453,10 @@ impl Scheduler {
             }
             let i = &self.index[c as usize];
             let size = if job.min_size < job.size {
-                i.largest_fit(job.min_size, job.size)
+                // An elastic run takes what fits within its quota caps too, down to its minimum.
+                let room = u32::try_from(self.quota_room(j, c)).unwrap_or(u32::MAX);
+                let largest = job.size.min(room.max(job.min_size));
+                i.largest_fit(job.min_size, largest)
             } else if i.fits(job.size) {
                 Some(job.size)
             } else {

@@ -463,6 +463,24 @@ fn quota_caps_borrowing() {
     );
 }
 
+/// An elastic run larger than its team's cap starts at what the cap leaves, not never.
+#[test]
+fn an_elastic_run_starts_within_its_quota_cap() {
+    let mut s = sched(Policy::Fair, false);
+    // Team b may hold at most 64 + 32 = 96 on 'fast', which has 128.
+    let mut elastic = on_fast(job("wide", "b", 128, 1000.0));
+    elastic.min_accelerators = Some(8);
+    let e = submit(&mut s, 0.0, elastic);
+    let d = pass(&mut s, 0.0);
+    assert!(
+        d.iter().any(|d| matches!(
+            d.action,
+            Action::Start { job, accelerators: 96, .. } if job == e
+        )),
+        "{d:?}"
+    );
+}
+
 /// A service whose replica the fleet has room for, but not its team's fleet-wide cap, says
 /// that cap is what it waits for (not free accelerators).
 #[test]
