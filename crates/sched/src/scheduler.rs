@@ -910,6 +910,30 @@ impl Scheduler {
             } else {
                 "fits on no cluster it accepts that says how fast it runs there".into()
             };
+        } else if let Some(r) = spec
+            .replicas
+            .as_ref()
+            .filter(|_| spec.kind == JobKind::Inference)
+        {
+            // Its fewest replicas must fit at once, each whole within one cluster.
+            let size = u64::from(spec.accelerators.max(1));
+            let room: u64 = dur
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.is_some())
+                .map(|(i, _)| {
+                    let within_cap = self.quota_cap(&spec.tenant, i as u32);
+                    self.index[i].capacity().min(within_cap) / size
+                })
+                .sum();
+            if u64::from(r.min) > room {
+                why = format!(
+                    "needs at least {} replicas of {size} accelerators, but the clusters it \
+                     accepts hold at most {room} such replicas (within its team's quota caps)",
+                    r.min
+                );
+                dur.iter_mut().for_each(|d| *d = None);
+            }
         }
         (dur.into_boxed_slice(), why)
     }

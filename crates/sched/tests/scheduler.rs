@@ -463,6 +463,37 @@ fn quota_caps_borrowing() {
     );
 }
 
+/// A service whose fewest replicas the fleet cannot hold at once can never run: refused.
+#[test]
+fn a_service_more_replicas_than_the_fleet_holds_is_refused() {
+    let mut s = sched(Policy::Switchyard, false);
+    let mut svc = job("huge-svc", "a", 8, 0.0);
+    svc.kind = JobKind::Inference;
+    svc.work = Work::Open;
+    svc.replicas = Some(Replicas {
+        min: 30_000,
+        max: 30_000,
+        capacity_per_replica: 1.0,
+        load: None,
+    });
+    let why = s.validate(&svc).expect_err("never fits");
+    assert!(
+        why.starts_with(
+            "needs at least 30000 replicas of 8 accelerators, but the clusters it \
+             accepts hold at most"
+        ),
+        "{why}"
+    );
+    // As many as fit are fine.
+    svc.replicas = Some(Replicas {
+        min: 2,
+        max: 30_000,
+        capacity_per_replica: 1.0,
+        load: None,
+    });
+    s.validate(&svc).expect("two replicas fit");
+}
+
 /// An elastic run larger than its team's cap starts at what the cap leaves, not never.
 #[test]
 fn an_elastic_run_starts_within_its_quota_cap() {
