@@ -2461,15 +2461,15 @@ impl Scheduler {
         best
     }
 
-    /// The cluster and size the policy would start `j` on now, if any.
-    fn choose(&self, now: f64, j: JobIdx) -> Result<(u32, u32), Why> {
+    /// The cluster and size the policy would start `j` on now, if any; never on `skip`.
+    fn choose(&self, now: f64, j: JobIdx, skip: Option<u32>) -> Result<(u32, u32), Why> {
         let job = &self.jobs[j as usize];
         let policy = self.cfg.policy;
         let mut best: Option<(f64, f64, u32, u32)> = None;
         let mut blocked_by_quota = None;
         let mut fastest = (f64::INFINITY, 0u32);
         for c in 0..self.clusters.len() as u32 {
-            let Some(d) = job.dur[c as usize] else {
+            let Some(d) = job.dur[c as usize].filter(|_| skip != Some(c)) else {
                 continue;
             };
             if d < fastest.0 {
@@ -2530,7 +2530,7 @@ impl Scheduler {
         res: Option<&mut Reservation>,
         out: &mut Vec<Decision>,
     ) -> bool {
-        let (cluster, size) = match self.choose(now, j) {
+        let (mut cluster, mut size) = match self.choose(now, j, None) {
             Ok(x) => x,
             Err(why) => {
                 // A re-queued job keeps saying why it was re-queued while it waits for room,
@@ -2571,6 +2571,9 @@ impl Scheduler {
             } else if u64::from(size) <= r.extra {
                 r.extra -= u64::from(size);
                 why.push_str(" (backfilled: uses accelerators the reservation does not need)");
+            } else if let Ok((other, other_size)) = self.choose(now, j, Some(r.cluster)) {
+                // The reservation holds only its own cluster: another one may take the job.
+                (cluster, size) = (other, other_size);
             } else {
                 self.jobs[j as usize].why = Why::Reserved {
                     for_job: r.job,

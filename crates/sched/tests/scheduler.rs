@@ -463,6 +463,31 @@ fn quota_caps_borrowing() {
     );
 }
 
+/// A reservation holds its own cluster only: a job the policy would put there, which would
+/// delay the reserved job, starts on another cluster that has room instead of waiting.
+#[test]
+fn a_reservation_does_not_hold_back_jobs_another_cluster_can_take() {
+    let mut s = sched(Policy::Fifo, false);
+    // 'fast' (128) runs a long 8-accelerator job; a 128 job for 'fast' only waits for it.
+    let long = submit(&mut s, 0.0, on_fast(job("long", "a", 8, 10_000.0)));
+    pass(&mut s, 0.0);
+    assert_eq!(s.job(long).state, JobState::Running);
+    let big = submit(&mut s, 1.0, on_fast(job("big", "a", 128, 1000.0)));
+    // Fifo puts a job where the most is free ('fast': 120 free, 'slow': 64): there it would
+    // run past the reservation.
+    let small = submit(&mut s, 2.0, job("small", "b", 8, 50_000.0));
+    let d = pass(&mut s, 2.0);
+    assert_eq!(s.job(big).state, JobState::Pending);
+    let start = d
+        .iter()
+        .find_map(|d| match d.action {
+            Action::Start { job, cluster, .. } if job == small => Some(cluster),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("small starts: {d:?} ({})", s.why(small)));
+    assert_eq!(s.clusters()[start as usize].name, "slow");
+}
+
 /// A service whose fewest replicas the fleet cannot hold at once can never run: refused.
 #[test]
 fn a_service_more_replicas_than_the_fleet_holds_is_refused() {
