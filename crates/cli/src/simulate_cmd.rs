@@ -185,8 +185,16 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
         b.set_position(p.finished);
         b.set_message(format!("virtual day {:.1}", p.now_s / 86_400.0));
     };
-    let result = simulate(&fleet, jobs, throughputs, &opts, &mut on_progress)
-        .map_err(|e| CliError::Input(e.to_string()))?;
+    let result = simulate(&fleet, jobs, throughputs, &opts, &mut on_progress).map_err(|e| {
+        CliError::Input(match (&e, &args.trace) {
+            // Readers may sort a trace by submission time: its id, not its position, finds
+            // the job in the file.
+            (switchyard_sim::SimError::Job { id, message, .. }, Some(path)) => {
+                format!("{}: job `{id}`: {message}", path.display())
+            }
+            _ => e.to_string(),
+        })
+    })?;
     if let Some(b) = bar.take() {
         b.finish_and_clear();
     }

@@ -204,8 +204,36 @@ fn bad_input_is_an_error_with_the_row_not_a_panic() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("trace job 3") && err.contains("huge"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: job `huge`: needs 4096 accelerators",
+            trace.display()
+        )),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
+    // A service given an end is refused: a service runs until cancelled.
+    let ending = tmp("ending-service.csv");
+    std::fs::write(
+        &ending,
+        "id,submit_s,accelerators,duration_s,kind\nsvc,0,8,3600,inference\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args([
+            "simulate",
+            "--trace",
+            ending.to_str().expect("utf-8"),
+            "--quiet",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("job `svc`: is an inference service with an end"),
+        "{err}"
+    );
     // A time far past any real trace's (milliseconds taken for seconds) names its cell.
     let far = tmp("far.csv");
     std::fs::write(

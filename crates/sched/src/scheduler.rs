@@ -801,6 +801,14 @@ impl Scheduler {
                 spec.kind.as_str()
             ));
         }
+        if spec.kind == JobKind::Inference && !matches!(spec.work, Work::Open) {
+            return Err(
+                "is an inference service with an end: a service runs until it is cancelled (work \
+                 = open, no duration); finite inference work, such as offline scoring, is a \
+                 batch job"
+                    .into(),
+            );
+        }
         let (dur, reason) = self.durations(spec);
         if dur.iter().any(Option::is_some) {
             Ok(())
