@@ -911,10 +911,19 @@ impl Scheduler {
                     }
                 )
             } else if let Work::Amount { profile, .. } = &spec.work {
-                format!(
-                    "fits on no cluster it accepts that has a rate for its profile \
-                     \"{profile}\" in the throughput table"
-                )
+                if switchyard_perf::ModelSpec::preset(profile).is_some() {
+                    format!(
+                        "fits on no cluster it accepts: on {} accelerators the performance model \
+                         finds no layout of model {profile} that fits in memory there, and the \
+                         throughput table gives none of them a rate for it",
+                        spec.accelerators
+                    )
+                } else {
+                    format!(
+                        "fits on no cluster it accepts that has a rate for its profile \
+                         \"{profile}\" in the throughput table"
+                    )
+                }
             } else {
                 "fits on no cluster it accepts that says how fast it runs there".into()
             };

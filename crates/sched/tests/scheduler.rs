@@ -488,6 +488,25 @@ fn a_reservation_does_not_hold_back_jobs_another_cluster_can_take() {
     assert_eq!(s.clusters()[start as usize].name, "slow");
 }
 
+/// Work in units of a model preset that fits nowhere says the performance model found no
+/// layout, rather than blaming a throughput table nobody gave.
+#[test]
+fn a_model_that_fits_nowhere_says_so() {
+    let mut s = sched(Policy::Switchyard, false);
+    let mut big = job("405b-on-8", "a", 8, 0.0);
+    big.work = Work::Amount {
+        units: 1e9,
+        profile: "llama3-405b".into(),
+    };
+    let why = s
+        .validate(&big)
+        .expect_err("405B does not fit on 8 accelerators");
+    assert!(
+        why.contains("the performance model finds no layout of model llama3-405b"),
+        "{why}"
+    );
+}
+
 /// A service whose fewest replicas the fleet cannot hold at once can never run: refused.
 #[test]
 fn a_service_more_replicas_than_the_fleet_holds_is_refused() {
