@@ -734,6 +734,12 @@ pub fn budget(
     tokens_per_s: f64,
     tokens: f64,
 ) -> Result<Budget, PerfError> {
+    if !(step_s > 0.0 && tokens_per_s > 0.0 && step_s.is_finite() && tokens_per_s.is_finite()) {
+        return Err(PerfError::input(format!(
+            "[training] tokens: the layout's step ({step_s} s, {tokens_per_s} tokens/s) gives no \
+             rate to spend a token budget at"
+        )));
+    }
     let tokens_per_step = tokens_per_s * step_s;
     let steps = (tokens / tokens_per_step).ceil().max(1.0);
     let ideal_s = steps * step_s;
@@ -749,25 +755,33 @@ pub fn budget(
     let write_s = ckpt_bytes / (write_gb_s * 1e9);
     let mtbf_s = job_mtbf_h * 3600.0;
     let young_s = (2.0 * write_s * mtbf_s).sqrt();
-    let interval_s = (young_s / step_s).round().max(1.0) * step_s;
+    // Whole steps, at least one, and no longer than the run itself.
+    let interval_s = (young_s / step_s).round().clamp(1.0, steps) * step_s;
     let restart_s = RESTART_HOURS * 3600.0;
     // ln(wall time per segment / work per segment), in logs: e^{R/M} overflows long before
     // the answer stops meaning anything.
     let ln_stretch =
         mtbf_s.ln() + restart_s / mtbf_s + ((interval_s + write_s) / mtbf_s).exp_m1().ln()
             - interval_s.ln();
-    let goodput = (-ln_stretch).exp().clamp(0.0, 1.0);
+    // Nodes that (practically) never fail: an MTBF past the f64 range leaves the logs
+    // meaningless (∞ − ∞); the write is then the only cost.
+    let goodput = if mtbf_s.is_finite() {
+        (-ln_stretch).exp().clamp(0.0, 1.0)
+    } else {
+        interval_s / (interval_s + write_s)
+    };
     let mtbf_words = format!(
-        "the job's {} nodes fail every {} on average (node MTBF {mtbf_node} h ÷ {} nodes), \
+        "the job's {} nodes fail every {} on average (node MTBF {} h ÷ {} nodes), \
          against {} to restart and {} to write a checkpoint every {}",
         hw.nodes().max(1),
         human_duration(mtbf_s),
+        crate::number_in_words(mtbf_node),
         hw.nodes().max(1),
         human_duration(restart_s),
         human_duration(write_s),
         human_duration(interval_s),
     );
-    if goodput < HOPELESS_GOODPUT {
+    if goodput.is_nan() || goodput < HOPELESS_GOODPUT {
         return Err(PerfError::input(format!(
             "[training] tokens: {mtbf_words}: the job would practically never finish (goodput \
              {:.1e}); use fewer devices, or a cluster whose nodes fail less often",

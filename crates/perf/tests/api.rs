@@ -140,3 +140,21 @@ fn budgets_count_whole_steps_and_say_when_failures_dominate() {
         "{e}"
     );
 }
+
+/// Nodes that never fail (an MTBF past the f64 range) leave only the checkpoint writes to pay:
+/// a number, not NaN.
+#[test]
+fn a_budget_with_nodes_that_never_fail_is_a_number() {
+    use switchyard_perf::Hardware;
+    use switchyard_perf::plan::budget;
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let accel = switchyard_core::accelerator::lookup("H100-SXM").expect("in the catalog");
+    let hw = Hardware {
+        node_mtbf_hours: Some(1e306),
+        ..Hardware::from_accelerator(accel, 8)
+    };
+    let b = budget(&m, &hw, 2.0, 1e5, 1e12).expect("a budget");
+    assert!(b.goodput > 0.99 && b.goodput <= 1.0, "{}", b.goodput);
+    assert!(b.days_to_train.is_finite(), "{}", b.days_to_train);
+    assert!(budget(&m, &hw, 0.0, 1e5, 1e12).is_err());
+}

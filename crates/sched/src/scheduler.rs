@@ -3008,21 +3008,7 @@ impl Scheduler {
             JobState::Failed => "failed".into(),
             JobState::Pending => match job.why {
                 Why::NotTried => "queued; not yet considered".into(),
-                Why::NoCapacity { need } if !self.enough_nodes_up(j, need) => {
-                    // Not busy: down (failed, drained, or never registered by an agent).
-                    format!(
-                        "waiting for {}: too few nodes are up in the clusters it accepts \
-                         (failed, drained, or not registered yet)",
-                        count(need, "free accelerator", "free accelerators")
-                    )
-                }
-                Why::NoCapacity { need: 1 } => {
-                    "waiting for 1 free accelerator in a cluster it accepts".into()
-                }
-                Why::NoCapacity { need } => format!(
-                    "waiting for {need} free accelerators in one cluster it accepts ({} is never split)",
-                    unsplit(job.kind)
-                ),
+                Why::NoCapacity { need } => self.waiting_for(j, need),
                 Why::Reserved {
                     for_job,
                     for_order,
@@ -3084,12 +3070,35 @@ impl Scheduler {
                 Why::AfterFailure { lost_s, need } => format!(
                     "re-queued after a node failure (lost {}); first in line at its priority{}",
                     human_s(lost_s),
-                    waiting_for(need, job.kind)
+                    need.map(|n| format!("; {}", self.waiting_for(j, n)))
+                        .unwrap_or_default()
                 ),
-                Why::AfterPreemption { need } => {
-                    format!("re-queued after preemption{}", waiting_for(need, job.kind))
-                }
+                Why::AfterPreemption { need } => format!(
+                    "re-queued after preemption{}",
+                    need.map(|n| format!("; {}", self.waiting_for(j, n)))
+                        .unwrap_or_default()
+                ),
             },
+        }
+    }
+
+    /// "waiting for 64 free accelerators in one cluster it accepts (…)", or that too few nodes
+    /// are up when they are down rather than busy.
+    fn waiting_for(&self, j: JobIdx, need: u32) -> String {
+        if !self.enough_nodes_up(j, need) {
+            // Not busy: down (failed, drained, or never registered by an agent).
+            format!(
+                "waiting for {}: too few nodes are up in the clusters it accepts \
+                 (failed, drained, or not registered yet)",
+                count(need, "free accelerator", "free accelerators")
+            )
+        } else if need == 1 {
+            "waiting for 1 free accelerator in a cluster it accepts".into()
+        } else {
+            format!(
+                "waiting for {need} free accelerators in one cluster it accepts ({} is never split)",
+                unsplit(self.jobs[j as usize].kind)
+            )
         }
     }
 
@@ -3292,18 +3301,6 @@ pub fn human_s(s: f64) -> String {
         format!("{:.1} h", s / 3600.0)
     } else {
         format!("{:.1} d", s / 86_400.0)
-    }
-}
-
-/// "; waiting for 64 free accelerators in one cluster it accepts (…)" when `need` is known.
-fn waiting_for(need: Option<u32>, kind: JobKind) -> String {
-    match need {
-        None => String::new(),
-        Some(1) => "; waiting for 1 free accelerator in a cluster it accepts".into(),
-        Some(need) => format!(
-            "; waiting for {need} free accelerators in one cluster it accepts ({} is never split)",
-            unsplit(kind)
-        ),
     }
 }
 

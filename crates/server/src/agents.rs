@@ -1767,7 +1767,11 @@ impl Backend for AgentBackend {
     fn poll(&mut self, now_ms: i64) -> Vec<Observed> {
         let settings = self.hub.settings.clone();
         let mut hub = self.hub.lock();
-        let mut out = Vec::new();
+        // Names first: events of this very poll (a restart on a node found down) name hosts.
+        let (mut out, rest): (Vec<Observed>, Vec<Observed>) = std::mem::take(&mut hub.observed)
+            .into_iter()
+            .partition(|o| matches!(o, Observed::NodeNamed { .. }));
+        hub.observed = rest;
         if std::mem::take(&mut hub.resync_down) {
             for c in &hub.clusters {
                 for slot in 0..c.slots {
@@ -2198,7 +2202,9 @@ mod handlers {
         what: &str,
     ) -> Result<T, ApiError> {
         let body = body.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            if crate::listen::is_timeout(&r) {
+                crate::listen::timed_out(&r)
+            } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
@@ -2640,9 +2646,15 @@ mod tests {
         let mut b = AgentBackend::new(h.clone());
         join(&h, "a", 1, 0);
         let seen = b.poll(0);
+        // Names come first, so that what this poll reports can name hosts.
         assert_eq!(
             seen,
             [
+                Observed::NodeNamed {
+                    cluster: 0,
+                    node: 1,
+                    host: "a".into()
+                },
                 Observed::NodeFailed {
                     cluster: 0,
                     node: 0
@@ -2651,11 +2663,6 @@ mod tests {
                     cluster: 0,
                     node: 2
                 },
-                Observed::NodeNamed {
-                    cluster: 0,
-                    node: 1,
-                    host: "a".into()
-                }
             ]
         );
         join(&h, "b", 0, 10);

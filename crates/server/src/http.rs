@@ -548,7 +548,9 @@ fn decode<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if crate::listen::is_timeout(&r) {
+            crate::listen::timed_out(&r)
+        } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
@@ -590,7 +592,9 @@ fn decode<T: serde::de::DeserializeOwned>(
         let inner = e.into_inner();
         if path == "." {
             invalid(inner.to_string())
-        } else if inner.to_string().starts_with("expected value") {
+        } else if inner.to_string().starts_with("expected value")
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok()
+        {
             // serde_json's word for a null (or other JSON type) where a choice of names goes.
             invalid(format!(
                 "{path}: expected one of its names as a string ({inner})"

@@ -76,11 +76,20 @@ pub async fn serve_with(
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                // One connection's trouble (reset or aborted before it was taken): the next.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                ) => continue,
                 Err(e) => {
                     // Out of file descriptors, most often: let connections close first.
                     tracing::warn!(error = %e, "cannot accept a connection; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = stop_tx.closed() => break,
+                    }
                 }
             },
             () = stop_tx.closed() => break,
@@ -118,10 +127,11 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// Middleware: reads the request's body within [`BODY_READ_TIMEOUT`] (or what [`serve_with`]
-/// was given; 408 otherwise) and
-/// refuses one declared or found larger than the route's limit (413) before the handler runs.
-/// Handlers take their bodies whole, so nothing is lost by reading it here.
+/// Middleware: gives the request's body [`BODY_READ_TIMEOUT`] (or what [`serve_with`] was
+/// given) to arrive, from when its headers did, and refuses one declared larger than the
+/// route's limit (413) at once. The body is read only when the handler reads it, after the
+/// token and the route are checked: a request without a token costs nothing to refuse. A
+/// handler that finds the time up answers 408 ([`is_timeout`]).
 pub async fn body_within_limits(req: Request, next: Next) -> Response {
     let limit = body_limit(req.uri().path());
     let declared = req
@@ -136,28 +146,65 @@ pub async fn body_within_limits(req: Request, next: Next) -> Response {
         .extensions()
         .get::<ReadTimeouts>()
         .map_or(BODY_READ_TIMEOUT, |t| t.body);
-    let (parts, body) = req.into_parts();
-    let read = tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await;
-    let bytes = match read {
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                format!(
-                    "the request body did not arrive within {:.1} s",
-                    within.as_secs_f64()
-                ),
-            )
-            .into_response();
+    let deadline = tokio::time::Instant::now() + within;
+    let req = req.map(|body| {
+        use futures_util::StreamExt as _;
+        let chunks = body.into_data_stream();
+        Body::from_stream(futures_util::stream::unfold(
+            Some(chunks),
+            move |chunks| async move {
+                let mut chunks = chunks?;
+                match tokio::time::timeout_at(deadline, chunks.next()).await {
+                    Ok(Some(chunk)) => Some((chunk, Some(chunks))),
+                    Ok(None) => None,
+                    Err(_) => Some((Err(axum::Error::new(BodyTimeout(within))), None)),
+                }
+            },
+        ))
+    });
+    next.run(req).await
+}
+
+/// A request body that did not arrive in time.
+#[derive(Debug)]
+pub struct BodyTimeout(Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive within {:.1} s",
+            self.0.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+/// Whether reading a body failed because it did not arrive in time.
+pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.is::<BodyTimeout>() {
+            return true;
         }
-        Ok(Err(e)) if is_length_limit(&e) => return too_large(limit),
-        Ok(Err(e)) => {
-            return ApiError::bad(format!("cannot read the request body: {e}")).into_response();
-        }
-        Ok(Ok(bytes)) => bytes,
-    };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+        source = s.source();
+    }
+    false
+}
+
+/// The 408 a handler answers for a body that did not arrive in time.
+pub fn timed_out(e: &(dyn std::error::Error + 'static)) -> ApiError {
+    ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", body_error_text(e))
+}
+
+/// The innermost message of a body read error (axum wraps it twice).
+fn body_error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
 }
 
 /// The largest body a path takes: agents push output in batches; everything else is small.
@@ -178,18 +225,6 @@ fn too_large(limit: usize) -> Response {
     .into_response()
 }
 
-/// Whether reading a body failed on its length limit (axum wraps http-body-util's error).
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if s.to_string().contains("length limit exceeded") {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -201,12 +236,22 @@ mod tests {
     /// A server with short read timeouts and one route that takes a body; stopped when the
     /// returned sender is dropped.
     async fn server() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
         let app = Router::new()
             .route(
                 "/v1/echo",
-                axum::routing::post(
-                    |body: axum::body::Bytes| async move { body.len().to_string() },
-                ),
+                axum::routing::post(|body: Body| async move {
+                    match body {
+                        Ok(body) => Ok(body.len().to_string()),
+                        Err(e) if is_timeout(&e) => Err(timed_out(&e)),
+                        Err(e) => Err(ApiError::bad(e.to_string())),
+                    }
+                }),
+            )
+            // Refuses without reading the body, as a route does for a request without a token.
+            .route(
+                "/v1/refuse",
+                axum::routing::post(|| async { StatusCode::UNAUTHORIZED }),
             )
             .layer(axum::middleware::from_fn(body_within_limits));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -270,6 +315,21 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         assert!(answer.contains("did not arrive within 0.3 s"), "{answer}");
         assert!(took < Duration::from_secs(4), "{took:?}");
+    }
+
+    /// The body is read only by a handler that reads it: a request refused first (no token)
+    /// is answered at once, not after its body's time runs out.
+    #[tokio::test]
+    async fn a_refused_request_is_answered_without_waiting_for_its_body() {
+        let (addr, _stop) = server().await;
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(b"POST /v1/refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            .await
+            .expect("send");
+        let mut got = [0u8; 12];
+        conn.read_exact(&mut got).await.expect("an answer");
+        // (A body read first would have run out of time: 408.)
+        assert_eq!(&got, b"HTTP/1.1 401");
     }
 
     #[tokio::test]
