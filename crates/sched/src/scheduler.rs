@@ -505,6 +505,10 @@ pub struct Scheduler {
 
 const NO_REPLICA: u32 = u32::MAX;
 
+/// Expected attempts beyond which a batch job (no checkpoints) is failed when a node failure
+/// hits it: it would practically never finish ([`Scheduler::batch_beyond_hope`]).
+const HOPELESS_BATCH_ATTEMPTS: f64 = 1000.0;
+
 fn bits(x: f64) -> u64 {
     if x.is_nan() || x <= 0.0 {
         0
@@ -1783,6 +1787,34 @@ impl Scheduler {
             && self.kept_and_lost(now, j, run, false, false).0 <= 0.0
     }
 
+    /// Why batch job `j`, which keeps no checkpoint, would practically never finish where it
+    /// runs: it needs its whole run without a node failure, and with its nodes failing every
+    /// M on average an attempt of T succeeds with odds e^(−T/M); below one in
+    /// [`HOPELESS_BATCH_ATTEMPTS`] it would restart (almost) for ever. `None` otherwise, and
+    /// when the scheduler does not model failures.
+    fn batch_beyond_hope(&self, j: JobIdx) -> Option<String> {
+        let job = &self.jobs[j as usize];
+        let run = job.run.as_ref()?;
+        if job.kind != JobKind::Batch || !self.cfg.failures || run.rate <= 0.0 {
+            return None;
+        }
+        let c = &self.clusters[run.cluster as usize];
+        let nodes = run.shares.len().max(1) as f64;
+        let mtbf_s = c.node_mtbf_hours * 3600.0 / nodes;
+        let need_s = 1.0 / run.rate;
+        let exponent = need_s / mtbf_s;
+        (exponent > HOPELESS_BATCH_ATTEMPTS.ln()).then(|| {
+            format!(
+                "a batch job keeps no checkpoint, and it needs {} without a failure on nodes that \
+                 fail every {} on average (one attempt in {:.0e} would succeed), so it would \
+                 restart for ever",
+                human_s(need_s),
+                human_s(mtbf_s),
+                exponent.exp().min(1e300)
+            )
+        })
+    }
+
     fn finished(&mut self, now: f64, j: JobIdx, generation: u32, out: &mut Vec<Decision>) {
         let Some(job) = self.jobs.get(j as usize) else {
             return;
@@ -2096,6 +2128,12 @@ impl Scheduler {
                 self.cfg.max_stalled_restarts,
                 human_s(self.training_restart_s(cluster))
             );
+            self.ended_failed(now, j, cluster, reason, out);
+            return;
+        }
+        if let Some(why) = self.batch_beyond_hope(j) {
+            self.stop(now, j, false, false);
+            let reason = format!("{what} failed: {why}; failed");
             self.ended_failed(now, j, cluster, reason, out);
             return;
         }

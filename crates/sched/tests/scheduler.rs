@@ -488,6 +488,42 @@ fn a_reservation_does_not_hold_back_jobs_another_cluster_can_take() {
     assert_eq!(s.clusters()[start as usize].name, "slow");
 }
 
+/// A batch job keeps no checkpoint: hit by a node failure where its whole run would almost
+/// surely meet another (its nodes fail every 62 h together; it needs 555 h), it fails for good
+/// instead of restarting for ever; a short one restarts.
+#[test]
+fn a_batch_job_that_could_never_run_through_fails_for_good() {
+    for (seconds, gives_up) in [(2e6, true), (3600.0, false)] {
+        let mut s = sched(Policy::Switchyard, true);
+        let mut long = on_fast(job("batch", "a", 128, seconds));
+        long.kind = JobKind::Batch;
+        let b = submit(&mut s, 0.0, long);
+        pass(&mut s, 0.0);
+        assert_eq!(s.job(b).state, JobState::Running);
+        let mut out = Vec::new();
+        s.handle(
+            10.0,
+            Event::NodeFailed {
+                cluster: 0,
+                node: 0,
+            },
+            &mut out,
+        );
+        let failed = out
+            .iter()
+            .find(|d| matches!(d.action, Action::Fail { job, .. } if job == b));
+        assert_eq!(failed.is_some(), gives_up, "{seconds} s: {out:?}");
+        if let Some(d) = failed {
+            assert!(
+                d.reason
+                    .contains("a batch job keeps no checkpoint, and it needs"),
+                "{}",
+                d.reason
+            );
+        }
+    }
+}
+
 /// Work in units of a model preset that fits nowhere says the performance model found no
 /// layout, rather than blaming a throughput table nobody gave.
 #[test]
