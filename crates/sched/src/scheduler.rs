@@ -2524,11 +2524,16 @@ impl Scheduler {
         let mut blocked_by_quota = None;
         let mut fastest = (f64::INFINITY, 0u32);
         for c in 0..self.clusters.len() as u32 {
-            let Some(d) = job.dur[c as usize].filter(|_| skip != Some(c)) else {
+            let Some(d) = job.dur[c as usize] else {
                 continue;
             };
+            // The fastest of all (a skipped one too): a job is not sent somewhere much slower
+            // because its best cluster is held for another.
             if d < fastest.0 {
                 fastest = (d, c);
+            }
+            if skip == Some(c) {
+                continue;
             }
             let i = &self.index[c as usize];
             let size = if job.min_size < job.size {
