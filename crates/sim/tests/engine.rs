@@ -710,3 +710,41 @@ repair_hours = 24.0
         r.total.utilization
     );
 }
+
+/// The built-in scenario on a fleet whose one team may hold 8 accelerators: its services leave
+/// the team room (they once took the whole cap and nothing else ever ran).
+#[test]
+fn the_scenario_leaves_a_small_team_room_for_its_jobs() {
+    let text = r#"
+name = "small"
+[[providers]]
+name = "aws"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 6.88
+[[clusters]]
+name = "c1"
+provider = "aws"
+region = "us-east-1"
+accelerator = "H100-SXM"
+nodes = 64
+capacity = "on_demand"
+node_mtbf_hours = 6328.0
+repair_hours = 24.0
+[[tenants]]
+name = "lab"
+[[tenants.teams]]
+name = "research"
+quotas = [{ accelerators = 8, borrowing_limit = 0 }]
+"#;
+    let fleet = Fleet::from_toml(text, "small.toml").expect("fleet");
+    let jobs = switchyard_sim::trace::frontier_lab(&fleet, 0);
+    let opts = SimOptions {
+        failures: false,
+        ..SimOptions::default()
+    };
+    let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("runs");
+    assert!(r.total.completed > 0, "{r:?}");
+    assert_eq!(r.unfinished, 0, "{r:?}");
+}

@@ -528,6 +528,9 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
     // Every service holds at least one replica: no more services than the budget holds.
     let services = SERVICES.min(usize::try_from(budget / u64::from(size)).unwrap_or(SERVICES));
     let per_service = budget / services.max(1) as u64;
+    // What each team's services hold at their fewest replicas: at most half of what its caps
+    // let it run, so that its training, evaluation and batch jobs keep room.
+    let mut held: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for s in 0..services {
         let team = &serving[s % serving.len()];
         if team.largest == 0 {
@@ -537,8 +540,14 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         // Replicas within the team's quota caps, and no more of them at the least than fit.
         let size = capped(size, team.largest);
         let max = u32::try_from((per_service / u64::from(size)).max(1)).unwrap_or(u32::MAX);
-        let fit = u32::try_from(team.largest / u64::from(size)).unwrap_or(u32::MAX);
-        let min = (max / 8).clamp(1, fit.max(1));
+        let left =
+            (team.largest / 2).saturating_sub(held.get(team.name.as_str()).copied().unwrap_or(0));
+        let fit = u32::try_from(left / u64::from(size)).unwrap_or(u32::MAX);
+        if fit == 0 {
+            continue;
+        }
+        let min = (max / 8).clamp(1, fit);
+        *held.entry(team.name.as_str()).or_default() += u64::from(min) * u64::from(size);
         let capacity = (log_uniform(&mut rng, 20.0, 200.0) * 10.0).round() / 10.0;
         let amplitude = ((0.3 + 0.4 * rng.random::<f64>()) * 100.0).round() / 100.0;
         let peak_hour = ((17.0 + 5.0 * rng.random::<f64>()) * 4.0).round() / 4.0;
