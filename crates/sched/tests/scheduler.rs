@@ -250,30 +250,38 @@ fn priority_preempts_the_fewest_whole_jobs() {
     );
 }
 
-/// Events and reasons go to the job's own team: another team's job is never named by its id
-/// (nor its priority), whether it preempts this job or holds the reservation it waits behind.
-#[test]
-fn messages_do_not_name_another_teams_jobs() {
+/// Team a's 64-accelerator run on 'slow', then a priority-10 run of `urgent_team` that needs
+/// all of it: the scheduler, a's run and the reason it was preempted with.
+fn preempted_by(urgent_team: &str) -> (Scheduler, u32, String) {
     let mut s = sched(Policy::Priority, false);
     let mut low = job("low-of-a", "a", 64, 10_000.0);
     low.clusters = vec!["slow".into()];
     let l = submit(&mut s, 0.0, low);
     pass(&mut s, 0.0);
-    let mut urgent = job("urgent-of-b", "b", 64, 100.0);
+    let mut urgent = job(&format!("urgent-of-{urgent_team}"), urgent_team, 64, 100.0);
     urgent.priority = 10;
     urgent.clusters = vec!["slow".into()];
     submit(&mut s, 1.0, urgent);
     let d = pass(&mut s, 1.0);
-    let preempt = d
+    let reason = d
         .iter()
         .find(|d| matches!(d.action, Action::Preempt { job, .. } if job == l))
-        .unwrap_or_else(|| panic!("a's job yields: {d:?}"));
+        .unwrap_or_else(|| panic!("a's job yields: {d:?}"))
+        .reason
+        .clone();
+    (s, l, reason)
+}
+
+/// Events and reasons go to the job's own team: another team's job is never named by its id
+/// (nor its priority), whether it preempts this job or holds the reservation it waits behind.
+#[test]
+fn messages_do_not_name_another_teams_jobs() {
+    let (mut s, l, reason) = preempted_by("b");
     assert!(
-        preempt.reason.contains("a job of another team") && !preempt.reason.contains("urgent"),
-        "{}",
-        preempt.reason
+        reason.contains("a job of another team") && !reason.contains("urgent"),
+        "{reason}"
     );
-    assert!(!preempt.reason.contains("10"), "{}", preempt.reason);
+    assert!(!reason.contains("10"), "{reason}");
     // Re-queued, it says so, and what it has waited for since.
     pass(&mut s, 2.0);
     assert_eq!(
@@ -282,28 +290,10 @@ fn messages_do_not_name_another_teams_jobs() {
          (a gang is never split)"
     );
     // Within the team, the job is named.
-    let mut s = sched(Policy::Priority, false);
-    let l = submit(&mut s, 0.0, {
-        let mut low = job("low-of-a", "a", 64, 10_000.0);
-        low.clusters = vec!["slow".into()];
-        low
-    });
-    pass(&mut s, 0.0);
-    let mut urgent = job("urgent-of-a", "a", 64, 100.0);
-    urgent.priority = 10;
-    urgent.clusters = vec!["slow".into()];
-    submit(&mut s, 1.0, urgent);
-    let d = pass(&mut s, 1.0);
-    let preempt = d
-        .iter()
-        .find(|d| matches!(d.action, Action::Preempt { job, .. } if job == l))
-        .unwrap_or_else(|| panic!("the job yields: {d:?}"));
+    let (_, _, reason) = preempted_by("a");
     assert!(
-        preempt
-            .reason
-            .contains("preempted for urgent-of-a (priority 10 > 0)"),
-        "{}",
-        preempt.reason
+        reason.contains("preempted for urgent-of-a (priority 10 > 0)"),
+        "{reason}"
     );
 }
 

@@ -672,25 +672,8 @@ fn a_run_that_never_sees_its_whole_cluster_up_is_given_up_after_the_repairs() {
 /// came before the failure).
 #[test]
 fn a_run_failed_for_good_counts_within_the_watched_time() {
-    let text = r#"
-name = "flaky"
-[[providers]]
-name = "p"
-kind = "on_premises"
-[[providers.contracts]]
-accelerator = "H100-SXM"
-on_demand_price = 2.0
-[[clusters]]
-name = "c"
-provider = "p"
-region = "r"
-accelerator = "H100-SXM"
-nodes = 2000
-capacity = "on_demand"
-node_mtbf_hours = 10
-repair_hours = 24.0
-"#;
-    let fleet = Fleet::from_toml(text, "flaky.toml").expect("fleet");
+    let fleet = one_h100_cluster(2000, 10.0, "");
+
     let js = vec![
         training("big", "default", 0.0, 15_000, 86_400.0, 0),
         training("small", "default", 0.0, 8, 600.0, 0),
@@ -715,30 +698,13 @@ repair_hours = 24.0
 /// the team room (they once took the whole cap and nothing else ever ran).
 #[test]
 fn the_scenario_leaves_a_small_team_room_for_its_jobs() {
-    let text = r#"
-name = "small"
-[[providers]]
-name = "aws"
-kind = "cloud"
-[[providers.contracts]]
-accelerator = "H100-SXM"
-on_demand_price = 6.88
-[[clusters]]
-name = "c1"
-provider = "aws"
-region = "us-east-1"
-accelerator = "H100-SXM"
-nodes = 64
-capacity = "on_demand"
-node_mtbf_hours = 6328.0
-repair_hours = 24.0
-[[tenants]]
-name = "lab"
-[[tenants.teams]]
-name = "research"
-quotas = [{ accelerators = 8, borrowing_limit = 0 }]
-"#;
-    let fleet = Fleet::from_toml(text, "small.toml").expect("fleet");
+    let fleet = one_h100_cluster(
+        64,
+        6328.0,
+        "[[tenants]]\nname = \"lab\"\n[[tenants.teams]]\nname = \"research\"\n\
+         quotas = [{ accelerators = 8, borrowing_limit = 0 }]\n",
+    );
+
     let jobs = switchyard_sim::trace::frontier_lab(&fleet, 0);
     let opts = SimOptions {
         failures: false,
@@ -747,4 +713,17 @@ quotas = [{ accelerators = 8, borrowing_limit = 0 }]
     let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("runs");
     assert!(r.total.completed > 0, "{r:?}");
     assert_eq!(r.unfinished, 0, "{r:?}");
+}
+
+/// A fleet of one on-demand cluster of `nodes` H100 servers whose nodes fail every
+/// `node_mtbf_hours`, and `tenants` (TOML) after it.
+fn one_h100_cluster(nodes: u32, node_mtbf_hours: f64, tenants: &str) -> Fleet {
+    let text = format!(
+        "name = \"one\"\n[[providers]]\nname = \"p\"\nkind = \"cloud\"\n\
+         [[providers.contracts]]\naccelerator = \"H100-SXM\"\non_demand_price = 2.0\n\
+         [[clusters]]\nname = \"c\"\nprovider = \"p\"\nregion = \"r\"\n\
+         accelerator = \"H100-SXM\"\nnodes = {nodes}\ncapacity = \"on_demand\"\n\
+         node_mtbf_hours = {node_mtbf_hours}\nrepair_hours = 24.0\n{tenants}"
+    );
+    Fleet::from_toml(&text, "one.toml").expect("fleet")
 }
