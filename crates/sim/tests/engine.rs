@@ -673,7 +673,6 @@ fn a_run_that_never_sees_its_whole_cluster_up_is_given_up_after_the_repairs() {
 #[test]
 fn a_run_failed_for_good_counts_within_the_watched_time() {
     let fleet = one_h100_cluster(2000, 10.0, "");
-
     let js = vec![
         training("big", "default", 0.0, 15_000, 86_400.0, 0),
         training("small", "default", 0.0, 8, 600.0, 0),
