@@ -2537,10 +2537,14 @@ impl Scheduler {
             }
             let i = &self.index[c as usize];
             let size = if job.min_size < job.size {
-                // An elastic run takes what fits within its quota caps too, down to its minimum.
-                let room = u32::try_from(self.quota_room(j, c)).unwrap_or(u32::MAX);
-                let largest = job.size.min(room.max(job.min_size));
-                i.largest_fit(job.min_size, largest)
+                match i.largest_fit(job.min_size, job.size) {
+                    // An elastic run over a cap takes what the caps leave, down to its minimum.
+                    Some(size) if !self.quota_ok(j, c, size) => {
+                        let room = u32::try_from(self.quota_room(j, c)).unwrap_or(u32::MAX);
+                        i.largest_fit(job.min_size, job.size.min(room.max(job.min_size)))
+                    }
+                    fit => fit,
+                }
             } else if i.fits(job.size) {
                 Some(job.size)
             } else {
