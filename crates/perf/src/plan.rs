@@ -743,7 +743,8 @@ pub fn budget(
     let tokens_per_step = tokens_per_s * step_s;
     let steps = (tokens / tokens_per_step).ceil().max(1.0);
     let ideal_s = steps * step_s;
-    let nodes = f64::from(hw.nodes().max(1));
+    let node_count = hw.nodes().max(1);
+    let nodes = f64::from(node_count);
     let mtbf_node = hw.node_mtbf_hours.unwrap_or(DEFAULT_NODE_MTBF_HOURS);
     let job_mtbf_h = mtbf_node / nodes;
     let ckpt_bytes = m.total_params() * CHECKPOINT_BYTES_PER_PARAM;
@@ -770,28 +771,31 @@ pub fn budget(
     } else {
         interval_s / (interval_s + write_s)
     };
-    let mtbf_words = format!(
-        "the job's {} nodes fail every {} on average (node MTBF {} h ÷ {} nodes), \
-         against {} to restart and {} to write a checkpoint every {}",
-        hw.nodes().max(1),
-        human_duration(mtbf_s),
-        crate::number_in_words(mtbf_node),
-        hw.nodes().max(1),
-        human_duration(restart_s),
-        human_duration(write_s),
-        human_duration(interval_s),
-    );
+    // Said only when failures cost much.
+    let mtbf_words = || {
+        format!(
+            "the job's {node_count} nodes fail every {} on average (node MTBF {} h ÷ \
+             {node_count} nodes), against {} to restart and {} to write a checkpoint every {}",
+            human_duration(mtbf_s),
+            crate::number_in_words(mtbf_node),
+            human_duration(restart_s),
+            human_duration(write_s),
+            human_duration(interval_s),
+        )
+    };
     if goodput.is_nan() || goodput < HOPELESS_GOODPUT {
         return Err(PerfError::input(format!(
-            "[training] tokens: {mtbf_words}: the job would practically never finish (goodput \
-             {:.1e}); use fewer devices, or a cluster whose nodes fail less often",
+            "[training] tokens: {}: the job would practically never finish (goodput {:.1e}); \
+             use fewer devices, or a cluster whose nodes fail less often",
+            mtbf_words(),
             goodput
         )));
     }
     let warning = (goodput < LOW_GOODPUT).then(|| {
         format!(
-            "failures cost the job {:.0}% of its time: {mtbf_words}",
-            (1.0 - goodput) * 100.0
+            "failures cost the job {:.0}% of its time: {}",
+            (1.0 - goodput) * 100.0,
+            mtbf_words()
         )
     });
     let wall_s = ideal_s / goodput;

@@ -2119,22 +2119,26 @@ impl Scheduler {
     ) {
         let c = cluster as usize;
         let what = self.nodes_of(cluster, its);
-        if self.stalls_for_good(now, j) {
-            self.stop(now, j, false, false);
-            let reason = format!(
-                "{what} failed: {} failures in a row with no progress \
-                 kept in between — its nodes fail faster than it restarts ({}) and \
-                 writes a checkpoint, so it would restart for ever; failed",
+        // A run that would restart for ever ends here instead.
+        let for_good = if self.stalls_for_good(now, j) {
+            Some(format!(
+                "{} failures in a row with no progress kept in between — its nodes fail faster \
+                 than it restarts ({}) and writes a checkpoint, so it would restart for ever",
                 self.cfg.max_stalled_restarts,
                 human_s(self.training_restart_s(cluster))
-            );
-            self.ended_failed(now, j, cluster, reason, out);
-            return;
-        }
-        if let Some(why) = self.batch_beyond_hope(j) {
+            ))
+        } else {
+            self.batch_beyond_hope(j)
+        };
+        if let Some(why) = for_good {
             self.stop(now, j, false, false);
-            let reason = format!("{what} failed: {why}; failed");
-            self.ended_failed(now, j, cluster, reason, out);
+            self.ended_failed(
+                now,
+                j,
+                cluster,
+                format!("{what} failed: {why}; failed"),
+                out,
+            );
             return;
         }
         if self.restart_in_place(now, j, cluster, its, out) {
@@ -2537,23 +2541,25 @@ impl Scheduler {
             }
             let i = &self.index[c as usize];
             let size = if job.min_size < job.size {
-                match i.largest_fit(job.min_size, job.size) {
-                    // An elastic run over a cap takes what the caps leave, down to its minimum.
-                    Some(size) if !self.quota_ok(j, c, size) => {
-                        let room = u32::try_from(self.quota_room(j, c)).unwrap_or(u32::MAX);
-                        i.largest_fit(job.min_size, job.size.min(room.max(job.min_size)))
-                    }
-                    fit => fit,
-                }
+                i.largest_fit(job.min_size, job.size)
             } else if i.fits(job.size) {
                 Some(job.size)
             } else {
                 None
             };
-            let Some(size) = size else { continue };
+            let Some(mut size) = size else { continue };
             if let Some(hit) = self.quota_hit(j, c, size) {
-                blocked_by_quota = Some(hit);
-                continue;
+                // An elastic run over a cap takes what the caps leave, down to its minimum.
+                let room = (job.min_size < job.size)
+                    .then(|| u32::try_from(self.quota_room(j, c)).unwrap_or(u32::MAX))
+                    .filter(|&room| room >= job.min_size);
+                match room.and_then(|room| i.largest_fit(job.min_size, size.min(room))) {
+                    Some(within) => size = within,
+                    None => {
+                        blocked_by_quota = Some(hit);
+                        continue;
+                    }
+                }
             }
             let price = self.clusters[c as usize].price_per_accelerator_hour;
             let score = match policy {

@@ -229,8 +229,7 @@ pub(crate) fn unrunnable(fleet: &Fleet, records: &[JobRecord]) -> Vec<(String, S
         .iter()
         .filter_map(|r| {
             // A stored specification this release cannot read is not the fleet's doing.
-            let req = serde_json::from_str::<SubmitRequest>(&r.spec).ok()?;
-            let spec = req.to_spec(&r.id, &r.tenant, r.priority as i32).ok()?;
+            let (spec, _) = stored_spec(r).ok()?;
             validator
                 .validate(&spec)
                 .err()
@@ -240,22 +239,23 @@ pub(crate) fn unrunnable(fleet: &Fleet, records: &[JobRecord]) -> Vec<(String, S
 }
 
 fn admit(engine: &mut Engine, r: &JobRecord, now: i64) {
-    let spec = serde_json::from_str::<SubmitRequest>(&r.spec)
-        .map_err(|e| e.to_string())
-        .and_then(|req| {
-            let spec = req
-                .to_spec(&r.id, &r.tenant, r.priority as i32)
-                .map_err(|refusal| refusal.message)?;
-            let extras = JobExtras {
-                command: req.command.map(Arc::new),
-                max_retries: req.max_retries,
-            };
-            Ok((spec, extras))
-        });
-    match spec {
+    match stored_spec(r) {
         Ok((spec, extras)) => engine.admit_with(now, r, spec, extras),
         Err(why) => engine.refuse(now, r, &format!("stored specification is invalid: {why}")),
     }
+}
+
+/// The job a stored record describes, as the scheduler takes it, or why it cannot be read.
+fn stored_spec(r: &JobRecord) -> Result<(switchyard_core::JobSpec, JobExtras), String> {
+    let req = serde_json::from_str::<SubmitRequest>(&r.spec).map_err(|e| e.to_string())?;
+    let spec = req
+        .to_spec(&r.id, &r.tenant, r.priority as i32)
+        .map_err(|refusal| refusal.message)?;
+    let extras = JobExtras {
+        command: req.command.map(Arc::new),
+        max_retries: req.max_retries,
+    };
+    Ok((spec, extras))
 }
 
 /// One pass: take in new submissions and cancellations, what the backend saw, schedule,
