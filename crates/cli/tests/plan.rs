@@ -481,3 +481,29 @@ fn an_endless_input_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/dev/zero: larger than 16 MiB"), "{err}");
 }
+
+/// MFU is measured against the BF16 peak (the definition) whatever the precision; an
+/// FP8 plan's text also gives it against the FP8 peak, and a BF16 plan's does not.
+#[test]
+fn an_fp8_plan_also_gives_mfu_against_the_fp8_peak() {
+    let mfu_line = |file: &str| {
+        let out = plan(&[file]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("MFU / HFU"))
+            .unwrap_or_else(|| panic!("an MFU line in {file}"))
+            .to_owned()
+    };
+    let fp8 = mfu_line("examples/plan/deepseek-v3-h800.toml");
+    assert!(
+        fp8.contains("of the BF16 peak (") && fp8.contains("of the FP8 peak)"),
+        "{fp8}"
+    );
+    let bf16 = mfu_line("examples/plan/llama3-405b-h100.toml");
+    assert!(!bf16.contains("peak"), "{bf16}");
+}
