@@ -1,6 +1,7 @@
 //! `switchyard simulate`: replay a trace (or the frontier-lab scenario) through the scheduler on
 //! a virtual clock and summarise the run.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -109,6 +110,7 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
         None => ThroughputTable::new(),
     };
     let mut skipped = 0usize;
+    let mut origins = HashMap::new();
     let jobs = match &args.trace {
         Some(path) => {
             let format: TraceFormat = args.format.parse().map_err(trace_error)?;
@@ -139,6 +141,7 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
             if format == TraceFormat::Canonical {
                 warn_unlisted_teams(&fleet, &t.jobs);
             }
+            origins = t.origins;
             t.jobs
         }
         None => trace::frontier_lab(&fleet, args.seed),
@@ -187,10 +190,13 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
     };
     let result = simulate(&fleet, jobs, throughputs, &opts, &mut on_progress).map_err(|e| {
         CliError::Input(match (&e, &args.trace) {
-            // Readers may sort a trace by submission time: its id, not its position, finds
-            // the job in the file.
+            // Readers sort a trace by submission time: the reader's record of where each
+            // job's row was, not the job's position, finds it in the file.
             (switchyard_sim::SimError::Job { id, message, .. }, Some(path)) => {
-                format!("{}: job `{id}`: {message}", path.display())
+                match origins.get(id) {
+                    Some(at) => format!("{}: line {}: job `{id}`: {message}", at.file, at.line),
+                    None => format!("{}: job `{id}`: {message}", path.display()),
+                }
             }
             _ => e.to_string(),
         })

@@ -924,8 +924,9 @@ impl Scheduler {
                     )
                 } else {
                     format!(
-                        "fits on no cluster it accepts that has a rate for its profile \
-                         \"{profile}\" in the throughput table"
+                        "fits on no cluster it accepts: its profile \"{profile}\" is no \
+                         performance-model preset, and the throughput table gives it no rate \
+                         above zero on any of them"
                     )
                 }
             } else {

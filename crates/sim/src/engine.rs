@@ -239,6 +239,14 @@ pub fn simulate(
     jobs.sort_by(|a, b| a.submit_s.total_cmp(&b.submit_s));
     let total_jobs = jobs.len() as u64;
     let finite_total = jobs.iter().filter(|j| j.kind != JobKind::Inference).count() as u64;
+    // Services never finish: each is watched through at least one day after it arrives (a
+    // whole turn of its load curve), even when the finite jobs are done sooner or there are
+    // none, so that what they hold and cost is part of the figures.
+    let services_until = jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Inference)
+        .map(|j| j.submit_s + DAY_S)
+        .fold(f64::NEG_INFINITY, f64::max);
     let first_submit = jobs.first().map_or(0.0, |j| j.submit_s);
 
     let mut rng = Pcg64::seed_from_u64(opts.seed);
@@ -300,7 +308,7 @@ pub fn simulate(
             (None, Some(e)) => e,
             (None, None) => break,
         };
-        if finished >= finite_total && t_arr.is_none() {
+        if finished >= finite_total && t_arr.is_none() && t > services_until {
             break;
         }
         if t_arr.is_none() && pending_finishes == 0 && sched.pending_jobs() > 0 {
@@ -502,8 +510,8 @@ pub fn simulate(
     }
     unfinished += never_arrived;
     // Utilisation is over the time the fleet was watched: up to the last completion, or up to
-    // where the run stopped when work was left unfinished.
-    let span = if unfinished > 0 {
+    // where the run stopped when work was left unfinished or services were watched longer.
+    let span = if unfinished > 0 || services_until.is_finite() {
         (now.max(end) - first_submit).max(0.0)
     } else {
         makespan

@@ -726,3 +726,44 @@ fn one_h100_cluster(nodes: u32, node_mtbf_hours: f64, tenants: &str) -> Fleet {
     );
     Fleet::from_toml(&text, "one.toml").expect("fleet")
 }
+
+/// A trace of services alone is watched through a day of their load: what they hold and cost
+/// is in the figures (the run once ended at the first instant, everything zero).
+#[test]
+fn services_alone_are_watched_through_a_day() {
+    let fleet = quota_fleet(2);
+    let fixed = service(
+        "fixed",
+        "u",
+        8,
+        Replicas {
+            min: 1,
+            max: 1,
+            capacity_per_replica: 1.0,
+            load: None,
+        },
+    );
+    let opts = SimOptions {
+        failures: false,
+        ..SimOptions::default()
+    };
+    let r = simulate(
+        &fleet,
+        vec![fixed],
+        ThroughputTable::new(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("simulates");
+    // 8 of 16 accelerators for a day at $2 an hour.
+    assert!(
+        (r.total.utilization - 0.5).abs() < 0.05,
+        "{}",
+        r.total.utilization
+    );
+    assert!(
+        (r.total.cost_usd - 8.0 * 24.0 * 2.0).abs() < 8.0 * 2.0,
+        "{}",
+        r.total.cost_usd
+    );
+}

@@ -200,6 +200,152 @@ fn canonical_errors_name_file_line_row_and_column() {
     );
 }
 
+/// The line an error names is the one an editor shows: blank and comment lines count, and so
+/// does every line ending, LF, CR LF or a lone CR.
+#[test]
+fn error_lines_count_blank_lines_comments_and_every_line_ending() {
+    let header = "id,submit_s,accelerators,duration_s";
+    let e = err(&format!("{header}\n\n\n\na,0,8,x\n"));
+    assert!(
+        e.starts_with("trace.csv: line 5 (row 1), column duration_s"),
+        "{e}"
+    );
+    let e = err(&format!("{header}\n# one\n\na,0,8,1\n# two\n\nb,0,8,x\n"));
+    assert!(
+        e.starts_with("trace.csv: line 7 (row 2), column duration_s"),
+        "{e}"
+    );
+    let e = err(&format!("{header}\n\n\na,0,8,1\n\nb,0,8,1\na,0,8,1\n"));
+    assert_eq!(
+        e,
+        "trace.csv: line 7 (row 3), column id: duplicate id \"a\" (first on line 4)"
+    );
+    let e = err(&format!("{header}\r\na,0,8,1\r\nb,0,8,1\r\nc,0,8,x\r\n"));
+    assert!(e.starts_with("trace.csv: line 4 (row 3)"), "{e}");
+    let e = err(&format!("{header}\r\na,0,8,x\r\n"));
+    assert!(e.starts_with("trace.csv: line 2 (row 1)"), "{e}");
+    let e = err(&format!("{header}\ra,0,8,1\rb,0,8,1\rc,0,8,x\r"));
+    assert!(e.starts_with("trace.csv: line 4 (row 3)"), "{e}");
+    let philly = "timestamp,duration,num_gpus,gpu_time,cluster\r\n\r\n2017-10-09 07:01:55,66.0,1,66.0,a\r\n\r\n2017-02-30 00:00:00,1,1,1,b\r\n";
+    let e = parse(philly, "p.csv", TraceFormat::Philly, &STRICT)
+        .expect_err("bad date")
+        .to_string();
+    assert!(
+        e.starts_with("p.csv: line 5 (row 2), column timestamp"),
+        "{e}"
+    );
+}
+
+/// A column named twice would have one copy read and the other dropped without a word, in
+/// every CSV format.
+#[test]
+fn a_column_named_twice_is_refused_in_every_csv_format() {
+    for (format, text) in [
+        (
+            TraceFormat::Canonical,
+            "id,submit_s,accelerators,duration_s,ID\na,0,8,1,b\n",
+        ),
+        (
+            TraceFormat::Philly,
+            "timestamp,duration,num_gpus,gpu_time,cluster,duration\n2017-10-09 07:01:55,66,1,66.0,a,77\n",
+        ),
+        (
+            TraceFormat::Itp,
+            "job_id,submission_time,duration,num_gpu,num_gpu\nj1,0,60,8,2000000\n",
+        ),
+        (
+            TraceFormat::Alibaba2023,
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli,num_gpu\nm0,1,1,1,1000,2000000\n",
+        ),
+    ] {
+        let e = parse(text, "t.csv", format, &STRICT)
+            .expect_err("a repeated column")
+            .to_string();
+        assert!(e.starts_with("t.csv: header: column \""), "{format:?}: {e}");
+        assert!(e.contains("appears twice (columns"), "{format:?}: {e}");
+    }
+}
+
+/// Readers sort jobs by submission time, so a job's index is not its row: each trace records
+/// the file and line of every job, for messages about a job the simulator refuses.
+#[test]
+fn every_job_knows_the_line_it_came_from() {
+    let philly = "timestamp,duration,num_gpus,gpu_time,cluster\n\n2017-10-09 07:01:55,66.0,1,66.0,a\n2017-10-09 06:13:03,2951.0,2,5902.0,b\n";
+    let t = parse(philly, "p.csv", TraceFormat::Philly, &STRICT).expect("valid");
+    let lines: Vec<(String, u64)> = t
+        .jobs
+        .iter()
+        .map(|j| (j.id.clone(), t.origins[&j.id].line))
+        .collect();
+    assert_eq!(lines, [("2".to_owned(), 4), ("1".to_owned(), 3)]);
+    assert_eq!(&*t.origins["2"].file, "p.csv");
+    let canonical =
+        canonical("# c\nid,submit_s,accelerators,duration_s\nlate,50,8,1\n\nearly,0,8,1\n")
+            .expect("valid");
+    assert_eq!(canonical.origins["early"].line, 5);
+    assert_eq!(canonical.origins["late"].line, 3);
+    let itp = parse(
+        "job_id,submission_time,duration,num_gpu\nx,9,2,1\ny,1,2,1\n",
+        "cluster07.csv",
+        TraceFormat::Itp,
+        &STRICT,
+    )
+    .expect("valid");
+    assert_eq!(itp.origins["cluster07/x"].line, 2);
+    assert_eq!(itp.origins["cluster07/y"].line, 3);
+    let gavel = parse(
+        "\nR\tcmd\twd\t-n\t1\t1000\t1\t1\t-1\t9\nR\tcmd\twd\t-n\t1\t1000\t1\t1\t-1\t0\n",
+        "vc.trace",
+        TraceFormat::Gavel,
+        &STRICT,
+    )
+    .expect("valid");
+    assert_eq!(gavel.origins["0"].line, 2);
+    assert_eq!(gavel.origins["1"].line, 3);
+    let folder = load(&data("gavel"), TraceFormat::Gavel, &STRICT).expect("folder");
+    assert_eq!(folder.origins.len(), folder.jobs.len());
+    let origin = &folder.origins["2869ce_v2/532"];
+    assert!(origin.file.ends_with("2869ce_v2.trace"), "{origin:?}");
+    assert_eq!(origin.line, 533);
+    for (format, path) in [
+        (TraceFormat::Itp, "itp/raw"),
+        (TraceFormat::Philly, "philly/pollux_philly_jobs.csv"),
+    ] {
+        let t = load(&data(path), format, &STRICT).expect(path);
+        assert_eq!(t.origins.len(), t.jobs.len(), "{path}");
+    }
+}
+
+#[test]
+fn messages_escape_control_characters_and_point_at_an_open_quote() {
+    let e = err("id,submit_s,accelerators,duration_s\na,0,8,100\u{0}\n");
+    assert!(e.ends_with("found \"100\\u{0}\""), "{e}");
+    let e = err("id,submit_s,accelerators,duration_s\n\"a,0,8,100\nb,1,8,100\n");
+    assert!(e.contains("is a quote left open?"), "{e}");
+}
+
+#[test]
+fn list_columns_refuse_empty_entries_and_bad_work_is_named_first() {
+    let e = err("id,submit_s,accelerators,duration_s,accelerator_type\na,0,8,100,H100|\n");
+    assert_eq!(
+        e,
+        "trace.csv: line 2 (row 1), column accelerator_type: entry 2 of the list \"H100|\" is \
+         empty (entries are separated by '|')"
+    );
+    let e = err("id,submit_s,accelerators,duration_s,work\na,0,8,100,V100=10;;\n");
+    assert!(e.contains("column work: entry 2 of the list"), "{e}");
+    let e = err("id,submit_s,accelerators,duration_s,clusters\na,0,8,100,x||y\n");
+    assert!(e.contains("column clusters: entry 2 of the list"), "{e}");
+    let e = err("id,submit_s,accelerators,duration_s,work\na,0,8,,blah\n");
+    assert!(
+        e.contains("column work: expected open, UNITS@PROFILE or ACCELERATOR=SECONDS"),
+        "{e}"
+    );
+    let t = canonical("id,submit_s,accelerators,duration_s,clusters\na,0,8,100, x | y \n")
+        .expect("spaces around entries are fine");
+    assert_eq!(t.jobs[0].clusters, ["x", "y"]);
+}
+
 #[test]
 fn canonical_skip_invalid_counts_bad_rows() {
     let text =
@@ -377,6 +523,25 @@ fn gavel_errors() {
         .expect_err("short")
         .to_string();
     assert!(e.contains("expected 10 tab-separated fields"), "{e}");
+    // A line cut to 7 fields in a file of 10-field lines is not read as the old layout with
+    // its fields shifted (steps from `needs_data_dir`, arrival from `total_steps`).
+    let truncated = "R\tcmd\twd\t-n\t1\t1000\t1\t1\t-1\t0\nR\tcmd\twd\t-n\t1\t3000\t1\n";
+    let e = parse(truncated, "t.trace", TraceFormat::Gavel, &STRICT)
+        .expect_err("truncated")
+        .to_string();
+    assert_eq!(
+        e,
+        "t.trace: line 2 (row 2), column priority_weight: expected 10 tab-separated fields, \
+         as the file's first row on line 1, found 7"
+    );
+    let long = "R\tcmd\twd\t-n\t1\t1000\t1\t1\t-1\t0\t5\n";
+    let e = parse(long, "t.trace", TraceFormat::Gavel, &STRICT)
+        .expect_err("long")
+        .to_string();
+    assert_eq!(
+        e,
+        "t.trace: line 1 (row 1), column 11: expected 10 tab-separated fields, found 11"
+    );
     let t = parse(
         "A\tb\tc\n\nA\tcmd\t\t-n\t1\t5\t2\t1\t-1\t7\n",
         "vc.trace",
@@ -395,6 +560,11 @@ fn gavel_errors() {
         .expect_err("bad json")
         .to_string();
     assert!(e.starts_with("t.json: line 1"), "{e}");
+    assert_eq!(
+        e.matches("line").count(),
+        1,
+        "the position is said once: {e}"
+    );
 }
 
 // ---- Philly ----
@@ -544,6 +714,11 @@ fn alibaba_pods() {
         e.starts_with("openb.csv: line 3 (row 2), column deletion_time:"),
         "{e}"
     );
+    let bad_qos = OPENB.replace(",BE,Running", ",Premium,Running");
+    let e = parse(&bad_qos, "openb.csv", TraceFormat::Alibaba2023, &STRICT)
+        .expect_err("bad qos")
+        .to_string();
+    assert!(e.ends_with("found \"Premium\""), "as written: {e}");
     // Skipped as bad, that row's name is free for a later good pod.
     let again = format!("{bad}openb-pod-0001,6000,12288,1,1000,,BE,Running,1,9,1\n");
     let t = parse(&again, "openb.csv", TraceFormat::Alibaba2023, &LENIENT)

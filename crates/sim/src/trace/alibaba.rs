@@ -4,6 +4,7 @@
 //! variants carry only the first five columns.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use switchyard_core::accelerator;
 use switchyard_core::job::{JobKind, JobSpec, Work};
@@ -27,16 +28,17 @@ fn model(name: &str) -> Option<&'static str> {
 /// Priority of a pod from its QoS class.
 fn priority(row: &Row<'_>, idx: Option<usize>) -> Result<i32, TraceError> {
     let Some(idx) = idx else { return Ok(0) };
-    match row.get(idx).to_ascii_lowercase().as_str() {
+    let written = row.get(idx);
+    match written.to_ascii_lowercase().as_str() {
         "" | "be" => Ok(0),
         "burstable" => Ok(1),
         "ls" => Ok(2),
         "guaranteed" => Ok(3),
-        other => Err(row.error(
+        _ => Err(row.error(
             "qos",
             format!(
                 "expected LS, BE, Burstable or Guaranteed, found \"{}\"",
-                shorten(other)
+                shorten(written)
             ),
         )),
     }
@@ -139,12 +141,13 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         } else {
             JobKind::Batch
         };
+        let priority = priority(row, qos)?;
         names.insert(id.to_owned(), row.line);
         Ok(Some(JobSpec {
             id: id.to_owned(),
             tenant: TENANT.to_owned(),
             kind,
-            priority: priority(row, qos)?,
+            priority,
             submit_s,
             accelerators: gpus,
             min_accelerators: None,
@@ -154,7 +157,15 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
             work,
         }))
     })?;
-    let mut jobs = jobs;
-    super::sort_by_submit(&mut jobs);
-    Ok(Trace { jobs, skipped })
+    let mut trace = Trace {
+        jobs,
+        skipped,
+        ..Trace::default()
+    };
+    super::sort_by_submit(&mut trace.jobs);
+    let file: Arc<str> = file.into();
+    for (id, line) in names {
+        trace.note_origin(&id, &file, line);
+    }
+    Ok(trace)
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::sync::Arc;
 
 use switchyard_core::accelerator;
 use switchyard_core::job::{DiurnalLoad, JobKind, JobSpec, Replicas, Work};
@@ -46,7 +47,6 @@ struct Cols {
 
 pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace, TraceError> {
     let table = Table::read_with_comments(text, file)?;
-    let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, name) in table.header.iter().enumerate() {
         let lower = name.to_ascii_lowercase();
         if !REQUIRED.contains(&lower.as_str()) && !OPTIONAL.contains(&lower.as_str()) {
@@ -58,16 +58,6 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
                     i + 1,
                     REQUIRED.join(","),
                     OPTIONAL.join(",")
-                ),
-            ));
-        }
-        if let Some(first) = seen.insert(lower, i) {
-            return Err(TraceError::file(
-                file,
-                format!(
-                    "header: column \"{name}\" appears twice (columns {} and {})",
-                    first + 1,
-                    i + 1
                 ),
             ));
         }
@@ -104,7 +94,16 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         ids.insert(job.id.clone(), row.line);
         Ok(Some(job))
     })?;
-    Ok(Trace { jobs, skipped })
+    let file: Arc<str> = file.into();
+    let mut trace = Trace {
+        jobs,
+        skipped,
+        ..Trace::default()
+    };
+    for (id, line) in ids {
+        trace.note_origin(&id, &file, line);
+    }
+    Ok(trace)
 }
 
 fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
@@ -203,10 +202,14 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
             Some(r)
         }
     };
-    let accelerator_types = split_list(opt(c.accelerator_type))
+    let accelerator_types = split_list(row, "accelerator_type", opt(c.accelerator_type), '|')?
+        .into_iter()
         .map(|name| canonical_accelerator(row, "accelerator_type", name))
         .collect::<Result<Vec<_>, _>>()?;
-    let clusters: Vec<String> = split_list(opt(c.clusters)).map(str::to_owned).collect();
+    let clusters: Vec<String> = split_list(row, "clusters", opt(c.clusters), '|')?
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
 
     let duration_text = row.get(c.duration);
     let work_text = opt(c.work);
@@ -238,9 +241,10 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
             profile: profile.to_owned(),
         }
     } else {
-        let seconds = row.positive(c.duration)?;
+        // The work column is read first: a malformed one is the mistake to name, not the
+        // duration it would have made unnecessary.
         let mut by_accelerator = BTreeMap::new();
-        for part in split_list_by(work_text, ';') {
+        for part in split_list(row, "work", work_text, ';')? {
             let (name, secs) = part.split_once('=').ok_or_else(|| {
                 row.error(
                     "work",
@@ -273,6 +277,7 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
             }
             by_accelerator.insert(name, secs);
         }
+        let seconds = row.positive(c.duration)?;
         Work::Duration {
             seconds,
             by_accelerator,
@@ -338,12 +343,29 @@ fn parse_load(text: &str) -> Option<DiurnalLoad> {
     })
 }
 
-fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    split_list_by(text, '|')
-}
-
-fn split_list_by(text: &str, sep: char) -> impl Iterator<Item = &str> {
-    text.split(sep).map(str::trim).filter(|s| !s.is_empty())
+/// The entries of a `sep`-separated list (none for an empty cell). An empty entry, as in `a||b`
+/// or `a|`, is refused: it is more likely a name lost in editing than nothing.
+fn split_list<'t>(
+    row: &Row<'_>,
+    column: &str,
+    text: &'t str,
+    sep: char,
+) -> Result<Vec<&'t str>, TraceError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries: Vec<&str> = text.split(sep).map(str::trim).collect();
+    if let Some(i) = entries.iter().position(|e| e.is_empty()) {
+        return Err(row.error(
+            column,
+            format!(
+                "entry {} of the list \"{}\" is empty (entries are separated by '{sep}')",
+                i + 1,
+                shorten(text)
+            ),
+        ));
+    }
+    Ok(entries)
 }
 
 /// Resolves an accelerator name or alias to its canonical catalog name.

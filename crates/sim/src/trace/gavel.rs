@@ -9,6 +9,7 @@
 //! same job in the throughput table.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
 use switchyard_core::accelerator;
@@ -90,7 +91,11 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let tenant = tenant_of(file);
     let mut trace = Trace::default();
+    let file_name: Arc<str> = file.into();
     let mut row = 0u64;
+    // One layout per file, set by its first row: a line cut short by a truncated copy must
+    // not be read as the other layout with its fields shifted.
+    let mut layout: Option<(usize, u64)> = None;
     for (i, raw) in text.lines().enumerate() {
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
         if raw.trim().is_empty() {
@@ -99,25 +104,50 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         let index = row;
         row += 1;
         let fields: Vec<&str> = raw.split('\t').collect();
-        let names: &'static [&'static str] = if fields.len() == 7 {
-            &COLUMNS_7
-        } else {
-            &COLUMNS_10
-        };
+        let line = i as u64 + 1;
+        let (width, first_line) =
+            *layout.get_or_insert((if fields.len() == 7 { 7 } else { 10 }, line));
         let at = Line {
             file,
-            line: i as u64 + 1,
+            line,
             row,
-            names,
+            names: if width == 7 { &COLUMNS_7 } else { &COLUMNS_10 },
         };
-        match job_from_fields(&fields, &at, index, &tenant) {
-            Ok(job) => trace.jobs.push(job),
+        let parsed = if fields.len() == width {
+            job_from_fields(&fields, &at, index, &tenant)
+        } else {
+            Err(width_error(&at, fields.len(), width, first_line))
+        };
+        match parsed {
+            Ok(job) => {
+                trace.note_origin(&job.id, &file_name, line);
+                trace.jobs.push(job);
+            }
             Err(_) if opts.skip_invalid => trace.skipped += 1,
             Err(e) => return Err(e),
         }
     }
     super::sort_by_submit(&mut trace.jobs);
     Ok(trace)
+}
+
+/// A line whose field count is not the file's layout: it names the first missing field, or
+/// the first extra one.
+fn width_error(at: &Line<'_>, found: usize, width: usize, first_line: u64) -> TraceError {
+    let layout = if width == 7 {
+        "Gavel's old layout of 7"
+    } else {
+        "10"
+    };
+    let set_by = if first_line == at.line {
+        String::new()
+    } else {
+        format!(", as the file's first row on line {first_line}")
+    };
+    at.error(
+        found.min(width),
+        format!("expected {layout} tab-separated fields{set_by}, found {found}"),
+    )
 }
 
 fn job_from_fields(
@@ -130,12 +160,7 @@ fn job_from_fields(
     let (steps_i, scale_i, arrival_i) = match fields.len() {
         10 => (5, 6, 9),
         7 => (4, 6, 5),
-        n => {
-            return Err(at.error(
-                n.min(9),
-                format!("expected 10 tab-separated fields (or 7 in Gavel's old layout), found {n}"),
-            ));
-        }
+        n => return Err(width_error(at, n, 10, at.line)),
     };
     let job_type = fields[0].trim();
     if job_type.is_empty() {
@@ -218,13 +243,27 @@ pub fn load_throughputs(path: &Path) -> Result<ThroughputTable, TraceError> {
     parse_throughputs(&text, &path.display().to_string())
 }
 
+/// A serde_json message without the " at line L column C" it ends with.
+fn without_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => &message[..i],
+        _ => message,
+    }
+}
+
 /// [`load_throughputs`] on text held in memory; `file` names it in error messages.
 pub fn parse_throughputs(text: &str, file: &str) -> Result<ThroughputTable, TraceError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|e| {
         TraceError::file(
             file,
-            format!("line {}, column {}: {e}", e.line(), e.column()),
+            // serde_json's message ends with its own position; say it once, in front.
+            format!(
+                "line {}, column {}: {}",
+                e.line(),
+                e.column(),
+                without_position(&e.to_string())
+            ),
         )
     })?;
     let workers = value
@@ -265,7 +304,10 @@ pub fn parse_throughputs(text: &str, file: &str) -> Result<ThroughputTable, Trac
                 .ok_or_else(|| {
                     TraceError::file(
                         file,
-                        format!("{worker}: {key}: no isolated (\"null\") throughput >= 0"),
+                        format!(
+                            "{worker}: {key}: no isolated (\"null\") throughput in steps per \
+                             second, a number >= 0 (0: the job type cannot run on this worker)"
+                        ),
                     )
                 })?;
             table.insert(&gavel_profile(&job_type, scale_factor), acc.name, rate);

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use switchyard_core::job::{JobKind, JobSpec, Work};
 
@@ -73,6 +74,10 @@ pub(crate) fn parse_many(
         })?;
         trace.jobs.extend(jobs);
         trace.skipped += skipped;
+        let file: Arc<str> = file.as_str().into();
+        for (job_id, line) in ids {
+            trace.note_origin(&format!("{tenant}/{job_id}"), &file, line);
+        }
     }
     let first = trace
         .jobs

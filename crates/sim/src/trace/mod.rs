@@ -14,9 +14,11 @@ mod itp;
 mod philly;
 mod table;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use switchyard_core::job::JobSpec;
 
@@ -103,6 +105,45 @@ pub struct Trace {
     /// [`LoadOptions::skip_invalid`], plus rows a format's importer leaves out by design
     /// (CPU-only pods of the Alibaba trace); docs/traces.md lists them per format.
     pub skipped: usize,
+    /// Where each job's row is, by job id: a job the simulator refuses is named by file and
+    /// line too (readers sort jobs by submission time, so a job's index is not its row).
+    pub origins: HashMap<String, RowOrigin>,
+}
+
+/// The file and line a job of a trace was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowOrigin {
+    pub file: Arc<str>,
+    /// 1-based line of the file where the job's row starts.
+    pub line: u64,
+}
+
+impl Trace {
+    /// Records that job `id` was read from `line` of `file`.
+    pub(crate) fn note_origin(&mut self, id: &str, file: &Arc<str>, line: u64) {
+        self.origins.insert(
+            id.to_owned(),
+            RowOrigin {
+                file: Arc::clone(file),
+                line,
+            },
+        );
+    }
+
+    /// Adds `other`'s jobs, their ids prefixed with `prefix` and a slash.
+    pub(crate) fn append_prefixed(&mut self, other: Trace, prefix: &str) {
+        self.jobs.extend(other.jobs.into_iter().map(|mut j| {
+            j.id = format!("{prefix}/{}", j.id);
+            j
+        }));
+        self.origins.extend(
+            other
+                .origins
+                .into_iter()
+                .map(|(id, origin)| (format!("{prefix}/{id}"), origin)),
+        );
+        self.skipped += other.skipped;
+    }
 }
 
 /// Why a trace could not be read or written.
@@ -253,11 +294,7 @@ fn load_dir(dir: &Path, format: TraceFormat, opts: &LoadOptions) -> Result<Trace
                 let stem = f
                     .file_stem()
                     .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-                trace.jobs.extend(t.jobs.into_iter().map(|mut j| {
-                    j.id = format!("{stem}/{}", j.id);
-                    j
-                }));
-                trace.skipped += t.skipped;
+                trace.append_prefixed(t, &stem);
             }
             sort_by_submit(&mut trace.jobs);
             Ok(trace)

@@ -2,6 +2,7 @@
 //! `timestamp,duration,num_gpus,gpu_time,cluster`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use switchyard_core::job::{JobKind, JobSpec, Work};
 
@@ -22,6 +23,7 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         let accelerators = row.positive_int(gpus)?;
         let tenant = row.text(cluster)?.to_owned();
         Ok(Some((
+            row.line,
             submit,
             JobSpec {
                 id: row.row.to_string(),
@@ -41,16 +43,19 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
             },
         )))
     })?;
-    let first = rows.iter().map(|(t, _)| *t).min().unwrap_or(0);
-    let mut jobs: Vec<JobSpec> = rows
-        .into_iter()
-        .map(|(t, mut job)| {
-            job.submit_s = (t - first) as f64;
-            job
-        })
-        .collect();
-    super::sort_by_submit(&mut jobs);
-    Ok(Trace { jobs, skipped })
+    let first = rows.iter().map(|(_, t, _)| *t).min().unwrap_or(0);
+    let mut trace = Trace {
+        skipped,
+        ..Trace::default()
+    };
+    let file: Arc<str> = file.into();
+    for (line, t, mut job) in rows {
+        job.submit_s = (t - first) as f64;
+        trace.note_origin(&job.id, &file, line);
+        trace.jobs.push(job);
+    }
+    super::sort_by_submit(&mut trace.jobs);
+    Ok(trace)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (also with a `T`) → seconds since 1970-01-01 (UTC; the trace's own

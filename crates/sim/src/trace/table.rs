@@ -31,21 +31,25 @@ impl<'a> Table<'a> {
             .flexible(true)
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
+        // The reader's own line count skips blank lines and counts a CR LF pair, or a lone CR,
+        // differently from an editor; lines are counted here from byte offsets instead.
+        let lines = LineIndex::new(text, comment);
         let mut header = Vec::new();
         let mut rows = Vec::new();
         let mut record = StringRecord::new();
         let mut first = true;
         loop {
-            let line = reader.position().line();
+            let before = reader.position().byte();
             match reader.read_record(&mut record) {
                 Ok(false) => break,
                 Ok(true) => {}
                 Err(e) => {
                     // Only malformed quoting or I/O can get here; both end the file.
+                    let line = lines.record_line(before);
                     return Err(TraceError::file(file, format!("line {line}: {e}")));
                 }
             }
-            let line = record.position().map_or(line, |p| p.line());
+            let line = lines.record_line(record.position().map_or(before, |p| p.byte()));
             if record.iter().all(str::is_empty) {
                 continue;
             }
@@ -55,6 +59,7 @@ impl<'a> Table<'a> {
                     .map(|h| h.trim_start_matches('\u{feff}').to_owned())
                     .collect();
                 first = false;
+                check_header(&header, file)?;
                 continue;
             }
             rows.push((line, record.clone()));
@@ -112,6 +117,88 @@ impl<'a> Table<'a> {
     }
 }
 
+/// Refuses a header that names a column twice: a reader would take one copy and silently drop
+/// the other.
+fn check_header(header: &[String], file: &str) -> Result<(), TraceError> {
+    for (i, name) in header.iter().enumerate() {
+        if name.is_empty() {
+            continue;
+        }
+        if let Some(first) = header[..i]
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+        {
+            return Err(TraceError::file(
+                file,
+                format!(
+                    "header: column \"{}\" appears twice (columns {} and {})",
+                    shorten(name),
+                    first + 1,
+                    i + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where each line of a text starts, to turn a byte offset into the line an editor shows.
+/// LF, CR LF and a lone CR each end a line.
+struct LineIndex<'t> {
+    text: &'t str,
+    starts: Vec<usize>,
+    comment: Option<u8>,
+}
+
+impl<'t> LineIndex<'t> {
+    fn new(text: &'t str, comment: Option<u8>) -> Self {
+        let bytes = text.as_bytes();
+        let mut starts = vec![0];
+        for (i, &b) in bytes.iter().enumerate() {
+            let ends_line = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+            if ends_line {
+                starts.push(i + 1);
+            }
+        }
+        LineIndex {
+            text,
+            starts,
+            comment,
+        }
+    }
+
+    /// 1-based line of the byte at `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset)
+    }
+
+    /// The line where a record read from `offset` starts: the reader may report the offset of
+    /// the previous line's ending (the LF of a CR LF pair), or of blank or comment lines it
+    /// skipped on the way, and those are not the record's.
+    fn record_line(&self, offset: u64) -> u64 {
+        let bytes = self.text.as_bytes();
+        let mut offset = usize::try_from(offset).unwrap_or(bytes.len());
+        while matches!(bytes.get(offset), Some(b'\r' | b'\n')) {
+            offset += 1;
+        }
+        let mut line = self.line_of(offset);
+        while line < self.starts.len() {
+            let start = self.starts[line - 1];
+            let end = self.starts.get(line).copied().unwrap_or(self.text.len());
+            let content = self.text[start..end].trim_end_matches(['\r', '\n']);
+            let skipped = content.trim().is_empty()
+                || self
+                    .comment
+                    .is_some_and(|c| content.as_bytes().first() == Some(&c));
+            if !skipped {
+                break;
+            }
+            line += 1;
+        }
+        line as u64
+    }
+}
+
 /// One data row and where it came from.
 pub(crate) struct Row<'a> {
     pub file: &'a str,
@@ -148,9 +235,18 @@ impl Row<'_> {
     /// Checks that the row has exactly the header's number of fields.
     pub fn check_width(&self, expected: usize) -> Result<(), TraceError> {
         if self.len() < expected {
+            // A quote left open swallows the lines after it into one field.
+            let open_quote = if self.record.iter().any(|f| f.contains(['\n', '\r'])) {
+                " (a quoted field runs on over the following lines: is a quote left open?)"
+            } else {
+                ""
+            };
             return Err(self.error(
                 &self.column_name(self.len()),
-                format!("row has {} fields, expected {expected}", self.len()),
+                format!(
+                    "row has {} fields, expected {expected}{open_quote}",
+                    self.len()
+                ),
             ));
         }
         if self.len() > expected {
@@ -257,13 +353,21 @@ pub(crate) fn parse_count(v: &str) -> Option<u32> {
     }
 }
 
-/// A value quoted in an error message, cut to a readable length.
+/// A value quoted in an error message, cut to a readable length, with control characters
+/// escaped (a NUL or an escape sequence printed raw would hide or garble the message).
 pub(crate) fn shorten(v: &str) -> String {
     const MAX: usize = 40;
-    if v.chars().count() <= MAX {
-        v.to_owned()
-    } else {
-        let cut: String = v.chars().take(MAX).collect();
-        format!("{cut}…")
+    let mut out = String::new();
+    for (i, c) in v.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
