@@ -269,6 +269,7 @@ mod tests {
             assignment_id: assignment_id("job-7", 2, rank),
             state,
             restarts: 0,
+            last_exit: None,
         }
     }
 
@@ -387,6 +388,7 @@ mod tests {
             assignment_id: assignment_id("job-7", 1, 0),
             state: exited(1, false),
             restarts: 0,
+            last_exit: None,
         };
         assert_eq!(outcome("job-7", 2, 1, &[old]), GangOutcome::Running);
     }

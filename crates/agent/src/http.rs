@@ -97,6 +97,33 @@ pub fn check_server_url(base: &str) -> Result<(), String> {
     }
 }
 
+/// What names one control plane, however its URL is spelled: `http://localhost:7070/` and
+/// `http://127.0.0.1:7070` are the same server, and one agent per node and server may run on a
+/// machine. The lowest address the host resolves to (IPv4 before IPv6), with the port (80 if
+/// none) and any path; the host as written, lower case, when it does not resolve now.
+pub fn server_identity(base: &str) -> String {
+    use std::net::ToSocketAddrs as _;
+    let base = base.trim_end_matches('/');
+    let Ok(uri) = base.parse::<ureq::http::Uri>() else {
+        return base.to_owned();
+    };
+    let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+        return base.to_owned();
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri.path().trim_end_matches('/');
+    let address = (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(Iterator::min)
+        .map_or_else(
+            || format!("{}:{port}", host.to_ascii_lowercase()),
+            |a| a.to_string(),
+        );
+    format!("{address}{path}")
+}
+
 impl HttpControlPlane {
     /// A client; `base` must be an `http://` URL.
     pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, ControlPlaneError> {
@@ -291,5 +318,29 @@ impl ControlPlane for HttpControlPlane {
             .give_up_by
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = deadline;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_identity;
+
+    #[test]
+    fn one_server_however_its_url_is_spelled() {
+        let canonical = server_identity("http://127.0.0.1:7171");
+        assert_eq!(canonical, "127.0.0.1:7171");
+        for spelling in [
+            "http://localhost:7171",
+            "http://LOCALHOST:7171/",
+            "http://127.0.0.1:7171/",
+        ] {
+            assert_eq!(server_identity(spelling), canonical, "{spelling}");
+        }
+        assert_eq!(server_identity("http://127.0.0.1"), "127.0.0.1:80");
+        assert_ne!(server_identity("http://127.0.0.1:7172"), canonical);
+        assert_eq!(
+            server_identity("http://127.0.0.1:7171/switchyard/"),
+            "127.0.0.1:7171/switchyard"
+        );
     }
 }

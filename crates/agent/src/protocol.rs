@@ -199,6 +199,10 @@ pub struct ProcessStatus {
     pub state: ProcessState,
     /// Times the agent restarted it under its restart policy.
     pub restarts: u32,
+    /// How the copy before the latest restart ended (absent before any restart, or when it
+    /// never started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<ExitInfo>,
 }
 
 /// Which output stream a log line came from.
@@ -306,6 +310,7 @@ mod tests {
                 stopped_by_agent: false,
             }),
             restarts: 0,
+            last_exit: None,
         };
         let v = serde_json::to_value(&s).expect("to value");
         assert_eq!(v["state"]["phase"], "exited");

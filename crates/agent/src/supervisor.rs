@@ -149,6 +149,8 @@ struct Managed {
     restarts: u32,
     /// Restarts since the process last ran for [`crate::reconcile::BACKOFF_RESET_MS`].
     crash_streak: u32,
+    /// How the previous copy ended, once the assignment has been restarted.
+    last_exit: Option<ExitInfo>,
     reported: bool,
     /// Set when the process is gone: its output followers finish what is left and stop.
     gone: Arc<AtomicBool>,
@@ -197,6 +199,8 @@ struct Record {
     started_at_ms: u64,
     #[serde(default)]
     crash_streak: u32,
+    #[serde(default)]
+    last_exit: Option<ExitInfo>,
 }
 
 /// Why a state directory could not be used.
@@ -244,6 +248,9 @@ pub struct Supervisor {
     group_file: Option<PathBuf>,
     /// An exclusive lock held for the supervisor's life: one agent per state.
     _lock: Option<File>,
+    /// The group file's lock, when a supervisor with a state directory records its groups in
+    /// the node's group file too.
+    group_lock: Option<File>,
     /// Output files give back what the control plane took once it is this many bytes ahead of
     /// what was given back last.
     punch_every: u64,
@@ -268,6 +275,16 @@ struct HeartbeatRecord {
 struct GroupRecord {
     pgid: u32,
     start_ticks: Option<u64>,
+}
+
+/// The lock beside a group file (`path.lock`), its directory created if missing.
+fn lock_group_file(path: &Path) -> Result<File, StateError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    lock_file(Path::new(&lock_path))
 }
 
 /// Takes an exclusive lock on `path` (created if missing) for as long as the file is open.
@@ -499,9 +516,10 @@ fn file_key(id: &str) -> String {
         .collect()
 }
 
-/// Where an agent without a state directory records its process groups: one file per user,
-/// control plane, cluster and host name under the temporary directory, so the next agent of the
-/// same node finds it and agents of different nodes on one machine (as `switchyard demo` runs
+/// Where an agent records the process groups it runs, whatever its state directory: one file
+/// per user, control plane ([`crate::http::server_identity`]), cluster and host name under the
+/// temporary directory, so the next agent of the same node finds it (with another state
+/// directory or none) and agents of different nodes on one machine (as `switchyard demo` runs
 /// them) do not share it.
 pub fn default_group_file(server: &str, cluster: &str, hostname: &str) -> PathBuf {
     use std::os::unix::fs::MetadataExt as _;
@@ -512,7 +530,7 @@ pub fn default_group_file(server: &str, cluster: &str, hostname: &str) -> PathBu
         .join(format!("switchyard-agent-{uid}"))
         .join(format!(
             "{}--{}--{}.groups",
-            file_key(server.trim_start_matches("http://").trim_end_matches('/')),
+            file_key(&crate::http::server_identity(server)),
             file_key(cluster),
             file_key(hostname)
         ))
@@ -595,6 +613,7 @@ impl Supervisor {
             pipe_seq_base: (now_ms() << PIPE_SEQ_SHIFT).min(i64::MAX as u64 / 2),
             group_file: None,
             _lock: None,
+            group_lock: None,
             punch_every: PUNCH_EVERY_BYTES,
             exit_recorder: None,
             last_answered_heartbeat_ms: None,
@@ -616,14 +635,27 @@ impl Supervisor {
     /// running — an agent killed outright cannot stop them itself, and a process that never
     /// writes would not notice its output pipe closing.
     pub fn with_group_file(path: &Path) -> Result<Self, StateError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-        }
-        let mut lock_path = path.as_os_str().to_owned();
-        lock_path.push(".lock");
-        let lock = lock_file(Path::new(&lock_path))?;
         let mut sup = Self::new();
-        sup._lock = Some(lock);
+        sup._lock = Some(lock_group_file(path)?);
+        sup.take_over_group_file(path)?;
+        Ok(sup)
+    }
+
+    /// Also records this supervisor's process groups in the node's group file `path`, and
+    /// first kills the groups recorded there that it did not adopt: those of a previous agent
+    /// of the node that ran without this state directory (another one, or none). Without
+    /// this, an agent restarted on another state directory would run a second copy of every
+    /// rank beside the survivors, which nothing would then stop.
+    pub fn with_node_group_file(mut self, path: &Path) -> Result<Self, StateError> {
+        let lock = lock_group_file(path)?;
+        self.group_lock = Some(lock);
+        self.take_over_group_file(path)?;
+        Ok(self)
+    }
+
+    /// Kills the live groups recorded in `path` that are not this supervisor's own, then
+    /// records its own there from now on.
+    fn take_over_group_file(&mut self, path: &Path) -> Result<(), StateError> {
         let records: Vec<GroupRecord> = match std::fs::read_to_string(path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
                 path: path.to_path_buf(),
@@ -633,7 +665,11 @@ impl Supervisor {
             Err(e) => return Err(io_err("read", path)(e)),
         };
         for r in records {
-            if group_alive(r.pgid, r.start_ticks) {
+            let adopted = self.procs.values().any(|m| {
+                m.handle.as_ref().is_some_and(|h| h.pid() == r.pgid)
+                    && m.start_ticks == r.start_ticks
+            });
+            if !adopted && group_alive(r.pgid, r.start_ticks) {
                 tracing::warn!(
                     pgid = r.pgid,
                     "killing a process group a previous agent of this node left running"
@@ -641,9 +677,9 @@ impl Supervisor {
                 signal_group(r.pgid, Signal::SIGKILL);
             }
         }
-        sup.group_file = Some(path.to_path_buf());
-        sup.save();
-        Ok(sup)
+        self.group_file = Some(path.to_path_buf());
+        self.save();
+        Ok(())
     }
 
     fn fresh_pipe_offsets(&self) -> [Arc<AtomicU64>; 2] {
@@ -690,6 +726,7 @@ impl Supervisor {
                 started_at_ms: r.started_at_ms,
                 restarts: r.restarts,
                 crash_streak: r.crash_streak,
+                last_exit: r.last_exit,
                 reported: r.reported,
                 gone,
                 pipe_offsets: Default::default(),
@@ -871,6 +908,7 @@ impl Supervisor {
                 pushed: m.pushed,
                 started_at_ms: m.started_at_ms,
                 crash_streak: m.crash_streak,
+                last_exit: m.last_exit.clone(),
             })
             .collect();
         write_atomically(&dir.join("processes.json"), &records);
@@ -880,7 +918,8 @@ impl Supervisor {
     /// [`ProcessState::FailedToStart`] (and reported like an exit), not returned as an error.
     /// Replaces an exited record with the same id; refuses (returns false) if one is live.
     pub fn start(&mut self, a: &Assignment, restart: bool) -> bool {
-        let (restarts, crash_streak, pipe_offsets, pushed) = match self.procs.get(&a.id) {
+        let (restarts, crash_streak, pipe_offsets, pushed, last_exit) = match self.procs.get(&a.id)
+        {
             Some(m) if m.handle.is_some() => {
                 tracing::warn!("not starting {}: a copy is still running", a.id);
                 return false;
@@ -890,8 +929,12 @@ impl Supervisor {
                 m.backoff_step() + u32::from(restart),
                 m.pipe_offsets.clone(),
                 m.pushed,
+                match &m.state {
+                    ProcessState::Exited(e) => Some(e.clone()),
+                    _ => m.last_exit.clone(),
+                },
             ),
-            None => (0, 0, self.fresh_pipe_offsets(), [0, 0]),
+            None => (0, 0, self.fresh_pipe_offsets(), [0, 0], None),
         };
         let mut managed = Managed {
             assignment: a.clone(),
@@ -905,6 +948,7 @@ impl Supervisor {
             started_at_ms: now_ms(),
             restarts,
             crash_streak,
+            last_exit,
             reported: false,
             gone: Arc::new(AtomicBool::new(false)),
             pipe_offsets,
@@ -1206,6 +1250,7 @@ impl Supervisor {
                 assignment_id: id.clone(),
                 state: m.state.clone(),
                 restarts: m.restarts,
+                last_exit: m.last_exit.clone(),
             })
             .collect()
     }
@@ -1508,11 +1553,17 @@ mod tests {
         // Through pipes: the server keeps one line per (assignment, stream, seq), so a restart
         // must not print at positions its predecessor used.
         let mut s = Supervisor::new();
-        let a = sh("again", "echo start; echo err >&2");
+        let a = sh("again", "echo start; echo err >&2; exit 3");
         assert!(s.start(&a, false));
         wait_exit(&mut s, "again");
         let first = logs_until(&s, 2);
+        assert_eq!(s.statuses()[0].last_exit, None, "not restarted yet");
         assert!(s.start(&a, true));
+        // The restarted copy's status says how the one before it ended.
+        assert_eq!(
+            s.statuses()[0].last_exit.as_ref().map(|e| e.code),
+            Some(Some(3))
+        );
         wait_exit(&mut s, "again");
         let second = logs_until(&s, 2);
         for stream in [Stream::Stdout, Stream::Stderr] {
@@ -2047,6 +2098,74 @@ printf '{"code":%d,"signal":null}' "$c" > "$status.tmp" && mv "$status.tmp" "$st
             std::thread::sleep(Duration::from_millis(20));
         }
         drop(second);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An agent with a state directory records its groups in the node's group file too: the
+    /// same directory adopts them, and an agent of the node on another directory (or none)
+    /// kills them instead of running a second copy of every rank beside them.
+    #[test]
+    fn a_node_group_file_stops_a_state_dir_agents_survivors_whatever_the_next_one_uses() {
+        let dir = state_dir("node-groups");
+        let file = dir.join("node.groups");
+        let (st1, st2) = (dir.join("st1"), dir.join("st2"));
+        let start = |state: &Path| {
+            let mut sup = Supervisor::with_state_dir(state)
+                .expect("state dir")
+                .with_node_group_file(&file)
+                .expect("group file");
+            sup.start(
+                &sh("quiet", "sleep 1000 & while true; do sleep 0.1; done"),
+                false,
+            );
+            let pgid = match sup.statuses()[0].state {
+                ProcessState::Running { pid } => pid,
+                ref other => panic!("{other:?}"),
+            };
+            (sup, pgid, process_start_ticks(pgid))
+        };
+        let killed_outright = |mut sup: Supervisor| {
+            drop(sup._lock.take());
+            drop(sup.group_lock.take());
+            std::mem::forget(sup);
+        };
+        let (first, pgid, ticks) = start(&st1);
+        let busy = Supervisor::with_group_file(&file).expect_err("the node's agent runs");
+        assert!(matches!(busy, StateError::Busy { .. }), "{busy}");
+        killed_outright(first);
+
+        // The same directory adopts the survivor: nothing is killed.
+        let again = Supervisor::with_state_dir(&st1)
+            .expect("state dir")
+            .with_node_group_file(&file)
+            .expect("group file");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(group_alive(pgid, ticks), "adopted, not killed");
+        assert_eq!(again.statuses().len(), 1);
+        killed_outright(again);
+
+        // Another directory kills it.
+        let other = Supervisor::with_state_dir(&st2)
+            .expect("state dir")
+            .with_node_group_file(&file)
+            .expect("group file");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while group_alive(pgid, ticks) {
+            assert!(Instant::now() < deadline, "group {pgid} still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(other);
+
+        // And so does an agent without a state directory.
+        let (third, pgid, ticks) = start(&st2);
+        killed_outright(third);
+        let plain = Supervisor::with_group_file(&file).expect("the next agent");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while group_alive(pgid, ticks) {
+            assert!(Instant::now() < deadline, "group {pgid} still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(plain);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -143,6 +143,7 @@ fn every_call_goes_where_the_protocol_says() {
         assignment_id: "j/attempt-1/rank-0".into(),
         state: ProcessState::Running { pid: 42 },
         restarts: 0,
+        last_exit: None,
     };
     cp.report_status(&reg.node_id, &[status]).expect("status");
     let line = LogLine {

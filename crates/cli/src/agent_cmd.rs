@@ -229,9 +229,13 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
     let supervisor = match &args.state_dir {
         // Under a recorder, so that the next agent on this directory learns the exit codes
         // of the processes it adopts.
+        // The node's group file too: the next agent of this node kills what this one leaves
+        // running, whatever state directory it is given.
         Some(dir) => Supervisor::with_state_dir(dir)
-            .map_err(|e| CliError::Input(e.to_string()))?
-            .with_exit_recorder(ExitRecorder::this_binary()),
+            .map_err(|e| CliError::Input(format!("--state-dir: {e}")))?
+            .with_exit_recorder(ExitRecorder::this_binary())
+            .with_node_group_file(&default_group_file(&args.server, cluster, &node.hostname))
+            .map_err(|e| CliError::Input(e.to_string()))?,
         None => {
             Supervisor::with_group_file(&default_group_file(&args.server, cluster, &node.hostname))
                 .map_err(|e| CliError::Input(e.to_string()))?

@@ -149,7 +149,7 @@ pub struct QueueArgs {
 /// List the nodes the server's agents registered, their state and what runs on them.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Needs an admin or agent token (`switchyard token create --admin` / `--agent`).\n\nExamples:\n  switchyard nodes\n  switchyard nodes --json"
+    after_help = "Needs an admin or agent token (`switchyard token create --tenant ops --admin` / `--agent`).\n\nExamples:\n  switchyard nodes\n  switchyard nodes --json"
 )]
 pub struct NodesArgs {
     #[command(flatten)]
@@ -259,12 +259,14 @@ pub fn submit(args: SubmitArgs) -> Result<(), CliError> {
     if args.json {
         return print_json(&job);
     }
+    let accelerators = job.accelerators.max(0) as u64;
     outln!(
-        "submitted {} ({} {}, {} accelerators): {}",
+        "submitted {} ({} {}, {} accelerator{}): {}",
         job.id,
         job.kind,
         job.name.as_deref().unwrap_or("-"),
-        thousands(job.accelerators.max(0) as u64),
+        thousands(accelerators),
+        if accelerators == 1 { "" } else { "s" },
         job.reason
     );
     Ok(())

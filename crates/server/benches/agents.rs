@@ -126,6 +126,7 @@ fn status_report_of_one_node(bencher: divan::Bencher) {
                 assignment_id: a.id.clone(),
                 state: ProcessState::Running { pid: 4242 },
                 restarts: 0,
+                last_exit: None,
             })
             .collect(),
     };

@@ -1140,11 +1140,18 @@ impl Hub {
                             .or_insert(0);
                         if st.restarts > *seen {
                             *seen = st.restarts;
-                            let how = match &st.state {
-                                ProcessState::FailedToStart { error } => {
+                            let how = match (&st.state, &st.last_exit) {
+                                (ProcessState::FailedToStart { error }, _) => {
                                     format!("could not start ({error})")
                                 }
-                                _ => "died".into(),
+                                (_, Some(e)) => match (e.code, e.signal) {
+                                    (Some(code), _) => format!("exited with code {code}"),
+                                    (None, Some(signal)) => {
+                                        format!("was killed by signal {signal}")
+                                    }
+                                    (None, None) => "died".into(),
+                                },
+                                (_, None) => "died".into(),
                             };
                             observed.push(Observed::Event {
                                 job: run.job.clone(),
@@ -2518,6 +2525,7 @@ mod tests {
                 stopped_by_agent: false,
             }),
             restarts: 0,
+            last_exit: None,
         }
     }
 
@@ -2757,6 +2765,7 @@ mod tests {
                         error: "é".repeat(100_000),
                     },
                     restarts: 0,
+                    last_exit: None,
                 }],
             },
             5,
@@ -2814,6 +2823,7 @@ mod tests {
                     assignment_id: on_a[0].id.clone(),
                     state: ProcessState::Running { pid: 1 },
                     restarts: 0,
+                    last_exit: None,
                 }],
             },
             10,
@@ -3150,6 +3160,7 @@ mod tests {
                     assignment_id: id.clone(),
                     state: ProcessState::Running { pid: 7 },
                     restarts: 0,
+                    last_exit: None,
                 })
                 .collect(),
         };
@@ -3657,6 +3668,7 @@ mod tests {
                         assignment_id: id.clone(),
                         state: ProcessState::Stopping { pid: 9 },
                         restarts: 0,
+                        last_exit: None,
                     },
                 })
                 .collect();
@@ -4005,6 +4017,7 @@ mod tests {
                     assignment_id: id,
                     state: ProcessState::Exited(exit.clone()),
                     restarts: 0,
+                    last_exit: None,
                 })
                 .collect();
             h.status(&a, StatusReport { processes }, 50)
@@ -4101,6 +4114,39 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert!(list.iter().all(|x| x.restart == RestartPolicy::Always));
         assert_ne!(list[0].accelerators, list[1].accelerators);
+        // A replica its agent restarted: the event says how the copy before ended.
+        h.status(
+            &a,
+            StatusReport {
+                processes: vec![ProcessStatus {
+                    assignment_id: list[0].id.clone(),
+                    state: ProcessState::Running { pid: 7 },
+                    restarts: 1,
+                    last_exit: Some(ExitInfo {
+                        code: Some(3),
+                        signal: None,
+                        stopped_by_agent: false,
+                    }),
+                }],
+            },
+            1,
+        )
+        .expect("status");
+        let events: Vec<String> = b
+            .poll(1)
+            .into_iter()
+            .filter_map(|o| match o {
+                Observed::Event { kind, message, .. } if kind == "replica_restarted" => {
+                    Some(message)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            events[0].contains("exited with code 3; its agent restarted it (restart 1)"),
+            "{events:?}"
+        );
         b.act(vec![Command::RemoveReplica {
             job: "svc".into(),
             cluster: "local".into(),

@@ -311,7 +311,7 @@ impl FromRequestParts<AppState> for Auth {
             let principal = lookup_token(state, &hash, None).await?;
             return principal
                 .map(Auth)
-                .ok_or_else(|| unauthorized("unknown token"));
+                .ok_or_else(|| unauthorized("unknown or revoked token"));
         };
         // Rechecked in a task of its own, which records the answer whenever it comes (within
         // TOKEN_RECHECK_MAX); this request waits for it a moment only.
@@ -324,7 +324,7 @@ impl FromRequestParts<AppState> for Auth {
         };
         match spawned_within(TOKEN_RECHECK_WAIT, recheck).await {
             Some(Ok(Ok(Some(p)))) => Ok(Auth(p)),
-            Some(Ok(Ok(None))) => Err(unauthorized("unknown token")),
+            Some(Ok(Ok(None))) => Err(unauthorized("unknown or revoked token")),
             Some(Ok(Err(e))) => {
                 tracing::warn!(error = %e, "the store could not recheck a token; taking its last word");
                 Ok(Auth(stale))
