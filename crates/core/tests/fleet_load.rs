@@ -625,6 +625,52 @@ fn slurm_backend_is_parsed_and_bad_values_are_rejected() {
     assert_eq!(field, "clusters[0].slurm.rest_url");
     assert!(message.contains("no TLS"), "{message}");
 
+    // slurmrestd's address alone: a host, a real port, no path (the backend adds its own).
+    for (url, says) in [
+        ("http://", "names no host"),
+        ("http://127.0.0.1:99999", "not a TCP port"),
+        ("http://ctl:6820/slurm/v0.0.38", "has a path"),
+    ] {
+        let text = mutate(
+            "repair_hours = 12.0",
+            &format!(
+                "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = {{ partition = \"gpu\", rest_url = \"{url}\", token_env = \"T\" }}"
+            ),
+        );
+        let (_, field, message) = error_of(&text);
+        assert_eq!(field, "clusters[0].slurm.rest_url", "{url}");
+        assert!(message.contains(says), "{url}: {message}");
+    }
+    for url in ["http://ctl:6820/", "http://[::1]:6820", "http://ctl"] {
+        let text = mutate(
+            "repair_hours = 12.0",
+            &format!(
+                "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = {{ partition = \"gpu\", rest_url = \"{url}\", token_env = \"T\" }}"
+            ),
+        );
+        Fleet::from_toml(&text, "f.toml").unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+    // Paths the job opens are absolute: Slurm resolves a relative one against the job's
+    // working directory (slurmrestd's `/`), not the server's.
+    for key in ["log_dir", "checkpoint_dir"] {
+        let text = mutate(
+            "repair_hours = 12.0",
+            &format!(
+                "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = {{ partition = \"gpu\", {key} = \"rlogs\" }}"
+            ),
+        );
+        let (_, field, message) = error_of(&text);
+        assert_eq!(field, format!("clusters[0].slurm.{key}"));
+        assert!(message.contains("expected an absolute path"), "{message}");
+    }
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"deb ug\" }",
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].slurm.partition");
+    assert!(message.contains("white space"), "{message}");
+
     // A token for no slurmrestd is a mistake, not a no-op.
     let text = mutate(
         "repair_hours = 12.0",

@@ -353,6 +353,24 @@ struct Want {
     last_refusal: Option<String>,
 }
 
+impl Want {
+    /// Tells the server its run is held for `why` (a gang's, not a replica's, and only when
+    /// the reason changed); the run has not stopped work that had begun unless its job ran.
+    fn hold(&mut self, why: String) -> Option<Observed> {
+        if self.replica || self.held_why.as_deref() == Some(why.as_str()) {
+            return None;
+        }
+        let interrupted = self.ran && self.held_why.is_none();
+        self.held_why = Some(why.clone());
+        Some(Observed::Held {
+            job: self.job.clone(),
+            generation: self.generation,
+            why,
+            interrupted,
+        })
+    }
+}
+
 /// An output file being followed.
 #[derive(Debug)]
 struct Follow {
@@ -927,17 +945,7 @@ impl Worker {
                 };
                 // A gang's run is held until its job runs, with Slurm's reason of the moment
                 // (a service's replicas come and go on their own).
-                let held = (!w.replica && w.held_why.as_deref() != Some(why.as_str())).then(|| {
-                    let interrupted = w.ran && w.held_why.is_none();
-                    w.held_why = Some(why.clone());
-                    Observed::Held {
-                        job: w.job.clone(),
-                        generation: w.generation,
-                        why: why.clone(),
-                        interrupted,
-                    }
-                });
-                if let Some(held) = held {
+                if let Some(held) = w.hold(why.clone()) {
                     self.observe(held);
                 }
                 if tell {
@@ -1001,6 +1009,14 @@ impl Worker {
             .collect();
         told(&mut self.clusters[i]).extend(untold.iter().cloned());
         for k in untold {
+            // Not running, so making no progress: held until its job runs.
+            let held = self
+                .wants
+                .get_mut(&k)
+                .and_then(|w| w.hold(format!("not submitted: {message}")));
+            if let Some(held) = held {
+                self.observe(held);
+            }
             self.event(&k, &cluster_name, "slurm_unreachable", message.to_owned());
         }
     }
@@ -1384,11 +1400,16 @@ impl Worker {
                 let msg = format!(
                     "not submitted: {message}; retrying in {backoff:?} (refusal {refusals} in a row)"
                 );
+                let mut held = None;
                 if let Some(w) = self.wants.get_mut(key) {
                     w.next_try = Instant::now() + backoff;
                     w.backoff = (backoff * 2).min(self.options.backoff_max);
                     w.refusals = refusals;
+                    held = w.hold(format!("not submitted: {message}"));
                     w.last_refusal = Some(message);
+                }
+                if let Some(held) = held {
+                    self.observe(held);
                 }
                 if report {
                     self.event(key, &cluster, "slurm_submit_failed", msg);
@@ -2172,7 +2193,16 @@ mod tests {
         w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
         w.round();
         w.round();
-        let first = events(&observed(&w));
+        let seen = observed(&w);
+        // Not in Slurm, so not running: held (no progress counted) with Slurm's refusal.
+        assert_eq!(
+            held_whys(&seen),
+            [(
+                "not submitted: Invalid partition name specified".to_owned(),
+                false
+            )]
+        );
+        let first = events(&seen);
         let failed: Vec<_> = first
             .iter()
             .filter(|e| e.1 == "slurm_submit_failed")
@@ -2204,11 +2234,45 @@ mod tests {
         assert!(again[2].contains("refusal 8 in a row"), "{again:?}");
         fake.st().refuse = Some("Invalid account or account/partition combination".into());
         w.round();
-        let new = events(&observed(&w));
+        let seen = observed(&w);
+        assert_eq!(
+            held_whys(&seen),
+            [(
+                "not submitted: Invalid account or account/partition combination".to_owned(),
+                false
+            )],
+            "held anew only when the reason changes"
+        );
+        let new = events(&seen);
         assert!(
             new.iter().any(|e| e.2.contains("Invalid account")),
             "a new message is reported at once: {new:?}"
         );
+        // Accepted at last, and run: the run begins then.
+        fake.st().refuse = None;
+        w.round();
+        let id = fake.active_tagged("switchyard")[0].1.clone();
+        fake.set_state(&id, JobState::Running);
+        w.round();
+        assert!(
+            observed(&w).iter().any(|o| matches!(
+                o,
+                Observed::Began { job, generation: 1 } if job == "j"
+            )),
+            "the run begins when its job runs"
+        );
+    }
+
+    /// The `why` and `interrupted` of each `Held` in `seen`.
+    fn held_whys(seen: &[Observed]) -> Vec<(String, bool)> {
+        seen.iter()
+            .filter_map(|o| match o {
+                Observed::Held {
+                    why, interrupted, ..
+                } => Some((why.clone(), *interrupted)),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -2220,7 +2284,15 @@ mod tests {
         for _ in 0..3 {
             w.round();
         }
-        let events = events(&observed(&w));
+        let seen = observed(&w);
+        let held = held_whys(&seen);
+        assert_eq!(
+            held.len(),
+            1,
+            "held while nothing can be submitted: {held:?}"
+        );
+        assert!(held[0].0.contains("did not answer"), "{held:?}");
+        let events = events(&seen);
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].0, "j");
         assert_eq!(events[0].1, "slurm_unreachable");

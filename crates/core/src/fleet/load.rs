@@ -306,6 +306,41 @@ impl Source<'_> {
     }
 }
 
+/// Why an `http://` URL is not slurmrestd's address alone: it needs a host, a port if any in
+/// 1–65535, and no path (the backend adds `/slurm/v0.0.38/…` itself).
+fn check_rest_address(url: &str) -> Result<(), String> {
+    let rest = url.trim_start_matches("http://");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if !path.trim_matches('/').is_empty() || authority.contains(['?', '#']) {
+        return Err(
+            "has a path or query: give slurmrestd's address alone, e.g. http://host:6820 (the \
+             backend adds /slurm/v0.0.38/… itself)"
+                .into(),
+        );
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => return Err("has an unclosed '[' in its host".into()),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("names no host (e.g. http://slurm-head:6820)".into());
+    }
+    if let Some(port) = port
+        && !matches!(port.parse::<u16>(), Ok(1..))
+    {
+        return Err(format!(
+            "has port `{port}`, which is not a TCP port (1 to 65535)"
+        ));
+    }
+    Ok(())
+}
+
 /// 1-based line and column of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -834,6 +869,13 @@ fn backend(src: &Source<'_>, raw: &RawCluster, at: &str) -> Result<ClusterBacken
                         ),
                     ));
                 }
+                if let Err(why) = check_rest_address(url) {
+                    return Err(src.error(
+                        span,
+                        format!("{at}.rest_url"),
+                        format!("{url:?} {why}"),
+                    ));
+                }
                 if token_env.is_none() {
                     return Err(src.error(
                         span,
@@ -850,13 +892,37 @@ fn backend(src: &Source<'_>, raw: &RawCluster, at: &str) -> Result<ClusterBacken
                      both (slurmrestd), or neither (the command-line tools)",
                 ));
             }
+            if partition.chars().any(char::is_whitespace) {
+                return Err(src.error(
+                    s.partition.span(),
+                    format!("{at}.partition"),
+                    format!("partition {partition:?} contains white space, which no Slurm partition name has"),
+                ));
+            }
+            // Slurm resolves a relative path against the job's working directory (slurmrestd's
+            // own, `/`, over REST), not the server's: the job could not open its output.
+            let absolute =
+                |key: &str, v: &Option<Spanned<String>>| -> Result<Option<String>, FleetError> {
+                    let value = text(v, key)?;
+                    match (&value, v) {
+                        (Some(path), Some(spanned)) if !path.starts_with('/') => Err(src.error(
+                            spanned.span(),
+                            format!("{at}.{key}"),
+                            format!(
+                                "expected an absolute path, found {path:?}: Slurm would resolve it \
+                             against the job's working directory, not the server's"
+                            ),
+                        )),
+                        _ => Ok(value),
+                    }
+                };
             Ok(ClusterBackend::Slurm(SlurmSettings {
                 partition,
                 rest_url,
                 token_env,
                 account: text(&s.account, "account")?,
-                log_dir: text(&s.log_dir, "log_dir")?,
-                checkpoint_dir: text(&s.checkpoint_dir, "checkpoint_dir")?,
+                log_dir: absolute("log_dir", &s.log_dir)?,
+                checkpoint_dir: absolute("checkpoint_dir", &s.checkpoint_dir)?,
                 command: text(&s.command, "command")?,
             }))
         }
