@@ -99,10 +99,10 @@ pub fn check_server_url(base: &str) -> Result<(), String> {
 
 /// What names one control plane, however its URL is spelled: `http://localhost:7070/` and
 /// `http://127.0.0.1:7070` are the same server, and one agent per node and server may run on a
-/// machine. The lowest address the host resolves to (IPv4 before IPv6), with the port (80 if
-/// none) and any path; the host as written, lower case, when it does not resolve now.
+/// machine. The host in lower case, every spelling of this machine's loopback as `127.0.0.1`,
+/// with the port (80 if none) and any path. Names are not resolved: an answer that changed
+/// with DNS would give one node two locks.
 pub fn server_identity(base: &str) -> String {
-    use std::net::ToSocketAddrs as _;
     let base = base.trim_end_matches('/');
     let Ok(uri) = base.parse::<ureq::http::Uri>() else {
         return base.to_owned();
@@ -113,15 +113,13 @@ pub fn server_identity(base: &str) -> String {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
     let path = uri.path().trim_end_matches('/');
-    let address = (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(Iterator::min)
-        .map_or_else(
-            || format!("{}:{port}", host.to_ascii_lowercase()),
-            |a| a.to_string(),
-        );
-    format!("{address}{path}")
+    let host = host.to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let host = if loopback { "127.0.0.1" } else { host.as_str() };
+    format!("{host}:{port}{path}")
 }
 
 impl HttpControlPlane {
@@ -333,10 +331,14 @@ mod tests {
             "http://localhost:7171",
             "http://LOCALHOST:7171/",
             "http://127.0.0.1:7171/",
+            "http://[::1]:7171",
+            "http://127.0.0.2:7171",
         ] {
             assert_eq!(server_identity(spelling), canonical, "{spelling}");
         }
         assert_eq!(server_identity("http://127.0.0.1"), "127.0.0.1:80");
+        // Names are not resolved: the key must not change with DNS.
+        assert_eq!(server_identity("http://Head-Node:7171"), "head-node:7171");
         assert_ne!(server_identity("http://127.0.0.1:7172"), canonical);
         assert_eq!(
             server_identity("http://127.0.0.1:7171/switchyard/"),

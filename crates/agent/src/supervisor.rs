@@ -646,11 +646,23 @@ impl Supervisor {
     /// of the node that ran without this state directory (another one, or none). Without
     /// this, an agent restarted on another state directory would run a second copy of every
     /// rank beside the survivors, which nothing would then stop.
-    pub fn with_node_group_file(mut self, path: &Path) -> Result<Self, StateError> {
-        let lock = lock_group_file(path)?;
+    ///
+    /// On an error the supervisor comes back with it, untouched: dropping it would kill what it
+    /// adopted ([`Supervisor::detach`] leaves that running for the next try).
+    pub fn with_node_group_file(mut self, path: &Path) -> Result<Self, Box<(Self, StateError)>> {
+        let lock = match lock_group_file(path) {
+            Ok(lock) => lock,
+            Err(e) => return Err(Box::new((self, e))),
+        };
         self.group_lock = Some(lock);
-        self.take_over_group_file(path)?;
-        Ok(self)
+        match self.take_over_group_file(path) {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                self.group_lock = None;
+                self.group_file = None;
+                Err(Box::new((self, e)))
+            }
+        }
     }
 
     /// Kills the live groups recorded in `path` that are not this supervisor's own, then
@@ -929,9 +941,10 @@ impl Supervisor {
                 m.backoff_step() + u32::from(restart),
                 m.pipe_offsets.clone(),
                 m.pushed,
+                // How the copy before this restart ended; none when it never started.
                 match &m.state {
-                    ProcessState::Exited(e) => Some(e.clone()),
-                    _ => m.last_exit.clone(),
+                    ProcessState::Exited(e) if restart => Some(e.clone()),
+                    _ => None,
                 },
             ),
             None => (0, 0, self.fresh_pipe_offsets(), [0, 0], None),
@@ -1548,6 +1561,32 @@ mod tests {
         }
     }
 
+    /// `last_exit` is how the copy before the latest restart ended: none after a copy that
+    /// never started, none on a start that is no restart.
+    #[test]
+    fn last_exit_is_the_copy_before_only() {
+        let mut s = Supervisor::new();
+        let a = sh("again", "exit 3");
+        assert!(s.start(&a, false));
+        wait_exit(&mut s, "again");
+        assert!(s.start(&a, false));
+        assert_eq!(s.statuses()[0].last_exit, None, "not a restart");
+        wait_exit(&mut s, "again");
+        let mut broken = a.clone();
+        broken.command = vec!["/nonexistent/switchyard-test-binary".into()];
+        assert!(s.start(&broken, true));
+        assert!(matches!(
+            s.statuses()[0].state,
+            ProcessState::FailedToStart { .. }
+        ));
+        assert!(s.start(&a, true));
+        assert_eq!(
+            s.statuses()[0].last_exit,
+            None,
+            "the copy before never started"
+        );
+    }
+
     #[test]
     fn a_restarted_process_continues_its_streams_positions() {
         // Through pipes: the server keeps one line per (assignment, stream, seq), so a restart
@@ -2143,6 +2182,20 @@ printf '{"code":%d,"signal":null}' "$c" > "$status.tmp" && mv "$status.tmp" "$st
         assert!(group_alive(pgid, ticks), "adopted, not killed");
         assert_eq!(again.statuses().len(), 1);
         killed_outright(again);
+
+        // A start that fails on the group file (here: another agent holds it) hands the
+        // supervisor back; detached, what it adopted runs on.
+        let holder = lock_group_file(&file).expect("lock");
+        let failed = Supervisor::with_state_dir(&st1)
+            .expect("state dir")
+            .with_node_group_file(&file)
+            .expect_err("the group file is busy");
+        let (sup, e) = *failed;
+        assert!(matches!(e, StateError::Busy { .. }), "{e}");
+        sup.detach();
+        drop(holder);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(group_alive(pgid, ticks), "a failed start kills nothing");
 
         // Another directory kills it.
         let other = Supervisor::with_state_dir(&st2)

@@ -235,7 +235,12 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Input(format!("--state-dir: {e}")))?
             .with_exit_recorder(ExitRecorder::this_binary())
             .with_node_group_file(&default_group_file(&args.server, cluster, &node.hostname))
-            .map_err(|e| CliError::Input(e.to_string()))?,
+            .map_err(|failed| {
+                let (supervisor, e) = *failed;
+                // What it adopted runs on for the next agent on the directory.
+                supervisor.detach();
+                CliError::Input(e.to_string())
+            })?,
         None => {
             Supervisor::with_group_file(&default_group_file(&args.server, cluster, &node.hostname))
                 .map_err(|e| CliError::Input(e.to_string()))?

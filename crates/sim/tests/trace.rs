@@ -534,6 +534,12 @@ fn gavel_errors() {
         "t.trace: line 2 (row 2), column priority_weight: expected 10 tab-separated fields, \
          as the file's first row on line 1, found 7"
     );
+    // A malformed first line decides no layout: the old-layout lines after it are read.
+    let old_after_bad = "R\tcmd\n\
+                         R\tcmd\t-n\t1\t1000\t5\t1\n\
+                         R\tcmd\t-n\t1\t1000\t9\t2\n";
+    let t = parse(old_after_bad, "t.trace", TraceFormat::Gavel, &LENIENT).expect("lenient");
+    assert_eq!((t.jobs.len(), t.skipped), (2, 1));
     let long = "R\tcmd\twd\t-n\t1\t1000\t1\t1\t-1\t0\t5\n";
     let e = parse(long, "t.trace", TraceFormat::Gavel, &STRICT)
         .expect_err("long")

@@ -309,7 +309,7 @@ impl Source<'_> {
 /// Why an `http://` URL is not slurmrestd's address alone: it needs a host, a port if any in
 /// 1–65535, and no path (the backend adds `/slurm/v0.0.38/…` itself).
 fn check_rest_address(url: &str) -> Result<(), String> {
-    let rest = url.trim_start_matches("http://");
+    let rest = url.strip_prefix("http://").unwrap_or(url);
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if !path.trim_matches('/').is_empty() || authority.contains(['?', '#']) {
         return Err(

@@ -105,8 +105,11 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         row += 1;
         let fields: Vec<&str> = raw.split('\t').collect();
         let line = i as u64 + 1;
-        let (width, first_line) =
-            *layout.get_or_insert((if fields.len() == 7 { 7 } else { 10 }, line));
+        // Set by the first line of a known width: a malformed first line decides nothing.
+        if layout.is_none() && matches!(fields.len(), 7 | 10) {
+            layout = Some((fields.len(), line));
+        }
+        let (width, first_line) = layout.unwrap_or((10, line));
         let at = Line {
             file,
             line,
