@@ -486,7 +486,13 @@ impl<C: ControlPlane> Agent<C> {
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);
-                        tracing::warn!("sync failed ({failures} in a row): {e}");
+                        // Said on failures 1, 2, 4, 8 … in a row: a long outage (or a revoked
+                        // token) does not fill the log twice a second.
+                        if failures.is_power_of_two() {
+                            tracing::warn!("sync failed ({failures} in a row): {e}");
+                        } else {
+                            tracing::debug!("sync failed ({failures} in a row): {e}");
+                        }
                         self.retry_after(failures)
                     }
                 };

@@ -189,6 +189,13 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         }
         node.hostname = h.trim().to_owned();
     }
+    let config = AgentConfig {
+        orphan_after: args.orphan_after,
+        ..AgentConfig::default()
+    };
+    // Registered with the node, so `--discover` shows it too.
+    node.orphan_stop_ms =
+        Some(u64::try_from(config.orphan_stop_after().as_millis()).unwrap_or(u64::MAX));
     if args.discover {
         if args.json {
             let text = serde_json::to_string_pretty(&node)
@@ -207,12 +214,6 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
     })?;
     let control = HttpControlPlane::new(&args.server, &token, REQUEST_TIMEOUT)
         .map_err(|e| CliError::Input(format!("--server: {e}")))?;
-    let config = AgentConfig {
-        orphan_after: args.orphan_after,
-        ..AgentConfig::default()
-    };
-    node.orphan_stop_ms =
-        Some(u64::try_from(config.orphan_stop_after().as_millis()).unwrap_or(u64::MAX));
     let cluster = node.cluster.as_deref().unwrap_or("default");
     // Held for the agent's life, with or without a state directory.
     let _node_lock = switchyard_agent::supervisor::lock_node(&args.server, cluster, &node.hostname)

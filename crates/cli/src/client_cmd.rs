@@ -580,7 +580,12 @@ pub fn logs(args: LogsArgs) -> Result<(), CliError> {
     let mut after = 0;
     let result = (|| -> Result<(), Stop> {
         if !args.follow {
-            print_new_lines(&client, &base, &mut after, &mut printer)?;
+            let printed = print_new_lines(&client, &base, &mut after, &mut printer)?;
+            if printed == 0
+                && let Some(note) = why_no_lines(&job, args.rank, args.attempt)
+            {
+                eprintln!("{note}");
+            }
             return Ok(());
         }
         // Stop once the job has ended and no line has come for a while: lines written before
@@ -696,9 +701,65 @@ pub fn fleet_from_server(args: &ClientArgs, json: bool) -> Result<(), CliError> 
     Ok(())
 }
 
+/// Why `logs` with a rank or attempt printed nothing, when the filter names none the job has
+/// (a typo reads the same as a quiet job otherwise).
+fn why_no_lines(job: &Job, rank: Option<u32>, attempt: Option<u32>) -> Option<String> {
+    let ranks = job.accelerators.max(1);
+    if let Some(r) = rank
+        && job.kind != "inference"
+        && i64::from(r) >= ranks
+    {
+        return Some(format!(
+            "no output: job {} runs at most {ranks} rank{} (0 to {}), and rank {r} is none of them",
+            job.id,
+            if ranks == 1 { "" } else { "s" },
+            ranks - 1
+        ));
+    }
+    let attempts = if job.started_ms.is_some() {
+        job.restarts.max(0) + 1
+    } else {
+        0
+    };
+    if let Some(a) = attempt
+        && i64::from(a) > attempts
+    {
+        return Some(match attempts {
+            0 => format!("no output: job {} has not started yet", job.id),
+            n => format!(
+                "no output: job {} has run {n} attempt{} so far, and attempt {a} is none of them",
+                job.id,
+                if n == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_say_when_a_rank_or_attempt_is_none_of_the_jobs() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": "j-1", "name": null, "tenant": "t", "kind": "training", "state": "running",
+            "reason": "", "priority": 0, "accelerators": 6, "cluster": "c", "allocated": 6,
+            "restarts": 1, "cancel_requested": false, "replicas_wanted": null,
+            "submitted_ms": 0, "started_ms": 5, "finished_ms": null, "spec": {}
+        }))
+        .expect("a job");
+        assert_eq!(
+            why_no_lines(&job, Some(9), None).as_deref(),
+            Some("no output: job j-1 runs at most 6 ranks (0 to 5), and rank 9 is none of them")
+        );
+        assert_eq!(why_no_lines(&job, Some(5), None), None, "a quiet rank");
+        assert_eq!(
+            why_no_lines(&job, None, Some(99)).as_deref(),
+            Some("no output: job j-1 has run 2 attempts so far, and attempt 99 is none of them")
+        );
+        assert_eq!(why_no_lines(&job, None, Some(2)), None);
+    }
 
     #[test]
     fn a_number_past_64_bits_in_a_job_file_is_said_plainly() {

@@ -30,6 +30,10 @@ fn discover_prints_the_node_it_would_register() {
     assert_eq!(node["cluster"], "lab");
     assert_eq!(node["accelerators"].as_array().map(Vec::len), Some(3));
     assert!(node["cpus"].as_u64().is_some_and(|c| c >= 1));
+    assert!(
+        node["orphan_stop_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "what it registers, as docs/agent.md lists it: {node}"
+    );
 
     let out = switchyard()
         .args(["agent", "--discover", "--accelerators", "2"])

@@ -357,10 +357,16 @@ impl Want {
     /// Tells the server its run is held for `why` (a gang's, not a replica's, and only when
     /// the reason changed); the run has not stopped work that had begun unless its job ran.
     fn hold(&mut self, why: String) -> Option<Observed> {
+        self.hold_as(why, true)
+    }
+
+    /// [`Want::hold`]; `stops_work` false for a pause that loses nothing (a suspended job
+    /// resumes where it was).
+    fn hold_as(&mut self, why: String, stops_work: bool) -> Option<Observed> {
         if self.replica || self.held_why.as_deref() == Some(why.as_str()) {
             return None;
         }
-        let interrupted = self.ran && self.held_why.is_none();
+        let interrupted = stops_work && self.ran && self.held_why.is_none();
         self.held_why = Some(why.clone());
         Some(Observed::Held {
             job: self.job.clone(),
@@ -376,6 +382,8 @@ impl Want {
 struct Follow {
     cluster: usize,
     job: String,
+    /// A service replica's name (`EPOCH.n`): its lines are told apart by it.
+    replica: Option<String>,
     attempt: u32,
     /// Written through `srun --label` (ranks prefix the lines).
     labelled: bool,
@@ -422,6 +430,10 @@ struct Worker {
     /// Replica keys per (job, cluster), in the order they were added.
     replicas: HashMap<(String, String), Vec<String>>,
     replica_serial: HashMap<String, u32>,
+    /// This term's replica epoch (the term's start in milliseconds, hexadecimal): replica `n`
+    /// of a service is named `EPOCH.n` in its output and events, as on node agents, so that
+    /// the serials a new term counts from 0 again never mix two replicas' lines.
+    replica_epoch: String,
     /// Jobs stopped since the last reset (their next launch may not adopt).
     stopped: HashSet<String>,
     /// Commands arrived since the last reset: only then are unwanted tagged jobs cancelled.
@@ -465,6 +477,7 @@ impl Worker {
             wants: BTreeMap::new(),
             replicas: HashMap::new(),
             replica_serial: HashMap::new(),
+            replica_epoch: format!("{:x}", now_ms().max(0)),
             stopped: HashSet::new(),
             synced: false,
             next_capacity: Instant::now(),
@@ -497,6 +510,13 @@ impl Worker {
         }
     }
 
+    /// The name replica key `job#r<n>` goes by in events and output (`EPOCH.n`); `None` for
+    /// a gang's key.
+    fn replica_name(&self, key: &str) -> Option<String> {
+        let (_, n) = key.split_once("#r")?;
+        Some(format!("{}.{n}", self.replica_epoch))
+    }
+
     /// Keys of the wanted jobs on `cluster` that have no Slurm job yet and pass `keep`.
     fn unsubmitted(&self, cluster: &str, keep: impl Fn(&Want) -> bool) -> Vec<String> {
         self.wants
@@ -510,10 +530,9 @@ impl Worker {
     fn event(&self, key: &str, cluster: &str, kind: &str, message: String) {
         tracing::info!(job = key, cluster, kind, %message, "slurm");
         let job = base_job(key);
-        let message = if job == key {
-            message
-        } else {
-            format!("replica {key}: {message}")
+        let message = match self.replica_name(key) {
+            None => message,
+            Some(name) => format!("replica {name}: {message}"),
         };
         self.observe(Observed::Event {
             job: job.to_owned(),
@@ -534,6 +553,10 @@ impl Worker {
                 self.wants.clear();
                 self.replicas.clear();
                 self.replica_serial.clear();
+                // After the old term's, so a replica of each term has a name of its own.
+                let epoch = now_ms().max(0);
+                let old = i64::from_str_radix(&self.replica_epoch, 16).unwrap_or(0);
+                self.replica_epoch = format!("{:x}", epoch.max(old + 1));
                 self.stopped.clear();
                 self.synced = false;
                 // What was read for the old term may not have reached it: read again (the
@@ -951,6 +974,17 @@ impl Worker {
                 if tell {
                     self.event(&key, &cluster_name, "slurm_pending", why);
                 }
+            } else if state == JobState::Suspended {
+                // `scontrol suspend`: its processes are stopped where they are, and go on
+                // from there when resumed. No progress meanwhile, and none lost.
+                let why = format!("Slurm job {id} is suspended");
+                let first = w.held_why.as_deref() != Some(why.as_str());
+                if let Some(held) = w.hold_as(why.clone(), false) {
+                    self.observe(held);
+                }
+                if first {
+                    self.event(&key, &cluster_name, "slurm_suspended", why);
+                }
             } else if state == JobState::Running {
                 w.ran = true;
                 let began = w.held_why.take().map(|_| Observed::Began {
@@ -1119,7 +1153,6 @@ impl Worker {
                 t.attempt
             );
             let labelled = w.command.is_some();
-            let job = w.job.clone();
             let mut continued = None;
             if let Some(w) = self.wants.get_mut(&key) {
                 w.slurm_id = Some(id.clone());
@@ -1140,7 +1173,7 @@ impl Worker {
             }
             // The job writes where its own tag says.
             let (stdout, stderr) = log_paths(&self.clusters[i].cfg.settings, &t.job, t);
-            self.follow(i, &id, &job, t.attempt, labelled, (&stdout, &stderr));
+            self.follow(i, &id, &key, t.attempt, labelled, (&stdout, &stderr));
             lock(&self.shared).note_logs(
                 &key,
                 LogPaths {
@@ -1250,17 +1283,19 @@ impl Worker {
         &mut self,
         i: usize,
         id: &str,
-        job: &str,
+        key: &str,
         attempt: u32,
         labelled: bool,
         (stdout, stderr): (&str, &str),
     ) {
+        let replica = self.replica_name(key);
         for (stream, path) in [("stdout", stdout), ("stderr", stderr)] {
             self.follows
                 .entry((id.to_owned(), stream))
                 .or_insert_with(|| Follow {
                     cluster: i,
-                    job: job.to_owned(),
+                    job: base_job(key).to_owned(),
+                    replica: replica.clone(),
                     attempt,
                     labelled,
                     stream,
@@ -1302,7 +1337,11 @@ impl Worker {
                             job: f.job.clone(),
                             attempt: f.attempt,
                             rank: l.rank,
-                            source: format!("slurm-{id}"),
+                            // A replica's lines carry its name where a node agent's do.
+                            source: match &f.replica {
+                                Some(r) => format!("{}/replica-{r}/slurm-{id}", f.job),
+                                None => format!("slurm-{id}"),
+                            },
                             stream: f.stream,
                             seq: l.seq,
                             at_ms: now,
@@ -1383,13 +1422,13 @@ impl Worker {
                         String::new()
                     }
                 );
-                let (job, attempt, labelled) = (w.job.clone(), w.attempt, w.command.is_some());
+                let (attempt, labelled) = (w.attempt, w.command.is_some());
                 if let Some(w) = self.wants.get_mut(key) {
                     w.slurm_id = Some(id.clone());
                     w.refusals = 0;
                     w.last_refusal = None;
                 }
-                self.follow(i, &id, &job, attempt, labelled, (&s.stdout, &s.stderr));
+                self.follow(i, &id, key, attempt, labelled, (&s.stdout, &s.stderr));
                 self.event(key, &cluster, "slurm_submitted", msg);
             }
             Err(e) => {
@@ -1465,8 +1504,16 @@ fn ending(
         r => format!(" (reason {r})"),
     };
     let task = task_failure.map_or(String::new(), |t| format!("; {t}"));
+    // Slurm says no more than this when the job's own user cannot open its output files or
+    // enter its working directory: the job never ran, and nothing of it is in its logs.
+    let launch = if reason.contains("JobLaunchFailure") {
+        "; Slurm could not launch it: can the job's user (over slurmrestd, the token's) write \
+         its output files under log_dir and enter its working directory?"
+    } else {
+        ""
+    };
     let why = format!(
-        "Slurm job {id} ended {}{exit}{reason}{task}",
+        "Slurm job {id} ended {}{exit}{reason}{task}{launch}",
         state.as_str()
     );
     Some(match state {
@@ -2266,6 +2313,56 @@ mod tests {
         );
     }
 
+    /// A suspended job holds its run without interrupting it; resumed, the run begins again.
+    #[test]
+    fn a_suspended_job_holds_its_run_without_losing_work() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        let id = running(&fake, &mut w, launch("j", 1, 8));
+        let _ = observed(&w);
+        fake.set_state(&id, JobState::Suspended);
+        w.round();
+        w.round();
+        let seen = observed(&w);
+        assert_eq!(
+            held_whys(&seen),
+            [(format!("Slurm job {id} is suspended"), false)]
+        );
+        let said: Vec<_> = events(&seen)
+            .into_iter()
+            .filter(|e| e.1 == "slurm_suspended")
+            .collect();
+        assert_eq!(said.len(), 1, "{said:?}");
+        fake.set_state(&id, JobState::Running);
+        w.round();
+        assert!(
+            observed(&w)
+                .iter()
+                .any(|o| matches!(o, Observed::Began { job, .. } if job == "j")),
+            "resumed"
+        );
+    }
+
+    #[test]
+    fn a_launch_failure_says_what_to_check() {
+        let Some(Ending::Work(why)) = ending(
+            "844",
+            &JobState::Failed,
+            "JobLaunchFailure",
+            Some((0, 53)),
+            None,
+        ) else {
+            panic!("a failed job is the work's ending");
+        };
+        assert!(
+            why.starts_with(
+                "Slurm job 844 ended FAILED killed by signal 53 (reason JobLaunchFailure); \
+                 Slurm could not launch it: can the job's user"
+            ),
+            "{why}"
+        );
+    }
+
     /// The `why` and `interrupted` of each `Held` in `seen`.
     fn held_whys(seen: &[Observed]) -> Vec<(String, bool)> {
         seen.iter()
@@ -2876,13 +2973,55 @@ mod tests {
         assert!(
             ev.iter().any(|e| e.0 == "svc"
                 && e.1 == "slurm_replica_restarted"
-                && e.2.starts_with("replica svc#r0: ")),
+                && e.2.starts_with(&format!("replica {}.0: ", w.replica_epoch))),
             "{ev:?}"
         );
         w.round();
         let live = fake.active_tagged("switchyard");
         assert_eq!(live.len(), 1);
         assert_eq!((live[0].0.job.as_str(), live[0].0.attempt), ("svc#r0", 2));
+    }
+
+    /// A replica's lines carry its name (`EPOCH.n`, as its events do), so that `logs`
+    /// prefixes and filters them as it does a node agent's; a new term's replicas get names
+    /// of their own although their serials count from 0 again.
+    #[test]
+    fn a_replicas_output_carries_its_name() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 2);
+        let dir = std::env::temp_dir().join(format!("sy-unit-rout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        w.clusters[0].cfg.settings.log_dir = Some(dir.display().to_string());
+        let id = running(&fake, &mut w, add_replica("svc"));
+        let sub = fake.st().submitted[0].clone();
+        std::fs::write(&sub.stdout, "serving\n").ok();
+        w.round();
+        let sources: Vec<(String, String)> = observed(&w)
+            .into_iter()
+            .filter_map(|o| match o {
+                Observed::Output(l) => Some(l),
+                _ => None,
+            })
+            .flatten()
+            .map(|l| (l.source, l.line))
+            .collect();
+        let name = format!("{}.0", w.replica_epoch);
+        assert_eq!(
+            sources,
+            [(
+                format!("svc/replica-{name}/slurm-{id}"),
+                "serving".to_owned()
+            )]
+        );
+        assert!(switchyard_store::is_replica_name(&name), "{name}");
+        assert_eq!(
+            switchyard_store::replica_of_assignment(&sources[0].0),
+            Some(name.as_str())
+        );
+        let first = w.replica_epoch.clone();
+        w.apply(Msg::Reset);
+        assert_ne!(w.replica_epoch, first, "a new term names its replicas anew");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

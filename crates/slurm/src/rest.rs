@@ -34,6 +34,8 @@ pub struct RestClient {
     base: String,
     user: String,
     token: String,
+    /// When the token stops being accepted (its `exp` claim, seconds since the Unix epoch).
+    expires_s: Option<u64>,
     agent: ureq::Agent,
 }
 
@@ -66,6 +68,16 @@ impl RestClient {
         if token.is_empty() {
             return Err("the slurmrestd token is empty".into());
         }
+        let expires_s = jwt_expiry(token);
+        if let Some(exp) = expires_s
+            && exp <= unix_now_s()
+        {
+            return Err(format!(
+                "the slurmrestd token expired {} ago: make a new one (`scontrol token \
+                 username=USER lifespan=SECONDS`) and start the server with it",
+                ago(exp)
+            ));
+        }
         let user = match user {
             Some(u) => u.to_owned(),
             None => jwt_user(token).ok_or_else(|| {
@@ -81,6 +93,7 @@ impl RestClient {
             base,
             user,
             token: token.to_owned(),
+            expires_s,
             agent,
         })
     }
@@ -131,12 +144,33 @@ impl RestClient {
         if (200..300).contains(&status) && errors.is_empty() {
             return Ok(text);
         }
-        let message = if !errors.is_empty() {
-            errors.join("; ")
+        // Where it was asked and what came back, for every failure: a message alone ("Unspecified
+        // error") does not say which slurmrestd, which call, or that the token ran out.
+        let answered = format!("HTTP {status} from {method} {url}");
+        let expired = self.expires_s.filter(|&exp| exp <= unix_now_s());
+        let message = if let Some(exp) = expired {
+            let said = if errors.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", errors.join("; "))
+            };
+            format!(
+                "the slurmrestd token expired {} ago ({answered}{said}); restart the server \
+                 with a new one",
+                ago(exp)
+            )
+        } else if !errors.is_empty() {
+            format!("{} ({answered})", errors.join("; "))
         } else if status == 401 {
-            "authentication failure (is the token valid and unexpired, and the user right?)".into()
+            format!("authentication failure ({answered}): is the token valid, and the user right?")
+        } else if text.trim_start().starts_with('<') {
+            format!(
+                "{answered}, and the answer is a web page, not slurmrestd's JSON: is rest_url \
+                 slurmrestd's address?"
+            )
         } else {
-            text.trim().chars().take(500).collect()
+            let text: String = text.trim().chars().take(200).collect();
+            format!("{answered}: {text}")
         };
         Err(SlurmError::Failed {
             command,
@@ -235,13 +269,39 @@ impl SlurmClient for RestClient {
 
 /// The `sun` (Slurm user name) claim of a JWT from `scontrol token`.
 pub fn jwt_user(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64url_decode(payload)?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("sun")
+    jwt_claims(token)?
+        .get("sun")
         .and_then(|s| s.as_str())
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
+}
+
+/// A JWT's `exp` claim: when it stops being accepted, in seconds since the Unix epoch.
+pub fn jwt_expiry(token: &str) -> Option<u64> {
+    jwt_claims(token)?.get("exp")?.as_u64()
+}
+
+/// The claims (payload) of a JWT, unverified: slurmctld verifies it.
+fn jwt_claims(token: &str) -> Option<Value> {
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64url_decode(payload)?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How long ago `exp` (seconds since the epoch) was, in words.
+fn ago(exp: u64) -> String {
+    let s = unix_now_s().saturating_sub(exp);
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        _ => format!("{} h", s / 3600),
+    }
 }
 
 /// Decodes unpadded (or padded) base64url; `None` on anything else.
@@ -273,10 +333,35 @@ fn base64url_decode(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// A token shaped as `scontrol token` makes them, with these claims (unsigned: slurmctld
+    /// checks the signature, the client never does).
+    fn token(claims: &Value) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let encode = |bytes: &[u8]| {
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
+                    << (8 * (3 - chunk.len()));
+                for i in 0..=chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        };
+        format!(
+            "{}.{}.sig",
+            encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+            encode(claims.to_string().as_bytes())
+        )
+    }
+
     #[test]
     fn the_user_comes_from_the_token() {
         // {"exp":1796025469,"iat":1796021869,"sun":"root"} from a real `scontrol token`.
-        let t = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjE3OTYwMjU0NjksImlhdCI6MTc5NjAyMTg2OSwic3VuIjoicm9vdCJ9.sig";
+        let real = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjE3OTYwMjU0NjksImlhdCI6MTc5NjAyMTg2OSwic3VuIjoicm9vdCJ9.sig";
+        assert_eq!(jwt_user(real).as_deref(), Some("root"));
+        assert_eq!(jwt_expiry(real), Some(1_796_025_469));
+        let t = &token(&json!({"exp": unix_now_s() + 3600, "sun": "root"}));
         assert_eq!(jwt_user(t).as_deref(), Some("root"));
         assert_eq!(jwt_user("not a token"), None);
         assert_eq!(jwt_user("a.!!!.c"), None);
@@ -293,6 +378,66 @@ mod tests {
         );
         assert!(RestClient::new("https://h", t, None, Duration::from_secs(1)).is_err());
         assert!(RestClient::new("http://h", " ", None, Duration::from_secs(1)).is_err());
+    }
+
+    /// An expired token is refused at start, and slurmrestd's refusals say where they came
+    /// from: which call, which URL, which HTTP status.
+    #[test]
+    fn expired_tokens_and_failed_calls_say_what_and_where() {
+        let old = token(&json!({"exp": unix_now_s() - 600, "sun": "root"}));
+        let e = RestClient::new("http://h:6820", &old, None, Duration::from_secs(1))
+            .expect_err("expired");
+        assert!(e.contains("the slurmrestd token expired 10 min ago"), "{e}");
+
+        let answer = |reply: &'static str| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            std::thread::spawn(move || {
+                use std::io::{Read as _, Write as _};
+                if let Ok((mut conn, _)) = listener.accept() {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf);
+                    let _ = conn.write_all(reply.as_bytes());
+                }
+            });
+            let t = token(&json!({"exp": unix_now_s() + 3600, "sun": "root"}));
+            let c = RestClient::new(
+                &format!("http://127.0.0.1:{port}"),
+                &t,
+                None,
+                Duration::from_secs(5),
+            )
+            .expect("client");
+            (c.jobs().expect_err("refused").message(), port)
+        };
+        let (m, port) = answer(
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 29\r\n\
+             Connection: close\r\n\r\n<html><h1>Not Found</h1></html>",
+        );
+        assert_eq!(
+            m,
+            format!(
+                "HTTP 404 from GET http://127.0.0.1:{port}/slurm/v0.0.38/jobs, and the answer \
+                 is a web page, not slurmrestd's JSON: is rest_url slurmrestd's address?"
+            )
+        );
+        let body = r#"{"errors":[{"error":"Unspecified error"}]}"#;
+        let reply: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let (m, port) = answer(reply);
+        assert_eq!(
+            m,
+            format!(
+                "Unspecified error (HTTP 500 from GET \
+                 http://127.0.0.1:{port}/slurm/v0.0.38/jobs)"
+            )
+        );
     }
 
     #[test]
