@@ -701,16 +701,21 @@ pub fn fleet_from_server(args: &ClientArgs, json: bool) -> Result<(), CliError> 
     Ok(())
 }
 
-/// Why `logs` with a rank or attempt printed nothing, when the filter names none the job has
-/// (a typo reads the same as a quiet job otherwise).
+/// Why `logs` with a rank or attempt printed nothing, when the filter is past what the job
+/// has (a typo reads the same as a quiet job otherwise). A hint, not a verdict: a Slurm gang
+/// padded to whole nodes may run more ranks than it asked accelerators for, and a service's
+/// replicas count attempts of their own.
 fn why_no_lines(job: &Job, rank: Option<u32>, attempt: Option<u32>) -> Option<String> {
+    if job.kind == "inference" {
+        return None;
+    }
     let ranks = job.accelerators.max(1);
     if let Some(r) = rank
-        && job.kind != "inference"
         && i64::from(r) >= ranks
     {
         return Some(format!(
-            "no output: job {} runs at most {ranks} rank{} (0 to {}), and rank {r} is none of them",
+            "no output from rank {r}: job {} asks for {ranks} accelerator{}, one rank each \
+             (0 to {})",
             job.id,
             if ranks == 1 { "" } else { "s" },
             ranks - 1
@@ -727,7 +732,7 @@ fn why_no_lines(job: &Job, rank: Option<u32>, attempt: Option<u32>) -> Option<St
         return Some(match attempts {
             0 => format!("no output: job {} has not started yet", job.id),
             n => format!(
-                "no output: job {} has run {n} attempt{} so far, and attempt {a} is none of them",
+                "no output from attempt {a}: job {} has been started {n} time{} so far",
                 job.id,
                 if n == 1 { "" } else { "s" }
             ),
@@ -741,7 +746,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn logs_say_when_a_rank_or_attempt_is_none_of_the_jobs() {
+    fn logs_hint_when_a_rank_or_attempt_is_past_the_jobs() {
         let job: Job = serde_json::from_value(serde_json::json!({
             "id": "j-1", "name": null, "tenant": "t", "kind": "training", "state": "running",
             "reason": "", "priority": 0, "accelerators": 6, "cluster": "c", "allocated": 6,
@@ -751,14 +756,23 @@ mod tests {
         .expect("a job");
         assert_eq!(
             why_no_lines(&job, Some(9), None).as_deref(),
-            Some("no output: job j-1 runs at most 6 ranks (0 to 5), and rank 9 is none of them")
+            Some("no output from rank 9: job j-1 asks for 6 accelerators, one rank each (0 to 5)")
         );
         assert_eq!(why_no_lines(&job, Some(5), None), None, "a quiet rank");
         assert_eq!(
             why_no_lines(&job, None, Some(99)).as_deref(),
-            Some("no output: job j-1 has run 2 attempts so far, and attempt 99 is none of them")
+            Some("no output from attempt 99: job j-1 has been started 2 times so far")
         );
         assert_eq!(why_no_lines(&job, None, Some(2)), None);
+        let service = Job {
+            kind: "inference".into(),
+            ..job
+        };
+        assert_eq!(
+            why_no_lines(&service, Some(9), Some(99)),
+            None,
+            "replicas count attempts of their own"
+        );
     }
 
     #[test]

@@ -311,6 +311,22 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The name a replica's output lines go by (`logs` shows `[replica NAME]` and filters on
+/// it): its Slurm job id and serial, `SLURMID.n` for key `job#r<n>` — the form of a node
+/// agent's replica names, unique (Slurm never reuses an id), and the same for a job taken over
+/// after a restart, whose lines are read again from the start and must keep their source.
+/// `None` for a gang's key, and for a Slurm id that is not a plain number.
+fn replica_output_name(key: &str, slurm_id: &str) -> Option<String> {
+    let (_, n) = key.split_once("#r")?;
+    let plain = !slurm_id.is_empty()
+        && slurm_id.len() <= 16
+        && slurm_id.bytes().all(|b| b.is_ascii_digit())
+        && !n.is_empty()
+        && n.len() <= 10
+        && n.bytes().all(|b| b.is_ascii_digit());
+    plain.then(|| format!("{slurm_id}.{n}"))
+}
+
 /// The job a run key belongs to (`job#r3` → `job`).
 fn base_job(key: &str) -> &str {
     key.split("#r").next().unwrap_or(key)
@@ -341,6 +357,8 @@ struct Want {
     /// A Slurm job of this run has been seen running: a later pending one (resubmitted after
     /// an infrastructure failure, or requeued) interrupts work that had begun.
     ran: bool,
+    /// Its Slurm job was last listed suspended (`scontrol suspend`).
+    suspended: bool,
     /// First launch after a reset: may take over a Slurm job already there.
     adoptable: bool,
     /// The job was running when the leader took over: its newest Slurm job is the previous
@@ -357,16 +375,10 @@ impl Want {
     /// Tells the server its run is held for `why` (a gang's, not a replica's, and only when
     /// the reason changed); the run has not stopped work that had begun unless its job ran.
     fn hold(&mut self, why: String) -> Option<Observed> {
-        self.hold_as(why, true)
-    }
-
-    /// [`Want::hold`]; `stops_work` false for a pause that loses nothing (a suspended job
-    /// resumes where it was).
-    fn hold_as(&mut self, why: String, stops_work: bool) -> Option<Observed> {
         if self.replica || self.held_why.as_deref() == Some(why.as_str()) {
             return None;
         }
-        let interrupted = stops_work && self.ran && self.held_why.is_none();
+        let interrupted = self.ran && self.held_why.is_none();
         self.held_why = Some(why.clone());
         Some(Observed::Held {
             job: self.job.clone(),
@@ -430,10 +442,6 @@ struct Worker {
     /// Replica keys per (job, cluster), in the order they were added.
     replicas: HashMap<(String, String), Vec<String>>,
     replica_serial: HashMap<String, u32>,
-    /// This term's replica epoch (the term's start in milliseconds, hexadecimal): replica `n`
-    /// of a service is named `EPOCH.n` in its output and events, as on node agents, so that
-    /// the serials a new term counts from 0 again never mix two replicas' lines.
-    replica_epoch: String,
     /// Jobs stopped since the last reset (their next launch may not adopt).
     stopped: HashSet<String>,
     /// Commands arrived since the last reset: only then are unwanted tagged jobs cancelled.
@@ -477,7 +485,6 @@ impl Worker {
             wants: BTreeMap::new(),
             replicas: HashMap::new(),
             replica_serial: HashMap::new(),
-            replica_epoch: format!("{:x}", now_ms().max(0)),
             stopped: HashSet::new(),
             synced: false,
             next_capacity: Instant::now(),
@@ -510,13 +517,6 @@ impl Worker {
         }
     }
 
-    /// The name replica key `job#r<n>` goes by in events and output (`EPOCH.n`); `None` for
-    /// a gang's key.
-    fn replica_name(&self, key: &str) -> Option<String> {
-        let (_, n) = key.split_once("#r")?;
-        Some(format!("{}.{n}", self.replica_epoch))
-    }
-
     /// Keys of the wanted jobs on `cluster` that have no Slurm job yet and pass `keep`.
     fn unsubmitted(&self, cluster: &str, keep: impl Fn(&Want) -> bool) -> Vec<String> {
         self.wants
@@ -530,9 +530,10 @@ impl Worker {
     fn event(&self, key: &str, cluster: &str, kind: &str, message: String) {
         tracing::info!(job = key, cluster, kind, %message, "slurm");
         let job = base_job(key);
-        let message = match self.replica_name(key) {
-            None => message,
-            Some(name) => format!("replica {name}: {message}"),
+        let message = if job == key {
+            message
+        } else {
+            format!("replica {key}: {message}")
         };
         self.observe(Observed::Event {
             job: job.to_owned(),
@@ -553,10 +554,6 @@ impl Worker {
                 self.wants.clear();
                 self.replicas.clear();
                 self.replica_serial.clear();
-                // After the old term's, so a replica of each term has a name of its own.
-                let epoch = now_ms().max(0);
-                let old = i64::from_str_radix(&self.replica_epoch, 16).unwrap_or(0);
-                self.replica_epoch = format!("{:x}", epoch.max(old + 1));
                 self.stopped.clear();
                 self.synced = false;
                 // What was read for the old term may not have reached it: read again (the
@@ -598,6 +595,7 @@ impl Worker {
             pending_reason: None,
             held_why: None,
             ran: false,
+            suspended: false,
             adoptable,
             recovered,
             next_try: Instant::now(),
@@ -976,16 +974,28 @@ impl Worker {
                 }
             } else if state == JobState::Suspended {
                 // `scontrol suspend`: its processes are stopped where they are, and go on
-                // from there when resumed. No progress meanwhile, and none lost.
-                let why = format!("Slurm job {id} is suspended");
-                let first = w.held_why.as_deref() != Some(why.as_str());
-                if let Some(held) = w.hold_as(why.clone(), false) {
-                    self.observe(held);
-                }
-                if first {
-                    self.event(&key, &cluster_name, "slurm_suspended", why);
+                // from there when resumed. Said once; the scheduler has no pause, so the run
+                // stays running to it.
+                if !std::mem::replace(&mut w.suspended, true) {
+                    self.event(
+                        &key,
+                        &cluster_name,
+                        "slurm_suspended",
+                        format!("Slurm job {id} is suspended"),
+                    );
                 }
             } else if state == JobState::Running {
+                if std::mem::replace(&mut w.suspended, false) {
+                    self.event(
+                        &key,
+                        &cluster_name,
+                        "slurm_resumed",
+                        format!("Slurm job {id} runs again"),
+                    );
+                }
+                let Some(w) = self.wants.get_mut(&key) else {
+                    continue;
+                };
                 w.ran = true;
                 let began = w.held_why.take().map(|_| Observed::Began {
                     job: w.job.clone(),
@@ -1288,7 +1298,7 @@ impl Worker {
         labelled: bool,
         (stdout, stderr): (&str, &str),
     ) {
-        let replica = self.replica_name(key);
+        let replica = replica_output_name(key, id);
         for (stream, path) in [("stdout", stdout), ("stderr", stderr)] {
             self.follows
                 .entry((id.to_owned(), stream))
@@ -2313,34 +2323,43 @@ mod tests {
         );
     }
 
-    /// A suspended job holds its run without interrupting it; resumed, the run begins again.
+    /// A suspended job is said once, and so is its resumption; the run is not held (the
+    /// scheduler has no pause), and a suspended replica is said once too.
     #[test]
-    fn a_suspended_job_holds_its_run_without_losing_work() {
+    fn a_suspended_job_is_said_once_and_so_is_its_resumption() {
         let fake = Fake::default();
-        let mut w = worker(&fake, 1);
+        let mut w = worker(&fake, 2);
         let id = running(&fake, &mut w, launch("j", 1, 8));
-        let _ = observed(&w);
+        running(&fake, &mut w, add_replica("svc"));
+        let replica = fake
+            .active_tagged("switchyard")
+            .into_iter()
+            .find(|(t, _)| t.job == "svc#r0")
+            .map(|(_, id)| id)
+            .expect("the replica's job");
+        fake.set_state(&replica, JobState::Running);
+        w.round();
         fake.set_state(&id, JobState::Suspended);
+        fake.set_state(&replica, JobState::Suspended);
         w.round();
         w.round();
         let seen = observed(&w);
-        assert_eq!(
-            held_whys(&seen),
-            [(format!("Slurm job {id} is suspended"), false)]
-        );
+        assert_eq!(held_whys(&seen), []);
         let said: Vec<_> = events(&seen)
             .into_iter()
             .filter(|e| e.1 == "slurm_suspended")
+            .map(|e| e.0)
             .collect();
-        assert_eq!(said.len(), 1, "{said:?}");
+        assert_eq!(said, ["j", "svc"], "once each");
         fake.set_state(&id, JobState::Running);
         w.round();
-        assert!(
-            observed(&w)
-                .iter()
-                .any(|o| matches!(o, Observed::Began { job, .. } if job == "j")),
-            "resumed"
-        );
+        w.round();
+        let resumed: Vec<_> = events(&observed(&w))
+            .into_iter()
+            .filter(|e| e.1 == "slurm_resumed")
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(resumed, ["j"]);
     }
 
     #[test]
@@ -2973,7 +2992,7 @@ mod tests {
         assert!(
             ev.iter().any(|e| e.0 == "svc"
                 && e.1 == "slurm_replica_restarted"
-                && e.2.starts_with(&format!("replica {}.0: ", w.replica_epoch))),
+                && e.2.starts_with("replica svc#r0: ")),
             "{ev:?}"
         );
         w.round();
@@ -2982,9 +3001,9 @@ mod tests {
         assert_eq!((live[0].0.job.as_str(), live[0].0.attempt), ("svc#r0", 2));
     }
 
-    /// A replica's lines carry its name (`EPOCH.n`, as its events do), so that `logs`
-    /// prefixes and filters them as it does a node agent's; a new term's replicas get names
-    /// of their own although their serials count from 0 again.
+    /// A replica's lines carry its name (`SLURMID.n`), so that `logs` prefixes and filters
+    /// them as it does a node agent's; the name is the job's, so a term that takes the job over
+    /// and reads its files again gives its lines the same source (the server drops repeats).
     #[test]
     fn a_replicas_output_carries_its_name() {
         let fake = Fake::default();
@@ -2996,18 +3015,20 @@ mod tests {
         let sub = fake.st().submitted[0].clone();
         std::fs::write(&sub.stdout, "serving\n").ok();
         w.round();
-        let sources: Vec<(String, String)> = observed(&w)
-            .into_iter()
-            .filter_map(|o| match o {
-                Observed::Output(l) => Some(l),
-                _ => None,
-            })
-            .flatten()
-            .map(|l| (l.source, l.line))
-            .collect();
-        let name = format!("{}.0", w.replica_epoch);
+        let sources = |obs: Vec<Observed>| -> Vec<(String, String)> {
+            obs.into_iter()
+                .filter_map(|o| match o {
+                    Observed::Output(l) => Some(l),
+                    _ => None,
+                })
+                .flatten()
+                .map(|l| (l.source, l.line))
+                .collect()
+        };
+        let first = sources(observed(&w));
+        let name = format!("{id}.0");
         assert_eq!(
-            sources,
+            first,
             [(
                 format!("svc/replica-{name}/slurm-{id}"),
                 "serving".to_owned()
@@ -3015,12 +3036,21 @@ mod tests {
         );
         assert!(switchyard_store::is_replica_name(&name), "{name}");
         assert_eq!(
-            switchyard_store::replica_of_assignment(&sources[0].0),
+            switchyard_store::replica_of_assignment(&first[0].0),
             Some(name.as_str())
         );
-        let first = w.replica_epoch.clone();
+        // A new term takes the job over and reads its file again: the same source.
         w.apply(Msg::Reset);
-        assert_ne!(w.replica_epoch, first, "a new term names its replicas anew");
+        w.apply(Msg::Commands(vec![add_replica("svc")]));
+        w.round();
+        w.round();
+        assert_eq!(sources(observed(&w)), first);
+        assert_eq!(replica_output_name("svc", "844"), None, "a gang's lines");
+        assert_eq!(
+            replica_output_name("svc#r2", "844_1"),
+            None,
+            "an array's id"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
