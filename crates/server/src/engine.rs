@@ -83,6 +83,10 @@ struct Tracked {
     /// The kept fraction of the work last written to the store, and when.
     work_done: f64,
     work_done_ms: i64,
+    /// Services: how often a replica's process was restarted by its backend in this term, and
+    /// how the latest one ended (a crash-looping replica still counts as serving).
+    replica_restarts: u32,
+    last_replica_restart: Option<String>,
 }
 
 impl Tracked {
@@ -224,6 +228,8 @@ impl Engine {
             scaled: None,
             work_done: record.work_done,
             work_done_ms: now_ms,
+            replica_restarts: 0,
+            last_replica_restart: None,
         };
         // Recovered by a new leader: the run goes on from the progress the last one kept, and
         // its queueing ended at its first start then.
@@ -528,6 +534,16 @@ impl Engine {
         message: &str,
         cluster: Option<String>,
     ) {
+        // A replica restarted by its backend serves on as far as the scheduler knows: the
+        // service's reason says how often, and how the last one ended.
+        if matches!(kind, "replica_restarted" | "slurm_replica_restarted")
+            && let Some(&job) = self.by_id.get(id)
+        {
+            let t = &mut self.jobs[job as usize];
+            t.replica_restarts += 1;
+            t.last_replica_restart = Some(message.to_owned());
+            self.dirty.insert(job);
+        }
         let cluster = cluster.or_else(|| {
             self.by_id.get(id).and_then(|&job| {
                 self.sched
@@ -788,8 +804,17 @@ impl Engine {
                             format!(": {}", each.join(", "))
                         }
                     };
+                    let restarts = match &t.last_replica_restart {
+                        Some(last) => format!(
+                            "; replica processes restarted {} time{} (the last: {last})",
+                            t.replica_restarts,
+                            if t.replica_restarts == 1 { "" } else { "s" }
+                        ),
+                        None => String::new(),
+                    };
                     format!(
-                        "serving with {have}{wanted} replica{} of {} accelerator{} ({} in all{on})",
+                        "serving with {have}{wanted} replica{} of {} accelerator{} ({} in \
+                         all{on}){restarts}",
                         if have == 1 && wanted.is_empty() {
                             ""
                         } else {
@@ -1294,6 +1319,43 @@ mod tests {
             }
         }
         (added, removed)
+    }
+
+    /// A replica its backend keeps restarting still serves as far as the scheduler knows;
+    /// the service's reason says how often, and how the last one ended.
+    #[test]
+    fn a_service_reason_counts_its_replica_restarts() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("s", 1);
+        r.kind = "inference".into();
+        e.admit(T0, &r, service(1, 4));
+        e.schedule(T0);
+        let _ = e.take(T0);
+        for n in 1..=2 {
+            e.note(
+                T0 + n,
+                "s",
+                "replica_restarted",
+                &format!("replica process s/replica-1.0/rank-0 exited with code 3; its agent restarted it (restart {n})"),
+                None,
+            );
+        }
+        e.schedule(T0 + 3);
+        let (batch, _) = e.take(T0 + 3);
+        let u = update(&batch, "s");
+        assert!(
+            u.reason.ends_with(
+                "; replica processes restarted 2 times (the last: replica process \
+                 s/replica-1.0/rank-0 exited with code 3; its agent restarted it (restart 2))"
+            ),
+            "{}",
+            u.reason
+        );
+        assert!(
+            u.reason.starts_with("serving with 1 replica"),
+            "{}",
+            u.reason
+        );
     }
 
     #[test]
