@@ -1341,7 +1341,7 @@ impl Worker {
                             && f.stream == "stderr"
                             && let Some((task, what)) = logs::srun_task_failure(&l.text)
                         {
-                            f.failure = Some(format!("rank {task} failed first: {what}"));
+                            f.failure = Some(format!("{task} failed first: {what}"));
                         }
                         OutputLine {
                             job: f.job.clone(),

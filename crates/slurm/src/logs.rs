@@ -124,17 +124,27 @@ pub fn split_label(line: &str) -> (u32, &str) {
 }
 
 /// The first task failure `srun` reports on its stderr: `srun: error: node7: task 3: Exited
-/// with exit code 2` → (3, `Exited with exit code 2`). The job's own exit code is `srun`'s,
+/// with exit code 2` → (`rank 3`, `Exited with exit code 2`), and for tasks that ended alike,
+/// `…: tasks 0-1: Exited with exit code 1` → (`ranks 0-1`, …). The job's own exit code is `srun`'s,
 /// the highest of its tasks' (often 143 for the ranks it terminated), so this says which rank
 /// failed first and how.
-pub fn srun_task_failure(line: &str) -> Option<(u32, &str)> {
+pub fn srun_task_failure(line: &str) -> Option<(String, &str)> {
     let rest = line.strip_prefix("srun: error: ")?;
-    let at = rest.find(": task ")?;
-    let rest = &rest[at + ": task ".len()..];
-    let (task, what) = rest.split_once(": ")?;
-    let task = task.parse().ok()?;
+    // One task (`task 3: …`), or several that ended alike (`tasks 0-1,4: …`).
+    let (ranks, rest) = if let Some(at) = rest.find(": task ") {
+        ("rank", &rest[at + ": task ".len()..])
+    } else {
+        let at = rest.find(": tasks ")?;
+        ("ranks", &rest[at + ": tasks ".len()..])
+    };
+    let (tasks, what) = rest.split_once(": ")?;
+    let valid = !tasks.is_empty()
+        && tasks
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+        && tasks.bytes().next().is_some_and(|b| b.is_ascii_digit());
     let what = what.trim();
-    (!what.is_empty()).then_some((task, what))
+    (valid && !what.is_empty()).then(|| (format!("{ranks} {tasks}"), what))
 }
 
 #[cfg(test)]
@@ -189,12 +199,22 @@ mod tests {
     fn srun_failures() {
         assert_eq!(
             srun_task_failure("srun: error: vm: task 1: Exited with exit code 7"),
-            Some((1, "Exited with exit code 7"))
+            Some(("rank 1".to_owned(), "Exited with exit code 7"))
         );
         assert_eq!(
             srun_task_failure("srun: error: gpu-a: task 12: Segmentation fault (core dumped)"),
-            Some((12, "Segmentation fault (core dumped)"))
+            Some(("rank 12".to_owned(), "Segmentation fault (core dumped)"))
         );
+        // srun groups the tasks of one node that ended alike.
+        assert_eq!(
+            srun_task_failure("srun: error: vm: tasks 0-1: Exited with exit code 1"),
+            Some(("ranks 0-1".to_owned(), "Exited with exit code 1"))
+        );
+        assert_eq!(
+            srun_task_failure("srun: error: vm: tasks 0,2-3: Killed"),
+            Some(("ranks 0,2-3".to_owned(), "Killed"))
+        );
+        assert_eq!(srun_task_failure("srun: error: vm: tasks : Killed"), None);
         assert_eq!(srun_task_failure("srun: Force Terminated StepId=3.0"), None);
         assert_eq!(srun_task_failure("1: srun: error: x: task 1: y"), None);
         assert_eq!(srun_task_failure("srun: error: x: task one: y"), None);
