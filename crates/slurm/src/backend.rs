@@ -2310,14 +2310,19 @@ mod tests {
         );
         // Accepted at last, and run: the run begins then.
         fake.st().refuse = None;
+        begins_once_submitted_and_running(&fake, &mut w, "j");
+    }
+
+    /// The next round submits `job`'s run; once its Slurm job runs, the run begins.
+    fn begins_once_submitted_and_running(fake: &Fake, w: &mut Worker, job: &str) {
         w.round();
         let id = fake.active_tagged("switchyard")[0].1.clone();
         fake.set_state(&id, JobState::Running);
         w.round();
         assert!(
-            observed(&w).iter().any(|o| matches!(
+            observed(w).iter().any(|o| matches!(
                 o,
-                Observed::Began { job, generation: 1 } if job == "j"
+                Observed::Began { job: j, generation: 1 } if j == job
             )),
             "the run begins when its job runs"
         );
@@ -2449,17 +2454,7 @@ mod tests {
         assert!(held[0].0.contains("did not answer"), "{held:?}");
         assert!(!held[0].1, "nothing had begun");
         fake.st().down = false;
-        w.round();
-        let id = fake.active_tagged("switchyard")[0].1.clone();
-        fake.set_state(&id, JobState::Running);
-        w.round();
-        assert!(
-            observed(&w).iter().any(|o| matches!(
-                o,
-                Observed::Began { job, generation: 1 } if job == "j"
-            )),
-            "the run begins when its job runs"
-        );
+        begins_once_submitted_and_running(&fake, &mut w, "j");
     }
 
     #[test]
