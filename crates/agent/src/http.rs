@@ -114,12 +114,49 @@ pub fn server_identity(base: &str) -> String {
     let port = uri.port_u16().unwrap_or(80);
     let path = uri.path().trim_end_matches('/');
     let host = host.to_ascii_lowercase();
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    let host = if loopback { "127.0.0.1" } else { host.as_str() };
+    let host = host.trim_end_matches('.');
+    let ip = host
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .or_else(|| numeric_ipv4(host));
+    let host = match ip {
+        _ if host == "localhost" => "127.0.0.1".to_owned(),
+        Some(ip) if ip.is_loopback() => "127.0.0.1".to_owned(),
+        Some(ip) => ip.to_string(),
+        None => host.to_owned(),
+    };
     format!("{host}:{port}{path}")
+}
+
+/// An IPv4 address in the other spellings the C library takes (`127.1`, `0x7f000001`,
+/// `0177.0.0.1`: parts in decimal, octal or hexadecimal, the last one filling the remaining
+/// bytes), which `--server` reaches as it would the dotted quad.
+fn numeric_ipv4(host: &str) -> Option<std::net::IpAddr> {
+    let parts: Vec<u32> = host
+        .split('.')
+        .map(|p| {
+            if let Some(hex) = p.strip_prefix("0x") {
+                u32::from_str_radix(hex, 16).ok()
+            } else if p.len() > 1 && p.starts_with('0') {
+                u32::from_str_radix(&p[1..], 8).ok()
+            } else {
+                p.parse().ok()
+            }
+        })
+        .collect::<Option<_>>()?;
+    let (last, head) = parts.split_last()?;
+    if head.len() > 3 || head.iter().any(|&b| b > 255) {
+        return None;
+    }
+    let room = 8 * (4 - head.len() as u32);
+    if room < 32 && *last >= 1 << room {
+        return None;
+    }
+    let value = head
+        .iter()
+        .enumerate()
+        .fold(*last, |acc, (i, &b)| acc | (b << (24 - 8 * i as u32)));
+    Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(value)))
 }
 
 impl HttpControlPlane {
@@ -333,12 +370,19 @@ mod tests {
             "http://127.0.0.1:7171/",
             "http://[::1]:7171",
             "http://127.0.0.2:7171",
+            "http://127.1:7171",
+            "http://0x7f000001:7171",
+            "http://0177.0.0.1:7171",
+            "http://localhost.:7171",
         ] {
             assert_eq!(server_identity(spelling), canonical, "{spelling}");
         }
         assert_eq!(server_identity("http://127.0.0.1"), "127.0.0.1:80");
         // Names are not resolved: the key must not change with DNS.
         assert_eq!(server_identity("http://Head-Node:7171"), "head-node:7171");
+        assert_eq!(server_identity("http://10.1:7171"), "10.0.0.1:7171");
+        assert_eq!(server_identity("http://10.0.0.1.:7171"), "10.0.0.1:7171");
+        assert_eq!(server_identity("http://1.2.3.4.5:7171"), "1.2.3.4.5:7171");
         assert_ne!(server_identity("http://127.0.0.1:7172"), canonical);
         assert_eq!(
             server_identity("http://127.0.0.1:7171/switchyard/"),
