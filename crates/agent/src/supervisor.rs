@@ -275,6 +275,10 @@ struct HeartbeatRecord {
 struct GroupRecord {
     pgid: u32,
     start_ticks: Option<u64>,
+    /// What the group ran: the next agent that kills it reports it ended (how, unknown), so
+    /// the server restarts its gang instead of handing the same rank out again mid-attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    assignment: Option<Assignment>,
 }
 
 /// How long an agent waits, at start, for the process groups it killed to be gone.
@@ -691,13 +695,42 @@ impl Supervisor {
                     "killing a process group a previous agent of this node left running"
                 );
                 signal_group(r.pgid, Signal::SIGKILL);
-                killed.push(r);
+                killed.push((r.pgid, r.start_ticks));
+                // Its end, as far as anyone can tell: unknown (not the job's fault, so the
+                // server restarts the attempt without spending a retry).
+                if let Some(a) = r.assignment
+                    && !self.procs.contains_key(&a.id)
+                {
+                    let m = Managed {
+                        assignment: a,
+                        handle: None,
+                        start_ticks: r.start_ticks,
+                        state: ProcessState::Exited(ExitInfo {
+                            code: None,
+                            signal: None,
+                            stopped_by_agent: false,
+                        }),
+                        stop_deadline: None,
+                        exited_at_ms: now_ms(),
+                        started_at_ms: 0,
+                        restarts: 0,
+                        crash_streak: 0,
+                        last_exit: None,
+                        reported: false,
+                        gone: Arc::new(AtomicBool::new(true)),
+                        pipe_offsets: self.fresh_pipe_offsets(),
+                        pushed: [0, 0],
+                        punched: [0, 0],
+                        followers: Vec::new(),
+                    };
+                    self.procs.insert(m.assignment.id.clone(), m);
+                }
             }
         }
         // Gone before this agent starts anything: a killed rank may hold accelerator memory
         // until it has exited. Bounded: a process stuck in the kernel cannot hold the agent.
         let deadline = Instant::now() + KILLED_GROUPS_WAIT;
-        while killed.iter().any(|r| group_alive(r.pgid, r.start_ticks)) {
+        while killed.iter().any(|&(pgid, ticks)| group_alive(pgid, ticks)) {
             if Instant::now() >= deadline {
                 tracing::warn!(
                     "process groups a previous agent left are still there {} s after SIGKILL",
@@ -917,6 +950,7 @@ impl Supervisor {
                     m.handle.as_ref().map(|h| GroupRecord {
                         pgid: h.pid(),
                         start_ticks: m.start_ticks,
+                        assignment: Some(m.assignment.clone()),
                     })
                 })
                 .collect();
@@ -2151,6 +2185,19 @@ printf '{"code":%d,"signal":null}' "$c" > "$status.tmp" && mv "$status.tmp" "$st
         let second = Supervisor::with_group_file(&file).expect("the next agent");
         // Gone by the time the next agent is ready to start anything.
         assert!(!group_alive(pgid, ticks), "group {pgid} still runs");
+        // And reported ended, how unknown: the server restarts its gang rather than hand the
+        // same rank to this agent again in the middle of the attempt.
+        let statuses = second.statuses();
+        assert_eq!(statuses.len(), 1, "{statuses:?}");
+        assert_eq!(statuses[0].assignment_id, "quiet");
+        assert_eq!(
+            statuses[0].state,
+            ProcessState::Exited(ExitInfo {
+                code: None,
+                signal: None,
+                stopped_by_agent: false
+            })
+        );
         drop(second);
         let _ = std::fs::remove_dir_all(&dir);
     }
