@@ -358,3 +358,69 @@ fn an_agent_restarted_in_place_learns_how_its_ranks_ended() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An agent killed outright and replaced by one without its state directory (here: neither
+/// has one) cannot adopt its ranks: the new agent kills what is left of them and reports them
+/// ended, how unknown, so the gang restarts as a new attempt from its checkpoint — without
+/// spending a retry — instead of one rank running again in the middle of attempt 1.
+#[test]
+fn ranks_a_replacement_agent_kills_restart_their_gang() {
+    let dir = scratch("agents-replaced");
+    let fleet = fleet_file(&dir, 1, 1);
+    // A deadline (300 ms × 40) that outlasts the agent's replacement.
+    let s = AgentServer::start_with_deadline(&dir, &fleet, "127.0.0.1:0", "300ms", 40);
+    let start_agent = || AgentProcess {
+        name: "rep-1".into(),
+        child: std::process::Command::new(BIN)
+            .args(["agent", "--server", s.url(), "--cluster", "local"])
+            .args(["--accelerators", "1", "--hostname", "rep-1"])
+            .args(["--address", "127.0.0.1"])
+            .env("SWITCHYARD_TOKEN", &s.agent_token)
+            .env("SWITCHYARD_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the agent"),
+    };
+    // Each attempt says it runs (with its pid), then waits for the release file.
+    let release = dir.join("release");
+    let script = format!(
+        "echo $$ > '{dir}'/attempt-$SWITCHYARD_ATTEMPT.pid; \
+         while [ ! -f '{release}' ]; do sleep 0.05; done",
+        dir = dir.display(),
+        release = release.display()
+    );
+    let mut agent = start_agent();
+    let job = s.submit(&serde_json::json!({
+        "kind": "training",
+        "accelerators": 1,
+        "duration_s": 30.0,
+        "max_retries": 0,
+        "command": {"argv": ["sh", "-c", script]},
+    }));
+    let first = dir.join("attempt-1.pid");
+    let pid = wait_for(60, "attempt 1 to run", || {
+        std::fs::read_to_string(&first).ok()?.trim().parse::<i32>().ok()
+    });
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    agent = start_agent();
+    wait_for(60, "attempt 2 to run", || {
+        dir.join("attempt-2.pid").exists().then_some(())
+    });
+    // Gone, or a zombie waiting for whoever inherited it to reap it.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().chars().next()?));
+    assert!(
+        matches!(state, None | Some('Z')),
+        "attempt 1's rank was killed: {state:?}"
+    );
+    std::fs::write(&release, "").expect("release");
+    let end = wait_final(&s, &job, 60);
+    assert_eq!(end["state"], "done", "{end}\n{:#?}", s.events(&job));
+    assert_eq!(end["restarts"], 1, "{end}\n{:#?}", s.events(&job));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
