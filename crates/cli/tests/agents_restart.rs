@@ -401,7 +401,11 @@ fn ranks_a_replacement_agent_kills_restart_their_gang() {
     }));
     let first = dir.join("attempt-1.pid");
     let pid = wait_for(60, "attempt 1 to run", || {
-        std::fs::read_to_string(&first).ok()?.trim().parse::<i32>().ok()
+        std::fs::read_to_string(&first)
+            .ok()?
+            .trim()
+            .parse::<i32>()
+            .ok()
     });
     let _ = agent.child.kill();
     let _ = agent.child.wait();

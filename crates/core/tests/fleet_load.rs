@@ -630,6 +630,8 @@ fn slurm_backend_is_parsed_and_bad_values_are_rejected() {
         ("http://", "names no host"),
         ("http://127.0.0.1:99999", "not a TCP port"),
         ("http://ctl:6820/slurm/v0.0.38", "has a path"),
+        ("http://local host:6820", "no host name or address"),
+        ("http://user@ctl:6820", "user name"),
     ] {
         let text = mutate(
             "repair_hours = 12.0",
@@ -662,6 +664,15 @@ fn slurm_backend_is_parsed_and_bad_values_are_rejected() {
         let (_, field, message) = error_of(&text);
         assert_eq!(field, format!("clusters[0].slurm.{key}"));
         assert!(message.contains("expected an absolute path"), "{message}");
+        let text = mutate(
+            "repair_hours = 12.0",
+            &format!(
+                "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = {{ partition = \"gpu\", {key} = \"/tmp/a\\nb\" }}"
+            ),
+        );
+        let (_, field, message) = error_of(&text);
+        assert_eq!(field, format!("clusters[0].slurm.{key}"));
+        assert!(message.contains("control character"), "{message}");
     }
     let text = mutate(
         "repair_hours = 12.0",

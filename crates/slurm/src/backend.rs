@@ -1053,13 +1053,13 @@ impl Worker {
             .collect();
         told(&mut self.clusters[i]).extend(untold.iter().cloned());
         for k in untold {
-            // Not running, so making no progress: held until its job runs. Not a run that may
-            // take over a Slurm job already there (after a reset or a change of leader): that
-            // job may well be running, and the listing that would say so is what failed.
+            // Not running, so making no progress: held until its job runs. Not a run that was
+            // running when this leader took over: its Slurm job may well be running still,
+            // and the listing that would say so is what failed.
             let held = self
                 .wants
                 .get_mut(&k)
-                .filter(|w| !w.adoptable && !w.recovered)
+                .filter(|w| !w.recovered)
                 .and_then(|w| w.hold(format!("not submitted: {message}")));
             if let Some(held) = held {
                 self.observe(held);
@@ -2409,9 +2409,12 @@ mod tests {
             w.round();
         }
         let seen = observed(&w);
-        // Not held: before the first listing a run may take over a Slurm job of an earlier
-        // term, which may be running; the listing that would say so is what failed.
-        assert_eq!(held_whys(&seen), []);
+        let held = held_whys(&seen);
+        assert_eq!(
+            held.len(),
+            1,
+            "held while nothing can be submitted: {held:?}"
+        );
         let events = events(&seen);
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].0, "j");
@@ -2432,6 +2435,30 @@ mod tests {
         fake.st().down = false;
         w.round();
         assert_eq!(fake.st().submitted.len(), 2, "submitted once Slurm answers");
+    }
+
+    /// A run that was running when this leader took over is not held while the controller
+    /// does not answer: its Slurm job may be running still.
+    #[test]
+    fn a_recovered_run_is_not_held_while_the_listing_fails() {
+        let fake = Fake::default();
+        fake.st().down = true;
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Reset);
+        let mut run = launch("j", 1, 8);
+        if let Command::Launch { recovered, .. } = &mut run {
+            *recovered = true;
+        }
+        w.apply(Msg::Commands(vec![run]));
+        for _ in 0..3 {
+            w.round();
+        }
+        let seen = observed(&w);
+        assert_eq!(held_whys(&seen), []);
+        assert!(
+            events(&seen).iter().any(|e| e.1 == "slurm_unreachable"),
+            "said, though"
+        );
     }
 
     /// A run launched once the listing was seen, while the controller does not answer, is not

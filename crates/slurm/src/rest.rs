@@ -154,10 +154,11 @@ impl RestClient {
             } else {
                 format!(": {}", errors.join("; "))
             };
+            // Its expiry, not its age: a message that changed every round would be reported
+            // as a new trouble every round.
             format!(
-                "the slurmrestd token expired {} ago ({answered}{said}); restart the server \
-                 with a new one",
-                ago(exp)
+                "the slurmrestd token has expired (its `exp` is {exp}, Unix time) \
+                 ({answered}{said}); restart the server with a new one"
             )
         } else if !errors.is_empty() {
             format!("{} ({answered})", errors.join("; "))

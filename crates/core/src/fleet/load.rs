@@ -331,6 +331,17 @@ fn check_rest_address(url: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("names no host (e.g. http://slurm-head:6820)".into());
     }
+    if authority.contains('@') {
+        return Err(
+            "has a user name in it: slurmrestd's user comes from the token (`token_env`)".into(),
+        );
+    }
+    let host_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if !host.chars().all(host_chars) {
+        return Err(format!(
+            "has host `{host}`, which is no host name or address (letters, digits, '.', '-')"
+        ));
+    }
     if let Some(port) = port
         && !matches!(port.parse::<u16>(), Ok(1..))
     {
@@ -901,21 +912,28 @@ fn backend(src: &Source<'_>, raw: &RawCluster, at: &str) -> Result<ClusterBacken
             }
             // Slurm resolves a relative path against the job's working directory (slurmrestd's
             // own, `/`, over REST), not the server's: the job could not open its output.
-            let absolute =
-                |key: &str, v: &Option<Spanned<String>>| -> Result<Option<String>, FleetError> {
-                    let value = text(v, key)?;
-                    match (&value, v) {
-                        (Some(path), Some(spanned)) if !path.starts_with('/') => Err(src.error(
+            let absolute = |key: &str,
+                            v: &Option<Spanned<String>>|
+             -> Result<Option<String>, FleetError> {
+                let value = text(v, key)?;
+                match (&value, v) {
+                    (Some(path), Some(spanned)) if path.chars().any(char::is_control) => Err(src
+                        .error(
                             spanned.span(),
                             format!("{at}.{key}"),
-                            format!(
-                                "expected an absolute path, found {path:?}: Slurm would resolve it \
-                             against the job's working directory, not the server's"
-                            ),
+                            format!("path {path:?} contains a control character"),
                         )),
-                        _ => Ok(value),
-                    }
-                };
+                    (Some(path), Some(spanned)) if !path.starts_with('/') => Err(src.error(
+                        spanned.span(),
+                        format!("{at}.{key}"),
+                        format!(
+                            "expected an absolute path, found {path:?}: Slurm would resolve it \
+                             against the job's working directory, not the server's"
+                        ),
+                    )),
+                    _ => Ok(value),
+                }
+            };
             Ok(ClusterBackend::Slurm(SlurmSettings {
                 partition,
                 rest_url,
