@@ -416,7 +416,7 @@ fn ranks_a_replacement_agent_kills_restart_their_gang() {
     // Gone, or a zombie waiting for whoever inherited it to reap it.
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().chars().next()?));
+        .and_then(|stat| stat.rsplit_once(')')?.1.trim_start().chars().next());
     assert!(
         matches!(state, None | Some('Z')),
         "attempt 1's rank was killed: {state:?}"
