@@ -2934,7 +2934,7 @@ impl Scheduler {
                             nodes,
                         },
                         format!(
-                            "load fell: {} wanted",
+                            "scaled down: {} wanted",
                             count(self.jobs[j as usize].target_replicas, "replica", "replicas")
                         ),
                     );

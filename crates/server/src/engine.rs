@@ -1414,6 +1414,20 @@ mod tests {
         assert_eq!(replica_commands(&cmds), (0, 2));
         let u = update(&batch, "s");
         assert_eq!((u.state, u.allocated), (JobState::Running, 8));
+        // An operator's request, not a fall in load (the words fit both).
+        let removed: Vec<&str> = batch
+            .events
+            .iter()
+            .filter(|e| e.kind == "replica_removed")
+            .map(|e| e.message.as_str())
+            .collect();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(
+            removed
+                .iter()
+                .all(|m| m.contains("scaled down: 1 replica wanted")),
+            "{removed:?}"
+        );
 
         // Beyond the range: clamped to max 4, then to min 1 (never to none).
         e.scale(T0 + 4000, "s", 10);

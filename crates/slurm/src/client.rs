@@ -20,7 +20,7 @@ pub enum SlurmError {
     #[error("{command} did not answer within {seconds} s (is slurmctld reachable?)")]
     Timeout { command: String, seconds: u64 },
     /// Slurm refused: `message` is what it said on stderr.
-    #[error("{command} failed ({status}): {message}")]
+    #[error("{command} failed{}: {message}", status_unless_said(.status, .message))]
     Failed {
         command: String,
         status: String,
@@ -31,6 +31,16 @@ pub enum SlurmError {
     Unreachable { command: String, message: String },
     #[error("cannot read what {command} printed: {source}")]
     Parse { command: String, source: ParseError },
+}
+
+/// ` (STATUS)`, unless the message says it already (slurmrestd's messages name their HTTP
+/// status).
+fn status_unless_said(status: &str, message: &str) -> String {
+    if message.contains(status) {
+        String::new()
+    } else {
+        format!(" ({status})")
+    }
 }
 
 impl SlurmError {

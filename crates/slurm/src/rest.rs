@@ -409,9 +409,10 @@ mod tests {
                 Duration::from_secs(5),
             )
             .expect("client");
-            (c.jobs().expect_err("refused").message(), port)
+            let e = c.jobs().expect_err("refused");
+            (e.message(), e.to_string(), port)
         };
-        let (m, port) = answer(
+        let (m, shown, port) = answer(
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 29\r\n\
              Connection: close\r\n\r\n<html><h1>Not Found</h1></html>",
         );
@@ -422,6 +423,12 @@ mod tests {
                  is a web page, not slurmrestd's JSON: is rest_url slurmrestd's address?"
             )
         );
+        assert_eq!(
+            shown.matches("HTTP 404").count(),
+            1,
+            "the status is said once: {shown}"
+        );
+
         let body = r#"{"errors":[{"error":"Unspecified error"}]}"#;
         let reply: &'static str = Box::leak(
             format!(
@@ -431,7 +438,7 @@ mod tests {
             )
             .into_boxed_str(),
         );
-        let (m, port) = answer(reply);
+        let (m, _, port) = answer(reply);
         assert_eq!(
             m,
             format!(
