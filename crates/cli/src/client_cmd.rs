@@ -13,7 +13,7 @@ use crate::client::{Client, ClientArgs, encode};
 use crate::error::read_text;
 use crate::error::{out, outln};
 use crate::fleet_cmd::print_json;
-use crate::table::{Table, thousands};
+use crate::table::{Table, plural, thousands};
 
 /// Submit a job described in a TOML file (docs/jobs.md).
 #[derive(Debug, clap::Args)]
@@ -714,10 +714,9 @@ fn why_no_lines(job: &Job, rank: Option<u32>, attempt: Option<u32>) -> Option<St
         && i64::from(r) >= ranks
     {
         return Some(format!(
-            "no output from rank {r}: job {} asks for {ranks} accelerator{}, one rank each \
-             (0 to {})",
+            "no output from rank {r}: job {} asks for {}, one rank each (0 to {})",
             job.id,
-            if ranks == 1 { "" } else { "s" },
+            plural(ranks as u64, "accelerator"),
             ranks - 1
         ));
     }
@@ -732,9 +731,9 @@ fn why_no_lines(job: &Job, rank: Option<u32>, attempt: Option<u32>) -> Option<St
         return Some(match attempts {
             0 => format!("no output: job {} has not started yet", job.id),
             n => format!(
-                "no output from attempt {a}: job {} has been started {n} time{} so far",
+                "no output from attempt {a}: job {} has been started {} so far",
                 job.id,
-                if n == 1 { "" } else { "s" }
+                plural(n as u64, "time")
             ),
         });
     }

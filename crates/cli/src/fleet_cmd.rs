@@ -9,7 +9,7 @@ use switchyard_core::fleet::{Capacity, Cluster, Fleet, Level, ProviderKind, Quot
 use crate::CliError;
 use crate::error::read_text;
 use crate::error::{out, outln};
-use crate::table::{Table, number, thousands};
+use crate::table::{Table, number, plural, thousands};
 
 #[derive(Debug, clap::Args)]
 pub struct FleetArgs {
@@ -264,14 +264,6 @@ impl<'a> FleetView<'a> {
     }
 }
 
-fn plural(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
 fn capacity_name(c: Capacity) -> &'static str {
     match c {
         Capacity::Reserved => "reserved",
@@ -316,7 +308,7 @@ fn render_fleet(view: &FleetView<'_>) -> String {
         let t = &p.totals;
         table.row([
             format!("{} total", p.name),
-            plural(t.clusters, "cluster"),
+            plural(t.clusters as u64, "cluster"),
             String::new(),
             String::new(),
             thousands(t.nodes),
@@ -333,7 +325,7 @@ fn render_fleet(view: &FleetView<'_>) -> String {
     let t = &view.totals;
     table.row([
         "fleet total".to_owned(),
-        plural(t.clusters, "cluster"),
+        plural(t.clusters as u64, "cluster"),
         String::new(),
         String::new(),
         thousands(t.nodes),

@@ -94,6 +94,15 @@ fn looks_numeric(cell: &str) -> bool {
 }
 
 /// Formats an integer with thousands separators: 100352 → "100,352".
+/// "1 cluster", "3 clusters".
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 pub fn thousands(n: u64) -> String {
     group_digits(&n.to_string())
 }

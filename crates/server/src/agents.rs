@@ -2208,19 +2208,8 @@ mod handlers {
         body: Result<Bytes, BytesRejection>,
         what: &str,
     ) -> Result<T, ApiError> {
-        let body = body.map_err(|r| {
-            if crate::listen::is_timeout(&r) {
-                crate::listen::timed_out(&r)
-            } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the {what} is larger than {MAX_AGENT_BODY_BYTES} bytes"),
-                )
-            } else {
-                ApiError::bad(format!("cannot read the {what}: {r}"))
-            }
-        })?;
+        let body =
+            body.map_err(|r| crate::listen::body_rejected(&r, what, MAX_AGENT_BODY_BYTES))?;
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

@@ -547,22 +547,8 @@ fn decode<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     what: &str,
 ) -> Result<T, ApiError> {
-    let body = body.map_err(|r| {
-        if crate::listen::is_timeout(&r) {
-            crate::listen::timed_out(&r)
-        } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!(
-                    "the request body is larger than {} bytes",
-                    api::MAX_BODY_BYTES
-                ),
-            )
-        } else {
-            ApiError::bad(format!("cannot read the request body: {r}"))
-        }
-    })?;
+    let body =
+        body.map_err(|r| crate::listen::body_rejected(&r, "request body", api::MAX_BODY_BYTES))?;
     let invalid = |why: String| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

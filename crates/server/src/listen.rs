@@ -193,6 +193,26 @@ pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// What a handler answers when its body (the `what`, e.g. "request body") could not be read:
+/// 408 when it did not arrive in time, 413 past `limit` bytes, 400 otherwise.
+pub fn body_rejected(
+    r: &axum::extract::rejection::BytesRejection,
+    what: &str,
+    limit: usize,
+) -> ApiError {
+    if is_timeout(r) {
+        timed_out(r)
+    } else if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the {what} is larger than {limit} bytes"),
+        )
+    } else {
+        ApiError::bad(format!("cannot read the {what}: {r}"))
+    }
+}
+
 /// The 408 a handler answers for a body that did not arrive in time.
 pub fn timed_out(e: &(dyn std::error::Error + 'static)) -> ApiError {
     ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", body_error_text(e))

@@ -394,7 +394,8 @@ impl Want {
 struct Follow {
     cluster: usize,
     job: String,
-    /// A service replica's name (`EPOCH.n`): its lines are told apart by it.
+    /// A service replica's name (`SLURMID.n`, [`replica_output_name`]): its lines are told
+    /// apart by it.
     replica: Option<String>,
     attempt: u32,
     /// Written through `srun --label` (ranks prefix the lines).

@@ -4,7 +4,6 @@
 //! variants carry only the first five columns.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use switchyard_core::accelerator;
 use switchyard_core::job::{JobKind, JobSpec, Work};
@@ -163,9 +162,6 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         ..Trace::default()
     };
     super::sort_by_submit(&mut trace.jobs);
-    let file: Arc<str> = file.into();
-    for (id, line) in names {
-        trace.note_origin(&id, &file, line);
-    }
+    trace.note_origins(file, names);
     Ok(trace)
 }

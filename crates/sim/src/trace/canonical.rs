@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::sync::Arc;
 
 use switchyard_core::accelerator;
 use switchyard_core::job::{DiurnalLoad, JobKind, JobSpec, Replicas, Work};
@@ -94,15 +93,12 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         ids.insert(job.id.clone(), row.line);
         Ok(Some(job))
     })?;
-    let file: Arc<str> = file.into();
     let mut trace = Trace {
         jobs,
         skipped,
         ..Trace::default()
     };
-    for (id, line) in ids {
-        trace.note_origin(&id, &file, line);
-    }
+    trace.note_origins(file, ids);
     Ok(trace)
 }
 

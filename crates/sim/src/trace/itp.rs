@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
 use switchyard_core::job::{JobKind, JobSpec, Work};
 
@@ -74,10 +73,11 @@ pub(crate) fn parse_many(
         })?;
         trace.jobs.extend(jobs);
         trace.skipped += skipped;
-        let file: Arc<str> = file.as_str().into();
-        for (job_id, line) in ids {
-            trace.note_origin(&format!("{tenant}/{job_id}"), &file, line);
-        }
+        trace.note_origins(
+            file,
+            ids.into_iter()
+                .map(|(job_id, line)| (format!("{tenant}/{job_id}"), line)),
+        );
     }
     let first = trace
         .jobs

@@ -130,6 +130,18 @@ impl Trace {
         );
     }
 
+    /// Records the rows of `file` that jobs were read from: (job id, line) pairs.
+    pub(crate) fn note_origins(
+        &mut self,
+        file: &str,
+        rows: impl IntoIterator<Item = (String, u64)>,
+    ) {
+        let file: Arc<str> = file.into();
+        for (id, line) in rows {
+            self.note_origin(&id, &file, line);
+        }
+    }
+
     /// Adds `other`'s jobs, their ids prefixed with `prefix` and a slash.
     pub(crate) fn append_prefixed(&mut self, other: Trace, prefix: &str) {
         self.jobs.extend(other.jobs.into_iter().map(|mut j| {
