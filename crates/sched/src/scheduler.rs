@@ -1271,6 +1271,23 @@ impl Scheduler {
             })
     }
 
+    /// The most accelerators team `tenant` could give back on `cluster` and stay at or above
+    /// every guarantee covering it (what `keeps_guarantees` allows).
+    fn givable(&self, tenant: u32, cluster: u32) -> u64 {
+        let t = &self.tenants[tenant as usize];
+        t.rules
+            .iter()
+            .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+            .map(|r| {
+                let usage = match r.cluster {
+                    Some(c) => t.usage[c as usize],
+                    None => t.usage_total,
+                };
+                usage.saturating_sub(r.guaranteed)
+            })
+            .fold(t.usage[cluster as usize], u64::min)
+    }
+
     /// Frees room for `j`, whose team is below its guarantee on a cluster, by removing replicas
     /// of other teams' services that those teams borrow there (never cutting a team below its
     /// own guarantee). A service holds on to whatever it was given; without this, one large
@@ -1291,7 +1308,18 @@ impl Scheduler {
                 continue;
             }
             let short = need - self.index[c as usize].free().min(need.saturating_sub(1));
-            let mut given_back: HashMap<u32, u64> = HashMap::new();
+            // Other teams' guarantees may leave too little to take whatever their replicas are:
+            // then there is no need to look at each replica.
+            let givable: u64 = (0..self.tenants.len() as u32)
+                .filter(|&t| t != tenant)
+                .map(|t| self.givable(t, c))
+                .sum();
+            if givable < short {
+                continue;
+            }
+            // Accelerators each team has given back so far, by team index. This loop runs for
+            // every waiting job a pass cannot place, so the cheap tests come first.
+            let mut given_back: Vec<u64> = vec![0; self.tenants.len()];
             let mut chosen: Vec<(JobIdx, usize)> = Vec::new();
             let mut got = 0u64;
             'services: for &(_, svc) in &self.services {
@@ -1301,14 +1329,15 @@ impl Scheduler {
                 }
                 let size = u64::from(sj.size);
                 for (i, rep) in sj.replicas.iter().enumerate().rev() {
-                    let back = given_back.get(&sj.tenant).copied().unwrap_or(0);
-                    if rep.cluster != c
-                        || rep.start_s >= now
-                        || !self.keeps_guarantees(sj.tenant, c, back + size)
-                    {
+                    if rep.cluster != c || rep.start_s >= now {
                         continue;
                     }
-                    given_back.insert(sj.tenant, back + size);
+                    let back = &mut given_back[sj.tenant as usize];
+                    if !self.keeps_guarantees(sj.tenant, c, *back + size) {
+                        // Its other replicas are as large: none of them could go either.
+                        continue 'services;
+                    }
+                    *back += size;
                     chosen.push((svc, i));
                     got += size;
                     if got >= short {

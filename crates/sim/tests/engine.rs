@@ -244,6 +244,11 @@ fn impossible_job_names_its_row_or_is_skipped() {
 /// One cluster of `nodes` 8-GPU servers; tenant `a` with team `t` (guaranteed 32 accelerators)
 /// and team `u` (no quota), tenant `b` with team `v` (no quota).
 fn quota_fleet(nodes: u32) -> Fleet {
+    quota_fleet_with(nodes, "")
+}
+
+/// `quota_fleet` with team `u`'s quota line (`quotas = [...]`, or nothing).
+fn quota_fleet_with(nodes: u32, u_quotas: &str) -> Fleet {
     let text = format!(
         r#"
 name = "q"
@@ -270,6 +275,7 @@ name = "t"
 quotas = [{{ accelerators = 32 }}]
 [[tenants.teams]]
 name = "u"
+{u_quotas}
 [[tenants]]
 name = "b"
 [[tenants.teams]]
@@ -458,6 +464,47 @@ fn a_guarantee_is_reclaimed_from_a_borrowing_service() {
             removed, 2,
             "{policy:?}: two 8-accelerator replicas make room for 16"
         );
+    }
+}
+
+/// A service's team with a guarantee of its own gives back only what it borrows: a run that
+/// needs more than that waits, and no replica is taken for nothing.
+#[test]
+fn a_service_gives_back_only_what_its_team_borrows() {
+    let fleet = quota_fleet_with(4, "quotas = [{ accelerators = 16 }]");
+    let svc = service(
+        "svc",
+        "u",
+        8,
+        Replicas {
+            min: 4,
+            max: 4,
+            capacity_per_replica: 1.0,
+            load: None,
+        },
+    );
+    for (size, reclaimed) in [(16, 2), (24, 0)] {
+        let run = training("guaranteed", "t", 100.0, size, 3600.0, 0);
+        let opts = SimOptions {
+            policy: Policy::Switchyard,
+            failures: false,
+            keep_decisions: true,
+            horizon_s: 100_000.0,
+            ..SimOptions::default()
+        };
+        let r = simulate(
+            &fleet,
+            vec![svc.clone(), run],
+            ThroughputTable::new(),
+            &opts,
+            &mut |_| {},
+        )
+        .expect("simulates");
+        let removed = decided(&r, |a| matches!(a, Action::RemoveReplica { .. })).count();
+        assert_eq!(removed, reclaimed, "{size}: {:#?}", r.decision_log);
+        let started =
+            decided(&r, |a| matches!(a, Action::Start { .. })).any(|(id, _)| id == "guaranteed");
+        assert_eq!(started, reclaimed > 0, "{size}: {:#?}", r.decision_log);
     }
 }
 
