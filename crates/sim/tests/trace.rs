@@ -226,6 +226,17 @@ fn error_lines_count_blank_lines_comments_and_every_line_ending() {
     assert!(e.starts_with("trace.csv: line 2 (row 1)"), "{e}");
     let e = err(&format!("{header}\ra,0,8,1\rb,0,8,1\rc,0,8,x\r"));
     assert!(e.starts_with("trace.csv: line 4 (row 3)"), "{e}");
+    // A comment in a file of lone CRs ends at its CR, like every other line there.
+    let e = err(&format!("{header}\r# one\ra,0,8,1\rb,0,8,x\r"));
+    assert!(e.starts_with("trace.csv: line 4 (row 2)"), "{e}");
+    let trace = parse(
+        &format!("{header}\r# one\ra,0,8,1\r\r# two\rb,0,8,1\r"),
+        "trace.csv",
+        TraceFormat::Canonical,
+        &STRICT,
+    )
+    .expect("valid");
+    assert_eq!(trace.jobs.len(), 2, "no row is lost to a comment");
     let philly = "timestamp,duration,num_gpus,gpu_time,cluster\r\n\r\n2017-10-09 07:01:55,66.0,1,66.0,a\r\n\r\n2017-02-30 00:00:00,1,1,1,b\r\n";
     let e = parse(philly, "p.csv", TraceFormat::Philly, &STRICT)
         .expect_err("bad date")

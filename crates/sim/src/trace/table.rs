@@ -25,6 +25,15 @@ impl<'a> Table<'a> {
     }
 
     fn read_inner(text: &str, file: &'a str, comment: Option<u8>) -> Result<Self, TraceError> {
+        // The reader ends a comment only at an LF: in a file whose lines end in a lone CR, a
+        // comment would swallow every line after it. A lone CR is read as the LF it stands
+        // for, byte for byte, so offsets and line numbers do not move.
+        let text: std::borrow::Cow<'_, str> = if comment.is_some() && has_lone_cr(text) {
+            lone_cr_as_lf(text).into()
+        } else {
+            text.into()
+        };
+        let text = text.as_ref();
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .comment(comment)
@@ -144,6 +153,29 @@ fn check_header(header: &[String], file: &str) -> Result<(), TraceError> {
 
 /// Where each line of a text starts, to turn a byte offset into the line an editor shows.
 /// LF, CR LF and a lone CR each end a line.
+/// Whether `text` has a CR that does not begin a CR LF pair.
+fn has_lone_cr(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+}
+
+/// `text` with every lone CR replaced by an LF (CR LF pairs kept).
+fn lone_cr_as_lf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' && chars.peek() != Some(&'\n') {
+            out.push('\n');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 struct LineIndex<'t> {
     text: &'t str,
     starts: Vec<usize>,
