@@ -43,10 +43,18 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     /// Accelerator types accepted (catalog names, e.g. "H100"); empty = any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
     pub accelerator_types: Vec<String>,
     /// Clusters accepted; empty = any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
     pub clusters: Vec<String>,
     /// Training and batch: wall-clock seconds of work on the full gang.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,36 +98,51 @@ pub struct JobCommand {
     pub working_dir: Option<String>,
 }
 
+/// A list that may be given as `null`, which means what leaving it out means (empty), as
+/// `null` does for the submission's optional values.
+fn null_as_empty<'de, D>(d: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
 /// `command.env` as a map whose every name is given once: JSON allows a key twice, and
-/// keeping the last value would drop the other without a word.
+/// keeping the last value would drop the other without a word. `null` is no variables, as
+/// leaving `env` out is.
 fn variables_once<'de, D>(d: D) -> Result<std::collections::BTreeMap<String, String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    struct Variables;
-    impl<'de> serde::de::Visitor<'de> for Variables {
-        type Value = std::collections::BTreeMap<String, String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a map of environment variable names to string values")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut vars = std::collections::BTreeMap::new();
-            while let Some((name, value)) = map.next_entry::<String, String>()? {
-                if vars.contains_key(&name) {
-                    return Err(serde::de::Error::custom(format!(
-                        "command.env names `{}` twice",
-                        name.chars().take(64).collect::<String>()
-                    )));
-                }
-                vars.insert(name, value);
-            }
-            Ok(vars)
-        }
+    Ok(Option::<VariablesOnce>::deserialize(d)?.map_or_else(Default::default, |v| v.0))
+}
+
+/// `command.env` read by `variables_once`'s rule.
+struct VariablesOnce(std::collections::BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for VariablesOnce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(VariablesOnce(Default::default()))
     }
-    d.deserialize_map(Variables)
+}
+
+impl<'de> serde::de::Visitor<'de> for VariablesOnce {
+    type Value = VariablesOnce;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a map of environment variable names to string values")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<Self, A::Error> {
+        while let Some((name, value)) = map.next_entry::<String, String>()? {
+            if self.0.contains_key(&name) {
+                return Err(serde::de::Error::custom(format!(
+                    "command.env names `{}` twice",
+                    name.chars().take(64).collect::<String>()
+                )));
+            }
+            self.0.insert(name, value);
+        }
+        Ok(self)
+    }
 }
 
 impl JobCommand {

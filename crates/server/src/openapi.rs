@@ -13,6 +13,7 @@ pub const DOCUMENT: &str = r##"{
     "schemas": {
       "SubmitRequest": {
         "type": "object", "additionalProperties": false, "required": ["kind", "accelerators"],
+        "description": "null for a property that is not required (here or in command) means the same as leaving it out",
         "properties": {
           "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$", "description": "unique per tenant; a second submission with the same name answers 409" },
           "kind": { "enum": ["training", "batch", "inference"] },

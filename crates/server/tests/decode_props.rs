@@ -186,6 +186,36 @@ fn commands_and_retry_limits_are_checked() {
     let (status, _) =
         base(json!({"command": {"argv": ["x"], "surprise": 1}})).expect_err("unknown field");
     assert_eq!(status, 400);
+    let twice = br#"{"kind": "training", "accelerators": 8, "duration_s": 60.0,
+        "command": {"argv": ["x"], "env": {"A": "1", "A": "2"}}}"#;
+    let (status, message) = admit(twice, "research").expect_err("a variable named twice");
+    assert_eq!(status, 400);
+    assert!(message.contains("command.env names `A` twice"), "{message}");
+    let (status, message) =
+        base(json!({"command": {"argv": ["x"], "env": ["A"]}})).expect_err("env not a map");
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("a map of environment variable names"),
+        "{message}"
+    );
+}
+
+/// `null` means what leaving a value out means, for lists and the environment as for the
+/// optional numbers and names: JSON clients write `None` as `null`.
+#[test]
+fn null_is_the_same_as_absent() {
+    let with_nulls = json!({
+        "kind": "training", "accelerators": 8, "duration_s": 60.0, "name": null,
+        "priority": null, "accelerator_types": null, "clusters": null,
+        "command": {"argv": ["x"], "env": null, "working_dir": null}
+    });
+    admit(with_nulls.to_string().as_bytes(), "research").expect("nulls are accepted");
+    let req: SubmitRequest = serde_json::from_value(with_nulls).expect("decodes");
+    let plain: SubmitRequest = serde_json::from_value(json!({
+        "kind": "training", "accelerators": 8, "duration_s": 60.0, "command": {"argv": ["x"]}
+    }))
+    .expect("decodes");
+    assert_eq!(req, plain);
     let service = json!({"kind": "inference", "accelerators": 1, "replicas": {"min": 1, "max": 1}, "max_retries": 2});
     let (status, message) =
         admit(service.to_string().as_bytes(), "research").expect_err("retries are for gangs");
