@@ -443,6 +443,58 @@ struct Org {
     usage_total: u64,
 }
 
+/// Runs chosen for preemption on one cluster: what they free, node by node, and what each
+/// team gives back. A run that may go only as capacity its team borrows is admitted against
+/// what its team already gives back, so victims taken together never cut a team below a
+/// guarantee that each alone would leave intact (the team would reclaim it at once, and the
+/// two rules would hand the accelerators back and forth).
+#[derive(Debug, Clone)]
+struct Taken {
+    cluster: u32,
+    victims: Vec<(u64, JobIdx)>,
+    accelerators: u64,
+    released: BTreeMap<u32, u32>,
+    given_back: Vec<u64>,
+}
+
+impl Taken {
+    fn new(s: &Scheduler, cluster: u32) -> Self {
+        Taken {
+            cluster,
+            victims: Vec::new(),
+            accelerators: 0,
+            released: BTreeMap::new(),
+            given_back: vec![0; s.tenants.len()],
+        }
+    }
+
+    fn has(&self, v: JobIdx) -> bool {
+        self.victims.iter().any(|x| x.1 == v)
+    }
+
+    /// Whether run `v` (`size` accelerators) may be taken as well; `guarded` when it may go
+    /// only as capacity its team borrows.
+    fn admits(&self, s: &Scheduler, size: u64, v: JobIdx, guarded: bool) -> bool {
+        let tenant = s.jobs[v as usize].tenant;
+        !guarded
+            || s.keeps_guarantees(
+                tenant,
+                self.cluster,
+                self.given_back[tenant as usize] + size,
+            )
+    }
+
+    fn take(&mut self, s: &Scheduler, size: u64, v: JobIdx) {
+        let job = &s.jobs[v as usize];
+        self.victims.push((size, v));
+        self.accelerators += size;
+        self.given_back[job.tenant as usize] += size;
+        for share in job.run.iter().flat_map(|r| &r.shares) {
+            *self.released.entry(share.node).or_default() += share.accelerators;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Reservation {
     job: JobIdx,
@@ -2288,7 +2340,8 @@ impl Scheduler {
                 if self.jobs[j as usize].key.is_none() || self.try_start(now, j, None, out) {
                     continue;
                 }
-                if self.cfg.policy != Policy::Fair && tries < 4 && self.try_preempt(now, j, out) {
+                // (FIFO, which never preempts, always takes the full pass.)
+                if tries < 4 && self.try_preempt(now, j, out) {
                     self.try_start(now, j, None, out);
                 }
             }
@@ -2720,22 +2773,21 @@ impl Scheduler {
                     .as_ref()
                     .is_some_and(|r| r.start_s >= now)
             };
-            let mut cands: Vec<(u64, JobIdx)> = Vec::new();
+            // Candidates: (accelerators, job, whether it may go only as capacity its team
+            // borrows). Each is checked on its own here; `Taken` checks them together.
+            let mut cands: Vec<(u64, JobIdx, bool)> = Vec::new();
             for &(p, _, v) in self.running_on[c as usize].iter().take(10_000) {
                 if started_now(v) {
                     continue;
                 }
+                let same_team = self.jobs[v as usize].tenant == self.jobs[j as usize].tenant;
                 // Priority orders jobs within a team and over capacity a team borrows; it
                 // does not take another team's guaranteed quota (that team would reclaim it at
                 // once, and the two rules would hand the accelerators back and forth).
                 let by_priority = policy != Policy::Fair
                     && p < prio
-                    && (policy == Policy::Priority
-                        || self.jobs[v as usize].tenant == self.jobs[j as usize].tenant
-                        || self.borrowing(v, c));
-                let by_quota = reclaim
-                    && self.jobs[v as usize].tenant != self.jobs[j as usize].tenant
-                    && self.borrowing(v, c);
+                    && (policy == Policy::Priority || same_team || self.borrowing(v, c));
+                let by_quota = reclaim && !same_team && self.borrowing(v, c);
                 if !(by_priority || by_quota) {
                     if p >= prio && !reclaim {
                         break;
@@ -2743,7 +2795,7 @@ impl Scheduler {
                     continue;
                 }
                 let size = u64::from(self.jobs[v as usize].run.as_ref().map_or(0, |r| r.size));
-                cands.push((size, v));
+                cands.push((size, v, policy != Policy::Priority && !same_team));
             }
             if policy == Policy::Switchyard {
                 // Shortest remaining time first: a training run with far more left to do than
@@ -2766,60 +2818,56 @@ impl Scheduler {
                         continue;
                     }
                     let size = u64::from(vj.run.as_ref().map_or(0, |r| r.size));
-                    cands.push((size, v));
+                    let same_team = vj.tenant == self.jobs[j as usize].tenant;
+                    cands.push((size, v, !reclaim && !same_team));
                 }
             }
             let short = need - free;
-            let mut victims: Vec<(u64, JobIdx)> = if let Some(&one) = cands
-                .iter()
-                .filter(|&&(s, _)| s >= short)
-                .min_by_key(|&&(s, v)| (s, std::cmp::Reverse(self.jobs[v as usize].order)))
-            {
-                vec![one]
-            } else {
-                cands.sort_by_key(|&(s, v)| {
+            let jobs = &self.jobs;
+            let largest_first = |cands: &mut Vec<(u64, JobIdx, bool)>| {
+                cands.sort_by_key(|&(s, v, _)| {
                     (
                         std::cmp::Reverse(s),
-                        std::cmp::Reverse(self.jobs[v as usize].order),
+                        std::cmp::Reverse(jobs[v as usize].order),
                     )
                 });
-                let mut got = 0;
-                let mut chosen = Vec::new();
-                for &(s, v) in &cands {
-                    if got >= short {
+            };
+            let mut taken = Taken::new(self, c);
+            if let Some(&(s, v, _)) = cands
+                .iter()
+                .filter(|&&(s, _, _)| s >= short)
+                .min_by_key(|&&(s, v, _)| (s, std::cmp::Reverse(jobs[v as usize].order)))
+            {
+                // Admissible on its own: its team was checked as borrowing it.
+                taken.take(self, s, v);
+            } else {
+                largest_first(&mut cands);
+                for &(s, v, guarded) in &cands {
+                    if taken.accelerators >= short {
                         break;
                     }
-                    got += s;
-                    chosen.push((s, v));
+                    if taken.admits(self, s, v, guarded) {
+                        taken.take(self, s, v);
+                    }
                 }
-                if got < short {
+                if taken.accelerators < short {
                     continue;
                 }
-                chosen
-            };
+            }
             // Enough accelerators is not enough room: a gang of whole nodes needs nodes that
             // come free entirely. Take more candidates (largest first) until the victims' nodes
             // make room, or leave this cluster alone rather than evict for nothing.
-            let jobs = &self.jobs;
-            let release = |freed: &mut BTreeMap<u32, u32>, v: JobIdx| {
-                for s in jobs[v as usize].run.iter().flat_map(|r| &r.shares) {
-                    *freed.entry(s.node).or_default() += s.accelerators;
-                }
-            };
-            let mut released = BTreeMap::new();
-            for &(_, v) in &victims {
-                release(&mut released, v);
-            }
             let index = &self.index[c as usize];
-            if !index.fits_after_release(job.min_size, &released)
+            if !index.fits_after_release(job.min_size, &taken.released)
                 && job.min_size >= index.per_node()
             {
                 // A gang of whole nodes: free the nodes that are cheapest to empty (every job
                 // on them a candidate), counting each victim once.
-                let size_of: HashMap<JobIdx, u64> = cands.iter().map(|&(s, v)| (v, s)).collect();
+                let cand_of: HashMap<JobIdx, (u64, bool)> =
+                    cands.iter().map(|&(s, v, g)| (v, (s, g))).collect();
                 let mut touched: Vec<u32> = cands
                     .iter()
-                    .flat_map(|&(_, v)| jobs[v as usize].run.iter().flat_map(|r| &r.shares))
+                    .flat_map(|&(_, v, _)| jobs[v as usize].run.iter().flat_map(|r| &r.shares))
                     .map(|s| s.node)
                     .collect();
                 touched.sort_unstable();
@@ -2835,42 +2883,45 @@ impl Scheduler {
                         .collect();
                     on.sort_unstable_by_key(|&x| (jobs[x as usize].order, x));
                     on.dedup();
-                    if on.iter().all(|x| size_of.contains_key(x)) {
-                        let cost = on.iter().map(|x| size_of[x]).sum();
+                    if on.iter().all(|x| cand_of.contains_key(x)) {
+                        let cost = on.iter().map(|x| cand_of[x].0).sum();
                         nodes.push((cost, node, on));
                     }
                 }
                 nodes.sort_unstable();
-                let mut chosen: Vec<(u64, JobIdx)> = Vec::new();
-                let mut freed = BTreeMap::new();
+                let mut by_nodes = Taken::new(self, c);
                 for (_, _, on) in nodes {
+                    // A node is emptied whole or not at all.
+                    let mut trial = by_nodes.clone();
+                    let mut whole = true;
                     for v in on {
-                        if !chosen.iter().any(|x| x.1 == v) {
-                            chosen.push((size_of[&v], v));
-                            release(&mut freed, v);
+                        let (s, guarded) = cand_of[&v];
+                        if trial.has(v) {
+                            continue;
                         }
+                        if !trial.admits(self, s, v, guarded) {
+                            whole = false;
+                            break;
+                        }
+                        trial.take(self, s, v);
                     }
-                    if index.fits_after_release(job.min_size, &freed) {
-                        victims = chosen;
-                        released = freed;
+                    if !whole {
+                        continue;
+                    }
+                    by_nodes = trial;
+                    if index.fits_after_release(job.min_size, &by_nodes.released) {
+                        taken = by_nodes;
                         break;
                     }
                 }
             }
-            if !index.fits_after_release(job.min_size, &released) {
-                cands.sort_by_key(|&(s, v)| {
-                    (
-                        std::cmp::Reverse(s),
-                        std::cmp::Reverse(jobs[v as usize].order),
-                    )
-                });
-                let mut taken: HashSet<JobIdx> = victims.iter().map(|x| x.1).collect();
+            if !index.fits_after_release(job.min_size, &taken.released) {
+                largest_first(&mut cands);
                 let mut room = false;
-                for &(s, v) in &cands {
-                    if taken.insert(v) {
-                        victims.push((s, v));
-                        release(&mut released, v);
-                        if index.fits_after_release(job.min_size, &released) {
+                for &(s, v, guarded) in &cands {
+                    if !taken.has(v) && taken.admits(self, s, v, guarded) {
+                        taken.take(self, s, v);
+                        if index.fits_after_release(job.min_size, &taken.released) {
                             room = true;
                             break;
                         }
@@ -2880,6 +2931,7 @@ impl Scheduler {
                     continue;
                 }
             }
+            let victims = taken.victims;
             let evicted: u64 = victims.iter().map(|v| v.0).sum();
             let ids: Vec<JobIdx> = victims.iter().map(|v| v.1).collect();
             if best

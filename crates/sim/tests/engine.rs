@@ -420,6 +420,76 @@ fn priority_takes_only_what_a_team_borrows() {
     assert_eq!(r.total.completed, 3);
 }
 
+/// Victims are checked against their team's guarantee together, not one by one: taking any
+/// one of four 8-accelerator runs leaves a team guaranteed 16 whole, taking three leaves it at
+/// 8 (it reclaimed them at once, and the rules took turns hundreds of times).
+#[test]
+fn preemption_never_takes_a_guarantee_in_several_runs() {
+    let fleet = quota_fleet_with(4, "quotas = [{ accelerators = 16 }]");
+    for (urgent, preempted) in [(24, 0), (16, 2)] {
+        let mut jobs: Vec<JobSpec> = (0..4)
+            .map(|i| training(&format!("u{i}"), "u", 0.0, 8, 36_000.0, 0))
+            .collect();
+        jobs.push(training("urgent", "v", 100.0, urgent, 3_600.0, 10));
+        for policy in [Policy::Switchyard, Policy::Fair] {
+            let opts = SimOptions {
+                policy,
+                failures: false,
+                keep_decisions: true,
+                ..SimOptions::default()
+            };
+            let r = simulate(
+                &fleet,
+                jobs.clone(),
+                ThroughputTable::new(),
+                &opts,
+                &mut |_| {},
+            )
+            .expect("simulates");
+            let expected = if policy == Policy::Fair { 0 } else { preempted };
+            assert_eq!(
+                r.total.preemptions, expected,
+                "{policy:?}, {urgent}: {:#?}",
+                r.decision_log
+            );
+            assert_eq!(r.total.completed, 5);
+        }
+    }
+}
+
+/// A team below its guarantee reclaims it when its job arrives, under `fair` as under
+/// `switchyard`, not only in a pass after something ended (it used to wait for the borrowers
+/// to finish).
+#[test]
+fn a_guarantee_is_reclaimed_when_the_job_arrives() {
+    let fleet = quota_fleet(4);
+    let mut jobs: Vec<JobSpec> = (0..4)
+        .map(|i| training(&format!("u{i}"), "u", 0.0, 8, 36_000.0, 0))
+        .collect();
+    jobs.push(training("guaranteed", "t", 100.0, 8, 3_600.0, 0));
+    for policy in [Policy::Fair, Policy::Switchyard] {
+        let opts = SimOptions {
+            policy,
+            failures: false,
+            keep_decisions: true,
+            ..SimOptions::default()
+        };
+        let r = simulate(
+            &fleet,
+            jobs.clone(),
+            ThroughputTable::new(),
+            &opts,
+            &mut |_| {},
+        )
+        .expect("simulates");
+        let started_at = decided(&r, |a| matches!(a, Action::Start { .. }))
+            .find(|&(id, _)| id == "guaranteed")
+            .map(|(_, at)| at);
+        assert_eq!(started_at, Some(100.0), "{policy:?}: {:#?}", r.decision_log);
+        assert_eq!(r.total.preemptions, 1, "{policy:?}");
+    }
+}
+
 /// A service of a team without a guarantee that took a whole cluster gives back replicas
 /// when a team with a guarantee there needs it; it keeps serving with the rest.
 #[test]
