@@ -502,6 +502,9 @@ struct Reservation {
     shadow_s: f64,
     extra: u64,
     epoch: u64,
+    /// Free accelerators on its cluster when it was made: once anything starts there (a
+    /// backfilled job takes some of `extra`) or ends, it is made again.
+    free_then: u64,
 }
 
 /// The scheduler: one value holding the fleet's state; see the crate docs.
@@ -2568,6 +2571,7 @@ impl Scheduler {
         if let Some(r) = self.reservation
             && r.job == j
             && r.epoch == self.epoch
+            && self.index[r.cluster as usize].free() == r.free_then
         {
             return Some(r);
         }
@@ -2577,7 +2581,8 @@ impl Scheduler {
             if self.jobs[j as usize].dur[c].is_none() {
                 continue;
             }
-            let mut free = self.index[c].free();
+            let free_then = self.index[c].free();
+            let mut free = free_then;
             let mut shadow = now;
             for &(end, _, k) in self.ends[c].iter().take(200_000) {
                 if free >= need {
@@ -2596,6 +2601,7 @@ impl Scheduler {
                     shadow_s: shadow,
                     extra: free - need,
                     epoch: self.epoch,
+                    free_then,
                 });
             }
         }

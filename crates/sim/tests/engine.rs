@@ -490,6 +490,36 @@ fn a_guarantee_is_reclaimed_when_the_job_arrives() {
     }
 }
 
+/// EASY backfill under `fifo`: the accelerators a reservation does not need are given out
+/// once. Two jobs each fitting the 8 spare ones, arriving in separate passes, both took them,
+/// and the reserved job started 1,002 s late.
+#[test]
+fn backfill_uses_the_spare_accelerators_once() {
+    let fleet = quota_fleet(5);
+    let jobs = vec![
+        training("x", "v", 0.0, 16, 1_000.0, 0),
+        training("y", "v", 0.0, 8, 5_000.0, 0),
+        training("reserved", "v", 1.0, 24, 3_600.0, 0),
+        training("b1", "v", 2.0, 8, 2_000.0, 0),
+        training("b2", "v", 4.0, 8, 2_000.0, 0),
+    ];
+    let opts = SimOptions {
+        policy: Policy::Fifo,
+        failures: false,
+        keep_decisions: true,
+        ..SimOptions::default()
+    };
+    let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
+    let started = |job: &str| {
+        decided(&r, |a| matches!(a, Action::Start { .. }))
+            .find(|&(id, _)| id == job)
+            .map(|(_, at)| at)
+    };
+    assert_eq!(started("reserved"), Some(1_000.0), "{:#?}", r.decision_log);
+    assert_eq!(started("b1"), Some(2.0), "backfilled into the spare 8");
+    assert_eq!(started("b2"), Some(2_002.0), "waits for b1's accelerators");
+}
+
 /// A service of a team without a guarantee that took a whole cluster gives back replicas
 /// when a team with a guarantee there needs it; it keeps serving with the rest.
 #[test]
