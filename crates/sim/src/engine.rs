@@ -330,7 +330,8 @@ pub fn simulate(
                 0.0
             };
             let wait_s = repairs_s.max(services_s);
-            if wait_s == 0.0 || t - since > wait_s {
+            // Services are watched through their day whatever else is stuck.
+            if (wait_s == 0.0 || t - since > wait_s) && t > services_until {
                 break;
             }
         } else {

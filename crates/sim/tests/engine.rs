@@ -894,23 +894,24 @@ fn services_alone_are_watched_through_a_day() {
         failures: false,
         ..SimOptions::default()
     };
-    let r = simulate(
-        &fleet,
-        vec![fixed],
-        ThroughputTable::new(),
-        &opts,
-        &mut |_| {},
-    )
-    .expect("simulates");
-    // 8 of 16 accelerators for a day at $2 an hour.
-    assert!(
-        (r.total.utilization - 0.5).abs() < 0.05,
-        "{}",
-        r.total.utilization
-    );
-    assert!(
-        (r.total.cost_usd - 8.0 * 24.0 * 2.0).abs() < 8.0 * 2.0,
-        "{}",
-        r.total.cost_usd
-    );
+    // Alone, and beside a run that can never start (the service holds what it needs): the
+    // stuck run once ended the simulation at once, with the service's figures zero.
+    let stuck = training("stuck", "u", 0.0, 16, 60.0, 0);
+    for jobs in [vec![fixed.clone()], vec![fixed, stuck]] {
+        let stuck = jobs.len() > 1;
+        let r =
+            simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
+        // 8 of 16 accelerators for a day at $2 an hour.
+        assert!(
+            (r.total.utilization - 0.5).abs() < 0.05,
+            "stuck {stuck}: {}",
+            r.total.utilization
+        );
+        assert!(
+            (r.total.cost_usd - 8.0 * 24.0 * 2.0).abs() < 8.0 * 2.0,
+            "stuck {stuck}: {}",
+            r.total.cost_usd
+        );
+        assert_eq!(r.unfinished, u64::from(stuck));
+    }
 }
