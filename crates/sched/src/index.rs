@@ -256,6 +256,33 @@ impl ClusterIndex {
         }
     }
 
+    /// The largest gang size in `min..=max` that fits once `released` is given back (a run
+    /// growing in place counts its own accelerators), if any. What fits is closed downwards
+    /// (a size fits if a larger one does), so a binary search finds it.
+    pub fn largest_fit_after_release(
+        &self,
+        min: u32,
+        max: u32,
+        released: &std::collections::BTreeMap<u32, u32>,
+    ) -> Option<u32> {
+        if min > max || !self.fits_after_release(min, released) {
+            return None;
+        }
+        let (mut fits, mut too_big) = (min, max.saturating_add(1));
+        if self.fits_after_release(max, released) {
+            return Some(max);
+        }
+        while too_big - fits > 1 {
+            let mid = fits + (too_big - fits) / 2;
+            if self.fits_after_release(mid, released) {
+                fits = mid;
+            } else {
+                too_big = mid;
+            }
+        }
+        Some(fits)
+    }
+
     /// The largest gang size in `min..=max` that fits now, if any.
     pub fn largest_fit(&self, min: u32, max: u32) -> Option<u32> {
         if self.fits(max) {

@@ -2507,17 +2507,28 @@ impl Scheduler {
                     continue;
                 }
                 let i = &self.index[c as usize];
+                // What the team's caps let it add on this cluster.
+                let room = u32::try_from(self.quota_room(v, c)).unwrap_or(u32::MAX);
                 // Elsewhere: the largest size in range that fits; here: grow an elastic run
-                // below its full size if a larger gang fits beside it.
+                // below its full size to the largest gang that fits on its own accelerators
+                // and those free beside it.
                 let target = if c == cur {
-                    match i.largest_fit(lo, hi) {
-                        Some(t) if size < hi && t > size => t,
-                        _ => continue,
+                    let upper = hi.min(size.saturating_add(room));
+                    if upper <= size {
+                        continue;
                     }
-                } else if lo < hi {
-                    match i.largest_fit(lo, hi) {
+                    let mut own: BTreeMap<u32, u32> = BTreeMap::new();
+                    for share in &run.shares {
+                        *own.entry(share.node).or_default() += share.accelerators;
+                    }
+                    match i.largest_fit_after_release(size + 1, upper, &own) {
                         Some(t) => t,
                         None => continue,
+                    }
+                } else if lo < hi {
+                    match i.largest_fit(lo, hi.min(room)) {
+                        Some(t) if t >= lo => t,
+                        _ => continue,
                     }
                 } else if i.fits(size) {
                     size

@@ -520,6 +520,35 @@ fn backfill_uses_the_spare_accelerators_once() {
     assert_eq!(started("b2"), Some(2_002.0), "waits for b1's accelerators");
 }
 
+/// An elastic run started small grows in place to the largest gang its own accelerators and
+/// the freed ones make (it was moved onto the freed ones alone), and within its team's cap.
+#[test]
+fn an_elastic_run_grows_onto_its_own_and_the_freed_accelerators() {
+    let grown_to = |fleet: &Fleet, team: &str| {
+        let mut elastic = training("elastic", team, 1.0, 32, 100_000.0, 0);
+        elastic.min_accelerators = Some(8);
+        let jobs = vec![training("first", "v", 0.0, 24, 500.0, 0), elastic];
+        let opts = SimOptions {
+            policy: Policy::Switchyard,
+            failures: false,
+            keep_decisions: true,
+            ..SimOptions::default()
+        };
+        let r =
+            simulate(fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
+        r.decision_log
+            .iter()
+            .filter(|(id, d)| id == "elastic" && d.at_s == 500.0)
+            .find_map(|(_, d)| d.reason.split("grows from 8 to ").nth(1))
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    assert_eq!(grown_to(&quota_fleet(4), "v"), Some(32));
+    // Team u may hold 16 at most (a guarantee of 8 and 8 borrowed).
+    let capped = quota_fleet_with(4, "quotas = [{ accelerators = 8, borrowing_limit = 8 }]");
+    assert_eq!(grown_to(&capped, "u"), Some(16));
+}
+
 /// A service of a team without a guarantee that took a whole cluster gives back replicas
 /// when a team with a guarantee there needs it; it keeps serving with the rest.
 #[test]
