@@ -1079,10 +1079,10 @@ fn elastic_run_starts_small_and_grows_when_room_frees() {
     s.check_invariants().expect("invariants");
     let grow = out
         .iter()
-        .find(|d| matches!(d.action, Action::Start { job, accelerators: 96, .. } if job == e))
-        .expect("the elastic run grows into the freed accelerators");
+        .find(|d| matches!(d.action, Action::Start { job, accelerators: 128, .. } if job == e))
+        .expect("the elastic run grows onto its own and the freed accelerators");
     assert!(
-        grow.reason.contains("grows from 32 to 96"),
+        grow.reason.contains("grows from 32 to 128"),
         "{}",
         grow.reason
     );
