@@ -1159,8 +1159,12 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
         }
         2 => {
             let per_mb = pass(BF16) + pass(gb);
-            let exposed_mb =
-                (per_mb - compute_mb).max(0.0) + per_mb / (2.0 * stage_layers.max(1.0));
+            // A stack without overlapped gradient reduction (`dp_overlap`) waits for it all.
+            let exposed_mb = if spec.software.dp_overlap {
+                (per_mb - compute_mb).max(0.0) + per_mb / (2.0 * stage_layers.max(1.0))
+            } else {
+                per_mb
+            };
             (per_mb * microbatches, exposed_mb.min(per_mb) * microbatches)
         }
         z => {

@@ -1016,3 +1016,40 @@ fn kept_and_merged_per_mode(
     merged.truncate(opts.keep);
     (all.iter().map(|e| e.step_time_s).collect(), merged)
 }
+
+/// A stack without overlapped gradient reduction (`dp_overlap` off, DeepSpeed 2021) waits for
+/// all of it at every ZeRO stage: ZeRO-2's four times the traffic once hid behind compute and
+/// made it the fastest.
+#[test]
+fn without_dp_overlap_every_zero_stage_exposes_its_traffic() {
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let hw = h100(32);
+    let s = TrainingSpec {
+        software: Software::DEEPSPEED_2021,
+        ..spec(256)
+    };
+    let step = |zero| {
+        let l = Layout {
+            tp: 1,
+            pp: 1,
+            dp: 32,
+            cp: 1,
+            ep: 1,
+            etp: 1,
+            microbatch: 1,
+            virtual_stages: 1,
+            recompute: Recompute::Full,
+            sequence_parallel: false,
+            zero,
+        };
+        estimate(&m, &hw, &l, &s)
+    };
+    for zero in [0, 1, 2] {
+        let b = step(zero).breakdown;
+        assert!(
+            (b.dp_comm_exposed_s - b.dp_comm_s).abs() < 1e-9,
+            "zero {zero}: {b:?}"
+        );
+    }
+    assert!(step(2).step_time_s > step(1).step_time_s);
+}
