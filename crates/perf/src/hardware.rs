@@ -183,9 +183,11 @@ impl Hardware {
         (self.scale_out_gb_s * 1e9 * self.network_efficiency * f64::from(q)).min(up)
     }
 
-    /// Members of a group (`size` ranks, `stride` apart) that share one scale-up domain.
+    /// Members of a group (`size` ranks, `stride` apart) that share one scale-up domain: the
+    /// NVL72 rack, not its 4-GPU trays; an NVLink-bridged pair, not the 8-GPU PCIe server that
+    /// holds four of them (traffic between the pairs pays the level above the domain).
     fn members_per_domain(&self, size: u32, stride: u32) -> u32 {
-        (self.scale_up_domain.max(self.per_node) / stride.max(1)).clamp(1, size.max(1))
+        (self.scale_up_domain / stride.max(1)).clamp(1, size.max(1))
     }
 
     /// Time of an all-to-all in which each of `size` members (rank distance `stride`) sends

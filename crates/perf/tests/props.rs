@@ -386,6 +386,31 @@ fn nvl72_rings_use_every_nic_in_the_rack() {
     assert!(bw <= gb200.scale_up_gb_s * 1e9);
 }
 
+/// In an 8-GPU PCIe server whose cards are NVLink-bridged in pairs, a ring over the server
+/// runs at the rate between the pairs (two NICs' worth per pair), as in servers of two; and
+/// a 16-GPU server of two 8-GPU NVLink boards is two domains, not one.
+#[test]
+fn rings_between_domains_in_one_server_pay_the_level_above() {
+    for name in ["H100-NVL", "H100-PCIe"] {
+        let a = lookup(name).expect("in the catalog");
+        let server = Hardware::from_accelerator(a, 16);
+        let mut pairs = Hardware::from_accelerator(a, 16);
+        pairs.set_per_node(2);
+        assert_eq!(server.scale_up_domain, 2, "{name}");
+        assert_eq!(server.group_bw(8, 1), pairs.group_bw(8, 1), "{name}");
+        assert_eq!(
+            server.all_to_all_time(1e9, 8, 1),
+            pairs.all_to_all_time(1e9, 8, 1),
+            "{name}"
+        );
+    }
+    let h100 = lookup("H100-SXM").expect("in the catalog");
+    let eights = Hardware::from_accelerator(h100, 16);
+    let mut sixteens = Hardware::from_accelerator(h100, 16);
+    sixteens.set_per_node(16);
+    assert_eq!(eights.group_bw(16, 1), sixteens.group_bw(16, 1));
+}
+
 /// `concurrency = "max"` fills the KV cache up to the engine's 4,096-request batch limit:
 /// Llama 3 8B in FP8 at 128 + 128 tokens fits more than TensorRT-LLM's 2,048 default.
 #[test]
