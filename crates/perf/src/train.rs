@@ -318,6 +318,10 @@ pub(crate) fn elementwise_bytes_per_token(
     elem + fp8_cast * (2.0 * h / sp + attn_out / t + latents + dense_down)
 }
 
+/// The narrowest output tile a skinny GEMM is padded to: 16 rows, the M of the tensor cores'
+/// `mma` instruction (swapped-operand Hopper kernels go to 8; GEMV kernels pad nothing).
+pub const MIN_TILE_ROWS: f64 = 16.0;
+
 /// What a GEMM runs against: the peak and achievable fraction for its precision, the kernel
 /// facts of the device, its memory bandwidth and the input element size.
 #[derive(Debug, Clone, Copy)]
@@ -355,7 +359,7 @@ impl GemmDevice {
         }
         let grouped = self.grouped_time(batch, m, n, k);
         let f = &self.facts;
-        let single_tiles = (m / f64::from(f.tile_m)).ceil() * (n / f64::from(f.tile_n)).ceil();
+        let single_tiles = (m / self.tile_rows(m)).ceil() * (n / f64::from(f.tile_n)).ceil();
         // Only a GEMM too small to fill the SMs alone (so it would split along `k`) can run
         // faster on its own than in the group.
         if batch > 1.0 && single_tiles < f64::from(f.sms) {
@@ -365,10 +369,23 @@ impl GemmDevice {
         }
     }
 
+    /// Rows of the output tile a library kernel uses for `m` rows: its large tile, or for fewer
+    /// rows the narrow tile of the skinny-GEMM kernels (decode, small experts: GEMV-style and
+    /// swapped-operand kernels), the next power of two down to [`MIN_TILE_ROWS`], so one token's
+    /// row does not pay for 128.
+    fn tile_rows(&self, m: f64) -> f64 {
+        let large = f64::from(self.facts.tile_m);
+        if m >= large {
+            large
+        } else {
+            m.max(MIN_TILE_ROWS).log2().ceil().exp2().min(large)
+        }
+    }
+
     fn grouped_time(&self, batch: f64, m: f64, n: f64, k: f64) -> f64 {
         let f = &self.facts;
         let flops = 2.0 * batch * m * n * k;
-        let (tm, tn) = (f64::from(f.tile_m), f64::from(f.tile_n));
+        let (tm, tn) = (self.tile_rows(m), f64::from(f.tile_n));
         let tiles = batch * (m / tm).ceil() * (n / tn).ceil();
         let sms = f64::from(f.sms);
         // Partial tiles at the edges do full-tile work.

@@ -411,6 +411,35 @@ fn rings_between_domains_in_one_server_pay_the_level_above() {
     assert_eq!(eights.group_bw(16, 1), sixteens.group_bw(16, 1));
 }
 
+/// Decoding one request reads the weights once: a GPU with more memory bandwidth and far fewer
+/// FLOPs (H20 against H100) decodes it at least as fast. One token's row used to pay for a
+/// 128-row tile, which made H20 4x slower.
+#[test]
+fn single_request_decode_is_bound_by_memory_bandwidth() {
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let spec = InferenceSpec {
+        fp8: false,
+        prompt_tokens: 128,
+        output_tokens: 1000,
+        concurrency: Concurrency::Fixed(1),
+    };
+    let layout = InferenceLayout {
+        tp: 1,
+        pp: 1,
+        ep: 1,
+    };
+    let tpot = |name: &str| {
+        let hw = Hardware::from_accelerator(lookup(name).expect("in the catalog"), 1);
+        estimate_inference(&m, &hw, &layout, &spec)
+            .expect("valid")
+            .tpot_s
+    };
+    let (h20, h100) = (tpot("H20"), tpot("H100-SXM"));
+    assert!(h20 <= h100, "H20 {h20} s against H100 {h100} s");
+    // About 16 GB of weights at 80% of H20's 4 TB/s, plus the step's fixed costs.
+    assert!(h20 < 0.008, "{h20}");
+}
+
 /// `concurrency = "max"` fills the KV cache up to the engine's 4,096-request batch limit:
 /// Llama 3 8B in FP8 at 128 + 128 tokens fits more than TensorRT-LLM's 2,048 default.
 #[test]
