@@ -1061,15 +1061,19 @@ pub fn estimate(m: &ModelSpec, hw: &Hardware, l: &Layout, spec: &TrainingSpec) -
 
     // Busiest stage: balanced split with the head counted (in layers of forward and backward
     // work: how the split is balanced does not depend on what the backward recomputes), but
-    // never below the stage that gets ceil(L/pp) layers.
+    // never below the stage that gets ceil(L/pp) layers, nor below the last stage's head (it
+    // is not split across stages: with a layer or two per stage, a head larger than a layer
+    // sets the pace).
     let pp = f64::from(l.pp);
     let layer_work = mix(|c| c.fwd + c.bwd);
+    let head_layers = head_compute / layer_work.max(1e-12);
     let stage_layers = if l.pp == 1 {
         layers
     } else {
         (layers / pp)
             .ceil()
-            .max((layers + head_compute / layer_work.max(1e-12)) / pp)
+            .max((layers + head_layers) / pp)
+            .max(head_layers)
     };
     let head_share = if l.pp == 1 { 1.0 } else { 0.0 };
     let tokens_mb = ctx.tokens();

@@ -1107,3 +1107,33 @@ fn without_dp_overlap_every_zero_stage_exposes_its_traffic() {
     }
     assert!(step(2).step_time_s > step(1).step_time_s);
 }
+
+/// The LM head is not split across pipeline stages: with a layer per stage, the last stage's
+/// head (about 1.8 layers of work for Llama 3 8B's 128k vocabulary) sets the pace, and
+/// doubling the stages from 16 to 32 no longer halves the busiest stage's compute.
+#[test]
+fn a_deep_pipeline_is_paced_by_the_stage_holding_the_head() {
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let compute = |pp: u32| {
+        let l = Layout {
+            tp: 1,
+            pp,
+            dp: 1,
+            cp: 1,
+            ep: 1,
+            etp: 1,
+            microbatch: 1,
+            virtual_stages: 1,
+            recompute: Recompute::None,
+            sequence_parallel: false,
+            zero: 1,
+        };
+        estimate(&m, &h100(pp), &l, &spec(64)).breakdown.compute_s
+    };
+    let (sixteen, thirty_two) = (compute(16), compute(32));
+    assert!(
+        thirty_two > 0.75 * sixteen,
+        "pp32 {thirty_two} s against pp16 {sixteen} s"
+    );
+    assert!(thirty_two <= sixteen);
+}
