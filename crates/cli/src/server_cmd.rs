@@ -185,7 +185,8 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
                     "--listen: {e} (give HOST:PORT, e.g. 127.0.0.1:7070)"
                 ))
             }
-            e @ switchyard_server::ServerError::FleetCannotRun { .. } => {
+            e @ (switchyard_server::ServerError::FleetCannotRun { .. }
+            | switchyard_server::ServerError::FleetDiffersFromLeader { .. }) => {
                 CliError::Input(e.to_string())
             }
             switchyard_server::ServerError::Store(e) => store_error(e),

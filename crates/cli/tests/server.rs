@@ -1549,6 +1549,43 @@ fn a_fleet_that_cannot_run_the_stored_jobs_is_refused_at_start() {
     );
 }
 
+/// A replica started with another fleet file than the running leader's is refused: it would
+/// accept submissions the leader then rejects (and, leading later, reject running jobs).
+#[test]
+fn a_replica_with_another_fleet_than_the_leaders_is_refused_at_start() {
+    let db = fresh_db("sqlite").expect("sqlite");
+    let leader = Server::start(&db);
+    wait_for(10, "a leader", || (leader.role() == "leader").then_some(()));
+    let gavel = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/fleets/gavel-48.toml"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "server",
+            "--db",
+            &db,
+            "--listen",
+            "127.0.0.1:0",
+            "--fleet",
+            gavel,
+        ])
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("run the server");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("runs fleet frontier-lab:")
+            && err.contains("make fleet gavel-48:")
+            && err.contains("every replica on one database must run the same fleet file"),
+        "{err}"
+    );
+    // The same fleet is welcome, as a follower.
+    let follower = Server::start(&db);
+    assert_eq!(follower.role(), "follower");
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[test] fn $name() { super::$name(super::fresh_db("sqlite").expect("sqlite")); } )* }

@@ -666,7 +666,7 @@ mod tests {
             .await
             .expect("job");
         let lease = store
-            .acquire_lease("test", 1_000_000, 60_000)
+            .acquire_lease("test", "", 1_000_000, 60_000)
             .await
             .expect("lease")
             .expect("free");

@@ -483,7 +483,22 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// A follower whose leader runs another fleet refuses what it would check against its own.
+fn fleet_agrees(s: &AppState) -> Result<(), ApiError> {
+    match s.metrics.fleet_conflict() {
+        Some(why) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fleet_conflict",
+            why,
+        )),
+        None => Ok(()),
+    }
+}
+
 async fn readyz(State(s): State<AppState>) -> Response {
+    if let Err(e) = fleet_agrees(&s) {
+        return e.into_response();
+    }
     let role = if s.metrics.leader.load(Ordering::Relaxed) {
         "leader"
     } else {
@@ -601,6 +616,7 @@ async fn submit(
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     auth.tenant_api()?;
     query(q, &[])?;
+    fleet_agrees(&s)?;
     let req: SubmitRequest = decode(body, "submission")?;
     let tenant = match (&req.tenant, auth.0.admin) {
         (Some(t), true) => t.clone(),

@@ -28,6 +28,18 @@ pub struct LoopConfig {
     pub lease_ttl: Duration,
     /// This replica's name in the lease (unique per process).
     pub holder: String,
+    /// This replica's fleet as the lease records it ([`crate::fleet_fingerprint`]).
+    pub fleet: String,
+}
+
+/// The lease, when a live leader holds it with a fleet other than `ours`.
+pub async fn other_fleet_leading(
+    store: &impl StoreRead,
+    ours: &str,
+) -> Result<Option<switchyard_store::LeaderInfo>, StoreError> {
+    let leader = store.current_leader().await?;
+    let live = leader.expires_ms > now_ms() && !leader.holder.is_empty();
+    Ok((live && !leader.fleet.is_empty() && leader.fleet != ours).then_some(leader))
 }
 
 /// Whether `lease` may still be acted on: it runs out more than a sixth of its time to live
@@ -125,9 +137,13 @@ pub async fn run(
         }
         let now = now_ms();
         if leading.is_none() {
-            match store.acquire_lease(&cfg.holder, now, ttl_ms).await {
+            match store
+                .acquire_lease(&cfg.holder, &cfg.fleet, now, ttl_ms)
+                .await
+            {
                 Ok(Some(lease)) => match recover(&store, &fleet, now).await {
                     Ok((engine, nodes)) => {
+                        metrics.set_fleet_conflict(None);
                         let term = lease.term;
                         let fresh = in_time(&lease, ttl_ms);
                         let renewed_ms = renewed_at(&lease, now, ttl_ms);
@@ -159,7 +175,29 @@ pub async fn run(
                         tracing::warn!(error = %e, "could not rebuild the scheduler from the store")
                     }
                 },
-                Ok(None) => continue,
+                Ok(None) => {
+                    // A follower: a leader on another fleet (started since) would reject what
+                    // this replica accepts, so it stops accepting submissions until they agree.
+                    match other_fleet_leading(&store, &cfg.fleet).await {
+                        Ok(other) => {
+                            let conflict = other.map(|l| {
+                                format!(
+                                    "this replica runs fleet {}, and the scheduling leader ({}) runs fleet {}: \
+                                     restart this replica with the leader's fleet file and --agents",
+                                    cfg.fleet, l.holder, l.fleet
+                                )
+                            });
+                            if let Some(why) = &conflict
+                                && metrics.fleet_conflict().is_none()
+                            {
+                                tracing::error!(conflict = %why, "refusing submissions");
+                            }
+                            metrics.set_fleet_conflict(conflict);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "could not read the lease"),
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not reach the store for the lease");
                     continue;
@@ -169,7 +207,10 @@ pub async fn run(
         let Some(l) = leading.as_mut() else { continue };
         let result = async {
             if now - l.renewed_ms >= ttl_ms / 3 {
-                match store.acquire_lease(&cfg.holder, now, ttl_ms).await? {
+                match store
+                    .acquire_lease(&cfg.holder, &cfg.fleet, now, ttl_ms)
+                    .await?
+                {
                     Some(lease) if lease.term == l.lease.term => {
                         metrics
                             .lease_expires_ms
@@ -469,6 +510,7 @@ mod tests {
                 tick: Duration::from_millis(10),
                 lease_ttl: Duration::from_secs(5),
                 holder: "test".into(),
+                fleet: String::new(),
             },
         ));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -504,6 +546,7 @@ mod tests {
                 tick: Duration::from_secs(30),
                 lease_ttl: Duration::from_secs(60),
                 holder: "test".into(),
+                fleet: String::new(),
             },
         ));
         // The first tick takes the lease.
@@ -559,7 +602,7 @@ mod tests {
             .await
             .expect("submit");
         let lease = store
-            .acquire_lease("test", tick, 60_000)
+            .acquire_lease("test", "", tick, 60_000)
             .await
             .expect("store")
             .expect("the lease");
@@ -660,6 +703,73 @@ mod tests {
         fn reset(&mut self) {}
     }
 
+    /// A follower that finds the lease held for another fleet refuses submissions until a
+    /// leader of its own fleet holds it (here: until it takes the lease itself).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_follower_of_a_leader_on_another_fleet_says_so() {
+        let store = switchyard_store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let fleet = Fleet::from_toml(
+            &switchyard_core::fleet::local_fleet_toml("t", 4, 2, ""),
+            "t.toml",
+        )
+        .expect("fleet");
+        let theirs = store
+            .acquire_lease("other", "other-fleet:0123456789abcdef", now_ms(), 1_000)
+            .await
+            .expect("store")
+            .expect("free");
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = watch::channel(false);
+        let follower = tokio::spawn(run(
+            store.clone(),
+            Arc::new(fleet),
+            Box::new(crate::backend::DryRun::default()),
+            metrics.clone(),
+            Arc::new(Notify::new()),
+            stopped,
+            LoopConfig {
+                tick: Duration::from_millis(10),
+                lease_ttl: Duration::from_secs(60),
+                holder: "me".into(),
+                fleet: "t:fedcba9876543210".into(),
+            },
+        ));
+        let conflict = async {
+            loop {
+                if let Some(why) = metrics.fleet_conflict() {
+                    return why;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let why = tokio::time::timeout(Duration::from_secs(5), conflict)
+            .await
+            .expect("the follower notices");
+        assert!(
+            why.contains("fleet t:fedcba9876543210")
+                && why.contains("(other) runs fleet other-fleet:0123456789abcdef"),
+            "{why}"
+        );
+        // The other leader's lease runs out: this replica leads its own fleet, and accepts.
+        tokio::time::sleep(Duration::from_millis(
+            u64::try_from(theirs.expires_ms - now_ms()).unwrap_or(0) + 100,
+        ))
+        .await;
+        let cleared = async {
+            while metrics.fleet_conflict().is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), cleared)
+            .await
+            .expect("the conflict clears once it leads");
+        assert_eq!(store.current_leader().await.expect("lease").holder, "me");
+        stop.send(true).expect("the loop listens");
+        follower.await.expect("the loop stops");
+    }
+
     /// Nodes a backend finds failed in one poll fail together: a gang on two of them restarts
     /// once (attempt 2, on spares), not once per node.
     #[tokio::test(flavor = "current_thread")]
@@ -688,6 +798,7 @@ mod tests {
                 tick: Duration::from_millis(10),
                 lease_ttl: Duration::from_secs(60),
                 holder: "test".into(),
+                fleet: String::new(),
             },
         ));
         tokio::time::sleep(Duration::from_millis(50)).await;

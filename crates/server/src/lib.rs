@@ -68,7 +68,7 @@ pub enum ServerError {
     /// them for good. (id, why), all of them.
     #[error(
         "{} active job{} in the store cannot run on fleet {fleet}: {}; start with a fleet that \
-         can run {}, or cancel {} first (with the fleet {} were submitted to)",
+         can run {}, or cancel {} first (with the fleet {} submitted to)",
         jobs.len(),
         if jobs.len() == 1 { "" } else { "s" },
         unrunnable_list(jobs),
@@ -80,6 +80,27 @@ pub enum ServerError {
         fleet: String,
         jobs: Vec<(String, String)>,
     },
+    /// The replica leading now schedules another fleet (or backends): this one would accept
+    /// submissions the leader rejects.
+    #[error(
+        "the scheduling leader ({holder}) runs fleet {theirs}, and this replica's --fleet and \
+         --agents make fleet {ours}: every replica on one database must run the same fleet file \
+         and the same --agents (stop them all to change it)"
+    )]
+    FleetDiffersFromLeader {
+        holder: String,
+        theirs: String,
+        ours: String,
+    },
+}
+
+/// What the lease records of a replica's fleet: its name and the first 16 hex digits of the
+/// SHA-256 of the fleet as JSON together with whether node agents run its clusters (replicas
+/// on one database must agree on both).
+pub fn fleet_fingerprint(fleet: &switchyard_core::fleet::Fleet, agents: bool) -> String {
+    let json = serde_json::to_string(fleet).unwrap_or_default();
+    let digest = switchyard_store::sha256_hex(&format!("{json}\nagents={agents}"));
+    format!("{}:{}", fleet.name, &digest[..16])
 }
 
 /// "j-1 (it names no cluster of this fleet (colossus-1)), j-2 (…)", the first five.
@@ -136,6 +157,14 @@ pub async fn serve_on(
             });
         }
     }
+    let fleet_print = fleet_fingerprint(&config.fleet, config.agents.is_some());
+    if let Some(leader) = leader::other_fleet_leading(&store, &fleet_print).await? {
+        return Err(ServerError::FleetDiffersFromLeader {
+            holder: leader.holder,
+            theirs: leader.fleet,
+            ours: fleet_print,
+        });
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|source| ServerError::Listen {
@@ -182,6 +211,7 @@ pub async fn serve_on(
             tick: config.tick,
             lease_ttl: config.lease_ttl,
             holder,
+            fleet: fleet_print,
         },
     ));
     let mut state = http::AppState::new(store, fleet, metrics, wake);

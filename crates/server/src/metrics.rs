@@ -27,9 +27,26 @@ pub struct Metrics {
     pass_buckets: [AtomicU64; BUCKETS.len()],
     pass_count: AtomicU64,
     pass_sum_ns: AtomicU64,
+    /// Why this follower refuses submissions: the leader runs another fleet.
+    fleet_conflict: std::sync::Mutex<Option<String>>,
 }
 
 impl Metrics {
+    /// Why this replica refuses submissions, if it does ([`Metrics::set_fleet_conflict`]).
+    pub fn fleet_conflict(&self) -> Option<String> {
+        self.fleet_conflict
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_fleet_conflict(&self, conflict: Option<String>) {
+        *self
+            .fleet_conflict
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = conflict;
+    }
+
     /// Records one scheduling pass of `seconds`.
     pub fn observe_pass(&self, seconds: f64) {
         for (i, b) in BUCKETS.iter().enumerate() {

@@ -17,9 +17,10 @@ mod sql;
 use std::future::Future;
 
 pub use model::{
-    Batch, ClusterUsage, EventQuery, EventRecord, JobFilter, JobRecord, JobState, JobUpdate, Lease,
-    LogLine, LogQuery, LogRecord, NewEvent, NewJob, NodeRecord, NodeRegistration, NodeState,
-    Principal, RanOn, TenantUsage, TokenRecord, is_replica_name, replica_of_assignment,
+    Batch, ClusterUsage, EventQuery, EventRecord, JobFilter, JobRecord, JobState, JobUpdate,
+    LeaderInfo, Lease, LogLine, LogQuery, LogRecord, NewEvent, NewJob, NodeRecord,
+    NodeRegistration, NodeState, Principal, RanOn, TenantUsage, TokenRecord, is_replica_name,
+    replica_of_assignment,
 };
 pub use sql::{PgStore, SqliteStore};
 
@@ -70,6 +71,8 @@ pub trait StoreRead: Send + Sync {
     /// This database's deployment id: random, made once with the schema, the same for every
     /// server on the database (12 lowercase hex digits).
     fn deployment_id(&self) -> impl Future<Output = Result<String, StoreError>> + Send;
+    /// The scheduling lease as written last (its holder may have let it run out).
+    fn current_leader(&self) -> impl Future<Output = Result<LeaderInfo, StoreError>> + Send;
     /// Who holds the token whose SHA-256 is `hash`.
     fn principal(
         &self,
@@ -184,11 +187,12 @@ pub trait StoreWrite: Send + Sync {
         lease: &Lease,
         batch: &Batch,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Takes the scheduling lease if it is free or expired, or renews it if `holder` has it.
-    /// Taking it over from another holder starts a new term.
+    /// Takes the scheduling lease if it is free or expired, or renews it if `holder` has it,
+    /// recording the `fleet` it schedules. Taking it over from another holder starts a new term.
     fn acquire_lease(
         &self,
         holder: &str,
+        fleet: &str,
         now_ms: i64,
         ttl_ms: i64,
     ) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
@@ -307,6 +311,9 @@ impl StoreRead for AnyStore {
     async fn deployment_id(&self) -> Result<String, StoreError> {
         delegate!(self, s => s.deployment_id().await)
     }
+    async fn current_leader(&self) -> Result<LeaderInfo, StoreError> {
+        delegate!(self, s => s.current_leader().await)
+    }
     async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
         delegate!(self, s => s.principal(hash).await)
     }
@@ -406,10 +413,11 @@ impl StoreWrite for AnyStore {
     async fn acquire_lease(
         &self,
         holder: &str,
+        fleet: &str,
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        delegate!(self, s => s.acquire_lease(holder, now_ms, ttl_ms).await)
+        delegate!(self, s => s.acquire_lease(holder, fleet, now_ms, ttl_ms).await)
     }
     async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         delegate!(self, s => s.release_lease(lease).await)
@@ -430,6 +438,12 @@ impl StoreWrite for AnyStore {
     async fn append_logs(&self, lines: &[LogLine]) -> Result<u64, StoreError> {
         delegate!(self, s => s.append_logs(lines).await)
     }
+}
+
+/// The SHA-256 of `text`, hex (a fingerprint, e.g. of a fleet).
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// The SHA-256 of a token, hex: what the store keeps instead of the token.

@@ -29,6 +29,10 @@ const SQLITE: &[(i64, &str)] = &[
     ),
     (9, include_str!("../migrations/sqlite/0009_ran_on.sql")),
     (10, include_str!("../migrations/sqlite/0010_boot_id.sql")),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_leader_fleet.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -56,6 +60,10 @@ const POSTGRES: &[(i64, &str)] = &[
     ),
     (9, include_str!("../migrations/postgres/0009_ran_on.sql")),
     (10, include_str!("../migrations/postgres/0010_boot_id.sql")),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_leader_fleet.sql"),
+    ),
 ];
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -298,6 +298,16 @@ pub struct Lease {
     pub expires_ms: i64,
 }
 
+/// The scheduling lease as the store has it: who holds it, until when, and the fleet it
+/// schedules (`NAME:DIGEST`, empty when the holder did not say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub holder: String,
+    pub term: i64,
+    pub expires_ms: i64,
+    pub fleet: String,
+}
+
 /// Active jobs of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantUsage {

@@ -566,6 +566,21 @@ macro_rules! sql_store {
                     .await?)
             }
 
+            async fn current_leader(&self) -> Result<LeaderInfo, StoreError> {
+                use sqlx::Row;
+                let r = sqlx::query(
+                    "SELECT holder, term, expires_ms, fleet FROM leader WHERE id = 1",
+                )
+                .fetch_one(&self.read)
+                .await?;
+                Ok(LeaderInfo {
+                    holder: r.try_get("holder")?,
+                    term: r.try_get("term")?,
+                    expires_ms: r.try_get("expires_ms")?,
+                    fleet: r.try_get("fleet")?,
+                })
+            }
+
             async fn principal(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
                 let row = sqlx::query("SELECT tenant, admin, agent FROM tokens WHERE hash = $1")
                     .bind(hash)
@@ -1158,6 +1173,7 @@ macro_rules! sql_store {
             async fn acquire_lease(
                 &self,
                 holder: &str,
+                fleet: &str,
                 now_ms: i64,
                 ttl_ms: i64,
             ) -> Result<Option<Lease>, StoreError> {
@@ -1165,13 +1181,14 @@ macro_rules! sql_store {
                 let row = sqlx::query(
                     "UPDATE leader SET \
                        term = CASE WHEN holder = $1 THEN term ELSE term + 1 END, \
-                       holder = $1, expires_ms = $2 \
+                       holder = $1, expires_ms = $2, fleet = $4 \
                      WHERE id = 1 AND (holder = $1 OR expires_ms < $3) \
                      RETURNING term, expires_ms",
                 )
                 .bind(holder)
                 .bind(now_ms + ttl_ms)
                 .bind(now_ms)
+                .bind(fleet)
                 .fetch_optional(&self.write)
                 .await?;
                 match row {

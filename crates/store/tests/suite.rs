@@ -479,7 +479,7 @@ async fn failed_jobs(s: AnyStore) {
     assert_eq!(JobState::parse("failed"), Some(JobState::Failed));
     let j = s.insert_job(&new_job("a", None, 10)).await.expect("insert");
     let lease = s
-        .acquire_lease("me", 1, 10_000)
+        .acquire_lease("me", "", 1, 10_000)
         .await
         .expect("lease")
         .expect("free");
@@ -697,18 +697,25 @@ async fn lease_and_apply(s: AnyStore) {
     let j = s.insert_job(&new_job("a", None, 10)).await.expect("insert");
     assert_eq!(s.unseen_jobs(10).await.expect("unseen").len(), 1);
     let l1 = s
-        .acquire_lease("one", 1_000, 3_000)
+        .acquire_lease("one", "fleet-a:0123", 1_000, 3_000)
         .await
         .expect("acquire")
         .expect("free");
     assert!(
-        s.acquire_lease("two", 2_000, 3_000)
+        s.acquire_lease("two", "fleet-b:4567", 2_000, 3_000)
             .await
             .expect("try")
             .is_none()
     );
+    // The lease says who holds it and the fleet it schedules, not the refused replica's.
+    let leader = s.current_leader().await.expect("read the lease");
+    assert_eq!(
+        (leader.holder.as_str(), leader.term, leader.expires_ms),
+        ("one", l1.term, 4_000)
+    );
+    assert_eq!(leader.fleet, "fleet-a:0123");
     let renewed = s
-        .acquire_lease("one", 2_500, 3_000)
+        .acquire_lease("one", "", 2_500, 3_000)
         .await
         .expect("renew")
         .expect("mine");
@@ -796,7 +803,7 @@ async fn lease_and_apply(s: AnyStore) {
     );
     // Expired: another holder takes over in a new term; the old leader is fenced off.
     let l2 = s
-        .acquire_lease("two", 10_000, 3_000)
+        .acquire_lease("two", "", 10_000, 3_000)
         .await
         .expect("take")
         .expect("expired");
@@ -806,7 +813,7 @@ async fn lease_and_apply(s: AnyStore) {
     // Release hands it over at once.
     s.release_lease(&l2).await.expect("release");
     let l3 = s
-        .acquire_lease("one", 10_001, 3_000)
+        .acquire_lease("one", "", 10_001, 3_000)
         .await
         .expect("take")
         .expect("released");
@@ -893,7 +900,7 @@ async fn name_clash_while_the_leader_writes(s: AnyStore) {
         .await
         .expect("insert");
     let lease = s
-        .acquire_lease("leader", 1_000, 3_600_000)
+        .acquire_lease("leader", "", 1_000, 3_600_000)
         .await
         .expect("acquire")
         .expect("free");
@@ -1019,7 +1026,7 @@ async fn scaling(s: AnyStore) {
 
     // A finished service is left alone and no longer asks.
     let lease = s
-        .acquire_lease("me", 20, 10_000)
+        .acquire_lease("me", "", 20, 10_000)
         .await
         .expect("lease")
         .expect("free");
@@ -1316,7 +1323,7 @@ async fn big_batch(s: AnyStore) {
         );
     }
     let lease = s
-        .acquire_lease("me", 1, 10_000)
+        .acquire_lease("me", "", 1, 10_000)
         .await
         .expect("lease")
         .expect("free");
