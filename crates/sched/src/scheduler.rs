@@ -3133,6 +3133,13 @@ impl Scheduler {
         })
     }
 
+    /// Whether a pass has looked at job `j` yet (its `why` is more than "not yet considered").
+    pub fn considered(&self, j: JobIdx) -> bool {
+        self.jobs
+            .get(j as usize)
+            .is_some_and(|job| !matches!(job.why, Why::NotTried))
+    }
+
     /// Why a job is where it is, in words.
     pub fn why(&self, j: JobIdx) -> String {
         let Some(job) = self.jobs.get(j as usize) else {
