@@ -520,7 +520,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Err(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            format!("the store does not answer: {e}"),
+            format!("the store is not ready: {e}"),
         )
         .into_response(),
     }

@@ -66,7 +66,7 @@ pub enum StoreError {
 /// Reads. Every job read takes the tenant it is made for (`None` only for admins and the
 /// scheduler): another tenant's job is simply not found.
 pub trait StoreRead: Send + Sync {
-    /// A round trip to the database (readiness).
+    /// A round trip to the database that reads the schema (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// This database's deployment id: random, made once with the schema, the same for every
     /// server on the database (12 lowercase hex digits).

@@ -556,7 +556,11 @@ macro_rules! sql_store {
 
         impl StoreRead for $store {
             async fn ping(&self) -> Result<(), StoreError> {
-                sqlx::query("SELECT 1").execute(&self.read).await?;
+                // A table of the schema, not `SELECT 1`: a database that answers but lost its
+                // tables (dropped and made again) is not ready.
+                sqlx::query("SELECT term FROM leader WHERE id = 1")
+                    .fetch_one(&self.read)
+                    .await?;
                 Ok(())
             }
 

@@ -1090,6 +1090,9 @@ async fn reopen(url: String) {
         deployment,
         "one id per database, for good"
     );
+    // A database that answers but has lost its schema is not ready.
+    run_raw(&url, &["DROP TABLE leader"]).await;
+    assert!(s.ping().await.is_err(), "ping reads the schema");
 }
 
 /// A database written by a version-1 binary is upgraded in place: its tokens keep working (as
