@@ -949,7 +949,8 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 && experts_given;
             let mut found = search(m, hw, spec, c, &opts)?;
             if found.is_empty() {
-                // Nothing fits: report the given (or fastest) layout anyway, marked as not fitting.
+                // Nothing fits: report the given layout, or the one that comes closest to
+                // fitting, anyway, marked as not fitting.
                 found = search(
                     m,
                     hw,
@@ -957,6 +958,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                     c,
                     &SearchOptions {
                         ignore_memory: true,
+                        closest_when_unfit: true,
                         ..opts
                     },
                 )?;
@@ -1045,11 +1047,15 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 ))));
             }
             // Fastest first among the layouts that fit; if none fits, the one that comes
-            // closest is reported (marked as not fitting).
+            // closest (least weight per device) is reported, marked as not fitting.
             found.sort_by(|a, b| {
-                b.fits
-                    .cmp(&a.fits)
-                    .then(b.tokens_per_s.total_cmp(&a.tokens_per_s))
+                b.fits.cmp(&a.fits).then(if a.fits {
+                    b.tokens_per_s.total_cmp(&a.tokens_per_s)
+                } else {
+                    a.weights_per_device_gib
+                        .total_cmp(&b.weights_per_device_gib)
+                        .then(b.tokens_per_s.total_cmp(&a.tokens_per_s))
+                })
             });
             let estimate = found.remove(0);
             let alternatives = found

@@ -90,6 +90,10 @@ pub struct SearchOptions {
     /// Return the fastest layouts even when none fits (validation of published runs, which
     /// did run, uses this so that a memory-model miss does not lose the row).
     pub ignore_memory: bool,
+    /// With `ignore_memory`, when none fits: the layouts that come closest to fitting (least
+    /// memory per device, then fastest) instead of the fastest, so that a plan says by how
+    /// little the best try misses.
+    pub closest_when_unfit: bool,
 }
 
 impl Default for SearchOptions {
@@ -99,6 +103,7 @@ impl Default for SearchOptions {
             allow_tp_beyond_scale_up: false,
             coarse: false,
             ignore_memory: false,
+            closest_when_unfit: false,
         }
     }
 }
@@ -440,6 +445,8 @@ pub fn search(
                                         if est.fits {
                                             fitted.push(((rc, modules), est.step_time_s));
                                             insert_top(&mut results, est, opts.keep);
+                                        } else if opts.ignore_memory && opts.closest_when_unfit {
+                                            insert_closest(&mut best_unfit, est, opts.keep);
                                         } else if opts.ignore_memory {
                                             insert_top(&mut best_unfit, est, opts.keep);
                                         }
@@ -456,6 +463,19 @@ pub fn search(
         return Ok(best_unfit);
     }
     Ok(results)
+}
+
+/// Keeps `top` sorted by memory per device, then step time, at most `keep` long.
+fn insert_closest(top: &mut Vec<TrainingEstimate>, est: TrainingEstimate, keep: usize) {
+    let key = |e: &TrainingEstimate| (e.memory_per_device_gib, e.step_time_s);
+    let pos = top
+        .iter()
+        .position(|e| key(e).partial_cmp(&key(&est)) == Some(std::cmp::Ordering::Greater))
+        .unwrap_or(top.len());
+    if pos < keep {
+        top.insert(pos, est);
+        top.truncate(keep);
+    }
 }
 
 /// Keeps `top` sorted by step time, at most `keep` long.

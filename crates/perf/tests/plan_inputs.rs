@@ -973,3 +973,34 @@ fn silently_dropped_inputs_are_refused() {
     let e = switchyard_perf::validate::validate_csv("").expect_err("empty");
     assert!(e.to_string().contains("the CSV is empty"), "{e}");
 }
+
+/// When no layout fits, the plan reports the one that comes closest (least memory per device:
+/// full recompute, sharded states, micro-batch 1), so it says by how much the best try misses,
+/// not the fastest layout at forty times the memory.
+#[test]
+fn nothing_fits_reports_the_layout_closest_to_fitting() {
+    let fleet = Fleet::default_fleet();
+    let text = "[model]\npreset = \"llama3-70b\"\n[training]\nglobal_batch = 1024\n\
+                [hardware]\naccelerator = \"H100-SXM\"\ncount = 8\n";
+    let input = parse_plan(text, &fleet).expect("valid");
+    let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    let best = &report.best;
+    assert!(!best.fits);
+    assert_eq!(best.layout.recompute, Recompute::Full, "{:?}", best.layout);
+    assert_eq!(best.layout.microbatch, 1, "{:?}", best.layout);
+    assert!(
+        best.memory_per_device_gib < 200.0,
+        "{}",
+        best.memory_per_device_gib
+    );
+    assert!(
+        report
+            .alternatives
+            .iter()
+            .all(|a| a.memory_per_device_gib >= best.memory_per_device_gib),
+        "{:?}",
+        report.alternatives
+    );
+}
