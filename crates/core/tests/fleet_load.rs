@@ -749,6 +749,25 @@ fn quota_caps_combine_team_and_organisation_rules() {
     assert_eq!(uncapped.quota_cap("research", "east"), u64::MAX);
 }
 
+/// A quota of 0 with a borrowing limit caps a team without guaranteeing it anything; 0 alone
+/// says nothing and is refused, naming the field.
+#[test]
+fn a_zero_quota_with_a_borrowing_limit_is_a_cap_alone() {
+    let fleet = load(&GOOD.replace(
+        "quotas = [{ cluster = \"east\", accelerators = 512 }, { accelerators = 600 }]",
+        "quotas = [{ cluster = \"east\", accelerators = 0, borrowing_limit = 64 }]",
+    ))
+    .expect("valid");
+    assert_eq!(fleet.quota_cap("research", "east"), 64);
+    let text = GOOD.replace(
+        "quotas = [{ cluster = \"east\", accelerators = 512 }, { accelerators = 600 }]",
+        "quotas = [{ cluster = \"east\", accelerators = 0 }]",
+    );
+    let (_, field, message) = error_of(&text);
+    assert!(field.ends_with(".quotas[0].accelerators"), "{field}");
+    assert!(message.contains("guarantees nothing"), "{message}");
+}
+
 #[test]
 fn a_clusters_restart_time_is_optional_and_bounded() {
     assert_eq!(load(GOOD).expect("valid").clusters[0].restart_s, None);

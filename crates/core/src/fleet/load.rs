@@ -1272,11 +1272,24 @@ fn quotas(
                 ),
             ));
         }
-        let accelerators = src.positive_u64(
-            &q.accelerators,
-            &format!("{at}.accelerators"),
-            "accelerator count",
-        )?;
+        // 0 guaranteed is a cap alone ("may borrow up to N"), so it needs a borrowing limit.
+        let accelerators = if *q.accelerators.get_ref() == 0 && q.borrowing_limit.is_some() {
+            0
+        } else if *q.accelerators.get_ref() == 0 {
+            return Err(src.error(
+                q.accelerators.span(),
+                format!("{at}.accelerators"),
+                "a quota of 0 accelerators guarantees nothing: give a borrowing_limit to cap the \
+                 team (0 guaranteed, up to the limit borrowed), or leave the quota out"
+                    .to_owned(),
+            ));
+        } else {
+            src.positive_u64(
+                &q.accelerators,
+                &format!("{at}.accelerators"),
+                "accelerator count",
+            )?
+        };
         let borrowing_limit = match &q.borrowing_limit {
             Some(b) => {
                 let n = *b.get_ref();
