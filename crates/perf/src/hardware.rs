@@ -185,9 +185,17 @@ impl Hardware {
 
     /// Members of a group (`size` ranks, `stride` apart) that share one scale-up domain: the
     /// NVL72 rack, not its 4-GPU trays; an NVLink-bridged pair, not the 8-GPU PCIe server that
-    /// holds four of them (traffic between the pairs pays the level above the domain).
+    /// holds four of them (traffic between the pairs pays the level above the domain); the
+    /// server, for cards with no fabric beyond PCIe.
     fn members_per_domain(&self, size: u32, stride: u32) -> u32 {
-        (self.scale_up_domain / stride.max(1)).clamp(1, size.max(1))
+        // Cards with no scale-up fabric at all (PCIe only: L40S, A10, T4) talk inside their
+        // server over PCIe, which `scale_up_gb_s` is for them: the server's NICs bound by it.
+        let domain = if self.scale_up_domain > 1 {
+            self.scale_up_domain
+        } else {
+            self.per_node
+        };
+        (domain / stride.max(1)).clamp(1, size.max(1))
     }
 
     /// Time of an all-to-all in which each of `size` members (rank distance `stride`) sends

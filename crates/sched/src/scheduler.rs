@@ -2828,15 +2828,21 @@ impl Scheduler {
                     // quota yields only to a job that is within its own.
                     if vj.kind != JobKind::Training
                         || vj.priority > prio
-                        || cands.iter().any(|x| x.1 == v)
                         || started_now(v)
                         || (!reclaim && !self.borrowing(v, c))
                     {
                         continue;
                     }
-                    let size = u64::from(vj.run.as_ref().map_or(0, |r| r.size));
                     let same_team = vj.tenant == self.jobs[j as usize].tenant;
-                    cands.push((size, v, !reclaim && !same_team));
+                    let guarded = !reclaim && !same_team;
+                    // A run another rule listed already: it is guarded only if both rules
+                    // guard it.
+                    if let Some(listed) = cands.iter_mut().find(|x| x.1 == v) {
+                        listed.2 &= guarded;
+                        continue;
+                    }
+                    let size = u64::from(vj.run.as_ref().map_or(0, |r| r.size));
+                    cands.push((size, v, guarded));
                 }
             }
             let short = need - free;

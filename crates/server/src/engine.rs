@@ -43,13 +43,25 @@ impl Clock {
     }
 }
 
-/// Whether two reasons say the same thing but for their figures (digits).
+/// Whether two reasons say the same thing but for their figures: numbers standing on their
+/// own (`8192`, `3.2`), not digits in a name (`colossus-1`, `j-00af`).
 fn same_words(a: &str, b: &str) -> bool {
-    let words = |s: &str| {
-        s.chars()
-            .filter(|c| !c.is_ascii_digit())
-            .collect::<String>()
-    };
+    fn words(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut in_name = false;
+        let mut in_number = false;
+        for c in s.chars() {
+            if in_number && (c.is_ascii_digit() || c == '.' || c == ',') {
+                continue;
+            }
+            in_number = c.is_ascii_digit() && !in_name;
+            if !in_number {
+                out.push(c);
+            }
+            in_name = c.is_alphanumeric() || c == '-' || c == '_';
+        }
+        out
+    }
     words(a) == words(b)
 }
 
@@ -1718,6 +1730,14 @@ repair_hours = 24.0
         assert!(!same_words(
             "waiting for 64 free accelerators",
             "quota: team research holds 8200 of its cap 16384 and needs 64 more"
+        ));
+        assert!(same_words(
+            "predicted to finish in 3.2 h, checkpointing every 41.3 min",
+            "predicted to finish in 12.75 h, checkpointing every 9 min"
+        ));
+        assert!(!same_words(
+            "waiting for 8 accelerators on colossus-1",
+            "waiting for 8 accelerators on colossus-2"
         ));
     }
 

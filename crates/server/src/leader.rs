@@ -136,6 +136,12 @@ pub async fn run(
             return;
         }
         let now = now_ms();
+        if leading.is_none() && metrics.fleet_conflict().is_some() {
+            // This replica saw a leader of another fleet: leading now would reject for good
+            // the jobs its own fleet cannot run. It waits to be restarted with the fleet the
+            // others run (or, to change the fleet, with every replica stopped first).
+            continue;
+        }
         if leading.is_none() {
             match store
                 .acquire_lease(&cfg.holder, &cfg.fleet, now, ttl_ms)
@@ -143,7 +149,6 @@ pub async fn run(
             {
                 Ok(Some(lease)) => match recover(&store, &fleet, now).await {
                     Ok((engine, nodes)) => {
-                        metrics.set_fleet_conflict(None);
                         let term = lease.term;
                         let fresh = in_time(&lease, ttl_ms);
                         let renewed_ms = renewed_at(&lease, now, ttl_ms);
@@ -179,21 +184,17 @@ pub async fn run(
                     // A follower: a leader on another fleet (started since) would reject what
                     // this replica accepts, so it stops accepting submissions until they agree.
                     match other_fleet_leading(&store, &cfg.fleet).await {
-                        Ok(other) => {
-                            let conflict = other.map(|l| {
-                                format!(
-                                    "this replica runs fleet {}, and the scheduling leader ({}) runs fleet {}: \
-                                     restart this replica with the leader's fleet file and --agents",
-                                    cfg.fleet, l.holder, l.fleet
-                                )
-                            });
-                            if let Some(why) = &conflict
-                                && metrics.fleet_conflict().is_none()
-                            {
-                                tracing::error!(conflict = %why, "refusing submissions");
-                            }
-                            metrics.set_fleet_conflict(conflict);
+                        Ok(Some(l)) => {
+                            let why = format!(
+                                "this replica runs fleet {}, and the scheduling leader ({}) runs \
+                                 fleet {}: restart this replica with the leader's fleet file and \
+                                 --agents",
+                                cfg.fleet, l.holder, l.fleet
+                            );
+                            tracing::error!(conflict = %why, "refusing submissions and the lease");
+                            metrics.set_fleet_conflict(Some(why));
                         }
+                        Ok(None) => {}
                         Err(e) => tracing::debug!(error = %e, "could not read the lease"),
                     }
                     continue;
@@ -703,8 +704,8 @@ mod tests {
         fn reset(&mut self) {}
     }
 
-    /// A follower that finds the lease held for another fleet refuses submissions until a
-    /// leader of its own fleet holds it (here: until it takes the lease itself).
+    /// A follower that finds the lease held for another fleet refuses submissions, and the
+    /// lease, until it is restarted.
     #[tokio::test(flavor = "current_thread")]
     async fn a_follower_of_a_leader_on_another_fleet_says_so() {
         let store = switchyard_store::connect("sqlite::memory:")
@@ -752,20 +753,14 @@ mod tests {
                 && why.contains("(other) runs fleet other-fleet:0123456789abcdef"),
             "{why}"
         );
-        // The other leader's lease runs out: this replica leads its own fleet, and accepts.
+        // The other leader's lease runs out: this replica still does not lead (it would
+        // reject for good the jobs its fleet cannot run) until it is restarted.
         tokio::time::sleep(Duration::from_millis(
-            u64::try_from(theirs.expires_ms - now_ms()).unwrap_or(0) + 100,
+            u64::try_from(theirs.expires_ms - now_ms()).unwrap_or(0) + 300,
         ))
         .await;
-        let cleared = async {
-            while metrics.fleet_conflict().is_some() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), cleared)
-            .await
-            .expect("the conflict clears once it leads");
-        assert_eq!(store.current_leader().await.expect("lease").holder, "me");
+        assert!(metrics.fleet_conflict().is_some());
+        assert_eq!(store.current_leader().await.expect("lease").holder, "other");
         stop.send(true).expect("the loop listens");
         follower.await.expect("the loop stops");
     }

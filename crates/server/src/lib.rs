@@ -95,11 +95,29 @@ pub enum ServerError {
 }
 
 /// What the lease records of a replica's fleet: its name and the first 16 hex digits of the
-/// SHA-256 of the fleet as JSON together with whether node agents run its clusters (replicas
-/// on one database must agree on both).
+/// SHA-256 of what decides where jobs may run and whether they are admitted — each cluster's
+/// name, accelerator, size and backend, the tenants with their quotas — and of whether node
+/// agents run its clusters. Replicas on one database must agree on it. Values a release fills
+/// in itself (catalog bandwidths, prices) are left out, so that a new binary with the same
+/// fleet file may join a running deployment.
 pub fn fleet_fingerprint(fleet: &switchyard_core::fleet::Fleet, agents: bool) -> String {
-    let json = serde_json::to_string(fleet).unwrap_or_default();
-    let digest = switchyard_store::sha256_hex(&format!("{json}\nagents={agents}"));
+    use switchyard_core::fleet::ClusterBackend;
+    let clusters: Vec<serde_json::Value> = fleet
+        .clusters
+        .iter()
+        .map(|c| {
+            serde_json::json!([
+                c.name,
+                c.accelerator.name,
+                c.nodes,
+                c.accelerators_per_node,
+                matches!(c.backend, ClusterBackend::Slurm(_)),
+            ])
+        })
+        .collect();
+    let tenants = serde_json::to_value(&fleet.tenants).unwrap_or_default();
+    let text = serde_json::json!([fleet.name, clusters, tenants, agents]).to_string();
+    let digest = switchyard_store::sha256_hex(&text);
     format!("{}:{}", fleet.name, &digest[..16])
 }
 

@@ -151,8 +151,6 @@ fn check_header(header: &[String], file: &str) -> Result<(), TraceError> {
     Ok(())
 }
 
-/// Where each line of a text starts, to turn a byte offset into the line an editor shows.
-/// LF, CR LF and a lone CR each end a line.
 /// Whether `text` has a CR that does not begin a CR LF pair.
 fn has_lone_cr(text: &str) -> bool {
     let bytes = text.as_bytes();
@@ -176,6 +174,8 @@ fn lone_cr_as_lf(text: &str) -> String {
     out
 }
 
+/// Where each line of a text starts, to turn a byte offset into the line an editor shows.
+/// LF, CR LF and a lone CR each end a line.
 struct LineIndex<'t> {
     text: &'t str,
     starts: Vec<usize>,
