@@ -502,9 +502,11 @@ struct Reservation {
     shadow_s: f64,
     extra: u64,
     epoch: u64,
-    /// Free accelerators on its cluster when it was made: once anything starts there (a
-    /// backfilled job takes some of `extra`) or ends, it is made again.
+    /// Free accelerators on its cluster, and the count of releases, when it was made: once
+    /// anything starts there (a backfilled job takes some of `extra`) or ends anywhere, it is
+    /// made again.
     free_then: u64,
+    released_then: u64,
 }
 
 /// The scheduler: one value holding the fleet's state; see the crate docs.
@@ -2583,6 +2585,7 @@ impl Scheduler {
             && r.job == j
             && r.epoch == self.epoch
             && self.index[r.cluster as usize].free() == r.free_then
+            && self.released == r.released_then
         {
             return Some(r);
         }
@@ -2613,6 +2616,7 @@ impl Scheduler {
                     extra: free - need,
                     epoch: self.epoch,
                     free_then,
+                    released_then: self.released,
                 });
             }
         }
