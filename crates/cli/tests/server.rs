@@ -1510,30 +1510,8 @@ fn a_fleet_that_cannot_run_the_stored_jobs_is_refused_at_start() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/fleets/gavel-48.toml"
     );
-    let mut server = Command::new(BIN)
-        .args([
-            "server",
-            "--db",
-            &db,
-            "--listen",
-            "127.0.0.1:0",
-            "--fleet",
-            gavel,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the server");
-    // A server that starts serves until stopped: it is stopped after 30 s, and the checks
-    // below fail.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while server.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = server.kill();
-    let out = server.wait_with_output().expect("its output");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = start_refused(&db, gavel);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains(&format!(
             "1 active job in the store cannot run on fleet gavel-48: {id} (it names no cluster \
@@ -1549,6 +1527,36 @@ fn a_fleet_that_cannot_run_the_stored_jobs_is_refused_at_start() {
     );
 }
 
+/// Starts a server on `db` with `--fleet FLEET` that should refuse to start: its exit code and
+/// what it said. A server that starts serves until stopped: it is stopped after 30 s (exit code
+/// `None`), and the caller's checks fail.
+fn start_refused(db: &str, fleet: &str) -> (Option<i32>, String) {
+    let mut server = Command::new(BIN)
+        .args([
+            "server",
+            "--db",
+            db,
+            "--listen",
+            "127.0.0.1:0",
+            "--fleet",
+            fleet,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = server.kill();
+    let out = server.wait_with_output().expect("its output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A replica started with another fleet file than the running leader's is refused: it would
 /// accept submissions the leader then rejects (and, leading later, reject running jobs).
 #[test]
@@ -1560,21 +1568,8 @@ fn a_replica_with_another_fleet_than_the_leaders_is_refused_at_start() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/fleets/gavel-48.toml"
     );
-    let out = Command::new(BIN)
-        .args([
-            "server",
-            "--db",
-            &db,
-            "--listen",
-            "127.0.0.1:0",
-            "--fleet",
-            gavel,
-        ])
-        .stdout(std::process::Stdio::null())
-        .output()
-        .expect("run the server");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = start_refused(&db, gavel);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("runs fleet frontier-lab:")
             && err.contains("make fleet gavel-48:")

@@ -1315,34 +1315,35 @@ impl Scheduler {
     /// Whether team `tenant` stays at or above every guarantee covering `cluster` after giving
     /// back `removed` accelerators there.
     fn keeps_guarantees(&self, tenant: u32, cluster: u32, removed: u64) -> bool {
-        let t = &self.tenants[tenant as usize];
-        t.rules
-            .iter()
-            .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-            .all(|r| {
-                let usage = match r.cluster {
-                    Some(c) => t.usage[c as usize],
-                    None => t.usage_total,
-                };
-                usage.saturating_sub(removed) >= r.guaranteed
-            })
+        self.guarantees_over(tenant, cluster)
+            .all(|(usage, guaranteed)| usage.saturating_sub(removed) >= guaranteed)
     }
 
     /// The most accelerators team `tenant` could give back on `cluster` and stay at or above
-    /// every guarantee covering it (what `keeps_guarantees` allows).
+    /// every guarantee covering it (an upper bound of what `keeps_guarantees` allows).
     fn givable(&self, tenant: u32, cluster: u32) -> u64 {
+        self.guarantees_over(tenant, cluster)
+            .map(|(usage, guaranteed)| usage.saturating_sub(guaranteed))
+            .fold(
+                self.tenants[tenant as usize].usage[cluster as usize],
+                u64::min,
+            )
+    }
+
+    /// (the team's use, its guarantee) under each of team `tenant`'s quota rules that covers
+    /// `cluster` (that cluster's, and the fleet-wide one).
+    fn guarantees_over(&self, tenant: u32, cluster: u32) -> impl Iterator<Item = (u64, u64)> + '_ {
         let t = &self.tenants[tenant as usize];
         t.rules
             .iter()
-            .filter(|r| r.cluster.is_none_or(|c| c == cluster))
+            .filter(move |r| r.cluster.is_none_or(|c| c == cluster))
             .map(|r| {
                 let usage = match r.cluster {
                     Some(c) => t.usage[c as usize],
                     None => t.usage_total,
                 };
-                usage.saturating_sub(r.guaranteed)
+                (usage, r.guaranteed)
             })
-            .fold(t.usage[cluster as usize], u64::min)
     }
 
     /// Frees room for `j`, whose team is below its guarantee on a cluster, by removing replicas

@@ -704,10 +704,8 @@ mod tests {
         fn reset(&mut self) {}
     }
 
-    /// A follower that finds the lease held for another fleet refuses submissions, and the
-    /// lease, until it is restarted.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_follower_of_a_leader_on_another_fleet_says_so() {
+    /// An empty in-memory store and a local fleet of 4 two-accelerator nodes.
+    async fn store_and_local_fleet() -> (AnyStore, Fleet) {
         let store = switchyard_store::connect("sqlite::memory:")
             .await
             .expect("store");
@@ -716,6 +714,14 @@ mod tests {
             "t.toml",
         )
         .expect("fleet");
+        (store, fleet)
+    }
+
+    /// A follower that finds the lease held for another fleet refuses submissions, and the
+    /// lease, until it is restarted.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_follower_of_a_leader_on_another_fleet_says_so() {
+        let (store, fleet) = store_and_local_fleet().await;
         let theirs = store
             .acquire_lease("other", "other-fleet:0123456789abcdef", now_ms(), 1_000)
             .await
@@ -770,14 +776,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_gang_whose_nodes_fail_in_one_poll_restarts_once() {
         use switchyard_store::StoreWrite as _;
-        let store = switchyard_store::connect("sqlite::memory:")
-            .await
-            .expect("store");
-        let fleet = Fleet::from_toml(
-            &switchyard_core::fleet::local_fleet_toml("t", 4, 2, ""),
-            "t.toml",
-        )
-        .expect("fleet");
+        let (store, fleet) = store_and_local_fleet().await;
         let backend = FailsTheFirstGang::default();
         let launches = backend.launches.clone();
         let (stop, stopped) = watch::channel(false);

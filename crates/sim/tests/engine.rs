@@ -340,6 +340,24 @@ fn decided<'a>(
         .map(|(id, d)| (id.as_str(), d.at_s))
 }
 
+/// `jobs` on `fleet` under `policy`, failures off, with the decision log kept.
+fn simulated(fleet: &Fleet, jobs: Vec<JobSpec>, policy: Policy) -> switchyard_sim::SimResult {
+    let opts = SimOptions {
+        policy,
+        failures: false,
+        keep_decisions: true,
+        ..SimOptions::default()
+    };
+    simulate(fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates")
+}
+
+/// When `job` first started, if it did.
+fn started_at(r: &switchyard_sim::SimResult, job: &str) -> Option<f64> {
+    decided(r, |a| matches!(a, Action::Start { .. }))
+        .find(|&(id, _)| id == job)
+        .map(|(_, at)| at)
+}
+
 /// A team with a guaranteed quota and teams without one, with priorities that cut across them:
 /// priority preemption and quota reclaim used to hand the same accelerators back and forth every
 /// scheduling pass, forever (the run never ended).
@@ -431,14 +449,7 @@ fn preemption_never_takes_a_guarantee_in_several_runs() {
             .map(|i| training(&format!("u{i}"), "u", 0.0, 8, 36_000.0, 0))
             .collect();
         jobs.push(training("urgent", "v", 100.0, urgent, 3_600.0, 10));
-        let opts = SimOptions {
-            policy: Policy::Switchyard,
-            failures: false,
-            keep_decisions: true,
-            ..SimOptions::default()
-        };
-        let r =
-            simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
+        let r = simulated(&fleet, jobs, Policy::Switchyard);
         assert_eq!(
             r.total.preemptions, preempted,
             "{urgent}: {:#?}",
@@ -458,17 +469,13 @@ fn a_short_guaranteed_job_takes_long_runs_past_anothers_guarantee() {
         .map(|i| training(&format!("u{i}"), "u", 0.0, 8, 360_000.0, 0))
         .collect();
     jobs.push(training("short", "t", 100.0, 24, 3_600.0, 0));
-    let opts = SimOptions {
-        policy: Policy::Switchyard,
-        failures: false,
-        keep_decisions: true,
-        ..SimOptions::default()
-    };
-    let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
-    let started_at = decided(&r, |a| matches!(a, Action::Start { .. }))
-        .find(|&(id, _)| id == "short")
-        .map(|(_, at)| at);
-    assert_eq!(started_at, Some(100.0), "{:#?}", r.decision_log);
+    let r = simulated(&fleet, jobs, Policy::Switchyard);
+    assert_eq!(
+        started_at(&r, "short"),
+        Some(100.0),
+        "{:#?}",
+        r.decision_log
+    );
     assert_eq!(r.total.preemptions, 3);
 }
 
@@ -483,24 +490,13 @@ fn a_guarantee_is_reclaimed_when_the_job_arrives() {
         .collect();
     jobs.push(training("guaranteed", "t", 100.0, 8, 3_600.0, 0));
     for policy in [Policy::Fair, Policy::Switchyard] {
-        let opts = SimOptions {
-            policy,
-            failures: false,
-            keep_decisions: true,
-            ..SimOptions::default()
-        };
-        let r = simulate(
-            &fleet,
-            jobs.clone(),
-            ThroughputTable::new(),
-            &opts,
-            &mut |_| {},
-        )
-        .expect("simulates");
-        let started_at = decided(&r, |a| matches!(a, Action::Start { .. }))
-            .find(|&(id, _)| id == "guaranteed")
-            .map(|(_, at)| at);
-        assert_eq!(started_at, Some(100.0), "{policy:?}: {:#?}", r.decision_log);
+        let r = simulated(&fleet, jobs.clone(), policy);
+        assert_eq!(
+            started_at(&r, "guaranteed"),
+            Some(100.0),
+            "{policy:?}: {:#?}",
+            r.decision_log
+        );
         assert_eq!(r.total.preemptions, 1, "{policy:?}");
     }
 }
@@ -518,18 +514,8 @@ fn backfill_uses_the_spare_accelerators_once() {
         training("b1", "v", 2.0, 8, 2_000.0, 0),
         training("b2", "v", 4.0, 8, 2_000.0, 0),
     ];
-    let opts = SimOptions {
-        policy: Policy::Fifo,
-        failures: false,
-        keep_decisions: true,
-        ..SimOptions::default()
-    };
-    let r = simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
-    let started = |job: &str| {
-        decided(&r, |a| matches!(a, Action::Start { .. }))
-            .find(|&(id, _)| id == job)
-            .map(|(_, at)| at)
-    };
+    let r = simulated(&fleet, jobs, Policy::Fifo);
+    let started = |job: &str| started_at(&r, job);
     assert_eq!(started("reserved"), Some(1_000.0), "{:#?}", r.decision_log);
     assert_eq!(started("b1"), Some(2.0), "backfilled into the spare 8");
     assert_eq!(started("b2"), Some(2_002.0), "waits for b1's accelerators");
@@ -543,14 +529,7 @@ fn an_elastic_run_grows_onto_its_own_and_the_freed_accelerators() {
         let mut elastic = training("elastic", team, 1.0, 32, 100_000.0, 0);
         elastic.min_accelerators = Some(8);
         let jobs = vec![training("first", "v", 0.0, 24, 500.0, 0), elastic];
-        let opts = SimOptions {
-            policy: Policy::Switchyard,
-            failures: false,
-            keep_decisions: true,
-            ..SimOptions::default()
-        };
-        let r =
-            simulate(fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("simulates");
+        let r = simulated(fleet, jobs, Policy::Switchyard);
         r.decision_log
             .iter()
             .filter(|(id, d)| id == "elastic" && d.at_s == 500.0)
