@@ -467,10 +467,14 @@ pub fn search(
 
 /// Keeps `top` sorted by memory per device, then step time, at most `keep` long.
 fn insert_closest(top: &mut Vec<TrainingEstimate>, est: TrainingEstimate, keep: usize) {
-    let key = |e: &TrainingEstimate| (e.memory_per_device_gib, e.step_time_s);
+    let closer = |a: &TrainingEstimate, b: &TrainingEstimate| {
+        a.memory_per_device_gib
+            .total_cmp(&b.memory_per_device_gib)
+            .then(a.step_time_s.total_cmp(&b.step_time_s))
+    };
     let pos = top
         .iter()
-        .position(|e| key(e).partial_cmp(&key(&est)) == Some(std::cmp::Ordering::Greater))
+        .position(|e| closer(e, &est) == std::cmp::Ordering::Greater)
         .unwrap_or(top.len());
     if pos < keep {
         top.insert(pos, est);

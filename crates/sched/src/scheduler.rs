@@ -2976,23 +2976,30 @@ impl Scheduler {
         // what its team borrows).
         let reclaim = policy != Policy::Priority
             && self.under_guarantee(j, c, self.jobs[j as usize].min_size);
+        // A team's runs are taken as borrowed capacity only while, taken together, they leave
+        // its guarantees whole (as `Taken` admitted them); past that the yield rule took them.
+        let mut given_back = vec![0u64; self.tenants.len()];
         let reasons: Vec<String> = victims
             .iter()
             .map(|&v| {
                 let vj = &self.jobs[v as usize];
                 let same_team = vj.tenant == self.jobs[j as usize].tenant;
                 let by = self.other_job_named_for(j, v);
+                let size = vj.run.as_ref().map_or(0, |r| u64::from(r.size));
+                let back = &mut given_back[vj.tenant as usize];
+                *back += size;
+                let borrowed = self.keeps_guarantees(vj.tenant, c, *back);
                 // The rule that picked it, as the candidate search applies them.
                 if vj.priority < prio
                     && policy != Policy::Fair
-                    && (policy == Policy::Priority || same_team || self.borrowing(v, c))
+                    && (policy == Policy::Priority || same_team || borrowed)
                 {
                     if same_team {
                         format!("preempted for {by} (priority {prio} > {})", vj.priority)
                     } else {
                         format!("preempted for {by}, of a higher priority than this job's {}", vj.priority)
                     }
-                } else if reclaim && !same_team && self.borrowing(v, c) {
+                } else if reclaim && !same_team && borrowed {
                     format!("preempted for {by}: its team reclaims quota this team was borrowing")
                 } else {
                     format!(

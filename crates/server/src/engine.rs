@@ -44,7 +44,7 @@ impl Clock {
 }
 
 /// Whether two reasons say the same thing but for their figures: numbers standing on their
-/// own (`8192`, `3.2`), not digits in a name (`colossus-1`, `j-00af`).
+/// own (`8192`, `3.2`), not digits in a name (`colossus-1`, `j-00af`, `dc.1`).
 fn same_words(a: &str, b: &str) -> bool {
     fn words(s: &str) -> String {
         let mut out = String::with_capacity(s.len());
@@ -58,7 +58,7 @@ fn same_words(a: &str, b: &str) -> bool {
             if !in_number {
                 out.push(c);
             }
-            in_name = c.is_alphanumeric() || c == '-' || c == '_';
+            in_name = c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
         }
         out
     }
@@ -1739,6 +1739,7 @@ repair_hours = 24.0
             "waiting for 8 accelerators on colossus-1",
             "waiting for 8 accelerators on colossus-2"
         ));
+        assert!(!same_words("quota cap on dc.1", "quota cap on dc.2"));
     }
 
     /// A new leader keeps a pending job's stored reason until a pass of its own looks at the

@@ -32,6 +32,32 @@ pub struct LoopConfig {
     pub fleet: String,
 }
 
+/// Whether a replica that saw a leader of another fleet may serve and lead again: no live
+/// leader runs another fleet now, and `fleet` can run every active job in the store (a leader
+/// of another fleet may have left jobs on clusters this one lacks).
+async fn conflict_resolved(store: &AnyStore, fleet: &Fleet, ours: &str) -> bool {
+    match other_fleet_leading(store, ours).await {
+        Ok(None) => {}
+        Ok(Some(_)) | Err(_) => return false,
+    }
+    match store.active_jobs().await {
+        Ok(jobs) if unrunnable(fleet, &jobs).is_empty() => {
+            tracing::info!("the scheduling leader's fleet is this replica's again");
+            true
+        }
+        Ok(jobs) => {
+            let unrunnable = unrunnable(fleet, &jobs);
+            tracing::warn!(
+                jobs = unrunnable.len(),
+                first = %unrunnable.first().map_or("", |j| j.0.as_str()),
+                "no leader of another fleet now, but this fleet cannot run every active job; not leading"
+            );
+            false
+        }
+        Err(_) => false,
+    }
+}
+
 /// The lease, when a live leader holds it with a fleet other than `ours`.
 pub async fn other_fleet_leading(
     store: &impl StoreRead,
@@ -137,10 +163,13 @@ pub async fn run(
         }
         let now = now_ms();
         if leading.is_none() && metrics.fleet_conflict().is_some() {
-            // This replica saw a leader of another fleet: leading now would reject for good
-            // the jobs its own fleet cannot run. It waits to be restarted with the fleet the
-            // others run (or, to change the fleet, with every replica stopped first).
-            continue;
+            // This replica saw a leader of another fleet: leading now could reject for good
+            // the jobs its own fleet cannot run. It waits until the leader runs its fleet, or
+            // none leads and its fleet can run every active job.
+            if !conflict_resolved(&store, &fleet, &cfg.fleet).await {
+                continue;
+            }
+            metrics.set_fleet_conflict(None);
         }
         if leading.is_none() {
             match store
@@ -717,58 +746,79 @@ mod tests {
         (store, fleet)
     }
 
-    /// A follower that finds the lease held for another fleet refuses submissions, and the
-    /// lease, until it is restarted.
+    /// A follower that finds the lease held for another fleet refuses submissions and the
+    /// lease. When that leader is gone it leads again only if its own fleet can run every
+    /// active job (the other may have left jobs on clusters this one lacks).
     #[tokio::test(flavor = "current_thread")]
     async fn a_follower_of_a_leader_on_another_fleet_says_so() {
-        let (store, fleet) = store_and_local_fleet().await;
-        let theirs = store
-            .acquire_lease("other", "other-fleet:0123456789abcdef", now_ms(), 1_000)
-            .await
-            .expect("store")
-            .expect("free");
-        let metrics = Arc::new(Metrics::default());
-        let (stop, stopped) = watch::channel(false);
-        let follower = tokio::spawn(run(
-            store.clone(),
-            Arc::new(fleet),
-            Box::new(crate::backend::DryRun::default()),
-            metrics.clone(),
-            Arc::new(Notify::new()),
-            stopped,
-            LoopConfig {
-                tick: Duration::from_millis(10),
-                lease_ttl: Duration::from_secs(60),
-                holder: "me".into(),
-                fleet: "t:fedcba9876543210".into(),
-            },
-        ));
-        let conflict = async {
-            loop {
-                if let Some(why) = metrics.fleet_conflict() {
-                    return why;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        use switchyard_store::StoreWrite as _;
+        for stranded in [true, false] {
+            let (store, fleet) = store_and_local_fleet().await;
+            if stranded {
+                store
+                    .insert_job(&switchyard_store::testing::batch_job(
+                        "j-0000000000000001",
+                        "research",
+                        r#"{"kind":"batch","accelerators":1,"duration_s":10,"clusters":["elsewhere"]}"#,
+                        now_ms(),
+                    ))
+                    .await
+                    .expect("submit");
             }
-        };
-        let why = tokio::time::timeout(Duration::from_secs(5), conflict)
-            .await
-            .expect("the follower notices");
-        assert!(
-            why.contains("fleet t:fedcba9876543210")
-                && why.contains("(other) runs fleet other-fleet:0123456789abcdef"),
-            "{why}"
-        );
-        // The other leader's lease runs out: this replica still does not lead (it would
-        // reject for good the jobs its fleet cannot run) until it is restarted.
-        tokio::time::sleep(Duration::from_millis(
-            u64::try_from(theirs.expires_ms - now_ms()).unwrap_or(0) + 300,
-        ))
-        .await;
-        assert!(metrics.fleet_conflict().is_some());
-        assert_eq!(store.current_leader().await.expect("lease").holder, "other");
-        stop.send(true).expect("the loop listens");
-        follower.await.expect("the loop stops");
+            let theirs = store
+                .acquire_lease("other", "other-fleet:0123456789abcdef", now_ms(), 1_000)
+                .await
+                .expect("store")
+                .expect("free");
+            let metrics = Arc::new(Metrics::default());
+            let (stop, stopped) = watch::channel(false);
+            let follower = tokio::spawn(run(
+                store.clone(),
+                Arc::new(fleet),
+                Box::new(crate::backend::DryRun::default()),
+                metrics.clone(),
+                Arc::new(Notify::new()),
+                stopped,
+                LoopConfig {
+                    tick: Duration::from_millis(10),
+                    lease_ttl: Duration::from_secs(60),
+                    holder: "me".into(),
+                    fleet: "t:fedcba9876543210".into(),
+                },
+            ));
+            let conflict = async {
+                loop {
+                    if let Some(why) = metrics.fleet_conflict() {
+                        return why;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            let why = tokio::time::timeout(Duration::from_secs(5), conflict)
+                .await
+                .expect("the follower notices");
+            assert!(
+                why.contains("fleet t:fedcba9876543210")
+                    && why.contains("(other) runs fleet other-fleet:0123456789abcdef"),
+                "{why}"
+            );
+            // The other leader's lease runs out.
+            tokio::time::sleep(Duration::from_millis(
+                u64::try_from(theirs.expires_ms - now_ms()).unwrap_or(0) + 300,
+            ))
+            .await;
+            let holder = store.current_leader().await.expect("lease").holder;
+            if stranded {
+                // A job on a cluster this fleet lacks: leading would reject it for good.
+                assert!(metrics.fleet_conflict().is_some());
+                assert_eq!(holder, "other");
+            } else {
+                assert!(metrics.fleet_conflict().is_none());
+                assert_eq!(holder, "me");
+            }
+            stop.send(true).expect("the loop listens");
+            follower.await.expect("the loop stops");
+        }
     }
 
     /// Nodes a backend finds failed in one poll fail together: a gang on two of them restarts

@@ -115,8 +115,27 @@ pub fn fleet_fingerprint(fleet: &switchyard_core::fleet::Fleet, agents: bool) ->
             ])
         })
         .collect();
-    let tenants = serde_json::to_value(&fleet.tenants).unwrap_or_default();
-    let text = serde_json::json!([fleet.name, clusters, tenants, agents]).to_string();
+    let quotas = |quotas: &[switchyard_core::fleet::Quota]| -> Vec<serde_json::Value> {
+        quotas
+            .iter()
+            .map(|q| serde_json::json!([q.cluster, q.accelerators, q.borrowing_limit]))
+            .collect()
+    };
+    let tenants: Vec<serde_json::Value> = fleet
+        .tenants
+        .iter()
+        .map(|o| {
+            let teams: Vec<serde_json::Value> = o
+                .teams
+                .iter()
+                .map(|t| serde_json::json!([t.name, t.weight, t.priority, quotas(&t.quotas)]))
+                .collect();
+            serde_json::json!([o.name, o.weight, quotas(&o.quotas), teams])
+        })
+        .collect();
+    // The scheme's version leads, so that a later release that hashes more says so.
+    let text = serde_json::json!(["switchyard-fleet-v1", fleet.name, clusters, tenants, agents])
+        .to_string();
     let digest = switchyard_store::sha256_hex(&text);
     format!("{}:{}", fleet.name, &digest[..16])
 }
@@ -291,5 +310,49 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_core::fleet::Fleet;
+
+    /// The fingerprint follows what decides admission and placement, and nothing else: the same
+    /// file gives the same one; a quota, a cluster's size or `--agents` changes it; a price
+    /// (which a release may fill in) does not. Its scheme is pinned for the built-in fleet, so
+    /// that a change of scheme is a decision (replicas of two schemes refuse each other).
+    #[test]
+    fn the_fleet_fingerprint_covers_admission_only() {
+        let text = switchyard_core::fleet::local_fleet_toml("t", 4, 2, "");
+        let fleet = |text: &str| Fleet::from_toml(text, "t.toml").expect("fleet");
+        let base = fleet_fingerprint(&fleet(&text), false);
+        assert_eq!(base, fleet_fingerprint(&fleet(&text), false));
+        assert_ne!(base, fleet_fingerprint(&fleet(&text), true));
+        assert_ne!(
+            base,
+            fleet_fingerprint(
+                &fleet(&switchyard_core::fleet::local_fleet_toml("t", 5, 2, "")),
+                false
+            )
+        );
+        let mut priced = fleet(&text);
+        priced.clusters[0].price_per_accelerator_hour *= 2.0;
+        assert_eq!(base, fleet_fingerprint(&priced, false));
+        assert!(base.starts_with("t:") && base.len() == 2 + 16, "{base}");
+        let default = fleet_fingerprint(&Fleet::default_fleet(), false);
+        assert_eq!(default, "frontier-lab:c8a477b821afa670");
+        let mut reprioritised = Fleet::default_fleet();
+        reprioritised.tenants[0].teams[0].priority += 1;
+        assert_ne!(default, fleet_fingerprint(&reprioritised, false));
+        let mut requota = Fleet::default_fleet();
+        let team = requota
+            .tenants
+            .iter_mut()
+            .flat_map(|o| o.teams.iter_mut())
+            .find(|t| !t.quotas.is_empty())
+            .expect("a team with a quota");
+        team.quotas[0].accelerators += 8;
+        assert_ne!(default, fleet_fingerprint(&requota, false));
     }
 }

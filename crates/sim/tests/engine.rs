@@ -477,6 +477,23 @@ fn a_short_guaranteed_job_takes_long_runs_past_anothers_guarantee() {
         r.decision_log
     );
     assert_eq!(r.total.preemptions, 3);
+    // Two are capacity team u borrowed; the third is its guarantee, taken by the yield rule,
+    // and its event says so.
+    let reasons: Vec<&str> = r
+        .decision_log
+        .iter()
+        .filter(|(_, d)| matches!(d.action, Action::Preempt { .. }))
+        .map(|(_, d)| d.reason.as_str())
+        .collect();
+    let reclaimed = reasons
+        .iter()
+        .filter(|r| r.contains("reclaims quota"))
+        .count();
+    let yielded = reasons
+        .iter()
+        .filter(|r| r.contains("needs far less time"))
+        .count();
+    assert_eq!((reclaimed, yielded), (2, 1), "{reasons:#?}");
 }
 
 /// A team below its guarantee reclaims it when its job arrives, under `fair` as under
