@@ -448,7 +448,7 @@ struct Org {
 /// what its team already gives back, so victims taken together never cut a team below a
 /// guarantee that each alone would leave intact (the team would reclaim it at once, and the
 /// two rules would hand the accelerators back and forth).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Taken {
     cluster: u32,
     victims: Vec<(u64, JobIdx)>,
@@ -475,13 +475,31 @@ impl Taken {
     /// Whether run `v` (`size` accelerators) may be taken as well; `guarded` when it may go
     /// only as capacity its team borrows.
     fn admits(&self, s: &Scheduler, size: u64, v: JobIdx, guarded: bool) -> bool {
-        let tenant = s.jobs[v as usize].tenant;
-        !guarded
-            || s.keeps_guarantees(
-                tenant,
-                self.cluster,
-                self.given_back[tenant as usize] + size,
-            )
+        self.admits_all(s, &[(size, v, guarded)])
+    }
+
+    /// Whether every run of `runs` (accelerators, job, guarded) may be taken as well, together.
+    fn admits_all(&self, s: &Scheduler, runs: &[(u64, JobIdx, bool)]) -> bool {
+        let mut added: Vec<(u32, u64)> = Vec::new();
+        runs.iter().all(|&(size, v, guarded)| {
+            let tenant = s.jobs[v as usize].tenant;
+            let team = match added.iter_mut().find(|a| a.0 == tenant) {
+                Some(a) => {
+                    a.1 += size;
+                    a.1
+                }
+                None => {
+                    added.push((tenant, size));
+                    size
+                }
+            };
+            !guarded
+                || s.keeps_guarantees(
+                    tenant,
+                    self.cluster,
+                    self.given_back[tenant as usize] + team,
+                )
+        })
     }
 
     fn take(&mut self, s: &Scheduler, size: u64, v: JobIdx) {
@@ -489,9 +507,16 @@ impl Taken {
         self.victims.push((size, v));
         self.accelerators += size;
         self.given_back[job.tenant as usize] += size;
-        for share in job.run.iter().flat_map(|r| &r.shares) {
-            *self.released.entry(share.node).or_default() += share.accelerators;
+        if let Some(run) = &job.run {
+            add_by_node(&mut self.released, &run.shares);
         }
+    }
+}
+
+/// Adds `shares` to a count of accelerators per node.
+fn add_by_node(by_node: &mut BTreeMap<u32, u32>, shares: &[NodeShare]) {
+    for share in shares {
+        *by_node.entry(share.node).or_default() += share.accelerators;
     }
 }
 
@@ -2520,10 +2545,8 @@ impl Scheduler {
                     if upper <= size {
                         continue;
                     }
-                    let mut own: BTreeMap<u32, u32> = BTreeMap::new();
-                    for share in &run.shares {
-                        *own.entry(share.node).or_default() += share.accelerators;
-                    }
+                    let mut own = BTreeMap::new();
+                    add_by_node(&mut own, &run.shares);
                     match i.largest_fit_after_release(size + 1, upper, &own) {
                         Some(t) => t,
                         None => continue,
@@ -2920,23 +2943,17 @@ impl Scheduler {
                 let mut by_nodes = Taken::new(self, c);
                 for (_, _, on) in nodes {
                     // A node is emptied whole or not at all.
-                    let mut trial = by_nodes.clone();
-                    let mut whole = true;
-                    for v in on {
-                        let (s, guarded) = cand_of[&v];
-                        if trial.has(v) {
-                            continue;
-                        }
-                        if !trial.admits(self, s, v, guarded) {
-                            whole = false;
-                            break;
-                        }
-                        trial.take(self, s, v);
-                    }
-                    if !whole {
+                    let runs: Vec<(u64, JobIdx, bool)> = on
+                        .into_iter()
+                        .filter(|&v| !by_nodes.has(v))
+                        .map(|v| (cand_of[&v].0, v, cand_of[&v].1))
+                        .collect();
+                    if !by_nodes.admits_all(self, &runs) {
                         continue;
                     }
-                    by_nodes = trial;
+                    for (s, v, _) in runs {
+                        by_nodes.take(self, s, v);
+                    }
                     if index.fits_after_release(job.min_size, &by_nodes.released) {
                         taken = by_nodes;
                         break;
@@ -2978,7 +2995,7 @@ impl Scheduler {
             && self.under_guarantee(j, c, self.jobs[j as usize].min_size);
         // A team's runs are taken as borrowed capacity only while, taken together, they leave
         // its guarantees whole (as `Taken` admitted them); past that the yield rule took them.
-        let mut given_back = vec![0u64; self.tenants.len()];
+        let mut given = Taken::new(self, c);
         let reasons: Vec<String> = victims
             .iter()
             .map(|&v| {
@@ -2986,9 +3003,8 @@ impl Scheduler {
                 let same_team = vj.tenant == self.jobs[j as usize].tenant;
                 let by = self.other_job_named_for(j, v);
                 let size = vj.run.as_ref().map_or(0, |r| u64::from(r.size));
-                let back = &mut given_back[vj.tenant as usize];
-                *back += size;
-                let borrowed = self.keeps_guarantees(vj.tenant, c, *back);
+                let borrowed = given.admits(self, size, v, true);
+                given.take(self, size, v);
                 // The rule that picked it, as the candidate search applies them.
                 if vj.priority < prio
                     && policy != Policy::Fair

@@ -817,6 +817,7 @@ impl Engine {
         let mut ended = Vec::new();
         for j in std::mem::take(&mut self.dirty) {
             let v = self.sched.job(j);
+            let waiting = (v.state == SchedState::Pending).then(|| self.pending_why(j));
             let t = &mut self.jobs[j as usize];
             let why = match (v.state, v.cluster) {
                 (SchedState::Running, Some(_)) if t.replica_range.is_some() => {
@@ -886,14 +887,7 @@ impl Engine {
                 (SchedState::Rejected, _) if t.ended_why.is_some() => {
                     format!("rejected: {}", t.ended_why.as_deref().unwrap_or_default())
                 }
-                (SchedState::Pending, _) => {
-                    if self.sched.considered(j) {
-                        self.sched.why(j)
-                    } else {
-                        t.reason.clone()
-                    }
-                }
-                _ => self.sched.why(j),
+                _ => waiting.unwrap_or_else(|| self.sched.why(j)),
             };
             t.reason = why.clone();
             let state = match v.state {
