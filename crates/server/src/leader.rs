@@ -40,21 +40,23 @@ async fn conflict_resolved(store: &AnyStore, fleet: &Fleet, ours: &str) -> bool 
         Ok(None) => {}
         Ok(Some(_)) | Err(_) => return false,
     }
-    match store.active_jobs().await {
-        Ok(jobs) if unrunnable(fleet, &jobs).is_empty() => {
+    let Ok(jobs) = store.active_jobs().await else {
+        return false;
+    };
+    let stranded = unrunnable(fleet, &jobs);
+    match stranded.first() {
+        None => {
             tracing::info!("the scheduling leader's fleet is this replica's again");
             true
         }
-        Ok(jobs) => {
-            let unrunnable = unrunnable(fleet, &jobs);
+        Some((first, _)) => {
             tracing::warn!(
-                jobs = unrunnable.len(),
-                first = %unrunnable.first().map_or("", |j| j.0.as_str()),
+                jobs = stranded.len(),
+                %first,
                 "no leader of another fleet now, but this fleet cannot run every active job; not leading"
             );
             false
         }
-        Err(_) => false,
     }
 }
 

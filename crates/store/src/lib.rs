@@ -448,8 +448,7 @@ pub fn sha256_hex(text: &str) -> String {
 
 /// The SHA-256 of a token, hex: what the store keeps instead of the token.
 pub fn hash_token(token: &str) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(token.as_bytes()))
+    sha256_hex(token)
 }
 
 /// A new API token: `sy_` and 64 hex digits (256 random bits from the operating system).
