@@ -467,26 +467,31 @@ pub fn search(
 
 /// Keeps `top` sorted by memory per device, then step time, at most `keep` long.
 fn insert_closest(top: &mut Vec<TrainingEstimate>, est: TrainingEstimate, keep: usize) {
-    let closer = |a: &TrainingEstimate, b: &TrainingEstimate| {
+    insert_ordered(top, est, keep, |a, b| {
         a.memory_per_device_gib
             .total_cmp(&b.memory_per_device_gib)
             .then(a.step_time_s.total_cmp(&b.step_time_s))
-    };
-    let pos = top
-        .iter()
-        .position(|e| closer(e, &est) == std::cmp::Ordering::Greater)
-        .unwrap_or(top.len());
-    if pos < keep {
-        top.insert(pos, est);
-        top.truncate(keep);
-    }
+    });
 }
 
 /// Keeps `top` sorted by step time, at most `keep` long.
 fn insert_top(top: &mut Vec<TrainingEstimate>, est: TrainingEstimate, keep: usize) {
+    insert_ordered(top, est, keep, |a, b| {
+        a.step_time_s.total_cmp(&b.step_time_s)
+    });
+}
+
+/// Inserts `est` after every entry of `top` that `order` does not put after it, keeping at
+/// most `keep`.
+fn insert_ordered(
+    top: &mut Vec<TrainingEstimate>,
+    est: TrainingEstimate,
+    keep: usize,
+    order: impl Fn(&TrainingEstimate, &TrainingEstimate) -> std::cmp::Ordering,
+) {
     let pos = top
         .iter()
-        .position(|e| e.step_time_s > est.step_time_s)
+        .position(|e| order(e, &est) == std::cmp::Ordering::Greater)
         .unwrap_or(top.len());
     if pos < keep {
         top.insert(pos, est);
