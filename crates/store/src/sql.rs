@@ -26,10 +26,6 @@ const NODE_COLUMNS: &str = "id, cluster, slot, hostname, address, cpus, memory_b
 const LOG_COLUMNS: &str =
     "job_number, job_id, attempt, rank, assignment_id, stream, seq, at_ms, line";
 
-/// How often a registration is tried again after losing a race for a slot or host name to a
-/// concurrent one (each try sees the winner's row).
-const REGISTER_TRIES: usize = 8;
-
 /// PostgreSQL: log appends take this transaction-scoped advisory lock. Under it a batch reads
 /// its jobs' last line numbers (the cursors) and numbers its lines after them, and commits
 /// before the next batch reads: no number is given twice, and numbers commit in increasing
@@ -43,6 +39,12 @@ const PG_LOG_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301116)
 /// tenant) and `GET /v1/jobs/{id}/events?after=` must never see a lower number commit after a
 /// reader has moved past it.
 const PG_JOB_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301117)");
+
+/// PostgreSQL: node registrations take this lock before they read the cluster's taken slots,
+/// so two new hosts never pick the same lowest free slot (or one host two rows). Registrations
+/// are rare (an agent's start), so queueing them costs nothing; retrying a lost race did not
+/// bound the wait, and under 48 concurrent registrations a host could lose every try.
+const PG_NODE_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301118)");
 
 /// SQLite: the embedded default. Writes go through one connection (SQLite has one writer at a
 /// time anyway; queueing in the pool is fairer than spinning on `SQLITE_BUSY`), reads through
@@ -243,10 +245,6 @@ fn node_state_of(text: &str) -> Result<NodeState, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("unknown node state `{text}`")))
 }
 
-fn is_unique_violation(err: &StoreError) -> bool {
-    matches!(err, StoreError::Db(sqlx::Error::Database(db)) if db.is_unique_violation())
-}
-
 /// Why SQLite could not open (or create) `path`, in the user's terms where the file system
 /// says more than SQLite's "unable to open database file".
 /// SQLITE_NOTADB (26), met at the first statement: the file is something else (or encrypted),
@@ -314,7 +312,7 @@ fn conflict(job: &NewJob, err: sqlx::Error) -> StoreError {
     }
 }
 
-/// Takes a transaction-scoped advisory lock (`PG_LOG_LOCK`, `PG_JOB_LOCK`) where the store has
+/// Takes a transaction-scoped advisory lock (`PG_LOG_LOCK`, `PG_JOB_LOCK`, `PG_NODE_LOCK`) where the store has
 /// one; SQLite's single writer needs none.
 macro_rules! take_lock {
     ($tx:expr, $lock:expr) => {
@@ -326,7 +324,7 @@ macro_rules! take_lock {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $db:ty, $row:ty, $log_lock:expr, $job_lock:expr) => {
+    ($store:ty, $db:ty, $row:ty, $log_lock:expr, $job_lock:expr, $node_lock:expr) => {
         impl $store {
             /// Inserts `events`, each numbered after its job's last; takes the job lock. A
             /// caller that changes job rows in the same transaction takes the lock before
@@ -462,10 +460,10 @@ macro_rules! sql_store {
                 })
             }
 
-            /// One registration attempt, in one transaction; a unique violation means a
-            /// concurrent registration won a race (the caller tries again).
-            async fn try_register(&self, reg: &NodeRegistration) -> Result<NodeRecord, StoreError> {
+            /// One registration, in one transaction under the node lock.
+            async fn register(&self, reg: &NodeRegistration) -> Result<NodeRecord, StoreError> {
                 let mut tx = self.write.begin().await?;
+                take_lock!(tx, $node_lock);
                 let existing: Option<String> =
                     sqlx::query_scalar("SELECT id FROM nodes WHERE cluster = $1 AND hostname = $2")
                         .bind(&reg.cluster)
@@ -1220,14 +1218,7 @@ macro_rules! sql_store {
                 &self,
                 reg: &NodeRegistration,
             ) -> Result<NodeRecord, StoreError> {
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    match self.try_register(reg).await {
-                        Err(e) if tries < REGISTER_TRIES && is_unique_violation(&e) => continue,
-                        other => return other,
-                    }
-                }
+                self.register(reg).await
             }
 
             async fn node_heartbeat(
@@ -1310,6 +1301,7 @@ sql_store!(
     sqlx::Sqlite,
     sqlx::sqlite::SqliteRow,
     None,
+    None,
     None
 );
 sql_store!(
@@ -1317,7 +1309,8 @@ sql_store!(
     sqlx::Postgres,
     sqlx::postgres::PgRow,
     PG_LOG_LOCK,
-    PG_JOB_LOCK
+    PG_JOB_LOCK,
+    PG_NODE_LOCK
 );
 
 #[cfg(test)]
