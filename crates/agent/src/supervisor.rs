@@ -2090,13 +2090,26 @@ printf '{"code":%d,"signal":null}' "$c" > "$status.tmp" && mv "$status.tmp" "$st
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Waits (up to 30 s: a loaded machine may run a short script late) until `pid`, a child
+    /// of this test that nobody reaps, has ended: a zombie, or gone.
+    fn wait_until_ended(pid: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|st| !st.contains(") Z "))
+        {
+            assert!(Instant::now() < deadline, "process {pid} did not end");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn processes_that_died_while_the_agent_was_away_are_reported_exited() {
         let dir = state_dir("died");
         let mut old = Supervisor::with_state_dir(&dir).expect("state dir");
         old.start(&sh("short", "sleep 0.2; echo last words"), false);
+        let pid = old.procs["short"].handle.as_ref().expect("running").pid();
         old.detach();
-        std::thread::sleep(Duration::from_millis(500));
+        wait_until_ended(pid);
         // Nobody reaps it here (it was this test's child), so it is a zombie: that counts as gone,
         // as it would be after init reaped it.
         let new = Supervisor::with_state_dir(&dir).expect("state dir again");
@@ -2139,8 +2152,9 @@ printf '{"code":%d,"signal":null}' "$c" > "$status.tmp" && mv "$status.tmp" "$st
             .strip_prefix("child=")
             .and_then(|p| p.parse().ok())
             .expect("child pid line");
+        let leader = old.procs["wrapped"].handle.as_ref().expect("running").pid();
         old.detach();
-        std::thread::sleep(Duration::from_millis(500));
+        wait_until_ended(leader);
         let alive = |pid: i32| {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .is_ok_and(|st| !st.contains(") Z "))

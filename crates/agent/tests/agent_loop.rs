@@ -403,9 +403,14 @@ fn output_the_control_plane_cannot_take_is_bounded_in_bytes_newest_kept() {
         assert!(Instant::now() < deadline, "timed out");
         std::thread::sleep(Duration::from_millis(20));
     }
-    for _ in 0..3 {
+    // The exit is seen as the process ends; its pipe's reader may still be reading. Once the
+    // reader is done, one more sync takes what it queued.
+    while !agent.supervisor().output_finished() {
         let _ = agent.sync();
+        assert!(Instant::now() < deadline, "timed out reading the output");
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = agent.sync();
     // Lines of 99 bytes of text (the newline is not kept).
     assert!(
         agent.buffered_logs() <= 10_000 / 99,
@@ -564,8 +569,10 @@ fn leave_a_rank_and_cut_off(cp: &MemoryControlPlane, dir: &std::path::Path) -> I
     sync_until(&mut first, cp, "the rank running", |s| {
         matches!(state_of(s, "rank"), Some(ProcessState::Running { .. }))
     });
-    let last_heartbeat = Instant::now();
     first.sync().expect("a last heartbeat");
+    // After the sync, not before: the heartbeat it recorded is no later than this, so the
+    // caller's wait from here covers the orphan deadline however slow the sync was.
+    let last_heartbeat = Instant::now();
     first.detach();
     cp.state().down = true;
     last_heartbeat

@@ -36,6 +36,20 @@ pub struct ServerArgs {
     /// Root of the jobs' checkpoint directories (ROOT/JOB), a path every agent's host sees.
     #[arg(long, default_value = "switchyard-checkpoints", value_name = "DIR")]
     checkpoint_dir: PathBuf,
+    /// How long the scheduling lease lasts unrenewed (the leader renews it every third of
+    /// this): when the leader dies, another replica leads after at most this long. Longer
+    /// rides out a slow database; shorter fails over sooner. From 1s to 10m.
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_lease)]
+    lease: std::time::Duration,
+}
+
+/// `--lease`: a duration from 1 s (a few of the loop's 200 ms ticks between renewals) to 10 min.
+fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
+    let lease = parse_duration(text)?;
+    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600)).contains(&lease) {
+        return Err(format!("`{text}`: the lease must be from 1s to 10m"));
+    }
+    Ok(lease)
 }
 
 /// `500ms`, `2s`, `1.5s`, `1m`.
@@ -157,6 +171,7 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
         .map_err(store_error)?;
     let backend = runtime.block_on(backend_for(&fleet, &store))?;
     let mut config = ServerConfig::new(fleet, args.store.db, args.listen);
+    config.lease_ttl = args.lease;
     if args.agents {
         let root = std::path::absolute(&args.checkpoint_dir).map_err(|e| {
             CliError::Input(format!(
@@ -461,5 +476,21 @@ mod tests {
         for bad in ["0.5ms", "0", "-1s", "2d", "x", "NaN", "25h", "1441m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_lease_is_from_a_second_to_ten_minutes() {
+        use super::parse_lease;
+        assert_eq!(parse_lease("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_lease("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_lease("10m"), Ok(Duration::from_secs(600)));
+        let short = parse_lease("500ms").expect_err("too short");
+        assert!(short.contains("from 1s to 10m"), "{short}");
+        assert!(parse_lease("11m").is_err());
+        assert!(
+            parse_lease("soon")
+                .expect_err("no duration")
+                .contains("not a duration")
+        );
     }
 }

@@ -128,14 +128,26 @@ fn a_run_that_keeps_failing_ends_failed_after_its_retries_with_the_reason() {
     let fleet = fleet_file(&dir, 2, 2);
     let s = AgentServer::start(&dir, &fleet, "127.0.0.1:0");
     let _agents: Vec<AgentProcess> = s.start_local_agents(&dir, 2);
+    // Rank 2 fails once ranks 0 and 1 of its attempt have started (each leaves a marker), not
+    // at once: a gang fails as soon as a rank does, and a node that had not started its ranks
+    // of the attempt by then never runs them.
+    let marks = dir.join("started");
+    std::fs::create_dir_all(&marks).expect("marker dir");
+    let script = format!(
+        "echo rank $RANK of $WORLD_SIZE attempt $SWITCHYARD_ATTEMPT; \
+         touch '{m}'/$SWITCHYARD_ATTEMPT-$RANK; \
+         if [ \"$RANK\" = 2 ]; then \
+           i=0; while [ $i -lt 600 ] && ! {{ [ -e '{m}'/$SWITCHYARD_ATTEMPT-0 ] && [ -e '{m}'/$SWITCHYARD_ATTEMPT-1 ]; }}; do sleep 0.1; i=$((i+1)); done; \
+           exit 3; \
+         fi; sleep 30",
+        m = marks.display()
+    );
     let body = serde_json::json!({
         "kind": "batch",
         "accelerators": 3,
         "duration_s": 5.0,
         "max_retries": 1,
-        // Rank 2 fails after a while, not at once: a gang fails as soon as a rank does, and a
-        // node that had not started its ranks of the attempt by then never runs them.
-        "command": {"argv": ["sh", "-c", "echo rank $RANK of $WORLD_SIZE attempt $SWITCHYARD_ATTEMPT; if [ \"$RANK\" = 2 ]; then sleep 2; exit 3; fi; sleep 30"]},
+        "command": {"argv": ["sh", "-c", script]},
     });
     let id = s.submit(&body);
     let end = wait_final(&s, &id, 120);

@@ -44,7 +44,7 @@ fn a_run_survives_a_restart_of_the_server() {
         .as_millis() as i64;
     s.server.kill();
     let db = s.server.db.clone();
-    let args = server_args(&fleet, &s.checkpoints, "300ms", 3);
+    let args = server_args(&fleet, &s.checkpoints, "300ms", 10);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     s.server = Server::start_on(&db, &listen, &args);
     wait_for(30, "the restarted server to lead", || {
@@ -133,7 +133,7 @@ fn a_restarted_server_holds_a_gang_until_it_hears_from_its_last_node() {
 
     s.server.kill();
     let db = s.server.db.clone();
-    let args = server_args(&fleet, &s.checkpoints, "300ms", 3);
+    let args = server_args(&fleet, &s.checkpoints, "300ms", 10);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     s.server = Server::start_on(&db, &listen, &args);
     wait_for(30, "the run placed again and held", || {
@@ -233,7 +233,7 @@ fn a_dead_agent_is_declared_lost_under_a_short_deadline() {
         (state(&s).as_deref() == Some("ready")).then_some(())
     });
     drop(agent);
-    wait_for(10, "the dead node to be declared lost", || {
+    wait_for(30, "the dead node to be declared lost", || {
         (state(&s).as_deref() == Some("lost")).then_some(())
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -345,7 +345,10 @@ fn logs_verb(db: String) {
         assert!(Instant::now() < ended, "the job was not cancelled");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(2500));
+    // About one of --follow's polls later, so that it has likely seen the end too, and well
+    // inside the 5 s it keeps polling after the end (opening the store to append takes time
+    // on a loaded machine).
+    std::thread::sleep(Duration::from_millis(1200));
     append(
         &db,
         &[line(&gang, 2, 1, "stdout", 2, "written before the end")],

@@ -13,7 +13,18 @@ use server_common::*;
 const SUBMISSIONS: usize = 1000;
 const CLIENTS: usize = 100;
 
+/// The tests here take turns: a crash test's 100 clients would starve a failover test's
+/// replicas on a 2-core machine, and its timings would measure the load, not the failover.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn crash_while_submitting(db: String) {
+    let _turn = take_turn();
     let mut server = Server::start(&db);
     let t = token(&db, "research", false);
     let admin = token(&db, "ops", true);
@@ -108,6 +119,7 @@ fn postgres_leader_failover() {
     let Some(db) = fresh_db("postgres") else {
         return;
     };
+    let _turn = take_turn();
     let mut servers = [Server::start(&db), Server::start(&db)];
     let t = token(&db, "research", false);
     let leader = wait_for(30, "one leader", || {
@@ -147,7 +159,8 @@ fn postgres_leader_failover() {
         "failover: the follower led {:.1} s after the leader's SIGKILL",
         took.as_secs_f64()
     );
-    assert!(took < Duration::from_secs(10), "failover took {took:?}");
+    // The lease is 3 s; the bound leaves room for a loaded machine.
+    assert!(took < Duration::from_secs(15), "failover took {took:?}");
     // The new leader recovered the running job and schedules new work.
     let after = submit(&furl, "after", 1.0);
     wait_for(30, "the new leader to schedule", || {
@@ -172,28 +185,55 @@ fn postgres_leader_failover() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(servers[leader].role(), "follower");
     assert_eq!(servers[follower].role(), "leader");
+}
 
-    // A clean stop (SIGTERM) gives the lease up: the other replica leads at once, not after
-    // the lease runs out.
-    let pid = servers[follower].child.id().to_string();
+/// A clean stop (SIGTERM) gives the lease up: the other replica leads at once, not after the
+/// lease runs out. A 60 s lease tells the two apart on however loaded a machine.
+#[test]
+fn postgres_a_clean_stop_hands_the_lease_over_at_once() {
+    let Some(db) = fresh_db("postgres") else {
+        return;
+    };
+    let _turn = take_turn();
+    let mut servers = [
+        Server::start_with(&db, &["--lease", "60s"]),
+        Server::start_with(&db, &["--lease", "60s"]),
+    ];
+    let t = token(&db, "research", false);
+    let leader = wait_for(30, "one leader", || {
+        servers.iter().position(|s| s.role() == "leader")
+    });
+    let other = 1 - leader;
+    wait_for(30, "the other replica to follow", || {
+        (servers[other].role() == "follower").then_some(())
+    });
+    let pid = servers[leader].child.id().to_string();
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(sent.success());
     let stopped = Instant::now();
-    let exit = servers[follower].child.wait().expect("wait");
+    let exit = servers[leader].child.wait().expect("wait");
     assert!(exit.success(), "a clean stop exits 0: {exit:?}");
-    wait_for(10, "the handover after SIGTERM", || {
-        (servers[leader].role() == "leader").then_some(())
+    wait_for(30, "the handover after SIGTERM", || {
+        (servers[other].role() == "leader").then_some(())
     });
     let took = stopped.elapsed();
     eprintln!("handover after SIGTERM: {:.2} s", took.as_secs_f64());
-    assert!(took < Duration::from_millis(2500), "handover took {took:?}");
-    let last = submit(&servers[leader].url, "last", 1.0);
-    let lurl = servers[leader].url.clone();
-    wait_for(30, "the last leader to schedule", || {
-        (job_state(&lurl, &t, &last) == "done").then_some(())
+    assert!(took < Duration::from_secs(20), "handover took {took:?}");
+    let url = servers[other].url.clone();
+    let body = json!({"name": "last", "kind": "batch", "accelerators": 8, "duration_s": 1.0});
+    let (status, job) = call(
+        "POST",
+        &format!("{url}/v1/jobs"),
+        Some(&t),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().expect("id").to_owned();
+    wait_for(30, "the new leader to schedule", || {
+        (job_state(&url, &t, &id) == "done").then_some(())
     });
 }
 

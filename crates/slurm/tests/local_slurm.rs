@@ -389,17 +389,16 @@ fn a_node_slurm_marks_down_is_a_node_failure_until_resumed() {
     let _cleanup = Cleanup(opts.tag.clone());
     let mut b = backend("debug", None, opts);
     b.act(vec![]);
-    // Nothing failed while the node is up; the node is named by its Slurm name.
-    std::thread::sleep(Duration::from_millis(800));
-    let early = b.poll(now_ms());
-    assert_eq!(
-        early,
-        [Observed::NodeNamed {
-            cluster: 0,
-            node: 0,
-            host: node.clone(),
-        }]
-    );
+    // Nothing failed while the node is up; the node is named by its Slurm name (the worker's
+    // first round of Slurm commands may take a while on a loaded machine).
+    let named = Observed::NodeNamed {
+        cluster: 0,
+        node: 0,
+        host: node.clone(),
+    };
+    let mut early = Vec::new();
+    wait_for(&mut b, &mut early, 20, |o| *o == named);
+    assert_eq!(early, [named], "only the node's name while it is up");
     let st = std::process::Command::new("scontrol")
         .args([
             "update",

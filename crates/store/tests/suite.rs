@@ -1494,14 +1494,14 @@ async fn postgres_registrations_through_several_replicas() {
         replicas.push(connect(&url).await.expect("open postgres"));
     }
     let mut tasks = Vec::new();
-    for i in 0..256 {
+    for i in 0..128 {
         let s = replicas[i % replicas.len()].clone();
         tasks.push(tokio::spawn(async move {
             s.register_node(&registration(
                 "lab",
-                &format!("host-{}", i % 128),
+                &format!("host-{}", i % 64),
                 i as i64,
-                128,
+                64,
             ))
             .await
         }));
@@ -1513,9 +1513,9 @@ async fn postgres_registrations_through_several_replicas() {
     }
     let nodes = replicas[0].nodes().await.expect("nodes");
     let slots: Vec<i64> = nodes.iter().map(|n| n.slot).collect();
-    assert_eq!(slots, (0..128).collect::<Vec<_>>(), "each slot once");
+    assert_eq!(slots, (0..64).collect::<Vec<_>>(), "each slot once");
     let mut hosts: Vec<&str> = nodes.iter().map(|n| n.hostname.as_str()).collect();
     hosts.sort_unstable();
     hosts.dedup();
-    assert_eq!(hosts.len(), 128, "one row per host");
+    assert_eq!(hosts.len(), 64, "one row per host");
 }
