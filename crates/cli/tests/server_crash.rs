@@ -114,6 +114,19 @@ fn postgres_crash_while_submitting() {
     }
 }
 
+/// Submits an 8-accelerator batch job of `secs` through `url`; its id.
+fn submit_batch(url: &str, token: &str, name: &str, secs: f64) -> String {
+    let body = json!({"name": name, "kind": "batch", "accelerators": 8, "duration_s": secs});
+    let (status, job) = call(
+        "POST",
+        &format!("{url}/v1/jobs"),
+        Some(token),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{job}");
+    job["id"].as_str().expect("id").to_owned()
+}
+
 #[test]
 fn postgres_leader_failover() {
     let Some(db) = fresh_db("postgres") else {
@@ -129,17 +142,7 @@ fn postgres_leader_failover() {
         roles.iter().position(|r| r == "leader")
     });
     let follower = 1 - leader;
-    let submit = |url: &str, name: &str, secs: f64| {
-        let body = json!({"name": name, "kind": "batch", "accelerators": 8, "duration_s": secs});
-        let (status, job) = call(
-            "POST",
-            &format!("{url}/v1/jobs"),
-            Some(&t),
-            Some(&body.to_string()),
-        );
-        assert_eq!(status, 201, "{job}");
-        job["id"].as_str().expect("id").to_owned()
-    };
+    let submit = |url: &str, name: &str, secs: f64| submit_batch(url, &t, name, secs);
     // A submission to the follower is scheduled by the leader.
     let quick = submit(&servers[follower].url, "quick", 1.0);
     let long = submit(&servers[follower].url, "long", 86_400.0);
@@ -223,15 +226,7 @@ fn postgres_a_clean_stop_hands_the_lease_over_at_once() {
     eprintln!("handover after SIGTERM: {:.2} s", took.as_secs_f64());
     assert!(took < Duration::from_secs(20), "handover took {took:?}");
     let url = servers[other].url.clone();
-    let body = json!({"name": "last", "kind": "batch", "accelerators": 8, "duration_s": 1.0});
-    let (status, job) = call(
-        "POST",
-        &format!("{url}/v1/jobs"),
-        Some(&t),
-        Some(&body.to_string()),
-    );
-    assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().expect("id").to_owned();
+    let id = submit_batch(&url, &t, "last", 1.0);
     wait_for(30, "the new leader to schedule", || {
         (job_state(&url, &t, &id) == "done").then_some(())
     });
