@@ -63,8 +63,16 @@ impl Client {
             )));
         }
         let base = args.url.trim_end_matches('/').to_owned();
+        // Named as given: trimmed, `http://` would read as `http:`.
         switchyard_agent::http::check_server_url(&base)
-            .map_err(|why| CliError::Input(format!("--url `{base}` {why}")))?;
+            .map_err(|why| CliError::Input(format!("--url `{}` {why}", args.url)))?;
+        if base.ends_with("/v1") {
+            return Err(CliError::Input(format!(
+                "--url `{}` ends in /v1: give the server's address (e.g. \
+                 http://127.0.0.1:7070); the client adds the API's paths itself",
+                args.url
+            )));
+        }
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -144,7 +152,7 @@ impl Client {
             )));
         }
         Err(match status {
-            400 | 413 | 422 => CliError::Input(format!(
+            400 | 413 | 415 | 422 => CliError::Input(format!(
                 "the server refused the request ({status}): {message}"
             )),
             500.. => CliError::Unreachable(format!("the server failed ({status}): {message}")),

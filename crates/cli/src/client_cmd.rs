@@ -745,6 +745,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn job_files_give_objects_as_tables_not_arrays() {
+        let dir = std::env::temp_dir().join(format!("sy-job-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let read = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            read_job_file(&path)
+        };
+        let good = read(
+            "good.toml",
+            "kind = \"inference\"\naccelerators = 1\nreplicas = { min = 1, max = 2 }\n",
+        )
+        .expect("a service");
+        assert_eq!(good.replicas.map(|r| (r.min, r.max)), Some((1, 2)));
+        for (name, text, says) in [
+            (
+                "array.toml",
+                "kind = \"inference\"\naccelerators = 1\nreplicas = [1, 2]\n",
+                "expected an object",
+            ),
+            (
+                "kind.toml",
+                "accelerators = 1\nduration_s = 5.0\n[kind]\nbatch = 1\n",
+                "expected one of its names as a string",
+            ),
+        ] {
+            let err = read(name, text).expect_err(name).to_string();
+            assert!(err.contains(says), "{name}: {err}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn logs_hint_when_a_rank_or_attempt_is_past_the_jobs() {
         let job: Job = serde_json::from_value(serde_json::json!({
             "id": "j-1", "name": null, "tenant": "t", "kind": "training", "state": "running",

@@ -367,7 +367,7 @@ fn error_codes(db: String) {
         (
             r#"{"kind":null,"accelerators":8,"duration_s":60}"#,
             400,
-            "kind: expected one of its names as a string",
+            "kind: invalid type: null, expected one of its names as a string",
         ),
         (
             r#"{"kind":"inference","accelerators":8,"replicas":{"min":"a","max":2}}"#,
@@ -663,10 +663,102 @@ fn error_codes(db: String) {
         ("POST", format!("{jobs}/{id}/scale?x=1")),
         ("GET", format!("{}/v1/fleet?x=1", s.url)),
         ("GET", format!("{}/v1/tenants?x=1", s.url)),
+        // A scraper asking for a filter must not get every series unawares.
+        ("GET", format!("{}/metrics?tenant=evals", s.url)),
+        ("GET", format!("{}/healthz?x=1", s.url)),
+        ("GET", format!("{}/readyz?x=1", s.url)),
+        ("GET", format!("{}/v1/openapi.json?x=1", s.url)),
     ] {
         let got = call(method, &url, Some(&t), Some(&ok.to_string()));
         assert_eq!(got.0, 400, "{method} {url}: {}", got.1);
     }
+    // Fields are read in the shapes the API documents, not in any shape serde could map:
+    // an enum as a map, a struct as an array of its fields in order.
+    for (body, wanted) in [
+        (
+            json!({"kind": {"batch": null}, "accelerators": 1, "duration_s": 10.0}),
+            "kind: invalid type: map, expected one of its names as a string",
+        ),
+        (
+            json!({"kind": "inference", "accelerators": 1, "replicas": [1, 2]}),
+            "replicas: invalid type: sequence, expected an object",
+        ),
+        (
+            json!({"kind": "batch", "accelerators": 1, "duration_s": 10.0,
+                   "command": [["sleep", "1"], {"A": "1"}, "/tmp"]}),
+            "command: invalid type: sequence, expected an object",
+        ),
+        (
+            json!({"kind": "inference", "accelerators": 1, "replicas": {"min": 1}}),
+            "replicas: missing field `max`",
+        ),
+        (
+            json!({"kind": "batch", "accelerators": 1, "duration_s": 10.0,
+                   "command": {"argv": ["true"], "cwd": "/tmp"}}),
+            "command.cwd: unknown field `cwd`",
+        ),
+    ] {
+        let (status, answer) = call("POST", &jobs, Some(&t), Some(&body.to_string()));
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("invalid_json")),
+            "{body}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(wanted), "{body}: {message}");
+    }
+    // A body that ends before its first field has no place to name.
+    let (_, answer) = call("POST", &jobs, Some(&t), Some("{"));
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("the request body is not a valid submission: EOF"),
+        "{message}"
+    );
+    // A variable name that is too long is told so, with the limit.
+    let long = "A".repeat(300);
+    let (status, answer) = call(
+        "POST",
+        &jobs,
+        Some(&t),
+        Some(
+            &json!({"kind": "batch", "accelerators": 1, "duration_s": 10.0,
+                    "command": {"argv": ["true"], "env": {long.as_str(): "1"}}})
+            .to_string(),
+        ),
+    );
+    assert_eq!(status, 422, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("300 bytes long; names are at most 256"),
+        "{message}"
+    );
+    // A compressed body is refused for what it is, not read as broken JSON.
+    let res = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .post(&jobs)
+        .header("Authorization", &format!("Bearer {t}"))
+        .header("Content-Type", "application/json")
+        .header("Content-Encoding", "gzip")
+        .send(&[0x1f, 0x8b, 0x08, 0x00][..])
+        .expect("answers");
+    assert_eq!(res.status().as_u16(), 415);
+    let answer: Value =
+        serde_json::from_str(&res.into_body().read_to_string().expect("body")).expect("json");
+    assert_eq!(answer["error"]["code"], "unsupported_encoding", "{answer}");
+    // A cancellation takes no body: a reason or an option would be dropped unread.
+    let cancel = format!("{jobs}/{id}/cancel");
+    let (status, answer) = call("POST", &cancel, Some(&t), Some(r#"{"reason": "x"}"#));
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("takes no request body")),
+        "{answer}"
+    );
+    assert_eq!(job(&s.url, &t, id)["cancel_requested"], false);
+    assert_eq!(call("POST", &cancel, Some(&t), Some("{}")).0, 202);
     // The authorization scheme is case-insensitive.
     let res = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -1665,6 +1757,11 @@ fn bad_server_url_is_an_input_error() {
         ("http://127.0.0.1:7070#frag", "query or fragment"),
         ("http://127.0.0.1:7070/?x=1", "query or fragment"),
         ("http://127.0.0.1:99999", "not a TCP port"),
+        ("http://", "--url `http://` names no host"),
+        (
+            "http://127.0.0.1:7070/v1/",
+            "ends in /v1: give the server's address",
+        ),
     ] {
         let out = Command::new(BIN)
             .args(["queue", "--url", url, "--token", "t"])

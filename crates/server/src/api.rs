@@ -30,6 +30,7 @@ pub struct SubmitRequest {
     /// is refused with 409, so retrying a submission never creates it twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "kind_by_name")]
     pub kind: JobKind,
     /// Admins only: the tenant (team) the job is for. Other tokens submit for their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,12 +61,20 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
     /// Inference only: the replica range.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
     pub replicas: Option<ReplicaRange>,
     /// What each rank (training, batch) or replica (inference) runs, on backends that run
     /// real work (node agents, Slurm). Absent: the dry-run backend simulates the work, and a
     /// Slurm cluster runs its configured command.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_or_null"
+    )]
     pub command: Option<JobCommand>,
     /// Training and batch: how often a run whose processes fail is restarted (from its last
     /// checkpoint) before the job ends as failed. Default 3. Lost nodes do not count.
@@ -100,6 +109,60 @@ pub struct JobCommand {
 
 /// A list that may be given as `null`, which means what leaving it out means (empty), as
 /// `null` does for the submission's optional values.
+/// `kind` as one of its names, a string: serde would also take an enum written as a map
+/// (`{"batch": null}`).
+fn kind_by_name<'de, D>(d: D) -> Result<JobKind, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct KindName;
+    impl serde::de::Visitor<'_> for KindName {
+        type Value = JobKind;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("one of its names as a string: training, batch or inference")
+        }
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<JobKind, E> {
+            match name {
+                "training" => Ok(JobKind::Training),
+                "batch" => Ok(JobKind::Batch),
+                "inference" => Ok(JobKind::Inference),
+                other => Err(E::unknown_variant(
+                    other,
+                    &["training", "batch", "inference"],
+                )),
+            }
+        }
+    }
+    d.deserialize_str(KindName)
+}
+
+/// An optional field that is an object, or null (absent): serde would also read a struct from
+/// an array of its fields in order (`"replicas": [1, 2]` as min and max).
+fn object_or_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectOrNull<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOrNull<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            // The fields are read through the caller's map, so errors still name their path.
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_any(ObjectOrNull(std::marker::PhantomData))
+}
+
 fn null_as_empty<'de, D>(d: D) -> Result<Vec<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -165,7 +228,14 @@ impl JobCommand {
             let valid = !k.is_empty()
                 && !k.starts_with(|c: char| c.is_ascii_digit())
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid || k.len() > 256 {
+            if k.len() > 256 {
+                return Err(invalid(format!(
+                    "command.env: the variable name `{}…` is {} bytes long; names are at most 256",
+                    k.chars().take(64).collect::<String>(),
+                    k.len()
+                )));
+            }
+            if !valid {
                 return Err(invalid(format!(
                     "command.env: `{}` is not a valid variable name (letters, digits and _, not starting with a digit)",
                     k.chars().take(64).collect::<String>()

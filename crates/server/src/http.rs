@@ -479,8 +479,9 @@ async fn fallback(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+async fn healthz(q: QueryParams) -> Result<Json<serde_json::Value>, ApiError> {
+    query(q, &[])?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
 }
 
 /// A follower whose leader runs another fleet refuses what it would check against its own.
@@ -495,8 +496,8 @@ fn fleet_agrees(s: &AppState) -> Result<(), ApiError> {
     }
 }
 
-async fn readyz(State(s): State<AppState>) -> Response {
-    if let Err(e) = fleet_agrees(&s) {
+async fn readyz(State(s): State<AppState>, q: QueryParams) -> Response {
+    if let Err(e) = query(q, &[]).and_then(|_| fleet_agrees(&s)) {
         return e.into_response();
     }
     let role = if s.metrics.leader.load(Ordering::Relaxed) {
@@ -532,7 +533,13 @@ const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2
 /// Any token may scrape: fleet-wide series for everyone, per-tenant series for the token's own
 /// tenant only (every tenant for admins, none for agents), so that tenants' names and load are
 /// not anyone's to read.
-async fn metrics(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiError> {
+async fn metrics(
+    State(s): State<AppState>,
+    auth: Auth,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
+    // No filters: a scraper asking for one (`?tenant=`) must not get every series unawares.
+    query(q, &[])?;
     let mut tenants = s.store.tenant_usage().await?;
     if !auth.0.admin {
         let own = auth
@@ -549,12 +556,30 @@ async fn metrics(State(s): State<AppState>, auth: Auth) -> Result<Response, ApiE
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
-async fn openapi() -> Response {
-    (
+async fn openapi(q: QueryParams) -> Result<Response, ApiError> {
+    query(q, &[])?;
+    Ok((
         [(header::CONTENT_TYPE, "application/json")],
         crate::openapi::DOCUMENT,
     )
-        .into_response()
+        .into_response())
+}
+
+/// A request that takes no body (`what`: "a cancellation") has none, or an empty JSON object:
+/// anything else (a reason, options) would be ignored while the request went ahead.
+fn no_body(body: Result<Bytes, BytesRejection>, what: &str) -> Result<(), ApiError> {
+    let body =
+        body.map_err(|r| crate::listen::body_rejected(&r, "request body", api::MAX_BODY_BYTES))?;
+    let empty = body.iter().all(u8::is_ascii_whitespace)
+        || serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body)
+            .is_ok_and(|m| m.is_empty());
+    if empty {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "{what} takes no request body (send none, or `{{}}`)"
+        )))
+    }
 }
 
 /// The JSON body of a request, read as `what` ("submission", "scale request").
@@ -591,7 +616,8 @@ fn decode<T: serde::de::DeserializeOwned>(
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." {
+        // "?": serde knows no place (the body ended before its first field).
+        if path == "." || path == "?" {
             invalid(inner.to_string())
         } else if inner.to_string().starts_with("expected value")
             && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok()
@@ -840,9 +866,11 @@ async fn cancel(
     auth: Auth,
     Path(id): Path<String>,
     q: QueryParams,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
     auth.tenant_api()?;
     query(q, &[])?;
+    no_body(body, "a cancellation")?;
     check_id(&id)?;
     let job = s
         .store

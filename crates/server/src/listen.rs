@@ -142,6 +142,22 @@ pub async fn body_within_limits(req: Request, next: Next) -> Response {
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(limit);
     }
+    // A compressed body would be read as garbled JSON ("expected value at line 1"): say why.
+    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
+        let encoding = String::from_utf8_lossy(encoding.as_bytes());
+        if !encoding.trim().eq_ignore_ascii_case("identity") {
+            let shown: String = encoding.chars().take(64).collect();
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!(
+                    "request bodies are read as sent: Content-Encoding `{shown}` is not \
+                     supported (send the body uncompressed, without the header)"
+                ),
+            )
+            .into_response();
+        }
+    }
     let within = req
         .extensions()
         .get::<ReadTimeouts>()
