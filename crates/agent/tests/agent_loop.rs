@@ -621,8 +621,8 @@ fn a_restarted_agent_times_orphans_from_its_predecessors_last_heartbeat() {
     let cp = MemoryControlPlane::new();
     let orphan_after = Duration::from_secs(2);
     let last_heartbeat = leave_a_rank_and_cut_off(&cp, &dir);
-    // (The heartbeat was sent a moment after `last_heartbeat`, and its time is kept in whole
-    // milliseconds: a little to spare.)
+    // (The heartbeat was recorded no later than `last_heartbeat`, and its time is kept in
+    // whole milliseconds: a little to spare.)
     std::thread::sleep(
         (orphan_after + Duration::from_millis(200)).saturating_sub(last_heartbeat.elapsed()),
     );

@@ -37,8 +37,9 @@ pub struct ServerArgs {
     #[arg(long, default_value = "switchyard-checkpoints", value_name = "DIR")]
     checkpoint_dir: PathBuf,
     /// How long the scheduling lease lasts unrenewed (the leader renews it every third of
-    /// this): when the leader dies, another replica leads after at most this long. Longer
-    /// rides out a slow database; shorter fails over sooner. From 1s to 10m.
+    /// this): when the leader dies, another replica (or this server restarted) leads after at
+    /// most this long. Longer rides out a slow database; shorter fails over sooner. From 1s to
+    /// 10m; with --agents keep it well below the agents' --orphan-after.
     #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_lease)]
     lease: std::time::Duration,
 }

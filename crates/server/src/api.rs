@@ -107,8 +107,6 @@ pub struct JobCommand {
     pub working_dir: Option<String>,
 }
 
-/// A list that may be given as `null`, which means what leaving it out means (empty), as
-/// `null` does for the submission's optional values.
 /// `kind` as one of its names, a string: serde would also take an enum written as a map
 /// (`{"batch": null}`).
 fn kind_by_name<'de, D>(d: D) -> Result<JobKind, D::Error>
@@ -163,6 +161,8 @@ where
     d.deserialize_any(ObjectOrNull(std::marker::PhantomData))
 }
 
+/// A list that may be given as `null`, which means what leaving it out means (empty), as
+/// `null` does for the submission's optional values.
 fn null_as_empty<'de, D>(d: D) -> Result<Vec<String>, D::Error>
 where
     D: serde::Deserializer<'de>,

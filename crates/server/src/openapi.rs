@@ -92,7 +92,7 @@ pub const DOCUMENT: &str = r##"{
             "borrowing_limit": { "type": ["integer", "null"] } } } } } } } } },
       "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object",
         "required": ["code", "message"], "properties": {
-          "code": { "enum": ["invalid_json", "invalid_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "cluster_full", "quota_exceeded", "unschedulable", "too_large", "unavailable", "internal"] },
+          "code": { "enum": ["invalid_json", "invalid_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "cluster_full", "quota_exceeded", "unschedulable", "too_large", "timeout", "unsupported_encoding", "unavailable", "fleet_conflict", "internal"] },
           "message": { "type": "string" } } } } }
     },
     "responses": {
@@ -101,15 +101,15 @@ pub const DOCUMENT: &str = r##"{
   },
   "security": [{ "bearer": [] }],
   "paths": {
-    "/healthz": { "get": { "summary": "liveness", "security": [], "responses": { "200": { "description": "alive" } } } },
-    "/readyz": { "get": { "summary": "readiness: the store answers; says whether this replica schedules (leader) or not", "security": [], "responses": { "200": { "description": "ready" }, "503": { "$ref": "#/components/responses/Error" } } } },
-    "/metrics": { "get": { "summary": "Prometheus metrics (text format 0.0.4): fleet-wide series, and per-tenant series of the token's tenant (every tenant's for admin tokens)", "responses": { "200": { "description": "metrics" }, "401": { "$ref": "#/components/responses/Error" } } } },
-    "/v1/openapi.json": { "get": { "summary": "this document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" } } } },
+    "/healthz": { "get": { "summary": "liveness", "security": [], "responses": { "200": { "description": "alive" }, "400": { "$ref": "#/components/responses/Error" } } } },
+    "/readyz": { "get": { "summary": "readiness: the store answers; says whether this replica schedules (leader) or not", "security": [], "responses": { "200": { "description": "ready" }, "400": { "$ref": "#/components/responses/Error" }, "503": { "$ref": "#/components/responses/Error" } } } },
+    "/metrics": { "get": { "summary": "Prometheus metrics (text format 0.0.4): fleet-wide series, and per-tenant series of the token's tenant (every tenant's for admin tokens)", "responses": { "200": { "description": "metrics" }, "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/openapi.json": { "get": { "summary": "this document", "security": [], "responses": { "200": { "description": "OpenAPI 3.1" }, "400": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs": {
       "post": { "summary": "submit a job; durable when answered", "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SubmitRequest" } } } },
         "responses": { "201": { "description": "accepted", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } },
           "400": { "$ref": "#/components/responses/Error" }, "401": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" },
-          "409": { "$ref": "#/components/responses/Error" }, "413": { "$ref": "#/components/responses/Error" }, "422": { "$ref": "#/components/responses/Error" } } },
+          "409": { "$ref": "#/components/responses/Error" }, "413": { "$ref": "#/components/responses/Error" }, "415": { "$ref": "#/components/responses/Error" }, "422": { "$ref": "#/components/responses/Error" } } },
       "get": { "summary": "list jobs in submission order",
         "parameters": [
           { "name": "state", "in": "query", "schema": { "type": "string" }, "description": "comma-separated states" },
@@ -122,12 +122,12 @@ pub const DOCUMENT: &str = r##"{
     },
     "/v1/jobs/{id}": { "get": { "summary": "one job", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
       "responses": { "200": { "description": "the job", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "404": { "$ref": "#/components/responses/Error" } } } },
-    "/v1/jobs/{id}/cancel": { "post": { "summary": "request cancellation (the scheduling leader carries it out)", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
-      "responses": { "202": { "description": "cancellation requested", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/jobs/{id}/cancel": { "post": { "summary": "request cancellation (the scheduling leader carries it out); no body, or `{}`", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+      "responses": { "202": { "description": "cancellation requested", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs/{id}/scale": { "post": { "summary": "set an inference service's wanted replica count (within its submitted range); the scheduling leader adds or removes replicas as capacity allows", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
       "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ScaleRequest" } } } },
       "responses": { "200": { "description": "the count is stored; the job as it stands", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } },
-        "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" }, "422": { "$ref": "#/components/responses/Error" } } } },
+        "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" }, "415": { "$ref": "#/components/responses/Error" }, "422": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs/{id}/events": { "get": { "summary": "a page of a job's events in order, and why it is where it is",
       "parameters": [
         { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },

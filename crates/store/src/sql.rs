@@ -40,11 +40,12 @@ const PG_LOG_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301116)
 /// reader has moved past it.
 const PG_JOB_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301117)");
 
-/// PostgreSQL: node registrations take this lock before they read the cluster's taken slots,
-/// so two new hosts never pick the same lowest free slot (or one host two rows). Registrations
-/// are rare (an agent's start), so queueing them costs nothing; retrying a lost race did not
-/// bound the wait, and under 48 concurrent registrations a host could lose every try.
-const PG_NODE_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(7245301118)");
+/// PostgreSQL: a new host's registration takes its cluster's lock (`$1`: the cluster) before it
+/// reads the cluster's taken slots, so two new hosts never pick the same lowest free slot (nor
+/// one host two rows). Retrying a lost race instead did not bound the wait: under 48
+/// concurrent registrations a host could lose every try. Known hosts take no lock.
+/// (Two 32-bit keys: a key space apart from the single 64-bit keys of the locks above.)
+const PG_NODE_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(724530118, hashtext($1))");
 
 /// SQLite: the embedded default. Writes go through one connection (SQLite has one writer at a
 /// time anyway; queueing in the pool is fairer than spinning on `SQLITE_BUSY`), reads through
@@ -312,7 +313,7 @@ fn conflict(job: &NewJob, err: sqlx::Error) -> StoreError {
     }
 }
 
-/// Takes a transaction-scoped advisory lock (`PG_LOG_LOCK`, `PG_JOB_LOCK`, `PG_NODE_LOCK`) where the store has
+/// Takes a transaction-scoped advisory lock (`PG_LOG_LOCK`, `PG_JOB_LOCK`) where the store has
 /// one; SQLite's single writer needs none.
 macro_rules! take_lock {
     ($tx:expr, $lock:expr) => {
@@ -460,95 +461,148 @@ macro_rules! sql_store {
                 })
             }
 
-            /// One registration, in one transaction under the node lock.
-            async fn register(&self, reg: &NodeRegistration) -> Result<NodeRecord, StoreError> {
-                let mut tx = self.write.begin().await?;
-                take_lock!(tx, $node_lock);
-                let existing: Option<String> =
+            /// The id of the record of `reg`'s host in its cluster, if it has one.
+            async fn host_id(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                reg: &NodeRegistration,
+            ) -> Result<Option<String>, StoreError> {
+                Ok(
                     sqlx::query_scalar("SELECT id FROM nodes WHERE cluster = $1 AND hostname = $2")
                         .bind(&reg.cluster)
                         .bind(&reg.hostname)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let row = match existing {
-                    Some(id) => {
-                        sqlx::query(&format!(
-                            "UPDATE nodes SET address = $1, cpus = $2, memory_bytes = $3, \
-                               accelerators = $4, info = $5, state = 'ready', heartbeat_ms = $6, \
-                               lost_ms = NULL, boot_id = $8 \
-                             WHERE id = $7 RETURNING {NODE_COLUMNS}"
-                        ))
-                        .bind(&reg.address)
-                        .bind(reg.cpus)
-                        .bind(reg.memory_bytes)
-                        .bind(reg.accelerators)
-                        .bind(&reg.info)
-                        .bind(reg.now_ms)
-                        .bind(&id)
-                        .bind(&reg.boot_id)
-                        .fetch_one(&mut *tx)
-                        .await?
-                    }
+                        .fetch_optional(&mut **tx)
+                        .await?,
+                )
+            }
+
+            /// Record `id` updated from `reg` (ready, heartbeat now); `None` when it is gone.
+            async fn update_node(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                reg: &NodeRegistration,
+                id: &str,
+            ) -> Result<Option<$row>, StoreError> {
+                Ok(sqlx::query(&format!(
+                    "UPDATE nodes SET address = $1, cpus = $2, memory_bytes = $3, \
+                       accelerators = $4, info = $5, state = 'ready', heartbeat_ms = $6, \
+                       lost_ms = NULL, boot_id = $8 \
+                     WHERE id = $7 RETURNING {NODE_COLUMNS}"
+                ))
+                .bind(&reg.address)
+                .bind(reg.cpus)
+                .bind(reg.memory_bytes)
+                .bind(reg.accelerators)
+                .bind(&reg.info)
+                .bind(reg.now_ms)
+                .bind(id)
+                .bind(&reg.boot_id)
+                .fetch_optional(&mut **tx)
+                .await?)
+            }
+
+            /// One registration, in one transaction. A known host's record is updated at once
+            /// (every agent registers again after a change of leader: they must not queue); a
+            /// new host takes its cluster's node lock and looks again before it picks a slot.
+            async fn register(&self, reg: &NodeRegistration) -> Result<NodeRecord, StoreError> {
+                let mut tx = self.write.begin().await?;
+                let known = match Self::host_id(&mut tx, reg).await? {
+                    // Gone meanwhile (a newcomer took its lost slot): a new host after all.
+                    Some(id) => Self::update_node(&mut tx, reg, &id).await?,
+                    None => None,
+                };
+                let row = match known {
+                    Some(row) => row,
                     None => {
-                        let taken: Vec<i64> = sqlx::query_scalar(
-                            "SELECT slot FROM nodes WHERE cluster = $1 ORDER BY slot",
-                        )
-                        .bind(&reg.cluster)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        let slot = match lowest_free_slot(&taken, reg.slots) {
-                            Some(slot) => slot,
-                            None => {
-                                // A full cluster gives the slot of its longest-lost node to
-                                // the newcomer (a replaced or re-imaged machine); if that node
-                                // comes back it registers again like any new host.
-                                let lost: Option<(String, i64)> = sqlx::query_as(
-                                    "SELECT id, slot FROM nodes \
-                                     WHERE cluster = $1 AND state = 'lost' AND slot < $2 \
-                                     ORDER BY lost_ms, slot LIMIT 1",
-                                )
+                        let lock: Option<&str> = $node_lock;
+                        if let Some(lock) = lock {
+                            sqlx::query(lock)
                                 .bind(&reg.cluster)
-                                .bind(reg.slots)
-                                .fetch_optional(&mut *tx)
+                                .execute(&mut *tx)
                                 .await?;
-                                let Some((lost_id, slot)) = lost else {
+                        }
+                        match Self::host_id(&mut tx, reg).await? {
+                            // Registered by a concurrent request of the same host; under the
+                            // lock no registration removes it.
+                            Some(id) => Self::update_node(&mut tx, reg, &id).await?.ok_or_else(
+                                || {
+                                    StoreError::Corrupt(format!(
+                                        "node {id} vanished while its cluster was locked"
+                                    ))
+                                },
+                            )?,
+                            None => match Self::insert_node(&mut tx, reg).await? {
+                                Some(row) => row,
+                                None => {
                                     tx.rollback().await?;
                                     return Err(StoreError::ClusterFull {
                                         cluster: reg.cluster.clone(),
                                         slots: reg.slots,
                                     });
-                                };
-                                sqlx::query("DELETE FROM nodes WHERE id = $1")
-                                    .bind(&lost_id)
-                                    .execute(&mut *tx)
-                                    .await?;
-                                slot
-                            }
-                        };
-                        sqlx::query(&format!(
-                            "INSERT INTO nodes ({NODE_COLUMNS}) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $10, NULL, \
-                               $11) \
-                             RETURNING {NODE_COLUMNS}"
-                        ))
-                        .bind(crate::new_node_id()?)
-                        .bind(&reg.cluster)
-                        .bind(slot)
-                        .bind(&reg.hostname)
-                        .bind(&reg.address)
-                        .bind(reg.cpus)
-                        .bind(reg.memory_bytes)
-                        .bind(reg.accelerators)
-                        .bind(&reg.info)
-                        .bind(reg.now_ms)
-                        .bind(&reg.boot_id)
-                        .fetch_one(&mut *tx)
-                        .await?
+                                }
+                            },
+                        }
                     }
                 };
                 let record = Self::node(&row)?;
                 tx.commit().await?;
                 Ok(record)
+            }
+
+            /// A new host's record, in the lowest free slot of its cluster, or the slot of its
+            /// longest-lost node; `None` when every slot is held by a node not lost.
+            async fn insert_node(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                reg: &NodeRegistration,
+            ) -> Result<Option<$row>, StoreError> {
+                let taken: Vec<i64> =
+                    sqlx::query_scalar("SELECT slot FROM nodes WHERE cluster = $1 ORDER BY slot")
+                        .bind(&reg.cluster)
+                        .fetch_all(&mut **tx)
+                        .await?;
+                let slot = match lowest_free_slot(&taken, reg.slots) {
+                    Some(slot) => slot,
+                    None => {
+                        // A full cluster gives the slot of its longest-lost node to the
+                        // newcomer (a replaced or re-imaged machine); if that node comes back
+                        // it registers again like any new host.
+                        let lost: Option<(String, i64)> = sqlx::query_as(
+                            "SELECT id, slot FROM nodes \
+                             WHERE cluster = $1 AND state = 'lost' AND slot < $2 \
+                             ORDER BY lost_ms, slot LIMIT 1",
+                        )
+                        .bind(&reg.cluster)
+                        .bind(reg.slots)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        let Some((lost_id, slot)) = lost else {
+                            return Ok(None);
+                        };
+                        sqlx::query("DELETE FROM nodes WHERE id = $1")
+                            .bind(&lost_id)
+                            .execute(&mut **tx)
+                            .await?;
+                        slot
+                    }
+                };
+                Ok(Some(
+                    sqlx::query(&format!(
+                        "INSERT INTO nodes ({NODE_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $10, NULL, $11) \
+                         RETURNING {NODE_COLUMNS}"
+                    ))
+                    .bind(crate::new_node_id()?)
+                    .bind(&reg.cluster)
+                    .bind(slot)
+                    .bind(&reg.hostname)
+                    .bind(&reg.address)
+                    .bind(reg.cpus)
+                    .bind(reg.memory_bytes)
+                    .bind(reg.accelerators)
+                    .bind(&reg.info)
+                    .bind(reg.now_ms)
+                    .bind(&reg.boot_id)
+                    .fetch_one(&mut **tx)
+                    .await?,
+                ))
             }
         }
 

@@ -1481,41 +1481,53 @@ async fn bad_urls_are_refused() {
 }
 
 /// Several control-plane replicas on one PostgreSQL database register nodes at once (a fleet's
-/// agents start together and spread over the replicas): no registration fails for losing a race,
-/// and the slots are handed out once each.
+/// agents start together and spread over the replicas), in two clusters, more hosts than
+/// slots: no registration fails for losing a race, and each cluster's slots are handed out
+/// once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_registrations_through_several_replicas() {
     let Some(base) = postgres_url() else { return };
     let url = fresh_postgres_database(&base)
         .await
         .expect("create database");
+    // Two pools of 16: with the suite's other PostgreSQL tests, within the server's 100.
     let mut replicas = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..2 {
         replicas.push(connect(&url).await.expect("open postgres"));
     }
     let mut tasks = Vec::new();
-    for i in 0..128 {
-        let s = replicas[i % replicas.len()].clone();
+    // Each host of each cluster registers twice, once through each replica.
+    for i in 0..192 {
+        let (cluster, k) = (["lab-a", "lab-b"][i % 2], i / 2);
+        let s = replicas[k / 48].clone();
         tasks.push(tokio::spawn(async move {
             s.register_node(&registration(
-                "lab",
-                &format!("host-{}", i % 64),
+                cluster,
+                &format!("host-{}", k % 48),
                 i as i64,
-                64,
+                40,
             ))
             .await
         }));
     }
     for t in tasks {
-        if let Err(e) = t.await.expect("task") {
-            panic!("registration failed: {e}");
+        match t.await.expect("task") {
+            Ok(_) | Err(StoreError::ClusterFull { .. }) => {}
+            Err(e) => panic!("registration failed: {e}"),
         }
     }
     let nodes = replicas[0].nodes().await.expect("nodes");
-    let slots: Vec<i64> = nodes.iter().map(|n| n.slot).collect();
-    assert_eq!(slots, (0..64).collect::<Vec<_>>(), "each slot once");
-    let mut hosts: Vec<&str> = nodes.iter().map(|n| n.hostname.as_str()).collect();
-    hosts.sort_unstable();
-    hosts.dedup();
-    assert_eq!(hosts.len(), 64, "one row per host");
+    for cluster in ["lab-a", "lab-b"] {
+        let of: Vec<&NodeRecord> = nodes.iter().filter(|n| n.cluster == cluster).collect();
+        let slots: Vec<i64> = of.iter().map(|n| n.slot).collect();
+        assert_eq!(
+            slots,
+            (0..40).collect::<Vec<_>>(),
+            "{cluster}: each slot once"
+        );
+        let mut hosts: Vec<&str> = of.iter().map(|n| n.hostname.as_str()).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        assert_eq!(hosts.len(), 40, "{cluster}: one row per host");
+    }
 }
