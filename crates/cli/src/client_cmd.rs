@@ -582,7 +582,8 @@ pub fn logs(args: LogsArgs) -> Result<(), CliError> {
         if !args.follow {
             let printed = print_new_lines(&client, &base, &mut after, &mut printer)?;
             if printed == 0
-                && let Some(note) = why_no_lines(&job, args.rank, args.attempt)
+                && let Some(note) =
+                    why_no_lines(&job, args.rank, args.attempt, args.replica.as_deref())
             {
                 eprintln!("{note}");
             }
@@ -705,7 +706,27 @@ pub fn fleet_from_server(args: &ClientArgs, json: bool) -> Result<(), CliError> 
 /// has (a typo reads the same as a quiet job otherwise). A hint, not a verdict: a Slurm gang
 /// padded to whole nodes may run more ranks than it asked accelerators for, and a service's
 /// replicas count attempts of their own.
-fn why_no_lines(job: &Job, rank: Option<u32>, attempt: Option<u32>) -> Option<String> {
+fn why_no_lines(
+    job: &Job,
+    rank: Option<u32>,
+    attempt: Option<u32>,
+    replica: Option<&str>,
+) -> Option<String> {
+    if let Some(name) = replica {
+        return Some(if job.kind == "inference" {
+            format!(
+                "no output from replica {name} of service {id}: a replica's name is the \
+                 `[replica …]` prefix of the service's lines (`switchyard logs {id}`)",
+                id = job.id
+            )
+        } else {
+            format!(
+                "no output from replica {name}: job {} is a {} job, whose lines have ranks \
+                 and attempts (--rank, --attempt), not replicas",
+                job.id, job.kind
+            )
+        });
+    }
     if job.kind == "inference" {
         return None;
     }
@@ -787,23 +808,41 @@ mod tests {
         }))
         .expect("a job");
         assert_eq!(
-            why_no_lines(&job, Some(9), None).as_deref(),
+            why_no_lines(&job, Some(9), None, None).as_deref(),
             Some("no output from rank 9: job j-1 asks for 6 accelerators, one rank each (0 to 5)")
         );
-        assert_eq!(why_no_lines(&job, Some(5), None), None, "a quiet rank");
         assert_eq!(
-            why_no_lines(&job, None, Some(99)).as_deref(),
+            why_no_lines(&job, Some(5), None, None),
+            None,
+            "a quiet rank"
+        );
+        assert_eq!(
+            why_no_lines(&job, None, Some(99), None).as_deref(),
             Some("no output from attempt 99: job j-1 has been started 2 times so far")
         );
-        assert_eq!(why_no_lines(&job, None, Some(2)), None);
+        assert_eq!(why_no_lines(&job, None, Some(2), None), None);
         let service = Job {
             kind: "inference".into(),
-            ..job
+            ..job.clone()
         };
         assert_eq!(
-            why_no_lines(&service, Some(9), Some(99)),
+            why_no_lines(&service, Some(9), Some(99), None),
             None,
             "replicas count attempts of their own"
+        );
+        assert_eq!(
+            why_no_lines(&service, None, None, Some("999.9")).as_deref(),
+            Some(
+                "no output from replica 999.9 of service j-1: a replica's name is the \
+                 `[replica …]` prefix of the service's lines (`switchyard logs j-1`)"
+            )
+        );
+        assert_eq!(
+            why_no_lines(&job, None, None, Some("999.9")).as_deref(),
+            Some(
+                "no output from replica 999.9: job j-1 is a training job, whose lines have \
+                 ranks and attempts (--rank, --attempt), not replicas"
+            )
         );
     }
 

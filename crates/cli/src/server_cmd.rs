@@ -174,6 +174,17 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
     let mut config = ServerConfig::new(fleet, args.store.db, args.listen);
     config.lease_ttl = args.lease;
     if args.agents {
+        // Agents stop their gang ranks after --orphan-after (60 s by default) without an
+        // answer, and only a leader answers them: a lease near that stops every gang when a
+        // leader dies.
+        if args.lease >= std::time::Duration::from_secs(30) {
+            tracing::warn!(
+                lease = ?args.lease,
+                "--lease is long for --agents: after a leader dies, agents wait this long for \
+                 the next one and stop their gang ranks after their --orphan-after (60 s by \
+                 default); keep the lease well below it"
+            );
+        }
         let root = std::path::absolute(&args.checkpoint_dir).map_err(|e| {
             CliError::Input(format!(
                 "--checkpoint-dir {}: {e}",
