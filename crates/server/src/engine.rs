@@ -233,7 +233,14 @@ impl Engine {
             id: record.id.clone(),
             size,
             allocated_on: BTreeMap::new(),
-            reason: record.reason.clone(),
+            // Until the first pass places it, a recovered run is not "running on" anything.
+            reason: match (&record.state, &record.cluster) {
+                (JobState::Running, Some(cluster)) => {
+                    format!("a new scheduling leader places it again (it was running on {cluster})")
+                }
+                (JobState::Running, None) => "a new scheduling leader places it again".into(),
+                _ => record.reason.clone(),
+            },
             ended_why: None,
             started_ms: record.started_ms,
             finished_ms: None,
@@ -1801,6 +1808,28 @@ repair_hours = 24.0
         let u = update(&batch, "a");
         assert_eq!(u.state, JobState::Running);
         assert_eq!(u.started_ms, Some(T0 - 5000), "the first start is kept");
+    }
+
+    /// Until a new leader's first pass places it again, a recovered run reads as being placed
+    /// again, not as still "running on" the cluster its old reason names.
+    #[test]
+    fn a_recovered_run_waiting_for_its_first_pass_says_so() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("a", 1);
+        r.state = JobState::Running;
+        r.cluster = Some("colossus-1".into());
+        r.reason = "running on colossus-1".into();
+        r.started_ms = Some(T0 - 5000);
+        e.admit(T0, &r, spec(3600.0));
+        let (batch, _) = e.take(T0);
+        let u = update(&batch, "a");
+        assert_eq!(u.state, JobState::Pending);
+        assert!(
+            u.reason
+                .starts_with("a new scheduling leader places it again"),
+            "{}",
+            u.reason
+        );
     }
 
     /// Where node agents were given a run's ranks is stored, and a new leader's launches of the
