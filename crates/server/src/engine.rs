@@ -44,8 +44,15 @@ impl Clock {
 }
 
 /// Whether two reasons say the same thing but for their figures: numbers standing on their
-/// own (`8192`, `3.2`), not digits in a name (`colossus-1`, `j-00af`, `dc.1`).
-fn same_words(a: &str, b: &str) -> bool {
+/// own (`8192`, `3.2`), not digits in a name (`colossus-1`, `j-00af`, `dc.1`, or one of
+/// `spaced_names`, the fleet's names with a space, like `gpu 1`).
+fn same_words(a: &str, b: &str, spaced_names: &[String]) -> bool {
+    // A spaced name is read as one word: its digits are part of it, not a figure.
+    let joined = |s: &str| {
+        spaced_names.iter().fold(s.to_owned(), |s, name| {
+            s.replace(name.as_str(), &name.replace(char::is_whitespace, "_"))
+        })
+    };
     fn words(s: &str) -> String {
         let mut out = String::with_capacity(s.len());
         let mut in_name = false;
@@ -62,7 +69,11 @@ fn same_words(a: &str, b: &str) -> bool {
         }
         out
     }
-    words(a) == words(b)
+    if spaced_names.is_empty() {
+        words(a) == words(b)
+    } else {
+        words(&joined(a)) == words(&joined(b))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +159,8 @@ pub struct Engine {
     sched: Scheduler,
     clock: Clock,
     clusters: Vec<String>,
+    /// The fleet's names with whitespace in them, longest first ([`same_words`]).
+    spaced_names: Vec<String>,
     jobs: Vec<Tracked>,
     by_id: HashMap<String, JobIdx>,
     /// Pending or running in the scheduler.
@@ -158,12 +171,30 @@ pub struct Engine {
     decisions: Vec<Decision>,
 }
 
+/// The names a reason may quote (clusters, accelerators, organisations, teams) that have
+/// whitespace in them, longest first so that a name inside another is joined after it.
+fn spaced_names(fleet: &Fleet) -> Vec<String> {
+    let mut names: Vec<String> = fleet
+        .clusters
+        .iter()
+        .flat_map(|c| [c.name.clone(), c.accelerator.name.to_owned()])
+        .chain(fleet.tenants.iter().flat_map(|o| {
+            std::iter::once(o.name.clone()).chain(o.teams.iter().map(|t| t.name.clone()))
+        }))
+        .filter(|n| n.contains(char::is_whitespace))
+        .collect();
+    names.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    names.dedup();
+    names
+}
+
 impl Engine {
     pub fn new(fleet: &Fleet, clock: Clock) -> Self {
         Engine {
             sched: Scheduler::new(fleet, Default::default(), Config::default()),
             clock,
             clusters: fleet.clusters.iter().map(|c| c.name.clone()).collect(),
+            spaced_names: spaced_names(fleet),
             jobs: Vec::new(),
             by_id: HashMap::new(),
             active: BTreeSet::new(),
@@ -802,7 +833,7 @@ impl Engine {
                 if why != t.reason {
                     // The reason carries live figures (a team's use, free accelerators): the
                     // job's row follows them, its events only a change of words.
-                    if !same_words(&why, &t.reason) {
+                    if !same_words(&why, &t.reason, &self.spaced_names) {
                         self.batch.events.push(NewEvent {
                             job_id: t.id.clone(),
                             at_ms: now_ms,
@@ -1726,21 +1757,42 @@ repair_hours = 24.0
     fn waiting_events_follow_the_words_not_the_figures() {
         assert!(same_words(
             "quota: team research holds 8192 of its cap 16384 and needs 64 more",
-            "quota: team research holds 8200 of its cap 16384 and needs 64 more"
+            "quota: team research holds 8200 of its cap 16384 and needs 64 more",
+            &[]
         ));
         assert!(!same_words(
             "waiting for 64 free accelerators",
-            "quota: team research holds 8200 of its cap 16384 and needs 64 more"
+            "quota: team research holds 8200 of its cap 16384 and needs 64 more",
+            &[]
         ));
         assert!(same_words(
             "predicted to finish in 3.2 h, checkpointing every 41.3 min",
-            "predicted to finish in 12.75 h, checkpointing every 9 min"
+            "predicted to finish in 12.75 h, checkpointing every 9 min",
+            &[]
         ));
         assert!(!same_words(
             "waiting for 8 accelerators on colossus-1",
-            "waiting for 8 accelerators on colossus-2"
+            "waiting for 8 accelerators on colossus-2",
+            &[]
         ));
-        assert!(!same_words("quota cap on dc.1", "quota cap on dc.2"));
+        assert!(!same_words("quota cap on dc.1", "quota cap on dc.2", &[]));
+        // A fleet name with a space before its digits is a name, not a figure.
+        let mut fleet = Fleet::default_fleet();
+        fleet.clusters[0].name = "gpu 1".into();
+        fleet.clusters[1].name = "gpu 2".into();
+        fleet.tenants[0].teams[0].name = "team gpu 1".into();
+        let spaced = spaced_names(&fleet);
+        assert_eq!(spaced, ["team gpu 1", "gpu 1", "gpu 2"], "longest first");
+        assert!(!same_words(
+            "waiting for 8 accelerators on gpu 1",
+            "waiting for 8 accelerators on gpu 2",
+            &spaced
+        ));
+        assert!(same_words(
+            "waiting for 8 accelerators on gpu 1",
+            "waiting for 16 accelerators on gpu 1",
+            &spaced
+        ));
     }
 
     /// A new leader keeps a pending job's stored reason until a pass of its own looks at the
