@@ -47,33 +47,55 @@ impl Clock {
 /// own (`8192`, `3.2`), not digits in a name (`colossus-1`, `j-00af`, `dc.1`, or one of
 /// `spaced_names`, the fleet's names with a space, like `gpu 1`).
 fn same_words(a: &str, b: &str, spaced_names: &[String]) -> bool {
-    // A spaced name is read as one word: its digits are part of it, not a figure.
-    let joined = |s: &str| {
-        spaced_names.iter().fold(s.to_owned(), |s, name| {
-            s.replace(name.as_str(), &name.replace(char::is_whitespace, "_"))
-        })
-    };
-    fn words(s: &str) -> String {
-        let mut out = String::with_capacity(s.len());
-        let mut in_name = false;
-        let mut in_number = false;
-        for c in s.chars() {
-            if in_number && (c.is_ascii_digit() || c == '.' || c == ',') {
-                continue;
-            }
-            in_number = c.is_ascii_digit() && !in_name;
-            if !in_number {
-                out.push(c);
-            }
-            in_name = c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
-        }
-        out
-    }
     if spaced_names.is_empty() {
         words(a) == words(b)
     } else {
-        words(&joined(a)) == words(&joined(b))
+        words(&join_names(a, spaced_names)) == words(&join_names(b, spaced_names))
     }
+}
+
+/// Stands in for the whitespace of a spaced name: a control character, which no fleet name
+/// holds, and which [`words`] reads as part of a name.
+const NAME_JOINER: char = '\u{1}';
+
+/// `text` with each whole-word occurrence of `names` (longest first) written as one word: its
+/// whitespace replaced by [`NAME_JOINER`]. An occurrence inside a longer word (`a 1` in
+/// `data 16`) is left alone.
+fn join_names(text: &str, names: &[String]) -> String {
+    let edge = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric() && c != NAME_JOINER);
+    let mut text = text.to_owned();
+    for name in names {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(name.as_str()).map(|i| from + i) {
+            let end = at + name.len();
+            if edge(text[..at].chars().next_back()) && edge(text[end..].chars().next()) {
+                let joined = name.replace(char::is_whitespace, &NAME_JOINER.to_string());
+                text.replace_range(at..end, &joined);
+                from = at + joined.len();
+            } else {
+                from = at + name.chars().next().map_or(1, char::len_utf8);
+            }
+        }
+    }
+    text
+}
+
+/// A reason without its figures.
+fn words(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_name = false;
+    let mut in_number = false;
+    for c in s.chars() {
+        if in_number && (c.is_ascii_digit() || c == '.' || c == ',') {
+            continue;
+        }
+        in_number = c.is_ascii_digit() && !in_name;
+        if !in_number {
+            out.push(c);
+        }
+        in_name = c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | NAME_JOINER);
+    }
+    out
 }
 
 #[derive(Debug, Default)]
@@ -1793,6 +1815,12 @@ repair_hours = 24.0
             "waiting for 16 accelerators on gpu 1",
             &spaced
         ));
+        // Whole words only: a figure after a word that ends like a name stays a figure, and
+        // `gpu 1` is not `gpu_1`.
+        let short = vec!["a 1".to_owned(), "gpu 1".to_owned()];
+        assert!(same_words("data 16384 held", "data 16 held", &short));
+        assert!(!same_words("on gpu 1", "on gpu_1", &short));
+        assert!(!same_words("on a 1 now", "on a 2 now", &short));
     }
 
     /// A new leader keeps a pending job's stored reason until a pass of its own looks at the

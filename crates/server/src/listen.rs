@@ -144,15 +144,15 @@ pub async fn body_within_limits(req: Request, next: Next) -> Response {
     }
     // A compressed body would be read as garbled JSON ("expected value at line 1"): say why.
     // Requests without a body (a GET through a proxy that adds the header) are left alone.
-    let has_body = declared.map_or_else(
-        || req.headers().contains_key(header::TRANSFER_ENCODING),
-        |n| n > 0,
-    );
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || (req.headers().contains_key(header::CONTENT_LENGTH) && declared.is_none_or(|n| n > 0));
     let encodings = req.headers().get_all(header::CONTENT_ENCODING);
+    // Empty list items count for nothing (RFC 9110, 5.6.1).
     let compressed = encodings.iter().find(|e| {
         String::from_utf8_lossy(e.as_bytes())
             .split(',')
-            .any(|coding| !coding.trim().eq_ignore_ascii_case("identity"))
+            .map(str::trim)
+            .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
     });
     if has_body && let Some(encoding) = compressed {
         let shown: String = String::from_utf8_lossy(encoding.as_bytes())
@@ -385,6 +385,14 @@ mod tests {
             (
                 b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 "200",
+            ),
+            (
+                b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: identity, \r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                "200",
+            ),
+            (
+                b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                "415",
             ),
         ] {
             let (answer, _) = exchange(addr, request).await;

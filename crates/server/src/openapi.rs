@@ -92,7 +92,7 @@ pub const DOCUMENT: &str = r##"{
             "borrowing_limit": { "type": ["integer", "null"] } } } } } } } } },
       "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object",
         "required": ["code", "message"], "properties": {
-          "code": { "enum": ["invalid_json", "invalid_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "cluster_full", "quota_exceeded", "unschedulable", "too_large", "timeout", "unsupported_encoding", "unavailable", "fleet_conflict", "internal"] },
+          "code": { "enum": ["invalid_json", "invalid_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "cluster_full", "quota_exceeded", "unschedulable", "too_large", "timeout", "unsupported_encoding", "unavailable", "fleet_conflict", "unknown_node", "internal"] },
           "message": { "type": "string" } } } } }
     },
     "responses": {
@@ -123,7 +123,7 @@ pub const DOCUMENT: &str = r##"{
     "/v1/jobs/{id}": { "get": { "summary": "one job", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
       "responses": { "200": { "description": "the job", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "404": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs/{id}/cancel": { "post": { "summary": "request cancellation (the scheduling leader carries it out); no body, or `{}`", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
-      "responses": { "202": { "description": "cancellation requested", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" } } } },
+      "responses": { "202": { "description": "cancellation requested", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } }, "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" }, "415": { "$ref": "#/components/responses/Error" } } } },
     "/v1/jobs/{id}/scale": { "post": { "summary": "set an inference service's wanted replica count (within its submitted range); the scheduling leader adds or removes replicas as capacity allows", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
       "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ScaleRequest" } } } },
       "responses": { "200": { "description": "the count is stored; the job as it stands", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Job" } } } },

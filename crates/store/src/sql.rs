@@ -560,10 +560,10 @@ macro_rules! sql_store {
                         .await?;
                 let slot = match lowest_free_slot(&taken, reg.slots) {
                     Some(slot) => slot,
-                    None => {
+                    None => loop {
                         // A full cluster gives the slot of its longest-lost node to the
                         // newcomer (a replaced or re-imaged machine); if that node comes back
-                        // it registers again like any new host.
+                        // later it registers again like any new host.
                         let lost: Option<(String, i64)> = sqlx::query_as(
                             "SELECT id, slot FROM nodes \
                              WHERE cluster = $1 AND state = 'lost' AND slot < $2 \
@@ -576,12 +576,18 @@ macro_rules! sql_store {
                         let Some((lost_id, slot)) = lost else {
                             return Ok(None);
                         };
-                        sqlx::query("DELETE FROM nodes WHERE id = $1")
-                            .bind(&lost_id)
-                            .execute(&mut **tx)
-                            .await?;
-                        slot
-                    }
+                        // Still lost: a returning host re-registers without the lock, and one
+                        // that came back ready meanwhile keeps its record (look again).
+                        let taken_over =
+                            sqlx::query("DELETE FROM nodes WHERE id = $1 AND state = 'lost'")
+                                .bind(&lost_id)
+                                .execute(&mut **tx)
+                                .await?
+                                .rows_affected();
+                        if taken_over == 1 {
+                            break slot;
+                        }
+                    },
                 };
                 Ok(Some(
                     sqlx::query(&format!(

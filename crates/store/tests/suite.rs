@@ -1531,3 +1531,50 @@ async fn postgres_registrations_through_several_replicas() {
         assert_eq!(hosts.len(), 40, "{cluster}: one row per host");
     }
 }
+
+/// A returning host re-registers without the node lock: a newcomer taking the slot of a lost
+/// node in a full cluster must not delete the record of one that came back ready meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_newcomer_leaves_a_host_that_came_back_meanwhile() {
+    let Some(base) = postgres_url() else { return };
+    let url = fresh_postgres_database(&base)
+        .await
+        .expect("create database");
+    let s = connect(&url).await.expect("open postgres");
+    let a = s
+        .register_node(&registration("lab", "a", 100, 1))
+        .await
+        .expect("a registers");
+    s.mark_node_lost(&a.id, 200).await.expect("a is lost");
+    // Host a's re-registration caught between its update and its commit: its row is held.
+    let pool = sqlx::PgPool::connect(&url).await.expect("a second pool");
+    let mut back = pool.begin().await.expect("begin");
+    sqlx::query(
+        "UPDATE nodes SET state = 'ready', lost_ms = NULL, heartbeat_ms = 300 WHERE id = $1",
+    )
+    .bind(&a.id)
+    .execute(&mut *back)
+    .await
+    .expect("a comes back");
+    let newcomer = {
+        let s = s.clone();
+        tokio::spawn(async move { s.register_node(&registration("lab", "b", 300, 1)).await })
+    };
+    // Time for the newcomer to find a lost and wait on its row. (Were it slower, it would see
+    // a ready after the commit: the same outcome, so the test cannot fail for a slow machine.)
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    back.commit().await.expect("commit");
+    let got = newcomer.await.expect("task");
+    assert!(
+        matches!(got, Err(StoreError::ClusterFull { .. })),
+        "the newcomer finds no lost node: {got:?}"
+    );
+    let nodes = s.nodes().await.expect("nodes");
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.state))
+            .collect::<Vec<_>>(),
+        [(a.id.as_str(), NodeState::Ready)]
+    );
+}
