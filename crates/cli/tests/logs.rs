@@ -37,17 +37,6 @@ fn line(job: &str, attempt: i64, rank: i64, stream: &str, seq: i64, text: &str) 
     }
 }
 
-fn submit(url: &str, token: &str, body: &Value) -> String {
-    let (status, job) = call(
-        "POST",
-        &format!("{url}/v1/jobs"),
-        Some(token),
-        Some(&body.to_string()),
-    );
-    assert_eq!(status, 201, "{job}");
-    job["id"].as_str().expect("id").to_owned()
-}
-
 fn agent_token(db: &str) -> String {
     let out = Command::new(BIN)
         .args(["token", "create", "--db", db, "--agent"])
@@ -83,9 +72,9 @@ fn logs_api(db: String) {
     let admin = token(&db, "ops", true);
     let agent = agent_token(&db);
     let long = json!({"kind": "batch", "accelerators": 2, "duration_s": 3600.0});
-    let id = submit(&s.url, &t, &long);
-    let quiet = submit(&s.url, &t, &long);
-    let theirs = submit(&s.url, &other, &long);
+    let id = submit_job(&s.url, &t, &long);
+    let quiet = submit_job(&s.url, &t, &long);
+    let theirs = submit_job(&s.url, &other, &long);
     let lines = two_rank_lines(&id);
     assert_eq!(append(&db, &lines), 6);
     assert_eq!(
@@ -237,7 +226,7 @@ fn logs_verb(db: String) {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let gang = submit(
+    let gang = submit_job(
         &s.url,
         &t,
         &json!({"kind": "batch", "accelerators": 2, "duration_s": 3600.0}),
@@ -279,7 +268,7 @@ fn logs_verb(db: String) {
     assert_eq!(parsed[1]["attempt"], 2);
 
     // One rank: the lines as they are.
-    let single = submit(
+    let single = submit_job(
         &s.url,
         &t,
         &json!({"kind": "batch", "accelerators": 1, "duration_s": 3600.0}),

@@ -116,15 +116,11 @@ fn postgres_crash_while_submitting() {
 
 /// Submits an 8-accelerator batch job of `secs` through `url`; its id.
 fn submit_batch(url: &str, token: &str, name: &str, secs: f64) -> String {
-    let body = json!({"name": name, "kind": "batch", "accelerators": 8, "duration_s": secs});
-    let (status, job) = call(
-        "POST",
-        &format!("{url}/v1/jobs"),
-        Some(token),
-        Some(&body.to_string()),
-    );
-    assert_eq!(status, 201, "{job}");
-    job["id"].as_str().expect("id").to_owned()
+    submit_job(
+        url,
+        token,
+        &json!({"name": name, "kind": "batch", "accelerators": 8, "duration_s": secs}),
+    )
 }
 
 #[test]

@@ -166,6 +166,18 @@ pub fn try_call(
     Ok((status, value))
 }
 
+/// Submits `body` (a JSON submission) through `url`, which must accept it; the job's id.
+pub fn submit_job(url: &str, token: &str, body: &Value) -> String {
+    let (status, job) = call(
+        "POST",
+        &format!("{url}/v1/jobs"),
+        Some(token),
+        Some(&body.to_string()),
+    );
+    assert_eq!(status, 201, "{job}");
+    job["id"].as_str().expect("id").to_owned()
+}
+
 /// Polls `f` until it returns `Some`, at most `secs` seconds.
 pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + Duration::from_secs(secs);
