@@ -76,13 +76,16 @@ pub fn run(args: FleetArgs) -> Result<(), CliError> {
         FleetCommand::Validate { file } => {
             let fleet = load_fleet(Some(&file))?;
             outln!(
-                "{}: valid fleet {:?}: {} providers, {} clusters, {} accelerators, {} teams",
+                "{}: valid fleet {:?}: {}, {}, {} accelerators, {}",
                 file.display(),
                 fleet.name,
-                fleet.providers.len(),
-                fleet.clusters.len(),
+                plural(fleet.providers.len() as u64, "provider"),
+                plural(fleet.clusters.len() as u64, "cluster"),
                 thousands(fleet.total_accelerators()),
-                fleet.tenants.iter().map(|o| o.teams.len()).sum::<usize>()
+                plural(
+                    fleet.tenants.iter().map(|o| o.teams.len()).sum::<usize>() as u64,
+                    "team"
+                )
             );
             Ok(())
         }

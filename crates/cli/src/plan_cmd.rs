@@ -52,7 +52,10 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
         // under the table); stderr repeats them so that a script reading only the figures
         // still sees them.
         for f in &report.failed_rows {
-            tracing::warn!(row = %f.id, line = f.line, "not evaluated: {}", f.error);
+            eprintln!(
+                "warning: row {} (line {}) not evaluated: {}",
+                f.id, f.line, f.error
+            );
         }
         return Ok(());
     }
@@ -141,7 +144,7 @@ fn training_text(r: &TrainingReport) -> String {
     );
     let rows: Vec<(&str, String)> = vec![
         ("step time", format!("{:.3} s", b.step_time_s)),
-        ("tokens/s", format!("{:.0}", b.tokens_per_s)),
+        ("tokens/s", rate(b.tokens_per_s)),
         (
             "MFU / HFU",
             format!(
@@ -228,16 +231,27 @@ fn training_text(r: &TrainingReport) -> String {
         for (e, cell) in r.alternatives.iter().zip(&cells) {
             let _ = writeln!(
                 s,
-                "  {:<width$} {:>9.3} {:>12.0} {:>6.1}% {:>9.1}",
+                "  {:<width$} {:>9.3} {:>12} {:>6.1}% {:>9.1}",
                 cell,
                 e.step_time_s,
-                e.tokens_per_s,
+                rate(e.tokens_per_s),
                 e.mfu * 100.0,
                 e.memory_per_device_gib
             );
         }
     }
     s
+}
+
+/// A rate in tokens per second: whole numbers from 100 up, three significant digits below
+/// (a model that barely runs reads 0.335, not 0).
+fn rate(per_s: f64) -> String {
+    if per_s >= 100.0 || per_s == 0.0 || !per_s.is_finite() {
+        format!("{per_s:.0}")
+    } else {
+        let decimals = (2 - per_s.log10().floor() as i32).clamp(0, 12) as usize;
+        format!("{per_s:.decimals$}")
+    }
 }
 
 fn human(report: &PlanReport) -> String {
@@ -276,7 +290,7 @@ fn human(report: &PlanReport) -> String {
                         _ => format!("{} (max that fits: {})", e.concurrency, e.max_concurrency),
                     },
                 ),
-                ("output tokens/s", format!("{:.0}", e.tokens_per_s)),
+                ("output tokens/s", rate(e.tokens_per_s)),
                 ("TTFT", format!("{:.1} ms", e.ttft_s * 1e3)),
                 ("TPOT", format!("{:.1} ms", e.tpot_s * 1e3)),
                 (
@@ -303,9 +317,9 @@ fn human(report: &PlanReport) -> String {
                 for a in &r.alternatives {
                     let _ = writeln!(
                         s,
-                        "  {:<16} {:>12.0} {:>10.1} {:>10.1} {:>12}",
+                        "  {:<16} {:>12} {:>10.1} {:>10.1} {:>12}",
                         a.layout.to_string(),
-                        a.tokens_per_s,
+                        rate(a.tokens_per_s),
                         a.ttft_s * 1e3,
                         a.tpot_s * 1e3,
                         a.concurrency
@@ -355,8 +369,8 @@ fn validation_table(r: &ValidationReport) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{} rows: median |error| {:.1}%, worst {:.1}% ({}), mean error {:+.1}%",
-        r.rows.len(),
+        "\n{}: median |error| {:.1}%, worst {:.1}% ({}), mean error {:+.1}%",
+        crate::table::plural(r.rows.len() as u64, "row"),
         r.median_abs_error * 100.0,
         r.worst_abs_error * 100.0,
         r.worst_id,
@@ -365,12 +379,27 @@ fn validation_table(r: &ValidationReport) -> String {
     if !r.failed_rows.is_empty() {
         let _ = writeln!(
             s,
-            "{} rows not evaluated (left out of the figures above):",
-            r.failed_rows.len()
+            "{} not evaluated (left out of the figures above):",
+            crate::table::plural(r.failed_rows.len() as u64, "row")
         );
         for f in &r.failed_rows {
             let _ = writeln!(s, "  line {} ({}): {}", f.line, f.id, f.error);
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate;
+
+    #[test]
+    fn small_rates_keep_three_significant_digits() {
+        assert_eq!(rate(123_456.7), "123457");
+        assert_eq!(rate(100.0), "100");
+        assert_eq!(rate(12.34), "12.3");
+        assert_eq!(rate(0.3349), "0.335");
+        assert_eq!(rate(0.0), "0");
+        assert_eq!(rate(2.5e-7), "0.000000250");
+    }
 }

@@ -93,7 +93,6 @@ fn looks_numeric(cell: &str) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, ',' | '.'))
 }
 
-/// Formats an integer with thousands separators: 100352 → "100,352".
 /// "1 cluster", "3 clusters".
 pub fn plural(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -103,6 +102,7 @@ pub fn plural(n: u64, noun: &str) -> String {
     }
 }
 
+/// Formats an integer with thousands separators: 100352 → "100,352".
 pub fn thousands(n: u64) -> String {
     group_digits(&n.to_string())
 }

@@ -382,11 +382,16 @@ fn validate_reports_bad_rows_and_keeps_the_rest() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("H100-XYZ"), "{stderr}");
-    // The warning goes to a pipe here: plain text, no terminal colour codes.
+    // The warning goes to a pipe here: plain text, no terminal colour codes, and it reads as
+    // a warning to the user, not a log line with a timestamp and a module path.
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    assert!(
+        stderr.starts_with("warning: row ") && !stderr.contains("plan_cmd"),
+        "{stderr}"
+    );
     let out = plan(&["--validate", mixed.to_str().expect("utf-8")]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("1 rows not evaluated"), "{table}");
+    assert!(table.contains("1 row not evaluated"), "{table}");
     assert!(table.contains("line 3"), "{table}");
 
     let all_bad = dir.join("all-bad.csv");

@@ -262,7 +262,9 @@ fn sizes_rates_and_prices_past_what_is_supported_are_rejected() {
     let (_, field, message) = error_of(&text);
     assert!(field.ends_with("on_demand_price"), "{field}");
     assert!(
-        message.contains("supported maximum 1000000 USD"),
+        message.contains(
+            "price per accelerator-hour 1e308 is larger than the supported maximum 1000000 USD"
+        ),
         "{message}"
     );
 

@@ -1040,6 +1040,21 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 .map(|layout| estimate_inference(m, hw, &layout, spec))
                 .collect::<Result<Vec<_>, _>>()?;
             if found.is_empty() {
+                // A given ep that rules out every split that would fit without it is the
+                // field to name, not the device count.
+                if let Some(ep) = c.ep.filter(|&ep| ep > 1) {
+                    let mut without_ep = input.clone();
+                    without_ep.constraint.ep = None;
+                    if !inference_layouts(&without_ep).is_empty() {
+                        return Err(PerfError::input(format!(
+                            "[parallelism] ep = {ep} divides no tensor-parallel group that fits \
+                             {} on {} devices (an inference replica splits its experts within \
+                             its tensor-parallel group: ep must divide tp, which divides the \
+                             {} heads and stays within the scale-up domain of {})",
+                            m.name, hw.count, m.heads, hw.scale_up_domain
+                        )));
+                    }
+                }
                 return Err(input.count_error(PerfError::input(format!(
                     "no tensor × pipeline split of {} devices fits {} ({} heads, {} layers) \
                      within the scale-up domain of {}",

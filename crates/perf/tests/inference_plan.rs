@@ -147,6 +147,13 @@ fn an_expert_split_outside_the_tensor_parallel_group_is_an_input_error() {
             "[parallelism]\ntp = 8\npp = 1\nep = 2",
             "ep > 1 needs a mixture-of-experts model",
         ),
+        // Larger than any tensor-parallel group of 8 devices: the error names ep, not the
+        // device count.
+        (
+            "deepseek-v3",
+            "[parallelism]\nep = 16",
+            "ep = 16 divides no tensor-parallel group that fits deepseek-v3 on 8 devices",
+        ),
     ] {
         let err = run(&serve_moe(preset, parallelism))
             .err()

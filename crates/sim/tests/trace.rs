@@ -582,6 +582,11 @@ fn gavel_errors() {
         1,
         "the position is said once: {e}"
     );
+    // A file given by mistake (a trace as --throughputs) is told what it was read as.
+    let e = switchyard_sim::trace::parse_throughputs("id,arrival\n", "t.csv")
+        .expect_err("not json")
+        .to_string();
+    assert!(e.contains("a throughput table is Gavel's JSON"), "{e}");
 }
 
 // ---- Philly ----

@@ -248,7 +248,7 @@ impl Source<'_> {
             Err(self.error(
                 value.span(),
                 field,
-                format!("expected a positive {what}, found {x}"),
+                format!("expected a positive {what}, found {}", shown(x)),
             ))
         }
     }
@@ -262,8 +262,9 @@ impl Source<'_> {
                 value.span(),
                 field,
                 format!(
-                    "price per accelerator-hour {x} is larger than the supported maximum \
-                     {MAX_PRICE_PER_HOUR} USD"
+                    "price per accelerator-hour {} is larger than the supported maximum \
+                     {MAX_PRICE_PER_HOUR} USD",
+                    shown(x)
                 ),
             ));
         }
@@ -278,8 +279,9 @@ impl Source<'_> {
                 value.span(),
                 field,
                 format!(
-                    "{what} {x} is below the supported minimum of {MIN_BANDWIDTH_GB_S} GB/s \
-                     (10 MB/s)"
+                    "{what} {} is below the supported minimum of {MIN_BANDWIDTH_GB_S} GB/s \
+                     (10 MB/s)",
+                    shown(x)
                 ),
             ));
         }
@@ -809,7 +811,8 @@ fn cluster(
                     format!("{at}.restart_s"),
                     format!(
                         "expected a training run's restart time from 0 to {MAX_RESTART_S} s \
-                         (one day), found {x}"
+                         (one day), found {}",
+                        shown(x)
                     ),
                 ))
             }
@@ -1114,7 +1117,10 @@ fn topology(
                 return Err(src.error(
                     e.span(),
                     format!("{at}.network_efficiency"),
-                    format!("expected a fraction of line rate in (0, 1], found {x}"),
+                    format!(
+                        "expected a fraction of line rate in (0, 1], found {}",
+                        shown(x)
+                    ),
                 ));
             }
             x
@@ -1317,5 +1323,15 @@ fn list_or_none(names: &[&str]) -> String {
         "(none)".to_owned()
     } else {
         names.join(", ")
+    }
+}
+
+/// A number as an error message shows it: as written for everyday sizes, in exponent form for
+/// huge or tiny ones (`1e308`, not 309 digits).
+fn shown(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-6..1e12).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
     }
 }

@@ -262,7 +262,8 @@ pub fn parse_throughputs(text: &str, file: &str) -> Result<ThroughputTable, Trac
             file,
             // serde_json's message ends with its own position; say it once, in front.
             format!(
-                "line {}, column {}: {}",
+                "line {}, column {}: {} (a throughput table is Gavel's JSON of worker types, \
+                 simulation_throughputs.json)",
                 e.line(),
                 e.column(),
                 without_position(&e.to_string())
