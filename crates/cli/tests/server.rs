@@ -1735,6 +1735,30 @@ fn a_listen_address_that_is_none_is_an_input_error() {
     }
 }
 
+/// A lease near the agents' orphan deadline is warned about at start (the listen address is
+/// bad so that the server stops right after).
+#[test]
+fn a_long_lease_with_agents_is_warned_about() {
+    let path = std::env::temp_dir().join(format!("sy-lease-{}.db", std::process::id()));
+    let db = format!("sqlite://{}", path.display());
+    let stderr = |lease: &str| {
+        let out = Command::new(BIN)
+            .args(["server", "--db", &db, "--listen", "nonsense", "--agents"])
+            .args(["--lease", lease])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let long = stderr("40s");
+    assert!(long.contains("--lease is long for --agents"), "{long}");
+    let short = stderr("3s");
+    assert!(!short.contains("--lease is long"), "{short}");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
 #[test]
 fn bad_database_url_is_an_input_error() {
     let out = Command::new(BIN)
