@@ -14,6 +14,7 @@ use crate::error::read_text;
 use crate::error::{out, outln};
 use crate::fleet_cmd::print_json;
 use crate::table::{Table, plural, thousands};
+use switchyard_core::plain_type_words;
 
 /// Submit a job described in a TOML file (docs/jobs.md).
 #[derive(Debug, clap::Args)]
@@ -205,28 +206,12 @@ pub fn read_job_file(path: &std::path::Path) -> Result<SubmitRequest, CliError> 
     let bad = |e: String| CliError::Input(format!("{}: {e}", path.display()));
     // JSON has no NaN or infinity: they would reach the server as null, and "needs
     // duration_s" would blame a field the file does set.
-    let table: toml::Table = toml::from_str(&text).map_err(|e| bad(in_plain_words(&e)))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| bad(plain_type_words(&e.to_string())))?;
     if let Some((key, x)) = non_finite(&table, "") {
         return Err(bad(format!("{key} = {x} is not a finite number")));
     }
-    toml::from_str::<SubmitRequest>(&text).map_err(|e| bad(e.to_string()))
-}
-
-/// A TOML error, with the parser's word for a whole number past 64 bits ("invalid type:
-/// integer `…` as i128, expected any valid TOML value") said plainly.
-fn in_plain_words(e: &toml::de::Error) -> String {
-    let text = e.to_string();
-    match (text.find("invalid type: integer `"), text.find("` as i128")) {
-        (Some(start), Some(end)) if start < end => {
-            let number = &text[start + "invalid type: integer `".len()..end];
-            format!(
-                "{}the number {number} is too large: whole numbers in TOML go up to {}",
-                &text[..start],
-                i64::MAX
-            )
-        }
-        _ => text,
-    }
+    toml::from_str::<SubmitRequest>(&text).map_err(|e| bad(plain_type_words(&e.to_string())))
 }
 
 /// The first NaN or infinite number in a TOML table, with its dotted key.

@@ -283,6 +283,10 @@ fn human(report: &PlanReport) -> String {
                 (
                     "concurrency",
                     match r.requested_concurrency {
+                        _ if e.max_concurrency == 0 => format!(
+                            "{} (none fits; the figures below are as if memory allowed it)",
+                            e.concurrency
+                        ),
                         Concurrency::Fixed(n) if n > e.concurrency => format!(
                             "{} of {n} requested (max that fits: {}; the rest wait)",
                             e.concurrency, e.max_concurrency

@@ -251,6 +251,10 @@ fn render(r: &SimResult) -> String {
         r.wall_s,
         r.decisions_per_s
     );
+    if let Some(note) = r.horizon_note() {
+        out.push_str(&note);
+        out.push_str("\n\n");
+    }
     let mut table = Table::new([
         "scope",
         "accelerators",

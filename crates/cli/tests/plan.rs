@@ -121,6 +121,28 @@ fn inference_plan_reports_latency_and_capacity() {
 }
 
 #[test]
+fn an_inference_plan_that_fits_no_sequence_says_so() {
+    let file = std::env::temp_dir().join(format!("sy-plan-too-big-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        "[model]\npreset = \"llama3-405b\"\n[inference]\nprompt_tokens = 1000\noutput_tokens = 200\nconcurrency = 1\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
+    )
+    .expect("writes");
+    let out = plan(&[file.to_str().expect("a UTF-8 path")]);
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "concurrency       1 (none fits; the figures below are as if memory allowed it)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("DOES NOT FIT"), "{text}");
+    assert!(!text.contains("max that fits: 0"), "{text}");
+}
+
+#[test]
 fn bad_file_is_a_clear_input_error() {
     let out = plan(&["examples/plan/bad-heads.toml"]);
     assert_eq!(out.status.code(), Some(2));

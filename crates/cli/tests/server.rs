@@ -372,7 +372,7 @@ fn error_codes(db: String) {
         (
             r#"{"kind":"inference","accelerators":8,"replicas":{"min":"a","max":2}}"#,
             400,
-            "replicas.min: invalid type: string \"a\", expected u32",
+            "replicas.min: invalid type: string \"a\", expected a whole number from 0 to 4294967295",
         ),
         (
             r#"{"kind":"batch","accelerators":8,"duration_s":60,"command":{"argv":["x"],"working_dir":"a\u0000b"}}"#,

@@ -7,7 +7,9 @@
 pub mod accelerator;
 pub mod fleet;
 pub mod job;
+pub mod words;
 
 pub use accelerator::{Accelerator, lookup as lookup_accelerator};
 pub use fleet::{Cluster, Fleet, FleetError};
 pub use job::{DiurnalLoad, JobKind, JobSpec, Replicas, ThroughputTable, Work};
+pub use words::plain_type_words;

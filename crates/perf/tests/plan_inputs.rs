@@ -949,6 +949,13 @@ fn silently_dropped_inputs_are_refused() {
             "",
         )
     };
+    // A value past its field's type says the type's range, not the Rust type's name.
+    assert_refused(
+        &fleet,
+        &h100_plan("llama3-8b", "[training]\nglobal_batch = 64", 64, "")
+            .replace("count = 64", "count = 99999999999"),
+        "invalid value: integer `99999999999`, expected a whole number from 0 to 4294967295",
+    );
     assert_refused(
         &fleet,
         &serve("99999999999"),

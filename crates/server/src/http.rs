@@ -627,7 +627,9 @@ fn decode<T: serde::de::DeserializeOwned>(
                 "{path}: expected one of its names as a string ({inner})"
             ))
         } else {
-            invalid(format!("{path}: {inner}"))
+            invalid(switchyard_core::plain_type_words(&format!(
+                "{path}: {inner}"
+            )))
         }
     })?;
     de.end().map_err(|e| invalid(e.to_string()))?;

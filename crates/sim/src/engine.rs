@@ -82,6 +82,11 @@ pub struct SimResult {
     #[serde(flatten)]
     pub total: Figures,
     pub unfinished: u64,
+    /// The clock reached `SimOptions::horizon_s` after the first submission with work left:
+    /// the unfinished jobs were still running or waiting, or not yet due, when the run stopped.
+    pub stopped_at_horizon: bool,
+    /// `SimOptions::horizon_s` of the run, s.
+    pub horizon_s: f64,
     /// Training runs that failed for good: they lost nodes too often in a row to keep any
     /// progress (`Config::max_stalled_restarts`).
     pub failed: u64,
@@ -97,6 +102,37 @@ pub struct SimResult {
     pub tenant_jct: BTreeMap<String, Vec<f64>>,
     #[serde(skip)]
     pub decision_log: Vec<(String, Decision)>,
+}
+
+impl SimResult {
+    /// A sentence saying that the run stopped at its horizon with work left, if it did; the
+    /// makespan and job times then cover only what finished before it.
+    pub fn horizon_note(&self) -> Option<String> {
+        if !self.stopped_at_horizon {
+            return None;
+        }
+        let days = self.horizon_s / 86_400.0;
+        let (count, unit) = if days >= 365.0 {
+            (days / 365.0, "year")
+        } else {
+            (days, "day")
+        };
+        let count = shown_number(count);
+        let span = format!("{count} {unit}{}", if count == "1" { "" } else { "s" });
+        Some(format!(
+            "The run stopped at its horizon, {span} after the first submission, with {} {} still waiting, running or not yet due; the makespan and job times cover only what finished before it.",
+            self.unfinished,
+            if self.unfinished == 1 { "job" } else { "jobs" }
+        ))
+    }
+}
+
+fn shown_number(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
 }
 
 /// Per-cluster figures plus its size.
@@ -294,6 +330,7 @@ pub fn simulate(
     let mut arrivals = jobs.into_iter().peekable();
     let mut steps = 0u64;
     let mut idle_since: Option<f64> = None;
+    let mut stopped_at_horizon = false;
     let max_repair_s = clusters
         .iter()
         .map(|c| c.repair_hours * 3600.0)
@@ -338,6 +375,7 @@ pub fn simulate(
             idle_since = None;
         }
         if t - first_submit > opts.horizon_s {
+            stopped_at_horizon = true;
             break;
         }
         now = t;
@@ -565,6 +603,8 @@ pub fn simulate(
         failures_enabled: opts.failures,
         total,
         unfinished,
+        stopped_at_horizon,
+        horizon_s: opts.horizon_s,
         failed,
         rejected,
         restarts: stats.iter().map(|s| s.restarts).sum(),

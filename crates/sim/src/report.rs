@@ -29,6 +29,9 @@ pub fn html(result: &SimResult) -> Result<String, String> {
         unf = result.unfinished,
         rej = result.rejected,
     );
+    if let Some(note) = result.horizon_note() {
+        let _ = writeln!(out, "<p><strong>{}</strong></p>", escape(&note));
+    }
     out.push_str("<table><tr><th>scope</th><th>jobs</th><th>completed</th><th>avg JCT (h)</th><th>p50 JCT (h)</th><th>p99 JCT (h)</th><th>avg wait (h)</th><th>utilisation</th><th>goodput</th><th>cost (USD)</th><th>failures</th><th>preemptions</th></tr>\n");
     let mut row = |name: &str, f: &crate::engine::Figures| {
         let _ = writeln!(

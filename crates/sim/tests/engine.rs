@@ -765,6 +765,21 @@ fn work_that_never_ends_is_refused_and_late_jobs_are_unfinished() {
     .expect("runs");
     assert_eq!((r.total.jobs, r.total.completed, r.unfinished), (4, 3, 1));
     assert!(r.total.utilization > 0.0 && r.total.utilization < 1.0);
+    assert!(r.stopped_at_horizon);
+    let note = r.horizon_note().expect("a note on the horizon");
+    assert!(
+        note.contains("1 day after the first submission, with 1 job still waiting"),
+        "{note}"
+    );
+    let whole = simulate(
+        &fleet(),
+        js[..3].to_vec(),
+        ThroughputTable::new(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("runs");
+    assert!(!whole.stopped_at_horizon && whole.horizon_note().is_none());
 
     // The horizon counts from the first submission: a trace in Unix-epoch seconds runs too.
     let epoch: Vec<JobSpec> = js

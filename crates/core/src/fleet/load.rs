@@ -471,28 +471,8 @@ pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
     let src = Source { text, file };
     let raw: RawFleet = toml::from_str(text).map_err(|err| {
         let span = err.span().unwrap_or(0..0);
-        let message = err
-            .message()
-            .trim_end()
-            .replace("expected i64", "expected an integer")
-            .replace("expected f64", "expected a number");
-        // TOML integers are 64-bit signed: a larger one is out of range, not "not an integer".
-        // (toml reads it as an i128: "invalid type: integer `…` as i128, expected …".)
-        let message = match message
-            .strip_prefix("invalid value: integer `")
-            .or_else(|| message.strip_prefix("invalid type: integer `"))
-        {
-            Some(rest)
-                if message.ends_with("expected an integer") || rest.contains("` as i128") =>
-            {
-                format!(
-                    "integer {} is out of range (at most {})",
-                    rest.split('`').next().unwrap_or(rest),
-                    i64::MAX
-                )
-            }
-            _ => message,
-        };
+        // Type names read as ranges, and a number past TOML's 64 bits as too large.
+        let message = crate::plain_type_words(err.message().trim_end());
         src.error(span.clone(), key_at(text, span.start), message)
     })?;
 
