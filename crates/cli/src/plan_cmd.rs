@@ -240,7 +240,18 @@ fn training_text(r: &TrainingReport) -> String {
             );
         }
     }
+    notes(&mut s, &r.notes);
     s
+}
+
+/// The report's caveats, one `note:` line each, after a blank line.
+fn notes(s: &mut String, notes: &[String]) {
+    if !notes.is_empty() {
+        s.push('\n');
+    }
+    for note in notes {
+        let _ = writeln!(s, "note: {note}");
+    }
 }
 
 /// A rate in tokens per second: whole numbers from 100 up, three significant digits below
@@ -330,6 +341,7 @@ fn human(report: &PlanReport) -> String {
                     );
                 }
             }
+            notes(&mut s, &r.notes);
             s
         }
     }

@@ -38,9 +38,12 @@ fn plan_json_has_the_documented_keys() {
         "days_to_train",
         "cost_usd",
         "alternatives",
+        "notes",
     ] {
         assert!(v.get(key).is_some(), "missing {key} in {v}");
     }
+    // H100 is among the validated chips and trains in BF16: nothing to note.
+    assert_eq!(v["notes"], serde_json::json!([]));
     for key in ["tp", "pp", "dp", "cp", "ep", "microbatch", "recompute"] {
         assert!(v["layout"].get(key).is_some(), "missing layout.{key}");
     }
@@ -117,6 +120,64 @@ fn inference_plan_reports_latency_and_capacity() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     for key in ["tokens_per_s", "ttft_s", "tpot_s", "max_concurrency"] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+}
+
+/// A plan says what its figures assume about the hardware: a chip without BF16 is costed in
+/// the format it trains in, an FP8 peak equal to the BF16 one buys no speed, and a chip no
+/// published run checks gets assumed kernel efficiencies.
+#[test]
+fn a_plan_notes_what_it_assumes_about_the_hardware() {
+    let cases = [
+        (
+            "V100",
+            "bf16",
+            &[
+                "V100 has no BF16 arithmetic: the plan is costed at its FP16 rate",
+                "no published run on V100 checks the model",
+            ][..],
+        ),
+        (
+            "Gaudi3",
+            "fp8",
+            &[
+                "Gaudi3's FP8 peak is no higher than its BF16 peak",
+                "no published run on Gaudi3",
+            ][..],
+        ),
+        ("A100-40GB", "bf16", &[][..]),
+    ];
+    for (accelerator, precision, wanted) in cases {
+        let file = std::env::temp_dir().join(format!(
+            "sy-plan-notes-{accelerator}-{}.toml",
+            std::process::id()
+        ));
+        std::fs::write(
+            &file,
+            format!(
+                "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 256\n\
+                 precision = \"{precision}\"\n[hardware]\naccelerator = \"{accelerator}\"\n\
+                 count = 64\n"
+            ),
+        )
+        .expect("writes");
+        let text_out = plan(&[file.to_str().expect("a UTF-8 path")]);
+        let json_out = plan(&[file.to_str().expect("a UTF-8 path"), "--json"]);
+        let _ = std::fs::remove_file(&file);
+        let text = String::from_utf8_lossy(&text_out.stdout);
+        assert!(text_out.status.success(), "{accelerator}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&json_out.stdout).expect("JSON on stdout");
+        let notes = v["notes"].as_array().expect("a notes list");
+        assert_eq!(notes.len(), wanted.len(), "{accelerator}: {notes:?}");
+        for (note, start) in notes.iter().zip(wanted) {
+            let note = note.as_str().expect("a string");
+            assert!(note.starts_with(start), "{accelerator}: {note}");
+            assert!(text.contains(&format!("note: {note}\n")), "{text}");
+        }
+        if wanted.is_empty() {
+            assert!(!text.contains("note:"), "{text}");
+        }
     }
 }
 

@@ -80,6 +80,17 @@ pub struct Accelerator {
 }
 
 impl Accelerator {
+    /// The number format `bf16_tflops` is the rate of: `"BF16"`, or on chips without BF16 the
+    /// one they train in (`"FP16"` with loss scaling on Volta, Pascal and Turing; `"FP32"` on
+    /// the K80, which has no 16-bit matrix math).
+    pub fn training_format(&self) -> &'static str {
+        match self.name {
+            "V100" | "P100" | "T4" => "FP16",
+            "K80" => "FP32",
+            _ => "BF16",
+        }
+    }
+
     /// Dense peak for a precision, TFLOP/s. FP8 on a chip without it is `None`.
     pub fn peak_tflops(&self, fp8: bool) -> Option<f64> {
         if fp8 {
@@ -777,6 +788,31 @@ mod tests {
                     seen.insert(normalize(name)),
                     "{name} appears twice in the catalog"
                 );
+            }
+        }
+    }
+
+    /// The chips whose sources say they lack BF16 are the ones costed in another format, and
+    /// their rate is the one their notes quote.
+    #[test]
+    fn chips_without_bf16_name_the_format_they_train_in() {
+        for accel in catalog() {
+            let no_bf16 = accel.notes.contains("no BF16") || accel.notes.contains("FP32 rate");
+            assert_eq!(
+                accel.training_format() != "BF16",
+                no_bf16,
+                "{}: {}",
+                accel.name,
+                accel.notes
+            );
+            if no_bf16 {
+                assert!(
+                    accel.notes.contains(accel.training_format()),
+                    "{}: {}",
+                    accel.name,
+                    accel.notes
+                );
+                assert!(accel.fp8_tflops.is_none(), "{}", accel.name);
             }
         }
     }

@@ -872,6 +872,9 @@ pub struct TrainingReport {
     pub budget: Option<Budget>,
     /// The next fastest layouts that fit.
     pub alternatives: Vec<TrainingEstimate>,
+    /// What the figures assume about this hardware and precision that a reader should know
+    /// ([`caveats`]); empty when nothing.
+    pub notes: Vec<String>,
 }
 
 /// The inference report.
@@ -893,6 +896,8 @@ pub struct InferenceReport {
     pub estimate: InferenceEstimate,
     /// The next best layouts that fit, fastest first.
     pub alternatives: Vec<InferenceEstimate>,
+    /// As [`TrainingReport::notes`].
+    pub notes: Vec<String>,
 }
 
 /// Either report.
@@ -992,6 +997,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 budget: b,
                 best,
                 alternatives: found,
+                notes: caveats(hw, spec.fp8),
             })))
         }
         Workload::Inference(spec) => {
@@ -1089,9 +1095,61 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 searched,
                 estimate,
                 alternatives,
+                notes: caveats(hw, spec.fp8),
             })))
         }
     }
+}
+
+/// The accelerators of the published runs under data/calibration that the model is validated
+/// against (`crates/perf/tests/validation.rs` checks this list against the files).
+pub const VALIDATED_ON: &[&str] = &[
+    "A100-40GB",
+    "A100-80GB",
+    "H100-SXM",
+    "H200",
+    "B200",
+    "GB200",
+    "GB300",
+    "TPU-v6e",
+];
+
+/// What the figures assume about `hw` at this precision that the reader should know: a chip
+/// without BF16 costed in the format it trains in, an FP8 peak no higher than the BF16 one,
+/// kernel efficiencies that no published run on the chip checks.
+pub fn caveats(hw: &Hardware, fp8: bool) -> Vec<String> {
+    let a = hw.accelerator;
+    let mut notes = Vec::new();
+    let format = a.training_format();
+    if !fp8 && format != "BF16" {
+        notes.push(format!(
+            "{} has no BF16 arithmetic: the plan is costed at its {format} rate ({} TFLOP/s), {}",
+            a.name,
+            a.bf16_tflops,
+            if format == "FP16" {
+                "as mixed-precision FP16 training with loss scaling runs on it"
+            } else {
+                "its fastest matrix arithmetic"
+            }
+        ));
+    }
+    if fp8 && a.fp8_tflops.is_some_and(|f| f <= a.bf16_tflops) {
+        notes.push(format!(
+            "{}'s FP8 peak is no higher than its BF16 peak ({} TFLOP/s): FP8 saves memory and \
+             communication here, not matrix-multiply time",
+            a.name, a.bf16_tflops
+        ));
+    }
+    if !VALIDATED_ON.contains(&a.name) {
+        notes.push(format!(
+            "no published run on {} checks the model (the runs it is validated against are on \
+             {}): its kernel efficiencies are assumed (docs/perf-model.md, \"Named \
+             constants\"), so take the figures as an estimate",
+            a.name,
+            VALIDATED_ON.join(", ")
+        ));
+    }
+    notes
 }
 
 /// The layout a constraint names when it gives the tensor and pipeline degrees (the data

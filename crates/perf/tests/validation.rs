@@ -644,3 +644,28 @@ fn rows_are_counted_once_by_their_id() {
         .to_string();
     assert!(err.contains("no id column"), "{err}");
 }
+
+/// `plan` notes when no published run on a chip checks the model: its list of checked chips is
+/// the set in the calibration files, no more and no fewer.
+#[test]
+fn the_validated_accelerators_are_those_of_the_calibration_files() {
+    let dir = calibration_path("");
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).expect("data/calibration is in the repository") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_none_or(|e| e != "csv") {
+            continue;
+        }
+        let file = path.file_name().and_then(|f| f.to_str()).expect("a name");
+        for row in report(file).rows {
+            let accel = switchyard_core::lookup_accelerator(&row.accelerator)
+                .unwrap_or_else(|| panic!("{file}: {} is in the catalog", row.accelerator));
+            seen.insert(accel.name);
+        }
+    }
+    let listed: std::collections::BTreeSet<&str> = switchyard_perf::plan::VALIDATED_ON
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(listed, seen);
+}
