@@ -568,6 +568,11 @@ pub struct Scheduler {
     last_upgrade: u64,
     /// Whether the last full pass held a reservation.
     reserved_last_pass: bool,
+    /// The earliest time a job refused for a reason that lapses with time alone (it waits
+    /// for faster hardware for at most its best run time; under `switchyard` it starves after
+    /// a while) may start or reserve: from then the jobs are looked at again in a full pass,
+    /// though nothing was given back.
+    recheck_at: f64,
     /// Jobs queued since the last pass.
     fresh: Vec<JobIdx>,
     /// Gangs that were running under an earlier scheduler ([`Scheduler::recovered`]): the next
@@ -681,6 +686,7 @@ impl Scheduler {
             last_full_pass: 0,
             last_upgrade: 0,
             reserved_last_pass: false,
+            recheck_at: f64::INFINITY,
             fresh: Vec::new(),
             recovered: Vec::new(),
             held_runs: BTreeSet::new(),
@@ -1405,6 +1411,10 @@ impl Scheduler {
             let mut given_back: Vec<u64> = vec![0; self.tenants.len()];
             let mut chosen: Vec<(JobIdx, usize)> = Vec::new();
             let mut got = 0u64;
+            // Enough accelerators is not enough room: a gang needs them on nodes it can use
+            // (free accelerators scattered over busy nodes do not hold a gang of whole nodes).
+            let index = &self.index[c as usize];
+            let mut released: BTreeMap<u32, u32> = BTreeMap::new();
             'services: for &(_, svc) in &self.services {
                 let sj = &self.jobs[svc as usize];
                 if sj.tenant == tenant {
@@ -1422,14 +1432,31 @@ impl Scheduler {
                     }
                     *back += size;
                     chosen.push((svc, i));
+                    add_by_node(&mut released, &rep.shares);
                     got += size;
-                    if got >= short {
+                    if got >= short && index.fits_after_release(need_size, &released) {
                         break 'services;
                     }
                 }
             }
-            if got < short {
+            if got < short || !index.fits_after_release(need_size, &released) {
                 continue;
+            }
+            // Keep only the replicas the room needs: the latest picks first go back if the
+            // gang still fits without them.
+            for k in (0..chosen.len()).rev() {
+                let (svc, _) = chosen[k];
+                let mut without: BTreeMap<u32, u32> = BTreeMap::new();
+                for (n, &(other, oi)) in chosen.iter().enumerate() {
+                    if n != k {
+                        add_by_node(&mut without, &self.jobs[other as usize].replicas[oi].shares);
+                    }
+                }
+                let size = u64::from(self.jobs[svc as usize].size);
+                if got - size >= short && index.fits_after_release(need_size, &without) {
+                    chosen.remove(k);
+                    got -= size;
+                }
             }
             let cluster_name = self.clusters[c as usize].name.clone();
             // In submission order, highest replica index first, so the indices still to
@@ -1518,11 +1545,15 @@ impl Scheduler {
     /// Predicted seconds from now to completion on `cluster` at `size`, including the restart
     /// cost and (for `switchyard`) the expected loss to failures.
     fn predicted_s(&self, j: JobIdx, cluster: u32, size: u32) -> f64 {
+        self.predicted_from(j, cluster, size, self.jobs[j as usize].done)
+    }
+
+    /// [`Self::predicted_s`] for the work left past the fraction `done`.
+    fn predicted_from(&self, j: JobIdx, cluster: u32, size: u32, done: f64) -> f64 {
         let Some(rate) = self.rate_on(j, cluster, size) else {
             return f64::INFINITY;
         };
-        let job = &self.jobs[j as usize];
-        let compute = (1.0 - job.done) / rate;
+        let compute = (1.0 - done) / rate;
         let tau = self.checkpoint_interval(j, cluster, size);
         let mut t = self.restart_cost(j, cluster) + compute;
         if tau.is_finite() {
@@ -2353,10 +2384,15 @@ impl Scheduler {
         }
         // Nothing was given back since the last full pass: the jobs it could not start still
         // cannot (free capacity only shrank), so only jobs queued since then are tried. FIFO
-        // and passes holding a reservation always look at the whole queue.
+        // and passes holding a reservation always look at the whole queue, and so does a pass
+        // once a refusal that lapses with time has lapsed. Per-team policies take the full
+        // pass for fresh jobs of several teams, which the team furthest below its share must
+        // pick from.
         if self.released == self.last_full_pass
             && self.cfg.policy != Policy::Fifo
             && !self.reserved_last_pass
+            && now < self.recheck_at
+            && !(self.cfg.policy.per_tenant() && self.fresh_span_teams())
         {
             let mut fresh = std::mem::take(&mut self.fresh);
             fresh.sort_unstable();
@@ -2372,7 +2408,7 @@ impl Scheduler {
                     continue;
                 }
                 // (FIFO, which never preempts, always takes the full pass.)
-                if tries < 4 && self.try_preempt(now, j, out) {
+                if tries < 4 && self.try_preempt(now, j, None, out) {
                     self.try_start(now, j, None, out);
                 }
             }
@@ -2381,6 +2417,7 @@ impl Scheduler {
         self.last_full_pass = self.released;
         self.fresh.clear();
         self.reserved_last_pass = false;
+        self.recheck_at = f64::INFINITY;
         if self.index.iter().all(|i| i.free() == 0) && self.cfg.policy == Policy::Fifo {
             return;
         }
@@ -2472,7 +2509,7 @@ impl Scheduler {
                 && preempt_tries < 4
             {
                 preempt_tries += 1;
-                let preempted = self.try_preempt(now, j, out);
+                let preempted = self.try_preempt(now, j, res.as_ref(), out);
                 let started = preempted && self.try_start(now, j, res.as_mut(), out);
                 if preempted && per_tenant {
                     // The victims' teams (and, if it started, this one) hold less or more now.
@@ -2501,7 +2538,11 @@ impl Scheduler {
                     }
                 }
             }
-            first_blocked = false;
+            // FIFO holds room for the first job that waits for room; one its team's caps hold
+            // back waits for its team's jobs instead, and the next in line takes its turn.
+            if !matches!(self.jobs[j as usize].why, Why::Quota(_)) {
+                first_blocked = false;
+            }
         }
     }
 
@@ -2529,6 +2570,11 @@ impl Scheduler {
             let (cur, size) = (run.cluster, run.size);
             let (lo, hi) = (self.jobs[v as usize].min_size, self.jobs[v as usize].size);
             let left = f64::from_bits(end) - now;
+            // Its progress as a checkpoint now would keep it (`done` counts only what earlier
+            // runs kept): the move is priced on the work truly left.
+            let done_now = (self.jobs[v as usize].done
+                + self.kept_and_lost(now, v, run, false, true).0 * run.rate)
+                .min(1.0 - 1e-12);
             let mut best: Option<(f64, u32, u32)> = None;
             for c in 0..self.clusters.len() as u32 {
                 if self.jobs[v as usize].dur[c as usize].is_none() {
@@ -2565,7 +2611,7 @@ impl Scheduler {
                 if !self.quota_ok(v, c, extra) {
                     continue;
                 }
-                let pred = self.predicted_s(v, c, target);
+                let pred = self.predicted_from(v, c, target, done_now);
                 if best.is_none_or(|b| pred < b.0) {
                     best = Some((pred, c, target));
                 }
@@ -2616,7 +2662,11 @@ impl Scheduler {
         let need = u64::from(self.jobs[j as usize].min_size);
         let mut best: Option<Reservation> = None;
         for c in 0..self.clusters.len() {
-            if self.jobs[j as usize].dur[c].is_none() {
+            // Where its team's caps keep it out, freed accelerators would not start it: holding
+            // them would only keep others from backfilling.
+            if self.jobs[j as usize].dur[c].is_none()
+                || !self.quota_ok(j, c as u32, self.jobs[j as usize].min_size)
+            {
                 continue;
             }
             let free_then = self.index[c].free();
@@ -2648,23 +2698,66 @@ impl Scheduler {
         best
     }
 
+    /// `switchyard`: the fastest cluster of `j` and the slowdown, when a run predicted to take `predicted_s` on `c` would be more
+    /// than [`Config::max_slowdown`] times slower than there and `j` has not yet waited as
+    /// long as its run there would take. The fastest cluster counts whether or not it is free:
+    /// a job is not sent somewhere much slower because its best cluster is held for another.
+    fn waits_for_faster(
+        &self,
+        now: f64,
+        j: JobIdx,
+        c: u32,
+        predicted_s: f64,
+    ) -> Option<(u32, f64)> {
+        if self.cfg.policy != Policy::Switchyard {
+            return None;
+        }
+        let job = &self.jobs[j as usize];
+        let (fastest, best_s) = self.fastest_run(j)?;
+        if fastest == c {
+            return None;
+        }
+        let slowdown = predicted_s / best_s.max(1e-9);
+        (slowdown > self.cfg.max_slowdown && now - job.submit_s < best_s)
+            .then_some((fastest, slowdown))
+    }
+
+    /// The cluster where `j` runs fastest (the first of equals) and its predicted time there
+    /// at full size; `None` when it runs nowhere.
+    fn fastest_run(&self, j: JobIdx) -> Option<(u32, f64)> {
+        let job = &self.jobs[j as usize];
+        let mut fastest: Option<(f64, u32)> = None;
+        for (k, d) in job.dur.iter().enumerate() {
+            if let Some(d) = *d
+                && fastest.is_none_or(|(best, _)| d < best)
+            {
+                fastest = Some((d, k as u32));
+            }
+        }
+        let (_, c) = fastest?;
+        Some((c, self.predicted_s(j, c, job.size)))
+    }
+
+    /// Whether the jobs queued since the last pass belong to more than one team.
+    fn fresh_span_teams(&self) -> bool {
+        let mut teams = self
+            .fresh
+            .iter()
+            .filter(|&&j| self.jobs[j as usize].key.is_some())
+            .map(|&j| self.jobs[j as usize].tenant);
+        teams
+            .next()
+            .is_some_and(|first| teams.any(|other| other != first))
+    }
+
     /// The cluster and size the policy would start `j` on now, if any; never on `skip`.
     fn choose(&self, now: f64, j: JobIdx, skip: Option<u32>) -> Result<(u32, u32), Why> {
         let job = &self.jobs[j as usize];
         let policy = self.cfg.policy;
         let mut best: Option<(f64, f64, u32, u32)> = None;
         let mut blocked_by_quota = None;
-        let mut fastest = (f64::INFINITY, 0u32);
         for c in 0..self.clusters.len() as u32 {
-            let Some(d) = job.dur[c as usize] else {
-                continue;
-            };
-            // The fastest of all (a skipped one too): a job is not sent somewhere much slower
-            // because its best cluster is held for another.
-            if d < fastest.0 {
-                fastest = (d, c);
-            }
-            if skip == Some(c) {
+            if job.dur[c as usize].is_none() || skip == Some(c) {
                 continue;
             }
             let i = &self.index[c as usize];
@@ -2701,16 +2794,10 @@ impl Scheduler {
         }
         match best {
             Some((score, _, c, size)) => {
-                if policy == Policy::Switchyard && c != fastest.1 && fastest.0.is_finite() {
-                    let best_s = self.predicted_s(j, fastest.1, job.size);
-                    let slowdown = score / best_s.max(1e-9);
-                    let waited = now - job.submit_s;
-                    if slowdown > self.cfg.max_slowdown && waited < best_s {
-                        return Err(Why::WaitingFaster {
-                            best: fastest.1,
-                            slowdown,
-                        });
-                    }
+                if policy == Policy::Switchyard
+                    && let Some((best, slowdown)) = self.waits_for_faster(now, j, c, score)
+                {
+                    return Err(Why::WaitingFaster { best, slowdown });
                 }
                 Ok((c, size))
             }
@@ -2731,6 +2818,7 @@ impl Scheduler {
         let (mut cluster, mut size) = match self.choose(now, j, None) {
             Ok(x) => x,
             Err(why) => {
+                self.note_when_refusal_lapses(now, j);
                 // A re-queued job keeps saying why it was re-queued while it waits for room,
                 // and what room it waits for.
                 let job = &mut self.jobs[j as usize];
@@ -2789,17 +2877,52 @@ impl Scheduler {
         true
     }
 
+    /// Brings [`Scheduler::recheck_at`] forward to when a refusal of `j` may lapse with time
+    /// alone (under `switchyard`): its wait for faster hardware ends (then it may start, or
+    /// make room by preemption, on slower clusters), or it starts to starve and gets a
+    /// reservation.
+    fn note_when_refusal_lapses(&mut self, now: f64, j: JobIdx) {
+        if self.cfg.policy != Policy::Switchyard {
+            return;
+        }
+        let job = &self.jobs[j as usize];
+        let mut at = job.submit_s + self.cfg.starvation_s.max(2.0 * self.best_remaining(j));
+        if let Some((_, best_s)) = self.fastest_run(j)
+            && now < job.submit_s + best_s
+            && job.dur.iter().flatten().count() > 1
+        {
+            at = at.min(job.submit_s + best_s);
+        }
+        // At `at` itself the refusal still holds (it lapses after): a pass then looks again.
+        if at >= now {
+            self.recheck_at = self.recheck_at.min(at);
+        }
+    }
+
     /// Frees room for `j` by preempting as few whole jobs as possible that the policy lets it
     /// displace: lower priority, or (fair, switchyard) teams borrowing beyond their guarantee
     /// when `j`'s team is within its own.
-    fn try_preempt(&mut self, now: f64, j: JobIdx, out: &mut Vec<Decision>) -> bool {
+    /// Never on a cluster where `j` would not start once the room is made: one a reservation
+    /// for another job holds (`res`), or one `switchyard` finds too slow for it yet.
+    fn try_preempt(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        res: Option<&Reservation>,
+        out: &mut Vec<Decision>,
+    ) -> bool {
         let job = &self.jobs[j as usize];
         let need = u64::from(job.min_size);
         let prio = job.priority;
         let policy = self.cfg.policy;
         let mut best: Option<(usize, u64, u32, Vec<JobIdx>)> = None;
         for c in 0..self.clusters.len() as u32 {
-            if self.jobs[j as usize].dur[c as usize].is_none() || !self.quota_ok(j, c, job.min_size)
+            if self.jobs[j as usize].dur[c as usize].is_none()
+                || !self.quota_ok(j, c, job.min_size)
+                || res.is_some_and(|r| r.job != j && r.cluster == c)
+                || self
+                    .waits_for_faster(now, j, c, self.predicted_s(j, c, job.min_size))
+                    .is_some()
             {
                 continue;
             }

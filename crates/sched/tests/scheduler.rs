@@ -205,8 +205,9 @@ fn fifo_backfills_without_delaying_the_head() {
     b.clusters = vec!["slow".into()];
     submit(&mut s, 0.0, b);
     pass(&mut s, 0.0);
-    // The head needs 64 on 'fast' (not free); a short 8-GPU job may backfill.
-    let head = on_fast(job("head", "a", 64, 100.0));
+    // The head needs 64 on 'fast' (not free; its team's cap there has room for it: a job its
+    // cap holds back gets no reservation); a short 8-GPU job may backfill.
+    let head = on_fast(job("head", "b", 64, 100.0));
     let h = submit(&mut s, 1.0, head);
     let short = on_fast(job("short", "b", 8, 50.0));
     let sh = submit(&mut s, 1.0, short);
@@ -458,8 +459,9 @@ fn quota_caps_borrowing() {
 #[test]
 fn a_reservation_does_not_hold_back_jobs_another_cluster_can_take() {
     let mut s = sched(Policy::Fifo, false);
-    // 'fast' (128) runs a long 8-accelerator job; a 128 job for 'fast' only waits for it.
-    let long = submit(&mut s, 0.0, on_fast(job("long", "a", 8, 10_000.0)));
+    // 'fast' (128) runs a long 8-accelerator job; a 128 job for 'fast' only waits for it (its
+    // team's cap there is 128).
+    let long = submit(&mut s, 0.0, on_fast(job("long", "b", 8, 10_000.0)));
     pass(&mut s, 0.0);
     assert_eq!(s.job(long).state, JobState::Running);
     let big = submit(&mut s, 1.0, on_fast(job("big", "a", 128, 1000.0)));

@@ -970,3 +970,242 @@ fn services_alone_are_watched_through_a_day() {
         assert_eq!(r.unfinished, u64::from(stuck));
     }
 }
+
+/// A fleet of one provider with `clusters` (name, accelerator, nodes, per node) and one
+/// organisation of `teams` (name, TOML of its quotas or "").
+fn small_fleet(clusters: &[(&str, &str, u32, u32)], teams: &[(&str, &str)]) -> Fleet {
+    let mut text =
+        String::from("name = \"small\"\n[[providers]]\nname = \"p\"\nkind = \"cloud\"\n");
+    let mut accelerators: Vec<&str> = clusters.iter().map(|c| c.1).collect();
+    accelerators.sort_unstable();
+    accelerators.dedup();
+    for a in accelerators {
+        text.push_str(&format!(
+            "[[providers.contracts]]\naccelerator = \"{a}\"\non_demand_price = 1.0\n"
+        ));
+    }
+    for (name, accelerator, nodes, per_node) in clusters {
+        text.push_str(&format!(
+            "[[clusters]]\nname = \"{name}\"\nprovider = \"p\"\nregion = \"r\"\n\
+             accelerator = \"{accelerator}\"\nnodes = {nodes}\naccelerators_per_node = {per_node}\n\
+             capacity = \"on_demand\"\nnode_mtbf_hours = 6000.0\nrepair_hours = 1.0\n"
+        ));
+    }
+    text.push_str("[[tenants]]\nname = \"org\"\n");
+    for (name, quotas) in teams {
+        text.push_str(&format!("[[tenants.teams]]\nname = \"{name}\"\n{quotas}\n"));
+    }
+    Fleet::from_toml(&text, "small.toml").expect("a valid fleet")
+}
+
+/// The jobs of a canonical CSV trace.
+fn trace_jobs(csv: &str) -> Vec<JobSpec> {
+    switchyard_sim::trace::parse(
+        csv,
+        "t.csv",
+        switchyard_sim::trace::TraceFormat::Canonical,
+        &switchyard_sim::trace::LoadOptions::default(),
+    )
+    .expect("a valid trace")
+    .jobs
+}
+
+/// The (time, cluster) of each start of job `id`.
+fn starts_of(r: &switchyard_sim::SimResult, fleet: &Fleet, id: &str) -> Vec<(f64, String)> {
+    r.decision_log
+        .iter()
+        .filter(|(job, _)| job == id)
+        .filter_map(|(_, d)| match d.action {
+            Action::Start { cluster, .. } => {
+                Some((d.at_s, fleet.clusters[cluster as usize].name.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn fast_and_slow() -> Fleet {
+    small_fleet(
+        &[("fast", "H100-SXM", 1, 8), ("slow", "V100", 1, 8)],
+        &[("a", ""), ("b", "")],
+    )
+}
+
+/// A job that would refuse the slower cluster does not preempt there: before its wait for
+/// faster hardware lapses nothing is evicted, and then one lower-priority run is, once.
+#[test]
+fn a_preemption_makes_room_only_where_the_job_then_starts() {
+    let fleet = fast_and_slow();
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,priority,clusters,work\n\
+         blocker,0,8,100000,a,10,fast,\n\
+         victim,0,8,100000,a,0,slow,\n\
+         j,10,8,1000,a,5,,V100=10000\n",
+    );
+    let r = simulated(&fleet, jobs, Policy::Switchyard);
+    let preempted: Vec<_> = decided(&r, |a| matches!(a, Action::Preempt { .. })).collect();
+    assert_eq!(preempted.len(), 1, "{:#?}", r.decision_log);
+    let started = starts_of(&r, &fleet, "j");
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].1, "slow");
+    // It waited as long as its run on the faster cluster would take, and no longer than the
+    // next look after that.
+    assert!(
+        started[0].0 >= 1000.0 && started[0].0 < 2000.0,
+        "{started:?}"
+    );
+    assert_eq!(preempted[0].1, started[0].0);
+}
+
+/// A refusal that lapses with time is looked at again although nothing is given back: a job
+/// waiting for faster hardware takes the idle slower cluster once it has waited long enough.
+#[test]
+fn a_wait_for_faster_hardware_ends_without_anything_freed() {
+    let fleet = fast_and_slow();
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,priority,clusters,work\n\
+         blocker,0,8,100000,b,10,fast,\n\
+         j,10,8,1000,a,0,,V100=10000\n",
+    );
+    let r = simulated(&fleet, jobs, Policy::Switchyard);
+    let started = starts_of(&r, &fleet, "j");
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].1, "slow");
+    assert!(
+        started[0].0 >= 1000.0 && started[0].0 < 2000.0,
+        "{started:?}"
+    );
+}
+
+/// A migration is priced on the work a run has left, not on what it had at its start.
+#[test]
+fn a_run_half_done_moves_when_faster_hardware_frees() {
+    let fleet = fast_and_slow();
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,priority,clusters,work\n\
+         blocker,0,8,42500,b,10,fast,\n\
+         j,1,8,45000,a,0,,V100=85000\n",
+    );
+    let r = simulated(&fleet, jobs, Policy::Switchyard);
+    let started = starts_of(&r, &fleet, "j");
+    assert_eq!(
+        started,
+        [(1.0, "slow".to_owned()), (42_500.0, "fast".to_owned())],
+        "{:#?}",
+        r.decision_log
+    );
+    assert!(r.total.makespan_s < 70_000.0, "{}", r.total.makespan_s);
+}
+
+/// Jobs of several teams queued in one instant are started by fair share, not by team name.
+#[test]
+fn jobs_of_several_teams_queued_at_once_share_by_team() {
+    let fleet = small_fleet(
+        &[("c", "H100-SXM", 4, 8), ("o", "H100-SXM", 1, 8)],
+        &[("x", ""), ("y", ""), ("z", "")],
+    );
+    // `pend` keeps the queue from emptying, so that the pass after `warm` ends is a full one
+    // and the jobs of x and y, queued after it with nothing freed since, are the fresh ones.
+    let mut csv = String::from(
+        "id,submit_s,accelerators,duration_s,tenant,clusters\nwarm,0,8,50,z,c\n\
+         blk,0,8,100000,z,o\npend,0,8,1000,z,o\n",
+    );
+    for n in 1..=4 {
+        csv.push_str(&format!("x{n},100,8,10000,x,c\ny{n},100,8,20000,y,c\n"));
+    }
+    for policy in [Policy::Fair, Policy::Switchyard] {
+        let r = simulated(&fleet, trace_jobs(&csv), policy);
+        let first: Vec<&str> = decided(&r, |a| matches!(a, Action::Start { .. }))
+            .filter(|&(_, at)| at == 100.0)
+            .map(|(id, _)| &id[..1])
+            .collect();
+        let xs = first.iter().filter(|&&t| t == "x").count();
+        assert_eq!((first.len(), xs), (4, 2), "{policy:?}: {first:?}");
+    }
+}
+
+/// Service replicas are reclaimed for a gang only where taking them makes room for it: two
+/// replicas on two half-busy nodes do not hold a gang of a whole node.
+#[test]
+fn replicas_are_reclaimed_only_where_they_make_room() {
+    let fleet = small_fleet(
+        &[("c", "H100-SXM", 2, 8)],
+        &[
+            ("a", "quotas = [{ cluster = \"c\", accelerators = 8 }]"),
+            ("b", ""),
+            ("c", "quotas = [{ cluster = \"c\", accelerators = 8 }]"),
+        ],
+    );
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,kind,replicas,clusters,work\n\
+         s1,0,4,,b,inference,1..1@10,c,open\n\
+         c1,1,4,86400,c,batch,,c,\n\
+         s2,2,4,,b,inference,1..1@10,c,open\n\
+         c2,3,4,86400,c,batch,,c,\n\
+         a1,10,8,1000,a,training,,c,\n",
+    );
+    for policy in [Policy::Fair, Policy::Switchyard] {
+        let r = simulated(&fleet, jobs.clone(), policy);
+        let removed: Vec<_> = decided(&r, |a| matches!(a, Action::RemoveReplica { .. })).collect();
+        // Only once c1 ends does a node empty but for one replica, which then goes.
+        assert_eq!(
+            removed,
+            [("s1", 86_401.0)],
+            "{policy:?}: {:#?}",
+            r.decision_log
+        );
+        assert_eq!(starts_of(&r, &fleet, "a1")[0].0, 86_401.0);
+    }
+}
+
+/// A job does not preempt on a cluster a reservation holds for another job: it could not start
+/// there, and the evicted run would have stopped for nothing.
+#[test]
+fn no_preemption_on_a_cluster_held_for_another_job() {
+    let fleet = small_fleet(
+        &[("c", "H100-SXM", 2, 8), ("o", "H100-SXM", 1, 8)],
+        &[("a", ""), ("b", ""), ("c", ""), ("d", "")],
+    );
+    // r (two nodes) starves after a week and holds c; p arrives later with r's priority.
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,priority,clusters\n\
+         h,0,8,800000,c,10,c\n\
+         v,0,8,900000,b,0,c\n\
+         r,1,16,1000,a,5,c\n\
+         tick,640000,8,10000,d,0,o\n\
+         p,700000,8,500000,a,5,c\n",
+    );
+    let r = simulated(&fleet, jobs, Policy::Switchyard);
+    let preempted: Vec<_> = decided(&r, |a| matches!(a, Action::Preempt { .. })).collect();
+    assert!(
+        preempted.iter().all(|&(_, at)| at > 799_000.0),
+        "{:#?}",
+        r.decision_log
+    );
+    assert!(starts_of(&r, &fleet, "p")[0].0 > 799_000.0);
+}
+
+/// FIFO holds no room for a job its team's cap keeps waiting: a job behind it that fits starts.
+#[test]
+fn fifo_reserves_nothing_for_a_job_its_cap_holds_back() {
+    let fleet = small_fleet(
+        &[("c", "H100-SXM", 2, 8), ("o", "H100-SXM", 1, 8)],
+        &[
+            (
+                "a",
+                "quotas = [{ cluster = \"c\", accelerators = 0, borrowing_limit = 8 }]",
+            ),
+            ("b", ""),
+        ],
+    );
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,clusters\n\
+         a1,0,8,100000,a,c\n\
+         a2,1,8,1000,a,c\n\
+         b1,2,8,5000,b,c\n",
+    );
+    for policy in Policy::ALL {
+        let r = simulated(&fleet, jobs.clone(), policy);
+        assert_eq!(starts_of(&r, &fleet, "b1")[0].0, 2.0, "{policy:?}");
+    }
+}
