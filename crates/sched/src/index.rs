@@ -51,6 +51,11 @@ struct LevelIndex {
     by_idle: BTreeSet<(u32, u32)>,
 }
 
+/// The largest topology unit [`ClusterIndex::place_near`] looks through node by node for a
+/// partly used node near a failed one (a replacement is rare; a look through this many nodes is
+/// cheap beside the restart it serves).
+pub const NEAR_SCAN_NODES: u32 = 4096;
+
 /// Free capacity of one cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterIndex {
@@ -354,31 +359,44 @@ impl ClusterIndex {
     }
 
     /// Places `accelerators` (at most one node's worth) on one node as close to `near` as the
-    /// topology allows: a partly used node that fits (best fit) for sub-node shares, else an
-    /// idle node in the innermost unit around `near` that has one.
+    /// topology allows: in the innermost unit around `near` (rack, then block, …) that has
+    /// room, a partly used node that fits (best fit) for a sub-node share, else an idle node;
+    /// units larger than [`NEAR_SCAN_NODES`] are not searched for partly used nodes, and the
+    /// whole cluster's best fit is the last resort.
     pub fn place_near(&mut self, accelerators: u32, near: u32) -> Option<NodeShare> {
         if accelerators == 0 || accelerators > self.per_node || near >= self.nodes {
             return None;
         }
-        let partial = if accelerators < self.per_node {
-            self.by_avail
-                .range((accelerators, 0)..)
-                .next()
-                .map(|&(_, n)| n)
-        } else {
-            None
-        };
-        let node = match partial {
-            Some(n) => n,
-            None => {
-                let (level, unit) = self.levels.iter().enumerate().find_map(|(i, l)| {
-                    let u = near / l.unit_nodes;
-                    (l.idle[u as usize] > 0).then_some((i, u))
-                })?;
+        let sub_node = accelerators < self.per_node;
+        let mut chosen = None;
+        for level in 0..self.levels.len() {
+            let l = &self.levels[level];
+            let unit = near / l.unit_nodes;
+            if sub_node && l.unit_nodes <= NEAR_SCAN_NODES {
+                let (start, end) = self.unit_range(level, unit);
+                let best_fit = (start..end)
+                    .filter(|&n| self.used[n as usize] > 0 && self.avail(n) >= accelerators)
+                    .min_by_key(|&n| (self.avail(n), n));
+                if best_fit.is_some() {
+                    chosen = best_fit;
+                    break;
+                }
+            }
+            if l.idle[unit as usize] > 0 {
                 let mut picked = Vec::with_capacity(1);
                 self.collect(level, unit, 1, &mut picked);
-                *picked.first()?
+                chosen = picked.first().copied();
+                break;
             }
+        }
+        let node = match chosen {
+            Some(n) => n,
+            None if sub_node => self
+                .by_avail
+                .range((accelerators, 0)..)
+                .next()
+                .map(|&(_, n)| n)?,
+            None => return None,
         };
         let before = self.avail(node);
         self.used[node as usize] += accelerators;
@@ -542,5 +560,89 @@ impl ClusterIndex {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 8 nodes of 8 accelerators in racks of 4.
+    fn racked() -> ClusterIndex {
+        let fleet = switchyard_core::Fleet::from_toml(
+            r#"
+name = "t"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 1.0
+[[clusters]]
+name = "c"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 8
+accelerators_per_node = 8
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 1.0
+[clusters.topology]
+scale_up = { nodes = 1, gb_s = 450.0 }
+rack = { nodes = 4, gb_s = 50.0 }
+cluster_gb_s = 50.0
+[[tenants]]
+name = "o"
+[[tenants.teams]]
+name = "t"
+"#,
+            "t.toml",
+        )
+        .expect("a valid fleet");
+        ClusterIndex::new(&fleet.clusters[0])
+    }
+
+    fn occupy(index: &mut ClusterIndex, node: u32, accelerators: u32) {
+        let before = index.avail(node);
+        index.used[node as usize] += accelerators;
+        let mut changes = Vec::new();
+        index.reindex(node, before, &mut changes);
+        index.apply_idle_changes(&changes);
+    }
+
+    /// A sub-node share of a failed node goes to its own rack (a partly used node there
+    /// first, else an idle one), not to the best fit elsewhere in the cluster.
+    #[test]
+    fn a_replacement_share_stays_in_the_failed_nodes_rack() {
+        let mut index = racked();
+        // Node 0 fails; rack 0 holds nodes 0-3, rack 1 nodes 4-7.
+        for node in 0..8 {
+            occupy(&mut index, node, 8);
+        }
+        index.release(&[
+            NodeShare {
+                node: 5,
+                accelerators: 4,
+            },
+            NodeShare {
+                node: 2,
+                accelerators: 8,
+            },
+        ]);
+        index.set_down(0, true);
+        assert_eq!(
+            index.place_near(4, 0),
+            Some(NodeShare {
+                node: 2,
+                accelerators: 4
+            })
+        );
+        // Now node 2 is partly used in rack 0: the next share takes its other half.
+        assert_eq!(index.place_near(4, 1).map(|s| s.node), Some(2));
+        // Rack 0 is full: the partly used node of rack 1.
+        assert_eq!(index.place_near(4, 1).map(|s| s.node), Some(5));
+        assert_eq!(index.place_near(4, 1), None);
+        index.check().expect("a consistent index");
     }
 }
