@@ -685,6 +685,13 @@ fn slurm_backend_is_parsed_and_bad_values_are_rejected() {
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "clusters[0].slurm.partition");
     assert!(message.contains("white space"), "{message}");
+    let text = mutate(
+        "repair_hours = 12.0",
+        "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"gpu,debug\" }",
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].slurm.partition");
+    assert!(message.contains("names several partitions"), "{message}");
 
     // A token for no slurmrestd is a mistake, not a no-op.
     let text = mutate(

@@ -820,7 +820,8 @@ impl Worker {
         // This cluster's partition only: two clusters of one fleet on one controller (two
         // partitions) must not adopt or cancel each other's jobs.
         // A job this cluster already follows stays its own whatever partition Slurm lists (a
-        // job_submit plugin may rewrite it).
+        // job_submit plugin may rewrite it), and so does, after a restart, a job of a run
+        // wanted here that Slurm lists in a partition no other cluster of the fleet uses.
         let partition = self.clusters[i].cfg.settings.partition.clone();
         let followed: HashSet<&str> = self
             .wants
@@ -828,11 +829,29 @@ impl Worker {
             .filter(|w| w.cluster == cluster_name)
             .filter_map(|w| w.slurm_id.as_deref())
             .collect();
+        let wanted_here: HashSet<&str> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| w.cluster == cluster_name)
+            .map(|(key, _)| key.as_str())
+            .collect();
+        let others: HashSet<&str> = self
+            .clusters
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| k != i)
+            .map(|(_, c)| c.cfg.settings.partition.as_str())
+            .collect();
         let ours = |prefix: &str| -> Vec<(Tag, &QueueJob)> {
             listing
                 .iter()
-                .filter(|j| j.partition == partition || followed.contains(j.id.as_str()))
                 .filter_map(|j| Some((Tag::parse(j.comment.as_deref()?, prefix)?, j)))
+                .filter(|(t, j)| {
+                    j.partition == partition
+                        || followed.contains(j.id.as_str())
+                        || (wanted_here.contains(t.job.as_str())
+                            && !others.contains(j.partition.as_str()))
+                })
                 .collect()
         };
         let mut tagged = ours(&prefix);
@@ -2504,6 +2523,32 @@ mod tests {
             job: "j-done".into(),
             generation: 1
         }));
+    }
+
+    /// After a restart, a job of a run wanted here that Slurm lists in another partition (a
+    /// job_submit plugin rewrote it, or a partition list was given) is taken over, not
+    /// submitted again beside it; a tagged job of a run not wanted here in another partition
+    /// is left alone (another deployment's, or another cluster's).
+    #[test]
+    fn after_a_reset_a_job_in_a_rewritten_partition_is_taken_over() {
+        let fake = Fake::default();
+        let running = fake.add_job(Some("switchyard:j-run:3:1"), JobState::Running);
+        let stranger = fake.add_job(Some("switchyard:j-else:3:1"), JobState::Running);
+        for job in &mut fake.st().jobs {
+            job.partition = "gpu-rewritten".into();
+        }
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Reset);
+        w.apply(Msg::Commands(vec![launch("j-run", 1, 8)]));
+        w.round();
+        w.round();
+        assert!(fake.st().submitted.is_empty(), "{:?}", fake.st().submitted);
+        assert!(
+            !fake.st().cancelled.contains(&stranger),
+            "{:?}",
+            fake.st().cancelled
+        );
+        assert_eq!(w.wants["j-run"].slurm_id.as_deref(), Some(running.as_str()));
     }
 
     /// A run that was running when the leader changed and whose Slurm job failed while no

@@ -893,6 +893,16 @@ fn backend(src: &Source<'_>, raw: &RawCluster, at: &str) -> Result<ClusterBacken
                     format!("partition {partition:?} contains white space, which no Slurm partition name has"),
                 ));
             }
+            if partition.contains(',') {
+                return Err(src.error(
+                    s.partition.span(),
+                    format!("{at}.partition"),
+                    format!(
+                        "partition {partition:?} names several partitions; a cluster's jobs go \
+                         to one (its nodes are that partition's): make a cluster for each"
+                    ),
+                ));
+            }
             // Slurm resolves a relative path against the job's working directory (slurmrestd's
             // own, `/`, over REST), not the server's: the job could not open its output.
             let absolute = |key: &str,
