@@ -1902,6 +1902,7 @@ mod tests {
             "--comment=switchyard:j-1:1:1:a64",
             "--job-name=sy-j-1",
             "--no-requeue",
+            "--open-mode=append",
             "--export=NONE",
         ] {
             assert!(a.iter().any(|x| x == want), "{want} missing from {a:?}");

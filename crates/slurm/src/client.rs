@@ -91,6 +91,9 @@ impl Submission {
             format!("--ntasks-per-node={}", self.ntasks_per_node),
             format!("--output={}", self.stdout),
             format!("--error={}", self.stderr),
+            // A job Slurm requeues all the same (an administrator's `scontrol requeue`) writes
+            // on after its first run's lines instead of over them, which were not all read.
+            "--open-mode=append".to_owned(),
             // Switchyard decides restarts: Slurm must not requeue on its own.
             "--no-requeue".to_owned(),
             // Nothing of the server's environment (its database URL, Slurm token …) reaches

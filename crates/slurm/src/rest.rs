@@ -198,6 +198,7 @@ pub fn submit_body(s: &Submission) -> Value {
         "tasks": s.nodes.saturating_mul(s.ntasks_per_node),
         "standard_output": s.stdout,
         "standard_error": s.stderr,
+        "open_mode": "append",
         "requeue": false,
         "current_working_directory": workdir,
         "environment": { "PATH": JOB_PATH },
@@ -474,6 +475,7 @@ mod tests {
         assert_eq!(j["gpus_per_node"], json!("8"));
         assert_eq!(j["time_limit"], json!(30));
         assert_eq!(j["requeue"], json!(false));
+        assert_eq!(j["open_mode"], json!("append"));
         assert_eq!(j["account"], json!("lab"));
         assert_eq!(j["comment"], json!("switchyard:j:1:2"));
         assert_eq!(j["current_working_directory"], json!("/shared/logs/j"));
