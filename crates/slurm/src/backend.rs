@@ -809,12 +809,43 @@ impl Worker {
                 // outage, also those that arrive while it lasts.
                 let message = format!("cannot list Slurm's jobs on cluster {cluster_name}: {msg}");
                 self.tell_waiting_runs(i, |c| &mut c.told_unreachable, &message);
+                // And the runs already in Slurm: they show running (or held) as last seen,
+                // which is no longer known.
+                let untold: Vec<(String, String)> = self
+                    .wants
+                    .iter()
+                    .filter(|(k, w)| {
+                        w.cluster == cluster_name
+                            && !self.clusters[i].told_unreachable.contains(k.as_str())
+                    })
+                    .filter_map(|(k, w)| Some((k.clone(), w.slurm_id.clone()?)))
+                    .collect();
+                for (k, id) in untold {
+                    self.clusters[i].told_unreachable.insert(k.clone());
+                    self.event(
+                        &k,
+                        &cluster_name,
+                        "slurm_unreachable",
+                        format!(
+                            "{message}; Slurm job {id}'s state is unknown until Slurm answers \
+                             (it is left as it was)"
+                        ),
+                    );
+                }
                 return;
             }
         };
         if self.clusters[i].list_error.take().is_some() {
             tracing::info!(cluster = %cluster_name, "Slurm answers again");
-            self.clusters[i].told_unreachable.clear();
+            let told = std::mem::take(&mut self.clusters[i].told_unreachable);
+            for k in told.iter().filter(|k| self.wants.contains_key(k.as_str())) {
+                self.event(
+                    k,
+                    &cluster_name,
+                    "slurm_reachable",
+                    format!("Slurm answers again on cluster {cluster_name}"),
+                );
+            }
         }
         let prefix = self.options.tag.clone();
         // This cluster's partition only: two clusters of one fleet on one controller (two
@@ -2456,6 +2487,42 @@ mod tests {
         fake.st().down = false;
         w.round();
         assert_eq!(fake.st().submitted.len(), 2, "submitted once Slurm answers");
+    }
+
+    /// A run already in Slurm is told once per outage that its state is unknown, and told
+    /// when Slurm answers again.
+    #[test]
+    fn a_submitted_run_is_told_of_an_outage_and_of_its_end() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
+        w.round();
+        let id = w.wants["j"].slurm_id.clone().expect("submitted");
+        fake.set_state(&id, JobState::Running);
+        w.round();
+        observed(&w);
+        fake.st().down = true;
+        for _ in 0..3 {
+            w.round();
+        }
+        fake.st().down = false;
+        w.round();
+        w.round();
+        let seen = events(&observed(&w));
+        let outage: Vec<_> = seen
+            .iter()
+            .filter(|e| e.0 == "j")
+            .map(|e| (e.1.as_str(), e.2.as_str()))
+            .collect();
+        assert_eq!(outage.len(), 2, "{outage:?}");
+        assert_eq!(outage[0].0, "slurm_unreachable");
+        assert!(
+            outage[0]
+                .1
+                .contains(&format!("Slurm job {id}'s state is unknown")),
+            "{outage:?}"
+        );
+        assert_eq!(outage[1].0, "slurm_reachable");
     }
 
     /// A run that was running when this leader took over is not held while the controller
