@@ -1560,8 +1560,12 @@ fn ending(
         Some((c, 0)) => format!(" with exit code {c}"),
         Some((_, sig)) => format!(" killed by signal {sig}"),
     };
+    // A job cancelled while it waited keeps its last reason for waiting (`Resources`,
+    // `Priority`, …), which says nothing of why it ended.
     let reason = match reason.trim() {
-        "" | "None" | "(null)" => String::new(),
+        "" | "None" | "(null)" | "Resources" | "Priority" | "BeginTime" | "Dependency" => {
+            String::new()
+        }
         r => format!(" (reason {r})"),
     };
     let task = task_failure.map_or(String::new(), |t| format!("; {t}"));
@@ -2417,6 +2421,16 @@ mod tests {
             .map(|e| e.0)
             .collect();
         assert_eq!(resumed, ["j"]);
+    }
+
+    /// A waiting job's last reason for waiting is not given as the reason it ended.
+    #[test]
+    fn a_job_cancelled_while_waiting_does_not_blame_its_wait() {
+        let Some(Ending::Work(why)) = ending("99", &JobState::Cancelled, "Resources", None, None)
+        else {
+            panic!("a cancelled job is the work's ending");
+        };
+        assert_eq!(why, "Slurm job 99 ended CANCELLED");
     }
 
     #[test]
