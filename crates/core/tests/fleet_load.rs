@@ -743,6 +743,17 @@ fn quota_caps_combine_team_and_organisation_rules() {
     .expect("valid");
     // Team: 512 on east (no limit), 600 fleet-wide (no limit); organisation: 700 + 100.
     assert_eq!(fleet.quota_cap("research", "east"), 800);
+    // An organisation's quota without a borrowing limit would cap nothing: refused.
+    let text = GOOD.replace(
+        "[[tenants]]\nname = \"lab\"\n",
+        "[[tenants]]\nname = \"lab\"\nquotas = [{ accelerators = 700 }]\n",
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "tenants[0].quotas[0].borrowing_limit");
+    assert!(
+        message.contains("caps its teams together at accelerators + borrowing_limit"),
+        "{message}"
+    );
     assert_eq!(fleet.quota_cap("nobody", "east"), u64::MAX);
     let fleet = load(&GOOD.replace(
         "quotas = [{ cluster = \"east\", accelerators = 512 }, { accelerators = 600 }]",

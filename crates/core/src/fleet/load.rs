@@ -1176,6 +1176,22 @@ fn organisation(
     org_names.insert(src, &name, &raw.name, &format!("{at}.name"))?;
     let weight = weight_or_default(src, raw.weight.as_ref(), &format!("{at}.weight"))?;
     let org_quotas = quotas(src, &raw.quotas, &format!("{at}.quotas"), clusters)?;
+    // An organisation's quota caps its teams together; the scheduler reclaims only teams'
+    // guarantees. Without a borrowing limit it would cap nothing and guarantee nothing.
+    if let Some((k, q)) = raw
+        .quotas
+        .iter()
+        .enumerate()
+        .find(|(_, q)| q.get_ref().borrowing_limit.is_none())
+    {
+        return Err(src.error(
+            q.get_ref().accelerators.span(),
+            format!("{at}.quotas[{k}].borrowing_limit"),
+            "an organisation's quota caps its teams together at accelerators + borrowing_limit: \
+             give a borrowing_limit (0 for a cap of exactly `accelerators`); guarantees that \
+             are reclaimed from others go on its teams' quotas",
+        ));
+    }
     if raw.teams.is_empty() {
         return Err(src.error(
             raw.name.span(),
