@@ -50,7 +50,8 @@ fn type_in_words(name: &str) -> Option<String> {
         "u8" => whole(0, u8::MAX.into()),
         "u16" => whole(0, u16::MAX.into()),
         "u32" => whole(0, u32::MAX.into()),
-        "u64" | "usize" => whole(0, u64::MAX.into()),
+        // TOML writes no integer past i64::MAX: the full range would mislead there.
+        "u64" | "usize" => Some("a whole number of 0 or more".to_owned()),
         "i8" => whole(i8::MIN.into(), i8::MAX.into()),
         "i16" => whole(i16::MIN.into(), i16::MAX.into()),
         "i32" => whole(i32::MIN.into(), i32::MAX.into()),

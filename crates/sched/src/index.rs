@@ -360,9 +360,9 @@ impl ClusterIndex {
 
     /// Places `accelerators` (at most one node's worth) on one node as close to `near` as the
     /// topology allows: in the innermost unit around `near` (rack, then block, …) that has
-    /// room, a partly used node that fits (best fit) for a sub-node share, else an idle node;
-    /// units larger than [`NEAR_SCAN_NODES`] are not searched for partly used nodes, and the
-    /// whole cluster's best fit is the last resort.
+    /// room, a partly used node that fits (best fit) for a sub-node share, else an idle node.
+    /// Units larger than [`NEAR_SCAN_NODES`] but smaller than the cluster are not searched for
+    /// partly used nodes; the whole cluster's best fit is looked up in its index.
     pub fn place_near(&mut self, accelerators: u32, near: u32) -> Option<NodeShare> {
         if accelerators == 0 || accelerators > self.per_node || near >= self.nodes {
             return None;
@@ -372,11 +372,21 @@ impl ClusterIndex {
         for level in 0..self.levels.len() {
             let l = &self.levels[level];
             let unit = near / l.unit_nodes;
-            if sub_node && l.unit_nodes <= NEAR_SCAN_NODES {
-                let (start, end) = self.unit_range(level, unit);
-                let best_fit = (start..end)
-                    .filter(|&n| self.used[n as usize] > 0 && self.avail(n) >= accelerators)
-                    .min_by_key(|&n| (self.avail(n), n));
+            if sub_node {
+                let best_fit = if l.unit_nodes >= self.nodes {
+                    // The whole cluster: its best-fitting partly used node, from the index.
+                    self.by_avail
+                        .range((accelerators, 0)..)
+                        .next()
+                        .map(|&(_, n)| n)
+                } else if l.unit_nodes <= NEAR_SCAN_NODES {
+                    let (start, end) = self.unit_range(level, unit);
+                    (start..end)
+                        .filter(|&n| self.used[n as usize] > 0 && self.avail(n) >= accelerators)
+                        .min_by_key(|&n| (self.avail(n), n))
+                } else {
+                    None
+                };
                 if best_fit.is_some() {
                     chosen = best_fit;
                     break;

@@ -520,6 +520,77 @@ fn add_by_node(by_node: &mut BTreeMap<u32, u32>, shares: &[NodeShare]) {
     }
 }
 
+/// The room that giving back shares on one cluster makes for a gang of `need` accelerators,
+/// kept up as shares are added (as [`ClusterIndex::fits_after_release`] judges it, without
+/// looking at every share again for each one added).
+struct Room<'a> {
+    index: &'a ClusterIndex,
+    need: u32,
+    released: BTreeMap<u32, u32>,
+    /// Nodes the shares free entirely, in the order they came free.
+    freed: Vec<u32>,
+    /// For a gang smaller than a node: the first node that would hold it.
+    holding: Option<u32>,
+}
+
+impl<'a> Room<'a> {
+    fn new(index: &'a ClusterIndex, need: u32) -> Self {
+        Self {
+            index,
+            need,
+            released: BTreeMap::new(),
+            freed: Vec::new(),
+            holding: None,
+        }
+    }
+
+    fn add(&mut self, shares: &[NodeShare]) {
+        let per_node = self.index.per_node();
+        for share in shares {
+            if self.index.is_down(share.node) {
+                continue;
+            }
+            let back = self.released.entry(share.node).or_default();
+            let before = *back;
+            *back += share.accelerators;
+            let used = self.index.used_on(share.node);
+            if before < used && *back >= used {
+                self.freed.push(share.node);
+            }
+            if self.holding.is_none() && per_node - used + (*back).min(used) >= self.need {
+                self.holding = Some(share.node);
+            }
+        }
+    }
+
+    fn fits(&self) -> bool {
+        let per_node = self.index.per_node();
+        if self.index.fits(self.need) {
+            true
+        } else if self.need < per_node {
+            self.holding.is_some()
+        } else {
+            u64::from(self.index.idle_nodes()) + self.freed.len() as u64
+                >= u64::from(self.need.div_ceil(per_node))
+        }
+    }
+
+    /// The nodes whose shares make the room: the one that holds a gang smaller than a node,
+    /// or the first nodes freed whole that a gang of whole nodes needs beside the idle ones.
+    fn nodes_that_make_room(&self) -> HashSet<u32> {
+        let per_node = self.index.per_node();
+        if self.need < per_node {
+            self.holding.into_iter().collect()
+        } else {
+            let short = self
+                .need
+                .div_ceil(per_node)
+                .saturating_sub(self.index.idle_nodes());
+            self.freed.iter().copied().take(short as usize).collect()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Reservation {
     job: JobIdx,
@@ -1382,7 +1453,13 @@ impl Scheduler {
     /// own guarantee). A service holds on to whatever it was given; without this, one large
     /// service of a team with no hard cap would keep every guarantee it overlaps from being
     /// honoured. The services get the replicas back when room frees up.
-    fn reclaim_replicas(&mut self, now: f64, j: JobIdx, out: &mut Vec<Decision>) -> bool {
+    fn reclaim_replicas(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        res: Option<&Reservation>,
+        out: &mut Vec<Decision>,
+    ) -> bool {
         if self.cfg.policy == Policy::Priority {
             return false;
         }
@@ -1390,6 +1467,7 @@ impl Scheduler {
         let need = u64::from(need_size);
         for c in 0..self.clusters.len() as u32 {
             if self.jobs[j as usize].dur[c as usize].is_none()
+                || self.would_not_start_there(now, j, c, res)
                 || !self.quota_ok(j, c, need_size)
                 || self.index[c as usize].fits(need_size)
                 || !self.under_guarantee(j, c, need_size)
@@ -1413,8 +1491,7 @@ impl Scheduler {
             let mut got = 0u64;
             // Enough accelerators is not enough room: a gang needs them on nodes it can use
             // (free accelerators scattered over busy nodes do not hold a gang of whole nodes).
-            let index = &self.index[c as usize];
-            let mut released: BTreeMap<u32, u32> = BTreeMap::new();
+            let mut room = Room::new(&self.index[c as usize], need_size);
             'services: for &(_, svc) in &self.services {
                 let sj = &self.jobs[svc as usize];
                 if sj.tenant == tenant {
@@ -1432,31 +1509,37 @@ impl Scheduler {
                     }
                     *back += size;
                     chosen.push((svc, i));
-                    add_by_node(&mut released, &rep.shares);
+                    room.add(&rep.shares);
                     got += size;
-                    if got >= short && index.fits_after_release(need_size, &released) {
+                    if got >= short && room.fits() {
                         break 'services;
                     }
                 }
             }
-            if got < short || !index.fits_after_release(need_size, &released) {
+            if got < short || !room.fits() {
                 continue;
             }
-            // Keep only the replicas the room needs: the latest picks first go back if the
-            // gang still fits without them.
-            for k in (0..chosen.len()).rev() {
-                let (svc, _) = chosen[k];
-                let mut without: BTreeMap<u32, u32> = BTreeMap::new();
-                for (n, &(other, oi)) in chosen.iter().enumerate() {
-                    if n != k {
-                        add_by_node(&mut without, &self.jobs[other as usize].replicas[oi].shares);
-                    }
-                }
-                let size = u64::from(self.jobs[svc as usize].size);
-                if got - size >= short && index.fits_after_release(need_size, &without) {
-                    chosen.remove(k);
-                    got -= size;
-                }
+            // Only the replicas on the nodes that make the room go.
+            let needed = room.nodes_that_make_room();
+            let kept: Vec<(JobIdx, usize)> = chosen
+                .iter()
+                .copied()
+                .filter(|&(svc, i)| {
+                    self.jobs[svc as usize].replicas[i]
+                        .shares
+                        .iter()
+                        .any(|s| needed.contains(&s.node))
+                })
+                .collect();
+            let mut kept_released = BTreeMap::new();
+            for &(svc, i) in &kept {
+                add_by_node(
+                    &mut kept_released,
+                    &self.jobs[svc as usize].replicas[i].shares,
+                );
+            }
+            if self.index[c as usize].fits_after_release(need_size, &kept_released) {
+                chosen = kept;
             }
             let cluster_name = self.clusters[c as usize].name.clone();
             // In submission order, highest replica index first, so the indices still to
@@ -2538,9 +2621,16 @@ impl Scheduler {
                     }
                 }
             }
-            // FIFO holds room for the first job that waits for room; one its team's caps hold
-            // back waits for its team's jobs instead, and the next in line takes its turn.
-            if !matches!(self.jobs[j as usize].why, Why::Quota(_)) {
+            // FIFO holds room for the first job that waits for room; one its team's caps keep
+            // out of every cluster it accepts waits for its team's jobs instead (no reservation
+            // holds room for it), and the next in line takes its turn.
+            let min_size = self.jobs[j as usize].min_size;
+            let capped = self.jobs[j as usize]
+                .dur
+                .iter()
+                .enumerate()
+                .all(|(c, d)| d.is_none() || !self.quota_ok(j, c as u32, min_size));
+            if res.is_some() || !capped {
                 first_blocked = false;
             }
         }
@@ -2887,9 +2977,13 @@ impl Scheduler {
         }
         let job = &self.jobs[j as usize];
         let mut at = job.submit_s + self.cfg.starvation_s.max(2.0 * self.best_remaining(j));
-        if let Some((_, best_s)) = self.fastest_run(j)
+        if let Some((fastest, best_s)) = self.fastest_run(j)
             && now < job.submit_s + best_s
-            && job.dur.iter().flatten().count() > 1
+            && (0..self.clusters.len() as u32).any(|c| {
+                c != fastest
+                    && job.dur[c as usize].is_some()
+                    && self.predicted_s(j, c, job.size) / best_s.max(1e-9) > self.cfg.max_slowdown
+            })
         {
             at = at.min(job.submit_s + best_s);
         }
@@ -2897,6 +2991,27 @@ impl Scheduler {
         if at >= now {
             self.recheck_at = self.recheck_at.min(at);
         }
+    }
+
+    /// Whether `j` would be refused on cluster `c` even with room made for it: a reservation
+    /// for another job holds `c` (`res`), or `switchyard` finds `c` too slow for it yet.
+    /// Room is made (runs preempted, replicas reclaimed) only where neither holds.
+    fn would_not_start_there(
+        &self,
+        now: f64,
+        j: JobIdx,
+        c: u32,
+        res: Option<&Reservation>,
+    ) -> bool {
+        res.is_some_and(|r| r.job != j && r.cluster == c)
+            || self
+                .waits_for_faster(
+                    now,
+                    j,
+                    c,
+                    self.predicted_s(j, c, self.jobs[j as usize].min_size),
+                )
+                .is_some()
     }
 
     /// Frees room for `j` by preempting as few whole jobs as possible that the policy lets it
@@ -2919,10 +3034,7 @@ impl Scheduler {
         for c in 0..self.clusters.len() as u32 {
             if self.jobs[j as usize].dur[c as usize].is_none()
                 || !self.quota_ok(j, c, job.min_size)
-                || res.is_some_and(|r| r.job != j && r.cluster == c)
-                || self
-                    .waits_for_faster(now, j, c, self.predicted_s(j, c, job.min_size))
-                    .is_some()
+                || self.would_not_start_there(now, j, c, res)
             {
                 continue;
             }
@@ -3110,7 +3222,7 @@ impl Scheduler {
             }
         }
         let Some((_, _, c, victims)) = best else {
-            return self.reclaim_replicas(now, j, out);
+            return self.reclaim_replicas(now, j, res, out);
         };
         // Which rule took each victim, decided before any is stopped (stopping one changes
         // what its team borrows).

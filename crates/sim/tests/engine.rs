@@ -1110,8 +1110,12 @@ fn jobs_of_several_teams_queued_at_once_share_by_team() {
         "id,submit_s,accelerators,duration_s,tenant,clusters\nwarm,0,8,50,z,c\n\
          blk,0,8,100000,z,o\npend,0,8,1000,z,o\n",
     );
+    // All of x's rows first: an order by submission alone would start x's four.
     for n in 1..=4 {
-        csv.push_str(&format!("x{n},100,8,10000,x,c\ny{n},100,8,20000,y,c\n"));
+        csv.push_str(&format!("x{n},100,8,10000,x,c\n"));
+    }
+    for n in 1..=4 {
+        csv.push_str(&format!("y{n},100,8,20000,y,c\n"));
     }
     for policy in [Policy::Fair, Policy::Switchyard] {
         let r = simulated(&fleet, trace_jobs(&csv), policy);
@@ -1208,4 +1212,71 @@ fn fifo_reserves_nothing_for_a_job_its_cap_holds_back() {
         let r = simulated(&fleet, jobs.clone(), policy);
         assert_eq!(starts_of(&r, &fleet, "b1")[0].0, 2.0, "{policy:?}");
     }
+}
+
+/// Replicas are reclaimed for a gang only on the nodes that make its room: none of those
+/// picked on the way whose node would stay busy.
+#[test]
+fn only_the_replicas_that_make_room_are_reclaimed() {
+    let fleet = small_fleet(
+        &[("c", "H100-SXM", 3, 8)],
+        &[
+            ("a", "quotas = [{ cluster = \"c\", accelerators = 8 }]"),
+            ("b", ""),
+            ("c", "quotas = [{ cluster = \"c\", accelerators = 16 }]"),
+        ],
+    );
+    // Node 0: s1 and c1; node 1: s2 and s3; node 2: c2. Only node 1 can be emptied.
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,kind,replicas,clusters,work\n\
+         s1,0,4,,b,inference,1..1@10,c,open\n\
+         c1,1,4,86400,c,batch,,c,\n\
+         s2,2,4,,b,inference,1..1@10,c,open\n\
+         s3,3,4,,b,inference,1..1@10,c,open\n\
+         c2,4,8,86400,c,batch,,c,\n\
+         a1,10,8,1000,a,training,,c,\n",
+    );
+    for policy in [Policy::Fair, Policy::Switchyard] {
+        let r = simulated(&fleet, jobs.clone(), policy);
+        let mut removed: Vec<_> = decided(&r, |a| matches!(a, Action::RemoveReplica { .. }))
+            .filter(|&(_, at)| at < 1000.0)
+            .map(|(id, _)| id)
+            .collect();
+        removed.sort_unstable();
+        assert_eq!(removed, ["s2", "s3"], "{policy:?}: {:#?}", r.decision_log);
+        assert_eq!(starts_of(&r, &fleet, "a1")[0].0, 10.0, "{policy:?}");
+    }
+}
+
+/// FIFO gives the reservation to the first job that waits for room: past a job its team's
+/// cap keeps out, the next one holds room, and a long job behind it does not take that room.
+#[test]
+fn fifo_reserves_for_the_next_in_line_past_a_capped_job() {
+    let fleet = small_fleet(
+        &[("c", "H100-SXM", 4, 8)],
+        &[
+            (
+                "a",
+                "quotas = [{ cluster = \"c\", accelerators = 0, borrowing_limit = 16 }]",
+            ),
+            ("b", ""),
+            ("z", ""),
+        ],
+    );
+    // a1 and x1 hold 24 of 32; a2 is capped; b1 needs 16 and so waits for x1 (8 free now).
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,clusters\n\
+         a1,0,16,100000,a,c\n\
+         x1,0,8,50000,z,c\n\
+         a2,1,16,1000,a,c\n\
+         b1,2,16,1000,b,c\n\
+         z1,3,8,200000,z,c\n",
+    );
+    let r = simulated(&fleet, jobs, Policy::Fifo);
+    let b1 = starts_of(&r, &fleet, "b1");
+    assert!(
+        (b1[0].0 - 50_000.0).abs() < 1.0,
+        "{b1:?}: {:#?}",
+        r.decision_log
+    );
 }

@@ -24,7 +24,7 @@
 //! After a restart of the server (or a new leader term, [`Backend::reset`]) the first launch
 //! of each job adopts the Slurm job already running for it instead of starting it again.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -433,6 +433,9 @@ struct Cluster {
     owned_legacy: HashSet<String>,
     /// Runs told in this outage of the controller that nothing is submitted.
     told_unreachable: HashSet<String>,
+    /// Runs in Slurm (run key, Slurm job id) told in this outage that their job's state is
+    /// unknown; told again, in this order, when Slurm answers.
+    told_unknown: BTreeSet<(String, String)>,
 }
 
 struct Worker {
@@ -477,6 +480,7 @@ impl Worker {
                     cancelled: HashSet::new(),
                     owned_legacy: HashSet::new(),
                     told_unreachable: HashSet::new(),
+                    told_unknown: BTreeSet::new(),
                     nodes_error: None,
                     told_nodes_error: HashSet::new(),
                 })
@@ -814,14 +818,14 @@ impl Worker {
                 let untold: Vec<(String, String)> = self
                     .wants
                     .iter()
-                    .filter(|(k, w)| {
-                        w.cluster == cluster_name
-                            && !self.clusters[i].told_unreachable.contains(k.as_str())
-                    })
+                    .filter(|(_, w)| w.cluster == cluster_name)
                     .filter_map(|(k, w)| Some((k.clone(), w.slurm_id.clone()?)))
+                    .filter(|told| !self.clusters[i].told_unknown.contains(told))
                     .collect();
                 for (k, id) in untold {
-                    self.clusters[i].told_unreachable.insert(k.clone());
+                    self.clusters[i]
+                        .told_unknown
+                        .insert((k.clone(), id.clone()));
                     self.event(
                         &k,
                         &cluster_name,
@@ -837,8 +841,12 @@ impl Worker {
         };
         if self.clusters[i].list_error.take().is_some() {
             tracing::info!(cluster = %cluster_name, "Slurm answers again");
-            let told = std::mem::take(&mut self.clusters[i].told_unreachable);
-            for k in told.iter().filter(|k| self.wants.contains_key(k.as_str())) {
+            self.clusters[i].told_unreachable.clear();
+            let told = std::mem::take(&mut self.clusters[i].told_unknown);
+            for (k, id) in &told {
+                if self.wants.get(k).and_then(|w| w.slurm_id.as_deref()) != Some(id.as_str()) {
+                    continue;
+                }
                 self.event(
                     k,
                     &cluster_name,
@@ -1561,11 +1569,10 @@ fn ending(
         Some((_, sig)) => format!(" killed by signal {sig}"),
     };
     // A job cancelled while it waited keeps its last reason for waiting (`Resources`,
-    // `Priority`, …), which says nothing of why it ended.
+    // `Priority`, a limit, a hold …), which says nothing of why it ended.
     let reason = match reason.trim() {
-        "" | "None" | "(null)" | "Resources" | "Priority" | "BeginTime" | "Dependency" => {
-            String::new()
-        }
+        "" | "None" | "(null)" => String::new(),
+        r if is_waiting_reason(r) => String::new(),
         r => format!(" (reason {r})"),
     };
     let task = task_failure.map_or(String::new(), |t| format!("; {t}"));
@@ -1587,6 +1594,26 @@ fn ending(
         }
         _ => Ending::Work(why),
     })
+}
+
+/// Whether `reason` is one of Slurm's reasons for a job to wait (squeue's `%r` of a pending
+/// job): resources, priority, a start time, a dependency, a node or partition that is not
+/// available, a QOS or association limit, a hold.
+fn is_waiting_reason(reason: &str) -> bool {
+    matches!(
+        reason,
+        "Resources" | "Priority" | "BeginTime" | "Dependency" | "Licenses" | "Reservation"
+    ) || [
+        "ReqNodeNotAvail",
+        "Partition",
+        "QOS",
+        "Assoc",
+        "JobHeld",
+        "NodeDown",
+        "Nodes_required",
+    ]
+    .iter()
+    .any(|prefix| reason.starts_with(prefix))
 }
 
 fn log_dir(settings: &SlurmSettings) -> String {
@@ -2431,6 +2458,25 @@ mod tests {
             panic!("a cancelled job is the work's ending");
         };
         assert_eq!(why, "Slurm job 99 ended CANCELLED");
+        for waited in [
+            "ReqNodeNotAvail, UnavailableNodes:gpu[1-2]",
+            "QOSMaxGRESPerUser",
+            "AssocGrpGRES",
+            "JobHeldAdmin",
+            "PartitionConfig",
+        ] {
+            let Some(Ending::Work(why)) = ending("99", &JobState::Cancelled, waited, None, None)
+            else {
+                panic!("a cancelled job is the work's ending");
+            };
+            assert_eq!(why, "Slurm job 99 ended CANCELLED", "{waited}");
+        }
+        // A reason that is not a wait is kept.
+        let Some(Ending::Work(why)) = ending("7", &JobState::Failed, "NonZeroExitCode", None, None)
+        else {
+            panic!("a failed job is the work's ending");
+        };
+        assert!(why.contains("(reason NonZeroExitCode)"), "{why}");
     }
 
     #[test]
@@ -2537,6 +2583,35 @@ mod tests {
             "{outage:?}"
         );
         assert_eq!(outage[1].0, "slurm_reachable");
+    }
+
+    /// A run started again while the controller does not answer (the same key, a new
+    /// generation) is not in Slurm: it is held and told, though its earlier run was told of
+    /// the outage already.
+    #[test]
+    fn a_run_relaunched_in_an_outage_is_held_and_told() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
+        w.round();
+        let id = w.wants["j"].slurm_id.clone().expect("submitted");
+        fake.set_state(&id, JobState::Running);
+        w.round();
+        observed(&w);
+        fake.st().down = true;
+        w.round();
+        w.apply(Msg::Commands(vec![launch("j", 2, 8)]));
+        w.round();
+        w.round();
+        let seen = observed(&w);
+        let held = held_whys(&seen);
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert!(held[0].0.starts_with("not submitted: "), "{held:?}");
+        let told: Vec<_> = events(&seen)
+            .into_iter()
+            .filter(|e| e.1 == "slurm_unreachable")
+            .collect();
+        assert_eq!(told.len(), 2, "the first run's and the new run's: {told:?}");
     }
 
     /// A run that was running when this leader took over is not held while the controller
