@@ -2752,10 +2752,13 @@ impl Scheduler {
         let need = u64::from(self.jobs[j as usize].min_size);
         let mut best: Option<Reservation> = None;
         for c in 0..self.clusters.len() {
-            // Where its team's caps keep it out, freed accelerators would not start it: holding
-            // them would only keep others from backfilling.
+            // FIFO: where its team's caps keep the head job out, freed accelerators would not
+            // start it, and holding them would only keep others from backfilling. A starving
+            // job under `switchyard` keeps its room while its team's own runs hold its cap, so
+            // that the room is there when they end (a week of waiting has earned it).
             if self.jobs[j as usize].dur[c].is_none()
-                || !self.quota_ok(j, c as u32, self.jobs[j as usize].min_size)
+                || (self.cfg.policy == Policy::Fifo
+                    && !self.quota_ok(j, c as u32, self.jobs[j as usize].min_size))
             {
                 continue;
             }
