@@ -2741,25 +2741,35 @@ impl Scheduler {
     /// EASY reservation for `j`: the earliest time enough accelerators free up on one cluster
     /// it accepts, given running jobs' expected ends.
     fn reserve(&mut self, now: f64, j: JobIdx) -> Option<Reservation> {
+        let min_size = self.jobs[j as usize].min_size;
+        // Where its team's caps keep the job out, freed accelerators would not start it, and
+        // holding them would only keep others from backfilling: FIFO never reserves there. A
+        // starving job under `switchyard` does only when its caps keep it out of every cluster
+        // it accepts, so that the room is there when its team's own runs end (a week of
+        // waiting has earned it).
+        let capped: Vec<bool> = (0..self.clusters.len() as u32)
+            .map(|c| !self.quota_ok(j, c, min_size))
+            .collect();
+        let capped_everywhere = self.jobs[j as usize]
+            .dur
+            .iter()
+            .zip(&capped)
+            .all(|(d, &cap)| d.is_none() || cap);
+        let may_hold =
+            |c: usize| !capped[c] || (self.cfg.policy != Policy::Fifo && capped_everywhere);
         if let Some(r) = self.reservation
             && r.job == j
             && r.epoch == self.epoch
             && self.index[r.cluster as usize].free() == r.free_then
             && self.released == r.released_then
+            && may_hold(r.cluster as usize)
         {
             return Some(r);
         }
-        let need = u64::from(self.jobs[j as usize].min_size);
+        let need = u64::from(min_size);
         let mut best: Option<Reservation> = None;
         for c in 0..self.clusters.len() {
-            // FIFO: where its team's caps keep the head job out, freed accelerators would not
-            // start it, and holding them would only keep others from backfilling. A starving
-            // job under `switchyard` keeps its room while its team's own runs hold its cap, so
-            // that the room is there when they end (a week of waiting has earned it).
-            if self.jobs[j as usize].dur[c].is_none()
-                || (self.cfg.policy == Policy::Fifo
-                    && !self.quota_ok(j, c as u32, self.jobs[j as usize].min_size))
-            {
+            if self.jobs[j as usize].dur[c].is_none() || !may_hold(c) {
                 continue;
             }
             let free_then = self.index[c].free();
@@ -2985,7 +2995,8 @@ impl Scheduler {
             && (0..self.clusters.len() as u32).any(|c| {
                 c != fastest
                     && job.dur[c as usize].is_some()
-                    && self.predicted_s(j, c, job.size) / best_s.max(1e-9) > self.cfg.max_slowdown
+                    && self.predicted_s(j, c, job.min_size) / best_s.max(1e-9)
+                        > self.cfg.max_slowdown
             })
         {
             at = at.min(job.submit_s + best_s);

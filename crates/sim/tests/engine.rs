@@ -1280,3 +1280,42 @@ fn fifo_reserves_for_the_next_in_line_past_a_capped_job() {
         r.decision_log
     );
 }
+
+/// A starving job under `switchyard` holds room where it can start: not on a cluster its
+/// team's cap keeps it out of while another cluster it accepts will have room.
+#[test]
+fn a_starving_job_reserves_where_its_cap_lets_it_start() {
+    let fleet = small_fleet(
+        &[("a", "H100-SXM", 2, 8), ("b", "H100-SXM", 2, 8)],
+        &[
+            (
+                "t",
+                "quotas = [{ cluster = \"a\", accelerators = 0, borrowing_limit = 8 }]",
+            ),
+            ("o", ""),
+            ("u", ""),
+        ],
+    );
+    // t1 holds t's cap on a (8 of a's 16 free besides); o1 and o2 (of a higher priority: they
+    // do not yield) fill b until 900,000 s. j waits for b, starves after a week, and must not
+    // hold a's free half, which x (of o, which uses more than t, so that j is tried first in
+    // a pass) then takes.
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,priority,clusters\n\
+         t1,0,8,10000000,t,0,a\n\
+         o1,0,8,900000,o,10,b\n\
+         o2,0,8,900000,o,10,b\n\
+         j,1,8,1000,t,0,\n\
+         x,700000,8,100,o,0,a\n",
+    );
+    let r = simulated(&fleet, jobs, Policy::Switchyard);
+    assert_eq!(
+        starts_of(&r, &fleet, "x")[0].0,
+        700_000.0,
+        "{:#?}",
+        r.decision_log
+    );
+    let j = starts_of(&r, &fleet, "j");
+    assert_eq!(j[0].1, "b", "{:#?}", r.decision_log);
+    assert!((j[0].0 - 900_000.0).abs() < 1.0, "{j:?}");
+}
