@@ -346,6 +346,10 @@ struct Want {
     attempt: u32,
     /// Resubmissions after infrastructure failures (0 = the first submission).
     resubmit: u32,
+    /// The generation in the tag of a Slurm job this run took over from an earlier leader,
+    /// where it differs from the run's: the job's resubmissions keep it (and with it
+    /// `SWITCHYARD_GENERATION` and the log paths), as they keep its attempt.
+    tag_generation: Option<u32>,
     command: Option<Arc<JobCommand>>,
     slurm_id: Option<String>,
     running_seen: bool,
@@ -594,6 +598,7 @@ impl Worker {
             replica: run.replica,
             attempt: run.attempt.max(1),
             resubmit: 0,
+            tag_generation: None,
             command: run.command,
             slurm_id: None,
             running_seen: false,
@@ -1173,7 +1178,7 @@ impl Worker {
                 .clone()
                 .filter(|(t, _)| {
                     t.job == key
-                        && t.generation == w.generation
+                        && t.generation == w.tag_generation.unwrap_or(w.generation)
                         && t.attempt == w.attempt
                         && t.resubmit == w.resubmit
                 })
@@ -1227,6 +1232,9 @@ impl Worker {
                 w.slurm_id = Some(id.clone());
                 w.resubmit = w.resubmit.max(t.resubmit);
                 w.adoptable = false;
+                if !w.replica && t.generation != w.generation {
+                    w.tag_generation = Some(t.generation);
+                }
                 if w.replica {
                     // A replica's attempts count its starts: they go on from the job's.
                     w.attempt = w.attempt.max(t.attempt);
@@ -1671,9 +1679,10 @@ fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission
         _ => None,
     };
     let block = c.cfg.block_nodes.filter(|_| nodes > 1);
+    let generation = w.tag_generation.unwrap_or(w.generation);
     let tag = Tag {
         job: key.to_owned(),
-        generation: w.generation,
+        generation,
         attempt: w.attempt,
         resubmit: w.resubmit,
         accelerators: Some(w.accelerators),
@@ -1681,7 +1690,7 @@ fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission
     let (stdout, stderr) = log_paths(settings, key, &tag);
     env.extend([
         ("SWITCHYARD_JOB_ID".into(), w.job.clone()),
-        ("SWITCHYARD_GENERATION".into(), w.generation.to_string()),
+        ("SWITCHYARD_GENERATION".into(), generation.to_string()),
         ("SWITCHYARD_ATTEMPT".into(), w.attempt.to_string()),
         (
             "SWITCHYARD_CHECKPOINT_DIR".into(),
@@ -2706,6 +2715,39 @@ mod tests {
             fake.st().cancelled
         );
         assert_eq!(w.wants["j-run"].slurm_id.as_deref(), Some(running.as_str()));
+    }
+
+    /// A job taken over after a reset keeps its own generation and attempt when Slurm loses it
+    /// and it is submitted again: its tag, `SWITCHYARD_GENERATION` and log paths go on.
+    #[test]
+    fn a_taken_over_job_resubmitted_keeps_its_generation() {
+        let fake = Fake::default();
+        let old = fake.add_job(Some("switchyard:j-run:3:1:a8"), JobState::Running);
+        let mut w = worker(&fake, 1);
+        w.options.backoff_initial = Duration::ZERO;
+        w.apply(Msg::Reset);
+        w.apply(Msg::Commands(vec![launch("j-run", 5, 8)]));
+        w.round();
+        assert_eq!(w.wants["j-run"].slurm_id.as_deref(), Some(old.as_str()));
+        fake.set_state(&old, JobState::NodeFail);
+        w.round();
+        let sub = fake
+            .st()
+            .submitted
+            .last()
+            .cloned()
+            .expect("submitted again");
+        assert_eq!(sub.comment, "switchyard:j-run:3:1.1:a8");
+        assert!(
+            sub.script().contains("export SWITCHYARD_GENERATION='3'"),
+            "{}",
+            sub.script()
+        );
+        assert!(
+            sub.stdout.ends_with("/j-run/g3-a1-r1.out"),
+            "{}",
+            sub.stdout
+        );
     }
 
     /// A run that was running when the leader changed and whose Slurm job failed while no
