@@ -733,7 +733,13 @@ impl Worker {
         let nodes = match listed {
             Ok(n) => n,
             Err(e) => {
-                tracing::warn!(cluster = %c.cfg.name, error = %e, "cannot read Slurm's nodes; keeping what was known");
+                // Until the nodes are first read they are asked for every round (2 s): the
+                // same error is a warning once, then at debug level.
+                if c.capacity_read || c.nodes_error.as_ref() != Some(&e.message()) {
+                    tracing::warn!(cluster = %c.cfg.name, error = %e, "cannot read Slurm's nodes; keeping what was known");
+                } else {
+                    tracing::debug!(cluster = %c.cfg.name, error = %e, "cannot read Slurm's nodes yet");
+                }
                 if !c.capacity_read {
                     let message = e.message();
                     if c.nodes_error.as_ref() != Some(&message) {
