@@ -11,6 +11,7 @@ use switchyard_perf::validate::{Kind, ValidationReport, validate_csv};
 use crate::CliError;
 use crate::error::read_text;
 use crate::error::{out, outln};
+use crate::table::plural;
 
 /// Predict step time, MFU, memory and cost of a training run (or the throughput and latency of
 /// an inference replica) from a plan file; without `[parallelism]`, search for the fastest
@@ -386,7 +387,7 @@ fn validation_table(r: &ValidationReport) -> String {
     let _ = writeln!(
         s,
         "\n{}: median |error| {:.1}%, worst {:.1}% ({}), mean error {:+.1}%",
-        crate::table::plural(r.rows.len() as u64, "row"),
+        plural(r.rows.len() as u64, "row"),
         r.median_abs_error * 100.0,
         r.worst_abs_error * 100.0,
         r.worst_id,
@@ -396,7 +397,7 @@ fn validation_table(r: &ValidationReport) -> String {
         let _ = writeln!(
             s,
             "{} not evaluated (left out of the figures above):",
-            crate::table::plural(r.failed_rows.len() as u64, "row")
+            plural(r.failed_rows.len() as u64, "row")
         );
         for f in &r.failed_rows {
             let _ = writeln!(s, "  line {} ({}): {}", f.line, f.id, f.error);

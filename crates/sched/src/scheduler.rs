@@ -1519,28 +1519,23 @@ impl Scheduler {
             if got < short || !room.fits() {
                 continue;
             }
-            // Only the replicas on the nodes that make the room go.
+            // Only the replicas on the nodes that make the room go: a node counts as freed (or
+            // as holding a small gang) only once every share on it is a chosen replica's, so
+            // those replicas free it as all the chosen ones did.
             let needed = room.nodes_that_make_room();
-            let kept: Vec<(JobIdx, usize)> = chosen
-                .iter()
-                .copied()
-                .filter(|&(svc, i)| {
-                    self.jobs[svc as usize].replicas[i]
-                        .shares
-                        .iter()
-                        .any(|s| needed.contains(&s.node))
-                })
-                .collect();
-            let mut kept_released = BTreeMap::new();
-            for &(svc, i) in &kept {
-                add_by_node(
-                    &mut kept_released,
-                    &self.jobs[svc as usize].replicas[i].shares,
-                );
-            }
-            if self.index[c as usize].fits_after_release(need_size, &kept_released) {
-                chosen = kept;
-            }
+            chosen.retain(|&(svc, i)| {
+                self.jobs[svc as usize].replicas[i]
+                    .shares
+                    .iter()
+                    .any(|s| needed.contains(&s.node))
+            });
+            debug_assert!({
+                let mut kept = BTreeMap::new();
+                for &(svc, i) in &chosen {
+                    add_by_node(&mut kept, &self.jobs[svc as usize].replicas[i].shares);
+                }
+                self.index[c as usize].fits_after_release(need_size, &kept)
+            });
             let cluster_name = self.clusters[c as usize].name.clone();
             // In submission order, highest replica index first, so the indices still to
             // remove stay valid.
@@ -2624,13 +2619,7 @@ impl Scheduler {
             // FIFO holds room for the first job that waits for room; one its team's caps keep
             // out of every cluster it accepts waits for its team's jobs instead (no reservation
             // holds room for it), and the next in line takes its turn.
-            let min_size = self.jobs[j as usize].min_size;
-            let capped = self.jobs[j as usize]
-                .dur
-                .iter()
-                .enumerate()
-                .all(|(c, d)| d.is_none() || !self.quota_ok(j, c as u32, min_size));
-            if res.is_some() || !capped {
+            if res.is_some() || !self.capped_everywhere(j) {
                 first_blocked = false;
             }
         }
@@ -2747,16 +2736,8 @@ impl Scheduler {
         // starving job under `switchyard` does only when its caps keep it out of every cluster
         // it accepts, so that the room is there when its team's own runs end (a week of
         // waiting has earned it).
-        let capped: Vec<bool> = (0..self.clusters.len() as u32)
-            .map(|c| !self.quota_ok(j, c, min_size))
-            .collect();
-        let capped_everywhere = self.jobs[j as usize]
-            .dur
-            .iter()
-            .zip(&capped)
-            .all(|(d, &cap)| d.is_none() || cap);
-        let may_hold =
-            |c: usize| !capped[c] || (self.cfg.policy != Policy::Fifo && capped_everywhere);
+        let hold_capped = self.cfg.policy != Policy::Fifo && self.capped_everywhere(j);
+        let may_hold = |c: usize| hold_capped || self.quota_ok(j, c as u32, min_size);
         if let Some(r) = self.reservation
             && r.job == j
             && r.epoch == self.epoch
@@ -2801,9 +2782,9 @@ impl Scheduler {
         best
     }
 
-    /// `switchyard`: the fastest cluster of `j` and the slowdown, when a run predicted to take `predicted_s` on `c` would be more
-    /// than [`Config::max_slowdown`] times slower than there and `j` has not yet waited as
-    /// long as its run there would take. The fastest cluster counts whether or not it is free:
+    /// `switchyard`: the fastest cluster of `j` and the slowdown, when a run predicted to take
+    /// `predicted_s` on `c` would be more than [`Config::max_slowdown`] times slower than
+    /// there and `j` has not yet waited as long as its run there would take. The fastest cluster counts whether or not it is free:
     /// a job is not sent somewhere much slower because its best cluster is held for another.
     fn waits_for_faster(
         &self,
@@ -2839,6 +2820,14 @@ impl Scheduler {
         }
         let (_, c) = fastest?;
         Some((c, self.predicted_s(j, c, job.size)))
+    }
+
+    /// Whether `j`'s team's caps keep it out of every cluster it accepts (at its minimum size).
+    fn capped_everywhere(&self, j: JobIdx) -> bool {
+        let min_size = self.jobs[j as usize].min_size;
+        (0..self.clusters.len() as u32).all(|c| {
+            self.jobs[j as usize].dur[c as usize].is_none() || !self.quota_ok(j, c, min_size)
+        })
     }
 
     /// Whether the jobs queued since the last pass belong to more than one team.

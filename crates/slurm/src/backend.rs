@@ -824,29 +824,7 @@ impl Worker {
                 // outage, also those that arrive while it lasts.
                 let message = format!("cannot list Slurm's jobs on cluster {cluster_name}: {msg}");
                 self.tell_waiting_runs(i, |c| &mut c.told_unreachable, &message);
-                // And the runs already in Slurm: they show running (or held) as last seen,
-                // which is no longer known.
-                let untold: Vec<(String, String)> = self
-                    .wants
-                    .iter()
-                    .filter(|(_, w)| w.cluster == cluster_name)
-                    .filter_map(|(k, w)| Some((k.clone(), w.slurm_id.clone()?)))
-                    .filter(|told| !self.clusters[i].told_unknown.contains(told))
-                    .collect();
-                for (k, id) in untold {
-                    self.clusters[i]
-                        .told_unknown
-                        .insert((k.clone(), id.clone()));
-                    self.event(
-                        &k,
-                        &cluster_name,
-                        "slurm_unreachable",
-                        format!(
-                            "{message}; Slurm job {id}'s state is unknown until Slurm answers \
-                             (it is left as it was)"
-                        ),
-                    );
-                }
+                self.tell_runs_in_slurm(i, &message);
                 return;
             }
         };
@@ -873,18 +851,12 @@ impl Worker {
         // job_submit plugin may rewrite it), and so does, after a restart, a job of a run
         // wanted here that Slurm lists in a partition no other cluster of the fleet uses.
         let partition = self.clusters[i].cfg.settings.partition.clone();
-        let followed: HashSet<&str> = self
-            .wants
-            .values()
-            .filter(|w| w.cluster == cluster_name)
-            .filter_map(|w| w.slurm_id.as_deref())
-            .collect();
-        let wanted_here: HashSet<&str> = self
-            .wants
-            .iter()
-            .filter(|(_, w)| w.cluster == cluster_name)
-            .map(|(key, _)| key.as_str())
-            .collect();
+        let mut followed: HashSet<&str> = HashSet::new();
+        let mut wanted_here: HashSet<&str> = HashSet::new();
+        for (key, w) in self.wants.iter().filter(|(_, w)| w.cluster == cluster_name) {
+            wanted_here.insert(key);
+            followed.extend(w.slurm_id.as_deref());
+        }
         let others: HashSet<&str> = self
             .clusters
             .iter()
@@ -1135,6 +1107,33 @@ impl Worker {
                 self.observe(held);
             }
             self.event(&k, &cluster_name, "slurm_unreachable", message.to_owned());
+        }
+    }
+
+    /// Tells each run already in Slurm on cluster `i`, once per outage, that its job's state
+    /// is unknown: it shows running (or held) as last seen, which is no longer known.
+    fn tell_runs_in_slurm(&mut self, i: usize, message: &str) {
+        let cluster_name = self.clusters[i].cfg.name.clone();
+        let untold: Vec<(String, String)> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| w.cluster == cluster_name)
+            .filter_map(|(k, w)| Some((k.clone(), w.slurm_id.clone()?)))
+            .filter(|told| !self.clusters[i].told_unknown.contains(told))
+            .collect();
+        for (k, id) in untold {
+            self.clusters[i]
+                .told_unknown
+                .insert((k.clone(), id.clone()));
+            self.event(
+                &k,
+                &cluster_name,
+                "slurm_unreachable",
+                format!(
+                    "{message}; Slurm job {id}'s state is unknown until Slurm answers (it is \
+                     left as it was)"
+                ),
+            );
         }
     }
 
@@ -2570,12 +2569,7 @@ mod tests {
     fn a_submitted_run_is_told_of_an_outage_and_of_its_end() {
         let fake = Fake::default();
         let mut w = worker(&fake, 1);
-        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
-        w.round();
-        let id = w.wants["j"].slurm_id.clone().expect("submitted");
-        fake.set_state(&id, JobState::Running);
-        w.round();
-        observed(&w);
+        let id = running(&fake, &mut w, launch("j", 1, 8));
         fake.st().down = true;
         for _ in 0..3 {
             w.round();
@@ -2607,12 +2601,7 @@ mod tests {
     fn a_run_relaunched_in_an_outage_is_held_and_told() {
         let fake = Fake::default();
         let mut w = worker(&fake, 1);
-        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
-        w.round();
-        let id = w.wants["j"].slurm_id.clone().expect("submitted");
-        fake.set_state(&id, JobState::Running);
-        w.round();
-        observed(&w);
+        running(&fake, &mut w, launch("j", 1, 8));
         fake.st().down = true;
         w.round();
         w.apply(Msg::Commands(vec![launch("j", 2, 8)]));
