@@ -62,10 +62,15 @@ pub struct ClusterIndex {
     per_node: u32,
     nodes: u32,
     used: Vec<u32>,
+    /// Not offered to new work: failed, or drained.
     down: Vec<bool>,
+    /// Down because drained: the work already on it goes on (a subset of `down`).
+    drained: Vec<bool>,
     levels: Vec<LevelIndex>,
     by_avail: BTreeSet<(u32, u32)>,
     free: u64,
+    /// Accelerators allocated on every node, down or not.
+    allocated: u64,
     idle_nodes: u32,
     down_nodes: u32,
 }
@@ -109,9 +114,11 @@ impl ClusterIndex {
             nodes,
             used: vec![0; nodes as usize],
             down: vec![false; nodes as usize],
+            drained: vec![false; nodes as usize],
             levels,
             by_avail: BTreeSet::new(),
             free: u64::from(nodes) * u64::from(per_node),
+            allocated: 0,
             idle_nodes: nodes,
             down_nodes: 0,
         }
@@ -147,8 +154,19 @@ impl ClusterIndex {
         self.down_nodes
     }
 
+    /// Whether the node is offered nothing new: failed or drained.
     pub fn is_down(&self, node: u32) -> bool {
         self.down[node as usize]
+    }
+
+    /// Whether the node is down because it was drained (its work goes on).
+    pub fn is_drained(&self, node: u32) -> bool {
+        self.drained[node as usize]
+    }
+
+    /// Accelerators allocated right now, on healthy and drained nodes alike.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
     }
 
     pub fn used_on(&self, node: u32) -> u32 {
@@ -332,6 +350,7 @@ impl ClusterIndex {
             };
             let before = self.avail(node);
             self.used[node as usize] += accelerators;
+            self.allocated += u64::from(accelerators);
             self.reindex(node, before, &mut changes);
             self.apply_idle_changes(&changes);
             return Some(vec![NodeShare { node, accelerators }]);
@@ -348,6 +367,7 @@ impl ClusterIndex {
             left -= take;
             let before = self.avail(node);
             self.used[node as usize] += take;
+            self.allocated += u64::from(take);
             self.reindex(node, before, &mut changes);
             shares.push(NodeShare {
                 node,
@@ -410,6 +430,7 @@ impl ClusterIndex {
         };
         let before = self.avail(node);
         self.used[node as usize] += accelerators;
+        self.allocated += u64::from(accelerators);
         let mut changes = Vec::new();
         self.reindex(node, before, &mut changes);
         self.apply_idle_changes(&changes);
@@ -481,14 +502,17 @@ impl ClusterIndex {
         for s in shares {
             let before = self.avail(s.node);
             self.used[s.node as usize] -= s.accelerators;
+            self.allocated -= u64::from(s.accelerators);
             self.reindex(s.node, before, &mut changes);
         }
         self.apply_idle_changes(&changes);
     }
 
     /// Takes a node out of service (its allocations must have been released or are released
-    /// afterwards; a down node is never offered).
+    /// afterwards; a down node is never offered), or puts it back. Either way it is no longer
+    /// drained: a drained node that fails is failed, one that is repaired is up.
     pub fn set_down(&mut self, node: u32, down: bool) {
+        self.drained[node as usize] = false;
         if self.down[node as usize] == down {
             return;
         }
@@ -502,6 +526,17 @@ impl ClusterIndex {
         let mut changes = Vec::new();
         self.reindex(node, before, &mut changes);
         self.apply_idle_changes(&changes);
+    }
+
+    /// Drains a healthy node: nothing new is placed on it, and what it holds stays until
+    /// released. Returns false (and changes nothing) for a node already down.
+    pub fn set_drained(&mut self, node: u32) -> bool {
+        if self.down[node as usize] {
+            return false;
+        }
+        self.set_down(node, true);
+        self.drained[node as usize] = true;
+        true
     }
 
     /// How spread out a set of shares is.
@@ -523,7 +558,17 @@ impl ClusterIndex {
     pub fn check(&self) -> Result<(), String> {
         let mut free = 0u64;
         let mut idle = 0u32;
+        let allocated: u64 = self.used.iter().map(|&u| u64::from(u)).sum();
+        if allocated != self.allocated {
+            return Err(format!(
+                "allocated drifted: {allocated} vs {}",
+                self.allocated
+            ));
+        }
         for n in 0..self.nodes {
+            if self.drained[n as usize] && !self.down[n as usize] {
+                return Err(format!("node {n} is drained but offered"));
+            }
             if self.used[n as usize] > self.per_node {
                 return Err(format!(
                     "node {n} has {} used of {}",
@@ -616,6 +661,7 @@ name = "t"
     fn occupy(index: &mut ClusterIndex, node: u32, accelerators: u32) {
         let before = index.avail(node);
         index.used[node as usize] += accelerators;
+        index.allocated += u64::from(accelerators);
         let mut changes = Vec::new();
         index.reindex(node, before, &mut changes);
         index.apply_idle_changes(&changes);

@@ -137,6 +137,14 @@ pub enum Event {
         cluster: u32,
         nodes: Vec<u32>,
     },
+    /// Nodes of one cluster taken out of service for new work while what runs on them goes
+    /// on (Slurm's drain): they are offered nothing until repaired, and fail like any other
+    /// node if they fail meanwhile. Nodes already down are left as they are.
+    NodesDrained {
+        cluster: u32,
+        nodes: Vec<u32>,
+    },
+    /// A failed or drained node is back in service.
     NodeRepaired {
         cluster: u32,
         node: u32,
@@ -840,10 +848,9 @@ impl Scheduler {
         self.jobs.len()
     }
 
-    /// Accelerators allocated right now on `cluster`.
+    /// Accelerators allocated right now on `cluster` (drained nodes' included).
     pub fn busy(&self, cluster: u32) -> u64 {
-        let i = &self.index[cluster as usize];
-        i.healthy_accelerators() - i.free()
+        self.index[cluster as usize].allocated()
     }
 
     pub fn job(&self, job: JobIdx) -> JobView<'_> {
@@ -1198,6 +1205,7 @@ impl Scheduler {
             Event::Finished { job, generation } => self.finished(now, job, generation, out),
             Event::NodeFailed { cluster, node } => self.nodes_failed(now, cluster, &[node], out),
             Event::NodesFailed { cluster, nodes } => self.nodes_failed(now, cluster, &nodes, out),
+            Event::NodesDrained { cluster, nodes } => self.nodes_drained(cluster, &nodes),
             Event::NodeRepaired { cluster, node } => {
                 if let Some(i) = self.index.get_mut(cluster as usize)
                     && node < i.nodes()
@@ -2196,6 +2204,13 @@ impl Scheduler {
         if positions.is_empty() {
             return false;
         }
+        // The restart is a new launch, which a drained node takes no more of: its shares move
+        // to spares as well.
+        let on_drained: Vec<usize> = (0..run.shares.len())
+            .filter(|&p| self.index[c].is_drained(run.shares[p].node) && !positions.contains(&p))
+            .collect();
+        let mut positions = positions;
+        positions.extend(on_drained);
         let old: Vec<NodeShare> = positions.iter().map(|&p| run.shares[p]).collect();
         let mut spares = Vec::with_capacity(old.len());
         for share in &old {
@@ -2290,8 +2305,25 @@ impl Scheduler {
         true
     }
 
-    /// `nodes` of `cluster` failed at once (nodes already down, or not in the cluster, are
-    /// ignored): every gang on them restarts once, every replica on them is replaced.
+    /// `nodes` of `cluster` are drained (see [`Event::NodesDrained`]).
+    fn nodes_drained(&mut self, cluster: u32, nodes: &[u32]) {
+        let Some(index) = self.index.get_mut(cluster as usize) else {
+            return;
+        };
+        let mut changed = false;
+        for &node in nodes {
+            if node < index.nodes() {
+                changed |= index.set_drained(node);
+            }
+        }
+        if changed {
+            self.epoch += 1;
+        }
+    }
+
+    /// `nodes` of `cluster` failed at once (nodes already failed, or not in the cluster, are
+    /// ignored; drained nodes fail): every gang on them restarts once, every replica on them
+    /// is replaced.
     fn nodes_failed(&mut self, now: f64, cluster: u32, nodes: &[u32], out: &mut Vec<Decision>) {
         let c = cluster as usize;
         if c >= self.index.len() {
@@ -2299,7 +2331,9 @@ impl Scheduler {
         }
         let mut failed: Vec<u32> = Vec::with_capacity(nodes.len());
         for &node in nodes {
-            if node >= self.index[c].nodes() || self.index[c].is_down(node) {
+            if node >= self.index[c].nodes()
+                || (self.index[c].is_down(node) && !self.index[c].is_drained(node))
+            {
                 continue;
             }
             self.stats[c].node_failures += 1;
@@ -3617,7 +3651,8 @@ impl Scheduler {
                     ));
                 }
                 for s in shares {
-                    if self.index[c as usize].is_down(s.node) {
+                    let index = &self.index[c as usize];
+                    if index.is_down(s.node) && !index.is_drained(s.node) {
                         return Err(format!("job {} on failed node {}", j.id, s.node));
                     }
                     if !self.occupants[c as usize][s.node as usize]

@@ -644,15 +644,20 @@ fn start_driving(
     (s, events)
 }
 
-/// A drive's failure (kind 2) or repair (kind 3) of `node` of `cluster`.
-/// A failure (kind 2) or a repair. Every fourth node fails together with the one before it
-/// (which stays down until it fails and is repaired on its own), as a backend's poll reports
-/// nodes cut off at once.
+/// A drive's failure (kind 2) or repair (kind 3) of `node` of `cluster`. Every fourth node
+/// fails together with the one before it (which stays down until it fails and is repaired on
+/// its own), as a backend's poll reports nodes cut off at once; of the others, every fifth is
+/// drained instead (and may fail while drained, as the one before a fourth).
 fn node_event(kind: u8, cluster: u32, node: u32) -> Event {
     if kind == 2 && node % 4 == 3 {
         Event::NodesFailed {
             cluster,
             nodes: vec![node, node - 1],
+        }
+    } else if kind == 2 && node % 5 == 2 {
+        Event::NodesDrained {
+            cluster,
+            nodes: vec![node],
         }
     } else if kind == 2 {
         Event::NodeFailed { cluster, node }
@@ -1051,6 +1056,138 @@ fn spares_for_some_failed_nodes_only_are_given_back() {
         "{}",
         out[1].reason
     );
+}
+
+/// A drained node (Slurm's drain) keeps the work it runs and takes nothing new until it is
+/// repaired; if it then fails, its gang restarts like on any failed node; a gang that restarts
+/// in place for another node's failure leaves the drained node too.
+#[test]
+fn a_drained_node_keeps_its_work_and_takes_nothing_new() {
+    let started_on = |d: &[Decision], j: u32| -> Vec<u32> {
+        d.iter()
+            .find_map(|d| match &d.action {
+                Action::Start { job, nodes, .. } if *job == j => {
+                    Some(nodes.iter().map(|n| n.node).collect())
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let mut s = sched(Policy::Switchyard, true);
+    // 14 of the 16 nodes busy for long; "run" on two more.
+    submit(&mut s, 0.0, on_fast(job("filler", "a", 112, 1e6)));
+    let j = submit(&mut s, 0.0, on_fast(job("run", "a", 16, 1e6)));
+    let d = pass(&mut s, 0.0);
+    let ran_on = started_on(&d, j);
+    assert_eq!(ran_on.len(), 2, "{d:?}");
+    let mut out = Vec::new();
+    s.handle(
+        10.0,
+        Event::NodesDrained {
+            cluster: 0,
+            nodes: vec![ran_on[0]],
+        },
+        &mut out,
+    );
+    assert!(out.is_empty(), "a drain stops nothing: {out:?}");
+    assert_eq!(s.job(j).state, JobState::Running);
+    assert_eq!(s.busy(0), 128, "the drained node's work is still counted");
+    s.check_invariants()
+        .expect("a run on a drained node is fine");
+
+    // Its end frees nothing there: of two one-node jobs, one starts on the other node it
+    // left, one waits although the drained node is empty, until the node is repaired.
+    s.handle(20.0, Event::Cancel { job: j }, &mut Vec::new());
+    let first = submit(&mut s, 30.0, on_fast(job("first", "a", 8, 100.0)));
+    let second = submit(&mut s, 30.0, on_fast(job("second", "a", 8, 100.0)));
+    let d = pass(&mut s, 30.0);
+    assert_eq!(started_on(&d, first), vec![ran_on[1]], "{d:?}");
+    assert!(started_on(&d, second).is_empty(), "{d:?}");
+    assert!(
+        s.why(second).contains("waiting for 8 free"),
+        "{}",
+        s.why(second)
+    );
+    s.handle(
+        40.0,
+        Event::NodeRepaired {
+            cluster: 0,
+            node: ran_on[0],
+        },
+        &mut Vec::new(),
+    );
+    let d = pass(&mut s, 40.0);
+    assert_eq!(started_on(&d, second), vec![ran_on[0]], "{d:?}");
+
+    // Drained, then failed: its gang restarts, once.
+    let mut s = sched(Policy::Switchyard, true);
+    let j = submit(&mut s, 0.0, on_fast(job("run", "a", 32, 1e6)));
+    let ran_on = started_on(&pass(&mut s, 0.0), j);
+    let drain = |s: &mut Scheduler, node| {
+        let mut out = Vec::new();
+        s.handle(
+            100.0,
+            Event::NodesDrained {
+                cluster: 0,
+                nodes: vec![node],
+            },
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+    };
+    drain(&mut s, ran_on[0]);
+    drain(&mut s, ran_on[0]);
+    let mut out = Vec::new();
+    s.handle(
+        50_000.0,
+        Event::NodeFailed {
+            cluster: 0,
+            node: ran_on[0],
+        },
+        &mut out,
+    );
+    s.check_invariants().expect("invariants");
+    assert_eq!(
+        out.iter()
+            .filter(|d| matches!(d.action, Action::Restart { .. }))
+            .count(),
+        1,
+        "{out:?}"
+    );
+    let respun = started_on(&out, j);
+    assert_eq!(respun.len(), 4, "restarted in place: {out:?}");
+    assert!(!respun.contains(&ran_on[0]), "{respun:?}");
+    // Failing it again (it is failed now, not drained) changes nothing.
+    let mut again = Vec::new();
+    s.handle(
+        50_001.0,
+        Event::NodeFailed {
+            cluster: 0,
+            node: ran_on[0],
+        },
+        &mut again,
+    );
+    assert!(again.is_empty(), "{again:?}");
+
+    // Another node of the gang fails: the restart leaves the drained node as well.
+    drain(&mut s, respun[1]);
+    let mut out = Vec::new();
+    s.handle(
+        60_000.0,
+        Event::NodeFailed {
+            cluster: 0,
+            node: respun[2],
+        },
+        &mut out,
+    );
+    s.check_invariants().expect("invariants");
+    let moved = started_on(&out, j);
+    assert_eq!(moved.len(), 4, "restarted in place: {out:?}");
+    assert!(
+        !moved.contains(&respun[1]) && !moved.contains(&respun[2]),
+        "neither the failed nor the drained node: {moved:?} from {respun:?}"
+    );
+    assert!(moved.contains(&respun[0]) && moved.contains(&respun[3]));
 }
 
 #[test]

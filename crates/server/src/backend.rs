@@ -119,6 +119,12 @@ pub enum Observed {
         cluster: u32,
         node: u32,
     },
+    /// The node takes no new work, but what runs on it goes on (Slurm's drain); it is back
+    /// with [`Observed::NodeRepaired`], and a [`Observed::NodeFailed`] still fails it.
+    NodeDrained {
+        cluster: u32,
+        node: u32,
+    },
     NodeRepaired {
         cluster: u32,
         node: u32,

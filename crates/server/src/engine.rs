@@ -659,6 +659,17 @@ impl Engine {
         self.drain(now_ms);
     }
 
+    /// Nodes were drained (from a backend): nothing new goes there; what runs there goes on.
+    pub fn nodes_drained(&mut self, now_ms: i64, cluster: u32, nodes: Vec<u32>) {
+        let now = self.clock.to_s(now_ms);
+        self.sched.handle(
+            now,
+            Event::NodesDrained { cluster, nodes },
+            &mut self.decisions,
+        );
+        self.drain(now_ms);
+    }
+
     /// A node came back (from a backend).
     pub fn node_repaired(&mut self, now_ms: i64, cluster: u32, node: u32) {
         let now = self.clock.to_s(now_ms);

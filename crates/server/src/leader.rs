@@ -407,6 +407,15 @@ async fn pass(
                 }
                 l.engine.nodes_failed(now, cluster, nodes);
             }
+            Observed::NodeDrained { cluster, node } => {
+                let mut nodes = vec![node];
+                while let Some(Observed::NodeDrained { node, .. }) = observed.next_if(
+                    |o| matches!(o, Observed::NodeDrained { cluster: c, .. } if *c == cluster),
+                ) {
+                    nodes.push(node);
+                }
+                l.engine.nodes_drained(now, cluster, nodes);
+            }
             Observed::NodeRepaired { cluster, node } => l.engine.node_repaired(now, cluster, node),
             Observed::NodeNamed {
                 cluster,
@@ -684,11 +693,12 @@ mod tests {
     /// Launches seen: (attempt, nodes).
     type Launches = Arc<std::sync::Mutex<Vec<(u32, Vec<u32>)>>>;
 
-    /// Names its 4 nodes `host-0` … `host-3` at its first poll; fails every node of the first
-    /// launch it is given, all in one poll; records launches.
+    /// Names its 4 nodes `host-0` … `host-3` at its first poll; fails (or with `drain`,
+    /// drains) every node of the first launch it is given, all in one poll; records launches.
     #[derive(Debug, Default)]
     struct FailsTheFirstGang {
         launches: Launches,
+        drain: bool,
         named: bool,
         fail: Vec<u32>,
         failed: bool,
@@ -729,7 +739,13 @@ mod tests {
             self.failed = true;
             self.fail
                 .iter()
-                .map(|&node| Observed::NodeFailed { cluster: 0, node })
+                .map(|&node| {
+                    if self.drain {
+                        Observed::NodeDrained { cluster: 0, node }
+                    } else {
+                        Observed::NodeFailed { cluster: 0, node }
+                    }
+                })
                 .collect()
         }
         fn reset(&mut self) {}
@@ -907,5 +923,98 @@ mod tests {
             ),
             "{events:#?}"
         );
+    }
+
+    /// Nodes a backend finds drained keep their gang running (one launch, no restart) and
+    /// take no new work: the next gang starts on the other nodes, a third waits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_gang_whose_nodes_are_drained_runs_on() {
+        use switchyard_store::{JobState, StoreRead as _, StoreWrite as _};
+        let (store, fleet) = store_and_local_fleet().await;
+        let backend = FailsTheFirstGang {
+            drain: true,
+            ..FailsTheFirstGang::default()
+        };
+        let launches = backend.launches.clone();
+        let (stop, stopped) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let leader = tokio::spawn(run(
+            store.clone(),
+            Arc::new(fleet),
+            Box::new(backend),
+            Arc::new(Metrics::default()),
+            wake.clone(),
+            stopped,
+            LoopConfig {
+                tick: Duration::from_millis(10),
+                lease_ttl: Duration::from_secs(60),
+                holder: "test".into(),
+                fleet: String::new(),
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let submit = |id: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .insert_job(&switchyard_store::testing::batch_job(
+                        id,
+                        "research",
+                        r#"{"kind":"batch","accelerators":4,"duration_s":1000}"#,
+                        now_ms(),
+                    ))
+                    .await
+                    .expect("submit");
+            }
+        };
+        let launched = |n: usize| {
+            let launches = launches.clone();
+            async move {
+                let started = Instant::now();
+                while launches.lock().expect("launches").len() < n
+                    && started.elapsed() < Duration::from_secs(10)
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        submit("j-0000000000000001").await;
+        wake.notify_one();
+        launched(1).await;
+        // Passes after the drain: no restart.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        submit("j-0000000000000002").await;
+        wake.notify_one();
+        launched(2).await;
+        submit("j-0000000000000003").await;
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(true).expect("the leader listens");
+        leader.await.expect("the leader stops");
+        let launches = launches.lock().expect("launches").clone();
+        assert_eq!(launches.len(), 2, "{launches:?}");
+        let (first, second) = (&launches[0], &launches[1]);
+        assert_eq!(
+            (first.0, second.0),
+            (1, 1),
+            "both first attempts: {launches:?}"
+        );
+        assert!(
+            second.1.iter().all(|n| !first.1.contains(n)),
+            "not on the drained nodes: {launches:?}"
+        );
+        let state = |id: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .get_job(id, None)
+                    .await
+                    .expect("read")
+                    .expect("the job")
+                    .state
+            }
+        };
+        assert_eq!(state("j-0000000000000001").await, JobState::Running);
+        assert_eq!(state("j-0000000000000003").await, JobState::Pending);
     }
 }

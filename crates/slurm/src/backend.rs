@@ -16,8 +16,9 @@
 //!   whether to restart it; one lost to the infrastructure (`NODE_FAIL`, `BOOT_FAIL`,
 //!   `PREEMPTED`, or gone from Slurm) is submitted again by the backend, up to `max_attempts`
 //!   Slurm jobs per run, then reported failed;
-//! - a node Slurm reports down, drained or not responding is [`Observed::NodeFailed`], and
-//!   [`Observed::NodeRepaired`] when it is back;
+//! - a node Slurm reports down or not responding is [`Observed::NodeFailed`]; one it closes to
+//!   new jobs while its jobs run on (drained, draining, failing, maintenance) is
+//!   [`Observed::NodeDrained`]; either is [`Observed::NodeRepaired`] when it is back;
 //! - the output files of the runs' Slurm jobs are followed and their new lines reported as
 //!   [`Observed::Output`].
 //!
@@ -417,6 +418,8 @@ struct Cluster {
     node_index: BTreeMap<String, u32>,
     /// Fleet node indices currently reported failed.
     failed: HashSet<u32>,
+    /// Fleet node indices currently reported drained (their jobs go on).
+    drained: HashSet<u32>,
     has_gpus: bool,
     capacity_read: bool,
     /// The last error listing jobs, so that an unreachable controller is reported once, not
@@ -477,6 +480,7 @@ impl Worker {
                     cfg,
                     node_index: BTreeMap::new(),
                     failed: HashSet::new(),
+                    drained: HashSet::new(),
                     has_gpus: false,
                     capacity_read: false,
                     list_error: None,
@@ -571,6 +575,7 @@ impl Worker {
                 // The new term's scheduler believes every node is up: say again which are not.
                 for c in &mut self.clusters {
                     c.failed.clear();
+                    c.drained.clear();
                     c.node_index.clear();
                     c.listed = false;
                 }
@@ -770,14 +775,21 @@ impl Worker {
         }
         c.has_gpus = nodes.iter().any(|n| n.gpus > 0);
         let mut now_failed: HashSet<u32> = HashSet::new();
+        let mut now_drained: HashSet<u32> = HashSet::new();
         for n in &nodes {
             if let Some(&idx) = c.node_index.get(&n.name)
                 && idx < c.cfg.nodes
                 && !n.state.usable()
             {
-                now_failed.insert(idx);
+                if n.state.closed() {
+                    now_drained.insert(idx);
+                } else {
+                    now_failed.insert(idx);
+                }
             }
         }
+        // A node listed twice (in two partitions) counts in the worse state.
+        now_drained.retain(|idx| !now_failed.contains(idx));
         // Fleet nodes Slurm does not have are not there to be used either.
         let present = c.node_index.len() as u32;
         for idx in present..c.cfg.nodes {
@@ -791,7 +803,25 @@ impl Worker {
                 node,
             });
         }
-        let mut back: Vec<u32> = c.failed.difference(&now_failed).copied().collect();
+        // A failed node that is drained now stays down to the scheduler (no work is on it).
+        let mut drained: Vec<u32> = now_drained
+            .iter()
+            .filter(|idx| !c.drained.contains(idx) && !c.failed.contains(idx))
+            .copied()
+            .collect();
+        drained.sort_unstable();
+        for node in drained {
+            out.push(Observed::NodeDrained {
+                cluster: index,
+                node,
+            });
+        }
+        let mut back: Vec<u32> = c
+            .failed
+            .union(&c.drained)
+            .filter(|idx| !now_failed.contains(idx) && !now_drained.contains(idx))
+            .copied()
+            .collect();
         back.sort_unstable();
         for node in back {
             out.push(Observed::NodeRepaired {
@@ -803,6 +833,7 @@ impl Worker {
             tracing::info!(cluster = %c.cfg.name, changes = ?out, "Slurm node states changed");
         }
         c.failed = now_failed;
+        c.drained = now_drained;
         c.capacity_read = true;
         c.nodes_error = None;
         c.told_nodes_error.clear();
@@ -2950,7 +2981,7 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Observed::NodeFailed {
+                Observed::NodeDrained {
                     cluster: 2,
                     node: 1
                 },
@@ -2960,6 +2991,49 @@ mod tests {
                 },
             ]
         );
+        // Drained, then down: it fails. Down, then drained (back but held out of service):
+        // nothing, it is still down to the scheduler. Then both come back.
+        let states = [
+            (
+                "draining",
+                "MIXED+DRAIN",
+                vec![Observed::NodeDrained {
+                    cluster: 2,
+                    node: 0,
+                }],
+            ),
+            (
+                "down+drain",
+                "MIXED+DRAIN",
+                vec![Observed::NodeFailed {
+                    cluster: 2,
+                    node: 1,
+                }],
+            ),
+            (
+                "idle+drain",
+                "idle",
+                vec![Observed::NodeRepaired {
+                    cluster: 2,
+                    node: 0,
+                }],
+            ),
+            ("IDLE+DRAIN", "idle", vec![]),
+            (
+                "idle",
+                "idle",
+                vec![Observed::NodeRepaired {
+                    cluster: 2,
+                    node: 1,
+                }],
+            ),
+        ];
+        for (n10, n2, want) in states {
+            fake.st().nodes = vec![node("n10", n10, 0), node("n2", n2, 0)];
+            w.next_capacity = Instant::now();
+            w.round();
+            assert_eq!(observed(&w), want, "n10 {n10}, n2 {n2}");
+        }
     }
 
     /// A replica of 8 accelerators of `job` on cluster `c`, and one taken down.

@@ -130,8 +130,20 @@ impl NodeState {
         }
     }
 
-    /// Whether Switchyard may count on the node: up, answering, not drained. A node that is
-    /// not usable is a failed node to the scheduler.
+    /// Whether the node takes no new jobs while the jobs it runs go on: drained or draining,
+    /// FAIL or FAILING (an administrator expects it to fail), in maintenance, powered down or
+    /// not there yet, and answering. A node neither usable nor closed (down, not responding,
+    /// a state Switchyard does not know) is a failed node to the scheduler.
+    pub fn closed(&self) -> bool {
+        !self.usable()
+            && !self.not_responding
+            && !matches!(
+                self.base,
+                NodeBase::Down | NodeBase::Unknown | NodeBase::Other(_)
+            )
+    }
+
+    /// Whether Switchyard may count on the node: up, answering, not drained.
     pub fn usable(&self) -> bool {
         !self.not_responding
             && !self.drain
@@ -803,6 +815,29 @@ mod tests {
         assert!(NodeState::parse("idle~").usable());
         assert!(!NodeState::parse("down~").usable());
         assert_eq!(NodeState::parse("down*").base, NodeBase::Down);
+        // Closed to new jobs, its own go on; or failed, its jobs lost.
+        for closed in [
+            "drained",
+            "draining",
+            "MIXED+DRAIN",
+            "fail",
+            "failing",
+            "maint",
+        ] {
+            assert!(NodeState::parse(closed).closed(), "{closed}");
+        }
+        for failed in [
+            "down",
+            "down+drain",
+            "drained*",
+            "MIXED+DRAIN*",
+            "unknown",
+            "weird",
+        ] {
+            let state = NodeState::parse(failed);
+            assert!(!state.usable() && !state.closed(), "{failed}");
+        }
+        assert!(!NodeState::parse("mixed").closed());
         assert_eq!(
             NodeState::parse("weird").base,
             NodeBase::Other("weird".into())

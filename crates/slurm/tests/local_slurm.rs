@@ -439,6 +439,80 @@ fn a_node_slurm_marks_down_is_a_node_failure_until_resumed() {
     );
 }
 
+/// A drained node (an administrator's maintenance) takes no new jobs in Slurm but runs the
+/// ones it has to their end: Switchyard hears "drained", not "failed", and its job runs on.
+#[test]
+fn a_node_slurm_drains_keeps_its_running_job_until_resumed() {
+    let _g = serial();
+    let Some(node) = slurm_here() else { return };
+    struct Resume(String);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("scontrol")
+                .args(["update", &format!("nodename={}", self.0), "state=resume"])
+                .status();
+        }
+    }
+    let _resume = Resume(node.clone());
+    let opts = options("drain");
+    let _cleanup = Cleanup(opts.tag.clone());
+    let mut b = backend("debug", None, opts);
+    let h = b.handle();
+    b.act(vec![launch("j-drain", 1, 1, 600)]);
+    let mut seen = Vec::new();
+    wait_event(&mut b, &mut seen, 30, |j, k| {
+        j == "j-drain" && k == "slurm_submitted"
+    });
+    let id = h
+        .logs("j-drain")
+        .and_then(|l| l.slurm_job)
+        .expect("submitted");
+    wait_state(&id, 30, |s| *s == JobState::Running);
+    let st = std::process::Command::new("scontrol")
+        .args([
+            "update",
+            &format!("nodename={node}"),
+            "state=drain",
+            "reason=switchyard-test",
+        ])
+        .status()
+        .expect("scontrol runs");
+    assert!(st.success());
+    wait_for(&mut b, &mut seen, 20, |o| {
+        *o == Observed::NodeDrained {
+            cluster: 0,
+            node: 0,
+        }
+    });
+    // Two more rounds: still running, nothing failed, nothing submitted again.
+    std::thread::sleep(Duration::from_secs(5));
+    seen.extend(b.poll(now_ms()));
+    assert_eq!(slurm_state(&id), Some(JobState::Running));
+    assert!(
+        !seen.iter().any(|o| matches!(
+            o,
+            Observed::NodeFailed { .. } | Observed::Failed { .. } | Observed::Finished { .. }
+        )),
+        "{seen:#?}"
+    );
+    assert_eq!(h.counters().0, 1, "submitted once");
+    let st = std::process::Command::new("scontrol")
+        .args(["update", &format!("nodename={node}"), "state=resume"])
+        .status()
+        .expect("scontrol runs");
+    assert!(st.success());
+    wait_for(&mut b, &mut seen, 20, |o| {
+        *o == Observed::NodeRepaired {
+            cluster: 0,
+            node: 0,
+        }
+    });
+    b.act(vec![Command::Stop {
+        job: "j-drain".into(),
+    }]);
+    wait_state(&id, 30, |s| *s == JobState::Cancelled);
+}
+
 #[test]
 fn after_a_restart_running_jobs_are_adopted_and_unwanted_ones_cancelled() {
     let _g = serial();
