@@ -1875,6 +1875,48 @@ impl Scheduler {
         true
     }
 
+    /// The backend stopped `job`'s run of `generation` where it stands at `now` (Slurm's
+    /// suspend): it keeps its accelerators and the progress it made, makes none until
+    /// [`Scheduler::began`], and then goes on without a restart's cost (only what was left of
+    /// its setup). Its predicted end is as if it went on now. Returns whether the run is
+    /// paused (false, and nothing done, for another generation, a job not running, a
+    /// service); a run already held stays held.
+    pub fn paused(&mut self, job: JobIdx, generation: u32, now: f64) -> bool {
+        let Some(j) = self.jobs.get(job as usize) else {
+            return false;
+        };
+        if j.state != JobState::Running || j.generation != generation {
+            return false;
+        }
+        let Some(mut run) = j.run.clone() else {
+            return false;
+        };
+        let order = j.order;
+        if !run.held {
+            // Its processes stop where they are: all it did is kept. (A failure after it goes
+            // on loses what its checkpoints do not hold counting from then: what it did before
+            // the pause is taken as safe.)
+            let elapsed = (now - run.progress_from).max(0.0);
+            let kept = elapsed * self.eff_rate(&run) / run.rate;
+            let size = f64::from(run.size);
+            let st = &mut self.stats[run.cluster as usize];
+            st.busy_accel_s += (now - run.start_s).max(0.0) * size;
+            st.useful_accel_s += kept * size;
+            let j = &mut self.jobs[job as usize];
+            if kept > 0.0 {
+                j.done = (j.done + kept * run.rate).min(1.0 - 1e-12);
+                j.stalled = 0;
+            }
+            run.setup_s = (run.progress_from - now).max(0.0);
+            run.start_s = now;
+        }
+        run.held = true;
+        self.progress_from(job, order, &mut run, now);
+        self.jobs[job as usize].run = Some(run);
+        self.held_runs.insert(job);
+        true
+    }
+
     /// Moves every held run's predicted end to "as if it began at `now`": while it waits, its
     /// end keeps moving, and reservations and backfill must not count on accelerators freeing
     /// up at an end long past.

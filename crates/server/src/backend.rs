@@ -96,6 +96,13 @@ pub enum Observed {
         why: String,
         interrupted: bool,
     },
+    /// A run's work stopped where it stands (a Slurm job suspended): it keeps its progress and
+    /// its accelerators, and makes no progress until [`Observed::Began`]. `why` in words.
+    Paused {
+        job: String,
+        generation: u32,
+        why: String,
+    },
     /// The launch of `generation` took over the work an earlier attempt started, still going
     /// (a new leader found its Slurm job): the run goes on as that `attempt`, not a new one.
     Continued {

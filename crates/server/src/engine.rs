@@ -98,6 +98,16 @@ fn words(s: &str) -> String {
     out
 }
 
+/// Why a run makes no progress though placed.
+#[derive(Debug)]
+struct Held {
+    /// The cluster's reason, in words.
+    why: String,
+    since_ms: i64,
+    /// Its work had begun and stands still (suspended), rather than not begun yet.
+    paused: bool,
+}
+
 #[derive(Debug, Default)]
 struct Tracked {
     id: String,
@@ -121,9 +131,9 @@ struct Tracked {
     restarts_before: i64,
     /// It was running when this leader took over.
     recovered: bool,
-    /// Why its cluster keeps its current run queued (its work has not begun), and since when,
-    /// if it does.
-    held: Option<(String, i64)>,
+    /// Why its cluster keeps its current run from working (queued, its work not begun; or
+    /// paused), and since when, if it does.
+    held: Option<Held>,
     /// Where node agents were last given its ranks (kept through changes of leader).
     ran_on: Option<switchyard_store::RanOn>,
     /// The cluster the store gave it when this leader took it in: a pending job shows where it
@@ -503,8 +513,12 @@ impl Engine {
             && self.sched.held(job, generation, now, interrupted)
         {
             let t = &mut self.jobs[job as usize];
-            let since = t.held.as_ref().map(|&(_, since)| since);
-            t.held = Some((why.to_owned(), since.unwrap_or(now_ms)));
+            let since = t.held.as_ref().map(|h| h.since_ms);
+            t.held = Some(Held {
+                why: why.to_owned(),
+                since_ms: since.unwrap_or(now_ms),
+                paused: false,
+            });
             if since.is_none() {
                 // Once per run (a Slurm job reports its queue reason every poll): the history
                 // shows the attempt waiting, and `began` when it stops.
@@ -521,8 +535,37 @@ impl Engine {
         }
     }
 
-    /// The backend reports that a held run's work began: it progresses from now, its predicted
-    /// end moves by as long as it was held, and a job's first run counts as started now.
+    /// The backend reports that a run's work stopped where it stands (Slurm's suspend): it
+    /// keeps its progress and its accelerators, and makes no progress until
+    /// [`Engine::began`].
+    pub fn paused(&mut self, now_ms: i64, id: &str, generation: u32, why: &str) {
+        let now = self.clock.to_s(now_ms);
+        if let Some(&job) = self.by_id.get(id)
+            && self.sched.paused(job, generation, now)
+        {
+            let t = &mut self.jobs[job as usize];
+            if t.held.is_none() {
+                t.held = Some(Held {
+                    why: why.to_owned(),
+                    since_ms: now_ms,
+                    paused: true,
+                });
+                let attempt = t.attempts_before + t.attempts;
+                self.note(
+                    now_ms,
+                    id,
+                    "paused",
+                    &format!("attempt {attempt}: paused where it stands, no progress: {why}"),
+                    None,
+                );
+                self.dirty.insert(job);
+            }
+        }
+    }
+
+    /// The backend reports that a held run's work began, or a paused one's goes on: it
+    /// progresses from now, its predicted end moves by as long as it was held, and a job's
+    /// first run counts as started now.
     pub fn began(&mut self, now_ms: i64, id: &str, generation: u32) {
         let Some(&job) = self.by_id.get(id) else {
             return;
@@ -532,19 +575,23 @@ impl Engine {
         if self.sched.began(job, generation, now).is_some() {
             let moved = self.sched.job(job).first_start_s != first_start;
             let t = &mut self.jobs[job as usize];
-            if let Some((_, since)) = t.held.take() {
+            if let Some(held) = t.held.take() {
                 let attempt = t.attempts_before + t.attempts;
-                let waited = now_ms - since;
-                self.note(
-                    now_ms,
-                    id,
-                    "began",
-                    &format!(
-                        "attempt {attempt}: its work began after it was held {:.1} s",
-                        waited as f64 / 1000.0
-                    ),
-                    None,
-                );
+                let waited = (now_ms - held.since_ms) as f64 / 1000.0;
+                let (kind, text) = if held.paused {
+                    (
+                        "resumed",
+                        format!("attempt {attempt}: goes on after it was paused {waited:.1} s"),
+                    )
+                } else {
+                    (
+                        "began",
+                        format!(
+                            "attempt {attempt}: its work began after it was held {waited:.1} s"
+                        ),
+                    )
+                };
+                self.note(now_ms, id, kind, &text, None);
             }
             let t = &mut self.jobs[job as usize];
             // Only where the scheduler moved it too (a run that had not begun since the job's
@@ -938,13 +985,21 @@ impl Engine {
                         t.allocated(),
                     )
                 }
-                (SchedState::Running, Some(c)) if t.held.is_some() => format!(
-                    "placed on {} accelerator{} of {}, not running yet: {}",
-                    t.allocated(),
-                    if t.allocated() == 1 { "" } else { "s" },
-                    self.clusters[c as usize],
-                    t.held.as_ref().map_or("", |(why, _)| why.as_str())
-                ),
+                (SchedState::Running, Some(c)) if t.held.is_some() => {
+                    let on = format!(
+                        "{} accelerator{} of {}",
+                        t.allocated(),
+                        if t.allocated() == 1 { "" } else { "s" },
+                        self.clusters[c as usize],
+                    );
+                    match &t.held {
+                        Some(h) if h.paused => format!("paused on {on}: {}", h.why),
+                        h => format!(
+                            "placed on {on}, not running yet: {}",
+                            h.as_ref().map_or("", |h| h.why.as_str())
+                        ),
+                    }
+                }
                 // The scheduler's own words give its clock's start time; say it plainly.
                 (SchedState::Running, Some(c)) => format!(
                     "running on {} accelerator{} of {}",
@@ -2062,6 +2117,68 @@ repair_hours = 24.0
         let u = update(&batch, "a");
         assert_eq!((u.restarts, u.started_ms), (0, Some(T0 - 5000)));
         assert!(u.reason.starts_with("running on"), "{}", u.reason);
+    }
+
+    /// A suspended run is paused: it keeps what it did, its reason and events say so once,
+    /// and when it goes on its predicted end has moved by exactly the pause, with no restart.
+    #[test]
+    fn a_paused_run_keeps_its_progress_and_ends_later_by_the_pause() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        e.admit(T0, &record("a", 1), spec(3600.0));
+        e.schedule(T0);
+        let (_, cmds) = e.take(T0);
+        let Some(&Command::Launch { generation, .. }) = cmds.first() else {
+            panic!("a launch: {cmds:?}");
+        };
+        let job = e.by_id["a"];
+        let end = |e: &Engine| e.sched.job(job).end_s.expect("running");
+        let before = end(&e);
+        let why = "Slurm job 7 is suspended";
+        e.paused(T0 + 600_000, "a", generation, why);
+        e.paused(T0 + 602_000, "a", generation, why);
+        e.schedule(T0 + 602_000);
+        let (batch, cmds) = e.take(T0 + 602_000);
+        assert!(cmds.is_empty(), "{cmds:?}");
+        let paused: Vec<_> = batch
+            .events
+            .iter()
+            .filter(|ev| ev.kind == "paused")
+            .collect();
+        assert_eq!(paused.len(), 1, "{:?}", batch.events);
+        assert_eq!(
+            paused[0].message,
+            "attempt 1: paused where it stands, no progress: Slurm job 7 is suspended"
+        );
+        let u = update(&batch, "a");
+        assert!(u.reason.starts_with("paused on "), "{}", u.reason);
+        assert!(
+            u.reason.ends_with(": Slurm job 7 is suspended"),
+            "{}",
+            u.reason
+        );
+        assert!(u.work_done > 0.0, "what it did before the pause is kept");
+        e.began(T0 + 1_200_000, "a", generation);
+        e.schedule(T0 + 1_200_000);
+        let (batch, cmds) = e.take(T0 + 1_200_000);
+        assert!(cmds.is_empty(), "no restart: {cmds:?}");
+        let resumed: Vec<_> = batch
+            .events
+            .iter()
+            .filter(|ev| ev.kind == "resumed" || ev.kind == "began")
+            .map(|ev| (ev.kind.as_str(), ev.message.as_str()))
+            .collect();
+        assert_eq!(
+            resumed,
+            [("resumed", "attempt 1: goes on after it was paused 600.0 s")]
+        );
+        assert!(
+            (end(&e) - before - 600.0).abs() < 1e-6,
+            "moved by the pause: {} then {}",
+            before,
+            end(&e)
+        );
+        assert!(update(&batch, "a").reason.starts_with("running on"));
+        e.check().expect("invariants");
     }
 
     /// A job recovered by a new leader reports the queueing it had before its first start,

@@ -384,6 +384,11 @@ async fn pass(
                 why,
                 interrupted,
             } => l.engine.held(now, &job, generation, &why, interrupted),
+            Observed::Paused {
+                job,
+                generation,
+                why,
+            } => l.engine.paused(now, &job, generation, &why),
             Observed::Began { job, generation } => l.engine.began(now, &job, generation),
             Observed::RanOn {
                 job,

@@ -1047,15 +1047,25 @@ impl Worker {
                 }
             } else if state == JobState::Suspended {
                 // `scontrol suspend`: its processes are stopped where they are, and go on
-                // from there when resumed. Said once; the scheduler has no pause, so the run
-                // stays running to it.
+                // from there when resumed. Said once; a gang's run is paused (it keeps its
+                // progress and makes none) until its job runs again.
                 if !std::mem::replace(&mut w.suspended, true) {
-                    self.event(
-                        &key,
-                        &cluster_name,
-                        "slurm_suspended",
-                        format!("Slurm job {id} is suspended"),
-                    );
+                    // (A job taken over suspended has run.)
+                    w.ran = true;
+                    w.running_seen = true;
+                    let why = format!("Slurm job {id} is suspended");
+                    let paused = (!w.replica && w.held_why.is_none()).then(|| {
+                        w.held_why = Some(why.clone());
+                        Observed::Paused {
+                            job: w.job.clone(),
+                            generation: w.generation,
+                            why: why.clone(),
+                        }
+                    });
+                    if let Some(paused) = paused {
+                        self.observe(paused);
+                    }
+                    self.event(&key, &cluster_name, "slurm_suspended", why);
                 }
             } else if state == JobState::Running {
                 if std::mem::replace(&mut w.suspended, false) {
@@ -2457,7 +2467,8 @@ mod tests {
     }
 
     /// A suspended job is said once, and so is its resumption; the run is not held (the
-    /// scheduler has no pause), and a suspended replica is said once too.
+    /// A suspended job is said once, and so is its resumption; a gang's run is paused until its
+    /// job runs again (then it began again), a suspended replica is only said, once too.
     #[test]
     fn a_suspended_job_is_said_once_and_so_is_its_resumption() {
         let fake = Fake::default();
@@ -2478,6 +2489,18 @@ mod tests {
         w.round();
         let seen = observed(&w);
         assert_eq!(held_whys(&seen), []);
+        let paused: Vec<_> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observed::Paused {
+                    job,
+                    generation,
+                    why,
+                } => Some((job.as_str(), *generation, why.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(paused, [("j", 1, format!("Slurm job {id} is suspended"))]);
         let said: Vec<_> = events(&seen)
             .into_iter()
             .filter(|e| e.1 == "slurm_suspended")
@@ -2487,12 +2510,20 @@ mod tests {
         fake.set_state(&id, JobState::Running);
         w.round();
         w.round();
-        let resumed: Vec<_> = events(&observed(&w))
+        let seen = observed(&w);
+        let resumed: Vec<_> = events(&seen)
             .into_iter()
-            .filter(|e| e.1 == "slurm_resumed")
-            .map(|e| e.0)
+            .filter(|e| e.1 == "slurm_resumed" || e.1 == "slurm_running")
+            .map(|e| (e.0, e.1))
             .collect();
-        assert_eq!(resumed, ["j"]);
+        assert_eq!(resumed, [("j".to_owned(), "slurm_resumed".to_owned())]);
+        assert_eq!(
+            seen.iter()
+                .filter(|o| matches!(o, Observed::Began { job, generation: 1 } if job == "j"))
+                .count(),
+            1,
+            "{seen:?}"
+        );
     }
 
     /// A waiting job's last reason for waiting is not given as the reason it ended.
@@ -2773,6 +2804,35 @@ mod tests {
             sub.stdout.ends_with("/j-run/g3-a1-r1.out"),
             "{}",
             sub.stdout
+        );
+    }
+
+    /// A job taken over while suspended pauses the run, and its resumption is said as such,
+    /// not as a first "is running".
+    #[test]
+    fn a_job_taken_over_suspended_is_paused_and_resumed() {
+        let fake = Fake::default();
+        let old = fake.add_job(Some("switchyard:j-run:1:1:a8"), JobState::Suspended);
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Reset);
+        w.apply(Msg::Commands(vec![launch("j-run", 1, 8)]));
+        w.round();
+        w.round();
+        let seen = observed(&w);
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Observed::Paused { job, .. } if job == "j-run")),
+            "{seen:?}"
+        );
+        fake.set_state(&old, JobState::Running);
+        w.round();
+        let seen = observed(&w);
+        let kinds: Vec<String> = events(&seen).into_iter().map(|e| e.1).collect();
+        assert_eq!(kinds, ["slurm_resumed"], "{seen:?}");
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Observed::Began { job, .. } if job == "j-run")),
+            "{seen:?}"
         );
     }
 

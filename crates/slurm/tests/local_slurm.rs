@@ -513,6 +513,59 @@ fn a_node_slurm_drains_keeps_its_running_job_until_resumed() {
     wait_state(&id, 30, |s| *s == JobState::Cancelled);
 }
 
+/// `scontrol suspend` pauses the run (it keeps its progress), `scontrol resume` lets it go on.
+#[test]
+fn a_suspended_job_pauses_its_run_until_resumed() {
+    let _g = serial();
+    let Some(_node) = slurm_here() else { return };
+    let opts = options("suspend");
+    let _cleanup = Cleanup(opts.tag.clone());
+    let mut b = backend("debug", None, opts);
+    let h = b.handle();
+    b.act(vec![launch("j-pause", 1, 1, 600)]);
+    let mut seen = Vec::new();
+    wait_event(&mut b, &mut seen, 30, |j, k| {
+        j == "j-pause" && k == "slurm_running"
+    });
+    let id = h
+        .logs("j-pause")
+        .and_then(|l| l.slurm_job)
+        .expect("submitted");
+    let scontrol = |verb: &str| {
+        let st = std::process::Command::new("scontrol")
+            .args([verb, &id])
+            .status()
+            .expect("scontrol runs");
+        assert!(st.success(), "scontrol {verb} {id}");
+    };
+    scontrol("suspend");
+    wait_for(&mut b, &mut seen, 20, |o| {
+        matches!(o, Observed::Paused { job, generation: 1, why }
+            if job == "j-pause" && why == &format!("Slurm job {id} is suspended"))
+    });
+    scontrol("resume");
+    wait_for(&mut b, &mut seen, 20, |o| {
+        matches!(o, Observed::Began { job, generation: 1 } if job == "j-pause")
+    });
+    // (Held before it first ran, while Slurm queued it; not since.)
+    let paused_at = seen
+        .iter()
+        .position(|o| matches!(o, Observed::Paused { .. }))
+        .expect("paused");
+    assert!(
+        !seen[paused_at..].iter().any(|o| matches!(
+            o,
+            Observed::Failed { .. } | Observed::Finished { .. } | Observed::Held { .. }
+        )),
+        "{seen:#?}"
+    );
+    assert_eq!(h.counters().0, 1, "submitted once");
+    b.act(vec![Command::Stop {
+        job: "j-pause".into(),
+    }]);
+    wait_state(&id, 30, |s| *s == JobState::Cancelled);
+}
+
 #[test]
 fn after_a_restart_running_jobs_are_adopted_and_unwanted_ones_cancelled() {
     let _g = serial();
