@@ -73,6 +73,7 @@ pub struct ClusterIndex {
     allocated: u64,
     idle_nodes: u32,
     down_nodes: u32,
+    drained_nodes: u32,
 }
 
 impl ClusterIndex {
@@ -121,6 +122,7 @@ impl ClusterIndex {
             allocated: 0,
             idle_nodes: nodes,
             down_nodes: 0,
+            drained_nodes: 0,
         }
     }
 
@@ -152,6 +154,10 @@ impl ClusterIndex {
 
     pub fn down_nodes(&self) -> u32 {
         self.down_nodes
+    }
+
+    pub fn drained_nodes(&self) -> u32 {
+        self.drained_nodes
     }
 
     /// Whether the node is offered nothing new: failed or drained.
@@ -512,7 +518,9 @@ impl ClusterIndex {
     /// afterwards; a down node is never offered), or puts it back. Either way it is no longer
     /// drained: a drained node that fails is failed, one that is repaired is up.
     pub fn set_down(&mut self, node: u32, down: bool) {
-        self.drained[node as usize] = false;
+        if std::mem::take(&mut self.drained[node as usize]) {
+            self.drained_nodes -= 1;
+        }
         if self.down[node as usize] == down {
             return;
         }
@@ -536,6 +544,7 @@ impl ClusterIndex {
         }
         self.set_down(node, true);
         self.drained[node as usize] = true;
+        self.drained_nodes += 1;
         true
     }
 
@@ -559,6 +568,13 @@ impl ClusterIndex {
         let mut free = 0u64;
         let mut idle = 0u32;
         let allocated: u64 = self.used.iter().map(|&u| u64::from(u)).sum();
+        let drained = self.drained.iter().filter(|&&d| d).count() as u32;
+        if drained != self.drained_nodes {
+            return Err(format!(
+                "drained nodes drifted: {drained} vs {}",
+                self.drained_nodes
+            ));
+        }
         if allocated != self.allocated {
             return Err(format!(
                 "allocated drifted: {allocated} vs {}",

@@ -330,8 +330,13 @@ struct Run {
     /// What the run pays before it makes progress once its work begins (the restart cost).
     setup_s: f64,
     /// Its backend holds it queued: its accelerators are taken but its work has not begun
-    /// (a Slurm job still pending), so it makes no progress ([`Scheduler::held`]).
+    /// (a Slurm job still pending), so it makes no progress ([`Scheduler::held`]); or it is
+    /// paused.
     held: bool,
+    /// Held because its backend stopped its work where it stands ([`Scheduler::paused`]), as
+    /// of this time: what it did up to then counts from `progress_from`, both slid forward
+    /// together while it stays paused.
+    paused_at: Option<f64>,
     /// Fraction of the job per second of computing (no checkpoint overhead).
     rate: f64,
     /// Checkpoint interval (compute seconds between checkpoints); infinite without failures.
@@ -513,7 +518,8 @@ impl Taken {
     fn take(&mut self, s: &Scheduler, size: u64, v: JobIdx) {
         let job = &s.jobs[v as usize];
         self.victims.push((size, v));
-        self.accelerators += size;
+        // Its team gives back all of it; room is made only where nodes are up.
+        self.accelerators += s.room_of(self.cluster, v);
         self.given_back[job.tenant as usize] += size;
         if let Some(run) = &job.run {
             add_by_node(&mut self.released, &run.shares);
@@ -846,6 +852,23 @@ impl Scheduler {
 
     pub fn job_count(&self) -> usize {
         self.jobs.len()
+    }
+
+    /// Accelerators run `v`'s gang holds on nodes of `cluster` that are up: the room stopping
+    /// it makes (none on drained nodes).
+    fn room_of(&self, cluster: u32, v: JobIdx) -> u64 {
+        let index = &self.index[cluster as usize];
+        self.jobs[v as usize].run.as_ref().map_or(0, |r| {
+            if index.drained_nodes() == 0 {
+                // (A failed node's runs are gone from it at once.)
+                return u64::from(r.size);
+            }
+            r.shares
+                .iter()
+                .filter(|s| !index.is_down(s.node))
+                .map(|s| u64::from(s.accelerators))
+                .sum()
+        })
     }
 
     /// Accelerators allocated right now on `cluster` (drained nodes' included).
@@ -1506,8 +1529,13 @@ impl Scheduler {
                     continue;
                 }
                 let size = u64::from(sj.size);
+                let index = &self.index[c as usize];
                 for (i, rep) in sj.replicas.iter().enumerate().rev() {
-                    if rep.cluster != c || rep.start_s >= now {
+                    // (A replica on drained nodes only makes no room: it serves on.)
+                    if rep.cluster != c
+                        || rep.start_s >= now
+                        || rep.shares.iter().all(|s| index.is_down(s.node))
+                    {
                         continue;
                     }
                     let back = &mut given_back[sj.tenant as usize];
@@ -1680,6 +1708,7 @@ impl Scheduler {
             progress_from: now + restart,
             setup_s: restart,
             held: false,
+            paused_at: None,
             rate,
             tau,
             end_s: 0.0,
@@ -1765,10 +1794,10 @@ impl Scheduler {
         finished: bool,
         graceful: bool,
     ) -> (f64, f64) {
-        let elapsed = if run.held {
-            0.0
-        } else {
-            (now - run.progress_from).max(0.0)
+        let elapsed = match (run.held, run.paused_at) {
+            (false, _) => (now - run.progress_from).max(0.0),
+            (true, Some(paused_at)) => (paused_at - run.progress_from).max(0.0),
+            (true, None) => 0.0,
         };
         let kind = self.jobs[j as usize].kind;
         if finished {
@@ -1862,13 +1891,19 @@ impl Scheduler {
             return false;
         };
         let order = j.order;
-        if !run.held && interrupted {
+        if interrupted && (!run.held || run.paused_at.is_some()) {
             // Booked as an unwarned stop, without counting as a stall: its backend goes on.
+            // (A paused run loses what it did up to its pause that no checkpoint holds.)
             self.book(now, job, &run, false, false);
             run.start_s = now;
             run.setup_s = self.restart_cost(job, run.cluster);
+        } else if run.paused_at.is_some() {
+            // Still paused where it stands: it has not lost its work.
+            self.held_runs.insert(job);
+            return true;
         }
         run.held = true;
+        run.paused_at = None;
         self.progress_from(job, order, &mut run, now);
         self.jobs[job as usize].run = Some(run);
         self.held_runs.insert(job);
@@ -1876,45 +1911,46 @@ impl Scheduler {
     }
 
     /// The backend stopped `job`'s run of `generation` where it stands at `now` (Slurm's
-    /// suspend): it keeps its accelerators and the progress it made, makes none until
-    /// [`Scheduler::began`], and then goes on without a restart's cost (only what was left of
-    /// its setup). Its predicted end is as if it went on now. Returns whether the run is
+    /// suspend): it keeps its accelerators and its progress, makes none until
+    /// [`Scheduler::began`], and then goes on where it stood (what was left of its setup
+    /// included), its predicted end later by the pause; a failure meanwhile loses what it
+    /// did since its last checkpoint before the pause, as ever. Returns whether the run is
     /// paused (false, and nothing done, for another generation, a job not running, a
     /// service); a run already held stays held.
     pub fn paused(&mut self, job: JobIdx, generation: u32, now: f64) -> bool {
-        let Some(j) = self.jobs.get(job as usize) else {
+        let Some(j) = self.jobs.get_mut(job as usize) else {
             return false;
         };
         if j.state != JobState::Running || j.generation != generation {
             return false;
         }
-        let Some(mut run) = j.run.clone() else {
+        let Some(run) = j.run.as_mut() else {
             return false;
         };
-        let order = j.order;
         if !run.held {
-            // Its processes stop where they are: all it did is kept. (A failure after it goes
-            // on loses what its checkpoints do not hold counting from then: what it did before
-            // the pause is taken as safe.)
-            let elapsed = (now - run.progress_from).max(0.0);
-            let kept = elapsed * self.eff_rate(&run) / run.rate;
-            let size = f64::from(run.size);
-            let st = &mut self.stats[run.cluster as usize];
-            st.busy_accel_s += (now - run.start_s).max(0.0) * size;
-            st.useful_accel_s += kept * size;
-            let j = &mut self.jobs[job as usize];
-            if kept > 0.0 {
-                j.done = (j.done + kept * run.rate).min(1.0 - 1e-12);
-                j.stalled = 0;
-            }
-            run.setup_s = (run.progress_from - now).max(0.0);
-            run.start_s = now;
+            run.held = true;
+            run.paused_at = Some(now);
         }
-        run.held = true;
-        self.progress_from(job, order, &mut run, now);
-        self.jobs[job as usize].run = Some(run);
         self.held_runs.insert(job);
         true
+    }
+
+    /// Slides a paused `run` of `job` to `now`: its progress and its predicted end move by
+    /// the time since it was last slid, what it did stays the same.
+    fn slide_paused(&mut self, job: JobIdx, order: u64, run: &mut Run, now: f64) {
+        let Some(paused_at) = run.paused_at else {
+            return;
+        };
+        if now <= paused_at {
+            return;
+        }
+        let old_end = run.end_s;
+        run.progress_from += now - paused_at;
+        run.paused_at = Some(now);
+        run.end_s = self.end_of(job, run);
+        let ends = &mut self.ends[run.cluster as usize];
+        ends.remove(&(bits(old_end), order, job));
+        ends.insert((bits(run.end_s), order, job));
     }
 
     /// Moves every held run's predicted end to "as if it began at `now`": while it waits, its
@@ -1930,8 +1966,11 @@ impl Scheduler {
             else {
                 continue;
             };
-            if run.progress_from < now + run.setup_s {
-                let order = j.order;
+            let order = j.order;
+            if run.paused_at.is_some() {
+                self.slide_paused(job, order, &mut run, now);
+                self.jobs[job as usize].run = Some(run);
+            } else if run.progress_from < now + run.setup_s {
                 self.progress_from(job, order, &mut run, now);
                 self.jobs[job as usize].run = Some(run);
             }
@@ -1962,7 +2001,8 @@ impl Scheduler {
     }
 
     /// The work of `job`'s held run of `generation` began at `now`: its progress starts after
-    /// its restart cost from now, and its predicted end moves by as long as it was held. A run
+    /// its restart cost from now, and its predicted end moves by as long as it was held; a
+    /// paused run goes on where it stood, its end later by the pause. A run
     /// that has not begun since the job's first start moves that start to now too, so that its
     /// queueing counts up to here. Returns the new predicted end; `None` (nothing changed)
     /// unless the run was [`Scheduler::held`].
@@ -1973,6 +2013,15 @@ impl Scheduler {
         }
         let mut run = j.run.clone().filter(|r| r.held)?;
         let order = j.order;
+        if run.paused_at.is_some() {
+            // It goes on where it stood.
+            self.slide_paused(job, order, &mut run, now);
+            run.held = false;
+            run.paused_at = None;
+            let end = run.end_s;
+            self.jobs[job as usize].run = Some(run);
+            return Some(end);
+        }
         // (An interrupted run's start moved when it was held again.)
         let first_run = j.first_start_s == Some(run.start_s);
         run.held = false;
@@ -2288,6 +2337,7 @@ impl Scheduler {
         run.progress_from = now + restart;
         run.setup_s = restart;
         run.held = false;
+        run.paused_at = None;
         run.end_s = self.end_of(j, &run);
         let (end, size) = (run.end_s, run.size);
         let nodes = run.shares.clone();
@@ -2299,7 +2349,9 @@ impl Scheduler {
         self.stats[c].restarts += 1;
         let name = self.clusters[c].name.clone();
         let from = restart_origin(kind);
-        let failed: Vec<u32> = old.iter().map(|s| s.node).collect();
+        // The nodes it leaves: those that failed, and drained ones (a restart is a new launch).
+        let (failed, drained): (Vec<u32>, Vec<u32>) =
+            old.iter().map(|s| s.node).partition(|n| failed.contains(n));
         self.emit(
             out,
             now,
@@ -2316,18 +2368,22 @@ impl Scheduler {
         );
         let spare_nodes: Vec<u32> = spares.iter().map(|s| s.node).collect();
         // (A gang whose every node failed keeps nothing.)
-        let kept = if failed.len() == nodes.len() {
+        let kept = if old.len() == nodes.len() {
             String::new()
         } else {
             format!(", keeping the rest of its {size} accelerators")
         };
         let (spares_named, failed_named) =
             (self.node_list(c, &spare_nodes), self.node_list(c, &failed));
-        let in_place = if failed.len() == 1 {
+        let mut in_place = if failed.len() == 1 {
             format!("spare node {spares_named} of {name} in place of failed node {failed_named}")
         } else {
             format!("spare nodes {spares_named} of {name} in place of failed nodes {failed_named}")
         };
+        if !drained.is_empty() {
+            let noun = if drained.len() == 1 { "node" } else { "nodes" };
+            in_place += &format!(" and drained {noun} {}", self.node_list(c, &drained));
+        }
         self.emit(
             out,
             now,
@@ -2836,7 +2892,8 @@ impl Scheduler {
                 if free >= need {
                     break;
                 }
-                free += u64::from(self.jobs[k as usize].run.as_ref().map_or(0, |r| r.size));
+                // (What ends on a drained node does not come free.)
+                free += self.room_of(c as u32, k);
                 shadow = f64::from_bits(end);
             }
             if free < need {
@@ -3136,7 +3193,8 @@ impl Scheduler {
             // borrows). Each is checked on its own here; `Taken` checks them together.
             let mut cands: Vec<(u64, JobIdx, bool)> = Vec::new();
             for &(p, _, v) in self.running_on[c as usize].iter().take(10_000) {
-                if started_now(v) {
+                // (A run only on drained nodes makes no room: it runs on to its end.)
+                if started_now(v) || self.room_of(c, v) == 0 {
                     continue;
                 }
                 let same_team = self.jobs[v as usize].tenant == self.jobs[j as usize].tenant;
@@ -3172,6 +3230,7 @@ impl Scheduler {
                         || vj.priority > prio
                         || started_now(v)
                         || (!reclaim && !self.borrowing(v, c))
+                        || self.room_of(c, v) == 0
                     {
                         continue;
                     }
@@ -3200,7 +3259,7 @@ impl Scheduler {
             let mut taken = Taken::new(self, c);
             if let Some(&(s, v, _)) = cands
                 .iter()
-                .filter(|&&(s, _, _)| s >= short)
+                .filter(|&&(_, v, _)| self.room_of(c, v) >= short)
                 .min_by_key(|&&(s, v, _)| (s, std::cmp::Reverse(jobs[v as usize].order)))
             {
                 // Admissible on its own: its team was checked as borrowing it.

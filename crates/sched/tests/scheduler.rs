@@ -1181,6 +1181,18 @@ fn a_drained_node_keeps_its_work_and_takes_nothing_new() {
         &mut out,
     );
     s.check_invariants().expect("invariants");
+    let reasons: Vec<&str> = out.iter().map(|d| d.reason.as_str()).collect();
+    assert!(
+        reasons[0].starts_with(&format!("node {} of fast failed", respun[2])),
+        "only the failed node failed: {reasons:?}"
+    );
+    assert!(
+        reasons[1].contains(&format!(
+            "in place of failed node {} and drained node {}",
+            respun[2], respun[1]
+        )),
+        "{reasons:?}"
+    );
     let moved = started_on(&out, j);
     assert_eq!(moved.len(), 4, "restarted in place: {out:?}");
     assert!(
@@ -1188,6 +1200,171 @@ fn a_drained_node_keeps_its_work_and_takes_nothing_new() {
         "neither the failed nor the drained node: {moved:?} from {respun:?}"
     );
     assert!(moved.contains(&respun[0]) && moved.contains(&respun[3]));
+}
+
+/// The first node each of `jobs` started on in `d`, by job.
+fn first_nodes(d: &[Decision]) -> HashMap<u32, Vec<u32>> {
+    d.iter()
+        .filter_map(|d| match &d.action {
+            Action::Start { job, nodes, .. } => {
+                Some((*job, nodes.iter().map(|n| n.node).collect()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A run on a drained node makes no room: it is not preempted for a job that could not use
+/// its node, and its end is not counted on by a reservation.
+#[test]
+fn a_run_on_a_drained_node_is_neither_preempted_nor_counted_on() {
+    // Priority: "mid" and "low" (8 each, priority 0) on a node each, the other 14 nodes held
+    // by a job of the newcomer's priority. Drained, low's node would not hold the newcomer
+    // (half a node): only mid goes.
+    let mut s = sched(Policy::Priority, false);
+    let mut mid = on_fast(job("mid", "a", 8, 1e6));
+    mid.priority = 0;
+    let mid = submit(&mut s, 0.0, mid);
+    let mut low = on_fast(job("low", "a", 8, 1e6));
+    low.priority = 0;
+    let low = submit(&mut s, 0.0, low);
+    let mut high = on_fast(job("high", "a", 112, 1e6));
+    high.priority = 5;
+    submit(&mut s, 0.0, high);
+    let started = first_nodes(&pass(&mut s, 0.0));
+    s.handle(
+        10.0,
+        Event::NodesDrained {
+            cluster: 0,
+            nodes: started[&low].clone(),
+        },
+        &mut Vec::new(),
+    );
+    let mut newcomer = on_fast(job("new", "b", 4, 100.0));
+    newcomer.priority = 5;
+    submit(&mut s, 20.0, newcomer);
+    let d = pass(&mut s, 20.0);
+    let preempted: Vec<u32> = d
+        .iter()
+        .filter_map(|d| match d.action {
+            Action::Preempt { job, .. } => Some(job),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(preempted, [mid], "{d:?}");
+    assert_eq!(s.job(low).state, JobState::Running);
+
+    // FIFO: 12 nodes busy for long, "b" on one node until 1,000 s, "a" on two drained nodes
+    // until 100 s, one node free. The head needs 16: its room comes when b ends (a's nodes
+    // stay drained), so a job of 8 for 5,000 s must not take the free node.
+    let mut s = sched(Policy::Fifo, false);
+    submit(&mut s, 0.0, on_fast(job("long", "a", 96, 1e6)));
+    let b = submit(&mut s, 0.0, on_fast(job("b", "a", 8, 1000.0)));
+    let a = submit(&mut s, 0.0, on_fast(job("a", "a", 16, 100.0)));
+    let started = first_nodes(&pass(&mut s, 0.0));
+    s.handle(
+        10.0,
+        Event::NodesDrained {
+            cluster: 0,
+            nodes: started[&a].clone(),
+        },
+        &mut Vec::new(),
+    );
+    let head = submit(&mut s, 20.0, on_fast(job("head", "b", 16, 100.0)));
+    let filler = submit(&mut s, 21.0, on_fast(job("filler", "b", 8, 5000.0)));
+    let d = pass(&mut s, 21.0);
+    assert!(
+        !first_nodes(&d).contains_key(&filler),
+        "the free node is the head's at 1,000 s: {d:?}"
+    );
+    let mut out = Vec::new();
+    let generation = s.job(b).generation;
+    s.handle(1000.0, Event::Finished { job: b, generation }, &mut out);
+    let d = pass(&mut s, 1000.0);
+    assert!(first_nodes(&d).contains_key(&head), "{d:?}");
+}
+
+/// A paused run (Slurm's suspend) keeps what it did and does nothing meanwhile: going on, it
+/// ends later by the pause; a failure during the pause loses only what it did since its last
+/// checkpoint before the pause; a requeue of a paused run (held again, interrupted) costs a
+/// restart and loses the same.
+#[test]
+fn a_paused_run_stands_still_and_goes_on_where_it_stood() {
+    let run_spec = || on_fast(job("run", "a", 8, 100_000.0));
+    let start = |s: &mut Scheduler| -> (u32, u32, u32) {
+        let j = submit(s, 0.0, run_spec());
+        let d = pass(s, 0.0);
+        let Some(Action::Start {
+            generation, nodes, ..
+        }) = d
+            .iter()
+            .map(|d| &d.action)
+            .find(|a| matches!(a, Action::Start { .. }))
+        else {
+            panic!("a start: {d:?}");
+        };
+        (j, *generation, nodes[0].node)
+    };
+    let lost_on_failure = |s: &mut Scheduler, node: u32, at: f64| -> f64 {
+        let mut out = Vec::new();
+        s.handle(at, Event::NodeFailed { cluster: 0, node }, &mut out);
+        s.check_invariants().expect("invariants");
+        out.iter()
+            .find_map(|d| match d.action {
+                Action::Restart { lost_s, .. } => Some(lost_s),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("a restart: {out:?}"))
+    };
+
+    // Unpaused, a failure at 30,000 s loses what the last checkpoint does not hold.
+    let mut s = sched(Policy::Switchyard, true);
+    let (_, _, node) = start(&mut s);
+    let unpaused_loss = lost_on_failure(&mut s, node, 30_000.0);
+
+    // Paused at 30,000 s for 50,000 s: the end moves by the pause, and a failure at the end
+    // of the pause loses as much as one at its start.
+    let mut s = sched(Policy::Switchyard, true);
+    let (j, generation, node) = start(&mut s);
+    let end = s.job(j).end_s.expect("running");
+    assert!(s.paused(j, generation, 30_000.0));
+    assert!(!s.paused(j, generation + 1, 30_000.0), "another generation");
+    pass(&mut s, 80_000.0);
+    assert!(
+        (s.job(j).end_s.expect("running") - end - 50_000.0).abs() < 1e-6,
+        "{end} then {:?}",
+        s.job(j).end_s
+    );
+    let mut went_on = s.clone();
+    assert_eq!(went_on.began(j, generation, 80_000.0), Some(end + 50_000.0));
+    let lost = lost_on_failure(&mut s, node, 80_000.0);
+    assert!(
+        (lost - unpaused_loss).abs() < 1e-6,
+        "{lost} vs {unpaused_loss}"
+    );
+    // Gone on, it fails 1 s later as if it had not stopped at all.
+    let lost = lost_on_failure(&mut went_on, node, 80_001.0);
+    assert!(
+        (lost - unpaused_loss - 1.0).abs() < 1e-6,
+        "{lost} vs {unpaused_loss}"
+    );
+
+    // Requeued while paused: the same loss, and a restart before it goes on.
+    let mut s = sched(Policy::Switchyard, true);
+    let (j, generation, _) = start(&mut s);
+    s.paused(j, generation, 30_000.0);
+    assert!(s.held(j, generation, 40_000.0, true));
+    let kept = s.kept_fraction(j, 40_000.0);
+    let began = s.began(j, generation, 50_000.0).expect("held");
+    let remaining = (1.0 - kept) * 100_000.0;
+    assert!(
+        began > 50_000.0 + remaining,
+        "restart cost and checkpoint overhead after it begins: {began} vs {remaining}"
+    );
+    assert!(
+        kept > 0.0 && kept * 100_000.0 <= 30_000.0 - unpaused_loss + 1e-6,
+        "kept only what its checkpoints held: {kept}"
+    );
 }
 
 #[test]

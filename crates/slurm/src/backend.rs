@@ -383,7 +383,9 @@ impl Want {
         if self.replica || self.held_why.as_deref() == Some(why.as_str()) {
             return None;
         }
-        let interrupted = self.ran && self.held_why.is_none();
+        // (A suspended job's work had begun: queued again, it is interrupted.)
+        let interrupted = self.ran && (self.held_why.is_none() || self.suspended);
+        self.suspended = false;
         self.held_why = Some(why.clone());
         Some(Observed::Held {
             job: self.job.clone(),
@@ -1052,18 +1054,27 @@ impl Worker {
                 if !std::mem::replace(&mut w.suspended, true) {
                     // (A job taken over suspended has run.)
                     w.ran = true;
+                    // ("Suspended" says it ran; no "is running" before it.)
                     w.running_seen = true;
                     let why = format!("Slurm job {id} is suspended");
-                    let paused = (!w.replica && w.held_why.is_none()).then(|| {
+                    let mut seen = Vec::new();
+                    if !w.replica {
+                        // Held in Slurm's queue until the last poll, it began in between.
+                        if w.held_why.take().is_some() {
+                            seen.push(Observed::Began {
+                                job: w.job.clone(),
+                                generation: w.generation,
+                            });
+                        }
                         w.held_why = Some(why.clone());
-                        Observed::Paused {
+                        seen.push(Observed::Paused {
                             job: w.job.clone(),
                             generation: w.generation,
                             why: why.clone(),
-                        }
-                    });
-                    if let Some(paused) = paused {
-                        self.observe(paused);
+                        });
+                    }
+                    for o in seen {
+                        self.observe(o);
                     }
                     self.event(&key, &cluster_name, "slurm_suspended", why);
                 }
@@ -1331,7 +1342,8 @@ impl Worker {
         w.slurm_id = None;
         w.running_seen = false;
         w.pending_reason = None;
-        let was_held = w.held_why.take().is_some();
+        // A paused run's work had begun: held now, it is interrupted.
+        let was_held = w.held_why.take().is_some() && !std::mem::take(&mut w.suspended);
         if w.replica {
             // A service replica is never done: start it again (after back-off).
             let why = match how {
@@ -2805,6 +2817,68 @@ mod tests {
             "{}",
             sub.stdout
         );
+    }
+
+    /// A suspended job that Slurm requeues, or loses to a node failure, interrupts its run
+    /// (its work had begun): held again with `interrupted`, and not "resumed" when the next
+    /// job runs. One seen queued, then suspended (it ran between two polls) began, then paused.
+    #[test]
+    fn a_suspended_job_requeued_or_lost_interrupts_its_run() {
+        for lost in [false, true] {
+            let fake = Fake::default();
+            let mut w = worker(&fake, 1);
+            w.options.backoff_initial = Duration::ZERO;
+            let id = running(&fake, &mut w, launch("j", 1, 8));
+            fake.set_state(&id, JobState::Suspended);
+            w.round();
+            observed(&w);
+            if lost {
+                fake.set_state(&id, JobState::NodeFail);
+            } else {
+                fake.set_state(&id, JobState::Pending);
+            }
+            w.round();
+            w.round();
+            let seen = observed(&w);
+            let held = held_whys(&seen);
+            // (Reasons told while it stays held are not new interruptions.)
+            assert!(held.first().is_some_and(|h| h.1), "lost {lost}: {seen:?}");
+            let next = fake
+                .active_tagged("switchyard")
+                .last()
+                .map(|(_, id)| id.clone())
+                .expect("a job");
+            fake.set_state(&next, JobState::Running);
+            w.round();
+            let seen = observed(&w);
+            let kinds: Vec<String> = events(&seen).into_iter().map(|e| e.1).collect();
+            assert!(!kinds.contains(&"slurm_resumed".to_owned()), "{kinds:?}");
+            assert!(
+                seen.iter().any(|o| matches!(o, Observed::Began { .. })),
+                "{seen:?}"
+            );
+        }
+
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
+        w.round();
+        let id = fake.active_tagged("switchyard")[0].1.clone();
+        fake.set_state(&id, JobState::Pending);
+        w.round();
+        assert_eq!(held_whys(&observed(&w)).len(), 1, "held while queued");
+        fake.set_state(&id, JobState::Suspended);
+        w.round();
+        let seen = observed(&w);
+        let order: Vec<&str> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observed::Began { .. } => Some("began"),
+                Observed::Paused { .. } => Some("paused"),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(order, ["began", "paused"], "{seen:?}");
     }
 
     /// A job taken over while suspended pauses the run, and its resumption is said as such,

@@ -131,8 +131,9 @@ impl NodeState {
     }
 
     /// Whether the node takes no new jobs while the jobs it runs go on: drained or draining,
-    /// FAIL or FAILING (an administrator expects it to fail), in maintenance, powered down or
-    /// not there yet, and answering. A node neither usable nor closed (down, not responding,
+    /// FAIL or FAILING (an administrator expects it to fail), in maintenance or not there yet
+    /// (FUTURE), and answering. (A node powered down for power saving is usable: Slurm powers
+    /// it up on demand.) A node neither usable nor closed (down, not responding,
     /// a state Switchyard does not know) is a failed node to the scheduler.
     pub fn closed(&self) -> bool {
         !self.usable()

@@ -544,9 +544,12 @@ fn a_suspended_job_pauses_its_run_until_resumed() {
             if job == "j-pause" && why == &format!("Slurm job {id} is suspended"))
     });
     scontrol("resume");
-    wait_for(&mut b, &mut seen, 20, |o| {
-        matches!(o, Observed::Began { job, generation: 1 } if job == "j-pause")
-    });
+    wait_for(
+        &mut b,
+        &mut seen,
+        20,
+        |o| matches!(o, Observed::Began { job, generation: 1 } if job == "j-pause"),
+    );
     // (Held before it first ran, while Slurm queued it; not since.)
     let paused_at = seen
         .iter()
