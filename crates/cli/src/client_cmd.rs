@@ -147,19 +147,102 @@ pub struct QueueArgs {
     json: bool,
 }
 
-/// List the nodes the server's agents registered, their state and what runs on them.
+/// List the nodes the server's agents registered, their state and what runs on them; drain
+/// a node for maintenance and resume it.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Needs an admin or agent token (`switchyard token create --tenant ops --admin` / `--agent`).\n\nExamples:\n  switchyard nodes\n  switchyard nodes --json"
+    args_conflicts_with_subcommands = true,
+    after_help = "Listing needs an admin or agent token (`switchyard token create --tenant ops --admin` / `--agent`); drain and resume an admin token.\n\nExamples:\n  switchyard nodes\n  switchyard nodes --json\n  switchyard nodes drain gpu-7 --reason \"DIMM replacement\"\n  switchyard nodes resume gpu-7"
 )]
 pub struct NodesArgs {
+    #[command(subcommand)]
+    action: Option<NodesAction>,
     #[command(flatten)]
     client: ClientArgs,
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum NodesAction {
+    /// Take a node out of service for new work: what runs on it runs on to its end, nothing
+    /// new is placed there until it is resumed (it stays drained across restarts).
+    Drain(DrainArgs),
+    /// Put a drained node back in service.
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DrainArgs {
+    /// The node: its id (`n-…`) or its host name.
+    node: String,
+    /// Why, shown by `switchyard nodes`.
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ResumeArgs {
+    /// The node: its id (`n-…`) or its host name.
+    node: String,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Drains or resumes a node and says what it is now.
+fn set_drain(
+    client: &ClientArgs,
+    node: &str,
+    request: Option<switchyard_server::agents::DrainRequest>,
+    json: bool,
+) -> Result<(), CliError> {
+    use switchyard_server::agents::DrainAnswer;
+    let client = Client::new(client)?;
+    let path = format!(
+        "/v1/agent/nodes/{}/{}",
+        encode(node),
+        if request.is_some() { "drain" } else { "resume" }
+    );
+    let answer: DrainAnswer = match &request {
+        Some(r) => client.post(&path, Some(r))?,
+        None => client.post::<(), _>(&path, None)?,
+    };
+    if json {
+        return print_json(&answer);
+    }
+    match &answer.drained {
+        Some(d) => outln!(
+            "node {} ({} of {}) is drained: {}; what runs on it goes on, nothing new is placed there",
+            answer.id,
+            answer.hostname,
+            answer.cluster,
+            d.reason
+        ),
+        None => outln!(
+            "node {} ({} of {}) is back in service",
+            answer.id,
+            answer.hostname,
+            answer.cluster
+        ),
+    }
+    Ok(())
+}
+
 pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
+    match args.action {
+        Some(NodesAction::Drain(a)) => {
+            let request = switchyard_server::agents::DrainRequest { reason: a.reason };
+            return set_drain(&a.client, &a.node, Some(request), a.json);
+        }
+        Some(NodesAction::Resume(a)) => return set_drain(&a.client, &a.node, None, a.json),
+        None => {}
+    }
     let client = Client::new(&args.client)?;
     let nodes: Vec<switchyard_server::agents::NodeView> = client.get("/v1/agent/nodes")?;
     if args.json {
@@ -179,7 +262,10 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
             n.hostname.clone(),
             n.cluster.clone(),
             n.slot.to_string(),
-            n.state.clone(),
+            match &n.drained {
+                Some(d) => format!("{}, drained: {}", n.state, d.reason),
+                None => n.state.clone(),
+            },
             n.accelerators.to_string(),
             n.processes.to_string(),
             format!("{:.1} s ago", (now - n.last_seen_ms).max(0) as f64 / 1000.0),
@@ -192,10 +278,16 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
     }
     out!("{}", t.render());
     let lost = nodes.iter().filter(|n| n.state == "lost").count();
+    let drained = nodes.iter().filter(|n| n.drained.is_some()).count();
     outln!(
-        "{} nodes, {} ready, {lost} lost",
+        "{} nodes, {} ready, {lost} lost{}",
         nodes.len(),
-        nodes.len() - lost
+        nodes.len() - lost,
+        if drained > 0 {
+            format!(", {drained} drained")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

@@ -6,6 +6,7 @@
 mod agents_common;
 
 use agents_common::*;
+use serde_json::{Value, json};
 
 fn ureq_text(url: &str, token: &str) -> String {
     let mut res = ureq::get(url)
@@ -226,4 +227,97 @@ fn only_the_scheduling_leader_serves_the_agents() {
     );
     assert_eq!(status, 200, "the leader registers it: {body}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `switchyard nodes drain` takes a node out of service for new work while what runs on it
+/// runs to its end, says so in `switchyard nodes`, and `resume` puts it back: a job waiting
+/// for it then starts. Only admin tokens may drain.
+#[test]
+fn a_drained_node_runs_its_work_to_the_end_and_takes_nothing_new_until_resumed() {
+    let dir = scratch("agents-drain");
+    let fleet = fleet_file(&dir, 2, 2);
+    let s = AgentServer::start(&dir, &fleet, "127.0.0.1:0");
+    let _agents: Vec<AgentProcess> = s.start_local_agents(&dir, 2);
+    let db = s.server.db.clone();
+    let admin = server_common::token(&db, "ops", true);
+    let nodes_cli = |args: &[&str], token: &str| {
+        let out = std::process::Command::new(BIN)
+            .arg("nodes")
+            .args(args)
+            .args(["--url", s.url(), "--token", token])
+            .output()
+            .expect("switchyard nodes");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let batch = |seconds: f64| {
+        json!({
+            "kind": "batch",
+            "accelerators": 2,
+            "duration_s": seconds,
+            "command": {"argv": ["sleep", seconds.to_string()]},
+        })
+    };
+
+    let first = s.submit(&batch(6.0));
+    let busy = wait_for(30, "a node running the first job", || {
+        s.nodes().into_iter().find(|n| {
+            n["jobs"]
+                .as_array()
+                .is_some_and(|j| j.iter().any(|x| x == &first))
+        })
+    });
+    let busy_host = busy["hostname"].as_str().expect("hostname").to_owned();
+    let idle = s
+        .nodes()
+        .into_iter()
+        .find(|n| n["hostname"] != busy_host.as_str())
+        .expect("the other node");
+    let idle_id = idle["id"].as_str().expect("id").to_owned();
+
+    // A tenant may not drain; an unknown node is named.
+    let (code, _, err) = nodes_cli(&["drain", &busy_host], &s.tenant_token);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("admin"), "{err}");
+    let (code, _, err) = nodes_cli(&["drain", "no-such-host"], &admin);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no-such-host"), "{err}");
+
+    // Drain both: the busy one by host name, the idle one by id.
+    let (code, out, err) = nodes_cli(&["drain", &busy_host, "--reason", "DIMM swap"], &admin);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("is drained: DIMM swap"), "{out}");
+    let (code, _, err) = nodes_cli(&["drain", &idle_id], &admin);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, table, _) = nodes_cli(&[], &admin);
+    assert!(table.contains("ready, drained: DIMM swap"), "{table}");
+    assert!(
+        table.contains("2 nodes, 2 ready, 0 lost, 2 drained"),
+        "{table}"
+    );
+
+    // The first job runs to its end where it is; the second waits for a node in service.
+    let second = s.submit(&batch(1.0));
+    let end = wait_final(&s, &first, 60);
+    assert_eq!(end["state"], "done", "{end}");
+    assert_eq!(end["restarts"], 0, "{end}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(s.job(&second)["state"], "pending", "{}", s.job(&second));
+
+    let (code, out, err) = nodes_cli(&["resume", &idle_id, "--json"], &admin);
+    assert_eq!(code, Some(0), "{err}");
+    let answer: Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(answer["drained"], Value::Null, "{answer}");
+    let end = wait_final(&s, &second, 60);
+    assert_eq!(end["state"], "done", "{end}");
+    let ran_on = s
+        .events(&second)
+        .into_iter()
+        .find(|e| e["kind"] == "started")
+        .and_then(|e| e["message"].as_str().map(str::to_owned))
+        .expect("a started event");
+    assert!(!ran_on.contains(&busy_host), "{ran_on}");
 }

@@ -1794,6 +1794,8 @@ impl Scheduler {
         finished: bool,
         graceful: bool,
     ) -> (f64, f64) {
+        // A suspended job cannot checkpoint on the way out: Slurm kills it outright.
+        let graceful = graceful && run.paused_at.is_none();
         let elapsed = match (run.held, run.paused_at) {
             (false, _) => (now - run.progress_from).max(0.0),
             (true, Some(paused_at)) => (paused_at - run.progress_from).max(0.0),
@@ -3226,11 +3228,13 @@ impl Scheduler {
                     let vj = &self.jobs[v as usize];
                     // Speed never overrides a guarantee: a run within its team's guaranteed
                     // quota yields only to a job that is within its own.
+                    // (A paused run would not checkpoint on the way out.)
                     if vj.kind != JobKind::Training
                         || vj.priority > prio
                         || started_now(v)
                         || (!reclaim && !self.borrowing(v, c))
                         || self.room_of(c, v) == 0
+                        || vj.run.as_ref().is_some_and(|r| r.paused_at.is_some())
                     {
                         continue;
                     }
@@ -3398,6 +3402,10 @@ impl Scheduler {
             })
             .collect();
         for (v, reason) in victims.into_iter().zip(reasons) {
+            let paused = self.jobs[v as usize]
+                .run
+                .as_ref()
+                .is_some_and(|r| r.paused_at.is_some());
             self.stop(now, v, false, true);
             self.stats[c as usize].preemptions += 1;
             self.epoch += 1;
@@ -3406,6 +3414,11 @@ impl Scheduler {
             vj.why = Why::AfterPreemption { need: None };
             let reason = if self.jobs[v as usize].kind == JobKind::Batch {
                 format!("{reason}; a batch job does not checkpoint: it starts over")
+            } else if paused {
+                format!(
+                    "{reason}; suspended, it could not checkpoint: it goes on from its last \
+                     checkpoint"
+                )
             } else {
                 reason
             };
@@ -3684,6 +3697,11 @@ impl Scheduler {
     /// for tests.
     pub fn check_invariants(&self) -> Result<(), String> {
         let n = self.clusters.len();
+        let runs = self.jobs.iter().filter(|j| j.run.is_some()).count();
+        let entries: usize = self.ends.iter().map(BTreeSet::len).sum();
+        if runs != entries {
+            return Err(format!("{entries} predicted ends for {runs} runs"));
+        }
         let mut used: Vec<Vec<u32>> = self
             .index
             .iter()
@@ -3704,6 +3722,13 @@ impl Scheduler {
             let mut allocs: Vec<(u32, u32, &[NodeShare])> = Vec::new();
             if let Some(r) = &j.run {
                 allocs.push((r.cluster, r.size, &r.shares));
+                if !self.ends[r.cluster as usize].contains(&(bits(r.end_s), j.order, idx as JobIdx))
+                {
+                    return Err(format!("job {}'s predicted end is stale in `ends`", j.id));
+                }
+                if r.paused_at.is_some() && !r.held {
+                    return Err(format!("job {} is paused but not held", j.id));
+                }
             }
             for rep in &j.replicas {
                 allocs.push((rep.cluster, j.size, &rep.shares));

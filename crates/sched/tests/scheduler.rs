@@ -688,6 +688,17 @@ fn drive(
                     job: a,
                     generation: b,
                 },
+                // A backend's pause, requeue (interrupted hold) and resumption of a run.
+                4..=6 => {
+                    match kind {
+                        4 => s.paused(a, b, now),
+                        5 => s.held(a, b, now, true),
+                        _ => s.began(a, b, now).is_some(),
+                    };
+                    s.check_invariants()
+                        .expect("invariants hold after a pause, requeue or resumption");
+                    continue;
+                }
                 _ => node_event(kind, a, b),
             };
             s.handle(now, ev, &mut out);
@@ -706,6 +717,16 @@ fn drive(
             } = d.action
             {
                 events.push((expected_end_s.max(now), 1, job, generation));
+                // Every third run is paused a while after it starts (every sixth requeued
+                // while paused), then goes on.
+                if job % 3 == 0 {
+                    let t = now + 10.0 + f64::from(job % 7) * 50.0;
+                    events.push((t, 4, job, generation));
+                    if job % 6 == 0 {
+                        events.push((t + 100.0, 5, job, generation));
+                    }
+                    events.push((t + 300.0, 6, job, generation));
+                }
             }
         }
         log.extend(out);
@@ -1349,21 +1370,58 @@ fn a_paused_run_stands_still_and_goes_on_where_it_stood() {
         "{lost} vs {unpaused_loss}"
     );
 
-    // Requeued while paused: the same loss, and a restart before it goes on.
-    let mut s = sched(Policy::Switchyard, true);
-    let (j, generation, _) = start(&mut s);
-    s.paused(j, generation, 30_000.0);
-    assert!(s.held(j, generation, 40_000.0, true));
-    let kept = s.kept_fraction(j, 40_000.0);
-    let began = s.began(j, generation, 50_000.0).expect("held");
-    let remaining = (1.0 - kept) * 100_000.0;
-    assert!(
-        began > 50_000.0 + remaining,
-        "restart cost and checkpoint overhead after it begins: {began} vs {remaining}"
-    );
+    // Requeued while paused: as if it had been requeued when it was paused — the same loss,
+    // the same restart before it goes on, the same end.
+    let requeued = |pause: bool| {
+        let mut s = sched(Policy::Switchyard, true);
+        let (j, generation, _) = start(&mut s);
+        if pause {
+            s.paused(j, generation, 30_000.0);
+            assert!(s.held(j, generation, 40_000.0, true));
+        } else {
+            assert!(s.held(j, generation, 30_000.0, true));
+        }
+        let kept = s.kept_fraction(j, 40_000.0);
+        (kept, s.began(j, generation, 50_000.0).expect("held"))
+    };
+    let (kept, end) = requeued(true);
     assert!(
         kept > 0.0 && kept * 100_000.0 <= 30_000.0 - unpaused_loss + 1e-6,
         "kept only what its checkpoints held: {kept}"
+    );
+    let (kept_unpaused, end_unpaused) = requeued(false);
+    assert!(
+        (kept - kept_unpaused).abs() < 1e-12,
+        "{kept} vs {kept_unpaused}"
+    );
+    assert!((end - end_unpaused).abs() < 1e-6, "{end} vs {end_unpaused}");
+
+    // Preempted while paused: Slurm kills a suspended job outright, so it keeps only what its
+    // checkpoints hold, and its reason says so.
+    let mut s = sched(Policy::Priority, true);
+    let (j, generation, _) = start(&mut s);
+    submit(&mut s, 1.0, on_fast(job("filler", "b", 96, 1e6)));
+    pass(&mut s, 1.0);
+    s.paused(j, generation, 30_000.0);
+    let mut urgent = on_fast(job("urgent", "a", 32, 100.0));
+    urgent.priority = 9;
+    submit(&mut s, 40_000.0, urgent);
+    let d = pass(&mut s, 40_000.0);
+    let preempted = d
+        .iter()
+        .find(|d| matches!(d.action, Action::Preempt { job, .. } if job == j))
+        .unwrap_or_else(|| panic!("preempted: {d:?}"));
+    assert!(
+        preempted
+            .reason
+            .contains("suspended, it could not checkpoint"),
+        "{}",
+        preempted.reason
+    );
+    assert!(
+        (s.kept_fraction(j, 40_000.0) - kept).abs() < 1e-12,
+        "{} vs {kept}",
+        s.kept_fraction(j, 40_000.0)
     );
 }
 

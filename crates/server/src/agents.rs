@@ -374,6 +374,9 @@ struct Hub {
     /// The nodes on record in the store, as they last registered (with any leader), read when
     /// the term began: what a new leader knows of nodes it has not heard from yet.
     on_record: HashMap<String, NodeOnRecord>,
+    /// Nodes an administrator drained, by id (from the store when the term began, and the
+    /// drains and resumptions since): they take no new work, what runs on them goes on.
+    drained: HashMap<String, switchyard_store::NodeDrain>,
 }
 
 /// A node as the store has it from its last registration.
@@ -664,7 +667,8 @@ impl AgentHub {
             node: slot,
             host: hostname.clone(),
         });
-        if !was_up {
+        // (A drained node back from down stays out of service: the scheduler has it down.)
+        if !was_up && !hub.drained.contains_key(id) {
             hub.observed.push(Observed::NodeRepaired {
                 cluster: c,
                 node: slot,
@@ -710,12 +714,37 @@ impl AgentHub {
             n.lost = false;
             let (cluster, slot) = (n.cluster, n.slot);
             tracing::info!(node, "lost node is back");
-            hub.observed.push(Observed::NodeRepaired {
-                cluster,
-                node: slot,
-            });
+            if !hub.drained.contains_key(node) {
+                hub.observed.push(Observed::NodeRepaired {
+                    cluster,
+                    node: slot,
+                });
+            }
         }
         Ok(persist)
+    }
+
+    /// Drains node `id` (`Some`: as the store now has it) or resumes it (`None`): the scheduler
+    /// hears of it at once if the node is live (one down stays down until it is back, and is
+    /// then drained or up as this says).
+    pub fn set_drain(&self, id: &str, drain: Option<switchyard_store::NodeDrain>) {
+        let mut hub = self.lock();
+        let was = match drain {
+            Some(d) => hub.drained.insert(id.to_owned(), d).is_some(),
+            None => hub.drained.remove(id).is_some(),
+        };
+        let drained = hub.drained.contains_key(id);
+        let Some(n) = hub.nodes.get(id).filter(|n| !n.lost) else {
+            return;
+        };
+        let (cluster, node) = (n.cluster, n.slot);
+        if drained && !was {
+            tracing::info!(node = %id, "node drained");
+            hub.observed.push(Observed::NodeDrained { cluster, node });
+        } else if !drained && was {
+            tracing::info!(node = %id, "drained node resumed");
+            hub.observed.push(Observed::NodeRepaired { cluster, node });
+        }
     }
 
     /// The store did not take the copy of `node`'s heartbeat: the next heartbeat writes again.
@@ -913,6 +942,10 @@ impl AgentHub {
                 address: n.address.clone(),
                 accelerators: n.accelerators.len() as u32,
                 state: if n.lost { "lost" } else { "ready" }.into(),
+                drained: hub.drained.get(&n.id).cloned().map(|d| DrainView {
+                    reason: d.reason,
+                    since_ms: d.since_ms,
+                }),
                 last_seen_ms: n.last_seen_ms,
                 processes: n.statuses.len() as u32,
                 jobs: hub
@@ -941,11 +974,42 @@ pub struct NodeView {
     pub accelerators: u32,
     /// `ready` or `lost`.
     pub state: String,
+    /// Drained by an administrator (`switchyard nodes drain`): it takes no new work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained: Option<DrainView>,
     pub last_seen_ms: i64,
     /// Processes it reported.
     pub processes: u32,
     /// Jobs with work placed on it now.
     pub jobs: Vec<String>,
+}
+
+/// Why and since when a node is drained, as `GET /v1/agent/nodes` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainView {
+    pub reason: String,
+    pub since_ms: i64,
+}
+
+/// `POST /v1/agent/nodes/{id}/drain`'s body (it may be empty).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// Why (shown by `switchyard nodes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What draining or resuming a node answers.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainAnswer {
+    pub id: String,
+    pub cluster: String,
+    pub hostname: String,
+    /// `null` once resumed.
+    pub drained: Option<DrainView>,
 }
 
 /// Prometheus lines about the agents' nodes.
@@ -959,10 +1023,24 @@ pub fn render_metrics(nodes: &[NodeView]) -> String {
     let mut out = String::from(
         "# HELP switchyard_agent_nodes Registered node agents by cluster and state (ready, lost).\n# TYPE switchyard_agent_nodes gauge\n",
     );
+    let mut clusters: BTreeMap<&str, u64> = BTreeMap::new();
     for ((cluster, state), count) in by {
+        clusters.entry(cluster).or_default();
         let _ = writeln!(
             out,
             "switchyard_agent_nodes{{cluster=\"{cluster}\",state=\"{state}\"}} {count}"
+        );
+    }
+    for n in nodes.iter().filter(|n| n.drained.is_some()) {
+        *clusters.entry(n.cluster.as_str()).or_default() += 1;
+    }
+    out.push_str(
+        "# HELP switchyard_agent_nodes_drained Registered nodes an administrator drained, by cluster.\n# TYPE switchyard_agent_nodes_drained gauge\n",
+    );
+    for (cluster, count) in clusters {
+        let _ = writeln!(
+            out,
+            "switchyard_agent_nodes_drained{{cluster=\"{cluster}\"}} {count}"
         );
     }
     out
@@ -1792,6 +1870,15 @@ impl Backend for AgentBackend {
                             cluster: c.index,
                             node: slot,
                         });
+                    } else if hub
+                        .by_slot
+                        .get(&(c.index, slot))
+                        .is_some_and(|id| hub.drained.contains_key(id))
+                    {
+                        out.push(Observed::NodeDrained {
+                            cluster: c.index,
+                            node: slot,
+                        });
                     }
                 }
             }
@@ -1799,7 +1886,9 @@ impl Backend for AgentBackend {
             hub.observed.retain(|o| {
                 !matches!(
                     o,
-                    Observed::NodeRepaired { .. } | Observed::NodeFailed { .. }
+                    Observed::NodeRepaired { .. }
+                        | Observed::NodeFailed { .. }
+                        | Observed::NodeDrained { .. }
                 )
             });
         }
@@ -2031,6 +2120,10 @@ impl Backend for AgentBackend {
             })
             .collect();
         hub.observed.extend(named);
+        hub.drained = nodes
+            .iter()
+            .filter_map(|n| Some((n.id.clone(), n.drained.clone()?)))
+            .collect();
         hub.on_record = nodes
             .iter()
             .map(|n| {
@@ -2135,6 +2228,8 @@ pub(crate) fn routes() -> axum::Router<crate::http::AppState> {
         )
         .route("/v1/agent/nodes/{id}/status", put(handlers::status))
         .route("/v1/agent/nodes/{id}/logs", post(handlers::logs))
+        .route("/v1/agent/nodes/{id}/drain", post(handlers::drain))
+        .route("/v1/agent/nodes/{id}/resume", post(handlers::resume))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_AGENT_BODY_BYTES))
 }
 
@@ -2151,9 +2246,13 @@ mod handlers {
         AssignmentList, BOOT_ID_HEADER, LogBatch, NodeInfo, Registration, StatusReport,
     };
 
-    use switchyard_store::{NodeRegistration, StoreWrite as _};
+    use switchyard_store::{
+        NodeDrain, NodeRecord, NodeRegistration, StoreRead as _, StoreWrite as _,
+    };
 
-    use super::{AgentError, AgentHub, MAX_AGENT_BODY_BYTES, NodeView};
+    use super::{
+        AgentError, AgentHub, DrainAnswer, DrainRequest, DrainView, MAX_AGENT_BODY_BYTES, NodeView,
+    };
     use crate::http::{ApiError, AppState, Auth, spawned_within};
     use crate::leader::now_ms;
 
@@ -2280,6 +2379,120 @@ mod handlers {
             .map_err(refused)?;
         s.wake.notify_one();
         Ok(Json(r))
+    }
+
+    /// Longest drain reason kept.
+    const MAX_REASON_BYTES: usize = 1024;
+
+    /// The stored node `node` names: its id, or its host name where that is one node's.
+    async fn stored_node(s: &AppState, node: &str) -> Result<NodeRecord, ApiError> {
+        let nodes = s.store.nodes().await?;
+        let by_host: Vec<&NodeRecord> = nodes.iter().filter(|n| n.hostname == node).collect();
+        if let Some(n) = nodes.iter().find(|n| n.id == node) {
+            return Ok(n.clone());
+        }
+        match by_host.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_node",
+                format!("no node has the id or host name `{node}` (see `switchyard nodes`)"),
+            )),
+            many => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "ambiguous_node",
+                format!(
+                    "host `{node}` is registered in several clusters: give one of its node ids ({})",
+                    many.iter()
+                        .map(|n| format!("{} in {}", n.id, n.cluster))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// Drains or resumes the node `node` names, for an admin.
+    async fn set_drain(
+        s: &AppState,
+        auth: &Auth,
+        node: &str,
+        reason: Option<String>,
+        drain: bool,
+    ) -> Result<Json<DrainAnswer>, ApiError> {
+        if !auth.0.admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only admin tokens may drain or resume nodes \
+                 (`switchyard token create --tenant ops --admin`)",
+            ));
+        }
+        let hub = hub(s, auth)?;
+        let record = stored_node(s, node).await?;
+        let drain = drain.then(|| NodeDrain {
+            reason: reason
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "no reason given".into()),
+            since_ms: record.drained.as_ref().map_or_else(now_ms, |d| d.since_ms),
+        });
+        let stored = s
+            .store
+            .set_node_drain(&record.id, drain.as_ref())
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_node",
+                    format!("node {} is no longer registered", record.id),
+                )
+            })?;
+        hub.set_drain(&stored.id, stored.drained.clone());
+        s.wake.notify_one();
+        Ok(Json(DrainAnswer {
+            id: stored.id,
+            cluster: stored.cluster,
+            hostname: stored.hostname,
+            drained: stored.drained.map(|d| DrainView {
+                reason: d.reason,
+                since_ms: d.since_ms,
+            }),
+        }))
+    }
+
+    pub(super) async fn drain(
+        State(s): State<AppState>,
+        auth: Auth,
+        Path(node): Path<String>,
+        raw: Result<Bytes, BytesRejection>,
+    ) -> Result<Json<DrainAnswer>, ApiError> {
+        let empty = raw
+            .as_ref()
+            .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
+        let request: DrainRequest = if empty {
+            DrainRequest { reason: None }
+        } else {
+            body(raw, "drain request ({\"reason\": \"…\"})")?
+        };
+        if request
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_REASON_BYTES)
+        {
+            return Err(ApiError::bad(format!(
+                "reason: at most {MAX_REASON_BYTES} bytes"
+            )));
+        }
+        set_drain(&s, &auth, &node, request.reason, true).await
+    }
+
+    pub(super) async fn resume(
+        State(s): State<AppState>,
+        auth: Auth,
+        Path(node): Path<String>,
+    ) -> Result<Json<DrainAnswer>, ApiError> {
+        set_drain(&s, &auth, &node, None, false).await
     }
 
     pub(super) async fn list(
@@ -2685,6 +2898,108 @@ mod tests {
                 cluster: 0,
                 node: 2
             }]
+        );
+    }
+
+    /// A drained node is told to the scheduler as drained (not failed), and as repaired when
+    /// resumed; lost and back while drained, it is not repaired; a new leader reads drains
+    /// from the store's records and tells them with the rest of the truth.
+    #[test]
+    fn a_drained_node_stays_out_of_service_until_resumed() {
+        let drain = || switchyard_store::NodeDrain {
+            reason: "DIMM swap".into(),
+            since_ms: 5,
+        };
+        let node_events = |seen: Vec<Observed>| -> Vec<Observed> {
+            seen.into_iter()
+                .filter(|o| !matches!(o, Observed::NodeNamed { .. }))
+                .collect()
+        };
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        let a = join(&h, "a", 0, 0);
+        join(&h, "bb", 1, 0);
+        let _ = b.poll(0);
+        h.set_drain(&a, Some(drain()));
+        h.set_drain(&a, Some(drain()));
+        assert_eq!(
+            node_events(b.poll(10)),
+            [Observed::NodeDrained {
+                cluster: 0,
+                node: 0
+            }]
+        );
+        let view = h.nodes().into_iter().find(|n| n.id == a).expect("a");
+        assert_eq!(
+            view.drained,
+            Some(DrainView {
+                reason: "DIMM swap".into(),
+                since_ms: 5
+            })
+        );
+        assert!(
+            render_metrics(&h.nodes())
+                .contains("switchyard_agent_nodes_drained{cluster=\"local\"} 1")
+        );
+        // Lost (silent past its deadline), then back: still drained, so no repair.
+        let mut seen = Vec::new();
+        for t in [100, 200, 300, 400] {
+            h.heartbeat("n-bb", t).expect("bb lives");
+            seen.extend(node_events(b.poll(t)));
+        }
+        assert!(
+            seen.contains(&Observed::NodeFailed {
+                cluster: 0,
+                node: 0
+            }),
+            "{seen:?}"
+        );
+        h.heartbeat(&a, 450).expect("a is back");
+        assert_eq!(node_events(b.poll(450)), []);
+        // Resumed: repaired.
+        h.set_drain(&a, None);
+        assert_eq!(
+            node_events(b.poll(460)),
+            [Observed::NodeRepaired {
+                cluster: 0,
+                node: 0
+            }]
+        );
+        // A new leader: the store's record says drained.
+        b.reset();
+        let record = |id: &str, host: &str, slot: i64, drained| switchyard_store::NodeRecord {
+            id: id.into(),
+            cluster: "local".into(),
+            slot,
+            hostname: host.into(),
+            address: String::new(),
+            cpus: 1,
+            memory_bytes: 1,
+            accelerators: 2,
+            info: "{}".into(),
+            state: switchyard_store::NodeState::Ready,
+            registered_ms: 0,
+            heartbeat_ms: 0,
+            lost_ms: None,
+            boot_id: None,
+            drained,
+        };
+        b.nodes_on_record(&[
+            record(&a, "a", 0, Some(drain())),
+            record("n-bb", "bb", 1, None),
+        ]);
+        assert_eq!(
+            node_events(b.poll(470)),
+            [
+                Observed::NodeDrained {
+                    cluster: 0,
+                    node: 0
+                },
+                Observed::NodeFailed {
+                    cluster: 0,
+                    node: 2
+                },
+            ]
         );
     }
 
@@ -3335,6 +3650,7 @@ mod tests {
             heartbeat_ms: t0,
             lost_ms: Some(t0),
             boot_id: None,
+            drained: None,
         };
         // (A field this release does not know, as a later one may write, is no obstacle.)
         let mut far = serde_json::to_value(&far).expect("json");
@@ -3368,6 +3684,7 @@ mod tests {
         // ranks, and its report does not lift the hold.
         b.nodes_on_record(&[switchyard_store::NodeRecord {
             boot_id: Some("boot-of-d-before".into()),
+            drained: None,
             ..record(
                 "n-d",
                 serde_json::to_string(&NodeInfo {

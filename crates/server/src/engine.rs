@@ -513,7 +513,11 @@ impl Engine {
             && self.sched.held(job, generation, now, interrupted)
         {
             let t = &mut self.jobs[job as usize];
-            // A paused run held now (its Slurm job requeued) waits anew, and says so.
+            // A paused run held now, interrupted (its Slurm job requeued), waits anew and says
+            // so; one that is not stays paused (the scheduler keeps it so).
+            if !interrupted && t.held.as_ref().is_some_and(|h| h.paused) {
+                return;
+            }
             let since = t.held.as_ref().filter(|h| !h.paused).map(|h| h.since_ms);
             t.held = Some(Held {
                 why: why.to_owned(),
@@ -2156,6 +2160,15 @@ repair_hours = 24.0
             u.reason.ends_with(": Slurm job 7 is suspended"),
             "{}",
             u.reason
+        );
+        // A hold that does not interrupt it leaves it paused.
+        e.held(T0 + 603_000, "a", generation, "Slurm job 7 waits", false);
+        e.schedule(T0 + 603_000);
+        let (batch, _) = e.take(T0 + 603_000);
+        assert!(
+            !batch.events.iter().any(|ev| ev.kind == "held"),
+            "{:?}",
+            batch.events
         );
         e.began(T0 + 1_200_000, "a", generation);
         e.schedule(T0 + 1_200_000);

@@ -151,7 +151,9 @@ pub const DOCUMENT: &str = r##"{
     "/v1/agent/nodes/{id}/heartbeat": { "post": { "summary": "node agents: a sign of life", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "204": { "description": "noted" }, "404": { "$ref": "#/components/responses/Error" } } } },
     "/v1/agent/nodes/{id}/assignments": { "get": { "summary": "node agents: the complete set of processes the node should run", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "200": { "description": "{assignments: [Assignment]}" }, "404": { "$ref": "#/components/responses/Error" } } } },
     "/v1/agent/nodes/{id}/status": { "put": { "summary": "node agents: the status of every process the node knows", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "204": { "description": "noted" }, "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" } } } },
-    "/v1/agent/nodes/{id}/logs": { "post": { "summary": "node agents: output lines of the node's processes", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "204": { "description": "stored" }, "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" } } } }
+    "/v1/agent/nodes/{id}/logs": { "post": { "summary": "node agents: output lines of the node's processes", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "204": { "description": "stored" }, "400": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/agent/nodes/{id}/drain": { "post": { "summary": "admins: take a node (its id or host name) out of service for new work; what runs on it goes on. Body (optional): {reason}", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "200": { "description": "{id, cluster, hostname, drained: {reason, since_ms}}" }, "400": { "$ref": "#/components/responses/Error" }, "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" } } } },
+    "/v1/agent/nodes/{id}/resume": { "post": { "summary": "admins: put a drained node (its id or host name) back in service", "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "200": { "description": "{id, cluster, hostname, drained: null}" }, "403": { "$ref": "#/components/responses/Error" }, "404": { "$ref": "#/components/responses/Error" }, "409": { "$ref": "#/components/responses/Error" } } } }
   }
 }
 "##;
@@ -182,9 +184,11 @@ mod tests {
             "/v1/agent/nodes/{id}/assignments",
             "/v1/agent/nodes/{id}/status",
             "/v1/agent/nodes/{id}/logs",
+            "/v1/agent/nodes/{id}/drain",
+            "/v1/agent/nodes/{id}/resume",
         ] {
             assert!(paths.contains_key(p), "{p} is not documented");
         }
-        assert_eq!(paths.len(), 18);
+        assert_eq!(paths.len(), 20);
     }
 }

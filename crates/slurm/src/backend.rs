@@ -1342,8 +1342,10 @@ impl Worker {
         w.slurm_id = None;
         w.running_seen = false;
         w.pending_reason = None;
-        // A paused run's work had begun: held now, it is interrupted.
-        let was_held = w.held_why.take().is_some() && !std::mem::take(&mut w.suspended);
+        // A paused run's work had begun: held now, it is interrupted. (Also a replica's flag
+        // goes: its next job starts afresh.)
+        let suspended = std::mem::take(&mut w.suspended);
+        let was_held = w.held_why.take().is_some() && !suspended;
         if w.replica {
             // A service replica is never done: start it again (after back-off).
             let why = match how {
@@ -2879,6 +2881,33 @@ mod tests {
             })
             .collect();
         assert_eq!(order, ["began", "paused"], "{seen:?}");
+    }
+
+    /// A suspended replica whose job ends starts afresh: its next job is not "resumed".
+    #[test]
+    fn a_suspended_replica_that_ends_starts_afresh() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.options.backoff_initial = Duration::ZERO;
+        let id = running(&fake, &mut w, add_replica("svc"));
+        fake.set_state(&id, JobState::Running);
+        w.round();
+        fake.set_state(&id, JobState::Suspended);
+        w.round();
+        fake.set_state(&id, JobState::NodeFail);
+        w.round();
+        w.round();
+        observed(&w);
+        let next = fake
+            .active_tagged("switchyard")
+            .into_iter()
+            .map(|(_, id)| id)
+            .find(|n| *n != id)
+            .expect("a new job for the replica");
+        fake.set_state(&next, JobState::Running);
+        w.round();
+        let kinds: Vec<String> = events(&observed(&w)).into_iter().map(|e| e.1).collect();
+        assert!(!kinds.contains(&"slurm_resumed".to_owned()), "{kinds:?}");
     }
 
     /// A job taken over while suspended pauses the run, and its resumption is said as such,

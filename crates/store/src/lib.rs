@@ -18,7 +18,7 @@ use std::future::Future;
 
 pub use model::{
     Batch, ClusterUsage, EventQuery, EventRecord, JobFilter, JobRecord, JobState, JobUpdate,
-    LeaderInfo, Lease, LogLine, LogQuery, LogRecord, NewEvent, NewJob, NodeRecord,
+    LeaderInfo, Lease, LogLine, LogQuery, LogRecord, NewEvent, NewJob, NodeDrain, NodeRecord,
     NodeRegistration, NodeState, Principal, RanOn, TenantUsage, TokenRecord, is_replica_name,
     replica_of_assignment,
 };
@@ -212,6 +212,14 @@ pub trait StoreWrite: Send + Sync {
         &self,
         id: &str,
         now_ms: i64,
+    ) -> impl Future<Output = Result<Option<NodeRecord>, StoreError>> + Send;
+    /// Drains a node (`Some`: it takes no new work, with why and since when) or resumes it
+    /// (`None`); a node drained again keeps the new reason and time. Returns the node as
+    /// stored now; `None`: no such node.
+    fn set_node_drain(
+        &self,
+        id: &str,
+        drain: Option<&NodeDrain>,
     ) -> impl Future<Output = Result<Option<NodeRecord>, StoreError>> + Send;
     /// Marks a node lost (its slot stays its own). Unknown ids change nothing.
     fn mark_node_lost(
@@ -431,6 +439,13 @@ impl StoreWrite for AnyStore {
         now_ms: i64,
     ) -> Result<Option<NodeRecord>, StoreError> {
         delegate!(self, s => s.node_heartbeat(id, now_ms).await)
+    }
+    async fn set_node_drain(
+        &self,
+        id: &str,
+        drain: Option<&NodeDrain>,
+    ) -> Result<Option<NodeRecord>, StoreError> {
+        delegate!(self, s => s.set_node_drain(id, drain).await)
     }
     async fn mark_node_lost(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
         delegate!(self, s => s.mark_node_lost(id, now_ms).await)

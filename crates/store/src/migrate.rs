@@ -33,6 +33,7 @@ const SQLITE: &[(i64, &str)] = &[
         11,
         include_str!("../migrations/sqlite/0011_leader_fleet.sql"),
     ),
+    (12, include_str!("../migrations/sqlite/0012_node_drain.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -63,6 +64,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         11,
         include_str!("../migrations/postgres/0011_leader_fleet.sql"),
+    ),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_node_drain.sql"),
     ),
 ];
 

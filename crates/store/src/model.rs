@@ -392,6 +392,15 @@ pub struct NodeRecord {
     pub lost_ms: Option<i64>,
     /// The machine's boot id at its last registration (`None`: it sent none).
     pub boot_id: Option<String>,
+    /// Drained by an administrator: it takes no new work (`None` while it is not).
+    pub drained: Option<NodeDrain>,
+}
+
+/// Why and since when a node is drained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDrain {
+    pub reason: String,
+    pub since_ms: i64,
 }
 
 /// One output line of a job's process, as an agent pushed it.

@@ -21,7 +21,8 @@ const JOB_COLUMNS: &str = "seq, tenant_number, id, tenant, name, kind, priority,
 const EVENT_COLUMNS: &str = "job_number, job_id, at_ms, kind, cluster, message";
 
 const NODE_COLUMNS: &str = "id, cluster, slot, hostname, address, cpus, memory_bytes, \
-    accelerators, info, state, registered_ms, heartbeat_ms, lost_ms, boot_id";
+    accelerators, info, state, registered_ms, heartbeat_ms, lost_ms, boot_id, drained_reason, \
+    drained_ms";
 
 const LOG_COLUMNS: &str =
     "job_number, job_id, attempt, rank, assignment_id, stream, seq, at_ms, line";
@@ -443,6 +444,13 @@ macro_rules! sql_store {
                     heartbeat_ms: row.try_get("heartbeat_ms")?,
                     lost_ms: row.try_get("lost_ms")?,
                     boot_id: row.try_get("boot_id")?,
+                    drained: match (
+                        row.try_get::<Option<String>, _>("drained_reason")?,
+                        row.try_get::<Option<i64>, _>("drained_ms")?,
+                    ) {
+                        (Some(reason), Some(since_ms)) => Some(NodeDrain { reason, since_ms }),
+                        _ => None,
+                    },
                 })
             }
 
@@ -592,7 +600,8 @@ macro_rules! sql_store {
                 Ok(Some(
                     sqlx::query(&format!(
                         "INSERT INTO nodes ({NODE_COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $10, NULL, $11) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready', $10, $10, NULL, $11, \
+                         NULL, NULL) \
                          RETURNING {NODE_COLUMNS}"
                     ))
                     .bind(crate::new_node_id()?)
@@ -1292,6 +1301,23 @@ macro_rules! sql_store {
                      RETURNING {NODE_COLUMNS}"
                 ))
                 .bind(now_ms)
+                .bind(id)
+                .fetch_optional(&self.write)
+                .await?;
+                row.as_ref().map(Self::node).transpose()
+            }
+
+            async fn set_node_drain(
+                &self,
+                id: &str,
+                drain: Option<&NodeDrain>,
+            ) -> Result<Option<NodeRecord>, StoreError> {
+                let row = sqlx::query(&format!(
+                    "UPDATE nodes SET drained_reason = $1, drained_ms = $2 WHERE id = $3 \
+                     RETURNING {NODE_COLUMNS}"
+                ))
+                .bind(drain.map(|d| d.reason.as_str()))
+                .bind(drain.map(|d| d.since_ms))
                 .bind(id)
                 .fetch_optional(&self.write)
                 .await?;

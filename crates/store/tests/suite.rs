@@ -204,6 +204,25 @@ async fn node_registry(s: AnyStore) {
         (back.state, back.heartbeat_ms, back.lost_ms, back.slot),
         (NodeState::Ready, 400, None, 1)
     );
+    // Drains: kept through heartbeats, losses and registrations, until resumed.
+    let drain = NodeDrain {
+        reason: "DIMM swap".into(),
+        since_ms: 450,
+    };
+    assert_eq!(
+        s.set_node_drain("n-000000000000", Some(&drain))
+            .await
+            .expect("drain"),
+        None,
+        "an unknown node"
+    );
+    let drained = s
+        .set_node_drain(&c.id, Some(&drain))
+        .await
+        .expect("drain")
+        .expect("known");
+    assert_eq!(drained.drained.as_ref(), Some(&drain));
+    s.node_heartbeat(&c.id, 460).await.expect("heartbeat");
     // A lost node that registers again is ready too, in its own slot.
     s.mark_node_lost(&c.id, 500).await.expect("lost");
     let c2 = s
@@ -211,9 +230,17 @@ async fn node_registry(s: AnyStore) {
         .await
         .expect("re-register");
     assert_eq!(
-        (c2.id, c2.slot, c2.state),
+        (c2.id.clone(), c2.slot, c2.state),
         (c.id.clone(), 2, NodeState::Ready)
     );
+    assert_eq!(c2.drained.as_ref(), Some(&drain), "still drained");
+    let resumed = s
+        .set_node_drain(&c.id, None)
+        .await
+        .expect("resume")
+        .expect("known");
+    assert_eq!(resumed.drained, None);
+    s.set_node_drain(&c.id, Some(&drain)).await.expect("drain");
 
     // Listed by cluster, then slot.
     let order: Vec<(String, i64)> = s
@@ -248,6 +275,10 @@ async fn node_registry(s: AnyStore) {
         .await
         .expect("takes c's slot");
     assert_eq!(e.slot, 2);
+    assert_eq!(
+        e.drained, None,
+        "a newcomer in a drained lost node's slot is not drained"
+    );
     // a comes back as a new host: no slot is free and none is lost.
     assert!(matches!(
         s.register_node(&registration("lab", "a", 640, 3)).await,
