@@ -224,8 +224,14 @@ fn set_drain(
             answer.cluster,
             d.reason
         ),
-        None => outln!(
+        None if answer.was_drained => outln!(
             "node {} ({} of {}) is back in service",
+            answer.id,
+            answer.hostname,
+            answer.cluster
+        ),
+        None => outln!(
+            "node {} ({} of {}) was not drained; nothing changed",
             answer.id,
             answer.hostname,
             answer.cluster
@@ -263,7 +269,7 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
             n.cluster.clone(),
             n.slot.to_string(),
             match &n.drained {
-                Some(d) => format!("{}, drained: {}", n.state, d.reason),
+                Some(d) => format!("{}, drained: {}", n.state, shortened(&d.reason, 40)),
                 None => n.state.clone(),
             },
             n.accelerators.to_string(),
@@ -280,16 +286,24 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
     let lost = nodes.iter().filter(|n| n.state == "lost").count();
     let drained = nodes.iter().filter(|n| n.drained.is_some()).count();
     outln!(
-        "{} nodes, {} ready, {lost} lost{}",
+        "{} nodes, {} ready{}, {lost} lost",
         nodes.len(),
         nodes.len() - lost,
         if drained > 0 {
-            format!(", {drained} drained")
+            format!(" ({drained} drained: no new work)")
         } else {
             String::new()
         }
     );
     Ok(())
+}
+
+/// `text` cut to at most `max` characters, with an ellipsis when cut (`--json` has it whole).
+fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// Reads a job file.

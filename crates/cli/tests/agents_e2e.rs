@@ -295,9 +295,21 @@ fn a_drained_node_runs_its_work_to_the_end_and_takes_nothing_new_until_resumed()
     let (_, table, _) = nodes_cli(&[], &admin);
     assert!(table.contains("ready, drained: DIMM swap"), "{table}");
     assert!(
-        table.contains("2 nodes, 2 ready, 0 lost, 2 drained"),
+        table.contains("2 nodes, 2 ready (2 drained: no new work), 0 lost"),
         "{table}"
     );
+    // A reason that would move the cursor or hide text is refused; so is a body that is not
+    // an object.
+    let (code, _, err) = nodes_cli(&["drain", &busy_host, "--reason", "a\u{1b}[31mb"], &admin);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("control or invisible character"), "{err}");
+    let (status, body) = call(
+        "POST",
+        &format!("{}/v1/agent/nodes/{busy_host}/drain", s.url()),
+        Some(&admin),
+        Some("[\"in an array\"]"),
+    );
+    assert_eq!(status, 400, "{body}");
 
     // The first job runs to its end where it is; the second waits for a node in service.
     let second = s.submit(&batch(1.0));
@@ -311,6 +323,10 @@ fn a_drained_node_runs_its_work_to_the_end_and_takes_nothing_new_until_resumed()
     assert_eq!(code, Some(0), "{err}");
     let answer: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(answer["drained"], Value::Null, "{answer}");
+    assert_eq!(answer["was_drained"], true, "{answer}");
+    let (code, out, _) = nodes_cli(&["resume", &idle_id], &admin);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("was not drained; nothing changed"), "{out}");
     let end = wait_final(&s, &second, 60);
     assert_eq!(end["state"], "done", "{end}");
     let ran_on = s

@@ -3671,13 +3671,29 @@ impl Scheduler {
                  (failed, drained, or not registered yet)",
                 count(need, "free accelerator", "free accelerators")
             )
-        } else if need == 1 {
-            "waiting for 1 free accelerator in a cluster it accepts".into()
         } else {
-            format!(
-                "waiting for {need} free accelerators in one cluster it accepts ({} is never split)",
-                unsplit(self.jobs[j as usize].kind)
-            )
+            // Capacity an administrator took out of service is named: the wait may be theirs.
+            let drained: u32 = (0..self.clusters.len())
+                .filter(|&c| self.jobs[j as usize].dur[c].is_some())
+                .map(|c| self.index[c].drained_nodes())
+                .sum();
+            let drained = if drained > 0 {
+                format!(
+                    "; {} no new work",
+                    count(drained, "drained node takes", "drained nodes take")
+                )
+            } else {
+                String::new()
+            };
+            if need == 1 {
+                format!("waiting for 1 free accelerator in a cluster it accepts{drained}")
+            } else {
+                format!(
+                    "waiting for {need} free accelerators in one cluster it accepts ({} is never \
+                     split){drained}",
+                    unsplit(self.jobs[j as usize].kind)
+                )
+            }
         }
     }
 

@@ -1010,6 +1010,9 @@ pub struct DrainAnswer {
     pub hostname: String,
     /// `null` once resumed.
     pub drained: Option<DrainView>,
+    /// Whether it was drained before this call.
+    #[serde(default)]
+    pub was_drained: bool,
 }
 
 /// Prometheus lines about the agents' nodes.
@@ -2448,6 +2451,16 @@ mod handlers {
                     format!("node {} is no longer registered", record.id),
                 )
             })?;
+        match &stored.drained {
+            Some(d) => tracing::info!(
+                node = %stored.id, host = %stored.hostname, cluster = %stored.cluster,
+                by = %auth.0.tenant, reason = %d.reason, "node drained"
+            ),
+            None => tracing::info!(
+                node = %stored.id, host = %stored.hostname, cluster = %stored.cluster,
+                by = %auth.0.tenant, was_drained = record.drained.is_some(), "node resumed"
+            ),
+        }
         hub.set_drain(&stored.id, stored.drained.clone());
         s.wake.notify_one();
         Ok(Json(DrainAnswer {
@@ -2458,6 +2471,7 @@ mod handlers {
                 reason: d.reason,
                 since_ms: d.since_ms,
             }),
+            was_drained: record.drained.is_some(),
         }))
     }
 
@@ -2470,28 +2484,66 @@ mod handlers {
         let empty = raw
             .as_ref()
             .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace));
+        let what = "drain request ({\"reason\": \"…\"})";
         let request: DrainRequest = if empty {
             DrainRequest { reason: None }
         } else {
-            body(raw, "drain request ({\"reason\": \"…\"})")?
+            // (An object: serde would also take the fields as an array.)
+            let value: serde_json::Value = body(raw, what)?;
+            if !value.is_object() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("the body is not a valid {what}: expected a JSON object"),
+                ));
+            }
+            serde_json::from_value(value).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("the body is not a valid {what}: {e}"),
+                )
+            })?
         };
-        if request
-            .reason
-            .as_ref()
-            .is_some_and(|r| r.len() > MAX_REASON_BYTES)
-        {
+        if let Some(reason) = &request.reason {
+            check_reason(reason)?;
+        }
+        set_drain(&s, &auth, &node, request.reason, true).await
+    }
+
+    /// A drain reason is shown in tables and logs: at most [`MAX_REASON_BYTES`], and nothing
+    /// that moves the cursor or hides text (control, bidirectional and zero-width characters).
+    fn check_reason(reason: &str) -> Result<(), ApiError> {
+        if reason.len() > MAX_REASON_BYTES {
             return Err(ApiError::bad(format!(
                 "reason: at most {MAX_REASON_BYTES} bytes"
             )));
         }
-        set_drain(&s, &auth, &node, request.reason, true).await
+        let hidden = |c: char| {
+            c.is_control()
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+        };
+        if let Some(c) = reason.chars().find(|&c| hidden(c)) {
+            return Err(ApiError::bad(format!(
+                "reason: {:?} is a control or invisible character; give plain text on one line",
+                c
+            )));
+        }
+        Ok(())
     }
 
     pub(super) async fn resume(
         State(s): State<AppState>,
         auth: Auth,
         Path(node): Path<String>,
+        raw: Result<Bytes, BytesRejection>,
     ) -> Result<Json<DrainAnswer>, ApiError> {
+        if !raw
+            .as_ref()
+            .is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace))
+        {
+            return Err(ApiError::bad("resume takes no body"));
+        }
         set_drain(&s, &auth, &node, None, false).await
     }
 

@@ -756,6 +756,37 @@ mod tests {
         fn reset(&mut self) {}
     }
 
+    /// The scheduling loop on `store` with `backend`, leading after a moment (ticks of 10 ms):
+    /// its task, its stop switch and its wake-up.
+    async fn lead(
+        store: &AnyStore,
+        fleet: Fleet,
+        backend: impl Backend + 'static,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        watch::Sender<bool>,
+        Arc<Notify>,
+    ) {
+        let (stop, stopped) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let leader = tokio::spawn(run(
+            store.clone(),
+            Arc::new(fleet),
+            Box::new(backend),
+            Arc::new(Metrics::default()),
+            wake.clone(),
+            stopped,
+            LoopConfig {
+                tick: Duration::from_millis(10),
+                lease_ttl: Duration::from_secs(60),
+                holder: "test".into(),
+                fleet: String::new(),
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (leader, stop, wake)
+    }
+
     /// An empty in-memory store and a local fleet of 4 two-accelerator nodes.
     async fn store_and_local_fleet() -> (AnyStore, Fleet) {
         let store = switchyard_store::connect("sqlite::memory:")
@@ -852,23 +883,7 @@ mod tests {
         let (store, fleet) = store_and_local_fleet().await;
         let backend = FailsTheFirstGang::default();
         let launches = backend.launches.clone();
-        let (stop, stopped) = watch::channel(false);
-        let wake = Arc::new(Notify::new());
-        let leader = tokio::spawn(run(
-            store.clone(),
-            Arc::new(fleet),
-            Box::new(backend),
-            Arc::new(Metrics::default()),
-            wake.clone(),
-            stopped,
-            LoopConfig {
-                tick: Duration::from_millis(10),
-                lease_ttl: Duration::from_secs(60),
-                holder: "test".into(),
-                fleet: String::new(),
-            },
-        ));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (leader, stop, wake) = lead(&store, fleet, backend).await;
         store
             .insert_job(&switchyard_store::testing::batch_job(
                 "j-0000000000000001",
@@ -941,23 +956,7 @@ mod tests {
             ..FailsTheFirstGang::default()
         };
         let launches = backend.launches.clone();
-        let (stop, stopped) = watch::channel(false);
-        let wake = Arc::new(Notify::new());
-        let leader = tokio::spawn(run(
-            store.clone(),
-            Arc::new(fleet),
-            Box::new(backend),
-            Arc::new(Metrics::default()),
-            wake.clone(),
-            stopped,
-            LoopConfig {
-                tick: Duration::from_millis(10),
-                lease_ttl: Duration::from_secs(60),
-                holder: "test".into(),
-                fleet: String::new(),
-            },
-        ));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (leader, stop, wake) = lead(&store, fleet, backend).await;
         let submit = |id: &'static str| {
             let store = store.clone();
             async move {

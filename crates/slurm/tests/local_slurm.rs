@@ -372,19 +372,39 @@ fn jobs_run_complete_and_cancel_in_slurm_and_other_jobs_are_left_alone() {
     cleanup(&tag);
 }
 
+/// Puts Slurm node `node` in `state` (`down`, `drain`, `resume`) with `scontrol update`.
+fn set_node_state(node: &str, state: &str) {
+    let mut args = vec![
+        "update".to_owned(),
+        format!("nodename={node}"),
+        format!("state={state}"),
+    ];
+    if state != "resume" {
+        args.push("reason=switchyard-test".into());
+    }
+    let st = std::process::Command::new("scontrol")
+        .args(&args)
+        .status()
+        .expect("scontrol runs");
+    assert!(st.success(), "scontrol {args:?}");
+}
+
+/// Resumes the node when dropped, so that a failed test leaves it usable.
+struct ResumeOnDrop(String);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("scontrol")
+            .args(["update", &format!("nodename={}", self.0), "state=resume"])
+            .status();
+    }
+}
+
 #[test]
 fn a_node_slurm_marks_down_is_a_node_failure_until_resumed() {
     let _g = serial();
     let Some(node) = slurm_here() else { return };
-    struct Resume(String);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("scontrol")
-                .args(["update", &format!("nodename={}", self.0), "state=resume"])
-                .status();
-        }
-    }
-    let _resume = Resume(node.clone());
+    let _resume = ResumeOnDrop(node.clone());
     let opts = options("down");
     let _cleanup = Cleanup(opts.tag.clone());
     let mut b = backend("debug", None, opts);
@@ -399,16 +419,7 @@ fn a_node_slurm_marks_down_is_a_node_failure_until_resumed() {
     let mut early = Vec::new();
     wait_for(&mut b, &mut early, 20, |o| *o == named);
     assert_eq!(early, [named], "only the node's name while it is up");
-    let st = std::process::Command::new("scontrol")
-        .args([
-            "update",
-            &format!("nodename={node}"),
-            "state=down",
-            "reason=switchyard-test",
-        ])
-        .status()
-        .expect("scontrol runs");
-    assert!(st.success());
+    set_node_state(&node, "down");
     let mut seen = Vec::new();
     wait_for(&mut b, &mut seen, 20, |o| {
         *o == Observed::NodeFailed {
@@ -416,11 +427,7 @@ fn a_node_slurm_marks_down_is_a_node_failure_until_resumed() {
             node: 0,
         }
     });
-    let st = std::process::Command::new("scontrol")
-        .args(["update", &format!("nodename={node}"), "state=resume"])
-        .status()
-        .expect("scontrol runs");
-    assert!(st.success());
+    set_node_state(&node, "resume");
     wait_for(&mut b, &mut seen, 20, |o| {
         *o == Observed::NodeRepaired {
             cluster: 0,
@@ -445,15 +452,7 @@ fn a_node_slurm_marks_down_is_a_node_failure_until_resumed() {
 fn a_node_slurm_drains_keeps_its_running_job_until_resumed() {
     let _g = serial();
     let Some(node) = slurm_here() else { return };
-    struct Resume(String);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("scontrol")
-                .args(["update", &format!("nodename={}", self.0), "state=resume"])
-                .status();
-        }
-    }
-    let _resume = Resume(node.clone());
+    let _resume = ResumeOnDrop(node.clone());
     let opts = options("drain");
     let _cleanup = Cleanup(opts.tag.clone());
     let mut b = backend("debug", None, opts);
@@ -468,16 +467,7 @@ fn a_node_slurm_drains_keeps_its_running_job_until_resumed() {
         .and_then(|l| l.slurm_job)
         .expect("submitted");
     wait_state(&id, 30, |s| *s == JobState::Running);
-    let st = std::process::Command::new("scontrol")
-        .args([
-            "update",
-            &format!("nodename={node}"),
-            "state=drain",
-            "reason=switchyard-test",
-        ])
-        .status()
-        .expect("scontrol runs");
-    assert!(st.success());
+    set_node_state(&node, "drain");
     wait_for(&mut b, &mut seen, 20, |o| {
         *o == Observed::NodeDrained {
             cluster: 0,
@@ -496,11 +486,7 @@ fn a_node_slurm_drains_keeps_its_running_job_until_resumed() {
         "{seen:#?}"
     );
     assert_eq!(h.counters().0, 1, "submitted once");
-    let st = std::process::Command::new("scontrol")
-        .args(["update", &format!("nodename={node}"), "state=resume"])
-        .status()
-        .expect("scontrol runs");
-    assert!(st.success());
+    set_node_state(&node, "resume");
     wait_for(&mut b, &mut seen, 20, |o| {
         *o == Observed::NodeRepaired {
             cluster: 0,
