@@ -112,15 +112,44 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, CliError> {
+        self.answer(self.send_post(path, body))
+    }
+
+    /// A write that may be done twice with the same effect (draining a node): asked again on
+    /// a 503 like a read ([`Self::get`]), so that through a load balancer it reaches the
+    /// replica that serves it.
+    pub fn post_idempotent<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, CliError> {
+        let mut wait = Duration::from_millis(200);
+        for _ in 1..READ_TRIES {
+            match self.send_post(path, body) {
+                Ok(res) if res.status() == 503 => {
+                    tracing::debug!(path, "503; asking again");
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                res => return self.answer(res),
+            }
+        }
+        self.answer(self.send_post(path, body))
+    }
+
+    fn send_post<B: Serialize>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let req = self
             .agent
             .post(format!("{}{path}", self.base))
             .header("Authorization", format!("Bearer {}", self.token));
-        let res = match body {
+        match body {
             Some(b) => req.send_json(b),
             None => req.send_empty(),
-        };
-        self.answer(res)
+        }
     }
 
     fn answer<T: DeserializeOwned>(

@@ -210,8 +210,8 @@ fn set_drain(
         if request.is_some() { "drain" } else { "resume" }
     );
     let answer: DrainAnswer = match &request {
-        Some(r) => client.post(&path, Some(r))?,
-        None => client.post::<(), _>(&path, None)?,
+        Some(r) => client.post_idempotent(&path, Some(r))?,
+        None => client.post_idempotent::<(), _>(&path, None)?,
     };
     if json {
         return print_json(&answer);
@@ -284,7 +284,10 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
     }
     out!("{}", t.render());
     let lost = nodes.iter().filter(|n| n.state == "lost").count();
-    let drained = nodes.iter().filter(|n| n.drained.is_some()).count();
+    let drained = nodes
+        .iter()
+        .filter(|n| n.drained.is_some() && n.state != "lost")
+        .count();
     outln!(
         "{} nodes, {} ready{}, {lost} lost",
         nodes.len(),

@@ -377,6 +377,9 @@ struct Hub {
     /// Nodes an administrator drained, by id (from the store when the term began, and the
     /// drains and resumptions since): they take no new work, what runs on them goes on.
     drained: HashMap<String, switchyard_store::NodeDrain>,
+    /// Drains and resumptions told directly ([`AgentHub::set_drain`]) so far: a read of the
+    /// store's drains made before one of them is not applied ([`Backend::drains_on_record`]).
+    drain_epoch: u64,
 }
 
 /// A node as the store has it from its last registration.
@@ -667,12 +670,8 @@ impl AgentHub {
             node: slot,
             host: hostname.clone(),
         });
-        // (A drained node back from down stays out of service: the scheduler has it down.)
-        if !was_up && !hub.drained.contains_key(id) {
-            hub.observed.push(Observed::NodeRepaired {
-                cluster: c,
-                node: slot,
-            });
+        if !was_up {
+            hub.back_in_service(id, c, slot);
         }
         tracing::info!(node = %id, host = %hostname, cluster, slot, "agent registered");
         Ok(Registration {
@@ -714,12 +713,7 @@ impl AgentHub {
             n.lost = false;
             let (cluster, slot) = (n.cluster, n.slot);
             tracing::info!(node, "lost node is back");
-            if !hub.drained.contains_key(node) {
-                hub.observed.push(Observed::NodeRepaired {
-                    cluster,
-                    node: slot,
-                });
-            }
+            hub.back_in_service(node, cluster, slot);
         }
         Ok(persist)
     }
@@ -729,22 +723,8 @@ impl AgentHub {
     /// then drained or up as this says).
     pub fn set_drain(&self, id: &str, drain: Option<switchyard_store::NodeDrain>) {
         let mut hub = self.lock();
-        let was = match drain {
-            Some(d) => hub.drained.insert(id.to_owned(), d).is_some(),
-            None => hub.drained.remove(id).is_some(),
-        };
-        let drained = hub.drained.contains_key(id);
-        let Some(n) = hub.nodes.get(id).filter(|n| !n.lost) else {
-            return;
-        };
-        let (cluster, node) = (n.cluster, n.slot);
-        if drained && !was {
-            tracing::info!(node = %id, "node drained");
-            hub.observed.push(Observed::NodeDrained { cluster, node });
-        } else if !drained && was {
-            tracing::info!(node = %id, "drained node resumed");
-            hub.observed.push(Observed::NodeRepaired { cluster, node });
-        }
+        hub.drain_epoch += 1;
+        hub.set_drain(id, drain);
     }
 
     /// The store did not take the copy of `node`'s heartbeat: the next heartbeat writes again.
@@ -962,9 +942,8 @@ impl AgentHub {
     }
 }
 
-/// A node as `GET /v1/agent/nodes` shows it.
+/// A node as `GET /v1/agent/nodes` shows it. (Answers take fields a later server adds.)
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NodeView {
     pub id: String,
     pub cluster: String,
@@ -986,7 +965,6 @@ pub struct NodeView {
 
 /// Why and since when a node is drained, as `GET /v1/agent/nodes` shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DrainView {
     pub reason: String,
     pub since_ms: i64,
@@ -1003,7 +981,6 @@ pub struct DrainRequest {
 
 /// What draining or resuming a node answers.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DrainAnswer {
     pub id: String,
     pub cluster: String,
@@ -1069,6 +1046,44 @@ fn short_text(field: &str, value: &str, max: usize) -> Result<(), AgentError> {
 }
 
 impl Hub {
+    /// Node `id` (slot `slot` of cluster `c`) is live again: repaired, and drained at once if
+    /// it is (both before the next pass places anything, so that the scheduler counts it
+    /// drained rather than failed).
+    fn back_in_service(&mut self, id: &str, c: u32, slot: u32) {
+        self.observed.push(Observed::NodeRepaired {
+            cluster: c,
+            node: slot,
+        });
+        if self.drained.contains_key(id) {
+            self.observed.push(Observed::NodeDrained {
+                cluster: c,
+                node: slot,
+            });
+        }
+    }
+
+    /// Node `id` is drained (`Some`) or not (`None`) from now: the scheduler hears of it at
+    /// once if the node is live (one down stays down until it is back, and is then drained
+    /// or up as this says).
+    fn set_drain(&mut self, id: &str, drain: Option<switchyard_store::NodeDrain>) {
+        let was = match drain {
+            Some(d) => self.drained.insert(id.to_owned(), d).is_some(),
+            None => self.drained.remove(id).is_some(),
+        };
+        let drained = self.drained.contains_key(id);
+        let Some(n) = self.nodes.get(id).filter(|n| !n.lost) else {
+            return;
+        };
+        let (cluster, node) = (n.cluster, n.slot);
+        if drained && !was {
+            tracing::info!(node = %id, "node drained");
+            self.observed.push(Observed::NodeDrained { cluster, node });
+        } else if !drained && was {
+            tracing::info!(node = %id, "drained node resumed");
+            self.observed.push(Observed::NodeRepaired { cluster, node });
+        }
+    }
+
     /// Nodes to lose together with `lost` (just declared lost at `now_ms`), each with the lost
     /// node it goes with: those that share a gang with one of them and have missed every
     /// heartbeat but the last one before the deadline. Nodes cut off at one moment (a switch, a
@@ -2109,6 +2124,34 @@ impl Backend for AgentBackend {
         hub.term_started_ms = Some(now_ms());
     }
 
+    fn drain_epoch(&self) -> Option<u64> {
+        Some(self.hub.lock().drain_epoch)
+    }
+
+    fn drains_on_record(&mut self, drained: &[(String, switchyard_store::NodeDrain)], epoch: u64) {
+        let mut hub = self.hub.lock();
+        if hub.drain_epoch != epoch {
+            // A drain was told since the store was read: the next read has it.
+            return;
+        }
+        let now: HashMap<&str, &switchyard_store::NodeDrain> =
+            drained.iter().map(|(id, d)| (id.as_str(), d)).collect();
+        let gone: Vec<String> = hub
+            .drained
+            .keys()
+            .filter(|id| !now.contains_key(id.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            hub.set_drain(&id, None);
+        }
+        for (id, d) in now {
+            if hub.drained.get(id) != Some(d) {
+                hub.set_drain(id, Some(d.clone()));
+            }
+        }
+    }
+
     fn nodes_on_record(&mut self, nodes: &[switchyard_store::NodeRecord]) {
         let mut hub = self.hub.lock();
         // Events name the nodes of the store's records by their hosts before they register.
@@ -2433,10 +2476,12 @@ mod handlers {
         }
         let hub = hub(s, auth)?;
         let record = stored_node(s, node).await?;
+        // Drained again: a new reason replaces the old, none given keeps it; the time stays.
         let drain = drain.then(|| NodeDrain {
             reason: reason
                 .map(|r| r.trim().to_owned())
                 .filter(|r| !r.is_empty())
+                .or_else(|| record.drained.as_ref().map(|d| d.reason.clone()))
                 .unwrap_or_else(|| "no reason given".into()),
             since_ms: record.drained.as_ref().map_or_else(now_ms, |d| d.since_ms),
         });
@@ -2513,15 +2558,39 @@ mod handlers {
 
     /// A drain reason is shown in tables and logs: at most [`MAX_REASON_BYTES`], and nothing
     /// that moves the cursor or hides text (control, bidirectional and zero-width characters).
-    fn check_reason(reason: &str) -> Result<(), ApiError> {
+    pub(super) fn check_reason(reason: &str) -> Result<(), ApiError> {
         if reason.len() > MAX_REASON_BYTES {
             return Err(ApiError::bad(format!(
                 "reason: at most {MAX_REASON_BYTES} bytes"
             )));
         }
+        // Unicode's control (Cc), format (Cf) and line/paragraph separator (Zl, Zp) characters.
         let hidden = |c: char| {
             c.is_control()
-                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+                || matches!(
+                    c,
+                    '\u{00AD}'
+                        | '\u{0600}'..='\u{0605}'
+                        | '\u{061C}'
+                        | '\u{06DD}'
+                        | '\u{070F}'
+                        | '\u{0890}'..='\u{0891}'
+                        | '\u{08E2}'
+                        | '\u{180E}'
+                        | '\u{200B}'..='\u{200F}'
+                        | '\u{2028}'..='\u{202E}'
+                        | '\u{2060}'..='\u{2064}'
+                        | '\u{2066}'..='\u{206F}'
+                        | '\u{FEFF}'
+                        | '\u{FFF9}'..='\u{FFFB}'
+                        | '\u{110BD}'
+                        | '\u{110CD}'
+                        | '\u{13430}'..='\u{1343F}'
+                        | '\u{1BCA0}'..='\u{1BCA3}'
+                        | '\u{1D173}'..='\u{1D17A}'
+                        | '\u{E0001}'
+                        | '\u{E0020}'..='\u{E007F}'
+                )
         };
         if let Some(c) = reason.chars().find(|&c| hidden(c)) {
             return Err(ApiError::bad(format!(
@@ -3006,8 +3075,22 @@ mod tests {
             }),
             "{seen:?}"
         );
+        // Back from lost while drained: up, and drained at once (so the scheduler counts it
+        // drained, not failed).
         h.heartbeat(&a, 450).expect("a is back");
-        assert_eq!(node_events(b.poll(450)), []);
+        assert_eq!(
+            node_events(b.poll(450)),
+            [
+                Observed::NodeRepaired {
+                    cluster: 0,
+                    node: 0
+                },
+                Observed::NodeDrained {
+                    cluster: 0,
+                    node: 0
+                }
+            ]
+        );
         // Resumed: repaired.
         h.set_drain(&a, None);
         assert_eq!(
@@ -3017,6 +3100,30 @@ mod tests {
                 node: 0
             }]
         );
+        // The store's drains, read every pass: followed, unless a drain was told since the read.
+        let epoch = b.drain_epoch().expect("agents follow drains");
+        b.drains_on_record(&[("n-bb".into(), drain())], epoch);
+        assert_eq!(
+            node_events(b.poll(462)),
+            [Observed::NodeDrained {
+                cluster: 0,
+                node: 1
+            }]
+        );
+        let stale = b.drain_epoch().expect("agents follow drains");
+        h.set_drain("n-bb", None);
+        b.drains_on_record(&[("n-bb".into(), drain())], stale);
+        assert_eq!(
+            node_events(b.poll(464)),
+            [Observed::NodeRepaired {
+                cluster: 0,
+                node: 1
+            }],
+            "the older read is not applied"
+        );
+        let epoch = b.drain_epoch().expect("agents follow drains");
+        b.drains_on_record(&[], epoch);
+        assert_eq!(node_events(b.poll(466)), []);
         // A new leader: the store's record says drained.
         b.reset();
         let record = |id: &str, host: &str, slot: i64, drained| switchyard_store::NodeRecord {
@@ -3053,6 +3160,26 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// A drain reason is plain text on one line: control, format and separator characters are
+    /// refused, other text (accents, dashes, emoji) is taken.
+    #[test]
+    fn a_drain_reason_is_plain_text() {
+        for bad in [
+            "a\nb",
+            "a\u{1b}[31m",
+            "a\u{202E}b",
+            "a\u{2028}b",
+            "a\u{061C}b",
+            "a\u{2060}b",
+        ] {
+            assert!(handlers::check_reason(bad).is_err(), "{bad:?}");
+        }
+        for good in ["DIMM swap — slot 3", "réparation", "fan 🔧"] {
+            assert!(handlers::check_reason(good).is_ok(), "{good:?}");
+        }
+        assert!(handlers::check_reason(&"x".repeat(1025)).is_err());
     }
 
     #[test]

@@ -188,6 +188,20 @@ pub trait Backend: Send + std::fmt::Debug {
     /// The nodes the store has on record, read when a leader term begins (after
     /// [`Self::reset`]): what agents told earlier leaders of themselves.
     fn nodes_on_record(&mut self, _nodes: &[switchyard_store::NodeRecord]) {}
+    /// `Some` when the backend follows the drains the store records (node agents): a count
+    /// of the drains it was told directly, which the leader hands back with what it then
+    /// reads, so that a read older than a drain told since is not applied.
+    fn drain_epoch(&self) -> Option<u64> {
+        None
+    }
+    /// The drained nodes as the store had them when [`Self::drain_epoch`] was `epoch`: the
+    /// backend makes its own view (and the scheduler's) agree.
+    fn drains_on_record(
+        &mut self,
+        _drained: &[(String, switchyard_store::NodeDrain)],
+        _epoch: u64,
+    ) {
+    }
     /// When the backend next expects to observe something without being told (the dry run:
     /// its next run's end), so that the leader polls then rather than a whole tick later.
     /// `None`: nothing it can foresee.
@@ -326,6 +340,21 @@ impl Backend for Routed {
             b.nodes_on_record(nodes);
         }
         self.fallback.nodes_on_record(nodes);
+    }
+
+    fn drain_epoch(&self) -> Option<u64> {
+        self.routes
+            .iter()
+            .map(|(_, b)| b)
+            .chain(std::iter::once(&self.fallback))
+            .find_map(|b| b.drain_epoch())
+    }
+
+    fn drains_on_record(&mut self, drained: &[(String, switchyard_store::NodeDrain)], epoch: u64) {
+        for (_, b) in &mut self.routes {
+            b.drains_on_record(drained, epoch);
+        }
+        self.fallback.drains_on_record(drained, epoch);
     }
 
     fn next_due_ms(&self) -> Option<i64> {

@@ -357,6 +357,12 @@ async fn pass(
     for (id, replicas) in scales {
         l.engine.scale(now, &id, replicas);
     }
+    // The drains the store records, every pass: an administrator's drain answered by another
+    // replica, or by this one in a moment its term changed, is followed within a pass.
+    if let Some(epoch) = backend.drain_epoch() {
+        let drained = store.drained_nodes().await?;
+        backend.drains_on_record(&drained, epoch);
+    }
     let mut output = Vec::new();
     let mut observed = backend.poll(now).into_iter().peekable();
     while let Some(o) = observed.next() {

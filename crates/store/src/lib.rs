@@ -131,6 +131,10 @@ pub trait StoreRead: Send + Sync {
     fn cluster_usage(&self) -> impl Future<Output = Result<Vec<ClusterUsage>, StoreError>> + Send;
     /// Every registered node, by cluster and slot.
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>, StoreError>> + Send;
+    /// The drained nodes' ids with why and since when (read by the leader every pass).
+    fn drained_nodes(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, NodeDrain)>, StoreError>> + Send;
     /// A job's log lines in cursor order (not tenant-scoped: check the job first).
     fn logs(
         &self,
@@ -373,6 +377,9 @@ impl StoreRead for AnyStore {
     }
     async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         delegate!(self, s => s.nodes().await)
+    }
+    async fn drained_nodes(&self) -> Result<Vec<(String, NodeDrain)>, StoreError> {
+        delegate!(self, s => s.drained_nodes().await)
     }
     async fn logs(&self, query: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
         delegate!(self, s => s.logs(query).await)

@@ -924,6 +924,27 @@ macro_rules! sql_store {
                 rows.iter().map(Self::node).collect()
             }
 
+            async fn drained_nodes(&self) -> Result<Vec<(String, NodeDrain)>, StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT id, drained_reason, drained_ms FROM nodes \
+                     WHERE drained_ms IS NOT NULL AND drained_reason IS NOT NULL ORDER BY id",
+                )
+                .fetch_all(&self.read)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get("id")?,
+                            NodeDrain {
+                                reason: row.try_get("drained_reason")?,
+                                since_ms: row.try_get("drained_ms")?,
+                            },
+                        ))
+                    })
+                    .collect()
+            }
+
             async fn logs(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StoreError> {
                 let mut sql = format!("SELECT {LOG_COLUMNS} FROM job_logs WHERE job_id = $1 AND job_number > $2");
                 let mut n = 2;

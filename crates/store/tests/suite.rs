@@ -222,6 +222,10 @@ async fn node_registry(s: AnyStore) {
         .expect("drain")
         .expect("known");
     assert_eq!(drained.drained.as_ref(), Some(&drain));
+    assert_eq!(
+        s.drained_nodes().await.expect("drained nodes"),
+        [(c.id.clone(), drain.clone())]
+    );
     s.node_heartbeat(&c.id, 460).await.expect("heartbeat");
     // A lost node that registers again is ready too, in its own slot.
     s.mark_node_lost(&c.id, 500).await.expect("lost");
@@ -240,6 +244,7 @@ async fn node_registry(s: AnyStore) {
         .expect("resume")
         .expect("known");
     assert_eq!(resumed.drained, None);
+    assert_eq!(s.drained_nodes().await.expect("drained nodes"), []);
     s.set_node_drain(&c.id, Some(&drain)).await.expect("drain");
 
     // Listed by cluster, then slot.
