@@ -1025,6 +1025,8 @@ impl Worker {
             if state == JobState::Pending {
                 // Placed by Switchyard but queued by Slurm (other users' jobs, limits, a
                 // partition that cannot run it): the run does not progress, and Slurm says why.
+                // (Requeued, it is said to run again when it does.)
+                w.running_seen = false;
                 let known = !matches!(reason.as_str(), "" | "None");
                 let tell = known
                     && w.pending_reason.as_deref() != Some(reason.as_str())
@@ -2855,6 +2857,7 @@ mod tests {
             let seen = observed(&w);
             let kinds: Vec<String> = events(&seen).into_iter().map(|e| e.1).collect();
             assert!(!kinds.contains(&"slurm_resumed".to_owned()), "{kinds:?}");
+            assert!(kinds.contains(&"slurm_running".to_owned()), "{kinds:?}");
             assert!(
                 seen.iter().any(|o| matches!(o, Observed::Began { .. })),
                 "{seen:?}"
