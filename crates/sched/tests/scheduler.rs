@@ -1079,6 +1079,20 @@ fn spares_for_some_failed_nodes_only_are_given_back() {
     );
 }
 
+/// Drains `nodes` of the 'fast' cluster at `at`; the decisions that caused.
+fn drain_on_fast(s: &mut Scheduler, at: f64, nodes: &[u32]) -> Vec<Decision> {
+    let mut out = Vec::new();
+    s.handle(
+        at,
+        Event::NodesDrained {
+            cluster: 0,
+            nodes: nodes.to_vec(),
+        },
+        &mut out,
+    );
+    out
+}
+
 /// A drained node (Slurm's drain) keeps the work it runs and takes nothing new until it is
 /// repaired; if it then fails, its gang restarts like on any failed node; a gang that restarts
 /// in place for another node's failure leaves the drained node too.
@@ -1101,15 +1115,7 @@ fn a_drained_node_keeps_its_work_and_takes_nothing_new() {
     let d = pass(&mut s, 0.0);
     let ran_on = started_on(&d, j);
     assert_eq!(ran_on.len(), 2, "{d:?}");
-    let mut out = Vec::new();
-    s.handle(
-        10.0,
-        Event::NodesDrained {
-            cluster: 0,
-            nodes: vec![ran_on[0]],
-        },
-        &mut out,
-    );
+    let out = drain_on_fast(&mut s, 10.0, &[ran_on[0]]);
     assert!(out.is_empty(), "a drain stops nothing: {out:?}");
     assert_eq!(s.job(j).state, JobState::Running);
     assert_eq!(s.busy(0), 128, "the drained node's work is still counted");
@@ -1148,15 +1154,7 @@ fn a_drained_node_keeps_its_work_and_takes_nothing_new() {
     let j = submit(&mut s, 0.0, on_fast(job("run", "a", 32, 1e6)));
     let ran_on = started_on(&pass(&mut s, 0.0), j);
     let drain = |s: &mut Scheduler, node| {
-        let mut out = Vec::new();
-        s.handle(
-            100.0,
-            Event::NodesDrained {
-                cluster: 0,
-                nodes: vec![node],
-            },
-            &mut out,
-        );
+        let out = drain_on_fast(s, 100.0, &[node]);
         assert!(out.is_empty(), "{out:?}");
     };
     drain(&mut s, ran_on[0]);
@@ -1256,14 +1254,7 @@ fn a_run_on_a_drained_node_is_neither_preempted_nor_counted_on() {
     high.priority = 5;
     submit(&mut s, 0.0, high);
     let started = first_nodes(&pass(&mut s, 0.0));
-    s.handle(
-        10.0,
-        Event::NodesDrained {
-            cluster: 0,
-            nodes: started[&low].clone(),
-        },
-        &mut Vec::new(),
-    );
+    drain_on_fast(&mut s, 10.0, &started[&low]);
     let mut newcomer = on_fast(job("new", "b", 4, 100.0));
     newcomer.priority = 5;
     submit(&mut s, 20.0, newcomer);
@@ -1286,14 +1277,7 @@ fn a_run_on_a_drained_node_is_neither_preempted_nor_counted_on() {
     let b = submit(&mut s, 0.0, on_fast(job("b", "a", 8, 1000.0)));
     let a = submit(&mut s, 0.0, on_fast(job("a", "a", 16, 100.0)));
     let started = first_nodes(&pass(&mut s, 0.0));
-    s.handle(
-        10.0,
-        Event::NodesDrained {
-            cluster: 0,
-            nodes: started[&a].clone(),
-        },
-        &mut Vec::new(),
-    );
+    drain_on_fast(&mut s, 10.0, &started[&a]);
     let head = submit(&mut s, 20.0, on_fast(job("head", "b", 16, 100.0)));
     let filler = submit(&mut s, 21.0, on_fast(job("filler", "b", 8, 5000.0)));
     let d = pass(&mut s, 21.0);

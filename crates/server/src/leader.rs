@@ -418,14 +418,9 @@ async fn pass(
                 }
                 l.engine.nodes_failed(now, cluster, nodes);
             }
+            // (No batching: a drain stops nothing, so draining together changes nothing.)
             Observed::NodeDrained { cluster, node } => {
-                let mut nodes = vec![node];
-                while let Some(Observed::NodeDrained { node, .. }) = observed.next_if(
-                    |o| matches!(o, Observed::NodeDrained { cluster: c, .. } if *c == cluster),
-                ) {
-                    nodes.push(node);
-                }
-                l.engine.nodes_drained(now, cluster, nodes);
+                l.engine.nodes_drained(now, cluster, vec![node]);
             }
             Observed::NodeRepaired { cluster, node } => l.engine.node_repaired(now, cluster, node),
             Observed::NodeNamed {
