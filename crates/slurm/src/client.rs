@@ -267,20 +267,34 @@ impl CliClient {
 
 impl SlurmClient for CliClient {
     fn nodes(&self, partition: Option<&str>) -> Result<Vec<Node>, SlurmError> {
-        let mut args = vec![
-            "-h".to_owned(),
-            "-N".to_owned(),
-            "-o".to_owned(),
-            parse::sinfo_node_format(),
-        ];
-        if let Some(p) = partition {
-            args.push(format!("--partition={p}"));
+        let sinfo = |format_flag: &str, format: String| {
+            let mut args = vec![
+                "-h".to_owned(),
+                "-N".to_owned(),
+                format_flag.to_owned(),
+                format,
+            ];
+            if let Some(p) = partition {
+                args.push(format!("--partition={p}"));
+            }
+            let out = self.run("sinfo", &args, None)?;
+            parse::parse_sinfo_nodes(&out.stdout).map_err(|source| SlurmError::Parse {
+                command: "sinfo".into(),
+                source,
+            })
+        };
+        let nodes = sinfo("-O", parse::sinfo_node_format())?;
+        if !nodes.is_empty()
+            && nodes
+                .iter()
+                .all(|n| n.state.base == parse::NodeBase::Other(String::new()))
+        {
+            // A sinfo without `StateComplete` prints it empty (and succeeds): read `%T`, which
+            // says `drained` for a node that is down and drained.
+            tracing::debug!("sinfo printed no StateComplete; reading %T instead");
+            return sinfo("-o", parse::sinfo_node_format_short_states());
         }
-        let out = self.run("sinfo", &args, None)?;
-        parse::parse_sinfo_nodes(&out.stdout).map_err(|source| SlurmError::Parse {
-            command: "sinfo".into(),
-            source,
-        })
+        Ok(nodes)
     }
 
     fn jobs(&self) -> Result<Vec<QueueJob>, SlurmError> {
@@ -377,6 +391,38 @@ mod tests {
             "{}",
             run(None)
         );
+    }
+
+    /// A sinfo that does not know StateComplete prints the field empty and succeeds: the
+    /// client reads `%T` instead rather than take every node for one in an unknown state.
+    #[test]
+    fn a_sinfo_without_state_complete_is_read_with_short_states() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("sy-old-sinfo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let calls = dir.join("calls");
+        let script = format!(
+            "#!/bin/sh\necho \"$3\" >> '{}'\ncase \"$3\" in\n\
+             -O) printf 'vm\\037debug*\\037\\0372\\037(null)\\037none\\n' ;;\n\
+             -o) printf 'vm\\037debug*\\037drained\\0372\\037(null)\\037disk\\n' ;;\n\
+             esac\n",
+            calls.display()
+        );
+        let sinfo = dir.join("sinfo");
+        std::fs::write(&sinfo, script).expect("write fake sinfo");
+        std::fs::set_permissions(&sinfo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let client = CliClient {
+            bin_dir: Some(dir.clone()),
+            ..CliClient::default()
+        };
+        let nodes = client.nodes(Some("debug")).expect("nodes");
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].state.base, parse::NodeBase::Drained);
+        assert!(nodes[0].state.closed());
+        assert_eq!(nodes[0].reason, "disk");
+        let asked = std::fs::read_to_string(&calls).expect("calls");
+        assert_eq!(asked, "-O\n-o\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// What sh makes of a quoted value: the value itself, byte for byte, and never a carriage

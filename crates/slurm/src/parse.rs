@@ -8,8 +8,27 @@ use std::fmt;
 /// Field separator of the `--format` strings below (ASCII unit separator: never in a name).
 pub const SEP: char = '\u{1f}';
 
-/// `sinfo` format for [`parse_sinfo_nodes`]: node, partition, state, CPUs, GRES, reason.
+/// `sinfo --Format` (`-O`) for [`parse_sinfo_nodes`]: node, partition, state, CPUs, GRES,
+/// reason. `StateComplete` is the base state with every flag (`down+drain`, `idle+fail`,
+/// `mixed+drain`), where `%T` prints one word and says `drained` for a node that is down and
+/// drained. `:` with no width and the separator as suffix: no padding, nothing cut short.
 pub fn sinfo_node_format() -> String {
+    let field = |name: &str| format!("{name}:{SEP}");
+    [
+        field("NodeList"),
+        field("Partition"),
+        field("StateComplete"),
+        field("CPUs"),
+        field("Gres"),
+        "Reason:".to_owned(),
+    ]
+    .join(",")
+}
+
+/// The same fields as `sinfo --format` (`-o`), with `%T` for the state: for a `sinfo` that
+/// prints nothing for `StateComplete` (one older than Switchyard's Slurm 22.05 may not know
+/// it; sinfo then says so on stderr and succeeds).
+pub fn sinfo_node_format_short_states() -> String {
     ["%N", "%P", "%T", "%c", "%G", "%E"].join(&SEP.to_string())
 }
 
@@ -89,9 +108,11 @@ impl NodeState {
         let mut parts = t.split('+');
         let base_word = parts.next().unwrap_or("").to_ascii_lowercase();
         let mut drain = false;
+        let mut fail = false;
         for flag in parts {
             match flag.to_ascii_uppercase().as_str() {
                 "DRAIN" => drain = true,
+                "FAIL" => fail = true,
                 "NOT_RESPONDING" => not_responding = true,
                 "POWERED_DOWN" | "POWERING_DOWN" | "POWERING_UP" | "POWER_DOWN" => {
                     powered_down = true
@@ -117,10 +138,14 @@ impl NodeState {
             "unknown" | "unk" => NodeBase::Unknown,
             _ => NodeBase::Other(base_word),
         };
-        let base = if maint && base == NodeBase::Idle {
-            NodeBase::Maint
-        } else {
-            base
+        // Flags that `%T` prints as a state of their own (`fail`, `failing`, `maint`).
+        let base = match base {
+            NodeBase::Idle if fail => NodeBase::Fail,
+            NodeBase::Allocated | NodeBase::Mixed | NodeBase::Completing if fail => {
+                NodeBase::Failing
+            }
+            NodeBase::Idle if maint => NodeBase::Maint,
+            base => base,
         };
         NodeState {
             base,
@@ -210,7 +235,8 @@ pub struct Node {
     pub reason: String,
 }
 
-/// Parses `sinfo -h -N -o` with [`sinfo_node_format`].
+/// Parses `sinfo -h -N -O` with [`sinfo_node_format`] (or `-o` with
+/// [`sinfo_node_format_short_states`]: the fields are the same).
 pub fn parse_sinfo_nodes(text: &str) -> Result<Vec<Node>, ParseError> {
     let mut nodes = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -824,6 +850,13 @@ mod tests {
             "fail",
             "failing",
             "maint",
+            // sinfo's StateComplete and slurmrestd's state_flags.
+            "idle+drain",
+            "allocated+drain",
+            "idle+fail",
+            "mixed+fail",
+            "IDLE+FAIL",
+            "idle+maintenance+reserved",
         ] {
             assert!(NodeState::parse(closed).closed(), "{closed}");
         }
@@ -832,6 +865,9 @@ mod tests {
             "down+drain",
             "drained*",
             "MIXED+DRAIN*",
+            "down+drain+not_responding",
+            "idle+drain+not_responding",
+            "down+fail",
             "unknown",
             "weird",
         ] {
@@ -839,6 +875,10 @@ mod tests {
             assert!(!state.usable() && !state.closed(), "{failed}");
         }
         assert!(!NodeState::parse("mixed").closed());
+        assert_eq!(NodeState::parse("idle+fail").base, NodeBase::Fail);
+        assert_eq!(NodeState::parse("allocated+fail").base, NodeBase::Failing);
+        assert!(NodeState::parse("idle+cloud+powered_down").usable());
+        assert!(NodeState::parse("mixed+planned").usable());
         assert_eq!(
             NodeState::parse("weird").base,
             NodeBase::Other("weird".into())

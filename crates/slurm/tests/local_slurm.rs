@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use switchyard_core::fleet::SlurmSettings;
 use switchyard_server::backend::{Backend, Command, Observed};
-use switchyard_slurm::parse::JobState;
+use switchyard_slurm::parse::{JobState, NodeBase};
 
 use switchyard_server::api::JobCommand;
 use switchyard_server::backend::OutputLine;
@@ -497,6 +497,49 @@ fn a_node_slurm_drains_keeps_its_running_job_until_resumed() {
         job: "j-drain".into(),
     }]);
     wait_state(&id, 30, |s| *s == JobState::Cancelled);
+}
+
+/// A drained node that then goes down has failed: `sinfo`'s StateComplete says `down+drain`
+/// (`%T` would print `drained`), and the scheduler hears it failed, then repaired.
+#[test]
+fn a_drained_node_that_goes_down_is_a_node_failure() {
+    let _g = serial();
+    let Some(node) = slurm_here() else { return };
+    let _resume = ResumeOnDrop(node.clone());
+    let opts = options("drain-down");
+    let _cleanup = Cleanup(opts.tag.clone());
+    let mut b = backend("debug", None, opts);
+    b.act(vec![]);
+    set_node_state(&node, "drain");
+    let mut seen = Vec::new();
+    wait_for(&mut b, &mut seen, 20, |o| {
+        *o == Observed::NodeDrained {
+            cluster: 0,
+            node: 0,
+        }
+    });
+    set_node_state(&node, "down");
+    wait_for(&mut b, &mut seen, 20, |o| {
+        *o == Observed::NodeFailed {
+            cluster: 0,
+            node: 0,
+        }
+    });
+    let listed = client().nodes(Some("debug")).expect("sinfo");
+    assert_eq!(
+        listed[0].state.base,
+        NodeBase::Down,
+        "{:?}",
+        listed[0].state
+    );
+    assert!(listed[0].state.drain, "{:?}", listed[0].state);
+    set_node_state(&node, "resume");
+    wait_for(&mut b, &mut seen, 20, |o| {
+        *o == Observed::NodeRepaired {
+            cluster: 0,
+            node: 0,
+        }
+    });
 }
 
 /// `scontrol suspend` pauses the run (it keeps its progress), `scontrol resume` lets it go on.

@@ -15,11 +15,79 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn sinfo_nodes_in_every_captured_state() {
-    for (file, base, usable) in [
-        ("sinfo_nodes_idle.txt", NodeBase::Idle, true),
-        ("sinfo_nodes_mixed.txt", NodeBase::Mixed, true),
-        ("sinfo_nodes_draining.txt", NodeBase::Draining, false),
-        ("sinfo_nodes_down.txt", NodeBase::Down, false),
+    // What the scheduler makes of each: usable, closed (drained: its jobs run on) or failed.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Usable,
+        Closed,
+        Failed,
+    }
+    for (file, base, drain, seen, reason) in [
+        (
+            "sinfo_nodes_idle.txt",
+            NodeBase::Idle,
+            false,
+            Seen::Usable,
+            "none",
+        ),
+        (
+            "sinfo_nodes_mixed.txt",
+            NodeBase::Mixed,
+            false,
+            Seen::Usable,
+            "none",
+        ),
+        (
+            "sinfo_nodes_draining.txt",
+            NodeBase::Allocated,
+            true,
+            Seen::Closed,
+            "maint-test",
+        ),
+        (
+            "sinfo_nodes_drained.txt",
+            NodeBase::Idle,
+            true,
+            Seen::Closed,
+            "drain-test",
+        ),
+        (
+            "sinfo_nodes_fail.txt",
+            NodeBase::Fail,
+            false,
+            Seen::Closed,
+            "fail-test",
+        ),
+        (
+            "sinfo_nodes_down.txt",
+            NodeBase::Down,
+            false,
+            Seen::Failed,
+            "down-test",
+        ),
+        // `%T` prints this one `drained`: only StateComplete says it is down.
+        (
+            "sinfo_nodes_down_drained.txt",
+            NodeBase::Down,
+            true,
+            Seen::Failed,
+            "down-test",
+        ),
+        // The `%T` format, read where sinfo has no StateComplete.
+        (
+            "sinfo_short_states_draining.txt",
+            NodeBase::Draining,
+            false,
+            Seen::Closed,
+            "maint-test",
+        ),
+        (
+            "sinfo_short_states_down.txt",
+            NodeBase::Down,
+            false,
+            Seen::Failed,
+            "down-test",
+        ),
     ] {
         let nodes = parse_sinfo_nodes(&fixture(file)).expect(file);
         assert_eq!(nodes.len(), 1, "{file}");
@@ -30,10 +98,36 @@ fn sinfo_nodes_in_every_captured_state() {
         assert_eq!(n.cpus, 2);
         assert_eq!(n.gpus, 0);
         assert_eq!(n.state.base, base, "{file}");
-        assert_eq!(n.state.usable(), usable, "{file}");
+        assert_eq!(n.state.drain, drain, "{file}");
+        let got = if n.state.usable() {
+            Seen::Usable
+        } else if n.state.closed() {
+            Seen::Closed
+        } else {
+            Seen::Failed
+        };
+        assert_eq!(got, seen, "{file}");
+        assert_eq!(n.reason, reason, "{file}");
     }
-    let down = parse_sinfo_nodes(&fixture("sinfo_nodes_down.txt")).expect("down");
-    assert_eq!(down[0].reason, "down-test");
+}
+
+#[test]
+fn the_sinfo_format_asks_for_every_flag_and_cuts_nothing() {
+    // `-O` fields are 20 characters wide, cut short, unless a width follows the `:`: none
+    // does, so nothing is padded or cut (as the captured long reason below shows).
+    let format = parse::sinfo_node_format();
+    let fields: Vec<&str> = format.split(',').collect();
+    assert_eq!(fields.len(), 6, "{format}");
+    assert!(fields[2].starts_with("StateComplete:"), "{format}");
+    for f in &fields[..5] {
+        assert!(f.ends_with(&format!(":{SEP}")), "{f:?}");
+    }
+    assert_eq!(fields[5], "Reason:");
+    let long = parse_sinfo_nodes(&fixture("sinfo_nodes_drained_long_reason.txt")).expect("parses");
+    assert_eq!(
+        long[0].reason,
+        "a very long reason for draining this node that is longer than twenty"
+    );
 }
 
 #[test]
