@@ -209,13 +209,23 @@ fn training_text(r: &TrainingReport) -> String {
                 .map(|c| format!("${c:.0}"))
                 .unwrap_or_else(|| "unknown (no contract prices this accelerator)".into())
         );
-        let _ = writeln!(
-            s,
-            "checkpoints       every {} (Young/Daly, in whole steps; write {}, job MTBF {})",
-            human_duration(bud.checkpoint_interval_hours * 3600.0),
-            human_duration(bud.checkpoint_write_s),
-            human_duration(bud.job_mtbf_hours * 3600.0)
-        );
+        if bud.checkpoints >= 1.0 {
+            let _ = writeln!(
+                s,
+                "checkpoints       every {} (Young/Daly, in whole steps; write {}, job MTBF {})",
+                human_duration(bud.checkpoint_interval_hours * 3600.0),
+                human_duration(bud.checkpoint_write_s),
+                human_duration(bud.job_mtbf_hours * 3600.0)
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "checkpoints       none: the run is no longer than one Young/Daly interval \
+                 (write {}, job MTBF {})",
+                human_duration(bud.checkpoint_write_s),
+                human_duration(bud.job_mtbf_hours * 3600.0)
+            );
+        }
         if let Some(warning) = &bud.warning {
             let _ = writeln!(s, "warning: {warning}");
         }

@@ -705,8 +705,11 @@ pub struct Budget {
     /// Mean time between failures of the job's nodes together, hours.
     pub job_mtbf_hours: f64,
     pub checkpoint_write_s: f64,
-    /// Young/Daly interval sqrt(2·δ·M), in whole steps (at least one), hours.
+    /// Young/Daly interval sqrt(2·δ·M), in whole steps (at least one, at most the run), hours.
     pub checkpoint_interval_hours: f64,
+    /// Checkpoints written during the run: one after each full interval of work, none at its
+    /// end (0 when the run is shorter than an interval).
+    pub checkpoints: f64,
     /// Useful fraction of wall-clock time.
     pub goodput: f64,
     /// Said when failures cost the job most of its time (goodput below [`LOW_GOODPUT`]).
@@ -723,11 +726,13 @@ pub const HOPELESS_GOODPUT: f64 = 1e-6;
 /// The failure-free time to spend `tokens` at `step_s` per step of `tokens_per_s · step_s`
 /// tokens, then with failures: checkpoints every Young/Daly interval sqrt(2·δ·M) (δ the write,
 /// M the job's MTBF), taken at step boundaries, so rounded to whole steps and at least one.
-/// Wall time follows Daly's model of exponential failures ("A higher order estimate of the
-/// optimum checkpoint interval for restart dumps", 2006): each segment of τ work and δ write
-/// takes M·e^{R/M}·(e^{(τ+δ)/M} − 1), R the restart. For M ≫ τ, δ, R the overhead is the
-/// familiar δ/τ + (τ/2 + R)/M; unlike that first-order form it stays right when failures come
-/// about as often as restarts take, where the job barely progresses.
+/// One is written after each full interval of work; the run's end needs none (its last save
+/// is the trained model, written with or without failures), so a run shorter than an interval
+/// writes none. Wall time follows Daly's model of exponential failures ("A higher order
+/// estimate of the optimum checkpoint interval for restart dumps", 2006): a segment of w work
+/// (and write) takes M·e^{R/M}·(e^{w/M} − 1), R the restart. For M ≫ τ, δ, R the overhead is
+/// the familiar δ/τ + (τ/2 + R)/M; unlike that first-order form it stays right when failures
+/// come about as often as restarts take, where the job barely progresses.
 pub fn budget(
     m: &ModelSpec,
     hw: &Hardware,
@@ -758,19 +763,25 @@ pub fn budget(
     let mtbf_s = job_mtbf_h * 3600.0;
     let young_s = (2.0 * write_s * mtbf_s).sqrt();
     // Whole steps, at least one, and no longer than the run itself.
-    let interval_s = (young_s / step_s).round().clamp(1.0, steps) * step_s;
+    let interval_steps = (young_s / step_s).round().clamp(1.0, steps);
+    let interval_s = interval_steps * step_s;
+    // One after each full interval, none at the end: the last segment is what is left.
+    let checkpoints = (steps / interval_steps).ceil() - 1.0;
+    let last_s = ideal_s - checkpoints * interval_s;
     let restart_s = RESTART_HOURS * 3600.0;
-    // ln(wall time per segment / work per segment), in logs: e^{R/M} overflows long before
-    // the answer stops meaning anything.
-    let ln_stretch =
-        mtbf_s.ln() + restart_s / mtbf_s + ((interval_s + write_s) / mtbf_s).exp_m1().ln()
-            - interval_s.ln();
+    // ln(wall time / work), in logs: e^{R/M} overflows long before the answer stops meaning
+    // anything.
+    let ln_stretch = mtbf_s.ln()
+        + restart_s / mtbf_s
+        + (checkpoints * ((interval_s + write_s) / mtbf_s).exp_m1() + (last_s / mtbf_s).exp_m1())
+            .ln()
+        - ideal_s.ln();
     // Nodes that (practically) never fail: an MTBF past the f64 range leaves the logs
-    // meaningless (∞ − ∞); the write is then the only cost.
+    // meaningless (∞ − ∞); the writes are then the only cost.
     let goodput = if mtbf_s.is_finite() {
         (-ln_stretch).exp().clamp(0.0, 1.0)
     } else {
-        interval_s / (interval_s + write_s)
+        ideal_s / (ideal_s + checkpoints * write_s)
     };
     // Said only when failures cost much.
     let mtbf_words = || {
@@ -794,7 +805,7 @@ pub fn budget(
     }
     let warning = (goodput < LOW_GOODPUT).then(|| {
         format!(
-            "failures cost the job {:.0}% of its time: {}",
+            "failures and checkpoint writes cost the job {:.0}% of its time: {}",
             (1.0 - goodput) * 100.0,
             mtbf_words()
         )
@@ -811,6 +822,7 @@ pub fn budget(
         job_mtbf_hours: job_mtbf_h,
         checkpoint_write_s: write_s,
         checkpoint_interval_hours: interval_s / 3600.0,
+        checkpoints,
         goodput,
         warning,
     })

@@ -93,6 +93,36 @@ fn storage_bandwidth_caps_the_checkpoint_write() {
     assert_eq!(budget_on(&roomy), free);
 }
 
+/// A run shorter than one Young/Daly interval writes no checkpoint (its end needs none): a few
+/// steps on one node are nearly all goodput, not charged a 28 s write every step or two. A
+/// longer one writes one after each full interval.
+#[test]
+fn a_run_shorter_than_an_interval_writes_no_checkpoint() {
+    use switchyard_perf::Hardware;
+    use switchyard_perf::plan::budget;
+    let m = ModelSpec::preset("llama3-8b").expect("preset");
+    let accel = switchyard_core::accelerator::lookup("H100-SXM").expect("in the catalog");
+    let one_node = Hardware::from_accelerator(accel, 8);
+    let (step_s, tokens_per_s) = (6.7, 78_000.0);
+    let short = budget(&m, &one_node, step_s, tokens_per_s, 1e6).expect("a budget");
+    assert_eq!(short.checkpoints, 0.0);
+    assert!(short.goodput > 0.99, "{short:?}");
+    assert!(short.warning.is_none(), "{:?}", short.warning);
+    // Two and a half intervals of work: two checkpoints, the last half interval none.
+    let year = budget(&m, &one_node, step_s, tokens_per_s, 1e12).expect("a budget");
+    let interval_s = year.checkpoint_interval_hours * 3600.0;
+    assert!(interval_s > 3600.0, "{year:?}");
+    let tokens = 2.5 * interval_s * tokens_per_s;
+    let long = budget(&m, &one_node, step_s, tokens_per_s, tokens).expect("a budget");
+    assert_eq!(long.checkpoints, 2.0, "{long:?}");
+    let ideal_s = long.ideal_days * 86400.0;
+    let writes = 2.0 * long.checkpoint_write_s;
+    assert!(
+        long.days_to_train * 86400.0 > ideal_s + writes,
+        "the writes and the failures both cost: {long:?}"
+    );
+}
+
 /// A budget is spent in whole steps, checkpoints fall on step boundaries, and failures that
 /// come about as often as a restart takes are told (warned of, or refused when the job would
 /// never finish) rather than priced by a formula that only holds for rare failures.
