@@ -307,5 +307,16 @@ fn render(r: &SimResult) -> String {
         r.restarts,
         t.preemptions
     ));
+    if !r.unfinished_examples.is_empty() {
+        let shown = r.unfinished_examples.len() as u64;
+        out.push_str(&if shown < r.unfinished {
+            format!("\nunfinished (the first {shown} of {}):\n", r.unfinished)
+        } else {
+            "\nunfinished:\n".to_owned()
+        });
+        for u in &r.unfinished_examples {
+            out.push_str(&format!("  {}: {}\n", u.id, u.why));
+        }
+    }
     out
 }

@@ -2870,7 +2870,11 @@ impl Scheduler {
         // starving job under `switchyard` does only when its caps keep it out of every cluster
         // it accepts, so that the room is there when its team's own runs end (a week of
         // waiting has earned it).
-        let hold_capped = self.cfg.policy != Policy::Fifo && self.capped_everywhere(j);
+        // (Not one its team's or organisation's services keep out for good: no run ending
+        // would ever let it start, and the room would be held idle for ever.)
+        let hold_capped = self.cfg.policy != Policy::Fifo
+            && self.capped_everywhere(j)
+            && self.fits_beside_service_floors(j);
         let may_hold = |c: usize| hold_capped || self.quota_ok(j, c as u32, min_size);
         if let Some(r) = self.reservation
             && r.job == j
@@ -2962,6 +2966,47 @@ impl Scheduler {
         let min_size = self.jobs[j as usize].min_size;
         (0..self.clusters.len() as u32).all(|c| {
             self.jobs[j as usize].dur[c as usize].is_none() || !self.quota_ok(j, c, min_size)
+        })
+    }
+
+    /// Whether job `j`'s caps would let it start on some cluster it accepts once every run of
+    /// its team and organisation has ended but their services, which never go below their
+    /// fewest replicas: what those hold stays held for good.
+    fn fits_beside_service_floors(&self, j: JobIdx) -> bool {
+        let job = &self.jobs[j as usize];
+        let team = job.tenant;
+        let org = self.tenants[team as usize].org;
+        let n = self.clusters.len();
+        // Accelerators the services' fewest replicas hold, per cluster: the team's, the
+        // organisation's.
+        let (mut team_floor, mut org_floor) = (vec![0u64; n], vec![0u64; n]);
+        for &(_, s) in &self.services {
+            let svc = &self.jobs[s as usize];
+            let svc_org = self.tenants[svc.tenant as usize].org;
+            if svc_org != org {
+                continue;
+            }
+            for r in svc.replicas.iter().take(svc.replica_range.0 as usize) {
+                let held = u64::from(svc.size);
+                org_floor[r.cluster as usize] += held;
+                if svc.tenant == team {
+                    team_floor[r.cluster as usize] += held;
+                }
+            }
+        }
+        let need = u64::from(job.min_size);
+        let fits = |rules: &[QuotaRule], floor: &[u64], c: usize| {
+            rules.iter().all(|r| match (r.cap, r.cluster) {
+                (None, _) => true,
+                (Some(_), Some(rc)) if rc as usize != c => true,
+                (Some(cap), Some(_)) => floor[c] + need <= cap,
+                (Some(cap), None) => floor.iter().sum::<u64>() + need <= cap,
+            })
+        };
+        (0..n).any(|c| {
+            job.dur[c].is_some()
+                && fits(&self.tenants[team as usize].rules, &team_floor, c)
+                && fits(&self.orgs[org as usize].rules, &org_floor, c)
         })
     }
 

@@ -72,6 +72,16 @@ pub struct Figures {
     pub preemptions: u64,
 }
 
+/// How many unfinished jobs a result names, with why each is unfinished.
+pub const UNFINISHED_EXAMPLES: usize = 10;
+
+/// A job left waiting or running when the run stopped, and why, in the scheduler's words.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnfinishedJob {
+    pub id: String,
+    pub why: String,
+}
+
 /// The result of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct SimResult {
@@ -82,6 +92,9 @@ pub struct SimResult {
     #[serde(flatten)]
     pub total: Figures,
     pub unfinished: u64,
+    /// The first unfinished jobs that arrived (at most [`UNFINISHED_EXAMPLES`], in
+    /// submission order) and why each was still waiting or running when the run stopped.
+    pub unfinished_examples: Vec<UnfinishedJob>,
     /// The clock reached `SimOptions::horizon_s` after the first submission with work left:
     /// the unfinished jobs were still running or waiting, or not yet due, when the run stopped.
     pub stopped_at_horizon: bool,
@@ -498,6 +511,18 @@ pub fn simulate(
         }
     }
     let _ = next_arrival;
+    // Why the first unfinished jobs stand where they do, asked before the services stop.
+    let unfinished_examples: Vec<UnfinishedJob> = (0..sched.job_count() as JobIdx)
+        .filter(|&j| {
+            let v = sched.job(j);
+            v.kind != JobKind::Inference && matches!(v.state, JobState::Pending | JobState::Running)
+        })
+        .take(UNFINISHED_EXAMPLES)
+        .map(|j| UnfinishedJob {
+            id: sched.job(j).id.to_owned(),
+            why: sched.why(j),
+        })
+        .collect();
     // Jobs due after the horizon never arrived: they are unfinished, not forgotten.
     let never_arrived = arrivals.filter(|j| j.kind != JobKind::Inference).count() as u64;
     sched.stop_services(now, &mut decisions);
@@ -603,6 +628,7 @@ pub fn simulate(
         failures_enabled: opts.failures,
         total,
         unfinished,
+        unfinished_examples,
         stopped_at_horizon,
         horizon_s: opts.horizon_s,
         failed,

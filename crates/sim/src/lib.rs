@@ -11,5 +11,6 @@ pub mod report;
 pub mod trace;
 
 pub use engine::{
-    ClusterFigures, Figures, Progress, Series, SimError, SimOptions, SimResult, simulate,
+    ClusterFigures, Figures, Progress, Series, SimError, SimOptions, SimResult,
+    UNFINISHED_EXAMPLES, UnfinishedJob, simulate,
 };

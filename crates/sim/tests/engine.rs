@@ -1281,6 +1281,46 @@ fn fifo_reserves_for_the_next_in_line_past_a_capped_job() {
     );
 }
 
+/// A starving job that its team's services keep out for good (their fewest replicas hold
+/// part of the team's cap, so no run ending lets it start) holds no room: another team's job
+/// starts rather than wait behind a reservation that would never be used.
+#[test]
+fn a_job_its_teams_services_keep_out_holds_no_room() {
+    let fleet = small_fleet(
+        &[("c", "H100-SXM", 4, 8)],
+        &[
+            ("t", "quotas = [{ accelerators = 16, borrowing_limit = 8 }]"),
+            ("o", ""),
+        ],
+    );
+    // s holds 8 of t's cap of 24 for good: big (24) can never start. o1 keeps 8 busy until
+    // 1,000,000 s, so a reservation for big would wait for o1 and hold 16 free ones; x (16,
+    // 400,000 s) arrives after big starves (a week) and would end after that.
+    let jobs = trace_jobs(
+        "id,submit_s,accelerators,duration_s,tenant,kind,replicas,work\n\
+         s,0,8,,t,inference,1..1@10,open\n\
+         o1,0,8,1000000,o,training,,\n\
+         big,1,24,1000,t,training,,\n\
+         x,700000,16,400000,o,training,,\n",
+    );
+    let r = simulated(&fleet, jobs, Policy::Switchyard);
+    assert_eq!(
+        starts_of(&r, &fleet, "x")[0].0,
+        700_000.0,
+        "{:#?}",
+        r.decision_log
+    );
+    assert!(starts_of(&r, &fleet, "big").is_empty());
+    assert_eq!(r.unfinished, 1);
+    assert_eq!(r.unfinished_examples.len(), 1);
+    assert_eq!(r.unfinished_examples[0].id, "big");
+    assert!(
+        r.unfinished_examples[0].why.contains("quota cap"),
+        "{:?}",
+        r.unfinished_examples
+    );
+}
+
 /// A starving job under `switchyard` holds room where it can start: not on a cluster its
 /// team's cap keeps it out of while another cluster it accepts will have room.
 #[test]

@@ -313,3 +313,70 @@ name = "serving"
     assert!(finite > 0);
     assert_eq!((r.total.completed, r.unfinished), (finite, 0));
 }
+
+#[test]
+fn frontier_lab_sizes_jobs_beside_what_a_teams_services_hold() {
+    // One capped team plays every role: its services' fewest replicas hold 8 of its 24 for
+    // good, so its other jobs are sized within the 16 left (a job of 24 could never start),
+    // and every finite job completes.
+    let fleet = Fleet::from_toml(
+        r#"
+name = "one-team"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[clusters]]
+name = "c"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 4096
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 24.0
+[[tenants]]
+name = "org"
+[[tenants.teams]]
+name = "team1"
+quotas = [{ accelerators = 16, borrowing_limit = 8 }]
+"#,
+        "one-team.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let jobs = frontier_lab(&fleet, 0);
+    check_valid(&fleet, &jobs);
+    let floor: u32 = jobs
+        .iter()
+        .filter_map(|j| j.replicas.as_ref().map(|r| r.min * j.accelerators))
+        .sum();
+    assert_eq!(floor, 8);
+    let finite: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.kind != JobKind::Inference)
+        .collect();
+    assert!(
+        finite.iter().all(|j| j.accelerators <= 16),
+        "sized beside the services"
+    );
+    assert!(finite.iter().any(|j| j.accelerators == 16));
+    let r = switchyard_sim::simulate(
+        &fleet,
+        jobs.clone(),
+        switchyard_core::ThroughputTable::new(),
+        &switchyard_sim::SimOptions {
+            failures: false,
+            ..switchyard_sim::SimOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (r.total.completed, r.unfinished),
+        (finite.len() as u64, 0),
+        "{:?}",
+        r.unfinished_examples
+    );
+}

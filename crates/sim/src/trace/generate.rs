@@ -1,7 +1,7 @@
 //! Scenario generators: the frontier-lab scenario Switchyard exists for, and a scalable
 //! synthetic workload for benchmarks. Both are seeded and deterministic (docs/traces.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -254,6 +254,67 @@ fn capped(size: u32, largest: u64) -> u32 {
     size.min(largest)
 }
 
+/// One inference service of the scenario, as far as it decides room: its team, its replica
+/// size and its fewest and most replicas.
+struct ServiceFloor {
+    team: TeamRef,
+    size: u32,
+    min: u32,
+    max: u32,
+}
+
+/// The scenario's inference services (`None` for one its team has no room for): their maximum
+/// replicas add up to the serving teams' quotas (at most a quarter of the fleet; 10% without
+/// quotas), and a team's services hold at most half of what its caps let it run at their
+/// fewest replicas, so that its training, evaluation and batch jobs keep room. Draws nothing
+/// from the scenario's random stream: the other jobs are sized knowing what services hold.
+fn service_floors(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Option<ServiceFloor>> {
+    const SERVICES: usize = 8;
+    let serving_quota: u64 = fleet
+        .tenants
+        .iter()
+        .flat_map(|o| o.teams.iter())
+        .filter(|t| serving.iter().any(|s| s.name == t.name))
+        .flat_map(|t| t.quotas.iter())
+        .map(|q| q.accelerators)
+        .sum();
+    let budget = if serving_quota > 0 {
+        serving_quota.min(fleet.total_accelerators() / 4)
+    } else {
+        fleet.total_accelerators() / 10
+    };
+    let size = capped(8, largest);
+    // Every service holds at least one replica: no more services than the budget holds.
+    let services = SERVICES.min(usize::try_from(budget / u64::from(size)).unwrap_or(SERVICES));
+    let per_service = budget / services.max(1) as u64;
+    let mut held: HashMap<&str, u64> = HashMap::new();
+    (0..services)
+        .map(|s| {
+            let team = &serving[s % serving.len()];
+            if team.largest == 0 {
+                return None;
+            }
+            // Replicas within the team's quota caps, and no more of them at the least than fit.
+            let size = capped(size, team.largest);
+            let max = u32::try_from((per_service / u64::from(size)).max(1)).unwrap_or(u32::MAX);
+            let left = (team.largest / 2)
+                .saturating_sub(held.get(team.name.as_str()).copied().unwrap_or(0));
+            let fit = u32::try_from(left / u64::from(size)).unwrap_or(u32::MAX);
+            if fit == 0 {
+                return None;
+            }
+            let min = (max / 8).clamp(1, fit);
+            *held.entry(team.name.as_str()).or_default() += u64::from(min) * u64::from(size);
+            Some(ServiceFloor {
+                team: team.clone(),
+                size,
+                min,
+                max,
+            })
+        })
+        .collect()
+}
+
 /// The frontier-lab scenario on `fleet`: four weeks of a lab's work.
 ///
 /// - **Pretraining** (teams named `*pretrain*`): one giant run per cluster with at least 16,384
@@ -298,6 +359,15 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
     // The arrival rates are a large lab's; a smaller fleet gets proportionally fewer jobs, so
     // the scenario asks a question the fleet can answer rather than an endless queue.
     let scale = (fleet.total_accelerators() as f64 / FULL_SCALE_ACCELERATORS).min(1.0);
+    // What each team's services hold for good at their fewest replicas: its other jobs are
+    // sized within what its caps leave beside them, or they could never start.
+    let services = service_floors(fleet, &teams_for(fleet, Role::Serving), largest);
+    let mut held: HashMap<String, u64> = HashMap::new();
+    for f in services.iter().flatten() {
+        *held.entry(f.team.name.clone()).or_default() += u64::from(f.min) * u64::from(f.size);
+    }
+    let held_by = |team: &str| held.get(team).copied().unwrap_or(0);
+    let room = |team: &TeamRef| team.largest.saturating_sub(held_by(&team.name));
 
     // Giant pretraining runs.
     let pretrain = teams_for(fleet, Role::Pretraining);
@@ -325,7 +395,9 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         };
         let frac = 0.90 + 0.08 * rng.random::<f64>();
         // Within what the team's quota caps let it hold there.
-        let cap = fleet.quota_cap(&team.name, &cluster.name);
+        let cap = fleet
+            .quota_cap(&team.name, &cluster.name)
+            .saturating_sub(held_by(&team.name));
         if cap == 0 {
             continue;
         }
@@ -400,10 +472,10 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         .enumerate()
     {
         let team = pick(&mut rng, &research);
-        if team.largest == 0 {
+        if room(team) == 0 {
             continue;
         }
-        let size = capped(weighted(&mut rng, &sizes), team.largest);
+        let size = capped(weighted(&mut rng, &sizes), room(team));
         let seconds = log_uniform(&mut rng, 0.5 * HOUR, 48.0 * HOUR);
         let elastic = size >= 64 && rng.random::<f64>() < 0.2;
         // Three in ten pin one accelerator type (code written for GPUs, or for TPUs), among the
@@ -414,8 +486,11 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
             .filter(|t| {
                 fleet.clusters.iter().any(|c| {
                     c.accelerator.name == t.name
-                        && c.accelerators().min(fleet.quota_cap(&team.name, &c.name))
-                            >= u64::from(size)
+                        && c.accelerators().min(
+                            fleet
+                                .quota_cap(&team.name, &c.name)
+                                .saturating_sub(held_by(&team.name)),
+                        ) >= u64::from(size)
                 })
             })
             .collect();
@@ -455,10 +530,10 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         .enumerate()
     {
         let team = pick(&mut rng, &evals);
-        if team.largest == 0 {
+        if room(team) == 0 {
             continue;
         }
-        let size = capped(weighted(&mut rng, &eval_sizes), team.largest);
+        let size = capped(weighted(&mut rng, &eval_sizes), room(team));
         let seconds = log_uniform(&mut rng, 600.0, 4.0 * HOUR);
         jobs.push(JobSpec {
             id: format!("eval-{:05}", n + 1),
@@ -481,10 +556,10 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         .enumerate()
     {
         let team = pick(&mut rng, &batch);
-        if team.largest == 0 {
+        if room(team) == 0 {
             continue;
         }
-        let size = capped(weighted(&mut rng, &batch_sizes), team.largest);
+        let size = capped(weighted(&mut rng, &batch_sizes), room(team));
         let seconds = log_uniform(&mut rng, HOUR, 12.0 * HOUR);
         jobs.push(JobSpec {
             id: format!("batch-{:05}", n + 1),
@@ -502,21 +577,6 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
     }
 
     // Inference services.
-    let serving = teams_for(fleet, Role::Serving);
-    let serving_quota: u64 = fleet
-        .tenants
-        .iter()
-        .flat_map(|o| o.teams.iter())
-        .filter(|t| serving.iter().any(|s| s.name == t.name))
-        .flat_map(|t| t.quotas.iter())
-        .map(|q| q.accelerators)
-        .sum();
-    let budget = if serving_quota > 0 {
-        serving_quota.min(fleet.total_accelerators() / 4)
-    } else {
-        fleet.total_accelerators() / 10
-    };
-    const SERVICES: usize = 8;
     let served = [
         "llama3-405b",
         "llama3-70b",
@@ -524,35 +584,22 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         "deepseek-v3",
         "mixtral-8x7b",
     ];
-    let size = capped(8, largest);
-    // Every service holds at least one replica: no more services than the budget holds.
-    let services = SERVICES.min(usize::try_from(budget / u64::from(size)).unwrap_or(SERVICES));
-    let per_service = budget / services.max(1) as u64;
-    // What each team's services hold at their fewest replicas: at most half of what its caps
-    // let it run, so that its training, evaluation and batch jobs keep room.
-    let mut held: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-    for s in 0..services {
-        let team = &serving[s % serving.len()];
-        if team.largest == 0 {
+    for (s, floor) in services.iter().enumerate() {
+        let Some(ServiceFloor {
+            team,
+            size,
+            min,
+            max,
+        }) = floor
+        else {
             continue;
-        }
+        };
         let model = served[s % served.len()];
-        // Replicas within the team's quota caps, and no more of them at the least than fit.
-        let size = capped(size, team.largest);
-        let max = u32::try_from((per_service / u64::from(size)).max(1)).unwrap_or(u32::MAX);
-        let left =
-            (team.largest / 2).saturating_sub(held.get(team.name.as_str()).copied().unwrap_or(0));
-        let fit = u32::try_from(left / u64::from(size)).unwrap_or(u32::MAX);
-        if fit == 0 {
-            continue;
-        }
-        let min = (max / 8).clamp(1, fit);
-        *held.entry(team.name.as_str()).or_default() += u64::from(min) * u64::from(size);
         let capacity = (log_uniform(&mut rng, 20.0, 200.0) * 10.0).round() / 10.0;
         let amplitude = ((0.3 + 0.4 * rng.random::<f64>()) * 100.0).round() / 100.0;
         let peak_hour = ((17.0 + 5.0 * rng.random::<f64>()) * 4.0).round() / 4.0;
         // The evening peak needs about 70% of the maximum replicas.
-        let mean = (0.7 * f64::from(max) * capacity / (1.0 + amplitude)).round();
+        let mean = (0.7 * f64::from(*max) * capacity / (1.0 + amplitude)).round();
         let submit_s = match s {
             6 => 7.0 * DAY + 10.0 * HOUR,
             7 => 14.0 * DAY + 10.0 * HOUR,
@@ -564,11 +611,11 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
             kind: JobKind::Inference,
             priority: team.priority,
             submit_s,
-            accelerators: size,
+            accelerators: *size,
             min_accelerators: None,
             replicas: Some(Replicas {
-                min,
-                max,
+                min: *min,
+                max: *max,
                 capacity_per_replica: capacity,
                 load: Some(DiurnalLoad {
                     mean,
