@@ -72,13 +72,15 @@ impl Replicas {
         let Some(load) = &self.load else {
             return self.min;
         };
+        // A load past what f64 holds per replica (1e300 on 1e-10) needs every replica; a
+        // quotient that means nothing (NaN) asks for none beyond the fewest.
         let want = load.at(t_s) / self.capacity_per_replica;
-        let want = if want.is_finite() {
-            want.ceil().max(0.0)
-        } else {
+        let want = if want.is_nan() {
             0.0
+        } else {
+            want.ceil().clamp(0.0, f64::from(u32::MAX))
         };
-        (want.min(f64::from(u32::MAX)) as u32).clamp(self.min, self.max.max(self.min))
+        (want as u32).clamp(self.min, self.max.max(self.min))
     }
 }
 
@@ -159,5 +161,35 @@ impl ThroughputTable {
 
     pub fn is_empty(&self) -> bool {
         self.rates.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(min: u32, max: u32, capacity: f64, mean: f64) -> Replicas {
+        Replicas {
+            min,
+            max,
+            capacity_per_replica: capacity,
+            load: Some(DiurnalLoad {
+                mean,
+                amplitude: 0.0,
+                peak_hour: 20.0,
+            }),
+        }
+    }
+
+    #[test]
+    fn replicas_needed_follow_the_load_within_the_range() {
+        assert_eq!(service(1, 4, 10.0, 25.0).needed_at(0.0), 3);
+        assert_eq!(service(1, 4, 10.0, 0.0).needed_at(0.0), 1);
+        assert_eq!(service(1, 4, 10.0, 1e6).needed_at(0.0), 4);
+        // A load too large for f64 per replica needs every replica, not the fewest.
+        assert_eq!(service(1, 4, 1e-10, 1e300).needed_at(0.0), 4);
+        assert_eq!(service(2, 4, 0.0, 1.0).needed_at(0.0), 4);
+        // No load on no capacity means nothing: the fewest.
+        assert_eq!(service(2, 4, 0.0, 0.0).needed_at(0.0), 2);
     }
 }

@@ -16,6 +16,11 @@ use crate::rates::{RateModel, young_daly_interval_s};
 /// submission to reuse.
 pub type JobIdx = u32;
 
+/// The longest a finite job may take on a cluster, s (a century): work that would take
+/// longer there (a throughput of almost nothing, a duration in the wrong unit) is taken as
+/// never finishing there, and a job that would nowhere finish sooner is refused.
+pub const LONGEST_RUN_S: f64 = 100.0 * 365.25 * 86_400.0;
+
 /// A named scheduling policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -1029,9 +1034,12 @@ impl Scheduler {
             } else {
                 None
             };
-            // Finite work taking an infinite (or NaN) time: a rate of (almost) nothing there;
-            // the job could never finish. (Open work, a service's, is endless by design.)
-            let d = if !matches!(spec.work, Work::Open) && d.is_some_and(|d| !d.is_finite()) {
+            // Finite work taking an infinite (or NaN) time, or longer than any fleet lasts: a
+            // rate of (almost) nothing there; the job could never finish. (Open work, a
+            // service's, is endless by design.)
+            let d = if !matches!(spec.work, Work::Open)
+                && d.is_some_and(|d| !d.is_finite() || d > LONGEST_RUN_S)
+            {
                 endless = true;
                 None
             } else {
@@ -1043,7 +1051,9 @@ impl Scheduler {
             why = if spec.accelerators == 0 {
                 "asks for 0 accelerators".into()
             } else if endless {
-                "would take forever at the throughput given for it".into()
+                "would take forever (more than a century on every cluster it accepts) at the \
+                 duration or throughput given for it"
+                    .into()
             } else if u64::from(min_size) > self.max_cluster {
                 format!(
                     "needs {min_size} accelerators but the largest cluster has {}; {} is never split across clusters",

@@ -844,6 +844,46 @@ fn submission_times_past_three_thousand_years_are_refused() {
     assert!(text.contains("job 2") && text.contains("1e21"), "{text}");
 }
 
+/// Finite work that would take more than a century (a duration in the wrong unit, a
+/// throughput of almost nothing) never finishes: it is refused, naming the job, rather than
+/// run to the 20-year horizon; under `--skip-invalid` it is skipped and counted.
+#[test]
+fn work_longer_than_a_century_is_refused() {
+    let fleet = quota_fleet(2);
+    let jobs = vec![
+        training("ok", "u", 0.0, 8, 1000.0, 0),
+        // Longer than the 20-year horizon, within a century: taken, and left unfinished.
+        training("long", "u", 0.0, 8, 99.0 * 365.25 * 86_400.0, 0),
+        training("slow", "u", 1.0, 8, 1e300, 0),
+    ];
+    let err = simulate(
+        &fleet,
+        jobs.clone(),
+        ThroughputTable::new(),
+        &SimOptions::default(),
+        &mut |_| {},
+    )
+    .expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("job 3") && text.contains("more than a century"),
+        "{text}"
+    );
+    let r = simulate(
+        &fleet,
+        jobs,
+        ThroughputTable::new(),
+        &SimOptions {
+            skip_invalid: true,
+            failures: false,
+            ..SimOptions::default()
+        },
+        &mut |_| {},
+    )
+    .expect("skipped");
+    assert_eq!((r.rejected, r.total.completed, r.unfinished), (1, 1, 1));
+}
+
 /// A run that needs every node of a cluster where some node is always in repair never sees a
 /// moment when none is down: the simulation gives up on it after waiting out 100 repair times,
 /// not at the 20-year horizon.

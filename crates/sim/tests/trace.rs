@@ -187,6 +187,24 @@ fn canonical_errors_name_file_line_row_and_column() {
     assert!(e.contains("column load: a load needs replicas"), "{e}");
     let e = err("id,submit_s,accelerators,duration_s,min_accelerators\na,0,4,5,8\n");
     assert!(e.contains("column min_accelerators"), "{e}");
+    // The rules the server's job files follow.
+    let e = err("id,submit_s,accelerators,duration_s,kind,min_accelerators\na,0,4,5,batch,2\n");
+    assert!(
+        e.contains("column min_accelerators: min_accelerators is for (elastic) training runs only (kind is batch)"),
+        "{e}"
+    );
+    let e = err(
+        "id,submit_s,accelerators,duration_s,kind,replicas,work\na,0,8,,inference,0..4@50,open\n",
+    );
+    assert!(
+        e.contains("column replicas: expected MIN..MAX@CAPACITY with 1 <= MIN"),
+        "{e}"
+    );
+    let e = err("id,submit_s,accelerators,duration_s,accelerator_type\na,0,8,5,H100|h100\n");
+    assert!(
+        e.contains("column accelerator_type: names H100-SXM twice"),
+        "{e}"
+    );
     let e = err("id,submit_s,accelerators,duration_s,work\na,0,8,5,H100=5;h100=6\n");
     assert!(
         e.contains("column work: gives a time for H100-SXM twice"),

@@ -146,7 +146,7 @@ fn valid_job() -> impl Strategy<Value = JobSpec> {
         proptest::collection::vec("[a-z][a-z0-9-]{0,6}", 0..3),
         (0u8..3, 1.0f64..1e9, "[a-z][a-z0-9 ().-]{0,12}[a-z)]"),
         proptest::collection::btree_map(accel, 1.0f64..1e6, 0..3),
-        (0u32..4, 1u32..64, 0.5f64..1e4),
+        (1u32..4, 1u32..64, 0.5f64..1e4),
         (
             proptest::option::of(1u32..=1),
             proptest::option::of((0.0f64..1e6, 0.0f64..=1.0, 0.0f64..24.0)),
@@ -171,6 +171,7 @@ fn valid_job() -> impl Strategy<Value = JobSpec> {
                     [JobKind::Training, JobKind::Batch, JobKind::Inference][usize::from(kind)];
                 let mut accelerator_types: Vec<String> =
                     types.iter().map(|s| (*s).to_owned()).collect();
+                accelerator_types.sort_unstable();
                 accelerator_types.dedup();
                 let work = match w {
                     0 => Work::Duration {
@@ -193,7 +194,9 @@ fn valid_job() -> impl Strategy<Value = JobSpec> {
                     priority,
                     submit_s,
                     accelerators,
-                    min_accelerators: elastic.map(|m| m.max(accelerators / 2).max(1)),
+                    min_accelerators: elastic
+                        .filter(|_| kind == JobKind::Training)
+                        .map(|m| m.max(accelerators / 2).max(1)),
                     replicas: (kind == JobKind::Inference).then_some(Replicas {
                         min: rmin,
                         max: rmin + rextra,

@@ -140,6 +140,15 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
     };
     let min_accelerators = match c.min_accelerators {
         Some(i) if !row.get(i).is_empty() => {
+            if kind != JobKind::Training {
+                return Err(row.error(
+                    "min_accelerators",
+                    format!(
+                        "min_accelerators is for (elastic) training runs only (kind is {})",
+                        kind.as_str()
+                    ),
+                ));
+            }
             let m = row.positive_int(i)?;
             if m > accelerators {
                 return Err(row.error(
@@ -167,7 +176,8 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
                 row.error(
                     "replicas",
                     format!(
-                        "expected MIN..MAX@CAPACITY (e.g. 2..16@50), found \"{}\"",
+                        "expected MIN..MAX@CAPACITY with 1 <= MIN <= MAX and CAPACITY > 0 (e.g. \
+                         2..16@50), found \"{}\"",
                         shorten(r)
                     ),
                 )
@@ -202,6 +212,16 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
         .into_iter()
         .map(|name| canonical_accelerator(row, "accelerator_type", name))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some((_, twice)) = accelerator_types
+        .iter()
+        .enumerate()
+        .find(|(i, t)| accelerator_types[..*i].contains(t))
+    {
+        return Err(row.error(
+            "accelerator_type",
+            format!("names {twice} twice (aliases name the same accelerator)"),
+        ));
+    }
     let clusters: Vec<String> = split_list(row, "clusters", opt(c.clusters), '|')?
         .into_iter()
         .map(str::to_owned)
@@ -314,7 +334,7 @@ fn parse_replicas(text: &str) -> Option<Replicas> {
     let min = min.trim().parse::<u32>().ok()?;
     let max = max.trim().parse::<u32>().ok()?;
     let capacity = capacity.trim().parse::<f64>().ok()?;
-    (min <= max && max >= 1 && capacity.is_finite() && capacity > 0.0).then_some(Replicas {
+    (min >= 1 && min <= max && capacity.is_finite() && capacity > 0.0).then_some(Replicas {
         min,
         max,
         capacity_per_replica: capacity,
