@@ -349,7 +349,11 @@ fn non_finite(table: &toml::Table, prefix: &str) -> Option<(String, f64)> {
 pub fn submit(args: SubmitArgs) -> Result<(), CliError> {
     let req = read_job_file(&args.file)?;
     let client = Client::new(&args.client)?;
-    let job: Job = client.post("/v1/jobs", Some(&req))?;
+    // What the server refuses is the file's content: say which file, as local checks do.
+    let job: Job = client.post("/v1/jobs", Some(&req)).map_err(|e| match e {
+        CliError::Input(m) => CliError::Input(format!("{}: {m}", args.file.display())),
+        other => other,
+    })?;
     if args.json {
         return print_json(&job);
     }

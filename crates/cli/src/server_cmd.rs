@@ -21,7 +21,12 @@ pub struct ServerArgs {
     #[command(flatten)]
     store: StoreArg,
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:7070",
+        value_name = "ADDR",
+        value_parser = parse_listen
+    )]
     listen: String,
     /// Run the fleet's agent clusters (those without `backend = "slurm"`) with node agents
     /// (`switchyard agent`, docs/agent.md). Without it their placements are dry-run.
@@ -44,17 +49,45 @@ pub struct ServerArgs {
     lease: std::time::Duration,
 }
 
+/// `--listen`: `HOST:PORT` (`[::1]:7070` for an IPv6 address), the port from 0 to 65535 —
+/// checked before the store is opened, so a mistyped address leaves no database behind.
+fn parse_listen(text: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("`{text}`: {why} (give HOST:PORT, e.g. 127.0.0.1:7070)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| bad("the port must be a number from 0 to 65535"))?;
+    Ok(text.to_owned())
+}
+
 /// `--lease`: a duration from 1 s (a few of the loop's 200 ms ticks between renewals) to 10 min.
 fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
-    let lease = parse_duration(text)?;
-    if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(600)).contains(&lease) {
+    let secs = duration_secs(text)?;
+    if !(1.0..=600.0).contains(&secs) {
         return Err(format!("`{text}`: the lease must be from 1s to 10m"));
     }
-    Ok(lease)
+    Ok(std::time::Duration::from_millis(
+        (secs * 1000.0).round() as u64
+    ))
 }
 
 /// `500ms`, `2s`, `1.5s`, `1m`.
 pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let secs = duration_secs(text)?;
+    // Whole milliseconds, at least one: agents and the loss deadline count in milliseconds,
+    // and a deadline of 0 would declare every node lost on every check.
+    if !(0.001..=86_400.0).contains(&secs) {
+        return Err(format!("`{text}` must be from 1ms to a day"));
+    }
+    Ok(std::time::Duration::from_millis(
+        (secs * 1000.0).round() as u64
+    ))
+}
+
+/// Seconds in `500ms`, `2s`, `1.5s`, `1m` (a bare number is seconds), if finite.
+fn duration_secs(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let (number, unit) = t
         .find(|c: char| c.is_ascii_alphabetic())
@@ -70,14 +103,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> 
         _ => return Err(format!("`{text}`: the unit must be ms, s or m")),
     };
     let secs = value * scale;
-    // Whole milliseconds, at least one: agents and the loss deadline count in milliseconds,
-    // and a deadline of 0 would declare every node lost on every check.
-    if !secs.is_finite() || !(0.001..=86_400.0).contains(&secs) {
-        return Err(format!("`{text}` must be from 1ms to a day"));
+    if !secs.is_finite() {
+        return Err(format!("`{text}` is not a finite duration"));
     }
-    Ok(std::time::Duration::from_millis(
-        (secs * 1000.0).round() as u64
-    ))
+    Ok(secs)
 }
 
 /// Manage API tokens.
@@ -491,6 +520,28 @@ mod tests {
     }
 
     #[test]
+    fn a_listen_address_needs_a_host_and_a_port() {
+        use super::parse_listen;
+        for ok in [
+            "127.0.0.1:7070",
+            "0.0.0.0:0",
+            "[::1]:7070",
+            "localhost:65535",
+        ] {
+            assert_eq!(parse_listen(ok).as_deref(), Ok(ok));
+        }
+        for (bad, why) in [
+            ("127.0.0.1:99999", "from 0 to 65535"),
+            ("127.0.0.1", "no port"),
+            (":7070", "no host"),
+            ("127.0.0.1:http", "from 0 to 65535"),
+        ] {
+            let e = parse_listen(bad).expect_err(bad);
+            assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn a_lease_is_from_a_second_to_ten_minutes() {
         use super::parse_lease;
         assert_eq!(parse_lease("3s"), Ok(Duration::from_secs(3)));
@@ -499,6 +550,11 @@ mod tests {
         let short = parse_lease("500ms").expect_err("too short");
         assert!(short.contains("from 1s to 10m"), "{short}");
         assert!(parse_lease("11m").is_err());
+        // Whatever is out of range, the lease's own range is named.
+        for out in ["0s", "0", "100000s", "0.5s"] {
+            let e = parse_lease(out).expect_err("out of range");
+            assert!(e.contains("from 1s to 10m"), "{out}: {e}");
+        }
         assert!(
             parse_lease("soon")
                 .expect_err("no duration")

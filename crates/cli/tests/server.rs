@@ -857,6 +857,21 @@ fn cli_verbs(db: String) {
         err.contains("duration_s = NaN is not a finite number"),
         "{err}"
     );
+    // What the server refuses is told against the file too.
+    std::fs::write(
+        &bad,
+        "kind = \"training\"\naccelerators = 16000000\nduration_s = 60\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["submit", bad.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: the server refused the request (422)",
+            bad.display()
+        )),
+        "{err}"
+    );
     let out = Command::new(BIN)
         .args(["status", "--url", "http://127.0.0.1:9", "--token", "x"])
         .output()

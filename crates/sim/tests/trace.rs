@@ -551,7 +551,10 @@ fn gavel_errors() {
     let e = parse("A\tb\tc\n", "vc.trace", TraceFormat::Gavel, &STRICT)
         .expect_err("short")
         .to_string();
-    assert!(e.contains("expected 10 tab-separated fields"), "{e}");
+    assert!(
+        e.contains("expected 10 (or, in Gavel's old layout, 7) tab-separated fields, found 3"),
+        "{e}"
+    );
     // A line cut to 7 fields in a file of 10-field lines is not read as the old layout with
     // its fields shifted (steps from `needs_data_dir`, arrival from `total_steps`).
     let truncated = "R\tcmd\twd\t-n\t1\t1000\t1\t1\t-1\t0\nR\tcmd\twd\t-n\t1\t3000\t1\n";
@@ -575,7 +578,8 @@ fn gavel_errors() {
         .to_string();
     assert_eq!(
         e,
-        "t.trace: line 1 (row 1), column 11: expected 10 tab-separated fields, found 11"
+        "t.trace: line 1 (row 1), column 11: expected 10 (or, in Gavel's old layout, 7) \
+         tab-separated fields, found 11"
     );
     let t = parse(
         "A\tb\tc\n\nA\tcmd\t\t-n\t1\t5\t2\t1\t-1\t7\n",

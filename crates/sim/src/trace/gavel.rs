@@ -109,6 +109,7 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         if layout.is_none() && matches!(fields.len(), 7 | 10) {
             layout = Some((fields.len(), line));
         }
+        let known = layout.is_some();
         let (width, first_line) = layout.unwrap_or((10, line));
         let at = Line {
             file,
@@ -119,7 +120,7 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         let parsed = if fields.len() == width {
             job_from_fields(&fields, &at, index, &tenant)
         } else {
-            Err(width_error(&at, fields.len(), width, first_line))
+            Err(width_error(&at, fields.len(), width, first_line, known))
         };
         match parsed {
             Ok(job) => {
@@ -136,8 +137,17 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
 
 /// A line whose field count is not the file's layout: it names the first missing field, or
 /// the first extra one.
-fn width_error(at: &Line<'_>, found: usize, width: usize, first_line: u64) -> TraceError {
-    let layout = if width == 7 {
+/// `known`: a row so far set the layout; without one, either layout would do.
+fn width_error(
+    at: &Line<'_>,
+    found: usize,
+    width: usize,
+    first_line: u64,
+    known: bool,
+) -> TraceError {
+    let layout = if !known {
+        "10 (or, in Gavel's old layout, 7)"
+    } else if width == 7 {
         "Gavel's old layout of 7"
     } else {
         "10"
@@ -163,7 +173,7 @@ fn job_from_fields(
     let (steps_i, scale_i, arrival_i) = match fields.len() {
         10 => (5, 6, 9),
         7 => (4, 6, 5),
-        n => return Err(width_error(at, n, 10, at.line)),
+        n => return Err(width_error(at, n, 10, at.line, false)),
     };
     let job_type = fields[0].trim();
     if job_type.is_empty() {
