@@ -209,7 +209,7 @@ fn training_text(r: &TrainingReport) -> String {
                 .map(|c| format!("${c:.0}"))
                 .unwrap_or_else(|| "unknown (no contract prices this accelerator)".into())
         );
-        if bud.checkpoints >= 1.0 {
+        if bud.checkpoints > 0 {
             let _ = writeln!(
                 s,
                 "checkpoints       every {} (Young/Daly, in whole steps; write {}, job MTBF {})",

@@ -709,7 +709,7 @@ pub struct Budget {
     pub checkpoint_interval_hours: f64,
     /// Checkpoints written during the run: one after each full interval of work, none at its
     /// end (0 when the run is shorter than an interval).
-    pub checkpoints: f64,
+    pub checkpoints: u64,
     /// Useful fraction of wall-clock time.
     pub goodput: f64,
     /// Said when failures cost the job most of its time (goodput below [`LOW_GOODPUT`]).
@@ -771,11 +771,13 @@ pub fn budget(
     let restart_s = RESTART_HOURS * 3600.0;
     // ln(wall time / work), in logs: e^{R/M} overflows long before the answer stops meaning
     // anything.
-    let ln_stretch = mtbf_s.ln()
-        + restart_s / mtbf_s
-        + (checkpoints * ((interval_s + write_s) / mtbf_s).exp_m1() + (last_s / mtbf_s).exp_m1())
-            .ln()
-        - ideal_s.ln();
+    let full_segments = if checkpoints > 0.0 {
+        checkpoints * ((interval_s + write_s) / mtbf_s).exp_m1()
+    } else {
+        0.0
+    };
+    let ln_stretch = mtbf_s.ln() + restart_s / mtbf_s - ideal_s.ln()
+        + (full_segments + (last_s / mtbf_s).exp_m1()).ln();
     // Nodes that (practically) never fail: an MTBF past the f64 range leaves the logs
     // meaningless (∞ − ∞); the writes are then the only cost.
     let goodput = if mtbf_s.is_finite() {
@@ -785,14 +787,25 @@ pub fn budget(
     };
     // Said only when failures cost much.
     let mtbf_words = || {
+        let writes = if checkpoints > 0.0 {
+            format!(
+                "{} to write a checkpoint every {}",
+                human_duration(write_s),
+                human_duration(interval_s)
+            )
+        } else {
+            format!(
+                "no checkpoint within the run (it is no longer than the {} one would take to \
+                 pay for itself)",
+                human_duration(interval_s)
+            )
+        };
         format!(
             "the job's {node_count} nodes fail every {} on average (node MTBF {} h ÷ \
-             {node_count} nodes), against {} to restart and {} to write a checkpoint every {}",
+             {node_count} nodes), against {} to restart and {writes}",
             human_duration(mtbf_s),
             crate::number_in_words(mtbf_node),
             human_duration(restart_s),
-            human_duration(write_s),
-            human_duration(interval_s),
         )
     };
     if goodput.is_nan() || goodput < HOPELESS_GOODPUT {
@@ -822,7 +835,7 @@ pub fn budget(
         job_mtbf_hours: job_mtbf_h,
         checkpoint_write_s: write_s,
         checkpoint_interval_hours: interval_s / 3600.0,
-        checkpoints,
+        checkpoints: checkpoints as u64,
         goodput,
         warning,
     })

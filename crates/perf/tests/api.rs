@@ -105,7 +105,7 @@ fn a_run_shorter_than_an_interval_writes_no_checkpoint() {
     let one_node = Hardware::from_accelerator(accel, 8);
     let (step_s, tokens_per_s) = (6.7, 78_000.0);
     let short = budget(&m, &one_node, step_s, tokens_per_s, 1e6).expect("a budget");
-    assert_eq!(short.checkpoints, 0.0);
+    assert_eq!(short.checkpoints, 0);
     assert!(short.goodput > 0.99, "{short:?}");
     assert!(short.warning.is_none(), "{:?}", short.warning);
     // Two and a half intervals of work: two checkpoints, the last half interval none.
@@ -114,7 +114,7 @@ fn a_run_shorter_than_an_interval_writes_no_checkpoint() {
     assert!(interval_s > 3600.0, "{year:?}");
     let tokens = 2.5 * interval_s * tokens_per_s;
     let long = budget(&m, &one_node, step_s, tokens_per_s, tokens).expect("a budget");
-    assert_eq!(long.checkpoints, 2.0, "{long:?}");
+    assert_eq!(long.checkpoints, 2, "{long:?}");
     let ideal_s = long.ideal_days * 86400.0;
     let writes = 2.0 * long.checkpoint_write_s;
     assert!(

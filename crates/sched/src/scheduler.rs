@@ -1051,8 +1051,8 @@ impl Scheduler {
             why = if spec.accelerators == 0 {
                 "asks for 0 accelerators".into()
             } else if endless {
-                "would take forever (more than a century on every cluster it accepts) at the \
-                 duration or throughput given for it"
+                "would take forever (more than a century wherever it could run) at the duration \
+                 or throughput given for it"
                     .into()
             } else if u64::from(min_size) > self.max_cluster {
                 format!(
@@ -2987,36 +2987,48 @@ impl Scheduler {
         let team = job.tenant;
         let org = self.tenants[team as usize].org;
         let n = self.clusters.len();
-        // Accelerators the services' fewest replicas hold, per cluster: the team's, the
+        // Accelerators the services' fewest replicas hold: on each cluster, those placed
+        // there; fleet-wide, all of them, placed or not yet (one below its fewest, after a
+        // failure or before it is first placed, takes them back). The team's, the
         // organisation's.
         let (mut team_floor, mut org_floor) = (vec![0u64; n], vec![0u64; n]);
+        let (mut team_total, mut org_total) = (0u64, 0u64);
         for &(_, s) in &self.services {
             let svc = &self.jobs[s as usize];
-            let svc_org = self.tenants[svc.tenant as usize].org;
-            if svc_org != org {
+            if self.tenants[svc.tenant as usize].org != org {
                 continue;
             }
+            let ours = svc.tenant == team;
+            let floor = u64::from(svc.replica_range.0) * u64::from(svc.size);
+            org_total += floor;
+            if ours {
+                team_total += floor;
+            }
             for r in svc.replicas.iter().take(svc.replica_range.0 as usize) {
-                let held = u64::from(svc.size);
-                org_floor[r.cluster as usize] += held;
-                if svc.tenant == team {
-                    team_floor[r.cluster as usize] += held;
+                org_floor[r.cluster as usize] += u64::from(svc.size);
+                if ours {
+                    team_floor[r.cluster as usize] += u64::from(svc.size);
                 }
             }
         }
         let need = u64::from(job.min_size);
-        let fits = |rules: &[QuotaRule], floor: &[u64], c: usize| {
+        let fits = |rules: &[QuotaRule], floor: &[u64], total: u64, c: usize| {
             rules.iter().all(|r| match (r.cap, r.cluster) {
                 (None, _) => true,
                 (Some(_), Some(rc)) if rc as usize != c => true,
                 (Some(cap), Some(_)) => floor[c] + need <= cap,
-                (Some(cap), None) => floor.iter().sum::<u64>() + need <= cap,
+                (Some(cap), None) => total + need <= cap,
             })
         };
         (0..n).any(|c| {
             job.dur[c].is_some()
-                && fits(&self.tenants[team as usize].rules, &team_floor, c)
-                && fits(&self.orgs[org as usize].rules, &org_floor, c)
+                && fits(
+                    &self.tenants[team as usize].rules,
+                    &team_floor,
+                    team_total,
+                    c,
+                )
+                && fits(&self.orgs[org as usize].rules, &org_floor, org_total, c)
         })
     }
 

@@ -71,6 +71,8 @@ pub enum NodeBase {
     Reserved,
     Maint,
     Planned,
+    /// Rebooting (`REBOOT_ISSUED`, `^` in `%T`): it comes back by itself.
+    Rebooting,
     Unknown,
     Other(String),
 }
@@ -95,12 +97,14 @@ impl NodeState {
         let mut not_responding = false;
         let mut powered_down = false;
         let mut maint = false;
+        let mut rebooting = false;
         while let Some(last) = t.chars().last() {
             match last {
                 '*' => not_responding = true,
                 '~' | '%' | '#' | '!' => powered_down = true,
                 '$' => maint = true,
-                '@' | '^' | '-' => {}
+                '^' => rebooting = true,
+                '@' | '-' => {}
                 _ => break,
             }
             t = &t[..t.len() - last.len_utf8()];
@@ -109,10 +113,14 @@ impl NodeState {
         let base_word = parts.next().unwrap_or("").to_ascii_lowercase();
         let mut drain = false;
         let mut fail = false;
+        let mut invalid = false;
         for flag in parts {
             match flag.to_ascii_uppercase().as_str() {
                 "DRAIN" => drain = true,
                 "FAIL" => fail = true,
+                "REBOOT_ISSUED" => rebooting = true,
+                // Registered with a configuration other than slurm.conf's: `inval` in `%T`.
+                "INVALID_REG" => invalid = true,
                 "NOT_RESPONDING" => not_responding = true,
                 "POWERED_DOWN" | "POWERING_DOWN" | "POWERING_UP" | "POWER_DOWN" => {
                     powered_down = true
@@ -138,8 +146,16 @@ impl NodeState {
             "unknown" | "unk" => NodeBase::Unknown,
             _ => NodeBase::Other(base_word),
         };
-        // Flags that `%T` prints as a state of their own (`fail`, `failing`, `maint`).
+        // Flags that `%T` prints as a state of their own (`inval`, `fail`, `failing`,
+        // `maint`) or marks (`^`).
         let base = match base {
+            NodeBase::Down => NodeBase::Down,
+            _ if invalid => NodeBase::Other("invalid_reg".into()),
+            NodeBase::Idle | NodeBase::Allocated | NodeBase::Mixed | NodeBase::Completing
+                if rebooting =>
+            {
+                NodeBase::Rebooting
+            }
             NodeBase::Idle if fail => NodeBase::Fail,
             NodeBase::Allocated | NodeBase::Mixed | NodeBase::Completing if fail => {
                 NodeBase::Failing
@@ -156,8 +172,8 @@ impl NodeState {
     }
 
     /// Whether the node takes no new jobs while the jobs it runs go on: drained or draining,
-    /// FAIL or FAILING (an administrator expects it to fail), in maintenance or not there yet
-    /// (FUTURE), and answering. (A node powered down for power saving is usable: Slurm powers
+    /// FAIL or FAILING (an administrator expects it to fail), in maintenance, rebooting or not
+    /// there yet (FUTURE), and answering. (A node powered down for power saving is usable: Slurm powers
     /// it up on demand.) A node neither usable nor closed (down, not responding,
     /// a state Switchyard does not know) is a failed node to the scheduler.
     pub fn closed(&self) -> bool {
@@ -203,6 +219,7 @@ impl fmt::Display for NodeState {
                 NodeBase::Reserved => "reserved",
                 NodeBase::Maint => "maint",
                 NodeBase::Planned => "planned",
+                NodeBase::Rebooting => "rebooting",
                 _ => "unknown",
             },
         };
@@ -857,6 +874,8 @@ mod tests {
             "mixed+fail",
             "IDLE+FAIL",
             "idle+maintenance+reserved",
+            "idle+reboot_issued",
+            "idle^",
         ] {
             assert!(NodeState::parse(closed).closed(), "{closed}");
         }
@@ -868,6 +887,8 @@ mod tests {
             "down+drain+not_responding",
             "idle+drain+not_responding",
             "down+fail",
+            "idle+invalid_reg",
+            "inval",
             "unknown",
             "weird",
         ] {
@@ -879,6 +900,13 @@ mod tests {
         assert_eq!(NodeState::parse("allocated+fail").base, NodeBase::Failing);
         assert!(NodeState::parse("idle+cloud+powered_down").usable());
         assert!(NodeState::parse("mixed+planned").usable());
+        // A reboot asked for when the node is idle (`@`): it still takes work until then.
+        assert!(NodeState::parse("mixed@").usable());
+        assert!(NodeState::parse("mixed+reboot_requested").usable());
+        assert_eq!(
+            NodeState::parse("idle+reboot_issued").base,
+            NodeBase::Rebooting
+        );
         assert_eq!(
             NodeState::parse("weird").base,
             NodeBase::Other("weird".into())

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
-use switchyard_core::fleet::{Cluster, Fleet};
+use switchyard_core::fleet::{Cluster, Fleet, Quota};
 use switchyard_core::job::{DiurnalLoad, JobKind, JobSpec, Replicas, ThroughputTable, Work};
 use switchyard_sched::RateModel;
 
@@ -254,6 +254,58 @@ fn capped(size: u32, largest: u64) -> u32 {
     size.min(largest)
 }
 
+/// The cap `quotas` put on `cluster` (quota plus borrowing limit; the lowest that covers it),
+/// `u64::MAX` without one.
+fn cap_of(quotas: &[Quota], cluster: &str) -> u64 {
+    quotas
+        .iter()
+        .filter(|q| q.cluster.as_deref().is_none_or(|c| c == cluster))
+        .filter_map(|q| q.borrowing_limit.map(|b| q.accelerators.saturating_add(b)))
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
+/// What services hold for good at their fewest replicas, per team and per organisation.
+#[derive(Debug, Default)]
+struct Held {
+    team: HashMap<String, u64>,
+    org: HashMap<String, u64>,
+}
+
+impl Held {
+    fn add(&mut self, fleet: &Fleet, team: &str, n: u64) {
+        *self.team.entry(team.to_owned()).or_default() += n;
+        if let Some((org, _)) = fleet.team(team) {
+            *self.org.entry(org.name.clone()).or_default() += n;
+        }
+    }
+
+    /// How large a gang team `team` could start on `cluster` beside what the services hold:
+    /// its own caps less its services' floors, its organisation's caps less all of the
+    /// organisation's. (Floors count against per-cluster caps too: a service may sit anywhere.)
+    fn room_on(&self, fleet: &Fleet, team: &str, cluster: &Cluster) -> u64 {
+        let Some((org, t)) = fleet.team(team) else {
+            return cluster.accelerators();
+        };
+        let team_held = self.team.get(team).copied().unwrap_or(0);
+        let org_held = self.org.get(&org.name).copied().unwrap_or(0);
+        cluster
+            .accelerators()
+            .min(cap_of(&t.quotas, &cluster.name).saturating_sub(team_held))
+            .min(cap_of(&org.quotas, &cluster.name).saturating_sub(org_held))
+    }
+
+    /// [`Held::room_on`] on the cluster where it is largest.
+    fn room(&self, fleet: &Fleet, team: &str) -> u64 {
+        fleet
+            .clusters
+            .iter()
+            .map(|c| self.room_on(fleet, team, c))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// One inference service of the scenario, as far as it decides room: its team, its replica
 /// size and its fewest and most replicas.
 struct ServiceFloor {
@@ -287,7 +339,7 @@ fn service_floors(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Optio
     // Every service holds at least one replica: no more services than the budget holds.
     let services = SERVICES.min(usize::try_from(budget / u64::from(size)).unwrap_or(SERVICES));
     let per_service = budget / services.max(1) as u64;
-    let mut held: HashMap<&str, u64> = HashMap::new();
+    let mut held = Held::default();
     (0..services)
         .map(|s| {
             let team = &serving[s % serving.len()];
@@ -297,14 +349,31 @@ fn service_floors(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Optio
             // Replicas within the team's quota caps, and no more of them at the least than fit.
             let size = capped(size, team.largest);
             let max = u32::try_from((per_service / u64::from(size)).max(1)).unwrap_or(u32::MAX);
-            let left = (team.largest / 2)
-                .saturating_sub(held.get(team.name.as_str()).copied().unwrap_or(0));
+            let team_held = held.team.get(&team.name).copied().unwrap_or(0);
+            let mut left = (team.largest / 2).saturating_sub(team_held);
+            // Under an organisation's cap, at most half of it for all its teams' services.
+            if let Some((org, _)) = fleet.team(&team.name) {
+                let org_largest = fleet
+                    .clusters
+                    .iter()
+                    .map(|c| c.accelerators().min(cap_of(&org.quotas, &c.name)))
+                    .max()
+                    .unwrap_or(0);
+                if fleet
+                    .clusters
+                    .iter()
+                    .any(|c| cap_of(&org.quotas, &c.name) < u64::MAX)
+                {
+                    let org_held = held.org.get(&org.name).copied().unwrap_or(0);
+                    left = left.min((org_largest / 2).saturating_sub(org_held));
+                }
+            }
             let fit = u32::try_from(left / u64::from(size)).unwrap_or(u32::MAX);
             if fit == 0 {
                 return None;
             }
             let min = (max / 8).clamp(1, fit);
-            *held.entry(team.name.as_str()).or_default() += u64::from(min) * u64::from(size);
+            held.add(fleet, &team.name, u64::from(min) * u64::from(size));
             Some(ServiceFloor {
                 team: team.clone(),
                 size,
@@ -362,12 +431,11 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
     // What each team's services hold for good at their fewest replicas: its other jobs are
     // sized within what its caps leave beside them, or they could never start.
     let services = service_floors(fleet, &teams_for(fleet, Role::Serving), largest);
-    let mut held: HashMap<String, u64> = HashMap::new();
+    let mut held = Held::default();
     for f in services.iter().flatten() {
-        *held.entry(f.team.name.clone()).or_default() += u64::from(f.min) * u64::from(f.size);
+        held.add(fleet, &f.team.name, u64::from(f.min) * u64::from(f.size));
     }
-    let held_by = |team: &str| held.get(team).copied().unwrap_or(0);
-    let room = |team: &TeamRef| team.largest.saturating_sub(held_by(&team.name));
+    let room = |team: &TeamRef| team.largest.min(held.room(fleet, &team.name));
 
     // Giant pretraining runs.
     let pretrain = teams_for(fleet, Role::Pretraining);
@@ -395,9 +463,7 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         };
         let frac = 0.90 + 0.08 * rng.random::<f64>();
         // Within what the team's quota caps let it hold there.
-        let cap = fleet
-            .quota_cap(&team.name, &cluster.name)
-            .saturating_sub(held_by(&team.name));
+        let cap = held.room_on(fleet, &team.name, cluster);
         if cap == 0 {
             continue;
         }
@@ -486,11 +552,7 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
             .filter(|t| {
                 fleet.clusters.iter().any(|c| {
                     c.accelerator.name == t.name
-                        && c.accelerators().min(
-                            fleet
-                                .quota_cap(&team.name, &c.name)
-                                .saturating_sub(held_by(&team.name)),
-                        ) >= u64::from(size)
+                        && held.room_on(fleet, &team.name, c) >= u64::from(size)
                 })
             })
             .collect();
