@@ -319,33 +319,15 @@ fn frontier_lab_sizes_jobs_beside_what_a_teams_services_hold() {
     // One capped team plays every role: its services' fewest replicas hold 8 of its 24 for
     // good, so its other jobs are sized within the 16 left (a job of 24 could never start),
     // and every finite job completes.
-    let fleet = Fleet::from_toml(
+    let fleet = one_cluster_of_4096_nodes(
         r#"
-name = "one-team"
-[[providers]]
-name = "p"
-kind = "cloud"
-[[providers.contracts]]
-accelerator = "H100-SXM"
-on_demand_price = 2.0
-[[clusters]]
-name = "c"
-provider = "p"
-region = "r"
-accelerator = "H100-SXM"
-nodes = 4096
-capacity = "on_demand"
-node_mtbf_hours = 1000.0
-repair_hours = 24.0
 [[tenants]]
 name = "org"
 [[tenants.teams]]
 name = "team1"
 quotas = [{ accelerators = 16, borrowing_limit = 8 }]
 "#,
-        "one-team.toml",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let jobs = frontier_lab(&fleet, 0);
     check_valid(&fleet, &jobs);
     let floor: u32 = jobs
@@ -385,9 +367,39 @@ quotas = [{ accelerators = 16, borrowing_limit = 8 }]
 fn frontier_lab_counts_an_organisations_services_against_its_cap() {
     // The organisation's cap of 24 binds its two teams together: the serving team's floor of
     // 8 leaves the research team 16, whatever its own caps say.
-    let fleet = Fleet::from_toml(
+    let fleet = one_cluster_of_4096_nodes(
         r#"
-name = "one-org"
+[[tenants]]
+name = "org"
+quotas = [{ accelerators = 16, borrowing_limit = 8 }]
+[[tenants.teams]]
+name = "serving"
+quotas = [{ accelerators = 16 }]
+[[tenants.teams]]
+name = "research"
+"#,
+    );
+    let jobs = frontier_lab(&fleet, 0);
+    check_valid(&fleet, &jobs);
+    let floor: u32 = jobs
+        .iter()
+        .filter_map(|j| j.replicas.as_ref().map(|r| r.min * j.accelerators))
+        .sum();
+    assert_eq!(floor, 8);
+    let research: Vec<_> = jobs.iter().filter(|j| j.tenant == "research").collect();
+    assert!(!research.is_empty());
+    assert!(
+        research.iter().all(|j| j.accelerators <= 16),
+        "sized beside the organisation's services"
+    );
+    assert!(research.iter().any(|j| j.accelerators == 16));
+}
+
+/// One cluster of 4,096 nodes of 8 H100s with the `[[tenants]]` tables given.
+fn one_cluster_of_4096_nodes(tenants: &str) -> Fleet {
+    let text = format!(
+        r#"
+name = "one-cluster"
 [[providers]]
 name = "p"
 kind = "cloud"
@@ -403,30 +415,7 @@ nodes = 4096
 capacity = "on_demand"
 node_mtbf_hours = 1000.0
 repair_hours = 24.0
-[[tenants]]
-name = "org"
-quotas = [{ accelerators = 16, borrowing_limit = 8 }]
-[[tenants.teams]]
-name = "serving"
-quotas = [{ accelerators = 16 }]
-[[tenants.teams]]
-name = "research"
-"#,
-        "one-org.toml",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let jobs = frontier_lab(&fleet, 0);
-    check_valid(&fleet, &jobs);
-    let floor: u32 = jobs
-        .iter()
-        .filter_map(|j| j.replicas.as_ref().map(|r| r.min * j.accelerators))
-        .sum();
-    assert_eq!(floor, 8);
-    let research: Vec<_> = jobs.iter().filter(|j| j.tenant == "research").collect();
-    assert!(!research.is_empty());
-    assert!(
-        research.iter().all(|j| j.accelerators <= 16),
-        "sized beside the organisation's services"
+{tenants}"#
     );
-    assert!(research.iter().any(|j| j.accelerators == 16));
+    Fleet::from_toml(&text, "one-cluster.toml").unwrap_or_else(|e| panic!("{e}"))
 }
