@@ -49,8 +49,9 @@ pub struct ServerArgs {
     lease: std::time::Duration,
 }
 
-/// `--listen`: `HOST:PORT` (`[::1]:7070` for an IPv6 address), the port from 0 to 65535 —
-/// checked before the store is opened, so a mistyped address leaves no database behind.
+/// `--listen`: `HOST:PORT` (`[::1]:7070` for an IPv6 address), the port from 0 to 65535, the
+/// host one that resolves — checked before the store is opened, so a mistyped address leaves
+/// no database behind.
 fn parse_listen(text: &str) -> Result<String, String> {
     let bad = |why: &str| format!("`{text}`: {why} (give HOST:PORT, e.g. 127.0.0.1:7070)");
     let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
@@ -59,7 +60,13 @@ fn parse_listen(text: &str) -> Result<String, String> {
     }
     port.parse::<u16>()
         .map_err(|_| bad("the port must be a number from 0 to 65535"))?;
-    Ok(text.to_owned())
+    // A host that names no address (`256.1.1.1`, a name nobody resolves) is as wrong.
+    use std::net::ToSocketAddrs as _;
+    match text.to_socket_addrs().map(|mut addrs| addrs.next()) {
+        Ok(Some(_)) => Ok(text.to_owned()),
+        Ok(None) => Err(bad("the host has no address")),
+        Err(e) => Err(bad(&format!("the host has no address ({e})"))),
+    }
 }
 
 /// `--lease`: a duration from 1 s (a few of the loop's 200 ms ticks between renewals) to 10 min.
@@ -535,6 +542,7 @@ mod tests {
             ("127.0.0.1", "no port"),
             (":7070", "no host"),
             ("127.0.0.1:http", "from 0 to 65535"),
+            ("256.1.1.1:80", "no address"),
         ] {
             let e = parse_listen(bad).expect_err(bad);
             assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");

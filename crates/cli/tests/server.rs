@@ -1758,14 +1758,7 @@ fn a_long_lease_with_agents_is_warned_about() {
     let db = format!("sqlite://{}", path.display());
     let stderr = |lease: &str| {
         let out = Command::new(BIN)
-            .args([
-                "server",
-                "--db",
-                &db,
-                "--listen",
-                "256.256.256.256:1",
-                "--agents",
-            ])
+            .args(["server", "--db", &db, "--listen", "1.2.3.4:0", "--agents"])
             .args(["--lease", lease])
             .output()
             .expect("run");

@@ -794,10 +794,12 @@ pub fn budget(
                 human_duration(interval_s)
             )
         } else {
+            // The interval the run is no longer than, not cut to the run.
+            let young_interval_s = (young_s / step_s).round().max(1.0) * step_s;
             format!(
-                "no checkpoint within the run (it is no longer than the {} one would take to \
-                 pay for itself)",
-                human_duration(interval_s)
+                "no checkpoint within the run (it is no longer than the Young/Daly interval \
+                 of {})",
+                human_duration(young_interval_s)
             )
         };
         format!(

@@ -115,6 +115,23 @@ fn a_run_shorter_than_an_interval_writes_no_checkpoint() {
     let tokens = 2.5 * interval_s * tokens_per_s;
     let long = budget(&m, &one_node, step_s, tokens_per_s, tokens).expect("a budget");
     assert_eq!(long.checkpoints, 2, "{long:?}");
+    // Nodes that fail every quarter hour: a run of two steps writes no checkpoint, and its
+    // warning names the Young/Daly interval (about 112 s), not the run's own 5 s.
+    let flaky = Hardware {
+        node_mtbf_hours: Some(1.0),
+        ..Hardware::from_accelerator(accel, 32)
+    };
+    let two_steps = budget(&m, &flaky, 2.5, 200_000.0, 1e6).expect("a budget");
+    assert_eq!(two_steps.checkpoints, 0);
+    let warning = two_steps.warning.expect("failures cost most of its time");
+    let young_s = (2.0 * two_steps.checkpoint_write_s * 900.0).sqrt();
+    let named = switchyard_perf::plan::human_duration((young_s / 2.5).round() * 2.5);
+    assert!(
+        warning.contains(&format!(
+            "no longer than the Young/Daly interval of {named}"
+        )),
+        "{warning}"
+    );
     let ideal_s = long.ideal_days * 86400.0;
     let writes = 2.0 * long.checkpoint_write_s;
     assert!(

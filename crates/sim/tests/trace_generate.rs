@@ -365,8 +365,9 @@ quotas = [{ accelerators = 16, borrowing_limit = 8 }]
 
 #[test]
 fn frontier_lab_counts_an_organisations_services_against_its_cap() {
-    // The organisation's cap of 24 binds its two teams together: the serving team's floor of
-    // 8 leaves the research team 16, whatever its own caps say.
+    // The organisation's cap of 24 binds its two teams together. The serving team has no cap
+    // of its own (a tenth of the fleet for its services' load): its services may hold at most
+    // half of the organisation's, 8 at their most replicas, which leaves the research team 16.
     let fleet = one_cluster_of_4096_nodes(
         r#"
 [[tenants]]
@@ -374,7 +375,6 @@ name = "org"
 quotas = [{ accelerators = 16, borrowing_limit = 8 }]
 [[tenants.teams]]
 name = "serving"
-quotas = [{ accelerators = 16 }]
 [[tenants.teams]]
 name = "research"
 "#,
@@ -393,6 +393,25 @@ name = "research"
         "sized beside the organisation's services"
     );
     assert!(research.iter().any(|j| j.accelerators == 16));
+    // However the services' load swings, every finite job starts and completes.
+    let finite = jobs.iter().filter(|j| j.kind != JobKind::Inference).count() as u64;
+    for seed in 0..3 {
+        let r = switchyard_sim::simulate(
+            &fleet,
+            frontier_lab(&fleet, seed),
+            switchyard_core::ThroughputTable::new(),
+            &switchyard_sim::SimOptions {
+                failures: false,
+                ..switchyard_sim::SimOptions::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.unfinished, 0, "seed {seed}: {:?}", r.unfinished_examples);
+        if seed == 0 {
+            assert_eq!(r.total.completed, finite);
+        }
+    }
 }
 
 /// One cluster of 4,096 nodes of 8 H100s with the `[[tenants]]` tables given.

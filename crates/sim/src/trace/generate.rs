@@ -265,7 +265,7 @@ fn cap_of(quotas: &[Quota], cluster: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// What services hold for good at their fewest replicas, per team and per organisation.
+/// What services may hold at their most replicas, per team and per organisation.
 #[derive(Debug, Default)]
 struct Held {
     team: HashMap<String, u64>,
@@ -280,9 +280,9 @@ impl Held {
         }
     }
 
-    /// How large a gang team `team` could start on `cluster` beside what the services hold:
-    /// its own caps less its services' floors, its organisation's caps less all of the
-    /// organisation's. (Floors count against per-cluster caps too: a service may sit anywhere.)
+    /// How large a gang team `team` could start on `cluster` beside what the services may
+    /// hold: its own caps less its services' most, its organisation's caps less all of the
+    /// organisation's. (They count against per-cluster caps too: a service may sit anywhere.)
     fn room_on(&self, fleet: &Fleet, team: &str, cluster: &Cluster) -> u64 {
         let Some((org, t)) = fleet.team(team) else {
             return cluster.accelerators();
@@ -317,9 +317,10 @@ struct ServiceFloor {
 
 /// The scenario's inference services (`None` for one its team has no room for): their maximum
 /// replicas add up to the serving teams' quotas (at most a quarter of the fleet; 10% without
-/// quotas), and a team's services hold at most half of what its caps let it run at their
-/// fewest replicas, so that its training, evaluation and batch jobs keep room. Draws nothing
-/// from the scenario's random stream: the other jobs are sized knowing what services hold.
+/// quotas), and a team's services hold at most half of what its caps (its own and its
+/// organisation's) let it run at their most replicas, so that its training, evaluation and
+/// batch jobs keep room however the load swings. Draws nothing from the scenario's random
+/// stream: the other jobs are sized knowing what services may hold.
 fn service_floors(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Option<ServiceFloor>> {
     const SERVICES: usize = 8;
     let serving_quota: u64 = fleet
@@ -346,9 +347,8 @@ fn service_floors(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Optio
             if team.largest == 0 {
                 return None;
             }
-            // Replicas within the team's quota caps, and no more of them at the least than fit.
+            // Replicas within the team's quota caps, and no more of them at the most than fit.
             let size = capped(size, team.largest);
-            let max = u32::try_from((per_service / u64::from(size)).max(1)).unwrap_or(u32::MAX);
             let team_held = held.team.get(&team.name).copied().unwrap_or(0);
             let mut left = (team.largest / 2).saturating_sub(team_held);
             // Under an organisation's cap, at most half of it for all its teams' services.
@@ -372,8 +372,11 @@ fn service_floors(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Optio
             if fit == 0 {
                 return None;
             }
-            let min = (max / 8).clamp(1, fit);
-            held.add(fleet, &team.name, u64::from(min) * u64::from(size));
+            let max = u32::try_from((per_service / u64::from(size)).max(1))
+                .unwrap_or(u32::MAX)
+                .min(fit);
+            let min = (max / 8).max(1);
+            held.add(fleet, &team.name, u64::from(max) * u64::from(size));
             Some(ServiceFloor {
                 team: team.clone(),
                 size,
@@ -428,12 +431,13 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
     // The arrival rates are a large lab's; a smaller fleet gets proportionally fewer jobs, so
     // the scenario asks a question the fleet can answer rather than an endless queue.
     let scale = (fleet.total_accelerators() as f64 / FULL_SCALE_ACCELERATORS).min(1.0);
-    // What each team's services hold for good at their fewest replicas: its other jobs are
-    // sized within what its caps leave beside them, or they could never start.
+    // What each team's services may hold at their most replicas: its other jobs are sized
+    // within what its caps leave beside them, or they could wait for a trough that never
+    // comes low enough.
     let services = service_floors(fleet, &teams_for(fleet, Role::Serving), largest);
     let mut held = Held::default();
     for f in services.iter().flatten() {
-        held.add(fleet, &f.team.name, u64::from(f.min) * u64::from(f.size));
+        held.add(fleet, &f.team.name, u64::from(f.max) * u64::from(f.size));
     }
     let room = |team: &TeamRef| team.largest.min(held.room(fleet, &team.name));
 
