@@ -75,9 +75,7 @@ fn parse_lease(text: &str) -> Result<std::time::Duration, String> {
     if !(1.0..=600.0).contains(&secs) {
         return Err(format!("`{text}`: the lease must be from 1s to 10m"));
     }
-    Ok(std::time::Duration::from_millis(
-        (secs * 1000.0).round() as u64
-    ))
+    Ok(whole_millis(secs))
 }
 
 /// `500ms`, `2s`, `1.5s`, `1m`.
@@ -88,9 +86,12 @@ pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> 
     if !(0.001..=86_400.0).contains(&secs) {
         return Err(format!("`{text}` must be from 1ms to a day"));
     }
-    Ok(std::time::Duration::from_millis(
-        (secs * 1000.0).round() as u64
-    ))
+    Ok(whole_millis(secs))
+}
+
+/// `secs` (finite, not negative) to the nearest millisecond.
+fn whole_millis(secs: f64) -> std::time::Duration {
+    std::time::Duration::from_millis((secs * 1000.0).round() as u64)
 }
 
 /// Seconds in `500ms`, `2s`, `1.5s`, `1m` (a bare number is seconds), if finite.

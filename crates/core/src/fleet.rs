@@ -333,9 +333,16 @@ impl Fleet {
         let Some((org, t)) = self.team(team) else {
             return u64::MAX;
         };
-        t.quotas
+        Quota::cap(&t.quotas, cluster).min(Quota::cap(&org.quotas, cluster))
+    }
+}
+
+impl Quota {
+    /// The lowest cap (quota plus borrowing limit) that `quotas` put on `cluster`, fleet-wide
+    /// ones included; `u64::MAX` without one.
+    pub fn cap(quotas: &[Quota], cluster: &str) -> u64 {
+        quotas
             .iter()
-            .chain(&org.quotas)
             .filter(|q| q.cluster.as_deref().is_none_or(|c| c == cluster))
             .filter_map(|q| q.borrowing_limit.map(|b| q.accelerators.saturating_add(b)))
             .min()

@@ -763,7 +763,8 @@ pub fn budget(
     let mtbf_s = job_mtbf_h * 3600.0;
     let young_s = (2.0 * write_s * mtbf_s).sqrt();
     // Whole steps, at least one, and no longer than the run itself.
-    let interval_steps = (young_s / step_s).round().clamp(1.0, steps);
+    let young_steps = (young_s / step_s).round().max(1.0);
+    let interval_steps = young_steps.min(steps);
     let interval_s = interval_steps * step_s;
     // One after each full interval, none at the end: the last segment is what is left.
     let checkpoints = (steps / interval_steps).ceil() - 1.0;
@@ -795,11 +796,10 @@ pub fn budget(
             )
         } else {
             // The interval the run is no longer than, not cut to the run.
-            let young_interval_s = (young_s / step_s).round().max(1.0) * step_s;
             format!(
                 "no checkpoint within the run (it is no longer than the Young/Daly interval \
                  of {})",
-                human_duration(young_interval_s)
+                human_duration(young_steps * step_s)
             )
         };
         format!(

@@ -26,8 +26,8 @@ pub fn sinfo_node_format() -> String {
 }
 
 /// The same fields as `sinfo --format` (`-o`), with `%T` for the state: for a `sinfo` that
-/// prints nothing for `StateComplete` (one older than Switchyard's Slurm 22.05 may not know
-/// it; sinfo then says so on stderr and succeeds).
+/// prints nothing for `StateComplete` (one that does not know the field says so on stderr
+/// and succeeds).
 pub fn sinfo_node_format_short_states() -> String {
     ["%N", "%P", "%T", "%c", "%G", "%E"].join(&SEP.to_string())
 }

@@ -254,17 +254,6 @@ fn capped(size: u32, largest: u64) -> u32 {
     size.min(largest)
 }
 
-/// The cap `quotas` put on `cluster` (quota plus borrowing limit; the lowest that covers it),
-/// `u64::MAX` without one.
-fn cap_of(quotas: &[Quota], cluster: &str) -> u64 {
-    quotas
-        .iter()
-        .filter(|q| q.cluster.as_deref().is_none_or(|c| c == cluster))
-        .filter_map(|q| q.borrowing_limit.map(|b| q.accelerators.saturating_add(b)))
-        .min()
-        .unwrap_or(u64::MAX)
-}
-
 /// What services may hold at their most replicas, per team and per organisation.
 #[derive(Debug, Default)]
 struct Held {
@@ -291,8 +280,8 @@ impl Held {
         let org_held = self.org.get(&org.name).copied().unwrap_or(0);
         cluster
             .accelerators()
-            .min(cap_of(&t.quotas, &cluster.name).saturating_sub(team_held))
-            .min(cap_of(&org.quotas, &cluster.name).saturating_sub(org_held))
+            .min(Quota::cap(&t.quotas, &cluster.name).saturating_sub(team_held))
+            .min(Quota::cap(&org.quotas, &cluster.name).saturating_sub(org_held))
     }
 
     /// [`Held::room_on`] on the cluster where it is largest.
@@ -308,7 +297,7 @@ impl Held {
 
 /// One inference service of the scenario, as far as it decides room: its team, its replica
 /// size and its fewest and most replicas.
-struct ServiceFloor {
+struct ServicePlan {
     team: TeamRef,
     size: u32,
     min: u32,
@@ -321,7 +310,7 @@ struct ServiceFloor {
 /// organisation's) let it run at their most replicas, so that its training, evaluation and
 /// batch jobs keep room however the load swings. Draws nothing from the scenario's random
 /// stream: the other jobs are sized knowing what services may hold.
-fn service_floors(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Option<ServiceFloor>> {
+fn plan_services(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Option<ServicePlan>> {
     const SERVICES: usize = 8;
     let serving_quota: u64 = fleet
         .tenants
@@ -356,13 +345,13 @@ fn service_floors(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Optio
                 let org_largest = fleet
                     .clusters
                     .iter()
-                    .map(|c| c.accelerators().min(cap_of(&org.quotas, &c.name)))
+                    .map(|c| c.accelerators().min(Quota::cap(&org.quotas, &c.name)))
                     .max()
                     .unwrap_or(0);
                 if fleet
                     .clusters
                     .iter()
-                    .any(|c| cap_of(&org.quotas, &c.name) < u64::MAX)
+                    .any(|c| Quota::cap(&org.quotas, &c.name) < u64::MAX)
                 {
                     let org_held = held.org.get(&org.name).copied().unwrap_or(0);
                     left = left.min((org_largest / 2).saturating_sub(org_held));
@@ -377,7 +366,7 @@ fn service_floors(fleet: &Fleet, serving: &[TeamRef], largest: u64) -> Vec<Optio
                 .min(fit);
             let min = (max / 8).max(1);
             held.add(fleet, &team.name, u64::from(max) * u64::from(size));
-            Some(ServiceFloor {
+            Some(ServicePlan {
                 team: team.clone(),
                 size,
                 min,
@@ -434,7 +423,7 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
     // What each team's services may hold at their most replicas: its other jobs are sized
     // within what its caps leave beside them, or they could wait for a trough that never
     // comes low enough.
-    let services = service_floors(fleet, &teams_for(fleet, Role::Serving), largest);
+    let services = plan_services(fleet, &teams_for(fleet, Role::Serving), largest);
     let mut held = Held::default();
     for f in services.iter().flatten() {
         held.add(fleet, &f.team.name, u64::from(f.max) * u64::from(f.size));
@@ -650,13 +639,13 @@ pub fn frontier_lab(fleet: &Fleet, seed: u64) -> Vec<JobSpec> {
         "deepseek-v3",
         "mixtral-8x7b",
     ];
-    for (s, floor) in services.iter().enumerate() {
-        let Some(ServiceFloor {
+    for (s, plan) in services.iter().enumerate() {
+        let Some(ServicePlan {
             team,
             size,
             min,
             max,
-        }) = floor
+        }) = plan
         else {
             continue;
         };
