@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use switchyard_server::backend::{Backend, DryRun, Routed};
-use switchyard_server::{ServerConfig, serve_on};
+use switchyard_server::{ServerConfig, serve_bound};
 use switchyard_store::StoreWrite as _;
 
 use crate::CliError;
@@ -201,7 +201,37 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 }
 
 pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
+    // Agents stop their gang ranks after --orphan-after (60 s by default) without an
+    // answer, and only a leader answers them: a lease near that stops every gang when a
+    // leader dies.
+    if args.agents && args.lease >= std::time::Duration::from_secs(30) {
+        tracing::warn!(
+            lease = ?args.lease,
+            "--lease is long for --agents: after a leader dies, agents wait this long for \
+             the next one and stop their gang ranks after their --orphan-after (60 s by \
+             default); keep the lease well below it"
+        );
+    }
+    let agents = if args.agents {
+        let root = std::path::absolute(&args.checkpoint_dir).map_err(|e| {
+            CliError::Input(format!(
+                "--checkpoint-dir {}: {e}",
+                args.checkpoint_dir.display()
+            ))
+        })?;
+        Some(switchyard_server::agents::AgentSettings {
+            heartbeat_interval: args.heartbeat_interval,
+            lost_after: args.lost_after,
+            checkpoint_root: root,
+            ..Default::default()
+        })
+    } else {
+        None
+    };
     let fleet = load_fleet(args.fleet.as_deref())?;
+    // Bound before the store is opened: an address this machine cannot serve (in use, not
+    // one of its own) must not leave a new database behind.
+    let listener = switchyard_server::bind(&args.listen).map_err(serve_error)?;
     let runtime = runtime()?;
     // One store for the server and for what its backend reads at start.
     let store = runtime
@@ -210,52 +240,33 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
     let backend = runtime.block_on(backend_for(&fleet, &store))?;
     let mut config = ServerConfig::new(fleet, args.store.db, args.listen);
     config.lease_ttl = args.lease;
-    if args.agents {
-        // Agents stop their gang ranks after --orphan-after (60 s by default) without an
-        // answer, and only a leader answers them: a lease near that stops every gang when a
-        // leader dies.
-        if args.lease >= std::time::Duration::from_secs(30) {
-            tracing::warn!(
-                lease = ?args.lease,
-                "--lease is long for --agents: after a leader dies, agents wait this long for \
-                 the next one and stop their gang ranks after their --orphan-after (60 s by \
-                 default); keep the lease well below it"
-            );
-        }
-        let root = std::path::absolute(&args.checkpoint_dir).map_err(|e| {
-            CliError::Input(format!(
-                "--checkpoint-dir {}: {e}",
-                args.checkpoint_dir.display()
-            ))
-        })?;
-        config.agents = Some(switchyard_server::agents::AgentSettings {
-            heartbeat_interval: args.heartbeat_interval,
-            lost_after: args.lost_after,
-            checkpoint_root: root,
-            ..Default::default()
-        });
-    }
+    config.agents = agents;
     runtime
-        .block_on(serve_on(config, store, backend, |addr| {
+        .block_on(serve_bound(config, store, backend, listener, |addr| {
             // Whoever reads stdout may be gone; the server serves on regardless.
             let _ = crate::error::emit(&format!("listening on http://{addr}\n"));
         }))
-        .map_err(|e| match e {
-            // Not an address at all (a port in use is the machine's state, not bad input).
-            switchyard_server::ServerError::Listen { ref source, .. }
-                if source.kind() == std::io::ErrorKind::InvalidInput =>
-            {
-                CliError::Input(format!(
-                    "--listen: {e} (give HOST:PORT, e.g. 127.0.0.1:7070)"
-                ))
-            }
-            e @ (switchyard_server::ServerError::FleetCannotRun { .. }
-            | switchyard_server::ServerError::FleetDiffersFromLeader { .. }) => {
-                CliError::Input(e.to_string())
-            }
-            switchyard_server::ServerError::Store(e) => store_error(e),
-            other => CliError::Other(other.to_string()),
-        })
+        .map_err(serve_error)
+}
+
+/// The CLI's error for what stopped the server from serving.
+fn serve_error(e: switchyard_server::ServerError) -> CliError {
+    match e {
+        // Not an address at all (a port in use is the machine's state, not bad input).
+        switchyard_server::ServerError::Listen { ref source, .. }
+            if source.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            CliError::Input(format!(
+                "--listen: {e} (give HOST:PORT, e.g. 127.0.0.1:7070)"
+            ))
+        }
+        e @ (switchyard_server::ServerError::FleetCannotRun { .. }
+        | switchyard_server::ServerError::FleetDiffersFromLeader { .. }) => {
+            CliError::Input(e.to_string())
+        }
+        switchyard_server::ServerError::Store(e) => store_error(e),
+        other => CliError::Other(other.to_string()),
+    }
 }
 
 /// The Slurm backend for the fleet's clusters with `backend = "slurm"` (docs/slurm.md), the

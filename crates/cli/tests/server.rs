@@ -1750,6 +1750,25 @@ fn a_listen_address_that_is_none_is_an_input_error() {
     }
 }
 
+/// An address this machine cannot serve (here one in use) stops the server before it opens
+/// the store: it exits 1, names the address, and leaves no new database behind.
+#[test]
+fn a_listen_address_in_use_leaves_no_database_behind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let path = std::env::temp_dir().join(format!("sy-in-use-{}.db", std::process::id()));
+    let db = format!("sqlite://{}", path.display());
+    let out = Command::new(BIN)
+        .args(["server", "--db", &db, "--listen", &addr])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&addr), "{err}");
+    assert!(!path.exists(), "{} was created", path.display());
+    drop(taken);
+}
+
 /// A lease near the agents' orphan deadline is warned about at start (the listen address is
 /// one that cannot be bound, so that the server stops right after).
 #[test]

@@ -182,6 +182,35 @@ pub async fn serve_on(
     backend: Box<dyn backend::Backend>,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    let listener = bind(&config.listen)?;
+    serve_bound(config, store, backend, listener, on_listening).await
+}
+
+/// Binds `listen` (`HOST:PORT`) for [`serve_bound`], so that a caller can find out that the
+/// address cannot be served before it opens (and perhaps creates) the store.
+pub fn bind(listen: &str) -> Result<std::net::TcpListener, ServerError> {
+    let listener = std::net::TcpListener::bind(listen).map_err(|source| ServerError::Listen {
+        addr: listen.to_owned(),
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServerError::Listen {
+            addr: listen.to_owned(),
+            source,
+        })?;
+    Ok(listener)
+}
+
+/// [`serve_on`] on a listener the caller has bound already ([`bind`]); `config.listen` names it
+/// in errors.
+pub async fn serve_bound(
+    config: ServerConfig,
+    store: switchyard_store::AnyStore,
+    backend: Box<dyn backend::Backend>,
+    listener: std::net::TcpListener,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
     {
         use switchyard_store::StoreRead as _;
         // Jobs the store holds for a fleet this one is not (a cluster taken out, a file
@@ -202,9 +231,8 @@ pub async fn serve_on(
             ours: fleet_print,
         });
     }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| ServerError::Listen {
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|source| ServerError::Listen {
             addr: config.listen.clone(),
             source,
         })?;
