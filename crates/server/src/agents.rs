@@ -2071,6 +2071,7 @@ impl Backend for AgentBackend {
                 out.push(Observed::Began {
                     job: run.job.clone(),
                     generation,
+                    since_ms: None,
                 });
                 out.push(Observed::RanOn {
                     job: run.job.clone(),
@@ -3555,7 +3556,8 @@ mod tests {
                 },
                 Observed::Began {
                     job: "j".into(),
-                    generation: 2
+                    generation: 2,
+                    since_ms: None,
                 },
                 Observed::RanOn {
                     job: "j".into(),
@@ -3625,7 +3627,8 @@ mod tests {
             outcomes(b.poll(until)),
             [Observed::Began {
                 job: "j".into(),
-                generation: 2
+                generation: 2,
+                since_ms: None,
             }]
         );
         let got = h.assignments(&c, until).expect("assignments").assignments;
@@ -3768,7 +3771,8 @@ mod tests {
             [
                 Observed::Began {
                     job: "j".into(),
-                    generation: 2
+                    generation: 2,
+                    since_ms: None,
                 },
                 ran_on("j", 2, &["n-c"])
             ]
@@ -4129,7 +4133,7 @@ mod tests {
         let seen = b.poll(t + 5);
         assert!(
             seen.iter()
-                .any(|o| matches!(o, Observed::Began { job, generation: 3 } if job == "j")),
+                .any(|o| matches!(o, Observed::Began { job, generation: 3, .. } if job == "j")),
             "{seen:?}"
         );
     }
@@ -4186,7 +4190,7 @@ mod tests {
         assert!(
             b.poll(40)
                 .iter()
-                .any(|o| matches!(o, Observed::Began { job, generation: 2 } if job == "j")),
+                .any(|o| matches!(o, Observed::Began { job, generation: 2, .. } if job == "j")),
             "every node in touch reported its old ranks stopped"
         );
 
@@ -4237,7 +4241,7 @@ mod tests {
             let seen = b.poll(t);
             assert_eq!(
                 seen.iter()
-                    .any(|o| matches!(o, Observed::Began { job, generation: 2 } if job == "k")),
+                    .any(|o| matches!(o, Observed::Began { job, generation: 2, .. } if job == "k")),
                 t == until,
                 "at {t}: {seen:?}"
             );

@@ -110,10 +110,13 @@ pub enum Observed {
         generation: u32,
         attempt: u32,
     },
-    /// A held run's work began: it progresses from now.
+    /// A held run's work began, or a paused one's goes on: it progresses from now, or from
+    /// `since_ms` where the backend knows when its work began (Slurm's StartTime of a job that
+    /// started between two polls; never before the run was held, never after now).
     Began {
         job: String,
         generation: u32,
+        since_ms: Option<i64>,
     },
     /// The run of `generation` was handed to the node agents of these nodes: until they are
     /// known to have stopped them, its ranks may run there (stored, for a new leader).

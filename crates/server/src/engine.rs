@@ -569,20 +569,33 @@ impl Engine {
     }
 
     /// The backend reports that a held run's work began, or a paused one's goes on: it
-    /// progresses from now, its predicted end moves by as long as it was held, and a job's
-    /// first run counts as started now.
-    pub fn began(&mut self, now_ms: i64, id: &str, generation: u32) {
+    /// progresses from now — or from `since_ms`, where the backend knows when the work began,
+    /// kept between when the run was held and now — its predicted end moves by as long as it
+    /// was held, and a job's first run counts as started then.
+    pub fn began(&mut self, now_ms: i64, id: &str, generation: u32, since_ms: Option<i64>) {
         let Some(&job) = self.by_id.get(id) else {
             return;
         };
-        let now = self.clock.to_s(now_ms);
+        let held_since = self.jobs[job as usize]
+            .held
+            .as_ref()
+            .filter(|h| !h.paused)
+            .map(|h| h.since_ms);
+        let began_ms = match (since_ms, held_since) {
+            (Some(since), Some(held)) => since.max(held).min(now_ms),
+            _ => now_ms,
+        };
         let first_start = self.sched.job(job).first_start_s;
-        if self.sched.began(job, generation, now).is_some() {
+        if self
+            .sched
+            .began(job, generation, self.clock.to_s(began_ms))
+            .is_some()
+        {
             let moved = self.sched.job(job).first_start_s != first_start;
             let t = &mut self.jobs[job as usize];
             if let Some(held) = t.held.take() {
                 let attempt = t.attempts_before + t.attempts;
-                let waited = (now_ms - held.since_ms) as f64 / 1000.0;
+                let waited = (began_ms - held.since_ms) as f64 / 1000.0;
                 let (kind, text) = if held.paused {
                     (
                         "resumed",
@@ -602,7 +615,7 @@ impl Engine {
             // Only where the scheduler moved it too (a run that had not begun since the job's
             // first start), so that started_ms and the queued time it reports agree.
             if moved {
-                t.started_ms = Some(now_ms);
+                t.started_ms = Some(began_ms);
             }
             self.dirty.insert(job);
         }
@@ -1198,7 +1211,7 @@ mod tests {
             panic!("a launch: {cmds:?}");
         };
         e.held(T0 + 500, "a", generation + 1, "an older run's word", false);
-        e.began(T0 + 500, "a", generation);
+        e.began(T0 + 500, "a", generation, None);
         let (batch, _) = e.take(T0 + 500);
         assert!(batch.updates.is_empty(), "{:?}", batch.updates);
 
@@ -1220,7 +1233,7 @@ mod tests {
             )
         );
 
-        e.began(T0 + 60_000, "a", generation);
+        e.began(T0 + 60_000, "a", generation, None);
         let (batch, _) = e.take(T0 + 60_000);
         let u = update(&batch, "a");
         assert!(
@@ -1242,6 +1255,47 @@ mod tests {
             finish.message
         );
         e.check().expect("invariants");
+    }
+
+    /// A run whose work the backend says began at a known time (Slurm's StartTime, seen at a
+    /// later poll) counts as started then, and queued until then — never before it was held,
+    /// never after now; its predicted end counts from then too.
+    #[test]
+    fn a_held_run_begins_when_its_backend_says_it_did() {
+        let held_then_began = |since_ms: Option<i64>| {
+            let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+            e.admit(T0, &record("a", 1), spec(100.0));
+            e.schedule(T0);
+            let (_, cmds) = e.take(T0);
+            let Some(&Command::Launch { generation, .. }) = cmds.first() else {
+                panic!("a launch: {cmds:?}");
+            };
+            e.held(T0 + 1_000, "a", generation, "Slurm job 7 waits", false);
+            e.take(T0 + 1_000);
+            e.began(T0 + 90_000, "a", generation, since_ms);
+            let (batch, _) = e.take(T0 + 90_000);
+            let began = batch
+                .events
+                .iter()
+                .find(|ev| ev.kind == "began")
+                .map(|ev| ev.message.clone())
+                .expect("a began event");
+            let u = update(&batch, "a");
+            let end_s = e.sched.job(e.by_id["a"]).end_s.expect("running");
+            (u.started_ms, end_s, began)
+        };
+        let (started, end, began) = held_then_began(Some(T0 + 30_000));
+        assert_eq!(started, Some(T0 + 30_000));
+        assert!(began.contains("held 29.0 s"), "{began}");
+        let (_, end_at_poll, _) = held_then_began(None);
+        assert!(
+            (end_at_poll - end - 60.0).abs() < 1e-6,
+            "its end counts from when it began: {end} against {end_at_poll} at the poll"
+        );
+        // A start before the hold (a clock off between the machines) is the hold's time; one
+        // after now is now.
+        assert_eq!(held_then_began(Some(T0 - 5_000)).0, Some(T0 + 1_000));
+        assert_eq!(held_then_began(Some(T0 + 500_000)).0, Some(T0 + 90_000));
     }
 
     #[test]
@@ -2117,7 +2171,7 @@ repair_hours = 24.0
         };
         e.continued(T0 + 100, "a", generation, 1);
         e.held(T0 + 100, "a", generation, "Slurm job 7 waits", false);
-        e.began(T0 + 60_000, "a", generation);
+        e.began(T0 + 60_000, "a", generation, None);
         let (batch, _) = e.take(T0 + 60_000);
         let u = update(&batch, "a");
         assert_eq!((u.restarts, u.started_ms), (0, Some(T0 - 5000)));
@@ -2170,7 +2224,7 @@ repair_hours = 24.0
             "{:?}",
             batch.events
         );
-        e.began(T0 + 1_200_000, "a", generation);
+        e.began(T0 + 1_200_000, "a", generation, None);
         e.schedule(T0 + 1_200_000);
         let (batch, cmds) = e.take(T0 + 1_200_000);
         assert!(cmds.is_empty(), "no restart: {cmds:?}");

@@ -395,7 +395,11 @@ async fn pass(
                 generation,
                 why,
             } => l.engine.paused(now, &job, generation, &why),
-            Observed::Began { job, generation } => l.engine.began(now, &job, generation),
+            Observed::Began {
+                job,
+                generation,
+                since_ms,
+            } => l.engine.began(now, &job, generation, since_ms),
             Observed::RanOn {
                 job,
                 generation,

@@ -992,17 +992,38 @@ impl Worker {
             .filter_map(|(k, w)| Some((k.clone(), w.slurm_id.clone()?)))
             .collect();
         for (key, id) in followed {
-            let (state, reason, exit) = match by_id.get(id.as_str()) {
+            // (When its work began: Slurm's StartTime of a job it gave nodes to; a pending
+            // job's is a forecast, and one cancelled while pending has none.)
+            let started = |start_s: Option<i64>, nodes: &str| {
+                start_s
+                    .filter(|_| !nodes.trim().is_empty())
+                    .map(|s| s.saturating_mul(1000))
+            };
+            let (state, reason, exit, started_ms) = match by_id.get(id.as_str()) {
                 // An unsuccessful end: ask for the details (exit code) once.
                 Some(j) if j.state.is_terminal() && j.state != JobState::Completed => {
+                    let started_ms = started(j.start_s, &j.nodes);
                     match self.clusters[i].cfg.client.job(&id) {
-                        Ok(Some(info)) => (j.state.clone(), j.reason.clone(), info.exit_code),
-                        _ => (j.state.clone(), j.reason.clone(), None),
+                        Ok(Some(info)) => (
+                            j.state.clone(),
+                            j.reason.clone(),
+                            info.exit_code,
+                            started_ms,
+                        ),
+                        _ => (j.state.clone(), j.reason.clone(), None, started_ms),
                     }
                 }
-                Some(j) => (j.state.clone(), j.reason.clone(), None),
+                Some(j) => (
+                    j.state.clone(),
+                    j.reason.clone(),
+                    None,
+                    started(j.start_s, &j.nodes),
+                ),
                 None => match self.clusters[i].cfg.client.job(&id) {
-                    Ok(Some(info)) => (info.state, info.reason, info.exit_code),
+                    Ok(Some(info)) => {
+                        let started_ms = started(info.start_s, &info.nodes);
+                        (info.state, info.reason, info.exit_code, started_ms)
+                    }
                     Ok(None) => {
                         let why = format!("Slurm no longer knows job {id}");
                         self.ended(&key, &cluster_name, Ending::Infrastructure(why));
@@ -1016,6 +1037,23 @@ impl Worker {
             };
             let failure = failures.get(&id).map(String::as_str);
             if let Some(ending) = ending(&id, &state, &reason, exit, failure) {
+                // Held at the last poll, it started and ended since: its work began (when
+                // Slurm says) before it finished or failed. (An infrastructure end holds it
+                // again.)
+                if let (Some(since_ms), false) =
+                    (started_ms, matches!(ending, Ending::Infrastructure(_)))
+                    && let Some(w) = self.wants.get_mut(&key)
+                    && !w.replica
+                    && !w.suspended
+                    && w.held_why.take().is_some()
+                {
+                    let began = Observed::Began {
+                        job: w.job.clone(),
+                        generation: w.generation,
+                        since_ms: Some(since_ms),
+                    };
+                    self.observe(began);
+                }
                 self.ended(&key, &cluster_name, ending);
                 continue;
             }
@@ -1066,6 +1104,7 @@ impl Worker {
                             seen.push(Observed::Began {
                                 job: w.job.clone(),
                                 generation: w.generation,
+                                since_ms: started_ms,
                             });
                         }
                         w.held_why = Some(why.clone());
@@ -1081,7 +1120,8 @@ impl Worker {
                     self.event(&key, &cluster_name, "slurm_suspended", why);
                 }
             } else if state == JobState::Running {
-                if std::mem::replace(&mut w.suspended, false) {
+                let resumed = std::mem::replace(&mut w.suspended, false);
+                if resumed {
                     self.event(
                         &key,
                         &cluster_name,
@@ -1096,6 +1136,8 @@ impl Worker {
                 let began = w.held_why.take().map(|_| Observed::Began {
                     job: w.job.clone(),
                     generation: w.generation,
+                    // A resumed job's StartTime is its first start, not its resumption.
+                    since_ms: started_ms.filter(|_| !resumed),
                 });
                 let first = !std::mem::replace(&mut w.running_seen, true);
                 if let Some(began) = began {
@@ -1867,6 +1909,7 @@ mod tests {
                 reason: "None".into(),
                 user: "u".into(),
                 partition: "gpu".into(),
+                start_s: None,
             });
             id
         }
@@ -1915,7 +1958,8 @@ mod tests {
                 comment: j.comment.clone(),
                 stdout: None,
                 stderr: None,
-                nodes: String::new(),
+                nodes: j.nodes.clone(),
+                start_s: j.start_s,
             }))
         }
         fn submit(&self, sub: &Submission) -> Result<String, SlurmError> {
@@ -2222,9 +2266,74 @@ mod tests {
             began,
             [Observed::Began {
                 job: "j-1".into(),
-                generation: 1
+                generation: 1,
+                since_ms: None,
             }]
         );
+    }
+
+    /// A held run whose Slurm job started between two polls began when Slurm says it started
+    /// (StartTime), not at the poll that saw it; one that started and ended between two polls
+    /// began, then finished or failed; one cancelled while it waited (given no nodes, its
+    /// StartTime the cancellation) never began.
+    #[test]
+    fn a_held_run_begins_at_slurms_start_time() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 4);
+        let jobs = ["j-run", "j-done", "j-failed", "j-cancelled"];
+        w.apply(Msg::Commands(
+            jobs.iter().map(|job| launch(job, 1, 8)).collect(),
+        ));
+        w.round();
+        w.round();
+        let held = observed(&w)
+            .iter()
+            .filter(|o| matches!(o, Observed::Held { .. }))
+            .count();
+        assert_eq!(held, 4, "all four wait in Slurm's queue");
+        let ids: HashMap<String, String> = fake
+            .active_tagged("switchyard")
+            .into_iter()
+            .map(|(tag, id)| (tag.job, id))
+            .collect();
+        let t0 = 1_796_000_000;
+        for (k, (job, state)) in jobs
+            .iter()
+            .zip([
+                JobState::Running,
+                JobState::Completed,
+                JobState::Failed,
+                JobState::Cancelled,
+            ])
+            .enumerate()
+        {
+            let mut st = fake.st();
+            let j = st.jobs.iter_mut().find(|j| j.id == ids[*job]).expect("job");
+            j.state = state;
+            j.start_s = Some(t0 + k as i64);
+            if *job != "j-cancelled" {
+                j.nodes = "gpu1".into();
+            }
+        }
+        w.round();
+        let seen = observed(&w);
+        let of = |job: &str| -> Vec<String> {
+            seen.iter()
+                .filter_map(|o| match o {
+                    Observed::Began {
+                        job: j, since_ms, ..
+                    } if j == job => Some(format!("began {since_ms:?}")),
+                    Observed::Finished { job: j, .. } if j == job => Some("finished".into()),
+                    Observed::Failed { job: j, .. } if j == job => Some("failed".into()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let since = |k: i64| format!("began Some({})", (t0 + k) * 1000);
+        assert_eq!(of("j-run"), [since(0)]);
+        assert_eq!(of("j-done"), [since(1), "finished".into()]);
+        assert_eq!(of("j-failed"), [since(2), "failed".into()]);
+        assert_eq!(of("j-cancelled"), ["failed"]);
     }
 
     /// A run whose first Slurm job is listed pending has not begun: held, not interrupted.
@@ -2476,7 +2585,7 @@ mod tests {
         assert!(
             observed(w).iter().any(|o| matches!(
                 o,
-                Observed::Began { job: j, generation: 1 } if j == job
+                Observed::Began { job: j, generation: 1, .. } if j == job
             )),
             "the run begins when its job runs"
         );
@@ -2535,7 +2644,7 @@ mod tests {
         assert_eq!(resumed, [("j".to_owned(), "slurm_resumed".to_owned())]);
         assert_eq!(
             seen.iter()
-                .filter(|o| matches!(o, Observed::Began { job, generation: 1 } if job == "j"))
+                .filter(|o| matches!(o, Observed::Began { job, generation: 1, .. } if job == "j"))
                 .count(),
             1,
             "{seen:?}"

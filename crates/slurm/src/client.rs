@@ -201,6 +201,9 @@ impl CliClient {
         let command = format!("{name} {}", args.join(" "));
         let mut child = Command::new(self.program(name))
             .args(args)
+            // Times (squeue's `%S`, scontrol's `StartTime=`) as epoch seconds, whatever the
+            // locale or the site's own format.
+            .env("SLURM_TIME_FORMAT", "%s")
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

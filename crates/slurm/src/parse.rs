@@ -33,9 +33,15 @@ pub fn sinfo_node_format_short_states() -> String {
 }
 
 /// `squeue` format for [`parse_squeue`]: id, state, name, comment, nodes, reason, user,
-/// partition.
+/// partition, start time (epoch seconds with `SLURM_TIME_FORMAT=%s`, which the client sets).
 pub fn squeue_format() -> String {
-    ["%i", "%T", "%j", "%k", "%N", "%r", "%u", "%P"].join(&SEP.to_string())
+    ["%i", "%T", "%j", "%k", "%N", "%r", "%u", "%P", "%S"].join(&SEP.to_string())
+}
+
+/// A time Slurm printed with `SLURM_TIME_FORMAT=%s` (epoch seconds); `None` for `N/A`,
+/// `Unknown`, `None`, 0 or anything else that is not a positive number of seconds.
+pub fn epoch_seconds(text: &str) -> Option<i64> {
+    text.trim().parse::<i64>().ok().filter(|&s| s > 0)
 }
 
 /// Output Slurm printed that could not be read.
@@ -439,9 +445,14 @@ pub struct QueueJob {
     pub reason: String,
     pub user: String,
     pub partition: String,
+    /// Slurm's StartTime in epoch seconds: when the job started for one that was given nodes;
+    /// for one still pending Slurm's forecast, and for one cancelled while pending the time it
+    /// was cancelled. `None` where Slurm did not say (`N/A`) or the listing has no such field.
+    pub start_s: Option<i64>,
 }
 
-/// Parses `squeue -h -o` with [`squeue_format`].
+/// Parses `squeue -h -o` with [`squeue_format`] (or without its last field, start time, as
+/// listings captured before it was read).
 pub fn parse_squeue(text: &str) -> Result<Vec<QueueJob>, ParseError> {
     let mut jobs = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -449,10 +460,10 @@ pub fn parse_squeue(text: &str) -> Result<Vec<QueueJob>, ParseError> {
             continue;
         }
         let f: Vec<&str> = line.split(SEP).collect();
-        if f.len() != 8 {
+        if !(8..=9).contains(&f.len()) {
             return Err(err(
                 i + 1,
-                format!("expected 8 fields, found {}", f.len()),
+                format!("expected 9 fields, found {}", f.len()),
                 line,
             ));
         }
@@ -470,6 +481,7 @@ pub fn parse_squeue(text: &str) -> Result<Vec<QueueJob>, ParseError> {
             reason: f[5].trim().to_owned(),
             user: f[6].trim().to_owned(),
             partition: f[7].trim().to_owned(),
+            start_s: f.get(8).and_then(|t| epoch_seconds(t)),
         });
     }
     Ok(jobs)
@@ -514,6 +526,7 @@ pub fn parse_squeue_json(text: &str) -> Result<Vec<QueueJob>, ParseError> {
             reason: s(j, "state_reason"),
             user: s(j, "user_name"),
             partition: s(j, "partition"),
+            start_s: epoch_seconds(&s(j, "start_time")),
         });
     }
     Ok(jobs)
@@ -566,6 +579,8 @@ pub struct JobInfo {
     pub stdout: Option<String>,
     pub stderr: Option<String>,
     pub nodes: String,
+    /// StartTime in epoch seconds (as [`QueueJob::start_s`]).
+    pub start_s: Option<i64>,
 }
 
 /// Jobs of `scontrol show job -o`; records without `JobId` are skipped.
@@ -587,6 +602,7 @@ pub fn parse_scontrol_jobs(text: &str) -> Vec<JobInfo> {
                 stdout: get("StdOut"),
                 stderr: get("StdErr"),
                 nodes: get("NodeList").unwrap_or_default(),
+                start_s: get("StartTime").as_deref().and_then(epoch_seconds),
             })
         })
         .collect()
@@ -763,6 +779,13 @@ pub fn parse_rest_job_infos(text: &str) -> Result<Vec<JobInfo>, ParseError> {
             stdout: s(j, "standard_output"),
             stderr: s(j, "standard_error"),
             nodes: s(j, "nodes").unwrap_or_default(),
+            start_s: match j.get("start_time") {
+                // Later versions: `{ "set": true, "number": … }`.
+                Some(serde_json::Value::Object(o)) => o.get("number").and_then(|n| n.as_i64()),
+                Some(v) => v.as_i64(),
+                None => None,
+            }
+            .filter(|&t| t > 0),
         });
     }
     Ok(out)

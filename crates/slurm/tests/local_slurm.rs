@@ -542,6 +542,75 @@ fn a_drained_node_that_goes_down_is_a_node_failure() {
     });
 }
 
+/// A run Slurm queued began when Slurm started it — Slurm's StartTime, not when the server
+/// heard of it (here: the server takes the backend's news only after the job has ended) —
+/// and then finished. (The backend's unit tests cover a job that starts and ends between two
+/// of its own polls.)
+#[test]
+fn a_queued_run_began_at_slurms_start_time() {
+    let _g = serial();
+    let Some(_node) = slurm_here() else { return };
+    let opts = options("unseen");
+    let _cleanup = Cleanup(opts.tag.clone());
+    // Another user's job on the whole node keeps the run queued.
+    let out = std::process::Command::new("sbatch")
+        .args([
+            "--parsable",
+            "--exclusive",
+            "--job-name=not-switchyard",
+            "--output=/dev/null",
+            "--wrap=sleep 600",
+        ])
+        .output()
+        .expect("sbatch runs");
+    assert!(out.status.success(), "{out:?}");
+    let blocker = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let _blocker = CancelOnDrop(blocker.clone());
+    wait_state(&blocker, 30, |s| *s == JobState::Running);
+
+    let mut b = backend("debug", None, opts);
+    let h = b.handle();
+    b.act(vec![launch("j-unseen", 1, 1, 2)]);
+    let mut seen = Vec::new();
+    wait_for(
+        &mut b,
+        &mut seen,
+        30,
+        |o| matches!(o, Observed::Held { job, .. } if job == "j-unseen"),
+    );
+    let id = h
+        .logs("j-unseen")
+        .and_then(|l| l.slurm_job)
+        .expect("submitted");
+    let freed_ms = now_ms();
+    client().cancel(&blocker).expect("scancel");
+    // The server does not hear from the backend while it runs its two seconds and ends.
+    wait_state(&id, 60, |s| *s == JobState::Completed);
+    std::thread::sleep(Duration::from_secs(2));
+    let polled_ms = now_ms();
+    wait_for(
+        &mut b,
+        &mut seen,
+        30,
+        |o| matches!(o, Observed::Finished { job, .. } if job == "j-unseen"),
+    );
+    let since: Vec<Option<i64>> = seen
+        .iter()
+        .filter_map(|o| match o {
+            Observed::Began { job, since_ms, .. } if job == "j-unseen" => Some(*since_ms),
+            _ => None,
+        })
+        .collect();
+    let [Some(began_ms)] = since[..] else {
+        panic!("one Began with Slurm's start time: {since:?}");
+    };
+    // (StartTime is in whole seconds.)
+    assert!(
+        began_ms >= freed_ms - 1000 && began_ms + 3000 <= polled_ms,
+        "began at {began_ms}: the node was freed at {freed_ms}, the end seen at {polled_ms}"
+    );
+}
+
 /// `scontrol suspend` pauses the run (it keeps its progress), `scontrol resume` lets it go on.
 #[test]
 fn a_suspended_job_pauses_its_run_until_resumed() {
@@ -573,11 +642,12 @@ fn a_suspended_job_pauses_its_run_until_resumed() {
             if job == "j-pause" && why == &format!("Slurm job {id} is suspended"))
     });
     scontrol("resume");
+    // Going on after a pause is not a start: Slurm's StartTime is its first start.
     wait_for(
         &mut b,
         &mut seen,
         20,
-        |o| matches!(o, Observed::Began { job, generation: 1 } if job == "j-pause"),
+        |o| matches!(o, Observed::Began { job, generation: 1, since_ms: None } if job == "j-pause"),
     );
     // (Held before it first ran, while Slurm queued it; not since.)
     let paused_at = seen

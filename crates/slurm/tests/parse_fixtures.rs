@@ -215,6 +215,56 @@ fn squeue_format_while_running_and_after() {
     );
 }
 
+/// StartTime as epoch seconds: a job that ran has its start and its nodes; one still waiting
+/// has none (`N/A`); one cancelled while it waited has a time (its cancellation) but no nodes.
+#[test]
+fn start_times_in_epoch_seconds() {
+    let jobs = parse_squeue(&fixture("squeue_format_started.txt")).expect("started");
+    let seen: Vec<(&str, JobState, bool, Option<i64>)> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.name.as_str(),
+                j.state.clone(),
+                !j.nodes.is_empty(),
+                j.start_s,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("done", JobState::Completed, true, Some(1_796_263_070)),
+            (
+                "switchyard-j1",
+                JobState::Running,
+                true,
+                Some(1_796_263_073)
+            ),
+            ("waits", JobState::Pending, false, None),
+            ("gone", JobState::Cancelled, false, Some(1_796_263_074)),
+        ]
+    );
+    // The earlier captures, without the field, read as unknown.
+    let old = parse_squeue(&fixture("squeue_format_done.txt")).expect("done");
+    assert!(old.iter().all(|j| j.start_s.is_none()));
+
+    let info = parse_scontrol_jobs(&fixture("scontrol_show_job_started.txt"));
+    assert_eq!(
+        info.iter()
+            .map(|j| (j.start_s, j.nodes.as_str()))
+            .collect::<Vec<_>>(),
+        [(Some(1_796_263_070), "vm")]
+    );
+    // Slurm's own format (no SLURM_TIME_FORMAT) is not taken for epoch seconds.
+    let iso = parse_scontrol_jobs(&fixture("scontrol_show_job_done.txt"));
+    assert!(iso.iter().all(|j| j.start_s.is_none()));
+
+    let json = parse_squeue_json(&fixture("squeue_done.json")).expect("json");
+    let first = json.iter().find(|j| j.id == "1").expect("job 1");
+    assert_eq!(first.start_s, Some(1_796_014_909));
+}
+
 #[test]
 fn squeue_json_agrees_with_the_format_output() {
     for (json, fmt) in [
@@ -385,6 +435,8 @@ mod rest {
         assert_eq!(info.len(), 1);
         assert_eq!(info[0].state, JobState::Failed);
         assert_eq!(info[0].exit_code, Some((3, 0)));
+        assert_eq!(info[0].start_s, Some(1_796_021_831));
+        assert_eq!(f.start_s, Some(1_796_021_831));
         assert_eq!(wait_status(15), (0, 15));
         assert_eq!(wait_status(0), (0, 0));
         assert_eq!(wait_status(-1), (0, 0));

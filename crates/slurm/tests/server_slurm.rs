@@ -132,11 +132,18 @@ fn jobs_submitted_to_the_api_run_and_are_cancelled_on_slurm() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // Held a while, so that when it started is not when it was placed.
+    std::thread::sleep(Duration::from_millis(1500));
+    let released_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     release();
     server.wait_state(&held, "done", 90);
     let job = server.get(&format!("/v1/jobs/{held}"));
+    // Slurm's StartTime is in whole seconds.
+    let started_ms = job["started_ms"].as_i64().unwrap_or_default();
     assert!(
-        job["started_ms"].as_i64().unwrap_or_default() >= held_seen_ms,
-        "it started when Slurm ran it, after {held_seen_ms}: {job}"
+        started_ms >= released_ms - 1000 && started_ms > held_seen_ms,
+        "it started when Slurm ran it, after {released_ms} (held at {held_seen_ms}): {job}"
     );
 }
