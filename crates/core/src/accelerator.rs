@@ -85,7 +85,7 @@ impl Accelerator {
     /// the K80, which has no 16-bit matrix math).
     pub fn training_format(&self) -> &'static str {
         match self.name {
-            "V100" | "P100" | "T4" => "FP16",
+            "V100" | "V100-32GB" | "P100" | "P100-PCIE" | "T4" => "FP16",
             "K80" => "FP32",
             _ => "BF16",
         }
@@ -685,7 +685,7 @@ static CATALOG: &[Accelerator] = &[
     },
     Accelerator {
         name: "V100",
-        aliases: &["V100-SXM2", "V100-SXM2-16GB", "V100-32GB", "Tesla V100"],
+        aliases: &["V100-SXM2", "V100-SXM2-16GB", "V100-16GB", "Tesla V100"],
         vendor: Vendor::Nvidia,
         bf16_tflops: 125.0,
         fp8_tflops: None,
@@ -702,8 +702,26 @@ static CATALOG: &[Accelerator] = &[
         notes: "V100 datasheet (SXM2): 125 TFLOP/s FP16 tensor (no BF16), 16 GB HBM2 at 900 GB/s, NVLink 300 GB/s bidirectional, 300 W; ASSUMPTION: 100 Gb/s network per GPU",
     },
     Accelerator {
+        name: "V100-32GB",
+        aliases: &["V100-SXM2-32GB", "Tesla V100 32GB"],
+        vendor: Vendor::Nvidia,
+        bf16_tflops: 125.0,
+        fp8_tflops: None,
+        hbm_gib: 32.0,
+        hbm_tb_s: 0.9,
+        scale_up: ScaleUp {
+            domain: 8,
+            gb_s: 150.0,
+            fabric: "NVLink 2 (hybrid cube mesh)",
+        },
+        scale_out_gb_s: 12.5,
+        per_node: 8,
+        power_w: 300.0,
+        notes: "V100 datasheet (SXM2, 32 GB): 125 TFLOP/s FP16 tensor (no BF16), 32 GB HBM2 at 900 GB/s, NVLink 300 GB/s bidirectional, 300 W; ASSUMPTION: 100 Gb/s network per GPU",
+    },
+    Accelerator {
         name: "P100",
-        aliases: &["P100-SXM2", "Tesla P100", "P100-PCIE"],
+        aliases: &["P100-SXM2", "Tesla P100"],
         vendor: Vendor::Nvidia,
         bf16_tflops: 21.2,
         fp8_tflops: None,
@@ -718,6 +736,24 @@ static CATALOG: &[Accelerator] = &[
         per_node: 8,
         power_w: 300.0,
         notes: "P100 datasheet (SXM2): 21.2 TFLOP/s FP16 (no BF16, no tensor cores), 16 GB HBM2 at 732 GB/s, NVLink 160 GB/s bidirectional, 300 W; ASSUMPTION: 50 Gb/s network per GPU",
+    },
+    Accelerator {
+        name: "P100-PCIE",
+        aliases: &["P100-PCIE-16GB", "Tesla P100 PCIe"],
+        vendor: Vendor::Nvidia,
+        bf16_tflops: 18.7,
+        fp8_tflops: None,
+        hbm_gib: 16.0,
+        hbm_tb_s: 0.732,
+        scale_up: ScaleUp {
+            domain: 1,
+            gb_s: 16.0,
+            fabric: "PCIe 3.0",
+        },
+        scale_out_gb_s: 6.25,
+        per_node: 8,
+        power_w: 250.0,
+        notes: "P100 datasheet (PCIe, 16 GB): 18.7 TFLOP/s FP16 (no BF16, no tensor cores), 16 GB HBM2 at 732 GB/s, no NVLink (PCIe 3.0 x16, 32 GB/s bidirectional), 250 W; ASSUMPTION: 50 Gb/s network per GPU",
     },
     Accelerator {
         name: "K80",
@@ -824,6 +860,23 @@ mod tests {
         assert_eq!(lookup("tpu_v5p").map(|a| a.name), Some("TPU-v5p"));
         assert_eq!(lookup("trn2").map(|a| a.name), Some("Trainium2"));
         assert!(lookup("H1000").is_none());
+    }
+
+    /// A variant's name leads to its own figures: the 32 GB V100 has 32 GB, a PCIe P100 no
+    /// NVLink.
+    #[test]
+    fn variants_are_their_own_entries() {
+        let memory = |name| lookup(name).map(|a| a.hbm_gib);
+        assert_eq!(memory("V100-32GB"), Some(32.0));
+        assert_eq!(memory("V100-SXM2-32GB"), Some(32.0));
+        assert_eq!(memory("V100-16GB"), Some(16.0));
+        assert_eq!(memory("V100"), Some(16.0));
+        let domain = |name| lookup(name).map(|a| a.scale_up.domain);
+        assert_eq!(domain("P100-PCIE"), Some(1));
+        assert_eq!(domain("P100"), Some(8));
+        for name in ["V100-32GB", "P100-PCIE"] {
+            assert_eq!(lookup(name).map(Accelerator::training_format), Some("FP16"));
+        }
     }
 
     #[test]

@@ -420,7 +420,13 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
         &hardware,
         matches!(workload, Workload::Training(_)),
         allow,
-    )?;
+    )
+    .map_err(|e| match e {
+        PerfError::Input(ref why) if why.contains("the device count") => {
+            count_error(count_defaulted_to.as_deref(), hardware.count, e)
+        }
+        e => e,
+    })?;
     Ok(PlanInput {
         model,
         hardware,
@@ -942,14 +948,22 @@ impl PlanInput {
     /// `error`, about the device count, saying where the count came from when the file did
     /// not give it (a cluster's every accelerator).
     fn count_error(&self, error: PerfError) -> PerfError {
-        match (&self.count_defaulted_to, error) {
-            (Some(cluster), PerfError::Input(why)) => PerfError::input(format!(
-                "{why} ([hardware] count is not given, so it is all {} accelerators of cluster \
-                 \"{cluster}\"; set count to plan on part of it)",
-                self.hardware.count
-            )),
-            (None, error) => error,
-        }
+        count_error(
+            self.count_defaulted_to.as_deref(),
+            self.hardware.count,
+            error,
+        )
+    }
+}
+
+/// [`PlanInput::count_error`] before the input is whole.
+fn count_error(defaulted_to: Option<&str>, count: u32, error: PerfError) -> PerfError {
+    match (defaulted_to, error) {
+        (Some(cluster), PerfError::Input(why)) => PerfError::input(format!(
+            "{why} ([hardware] count is not given, so it is all {count} accelerators of cluster \
+             \"{cluster}\"; set count to plan on part of it)"
+        )),
+        (_, error) => error,
     }
 }
 

@@ -750,6 +750,26 @@ fn a_defaulted_count_is_named_in_the_error() {
     assert!(!err.contains("is not given"), "{err}");
     let input = parse_plan(&format!("{text}count = 8\n"), &fleet).expect("plan parses");
     run_plan(&input).expect("one replica on 8 devices");
+
+    // Training degrees that do not make the cluster's count say so too.
+    let training = format!(
+        "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 512\nprecision = \"bf16\"\n\
+         [hardware]\ncluster = \"{}\"\n",
+        cluster.name
+    );
+    for layout in ["tp = 8\npp = 1\ndp = 2\n", "tp = 8\npp = 3\n"] {
+        let err = parse_plan(&format!("{training}[parallelism]\n{layout}"), &fleet)
+            .expect_err("not the cluster's count")
+            .to_string();
+        assert!(
+            err.contains("the device count")
+                && err.contains(&format!(
+                    "[hardware] count is not given, so it is all {} accelerators",
+                    cluster.accelerators()
+                )),
+            "{layout}: {err}"
+        );
+    }
 }
 
 /// A one-cluster fleet of four 8-GPU H100 nodes, with `topology` (TOML lines) under it.

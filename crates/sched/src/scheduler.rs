@@ -423,6 +423,13 @@ struct Job {
 /// submission reuse — and the handle itself.
 type Key = (i64, u64, u64, JobIdx);
 
+/// A team's lowest cap and its organisation's where they bind ([`Scheduler::caps_of`]).
+struct Caps<'a> {
+    team: u64,
+    org: u64,
+    org_name: &'a str,
+}
+
 #[derive(Debug, Clone)]
 struct QuotaRule {
     cluster: Option<u32>,
@@ -1048,6 +1055,21 @@ impl Scheduler {
             dur.push(d);
         }
         if dur.iter().all(Option::is_none) {
+            // The clusters it accepts by name and accelerator type, whatever their size.
+            let accepted: Vec<usize> = self
+                .clusters
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| {
+                    (spec.clusters.is_empty() || spec.clusters.contains(&c.name))
+                        && (spec.accelerator_types.is_empty()
+                            || spec
+                                .accelerator_types
+                                .iter()
+                                .any(|t| c.accelerator.matches(t)))
+                })
+                .map(|(i, _)| i)
+                .collect();
             why = if spec.accelerators == 0 {
                 "asks for 0 accelerators".into()
             } else if endless {
@@ -1063,9 +1085,11 @@ impl Scheduler {
             } else if (0..self.clusters.len() as u32)
                 .all(|c| u64::from(min_size) > self.quota_cap(&spec.tenant, c))
             {
+                let all: Vec<usize> = (0..self.clusters.len()).collect();
                 format!(
-                    "needs {min_size} accelerators, more than team {}'s quota cap (quota plus borrowing limit) allows on any cluster",
-                    spec.tenant
+                    "needs {min_size} accelerators, more than {} (quota plus borrowing limit) \
+                     allows on any cluster",
+                    self.whose_caps(&spec.tenant, &all, u64::from(min_size))
                 )
             } else if !spec.clusters.is_empty()
                 && !spec
@@ -1113,6 +1137,27 @@ impl Scheduler {
                         "have"
                     }
                 )
+            } else if let Some((largest, capacity)) = accepted
+                .iter()
+                .map(|&i| (self.clusters[i].name.as_str(), self.index[i].capacity()))
+                .max_by_key(|&(_, capacity)| capacity)
+                .filter(|&(_, capacity)| u64::from(min_size) > capacity)
+            {
+                format!(
+                    "needs {min_size} accelerators but the largest cluster it accepts ({largest}) \
+                     has {capacity}; {} is never split across clusters",
+                    unsplit(spec.kind)
+                )
+            } else if !accepted.is_empty()
+                && accepted
+                    .iter()
+                    .all(|&i| u64::from(min_size) > self.quota_cap(&spec.tenant, i as u32))
+            {
+                format!(
+                    "needs {min_size} accelerators, more than {} (quota plus borrowing limit) \
+                     allows on any cluster it accepts",
+                    self.whose_caps(&spec.tenant, &accepted, u64::from(min_size))
+                )
             } else if let Work::Amount { profile, .. } = &spec.work {
                 if switchyard_perf::ModelSpec::preset(profile).is_some() {
                     format!(
@@ -1136,9 +1181,10 @@ impl Scheduler {
             .as_ref()
             .filter(|_| spec.kind == JobKind::Inference)
         {
-            // Its fewest replicas must fit at once, each whole within one cluster.
+            // Its fewest replicas must fit at once, each whole within one cluster, within the
+            // caps on each cluster and, all together, within the fleet-wide ones.
             let size = u64::from(spec.accelerators.max(1));
-            let room: u64 = dur
+            let per_cluster: u64 = dur
                 .iter()
                 .enumerate()
                 .filter(|(_, d)| d.is_some())
@@ -1147,10 +1193,13 @@ impl Scheduler {
                     self.index[i].capacity().min(within_cap) / size
                 })
                 .sum();
+            let fleet_wide = self.caps_of(&spec.tenant, None);
+            let room = per_cluster.min(fleet_wide.team.min(fleet_wide.org) / size);
             if u64::from(r.min) > room {
                 why = format!(
                     "needs at least {} replicas of {size} accelerators, but the clusters it \
-                     accepts hold at most {room} such replicas (within its team's quota caps)",
+                     accepts hold at most {room} such replicas (within its team's and its \
+                     organisation's quota caps)",
                     r.min
                 );
                 dur.iter_mut().for_each(|d| *d = None);
@@ -1162,18 +1211,52 @@ impl Scheduler {
     /// The most accelerators a team may ever hold on `cluster` under its and its
     /// organisation's quota caps (`u64::MAX` without caps).
     fn quota_cap(&self, team: &str, cluster: u32) -> u64 {
+        let caps = self.caps_of(team, Some(cluster));
+        caps.team.min(caps.org)
+    }
+
+    /// The lowest caps of `team`'s own rules and of its organisation's that bind on `cluster`
+    /// (fleet-wide rules included), or fleet-wide only (`None`); `u64::MAX` where none does.
+    fn caps_of(&self, team: &str, cluster: Option<u32>) -> Caps<'_> {
         let Some(&t) = self.tenant_by_name.get(team) else {
-            return u64::MAX;
+            return Caps {
+                team: u64::MAX,
+                org: u64::MAX,
+                org_name: "",
+            };
         };
         let t = &self.tenants[t as usize];
         let o = &self.orgs[t.org as usize];
-        t.rules
-            .iter()
-            .chain(&o.rules)
-            .filter(|r| r.cluster.is_none_or(|c| c == cluster))
-            .filter_map(|r| r.cap)
-            .min()
-            .unwrap_or(u64::MAX)
+        let lowest = |rules: &[QuotaRule]| {
+            rules
+                .iter()
+                .filter(|r| r.cluster.is_none() || r.cluster == cluster)
+                .filter_map(|r| r.cap)
+                .min()
+                .unwrap_or(u64::MAX)
+        };
+        Caps {
+            team: lowest(&t.rules),
+            org: lowest(&o.rules),
+            org_name: &o.name,
+        }
+    }
+
+    /// Whose caps `min_size` accelerators break on every one of `clusters`: "team T's quota
+    /// cap", "organisation O's quota cap", or both (each binds somewhere).
+    fn whose_caps(&self, team: &str, clusters: &[usize], min_size: u64) -> String {
+        let (mut by_team, mut by_org, mut org_name) = (false, false, "");
+        for &c in clusters {
+            let caps = self.caps_of(team, Some(c as u32));
+            org_name = caps.org_name;
+            by_team |= min_size > caps.team;
+            by_org |= min_size > caps.org && caps.org < caps.team;
+        }
+        match (by_team, by_org) {
+            (false, true) => format!("organisation {org_name}'s quota cap"),
+            (true, true) => format!("team {team}'s and organisation {org_name}'s quota caps"),
+            _ => format!("team {team}'s quota cap"),
+        }
     }
 
     fn key(&self, j: JobIdx) -> (u32, Key) {

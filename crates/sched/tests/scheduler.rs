@@ -139,6 +139,33 @@ fn a_type_its_named_clusters_lack_is_the_reason() {
     );
 }
 
+/// A gang larger than every cluster it accepts, though not than the fleet's largest, is told
+/// so, with the largest of those clusters by name.
+#[test]
+fn a_job_larger_than_the_clusters_it_accepts_is_told_which_is_largest() {
+    let mut s = sched(Policy::Switchyard, false);
+    let mut j = job("pinned", "a", 100, 10.0);
+    j.clusters = vec!["slow".into()];
+    let err = s.validate(&j).expect_err("slow is too small");
+    assert!(
+        err.contains(
+            "needs 100 accelerators but the largest cluster it accepts (slow) has 64; a gang is \
+             never split across clusters"
+        ),
+        "{err}"
+    );
+    let mut typed = job("typed", "a", 100, 10.0);
+    typed.accelerator_types = vec!["V100".into()];
+    let err = s.validate(&typed).expect_err("the V100s are too few");
+    assert!(
+        err.contains("the largest cluster it accepts (slow)"),
+        "{err}"
+    );
+    // Where it fits, it is taken.
+    j.accelerators = 64;
+    s.validate(&j).expect("64 fit on slow");
+}
+
 #[test]
 fn job_larger_than_any_cluster_is_rejected_with_a_reason() {
     let mut s = sched(Policy::Switchyard, false);
@@ -564,6 +591,67 @@ fn a_service_more_replicas_than_the_fleet_holds_is_refused() {
         load: None,
     });
     s.validate(&svc).expect("two replicas fit");
+}
+
+/// `TWO_CLUSTERS` with fleet-wide caps: team `capped` (organisation `lab`) may hold 16 + 8,
+/// and organisation `org` 8 + 8 for its team `free`, which has none of its own.
+fn capped_fleet() -> Scheduler {
+    let toml = TWO_CLUSTERS.to_owned()
+        + r#"
+[[tenants.teams]]
+name = "capped"
+weight = 1.0
+quotas = [{ accelerators = 16, borrowing_limit = 8 }]
+
+[[tenants]]
+name = "org"
+quotas = [{ accelerators = 8, borrowing_limit = 8 }]
+[[tenants.teams]]
+name = "free"
+weight = 1.0
+"#;
+    Scheduler::new(&fleet(&toml), ThroughputTable::new(), Config::default())
+}
+
+/// A fleet-wide cap bounds a service's replicas all together, not once per cluster: with a
+/// cap of 24, three replicas of 8, although each cluster alone would take three.
+#[test]
+fn a_service_needing_more_replicas_than_a_fleet_wide_cap_allows_is_refused() {
+    let mut s = capped_fleet();
+    let mut svc = job("svc", "capped", 8, 0.0);
+    svc.kind = JobKind::Inference;
+    svc.work = Work::Open;
+    let replicas = |min| Replicas {
+        min,
+        max: 8,
+        capacity_per_replica: 1.0,
+        load: None,
+    };
+    svc.replicas = Some(replicas(4));
+    let why = s.validate(&svc).expect_err("24 hold three");
+    assert!(
+        why.contains("hold at most 3 such replicas (within its team's and its organisation's"),
+        "{why}"
+    );
+    svc.replicas = Some(replicas(3));
+    s.validate(&svc).expect("three fit under the cap");
+}
+
+/// A job an organisation's cap keeps out says so, not that its team's does.
+#[test]
+fn an_organisations_cap_is_named_as_its_own() {
+    let mut s = capped_fleet();
+    let why = s
+        .validate(&job("j", "free", 24, 10.0))
+        .expect_err("org caps at 16");
+    assert!(
+        why.contains("needs 24 accelerators, more than organisation org's quota cap"),
+        "{why}"
+    );
+    let why = s
+        .validate(&job("k", "capped", 32, 10.0))
+        .expect_err("team caps at 24");
+    assert!(why.contains("more than team capped's quota cap"), "{why}");
 }
 
 /// An elastic run larger than its team's cap starts at what the cap leaves, not never.
