@@ -119,6 +119,10 @@ fn lifecycle(db: String) {
     );
     assert_eq!(page2["jobs"].as_array().map(Vec::len), Some(1));
     assert!(page2["next"].is_null());
+    // A full page with nothing after it is the last: no `next`.
+    let (_, whole) = call("GET", &format!("{}/v1/jobs?limit=3", s.url), Some(&t), None);
+    assert_eq!(whole["jobs"].as_array().map(Vec::len), Some(3), "{whole}");
+    assert!(whole["next"].is_null(), "{whole}");
     let (_, done) = call(
         "GET",
         &format!("{}/v1/jobs?state=done,cancelled&kind=training", s.url),
@@ -226,7 +230,15 @@ fn tenant_isolation(db: String) {
     assert_eq!(jobs.len(), 1);
     assert!(jobs.iter().all(|j| j["tenant"] == "serving"));
     // Cursors do not count other tenants' work: b's first job and first event are number 1
-    // although research's job and its events were written before them.
+    // although research's job and its events were written before them. (A second job of b's
+    // follows, so that the first page has a next.)
+    let (_, page) = call("GET", &format!("{}/v1/jobs?limit=1", s.url), Some(&b), None);
+    assert!(page["next"].is_null(), "b's one job is the whole list: {page}");
+    submit(
+        &s.url,
+        &b,
+        &json!({"name": "mine-2", "kind": "batch", "accelerators": 8, "duration_s": 3600.0}),
+    );
     let (_, page) = call("GET", &format!("{}/v1/jobs?limit=1", s.url), Some(&b), None);
     assert_eq!(page["next"], "1", "{page}");
     let jb_id = jb["id"].as_str().expect("id");
@@ -252,7 +264,7 @@ fn tenant_isolation(db: String) {
     );
     assert_eq!(status, 403, "{body}");
     // Admins see and act on everyone's jobs, and submit for any tenant.
-    assert_eq!(all_jobs(&s.url, &admin).len(), 2);
+    assert_eq!(all_jobs(&s.url, &admin).len(), 3);
     assert_eq!(
         call(
             "GET",

@@ -386,7 +386,8 @@ async fn render_overview(
         spec_bytes: Some(crate::api::LIST_SPEC_BYTES),
         ..JobFilter::default()
     };
-    let jobs = s.store.list_jobs(&filter).await?;
+    let rows = s.store.list_jobs(&filter.with_lookahead()).await?;
+    let (jobs, next) = filter.page(rows);
     if jobs.is_empty() {
         let _ = write!(
             body,
@@ -397,7 +398,7 @@ async fn render_overview(
     } else {
         jobs_table(&mut body, &jobs, scope.is_none());
     }
-    if let Some(next) = filter.next_after(&jobs) {
+    if let Some(next) = next {
         let _ = write!(
             body,
             "<p><a href=\"/dashboard?show={}&amp;after={next}\">Next page →</a></p>",

@@ -816,8 +816,9 @@ async fn list(
             .ok_or_else(|| ApiError::bad(format!("limit must be 1 to {}", api::MAX_PAGE)))?;
     }
     filter.after = int_param(&q, "after", 0, "a cursor from `next` (0 or more)")?;
-    let jobs = s.store.list_jobs(&filter).await?;
-    let next = filter.next_after(&jobs).map(|n| n.to_string());
+    let rows = s.store.list_jobs(&filter.with_lookahead()).await?;
+    let (jobs, next) = filter.page(rows);
+    let next = next.map(|n| n.to_string());
     Ok(Json(JobList {
         jobs: jobs.iter().map(Job::from).collect(),
         next,

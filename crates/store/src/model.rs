@@ -268,15 +268,28 @@ impl JobFilter {
         }
     }
 
-    /// The cursor of the page after `page` (this filter's listing), or `None` when `page` is
-    /// the last: a full page, or one the byte budget may have ended early, may have more.
-    pub fn next_after(&self, page: &[JobRecord]) -> Option<i64> {
-        let spec_bytes: usize = page.iter().map(|j| j.spec.len()).sum();
-        let more = page.len() as i64 == self.limit
+    /// This filter reading one job more than its page: [`JobFilter::page`] then tells from it
+    /// whether another page follows.
+    pub fn with_lookahead(&self) -> JobFilter {
+        JobFilter {
+            limit: self.limit.saturating_add(1),
+            ..self.clone()
+        }
+    }
+
+    /// The page of this filter's listing in `rows` (read with [`JobFilter::with_lookahead`]),
+    /// and the cursor of the page after it: `None` when no job follows. A page the byte budget
+    /// ended may have more.
+    pub fn page(&self, mut rows: Vec<JobRecord>) -> (Vec<JobRecord>, Option<i64>) {
+        let beyond = rows.len() as i64 > self.limit;
+        rows.truncate(usize::try_from(self.limit).unwrap_or(usize::MAX));
+        let spec_bytes: usize = rows.iter().map(|j| j.spec.len()).sum();
+        let more = beyond
             || self
                 .spec_bytes
                 .is_some_and(|budget| spec_bytes as i64 >= budget);
-        page.last().filter(|_| more).map(|j| self.cursor_of(j))
+        let next = rows.last().filter(|_| more).map(|j| self.cursor_of(j));
+        (rows, next)
     }
 
     /// The column a listing pages on ([`JobFilter::cursor_of`]).
