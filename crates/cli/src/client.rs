@@ -185,7 +185,7 @@ impl Client {
                 "the server refused the request ({status}): {message}"
             )),
             500.. => CliError::Unreachable(format!("the server failed ({status}): {message}")),
-            _ => CliError::Other(format!("{message} ({status})")),
+            _ => CliError::Refused { status, message },
         })
     }
 }

@@ -349,9 +349,18 @@ fn non_finite(table: &toml::Table, prefix: &str) -> Option<(String, f64)> {
 pub fn submit(args: SubmitArgs) -> Result<(), CliError> {
     let req = read_job_file(&args.file)?;
     let client = Client::new(&args.client)?;
-    // What the server refuses is the file's content: say which file, as local checks do.
+    // What the server refuses is the file's content — its form, or what it asks beyond a
+    // quota, for another tenant, under a name in use: say which file, as local checks do.
+    let file = args.file.display();
     let job: Job = client.post("/v1/jobs", Some(&req)).map_err(|e| match e {
-        CliError::Input(m) => CliError::Input(format!("{}: {m}", args.file.display())),
+        CliError::Input(m) => CliError::Input(format!("{file}: {m}")),
+        CliError::Refused {
+            status: status @ (403 | 409),
+            message,
+        } => CliError::Refused {
+            status,
+            message: format!("{file}: {message}"),
+        },
         other => other,
     })?;
     if args.json {

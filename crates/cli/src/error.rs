@@ -25,6 +25,10 @@ pub enum CliError {
     Unreachable(String),
     #[error("{0}")]
     Other(String),
+    /// The server refused what was asked for a reason other than its form (401, 403, 404,
+    /// 409): no token, another tenant's, a quota, a name in use.
+    #[error("{message} ({status})")]
+    Refused { status: u16, message: String },
     /// Whoever read stdout stopped (`| head`): the command ends quietly, successfully.
     #[error("stdout closed")]
     PipeClosed,
@@ -36,7 +40,7 @@ impl CliError {
             CliError::Input(_) => 2,
             CliError::Read { .. } | CliError::Write { .. } => 3,
             CliError::Unreachable(_) => 4,
-            CliError::Other(_) => 1,
+            CliError::Other(_) | CliError::Refused { .. } => 1,
             CliError::PipeClosed => 0,
         }
     }

@@ -233,7 +233,10 @@ fn tenant_isolation(db: String) {
     // although research's job and its events were written before them. (A second job of b's
     // follows, so that the first page has a next.)
     let (_, page) = call("GET", &format!("{}/v1/jobs?limit=1", s.url), Some(&b), None);
-    assert!(page["next"].is_null(), "b's one job is the whole list: {page}");
+    assert!(
+        page["next"].is_null(),
+        "b's one job is the whole list: {page}"
+    );
     submit(
         &s.url,
         &b,
@@ -882,6 +885,20 @@ fn cli_verbs(db: String) {
             "{}: the server refused the request (422)",
             bad.display()
         )),
+        "{err}"
+    );
+    // And a name already in use (409).
+    std::fs::write(
+        &bad,
+        "name = \"twice\"\nkind = \"batch\"\naccelerators = 8\nduration_s = 60\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["submit", bad.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["submit", bad.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{}: ", bad.display())) && err.contains("(409)"),
         "{err}"
     );
     let out = Command::new(BIN)
