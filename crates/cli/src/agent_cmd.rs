@@ -42,7 +42,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "NAME")]
     cluster: Option<String>,
     /// Declare N accelerators instead of asking nvidia-smi (CPU-only hosts, tests); at most 1024.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1024))]
+    #[arg(long, value_name = "N", value_parser = crate::error::whole_from(0, 1024))]
     accelerators: Option<u32>,
     /// Address other nodes reach this one at (MASTER_ADDR when it hosts rank 0): a host name or
     /// IP address. Default: the host name it registers under, or with --hostname the machine's.

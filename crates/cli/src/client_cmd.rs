@@ -45,7 +45,7 @@ pub struct StatusArgs {
     #[arg(long, conflicts_with = "job")]
     state: Option<String>,
     /// Most jobs to list (1 to 1000); for the list, not one job.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000), conflicts_with = "job")]
+    #[arg(long, default_value_t = 100, value_parser = crate::error::whole_from(1, 1000), conflicts_with = "job")]
     limit: u32,
     #[command(flatten)]
     client: ClientArgs,
@@ -78,7 +78,7 @@ pub struct ScaleArgs {
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     /// The wanted replica count, between the service's `replicas.min` and `replicas.max`.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::error::whole_from(0, u32::MAX))]
     replicas: u32,
     #[command(flatten)]
     client: ClientArgs,
@@ -117,7 +117,7 @@ pub struct LogsArgs {
     #[arg(long, value_name = "R")]
     rank: Option<u32>,
     /// Only this attempt (1 is the first run; each restart is one more).
-    #[arg(long, value_name = "A", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "A", value_parser = crate::error::whole_from(1, u32::MAX))]
     attempt: Option<u32>,
     /// Only this replica of an inference service (the name in its lines' `[replica …]`
     /// prefix, like 18f2c3a4b5c.3).

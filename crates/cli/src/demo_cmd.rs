@@ -28,11 +28,11 @@ pub struct DemoArgs {
     dir: Option<PathBuf>,
     /// Node agents to start (each a process with 2 accelerators declared; 4 at least, so the
     /// run fits beside the service once a node is gone).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(4..=16))]
+    #[arg(long, default_value_t = 4, value_parser = crate::error::whole_from(4, 16))]
     agents: u32,
     /// Training steps of the example workload.
-    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u64).range(100..=100_000))]
-    steps: u64,
+    #[arg(long, default_value_t = 400, value_parser = crate::error::whole_from(100, 100_000))]
+    steps: u32,
     /// Keep the server and agents running at the end (until Ctrl-C) to explore them with
     /// `switchyard status`, `logs`, `events` and the metrics endpoint.
     #[arg(long)]
@@ -375,7 +375,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
 
     // 3. Work: a gang training run and an inference service.
     let mut train_cmd = vec![exe.to_string_lossy().into_owned()];
-    train_cmd.extend(workload_args(args.steps, STEP_SLEEP_MS));
+    train_cmd.extend(workload_args(u64::from(args.steps), STEP_SLEEP_MS));
     let train: Job = client.post(
         "/v1/jobs",
         Some(&SubmitRequest {
@@ -496,7 +496,7 @@ pub fn run(args: DemoArgs) -> Result<(), CliError> {
     ));
 
     // 7. Check the result against an uninterrupted run, and ask the service.
-    let expected = reference_hash(&exe, args.steps)?;
+    let expected = reference_hash(&exe, u64::from(args.steps))?;
     match &watch.final_hash {
         Some(h) if *h == expected => n.say(format!(
             "final model hash {h}: identical to an uninterrupted run of the same workload (computed just now)"

@@ -123,3 +123,43 @@ macro_rules! outln {
 }
 
 pub(crate) use {out, outln};
+
+/// A flag's whole number from `min` to `max` (`u32::MAX`: no upper bound), said in words when
+/// it is not one (clap's own range check prints Rust's `1..=1000`, and takes `-1` for a flag).
+pub(crate) fn whole_from(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, String> + Clone {
+    move |text: &str| {
+        text.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| {
+                if max == u32::MAX {
+                    format!("`{text}` is not a whole number of {min} or more")
+                } else {
+                    format!("`{text}` is not a whole number from {min} to {max}")
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_from;
+
+    #[test]
+    fn flag_ranges_are_said_in_words() {
+        let limit = whole_from(1, 1000);
+        assert_eq!(limit("1000"), Ok(1000));
+        assert_eq!(
+            limit("0").expect_err("below"),
+            "`0` is not a whole number from 1 to 1000"
+        );
+        assert!(limit("1e3").is_err() && limit("").is_err() && limit("1001").is_err());
+        let replicas = whole_from(0, u32::MAX);
+        assert_eq!(replicas("0"), Ok(0));
+        assert_eq!(
+            replicas("-1").expect_err("negative"),
+            "`-1` is not a whole number of 0 or more"
+        );
+    }
+}

@@ -36,7 +36,7 @@ pub struct ServerArgs {
     #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration, requires = "agents")]
     heartbeat_interval: std::time::Duration,
     /// Missed heartbeats after which a node is lost and its work restarted elsewhere.
-    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000), requires = "agents")]
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = crate::error::whole_from(1, 1000), requires = "agents")]
     lost_after: u32,
     /// Root of the jobs' checkpoint directories (ROOT/JOB), a path every agent's host sees.
     #[arg(long, default_value = "switchyard-checkpoints", value_name = "DIR")]

@@ -65,7 +65,10 @@ fn bad_input_is_exit_code_2() {
             &["--address", "http://x:1"][..],
             "must be a host name or IP address",
         ),
-        (&["--accelerators", "4294967295"], "0..=1024"),
+        (
+            &["--accelerators", "4294967295"],
+            "not a whole number from 0 to 1024",
+        ),
     ] {
         let out = switchyard()
             .args(["agent", "--discover"])

@@ -539,7 +539,7 @@ impl SubmitRequest {
             }
             if r > MAX_RETRIES {
                 return Err(invalid(format!(
-                    "max_retries = {r} is out of range 0..={MAX_RETRIES}"
+                    "max_retries = {r} is out of range: from 0 to {MAX_RETRIES}"
                 )));
             }
         }
@@ -553,7 +553,7 @@ impl SubmitRequest {
             && !(-1000..=1000).contains(&p)
         {
             return Err(invalid(format!(
-                "priority = {p} is out of range -1000..=1000"
+                "priority = {p} is out of range: from -1000 to 1000"
             )));
         }
         if self.accelerator_types.len() > MAX_LIST_ENTRIES || self.clusters.len() > MAX_LIST_ENTRIES

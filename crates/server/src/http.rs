@@ -795,7 +795,9 @@ async fn list(
             )));
         }
         for st in states.split(',') {
-            filter.states.push(JobState::parse(st).ok_or_else(|| {
+            // As lenient as `kind`: `Running`, ` pending`.
+            let parsed = JobState::parse(&st.trim().to_ascii_lowercase());
+            filter.states.push(parsed.ok_or_else(|| {
                 ApiError::bad(format!(
                     "unknown state `{}`; expected pending, running, done, failed, cancelled or rejected",
                     st.chars().take(64).collect::<String>()
@@ -942,7 +944,7 @@ async fn scale(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_request",
             format!(
-                "replicas = {} is outside job {id}'s range {min}..={max} (submitted as replicas = {{ min = {min}, max = {max} }})",
+                "replicas = {} is outside job {id}'s range, {min} to {max} (submitted as replicas = {{ min = {min}, max = {max} }})",
                 req.replicas
             ),
         ));

@@ -69,7 +69,7 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
         if milli > 1000 {
             return Err(row.error(
                 "gpu_milli",
-                format!("expected 0..=1000 (thousandths of one GPU), found {milli}"),
+                format!("expected 0 to 1000 (thousandths of one GPU), found {milli}"),
             ));
         }
         if let Some(first) = names.get(id) {

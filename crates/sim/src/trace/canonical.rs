@@ -200,7 +200,7 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
                 row.error(
                     "load",
                     format!(
-                        "expected MEAN:AMPLITUDE:PEAK_HOUR (mean >= 0, amplitude 0..=1, hour 0..24, e.g. 4000:0.6:20), found \"{}\"",
+                        "expected MEAN:AMPLITUDE:PEAK_HOUR (mean >= 0, amplitude 0 to 1, hour from 0 to below 24, e.g. 4000:0.6:20), found \"{}\"",
                         shorten(l)
                     ),
                 )
