@@ -255,6 +255,13 @@ pub fn search(
             spec.software.name
         )));
     }
+    if c.cp.is_some_and(|cp| cp > 1) && !spec.software.context_parallel {
+        return Err(PerfError::input(format!(
+            "[parallelism] cp > 1, but the {} stack has no context parallelism (Megatron-Core \
+             added it in 2024)",
+            spec.software.name
+        )));
+    }
     // (A zero beyond 3 is no ZeRO stage at all; the layout's check says so.)
     if let Some(zero) = c.zero
         && zero > spec.software.max_zero
@@ -286,6 +293,7 @@ pub fn search(
     );
     let cps_all: Vec<u32> = powers_of_two_upto(16)
         .into_iter()
+        .filter(|&cp| cp == 1 || spec.software.context_parallel)
         .filter(|&cp| cp == 1 || (m.seq_len / cp >= 2048 && m.seq_len.is_multiple_of(2 * cp)))
         .collect();
     let cps = one_or(c.cp, cps_all);

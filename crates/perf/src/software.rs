@@ -160,6 +160,10 @@ pub struct Software {
     pub expert_dispatch: ExpertDispatch,
     /// Megatron's sequence parallelism (Korthikanti et al. 2022) is available.
     pub sequence_parallel: bool,
+    /// Context parallelism (each sequence split over `cp` ranks, ring attention between them)
+    /// is available: Megatron-Core (2024), torchtitan and MaxText; not the Megatron-LM and
+    /// DeepSpeed stacks of 2021-2023, nor llm-foundry's MPT training.
+    pub context_parallel: bool,
     /// Pipeline sends without sequence parallelism use Megatron-LM's scatter/gather
     /// optimisation (SC'21 §4.1: each tensor-parallel rank sends `1/tp` of the tensor over the
     /// network and the receivers all-gather it over NVLink; Megatron-LM applied it whenever
@@ -182,6 +186,7 @@ impl Software {
         max_zero: 3,
         expert_dispatch: ExpertDispatch::DomainDeduplicated,
         sequence_parallel: true,
+        context_parallel: true,
         pipeline_scatter_gather: false,
         cross_entropy: CrossEntropy::InPlaceBf16,
     };
@@ -194,6 +199,7 @@ impl Software {
         max_zero: 3,
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: true,
+        context_parallel: true,
         pipeline_scatter_gather: false,
         cross_entropy: CrossEntropy::Fp32Upcast,
     };
@@ -207,6 +213,7 @@ impl Software {
         max_zero: 3,
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: true,
+        context_parallel: false,
         pipeline_scatter_gather: false,
         cross_entropy: CrossEntropy::FusedBf16,
     };
@@ -229,6 +236,7 @@ impl Software {
         max_zero: 0,
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: false,
+        context_parallel: false,
         pipeline_scatter_gather: true,
         cross_entropy: CrossEntropy::Fp32Upcast,
     };
@@ -249,6 +257,7 @@ impl Software {
         max_zero: 3,
         expert_dispatch: ExpertDispatch::AllToAll,
         sequence_parallel: false,
+        context_parallel: false,
         pipeline_scatter_gather: false,
         cross_entropy: CrossEntropy::Fp32Upcast,
     };

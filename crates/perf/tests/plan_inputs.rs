@@ -273,6 +273,12 @@ fn expert_tensor_parallelism_is_checked() {
              parallelism (Megatron-LM added it in 2022)",
         ),
         (
+            "llama3-70b",
+            "[training]\nglobal_batch = 2048\nsoftware = \"megatron-2022\"",
+            "tp = 8\ncp = 2",
+            "[parallelism] cp > 1, but the megatron-2022 stack has no context parallelism",
+        ),
+        (
             "qwen3-235b-a22b",
             training,
             "tp = 2\npp = 32\nvirtual_stages = 4\nmicrobatch = 1",
@@ -1030,4 +1036,32 @@ fn nothing_fits_reports_the_layout_closest_to_fitting() {
         "{:?}",
         report.alternatives
     );
+}
+
+/// A stack without context parallelism is never searched into one: Llama 3 8B at 8,192 tokens
+/// on 16 H100s takes cp > 1 nowhere under Megatron-LM 2021/2022, DeepSpeed 2021 or llm-foundry.
+#[test]
+fn stacks_without_context_parallelism_are_searched_without_it() {
+    let fleet = Fleet::default_fleet();
+    for software in [
+        "megatron-2021",
+        "megatron-2022",
+        "deepspeed-2021",
+        "llm-foundry-2023",
+    ] {
+        let text = format!(
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n\
+             precision = \"bf16\"\nsoftware = \"{software}\"\n\
+             [hardware]\naccelerator = \"H100-SXM\"\ncount = 16\n"
+        );
+        let input = parse_plan(&text, &fleet).expect("valid plan");
+        let switchyard_perf::plan::PlanReport::Training(report) =
+            run_plan(&input).expect("a layout")
+        else {
+            panic!("a training report");
+        };
+        for est in std::iter::once(&report.best).chain(&report.alternatives) {
+            assert_eq!(est.layout.cp, 1, "{software}: {:?}", est.layout);
+        }
+    }
 }
