@@ -134,6 +134,8 @@ pub async fn run(
 ) {
     let ttl_ms = cfg.lease_ttl.as_millis() as i64;
     let mut leading: Option<Leading> = None;
+    // A store that stays out of reach is said once, then every so often, not every tick.
+    let mut lease_trouble = RepeatedWarning::default();
     loop {
         // A whole tick at most; less when the backend foresees something sooner (a dry run's
         // end) while this replica leads.
@@ -180,6 +182,7 @@ pub async fn run(
             {
                 Ok(Some(lease)) => match recover(&store, &fleet, now).await {
                     Ok((engine, nodes)) => {
+                        lease_trouble.clear();
                         let term = lease.term;
                         let fresh = in_time(&lease, ttl_ms);
                         let renewed_ms = renewed_at(&lease, now, ttl_ms);
@@ -212,6 +215,7 @@ pub async fn run(
                     }
                 },
                 Ok(None) => {
+                    lease_trouble.clear();
                     // A follower: a leader on another fleet (started since) would reject what
                     // this replica accepts, so it stops accepting submissions until they agree.
                     match other_fleet_leading(&store, &cfg.fleet).await {
@@ -231,7 +235,10 @@ pub async fn run(
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not reach the store for the lease");
+                    let error = e.to_string();
+                    if lease_trouble.due(&error, now) {
+                        tracing::warn!(%error, "could not reach the store for the lease");
+                    }
                     continue;
                 }
             }
@@ -482,8 +489,47 @@ pub(crate) async fn store_output(
     Ok(())
 }
 
+/// A warning that may come every tick while its cause lasts: due when its text changes or a
+/// minute has passed since it was last given.
+#[derive(Debug, Default)]
+struct RepeatedWarning {
+    last: Option<(String, i64)>,
+}
+
+impl RepeatedWarning {
+    const EVERY_MS: i64 = 60_000;
+
+    fn due(&mut self, text: &str, now_ms: i64) -> bool {
+        let due = self
+            .last
+            .as_ref()
+            .is_none_or(|(said, at)| said != text || now_ms.saturating_sub(*at) >= Self::EVERY_MS);
+        if due {
+            self.last = Some((text.to_owned(), now_ms));
+        }
+        due
+    }
+
+    /// The cause is over: the next warning is news.
+    fn clear(&mut self) {
+        self.last = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lasting_warning_is_given_once_a_minute_or_when_it_changes() {
+        let mut w = super::RepeatedWarning::default();
+        assert!(w.due("down", 0));
+        assert!(!w.due("down", 200));
+        assert!(!w.due("down", 59_999));
+        assert!(w.due("down", 60_000));
+        assert!(w.due("refused", 60_200));
+        w.clear();
+        assert!(w.due("refused", 60_400));
+    }
+
     use std::sync::atomic::AtomicBool;
 
     use super::*;

@@ -57,6 +57,12 @@ pub enum StoreError {
     BadUrl { url: String, why: String },
     #[error("cannot connect to the database at {at}: {why}")]
     Unreachable { at: String, why: String },
+    #[error(
+        "the SQLite database file {path} {why} while this server runs: what it wrote since is in \
+         the old file only; nothing more is written (restart the server on the file as it is \
+         now, or put the old one back)"
+    )]
+    FileGone { path: String, why: String },
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

@@ -55,6 +55,68 @@ const PG_NODE_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(724530118,
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// The database file as opened (`None` in memory): a file removed or replaced under the
+    /// server takes every later write with it, so writes stop instead.
+    file: Option<FileIdentity>,
+}
+
+/// A file by what it is, not its name: its path, device and inode when opened.
+#[derive(Debug, Clone)]
+struct FileIdentity {
+    path: std::path::PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl FileIdentity {
+    fn of(path: &std::path::Path) -> FileIdentity {
+        FileIdentity {
+            path: path.to_path_buf(),
+            id: std::fs::metadata(path).ok().and_then(|m| file_id(&m)),
+        }
+    }
+
+    /// `Err` when the path no longer names the file that was opened.
+    fn check(&self) -> Result<(), StoreError> {
+        let gone = |why: &str| StoreError::FileGone {
+            path: self.path.display().to_string(),
+            why: why.to_owned(),
+        };
+        match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(gone("was removed")),
+            // (Unreadable metadata says nothing of the file: the query will tell.)
+            Err(_) => Ok(()),
+            Ok(m) if self.id.is_some() && file_id(&m) != self.id => {
+                Err(gone("was replaced by another file"))
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+impl SqliteStore {
+    /// The pool that writes, once the database file is known to be the one opened.
+    fn writer(&self) -> Result<&SqlitePool, StoreError> {
+        if let Some(file) = &self.file {
+            file.check()?;
+        }
+        Ok(&self.write)
+    }
+
+    /// Readiness beyond a query: the file is still the one opened.
+    fn file_check(&self) -> Result<(), StoreError> {
+        self.file.as_ref().map_or(Ok(()), FileIdentity::check)
+    }
 }
 
 impl SqliteStore {
@@ -125,7 +187,8 @@ impl SqliteStore {
                 .connect_with(opts.read_only(true))
                 .await?
         };
-        Ok(SqliteStore { read, write })
+        let file = (!memory).then(|| FileIdentity::of(&file));
+        Ok(SqliteStore { read, write, file })
     }
 }
 
@@ -178,6 +241,14 @@ impl PgStore {
             read: pool.clone(),
             write: pool,
         })
+    }
+
+    fn writer(&self) -> Result<&PgPool, StoreError> {
+        Ok(&self.write)
+    }
+
+    fn file_check(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -511,7 +582,7 @@ macro_rules! sql_store {
             /// (every agent registers again after a change of leader: they must not queue); a
             /// new host takes its cluster's node lock and looks again before it picks a slot.
             async fn register(&self, reg: &NodeRegistration) -> Result<NodeRecord, StoreError> {
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let known = match Self::host_id(&mut tx, reg).await? {
                     // Gone meanwhile (a newcomer took its lost slot): a new host after all.
                     Some(id) => Self::update_node(&mut tx, reg, &id).await?,
@@ -623,6 +694,7 @@ macro_rules! sql_store {
 
         impl StoreRead for $store {
             async fn ping(&self) -> Result<(), StoreError> {
+                self.file_check()?;
                 // A table of the schema, not `SELECT 1`: a database that answers but lost its
                 // tables (dropped and made again) is not ready.
                 sqlx::query("SELECT term FROM leader WHERE id = 1")
@@ -827,7 +899,7 @@ macro_rules! sql_store {
                 ))
                 .bind(false)
                 .bind(limit)
-                .fetch_all(&self.write)
+                .fetch_all(self.writer()?)
                 .await?;
                 Self::jobs(&rows)
             }
@@ -836,7 +908,7 @@ macro_rules! sql_store {
                 let rows = sqlx::query(&format!(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'running') ORDER BY seq"
                 ))
-                .fetch_all(&self.write)
+                .fetch_all(self.writer()?)
                 .await?;
                 Self::jobs(&rows)
             }
@@ -848,7 +920,7 @@ macro_rules! sql_store {
                      AND cancel_requested = $1 ORDER BY seq",
                 )
                 .bind(true)
-                .fetch_all(&self.write)
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.iter()
                     .map(|r| r.try_get::<String, _>("id").map_err(StoreError::from))
@@ -861,7 +933,7 @@ macro_rules! sql_store {
                     "SELECT id, replicas_wanted FROM jobs WHERE state IN ('pending', 'running') \
                      AND kind = 'inference' AND replicas_wanted IS NOT NULL ORDER BY seq",
                 )
-                .fetch_all(&self.write)
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.iter()
                     .map(|r| Ok((r.try_get("id")?, r.try_get("replicas_wanted")?)))
@@ -999,7 +1071,7 @@ macro_rules! sql_store {
                 .bind(tenant)
                 .bind(admin)
                 .bind(now_ms)
-                .execute(&self.write)
+                .execute(self.writer()?)
                 .await?;
                 Ok(())
             }
@@ -1007,7 +1079,7 @@ macro_rules! sql_store {
             async fn delete_token(&self, hash: &str) -> Result<bool, StoreError> {
                 let gone = sqlx::query("DELETE FROM tokens WHERE hash = $1")
                     .bind(hash)
-                    .execute(&self.write)
+                    .execute(self.writer()?)
                     .await?
                     .rows_affected();
                 Ok(gone > 0)
@@ -1022,13 +1094,13 @@ macro_rules! sql_store {
                 .bind(false)
                 .bind(true)
                 .bind(now_ms)
-                .execute(&self.write)
+                .execute(self.writer()?)
                 .await?;
                 Ok(())
             }
 
             async fn insert_job(&self, job: &NewJob) -> Result<JobRecord, StoreError> {
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 take_lock!(tx, $job_lock);
                 let row = sqlx::query(&format!(
                     "INSERT INTO jobs (id, tenant, name, kind, priority, accelerators, spec, \
@@ -1076,7 +1148,7 @@ macro_rules! sql_store {
                 tenant: Option<&str>,
                 now_ms: i64,
             ) -> Result<Option<JobRecord>, StoreError> {
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 take_lock!(tx, $job_lock);
                 let sql = match tenant {
                     Some(_) => {
@@ -1116,7 +1188,7 @@ macro_rules! sql_store {
                 now_ms: i64,
             ) -> Result<Option<JobRecord>, StoreError> {
                 use sqlx::Row;
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 take_lock!(tx, $job_lock);
                 // A no-op write first: it locks the row (PostgreSQL) or the database (SQLite),
                 // so that the count read below is the one this request replaces.
@@ -1168,7 +1240,7 @@ macro_rules! sql_store {
             }
 
             async fn apply(&self, lease: &Lease, batch: &Batch) -> Result<(), StoreError> {
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 // The fence: touching the lease row first also serialises with a takeover.
                 let held = sqlx::query(
                     "UPDATE leader SET expires_ms = expires_ms WHERE id = 1 AND holder = $1 AND term = $2",
@@ -1281,7 +1353,7 @@ macro_rules! sql_store {
                 .bind(now_ms + ttl_ms)
                 .bind(now_ms)
                 .bind(fleet)
-                .fetch_optional(&self.write)
+                .fetch_optional(self.writer()?)
                 .await?;
                 match row {
                     Some(r) => Ok(Some(Lease {
@@ -1299,7 +1371,7 @@ macro_rules! sql_store {
                 )
                 .bind(&lease.holder)
                 .bind(lease.term)
-                .execute(&self.write)
+                .execute(self.writer()?)
                 .await?;
                 Ok(())
             }
@@ -1323,7 +1395,7 @@ macro_rules! sql_store {
                 ))
                 .bind(now_ms)
                 .bind(id)
-                .fetch_optional(&self.write)
+                .fetch_optional(self.writer()?)
                 .await?;
                 row.as_ref().map(Self::node).transpose()
             }
@@ -1340,7 +1412,7 @@ macro_rules! sql_store {
                 .bind(drain.map(|d| d.reason.as_str()))
                 .bind(drain.map(|d| d.since_ms))
                 .bind(id)
-                .fetch_optional(&self.write)
+                .fetch_optional(self.writer()?)
                 .await?;
                 row.as_ref().map(Self::node).transpose()
             }
@@ -1351,7 +1423,7 @@ macro_rules! sql_store {
                 )
                 .bind(now_ms)
                 .bind(id)
-                .execute(&self.write)
+                .execute(self.writer()?)
                 .await?;
                 Ok(())
             }
@@ -1363,7 +1435,7 @@ macro_rules! sql_store {
                 // Every statement writes, reading the numbers it gives out inside the INSERT:
                 // SQLite takes the write lock at the first (waiting its turn behind another
                 // process's writer), so nothing it reads can go stale.
-                let mut tx = self.write.begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 take_lock!(tx, $log_lock);
                 let mut inserted = 0;
                 for chunk in lines.chunks(CHUNK) {

@@ -1516,6 +1516,44 @@ async fn bad_urls_are_refused() {
         .expect("memory, asked for by name");
 }
 
+/// An SQLite file removed or replaced under a running server: readiness says so and nothing
+/// more is written (it would go to the old file only), instead of acknowledging writes that a
+/// restart would not find.
+#[tokio::test]
+async fn an_sqlite_file_removed_or_replaced_stops_writes() {
+    for replace in [false, true] {
+        let url = fresh_sqlite_url().expect("a temporary directory");
+        let path = url.trim_start_matches("sqlite://").to_owned();
+        let s = connect(&url).await.expect("opens");
+        s.insert_job(&new_job("t", Some("before"), 1))
+            .await
+            .expect("written");
+        s.ping().await.expect("ready");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+        if replace {
+            std::fs::write(&path, b"").expect("another file in its place");
+        }
+        let why = if replace {
+            "was replaced by another file"
+        } else {
+            "was removed"
+        };
+        let err = s.ping().await.expect_err("not ready");
+        assert!(
+            matches!(err, StoreError::FileGone { .. }) && err.to_string().contains(why),
+            "{err}"
+        );
+        let err = s
+            .insert_job(&new_job("t", Some("after"), 2))
+            .await
+            .expect_err("not written");
+        assert!(err.to_string().contains(&path), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 /// Several control-plane replicas on one PostgreSQL database register nodes at once (a fleet's
 /// agents start together and spread over the replicas), in two clusters, more hosts than
 /// slots: no registration fails for losing a race, and each cluster's slots are handed out
