@@ -200,6 +200,8 @@ fn canonical_errors_name_file_line_row_and_column() {
         e.contains("column replicas: expected MIN..MAX@CAPACITY with 1 <= MIN"),
         "{e}"
     );
+    let e = err("id,submit_s,accelerators,duration_s,clusters\na,0,8,5,fast|fast\n");
+    assert!(e.contains("column clusters: names fast twice"), "{e}");
     let e = err("id,submit_s,accelerators,duration_s,accelerator_type\na,0,8,5,H100|h100\n");
     assert!(
         e.contains("column accelerator_type: names H100-SXM twice"),

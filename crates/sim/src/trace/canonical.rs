@@ -226,6 +226,13 @@ fn job_from_row(row: &Row<'_>, c: &Cols) -> Result<JobSpec, TraceError> {
         .into_iter()
         .map(str::to_owned)
         .collect();
+    if let Some((_, twice)) = clusters
+        .iter()
+        .enumerate()
+        .find(|(i, name)| clusters[..*i].contains(name))
+    {
+        return Err(row.error("clusters", format!("names {twice} twice")));
+    }
 
     let duration_text = row.get(c.duration);
     let work_text = opt(c.work);
