@@ -128,8 +128,9 @@ pub fn check_capacity_factor(
             Ok(Some(cf))
         }
         Some(cf) => Err(PerfError::input(format!(
-            "{place} capacity_factor = {cf} must be a number from 1 to 64 (below 1 the stack \
-             drops tokens that the model FLOPs still count)"
+            "{place} capacity_factor = {} must be a number from 1 to 64 (below 1 the stack \
+             drops tokens that the model FLOPs still count)",
+            crate::number_in_words(cf)
         ))),
     }
 }

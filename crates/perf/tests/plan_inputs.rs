@@ -147,6 +147,11 @@ fn capacity_factor_is_checked() {
         ),
         (
             "mixtral-8x7b",
+            "1e300",
+            "capacity_factor = 1e300 must be a number from 1 to 64",
+        ),
+        (
+            "mixtral-8x7b",
             "inf",
             "capacity_factor = inf must be a number from 1 to 64",
         ),

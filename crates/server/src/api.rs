@@ -612,7 +612,12 @@ impl SubmitRequest {
                 };
                 if !d.is_finite() || d <= 0.0 || d > MAX_DURATION_S {
                     return Err(invalid(format!(
-                        "duration_s = {d} must be above 0 and at most {MAX_DURATION_S} (366 days)"
+                        "duration_s = {} must be above 0 and at most {MAX_DURATION_S} (366 days)",
+                        if d.abs() >= 1e9 {
+                            format!("{d:e}")
+                        } else {
+                            format!("{d}")
+                        }
                     )));
                 }
                 (
