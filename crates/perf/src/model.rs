@@ -336,6 +336,17 @@ impl ModelFields {
                 })
             }
         };
+        // A preset's kv_heads the file did not set, against heads the file did: say whose.
+        if let Some(p) = &self.preset
+            && self.kv_heads.is_none()
+            && mla.is_none()
+            && (kv_heads > heads || !heads.is_multiple_of(kv_heads))
+        {
+            return Err(PerfError::input(format!(
+                "[model] kv_heads = {kv_heads} (preset \"{p}\"'s: the file does not set it) does \
+                 not divide heads = {heads}: set kv_heads too"
+            )));
+        }
         let spec = ModelSpec {
             name,
             layers,

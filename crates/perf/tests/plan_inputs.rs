@@ -1070,3 +1070,30 @@ fn stacks_without_context_parallelism_are_searched_without_it() {
         }
     }
 }
+
+/// A preset's field the file leaves out, against one the file changes, is named as the
+/// preset's: the file never said `kv_heads = 8`.
+#[test]
+fn a_presets_kv_heads_against_the_files_heads_is_named_as_the_presets() {
+    let fleet = Fleet::default_fleet();
+    let text = |extra: &str| {
+        format!(
+            "[model]\npreset = \"llama3-8b\"\nheads = 12\nhead_dim = 128\n{extra}[training]\n\
+             global_batch = 64\nprecision = \"bf16\"\n[hardware]\naccelerator = \"H100\"\n\
+             count = 8\n"
+        )
+    };
+    assert_refused(
+        &fleet,
+        &text(""),
+        "[model] kv_heads = 8 (preset \"llama3-8b\"'s: the file does not set it) does not \
+         divide heads = 12: set kv_heads too",
+    );
+    assert_refused(
+        &fleet,
+        &text("kv_heads = 5\n"),
+        "[model] kv_heads = 5 does not divide heads = 12",
+    );
+    let input = parse_plan(&text("kv_heads = 4\n"), &fleet).expect("valid");
+    run_plan(&input).expect("a layout");
+}
