@@ -58,10 +58,12 @@ pub struct StatusArgs {
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  switchyard cancel j-1f2e3d4c5b6a7980")]
 pub struct CancelArgs {
+    /// The job to cancel (its id, `j-…`).
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     #[command(flatten)]
     client: ClientArgs,
+    /// Print the job, as the cancellation left it, as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -75,6 +77,7 @@ The server stores the count and the scheduler adds or removes replicas as capaci
 each replica added or removed."
 )]
 pub struct ScaleArgs {
+    /// The inference service (its id, `j-…`).
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     /// The wanted replica count, between the service's `replicas.min` and `replicas.max`.
@@ -93,10 +96,12 @@ pub struct ScaleArgs {
     after_help = "Examples:\n  switchyard events j-1f2e3d4c5b6a7980\n  switchyard events j-1f2e3d4c5b6a7980 --json"
 )]
 pub struct EventsArgs {
+    /// The job (its id, `j-…`).
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     #[command(flatten)]
     client: ClientArgs,
+    /// Print the events (and the job's state and reason) as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -111,6 +116,7 @@ get `[stderr] ` (or `[rank R stderr] `). `--- attempt N ---` marks where the out
 attempt begins (without --attempt)."
 )]
 pub struct LogsArgs {
+    /// The job (its id, `j-…`).
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     /// Only this rank's output.
@@ -143,6 +149,7 @@ pub struct LogsArgs {
 pub struct QueueArgs {
     #[command(flatten)]
     client: ClientArgs,
+    /// Print the pending jobs and usage per tenant as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -159,6 +166,7 @@ pub struct NodesArgs {
     action: Option<NodesAction>,
     #[command(flatten)]
     client: ClientArgs,
+    /// Print the nodes as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -181,6 +189,7 @@ struct DrainArgs {
     reason: Option<String>,
     #[command(flatten)]
     client: ClientArgs,
+    /// Print the node, as the drain left it, as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -191,6 +200,7 @@ struct ResumeArgs {
     node: String,
     #[command(flatten)]
     client: ClientArgs,
+    /// Print the node, as the resumption left it, as JSON.
     #[arg(long)]
     json: bool,
 }

@@ -179,7 +179,10 @@ fn commands_and_retry_limits_are_checked() {
         ),
         (json!({"max_retries": 1001}), "out of range"),
         // A huge number is echoed short.
-        (json!({"duration_s": 1e300}), "duration_s = 1e300 must be above 0"),
+        (
+            json!({"duration_s": 1e300}),
+            "duration_s = 1e300 must be above 0",
+        ),
     ] {
         let (status, message) = base(extra.clone()).expect_err("refused");
         assert_eq!(status, 422, "{extra}: {message}");
