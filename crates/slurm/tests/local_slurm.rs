@@ -372,6 +372,29 @@ fn jobs_run_complete_and_cancel_in_slurm_and_other_jobs_are_left_alone() {
     cleanup(&tag);
 }
 
+/// Waits until no job of any user runs or waits in Slurm (leftovers of other tests end or
+/// are cancelled), at most `secs` seconds.
+fn wait_until_no_jobs_run(secs: u64) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let active: Vec<String> = client()
+            .jobs()
+            .expect("squeue answers")
+            .into_iter()
+            .filter(|j| !j.state.is_terminal())
+            .map(|j| format!("{} ({})", j.id, j.name))
+            .collect();
+        if active.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "Slurm jobs still run after {secs} s: {active:?}; this test needs the node idle"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Puts Slurm node `node` in `state` (`down`, `drain`, `resume`) with `scontrol update`.
 fn set_node_state(node: &str, state: &str) {
     let mut args = vec![
@@ -404,6 +427,8 @@ impl Drop for ResumeOnDrop {
 fn a_node_slurm_marks_down_is_a_node_failure_until_resumed() {
     let _g = serial();
     let Some(node) = slurm_here() else { return };
+    // (Another job on the node would bring it back at once: see the drained case.)
+    wait_until_no_jobs_run(60);
     let _resume = ResumeOnDrop(node.clone());
     let opts = options("down");
     let _cleanup = Cleanup(opts.tag.clone());
@@ -505,6 +530,9 @@ fn a_node_slurm_drains_keeps_its_running_job_until_resumed() {
 fn a_drained_node_that_goes_down_is_a_node_failure() {
     let _g = serial();
     let Some(node) = slurm_here() else { return };
+    // With a job on it, `state=down` kills the job and Slurm (ReturnToService=2) has the node
+    // back as drained at once: down+drain would come and go between two polls.
+    wait_until_no_jobs_run(60);
     let _resume = ResumeOnDrop(node.clone());
     let opts = options("drain-down");
     let _cleanup = Cleanup(opts.tag.clone());
