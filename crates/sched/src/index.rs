@@ -312,6 +312,34 @@ impl ClusterIndex {
         Some(fits)
     }
 
+    /// The largest gang size in `min..=max` that a run holding `own` (one share per node, as
+    /// [`Self::place`] and [`Self::place_near`] give them) could grow to in place, counting
+    /// its own accelerators as given back ([`Self::largest_fit_after_release`]). Gangs of
+    /// whole nodes are counted from the shares directly: a run of 100,000 GPUs holds 12,500,
+    /// and a map of them for every look was most of a scheduling pass.
+    pub fn largest_growth(&self, min: u32, max: u32, own: &[NodeShare]) -> Option<u32> {
+        if min > max {
+            return None;
+        }
+        if min < self.per_node {
+            let mut released = std::collections::BTreeMap::new();
+            for share in own {
+                *released.entry(share.node).or_insert(0) += share.accelerators;
+            }
+            return self.largest_fit_after_release(min, max, &released);
+        }
+        // Whole nodes: those idle now and those the run alone uses (a gang that fits now
+        // finds at least as many idle nodes).
+        let freed = own
+            .iter()
+            .filter(|s| !self.is_down(s.node) && s.accelerators >= self.used_on(s.node))
+            .count() as u64;
+        let most = (u64::from(self.idle_nodes) + freed)
+            .saturating_mul(u64::from(self.per_node))
+            .min(u64::from(max));
+        (most >= u64::from(min)).then_some(most as u32)
+    }
+
     /// The largest gang size in `min..=max` that fits now, if any.
     pub fn largest_fit(&self, min: u32, max: u32) -> Option<u32> {
         if self.fits(max) {
@@ -716,5 +744,38 @@ name = "t"
         assert_eq!(index.place_near(4, 1).map(|s| s.node), Some(5));
         assert_eq!(index.place_near(4, 1), None);
         index.check().expect("a consistent index");
+    }
+
+    proptest::proptest! {
+        /// Growth in place counted from a run's shares agrees with the search over a map of
+        /// what it gives back, whatever else holds the cluster, whichever nodes are down.
+        #[test]
+        fn growth_counted_from_shares_agrees_with_the_map(
+            others in proptest::collection::vec(1u32..=16, 0..6),
+            run in 1u32..=40,
+            down in proptest::collection::vec(0u32..8, 0..3),
+            min_extra in 1u32..=8,
+            span in 0u32..=40,
+        ) {
+            let mut index = racked();
+            for size in others {
+                let _ = index.place(size);
+            }
+            let Some(own) = index.place(run) else {
+                return Ok(());
+            };
+            for node in down {
+                index.set_down(node, true);
+            }
+            let (min, max) = (run + min_extra, run + min_extra + span);
+            let mut released = std::collections::BTreeMap::new();
+            for share in &own {
+                *released.entry(share.node).or_insert(0) += share.accelerators;
+            }
+            proptest::prop_assert_eq!(
+                index.largest_growth(min, max, &own),
+                index.largest_fit_after_release(min, max, &released)
+            );
+        }
     }
 }

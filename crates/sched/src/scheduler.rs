@@ -2897,9 +2897,11 @@ impl Scheduler {
                     if upper <= size {
                         continue;
                     }
-                    let mut own = BTreeMap::new();
-                    add_by_node(&mut own, &run.shares);
-                    match i.largest_fit_after_release(size + 1, upper, &own) {
+                    // Growing takes at least one accelerator that is free now.
+                    if i.free() == 0 {
+                        continue;
+                    }
+                    match i.largest_growth(size + 1, upper, &run.shares) {
                         Some(t) => t,
                         None => continue,
                     }
