@@ -181,6 +181,7 @@ enum NodesAction {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  switchyard nodes drain gpu-7 --reason \"DIMM replacement\"")]
 struct DrainArgs {
     /// The node: its id (`n-…`) or its host name.
     node: String,
@@ -195,6 +196,7 @@ struct DrainArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  switchyard nodes resume gpu-7")]
 struct ResumeArgs {
     /// The node: its id (`n-…`) or its host name.
     node: String,

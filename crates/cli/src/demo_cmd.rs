@@ -19,7 +19,7 @@ use crate::client::{Client, ClientArgs};
 /// Run the whole system on this machine and watch a training run survive a node failure.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Starts a server (SQLite), local node agents as separate processes, a 4-rank training run of the\nexample workload and an inference service; kills one agent mid-run and shows the run restarted from\nits checkpoint. Everything it writes goes to --dir."
+    after_help = "Examples:\n  switchyard demo\n  switchyard demo --dir /tmp/sy-demo --agents 6\n\nStarts a server (SQLite), local node agents as separate processes, a 4-rank training run of the\nexample workload and an inference service; kills one agent mid-run and shows the run restarted from\nits checkpoint. Everything it writes goes to --dir."
 )]
 pub struct DemoArgs {
     /// Directory for the database, checkpoints and agents' state [default: a new directory

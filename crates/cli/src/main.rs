@@ -161,4 +161,32 @@ mod tests {
         walk(&super::Cli::command(), "switchyard", &mut missing);
         assert!(missing.is_empty(), "no help: {missing:#?}");
     }
+
+    /// Every verb that does something (not one that only groups others) shows an example.
+    #[test]
+    fn every_verb_has_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let example = cmd
+                .get_after_help()
+                .is_some_and(|h| h.to_string().contains("Example"));
+            if !cmd.has_subcommands() && !example {
+                missing.push(path.to_owned());
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.is_hide_set() || sub.get_name() == "help" {
+                    continue;
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        for sub in super::Cli::command().get_subcommands() {
+            // The workload's own help lives in its crate (checked there).
+            if sub.is_hide_set() || matches!(sub.get_name(), "help" | "workload") {
+                continue;
+            }
+            walk(sub, &format!("switchyard {}", sub.get_name()), &mut missing);
+        }
+        assert!(missing.is_empty(), "no example: {missing:#?}");
+    }
 }

@@ -17,6 +17,9 @@ use crate::table::plural;
 /// an inference replica) from a plan file; without `[parallelism]`, search for the fastest
 /// layout that fits. `--validate CSV` compares the model with published runs instead.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  switchyard plan examples/plan/llama3-405b-h100.toml\n  switchyard plan examples/plan/llama3-405b-search.toml --json\n  switchyard plan --validate data/calibration/published_training_runs.csv"
+)]
 pub struct PlanArgs {
     /// Plan file (TOML: [model], [training] or [inference], [hardware], optional [parallelism]).
     #[arg(required_unless_present = "validate", conflicts_with = "validate")]

@@ -17,7 +17,11 @@ use crate::train::{self, TrainConfig};
 /// Run one process per rank. The launcher variables (RANK, WORLD_SIZE, MASTER_ADDR,
 /// MASTER_PORT, SWITCHYARD_*) set the defaults of the matching flags.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard-workload", version)]
+#[command(
+    name = "switchyard-workload",
+    version,
+    after_help = "Examples:\n  switchyard workload --steps 400 --checkpoint-dir /tmp/ckpt\n  RANK=1 WORLD_SIZE=2 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 switchyard workload --steps 400"
+)]
 pub struct Args {
     /// This process's rank, 0..world-size.
     #[arg(long, env = "RANK", default_value_t = 0)]
