@@ -21,8 +21,9 @@ pub struct AgentConfig {
     pub sync_interval: Duration,
     /// Time between checks of the processes (reaping, SIGKILL after grace).
     pub poll_interval: Duration,
-    /// Log lines kept while the control plane is unreachable (or slower than the output);
-    /// older ones are dropped.
+    /// Log lines kept while the control plane is unreachable (or slower than the output).
+    /// Output through pipes drops older ones beyond it; output in files (a state directory)
+    /// waits in the files instead.
     pub max_buffered_logs: usize,
     /// The same bound in bytes of text.
     pub max_buffered_bytes: usize,
@@ -119,6 +120,8 @@ pub struct Agent<C: ControlPlane> {
     /// Bytes of text in `logs`.
     buffered_bytes: usize,
     dropped_logs: u64,
+    /// When dropped lines were last warned about.
+    last_drop_warning: Option<Instant>,
     refused_logs: u64,
     /// Lines per push now: `log_batch`, halved while pushes fail.
     batch_lines: usize,
@@ -174,6 +177,7 @@ impl<C: ControlPlane> Agent<C> {
             logs: VecDeque::new(),
             buffered_bytes: 0,
             dropped_logs: 0,
+            last_drop_warning: None,
             refused_logs: 0,
             push_failures: 0,
             heartbeat_ok: false,
@@ -210,10 +214,28 @@ impl<C: ControlPlane> Agent<C> {
     }
 
     fn buffer_logs(&mut self) {
+        let max_lines = self.config.max_buffered_logs.max(1);
+        if self.supervisor.output_in_files() {
+            // The files keep what is not read yet: take lines only while the buffer has
+            // room, and the readers wait (the queue fills) until pushes make more.
+            while self.logs.len() < max_lines
+                && (self.buffered_bytes < self.config.max_buffered_bytes || self.logs.is_empty())
+            {
+                let Some(line) = self.supervisor.next_log() else {
+                    break;
+                };
+                self.buffered_bytes += line.line.len();
+                self.logs.push_back(line);
+            }
+            return;
+        }
+        // Pipes: a process that cannot write waits, so while the control plane is away the
+        // oldest lines make room.
+        let dropped_before = self.dropped_logs;
         for line in self.supervisor.drain_logs() {
             self.buffered_bytes += line.line.len();
             self.logs.push_back(line);
-            while self.logs.len() > self.config.max_buffered_logs.max(1)
+            while self.logs.len() > max_lines
                 || (self.buffered_bytes > self.config.max_buffered_bytes && self.logs.len() > 1)
             {
                 let Some(old) = self.logs.pop_front() else {
@@ -222,6 +244,19 @@ impl<C: ControlPlane> Agent<C> {
                 self.buffered_bytes -= old.line.len();
                 self.dropped_logs += 1;
             }
+        }
+        if self.dropped_logs > dropped_before
+            && self
+                .last_drop_warning
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            self.last_drop_warning = Some(Instant::now());
+            tracing::warn!(
+                dropped = self.dropped_logs,
+                buffered = self.logs.len(),
+                "output lines dropped, oldest first: the buffer is full (the control plane is \
+                 away or slower than the output); --state-dir keeps output in files instead"
+            );
         }
     }
 

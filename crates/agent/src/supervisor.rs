@@ -1365,6 +1365,17 @@ impl Supervisor {
         self.log_rx.try_iter().collect()
     }
 
+    /// The next log line read and not yet taken, if any.
+    pub fn next_log(&self) -> Option<LogLine> {
+        self.log_rx.try_recv().ok()
+    }
+
+    /// Whether output goes to files (a state directory) that keep what is not yet read: then
+    /// lines left in them wait there, and none need be dropped.
+    pub fn output_in_files(&self) -> bool {
+        self.state_dir.is_some()
+    }
+
     /// Number of live processes.
     pub fn live(&self) -> usize {
         self.procs.values().filter(|m| m.handle.is_some()).count()

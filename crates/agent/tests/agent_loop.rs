@@ -425,6 +425,60 @@ fn output_the_control_plane_cannot_take_is_bounded_in_bytes_newest_kept() {
     assert_eq!(last.line, format!("{:099}", 1999));
 }
 
+/// With a state directory the output is in files: lines beyond the buffer wait there instead
+/// of being dropped, and every one arrives, in order, once the control plane takes them.
+#[test]
+fn output_in_files_waits_in_them_and_none_is_lost() {
+    let dir = std::env::temp_dir().join(format!("sy-agent-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cp = MemoryControlPlane::new();
+    let mut agent = agent_on_state_dir(
+        &cp,
+        &dir,
+        AgentConfig {
+            max_buffered_logs: 100,
+            ..AgentConfig::default()
+        },
+    );
+    agent.sync().expect("registers");
+    let node_id = agent.node_id().expect("registered").to_string();
+    cp.state().log_pushes_fail = true;
+    cp.set_desired(
+        &node_id,
+        vec![sh(
+            "loud",
+            "i=0; while [ $i -lt 2000 ]; do echo $i; i=$((i+1)); done; echo END >&2",
+            RestartPolicy::Never,
+        )],
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while !matches!(state_of(&cp.state(), "loud"), Some(ProcessState::Exited(_))) {
+        let _ = agent.sync();
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..5 {
+        let _ = agent.sync();
+    }
+    assert!(agent.buffered_logs() <= 100, "{}", agent.buffered_logs());
+    assert_eq!(agent.dropped_logs(), 0);
+    cp.state().log_pushes_fail = false;
+    sync_until(&mut agent, &cp, "every line", |s| s.logs.len() >= 2001);
+    let s = cp.state();
+    let stdout: Vec<String> = s
+        .logs
+        .iter()
+        .filter(|l| l.stream == switchyard_agent::protocol::Stream::Stdout)
+        .map(|l| l.line.clone())
+        .collect();
+    let expected: Vec<String> = (0..2000).map(|i| i.to_string()).collect();
+    assert_eq!(stdout, expected);
+    assert!(s.logs.iter().any(|l| l.line == "END"));
+    drop(s);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_registration_refused_for_good_ends_the_agent_with_the_reason() {
     let cp = MemoryControlPlane::new();
