@@ -153,6 +153,10 @@ struct Node {
     lost: bool,
     /// Statuses of its processes, as last reported.
     statuses: Vec<ProcessStatus>,
+    /// Its processes its last report before it was lost said had ended (its agent stopped
+    /// them as it shut down): they run nowhere, whatever became of the node. Until it reports
+    /// again.
+    ended_before_loss: HashSet<String>,
     /// Status reports it has sent (kept through registering again).
     status_reports: u64,
     /// `status_reports` when this hub's leader term began (0 for a node first seen since).
@@ -246,6 +250,17 @@ impl Node {
     /// forgotten.
     fn lose(&mut self, with: Option<String>) -> LostNode {
         self.lost = true;
+        self.ended_before_loss = self
+            .statuses
+            .iter()
+            .filter(|st| {
+                matches!(
+                    st.state,
+                    ProcessState::Exited(_) | ProcessState::FailedToStart { .. }
+                )
+            })
+            .map(|st| st.assignment_id.clone())
+            .collect();
         self.statuses.clear();
         LostNode {
             cluster: self.cluster,
@@ -640,10 +655,18 @@ impl AgentHub {
         accelerators.sort_unstable();
         accelerators.dedup();
         let was_up = hub.nodes.get(id).is_some_and(|n| !n.lost);
-        let (statuses, handed, status_reports, term_reports) = hub
+        let (statuses, ended_before_loss, handed, status_reports, term_reports) = hub
             .nodes
             .remove(id)
-            .map(|n| (n.statuses, n.handed, n.status_reports, n.term_reports))
+            .map(|n| {
+                (
+                    n.statuses,
+                    n.ended_before_loss,
+                    n.handed,
+                    n.status_reports,
+                    n.term_reports,
+                )
+            })
             .unwrap_or_default();
         hub.nodes.insert(
             id.to_owned(),
@@ -660,6 +683,7 @@ impl AgentHub {
                 persisted_ms: now_ms,
                 lost: false,
                 statuses,
+                ended_before_loss,
                 status_reports,
                 term_reports,
                 handed,
@@ -778,6 +802,7 @@ impl AgentHub {
         // What a node reports does not make its output acceptable: only what it was handed
         // does, or any node could write into any job's logs by naming its assignments.
         n.statuses = report.processes;
+        n.ended_before_loss.clear();
         n.status_reports += 1;
         // A start error becomes part of a job's events and reason: a page of it is plenty.
         for st in &mut n.statuses {
@@ -1340,13 +1365,14 @@ impl Hub {
         }
         let ended = |node: &str, id: &str| {
             self.nodes.get(node).is_some_and(|n| {
-                n.statuses.iter().any(|st| {
-                    st.assignment_id == id
-                        && matches!(
-                            st.state,
-                            ProcessState::Exited(_) | ProcessState::FailedToStart { .. }
-                        )
-                })
+                n.ended_before_loss.contains(id)
+                    || n.statuses.iter().any(|st| {
+                        st.assignment_id == id
+                            && matches!(
+                                st.state,
+                                ProcessState::Exited(_) | ProcessState::FailedToStart { .. }
+                            )
+                    })
             })
         };
         if run
@@ -1359,6 +1385,11 @@ impl Hub {
         let mut lost = false;
         let mut nodes = Vec::with_capacity(run.by_node.len());
         for (node, assignments) in &run.by_node {
+            // A node whose report says its ranks of the run have ended (its agent stopped them
+            // as it shut down) runs nothing of it, even if it is lost since.
+            if assignments.iter().all(|a| ended(node, &a.id)) {
+                continue;
+            }
             let grace = assignments
                 .iter()
                 .map(|a| a.stop_grace_ms)
@@ -4276,6 +4307,51 @@ mod tests {
             h.heartbeat(&_bb, t).expect("bb lives");
             assert_eq!(began(&b.poll(t), "j"), t == until, "at {t} ms");
         }
+    }
+
+    /// A node whose last report said its ranks of the gang had ended (its agent stopped
+    /// them as it shut down) holds nothing back when it is then lost: the next attempt waits
+    /// only for the nodes still in touch to report theirs stopped, not for the lost node's
+    /// orphan bound.
+    #[test]
+    fn a_node_that_reported_its_ranks_ended_before_it_was_lost_holds_nothing_back() {
+        let (h, mut b, [a, bb, c]) = three_nodes(0);
+        b.poll(0);
+        b.act(vec![launch("j", 1, 1, &[(0, 2), (2, 2)])]);
+        let _ = b.poll(0);
+        // a's agent shuts down: it stops its ranks and says so in a last report.
+        let stopped: Vec<ProcessStatus> = ids(&h, &a)
+            .iter()
+            .map(|id| ProcessStatus {
+                state: ProcessState::Exited(ExitInfo {
+                    code: None,
+                    signal: Some(15),
+                    stopped_by_agent: true,
+                }),
+                ..exited(id, 0)
+            })
+            .collect();
+        assert_eq!(stopped.len(), 2, "a runs two ranks of j");
+        h.status(&a, StatusReport { processes: stopped }, 0)
+            .expect("a's last report");
+        let mut t = 0;
+        while !h.lock().nodes[&a].lost {
+            t += 50;
+            h.heartbeat(&c, t).expect("c lives");
+            h.heartbeat(&bb, t).expect("bb lives");
+            let _ = b.poll(t);
+        }
+        b.act(vec![
+            Command::Stop { job: "j".into() },
+            launch("j", 2, 2, &[(1, 2), (2, 2)]),
+        ]);
+        let _ = b.poll(t);
+        t += 100;
+        h.heartbeat(&c, t).expect("c lives");
+        runs_nothing(&h, &c, t);
+        // Long before a's bound (5 s to ask + 10 s grace + 100 ms).
+        assert!(began(&b.poll(t), "j"), "began at {t} ms");
+        assert!(t < 5_000, "{t}");
     }
 
     /// The hold survives this process losing and retaking the lease (a reset clears the runs
