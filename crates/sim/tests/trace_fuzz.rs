@@ -173,6 +173,10 @@ fn valid_job() -> impl Strategy<Value = JobSpec> {
                     types.iter().map(|s| (*s).to_owned()).collect();
                 accelerator_types.sort_unstable();
                 accelerator_types.dedup();
+                // (A cluster named twice is refused, as a type named twice is.)
+                let mut clusters = clusters;
+                clusters.sort_unstable();
+                clusters.dedup();
                 let work = match w {
                     0 => Work::Duration {
                         seconds: amount,
