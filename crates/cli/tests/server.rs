@@ -1293,6 +1293,11 @@ fn dashboard(db: String) {
     assert!(challenge.is_some_and(|c| c.starts_with("Basic")));
     assert!(content_type.is_some_and(|c| c.starts_with("text/html")));
     assert!(html.contains("token create"), "{html}");
+    // (A browser sends a password, not an API header: the page does not speak of one.)
+    assert!(
+        html.contains("not signed in") && !html.contains("Bearer"),
+        "{html}"
+    );
     let (status, ..) = page(&format!("{}/dashboard", s.url), Some(&basic("sy_wrong")));
     assert_eq!(status, 401);
 

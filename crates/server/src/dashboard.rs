@@ -100,7 +100,14 @@ impl From<ApiError> for Page {
             ),
             body: format!(
                 "<p class=\"error\">{}</p>{}",
-                esc(e.message()),
+                // The browser asks for a password, not a header.
+                esc(
+                    if status == StatusCode::UNAUTHORIZED && e.message().starts_with("missing") {
+                        "not signed in: no token was given"
+                    } else {
+                        e.message()
+                    }
+                ),
                 if status == StatusCode::UNAUTHORIZED {
                     "<p>Sign in with an API token as the password (any user name); create one \
                      with <code>switchyard token create --tenant NAME</code>.</p>"
