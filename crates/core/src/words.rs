@@ -4,7 +4,9 @@
 /// `text` (a whole error message, or its last line) with Rust type names and the parser's
 /// 128-bit detour replaced by what the value must be.
 pub fn plain_type_words(text: &str) -> String {
-    let text = too_large_for_toml(text);
+    // TOML hands a date or time to a reader as a map: "map" alone reads as a puzzle.
+    let text =
+        too_large_for_toml(text).replace("invalid type: map,", "invalid type: a table or a date,");
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(at) = rest.find("expected ") {
@@ -85,6 +87,10 @@ mod tests {
             "expected u32s or expected one of `a`, `b`"
         );
         assert_eq!(plain_type_words("expected "), "expected ");
+        assert_eq!(
+            plain_type_words("invalid type: map, expected f64"),
+            "invalid type: a table or a date, expected a number"
+        );
     }
 
     #[test]
