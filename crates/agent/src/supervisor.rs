@@ -294,6 +294,11 @@ fn lock_group_file(path: &Path) -> Result<File, StateError> {
     lock_file(Path::new(&lock_path))
 }
 
+/// How long a lock another holds is tried again before it counts as busy: a process of this
+/// one being started holds a copy of every descriptor between its fork and its exec (which
+/// closes them), and with them the lock a moment after it was given up.
+const LOCK_RETRY: Duration = Duration::from_millis(500);
+
 /// Takes an exclusive lock on `path` (created if missing) for as long as the file is open.
 fn lock_file(path: &Path) -> Result<File, StateError> {
     let file = OpenOptions::new()
@@ -302,12 +307,20 @@ fn lock_file(path: &Path) -> Result<File, StateError> {
         .write(true)
         .open(path)
         .map_err(io_err("open", path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StateError::Busy {
-            path: path.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", path)(e)),
+    let deadline = Instant::now() + LOCK_RETRY;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Busy {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", path)(e)),
+        }
     }
 }
 
