@@ -14,7 +14,7 @@ use crate::error::read_text;
 use crate::error::{out, outln};
 use crate::fleet_cmd::print_json;
 use crate::table::{Table, plural, thousands};
-use switchyard_core::plain_type_words;
+use switchyard_core::plain_toml_words;
 
 /// Submit a job described in a TOML file (docs/jobs.md).
 #[derive(Debug, clap::Args)]
@@ -328,11 +328,11 @@ pub fn read_job_file(path: &std::path::Path) -> Result<SubmitRequest, CliError> 
     // JSON has no NaN or infinity: they would reach the server as null, and "needs
     // duration_s" would blame a field the file does set.
     let table: toml::Table =
-        toml::from_str(&text).map_err(|e| bad(plain_type_words(&e.to_string())))?;
+        toml::from_str(&text).map_err(|e| bad(plain_toml_words(&e.to_string())))?;
     if let Some((key, x)) = non_finite(&table, "") {
         return Err(bad(format!("{key} = {x} is not a finite number")));
     }
-    toml::from_str::<SubmitRequest>(&text).map_err(|e| bad(plain_type_words(&e.to_string())))
+    toml::from_str::<SubmitRequest>(&text).map_err(|e| bad(plain_toml_words(&e.to_string())))
 }
 
 /// The first NaN or infinite number in a TOML table, with its dotted key.

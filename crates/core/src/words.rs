@@ -4,9 +4,7 @@
 /// `text` (a whole error message, or its last line) with Rust type names and the parser's
 /// 128-bit detour replaced by what the value must be.
 pub fn plain_type_words(text: &str) -> String {
-    // TOML hands a date or time to a reader as a map: "map" alone reads as a puzzle.
-    let text =
-        too_large_for_toml(text).replace("invalid type: map,", "invalid type: a table or a date,");
+    let text = too_large_for_toml(text);
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(at) = rest.find("expected ") {
@@ -42,6 +40,12 @@ fn too_large_for_toml(text: &str) -> String {
         }
         _ => text.to_owned(),
     }
+}
+
+/// [`plain_type_words`] for a TOML reader's message: TOML hands a date or time to a reader as
+/// a map, so "map" alone reads as a puzzle.
+pub fn plain_toml_words(text: &str) -> String {
+    plain_type_words(text).replace("invalid type: map,", "invalid type: a table or a date,")
 }
 
 fn type_in_words(name: &str) -> Option<String> {
@@ -88,8 +92,13 @@ mod tests {
         );
         assert_eq!(plain_type_words("expected "), "expected ");
         assert_eq!(
-            plain_type_words("invalid type: map, expected f64"),
+            super::plain_toml_words("invalid type: map, expected f64"),
             "invalid type: a table or a date, expected a number"
+        );
+        // (JSON's maps are objects, not dates.)
+        assert_eq!(
+            plain_type_words("invalid type: map, expected f64"),
+            "invalid type: map, expected a number"
         );
     }
 

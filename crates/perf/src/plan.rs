@@ -144,7 +144,7 @@ fn precision(text: Option<&str>, table: &str) -> Result<bool, PerfError> {
 /// table and field at fault, not the file: the caller knows which file it read.
 pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
     let raw: PlanFile = toml::from_str(text)
-        .map_err(|e| PerfError::input(switchyard_core::plain_type_words(&e.to_string())))?;
+        .map_err(|e| PerfError::input(switchyard_core::plain_toml_words(&e.to_string())))?;
     let model = raw
         .model
         .ok_or_else(|| PerfError::input("the [model] table is missing"))?

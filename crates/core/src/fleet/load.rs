@@ -472,7 +472,7 @@ pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
     let raw: RawFleet = toml::from_str(text).map_err(|err| {
         let span = err.span().unwrap_or(0..0);
         // Type names read as ranges, and a number past TOML's 64 bits as too large.
-        let message = crate::plain_type_words(err.message().trim_end());
+        let message = crate::plain_toml_words(err.message().trim_end());
         src.error(span.clone(), key_at(text, span.start), message)
     })?;
 
