@@ -634,11 +634,12 @@ fn error_codes(db: String) {
         allow.headers().get("allow").and_then(|v| v.to_str().ok()),
         Some("POST,GET,HEAD")
     );
-    expect(
-        400,
-        "invalid_request",
-        call("GET", &format!("{jobs}/%FF"), Some(&t), None),
-    );
+    // An id that is not UTF-8 once decoded is one the server cannot have, as for a node.
+    for url in [format!("{jobs}/%FF"), format!("{jobs}/j-%ff/events")] {
+        let (status, e) = call("GET", &url, Some(&t), None);
+        assert_eq!(status, 404, "{url}: {e}");
+        assert_eq!(e["error"]["code"], "not_found", "{url}: {e}");
+    }
     expect(
         400,
         "invalid_request",

@@ -466,6 +466,15 @@ fn unknown_keys_are_rejected_with_their_line() {
     );
 }
 
+/// Of two unknown keys, the one a reader meets first is reported, not the first in
+/// alphabetical order: the error points at the line to fix before the next.
+#[test]
+fn the_first_unknown_key_in_the_file_is_reported() {
+    let text = format!("zone = \"a\"\nalias = \"b\"\n{GOOD}");
+    let (line, field, message) = error_of(&text);
+    assert_eq!((line, field.as_str()), (1, "zone"), "{message}");
+}
+
 #[test]
 fn quota_on_a_missing_cluster_is_rejected() {
     let text = mutate(

@@ -2317,8 +2317,8 @@ pub const MAX_AGENT_BODY_BYTES: usize = 16 << 20;
 mod handlers {
     use axum::Json;
     use axum::body::Bytes;
+    use axum::extract::State;
     use axum::extract::rejection::BytesRejection;
-    use axum::extract::{Path, State};
     use axum::http::{HeaderMap, StatusCode};
     use switchyard_agent::protocol::{
         AssignmentList, BOOT_ID_HEADER, LogBatch, NodeInfo, Registration, StatusReport,
@@ -2331,7 +2331,7 @@ mod handlers {
     use super::{
         AgentError, AgentHub, DrainAnswer, DrainRequest, DrainView, MAX_AGENT_BODY_BYTES, NodeView,
     };
-    use crate::http::{ApiError, AppState, Auth, spawned_within};
+    use crate::http::{ApiError, AppState, Auth, PathId, spawned_within};
     use crate::leader::now_ms;
 
     /// The hub, once the caller may act as an agent.
@@ -2555,7 +2555,7 @@ mod handlers {
     pub(super) async fn drain(
         State(s): State<AppState>,
         auth: Auth,
-        Path(node): Path<String>,
+        PathId(node): PathId,
         raw: Result<Bytes, BytesRejection>,
     ) -> Result<Json<DrainAnswer>, ApiError> {
         let empty = raw
@@ -2636,7 +2636,7 @@ mod handlers {
     pub(super) async fn resume(
         State(s): State<AppState>,
         auth: Auth,
-        Path(node): Path<String>,
+        PathId(node): PathId,
         raw: Result<Bytes, BytesRejection>,
     ) -> Result<Json<DrainAnswer>, ApiError> {
         if !raw
@@ -2660,7 +2660,7 @@ mod handlers {
         State(s): State<AppState>,
         auth: Auth,
         headers: HeaderMap,
-        Path(id): Path<String>,
+        PathId(id): PathId,
     ) -> Result<StatusCode, ApiError> {
         let now = now_ms();
         let hub = node_hub(&s, &auth, &headers, &id)?;
@@ -2690,7 +2690,7 @@ mod handlers {
         State(s): State<AppState>,
         auth: Auth,
         headers: HeaderMap,
-        Path(id): Path<String>,
+        PathId(id): PathId,
     ) -> Result<Json<AssignmentList>, ApiError> {
         let list = node_hub(&s, &auth, &headers, &id)?
             .assignments(&id, now_ms())
@@ -2702,7 +2702,7 @@ mod handlers {
         State(s): State<AppState>,
         auth: Auth,
         headers: HeaderMap,
-        Path(id): Path<String>,
+        PathId(id): PathId,
         raw: Result<Bytes, BytesRejection>,
     ) -> Result<StatusCode, ApiError> {
         let hub = node_hub(&s, &auth, &headers, &id)?;
@@ -2716,7 +2716,7 @@ mod handlers {
         State(s): State<AppState>,
         auth: Auth,
         headers: HeaderMap,
-        Path(id): Path<String>,
+        PathId(id): PathId,
         raw: Result<Bytes, BytesRejection>,
     ) -> Result<StatusCode, ApiError> {
         let hub = node_hub(&s, &auth, &headers, &id)?;
@@ -4390,7 +4390,8 @@ mod tests {
     /// the hub has it, not after the pool's 10 s: the agent's next heartbeat must not be late.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_heartbeat_is_answered_while_its_store_write_hangs() {
-        use axum::extract::{Path, State};
+        use crate::http::PathId;
+        use axum::extract::State;
         use axum::http::{HeaderMap, HeaderValue, StatusCode};
         let Some(url) = crate::test_support::postgres_url() else {
             return;
@@ -4441,7 +4442,7 @@ mod tests {
             State(state.clone()),
             auth.clone(),
             headers.clone(),
-            Path(id.clone()),
+            PathId(id.clone()),
         )
         .await;
         assert!(matches!(answer, Ok(StatusCode::NO_CONTENT)), "{answer:?}");
@@ -4458,7 +4459,7 @@ mod tests {
             }],
         };
         let body = axum::body::Bytes::from(serde_json::to_vec(&batch).expect("json"));
-        let answer = handlers::logs(State(state), auth, headers, Path(id), Ok(body)).await;
+        let answer = handlers::logs(State(state), auth, headers, PathId(id), Ok(body)).await;
         assert!(
             matches!(&answer, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE)
                 && format!("{answer:?}").contains("push them again"),
@@ -4470,7 +4471,8 @@ mod tests {
     /// now, and a new leader's hold of a gang counts on the old one's silence.
     #[tokio::test]
     async fn a_leader_past_its_lease_does_not_answer_agents() {
-        use axum::extract::{Path, State};
+        use crate::http::PathId;
+        use axum::extract::State;
         use axum::http::{HeaderMap, StatusCode};
         let store = switchyard_store::connect("sqlite::memory:")
             .await
@@ -4492,7 +4494,7 @@ mod tests {
                 State(state.clone()),
                 auth.clone(),
                 HeaderMap::new(),
-                Path("n-unknown".to_owned()),
+                PathId("n-unknown".to_owned()),
             )
         };
         let leader = |expires_ms: i64| {

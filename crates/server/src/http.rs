@@ -827,6 +827,26 @@ async fn list(
     }))
 }
 
+/// A job's or node's id from the path. Axum answers a segment that is not UTF-8 once
+/// percent-decoded (`/v1/jobs/j-%ff`) with a plain-text 400 of its own; no id is like that, so
+/// the API answers as for any other id it does not have.
+pub(crate) struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(PathId(id)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such id: ids are UTF-8, and this one is not once percent-decoded",
+            )),
+        }
+    }
+}
+
 pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 64 {
         Err(ApiError::new(
@@ -852,7 +872,7 @@ pub(crate) fn check_id(id: &str) -> Result<(), ApiError> {
 async fn get_job(
     State(s): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     q: QueryParams,
 ) -> Result<Json<Job>, ApiError> {
     auth.tenant_api()?;
@@ -869,7 +889,7 @@ async fn get_job(
 async fn cancel(
     State(s): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     q: QueryParams,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Job>), ApiError> {
@@ -925,7 +945,7 @@ fn scale_range(job: &switchyard_store::JobRecord) -> Result<(i64, i64), ApiError
 async fn scale(
     State(s): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     q: QueryParams,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Job>, ApiError> {
@@ -963,7 +983,7 @@ async fn scale(
 async fn events(
     State(s): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     q: QueryParams,
 ) -> Result<Json<JobEvents>, ApiError> {
     auth.tenant_api()?;
@@ -1036,7 +1056,7 @@ fn page_limit(q: &HashMap<String, String>, default: i64) -> Result<i64, ApiError
 async fn logs(
     State(s): State<AppState>,
     auth: Auth,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     q: QueryParams,
 ) -> Result<Json<JobLogs>, ApiError> {
     auth.tenant_api()?;
