@@ -27,19 +27,27 @@ pub fn plain_type_words(text: &str) -> String {
 /// integer `…` as i128, expected …", which reads as if the field wanted another type.
 fn too_large_for_toml(text: &str) -> String {
     const START: &str = "invalid type: integer `";
-    match (text.find(START), text.find("` as i128")) {
-        (Some(start), Some(end)) if start < end => {
-            let number = &text[start + START.len()..end];
-            let line_end = text[end..].find('\n').map_or(text.len(), |n| end + n);
-            format!(
-                "{}the number {number} is too large: whole numbers in TOML go up to {}{}",
-                &text[..start],
-                i64::MAX,
-                &text[line_end..]
-            )
-        }
-        _ => text.to_owned(),
+    const END: &str = "` as i128";
+    // Searched for from where the number begins, and the number checked: the text around it
+    // quotes the user's own file or request, which may hold either phrase anywhere.
+    let Some(from) = text.find(START).map(|start| start + START.len()) else {
+        return text.to_owned();
+    };
+    let Some(end) = text[from..].find(END).map(|n| from + n) else {
+        return text.to_owned();
+    };
+    let number = &text[from..end];
+    let digits = number.strip_prefix('-').unwrap_or(number);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return text.to_owned();
     }
+    let line_end = text[end..].find('\n').map_or(text.len(), |n| end + n);
+    format!(
+        "{}the number {number} is too large: whole numbers in TOML go up to {}{}",
+        &text[..from - START.len()],
+        i64::MAX,
+        &text[line_end..]
+    )
 }
 
 /// [`plain_type_words`] for a TOML reader's message: TOML hands a date or time to a reader as
@@ -100,6 +108,30 @@ mod tests {
             plain_type_words("invalid type: map, expected f64"),
             "invalid type: map, expected a number"
         );
+    }
+
+    /// The phrases may come from the user (a key, a value, the quoted source line): the
+    /// rewording must never slice across them.
+    #[test]
+    fn the_phrases_in_the_users_own_text_are_left_alone() {
+        for text in [
+            "unknown field `invalid type: integer ` as i128`, expected one of `a`",
+            "invalid type: integer ` as i128",
+            "invalid type: integer `x` as i128",
+            "` as i128 then invalid type: integer `",
+        ] {
+            assert_eq!(plain_type_words(text), text);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_reworded_without_a_panic(
+            text in "(invalid type: integer `|` as i128|expected u32|-|9|`|\n|.){0,12}"
+        ) {
+            let _ = plain_type_words(&text);
+            let _ = super::plain_toml_words(&text);
+        }
     }
 
     #[test]

@@ -419,6 +419,25 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(crate::listen::body_within_limits))
         .layer(axum::middleware::map_response(json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+}
+
+/// A request that hit a bug in this server is answered, not dropped unanswered: the client
+/// learns that nothing it sent was wrong, and the log keeps what happened.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    tracing::error!(panic = what, "a request hit a bug in the server");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed on this request (a bug; its log says where); retrying may fail the \
+         same way",
+    )
+    .into_response()
 }
 
 /// Every error is JSON: answers the framework makes itself (a wrong method, a path that is not
@@ -1198,6 +1217,37 @@ pub(crate) async fn tenant_states(s: &AppState, auth: &Auth) -> Result<Vec<Tenan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A handler that panics gets its client an answer that says so, over a real connection.
+    #[tokio::test]
+    async fn a_request_that_hits_a_panic_is_answered_500() {
+        async fn boom() -> &'static str {
+            panic!("a bug")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let url = format!("http://{}/boom", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (status, body) = tokio::task::spawn_blocking(move || {
+            let mut res = ureq::get(&url)
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call()
+                .expect("an answer, not a dropped connection");
+            let body = res.body_mut().read_to_string().expect("a body");
+            (res.status().as_u16(), body)
+        })
+        .await
+        .expect("the client");
+        assert_eq!(status, 500, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(body["error"]["code"], "internal", "{body}");
+    }
 
     #[test]
     fn an_unavailable_replica_closes_the_connection() {
