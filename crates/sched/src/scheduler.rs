@@ -3040,20 +3040,27 @@ impl Scheduler {
             .then_some((fastest, slowdown))
     }
 
-    /// The cluster where `j` runs fastest (the first of equals) and its predicted time there
-    /// at full size; `None` when it runs nowhere.
+    /// The cluster where `j` runs fastest (the first of equals) and its predicted time there,
+    /// each cluster judged at the largest size it could ever hold (an elastic job larger than
+    /// a cluster runs smaller, and slower, there); `None` when it runs nowhere.
     fn fastest_run(&self, j: JobIdx) -> Option<(u32, f64)> {
         let job = &self.jobs[j as usize];
-        let mut fastest: Option<(f64, u32)> = None;
+        let mut fastest: Option<(f64, u32, u32)> = None;
         for (k, d) in job.dur.iter().enumerate() {
-            if let Some(d) = *d
-                && fastest.is_none_or(|(best, _)| d < best)
-            {
-                fastest = Some((d, k as u32));
+            let Some(d) = *d else { continue };
+            let held = self.index[k].capacity().min(u64::from(job.size));
+            let size = u32::try_from(held).unwrap_or(job.size);
+            if size == 0 || size < job.min_size {
+                continue;
+            }
+            // Seconds per job at that size; exactly `d` where it holds the whole job.
+            let at_size = d * f64::from(job.size) / f64::from(size);
+            if fastest.is_none_or(|(best, _, _)| at_size < best) {
+                fastest = Some((at_size, k as u32, size));
             }
         }
-        let (_, c) = fastest?;
-        Some((c, self.predicted_s(j, c, job.size)))
+        let (_, c, size) = fastest?;
+        Some((c, self.predicted_s(j, c, size)))
     }
 
     /// Whether `j`'s team's caps keep it out of every cluster it accepts (at its minimum size).

@@ -222,6 +222,30 @@ fn switchyard_prefers_the_faster_cluster_from_predicted_throughput() {
     );
 }
 
+/// An elastic job larger than every cluster is judged, on each, at the size the cluster can
+/// hold: V100s would run the whole job faster, but 'slow' holds 64 of its 1,000, so 'fast'
+/// (128) is its fastest, and it starts there at once instead of waiting for the impossible.
+#[test]
+fn an_elastic_job_larger_than_every_cluster_does_not_wait_for_the_impossible() {
+    let mut s = sched(Policy::Switchyard, false);
+    let mut spec = job("wide", "a", 1000, 300.0);
+    spec.min_accelerators = Some(8);
+    spec.work = Work::Duration {
+        seconds: 300.0,
+        by_accelerator: BTreeMap::from([("H100-SXM".into(), 300.0), ("V100".into(), 250.0)]),
+    };
+    let w = submit(&mut s, 0.0, spec);
+    let d = pass(&mut s, 0.0);
+    assert!(
+        d.iter().any(|d| matches!(
+            d.action,
+            Action::Start { job, cluster: 0, .. } if job == w
+        )),
+        "{d:?}; {}",
+        s.why(w)
+    );
+}
+
 #[test]
 fn fifo_backfills_without_delaying_the_head() {
     let mut s = sched(Policy::Fifo, false);
