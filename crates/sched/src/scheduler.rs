@@ -2726,6 +2726,25 @@ impl Scheduler {
         if self.index.iter().all(|i| i.free() == 0) && self.cfg.policy == Policy::Fifo {
             return;
         }
+        // A starving job's reservation holds from the pass that made it until the job starts:
+        // made again only when the pass reached the job, it came too late in every pass after
+        // the first — shorter jobs of its own team, tried before it, took what freed up.
+        let mut res: Option<Reservation> = None;
+        if self.cfg.policy == Policy::Switchyard
+            && let Some(r) = self.reservation
+            && self.jobs[r.job as usize].key.is_some()
+            && !self.try_start(now, r.job, None, out)
+        {
+            res = self.reserve(now, r.job);
+            self.reserved_last_pass |= res.is_some();
+            if let Some(r) = res {
+                self.jobs[r.job as usize].why = Why::Reserved {
+                    for_job: r.job,
+                    for_order: self.jobs[r.job as usize].order,
+                    shadow_s: r.shadow_s,
+                };
+            }
+        }
         let slots = self.queues.len();
         let mut cursor: Vec<Option<Key>> = vec![None; slots];
         let mut active: Vec<u32> = (0..slots as u32)
@@ -2758,7 +2777,6 @@ impl Scheduler {
         };
         let depth = self.cfg.backfill_depth.max(per_slot * active.len());
         let mut preempt_tries = 0usize;
-        let mut res: Option<Reservation> = None;
         let mut first_blocked = true;
         loop {
             let remaining = if per_tenant {

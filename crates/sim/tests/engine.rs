@@ -358,6 +358,37 @@ fn started_at(r: &switchyard_sim::SimResult, job: &str) -> Option<f64> {
         .map(|(_, at)| at)
 }
 
+/// `switchyard`'s starvation guard holds for a job that sorts behind a stream of shorter jobs
+/// of its own team: the reservation it earns after a week holds in every pass until it starts,
+/// so the shorter jobs stop taking what frees up first (it used to wait until the stream
+/// ended, 22 days).
+#[test]
+fn a_starving_job_behind_its_teams_shorter_jobs_starts_once_reserved() {
+    const DAY: f64 = 86_400.0;
+    let mut jobs = vec![
+        training("small0", "u", 0.0, 4, 2.0 * DAY, 0),
+        training("big", "u", 1.0, 8, 3.0 * DAY, 0),
+    ];
+    for i in 1..=20 {
+        jobs.push(training(
+            &format!("small{i}"),
+            "u",
+            f64::from(i) * DAY,
+            4,
+            2.0 * DAY,
+            0,
+        ));
+    }
+    let r = simulated(&quota_fleet(1), jobs, Policy::Switchyard);
+    let big = started_at(&r, "big").expect("big starts");
+    // Starving after a week; the two shorter runs it found running end within two days.
+    assert!(
+        big <= 9.0 * DAY + 1.0,
+        "big started on day {:.1}",
+        big / DAY
+    );
+}
+
 /// A team with a guaranteed quota and teams without one, with priorities that cut across them:
 /// priority preemption and quota reclaim used to hand the same accelerators back and forth every
 /// scheduling pass, forever (the run never ended).
