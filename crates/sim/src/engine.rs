@@ -389,6 +389,9 @@ pub fn simulate(
         }
         if t - first_submit > opts.horizon_s {
             stopped_at_horizon = true;
+            // What runs is accounted up to the horizon itself, not to the last event before
+            // it (report samples grow sparse: up to a week would be missing).
+            now = now.max(first_submit + opts.horizon_s);
             break;
         }
         now = t;

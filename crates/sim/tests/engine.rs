@@ -358,6 +358,27 @@ fn started_at(r: &switchyard_sim::SimResult, job: &str) -> Option<f64> {
         .map(|(_, at)| at)
 }
 
+/// A run still going at the horizon is accounted up to the horizon itself: 8 on-demand
+/// accelerators at $2 an hour for exactly the horizon.
+#[test]
+fn a_run_at_the_horizon_is_accounted_up_to_it() {
+    let opts = SimOptions {
+        failures: false,
+        horizon_s: 1_000_000.0,
+        ..SimOptions::default()
+    };
+    let jobs = vec![training("long", "u", 0.0, 8, 1e9, 0)];
+    let r = simulate(&quota_fleet(1), jobs, ThroughputTable::new(), &opts, &mut |_| {})
+        .expect("runs");
+    assert!(r.stopped_at_horizon);
+    let expected = 8.0 * 1_000_000.0 / 3600.0 * 2.0;
+    assert!(
+        (r.total.cost_usd - expected).abs() < 0.01,
+        "{} against {expected}",
+        r.total.cost_usd
+    );
+}
+
 /// `switchyard`'s starvation guard holds for a job that sorts behind a stream of shorter jobs
 /// of its own team: the reservation it earns after a week holds in every pass until it starts,
 /// so the shorter jobs stop taking what frees up first (it used to wait until the stream
