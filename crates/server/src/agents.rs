@@ -2354,12 +2354,7 @@ mod handlers {
         // agents an empty set and make them stop everything. Agents retry a 503 and keep
         // running what they run. A leader whose lease ran out unrenewed (its store is slow or
         // gone) may have been replaced already: a new leader counts on its silence.
-        if !s.metrics.leader.load(std::sync::atomic::Ordering::Relaxed)
-            || now_ms()
-                >= s.metrics
-                    .lease_expires_ms
-                    .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if !s.metrics.holds_lease(now_ms()) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -519,7 +519,7 @@ async fn readyz(State(s): State<AppState>, q: QueryParams) -> Response {
     if let Err(e) = query(q, &[]).and_then(|_| fleet_agrees(&s)) {
         return e.into_response();
     }
-    let role = if s.metrics.leader.load(Ordering::Relaxed) {
+    let role = if s.metrics.holds_lease(now_ms()) {
         "leader"
     } else {
         "follower"
@@ -1217,6 +1217,51 @@ pub(crate) async fn tenant_states(s: &AppState, auth: &Auth) -> Result<Vec<Tenan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replica whose lease ran out unrenewed (it stood still; another may lead by now) says
+    /// it follows, on `/readyz` and in `/metrics`, until it notices and steps down.
+    #[tokio::test]
+    async fn a_leader_past_its_lease_reports_itself_a_follower() {
+        let store = switchyard_store::connect("sqlite::memory:")
+            .await
+            .expect("a store");
+        let state = AppState::new(
+            store,
+            Arc::new(Fleet::default_fleet()),
+            Arc::new(Metrics::default()),
+            Arc::new(Notify::new()),
+        );
+        let role = |expires_ms: i64| {
+            let state = state.clone();
+            async move {
+                state.metrics.leader.store(true, Ordering::SeqCst);
+                state
+                    .metrics
+                    .lease_expires_ms
+                    .store(expires_ms, Ordering::SeqCst);
+                let res = readyz(State(state.clone()), Ok(Query(Vec::new()))).await;
+                let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+                    .await
+                    .expect("a body");
+                let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+                let gauge = state
+                    .metrics
+                    .render(&state.fleet, &[], &[])
+                    .lines()
+                    .find(|l| l.starts_with("switchyard_leader "))
+                    .map(str::to_owned);
+                (body["role"].as_str().map(str::to_owned), gauge)
+            }
+        };
+        assert_eq!(
+            role(now_ms() + 60_000).await,
+            (Some("leader".into()), Some("switchyard_leader 1".into()))
+        );
+        assert_eq!(
+            role(now_ms() - 1).await,
+            (Some("follower".into()), Some("switchyard_leader 0".into()))
+        );
+    }
 
     /// A handler that panics gets its client an answer that says so, over a real connection.
     #[tokio::test]

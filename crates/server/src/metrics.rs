@@ -32,6 +32,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Whether this replica leads at `now_ms`: it won the lease and the lease has not run out
+    /// unrenewed. A replica that stood still (paused, its store slow) past its lease may have
+    /// been replaced before it notices: from then on it no longer says it leads.
+    pub fn holds_lease(&self, now_ms: i64) -> bool {
+        self.leader.load(Ordering::Relaxed)
+            && now_ms < self.lease_expires_ms.load(Ordering::Relaxed)
+    }
+
     /// Why this replica refuses submissions, if it does ([`Metrics::set_fleet_conflict`]).
     pub fn fleet_conflict(&self) -> Option<String> {
         self.fleet_conflict
@@ -170,7 +178,7 @@ impl Metrics {
         let _ = writeln!(
             s,
             "switchyard_leader {}",
-            u8::from(self.leader.load(Ordering::Relaxed))
+            u8::from(self.holds_lease(crate::leader::now_ms()))
         );
         let _ = writeln!(
             s,

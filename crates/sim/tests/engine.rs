@@ -368,8 +368,14 @@ fn a_run_at_the_horizon_is_accounted_up_to_it() {
         ..SimOptions::default()
     };
     let jobs = vec![training("long", "u", 0.0, 8, 1e9, 0)];
-    let r = simulate(&quota_fleet(1), jobs, ThroughputTable::new(), &opts, &mut |_| {})
-        .expect("runs");
+    let r = simulate(
+        &quota_fleet(1),
+        jobs,
+        ThroughputTable::new(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("runs");
     assert!(r.stopped_at_horizon);
     let expected = 8.0 * 1_000_000.0 / 3600.0 * 2.0;
     assert!(
