@@ -72,6 +72,13 @@ pub fn check_server_url(base: &str) -> Result<(), String> {
                 .into(),
         );
     }
+    if base.ends_with("/v1") {
+        return Err(
+            "ends in /v1: give the server's address (e.g. http://127.0.0.1:7070); the \
+             API's paths are added to it"
+                .into(),
+        );
+    }
     match base.parse::<ureq::http::Uri>() {
         // API paths are appended to it: a query or fragment would swallow them.
         _ if base.contains(['?', '#']) => Err(

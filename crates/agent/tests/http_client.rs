@@ -231,10 +231,15 @@ fn error_answers_map_to_what_the_agent_does_next() {
         Err(ControlPlaneError::Unreachable(_))
     ));
     assert!(HttpControlPlane::new("https://x", "t", Duration::from_secs(1)).is_err());
+    assert!(
+        HttpControlPlane::new("http://127.0.0.1:7070/v1", "t", Duration::from_secs(1)).is_err()
+    );
     for (url, why) in [
         ("http://", "names no host"),
         ("http://127.0.0.1:0", "not a TCP port"),
         ("http://127.0.0.1:99999", "not a TCP port"),
+        // The agent's paths go under it: /v1/v1/agent/… would be retried for ever.
+        ("http://127.0.0.1:7070/v1/", "ends in /v1"),
     ] {
         let err =
             switchyard_agent::http::check_server_url(url.trim_end_matches('/')).expect_err(url);

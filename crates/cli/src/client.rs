@@ -66,13 +66,6 @@ impl Client {
         // Named as given: trimmed, `http://` would read as `http:`.
         switchyard_agent::http::check_server_url(&base)
             .map_err(|why| CliError::Input(format!("--url `{}` {why}", args.url)))?;
-        if base.ends_with("/v1") {
-            return Err(CliError::Input(format!(
-                "--url `{}` ends in /v1: give the server's address (e.g. \
-                 http://127.0.0.1:7070); the client adds the API's paths itself",
-                args.url
-            )));
-        }
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
