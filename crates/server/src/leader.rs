@@ -222,8 +222,8 @@ pub async fn run(
                         Ok(Some(l)) => {
                             let why = format!(
                                 "this replica runs fleet {}, and the scheduling leader ({}) runs \
-                                 fleet {}: restart this replica with the leader's fleet file and \
-                                 --agents",
+                                 fleet {}: restart this replica with the leader's fleet file, \
+                                 --agents and --checkpoint-dir",
                                 cfg.fleet, l.holder, l.fleet
                             );
                             tracing::error!(conflict = %why, "refusing submissions and the lease");

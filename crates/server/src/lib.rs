@@ -83,9 +83,10 @@ pub enum ServerError {
     /// The replica leading now schedules another fleet (or backends): this one would accept
     /// submissions the leader rejects.
     #[error(
-        "the scheduling leader ({holder}) runs fleet {theirs}, and this replica's --fleet and \
-         --agents make fleet {ours}: every replica on one database must run the same fleet file \
-         and the same --agents (stop them all to change it)"
+        "the scheduling leader ({holder}) runs fleet {theirs}, and this replica's --fleet, \
+         --agents and --checkpoint-dir make fleet {ours}: every replica on one database must \
+         run the same fleet file, the same --agents and, with agents, the same \
+         --checkpoint-dir (stop them all to change it)"
     )]
     FleetDiffersFromLeader {
         holder: String,
@@ -97,10 +98,14 @@ pub enum ServerError {
 /// What the lease records of a replica's fleet: its name and the first 16 hex digits of the
 /// SHA-256 of what decides where jobs may run and whether they are admitted — each cluster's
 /// name, accelerator, size and backend, the tenants with their quotas — and of whether node
-/// agents run its clusters. Replicas on one database must agree on it. Values a release fills
-/// in itself (catalog bandwidths, prices) are left out, so that a new binary with the same
-/// fleet file may join a running deployment.
-pub fn fleet_fingerprint(fleet: &switchyard_core::fleet::Fleet, agents: bool) -> String {
+/// agents run its clusters, with the checkpoint root their runs are handed (`agents`: a new
+/// leader with another would restart every run from nothing). Replicas on one database must
+/// agree on it. Values a release fills in itself (catalog bandwidths, prices) are left out, so
+/// that a new binary with the same fleet file may join a running deployment.
+pub fn fleet_fingerprint(
+    fleet: &switchyard_core::fleet::Fleet,
+    agents: Option<&std::path::Path>,
+) -> String {
     use switchyard_core::fleet::ClusterBackend;
     let clusters: Vec<serde_json::Value> = fleet
         .clusters
@@ -134,8 +139,17 @@ pub fn fleet_fingerprint(fleet: &switchyard_core::fleet::Fleet, agents: bool) ->
         })
         .collect();
     // The scheme's version leads, so that a later release that hashes more says so.
-    let text = serde_json::json!(["switchyard-fleet-v1", fleet.name, clusters, tenants, agents])
-        .to_string();
+    let mut print = serde_json::json!([
+        "switchyard-fleet-v1",
+        fleet.name,
+        clusters,
+        tenants,
+        agents.is_some()
+    ]);
+    if let (Some(root), Some(parts)) = (agents, print.as_array_mut()) {
+        parts.push(root.to_string_lossy().into());
+    }
+    let text = print.to_string();
     let digest = switchyard_store::sha256_hex(&text);
     format!("{}:{}", fleet.name, &digest[..16])
 }
@@ -223,7 +237,10 @@ pub async fn serve_bound(
             });
         }
     }
-    let fleet_print = fleet_fingerprint(&config.fleet, config.agents.is_some());
+    let fleet_print = fleet_fingerprint(
+        &config.fleet,
+        config.agents.as_ref().map(|a| a.checkpoint_root.as_path()),
+    );
     if let Some(leader) = leader::other_fleet_leading(&store, &fleet_print).await? {
         return Err(ServerError::FleetDiffersFromLeader {
             holder: leader.holder,
@@ -344,6 +361,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use switchyard_core::fleet::Fleet;
 
     /// The fingerprint follows what decides admission and placement, and nothing else: the same
@@ -354,25 +372,31 @@ mod tests {
     fn the_fleet_fingerprint_covers_admission_only() {
         let text = switchyard_core::fleet::local_fleet_toml("t", 4, 2, "");
         let fleet = |text: &str| Fleet::from_toml(text, "t.toml").expect("fleet");
-        let base = fleet_fingerprint(&fleet(&text), false);
-        assert_eq!(base, fleet_fingerprint(&fleet(&text), false));
-        assert_ne!(base, fleet_fingerprint(&fleet(&text), true));
+        let base = fleet_fingerprint(&fleet(&text), None);
+        assert_eq!(base, fleet_fingerprint(&fleet(&text), None));
+        let with_agents = fleet_fingerprint(&fleet(&text), Some(Path::new("/ckpt")));
+        assert_ne!(base, with_agents);
+        // Another checkpoint root would make a new leader restart every run from nothing.
+        assert_ne!(
+            with_agents,
+            fleet_fingerprint(&fleet(&text), Some(Path::new("/other")))
+        );
         assert_ne!(
             base,
             fleet_fingerprint(
                 &fleet(&switchyard_core::fleet::local_fleet_toml("t", 5, 2, "")),
-                false
+                None
             )
         );
         let mut priced = fleet(&text);
         priced.clusters[0].price_per_accelerator_hour *= 2.0;
-        assert_eq!(base, fleet_fingerprint(&priced, false));
+        assert_eq!(base, fleet_fingerprint(&priced, None));
         assert!(base.starts_with("t:") && base.len() == 2 + 16, "{base}");
-        let default = fleet_fingerprint(&Fleet::default_fleet(), false);
+        let default = fleet_fingerprint(&Fleet::default_fleet(), None);
         assert_eq!(default, "frontier-lab:c8a477b821afa670");
         let mut reprioritised = Fleet::default_fleet();
         reprioritised.tenants[0].teams[0].priority += 1;
-        assert_ne!(default, fleet_fingerprint(&reprioritised, false));
+        assert_ne!(default, fleet_fingerprint(&reprioritised, None));
         let mut requota = Fleet::default_fleet();
         let team = requota
             .tenants
@@ -381,6 +405,6 @@ mod tests {
             .find(|t| !t.quotas.is_empty())
             .expect("a team with a quota");
         team.quotas[0].accelerators += 8;
-        assert_ne!(default, fleet_fingerprint(&requota, false));
+        assert_ne!(default, fleet_fingerprint(&requota, None));
     }
 }

@@ -115,7 +115,7 @@ impl Server {
                     tick: Duration::from_millis(100),
                     lease_ttl: Duration::from_secs(3),
                     holder: format!("slurm-test-{}", std::process::id()),
-                    fleet: switchyard_server::fleet_fingerprint(&fleet, false),
+                    fleet: switchyard_server::fleet_fingerprint(&fleet, None),
                 },
             ));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
