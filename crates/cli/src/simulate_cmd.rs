@@ -321,5 +321,19 @@ fn render(r: &SimResult) -> String {
             out.push_str(&format!("  {}: {}\n", u.id, u.why));
         }
     }
+    if !r.unplaced_service_examples.is_empty() {
+        let shown = r.unplaced_service_examples.len() as u64;
+        out.push_str(&if shown < r.unplaced_services {
+            format!(
+                "\nservices that never had a replica (the first {shown} of {}):\n",
+                r.unplaced_services
+            )
+        } else {
+            "\nservices that never had a replica:\n".to_owned()
+        });
+        for u in &r.unplaced_service_examples {
+            out.push_str(&format!("  {}: {}\n", u.id, u.why));
+        }
+    }
     out
 }

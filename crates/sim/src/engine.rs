@@ -95,6 +95,12 @@ pub struct SimResult {
     /// The first unfinished jobs that arrived (at most [`UNFINISHED_EXAMPLES`], in
     /// submission order) and why each was still waiting or running when the run stopped.
     pub unfinished_examples: Vec<UnfinishedJob>,
+    /// Inference services that never had a replica running when the run stopped (their
+    /// first and fewest replicas never fitted, or their caps kept them out).
+    pub unplaced_services: u64,
+    /// The first of them (at most [`UNFINISHED_EXAMPLES`], in submission order) and why each
+    /// never started, in the scheduler's words.
+    pub unplaced_service_examples: Vec<UnfinishedJob>,
     /// The clock reached `SimOptions::horizon_s` after the first submission with work left:
     /// the unfinished jobs were still running or waiting, or not yet due, when the run stopped.
     pub stopped_at_horizon: bool,
@@ -526,6 +532,25 @@ pub fn simulate(
             why: sched.why(j),
         })
         .collect();
+    // Services with no replica to show: the report names them too, rather than count them
+    // silently among the jobs.
+    let unplaced: Vec<JobIdx> = (0..sched.job_count() as JobIdx)
+        .filter(|&j| {
+            let v = sched.job(j);
+            v.kind == JobKind::Inference
+                && v.first_start_s.is_none()
+                && v.state == JobState::Pending
+        })
+        .collect();
+    let unplaced_services = unplaced.len() as u64;
+    let unplaced_service_examples: Vec<UnfinishedJob> = unplaced
+        .into_iter()
+        .take(UNFINISHED_EXAMPLES)
+        .map(|j| UnfinishedJob {
+            id: sched.job(j).id.to_owned(),
+            why: sched.why(j),
+        })
+        .collect();
     // Jobs due after the horizon never arrived: they are unfinished, not forgotten.
     let never_arrived = arrivals.filter(|j| j.kind != JobKind::Inference).count() as u64;
     sched.stop_services(now, &mut decisions);
@@ -632,6 +657,8 @@ pub fn simulate(
         total,
         unfinished,
         unfinished_examples,
+        unplaced_services,
+        unplaced_service_examples,
         stopped_at_horizon,
         horizon_s: opts.horizon_s,
         failed,

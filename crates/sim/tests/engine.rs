@@ -358,6 +358,29 @@ fn started_at(r: &switchyard_sim::SimResult, job: &str) -> Option<f64> {
         .map(|(_, at)| at)
 }
 
+/// A service that never gets a replica is named, with why, not only counted among the jobs.
+#[test]
+fn a_service_that_never_had_a_replica_is_named() {
+    let one = || Replicas {
+        min: 1,
+        max: 1,
+        capacity_per_replica: 1.0,
+        load: None,
+    };
+    let mut late = service("late", "u", 8, one());
+    late.submit_s = 10.0;
+    let r = simulated(
+        &quota_fleet(1),
+        vec![service("first", "u", 8, one()), late],
+        Policy::Switchyard,
+    );
+    assert_eq!(r.unplaced_services, 1);
+    assert_eq!(r.unplaced_service_examples.len(), 1);
+    let example = &r.unplaced_service_examples[0];
+    assert_eq!(example.id, "late");
+    assert!(!example.why.is_empty());
+}
+
 /// A run still going at the horizon is accounted up to the horizon itself: 8 on-demand
 /// accelerators at $2 an hour for exactly the horizon.
 #[test]
