@@ -233,8 +233,8 @@ fn hours(s: f64) -> String {
 fn render(r: &SimResult) -> String {
     let t = &r.total;
     let mut out = format!(
-        "Simulated {} jobs on {} under `{}` (seed {}, failures {}): {} completed, {} unfinished, {}{} skipped; {} decisions in {:.2} s ({:.0}/s)\n\n",
-        t.jobs,
+        "Simulated {} on {} under `{}` (seed {}, failures {}): {} completed, {} unfinished, {}{} skipped; {} in {:.2} s ({:.0}/s)\n\n",
+        crate::table::plural(t.jobs, "job"),
         r.fleet,
         r.policy,
         r.seed,
@@ -250,7 +250,7 @@ fn render(r: &SimResult) -> String {
             String::new()
         },
         r.rejected,
-        r.decisions,
+        crate::table::plural(r.decisions, "decision"),
         r.wall_s,
         r.decisions_per_s
     );

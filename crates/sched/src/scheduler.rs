@@ -1197,10 +1197,10 @@ impl Scheduler {
             let room = per_cluster.min(fleet_wide.team.min(fleet_wide.org) / size);
             if u64::from(r.min) > room {
                 why = format!(
-                    "needs at least {} replicas of {size} accelerators, but the clusters it \
-                     accepts hold at most {room} such replicas (within its team's and its \
-                     organisation's quota caps)",
-                    r.min
+                    "needs at least {} of {size} accelerators, but the clusters it accepts \
+                     hold at most {} (within its team's and its organisation's quota caps)",
+                    count(r.min, "replica", "replicas"),
+                    count(room, "such replica", "such replicas"),
                 );
                 dur.iter_mut().for_each(|d| *d = None);
             }
