@@ -2751,16 +2751,20 @@ impl Scheduler {
             .filter(|&s| !self.queues[s as usize].is_empty())
             .collect();
         // Per-team policies pick the team furthest below its share each time: keep the active
-        // teams ordered by that (usage / share, then team), so a pick is O(log teams) — traces
+        // teams ordered by that (usage / share; on a tie the larger share, so that weights
+        // count between idle teams too; then the team), so a pick is O(log teams) — traces
         // that name thousands of users make thousands of teams. Only a start (the picked team)
         // or a preemption (the victims' teams) changes a key.
         let per_tenant = self.cfg.policy.per_tenant();
         let below_share = |this: &Self, s: u32| {
             let t = &this.tenants[s as usize];
             // Non-negative and finite (share > 0): the bits order as the numbers do.
-            (t.usage_total as f64 / t.share).to_bits()
+            (
+                (t.usage_total as f64 / t.share).to_bits(),
+                !t.share.to_bits(),
+            )
         };
-        let mut by_share: BTreeSet<(u64, u32)> = if per_tenant {
+        let mut by_share: BTreeSet<((u64, u64), u32)> = if per_tenant {
             active.iter().map(|&s| (below_share(self, s), s)).collect()
         } else {
             BTreeSet::new()
@@ -2791,10 +2795,10 @@ impl Scheduler {
             let picked = if per_tenant {
                 *by_share.first().expect("not empty")
             } else {
-                (0, active[0])
+                ((0, 0), active[0])
             };
             let slot = picked.1 as usize;
-            let drop_slot = |active: &mut Vec<u32>, by_share: &mut BTreeSet<(u64, u32)>| {
+            let drop_slot = |active: &mut Vec<u32>, by_share: &mut BTreeSet<((u64, u64), u32)>| {
                 if per_tenant {
                     by_share.remove(&picked);
                 } else {

@@ -246,6 +246,42 @@ fn an_elastic_job_larger_than_every_cluster_does_not_wait_for_the_impossible() {
     );
 }
 
+/// Between teams that hold nothing (a tie at zero usage), the larger share goes first, not the
+/// team listed first: weights count when a cluster frees whole.
+#[test]
+fn between_idle_teams_the_larger_share_goes_first() {
+    let text = TWO_CLUSTERS.replace("name = \"b\"\nweight = 1.0", "name = \"b\"\nweight = 3.0");
+    assert_ne!(text, TWO_CLUSTERS);
+    for policy in [Policy::Fair, Policy::Switchyard] {
+        let mut s = Scheduler::new(
+            &fleet(&text),
+            ThroughputTable::new(),
+            Config {
+                policy,
+                failures: false,
+                ..Config::default()
+            },
+        );
+        // Each needs the whole of 'slow': one at a time.
+        let whole = |id: &str, team: &str| {
+            let mut j = job(id, team, 64, 1000.0);
+            j.clusters = vec!["slow".into()];
+            j
+        };
+        submit(&mut s, 0.0, whole("of-a", "a"));
+        let b = submit(&mut s, 0.0, whole("of-b", "b"));
+        let d = pass(&mut s, 0.0);
+        let started: Vec<u32> = d
+            .iter()
+            .filter_map(|d| match d.action {
+                Action::Start { job, .. } => Some(job),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, [b], "{policy:?}: {d:?}");
+    }
+}
+
 #[test]
 fn fifo_backfills_without_delaying_the_head() {
     let mut s = sched(Policy::Fifo, false);
