@@ -324,6 +324,12 @@ fn zero_and_negative_counts_are_rejected() {
     let text = mutate("repair_hours = 12.0", "repair_hours = -1.0");
     let (_, field, _) = error_of(&text);
     assert_eq!(field, "clusters[0].repair_hours");
+    // A year at most: a node out longer is gone (a simulation waits out 100 repairs).
+    let text = mutate("repair_hours = 12.0", "repair_hours = 1e9");
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].repair_hours");
+    assert!(message.contains("maximum of 8760 hours"), "{message}");
+    load(&mutate("repair_hours = 12.0", "repair_hours = 8760")).expect("a year is fine");
 
     let text = mutate(
         "repair_hours = 12.0",

@@ -27,6 +27,9 @@ pub const MAX_CLUSTER_NODES: u32 = 1 << 20;
 /// Most accelerators in one cluster: 2^24, the largest device count a plan takes.
 pub const MAX_CLUSTER_ACCELERATORS: u64 = 1 << 24;
 
+/// The longest repair a fleet may give a cluster's nodes, hours (a year).
+const MAX_REPAIR_HOURS: f64 = 8760.0;
+
 /// Shortest node mean time between failures: one hour. Published fleets see thousands (Llama 3's
 /// 16,384 H100 lost a node about every three hours: some 6,000 hours per node); below an hour
 /// no run would ever reach a checkpoint, and a simulation would do nothing but fail nodes.
@@ -763,6 +766,19 @@ fn cluster(
                 raw.repair_hours.span(),
                 format!("{at}.repair_hours"),
                 format!("expected a repair time of zero or more hours, found {r}"),
+            ));
+        }
+        // A node out for longer is gone, not in repair (and a simulation waits out 100 repair
+        // times for a job that needs every node).
+        if r > MAX_REPAIR_HOURS {
+            return Err(src.error(
+                raw.repair_hours.span(),
+                format!("{at}.repair_hours"),
+                format!(
+                    "a repair of {r} hours is longer than the supported maximum of \
+                     {MAX_REPAIR_HOURS} hours (a year): a node out that long is gone — give the \
+                     cluster fewer nodes instead"
+                ),
             ));
         }
         r
