@@ -71,6 +71,24 @@ pub fn parse_model_file(text: &str) -> Result<Served, String> {
 }
 
 fn load(source: &ModelSource) -> Result<Served, String> {
+    let served = load_any(source)?;
+    // JSON has no NaN or infinity, and such a model predicts nothing (its training diverged).
+    if let Some((i, w)) = served
+        .weights
+        .iter()
+        .enumerate()
+        .find(|(_, w)| !w.is_finite())
+    {
+        return Err(format!(
+            "the model's weight {i} is {w}, not a finite number (did its training diverge?): \
+             nothing to serve from {}",
+            describe(source)
+        ));
+    }
+    Ok(served)
+}
+
+fn load_any(source: &ModelSource) -> Result<Served, String> {
     match source {
         ModelSource::File(p) => std::fs::read_to_string(p)
             .map_err(|e| format!("{}: {e}", p.display()))
@@ -105,7 +123,7 @@ pub fn answer(source: &ModelSource, target: &str) -> (u16, String) {
             Ok(m) => (
                 200,
                 format!(
-                    "{{\"source\":{:?},\"step\":{},\"hash\":{},\"weights\":[{}]}}",
+                    "{{\"source\":{},\"step\":{},\"hash\":{},\"weights\":[{}]}}",
                     json_string(&describe(source)),
                     m.step.map_or("null".into(), |s| s.to_string()),
                     m.hash.map_or("null".into(), |h| json_string(&h)),
@@ -316,6 +334,30 @@ mod tests {
         assert_eq!(json_string("a \"b\"\n\u{1}"), r#""a \"b\"\n\u0001""#);
         let (status, body) = answer(&ModelSource::Checkpoints(dir.join("none")), "/model");
         assert_eq!(status, 503, "{body}");
+        // The model's own answer is JSON, its source a plain string.
+        let (status, body) = answer(&src, "/model");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert!(
+            v["source"].as_str().is_some_and(|s| s.starts_with("file ")),
+            "{body}"
+        );
+        assert_eq!(v["weights"], serde_json::json!([1.5, -2.0]));
+        // A model holding NaN is refused as such, not served as JSON it cannot be.
+        let nan = dir.join("nan.txt");
+        std::fs::write(&nan, model_file(&[f64::NAN, 1.0], 0xabc)).expect("write");
+        let nan = ModelSource::File(nan);
+        for target in ["/model", "/predict?x=1,1"] {
+            let (status, body) = answer(&nan, target);
+            assert_eq!(status, 503, "{target}: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            assert!(
+                v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("not a finite number")),
+                "{body}"
+            );
+        }
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }
