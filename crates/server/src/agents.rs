@@ -605,9 +605,25 @@ impl AgentHub {
             .find(|a| a.index >= cluster.accelerators_per_node)
         {
             return Err(AgentError::Invalid(format!(
-                "accelerator index {} is out of range: nodes of cluster `{}` have {} (indices 0..{})",
-                a.index, cluster.name, cluster.accelerators_per_node, cluster.accelerators_per_node
+                "accelerator index {} is out of range: nodes of cluster `{}` have {} (indices 0 \
+                 to {})",
+                a.index,
+                cluster.name,
+                cluster.accelerators_per_node,
+                cluster.accelerators_per_node - 1
             )));
+        }
+        // As many as the cluster's nodes have, each once: a repeated index would leave another
+        // undeclared, and ranks would be handed a device the node never offered.
+        let mut seen = vec![false; cluster.accelerators_per_node as usize];
+        for a in &info.accelerators {
+            if std::mem::replace(&mut seen[a.index as usize], true) {
+                return Err(AgentError::Invalid(format!(
+                    "accelerator index {} is offered twice: each of the node's {} accelerators \
+                     must be offered once, with its own index",
+                    a.index, cluster.accelerators_per_node
+                )));
+            }
         }
         Ok((cluster.name, cluster.slots))
     }
@@ -2794,6 +2810,21 @@ mod tests {
         h.admit(&info(host, 2), Some(&boot), &cluster, &id, slot, now)
             .expect("admitted");
         id
+    }
+
+    /// A node must offer each of its accelerators once: two with index 0 on a 2-accelerator
+    /// cluster would leave index 1 undeclared, and a rank would be handed it.
+    #[test]
+    fn an_accelerator_offered_twice_is_refused() {
+        let h = hub();
+        let mut twice = info("a", 2);
+        twice.accelerators[1].index = 0;
+        let e = h.resolve(&twice, Some("boot")).expect_err("index 0 twice");
+        assert!(e.to_string().contains("index 0 is offered twice"), "{e}");
+        let mut out = info("a", 2);
+        out.accelerators[1].index = 2;
+        let e = h.resolve(&out, Some("boot")).expect_err("index 2 of 2");
+        assert!(e.to_string().contains("(indices 0 to 1)"), "{e}");
     }
 
     /// A hub and its backend with nodes a, bb and c joined at `now` in slots 0, 1 and 2.
