@@ -1159,7 +1159,14 @@ impl Scheduler {
                     self.whose_caps(&spec.tenant, &accepted, u64::from(min_size))
                 )
             } else if let Work::Amount { profile, .. } = &spec.work {
-                if switchyard_perf::ModelSpec::preset(profile).is_some() {
+                if spec.accelerators > switchyard_perf::MAX_SIZE {
+                    format!(
+                        "asks for {} accelerators, more than the {} the performance model \
+                         rates work for (model {profile})",
+                        spec.accelerators,
+                        switchyard_perf::MAX_SIZE
+                    )
+                } else if switchyard_perf::ModelSpec::preset(profile).is_some() {
                     format!(
                         "fits on no cluster it accepts: on {} accelerators the performance model \
                          finds no layout of model {profile} that fits in memory there, and the \

@@ -620,6 +620,18 @@ fn a_model_that_fits_nowhere_says_so() {
         why.contains("the performance model finds no layout of model llama3-405b"),
         "{why}"
     );
+    // An elastic job past what the model rates is told so, not that nothing fits in memory.
+    let mut wide = job("wide", "a", u32::MAX, 0.0);
+    wide.min_accelerators = Some(8);
+    wide.work = Work::Amount {
+        units: 1e9,
+        profile: "llama3-8b".into(),
+    };
+    let why = s.validate(&wide).expect_err("past the model's sizes");
+    assert!(
+        why.contains("asks for 4294967295 accelerators, more than the 16777216"),
+        "{why}"
+    );
 }
 
 /// A service whose fewest replicas the fleet cannot hold at once can never run: refused.

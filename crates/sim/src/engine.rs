@@ -268,7 +268,8 @@ pub fn simulate(
         } else if spec.submit_s > MAX_SUBMIT_S {
             Some(format!(
                 "submit time {:e} s is more than {MAX_SUBMIT_S:e} s (3,000 years) after the trace's \
-                 zero: times are seconds (a trace in milliseconds or microseconds needs converting)",
+                 zero: times are seconds (a trace in milliseconds or microseconds needs \
+                 converting; dates that far apart are mistyped)",
                 spec.submit_s
             ))
         } else {
