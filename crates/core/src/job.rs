@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The priorities a job or a team's default may have, from `-MAX_PRIORITY` to `MAX_PRIORITY`
+/// (a trace's jobs keep whatever their source gave them).
+pub const MAX_PRIORITY: i32 = 1000;
+
 /// The three kinds of work Switchyard places.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -325,6 +325,21 @@ fn zero_and_negative_counts_are_rejected() {
     let (_, field, _) = error_of(&text);
     assert_eq!(field, "clusters[0].repair_hours");
     // A year at most: a node out longer is gone (a simulation waits out 100 repairs).
+    // A team's default priority has the range a submission's own has.
+    for bad in ["1001", "-1001", "99999999999"] {
+        let text = mutate(
+            "name = \"research\"\n",
+            &format!("name = \"research\"\npriority = {bad}\n"),
+        );
+        let (_, field, message) = error_of(&text);
+        assert_eq!(field, "tenants[0].teams[0].priority");
+        assert!(message.contains("from -1000 to 1000"), "{message}");
+    }
+    load(&mutate(
+        "name = \"research\"\n",
+        "name = \"research\"\npriority = -1000\n",
+    ))
+    .expect("the range's end is fine");
     let text = mutate("repair_hours = 12.0", "repair_hours = 1e9");
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "clusters[0].repair_hours");

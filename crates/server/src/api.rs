@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use switchyard_core::fleet::Fleet;
+use switchyard_core::job::MAX_PRIORITY;
 use switchyard_core::{JobKind, JobSpec, Replicas, Work};
 use switchyard_store::JobRecord;
 
@@ -550,10 +551,10 @@ impl SubmitRequest {
             )));
         }
         if let Some(p) = self.priority
-            && !(-1000..=1000).contains(&p)
+            && !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&p)
         {
             return Err(invalid(format!(
-                "priority = {p} is out of range: from -1000 to 1000"
+                "priority = {p} is out of range: from -{MAX_PRIORITY} to {MAX_PRIORITY}"
             )));
         }
         if self.accelerator_types.len() > MAX_LIST_ENTRIES || self.clusters.len() > MAX_LIST_ENTRIES

@@ -1221,14 +1221,23 @@ fn organisation(
         let at = format!("{at}.teams[{j}]");
         let team_name = src.name(&t.name, &format!("{at}.name"))?;
         team_names.insert(src, &team_name, &t.name, &format!("{at}.name"))?;
+        // The range a job submitted with its own priority may have: a team's default outside
+        // it would give its jobs a priority no submission could ask for.
+        let max = crate::job::MAX_PRIORITY;
         let priority = match &t.priority {
-            Some(p) => i32::try_from(*p.get_ref()).map_err(|_| {
-                src.error(
-                    p.span(),
-                    format!("{at}.priority"),
-                    format!("priority {} is out of range", p.get_ref()),
-                )
-            })?,
+            Some(p) => i32::try_from(*p.get_ref())
+                .ok()
+                .filter(|p| (-max..=max).contains(p))
+                .ok_or_else(|| {
+                    src.error(
+                        p.span(),
+                        format!("{at}.priority"),
+                        format!(
+                            "priority {} is out of range: from -{max} to {max}",
+                            p.get_ref()
+                        ),
+                    )
+                })?,
             None => 0,
         };
         teams.push(Team {
