@@ -37,7 +37,11 @@ impl std::fmt::Display for Spread {
             if *kind == LevelKind::Cluster {
                 continue;
             }
-            write!(f, ", {n} {}", kind.as_str())?;
+            let unit = match kind {
+                LevelKind::ScaleUp => "scale-up domain",
+                other => other.as_str(),
+            };
+            write!(f, ", {n} {unit}{}", if *n == 1 { "" } else { "s" })?;
         }
         Ok(())
     }
@@ -665,6 +669,32 @@ impl ClusterIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spread_reads_in_words_with_plurals() {
+        let spread = |nodes, units: &[(LevelKind, u32)]| {
+            Spread {
+                nodes,
+                units: units.to_vec(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            spread(
+                1024,
+                &[
+                    (LevelKind::Rack, 128),
+                    (LevelKind::Block, 16),
+                    (LevelKind::Cluster, 1)
+                ]
+            ),
+            "1024 nodes, 128 racks, 16 blocks"
+        );
+        assert_eq!(
+            spread(1, &[(LevelKind::ScaleUp, 1), (LevelKind::Rack, 1)]),
+            "1 node, 1 scale-up domain, 1 rack"
+        );
+    }
 
     /// 8 nodes of 8 accelerators in racks of 4.
     fn racked() -> ClusterIndex {
