@@ -2374,7 +2374,8 @@ mod handlers {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "this replica is not the scheduling leader (see /readyz); agents must reach the leader",
+                "this replica is not the scheduling leader (see /readyz): node agents, and \
+                 `switchyard nodes` with its drains, must reach the leader",
             ));
         }
         Ok(hub)
