@@ -54,6 +54,9 @@ pub struct ServerArgs {
 /// no database behind.
 fn parse_listen(text: &str) -> Result<String, String> {
     let bad = |why: &str| format!("`{text}`: {why} (give HOST:PORT, e.g. 127.0.0.1:7070)");
+    if text.contains("://") {
+        return Err(bad("a URL, not an address to listen on: leave out the scheme"));
+    }
     let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
     if host.is_empty() {
         return Err(bad("no host"));
@@ -555,6 +558,7 @@ mod tests {
             (":7070", "no host"),
             ("127.0.0.1:http", "from 0 to 65535"),
             ("256.1.1.1:80", "no address"),
+            ("http://127.0.0.1:7070", "leave out the scheme"),
         ] {
             let e = parse_listen(bad).expect_err(bad);
             assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
