@@ -55,7 +55,9 @@ pub struct ServerArgs {
 fn parse_listen(text: &str) -> Result<String, String> {
     let bad = |why: &str| format!("`{text}`: {why} (give HOST:PORT, e.g. 127.0.0.1:7070)");
     if text.contains("://") {
-        return Err(bad("a URL, not an address to listen on: leave out the scheme"));
+        return Err(bad(
+            "a URL, not an address to listen on: leave out the scheme",
+        ));
     }
     let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
     if host.is_empty() {
