@@ -98,7 +98,8 @@ pub struct Config {
     /// reservation, as the head of a FIFO queue does.
     pub starvation_s: f64,
     /// `switchyard`: a waiting job may preempt a checkpointable run of no higher priority that
-    /// has more than this many times its own predicted run time left.
+    /// has more than this many times its own predicted run time, plus two of the cluster's
+    /// restarts, left.
     pub preempt_factor: f64,
     /// A training run that loses a node this many times in a row without having kept any
     /// progress in between (its nodes fail faster than it restarts and checkpoints) has
@@ -1159,7 +1160,9 @@ impl Scheduler {
                     self.whose_caps(&spec.tenant, &accepted, u64::from(min_size))
                 )
             } else if let Work::Amount { profile, .. } = &spec.work {
-                if spec.accelerators > switchyard_perf::MAX_SIZE {
+                if spec.accelerators > switchyard_perf::MAX_SIZE
+                    && switchyard_perf::ModelSpec::preset(profile).is_some()
+                {
                     format!(
                         "asks for {} accelerators, more than the {} the performance model \
                          rates work for (model {profile})",
@@ -1247,6 +1250,23 @@ impl Scheduler {
             org: lowest(&o.rules),
             org_name: &o.name,
         }
+    }
+
+    /// The most `tenant` may ever hold on `cluster`: the lowest of its team's and its
+    /// organisation's caps that bind there (fleet-wide ones included); `u64::MAX` where none
+    /// does.
+    fn hard_cap(&self, tenant: u32, cluster: u32) -> u64 {
+        let t = &self.tenants[tenant as usize];
+        let o = &self.orgs[t.org as usize];
+        let lowest = |rules: &[QuotaRule]| {
+            rules
+                .iter()
+                .filter(|r| r.cluster.is_none() || r.cluster == Some(cluster))
+                .filter_map(|r| r.cap)
+                .min()
+                .unwrap_or(u64::MAX)
+        };
+        lowest(&t.rules).min(lowest(&o.rules))
     }
 
     /// Whose caps `min_size` accelerators break on every one of `clusters`: "team T's quota
@@ -2736,11 +2756,13 @@ impl Scheduler {
         // A starving job's reservation holds from the pass that made it until the job starts:
         // made again only when the pass reached the job, it came too late in every pass after
         // the first — shorter jobs of its own team, tried before it, took what freed up.
+        // (Room is made for it first, as the pass would when it reached the job.)
         let mut res: Option<Reservation> = None;
         if self.cfg.policy == Policy::Switchyard
             && let Some(r) = self.reservation
             && self.jobs[r.job as usize].key.is_some()
             && !self.try_start(now, r.job, None, out)
+            && !(self.try_preempt(now, r.job, None, out) && self.try_start(now, r.job, None, out))
         {
             res = self.reserve(now, r.job);
             self.reserved_last_pass |= res.is_some();
@@ -2825,6 +2847,12 @@ impl Scheduler {
             };
             cursor[slot] = Some(key);
             let j = key.3;
+            // The job whose reservation this pass took up again was tried first: trying it
+            // again would only replace its reason (the reservation it holds) with the room it
+            // lacks.
+            if res.is_some_and(|r| r.job == j) {
+                continue;
+            }
             if self.try_start(now, j, res.as_mut(), out) {
                 if per_tenant && by_share.remove(&picked) {
                     by_share.insert((below_share(self, picked.1), picked.1));
@@ -3070,14 +3098,18 @@ impl Scheduler {
     }
 
     /// The cluster where `j` runs fastest (the first of equals) and its predicted time there,
-    /// each cluster judged at the largest size it could ever hold (an elastic job larger than
-    /// a cluster runs smaller, and slower, there); `None` when it runs nowhere.
+    /// each cluster judged at the largest size it could ever hold there — its capacity, and
+    /// its team's and organisation's caps (an elastic job larger than that runs smaller, and
+    /// slower, there); `None` when it runs nowhere.
     fn fastest_run(&self, j: JobIdx) -> Option<(u32, f64)> {
         let job = &self.jobs[j as usize];
         let mut fastest: Option<(f64, u32, u32)> = None;
         for (k, d) in job.dur.iter().enumerate() {
             let Some(d) = *d else { continue };
-            let held = self.index[k].capacity().min(u64::from(job.size));
+            let held = self.index[k]
+                .capacity()
+                .min(self.hard_cap(job.tenant, k as u32))
+                .min(u64::from(job.size));
             let size = u32::try_from(held).unwrap_or(job.size);
             if size == 0 || size < job.min_size {
                 continue;

@@ -246,6 +246,70 @@ fn an_elastic_job_larger_than_every_cluster_does_not_wait_for_the_impossible() {
     );
 }
 
+/// The same for caps: an elastic job whose team may hold only 8 on 'fast' is judged there at
+/// 8, where it runs far slower than on all of 'slow', and starts on 'slow' at once.
+#[test]
+fn an_elastic_job_is_judged_at_what_its_caps_let_it_hold() {
+    let text = TWO_CLUSTERS.replace(
+        "quotas = [{ cluster = \"fast\", accelerators = 64, borrowing_limit = 32 }]",
+        "quotas = [{ cluster = \"fast\", accelerators = 8, borrowing_limit = 0 }]",
+    );
+    assert_ne!(text, TWO_CLUSTERS);
+    let mut s = Scheduler::new(
+        &fleet(&text),
+        ThroughputTable::new(),
+        Config {
+            policy: Policy::Switchyard,
+            failures: false,
+            ..Config::default()
+        },
+    );
+    let mut spec = job("capped", "b", 64, 100.0);
+    spec.min_accelerators = Some(8);
+    spec.work = Work::Duration {
+        seconds: 100.0,
+        by_accelerator: BTreeMap::from([("H100-SXM".into(), 100.0), ("V100".into(), 250.0)]),
+    };
+    let c = submit(&mut s, 0.0, spec);
+    let d = pass(&mut s, 0.0);
+    assert!(
+        d.iter().any(|d| matches!(
+            d.action,
+            Action::Start { job, cluster: 1, .. } if job == c
+        )),
+        "{d:?}; {}",
+        s.why(c)
+    );
+}
+
+/// A starving job's reservation is taken up again in every pass, and its reason keeps
+/// saying so (the pass that took it up must not try the job again and replace the reason
+/// with the room it lacks).
+#[test]
+fn a_starving_jobs_reason_names_its_reservation_in_every_pass() {
+    const DAY: f64 = 86_400.0;
+    let mut s = sched(Policy::Switchyard, false);
+    let slow_only = |mut j: JobSpec| {
+        j.clusters = vec!["slow".into()];
+        j
+    };
+    // A batch job: no checkpoint, so it does not yield to the shorter one.
+    let mut long = slow_only(job("long", "a", 64, 30.0 * DAY));
+    long.kind = JobKind::Batch;
+    submit(&mut s, 0.0, long);
+    pass(&mut s, 0.0);
+    let big = submit(&mut s, 1.0, slow_only(job("big", "b", 64, DAY)));
+    pass(&mut s, 1.0);
+    for at in [8.0 * DAY, 8.0 * DAY + 60.0, 9.0 * DAY] {
+        pass(&mut s, at);
+        assert!(
+            s.why(big).starts_with("holds a reservation"),
+            "at {at}: {}",
+            s.why(big)
+        );
+    }
+}
+
 /// Between teams that hold nothing (a tie at zero usage), the larger share goes first, not the
 /// team listed first: weights count when a cluster frees whole.
 #[test]
