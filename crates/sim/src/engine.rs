@@ -233,6 +233,9 @@ const DAY_S: f64 = 86_400.0;
 /// How many of the longest repair times a job waits, with nothing running, for nodes that are
 /// down: long enough for a run that needs a whole cluster to see a moment when none is down.
 const REPAIR_WAITS: f64 = 100.0;
+/// The longest that wait lasts, s (a year): with repairs of months, a job that needs every
+/// node of a cluster whose nodes fail by the hour would wait to the horizon.
+const MAX_REPAIR_WAIT_S: f64 = 365.0 * DAY_S;
 
 /// Latest submission time a trace may give, seconds: Unix-epoch seconds are about 1.8e9; at
 /// 1e11 a double still tells microseconds apart, so events keep moving the clock.
@@ -372,12 +375,12 @@ pub fn simulate(
             // Nothing running can free capacity and nothing more arrives. While nodes are down
             // a job may be waiting for them (one that needs the whole cluster waits for a
             // moment when none is down, however often others fail meanwhile): it gets
-            // REPAIR_WAITS repair times from when the waiting began. Services that follow a
+            // REPAIR_WAITS repair times from when the waiting began (at most a year). Services that follow a
             // load curve get a whole day of it (they shrink at their trough). What still waits
             // after that can never start.
             let since = *idle_since.get_or_insert(now);
             let repairs_s = if pending_repairs > 0 {
-                REPAIR_WAITS * max_repair_s
+                (REPAIR_WAITS * max_repair_s).min(MAX_REPAIR_WAIT_S)
             } else {
                 0.0
             };

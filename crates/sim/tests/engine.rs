@@ -378,7 +378,11 @@ fn a_service_that_never_had_a_replica_is_named() {
     assert_eq!(r.unplaced_service_examples.len(), 1);
     let example = &r.unplaced_service_examples[0];
     assert_eq!(example.id, "late");
-    assert!(!example.why.is_empty());
+    assert!(
+        example.why.starts_with("waiting for 8 free accelerators"),
+        "{}",
+        example.why
+    );
 }
 
 /// A run still going at the horizon is accounted up to the horizon itself: 8 on-demand
@@ -902,6 +906,43 @@ fn a_whole_cluster_run_outlasts_the_failures_it_waits_through() {
             r.total.failures
         );
     }
+}
+
+/// With repairs of a year, a run that needs every node of a cluster whose nodes fail by the
+/// hour never sees them all up: it is left unfinished after a year of waiting, not watched to
+/// the 20-year horizon.
+#[test]
+fn a_run_stuck_behind_year_long_repairs_waits_a_year_not_the_horizon() {
+    let text = r#"
+name = "slow-repairs"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[clusters]]
+name = "c"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 16
+accelerators_per_node = 8
+capacity = "on_demand"
+node_mtbf_hours = 1.0
+repair_hours = 8760.0
+"#;
+    let fleet = Fleet::from_toml(text, "slow-repairs.toml").expect("valid fleet");
+    let r = simulate(
+        &fleet,
+        vec![training("all", "u", 0.0, 128, 864_000.0, 0)],
+        ThroughputTable::new(),
+        &SimOptions::default(),
+        &mut |_| {},
+    )
+    .expect("simulates");
+    assert_eq!(r.unfinished, 1);
+    assert!(!r.stopped_at_horizon, "{} failures", r.total.failures);
 }
 
 /// Submission times beyond what a trace in seconds can hold (a trace in milliseconds or
