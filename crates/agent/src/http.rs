@@ -72,7 +72,11 @@ pub fn check_server_url(base: &str) -> Result<(), String> {
                 .into(),
         );
     }
-    if base.ends_with("/v1") {
+    // The path's end, not the string's: `http://v1` is a host of that name.
+    let path = base["http://".len()..]
+        .find('/')
+        .map_or("", |at| &base["http://".len() + at..]);
+    if path.ends_with("/v1") {
         return Err(
             "ends in /v1: give the server's address (e.g. http://127.0.0.1:7070); the \
              API's paths are added to it"

@@ -246,6 +246,7 @@ fn error_answers_map_to_what_the_agent_does_next() {
         assert!(err.contains(why), "{url}: {err}");
     }
     switchyard_agent::http::check_server_url("http://127.0.0.1:7070").expect("a good URL");
+    switchyard_agent::http::check_server_url("http://v1").expect("a host named v1");
 }
 
 /// A call to a server that never answers gives up by the deadline the agent set (at least

@@ -28,26 +28,28 @@ pub fn plain_type_words(text: &str) -> String {
 fn too_large_for_toml(text: &str) -> String {
     const START: &str = "invalid type: integer `";
     const END: &str = "` as i128";
-    // Searched for from where the number begins, and the number checked: the text around it
-    // quotes the user's own file or request, which may hold either phrase anywhere.
-    let Some(from) = text.find(START).map(|start| start + START.len()) else {
-        return text.to_owned();
-    };
-    let Some(end) = text[from..].find(END).map(|n| from + n) else {
-        return text.to_owned();
-    };
-    let number = &text[from..end];
-    let digits = number.strip_prefix('-').unwrap_or(number);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return text.to_owned();
+    // Each place the phrase begins is tried, its end searched for from where the number
+    // begins and the number checked: the text around it quotes the user's own file or
+    // request, which may hold either phrase anywhere.
+    for (start, _) in text.match_indices(START) {
+        let from = start + START.len();
+        let Some(end) = text[from..].find(END).map(|n| from + n) else {
+            continue;
+        };
+        let number = &text[from..end];
+        let digits = number.strip_prefix('-').unwrap_or(number);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let line_end = text[end..].find('\n').map_or(text.len(), |n| end + n);
+        return format!(
+            "{}the number {number} is too large: whole numbers in TOML go up to {}{}",
+            &text[..start],
+            i64::MAX,
+            &text[line_end..]
+        );
     }
-    let line_end = text[end..].find('\n').map_or(text.len(), |n| end + n);
-    format!(
-        "{}the number {number} is too large: whole numbers in TOML go up to {}{}",
-        &text[..from - START.len()],
-        i64::MAX,
-        &text[line_end..]
-    )
+    text.to_owned()
 }
 
 /// [`plain_type_words`] for a TOML reader's message: TOML hands a date or time to a reader as
@@ -132,6 +134,17 @@ mod tests {
             let _ = plain_type_words(&text);
             let _ = super::plain_toml_words(&text);
         }
+    }
+
+    /// The real message is found after a quoted line that holds the phrase first.
+    #[test]
+    fn the_phrase_quoted_first_does_not_hide_the_message() {
+        let text = "1 | k = \"invalid type: integer `\" # 99999999999999999999\ninvalid type: integer `99999999999999999999` as i128, expected x";
+        let out = plain_type_words(text);
+        assert!(
+            out.ends_with("the number 99999999999999999999 is too large: whole numbers in TOML go up to 9223372036854775807"),
+            "{out}"
+        );
     }
 
     #[test]

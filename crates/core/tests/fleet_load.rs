@@ -324,7 +324,6 @@ fn zero_and_negative_counts_are_rejected() {
     let text = mutate("repair_hours = 12.0", "repair_hours = -1.0");
     let (_, field, _) = error_of(&text);
     assert_eq!(field, "clusters[0].repair_hours");
-    // A year at most: a node out longer is gone (a simulation waits out 100 repairs).
     // A team's default priority has the range a submission's own has.
     for bad in ["1001", "-1001", "99999999999"] {
         let text = mutate(
@@ -340,6 +339,7 @@ fn zero_and_negative_counts_are_rejected() {
         "name = \"research\"\npriority = -1000\n",
     ))
     .expect("the range's end is fine");
+    // A year at most: a node out longer is gone (a simulation waits out 100 repairs).
     let text = mutate("repair_hours = 12.0", "repair_hours = 1e9");
     let (_, field, message) = error_of(&text);
     assert_eq!(field, "clusters[0].repair_hours");

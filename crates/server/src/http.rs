@@ -419,12 +419,19 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(routes)
         .layer(axum::middleware::from_fn(crate::listen::body_within_limits))
         .layer(axum::middleware::map_response(json_errors))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(answer_panics())
 }
+
+/// The layer that turns a handler's panic into a `500 internal` answer ([`panicked`]).
+fn answer_panics() -> tower_http::catch_panic::CatchPanicLayer<fn(PanicPayload) -> Response> {
+    tower_http::catch_panic::CatchPanicLayer::custom(panicked as fn(PanicPayload) -> Response)
+}
+
+type PanicPayload = Box<dyn std::any::Any + Send + 'static>;
 
 /// A request that hit a bug in this server is answered, not dropped unanswered: the client
 /// learns that nothing it sent was wrong, and the log keeps what happened.
-fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+fn panicked(payload: PanicPayload) -> Response {
     let what = payload
         .downcast_ref::<String>()
         .map(String::as_str)
@@ -857,6 +864,13 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Path::<String>::from_request_parts(parts, state).await {
             Ok(Path(id)) => Ok(PathId(id)),
+            // A node's routes answer an id they do not know with `unknown_node`, which agents
+            // act on (they register again).
+            Err(_) if parts.uri.path().starts_with("/v1/agent/") => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_node",
+                "no node with such an id: ids are UTF-8, and this one is not once percent-decoded",
+            )),
             Err(_) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -1263,6 +1277,52 @@ mod tests {
         );
     }
 
+    /// An id that is not UTF-8 once decoded is one the server cannot have: `not_found` on the
+    /// job routes, `unknown_node` on a node's (what agents act on).
+    #[tokio::test]
+    async fn an_id_that_is_not_utf8_is_not_found() {
+        async fn echo(PathId(id): PathId) -> String {
+            id
+        }
+        let app = Router::new()
+            .route("/v1/jobs/{id}", get(echo))
+            .route("/v1/agent/nodes/{id}/heartbeat", get(echo));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let answers = tokio::task::spawn_blocking(move || {
+            [
+                "/v1/jobs/j-%ff",
+                "/v1/agent/nodes/n-%ff/heartbeat",
+                "/v1/jobs/j-1",
+            ]
+            .map(|path| {
+                let mut res = ureq::get(&format!("{base}{path}"))
+                    .config()
+                    .http_status_as_error(false)
+                    .build()
+                    .call()
+                    .expect("an answer");
+                let body = res.body_mut().read_to_string().expect("a body");
+                (res.status().as_u16(), body)
+            })
+        })
+        .await
+        .expect("the client");
+        let code = |body: &str| {
+            serde_json::from_str::<serde_json::Value>(body).expect("JSON")["error"]["code"]
+                .as_str()
+                .map(str::to_owned)
+        };
+        assert_eq!(answers[0].0, 404);
+        assert_eq!(code(&answers[0].1).as_deref(), Some("not_found"));
+        assert_eq!(answers[1].0, 404);
+        assert_eq!(code(&answers[1].1).as_deref(), Some("unknown_node"));
+        assert_eq!(answers[2], (200, "j-1".to_owned()));
+    }
+
     /// A handler that panics gets its client an answer that says so, over a real connection.
     #[tokio::test]
     async fn a_request_that_hits_a_panic_is_answered_500() {
@@ -1271,7 +1331,7 @@ mod tests {
         }
         let app = Router::new()
             .route("/boom", get(boom))
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+            .layer(answer_panics());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");

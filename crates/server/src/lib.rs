@@ -139,17 +139,24 @@ pub fn fleet_fingerprint(
         })
         .collect();
     // The scheme's version leads, so that a later release that hashes more says so.
-    let mut print = serde_json::json!([
-        "switchyard-fleet-v1",
-        fleet.name,
-        clusters,
-        tenants,
-        agents.is_some()
-    ]);
-    if let (Some(root), Some(parts)) = (agents, print.as_array_mut()) {
-        parts.push(root.to_string_lossy().into());
+    // With agents the scheme is v2, which adds the checkpoint root: replicas of a release
+    // before it compute v1 and refuse each other (stop them all to upgrade); without agents
+    // nothing changed, and it stays v1. `/ckpt/` and `/ckpt/./` are `/ckpt`.
+    let text = match agents {
+        None => serde_json::json!(["switchyard-fleet-v1", fleet.name, clusters, tenants, false]),
+        Some(root) => {
+            let root: std::path::PathBuf = root.components().collect();
+            serde_json::json!([
+                "switchyard-fleet-v2",
+                fleet.name,
+                clusters,
+                tenants,
+                true,
+                root.to_string_lossy()
+            ])
+        }
     }
-    let text = print.to_string();
+    .to_string();
     let digest = switchyard_store::sha256_hex(&text);
     format!("{}:{}", fleet.name, &digest[..16])
 }
@@ -376,10 +383,15 @@ mod tests {
         assert_eq!(base, fleet_fingerprint(&fleet(&text), None));
         let with_agents = fleet_fingerprint(&fleet(&text), Some(Path::new("/ckpt")));
         assert_ne!(base, with_agents);
-        // Another checkpoint root would make a new leader restart every run from nothing.
+        // Another checkpoint root would make a new leader restart every run from nothing;
+        // another spelling of the same one is the same.
         assert_ne!(
             with_agents,
             fleet_fingerprint(&fleet(&text), Some(Path::new("/other")))
+        );
+        assert_eq!(
+            with_agents,
+            fleet_fingerprint(&fleet(&text), Some(Path::new("/ckpt/./")))
         );
         assert_ne!(
             base,
