@@ -3106,6 +3106,10 @@ impl Scheduler {
         let mut fastest: Option<(f64, u32, u32)> = None;
         for (k, d) in job.dur.iter().enumerate() {
             let Some(d) = *d else { continue };
+            // Smaller than the whole job it only runs slower: no faster than the best so far.
+            if fastest.is_some_and(|(best, _, _)| d >= best) {
+                continue;
+            }
             let held = self.index[k]
                 .capacity()
                 .min(self.hard_cap(job.tenant, k as u32))
