@@ -230,6 +230,24 @@ fn hours(s: f64) -> String {
     format!("{:.2}", s / 3600.0)
 }
 
+/// Whole dollars, or cents where whole dollars would hide most of it (a short run costs 0.45).
+fn dollars(usd: f64) -> String {
+    if usd.abs() < 100.0 {
+        format!("{usd:.2}")
+    } else {
+        format!("{usd:.0}")
+    }
+}
+
+/// A span in hours, or in seconds where it is under an hour ("makespan 0.0 h" says nothing).
+fn span(s: f64) -> String {
+    if s < 3600.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
 fn render(r: &SimResult) -> String {
     let t = &r.total;
     let mut out = format!(
@@ -285,7 +303,7 @@ fn render(r: &SimResult) -> String {
             hours(f.avg_wait_s),
             format!("{:.1}%", f.utilization * 100.0),
             format!("{:.1}%", f.goodput * 100.0),
-            format!("{:.0}", f.cost_usd),
+            dollars(f.cost_usd),
             f.failures.to_string(),
             f.preemptions.to_string(),
         ]);
@@ -303,8 +321,8 @@ fn render(r: &SimResult) -> String {
     row(&mut table, "fleet", total_acc.to_string(), t);
     out.push_str(&table.render());
     out.push_str(&format!(
-        "\nmakespan {:.1} h; avg JCT {:.0} s; {} node failures, {} restarts, {} preemptions\n",
-        t.makespan_s / 3600.0,
+        "\nmakespan {}; avg JCT {:.0} s; {} node failures, {} restarts, {} preemptions\n",
+        span(t.makespan_s),
         t.avg_jct_s,
         t.failures,
         r.restarts,
@@ -336,4 +354,18 @@ fn render(r: &SimResult) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{dollars, span};
+
+    #[test]
+    fn small_costs_and_spans_keep_their_digits() {
+        assert_eq!(dollars(0.45), "0.45");
+        assert_eq!(dollars(99.994), "99.99");
+        assert_eq!(dollars(126_750_903.65), "126750904");
+        assert_eq!(span(10.0), "10 s");
+        assert_eq!(span(7200.0), "2.0 h");
+    }
 }
