@@ -142,9 +142,23 @@ pub(crate) fn whole_from(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, Str
     }
 }
 
+/// A seed: any whole number of 0 or more that fits 64 bits, said in words when it is not one.
+pub(crate) fn seed(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("`{text}` is not a whole number from 0 to {}", u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::whole_from;
+
+    #[test]
+    fn a_seed_is_a_whole_number_of_64_bits() {
+        assert_eq!(super::seed("42"), Ok(42));
+        let e = super::seed("-1").expect_err("negative");
+        assert!(e.contains("`-1` is not a whole number from 0 to"), "{e}");
+    }
 
     #[test]
     fn flag_ranges_are_said_in_words() {

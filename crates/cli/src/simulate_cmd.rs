@@ -49,7 +49,7 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "NAME", default_value = "switchyard")]
     policy: String,
     /// Seed of the random numbers (failures, generated scenario).
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = crate::error::seed)]
     seed: u64,
     /// Inject node failures at each cluster's rate.
     #[arg(long, value_enum, default_value = "on")]
