@@ -2,54 +2,89 @@
 //! u32") and reports a number past 64 bits as an `i128`; people editing a file need the range.
 
 /// `text` (a whole error message, or its last line) with Rust type names and the parser's
-/// 128-bit detour replaced by what the value must be.
+/// 128-bit detour replaced by what the value must be. Only the reader's own words change: the
+/// user's text it quotes — a source line (`2 | key = …`), a name in backticks or a string in
+/// double quotes — is left as written, whatever it says.
 pub fn plain_type_words(text: &str) -> String {
-    let text = too_large_for_toml(text);
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find("expected ") {
-        let after = &rest[at + "expected ".len()..];
+    text.split_inclusive('\n')
+        .map(|line| {
+            if is_source_excerpt(line) {
+                line.to_owned()
+            } else {
+                expected_in_words(&too_large_for_toml(line))
+            }
+        })
+        .collect()
+}
+
+/// A line of a TOML error that shows the file: `2 | key = …`, or the `  |    ^` under it.
+fn is_source_excerpt(line: &str) -> bool {
+    let rest = line
+        .trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit());
+    rest.starts_with(" |") || rest.starts_with('|')
+}
+
+/// Whether `at` in `line` is outside every backtick- and double-quoted span before it: there
+/// the words are the reader's, not the user's.
+fn outside_quotes(line: &str, at: usize) -> bool {
+    let before = &line[..at];
+    before.matches('`').count() % 2 == 0 && before.matches('"').count() % 2 == 0
+}
+
+/// "expected u32" → "expected a whole number from 0 to 4294967295", in the reader's words only.
+fn expected_in_words(line: &str) -> String {
+    const EXPECTED: &str = "expected ";
+    let mut out = String::with_capacity(line.len());
+    let mut copied = 0;
+    for (at, _) in line.match_indices(EXPECTED) {
+        if at < copied || !outside_quotes(line, at) {
+            continue;
+        }
+        let word_start = at + EXPECTED.len();
+        let after = &line[word_start..];
         let word_len = after
             .find(|c: char| !c.is_ascii_alphanumeric())
             .unwrap_or(after.len());
-        out.push_str(&rest[..at + "expected ".len()]);
-        match type_in_words(&after[..word_len]) {
-            Some(words) => out.push_str(&words),
-            None => out.push_str(&after[..word_len]),
+        if let Some(words) = type_in_words(&after[..word_len]) {
+            out.push_str(&line[copied..word_start]);
+            out.push_str(&words);
+            copied = word_start + word_len;
         }
-        rest = &after[word_len..];
     }
-    out.push_str(rest);
+    out.push_str(&line[copied..]);
     out
 }
 
 /// TOML integers are 64-bit: the reader takes a longer one as an i128 and says "invalid type:
-/// integer `…` as i128, expected …", which reads as if the field wanted another type.
-fn too_large_for_toml(text: &str) -> String {
+/// integer `…` as i128, expected …", which reads as if the field wanted another type. The
+/// rest of the line (what was expected) goes with it.
+fn too_large_for_toml(line: &str) -> String {
     const START: &str = "invalid type: integer `";
     const END: &str = "` as i128";
-    // Each place the phrase begins is tried, its end searched for from where the number
-    // begins and the number checked: the text around it quotes the user's own file or
-    // request, which may hold either phrase anywhere.
-    for (start, _) in text.match_indices(START) {
+    // Each place the phrase begins outside the user's quoted text is tried, its end searched
+    // for from where the number begins and the number checked.
+    for (start, _) in line.match_indices(START) {
+        if !outside_quotes(line, start) {
+            continue;
+        }
         let from = start + START.len();
-        let Some(end) = text[from..].find(END).map(|n| from + n) else {
+        let Some(end) = line[from..].find(END).map(|n| from + n) else {
             continue;
         };
-        let number = &text[from..end];
+        let number = &line[from..end];
         let digits = number.strip_prefix('-').unwrap_or(number);
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let line_end = text[end..].find('\n').map_or(text.len(), |n| end + n);
+        let newline = if line.ends_with('\n') { "\n" } else { "" };
         return format!(
-            "{}the number {number} is too large: whole numbers in TOML go up to {}{}",
-            &text[..start],
+            "{}the number {number} is too large: whole numbers in TOML go up to {}{newline}",
+            &line[..start],
             i64::MAX,
-            &text[line_end..]
         );
     }
-    text.to_owned()
+    line.to_owned()
 }
 
 /// [`plain_type_words`] for a TOML reader's message: TOML hands a date or time to a reader as
@@ -113,7 +148,7 @@ mod tests {
     }
 
     /// The phrases may come from the user (a key, a value, the quoted source line): the
-    /// rewording must never slice across them.
+    /// rewording must never slice across them, nor reword them.
     #[test]
     fn the_phrases_in_the_users_own_text_are_left_alone() {
         for text in [
@@ -121,9 +156,19 @@ mod tests {
             "invalid type: integer ` as i128",
             "invalid type: integer `x` as i128",
             "` as i128 then invalid type: integer `",
+            "unknown field `expected u32`, expected one of `name`",
+            "unknown field `invalid type: integer `-1` as i128é`, expected one of `a`",
+            "unknown variant `invalid type: integer `5` as i128`, expected `batch`",
+            "invalid type: string \"expected u32\", expected a string",
+            "2 | k = 1 # invalid type: integer `5` as i128, expected u32\n",
         ] {
             assert_eq!(plain_type_words(text), text);
         }
+        // The reader's own words on the line still change.
+        assert_eq!(
+            plain_type_words("kind: invalid type: string \"expected u32\", expected u32"),
+            "kind: invalid type: string \"expected u32\", expected a whole number from 0 to 4294967295"
+        );
     }
 
     proptest::proptest! {
