@@ -167,7 +167,11 @@ pub fn file_name(step: u64) -> String {
 /// Writes `contents` to `path` atomically: a temporary file in the same directory, fsync,
 /// rename over `path`, fsync of the directory.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), CheckpointError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name's parent is the empty path, which names no directory to fsync.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -257,3 +257,37 @@ fn one_dead_rank_stops_the_whole_gang() {
     drop(gang);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// `--output` given as a bare file name writes the model into the working directory and the
+/// run succeeds (the directory to fsync after the rename is `.`, not the empty path).
+#[test]
+fn a_bare_output_file_name_is_written_in_the_working_directory() {
+    let dir = std::env::temp_dir().join(format!("sywl-bare-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("scratch dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-workload"))
+        .current_dir(&dir)
+        .args([
+            "--world-size",
+            "1",
+            "--rank",
+            "0",
+            "--master-addr",
+            "127.0.0.1",
+        ])
+        .args(["--master-port", &port.to_string(), "--steps", "3"])
+        .args(["--output", "bare.txt"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the workload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("bare.txt").is_file());
+    fs::remove_dir_all(&dir).expect("clean up");
+}
