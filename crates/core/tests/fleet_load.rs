@@ -345,6 +345,9 @@ fn zero_and_negative_counts_are_rejected() {
     assert_eq!(field, "clusters[0].repair_hours");
     assert!(message.contains("maximum of 8760 hours"), "{message}");
     load(&mutate("repair_hours = 12.0", "repair_hours = 8760")).expect("a year is fine");
+    let text = mutate("repair_hours = 12.0", "repair_hours = inf");
+    let (_, _, message) = error_of(&text);
+    assert!(message.contains("maximum of 8760 hours"), "{message}");
 
     let text = mutate(
         "repair_hours = 12.0",

@@ -54,6 +54,20 @@ pub enum TrainError {
         /// What differs.
         what: String,
     },
+    /// The loss or a weight stopped being a finite number: the run diverged, and nothing it
+    /// computes from here on means anything.
+    #[error(
+        "training diverged at step {step}: the {what} is {value}, not a finite number (lower \
+         --lr); no checkpoint or model was written from it"
+    )]
+    Diverged {
+        /// The step whose update diverged.
+        step: u64,
+        /// "loss" or "weight N".
+        what: String,
+        /// The value.
+        value: f64,
+    },
     /// Writing progress failed.
     #[error("writing progress: {0}")]
     Output(std::io::Error),
@@ -124,7 +138,24 @@ pub fn run(cfg: &TrainConfig, out: &mut dyn Write) -> Result<Outcome, TrainError
         let mean = comm.allreduce_mean(step, &local)?;
         cfg.sgd.apply(&mut weights, &mut velocity, &mean[..cfg.dim]);
         let done = step + 1;
-        last_loss = Some(mean[cfg.dim]);
+        // Every rank sees the same mean and weights, so every rank stops here together.
+        let loss = mean[cfg.dim];
+        let bad = std::iter::once(("loss".to_owned(), loss))
+            .chain(
+                weights
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &w)| (format!("weight {i}"), w)),
+            )
+            .find(|(_, v)| !v.is_finite());
+        if let Some((what, value)) = bad {
+            return Err(TrainError::Diverged {
+                step: done,
+                what,
+                value,
+            });
+        }
+        last_loss = Some(loss);
         if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
             say(
                 out,

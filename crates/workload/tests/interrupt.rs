@@ -291,3 +291,35 @@ fn a_bare_output_file_name_is_written_in_the_working_directory() {
     assert!(dir.join("bare.txt").is_file());
     fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// A run whose loss stops being a finite number fails, saying so, and leaves no model: it
+/// used to end "done" with exit 0 and a model of NaN weights.
+#[test]
+fn a_diverged_run_fails_and_writes_no_model() {
+    let dir = std::env::temp_dir().join(format!("sywl-diverge-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("scratch dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-workload"))
+        .args([
+            "--world-size",
+            "1",
+            "--rank",
+            "0",
+            "--master-addr",
+            "127.0.0.1",
+        ])
+        .args(["--master-port", &port.to_string(), "--steps", "60"])
+        .args(["--lr", "1e10"])
+        .args(["--output", &dir.join("model.txt").to_string_lossy()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the workload");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("training diverged at step"), "{err}");
+    assert!(!dir.join("model.txt").exists());
+    fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -761,7 +761,8 @@ fn cluster(
     }
     let repair_hours = {
         let r = *raw.repair_hours.get_ref();
-        if !(r.is_finite() && r >= 0.0) {
+        // (Infinity is refused as longer than the maximum, below.)
+        if r.is_nan() || r < 0.0 {
             return Err(src.error(
                 raw.repair_hours.span(),
                 format!("{at}.repair_hours"),
