@@ -76,7 +76,8 @@ pub fn check_server_url(base: &str) -> Result<(), String> {
     let path = base["http://".len()..]
         .find('/')
         .map_or("", |at| &base["http://".len() + at..]);
-    if path.ends_with("/v1") {
+    // (Bytes: the path may hold characters of several bytes.)
+    if path.len() >= 3 && path.as_bytes()[path.len() - 3..].eq_ignore_ascii_case(b"/v1") {
         return Err(
             "ends in /v1: give the server's address (e.g. http://127.0.0.1:7070); the \
              API's paths are added to it"

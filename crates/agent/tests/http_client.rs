@@ -240,6 +240,7 @@ fn error_answers_map_to_what_the_agent_does_next() {
         ("http://127.0.0.1:99999", "not a TCP port"),
         // The agent's paths go under it: /v1/v1/agent/… would be retried for ever.
         ("http://127.0.0.1:7070/v1/", "ends in /v1"),
+        ("http://127.0.0.1:7070/V1", "ends in /v1"),
     ] {
         let err =
             switchyard_agent::http::check_server_url(url.trim_end_matches('/')).expect_err(url);
@@ -247,6 +248,8 @@ fn error_answers_map_to_what_the_agent_does_next() {
     }
     switchyard_agent::http::check_server_url("http://127.0.0.1:7070").expect("a good URL");
     switchyard_agent::http::check_server_url("http://v1").expect("a host named v1");
+    // Three bytes from the end fall inside the `é`: the check reads bytes, not a str slice.
+    let _ = switchyard_agent::http::check_server_url("http://127.0.0.1:7070/éab");
 }
 
 /// A call to a server that never answers gives up by the deadline the agent set (at least
