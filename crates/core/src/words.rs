@@ -29,7 +29,7 @@ fn is_source_excerpt(line: &str) -> bool {
 /// the words are the reader's, not the user's.
 fn outside_quotes(line: &str, at: usize) -> bool {
     let before = &line[..at];
-    before.matches('`').count() % 2 == 0 && before.matches('"').count() % 2 == 0
+    before.matches('`').count().is_multiple_of(2) && before.matches('"').count().is_multiple_of(2)
 }
 
 /// "expected u32" → "expected a whole number from 0 to 4294967295", in the reader's words only.
