@@ -80,8 +80,13 @@ fn job(id: &str, tenant: &str, size: u32, seconds: f64) -> JobSpec {
 }
 
 fn sched(policy: Policy, failures: bool) -> Scheduler {
+    sched_on(TWO_CLUSTERS, policy, failures)
+}
+
+/// A scheduler on the fleet `text` under `policy`.
+fn sched_on(text: &str, policy: Policy, failures: bool) -> Scheduler {
     Scheduler::new(
-        &fleet(TWO_CLUSTERS),
+        &fleet(text),
         ThroughputTable::new(),
         Config {
             policy,
@@ -222,27 +227,41 @@ fn switchyard_prefers_the_faster_cluster_from_predicted_throughput() {
     );
 }
 
+/// Submits to a `switchyard` scheduler on `fleet_text` an elastic job of `team`, `size`
+/// accelerators down to 8, that takes `h100_s` on H100s and `v100_s` on V100s at full size,
+/// and returns the cluster it starts on in the first pass (`None`: it waits, and why).
+fn elastic_starts_on(
+    fleet_text: &str,
+    team: &str,
+    size: u32,
+    h100_s: f64,
+    v100_s: f64,
+) -> Result<u32, String> {
+    let mut s = sched_on(fleet_text, Policy::Switchyard, false);
+    let mut spec = job("elastic", team, size, h100_s);
+    spec.min_accelerators = Some(8);
+    spec.work = Work::Duration {
+        seconds: h100_s,
+        by_accelerator: BTreeMap::from([("H100-SXM".into(), h100_s), ("V100".into(), v100_s)]),
+    };
+    let e = submit(&mut s, 0.0, spec);
+    pass(&mut s, 0.0)
+        .iter()
+        .find_map(|d| match d.action {
+            Action::Start { job, cluster, .. } if job == e => Some(cluster),
+            _ => None,
+        })
+        .ok_or_else(|| s.why(e))
+}
+
 /// An elastic job larger than every cluster is judged, on each, at the size the cluster can
 /// hold: V100s would run the whole job faster, but 'slow' holds 64 of its 1,000, so 'fast'
 /// (128) is its fastest, and it starts there at once instead of waiting for the impossible.
 #[test]
 fn an_elastic_job_larger_than_every_cluster_does_not_wait_for_the_impossible() {
-    let mut s = sched(Policy::Switchyard, false);
-    let mut spec = job("wide", "a", 1000, 300.0);
-    spec.min_accelerators = Some(8);
-    spec.work = Work::Duration {
-        seconds: 300.0,
-        by_accelerator: BTreeMap::from([("H100-SXM".into(), 300.0), ("V100".into(), 250.0)]),
-    };
-    let w = submit(&mut s, 0.0, spec);
-    let d = pass(&mut s, 0.0);
-    assert!(
-        d.iter().any(|d| matches!(
-            d.action,
-            Action::Start { job, cluster: 0, .. } if job == w
-        )),
-        "{d:?}; {}",
-        s.why(w)
+    assert_eq!(
+        elastic_starts_on(TWO_CLUSTERS, "a", 1000, 300.0, 250.0),
+        Ok(0)
     );
 }
 
@@ -255,31 +274,7 @@ fn an_elastic_job_is_judged_at_what_its_caps_let_it_hold() {
         "quotas = [{ cluster = \"fast\", accelerators = 8, borrowing_limit = 0 }]",
     );
     assert_ne!(text, TWO_CLUSTERS);
-    let mut s = Scheduler::new(
-        &fleet(&text),
-        ThroughputTable::new(),
-        Config {
-            policy: Policy::Switchyard,
-            failures: false,
-            ..Config::default()
-        },
-    );
-    let mut spec = job("capped", "b", 64, 100.0);
-    spec.min_accelerators = Some(8);
-    spec.work = Work::Duration {
-        seconds: 100.0,
-        by_accelerator: BTreeMap::from([("H100-SXM".into(), 100.0), ("V100".into(), 250.0)]),
-    };
-    let c = submit(&mut s, 0.0, spec);
-    let d = pass(&mut s, 0.0);
-    assert!(
-        d.iter().any(|d| matches!(
-            d.action,
-            Action::Start { job, cluster: 1, .. } if job == c
-        )),
-        "{d:?}; {}",
-        s.why(c)
-    );
+    assert_eq!(elastic_starts_on(&text, "b", 64, 100.0, 250.0), Ok(1));
 }
 
 /// A starving job's reservation is taken up again in every pass, and its reason keeps
@@ -317,15 +312,7 @@ fn between_idle_teams_the_larger_share_goes_first() {
     let text = TWO_CLUSTERS.replace("name = \"b\"\nweight = 1.0", "name = \"b\"\nweight = 3.0");
     assert_ne!(text, TWO_CLUSTERS);
     for policy in [Policy::Fair, Policy::Switchyard] {
-        let mut s = Scheduler::new(
-            &fleet(&text),
-            ThroughputTable::new(),
-            Config {
-                policy,
-                failures: false,
-                ..Config::default()
-            },
-        );
+        let mut s = sched_on(&text, policy, false);
         // Each needs the whole of 'slow': one at a time.
         let whole = |id: &str, team: &str| {
             let mut j = job(id, team, 64, 1000.0);

@@ -258,68 +258,54 @@ fn one_dead_rank_stops_the_whole_gang() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// `--output` given as a bare file name writes the model into the working directory and the
-/// run succeeds (the directory to fsync after the rename is `.`, not the empty path).
-#[test]
-fn a_bare_output_file_name_is_written_in_the_working_directory() {
-    let dir = std::env::temp_dir().join(format!("sywl-bare-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("scratch dir");
+/// One rank alone, in `dir` as its working directory, with `args`: its exit and output.
+fn solo(dir: &Path, args: &[&str]) -> std::process::Output {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("an ephemeral port");
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-workload"))
-        .current_dir(&dir)
+    Command::new(env!("CARGO_BIN_EXE_switchyard-workload"))
+        .current_dir(dir)
+        .args(["--world-size", "1", "--rank", "0"])
         .args([
-            "--world-size",
-            "1",
-            "--rank",
-            "0",
             "--master-addr",
             "127.0.0.1",
+            "--master-port",
+            &port.to_string(),
         ])
-        .args(["--master-port", &port.to_string(), "--steps", "3"])
-        .args(["--output", "bare.txt"])
+        .args(args)
         .stdin(Stdio::null())
         .output()
-        .expect("run the workload");
+        .expect("run the workload")
+}
+
+/// `--output` given as a bare file name writes the model into the working directory and the
+/// run succeeds (the directory to fsync after the rename is `.`, not the empty path).
+#[test]
+fn a_bare_output_file_name_is_written_in_the_working_directory() {
+    let dir = scratch("bare");
+    let out = solo(&dir, &["--steps", "3", "--output", "bare.txt"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.join("bare.txt").is_file());
-    fs::remove_dir_all(&dir).expect("clean up");
+    let _ = fs::remove_dir_all(&dir);
 }
 
 /// A run whose loss stops being a finite number fails, saying so, and leaves no model: it
 /// used to end "done" with exit 0 and a model of NaN weights.
 #[test]
 fn a_diverged_run_fails_and_writes_no_model() {
-    let dir = std::env::temp_dir().join(format!("sywl-diverge-{}", std::process::id()));
-    fs::create_dir_all(&dir).expect("scratch dir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port");
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-workload"))
-        .args([
-            "--world-size",
-            "1",
-            "--rank",
-            "0",
-            "--master-addr",
-            "127.0.0.1",
-        ])
-        .args(["--master-port", &port.to_string(), "--steps", "60"])
-        .args(["--lr", "1e10"])
-        .args(["--output", &dir.join("model.txt").to_string_lossy()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the workload");
+    let dir = scratch("diverge");
+    let out = solo(
+        &dir,
+        &["--steps", "60", "--lr", "1e10", "--output", "model.txt"],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("training diverged at step"), "{err}");
     assert!(!dir.join("model.txt").exists());
-    fs::remove_dir_all(&dir).expect("clean up");
+    let _ = fs::remove_dir_all(&dir);
 }
