@@ -93,6 +93,8 @@ fn jobs_submitted_to_the_api_run_and_are_cancelled_on_slurm() {
             "--exclusive",
             "-J",
             "sytest-blocker",
+            // (No slurm-N.out left in the crate's directory.)
+            "--output=/dev/null",
         ])
         .args(["--wrap", "sleep 120"])
         .output()
