@@ -328,32 +328,35 @@ fn render(r: &SimResult) -> String {
         r.restarts,
         t.preemptions
     ));
-    if !r.unfinished_examples.is_empty() {
-        let shown = r.unfinished_examples.len() as u64;
-        out.push_str(&if shown < r.unfinished {
-            format!("\nunfinished (the first {shown} of {}):\n", r.unfinished)
-        } else {
-            "\nunfinished:\n".to_owned()
-        });
-        for u in &r.unfinished_examples {
-            out.push_str(&format!("  {}: {}\n", u.id, u.why));
-        }
-    }
-    if !r.unplaced_service_examples.is_empty() {
-        let shown = r.unplaced_service_examples.len() as u64;
-        out.push_str(&if shown < r.unplaced_services {
-            format!(
-                "\nservices that never had a replica (the first {shown} of {}):\n",
-                r.unplaced_services
-            )
-        } else {
-            "\nservices that never had a replica:\n".to_owned()
-        });
-        for u in &r.unplaced_service_examples {
-            out.push_str(&format!("  {}: {}\n", u.id, u.why));
-        }
-    }
+    list_examples(&mut out, "unfinished", r.unfinished, &r.unfinished_examples);
+    list_examples(
+        &mut out,
+        "services that never had a replica",
+        r.unplaced_services,
+        &r.unplaced_service_examples,
+    );
     out
+}
+
+/// A titled section of `examples` (the first of `total`), each with why; nothing when none.
+fn list_examples(
+    out: &mut String,
+    title: &str,
+    total: u64,
+    examples: &[switchyard_sim::UnfinishedJob],
+) {
+    if examples.is_empty() {
+        return;
+    }
+    let shown = examples.len() as u64;
+    out.push_str(&if shown < total {
+        format!("\n{title} (the first {shown} of {total}):\n")
+    } else {
+        format!("\n{title}:\n")
+    });
+    for u in examples {
+        out.push_str(&format!("  {}: {}\n", u.id, u.why));
+    }
 }
 
 #[cfg(test)]

@@ -431,6 +431,13 @@ struct Caps<'a> {
     org_name: &'a str,
 }
 
+impl Caps<'_> {
+    /// The lower of the two: the most the team may hold where they bind.
+    fn lowest(&self) -> u64 {
+        self.team.min(self.org)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct QuotaRule {
     cluster: Option<u32>,
@@ -1160,16 +1167,15 @@ impl Scheduler {
                     self.whose_caps(&spec.tenant, &accepted, u64::from(min_size))
                 )
             } else if let Work::Amount { profile, .. } = &spec.work {
-                if spec.accelerators > switchyard_perf::MAX_SIZE
-                    && switchyard_perf::ModelSpec::preset(profile).is_some()
-                {
+                let preset = switchyard_perf::ModelSpec::preset(profile).is_some();
+                if preset && spec.accelerators > switchyard_perf::MAX_SIZE {
                     format!(
                         "asks for {} accelerators, more than the {} the performance model \
                          rates work for (model {profile})",
                         spec.accelerators,
                         switchyard_perf::MAX_SIZE
                     )
-                } else if switchyard_perf::ModelSpec::preset(profile).is_some() {
+                } else if preset {
                     format!(
                         "fits on no cluster it accepts: on {} accelerators the performance model \
                          finds no layout of model {profile} that fits in memory there, and the \
@@ -1204,7 +1210,7 @@ impl Scheduler {
                 })
                 .sum();
             let fleet_wide = self.caps_of(&spec.tenant, None);
-            let room = per_cluster.min(fleet_wide.team.min(fleet_wide.org) / size);
+            let room = per_cluster.min(fleet_wide.lowest() / size);
             if u64::from(r.min) > room {
                 why = format!(
                     "needs at least {} of {size} accelerators, but the clusters it accepts \
@@ -1221,20 +1227,24 @@ impl Scheduler {
     /// The most accelerators a team may ever hold on `cluster` under its and its
     /// organisation's quota caps (`u64::MAX` without caps).
     fn quota_cap(&self, team: &str, cluster: u32) -> u64 {
-        let caps = self.caps_of(team, Some(cluster));
-        caps.team.min(caps.org)
+        self.caps_of(team, Some(cluster)).lowest()
     }
 
     /// The lowest caps of `team`'s own rules and of its organisation's that bind on `cluster`
     /// (fleet-wide rules included), or fleet-wide only (`None`); `u64::MAX` where none does.
     fn caps_of(&self, team: &str, cluster: Option<u32>) -> Caps<'_> {
-        let Some(&t) = self.tenant_by_name.get(team) else {
-            return Caps {
+        match self.tenant_by_name.get(team) {
+            Some(&t) => self.caps_of_team(t, cluster),
+            None => Caps {
                 team: u64::MAX,
                 org: u64::MAX,
                 org_name: "",
-            };
-        };
+            },
+        }
+    }
+
+    /// [`Self::caps_of`] for the team at index `t`.
+    fn caps_of_team(&self, t: u32, cluster: Option<u32>) -> Caps<'_> {
         let t = &self.tenants[t as usize];
         let o = &self.orgs[t.org as usize];
         let lowest = |rules: &[QuotaRule]| {
@@ -1250,23 +1260,6 @@ impl Scheduler {
             org: lowest(&o.rules),
             org_name: &o.name,
         }
-    }
-
-    /// The most `tenant` may ever hold on `cluster`: the lowest of its team's and its
-    /// organisation's caps that bind there (fleet-wide ones included); `u64::MAX` where none
-    /// does.
-    fn hard_cap(&self, tenant: u32, cluster: u32) -> u64 {
-        let t = &self.tenants[tenant as usize];
-        let o = &self.orgs[t.org as usize];
-        let lowest = |rules: &[QuotaRule]| {
-            rules
-                .iter()
-                .filter(|r| r.cluster.is_none() || r.cluster == Some(cluster))
-                .filter_map(|r| r.cap)
-                .min()
-                .unwrap_or(u64::MAX)
-        };
-        lowest(&t.rules).min(lowest(&o.rules))
     }
 
     /// Whose caps `min_size` accelerators break on every one of `clusters`: "team T's quota
@@ -3112,7 +3105,7 @@ impl Scheduler {
             }
             let held = self.index[k]
                 .capacity()
-                .min(self.hard_cap(job.tenant, k as u32))
+                .min(self.caps_of_team(job.tenant, Some(k as u32)).lowest())
                 .min(u64::from(job.size));
             let size = u32::try_from(held).unwrap_or(job.size);
             if size == 0 || size < job.min_size {

@@ -1277,6 +1277,30 @@ mod tests {
         );
     }
 
+    /// `app` served on a loopback port, and the status and body of a GET of each of `paths`
+    /// over a real connection (a dropped one fails the test).
+    async fn get_each<const N: usize>(app: Router, paths: [&'static str; N]) -> [(u16, String); N] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::task::spawn_blocking(move || {
+            paths.map(|path| {
+                let mut res = ureq::get(&format!("{base}{path}"))
+                    .config()
+                    .http_status_as_error(false)
+                    .build()
+                    .call()
+                    .expect("an answer, not a dropped connection");
+                let body = res.body_mut().read_to_string().expect("a body");
+                (res.status().as_u16(), body)
+            })
+        })
+        .await
+        .expect("the client")
+    }
+
     /// An id that is not UTF-8 once decoded is one the server cannot have: `not_found` on the
     /// job routes, `unknown_node` on a node's (what agents act on).
     #[tokio::test]
@@ -1287,30 +1311,15 @@ mod tests {
         let app = Router::new()
             .route("/v1/jobs/{id}", get(echo))
             .route("/v1/agent/nodes/{id}/heartbeat", get(echo));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let answers = tokio::task::spawn_blocking(move || {
+        let answers = get_each(
+            app,
             [
                 "/v1/jobs/j-%ff",
                 "/v1/agent/nodes/n-%ff/heartbeat",
                 "/v1/jobs/j-1",
-            ]
-            .map(|path| {
-                let mut res = ureq::get(&format!("{base}{path}"))
-                    .config()
-                    .http_status_as_error(false)
-                    .build()
-                    .call()
-                    .expect("an answer");
-                let body = res.body_mut().read_to_string().expect("a body");
-                (res.status().as_u16(), body)
-            })
-        })
-        .await
-        .expect("the client");
+            ],
+        )
+        .await;
         let code = |body: &str| {
             serde_json::from_str::<serde_json::Value>(body).expect("JSON")["error"]["code"]
                 .as_str()
@@ -1332,23 +1341,7 @@ mod tests {
         let app = Router::new()
             .route("/boom", get(boom))
             .layer(answer_panics());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let url = format!("http://{}/boom", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let (status, body) = tokio::task::spawn_blocking(move || {
-            let mut res = ureq::get(&url)
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .call()
-                .expect("an answer, not a dropped connection");
-            let body = res.body_mut().read_to_string().expect("a body");
-            (res.status().as_u16(), body)
-        })
-        .await
-        .expect("the client");
+        let [(status, body)] = get_each(app, ["/boom"]).await;
         assert_eq!(status, 500, "{body}");
         let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         assert_eq!(body["error"]["code"], "internal", "{body}");

@@ -375,9 +375,9 @@ pub fn simulate(
             // Nothing running can free capacity and nothing more arrives. While nodes are down
             // a job may be waiting for them (one that needs the whole cluster waits for a
             // moment when none is down, however often others fail meanwhile): it gets
-            // REPAIR_WAITS repair times from when the waiting began (at most a year). Services that follow a
-            // load curve get a whole day of it (they shrink at their trough). What still waits
-            // after that can never start.
+            // REPAIR_WAITS repair times from when the waiting began (at most a year). Services
+            // that follow a load curve get a whole day of it (they shrink at their trough).
+            // What still waits after that can never start.
             let since = *idle_since.get_or_insert(now);
             let repairs_s = if pending_repairs > 0 {
                 (REPAIR_WAITS * max_repair_s).min(MAX_REPAIR_WAIT_S)
@@ -524,37 +524,31 @@ pub fn simulate(
         }
     }
     let _ = next_arrival;
-    // Why the first unfinished jobs stand where they do, asked before the services stop.
-    let unfinished_examples: Vec<UnfinishedJob> = (0..sched.job_count() as JobIdx)
-        .filter(|&j| {
-            let v = sched.job(j);
-            v.kind != JobKind::Inference && matches!(v.state, JobState::Pending | JobState::Running)
-        })
-        .take(UNFINISHED_EXAMPLES)
-        .map(|j| UnfinishedJob {
-            id: sched.job(j).id.to_owned(),
-            why: sched.why(j),
-        })
-        .collect();
-    // Services with no replica to show: the report names them too, rather than count them
-    // silently among the jobs.
-    let unplaced: Vec<JobIdx> = (0..sched.job_count() as JobIdx)
-        .filter(|&j| {
-            let v = sched.job(j);
-            v.kind == JobKind::Inference
-                && v.first_start_s.is_none()
-                && v.state == JobState::Pending
-        })
-        .collect();
-    let unplaced_services = unplaced.len() as u64;
-    let unplaced_service_examples: Vec<UnfinishedJob> = unplaced
-        .into_iter()
-        .take(UNFINISHED_EXAMPLES)
-        .map(|j| UnfinishedJob {
-            id: sched.job(j).id.to_owned(),
-            why: sched.why(j),
-        })
-        .collect();
+    // Why the first unfinished jobs, and the services that never had a replica, stand where
+    // they do, asked before the services stop. (A service with none is named too, rather than
+    // counted silently among the jobs.)
+    let waiting = |j: JobIdx| {
+        let v = sched.job(j);
+        v.kind != JobKind::Inference && matches!(v.state, JobState::Pending | JobState::Running)
+    };
+    let unplaced = |j: JobIdx| {
+        let v = sched.job(j);
+        v.kind == JobKind::Inference && v.first_start_s.is_none() && v.state == JobState::Pending
+    };
+    let jobs = || 0..sched.job_count() as JobIdx;
+    let examples = |of: &dyn Fn(JobIdx) -> bool| -> Vec<UnfinishedJob> {
+        jobs()
+            .filter(|&j| of(j))
+            .take(UNFINISHED_EXAMPLES)
+            .map(|j| UnfinishedJob {
+                id: sched.job(j).id.to_owned(),
+                why: sched.why(j),
+            })
+            .collect()
+    };
+    let unfinished_examples = examples(&waiting);
+    let unplaced_service_examples = examples(&unplaced);
+    let unplaced_services = jobs().filter(|&j| unplaced(j)).count() as u64;
     // Jobs due after the horizon never arrived: they are unfinished, not forgotten.
     let never_arrived = arrivals.filter(|j| j.kind != JobKind::Inference).count() as u64;
     sched.stop_services(now, &mut decisions);

@@ -139,15 +139,16 @@ pub fn run(cfg: &TrainConfig, out: &mut dyn Write) -> Result<Outcome, TrainError
         cfg.sgd.apply(&mut weights, &mut velocity, &mean[..cfg.dim]);
         let done = step + 1;
         // Every rank sees the same mean and weights, so every rank stops here together.
+        // (Named only when found: no string per weight per step.)
         let loss = mean[cfg.dim];
-        let bad = std::iter::once(("loss".to_owned(), loss))
-            .chain(
-                weights
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &w)| (format!("weight {i}"), w)),
-            )
-            .find(|(_, v)| !v.is_finite());
+        let bad = if loss.is_finite() {
+            weights
+                .iter()
+                .position(|w| !w.is_finite())
+                .map(|i| (format!("weight {i}"), weights[i]))
+        } else {
+            Some(("loss".to_owned(), loss))
+        };
         if let Some((what, value)) = bad {
             return Err(TrainError::Diverged {
                 step: done,
