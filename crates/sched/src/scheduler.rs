@@ -914,16 +914,29 @@ impl Scheduler {
         }
     }
 
-    /// Allocated accelerator-seconds not yet closed into [`ClusterStats::busy_accel_s`]
-    /// (running allocations from their start to `now`), per cluster.
-    pub fn open_busy_accel_s(&self, now: f64) -> Vec<f64> {
-        let mut out = vec![0.0; self.clusters.len()];
-        for j in &self.jobs {
+    /// Accelerator-seconds of the allocations still open at `now` (running gangs and
+    /// replicas, from their start), per cluster: `(busy, kept)` as [`ClusterStats`] would book
+    /// them were they closed now without warning. A training run keeps what its last
+    /// checkpoint holds, a batch job nothing until it finishes, a replica all its time.
+    pub fn open_accel_s(&self, now: f64) -> Vec<(f64, f64)> {
+        let mut out = vec![(0.0, 0.0); self.clusters.len()];
+        for (i, j) in self.jobs.iter().enumerate() {
             if let Some(r) = &j.run {
-                out[r.cluster as usize] += (now - r.start_s).max(0.0) * f64::from(r.size);
+                let size = f64::from(r.size);
+                let kept = if j.kind == JobKind::Training {
+                    self.kept_and_lost(now, i as JobIdx, r, false, false).0
+                } else {
+                    0.0
+                };
+                let o = &mut out[r.cluster as usize];
+                o.0 += (now - r.start_s).max(0.0) * size;
+                o.1 += kept * size;
             }
             for rep in &j.replicas {
-                out[rep.cluster as usize] += (now - rep.start_s).max(0.0) * f64::from(j.size);
+                let t = (now - rep.start_s).max(0.0) * f64::from(j.size);
+                let o = &mut out[rep.cluster as usize];
+                o.0 += t;
+                o.1 += t;
             }
         }
         out

@@ -562,7 +562,7 @@ pub fn simulate(
     // Figures.
     let end = last_finish.max(first_submit);
     let makespan = (end - first_submit).max(0.0);
-    let open = sched.open_busy_accel_s(now);
+    let open = sched.open_accel_s(now);
     let stats = sched.stats();
     let n = clusters.len();
     let mut jct_all = Vec::new();
@@ -612,8 +612,8 @@ pub fn simulate(
     let mut cap_total = 0.0;
     let mut cost_total = 0.0;
     for (c, cl) in clusters.iter().enumerate() {
-        let busy = stats[c].busy_accel_s + open[c];
-        let useful = stats[c].useful_accel_s + open[c].min(0.0);
+        let busy = stats[c].busy_accel_s + open[c].0;
+        let useful = stats[c].useful_accel_s + open[c].1;
         let cap = cl.accelerators() as f64;
         let cost = busy / 3600.0 * cl.price_per_accelerator_hour;
         busy_total += busy;

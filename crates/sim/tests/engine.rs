@@ -412,6 +412,40 @@ fn a_run_at_the_horizon_is_accounted_up_to_it() {
     );
 }
 
+/// Goodput counts the kept progress of runs still going at the horizon: a training run
+/// without failures keeps all its time, a batch job (no checkpoints) none of it yet, and a
+/// training run that checkpoints keeps what its last checkpoint holds.
+#[test]
+fn goodput_counts_what_runs_open_at_the_horizon_have_kept() {
+    let at_horizon = |job: JobSpec, failures: bool| {
+        let opts = SimOptions {
+            failures,
+            horizon_s: 1_000_000.0,
+            ..SimOptions::default()
+        };
+        let r = simulate(
+            &quota_fleet(1),
+            vec![job],
+            ThroughputTable::new(),
+            &opts,
+            &mut |_| {},
+        )
+        .expect("runs");
+        assert!(r.stopped_at_horizon);
+        r.total.goodput
+    };
+    let long = training("long", "u", 0.0, 8, 1e9, 0);
+    assert_eq!(at_horizon(long.clone(), false), 1.0);
+    let mut batch = long.clone();
+    batch.kind = JobKind::Batch;
+    assert_eq!(at_horizon(batch, false), 0.0);
+    let checkpointed = at_horizon(long, true);
+    assert!(
+        checkpointed > 0.9 && checkpointed < 1.0,
+        "goodput {checkpointed}"
+    );
+}
+
 /// `switchyard`'s starvation guard holds for a job that sorts behind a stream of shorter jobs
 /// of its own team: the reservation it earns after a week holds in every pass until it starts,
 /// so the shorter jobs stop taking what frees up first (it used to wait until the stream
