@@ -11,7 +11,7 @@ pub fn plain_type_words(text: &str) -> String {
             if is_source_excerpt(line) {
                 line.to_owned()
             } else {
-                expected_in_words(&too_large_for_toml(line))
+                not_whole_in_words(&expected_in_words(&too_large_for_toml(line)))
             }
         })
         .collect()
@@ -51,6 +51,35 @@ fn expected_in_words(line: &str) -> String {
             out.push_str(&words);
             copied = word_start + word_len;
         }
+    }
+    out.push_str(&line[copied..]);
+    out
+}
+
+/// A reader takes a number with a fraction, an exponent, or (JSON) more digits than 64 bits
+/// hold as a float, and says "invalid type: floating point `1e20`" where a whole number was
+/// expected: the person wrote a number, so it is the value that is wrong, not its type.
+fn not_whole_in_words(line: &str) -> String {
+    const START: &str = "invalid type: floating point `";
+    const WHOLE: &str = "`, expected a whole number";
+    let mut out = String::with_capacity(line.len());
+    let mut copied = 0;
+    for (start, _) in line.match_indices(START) {
+        if start < copied || !outside_quotes(line, start) {
+            continue;
+        }
+        let from = start + START.len();
+        let Some(end) = line[from..].find('`').map(|n| from + n) else {
+            continue;
+        };
+        let number = &line[from..end];
+        if number.is_empty() || !line[end..].starts_with(WHOLE) {
+            continue;
+        }
+        out.push_str(&line[copied..start]);
+        out.push_str("invalid value: `");
+        out.push_str(number);
+        copied = end;
     }
     out.push_str(&line[copied..]);
     out
@@ -147,6 +176,22 @@ mod tests {
         );
     }
 
+    /// A float where a whole number was expected is a wrong value (JSON reads a whole number
+    /// past 64 bits as a float too); a float where something else was expected is left.
+    #[test]
+    fn a_float_for_a_whole_number_is_a_wrong_value() {
+        assert_eq!(
+            plain_type_words("invalid type: floating point `1e20`, expected u32 at line 1"),
+            "invalid value: `1e20`, expected a whole number from 0 to 4294967295 at line 1"
+        );
+        assert_eq!(
+            plain_type_words("invalid type: floating point `1.5`, expected a string"),
+            "invalid type: floating point `1.5`, expected a string"
+        );
+        let quoted = "unknown field `invalid type: floating point `1`, expected u32`";
+        assert_eq!(plain_type_words(quoted), quoted);
+    }
+
     /// The phrases may come from the user (a key, a value, the quoted source line): the
     /// rewording must never slice across them, nor reword them.
     #[test]
@@ -174,7 +219,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_text_is_reworded_without_a_panic(
-            text in "(invalid type: integer `|` as i128|expected u32|-|9|`|\n|.){0,12}"
+            text in "(invalid type: integer `|invalid type: floating point `|`, expected u32|` as i128|expected u32|-|9|`|\n|.){0,12}"
         ) {
             let _ = plain_type_words(&text);
             let _ = super::plain_toml_words(&text);

@@ -153,6 +153,7 @@ fn canonical_errors_name_file_line_row_and_column() {
             .starts_with("trace.csv: line 2 (row 1), column duration_s: row has 3 fields")
     );
     assert!(err(&format!("{h}a,0,1,5,9\n")).contains("row has 5 fields, expected 4"));
+    assert!(err(&format!("{h}\"a,0,1,5\n")).contains("row has 1 field, expected 4"));
     assert!(
         err("id,submit_s,accelerators,duration_s,color\n").contains("unknown column \"color\"")
     );

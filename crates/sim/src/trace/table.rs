@@ -276,8 +276,9 @@ impl Row<'_> {
             return Err(self.error(
                 &self.column_name(self.len()),
                 format!(
-                    "row has {} fields, expected {expected}{open_quote}",
-                    self.len()
+                    "row has {} field{}, expected {expected}{open_quote}",
+                    self.len(),
+                    if self.len() == 1 { "" } else { "s" }
                 ),
             ));
         }
