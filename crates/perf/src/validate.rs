@@ -230,11 +230,25 @@ fn model_fields(row: &Row) -> Result<ModelFields, PerfError> {
     })
 }
 
-fn fp8(row: &Row) -> Result<bool, PerfError> {
+/// The row's accelerator, by catalog name or alias.
+fn row_accelerator(row: &Row, id: &str) -> Result<&'static accelerator::Accelerator, PerfError> {
+    let name = cell(row, "accelerator")
+        .ok_or_else(|| PerfError::input(format!("row {id}: accelerator is empty")))?;
+    accelerator::lookup(name)
+        .ok_or_else(|| PerfError::input(format!("row {id}: unknown accelerator {name:?}")))
+}
+
+/// Whether the row runs in FP8, refused (as a plan file is) on a chip without FP8 arithmetic.
+fn fp8(row: &Row, accel: &accelerator::Accelerator) -> Result<bool, PerfError> {
     match cell(row, "precision")
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
+        Some("fp8") if accel.fp8_tflops.is_none() => Err(PerfError::input(format!(
+            "row {}: precision = \"fp8\" but {} has no FP8 arithmetic",
+            cell(row, "id").unwrap_or("?"),
+            accel.name
+        ))),
         Some("fp8") => Ok(true),
         Some("bf16") | Some("fp16") | None => Ok(false),
         Some(other) => Err(PerfError::input(format!(
@@ -278,9 +292,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
         fields.seq_len = Some(2048);
     }
     let model = fields.resolve()?;
-    let accel_name = cell(row, "accelerator").unwrap_or("");
-    let accel = accelerator::lookup(accel_name)
-        .ok_or_else(|| PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}")))?;
+    let accel = row_accelerator(row, &id)?;
     let count = size(row, "count")?;
     let mut hw = Hardware::from_accelerator(accel, count);
     if let Some(per_node) = size_opt(row, "per_node")? {
@@ -318,7 +330,7 @@ fn training_row(row: &Row) -> Result<RowResult, PerfError> {
     };
     let spec = TrainingSpec {
         global_batch: size(row, "global_batch")?,
-        fp8: fp8(row)?,
+        fp8: fp8(row, accel)?,
         tokens: None,
         software,
         // Optional column: token capacity of a dropping MoE stack.
@@ -409,9 +421,7 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
         fields.seq_len = Some(input + output);
     }
     let model = fields.resolve()?;
-    let accel_name = cell(row, "accelerator").unwrap_or("");
-    let accel = accelerator::lookup(accel_name)
-        .ok_or_else(|| PerfError::input(format!("row {id}: unknown accelerator {accel_name:?}")))?;
+    let accel = row_accelerator(row, &id)?;
     let count = size(row, "count")?;
     let mut hw = Hardware::from_accelerator(accel, count);
     if let Some(per_node) = size_opt(row, "per_node")? {
@@ -423,7 +433,7 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
         Some(_) => Concurrency::Fixed(size(row, "concurrency")?),
     };
     let spec = InferenceSpec {
-        fp8: fp8(row)?,
+        fp8: fp8(row, accel)?,
         prompt_tokens: input,
         output_tokens: output,
         concurrency,
@@ -646,10 +656,10 @@ pub fn validate_csv(text: &str) -> Result<ValidationReport, PerfError> {
     if let Some(column) = headers.iter().find(|h| other_kind.contains(h)) {
         return Err(PerfError::input(format!(
             "the CSV's column {column:?} belongs to {what} file (this one's throughput column \
-             makes it a {} file): nothing would read it",
+             makes it {} file): nothing would read it",
             match kind {
-                Kind::Training => "training",
-                Kind::Inference => "inference",
+                Kind::Training => "a training",
+                Kind::Inference => "an inference",
             }
         )));
     }

@@ -964,6 +964,45 @@ fn degrees_must_split_sequences_ffn_and_layers_evenly() {
     );
 }
 
+/// A `--validate` row is held to what a plan file is: FP8 on a chip without FP8 arithmetic
+/// is refused (it was costed at the BF16 speed), and an empty accelerator cell is called
+/// empty, not an unknown name "".
+#[test]
+fn validate_rows_are_refused_as_plan_files_are() {
+    let head = "id,model,accelerator,count,layers,hidden,heads,vocab,seq_len,global_batch,\
+                precision,published_tokens_per_s\n";
+    let csv = format!(
+        "{head}A,m,A100-80GB,64,32,4096,32,32000,4096,512,fp8,600000\n\
+         B,m,,64,32,4096,32,32000,4096,512,bf16,600000\n\
+         G,m,H100-SXM,64,32,4096,32,32000,4096,512,fp8,600000\n"
+    );
+    let report = switchyard_perf::validate::validate_csv(&csv).expect("read");
+    let errors: Vec<&str> = report
+        .failed_rows
+        .iter()
+        .map(|f| f.error.as_str())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "precision = \"fp8\" but A100-80GB has no FP8 arithmetic",
+            "accelerator is empty"
+        ]
+    );
+    let inference = "id,model,accelerator,count,layers,hidden,heads,vocab,tp,input_tokens,\
+                     output_tokens,precision,published_output_tokens_per_s\n\
+                     C,m,A100-80GB,1,32,4096,32,32000,1,128,128,fp8,1000\n\
+                     G,m,H100-SXM,1,32,4096,32,32000,1,128,128,fp8,1000\n";
+    let report = switchyard_perf::validate::validate_csv(inference).expect("read");
+    let [failure] = report.failed_rows.as_slice() else {
+        panic!("{:?}", report.failed_rows);
+    };
+    assert_eq!(
+        failure.error,
+        "precision = \"fp8\" but A100-80GB has no FP8 arithmetic"
+    );
+}
+
 /// Inputs the plan once took silently: a concurrency past the largest size (was cut to
 /// 2^32 − 1), shared experts on a dense model (ignored).
 #[test]
