@@ -549,16 +549,29 @@ pub(crate) fn check_expert_tensor_parallel(
     if etp == 0 {
         return Err(PerfError::input(format!("{place} etp must be at least 1")));
     }
-    if model.moe.is_none() {
-        return Err(PerfError::input(format!(
-            "{place} etp = {etp} needs a mixture-of-experts model ([model] experts)"
-        )));
-    }
+    let Some(moe) = &model.moe else {
+        // A dense model has no experts to split: the report gives its etp as tp, and that
+        // layout read back is taken.
+        return match c.tp {
+            Some(tp) if tp == etp => Ok(()),
+            _ => Err(PerfError::input(format!(
+                "{place} etp = {etp} needs a mixture-of-experts model ([model] experts); on a \
+                 dense model it can only repeat tp"
+            ))),
+        };
+    };
     if let Some(tp) = c.tp.filter(|&tp| tp > 0)
         && tp % etp != 0
     {
         return Err(PerfError::input(format!(
             "{place} etp = {etp} does not divide tp = {tp}"
+        )));
+    }
+    if !moe.expert_ffn_hidden.is_multiple_of(etp) {
+        return Err(PerfError::input(format!(
+            "{place} etp = {etp} does not divide [model] expert_ffn_hidden = {}: expert tensor \
+             parallelism gives each rank an equal share of an expert's hidden units",
+            moe.expert_ffn_hidden
         )));
     }
     Ok(())
@@ -600,7 +613,7 @@ pub(crate) fn why_no_layout(
         // Only when every etp the search tried is invalid is the layout itself at fault (the
         // last, folded, error says the most).
         let errors: Option<Vec<PerfError>> =
-            crate::search::expert_tensor_candidates(layout.tp, c.etp, m.moe.is_some())
+            crate::search::expert_tensor_candidates(layout.tp, c.etp, m)
                 .into_iter()
                 .map(|etp| {
                     crate::layout::Layout { etp, ..layout }

@@ -69,13 +69,22 @@ impl LayoutConstraint {
 
 /// The expert tensor parallel degrees a layout with `tp` may take: the given one, else for MoE
 /// models Megatron-Core's two settings — experts split like the dense layers (`tp`, its
-/// default) or kept whole (1, folded) — and `tp` for dense models (no experts to split).
-pub(crate) fn expert_tensor_candidates(tp: u32, given: Option<u32>, moe: bool) -> Vec<u32> {
-    match given {
+/// default) or kept whole (1, folded), those that divide an expert's FFN width — and `tp` for
+/// dense models (no experts to split).
+pub(crate) fn expert_tensor_candidates(tp: u32, given: Option<u32>, m: &ModelSpec) -> Vec<u32> {
+    let Some(moe) = &m.moe else {
+        return vec![tp];
+    };
+    let candidates = match given {
         Some(etp) => vec![etp],
-        None if moe && tp > 1 => vec![tp, 1],
+        None if tp > 1 => vec![tp, 1],
         None => vec![tp],
-    }
+    };
+    // Each expert tensor rank takes an equal share of an expert's hidden units.
+    candidates
+        .into_iter()
+        .filter(|&etp| etp > 0 && moe.expert_ffn_hidden.is_multiple_of(etp))
+        .collect()
 }
 
 /// How wide the search looks.
@@ -344,7 +353,7 @@ pub fn search(
                 );
                 // Expert splits: (ep, etp) pairs whose ep·etp ranks tile tp·dp·cp.
                 let ranks = tp * dp * cp;
-                let etps = expert_tensor_candidates(tp, c.etp, m.moe.is_some());
+                let etps = expert_tensor_candidates(tp, c.etp, m);
                 let expert_splits: Vec<(u32, u32)> = match &m.moe {
                     None => etps.iter().map(|&etp| (c.ep.unwrap_or(1), etp)).collect(),
                     Some(moe) => etps

@@ -964,6 +964,74 @@ fn degrees_must_split_sequences_ffn_and_layers_evenly() {
     );
 }
 
+/// The layout a report gives can be read back: a dense model's `etp` is reported as its `tp`,
+/// and a `[parallelism]` table with every reported key plans the same step.
+#[test]
+fn a_reported_layout_reads_back_as_the_same_plan() {
+    let fleet = Fleet::default_fleet();
+    let searched = h100_plan("llama3-8b", "[training]\nglobal_batch = 256", 64, "");
+    let input = parse_plan(&searched, &fleet).expect("valid");
+    let Ok(switchyard_perf::plan::PlanReport::Training(first)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    let l = first.best.layout;
+    assert_eq!(l.etp, l.tp, "a dense model's etp is reported as its tp");
+    let given = h100_plan(
+        "llama3-8b",
+        "[training]\nglobal_batch = 256",
+        64,
+        &format!(
+            "tp = {}\npp = {}\ndp = {}\ncp = {}\nep = {}\netp = {}\nmicrobatch = {}\n\
+             virtual_stages = {}\nrecompute = \"{}\"\nsequence_parallel = {}\nzero = {}",
+            l.tp,
+            l.pp,
+            l.dp,
+            l.cp,
+            l.ep,
+            l.etp,
+            l.microbatch,
+            l.virtual_stages,
+            l.recompute.as_str(),
+            l.sequence_parallel,
+            l.zero
+        ),
+    );
+    let input = parse_plan(&given, &fleet).expect("the reported layout reads back");
+    let Ok(switchyard_perf::plan::PlanReport::Training(again)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    assert_eq!(again.best.layout, l);
+    assert_eq!(again.best.step_time_s, first.best.step_time_s);
+}
+
+/// Expert tensor parallelism splits each expert's FFN width evenly: an `etp` that does not
+/// divide it is refused, and the search keeps to the ones that do.
+#[test]
+fn expert_tensor_parallelism_divides_the_expert_width() {
+    let fleet = Fleet::default_fleet();
+    let text = |parallelism: &str| {
+        format!(
+            "[model]\nlayers = 16\nhidden = 2048\nheads = 16\nvocab = 32000\nseq_len = 4096\n\
+             experts = 8\nexperts_per_token = 2\nexpert_ffn_hidden = 1001\n\
+             [training]\nglobal_batch = 256\n[hardware]\naccelerator = \"H100-SXM\"\n\
+             count = 16\n[parallelism]\n{parallelism}\n"
+        )
+    };
+    assert_refused(
+        &fleet,
+        &text("tp = 8\netp = 8"),
+        "[parallelism] etp = 8 does not divide [model] expert_ffn_hidden = 1001",
+    );
+    let input = parse_plan(&text("tp = 8"), &fleet).expect("valid");
+    let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    assert_eq!((report.best.layout.tp, report.best.layout.etp), (8, 1));
+    for alternative in &report.alternatives {
+        assert!(1001 % alternative.layout.etp == 0, "{:?}", alternative.layout);
+    }
+}
+
 /// A `--validate` row is held to what a plan file is: FP8 on a chip without FP8 arithmetic
 /// is refused (it was costed at the BF16 speed), and an empty accelerator cell is called
 /// empty, not an unknown name "".
