@@ -81,21 +81,7 @@ pub fn run(args: PlanArgs) -> Result<(), CliError> {
 }
 
 fn layout_cell(e: &TrainingEstimate) -> String {
-    let l = &e.layout;
-    format!(
-        "tp{} pp{} dp{} cp{} ep{}{} mb{} v{} {} zero{}{}",
-        l.tp,
-        l.pp,
-        l.dp,
-        l.cp,
-        l.ep,
-        l.etp_label(),
-        l.microbatch,
-        l.virtual_stages,
-        l.recompute.label(e.recompute_modules),
-        l.zero,
-        if l.sequence_parallel { " sp" } else { "" }
-    )
+    e.layout_label()
 }
 
 /// MFU is measured against the BF16 peak whatever the precision (the definition, so

@@ -1033,6 +1033,10 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 )));
             }
             let best = found.remove(0);
+            let mut notes = caveats(hw, spec.fp8, true);
+            if spec.fp8 && !complete && best.fits {
+                notes.extend(bf16_would_be_faster(m, hw, spec, c, &opts, &best)?);
+            }
             let b = spec
                 .tokens
                 .map(|t| budget(m, hw, best.step_time_s, best.tokens_per_s, t))
@@ -1051,7 +1055,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 budget: b,
                 best,
                 alternatives: found,
-                notes: caveats(hw, spec.fp8),
+                notes,
             })))
         }
         Workload::Inference(spec) => {
@@ -1149,7 +1153,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 searched,
                 estimate,
                 alternatives,
-                notes: caveats(hw, spec.fp8),
+                notes: caveats(hw, spec.fp8, false),
             })))
         }
     }
@@ -1168,10 +1172,59 @@ pub const VALIDATED_ON: &[&str] = &[
     "TPU-v6e",
 ];
 
+/// A note when a searched FP8 training plan is slower than the same search in BF16: FP8 keeps
+/// an FP8 copy of the weights beside the BF16 ones and adds casts, and where that pushes the
+/// fastest layouts out of memory, or the casts cost more than the faster multiplies save, the
+/// user asked for the slower precision. (Chips whose FP8 peak is no higher than BF16's have
+/// their own note.)
+fn bf16_would_be_faster(
+    m: &ModelSpec,
+    hw: &Hardware,
+    spec: &TrainingSpec,
+    c: &LayoutConstraint,
+    opts: &SearchOptions,
+    fp8_best: &TrainingEstimate,
+) -> Result<Option<String>, PerfError> {
+    if hw
+        .accelerator
+        .fp8_tflops
+        .is_none_or(|f| f <= hw.accelerator.bf16_tflops)
+    {
+        return Ok(None);
+    }
+    let bf16 = TrainingSpec { fp8: false, ..*spec };
+    let found = search(m, hw, &bf16, c, &SearchOptions { keep: 1, ..*opts })?;
+    Ok(found
+        .first()
+        .filter(|b| b.fits && b.step_time_s < fp8_best.step_time_s * BF16_FASTER_BY)
+        .map(|b| {
+            format!(
+                "BF16 trains faster on these devices: {} a step ({}) against {} in FP8, \
+                 whose extra copy of the weights and casts cost more here than its faster \
+                 matrix multiplies save",
+                seconds(b.step_time_s),
+                b.layout_label(),
+                seconds(fp8_best.step_time_s),
+            )
+        }))
+}
+
+/// How much faster BF16 must be for [`bf16_would_be_faster`] to say so: differences under 1%
+/// are within the model's rounding of kernel efficiencies.
+const BF16_FASTER_BY: f64 = 0.99;
+
+fn seconds(s: f64) -> String {
+    if s >= 10.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{s:.3} s")
+    }
+}
+
 /// What the figures assume about `hw` at this precision that the reader should know: a chip
 /// without BF16 costed in the format it trains in, an FP8 peak no higher than the BF16 one,
 /// kernel efficiencies that no published run on the chip checks.
-pub fn caveats(hw: &Hardware, fp8: bool) -> Vec<String> {
+pub fn caveats(hw: &Hardware, fp8: bool, training: bool) -> Vec<String> {
     let a = hw.accelerator;
     let mut notes = Vec::new();
     let format = a.training_format();
@@ -1188,9 +1241,14 @@ pub fn caveats(hw: &Hardware, fp8: bool) -> Vec<String> {
         ));
     }
     if fp8 && a.fp8_tflops.is_some_and(|f| f <= a.bf16_tflops) {
+        let effect = if training {
+            "FP8 training gains no matrix-multiply time here and adds casts and an FP8 copy of \
+             the weights, so expect it slower than BF16 and to need more memory"
+        } else {
+            "FP8 halves the weights and the KV cache here but gains no matrix-multiply time"
+        };
         notes.push(format!(
-            "{}'s FP8 peak is no higher than its BF16 peak ({} TFLOP/s): FP8 saves memory and \
-             communication here, not matrix-multiply time",
+            "{}'s FP8 peak is no higher than its BF16 peak ({} TFLOP/s): {effect}",
             a.name, a.bf16_tflops
         ));
     }

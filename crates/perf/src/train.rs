@@ -251,6 +251,27 @@ pub struct TrainingEstimate {
     pub breakdown: Breakdown,
 }
 
+impl TrainingEstimate {
+    /// The layout in one line: `tp8 pp2 dp4 cp1 ep1 mb1 v1 none zero1 sp`.
+    pub fn layout_label(&self) -> String {
+        let l = &self.layout;
+        format!(
+            "tp{} pp{} dp{} cp{} ep{}{} mb{} v{} {} zero{}{}",
+            l.tp,
+            l.pp,
+            l.dp,
+            l.cp,
+            l.ep,
+            l.etp_label(),
+            l.microbatch,
+            l.virtual_stages,
+            l.recompute.label(self.recompute_modules),
+            l.zero,
+            if l.sequence_parallel { " sp" } else { "" }
+        )
+    }
+}
+
 /// Elements the FFN activation kernel touches per token on one device (gated: reads gate and
 /// up, writes their product; plain: reads and writes the intermediate), routed and shared
 /// experts included.
