@@ -647,12 +647,29 @@ fn no_layout_error(
         format!("[parallelism] virtual_stages = {v} needs pipeline parallelism (pp > 1)")
     } else if let Some(stages) = c
         .virtual_stages
-        .map(|v| u64::from(v) * u64::from(c.pp.unwrap_or(1)))
+        // Interleaving needs two stages at least.
+        .map(|v| u64::from(v) * u64::from(c.pp.unwrap_or(if v > 1 { 2 } else { 1 })))
         .filter(|&stages| stages > chunks_max)
     {
         format!(
-            "[parallelism] pp·virtual_stages = {stages} exceeds layers + 2 = {chunks_max} (a \
-             chunk per layer, plus one each for the embedding and the loss)"
+            "[parallelism] pp·virtual_stages = {stages}{} exceeds layers + 2 = {chunks_max} (a \
+             chunk per layer, plus one each for the embedding and the loss)",
+            if c.pp.is_none() {
+                " with the fewest stages interleaving needs (pp = 2)"
+            } else {
+                ""
+            }
+        )
+    } else if let Some(ep) = c.ep.filter(|&ep| {
+        u64::from(ep) * u64::from(c.etp.or(c.tp).unwrap_or(1))
+            > u64::from(hw.count / c.pp.unwrap_or(1).max(1))
+    }) {
+        let etp = c.etp.or(c.tp).unwrap_or(1);
+        format!(
+            "[parallelism] ep·etp = {ep}·{etp} = {} is more than the {} devices of a pipeline \
+             stage: the expert groups tile a stage's tp·dp·cp ranks",
+            u64::from(ep) * u64::from(etp),
+            hw.count / c.pp.unwrap_or(1).max(1)
         )
     } else if let Some(mb) = c.microbatch.filter(|&mb| mb > global_batch) {
         format!(
@@ -694,6 +711,8 @@ fn no_layout_error(
                 format!("the scale-up domain, {}", hw.scale_up_domain)
             }
         )
+    } else if let Some(why) = batch_fits_no_dp(c, m, hw, global_batch, tp_beyond_scale_up) {
+        why
     } else {
         format!(
             "no split of {} devices fits the search's bounds: tp a power of two dividing heads = \
@@ -706,6 +725,68 @@ fn no_layout_error(
     PerfError::input(format!(
         "no valid layout of {} on {} {} for global_batch = {global_batch}: {reason}",
         m.name, hw.count, hw.accelerator.name
+    ))
+}
+
+/// When every split of the devices the search tries (a superset of it: context parallelism is
+/// not narrowed to what the stack supports) leaves a data-parallel degree that does not divide
+/// the global batch, says so with the split that leaves the smallest one.
+fn batch_fits_no_dp(
+    c: &LayoutConstraint,
+    m: &ModelSpec,
+    hw: &Hardware,
+    global_batch: u32,
+    tp_beyond_scale_up: bool,
+) -> Option<String> {
+    let tps = match c.tp {
+        Some(tp) => vec![tp],
+        None => crate::search::tensor_candidates(m, hw, tp_beyond_scale_up),
+    };
+    let cps: Vec<u32> = match c.cp {
+        Some(cp) => vec![cp],
+        None => [1, 2, 4, 8, 16].into(),
+    };
+    let mut smallest: Option<(u32, u32, u32, u32)> = None;
+    for &tp in &tps {
+        for &cp in &cps {
+            let Some(tp_cp) = tp.checked_mul(cp).filter(|&n| n > 0) else {
+                continue;
+            };
+            if !hw.count.is_multiple_of(tp_cp) {
+                continue;
+            }
+            let rest = hw.count / tp_cp;
+            let pps = match c.pp {
+                Some(pp) => vec![pp],
+                None => crate::search::divisors(rest)
+                    .into_iter()
+                    .filter(|&pp| pp <= m.layers && pp <= 128)
+                    .collect(),
+            };
+            for pp in pps {
+                if pp == 0 || !rest.is_multiple_of(pp) {
+                    continue;
+                }
+                let dp = rest / pp;
+                if c.dp.is_some_and(|given| given != dp) {
+                    continue;
+                }
+                if dp <= global_batch && global_batch.is_multiple_of(dp) {
+                    return None;
+                }
+                if smallest.is_none_or(|s| dp < s.3) {
+                    smallest = Some((tp, cp, pp, dp));
+                }
+            }
+        }
+    }
+    let (tp, cp, pp, dp) = smallest?;
+    Some(format!(
+        "[training] global_batch = {global_batch} is not a multiple of any data-parallel degree \
+         the split of {} devices leaves (the smallest is dp = {dp}, with tp = {tp}, cp = {cp}, \
+         pp = {pp}): each data-parallel rank runs an equal share of the batch; change \
+         global_batch or [hardware] count",
+        hw.count
     ))
 }
 

@@ -1063,6 +1063,32 @@ fn an_fp8_plan_slower_than_bf16_says_so() {
     );
 }
 
+/// A partial layout that no split completes names the rule that rules every split out, not
+/// only the search's bounds.
+#[test]
+fn a_partial_layout_no_split_completes_names_the_rule() {
+    let fleet = Fleet::default_fleet();
+    assert_refused(
+        &fleet,
+        "[model]\nlayers = 4\nhidden = 4096\nheads = 32\nvocab = 32000\nseq_len = 4096\n\
+         [training]\nglobal_batch = 512\n[hardware]\naccelerator = \"H100-SXM\"\ncount = 40\n",
+        "[training] global_batch = 512 is not a multiple of any data-parallel degree the split \
+         of 40 devices leaves (the smallest is dp = 5",
+    );
+    let training = "[training]\nglobal_batch = 512";
+    assert_refused(
+        &fleet,
+        &h100_plan("llama3-8b", training, 64, "virtual_stages = 34"),
+        "[parallelism] pp·virtual_stages = 68 with the fewest stages interleaving needs (pp = 2) \
+         exceeds layers + 2 = 34",
+    );
+    assert_refused(
+        &fleet,
+        &h100_plan("mixtral-8x7b", training, 16, "tp = 4\netp = 4\nep = 8"),
+        "[parallelism] ep·etp = 8·4 = 32 is more than the 16 devices of a pipeline stage",
+    );
+}
+
 /// A `--validate` row is held to what a plan file is: FP8 on a chip without FP8 arithmetic
 /// is refused (it was costed at the BF16 speed), and an empty accelerator cell is called
 /// empty, not an unknown name "".
