@@ -59,28 +59,54 @@ enum Body<'a, B: Serialize> {
     Json(&'a B),
 }
 
+/// `url` as a client of the control plane uses it: trailing slashes trimmed and the scheme in
+/// lower case (`HTTP://` names the same server), once [`check_server_url`] takes it.
+pub fn server_base(url: &str) -> Result<String, String> {
+    let trimmed = url.trim_end_matches('/');
+    let base = match trimmed.get(..SCHEME.len()) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(SCHEME) => {
+            format!("{SCHEME}{}", &trimmed[SCHEME.len()..])
+        }
+        _ => trimmed.to_owned(),
+    };
+    check_server_url(&base)?;
+    Ok(base)
+}
+
+const SCHEME: &str = "http://";
+
 /// Why `base` is not a control-plane URL this client can use (`Ok` when it is):
 /// plain `http://` with a host. The reason reads after the URL ("`…` must start with …").
 pub fn check_server_url(base: &str) -> Result<(), String> {
     // Callers trim trailing slashes: `http://` arrives as `http:`.
-    if base == "http:" || base == "http://" {
+    if base.eq_ignore_ascii_case("http:") || base.eq_ignore_ascii_case(SCHEME) {
         return Err("names no host (e.g. http://127.0.0.1:7070)".into());
     }
-    if !base.starts_with("http://") {
+    if !base
+        .get(..SCHEME.len())
+        .is_some_and(|s| s.eq_ignore_ascii_case(SCHEME))
+    {
         return Err(
             "must start with http:// (put a TLS-terminating proxy in front for remote servers)"
                 .into(),
         );
     }
-    // The path's end, not the string's: `http://v1` is a host of that name.
-    let path = base["http://".len()..]
+    // The path, not the whole string: `http://v1` is a host of that name.
+    let path = base[SCHEME.len()..]
         .find('/')
-        .map_or("", |at| &base["http://".len() + at..]);
+        .map_or("", |at| &base[SCHEME.len() + at..]);
     // (Bytes: the path may hold characters of several bytes.)
     if path.len() >= 3 && path.as_bytes()[path.len() - 3..].eq_ignore_ascii_case(b"/v1") {
         return Err(
             "ends in /v1: give the server's address (e.g. http://127.0.0.1:7070); the \
              API's paths are added to it"
+                .into(),
+        );
+    }
+    if path.split('/').any(|segment| segment.eq_ignore_ascii_case("v1")) {
+        return Err(
+            "has an API path (/v1/…) in it: give the server's address alone (e.g. \
+             http://127.0.0.1:7070); the API's paths are added to it"
                 .into(),
         );
     }
@@ -174,8 +200,7 @@ fn numeric_ipv4(host: &str) -> Option<std::net::IpAddr> {
 impl HttpControlPlane {
     /// A client; `base` must be an `http://` URL.
     pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, ControlPlaneError> {
-        let base = base.trim_end_matches('/').to_string();
-        check_server_url(&base)
+        let base = server_base(base)
             .map_err(|why| ControlPlaneError::BadAddress(format!("server URL `{base}` {why}")))?;
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)

@@ -241,6 +241,8 @@ fn error_answers_map_to_what_the_agent_does_next() {
         // The agent's paths go under it: /v1/v1/agent/… would be retried for ever.
         ("http://127.0.0.1:7070/v1/", "ends in /v1"),
         ("http://127.0.0.1:7070/V1", "ends in /v1"),
+        ("http://127.0.0.1:7070/v1/jobs", "has an API path (/v1/…) in it"),
+        ("https://127.0.0.1:7070", "must start with http://"),
     ] {
         let err =
             switchyard_agent::http::check_server_url(url.trim_end_matches('/')).expect_err(url);
@@ -248,6 +250,16 @@ fn error_answers_map_to_what_the_agent_does_next() {
     }
     switchyard_agent::http::check_server_url("http://127.0.0.1:7070").expect("a good URL");
     switchyard_agent::http::check_server_url("http://v1").expect("a host named v1");
+    // A scheme is case-insensitive: the client speaks to `HTTP://…` as to `http://…`.
+    assert_eq!(
+        switchyard_agent::http::server_base("HTTP://127.0.0.1:7070/").as_deref(),
+        Ok("http://127.0.0.1:7070")
+    );
+    // A proxy's path prefix is kept.
+    assert_eq!(
+        switchyard_agent::http::server_base("http://proxy/switchyard").as_deref(),
+        Ok("http://proxy/switchyard")
+    );
     // Three bytes from the end fall inside the `é`: the check reads bytes, not a str slice.
     let _ = switchyard_agent::http::check_server_url("http://127.0.0.1:7070/éab");
 }

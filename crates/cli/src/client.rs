@@ -31,6 +31,9 @@ pub struct ClientArgs {
     pub token: Option<String>,
 }
 
+/// How long a request may take, answer included.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
 /// How many times a read is asked while the server answers 503 (waiting 0.2, 0.4, 0.8 s).
 pub const READ_TRIES: u32 = 4;
 
@@ -62,13 +65,15 @@ impl Client {
                 }
             )));
         }
-        let base = args.url.trim_end_matches('/').to_owned();
         // Named as given: trimmed, `http://` would read as `http:`.
-        switchyard_agent::http::check_server_url(&base)
+        let base = switchyard_agent::http::server_base(&args.url)
             .map_err(|why| CliError::Input(format!("--url `{}` {why}", args.url)))?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
+            .timeout_global(Some(ANSWER_WITHIN))
+            // A redirect is reported, not followed: following one drops the token (it may
+            // lead to another host), and the 401 that follows would blame the token.
+            .max_redirects(0)
             .build()
             .into();
         Ok(Client { base, token, agent })
@@ -149,30 +154,64 @@ impl Client {
         &self,
         res: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<T, CliError> {
+        let timed_out = |e: &ureq::Error| {
+            matches!(e, ureq::Error::Timeout(_)).then(|| {
+                CliError::Unreachable(format!(
+                    "the server at {} gave no answer within {} s",
+                    self.base,
+                    ANSWER_WITHIN.as_secs()
+                ))
+            })
+        };
         let mut res = res.map_err(|e| {
-            CliError::Unreachable(format!("cannot reach the server at {}: {e}", self.base))
+            timed_out(&e).unwrap_or_else(|| {
+                CliError::Unreachable(format!("cannot reach the server at {}: {e}", self.base))
+            })
         })?;
         let status = res.status().as_u16();
+        if (300..400).contains(&status) {
+            let to = res
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .map_or_else(String::new, |l| format!(" to {}", printable(l, 200)));
+            return Err(CliError::Other(format!(
+                "{} answered HTTP {status}, a redirect{to}: the client does not follow \
+                 redirects (the token would not go with it); set SWITCHYARD_URL (--url) to the \
+                 server's own address",
+                self.base
+            )));
+        }
         let text = res.body_mut().read_to_string().map_err(|e| {
-            CliError::Unreachable(format!("reading the answer of {}: {e}", self.base))
+            timed_out(&e).unwrap_or_else(|| {
+                CliError::Unreachable(format!("reading the answer of {}: {e}", self.base))
+            })
         })?;
         if (200..300).contains(&status) {
             return serde_json::from_str(&text).map_err(|e| {
                 CliError::Other(format!("the server's answer is not what this client expects ({e}); are client and server the same version?"))
             });
         }
-        let message = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.error.message)
-            .unwrap_or_else(|_| text.trim().chars().take(500).collect());
-        // An answer that is not a Switchyard error (an empty body, a proxy's page): say where
-        // it came from, which is most often the wrong SWITCHYARD_URL.
-        if message.is_empty() && !(500..).contains(&status) {
-            return Err(CliError::Other(format!(
-                "HTTP {status} with no error message from {}: is SWITCHYARD_URL (--url) a \
-                 Switchyard server?",
-                self.base
-            )));
-        }
+        let Ok(body) = serde_json::from_str::<ErrorBody>(&text) else {
+            // An answer that is not a Switchyard error (an empty body, a proxy's page): say
+            // where it came from, which is most often the wrong SWITCHYARD_URL.
+            let first_line = text.trim().lines().next().unwrap_or("");
+            let shown = if first_line.is_empty() {
+                "with no error message".to_owned()
+            } else {
+                format!("that is not a Switchyard answer (\"{}\")", printable(first_line, 120))
+            };
+            let why = format!("HTTP {status} {shown} from {}", self.base);
+            return Err(if (500..).contains(&status) {
+                CliError::Unreachable(format!("{why}: the server or a proxy before it failed"))
+            } else {
+                CliError::Other(format!(
+                    "{why}: is SWITCHYARD_URL (--url) a Switchyard server?"
+                ))
+            });
+        };
+        // The server's words reach a terminal: no control characters (escape sequences).
+        let message = printable(&body.error.message, 2000);
         Err(match status {
             400 | 413 | 415 | 422 => CliError::Input(format!(
                 "the server refused the request ({status}): {message}"
@@ -181,6 +220,26 @@ impl Client {
             _ => CliError::Refused { status, message },
         })
     }
+}
+
+/// `text` cut to `max` characters, with control characters other than line breaks and tabs
+/// (escape sequences a terminal would act on) shown as U+FFFD.
+fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| {
+            if c.is_control() && !matches!(c, '\n' | '\t') {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Percent-encodes a path segment or query value.
@@ -228,8 +287,13 @@ mod tests {
                 let mut content = vec![0; length];
                 reader.read_exact(&mut content).expect("body");
                 served += 1;
+                let location = if (300..400).contains(&status) {
+                    "location: http://elsewhere.example/v1/x\r\n"
+                } else {
+                    ""
+                };
                 let answer = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{location}\
                      content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
@@ -280,5 +344,46 @@ mod tests {
             .expect_err("503");
         assert!(e.to_string().contains("not the scheduling leader"), "{e}");
         assert_eq!(server.join().expect("server"), 1);
+    }
+
+    /// A redirect is reported with where it leads, not followed (the token would not go with
+    /// it, and the 401 that followed blamed the token).
+    #[test]
+    fn a_redirect_is_named_not_followed() {
+        let (url, server) = serve(vec![(301, "")]);
+        let e = client(url).get::<Vec<u32>>("/v1/x").expect_err("a redirect");
+        let text = e.to_string();
+        assert!(
+            text.contains("answered HTTP 301, a redirect to http://elsewhere.example/v1/x"),
+            "{text}"
+        );
+        assert_eq!(server.join().expect("server"), 1);
+    }
+
+    /// The server's words reach a terminal without escape sequences; its line breaks stay.
+    #[test]
+    fn control_characters_in_an_error_are_not_printed() {
+        let body = "{\"error\":{\"code\":\"unauthorized\",\"message\":\"RED \\u001b]0;pwned\\u0007\\nline 2\"}}";
+        let (url, server) = serve(vec![(401, body)]);
+        let e = client(url).get::<Vec<u32>>("/v1/x").expect_err("401");
+        let text = e.to_string();
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
+        assert!(text.contains("RED \u{fffd}]0;pwned\u{fffd}\nline 2"), "{text:?}");
+        server.join().expect("server");
+    }
+
+    /// An answer that is not a Switchyard error (a web page at another path) says so and
+    /// points at the URL, instead of printing the page as the error.
+    #[test]
+    fn a_page_that_is_not_an_api_answer_points_at_the_url() {
+        let (url, server) = serve(vec![(404, "<!doctype html>\n<html><style>body{}</style>")]);
+        let e = client(url).get::<Vec<u32>>("/v1/x").expect_err("404");
+        let text = e.to_string();
+        assert!(
+            text.contains("HTTP 404 that is not a Switchyard answer (\"<!doctype html>\")"),
+            "{text}"
+        );
+        assert!(text.contains("is SWITCHYARD_URL (--url) a Switchyard server?"), "{text}");
+        server.join().expect("server");
     }
 }
