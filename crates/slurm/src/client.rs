@@ -195,15 +195,26 @@ impl CliClient {
         }
     }
 
+    /// The command for tool `name`, in the environment every call runs it in.
+    fn tool(&self, name: &str) -> Command {
+        let mut command = Command::new(self.program(name));
+        // Times (squeue's `%S`, scontrol's `StartTime=`) as epoch seconds, whatever the
+        // locale or the site's own format.
+        command.env("SLURM_TIME_FORMAT", "%s");
+        // The tools authenticate as the server's Unix user (MUNGE). With SLURM_JWT set they
+        // would use that token instead: a slurmrestd cluster's token (docs/slurm.md suggests
+        // `token_env = "SLURM_JWT"`) would submit as its user, or fail once it expires.
+        command.env_remove("SLURM_JWT");
+        command
+    }
+
     /// Runs a tool with a timeout (killing it when it runs over); non-zero exit is an error
     /// carrying its stderr.
     fn run(&self, name: &str, args: &[String], stdin: Option<&str>) -> Result<Output, SlurmError> {
         let command = format!("{name} {}", args.join(" "));
-        let mut child = Command::new(self.program(name))
+        let mut child = self
+            .tool(name)
             .args(args)
-            // Times (squeue's `%S`, scontrol's `StartTime=`) as epoch seconds, whatever the
-            // locale or the site's own format.
-            .env("SLURM_TIME_FORMAT", "%s")
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -393,6 +404,17 @@ mod tests {
             run(None).ends_with(&format!("{}|none|x|ALL", crate::rest::JOB_PATH)),
             "{}",
             run(None)
+        );
+    }
+
+    /// The tools run as the server's Unix user, whatever Slurm token is in its environment.
+    #[test]
+    fn the_tools_do_not_get_the_servers_slurm_token() {
+        let command = CliClient::default().tool("squeue");
+        let envs: Vec<_> = command.get_envs().collect();
+        assert!(
+            envs.contains(&(std::ffi::OsStr::new("SLURM_JWT"), None)),
+            "{envs:?}"
         );
     }
 
