@@ -1906,6 +1906,13 @@ impl Scheduler {
         self.ends[c].remove(&(bits(run.end_s), order, j));
         self.running_on[c].remove(&(priority, order, j));
         self.running -= 1;
+        // A run held since the job's first start ends without its work ever beginning (a
+        // Slurm job cancelled while it waited): the job has not started yet, and its next run
+        // that begins is its first start.
+        let job = &mut self.jobs[j as usize];
+        if run.held && run.paused_at.is_none() && job.first_start_s == Some(run.start_s) {
+            job.first_start_s = None;
+        }
         self.settle(now, j, &run, finished, graceful)
     }
 

@@ -1822,6 +1822,36 @@ fn a_held_run_progresses_only_once_its_work_begins() {
     s.check_invariants().expect("invariants");
 }
 
+/// A run held from its start that ends without its work beginning (its Slurm job cancelled
+/// while it waited) leaves the job unstarted: the run after it that begins is its first start,
+/// and its queueing counts up to there.
+#[test]
+fn a_run_that_never_began_is_not_the_jobs_first_start() {
+    let mut s = sched(Policy::Switchyard, false);
+    let j = submit(&mut s, 0.0, on_fast(job("run", "a", 64, 1000.0)));
+    pass(&mut s, 0.0);
+    assert!(s.held(j, 1, 0.0, false));
+    let mut out = Vec::new();
+    s.handle(
+        50.0,
+        Event::Failed {
+            job: j,
+            generation: 1,
+            retry: true,
+            reason: "Slurm job ended CANCELLED".into(),
+        },
+        &mut out,
+    );
+    assert_eq!(s.job(j).first_start_s, None, "its work never began");
+    pass(&mut s, 60.0);
+    let generation = s.job(j).generation;
+    assert!(s.held(j, generation, 60.0, false));
+    pass(&mut s, 100.0);
+    s.began(j, generation, 120.0).expect("it was held");
+    assert_eq!(s.job(j).first_start_s, Some(120.0));
+    s.check_invariants().expect("invariants");
+}
+
 /// A short job that takes the accelerators of its own team's long run (shortest remaining
 /// time first) says so; it is not a team reclaiming quota from itself.
 #[test]

@@ -1257,6 +1257,53 @@ mod tests {
         e.check().expect("invariants");
     }
 
+    /// A run held from its start whose Slurm job is cancelled while it waits never began: the
+    /// next run's beginning is the job's start, and its queueing counts up to there.
+    #[test]
+    fn a_job_whose_first_run_never_began_starts_when_a_later_one_does() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        e.admit(T0, &record("a", 1), spec(10.0));
+        e.schedule(T0);
+        let (_, cmds) = e.take(T0);
+        let Some(&Command::Launch { generation, .. }) = cmds.first() else {
+            panic!("a launch: {cmds:?}");
+        };
+        e.held(T0 + 1_000, "a", generation, "Slurm job 7 waits", false);
+        e.take(T0 + 1_000);
+        e.interrupted(T0 + 4_000, "a", generation, "Slurm job 7 ended CANCELLED");
+        e.take(T0 + 4_000);
+        let mut at = T0 + 4_000;
+        let relaunched = loop {
+            at += 1_000;
+            e.schedule(at);
+            let (_, cmds) = e.take(at);
+            if let Some(&Command::Launch { generation, .. }) = cmds.first() {
+                break generation;
+            }
+            assert!(at < T0 + 600_000, "never launched again");
+        };
+        e.held(at, "a", relaunched, "Slurm job 8 waits", false);
+        e.take(at);
+        let began_at = (T0 + 16_000).max(at + 1_000);
+        e.began(began_at, "a", relaunched, None);
+        let (batch, _) = e.take(began_at);
+        assert_eq!(update(&batch, "a").started_ms, Some(began_at));
+        e.finished(began_at + 2_000, "a", relaunched);
+        let (batch, _) = e.take(began_at + 2_000);
+        let finish = batch
+            .events
+            .iter()
+            .find(|ev| ev.kind == "finished")
+            .expect("a finished event");
+        let queued = (began_at - T0) / 1000;
+        assert!(
+            finish.message.contains(&format!("({queued} s queued)")),
+            "{}",
+            finish.message
+        );
+        e.check().expect("invariants");
+    }
+
     /// A run whose work the backend says began at a known time (Slurm's StartTime, seen at a
     /// later poll) counts as started then, and queued until then — never before it was held,
     /// never after now; its predicted end counts from then too.
