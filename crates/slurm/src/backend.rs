@@ -1399,7 +1399,8 @@ impl Worker {
             w.attempt += 1;
             w.resubmit = 0;
             w.next_try = Instant::now() + w.backoff;
-            let msg = format!("{why}; starting it again in {:?}", w.backoff);
+            // Worded to stay true after the fact: the service's reason quotes the last one.
+            let msg = format!("{why}; submitted again after a {:?} back-off", w.backoff);
             w.backoff = (w.backoff * 2).min(self.options.backoff_max);
             self.event(key, cluster, "slurm_replica_restarted", msg);
             return;
