@@ -160,6 +160,17 @@ impl RestClient {
                 "the slurmrestd token has expired (its `exp` is {exp}, Unix time) \
                  ({answered}{said}); restart the server with a new one"
             )
+        } else if status == 500
+            && !errors.is_empty()
+            && errors.iter().all(|e| e == "Unspecified error")
+        {
+            // What slurmrestd 22.05 answers, among other things, to a token whose signature
+            // it cannot verify (an expired one is caught above).
+            format!(
+                "{} ({answered}); slurmrestd answers so to a token it cannot verify: check that \
+                 the token was made by this cluster's `scontrol token`",
+                errors.join("; ")
+            )
         } else if !errors.is_empty() {
             format!("{} ({answered})", errors.join("; "))
         } else if status == 401 {
@@ -444,7 +455,9 @@ mod tests {
             m,
             format!(
                 "Unspecified error (HTTP 500 from GET \
-                 http://127.0.0.1:{port}/slurm/v0.0.38/jobs)"
+                 http://127.0.0.1:{port}/slurm/v0.0.38/jobs); slurmrestd answers so to a token \
+                 it cannot verify: check that the token was made by this cluster's `scontrol \
+                 token`"
             )
         );
     }
