@@ -103,7 +103,10 @@ pub fn check_server_url(base: &str) -> Result<(), String> {
                 .into(),
         );
     }
-    if path.split('/').any(|segment| segment.eq_ignore_ascii_case("v1")) {
+    if path
+        .split('/')
+        .any(|segment| segment.eq_ignore_ascii_case("v1"))
+    {
         return Err(
             "has an API path (/v1/…) in it: give the server's address alone (e.g. \
              http://127.0.0.1:7070); the API's paths are added to it"

@@ -241,7 +241,10 @@ fn error_answers_map_to_what_the_agent_does_next() {
         // The agent's paths go under it: /v1/v1/agent/… would be retried for ever.
         ("http://127.0.0.1:7070/v1/", "ends in /v1"),
         ("http://127.0.0.1:7070/V1", "ends in /v1"),
-        ("http://127.0.0.1:7070/v1/jobs", "has an API path (/v1/…) in it"),
+        (
+            "http://127.0.0.1:7070/v1/jobs",
+            "has an API path (/v1/…) in it",
+        ),
         ("https://127.0.0.1:7070", "must start with http://"),
     ] {
         let err =

@@ -199,7 +199,10 @@ impl Client {
             let shown = if first_line.is_empty() {
                 "with no error message".to_owned()
             } else {
-                format!("that is not a Switchyard answer (\"{}\")", printable(first_line, 120))
+                format!(
+                    "that is not a Switchyard answer (\"{}\")",
+                    printable(first_line, 120)
+                )
             };
             let why = format!("HTTP {status} {shown} from {}", self.base);
             return Err(if (500..).contains(&status) {
@@ -351,7 +354,9 @@ mod tests {
     #[test]
     fn a_redirect_is_named_not_followed() {
         let (url, server) = serve(vec![(301, "")]);
-        let e = client(url).get::<Vec<u32>>("/v1/x").expect_err("a redirect");
+        let e = client(url)
+            .get::<Vec<u32>>("/v1/x")
+            .expect_err("a redirect");
         let text = e.to_string();
         assert!(
             text.contains("answered HTTP 301, a redirect to http://elsewhere.example/v1/x"),
@@ -367,8 +372,14 @@ mod tests {
         let (url, server) = serve(vec![(401, body)]);
         let e = client(url).get::<Vec<u32>>("/v1/x").expect_err("401");
         let text = e.to_string();
-        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
-        assert!(text.contains("RED \u{fffd}]0;pwned\u{fffd}\nline 2"), "{text:?}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("RED \u{fffd}]0;pwned\u{fffd}\nline 2"),
+            "{text:?}"
+        );
         server.join().expect("server");
     }
 
@@ -383,7 +394,10 @@ mod tests {
             text.contains("HTTP 404 that is not a Switchyard answer (\"<!doctype html>\")"),
             "{text}"
         );
-        assert!(text.contains("is SWITCHYARD_URL (--url) a Switchyard server?"), "{text}");
+        assert!(
+            text.contains("is SWITCHYARD_URL (--url) a Switchyard server?"),
+            "{text}"
+        );
         server.join().expect("server");
     }
 }

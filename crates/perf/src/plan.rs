@@ -1273,7 +1273,10 @@ fn bf16_would_be_faster(
     {
         return Ok(None);
     }
-    let bf16 = TrainingSpec { fp8: false, ..*spec };
+    let bf16 = TrainingSpec {
+        fp8: false,
+        ..*spec
+    };
     let found = search(m, hw, &bf16, c, &SearchOptions { keep: 1, ..*opts })?;
     Ok(found
         .first()

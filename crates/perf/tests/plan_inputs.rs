@@ -1028,7 +1028,11 @@ fn expert_tensor_parallelism_divides_the_expert_width() {
     };
     assert_eq!((report.best.layout.tp, report.best.layout.etp), (8, 1));
     for alternative in &report.alternatives {
-        assert!(1001 % alternative.layout.etp == 0, "{:?}", alternative.layout);
+        assert!(
+            1001 % alternative.layout.etp == 0,
+            "{:?}",
+            alternative.layout
+        );
     }
 }
 
