@@ -462,6 +462,10 @@ struct Worker {
     next_capacity: Instant,
     /// Output files followed, by (Slurm job id, stream).
     follows: BTreeMap<(String, &'static str), Follow>,
+    /// Slurm jobs of runs stopped (cancelled, preempted, scaled down) that are not yet known
+    /// cancelled, by run key: (cluster, Slurm job id, whether an outage was told). While Slurm
+    /// cannot be reached the job's events say the cancellation is still owed.
+    owed_cancels: BTreeMap<String, (String, String, bool)>,
 }
 
 /// How a run's Slurm job ended, as far as the backend is concerned.
@@ -504,6 +508,17 @@ impl Worker {
             synced: false,
             next_capacity: Instant::now(),
             follows: BTreeMap::new(),
+            owed_cancels: BTreeMap::new(),
+        }
+    }
+
+    /// Stops wanting run `key`; its Slurm job, if it has one, is owed a cancellation.
+    fn unwant(&mut self, key: &str) {
+        if let Some(w) = self.wants.remove(key)
+            && let Some(id) = w.slurm_id
+        {
+            self.owed_cancels
+                .insert(key.to_owned(), (w.cluster, id, false));
         }
     }
 
@@ -558,6 +573,29 @@ impl Worker {
         });
     }
 
+    /// Says once per run, while Slurm cannot be reached, that its stopped Slurm job is not
+    /// cancelled yet: the run reads as ended while Slurm's job may still run.
+    fn tell_owed_cancels(&mut self, cluster: &str, why: &str) {
+        let mut tell = Vec::new();
+        for (key, (c, id, told)) in &mut self.owed_cancels {
+            if c == cluster && !*told {
+                *told = true;
+                tell.push((key.clone(), id.clone()));
+            }
+        }
+        for (key, id) in tell {
+            self.event(
+                &key,
+                cluster,
+                "slurm_cancel_pending",
+                format!(
+                    "Slurm job {id} is not cancelled yet: cannot reach Slurm ({why}); it is \
+                     cancelled once Slurm answers"
+                ),
+            );
+        }
+    }
+
     fn observe(&self, o: Observed) {
         lock(&self.shared).observed.push(o);
     }
@@ -567,6 +605,7 @@ impl Worker {
         match msg {
             Msg::Reset => {
                 self.wants.clear();
+                self.owed_cancels.clear();
                 self.replicas.clear();
                 self.replica_serial.clear();
                 self.stopped.clear();
@@ -686,14 +725,21 @@ impl Worker {
                 if let Some(keys) = self.replicas.get_mut(&(job, cluster))
                     && let Some(key) = keys.pop()
                 {
-                    self.wants.remove(&key);
+                    self.unwant(&key);
                 }
             }
             Command::Stop { job } => {
                 self.stopped.insert(job.clone());
-                self.wants.remove(&job);
                 let prefix = format!("{job}#r");
-                self.wants.retain(|k, _| !k.starts_with(&prefix));
+                let keys: Vec<String> = self
+                    .wants
+                    .keys()
+                    .filter(|k| **k == job || k.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                for key in keys {
+                    self.unwant(&key);
+                }
                 self.replicas.retain(|(j, _), _| *j != job);
             }
         }
@@ -858,9 +904,12 @@ impl Worker {
                 let message = format!("cannot list Slurm's jobs on cluster {cluster_name}: {msg}");
                 self.tell_waiting_runs(i, |c| &mut c.told_unreachable, &message);
                 self.tell_runs_in_slurm(i, &message);
+                self.tell_owed_cancels(&cluster_name, &msg);
                 return;
             }
         };
+        // Listed: the cancellations owed here are made (or reported) below.
+        self.owed_cancels.retain(|_, (c, _, _)| *c != cluster_name);
         if self.clusters[i].list_error.take().is_some() {
             tracing::info!(cluster = %cluster_name, "Slurm answers again");
             self.clusters[i].told_unreachable.clear();
@@ -2133,6 +2182,43 @@ mod tests {
         let now = fake.active_tagged("switchyard");
         assert_eq!(now.len(), 1);
         assert_eq!(now[0].0.generation, 2);
+    }
+
+    /// A run stopped while Slurm cannot be reached says, once, that its Slurm job is not
+    /// cancelled yet; it is cancelled once Slurm answers.
+    #[test]
+    fn a_stop_slurm_cannot_hear_yet_says_the_cancellation_is_owed() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 1, 8)]));
+        w.round();
+        let old = fake.active_tagged("switchyard");
+        fake.set_state(&old[0].1, JobState::Running);
+        w.round();
+        observed(&w);
+        fake.st().down = true;
+        w.apply(Msg::Commands(vec![Command::Stop { job: "j".into() }]));
+        for _ in 0..3 {
+            w.round();
+        }
+        let owed: Vec<_> = events(&observed(&w))
+            .into_iter()
+            .filter(|(_, kind, _)| kind == "slurm_cancel_pending")
+            .collect();
+        assert_eq!(owed.len(), 1, "{owed:?}");
+        assert_eq!(owed[0].0, "j");
+        assert!(
+            owed[0]
+                .2
+                .starts_with(&format!("Slurm job {} is not cancelled yet", old[0].1)),
+            "{}",
+            owed[0].2
+        );
+        assert!(fake.st().cancelled.is_empty());
+        fake.st().down = false;
+        w.round();
+        assert_eq!(fake.st().cancelled, vec![old[0].1.clone()]);
+        assert!(w.owed_cancels.is_empty());
     }
 
     /// `sinfo` answers a partition that does not exist with no nodes and success: the runs
