@@ -3901,27 +3901,27 @@ impl Scheduler {
     /// "waiting for 64 free accelerators in one cluster it accepts (…)", or that too few nodes
     /// are up when they are down rather than busy.
     fn waiting_for(&self, j: JobIdx, need: u32) -> String {
+        // Capacity an administrator took out of service is named: the wait may be theirs.
+        let drained: u32 = (0..self.clusters.len())
+            .filter(|&c| self.jobs[j as usize].dur[c].is_some())
+            .map(|c| self.index[c].drained_nodes())
+            .sum();
+        let drained = if drained > 0 {
+            format!(
+                "; {} no new work",
+                count(drained, "drained node takes", "drained nodes take")
+            )
+        } else {
+            String::new()
+        };
         if !self.enough_nodes_up(j, need) {
             // Not busy: down (failed, drained, or never registered by an agent).
             format!(
                 "waiting for {}: too few nodes are up in the clusters it accepts \
-                 (failed, drained, or not registered yet)",
+                 (failed, drained, or not registered yet){drained}",
                 count(need, "free accelerator", "free accelerators")
             )
         } else {
-            // Capacity an administrator took out of service is named: the wait may be theirs.
-            let drained: u32 = (0..self.clusters.len())
-                .filter(|&c| self.jobs[j as usize].dur[c].is_some())
-                .map(|c| self.index[c].drained_nodes())
-                .sum();
-            let drained = if drained > 0 {
-                format!(
-                    "; {} no new work",
-                    count(drained, "drained node takes", "drained nodes take")
-                )
-            } else {
-                String::new()
-            };
             if need == 1 {
                 format!("waiting for 1 free accelerator in a cluster it accepts{drained}")
             } else {

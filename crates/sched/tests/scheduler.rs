@@ -1307,6 +1307,23 @@ fn drain_on_fast(s: &mut Scheduler, at: f64, nodes: &[u32]) -> Vec<Decision> {
 /// A drained node (Slurm's drain) keeps the work it runs and takes nothing new until it is
 /// repaired; if it then fails, its gang restarts like on any failed node; a gang that restarts
 /// in place for another node's failure leaves the drained node too.
+/// A job that waits because too few nodes are up says how many of them are drained, as it
+/// does when it waits for busy ones: the wait may be an administrator's.
+#[test]
+fn a_job_waiting_for_nodes_up_counts_the_drained_ones() {
+    let mut s = sched(Policy::Switchyard, true);
+    let nodes: Vec<u32> = (0..16).collect();
+    drain_on_fast(&mut s, 0.0, &nodes);
+    let j = submit(&mut s, 10.0, on_fast(job("run", "a", 8, 100.0)));
+    pass(&mut s, 10.0);
+    let why = s.why(j);
+    assert!(
+        why.contains("too few nodes are up")
+            && why.ends_with("; 16 drained nodes take no new work"),
+        "{why}"
+    );
+}
+
 #[test]
 fn a_drained_node_keeps_its_work_and_takes_nothing_new() {
     let started_on = |d: &[Decision], j: u32| -> Vec<u32> {
