@@ -236,6 +236,13 @@ fn set_drain(
             answer.cluster,
             d.reason
         ),
+        None if answer.was_drained && answer.state.as_deref() == Some("lost") => outln!(
+            "node {} ({} of {}) is no longer drained, but it is lost: it takes work once its \
+             agent is back",
+            answer.id,
+            answer.hostname,
+            answer.cluster
+        ),
         None if answer.was_drained => outln!(
             "node {} ({} of {}) is back in service",
             answer.id,

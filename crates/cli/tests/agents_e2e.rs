@@ -324,6 +324,7 @@ fn a_drained_node_runs_its_work_to_the_end_and_takes_nothing_new_until_resumed()
     let answer: Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(answer["drained"], Value::Null, "{answer}");
     assert_eq!(answer["was_drained"], true, "{answer}");
+    assert_eq!(answer["state"], "ready", "{answer}");
     let (code, out, _) = nodes_cli(&["resume", &idle_id], &admin);
     assert_eq!(code, Some(0));
     assert!(out.contains("was not drained; nothing changed"), "{out}");

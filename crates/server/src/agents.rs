@@ -767,6 +767,14 @@ impl AgentHub {
         hub.set_drain(id, drain);
     }
 
+    /// `ready` or `lost`, as [`AgentHub::nodes`] says; `None` for a node this hub has not seen.
+    pub fn node_state(&self, id: &str) -> Option<&'static str> {
+        self.lock()
+            .nodes
+            .get(id)
+            .map(|n| if n.lost { "lost" } else { "ready" })
+    }
+
     /// The store did not take the copy of `node`'s heartbeat: the next heartbeat writes again.
     fn persist_failed(&self, node: &str) {
         if let Some(n) = self.lock().nodes.get_mut(node) {
@@ -1031,6 +1039,10 @@ pub struct DrainAnswer {
     /// Whether it was drained before this call.
     #[serde(default)]
     pub was_drained: bool,
+    /// `ready` or `lost` (a resumed node that is lost takes work once its agent is back);
+    /// absent when the leader has not heard of the node since it took over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// Prometheus lines about the agents' nodes.
@@ -2552,6 +2564,7 @@ mod handlers {
         }
         hub.set_drain(&stored.id, stored.drained.clone());
         s.wake.notify_one();
+        let state = hub.node_state(&stored.id).map(str::to_owned);
         Ok(Json(DrainAnswer {
             id: stored.id,
             cluster: stored.cluster,
@@ -2561,6 +2574,7 @@ mod handlers {
                 since_ms: d.since_ms,
             }),
             was_drained: record.drained.is_some(),
+            state,
         }))
     }
 
@@ -3520,9 +3534,12 @@ mod tests {
             b.poll(t);
         }
         assert!(h.lock().nodes["n-a"].lost);
+        assert_eq!(h.node_state("n-a"), Some("lost"), "what a resume reports");
+        assert_eq!(h.node_state("n-unknown"), None);
         h.resolve(&node, Some("boot-2")).expect("the node is lost");
         h.admit(&node, Some("boot-2"), &cluster, "n-a", 0, 1_000)
             .expect("taken over");
+        assert_eq!(h.node_state("n-a"), Some("ready"));
         assert_eq!(
             h.check_boot("n-a", Some("boot-1")),
             Err(AgentError::UnknownNode("n-a".into()))
