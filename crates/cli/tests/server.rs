@@ -590,6 +590,25 @@ fn error_codes(db: String) {
     }
     let (_, body) = call("GET", &format!("{jobs}?limit=1&limit=2"), Some(&t), None);
     assert!(body.to_string().contains("given twice"), "{body}");
+    // A number in range written with a sign, and one past 64 bits, say so.
+    for (bad, says) in [
+        (
+            "limit=%2B5",
+            "limit must be 1 to 1000 (`+5`: digits only, without a sign)",
+        ),
+        (
+            "limit=+5",
+            "(` 5` has a space: in a URL's query a `+` stands for one)",
+        ),
+        (
+            "after=18446744073709551615",
+            "(`18446744073709551615` is past the largest, 9223372036854775807)",
+        ),
+    ] {
+        let (status, body) = call("GET", &format!("{jobs}?{bad}"), Some(&t), None);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.to_string().contains(says), "{bad}: {body}");
+    }
     expect(
         404,
         "not_found",

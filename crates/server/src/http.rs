@@ -840,8 +840,10 @@ async fn list(
         filter.limit = l
             .parse::<i64>()
             .ok()
-            .filter(|l| (1..=api::MAX_PAGE).contains(l))
-            .ok_or_else(|| ApiError::bad(format!("limit must be 1 to {}", api::MAX_PAGE)))?;
+            .filter(|n| (1..=api::MAX_PAGE).contains(n) && !l.starts_with('+'))
+            .ok_or_else(|| {
+                ApiError::bad(format!("limit must be 1 to {}{}", api::MAX_PAGE, not_a(l)))
+            })?;
     }
     filter.after = int_param(&q, "after", 0, "a cursor from `next` (0 or more)")?;
     let rows = s.store.list_jobs(&filter.with_lookahead()).await?;
@@ -1064,10 +1066,26 @@ pub(crate) fn int_param(
         .map(|v| {
             v.parse::<i64>()
                 .ok()
-                .filter(|n| *n >= min)
-                .ok_or_else(|| ApiError::bad(format!("{name} must be {what}")))
+                .filter(|n| *n >= min && v.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+                .ok_or_else(|| ApiError::bad(format!("{name} must be {what}{}", not_a(v))))
         })
         .transpose()
+}
+
+/// What is wrong with a query parameter's `value` that is not a number in range, said after
+/// what it must be: a `+5` is in range but signed, a long run of digits past the largest.
+fn not_a(value: &str) -> String {
+    let shown: String = value.chars().take(40).collect();
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    if digits && value.parse::<i64>().is_err() {
+        format!(" (`{shown}` is past the largest, {})", i64::MAX)
+    } else if value.contains(' ') {
+        format!(" (`{shown}` has a space: in a URL's query a `+` stands for one)")
+    } else if value.starts_with('+') {
+        format!(" (`{shown}`: digits only, without a sign)")
+    } else {
+        format!(" (not `{shown}`)")
+    }
 }
 
 /// The `next` of a page: its last item's cursor when the page is full (more may follow).
@@ -1081,7 +1099,10 @@ fn next_cursor<T>(page: &[T], limit: i64, cursor: impl Fn(&T) -> i64) -> Option<
 fn page_limit(q: &HashMap<String, String>, default: i64) -> Result<i64, ApiError> {
     let page = format!("1 to {}", api::MAX_PAGE);
     match int_param(q, "limit", 1, &page)? {
-        Some(l) if l > api::MAX_PAGE => Err(ApiError::bad(format!("limit must be {page}"))),
+        Some(l) if l > api::MAX_PAGE => Err(ApiError::bad(format!(
+            "limit must be {page}{}",
+            not_a(&l.to_string())
+        ))),
         l => Ok(l.unwrap_or(default)),
     }
 }
