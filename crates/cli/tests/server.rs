@@ -1568,6 +1568,18 @@ fn token_management(db: String) {
                 "{verb:?} created {typo}"
             );
         }
+        // An empty file is no database either, and is left empty.
+        let empty = format!("{path}-empty");
+        std::fs::write(&empty, "").expect("an empty file");
+        let out = Command::new(BIN)
+            .args(["token", "list", "--db", &format!("sqlite://{empty}")])
+            .output()
+            .expect("run switchyard token");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("(the file is empty)"), "{err}");
+        assert_eq!(std::fs::metadata(&empty).expect("still there").len(), 0);
+        let _ = std::fs::remove_file(&empty);
     }
 }
 

@@ -144,6 +144,14 @@ impl SqliteStore {
         if !create && !memory && !path.exists() {
             return Err(StoreError::NoDatabase(path.display().to_string()));
         }
+        // An empty file is a database SQLite would take, and a schema would be written into
+        // it: most likely a wrong path, which a command that only reads must not change.
+        if !create && !memory && path.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(StoreError::NoDatabase(format!(
+                "{} (the file is empty)",
+                path.display()
+            )));
+        }
         let file = path.to_path_buf();
         let opts = opts
             .create_if_missing(create)
