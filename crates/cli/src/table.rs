@@ -48,6 +48,16 @@ impl Table {
                 widths[i] = widths[i].max(cell.chars().count());
             }
         }
+        // A missing value (`-`) sits where the column's values do: right in a column of
+        // numbers, left in one of words.
+        let numeric: Vec<bool> = (0..columns)
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .any(|c| c != "-" && looks_numeric(c))
+            })
+            .collect();
         let total: usize = widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1);
         let mut out = String::new();
         let line = |out: &mut String, row: &[String]| {
@@ -57,7 +67,12 @@ impl Table {
                 if i > 0 {
                     text.push_str("  ");
                 }
-                if !self.flush_left && looks_numeric(cell) {
+                let right = if cell == "-" {
+                    numeric[i]
+                } else {
+                    looks_numeric(cell)
+                };
+                if !self.flush_left && right {
                     text.push_str(&format!("{cell:>width$}"));
                 } else {
                     text.push_str(&format!("{cell:<width$}"));
@@ -81,9 +96,6 @@ impl Table {
 }
 
 fn looks_numeric(cell: &str) -> bool {
-    if cell == "-" {
-        return true;
-    }
     let trimmed = cell
         .trim_start_matches(['$', '-', '+'])
         .trim_end_matches(['%', 'x', 's']);
@@ -167,6 +179,16 @@ mod tests {
         assert_eq!(lines[0], "name    count");
         assert_eq!(lines[2], "a           1");
         assert_eq!(lines[3], "longer  1,000");
+    }
+
+    #[test]
+    fn a_missing_value_sits_with_its_columns_values() {
+        let mut t = Table::new(["name", "count"]);
+        t.row(["a-long-name", "1,000"]);
+        t.row(["-", "-"]);
+        let text = t.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[3], "-                -");
     }
 
     #[test]
