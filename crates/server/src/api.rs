@@ -23,6 +23,16 @@ const MAX_DURATION_S: f64 = 366.0 * 86_400.0;
 const MAX_LIST_ENTRIES: usize = 64;
 const MAX_REPLICAS: u32 = 100_000;
 
+/// `accelerators` read with the field's own range in the message for a negative count or one
+/// past 32 bits, 1 to [`MAX_ACCELERATORS`] (not the type's 0 to 2^32 − 1).
+fn accelerator_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error as _;
+    // (0 and counts past the maximum that fit the type are refused by `validate`, as 422.)
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .map_err(|_| D::Error::custom(format!("{n} is out of range: from 1 to {MAX_ACCELERATORS}")))
+}
+
 /// A submission: a training run, a batch job or an inference service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +47,7 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// Gang size (training, batch) or accelerators per replica (inference).
+    #[serde(deserialize_with = "accelerator_count")]
     pub accelerators: u32,
     /// Training only: the smallest gang an elastic run accepts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
