@@ -1156,6 +1156,19 @@ mod tests {
         }
     }
 
+    /// An engine on the default fleet at T0 that admitted job "a" of `seconds` and launched
+    /// it; the launch's generation.
+    fn launched_a(seconds: f64) -> (Engine, u32) {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        e.admit(T0, &record("a", 1), spec(seconds));
+        e.schedule(T0);
+        let (_, cmds) = e.take(T0);
+        let Some(&Command::Launch { generation, .. }) = cmds.first() else {
+            panic!("a launch: {cmds:?}");
+        };
+        (e, generation)
+    }
+
     fn update<'a>(b: &'a Batch, id: &str) -> &'a JobUpdate {
         b.updates
             .iter()
@@ -1203,13 +1216,7 @@ mod tests {
     /// counts as started, and queued until, when its work began.
     #[test]
     fn a_run_its_cluster_keeps_queued_says_so_and_starts_when_it_begins() {
-        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
-        e.admit(T0, &record("a", 1), spec(10.0));
-        e.schedule(T0);
-        let (_, cmds) = e.take(T0);
-        let Some(&Command::Launch { generation, .. }) = cmds.first() else {
-            panic!("a launch: {cmds:?}");
-        };
+        let (mut e, generation) = launched_a(10.0);
         e.held(T0 + 500, "a", generation + 1, "an older run's word", false);
         e.began(T0 + 500, "a", generation, None);
         let (batch, _) = e.take(T0 + 500);
@@ -1261,13 +1268,7 @@ mod tests {
     /// next run's beginning is the job's start, and its queueing counts up to there.
     #[test]
     fn a_job_whose_first_run_never_began_starts_when_a_later_one_does() {
-        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
-        e.admit(T0, &record("a", 1), spec(10.0));
-        e.schedule(T0);
-        let (_, cmds) = e.take(T0);
-        let Some(&Command::Launch { generation, .. }) = cmds.first() else {
-            panic!("a launch: {cmds:?}");
-        };
+        let (mut e, generation) = launched_a(10.0);
         e.held(T0 + 1_000, "a", generation, "Slurm job 7 waits", false);
         e.take(T0 + 1_000);
         e.interrupted(T0 + 4_000, "a", generation, "Slurm job 7 ended CANCELLED");
@@ -1310,13 +1311,7 @@ mod tests {
     #[test]
     fn a_held_run_begins_when_its_backend_says_it_did() {
         let held_then_began = |since_ms: Option<i64>| {
-            let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
-            e.admit(T0, &record("a", 1), spec(100.0));
-            e.schedule(T0);
-            let (_, cmds) = e.take(T0);
-            let Some(&Command::Launch { generation, .. }) = cmds.first() else {
-                panic!("a launch: {cmds:?}");
-            };
+            let (mut e, generation) = launched_a(100.0);
             e.held(T0 + 1_000, "a", generation, "Slurm job 7 waits", false);
             e.take(T0 + 1_000);
             e.began(T0 + 90_000, "a", generation, since_ms);
@@ -2229,13 +2224,7 @@ repair_hours = 24.0
     /// and when it goes on its predicted end has moved by exactly the pause, with no restart.
     #[test]
     fn a_paused_run_keeps_its_progress_and_ends_later_by_the_pause() {
-        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
-        e.admit(T0, &record("a", 1), spec(3600.0));
-        e.schedule(T0);
-        let (_, cmds) = e.take(T0);
-        let Some(&Command::Launch { generation, .. }) = cmds.first() else {
-            panic!("a launch: {cmds:?}");
-        };
+        let (mut e, generation) = launched_a(3600.0);
         let job = e.by_id["a"];
         let end = |e: &Engine| e.sched.job(job).end_s.expect("running");
         let before = end(&e);
