@@ -415,6 +415,9 @@ struct Job {
     /// Failures in a row that found no progress kept since the one before (training).
     stalled: u32,
     urgent: bool,
+    /// It started (under `switchyard`) after starving: the yield rule leaves its runs alone,
+    /// or a week's wait would end in a restart behind the next shorter job, and again.
+    starved: bool,
     /// Submissions before this one (ties in the queue go to the earlier submission).
     order: u64,
 }
@@ -1455,6 +1458,7 @@ impl Scheduler {
             restarts: 0,
             stalled: 0,
             urgent: false,
+            starved: false,
             order: self.submitted,
         };
         self.submitted += 1;
@@ -1807,6 +1811,14 @@ impl Scheduler {
         t
     }
 
+    /// Whether job `j` starves at `now` under `switchyard`: it has waited past
+    /// [`Config::starvation_s`] (and twice its best remaining time), and earns a reservation.
+    fn starving(&self, j: JobIdx, now: f64) -> bool {
+        self.cfg.policy == Policy::Switchyard
+            && now - self.jobs[j as usize].submit_s
+                > self.cfg.starvation_s.max(2.0 * self.best_remaining(j))
+    }
+
     fn start(
         &mut self,
         now: f64,
@@ -1816,6 +1828,9 @@ impl Scheduler {
         why: &str,
         out: &mut Vec<Decision>,
     ) {
+        if self.starving(j, now) {
+            self.jobs[j as usize].starved = true;
+        }
         self.dequeue(j);
         let size: u32 = shares.iter().map(|s| s.accelerators).sum();
         let rate = self.rate_on(j, cluster, size).unwrap_or(f64::INFINITY);
@@ -2898,9 +2913,7 @@ impl Scheduler {
                 }
             }
             if res.is_none() {
-                let job = &self.jobs[j as usize];
-                let starving = policy == Policy::Switchyard
-                    && now - job.submit_s > self.cfg.starvation_s.max(2.0 * self.best_remaining(j));
+                let starving = self.starving(j, now);
                 if (policy == Policy::Fifo && first_blocked) || starving {
                     res = self.reserve(now, j);
                     self.reserved_last_pass |= res.is_some();
@@ -3467,6 +3480,7 @@ impl Scheduler {
                     // quota yields only to a job that is within its own.
                     // (A paused run would not checkpoint on the way out.)
                     if vj.kind != JobKind::Training
+                        || vj.starved
                         || vj.priority > prio
                         || started_now(v)
                         || (!reclaim && !self.borrowing(v, c))

@@ -412,6 +412,47 @@ fn a_run_at_the_horizon_is_accounted_up_to_it() {
     );
 }
 
+/// A training run that started after starving is not made to yield to the next shorter job:
+/// behind a stream of short jobs it used to start after a week, yield within the half hour,
+/// wait for the cluster to drain whole again, and so on 48 times, leaving half the cluster
+/// idle each time. It now runs through, and the run takes as long as under `fifo`.
+#[test]
+fn a_run_that_started_after_starving_does_not_yield() {
+    let mut jobs = vec![
+        training("s0", "u", 0.0, 8, 3600.0, 0),
+        training("big", "u", 1.0, 16, 100_000.0, 0),
+    ];
+    for i in 1..=480 {
+        jobs.push(training(
+            &format!("s{i}"),
+            "u",
+            f64::from(i) * 1800.0,
+            8,
+            3600.0,
+            0,
+        ));
+    }
+    let run = |policy: Policy| {
+        let opts = SimOptions {
+            policy,
+            failures: false,
+            ..SimOptions::default()
+        };
+        simulate(
+            &quota_fleet(2),
+            jobs.clone(),
+            ThroughputTable::new(),
+            &opts,
+            &mut |_| {},
+        )
+        .expect("runs")
+    };
+    let switchyard = run(Policy::Switchyard);
+    let fifo = run(Policy::Fifo);
+    assert_eq!(switchyard.total.preemptions, 0);
+    assert_eq!(switchyard.total.makespan_s, fifo.total.makespan_s);
+}
+
 /// Goodput counts the kept progress of runs still going at the horizon: a training run
 /// without failures keeps all its time, a batch job (no checkpoints) none of it yet, and a
 /// training run that checkpoints keeps what its last checkpoint holds.
