@@ -368,7 +368,11 @@ pub fn simulate(
             (None, Some(e)) => e,
             (None, None) => break,
         };
+        // Services are watched to `services_until` itself, not to the last event before it
+        // (samples come every 10 minutes), nor past the horizon.
+        let watched_through = services_until.min(first_submit + opts.horizon_s);
         if finished >= finite_total && t_arr.is_none() && t > services_until {
+            now = now.max(watched_through);
             break;
         }
         if t_arr.is_none() && pending_finishes == 0 && sched.pending_jobs() > 0 {
@@ -392,6 +396,7 @@ pub fn simulate(
             let wait_s = repairs_s.max(services_s);
             // Services are watched through their day whatever else is stuck.
             if (wait_s == 0.0 || t - since > wait_s) && t > services_until {
+                now = now.max(watched_through);
                 break;
             }
         } else {

@@ -385,6 +385,32 @@ fn a_service_that_never_had_a_replica_is_named() {
     );
 }
 
+/// Services are watched through a day past the last one's arrival exactly, not to the last
+/// ten-minute sample before it: two one-replica services of 8 accelerators at $2 an hour, the
+/// second arriving at 599 s, run to 86,999 s: 8 × $2/h × (86,999 + 86,400) s.
+#[test]
+fn services_are_watched_a_whole_day_past_the_last_arrival() {
+    let one = || Replicas {
+        min: 1,
+        max: 1,
+        capacity_per_replica: 1.0,
+        load: None,
+    };
+    let mut second = service("second", "u", 8, one());
+    second.submit_s = 599.0;
+    let r = simulated(
+        &quota_fleet(2),
+        vec![service("first", "u", 8, one()), second],
+        Policy::Switchyard,
+    );
+    let expected = 8.0 * 2.0 * (86_999.0 + 86_400.0) / 3600.0;
+    assert!(
+        (r.total.cost_usd - expected).abs() < 0.01,
+        "{} against {expected}",
+        r.total.cost_usd
+    );
+}
+
 /// A run still going at the horizon is accounted up to the horizon itself: 8 on-demand
 /// accelerators at $2 an hour for exactly the horizon.
 #[test]
