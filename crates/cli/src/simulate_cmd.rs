@@ -97,8 +97,9 @@ fn warn_unlisted_teams(fleet: &switchyard_core::Fleet, jobs: &[switchyard_core::
     }
     for (name, count) in unlisted {
         tracing::warn!(
-            "tenant `{name}` ({count} jobs) is not a team of fleet {} (its teams: {}): its jobs \
+            "tenant `{name}` ({}) is not a team of fleet {} (its teams: {}): its jobs \
              run under no quota",
+            crate::table::plural(count as u64, "job"),
             fleet.name,
             teams.join(", ")
         );
