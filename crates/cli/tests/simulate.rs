@@ -426,7 +426,7 @@ fn teams_quota_caps_bound_the_scenario_and_unlisted_teams_are_named() {
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("tenant `reserch` (1 jobs) is not a team of fleet small")
+        stderr.contains("tenant `reserch` (1 job) is not a team of fleet small")
             && !stderr.contains("`research`"),
         "{stderr}"
     );
