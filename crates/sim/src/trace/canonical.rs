@@ -52,11 +52,12 @@ pub(crate) fn parse(text: &str, file: &str, opts: &LoadOptions) -> Result<Trace,
             return Err(TraceError::file(
                 file,
                 format!(
-                    "header: unknown column \"{}\" (column {}); canonical columns are {}, {}",
+                    "header: unknown column \"{}\" (column {}); canonical columns are {} \
+                     (required) and {}",
                     shorten(name),
                     i + 1,
-                    REQUIRED.join(","),
-                    OPTIONAL.join(",")
+                    REQUIRED.join(", "),
+                    OPTIONAL.join(", ")
                 ),
             ));
         }
