@@ -569,18 +569,77 @@ fn reap_by(child: &mut Child, deadline: Instant) -> Option<(Option<i32>, Option<
     }
 }
 
+/// The lock one agent at a time holds for a node on this machine; it lasts as long as this.
+#[derive(Debug)]
+pub struct NodeLock {
+    _file: File,
+    /// An abstract Unix socket of the node's name: seen by every process in the machine's
+    /// network namespace, whatever its temporary directory (`TMPDIR`, systemd's
+    /// `PrivateTmp=`), where the lock file is not.
+    #[cfg(target_os = "linux")]
+    _socket: std::os::unix::net::UnixListener,
+}
+
 /// Takes the lock that one agent at a time holds for a node (control plane, cluster and host
-/// name) on this machine, whatever its state directory: two agents registering under one host
-/// name would both run every rank placed on the node. `Busy` when another agent holds it; the
-/// lock lasts as long as the returned file.
-pub fn lock_node(server: &str, cluster: &str, hostname: &str) -> Result<File, StateError> {
-    let mut path = default_group_file(server, cluster, hostname).into_os_string();
+/// name) on this machine, whatever its state directory and temporary directory: two agents
+/// registering under one host name would both run every rank placed on the node. `Busy` when
+/// another agent holds it.
+pub fn lock_node(server: &str, cluster: &str, hostname: &str) -> Result<NodeLock, StateError> {
+    let group_file = default_group_file(server, cluster, hostname);
+    let mut path = group_file.clone().into_os_string();
     path.push(".node.lock");
     let path = PathBuf::from(path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     }
-    lock_file(&path)
+    let file = lock_file(&path)?;
+    Ok(NodeLock {
+        _file: file,
+        #[cfg(target_os = "linux")]
+        _socket: lock_abstract_socket(&node_socket_name(&group_file))?,
+    })
+}
+
+/// The abstract socket name of the node whose group file is `group_file`: a 64-bit FNV-1a hash
+/// of its folder's name (the user) and its own (control plane, cluster, host name), whatever
+/// the temporary directory above them; a hash every build computes alike, so that agents of
+/// two releases exclude each other too.
+fn node_socket_name(group_file: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    // The user's folder and the file's name, not the temporary directory above them.
+    let mut named = group_file.to_path_buf();
+    let file = named.file_name().map(ToOwned::to_owned).unwrap_or_default();
+    named.pop();
+    let user = named.file_name().map(ToOwned::to_owned).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in user.as_bytes().iter().chain(b"/").chain(file.as_bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("switchyard-agent-node-{hash:016x}")
+}
+
+/// Binds abstract socket `name`, trying again for [`LOCK_RETRY`] while another holds it (an
+/// agent on its way out); `Busy` (its path shown as `@name`) after that.
+#[cfg(target_os = "linux")]
+fn lock_abstract_socket(name: &str) -> Result<std::os::unix::net::UnixListener, StateError> {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let shown = PathBuf::from(format!("@{name}"));
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(io_err("name", &shown))?;
+    let deadline = Instant::now() + LOCK_RETRY;
+    loop {
+        match UnixListener::bind_addr(&addr) {
+            Ok(socket) => return Ok(socket),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if Instant::now() >= deadline {
+                    return Err(StateError::Busy { path: shown });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(io_err("bind", &shown)(e)),
+        }
+    }
 }
 
 /// How far the control plane's copy of an output file may run ahead of the disk space given

@@ -107,7 +107,8 @@ fn a_given_host_name_keeps_the_machines_address() {
 }
 
 /// One agent at a time runs as a node on a machine: a second one under the same host name
-/// (another state directory, or none) is refused at once, naming the flag to change.
+/// (another state directory or none, another temporary directory) is refused at once, naming
+/// the flag to change.
 #[test]
 fn a_second_agent_under_one_host_name_is_refused() {
     let dir = std::env::temp_dir().join(format!("sy-agent-twice-{}", std::process::id()));
@@ -143,28 +144,38 @@ fn a_second_agent_under_one_host_name_is_refused() {
     .expect("the first agent's banner");
     assert!(banner.starts_with("agent on"), "{banner}");
     let _first = Reap(first);
-    let second = switchyard()
-        .args(base)
-        .arg("--state-dir")
-        .arg(dir.join("b"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the second agent");
-    let mut second = Reap(second);
-    wait_until("the second agent exits", || {
-        second.0.try_wait().ok().flatten().is_some()
-    });
-    let status = second.0.wait().expect("exited");
-    let mut err = String::new();
-    std::io::Read::read_to_string(second.0.stderr.as_mut().expect("stderr"), &mut err)
-        .expect("stderr");
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("another agent on this machine already runs as host")
-            && err.contains("--hostname"),
-        "{err}"
-    );
+    // Also under another temporary directory (another TMPDIR, systemd's PrivateTmp=), where
+    // a lock file of the first is not seen.
+    let other_tmp = dir.join("other-tmp");
+    std::fs::create_dir_all(&other_tmp).expect("another temporary directory");
+    for tmp in [None, Some(&other_tmp)] {
+        let mut command = switchyard();
+        if let Some(tmp) = tmp {
+            command.env("TMPDIR", tmp);
+        }
+        let second = command
+            .args(base)
+            .arg("--state-dir")
+            .arg(dir.join("b"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the second agent");
+        let mut second = Reap(second);
+        wait_until("the second agent exits", || {
+            second.0.try_wait().ok().flatten().is_some()
+        });
+        let status = second.0.wait().expect("exited");
+        let mut err = String::new();
+        std::io::Read::read_to_string(second.0.stderr.as_mut().expect("stderr"), &mut err)
+            .expect("stderr");
+        assert_eq!(status.code(), Some(2), "TMPDIR {tmp:?}: {err}");
+        assert!(
+            err.contains("another agent on this machine already runs as host")
+                && err.contains("--hostname"),
+            "{err}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
