@@ -189,6 +189,16 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), CheckpointError>
     Ok(())
 }
 
+/// Creates `dir` if missing and checks that a file can be written there: a run finds out
+/// before it trains, not when its first checkpoint or its model is due.
+pub fn check_writable(dir: &Path) -> Result<(), CheckpointError> {
+    fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    File::create(&probe).map_err(io("create a file in", dir))?;
+    fs::remove_file(&probe).map_err(io("remove", &probe))?;
+    Ok(())
+}
+
 /// Saves `ckpt` into `dir` (created if missing) and keeps only the newest `keep` checkpoints.
 pub fn save(dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(dir).map_err(io("create directory", dir))?;

@@ -53,8 +53,9 @@ pub struct Args {
     /// Checkpoints kept on disk.
     #[arg(long, default_value_t = 3)]
     keep_checkpoints: usize,
-    /// Milliseconds to sleep after each step (to make a run long enough to interrupt).
-    #[arg(long, default_value_t = 0)]
+    /// Milliseconds to sleep after each step (to make a run long enough to interrupt), at most
+    /// 3600000 (an hour).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     step_sleep_ms: u64,
     /// Seed of the data and the true model.
     #[arg(long, default_value_t = 42)]
@@ -66,13 +67,13 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Label noise (standard deviation).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
     noise: f64,
     /// Learning rate.
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.02)]
     lr: f64,
     /// Momentum.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.9)]
     momentum: f64,
     /// Print a progress line every this many steps.
     #[arg(long, default_value_t = 10)]
@@ -116,9 +117,15 @@ fn config(a: Args) -> Result<TrainConfig, String> {
             a.rank, a.world_size
         ));
     }
-    if a.dim == 0 || a.batch == 0 || a.checkpoint_every == 0 || a.keep_checkpoints == 0 {
+    if a.steps == 0
+        || a.dim == 0
+        || a.batch == 0
+        || a.checkpoint_every == 0
+        || a.keep_checkpoints == 0
+    {
         return Err(
-            "--dim, --batch, --checkpoint-every and --keep-checkpoints must be positive".into(),
+            "--steps, --dim, --batch, --checkpoint-every and --keep-checkpoints must be positive"
+                .into(),
         );
     }
     // Bounds that keep every buffer the flags size (one per peer, the model, a batch of
@@ -272,6 +279,15 @@ mod tests {
             // A zero timeout would only fail later, when the socket is set up.
             (&["--peer-timeout-secs", "0"], "--peer-timeout-secs"),
             (&["--join-timeout-secs", "0"], "--join-timeout-secs"),
+            // A sleep past an hour a step is a typo (u64::MAX ms never ends).
+            (
+                &["--step-sleep-ms", "18446744073709551615"],
+                "--step-sleep-ms",
+            ),
+            (&["--steps", "0"], "--steps"),
+            // Negative numbers reach the range check, not clap's "unexpected argument".
+            (&["--lr", "-1"], "--lr must be positive"),
+            (&["--noise", "-1"], "--noise must be"),
         ] {
             let err = parsed(flags).expect_err("refused");
             assert!(err.contains(needle), "{flags:?}: {err}");

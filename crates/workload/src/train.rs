@@ -109,6 +109,15 @@ pub fn run(cfg: &TrainConfig, out: &mut dyn Write) -> Result<Outcome, TrainError
     let problem = Problem::new(c.seed, cfg.dim, cfg.batch, cfg.noise);
 
     let start = if c.rank == 0 {
+        // Where rank 0 will write, checked before anyone trains.
+        let model_dir = cfg.output.as_deref().map(|p| {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+        });
+        for dir in cfg.checkpoint_dir.as_deref().into_iter().chain(model_dir) {
+            checkpoint::check_writable(dir)?;
+        }
         Some(initial_state(cfg, out, &say)?)
     } else {
         None
@@ -248,6 +257,15 @@ fn initial_state(
             ),
         });
     }
+    if ckpt.step > cfg.steps {
+        return Err(TrainError::Mismatch {
+            path,
+            what: format!(
+                "it is at step {}, past this run's --steps {}",
+                ckpt.step, cfg.steps
+            ),
+        });
+    }
     if ckpt.world_size != cfg.comm.world_size {
         say(
             out,
@@ -266,7 +284,7 @@ fn initial_state(
         ),
     )?;
     Ok(StartState {
-        step: ckpt.step.min(cfg.steps),
+        step: ckpt.step,
         weights: ckpt.weights,
         velocity: ckpt.velocity,
     })
@@ -326,6 +344,35 @@ mod tests {
         let bits = |w: &[f64]| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&resumed.weights), bits(&whole.weights));
         std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// A checkpoint past the run's last step is of a longer run: resuming from it would
+    /// write that run's model as this one's.
+    #[test]
+    fn a_checkpoint_past_the_last_step_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sywl-past-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        run(&cfg(Some(dir.clone()), 14), &mut Vec::new()).expect("first");
+        let e = run(&cfg(Some(dir.clone()), 10), &mut Vec::new()).expect_err("past its end");
+        assert!(
+            e.to_string()
+                .contains("it is at step 14, past this run's --steps 10"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// A checkpoint directory that cannot be written is found out before any training.
+    #[test]
+    fn an_unwritable_checkpoint_directory_fails_before_training() {
+        let file = std::env::temp_dir().join(format!("sywl-notadir-{}", std::process::id()));
+        std::fs::write(&file, "a file").expect("write");
+        let mut out = Vec::new();
+        let e = run(&cfg(Some(file.join("ckpt")), 14), &mut out).expect_err("not a directory");
+        assert!(e.to_string().contains("create directory"), "{e}");
+        let said = String::from_utf8_lossy(&out);
+        assert!(!said.contains("training steps"), "{said}");
+        std::fs::remove_file(&file).expect("clean up");
     }
 
     #[test]
