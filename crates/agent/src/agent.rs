@@ -519,6 +519,12 @@ impl<C: ControlPlane> Agent<C> {
                     {
                         return Err(ControlPlaneError::Rejected { status, message });
                     }
+                    // A control plane that forgot this node (a restarted server) is answering:
+                    // the next sync registers again, and ends the run of failures, if any.
+                    Err(ControlPlaneError::UnknownNode(_)) => {
+                        failures = 0;
+                        self.retry_after(1)
+                    }
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         // Said on failures 1, 2, 4, 8 … in a row: a long outage (or a revoked

@@ -2525,14 +2525,18 @@ impl Scheduler {
         };
         let (spares_named, failed_named) =
             (self.node_list(c, &spare_nodes), self.node_list(c, &failed));
-        let mut in_place = if failed.len() == 1 {
-            format!("spare node {spares_named} of {name} in place of failed node {failed_named}")
-        } else {
-            format!("spare nodes {spares_named} of {name} in place of failed nodes {failed_named}")
-        };
+        let noun = |n: usize| if n == 1 { "node" } else { "nodes" };
+        let mut in_place = format!(
+            "spare {} {spares_named} of {name} in place of failed {} {failed_named}",
+            noun(spare_nodes.len()),
+            noun(failed.len())
+        );
         if !drained.is_empty() {
-            let noun = if drained.len() == 1 { "node" } else { "nodes" };
-            in_place += &format!(" and drained {noun} {}", self.node_list(c, &drained));
+            in_place += &format!(
+                " and drained {} {}",
+                noun(drained.len()),
+                self.node_list(c, &drained)
+            );
         }
         self.emit(
             out,

@@ -1443,6 +1443,8 @@ fn a_drained_node_keeps_its_work_and_takes_nothing_new() {
         )),
         "{reasons:?}"
     );
+    // Two spares take the places of the two it leaves: nodes, plural.
+    assert!(reasons[1].contains("on spare nodes "), "{reasons:?}");
     let moved = started_on(&out, j);
     assert_eq!(moved.len(), 4, "restarted in place: {out:?}");
     assert!(

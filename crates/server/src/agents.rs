@@ -584,8 +584,10 @@ impl AgentHub {
         let offered = info.accelerators.len() as u32;
         if offered > cluster.accelerators_per_node {
             return Err(AgentError::Invalid(format!(
-                "the node offers {offered} accelerators but nodes of cluster `{}` have {}",
-                cluster.name, cluster.accelerators_per_node
+                "the node offers {offered} accelerators but nodes of cluster `{}` have {}: \
+                 the scheduler would leave the others idle (declare --accelerators {}, or set \
+                 the cluster's accelerators_per_node to what its nodes have)",
+                cluster.name, cluster.accelerators_per_node, cluster.accelerators_per_node
             )));
         }
         // The scheduler places on every accelerator a node of the cluster has: a node with
