@@ -59,6 +59,11 @@ enum Body<'a, B: Serialize> {
     Json(&'a B),
 }
 
+/// Whether HTTP `status` sends the client elsewhere (301, 302, 303, 307, 308).
+pub fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
 /// `url` as a client of the control plane uses it: trailing slashes trimmed and the scheme in
 /// lower case (`HTTP://` names the same server), once [`check_server_url`] takes it.
 pub fn server_base(url: &str) -> Result<String, String> {
@@ -207,6 +212,9 @@ impl HttpControlPlane {
             .map_err(|why| ControlPlaneError::BadAddress(format!("server URL `{base}` {why}")))?;
         let http = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // Reported, not followed: a redirect drops the token, and the 401 that follows
+            // would blame it.
+            .max_redirects(0)
             .build()
             .into();
         Ok(Self {
@@ -291,6 +299,22 @@ impl HttpControlPlane {
         };
         let mut res = res.map_err(|e| ControlPlaneError::Unreachable(format!("{url}: {e}")))?;
         let status = res.status().as_u16();
+        if is_redirect(status) {
+            let to = res
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .map_or_else(String::new, |l| {
+                    format!(" to {}", l.chars().take(200).collect::<String>())
+                });
+            return Err(ControlPlaneError::Rejected {
+                status,
+                message: format!(
+                    "{method} {path} was redirected{to}: the agent does not follow redirects (the \
+                     token would not go with it); give --server the address it points to"
+                ),
+            });
+        }
         let text = res.body_mut().read_to_string().map_err(|e| {
             ControlPlaneError::Unreachable(format!("reading the answer of {url}: {e}"))
         })?;

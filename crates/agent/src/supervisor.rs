@@ -577,7 +577,7 @@ pub struct NodeLock {
     /// network namespace, whatever its temporary directory (`TMPDIR`, systemd's
     /// `PrivateTmp=`), where the lock file is not.
     #[cfg(target_os = "linux")]
-    _socket: std::os::unix::net::UnixListener,
+    _socket: Option<std::os::unix::net::UnixListener>,
 }
 
 /// Takes the lock that one agent at a time holds for a node (control plane, cluster and host
@@ -600,6 +600,7 @@ pub fn lock_node(server: &str, cluster: &str, hostname: &str) -> Result<NodeLock
     })
 }
 
+#[cfg(target_os = "linux")]
 /// The abstract socket name of the node whose group file is `group_file`: a 64-bit FNV-1a hash
 /// of its folder's name (the user) and its own (control plane, cluster, host name), whatever
 /// the temporary directory above them; a hash every build computes alike, so that agents of
@@ -622,7 +623,9 @@ fn node_socket_name(group_file: &Path) -> String {
 /// Binds abstract socket `name`, trying again for [`LOCK_RETRY`] while another holds it (an
 /// agent on its way out); `Busy` (its path shown as `@name`) after that.
 #[cfg(target_os = "linux")]
-fn lock_abstract_socket(name: &str) -> Result<std::os::unix::net::UnixListener, StateError> {
+fn lock_abstract_socket(
+    name: &str,
+) -> Result<Option<std::os::unix::net::UnixListener>, StateError> {
     use std::os::linux::net::SocketAddrExt as _;
     use std::os::unix::net::{SocketAddr, UnixListener};
     let shown = PathBuf::from(format!("@{name}"));
@@ -630,8 +633,18 @@ fn lock_abstract_socket(name: &str) -> Result<std::os::unix::net::UnixListener, 
     let deadline = Instant::now() + LOCK_RETRY;
     loop {
         match UnixListener::bind_addr(&addr) {
-            Ok(socket) => return Ok(socket),
+            Ok(socket) => return Ok(Some(socket)),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                // Abstract names have no permissions: only an agent of this user counts (any
+                // user could take the name first and keep every agent out).
+                if !held_by_this_user(&addr) {
+                    tracing::warn!(
+                        socket = %shown.display(),
+                        "the node's lock socket is held by another user's process: relying on \
+                         the lock file alone"
+                    );
+                    return Ok(None);
+                }
                 if Instant::now() >= deadline {
                     return Err(StateError::Busy { path: shown });
                 }
@@ -640,6 +653,21 @@ fn lock_abstract_socket(name: &str) -> Result<std::os::unix::net::UnixListener, 
             Err(e) => return Err(io_err("bind", &shown)(e)),
         }
     }
+}
+
+/// Whether the process listening on abstract socket `addr` runs as this user (as an agent of
+/// this node would). One that does not listen, or cannot be asked, is not ours.
+#[cfg(target_os = "linux")]
+fn held_by_this_user(addr: &std::os::unix::net::SocketAddr) -> bool {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let Ok(stream) = std::os::unix::net::UnixStream::connect_addr(addr) else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return true;
+    };
+    getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == me)
 }
 
 /// How far the control plane's copy of an output file may run ahead of the disk space given

@@ -196,6 +196,7 @@ fn error_answers_map_to_what_the_agent_does_next() {
             r#"{"error":{"code":"unavailable","message":"not ready"}}"#,
         ),
         (200, r#"{"assignments":[],"surprise":1}"#),
+        (302, ""),
     ]);
     let cp = client(&stub);
     assert_eq!(
@@ -213,6 +214,12 @@ fn error_answers_map_to_what_the_agent_does_next() {
     assert!(matches!(
         cp.fetch_assignments("n1"),
         Err(ControlPlaneError::Rejected { status: 200, .. })
+    ));
+    // A redirect is reported, not followed (the token would not go with it).
+    assert!(matches!(
+        cp.heartbeat("n1"),
+        Err(ControlPlaneError::Rejected { status: 302, ref message })
+            if message.contains("was redirected") && message.contains("--server")
     ));
     stub.seen();
     // Nobody listening: unreachable, not a panic.

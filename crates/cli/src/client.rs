@@ -169,7 +169,7 @@ impl Client {
             })
         })?;
         let status = res.status().as_u16();
-        if (300..400).contains(&status) {
+        if switchyard_agent::http::is_redirect(status) {
             let to = res
                 .headers()
                 .get("location")
@@ -209,7 +209,8 @@ impl Client {
                 CliError::Unreachable(format!("{why}: the server or a proxy before it failed"))
             } else {
                 CliError::Other(format!(
-                    "{why}: is SWITCHYARD_URL (--url) a Switchyard server?"
+                    "{why}: is SWITCHYARD_URL (--url) a Switchyard server, or did a proxy before \
+                     it answer?"
                 ))
             });
         };
@@ -395,7 +396,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("is SWITCHYARD_URL (--url) a Switchyard server?"),
+            text.contains("is SWITCHYARD_URL (--url) a Switchyard server, or did a proxy"),
             "{text}"
         );
         server.join().expect("server");

@@ -661,10 +661,11 @@ fn no_layout_error(
             }
         )
     } else if let Some(ep) = c.ep.filter(|&ep| {
-        u64::from(ep) * u64::from(c.etp.or(c.tp).unwrap_or(1))
+        // (Without a given etp the search tries the folded etp = 1 too: the least it needs.)
+        u64::from(ep) * u64::from(c.etp.unwrap_or(1))
             > u64::from(hw.count / c.pp.unwrap_or(1).max(1))
     }) {
-        let etp = c.etp.or(c.tp).unwrap_or(1);
+        let etp = c.etp.unwrap_or(1);
         format!(
             "[parallelism] ep·etp = {ep}·{etp} = {} is more than the {} devices of a pipeline \
              stage: the expert groups tile a stage's tp·dp·cp ranks",
@@ -1116,7 +1117,12 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
             let best = found.remove(0);
             let mut notes = caveats(hw, spec.fp8, true);
             if spec.fp8 && !complete && best.fits {
-                notes.extend(bf16_would_be_faster(m, hw, spec, c, &opts, &best)?);
+                // (A note: a failed comparison leaves the plan as it is.)
+                notes.extend(
+                    bf16_would_be_faster(m, hw, spec, c, &opts, &best)
+                        .ok()
+                        .flatten(),
+                );
             }
             let b = spec
                 .tokens

@@ -1091,6 +1091,22 @@ fn a_partial_layout_no_split_completes_names_the_rule() {
         &h100_plan("mixtral-8x7b", training, 16, "tp = 4\netp = 4\nep = 8"),
         "[parallelism] ep·etp = 8·4 = 32 is more than the 16 devices of a pipeline stage",
     );
+    // Without a given etp the folded etp = 1 is tried too: ep = 8 fits a stage of 16.
+    assert_refused(
+        &fleet,
+        &h100_plan(
+            "mixtral-8x7b",
+            "[training]\nglobal_batch = 4",
+            16,
+            "tp = 4\nep = 8\nmicrobatch = 5",
+        ),
+        "[parallelism] microbatch = 5 is larger than [training] global_batch = 4",
+    );
+    assert_refused(
+        &fleet,
+        &h100_plan("qwen3-235b-a22b", training, 16, "ep = 32"),
+        "[parallelism] ep·etp = 32·1 = 32 is more than the 16 devices of a pipeline stage",
+    );
 }
 
 /// A `--validate` row is held to what a plan file is: FP8 on a chip without FP8 arithmetic

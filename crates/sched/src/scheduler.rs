@@ -1828,7 +1828,8 @@ impl Scheduler {
         why: &str,
         out: &mut Vec<Decision>,
     ) {
-        if self.starving(j, now) {
+        // (From the queue: a run moved or grown is not a job that waited.)
+        if self.jobs[j as usize].key.is_some() && self.starving(j, now) {
             self.jobs[j as usize].starved = true;
         }
         self.dequeue(j);
@@ -1925,7 +1926,11 @@ impl Scheduler {
         // Slurm job cancelled while it waited): the job has not started yet, and its next run
         // that begins is its first start.
         let job = &mut self.jobs[j as usize];
-        if run.held && run.paused_at.is_none() && job.first_start_s == Some(run.start_s) {
+        if !finished
+            && run.held
+            && run.paused_at.is_none()
+            && job.first_start_s == Some(run.start_s)
+        {
             job.first_start_s = None;
         }
         self.settle(now, j, &run, finished, graceful)

@@ -1304,9 +1304,6 @@ fn drain_on_fast(s: &mut Scheduler, at: f64, nodes: &[u32]) -> Vec<Decision> {
     out
 }
 
-/// A drained node (Slurm's drain) keeps the work it runs and takes nothing new until it is
-/// repaired; if it then fails, its gang restarts like on any failed node; a gang that restarts
-/// in place for another node's failure leaves the drained node too.
 /// A job that waits because too few nodes are up says how many of them are drained, as it
 /// does when it waits for busy ones: the wait may be an administrator's.
 #[test]
@@ -1324,6 +1321,9 @@ fn a_job_waiting_for_nodes_up_counts_the_drained_ones() {
     );
 }
 
+/// A drained node (Slurm's drain) keeps the work it runs and takes nothing new until it is
+/// repaired; if it then fails, its gang restarts like on any failed node; a gang that restarts
+/// in place for another node's failure leaves the drained node too.
 #[test]
 fn a_drained_node_keeps_its_work_and_takes_nothing_new() {
     let started_on = |d: &[Decision], j: u32| -> Vec<u32> {

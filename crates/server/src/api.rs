@@ -26,11 +26,32 @@ const MAX_REPLICAS: u32 = 100_000;
 /// `accelerators` read with the field's own range in the message for a negative count or one
 /// past 32 bits, 1 to [`MAX_ACCELERATORS`] (not the type's 0 to 2^32 − 1).
 fn accelerator_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    use serde::de::Error as _;
-    // (0 and counts past the maximum that fit the type are refused by `validate`, as 422.)
-    let n = i64::deserialize(d)?;
-    u32::try_from(n)
-        .map_err(|_| D::Error::custom(format!("{n} is out of range: from 1 to {MAX_ACCELERATORS}")))
+    struct Count;
+    impl serde::de::Visitor<'_> for Count {
+        type Value = u32;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(
+                f,
+                "a whole number of accelerators from 1 to {MAX_ACCELERATORS}"
+            )
+        }
+        // (0 and counts past the maximum that fit the type are refused by `validate`, as 422.)
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<u32, E> {
+            u32::try_from(n).map_err(|_| out_of_range(n))
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<u32, E> {
+            u32::try_from(n).map_err(|_| out_of_range(n))
+        }
+        fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<u32, E> {
+            Err(out_of_range(x))
+        }
+    }
+    fn out_of_range<E: serde::de::Error>(n: impl std::fmt::Display) -> E {
+        E::custom(format!(
+            "{n} is not a whole number of accelerators from 1 to {MAX_ACCELERATORS}"
+        ))
+    }
+    d.deserialize_any(Count)
 }
 
 /// A submission: a training run, a batch job or an inference service.

@@ -501,6 +501,7 @@ impl Engine {
         if counts && retry && self.decisions.len() > before {
             self.jobs[job as usize].failures += 1;
         }
+
         self.dirty.insert(job);
         self.drain(now_ms);
     }
@@ -904,7 +905,13 @@ impl Engine {
     }
 
     fn stop(&mut self, job: JobIdx) {
+        // A run that ended without its work beginning was no start of the job: the next run
+        // to start (or begin) is its first.
+        let started = self.sched.job(job).first_start_s.is_some();
         let t = &mut self.jobs[job as usize];
+        if !started {
+            t.started_ms = None;
+        }
         t.allocated_on.clear();
         t.held = None;
         self.commands.push(Command::Stop { job: t.id.clone() });
@@ -1268,41 +1275,51 @@ mod tests {
     /// next run's beginning is the job's start, and its queueing counts up to there.
     #[test]
     fn a_job_whose_first_run_never_began_starts_when_a_later_one_does() {
-        let (mut e, generation) = launched_a(10.0);
-        e.held(T0 + 1_000, "a", generation, "Slurm job 7 waits", false);
-        e.take(T0 + 1_000);
-        e.interrupted(T0 + 4_000, "a", generation, "Slurm job 7 ended CANCELLED");
-        e.take(T0 + 4_000);
-        let mut at = T0 + 4_000;
-        let relaunched = loop {
-            at += 1_000;
-            e.schedule(at);
-            let (_, cmds) = e.take(at);
-            if let Some(&Command::Launch { generation, .. }) = cmds.first() {
-                break generation;
-            }
-            assert!(at < T0 + 600_000, "never launched again");
-        };
-        e.held(at, "a", relaunched, "Slurm job 8 waits", false);
-        e.take(at);
-        let began_at = (T0 + 16_000).max(at + 1_000);
-        e.began(began_at, "a", relaunched, None);
-        let (batch, _) = e.take(began_at);
-        assert_eq!(update(&batch, "a").started_ms, Some(began_at));
-        e.finished(began_at + 2_000, "a", relaunched);
-        let (batch, _) = e.take(began_at + 2_000);
-        let finish = batch
-            .events
-            .iter()
-            .find(|ev| ev.kind == "finished")
-            .expect("a finished event");
-        let queued = (began_at - T0) / 1000;
-        assert!(
-            finish.message.contains(&format!("({queued} s queued)")),
-            "{}",
-            finish.message
-        );
-        e.check().expect("invariants");
+        // The next run held again and then begun, or running at once.
+        for held_again in [true, false] {
+            let (mut e, generation) = launched_a(10.0);
+            e.held(T0 + 1_000, "a", generation, "Slurm job 7 waits", false);
+            e.take(T0 + 1_000);
+            e.interrupted(T0 + 4_000, "a", generation, "Slurm job 7 ended CANCELLED");
+            let (batch, _) = e.take(T0 + 4_000);
+            assert_eq!(update(&batch, "a").started_ms, None, "not started yet");
+            let mut at = T0 + 4_000;
+            let relaunched = loop {
+                at += 1_000;
+                e.schedule(at);
+                let (_, cmds) = e.take(at);
+                if let Some(&Command::Launch { generation, .. }) = cmds.first() {
+                    break generation;
+                }
+                assert!(at < T0 + 600_000, "never launched again");
+            };
+            let began_at = if held_again {
+                e.held(at, "a", relaunched, "Slurm job 8 waits", false);
+                e.take(at);
+                let began_at = (T0 + 16_000).max(at + 1_000);
+                e.began(began_at, "a", relaunched, None);
+                let (batch, _) = e.take(began_at);
+                assert_eq!(update(&batch, "a").started_ms, Some(began_at));
+                began_at
+            } else {
+                at
+            };
+            e.finished(began_at + 2_000, "a", relaunched);
+            let (batch, _) = e.take(began_at + 2_000);
+            assert_eq!(update(&batch, "a").started_ms, Some(began_at));
+            let finish = batch
+                .events
+                .iter()
+                .find(|ev| ev.kind == "finished")
+                .expect("a finished event");
+            let queued = (began_at - T0) / 1000;
+            assert!(
+                finish.message.contains(&format!("({queued} s queued)")),
+                "held again {held_again}: {}",
+                finish.message
+            );
+            e.check().expect("invariants");
+        }
     }
 
     /// A run whose work the backend says began at a known time (Slurm's StartTime, seen at a

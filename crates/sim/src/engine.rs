@@ -373,6 +373,8 @@ pub fn simulate(
         let watched_through = services_until.min(first_submit + opts.horizon_s);
         if finished >= finite_total && t_arr.is_none() && t > services_until {
             now = now.max(watched_through);
+            // The horizon cut the services' watch short.
+            stopped_at_horizon = watched_through < services_until;
             break;
         }
         if t_arr.is_none() && pending_finishes == 0 && sched.pending_jobs() > 0 {

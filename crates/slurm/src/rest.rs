@@ -167,8 +167,8 @@ impl RestClient {
             // What slurmrestd 22.05 answers, among other things, to a token whose signature
             // it cannot verify (an expired one is caught above).
             format!(
-                "{} ({answered}); slurmrestd answers so to a token it cannot verify: check that \
-                 the token was made by this cluster's `scontrol token`",
+                "{} ({answered}); slurmrestd also answers so to a token it cannot verify: check \
+                 that the token was made by this cluster's `scontrol token`",
                 errors.join("; ")
             )
         } else if !errors.is_empty() {
@@ -455,9 +455,9 @@ mod tests {
             m,
             format!(
                 "Unspecified error (HTTP 500 from GET \
-                 http://127.0.0.1:{port}/slurm/v0.0.38/jobs); slurmrestd answers so to a token \
-                 it cannot verify: check that the token was made by this cluster's `scontrol \
-                 token`"
+                 http://127.0.0.1:{port}/slurm/v0.0.38/jobs); slurmrestd also answers so to a \
+                 token it cannot verify: check that the token was made by this cluster's \
+                 `scontrol token`"
             )
         );
     }

@@ -193,10 +193,20 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), CheckpointError>
 /// before it trains, not when its first checkpoint or its model is due.
 pub fn check_writable(dir: &Path) -> Result<(), CheckpointError> {
     fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
-    File::create(&probe).map_err(io("create a file in", dir))?;
-    fs::remove_file(&probe).map_err(io("remove", &probe))?;
-    Ok(())
+    // (Unique to this process and moment: ranks on other hosts may share the directory.)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let probe = dir.join(format!(".write-probe-{}-{nanos}", std::process::id()));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(io("create a file in", dir))?;
+    match fs::remove_file(&probe) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &probe)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Saves `ckpt` into `dir` (created if missing) and keeps only the newest `keep` checkpoints.
