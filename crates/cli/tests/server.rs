@@ -596,9 +596,9 @@ fn error_codes(db: String) {
         let (status, answer) = call("POST", &jobs, Some(&t), Some(&body));
         assert_eq!(status, 400, "{accelerators}: {answer}");
         assert!(
-            answer.to_string().contains(&format!(
-                "is not a whole number of accelerators from 1 to 1000000"
-            )),
+            answer
+                .to_string()
+                .contains("is not a whole number of accelerators from 1 to 1000000"),
             "{answer}"
         );
     }
