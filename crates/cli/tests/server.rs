@@ -591,7 +591,7 @@ fn error_codes(db: String) {
     let (_, body) = call("GET", &format!("{jobs}?limit=1&limit=2"), Some(&t), None);
     assert!(body.to_string().contains("given twice"), "{body}");
     // A gang size out of range names the field's range, not its type's.
-    for accelerators in ["-1", "4294967297", "1.5", "1e20"] {
+    for accelerators in ["-1", "4294967297", "1.5", "1e20", "1.0"] {
         let body = format!(r#"{{"kind":"batch","accelerators":{accelerators},"duration_s":60}}"#);
         let (status, answer) = call("POST", &jobs, Some(&t), Some(&body));
         assert_eq!(status, 400, "{accelerators}: {answer}");
@@ -599,6 +599,10 @@ fn error_codes(db: String) {
             answer
                 .to_string()
                 .contains("is not a whole number of accelerators from 1 to 1000000"),
+            "{answer}"
+        );
+        assert!(
+            !answer.to_string().contains("accelerators: 1 is not"),
             "{answer}"
         );
     }

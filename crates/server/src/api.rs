@@ -43,7 +43,8 @@ fn accelerator_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::E
             u32::try_from(n).map_err(|_| out_of_range(n))
         }
         fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<u32, E> {
-            Err(out_of_range(x))
+            // (As written: `1.0`, not the `1` it displays as.)
+            Err(out_of_range(format!("{x:?}")))
         }
     }
     fn out_of_range<E: serde::de::Error>(n: impl std::fmt::Display) -> E {

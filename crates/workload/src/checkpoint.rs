@@ -192,6 +192,11 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), CheckpointError>
 /// Creates `dir` if missing and checks that a file can be written there: a run finds out
 /// before it trains, not when its first checkpoint or its model is due.
 pub fn check_writable(dir: &Path) -> Result<(), CheckpointError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(io("use as a directory", dir)(std::io::Error::other(
+            "it is a file, not a directory",
+        )));
+    }
     fs::create_dir_all(dir).map_err(io("create directory", dir))?;
     // (Unique to this process and moment: ranks on other hosts may share the directory.)
     let nanos = std::time::SystemTime::now()

@@ -118,6 +118,14 @@ pub fn run(cfg: &TrainConfig, out: &mut dyn Write) -> Result<Outcome, TrainError
         for dir in cfg.checkpoint_dir.as_deref().into_iter().chain(model_dir) {
             checkpoint::check_writable(dir)?;
         }
+        if let Some(path) = cfg.output.as_deref().filter(|p| p.is_dir()) {
+            return Err(CheckpointError::Io {
+                action: "write the final model to",
+                path: path.to_path_buf(),
+                source: std::io::Error::other("it is a directory: give a file name"),
+            }
+            .into());
+        }
         Some(initial_state(cfg, out, &say)?)
     } else {
         None
@@ -359,6 +367,20 @@ mod tests {
                 .contains("it is at step 14, past this run's --steps 10"),
             "{e}"
         );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// A model path that is a directory is found out before any training, too.
+    #[test]
+    fn an_output_that_is_a_directory_fails_before_training() {
+        let dir = std::env::temp_dir().join(format!("sywl-outdir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let mut c = cfg(None, 14);
+        c.output = Some(dir.clone());
+        let mut out = Vec::new();
+        let e = run(&c, &mut out).expect_err("a directory");
+        assert!(e.to_string().contains("it is a directory"), "{e}");
+        assert!(!String::from_utf8_lossy(&out).contains("training steps"));
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
