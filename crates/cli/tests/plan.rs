@@ -282,7 +282,7 @@ fn bad_inputs_name_the_field() {
         ),
         (
             "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 7919\nper_node = 1\n",
-            "no split of 7919 devices fits the search's bounds",
+            "global_batch = 64 is not a multiple of any data-parallel degree the split of 7919 devices leaves (the smallest is dp = 7919",
         ),
         (
             "[model]\npreset = \"llama3-8b\"\nexperts = 4096\nexperts_per_token = 4096\nexpert_ffn_hidden = 14336\n[training]\nglobal_batch = 64\n[hardware]\naccelerator = \"H100\"\ncount = 8\n",
