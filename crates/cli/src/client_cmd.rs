@@ -250,10 +250,15 @@ fn set_drain(
             answer.cluster
         ),
         None => outln!(
-            "node {} ({} of {}) was not drained; nothing changed",
+            "node {} ({} of {}) was not drained; nothing changed{}",
             answer.id,
             answer.hostname,
-            answer.cluster
+            answer.cluster,
+            if answer.state.as_deref() == Some("lost") {
+                " (it is lost: it takes work once its agent is back)"
+            } else {
+                ""
+            }
         ),
     }
     Ok(())
