@@ -59,6 +59,26 @@ enum Body<'a, B: Serialize> {
     Json(&'a B),
 }
 
+/// `text` cut to `max` characters, with control characters other than line breaks and tabs
+/// (escape sequences a terminal would act on) shown as U+FFFD.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| {
+            if c.is_control() && !matches!(c, '\n' | '\t') {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// Whether HTTP `status` sends the client elsewhere (301, 302, 303, 307, 308).
 pub fn is_redirect(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)

@@ -542,18 +542,27 @@ fn file_key(id: &str) -> String {
 /// directory or none) and agents of different nodes on one machine (as `switchyard demo` runs
 /// them) do not share it.
 pub fn default_group_file(server: &str, cluster: &str, hostname: &str) -> PathBuf {
-    use std::os::unix::fs::MetadataExt as _;
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0);
-    std::env::temp_dir()
-        .join(format!("switchyard-agent-{uid}"))
-        .join(format!(
+    let (user_dir, file) = node_names(server, cluster, hostname);
+    std::env::temp_dir().join(user_dir).join(file)
+}
+
+/// The folder (per user) and file name of a node's group file under the temporary directory.
+fn node_names(server: &str, cluster: &str, hostname: &str) -> (String, String) {
+    (
+        format!("switchyard-agent-{}", this_uid().unwrap_or(0)),
+        format!(
             "{}--{}--{}.groups",
             file_key(&crate::http::server_identity(server)),
             file_key(cluster),
             file_key(hostname)
-        ))
+        ),
+    )
+}
+
+/// The user this process runs as.
+fn this_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
 }
 
 /// How a killed child ended (exit code, signal), once it has; `None` when it is still there at
@@ -585,8 +594,7 @@ pub struct NodeLock {
 /// registering under one host name would both run every rank placed on the node. `Busy` when
 /// another agent holds it.
 pub fn lock_node(server: &str, cluster: &str, hostname: &str) -> Result<NodeLock, StateError> {
-    let group_file = default_group_file(server, cluster, hostname);
-    let mut path = group_file.clone().into_os_string();
+    let mut path = default_group_file(server, cluster, hostname).into_os_string();
     path.push(".node.lock");
     let path = PathBuf::from(path);
     if let Some(dir) = path.parent() {
@@ -596,24 +604,24 @@ pub fn lock_node(server: &str, cluster: &str, hostname: &str) -> Result<NodeLock
     Ok(NodeLock {
         _file: file,
         #[cfg(target_os = "linux")]
-        _socket: lock_abstract_socket(&node_socket_name(&group_file))?,
+        _socket: lock_abstract_socket(&node_socket_name(server, cluster, hostname))?,
     })
 }
 
+/// The abstract socket name of a node: a 64-bit FNV-1a hash of its group file's folder (the
+/// user) and name (control plane, cluster, host name), whatever the temporary directory above
+/// them; a hash every build computes alike, so that agents of two releases exclude each other
+/// too.
 #[cfg(target_os = "linux")]
-/// The abstract socket name of the node whose group file is `group_file`: a 64-bit FNV-1a hash
-/// of its folder's name (the user) and its own (control plane, cluster, host name), whatever
-/// the temporary directory above them; a hash every build computes alike, so that agents of
-/// two releases exclude each other too.
-fn node_socket_name(group_file: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt as _;
-    // The user's folder and the file's name, not the temporary directory above them.
-    let mut named = group_file.to_path_buf();
-    let file = named.file_name().map(ToOwned::to_owned).unwrap_or_default();
-    named.pop();
-    let user = named.file_name().map(ToOwned::to_owned).unwrap_or_default();
+fn node_socket_name(server: &str, cluster: &str, hostname: &str) -> String {
+    let (user_dir, file) = node_names(server, cluster, hostname);
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in user.as_bytes().iter().chain(b"/").chain(file.as_bytes()) {
+    for &b in user_dir
+        .as_bytes()
+        .iter()
+        .chain(b"/")
+        .chain(file.as_bytes())
+    {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -663,8 +671,7 @@ fn held_by_this_user(addr: &std::os::unix::net::SocketAddr) -> bool {
     let Ok(stream) = std::os::unix::net::UnixStream::connect_addr(addr) else {
         return false;
     };
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+    let Some(me) = this_uid() else {
         return true;
     };
     getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == me)

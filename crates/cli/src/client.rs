@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use switchyard_agent::http::printable;
 use switchyard_server::api::ErrorBody;
 
 use crate::CliError;
@@ -224,26 +225,6 @@ impl Client {
             _ => CliError::Refused { status, message },
         })
     }
-}
-
-/// `text` cut to `max` characters, with control characters other than line breaks and tabs
-/// (escape sequences a terminal would act on) shown as U+FFFD.
-fn printable(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(max)
-        .map(|c| {
-            if c.is_control() && !matches!(c, '\n' | '\t') {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if text.chars().nth(max).is_some() {
-        out.push('…');
-    }
-    out
 }
 
 /// Percent-encodes a path segment or query value.

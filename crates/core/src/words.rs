@@ -32,28 +32,41 @@ fn outside_quotes(line: &str, at: usize) -> bool {
     before.matches('`').count().is_multiple_of(2) && before.matches('"').count().is_multiple_of(2)
 }
 
-/// "expected u32" → "expected a whole number from 0 to 4294967295", in the reader's words only.
-fn expected_in_words(line: &str) -> String {
-    const EXPECTED: &str = "expected ";
+/// `line` with each place `phrase` begins outside the user's quoted text reworded, where
+/// `reword(line, at)` takes it: it gives where the reworded span ends and its new words.
+fn reword_each(
+    line: &str,
+    phrase: &str,
+    reword: impl Fn(&str, usize) -> Option<(usize, String)>,
+) -> String {
     let mut out = String::with_capacity(line.len());
     let mut copied = 0;
-    for (at, _) in line.match_indices(EXPECTED) {
+    for (at, _) in line.match_indices(phrase) {
         if at < copied || !outside_quotes(line, at) {
             continue;
         }
+        if let Some((end, words)) = reword(line, at) {
+            out.push_str(&line[copied..at]);
+            out.push_str(&words);
+            copied = end;
+        }
+    }
+    out.push_str(&line[copied..]);
+    out
+}
+
+/// "expected u32" → "expected a whole number from 0 to 4294967295", in the reader's words only.
+fn expected_in_words(line: &str) -> String {
+    const EXPECTED: &str = "expected ";
+    reword_each(line, EXPECTED, |line, at| {
         let word_start = at + EXPECTED.len();
         let after = &line[word_start..];
         let word_len = after
             .find(|c: char| !c.is_ascii_alphanumeric())
             .unwrap_or(after.len());
-        if let Some(words) = type_in_words(&after[..word_len]) {
-            out.push_str(&line[copied..word_start]);
-            out.push_str(&words);
-            copied = word_start + word_len;
-        }
-    }
-    out.push_str(&line[copied..]);
-    out
+        let words = type_in_words(&after[..word_len])?;
+        Some((word_start + word_len, format!("{EXPECTED}{words}")))
+    })
 }
 
 /// A reader takes a number with a fraction, an exponent, or (JSON) more digits than 64 bits
@@ -62,27 +75,13 @@ fn expected_in_words(line: &str) -> String {
 fn not_whole_in_words(line: &str) -> String {
     const START: &str = "invalid type: floating point `";
     const WHOLE: &str = "`, expected a whole number";
-    let mut out = String::with_capacity(line.len());
-    let mut copied = 0;
-    for (start, _) in line.match_indices(START) {
-        if start < copied || !outside_quotes(line, start) {
-            continue;
-        }
-        let from = start + START.len();
-        let Some(end) = line[from..].find('`').map(|n| from + n) else {
-            continue;
-        };
+    reword_each(line, START, |line, at| {
+        let from = at + START.len();
+        let end = from + line[from..].find('`')?;
         let number = &line[from..end];
-        if number.is_empty() || !line[end..].starts_with(WHOLE) {
-            continue;
-        }
-        out.push_str(&line[copied..start]);
-        out.push_str("invalid value: `");
-        out.push_str(number);
-        copied = end;
-    }
-    out.push_str(&line[copied..]);
-    out
+        (!number.is_empty() && line[end..].starts_with(WHOLE))
+            .then(|| (end, format!("invalid value: `{number}")))
+    })
 }
 
 /// TOML integers are 64-bit: the reader takes a longer one as an i128 and says "invalid type:
@@ -91,29 +90,23 @@ fn not_whole_in_words(line: &str) -> String {
 fn too_large_for_toml(line: &str) -> String {
     const START: &str = "invalid type: integer `";
     const END: &str = "` as i128";
-    // Each place the phrase begins outside the user's quoted text is tried, its end searched
-    // for from where the number begins and the number checked.
-    for (start, _) in line.match_indices(START) {
-        if !outside_quotes(line, start) {
-            continue;
-        }
-        let from = start + START.len();
-        let Some(end) = line[from..].find(END).map(|n| from + n) else {
-            continue;
-        };
+    // Its end is searched for from where the number begins, and the number checked.
+    reword_each(line, START, |line, at| {
+        let from = at + START.len();
+        let end = from + line[from..].find(END)?;
         let number = &line[from..end];
         let digits = number.strip_prefix('-').unwrap_or(number);
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
+            return None;
         }
-        let newline = if line.ends_with('\n') { "\n" } else { "" };
-        return format!(
-            "{}the number {number} is too large: whole numbers in TOML go up to {}{newline}",
-            &line[..start],
-            i64::MAX,
-        );
-    }
-    line.to_owned()
+        Some((
+            line.trim_end_matches('\n').len(),
+            format!(
+                "the number {number} is too large: whole numbers in TOML go up to {}",
+                i64::MAX
+            ),
+        ))
+    })
 }
 
 /// [`plain_type_words`] for a TOML reader's message: TOML hands a date or time to a reader as

@@ -636,6 +636,8 @@ fn no_layout_error(
     tp_beyond_scale_up: bool,
 ) -> PerfError {
     let chunks_max = u64::from(m.layers) + 2;
+    // Devices of one pipeline stage (all of them when pp is not given).
+    let stage_devices = hw.count / c.pp.unwrap_or(1).max(1);
     let reason = if let Some(zero) = c.zero.filter(|&z| z > 3) {
         format!("[parallelism] zero = {zero} must be 0, 1, 2 or 3")
     } else if let Some(pp) = c.pp.filter(|&pp| u64::from(pp) > chunks_max) {
@@ -662,15 +664,14 @@ fn no_layout_error(
         )
     } else if let Some(ep) = c.ep.filter(|&ep| {
         // (Without a given etp the search tries the folded etp = 1 too: the least it needs.)
-        u64::from(ep) * u64::from(c.etp.unwrap_or(1))
-            > u64::from(hw.count / c.pp.unwrap_or(1).max(1))
+        u64::from(ep) * u64::from(c.etp.unwrap_or(1)) > u64::from(stage_devices)
     }) {
         let etp = c.etp.unwrap_or(1);
         format!(
             "[parallelism] ep·etp = {ep}·{etp} = {} is more than the {} devices of a pipeline \
              stage: the expert groups tile a stage's tp·dp·cp ranks",
             u64::from(ep) * u64::from(etp),
-            hw.count / c.pp.unwrap_or(1).max(1)
+            stage_devices
         )
     } else if let Some(mb) = c.microbatch.filter(|&mb| mb > global_batch) {
         format!(
@@ -759,10 +760,7 @@ fn batch_fits_no_dp(
             let rest = hw.count / tp_cp;
             let pps = match c.pp {
                 Some(pp) => vec![pp],
-                None => crate::search::divisors(rest)
-                    .into_iter()
-                    .filter(|&pp| pp <= m.layers && pp <= 128)
-                    .collect(),
+                None => crate::search::pipeline_candidates(rest, m),
             };
             for pp in pps {
                 if pp == 0 || !rest.is_multiple_of(pp) {

@@ -154,6 +154,15 @@ pub(crate) fn tensor_candidates(m: &ModelSpec, hw: &Hardware, beyond_scale_up: b
         .collect()
 }
 
+/// The pipeline degrees the search tries when the plan gives none, for `rest` devices per
+/// tensor- and context-parallel group: divisors of it, at most the layers and 128.
+pub(crate) fn pipeline_candidates(rest: u32, m: &ModelSpec) -> Vec<u32> {
+    divisors(rest)
+        .into_iter()
+        .filter(|&pp| pp <= m.layers && pp <= 128)
+        .collect()
+}
+
 fn powers_of_two_upto(n: u32) -> Vec<u32> {
     let mut out = vec![1];
     let mut p: u32 = 2;
@@ -322,10 +331,7 @@ pub fn search(
                 (Some(pp), _) => vec![pp],
                 (None, Some(dp)) if rest.is_multiple_of(dp) => vec![rest / dp],
                 (None, Some(_)) => vec![],
-                (None, None) => divisors(rest)
-                    .into_iter()
-                    .filter(|&pp| pp <= m.layers && pp <= 128)
-                    .collect(),
+                (None, None) => pipeline_candidates(rest, m),
             };
             for &pp in &pps {
                 if pp == 0 || !rest.is_multiple_of(pp) {

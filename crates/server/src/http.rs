@@ -836,15 +836,7 @@ async fn list(
             .ok_or_else(|| ApiError::bad("kind must be training, batch or inference"))?;
         filter.kind = Some(kind.as_str().into());
     }
-    if let Some(l) = q.get("limit") {
-        filter.limit = l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=api::MAX_PAGE).contains(n) && !l.starts_with('+'))
-            .ok_or_else(|| {
-                ApiError::bad(format!("limit must be 1 to {}{}", api::MAX_PAGE, not_a(l)))
-            })?;
-    }
+    filter.limit = page_limit(&q, filter.limit)?;
     filter.after = int_param(&q, "after", 0, "a cursor from `next` (0 or more)")?;
     let rows = s.store.list_jobs(&filter.with_lookahead()).await?;
     let (jobs, next) = filter.page(rows);

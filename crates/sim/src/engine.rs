@@ -359,6 +359,9 @@ pub fn simulate(
         .map(|c| c.repair_hours * 3600.0)
         .fold(0.0, f64::max)
         + 1.0;
+    // Services are watched to `services_until` itself, not to the last event before it
+    // (samples come every 10 minutes), nor past the horizon.
+    let watched_through = services_until.min(first_submit + opts.horizon_s);
     loop {
         let t_arr = arrivals.peek().map(|j| j.submit_s);
         let t_ev = heap.peek().map(|Reverse((k, _, _))| f64::from_bits(*k));
@@ -368,9 +371,6 @@ pub fn simulate(
             (None, Some(e)) => e,
             (None, None) => break,
         };
-        // Services are watched to `services_until` itself, not to the last event before it
-        // (samples come every 10 minutes), nor past the horizon.
-        let watched_through = services_until.min(first_submit + opts.horizon_s);
         if finished >= finite_total && t_arr.is_none() && t > services_until {
             now = now.max(watched_through);
             // The horizon cut the services' watch short.
