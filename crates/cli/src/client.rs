@@ -66,9 +66,16 @@ impl Client {
                 }
             )));
         }
-        // Named as given: trimmed, `http://` would read as `http:`.
+        // Named as given (trimmed, `http://` would read as `http:`), and by where it came
+        // from: a user who never typed --url looks for the environment variable.
+        let source = if std::env::var_os("SWITCHYARD_URL").is_some_and(|v| v == args.url.as_str())
+        {
+            "SWITCHYARD_URL"
+        } else {
+            "--url"
+        };
         let base = switchyard_agent::http::server_base(&args.url)
-            .map_err(|why| CliError::Input(format!("--url `{}` {why}", args.url)))?;
+            .map_err(|why| CliError::Input(format!("{source} `{}` {why}", args.url)))?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(ANSWER_WITHIN))

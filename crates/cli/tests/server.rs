@@ -1923,6 +1923,18 @@ fn bad_server_url_is_an_input_error() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{url}: {err}");
     }
+    // A URL from the environment is named by its variable: the user never typed --url.
+    let out = Command::new(BIN)
+        .args(["queue", "--token", "t"])
+        .env("SWITCHYARD_URL", "ftp://127.0.0.1:7070")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SWITCHYARD_URL `ftp://127.0.0.1:7070` must start with http://"),
+        "{err}"
+    );
     let out = Command::new(BIN)
         .args(["queue", "--url", "http://127.0.0.1:1", "--token", "t"])
         .output()
