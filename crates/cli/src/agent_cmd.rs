@@ -212,8 +212,10 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
                 .into(),
         )
     })?;
-    let control = HttpControlPlane::new(&args.server, &token, REQUEST_TIMEOUT)
-        .map_err(|e| CliError::Input(format!("--server: {e}")))?;
+    let control = HttpControlPlane::new(&args.server, &token, REQUEST_TIMEOUT).map_err(|e| {
+        let source = crate::client::url_source(&args.server, "--server");
+        CliError::Input(format!("{source}: {e}"))
+    })?;
     let cluster = node.cluster.as_deref().unwrap_or("default");
     // Held for the agent's life, with or without a state directory.
     let _node_lock = switchyard_agent::supervisor::lock_node(&args.server, cluster, &node.hostname)

@@ -32,6 +32,16 @@ pub struct ClientArgs {
     pub token: Option<String>,
 }
 
+/// Where a server URL came from, for a message refusing it: `SWITCHYARD_URL` when the
+/// environment holds this value (a user who never typed `flag` looks for the variable).
+pub fn url_source(url: &str, flag: &'static str) -> &'static str {
+    if std::env::var_os("SWITCHYARD_URL").is_some_and(|v| v == url) {
+        "SWITCHYARD_URL"
+    } else {
+        flag
+    }
+}
+
 /// How long a request may take, answer included.
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
@@ -66,16 +76,14 @@ impl Client {
                 }
             )));
         }
-        // Named as given (trimmed, `http://` would read as `http:`), and by where it came
-        // from: a user who never typed --url looks for the environment variable.
-        let source = if std::env::var_os("SWITCHYARD_URL").is_some_and(|v| v == args.url.as_str())
-        {
-            "SWITCHYARD_URL"
-        } else {
-            "--url"
-        };
-        let base = switchyard_agent::http::server_base(&args.url)
-            .map_err(|why| CliError::Input(format!("{source} `{}` {why}", args.url)))?;
+        // Named as given: trimmed, `http://` would read as `http:`.
+        let base = switchyard_agent::http::server_base(&args.url).map_err(|why| {
+            CliError::Input(format!(
+                "{} `{}` {why}",
+                url_source(&args.url, "--url"),
+                args.url
+            ))
+        })?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(ANSWER_WITHIN))

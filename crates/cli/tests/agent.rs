@@ -58,7 +58,20 @@ fn bad_input_is_exit_code_2() {
         .output()
         .expect("run switchyard agent");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("http://"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--server: server URL `https://x`"), "{err}");
+    // From the environment, named by its variable.
+    let out = switchyard()
+        .args(["agent", "--token", "t"])
+        .env("SWITCHYARD_URL", "https://x")
+        .output()
+        .expect("run switchyard agent");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SWITCHYARD_URL: server URL `https://x`"),
+        "{err}"
+    );
 
     for (flags, needle) in [
         (
