@@ -396,7 +396,7 @@ fn error_codes(db: String) {
         (
             r#"{"kind":"inference","accelerators":8,"replicas":{"min":"a","max":2}}"#,
             400,
-            "replicas.min: invalid type: string \"a\", expected a whole number from 0 to 4294967295",
+            "replicas.min: invalid type: string \"a\", expected a whole number of replicas from 1 to 100000",
         ),
         (
             r#"{"kind":"batch","accelerators":8,"duration_s":60,"command":{"argv":["x"],"working_dir":"a\u0000b"}}"#,
@@ -605,6 +605,29 @@ fn error_codes(db: String) {
             !answer.to_string().contains("accelerators: 1 is not"),
             "{answer}"
         );
+    }
+    // So do the other counts.
+    for (body, says) in [
+        (
+            r#"{"kind":"training","accelerators":8,"min_accelerators":-1,"duration_s":60}"#,
+            "min_accelerators: -1 is not a whole number of accelerators from 1 to 1000000",
+        ),
+        (
+            r#"{"kind":"batch","accelerators":8,"max_retries":1.5,"duration_s":60}"#,
+            "max_retries: 1.5 is not a whole number of retries from 0 to 1000",
+        ),
+        (
+            r#"{"kind":"batch","accelerators":8,"priority":3000000000,"duration_s":60}"#,
+            "priority: 3000000000 is not a whole number from -1000 to 1000",
+        ),
+        (
+            r#"{"kind":"inference","accelerators":8,"replicas":{"min":-2,"max":3}}"#,
+            "-2 is not a whole number of replicas from 1 to 100000",
+        ),
+    ] {
+        let (status, answer) = call("POST", &jobs, Some(&t), Some(body));
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.to_string().contains(says), "{body}: {answer}");
     }
     // A number in range written with a sign, and one past 64 bits, say so.
     for (bad, says) in [

@@ -23,36 +23,101 @@ const MAX_DURATION_S: f64 = 366.0 * 86_400.0;
 const MAX_LIST_ENTRIES: usize = 64;
 const MAX_REPLICAS: u32 = 100_000;
 
-/// `accelerators` read with the field's own range in the message for a negative count or one
-/// past 32 bits, 1 to [`MAX_ACCELERATORS`] (not the type's 0 to 2^32 − 1).
-fn accelerator_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    struct Count;
-    impl serde::de::Visitor<'_> for Count {
-        type Value = u32;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            write!(
-                f,
-                "a whole number of accelerators from 1 to {MAX_ACCELERATORS}"
-            )
+/// A whole-number field's own range, named when a number its type cannot hold is refused (a
+/// negative count, one past 32 bits, a fraction): "from 1 to 1000000", not the type's "from 0
+/// to 4294967295". Numbers the type holds but the range does not are refused by `validate`, as
+/// 422, with the same range.
+trait WholeRange {
+    /// What the number counts, read after "a whole number" (" of accelerators"), or "".
+    const OF: &'static str;
+    const LO: i64;
+    const HI: i64;
+}
+
+struct Accelerators;
+impl WholeRange for Accelerators {
+    const OF: &'static str = " of accelerators";
+    const LO: i64 = 1;
+    const HI: i64 = MAX_ACCELERATORS as i64;
+}
+struct Retries;
+impl WholeRange for Retries {
+    const OF: &'static str = " of retries";
+    const LO: i64 = 0;
+    const HI: i64 = MAX_RETRIES as i64;
+}
+struct Priority;
+impl WholeRange for Priority {
+    const OF: &'static str = "";
+    const LO: i64 = -(MAX_PRIORITY as i64);
+    const HI: i64 = MAX_PRIORITY as i64;
+}
+struct ReplicaCount;
+impl WholeRange for ReplicaCount {
+    const OF: &'static str = " of replicas";
+    const LO: i64 = 1;
+    const HI: i64 = MAX_REPLICAS as i64;
+}
+
+/// A `T` read with [`WholeRange`] `R`'s words when `T` cannot hold the number.
+struct Whole<T, R>(T, std::marker::PhantomData<R>);
+
+impl<'de, T, R> Deserialize<'de> for Whole<T, R>
+where
+    T: TryFrom<i64> + TryFrom<u64>,
+    R: WholeRange,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T, R>(std::marker::PhantomData<(T, R)>);
+        impl<T, R> serde::de::Visitor<'_> for Visit<T, R>
+        where
+            T: TryFrom<i64> + TryFrom<u64>,
+            R: WholeRange,
+        {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "a whole number{} from {} to {}", R::OF, R::LO, R::HI)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<T, E> {
+                T::try_from(n).map_err(|_| out_of_range::<E, R>(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<T, E> {
+                T::try_from(n).map_err(|_| out_of_range::<E, R>(n))
+            }
+            fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<T, E> {
+                // (As written: `1.0`, not the `1` it displays as.)
+                Err(out_of_range::<E, R>(format!("{x:?}")))
+            }
         }
-        // (0 and counts past the maximum that fit the type are refused by `validate`, as 422.)
-        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<u32, E> {
-            u32::try_from(n).map_err(|_| out_of_range(n))
+        fn out_of_range<E: serde::de::Error, R: WholeRange>(n: impl std::fmt::Display) -> E {
+            E::custom(format!(
+                "{n} is not a whole number{} from {} to {}",
+                R::OF,
+                R::LO,
+                R::HI
+            ))
         }
-        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<u32, E> {
-            u32::try_from(n).map_err(|_| out_of_range(n))
-        }
-        fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<u32, E> {
-            // (As written: `1.0`, not the `1` it displays as.)
-            Err(out_of_range(format!("{x:?}")))
-        }
+        d.deserialize_any(Visit::<T, R>(std::marker::PhantomData))
+            .map(|n| Whole(n, std::marker::PhantomData))
     }
-    fn out_of_range<E: serde::de::Error>(n: impl std::fmt::Display) -> E {
-        E::custom(format!(
-            "{n} is not a whole number of accelerators from 1 to {MAX_ACCELERATORS}"
-        ))
-    }
-    d.deserialize_any(Count)
+}
+
+fn whole<'de, D, T, R>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+    R: WholeRange,
+{
+    Whole::<T, R>::deserialize(d).map(|w| w.0)
+}
+
+fn some_whole<'de, D, T, R>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+    R: WholeRange,
+{
+    Option::<Whole<T, R>>::deserialize(d).map(|o| o.map(|w| w.0))
 }
 
 /// A submission: a training run, a batch job or an inference service.
@@ -69,13 +134,21 @@ pub struct SubmitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// Gang size (training, batch) or accelerators per replica (inference).
-    #[serde(deserialize_with = "accelerator_count")]
+    #[serde(deserialize_with = "whole::<_, u32, Accelerators>")]
     pub accelerators: u32,
     /// Training only: the smallest gang an elastic run accepts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_whole::<_, u32, Accelerators>"
+    )]
     pub min_accelerators: Option<u32>,
     /// Higher runs first; the team's default priority from the fleet when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_whole::<_, i32, Priority>"
+    )]
     pub priority: Option<i32>,
     /// Accelerator types accepted (catalog names, e.g. "H100"); empty = any.
     #[serde(
@@ -112,7 +185,11 @@ pub struct SubmitRequest {
     pub command: Option<JobCommand>,
     /// Training and batch: how often a run whose processes fail is restarted (from its last
     /// checkpoint) before the job ends as failed. Default 3. Lost nodes do not count.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_whole::<_, u32, Retries>"
+    )]
     pub max_retries: Option<u32>,
 }
 
@@ -304,7 +381,9 @@ impl JobCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaRange {
+    #[serde(deserialize_with = "whole::<_, u32, ReplicaCount>")]
     pub min: u32,
+    #[serde(deserialize_with = "whole::<_, u32, ReplicaCount>")]
     pub max: u32,
 }
 
