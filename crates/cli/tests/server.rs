@@ -637,7 +637,7 @@ fn error_codes(db: String) {
         ),
         (
             "limit=+5",
-            "(` 5` has a space: in a URL's query a `+` stands for one)",
+            "(` 5` has a space: in a URL's query a `+` or `%20` stands for one)",
         ),
         (
             "after=18446744073709551615",

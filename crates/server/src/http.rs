@@ -1072,7 +1072,7 @@ fn not_a(value: &str) -> String {
     if digits && value.parse::<i64>().is_err() {
         format!(" (`{shown}` is past the largest, {})", i64::MAX)
     } else if value.contains(' ') {
-        format!(" (`{shown}` has a space: in a URL's query a `+` stands for one)")
+        format!(" (`{shown}` has a space: in a URL's query a `+` or `%20` stands for one)")
     } else if value.starts_with('+') {
         format!(" (`{shown}`: digits only, without a sign)")
     } else {

@@ -612,6 +612,27 @@ fn gavel_errors() {
         .expect_err("not json")
         .to_string();
     assert!(e.contains("a throughput table is Gavel's JSON"), "{e}");
+    // One rate given twice is refused, not the last one kept: a key repeated in an object, a
+    // worker type under two spellings, or a job key written two ways.
+    for (json, says) in [
+        (
+            "{\"v100\": {\"('A', 1)\": {\"null\": 1.0}, \"('A', 1)\": {\"null\": 2.0}}}",
+            "line 1, column 47: key \"('A', 1)\" is given twice in one object",
+        ),
+        (
+            "{\"v100\": {\"('A', 1)\": {\"null\": 1.0}}, \"V100\": {\"('A', 1)\": {\"null\": 2.0}}}",
+            "('A', 1) (V100 of A x1) is given twice",
+        ),
+        (
+            "{\"v100\": {\"('A', 1)\": {\"null\": 1.0}, \"(\\\"A\\\", 1)\": {\"null\": 2.0}}}",
+            "(V100 of A x1) is given twice",
+        ),
+    ] {
+        let e = switchyard_sim::trace::parse_throughputs(json, "t.json")
+            .expect_err(json)
+            .to_string();
+        assert!(e.contains(says), "{json}: {e}");
+    }
 }
 
 // ---- Philly ----

@@ -267,23 +267,27 @@ fn without_position(message: &str) -> &str {
 /// [`load_throughputs`] on text held in memory; `file` names it in error messages.
 pub fn parse_throughputs(text: &str, file: &str) -> Result<ThroughputTable, TraceError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        TraceError::file(
-            file,
-            // serde_json's message ends with its own position; say it once, in front.
-            format!(
-                "line {}, column {}: {} (a throughput table is Gavel's JSON of worker types, \
+    // A key given twice would otherwise keep its last value without a word.
+    let value: Value = serde_json::from_str::<KeysOnce>(text)
+        .and_then(|_| serde_json::from_str(text))
+        .map_err(|e| {
+            TraceError::file(
+                file,
+                // serde_json's message ends with its own position; say it once, in front.
+                format!(
+                    "line {}, column {}: {} (a throughput table is Gavel's JSON of worker types, \
                  simulation_throughputs.json)",
-                e.line(),
-                e.column(),
-                without_position(&e.to_string())
-            ),
-        )
-    })?;
+                    e.line(),
+                    e.column(),
+                    without_position(&e.to_string())
+                ),
+            )
+        })?;
     let workers = value
         .as_object()
         .ok_or_else(|| TraceError::file(file, "expected a JSON object of worker types"))?;
     let mut table = ThroughputTable::new();
+    let mut seen = std::collections::HashMap::new();
     for (worker, jobs) in workers {
         if worker.ends_with("_unconsolidated") {
             continue;
@@ -324,10 +328,79 @@ pub fn parse_throughputs(text: &str, file: &str) -> Result<ThroughputTable, Trac
                         ),
                     )
                 })?;
-            table.insert(&gavel_profile(&job_type, scale_factor), acc.name, rate);
+            let profile = gavel_profile(&job_type, scale_factor);
+            // Two spellings of one worker type (`v100`, `V100`) or of one key (spaces,
+            // quotes) name the same rate; taking either silently would hide the other.
+            if let Some(earlier) = seen.insert((acc.name, profile.clone()), (worker, key)) {
+                return Err(TraceError::file(
+                    file,
+                    format!(
+                        "{worker}: {key}: the same rate as {}: {} ({} of {profile}) is given twice",
+                        earlier.0, earlier.1, acc.name
+                    ),
+                ));
+            }
+            table.insert(&profile, acc.name, rate);
         }
     }
     Ok(table)
+}
+
+/// JSON read only to refuse an object that gives one key twice (serde_json keeps the last).
+struct KeysOnce;
+
+impl<'de> serde::Deserialize<'de> for KeysOnce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = KeysOnce;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<KeysOnce, A::Error> {
+                let mut keys = std::collections::HashSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !keys.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!(
+                            "key \"{}\" is given twice in one object",
+                            shorten(&key)
+                        )));
+                    }
+                    map.next_value::<KeysOnce>()?;
+                }
+                Ok(KeysOnce)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<KeysOnce, A::Error> {
+                while seq.next_element::<KeysOnce>()?.is_some() {}
+                Ok(KeysOnce)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_unit<E>(self) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// Parses `('ResNet-18 (batch size 16)', 1)`.
