@@ -414,6 +414,65 @@ name = "research"
     }
 }
 
+#[test]
+fn frontier_lab_leaves_a_small_cluster_room_for_the_services_beside_its_gangs() {
+    // A guarantee without a cap bounds nothing: the team's services hold 8 of the one
+    // cluster's 32 for good, so no gang may ask for all 32 (it would wait forever).
+    let fleet = Fleet::from_toml(
+        r#"
+[[providers]]
+name = "acme"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100"
+on_demand_price = 4.0
+[[clusters]]
+name = "c1"
+provider = "acme"
+region = "us"
+accelerator = "H100"
+nodes = 4
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 24.0
+[[tenants]]
+name = "org"
+[[tenants.teams]]
+name = "t1"
+quotas = [{ cluster = "c1", accelerators = 16 }]
+"#,
+        "small.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for seed in 0..8 {
+        let jobs = frontier_lab(&fleet, seed);
+        check_valid(&fleet, &jobs);
+        let floor: u32 = jobs
+            .iter()
+            .filter_map(|j| j.replicas.as_ref().map(|r| r.min * j.accelerators))
+            .sum();
+        assert_eq!(floor, 8, "seed {seed}");
+        assert!(
+            jobs.iter()
+                .filter(|j| j.kind != JobKind::Inference)
+                .all(|j| j.accelerators <= 24),
+            "seed {seed}: sized beside the services"
+        );
+        let r = switchyard_sim::simulate(
+            &fleet,
+            jobs,
+            switchyard_core::ThroughputTable::new(),
+            &switchyard_sim::SimOptions {
+                failures: false,
+                ..switchyard_sim::SimOptions::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.unfinished, 0, "seed {seed}: {:?}", r.unfinished_examples);
+    }
+}
+
 /// One cluster of 4,096 nodes of 8 H100s with the `[[tenants]]` tables given.
 fn one_cluster_of_4096_nodes(tenants: &str) -> Fleet {
     let text = format!(

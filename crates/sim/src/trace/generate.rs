@@ -254,15 +254,17 @@ fn capped(size: u32, largest: u64) -> u32 {
     size.min(largest)
 }
 
-/// What services may hold at their most replicas, per team and per organisation.
+/// What services may hold at their most replicas, per team, per organisation and in all.
 #[derive(Debug, Default)]
 struct Held {
     team: HashMap<String, u64>,
     org: HashMap<String, u64>,
+    all: u64,
 }
 
 impl Held {
     fn add(&mut self, fleet: &Fleet, team: &str, n: u64) {
+        self.all += n;
         *self.team.entry(team.to_owned()).or_default() += n;
         if let Some((org, _)) = fleet.team(team) {
             *self.org.entry(org.name.clone()).or_default() += n;
@@ -272,15 +274,19 @@ impl Held {
     /// How large a gang team `team` could start on `cluster` beside what the services may
     /// hold: its own caps less its services' most, its organisation's caps less all of the
     /// organisation's. (They count against per-cluster caps too: a service may sit anywhere.)
+    /// The cluster itself keeps room for whatever of all services' most the other clusters
+    /// cannot hold: services run for good, so a gang needing that room would never start.
     fn room_on(&self, fleet: &Fleet, team: &str, cluster: &Cluster) -> u64 {
+        let elsewhere = fleet.total_accelerators() - cluster.accelerators();
+        let free = cluster
+            .accelerators()
+            .saturating_sub(self.all.saturating_sub(elsewhere));
         let Some((org, t)) = fleet.team(team) else {
-            return cluster.accelerators();
+            return free;
         };
         let team_held = self.team.get(team).copied().unwrap_or(0);
         let org_held = self.org.get(&org.name).copied().unwrap_or(0);
-        cluster
-            .accelerators()
-            .min(Quota::cap(&t.quotas, &cluster.name).saturating_sub(team_held))
+        free.min(Quota::cap(&t.quotas, &cluster.name).saturating_sub(team_held))
             .min(Quota::cap(&org.quotas, &cluster.name).saturating_sub(org_held))
     }
 
