@@ -344,32 +344,41 @@ fn render_fleet(view: &FleetView<'_>) -> String {
 
     out.push_str("\nTenants (quotas in accelerators; * = fleet-wide)\n\n");
     let mut tenants = Table::new(["organisation", "team", "weight", "priority", "quotas"]);
+    let quotas = |quotas: &[Quota]| -> String {
+        if quotas.is_empty() {
+            return "none".to_owned();
+        }
+        let each: Vec<String> = quotas
+            .iter()
+            .map(|q| {
+                let borrow = q
+                    .borrowing_limit
+                    .map_or(String::new(), |b| format!(" (+{} borrow)", thousands(b)));
+                format!(
+                    "{}: {}{borrow}",
+                    q.cluster.as_deref().unwrap_or("*"),
+                    thousands(q.accelerators)
+                )
+            })
+            .collect();
+        each.join(", ")
+    };
     for o in &view.tenants {
+        // The organisation's own weight and caps, which bind all its teams together.
+        tenants.row([
+            o.name.to_owned(),
+            "(all teams)".to_owned(),
+            number(o.weight, 1),
+            "-".to_owned(),
+            quotas(o.quotas),
+        ]);
         for team in o.teams {
-            let quotas: Vec<String> = team
-                .quotas
-                .iter()
-                .map(|q| {
-                    let borrow = q
-                        .borrowing_limit
-                        .map_or(String::new(), |b| format!(" (+{} borrow)", thousands(b)));
-                    format!(
-                        "{}: {}{borrow}",
-                        q.cluster.as_deref().unwrap_or("*"),
-                        thousands(q.accelerators)
-                    )
-                })
-                .collect();
             tenants.row([
                 o.name.to_owned(),
                 team.name.clone(),
                 number(team.weight, 1),
                 team.priority.to_string(),
-                if quotas.is_empty() {
-                    "none".to_owned()
-                } else {
-                    quotas.join(", ")
-                },
+                quotas(&team.quotas),
             ]);
         }
     }
