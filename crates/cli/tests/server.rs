@@ -319,6 +319,20 @@ fn error_codes(db: String) {
     let t = token(&db, "evals", false);
     let jobs = format!("{}/v1/jobs", s.url);
     let ok = json!({"kind": "batch", "accelerators": 8, "duration_s": 60.0});
+    // A token made for an organisation's name would run under no quota: refused, naming the
+    // organisation's teams.
+    let org = token(&db, "frontier-lab", false);
+    let (status, answer) = call("POST", &jobs, Some(&org), Some(&ok.to_string()));
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(
+                "`frontier-lab` is an organisation of the fleet, not a team: jobs belong to one of \
+             its teams (pretraining, research, evals)"
+            )),
+        "{answer}"
+    );
     let expect = |status: u16, code: &str, got: (u16, Value)| {
         assert_eq!(got.0, status, "{}", got.1);
         assert_eq!(got.1["error"]["code"], code, "{}", got.1);

@@ -683,6 +683,24 @@ async fn submit(
         }
         _ => auth.0.tenant.clone(),
     };
+    // A name the fleet does not list as a team runs under no quota; an organisation's name
+    // (a likely slip at `token create`) would so slip past the organisation's own caps.
+    if s.fleet.team(&tenant).is_none()
+        && let Some(org) = s.fleet.tenants.iter().find(|o| o.name == tenant)
+    {
+        let teams: Vec<&str> = org.teams.iter().map(|t| t.name.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "`{tenant}` is an organisation of the fleet, not a team: jobs belong to one of \
+                 its teams ({}); make a token for one with `switchyard token create --tenant \
+                 {}`",
+                teams.join(", "),
+                teams.first().copied().unwrap_or("TEAM")
+            ),
+        ));
+    }
     let default_priority = s.fleet.team(&tenant).map_or(0, |(_, t)| t.priority);
     let id = switchyard_store::new_job_id()?;
     let spec = req.to_spec(&id, &tenant, default_priority)?;
