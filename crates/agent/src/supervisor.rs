@@ -1200,7 +1200,11 @@ impl Supervisor {
                 cmd
             }
         };
-        cmd.envs(launch_env(a)).process_group(0);
+        // The agent's own token (given to it in the environment) is not the job's: a rank
+        // holding it could act as any node agent of the fleet.
+        cmd.env_remove("SWITCHYARD_TOKEN")
+            .envs(launch_env(a))
+            .process_group(0);
         if let Some(dir) = &a.working_dir {
             // Checked here so the error names the directory, not the program.
             match std::fs::metadata(dir) {

@@ -38,6 +38,11 @@ pub struct AgentArgs {
         value_name = "TOKEN"
     )]
     token: Option<String>,
+    /// Read the token from FILE (its first line) instead: unlike --token it is not in the
+    /// process list other users of the machine read. Keep FILE readable by the agent's user
+    /// only.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Cluster this node joins (a cluster of the server's fleet).
     #[arg(long, value_name = "NAME")]
     cluster: Option<String>,
@@ -206,12 +211,16 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let token = args.token.filter(|t| !t.is_empty()).ok_or_else(|| {
-        CliError::Input(
-            "no token: pass --token or set SWITCHYARD_TOKEN (create one with `switchyard token create`)"
-                .into(),
-        )
-    })?;
+    let token = match &args.token_file {
+        Some(path) => token_from_file(path)?,
+        None => args.token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            CliError::Input(
+                "no token: pass --token-file, set SWITCHYARD_TOKEN or pass --token (create one \
+                 with `switchyard token create --agent`)"
+                    .into(),
+            )
+        })?,
+    };
     let control = HttpControlPlane::new(&args.server, &token, REQUEST_TIMEOUT).map_err(|e| {
         let source = crate::client::url_source(&args.server, "--server");
         CliError::Input(format!("{source}: {e}"))
@@ -262,4 +271,38 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Input(format!("the server refused to register this node: {e}")))?;
     let _ = crate::error::emit("agent stopped\n");
     Ok(())
+}
+
+/// The token in `path`'s first line. A file other users may read is named in a warning: the
+/// token lets its holder act as any node agent of the fleet.
+fn token_from_file(path: &std::path::Path) -> Result<String, CliError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let read = |source| CliError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    // (A token is 67 bytes: the first 4 KiB hold its line whatever else the file has.)
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(4096).read_to_string(&mut text))
+        .map_err(read)?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        return Err(CliError::Input(format!(
+            "--token-file {}: its first line is empty; put the token from `switchyard token \
+             create --agent` there",
+            path.display()
+        )));
+    }
+    if let Ok(md) = std::fs::metadata(path)
+        && md.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "--token-file {} may be read by other users (mode {:o}): `chmod 600` it",
+            path.display(),
+            md.permissions().mode() & 0o777
+        );
+    }
+    Ok(token)
 }

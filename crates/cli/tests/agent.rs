@@ -73,6 +73,28 @@ fn bad_input_is_exit_code_2() {
         "{err}"
     );
 
+    // A token file that is missing (exit 3) or whose first line is empty (exit 2).
+    let empty = std::env::temp_dir().join(format!("sy-empty-token-{}", std::process::id()));
+    std::fs::write(&empty, "\nsy_second_line\n").expect("write token file");
+    for (file, code, needle) in [
+        (
+            "/nonexistent/token".as_ref(),
+            3,
+            "cannot read /nonexistent/token",
+        ),
+        (empty.as_path(), 2, "its first line is empty"),
+    ] {
+        let out = switchyard()
+            .args(["agent", "--server", "http://127.0.0.1:1", "--token-file"])
+            .arg(file)
+            .output()
+            .expect("run switchyard agent");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    let _ = std::fs::remove_file(&empty);
+
     for (flags, needle) in [
         (
             &["--address", "http://x:1"][..],
@@ -205,6 +227,8 @@ mod standin {
         pub statuses: Vec<serde_json::Value>,
         pub lines: Vec<String>,
         pub registered: Option<serde_json::Value>,
+        /// The Authorization header of the registration.
+        pub authorization: Option<String>,
     }
 
     pub struct Server {
@@ -215,7 +239,7 @@ mod standin {
 
     const ASSIGNMENT: &str = r#"{"assignments":[{"id":"job-1/attempt-1/rank-0","job_id":"job-1",
         "attempt":1,"rank":0,"world_size":1,"local_rank":0,"master_addr":"127.0.0.1",
-        "master_port":29500,"command":["sh","-c","echo hello-from-$RANK-$SWITCHYARD_JOB_ID; exec sleep 300"],
+        "master_port":29500,"command":["sh","-c","echo hello-from-$RANK-$SWITCHYARD_JOB_ID-token-${SWITCHYARD_TOKEN:-none}; exec sleep 300"],
         "stop_grace_ms":2000}]}"#;
 
     pub fn start() -> Server {
@@ -236,15 +260,18 @@ mod standin {
                 let method = parts.next().unwrap_or_default().to_string();
                 let path = parts.next().unwrap_or_default().to_string();
                 let mut len = 0usize;
+                let mut authorization = None;
                 loop {
                     let mut h = String::new();
                     if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
                         break;
                     }
-                    if let Some((k, v)) = h.split_once(':')
-                        && k.eq_ignore_ascii_case("content-length")
-                    {
-                        len = v.trim().parse().unwrap_or(0);
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            len = v.trim().parse().unwrap_or(0);
+                        } else if k.eq_ignore_ascii_case("authorization") {
+                            authorization = Some(v.trim().to_owned());
+                        }
                     }
                 }
                 let mut body = vec![0u8; len];
@@ -253,7 +280,9 @@ mod standin {
                     serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                 let (status, answer) = match (method.as_str(), path.as_str()) {
                     ("POST", "/v1/agent/register") => {
-                        s.lock().expect("lock").registered = Some(json);
+                        let mut seen = s.lock().expect("lock");
+                        seen.registered = Some(json);
+                        seen.authorization = authorization;
                         (
                             200,
                             r#"{"node_id":"n1","heartbeat_interval_ms":100}"#.to_string(),
@@ -326,16 +355,16 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
     use std::sync::atomic::Ordering;
     let server = standin::start();
+    // The token comes from a file, as docs/agent.md advises (an argument is readable by every
+    // user of the machine), and wins over the environment's; the ranks the agent starts
+    // inherit neither.
+    let token_file = std::env::temp_dir().join(format!("sy-agent-token-{}", std::process::id()));
+    std::fs::write(&token_file, "sy_from_file\n").expect("write token file");
     let agent = switchyard()
-        .args([
-            "agent",
-            "--server",
-            &server.url,
-            "--token",
-            "t",
-            "--accelerators",
-            "1",
-        ])
+        .args(["agent", "--server", &server.url, "--accelerators", "1"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .env("SWITCHYARD_TOKEN", "sy_from_env")
         .args(["--cluster", "local"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -352,7 +381,9 @@ fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
     };
     wait_until("the rank's hello line", || {
         let seen = server.seen.lock().expect("lock");
-        seen.lines.iter().any(|l| l == "hello-from-0-job-1")
+        seen.lines
+            .iter()
+            .any(|l| l == "hello-from-0-job-1-token-none")
     });
     assert_eq!(
         phase("job-1/attempt-1/rank-0").map(|s| s["phase"].clone()),
@@ -362,6 +393,7 @@ fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
         let seen = server.seen.lock().expect("lock");
         let node = seen.registered.as_ref().expect("registered");
         assert_eq!(node["cluster"], "local");
+        assert_eq!(seen.authorization.as_deref(), Some("Bearer sy_from_file"));
         assert_eq!(node["accelerators"].as_array().map(Vec::len), Some(1));
     }
     // Cancelled on the server: the agent stops the process and reports it.
