@@ -788,6 +788,43 @@ fn quota_caps_combine_team_and_organisation_rules() {
         "{message}"
     );
     assert_eq!(fleet.quota_cap("nobody", "east"), u64::MAX);
+    // A team guaranteed more than its organisation lets its teams hold together there: the
+    // guarantee could never be honoured, per cluster or fleet-wide.
+    for (org_quota, field, says) in [
+        (
+            "{ cluster = \"east\", accelerators = 0, borrowing_limit = 500 }",
+            "tenants[0].teams[0].quotas[0].accelerators",
+            "team research is guaranteed 512 accelerators on east, more than its organisation \
+             lab lets its teams hold there together (500,",
+        ),
+        (
+            "{ accelerators = 300, borrowing_limit = 200 }",
+            "tenants[0].teams[0].quotas[0].accelerators",
+            "guaranteed 512 accelerators on east, more than its organisation lab lets its \
+             teams hold there together (500,",
+        ),
+    ] {
+        let text = GOOD.replace(
+            "[[tenants]]\nname = \"lab\"\n",
+            &format!("[[tenants]]\nname = \"lab\"\nquotas = [{org_quota}]\n"),
+        );
+        let (_, got_field, message) = error_of(&text);
+        assert_eq!(got_field, field, "{org_quota}: {message}");
+        assert!(message.contains(says), "{org_quota}: {message}");
+    }
+    let text = GOOD.replace(
+        "[[tenants]]\nname = \"lab\"\n",
+        "[[tenants]]\nname = \"lab\"\nquotas = [{ accelerators = 560, borrowing_limit = 39 }]\n",
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(
+        field, "tenants[0].teams[0].quotas[1].accelerators",
+        "{message}"
+    );
+    assert!(
+        message.contains("guaranteed 600 accelerators fleet-wide"),
+        "{message}"
+    );
     let fleet = load(&GOOD.replace(
         "quotas = [{ cluster = \"east\", accelerators = 512 }, { accelerators = 600 }]",
         "quotas = [{ cluster = \"east\", accelerators = 512, borrowing_limit = 16 }, \

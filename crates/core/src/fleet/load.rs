@@ -1241,11 +1241,42 @@ fn organisation(
                 })?,
             None => 0,
         };
+        let team_quotas = quotas(src, &t.quotas, &format!("{at}.quotas"), clusters)?;
+        // A guarantee above what the organisation lets its teams hold together there could
+        // never be honoured: the team's jobs would wait at the organisation's cap.
+        for (k, q) in team_quotas.iter().enumerate() {
+            let (cap, where_, there) = match &q.cluster {
+                Some(c) => (Quota::cap(&org_quotas, c), format!("on {c}"), "there"),
+                None => (
+                    org_quotas
+                        .iter()
+                        .filter(|o| o.cluster.is_none())
+                        .filter_map(|o| o.borrowing_limit.map(|b| o.accelerators.saturating_add(b)))
+                        .min()
+                        .unwrap_or(u64::MAX),
+                    "fleet-wide".to_owned(),
+                    "in all",
+                ),
+            };
+            if q.accelerators > cap {
+                return Err(src.error(
+                    t.quotas[k].get_ref().accelerators.span(),
+                    format!("{at}.quotas[{k}].accelerators"),
+                    format!(
+                        "team {team_name} is guaranteed {} accelerators {where_}, more than its \
+                         organisation {name} lets its teams hold {there} together ({cap}, \
+                         accelerators + borrowing_limit of its quota): the guarantee could \
+                         never be honoured; lower it or raise the organisation's cap",
+                        q.accelerators
+                    ),
+                ));
+            }
+        }
         teams.push(Team {
             name: team_name,
             weight: weight_or_default(src, t.weight.as_ref(), &format!("{at}.weight"))?,
             priority,
-            quotas: quotas(src, &t.quotas, &format!("{at}.quotas"), clusters)?,
+            quotas: team_quotas,
         });
     }
     Ok(Organisation {
