@@ -91,15 +91,24 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         // Colours for a person at a terminal; a log file or a pipe gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Long-running processes stamp their lines for the log they go to; a command that
+    // answers and ends warns the person who typed it, without a timestamp or a module path.
+    if matches!(
+        cli.command,
+        Command::Server(_) | Command::Agent(_) | Command::Demo(_)
+    ) {
+        logs.init();
+    } else {
+        logs.without_time().with_target(false).init();
+    }
     let result = match cli.command {
         Command::Workload { args } => {
             return switchyard_workload::cli::main_from(

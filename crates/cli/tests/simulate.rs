@@ -389,7 +389,8 @@ fn teams_quota_caps_bound_the_scenario_and_unlisted_teams_are_named() {
         (
             "org-cap",
             "[[tenants]]\nname = \"lab\"\nquotas = [{ accelerators = 4, borrowing_limit = 0 }]\n\
-             [[tenants.teams]]\nname = \"serving\"\nquotas = [{ accelerators = 16 }]\n\
+             [[tenants.teams]]\nname = \"serving\"\n\
+             quotas = [{ accelerators = 0, borrowing_limit = 16 }]\n\
              [[tenants.teams]]\nname = \"research\"\n",
         ),
         (
@@ -428,6 +429,12 @@ fn teams_quota_caps_bound_the_scenario_and_unlisted_teams_are_named() {
     assert!(
         stderr.contains("tenant `reserch` (1 job) is not a team of fleet small")
             && !stderr.contains("`research`"),
+        "{stderr}"
+    );
+    // Said to the person who typed the command: no timestamp, no module path.
+    assert!(
+        stderr.trim_start().starts_with("WARN tenant `reserch`")
+            && !stderr.contains("simulate_cmd"),
         "{stderr}"
     );
 }
