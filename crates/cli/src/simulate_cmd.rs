@@ -262,7 +262,7 @@ fn render(r: &SimResult) -> String {
         r.unfinished,
         if r.failed > 0 {
             format!(
-                "{} failed (their nodes fail faster than they restart), ",
+                "{} failed (their nodes fail too often for them to keep or finish work), ",
                 r.failed
             )
         } else {

@@ -61,6 +61,17 @@ fn expected_in_words(line: &str) -> String {
     reword_each(line, EXPECTED, |line, at| {
         let word_start = at + EXPECTED.len();
         let after = &line[word_start..];
+        // serde names the Rust type it wanted a table for (`expected struct RawTopology`).
+        const STRUCT: &str = "struct ";
+        if let Some(name) = after.strip_prefix(STRUCT) {
+            let name_len = name
+                .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .unwrap_or(name.len());
+            if name_len > 0 {
+                let end = word_start + STRUCT.len() + name_len;
+                return Some((end, format!("{EXPECTED}a table of fields")));
+            }
+        }
         let word_len = after
             .find(|c: char| !c.is_ascii_alphanumeric())
             .unwrap_or(after.len());
@@ -137,6 +148,14 @@ fn type_in_words(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::plain_type_words;
+
+    #[test]
+    fn a_struct_reads_as_a_table() {
+        assert_eq!(
+            plain_type_words("invalid type: integer `5`, expected struct RawTopology at line 3"),
+            "invalid type: integer `5`, expected a table of fields at line 3"
+        );
+    }
 
     #[test]
     fn rust_types_read_as_ranges() {

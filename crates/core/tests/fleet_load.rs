@@ -758,6 +758,18 @@ fn a_missing_or_mistyped_field_names_its_table() {
     let err = load(&text).expect_err("no region");
     assert!(err.field.starts_with("clusters[1]"), "{err}");
     assert!(err.to_string().contains("missing field `region`"), "{err}");
+    // A region is free text: a `/` is fine, a control character is not.
+    load(&mutate(
+        "region = \"us-east-1\"",
+        "region = \"us/east | 1\"",
+    ))
+    .expect("a region with /");
+    let (_, field, message) = error_of(&mutate("region = \"us-east-1\"", "region = \"us\\teast\""));
+    assert_eq!(field, "clusters[0].region");
+    assert!(
+        message.contains("region \"us\\teast\" may not contain control"),
+        "{message}"
+    );
     // A value of the wrong type: its full key.
     let text = mutate("nodes = 128", "nodes = \"many\"");
     let (_, field, _) = error_of(&text);

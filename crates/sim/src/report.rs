@@ -19,15 +19,21 @@ pub fn html(result: &SimResult) -> Result<String, String> {
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}}\
          th:first-child,td:first-child{{text-align:left}}</style></head><body>\n\
          <h1>Simulation of {fleet} under <code>{policy}</code></h1>\n\
-         <p>Seed {seed}, failures {fail}. {jobs} jobs, {done} completed, {unf} unfinished, {rej} skipped.</p>\n",
+         <p>Seed {seed}, failures {fail}. {jobs} job{s}, {done} completed, {unf} unfinished, {failed} failed, \
+         {rej} skipped; makespan {makespan:.2} h, {restarts} restart{rs}.</p>\n",
         fleet = escape(&result.fleet),
         policy = result.policy,
         seed = result.seed,
         fail = if result.failures_enabled { "on" } else { "off" },
         jobs = t.jobs,
+        s = if t.jobs == 1 { "" } else { "s" },
         done = t.completed,
         unf = result.unfinished,
+        failed = result.failed,
         rej = result.rejected,
+        makespan = t.makespan_s / 3600.0,
+        restarts = result.restarts,
+        rs = if result.restarts == 1 { "" } else { "s" },
     );
     if let Some(note) = result.horizon_note() {
         let _ = writeln!(out, "<p><strong>{}</strong></p>", escape(&note));
@@ -202,17 +208,28 @@ fn jct_svg(result: &SimResult) -> Result<String, String> {
             v.sort_by(f64::total_cmp);
             let n = v.len() as f64;
             let step = (v.len() / 500).max(1);
+            // The distribution rises from 0 at the first completion: a tenant with one job is a
+            // step there, not a single point no line is drawn through.
             let points: Vec<(f64, f64)> = v
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| k % step == 0 || *k + 1 == v.len())
-                .map(|(k, x)| (*x, (k + 1) as f64 / n))
+                .first()
+                .map(|&x| (x, 0.0))
+                .into_iter()
+                .chain(
+                    v.iter()
+                        .enumerate()
+                        .filter(|(k, _)| k % step == 0 || *k + 1 == v.len())
+                        .map(|(k, x)| (*x, (k + 1) as f64 / n)),
+                )
                 .collect();
             let color = Palette99::pick(i).to_rgba();
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(err)?
-                .label(format!("{name} ({} jobs)", jcts.len()))
+                .label(format!(
+                    "{name} ({} job{})",
+                    jcts.len(),
+                    if jcts.len() == 1 { "" } else { "s" }
+                ))
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });

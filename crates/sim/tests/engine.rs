@@ -217,6 +217,34 @@ fn report_renders() {
     let html = switchyard_sim::report::html(&r).expect("renders");
     assert_eq!(html.matches("<svg").count(), 3);
     assert!(html.contains("research"));
+    // The summary carries the text output's headline figures.
+    let summary = format!(
+        "{} jobs, {} completed, {} unfinished, {} failed, {} skipped; makespan {:.2} h, {} restart",
+        r.total.jobs,
+        r.total.completed,
+        r.unfinished,
+        r.failed,
+        r.rejected,
+        r.total.makespan_s / 3600.0,
+        r.restarts
+    );
+    assert!(html.contains(&summary), "{summary}");
+    // One job of one tenant: a step drawn from 0, in words for one.
+    let r = simulate(
+        &fleet(),
+        jobs(1)
+            .into_iter()
+            .filter(|j| j.kind != JobKind::Inference)
+            .collect(),
+        ThroughputTable::new(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("simulates");
+    let html = switchyard_sim::report::html(&r).expect("renders");
+    assert!(html.contains("1 job, 1 completed"), "one job");
+    assert!(html.contains("(1 job)"), "legend for one job");
+    assert!(!html.contains("1 jobs"));
 }
 
 #[test]

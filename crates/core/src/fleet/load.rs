@@ -309,6 +309,23 @@ impl Source<'_> {
         }
         Ok(name.to_owned())
     }
+
+    /// Free text (a region): non-empty, without control characters; unlike a name it is never
+    /// a key in a list, so `/` and `|` are fine.
+    fn text(&self, value: &Spanned<String>, field: &str, what: &str) -> Result<String, FleetError> {
+        let text = value.get_ref().trim();
+        if text.is_empty() {
+            return Err(self.error(value.span(), field, format!("expected a non-empty {what}")));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(self.error(
+                value.span(),
+                field,
+                format!("{what} {text:?} may not contain control characters"),
+            ));
+        }
+        Ok(text.to_owned())
+    }
 }
 
 /// Why an `http://` URL is not slurmrestd's address alone: it needs a host, a port if any in
@@ -640,7 +657,7 @@ fn cluster(
             ),
         ));
     };
-    let region = src.name(&raw.region, &format!("{at}.region"))?;
+    let region = src.text(&raw.region, &format!("{at}.region"), "region")?;
     let accel = known_accelerator(src, &raw.accelerator, &format!("{at}.accelerator"))?;
     let nodes = src.positive_count(&raw.nodes, &format!("{at}.nodes"), "node count")?;
     let per_node = match &raw.accelerators_per_node {
@@ -668,8 +685,9 @@ fn cluster(
             span,
             format!("{at}.accelerators_per_node"),
             format!(
-                "{nodes} nodes of {per_node} accelerators make {accelerators}, more than the \
-                 supported maximum {MAX_CLUSTER_ACCELERATORS} per cluster"
+                "{nodes} {} of {per_node} accelerators make {accelerators}, more than the \
+                 supported maximum {MAX_CLUSTER_ACCELERATORS} per cluster",
+                if nodes == 1 { "node" } else { "nodes" }
             ),
         ));
     }
