@@ -60,17 +60,21 @@ impl ExitRecorder {
         }
     }
 
-    /// The command that runs `argv` under the recorder, writing its end to `status`.
-    pub fn command(&self, status: &Path, argv: &[String]) -> Command {
+    /// The command that runs `argv` under the recorder, writing its end to `status`; with
+    /// `user`, the recorder starts `argv` as that user (uid, gid) while it stays the agent's.
+    pub fn command(&self, status: &Path, argv: &[String], user: Option<(u32, u32)>) -> Command {
         let mut cmd = Command::new(&self.program);
         if let Some(arg0) = &self.arg0 {
             std::os::unix::process::CommandExt::arg0(&mut cmd, arg0);
         }
-        cmd.args(&self.args)
-            .arg("--status")
-            .arg(status)
-            .arg("--")
-            .args(argv);
+        cmd.args(&self.args).arg("--status").arg(status);
+        if let Some((uid, gid)) = user {
+            cmd.arg("--uid")
+                .arg(uid.to_string())
+                .arg("--gid")
+                .arg(gid.to_string());
+        }
+        cmd.arg("--").args(argv);
         cmd
     }
 }
@@ -131,16 +135,24 @@ fn write(path: &Path, exit: &RecordedExit) -> std::io::Result<()> {
 /// says on `handshake` whether it started ([`STARTED`], or [`NOT_STARTED`] and why), waits
 /// for it and records how it ended in `status`. Returns the exit code the recorder should end
 /// with: the child's, 128 + its signal, or [`NOT_STARTED_CODE`].
-pub fn run_and_record(status: &Path, argv: &[OsString], handshake: &mut dyn Write) -> i32 {
+pub fn run_and_record(
+    status: &Path,
+    argv: &[OsString],
+    user: Option<(u32, u32)>,
+    handshake: &mut dyn Write,
+) -> i32 {
     let Some((program, args)) = argv.split_first() else {
         let _ = writeln!(handshake, "{NOT_STARTED}empty command");
         return NOT_STARTED_CODE;
     };
-    let mut child = match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-    {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    if let Some((uid, gid)) = user {
+        // (Started by root, the child also drops root's supplementary groups.)
+        std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+        std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+    }
+    let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
             let reason = format!("{}: {e}", program.to_string_lossy()).replace('\n', " ");
@@ -197,7 +209,10 @@ mod tests {
         let dir = scratch("code");
         let status = dir.join("a.json");
         let mut handshake = Vec::new();
-        assert_eq!(run_and_record(&status, &sh("exit 3"), &mut handshake), 3);
+        assert_eq!(
+            run_and_record(&status, &sh("exit 3"), None, &mut handshake),
+            3
+        );
         assert_eq!(String::from_utf8_lossy(&handshake), "started\n");
         assert_eq!(
             read(&status),
@@ -206,7 +221,10 @@ mod tests {
                 signal: None
             })
         );
-        assert_eq!(run_and_record(&status, &sh("true"), &mut Vec::new()), 0);
+        assert_eq!(
+            run_and_record(&status, &sh("true"), None, &mut Vec::new()),
+            0
+        );
         assert_eq!(read(&status).and_then(|e| e.code), Some(0));
     }
 
@@ -215,7 +233,7 @@ mod tests {
         let dir = scratch("signal");
         let status = dir.join("a.json");
         assert_eq!(
-            run_and_record(&status, &sh("kill -9 $$"), &mut Vec::new()),
+            run_and_record(&status, &sh("kill -9 $$"), None, &mut Vec::new()),
             137
         );
         assert_eq!(
@@ -234,7 +252,7 @@ mod tests {
         let mut handshake = Vec::new();
         let argv = [OsString::from("/no/such/program")];
         assert_eq!(
-            run_and_record(&status, &argv, &mut handshake),
+            run_and_record(&status, &argv, None, &mut handshake),
             NOT_STARTED_CODE
         );
         let line = String::from_utf8_lossy(&handshake).into_owned();
@@ -245,7 +263,7 @@ mod tests {
         assert_eq!(line.lines().count(), 1, "{line}");
         assert_eq!(read(&status), None, "nothing ran, nothing is recorded");
         assert_eq!(
-            run_and_record(&status, &[], &mut Vec::new()),
+            run_and_record(&status, &[], None, &mut Vec::new()),
             NOT_STARTED_CODE
         );
     }
@@ -268,7 +286,11 @@ mod tests {
             arg0: None,
             args: vec!["record-exit".into()],
         };
-        let cmd = rec.command(Path::new("/s/x.json"), &["train".into(), "--lr".into()]);
+        let cmd = rec.command(
+            Path::new("/s/x.json"),
+            &["train".into(), "--lr".into()],
+            None,
+        );
         let args: Vec<_> = cmd.get_args().collect();
         assert_eq!(
             args,
@@ -282,5 +304,25 @@ mod tests {
             ]
         );
         assert_eq!(cmd.get_program(), "/bin/rec");
+        let cmd = rec.command(
+            Path::new("/s/x.json"),
+            &["train".into()],
+            Some((65534, 65533)),
+        );
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(
+            args,
+            [
+                "record-exit",
+                "--status",
+                "/s/x.json",
+                "--uid",
+                "65534",
+                "--gid",
+                "65533",
+                "--",
+                "train"
+            ]
+        );
     }
 }

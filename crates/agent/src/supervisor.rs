@@ -234,6 +234,15 @@ pub enum StateError {
     },
 }
 
+/// A Unix user the supervisor starts processes as ([`Supervisor::with_run_as`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
 /// The processes of this node's assignments.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -256,6 +265,8 @@ pub struct Supervisor {
     punch_every: u64,
     /// With a state directory: what runs each process so that its exit is recorded.
     exit_recorder: Option<ExitRecorder>,
+    /// The user processes start as, when not the agent's own.
+    run_as: Option<RunAs>,
     /// With a state directory: when the last heartbeat the control plane answered was sent
     /// (Unix ms), by this agent or (until it has one) by the previous one on the directory.
     last_answered_heartbeat_ms: Option<u64>,
@@ -730,8 +741,16 @@ impl Supervisor {
             group_lock: None,
             punch_every: PUNCH_EVERY_BYTES,
             exit_recorder: None,
+            run_as: None,
             last_answered_heartbeat_ms: None,
         }
+    }
+
+    /// Starts every process as `user` (the agent runs as root): the processes then cannot
+    /// read the agent's token, state or other users' jobs (docs/agent.md, "Who may read what").
+    pub fn with_run_as(mut self, user: RunAs) -> Self {
+        self.run_as = Some(user);
+        self
     }
 
     /// Runs every process under `recorder`, which writes how it ended to `exits/` in the state
@@ -1190,16 +1209,28 @@ impl Supervisor {
                 let (reader, writer) =
                     std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
                 handshake = Some((reader, *recorder));
-                let mut cmd = recorder.command(status, &a.command);
+                let user = self.run_as.as_ref().map(|u| (u.uid, u.gid));
+                let mut cmd = recorder.command(status, &a.command, user);
                 cmd.stdin(writer);
                 cmd
             }
             None => {
                 let mut cmd = Command::new(program);
                 cmd.args(args).stdin(Stdio::null());
+                if let Some(user) = &self.run_as {
+                    // (Started by root, the process also drops root's supplementary groups.)
+                    std::os::unix::process::CommandExt::uid(&mut cmd, user.uid);
+                    std::os::unix::process::CommandExt::gid(&mut cmd, user.gid);
+                }
                 cmd
             }
         };
+        if let Some(user) = &self.run_as {
+            // The user's own, not root's; a job's `env` may still set them.
+            cmd.env("HOME", &user.home)
+                .env("USER", &user.name)
+                .env("LOGNAME", &user.name);
+        }
         // The agent's own token (given to it in the environment) is not the job's: a rank
         // holding it could act as any node agent of the fleet.
         cmd.env_remove("SWITCHYARD_TOKEN")

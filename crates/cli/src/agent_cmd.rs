@@ -61,6 +61,10 @@ pub struct AgentArgs {
     /// adopts the processes the previous one left running.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Start every process as USER (a name or uid), not as the agent's own user: the agent
+    /// runs as root, and jobs then cannot read its token or each other's environment.
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
     /// How long the agent keeps its training ranks running while no heartbeat gets through
     /// (e.g. 60s, 5m): by then the server has declared the node lost and restarted the gang
     /// elsewhere. Services' replicas keep running.
@@ -93,6 +97,7 @@ fn summary(node: &NodeInfo) -> String {
 /// it ended in FILE; see `switchyard_agent::exit_record`.
 pub fn record_exit(
     status: &std::path::Path,
+    user: Option<(u32, u32)>,
     argv: &[std::ffi::OsString],
 ) -> std::process::ExitCode {
     use std::os::fd::AsFd as _;
@@ -102,7 +107,7 @@ pub fn record_exit(
         Ok(fd) => Box::new(std::fs::File::from(fd)),
         Err(_) => Box::new(std::io::sink()),
     };
-    let code = switchyard_agent::exit_record::run_and_record(status, argv, &mut handshake);
+    let code = switchyard_agent::exit_record::run_and_record(status, argv, user, &mut handshake);
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
@@ -238,6 +243,7 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
             )),
             other => CliError::Input(other.to_string()),
         })?;
+    let run_as = args.run_as.as_deref().map(run_as_user).transpose()?;
     let supervisor = match &args.state_dir {
         // Under a recorder, so that the next agent on this directory learns the exit codes
         // of the processes it adopts.
@@ -257,6 +263,10 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
             Supervisor::with_group_file(&default_group_file(&args.server, cluster, &node.hostname))
                 .map_err(|e| CliError::Input(e.to_string()))?
         }
+    };
+    let supervisor = match run_as {
+        Some(user) => supervisor.with_run_as(user),
+        None => supervisor,
     };
     let stop = stop_on_signal()?;
     // Whoever reads stdout may be gone; the agent runs on regardless.
@@ -305,4 +315,34 @@ fn token_from_file(path: &std::path::Path) -> Result<String, CliError> {
         );
     }
     Ok(token)
+}
+
+/// `--run-as USER`: a user of this machine (by name, or by uid) other than root, for an agent
+/// running as root.
+fn run_as_user(user: &str) -> Result<switchyard_agent::supervisor::RunAs, CliError> {
+    use nix::unistd::{Uid, User, geteuid};
+    let found = match user.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+        Err(_) => User::from_name(user),
+    }
+    .map_err(|e| CliError::Input(format!("--run-as {user}: cannot look the user up: {e}")))?
+    .ok_or_else(|| CliError::Input(format!("--run-as {user}: no such user on this machine")))?;
+    if found.uid.is_root() {
+        return Err(CliError::Input(format!(
+            "--run-as {user}: that is root; name the unprivileged user jobs should run as"
+        )));
+    }
+    if !geteuid().is_root() {
+        return Err(CliError::Input(format!(
+            "--run-as {user}: the agent must run as root to start processes as another user \
+             (it runs as uid {})",
+            geteuid()
+        )));
+    }
+    Ok(switchyard_agent::supervisor::RunAs {
+        name: found.name,
+        uid: found.uid.as_raw(),
+        gid: found.gid.as_raw(),
+        home: found.dir,
+    })
 }

@@ -72,6 +72,11 @@ enum Command {
         /// Where the exit code or signal is written.
         #[arg(long)]
         status: std::path::PathBuf,
+        /// Start the program as this uid (with --gid); the recorder stays the agent's.
+        #[arg(long, requires = "gid")]
+        uid: Option<u32>,
+        #[arg(long, requires = "uid")]
+        gid: Option<u32>,
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         argv: Vec<std::ffi::OsString>,
@@ -80,10 +85,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::RecordExit { status, argv } = &cli.command {
+    if let Command::RecordExit {
+        status,
+        uid,
+        gid,
+        argv,
+    } = &cli.command
+    {
         // Before logging is set up: whatever the recorder printed would land in the
         // process's own output.
-        return agent_cmd::record_exit(status, argv);
+        return agent_cmd::record_exit(status, uid.zip(*gid), argv);
     }
     // The demo narrates what matters itself; its server's warnings (a lost node) are the story.
     let default_level = if matches!(cli.command, Command::Demo(_)) {

@@ -239,7 +239,7 @@ mod standin {
 
     const ASSIGNMENT: &str = r#"{"assignments":[{"id":"job-1/attempt-1/rank-0","job_id":"job-1",
         "attempt":1,"rank":0,"world_size":1,"local_rank":0,"master_addr":"127.0.0.1",
-        "master_port":29500,"command":["sh","-c","echo hello-from-$RANK-$SWITCHYARD_JOB_ID-token-${SWITCHYARD_TOKEN:-none}; exec sleep 300"],
+        "master_port":29500,"command":["sh","-c","echo hello-from-$RANK-$SWITCHYARD_JOB_ID-token-${SWITCHYARD_TOKEN:-none}-uid-$(id -u)-reads-agent-$(cat /proc/$PPID/environ >/dev/null 2>&1 && echo yes || echo no); exec sleep 300"],
         "stop_grace_ms":2000}]}"#;
 
     pub fn start() -> Server {
@@ -379,11 +379,14 @@ fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
             .find(|s| s["assignment_id"] == id)
             .map(|s| s["state"].clone())
     };
+    // The rank runs as the agent's user, which may read the agent's environment.
+    let hello = format!(
+        "hello-from-0-job-1-token-none-uid-{}-reads-agent-yes",
+        id_u(None)
+    );
     wait_until("the rank's hello line", || {
         let seen = server.seen.lock().expect("lock");
-        seen.lines
-            .iter()
-            .any(|l| l == "hello-from-0-job-1-token-none")
+        seen.lines.iter().any(|l| *l == hello)
     });
     assert_eq!(
         phase("job-1/attempt-1/rank-0").map(|s| s["phase"].clone()),
@@ -415,6 +418,90 @@ fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
         status.is_some()
     });
     assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
+
+/// `id -u [user]`.
+fn id_u(user: Option<&str>) -> String {
+    let out = std::process::Command::new("id")
+        .arg("-u")
+        .args(user)
+        .output()
+        .expect("run id");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// With `--run-as`, an agent running as root starts ranks as that user — with or without a
+/// state directory (under the exit recorder, which stays root to write the end) — and they
+/// cannot read the agent's environment, where its token may be.
+#[test]
+fn a_root_agent_starts_ranks_as_the_run_as_user() {
+    use std::sync::atomic::Ordering;
+    if id_u(None) != "0" {
+        eprintln!("SKIPPED: --run-as needs the agent to run as root");
+        return;
+    }
+    let nobody = id_u(Some("nobody"));
+    if nobody.is_empty() {
+        eprintln!("SKIPPED: no user `nobody` on this machine");
+        return;
+    }
+    let state = std::env::temp_dir().join(format!("sy-run-as-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    for state_dir in [None, Some(&state)] {
+        let server = standin::start();
+        let mut agent = switchyard();
+        agent
+            .args(["agent", "--server", &server.url, "--accelerators", "1"])
+            .args(["--cluster", "local", "--run-as", "nobody"])
+            .env("SWITCHYARD_TOKEN", "sy_secret")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(dir) = state_dir {
+            agent.arg("--state-dir").arg(dir);
+        }
+        let mut agent = Reap(agent.spawn().expect("start switchyard agent"));
+        let hello = format!("hello-from-0-job-1-token-none-uid-{nobody}-reads-agent-no");
+        wait_until("the rank's hello line as nobody", || {
+            let seen = server.seen.lock().expect("lock");
+            seen.lines.iter().any(|l| *l == hello)
+        });
+        // Stopped as any other: cancelled, reported, the agent ends cleanly.
+        server.cancel.store(true, Ordering::Relaxed);
+        wait_until("the stop to be reported", || {
+            let seen = server.seen.lock().expect("lock");
+            seen.statuses.iter().any(|s| {
+                s["assignment_id"] == "job-1/attempt-1/rank-0"
+                    && s["state"]["phase"] == "exited"
+                    && s["state"]["stopped_by_agent"] == true
+            })
+        });
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &agent.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let mut status = None;
+        wait_until("the agent to exit", || {
+            status = agent.0.try_wait().expect("try_wait");
+            status.is_some()
+        });
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{state_dir:?}");
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    // Refused: root itself, and a user that does not exist.
+    for (user, says) in [
+        ("root", "that is root"),
+        ("no-such-user-here", "no such user on this machine"),
+    ] {
+        let out = switchyard()
+            .args(["agent", "--server", "http://127.0.0.1:1", "--token", "t"])
+            .args(["--run-as", user])
+            .output()
+            .expect("run switchyard agent");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{user}: {err}");
+        assert!(err.contains(says), "{user}: {err}");
+    }
 }
 
 /// The recorder tells its caller on standard input that the program started, survives the
