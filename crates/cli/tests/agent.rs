@@ -386,7 +386,7 @@ fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
     );
     wait_until("the rank's hello line", || {
         let seen = server.seen.lock().expect("lock");
-        seen.lines.iter().any(|l| *l == hello)
+        seen.lines.contains(&hello)
     });
     assert_eq!(
         phase("job-1/attempt-1/rank-0").map(|s| s["phase"].clone()),
@@ -463,7 +463,7 @@ fn a_root_agent_starts_ranks_as_the_run_as_user() {
         let hello = format!("hello-from-0-job-1-token-none-uid-{nobody}-reads-agent-no");
         wait_until("the rank's hello line as nobody", || {
             let seen = server.seen.lock().expect("lock");
-            seen.lines.iter().any(|l| *l == hello)
+            seen.lines.contains(&hello)
         });
         // Stopped as any other: cancelled, reported, the agent ends cleanly.
         server.cancel.store(true, Ordering::Relaxed);
