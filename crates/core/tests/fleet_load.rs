@@ -770,6 +770,32 @@ fn a_missing_or_mistyped_field_names_its_table() {
         message.contains("region \"us\\teast\" may not contain control"),
         "{message}"
     );
+    // Inside inline tables and arrays too: the element and the key.
+    for (from, to, field) in [
+        (
+            "term_months = 12 }",
+            "term_months = 12.5 }",
+            "providers[0].contracts[0].reserved.term_months",
+        ),
+        (
+            "{ accelerators = 600 }]",
+            "{ accelerators = 16.5 }]",
+            "tenants[0].teams[0].quotas[1].accelerators",
+        ),
+        (
+            "{ cluster = \"east\", accelerators = 512 }",
+            "{ cluster = \"east\" }",
+            "tenants[0].teams[0].quotas[0]",
+        ),
+        (
+            "{ cluster = \"east\", accelerators = 512 }",
+            "{ cluster = \"east\", 'accelerators' = \"x\" }",
+            "tenants[0].teams[0].quotas[0].accelerators",
+        ),
+    ] {
+        let (_, got, message) = error_of(&mutate(from, to));
+        assert_eq!(got, field, "{to}: {message}");
+    }
     // A value of the wrong type: its full key.
     let text = mutate("nodes = 128", "nodes = \"many\"");
     let (_, field, _) = error_of(&text);

@@ -396,16 +396,92 @@ fn key_at(text: &str, offset: usize) -> String {
     let line = text.get(start..).unwrap_or("").lines().next().unwrap_or("");
     let table = table_path(text.get(..start).unwrap_or(""), line);
     match line.split_once('=') {
-        Some((key, _)) if !key.trim_start().starts_with('[') => {
+        Some((key, value)) if !key.trim_start().starts_with('[') => {
             let key = key.trim();
+            // Where in the value the offset lies: an inline array's element, an inline
+            // table's key (`quotas[0].accelerators`).
+            let value_start = start + line.len() - value.len();
+            let inner = text
+                .get(value_start.min(offset)..offset)
+                .map(inline_path)
+                .unwrap_or_default();
             if table.is_empty() {
-                key.to_owned()
+                format!("{key}{inner}")
             } else {
-                format!("{table}.{key}")
+                format!("{table}.{key}{inner}")
             }
         }
         _ => table,
     }
+}
+
+/// The path into an inline value (`[{ a = 1 }, { b = [2, 3] }]`) at the end of `before`, its
+/// text up to the offset: `[1].b[0]`. Strings are skipped; a key counts once its `=` is passed.
+fn inline_path(before: &str) -> String {
+    enum Frame {
+        Array(usize),
+        Table(Option<String>),
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut word = String::new();
+    let mut chars = before.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                // A quoted key or string value: read to its closing quote.
+                let mut quoted = String::new();
+                while let Some(q) = chars.next() {
+                    if q == '\\' && c == '"' {
+                        chars.next();
+                    } else if q == c {
+                        break;
+                    } else {
+                        quoted.push(q);
+                    }
+                }
+                word = quoted;
+            }
+            '[' => {
+                stack.push(Frame::Array(0));
+                word.clear();
+            }
+            '{' => {
+                stack.push(Frame::Table(None));
+                word.clear();
+            }
+            ']' | '}' => {
+                stack.pop();
+                word.clear();
+            }
+            ',' => {
+                if let Some(Frame::Array(i)) = stack.last_mut() {
+                    *i += 1;
+                }
+                word.clear();
+            }
+            '=' => {
+                if let Some(Frame::Table(key)) = stack.last_mut() {
+                    *key = Some(std::mem::take(&mut word));
+                }
+                word.clear();
+            }
+            c if c.is_alphanumeric() || c == '_' || c == '-' => word.push(c),
+            c if c.is_whitespace() => {}
+            _ => word.clear(),
+        }
+    }
+    let mut path = String::new();
+    for frame in &stack {
+        match frame {
+            Frame::Array(i) => path.push_str(&format!("[{i}]")),
+            Frame::Table(Some(key)) => {
+                path.push('.');
+                path.push_str(key.trim());
+            }
+            Frame::Table(None) => {}
+        }
+    }
+    path
 }
 
 /// The path of the table a line belongs to (`clusters[1]`, `tenants[0].teams[2]`), from the
