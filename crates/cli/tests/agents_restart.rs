@@ -239,6 +239,57 @@ fn a_dead_agent_is_declared_lost_under_a_short_deadline() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A node whose agent dies while the server is down is lost a deadline after the restarted
+/// server takes the lease, though this process never heard from it: listed as lost, and its
+/// slot goes to the next host (it was held for good, new hosts refused `cluster_full`).
+#[test]
+fn a_node_that_died_with_the_server_is_lost_and_its_slot_taken() {
+    let dir = scratch("agents-restart-dead-node");
+    let fleet = fleet_file(&dir, 2, 2);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut s = AgentServer::start_with_deadline(&dir, &fleet, &listen, "100ms", 5);
+    let url = s.url().to_owned();
+    let start = |name: &str| {
+        start_agent(
+            &[],
+            &url,
+            &s.agent_token,
+            name,
+            "127.0.0.1",
+            2,
+            &dir.join(format!("{name}.log")),
+        )
+    };
+    let (dies, lives) = (start("dies"), start("lives"));
+    s.wait_ready(2);
+    // The server and one agent die together; the other agent waits for the server.
+    s.server.kill();
+    drop(dies);
+    let args = server_args(&fleet, &s.checkpoints, "100ms", 5);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.server = Server::start_on(&s.server.db.clone(), &listen, &args);
+    wait_for(30, "the restarted server to lead", || {
+        (s.server.role() == "leader").then_some(())
+    });
+    let state = |s: &AgentServer, host: &str| {
+        s.nodes()
+            .iter()
+            .find(|n| n["hostname"] == host)
+            .and_then(|n| n["state"].as_str().map(str::to_owned))
+    };
+    wait_for(30, "the dead node to be declared lost", || {
+        (state(&s, "dies").as_deref() == Some("lost")).then_some(())
+    });
+    assert_eq!(state(&s, "lives").as_deref(), Some("ready"));
+    // A new host takes the dead node's slot.
+    let new = start("new");
+    wait_for(30, "the new host to take the slot", || {
+        (state(&s, "new").as_deref() == Some("ready")).then_some(())
+    });
+    drop((new, lives));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An agent restarted in place on its --state-dir learns how the ranks it adopted ended — one
 /// that ended while no agent ran, one that ended under the new agent — from the recorder each
 /// runs under, so a rank that succeeded is not run again and a rank that failed spends its

@@ -404,6 +404,16 @@ struct NodeOnRecord {
     orphan_stop_ms: i64,
     /// The machine's boot then, if it sent one.
     boot: Option<String>,
+    /// Where it is and what it had, for [`AgentHub::nodes`] while this term has not heard
+    /// from it (`None` for a cluster the hub does not run).
+    place: Option<(u32, u32)>,
+    hostname: String,
+    address: String,
+    accelerators: u32,
+    heartbeat_ms: i64,
+    /// Lost in the store, or declared lost by this term for not registering within a
+    /// deadline of its start: its slot goes to the next host that asks.
+    lost: bool,
 }
 
 /// An agent's `orphan_stop_ms` as taken: what it said, at most a week, or the default for one
@@ -963,7 +973,29 @@ impl AgentHub {
     /// The registered nodes, for the API and the demo: (id, cluster, slot, host, lost).
     pub fn nodes(&self) -> Vec<NodeView> {
         let hub = self.lock();
-        hub.nodes
+        // Nodes on record this term has not heard from yet, as the store has them (lost once
+        // a deadline of the term passed without their agent).
+        let unheard = hub.on_record.iter().filter_map(|(id, r)| {
+            let (cluster, slot) = r.place?;
+            (!hub.nodes.contains_key(id)).then(|| NodeView {
+                id: id.clone(),
+                cluster: hub.cluster_name(cluster).unwrap_or_default().to_owned(),
+                slot,
+                hostname: r.hostname.clone(),
+                address: r.address.clone(),
+                accelerators: r.accelerators,
+                state: if r.lost { "lost" } else { "ready" }.into(),
+                drained: hub.drained.get(id).cloned().map(|d| DrainView {
+                    reason: d.reason,
+                    since_ms: d.since_ms,
+                }),
+                last_seen_ms: r.heartbeat_ms,
+                processes: 0,
+                jobs: Vec::new(),
+            })
+        });
+        let mut views: Vec<NodeView> = hub
+            .nodes
             .values()
             .map(|n| NodeView {
                 id: n.id.clone(),
@@ -989,7 +1021,10 @@ impl AgentHub {
                     .into_iter()
                     .collect(),
             })
-            .collect()
+            .chain(unheard)
+            .collect();
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        views
     }
 }
 
@@ -2002,11 +2037,38 @@ impl Backend for AgentBackend {
                 lost.push(n.lose(Some(peer)));
             }
         }
+        // A node the store has as ready whose agent has not registered with this term within
+        // a deadline of its start (it died around the change of leader, and no leader of
+        // this process ever heard from it) is lost too: its slot is free for another host.
+        // Nothing of this term runs on it, so only the store and the node list hear of it.
+        let mut unheard = Vec::new();
+        if let Some(started) = hub.term_started_ms
+            && !grace
+            && now_ms - started > deadline
+        {
+            let Hub {
+                on_record, nodes, ..
+            } = &mut *hub;
+            for (id, r) in on_record.iter_mut() {
+                if !r.lost && r.place.is_some() && !nodes.contains_key(id) {
+                    r.lost = true;
+                    tracing::warn!(
+                        node = %id,
+                        host = %r.hostname,
+                        "node lost: node {id} ({}) has not registered since this leader's term \
+                         began {} ms ago",
+                        r.hostname,
+                        now_ms - started
+                    );
+                    unheard.push(id.clone());
+                }
+            }
+        }
         if let (Some(store), Ok(rt)) = (&self.store, tokio::runtime::Handle::try_current())
-            && !lost.is_empty()
+            && !(lost.is_empty() && unheard.is_empty())
         {
             let store = store.clone();
-            let ids: Vec<String> = lost.iter().map(|l| l.id.clone()).collect();
+            let ids: Vec<String> = lost.iter().map(|l| l.id.clone()).chain(unheard).collect();
             rt.spawn(async move {
                 use switchyard_store::StoreWrite as _;
                 for id in ids {
@@ -2243,6 +2305,15 @@ impl Backend for AgentBackend {
                 let record = NodeOnRecord {
                     orphan_stop_ms: orphan_stop_of(said),
                     boot: n.boot_id.clone(),
+                    place: hub
+                        .cluster(&n.cluster)
+                        .zip(u32::try_from(n.slot).ok())
+                        .map(|(c, slot)| (c.index, slot)),
+                    hostname: n.hostname.clone(),
+                    address: n.address.clone(),
+                    accelerators: u32::try_from(n.accelerators).unwrap_or(0),
+                    heartbeat_ms: n.heartbeat_ms,
+                    lost: n.state == switchyard_store::NodeState::Lost,
                 };
                 (n.id.clone(), record)
             })
@@ -2842,6 +2913,63 @@ mod tests {
         out.accelerators[1].index = 2;
         let e = h.resolve(&out, Some("boot")).expect_err("index 2 of 2");
         assert!(e.to_string().contains("(indices 0 to 1)"), "{e}");
+    }
+
+    /// A node the store has as ready that never registers with this term (its agent died
+    /// around the change of leader) is lost a deadline after the term began: listed, and its
+    /// slot freed in the store; a node that registered is not.
+    #[test]
+    fn a_node_on_record_that_never_registers_with_the_term_is_lost() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        b.reset();
+        let t0 = now_ms();
+        let record = |id: &str, slot: i64| switchyard_store::NodeRecord {
+            id: id.into(),
+            cluster: "local".into(),
+            slot,
+            hostname: format!("host-{id}"),
+            address: String::new(),
+            cpus: 4,
+            memory_bytes: 1 << 30,
+            accelerators: 2,
+            info: serde_json::to_string(&info(id, 2)).expect("json"),
+            state: switchyard_store::NodeState::Ready,
+            registered_ms: t0 - 60_000,
+            heartbeat_ms: t0 - 1_000,
+            lost_ms: None,
+            boot_id: None,
+            drained: None,
+        };
+        b.nodes_on_record(&[record("n-dead", 2), record("n-alive", 0)]);
+        let alive = join(&h, "alive", 0, t0);
+        let state = |id: &str| {
+            h.nodes()
+                .into_iter()
+                .find(|n| n.hostname.ends_with(id))
+                .map(|n| n.state)
+        };
+        let _ = b.poll(t0);
+        assert_eq!(
+            state("dead").as_deref(),
+            Some("ready"),
+            "on record, not yet lost"
+        );
+        let deadline = h.settings.deadline_ms();
+        for t in (1..=5).map(|k| t0 + k * deadline / 4) {
+            h.heartbeat(&alive, t).expect("alive beats");
+            let _ = b.poll(t);
+        }
+        assert_eq!(state("dead").as_deref(), Some("lost"));
+        assert_eq!(state("alive").as_deref(), Some("ready"));
+        assert_eq!(
+            h.nodes()
+                .iter()
+                .filter(|n| n.hostname == "host-n-dead")
+                .count(),
+            1,
+            "listed once"
+        );
     }
 
     /// A hub and its backend with nodes a, bb and c joined at `now` in slots 0, 1 and 2.
