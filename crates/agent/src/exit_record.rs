@@ -61,21 +61,51 @@ impl ExitRecorder {
     }
 
     /// The command that runs `argv` under the recorder, writing its end to `status`; with
-    /// `user`, the recorder starts `argv` as that user (uid, gid) while it stays the agent's.
-    pub fn command(&self, status: &Path, argv: &[String], user: Option<(u32, u32)>) -> Command {
+    /// `user`, the recorder starts `argv` as that user (uid, gid, and the working directory
+    /// it enters as that user) while it stays the agent's.
+    pub fn command(&self, status: &Path, argv: &[String], user: Option<RunAsIds<'_>>) -> Command {
         let mut cmd = Command::new(&self.program);
         if let Some(arg0) = &self.arg0 {
             std::os::unix::process::CommandExt::arg0(&mut cmd, arg0);
         }
         cmd.args(&self.args).arg("--status").arg(status);
-        if let Some((uid, gid)) = user {
+        if let Some(user) = user {
             cmd.arg("--uid")
-                .arg(uid.to_string())
+                .arg(user.uid.to_string())
                 .arg("--gid")
-                .arg(gid.to_string());
+                .arg(user.gid.to_string());
+            if let Some(dir) = user.cwd {
+                cmd.arg("--cwd").arg(dir);
+            }
         }
         cmd.arg("--").args(argv);
         cmd
+    }
+}
+
+/// Whom the recorder starts a program as, and where ([`ExitRecorder::command`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAsIds<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    /// The working directory, entered as that user (so one it may not enter fails the start).
+    pub cwd: Option<&'a Path>,
+}
+
+/// Why `program` could not start as `user` in `cwd`: a permission refused is the working
+/// directory's as often as the program's, so both are named.
+pub fn start_error(program: &str, user: Option<RunAsIds<'_>>, e: &std::io::Error) -> String {
+    match user {
+        Some(RunAsIds {
+            uid,
+            cwd: Some(cwd),
+            ..
+        }) if e.kind() == std::io::ErrorKind::PermissionDenied => format!(
+            "{program}: {e} (as uid {uid}, which must be able to enter the working directory {} \
+             and run the program)",
+            cwd.display()
+        ),
+        _ => format!("{program}: {e}"),
     }
 }
 
@@ -138,7 +168,7 @@ fn write(path: &Path, exit: &RecordedExit) -> std::io::Result<()> {
 pub fn run_and_record(
     status: &Path,
     argv: &[OsString],
-    user: Option<(u32, u32)>,
+    user: Option<RunAsIds<'_>>,
     handshake: &mut dyn Write,
 ) -> i32 {
     let Some((program, args)) = argv.split_first() else {
@@ -147,15 +177,19 @@ pub fn run_and_record(
     };
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(Stdio::null());
-    if let Some((uid, gid)) = user {
-        // (Started by root, the child also drops root's supplementary groups.)
-        std::os::unix::process::CommandExt::uid(&mut cmd, uid);
-        std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+    if let Some(user) = user {
+        // (Started by root, the child also drops root's supplementary groups; it enters its
+        // working directory after, as the user.)
+        std::os::unix::process::CommandExt::uid(&mut cmd, user.uid);
+        std::os::unix::process::CommandExt::gid(&mut cmd, user.gid);
+        if let Some(dir) = user.cwd {
+            cmd.current_dir(dir);
+        }
     }
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let reason = format!("{}: {e}", program.to_string_lossy()).replace('\n', " ");
+            let reason = start_error(&program.to_string_lossy(), user, &e).replace('\n', " ");
             let _ = writeln!(handshake, "{NOT_STARTED}{reason}");
             return NOT_STARTED_CODE;
         }
@@ -307,7 +341,11 @@ mod tests {
         let cmd = rec.command(
             Path::new("/s/x.json"),
             &["train".into()],
-            Some((65534, 65533)),
+            Some(RunAsIds {
+                uid: 65534,
+                gid: 65533,
+                cwd: Some(Path::new("/w")),
+            }),
         );
         let args: Vec<_> = cmd.get_args().collect();
         assert_eq!(
@@ -320,6 +358,8 @@ mod tests {
                 "65534",
                 "--gid",
                 "65533",
+                "--cwd",
+                "/w",
                 "--",
                 "train"
             ]

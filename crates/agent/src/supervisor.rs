@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -500,9 +501,23 @@ fn write_atomically<T: Serialize + ?Sized>(path: &Path, value: &T) {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
+    // Readable by the agent's user only: `processes.json` holds every assignment's `env`,
+    // which jobs started under `--run-as` must not read.
     let written = serde_json::to_vec_pretty(value)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|bytes| {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            // (A temporary file left by an older agent keeps its mode: set it.)
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            f.write_all(&bytes)
+        })
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         tracing::warn!("cannot write {}: {e}", path.display());
@@ -885,9 +900,24 @@ impl Supervisor {
         // Absolute, because the recorder is handed paths in it and may run in another
         // working directory.
         let dir = &std::path::absolute(dir).map_err(io_err("resolve", dir))?;
+        // The directory (when made here) and what it holds are the agent's user's alone: the
+        // records hold assignments' `env` and the logs their output, which jobs started under
+        // `--run-as` (as another user) must not read. A directory given that others may
+        // enter is left as it is: it may hold more than this.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("create", dir))?;
         for sub in ["logs", "exits"] {
             let path = dir.join(sub);
-            std::fs::create_dir_all(&path).map_err(io_err("create", &path))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&path)
+                .map_err(io_err("create", &path))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err("restrict", &path))?;
         }
         let lock = lock_file(&dir.join("agent.lock"))?;
         let mut sup = Self::new();
@@ -1209,7 +1239,11 @@ impl Supervisor {
                 let (reader, writer) =
                     std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
                 handshake = Some((reader, *recorder));
-                let user = self.run_as.as_ref().map(|u| (u.uid, u.gid));
+                let user = self.run_as.as_ref().map(|u| exit_record::RunAsIds {
+                    uid: u.uid,
+                    gid: u.gid,
+                    cwd: a.working_dir.as_deref().map(Path::new),
+                });
                 let mut cmd = recorder.command(status, &a.command, user);
                 cmd.stdin(writer);
                 cmd
@@ -1277,7 +1311,14 @@ impl Supervisor {
                     recorder.program.display()
                 ));
             }
-            (Err(e), None) => return Err(format!("{program}: {e}")),
+            (Err(e), None) => {
+                let user = self.run_as.as_ref().map(|u| exit_record::RunAsIds {
+                    uid: u.uid,
+                    gid: u.gid,
+                    cwd: a.working_dir.as_deref().map(Path::new),
+                });
+                return Err(exit_record::start_error(program, user, &e));
+            }
         };
         // Our copy of the handshake's write end goes with the command, so that a recorder
         // that dies before answering reads as the end of the pipe, not a hang.

@@ -97,7 +97,7 @@ fn summary(node: &NodeInfo) -> String {
 /// it ended in FILE; see `switchyard_agent::exit_record`.
 pub fn record_exit(
     status: &std::path::Path,
-    user: Option<(u32, u32)>,
+    user: Option<switchyard_agent::exit_record::RunAsIds<'_>>,
     argv: &[std::ffi::OsString],
 ) -> std::process::ExitCode {
     use std::os::fd::AsFd as _;
@@ -216,6 +216,8 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
+    // Before the token: a flag that cannot work is the first thing to say.
+    let run_as = args.run_as.as_deref().map(run_as_user).transpose()?;
     let token = match &args.token_file {
         Some(path) => token_from_file(path)?,
         None => args.token.filter(|t| !t.is_empty()).ok_or_else(|| {
@@ -243,7 +245,6 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
             )),
             other => CliError::Input(other.to_string()),
         })?;
-    let run_as = args.run_as.as_deref().map(run_as_user).transpose()?;
     let supervisor = match &args.state_dir {
         // Under a recorder, so that the next agent on this directory learns the exit codes
         // of the processes it adopts.

@@ -32,10 +32,15 @@ pub struct ClientArgs {
     pub token: Option<String>,
 }
 
-/// Where a server URL came from, for a message refusing it: `SWITCHYARD_URL` when the
-/// environment holds this value (a user who never typed `flag` looks for the variable).
+/// Where a server URL came from, for a message refusing it: `SWITCHYARD_URL` when `flag` was
+/// not typed and the environment holds this value (a user who never typed `flag` looks for the
+/// variable).
 pub fn url_source(url: &str, flag: &'static str) -> &'static str {
-    if std::env::var_os("SWITCHYARD_URL").is_some_and(|v| v == url) {
+    let typed = std::env::args_os().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
+    });
+    if !typed && std::env::var_os("SWITCHYARD_URL").is_some_and(|v| v == url) {
         "SWITCHYARD_URL"
     } else {
         flag

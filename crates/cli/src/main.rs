@@ -77,6 +77,9 @@ enum Command {
         uid: Option<u32>,
         #[arg(long, requires = "uid")]
         gid: Option<u32>,
+        /// The program's working directory, entered as --uid.
+        #[arg(long, requires = "uid")]
+        cwd: Option<std::path::PathBuf>,
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         argv: Vec<std::ffi::OsString>,
@@ -89,12 +92,20 @@ fn main() -> ExitCode {
         status,
         uid,
         gid,
+        cwd,
         argv,
     } = &cli.command
     {
         // Before logging is set up: whatever the recorder printed would land in the
         // process's own output.
-        return agent_cmd::record_exit(status, uid.zip(*gid), argv);
+        let user = uid
+            .zip(*gid)
+            .map(|(uid, gid)| switchyard_agent::exit_record::RunAsIds {
+                uid,
+                gid,
+                cwd: cwd.as_deref(),
+            });
+        return agent_cmd::record_exit(status, user, argv);
     }
     // The demo narrates what matters itself; its server's warnings (a lost node) are the story.
     let default_level = if matches!(cli.command, Command::Demo(_)) {

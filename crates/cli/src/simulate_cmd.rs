@@ -96,12 +96,26 @@ fn warn_unlisted_teams(fleet: &switchyard_core::Fleet, jobs: &[switchyard_core::
         }
     }
     for (name, count) in unlisted {
+        // An organisation's name is the likeliest slip: say which teams it means.
+        let what = match fleet.tenants.iter().find(|o| o.name == name) {
+            Some(org) => format!(
+                "is organisation {name} of fleet {}, not a team (its teams: {})",
+                fleet.name,
+                org.teams
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!(
+                "is not a team of fleet {} (its teams: {})",
+                fleet.name,
+                teams.join(", ")
+            ),
+        };
         tracing::warn!(
-            "tenant `{name}` ({}) is not a team of fleet {} (its teams: {}): its jobs \
-             run under no quota",
+            "tenant `{name}` ({}) {what}: its jobs run under no quota",
             crate::table::plural(count as u64, "job"),
-            fleet.name,
-            teams.join(", ")
         );
     }
 }

@@ -243,6 +243,11 @@ mod standin {
         "stop_grace_ms":2000}]}"#;
 
     pub fn start() -> Server {
+        start_with(ASSIGNMENT.to_owned())
+    }
+
+    /// A stand-in that hands out `assignments` (an `{"assignments":[…]}` answer).
+    pub fn start_with(assignments: String) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let cancel = Arc::new(AtomicBool::new(false));
@@ -293,7 +298,7 @@ mod standin {
                         if c.load(Ordering::Relaxed) {
                             (200, r#"{"assignments":[]}"#.to_string())
                         } else {
-                            (200, ASSIGNMENT.to_string())
+                            (200, assignments.clone())
                         }
                     }
                     ("PUT", "/v1/agent/nodes/n1/status") => {
@@ -487,6 +492,71 @@ fn a_root_agent_starts_ranks_as_the_run_as_user() {
         });
         assert_eq!(status.and_then(|s| s.code()), Some(0), "{state_dir:?}");
     }
+    // A working directory the user may not enter fails the start, naming the directory,
+    // with or without the recorder (which, as root, could enter it).
+    let private = std::env::temp_dir().join(format!("sy-run-as-private-{}", std::process::id()));
+    std::fs::create_dir_all(&private).expect("private dir");
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let fresh_state = state.with_extension("fresh");
+    for state_dir in [None, Some(&fresh_state)] {
+        let server = standin::start_with(format!(
+            r#"{{"assignments":[{{"id":"job-1/attempt-1/rank-0","job_id":"job-1",
+            "attempt":1,"rank":0,"world_size":1,"local_rank":0,"master_addr":"127.0.0.1",
+            "master_port":29500,"command":["sh","-c","pwd; ls ."],"working_dir":"{}",
+            "stop_grace_ms":2000}}]}}"#,
+            private.display()
+        ));
+        let mut agent = switchyard();
+        agent
+            .args(["agent", "--server", &server.url, "--accelerators", "1"])
+            .args(["--cluster", "local", "--run-as", "nobody", "--token", "t"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(dir) = state_dir {
+            agent.arg("--state-dir").arg(dir);
+        }
+        let _agent = Reap(agent.spawn().expect("start switchyard agent"));
+        wait_until("the start to fail, naming the directory", || {
+            let seen = server.seen.lock().expect("lock");
+            seen.statuses.iter().any(|s| {
+                s["state"]["phase"] == "failed_to_start"
+                    && s["state"]["error"].as_str().is_some_and(|e| {
+                        e.contains(&format!(
+                            "which must be able to enter the working directory {}",
+                            private.display()
+                        ))
+                    })
+            })
+        });
+        assert!(
+            server.seen.lock().expect("lock").lines.is_empty(),
+            "{state_dir:?}: nothing ran in the directory: {:?}",
+            server.seen.lock().expect("lock").lines
+        );
+    }
+    let _ = std::fs::remove_dir_all(&private);
+    let _ = std::fs::remove_dir_all(&fresh_state);
+    // What the agent keeps in its state directory is its own: jobs under --run-as cannot
+    // read the records (assignments' env) or the logs.
+    for sub in ["", "logs", "exits"] {
+        let mode = std::fs::metadata(state.join(sub))
+            .expect("state dir")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077,
+            0,
+            "{sub}"
+        );
+    }
+    let records = std::fs::metadata(state.join("processes.json")).expect("records");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&records.permissions()) & 0o077,
+        0
+    );
     let _ = std::fs::remove_dir_all(&state);
     // Refused: root itself, and a user that does not exist.
     for (user, says) in [

@@ -1972,6 +1972,14 @@ fn bad_server_url_is_an_input_error() {
         err.contains("SWITCHYARD_URL `ftp://127.0.0.1:7070` must start with http://"),
         "{err}"
     );
+    // Typed as well, it is the flag's.
+    let out = Command::new(BIN)
+        .args(["queue", "--token", "t", "--url=ftp://127.0.0.1:7070"])
+        .env("SWITCHYARD_URL", "ftp://127.0.0.1:7070")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--url `ftp://127.0.0.1:7070`"), "{err}");
     let out = Command::new(BIN)
         .args(["queue", "--url", "http://127.0.0.1:1", "--token", "t"])
         .output()

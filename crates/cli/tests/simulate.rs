@@ -416,7 +416,8 @@ fn teams_quota_caps_bound_the_scenario_and_unlisted_teams_are_named() {
     let trace = tmp("unlisted.csv");
     std::fs::write(
         &trace,
-        "id,submit_s,accelerators,duration_s,tenant\na,0,8,60,research\nb,0,8,60,reserch\n",
+        "id,submit_s,accelerators,duration_s,tenant\na,0,8,60,research\nb,0,8,60,reserch\n\
+         c,0,8,60,lab\n",
     )
     .expect("write");
     let out = bin()
@@ -431,9 +432,19 @@ fn teams_quota_caps_bound_the_scenario_and_unlisted_teams_are_named() {
             && !stderr.contains("`research`"),
         "{stderr}"
     );
+    // An organisation's name is said to be one.
+    assert!(
+        stderr.contains(
+            "tenant `lab` (1 job) is organisation lab of fleet small, not a team (its teams: \
+             research"
+        ),
+        "{stderr}"
+    );
     // Said to the person who typed the command: no timestamp, no module path.
     assert!(
-        stderr.trim_start().starts_with("WARN tenant `reserch`")
+        stderr
+            .lines()
+            .all(|l| l.trim_start().starts_with("WARN tenant `"))
             && !stderr.contains("simulate_cmd"),
         "{stderr}"
     );
