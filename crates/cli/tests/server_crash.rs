@@ -265,3 +265,79 @@ fn sqlite_a_stalled_client_does_not_hold_a_stopping_server() {
     assert!(took < Duration::from_secs(20), "it took {took:?} to stop");
     drop(stalled);
 }
+
+/// `/metrics` answers while the store stalls, from what the process holds, saying so with
+/// `switchyard_store_up 0`: a scrape that waited on the store (10 s) would time out for the
+/// whole stall. The stall is a relay in front of PostgreSQL that stops passing bytes.
+#[test]
+fn postgres_metrics_answer_while_the_store_stalls() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(db) = fresh_db("postgres") else {
+        return;
+    };
+    let _turn = take_turn();
+    // postgres://USER:PASS@HOST:PORT/DB → the same through the relay.
+    let (head, rest) = db.split_once('@').expect("a URL with credentials");
+    let (host_port, path) = rest.split_once('/').expect("a database");
+    let upstream: std::net::SocketAddr = host_port
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .expect("HOST:PORT");
+    let paused = Arc::new(AtomicBool::new(false));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+    let relay_port = listener.local_addr().expect("addr").port();
+    let gate = paused.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let (Ok(client), Ok(server)) = (client, TcpStream::connect(upstream)) else {
+                continue;
+            };
+            let pairs = [
+                (client.try_clone(), server.try_clone()),
+                (Ok(server), Ok(client)),
+            ];
+            for pair in pairs {
+                let (Ok(mut from), Ok(mut to)) = pair else {
+                    continue;
+                };
+                let gate = gate.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        while gate.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    let relayed = format!("{head}@127.0.0.1:{relay_port}/{path}");
+    let admin = token(&db, "ops", true);
+    let server = Server::start(&relayed);
+    wait_for(30, "the server to lead", || {
+        (server.role() == "leader").then_some(())
+    });
+    let metrics = format!("{}/metrics", server.url);
+    let (status, text) = call("GET", &metrics, Some(&admin), None);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.to_string().contains("switchyard_store_up 1"), "{text}");
+    paused.store(true, Ordering::Relaxed);
+    let (status, text) = call("GET", &metrics, Some(&admin), None);
+    paused.store(false, Ordering::Relaxed);
+    let text = text.as_str().unwrap_or_default().to_owned();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("switchyard_store_up 0"), "{text}");
+    assert!(text.contains("switchyard_leader "), "{text}");
+    assert!(!text.contains("switchyard_queue_length{"), "{text}");
+}

@@ -559,6 +559,9 @@ const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2
 /// Any token may scrape: fleet-wide series for everyone, per-tenant series for the token's own
 /// tenant only (every tenant for admins, none for agents), so that tenants' names and load are
 /// not anyone's to read.
+/// How long `/metrics` waits for the store's figures before answering without them.
+const METRICS_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn metrics(
     State(s): State<AppState>,
     auth: Auth,
@@ -566,16 +569,39 @@ async fn metrics(
 ) -> Result<Response, ApiError> {
     // No filters: a scraper asking for one (`?tenant=`) must not get every series unawares.
     query(q, &[])?;
-    let mut tenants = s.store.tenant_usage().await?;
-    if !auth.0.admin {
-        let own = auth
-            .0
-            .may_use_tenant_api()
-            .then_some(auth.0.tenant.as_str());
-        tenants.retain(|t| Some(t.tenant.as_str()) == own);
-    }
-    let clusters = s.store.cluster_usage().await?;
-    let mut text = s.metrics.render(&s.fleet, &tenants, &clusters);
+    // A scrape must answer while the store stalls (a scraper's timeout is about 10 s, the
+    // store's own 10 s): what comes from the store waits [`METRICS_STORE_WAIT`] at most.
+    let read = async {
+        Ok::<_, switchyard_store::StoreError>((
+            s.store.tenant_usage().await?,
+            s.store.cluster_usage().await?,
+        ))
+    };
+    let usage = match tokio::time::timeout(METRICS_STORE_WAIT, read).await {
+        Ok(Ok(usage)) => Some(usage),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "/metrics: the store's figures are left out");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("/metrics: the store did not answer in time; its figures are left out");
+            None
+        }
+    };
+    let usage = usage.map(|(mut tenants, clusters)| {
+        if !auth.0.admin {
+            let own = auth
+                .0
+                .may_use_tenant_api()
+                .then_some(auth.0.tenant.as_str());
+            tenants.retain(|t| Some(t.tenant.as_str()) == own);
+        }
+        (tenants, clusters)
+    });
+    let mut text = s.metrics.render(
+        &s.fleet,
+        usage.as_ref().map(|(t, c)| (t.as_slice(), c.as_slice())),
+    );
     if let Some(hub) = &s.agents {
         text.push_str(&crate::agents::render_metrics(&hub.nodes()));
     }
@@ -1291,7 +1317,7 @@ mod tests {
                 let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
                 let gauge = state
                     .metrics
-                    .render(&state.fleet, &[], &[])
+                    .render(&state.fleet, Some((&[], &[])))
                     .lines()
                     .find(|l| l.starts_with("switchyard_leader "))
                     .map(str::to_owned);

@@ -67,15 +67,23 @@ impl Metrics {
             .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
     }
 
-    /// The exposition text, with the store's current queue and usage figures.
+    /// The exposition text, with the store's current queue and usage figures (`None` when the
+    /// store did not answer in time: those series are left out, `switchyard_store_up` reads 0,
+    /// and the rest, from this process's memory, is there for the scrape).
     pub fn render(
         &self,
         fleet: &Fleet,
-        tenants: &[TenantUsage],
-        clusters: &[ClusterUsage],
+        usage: Option<(&[TenantUsage], &[ClusterUsage])>,
     ) -> String {
         let mut s = String::new();
         let ld = |x: &AtomicU64| x.load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "# HELP switchyard_store_up 1 when the store answered this scrape's reads in time."
+        );
+        let _ = writeln!(s, "# TYPE switchyard_store_up gauge");
+        let _ = writeln!(s, "switchyard_store_up {}", u8::from(usage.is_some()));
+        let (tenants, clusters) = usage.unwrap_or_default();
         let _ = writeln!(s, "# HELP switchyard_queue_length Pending jobs per tenant.");
         let _ = writeln!(s, "# TYPE switchyard_queue_length gauge");
         for t in tenants {
@@ -101,7 +109,7 @@ impl Metrics {
             "# HELP switchyard_accelerators_busy Accelerators allocated per cluster."
         );
         let _ = writeln!(s, "# TYPE switchyard_accelerators_busy gauge");
-        for c in &fleet.clusters {
+        for c in fleet.clusters.iter().filter(|_| usage.is_some()) {
             let busy = clusters
                 .iter()
                 .find(|u| u.cluster == c.name)
