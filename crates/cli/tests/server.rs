@@ -1802,6 +1802,15 @@ fn a_replica_with_another_fleet_than_the_leaders_is_refused_at_start() {
     let db = fresh_db("sqlite").expect("sqlite");
     let leader = Server::start(&db);
     wait_for(10, "a leader", || (leader.role() == "leader").then_some(()));
+    // With active jobs the other fleet cannot run, the leader is what it is told first:
+    // cancelling them would not get it started.
+    let t = token(&db, "research", false);
+    submit_job(
+        &leader.url,
+        &t,
+        &json!({"kind": "batch", "accelerators": 8, "duration_s": 86_400.0,
+                "clusters": ["colossus-1"]}),
+    );
     let gavel = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/fleets/gavel-48.toml"

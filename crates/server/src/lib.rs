@@ -232,6 +232,19 @@ pub async fn serve_bound(
     listener: std::net::TcpListener,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    let fleet_print = fleet_fingerprint(
+        &config.fleet,
+        config.agents.as_ref().map(|a| a.checkpoint_root.as_path()),
+    );
+    // A leader running another fleet first: cancelling the jobs another fleet cannot run, as
+    // the next check would advise, would not get this replica started beside it.
+    if let Some(leader) = leader::other_fleet_leading(&store, &fleet_print).await? {
+        return Err(ServerError::FleetDiffersFromLeader {
+            holder: leader.holder,
+            theirs: leader.fleet,
+            ours: fleet_print,
+        });
+    }
     {
         use switchyard_store::StoreRead as _;
         // Jobs the store holds for a fleet this one is not (a cluster taken out, a file
@@ -243,17 +256,6 @@ pub async fn serve_bound(
                 jobs,
             });
         }
-    }
-    let fleet_print = fleet_fingerprint(
-        &config.fleet,
-        config.agents.as_ref().map(|a| a.checkpoint_root.as_path()),
-    );
-    if let Some(leader) = leader::other_fleet_leading(&store, &fleet_print).await? {
-        return Err(ServerError::FleetDiffersFromLeader {
-            holder: leader.holder,
-            theirs: leader.fleet,
-            ours: fleet_print,
-        });
     }
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|source| ServerError::Listen {
