@@ -796,6 +796,17 @@ fn a_missing_or_mistyped_field_names_its_table() {
         let (_, got, message) = error_of(&mutate(from, to));
         assert_eq!(got, field, "{to}: {message}");
     }
+    // And in an inline array written over several lines, a comment and a string with
+    // brackets in it before the bad value.
+    let (_, got, message) = error_of(&mutate(
+        "quotas = [{ cluster = \"east\", accelerators = 512 }, { accelerators = 600 }]",
+        "quotas = [\n  # east first\n  { cluster = \"east\", accelerators = 512 },\n  \
+         { accelerators = 600, borrowing_limit = \"x]{\" },\n]",
+    ));
+    assert_eq!(
+        got, "tenants[0].teams[0].quotas[1].borrowing_limit",
+        "{message}"
+    );
     // A value of the wrong type: its full key.
     let text = mutate("nodes = 128", "nodes = \"many\"");
     let (_, field, _) = error_of(&text);

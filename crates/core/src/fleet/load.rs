@@ -386,7 +386,8 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The key written on the line that holds `offset` (`nodes` in `nodes = "many"`), for errors that
-/// the TOML parser reports by position only.
+/// the TOML parser reports by position only; inside an inline value, down to its element and
+/// key (`quotas[1].borrowing_limit`), on the assignment's line or the lines it continues on.
 fn key_at(text: &str, offset: usize) -> String {
     let offset = offset.min(text.len());
     let start = text
@@ -394,43 +395,67 @@ fn key_at(text: &str, offset: usize) -> String {
         .and_then(|t| t.rfind('\n'))
         .map_or(0, |nl| nl + 1);
     let line = text.get(start..).unwrap_or("").lines().next().unwrap_or("");
+    let join = |table: String, key: &str| {
+        if table.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{table}.{key}")
+        }
+    };
+    if let Some((key_line, inner)) = text.get(..offset).and_then(value_path) {
+        // The table is the one the assignment's own line is in.
+        let line_start = text
+            .get(..key_line)
+            .and_then(|t| t.rfind('\n'))
+            .map_or(0, |nl| nl + 1);
+        let assignment = text
+            .get(line_start..)
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("");
+        return join(
+            table_path(text.get(..line_start).unwrap_or(""), assignment),
+            &inner,
+        );
+    }
     let table = table_path(text.get(..start).unwrap_or(""), line);
     match line.split_once('=') {
-        Some((key, value)) if !key.trim_start().starts_with('[') => {
-            let key = key.trim();
-            // Where in the value the offset lies: an inline array's element, an inline
-            // table's key (`quotas[0].accelerators`).
-            let value_start = start + line.len() - value.len();
-            let inner = text
-                .get(value_start.min(offset)..offset)
-                .map(inline_path)
-                .unwrap_or_default();
-            if table.is_empty() {
-                format!("{key}{inner}")
-            } else {
-                format!("{table}.{key}{inner}")
-            }
-        }
+        Some((key, _)) if !key.trim_start().starts_with('[') => join(table, key.trim()),
         _ => table,
     }
 }
 
-/// The path into an inline value (`[{ a = 1 }, { b = [2, 3] }]`) at the end of `before`, its
-/// text up to the offset: `[1].b[0]`. Strings are skipped; a key counts once its `=` is passed.
-fn inline_path(before: &str) -> String {
+/// Where the end of `before` (a TOML file up to an offset) lies when that is inside an inline
+/// value (`quotas = [{ a = 1 }, { b = [2, 3`): the offset of its assignment's key and the path
+/// from that key (`quotas[1].b[1]`). `None` outside one. Strings and comments are skipped; an
+/// inline table's key counts once its `=` is passed.
+fn value_path(before: &str) -> Option<(usize, String)> {
     enum Frame {
         Array(usize),
         Table(Option<String>),
     }
     let mut stack: Vec<Frame> = Vec::new();
+    // The current assignment's key at the top level, and where it starts.
+    let mut top: Option<(usize, String)> = None;
     let mut word = String::new();
-    let mut chars = before.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut word_at = 0;
+    let mut chars = before.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
         match c {
+            '\n' => {
+                if stack.is_empty() {
+                    top = None;
+                }
+                word.clear();
+            }
+            '#' => {
+                // A comment, to the end of its line.
+                while chars.next_if(|&(_, c)| c != '\n').is_some() {}
+            }
             '"' | '\'' => {
-                // A quoted key or string value: read to its closing quote.
                 let mut quoted = String::new();
-                while let Some(q) = chars.next() {
+                while let Some((_, q)) = chars.next() {
                     if q == '\\' && c == '"' {
                         chars.next();
                     } else if q == c {
@@ -440,6 +465,11 @@ fn inline_path(before: &str) -> String {
                     }
                 }
                 word = quoted;
+                word_at = at;
+            }
+            '[' if stack.is_empty() && top.is_none() => {
+                // A table header (`[a.b]`, `[[c]]`): nothing of it is a value.
+                while chars.next_if(|&(_, c)| c != '\n').is_some() {}
             }
             '[' => {
                 stack.push(Frame::Array(0));
@@ -460,17 +490,28 @@ fn inline_path(before: &str) -> String {
                 word.clear();
             }
             '=' => {
-                if let Some(Frame::Table(key)) = stack.last_mut() {
-                    *key = Some(std::mem::take(&mut word));
+                match stack.last_mut() {
+                    Some(Frame::Table(key)) => *key = Some(std::mem::take(&mut word)),
+                    Some(Frame::Array(_)) => {}
+                    None => top = Some((word_at, std::mem::take(&mut word))),
                 }
                 word.clear();
             }
-            c if c.is_alphanumeric() || c == '_' || c == '-' => word.push(c),
+            c if c.is_alphanumeric() || c == '_' || c == '-' || (c == '.' && stack.is_empty()) => {
+                if word.is_empty() {
+                    word_at = at;
+                }
+                word.push(c);
+            }
             c if c.is_whitespace() => {}
             _ => word.clear(),
         }
     }
-    let mut path = String::new();
+    if stack.is_empty() {
+        return None;
+    }
+    let (key_at, key) = top?;
+    let mut path = key.trim().to_owned();
     for frame in &stack {
         match frame {
             Frame::Array(i) => path.push_str(&format!("[{i}]")),
@@ -481,7 +522,7 @@ fn inline_path(before: &str) -> String {
             Frame::Table(None) => {}
         }
     }
-    path
+    Some((key_at, path))
 }
 
 /// The path of the table a line belongs to (`clusters[1]`, `tenants[0].teams[2]`), from the
