@@ -556,12 +556,12 @@ async fn readyz(State(s): State<AppState>, q: QueryParams) -> Response {
 /// How long `/readyz` waits for the store before answering 503.
 const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Any token may scrape: fleet-wide series for everyone, per-tenant series for the token's own
-/// tenant only (every tenant for admins, none for agents), so that tenants' names and load are
-/// not anyone's to read.
 /// How long `/metrics` waits for the store's figures before answering without them.
 const METRICS_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Any token may scrape: fleet-wide series for everyone, per-tenant series for the token's own
+/// tenant only (every tenant for admins, none for agents), so that tenants' names and load are
+/// not anyone's to read.
 async fn metrics(
     State(s): State<AppState>,
     auth: Auth,
