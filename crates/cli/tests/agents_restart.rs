@@ -286,6 +286,9 @@ fn a_node_that_died_with_the_server_is_lost_and_its_slot_taken() {
     wait_for(30, "the new host to take the slot", || {
         (state(&s, "new").as_deref() == Some("ready")).then_some(())
     });
+    // The dead node is gone from the list with its slot, as from the store.
+    assert_eq!(state(&s, "dies"), None, "{:?}", s.nodes());
+    assert_eq!(s.nodes().len(), 2, "{:?}", s.nodes());
     drop((new, lives));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -977,7 +977,7 @@ impl AgentHub {
         // a deadline of the term passed without their agent).
         let unheard = hub.on_record.iter().filter_map(|(id, r)| {
             let (cluster, slot) = r.place?;
-            (!hub.nodes.contains_key(id)).then(|| NodeView {
+            (hub.unheard_holds_its_slot(id, (cluster, slot))).then(|| NodeView {
                 id: id.clone(),
                 cluster: hub.cluster_name(cluster).unwrap_or_default().to_owned(),
                 slot,
@@ -1227,6 +1227,12 @@ impl Hub {
 
     fn cluster(&self, name: &str) -> Option<&AgentCluster> {
         self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// Whether node `id`, on record in the store but not heard from this term, still holds
+    /// its slot `place`: no node of its own id registered, nor another node in the slot.
+    fn unheard_holds_its_slot(&self, id: &str, place: (u32, u32)) -> bool {
+        !self.nodes.contains_key(id) && self.by_slot.get(&place).is_none_or(|holder| holder == id)
     }
 
     /// The name of the cluster of index `index`.
@@ -2041,16 +2047,21 @@ impl Backend for AgentBackend {
         // a deadline of its start (it died around the change of leader, and no leader of
         // this process ever heard from it) is lost too: its slot is free for another host.
         // Nothing of this term runs on it, so only the store and the node list hear of it.
-        let mut unheard = Vec::new();
+        let mut unheard: Vec<String> = Vec::new();
         if let Some(started) = hub.term_started_ms
             && !grace
             && now_ms - started > deadline
         {
-            let Hub {
-                on_record, nodes, ..
-            } = &mut *hub;
-            for (id, r) in on_record.iter_mut() {
-                if !r.lost && r.place.is_some() && !nodes.contains_key(id) {
+            unheard = hub
+                .on_record
+                .iter()
+                .filter(|(id, r)| {
+                    !r.lost && r.place.is_some_and(|p| hub.unheard_holds_its_slot(id, p))
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &unheard {
+                if let Some(r) = hub.on_record.get_mut(id) {
                     r.lost = true;
                     tracing::warn!(
                         node = %id,
@@ -2060,7 +2071,6 @@ impl Backend for AgentBackend {
                         r.hostname,
                         now_ms - started
                     );
-                    unheard.push(id.clone());
                 }
             }
         }
@@ -2970,6 +2980,11 @@ mod tests {
             1,
             "listed once"
         );
+        // A new host in its slot replaces it in the list, as in the store.
+        let _new = join(&h, "new", 2, t0 + 2 * deadline);
+        assert_eq!(state("dead"), None, "{:?}", h.nodes());
+        assert_eq!(state("new").as_deref(), Some("ready"));
+        assert_eq!(h.nodes().len(), 2, "{:?}", h.nodes());
     }
 
     /// A hub and its backend with nodes a, bb and c joined at `now` in slots 0, 1 and 2.
