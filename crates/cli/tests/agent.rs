@@ -411,9 +411,13 @@ fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
             .is_some_and(|s| s["phase"] == "exited" && s["stopped_by_agent"] == true)
     });
     // SIGTERM: the agent exits cleanly.
-    let pid = agent.0.id().to_string();
+    assert_eq!(terminate(&mut agent), Some(0));
+}
+
+/// Sends the agent SIGTERM and waits for it to exit: its exit code.
+fn terminate(agent: &mut Reap) -> Option<i32> {
     let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args(["-TERM", &agent.0.id().to_string()])
         .status()
         .expect("run kill");
     assert!(sent.success());
@@ -422,7 +426,7 @@ fn the_agent_binary_runs_and_stops_what_the_server_says_over_http() {
         status = agent.0.try_wait().expect("try_wait");
         status.is_some()
     });
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    status.and_then(|s| s.code())
 }
 
 /// `id -u [user]`.
@@ -480,17 +484,7 @@ fn a_root_agent_starts_ranks_as_the_run_as_user() {
                     && s["state"]["stopped_by_agent"] == true
             })
         });
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &agent.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success());
-        let mut status = None;
-        wait_until("the agent to exit", || {
-            status = agent.0.try_wait().expect("try_wait");
-            status.is_some()
-        });
-        assert_eq!(status.and_then(|s| s.code()), Some(0), "{state_dir:?}");
+        assert_eq!(terminate(&mut agent), Some(0), "{state_dir:?}");
     }
     // A working directory the user may not enter fails the start, naming the directory,
     // with or without the recorder (which, as root, could enter it).

@@ -344,17 +344,7 @@ quotas = [{ accelerators = 16, borrowing_limit = 8 }]
         "sized beside the services"
     );
     assert!(finite.iter().any(|j| j.accelerators == 16));
-    let r = switchyard_sim::simulate(
-        &fleet,
-        jobs.clone(),
-        switchyard_core::ThroughputTable::new(),
-        &switchyard_sim::SimOptions {
-            failures: false,
-            ..switchyard_sim::SimOptions::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let r = without_failures(&fleet, jobs.clone());
     assert_eq!(
         (r.total.completed, r.unfinished),
         (finite.len() as u64, 0),
@@ -396,17 +386,7 @@ name = "research"
     // However the services' load swings, every finite job starts and completes.
     let finite = jobs.iter().filter(|j| j.kind != JobKind::Inference).count() as u64;
     for seed in 0..3 {
-        let r = switchyard_sim::simulate(
-            &fleet,
-            frontier_lab(&fleet, seed),
-            switchyard_core::ThroughputTable::new(),
-            &switchyard_sim::SimOptions {
-                failures: false,
-                ..switchyard_sim::SimOptions::default()
-            },
-            &mut |_| {},
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let r = without_failures(&fleet, frontier_lab(&fleet, seed));
         assert_eq!(r.unfinished, 0, "seed {seed}: {:?}", r.unfinished_examples);
         if seed == 0 {
             assert_eq!(r.total.completed, finite);
@@ -458,17 +438,7 @@ quotas = [{ cluster = "c1", accelerators = 16 }]
                 .all(|j| j.accelerators <= 24),
             "seed {seed}: sized beside the services"
         );
-        let r = switchyard_sim::simulate(
-            &fleet,
-            jobs,
-            switchyard_core::ThroughputTable::new(),
-            &switchyard_sim::SimOptions {
-                failures: false,
-                ..switchyard_sim::SimOptions::default()
-            },
-            &mut |_| {},
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let r = without_failures(&fleet, jobs);
         assert_eq!(r.unfinished, 0, "seed {seed}: {:?}", r.unfinished_examples);
     }
 }
@@ -496,4 +466,20 @@ repair_hours = 24.0
 {tenants}"#
     );
     Fleet::from_toml(&text, "one-cluster.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `jobs` simulated on `fleet` with failures off: whether every job the scenario sized can
+/// start, apart from luck with failures.
+fn without_failures(fleet: &Fleet, jobs: Vec<JobSpec>) -> switchyard_sim::SimResult {
+    switchyard_sim::simulate(
+        fleet,
+        jobs,
+        switchyard_core::ThroughputTable::new(),
+        &switchyard_sim::SimOptions {
+            failures: false,
+            ..switchyard_sim::SimOptions::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
