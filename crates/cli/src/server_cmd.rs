@@ -218,12 +218,7 @@ pub fn run_server(args: ServerArgs) -> Result<(), CliError> {
         );
     }
     let agents = if args.agents {
-        let root = std::path::absolute(&args.checkpoint_dir).map_err(|e| {
-            CliError::Input(format!(
-                "--checkpoint-dir {}: {e}",
-                args.checkpoint_dir.display()
-            ))
-        })?;
+        let root = checkpoint_root(&args.checkpoint_dir)?;
         Some(switchyard_server::agents::AgentSettings {
             heartbeat_interval: args.heartbeat_interval,
             lost_after: args.lost_after,
@@ -511,9 +506,44 @@ fn without_password(url: &str) -> String {
     }
 }
 
+/// `dir` made absolute on the working directory with `.` and `..` taken out by their names
+/// alone: agents on other hosts use the path, so this host's symbolic links say nothing about
+/// it, and two replicas given the same directory from different working directories must
+/// agree on it.
+fn checkpoint_root(dir: &std::path::Path) -> Result<PathBuf, CliError> {
+    use std::path::Component;
+    let absolute = std::path::absolute(dir)
+        .map_err(|e| CliError::Input(format!("--checkpoint-dir {}: {e}", dir.display())))?;
+    let mut root = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::CurDir => {}
+            // (`..` of the root is the root.)
+            Component::ParentDir => {
+                root.pop();
+            }
+            other => root.push(other),
+        }
+    }
+    Ok(root)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{parse_duration, without_password};
+    use super::{checkpoint_root, parse_duration, without_password};
+
+    #[test]
+    fn checkpoint_roots_are_absolute_without_dots() {
+        let cwd = std::env::current_dir().expect("cwd");
+        let root = |d: &str| checkpoint_root(std::path::Path::new(d)).expect("a root");
+        assert_eq!(
+            root("/shared/./a/../ckpt"),
+            std::path::Path::new("/shared/ckpt")
+        );
+        assert_eq!(root("/../ckpt"), std::path::Path::new("/ckpt"));
+        assert_eq!(root("ckpt"), cwd.join("ckpt"));
+        assert_eq!(root("../ckpt"), cwd.parent().unwrap_or(&cwd).join("ckpt"));
+    }
 
     #[test]
     fn printed_database_urls_hide_the_password() {

@@ -170,6 +170,23 @@ fn a_service_scales_up_and_down_across_agents() {
         (2, 3, 2),
         "{kinds:?}"
     );
+    // Each replica event names its node by the host its agent registered.
+    let kept = hosts_of(&s, &id);
+    for e in s.events(&id) {
+        let message = e["message"].as_str().unwrap_or_default();
+        match e["kind"].as_str() {
+            Some("replica_added") => assert!(message.contains("(node node-"), "{e}"),
+            Some("replica_removed") => {
+                assert!(
+                    message.contains("the replica on node node-")
+                        && !kept.iter().any(|h| message.contains(&format!("node {h} ")))
+                        && message.ends_with(" goes"),
+                    "{e}"
+                );
+            }
+            _ => {}
+        }
+    }
 
     // Cancelled: nothing of it runs any more.
     let (status, _) = call(

@@ -700,6 +700,10 @@ pub struct Scheduler {
 
 const NO_REPLICA: u32 = u32::MAX;
 
+/// A replica placed on at most this many nodes names them in its reason; a larger one only
+/// counts them (its events would otherwise carry a list as long as the replica).
+const NAMED_REPLICA_NODES: usize = 8;
+
 /// Expected attempts beyond which a batch job (no checkpoints) is failed when a node failure
 /// hits it: it would practically never finish ([`Scheduler::batch_beyond_hope`]).
 const HOPELESS_BATCH_ATTEMPTS: f64 = 1000.0;
@@ -2709,12 +2713,13 @@ impl Scheduler {
         else {
             return;
         };
-        let rep = reps.swap_remove(p);
+        // (Replicas stay in the order they were placed: the newest is last.)
+        let rep = reps.remove(p);
         let nodes = rep.shares.clone();
         let down = on_shares(failed, &nodes);
         self.drop_replica(now, j, rep);
         let reason = format!(
-            "{} failed; the replica will be replaced",
+            "{} failed; a new replica takes its place where there is room",
             self.nodes_of(cluster, &down)
         );
         self.emit(
@@ -3696,12 +3701,32 @@ impl Scheduler {
                 let job = &self.jobs[j as usize];
                 let have = job.replicas.len() as u32;
                 if have > job.target_replicas {
-                    let rep = self.jobs[j as usize]
+                    // The newest replica on a drained node goes first: its node is being
+                    // emptied for repair. Otherwise the newest.
+                    let index = &self.index;
+                    let at = job
                         .replicas
-                        .pop()
-                        .expect("have > target >= 0");
+                        .iter()
+                        .rposition(|r| {
+                            let i = &index[r.cluster as usize];
+                            r.shares.iter().any(|s| i.is_drained(s.node))
+                        })
+                        .unwrap_or(job.replicas.len() - 1);
+                    let rep = self.jobs[j as usize].replicas.remove(at);
                     let c = rep.cluster;
                     let nodes = rep.shares.clone();
+                    let on: Vec<u32> = nodes.iter().map(|s| s.node).collect();
+                    let drained = on.iter().any(|&n| self.index[c as usize].is_drained(n));
+                    let named = if on.len() <= NAMED_REPLICA_NODES {
+                        self.nodes_of(c, &on)
+                    } else {
+                        format!("{} nodes of {}", on.len(), self.clusters[c as usize].name)
+                    };
+                    let reason = format!(
+                        "scaled down: {} wanted; the replica on {named}{} goes",
+                        count(self.jobs[j as usize].target_replicas, "replica", "replicas"),
+                        if drained { " (drained)" } else { "" }
+                    );
                     self.drop_replica(now, j, rep);
                     self.emit(
                         out,
@@ -3711,10 +3736,7 @@ impl Scheduler {
                             cluster: c,
                             nodes,
                         },
-                        format!(
-                            "scaled down: {} wanted",
-                            count(self.jobs[j as usize].target_replicas, "replica", "replicas")
-                        ),
+                        reason,
                     );
                     continue;
                 }
@@ -3771,8 +3793,20 @@ impl Scheduler {
                 let target = job.target_replicas;
                 let have = job.replicas.len();
                 let cl = &self.clusters[c as usize];
+                // A replica spans a few nodes: they are named, as a failure or a scale-down
+                // would name them.
+                let on: Vec<u32> = shares.iter().map(|s| s.node).collect();
+                let named = if on.len() <= NAMED_REPLICA_NODES {
+                    format!(
+                        " ({} {})",
+                        if on.len() == 1 { "node" } else { "nodes" },
+                        self.node_list(c as usize, &on)
+                    )
+                } else {
+                    String::new()
+                };
                 let reason = format!(
-                    "replica {have} of {target} wanted; {size} {} on {} in {spread}{}",
+                    "replica {have} of {target} wanted; {size} {} on {} in {spread}{named}{}",
                     cl.accelerator.name,
                     cl.name,
                     if self.cfg.policy == Policy::Switchyard {

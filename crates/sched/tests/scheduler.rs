@@ -571,6 +571,55 @@ fn inference_replicas_are_replaced_after_a_failure() {
     assert_eq!(d.len(), 2);
 }
 
+/// Scaling a service down removes a replica on a drained node first (its node is being emptied
+/// for repair), otherwise the newest.
+#[test]
+fn scaling_down_removes_the_replica_on_a_drained_node_first() {
+    let mut s = sched(Policy::Switchyard, true);
+    let mut svc = on_fast(job("svc", "b", 8, 0.0));
+    svc.kind = JobKind::Inference;
+    svc.work = Work::Open;
+    svc.replicas = Some(Replicas {
+        min: 1,
+        max: 4,
+        capacity_per_replica: 1.0,
+        load: None,
+    });
+    let j = submit(&mut s, 0.0, svc);
+    s.handle(
+        0.0,
+        Event::Scale {
+            job: j,
+            replicas: 4,
+        },
+        &mut Vec::new(),
+    );
+    let placed: Vec<Vec<u32>> = pass(&mut s, 0.0)
+        .iter()
+        .filter_map(|d| match &d.action {
+            Action::AddReplica { nodes, .. } => Some(nodes.iter().map(|n| n.node).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(placed.len(), 4, "{placed:?}");
+    let removed = |s: &mut Scheduler, at: f64, replicas: u32| -> Vec<Vec<u32>> {
+        s.handle(at, Event::Scale { job: j, replicas }, &mut Vec::new());
+        pass(s, at)
+            .iter()
+            .filter_map(|d| match &d.action {
+                Action::RemoveReplica { nodes, .. } => Some(nodes.iter().map(|n| n.node).collect()),
+                _ => None,
+            })
+            .collect()
+    };
+    // The second-placed replica's node is drained: it goes, not the newest.
+    drain_on_fast(&mut s, 10.0, &[placed[1][0]]);
+    assert_eq!(removed(&mut s, 20.0, 3), vec![placed[1].clone()]);
+    // With none on a drained node, the newest goes.
+    assert_eq!(removed(&mut s, 30.0, 2), vec![placed[3].clone()]);
+    s.check_invariants().expect("invariants");
+}
+
 #[test]
 fn quota_caps_borrowing() {
     let mut s = sched(Policy::Fair, false);
