@@ -102,6 +102,20 @@ fn on_fast(mut spec: JobSpec) -> JobSpec {
     spec
 }
 
+/// An inference service of `min..=max` replicas of `size` accelerators, with no load curve.
+fn service(id: &str, tenant: &str, size: u32, min: u32, max: u32) -> JobSpec {
+    let mut svc = job(id, tenant, size, 0.0);
+    svc.kind = JobKind::Inference;
+    svc.work = Work::Open;
+    svc.replicas = Some(Replicas {
+        min,
+        max,
+        capacity_per_replica: 1.0,
+        load: None,
+    });
+    svc
+}
+
 fn submit(s: &mut Scheduler, now: f64, spec: JobSpec) -> u32 {
     let mut out = Vec::new();
     s.handle(now, Event::Submit(Box::new(spec)), &mut out)
@@ -529,16 +543,7 @@ fn a_run_that_cannot_keep_progress_between_failures_fails() {
 #[test]
 fn inference_replicas_are_replaced_after_a_failure() {
     let mut s = sched(Policy::Switchyard, true);
-    let mut svc = job("svc", "b", 8, 0.0);
-    svc.kind = JobKind::Inference;
-    svc.work = Work::Open;
-    svc.replicas = Some(Replicas {
-        min: 3,
-        max: 6,
-        capacity_per_replica: 1.0,
-        load: None,
-    });
-    let j = submit(&mut s, 0.0, svc);
+    let j = submit(&mut s, 0.0, service("svc", "b", 8, 3, 6));
     let d = pass(&mut s, 0.0);
     assert_eq!(
         d.iter()
@@ -576,16 +581,7 @@ fn inference_replicas_are_replaced_after_a_failure() {
 #[test]
 fn scaling_down_removes_the_replica_on_a_drained_node_first() {
     let mut s = sched(Policy::Switchyard, true);
-    let mut svc = on_fast(job("svc", "b", 8, 0.0));
-    svc.kind = JobKind::Inference;
-    svc.work = Work::Open;
-    svc.replicas = Some(Replicas {
-        min: 1,
-        max: 4,
-        capacity_per_replica: 1.0,
-        load: None,
-    });
-    let j = submit(&mut s, 0.0, svc);
+    let j = submit(&mut s, 0.0, on_fast(service("svc", "b", 8, 1, 4)));
     s.handle(
         0.0,
         Event::Scale {
@@ -738,15 +734,7 @@ fn a_model_that_fits_nowhere_says_so() {
 #[test]
 fn a_service_more_replicas_than_the_fleet_holds_is_refused() {
     let mut s = sched(Policy::Switchyard, false);
-    let mut svc = job("huge-svc", "a", 8, 0.0);
-    svc.kind = JobKind::Inference;
-    svc.work = Work::Open;
-    svc.replicas = Some(Replicas {
-        min: 30_000,
-        max: 30_000,
-        capacity_per_replica: 1.0,
-        load: None,
-    });
+    let mut svc = service("huge-svc", "a", 8, 30_000, 30_000);
     let why = s.validate(&svc).expect_err("never fits");
     assert!(
         why.starts_with(
@@ -855,16 +843,7 @@ fn a_service_held_back_by_a_fleet_wide_cap_says_so() {
     let mut s = Scheduler::new(&fleet(&text), ThroughputTable::new(), Config::default());
     submit(&mut s, 0.0, job("b-run", "b", 16, 1000.0));
     pass(&mut s, 0.0);
-    let mut svc = job("b-svc", "b", 16, 0.0);
-    svc.kind = JobKind::Inference;
-    svc.work = Work::Open;
-    svc.replicas = Some(Replicas {
-        min: 1,
-        max: 2,
-        capacity_per_replica: 1.0,
-        load: None,
-    });
-    let v = submit(&mut s, 1.0, svc);
+    let v = submit(&mut s, 1.0, service("b-svc", "b", 16, 1, 2));
     pass(&mut s, 1.0);
     assert_eq!(
         s.why(v),
