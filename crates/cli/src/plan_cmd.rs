@@ -315,7 +315,17 @@ fn human(report: &PlanReport) -> String {
                         e.weights_per_device_gib,
                         e.kv_cache_per_device_gib,
                         e.kv_bytes_per_token / 1024.0,
-                        if e.fits { "" } else { " — DOES NOT FIT" }
+                        if e.fits {
+                            String::new()
+                        } else {
+                            format!(
+                                " — DOES NOT FIT: weights and workspace take {:.1} GiB of the \
+                                 {:.1} usable, and one request's KV cache needs {:.1} GiB",
+                                e.weights_per_device_gib + e.workspace_per_device_gib,
+                                e.usable_per_device_gib,
+                                e.kv_cache_per_request_gib
+                            )
+                        }
                     ),
                 ),
             ];

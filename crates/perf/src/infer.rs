@@ -114,7 +114,14 @@ pub struct InferenceEstimate {
     /// Concurrency the figures are for.
     pub concurrency: u32,
     pub weights_per_device_gib: f64,
+    /// The serving engine's activation workspace per device (its largest batch of tokens).
+    pub workspace_per_device_gib: f64,
+    /// Memory a device offers the engine: its HBM less the runtime's share.
+    pub usable_per_device_gib: f64,
     pub kv_cache_per_device_gib: f64,
+    /// KV cache one whole request (prompt + output) needs per device: when it is more than
+    /// the KV cache, nothing fits.
+    pub kv_cache_per_request_gib: f64,
     /// KV-cache bytes per token of a request's context, per device (averaged over a whole
     /// request: sliding-window layers hold at most their window).
     pub kv_bytes_per_token: f64,
@@ -356,7 +363,10 @@ pub fn estimate_inference(
         max_concurrency,
         concurrency: b,
         weights_per_device_gib: weights / GIB,
+        workspace_per_device_gib: workspace / GIB,
+        usable_per_device_gib: device / GIB,
         kv_cache_per_device_gib: kv_capacity / GIB,
+        kv_cache_per_request_gib: kv_bytes_per_request / GIB,
         kv_bytes_per_token,
         fits,
     })

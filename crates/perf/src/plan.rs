@@ -37,6 +37,11 @@ use crate::train::{TrainingEstimate, TrainingSpec};
 /// every GPU in parallel to Tectonic; Lustre/GPFS clients reach 2-10 GB/s per node).
 pub const CHECKPOINT_WRITE_GB_S_PER_NODE: f64 = 4.0;
 
+/// The fastest aggregate checkpoint write a published training run reports, GB/s: Meta's
+/// Tectonic sustained about 2 TB/s for Llama 3's 16,384 GPUs (Llama 3 paper §3.3.4). Where the
+/// nodes' own rate adds up to more and the cluster states no storage rate, the plan says so.
+pub const PUBLISHED_CHECKPOINT_WRITE_GB_S: f64 = 2000.0;
+
 /// Checkpoint bytes per parameter: BF16 weights plus FP32 master weights and two Adam moments.
 pub const CHECKPOINT_BYTES_PER_PARAM: f64 = 14.0;
 
@@ -413,6 +418,11 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
         sequence_parallel: p.sequence_parallel,
         zero: p.zero,
     };
+    if matches!(workload, Workload::Inference(_)) {
+        // Before the degrees are checked against the devices: a key an inference plan does
+        // not take is the mistake to name.
+        refuse_training_keys(&constraint)?;
+    }
     let allow = p.allow_tp_beyond_scale_up.unwrap_or(false);
     check_constraint(
         &constraint,
@@ -436,6 +446,33 @@ pub fn parse_plan(text: &str, fleet: &Fleet) -> Result<PlanInput, PerfError> {
         allow_tp_beyond_scale_up: allow,
         count_defaulted_to,
     })
+}
+
+/// Refuses the `[parallelism]` keys only training layouts take, by name: an inference plan
+/// would otherwise ignore them silently.
+fn refuse_training_keys(c: &LayoutConstraint) -> Result<(), PerfError> {
+    if let Some(etp) = c.etp {
+        return Err(PerfError::input(format!(
+            "[parallelism] etp = {etp} applies to training; an inference replica's experts are \
+             split tp/ep ways inside its tensor-parallel group"
+        )));
+    }
+    let training_only = [
+        ("dp", c.dp.is_some()),
+        ("cp", c.cp.is_some()),
+        ("microbatch", c.microbatch.is_some()),
+        ("virtual_stages", c.virtual_stages.is_some()),
+        ("recompute", c.recompute.is_some()),
+        ("sequence_parallel", c.sequence_parallel.is_some()),
+        ("zero", c.zero.is_some()),
+    ];
+    match training_only.iter().find(|(_, given)| *given) {
+        Some((key, _)) => Err(PerfError::input(format!(
+            "[parallelism] {key} applies to training; an [inference] plan takes tp, pp and ep \
+             (one replica on all the devices)"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The `[parallelism]` degrees a plan (or a validation row) gives, checked against the model and
@@ -1126,6 +1163,9 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
                 .tokens
                 .map(|t| budget(m, hw, best.step_time_s, best.tokens_per_s, t))
                 .transpose()?;
+            if b.is_some() {
+                notes.extend(unstated_storage(hw));
+            }
             Ok(PlanReport::Training(Box::new(TrainingReport {
                 kind: "training",
                 subject,
@@ -1145,28 +1185,6 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
         }
         Workload::Inference(spec) => {
             let c = &input.constraint;
-            if let Some(etp) = c.etp {
-                return Err(PerfError::input(format!(
-                    "[parallelism] etp = {etp} applies to training; an inference replica's \
-                     experts are split tp/ep ways inside its tensor-parallel group"
-                )));
-            }
-            // The training-only settings would be silently ignored: refuse them by name.
-            let training_only = [
-                ("dp", c.dp.is_some()),
-                ("cp", c.cp.is_some()),
-                ("microbatch", c.microbatch.is_some()),
-                ("virtual_stages", c.virtual_stages.is_some()),
-                ("recompute", c.recompute.is_some()),
-                ("sequence_parallel", c.sequence_parallel.is_some()),
-                ("zero", c.zero.is_some()),
-            ];
-            if let Some((key, _)) = training_only.iter().find(|(_, given)| *given) {
-                return Err(PerfError::input(format!(
-                    "[parallelism] {key} applies to training; an [inference] plan takes tp, pp \
-                     and ep (one replica on all the devices)"
-                )));
-            }
             if let (Some(tp), Some(pp)) = (c.tp, c.pp)
                 && u64::from(tp) * u64::from(pp) != u64::from(hw.count)
             {
@@ -1260,8 +1278,8 @@ pub const VALIDATED_ON: &[&str] = &[
 /// A note when a searched FP8 training plan is slower than the same search in BF16: FP8 keeps
 /// an FP8 copy of the weights beside the BF16 ones and adds casts, and where that pushes the
 /// fastest layouts out of memory, or the casts cost more than the faster multiplies save, the
-/// user asked for the slower precision. (Chips whose FP8 peak is no higher than BF16's have
-/// their own note.)
+/// user asked for the slower precision. (On chips whose FP8 peak is no higher than BF16's a
+/// general note says so too; this one gives the figures.)
 fn bf16_would_be_faster(
     m: &ModelSpec,
     hw: &Hardware,
@@ -1270,13 +1288,6 @@ fn bf16_would_be_faster(
     opts: &SearchOptions,
     fp8_best: &TrainingEstimate,
 ) -> Result<Option<String>, PerfError> {
-    if hw
-        .accelerator
-        .fp8_tflops
-        .is_none_or(|f| f <= hw.accelerator.bf16_tflops)
-    {
-        return Ok(None);
-    }
     let bf16 = TrainingSpec {
         fp8: false,
         ..*spec
@@ -1295,6 +1306,25 @@ fn bf16_would_be_faster(
                 seconds(fp8_best.step_time_s),
             )
         }))
+}
+
+/// A note when the token budget's checkpoint writes assume the nodes' own rate adds up to
+/// more than any published storage took in, because the cluster states no storage rate.
+fn unstated_storage(hw: &Hardware) -> Option<String> {
+    let nodes = hw.nodes().max(1);
+    let nodes_gb_s = f64::from(nodes) * CHECKPOINT_WRITE_GB_S_PER_NODE;
+    (hw.checkpoint_write_gb_s.is_none() && nodes_gb_s > PUBLISHED_CHECKPOINT_WRITE_GB_S).then(
+        || {
+            format!(
+                "checkpoints are written at {:.1} TB/s ({nodes} nodes at \
+                 {CHECKPOINT_WRITE_GB_S_PER_NODE} GB/s each), more than any published run's \
+                 storage took in (Llama 3's: about 2 TB/s); a fleet cluster that states its \
+                 storage's rate (checkpoint_write_gb_s) gives a truer checkpoint interval and \
+                 goodput",
+                nodes_gb_s / 1000.0
+            )
+        },
+    )
 }
 
 /// How much faster BF16 must be for [`bf16_would_be_faster`] to say so: differences under 1%

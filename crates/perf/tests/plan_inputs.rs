@@ -295,6 +295,20 @@ fn expert_tensor_parallelism_is_checked() {
             "tp = 8\netp = 1",
             "[parallelism] etp = 1 applies to training",
         ),
+        // A training-only key is named before the degrees are checked against the devices,
+        // and before the model's kind.
+        (
+            "llama3-70b",
+            serving,
+            "tp = 8\npp = 1\ndp = 2",
+            "[parallelism] dp applies to training",
+        ),
+        (
+            "llama3-70b",
+            serving,
+            "tp = 8\netp = 1",
+            "[parallelism] etp = 1 applies to training",
+        ),
     ] {
         assert_refused(&fleet, &plan(preset, work, parallelism), needle);
     }
@@ -1037,8 +1051,8 @@ fn expert_tensor_parallelism_divides_the_expert_width() {
 }
 
 /// A searched FP8 training plan slower than the same search in BF16 says so: DeepSeek-V3 on
-/// 64 B200 loses its fastest layouts to FP8's extra weight copy. Where FP8 is faster (Llama 3
-/// 8B on H100) there is no such note.
+/// 64 B200 loses its fastest layouts to FP8's extra weight copy, and Llama 3 8B on Gaudi3 gains
+/// nothing from it. Where FP8 is faster (Llama 3 8B on H100) there is no such note.
 #[test]
 fn an_fp8_plan_slower_than_bf16_says_so() {
     let fleet = Fleet::default_fleet();
@@ -1059,6 +1073,16 @@ fn an_fp8_plan_slower_than_bf16_says_so() {
             .iter()
             .any(|n| n.starts_with("BF16 trains faster on these devices: ")),
         "{slower:?}"
+    );
+    // A chip whose FP8 peak is no higher than its BF16 one gets the figures too, beside the
+    // general note.
+    let no_gain = notes("llama3-8b", "Gaudi3");
+    assert!(
+        no_gain
+            .iter()
+            .any(|n| n.starts_with("BF16 trains faster on these devices: "))
+            && no_gain.iter().any(|n| n.contains("FP8 peak is no higher")),
+        "{no_gain:?}"
     );
     let faster = notes("llama3-8b", "H100-SXM");
     assert!(
@@ -1280,4 +1304,48 @@ fn a_presets_kv_heads_against_the_files_heads_is_named_as_the_presets() {
     );
     let input = parse_plan(&text("kv_heads = 4\n"), &fleet).expect("valid");
     run_plan(&input).expect("a layout");
+}
+
+/// A token budget whose checkpoint writes assume more aggregate storage bandwidth than any
+/// published run had (the nodes' own rate, no storage rate stated) says so; one on a cluster
+/// that states its storage's rate, or on few nodes, does not.
+#[test]
+fn a_budget_on_unstated_storage_faster_than_published_says_so() {
+    let fleet = Fleet::default_fleet();
+    let notes = |hardware: &str| {
+        let text = format!(
+            "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 4096\ntokens = 1e12\n\
+             [hardware]\n{hardware}\n"
+        );
+        let input = parse_plan(&text, &fleet).expect("valid");
+        let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
+            panic!("a training report");
+        };
+        report.notes
+    };
+    let storage = |n: &Vec<String>| {
+        n.iter()
+            .any(|n| n.starts_with("checkpoints are written at "))
+    };
+    let many = notes("accelerator = \"H100\"\ncount = 8192");
+    assert!(
+        many.iter().any(|n| n.starts_with(
+            "checkpoints are written at 4.1 TB/s (1024 nodes at 4 GB/s each), more than"
+        )),
+        "{many:?}"
+    );
+    let few = notes("accelerator = \"H100\"\ncount = 512");
+    assert!(!storage(&few), "{few:?}");
+    let fleet_text = h100_fleet_text("").replace(
+        "nodes = 4\n",
+        "nodes = 1024\ncheckpoint_write_gb_s = 2000\n",
+    );
+    let stated = Fleet::from_toml(&fleet_text, "stated.toml").unwrap_or_else(|e| panic!("{e}"));
+    let text = "[model]\npreset = \"llama3-8b\"\n[training]\nglobal_batch = 4096\ntokens = 1e12\n\
+                [hardware]\ncluster = \"c\"\n";
+    let input = parse_plan(text, &stated).expect("valid");
+    let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
+        panic!("a training report");
+    };
+    assert!(!storage(&report.notes), "{:?}", report.notes);
 }
