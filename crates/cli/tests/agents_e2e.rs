@@ -310,6 +310,30 @@ fn a_drained_node_runs_its_work_to_the_end_and_takes_nothing_new_until_resumed()
         Some("[\"in an array\"]"),
     );
     assert_eq!(status, 400, "{body}");
+    // The agent routes take no query parameters: one given is refused, not ignored.
+    for route in [
+        format!("nodes/{idle_id}/resume?force=1"),
+        "nodes?x=1".to_owned(),
+    ] {
+        let method = if route.starts_with("nodes?") {
+            "GET"
+        } else {
+            "POST"
+        };
+        let (status, body) = call(
+            method,
+            &format!("{}/v1/agent/{route}", s.url()),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(status, 400, "{route}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("this route takes none")),
+            "{route}: {body}"
+        );
+    }
 
     // The first job runs to its end where it is; the second waits for a node in service.
     let second = s.submit(&batch(1.0));

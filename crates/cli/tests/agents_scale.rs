@@ -215,7 +215,7 @@ fn a_replica_whose_process_dies_is_restarted() {
     });
     let message = restarted["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("exited with code 3; its agent restarted it"),
+        message.contains(" on node node-1 exited with code 3; its agent restarted it"),
         "{restarted}"
     );
     assert_eq!(restarted["cluster"], "local", "the replica's own cluster");

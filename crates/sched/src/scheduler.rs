@@ -3904,38 +3904,7 @@ impl Scheduler {
                         )
                     }
                 }
-                Why::Quota(hit) => {
-                    let t = &self.tenants[job.tenant as usize];
-                    let (whose, usage, total) = if hit.org {
-                        let o = &self.orgs[t.org as usize];
-                        (
-                            format!("its organisation {}", o.name),
-                            &o.usage,
-                            o.usage_total,
-                        )
-                    } else {
-                        (format!("its team {}", t.name), &t.usage, t.usage_total)
-                    };
-                    let (where_, used) = match hit.cluster {
-                        Some(c) => (
-                            format!("quota cap on {}", self.clusters[c as usize].name),
-                            usage[c as usize],
-                        ),
-                        None => ("fleet-wide quota cap".to_owned(), total),
-                    };
-                    let needs = match job.kind {
-                        JobKind::Inference => format!("a replica needs {}", job.size),
-                        _ if job.min_size < job.size => {
-                            format!("this job needs at least {}", job.min_size)
-                        }
-                        _ => format!("this job needs {}", job.size),
-                    };
-                    format!(
-                        "{whose} is at its {where_}: {used} of {} accelerators in use, and \
-                         {needs}",
-                        hit.cap
-                    )
-                }
+                Why::Quota(hit) => self.quota_words(j, hit),
                 Why::WaitingFaster { best, slowdown } => format!(
                     "waiting for {}: the free clusters would run it {slowdown:.1}x slower",
                     self.clusters[best as usize].name
@@ -3953,6 +3922,58 @@ impl Scheduler {
                 ),
             },
         }
+    }
+
+    /// Why a running service has fewer replicas than it wants, in words, after the last pass
+    /// that tried to place one more: `None` when it has them all (or is no running service).
+    pub fn replicas_short_why(&self, j: JobIdx) -> Option<String> {
+        let job = self.jobs.get(j as usize)?;
+        if job.state != JobState::Running
+            || job.kind != JobKind::Inference
+            || job.replicas.len() as u32 >= job.target_replicas
+        {
+            return None;
+        }
+        match job.why {
+            Why::NoCapacity { need } => Some(self.waiting_for(j, need)),
+            Why::Quota(hit) => Some(self.quota_words(j, hit)),
+            _ => None,
+        }
+    }
+
+    /// Job `j`'s team or organisation is at the quota cap `hit`, in words.
+    fn quota_words(&self, j: JobIdx, hit: QuotaHit) -> String {
+        let job = &self.jobs[j as usize];
+        let t = &self.tenants[job.tenant as usize];
+        let (whose, usage, total) = if hit.org {
+            let o = &self.orgs[t.org as usize];
+            (
+                format!("its organisation {}", o.name),
+                &o.usage,
+                o.usage_total,
+            )
+        } else {
+            (format!("its team {}", t.name), &t.usage, t.usage_total)
+        };
+        let (where_, used) = match hit.cluster {
+            Some(c) => (
+                format!("quota cap on {}", self.clusters[c as usize].name),
+                usage[c as usize],
+            ),
+            None => ("fleet-wide quota cap".to_owned(), total),
+        };
+        let needs = match job.kind {
+            JobKind::Inference => format!("a replica needs {}", job.size),
+            _ if job.min_size < job.size => {
+                format!("this job needs at least {}", job.min_size)
+            }
+            _ => format!("this job needs {}", job.size),
+        };
+        format!(
+            "{whose} is at its {where_}: {used} of {} accelerators in use, and \
+                         {needs}",
+            hit.cap
+        )
     }
 
     /// "waiting for 64 free accelerators in one cluster it accepts (…)", or that too few nodes

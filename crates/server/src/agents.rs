@@ -1087,6 +1087,11 @@ pub fn render_metrics(nodes: &[NodeView]) -> String {
     use std::fmt::Write as _;
     let mut by: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for n in nodes {
+        // Both states of a cluster with nodes, zeros included: an alert on `lost > 0` needs
+        // the series before the first loss, and a rate over it no gap.
+        for state in ["ready", "lost"] {
+            by.entry((n.cluster.as_str(), state)).or_default();
+        }
         *by.entry((n.cluster.as_str(), n.state.as_str()))
             .or_default() += 1;
     }
@@ -1251,6 +1256,7 @@ impl Hub {
         };
         // (Its events name it: a service's replicas may run on several clusters.)
         let cluster = self.cluster_name(n.cluster).map(str::to_owned);
+        let host = n.hostname.clone();
         let reported: HashMap<&str, &ProcessStatus> = n
             .statuses
             .iter()
@@ -1332,24 +1338,28 @@ impl Hub {
                             .or_insert(0);
                         if st.restarts > *seen {
                             *seen = st.restarts;
-                            let how = match (&st.state, &st.last_exit) {
-                                (ProcessState::FailedToStart { error }, _) => {
-                                    format!("could not start ({error})")
-                                }
-                                (_, Some(e)) => match (e.code, e.signal) {
-                                    (Some(code), _) => format!("exited with code {code}"),
-                                    (None, Some(signal)) => {
-                                        format!("was killed by signal {signal}")
-                                    }
-                                    (None, None) => "died".into(),
-                                },
-                                (_, None) => "died".into(),
+                            let (how, then) = match (&st.state, &st.last_exit) {
+                                (ProcessState::FailedToStart { error }, _) => (
+                                    format!("could not start ({error})"),
+                                    "its agent tries again",
+                                ),
+                                (_, Some(e)) => (
+                                    match (e.code, e.signal) {
+                                        (Some(code), _) => format!("exited with code {code}"),
+                                        (None, Some(signal)) => {
+                                            format!("was killed by signal {signal}")
+                                        }
+                                        (None, None) => "died".into(),
+                                    },
+                                    "its agent restarted it",
+                                ),
+                                (_, None) => ("died".into(), "its agent restarted it"),
                             };
                             observed.push(Observed::Event {
                                 job: run.job.clone(),
                                 kind: "replica_restarted".into(),
                                 message: format!(
-                                    "replica process {} {how}; its agent restarted it (restart {})",
+                                    "replica process {} on node {host} {how}; {then} (restart {})",
                                     st.assignment_id, st.restarts
                                 ),
                                 cluster: cluster.clone(),
@@ -2420,6 +2430,18 @@ pub(crate) fn routes() -> axum::Router<crate::http::AppState> {
         .route("/v1/agent/nodes/{id}/drain", post(handlers::drain))
         .route("/v1/agent/nodes/{id}/resume", post(handlers::resume))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_AGENT_BODY_BYTES))
+        // None of them takes a query parameter: one given is refused rather than ignored
+        // (`drain?force=1` must not drain as if it meant something).
+        .layer(axum::middleware::from_fn(no_query_parameters))
+}
+
+async fn no_query_parameters(
+    q: crate::http::QueryParams,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, crate::http::ApiError> {
+    crate::http::query(q, &[])?;
+    Ok(next.run(request).await)
 }
 
 /// Largest body an agent may send.
@@ -3276,9 +3298,11 @@ mod tests {
                 since_ms: 5
             })
         );
+        let metrics = render_metrics(&h.nodes());
         assert!(
-            render_metrics(&h.nodes())
-                .contains("switchyard_agent_nodes_drained{cluster=\"local\"} 1")
+            metrics.contains("switchyard_agent_nodes_drained{cluster=\"local\"} 1")
+                && metrics.contains("switchyard_agent_nodes{cluster=\"local\",state=\"lost\"} 0\n"),
+            "{metrics}"
         );
         // Lost (silent past its deadline), then back: still drained, so no repair.
         let mut seen = Vec::new();
@@ -4900,7 +4924,40 @@ mod tests {
             .collect();
         assert_eq!(events.len(), 1, "{events:?}");
         assert!(
-            events[0].contains("exited with code 3; its agent restarted it (restart 1)"),
+            events[0].contains(" on node a exited with code 3; its agent restarted it (restart 1)"),
+            "{events:?}"
+        );
+        // One whose program cannot start: its agent tries again, and the event says so.
+        h.status(
+            &a,
+            StatusReport {
+                processes: vec![ProcessStatus {
+                    assignment_id: list[0].id.clone(),
+                    state: ProcessState::FailedToStart {
+                        error: "No such file or directory".into(),
+                    },
+                    restarts: 2,
+                    last_exit: None,
+                }],
+            },
+            1,
+        )
+        .expect("status");
+        let events: Vec<String> = b
+            .poll(1)
+            .into_iter()
+            .filter_map(|o| match o {
+                Observed::Event { kind, message, .. } if kind == "replica_restarted" => {
+                    Some(message)
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(events.as_slice(), [m] if m.ends_with(
+                " on node a could not start (No such file or directory); its agent tries again \
+                 (restart 2)"
+            )),
             "{events:?}"
         );
         b.act(vec![Command::RemoveReplica {

@@ -961,6 +961,7 @@ impl Engine {
         for j in std::mem::take(&mut self.dirty) {
             let v = self.sched.job(j);
             let waiting = (v.state == SchedState::Pending).then(|| self.pending_why(j));
+            let short = self.sched.replicas_short_why(j);
             let t = &mut self.jobs[j as usize];
             let why = match (v.state, v.cluster) {
                 (SchedState::Running, Some(_)) if t.replica_range.is_some() => {
@@ -997,9 +998,16 @@ impl Engine {
                         ),
                         None => String::new(),
                     };
+                    // Short of what it wants: why the next replica waits.
+                    let short = match short {
+                        Some(why) if i64::from(t.wanted) > have => {
+                            format!("; the next replica is {why}")
+                        }
+                        _ => String::new(),
+                    };
                     format!(
                         "serving with {have}{wanted} replica{} of {} accelerator{} ({} in \
-                         all{on}){restarts}",
+                         all{on}){short}{restarts}",
                         if have == 1 && wanted.is_empty() {
                             ""
                         } else {
@@ -1741,6 +1749,64 @@ mod tests {
             "{cmds:?} {batch:?}"
         );
         e.check().expect("invariants");
+    }
+
+    /// A service with fewer replicas than it wants says why the next one waits, as a pending
+    /// job would: here the one cluster holds two of its four.
+    #[test]
+    fn a_service_short_of_replicas_says_why() {
+        let fleet = Fleet::from_toml(
+            r#"
+name = "one"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 4.0
+[[clusters]]
+name = "lab"
+provider = "p"
+region = "r"
+accelerator = "H100"
+nodes = 2
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 24.0
+"#,
+            "one.toml",
+        )
+        .expect("a one-cluster fleet");
+        let mut e = Engine::new(&fleet, Clock::starting_at(T0));
+        let mut r = record("s", 1);
+        r.kind = "inference".into();
+        e.admit(T0, &r, service(1, 4));
+        e.schedule(T0);
+        let _ = e.take(T0);
+        e.scale(T0 + 1000, "s", 4);
+        e.schedule(T0 + 1000);
+        let (batch, _) = e.take(T0 + 1000);
+        let u = update(&batch, "s");
+        assert_eq!(u.allocated, 16);
+        assert!(
+            u.reason.starts_with("serving with 2 of 4 wanted replicas")
+                && u.reason.contains(
+                    "; the next replica is waiting for 8 free accelerators in one cluster it \
+                     accepts"
+                ),
+            "{}",
+            u.reason
+        );
+        // With all it wants, no such words.
+        e.scale(T0 + 2000, "s", 2);
+        e.schedule(T0 + 2000);
+        let (batch, _) = e.take(T0 + 2000);
+        let u = update(&batch, "s");
+        assert!(
+            u.reason.starts_with("serving with 2 replicas") && !u.reason.contains("next"),
+            "{}",
+            u.reason
+        );
     }
 
     /// A service whose replicas run on two clusters holds accelerators on each, as the store
