@@ -131,6 +131,25 @@ fn a_service_scales_up_and_down_across_agents() {
     for r in &replicas {
         assert!(text.contains(&format!("[replica {r}] up")), "{text}");
     }
+    // The dashboard's job page names each line's replica too.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let html = agent
+        .get(format!("{}/dashboard/jobs/{id}", s.url()))
+        .header("Authorization", format!("Bearer {}", s.tenant_token))
+        .call()
+        .expect("the dashboard answers")
+        .body_mut()
+        .read_to_string()
+        .expect("a page");
+    for r in &replicas {
+        assert!(
+            html.contains(&format!("[replica {r} rank 0 stdout]</span> up")),
+            "{html}"
+        );
+    }
     let (code, text) = cli(&["logs", &id, "--replica", &replicas[2]]);
     assert_eq!((code, text.trim()), (Some(0), "up"));
     let (code, _) = cli(&["logs", &id, "--replica", "nope"]);

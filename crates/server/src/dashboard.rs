@@ -610,11 +610,14 @@ async fn render_job(
     } else {
         body.push_str("<pre>");
         for l in &lines {
+            // A service's lines say which replica wrote them, as `switchyard logs` does.
+            let whose = match switchyard_store::replica_of_assignment(&l.assignment_id) {
+                Some(replica) => format!("replica {} rank {}", esc(replica), l.rank),
+                None => format!("attempt {} rank {}", l.attempt, l.rank),
+            };
             let _ = writeln!(
                 body,
-                "<span class=\"muted\">[attempt {} rank {} {}]</span> {}",
-                l.attempt,
-                l.rank,
+                "<span class=\"muted\">[{whose} {}]</span> {}",
                 esc(&l.stream),
                 esc(&l.line)
             );
