@@ -859,7 +859,17 @@ fn why_no_lines(
         });
     }
     if job.kind == "inference" {
-        return None;
+        // A replica runs one rank per node it spans. (Its attempts are its own: on Slurm each
+        // start of a replica is one; nothing to say about them.)
+        return match (attempt, rank) {
+            (None, Some(r)) if r > 0 => Some(format!(
+                "no output from rank {r}: a replica of service {id} runs one rank per node it \
+                 spans (only rank 0 for a replica on one node); its lines are told apart by \
+                 replica (--replica NAME, the `[replica …]` prefix of `switchyard logs {id}`)",
+                id = job.id
+            )),
+            _ => None,
+        };
     }
     let ranks = job.accelerators.max(1);
     if let Some(r) = rank
@@ -961,6 +971,15 @@ mod tests {
             None,
             "replicas count attempts of their own"
         );
+        assert_eq!(
+            why_no_lines(&service, Some(2), None, None).as_deref(),
+            Some(
+                "no output from rank 2: a replica of service j-1 runs one rank per node it spans \
+                 (only rank 0 for a replica on one node); its lines are told apart by replica \
+                 (--replica NAME, the `[replica …]` prefix of `switchyard logs j-1`)"
+            )
+        );
+        assert_eq!(why_no_lines(&service, Some(0), None, None), None);
         assert_eq!(
             why_no_lines(&service, None, None, Some("999.9")).as_deref(),
             Some(
