@@ -35,6 +35,40 @@ pub use train::{TrainingEstimate, TrainingSpec, estimate};
 /// and never overflow.
 pub const MAX_SIZE: u32 = 1 << 24;
 
+/// Reads an optional count of a plan file as a whole number from 1 to [`MAX_SIZE`] in the
+/// words of a refusal: a negative number, a fraction (`8.0`) or one past 32 bits is refused
+/// naming that range, not the type's "from 0 to 4294967295". (0 and numbers above the range
+/// that 32 bits hold are read, and refused by the checks after with their own words.)
+pub(crate) fn some_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct Count(u32);
+    impl<'de> serde::Deserialize<'de> for Count {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl serde::de::Visitor<'_> for Visit {
+                type Value = u32;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    write!(f, "a whole number from 1 to {MAX_SIZE}")
+                }
+                fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<u32, E> {
+                    u32::try_from(n).map_err(|_| not_a_count(n))
+                }
+                fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<u32, E> {
+                    u32::try_from(n).map_err(|_| not_a_count(n))
+                }
+                fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<u32, E> {
+                    // (As written: `8.0`, not the `8` it displays as.)
+                    Err(not_a_count(format!("{x:?}")))
+                }
+            }
+            fn not_a_count<E: serde::de::Error>(n: impl std::fmt::Display) -> E {
+                E::custom(format!("{n} is not a whole number from 1 to {MAX_SIZE}"))
+            }
+            d.deserialize_any(Visit).map(Count)
+        }
+    }
+    <Option<Count> as serde::Deserialize>::deserialize(d).map(|c| c.map(|c| c.0))
+}
+
 /// A count or size given at `place` (formatted only on failure: the search checks every layout
 /// it costs): at least 1 and at most [`MAX_SIZE`].
 pub(crate) fn check_size(value: u32, place: impl FnOnce() -> String) -> Result<u32, PerfError> {

@@ -58,6 +58,7 @@ pub const DEFAULT_NODE_MTBF_HOURS: f64 = 6335.0;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TrainingFields {
+    #[serde(default, deserialize_with = "crate::some_count")]
     global_batch: Option<u32>,
     precision: Option<String>,
     tokens: Option<f64>,
@@ -70,7 +71,9 @@ struct TrainingFields {
 #[serde(deny_unknown_fields)]
 struct HardwareFields {
     accelerator: Option<String>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     count: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     per_node: Option<u32>,
     cluster: Option<String>,
 }
@@ -78,13 +81,21 @@ struct HardwareFields {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ParallelismFields {
+    #[serde(default, deserialize_with = "crate::some_count")]
     tp: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pp: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     dp: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     cp: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     ep: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     etp: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     microbatch: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     virtual_stages: Option<u32>,
     recompute: Option<String>,
     recompute_modules: Option<Vec<String>>,
@@ -97,7 +108,9 @@ struct ParallelismFields {
 #[serde(deny_unknown_fields)]
 struct InferenceFields {
     precision: Option<String>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     prompt_tokens: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     output_tokens: Option<u32>,
     /// A whole number or "max"; read as any value so that a wrong one is named plainly.
     concurrency: Option<toml::Value>,

@@ -1188,12 +1188,24 @@ fn silently_dropped_inputs_are_refused() {
             "",
         )
     };
-    // A value past its field's type says the type's range, not the Rust type's name.
+    // A count that is negative, a fraction or past 32 bits says the plan's own range, not the
+    // Rust type's.
+    for (given, said) in [
+        ("count = 99999999999", "99999999999"),
+        ("count = -8", "-8"),
+        ("count = 8.0", "8.0"),
+    ] {
+        assert_refused(
+            &fleet,
+            &h100_plan("llama3-8b", "[training]\nglobal_batch = 64", 64, "")
+                .replace("count = 64", given),
+            &format!("{said} is not a whole number from 1 to 16777216"),
+        );
+    }
     assert_refused(
         &fleet,
-        &h100_plan("llama3-8b", "[training]\nglobal_batch = 64", 64, "")
-            .replace("count = 64", "count = 99999999999"),
-        "invalid value: integer `99999999999`, expected a whole number from 0 to 4294967295",
+        &h100_plan("llama3-8b", "[training]\nglobal_batch = -8", 64, ""),
+        "-8 is not a whole number from 1 to 16777216",
     );
     assert_refused(
         &fleet,
