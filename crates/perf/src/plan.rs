@@ -1164,6 +1164,7 @@ pub fn run_plan(input: &PlanInput) -> Result<PlanReport, PerfError> {
             }
             let best = found.remove(0);
             let mut notes = caveats(hw, spec.fp8, true);
+            notes.extend(unhidden_expert_traffic(&best));
             if spec.fp8 && !complete && best.fits {
                 // (A note: a failed comparison leaves the plan as it is.)
                 notes.extend(
@@ -1320,6 +1321,28 @@ fn bf16_would_be_faster(
             )
         }))
 }
+
+/// A note when expert-parallel all-to-all is a large share of the step: the model overlaps
+/// none of it, as Megatron-Core's default schedules do not, while schedules built to hide it
+/// (DeepSeek-V3's DualPipe, which overlaps a micro-batch's dispatch with another's compute)
+/// train faster than predicted.
+fn unhidden_expert_traffic(best: &TrainingEstimate) -> Option<String> {
+    let ep = best.breakdown.ep_comm_s;
+    (ep > UNHIDDEN_EXPERT_TRAFFIC_SHARE * best.step_time_s).then(|| {
+        format!(
+            "expert-parallel all-to-all takes {} of the {} step ({:.0}%), none of it overlapped \
+             with compute: a schedule that hides it (DeepSeek-V3's DualPipe) trains faster \
+             than this",
+            seconds(ep),
+            seconds(best.step_time_s),
+            ep / best.step_time_s * 100.0
+        )
+    })
+}
+
+/// The share of a step spent in expert-parallel all-to-all above which a plan says that it is
+/// not overlapped ([`unhidden_expert_traffic`]).
+const UNHIDDEN_EXPERT_TRAFFIC_SHARE: f64 = 0.25;
 
 /// A note when the token budget's checkpoint writes assume the nodes' own rate adds up to
 /// more than any published storage took in, because the cluster states no storage rate.

@@ -1361,3 +1361,38 @@ fn a_budget_on_unstated_storage_faster_than_published_says_so() {
     };
     assert!(!storage(&report.notes), "{:?}", report.notes);
 }
+
+/// Where expert-parallel all-to-all is a large share of the step (DeepSeek-V3's own layout on
+/// 2,048 H800), the plan says that none of it is overlapped; a dense model's plan does not.
+#[test]
+fn a_step_dominated_by_expert_traffic_says_it_is_not_overlapped() {
+    let fleet = Fleet::default_fleet();
+    let notes = |model: &str, parallelism: &str, count: u32, batch: u32| {
+        let text = format!(
+            "[model]\n{model}\n[training]\nglobal_batch = {batch}\nprecision = \"fp8\"\n\
+             [hardware]\naccelerator = \"H800\"\ncount = {count}\n[parallelism]\n{parallelism}\n"
+        );
+        let input = parse_plan(&text, &fleet).unwrap_or_else(|e| panic!("{e}"));
+        let Ok(switchyard_perf::plan::PlanReport::Training(report)) = run_plan(&input) else {
+            panic!("a training report");
+        };
+        report.notes
+    };
+    let moe = notes(
+        "preset = \"deepseek-v3\"",
+        "tp = 1\npp = 16\ndp = 128\nep = 64",
+        2048,
+        15360,
+    );
+    assert!(
+        moe.iter()
+            .any(|n| n.starts_with("expert-parallel all-to-all takes ")
+                && n.contains("none of it overlapped")),
+        "{moe:?}"
+    );
+    let dense = notes("preset = \"llama3-8b\"", "tp = 1\npp = 1\ndp = 64", 64, 512);
+    assert!(
+        !dense.iter().any(|n| n.starts_with("expert-parallel")),
+        "{dense:?}"
+    );
+}
