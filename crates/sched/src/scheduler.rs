@@ -3716,16 +3716,25 @@ impl Scheduler {
                     let c = rep.cluster;
                     let nodes = rep.shares.clone();
                     let on: Vec<u32> = nodes.iter().map(|s| s.node).collect();
-                    let drained = on.iter().any(|&n| self.index[c as usize].is_drained(n));
+                    let drained: Vec<u32> = on
+                        .iter()
+                        .copied()
+                        .filter(|&n| self.index[c as usize].is_drained(n))
+                        .collect();
                     let named = if on.len() <= NAMED_REPLICA_NODES {
                         self.nodes_of(c, &on)
                     } else {
                         format!("{} nodes of {}", on.len(), self.clusters[c as usize].name)
                     };
+                    // Which of its nodes is drained, where that is not all of them.
+                    let drained = match drained.len() {
+                        0 => String::new(),
+                        n if n == on.len() => " (drained)".into(),
+                        _ => format!(" ({} drained)", self.node_list(c as usize, &drained)),
+                    };
                     let reason = format!(
-                        "scaled down: {} wanted; the replica on {named}{} goes",
+                        "scaled down: {} wanted; the replica on {named}{drained} goes",
                         count(self.jobs[j as usize].target_replicas, "replica", "replicas"),
-                        if drained { " (drained)" } else { "" }
                     );
                     self.drop_replica(now, j, rep);
                     self.emit(

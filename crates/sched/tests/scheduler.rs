@@ -616,6 +616,52 @@ fn scaling_down_removes_the_replica_on_a_drained_node_first() {
     s.check_invariants().expect("invariants");
 }
 
+/// A replica removed for a scale-down that spans a drained node and an undrained one says
+/// which one is drained.
+#[test]
+fn a_removed_replica_names_its_drained_node() {
+    let mut s = sched(Policy::Switchyard, true);
+    let j = submit(&mut s, 0.0, on_fast(service("svc", "b", 16, 1, 2)));
+    s.handle(
+        0.0,
+        Event::Scale {
+            job: j,
+            replicas: 2,
+        },
+        &mut Vec::new(),
+    );
+    let placed: Vec<Vec<u32>> = pass(&mut s, 0.0)
+        .iter()
+        .filter_map(|d| match &d.action {
+            Action::AddReplica { nodes, .. } => Some(nodes.iter().map(|n| n.node).collect()),
+            _ => None,
+        })
+        .collect();
+    assert!(placed.len() == 2 && placed[0].len() == 2, "{placed:?}");
+    drain_on_fast(&mut s, 10.0, &[placed[0][1]]);
+    s.handle(
+        20.0,
+        Event::Scale {
+            job: j,
+            replicas: 1,
+        },
+        &mut Vec::new(),
+    );
+    let d = pass(&mut s, 20.0);
+    let reason = d
+        .iter()
+        .find(|d| matches!(d.action, Action::RemoveReplica { .. }))
+        .map(|d| d.reason.clone())
+        .unwrap_or_else(|| panic!("a removal: {d:?}"));
+    assert_eq!(
+        reason,
+        format!(
+            "scaled down: 1 replica wanted; the replica on nodes {}, {} of fast ({} drained) goes",
+            placed[0][0], placed[0][1], placed[0][1]
+        )
+    );
+}
+
 #[test]
 fn quota_caps_borrowing() {
     let mut s = sched(Policy::Fair, false);

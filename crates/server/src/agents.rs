@@ -2473,7 +2473,7 @@ mod handlers {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "only agent and admin tokens may use /v1/agent (create one with `switchyard token create --agent`)",
+                "only agent and admin tokens may use /v1/agent (for a node agent `switchyard token create --agent`; for a person listing or draining nodes `switchyard token create --tenant TEAM --admin`)",
             ));
         }
         let hub = s.agents.clone().ok_or_else(|| {
