@@ -81,7 +81,7 @@ pub struct ScaleArgs {
     #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     job: String,
     /// The wanted replica count, between the service's `replicas.min` and `replicas.max`.
-    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::error::whole_from(0, u32::MAX))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::error::whole_from(0, switchyard_server::api::MAX_REPLICAS))]
     replicas: u32,
     #[command(flatten)]
     client: ClientArgs,

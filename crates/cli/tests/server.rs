@@ -1195,6 +1195,13 @@ fn scaling(db: String) {
     let (code, _, err) = cli(&["scale", &id, "--replicas", "9"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("range, 1 to 4"), "{err}");
+    // A count no service could ask for is refused before a request, naming the range.
+    let (code, _, err) = cli(&["scale", &id, "--replicas", "99999999999999999999"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("`99999999999999999999` is not a whole number from 0 to 100000"),
+        "{err}"
+    );
     let (code, _, err) = cli(&["scale", "j-0000000000000000", "--replicas", "2"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no job"), "{err}");

@@ -21,7 +21,8 @@ pub const LIST_SPEC_BYTES: i64 = 4 << 20;
 const MAX_ACCELERATORS: u32 = 1_000_000;
 const MAX_DURATION_S: f64 = 366.0 * 86_400.0;
 const MAX_LIST_ENTRIES: usize = 64;
-const MAX_REPLICAS: u32 = 100_000;
+/// The most replicas a service may ask for.
+pub const MAX_REPLICAS: u32 = 100_000;
 
 /// A whole-number field's own range, named when a number its type cannot hold is refused (a
 /// negative count, one past 32 bits, a fraction): "from 1 to 1000000", not the type's "from 0
