@@ -184,6 +184,7 @@ enum NodesAction {
 #[command(after_help = "Example:\n  switchyard nodes drain gpu-7 --reason \"DIMM replacement\"")]
 struct DrainArgs {
     /// The node: its id (`n-…`) or its host name.
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     node: String,
     /// Why, shown by `switchyard nodes`.
     #[arg(long)]
@@ -199,6 +200,7 @@ struct DrainArgs {
 #[command(after_help = "Example:\n  switchyard nodes resume gpu-7")]
 struct ResumeArgs {
     /// The node: its id (`n-…`) or its host name.
+    #[arg(value_parser = clap::builder::NonEmptyStringValueParser::new())]
     node: String,
     #[command(flatten)]
     client: ClientArgs,

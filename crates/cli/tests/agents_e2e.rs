@@ -285,6 +285,10 @@ fn a_drained_node_runs_its_work_to_the_end_and_takes_nothing_new_until_resumed()
     let (code, _, err) = nodes_cli(&["drain", "no-such-host"], &admin);
     assert_ne!(code, Some(0));
     assert!(err.contains("no-such-host"), "{err}");
+    // An empty name is refused before any request.
+    let (code, _, err) = nodes_cli(&["drain", ""], &admin);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("<NODE>"), "{err}");
 
     // Drain both: the busy one by host name, the idle one by id.
     let (code, out, err) = nodes_cli(&["drain", &busy_host, "--reason", "DIMM swap"], &admin);
