@@ -408,6 +408,11 @@ fn topology_that_does_not_divide_is_rejected() {
 
     // A rack-scale fabric spans servers, up to what it connects.
     let gb200 = GOOD
+        .replacen(
+            "{ cluster = \"east\", accelerators = 512 }",
+            "{ cluster = \"east\", accelerators = 64 }",
+            1,
+        )
         .replacen("accelerator = \"H100-SXM\"", "accelerator = \"GB200\"", 1)
         .replacen("accelerator = \"H100\"", "accelerator = \"GB200\"", 1)
         .replacen("nodes = 128", "nodes = 72", 1)
@@ -430,11 +435,13 @@ fn topology_that_does_not_divide_is_rejected() {
 /// default too: NVLink does not join separate servers.
 #[test]
 fn a_small_server_has_a_small_fabric() {
-    let text = mutate("accelerators_per_node = 8", "accelerators_per_node = 1").replacen(
-        "scale_up = { nodes = 1, gb_s = 450.0 }\n",
-        "",
-        1,
-    );
+    let text = mutate("accelerators_per_node = 8", "accelerators_per_node = 1")
+        .replacen("scale_up = { nodes = 1, gb_s = 450.0 }\n", "", 1)
+        .replacen(
+            "{ cluster = \"east\", accelerators = 512 }",
+            "{ cluster = \"east\", accelerators = 64 }",
+            1,
+        );
     let fleet = load(&text).expect("128 one-GPU servers");
     let east = &fleet.clusters[0];
     assert_eq!(east.topology.scale_up_nodes(), 1);
@@ -933,4 +940,26 @@ fn a_clusters_restart_time_is_optional_and_bounded() {
             "{message}"
         );
     }
+}
+
+/// A team guaranteed more than its cluster holds, or named as an organisation is, is refused:
+/// the guarantee could never be honoured, and a tenant's name must say whether it is a team.
+#[test]
+fn impossible_guarantees_and_names_shared_by_a_team_and_an_organisation_are_refused() {
+    let (_, field, message) = error_of(&GOOD.replacen(
+        "{ cluster = \"east\", accelerators = 512 }",
+        "{ cluster = \"east\", accelerators = 5000 }",
+        1,
+    ));
+    assert_eq!(field, "tenants[0].teams[0].quotas[0].accelerators");
+    assert!(
+        message.contains("is guaranteed 5000 accelerators on east, which holds 1024"),
+        "{message}"
+    );
+    let (_, field, message) = error_of(&GOOD.replacen("name = \"research\"", "name = \"lab\"", 1));
+    assert_eq!(field, "tenants[0].teams[0].name");
+    assert!(
+        message.starts_with("team name \"lab\" is also an organisation name (line 28)"),
+        "{message}"
+    );
 }

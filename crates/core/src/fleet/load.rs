@@ -4,7 +4,7 @@
 //! validated into the domain types of [`super`]. Every error names the file, the line and column,
 //! the field (as a path such as `clusters[2].topology.rack.nodes`) and what was expected.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -602,6 +602,34 @@ impl<'a> Names<'a> {
             .insert(name.to_owned(), line_column(src.text, value.span().start).0);
         Ok(())
     }
+
+    /// Refuses `name`, a `what` (another kind of name), when it is one of these names.
+    fn clashes_with(
+        &self,
+        src: &Source<'_>,
+        name: &str,
+        value: &Spanned<String>,
+        field: &str,
+        what: &str,
+    ) -> Result<(), FleetError> {
+        let article = if self.what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        match self.seen.get(name) {
+            Some(line) => Err(src.error(
+                value.span(),
+                field,
+                format!(
+                    "{what} name {name:?} is also {article} {} name (line {line}): tenants are \
+                     named by team, and a name must say which it is",
+                    self.what
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
@@ -645,6 +673,10 @@ pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
     check_reserved_capacity(&src, &raw, &providers, &clusters)?;
 
     let cluster_set: HashSet<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    let cluster_sizes: HashMap<&str, u64> = clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.accelerators()))
+        .collect();
     let mut org_names = Names::new("organisation");
     let mut team_names = Names::new("team");
     let mut tenants = Vec::with_capacity(raw.tenants.len());
@@ -654,6 +686,7 @@ pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
             o.get_ref(),
             i,
             &cluster_set,
+            &cluster_sizes,
             &mut org_names,
             &mut team_names,
         )?);
@@ -1320,12 +1353,16 @@ fn organisation(
     raw: &RawOrganisation,
     i: usize,
     clusters: &HashSet<&str>,
+    cluster_sizes: &HashMap<&str, u64>,
     org_names: &mut Names<'_>,
     team_names: &mut Names<'_>,
 ) -> Result<Organisation, FleetError> {
     let at = format!("tenants[{i}]");
     let name = src.name(&raw.name, &format!("{at}.name"))?;
     org_names.insert(src, &name, &raw.name, &format!("{at}.name"))?;
+    // A tenant names a team; an organisation's name is refused as one. The two must differ,
+    // or a token for the name would be both.
+    team_names.clashes_with(src, &name, &raw.name, &format!("{at}.name"), "organisation")?;
     let weight = weight_or_default(src, raw.weight.as_ref(), &format!("{at}.weight"))?;
     let org_quotas = quotas(src, &raw.quotas, &format!("{at}.quotas"), clusters)?;
     // An organisation's quota caps its teams together; the scheduler reclaims only teams'
@@ -1357,6 +1394,7 @@ fn organisation(
         let at = format!("{at}.teams[{j}]");
         let team_name = src.name(&t.name, &format!("{at}.name"))?;
         team_names.insert(src, &team_name, &t.name, &format!("{at}.name"))?;
+        org_names.clashes_with(src, &team_name, &t.name, &format!("{at}.name"), "team")?;
         // The range a job submitted with its own priority may have: a team's default outside
         // it would give its jobs a priority no submission could ask for.
         let max = crate::job::MAX_PRIORITY;
@@ -1393,6 +1431,20 @@ fn organisation(
                     "in all",
                 ),
             };
+            // Nor can one above what its cluster holds.
+            if let Some(size) = q.cluster.as_deref().and_then(|c| cluster_sizes.get(c))
+                && q.accelerators > *size
+            {
+                return Err(src.error(
+                    t.quotas[k].get_ref().accelerators.span(),
+                    format!("{at}.quotas[{k}].accelerators"),
+                    format!(
+                        "team {team_name} is guaranteed {} accelerators {where_}, which holds \
+                         {size}: the guarantee could never be honoured; lower it",
+                        q.accelerators
+                    ),
+                ));
+            }
             if q.accelerators > cap {
                 return Err(src.error(
                     t.quotas[k].get_ref().accelerators.span(),
