@@ -3259,7 +3259,14 @@ impl Scheduler {
             } else {
                 None
             };
-            let Some(mut size) = size else { continue };
+            let Some(mut size) = size else {
+                // No room now; a quota that would refuse it anyway is the wait to name: room
+                // that frees up would not start it.
+                if blocked_by_quota.is_none() {
+                    blocked_by_quota = self.quota_hit(j, c, job.min_size);
+                }
+                continue;
+            };
             if let Some(hit) = self.quota_hit(j, c, size) {
                 // An elastic run over a cap takes what the caps leave, down to its minimum.
                 let room = (job.min_size < job.size)

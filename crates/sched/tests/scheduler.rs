@@ -819,6 +819,28 @@ weight = 1.0
     Scheduler::new(&fleet(&toml), ThroughputTable::new(), Config::default())
 }
 
+/// A job that finds no room and would be over its team's cap anyway says the cap is why it
+/// waits: room freeing up would not start it.
+#[test]
+fn a_job_over_its_cap_names_the_cap_even_when_no_room_is_free() {
+    let mut s = capped_fleet();
+    // `capped` holds its 24; `a` fills the rest of both clusters (128 + 64 in all).
+    submit(&mut s, 0.0, on_fast(job("held", "capped", 24, 1e6)));
+    submit(&mut s, 0.0, on_fast(job("rest", "a", 104, 1e6)));
+    let mut slow = job("slow", "a", 64, 1e6);
+    slow.clusters = vec!["slow".into()];
+    submit(&mut s, 0.0, slow);
+    pass(&mut s, 0.0);
+    assert_eq!(s.busy(0) + s.busy(1), 192, "the fleet is full");
+    let j = submit(&mut s, 10.0, job("more", "capped", 16, 100.0));
+    pass(&mut s, 10.0);
+    let why = s.why(j);
+    assert!(
+        why.starts_with("its team capped is at its fleet-wide quota cap: 24 of 24 accelerators"),
+        "{why}"
+    );
+}
+
 /// A fleet-wide cap bounds a service's replicas all together, not once per cluster: with a
 /// cap of 24, three replicas of 8, although each cluster alone would take three.
 #[test]
