@@ -576,28 +576,28 @@ fn inference_replicas_are_replaced_after_a_failure() {
     assert_eq!(d.len(), 2);
 }
 
-/// Scaling a service down removes a replica on a drained node first (its node is being emptied
-/// for repair), otherwise the newest.
-#[test]
-fn scaling_down_removes_the_replica_on_a_drained_node_first() {
-    let mut s = sched(Policy::Switchyard, true);
-    let j = submit(&mut s, 0.0, on_fast(service("svc", "b", 8, 1, 4)));
-    s.handle(
-        0.0,
-        Event::Scale {
-            job: j,
-            replicas: 4,
-        },
-        &mut Vec::new(),
-    );
-    let placed: Vec<Vec<u32>> = pass(&mut s, 0.0)
+/// Submits service `spec` at 0 s, asks for `replicas` and passes: its handle and the nodes of
+/// each replica placed, in the order they were placed (all `replicas` of them).
+fn placed_service(s: &mut Scheduler, spec: JobSpec, replicas: u32) -> (u32, Vec<Vec<u32>>) {
+    let j = submit(s, 0.0, spec);
+    s.handle(0.0, Event::Scale { job: j, replicas }, &mut Vec::new());
+    let placed: Vec<Vec<u32>> = pass(s, 0.0)
         .iter()
         .filter_map(|d| match &d.action {
             Action::AddReplica { nodes, .. } => Some(nodes.iter().map(|n| n.node).collect()),
             _ => None,
         })
         .collect();
-    assert_eq!(placed.len(), 4, "{placed:?}");
+    assert_eq!(placed.len(), replicas as usize, "{placed:?}");
+    (j, placed)
+}
+
+/// Scaling a service down removes a replica on a drained node first (its node is being emptied
+/// for repair), otherwise the newest.
+#[test]
+fn scaling_down_removes_the_replica_on_a_drained_node_first() {
+    let mut s = sched(Policy::Switchyard, true);
+    let (j, placed) = placed_service(&mut s, on_fast(service("svc", "b", 8, 1, 4)), 4);
     let removed = |s: &mut Scheduler, at: f64, replicas: u32| -> Vec<Vec<u32>> {
         s.handle(at, Event::Scale { job: j, replicas }, &mut Vec::new());
         pass(s, at)
@@ -621,23 +621,8 @@ fn scaling_down_removes_the_replica_on_a_drained_node_first() {
 #[test]
 fn a_removed_replica_names_its_drained_node() {
     let mut s = sched(Policy::Switchyard, true);
-    let j = submit(&mut s, 0.0, on_fast(service("svc", "b", 16, 1, 2)));
-    s.handle(
-        0.0,
-        Event::Scale {
-            job: j,
-            replicas: 2,
-        },
-        &mut Vec::new(),
-    );
-    let placed: Vec<Vec<u32>> = pass(&mut s, 0.0)
-        .iter()
-        .filter_map(|d| match &d.action {
-            Action::AddReplica { nodes, .. } => Some(nodes.iter().map(|n| n.node).collect()),
-            _ => None,
-        })
-        .collect();
-    assert!(placed.len() == 2 && placed[0].len() == 2, "{placed:?}");
+    let (j, placed) = placed_service(&mut s, on_fast(service("svc", "b", 16, 1, 2)), 2);
+    assert_eq!(placed[0].len(), 2, "{placed:?}");
     drain_on_fast(&mut s, 10.0, &[placed[0][1]]);
     s.handle(
         20.0,

@@ -4895,64 +4895,52 @@ mod tests {
         assert!(list.iter().all(|x| x.restart == RestartPolicy::Always));
         assert_ne!(list[0].accelerators, list[1].accelerators);
         // A replica its agent restarted: the event says how the copy before ended.
-        h.status(
-            &a,
-            StatusReport {
-                processes: vec![ProcessStatus {
-                    assignment_id: list[0].id.clone(),
-                    state: ProcessState::Running { pid: 7 },
-                    restarts: 1,
-                    last_exit: Some(ExitInfo {
-                        code: Some(3),
-                        signal: None,
-                        stopped_by_agent: false,
-                    }),
-                }],
-            },
+        let mut restarted = |state: ProcessState, restarts: u32, last_exit: Option<ExitInfo>| {
+            h.status(
+                &a,
+                StatusReport {
+                    processes: vec![ProcessStatus {
+                        assignment_id: list[0].id.clone(),
+                        state,
+                        restarts,
+                        last_exit,
+                    }],
+                },
+                1,
+            )
+            .expect("status");
+            b.poll(1)
+                .into_iter()
+                .filter_map(|o| match o {
+                    Observed::Event { kind, message, .. } if kind == "replica_restarted" => {
+                        Some(message)
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<String>>()
+        };
+        let events = restarted(
+            ProcessState::Running { pid: 7 },
             1,
-        )
-        .expect("status");
-        let events: Vec<String> = b
-            .poll(1)
-            .into_iter()
-            .filter_map(|o| match o {
-                Observed::Event { kind, message, .. } if kind == "replica_restarted" => {
-                    Some(message)
-                }
-                _ => None,
-            })
-            .collect();
+            Some(ExitInfo {
+                code: Some(3),
+                signal: None,
+                stopped_by_agent: false,
+            }),
+        );
         assert_eq!(events.len(), 1, "{events:?}");
         assert!(
             events[0].contains(" on node a exited with code 3; its agent restarted it (restart 1)"),
             "{events:?}"
         );
         // One whose program cannot start: its agent tries again, and the event says so.
-        h.status(
-            &a,
-            StatusReport {
-                processes: vec![ProcessStatus {
-                    assignment_id: list[0].id.clone(),
-                    state: ProcessState::FailedToStart {
-                        error: "No such file or directory".into(),
-                    },
-                    restarts: 2,
-                    last_exit: None,
-                }],
+        let events = restarted(
+            ProcessState::FailedToStart {
+                error: "No such file or directory".into(),
             },
-            1,
-        )
-        .expect("status");
-        let events: Vec<String> = b
-            .poll(1)
-            .into_iter()
-            .filter_map(|o| match o {
-                Observed::Event { kind, message, .. } if kind == "replica_restarted" => {
-                    Some(message)
-                }
-                _ => None,
-            })
-            .collect();
+            2,
+            None,
+        );
         assert!(
             matches!(events.as_slice(), [m] if m.ends_with(
                 " on node a could not start (No such file or directory); its agent tries again \
