@@ -904,7 +904,7 @@ pub fn budget(
     let job_mtbf_h = mtbf_node / nodes;
     let ckpt_bytes = m.total_params() * CHECKPOINT_BYTES_PER_PARAM;
     // Every node writes its share at its client rate, up to what the storage takes in.
-    let nodes_gb_s = nodes * CHECKPOINT_WRITE_GB_S_PER_NODE;
+    let nodes_gb_s = nodes_write_gb_s(hw);
     let write_gb_s = hw
         .checkpoint_write_gb_s
         .map_or(nodes_gb_s, |storage| nodes_gb_s.min(storage));
@@ -1344,11 +1344,16 @@ fn unhidden_expert_traffic(best: &TrainingEstimate) -> Option<String> {
 /// not overlapped ([`unhidden_expert_traffic`]).
 const UNHIDDEN_EXPERT_TRAFFIC_SHARE: f64 = 0.25;
 
+/// What `hw`'s nodes write a checkpoint at together, each at its own client rate, GB/s.
+fn nodes_write_gb_s(hw: &Hardware) -> f64 {
+    f64::from(hw.nodes().max(1)) * CHECKPOINT_WRITE_GB_S_PER_NODE
+}
+
 /// A note when the token budget's checkpoint writes assume the nodes' own rate adds up to
 /// more than any published storage took in, because the cluster states no storage rate.
 fn unstated_storage(hw: &Hardware) -> Option<String> {
     let nodes = hw.nodes().max(1);
-    let nodes_gb_s = f64::from(nodes) * CHECKPOINT_WRITE_GB_S_PER_NODE;
+    let nodes_gb_s = nodes_write_gb_s(hw);
     (hw.checkpoint_write_gb_s.is_none() && nodes_gb_s > PUBLISHED_CHECKPOINT_WRITE_GB_S).then(
         || {
             format!(

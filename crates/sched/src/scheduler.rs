@@ -704,6 +704,11 @@ const NO_REPLICA: u32 = u32::MAX;
 /// counts them (its events would otherwise carry a list as long as the replica).
 const NAMED_REPLICA_NODES: usize = 8;
 
+/// "node" or "nodes", for `n` of them.
+fn node_noun(n: usize) -> &'static str {
+    if n == 1 { "node" } else { "nodes" }
+}
+
 /// Expected attempts beyond which a batch job (no checkpoints) is failed when a node failure
 /// hits it: it would practically never finish ([`Scheduler::batch_beyond_hope`]).
 const HOPELESS_BATCH_ATTEMPTS: f64 = 1000.0;
@@ -832,7 +837,7 @@ impl Scheduler {
     /// named ("node 3 of NAME").
     fn nodes_of(&self, cluster: u32, nodes: &[u32]) -> String {
         let c = cluster as usize;
-        let what = if nodes.len() == 1 { "node" } else { "nodes" };
+        let what = node_noun(nodes.len());
         format!(
             "{what} {} of {}",
             self.node_list(c, nodes),
@@ -2534,16 +2539,15 @@ impl Scheduler {
         };
         let (spares_named, failed_named) =
             (self.node_list(c, &spare_nodes), self.node_list(c, &failed));
-        let noun = |n: usize| if n == 1 { "node" } else { "nodes" };
         let mut in_place = format!(
             "spare {} {spares_named} of {name} in place of failed {} {failed_named}",
-            noun(spare_nodes.len()),
-            noun(failed.len())
+            node_noun(spare_nodes.len()),
+            node_noun(failed.len())
         );
         if !drained.is_empty() {
             in_place += &format!(
                 " and drained {} {}",
-                noun(drained.len()),
+                node_noun(drained.len()),
                 self.node_list(c, &drained)
             );
         }
@@ -3728,10 +3732,10 @@ impl Scheduler {
                         .copied()
                         .filter(|&n| self.index[c as usize].is_drained(n))
                         .collect();
-                    let named = if on.len() <= NAMED_REPLICA_NODES {
-                        self.nodes_of(c, &on)
-                    } else {
-                        format!("{} nodes of {}", on.len(), self.clusters[c as usize].name)
+                    let cluster = &self.clusters[c as usize].name;
+                    let named = match self.replica_node_list(c, &on) {
+                        Some(list) => format!("{} {list} of {cluster}", node_noun(on.len())),
+                        None => format!("{} nodes of {cluster}", on.len()),
                     };
                     // Which of its nodes is drained, where that is not all of them.
                     let drained = match drained.len() {
@@ -3812,15 +3816,10 @@ impl Scheduler {
                 // A replica spans a few nodes: they are named, as a failure or a scale-down
                 // would name them.
                 let on: Vec<u32> = shares.iter().map(|s| s.node).collect();
-                let named = if on.len() <= NAMED_REPLICA_NODES {
-                    format!(
-                        " ({} {})",
-                        if on.len() == 1 { "node" } else { "nodes" },
-                        self.node_list(c as usize, &on)
-                    )
-                } else {
-                    String::new()
-                };
+                let named = self
+                    .replica_node_list(c, &on)
+                    .map(|list| format!(" ({} {list})", node_noun(on.len())))
+                    .unwrap_or_default();
                 let reason = format!(
                     "replica {have} of {target} wanted; {size} {} on {} in {spread}{named}{}",
                     cl.accelerator.name,
@@ -3986,10 +3985,15 @@ impl Scheduler {
             _ => format!("this job needs {}", job.size),
         };
         format!(
-            "{whose} is at its {where_}: {used} of {} accelerators in use, and \
-                         {needs}",
+            "{whose} is at its {where_}: {used} of {} accelerators in use, and {needs}",
             hit.cap
         )
+    }
+
+    /// A replica's `nodes` of cluster `c` by name, when it spans few enough to list
+    /// ([`NAMED_REPLICA_NODES`]).
+    fn replica_node_list(&self, c: u32, nodes: &[u32]) -> Option<String> {
+        (nodes.len() <= NAMED_REPLICA_NODES).then(|| self.node_list(c as usize, nodes))
     }
 
     /// "waiting for 64 free accelerators in one cluster it accepts (…)", or that too few nodes

@@ -1751,19 +1751,22 @@ mod tests {
         e.check().expect("invariants");
     }
 
+    /// A fleet of one cloud provider selling H100 on demand, with the `clusters` (TOML) given.
+    fn h100_fleet(clusters: &str) -> Fleet {
+        let text = format!(
+            "name = \"test\"\n[[providers]]\nname = \"p\"\nkind = \"cloud\"\n\
+             [[providers.contracts]]\naccelerator = \"H100-SXM\"\non_demand_price = 4.0\n\
+             {clusters}"
+        );
+        Fleet::from_toml(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// A service with fewer replicas than it wants says why the next one waits, as a pending
     /// job would: here the one cluster holds two of its four.
     #[test]
     fn a_service_short_of_replicas_says_why() {
-        let fleet = Fleet::from_toml(
+        let fleet = h100_fleet(
             r#"
-name = "one"
-[[providers]]
-name = "p"
-kind = "cloud"
-[[providers.contracts]]
-accelerator = "H100-SXM"
-on_demand_price = 4.0
 [[clusters]]
 name = "lab"
 provider = "p"
@@ -1774,9 +1777,7 @@ capacity = "on_demand"
 node_mtbf_hours = 1000.0
 repair_hours = 24.0
 "#,
-            "one.toml",
-        )
-        .expect("a one-cluster fleet");
+        );
         let mut e = Engine::new(&fleet, Clock::starting_at(T0));
         let mut r = record("s", 1);
         r.kind = "inference".into();
@@ -1813,15 +1814,8 @@ repair_hours = 24.0
     /// (the fleet view, the busy metric) must count them; its cluster is where it holds most.
     #[test]
     fn a_service_across_clusters_is_counted_on_each() {
-        let fleet = Fleet::from_toml(
+        let fleet = h100_fleet(
             r#"
-name = "two"
-[[providers]]
-name = "p"
-kind = "cloud"
-[[providers.contracts]]
-accelerator = "H100-SXM"
-on_demand_price = 4.0
 [[clusters]]
 name = "lab"
 provider = "p"
@@ -1842,9 +1836,7 @@ capacity = "on_demand"
 node_mtbf_hours = 1000.0
 repair_hours = 24.0
 "#,
-            "two.toml",
-        )
-        .expect("a two-cluster fleet");
+        );
         let mut e = Engine::new(&fleet, Clock::starting_at(T0));
         let mut r = record("s", 1);
         r.kind = "inference".into();
