@@ -985,10 +985,7 @@ impl AgentHub {
                 address: r.address.clone(),
                 accelerators: r.accelerators,
                 state: if r.lost { "lost" } else { "ready" }.into(),
-                drained: hub.drained.get(id).cloned().map(|d| DrainView {
-                    reason: d.reason,
-                    since_ms: d.since_ms,
-                }),
+                drained: hub.drained.get(id).map(DrainView::from),
                 last_seen_ms: r.heartbeat_ms,
                 processes: 0,
                 jobs: Vec::new(),
@@ -1005,10 +1002,7 @@ impl AgentHub {
                 address: n.address.clone(),
                 accelerators: n.accelerators.len() as u32,
                 state: if n.lost { "lost" } else { "ready" }.into(),
-                drained: hub.drained.get(&n.id).cloned().map(|d| DrainView {
-                    reason: d.reason,
-                    since_ms: d.since_ms,
-                }),
+                drained: hub.drained.get(&n.id).map(DrainView::from),
                 last_seen_ms: n.last_seen_ms,
                 processes: n.statuses.len() as u32,
                 jobs: hub
@@ -1054,6 +1048,15 @@ pub struct NodeView {
 pub struct DrainView {
     pub reason: String,
     pub since_ms: i64,
+}
+
+impl From<&switchyard_store::NodeDrain> for DrainView {
+    fn from(d: &switchyard_store::NodeDrain) -> Self {
+        DrainView {
+            reason: d.reason.clone(),
+            since_ms: d.since_ms,
+        }
+    }
 }
 
 /// `POST /v1/agent/nodes/{id}/drain`'s body (it may be empty).
@@ -2674,10 +2677,7 @@ mod handlers {
             id: stored.id,
             cluster: stored.cluster,
             hostname: stored.hostname,
-            drained: stored.drained.map(|d| DrainView {
-                reason: d.reason,
-                since_ms: d.since_ms,
-            }),
+            drained: stored.drained.as_ref().map(DrainView::from),
             was_drained: record.drained.is_some(),
             state,
         }))
