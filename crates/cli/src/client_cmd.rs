@@ -686,6 +686,19 @@ const FOLLOW_RETRIES: u32 = 30;
 /// How long `logs --follow` keeps polling after the job ended and no new line came.
 const FOLLOW_QUIET_AFTER_END: Duration = Duration::from_secs(5);
 
+/// A job that ended longer ago than this (by the server's record and this machine's clock,
+/// a margin for their skew) has had its lines pushed: `logs --follow` prints them and stops.
+const FOLLOW_ENDED_LONG_AGO_MS: i64 = 60_000;
+
+/// Whether `logs --follow` may stop at once after printing: the job ended long enough ago
+/// that no line written before its end is still on its way.
+fn ended_long_ago(job: &Job, now_ms: i64) -> bool {
+    is_final(&job.state)
+        && job
+            .finished_ms
+            .is_some_and(|end| now_ms.saturating_sub(end) > FOLLOW_ENDED_LONG_AGO_MS)
+}
+
 pub fn logs(args: LogsArgs) -> Result<(), CliError> {
     let client = Client::new(&args.client)?;
     let job_path = format!("/v1/jobs/{}", encode(&args.job));
@@ -727,16 +740,29 @@ pub fn logs(args: LogsArgs) -> Result<(), CliError> {
         // backend reads its jobs' files a slice every round).
         let mut quiet_since: Option<std::time::Instant> = None;
         let mut failures = 0;
+        let mut printed = 0;
         loop {
-            let poll = (|| -> Result<(bool, usize), Stop> {
+            let poll = (|| -> Result<(bool, bool, usize), Stop> {
                 // The state first: every line written before the job ended is then either in
                 // this poll or a later one.
                 let job: Job = client.get(&job_path)?;
                 let n = print_new_lines(&client, &base, &mut after, &mut printer)?;
-                Ok((is_final(&job.state), n))
+                let long_ago = ended_long_ago(&job, switchyard_server::leader::now_ms());
+                Ok((is_final(&job.state), long_ago, n))
             })();
             match poll {
-                Ok((ended, n)) => {
+                Ok((_, true, n)) => {
+                    // Nothing more will come: the same note as without --follow.
+                    if printed + n == 0
+                        && let Some(note) =
+                            why_no_lines(&job, args.rank, args.attempt, args.replica.as_deref())
+                    {
+                        eprintln!("{note}");
+                    }
+                    return Ok(());
+                }
+                Ok((ended, false, n)) => {
+                    printed += n;
                     failures = 0;
                     if ended {
                         let since = quiet_since.get_or_insert_with(std::time::Instant::now);
@@ -907,6 +933,44 @@ fn why_no_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `logs --follow` on a job that ended a while ago prints and stops; on one that just
+    /// ended (or that runs) it waits for lines still on their way.
+    #[test]
+    fn follow_stops_at_once_only_for_a_job_that_ended_long_ago() {
+        let job = |state: &str, finished_ms: Option<i64>| Job {
+            id: "j-1".into(),
+            name: None,
+            tenant: "t".into(),
+            kind: "training".into(),
+            state: state.into(),
+            reason: String::new(),
+            priority: 0,
+            accelerators: 1,
+            cluster: None,
+            allocated: 0,
+            restarts: 0,
+            cancel_requested: false,
+            replicas_wanted: None,
+            submitted_ms: 0,
+            started_ms: None,
+            finished_ms,
+            spec: serde_json::Value::Null,
+        };
+        let now = 1_000_000;
+        assert!(ended_long_ago(&job("done", Some(now - 61_000)), now));
+        assert!(ended_long_ago(
+            &job("cancelled", Some(now - 3_600_000)),
+            now
+        ));
+        assert!(!ended_long_ago(&job("done", Some(now - 5_000)), now));
+        assert!(
+            !ended_long_ago(&job("done", Some(now + 30_000)), now),
+            "a clock behind"
+        );
+        assert!(!ended_long_ago(&job("failed", None), now));
+        assert!(!ended_long_ago(&job("running", Some(now - 61_000)), now));
+    }
 
     #[test]
     fn job_files_give_objects_as_tables_not_arrays() {
