@@ -155,6 +155,10 @@ struct Tracked {
     /// how the latest one ended (a crash-looping replica still counts as serving).
     replica_restarts: u32,
     last_replica_restart: Option<String>,
+    /// Services short of replicas: why the next one waits, as the reason last written says
+    /// ([`Scheduler::replicas_short_why`]), so that the reason follows it while nothing else
+    /// about the job changes.
+    short_why: Option<String>,
 }
 
 impl Tracked {
@@ -326,6 +330,7 @@ impl Engine {
             work_done_ms: now_ms,
             replica_restarts: 0,
             last_replica_restart: None,
+            short_why: None,
         };
         // Recovered by a new leader: the run goes on from the progress the last one kept, and
         // its queueing ended at its first start then.
@@ -931,6 +936,9 @@ impl Engine {
                 {
                     self.dirty.insert(j);
                 }
+                if t.replica_range.is_some() && self.sched.replicas_short_why(j) != t.short_why {
+                    self.dirty.insert(j);
+                }
             }
             if v.state == SchedState::Pending {
                 let why = self.pending_why(j);
@@ -963,6 +971,7 @@ impl Engine {
             let waiting = (v.state == SchedState::Pending).then(|| self.pending_why(j));
             let short = self.sched.replicas_short_why(j);
             let t = &mut self.jobs[j as usize];
+            t.short_why.clone_from(&short);
             let why = match (v.state, v.cluster) {
                 (SchedState::Running, Some(_)) if t.replica_range.is_some() => {
                     let size = i64::from(t.size.max(1));
@@ -1807,6 +1816,59 @@ repair_hours = 24.0
             u.reason.starts_with("serving with 2 replicas") && !u.reason.contains("next"),
             "{}",
             u.reason
+        );
+    }
+
+    /// The words on why the next replica waits follow what they say while nothing about the
+    /// service itself changes: here a node under another job is drained.
+    #[test]
+    fn a_short_services_reason_follows_a_drain_elsewhere() {
+        let fleet = h100_fleet(
+            r#"
+[[clusters]]
+name = "lab"
+provider = "p"
+region = "r"
+accelerator = "H100"
+nodes = 3
+capacity = "on_demand"
+node_mtbf_hours = 1000.0
+repair_hours = 24.0
+"#,
+        );
+        let mut e = Engine::new(&fleet, Clock::starting_at(T0));
+        e.admit(T0, &record("b", 1), spec(3600.0));
+        let mut r = record("s", 2);
+        r.kind = "inference".into();
+        e.admit(T0, &r, service(1, 4));
+        e.schedule(T0);
+        let _ = e.take(T0);
+        e.scale(T0 + 1000, "s", 4);
+        e.schedule(T0 + 1000);
+        let (batch, _) = e.take(T0 + 1000);
+        let before = update(&batch, "s").reason.clone();
+        assert!(
+            before.starts_with("serving with 2 of 4 wanted replicas")
+                && before.contains("; the next replica is waiting for 8 free accelerators")
+                && !before.contains("drained"),
+            "{before}"
+        );
+        // The batch job holds one node: drain all three (what runs goes on).
+        e.nodes_drained(T0 + 2000, 0, vec![0, 1, 2]);
+        e.schedule(T0 + 2000);
+        let (batch, _) = e.take(T0 + 2000);
+        let after = update(&batch, "s").reason.clone();
+        assert!(
+            after.contains("; 3 drained nodes take no new work"),
+            "{after}"
+        );
+        // Nothing changed since: nothing is written again.
+        e.schedule(T0 + 3000);
+        let (batch, _) = e.take(T0 + 3000);
+        assert!(
+            !batch.updates.iter().any(|u| u.id == "s"),
+            "{:?}",
+            batch.updates
         );
     }
 
