@@ -232,11 +232,13 @@ fn set_drain(
     }
     match &answer.drained {
         Some(d) => outln!(
-            "node {} ({} of {}) is drained: {}; what runs on it goes on, nothing new is placed there",
+            "node {} ({} of {}) is drained{}; what runs on it goes on, nothing new is placed there",
             answer.id,
             answer.hostname,
             answer.cluster,
             d.reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!(": {r}"))
         ),
         None if answer.was_drained && answer.state.as_deref() == Some("lost") => outln!(
             "node {} ({} of {}) is no longer drained, but it is lost: it takes work once its \
@@ -295,7 +297,10 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
             n.cluster.clone(),
             n.slot.to_string(),
             match &n.drained {
-                Some(d) => format!("{}, drained: {}", n.state, shortened(&d.reason, 40)),
+                Some(d) => match &d.reason {
+                    Some(r) => format!("{}, drained: {}", n.state, shortened(r, 40)),
+                    None => format!("{}, drained", n.state),
+                },
                 None => n.state.clone(),
             },
             n.accelerators.to_string(),

@@ -294,10 +294,28 @@ fn a_drained_node_runs_its_work_to_the_end_and_takes_nothing_new_until_resumed()
     let (code, out, err) = nodes_cli(&["drain", &busy_host, "--reason", "DIMM swap"], &admin);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("is drained: DIMM swap"), "{out}");
-    let (code, _, err) = nodes_cli(&["drain", &idle_id], &admin);
+    let (code, out, err) = nodes_cli(&["drain", &idle_id], &admin);
     assert_eq!(code, Some(0), "{err}");
+    // Without a reason none is made up.
+    assert!(out.contains("is drained; what runs on it goes on"), "{out}");
     let (_, table, _) = nodes_cli(&[], &admin);
     assert!(table.contains("ready, drained: DIMM swap"), "{table}");
+    assert!(
+        table.contains("ready, drained\n") || table.contains("ready, drained "),
+        "{table}"
+    );
+    let (_, listed, _) = nodes_cli(&["--json"], &admin);
+    let listed: Value = serde_json::from_str(&listed).expect("nodes --json");
+    let idle_drain = listed
+        .as_array()
+        .or_else(|| listed["nodes"].as_array())
+        .and_then(|nodes| nodes.iter().find(|n| n["id"] == idle_id.as_str()))
+        .map(|n| n["drained"].clone())
+        .expect("the idle node is listed");
+    assert!(
+        idle_drain["since_ms"].is_i64() && idle_drain.get("reason").is_none(),
+        "{idle_drain}"
+    );
     assert!(
         table.contains("2 nodes, 2 ready (2 drained: no new work), 0 lost"),
         "{table}"

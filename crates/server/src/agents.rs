@@ -1046,14 +1046,17 @@ pub struct NodeView {
 /// Why and since when a node is drained, as `GET /v1/agent/nodes` shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DrainView {
-    pub reason: String,
+    /// Why, as the administrator said; absent when drained without a reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub since_ms: i64,
 }
 
 impl From<&switchyard_store::NodeDrain> for DrainView {
     fn from(d: &switchyard_store::NodeDrain) -> Self {
         DrainView {
-            reason: d.reason.clone(),
+            // (Stored empty: the drained columns are set together.)
+            reason: (!d.reason.is_empty()).then(|| d.reason.clone()),
             since_ms: d.since_ms,
         }
     }
@@ -2646,7 +2649,7 @@ mod handlers {
                 .map(|r| r.trim().to_owned())
                 .filter(|r| !r.is_empty())
                 .or_else(|| record.drained.as_ref().map(|d| d.reason.clone()))
-                .unwrap_or_else(|| "no reason given".into()),
+                .unwrap_or_default(),
             since_ms: record.drained.as_ref().map_or_else(now_ms, |d| d.since_ms),
         });
         let stored = s
@@ -3294,7 +3297,7 @@ mod tests {
         assert_eq!(
             view.drained,
             Some(DrainView {
-                reason: "DIMM swap".into(),
+                reason: Some("DIMM swap".into()),
                 since_ms: 5
             })
         );
