@@ -11,7 +11,7 @@ use switchyard_perf::validate::{Kind, ValidationReport, validate_csv};
 use crate::CliError;
 use crate::error::read_text;
 use crate::error::{out, outln};
-use crate::table::plural;
+use crate::table::{number, plural, thousands};
 
 /// Predict step time, MFU, memory and cost of a training run (or the throughput and latency of
 /// an inference replica) from a plan file; without `[parallelism]`, search for the fastest
@@ -109,7 +109,7 @@ fn training_text(r: &TrainingReport) -> String {
         r.subject.model,
         r.subject.params_b,
         r.subject.active_params_b,
-        r.subject.count,
+        thousands(u64::from(r.subject.count)),
         r.subject.accelerator,
         r.subject
             .cluster
@@ -117,7 +117,7 @@ fn training_text(r: &TrainingReport) -> String {
             .map(|c| format!(" (cluster {c})"))
             .unwrap_or_default(),
         r.precision,
-        r.global_batch,
+        thousands(u64::from(r.global_batch)),
         r.capacity_factor
             .map(|cf| format!(", capacity factor {cf}"))
             .unwrap_or_default(),
@@ -188,14 +188,14 @@ fn training_text(r: &TrainingReport) -> String {
     if let Some(bud) = &r.budget {
         let _ = writeln!(
             s,
-            "\n{:.3e} tokens: {:.1} days ({:.1} without failures; goodput {:.1}%), {:.0} accelerator-hours, cost {}",
+            "\n{:.3e} tokens: {:.1} days ({:.1} without failures; goodput {:.1}%), {} accelerator-hours, cost {}",
             bud.tokens,
             bud.days_to_train,
             bud.ideal_days,
             bud.goodput * 100.0,
-            bud.accelerator_hours,
+            number(bud.accelerator_hours, 0),
             bud.cost_usd
-                .map(|c| format!("${c:.0}"))
+                .map(|c| format!("${}", number(c, 0)))
                 .unwrap_or_else(|| "unknown (no contract prices this accelerator)".into())
         );
         if bud.checkpoints > 0 {
@@ -254,11 +254,11 @@ fn notes(s: &mut String, notes: &[String]) {
     }
 }
 
-/// A rate in tokens per second: whole numbers from 100 up, three significant digits below
-/// (a model that barely runs reads 0.335, not 0).
+/// A rate in tokens per second: whole numbers from 100 up (with thousands separators),
+/// three significant digits below (a model that barely runs reads 0.335, not 0).
 fn rate(per_s: f64) -> String {
     if per_s >= 100.0 || per_s == 0.0 || !per_s.is_finite() {
-        format!("{per_s:.0}")
+        number(per_s, 0)
     } else {
         let decimals = (2 - per_s.log10().floor() as i32).clamp(0, 12) as usize;
         format!("{per_s:.decimals$}")
@@ -276,11 +276,11 @@ fn human(report: &PlanReport) -> String {
                 "{} ({:.1}B params) on {} × {} — {} inference, {} prompt + {} output tokens",
                 r.subject.model,
                 r.subject.params_b,
-                r.subject.count,
+                thousands(u64::from(r.subject.count)),
                 r.subject.accelerator,
                 r.precision,
-                r.prompt_tokens,
-                r.output_tokens
+                thousands(u64::from(r.prompt_tokens)),
+                thousands(u64::from(r.output_tokens))
             );
             let rows: Vec<(&str, String)> = vec![
                 (
@@ -365,7 +365,7 @@ fn validation_table(r: &ValidationReport) -> String {
     };
     let _ = writeln!(
         s,
-        "{:<8} {:<22} {:<30} {:<10} {:>6} {:>13} {:>13} {:>8}  layout",
+        "{:<8} {:<22} {:<30} {:<10} {:>7} {:>13} {:>13} {:>8}  layout",
         "id",
         "source",
         "model",
@@ -381,14 +381,14 @@ fn validation_table(r: &ValidationReport) -> String {
     for row in &r.rows {
         let _ = writeln!(
             s,
-            "{:<8} {:<22} {:<30} {:<10} {:>6} {:>13.0} {:>13.0} {:>+7.1}%  {}",
+            "{:<8} {:<22} {:<30} {:<10} {:>7} {:>13} {:>13} {:>+7.1}%  {}",
             row.id,
             row.source,
             row.model.chars().take(30).collect::<String>(),
             row.accelerator,
-            row.count,
-            row.published,
-            row.predicted,
+            thousands(u64::from(row.count)),
+            number(row.published, 0),
+            number(row.predicted, 0),
             row.error * 100.0,
             row.layout
         );
@@ -421,7 +421,8 @@ mod tests {
 
     #[test]
     fn small_rates_keep_three_significant_digits() {
-        assert_eq!(rate(123_456.7), "123457");
+        assert_eq!(rate(123_456.7), "123,457");
+        assert_eq!(rate(2_453_826.4), "2,453,826");
         assert_eq!(rate(100.0), "100");
         assert_eq!(rate(12.34), "12.3");
         assert_eq!(rate(0.3349), "0.335");

@@ -16,6 +16,51 @@ fn plan(args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
+/// Figures of a frontier run are read at a glance: counts, rates, hours and money carry
+/// thousands separators in the human output.
+#[test]
+fn the_human_plan_groups_thousands() {
+    let out = plan(&["examples/plan/llama3-405b-h100.toml"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("on 16,384 × H100-SXM") && text.contains("global batch 2,048"),
+        "{text}"
+    );
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} line in {text}"))
+            .to_owned()
+    };
+    let rate = line("tokens/s");
+    let figure = rate.trim_start_matches("tokens/s").trim();
+    assert!(
+        figure.len() > 4 && figure.contains(',') && figure.replace(',', "").parse::<u64>().is_ok(),
+        "{rate}"
+    );
+    let budget = text
+        .lines()
+        .find(|l| l.contains("accelerator-hours"))
+        .expect("a budget line");
+    let hours = budget
+        .split(", ")
+        .find(|p| p.ends_with("accelerator-hours"))
+        .expect("hours");
+    assert!(hours.contains(','), "{budget}");
+    assert!(
+        budget
+            .split("cost $")
+            .nth(1)
+            .is_some_and(|c| c.contains(',')),
+        "{budget}"
+    );
+}
+
 #[test]
 fn plan_json_has_the_documented_keys() {
     let out = plan(&["examples/plan/llama3-405b-h100.toml", "--json"]);
