@@ -14,7 +14,7 @@ use switchyard_sim::{Progress, SimOptions, SimResult, simulate};
 use crate::CliError;
 use crate::error::{out, outln};
 use crate::fleet_cmd::{load_fleet, print_json};
-use crate::table::Table;
+use crate::table::{Table, number, plural, thousands};
 
 /// Failure injection switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -245,12 +245,15 @@ fn hours(s: f64) -> String {
     format!("{:.2}", s / 3600.0)
 }
 
-/// Whole dollars, or cents where whole dollars would hide most of it (a short run costs 0.45).
+/// Whole dollars with thousands separators, or cents where whole dollars would hide most of
+/// it (a short run costs 0.45); nothing spent is 0.
 fn dollars(usd: f64) -> String {
-    if usd.abs() < 100.0 {
+    if usd == 0.0 {
+        "0".into()
+    } else if usd.abs() < 100.0 {
         format!("{usd:.2}")
     } else {
-        format!("{usd:.0}")
+        number(usd, 0)
     }
 }
 
@@ -266,26 +269,26 @@ fn span(s: f64) -> String {
 fn render(r: &SimResult) -> String {
     let t = &r.total;
     let mut out = format!(
-        "Simulated {} on {} under `{}` (seed {}, failures {}): {} completed, {} unfinished, {}{} skipped; {} in {:.2} s ({:.0}/s)\n\n",
+        "Simulated {} on {} under `{}` (seed {}, failures {}): {} completed, {} unfinished, {}{} skipped; {} in {:.2} s ({}/s)\n\n",
         crate::table::plural(t.jobs, "job"),
         r.fleet,
         r.policy,
         r.seed,
         if r.failures_enabled { "on" } else { "off" },
-        t.completed,
-        r.unfinished,
+        thousands(t.completed),
+        thousands(r.unfinished),
         if r.failed > 0 {
             format!(
                 "{} failed (their nodes fail too often for them to keep or finish work), ",
-                r.failed
+                thousands(r.failed)
             )
         } else {
             String::new()
         },
-        r.rejected,
+        thousands(r.rejected),
         crate::table::plural(r.decisions, "decision"),
         r.wall_s,
-        r.decisions_per_s
+        number(r.decisions_per_s, 0)
     );
     if let Some(note) = r.horizon_note() {
         out.push_str(&note);
@@ -310,8 +313,8 @@ fn render(r: &SimResult) -> String {
         table.row([
             name.to_owned(),
             acc,
-            f.jobs.to_string(),
-            f.completed.to_string(),
+            thousands(f.jobs),
+            thousands(f.completed),
             hours(f.avg_jct_s),
             hours(f.p50_jct_s),
             hours(f.p99_jct_s),
@@ -319,29 +322,29 @@ fn render(r: &SimResult) -> String {
             format!("{:.1}%", f.utilization * 100.0),
             format!("{:.1}%", f.goodput * 100.0),
             dollars(f.cost_usd),
-            f.failures.to_string(),
-            f.preemptions.to_string(),
+            thousands(f.failures),
+            thousands(f.preemptions),
         ]);
     };
     for (name, c) in &r.clusters {
         row(
             &mut table,
             name,
-            format!("{} {}", c.accelerators, c.accelerator),
+            format!("{} {}", thousands(c.accelerators), c.accelerator),
             &c.figures,
         );
     }
     table.rule();
     let total_acc: u64 = r.clusters.values().map(|c| c.accelerators).sum();
-    row(&mut table, "fleet", total_acc.to_string(), t);
+    row(&mut table, "fleet", thousands(total_acc), t);
     out.push_str(&table.render());
     out.push_str(&format!(
-        "\nmakespan {}; avg JCT {:.0} s; {} node failures, {} restarts, {} preemptions\n",
+        "\nmakespan {}; avg JCT {} s; {}, {}, {}\n",
         span(t.makespan_s),
-        t.avg_jct_s,
-        t.failures,
-        r.restarts,
-        t.preemptions
+        number(t.avg_jct_s, 0),
+        plural(t.failures, "node failure"),
+        plural(r.restarts, "restart"),
+        plural(t.preemptions, "preemption")
     ));
     list_examples(&mut out, "unfinished", r.unfinished, &r.unfinished_examples);
     list_examples(
@@ -365,7 +368,7 @@ fn list_examples(
     }
     let shown = examples.len() as u64;
     out.push_str(&if shown < total {
-        format!("\n{title} (the first {shown} of {total}):\n")
+        format!("\n{title} (the first {shown} of {}):\n", thousands(total))
     } else {
         format!("\n{title}:\n")
     });
@@ -382,7 +385,8 @@ mod tests {
     fn small_costs_and_spans_keep_their_digits() {
         assert_eq!(dollars(0.45), "0.45");
         assert_eq!(dollars(99.994), "99.99");
-        assert_eq!(dollars(126_750_903.65), "126750904");
+        assert_eq!(dollars(126_750_903.65), "126,750,904");
+        assert_eq!(dollars(0.0), "0");
         assert_eq!(span(10.0), "10 s");
         assert_eq!(span(7200.0), "2.0 h");
     }

@@ -105,12 +105,12 @@ fn looks_numeric(cell: &str) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, ',' | '.'))
 }
 
-/// "1 cluster", "3 clusters".
+/// "1 cluster", "3 clusters", "2,181 jobs".
 pub fn plural(n: u64, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
     } else {
-        format!("{n} {noun}s")
+        format!("{} {noun}s", thousands(n))
     }
 }
 
