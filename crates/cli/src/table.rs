@@ -116,7 +116,7 @@ pub fn plural(n: u64, noun: &str) -> String {
 
 /// Formats an integer with thousands separators: 100352 → "100,352".
 pub fn thousands(n: u64) -> String {
-    group_digits(&n.to_string())
+    switchyard_core::grouped(n)
 }
 
 /// Thousands separators in a string of digits (any length: an f64's integer part can pass

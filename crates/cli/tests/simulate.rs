@@ -206,7 +206,7 @@ fn bad_input_is_an_error_with_the_row_not_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
-            "{}: line 4: job `huge`: needs 4096 accelerators",
+            "{}: line 4: job `huge`: needs 4,096 accelerators",
             trace.display()
         )),
         "{err}"

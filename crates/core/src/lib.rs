@@ -12,4 +12,4 @@ pub mod words;
 pub use accelerator::{Accelerator, lookup as lookup_accelerator};
 pub use fleet::{Cluster, Fleet, FleetError};
 pub use job::{DiurnalLoad, JobKind, JobSpec, Replicas, ThroughputTable, Work};
-pub use words::{plain_toml_words, plain_type_words};
+pub use words::{grouped, plain_toml_words, plain_type_words};

@@ -6,7 +6,7 @@ use std::ops::Bound::{Excluded, Unbounded};
 
 use serde::Serialize;
 use switchyard_core::fleet::{Cluster, Fleet};
-use switchyard_core::{JobKind, JobSpec, ThroughputTable, Work};
+use switchyard_core::{JobKind, JobSpec, ThroughputTable, Work, grouped};
 
 use crate::index::{ClusterIndex, NodeShare};
 use crate::rates::{RateModel, young_daly_interval_s};
@@ -301,7 +301,7 @@ pub struct ClusterStats {
 fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
     match n.into() {
         1 => format!("1 {one}"),
-        n => format!("{n} {many}"),
+        n => format!("{} {many}", grouped(n)),
     }
 }
 
@@ -1111,8 +1111,9 @@ impl Scheduler {
                     .into()
             } else if u64::from(min_size) > self.max_cluster {
                 format!(
-                    "needs {min_size} accelerators but the largest cluster has {}; {} is never split across clusters",
-                    self.max_cluster,
+                    "needs {} accelerators but the largest cluster has {}; {} is never split across clusters",
+                    grouped(min_size.into()),
+                    grouped(self.max_cluster),
                     unsplit(spec.kind)
                 )
             } else if (0..self.clusters.len() as u32)
@@ -1120,8 +1121,9 @@ impl Scheduler {
             {
                 let all: Vec<usize> = (0..self.clusters.len()).collect();
                 format!(
-                    "needs {min_size} accelerators, more than {} (quota plus borrowing limit) \
+                    "needs {} accelerators, more than {} (quota plus borrowing limit) \
                      allows on any cluster",
+                    grouped(min_size.into()),
                     self.whose_caps(&spec.tenant, &all, u64::from(min_size))
                 )
             } else if !spec.clusters.is_empty()
@@ -1177,8 +1179,10 @@ impl Scheduler {
                 .filter(|&(_, capacity)| u64::from(min_size) > capacity)
             {
                 format!(
-                    "needs {min_size} accelerators but the largest cluster it accepts ({largest}) \
-                     has {capacity}; {} is never split across clusters",
+                    "needs {} accelerators but the largest cluster it accepts ({largest}) \
+                     has {}; {} is never split across clusters",
+                    grouped(min_size.into()),
+                    grouped(capacity),
                     unsplit(spec.kind)
                 )
             } else if !accepted.is_empty()
@@ -1187,8 +1191,9 @@ impl Scheduler {
                     .all(|&i| u64::from(min_size) > self.quota_cap(&spec.tenant, i as u32))
             {
                 format!(
-                    "needs {min_size} accelerators, more than {} (quota plus borrowing limit) \
+                    "needs {} accelerators, more than {} (quota plus borrowing limit) \
                      allows on any cluster it accepts",
+                    grouped(min_size.into()),
                     self.whose_caps(&spec.tenant, &accepted, u64::from(min_size))
                 )
             } else if let Work::Amount { profile, .. } = &spec.work {
@@ -1197,15 +1202,15 @@ impl Scheduler {
                     format!(
                         "asks for {} accelerators, more than the {} the performance model \
                          rates work for (model {profile})",
-                        spec.accelerators,
-                        switchyard_perf::MAX_SIZE
+                        grouped(spec.accelerators.into()),
+                        grouped(switchyard_perf::MAX_SIZE.into())
                     )
                 } else if preset {
                     format!(
                         "fits on no cluster it accepts: on {} accelerators the performance model \
                          finds no layout of model {profile} that fits in memory there, and the \
                          throughput table gives none of them a rate for it",
-                        spec.accelerators
+                        grouped(spec.accelerators.into())
                     )
                 } else {
                     format!(
@@ -1238,9 +1243,10 @@ impl Scheduler {
             let room = per_cluster.min(fleet_wide.lowest() / size);
             if u64::from(r.min) > room {
                 why = format!(
-                    "needs at least {} of {size} accelerators, but the clusters it accepts \
+                    "needs at least {} of {} accelerators, but the clusters it accepts \
                      hold at most {} (within its team's and its organisation's quota caps)",
                     count(r.min, "replica", "replicas"),
+                    grouped(size),
                     count(room, "such replica", "such replicas"),
                 );
                 dur.iter_mut().for_each(|d| *d = None);
@@ -3978,15 +3984,16 @@ impl Scheduler {
             None => ("fleet-wide quota cap".to_owned(), total),
         };
         let needs = match job.kind {
-            JobKind::Inference => format!("a replica needs {}", job.size),
+            JobKind::Inference => format!("a replica needs {}", grouped(job.size.into())),
             _ if job.min_size < job.size => {
-                format!("this job needs at least {}", job.min_size)
+                format!("this job needs at least {}", grouped(job.min_size.into()))
             }
-            _ => format!("this job needs {}", job.size),
+            _ => format!("this job needs {}", grouped(job.size.into())),
         };
         format!(
-            "{whose} is at its {where_}: {used} of {} accelerators in use, and {needs}",
-            hit.cap
+            "{whose} is at its {where_}: {} of {} accelerators in use, and {needs}",
+            grouped(used),
+            grouped(hit.cap)
         )
     }
 
@@ -4024,8 +4031,9 @@ impl Scheduler {
                 format!("waiting for 1 free accelerator in a cluster it accepts{drained}")
             } else {
                 format!(
-                    "waiting for {need} free accelerators in one cluster it accepts ({} is never \
+                    "waiting for {} free accelerators in one cluster it accepts ({} is never \
                      split){drained}",
+                    grouped(need.into()),
                     unsplit(self.jobs[j as usize].kind)
                 )
             }

@@ -756,7 +756,7 @@ fn a_model_that_fits_nowhere_says_so() {
     };
     let why = s.validate(&wide).expect_err("past the model's sizes");
     assert!(
-        why.contains("asks for 4294967295 accelerators, more than the 16777216"),
+        why.contains("asks for 4,294,967,295 accelerators, more than the 16,777,216"),
         "{why}"
     );
 }
@@ -769,7 +769,7 @@ fn a_service_more_replicas_than_the_fleet_holds_is_refused() {
     let why = s.validate(&svc).expect_err("never fits");
     assert!(
         why.starts_with(
-            "needs at least 30000 replicas of 8 accelerators, but the clusters it \
+            "needs at least 30,000 replicas of 8 accelerators, but the clusters it \
              accepts hold at most"
         ),
         "{why}"

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use switchyard_core::fleet::Fleet;
-use switchyard_core::{JobKind, JobSpec};
+use switchyard_core::{JobKind, JobSpec, grouped};
 use switchyard_sched::{
     Action, Config, Decision, Event, JobIdx, JobState as SchedState, Scheduler,
 };
@@ -1022,15 +1022,15 @@ impl Engine {
                         } else {
                             "s"
                         },
-                        t.size,
+                        grouped(t.size.into()),
                         if t.size == 1 { "" } else { "s" },
-                        t.allocated(),
+                        grouped(t.allocated().max(0) as u64),
                     )
                 }
                 (SchedState::Running, Some(c)) if t.held.is_some() => {
                     let on = format!(
                         "{} accelerator{} of {}",
-                        t.allocated(),
+                        grouped(t.allocated().max(0) as u64),
                         if t.allocated() == 1 { "" } else { "s" },
                         self.clusters[c as usize],
                     );
@@ -1045,7 +1045,7 @@ impl Engine {
                 // The scheduler's own words give its clock's start time; say it plainly.
                 (SchedState::Running, Some(c)) => format!(
                     "running on {} accelerator{} of {}",
-                    t.allocated(),
+                    grouped(t.allocated().max(0) as u64),
                     if t.allocated() == 1 { "" } else { "s" },
                     self.clusters[c as usize]
                 ),
