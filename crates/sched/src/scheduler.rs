@@ -1750,6 +1750,131 @@ impl Scheduler {
         false
     }
 
+    /// Makes room for `j` where only services' replicas keep it out, by moving replicas that
+    /// another cluster their service accepts can take now. A gang runs only where it fits
+    /// whole, and under `switchyard` services go to the cheapest cluster with room and stay:
+    /// without this, a job that accepts only that cluster (or is too large for the others)
+    /// would wait for ever behind replicas that could serve as well elsewhere. A replica that
+    /// cannot move stays; no service loses a replica for good.
+    fn relocate_replicas(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        res: Option<&Reservation>,
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        if self.cfg.policy == Policy::Fifo {
+            return false;
+        }
+        let need_size = self.jobs[j as usize].min_size;
+        let need = u64::from(need_size);
+        let clusters = self.clusters.len();
+        for c in 0..clusters as u32 {
+            if self.jobs[j as usize].dur[c as usize].is_none()
+                || self.would_not_start_there(now, j, c, res)
+                || !self.quota_ok(j, c, need_size)
+                || self.index[c as usize].fits(need_size)
+            {
+                continue;
+            }
+            let short = need - self.index[c as usize].free().min(need.saturating_sub(1));
+            // Accelerators promised so far on each other cluster, in all and per team.
+            let mut promised: Vec<u64> = vec![0; clusters];
+            let mut promised_to: HashMap<(u32, u32), u64> = HashMap::new();
+            // (service, replica index, where it goes)
+            let mut chosen: Vec<(JobIdx, usize, u32)> = Vec::new();
+            let mut got = 0u64;
+            let mut room = Room::new(&self.index[c as usize], need_size);
+            'services: for &(_, svc) in &self.services {
+                let sj = &self.jobs[svc as usize];
+                let size = sj.size;
+                let index = &self.index[c as usize];
+                for (i, rep) in sj.replicas.iter().enumerate().rev() {
+                    // (A replica on drained nodes only makes no room: it serves on.)
+                    if rep.cluster != c
+                        || rep.start_s >= now
+                        || rep.shares.iter().all(|s| index.is_down(s.node))
+                    {
+                        continue;
+                    }
+                    let takes = |d: usize| {
+                        let team = promised_to
+                            .get(&(sj.tenant, d as u32))
+                            .copied()
+                            .unwrap_or(0);
+                        d != c as usize
+                            && sj.dur[d].is_some()
+                            && self.index[d].fits(size)
+                            && self.index[d].free() >= promised[d] + u64::from(size)
+                            && u32::try_from(team + u64::from(size))
+                                .is_ok_and(|n| self.quota_ok(svc, d as u32, n))
+                    };
+                    let score = |d: usize| match self.cfg.policy {
+                        Policy::Switchyard => self.clusters[d].price_per_accelerator_hour,
+                        _ => -(self.index[d].free().saturating_sub(promised[d]) as f64),
+                    };
+                    let Some(dest) = (0..clusters)
+                        .filter(|&d| takes(d))
+                        .min_by(|&a, &b| score(a).total_cmp(&score(b)))
+                    else {
+                        // Its other replicas are as large: none of them could move either.
+                        continue 'services;
+                    };
+                    promised[dest] += u64::from(size);
+                    *promised_to.entry((sj.tenant, dest as u32)).or_default() += u64::from(size);
+                    chosen.push((svc, i, dest as u32));
+                    room.add(&rep.shares);
+                    got += u64::from(size);
+                    if got >= short && room.fits() {
+                        break 'services;
+                    }
+                }
+            }
+            if got < short || !room.fits() {
+                continue;
+            }
+            // Only the replicas on the nodes that make the room move.
+            let needed = room.nodes_that_make_room();
+            chosen.retain(|&(svc, i, _)| {
+                self.jobs[svc as usize].replicas[i]
+                    .shares
+                    .iter()
+                    .any(|s| needed.contains(&s.node))
+            });
+            let from = self.clusters[c as usize].name.clone();
+            // In submission order, highest replica index first, so the indices still to
+            // remove stay valid (a moved replica is added at the end).
+            chosen
+                .sort_by_key(|&(svc, i, _)| (self.jobs[svc as usize].order, std::cmp::Reverse(i)));
+            for (svc, i, dest) in chosen {
+                let rep = self.jobs[svc as usize].replicas.remove(i);
+                let nodes = rep.shares.clone();
+                self.drop_replica(now, svc, rep);
+                self.epoch += 1;
+                let to = self.clusters[dest as usize].name.clone();
+                let for_job = self.other_job_named_for(j, svc);
+                self.emit(
+                    out,
+                    now,
+                    Action::RemoveReplica {
+                        job: svc,
+                        cluster: c,
+                        nodes,
+                    },
+                    format!(
+                        "moved to {to} to make room for {for_job}, which can start on {from} \
+                         only in the room this service's replicas hold there"
+                    ),
+                );
+                // (The room was checked above; should the index still find none, the
+                // service gets the replica back where room frees up, as after a loss.)
+                self.start_replica(now, svc, dest, &format!(", moved from {from}"), out);
+            }
+            return true;
+        }
+        false
+    }
+
     fn eff_rate(&self, r: &Run) -> f64 {
         if r.tau.is_finite() {
             r.rate * r.tau / (r.tau + self.cfg.checkpoint_s)
@@ -3646,7 +3771,8 @@ impl Scheduler {
             }
         }
         let Some((_, _, c, victims)) = best else {
-            return self.reclaim_replicas(now, j, res, out);
+            return self.reclaim_replicas(now, j, res, out)
+                || self.relocate_replicas(now, j, res, out);
         };
         // Which rule took each victim, decided before any is stopped (stopping one changes
         // what its team borrows).
@@ -3796,59 +3922,75 @@ impl Scheduler {
                     };
                     break;
                 };
-                let Some(shares) = self.index[c as usize].place(size) else {
-                    break;
+                let cheapest = if self.cfg.policy == Policy::Switchyard {
+                    ", cheapest cluster with room"
+                } else {
+                    ""
                 };
-                for s in &shares {
-                    self.occupants[c as usize][s.node as usize].push((j, 0));
+                if !self.start_replica(now, j, c, cheapest, out) {
+                    break;
                 }
-                self.charge(j, c, size, true);
-                let spread = self.index[c as usize].spread(&shares);
-                let job = &mut self.jobs[j as usize];
-                if job.replicas.is_empty() {
-                    job.state = JobState::Running;
-                    self.running += 1;
-                }
-                job.first_start_s.get_or_insert(now);
-                job.last_cluster = Some(c);
-                job.replicas.push(Replica {
-                    cluster: c,
-                    shares: shares.clone(),
-                    start_s: now,
-                });
-                let target = job.target_replicas;
-                let have = job.replicas.len();
-                let cl = &self.clusters[c as usize];
-                // A replica spans a few nodes: they are named, as a failure or a scale-down
-                // would name them.
-                let on: Vec<u32> = shares.iter().map(|s| s.node).collect();
-                let named = self
-                    .replica_node_list(c, &on)
-                    .map(|list| format!(" ({} {list})", node_noun(on.len())))
-                    .unwrap_or_default();
-                let reason = format!(
-                    "replica {have} of {target} wanted; {size} {} on {} in {spread}{named}{}",
-                    cl.accelerator.name,
-                    cl.name,
-                    if self.cfg.policy == Policy::Switchyard {
-                        ", cheapest cluster with room"
-                    } else {
-                        ""
-                    }
-                );
-                self.emit(
-                    out,
-                    now,
-                    Action::AddReplica {
-                        job: j,
-                        cluster: c,
-                        accelerators: size,
-                        nodes: shares,
-                    },
-                    reason,
-                );
             }
         }
+    }
+
+    /// Places one more replica of service `j` on cluster `c`, where it fits; `note` ends the
+    /// decision's reason. False when the cluster's index finds no room after all.
+    fn start_replica(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        c: u32,
+        note: &str,
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        let size = self.jobs[j as usize].size;
+        let Some(shares) = self.index[c as usize].place(size) else {
+            return false;
+        };
+        for s in &shares {
+            self.occupants[c as usize][s.node as usize].push((j, 0));
+        }
+        self.charge(j, c, size, true);
+        let spread = self.index[c as usize].spread(&shares);
+        let job = &mut self.jobs[j as usize];
+        if job.replicas.is_empty() {
+            job.state = JobState::Running;
+            self.running += 1;
+        }
+        job.first_start_s.get_or_insert(now);
+        job.last_cluster = Some(c);
+        job.replicas.push(Replica {
+            cluster: c,
+            shares: shares.clone(),
+            start_s: now,
+        });
+        let target = job.target_replicas;
+        let have = job.replicas.len();
+        let cl = &self.clusters[c as usize];
+        // A replica spans a few nodes: they are named, as a failure or a scale-down
+        // would name them.
+        let on: Vec<u32> = shares.iter().map(|s| s.node).collect();
+        let named = self
+            .replica_node_list(c, &on)
+            .map(|list| format!(" ({} {list})", node_noun(on.len())))
+            .unwrap_or_default();
+        let reason = format!(
+            "replica {have} of {target} wanted; {size} {} on {} in {spread}{named}{note}",
+            cl.accelerator.name, cl.name,
+        );
+        self.emit(
+            out,
+            now,
+            Action::AddReplica {
+                job: j,
+                cluster: c,
+                accelerators: size,
+                nodes: shares,
+            },
+            reason,
+        );
+        true
     }
 
     /// Ends every service (the driver calls this when the finite work is done).

@@ -2014,3 +2014,83 @@ fn a_job_waiting_on_down_nodes_says_so() {
         "{d:?}"
     );
 }
+
+/// Under `switchyard` services take the cheapest cluster with room and stay there. A gang that
+/// can run only there, where their replicas hold the room it needs, gets it: replicas that
+/// another cluster can take now move there (the service keeps its count), and the gang
+/// starts. Before, it waited for ever. Under FIFO nothing moves.
+#[test]
+fn replicas_move_to_make_room_for_a_gang_that_can_run_only_where_they_are() {
+    for policy in [Policy::Switchyard, Policy::Fair, Policy::Fifo] {
+        let mut s = sched(policy, false);
+        // Fill `fast` (a ten-hour run) so the service lands on `slow` under every policy.
+        let filler = submit(&mut s, 0.0, on_fast(job("filler", "a", 128, 36_000.0)));
+        let d = pass(&mut s, 0.0);
+        assert!(
+            d.iter()
+                .any(|d| matches!(d.action, Action::Start { job, .. } if job == filler)),
+            "{policy:?}: {d:?}"
+        );
+        let svc = submit(&mut s, 1.0, service("svc", "b", 8, 7, 7));
+        let d = pass(&mut s, 1.0);
+        let on_slow = d
+            .iter()
+            .filter(
+                |d| matches!(d.action, Action::AddReplica { job, cluster: 1, .. } if job == svc),
+            )
+            .count();
+        assert_eq!(on_slow, 7, "{policy:?}: {d:?}");
+        // The filler ends; a gang that runs only on `slow` needs 24 of its 64 (8 are free).
+        let mut gang = job("gang", "a", 24, 3600.0);
+        gang.clusters = vec!["slow".into()];
+        let g = submit(&mut s, 100.0, gang);
+        let mut out = Vec::new();
+        let generation = s.job(filler).generation;
+        s.handle(
+            36_000.0,
+            Event::Finished {
+                job: filler,
+                generation,
+            },
+            &mut out,
+        );
+        let d = pass(&mut s, 36_000.0);
+        let started = d
+            .iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == g));
+        if policy == Policy::Fifo {
+            assert!(!started, "FIFO moves nothing: {d:?}");
+            continue;
+        }
+        assert!(started, "{policy:?}: {d:?}");
+        let moved: Vec<&Decision> = d
+            .iter()
+            .filter(
+                |d| matches!(d.action, Action::RemoveReplica { job, cluster: 1, .. } if job == svc),
+            )
+            .collect();
+        assert_eq!(moved.len(), 2, "two replicas make the room: {d:?}");
+        assert!(
+            moved[0]
+                .reason
+                .starts_with("moved to fast to make room for a job of another team"),
+            "{}",
+            moved[0].reason
+        );
+        let added: Vec<&Decision> = d
+            .iter()
+            .filter(
+                |d| matches!(d.action, Action::AddReplica { job, cluster: 0, .. } if job == svc),
+            )
+            .collect();
+        assert_eq!(added.len(), 2, "{d:?}");
+        assert!(
+            added[0].reason.ends_with(", moved from slow"),
+            "{}",
+            added[0].reason
+        );
+        // Nothing moves back, and nothing more changes.
+        let d = pass(&mut s, 36_001.0);
+        assert!(d.is_empty(), "{policy:?}: {d:?}");
+    }
+}

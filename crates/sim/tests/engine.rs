@@ -1207,6 +1207,67 @@ fn the_scenario_leaves_a_small_team_room_for_its_jobs() {
     assert_eq!(r.unfinished, 0, "{r:?}");
 }
 
+/// The built-in scenario on a large H100 cluster beside a small, cheap L4 one: under
+/// `switchyard` the services take the L4s, and jobs pinned to L4 that need more than the
+/// services leave there once waited for ever. Every job finishes, under every policy and
+/// over several seeds.
+#[test]
+fn the_scenario_finishes_beside_services_on_a_small_cheap_cluster() {
+    let fleet = Fleet::from_toml(
+        r#"
+name = "mini"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100"
+on_demand_price = 4.0
+[[providers.contracts]]
+accelerator = "L4"
+on_demand_price = 0.5
+[[clusters]]
+name = "h100"
+provider = "p"
+region = "r"
+accelerator = "H100"
+nodes = 512
+capacity = "on_demand"
+node_mtbf_hours = 5000.0
+repair_hours = 24.0
+[[clusters]]
+name = "l4"
+provider = "p"
+region = "r"
+accelerator = "L4"
+nodes = 100
+accelerators_per_node = 1
+capacity = "on_demand"
+node_mtbf_hours = 5000.0
+repair_hours = 24.0
+"#,
+        "mini.toml",
+    )
+    .expect("fleet");
+    for policy in [Policy::Switchyard, Policy::Fair] {
+        for seed in [0, 1, 2, 5] {
+            let jobs = switchyard_sim::trace::frontier_lab(&fleet, seed);
+            let opts = SimOptions {
+                failures: false,
+                policy,
+                seed,
+                ..SimOptions::default()
+            };
+            let r =
+                simulate(&fleet, jobs, ThroughputTable::new(), &opts, &mut |_| {}).expect("runs");
+            assert_eq!(
+                r.unfinished, 0,
+                "{policy:?} seed {seed}: {:?}",
+                r.unfinished_examples
+            );
+        }
+    }
+}
+
 /// A fleet of one on-demand cluster of `nodes` H100 servers whose nodes fail every
 /// `node_mtbf_hours`, and `tenants` (TOML) after it.
 fn one_h100_cluster(nodes: u32, node_mtbf_hours: f64, tenants: &str) -> Fleet {
