@@ -76,12 +76,12 @@ pub fn run(args: FleetArgs) -> Result<(), CliError> {
         FleetCommand::Validate { file } => {
             let fleet = load_fleet(Some(&file))?;
             outln!(
-                "{}: valid fleet {:?}: {}, {}, {} accelerators, {}",
+                "{}: valid fleet {:?}: {}, {}, {}, {}",
                 file.display(),
                 fleet.name,
                 plural(fleet.providers.len() as u64, "provider"),
                 plural(fleet.clusters.len() as u64, "cluster"),
-                thousands(fleet.total_accelerators()),
+                plural(fleet.total_accelerators(), "accelerator"),
                 plural(
                     fleet.tenants.iter().map(|o| o.teams.len()).sum::<usize>() as u64,
                     "team"

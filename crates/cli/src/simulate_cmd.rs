@@ -269,7 +269,7 @@ fn span(s: f64) -> String {
 fn render(r: &SimResult) -> String {
     let t = &r.total;
     let mut out = format!(
-        "Simulated {} on {} under `{}` (seed {}, failures {}): {} completed, {} unfinished, {}{} skipped; {} in {:.2} s ({}/s)\n\n",
+        "Simulated {} on {} under `{}` (seed {}, failures {}): {} completed, {} unfinished, {}{} skipped{}; {} in {:.2} s ({}/s)\n\n",
         crate::table::plural(t.jobs, "job"),
         r.fleet,
         r.policy,
@@ -286,6 +286,10 @@ fn render(r: &SimResult) -> String {
             String::new()
         },
         thousands(r.rejected),
+        match r.services() {
+            0 => String::new(),
+            n => format!(", {} (open-ended: served to the end)", plural(n, "service")),
+        },
         crate::table::plural(r.decisions, "decision"),
         r.wall_s,
         number(r.decisions_per_s, 0)
@@ -320,7 +324,12 @@ fn render(r: &SimResult) -> String {
             hours(f.p99_jct_s),
             hours(f.avg_wait_s),
             format!("{:.1}%", f.utilization * 100.0),
-            format!("{:.1}%", f.goodput * 100.0),
+            // Nothing ran there: goodput is 0 of 0, not all work lost.
+            if f.utilization == 0.0 && f.goodput == 0.0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}%", f.goodput * 100.0)
+            },
             dollars(f.cost_usd),
             thousands(f.failures),
             thousands(f.preemptions),

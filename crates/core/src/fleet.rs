@@ -104,6 +104,16 @@ impl LevelKind {
             LevelKind::Cluster => "cluster",
         }
     }
+
+    /// Units of this level in words, plural: "scale-up domains", "racks".
+    pub fn units(self) -> &'static str {
+        match self {
+            LevelKind::ScaleUp => "scale-up domains",
+            LevelKind::Rack => "racks",
+            LevelKind::Block => "blocks",
+            LevelKind::Cluster => "clusters",
+        }
+    }
 }
 
 /// One topology level: how many nodes one unit of it holds, and the bandwidth each accelerator

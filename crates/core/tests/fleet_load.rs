@@ -963,3 +963,70 @@ fn impossible_guarantees_and_names_shared_by_a_team_and_an_organisation_are_refu
         "{message}"
     );
 }
+
+/// A cluster whose nodes do not fill the chip's own scale-up domains names the chip's domain as
+/// the catalog has it, and what that makes here with its server size.
+#[test]
+fn nodes_that_do_not_fill_a_chips_domains_say_what_a_domain_is() {
+    let text = GOOD
+        .replacen(
+            "accelerator = \"H100-SXM\"\nreserved",
+            "accelerator = \"TPU-v5p\"\nreserved",
+            1,
+        )
+        .replacen("accelerator = \"H100\"", "accelerator = \"TPU-v5p\"", 1)
+        .replacen("accelerators_per_node = 8", "accelerators_per_node = 3", 1)
+        .replacen(
+            "[clusters.topology]\nscale_up = { nodes = 1, gb_s = 450.0 }\nrack = { nodes = 4 }\nblock = { nodes = 32, gb_s = 50.0 }\nnetwork_efficiency = 0.9\n",
+            "",
+            1,
+        );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "clusters[0].nodes");
+    assert!(
+        message.contains(
+            "TPU-v5p links up to 8,960 accelerators, so a domain here is 2,986 nodes of 3 \
+             (8,958 accelerators)"
+        ),
+        "{message}"
+    );
+}
+
+/// A team whose caps leave it nothing anywhere is refused: none of its jobs could ever run. A
+/// cap of 0 on one cluster of several keeps the team off that cluster, and is fine.
+#[test]
+fn a_team_that_may_hold_nothing_anywhere_is_refused() {
+    let quotas = "quotas = [{ cluster = \"east\", accelerators = 512 }, { accelerators = 600 }]";
+    let text = mutate(
+        quotas,
+        "quotas = [{ accelerators = 0, borrowing_limit = 0 }]",
+    );
+    let (line, field, message) = error_of(&text);
+    assert_eq!(field, "tenants[0].teams[0].quotas[0].borrowing_limit");
+    assert_eq!(line, line_of(&text, "quotas = "));
+    assert!(
+        message.contains("lets the team hold no accelerator anywhere"),
+        "{message}"
+    );
+    // The fleet's one cluster capped at 0 is the same.
+    let text = mutate(
+        quotas,
+        "quotas = [{ cluster = \"east\", accelerators = 0, borrowing_limit = 0 }]",
+    );
+    let (_, field, message) = error_of(&text);
+    assert_eq!(field, "tenants[0].teams[0].quotas");
+    assert!(message.contains("every cluster's quota is 0"), "{message}");
+    // Beside a second cluster it keeps the team off `east` only.
+    let text = mutate(
+        quotas,
+        "quotas = [{ cluster = \"east\", accelerators = 0, borrowing_limit = 0 }]",
+    )
+    .replacen(
+        "[[tenants]]",
+        "[[clusters]]\nname = \"west\"\nprovider = \"cloud\"\nregion = \"us-west-2\"\n\
+         accelerator = \"H100\"\nnodes = 4\ncapacity = \"on_demand\"\nnode_mtbf_hours = 5000.0\nrepair_hours = 12.0\n\n\
+         [[tenants]]",
+        1,
+    );
+    load(&text).expect("a cap of 0 on one cluster of two");
+}

@@ -124,6 +124,14 @@ pub struct SimResult {
 }
 
 impl SimResult {
+    /// Inference services among the jobs: open-ended, so neither completed, unfinished, failed
+    /// nor skipped.
+    pub fn services(&self) -> u64 {
+        self.total
+            .jobs
+            .saturating_sub(self.total.completed + self.unfinished + self.failed + self.rejected)
+    }
+
     /// A sentence saying that the run stopped at its horizon with work left, if it did; the
     /// makespan and job times then cover only what finished before it.
     pub fn horizon_note(&self) -> Option<String> {

@@ -20,7 +20,7 @@ pub fn html(result: &SimResult) -> Result<String, String> {
          th:first-child,td:first-child{{text-align:left}}</style></head><body>\n\
          <h1>Simulation of {fleet} under <code>{policy}</code></h1>\n\
          <p>Seed {seed}, failures {fail}. {jobs} job{s}, {done} completed, {unf} unfinished, {failed} failed, \
-         {rej} skipped; makespan {makespan:.2} h, {restarts} restart{rs}.</p>\n",
+         {rej} skipped{services}; makespan {makespan:.2} h, {restarts} restart{rs}.</p>\n",
         fleet = escape(&result.fleet),
         policy = result.policy,
         seed = result.seed,
@@ -31,6 +31,11 @@ pub fn html(result: &SimResult) -> Result<String, String> {
         unf = result.unfinished,
         failed = result.failed,
         rej = result.rejected,
+        services = match result.services() {
+            0 => String::new(),
+            1 => ", 1 service (open-ended: served to the end)".into(),
+            n => format!(", {n} services (open-ended: served to the end)"),
+        },
         makespan = t.makespan_s / 3600.0,
         restarts = result.restarts,
         rs = if result.restarts == 1 { "" } else { "s" },

@@ -1320,6 +1320,8 @@ fn services_alone_are_watched_through_a_day() {
             r.total.cost_usd
         );
         assert_eq!(r.unfinished, u64::from(stuck));
+        // The service is counted as one, beside the stuck job.
+        assert_eq!(r.services(), 1, "stuck {stuck}");
     }
 }
 

@@ -15,6 +15,7 @@ use super::{
     ProviderKind, Quota, Reserved, SlurmSettings, Team, Topology,
 };
 use crate::accelerator;
+use crate::words::grouped;
 
 /// Share of line rate assumed for collectives on a scale-out network when the fleet file does
 /// not say: between standard Ethernet (about 0.6) and a tuned fabric such as Spectrum-X or
@@ -1188,9 +1189,9 @@ fn topology(
                             l.nodes.span(),
                             format!("{field}.nodes"),
                             format!(
-                                "a {} of {level_nodes} nodes does not divide evenly into {}s of {} nodes ({prev_field}); expected a multiple of {}",
+                                "a {} of {level_nodes} nodes does not divide evenly into {} of {} nodes ({prev_field}); expected a multiple of {}",
                                 kind.as_str(),
-                                prev.kind.as_str(),
+                                prev.kind.units(),
                                 prev.nodes,
                                 prev.nodes
                             ),
@@ -1249,19 +1250,21 @@ fn topology(
             if outer_field.is_empty() {
                 // The level is the default one: say where it comes from and how to change it.
                 format!(
-                    "{nodes} nodes do not fill whole scale-up domains: {} links {} \
-                         accelerators, {} nodes of {per_node}; use a multiple of {} nodes, or set \
+                    "{nodes} nodes do not fill whole scale-up domains: {} links up to {} \
+                         accelerators, so a domain here is {} nodes of {per_node} ({} \
+                         accelerators); use a multiple of {} nodes, or set \
                          topology.scale_up.nodes",
                     accel.name,
-                    u64::from(outer.nodes) * u64::from(per_node),
-                    outer.nodes,
-                    outer.nodes
+                    grouped(accel.scale_up.domain.into()),
+                    grouped(outer.nodes.into()),
+                    grouped(u64::from(outer.nodes) * u64::from(per_node)),
+                    grouped(outer.nodes.into())
                 )
             } else {
                 format!(
-                    "{nodes} nodes do not divide evenly into {}s of {} nodes \
+                    "{nodes} nodes do not divide evenly into {} of {} nodes \
                          ({outer_field}); expected a multiple of {}",
-                    outer.kind.as_str(),
+                    outer.kind.units(),
                     outer.nodes,
                     outer.nodes
                 )
@@ -1339,8 +1342,11 @@ fn check_reserved_capacity(
                 raw.clusters[i].get_ref().nodes.span(),
                 format!("clusters[{i}].nodes"),
                 format!(
-                    "reserved clusters of provider {:?} hold {total} {} accelerators, more than the {reserved} its contract reserves",
-                    c.provider, c.accelerator.name
+                    "reserved clusters of provider {:?} hold {} {} accelerators, more than the {} its contract reserves",
+                    c.provider,
+                    grouped(*total),
+                    c.accelerator.name,
+                    grouped(reserved)
                 ),
             ));
         }
@@ -1559,11 +1565,43 @@ fn quotas(
             }
             None => None,
         };
+        if accelerators == 0 && borrowing_limit == Some(0) && cluster.is_none() {
+            // (On one cluster, 0 and 0 keeps the team off it: that is a rule worth having.)
+            let span = q
+                .borrowing_limit
+                .as_ref()
+                .map_or(q.accelerators.span(), Spanned::span);
+            return Err(src.error(
+                span,
+                format!("{at}.borrowing_limit"),
+                "a fleet-wide quota of 0 with a borrowing limit of 0 lets the team hold no \
+                 accelerator anywhere, so none of its jobs could ever run: raise the limit, \
+                 or leave the team out"
+                    .to_owned(),
+            ));
+        }
         out.push(Quota {
             cluster,
             accelerators,
             borrowing_limit,
         });
+    }
+    if !clusters.is_empty()
+        && clusters.iter().all(|c| {
+            out.iter().any(|q| {
+                q.cluster.as_deref() == Some(*c)
+                    && q.accelerators == 0
+                    && q.borrowing_limit == Some(0)
+            })
+        })
+    {
+        return Err(src.error(
+            raw.first().map_or(0..0, |q| q.span()),
+            at.to_owned(),
+            "every cluster's quota is 0 with a borrowing limit of 0: the team may hold no \
+             accelerator anywhere, so none of its jobs could ever run"
+                .to_owned(),
+        ));
     }
     Ok(out)
 }
