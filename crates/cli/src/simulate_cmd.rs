@@ -25,7 +25,7 @@ pub enum OnOff {
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  switchyard simulate\n  switchyard simulate --policy fifo --report fifo.html\n  switchyard simulate --fleet examples/fleets/gavel-48.toml --trace data/traces/gavel/e13805_v2.trace --format gavel --throughputs data/traces/gavel/simulation_throughputs.json --failures off --json"
+    after_help = "Examples:\n  switchyard simulate\n  switchyard simulate --policy fifo --report fifo.html\n  switchyard simulate --fleet examples/fleets/gavel-48.toml \\\n      --trace data/traces/gavel/e13805_v2.trace --format gavel \\\n      --throughputs data/traces/gavel/simulation_throughputs.json --failures off --json"
 )]
 pub struct SimulateArgs {
     /// Fleet file (TOML), or the name of a built-in fleet; default: the built-in default fleet.
