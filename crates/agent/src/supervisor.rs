@@ -615,11 +615,13 @@ pub struct NodeLock {
     _socket: Option<std::os::unix::net::UnixListener>,
 }
 
-/// Takes the lock that one agent at a time holds for a node (control plane, cluster and host
-/// name) on this machine, whatever its state directory and temporary directory: two agents
-/// registering under one host name would both run every rank placed on the node. `Busy` when
-/// another agent holds it.
-pub fn lock_node(server: &str, cluster: &str, hostname: &str) -> Result<NodeLock, StateError> {
+/// Takes the lock that one agent at a time holds for a host name of a control plane on this
+/// machine, whatever its state directory and temporary directory: two agents registering under
+/// one host name would both run every rank placed on the node. The cluster is not part of it:
+/// an agent that leaves the cluster to the server joins the one that host name is in, so it
+/// must meet one that named it. `Busy` when another agent holds it.
+pub fn lock_node(server: &str, hostname: &str) -> Result<NodeLock, StateError> {
+    let cluster = ANY_CLUSTER;
     let mut path = default_group_file(server, cluster, hostname).into_os_string();
     path.push(".node.lock");
     let path = PathBuf::from(path);
@@ -633,6 +635,10 @@ pub fn lock_node(server: &str, cluster: &str, hostname: &str) -> Result<NodeLock
         _socket: lock_abstract_socket(&node_socket_name(server, cluster, hostname))?,
     })
 }
+
+/// What stands for the cluster in a node lock's names: a name no fleet gives a cluster
+/// (names are trimmed and have no whitespace at their ends).
+const ANY_CLUSTER: &str = " any cluster ";
 
 /// The abstract socket name of a node: a 64-bit FNV-1a hash of its group file's folder (the
 /// user) and name (control plane, cluster, host name), whatever the temporary directory above

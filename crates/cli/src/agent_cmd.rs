@@ -234,11 +234,12 @@ pub fn run(args: AgentArgs) -> Result<(), CliError> {
     })?;
     let cluster = node.cluster.as_deref().unwrap_or("default");
     // Held for the agent's life, with or without a state directory.
-    let _node_lock = switchyard_agent::supervisor::lock_node(&args.server, cluster, &node.hostname)
+    let _node_lock = switchyard_agent::supervisor::lock_node(&args.server, &node.hostname)
         .map_err(|e| match e {
             switchyard_agent::supervisor::StateError::Busy { path } => CliError::Input(format!(
-                "another agent on this machine already runs as host {} of cluster {cluster} for \
-                 {} (it holds {}): stop it, or give this one another --hostname",
+                "another agent on this machine already runs as host {} for {} (it holds {}; \
+                 with --cluster or without, one host name is one node): stop it, or give this \
+                 one another --hostname",
                 node.hostname,
                 args.server,
                 path.display()

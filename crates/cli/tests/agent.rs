@@ -142,8 +142,8 @@ fn a_given_host_name_keeps_the_machines_address() {
 }
 
 /// One agent at a time runs as a node on a machine: a second one under the same host name
-/// (another state directory or none, another temporary directory) is refused at once, naming
-/// the flag to change.
+/// (another state directory or none, another temporary directory, with --cluster or without)
+/// is refused at once, naming the flag to change.
 #[test]
 fn a_second_agent_under_one_host_name_is_refused() {
     let dir = std::env::temp_dir().join(format!("sy-agent-twice-{}", std::process::id()));
@@ -183,13 +183,23 @@ fn a_second_agent_under_one_host_name_is_refused() {
     // a lock file of the first is not seen.
     let other_tmp = dir.join("other-tmp");
     std::fs::create_dir_all(&other_tmp).expect("another temporary directory");
-    for tmp in [None, Some(&other_tmp)] {
+    // Without --cluster too: the server would give it the node of that host name, the first's.
+    let without_cluster: Vec<&str> = base
+        .iter()
+        .copied()
+        .filter(|&a| a != "--cluster" && a != "local")
+        .collect();
+    for (tmp, args) in [
+        (None, &base[..]),
+        (Some(&other_tmp), &base[..]),
+        (None, &without_cluster[..]),
+    ] {
         let mut command = switchyard();
         if let Some(tmp) = tmp {
             command.env("TMPDIR", tmp);
         }
         let second = command
-            .args(base)
+            .args(args)
             .arg("--state-dir")
             .arg(dir.join("b"))
             .stdout(std::process::Stdio::null())
@@ -204,7 +214,7 @@ fn a_second_agent_under_one_host_name_is_refused() {
         let mut err = String::new();
         std::io::Read::read_to_string(second.0.stderr.as_mut().expect("stderr"), &mut err)
             .expect("stderr");
-        assert_eq!(status.code(), Some(2), "TMPDIR {tmp:?}: {err}");
+        assert_eq!(status.code(), Some(2), "TMPDIR {tmp:?}, {args:?}: {err}");
         assert!(
             err.contains("another agent on this machine already runs as host")
                 && err.contains("--hostname"),
