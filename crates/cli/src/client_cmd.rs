@@ -481,7 +481,7 @@ pub fn status(args: StatusArgs) -> Result<(), CliError> {
             ("tenant", job.tenant.clone()),
             ("kind", job.kind.clone()),
             ("state", job.state.clone()),
-            ("why", job.reason.clone()),
+            ("why", unrepeated(&job.state, &job.reason).to_owned()),
             ("priority", job.priority.to_string()),
             ("accelerators", thousands(job.accelerators.max(0) as u64)),
             ("allocated", thousands(job.allocated.max(0) as u64)),
@@ -577,7 +577,12 @@ pub fn events(args: EventsArgs) -> Result<(), CliError> {
         ]);
     }
     out!("{}", t.render());
-    outln!("{} is {}: {}", ev.job, ev.state, ev.reason);
+    outln!(
+        "{} is {}: {}",
+        ev.job,
+        ev.state,
+        unrepeated(&ev.state, &ev.reason)
+    );
     Ok(())
 }
 
@@ -634,6 +639,15 @@ impl LogPrinter {
         }
         writeln!(out, "{}", l.line)
     }
+}
+
+/// A job's reason without the state it starts with (a failed job's reads "failed: …"), where
+/// the state is printed beside it.
+fn unrepeated<'a>(state: &str, reason: &'a str) -> &'a str {
+    reason
+        .strip_prefix(state)
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(reason)
 }
 
 fn is_final(state: &str) -> bool {
@@ -724,7 +738,8 @@ pub fn logs(args: LogsArgs) -> Result<(), CliError> {
         // by replica, and ranks are shown once a replica of several nodes shows up.
         ranks: args.rank.is_none() && job.accelerators > 1 && job.kind != "inference",
         all_ranks: args.rank.is_none(),
-        attempts: args.attempt.is_none(),
+        // A service's replicas are all attempt 1: no markers between them.
+        attempts: args.attempt.is_none() && job.kind != "inference",
         json: args.json,
         last_attempt: None,
     };
@@ -975,6 +990,14 @@ mod tests {
         );
         assert!(!ended_long_ago(&job("failed", None), now));
         assert!(!ended_long_ago(&job("running", Some(now - 61_000)), now));
+    }
+
+    #[test]
+    fn a_reason_does_not_repeat_its_state() {
+        assert_eq!(unrepeated("failed", "failed: attempt 4: x"), "attempt 4: x");
+        assert_eq!(unrepeated("rejected", "rejected: too big"), "too big");
+        assert_eq!(unrepeated("running", "running on 8"), "running on 8");
+        assert_eq!(unrepeated("failed", "failedness"), "failedness");
     }
 
     #[test]

@@ -619,6 +619,14 @@ fn error_codes(db: String) {
             !answer.to_string().contains("accelerators: 1 is not"),
             "{answer}"
         );
+        if accelerators == "1.0" {
+            assert!(
+                answer
+                    .to_string()
+                    .contains("write it as 1, without a decimal point"),
+                "{answer}"
+            );
+        }
     }
     // So do the other counts.
     for (body, says) in [

@@ -380,6 +380,8 @@ enum Why {
     AfterFailure {
         lost_s: f64,
         need: Option<u32>,
+        /// A node failed under it (otherwise its own work failed: a process exited non-zero).
+        node: bool,
     },
     AfterPreemption {
         need: Option<u32>,
@@ -2479,6 +2481,7 @@ impl Scheduler {
             job.why = Why::AfterFailure {
                 lost_s: lost,
                 need: None,
+                node: false,
             };
             let from = restart_origin(job.kind);
             self.enqueue(j);
@@ -2804,6 +2807,7 @@ impl Scheduler {
         job.why = Why::AfterFailure {
             lost_s: lost,
             need: None,
+            node: true,
         };
         self.enqueue(j);
         let kind = self.jobs[j as usize].kind;
@@ -4072,8 +4076,13 @@ impl Scheduler {
                     "waiting for {}: the free clusters would run it {slowdown:.1}x slower",
                     self.clusters[best as usize].name
                 ),
-                Why::AfterFailure { lost_s, need } => format!(
-                    "re-queued after a node failure (lost {}); first in line at its priority{}",
+                Why::AfterFailure { lost_s, need, node } => format!(
+                    "re-queued after {} (lost {}); first in line at its priority{}",
+                    if node {
+                        "a node failure"
+                    } else {
+                        "its run failed"
+                    },
                     human_s(lost_s),
                     need.map(|n| format!("; {}", self.waiting_for(j, n)))
                         .unwrap_or_default()

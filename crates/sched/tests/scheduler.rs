@@ -2094,3 +2094,46 @@ fn replicas_move_to_make_room_for_a_gang_that_can_run_only_where_they_are() {
         assert!(d.is_empty(), "{policy:?}: {d:?}");
     }
 }
+
+/// A run whose own work failed is re-queued saying so; one whose node failed says that.
+#[test]
+fn a_requeued_run_says_whether_its_node_or_its_work_failed() {
+    let mut s = sched(Policy::Switchyard, false);
+    let j = submit(&mut s, 0.0, on_fast(job("j", "a", 128, 3600.0)));
+    pass(&mut s, 0.0);
+    let mut out = Vec::new();
+    let generation = s.job(j).generation;
+    s.handle(
+        50.0,
+        Event::Failed {
+            job: j,
+            generation,
+            retry: true,
+            reason: "rank 1 exited with code 3".into(),
+        },
+        &mut out,
+    );
+    let why = s.why(j);
+    assert!(why.starts_with("re-queued after its run failed"), "{why}");
+    assert!(!why.contains("node"), "{why}");
+    let d = pass(&mut s, 51.0);
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == j)),
+        "{d:?}"
+    );
+    let mut out = Vec::new();
+    s.handle(
+        60.0,
+        Event::NodeFailed {
+            cluster: 0,
+            node: 0,
+        },
+        &mut out,
+    );
+    let why = s.why(j);
+    assert!(
+        why.starts_with("re-queued after a node failure") || why.contains("spare"),
+        "{why}"
+    );
+}

@@ -929,8 +929,9 @@ impl AgentHub {
                 }
                 None => match gang::parse_assignment_id(&l.assignment_id) {
                     Some((job, attempt, rank)) => (job.to_owned(), attempt, rank),
+                    // A replica is attempt 1 of its service, as when it was handed out.
                     None => match replica_of(&l.assignment_id) {
-                        Some(job) => (job.to_owned(), 0, 0),
+                        Some(job) => (job.to_owned(), 1, replica_rank(&l.assignment_id)),
                         None => {
                             refused += 1;
                             example.get_or_insert_with(|| l.assignment_id.clone());
@@ -1130,6 +1131,13 @@ pub fn render_metrics(nodes: &[NodeView]) -> String {
 /// `{job}/replica-{epoch}.{n}/rank-{r}` → job.
 fn replica_of(id: &str) -> Option<&str> {
     id.split_once("/replica-").map(|(job, _)| job)
+}
+
+/// The rank in a replica's assignment id (`…/rank-N`), 0 when it does not say.
+fn replica_rank(id: &str) -> u32 {
+    id.rsplit_once("/rank-")
+        .and_then(|(_, r)| r.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The longest start error of a process kept from a status report (longer ones are cut).
@@ -3596,12 +3604,13 @@ mod tests {
                     line(&on_a[0].id, 3),
                     line("not-an-assignment", 0),
                     line(&this_term, 0),
+                    line("j-svc/replica-1a2b.4/rank-2", 0),
                 ]),
                 now,
             )
             .expect("answered");
         assert!(early.lines.is_empty(), "{early:?}");
-        assert_eq!(early.unverified.len(), 1, "{early:?}");
+        assert_eq!(early.unverified.len(), 2, "{early:?}");
         assert_eq!(
             (
                 early.unverified[0].job.as_str(),
@@ -3609,6 +3618,16 @@ mod tests {
                 early.unverified[0].rank
             ),
             ("j-old", 1, 1)
+        );
+        // An earlier term's replica is attempt 1 of its service, as every replica is (not 0,
+        // which no query can select), at the rank its id says.
+        assert_eq!(
+            (
+                early.unverified[1].job.as_str(),
+                early.unverified[1].attempt,
+                early.unverified[1].rank
+            ),
+            ("j-svc", 1, 2)
         );
         assert_eq!(early.cluster, "local");
         assert!(early.term_started_ms > 0 && early.term_started_ms <= now);

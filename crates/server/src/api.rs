@@ -87,7 +87,15 @@ where
             }
             fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<T, E> {
                 // (As written: `1.0`, not the `1` it displays as.)
-                Err(out_of_range::<E, R>(format!("{x:?}")))
+                let err = out_of_range::<E, R>(format!("{x:?}"));
+                if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 {
+                    // `1e3` or `1000.0`: whole, but written as a fraction would be.
+                    return Err(E::custom(format!(
+                        "{err} as written: write it as {}, without a decimal point or exponent",
+                        x as i64
+                    )));
+                }
+                Err(err)
             }
         }
         fn out_of_range<E: serde::de::Error, R: WholeRange>(n: impl std::fmt::Display) -> E {

@@ -693,9 +693,12 @@ impl Engine {
     ) {
         // A replica restarted by its backend serves on as far as the scheduler knows: the
         // service's reason says how often, and how the last one ended.
-        if matches!(kind, "replica_restarted" | "slurm_replica_restarted")
-            && let Some(&job) = self.by_id.get(id)
-        {
+        if matches!(kind, "replica_restarted" | "slurm_replica_restarted") {
+            let Some(&job) = self.by_id.get(id) else {
+                // Of a service already ended (its replica restarted as it was being stopped):
+                // after `cancelled`, "restarted it" would read as if it served on.
+                return;
+            };
             let t = &mut self.jobs[job as usize];
             t.replica_restarts += 1;
             t.last_replica_restart = Some(message.to_owned());
@@ -1413,7 +1416,9 @@ mod tests {
             e.cancel(now, &id);
             let (batch, cmds) = e.take(now);
             assert!(batch.is_empty() && cmds.is_empty(), "{batch:?} {cmds:?}");
+            // (A replica restarted as its service ended is not: it would read as serving on.)
             e.note(now, &id, "replica_restarted", "late word", None);
+            e.note(now, &id, "slurm_state", "late word", None);
             e.note(
                 now,
                 &id,
@@ -1422,7 +1427,8 @@ mod tests {
                 Some("hpc".into()),
             );
             let (batch, _) = e.take(now);
-            assert_eq!(batch.events.len(), 2);
+            assert_eq!(batch.events.len(), 2, "{:?}", batch.events);
+            assert_eq!(batch.events[0].kind, "slurm_state");
             assert_eq!(batch.events[0].cluster, None, "let go: no cluster known");
             assert_eq!(batch.events[1].cluster.as_deref(), Some("hpc"));
             assert!(batch.updates.is_empty());
