@@ -108,10 +108,12 @@ fn main() -> ExitCode {
         return agent_cmd::record_exit(status, user, argv);
     }
     // The demo narrates what matters itself; its server's warnings (a lost node) are the story.
-    let default_level = if matches!(cli.command, Command::Demo(_)) {
-        "error"
-    } else {
-        "warn"
+    // A server or an agent runs for months: what it did (a lease taken, a node registered or
+    // drained, a process started) is its log. A command that answers and ends only warns.
+    let default_level = match cli.command {
+        Command::Demo(_) => "error",
+        Command::Server(_) | Command::Agent(_) => "info",
+        _ => "warn",
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(

@@ -416,7 +416,8 @@ fn revoke_token(db: &str, given: &str) -> Result<(), CliError> {
                 Ok(Ok((*one).clone()))
             }
             [] => Ok(Err(format!(
-                "no token {} in {} (`switchyard token list` shows them)",
+                "no token {} in {}: never created, or revoked already (revoking deletes it; \
+                 `switchyard token list` shows those there are)",
                 if by_token {
                     "like that"
                 } else {
