@@ -1667,36 +1667,24 @@ impl Scheduler {
             let mut given_back: Vec<u64> = vec![0; self.tenants.len()];
             let mut chosen: Vec<(JobIdx, usize)> = Vec::new();
             let mut got = 0u64;
+            let mut cands = self.replicas_on(now, c, |sj| sj.tenant != tenant);
+            self.order_for_room(c, &mut cands);
             // Enough accelerators is not enough room: a gang needs them on nodes it can use
             // (free accelerators scattered over busy nodes do not hold a gang of whole nodes).
             let mut room = Room::new(&self.index[c as usize], need_size);
-            'services: for &(_, svc) in &self.services {
+            for (svc, i) in cands {
                 let sj = &self.jobs[svc as usize];
-                if sj.tenant == tenant {
+                let size = u64::from(sj.size);
+                let back = &mut given_back[sj.tenant as usize];
+                if !self.keeps_guarantees(sj.tenant, c, *back + size) {
                     continue;
                 }
-                let size = u64::from(sj.size);
-                let index = &self.index[c as usize];
-                for (i, rep) in sj.replicas.iter().enumerate().rev() {
-                    // (A replica on drained nodes only makes no room: it serves on.)
-                    if rep.cluster != c
-                        || rep.start_s >= now
-                        || rep.shares.iter().all(|s| index.is_down(s.node))
-                    {
-                        continue;
-                    }
-                    let back = &mut given_back[sj.tenant as usize];
-                    if !self.keeps_guarantees(sj.tenant, c, *back + size) {
-                        // Its other replicas are as large: none of them could go either.
-                        continue 'services;
-                    }
-                    *back += size;
-                    chosen.push((svc, i));
-                    room.add(&rep.shares);
-                    got += size;
-                    if got >= short && room.fits() {
-                        break 'services;
-                    }
+                *back += size;
+                chosen.push((svc, i));
+                room.add(&sj.replicas[i].shares);
+                got += size;
+                if got >= short && room.fits() {
+                    break;
                 }
             }
             if got < short || !room.fits() {
@@ -1752,6 +1740,57 @@ impl Scheduler {
         false
     }
 
+    /// Replicas on cluster `c` of the services `keep` selects, as (service, replica index),
+    /// that could make room now: not started this instant, and not wholly on nodes that are
+    /// down or drained (those make no room: they serve on).
+    fn replicas_on(&self, now: f64, c: u32, keep: impl Fn(&Job) -> bool) -> Vec<(JobIdx, usize)> {
+        let index = &self.index[c as usize];
+        let mut out = Vec::new();
+        for &(_, svc) in &self.services {
+            let sj = &self.jobs[svc as usize];
+            if !keep(sj) {
+                continue;
+            }
+            for (i, rep) in sj.replicas.iter().enumerate().rev() {
+                if rep.cluster == c
+                    && rep.start_s < now
+                    && !rep.shares.iter().all(|s| index.is_down(s.node))
+                {
+                    out.push((svc, i));
+                }
+            }
+        }
+        out
+    }
+
+    /// Orders replicas `cands` on cluster `c` so that those on nodes they could free whole
+    /// (nothing else on them) come first, node by node: taken in this order, the fewest
+    /// replicas make room for a gang. Taken in service order instead, a team's allowance
+    /// could go to one replica on each of two nodes and free neither.
+    fn order_for_room(&self, c: u32, cands: &mut [(JobIdx, usize)]) {
+        let index = &self.index[c as usize];
+        let mut movable: HashMap<u32, u32> = HashMap::new();
+        for &(svc, i) in cands.iter() {
+            for s in &self.jobs[svc as usize].replicas[i].shares {
+                *movable.entry(s.node).or_default() += s.accelerators;
+            }
+        }
+        let stays = |node: u32| {
+            index
+                .used_on(node)
+                .saturating_sub(movable.get(&node).copied().unwrap_or(0))
+        };
+        cands.sort_by_cached_key(|&(svc, i)| {
+            let shares = &self.jobs[svc as usize].replicas[i].shares;
+            (
+                shares.iter().map(|s| stays(s.node)).max().unwrap_or(0),
+                shares.iter().map(|s| s.node).min().unwrap_or(0),
+                self.jobs[svc as usize].order,
+                std::cmp::Reverse(i),
+            )
+        });
+    }
+
     /// Makes room for `j` where only services' replicas keep it out, by moving replicas that
     /// another cluster their service accepts can take now. A gang runs only where it fits
     /// whole, and under `switchyard` services go to the cheapest cluster with room and stay:
@@ -1787,49 +1826,41 @@ impl Scheduler {
             let mut chosen: Vec<(JobIdx, usize, u32)> = Vec::new();
             let mut got = 0u64;
             let mut room = Room::new(&self.index[c as usize], need_size);
-            'services: for &(_, svc) in &self.services {
+            let mut cands = self.replicas_on(now, c, |_| true);
+            self.order_for_room(c, &mut cands);
+            for (svc, i) in cands {
                 let sj = &self.jobs[svc as usize];
                 let size = sj.size;
-                let index = &self.index[c as usize];
-                for (i, rep) in sj.replicas.iter().enumerate().rev() {
-                    // (A replica on drained nodes only makes no room: it serves on.)
-                    if rep.cluster != c
-                        || rep.start_s >= now
-                        || rep.shares.iter().all(|s| index.is_down(s.node))
-                    {
-                        continue;
-                    }
-                    let takes = |d: usize| {
-                        let team = promised_to
-                            .get(&(sj.tenant, d as u32))
-                            .copied()
-                            .unwrap_or(0);
-                        d != c as usize
-                            && sj.dur[d].is_some()
-                            && self.index[d].fits(size)
-                            && self.index[d].free() >= promised[d] + u64::from(size)
-                            && u32::try_from(team + u64::from(size))
-                                .is_ok_and(|n| self.quota_ok(svc, d as u32, n))
-                    };
-                    let score = |d: usize| match self.cfg.policy {
-                        Policy::Switchyard => self.clusters[d].price_per_accelerator_hour,
-                        _ => -(self.index[d].free().saturating_sub(promised[d]) as f64),
-                    };
-                    let Some(dest) = (0..clusters)
-                        .filter(|&d| takes(d))
-                        .min_by(|&a, &b| score(a).total_cmp(&score(b)))
-                    else {
-                        // Its other replicas are as large: none of them could move either.
-                        continue 'services;
-                    };
-                    promised[dest] += u64::from(size);
-                    *promised_to.entry((sj.tenant, dest as u32)).or_default() += u64::from(size);
-                    chosen.push((svc, i, dest as u32));
-                    room.add(&rep.shares);
-                    got += u64::from(size);
-                    if got >= short && room.fits() {
-                        break 'services;
-                    }
+                let rep = &sj.replicas[i];
+                let takes = |d: usize| {
+                    let team = promised_to
+                        .get(&(sj.tenant, d as u32))
+                        .copied()
+                        .unwrap_or(0);
+                    d != c as usize
+                        && sj.dur[d].is_some()
+                        && self.index[d].fits(size)
+                        && self.index[d].free() >= promised[d] + u64::from(size)
+                        && u32::try_from(team + u64::from(size))
+                            .is_ok_and(|n| self.quota_ok(svc, d as u32, n))
+                };
+                let score = |d: usize| match self.cfg.policy {
+                    Policy::Switchyard => self.clusters[d].price_per_accelerator_hour,
+                    _ => -(self.index[d].free().saturating_sub(promised[d]) as f64),
+                };
+                let Some(dest) = (0..clusters)
+                    .filter(|&d| takes(d))
+                    .min_by(|&a, &b| score(a).total_cmp(&score(b)))
+                else {
+                    continue;
+                };
+                promised[dest] += u64::from(size);
+                *promised_to.entry((sj.tenant, dest as u32)).or_default() += u64::from(size);
+                chosen.push((svc, i, dest as u32));
+                room.add(&rep.shares);
+                got += u64::from(size);
+                if got >= short && room.fits() {
+                    break;
                 }
             }
             if got < short || !room.fits() {

@@ -2137,3 +2137,97 @@ fn a_requeued_run_says_whether_its_node_or_its_work_failed() {
         "{why}"
     );
 }
+
+/// A team below its guarantee reclaims replicas another team borrows node by node: with the
+/// borrowed allowance enough for one node's replicas, it takes those on one node (which frees
+/// it for the gang), not one replica on each of two nodes (which frees neither).
+#[test]
+fn a_guarantee_reclaims_the_replicas_of_one_node_not_one_of_each() {
+    let fleet = r#"
+name = "small"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[clusters]]
+name = "local"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = 3
+accelerators_per_node = 2
+node_mtbf_hours = 1000.0
+repair_hours = 2.0
+capacity = "on_demand"
+[[tenants]]
+name = "lab"
+[[tenants.teams]]
+name = "research"
+quotas = [{ accelerators = 4, borrowing_limit = 2 }]
+[[tenants.teams]]
+name = "serving"
+quotas = [{ accelerators = 2, borrowing_limit = 2 }]
+"#;
+    let mut s = sched_on(fleet, Policy::Fair, false);
+    // Six one-accelerator runs fill the three nodes.
+    let fillers: Vec<u32> = (0..6)
+        .map(|k| submit(&mut s, 0.0, job(&format!("f{k}"), "research", 1, 36_000.0)))
+        .collect();
+    let placed = first_nodes(&pass(&mut s, 0.0));
+    let node_of = |f: u32| placed[&f][0];
+    let on = |node: u32| -> Vec<u32> {
+        fillers
+            .iter()
+            .copied()
+            .filter(|&f| node_of(f) == node)
+            .collect()
+    };
+    let (x, y) = (node_of(fillers[0]), {
+        let first = node_of(fillers[0]);
+        fillers
+            .iter()
+            .map(|&f| node_of(f))
+            .find(|&n| n != first)
+            .expect("two nodes")
+    });
+    let finish = |s: &mut Scheduler, f: u32, now: f64| {
+        let mut out = Vec::new();
+        let generation = s.job(f).generation;
+        s.handle(now, Event::Finished { job: f, generation }, &mut out);
+    };
+    // Two services of the serving team, each with a replica on node x and one on node y.
+    for (k, now) in [(0usize, 10.0), (1, 20.0)] {
+        finish(&mut s, on(x)[k], now);
+        finish(&mut s, on(y)[k], now);
+        submit(&mut s, now, service(&format!("svc{k}"), "serving", 1, 2, 2));
+        let d = pass(&mut s, now);
+        let nodes: Vec<u32> = d
+            .iter()
+            .filter_map(|d| match &d.action {
+                Action::AddReplica { nodes, .. } => Some(nodes[0].node),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(nodes.len(), 2, "{d:?}");
+        assert!(nodes.contains(&x) && nodes.contains(&y), "{d:?}");
+    }
+    // Research holds 2 of its guaranteed 4; serving borrows 2. A gang of 2 needs a node.
+    let gang = submit(&mut s, 30.0, job("gang", "research", 2, 3600.0));
+    let d = pass(&mut s, 30.0);
+    let removed: Vec<u32> = d
+        .iter()
+        .filter_map(|d| match &d.action {
+            Action::RemoveReplica { nodes, .. } => Some(nodes[0].node),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed.len(), 2, "{d:?}");
+    assert_eq!(removed[0], removed[1], "both from one node: {d:?}");
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == gang)),
+        "{d:?}"
+    );
+}

@@ -218,8 +218,10 @@ fn report_renders() {
     assert_eq!(html.matches("<svg").count(), 3);
     assert!(html.contains("research"));
     // The summary carries the text output's headline figures.
+    assert_eq!(r.services(), 1, "the trace's one service");
     let summary = format!(
-        "{} jobs, {} completed, {} unfinished, {} failed, {} skipped; makespan {:.2} h, {} restart",
+        "{} jobs, {} completed, {} unfinished, {} failed, {} skipped, 1 service (open-ended: \
+         served to the end); makespan {:.2} h, {} restart",
         r.total.jobs,
         r.total.completed,
         r.unfinished,
