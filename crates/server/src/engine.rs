@@ -358,7 +358,18 @@ impl Engine {
                 at_ms: now_ms,
                 kind: "recovered".into(),
                 cluster: record.cluster.clone(),
-                message: "a scheduling leader took over (a new one, or this one again after losing its lease or a restart); the job is placed again".into(),
+                message: if self.jobs[idx as usize].replica_range.is_some() {
+                    // Its replicas come back as new ones (replica_added, with no replica_removed
+                    // for the earlier ones: a backend stops or takes over what they ran).
+                    "a scheduling leader took over (a new one, or this one again after losing \
+                     its lease or a restart); the service's replicas are placed again, as new \
+                     replicas in place of the earlier ones"
+                        .into()
+                } else {
+                    "a scheduling leader took over (a new one, or this one again after losing \
+                     its lease or a restart); the job is placed again"
+                        .into()
+                },
             });
             self.dirty.insert(idx);
         }
