@@ -194,6 +194,8 @@ pub fn run(args: SimulateArgs) -> Result<(), CliError> {
         }
         let b = bar.get_or_insert_with(|| {
             let b = ProgressBar::with_draw_target(Some(p.total), ProgressDrawTarget::stderr());
+            // Its first frame has the message too, not "()".
+            b.set_message(format!("virtual day {:.1}", p.now_s / 86_400.0));
             b.set_style(
                 ProgressStyle::with_template(
                     "{spinner} simulating [{bar:40}] {pos}/{len} jobs done ({msg}) {elapsed}",

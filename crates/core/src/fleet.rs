@@ -306,7 +306,9 @@ impl Fleet {
 
     /// A built-in fleet by name (`default`, `colossus-1-expanded`).
     pub fn builtin(name: &str) -> Option<Fleet> {
-        let text = match name {
+        // Case-insensitive, as policy and format names are.
+        let name = name.to_ascii_lowercase();
+        let text = match name.as_str() {
             "default" => DEFAULT_FLEET_TOML,
             "colossus-1-expanded" => COLOSSUS_EXPANDED_FLEET_TOML,
             _ => return None,

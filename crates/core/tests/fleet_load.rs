@@ -182,6 +182,8 @@ fn expanded_colossus_has_about_200k_hopper_gpus() {
         assert!(Fleet::builtin(name).is_some(), "{name}");
     }
     assert!(Fleet::builtin("nope").is_none());
+    // Names are case-insensitive, as policy and format names are.
+    assert!(Fleet::builtin("Colossus-1-Expanded").is_some());
 }
 
 #[test]

@@ -124,7 +124,7 @@ fn utilisation_svg(result: &SimResult) -> Result<String, String> {
         chart
             .configure_mesh()
             .x_desc("virtual time (h)")
-            .y_desc("accelerators busy")
+            .y_desc("fraction of accelerators busy")
             .draw()
             .map_err(err)?;
         for (c, name) in s.cluster_names.iter().enumerate() {
@@ -164,6 +164,14 @@ fn queue_svg(result: &SimResult) -> Result<String, String> {
             .configure_mesh()
             .x_desc("virtual time (h)")
             .y_desc("jobs waiting")
+            // Whole jobs: no tick at 0.5 on a short queue.
+            .y_label_formatter(&|y| {
+                if y.fract() == 0.0 {
+                    format!("{y:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .draw()
             .map_err(err)?;
         let points =

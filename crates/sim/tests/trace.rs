@@ -354,6 +354,12 @@ fn messages_escape_control_characters_and_point_at_an_open_quote() {
     assert!(e.ends_with("found \"100\\u{0}\""), "{e}");
     let e = err("id,submit_s,accelerators,duration_s\n\"a,0,8,100\nb,1,8,100\n");
     assert!(e.contains("is a quote left open?"), "{e}");
+    // On the last line, the open quote takes the rest of that line only.
+    let e = err("id,submit_s,accelerators,duration_s\n\"a,0,8,100\n");
+    assert!(
+        e.contains("holds the commas of the fields after it: is a quote left open?"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -270,6 +270,9 @@ impl Row<'_> {
             // A quote left open swallows the lines after it into one field.
             let open_quote = if self.record.iter().any(|f| f.contains(['\n', '\r'])) {
                 " (a quoted field runs on over the following lines: is a quote left open?)"
+            } else if self.record.iter().any(|f| f.contains(',')) {
+                // At the end of the file the open quote takes the rest of its line.
+                " (a quoted field holds the commas of the fields after it: is a quote left open?)"
             } else {
                 ""
             };
