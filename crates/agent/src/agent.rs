@@ -74,6 +74,10 @@ const PUSHES_BEFORE_HALVING: u32 = 3;
 /// pushed.
 const SHUTDOWN_OUTPUT_WAIT: Duration = Duration::from_secs(5);
 
+/// Heartbeat intervals below which `--orphan-after` is warned about at registration: the
+/// server's default `--lost-after`.
+const ORPHAN_HEARTBEATS: u32 = 3;
+
 /// An upper bound on the bytes `line` takes in a batch's JSON: quotes and backslashes escape
 /// to two bytes, other control characters to up to six, plus the fields around the text.
 fn json_size(line: &crate::protocol::LogLine) -> usize {
@@ -275,6 +279,19 @@ impl<C: ControlPlane> Agent<C> {
         tracing::info!(node_id = %reg.node_id, "registered");
         if reg.heartbeat_interval_ms > 0 {
             self.config.sync_interval = Duration::from_millis(reg.heartbeat_interval_ms);
+            // The server declares a node lost after `--lost-after` (3 by default) missed
+            // heartbeats: ranks orphaned sooner stop on a blip the server would ride out.
+            let floor = self.config.sync_interval.saturating_mul(ORPHAN_HEARTBEATS);
+            if self.config.orphan_after < floor && !self.registered_once {
+                tracing::warn!(
+                    orphan_after = ?self.config.orphan_after,
+                    heartbeat_interval = ?self.config.sync_interval,
+                    "--orphan-after is shorter than {ORPHAN_HEARTBEATS} heartbeat intervals: \
+                     training ranks stop when a few heartbeats fail, before the server (at its \
+                     default --lost-after 3) takes the node for lost; keep it above \
+                     --lost-after × the heartbeat interval"
+                );
+            }
         }
         self.node_id = Some(reg.node_id.clone());
         self.registered_once = true;
