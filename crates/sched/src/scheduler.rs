@@ -2478,7 +2478,7 @@ impl Scheduler {
         job.finish_s = Some(now);
         self.stats[cluster as usize].completed += 1;
         let reason = format!(
-            "work complete after {} ({} queued)",
+            "work complete after {} ({} queued before its first start)",
             human_s(now - job.submit_s),
             human_s(job.first_start_s.unwrap_or(now) - job.submit_s)
         );
