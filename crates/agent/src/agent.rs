@@ -565,9 +565,11 @@ impl<C: ControlPlane> Agent<C> {
         tracing::info!("agent stopping: stopping its processes");
         self.supervisor.stop_all(self.config.shutdown_grace);
         let deadline = Instant::now() + self.config.shutdown_grace;
+        let mut next_beat = Instant::now() + self.config.sync_interval;
         // Polling takes their output too, so one printing on its way out is not blocked.
         while self.supervisor.live() > 0 && Instant::now() < deadline {
             self.poll();
+            self.heartbeat_while_stopping(&mut next_beat);
             std::thread::sleep(Duration::from_millis(20));
         }
         self.supervisor.kill_remaining();
@@ -575,6 +577,7 @@ impl<C: ControlPlane> Agent<C> {
         let deadline = Instant::now() + SHUTDOWN_OUTPUT_WAIT;
         while !self.supervisor.output_finished() && Instant::now() < deadline {
             self.poll();
+            self.heartbeat_while_stopping(&mut next_beat);
             std::thread::sleep(Duration::from_millis(20));
         }
         // Best effort: tell the control plane how they ended.
@@ -596,6 +599,24 @@ impl<C: ControlPlane> Agent<C> {
         }
     }
 
+    /// While its processes take their grace on the way out, the agent keeps heartbeating at
+    /// the pace the server asked for: a server declares a silent node lost within a few
+    /// intervals, and the ranks' end would then read as a node failure rather than as the
+    /// agent stopping them (which its last report says). Best effort, when `next` is due.
+    fn heartbeat_while_stopping(&mut self, next: &mut Instant) {
+        let now = Instant::now();
+        if now < *next {
+            return;
+        }
+        *next = now + self.config.sync_interval;
+        if let Some(id) = &self.node_id {
+            self.control.give_up_by(Some(now));
+            if let Err(e) = self.control.heartbeat(id) {
+                tracing::debug!("heartbeat while stopping failed: {e}");
+            }
+        }
+    }
+
     fn sync_statuses_only(&mut self) -> Result<(), ControlPlaneError> {
         // Everything is stopped; the agent waits this long for the server, not a timeout.
         self.control
@@ -614,6 +635,8 @@ mod tests {
     use super::*;
     use crate::control::MemoryControlPlane;
     use crate::hardware::{DiscoverOptions, discover};
+    use crate::protocol::Assignment;
+    use std::collections::BTreeMap;
 
     /// An agent the control plane forgot (a restarted server answers `unknown_node`) registers
     /// again at the heartbeat's pace, however many calls failed while the server was away; one
@@ -649,5 +672,62 @@ mod tests {
             interval,
             "forgotten: registers again at once"
         );
+    }
+
+    /// An agent shutting down keeps heartbeating while its processes take their grace, so the
+    /// server does not declare the node lost meanwhile.
+    #[test]
+    fn a_stopping_agent_heartbeats_while_its_processes_take_their_grace() {
+        let cp = MemoryControlPlane::new();
+        let config = AgentConfig {
+            shutdown_grace: Duration::from_millis(1500),
+            ..AgentConfig::default()
+        };
+        let mut agent = Agent::new(cp.clone(), discover(&DiscoverOptions::default()), config);
+        agent.sync().expect("register");
+        let node = agent.node_id().expect("registered").to_owned();
+        // A process that ignores SIGTERM: it takes the whole grace. (It says when its trap is
+        // set: a SIGTERM before that would end it at once.)
+        let mark = std::env::temp_dir().join(format!("sy-agent-trap-{}", std::process::id()));
+        let _ = std::fs::remove_file(&mark);
+        cp.set_desired(
+            &node,
+            vec![Assignment {
+                id: "j/attempt-1/rank-0".into(),
+                job_id: "j".into(),
+                attempt: 1,
+                rank: 0,
+                world_size: 1,
+                local_rank: 0,
+                master_addr: "127.0.0.1".into(),
+                master_port: 29500,
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "trap '' TERM; touch \"$MARK\"; sleep 30".into(),
+                ],
+                env: BTreeMap::from([("MARK".to_owned(), mark.display().to_string())]),
+                accelerators: Vec::new(),
+                checkpoint_dir: None,
+                working_dir: None,
+                restart: crate::protocol::RestartPolicy::Never,
+                stop_grace_ms: 1500,
+            }],
+        );
+        agent.sync().expect("start it");
+        let start = Instant::now();
+        while !mark.exists() && start.elapsed() < Duration::from_secs(10) {
+            agent.poll();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(mark.exists(), "the process set its trap");
+        assert_eq!(agent.supervisor.live(), 1, "the process runs");
+        let before = cp.state().heartbeats.get(&node).copied().unwrap_or(0);
+        let stop = AtomicBool::new(true);
+        agent.run(&stop).expect("stops");
+        let during = cp.state().heartbeats.get(&node).copied().unwrap_or(0) - before;
+        // 1.5 s of grace at the 200 ms the memory control plane asks for.
+        assert!(during >= 3, "{during} heartbeats while stopping");
+        let _ = std::fs::remove_file(&mark);
     }
 }

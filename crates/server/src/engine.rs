@@ -1295,7 +1295,9 @@ mod tests {
             .find(|ev| ev.kind == "finished")
             .expect("a finished event");
         assert!(
-            finish.message.contains("(60 s queued before its first start)"),
+            finish
+                .message
+                .contains("(60 s queued before its first start)"),
             "{}",
             finish.message
         );
@@ -1345,7 +1347,9 @@ mod tests {
                 .expect("a finished event");
             let queued = (began_at - T0) / 1000;
             assert!(
-                finish.message.contains(&format!("({queued} s queued before its first start)")),
+                finish
+                    .message
+                    .contains(&format!("({queued} s queued before its first start)")),
                 "held again {held_again}: {}",
                 finish.message
             );
@@ -2462,7 +2466,9 @@ repair_hours = 24.0
             .find(|ev| ev.kind == "finished")
             .unwrap_or_else(|| panic!("{:?}", batch.events));
         assert!(
-            finished.message.contains("(10 s queued before its first start)"),
+            finished
+                .message
+                .contains("(10 s queued before its first start)"),
             "{}",
             finished.message
         );
