@@ -657,3 +657,33 @@ fn an_fp8_plan_also_gives_mfu_against_the_fp8_peak() {
     let bf16 = mfu_line("examples/plan/llama3-405b-h100.toml");
     assert!(!bf16.contains("peak"), "{bf16}");
 }
+
+/// A `[model]` table's sizes are refused in the plan's own range, not the type's 0 to
+/// 4294967295: a negative, a fraction or a number past 32 bits.
+#[test]
+fn model_sizes_out_of_range_name_the_plans_range() {
+    let dir = std::env::temp_dir().join(format!("switchyard-model-sizes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (line, value) in [("layers", "-3"), ("heads", "1.5"), ("vocab", "5000000000")] {
+        let text = format!(
+            "[model]\nlayers = 32\nhidden = 4096\nheads = 32\nffn_hidden = 14336\nvocab = 128000\n\
+             seq_len = 8192\n[training]\nglobal_batch = 256\nprecision = \"bf16\"\n\
+             [hardware]\naccelerator = \"H100-SXM\"\ncount = 64\n"
+        )
+        .replacen(
+            &format!("\n{line} = "),
+            &format!("\n{line} = {value}\n# was "),
+            1,
+        );
+        let path = dir.join(format!("{line}.toml"));
+        std::fs::write(&path, text).expect("write");
+        let out = plan(&[path.to_str().expect("utf-8")]);
+        assert_eq!(out.status.code(), Some(2), "{line}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{value} is not a whole number from 1 to 16777216")),
+            "{line}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -111,18 +111,29 @@ pub struct ModelSpec {
 #[serde(deny_unknown_fields)]
 pub struct ModelFields {
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub layers: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub hidden: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub heads: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub kv_heads: Option<u32>,
     /// Per-head width when it is not `hidden / heads`.
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub head_dim: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub ffn_hidden: Option<u32>,
     pub gated_ffn: Option<bool>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub vocab: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub seq_len: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub experts: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub experts_per_token: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub expert_ffn_hidden: Option<u32>,
     pub shared_experts: Option<u32>,
     pub moe_layers: Option<u32>,
@@ -130,12 +141,17 @@ pub struct ModelFields {
     /// `qk_rope_head_dim` and `v_head_dim`, plus `q_lora_rank` if queries are compressed too.
     /// With them `kv_heads` is ignored: every query head has its own key and value.
     pub q_lora_rank: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub kv_lora_rank: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub qk_nope_head_dim: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub qk_rope_head_dim: Option<u32>,
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub v_head_dim: Option<u32>,
     /// Sliding-window attention: the window in tokens, and how many layers use it (all when
     /// not given).
+    #[serde(default, deserialize_with = "crate::some_count")]
     pub sliding_window: Option<u32>,
     pub window_layers: Option<u32>,
     /// A preset (see [`ModelSpec::preset`]) whose fields the others override.
