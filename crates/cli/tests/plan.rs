@@ -665,16 +665,14 @@ fn model_sizes_out_of_range_name_the_plans_range() {
     let dir = std::env::temp_dir().join(format!("switchyard-model-sizes-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     for (line, value) in [("layers", "-3"), ("heads", "1.5"), ("vocab", "5000000000")] {
-        let text = format!(
-            "[model]\nlayers = 32\nhidden = 4096\nheads = 32\nffn_hidden = 14336\nvocab = 128000\n\
-             seq_len = 8192\n[training]\nglobal_batch = 256\nprecision = \"bf16\"\n\
-             [hardware]\naccelerator = \"H100-SXM\"\ncount = 64\n"
-        )
-        .replacen(
-            &format!("\n{line} = "),
-            &format!("\n{line} = {value}\n# was "),
-            1,
-        );
+        let text = "[model]\nlayers = 32\nhidden = 4096\nheads = 32\nffn_hidden = 14336\n\
+                    vocab = 128000\nseq_len = 8192\n[training]\nglobal_batch = 256\n\
+                    precision = \"bf16\"\n[hardware]\naccelerator = \"H100-SXM\"\ncount = 64\n"
+            .replacen(
+                &format!("\n{line} = "),
+                &format!("\n{line} = {value}\n# was "),
+                1,
+            );
         let path = dir.join(format!("{line}.toml"));
         std::fs::write(&path, text).expect("write");
         let out = plan(&[path.to_str().expect("utf-8")]);
