@@ -265,6 +265,49 @@ impl ClusterIndex {
         }
     }
 
+    /// Whether gangs of all of `sizes` would fit at once, placed as [`Self::place`] places
+    /// them (the largest first): whole idle nodes for those of a node or more, the partly used
+    /// node with least room that fits (else an idle node) for smaller ones. A sum of free
+    /// accelerators is not enough: scattered over busy nodes they hold no second gang.
+    pub fn fits_all(&self, sizes: &[u32]) -> bool {
+        let mut sizes: Vec<u32> = sizes.iter().copied().filter(|&s| s > 0).collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let mut idle = self.idle_nodes;
+        // Room on partly used nodes: the most roomy ones, one per gang, are enough to tell
+        // (any gangs that fit in some nodes fit in as many of the roomiest).
+        let mut partial: Vec<u32> = self
+            .by_avail
+            .iter()
+            .rev()
+            .map(|&(avail, _)| avail)
+            .take(sizes.len())
+            .collect();
+        for size in sizes {
+            if size >= self.per_node {
+                let k = size.div_ceil(self.per_node);
+                if idle < k {
+                    return false;
+                }
+                idle -= k;
+                continue;
+            }
+            // Best fit: the least room that holds it.
+            match partial
+                .iter_mut()
+                .filter(|a| **a >= size)
+                .min_by_key(|a| **a)
+            {
+                Some(a) => *a -= size,
+                None if idle > 0 => {
+                    idle -= 1;
+                    partial.push(self.per_node - size);
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// Whether `accelerators` would fit (as [`Self::fits`]) once `released` (accelerators per
     /// node) were given back: a gang of whole nodes needs nodes that become entirely idle, not
     /// free accelerators scattered over busy ones.
@@ -739,6 +782,39 @@ name = "t"
         let mut changes = Vec::new();
         index.reindex(node, before, &mut changes);
         index.apply_idle_changes(&changes);
+    }
+
+    /// Several gangs fit at once only where nodes hold each: whole idle nodes for the large
+    /// ones, room on one node for each small one — not a sum of scattered accelerators.
+    #[test]
+    fn gangs_fit_together_only_where_nodes_hold_each() {
+        let mut index = racked();
+        // Eight nodes of 8: six full, node 6 with 3 free, node 7 idle.
+        for node in 0..6 {
+            occupy(&mut index, node, 8);
+        }
+        occupy(&mut index, 6, 5);
+        assert_eq!(index.free(), 11);
+        assert!(index.fits_all(&[8]));
+        assert!(!index.fits_all(&[8, 8]), "one idle node");
+        assert!(index.fits_all(&[8, 3]));
+        assert!(
+            !index.fits_all(&[8, 4]),
+            "node 6 holds 3, the idle node the 8"
+        );
+        assert!(
+            index.fits_all(&[4, 3, 2]),
+            "4 and 2 on the idle node, 3 on node 6"
+        );
+        assert!(!index.fits_all(&[6, 6]), "11 free, but no two nodes hold 6");
+        assert!(index.fits_all(&[]));
+        // As `place` does it, one after the other.
+        for sizes in [[4u32, 3, 2].as_slice(), &[8, 3]] {
+            let mut copy = index.clone();
+            for &size in sizes {
+                assert!(copy.place(size).is_some(), "{sizes:?}");
+            }
+        }
     }
 
     /// A sub-node share of a failed node goes to its own rack (a partly used node there

@@ -630,6 +630,12 @@ impl<'a> Room<'a> {
     }
 }
 
+/// Where a replica [`Scheduler::start_replica`] starts comes from, and for whom it moved.
+struct ReplicaMove<'a> {
+    from: &'a str,
+    for_job: &'a str,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Reservation {
     job: JobIdx,
@@ -1570,6 +1576,21 @@ impl Scheduler {
             .or_else(|| broken(&o.rules, &o.usage, o.usage_total, true))
     }
 
+    /// Whether team `team` may move `team_moved` accelerators (its organisation
+    /// `org_moved`, all its teams' together) onto `cluster` from elsewhere: only the caps on
+    /// that cluster count, since a move leaves the fleet-wide totals as they are.
+    fn move_within_caps(&self, team: u32, cluster: u32, team_moved: u64, org_moved: u64) -> bool {
+        let t = &self.tenants[team as usize];
+        let o = &self.orgs[t.org as usize];
+        let within = |rules: &[QuotaRule], usage: &[u64], moved: u64| {
+            rules.iter().all(|r| match (r.cap, r.cluster) {
+                (Some(cap), Some(c)) if c == cluster => usage[c as usize] + moved <= cap,
+                _ => true,
+            })
+        };
+        within(&t.rules, &t.usage, team_moved) && within(&o.rules, &o.usage, org_moved)
+    }
+
     /// Whether the job's team is below its guaranteed quota on `cluster` (it may reclaim lent
     /// capacity).
     fn under_guarantee(&self, j: JobIdx, cluster: u32, n: u32) -> bool {
@@ -1819,9 +1840,19 @@ impl Scheduler {
                 continue;
             }
             let short = need - self.index[c as usize].free().min(need.saturating_sub(1));
-            // Accelerators promised so far on each other cluster, in all and per team.
-            let mut promised: Vec<u64> = vec![0; clusters];
-            let mut promised_to: HashMap<(u32, u32), u64> = HashMap::new();
+            // Nowhere else has that much room: nothing to look at.
+            let elsewhere: u64 = (0..clusters)
+                .filter(|&d| d != c as usize)
+                .map(|d| self.index[d].free())
+                .sum();
+            if elsewhere < short {
+                continue;
+            }
+            // Replica sizes promised so far to each other cluster, and accelerators per
+            // (team, cluster) and (organisation, cluster) for their caps there.
+            let mut promised: Vec<Vec<u32>> = vec![Vec::new(); clusters];
+            let mut to_team: HashMap<(u32, u32), u64> = HashMap::new();
+            let mut to_org: HashMap<(u32, u32), u64> = HashMap::new();
             // (service, replica index, where it goes)
             let mut chosen: Vec<(JobIdx, usize, u32)> = Vec::new();
             let mut got = 0u64;
@@ -1831,22 +1862,31 @@ impl Scheduler {
             for (svc, i) in cands {
                 let sj = &self.jobs[svc as usize];
                 let size = sj.size;
-                let rep = &sj.replicas[i];
+                let team = sj.tenant;
+                let org = self.tenants[team as usize].org;
                 let takes = |d: usize| {
-                    let team = promised_to
-                        .get(&(sj.tenant, d as u32))
-                        .copied()
-                        .unwrap_or(0);
-                    d != c as usize
-                        && sj.dur[d].is_some()
-                        && self.index[d].fits(size)
-                        && self.index[d].free() >= promised[d] + u64::from(size)
-                        && u32::try_from(team + u64::from(size))
-                            .is_ok_and(|n| self.quota_ok(svc, d as u32, n))
+                    if d == c as usize
+                        || sj.dur[d].is_none()
+                        // Not onto room a starving job's reservation holds.
+                        || res.is_some_and(|r| r.cluster as usize == d && r.job != j)
+                    {
+                        return false;
+                    }
+                    let mut sizes = promised[d].clone();
+                    sizes.push(size);
+                    let team_moved =
+                        to_team.get(&(team, d as u32)).copied().unwrap_or(0) + u64::from(size);
+                    let org_moved =
+                        to_org.get(&(org, d as u32)).copied().unwrap_or(0) + u64::from(size);
+                    self.index[d].fits_all(&sizes)
+                        && self.move_within_caps(team, d as u32, team_moved, org_moved)
                 };
                 let score = |d: usize| match self.cfg.policy {
                     Policy::Switchyard => self.clusters[d].price_per_accelerator_hour,
-                    _ => -(self.index[d].free().saturating_sub(promised[d]) as f64),
+                    _ => {
+                        let promised: u64 = promised[d].iter().map(|&s| u64::from(s)).sum();
+                        -(self.index[d].free().saturating_sub(promised) as f64)
+                    }
                 };
                 let Some(dest) = (0..clusters)
                     .filter(|&d| takes(d))
@@ -1854,10 +1894,11 @@ impl Scheduler {
                 else {
                     continue;
                 };
-                promised[dest] += u64::from(size);
-                *promised_to.entry((sj.tenant, dest as u32)).or_default() += u64::from(size);
+                promised[dest].push(size);
+                *to_team.entry((team, dest as u32)).or_default() += u64::from(size);
+                *to_org.entry((org, dest as u32)).or_default() += u64::from(size);
                 chosen.push((svc, i, dest as u32));
-                room.add(&rep.shares);
+                room.add(&sj.replicas[i].shares);
                 got += u64::from(size);
                 if got >= short && room.fits() {
                     break;
@@ -1880,12 +1921,21 @@ impl Scheduler {
             chosen
                 .sort_by_key(|&(svc, i, _)| (self.jobs[svc as usize].order, std::cmp::Reverse(i)));
             for (svc, i, dest) in chosen {
+                let for_job = self.other_job_named_for(j, svc);
+                // Started there first: a replica the index finds no room for after all stays
+                // where it is, and the service keeps its count either way.
+                let moved = ReplicaMove {
+                    from: &from,
+                    for_job: &for_job,
+                };
+                if !self.start_replica(now, svc, dest, Some(&moved), out) {
+                    continue;
+                }
                 let rep = self.jobs[svc as usize].replicas.remove(i);
                 let nodes = rep.shares.clone();
-                self.drop_replica(now, svc, rep);
+                self.release_replica(now, svc, rep);
                 self.epoch += 1;
                 let to = self.clusters[dest as usize].name.clone();
-                let for_job = self.other_job_named_for(j, svc);
                 self.emit(
                     out,
                     now,
@@ -1899,9 +1949,6 @@ impl Scheduler {
                          only in the room this service's replicas hold there"
                     ),
                 );
-                // (The room was checked above; should the index still find none, the
-                // service gets the replica back where room frees up, as after a loss.)
-                self.start_replica(now, svc, dest, &format!(", moved from {from}"), out);
             }
             return true;
         }
@@ -3957,28 +4004,29 @@ impl Scheduler {
                     };
                     break;
                 };
-                let cheapest = if self.cfg.policy == Policy::Switchyard {
-                    ", cheapest cluster with room"
-                } else {
-                    ""
-                };
-                if !self.start_replica(now, j, c, cheapest, out) {
+                if !self.start_replica(now, j, c, None, out) {
                     break;
                 }
             }
         }
     }
 
-    /// Places one more replica of service `j` on cluster `c`, where it fits; `note` ends the
-    /// decision's reason. False when the cluster's index finds no room after all.
+    /// Places one more replica of service `j` on cluster `c`, where it fits: a new one, or one
+    /// `moved` from another cluster (which the caller then removes there). False when the
+    /// cluster's index finds no room after all.
     fn start_replica(
         &mut self,
         now: f64,
         j: JobIdx,
         c: u32,
-        note: &str,
+        moved: Option<&ReplicaMove>,
         out: &mut Vec<Decision>,
     ) -> bool {
+        let note = if moved.is_none() && self.cfg.policy == Policy::Switchyard {
+            ", cheapest cluster with room"
+        } else {
+            ""
+        };
         let size = self.jobs[j as usize].size;
         let Some(shares) = self.index[c as usize].place(size) else {
             return false;
@@ -4010,10 +4058,16 @@ impl Scheduler {
             .replica_node_list(c, &on)
             .map(|list| format!(" ({} {list})", node_noun(on.len())))
             .unwrap_or_default();
-        let reason = format!(
-            "replica {have} of {target} wanted; {size} {} on {} in {spread}{named}{note}",
-            cl.accelerator.name, cl.name,
-        );
+        let reason = match moved {
+            Some(m) => format!(
+                "replica moved from {} to make room for {}: {size} {} on {} in {spread}{named}",
+                m.from, m.for_job, cl.accelerator.name, cl.name,
+            ),
+            None => format!(
+                "replica {have} of {target} wanted; {size} {} on {} in {spread}{named}{note}",
+                cl.accelerator.name, cl.name,
+            ),
+        };
         self.emit(
             out,
             now,

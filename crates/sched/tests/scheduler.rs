@@ -2085,7 +2085,9 @@ fn replicas_move_to_make_room_for_a_gang_that_can_run_only_where_they_are() {
             .collect();
         assert_eq!(added.len(), 2, "{d:?}");
         assert!(
-            added[0].reason.ends_with(", moved from slow"),
+            added[0].reason.starts_with(
+                "replica moved from slow to make room for a job of another team: 8 H100-SXM on fast"
+            ),
             "{}",
             added[0].reason
         );
@@ -2229,5 +2231,179 @@ quotas = [{ accelerators = 2, borrowing_limit = 2 }]
         d.iter()
             .any(|d| matches!(d.action, Action::Start { job, .. } if job == gang)),
         "{d:?}"
+    );
+}
+
+/// Two clusters for replica moves: `c`, 2 × 8 V100 (cheap, where `switchyard` puts services),
+/// and `d`, `d_nodes` × 8 H100; then `tenants` (TOML).
+fn moves_fleet(d_nodes: u32, tenants: &str) -> String {
+    format!(
+        r#"
+name = "t"
+[[providers]]
+name = "p"
+kind = "cloud"
+[[providers.contracts]]
+accelerator = "H100-SXM"
+on_demand_price = 2.0
+[[providers.contracts]]
+accelerator = "V100"
+on_demand_price = 1.0
+[[clusters]]
+name = "c"
+provider = "p"
+region = "r"
+accelerator = "V100"
+nodes = 2
+accelerators_per_node = 8
+node_mtbf_hours = 1000.0
+repair_hours = 2.0
+capacity = "on_demand"
+[[clusters]]
+name = "d"
+provider = "p"
+region = "r"
+accelerator = "H100-SXM"
+nodes = {d_nodes}
+accelerators_per_node = 8
+node_mtbf_hours = 1000.0
+repair_hours = 2.0
+capacity = "on_demand"
+{tenants}
+"#
+    )
+}
+
+fn pinned_to(mut spec: JobSpec, cluster: &str) -> JobSpec {
+    spec.clusters = vec![cluster.into()];
+    spec
+}
+
+/// Replicas of services `of` added and removed among `d`.
+fn replica_changes(d: &[Decision], of: &[u32]) -> (usize, usize) {
+    let added = d
+        .iter()
+        .filter(|d| matches!(d.action, Action::AddReplica { job, .. } if of.contains(&job)))
+        .count();
+    let removed = d
+        .iter()
+        .filter(|d| matches!(d.action, Action::RemoveReplica { job, .. } if of.contains(&job)))
+        .count();
+    (added, removed)
+}
+
+/// A move never loses a replica: where the other cluster holds one of two whole-node replicas
+/// (one idle node, free accelerators scattered over the rest), none moves, and the gang that
+/// needed both nodes waits.
+#[test]
+fn a_move_never_loses_a_replica() {
+    let mut s = sched_on(&moves_fleet(4, ""), Policy::Switchyard, false);
+    let svc = submit(&mut s, 0.0, service("svc", "b", 8, 2, 2));
+    let d = pass(&mut s, 0.0);
+    assert_eq!(replica_changes(&d, &[svc]), (2, 0), "{d:?}");
+    for k in 0..3 {
+        submit(
+            &mut s,
+            1.0,
+            pinned_to(job(&format!("f{k}"), "a", 5, 1e6), "d"),
+        );
+    }
+    pass(&mut s, 1.0);
+    let g = submit(&mut s, 2.0, pinned_to(job("gang", "a", 16, 3600.0), "c"));
+    let d = pass(&mut s, 2.0);
+    let (added, removed) = replica_changes(&d, &[svc]);
+    assert_eq!(added, removed, "{d:?}");
+    assert!(
+        !d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == g)),
+        "{d:?}"
+    );
+}
+
+/// An organisation's cap on the destination counts every one of its teams' moves.
+#[test]
+fn moves_keep_an_organisations_cap_on_the_destination() {
+    let tenants = r#"
+[[tenants]]
+name = "lab"
+quotas = [{ cluster = "d", accelerators = 8, borrowing_limit = 0 }]
+[[tenants.teams]]
+name = "t1"
+[[tenants.teams]]
+name = "t2"
+[[tenants]]
+name = "other"
+[[tenants.teams]]
+name = "a"
+"#;
+    let mut s = sched_on(&moves_fleet(4, tenants), Policy::Switchyard, false);
+    let s1 = submit(&mut s, 0.0, service("s1", "t1", 8, 1, 1));
+    let s2 = submit(&mut s, 0.0, service("s2", "t2", 8, 1, 1));
+    pass(&mut s, 0.0);
+    submit(&mut s, 2.0, pinned_to(job("gang", "a", 16, 3600.0), "c"));
+    let d = pass(&mut s, 2.0);
+    let onto_d = d
+        .iter()
+        .filter(|d| {
+            matches!(d.action, Action::AddReplica { job, cluster: 1, .. } if job == s1 || job == s2)
+        })
+        .count();
+    assert!(onto_d <= 1, "lab's cap on d holds one replica: {d:?}");
+}
+
+/// A team at its fleet-wide cap still has its replicas moved: a move keeps its total.
+#[test]
+fn a_fleet_wide_cap_does_not_stop_a_move() {
+    for capped in [false, true] {
+        let tenants = if capped {
+            "[[tenants]]\nname = \"lab\"\n[[tenants.teams]]\nname = \"b\"\n\
+             quotas = [{ accelerators = 16, borrowing_limit = 0 }]\n[[tenants.teams]]\nname = \"a\"\n"
+        } else {
+            ""
+        };
+        let mut s = sched_on(&moves_fleet(4, tenants), Policy::Switchyard, false);
+        submit(&mut s, 0.0, service("svc", "b", 8, 2, 2));
+        pass(&mut s, 0.0);
+        let g = submit(&mut s, 2.0, pinned_to(job("gang", "a", 16, 3600.0), "c"));
+        let d = pass(&mut s, 2.0);
+        assert!(
+            d.iter()
+                .any(|d| matches!(d.action, Action::Start { job, .. } if job == g)),
+            "capped {capped}: {d:?}"
+        );
+    }
+}
+
+/// Replicas are not moved onto room a starving job's reservation holds: the reserved job
+/// starts at its shadow time.
+#[test]
+fn moves_leave_a_reservation_its_room() {
+    let mut s = Scheduler::new(
+        &fleet(&moves_fleet(4, "")),
+        ThroughputTable::new(),
+        Config {
+            policy: Policy::Switchyard,
+            failures: false,
+            starvation_s: 100.0,
+            ..Config::default()
+        },
+    );
+    submit(&mut s, 0.0, service("svc", "b", 8, 2, 2));
+    let mut filler = pinned_to(job("f", "f", 8, 1000.0), "d");
+    filler.kind = JobKind::Batch;
+    let f = submit(&mut s, 0.0, filler);
+    let r = submit(&mut s, 0.0, pinned_to(job("r", "x", 32, 10.0), "d"));
+    pass(&mut s, 0.0);
+    pass(&mut s, 150.0);
+    submit(&mut s, 200.0, pinned_to(job("gang", "a", 16, 3600.0), "c"));
+    pass(&mut s, 200.0);
+    let mut out = Vec::new();
+    let generation = s.job(f).generation;
+    s.handle(1000.0, Event::Finished { job: f, generation }, &mut out);
+    let d = pass(&mut s, 1000.0);
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == r)),
+        "the reserved job starts at its shadow time: {d:?}"
     );
 }
