@@ -420,6 +420,9 @@ struct Cluster {
     node_index: BTreeMap<String, u32>,
     /// Fleet node indices currently reported failed.
     failed: HashSet<u32>,
+    /// Nodes Slurm last listed as not responding while it still had them up (idle, mixed,
+    /// allocated): failed only if the next listing says so again.
+    suspect: HashSet<u32>,
     /// Fleet node indices currently reported drained (their jobs go on).
     drained: HashSet<u32>,
     has_gpus: bool,
@@ -486,6 +489,7 @@ impl Worker {
                     cfg,
                     node_index: BTreeMap::new(),
                     failed: HashSet::new(),
+                    suspect: HashSet::new(),
                     drained: HashSet::new(),
                     has_gpus: false,
                     capacity_read: false,
@@ -824,6 +828,7 @@ impl Worker {
         c.has_gpus = nodes.iter().any(|n| n.gpus > 0);
         let mut now_failed: HashSet<u32> = HashSet::new();
         let mut now_drained: HashSet<u32> = HashSet::new();
+        let mut now_suspect: HashSet<u32> = HashSet::new();
         for n in &nodes {
             if let Some(&idx) = c.node_index.get(&n.name)
                 && idx < c.cfg.nodes
@@ -831,11 +836,20 @@ impl Worker {
             {
                 if n.state.closed() {
                     now_drained.insert(idx);
+                } else if n.state.briefly_unanswering()
+                    && !c.suspect.contains(&idx)
+                    && !c.failed.contains(&idx)
+                {
+                    // Slurm reports a node it has just resumed (or one a heartbeat came late
+                    // from) as not responding for a moment while it keeps it up and its jobs
+                    // running: one listing so is not a failure, two in a row are.
+                    now_suspect.insert(idx);
                 } else {
                     now_failed.insert(idx);
                 }
             }
         }
+        c.suspect = now_suspect;
         // A node listed twice (in two partitions) counts in the worse state.
         now_drained.retain(|idx| !now_failed.contains(idx));
         // Fleet nodes Slurm does not have are not there to be used either.
@@ -3301,6 +3315,44 @@ mod tests {
                 .iter()
                 .any(|o| matches!(o, Observed::Finished { .. }))
         );
+    }
+
+    #[test]
+    /// A node Slurm lists as not responding for a moment while it keeps it up (just resumed,
+    /// a late heartbeat) is not failed: only a second listing in a row so fails it, and a
+    /// node Slurm has down fails at once.
+    fn a_node_not_responding_for_one_listing_is_not_failed() {
+        let fake = Fake::default();
+        fake.st().nodes = vec![node("n1", "mixed", 0), node("n2", "idle", 0)];
+        let mut w = worker(&fake, 2);
+        w.round();
+        let _ = observed(&w);
+        let failed = |got: &[Observed]| {
+            got.iter()
+                .filter(|o| matches!(o, Observed::NodeFailed { .. }))
+                .count()
+        };
+        // One listing of `mixed*`: nothing; back to `mixed`: nothing either.
+        fake.st().nodes = vec![node("n1", "mixed*", 0), node("n2", "idle", 0)];
+        w.next_capacity = Instant::now();
+        w.round();
+        assert_eq!(failed(&observed(&w)), 0);
+        fake.st().nodes = vec![node("n1", "mixed", 0), node("n2", "idle", 0)];
+        w.next_capacity = Instant::now();
+        w.round();
+        assert_eq!(observed(&w), vec![]);
+        // Two in a row: failed, on the second.
+        for (round, expected) in [(1, 0), (2, 1)] {
+            fake.st().nodes = vec![node("n1", "mixed*", 0), node("n2", "idle", 0)];
+            w.next_capacity = Instant::now();
+            w.round();
+            assert_eq!(failed(&observed(&w)), expected, "listing {round}");
+        }
+        // Down (Slurm's own verdict): at once.
+        fake.st().nodes = vec![node("n1", "mixed*", 0), node("n2", "down*", 0)];
+        w.next_capacity = Instant::now();
+        w.round();
+        assert_eq!(failed(&observed(&w)), 1);
     }
 
     #[test]

@@ -191,6 +191,16 @@ impl NodeState {
             )
     }
 
+    /// Not responding, though Slurm still has the node up (idle, mixed, allocated,
+    /// completing) and so its jobs running: Slurm marks it down itself once it stays silent.
+    pub fn briefly_unanswering(&self) -> bool {
+        self.not_responding
+            && matches!(
+                self.base,
+                NodeBase::Idle | NodeBase::Allocated | NodeBase::Mixed | NodeBase::Completing
+            )
+    }
+
     /// Whether Switchyard may count on the node: up, answering, not drained.
     pub fn usable(&self) -> bool {
         !self.not_responding
