@@ -1032,3 +1032,36 @@ fn a_team_that_may_hold_nothing_anywhere_is_refused() {
     );
     load(&text).expect("a cap of 0 on one cluster of two");
 }
+
+/// One Slurm partition is one cluster: a second cluster on the same partition of the same Slurm
+/// is refused at its `partition`; on another Slurm (another slurmrestd) it is its own.
+#[test]
+fn two_clusters_on_one_slurm_partition_are_refused() {
+    let text = |slurm: &str| {
+        format!(
+            "{}\n[[clusters]]\nname = \"west\"\nprovider = \"cloud\"\nregion = \"us-west-2\"\n\
+             accelerator = \"H100\"\nnodes = 4\ncapacity = \"on_demand\"\n\
+             node_mtbf_hours = 5000.0\nrepair_hours = 12.0\nbackend = \"slurm\"\n\
+             slurm = {{ {slurm} }}\n",
+            mutate(
+                "repair_hours = 12.0",
+                "repair_hours = 12.0\nbackend = \"slurm\"\nslurm = { partition = \"gpu\" }",
+            )
+        )
+    };
+    let bad = text("partition = \"gpu\"");
+    let (line, field, message) = error_of(&bad);
+    assert_eq!(field, "clusters[1].slurm.partition");
+    let second = bad.rfind("slurm = { partition").expect("second");
+    assert_eq!(line, bad[..second].lines().count() + 1);
+    assert!(
+        message
+            .contains("as cluster \"east\" does on the same Slurm: one partition is one cluster"),
+        "{message}"
+    );
+    load(&text("partition = \"gpu2\"")).expect("another partition");
+    load(&text(
+        "partition = \"gpu\", rest_url = \"http://other:6820\", token_env = \"T\"",
+    ))
+    .expect("another Slurm");
+}

@@ -672,6 +672,7 @@ pub(super) fn load(text: &str, file: &str) -> Result<Fleet, FleetError> {
         )?);
     }
     check_reserved_capacity(&src, &raw, &providers, &clusters)?;
+    check_slurm_partitions(&src, &raw, &clusters)?;
 
     let cluster_set: HashSet<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
     let cluster_sizes: HashMap<&str, u64> = clusters
@@ -1309,6 +1310,43 @@ fn topology(
         levels,
         network_efficiency,
     })
+}
+
+/// One Slurm partition is one cluster: two clusters on the same partition of the same Slurm
+/// would count its nodes twice and each take the other's jobs for strays (and cancel them).
+fn check_slurm_partitions(
+    src: &Source<'_>,
+    raw: &RawFleet,
+    clusters: &[Cluster],
+) -> Result<(), FleetError> {
+    let mut seen: BTreeMap<(String, &str), &str> = BTreeMap::new();
+    for (i, c) in clusters.iter().enumerate() {
+        let ClusterBackend::Slurm(settings) = &c.backend else {
+            continue;
+        };
+        // The command-line tools reach the server host's Slurm; a URL names its slurmrestd.
+        let slurm = settings.rest_url.as_deref().map_or_else(String::new, |u| {
+            u.trim_end_matches('/').to_ascii_lowercase()
+        });
+        if let Some(first) = seen.insert((slurm, settings.partition.as_str()), c.name.as_str()) {
+            let span = raw.clusters[i]
+                .get_ref()
+                .slurm
+                .as_ref()
+                .map_or(0..0, |s| s.get_ref().partition.span());
+            return Err(src.error(
+                span,
+                format!("clusters[{i}].slurm.partition"),
+                format!(
+                    "cluster {:?} uses Slurm partition {:?}, as cluster {first:?} does on the same \
+                     Slurm: one partition is one cluster (two would count its nodes twice and \
+                     cancel each other's jobs as strays); give each cluster its own partition",
+                    c.name, settings.partition
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Clusters bought as reserved capacity may not hold more accelerators than their contract reserves.
