@@ -1751,7 +1751,13 @@ fn ending(
         r if is_waiting_reason(r) => String::new(),
         r => format!(" (reason {r})"),
     };
-    let task = task_failure.map_or(String::new(), |t| format!("; {t}"));
+    // Switchyard cancels only jobs it no longer wants, which it does not report: this one was
+    // cancelled in Slurm (scancel, an administrator), and its ranks' ends (SIGTERM) are that.
+    let cancelled = *state == JobState::Cancelled;
+    let task = match task_failure {
+        Some(t) if !cancelled => format!("; {t}"),
+        _ => String::new(),
+    };
     // Slurm says no more than this when the job's own user cannot open its output files or
     // enter its working directory: the job never ran, and nothing of it is in its logs.
     let launch = if reason.contains("JobLaunchFailure") {
@@ -1760,8 +1766,13 @@ fn ending(
     } else {
         ""
     };
+    let by = if cancelled {
+        " (cancelled in Slurm, not by Switchyard: scancel or an administrator)"
+    } else {
+        ""
+    };
     let why = format!(
-        "Slurm job {id} ended {}{exit}{reason}{task}{launch}",
+        "Slurm job {id} ended {}{by}{exit}{reason}{task}{launch}",
         state.as_str()
     );
     Some(match state {
@@ -2759,7 +2770,11 @@ mod tests {
         else {
             panic!("a cancelled job is the work's ending");
         };
-        assert_eq!(why, "Slurm job 99 ended CANCELLED");
+        assert_eq!(
+            why,
+            "Slurm job 99 ended CANCELLED (cancelled in Slurm, not by Switchyard: scancel or an \
+             administrator)"
+        );
         for waited in [
             "ReqNodeNotAvail, UnavailableNodes:gpu[1-2]",
             "QOSMaxGRESPerUser",
@@ -2771,8 +2786,26 @@ mod tests {
             else {
                 panic!("a cancelled job is the work's ending");
             };
-            assert_eq!(why, "Slurm job 99 ended CANCELLED", "{waited}");
+            assert!(
+                why.ends_with("scancel or an administrator)"),
+                "{waited}: {why}"
+            );
         }
+        // Cancelled behind Switchyard's back: its ranks' SIGTERM is not "a rank failed".
+        let Some(Ending::Work(why)) = ending(
+            "137",
+            &JobState::Cancelled,
+            "None",
+            Some((143, 0)),
+            Some("rank 0 failed first: Terminated"),
+        ) else {
+            panic!("a cancelled job is the work's ending");
+        };
+        assert!(
+            why.starts_with("Slurm job 137 ended CANCELLED (cancelled in Slurm, not by Switchyard")
+                && !why.contains("failed first"),
+            "{why}"
+        );
         // A reason that is not a wait is kept.
         let Some(Ending::Work(why)) = ending("7", &JobState::Failed, "NonZeroExitCode", None, None)
         else {
