@@ -908,10 +908,14 @@ impl Worker {
             Ok(l) => l,
             Err(e) => {
                 let msg = e.message();
-                tracing::warn!(cluster = %cluster_name, error = %msg, "cannot list Slurm's jobs; retrying next round");
+                // Every round (2 s) while it lasts: a warning when the error is new (or
+                // changes), then at debug level; "Slurm answers again" ends it.
                 if self.clusters[i].list_error.as_ref() != Some(&msg) {
+                    tracing::warn!(cluster = %cluster_name, error = %msg, "cannot list Slurm's jobs; retrying every round");
                     self.clusters[i].list_error = Some(msg.clone());
                     self.clusters[i].told_unreachable.clear();
+                } else {
+                    tracing::debug!(cluster = %cluster_name, error = %msg, "cannot list Slurm's jobs yet");
                 }
                 // Tell the jobs waiting to be submitted why nothing happens: each once per
                 // outage, also those that arrive while it lasts.
