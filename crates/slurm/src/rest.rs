@@ -162,7 +162,9 @@ impl RestClient {
             )
         } else if status == 500
             && !errors.is_empty()
-            && errors.iter().all(|e| e == "Unspecified error")
+            // (The jobs listing adds a description: "Unspecified error (Failed while looking
+            // for jobs)".)
+            && errors.iter().all(|e| e.starts_with("Unspecified error"))
         {
             // What slurmrestd 22.05 answers, among other things, to a token whose signature
             // it cannot verify (an expired one is caught above).
@@ -459,6 +461,21 @@ mod tests {
                  token it cannot verify: check that the token was made by this cluster's \
                  `scontrol token`"
             )
+        );
+        // The jobs listing says a little more, and gets the same hint.
+        let body = r#"{"errors":[{"error":"Unspecified error","description":"Failed while looking for jobs"}]}"#;
+        let reply: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let (m, _, _) = answer(reply);
+        assert!(
+            m.contains("slurmrestd also answers so to a token it cannot verify"),
+            "{m}"
         );
     }
 
