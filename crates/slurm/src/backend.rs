@@ -38,7 +38,7 @@ use switchyard_server::backend::{Backend, Command, Observed, OutputLine};
 
 use crate::client::{CliClient, SlurmClient, SlurmError, Submission};
 use crate::logs;
-use crate::parse::{JobState, QueueJob, Tag};
+use crate::parse::{JobState, Node, QueueJob, Tag};
 use crate::rest::RestClient;
 use crate::script;
 
@@ -420,6 +420,9 @@ struct Cluster {
     node_index: BTreeMap<String, u32>,
     /// Fleet node indices currently reported failed.
     failed: HashSet<u32>,
+    /// Whether the server log has said that Slurm's nodes hold fewer accelerators than the
+    /// fleet gives them.
+    told_short_nodes: bool,
     /// Nodes Slurm last listed as not responding while it still had them up (idle, mixed,
     /// allocated): failed only if the next listing says so again.
     suspect: HashSet<u32>,
@@ -489,6 +492,7 @@ impl Worker {
                     cfg,
                     node_index: BTreeMap::new(),
                     failed: HashSet::new(),
+                    told_short_nodes: false,
                     suspect: HashSet::new(),
                     drained: HashSet::new(),
                     has_gpus: false,
@@ -826,6 +830,16 @@ impl Worker {
             }
         }
         c.has_gpus = nodes.iter().any(|n| n.gpus > 0);
+        if !c.told_short_nodes {
+            let ours: Vec<&Node> = nodes
+                .iter()
+                .filter(|n| c.node_index.get(&n.name).is_some_and(|&i| i < c.cfg.nodes))
+                .collect();
+            if let Some(warning) = short_nodes(c.cfg.accelerators_per_node, c.has_gpus, &ours) {
+                c.told_short_nodes = true;
+                tracing::warn!(cluster = %c.cfg.name, "{warning}");
+            }
+        }
         let mut now_failed: HashSet<u32> = HashSet::new();
         let mut now_drained: HashSet<u32> = HashSet::new();
         let mut now_suspect: HashSet<u32> = HashSet::new();
@@ -1787,6 +1801,28 @@ fn ending(
     })
 }
 
+/// What to say when Slurm's `nodes` hold fewer accelerators than the fleet gives each
+/// (`per_node`): GPUs from GRES where the partition has any, otherwise CPUs, since a job takes a
+/// task per accelerator. A gang that needs a whole node would wait in Slurm's queue for ever.
+fn short_nodes(per_node: u32, has_gpus: bool, nodes: &[&Node]) -> Option<String> {
+    let slots = |n: &Node| if has_gpus { n.gpus } else { n.cpus };
+    let short: Vec<&&Node> = nodes
+        .iter()
+        .filter(|n| slots(n) > 0 && slots(n) < per_node)
+        .collect();
+    let first = short.first()?;
+    Some(format!(
+        "the fleet gives this cluster {per_node} accelerators per node, but Slurm's node {} has \
+         {} {} ({} such node{}): a gang that needs a whole node waits in Slurm's queue for ever \
+         there; set accelerators_per_node to what the nodes have",
+        first.name,
+        slots(first),
+        if has_gpus { "GPUs" } else { "CPUs and no GPUs" },
+        short.len(),
+        if short.len() == 1 { "" } else { "s" }
+    ))
+}
+
 /// Whether `reason` is one of Slurm's reasons for a job to wait (squeue's `%r` of a pending
 /// job): resources, priority, a start time, a dependency, a node or partition that is not
 /// available, a QOS or association limit, a hold.
@@ -1947,7 +1983,7 @@ mod tests {
 
     use super::*;
     use crate::client::SlurmError;
-    use crate::parse::{JobInfo, Node, NodeState};
+    use crate::parse::{JobInfo, NodeState};
     use proptest::prelude::*;
 
     #[derive(Debug, Default)]
@@ -2070,6 +2106,25 @@ mod tests {
             gpus,
             reason: "none".into(),
         }
+    }
+
+    /// Nodes with fewer GPUs (or, without GPUs, CPUs) than the fleet's accelerators per node
+    /// are named in a warning; enough, or none counted, say nothing.
+    #[test]
+    fn nodes_short_of_the_fleets_accelerators_are_named() {
+        let gpu = [node("g1", "idle", 8), node("g2", "idle", 4)];
+        let gpu: Vec<&Node> = gpu.iter().collect();
+        let said = short_nodes(8, true, &gpu).expect("g2 has 4");
+        assert!(
+            said.contains("Slurm's node g2 has 4 GPUs (1 such node)"),
+            "{said}"
+        );
+        assert_eq!(short_nodes(4, true, &gpu), None);
+        let mut cpu = node("vm", "idle", 0);
+        cpu.cpus = 2;
+        let said = short_nodes(4, false, &[&cpu]).expect("2 CPUs");
+        assert!(said.contains("has 2 CPUs and no GPUs"), "{said}");
+        assert_eq!(short_nodes(2, false, &[&cpu]), None);
     }
 
     fn worker(fake: &Fake, nodes: u32) -> Worker {
