@@ -288,10 +288,7 @@ fn render(r: &SimResult) -> String {
             String::new()
         },
         thousands(r.rejected),
-        match r.services() {
-            0 => String::new(),
-            n => format!(", {} (open-ended: served to the end)", plural(n, "service")),
-        },
+        r.services_clause(),
         crate::table::plural(r.decisions, "decision"),
         r.wall_s,
         number(r.decisions_per_s, 0)

@@ -1663,17 +1663,13 @@ impl Scheduler {
             return false;
         }
         let (need_size, tenant) = (self.jobs[j as usize].min_size, self.jobs[j as usize].tenant);
-        let need = u64::from(need_size);
         for c in 0..self.clusters.len() as u32 {
-            if self.jobs[j as usize].dur[c as usize].is_none()
-                || self.would_not_start_there(now, j, c, res)
-                || !self.quota_ok(j, c, need_size)
-                || self.index[c as usize].fits(need_size)
-                || !self.under_guarantee(j, c, need_size)
-            {
+            let Some(short) = self.short_of_room(now, j, c, res) else {
+                continue;
+            };
+            if !self.under_guarantee(j, c, need_size) {
                 continue;
             }
-            let short = need - self.index[c as usize].free().min(need.saturating_sub(1));
             // Other teams' guarantees may leave too little to take whatever their replicas are:
             // then there is no need to look at each replica.
             let givable: u64 = (0..self.tenants.len() as u32)
@@ -1761,6 +1757,22 @@ impl Scheduler {
         false
     }
 
+    /// How many accelerators `j` is short of on cluster `c`, where room made there would start
+    /// it (it accepts the cluster, waits for no faster one and no reservation there, and its
+    /// quota lets it in) and it does not fit now; `None` otherwise.
+    fn short_of_room(&self, now: f64, j: JobIdx, c: u32, res: Option<&Reservation>) -> Option<u64> {
+        let need_size = self.jobs[j as usize].min_size;
+        if self.jobs[j as usize].dur[c as usize].is_none()
+            || self.would_not_start_there(now, j, c, res)
+            || !self.quota_ok(j, c, need_size)
+            || self.index[c as usize].fits(need_size)
+        {
+            return None;
+        }
+        let need = u64::from(need_size);
+        Some(need - self.index[c as usize].free().min(need.saturating_sub(1)))
+    }
+
     /// Replicas on cluster `c` of the services `keep` selects, as (service, replica index),
     /// that could make room now: not started this instant, and not wholly on nodes that are
     /// down or drained (those make no room: they serve on).
@@ -1829,17 +1841,11 @@ impl Scheduler {
             return false;
         }
         let need_size = self.jobs[j as usize].min_size;
-        let need = u64::from(need_size);
         let clusters = self.clusters.len();
         for c in 0..clusters as u32 {
-            if self.jobs[j as usize].dur[c as usize].is_none()
-                || self.would_not_start_there(now, j, c, res)
-                || !self.quota_ok(j, c, need_size)
-                || self.index[c as usize].fits(need_size)
-            {
+            let Some(short) = self.short_of_room(now, j, c, res) else {
                 continue;
-            }
-            let short = need - self.index[c as usize].free().min(need.saturating_sub(1));
+            };
             // Nowhere else has that much room: nothing to look at.
             let elsewhere: u64 = (0..clusters)
                 .filter(|&d| d != c as usize)

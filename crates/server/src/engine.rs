@@ -1791,23 +1791,20 @@ mod tests {
         Fleet::from_toml(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The on-demand cluster "lab" of `nodes` H100 servers, for [`h100_fleet`].
+    fn lab_cluster(nodes: u32) -> String {
+        format!(
+            "[[clusters]]\nname = \"lab\"\nprovider = \"p\"\nregion = \"r\"\n\
+             accelerator = \"H100\"\nnodes = {nodes}\ncapacity = \"on_demand\"\n\
+             node_mtbf_hours = 1000.0\nrepair_hours = 24.0\n"
+        )
+    }
+
     /// A service with fewer replicas than it wants says why the next one waits, as a pending
     /// job would: here the one cluster holds two of its four.
     #[test]
     fn a_service_short_of_replicas_says_why() {
-        let fleet = h100_fleet(
-            r#"
-[[clusters]]
-name = "lab"
-provider = "p"
-region = "r"
-accelerator = "H100"
-nodes = 2
-capacity = "on_demand"
-node_mtbf_hours = 1000.0
-repair_hours = 24.0
-"#,
-        );
+        let fleet = h100_fleet(&lab_cluster(2));
         let mut e = Engine::new(&fleet, Clock::starting_at(T0));
         let mut r = record("s", 1);
         r.kind = "inference".into();
@@ -1844,19 +1841,7 @@ repair_hours = 24.0
     /// service itself changes: here a node under another job is drained.
     #[test]
     fn a_short_services_reason_follows_a_drain_elsewhere() {
-        let fleet = h100_fleet(
-            r#"
-[[clusters]]
-name = "lab"
-provider = "p"
-region = "r"
-accelerator = "H100"
-nodes = 3
-capacity = "on_demand"
-node_mtbf_hours = 1000.0
-repair_hours = 24.0
-"#,
-        );
+        let fleet = h100_fleet(&lab_cluster(3));
         let mut e = Engine::new(&fleet, Clock::starting_at(T0));
         e.admit(T0, &record("b", 1), spec(3600.0));
         let mut r = record("s", 2);

@@ -132,6 +132,19 @@ impl SimResult {
             .saturating_sub(self.total.completed + self.unfinished + self.failed + self.rejected)
     }
 
+    /// ", N services (open-ended: served to the end)" for the headline of the text output
+    /// and the report, or "" without services.
+    pub fn services_clause(&self) -> String {
+        match self.services() {
+            0 => String::new(),
+            1 => ", 1 service (open-ended: served to the end)".into(),
+            n => format!(
+                ", {} services (open-ended: served to the end)",
+                switchyard_core::grouped(n)
+            ),
+        }
+    }
+
     /// A sentence saying that the run stopped at its horizon with work left, if it did; the
     /// makespan and job times then cover only what finished before it.
     pub fn horizon_note(&self) -> Option<String> {

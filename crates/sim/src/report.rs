@@ -31,11 +31,7 @@ pub fn html(result: &SimResult) -> Result<String, String> {
         unf = result.unfinished,
         failed = result.failed,
         rej = result.rejected,
-        services = match result.services() {
-            0 => String::new(),
-            1 => ", 1 service (open-ended: served to the end)".into(),
-            n => format!(", {n} services (open-ended: served to the end)"),
-        },
+        services = result.services_clause(),
         makespan = t.makespan_s / 3600.0,
         restarts = result.restarts,
         rs = if result.restarts == 1 { "" } else { "s" },
