@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::{ControlPlane, ControlPlaneError, MIN_REQUEST_TIME};
 use crate::protocol::NodeInfo;
-use crate::reconcile::{Action, reconcile};
+use crate::reconcile::{Action, reconcile_keeping};
 use crate::supervisor::{Supervisor, now_ms};
 
 /// Tunables of the loop.
@@ -396,7 +396,12 @@ impl<C: ControlPlane> Agent<C> {
         self.supervisor.note_answered_heartbeat(asked_unix_ms);
         self.limit_calls();
         let desired = self.control.fetch_assignments(&node_id)?;
-        let actions = reconcile(&desired, &self.supervisor.observed(), now_ms());
+        let actions = reconcile_keeping(
+            &desired.assignments,
+            &desired.keep,
+            &self.supervisor.observed(),
+            now_ms(),
+        );
         for action in &actions {
             match action {
                 Action::Stop { id, reason } => {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::protocol::{Assignment, LogLine, NodeInfo, ProcessStatus, Registration};
+use crate::protocol::{Assignment, AssignmentList, LogLine, NodeInfo, ProcessStatus, Registration};
 
 /// Why a call to the control plane failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +39,7 @@ pub trait ControlPlane {
     fn heartbeat(&self, node_id: &str) -> Result<(), ControlPlaneError>;
     /// The complete desired set of assignments for this node (level-triggered: the full list,
     /// not changes).
-    fn fetch_assignments(&self, node_id: &str) -> Result<Vec<Assignment>, ControlPlaneError>;
+    fn fetch_assignments(&self, node_id: &str) -> Result<AssignmentList, ControlPlaneError>;
     /// The state of every assignment this node knows about, exits included.
     fn report_status(
         &self,
@@ -72,6 +72,8 @@ pub struct MemoryState {
     pub heartbeats: BTreeMap<String, u64>,
     /// Desired assignments per node.
     pub desired: BTreeMap<String, Vec<Assignment>>,
+    /// Assignment ids each node is told to leave as they are ([`AssignmentList::keep`]).
+    pub keep: BTreeMap<String, Vec<String>>,
     /// Latest reported status per node and assignment.
     pub statuses: BTreeMap<(String, String), ProcessStatus>,
     /// Every log line received, in arrival order.
@@ -164,10 +166,13 @@ impl ControlPlane for MemoryControlPlane {
         Ok(())
     }
 
-    fn fetch_assignments(&self, node_id: &str) -> Result<Vec<Assignment>, ControlPlaneError> {
+    fn fetch_assignments(&self, node_id: &str) -> Result<AssignmentList, ControlPlaneError> {
         let s = self.live()?;
         Self::known(&s, node_id)?;
-        Ok(s.desired.get(node_id).cloned().unwrap_or_default())
+        Ok(AssignmentList {
+            assignments: s.desired.get(node_id).cloned().unwrap_or_default(),
+            keep: s.keep.get(node_id).cloned().unwrap_or_default(),
+        })
     }
 
     fn report_status(

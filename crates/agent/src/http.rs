@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 
 use crate::control::{ControlPlane, ControlPlaneError, MIN_REQUEST_TIME};
 use crate::protocol::{
-    Assignment, AssignmentList, BOOT_ID_HEADER, LogBatch, LogLine, NodeInfo, ProcessStatus,
-    Registration, StatusReport,
+    AssignmentList, BOOT_ID_HEADER, LogBatch, LogLine, NodeInfo, ProcessStatus, Registration,
+    StatusReport,
 };
 
 /// The error code of a 404 for a node the server does not know.
@@ -389,14 +389,14 @@ impl ControlPlane for HttpControlPlane {
         Ok(())
     }
 
-    fn fetch_assignments(&self, node_id: &str) -> Result<Vec<Assignment>, ControlPlaneError> {
+    fn fetch_assignments(&self, node_id: &str) -> Result<AssignmentList, ControlPlaneError> {
         let answer: Option<AssignmentList> = self.call::<(), _>(
             "GET",
             &Self::node_path(node_id, "assignments"),
             Body::None,
             Some(node_id),
         )?;
-        Ok(Self::expect(answer, "assignments")?.assignments)
+        Self::expect(answer, "assignments")
     }
 
     fn report_status(

@@ -237,6 +237,12 @@ pub struct LogLine {
 pub struct AssignmentList {
     /// Every assignment the node should run now.
     pub assignments: Vec<Assignment>,
+    /// Assignment ids to leave as they are, neither stopped nor started: ranks a new
+    /// scheduling leader has not placed yet and may let run on (it checks what the node
+    /// reports before it does). Sent only when there are some: an agent of a release before
+    /// this field refuses the answer and keeps what runs until the next one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep: Vec<String>,
 }
 
 /// Body of `PUT /v1/agent/nodes/{node}/status`.

@@ -97,6 +97,18 @@ pub const BACKOFF_RESET_MS: u64 = 10 * 60_000;
 /// accelerators), then forgets, then starts; each group sorted by id. If `desired` names an id
 /// twice, the first wins.
 pub fn reconcile(desired: &[Assignment], observed: &[Observed], now_ms: u64) -> Vec<Action> {
+    reconcile_keeping(desired, &[], observed, now_ms)
+}
+
+/// [`reconcile`], leaving the processes `keep` names (and not desired) as they are: not
+/// stopped while they run, not forgotten once exited (their exit is still to be judged).
+pub fn reconcile_keeping(
+    desired: &[Assignment],
+    keep: &[String],
+    observed: &[Observed],
+    now_ms: u64,
+) -> Vec<Action> {
+    let keep: BTreeSet<&str> = keep.iter().map(String::as_str).collect();
     let mut want: BTreeMap<&str, &Assignment> = BTreeMap::new();
     for a in desired {
         want.entry(a.id.as_str()).or_insert(a);
@@ -116,6 +128,7 @@ pub fn reconcile(desired: &[Assignment], observed: &[Observed], now_ms: u64) -> 
                 assignment: (*a).clone(),
                 restart: false,
             }),
+            (None, Some(_)) if keep.contains(id) => {}
             (None, Some(o)) => match o.phase {
                 Phase::Running => stops.push(Action::Stop {
                     id: id.to_string(),
@@ -263,6 +276,42 @@ mod tests {
             at_ms,
             reported,
         }
+    }
+
+    /// What the control plane says to keep is neither stopped, started nor forgotten; what it
+    /// wants, it still gets.
+    #[test]
+    fn kept_processes_are_left_as_they_are() {
+        let observed = vec![
+            obs("kept", Phase::Running),
+            obs("kept-ended", exited(false, 5, true)),
+            obs("stray", Phase::Running),
+        ];
+        let keep = vec!["kept".to_owned(), "kept-ended".into(), "absent".into()];
+        let desired = vec![a("new", RestartPolicy::Never)];
+        assert_eq!(
+            reconcile_keeping(&desired, &keep, &observed, 10),
+            vec![
+                Action::Stop {
+                    id: "stray".into(),
+                    reason: StopReason::NotDesired
+                },
+                Action::Start {
+                    assignment: a("new", RestartPolicy::Never),
+                    restart: false
+                },
+            ]
+        );
+        // Desired wins over kept: a changed spec is still stopped.
+        let mut changed = a("kept", RestartPolicy::Never);
+        changed.command = vec!["false".into()];
+        assert!(matches!(
+            reconcile_keeping(&[changed], &keep, &observed[..1], 10).as_slice(),
+            [Action::Stop {
+                reason: StopReason::SpecChanged,
+                ..
+            }]
+        ));
     }
 
     #[test]

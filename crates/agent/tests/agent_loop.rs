@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use switchyard_agent::control::MIN_REQUEST_TIME;
 use switchyard_agent::hardware::{DiscoverOptions, discover};
 use switchyard_agent::protocol::{
-    ExitInfo, LogLine, NodeInfo, ProcessState, ProcessStatus, Registration, Stream,
+    AssignmentList, ExitInfo, LogLine, NodeInfo, ProcessState, ProcessStatus, Registration, Stream,
 };
 use switchyard_agent::reconcile::{Action, Phase};
 use switchyard_agent::{
@@ -751,7 +751,7 @@ impl ControlPlane for HangingControlPlane {
     fn heartbeat(&self, node_id: &str) -> Result<(), ControlPlaneError> {
         self.call(|| self.inner.heartbeat(node_id))
     }
-    fn fetch_assignments(&self, node_id: &str) -> Result<Vec<Assignment>, ControlPlaneError> {
+    fn fetch_assignments(&self, node_id: &str) -> Result<AssignmentList, ControlPlaneError> {
         self.call(|| self.inner.fetch_assignments(node_id))
     }
     fn report_status(&self, node_id: &str, s: &[ProcessStatus]) -> Result<(), ControlPlaneError> {

@@ -136,7 +136,10 @@ fn every_call_goes_where_the_protocol_says() {
     let reg = cp.register(&node()).expect("register");
     assert_eq!(reg.node_id, "n/1");
     cp.heartbeat(&reg.node_id).expect("heartbeat");
-    let desired = cp.fetch_assignments(&reg.node_id).expect("assignments");
+    let desired = cp
+        .fetch_assignments(&reg.node_id)
+        .expect("assignments")
+        .assignments;
     assert_eq!(desired.len(), 1);
     assert_eq!(desired[0].master_port, 29500);
     let status = ProcessStatus {

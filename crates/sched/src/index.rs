@@ -6,7 +6,7 @@
 //! gang is a logarithmic lookup rather than a scan; sub-node requests use an ordered set of
 //! `(available, node)` pairs. No per-accelerator objects exist.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use switchyard_core::fleet::{Cluster, LevelKind};
 
@@ -459,6 +459,30 @@ impl ClusterIndex {
         Some(shares)
     }
 
+    /// Takes exactly `shares` (a gang's earlier placement), or returns false without changing
+    /// anything when one of their nodes is down, out of range, or lacks the room.
+    pub fn place_exact(&mut self, shares: &[NodeShare]) -> bool {
+        let mut wanted: BTreeMap<u32, u32> = BTreeMap::new();
+        for s in shares {
+            if s.node >= self.nodes || s.accelerators == 0 {
+                return false;
+            }
+            *wanted.entry(s.node).or_default() += s.accelerators;
+        }
+        if wanted.is_empty() || wanted.iter().any(|(&node, &n)| self.avail(node) < n) {
+            return false;
+        }
+        let mut changes = Vec::new();
+        for (node, n) in wanted {
+            let before = self.avail(node);
+            self.used[node as usize] += n;
+            self.allocated += u64::from(n);
+            self.reindex(node, before, &mut changes);
+        }
+        self.apply_idle_changes(&changes);
+        true
+    }
+
     /// Places `accelerators` (at most one node's worth) on one node as close to `near` as the
     /// topology allows: in the innermost unit around `near` (rack, then block, …) that has
     /// room, a partly used node that fits (best fit) for a sub-node share, else an idle node.
@@ -737,6 +761,35 @@ mod tests {
             spread(1, &[(LevelKind::ScaleUp, 1), (LevelKind::Rack, 1)]),
             "1 node, 1 scale-up domain, 1 rack"
         );
+    }
+
+    #[test]
+    fn an_exact_placement_takes_just_those_shares_or_nothing() {
+        let mut i = racked();
+        let share = |node, accelerators| NodeShare { node, accelerators };
+        // Node 5 whole and half of node 2.
+        assert!(i.place_exact(&[share(5, 8), share(2, 4)]));
+        assert_eq!((i.used_on(5), i.used_on(2), i.free()), (8, 4, 64 - 12));
+        i.check().expect("consistent");
+        // Not there: node 2 has 4 left, node 8 does not exist, a share of 0, a down node.
+        let free = i.free();
+        assert!(!i.place_exact(&[share(3, 8), share(2, 5)]));
+        assert!(!i.place_exact(&[share(8, 1)]));
+        assert!(!i.place_exact(&[share(3, 0)]));
+        assert!(!i.place_exact(&[]));
+        assert!(
+            !i.place_exact(&[share(2, 3), share(2, 2)]),
+            "two shares of one node add up"
+        );
+        i.set_down(7, true);
+        assert!(!i.place_exact(&[share(7, 1)]));
+        assert_eq!((i.free(), i.used_on(3)), (free - 8, 0), "nothing taken");
+        assert!(i.place_exact(&[share(2, 2), share(2, 2)]));
+        assert_eq!(i.used_on(2), 8);
+        i.check().expect("consistent");
+        i.release(&[share(5, 8), share(2, 8)]);
+        assert_eq!(i.free(), 56);
+        i.check().expect("consistent");
     }
 
     /// 8 nodes of 8 accelerators in racks of 4.

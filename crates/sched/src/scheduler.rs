@@ -694,6 +694,8 @@ pub struct Scheduler {
     /// Gangs that were running under an earlier scheduler ([`Scheduler::recovered`]): the next
     /// pass tries them before anything else, services included.
     recovered: Vec<JobIdx>,
+    /// Where recovered gangs ran ([`Scheduler::recovered_at`]), for the next pass.
+    recovered_on: HashMap<JobIdx, (u32, Vec<NodeShare>)>,
     /// Jobs whose run was [`Scheduler::held`] (some may have begun or ended since): each pass
     /// moves a held run's predicted end to "as if it began now".
     held_runs: BTreeSet<JobIdx>,
@@ -814,6 +816,7 @@ impl Scheduler {
             recheck_at: f64::INFINITY,
             fresh: Vec::new(),
             recovered: Vec::new(),
+            recovered_on: HashMap::new(),
             held_runs: BTreeSet::new(),
             free_slots: Vec::new(),
             submitted: 0,
@@ -2436,6 +2439,50 @@ impl Scheduler {
         }
     }
 
+    /// [`Scheduler::recovered`], for a gang whose ranks may still run where the earlier
+    /// scheduler put them: the next pass places it on exactly `shares` of `cluster` if they
+    /// are up and free and its quotas allow (so that its backend can let those ranks run on),
+    /// and like any recovered job otherwise.
+    pub fn recovered_at(&mut self, job: JobIdx, cluster: u32, shares: Vec<NodeShare>) {
+        if !self.recovered.contains(&job) {
+            self.recovered(job);
+        }
+        if self.recovered.contains(&job) && (cluster as usize) < self.clusters.len() {
+            self.recovered_on.insert(job, (cluster, shares));
+        }
+    }
+
+    /// Starts recovered `j` on the shares it ran on ([`Scheduler::recovered_at`]); false when
+    /// it cannot run there now.
+    fn start_where_it_ran(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        cluster: u32,
+        shares: Vec<NodeShare>,
+        out: &mut Vec<Decision>,
+    ) -> bool {
+        let job = &self.jobs[j as usize];
+        let size: u32 = shares.iter().map(|s| s.accelerators).sum();
+        if job.dur[cluster as usize].is_none()
+            || size < job.min_size
+            || size > job.size
+            || self.quota_hit(j, cluster, size).is_some()
+            || !self.index[cluster as usize].place_exact(&shares)
+        {
+            return false;
+        }
+        self.start(
+            now,
+            j,
+            cluster,
+            shares,
+            "recovered: placed where its ranks ran under the earlier scheduling leader",
+            out,
+        );
+        true
+    }
+
     /// Books the progress of `run` up to `now` (kept or lost) into the job and the cluster's
     /// counters; returns the seconds of computing lost.
     fn settle(&mut self, now: f64, j: JobIdx, run: &Run, finished: bool, graceful: bool) -> f64 {
@@ -2960,11 +3007,17 @@ impl Scheduler {
     /// One scheduling pass at `now`: places what the policy allows, appending decisions.
     pub fn schedule(&mut self, now: f64, out: &mut Vec<Decision>) {
         self.refresh_held(now);
+        let mut recovered_on = std::mem::take(&mut self.recovered_on);
         for j in std::mem::take(&mut self.recovered) {
             if self.jobs[j as usize].state == JobState::Pending
                 && self.jobs[j as usize].key.is_some()
             {
-                self.try_start(now, j, None, out);
+                let placed = recovered_on.remove(&j).is_some_and(|(cluster, shares)| {
+                    self.start_where_it_ran(now, j, cluster, shares, out)
+                });
+                if !placed {
+                    self.try_start(now, j, None, out);
+                }
             }
         }
         self.place_services(now, out);

@@ -2407,3 +2407,63 @@ fn moves_leave_a_reservation_its_room() {
         "the reserved job starts at its shadow time: {d:?}"
     );
 }
+
+/// A gang recovered by a new scheduler goes back on exactly the node shares it ran on when
+/// they are up and free (so its ranks there can run on), ahead of waiting work; elsewhere
+/// when one of them is down.
+#[test]
+fn a_recovered_gang_goes_back_where_it_ran_when_it_can() {
+    use switchyard_sched::NodeShare;
+    let shares = vec![
+        NodeShare {
+            node: 9,
+            accelerators: 8,
+        },
+        NodeShare {
+            node: 3,
+            accelerators: 8,
+        },
+    ];
+    for down in [None, Some(3)] {
+        let mut s = sched(Policy::Switchyard, false);
+        let waiting = submit(&mut s, 0.0, on_fast(job("waiting", "b", 64, 100.0)));
+        let j = submit(&mut s, 0.0, on_fast(job("run", "a", 16, 1e5)));
+        if let Some(node) = down {
+            s.handle(0.0, Event::NodeFailed { cluster: 0, node }, &mut Vec::new());
+        }
+        s.recovered_at(j, 0, shares.clone());
+        let d = pass(&mut s, 0.0);
+        let Some(Action::Start {
+            cluster,
+            nodes: got,
+            ..
+        }) = d
+            .iter()
+            .map(|d| &d.action)
+            .find(|a| matches!(a, Action::Start { job, .. } if *job == j))
+        else {
+            panic!("the recovered gang starts: {d:?}");
+        };
+        assert_eq!(*cluster, 0);
+        assert_eq!(
+            *got == shares,
+            down.is_none(),
+            "{got:?} with node {down:?} down"
+        );
+        let reason = &d
+            .iter()
+            .find(|d| matches!(d.action, Action::Start { job, .. } if job == j))
+            .expect("start")
+            .reason;
+        assert_eq!(
+            reason.contains("where its ranks ran"),
+            down.is_none(),
+            "{reason}"
+        );
+        assert!(
+            d.iter()
+                .any(|d| matches!(d.action, Action::Start { job, .. } if job == waiting)),
+            "the rest is placed around it: {d:?}"
+        );
+    }
+}

@@ -11,9 +11,13 @@
 //! every heartbeat but the last: cut off with it): the scheduler hears the failures at once and
 //! restarts the gangs on them from their last checkpoint.
 //!
-//! The desired state lives in the leader's memory: after a restart the new leader places the
-//! running jobs again, and the agents' level-triggered reconciliation stops what is no longer
-//! wanted.
+//! The desired state lives in the leader's memory. A new leader (another replica, or this
+//! server restarted) tells agents to keep the ranks of the gangs that were running (their
+//! placement is stored) until it has heard from their nodes, places each such gang on exactly
+//! the accelerators it ran on, and hands out the very assignments its ranks run: ranks that
+//! survived the change of leader run on as the same attempt. A gang it cannot take over so
+//! (a node gone, a rank ended, a setting changed) starts again, and the agents'
+//! level-triggered reconciliation stops what is no longer wanted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -26,6 +30,9 @@ use switchyard_agent::protocol::{
     Registration, RestartPolicy, StatusReport, Stream,
 };
 use switchyard_core::fleet::{ClusterBackend, Fleet};
+
+use sha2::{Digest, Sha256};
+use switchyard_store::RankPlacement;
 
 use crate::api::JobCommand;
 use crate::backend::{Backend, Command, NodeShare, Observed, OutputLine, RanOn};
@@ -395,6 +402,15 @@ struct Hub {
     /// Drains and resumptions told directly ([`AgentHub::set_drain`]) so far: a read of the
     /// store's drains made before one of them is not applied ([`Backend::drains_on_record`]).
     drain_epoch: u64,
+    /// Gangs running when this term began whose ranks' placement the store has, by job, until
+    /// this term launches them (or the first pass after [`Hub::settled`]): their agents are
+    /// told to keep those ranks, and a launch on exactly those accelerators takes them over.
+    recovering: HashMap<String, RankPlacement>,
+    /// The ranks of `recovering` gangs on each node: (job, assignment ids).
+    keep_on: HashMap<String, Vec<(String, Vec<String>)>>,
+    /// Whether this term's wait for the nodes of `recovering` gangs is over
+    /// ([`Backend::settling`]).
+    settled: bool,
 }
 
 /// A node as the store has it from its last registration.
@@ -819,12 +835,22 @@ impl AgentHub {
             .flatten()
             .cloned()
             .collect();
+        // Ranks of gangs running when the term began, not placed again yet: left running
+        // (the node's report tells whether they can be taken over).
+        let keep: Vec<String> = hub
+            .keep_on
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(|(job, _)| hub.recovering.contains_key(job))
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect();
         if let Some(n) = hub.nodes.get_mut(node) {
             for a in &assignments {
                 n.handed.insert(&a.id, now_ms);
             }
         }
-        Ok(AssignmentList { assignments })
+        Ok(AssignmentList { assignments, keep })
     }
 
     /// Every process the node knows, as it reports them.
@@ -1611,9 +1637,130 @@ impl Hub {
 
     /// Where `run`'s ranks are handed out, as stored for a new leader.
     fn ran_on(run: &Run) -> RanOn {
+        let mut by_rank: Vec<(u32, String, Vec<u32>)> = run
+            .by_node
+            .iter()
+            .map(|(node, list)| {
+                let first = list.iter().map(|a| a.rank).min().unwrap_or(u32::MAX);
+                let mut ranks: Vec<&Assignment> = list.iter().collect();
+                ranks.sort_by_key(|a| a.rank);
+                let accelerators = ranks
+                    .iter()
+                    .flat_map(|a| a.accelerators.iter().copied())
+                    .collect();
+                (first, node.clone(), accelerators)
+            })
+            .collect();
+        by_rank.sort_by_key(|r| r.0);
         RanOn {
             nodes: run.by_node.keys().cloned().collect(),
+            placement: Some(RankPlacement {
+                attempt: run.attempt,
+                nodes: by_rank.into_iter().map(|(_, n, a)| (n, a)).collect(),
+                digest: assignments_digest(&run.by_node),
+            }),
         }
+    }
+
+    /// Takes over the ranks of `placement` (attempt N of `job`, as the store has it) for a
+    /// recovered launch of `generation` on `shares` of cluster `c`: the assignments built
+    /// again from the same inputs must be the very ones the agents were handed (the digest),
+    /// on the same nodes and accelerators, and every node must have reported each of its ranks
+    /// running in this term. `Err` says why not (the launch then starts a new attempt).
+    fn adopt(
+        &mut self,
+        placed: Placed<'_>,
+        placement: &RankPlacement,
+        gang: impl Fn(u32, u32) -> GangSpec,
+    ) -> Result<Run, String> {
+        let Placed {
+            job,
+            generation,
+            cluster,
+            shares,
+            accelerator,
+        } = placed;
+        if self.fences.get(job).is_some_and(|f| !f.is_empty()) {
+            return Err(
+                "ranks of an earlier attempt this process ran may still be stopping".into(),
+            );
+        }
+        if shares.len() != placement.nodes.len() {
+            return Err(format!(
+                "placed on {} nodes, ran on {}",
+                shares.len(),
+                placement.nodes.len()
+            ));
+        }
+        let mut slots = Vec::with_capacity(shares.len());
+        let mut rank = 0u32;
+        for (share, (id, accelerators)) in shares.iter().zip(&placement.nodes) {
+            if self.by_slot.get(&(cluster, share.node)) != Some(id)
+                || share.accelerators as usize != accelerators.len()
+            {
+                return Err(format!(
+                    "node slot {} is not where {id} ran its ranks",
+                    share.node
+                ));
+            }
+            let n = match self.nodes.get(id) {
+                Some(n) if !n.lost && n.status_reports > n.term_reports => n,
+                _ => return Err(format!("node {id} has not reported in this term")),
+            };
+            for r in rank..rank + share.accelerators {
+                let rank_id = gang::assignment_id(job, placement.attempt, r);
+                let running = n.statuses.iter().any(|st| {
+                    st.assignment_id == rank_id && matches!(st.state, ProcessState::Running { .. })
+                });
+                if !running {
+                    return Err(format!("{rank_id} is not running on node {id}"));
+                }
+            }
+            rank += share.accelerators;
+            if self
+                .used
+                .get(id)
+                .is_some_and(|u| accelerators.iter().any(|a| u.contains(a)))
+            {
+                return Err(format!("accelerators of node {id} are taken"));
+            }
+            slots.push(NodeSlot {
+                node_id: id.clone(),
+                address: n.address.clone(),
+                accelerators: accelerators.clone(),
+            });
+        }
+        let mut by_node =
+            gang::place(&gang(placement.attempt, rank), &slots).map_err(|e| e.to_string())?;
+        for a in by_node.values_mut().flatten() {
+            a.env
+                .extend(visible_accelerators_env(accelerator, &a.accelerators));
+        }
+        if assignments_digest(&by_node) != placement.digest {
+            return Err(
+                "its assignments would differ from those its agents run (a changed \
+                 setting or address)"
+                    .into(),
+            );
+        }
+        for slot in &slots {
+            self.used
+                .entry(slot.node_id.clone())
+                .or_default()
+                .extend(slot.accelerators.iter().copied());
+        }
+        let mut run = Run::new(
+            job.to_owned(),
+            RunKind::Gang {
+                generation,
+                reported: false,
+                failed: None,
+            },
+            placement.attempt,
+            rank,
+        );
+        run.by_node = by_node;
+        Ok(run)
     }
 
     /// Run ids of `job` that `keep` selects.
@@ -1698,6 +1845,25 @@ impl Hub {
     }
 }
 
+/// A digest of a gang's assignments (hex SHA-256 of their JSON, node by node in id order):
+/// assignments built again from the same inputs have the same one.
+fn assignments_digest(by_node: &BTreeMap<String, Vec<Assignment>>) -> String {
+    let json = serde_json::to_vec(by_node).unwrap_or_default();
+    Sha256::digest(&json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Where a recovered launch was placed, for [`Hub::adopt`].
+struct Placed<'a> {
+    job: &'a str,
+    generation: u32,
+    cluster: u32,
+    shares: &'a [NodeShare],
+    accelerator: &'static switchyard_core::Accelerator,
+}
+
 /// The backend for agent-run clusters.
 #[derive(Debug)]
 pub struct AgentBackend {
@@ -1717,6 +1883,15 @@ impl AgentBackend {
         self
     }
 
+    /// After the first pass once the term settled ([`Backend::settling`]): the running gangs
+    /// it did not place again are no longer kept for it; their agents stop their ranks.
+    fn end_recovery(hub: &mut Hub) {
+        if hub.settled {
+            hub.recovering.clear();
+            hub.keep_on.clear();
+        }
+    }
+
     /// A gang's placement (a [`Command::Launch`]) becomes per-node assignments.
     fn launch(&self, hub: &mut Hub, launch: Command) {
         let Command::Launch {
@@ -1727,6 +1902,7 @@ impl AgentBackend {
             nodes,
             expected_end_ms,
             command,
+            recovered,
             ran_before,
             ..
         } = launch
@@ -1737,6 +1913,8 @@ impl AgentBackend {
         for id in hub.runs_of(&job, |r| !matches!(r.kind, RunKind::Replica { .. })) {
             hub.remove_run(id);
         }
+        // Placed again: its earlier ranks are taken over now or not at all.
+        let ran_where = hub.recovering.remove(&job).filter(|_| recovered);
         let Some(command) = command else {
             hub.add_run(Run::new(
                 job,
@@ -1758,23 +1936,61 @@ impl AgentBackend {
             return;
         };
         let world_size: u32 = nodes.iter().map(|n| n.accelerators).sum();
-        let spec = GangSpec {
+        let settings = &self.hub.settings;
+        let gang = |attempt: u32, world_size: u32| GangSpec {
             job_id: job.clone(),
             attempt,
             world_size,
             command: command.argv.clone(),
             env: command.env.clone(),
-            checkpoint_dir: Some(checkpoint_dir(&self.hub.settings, &job)),
+            checkpoint_dir: Some(checkpoint_dir(settings, &job)),
             working_dir: command.working_dir.clone(),
             master_port: gang::master_port(
                 &job,
                 attempt,
-                self.hub.settings.port_range.0,
-                self.hub.settings.port_range.1,
+                settings.port_range.0,
+                settings.port_range.1,
             ),
             restart: RestartPolicy::Never,
-            stop_grace_ms: self.hub.settings.stop_grace.as_millis() as u64,
+            stop_grace_ms: settings.stop_grace.as_millis() as u64,
         };
+        if let Some(placement) = ran_where {
+            let placed = Placed {
+                job: &job,
+                generation,
+                cluster: c,
+                shares: nodes,
+                accelerator,
+            };
+            match hub.adopt(placed, &placement, gang) {
+                Ok(run) => {
+                    tracing::info!(
+                        job = %job,
+                        attempt = run.attempt,
+                        "took over the running ranks of the job's attempt"
+                    );
+                    hub.observed.push(Observed::Continued {
+                        job: job.clone(),
+                        generation,
+                        attempt: run.attempt,
+                    });
+                    hub.observed.push(Observed::RanOn {
+                        job: job.clone(),
+                        generation,
+                        ran_on: Hub::ran_on(&run),
+                    });
+                    hub.add_run(run);
+                    return;
+                }
+                Err(why) => tracing::info!(
+                    job = %job,
+                    attempt,
+                    "not taking over the ranks of attempt {}: {why}; starting attempt {attempt}",
+                    placement.attempt
+                ),
+            }
+        }
+        let spec = gang(attempt, world_size);
         let placed = hub.slots(c, nodes).and_then(|slots| {
             gang::place(&spec, &slots).map_err(|e| {
                 hub.untake(&slots);
@@ -1955,11 +2171,12 @@ impl Backend for AgentBackend {
     }
 
     fn act(&mut self, commands: Vec<Command>) {
-        if commands.is_empty() {
-            return;
-        }
         let hub_handle = self.hub.clone();
         let mut hub = hub_handle.lock();
+        if commands.is_empty() {
+            Self::end_recovery(&mut hub);
+            return;
+        }
         for c in commands {
             match c {
                 launch @ Command::Launch { .. } => self.launch(&mut hub, launch),
@@ -1988,9 +2205,11 @@ impl Backend for AgentBackend {
                     for id in hub.runs_of(&job, |_| true) {
                         hub.remove_run(id);
                     }
+                    hub.recovering.remove(&job);
                 }
             }
         }
+        Self::end_recovery(&mut hub);
     }
 
     fn poll(&mut self, now_ms: i64) -> Vec<Observed> {
@@ -2280,6 +2499,54 @@ impl Backend for AgentBackend {
         hub.observed.clear();
         hub.resync_down = true;
         hub.term_started_ms = Some(now_ms());
+        hub.recovering.clear();
+        hub.keep_on.clear();
+        hub.settled = false;
+    }
+
+    fn runs_on_record(&mut self, runs: &[(String, RanOn)]) {
+        let mut hub = self.hub.lock();
+        for (job, ran_on) in runs {
+            let Some(placement) = &ran_on.placement else {
+                continue;
+            };
+            let mut rank = 0u32;
+            for (node, accelerators) in &placement.nodes {
+                let n = u32::try_from(accelerators.len()).unwrap_or(u32::MAX);
+                let ids = (rank..rank.saturating_add(n))
+                    .map(|r| gang::assignment_id(job, placement.attempt, r))
+                    .collect();
+                rank = rank.saturating_add(n);
+                hub.keep_on
+                    .entry(node.clone())
+                    .or_default()
+                    .push((job.clone(), ids));
+            }
+            hub.recovering.insert(job.clone(), placement.clone());
+        }
+    }
+
+    /// Until every node of a gang running when the term began has reported in this term (or
+    /// a node-loss deadline has passed since it began): the scheduler then knows which of
+    /// those nodes are up, and the ranks they run can be taken over.
+    fn settling(&self, now_ms: i64) -> bool {
+        let deadline = self.hub.settings.deadline_ms();
+        let mut hub = self.hub.lock();
+        if hub.settled {
+            return false;
+        }
+        let within = hub
+            .term_started_ms
+            .is_some_and(|t| now_ms < t.saturating_add(deadline));
+        let unheard = hub.keep_on.iter().any(|(node, jobs)| {
+            jobs.iter().any(|(job, _)| hub.recovering.contains_key(job))
+                && !hub
+                    .nodes
+                    .get(node)
+                    .is_some_and(|n| !n.lost && n.status_reports > n.term_reports)
+        });
+        hub.settled = hub.recovering.is_empty() || !within || !unheard;
+        !hub.settled
     }
 
     fn drain_epoch(&self) -> Option<u64> {
@@ -3090,6 +3357,16 @@ mod tests {
         }
     }
 
+    /// `seen` with where ranks ran reduced to their nodes.
+    fn nodes_only(mut seen: Vec<Observed>) -> Vec<Observed> {
+        for o in &mut seen {
+            if let Observed::RanOn { ran_on, .. } = o {
+                ran_on.placement = None;
+            }
+        }
+        seen
+    }
+
     fn exited(id: &str, code: i32) -> ProcessStatus {
         ProcessStatus {
             assignment_id: id.into(),
@@ -3812,7 +4089,7 @@ mod tests {
         );
         // and reports nothing of attempt 1 running there: the hold lifts.
         runs_nothing(&h, &a, 650);
-        let seen = b.poll(650);
+        let seen = nodes_only(b.poll(650));
         assert_eq!(
             seen,
             [
@@ -3829,7 +4106,8 @@ mod tests {
                     job: "j".into(),
                     generation: 2,
                     ran_on: RanOn {
-                        nodes: vec![c.clone()]
+                        nodes: vec![c.clone()],
+                        placement: None,
                     }
                 }
             ]
@@ -3968,6 +4246,7 @@ mod tests {
                 *recovered = generation == 1;
                 *ran_before = Some(RanOn {
                     nodes: before.iter().map(|n| (*n).to_owned()).collect(),
+                    placement: None,
                 });
             }
             l
@@ -3977,6 +4256,7 @@ mod tests {
             generation,
             ran_on: RanOn {
                 nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
+                placement: None,
             },
         };
         let h = hub();
@@ -3990,7 +4270,7 @@ mod tests {
 
         // Its last attempt ran on c, which has reported in this term: no hold.
         b.act(vec![relaunch("k", 1, 2, &["n-c"])]);
-        assert_eq!(b.poll(t0 + 1), [ran_on("k", 1, &["n-c"])]);
+        assert_eq!(nodes_only(b.poll(t0 + 1)), [ran_on("k", 1, &["n-c"])]);
         b.act(vec![Command::Stop { job: "k".into() }]);
 
         // Its last attempt ran on c, which has reported, and a, not heard from: held, nothing
@@ -4033,7 +4313,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            lifted,
+            nodes_only(lifted),
             [
                 Observed::Began {
                     job: "j".into(),
@@ -4189,6 +4469,173 @@ mod tests {
         );
         runs_nothing(&h, &c, term + 1);
         assert!(began(&b.poll(term + 1), "n"), "handed out once c reports");
+    }
+
+    /// A new server process (or replica) that leads takes over a gang whose ranks run on:
+    /// until every node of its last attempt has reported, agents are told to keep those ranks
+    /// and no work is placed; a recovered launch on exactly the same accelerators hands out the
+    /// very assignments the agents run, as the same attempt. A rank that did not survive, or a
+    /// placement elsewhere, starts a new attempt instead.
+    #[test]
+    fn a_new_leader_takes_over_the_ranks_that_run_on() {
+        let running = |id: &str| ProcessStatus {
+            assignment_id: id.into(),
+            state: ProcessState::Running { pid: 7 },
+            restarts: 0,
+            last_exit: None,
+        };
+        // The earlier leader: gang j on a (slot 0) and bb (slot 1), attempt 3.
+        let (h1, mut b1, t0, [a, bb, _c]) = {
+            let t0 = now_ms();
+            let (h, mut b, nodes) = three_nodes(t0);
+            let _ = b.poll(t0);
+            b.act(vec![launch("j", 1, 3, &[(1, 2), (0, 1)])]);
+            (h, b, t0, nodes)
+        };
+        let ran_on = b1
+            .poll(t0)
+            .into_iter()
+            .find_map(|o| match o {
+                Observed::RanOn { ran_on, .. } => Some(ran_on),
+                _ => None,
+            })
+            .expect("where it ran");
+        let placement = ran_on.placement.clone().expect("a placement");
+        assert_eq!(
+            (placement.attempt, placement.nodes.clone()),
+            (3, vec![(bb.clone(), vec![0, 1]), (a.clone(), vec![0])]),
+            "in rank order"
+        );
+        let handed = |h: &AgentHub, node: &str| h.assignments(node, t0).expect("list");
+        let (on_a, on_bb) = (handed(&h1, &a).assignments, handed(&h1, &bb).assignments);
+        assert_eq!(on_bb.len(), 2);
+
+        for case in ["taken over", "a rank ended", "placed elsewhere"] {
+            let h = hub();
+            let mut b = AgentBackend::new(h.clone());
+            b.reset();
+            b.runs_on_record(&[("j".into(), ran_on.clone())]);
+            let t = now_ms();
+            assert!(b.settling(t), "{case}: nothing heard yet");
+            let a2 = join(&h, "a", 0, t);
+            let bb2 = join(&h, "bb", 1, t);
+            let c2 = join(&h, "c", 2, t);
+            runs_nothing(&h, &c2, t);
+            let kept = handed(&h, &a2);
+            assert!(kept.assignments.is_empty());
+            assert_eq!(kept.keep, ["j/attempt-3/rank-2"], "{case}");
+            assert_eq!(
+                handed(&h, &bb2).keep,
+                ["j/attempt-3/rank-0", "j/attempt-3/rank-1"]
+            );
+            h.status(
+                &a2,
+                StatusReport {
+                    processes: vec![running("j/attempt-3/rank-2")],
+                },
+                t,
+            )
+            .expect("a reports");
+            assert!(b.settling(t), "{case}: bb not heard yet");
+            let rank1 = if case == "a rank ended" {
+                exited("j/attempt-3/rank-1", 1)
+            } else {
+                running("j/attempt-3/rank-1")
+            };
+            h.status(
+                &bb2,
+                StatusReport {
+                    processes: vec![running("j/attempt-3/rank-0"), rank1],
+                },
+                t,
+            )
+            .expect("bb reports");
+            assert!(!b.settling(t), "{case}: every node heard from");
+            let _ = b.poll(t);
+            let shares: &[(u32, u32)] = if case == "placed elsewhere" {
+                &[(1, 2), (2, 1)]
+            } else {
+                &[(1, 2), (0, 1)]
+            };
+            let mut relaunch = launch("j", 1, 4, shares);
+            if let Command::Launch {
+                recovered,
+                ran_before,
+                ..
+            } = &mut relaunch
+            {
+                *recovered = true;
+                *ran_before = Some(ran_on.clone());
+            }
+            b.act(vec![relaunch]);
+            let seen = b.poll(t);
+            let continued = seen.iter().any(|o| {
+                matches!(o, Observed::Continued { job, generation: 1, attempt: 3 } if job == "j")
+            });
+            assert_eq!(continued, case == "taken over", "{case}: {seen:?}");
+            if case == "taken over" {
+                assert_eq!(
+                    handed(&h, &a2).assignments,
+                    on_a,
+                    "the very same assignments"
+                );
+                assert_eq!(handed(&h, &bb2).assignments, on_bb);
+                assert!(handed(&h, &a2).keep.is_empty());
+                let stored = seen
+                    .iter()
+                    .find_map(|o| match o {
+                        Observed::RanOn { ran_on, .. } => Some(ran_on),
+                        _ => None,
+                    })
+                    .expect("stored again");
+                assert_eq!(stored, &ran_on);
+            } else {
+                // A new attempt, held until the old ranks are known stopped; nothing is kept.
+                assert!(
+                    seen.iter().any(|o| matches!(o, Observed::Held { .. })),
+                    "{case}: {seen:?}"
+                );
+                assert!(handed(&h, &a2).keep.is_empty(), "{case}");
+                assert!(handed(&h, &bb2).assignments.is_empty(), "{case}");
+            }
+        }
+        drop(b1.poll(t0));
+    }
+
+    /// A new leader waits for the nodes of recovering gangs for one node-loss deadline at
+    /// most; a job that is not placed again in the first pass after is no longer kept.
+    #[test]
+    fn a_new_leader_waits_for_silent_nodes_one_deadline_then_stops_keeping() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        b.reset();
+        let ran_on = RanOn {
+            nodes: vec!["n-a".into()],
+            placement: Some(RankPlacement {
+                attempt: 1,
+                nodes: vec![("n-a".into(), vec![0, 1])],
+                digest: "x".into(),
+            }),
+        };
+        b.runs_on_record(&[("j".into(), ran_on)]);
+        let t0 = h.lock().term_started_ms.expect("a term");
+        let a = join(&h, "a", 0, t0);
+        let deadline = h.settings.deadline_ms();
+        assert!(b.settling(t0 + deadline - 1), "a has not reported");
+        assert_eq!(h.assignments(&a, t0).expect("list").keep.len(), 2);
+        assert!(!b.settling(t0 + deadline), "waited long enough");
+        assert!(!b.settling(t0), "and settled for good");
+        assert_eq!(
+            h.assignments(&a, t0).expect("list").keep.len(),
+            2,
+            "until the pass"
+        );
+        b.act(Vec::new());
+        assert!(h.assignments(&a, t0).expect("list").keep.is_empty());
+        // Nothing recovering: nothing to wait for.
+        let mut fresh = AgentBackend::new(hub());
+        fresh.reset();
+        assert!(!fresh.settling(now_ms()));
     }
 
     /// Nodes of a gang cut off at the same moment heartbeat at different moments, so one

@@ -191,6 +191,15 @@ pub trait Backend: Send + std::fmt::Debug {
     /// The nodes the store has on record, read when a leader term begins (after
     /// [`Self::reset`]): what agents told earlier leaders of themselves.
     fn nodes_on_record(&mut self, _nodes: &[switchyard_store::NodeRecord]) {}
+    /// The gangs that were running when a leader term began, with where the store says their
+    /// ranks were handed out (after [`Self::nodes_on_record`]): a backend that can let them
+    /// run on until they are placed again does.
+    fn runs_on_record(&mut self, _runs: &[(String, RanOn)]) {}
+    /// While true, the leader does not place work yet (it still takes in what happens): the
+    /// backend is waiting, briefly, to hear what runs where after a change of leader.
+    fn settling(&self, _now_ms: i64) -> bool {
+        false
+    }
     /// `Some` when the backend follows the drains the store records (node agents): a count
     /// of the drains it was told directly, which the leader hands back with what it then
     /// reads, so that a read older than a drain told since is not applied.
@@ -343,6 +352,27 @@ impl Backend for Routed {
             b.nodes_on_record(nodes);
         }
         self.fallback.nodes_on_record(nodes);
+    }
+
+    fn runs_on_record(&mut self, runs: &[(String, RanOn)]) {
+        for (_, b) in &mut self.routes {
+            b.runs_on_record(runs);
+        }
+        self.fallback.runs_on_record(runs);
+    }
+
+    fn settling(&self, now_ms: i64) -> bool {
+        // Each is asked (no short cut), so that each can tell when it has settled.
+        let mut any = false;
+        for b in self
+            .routes
+            .iter()
+            .map(|(_, b)| b)
+            .chain(std::iter::once(&self.fallback))
+        {
+            any |= b.settling(now_ms);
+        }
+        any
     }
 
     fn drain_epoch(&self) -> Option<u64> {

@@ -16,7 +16,7 @@ use switchyard_sched::{
 use switchyard_store::{Batch, JobRecord, JobState, JobUpdate, NewEvent};
 
 use crate::api::{DEFAULT_MAX_RETRIES, JobCommand};
-use crate::backend::Command;
+use crate::backend::{Command, NodeShare, RanOn};
 
 /// Time in the scheduler: seconds since `origin_ms` (UTC midnight of the day this engine was
 /// built, so that daily load curves line up with the time of day).
@@ -374,6 +374,33 @@ impl Engine {
             self.dirty.insert(idx);
         }
         self.drain(now_ms);
+    }
+
+    /// The recovered gangs with where their ranks were last handed out, as the store has it
+    /// ([`Backend::runs_on_record`](crate::backend::Backend::runs_on_record)).
+    pub fn recovering_runs(&self) -> Vec<(String, RanOn)> {
+        self.active
+            .iter()
+            .filter_map(|&j| {
+                let t = &self.jobs[j as usize];
+                let ran_on = t.ran_on.as_ref().filter(|r| r.placement.is_some())?;
+                (t.recovered && t.replica_range.is_none()).then(|| (t.id.clone(), ran_on.clone()))
+            })
+            .collect()
+    }
+
+    /// Places recovered job `id` on exactly `shares` of `cluster` in the next pass if it can
+    /// ([`switchyard_sched::Scheduler::recovered_at`]): where its ranks may still run.
+    pub fn recovered_at(&mut self, id: &str, cluster: &str, shares: Vec<NodeShare>) {
+        let Some(&job) = self.by_id.get(id) else {
+            return;
+        };
+        let Some(c) = self.clusters.iter().position(|name| name == cluster) else {
+            return;
+        };
+        if self.jobs[job as usize].recovered {
+            self.sched.recovered_at(job, c as u32, shares);
+        }
     }
 
     /// A stored job the scheduler cannot take in (its stored specification does not parse):
@@ -2229,6 +2256,7 @@ repair_hours = 24.0
     fn where_ranks_ran_is_stored_and_handed_to_a_new_leaders_launch() {
         let before = switchyard_store::RanOn {
             nodes: vec!["n-000000000004".into(), "n-000000000005".into()],
+            placement: None,
         };
         let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
         let mut r = record("a", 1);
@@ -2253,6 +2281,7 @@ repair_hours = 24.0
         // The backend hands the new attempt out: stored. A stale generation's is ignored.
         let now = switchyard_store::RanOn {
             nodes: vec!["n-000000000000".into()],
+            placement: None,
         };
         e.ran_on("a", generation + 1, before.clone());
         e.ran_on("a", generation, now.clone());

@@ -6,16 +6,17 @@
 //! leader rebuilds the scheduler from the store's active jobs. Any store error while leading
 //! steps down: the next term starts again from what the store holds (nothing is half-known).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use switchyard_core::fleet::Fleet;
-use switchyard_store::{AnyStore, JobRecord, Lease, StoreError, StoreRead, StoreWrite};
+use switchyard_store::{AnyStore, JobRecord, JobState, Lease, StoreError, StoreRead, StoreWrite};
 use tokio::sync::{Notify, watch};
 
 use crate::api::SubmitRequest;
-use crate::backend::{Backend, Observed};
+use crate::backend::{Backend, NodeShare, Observed};
 use crate::engine::{Clock, Engine, JobExtras};
 use crate::metrics::Metrics;
 
@@ -189,6 +190,7 @@ pub async fn run(
                         tracing::info!(term, holder = %cfg.holder, "took the scheduling lease");
                         backend.reset();
                         backend.nodes_on_record(&nodes);
+                        backend.runs_on_record(&engine.recovering_runs());
                         metrics
                             .lease_expires_ms
                             .store(lease.expires_ms, Ordering::Relaxed);
@@ -293,10 +295,39 @@ async fn recover(
     now: i64,
 ) -> Result<(Engine, Vec<switchyard_store::NodeRecord>), StoreError> {
     let mut engine = Engine::new(fleet, Clock::starting_at(now));
-    for r in store.active_jobs().await? {
-        admit(&mut engine, &r, now);
+    let records = store.active_jobs().await?;
+    for r in &records {
+        admit(&mut engine, r, now);
     }
-    Ok((engine, store.nodes().await?))
+    let nodes = store.nodes().await?;
+    // Gangs go back where their ranks ran, if those nodes are free (their ranks may run on).
+    let slots: HashMap<&str, (&str, i64)> = nodes
+        .iter()
+        .map(|n| (n.id.as_str(), (n.cluster.as_str(), n.slot)))
+        .collect();
+    for r in records.iter().filter(|r| r.state == JobState::Running) {
+        let (Some(cluster), Some(placement)) = (
+            r.cluster.as_deref(),
+            r.ran_on.as_ref().and_then(|o| o.placement.as_ref()),
+        ) else {
+            continue;
+        };
+        let shares: Option<Vec<NodeShare>> = placement
+            .nodes
+            .iter()
+            .map(|(id, accelerators)| {
+                let &(on, slot) = slots.get(id.as_str())?;
+                Some(NodeShare {
+                    node: u32::try_from(slot).ok().filter(|_| on == cluster)?,
+                    accelerators: u32::try_from(accelerators.len()).ok()?,
+                })
+            })
+            .collect();
+        if let Some(shares) = shares {
+            engine.recovered_at(&r.id, cluster, shares);
+        }
+    }
+    Ok((engine, nodes))
 }
 
 /// The active jobs of `records` that `fleet` can never run (a cluster they name, or every
@@ -443,7 +474,10 @@ async fn pass(
     }
     let before = l.engine.decisions();
     let t0 = Instant::now();
-    l.engine.schedule(now);
+    // (A new leader waits a moment to hear where the running gangs' ranks run.)
+    if !backend.settling(now) {
+        l.engine.schedule(now);
+    }
     metrics.observe_pass(t0.elapsed().as_secs_f64());
     let (batch, commands) = l.engine.take(now);
     if !batch.is_empty() {

@@ -34,6 +34,10 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0011_leader_fleet.sql"),
     ),
     (12, include_str!("../migrations/sqlite/0012_node_drain.sql")),
+    (
+        13,
+        include_str!("../migrations/sqlite/0013_ran_on_placement.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -68,6 +72,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         12,
         include_str!("../migrations/postgres/0012_node_drain.sql"),
+    ),
+    (
+        13,
+        include_str!("../migrations/postgres/0013_ran_on_placement.sql"),
     ),
 ];
 

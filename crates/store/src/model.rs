@@ -141,9 +141,39 @@ pub struct JobRecord {
 /// and host name). A node cut off from the leader runs them on until its agent's orphan
 /// deadline, so a new scheduling leader that has heard from none of these nodes holds the next
 /// attempt back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RanOn {
     pub nodes: Vec<String>,
+    /// Where each rank ran, when the agents' backend said (releases before it did not).
+    pub placement: Option<RankPlacement>,
+}
+
+/// Where each rank of a gang's attempt was handed out: enough for a new scheduling leader to
+/// place the gang on exactly those accelerators and hand its agents the very assignments they
+/// run, so that ranks that survived the change of leader run on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RankPlacement {
+    /// The attempt the ranks belong to.
+    pub attempt: u32,
+    /// Node id and accelerator indices, in rank order: the first node holds ranks 0.., one per
+    /// accelerator, the next the ranks after them.
+    pub nodes: Vec<(String, Vec<u32>)>,
+    /// A digest of every assignment handed out (ids, commands, environments, ports,
+    /// addresses): assignments built again from the same inputs match it.
+    pub digest: String,
+}
+
+impl RankPlacement {
+    /// As stored (JSON).
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// What [`Self::to_text`] wrote, or `None` for text that is not that (written by a later
+    /// release, say): a placement that cannot be read is not used.
+    pub fn from_text(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
 }
 
 /// Something that happened to a job.
@@ -500,4 +530,21 @@ pub fn is_replica_name(name: &str) -> bool {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             && n.bytes().all(|b| b.is_ascii_digit())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rank_placement_reads_back_and_garbage_is_none() {
+        let p = RankPlacement {
+            attempt: 3,
+            nodes: vec![("n-a".into(), vec![0, 1]), ("n-b".into(), vec![7])],
+            digest: "abc".into(),
+        };
+        assert_eq!(RankPlacement::from_text(&p.to_text()), Some(p));
+        assert_eq!(RankPlacement::from_text("n-a,n-b"), None);
+        assert_eq!(RankPlacement::from_text("{\"attempt\": -1}"), None);
+    }
 }

@@ -16,7 +16,7 @@ use crate::{StoreError, StoreRead, StoreWrite};
 
 const JOB_COLUMNS: &str = "seq, tenant_number, id, tenant, name, kind, priority, accelerators, spec, state, \
     reason, cluster, allocated, restarts, failures, cancel_requested, replicas_wanted, \
-    submitted_ms, started_ms, finished_ms, updated_ms, work_done, ran_on_nodes";
+    submitted_ms, started_ms, finished_ms, updated_ms, work_done, ran_on_nodes, ran_on_placement";
 
 const EVENT_COLUMNS: &str = "job_number, job_id, at_ms, kind, cluster, message";
 
@@ -477,6 +477,15 @@ macro_rules! sql_store {
                                 .filter(|n| !n.is_empty())
                                 .map(str::to_owned)
                                 .collect(),
+                            placement: None,
+                        })
+                        .map(|mut ran_on| {
+                            ran_on.placement = row
+                                .try_get::<Option<String>, _>("ran_on_placement")
+                                .ok()
+                                .flatten()
+                                .and_then(|text| RankPlacement::from_text(&text));
+                            ran_on
                         }),
                 })
             }
@@ -1279,16 +1288,18 @@ macro_rules! sql_store {
                 for chunk in batch.updates.chunks(CHUNK) {
                     let sql = format!(
                         "WITH v (id, state, reason, cluster, allocated, restarts, failures, \
-                           started_ms, finished_ms, updated_ms, work_done, ran_on_nodes) \
+                           started_ms, finished_ms, updated_ms, work_done, ran_on_nodes, \
+                           ran_on_placement) \
                          AS (VALUES {}) \
                          UPDATE jobs SET state = v.state, reason = v.reason, cluster = v.cluster, \
                            allocated = v.allocated, restarts = v.restarts, failures = v.failures, \
                            started_ms = COALESCE(v.started_ms, jobs.started_ms), \
                            finished_ms = v.finished_ms, updated_ms = v.updated_ms, \
                            work_done = v.work_done, ran_on_nodes = v.ran_on_nodes, \
+                           ran_on_placement = v.ran_on_placement, \
                            seen = TRUE \
                          FROM v WHERE jobs.id = v.id",
-                        placeholders(chunk.len(), 12)
+                        placeholders(chunk.len(), 13)
                     );
                     let mut q = sqlx::query(&sql);
                     for u in chunk {
@@ -1304,7 +1315,13 @@ macro_rules! sql_store {
                             .bind(u.finished_ms)
                             .bind(u.updated_ms)
                             .bind(u.work_done)
-                            .bind(u.ran_on.as_ref().map(|r| r.nodes.join(",")));
+                            .bind(u.ran_on.as_ref().map(|r| r.nodes.join(",")))
+                            .bind(
+                                u.ran_on
+                                    .as_ref()
+                                    .and_then(|r| r.placement.as_ref())
+                                    .map(RankPlacement::to_text),
+                            );
                     }
                     q.execute(&mut *tx).await?;
                     let sql = format!(

@@ -86,6 +86,21 @@ async fn tokens(s: AnyStore) {
     assert_eq!(s.tokens().await.expect("tokens").len(), 2);
 }
 
+/// Where a two-node gang's ranks were handed out.
+fn placed() -> RanOn {
+    RanOn {
+        nodes: vec!["n-0a1b2c3d4e5f".into(), "n-ffffffffffff".into()],
+        placement: Some(RankPlacement {
+            attempt: 1,
+            nodes: vec![
+                ("n-ffffffffffff".into(), vec![0, 1, 2, 3]),
+                ("n-0a1b2c3d4e5f".into(), vec![4, 5, 6, 7]),
+            ],
+            digest: "d1".into(),
+        }),
+    }
+}
+
 fn registration(cluster: &str, host: &str, now_ms: i64, slots: i64) -> NodeRegistration {
     NodeRegistration {
         cluster: cluster.into(),
@@ -771,9 +786,7 @@ async fn lease_and_apply(s: AnyStore) {
             finished_ms: None,
             updated_ms: 2_600,
             work_done: 0.25,
-            ran_on: Some(RanOn {
-                nodes: vec!["n-0a1b2c3d4e5f".into(), "n-ffffffffffff".into()],
-            }),
+            ran_on: Some(placed()),
         }],
         events: vec![NewEvent {
             job_id: j.id.clone(),
@@ -792,10 +805,34 @@ async fn lease_and_apply(s: AnyStore) {
     );
     assert_eq!(
         got.ran_on,
-        Some(RanOn {
-            nodes: vec!["n-0a1b2c3d4e5f".into(), "n-ffffffffffff".into()]
-        }),
+        Some(placed()),
         "where its ranks were handed out, for a new leader"
+    );
+    // Each attempt writes where its ranks run.
+    let mut later = batch.updates[0].clone();
+    later.updated_ms = 2_700;
+    if let Some(p) = later.ran_on.as_mut().and_then(|r| r.placement.as_mut()) {
+        p.attempt = 2;
+    }
+    s.apply(
+        &renewed,
+        &Batch {
+            updates: vec![later],
+            ..Batch::default()
+        },
+    )
+    .await
+    .expect("apply");
+    assert_eq!(
+        s.get_job(&j.id, None)
+            .await
+            .expect("get")
+            .expect("found")
+            .ran_on
+            .and_then(|r| r.placement)
+            .map(|p| p.attempt),
+        Some(2),
+        "a later attempt's placement replaces the earlier one"
     );
     let cu = s.cluster_usage().await.expect("cluster usage");
     assert_eq!(
