@@ -115,6 +115,95 @@ fn a_run_survives_a_restart_of_the_server() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A service's replicas serve on through a restart of the server: the restarted server takes
+/// them over where they run (no replica process is started again, none is stopped), and
+/// `switchyard` events say so.
+#[test]
+fn a_service_serves_on_through_a_restart_of_the_server() {
+    let dir = scratch("agents-restart-service");
+    let fleet = fleet_file(&dir, 2, 2);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut s = AgentServer::start(&dir, &fleet, &listen);
+    let agents: Vec<AgentProcess> = s.start_local_agents(&dir, 2);
+    let job = s.submit(&serde_json::json!({
+        "kind": "inference",
+        "accelerators": 2,
+        "replicas": {"min": 2, "max": 2},
+        "command": {"argv": ["sh", "-c", "echo serving as $$; exec sleep 600"]},
+    }));
+    let serving = |s: &AgentServer| -> Vec<String> {
+        let mut lines: Vec<String> = s
+            .logs(&job)
+            .iter()
+            .filter_map(|l| l["line"].as_str().filter(|t| t.starts_with("serving as")))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let before = wait_for(60, "both replicas to serve", || {
+        let lines = serving(&s);
+        (lines.len() == 2).then_some(lines)
+    });
+
+    s.server.kill();
+    let db = s.server.db.clone();
+    let args = server_args(&fleet, &s.checkpoints, "300ms", 10);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.server = Server::start_on(&db, &listen, &args);
+    wait_for(30, "the restarted server to lead", || {
+        (s.server.role() == "leader").then_some(())
+    });
+    wait_for(60, "both replicas to be taken over", || {
+        let taken = s
+            .events(&job)
+            .iter()
+            .filter(|e| {
+                e["kind"] == "replica_added"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("where it served"))
+            })
+            .count();
+        (taken == 2).then_some(())
+    });
+    // A replica started again would print its line within moments: give it a few.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(serving(&s), before, "the same two processes serve");
+    let kinds: Vec<String> = s
+        .events(&job)
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        !kinds.iter().any(|k| matches!(
+            k.as_str(),
+            "replica_lost" | "replica_removed" | "replica_restarted"
+        )),
+        "{kinds:?}"
+    );
+    assert_eq!(s.job(&job)["state"], "running");
+    for a in &agents {
+        let log = std::fs::read_to_string(dir.join(format!("{}.log", a.name))).unwrap_or_default();
+        assert!(
+            !log.lines().any(|l| l.contains("stopping id=")),
+            "{} stopped a replica:\n{log}",
+            a.name
+        );
+    }
+    let (status, answer) = agents_common::server_common::call(
+        "POST",
+        &format!("{}/v1/jobs/{job}/cancel", s.url()),
+        Some(&s.tenant_token),
+        None,
+    );
+    assert!((200..300).contains(&status), "{status} {answer}");
+    let end = wait_final(&s, &job, 60);
+    assert_eq!(end["state"], "cancelled", "{end}");
+    drop(agents);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A restarted server that has not heard from the node a gang last ran on (its agent is cut
 /// off: stopped here, its rank running on) places the gang again but holds it until that node's
 /// agent is back and reports the old rank stopped; the two attempts never run at once, and the

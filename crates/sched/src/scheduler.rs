@@ -696,6 +696,9 @@ pub struct Scheduler {
     recovered: Vec<JobIdx>,
     /// Where recovered gangs ran ([`Scheduler::recovered_at`]), for the next pass.
     recovered_on: HashMap<JobIdx, (u32, Vec<NodeShare>)>,
+    /// Where recovered services' replicas served ([`Scheduler::recovered_replicas_at`]), for
+    /// the next pass.
+    recovered_replicas: HashMap<JobIdx, Vec<(u32, Vec<NodeShare>)>>,
     /// Jobs whose run was [`Scheduler::held`] (some may have begun or ended since): each pass
     /// moves a held run's predicted end to "as if it began now".
     held_runs: BTreeSet<JobIdx>,
@@ -817,6 +820,7 @@ impl Scheduler {
             fresh: Vec::new(),
             recovered: Vec::new(),
             recovered_on: HashMap::new(),
+            recovered_replicas: HashMap::new(),
             held_runs: BTreeSet::new(),
             free_slots: Vec::new(),
             submitted: 0,
@@ -2452,6 +2456,18 @@ impl Scheduler {
         }
     }
 
+    /// For a service that was serving under an earlier scheduler: the next pass starts its
+    /// replicas on exactly these shares of these clusters first, where they are up and free
+    /// and its quotas allow (so that its backend can let them serve on), as many as it wants.
+    pub fn recovered_replicas_at(&mut self, job: JobIdx, replicas: Vec<(u32, Vec<NodeShare>)>) {
+        let Some(j) = self.jobs.get(job as usize) else {
+            return;
+        };
+        if j.kind == JobKind::Inference && j.state == JobState::Pending {
+            self.recovered_replicas.insert(job, replicas);
+        }
+    }
+
     /// Starts recovered `j` on the shares it ran on ([`Scheduler::recovered_at`]); false when
     /// it cannot run there now.
     fn start_where_it_ran(
@@ -3981,6 +3997,28 @@ impl Scheduler {
     fn place_services(&mut self, now: f64, out: &mut Vec<Decision>) {
         let services: Vec<JobIdx> = self.services.iter().map(|&(_, j)| j).collect();
         for j in services {
+            for (c, shares) in self.recovered_replicas.remove(&j).unwrap_or_default() {
+                let job = &self.jobs[j as usize];
+                let size: u32 = shares.iter().map(|s| s.accelerators).sum();
+                if job.replicas.len() as u32 >= job.target_replicas
+                    || (c as usize) >= self.clusters.len()
+                    || job.dur[c as usize].is_none()
+                    || size != job.size
+                    || self.quota_hit(j, c, size).is_some()
+                    || !self.index[c as usize].place_exact(&shares)
+                {
+                    continue;
+                }
+                self.add_replica_on(
+                    now,
+                    j,
+                    c,
+                    shares,
+                    None,
+                    "; recovered: where it served under the earlier scheduling leader",
+                    out,
+                );
+            }
             loop {
                 let job = &self.jobs[j as usize];
                 let have = job.replicas.len() as u32;
@@ -4090,6 +4128,23 @@ impl Scheduler {
         let Some(shares) = self.index[c as usize].place(size) else {
             return false;
         };
+        self.add_replica_on(now, j, c, shares, moved, note, out);
+        true
+    }
+
+    /// Starts a replica of service `j` on `shares` of cluster `c`, already taken in its index.
+    #[allow(clippy::too_many_arguments)]
+    fn add_replica_on(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        c: u32,
+        shares: Vec<NodeShare>,
+        moved: Option<&ReplicaMove>,
+        note: &str,
+        out: &mut Vec<Decision>,
+    ) {
+        let size = self.jobs[j as usize].size;
         for s in &shares {
             self.occupants[c as usize][s.node as usize].push((j, 0));
         }
@@ -4138,7 +4193,6 @@ impl Scheduler {
             },
             reason,
         );
-        true
     }
 
     /// Ends every service (the driver calls this when the finite work is done).

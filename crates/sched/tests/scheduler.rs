@@ -2467,3 +2467,52 @@ fn a_recovered_gang_goes_back_where_it_ran_when_it_can() {
         );
     }
 }
+
+/// A service recovered by a new scheduler gets its replicas back on exactly the shares they
+/// served on where those are up and free, as many as it wants; the rest are placed as usual.
+#[test]
+fn a_recovered_services_replicas_go_back_where_they_served() {
+    use switchyard_sched::NodeShare;
+    let share = |node| {
+        vec![NodeShare {
+            node,
+            accelerators: 8,
+        }]
+    };
+    for (served, want) in [
+        (
+            vec![11, 6, 13, 14, 15],
+            vec![(11, true), (13, true), (14, true)],
+        ),
+        (vec![6, 11], vec![(11, true), (0, false), (0, false)]),
+    ] {
+        let mut s = sched(Policy::Switchyard, false);
+        let j = submit(&mut s, 0.0, on_fast(service("svc", "b", 8, 3, 3)));
+        // Node 6 is down.
+        s.handle(
+            0.0,
+            Event::NodeFailed {
+                cluster: 0,
+                node: 6,
+            },
+            &mut Vec::new(),
+        );
+        s.recovered_replicas_at(j, served.iter().map(|&n| (0, share(n))).collect());
+        let placed: Vec<(u32, bool)> = pass(&mut s, 0.0)
+            .iter()
+            .filter_map(|d| match &d.action {
+                Action::AddReplica { nodes, .. } => {
+                    let where_it_served = d.reason.contains("where it served");
+                    // (Elsewhere: any node but the down one.)
+                    Some((
+                        if where_it_served { nodes[0].node } else { 0 },
+                        where_it_served,
+                    ))
+                    .filter(|_| nodes[0].node != 6)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(placed, want, "served on {served:?}");
+    }
+}

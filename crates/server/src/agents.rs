@@ -233,8 +233,14 @@ enum RunKind {
     },
     /// A commandless run: nothing to start; its work is done when the scheduler expected.
     Simulated { generation: u32, end_ms: i64 },
-    /// A service replica: restarted by the agent whenever it dies.
-    Replica { cluster: u32, nodes: Vec<NodeShare> },
+    /// A service replica: restarted by the agent whenever it dies. Its assignment ids are
+    /// `{job}/replica-{epoch}.{seq}/rank-{r}` (the epoch of the hub that started it).
+    Replica {
+        cluster: u32,
+        nodes: Vec<NodeShare>,
+        epoch: String,
+        seq: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -406,7 +412,11 @@ struct Hub {
     /// this term launches them (or the first pass after [`Hub::settled`]): their agents are
     /// told to keep those ranks, and a launch on exactly those accelerators takes them over.
     recovering: HashMap<String, RankPlacement>,
-    /// The ranks of `recovering` gangs on each node: (job, assignment ids).
+    /// Services serving when this term began whose replicas' placement the store has, by job,
+    /// until they are placed again (the replicas not taken over are then not kept).
+    recovering_replicas: HashMap<String, Vec<switchyard_store::ReplicaPlacement>>,
+    /// The ranks of `recovering` gangs and `recovering_replicas` on each node: (job,
+    /// assignment ids).
     keep_on: HashMap<String, Vec<(String, Vec<String>)>>,
     /// Whether this term's wait for the nodes of `recovering` gangs is over
     /// ([`Backend::settling`]).
@@ -842,7 +852,7 @@ impl AgentHub {
             .get(node)
             .into_iter()
             .flatten()
-            .filter(|(job, _)| hub.recovering.contains_key(job))
+            .filter(|(job, _)| hub.is_recovering(job))
             .flat_map(|(_, ids)| ids.iter().cloned())
             .collect();
         if let Some(n) = hub.nodes.get_mut(node) {
@@ -1637,29 +1647,100 @@ impl Hub {
 
     /// Where `run`'s ranks are handed out, as stored for a new leader.
     fn ran_on(run: &Run) -> RanOn {
-        let mut by_rank: Vec<(u32, String, Vec<u32>)> = run
-            .by_node
-            .iter()
-            .map(|(node, list)| {
-                let first = list.iter().map(|a| a.rank).min().unwrap_or(u32::MAX);
-                let mut ranks: Vec<&Assignment> = list.iter().collect();
-                ranks.sort_by_key(|a| a.rank);
-                let accelerators = ranks
-                    .iter()
-                    .flat_map(|a| a.accelerators.iter().copied())
-                    .collect();
-                (first, node.clone(), accelerators)
-            })
-            .collect();
-        by_rank.sort_by_key(|r| r.0);
         RanOn {
             nodes: run.by_node.keys().cloned().collect(),
             placement: Some(RankPlacement {
                 attempt: run.attempt,
-                nodes: by_rank.into_iter().map(|(_, n, a)| (n, a)).collect(),
+                nodes: rank_order(&run.by_node),
                 digest: assignments_digest(&run.by_node),
             }),
+            replicas: Vec::new(),
         }
+    }
+
+    /// Whether `job` is a gang or service this term has not placed again yet whose ranks or
+    /// replicas its agents are told to keep.
+    fn is_recovering(&self, job: &str) -> bool {
+        self.recovering.contains_key(job) || self.recovering_replicas.contains_key(job)
+    }
+
+    /// Tells the leader where `job`'s replicas serve now (stored, for a new leader).
+    fn replicas_changed(&mut self, job: &str) {
+        let mut replicas: Vec<switchyard_store::ReplicaPlacement> = self
+            .runs_of(job, |r| matches!(r.kind, RunKind::Replica { .. }))
+            .into_iter()
+            .filter_map(|id| {
+                let run = self.runs.get(&id)?;
+                let RunKind::Replica {
+                    cluster,
+                    epoch,
+                    seq,
+                    ..
+                } = &run.kind
+                else {
+                    return None;
+                };
+                Some(switchyard_store::ReplicaPlacement {
+                    cluster: self.cluster_name(*cluster)?.to_owned(),
+                    epoch: epoch.clone(),
+                    seq: *seq,
+                    nodes: rank_order(&run.by_node),
+                    digest: assignments_digest(&run.by_node),
+                })
+            })
+            .collect();
+        replicas.sort_by(|a, b| (&a.epoch, a.seq).cmp(&(&b.epoch, b.seq)));
+        self.observed.push(Observed::ReplicasOn {
+            job: job.to_owned(),
+            replicas,
+        });
+    }
+
+    /// A recovered service's replica, as the store has it, that serves on exactly `shares` of
+    /// cluster `c` (its nodes reported each of its processes running in this term and their
+    /// accelerators are free): its slots, and where it is in `recovering_replicas`.
+    fn replica_to_take_over(
+        &self,
+        job: &str,
+        c: u32,
+        shares: &[NodeShare],
+    ) -> Option<(usize, Vec<NodeSlot>)> {
+        let cluster = self.cluster_name(c)?;
+        let candidates = self.recovering_replicas.get(job)?;
+        candidates.iter().enumerate().find_map(|(at, r)| {
+            if r.cluster != cluster || r.nodes.len() != shares.len() {
+                return None;
+            }
+            let mut slots = Vec::with_capacity(shares.len());
+            for (rank, (share, (id, accelerators))) in shares.iter().zip(&r.nodes).enumerate() {
+                if self.by_slot.get(&(c, share.node)) != Some(id)
+                    || share.accelerators as usize != accelerators.len()
+                {
+                    return None;
+                }
+                let n = self
+                    .nodes
+                    .get(id)
+                    .filter(|n| !n.lost && n.status_reports > n.term_reports)?;
+                let rank_id = format!("{job}/replica-{}.{}/rank-{rank}", r.epoch, r.seq);
+                let running = n.statuses.iter().any(|st| {
+                    st.assignment_id == rank_id && matches!(st.state, ProcessState::Running { .. })
+                });
+                let taken = self
+                    .used
+                    .get(id)
+                    .is_some_and(|u| accelerators.iter().any(|a| u.contains(a)));
+                if !running || taken {
+                    return None;
+                }
+                slots.push(NodeSlot {
+                    node_id: id.clone(),
+                    address: n.address.clone(),
+                    accelerators: accelerators.clone(),
+                });
+            }
+            Some((at, slots))
+        })
     }
 
     /// Takes over the ranks of `placement` (attempt N of `job`, as the store has it) for a
@@ -1845,6 +1926,25 @@ impl Hub {
     }
 }
 
+/// Node ids with their accelerator indices, in rank order.
+fn rank_order(by_node: &BTreeMap<String, Vec<Assignment>>) -> Vec<(String, Vec<u32>)> {
+    let mut by_rank: Vec<(u32, String, Vec<u32>)> = by_node
+        .iter()
+        .map(|(node, list)| {
+            let mut ranks: Vec<&Assignment> = list.iter().collect();
+            ranks.sort_by_key(|a| a.rank);
+            let first = ranks.first().map_or(u32::MAX, |a| a.rank);
+            let accelerators = ranks
+                .iter()
+                .flat_map(|a| a.accelerators.iter().copied())
+                .collect();
+            (first, node.clone(), accelerators)
+        })
+        .collect();
+    by_rank.sort_by_key(|r| r.0);
+    by_rank.into_iter().map(|(_, n, a)| (n, a)).collect()
+}
+
 /// A digest of a gang's assignments (hex SHA-256 of their JSON, node by node in id order):
 /// assignments built again from the same inputs have the same one.
 fn assignments_digest(by_node: &BTreeMap<String, Vec<Assignment>>) -> String {
@@ -1888,6 +1988,7 @@ impl AgentBackend {
     fn end_recovery(hub: &mut Hub) {
         if hub.settled {
             hub.recovering.clear();
+            hub.recovering_replicas.clear();
             hub.keep_on.clear();
         }
     }
@@ -2076,6 +2177,63 @@ impl AgentBackend {
         let Some((c, accelerator)) = hub.cluster(cluster).map(|c| (c.index, c.accelerator)) else {
             return;
         };
+        // One its agents still run where it is placed again (a new leader's first pass): the
+        // same assignments, if built again they are the ones handed out before.
+        if let Some((at, slots)) = hub.replica_to_take_over(&job, c, &nodes)
+            && let Some(before) = hub
+                .recovering_replicas
+                .get_mut(&job)
+                .map(|list| list.remove(at))
+        {
+            let by_node = self.replica_assignments(
+                &job,
+                (&before.epoch, before.seq),
+                slots.clone(),
+                command,
+                accelerator,
+            );
+            if assignments_digest(&by_node) == before.digest {
+                for slot in &slots {
+                    hub.used
+                        .entry(slot.node_id.clone())
+                        .or_default()
+                        .extend(slot.accelerators.iter().copied());
+                }
+                // Restarts its agent made before count as reported.
+                let restarts: Vec<(String, u32)> = by_node
+                    .iter()
+                    .flat_map(|(node, list)| {
+                        let statuses = hub.nodes.get(node).map(|n| &n.statuses);
+                        list.iter().filter_map(move |a| {
+                            let st = statuses?.iter().find(|st| st.assignment_id == a.id)?;
+                            Some((a.id.clone(), st.restarts))
+                        })
+                    })
+                    .collect();
+                hub.replica_restarts.extend(restarts);
+                tracing::info!(job = %job, seq = before.seq, "took over a serving replica");
+                let world_size = slots.len() as u32;
+                let mut run = Run::new(
+                    job.clone(),
+                    RunKind::Replica {
+                        cluster: c,
+                        nodes,
+                        epoch: before.epoch,
+                        seq: before.seq,
+                    },
+                    1,
+                    world_size,
+                );
+                run.by_node = by_node;
+                hub.add_run(run);
+                hub.replicas_changed(&job);
+                return;
+            }
+            tracing::info!(
+                job = %job,
+                "not taking over a replica: its assignments would differ from those its agents run"
+            );
+        }
         hub.replica_seq += 1;
         let seq = hub.replica_seq;
         let slots = match hub.slots(c, &nodes) {
@@ -2092,9 +2250,37 @@ impl AgentBackend {
                 return;
             }
         };
+        let epoch = hub.replica_epoch.clone();
+        let world_size = slots.len() as u32;
+        let by_node = self.replica_assignments(&job, (&epoch, seq), slots, command, accelerator);
+        let mut run = Run::new(
+            job.clone(),
+            RunKind::Replica {
+                cluster: c,
+                nodes,
+                epoch,
+                seq,
+            },
+            1,
+            world_size,
+        );
+        run.by_node = by_node;
+        hub.add_run(run);
+        hub.replicas_changed(&job);
+    }
+
+    /// The assignments of replica `seq` of `job` started by the hub of `epoch`, on `slots`.
+    fn replica_assignments(
+        &self,
+        job: &str,
+        (epoch, seq): (&str, u64),
+        slots: Vec<NodeSlot>,
+        command: &JobCommand,
+        accelerator: &switchyard_core::Accelerator,
+    ) -> BTreeMap<String, Vec<Assignment>> {
         let master_addr = slots.first().map(|s| s.address.clone()).unwrap_or_default();
         let master_port = gang::master_port(
-            &job,
+            job,
             seq as u32,
             self.hub.settings.port_range.0,
             self.hub.settings.port_range.1,
@@ -2102,14 +2288,14 @@ impl AgentBackend {
         let world_size = slots.len() as u32;
         // One process per node of the replica, holding all its accelerators there (a
         // serving engine spreads itself over the devices it is given).
-        let by_node = slots
+        slots
             .into_iter()
             .enumerate()
             .map(|(rank, slot)| {
                 let node = slot.node_id.clone();
                 let assignment = Assignment {
-                    id: format!("{job}/replica-{}.{seq}/rank-{rank}", hub.replica_epoch),
-                    job_id: job.clone(),
+                    id: format!("{job}/replica-{epoch}.{seq}/rank-{rank}"),
+                    job_id: job.to_owned(),
                     attempt: 1,
                     rank: rank as u32,
                     world_size,
@@ -2123,17 +2309,14 @@ impl AgentBackend {
                         env
                     },
                     accelerators: slot.accelerators,
-                    checkpoint_dir: Some(checkpoint_dir(&self.hub.settings, &job)),
+                    checkpoint_dir: Some(checkpoint_dir(&self.hub.settings, job)),
                     working_dir: command.working_dir.clone(),
                     restart: RestartPolicy::Always,
                     stop_grace_ms: self.hub.settings.stop_grace.as_millis() as u64,
                 };
                 (node, vec![assignment])
             })
-            .collect();
-        let mut run = Run::new(job, RunKind::Replica { cluster: c, nodes }, 1, world_size);
-        run.by_node = by_node;
-        hub.add_run(run);
+            .collect()
     }
 }
 
@@ -2194,11 +2377,12 @@ impl Backend for AgentBackend {
                 } => {
                     let c = hub.cluster(&cluster).map(|c| c.index);
                     let matching = hub.runs_of(&job, |r| {
-                        matches!(&r.kind, RunKind::Replica { cluster: rc, nodes: rn }
+                        matches!(&r.kind, RunKind::Replica { cluster: rc, nodes: rn, .. }
                             if Some(*rc) == c && *rn == nodes)
                     });
                     if let Some(id) = matching.first() {
                         hub.remove_run(*id);
+                        hub.replicas_changed(&job);
                     }
                 }
                 Command::Stop { job } => {
@@ -2206,6 +2390,7 @@ impl Backend for AgentBackend {
                         hub.remove_run(id);
                     }
                     hub.recovering.remove(&job);
+                    hub.recovering_replicas.remove(&job);
                 }
             }
         }
@@ -2500,6 +2685,7 @@ impl Backend for AgentBackend {
         hub.resync_down = true;
         hub.term_started_ms = Some(now_ms());
         hub.recovering.clear();
+        hub.recovering_replicas.clear();
         hub.keep_on.clear();
         hub.settled = false;
     }
@@ -2507,6 +2693,19 @@ impl Backend for AgentBackend {
     fn runs_on_record(&mut self, runs: &[(String, RanOn)]) {
         let mut hub = self.hub.lock();
         for (job, ran_on) in runs {
+            for r in &ran_on.replicas {
+                for (rank, (node, _)) in r.nodes.iter().enumerate() {
+                    let id = format!("{job}/replica-{}.{}/rank-{rank}", r.epoch, r.seq);
+                    hub.keep_on
+                        .entry(node.clone())
+                        .or_default()
+                        .push((job.clone(), vec![id]));
+                }
+            }
+            if !ran_on.replicas.is_empty() {
+                hub.recovering_replicas
+                    .insert(job.clone(), ran_on.replicas.clone());
+            }
             let Some(placement) = &ran_on.placement else {
                 continue;
             };
@@ -2539,13 +2738,15 @@ impl Backend for AgentBackend {
             .term_started_ms
             .is_some_and(|t| now_ms < t.saturating_add(deadline));
         let unheard = hub.keep_on.iter().any(|(node, jobs)| {
-            jobs.iter().any(|(job, _)| hub.recovering.contains_key(job))
+            jobs.iter().any(|(job, _)| hub.is_recovering(job))
                 && !hub
                     .nodes
                     .get(node)
                     .is_some_and(|n| !n.lost && n.status_reports > n.term_reports)
         });
-        hub.settled = hub.recovering.is_empty() || !within || !unheard;
+        hub.settled = (hub.recovering.is_empty() && hub.recovering_replicas.is_empty())
+            || !within
+            || !unheard;
         !hub.settled
     }
 
@@ -4108,6 +4309,7 @@ mod tests {
                     ran_on: RanOn {
                         nodes: vec![c.clone()],
                         placement: None,
+                        replicas: Vec::new(),
                     }
                 }
             ]
@@ -4247,6 +4449,7 @@ mod tests {
                 *ran_before = Some(RanOn {
                     nodes: before.iter().map(|n| (*n).to_owned()).collect(),
                     placement: None,
+                    replicas: Vec::new(),
                 });
             }
             l
@@ -4257,6 +4460,7 @@ mod tests {
             ran_on: RanOn {
                 nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
                 placement: None,
+                replicas: Vec::new(),
             },
         };
         let h = hub();
@@ -4602,6 +4806,115 @@ mod tests {
         drop(b1.poll(t0));
     }
 
+    /// A new leader takes over a service's replicas that serve on where they are placed again:
+    /// the same assignments (ids of the earlier hub's epoch), restarts its agent made before
+    /// not reported again; one whose process is gone is started anew.
+    #[test]
+    fn a_new_leader_takes_over_the_replicas_that_serve_on() {
+        let command = Some(Arc::new(JobCommand {
+            argv: vec!["serve".into()],
+            env: Default::default(),
+            working_dir: None,
+        }));
+        let add = |node: u32| Command::AddReplica {
+            job: "svc".into(),
+            cluster: "local".into(),
+            accelerators: 2,
+            nodes: vec![NodeShare {
+                node,
+                accelerators: 2,
+            }],
+            command: command.clone(),
+        };
+        // The earlier leader: replicas on a (slot 0) and bb (slot 1).
+        let h1 = hub();
+        let mut b1 = AgentBackend::new(h1.clone());
+        let (a, bb) = (join(&h1, "a", 0, 0), join(&h1, "bb", 1, 0));
+        let _ = b1.poll(0);
+        b1.act(vec![add(0), add(1)]);
+        let replicas = b1
+            .poll(0)
+            .into_iter()
+            .filter_map(|o| match o {
+                Observed::ReplicasOn { replicas, .. } => Some(replicas),
+                _ => None,
+            })
+            .last()
+            .expect("where they serve");
+        assert_eq!(replicas.len(), 2);
+        let handed = |h: &AgentHub, node: &str| h.assignments(node, 0).expect("list");
+        let (on_a, on_bb) = (handed(&h1, &a).assignments, handed(&h1, &bb).assignments);
+        let ran_on = RanOn {
+            nodes: vec![a.clone(), bb.clone()],
+            placement: None,
+            replicas,
+        };
+
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        b.reset();
+        b.runs_on_record(&[("svc".into(), ran_on)]);
+        let t = now_ms();
+        let (a2, bb2) = (join(&h, "a", 0, t), join(&h, "bb", 1, t));
+        assert_eq!(handed(&h, &a2).keep, [on_a[0].id.clone()]);
+        let report = |node: &str, state: ProcessState, restarts: u32| {
+            let id = if node == a2 {
+                &on_a[0].id
+            } else {
+                &on_bb[0].id
+            };
+            h.status(
+                node,
+                StatusReport {
+                    processes: vec![ProcessStatus {
+                        assignment_id: id.clone(),
+                        state,
+                        restarts,
+                        last_exit: None,
+                    }],
+                },
+                t,
+            )
+            .expect("reports");
+        };
+        report(&a2, ProcessState::Running { pid: 9 }, 3);
+        assert!(b.settling(t), "bb not heard yet");
+        report(
+            &bb2,
+            ProcessState::Exited(ExitInfo {
+                code: Some(1),
+                signal: None,
+                stopped_by_agent: false,
+            }),
+            0,
+        );
+        assert!(!b.settling(t));
+        let _ = b.poll(t);
+        b.act(vec![add(0), add(1)]);
+        assert_eq!(handed(&h, &a2).assignments, on_a, "taken over");
+        let on_bb2 = handed(&h, &bb2).assignments;
+        assert_eq!(on_bb2.len(), 1);
+        assert_ne!(on_bb2[0].id, on_bb[0].id, "started anew");
+        assert!(handed(&h, &bb2).keep.is_empty());
+        report(&a2, ProcessState::Running { pid: 9 }, 3);
+        let seen = b.poll(t);
+        assert!(
+            !seen
+                .iter()
+                .any(|o| matches!(o, Observed::Event { kind, .. } if kind == "replica_restarted")),
+            "its earlier restarts are not news: {seen:?}"
+        );
+        let now_on = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observed::ReplicasOn { replicas, .. } => Some(replicas),
+                _ => None,
+            })
+            .last()
+            .expect("stored again");
+        assert_eq!(now_on.len(), 2);
+    }
+
     /// A new leader waits for the nodes of recovering gangs for one node-loss deadline at
     /// most; a job that is not placed again in the first pass after is no longer kept.
     #[test]
@@ -4616,6 +4929,7 @@ mod tests {
                 nodes: vec![("n-a".into(), vec![0, 1])],
                 digest: "x".into(),
             }),
+            replicas: Vec::new(),
         };
         b.runs_on_record(&[("j".into(), ran_on)]);
         let t0 = h.lock().term_started_ms.expect("a term");
@@ -5435,7 +5749,12 @@ mod tests {
         }
         b.act(vec![sim]);
         h.heartbeat(&a, 990).expect("a lives");
-        assert_eq!(b.poll(999), []);
+        let seen = b.poll(999);
+        assert!(
+            matches!(seen.as_slice(), [Observed::ReplicasOn { job, replicas }]
+                if job == "svc" && replicas.len() == 1 && replicas[0].nodes == [("n-a".to_owned(), vec![1])]),
+            "where the service's one replica left serves: {seen:?}"
+        );
         assert_eq!(
             b.poll(1000),
             [Observed::Finished {

@@ -125,6 +125,12 @@ pub enum Observed {
         generation: u32,
         ran_on: RanOn,
     },
+    /// Where the node agents run `job`'s service replicas now, all of them (stored, for a new
+    /// leader to take them over).
+    ReplicasOn {
+        job: String,
+        replicas: Vec<switchyard_store::ReplicaPlacement>,
+    },
     NodeFailed {
         cluster: u32,
         node: u32,

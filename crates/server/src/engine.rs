@@ -359,11 +359,12 @@ impl Engine {
                 kind: "recovered".into(),
                 cluster: record.cluster.clone(),
                 message: if self.jobs[idx as usize].replica_range.is_some() {
-                    // Its replicas come back as new ones (replica_added, with no replica_removed
-                    // for the earlier ones: a backend stops or takes over what they ran).
+                    // Its replicas come back (replica_added, with no replica_removed for the
+                    // earlier ones: a backend stops or takes over what they ran).
                     "a scheduling leader took over (a new one, or this one again after losing \
-                     its lease or a restart); the service's replicas are placed again, as new \
-                     replicas in place of the earlier ones"
+                     its lease or a restart); the service's replicas are placed again, where \
+                     they served if they can be (node agents' replicas that serve on there are \
+                     taken over), as new replicas otherwise"
                         .into()
                 } else {
                     "a scheduling leader took over (a new one, or this one again after losing \
@@ -383,8 +384,11 @@ impl Engine {
             .iter()
             .filter_map(|&j| {
                 let t = &self.jobs[j as usize];
-                let ran_on = t.ran_on.as_ref().filter(|r| r.placement.is_some())?;
-                (t.recovered && t.replica_range.is_none()).then(|| (t.id.clone(), ran_on.clone()))
+                let ran_on = t.ran_on.as_ref().filter(|r| match t.replica_range {
+                    None => r.placement.is_some(),
+                    Some(_) => !r.replicas.is_empty(),
+                })?;
+                t.recovered.then(|| (t.id.clone(), ran_on.clone()))
             })
             .collect()
     }
@@ -400,6 +404,50 @@ impl Engine {
         };
         if self.jobs[job as usize].recovered {
             self.sched.recovered_at(job, c as u32, shares);
+        }
+    }
+
+    /// Starts recovered service `id`'s replicas on exactly these shares of these clusters in
+    /// the next pass where it can ([`switchyard_sched::Scheduler::recovered_replicas_at`]).
+    pub fn recovered_replicas_at(&mut self, id: &str, replicas: Vec<(String, Vec<NodeShare>)>) {
+        let Some(&job) = self.by_id.get(id) else {
+            return;
+        };
+        let on: Vec<(u32, Vec<NodeShare>)> = replicas
+            .into_iter()
+            .filter_map(|(cluster, shares)| {
+                let c = self.clusters.iter().position(|name| *name == cluster)?;
+                Some((c as u32, shares))
+            })
+            .collect();
+        if self.jobs[job as usize].recovered {
+            self.sched.recovered_replicas_at(job, on);
+        }
+    }
+
+    /// Where the backend runs service `id`'s replicas now ([`crate::backend::Observed::ReplicasOn`]).
+    pub fn replicas_on(&mut self, id: &str, replicas: Vec<switchyard_store::ReplicaPlacement>) {
+        let Some(&job) = self.by_id.get(id) else {
+            return;
+        };
+        let t = &mut self.jobs[job as usize];
+        if t.replica_range.is_none() {
+            return;
+        }
+        let mut nodes: Vec<String> = replicas
+            .iter()
+            .flat_map(|r| r.nodes.iter().map(|(n, _)| n.clone()))
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        let ran_on = RanOn {
+            nodes,
+            placement: None,
+            replicas,
+        };
+        if t.ran_on.as_ref() != Some(&ran_on) {
+            t.ran_on = Some(ran_on);
+            self.dirty.insert(job);
         }
     }
 
@@ -2257,6 +2305,7 @@ repair_hours = 24.0
         let before = switchyard_store::RanOn {
             nodes: vec!["n-000000000004".into(), "n-000000000005".into()],
             placement: None,
+            replicas: Vec::new(),
         };
         let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
         let mut r = record("a", 1);
@@ -2282,6 +2331,7 @@ repair_hours = 24.0
         let now = switchyard_store::RanOn {
             nodes: vec!["n-000000000000".into()],
             placement: None,
+            replicas: Vec::new(),
         };
         e.ran_on("a", generation + 1, before.clone());
         e.ran_on("a", generation, now.clone());

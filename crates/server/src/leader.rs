@@ -305,15 +305,8 @@ async fn recover(
         .iter()
         .map(|n| (n.id.as_str(), (n.cluster.as_str(), n.slot)))
         .collect();
-    for r in records.iter().filter(|r| r.state == JobState::Running) {
-        let (Some(cluster), Some(placement)) = (
-            r.cluster.as_deref(),
-            r.ran_on.as_ref().and_then(|o| o.placement.as_ref()),
-        ) else {
-            continue;
-        };
-        let shares: Option<Vec<NodeShare>> = placement
-            .nodes
+    let shares_of = |cluster: &str, nodes: &[(String, Vec<u32>)]| -> Option<Vec<NodeShare>> {
+        nodes
             .iter()
             .map(|(id, accelerators)| {
                 let &(on, slot) = slots.get(id.as_str())?;
@@ -322,8 +315,25 @@ async fn recover(
                     accelerators: u32::try_from(accelerators.len()).ok()?,
                 })
             })
-            .collect();
-        if let Some(shares) = shares {
+            .collect()
+    };
+    for r in records.iter().filter(|r| r.state == JobState::Running) {
+        if let Some(ran_on) = r.ran_on.as_ref().filter(|o| !o.replicas.is_empty()) {
+            let replicas = ran_on
+                .replicas
+                .iter()
+                .filter_map(|p| Some((p.cluster.clone(), shares_of(&p.cluster, &p.nodes)?)))
+                .collect();
+            engine.recovered_replicas_at(&r.id, replicas);
+            continue;
+        }
+        let (Some(cluster), Some(placement)) = (
+            r.cluster.as_deref(),
+            r.ran_on.as_ref().and_then(|o| o.placement.as_ref()),
+        ) else {
+            continue;
+        };
+        if let Some(shares) = shares_of(cluster, &placement.nodes) {
             engine.recovered_at(&r.id, cluster, shares);
         }
     }
@@ -443,6 +453,7 @@ async fn pass(
                 generation,
                 ran_on,
             } => l.engine.ran_on(&job, generation, ran_on),
+            Observed::ReplicasOn { job, replicas } => l.engine.replicas_on(&job, replicas),
             Observed::Continued {
                 job,
                 generation,

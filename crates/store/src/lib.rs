@@ -19,8 +19,8 @@ use std::future::Future;
 pub use model::{
     Batch, ClusterUsage, EventQuery, EventRecord, JobFilter, JobRecord, JobState, JobUpdate,
     LeaderInfo, Lease, LogLine, LogQuery, LogRecord, NewEvent, NewJob, NodeDrain, NodeRecord,
-    NodeRegistration, NodeState, Principal, RanOn, RankPlacement, TenantUsage, TokenRecord,
-    is_replica_name, replica_of_assignment,
+    NodeRegistration, NodeState, Principal, RanOn, RankPlacement, ReplicaPlacement, TenantUsage,
+    TokenRecord, is_replica_name, replica_of_assignment,
 };
 pub use sql::{PgStore, SqliteStore};
 

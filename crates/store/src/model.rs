@@ -146,6 +146,53 @@ pub struct RanOn {
     pub nodes: Vec<String>,
     /// Where each rank ran, when the agents' backend said (releases before it did not).
     pub placement: Option<RankPlacement>,
+    /// A service's replicas run by node agents, each where it serves.
+    pub replicas: Vec<ReplicaPlacement>,
+}
+
+/// Where a replica of a service was handed out, for a new scheduling leader to take it over as
+/// it takes a gang's ranks over ([`RankPlacement`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaPlacement {
+    pub cluster: String,
+    /// Its assignment ids, one per node in `nodes` order: `{job}/replica-{epoch}.{seq}/rank-{r}`.
+    pub epoch: String,
+    pub seq: u64,
+    /// Node id and accelerator indices, in rank order.
+    pub nodes: Vec<(String, Vec<u32>)>,
+    /// [`RankPlacement::digest`] of its assignments.
+    pub digest: String,
+}
+
+/// What the `ran_on_placement` column holds (JSON).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct StoredPlacement {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gang: Option<RankPlacement>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    replicas: Vec<ReplicaPlacement>,
+}
+
+impl RanOn {
+    /// The placements as stored (JSON), `None` when there are none.
+    pub fn placement_text(&self) -> Option<String> {
+        if self.placement.is_none() && self.replicas.is_empty() {
+            return None;
+        }
+        serde_json::to_string(&StoredPlacement {
+            gang: self.placement.clone(),
+            replicas: self.replicas.clone(),
+        })
+        .ok()
+    }
+
+    /// Takes the placements [`Self::placement_text`] wrote; text that is not that (written by a
+    /// later release, say) leaves none: a placement that cannot be read is not used.
+    pub fn read_placement_text(&mut self, text: &str) {
+        let stored: StoredPlacement = serde_json::from_str(text).unwrap_or_default();
+        self.placement = stored.gang;
+        self.replicas = stored.replicas;
+    }
 }
 
 /// Where each rank of a gang's attempt was handed out: enough for a new scheduling leader to
@@ -161,19 +208,6 @@ pub struct RankPlacement {
     /// A digest of every assignment handed out (ids, commands, environments, ports,
     /// addresses): assignments built again from the same inputs match it.
     pub digest: String,
-}
-
-impl RankPlacement {
-    /// As stored (JSON).
-    pub fn to_text(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// What [`Self::to_text`] wrote, or `None` for text that is not that (written by a later
-    /// release, say): a placement that cannot be read is not used.
-    pub fn from_text(text: &str) -> Option<Self> {
-        serde_json::from_str(text).ok()
-    }
 }
 
 /// Something that happened to a job.
@@ -537,14 +571,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_rank_placement_reads_back_and_garbage_is_none() {
-        let p = RankPlacement {
-            attempt: 3,
-            nodes: vec![("n-a".into(), vec![0, 1]), ("n-b".into(), vec![7])],
-            digest: "abc".into(),
+    fn placements_read_back_and_garbage_is_none() {
+        let gang = RanOn {
+            nodes: vec!["n-a".into(), "n-b".into()],
+            placement: Some(RankPlacement {
+                attempt: 3,
+                nodes: vec![("n-a".into(), vec![0, 1]), ("n-b".into(), vec![7])],
+                digest: "abc".into(),
+            }),
+            replicas: Vec::new(),
         };
-        assert_eq!(RankPlacement::from_text(&p.to_text()), Some(p));
-        assert_eq!(RankPlacement::from_text("n-a,n-b"), None);
-        assert_eq!(RankPlacement::from_text("{\"attempt\": -1}"), None);
+        let service = RanOn {
+            nodes: vec!["n-a".into()],
+            placement: None,
+            replicas: vec![ReplicaPlacement {
+                cluster: "c".into(),
+                epoch: "e1".into(),
+                seq: 4,
+                nodes: vec![("n-a".into(), vec![2, 3])],
+                digest: "def".into(),
+            }],
+        };
+        for ran_on in [gang, service] {
+            let mut back = RanOn {
+                nodes: ran_on.nodes.clone(),
+                ..RanOn::default()
+            };
+            back.read_placement_text(&ran_on.placement_text().expect("some"));
+            assert_eq!(back, ran_on);
+        }
+        assert_eq!(RanOn::default().placement_text(), None);
+        for garbage in ["n-a,n-b", "{\"gang\": {\"attempt\": -1}}"] {
+            let mut r = RanOn::default();
+            r.read_placement_text(garbage);
+            assert_eq!(r, RanOn::default(), "{garbage}");
+        }
     }
 }

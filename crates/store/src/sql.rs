@@ -477,14 +477,14 @@ macro_rules! sql_store {
                                 .filter(|n| !n.is_empty())
                                 .map(str::to_owned)
                                 .collect(),
-                            placement: None,
+                            ..RanOn::default()
                         })
                         .map(|mut ran_on| {
-                            ran_on.placement = row
-                                .try_get::<Option<String>, _>("ran_on_placement")
-                                .ok()
-                                .flatten()
-                                .and_then(|text| RankPlacement::from_text(&text));
+                            if let Ok(Some(text)) =
+                                row.try_get::<Option<String>, _>("ran_on_placement")
+                            {
+                                ran_on.read_placement_text(&text);
+                            }
                             ran_on
                         }),
                 })
@@ -1316,12 +1316,7 @@ macro_rules! sql_store {
                             .bind(u.updated_ms)
                             .bind(u.work_done)
                             .bind(u.ran_on.as_ref().map(|r| r.nodes.join(",")))
-                            .bind(
-                                u.ran_on
-                                    .as_ref()
-                                    .and_then(|r| r.placement.as_ref())
-                                    .map(RankPlacement::to_text),
-                            );
+                            .bind(u.ran_on.as_ref().and_then(RanOn::placement_text));
                     }
                     q.execute(&mut *tx).await?;
                     let sql = format!(

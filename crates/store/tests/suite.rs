@@ -98,6 +98,7 @@ fn placed() -> RanOn {
             ],
             digest: "d1".into(),
         }),
+        replicas: Vec::new(),
     }
 }
 
