@@ -4839,7 +4839,7 @@ mod tests {
                 Observed::ReplicasOn { replicas, .. } => Some(replicas),
                 _ => None,
             })
-            .last()
+            .next_back()
             .expect("where they serve");
         assert_eq!(replicas.len(), 2);
         let handed = |h: &AgentHub, node: &str| h.assignments(node, 0).expect("list");
@@ -4910,7 +4910,7 @@ mod tests {
                 Observed::ReplicasOn { replicas, .. } => Some(replicas),
                 _ => None,
             })
-            .last()
+            .next_back()
             .expect("stored again");
         assert_eq!(now_on.len(), 2);
     }
