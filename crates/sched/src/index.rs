@@ -459,8 +459,10 @@ impl ClusterIndex {
         Some(shares)
     }
 
-    /// Takes exactly `shares` (a gang's earlier placement), or returns false without changing
-    /// anything when one of their nodes is down, out of range, or lacks the room.
+    /// Takes exactly `shares` (work an earlier scheduler placed, whose processes may run on
+    /// there), or returns false without changing anything when one of their nodes has failed,
+    /// is out of range, or lacks the room. A drained node counts with its room: what runs on it
+    /// goes on (it is offered to nothing new).
     pub fn place_exact(&mut self, shares: &[NodeShare]) -> bool {
         let mut wanted: BTreeMap<u32, u32> = BTreeMap::new();
         for s in shares {
@@ -469,7 +471,14 @@ impl ClusterIndex {
             }
             *wanted.entry(s.node).or_default() += s.accelerators;
         }
-        if wanted.is_empty() || wanted.iter().any(|(&node, &n)| self.avail(node) < n) {
+        let room = |node: u32| {
+            if self.drained[node as usize] {
+                self.per_node - self.used[node as usize]
+            } else {
+                self.avail(node)
+            }
+        };
+        if wanted.is_empty() || wanted.iter().any(|(&node, &n)| room(node) < n) {
             return false;
         }
         let mut changes = Vec::new();
@@ -784,11 +793,23 @@ mod tests {
         i.set_down(7, true);
         assert!(!i.place_exact(&[share(7, 1)]));
         assert_eq!((i.free(), i.used_on(3)), (free - 8, 0), "nothing taken");
+        // A drained node holds what ran there (and offers nothing new).
+        assert!(i.set_drained(6));
+        let free = i.free();
+        assert!(i.place_exact(&[share(6, 8)]));
+        assert!(!i.place_exact(&[share(6, 1)]), "full");
+        assert_eq!((i.free(), i.used_on(6)), (free, 8));
+        i.check().expect("consistent");
+        i.release(&[share(6, 8)]);
         assert!(i.place_exact(&[share(2, 2), share(2, 2)]));
         assert_eq!(i.used_on(2), 8);
         i.check().expect("consistent");
         i.release(&[share(5, 8), share(2, 8)]);
-        assert_eq!(i.free(), 56);
+        assert_eq!(
+            i.free(),
+            64 - 16,
+            "nodes 6 (drained) and 7 (down) offer nothing"
+        );
         i.check().expect("consistent");
     }
 

@@ -3023,17 +3023,23 @@ impl Scheduler {
     /// One scheduling pass at `now`: places what the policy allows, appending decisions.
     pub fn schedule(&mut self, now: f64, out: &mut Vec<Decision>) {
         self.refresh_held(now);
+        // Every gang that can go back where it ran does, before any other is placed anew: one
+        // placed anew first could take the slots another's ranks still run on.
+        let recovered = std::mem::take(&mut self.recovered);
         let mut recovered_on = std::mem::take(&mut self.recovered_on);
-        for j in std::mem::take(&mut self.recovered) {
-            if self.jobs[j as usize].state == JobState::Pending
-                && self.jobs[j as usize].key.is_some()
+        let waiting = |s: &Self, j: JobIdx| {
+            s.jobs[j as usize].state == JobState::Pending && s.jobs[j as usize].key.is_some()
+        };
+        for &j in &recovered {
+            if waiting(self, j)
+                && let Some((cluster, shares)) = recovered_on.remove(&j)
             {
-                let placed = recovered_on.remove(&j).is_some_and(|(cluster, shares)| {
-                    self.start_where_it_ran(now, j, cluster, shares, out)
-                });
-                if !placed {
-                    self.try_start(now, j, None, out);
-                }
+                self.start_where_it_ran(now, j, cluster, shares, out);
+            }
+        }
+        for j in recovered {
+            if waiting(self, j) {
+                self.try_start(now, j, None, out);
             }
         }
         self.place_services(now, out);

@@ -2516,3 +2516,50 @@ fn a_recovered_services_replicas_go_back_where_they_served() {
         assert_eq!(placed, want, "served on {served:?}");
     }
 }
+
+/// Recovered gangs that can go back where they ran all do before one that cannot is placed
+/// anew, whatever their order: the one placed anew must not take the others' nodes.
+#[test]
+fn a_recovered_gang_placed_anew_leaves_the_others_their_nodes() {
+    use switchyard_sched::NodeShare;
+    let on = |nodes: [u32; 2]| {
+        nodes
+            .iter()
+            .map(|&node| NodeShare {
+                node,
+                accelerators: 8,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut s = sched(Policy::Switchyard, false);
+    let a = submit(&mut s, 0.0, on_fast(job("a", "a", 16, 1e5)));
+    let b = submit(&mut s, 0.0, on_fast(job("b", "a", 16, 1e5)));
+    // a ran on nodes 0 and 1, b on 2 and 3; node 1 did not come back.
+    s.handle(
+        0.0,
+        Event::NodeFailed {
+            cluster: 0,
+            node: 1,
+        },
+        &mut Vec::new(),
+    );
+    s.recovered_at(a, 0, on([0, 1]));
+    s.recovered_at(b, 0, on([2, 3]));
+    let d = pass(&mut s, 0.0);
+    let placed = |j| {
+        d.iter()
+            .find_map(|d| match &d.action {
+                Action::Start { job, nodes, .. } if *job == j => {
+                    Some(nodes.iter().map(|n| n.node).collect::<Vec<_>>())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("job {j} starts: {d:?}"))
+    };
+    assert_eq!(placed(b), [2, 3]);
+    let elsewhere = placed(a);
+    assert!(
+        !elsewhere.iter().any(|n| [1, 2, 3].contains(n)),
+        "{elsewhere:?}"
+    );
+}

@@ -310,6 +310,9 @@ struct Fence {
     until_ms: i64,
     /// Why, in words.
     why: &'static str,
+    /// The attempt whose ranks it holds back, where known: a takeover of that very attempt
+    /// lifts it ([`Hub::adopt`]).
+    attempt: Option<u32>,
 }
 
 /// A node of a [`Fence`].
@@ -1543,6 +1546,7 @@ impl Hub {
             until_ms: nodes.iter().map(|n| n.until_ms).max()?,
             nodes,
             why: if lost { CUT_OFF } else { STOPPING },
+            attempt: Some(run.attempt),
         })
     }
 
@@ -1587,6 +1591,7 @@ impl Hub {
             until_ms: nodes.iter().map(|n| n.until_ms).max()?,
             nodes,
             why: NEW_LEADER,
+            attempt: before.placement.as_ref().map(|p| p.attempt),
         })
     }
 
@@ -1761,10 +1766,13 @@ impl Hub {
             shares,
             accelerator,
         } = placed;
-        if self.fences.get(job).is_some_and(|f| !f.is_empty()) {
-            return Err(
-                "ranks of an earlier attempt this process ran may still be stopping".into(),
-            );
+        // (This process leading again: the fences it left on its runs hold the very ranks
+        // taken over, which is no reason to wait; another attempt's ranks are.)
+        if self.fences.get(job).is_some_and(|f| {
+            f.iter()
+                .any(|fence| fence.attempt != Some(placement.attempt))
+        }) {
+            return Err("ranks of another attempt may still be running or stopping".into());
         }
         if shares.len() != placement.nodes.len() {
             return Err(format!(
@@ -1790,11 +1798,19 @@ impl Hub {
             };
             for r in rank..rank + share.accelerators {
                 let rank_id = gang::assignment_id(job, placement.attempt, r);
-                let running = n.statuses.iter().any(|st| {
-                    st.assignment_id == rank_id && matches!(st.state, ProcessState::Running { .. })
+                // Running, or done: a rank that finished its work (its end is judged again).
+                let alive = n.statuses.iter().any(|st| {
+                    st.assignment_id == rank_id
+                        && match &st.state {
+                            ProcessState::Running { .. } => true,
+                            ProcessState::Exited(e) => e.success() && !e.stopped_by_agent,
+                            _ => false,
+                        }
                 });
-                if !running {
-                    return Err(format!("{rank_id} is not running on node {id}"));
+                if !alive {
+                    return Err(format!(
+                        "{rank_id} is neither running nor done on node {id}"
+                    ));
                 }
             }
             rank += share.accelerators;
@@ -2065,6 +2081,8 @@ impl AgentBackend {
             };
             match hub.adopt(placed, &placement, gang) {
                 Ok(run) => {
+                    // What held its ranks back is the run itself now.
+                    hub.fences.remove(&job);
                     tracing::info!(
                         job = %job,
                         attempt = run.attempt,
@@ -4804,6 +4822,72 @@ mod tests {
             }
         }
         drop(b1.poll(t0));
+    }
+
+    /// The same process leading again (its lease lost and taken back) takes its own gang over:
+    /// the fence its reset left on that very attempt is no obstacle. A rank that already
+    /// finished its work (exited 0) is taken over as done.
+    #[test]
+    fn a_process_leading_again_takes_its_own_gang_over() {
+        let running = |id: &str| ProcessStatus {
+            assignment_id: id.into(),
+            state: ProcessState::Running { pid: 7 },
+            restarts: 0,
+            last_exit: None,
+        };
+        let (h, mut b, t0, [a, bb, _c]) = gang_on_a_and_bb();
+        let ran_on = Hub::ran_on(h.lock().runs.values().next().expect("the gang"));
+        let before_a = h.assignments(&a, t0).expect("a").assignments;
+        b.reset();
+        assert!(
+            h.lock().fences.get("j").is_some_and(|f| !f.is_empty()),
+            "fenced"
+        );
+        b.runs_on_record(&[("j".into(), ran_on.clone())]);
+        let t = now_ms();
+        h.status(
+            &a,
+            StatusReport {
+                processes: vec![
+                    running("j/attempt-1/rank-0"),
+                    exited("j/attempt-1/rank-1", 0),
+                ],
+            },
+            t,
+        )
+        .expect("a reports");
+        h.status(
+            &bb,
+            StatusReport {
+                processes: vec![running("j/attempt-1/rank-2"), running("j/attempt-1/rank-3")],
+            },
+            t,
+        )
+        .expect("bb reports");
+        assert!(!b.settling(t));
+        let _ = b.poll(t);
+        let mut relaunch = launch("j", 1, 2, &[(0, 2), (1, 2)]);
+        if let Command::Launch {
+            recovered,
+            ran_before,
+            ..
+        } = &mut relaunch
+        {
+            *recovered = true;
+            *ran_before = Some(ran_on);
+        }
+        b.act(vec![relaunch]);
+        let seen = b.poll(t);
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Observed::Continued { attempt: 1, .. })),
+            "{seen:?}"
+        );
+        assert_eq!(h.assignments(&a, t).expect("a").assignments, before_a);
+        assert!(
+            h.lock().fences.get("j").is_none_or(|f| f.is_empty()),
+            "lifted"
+        );
     }
 
     /// A new leader takes over a service's replicas that serve on where they are placed again:

@@ -202,6 +202,8 @@ pub struct Engine {
     /// Pending or running in the scheduler.
     active: BTreeSet<JobIdx>,
     dirty: BTreeSet<JobIdx>,
+    /// While the backend settles after a change of leader ([`Engine::set_settling`]).
+    settling: bool,
     batch: Batch,
     commands: Vec<Command>,
     decisions: Vec<Decision>,
@@ -235,6 +237,7 @@ impl Engine {
             by_id: HashMap::new(),
             active: BTreeSet::new(),
             dirty: BTreeSet::new(),
+            settling: false,
             batch: Batch::default(),
             commands: Vec::new(),
             decisions: Vec::new(),
@@ -952,7 +955,10 @@ impl Engine {
                 }
                 Action::Finish { job, cluster } => {
                     let was_running = self.jobs[job as usize].allocated() > 0;
-                    if was_running {
+                    // Recovered and not placed again yet (a new leader settling): its backend
+                    // may still let the earlier run go on, and must hear it is not wanted.
+                    let t = &self.jobs[job as usize];
+                    if was_running || (t.recovered && t.attempts == 0) {
                         self.stop(job);
                     }
                     self.jobs[job as usize].finished_ms = Some(at_ms);
@@ -1011,6 +1017,20 @@ impl Engine {
         self.commands.push(Command::Stop { job: t.id.clone() });
     }
 
+    /// Whether the backend is settling after a change of leader (nothing is placed): the
+    /// recovered jobs it has not placed again are not written meanwhile, so the store keeps
+    /// them running as they were (a leader that takes over in that moment recovers them as
+    /// such) and readers see no flicker through pending.
+    pub fn set_settling(&mut self, settling: bool) {
+        self.settling = settling;
+    }
+
+    /// A recovered job this leader has not placed again yet.
+    fn unplaced_recovered(&self, j: JobIdx) -> bool {
+        let t = &self.jobs[j as usize];
+        t.recovered && t.attempts == 0 && self.sched.job(j).state == SchedState::Pending
+    }
+
     /// The store writes and backend commands of everything since the last call. Pending
     /// jobs whose reason changed get a `waiting` event ("why is it pending").
     pub fn take(&mut self, now_ms: i64) -> (Batch, Vec<Command>) {
@@ -1029,7 +1049,7 @@ impl Engine {
                     self.dirty.insert(j);
                 }
             }
-            if v.state == SchedState::Pending {
+            if v.state == SchedState::Pending && !(self.settling && self.unplaced_recovered(j)) {
                 let why = self.pending_why(j);
                 let t = &mut self.jobs[j as usize];
                 if why != t.reason {
@@ -1055,7 +1075,19 @@ impl Engine {
             self.active.remove(&j);
         }
         let mut ended = Vec::new();
-        for j in std::mem::take(&mut self.dirty) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        if self.settling {
+            let later: Vec<JobIdx> = dirty
+                .iter()
+                .copied()
+                .filter(|&j| self.unplaced_recovered(j))
+                .collect();
+            for j in later {
+                dirty.remove(&j);
+                self.dirty.insert(j);
+            }
+        }
+        for j in dirty {
             let v = self.sched.job(j);
             let waiting = (v.state == SchedState::Pending).then(|| self.pending_why(j));
             let short = self.sched.replicas_short_why(j);
@@ -2257,6 +2289,54 @@ repair_hours = 24.0
         assert_eq!(u.state, JobState::Pending);
         assert_ne!(u.reason, waiting.reason);
         assert_eq!(u.cluster.as_deref(), Some("aws-h100-spot"));
+    }
+
+    /// A recovered job cancelled before the new leader places it again is stopped in its
+    /// backend, which may be keeping its earlier run going meanwhile.
+    #[test]
+    fn a_recovered_job_cancelled_before_it_is_placed_again_is_stopped() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("a", 1);
+        r.state = JobState::Running;
+        r.cluster = Some("colossus-1".into());
+        r.started_ms = Some(T0 - 5000);
+        e.admit(T0, &r, spec(3600.0));
+        e.cancel(T0 + 10, "a");
+        let (batch, cmds) = e.take(T0 + 10);
+        assert_eq!(cmds, [Command::Stop { job: "a".into() }]);
+        assert_eq!(update(&batch, "a").state, JobState::Cancelled);
+    }
+
+    /// While the backend settles, a recovered job not placed again is not written (the store
+    /// keeps it running); its `recovered` event is, and the job is written once placed.
+    #[test]
+    fn a_recovered_job_is_not_written_as_pending_while_the_backend_settles() {
+        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
+        let mut r = record("a", 1);
+        r.state = JobState::Running;
+        r.cluster = Some("colossus-1".into());
+        r.started_ms = Some(T0 - 5000);
+        e.admit(T0, &r, spec(3600.0));
+        e.set_settling(true);
+        let (batch, _) = e.take(T0);
+        assert!(batch.updates.is_empty(), "{:?}", batch.updates);
+        assert!(batch.events.iter().any(|ev| ev.kind == "recovered"));
+        let (batch, _) = e.take(T0 + 500);
+        assert!(
+            batch.updates.is_empty() && batch.events.is_empty(),
+            "{batch:?}"
+        );
+        e.set_settling(false);
+        e.schedule(T0 + 1000);
+        let (batch, cmds) = e.take(T0 + 1000);
+        assert_eq!(update(&batch, "a").state, JobState::Running);
+        assert!(matches!(
+            cmds.as_slice(),
+            [Command::Launch {
+                recovered: true,
+                ..
+            }]
+        ));
     }
 
     #[test]

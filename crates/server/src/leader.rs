@@ -486,7 +486,9 @@ async fn pass(
     let before = l.engine.decisions();
     let t0 = Instant::now();
     // (A new leader waits a moment to hear where the running gangs' ranks run.)
-    if !backend.settling(now) {
+    let settling = backend.settling(now);
+    l.engine.set_settling(settling);
+    if !settling {
         l.engine.schedule(now);
     }
     metrics.observe_pass(t0.elapsed().as_secs_f64());
