@@ -1440,6 +1440,10 @@ impl Scheduler {
         let order = job.order;
         self.services.remove(&(order, j));
         self.fresh.retain(|&f| f != j);
+        // (A job ended before the first pass after its recovery: its slot's next job is new.)
+        self.recovered.retain(|&r| r != j);
+        self.recovered_on.remove(&j);
+        self.recovered_replicas.remove(&j);
         if self.reservation.is_some_and(|r| r.job == j) {
             self.reservation = None;
         }
@@ -3037,6 +3041,13 @@ impl Scheduler {
                 self.start_where_it_ran(now, j, cluster, shares, out);
             }
         }
+        // Then every service's replicas that can go back where they served (a gang placed
+        // anew, or another service's new replica, must not take their room).
+        let mut services: Vec<JobIdx> = self.recovered_replicas.keys().copied().collect();
+        services.sort_unstable();
+        for j in services {
+            self.replicas_back_where_they_served(now, j, out);
+        }
         for j in recovered {
             if waiting(self, j) {
                 self.try_start(now, j, None, out);
@@ -4003,28 +4014,6 @@ impl Scheduler {
     fn place_services(&mut self, now: f64, out: &mut Vec<Decision>) {
         let services: Vec<JobIdx> = self.services.iter().map(|&(_, j)| j).collect();
         for j in services {
-            for (c, shares) in self.recovered_replicas.remove(&j).unwrap_or_default() {
-                let job = &self.jobs[j as usize];
-                let size: u32 = shares.iter().map(|s| s.accelerators).sum();
-                if job.replicas.len() as u32 >= job.target_replicas
-                    || (c as usize) >= self.clusters.len()
-                    || job.dur[c as usize].is_none()
-                    || size != job.size
-                    || self.quota_hit(j, c, size).is_some()
-                    || !self.index[c as usize].place_exact(&shares)
-                {
-                    continue;
-                }
-                self.add_replica_on(
-                    now,
-                    j,
-                    c,
-                    shares,
-                    None,
-                    "; recovered: where it served under the earlier scheduling leader",
-                    out,
-                );
-            }
             loop {
                 let job = &self.jobs[j as usize];
                 let have = job.replicas.len() as u32;
@@ -4111,6 +4100,37 @@ impl Scheduler {
                     break;
                 }
             }
+        }
+    }
+
+    /// Starts service `j`'s replicas on the shares they served on under an earlier scheduler
+    /// ([`Scheduler::recovered_replicas_at`]) where those are up (or drained) with room and
+    /// its quotas allow, up to the replicas it wants.
+    fn replicas_back_where_they_served(&mut self, now: f64, j: JobIdx, out: &mut Vec<Decision>) {
+        for (c, shares) in self.recovered_replicas.remove(&j).unwrap_or_default() {
+            let job = &self.jobs[j as usize];
+            if !matches!(job.state, JobState::Pending | JobState::Running) {
+                return;
+            }
+            let size: u32 = shares.iter().map(|s| s.accelerators).sum();
+            if job.replicas.len() as u32 >= job.target_replicas
+                || (c as usize) >= self.clusters.len()
+                || job.dur[c as usize].is_none()
+                || size != job.size
+                || self.quota_hit(j, c, size).is_some()
+                || !self.index[c as usize].place_exact(&shares)
+            {
+                continue;
+            }
+            self.add_replica_on(
+                now,
+                j,
+                c,
+                shares,
+                None,
+                "; recovered: placed where it served under the earlier scheduling leader",
+                out,
+            );
         }
     }
 

@@ -2563,3 +2563,36 @@ fn a_recovered_gang_placed_anew_leaves_the_others_their_nodes() {
         "{elsewhere:?}"
     );
 }
+
+/// Every service's replicas go back where they served before any service gets a new one: an
+/// older service short of replicas must not take the node a younger one's replica serves on.
+#[test]
+fn recovered_replicas_go_back_before_any_new_replica_is_placed() {
+    use switchyard_sched::NodeShare;
+    let share = |node| {
+        vec![NodeShare {
+            node,
+            accelerators: 8,
+        }]
+    };
+    let mut s = sched(Policy::Switchyard, false);
+    let a = submit(&mut s, 0.0, on_fast(service("a", "b", 8, 2, 2)));
+    let b = submit(&mut s, 0.0, on_fast(service("b", "b", 8, 1, 1)));
+    s.recovered_replicas_at(a, vec![(0, share(0))]);
+    s.recovered_replicas_at(b, vec![(0, share(1))]);
+    let d = pass(&mut s, 0.0);
+    let on = |j| -> Vec<u32> {
+        d.iter()
+            .filter_map(|d| match &d.action {
+                Action::AddReplica { job, nodes, .. } if *job == j => Some(nodes[0].node),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(on(b), [1], "{d:?}");
+    let mut a_on = on(a);
+    a_on.sort_unstable();
+    assert_eq!(a_on.len(), 2);
+    assert_eq!(a_on[0], 0);
+    assert_ne!(a_on[1], 1);
+}

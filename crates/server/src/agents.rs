@@ -421,6 +421,8 @@ struct Hub {
     /// The ranks of `recovering` gangs and `recovering_replicas` on each node: (job,
     /// assignment ids).
     keep_on: HashMap<String, Vec<(String, Vec<String>)>>,
+    /// The accelerators they hold, by node: other placements take them last.
+    kept_on_node: HashMap<String, Vec<u32>>,
     /// Whether this term's wait for the nodes of `recovering` gangs is over
     /// ([`Backend::settling`]).
     settled: bool,
@@ -1872,25 +1874,43 @@ impl Hub {
     }
 
     /// Accelerator indices for `count` ranks on `node`: the lowest free ones it offers, or
-    /// (a node that declared fewer than the fleet says) numbers past them.
+    /// (a node that declared fewer than the fleet says) numbers past them. While the term
+    /// recovers, those that ranks or replicas still to be taken over hold on the node are
+    /// taken last.
     fn take_accelerators(&mut self, node: &str, count: u32) -> Vec<u32> {
         let offered = self
             .nodes
             .get(node)
             .map(|n| n.accelerators.clone())
             .unwrap_or_default();
+        let kept = self.kept_accelerators(node);
         let used = self.used.entry(node.to_owned()).or_default();
         let mut out = Vec::with_capacity(count as usize);
+        let free_offered = |out: &Vec<u32>, i: &u32| !used.contains(i) && !out.contains(i);
+        for i in offered.iter().filter(|i| !kept.contains(i)) {
+            if out.len() < count as usize && free_offered(&out, i) {
+                out.push(*i);
+            }
+        }
         for i in offered.iter().copied().chain(0..u32::MAX) {
             if out.len() == count as usize {
                 break;
             }
-            if !used.contains(&i) && !out.contains(&i) {
+            if free_offered(&out, &i) {
                 out.push(i);
             }
         }
         used.extend(out.iter().copied());
         out
+    }
+
+    /// Accelerators of `node` that gangs' ranks or services' replicas to be taken over in this
+    /// term hold.
+    fn kept_accelerators(&self, node: &str) -> HashSet<u32> {
+        self.kept_on_node
+            .get(node)
+            .map(|k| k.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Gives back accelerators taken for a placement that was not made.
@@ -2004,8 +2024,15 @@ impl AgentBackend {
     fn end_recovery(hub: &mut Hub) {
         if hub.settled {
             hub.recovering.clear();
+            // Where the services serve now, also those with no replica taken over or started
+            // here (placed elsewhere, or not at all): the store forgets the earlier ones.
+            let services: Vec<String> = hub.recovering_replicas.keys().cloned().collect();
+            for job in services {
+                hub.replicas_changed(&job);
+            }
             hub.recovering_replicas.clear();
             hub.keep_on.clear();
+            hub.kept_on_node.clear();
         }
     }
 
@@ -2101,12 +2128,33 @@ impl AgentBackend {
                     hub.add_run(run);
                     return;
                 }
-                Err(why) => tracing::info!(
-                    job = %job,
-                    attempt,
-                    "not taking over the ranks of attempt {}: {why}; starting attempt {attempt}",
-                    placement.attempt
-                ),
+                Err(why) => {
+                    // Put back on a drained node for its ranks' sake only: a new attempt
+                    // does not start there (the node takes no new work).
+                    let drained = nodes.iter().find_map(|s| {
+                        let id = hub.by_slot.get(&(c, s.node))?;
+                        hub.drained.contains_key(id).then(|| id.clone())
+                    });
+                    if let Some(node) = drained {
+                        hub.observed.push(Observed::Interrupted {
+                            job,
+                            generation,
+                            reason: format!(
+                                "attempt {} could not be taken over ({why}), and node {node} \
+                                 is drained: placed again elsewhere",
+                                placement.attempt
+                            ),
+                        });
+                        return;
+                    }
+                    tracing::info!(
+                        job = %job,
+                        attempt,
+                        "not taking over the ranks of attempt {}: {why}; starting attempt \
+                         {attempt}",
+                        placement.attempt
+                    );
+                }
             }
         }
         let spec = gang(attempt, world_size);
@@ -2705,13 +2753,60 @@ impl Backend for AgentBackend {
         hub.recovering.clear();
         hub.recovering_replicas.clear();
         hub.keep_on.clear();
+        hub.kept_on_node.clear();
         hub.settled = false;
+    }
+
+    fn live_recovered_replicas(&self) -> Vec<(String, Vec<(String, Vec<NodeShare>)>)> {
+        let hub = self.hub.lock();
+        hub.recovering_replicas
+            .iter()
+            .map(|(job, replicas)| {
+                let live = replicas
+                    .iter()
+                    .filter_map(|r| {
+                        let shares = r
+                            .nodes
+                            .iter()
+                            .enumerate()
+                            .map(|(rank, (id, accelerators))| {
+                                let n = hub.nodes.get(id).filter(|n| {
+                                    !n.lost
+                                        && n.status_reports > n.term_reports
+                                        && hub.cluster_name(n.cluster) == Some(r.cluster.as_str())
+                                })?;
+                                let rank_id =
+                                    format!("{job}/replica-{}.{}/rank-{rank}", r.epoch, r.seq);
+                                n.statuses
+                                    .iter()
+                                    .any(|st| {
+                                        st.assignment_id == rank_id
+                                            && matches!(st.state, ProcessState::Running { .. })
+                                    })
+                                    .then_some(NodeShare {
+                                        node: n.slot,
+                                        accelerators: accelerators.len() as u32,
+                                    })
+                            })
+                            .collect::<Option<Vec<NodeShare>>>()?;
+                        Some((r.cluster.clone(), shares))
+                    })
+                    .collect();
+                (job.clone(), live)
+            })
+            .collect()
     }
 
     fn runs_on_record(&mut self, runs: &[(String, RanOn)]) {
         let mut hub = self.hub.lock();
         for (job, ran_on) in runs {
             for r in &ran_on.replicas {
+                for (node, accelerators) in &r.nodes {
+                    hub.kept_on_node
+                        .entry(node.clone())
+                        .or_default()
+                        .extend(accelerators);
+                }
                 for (rank, (node, _)) in r.nodes.iter().enumerate() {
                     let id = format!("{job}/replica-{}.{}/rank-{rank}", r.epoch, r.seq);
                     hub.keep_on
@@ -2721,6 +2816,9 @@ impl Backend for AgentBackend {
                 }
             }
             if !ran_on.replicas.is_empty() {
+                // New replicas' numbers (and so their ports) follow those taken over.
+                let last = ran_on.replicas.iter().map(|r| r.seq).max().unwrap_or(0);
+                hub.replica_seq = hub.replica_seq.max(last);
                 hub.recovering_replicas
                     .insert(job.clone(), ran_on.replicas.clone());
             }
@@ -2729,6 +2827,10 @@ impl Backend for AgentBackend {
             };
             let mut rank = 0u32;
             for (node, accelerators) in &placement.nodes {
+                hub.kept_on_node
+                    .entry(node.clone())
+                    .or_default()
+                    .extend(accelerators);
                 let n = u32::try_from(accelerators.len()).unwrap_or(u32::MAX);
                 let ids = (rank..rank.saturating_add(n))
                     .map(|r| gang::assignment_id(job, placement.attempt, r))
@@ -4997,6 +5099,204 @@ mod tests {
             .next_back()
             .expect("stored again");
         assert_eq!(now_on.len(), 2);
+    }
+
+    /// While a term recovers: other placements take the accelerators of replicas still to be
+    /// taken over last, new replicas are numbered after them (their ports differ), only the
+    /// replicas reported serving are offered to the scheduler, and a service with none taken
+    /// over or started here has its stored replicas cleared once the term settles.
+    #[test]
+    fn recovering_replicas_keep_their_accelerators_numbers_and_records_straight() {
+        let replica = |node: &str, seq: u64| switchyard_store::ReplicaPlacement {
+            cluster: "local".into(),
+            epoch: "old".into(),
+            seq,
+            nodes: vec![(node.into(), vec![0])],
+            digest: "x".into(),
+        };
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        b.reset();
+        b.runs_on_record(&[
+            (
+                "svc".into(),
+                RanOn {
+                    nodes: vec!["n-a".into(), "n-bb".into()],
+                    placement: None,
+                    replicas: vec![replica("n-a", 5), replica("n-bb", 3)],
+                },
+            ),
+            (
+                "gone".into(),
+                RanOn {
+                    nodes: vec!["n-c".into()],
+                    placement: None,
+                    replicas: vec![replica("n-c", 1)],
+                },
+            ),
+        ]);
+        let t = now_ms();
+        let (a, bb, c) = (
+            join(&h, "a", 0, t),
+            join(&h, "bb", 1, t),
+            join(&h, "c", 2, t),
+        );
+        let report = |node: &str, id: &str, running: bool| {
+            let state = if running {
+                ProcessState::Running { pid: 3 }
+            } else {
+                ProcessState::Exited(ExitInfo {
+                    code: Some(1),
+                    signal: None,
+                    stopped_by_agent: false,
+                })
+            };
+            h.status(
+                node,
+                StatusReport {
+                    processes: vec![ProcessStatus {
+                        assignment_id: id.into(),
+                        state,
+                        restarts: 0,
+                        last_exit: None,
+                    }],
+                },
+                t,
+            )
+            .expect("reports");
+        };
+        report(&a, "svc/replica-old.5/rank-0", true);
+        report(&bb, "svc/replica-old.3/rank-0", false);
+        report(&c, "gone/replica-old.1/rank-0", true);
+        assert!(!b.settling(t));
+        let live = b.live_recovered_replicas();
+        let svc = live.iter().find(|(j, _)| j == "svc").expect("svc");
+        assert_eq!(
+            svc.1,
+            [(
+                "local".to_owned(),
+                vec![NodeShare {
+                    node: 0,
+                    accelerators: 1
+                }]
+            )],
+            "only the replica that serves"
+        );
+        let _ = b.poll(t);
+        // A gang of one placed on a first: it gets accelerator 1, not the one the replica to
+        // take over holds.
+        b.act(vec![
+            launch("j", 1, 1, &[(0, 1)]),
+            Command::AddReplica {
+                job: "svc".into(),
+                cluster: "local".into(),
+                accelerators: 1,
+                nodes: vec![NodeShare {
+                    node: 0,
+                    accelerators: 1,
+                }],
+                command: Some(Arc::new(JobCommand {
+                    argv: vec!["serve".into()],
+                    env: Default::default(),
+                    working_dir: None,
+                })),
+            },
+            Command::AddReplica {
+                job: "svc".into(),
+                cluster: "local".into(),
+                accelerators: 1,
+                nodes: vec![NodeShare {
+                    node: 1,
+                    accelerators: 1,
+                }],
+                command: Some(Arc::new(JobCommand {
+                    argv: vec!["serve".into()],
+                    env: Default::default(),
+                    working_dir: None,
+                })),
+            },
+        ]);
+        let on_a = h.assignments(&a, t).expect("a").assignments;
+        let rank = on_a
+            .iter()
+            .find(|x| x.job_id == "j")
+            .expect("the gang's rank");
+        assert_eq!(rank.accelerators, [1]);
+        let on_bb = h.assignments(&bb, t).expect("bb").assignments;
+        assert_eq!(on_bb.len(), 1);
+        // (Neither is taken over here: the stored digests are made up. Both are numbered
+        // after the earlier ones: a's 6, bb's 7.)
+        assert!(
+            on_bb[0]
+                .id
+                .starts_with(&format!("svc/replica-{}.7/", h.lock().replica_epoch)),
+            "numbered after the earlier replicas: {}",
+            on_bb[0].id
+        );
+        let stored: Vec<(String, usize)> = b
+            .poll(t)
+            .into_iter()
+            .filter_map(|o| match o {
+                Observed::ReplicasOn { job, replicas } => Some((job, replicas.len())),
+                _ => None,
+            })
+            .collect();
+        assert!(stored.contains(&("gone".into(), 0)), "{stored:?}");
+        assert_eq!(
+            stored.iter().rev().find(|(j, _)| j == "svc"),
+            Some(&("svc".into(), 2)),
+            "{stored:?}"
+        );
+    }
+
+    /// A gang put back on a drained node for its ranks' sake that cannot be taken over does
+    /// not start a new attempt there: it is interrupted, to be placed elsewhere.
+    #[test]
+    fn a_gang_not_taken_over_on_a_drained_node_is_placed_elsewhere() {
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        b.reset();
+        let ran_on = RanOn {
+            nodes: vec!["n-a".into()],
+            placement: Some(RankPlacement {
+                attempt: 1,
+                nodes: vec![("n-a".into(), vec![0, 1])],
+                digest: "not these assignments".into(),
+            }),
+            replicas: Vec::new(),
+        };
+        b.runs_on_record(&[("j".into(), ran_on.clone())]);
+        let t = now_ms();
+        let a = join(&h, "a", 0, t);
+        h.set_drain(
+            &a,
+            Some(switchyard_store::NodeDrain {
+                reason: "repair".into(),
+                since_ms: t,
+            }),
+        );
+        runs_nothing(&h, &a, t);
+        assert!(!b.settling(t));
+        let _ = b.poll(t);
+        let mut relaunch = launch("j", 1, 2, &[(0, 2)]);
+        if let Command::Launch {
+            recovered,
+            ran_before,
+            ..
+        } = &mut relaunch
+        {
+            *recovered = true;
+            *ran_before = Some(ran_on);
+        }
+        b.act(vec![relaunch]);
+        let seen = b.poll(t);
+        assert!(
+            seen.iter()
+                .any(|o| matches!(o, Observed::Interrupted { reason, .. }
+                if reason.contains("is drained: placed again elsewhere"))),
+            "{seen:?}"
+        );
+        assert!(h.assignments(&a, t).expect("a").assignments.is_empty());
     }
 
     /// A new leader waits for the nodes of recovering gangs for one node-loss deadline at

@@ -206,6 +206,12 @@ pub trait Backend: Send + std::fmt::Debug {
     fn settling(&self, _now_ms: i64) -> bool {
         false
     }
+    /// Once settled, before the first pass places anything: the replicas of recovered services
+    /// that serve on, by job, as (cluster, shares) — the ones worth putting back where they
+    /// are (the scheduler is told only these).
+    fn live_recovered_replicas(&self) -> Vec<(String, Vec<(String, Vec<NodeShare>)>)> {
+        Vec::new()
+    }
     /// `Some` when the backend follows the drains the store records (node agents): a count
     /// of the drains it was told directly, which the leader hands back with what it then
     /// reads, so that a read older than a drain told since is not applied.
@@ -379,6 +385,15 @@ impl Backend for Routed {
             any |= b.settling(now_ms);
         }
         any
+    }
+
+    fn live_recovered_replicas(&self) -> Vec<(String, Vec<(String, Vec<NodeShare>)>)> {
+        self.routes
+            .iter()
+            .map(|(_, b)| b)
+            .chain(std::iter::once(&self.fallback))
+            .flat_map(|b| b.live_recovered_replicas())
+            .collect()
     }
 
     fn drain_epoch(&self) -> Option<u64> {

@@ -317,10 +317,13 @@ impl Engine {
             command: extras.command,
             max_retries: extras.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
             failures: u32::try_from(record.failures).unwrap_or(0),
+            // (A service's recovery is no restart: its replicas serve on where they are taken
+            // over, and those started anew are told one by one.)
             attempts_before: u32::try_from(record.restarts).unwrap_or(0)
-                + u32::from(record.state == JobState::Running),
+                + u32::from(record.state == JobState::Running && replica_range.is_none()),
             attempts: 0,
-            restarts_before: record.restarts + i64::from(record.state == JobState::Running),
+            restarts_before: record.restarts
+                + i64::from(record.state == JobState::Running && replica_range.is_none()),
             recovered: record.state == JobState::Running,
             held: None,
             ran_on: record.ran_on.clone(),

@@ -489,6 +489,9 @@ async fn pass(
     let settling = backend.settling(now);
     l.engine.set_settling(settling);
     if !settling {
+        for (job, replicas) in backend.live_recovered_replicas() {
+            l.engine.recovered_replicas_at(&job, replicas);
+        }
         l.engine.schedule(now);
     }
     metrics.observe_pass(t0.elapsed().as_secs_f64());

@@ -190,7 +190,10 @@ impl RanOn {
     /// later release, say) leaves none: a placement that cannot be read is not used.
     pub fn read_placement_text(&mut self, text: &str) {
         let stored: StoredPlacement = serde_json::from_str(text).unwrap_or_default();
-        self.placement = stored.gang;
+        // (A gang's placement alone, as the first release that stored any wrote it.)
+        self.placement = stored
+            .gang
+            .or_else(|| serde_json::from_str::<RankPlacement>(text).ok());
         self.replicas = stored.replicas;
     }
 }
@@ -601,6 +604,14 @@ mod tests {
             assert_eq!(back, ran_on);
         }
         assert_eq!(RanOn::default().placement_text(), None);
+        let bare = RankPlacement {
+            attempt: 2,
+            nodes: vec![("n-a".into(), vec![0])],
+            digest: "d".into(),
+        };
+        let mut r = RanOn::default();
+        r.read_placement_text(&serde_json::to_string(&bare).expect("json"));
+        assert_eq!(r.placement, Some(bare), "a gang's placement alone");
         for garbage in ["n-a,n-b", "{\"gang\": {\"attempt\": -1}}"] {
             let mut r = RanOn::default();
             r.read_placement_text(garbage);
