@@ -2757,7 +2757,7 @@ impl Backend for AgentBackend {
         hub.settled = false;
     }
 
-    fn live_recovered_replicas(&self) -> Vec<(String, Vec<(String, Vec<NodeShare>)>)> {
+    fn live_recovered_replicas(&self) -> Vec<crate::backend::ServingReplicas> {
         let hub = self.hub.lock();
         hub.recovering_replicas
             .iter()

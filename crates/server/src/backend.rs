@@ -19,6 +19,9 @@ pub use switchyard_store::RanOn;
 
 use crate::api::JobCommand;
 
+/// A recovered service's replicas that serve on: (job, [(cluster, shares)]).
+pub type ServingReplicas = (String, Vec<(String, Vec<NodeShare>)>);
+
 /// What the leader asks of a backend.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -209,7 +212,7 @@ pub trait Backend: Send + std::fmt::Debug {
     /// Once settled, before the first pass places anything: the replicas of recovered services
     /// that serve on, by job, as (cluster, shares) — the ones worth putting back where they
     /// are (the scheduler is told only these).
-    fn live_recovered_replicas(&self) -> Vec<(String, Vec<(String, Vec<NodeShare>)>)> {
+    fn live_recovered_replicas(&self) -> Vec<ServingReplicas> {
         Vec::new()
     }
     /// `Some` when the backend follows the drains the store records (node agents): a count
@@ -387,7 +390,7 @@ impl Backend for Routed {
         any
     }
 
-    fn live_recovered_replicas(&self) -> Vec<(String, Vec<(String, Vec<NodeShare>)>)> {
+    fn live_recovered_replicas(&self) -> Vec<ServingReplicas> {
         self.routes
             .iter()
             .map(|(_, b)| b)
