@@ -1,7 +1,8 @@
 //! The agent hub at the scale of Colossus 1: 12,544 nodes × 8 accelerators registered, one
 //! gang of 100,352 ranks placed on all of them. What each agent call costs the server then
 //! (every node syncs every heartbeat interval: 12,544 nodes at 2 s is 6,272 calls of each kind
-//! per second), and what placing and stopping the whole gang costs the scheduling leader.
+//! per second), what placing and stopping the whole gang costs the scheduling leader, and what
+//! a new leader's takeover of the running gang costs (rebuilding and checking every assignment).
 //!
 //! `cargo bench -p switchyard-server --bench agents`
 
@@ -12,7 +13,7 @@ use switchyard_agent::protocol::{
 };
 use switchyard_server::agents::{AgentBackend, AgentHub, AgentSettings};
 use switchyard_server::api::JobCommand;
-use switchyard_server::backend::{Backend, Command, NodeShare};
+use switchyard_server::backend::{Backend, Command, NodeShare, Observed};
 
 const NODES: u32 = 12_544;
 const PER_NODE: u32 = 8;
@@ -84,6 +85,91 @@ fn fleet_with_gang() -> (AgentHub, AgentBackend) {
     backend.poll(0);
     backend.act(vec![launch(1)]);
     (hub, backend)
+}
+
+/// A new leader (a fresh hub, every node registered again and reporting its 8 ranks running)
+/// with the recovered launch of the gang to take over.
+fn new_leader_with_running_gang() -> (AgentHub, AgentBackend, Command) {
+    let (_, mut before) = fleet_with_gang();
+    let ran_on = before
+        .poll(0)
+        .into_iter()
+        .find_map(|o| match o {
+            Observed::RanOn { ran_on, .. } => Some(ran_on),
+            _ => None,
+        })
+        .expect("where the gang runs");
+    let fleet = switchyard_core::Fleet::from_toml(
+        &switchyard_core::fleet::local_fleet_toml("bench", NODES, PER_NODE, ""),
+        "bench.toml",
+    )
+    .expect("fleet");
+    let hub = AgentHub::new(&fleet, AgentSettings::default());
+    let mut backend = AgentBackend::new(hub.clone());
+    backend.reset();
+    backend.runs_on_record(&[("pretrain".into(), ran_on.clone())]);
+    for i in 0..NODES {
+        let node = info(i);
+        let id = format!("n-{i:05}");
+        let (cluster, _) = hub.resolve(&node, None).expect("resolves");
+        hub.admit(&node, None, &cluster, &id, i, 0)
+            .expect("admitted");
+        let processes = (i * PER_NODE..(i + 1) * PER_NODE)
+            .map(|rank| ProcessStatus {
+                assignment_id: format!("pretrain/attempt-1/rank-{rank}"),
+                state: ProcessState::Running { pid: 100 + rank },
+                restarts: 0,
+                last_exit: None,
+            })
+            .collect();
+        hub.status(&id, StatusReport { processes }, 0)
+            .expect("reports");
+    }
+    assert!(!backend.settling(0), "every node has reported");
+    backend.poll(0);
+    let Command::Launch {
+        job,
+        cluster,
+        accelerators,
+        nodes,
+        expected_end_ms,
+        command,
+        ..
+    } = launch(2)
+    else {
+        unreachable!()
+    };
+    let recovered = Command::Launch {
+        job,
+        generation: 1,
+        attempt: 2,
+        cluster,
+        accelerators,
+        nodes,
+        expected_end_ms,
+        command,
+        recovered: true,
+        ran_before: Some(ran_on),
+    };
+    (hub, backend, recovered)
+}
+
+/// A new leader taking over the running 100,352-rank gang: every rank's assignment built
+/// again, checked against what its node reported and the stored digest, and handed out as is.
+#[divan::bench(sample_count = 5)]
+fn take_over_100k_ranks(bencher: divan::Bencher) {
+    bencher
+        .with_inputs(new_leader_with_running_gang)
+        .bench_local_values(|(hub, mut backend, recovered)| {
+            backend.act(vec![recovered]);
+            let seen = backend.poll(0);
+            assert!(
+                seen.iter()
+                    .any(|o| matches!(o, Observed::Continued { attempt: 1, .. })),
+                "taken over"
+            );
+            (hub, backend)
+        });
 }
 
 /// Placing the whole gang (100,352 assignments on 12,544 nodes) and stopping it.
