@@ -421,8 +421,9 @@ struct Hub {
     /// The ranks of `recovering` gangs and `recovering_replicas` on each node: (job,
     /// assignment ids).
     keep_on: HashMap<String, Vec<(String, Vec<String>)>>,
-    /// The accelerators they hold, by node: other placements take them last.
-    kept_on_node: HashMap<String, Vec<u32>>,
+    /// The accelerators they hold, by node, with the job holding them: other placements take
+    /// them last.
+    kept_on_node: HashMap<String, Vec<(String, Vec<u32>)>>,
     /// Whether this term's wait for the nodes of `recovering` gangs is over
     /// ([`Backend::settling`]).
     settled: bool,
@@ -1873,44 +1874,56 @@ impl Hub {
             .collect()
     }
 
-    /// Accelerator indices for `count` ranks on `node`: the lowest free ones it offers, or
-    /// (a node that declared fewer than the fleet says) numbers past them. While the term
-    /// recovers, those that ranks or replicas still to be taken over hold on the node are
-    /// taken last.
-    fn take_accelerators(&mut self, node: &str, count: u32) -> Vec<u32> {
+    /// Accelerator indices for `count` ranks of `job` on `node`: the lowest free ones it
+    /// offers, or (a node that declared fewer than the fleet says) numbers past them. While the
+    /// term recovers, those that ranks or replicas still to be taken over hold come after the
+    /// others: the job's own first, another job's last.
+    fn take_accelerators(&mut self, job: &str, node: &str, count: u32) -> Vec<u32> {
         let offered = self
             .nodes
             .get(node)
             .map(|n| n.accelerators.clone())
             .unwrap_or_default();
-        let kept = self.kept_accelerators(node);
+        let kept = self.kept_on_node.get(node);
+        let rank = |i: u32| match kept {
+            Some(list) => list
+                .iter()
+                .filter(|(_, accelerators)| accelerators.contains(&i))
+                .map(|(holder, _)| if holder == job { 1 } else { 2 })
+                .max()
+                .unwrap_or(0),
+            None => 0,
+        };
         let used = self.used.entry(node.to_owned()).or_default();
-        let mut out = Vec::with_capacity(count as usize);
-        let free_offered = |out: &Vec<u32>, i: &u32| !used.contains(i) && !out.contains(i);
-        for i in offered.iter().filter(|i| !kept.contains(i)) {
-            if out.len() < count as usize && free_offered(&out, i) {
-                out.push(*i);
-            }
-        }
-        for i in offered.iter().copied().chain(0..u32::MAX) {
-            if out.len() == count as usize {
-                break;
-            }
-            if free_offered(&out, &i) {
-                out.push(i);
-            }
-        }
+        let kept_count = kept.map_or(0, |k| k.iter().map(|(_, a)| a.len()).sum::<usize>());
+        // Enough numbers past the offered ones to hold `count` whatever is used or kept.
+        let past = u32::try_from(used.len() + kept_count)
+            .unwrap_or(u32::MAX)
+            .saturating_add(count)
+            .saturating_add(
+                offered
+                    .iter()
+                    .copied()
+                    .max()
+                    .map_or(0, |m| m.saturating_add(1)),
+            );
+        // Offered ones before numbers past them; within each, free before kept.
+        let mut candidates: Vec<(bool, u8, usize, u32)> = offered
+            .iter()
+            .copied()
+            .chain((0..past).filter(|i| !offered.contains(i)))
+            .enumerate()
+            .filter(|(_, i)| !used.contains(i))
+            .map(|(at, i)| (at >= offered.len(), rank(i), at, i))
+            .collect();
+        candidates.sort_unstable();
+        let out: Vec<u32> = candidates
+            .into_iter()
+            .take(count as usize)
+            .map(|(_, _, _, i)| i)
+            .collect();
         used.extend(out.iter().copied());
         out
-    }
-
-    /// Accelerators of `node` that gangs' ranks or services' replicas to be taken over in this
-    /// term hold.
-    fn kept_accelerators(&self, node: &str) -> HashSet<u32> {
-        self.kept_on_node
-            .get(node)
-            .map(|k| k.iter().copied().collect())
-            .unwrap_or_default()
     }
 
     /// Gives back accelerators taken for a placement that was not made.
@@ -1926,7 +1939,12 @@ impl Hub {
 
     /// The live nodes of a placement, with accelerator indices for it; `Err` names a slot
     /// that has no live node.
-    fn slots(&mut self, cluster: u32, shares: &[NodeShare]) -> Result<Vec<NodeSlot>, String> {
+    fn slots(
+        &mut self,
+        job: &str,
+        cluster: u32,
+        shares: &[NodeShare],
+    ) -> Result<Vec<NodeSlot>, String> {
         let mut out = Vec::with_capacity(shares.len());
         for s in shares {
             let live = match self.by_slot.get(&(cluster, s.node)) {
@@ -1951,7 +1969,7 @@ impl Hub {
                     return Err(why);
                 }
             };
-            let accelerators = self.take_accelerators(&id, s.accelerators);
+            let accelerators = self.take_accelerators(job, &id, s.accelerators);
             out.push(NodeSlot {
                 node_id: id,
                 address,
@@ -2158,7 +2176,7 @@ impl AgentBackend {
             }
         }
         let spec = gang(attempt, world_size);
-        let placed = hub.slots(c, nodes).and_then(|slots| {
+        let placed = hub.slots(&job, c, nodes).and_then(|slots| {
             gang::place(&spec, &slots).map_err(|e| {
                 hub.untake(&slots);
                 e.to_string()
@@ -2302,7 +2320,7 @@ impl AgentBackend {
         }
         hub.replica_seq += 1;
         let seq = hub.replica_seq;
-        let slots = match hub.slots(c, &nodes) {
+        let slots = match hub.slots(&job, c, &nodes) {
             Ok(s) => s,
             Err(why) => {
                 hub.observed.push(Observed::Event {
@@ -2770,10 +2788,13 @@ impl Backend for AgentBackend {
                             .iter()
                             .enumerate()
                             .map(|(rank, (id, accelerators))| {
+                                // (Not one on a drained node: were it not taken over after
+                                // all, a new replica would start there.)
                                 let n = hub.nodes.get(id).filter(|n| {
                                     !n.lost
                                         && n.status_reports > n.term_reports
                                         && hub.cluster_name(n.cluster) == Some(r.cluster.as_str())
+                                        && !hub.drained.contains_key(id.as_str())
                                 })?;
                                 let rank_id =
                                     format!("{job}/replica-{}.{}/rank-{rank}", r.epoch, r.seq);
@@ -2805,7 +2826,7 @@ impl Backend for AgentBackend {
                     hub.kept_on_node
                         .entry(node.clone())
                         .or_default()
-                        .extend(accelerators);
+                        .push((job.clone(), accelerators.clone()));
                 }
                 for (rank, (node, _)) in r.nodes.iter().enumerate() {
                     let id = format!("{job}/replica-{}.{}/rank-{rank}", r.epoch, r.seq);
@@ -2830,7 +2851,7 @@ impl Backend for AgentBackend {
                 hub.kept_on_node
                     .entry(node.clone())
                     .or_default()
-                    .extend(accelerators);
+                    .push((job.clone(), accelerators.clone()));
                 let n = u32::try_from(accelerators.len()).unwrap_or(u32::MAX);
                 let ids = (rank..rank.saturating_add(n))
                     .map(|r| gang::assignment_id(job, placement.attempt, r))
@@ -5246,6 +5267,92 @@ mod tests {
             stored.iter().rev().find(|(j, _)| j == "svc"),
             Some(&("svc".into(), 2)),
             "{stored:?}"
+        );
+    }
+
+    /// A job started anew where it ran takes the accelerators it held itself before those
+    /// another job still to be taken over holds; a replica on a drained node is not offered for
+    /// a takeover (it is placed anew elsewhere).
+    #[test]
+    fn a_job_started_anew_takes_its_own_kept_accelerators_first() {
+        let gang = |accelerator: u32| RanOn {
+            nodes: vec!["n-a".into()],
+            placement: Some(RankPlacement {
+                attempt: 1,
+                nodes: vec![("n-a".into(), vec![accelerator])],
+                digest: "not these".into(),
+            }),
+            replicas: Vec::new(),
+        };
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        b.reset();
+        b.runs_on_record(&[("first".into(), gang(1)), ("second".into(), gang(0))]);
+        let t = now_ms();
+        let a = join(&h, "a", 0, t);
+        runs_nothing(&h, &a, t);
+        assert!(!b.settling(t));
+        let _ = b.poll(t);
+        let mut relaunch = launch("first", 1, 2, &[(0, 1)]);
+        if let Command::Launch { recovered, .. } = &mut relaunch {
+            *recovered = true;
+        }
+        b.act(vec![relaunch]);
+        let h2 = h.lock();
+        let run = h2
+            .by_job
+            .get("first")
+            .and_then(|ids| h2.runs.get(ids.iter().next()?))
+            .expect("started anew");
+        assert_eq!(
+            run.by_node[&a][0].accelerators,
+            [1],
+            "its own, not second's 0"
+        );
+        drop(h2);
+
+        let h = hub();
+        let mut b = AgentBackend::new(h.clone());
+        b.reset();
+        b.runs_on_record(&[(
+            "svc".into(),
+            RanOn {
+                nodes: vec!["n-a".into()],
+                placement: None,
+                replicas: vec![switchyard_store::ReplicaPlacement {
+                    cluster: "local".into(),
+                    epoch: "old".into(),
+                    seq: 1,
+                    nodes: vec![("n-a".into(), vec![0])],
+                    digest: "x".into(),
+                }],
+            },
+        )]);
+        let a = join(&h, "a", 0, t);
+        h.status(
+            &a,
+            StatusReport {
+                processes: vec![ProcessStatus {
+                    assignment_id: "svc/replica-old.1/rank-0".into(),
+                    state: ProcessState::Running { pid: 4 },
+                    restarts: 0,
+                    last_exit: None,
+                }],
+            },
+            t,
+        )
+        .expect("reports");
+        assert_eq!(b.live_recovered_replicas()[0].1.len(), 1, "serving");
+        h.set_drain(
+            &a,
+            Some(switchyard_store::NodeDrain {
+                reason: "repair".into(),
+                since_ms: t,
+            }),
+        );
+        assert!(
+            b.live_recovered_replicas()[0].1.is_empty(),
+            "not on a drained node"
         );
     }
 
