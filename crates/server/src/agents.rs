@@ -3699,6 +3699,40 @@ mod tests {
         }
     }
 
+    /// Where attempt 1 of a gang ran as the store has it: on node a, these accelerators.
+    fn attempt_1_on_a(accelerators: &[u32], digest: &str) -> RanOn {
+        RanOn {
+            nodes: vec!["n-a".into()],
+            placement: Some(RankPlacement {
+                attempt: 1,
+                nodes: vec![("n-a".into(), accelerators.to_vec())],
+                digest: digest.into(),
+            }),
+            replicas: Vec::new(),
+        }
+    }
+
+    /// A new leader's launch of recovered `job`, which last ran as `ran_before` says.
+    fn recovered_launch(
+        job: &str,
+        generation: u32,
+        attempt: u32,
+        nodes: &[(u32, u32)],
+        ran_before: RanOn,
+    ) -> Command {
+        let mut l = launch(job, generation, attempt, nodes);
+        if let Command::Launch {
+            recovered,
+            ran_before: before,
+            ..
+        } = &mut l
+        {
+            *recovered = true;
+            *before = Some(ran_before);
+        }
+        l
+    }
+
     /// `seen` with where ranks ran reduced to their nodes.
     fn nodes_only(mut seen: Vec<Observed>) -> Vec<Observed> {
         for o in &mut seen {
@@ -4902,16 +4936,7 @@ mod tests {
             } else {
                 &[(1, 2), (0, 1)]
             };
-            let mut relaunch = launch("j", 1, 4, shares);
-            if let Command::Launch {
-                recovered,
-                ran_before,
-                ..
-            } = &mut relaunch
-            {
-                *recovered = true;
-                *ran_before = Some(ran_on.clone());
-            }
+            let relaunch = recovered_launch("j", 1, 4, shares, ran_on.clone());
             b.act(vec![relaunch]);
             let seen = b.poll(t);
             let continued = seen.iter().any(|o| {
@@ -4989,16 +5014,7 @@ mod tests {
         .expect("bb reports");
         assert!(!b.settling(t));
         let _ = b.poll(t);
-        let mut relaunch = launch("j", 1, 2, &[(0, 2), (1, 2)]);
-        if let Command::Launch {
-            recovered,
-            ran_before,
-            ..
-        } = &mut relaunch
-        {
-            *recovered = true;
-            *ran_before = Some(ran_on);
-        }
+        let relaunch = recovered_launch("j", 1, 2, &[(0, 2), (1, 2)], ran_on);
         b.act(vec![relaunch]);
         let seen = b.poll(t);
         assert!(
@@ -5275,15 +5291,7 @@ mod tests {
     /// a takeover (it is placed anew elsewhere).
     #[test]
     fn a_job_started_anew_takes_its_own_kept_accelerators_first() {
-        let gang = |accelerator: u32| RanOn {
-            nodes: vec!["n-a".into()],
-            placement: Some(RankPlacement {
-                attempt: 1,
-                nodes: vec![("n-a".into(), vec![accelerator])],
-                digest: "not these".into(),
-            }),
-            replicas: Vec::new(),
-        };
+        let gang = |accelerator: u32| attempt_1_on_a(&[accelerator], "not these");
         let h = hub();
         let mut b = AgentBackend::new(h.clone());
         b.reset();
@@ -5363,15 +5371,7 @@ mod tests {
         let h = hub();
         let mut b = AgentBackend::new(h.clone());
         b.reset();
-        let ran_on = RanOn {
-            nodes: vec!["n-a".into()],
-            placement: Some(RankPlacement {
-                attempt: 1,
-                nodes: vec![("n-a".into(), vec![0, 1])],
-                digest: "not these assignments".into(),
-            }),
-            replicas: Vec::new(),
-        };
+        let ran_on = attempt_1_on_a(&[0, 1], "not these assignments");
         b.runs_on_record(&[("j".into(), ran_on.clone())]);
         let t = now_ms();
         let a = join(&h, "a", 0, t);
@@ -5385,16 +5385,7 @@ mod tests {
         runs_nothing(&h, &a, t);
         assert!(!b.settling(t));
         let _ = b.poll(t);
-        let mut relaunch = launch("j", 1, 2, &[(0, 2)]);
-        if let Command::Launch {
-            recovered,
-            ran_before,
-            ..
-        } = &mut relaunch
-        {
-            *recovered = true;
-            *ran_before = Some(ran_on);
-        }
+        let relaunch = recovered_launch("j", 1, 2, &[(0, 2)], ran_on);
         b.act(vec![relaunch]);
         let seen = b.poll(t);
         assert!(
@@ -5413,15 +5404,7 @@ mod tests {
         let h = hub();
         let mut b = AgentBackend::new(h.clone());
         b.reset();
-        let ran_on = RanOn {
-            nodes: vec!["n-a".into()],
-            placement: Some(RankPlacement {
-                attempt: 1,
-                nodes: vec![("n-a".into(), vec![0, 1])],
-                digest: "x".into(),
-            }),
-            replicas: Vec::new(),
-        };
+        let ran_on = attempt_1_on_a(&[0, 1], "x");
         b.runs_on_record(&[("j".into(), ran_on)]);
         let t0 = h.lock().term_started_ms.expect("a term");
         let a = join(&h, "a", 0, t0);

@@ -2294,16 +2294,22 @@ repair_hours = 24.0
         assert_eq!(u.cluster.as_deref(), Some("aws-h100-spot"));
     }
 
-    /// A recovered job cancelled before the new leader places it again is stopped in its
-    /// backend, which may be keeping its earlier run going meanwhile.
-    #[test]
-    fn a_recovered_job_cancelled_before_it_is_placed_again_is_stopped() {
+    /// An engine that has just recovered job `a`, running on colossus-1 since T0 - 5 s.
+    fn recovered_a() -> Engine {
         let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
         let mut r = record("a", 1);
         r.state = JobState::Running;
         r.cluster = Some("colossus-1".into());
         r.started_ms = Some(T0 - 5000);
         e.admit(T0, &r, spec(3600.0));
+        e
+    }
+
+    /// A recovered job cancelled before the new leader places it again is stopped in its
+    /// backend, which may be keeping its earlier run going meanwhile.
+    #[test]
+    fn a_recovered_job_cancelled_before_it_is_placed_again_is_stopped() {
+        let mut e = recovered_a();
         e.cancel(T0 + 10, "a");
         let (batch, cmds) = e.take(T0 + 10);
         assert_eq!(cmds, [Command::Stop { job: "a".into() }]);
@@ -2314,12 +2320,7 @@ repair_hours = 24.0
     /// keeps it running); its `recovered` event is, and the job is written once placed.
     #[test]
     fn a_recovered_job_is_not_written_as_pending_while_the_backend_settles() {
-        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
-        let mut r = record("a", 1);
-        r.state = JobState::Running;
-        r.cluster = Some("colossus-1".into());
-        r.started_ms = Some(T0 - 5000);
-        e.admit(T0, &r, spec(3600.0));
+        let mut e = recovered_a();
         e.set_settling(true);
         let (batch, _) = e.take(T0);
         assert!(batch.updates.is_empty(), "{:?}", batch.updates);
@@ -2344,12 +2345,7 @@ repair_hours = 24.0
 
     #[test]
     fn recovery_of_a_running_job_is_recorded() {
-        let mut e = Engine::new(&Fleet::default_fleet(), Clock::starting_at(T0));
-        let mut r = record("a", 1);
-        r.state = JobState::Running;
-        r.cluster = Some("colossus-1".into());
-        r.started_ms = Some(T0 - 5000);
-        e.admit(T0, &r, spec(3600.0));
+        let mut e = recovered_a();
         e.schedule(T0);
         let (batch, _) = e.take(T0);
         assert!(batch.events.iter().any(|ev| ev.kind == "recovered"));
