@@ -6,6 +6,8 @@
 
 mod agents_common;
 
+use std::path::{Path, PathBuf};
+
 use agents_common::server_common::Server;
 use agents_common::*;
 
@@ -16,13 +18,32 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-#[test]
-fn a_run_survives_a_restart_of_the_server() {
-    let dir = scratch("agents-restart");
+/// A server on a fresh database with two local agents (2 accelerators each): the scratch
+/// directory, the fleet file, the address, the server and its agents.
+fn two_agents(name: &str) -> (PathBuf, PathBuf, String, AgentServer, Vec<AgentProcess>) {
+    let dir = scratch(name);
     let fleet = fleet_file(&dir, 2, 2);
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut s = AgentServer::start(&dir, &fleet, &listen);
-    let agents: Vec<AgentProcess> = s.start_local_agents(&dir, 2);
+    let s = AgentServer::start(&dir, &fleet, &listen);
+    let agents = s.start_local_agents(&dir, 2);
+    (dir, fleet, listen, s, agents)
+}
+
+/// SIGKILLs the server and starts it again on the same database and address.
+fn kill_and_restart(s: &mut AgentServer, fleet: &Path, listen: &str) {
+    s.server.kill();
+    let db = s.server.db.clone();
+    let args = server_args(fleet, &s.checkpoints, "300ms", 10);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.server = Server::start_on(&db, listen, &args);
+    wait_for(30, "the restarted server to lead", || {
+        (s.server.role() == "leader").then_some(())
+    });
+}
+
+#[test]
+fn a_run_survives_a_restart_of_the_server() {
+    let (dir, fleet, listen, mut s, agents) = two_agents("agents-restart");
     let before: Vec<(String, i64)> = s
         .nodes()
         .iter()
@@ -42,14 +63,7 @@ fn a_run_survives_a_restart_of_the_server() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64;
-    s.server.kill();
-    let db = s.server.db.clone();
-    let args = server_args(&fleet, &s.checkpoints, "300ms", 10);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    s.server = Server::start_on(&db, &listen, &args);
-    wait_for(30, "the restarted server to lead", || {
-        (s.server.role() == "leader").then_some(())
-    });
+    kill_and_restart(&mut s, &fleet, &listen);
 
     let end = wait_final(&s, &job, 240);
     assert_eq!(end["state"], "done", "{end}\n{:#?}", s.events(&job));
@@ -120,11 +134,7 @@ fn a_run_survives_a_restart_of_the_server() {
 /// `switchyard` events say so.
 #[test]
 fn a_service_serves_on_through_a_restart_of_the_server() {
-    let dir = scratch("agents-restart-service");
-    let fleet = fleet_file(&dir, 2, 2);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut s = AgentServer::start(&dir, &fleet, &listen);
-    let agents: Vec<AgentProcess> = s.start_local_agents(&dir, 2);
+    let (dir, fleet, listen, mut s, agents) = two_agents("agents-restart-service");
     let job = s.submit(&serde_json::json!({
         "kind": "inference",
         "accelerators": 2,
@@ -146,14 +156,7 @@ fn a_service_serves_on_through_a_restart_of_the_server() {
         (lines.len() == 2).then_some(lines)
     });
 
-    s.server.kill();
-    let db = s.server.db.clone();
-    let args = server_args(&fleet, &s.checkpoints, "300ms", 10);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    s.server = Server::start_on(&db, &listen, &args);
-    wait_for(30, "the restarted server to lead", || {
-        (s.server.role() == "leader").then_some(())
-    });
+    kill_and_restart(&mut s, &fleet, &listen);
     wait_for(60, "both replicas to be taken over", || {
         let taken = s
             .events(&job)
