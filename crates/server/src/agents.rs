@@ -174,6 +174,18 @@ struct Node {
 }
 
 impl Node {
+    /// Whether it is up and has reported its processes since this hub's leader term began.
+    fn heard_this_term(&self) -> bool {
+        !self.lost && self.status_reports > self.term_reports
+    }
+
+    /// Whether its last report has process `id` in a state `accept` takes.
+    fn reports(&self, id: &str, accept: impl Fn(&ProcessState) -> bool) -> bool {
+        self.statuses
+            .iter()
+            .any(|st| st.assignment_id == id && accept(&st.state))
+    }
+
     /// Whether a machine at `address` with boot `boot` is another machine than this node's:
     /// another address, or another boot where both are known (clones of one image reach the
     /// same address when it is their shared host name).
@@ -427,6 +439,8 @@ struct Hub {
     /// Whether this term's wait for the nodes of `recovering` gangs is over
     /// ([`Backend::settling`]).
     settled: bool,
+    /// Services whose replicas came or went since the leader was last told.
+    replicas_changed: BTreeSet<String>,
 }
 
 /// A node as the store has it from its last registration.
@@ -1672,8 +1686,20 @@ impl Hub {
         self.recovering.contains_key(job) || self.recovering_replicas.contains_key(job)
     }
 
-    /// Tells the leader where `job`'s replicas serve now (stored, for a new leader).
+    /// Notes that `job`'s replicas changed: [`Hub::report_replicas`] tells the leader.
     fn replicas_changed(&mut self, job: &str) {
+        self.replicas_changed.insert(job.to_owned());
+    }
+
+    /// Tells the leader where the services whose replicas changed serve now (stored, for a new
+    /// leader): once per service however many of its replicas came or went.
+    fn report_replicas(&mut self) {
+        for job in std::mem::take(&mut self.replicas_changed) {
+            self.report_replicas_of(&job);
+        }
+    }
+
+    fn report_replicas_of(&mut self, job: &str) {
         let mut replicas: Vec<switchyard_store::ReplicaPlacement> = self
             .runs_of(job, |r| matches!(r.kind, RunKind::Replica { .. }))
             .into_iter()
@@ -1705,8 +1731,8 @@ impl Hub {
     }
 
     /// A recovered service's replica, as the store has it, that serves on exactly `shares` of
-    /// cluster `c` (its nodes reported each of its processes running in this term and their
-    /// accelerators are free): its slots, and where it is in `recovering_replicas`.
+    /// cluster `c` ([`Hub::takeover_slots`]): its slots, and where it is in
+    /// `recovering_replicas`.
     fn replica_to_take_over(
         &self,
         job: &str,
@@ -1716,39 +1742,80 @@ impl Hub {
         let cluster = self.cluster_name(c)?;
         let candidates = self.recovering_replicas.get(job)?;
         candidates.iter().enumerate().find_map(|(at, r)| {
-            if r.cluster != cluster || r.nodes.len() != shares.len() {
+            if r.cluster != cluster {
                 return None;
             }
-            let mut slots = Vec::with_capacity(shares.len());
-            for (rank, (share, (id, accelerators))) in shares.iter().zip(&r.nodes).enumerate() {
-                if self.by_slot.get(&(c, share.node)) != Some(id)
-                    || share.accelerators as usize != accelerators.len()
-                {
-                    return None;
-                }
-                let n = self
-                    .nodes
-                    .get(id)
-                    .filter(|n| !n.lost && n.status_reports > n.term_reports)?;
-                let rank_id = format!("{job}/replica-{}.{}/rank-{rank}", r.epoch, r.seq);
-                let running = n.statuses.iter().any(|st| {
-                    st.assignment_id == rank_id && matches!(st.state, ProcessState::Running { .. })
-                });
-                let taken = self
-                    .used
-                    .get(id)
-                    .is_some_and(|u| accelerators.iter().any(|a| u.contains(a)));
-                if !running || taken {
-                    return None;
-                }
-                slots.push(NodeSlot {
-                    node_id: id.clone(),
-                    address: n.address.clone(),
-                    accelerators: accelerators.clone(),
-                });
-            }
+            let ids = |k: usize, _, _| vec![replica_assignment_id(job, &r.epoch, r.seq, k)];
+            let slots = self
+                .takeover_slots(c, shares, &r.nodes, ids, running)
+                .ok()?;
             Some((at, slots))
         })
+    }
+
+    /// The slots of work an earlier leader placed on `stored` (node ids with their
+    /// accelerators, in rank order) that a placement on `shares` of cluster `c` takes over:
+    /// the same nodes in those slots with as many accelerators, each heard from in this term
+    /// with every process `ids(node's place, first rank there, ranks there)` names reported in
+    /// a state `alive` takes, and those accelerators free here. `Err` says why not.
+    fn takeover_slots(
+        &self,
+        c: u32,
+        shares: &[NodeShare],
+        stored: &[(String, Vec<u32>)],
+        ids: impl Fn(usize, u32, u32) -> Vec<String>,
+        alive: impl Fn(&ProcessState) -> bool,
+    ) -> Result<Vec<NodeSlot>, String> {
+        if shares.len() != stored.len() {
+            return Err(format!(
+                "placed on {} nodes, ran on {}",
+                shares.len(),
+                stored.len()
+            ));
+        }
+        let mut slots = Vec::with_capacity(shares.len());
+        let mut rank = 0u32;
+        for (k, (share, (id, accelerators))) in shares.iter().zip(stored).enumerate() {
+            if self.by_slot.get(&(c, share.node)) != Some(id)
+                || share.accelerators as usize != accelerators.len()
+            {
+                return Err(format!("node slot {} is not where {id} ran", share.node));
+            }
+            let n = match self.nodes.get(id) {
+                Some(n) if n.heard_this_term() => n,
+                _ => return Err(format!("node {id} has not reported in this term")),
+            };
+            if let Some(gone) = ids(k, rank, share.accelerators)
+                .into_iter()
+                .find(|process| !n.reports(process, &alive))
+            {
+                return Err(format!("{gone} is not running on node {id}"));
+            }
+            rank += share.accelerators;
+            if self
+                .used
+                .get(id)
+                .is_some_and(|u| accelerators.iter().any(|a| u.contains(a)))
+            {
+                return Err(format!("accelerators of node {id} are taken"));
+            }
+            slots.push(NodeSlot {
+                node_id: id.clone(),
+                address: n.address.clone(),
+                accelerators: accelerators.clone(),
+            });
+        }
+        Ok(slots)
+    }
+
+    /// Marks the accelerators of `slots` used.
+    fn take_slots(&mut self, slots: &[NodeSlot]) {
+        for slot in slots {
+            self.used
+                .entry(slot.node_id.clone())
+                .or_default()
+                .extend(slot.accelerators.iter().copied());
+        }
     }
 
     /// Takes over the ranks of `placement` (attempt N of `job`, as the store has it) for a
@@ -1777,59 +1844,20 @@ impl Hub {
         }) {
             return Err("ranks of another attempt may still be running or stopping".into());
         }
-        if shares.len() != placement.nodes.len() {
-            return Err(format!(
-                "placed on {} nodes, ran on {}",
-                shares.len(),
-                placement.nodes.len()
-            ));
-        }
-        let mut slots = Vec::with_capacity(shares.len());
-        let mut rank = 0u32;
-        for (share, (id, accelerators)) in shares.iter().zip(&placement.nodes) {
-            if self.by_slot.get(&(cluster, share.node)) != Some(id)
-                || share.accelerators as usize != accelerators.len()
-            {
-                return Err(format!(
-                    "node slot {} is not where {id} ran its ranks",
-                    share.node
-                ));
-            }
-            let n = match self.nodes.get(id) {
-                Some(n) if !n.lost && n.status_reports > n.term_reports => n,
-                _ => return Err(format!("node {id} has not reported in this term")),
-            };
-            for r in rank..rank + share.accelerators {
-                let rank_id = gang::assignment_id(job, placement.attempt, r);
-                // Running, or done: a rank that finished its work (its end is judged again).
-                let alive = n.statuses.iter().any(|st| {
-                    st.assignment_id == rank_id
-                        && match &st.state {
-                            ProcessState::Running { .. } => true,
-                            ProcessState::Exited(e) => e.success() && !e.stopped_by_agent,
-                            _ => false,
-                        }
-                });
-                if !alive {
-                    return Err(format!(
-                        "{rank_id} is neither running nor done on node {id}"
-                    ));
-                }
-            }
-            rank += share.accelerators;
-            if self
-                .used
-                .get(id)
-                .is_some_and(|u| accelerators.iter().any(|a| u.contains(a)))
-            {
-                return Err(format!("accelerators of node {id} are taken"));
-            }
-            slots.push(NodeSlot {
-                node_id: id.clone(),
-                address: n.address.clone(),
-                accelerators: accelerators.clone(),
-            });
-        }
+        let attempt = placement.attempt;
+        let ids = |_, first: u32, count: u32| {
+            (first..first + count)
+                .map(|r| gang::assignment_id(job, attempt, r))
+                .collect()
+        };
+        // Running, or done: a rank that finished its work (its end is judged again).
+        let alive = |state: &ProcessState| match state {
+            ProcessState::Running { .. } => true,
+            ProcessState::Exited(e) => e.success() && !e.stopped_by_agent,
+            _ => false,
+        };
+        let slots = self.takeover_slots(cluster, shares, &placement.nodes, ids, alive)?;
+        let rank: u32 = shares.iter().map(|s| s.accelerators).sum();
         let mut by_node =
             gang::place(&gang(placement.attempt, rank), &slots).map_err(|e| e.to_string())?;
         for a in by_node.values_mut().flatten() {
@@ -1843,12 +1871,7 @@ impl Hub {
                     .into(),
             );
         }
-        for slot in &slots {
-            self.used
-                .entry(slot.node_id.clone())
-                .or_default()
-                .extend(slot.accelerators.iter().copied());
-        }
+        self.take_slots(&slots);
         let mut run = Run::new(
             job.to_owned(),
             RunKind::Gang {
@@ -1978,6 +2001,16 @@ impl Hub {
         }
         Ok(out)
     }
+}
+
+/// The id of process `rank` (its node's place in the replica) of replica `seq` of `job`,
+/// started by the hub of `epoch`.
+fn replica_assignment_id(job: &str, epoch: &str, seq: u64, rank: usize) -> String {
+    format!("{job}/replica-{epoch}.{seq}/rank-{rank}")
+}
+
+fn running(state: &ProcessState) -> bool {
+    matches!(state, ProcessState::Running { .. })
 }
 
 /// Node ids with their accelerator indices, in rank order.
@@ -2277,12 +2310,7 @@ impl AgentBackend {
                 accelerator,
             );
             if assignments_digest(&by_node) == before.digest {
-                for slot in &slots {
-                    hub.used
-                        .entry(slot.node_id.clone())
-                        .or_default()
-                        .extend(slot.accelerators.iter().copied());
-                }
+                hub.take_slots(&slots);
                 // Restarts its agent made before count as reported.
                 let restarts: Vec<(String, u32)> = by_node
                     .iter()
@@ -2378,7 +2406,7 @@ impl AgentBackend {
             .map(|(rank, slot)| {
                 let node = slot.node_id.clone();
                 let assignment = Assignment {
-                    id: format!("{job}/replica-{epoch}.{seq}/rank-{rank}"),
+                    id: replica_assignment_id(job, epoch, seq, rank),
                     job_id: job.to_owned(),
                     attempt: 1,
                     rank: rank as u32,
@@ -2442,6 +2470,7 @@ impl Backend for AgentBackend {
         let mut hub = hub_handle.lock();
         if commands.is_empty() {
             Self::end_recovery(&mut hub);
+            hub.report_replicas();
             return;
         }
         for c in commands {
@@ -2479,6 +2508,7 @@ impl Backend for AgentBackend {
             }
         }
         Self::end_recovery(&mut hub);
+        hub.report_replicas();
     }
 
     fn poll(&mut self, now_ms: i64) -> Vec<Observed> {
@@ -2772,6 +2802,7 @@ impl Backend for AgentBackend {
         hub.recovering_replicas.clear();
         hub.keep_on.clear();
         hub.kept_on_node.clear();
+        hub.replicas_changed.clear();
         hub.settled = false;
     }
 
@@ -2791,23 +2822,15 @@ impl Backend for AgentBackend {
                                 // (Not one on a drained node: were it not taken over after
                                 // all, a new replica would start there.)
                                 let n = hub.nodes.get(id).filter(|n| {
-                                    !n.lost
-                                        && n.status_reports > n.term_reports
+                                    n.heard_this_term()
                                         && hub.cluster_name(n.cluster) == Some(r.cluster.as_str())
                                         && !hub.drained.contains_key(id.as_str())
                                 })?;
-                                let rank_id =
-                                    format!("{job}/replica-{}.{}/rank-{rank}", r.epoch, r.seq);
-                                n.statuses
-                                    .iter()
-                                    .any(|st| {
-                                        st.assignment_id == rank_id
-                                            && matches!(st.state, ProcessState::Running { .. })
-                                    })
-                                    .then_some(NodeShare {
-                                        node: n.slot,
-                                        accelerators: accelerators.len() as u32,
-                                    })
+                                let process = replica_assignment_id(job, &r.epoch, r.seq, rank);
+                                n.reports(&process, running).then_some(NodeShare {
+                                    node: n.slot,
+                                    accelerators: accelerators.len() as u32,
+                                })
                             })
                             .collect::<Option<Vec<NodeShare>>>()?;
                         Some((r.cluster.clone(), shares))
@@ -2829,7 +2852,7 @@ impl Backend for AgentBackend {
                         .push((job.clone(), accelerators.clone()));
                 }
                 for (rank, (node, _)) in r.nodes.iter().enumerate() {
-                    let id = format!("{job}/replica-{}.{}/rank-{rank}", r.epoch, r.seq);
+                    let id = replica_assignment_id(job, &r.epoch, r.seq, rank);
                     hub.keep_on
                         .entry(node.clone())
                         .or_default()
@@ -2880,10 +2903,7 @@ impl Backend for AgentBackend {
             .is_some_and(|t| now_ms < t.saturating_add(deadline));
         let unheard = hub.keep_on.iter().any(|(node, jobs)| {
             jobs.iter().any(|(job, _)| hub.is_recovering(job))
-                && !hub
-                    .nodes
-                    .get(node)
-                    .is_some_and(|n| !n.lost && n.status_reports > n.term_reports)
+                && !hub.nodes.get(node).is_some_and(Node::heard_this_term)
         });
         hub.settled = (hub.recovering.is_empty() && hub.recovering_replicas.is_empty())
             || !within

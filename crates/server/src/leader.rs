@@ -317,16 +317,9 @@ async fn recover(
             })
             .collect()
     };
+    // (Services' replicas: the backend says which still serve, once it has heard from their
+    // nodes: `Backend::live_recovered_replicas`.)
     for r in records.iter().filter(|r| r.state == JobState::Running) {
-        if let Some(ran_on) = r.ran_on.as_ref().filter(|o| !o.replicas.is_empty()) {
-            let replicas = ran_on
-                .replicas
-                .iter()
-                .filter_map(|p| Some((p.cluster.clone(), shares_of(&p.cluster, &p.nodes)?)))
-                .collect();
-            engine.recovered_replicas_at(&r.id, replicas);
-            continue;
-        }
         let (Some(cluster), Some(placement)) = (
             r.cluster.as_deref(),
             r.ran_on.as_ref().and_then(|o| o.placement.as_ref()),
