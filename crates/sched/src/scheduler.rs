@@ -417,6 +417,9 @@ struct Job {
     /// Failures in a row that found no progress kept since the one before (training).
     stalled: u32,
     urgent: bool,
+    /// It ran under an earlier scheduling leader: its first start here is a restart (its
+    /// backend may still take the running work over: [`Scheduler::continued`]).
+    ran_before: bool,
     /// It started (under `switchyard`) after starving: the yield rule leaves its runs alone,
     /// or a week's wait would end in a restart behind the next shorter job, and again.
     starved: bool,
@@ -1492,6 +1495,7 @@ impl Scheduler {
             restarts: 0,
             stalled: 0,
             urgent: false,
+            ran_before: false,
             starved: false,
             order: self.submitted,
         };
@@ -2010,10 +2014,10 @@ impl Scheduler {
     }
 
     /// What (re)starting job `j` on `cluster` costs before it makes progress: nothing for its
-    /// first start.
+    /// first start, unless it ran under an earlier scheduling leader.
     fn restart_cost(&self, j: JobIdx, cluster: u32) -> f64 {
         let job = &self.jobs[j as usize];
-        if job.generation == 0 {
+        if job.generation == 0 && !job.ran_before {
             return 0.0;
         }
         match job.kind {
@@ -2441,10 +2445,33 @@ impl Scheduler {
         }
         if j.kind != JobKind::Inference {
             self.recovered.push(job);
+            self.jobs[job as usize].ran_before = true;
         }
-        if !j.urgent {
+        if !self.jobs[job as usize].urgent {
             self.rekey(job, |j| j.urgent = true);
         }
+    }
+
+    /// The backend took over the work that `job`'s run of `generation` recovered from an
+    /// earlier scheduling leader (its ranks or its Slurm job ran on): nothing restarts, so the
+    /// run progresses from its start, not after a restart. Returns the new predicted end;
+    /// `None` (nothing changed) for another generation, a job not running, or a run that
+    /// restarts nothing.
+    pub fn continued(&mut self, job: JobIdx, generation: u32) -> Option<f64> {
+        let j = self.jobs.get(job as usize)?;
+        if j.state != JobState::Running || j.generation != generation {
+            return None;
+        }
+        let mut run = j.run.clone().filter(|r| r.setup_s > 0.0)?;
+        let order = j.order;
+        run.setup_s = 0.0;
+        if !run.held && run.paused_at.is_none() {
+            let start = run.start_s;
+            self.progress_from(job, order, &mut run, start);
+        }
+        let end = run.end_s;
+        self.jobs[job as usize].run = Some(run);
+        Some(end)
     }
 
     /// [`Scheduler::recovered`], for a gang whose ranks may still run where the earlier
