@@ -1,12 +1,15 @@
 //! Agent and server survive each other's restarts: the server is SIGKILLed mid-run and started
 //! again on the same database and address; the agents re-register (same node ids and slots),
 //! the restarted server takes the running ranks over, and the run finishes as the same attempt
-//! with the same final model. An agent restarted on its --state-dir learns how the ranks it adopted
+//! with the same final model; likewise when the leader of two PostgreSQL replicas is SIGKILLed and
+//! the other takes over. An agent restarted on its --state-dir learns how the ranks it adopted
 //! ended (their exit recorders). (Adoption itself is tested in crates/agent/tests/agent_loop.rs.)
 
 mod agents_common;
 
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use agents_common::server_common::Server;
 use agents_common::*;
@@ -41,6 +44,108 @@ fn kill_and_restart(s: &mut AgentServer, fleet: &Path, listen: &str) {
     });
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// The 4-rank run `job` ends done as it ran before the scheduling leader changed at `killed_ms`:
+/// recovered and taken over (`continued`), only attempt 1 ran, no rank started again, what it
+/// wrote meanwhile kept, and the final model that of an uninterrupted run.
+fn assert_ran_on_as_attempt_1(s: &AgentServer, job: &str, killed_ms: i64, dir: &Path) {
+    let end = wait_final(s, job, 240);
+    assert_eq!(end["state"], "done", "{end}\n{:#?}", s.events(job));
+    let kinds: Vec<String> = s
+        .events(job)
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert!(kinds.iter().any(|k| k == "recovered"), "{kinds:?}");
+    assert!(
+        kinds.iter().any(|k| k == "continued"),
+        "the ranks were taken over: {:#?}",
+        s.events(job)
+    );
+    // The ranks ran on through the outage: one attempt, started once, never resumed.
+    let logs = s.logs(job);
+    assert!(
+        logs.iter().all(|l| l["attempt"] == 1),
+        "only attempt 1 ran: {:?}",
+        logs.iter()
+            .filter(|l| l["attempt"] != 1)
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !logs.iter().any(|l| l["line"]
+            .as_str()
+            .is_some_and(|t| t.contains("resuming from checkpoint step"))),
+        "no rank started again"
+    );
+    let job_view = s.job(job);
+    assert_eq!(job_view["restarts"], 0, "{job_view}");
+    // What the first attempt wrote while no leader answered was held by the agents and kept
+    // by the new leader (pushed before or after it took the attempt over).
+    let during_outage = logs
+        .iter()
+        .filter(|l| l["attempt"] == 1 && l["at_ms"].as_i64().is_some_and(|t| t > killed_ms + 100))
+        .count();
+    assert!(
+        during_outage > 0,
+        "no line of attempt 1 written after the leader was killed was kept"
+    );
+    assert_eq!(s.final_model(job), reference_model(dir, 4));
+}
+
+/// What puts several server replicas "behind one address that routes to the leader"
+/// (docs/agent.md): a TCP relay on loopback to the address the test names, each connection
+/// relayed to wherever it pointed when the connection came in.
+struct LeaderAddress {
+    url: String,
+    target: Arc<Mutex<String>>,
+}
+
+impl LeaderAddress {
+    fn to(url: &str) -> LeaderAddress {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let url_here = format!("http://{}", listener.local_addr().expect("relay address"));
+        let target = Arc::new(Mutex::new(url.to_owned()));
+        let to = Arc::clone(&target);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let addr = to.lock().expect("relay target").clone();
+                let addr = addr.trim_start_matches("http://").to_owned();
+                let Ok(server) = TcpStream::connect(&addr) else {
+                    continue;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ]
+                .into_iter()
+                .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+                {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        LeaderAddress {
+            url: url_here,
+            target,
+        }
+    }
+
+    fn point_to(&self, url: &str) {
+        *self.target.lock().expect("relay target") = url.to_owned();
+    }
+}
+
 #[test]
 fn a_run_survives_a_restart_of_the_server() {
     let (dir, fleet, listen, mut s, agents) = two_agents("agents-restart");
@@ -59,25 +164,9 @@ fn a_run_survives_a_restart_of_the_server() {
         (s.step(&job) >= 4 * CHECKPOINT_EVERY).then_some(())
     });
 
-    let killed_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
+    let killed_ms = now_ms();
     kill_and_restart(&mut s, &fleet, &listen);
-
-    let end = wait_final(&s, &job, 240);
-    assert_eq!(end["state"], "done", "{end}\n{:#?}", s.events(&job));
-    let kinds: Vec<String> = s
-        .events(&job)
-        .iter()
-        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
-        .collect();
-    assert!(kinds.iter().any(|k| k == "recovered"), "{kinds:?}");
-    assert!(
-        kinds.iter().any(|k| k == "continued"),
-        "the ranks were taken over: {:#?}",
-        s.events(&job)
-    );
+    assert_ran_on_as_attempt_1(&s, &job, killed_ms, &dir);
     let mut after: Vec<(String, i64)> = s
         .nodes()
         .iter()
@@ -95,36 +184,56 @@ fn a_run_survives_a_restart_of_the_server() {
         before, after,
         "the agents came back as the same nodes in the same slots"
     );
-    // The ranks ran on through the outage: one attempt, started once, never resumed.
-    let logs = s.logs(&job);
-    assert!(
-        logs.iter().all(|l| l["attempt"] == 1),
-        "only attempt 1 ran: {:?}",
-        logs.iter()
-            .filter(|l| l["attempt"] != 1)
-            .take(3)
-            .collect::<Vec<_>>()
-    );
-    assert!(
-        !logs.iter().any(|l| l["line"]
-            .as_str()
-            .is_some_and(|t| t.contains("resuming from checkpoint step"))),
-        "no rank started again"
-    );
-    let job_view = s.job(&job);
-    assert_eq!(job_view["restarts"], 0, "{job_view}");
-    // What the first attempt wrote while no server answered was held by the agents and kept
-    // by the restarted server (pushed before or after it took the attempt over).
-    let during_outage = s
-        .logs(&job)
-        .iter()
-        .filter(|l| l["attempt"] == 1 && l["at_ms"].as_i64().is_some_and(|t| t > killed_ms + 100))
-        .count();
-    assert!(
-        during_outage > 0,
-        "no line of attempt 1 written after the server was killed was kept"
-    );
-    assert_eq!(s.final_model(&job), reference_model(&dir, 4));
+    drop(agents);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two server replicas on one PostgreSQL database behind one address that routes to the
+/// leader: the leader is SIGKILLed mid-run, the other replica takes the lease, and the agents'
+/// running ranks are taken over as they are (same attempt, no rank restarted).
+#[test]
+fn a_run_survives_a_failover_between_postgres_replicas() {
+    let Some(db) = agents_common::server_common::fresh_db("postgres") else {
+        return;
+    };
+    let dir = scratch("agents-failover");
+    let fleet = fleet_file(&dir, 2, 2);
+    let checkpoints = dir.join("checkpoints");
+    let args = server_args(&fleet, &checkpoints, "300ms", 10);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tenant_token = agents_common::server_common::token(&db, "research", false);
+    let agent_token = agent_token(&db);
+    let mut replicas = vec![
+        Server::start_on(&db, "127.0.0.1:0", &args),
+        Server::start_on(&db, "127.0.0.1:0", &args),
+    ];
+    let leader = wait_for(30, "one replica to lead", || {
+        replicas.iter().position(|r| r.role() == "leader")
+    });
+    let address = LeaderAddress::to(&replicas[leader].url);
+    let mut leading = replicas.remove(leader);
+    let standby = replicas.remove(0);
+    leading.url = address.url.clone();
+    let s = AgentServer {
+        server: leading,
+        tenant_token,
+        agent_token,
+        checkpoints,
+    };
+    let agents = s.start_local_agents(&dir, 2);
+    let job = s.submit_training(4, 60, 3);
+    wait_for(120, "the run to pass step 40", || {
+        (s.step(&job) >= 4 * CHECKPOINT_EVERY).then_some(())
+    });
+
+    let killed_ms = now_ms();
+    let mut s = s;
+    s.server.kill();
+    wait_for(30, "the standby replica to lead", || {
+        (standby.role() == "leader").then_some(())
+    });
+    address.point_to(&standby.url);
+    assert_ran_on_as_attempt_1(&s, &job, killed_ms, &dir);
     drop(agents);
     let _ = std::fs::remove_dir_all(&dir);
 }
