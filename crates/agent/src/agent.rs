@@ -278,7 +278,7 @@ impl<C: ControlPlane> Agent<C> {
         let reg = self.control.register(&self.node)?;
         tracing::info!(node_id = %reg.node_id, "registered");
         if reg.heartbeat_interval_ms > 0 {
-            self.config.sync_interval = Duration::from_millis(reg.heartbeat_interval_ms);
+            self.config.sync_interval = reg.heartbeat_interval();
             // The server declares a node lost after `--lost-after` (3 by default) missed
             // heartbeats: ranks orphaned sooner stop on a blip the server would ride out.
             let floor = self.config.sync_interval.saturating_mul(ORPHAN_HEARTBEATS);
@@ -329,7 +329,7 @@ impl<C: ControlPlane> Agent<C> {
             if o.assignment.restart != crate::protocol::RestartPolicy::Never {
                 continue;
             }
-            let grace = Duration::from_millis(o.assignment.stop_grace_ms);
+            let grace = o.assignment.stop_grace();
             match o.phase {
                 crate::reconcile::Phase::Running => {
                     // (Since the last answered heartbeat, this agent's or its predecessor's.)

@@ -4,6 +4,7 @@
 //! errors, so a version skew shows up as a clear message instead of silently dropped data.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +146,25 @@ fn default_grace_ms() -> u64 {
     10_000
 }
 
+/// The longest period the agent takes from the server (a heartbeat interval, a stop grace): a
+/// day, the server's own bound; a larger figure (a server of another build, or not a server)
+/// would leave the agent waiting for ever.
+pub const MAX_SERVER_PERIOD: Duration = Duration::from_secs(86_400);
+
+impl Assignment {
+    /// [`Assignment::stop_grace_ms`], at most [`MAX_SERVER_PERIOD`].
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_millis(self.stop_grace_ms).min(MAX_SERVER_PERIOD)
+    }
+}
+
+impl Registration {
+    /// [`Registration::heartbeat_interval_ms`], at most [`MAX_SERVER_PERIOD`].
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms).min(MAX_SERVER_PERIOD)
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +303,20 @@ mod tests {
             restart: RestartPolicy::Never,
             stop_grace_ms: 5000,
         }
+    }
+
+    /// A period past a day from the server (no server of this build sends one) is a day.
+    #[test]
+    fn periods_from_the_server_are_at_most_a_day() {
+        let mut a = assignment();
+        assert_eq!(a.stop_grace(), Duration::from_secs(5));
+        a.stop_grace_ms = u64::MAX;
+        assert_eq!(a.stop_grace(), MAX_SERVER_PERIOD);
+        let reg = Registration {
+            node_id: "n".into(),
+            heartbeat_interval_ms: u64::MAX,
+        };
+        assert_eq!(reg.heartbeat_interval(), MAX_SERVER_PERIOD);
     }
 
     #[test]

@@ -969,9 +969,7 @@ impl Supervisor {
                     });
                     if matches!(m.state, ProcessState::Stopping { .. }) {
                         // Finish the stop the previous agent began.
-                        m.stop_deadline = Some(
-                            Instant::now() + Duration::from_millis(m.assignment.stop_grace_ms),
-                        );
+                        m.stop_deadline = Some(Instant::now() + m.assignment.stop_grace());
                         signal_group(pid, Signal::SIGTERM);
                     }
                 } else {
@@ -1382,7 +1380,7 @@ impl Supervisor {
     /// [`Supervisor::stop_within`].
     pub fn stop(&mut self, id: &str) {
         if let Some(m) = self.procs.get(id) {
-            let grace = Duration::from_millis(m.assignment.stop_grace_ms);
+            let grace = m.assignment.stop_grace();
             self.stop_within(id, grace);
         }
     }

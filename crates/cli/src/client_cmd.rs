@@ -305,7 +305,10 @@ pub fn nodes(args: NodesArgs) -> Result<(), CliError> {
             },
             n.accelerators.to_string(),
             n.processes.to_string(),
-            format!("{:.1} s ago", (now - n.last_seen_ms).max(0) as f64 / 1000.0),
+            format!(
+                "{:.1} s ago",
+                now.saturating_sub(n.last_seen_ms).max(0) as f64 / 1000.0
+            ),
             if n.jobs.is_empty() {
                 "-".into()
             } else {
@@ -414,7 +417,7 @@ fn ago(ms: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let s = ((now - ms) / 1000).max(0);
+    let s = (now.saturating_sub(ms) / 1000).max(0);
     match s {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m", s / 60),

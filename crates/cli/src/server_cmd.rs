@@ -102,9 +102,12 @@ fn whole_millis(secs: f64) -> std::time::Duration {
 /// Seconds in `500ms`, `2s`, `1.5s`, `1m` (a bare number is seconds), if finite.
 fn duration_secs(text: &str) -> Result<f64, String> {
     let t = text.trim();
-    let (number, unit) = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map_or((t, "s"), |i| (&t[..i], &t[i..]));
+    // The unit is the trailing letters (`1e3ms` is 1e3 milliseconds, `1.5E1` seconds).
+    let number = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match &t[number.len()..] {
+        "" => "s",
+        unit => unit,
+    };
     let value: f64 = number
         .trim()
         .parse()
@@ -569,9 +572,18 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
-        for bad in ["0.5ms", "0", "-1s", "2d", "x", "NaN", "25h", "1441m"] {
+        // Exponents are numbers, the unit is the trailing letters.
+        assert_eq!(parse_duration("1e3ms"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("1.5E1"), Ok(Duration::from_secs(15)));
+        for bad in [
+            "0.5ms", "0", "-1s", "2d", "x", "NaN", "inf", "25h", "1441m", "2e",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_duration("2d"),
+            Err("`2d`: the unit must be ms, s or m".into())
+        );
     }
 
     #[test]

@@ -438,12 +438,12 @@ fn inference_row(row: &Row) -> Result<RowResult, PerfError> {
         output_tokens: output,
         concurrency,
     };
-    let tp = num(row, "tp")?.unwrap_or(count);
-    let pp = num(row, "pp")?.unwrap_or(1);
+    let tp = size_opt(row, "tp")?.unwrap_or(count);
+    let pp = size_opt(row, "pp")?.unwrap_or(1);
     // An MoE row that does not say how its experts were split gets the planner's choice: the
     // fastest expert split of the tensor-parallel group that fits.
     let eps =
-        num(row, "ep")?.map_or_else(|| crate::infer::expert_splits(&model, tp), |ep| vec![ep]);
+        size_opt(row, "ep")?.map_or_else(|| crate::infer::expert_splits(&model, tp), |ep| vec![ep]);
     let mut est: Option<crate::infer::InferenceEstimate> = None;
     for ep in eps {
         let e = estimate_inference(&model, &hw, &InferenceLayout { tp, pp, ep }, &spec)?;

@@ -1396,3 +1396,25 @@ fn a_step_dominated_by_expert_traffic_says_it_is_not_overlapped() {
         "{dense:?}"
     );
 }
+
+/// An inference row's degrees are sizes, as in a plan file: a zero `tp` is named for what it
+/// is, dense or mixture-of-experts (not "no expert split to cost").
+#[test]
+fn a_zero_degree_in_an_inference_row_is_named() {
+    let csv = "id,model,accelerator,count,layers,hidden,heads,vocab,experts,experts_per_token,\
+               expert_ffn_hidden,tp,input_tokens,output_tokens,precision,\
+               published_output_tokens_per_s\n\
+               M,m,H100-SXM,8,32,4096,32,32000,8,2,14336,0,128,128,bf16,1000\n\
+               D,m,H100-SXM,8,32,4096,32,32000,,,,0,128,128,bf16,1000\n\
+               G,m,H100-SXM,1,32,4096,32,32000,,,,1,128,128,bf16,1000\n";
+    let report = switchyard_perf::validate::validate_csv(csv).expect("read");
+    let errors: Vec<&str> = report
+        .failed_rows
+        .iter()
+        .map(|f| f.error.as_str())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for e in errors {
+        assert!(e.contains("tp must be at least 1"), "{e}");
+    }
+}

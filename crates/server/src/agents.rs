@@ -1008,7 +1008,7 @@ impl AgentHub {
                 },
                 seq: l.seq,
                 at_ms: i64::try_from(l.at_ms).unwrap_or(i64::MAX),
-                line: l.line,
+                line: cut_line(l.line),
             });
         }
         if refused > 0 {
@@ -2988,6 +2988,24 @@ impl Backend for AgentBackend {
 /// (each costs store reads); lines of further runs are dropped.
 const MAX_ADOPTED_RUNS: usize = 64;
 
+/// The most of one output line the server keeps, in bytes: an agent splits lines at
+/// [`switchyard_agent::supervisor::MAX_LINE_BYTES`] of the process's bytes, and each byte
+/// that is not UTF-8 becomes U+FFFD (three bytes), so an agent's line is never longer; a longer
+/// one (not from an agent) is cut, so that a page of logs stays bounded.
+pub const MAX_STORED_LINE_BYTES: usize = 3 * switchyard_agent::supervisor::MAX_LINE_BYTES;
+
+/// `line` cut to [`MAX_STORED_LINE_BYTES`] at a character boundary.
+fn cut_line(mut line: String) -> String {
+    if line.len() > MAX_STORED_LINE_BYTES {
+        let mut end = MAX_STORED_LINE_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+    }
+    line
+}
+
 /// Assignment ids, handed to no node this term, whose lines one push may offer for adoption
 /// (each is looked up across the fleet); lines of further ones are refused.
 const MAX_UNVERIFIED_IDS: usize = 4 * MAX_ADOPTED_RUNS;
@@ -4223,6 +4241,20 @@ mod tests {
             .lines;
         assert_eq!(own.len(), 2);
         assert!(own.iter().all(|l| l.job == "j"));
+        // A line longer than any agent sends is cut at a character boundary.
+        let mut long = line(&on_a[0].id, 5);
+        long.line = format!("a{}", "€".repeat(MAX_STORED_LINE_BYTES));
+        let kept = h
+            .output(&a, batch(vec![long]), 0)
+            .expect("a long line")
+            .lines;
+        assert_eq!(kept.len(), 1);
+        assert!(
+            (MAX_STORED_LINE_BYTES - 2..=MAX_STORED_LINE_BYTES).contains(&kept[0].line.len()),
+            "{}",
+            kept[0].line.len()
+        );
+        assert!(kept[0].line.starts_with("a€€"));
         // Another node, or a made-up assignment, cannot write into j's output — not even
         // after reporting a's assignment as its own.
         h.status(

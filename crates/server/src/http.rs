@@ -867,12 +867,17 @@ async fn list(
         for st in states.split(',') {
             // As lenient as `kind`: `Running`, ` pending`.
             let parsed = JobState::parse(&st.trim().to_ascii_lowercase());
-            filter.states.push(parsed.ok_or_else(|| {
+            let parsed = parsed.ok_or_else(|| {
                 ApiError::bad(format!(
                     "unknown state `{}`; expected pending, running, done, failed, cancelled or rejected",
                     st.chars().take(64).collect::<String>()
                 ))
-            })?);
+            })?;
+            // Each once: a state named again adds nothing, and the query binds one parameter
+            // per state (a long enough repeat would pass the database's limit).
+            if !filter.states.contains(&parsed) {
+                filter.states.push(parsed);
+            }
         }
     }
     if let Some(k) = q.get("kind") {
