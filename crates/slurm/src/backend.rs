@@ -469,8 +469,9 @@ struct Worker {
     /// Output files followed, by (Slurm job id, stream).
     follows: BTreeMap<(String, &'static str), Follow>,
     /// Slurm jobs of runs stopped (cancelled, preempted, scaled down) that are not yet known
-    /// cancelled, by run key: (cluster, Slurm job id, whether an outage was told). While Slurm
-    /// cannot be reached the job's events say the cancellation is still owed.
+    /// cancelled, by Slurm job id: (cluster, run key, whether an outage was told). While Slurm
+    /// cannot be reached the job's events say the cancellation is still owed; each stays the
+    /// cluster's own, whatever partition Slurm lists it in, until it is cancelled or ended.
     owed_cancels: BTreeMap<String, (String, String, bool)>,
 }
 
@@ -526,7 +527,7 @@ impl Worker {
             && let Some(id) = w.slurm_id
         {
             self.owed_cancels
-                .insert(key.to_owned(), (w.cluster, id, false));
+                .insert(id, (w.cluster, key.to_owned(), false));
         }
     }
 
@@ -585,7 +586,7 @@ impl Worker {
     /// cancelled yet: the run reads as ended while Slurm's job may still run.
     fn tell_owed_cancels(&mut self, cluster: &str, why: &str) {
         let mut tell = Vec::new();
-        for (key, (c, id, told)) in &mut self.owed_cancels {
+        for (id, (c, key, told)) in &mut self.owed_cancels {
             if c == cluster && !*told {
                 *told = true;
                 tell.push((key.clone(), id.clone()));
@@ -941,7 +942,12 @@ impl Worker {
             }
         };
         // Listed: the cancellations owed here are made (or reported) below.
-        self.owed_cancels.retain(|_, (c, _, _)| *c != cluster_name);
+        let owed_here: HashSet<String> = self
+            .owed_cancels
+            .iter()
+            .filter(|(_, (c, _, _))| *c == cluster_name)
+            .map(|(id, _)| id.clone())
+            .collect();
         if self.clusters[i].list_error.take().is_some() {
             tracing::info!(cluster = %cluster_name, "Slurm answers again");
             self.clusters[i].told_unreachable.clear();
@@ -985,6 +991,7 @@ impl Worker {
                 .filter(|(t, j)| {
                     j.partition == partition
                         || followed.contains(j.id.as_str())
+                        || owed_here.contains(&j.id)
                         || (wanted_here.contains(t.job.as_str())
                             && !others.contains(j.partition.as_str()))
                 })
@@ -1060,6 +1067,16 @@ impl Worker {
                 }
             }
         }
+
+        // Owed cancellations end once made, or once their job ended or is gone from Slurm's
+        // listing (or another run took it over).
+        let cancelled_here = &self.clusters[i].cancelled;
+        self.owed_cancels.retain(|id, (c, _, _)| {
+            *c != cluster_name
+                || by_id.get(id.as_str()).is_some_and(|j| {
+                    !j.state.is_terminal() && !cancelled_here.contains(id) && !claimed.contains(id)
+                })
+        });
 
         // 3. What the runs wrote (before new submissions: their jobs are not listed yet), and
         //    which rank failed first in the jobs that did.
@@ -2677,6 +2694,32 @@ mod tests {
             }]
         );
         assert_eq!(fake.st().submitted.len(), 1);
+    }
+
+    /// A stopped run's job that a job_submit plugin moved to another partition is still the
+    /// cluster's to cancel (it was followed only while wanted), through an outage too.
+    #[test]
+    fn a_stopped_run_in_a_rewritten_partition_is_cancelled() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 4, 8)]));
+        w.round();
+        let id = fake.active_tagged("switchyard")[0].1.clone();
+        fake.set_state(&id, JobState::Running);
+        if let Some(j) = fake.st().jobs.iter_mut().find(|j| j.id == id) {
+            j.partition = "rewritten".into();
+        }
+        w.round();
+        fake.st().down = true;
+        w.apply(Msg::Commands(vec![Command::Stop { job: "j".into() }]));
+        w.round();
+        w.round();
+        assert!(fake.st().cancelled.is_empty());
+        fake.st().down = false;
+        w.round();
+        assert_eq!(fake.st().cancelled, vec![id]);
+        w.round();
+        assert!(w.owed_cancels.is_empty(), "{:?}", w.owed_cancels);
     }
 
     #[test]
