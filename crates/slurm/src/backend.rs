@@ -1158,24 +1158,42 @@ impl Worker {
             let Some(w) = self.wants.get_mut(&key) else {
                 continue;
             };
-            if state == JobState::Pending {
+            let waits = match &state {
+                JobState::Pending => Some("waits in Slurm's queue".to_owned()),
+                JobState::Requeued => Some("was requeued and waits in Slurm's queue".to_owned()),
+                JobState::HeldInQueue(flag) => Some(format!(
+                    "is held in Slurm's queue ({flag}) until an administrator releases it"
+                )),
+                // Its nodes are being readied (powered up, the prolog): not running yet.
+                JobState::Configuring => Some("waits for its nodes to be readied".to_owned()),
+                _ => None,
+            };
+            if let Some(waits) = waits {
                 // Placed by Switchyard but queued by Slurm (other users' jobs, limits, a
-                // partition that cannot run it): the run does not progress, and Slurm says why.
-                // (Requeued, it is said to run again when it does.)
+                // partition that cannot run it, a hold): the run does not progress, and Slurm
+                // says why. (Requeued, it is said to run again when it does.)
                 w.running_seen = false;
                 let known = !matches!(reason.as_str(), "" | "None");
-                let tell = known
-                    && w.pending_reason.as_deref() != Some(reason.as_str())
+                // What is said: Slurm's reason, and the state where it is not plain pending
+                // (nothing for nodes being readied, which every start may pass through).
+                let said = match &state {
+                    JobState::Pending if known => Some(reason.clone()),
+                    JobState::Pending | JobState::Configuring => None,
+                    other => Some(format!("{} {reason}", other.as_str())),
+                };
+                let tell = said.is_some()
+                    && w.pending_reason != said
                     // A busy cluster's jobs flip between these two all day: said once.
-                    && !(w.pending_reason.is_some()
+                    && !(state == JobState::Pending
+                        && w.pending_reason.is_some()
                         && matches!(reason.as_str(), "Priority" | "Resources"));
                 if tell {
-                    w.pending_reason = Some(reason.clone());
+                    w.pending_reason = said;
                 }
                 let why = if known {
-                    format!("Slurm job {id} waits in Slurm's queue: {reason}")
+                    format!("Slurm job {id} {waits}: {reason}")
                 } else {
-                    format!("Slurm job {id} waits in Slurm's queue")
+                    format!("Slurm job {id} {waits}")
                 };
                 // A gang's run is held until its job runs, with Slurm's reason of the moment
                 // (a service's replicas come and go on their own).
@@ -2457,6 +2475,60 @@ mod tests {
                 generation: 1,
                 since_ms: None,
             }]
+        );
+    }
+
+    /// squeue prints a flag instead of PENDING for a job held after a requeue (an
+    /// administrator's `scontrol requeuehold`, `RequeueExitHold`): the run is held, its work
+    /// interrupted, and says so; nodes being readied (CONFIGURING) hold it without an event.
+    #[test]
+    fn a_job_held_in_slurms_queue_or_configuring_holds_its_run() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        let id = running(&fake, &mut w, launch("j-1", 1, 8));
+        observed(&w);
+        if let Some(j) = fake.st().jobs.iter_mut().find(|j| j.id == id) {
+            j.state = JobState::parse("REQUEUE_HOLD");
+            j.reason = "JobHeldAdmin".into();
+        }
+        w.round();
+        w.round();
+        let seen = observed(&w);
+        let why = format!(
+            "Slurm job {id} is held in Slurm's queue (REQUEUE_HOLD) until an administrator \
+             releases it: JobHeldAdmin"
+        );
+        assert_eq!(held_whys(&seen), [(why.clone(), true)]);
+        let said: Vec<String> = events(&seen)
+            .into_iter()
+            .filter(|e| e.1 == "slurm_pending")
+            .map(|e| e.2)
+            .collect();
+        assert_eq!(said, [why]);
+        // Released, its nodes are readied first: still held, nothing more said; then it runs.
+        if let Some(j) = fake.st().jobs.iter_mut().find(|j| j.id == id) {
+            j.state = JobState::Configuring;
+            j.reason = "None".into();
+        }
+        w.round();
+        let seen = observed(&w);
+        assert_eq!(
+            held_whys(&seen),
+            [(
+                format!("Slurm job {id} waits for its nodes to be readied"),
+                false
+            )]
+        );
+        assert!(
+            events(&seen).iter().all(|e| e.1 != "slurm_pending"),
+            "{seen:?}"
+        );
+        fake.set_state(&id, JobState::Running);
+        w.round();
+        assert!(
+            observed(&w)
+                .iter()
+                .any(|o| matches!(o, Observed::Began { .. }))
         );
     }
 

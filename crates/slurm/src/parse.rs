@@ -376,20 +376,25 @@ pub enum JobState {
     Deadline,
     OutOfMemory,
     Requeued,
+    /// Waiting in the queue under a hold of Slurm's (`REQUEUE_HOLD`, `SPECIAL_EXIT`,
+    /// `RESV_DEL_HOLD`): it runs again only once released.
+    HeldInQueue(String),
     Other(String),
 }
 
 impl JobState {
     pub fn parse(text: &str) -> JobState {
         let t = text.trim().to_ascii_uppercase();
-        // scontrol may add flags (`CANCELLED by 0`); the first word is the state.
+        // scontrol may add flags (`CANCELLED by 0`); the first word is the state. (squeue's
+        // `%T` prints a flag instead of the base state, as Slurm's job_state_string does:
+        // a held requeue, a stop by signal, a resize are read as the state they amount to.)
         let word = t.split([' ', '+']).next().unwrap_or("");
         match word {
             "PENDING" | "PD" => JobState::Pending,
             "CONFIGURING" | "CF" => JobState::Configuring,
-            "RUNNING" | "R" => JobState::Running,
-            "SUSPENDED" | "S" => JobState::Suspended,
-            "COMPLETING" | "CG" => JobState::Completing,
+            "RUNNING" | "R" | "RESIZING" | "RS" | "SIGNALING" | "SI" => JobState::Running,
+            "SUSPENDED" | "S" | "STOPPED" | "ST" => JobState::Suspended,
+            "COMPLETING" | "CG" | "STAGE_OUT" | "SO" => JobState::Completing,
             "COMPLETED" | "CD" => JobState::Completed,
             "CANCELLED" | "CA" => JobState::Cancelled,
             "FAILED" | "F" => JobState::Failed,
@@ -399,7 +404,10 @@ impl JobState {
             "BOOT_FAIL" | "BF" => JobState::BootFail,
             "DEADLINE" | "DL" => JobState::Deadline,
             "OUT_OF_MEMORY" | "OOM" => JobState::OutOfMemory,
-            "REQUEUED" | "RQ" | "REQUEUE_HOLD" | "REQUEUE_FED" => JobState::Requeued,
+            "REQUEUED" | "RQ" | "REQUEUE_FED" | "RF" => JobState::Requeued,
+            "REQUEUE_HOLD" | "RH" | "SPECIAL_EXIT" | "SE" | "RESV_DEL_HOLD" | "RD" => {
+                JobState::HeldInQueue(word.to_owned())
+            }
             _ => JobState::Other(word.to_owned()),
         }
     }
@@ -437,7 +445,7 @@ impl JobState {
             JobState::Deadline => "DEADLINE",
             JobState::OutOfMemory => "OUT_OF_MEMORY",
             JobState::Requeued => "REQUEUED",
-            JobState::Other(s) => s,
+            JobState::HeldInQueue(s) | JobState::Other(s) => s,
         }
     }
 }
@@ -876,6 +884,31 @@ impl Tag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// squeue's `%T` prints a flag in place of the base state (Slurm's job_state_string):
+    /// each is read as the state it amounts to; slurmrestd lists the base state first.
+    #[test]
+    fn job_state_flags_read_as_what_they_amount_to() {
+        for (text, state) in [
+            ("REQUEUE_HOLD", JobState::HeldInQueue("REQUEUE_HOLD".into())),
+            ("SPECIAL_EXIT", JobState::HeldInQueue("SPECIAL_EXIT".into())),
+            (
+                "RESV_DEL_HOLD",
+                JobState::HeldInQueue("RESV_DEL_HOLD".into()),
+            ),
+            ("REQUEUED", JobState::Requeued),
+            ("REQUEUE_FED", JobState::Requeued),
+            ("STOPPED", JobState::Suspended),
+            ("RESIZING", JobState::Running),
+            ("SIGNALING", JobState::Running),
+            ("STAGE_OUT", JobState::Completing),
+            ("PENDING+REQUEUE_HOLD", JobState::Pending),
+            ("REVOKED", JobState::Other("REVOKED".into())),
+        ] {
+            assert_eq!(JobState::parse(text), state, "{text}");
+        }
+        assert_eq!(JobState::parse("special_exit").as_str(), "SPECIAL_EXIT");
+    }
 
     #[test]
     fn node_states() {
