@@ -857,8 +857,12 @@ impl Worker {
                 {
                     // Slurm reports a node it has just resumed (or one a heartbeat came late
                     // from) as not responding for a moment while it keeps it up and its jobs
-                    // running: one listing so is not a failure, two in a row are.
+                    // running: one listing so is not a failure, two in a row are. Drained, or
+                    // drained before, it stays drained meanwhile (not repaired).
                     now_suspect.insert(idx);
+                    if n.state.drain || c.drained.contains(&idx) {
+                        now_drained.insert(idx);
+                    }
                 } else {
                     now_failed.insert(idx);
                 }
@@ -867,7 +871,14 @@ impl Worker {
         c.suspect = now_suspect;
         // A node listed twice (in two partitions) counts in the worse state.
         now_drained.retain(|idx| !now_failed.contains(idx));
-        // Fleet nodes Slurm does not have are not there to be used either.
+        // Fleet nodes Slurm does not have are not there to be used either: never listed, or
+        // listed before and not now (taken out of the partition, hidden by sinfo).
+        let listed: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        for (name, &idx) in &c.node_index {
+            if idx < c.cfg.nodes && !listed.contains(name.as_str()) {
+                now_failed.insert(idx);
+            }
+        }
         let present = c.node_index.len() as u32;
         for idx in present..c.cfg.nodes {
             now_failed.insert(idx);
@@ -3655,6 +3666,65 @@ mod tests {
             w.round();
             assert_eq!(observed(&w), want, "n10 {n10}, n2 {n2}");
         }
+        // A drained node not responding for a listing stays drained (not repaired); two
+        // listings so, it has failed.
+        let states = [
+            (
+                "idle+drain",
+                vec![Observed::NodeDrained {
+                    cluster: 2,
+                    node: 0,
+                }],
+            ),
+            ("idle+drain+not_responding", vec![]),
+            (
+                "idle+drain+not_responding",
+                vec![Observed::NodeFailed {
+                    cluster: 2,
+                    node: 0,
+                }],
+            ),
+            (
+                "idle",
+                vec![Observed::NodeRepaired {
+                    cluster: 2,
+                    node: 0,
+                }],
+            ),
+        ];
+        for (n2, want) in states {
+            fake.st().nodes = vec![node("n10", "idle", 0), node("n2", n2, 0)];
+            w.next_capacity = Instant::now();
+            w.round();
+            assert_eq!(observed(&w), want, "n2 {n2}");
+        }
+        // A node Slurm stops listing (taken out of the partition) is not there to be used;
+        // listed again, it is back. One that failed is not repaired by leaving the listing.
+        fake.st().nodes = vec![node("n10", "idle", 0)];
+        w.next_capacity = Instant::now();
+        w.round();
+        assert_eq!(
+            observed(&w),
+            [Observed::NodeFailed {
+                cluster: 2,
+                node: 0
+            }]
+        );
+        fake.st().nodes = vec![node("n10", "down", 0)];
+        w.next_capacity = Instant::now();
+        w.round();
+        let _ = observed(&w);
+        fake.st().nodes = vec![node("n2", "idle", 0)];
+        w.next_capacity = Instant::now();
+        w.round();
+        assert_eq!(
+            observed(&w),
+            [Observed::NodeRepaired {
+                cluster: 2,
+                node: 0
+            }],
+            "n10 left the listing while down: still failed; n2 is back"
+        );
     }
 
     /// A replica of 8 accelerators of `job` on cluster `c`, and one taken down.
