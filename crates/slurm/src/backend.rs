@@ -1928,10 +1928,23 @@ fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission
         Some(((w.expected_end_ms - now_ms()).max(0) as u64).div_ceil(1000))
     };
     let mut env = Vec::new();
+    // A service replica's command runs once per node of the replica with all of its
+    // accelerators there (as node agents run it), on a port of its own: replicas Slurm packs
+    // on one node must not share one. A gang's runs once per accelerator.
+    let (tasks_per_node, cpus_per_task) = if w.replica {
+        (1, (!c.has_gpus && tasks > 1).then_some(tasks))
+    } else {
+        (tasks, None)
+    };
     let command = match (&w.command, &settings.command, remaining_s) {
         (Some(cmd), _, _) => {
             env.extend(script::job_env(cmd));
-            script::gang_command(cmd, script::master_port(&w.job, w.attempt), c.has_gpus)
+            let port = if w.replica {
+                script::master_port(key, w.attempt)
+            } else {
+                script::master_port(&w.job, w.attempt)
+            };
+            script::gang_command(cmd, port, c.has_gpus && !w.replica)
         }
         (None, Some(cmd), _) => cmd.clone(),
         (None, None, Some(s)) => format!("exec sleep {s}"),
@@ -1968,8 +1981,9 @@ fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission
         partition: settings.partition.clone(),
         account: settings.account.clone(),
         nodes,
-        ntasks_per_node: tasks,
+        ntasks_per_node: tasks_per_node,
         gpus_per_node: c.has_gpus.then_some(tasks),
+        cpus_per_task,
         time_limit_min,
         switches: block.map(|b| nodes.div_ceil(b)),
         segment: block.filter(|_| options.use_segment).map(|b| b.min(nodes)),
@@ -3822,6 +3836,53 @@ mod tests {
                 env,
                 working_dir: Some("/shared/run".into()),
             })),
+        }
+    }
+
+    /// A service replica's command runs once per node with all of the replica's accelerators
+    /// there (no GPU per task), each replica on its own port; without GPUs, its one task
+    /// stands for its accelerators in CPUs.
+    #[test]
+    fn a_replicas_command_runs_once_per_node_on_a_port_of_its_own() {
+        let replica = |job: &str| Command::AddReplica {
+            job: job.into(),
+            cluster: "c".into(),
+            accelerators: 8,
+            nodes: Vec::new(),
+            command: Some(Arc::new(JobCommand {
+                argv: vec!["serve".into()],
+                env: Default::default(),
+                working_dir: None,
+            })),
+        };
+        for gpus in [8, 0] {
+            let fake = Fake::default();
+            fake.st().nodes = (1..=2)
+                .map(|i| node(&format!("gpu{i}"), "idle", gpus))
+                .collect();
+            let mut w = worker(&fake, 2);
+            w.apply(Msg::Commands(vec![replica("svc"), replica("svc")]));
+            w.round();
+            let subs = fake.st().submitted.clone();
+            assert_eq!(subs.len(), 2, "{subs:?}");
+            let port = |sub: &Submission| {
+                let script = sub.script();
+                script
+                    .lines()
+                    .find_map(|l| l.strip_prefix("export MASTER_PORT="))
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| panic!("no MASTER_PORT in {script}"))
+            };
+            assert_ne!(port(&subs[0]), port(&subs[1]));
+            for sub in &subs {
+                assert_eq!((sub.nodes, sub.ntasks_per_node), (1, 1), "{sub:?}");
+                if gpus > 0 {
+                    assert_eq!((sub.gpus_per_node, sub.cpus_per_task), (Some(8), None));
+                    assert!(!sub.script().contains("CUDA_VISIBLE_DEVICES=$d"));
+                } else {
+                    assert_eq!((sub.gpus_per_node, sub.cpus_per_task), (None, Some(8)));
+                }
+            }
         }
     }
 

@@ -65,6 +65,9 @@ pub struct Submission {
     pub ntasks_per_node: u32,
     /// `--gpus-per-node`, only where the nodes have GPUs.
     pub gpus_per_node: Option<u32>,
+    /// `--cpus-per-task`: a service replica's one task per node stands for this many
+    /// accelerators on nodes without GPUs (a gang's ranks do, one task each).
+    pub cpus_per_task: Option<u32>,
     /// `--time`, minutes.
     pub time_limit_min: Option<u64>,
     /// `--switches`: at most this many leaf switches (a block topology's unit).
@@ -105,6 +108,9 @@ impl Submission {
         }
         if let Some(g) = self.gpus_per_node {
             a.push(format!("--gpus-per-node={g}"));
+        }
+        if let Some(c) = self.cpus_per_task {
+            a.push(format!("--cpus-per-task={c}"));
         }
         if let Some(t) = self.time_limit_min {
             a.push(format!("--time={t}"));

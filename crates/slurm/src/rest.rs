@@ -222,6 +222,9 @@ pub fn submit_body(s: &Submission) -> Value {
     if let Some(g) = s.gpus_per_node {
         job["gpus_per_node"] = json!(g.to_string());
     }
+    if let Some(c) = s.cpus_per_task {
+        job["cpus_per_task"] = json!(c);
+    }
     if let Some(t) = s.time_limit_min {
         job["time_limit"] = json!(t);
     }
@@ -489,6 +492,7 @@ mod tests {
             nodes: 4,
             ntasks_per_node: 8,
             gpus_per_node: Some(8),
+            cpus_per_task: None,
             time_limit_min: Some(30),
             switches: Some(1),
             segment: None,
@@ -503,6 +507,12 @@ mod tests {
         assert_eq!(j["tasks_per_node"], json!(8));
         assert_eq!(j["tasks"], json!(32));
         assert_eq!(j["gpus_per_node"], json!("8"));
+        assert!(j.get("cpus_per_task").is_none());
+        let b = submit_body(&Submission {
+            cpus_per_task: Some(4),
+            ..s.clone()
+        });
+        assert_eq!(b["job"]["cpus_per_task"], json!(4));
         assert_eq!(j["time_limit"], json!(30));
         assert_eq!(j["requeue"], json!(false));
         assert_eq!(j["open_mode"], json!("append"));

@@ -876,3 +876,44 @@ fn the_jobs_own_command_runs_once_per_task_and_its_output_comes_back() {
             if job == "j-cmd" && reason.contains("rank 1 failed first: Exited with exit code 7"))
     });
 }
+
+/// A service replica's command runs once per node of the replica (one task, its accelerators
+/// in CPUs on a node without GPUs), not once per accelerator, on the replica's own port.
+#[test]
+fn a_replicas_command_runs_once_per_node() {
+    let _g = serial();
+    let Some(_node) = slurm_here() else { return };
+    let opts = options("replica");
+    let _cleanup = Cleanup(opts.tag.clone());
+    let mut b = backend("debug", None, opts);
+    b.act(vec![Command::AddReplica {
+        job: "j-svc".into(),
+        cluster: "local".into(),
+        accelerators: 2,
+        nodes: Vec::new(),
+        command: Some(Arc::new(JobCommand {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"serving as $RANK of $WORLD_SIZE on ${SLURM_CPUS_PER_TASK:-1} CPUs\"; exec sleep 60".into(),
+            ],
+            env: BTreeMap::new(),
+            working_dir: None,
+        })),
+    }]);
+    let mut seen = Vec::new();
+    wait_output(&mut b, &mut seen, 60, |l| l.line.starts_with("serving as"));
+    // Give a second task, if there were one, time to print too.
+    std::thread::sleep(Duration::from_secs(2));
+    seen.extend(b.poll(now_ms()));
+    let serving: Vec<String> = output(&seen)
+        .into_iter()
+        .filter(|l| l.line.starts_with("serving as"))
+        .map(|l| l.line)
+        .collect();
+    assert_eq!(serving, ["serving as 0 of 1 on 2 CPUs"], "{seen:#?}");
+    b.act(vec![Command::Stop {
+        job: "j-svc".into(),
+    }]);
+    wait_until_no_jobs_run(60);
+}

@@ -98,18 +98,28 @@ fn submit_list_look_up_and_cancel_through_slurmrestd() {
     let _g = serial();
     let Some(c) = rest_here() else { return };
     let tag = format!("sytest-rest-{}:j:1:1", std::process::id());
+    // (Two CPUs for its one task, as a service replica of two accelerators asks.)
     let id = c
-        .submit(&submission(
-            &tag,
-            "debug",
-            "echo \"via rest $SWITCHYARD_JOB_ID\"; exec sleep 60",
-        ))
+        .submit(&Submission {
+            cpus_per_task: Some(2),
+            ..submission(
+                &tag,
+                "debug",
+                "echo \"via rest $SWITCHYARD_JOB_ID\"; exec sleep 60",
+            )
+        })
         .expect("slurmrestd takes the job");
     let listed = c.jobs().expect("jobs");
     let j = listed.iter().find(|j| j.id == id).expect("listed");
     assert_eq!(j.comment.as_deref(), Some(tag.as_str()));
     let info = c.job(&id).expect("job").expect("known");
     assert_eq!(info.id, id);
+    let shown = std::process::Command::new("scontrol")
+        .args(["show", "job", &id])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(shown.contains("CPUs/Task=2"), "{shown}");
     let end = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(format!("{}/{tag}.out", log_dir()))
         .is_ok_and(|s| s.contains("via rest rest"))
