@@ -369,6 +369,10 @@ struct Want {
     /// The job was running when the leader took over: its newest Slurm job is the previous
     /// leader's run even if it ended unsuccessfully while no leader watched.
     recovered: bool,
+    /// Since when a job of the run that it might take over has been completing; whether
+    /// the run waits for it to end (not submitted meanwhile).
+    completing_since: Option<Instant>,
+    awaits_end: bool,
     next_try: Instant,
     backoff: Duration,
     /// Refused submissions in a row, and the last message reported.
@@ -663,6 +667,8 @@ impl Worker {
             suspended: false,
             adoptable,
             recovered,
+            completing_since: None,
+            awaits_end: false,
             next_try: Instant::now(),
             backoff: self.options.backoff_initial,
             refusals: 0,
@@ -1051,7 +1057,9 @@ impl Worker {
             let unwanted: Vec<(String, String)> = tagged
                 .iter()
                 .filter(|(_, j)| {
+                    // (A completing job is ending already: scancel does nothing to it.)
                     !j.state.is_terminal()
+                        && j.state != JobState::Completing
                         && !claimed.contains(&j.id)
                         && !self.clusters[i].cancelled.contains(&j.id)
                 })
@@ -1296,7 +1304,7 @@ impl Worker {
             return;
         }
         let now = Instant::now();
-        let ready = self.unsubmitted(&cluster_name, |w| w.next_try <= now);
+        let ready = self.unsubmitted(&cluster_name, |w| w.next_try <= now && !w.awaits_end);
         for key in ready {
             self.submit(i, &key);
         }
@@ -1396,14 +1404,19 @@ impl Worker {
             // A live job of another size is not this run (the new leader placed it anew,
             // elastic or after a change of the service's shape): it is cancelled as unwanted,
             // and the run submitted at its size. A completed one did the work at any size.
-            let candidates = tagged.iter().filter(|(t, j)| {
-                (t.job == key || spare(t))
-                    && !claimed.contains(&j.id)
-                    && !(replica_after_reset && j.state.is_terminal())
-                    && (j.state.is_terminal() || t.accelerators.is_none_or(|n| n == w.accelerators))
-            });
+            let candidates: Vec<&(Tag, &QueueJob)> = tagged
+                .iter()
+                .filter(|(t, j)| {
+                    (t.job == key || spare(t))
+                        && !claimed.contains(&j.id)
+                        && !(replica_after_reset && j.state.is_terminal())
+                        && (j.state.is_terminal()
+                            || t.accelerators.is_none_or(|n| n == w.accelerators))
+                })
+                .collect();
             let exact = candidates
-                .clone()
+                .iter()
+                .copied()
                 .filter(|(t, _)| {
                     t.job == key
                         && t.generation == w.tag_generation.unwrap_or(w.generation)
@@ -1411,6 +1424,35 @@ impl Worker {
                         && t.resubmit == w.resubmit
                 })
                 .max_by_key(|(_, j)| numeric_id(&j.id));
+            // A job still completing (its epilog runs) hides how it ended: one an earlier
+            // leader cancelled ends CANCELLED, which is no end of this run's. It is not taken
+            // over, and nothing is submitted for the run, until Slurm says how it ended — for
+            // at most COMPLETING_WAIT (a node that stopped answering keeps a job completing
+            // until Slurm marks it down); then the run is submitted anew.
+            let completing = exact.is_none()
+                && w.adoptable
+                && candidates
+                    .iter()
+                    .any(|(_, j)| j.state == JobState::Completing);
+            let awaits = completing
+                && w.completing_since
+                    .is_none_or(|t| t.elapsed() < COMPLETING_WAIT);
+            let adoptable = w.adoptable;
+            if let Some(w) = self.wants.get_mut(&key) {
+                w.awaits_end = awaits;
+                if awaits {
+                    w.completing_since.get_or_insert_with(Instant::now);
+                }
+            }
+            if awaits {
+                continue;
+            }
+            let Some(w) = self.wants.get(&key) else {
+                continue;
+            };
+            let candidates = candidates
+                .into_iter()
+                .filter(|(_, j)| j.state != JobState::Completing || !adoptable);
             let adopt = exact.or_else(|| {
                 if !w.adoptable {
                     return None;
@@ -1493,9 +1535,10 @@ impl Worker {
                 self.observe(o);
             }
         }
-        // Once a round has seen the listing, later launches of this term never adopt.
+        // Once a round has seen the listing, later launches of this term never adopt (one
+        // that waits for a completing job to end still may, once it has).
         for w in self.wants.values_mut() {
-            if w.cluster == cluster_name {
+            if w.cluster == cluster_name && !w.awaits_end {
                 w.adoptable = false;
             }
         }
@@ -1907,6 +1950,10 @@ fn log_paths(settings: &SlurmSettings, key: &str, t: &Tag) -> (String, String) {
     let stem = format!("{dir}/{key}/g{}-a{}{r}", t.generation, t.attempt);
     (format!("{stem}.out"), format!("{stem}.err"))
 }
+
+/// How long a run waits for a completing job it might take over after a reset to say how it
+/// ended ([`Worker::adopt`]).
+const COMPLETING_WAIT: Duration = Duration::from_secs(60);
 
 /// The `sbatch` submission of a wanted run.
 fn submission(c: &Cluster, w: &Want, key: &str, options: &Options) -> Submission {
@@ -3230,6 +3277,40 @@ mod tests {
             fake.st().cancelled
         );
         assert_eq!(w.wants["j-run"].slurm_id.as_deref(), Some(running.as_str()));
+    }
+
+    /// After a reset, a run's job that is still completing (an earlier leader cancelled it,
+    /// or it is finishing) is neither taken over nor submitted beside until Slurm says how it
+    /// ended: cancelled, the run is submitted anew (not failed as "cancelled in Slurm");
+    /// completed, the run finished.
+    #[test]
+    fn after_a_reset_a_completing_job_is_waited_for() {
+        for (end, submitted) in [(JobState::Cancelled, 1), (JobState::Completed, 0)] {
+            let fake = Fake::default();
+            let old = fake.add_job(Some("switchyard:j-run:1:1:a8"), JobState::Completing);
+            let mut w = worker(&fake, 1);
+            w.options.poll_interval = Duration::ZERO;
+            w.apply(Msg::Reset);
+            w.apply(Msg::Commands(vec![launch("j-run", 2, 8)]));
+            w.round();
+            w.round();
+            assert!(fake.st().submitted.is_empty(), "{:?}", fake.st().submitted);
+            assert_eq!(w.wants["j-run"].slurm_id, None);
+            fake.set_state(&old, end.clone());
+            w.round();
+            w.round();
+            assert_eq!(fake.st().submitted.len(), submitted, "{end:?}");
+            let seen = observed(&w);
+            assert!(
+                !seen.iter().any(|o| matches!(o, Observed::Failed { .. })),
+                "{end:?}: {seen:?}"
+            );
+            assert_eq!(
+                seen.iter().any(|o| matches!(o, Observed::Finished { .. })),
+                end == JobState::Completed,
+                "{end:?}: {seen:?}"
+            );
+        }
     }
 
     /// A job taken over after a reset keeps its own generation and attempt when Slurm loses it
