@@ -447,6 +447,9 @@ struct Cluster {
     /// Slurm jobs cancelled as unwanted and still listed (a cancelled job is `COMPLETING`
     /// for a while): not cancelled, nor reported cancelled, again every round.
     cancelled: HashSet<String>,
+    /// Failed cancellations in a row of each job, and the last message: told on a new
+    /// message and on the 1st, 2nd, 4th, 8th … failure, not every round.
+    cancel_failures: HashMap<String, (u32, String)>,
     /// Jobs carrying the legacy tag that a run of this backend took over: its own, to cancel
     /// once unwanted.
     owned_legacy: HashSet<String>,
@@ -505,6 +508,7 @@ impl Worker {
                     list_error: None,
                     listed: false,
                     cancelled: HashSet::new(),
+                    cancel_failures: HashMap::new(),
                     owned_legacy: HashSet::new(),
                     told_unreachable: HashSet::new(),
                     told_unknown: BTreeSet::new(),
@@ -1053,6 +1057,11 @@ impl Worker {
                 .get(id.as_str())
                 .is_some_and(|j| !j.state.is_terminal())
         });
+        self.clusters[i].cancel_failures.retain(|id, _| {
+            by_id
+                .get(id.as_str())
+                .is_some_and(|j| !j.state.is_terminal())
+        });
         if self.synced {
             let unwanted: Vec<(String, String)> = tagged
                 .iter()
@@ -1068,6 +1077,7 @@ impl Worker {
             for (key, id) in unwanted {
                 match self.clusters[i].cfg.client.cancel(&id) {
                     Ok(()) => {
+                        self.clusters[i].cancel_failures.remove(&id);
                         self.clusters[i].cancelled.insert(id.clone());
                         lock(&self.shared).cancelled += 1;
                         self.event(
@@ -1077,12 +1087,29 @@ impl Worker {
                             format!("cancelled Slurm job {id} (no longer wanted)"),
                         );
                     }
-                    Err(e) => self.event(
-                        &key,
-                        &cluster_name,
-                        "slurm_cancel_failed",
-                        format!("scancel {id} failed: {}; retrying", e.message()),
-                    ),
+                    Err(e) => {
+                        let message = e.message();
+                        let (count, last) = self.clusters[i]
+                            .cancel_failures
+                            .entry(id.clone())
+                            .or_insert((0, String::new()));
+                        *count += 1;
+                        let tell = *last != message || count.is_power_of_two();
+                        *last = message.clone();
+                        if tell {
+                            let times = if *count > 1 {
+                                format!(" ({count} times in a row)")
+                            } else {
+                                String::new()
+                            };
+                            self.event(
+                                &key,
+                                &cluster_name,
+                                "slurm_cancel_failed",
+                                format!("scancel {id} failed{times}: {message}; retrying"),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -2101,6 +2128,8 @@ mod tests {
         cancelled: Vec<String>,
         nodes: Vec<Node>,
         refuse: Option<String>,
+        /// `scancel` fails with this message.
+        refuse_cancel: Option<String>,
         /// The controller does not answer.
         down: bool,
         /// `sinfo` fails (the nodes cannot be read).
@@ -2197,6 +2226,13 @@ mod tests {
             Ok(id)
         }
         fn cancel(&self, id: &str) -> Result<(), SlurmError> {
+            if let Some(m) = self.st().refuse_cancel.clone() {
+                return Err(SlurmError::Failed {
+                    command: "scancel".into(),
+                    status: "exit status: 1".into(),
+                    message: m,
+                });
+            }
             self.st().cancelled.push(id.to_owned());
             self.set_state(id, JobState::Cancelled);
             Ok(())
@@ -2838,6 +2874,47 @@ mod tests {
             }]
         );
         assert_eq!(fake.st().submitted.len(), 1);
+    }
+
+    /// A cancellation Slurm keeps refusing is told on the 1st, 2nd, 4th, 8th … refusal and on
+    /// a new message, not every round; it is made once Slurm takes it.
+    #[test]
+    fn a_refused_cancellation_is_told_ever_more_rarely() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Commands(vec![launch("j", 4, 8)]));
+        w.round();
+        let id = fake.active_tagged("switchyard")[0].1.clone();
+        fake.set_state(&id, JobState::Running);
+        fake.st().refuse_cancel = Some("Access/permission denied".into());
+        w.apply(Msg::Commands(vec![Command::Stop { job: "j".into() }]));
+        for _ in 0..8 {
+            w.round();
+        }
+        fake.st().refuse_cancel = Some("Socket timed out".into());
+        w.round();
+        let told: Vec<String> = events(&observed(&w))
+            .into_iter()
+            .filter(|e| e.1 == "slurm_cancel_failed")
+            .map(|e| e.2)
+            .collect();
+        let denied = "Access/permission denied; retrying";
+        assert_eq!(
+            told,
+            [
+                format!("scancel {id} failed: {denied}"),
+                format!("scancel {id} failed (2 times in a row): {denied}"),
+                format!("scancel {id} failed (4 times in a row): {denied}"),
+                format!("scancel {id} failed (8 times in a row): {denied}"),
+                format!(
+                    "scancel {id} failed (9 times in a row): Socket timed out; \
+                     retrying"
+                ),
+            ]
+        );
+        fake.st().refuse_cancel = None;
+        w.round();
+        assert_eq!(fake.st().cancelled, [id]);
     }
 
     /// A stopped run's job that a job_submit plugin moved to another partition is still the
