@@ -373,6 +373,8 @@ struct Want {
     /// the run waits for it to end (not submitted meanwhile).
     completing_since: Option<Instant>,
     awaits_end: bool,
+    /// Since when its current Slurm job has been seen running.
+    running_since: Option<Instant>,
     next_try: Instant,
     backoff: Duration,
     /// Refused submissions in a row, and the last message reported.
@@ -673,6 +675,7 @@ impl Worker {
             recovered,
             completing_since: None,
             awaits_end: false,
+            running_since: None,
             next_try: Instant::now(),
             backoff: self.options.backoff_initial,
             refusals: 0,
@@ -1154,7 +1157,12 @@ impl Worker {
                             info.exit_code,
                             started_ms,
                         ),
-                        _ => (j.state.clone(), j.reason.clone(), None, started_ms),
+                        Ok(None) => (j.state.clone(), j.reason.clone(), None, started_ms),
+                        Err(e) => {
+                            // Reported without its exit code; the cause is in the log.
+                            tracing::warn!(job = %key, slurm_job = %id, error = %e.message(), "cannot read how an ended Slurm job exited");
+                            (j.state.clone(), j.reason.clone(), None, started_ms)
+                        }
                     }
                 }
                 Some(j) => (
@@ -1295,6 +1303,7 @@ impl Worker {
                     continue;
                 };
                 w.ran = true;
+                w.running_since.get_or_insert_with(Instant::now);
                 let began = w.held_why.take().map(|_| Observed::Began {
                     job: w.job.clone(),
                     generation: w.generation,
@@ -1583,6 +1592,14 @@ impl Worker {
         w.slurm_id = None;
         w.running_seen = false;
         w.pending_reason = None;
+        // A job that ran long enough ends a streak of quick failures: the next starts after
+        // the first back-off again (as node agents do).
+        if w.running_since
+            .take()
+            .is_some_and(|t| t.elapsed() >= BACKOFF_RESET_AFTER)
+        {
+            w.backoff = self.options.backoff_initial;
+        }
         // A paused run's work had begun: held now, it is interrupted. (Also a replica's flag
         // goes: its next job starts afresh.)
         let suspended = std::mem::take(&mut w.suspended);
@@ -1977,6 +1994,9 @@ fn log_paths(settings: &SlurmSettings, key: &str, t: &Tag) -> (String, String) {
     let stem = format!("{dir}/{key}/g{}-a{}{r}", t.generation, t.attempt);
     (format!("{stem}.out"), format!("{stem}.err"))
 }
+
+/// A Slurm job of a run that ran this long resets the run's back-off.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 
 /// How long a run waits for a completing job it might take over after a reset to say how it
 /// ended ([`Worker::adopt`]).
@@ -4245,6 +4265,43 @@ mod tests {
         let live = fake.active_tagged("switchyard");
         assert_eq!(live.len(), 1);
         assert_eq!((live[0].0.job.as_str(), live[0].0.attempt), ("svc#r0", 2));
+    }
+
+    /// A replica that keeps failing at once waits ever longer before its next job (1 s, 2 s,
+    /// 4 s …); one whose job ran ten minutes or more starts again after the first back-off.
+    #[test]
+    fn a_replica_that_ran_long_restarts_after_the_first_back_off() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 2);
+        w.options.backoff_initial = Duration::from_secs(1);
+        w.options.backoff_max = Duration::from_secs(60);
+        let add = add_replica("svc");
+        let mut id = running(&fake, &mut w, add);
+        let mut said = Vec::new();
+        for ran_long in [false, false, true] {
+            if ran_long {
+                let long_ago = Instant::now().checked_sub(BACKOFF_RESET_AFTER);
+                if let Some(want) = w.wants.get_mut("svc#r0") {
+                    want.running_since = long_ago;
+                }
+            }
+            fake.set_state(&id, JobState::Failed);
+            w.round();
+            said.extend(
+                events(&observed(&w))
+                    .into_iter()
+                    .filter(|e| e.1 == "slurm_replica_restarted")
+                    .filter_map(|e| Some(e.2.split("after a ").nth(1)?.to_owned())),
+            );
+            if let Some(want) = w.wants.get_mut("svc#r0") {
+                want.next_try = Instant::now();
+            }
+            w.round();
+            id = fake.active_tagged("switchyard")[0].1.clone();
+            fake.set_state(&id, JobState::Running);
+            w.round();
+        }
+        assert_eq!(said, ["1s back-off", "2s back-off", "1s back-off"]);
     }
 
     /// A replica's lines carry its name (`SLURMID.n`), so that `logs` prefixes and filters
