@@ -172,6 +172,11 @@ fn config(a: Args) -> Result<TrainConfig, String> {
             job_id: a.job_id,
             attempt: a.attempt,
             seed: a.seed,
+            // What makes the model and its steps: the same on every rank, or they diverge.
+            settings: format!(
+                "steps={} dim={} batch={} noise={} lr={} momentum={}",
+                a.steps, a.dim, a.batch, a.noise, a.lr, a.momentum
+            ),
             join_timeout: Duration::from_secs(a.join_timeout_secs),
             peer_timeout: Duration::from_secs(a.peer_timeout_secs).max(step_sleep * 10),
         },

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::math::reduce_mean;
 
 const MAGIC: &[u8; 4] = b"SYWL";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HELLO: u8 = 1;
 const WELCOME: u8 = 2;
 const REJECT: u8 = 3;
@@ -42,6 +42,9 @@ pub struct CommConfig {
     pub attempt: u64,
     /// Seed; ranks with another seed are refused.
     pub seed: u64,
+    /// The training settings every rank must share (`dim=8 batch=4 …`); a rank with others
+    /// is refused, naming both, since it would compute another model or stop at another step.
+    pub settings: String,
     /// How long to wait for all ranks to join.
     pub join_timeout: Duration,
     /// How long to wait for a peer's message once training runs.
@@ -340,14 +343,15 @@ fn greet(
     if kind != HELLO {
         return Err(format!("expected a hello, got message kind {kind}"));
     }
-    let read = |r: &mut Reader| -> Result<(u32, u32, u32, u64, u64, String), CommError> {
-        Ok((r.u32()?, r.u32()?, r.u32()?, r.u64()?, r.u64()?, r.text()?))
-    };
-    let (version, rank, world, seed, attempt, job) = read(&mut r).map_err(|e| e.to_string())?;
-    let (rank, world) = (rank as usize, world as usize);
+    let version = r.u32().map_err(|e| e.to_string())?;
     if version != VERSION {
         return Err(format!("protocol version {version}, expected {VERSION}"));
     }
+    let read = |r: &mut Reader| -> Result<(u32, u32, u64, u64, String, String), CommError> {
+        Ok((r.u32()?, r.u32()?, r.u64()?, r.u64()?, r.text()?, r.text()?))
+    };
+    let (rank, world, seed, attempt, job, settings) = read(&mut r).map_err(|e| e.to_string())?;
+    let (rank, world) = (rank as usize, world as usize);
     if job != cfg.job_id {
         return Err(format!("job {job:?}, this is job {:?}", cfg.job_id));
     }
@@ -361,6 +365,12 @@ fn greet(
         return Err(format!(
             "world size {world} seed {seed}, expected {} and {}",
             cfg.world_size, cfg.seed
+        ));
+    }
+    if settings != cfg.settings {
+        return Err(format!(
+            "settings `{settings}`, this run's are `{}`",
+            cfg.settings
         ));
     }
     if rank == 0 || rank >= cfg.world_size {
@@ -442,6 +452,7 @@ fn handshake(
     put_u64(&mut msg, cfg.seed);
     put_u64(&mut msg, cfg.attempt);
     put_text(&mut msg, &cfg.job_id);
+    put_text(&mut msg, &cfg.settings);
     send(&mut stream, &msg, "rank 0")?;
     let mut r = Reader(&mut stream, "rank 0");
     let start = match r.kind()? {
@@ -476,6 +487,7 @@ mod tests {
             job_id: "job-1".into(),
             attempt,
             seed: 7,
+            settings: "dim=2 lr=0.1".into(),
             join_timeout: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(60),
         }
@@ -536,6 +548,30 @@ mod tests {
             h.join().expect("thread"),
             Err(CommError::JoinTimeout(..))
         ));
+    }
+
+    /// A rank started with other training settings than rank 0's is refused, naming both.
+    #[test]
+    fn a_rank_with_other_settings_is_refused() {
+        let port = free_port();
+        let mut coord = cfg(0, 2, port, 1);
+        coord.join_timeout = Duration::from_secs(3);
+        let start = StartState {
+            step: 0,
+            weights: vec![0.0],
+            velocity: vec![0.0],
+        };
+        let h = std::thread::spawn(move || Comm::establish(&coord, Some(start)));
+        let mut other = cfg(1, 2, port, 1);
+        other.settings = "dim=2 lr=0.2".into();
+        match Comm::establish(&other, None) {
+            Err(CommError::Rejected(why)) => assert_eq!(
+                why,
+                "settings `dim=2 lr=0.2`, this run's are `dim=2 lr=0.1`"
+            ),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        assert!(h.join().expect("thread").is_err());
     }
 
     /// A rank that reaches someone else's rank 0 on its port — an earlier attempt's, still

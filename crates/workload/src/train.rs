@@ -311,6 +311,7 @@ mod tests {
                 job_id: "t".into(),
                 attempt: 1,
                 seed: 11,
+                settings: String::new(),
                 join_timeout: Duration::from_secs(5),
                 peer_timeout: Duration::from_secs(5),
             },
