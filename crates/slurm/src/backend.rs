@@ -636,6 +636,7 @@ impl Worker {
                 for c in &mut self.clusters {
                     c.failed.clear();
                     c.drained.clear();
+                    c.suspect.clear();
                     c.node_index.clear();
                     c.listed = false;
                 }
@@ -751,7 +752,11 @@ impl Worker {
                 }
             }
             Command::Stop { job } => {
-                self.stopped.insert(job.clone());
+                // (Only while a cluster has not been listed in this term: later launches never
+                // adopt anyway, and every job's end comes here.)
+                if self.clusters.iter().any(|c| !c.listed) {
+                    self.stopped.insert(job.clone());
+                }
                 let prefix = format!("{job}#r");
                 let keys: Vec<String> = self
                     .wants
@@ -1580,6 +1585,9 @@ impl Worker {
         }
         if self.synced {
             self.clusters[i].listed = true;
+            if self.clusters.iter().all(|c| c.listed) {
+                self.stopped = HashSet::new();
+            }
         }
     }
 
