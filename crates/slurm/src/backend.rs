@@ -2904,6 +2904,27 @@ mod tests {
         assert_eq!(fake.st().submitted.len(), 1);
     }
 
+    /// The jobs stopped in a term are kept only until every cluster has been listed (what
+    /// they decide, adoption, ends there): a server's months of ended jobs are not.
+    #[test]
+    fn stopped_jobs_are_kept_only_until_the_first_listing() {
+        let fake = Fake::default();
+        let mut w = worker(&fake, 1);
+        w.apply(Msg::Reset);
+        w.apply(Msg::Commands(vec![Command::Stop { job: "a".into() }]));
+        assert!(w.stopped.contains("a"));
+        w.round();
+        assert!(w.stopped.is_empty());
+        w.apply(Msg::Commands(
+            (0..100)
+                .map(|k| Command::Stop {
+                    job: format!("j-{k}"),
+                })
+                .collect(),
+        ));
+        assert!(w.stopped.is_empty());
+    }
+
     /// A cancellation Slurm keeps refusing is told on the 1st, 2nd, 4th, 8th … refusal and on
     /// a new message, not every round; it is made once Slurm takes it.
     #[test]
