@@ -263,9 +263,10 @@ impl PgStore {
 /// Rows per multi-row statement (well under both databases' parameter limits).
 const CHUNK: usize = 500;
 
-/// A line as stored: PostgreSQL text cannot hold NUL, so both stores keep U+2400 (␀), the
-/// visible symbol for it, in its place.
-fn stored_line(line: &str) -> std::borrow::Cow<'_, str> {
+/// Text as stored (log lines, event messages, reasons, which may quote what a process or a
+/// node said): PostgreSQL text cannot hold NUL, so both stores keep U+2400 (␀), the visible
+/// symbol for it, in its place.
+fn stored_text(line: &str) -> std::borrow::Cow<'_, str> {
     if line.contains('\0') {
         std::borrow::Cow::Owned(line.replace('\0', "\u{2400}"))
     } else {
@@ -437,7 +438,7 @@ macro_rules! sql_store {
                             .bind(e.at_ms)
                             .bind(&e.kind)
                             .bind(&e.cluster)
-                            .bind(&e.message);
+                            .bind(stored_text(&e.message));
                     }
                     q.execute(&mut **tx).await?;
                 }
@@ -1306,7 +1307,7 @@ macro_rules! sql_store {
                         q = q
                             .bind(&u.id)
                             .bind(u.state.as_str())
-                            .bind(&u.reason)
+                            .bind(stored_text(&u.reason))
                             .bind(&u.cluster)
                             .bind(u.allocated)
                             .bind(u.restarts)
@@ -1484,7 +1485,7 @@ macro_rules! sql_store {
                             .bind(&l.stream)
                             .bind(l.seq)
                             .bind(l.at_ms)
-                            .bind(stored_line(&l.line));
+                            .bind(stored_text(&l.line));
                     }
                     inserted += q.execute(&mut *tx).await?.rows_affected();
                 }

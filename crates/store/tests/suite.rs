@@ -835,6 +835,27 @@ async fn lease_and_apply(s: AnyStore) {
         Some(2),
         "a later attempt's placement replaces the earlier one"
     );
+    // What a process or a node said (a start error quoted in a reason and an event) may hold
+    // a NUL: kept visibly, not refused by the database (PostgreSQL text cannot hold one).
+    let mut said = batch.updates[0].clone();
+    said.reason = "rank 0 could not start: bad\0name".into();
+    said.updated_ms = 2_750;
+    s.apply(
+        &renewed,
+        &Batch {
+            updates: vec![said],
+            events: vec![NewEvent {
+                kind: "note".into(),
+                message: "could not start: bad\0name".into(),
+                ..batch.events[0].clone()
+            }],
+            ..Batch::default()
+        },
+    )
+    .await
+    .expect("a NUL is stored");
+    let got = s.get_job(&j.id, None).await.expect("get").expect("found");
+    assert_eq!(got.reason, "rank 0 could not start: bad\u{2400}name");
     let cu = s.cluster_usage().await.expect("cluster usage");
     assert_eq!(
         cu,
@@ -915,7 +936,8 @@ async fn lease_and_apply(s: AnyStore) {
         .expect("events")
         .expect("found");
     let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["submitted", "started", "cancel_requested"]);
+    assert_eq!(kinds, ["submitted", "started", "note", "cancel_requested"]);
+    assert_eq!(ev[2].message, "could not start: bad\u{2400}name");
     // Looking for an event: kind, cluster, time and the start of its message must all match.
     let started = |cluster: &'static str, prefix: &'static str, before_ms: i64| EventQuery {
         job_id: &j.id,
@@ -955,11 +977,11 @@ async fn lease_and_apply(s: AnyStore) {
         .await
         .expect("events")
         .expect("found");
-    assert_eq!(rest.len(), 1);
-    assert_eq!(rest[0].kind, "cancel_requested");
-    assert_eq!(rest[0].cursor, 3);
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[1].kind, "cancel_requested");
+    assert_eq!(rest[1].cursor, 4);
     let after_all = s
-        .events(&j.id, None, rest[0].cursor, 2)
+        .events(&j.id, None, rest[1].cursor, 2)
         .await
         .expect("events");
     assert_eq!(after_all, Some(vec![]));
