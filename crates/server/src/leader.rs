@@ -123,6 +123,31 @@ struct Leading {
     renewed_ms: i64,
 }
 
+/// Renews `l`'s lease at `now`; `LostLease` when another replica holds it (a new term).
+async fn renew(
+    store: &AnyStore,
+    cfg: &LoopConfig,
+    l: &mut Leading,
+    metrics: &Metrics,
+    now: i64,
+) -> Result<(), StoreError> {
+    let ttl_ms = cfg.lease_ttl.as_millis() as i64;
+    match store
+        .acquire_lease(&cfg.holder, &cfg.fleet, now, ttl_ms)
+        .await?
+    {
+        Some(lease) if lease.term == l.lease.term => {
+            metrics
+                .lease_expires_ms
+                .store(lease.expires_ms, Ordering::Relaxed);
+            l.lease = lease;
+            l.renewed_ms = now;
+            Ok(())
+        }
+        _ => Err(StoreError::LostLease),
+    }
+}
+
 /// Runs until `shutdown` turns true; then gives the lease up.
 pub async fn run(
     store: AnyStore,
@@ -137,6 +162,8 @@ pub async fn run(
     let mut leading: Option<Leading> = None;
     // A store that stays out of reach is said once, then every so often, not every tick.
     let mut lease_trouble = RepeatedWarning::default();
+    // After a failed rebuild, not before this: the lease is left for another replica a while.
+    let mut rebuild_after_ms = i64::MIN;
     loop {
         // A whole tick at most; less when the backend foresees something sooner (a dry run's
         // end) while this replica leads.
@@ -154,15 +181,17 @@ pub async fn run(
         if *shutdown.borrow() {
             metrics.leader.store(false, Ordering::Relaxed);
             metrics.lease_expires_ms.store(0, Ordering::Relaxed);
+            // The backend stops before the lease is given up: the next leader must not find
+            // this one's last round of Slurm commands still going. A backend may wait for its
+            // own threads when dropped (Slurm's finishes its round first): not on a thread
+            // that runs other tasks.
+            if let Err(e) = tokio::task::spawn_blocking(move || drop(backend)).await {
+                tracing::warn!(error = %e, "the backend did not stop cleanly");
+            }
             if let Some(l) = leading.take()
                 && let Err(e) = store.release_lease(&l.lease).await
             {
                 tracing::warn!(error = %e, "could not release the scheduling lease");
-            }
-            // A backend may wait for its own threads when dropped (Slurm's finishes its round
-            // of Slurm commands first): not on a thread that runs other tasks.
-            if let Err(e) = tokio::task::spawn_blocking(move || drop(backend)).await {
-                tracing::warn!(error = %e, "the backend did not stop cleanly");
             }
             return;
         }
@@ -175,6 +204,9 @@ pub async fn run(
                 continue;
             }
             metrics.set_fleet_conflict(None);
+        }
+        if leading.is_none() && now < rebuild_after_ms {
+            continue;
         }
         if leading.is_none() {
             match store
@@ -213,7 +245,12 @@ pub async fn run(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "could not rebuild the scheduler from the store")
+                        // Not held while it cannot lead: another replica may rebuild.
+                        tracing::warn!(error = %e, "could not rebuild the scheduler from the store; giving the lease up");
+                        if let Err(e) = store.release_lease(&lease).await {
+                            tracing::warn!(error = %e, "could not release the scheduling lease");
+                        }
+                        rebuild_after_ms = now_ms() + ttl_ms;
                     }
                 },
                 Ok(None) => {
@@ -248,19 +285,7 @@ pub async fn run(
         let Some(l) = leading.as_mut() else { continue };
         let result = async {
             if now - l.renewed_ms >= ttl_ms / 3 {
-                match store
-                    .acquire_lease(&cfg.holder, &cfg.fleet, now, ttl_ms)
-                    .await?
-                {
-                    Some(lease) if lease.term == l.lease.term => {
-                        metrics
-                            .lease_expires_ms
-                            .store(lease.expires_ms, Ordering::Relaxed);
-                        l.lease = lease;
-                        l.renewed_ms = now;
-                    }
-                    _ => return Err(StoreError::LostLease),
-                }
+                renew(&store, &cfg, l, &metrics, now).await?;
                 if !in_time(&l.lease, ttl_ms) {
                     // Renewed late: the lease may have run out before the write and another
                     // replica may hold it now. No pass on it; the next round renews again
@@ -272,7 +297,7 @@ pub async fn run(
                     return Ok(());
                 }
             }
-            pass(&store, l, backend.as_mut(), &metrics, now).await
+            pass(&store, &cfg, l, backend.as_mut(), &metrics, now).await
         }
         .await;
         if let Err(e) = result {
@@ -376,6 +401,7 @@ fn stored_spec(r: &JobRecord) -> Result<(switchyard_core::JobSpec, JobExtras), S
 /// commit, then act.
 async fn pass(
     store: &AnyStore,
+    cfg: &LoopConfig,
     l: &mut Leading,
     backend: &mut dyn Backend,
     metrics: &Metrics,
@@ -499,6 +525,13 @@ async fn pass(
     metrics
         .jobs_held
         .store(l.engine.held_jobs() as u64, Ordering::Relaxed);
+    // A pass (or its write) that ran long may have outlived the lease, and another replica
+    // may lead by now: renewed first (or stepped down), so that two leaders never act on a
+    // backend at once. The decisions are stored either way.
+    let ttl_ms = cfg.lease_ttl.as_millis() as i64;
+    if !in_time(&l.lease, ttl_ms) {
+        renew(store, cfg, l, metrics, now_ms()).await?;
+    }
     backend.act(commands);
     if let Err(e) = store_output(store, output).await {
         tracing::warn!(error = %e, "could not store job output; those lines are lost");
@@ -608,9 +641,10 @@ mod tests {
         assert!(!due(renewed_at(&asked(0), now, ttl)));
     }
 
-    /// Stands for the Slurm backend, whose drop waits for its worker's round.
+    /// Stands for the Slurm backend, whose drop waits for its worker's round; it notes
+    /// whether the lease was still held when its drop ended.
     #[derive(Debug)]
-    struct SlowToDrop(Arc<AtomicBool>);
+    struct SlowToDrop(Arc<AtomicBool>, AnyStore, Arc<AtomicBool>);
 
     impl Backend for SlowToDrop {
         fn name(&self) -> &'static str {
@@ -626,23 +660,35 @@ mod tests {
     impl Drop for SlowToDrop {
         fn drop(&mut self) {
             std::thread::sleep(Duration::from_secs(1));
+            let lease = tokio::runtime::Handle::current().block_on(self.1.current_leader());
+            self.2.store(
+                lease.is_ok_and(|l| l.expires_ms > now_ms()),
+                Ordering::SeqCst,
+            );
             self.0.store(true, Ordering::SeqCst);
         }
     }
 
     /// On one runtime thread, other tasks keep running while a stopping leader drops its
-    /// backend.
+    /// backend; the lease is given up only once the backend has stopped (the next leader
+    /// must not meet this one's last round of backend commands).
     #[tokio::test(flavor = "current_thread")]
     async fn a_stopping_leader_drops_its_backend_off_the_async_threads() {
+        use switchyard_store::StoreRead as _;
         let store = switchyard_store::connect("sqlite::memory:")
             .await
             .expect("store");
         let dropped = Arc::new(AtomicBool::new(false));
+        let held_at_drop = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = watch::channel(false);
         let leader = tokio::spawn(run(
-            store,
+            store.clone(),
             Arc::new(Fleet::default_fleet()),
-            Box::new(SlowToDrop(dropped.clone())),
+            Box::new(SlowToDrop(
+                dropped.clone(),
+                store.clone(),
+                held_at_drop.clone(),
+            )),
             Arc::new(Metrics::default()),
             Arc::new(Notify::new()),
             stopped,
@@ -663,6 +709,12 @@ mod tests {
         leader.await.expect("the leader stops");
         assert!(dropped.load(Ordering::SeqCst));
         assert!(ticks >= 5, "this task ran {ticks} times during the drop");
+        assert!(
+            held_at_drop.load(Ordering::SeqCst),
+            "released before the backend stopped"
+        );
+        let lease = store.current_leader().await.expect("lease");
+        assert_eq!(lease.expires_ms, 0, "given up once the backend stopped");
     }
 
     /// A dry run's end is seen when it comes, not a tick later: with a 30 s tick, a job of a
@@ -722,6 +774,92 @@ mod tests {
         );
     }
 
+    fn test_config(ttl_ms: u64) -> LoopConfig {
+        LoopConfig {
+            tick: Duration::from_millis(200),
+            lease_ttl: Duration::from_millis(ttl_ms),
+            holder: "test".into(),
+            fleet: String::new(),
+        }
+    }
+
+    /// Counts the batches of commands it is given.
+    #[derive(Debug, Default)]
+    struct CountsActs(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Backend for CountsActs {
+        fn name(&self) -> &'static str {
+            "counts-acts"
+        }
+        fn act(&mut self, _: Vec<crate::backend::Command>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn poll(&mut self, _: i64) -> Vec<Observed> {
+            Vec::new()
+        }
+        fn reset(&mut self) {}
+    }
+
+    /// A pass that outlived its lease does not act on the backend unless it renews the lease
+    /// first: another replica that took it meanwhile is the only one acting.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_pass_that_outlived_its_lease_renews_it_before_acting() {
+        let store = switchyard_store::connect("sqlite::memory:")
+            .await
+            .expect("store");
+        let fleet = Fleet::default_fleet();
+        let tick = now_ms() - 10_000;
+        let lease = store
+            .acquire_lease("test", "", tick, 3_000)
+            .await
+            .expect("store")
+            .expect("the lease");
+        let (engine, _) = recover(&store, &fleet, tick).await.expect("recover");
+        let mut leading = Leading {
+            lease,
+            engine,
+            renewed_ms: tick,
+        };
+        let metrics = Metrics::default();
+        let acts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut backend = CountsActs(acts.clone());
+        // Nobody took it: renewed (same term), then acted on.
+        pass(
+            &store,
+            &test_config(3_000),
+            &mut leading,
+            &mut backend,
+            &metrics,
+            tick,
+        )
+        .await
+        .expect("renewed and acted");
+        assert_eq!(acts.load(Ordering::SeqCst), 1);
+        assert!(in_time(&leading.lease, 3_000));
+        // Another replica took it once it ran out: no act, stepped down.
+        leading.lease.expires_ms = now_ms() - 1;
+        store
+            .acquire_lease("other", "", now_ms() + 3_100, 3_000)
+            .await
+            .expect("store")
+            .expect("taken");
+        let lost = pass(
+            &store,
+            &test_config(3_000),
+            &mut leading,
+            &mut backend,
+            &metrics,
+            tick,
+        )
+        .await;
+        assert!(matches!(lost, Err(StoreError::LostLease)), "{lost:?}");
+        assert_eq!(
+            acts.load(Ordering::SeqCst),
+            1,
+            "no act after the lease was lost"
+        );
+    }
+
     /// A cancellation asked for after a pass's tick began is carried out no earlier than it
     /// was asked: the job's `cancelled` event and its end never come before `cancel_requested`.
     #[tokio::test(flavor = "current_thread")]
@@ -761,9 +899,16 @@ mod tests {
             .await
             .expect("store")
             .expect("the job");
-        pass(&store, &mut leading, &mut backend, &metrics, tick)
-            .await
-            .expect("a pass");
+        pass(
+            &store,
+            &test_config(60_000),
+            &mut leading,
+            &mut backend,
+            &metrics,
+            tick,
+        )
+        .await
+        .expect("a pass");
         let events = store
             .events(&job.id, None, 0, 100)
             .await
