@@ -3771,6 +3771,27 @@ impl Scheduler {
         res: Option<&Reservation>,
         out: &mut Vec<Decision>,
     ) -> bool {
+        let passed_fresh_runs = std::cell::Cell::new(false);
+        let made_room = self.preempt_for(now, j, res, out, &passed_fresh_runs);
+        if passed_fresh_runs.get() {
+            // A run it could have displaced had only just started: that refusal lapses as
+            // soon as the clock moves, so the next pass looks at the whole queue again (the
+            // quick pass over new jobs alone would leave `j` waiting for a release).
+            self.recheck_at = self.recheck_at.min(now);
+        }
+        made_room
+    }
+
+    /// [`Scheduler::try_preempt`]; `passed_fresh_runs` says whether a run was left alone
+    /// only because it started at this instant.
+    fn preempt_for(
+        &mut self,
+        now: f64,
+        j: JobIdx,
+        res: Option<&Reservation>,
+        out: &mut Vec<Decision>,
+        passed_fresh_runs: &std::cell::Cell<bool>,
+    ) -> bool {
         let job = &self.jobs[j as usize];
         let need = u64::from(job.min_size);
         let prio = job.priority;
@@ -3793,17 +3814,21 @@ impl Scheduler {
             // now would only thrash (and two rules could hand the same accelerators back and
             // forth forever without the clock moving).
             let started_now = |v: JobIdx| {
-                self.jobs[v as usize]
+                let fresh = self.jobs[v as usize]
                     .run
                     .as_ref()
-                    .is_some_and(|r| r.start_s >= now)
+                    .is_some_and(|r| r.start_s >= now);
+                if fresh {
+                    passed_fresh_runs.set(true);
+                }
+                fresh
             };
             // Candidates: (accelerators, job, whether it may go only as capacity its team
             // borrows). Each is checked on its own here; `Taken` checks them together.
             let mut cands: Vec<(u64, JobIdx, bool)> = Vec::new();
             for &(p, _, v) in self.running_on[c as usize].iter().take(10_000) {
                 // (A run only on drained nodes makes no room: it runs on to its end.)
-                if started_now(v) || self.room_of(c, v) == 0 {
+                if self.room_of(c, v) == 0 {
                     continue;
                 }
                 let same_team = self.jobs[v as usize].tenant == self.jobs[j as usize].tenant;
@@ -3818,6 +3843,9 @@ impl Scheduler {
                     if p >= prio && !reclaim {
                         break;
                     }
+                    continue;
+                }
+                if started_now(v) {
                     continue;
                 }
                 let size = u64::from(self.jobs[v as usize].run.as_ref().map_or(0, |r| r.size));
@@ -3839,10 +3867,10 @@ impl Scheduler {
                     if vj.kind != JobKind::Training
                         || vj.starved
                         || vj.priority > prio
-                        || started_now(v)
                         || (!reclaim && !self.borrowing(v, c))
                         || self.room_of(c, v) == 0
                         || vj.run.as_ref().is_some_and(|r| r.paused_at.is_some())
+                        || started_now(v)
                     {
                         continue;
                     }

@@ -2596,3 +2596,36 @@ fn recovered_replicas_go_back_before_any_new_replica_is_placed() {
     assert_eq!(a_on[0], 0);
     assert_ne!(a_on[1], 1);
 }
+
+/// A run left alone only because it started this very instant (a recovered run placed first)
+/// is preempted at the next pass: the quick pass over new jobs alone would leave the
+/// higher-priority job waiting for a release.
+#[test]
+fn a_refusal_for_a_run_that_just_started_lapses_at_the_next_pass() {
+    let mut s = sched(Policy::Priority, false);
+    let mut low = job("low", "a", 64, 1e6);
+    low.clusters = vec!["slow".into()];
+    let l = submit(&mut s, 0.0, low);
+    let mut high = job("high", "a", 64, 100.0);
+    high.priority = 10;
+    high.clusters = vec!["slow".into()];
+    let h = submit(&mut s, 0.0, high);
+    s.recovered(l);
+    let d = pass(&mut s, 0.0);
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == l)),
+        "{d:?}"
+    );
+    let d = pass(&mut s, 10.0);
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Preempt { job, .. } if job == l)),
+        "{d:?}"
+    );
+    assert!(
+        d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == h)),
+        "{d:?}"
+    );
+}
