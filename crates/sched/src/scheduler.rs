@@ -1246,15 +1246,25 @@ impl Scheduler {
             .filter(|_| spec.kind == JobKind::Inference)
         {
             // Its fewest replicas must fit at once, each whole within one cluster, within the
-            // caps on each cluster and, all together, within the fleet-wide ones.
+            // caps on each cluster and, all together, within the fleet-wide ones. Replicas pack
+            // as placement packs them: several to a node when smaller than one, else each on
+            // whole nodes of its own (a 12-accelerator replica takes two nodes of 8).
             let size = u64::from(spec.accelerators.max(1));
             let per_cluster: u64 = dur
                 .iter()
                 .enumerate()
                 .filter(|(_, d)| d.is_some())
                 .map(|(i, _)| {
-                    let within_cap = self.quota_cap(&spec.tenant, i as u32);
-                    self.index[i].capacity().min(within_cap) / size
+                    let within_cap = self.quota_cap(&spec.tenant, i as u32) / size;
+                    let index = &self.index[i];
+                    let (nodes, per_node) =
+                        (u64::from(index.nodes()), u64::from(index.per_node().max(1)));
+                    let packed = if size < per_node {
+                        nodes * (per_node / size)
+                    } else {
+                        nodes / size.div_ceil(per_node)
+                    };
+                    packed.min(within_cap)
                 })
                 .sum();
             let fleet_wide = self.caps_of(&spec.tenant, None);

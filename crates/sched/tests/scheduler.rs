@@ -2629,3 +2629,22 @@ fn a_refusal_for_a_run_that_just_started_lapses_at_the_next_pass() {
         "{d:?}"
     );
 }
+
+/// Replicas pack as placement packs them: one 5-accelerator replica per 8-accelerator node
+/// (24 on the 24 nodes), a 12-accelerator one on two whole nodes (12): a minimum past that is
+/// refused, not left running below its minimum for ever.
+#[test]
+fn a_services_minimum_counts_replicas_as_nodes_hold_them() {
+    let mut s = sched(Policy::Switchyard, false);
+    for (size, fits, too_many) in [(5, 24, 30), (12, 12, 13)] {
+        let why = s
+            .validate(&service("svc", "a", size, too_many, too_many))
+            .expect_err("more than the nodes hold");
+        assert!(
+            why.contains(&format!("hold at most {fits} such replicas")),
+            "{size}: {why}"
+        );
+        s.validate(&service("svc", "a", size, fits, fits))
+            .expect("as many as the nodes hold");
+    }
+}
