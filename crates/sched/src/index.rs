@@ -183,6 +183,17 @@ impl ClusterIndex {
         self.used[node as usize]
     }
 
+    /// What `node` would offer once `back` of its accelerators are given back (nothing while
+    /// it is failed or drained).
+    pub fn room_after(&self, node: u32, back: u32) -> u32 {
+        if self.down[node as usize] {
+            0
+        } else {
+            let used = self.used[node as usize];
+            self.per_node - used + back.min(used)
+        }
+    }
+
     fn avail(&self, node: u32) -> u32 {
         if self.down[node as usize] {
             0

@@ -3423,32 +3423,60 @@ impl Scheduler {
         {
             return Some(r);
         }
-        let need = u64::from(min_size);
         let mut best: Option<Reservation> = None;
         for c in 0..self.clusters.len() {
             if self.jobs[j as usize].dur[c].is_none() || !may_hold(c) {
                 continue;
             }
-            let free_then = self.index[c].free();
-            let mut free = free_then;
+            // Room counts in nodes, as placement does: a gang of whole nodes starts once
+            // enough nodes are idle, a smaller job once one node has room for it (so many
+            // accelerators free across busy nodes are not a start). What is spare beside it
+            // may be backfilled by runs that end later: idle nodes beyond the gang's, or the
+            // room left on the node a smaller job will take.
+            let index = &self.index[c];
+            let free_then = index.free();
+            let per_node = index.per_node().max(1);
+            let whole_nodes = min_size.div_ceil(per_node);
+            let mut back: HashMap<u32, u32> = HashMap::new();
+            let mut idle = index.idle_nodes();
+            let mut best_room = 0u32;
             let mut shadow = now;
+            let spare = |idle: u32, best_room: u32| -> Option<u64> {
+                if min_size >= per_node {
+                    (idle >= whole_nodes)
+                        .then(|| u64::from(idle - whole_nodes) * u64::from(per_node))
+                } else {
+                    (best_room >= min_size).then(|| u64::from(best_room - min_size))
+                }
+            };
+            let mut extra = spare(idle, best_room);
             for &(end, _, k) in self.ends[c].iter().take(200_000) {
-                if free >= need {
+                if extra.is_some() {
                     break;
                 }
                 // (What ends on a drained node does not come free.)
-                free += self.room_of(c as u32, k);
+                for share in self.jobs[k as usize].run.iter().flat_map(|r| &r.shares) {
+                    let given = back.entry(share.node).or_default();
+                    let before = index.room_after(share.node, *given);
+                    *given += share.accelerators;
+                    let after = index.room_after(share.node, *given);
+                    if after == per_node && before < per_node {
+                        idle += 1;
+                    }
+                    best_room = best_room.max(after);
+                }
                 shadow = f64::from_bits(end);
+                extra = spare(idle, best_room);
             }
-            if free < need {
+            let Some(extra) = extra else {
                 continue;
-            }
+            };
             if best.is_none_or(|b| shadow < b.shadow_s) {
                 best = Some(Reservation {
                     job: j,
                     cluster: c as u32,
                     shadow_s: shadow,
-                    extra: free - need,
+                    extra,
                     epoch: self.epoch,
                     free_then,
                     released_then: self.released,

@@ -2648,3 +2648,42 @@ fn a_services_minimum_counts_replicas_as_nodes_hold_them() {
             .expect("as many as the nodes hold");
     }
 }
+
+/// A reservation counts nodes, not accelerators: with a 16-accelerator gang waiting for the
+/// node a 100 s run frees (beside the one idle node), the accelerators free across two busy
+/// nodes are no spare room, and a long 6-accelerator job may not take the idle node the gang
+/// needs; the gang starts when the short run ends.
+#[test]
+fn a_reservation_counts_the_nodes_a_gang_needs() {
+    let mut s = sched_on(&moves_fleet(4, ""), Policy::Fifo, false);
+    for (id, size, secs) in [("a", 5, 1000.0), ("b", 5, 1000.0), ("d", 8, 100.0)] {
+        submit(&mut s, 0.0, pinned_to(job(id, "a", size, secs), "d"));
+    }
+    pass(&mut s, 0.0);
+    let d = s.job(2).generation;
+    let gang = submit(&mut s, 1.0, pinned_to(job("gang", "a", 16, 100.0), "d"));
+    let long = submit(&mut s, 1.0, pinned_to(job("long", "a", 6, 10_000.0), "d"));
+    let started = pass(&mut s, 1.0);
+    assert!(
+        !started
+            .iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == long)),
+        "the long job would take the gang's idle node: {started:?}"
+    );
+    let mut out = Vec::new();
+    s.handle(
+        100.0,
+        Event::Finished {
+            job: 2,
+            generation: d,
+        },
+        &mut out,
+    );
+    let started = pass(&mut s, 100.0);
+    assert!(
+        started
+            .iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == gang)),
+        "{started:?}"
+    );
+}
