@@ -413,6 +413,36 @@ macro_rules! sql_store {
             /// them: every writer takes the job lock first and rows after, or a submission
             /// (lock held, waiting on a name's unique index entry behind an updated row) and an
             /// update (row held, waiting for the lock) deadlock.
+            /// Job `id` (of `tenant`, when given) as `executor` sees it: a pool, or a
+            /// transaction that has just changed it.
+            async fn job_in<'e, E>(
+                executor: E,
+                id: &str,
+                tenant: Option<&str>,
+            ) -> Result<Option<JobRecord>, StoreError>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                let row = match tenant {
+                    Some(t) => {
+                        sqlx::query(&format!(
+                            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND tenant = $2"
+                        ))
+                        .bind(id)
+                        .bind(t)
+                        .fetch_optional(executor)
+                        .await?
+                    }
+                    None => {
+                        sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+                            .bind(id)
+                            .fetch_optional(executor)
+                            .await?
+                    }
+                };
+                row.as_ref().map(Self::job).transpose()
+            }
+
             async fn insert_events(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 events: &[NewEvent],
@@ -774,24 +804,7 @@ macro_rules! sql_store {
                 id: &str,
                 tenant: Option<&str>,
             ) -> Result<Option<JobRecord>, StoreError> {
-                let row = match tenant {
-                    Some(t) => {
-                        sqlx::query(&format!(
-                            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND tenant = $2"
-                        ))
-                        .bind(id)
-                        .bind(t)
-                        .fetch_optional(&self.read)
-                        .await?
-                    }
-                    None => {
-                        sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-                            .bind(id)
-                            .fetch_optional(&self.read)
-                            .await?
-                    }
-                };
-                row.as_ref().map(Self::job).transpose()
+                Self::job_in(&self.read, id, tenant).await
             }
 
             async fn job_by_name(
@@ -1194,8 +1207,11 @@ macro_rules! sql_store {
                     };
                     Self::insert_events(&mut tx, &[event]).await?;
                 }
+                // Read in the transaction: once it commits, the answer is what was stored
+                // (a failed read after the commit would say nothing was changed).
+                let job = Self::job_in(&mut *tx, id, tenant).await?;
                 tx.commit().await?;
-                self.get_job(id, tenant).await
+                Ok(job)
             }
 
             async fn request_scale(
@@ -1253,8 +1269,9 @@ macro_rules! sql_store {
                         Self::insert_events(&mut tx, &[event]).await?;
                     }
                 }
+                let job = Self::job_in(&mut *tx, id, tenant).await?;
                 tx.commit().await?;
-                self.get_job(id, tenant).await
+                Ok(job)
             }
 
             async fn apply(&self, lease: &Lease, batch: &Batch) -> Result<(), StoreError> {
