@@ -3312,6 +3312,13 @@ impl Scheduler {
             }
         }
         cands.sort_by(|a, b| b.cmp(a));
+        // A starving job's reservation holds its cluster: a run grows or moves there only if
+        // it would end before the reserved start (what is spare beside the reservation goes
+        // to the queue's backfill, which knows how much is left).
+        let held = self
+            .reservation
+            .filter(|r| self.jobs[r.job as usize].key.is_some())
+            .map(|r| (r.job, r.cluster, r.shadow_s));
         for (end, _, v) in cands {
             let Some(run) = self.jobs[v as usize].run.as_ref() else {
                 continue;
@@ -3363,6 +3370,9 @@ impl Scheduler {
                     continue;
                 }
                 let pred = self.predicted_from(v, c, target, done_now);
+                if held.is_some_and(|(r, rc, shadow)| r != v && rc == c && now + pred > shadow) {
+                    continue;
+                }
                 if best.is_none_or(|b| pred < b.0) {
                     best = Some((pred, c, target));
                 }

@@ -2687,3 +2687,60 @@ fn a_reservation_counts_the_nodes_a_gang_needs() {
         "{started:?}"
     );
 }
+
+/// An elastic run does not grow into the room a starving job's reservation holds: the
+/// reserved job starts at its shadow time, not after the grown run (of higher priority, which
+/// it may not preempt) ends.
+#[test]
+fn an_elastic_run_leaves_a_reservation_its_room() {
+    let mut s = Scheduler::new(
+        &fleet(&moves_fleet(4, "")),
+        ThroughputTable::new(),
+        Config {
+            policy: Policy::Switchyard,
+            failures: false,
+            starvation_s: 50.0,
+            ..Config::default()
+        },
+    );
+    let mut ks = Vec::new();
+    for (id, secs) in [("k1", 200.0), ("k2", 400.0), ("k3", 600.0)] {
+        let mut k = pinned_to(job(id, "a", 8, secs), "d");
+        k.kind = JobKind::Batch;
+        ks.push(submit(&mut s, 0.0, k));
+    }
+    pass(&mut s, 0.0);
+    let mut elastic = pinned_to(job("elastic", "b", 32, 4e6), "d");
+    elastic.min_accelerators = Some(8);
+    elastic.priority = 5;
+    let e = submit(&mut s, 1.0, elastic);
+    let waiting = submit(&mut s, 1.0, pinned_to(job("waiting", "c", 24, 10.0), "d"));
+    pass(&mut s, 1.0);
+    assert_eq!(s.job(e).state, JobState::Running);
+    let mut started_waiting = None;
+    for (k, at) in ks.iter().zip([200.0, 400.0, 600.0]) {
+        let generation = s.job(*k).generation;
+        let mut out = Vec::new();
+        s.handle(
+            at,
+            Event::Finished {
+                job: *k,
+                generation,
+            },
+            &mut out,
+        );
+        let d = pass(&mut s, at);
+        assert!(
+            !d.iter()
+                .any(|d| matches!(d.action, Action::Start { job, .. } if job == e)),
+            "the elastic run grew into the reserved room at {at}: {d:?}"
+        );
+        if d.iter()
+            .any(|d| matches!(d.action, Action::Start { job, .. } if job == waiting))
+        {
+            started_waiting = Some(at);
+            break;
+        }
+    }
+    assert_eq!(started_waiting, Some(600.0));
+}
