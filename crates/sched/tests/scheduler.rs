@@ -2374,20 +2374,26 @@ fn a_fleet_wide_cap_does_not_stop_a_move() {
     }
 }
 
-/// Replicas are not moved onto room a starving job's reservation holds: the reserved job
-/// starts at its shadow time.
-#[test]
-fn moves_leave_a_reservation_its_room() {
-    let mut s = Scheduler::new(
+/// A `switchyard` scheduler on `moves_fleet(4, "")`, failures off, where a job starves after
+/// `starvation_s`.
+fn starving_after(starvation_s: f64) -> Scheduler {
+    Scheduler::new(
         &fleet(&moves_fleet(4, "")),
         ThroughputTable::new(),
         Config {
             policy: Policy::Switchyard,
             failures: false,
-            starvation_s: 100.0,
+            starvation_s,
             ..Config::default()
         },
-    );
+    )
+}
+
+/// Replicas are not moved onto room a starving job's reservation holds: the reserved job
+/// starts at its shadow time.
+#[test]
+fn moves_leave_a_reservation_its_room() {
+    let mut s = starving_after(100.0);
     submit(&mut s, 0.0, service("svc", "b", 8, 2, 2));
     let mut filler = pinned_to(job("f", "f", 8, 1000.0), "d");
     filler.kind = JobKind::Batch;
@@ -2693,16 +2699,7 @@ fn a_reservation_counts_the_nodes_a_gang_needs() {
 /// it may not preempt) ends.
 #[test]
 fn an_elastic_run_leaves_a_reservation_its_room() {
-    let mut s = Scheduler::new(
-        &fleet(&moves_fleet(4, "")),
-        ThroughputTable::new(),
-        Config {
-            policy: Policy::Switchyard,
-            failures: false,
-            starvation_s: 50.0,
-            ..Config::default()
-        },
-    );
+    let mut s = starving_after(50.0);
     let mut ks = Vec::new();
     for (id, secs) in [("k1", 200.0), ("k2", 400.0), ("k3", 600.0)] {
         let mut k = pinned_to(job(id, "a", 8, secs), "d");

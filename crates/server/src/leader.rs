@@ -774,6 +774,23 @@ mod tests {
         );
     }
 
+    /// This replica leading on `store` with a lease taken at `tick` for `ttl_ms`.
+    async fn leading_at(store: &AnyStore, tick: i64, ttl_ms: i64) -> Leading {
+        let lease = store
+            .acquire_lease("test", "", tick, ttl_ms)
+            .await
+            .expect("store")
+            .expect("the lease");
+        let (engine, _) = recover(store, &Fleet::default_fleet(), tick)
+            .await
+            .expect("recover");
+        Leading {
+            lease,
+            engine,
+            renewed_ms: tick,
+        }
+    }
+
     fn test_config(ttl_ms: u64) -> LoopConfig {
         LoopConfig {
             tick: Duration::from_millis(200),
@@ -807,19 +824,8 @@ mod tests {
         let store = switchyard_store::connect("sqlite::memory:")
             .await
             .expect("store");
-        let fleet = Fleet::default_fleet();
         let tick = now_ms() - 10_000;
-        let lease = store
-            .acquire_lease("test", "", tick, 3_000)
-            .await
-            .expect("store")
-            .expect("the lease");
-        let (engine, _) = recover(&store, &fleet, tick).await.expect("recover");
-        let mut leading = Leading {
-            lease,
-            engine,
-            renewed_ms: tick,
-        };
+        let mut leading = leading_at(&store, tick, 3_000).await;
         let metrics = Metrics::default();
         let acts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut backend = CountsActs(acts.clone());
@@ -868,7 +874,6 @@ mod tests {
         let store = switchyard_store::connect("sqlite::memory:")
             .await
             .expect("store");
-        let fleet = Fleet::default_fleet();
         let tick = now_ms() - 10_000;
         let job = store
             .insert_job(&switchyard_store::testing::batch_job(
@@ -879,17 +884,7 @@ mod tests {
             ))
             .await
             .expect("submit");
-        let lease = store
-            .acquire_lease("test", "", tick, 60_000)
-            .await
-            .expect("store")
-            .expect("the lease");
-        let (engine, _) = recover(&store, &fleet, tick).await.expect("recover");
-        let mut leading = Leading {
-            lease,
-            engine,
-            renewed_ms: tick,
-        };
+        let mut leading = leading_at(&store, tick, 60_000).await;
         let mut backend = crate::backend::DryRun::default();
         let metrics = Metrics::default();
         // The tick began 10 s ago; the cancellation is asked for now.

@@ -1060,16 +1060,9 @@ impl Worker {
         );
 
         // 2. Cancel tagged, unfinished jobs nobody wants (only once the leader has spoken).
-        self.clusters[i].cancelled.retain(|id| {
-            by_id
-                .get(id.as_str())
-                .is_some_and(|j| !j.state.is_terminal())
-        });
-        self.clusters[i].cancel_failures.retain(|id, _| {
-            by_id
-                .get(id.as_str())
-                .is_some_and(|j| !j.state.is_terminal())
-        });
+        let live = |id: &str| by_id.get(id).is_some_and(|j| !j.state.is_terminal());
+        self.clusters[i].cancelled.retain(|id| live(id));
+        self.clusters[i].cancel_failures.retain(|id, _| live(id));
         if self.synced {
             let unwanted: Vec<(String, String)> = tagged
                 .iter()
@@ -2931,10 +2924,7 @@ mod tests {
     fn a_refused_cancellation_is_told_ever_more_rarely() {
         let fake = Fake::default();
         let mut w = worker(&fake, 1);
-        w.apply(Msg::Commands(vec![launch("j", 4, 8)]));
-        w.round();
-        let id = fake.active_tagged("switchyard")[0].1.clone();
-        fake.set_state(&id, JobState::Running);
+        let id = running(&fake, &mut w, launch("j", 4, 8));
         fake.st().refuse_cancel = Some("Access/permission denied".into());
         w.apply(Msg::Commands(vec![Command::Stop { job: "j".into() }]));
         for _ in 0..8 {
@@ -2972,10 +2962,7 @@ mod tests {
     fn a_stopped_run_in_a_rewritten_partition_is_cancelled() {
         let fake = Fake::default();
         let mut w = worker(&fake, 1);
-        w.apply(Msg::Commands(vec![launch("j", 4, 8)]));
-        w.round();
-        let id = fake.active_tagged("switchyard")[0].1.clone();
-        fake.set_state(&id, JobState::Running);
+        let id = running(&fake, &mut w, launch("j", 4, 8));
         if let Some(j) = fake.st().jobs.iter_mut().find(|j| j.id == id) {
             j.partition = "rewritten".into();
         }
